@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/*
+ * Ferry's raw→raw copier: sparse aware (SEEK_DATA/SEEK_HOLE), large aligned
+ * buffers, O_DIRECT when the filesystem allows it, overlapping reads and
+ * writes, zero detection (zero blocks become holes in the destination).
+ * Runs in the calling thread (a job thread); never logs.
+ */
+
+#include <stdint.h>
+#include <gio/gio.h>
+
+/* Called from the copying thread; done and total in bytes of the source. */
+typedef void (*agent_copy_progress_fn)(uint64_t done, uint64_t total, void *userdata);
+
+struct agent_copy_options {
+        uint64_t bandwidth_limit;   /* bytes/s, 0 = unlimited; issue 6 shares it among jobs */
+        size_t buffer_size;         /* 0 = default (8 MiB) */
+        gboolean no_direct;         /* force buffered I/O */
+};
+
+/*
+ * Copies the raw file src_path into the existing raw file dst_path. The
+ * destination keeps its size, which must be >= the source's (-EFBIG
+ * otherwise). Destination ranges that are holes or zeros in the
+ * source become holes (punched) so a re-copy over stale data is correct.
+ * Returns 0, -ECANCELED when cancel was triggered (promptly, within one
+ * buffer), or -errno. opts may be NULL.
+ */
+int agent_copy_raw(const char *src_path, const char *dst_path,
+                   const struct agent_copy_options *opts, GCancellable *cancel,
+                   agent_copy_progress_fn progress, void *userdata);

@@ -1,0 +1,10 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+#include <stddef.h>
+
+/* Reads a regular file relative to dirfd; fails with -EFBIG if larger than max. */
+int fy_read_small_file_at(int dirfd, const char *name, size_t max, char **ret_text, size_t *ret_len);
+/* Atomically replaces dirfd/name: temp file + fsync + renameat + fsync(dirfd). */
+int fy_write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len);
+/* fsync the directory */
+int fy_fsync_dir(int dirfd);
