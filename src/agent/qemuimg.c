@@ -1,1 +1,432 @@
-/* placeholder, being written */
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * qemu-img wrappers. Each call runs one child in the calling thread and
+ * multiplexes its stdout, stderr and the GCancellable with poll(), so
+ * progress is parsed while the child runs and a cancel kills it at once.
+ */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <gio/gio.h>
+#include <gio/gunixinputstream.h>
+#include <jansson.h>
+
+#include "config.h"
+#include "error.h"
+#include "qemuimg.h"
+
+#define QIMG_STDERR_TAIL        1024            /* bytes of stderr kept for errors */
+#define QIMG_STDOUT_MAX         (1024 * 1024)   /* cap on captured stdout (info JSON) */
+
+struct qimg_run {
+        /* in */
+        gboolean capture_stdout;
+        GCancellable *cancel;
+        agent_copy_progress_fn progress;
+        void *userdata;
+        uint64_t total;                 /* progress scale; bytes of the source */
+        /* out */
+        GString *out;                   /* captured stdout, if capture_stdout */
+        char err_tail[QIMG_STDERR_TAIL + 1];
+        size_t err_len;
+        int exit_status;                /* -1 if killed by a signal */
+        /* progress parser state: the current \r/\n-delimited line */
+        char line[64];
+        size_t line_len;
+        uint64_t last_done;
+};
+
+static void child_setup(gpointer data)
+{
+        pid_t parent = (pid_t) GPOINTER_TO_INT(data);
+
+        /* Dies with the thread that forked it; that thread always reaps it
+         * before returning, so this covers the agent dying. */
+        (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+                _exit(127);     /* agent died before prctl took effect */
+}
+
+static void err_tail_append(struct qimg_run *run, const char *buf, size_t n)
+{
+        if (n >= QIMG_STDERR_TAIL) {
+                memcpy(run->err_tail, buf + n - QIMG_STDERR_TAIL, QIMG_STDERR_TAIL);
+                run->err_len = QIMG_STDERR_TAIL;
+        } else {
+                size_t keep = MIN(run->err_len, QIMG_STDERR_TAIL - n);
+                memmove(run->err_tail, run->err_tail + run->err_len - keep, keep);
+                memcpy(run->err_tail + keep, buf, n);
+                run->err_len = keep + n;
+        }
+        run->err_tail[run->err_len] = '\0';
+}
+
+/* Parses one progress line like "    (12.34/100%)". */
+static void progress_line(struct qimg_run *run)
+{
+        const char *p;
+        char *end;
+        double pct;
+        uint64_t done;
+
+        run->line[run->line_len] = '\0';
+        p = strchr(run->line, '(');
+        if (!p || !strstr(p, "/100%)"))
+                return;
+        pct = g_ascii_strtod(p + 1, &end);
+        if (end == p + 1 || *end != '/' || !(pct >= 0.0) || pct > 100.0)
+                return;
+        done = (uint64_t) ((double) run->total * pct / 100.0);
+        if (done < run->last_done)
+                return;
+        run->last_done = done;
+        if (run->progress)
+                run->progress(done, run->total, run->userdata);
+}
+
+static void stdout_feed(struct qimg_run *run, const char *buf, size_t n)
+{
+        if (run->capture_stdout) {
+                size_t room = QIMG_STDOUT_MAX - MIN(run->out->len, QIMG_STDOUT_MAX);
+                g_string_append_len(run->out, buf, (gssize) MIN(n, room));
+                return;
+        }
+        for (size_t i = 0; i < n; i++) {
+                if (buf[i] == '\r' || buf[i] == '\n') {
+                        progress_line(run);
+                        run->line_len = 0;
+                } else if (run->line_len < sizeof(run->line) - 1) {
+                        run->line[run->line_len++] = buf[i];
+                }
+        }
+}
+
+static int errno_from_gerror(const GError *e)
+{
+        if (e->domain == G_SPAWN_ERROR) {
+                switch (e->code) {
+                case G_SPAWN_ERROR_NOENT: return -ENOENT;
+                case G_SPAWN_ERROR_ACCES: return -EACCES;
+                case G_SPAWN_ERROR_NOMEM: return -ENOMEM;
+                default: return -EIO;
+                }
+        }
+        return -EIO;
+}
+
+/*
+ * Runs argv to completion. Returns 0 when the child ran (whatever its exit
+ * status, see run->exit_status), -ECANCELED if cancelled (child killed and
+ * reaped), or -errno if it could not be started.
+ */
+static int qimg_run(const char *const *argv, struct qimg_run *run, GError **error)
+{
+        g_autoptr(GSubprocessLauncher) launcher = NULL;
+        g_autoptr(GSubprocess) proc = NULL;
+        g_autoptr(GError) e = NULL;
+        GPollFD cancel_pfd = { .fd = -1 };
+        bool have_cancel_fd = false;
+        int fds[2];
+        bool open_[2] = { true, true };
+        int r = 0;
+
+        launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE |
+                                             G_SUBPROCESS_FLAGS_STDERR_PIPE |
+                                             G_SUBPROCESS_FLAGS_STDIN_INHERIT);
+        g_subprocess_launcher_setenv(launcher, "LC_ALL", "C", TRUE);
+        g_subprocess_launcher_set_child_setup(launcher, child_setup,
+                                              GINT_TO_POINTER((int) getpid()), NULL);
+        proc = g_subprocess_launcher_spawnv(launcher, argv, &e);
+        if (!proc) {
+                r = errno_from_gerror(e);
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "Cannot run %s: %s",
+                            argv[0], e->message);
+                return r;
+        }
+
+        fds[0] = g_unix_input_stream_get_fd(G_UNIX_INPUT_STREAM(g_subprocess_get_stdout_pipe(proc)));
+        fds[1] = g_unix_input_stream_get_fd(G_UNIX_INPUT_STREAM(g_subprocess_get_stderr_pipe(proc)));
+        if (run->cancel)
+                have_cancel_fd = g_cancellable_make_pollfd(run->cancel, &cancel_pfd);
+
+        while (open_[0] || open_[1]) {
+                struct pollfd pfd[3];
+                nfds_t n = 0;
+                int idx[2] = { -1, -1 };
+                int timeout = -1;
+
+                if (g_cancellable_is_cancelled(run->cancel)) {
+                        r = -ECANCELED;
+                        break;
+                }
+                for (int i = 0; i < 2; i++)
+                        if (open_[i]) {
+                                idx[i] = (int) n;
+                                pfd[n++] = (struct pollfd) { .fd = fds[i], .events = POLLIN };
+                        }
+                if (have_cancel_fd)
+                        pfd[n++] = (struct pollfd) { .fd = cancel_pfd.fd, .events = POLLIN };
+                else if (run->cancel)
+                        timeout = 100;  /* no fd to wait on: poll the flag */
+
+                if (poll(pfd, n, timeout) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        r = -errno;
+                        break;
+                }
+                for (int i = 0; i < 2; i++) {
+                        char buf[4096];
+                        ssize_t k;
+
+                        if (idx[i] < 0 || !(pfd[idx[i]].revents & (POLLIN | POLLHUP | POLLERR)))
+                                continue;
+                        k = read(fds[i], buf, sizeof(buf));
+                        if (k < 0 && (errno == EINTR || errno == EAGAIN))
+                                continue;
+                        if (k <= 0) {
+                                open_[i] = false;
+                                continue;
+                        }
+                        if (i == 0)
+                                stdout_feed(run, buf, (size_t) k);
+                        else
+                                err_tail_append(run, buf, (size_t) k);
+                }
+        }
+
+        if (r < 0) {
+                /* Cancelled or broken: never leave the child behind. */
+                g_subprocess_force_exit(proc);
+                (void) g_subprocess_wait(proc, NULL, NULL);
+                if (have_cancel_fd)
+                        g_cancellable_release_fd(run->cancel);
+                return r;
+        }
+        if (have_cancel_fd)
+                g_cancellable_release_fd(run->cancel);
+
+        /* Both pipes hit EOF: the child is exiting; reaping it is quick. */
+        if (!g_subprocess_wait(proc, NULL, &e)) {
+                r = errno_from_gerror(e);
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "Cannot wait for %s: %s",
+                            argv[0], e->message);
+                return r;
+        }
+        run->exit_status = g_subprocess_get_if_exited(proc) ? g_subprocess_get_exit_status(proc) : -1;
+        return 0;
+}
+
+static void set_child_error(GError **error, int code, const char *what, const struct qimg_run *run)
+{
+        g_autofree char *tail = g_strstrip(g_strdup(run->err_tail));
+
+        if (run->exit_status < 0)
+                g_set_error(error, FY_ERROR, code, "qemu-img %s was killed by a signal: %s",
+                            what, tail);
+        else
+                g_set_error(error, FY_ERROR, code, "qemu-img %s failed (exit status %d): %s",
+                            what, run->exit_status, tail);
+}
+
+static bool looks_like_odirect_failure(const char *err)
+{
+        return strstr(err, "O_DIRECT") || strstr(err, "cache.direct") ||
+               strstr(err, "Invalid argument");
+}
+
+static bool valid_format(const char *fmt)
+{
+        return fmt && (strcmp(fmt, "raw") == 0 || strcmp(fmt, "qcow2") == 0);
+}
+
+int agent_qemu_img_convert(const char *src_path, const char *src_fmt,
+                           const char *dst_path, const char *dst_fmt,
+                           const char *backing, const char *backing_fmt,
+                           uint64_t rate_limit,
+                           GCancellable *cancel,
+                           agent_copy_progress_fn progress, void *userdata,
+                           GError **error)
+{
+        g_autofree char *rate = NULL;
+        uint64_t total = 0;
+        int r;
+
+        if (!src_path || !dst_path || !valid_format(src_fmt) || !valid_format(dst_fmt) ||
+            (backing && !valid_format(backing_fmt))) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                            "Invalid qemu-img convert parameters");
+                return -EINVAL;
+        }
+        if (rate_limit > 0)
+                rate = g_strdup_printf("%" PRIu64, rate_limit);
+
+        /* Progress is reported in bytes of the source's virtual size. */
+        if (progress && agent_qemu_img_info(src_path, NULL, &total, NULL, NULL, NULL) < 0)
+                total = 0;
+        if (total == 0)
+                total = 10000;
+
+        for (int direct = 1; direct >= 0; direct--) {
+                struct qimg_run run = { .cancel = cancel, .progress = progress,
+                                        .userdata = userdata, .total = total };
+                const char *argv[24];
+                int n = 0;
+
+                argv[n++] = FERRY_QEMU_IMG;
+                argv[n++] = "convert";
+                argv[n++] = "-p";
+                if (direct) {
+                        argv[n++] = "-t"; argv[n++] = "none";
+                        argv[n++] = "-T"; argv[n++] = "none";
+                }
+                argv[n++] = "-n";
+                argv[n++] = "-f"; argv[n++] = src_fmt;
+                argv[n++] = "-O"; argv[n++] = dst_fmt;
+                if (backing) {
+                        argv[n++] = "-B"; argv[n++] = backing;
+                        argv[n++] = "-F"; argv[n++] = backing_fmt;
+                }
+                if (rate) {
+                        argv[n++] = "-r"; argv[n++] = rate;
+                }
+                argv[n++] = src_path;
+                argv[n++] = dst_path;
+                argv[n] = NULL;
+
+                r = qimg_run(argv, &run, error);
+                if (r == -ECANCELED) {
+                        g_set_error(error, FY_ERROR, FY_ERR_ABORTED, "Copy was aborted");
+                        return r;
+                }
+                if (r < 0)
+                        return r;
+                if (run.exit_status == 0) {
+                        if (progress && run.last_done < total)
+                                progress(total, total, userdata);
+                        return 0;
+                }
+                if (direct && looks_like_odirect_failure(run.err_tail))
+                        continue;       /* the filesystem refuses O_DIRECT: retry buffered */
+                set_child_error(error, FY_ERR_COPY, "convert", &run);
+                return -EIO;
+        }
+        g_assert_not_reached();
+}
+
+int agent_qemu_img_create_qcow2(const char *path, uint64_t size, gboolean preallocate,
+                                const char *backing, const char *backing_fmt, GError **error)
+{
+        g_autofree char *size_s = g_strdup_printf("%" PRIu64, size);
+        struct qimg_run run = { 0 };
+        const char *argv[16];
+        int n = 0, r;
+
+        if (!path || (backing && !valid_format(backing_fmt))) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                            "Invalid qemu-img create parameters");
+                return -EINVAL;
+        }
+        argv[n++] = FERRY_QEMU_IMG;
+        argv[n++] = "create";
+        argv[n++] = "-q";
+        argv[n++] = "-f"; argv[n++] = "qcow2";
+        argv[n++] = "-o";
+        argv[n++] = preallocate ? "compat=1.1,preallocation=falloc" : "compat=1.1";
+        if (backing) {
+                argv[n++] = "-b"; argv[n++] = backing;
+                argv[n++] = "-F"; argv[n++] = backing_fmt;
+        }
+        argv[n++] = path;
+        argv[n++] = size_s;
+        argv[n] = NULL;
+
+        r = qimg_run(argv, &run, error);
+        if (r < 0)
+                return r;
+        if (run.exit_status != 0) {
+                set_child_error(error, FY_ERR_GENERAL, "create", &run);
+                return -EIO;
+        }
+        return 0;
+}
+
+static int json_get_u64(json_t *root, const char *key, bool required, uint64_t *ret)
+{
+        json_t *v = json_object_get(root, key);
+
+        if (!v) {
+                *ret = 0;
+                return required ? -EBADMSG : 0;
+        }
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
+                return -EBADMSG;
+        *ret = (uint64_t) json_integer_value(v);
+        return 0;
+}
+
+int agent_qemu_img_info(const char *path, char **ret_format, uint64_t *ret_virtual_size,
+                        uint64_t *ret_actual_size, char **ret_backing, GError **error)
+{
+        g_autoptr(GString) out = g_string_new(NULL);
+        struct qimg_run run = { .capture_stdout = TRUE, .out = out };
+        const char *argv[] = { FERRY_QEMU_IMG, "info", "--output", "json", path, NULL };
+        json_t *root, *fmt, *bk;
+        json_error_t jerr;
+        uint64_t vsize, asize;
+        int r;
+
+        if (!path) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "No image path");
+                return -EINVAL;
+        }
+        r = qimg_run(argv, &run, error);
+        if (r < 0)
+                return r;
+        if (run.exit_status != 0) {
+                set_child_error(error, FY_ERR_GENERAL, "info", &run);
+                return -EIO;
+        }
+        if (out->len >= QIMG_STDOUT_MAX) {
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL,
+                            "qemu-img info output for %s is too large", path);
+                return -EFBIG;
+        }
+
+        root = json_loadb(out->str, out->len, 0, &jerr);
+        if (!root || !json_is_object(root)) {
+                json_decref(root);
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL,
+                            "Cannot parse qemu-img info output for %s", path);
+                return -EBADMSG;
+        }
+        fmt = json_object_get(root, "format");
+        bk = json_object_get(root, "backing-filename");
+        if (!json_is_string(fmt) || (bk && !json_is_string(bk)) ||
+            json_get_u64(root, "virtual-size", true, &vsize) < 0 ||
+            json_get_u64(root, "actual-size", false, &asize) < 0) {
+                json_decref(root);
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL,
+                            "Unexpected qemu-img info output for %s", path);
+                return -EBADMSG;
+        }
+
+        if (ret_format)
+                *ret_format = g_strdup(json_string_value(fmt));
+        if (ret_virtual_size)
+                *ret_virtual_size = vsize;
+        if (ret_actual_size)
+                *ret_actual_size = asize;
+        if (ret_backing)
+                *ret_backing = bk ? g_strdup(json_string_value(bk)) : NULL;
+        json_decref(root);
+        return 0;
+}
