@@ -34,6 +34,10 @@ struct fy_stomp_frame {
         size_t body_len;
 };
 
+/* GLib autoptr glue needs a plain type name (the one typedef the style allows). */
+typedef struct fy_stomp_frame fy_stomp_frame;
+typedef struct fy_stomp_parser fy_stomp_parser;
+
 void fy_stomp_frame_free(struct fy_stomp_frame *f);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(fy_stomp_frame, fy_stomp_frame_free)
 
