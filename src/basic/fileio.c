@@ -41,8 +41,8 @@ int fy_read_small_file_at(int dirfd, const char *name, size_t max, char **ret_te
         struct stat st;
         int r;
 
-        g_return_val_if_fail(name, -EINVAL);
-        g_return_val_if_fail(ret_text, -EINVAL);
+        if (!name || !ret_text)
+                return -EINVAL;
 
         /* Keep max + 1 (the NUL, and the probe byte that detects growth) representable. */
         if (max > SSIZE_MAX - 1)
@@ -163,8 +163,8 @@ int fy_write_file_atomic_at(int dirfd, const char *name, const void *data, size_
         g_autofree char *parent = NULL;
         const char *slash;
 
-        g_return_val_if_fail(name, -EINVAL);
-        g_return_val_if_fail(data || len == 0, -EINVAL);
+        if (!name || (!data && len > 0))
+                return -EINVAL;
 
         slash = strrchr(name, '/');
         if (!slash)

@@ -332,8 +332,8 @@ int fy_volume_meta_parse(const char *text, size_t len, struct fy_volume_meta **r
         bool eof = false;
         const char *p, *end;
 
-        g_return_val_if_fail(text || len == 0, -EINVAL);
-        g_return_val_if_fail(ret_meta, -EINVAL);
+        if ((!text && len > 0) || !ret_meta)
+                return meta_error(error, -EINVAL, "no text or result pointer given");
 
         if (len > FY_META_MAX)
                 return meta_error(error, -EFBIG, "%zu bytes is larger than the limit of %d",
@@ -483,7 +483,8 @@ int fy_volume_meta_read_at(int dirfd, const char *vol_uuid, struct fy_volume_met
         size_t len;
         int r;
 
-        g_return_val_if_fail(ret_meta, -EINVAL);
+        if (!ret_meta)
+                return meta_error(error, -EINVAL, "no result pointer given");
 
         r = check_vol_uuid(vol_uuid, error);
         if (r < 0)
@@ -510,7 +511,8 @@ int fy_volume_meta_write_at(int dirfd, const char *vol_uuid, const struct fy_vol
         g_autofree char *name = NULL, *text = NULL;
         int r;
 
-        g_return_val_if_fail(m, -EINVAL);
+        if (!m)
+                return meta_error(error, -EINVAL, "no metadata given");
 
         r = check_vol_uuid(vol_uuid, error);
         if (r < 0)
