@@ -7,7 +7,6 @@
 #include <glib.h>
 
 /* volmeta.h's G_DEFINE_AUTOPTR_CLEANUP_FUNC needs this name; C11 allows repeating it. */
-typedef struct fy_volume_meta fy_volume_meta;
 #include "volmeta.h"
 
 static bool meta_equal(const struct fy_volume_meta *a, const struct fy_volume_meta *b)

@@ -1,1 +1,174 @@
-int main(void) { return 77; } /* placeholder */
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+#include <locale.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <glib-unix.h>
+
+#include "agent.h"
+#include "api.h"
+#include "config.h"
+#include "error.h"
+#include "jobs.h"
+#include "jsonrpc.h"
+#include "lease.h"
+#include "locks.h"
+#include "server.h"
+
+#define RATE_WINDOW 5          /* seconds of history behind Host.getStats copy_rate */
+
+static GLogLevelFlags log_threshold = G_LOG_LEVEL_MESSAGE;
+
+static struct {
+        gint64 bytes[RATE_WINDOW + 1];
+        unsigned pos;
+        double rate;
+} rate_sampler;
+
+static void log_handler(const char *domain, GLogLevelFlags level, const char *message, gpointer data)
+{
+        const char *name;
+        GDateTime *now;
+        g_autofree char *ts = NULL;
+
+        if ((level & G_LOG_LEVEL_MASK) > log_threshold)
+                return;
+        switch (level & G_LOG_LEVEL_MASK) {
+        case G_LOG_LEVEL_ERROR: name = "ERROR"; break;
+        case G_LOG_LEVEL_CRITICAL: name = "CRITICAL"; break;
+        case G_LOG_LEVEL_WARNING: name = "WARNING"; break;
+        case G_LOG_LEVEL_MESSAGE: name = "INFO"; break;
+        case G_LOG_LEVEL_INFO: name = "INFO"; break;
+        default: name = "DEBUG"; break;
+        }
+        now = g_date_time_new_now_local();
+        ts = g_date_time_format(now, "%Y-%m-%d %H:%M:%S.%f");
+        g_date_time_unref(now);
+        ts[23] = '\0';         /* milliseconds */
+        fprintf(stderr, "%s %s [%s] %s\n", ts, name, domain ? domain : "ferry-agent", message);
+}
+
+static void log_setup(const char *level)
+{
+        if (strcmp(level, "debug") == 0)
+                log_threshold = G_LOG_LEVEL_DEBUG;
+        else if (strcmp(level, "info") == 0)
+                log_threshold = G_LOG_LEVEL_INFO;
+        else if (strcmp(level, "warning") == 0)
+                log_threshold = G_LOG_LEVEL_WARNING;
+        else
+                log_threshold = G_LOG_LEVEL_CRITICAL;
+        g_log_set_default_handler(log_handler, NULL);
+}
+
+void agent_emit_event(struct agent *agent, const char *method, json_t *params)
+{
+        g_autofree char *text = NULL;
+        json_t *n;
+
+        if (!agent->server)
+                return;
+        n = json_pack("{s:s, s:s, s:O}", "jsonrpc", "2.0", "method", method, "params", params);
+        text = json_dumps(n, JSON_COMPACT);
+        json_decref(n);
+        agent_server_broadcast(agent->server, AGENT_EVENTS_DESTINATION, text);
+}
+
+bool agent_is_spm(struct agent *agent)
+{
+        bool spm;
+
+        g_mutex_lock(&agent->pool_lock);
+        spm = agent->spm;
+        g_mutex_unlock(&agent->pool_lock);
+        return spm;
+}
+
+double agent_copy_rate(struct agent *agent)
+{
+        return rate_sampler.rate;
+}
+
+static gboolean rate_tick(gpointer data)
+{
+        struct agent *a = data;
+        unsigned oldest;
+
+        rate_sampler.pos = (rate_sampler.pos + 1) % (RATE_WINDOW + 1);
+        rate_sampler.bytes[rate_sampler.pos] = __atomic_load_n(&a->bytes_copied, __ATOMIC_RELAXED);
+        oldest = (rate_sampler.pos + 1) % (RATE_WINDOW + 1);
+        rate_sampler.rate = (double) (rate_sampler.bytes[rate_sampler.pos] - rate_sampler.bytes[oldest]) / RATE_WINDOW;
+        return G_SOURCE_CONTINUE;
+}
+
+static gboolean on_signal(gpointer data)
+{
+        struct agent *a = data;
+
+        g_message("signal received, shutting down");
+        g_main_loop_quit(a->loop);
+        return G_SOURCE_CONTINUE;
+}
+
+int main(int argc, char **argv)
+{
+        struct agent agent = { 0 };
+        g_autoptr(GError) error = NULL;
+        g_autoptr(fy_rpc_dispatcher) dispatcher = NULL;
+        int r;
+
+        setlocale(LC_ALL, "");
+        r = agent_config_load(&argc, &argv, &agent.config, &error);
+        if (r > 0)
+                return EXIT_SUCCESS;
+        if (r < 0) {
+                fprintf(stderr, "ferry-agent: %s\n", error->message);
+                return 2;
+        }
+        log_setup(agent.config.log_level);
+
+        g_mutex_init(&agent.pool_lock);
+        agent.host_id = agent.config.host_id;
+        agent.pool_domains = g_ptr_array_new_with_free_func(g_free);
+        agent.main_context = g_main_context_default();
+        agent.loop = g_main_loop_new(agent.main_context, FALSE);
+
+        if (agent_lease_init(agent.config.sanlock_run_dir, &error) < 0) {
+                g_critical("%s", error->message);
+                return EXIT_FAILURE;
+        }
+        agent.locks = agent_locks_new();
+        agent.jobs = agent_jobs_new(&agent, agent.config.max_jobs, agent.config.job_autodelete);
+        dispatcher = fy_rpc_dispatcher_new(agent_api_methods, &agent);
+        agent.server = agent_server_new(&agent, dispatcher, &error);
+        if (!agent.server) {
+                g_critical("cannot listen on %s:%u: %s", agent.config.listen_address, agent.config.port, error->message);
+                return EXIT_FAILURE;
+        }
+        g_message("ferry-agent %s listening on %s:%u (%s), storage %s, sanlock %s, %u job slots",
+                  FERRY_VERSION, agent.config.listen_address, agent_server_port(agent.server),
+                  agent.config.insecure ? "plain TCP, insecure" : "TLS", agent.config.storage_root,
+                  agent.config.sanlock_run_dir, agent.config.max_jobs);
+
+        g_unix_signal_add(SIGTERM, on_signal, &agent);
+        g_unix_signal_add(SIGINT, on_signal, &agent);
+        g_timeout_add_seconds(1, rate_tick, &agent);
+        g_main_loop_run(agent.loop);
+
+        /* Jobs first: their threads release leases and locks, their events need the server. */
+        agent_jobs_free(agent.jobs);
+        agent_server_free(agent.server);
+        agent.server = NULL;
+        agent_locks_free(agent.locks);
+        agent_lease_shutdown();
+        g_main_loop_unref(agent.loop);
+        g_ptr_array_unref(agent.pool_domains);
+        g_free(agent.pool_id);
+        g_free(agent.master_sd);
+        agent_config_clear(&agent.config);
+        g_message("ferry-agent stopped");
+        return EXIT_SUCCESS;
+}

@@ -11,6 +11,7 @@ const char *fy_error_code_name(int code)
         case FY_ERR_NO_SUCH_JOB: return "NoSuchJob";
         case FY_ERR_JOB_NOT_ACTIVE: return "JobNotActive";
         case FY_ERR_JOB_EXISTS: return "JobExistsError";
+        case FY_ERR_JOB_NOT_DONE: return "JobNotDone";
         case FY_ERR_METHOD_NOT_FOUND: return "MethodNotFound";
         case FY_ERR_INVALID_REQUEST: return "InvalidRequest";
         case FY_ERR_PARSE: return "ParseError";

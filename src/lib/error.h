@@ -18,6 +18,7 @@ enum fy_error_code {
         FY_ERR_NO_SUCH_JOB = 66,        /* NoSuchJob */
         FY_ERR_JOB_NOT_ACTIVE = 84,     /* JobNotActive: job is not pending/running */
         FY_ERR_JOB_EXISTS = 85,         /* duplicate job id */
+        FY_ERR_JOB_NOT_DONE = 86,       /* Job.delete of a job that has not ended */
         FY_ERR_METHOD_NOT_FOUND = -32601,
         FY_ERR_INVALID_REQUEST = -32600,
         FY_ERR_PARSE = -32700,

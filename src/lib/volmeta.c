@@ -9,7 +9,6 @@
 #include "uuid.h"
 
 /* volmeta.h's G_DEFINE_AUTOPTR_CLEANUP_FUNC needs this name; C11 allows repeating it. */
-typedef struct fy_volume_meta fy_volume_meta;
 #include "volmeta.h"
 
 #define META_KEY_MAX 32         /* longest key name we accept, known or not */

@@ -34,6 +34,8 @@ struct fy_volume_meta {
         enum fy_vol_voltype voltype;     /* VOLTYPE */
 };
 
+typedef struct fy_volume_meta fy_volume_meta;
+
 struct fy_volume_meta *fy_volume_meta_new(void);
 void fy_volume_meta_free(struct fy_volume_meta *m);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(fy_volume_meta, fy_volume_meta_free)

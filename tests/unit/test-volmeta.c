@@ -12,7 +12,6 @@
 #include "uuid.h"
 
 /* volmeta.h's G_DEFINE_AUTOPTR_CLEANUP_FUNC needs this name; C11 allows repeating it. */
-typedef struct fy_volume_meta fy_volume_meta;
 #include "volmeta.h"
 
 #define DOM "3b5e4a6c-0f3d-4d2a-9a43-2b1f6a7c8d90"

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <stdbool.h>
+#include <glib.h>
+
+struct agent_config {
+        char *listen_address;
+        unsigned port;
+        bool insecure;
+        char *tls_cert;
+        char *tls_key;
+        char *tls_ca;
+        char *host_name;
+        unsigned host_id;
+        char *storage_root;
+        char *sanlock_run_dir;
+        unsigned io_timeout;
+        unsigned max_jobs;
+        unsigned job_autodelete;
+        unsigned max_frame;
+        unsigned max_connections;
+        char *log_level;
+};
+
+/*
+ * Parses argv (--config FILE, then --OPTION=VALUE overrides) into *ret.
+ * Returns 0, 1 when the program should exit successfully (--help,
+ * --show-config, --version printed), or -EINVAL with *error set.
+ */
+int agent_config_load(int *argc, char ***argv, struct agent_config *ret, GError **error);
+void agent_config_clear(struct agent_config *c);
+/* "key = value" lines of the effective configuration, as --show-config prints. */
+char *agent_config_dump(const struct agent_config *c);

@@ -1,0 +1,381 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+#include <string.h>
+
+#include "agent.h"
+#include "error.h"
+#include "jobs.h"
+#include "uuid.h"
+
+struct agent_job {
+        struct agent_jobs *jobs;
+        char *id;
+        char *job_type;
+        char *description;
+        enum agent_job_status status;
+        gint progress_bp;              /* basis points 0..10000, g_atomic (job thread writes) */
+        gint progress_sent;            /* last value announced in an event */
+        GError *error;                 /* set when failed */
+        GCancellable *cancel;
+        GThread *thread;
+        agent_job_run_fn run;
+        void *data;
+        GDestroyNotify data_free;
+        gint64 start_time;             /* wall clock, seconds */
+        gint64 end_time;
+        guint autodelete_source;
+        /* Written by the thread before it hands over to the main thread. */
+        int result;
+        GError *thread_error;
+};
+
+struct agent_jobs {
+        struct agent *agent;
+        GHashTable *table;             /* id → struct agent_job* (owned) */
+        GQueue pending;                /* struct agent_job* in arrival order */
+        unsigned running;
+        unsigned max_running;
+        unsigned autodelete;
+        guint progress_timer;
+        bool shutting_down;
+};
+
+const char *agent_job_status_to_string(enum agent_job_status s)
+{
+        switch (s) {
+        case AGENT_JOB_PENDING: return "pending";
+        case AGENT_JOB_RUNNING: return "running";
+        case AGENT_JOB_DONE: return "done";
+        case AGENT_JOB_FAILED: return "failed";
+        case AGENT_JOB_ABORTING: return "aborting";
+        case AGENT_JOB_ABORTED: return "aborted";
+        }
+        return "unknown";
+}
+
+static bool job_finished(const struct agent_job *job)
+{
+        return job->status == AGENT_JOB_DONE || job->status == AGENT_JOB_FAILED ||
+               job->status == AGENT_JOB_ABORTED;
+}
+
+static void job_free(struct agent_job *job)
+{
+        g_assert(!job->thread);
+        if (job->autodelete_source)
+                g_source_remove(job->autodelete_source);
+        if (job->data_free)
+                job->data_free(job->data);
+        g_clear_error(&job->error);
+        g_clear_error(&job->thread_error);
+        g_clear_object(&job->cancel);
+        g_free(job->id);
+        g_free(job->job_type);
+        g_free(job->description);
+        g_free(job);
+}
+
+static json_t *job_info(struct agent_job *job)
+{
+        json_t *info = json_pack("{s:s, s:s, s:s, s:s, s:f, s:I}",
+                                 "id", job->id,
+                                 "status", agent_job_status_to_string(job->status),
+                                 "description", job->description,
+                                 "job_type", job->job_type,
+                                 "progress", g_atomic_int_get(&job->progress_bp) / 100.0,
+                                 "start_time", (json_int_t) job->start_time);
+        if (job->end_time)
+                json_object_set_new(info, "end_time", json_integer(job->end_time));
+        if (job->error)
+                json_object_set_new(info, "error", json_pack("{s:i, s:s}",
+                                                             "code", job->error->domain == FY_ERROR ? job->error->code : FY_ERR_GENERAL,
+                                                             "message", job->error->message));
+        return info;
+}
+
+static void job_notify(struct agent_job *job)
+{
+        g_autofree char *method = g_strdup_printf("|jobs|status|%s", job->id);
+        json_t *params = json_object();
+
+        g_atomic_int_set(&job->progress_sent, g_atomic_int_get(&job->progress_bp));
+        json_object_set_new(params, job->id, job_info(job));
+        json_object_set_new(params, "notify_time", json_integer(g_get_monotonic_time() / 1000));
+        agent_emit_event(job->jobs->agent, method, params);
+        json_decref(params);
+}
+
+static gboolean job_autodelete(gpointer data)
+{
+        struct agent_job *job = data;
+
+        job->autodelete_source = 0;
+        g_hash_table_remove(job->jobs->table, job->id);
+        return G_SOURCE_REMOVE;
+}
+
+static void jobs_start_pending(struct agent_jobs *jobs);
+
+/* Main thread: the job's thread has returned. */
+static gboolean job_thread_done(gpointer data)
+{
+        struct agent_job *job = data;
+        struct agent_jobs *jobs = job->jobs;
+
+        g_thread_join(job->thread);
+        job->thread = NULL;
+        jobs->running--;
+
+        if (job->result == 0) {
+                job->status = AGENT_JOB_DONE;
+                g_atomic_int_set(&job->progress_bp, 10000);
+        } else if (job->result == -ECANCELED || g_cancellable_is_cancelled(job->cancel)) {
+                job->status = AGENT_JOB_ABORTED;
+                job->error = g_error_new(FY_ERROR, FY_ERR_ABORTED, "job %s was aborted", job->id);
+                g_clear_error(&job->thread_error);
+        } else {
+                job->status = AGENT_JOB_FAILED;
+                job->error = job->thread_error ? job->thread_error :
+                             g_error_new(FY_ERROR, FY_ERR_GENERAL, "job failed: %s", g_strerror(-job->result));
+                job->thread_error = NULL;
+        }
+        job->end_time = g_get_real_time() / G_USEC_PER_SEC;
+        g_log("ferry-agent", job->status == AGENT_JOB_DONE ? G_LOG_LEVEL_MESSAGE : G_LOG_LEVEL_WARNING,
+              "job %s (%s) %s%s%s", job->id, job->description, agent_job_status_to_string(job->status),
+              job->error ? ": " : "", job->error ? job->error->message : "");
+        job_notify(job);
+        if (jobs->autodelete)
+                job->autodelete_source = g_timeout_add_seconds(jobs->autodelete, job_autodelete, job);
+        if (!jobs->shutting_down)
+                jobs_start_pending(jobs);
+        return G_SOURCE_REMOVE;
+}
+
+static gpointer job_thread(gpointer data)
+{
+        struct agent_job *job = data;
+
+        job->result = job->run(job, job->data, job->cancel, &job->thread_error);
+        if (job->result < 0 && !job->thread_error && job->result != -ECANCELED)
+                job->thread_error = g_error_new(FY_ERROR, FY_ERR_GENERAL, "%s", g_strerror(-job->result));
+        g_main_context_invoke(job->jobs->agent->main_context, job_thread_done, job);
+        return NULL;
+}
+
+static void jobs_start_pending(struct agent_jobs *jobs)
+{
+        while (jobs->running < jobs->max_running && !g_queue_is_empty(&jobs->pending)) {
+                struct agent_job *job = g_queue_pop_head(&jobs->pending);
+                g_autofree char *name = g_strdup_printf("job-%.8s", job->id);
+
+                job->status = AGENT_JOB_RUNNING;
+                job->start_time = g_get_real_time() / G_USEC_PER_SEC;
+                jobs->running++;
+                job->thread = g_thread_new(name, job_thread, job);
+                g_message("job %s (%s) running", job->id, job->description);
+                job_notify(job);
+        }
+}
+
+static gboolean progress_tick(gpointer data)
+{
+        struct agent_jobs *jobs = data;
+        GHashTableIter it;
+        gpointer value;
+
+        g_hash_table_iter_init(&it, jobs->table);
+        while (g_hash_table_iter_next(&it, NULL, &value)) {
+                struct agent_job *job = value;
+
+                if ((job->status == AGENT_JOB_RUNNING || job->status == AGENT_JOB_ABORTING) &&
+                    g_atomic_int_get(&job->progress_bp) != g_atomic_int_get(&job->progress_sent))
+                        job_notify(job);
+        }
+        return G_SOURCE_CONTINUE;
+}
+
+struct agent_jobs *agent_jobs_new(struct agent *agent, unsigned max_running, unsigned autodelete_seconds)
+{
+        struct agent_jobs *jobs = g_new0(struct agent_jobs, 1);
+
+        jobs->agent = agent;
+        jobs->table = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify) job_free);
+        g_queue_init(&jobs->pending);
+        jobs->max_running = max_running;
+        jobs->autodelete = autodelete_seconds;
+        jobs->progress_timer = g_timeout_add(1000, progress_tick, jobs);
+        return jobs;
+}
+
+void agent_jobs_free(struct agent_jobs *jobs)
+{
+        GHashTableIter it;
+        gpointer value;
+
+        if (!jobs)
+                return;
+        jobs->shutting_down = true;
+        g_queue_clear(&jobs->pending);
+        g_hash_table_iter_init(&it, jobs->table);
+        while (g_hash_table_iter_next(&it, NULL, &value))
+                g_cancellable_cancel(((struct agent_job *) value)->cancel);
+        /* Let the threads hand over so their leases and locks are released first. */
+        while (jobs->running > 0)
+                g_main_context_iteration(jobs->agent->main_context, TRUE);
+        g_source_remove(jobs->progress_timer);
+        g_hash_table_unref(jobs->table);
+        g_free(jobs);
+}
+
+int agent_jobs_add(struct agent_jobs *jobs, const char *job_id, const char *job_type,
+                   const char *description, agent_job_run_fn run, void *data,
+                   GDestroyNotify data_free, GError **error)
+{
+        struct agent_job *job;
+
+        if (!fy_uuid_is_valid(job_id)) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS, "job_id must be a UUID, got '%.64s'", job_id);
+                goto fail;
+        }
+        if (g_hash_table_contains(jobs->table, job_id)) {
+                g_set_error(error, FY_ERROR, FY_ERR_JOB_EXISTS, "a job with id %s already exists", job_id);
+                goto fail;
+        }
+        if (g_hash_table_size(jobs->table) >= AGENT_JOBS_MAX) {
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL,
+                            "too many jobs (%d); delete finished jobs with Job.delete or wait for their autodelete",
+                            AGENT_JOBS_MAX);
+                goto fail;
+        }
+
+        job = g_new0(struct agent_job, 1);
+        job->jobs = jobs;
+        job->id = g_ascii_strdown(job_id, -1);
+        job->job_type = g_strdup(job_type);
+        job->description = g_strdup(description);
+        job->status = AGENT_JOB_PENDING;
+        job->cancel = g_cancellable_new();
+        job->run = run;
+        job->data = data;
+        job->data_free = data_free;
+        job->start_time = g_get_real_time() / G_USEC_PER_SEC;
+        g_hash_table_insert(jobs->table, job->id, job);
+        g_queue_push_tail(&jobs->pending, job);
+        g_message("job %s (%s) scheduled", job->id, job->description);
+        job_notify(job);
+        jobs_start_pending(jobs);
+        return 0;
+fail:
+        if (data_free)
+                data_free(data);
+        return -EINVAL;
+}
+
+static struct agent_job *job_lookup(struct agent_jobs *jobs, const char *job_id, GError **error)
+{
+        g_autofree char *id = g_ascii_strdown(job_id, -1);
+        struct agent_job *job = g_hash_table_lookup(jobs->table, id);
+
+        if (!job)
+                g_set_error(error, FY_ERROR, FY_ERR_NO_SUCH_JOB, "no job %.64s on this host", job_id);
+        return job;
+}
+
+int agent_jobs_abort(struct agent_jobs *jobs, const char *job_id, GError **error)
+{
+        struct agent_job *job = job_lookup(jobs, job_id, error);
+
+        if (!job)
+                return -ENOENT;
+        switch (job->status) {
+        case AGENT_JOB_PENDING:
+                g_queue_remove(&jobs->pending, job);
+                g_cancellable_cancel(job->cancel);
+                job->status = AGENT_JOB_ABORTED;
+                job->end_time = g_get_real_time() / G_USEC_PER_SEC;
+                job->error = g_error_new(FY_ERROR, FY_ERR_ABORTED, "job %s was aborted before it started", job->id);
+                if (jobs->autodelete)
+                        job->autodelete_source = g_timeout_add_seconds(jobs->autodelete, job_autodelete, job);
+                g_message("job %s aborted while pending", job->id);
+                job_notify(job);
+                return 0;
+        case AGENT_JOB_RUNNING:
+                job->status = AGENT_JOB_ABORTING;
+                g_cancellable_cancel(job->cancel);
+                g_message("job %s aborting", job->id);
+                job_notify(job);
+                return 0;
+        case AGENT_JOB_ABORTING:
+                return 0;
+        default:
+                g_set_error(error, FY_ERROR, FY_ERR_JOB_NOT_ACTIVE, "job %s is %s; only pending or running jobs can be aborted",
+                            job->id, agent_job_status_to_string(job->status));
+                return -EBUSY;
+        }
+}
+
+int agent_jobs_delete(struct agent_jobs *jobs, const char *job_id, GError **error)
+{
+        struct agent_job *job = job_lookup(jobs, job_id, error);
+
+        if (!job)
+                return -ENOENT;
+        if (!job_finished(job)) {
+                g_set_error(error, FY_ERROR, FY_ERR_JOB_NOT_DONE, "job %s is %s; abort it first or wait until it ends",
+                            job->id, agent_job_status_to_string(job->status));
+                return -EBUSY;
+        }
+        g_hash_table_remove(jobs->table, job->id);
+        return 0;
+}
+
+json_t *agent_jobs_info(struct agent_jobs *jobs, const char *job_type, json_t *job_ids)
+{
+        json_t *out = json_object();
+        GHashTableIter it;
+        gpointer value;
+
+        g_hash_table_iter_init(&it, jobs->table);
+        while (g_hash_table_iter_next(&it, NULL, &value)) {
+                struct agent_job *job = value;
+
+                if (job_type && strcmp(job_type, job->job_type) != 0)
+                        continue;
+                if (job_ids) {
+                        bool wanted = false;
+                        size_t i;
+                        json_t *v;
+
+                        json_array_foreach(job_ids, i, v)
+                                if (json_is_string(v) && g_ascii_strcasecmp(json_string_value(v), job->id) == 0)
+                                        wanted = true;
+                        if (!wanted)
+                                continue;
+                }
+                json_object_set_new(out, job->id, job_info(job));
+        }
+        return out;
+}
+
+void agent_jobs_counts(struct agent_jobs *jobs, unsigned *ret_running, unsigned *ret_pending)
+{
+        *ret_running = jobs->running;
+        *ret_pending = g_queue_get_length(&jobs->pending);
+}
+
+void agent_job_set_progress(struct agent_job *job, double progress)
+{
+        int bp = (int) (CLAMP(progress, 0.0, 100.0) * 100.0);
+
+        g_atomic_int_set(&job->progress_bp, bp);
+}
+
+struct agent *agent_job_agent(struct agent_job *job)
+{
+        return job->jobs->agent;
+}
+
+const char *agent_job_id(struct agent_job *job)
+{
+        return job->id;
+}

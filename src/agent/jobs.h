@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/*
+ * Job framework (DESIGN §5). The table lives in the main thread; each
+ * running job has its own thread executing its run function. States:
+ * pending → running → done | failed | aborted, with aborting while an abort
+ * is in progress. At most max_running jobs run, the rest wait as pending.
+ */
+
+#include <gio/gio.h>
+#include <jansson.h>
+
+#define AGENT_JOBS_MAX 10000   /* jobs kept in the table, finished ones included */
+
+struct agent;
+struct agent_jobs;
+struct agent_job;
+
+enum agent_job_status {
+        AGENT_JOB_PENDING,
+        AGENT_JOB_RUNNING,
+        AGENT_JOB_DONE,
+        AGENT_JOB_FAILED,
+        AGENT_JOB_ABORTING,
+        AGENT_JOB_ABORTED,
+};
+
+/* Runs in the job's thread. Returns 0, -ECANCELED after an abort, or -errno with *error set. */
+typedef int (*agent_job_run_fn)(struct agent_job *job, void *data, GCancellable *cancel, GError **error);
+
+struct agent_jobs *agent_jobs_new(struct agent *agent, unsigned max_running, unsigned autodelete_seconds);
+/* Aborts every job and waits for the threads. */
+void agent_jobs_free(struct agent_jobs *jobs);
+
+int agent_jobs_add(struct agent_jobs *jobs, const char *job_id, const char *job_type,
+                   const char *description, agent_job_run_fn run, void *data,
+                   GDestroyNotify data_free, GError **error);
+int agent_jobs_abort(struct agent_jobs *jobs, const char *job_id, GError **error);
+int agent_jobs_delete(struct agent_jobs *jobs, const char *job_id, GError **error);
+/* {job_id: info}; job_type and job_ids (array of strings) filter when non-NULL. */
+json_t *agent_jobs_info(struct agent_jobs *jobs, const char *job_type, json_t *job_ids);
+void agent_jobs_counts(struct agent_jobs *jobs, unsigned *ret_running, unsigned *ret_pending);
+
+/* Thread safe, from the job thread: 0..100. */
+void agent_job_set_progress(struct agent_job *job, double progress);
+struct agent *agent_job_agent(struct agent_job *job);
+const char *agent_job_id(struct agent_job *job);
+
+const char *agent_job_status_to_string(enum agent_job_status s);

@@ -1,0 +1,424 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+#include <string.h>
+
+#include "agent.h"
+#include "copy.h"
+#include "error.h"
+#include "jobs.h"
+#include "jsonrpc.h"
+#include "lease.h"
+#include "locks.h"
+#include "qemuimg.h"
+#include "sdm.h"
+#include "storage.h"
+#include "uuid.h"
+
+struct endpoint {
+        struct agent_volref ref;
+        bool has_generation;
+        unsigned generation;
+};
+
+static int endpoint_parse(json_t *params, const char *name, struct endpoint *ep, GError **error)
+{
+        const char *type = NULL, *sd = NULL, *img = NULL, *vol = NULL;
+        json_t *obj = NULL;
+        guint64 gen;
+        int r;
+
+        r = fy_rpc_param_object(params, name, true, &obj, error);
+        if (r < 0)
+                return r;
+        if ((r = fy_rpc_param_string(obj, "endpoint_type", true, 16, &type, error)) < 0)
+                goto prefix;
+        if (strcmp(type, "div") != 0) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                            "%s: endpoint_type must be \"div\" (a volume on a storage domain), got \"%.16s\"", name, type);
+                return -EINVAL;
+        }
+        if ((r = fy_rpc_param_uuid(obj, "sd_id", true, &sd, error)) < 0 ||
+            (r = fy_rpc_param_uuid(obj, "img_id", true, &img, error)) < 0 ||
+            (r = fy_rpc_param_uuid(obj, "vol_id", true, &vol, error)) < 0)
+                goto prefix;
+        ep->has_generation = json_object_get(obj, "generation") && !json_is_null(json_object_get(obj, "generation"));
+        if (ep->has_generation) {
+                if ((r = fy_rpc_param_uint(obj, "generation", true, FY_GEN_MAX, &gen, error)) < 0)
+                        goto prefix;
+                ep->generation = (unsigned) gen;
+        }
+        agent_volref_init(&ep->ref, sd, img, vol);
+        return 0;
+prefix:
+        g_prefix_error(error, "%s: ", name);
+        return r;
+}
+
+/* Locks of one volume operation in their global order: domains shared, images as asked. */
+struct lockset {
+        struct agent_lock_req reqs[4];
+        size_t n;
+};
+
+static void lockset_add(struct lockset *ls, char *name, bool exclusive)
+{
+        for (size_t i = 0; i < ls->n; i++)
+                if (strcmp(ls->reqs[i].name, name) == 0) {
+                        ls->reqs[i].exclusive |= exclusive;
+                        g_free(name);
+                        return;
+                }
+        g_assert(ls->n < G_N_ELEMENTS(ls->reqs));
+        ls->reqs[ls->n++] = (struct agent_lock_req) { name, exclusive };
+}
+
+static void lockset_clear(struct lockset *ls)
+{
+        for (size_t i = 0; i < ls->n; i++)
+                g_free(ls->reqs[i].name);
+        ls->n = 0;
+}
+
+struct copy_job {
+        struct agent *agent;
+        struct agent_job *job;
+        struct endpoint src;
+        struct endpoint dst;
+        guint64 last_done;
+};
+
+static void copy_progress(uint64_t done, uint64_t total, void *userdata)
+{
+        struct copy_job *cj = userdata;
+
+        if (done > cj->last_done) {
+                __atomic_fetch_add(&cj->agent->bytes_copied, (gint64) (done - cj->last_done), __ATOMIC_RELAXED);
+                cj->last_done = done;
+        }
+        if (total > 0)
+                agent_job_set_progress(cj->job, 100.0 * (double) done / (double) total);
+}
+
+static const char *qemu_format(enum fy_vol_format f)
+{
+        return f == FY_FORMAT_COW ? "qcow2" : "raw";
+}
+
+static int copy_volume(struct copy_job *cj, const struct fy_volume_meta *src_meta,
+                       const struct fy_volume_meta *dst_meta, GCancellable *cancel, GError **error)
+{
+        struct agent *a = cj->agent;
+        g_autofree char *src_path = agent_volume_path(a, &cj->src.ref);
+        g_autofree char *dst_path = agent_volume_path(a, &cj->dst.ref);
+        g_autoptr(fy_volume_meta) parent = NULL;
+        const char *backing = NULL;
+        int r;
+
+        if (src_meta->format == FY_FORMAT_RAW && dst_meta->format == FY_FORMAT_RAW) {
+                r = agent_copy_raw(src_path, dst_path, NULL, cancel, copy_progress, cj);
+                if (r == -ECANCELED)
+                        return r;
+                if (r < 0) {
+                        g_set_error(error, FY_ERROR, r == -ENOSPC ? FY_ERR_NO_SPACE : FY_ERR_COPY,
+                                    "copying %s to %s failed: %s", src_path, dst_path, g_strerror(-r));
+                        return r;
+                }
+                return 0;
+        }
+
+        if (strcmp(dst_meta->parent, FY_ZERO_UUID) != 0) {
+                /* Copy only this layer: the destination's parent holds the rest (qemu-img -B). */
+                struct agent_volref pref;
+
+                agent_volref_init(&pref, cj->dst.ref.sd, cj->dst.ref.img, dst_meta->parent);
+                r = agent_volume_meta_read(a, &pref, &parent, error);
+                if (r < 0) {
+                        g_prefix_error(error, "destination parent: ");
+                        return r;
+                }
+                backing = dst_meta->parent;
+        }
+        return agent_qemu_img_convert(src_path, qemu_format(src_meta->format),
+                                      dst_path, qemu_format(dst_meta->format),
+                                      backing, parent ? qemu_format(parent->format) : NULL,
+                                      0, cancel, copy_progress, cj, error);
+}
+
+static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel, GError **error)
+{
+        struct copy_job *cj = data;
+        struct agent *a = cj->agent;
+        struct lockset locks = { .n = 0 };
+        g_autofree char *lease_path = agent_volume_lease_path(a, &cj->dst.ref);
+        struct agent_lease lease = { cj->dst.ref.sd, cj->dst.ref.vol, lease_path, 0 };
+        g_autoptr(fy_volume_meta) src_meta = NULL;
+        g_autoptr(fy_volume_meta) dst_meta = NULL;
+        bool leased = false;
+        unsigned old_gen;
+        int r;
+
+        cj->job = job;
+        lockset_add(&locks, g_strconcat("sd:", cj->src.ref.sd, NULL), false);
+        lockset_add(&locks, g_strconcat("sd:", cj->dst.ref.sd, NULL), false);
+        lockset_add(&locks, g_strconcat("img:", cj->src.ref.sd, ":", cj->src.ref.img, NULL), false);
+        lockset_add(&locks, g_strconcat("img:", cj->dst.ref.sd, ":", cj->dst.ref.img, NULL), true);
+        r = agent_locks_acquire(a->locks, locks.reqs, locks.n, cancel);
+        if (r < 0)
+                goto out_nolocks;
+
+        r = agent_volume_meta_read(a, &cj->dst.ref, &dst_meta, error);
+        if (r < 0) {
+                g_prefix_error(error, "destination: ");
+                goto out;
+        }
+        r = agent_lease_acquire(&lease, FY_ERR_LEASE_ACQUIRE, NULL, error);
+        if (r < 0)
+                goto out;
+        leased = true;
+
+        /* Re-read under the lease: only now is the metadata ours. */
+        g_clear_pointer(&dst_meta, fy_volume_meta_free);
+        r = agent_volume_meta_read(a, &cj->dst.ref, &dst_meta, error);
+        if (r < 0) {
+                g_prefix_error(error, "destination: ");
+                goto out;
+        }
+        if (cj->dst.has_generation && cj->dst.generation != dst_meta->generation) {
+                g_set_error(error, FY_ERROR, FY_ERR_GENERATION_MISMATCH,
+                            "destination volume %s has generation %u, the request expected %u; nothing was changed",
+                            cj->dst.ref.vol, dst_meta->generation, cj->dst.generation);
+                r = -ESTALE;
+                goto out;
+        }
+        r = agent_volume_meta_read(a, &cj->src.ref, &src_meta, error);
+        if (r < 0) {
+                g_prefix_error(error, "source: ");
+                goto out;
+        }
+        if (cj->src.has_generation && cj->src.generation != src_meta->generation) {
+                g_set_error(error, FY_ERROR, FY_ERR_GENERATION_MISMATCH,
+                            "source volume %s has generation %u, the request expected %u",
+                            cj->src.ref.vol, src_meta->generation, cj->src.generation);
+                r = -ESTALE;
+                goto out;
+        }
+        if (src_meta->legality != FY_LEGALITY_LEGAL) {
+                g_set_error(error, FY_ERROR, FY_ERR_COPY,
+                            "source volume %s is ILLEGAL (an earlier copy into it did not finish)", cj->src.ref.vol);
+                r = -EINVAL;
+                goto out;
+        }
+        if (dst_meta->capacity < src_meta->capacity) {
+                g_set_error(error, FY_ERROR, FY_ERR_COPY,
+                            "destination volume %s (%" G_GUINT64_FORMAT " bytes) is smaller than the source (%" G_GUINT64_FORMAT " bytes)",
+                            cj->dst.ref.vol, dst_meta->capacity, src_meta->capacity);
+                r = -EFBIG;
+                goto out;
+        }
+
+        old_gen = dst_meta->generation;
+        dst_meta->legality = FY_LEGALITY_ILLEGAL;
+        r = agent_volume_meta_write(a, &cj->dst.ref, dst_meta, error);
+        if (r < 0)
+                goto out;
+
+        r = copy_volume(cj, src_meta, dst_meta, cancel, error);
+        if (r < 0)
+                goto out;
+        if (g_cancellable_is_cancelled(cancel)) {
+                r = -ECANCELED;
+                goto out;
+        }
+
+        /* One atomic write: LEGAL and the next generation together. */
+        dst_meta->legality = FY_LEGALITY_LEGAL;
+        dst_meta->generation = (old_gen + 1) % (FY_GEN_MAX + 1);
+        r = agent_volume_meta_write(a, &cj->dst.ref, dst_meta, error);
+out:
+        if (leased) {
+                g_autoptr(GError) rel_error = NULL;
+                if (agent_lease_release(&lease, &rel_error) < 0)
+                        g_warning("job %s: %s", agent_job_id(job), rel_error->message);
+        }
+        agent_locks_release(a->locks, locks.reqs, locks.n);
+out_nolocks:
+        lockset_clear(&locks);
+        return r;
+}
+
+int agent_sdm_copy_data(struct agent *a, json_t *params, GError **error)
+{
+        struct copy_job *cj;
+        const char *job_id = NULL;
+        g_autofree char *desc = NULL;
+        bool copy_bitmaps = false;
+        int r;
+
+        cj = g_new0(struct copy_job, 1);
+        cj->agent = a;
+        if ((r = fy_rpc_param_uuid(params, "job_id", true, &job_id, error)) < 0 ||
+            (r = endpoint_parse(params, "source", &cj->src, error)) < 0 ||
+            (r = endpoint_parse(params, "destination", &cj->dst, error)) < 0 ||
+            (r = fy_rpc_param_bool(params, "copy_bitmaps", false, &copy_bitmaps, error)) < 0)
+                goto fail;
+        if (copy_bitmaps) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                            "copy_bitmaps is not supported by this agent; pass false");
+                r = -EOPNOTSUPP;
+                goto fail;
+        }
+        if (strcmp(cj->src.ref.sd, cj->dst.ref.sd) == 0 && strcmp(cj->src.ref.vol, cj->dst.ref.vol) == 0 &&
+            strcmp(cj->src.ref.img, cj->dst.ref.img) == 0) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS, "source and destination are the same volume");
+                r = -EINVAL;
+                goto fail;
+        }
+        /* Fail fast on what can be checked now; the job checks again under the lease. */
+        if ((r = agent_sd_check(a, cj->src.ref.sd, error)) < 0 ||
+            (r = agent_sd_check(a, cj->dst.ref.sd, error)) < 0)
+                goto fail;
+
+        desc = g_strdup_printf("copy_data %s/%s/%s -> %s/%s/%s",
+                               cj->src.ref.sd, cj->src.ref.img, cj->src.ref.vol,
+                               cj->dst.ref.sd, cj->dst.ref.img, cj->dst.ref.vol);
+        return agent_jobs_add(a->jobs, job_id, "storage", desc, copy_data_run, cj, g_free, error);
+fail:
+        g_free(cj);
+        return r;
+}
+
+struct update_job {
+        struct agent *agent;
+        struct endpoint vol;
+        bool set_legality;
+        enum fy_vol_legality legality;
+        char *description;
+        bool set_generation;
+        unsigned generation;
+};
+
+static void update_job_free(void *data)
+{
+        struct update_job *uj = data;
+
+        g_free(uj->description);
+        g_free(uj);
+}
+
+static int update_volume_run(struct agent_job *job, void *data, GCancellable *cancel, GError **error)
+{
+        struct update_job *uj = data;
+        struct agent *a = uj->agent;
+        struct lockset locks = { .n = 0 };
+        g_autofree char *lease_path = agent_volume_lease_path(a, &uj->vol.ref);
+        struct agent_lease lease = { uj->vol.ref.sd, uj->vol.ref.vol, lease_path, 0 };
+        g_autoptr(fy_volume_meta) meta = NULL;
+        bool leased = false;
+        int r;
+
+        lockset_add(&locks, g_strconcat("sd:", uj->vol.ref.sd, NULL), false);
+        lockset_add(&locks, g_strconcat("img:", uj->vol.ref.sd, ":", uj->vol.ref.img, NULL), true);
+        r = agent_locks_acquire(a->locks, locks.reqs, locks.n, cancel);
+        if (r < 0)
+                goto out_nolocks;
+        r = agent_volume_meta_read(a, &uj->vol.ref, &meta, error);
+        if (r < 0)
+                goto out;
+        r = agent_lease_acquire(&lease, FY_ERR_LEASE_ACQUIRE, NULL, error);
+        if (r < 0)
+                goto out;
+        leased = true;
+        g_clear_pointer(&meta, fy_volume_meta_free);
+        r = agent_volume_meta_read(a, &uj->vol.ref, &meta, error);
+        if (r < 0)
+                goto out;
+        if (uj->vol.has_generation && uj->vol.generation != meta->generation) {
+                g_set_error(error, FY_ERROR, FY_ERR_GENERATION_MISMATCH,
+                            "volume %s has generation %u, the request expected %u; nothing was changed",
+                            uj->vol.ref.vol, meta->generation, uj->vol.generation);
+                r = -ESTALE;
+                goto out;
+        }
+        if (uj->set_legality)
+                meta->legality = uj->legality;
+        if (uj->description) {
+                g_free(meta->description);
+                meta->description = g_strdup(uj->description);
+        }
+        if (uj->set_generation)
+                meta->generation = uj->generation;
+        r = agent_volume_meta_write(a, &uj->vol.ref, meta, error);
+out:
+        if (leased) {
+                g_autoptr(GError) rel_error = NULL;
+                if (agent_lease_release(&lease, &rel_error) < 0)
+                        g_warning("job %s: %s", agent_job_id(job), rel_error->message);
+        }
+        agent_locks_release(a->locks, locks.reqs, locks.n);
+out_nolocks:
+        lockset_clear(&locks);
+        return r;
+}
+
+int agent_sdm_update_volume(struct agent *a, json_t *params, GError **error)
+{
+        struct update_job *uj = g_new0(struct update_job, 1);
+        const char *job_id = NULL, *legality = NULL, *description = NULL;
+        json_t *info = NULL, *attr = NULL;
+        g_autoptr(json_t) wrapped = NULL;
+        g_autofree char *desc = NULL;
+        guint64 gen;
+        int r;
+
+        uj->agent = a;
+        if ((r = fy_rpc_param_uuid(params, "job_id", true, &job_id, error)) < 0 ||
+            (r = fy_rpc_param_object(params, "vol_info", true, &info, error)) < 0 ||
+            (r = fy_rpc_param_object(params, "vol_attr", true, &attr, error)) < 0)
+                goto fail;
+        /* vol_info has the endpoint fields without endpoint_type. */
+        wrapped = json_pack("{s:O}", "vol_info", info);
+        if (!json_object_get(info, "endpoint_type"))
+                json_object_set_new(json_object_get(wrapped, "vol_info"), "endpoint_type", json_string("div"));
+        if ((r = endpoint_parse(wrapped, "vol_info", &uj->vol, error)) < 0)
+                goto fail;
+        if ((r = fy_rpc_param_string(attr, "legality", false, 16, &legality, error)) < 0 ||
+            (r = fy_rpc_param_string(attr, "description", false, FY_META_DESCRIPTION_MAX, &description, error)) < 0)
+                goto fail;
+        if (legality) {
+                if (fy_vol_legality_from_string(legality, &uj->legality) < 0) {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                                    "vol_attr.legality must be LEGAL or ILLEGAL, got '%.16s'", legality);
+                        r = -EINVAL;
+                        goto fail;
+                }
+                uj->set_legality = true;
+        }
+        if (description) {
+                if (strpbrk(description, "\n\r=")) {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                                    "vol_attr.description must not contain newlines or '='");
+                        r = -EINVAL;
+                        goto fail;
+                }
+                uj->description = g_strdup(description);
+        }
+        if (json_object_get(attr, "generation")) {
+                if ((r = fy_rpc_param_uint(attr, "generation", true, FY_GEN_MAX, &gen, error)) < 0)
+                        goto fail;
+                uj->generation = (unsigned) gen;
+                uj->set_generation = true;
+        }
+        if (!uj->set_legality && !uj->description && !uj->set_generation) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                            "vol_attr must set at least one of legality, description, generation");
+                r = -EINVAL;
+                goto fail;
+        }
+        if ((r = agent_sd_check(a, uj->vol.ref.sd, error)) < 0)
+                goto fail;
+        desc = g_strdup_printf("update_volume %s/%s/%s", uj->vol.ref.sd, uj->vol.ref.img, uj->vol.ref.vol);
+        return agent_jobs_add(a->jobs, job_id, "storage", desc, update_volume_run, uj, update_job_free, error);
+fail:
+        update_job_free(uj);
+        return r;
+}

@@ -1,0 +1,569 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "agent.h"
+#include "jsonrpc.h"
+#include "server.h"
+#include "stomp.h"
+
+#define READ_CHUNK (64 * 1024)
+#define MAX_SUBSCRIPTIONS 64
+#define MAX_INFLIGHT 64                       /* RPC messages awaiting a reply per connection */
+#define MAX_OUTPUT_BACKLOG (64u * 1024 * 1024) /* a client that does not read is dropped */
+#define MIN_HEARTBEAT_MS 1000
+#define HANDSHAKE_TIMEOUT_S 30
+
+struct agent_server {
+        struct agent *agent;
+        struct fy_rpc_dispatcher *dispatcher;
+        GSocketService *service;
+        GTlsCertificate *cert;
+        GTlsDatabase *ca;
+        guint16 port;
+        GList *conns;
+        unsigned n_conns;
+        guint64 next_conn_id;
+};
+
+struct conn {
+        int ref;
+        struct agent_server *server;
+        guint64 id;
+        char *peer;
+        GIOStream *stream;
+        GCancellable *cancel;
+        struct fy_stomp_parser *parser;
+        guint8 *buf;
+        GQueue outq;                   /* GBytes* */
+        gsize out_bytes;
+        bool writing;
+        bool connected;                /* CONNECT accepted */
+        bool closing;                  /* no more input handled; close once output drained */
+        bool closed;
+        GHashTable *subs;              /* id → destination */
+        unsigned inflight;
+        guint heartbeat_source;
+        guint handshake_timeout;
+};
+
+static struct conn *conn_ref(struct conn *c)
+{
+        c->ref++;
+        return c;
+}
+
+static void conn_unref(struct conn *c)
+{
+        if (--c->ref > 0)
+                return;
+        g_assert(c->closed);
+        g_queue_clear_full(&c->outq, (GDestroyNotify) g_bytes_unref);
+        fy_stomp_parser_free(c->parser);
+        g_hash_table_unref(c->subs);
+        g_clear_object(&c->stream);
+        g_clear_object(&c->cancel);
+        g_free(c->buf);
+        g_free(c->peer);
+        g_free(c);
+}
+
+static void conn_close(struct conn *c, const char *why)
+{
+        if (c->closed)
+                return;
+        c->closed = true;
+        g_message("connection %" G_GUINT64_FORMAT " from %s closed%s%s", c->id, c->peer,
+                  why ? ": " : "", why ? why : "");
+        g_cancellable_cancel(c->cancel);
+        if (c->heartbeat_source)
+                g_source_remove(c->heartbeat_source);
+        c->heartbeat_source = 0;
+        if (c->handshake_timeout)
+                g_source_remove(c->handshake_timeout);
+        c->handshake_timeout = 0;
+        g_io_stream_close_async(c->stream, G_PRIORITY_DEFAULT, NULL, NULL, NULL);
+        c->server->conns = g_list_remove(c->server->conns, c);
+        c->server->n_conns--;
+        conn_unref(c);         /* the server's reference */
+}
+
+static void conn_flush(struct conn *c);
+
+static void on_written(GObject *source, GAsyncResult *res, gpointer data)
+{
+        struct conn *c = data;
+        g_autoptr(GError) error = NULL;
+        GBytes *b;
+
+        c->writing = false;
+        if (!g_output_stream_write_all_finish(G_OUTPUT_STREAM(source), res, NULL, &error)) {
+                if (!c->closed)
+                        conn_close(c, error->message);
+                conn_unref(c);
+                return;
+        }
+        b = g_queue_pop_head(&c->outq);
+        c->out_bytes -= g_bytes_get_size(b);
+        g_bytes_unref(b);
+        conn_flush(c);
+        conn_unref(c);
+}
+
+static void conn_flush(struct conn *c)
+{
+        GBytes *b;
+        gsize size;
+        const void *data;
+
+        if (c->closed || c->writing)
+                return;
+        b = g_queue_peek_head(&c->outq);
+        if (!b) {
+                if (c->closing)
+                        conn_close(c, NULL);
+                return;
+        }
+        data = g_bytes_get_data(b, &size);
+        c->writing = true;
+        g_output_stream_write_all_async(g_io_stream_get_output_stream(c->stream), data, size,
+                                        G_PRIORITY_DEFAULT, c->cancel, on_written, conn_ref(c));
+}
+
+static void conn_send(struct conn *c, GBytes *bytes)
+{
+        if (c->closed) {
+                g_bytes_unref(bytes);
+                return;
+        }
+        if (c->out_bytes + g_bytes_get_size(bytes) > MAX_OUTPUT_BACKLOG) {
+                g_bytes_unref(bytes);
+                conn_close(c, "client does not read its replies (output backlog over 64 MiB)");
+                return;
+        }
+        c->out_bytes += g_bytes_get_size(bytes);
+        g_queue_push_tail(&c->outq, bytes);
+        conn_flush(c);
+}
+
+static void conn_send_frame(struct conn *c, const char *command, const char *const *headers,
+                            const char *body)
+{
+        conn_send(c, fy_stomp_frame_encode(command, headers, body, body ? strlen(body) : 0));
+}
+
+/* Sends an ERROR frame and closes the connection once it is written. */
+static void conn_fail(struct conn *c, const char *message)
+{
+        const char *headers[] = { "message", message, "content-type", "text/plain", NULL };
+
+        g_warning("connection %" G_GUINT64_FORMAT " from %s: %s", c->id, c->peer, message);
+        conn_send_frame(c, "ERROR", headers, message);
+        c->closing = true;
+        conn_flush(c);
+}
+
+static gboolean on_heartbeat(gpointer data)
+{
+        struct conn *c = data;
+
+        /* An EOL is a STOMP heart-beat. */
+        if (g_queue_is_empty(&c->outq))
+                conn_send(c, g_bytes_new_static("\n", 1));
+        return G_SOURCE_CONTINUE;
+}
+
+static const char *conn_subscription_for(struct conn *c, const char *destination)
+{
+        GHashTableIter it;
+        gpointer k, v;
+
+        g_hash_table_iter_init(&it, c->subs);
+        while (g_hash_table_iter_next(&it, &k, &v))
+                if (strcmp(v, destination) == 0)
+                        return k;
+        return NULL;
+}
+
+static void conn_send_message(struct conn *c, const char *destination, const char *sub_id, const char *body)
+{
+        const char *headers[] = {
+                "destination", destination,
+                "content-type", "application/json",
+                "subscription", sub_id,
+                NULL,
+        };
+        conn_send_frame(c, "MESSAGE", headers, body);
+}
+
+struct reply_ctx {
+        struct conn *conn;
+        char *reply_to;
+};
+
+static void reply_ctx_free(void *data)
+{
+        struct reply_ctx *r = data;
+
+        r->conn->inflight--;
+        conn_unref(r->conn);
+        g_free(r->reply_to);
+        g_free(r);
+}
+
+static void on_rpc_reply(const char *reply, void *data)
+{
+        struct reply_ctx *r = data;
+        const char *sub;
+
+        if (!reply || r->conn->closed)
+                return;
+        sub = conn_subscription_for(r->conn, r->reply_to);
+        if (!sub) {
+                g_warning("connection %" G_GUINT64_FORMAT ": reply to %s dropped: no subscription to it",
+                          r->conn->id, r->reply_to);
+                return;
+        }
+        conn_send_message(r->conn, r->reply_to, sub, reply);
+}
+
+static void handle_connect(struct conn *c, struct fy_stomp_frame *f)
+{
+        const char *versions = fy_stomp_frame_get_header(f, "accept-version");
+        const char *hb = fy_stomp_frame_get_header(f, "heart-beat");
+        g_auto(GStrv) vlist = NULL;
+        char hbuf[64];
+        unsigned cx = 0, cy = 0, sx = 0;
+
+        if (c->connected) {
+                conn_fail(c, "already connected");
+                return;
+        }
+        vlist = g_strsplit(versions ? versions : "1.0", ",", 16);
+        if (!g_strv_contains((const char *const *) vlist, "1.2")) {
+                conn_fail(c, "this server speaks STOMP 1.2 only (accept-version must include 1.2)");
+                return;
+        }
+        if (hb) {
+                char extra;
+                if (sscanf(hb, "%u,%u%c", &cx, &cy, &extra) != 2 || cy > 3600 * 1000) {
+                        conn_fail(c, "malformed heart-beat header (expected two numbers \"cx,cy\" in ms)");
+                        return;
+                }
+        }
+        if (cy > 0) {
+                sx = MAX(cy, MIN_HEARTBEAT_MS);
+                c->heartbeat_source = g_timeout_add(sx, on_heartbeat, c);
+        }
+        g_snprintf(hbuf, sizeof(hbuf), "%u,0", sx);
+        c->connected = true;
+        {
+                const char *headers[] = { "version", "1.2", "heart-beat", hbuf, "server", "ferry-agent", NULL };
+                conn_send_frame(c, "CONNECTED", headers, NULL);
+        }
+}
+
+static void send_receipt(struct conn *c, struct fy_stomp_frame *f)
+{
+        const char *receipt = fy_stomp_frame_get_header(f, "receipt");
+
+        if (receipt) {
+                const char *headers[] = { "receipt-id", receipt, NULL };
+                conn_send_frame(c, "RECEIPT", headers, NULL);
+        }
+}
+
+static void handle_frame(struct conn *c, struct fy_stomp_frame *f)
+{
+        const char *cmd = f->command;
+
+        if (strcmp(cmd, "CONNECT") == 0 || strcmp(cmd, "STOMP") == 0) {
+                handle_connect(c, f);
+                return;
+        }
+        if (!c->connected) {
+                conn_fail(c, "the first frame must be CONNECT");
+                return;
+        }
+        if (strcmp(cmd, "SUBSCRIBE") == 0) {
+                const char *dest = fy_stomp_frame_get_header(f, "destination");
+                const char *id = fy_stomp_frame_get_header(f, "id");
+
+                if (!dest || !id || !*dest || !*id) {
+                        conn_fail(c, "SUBSCRIBE needs destination and id headers");
+                        return;
+                }
+                if (g_hash_table_size(c->subs) >= MAX_SUBSCRIPTIONS && !g_hash_table_contains(c->subs, id)) {
+                        conn_fail(c, "too many subscriptions on one connection (limit 64)");
+                        return;
+                }
+                g_hash_table_replace(c->subs, g_strdup(id), g_strdup(dest));
+                send_receipt(c, f);
+        } else if (strcmp(cmd, "UNSUBSCRIBE") == 0) {
+                const char *id = fy_stomp_frame_get_header(f, "id");
+
+                if (!id) {
+                        conn_fail(c, "UNSUBSCRIBE needs an id header");
+                        return;
+                }
+                g_hash_table_remove(c->subs, id);
+                send_receipt(c, f);
+        } else if (strcmp(cmd, "SEND") == 0) {
+                const char *dest = fy_stomp_frame_get_header(f, "destination");
+                const char *reply_to = fy_stomp_frame_get_header(f, "reply-to");
+                struct reply_ctx *r;
+
+                if (!dest) {
+                        conn_fail(c, "SEND needs a destination header");
+                        return;
+                }
+                if (strcmp(dest, AGENT_REQUEST_DESTINATION) != 0) {
+                        conn_fail(c, "SEND destination must be " AGENT_REQUEST_DESTINATION);
+                        return;
+                }
+                if (c->inflight >= MAX_INFLIGHT) {
+                        conn_fail(c, "too many requests awaiting replies on one connection (limit 64)");
+                        return;
+                }
+                send_receipt(c, f);
+                r = g_new0(struct reply_ctx, 1);
+                r->conn = conn_ref(c);
+                r->reply_to = g_strdup(reply_to && *reply_to ? reply_to : AGENT_DEFAULT_REPLY_DESTINATION);
+                c->inflight++;
+                fy_rpc_dispatch(c->server->dispatcher, f->body, f->body_len, on_rpc_reply, r, reply_ctx_free);
+        } else if (strcmp(cmd, "DISCONNECT") == 0) {
+                send_receipt(c, f);
+                c->closing = true;
+                conn_flush(c);
+        } else if (strcmp(cmd, "ACK") == 0 || strcmp(cmd, "NACK") == 0 ||
+                   strcmp(cmd, "BEGIN") == 0 || strcmp(cmd, "COMMIT") == 0 || strcmp(cmd, "ABORT") == 0) {
+                send_receipt(c, f);    /* ack:auto only; transactions are not used by VDSM clients */
+        } else {
+                g_autofree char *msg = g_strdup_printf("unknown STOMP command '%.32s'", cmd);
+                conn_fail(c, msg);
+        }
+}
+
+static void conn_read(struct conn *c);
+
+static void on_read(GObject *source, GAsyncResult *res, gpointer data)
+{
+        struct conn *c = data;
+        g_autoptr(GError) error = NULL;
+        gssize n;
+        int r;
+
+        n = g_input_stream_read_finish(G_INPUT_STREAM(source), res, &error);
+        if (c->closed || c->closing) {
+                conn_unref(c);
+                return;
+        }
+        if (n <= 0) {
+                conn_close(c, n < 0 ? error->message : "peer closed the connection");
+                conn_unref(c);
+                return;
+        }
+        r = fy_stomp_parser_feed(c->parser, c->buf, (size_t) n);
+        for (;;) {
+                g_autoptr(fy_stomp_frame) f = NULL;
+
+                if (c->closing || c->closed)
+                        break;
+                r = fy_stomp_parser_next(c->parser, &f);
+                if (r < 0) {
+                        g_autofree char *msg = g_strdup_printf("bad STOMP frame: %s", fy_stomp_parser_error(c->parser));
+                        conn_fail(c, msg);
+                        break;
+                }
+                if (r == 0)
+                        break;
+                handle_frame(c, f);
+        }
+        if (!c->closing && !c->closed)
+                conn_read(c);
+        conn_unref(c);
+}
+
+static void conn_read(struct conn *c)
+{
+        g_input_stream_read_async(g_io_stream_get_input_stream(c->stream), c->buf, READ_CHUNK,
+                                  G_PRIORITY_DEFAULT, c->cancel, on_read, conn_ref(c));
+}
+
+static gboolean on_handshake_timeout(gpointer data)
+{
+        struct conn *c = data;
+
+        c->handshake_timeout = 0;
+        conn_close(c, "TLS handshake timed out");
+        return G_SOURCE_REMOVE;
+}
+
+static void on_handshake(GObject *source, GAsyncResult *res, gpointer data)
+{
+        struct conn *c = data;
+        g_autoptr(GError) error = NULL;
+
+        if (!g_tls_connection_handshake_finish(G_TLS_CONNECTION(source), res, &error)) {
+                if (!c->closed)
+                        conn_close(c, error->message);
+                conn_unref(c);
+                return;
+        }
+        if (c->handshake_timeout)
+                g_source_remove(c->handshake_timeout);
+        c->handshake_timeout = 0;
+        if (!c->closed)
+                conn_read(c);
+        conn_unref(c);
+}
+
+static gboolean on_incoming(GSocketService *service, GSocketConnection *connection,
+                            GObject *source_object, gpointer data)
+{
+        struct agent_server *s = data;
+        g_autoptr(GSocketAddress) addr = g_socket_connection_get_remote_address(connection, NULL);
+        g_autofree char *peer = NULL;
+        struct fy_stomp_limits limits = {
+                .max_frame = s->agent->config.max_frame,
+                .max_headers = FY_STOMP_DEFAULT_MAX_HEADERS,
+                .max_header_line = FY_STOMP_DEFAULT_MAX_HEADER_LINE,
+        };
+        struct conn *c;
+
+        if (addr && G_IS_INET_SOCKET_ADDRESS(addr)) {
+                g_autofree char *ip = g_inet_address_to_string(
+                        g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(addr)));
+                peer = g_strdup_printf("%s:%u", ip, g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(addr)));
+        } else {
+                peer = g_strdup("unknown");
+        }
+        if (s->n_conns >= s->agent->config.max_connections) {
+                g_warning("refusing connection from %s: %u connections already (max_connections)", peer, s->n_conns);
+                g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+                return TRUE;
+        }
+
+        c = g_new0(struct conn, 1);
+        c->ref = 1;            /* the server's reference, dropped by conn_close */
+        c->server = s;
+        c->id = ++s->next_conn_id;
+        c->peer = g_steal_pointer(&peer);
+        c->cancel = g_cancellable_new();
+        c->parser = fy_stomp_parser_new(&limits);
+        c->buf = g_malloc(READ_CHUNK);
+        c->subs = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        g_queue_init(&c->outq);
+        s->conns = g_list_prepend(s->conns, c);
+        s->n_conns++;
+        g_socket_set_keepalive(g_socket_connection_get_socket(connection), TRUE);
+        g_message("connection %" G_GUINT64_FORMAT " from %s", c->id, c->peer);
+
+        if (s->cert) {
+                g_autoptr(GError) error = NULL;
+                GIOStream *tls = g_tls_server_connection_new(G_IO_STREAM(connection), s->cert, &error);
+
+                if (!tls) {
+                        c->stream = g_object_ref(G_IO_STREAM(connection));
+                        conn_close(c, error->message);
+                        return TRUE;
+                }
+                g_object_set(tls, "authentication-mode", G_TLS_AUTHENTICATION_REQUIRED, NULL);
+                g_tls_connection_set_database(G_TLS_CONNECTION(tls), s->ca);
+                c->stream = tls;
+                c->handshake_timeout = g_timeout_add_seconds(HANDSHAKE_TIMEOUT_S, on_handshake_timeout, c);
+                g_tls_connection_handshake_async(G_TLS_CONNECTION(tls), G_PRIORITY_DEFAULT, c->cancel,
+                                                 on_handshake, conn_ref(c));
+        } else {
+                c->stream = g_object_ref(G_IO_STREAM(connection));
+                conn_read(c);
+        }
+        return TRUE;
+}
+
+struct agent_server *agent_server_new(struct agent *agent, struct fy_rpc_dispatcher *dispatcher, GError **error)
+{
+        g_autoptr(GInetAddress) inet = NULL;
+        g_autoptr(GSocketAddress) addr = NULL;
+        g_autoptr(GSocketAddress) effective = NULL;
+        struct agent_server *s;
+
+        inet = g_inet_address_new_from_string(agent->config.listen_address);
+        if (!inet) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                            "listen_address '%s' is not an IP address", agent->config.listen_address);
+                return NULL;
+        }
+        s = g_new0(struct agent_server, 1);
+        s->agent = agent;
+        s->dispatcher = dispatcher;
+
+        if (!agent->config.insecure) {
+                if (!g_tls_backend_supports_tls(g_tls_backend_get_default())) {
+                        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                                    "no TLS backend: install glib-networking, or run with --insecure=true");
+                        goto fail;
+                }
+                s->cert = g_tls_certificate_new_from_files(agent->config.tls_cert, agent->config.tls_key, error);
+                if (!s->cert)
+                        goto fail;
+                s->ca = g_tls_file_database_new(agent->config.tls_ca, error);
+                if (!s->ca)
+                        goto fail;
+        }
+
+        s->service = g_socket_service_new();
+        addr = g_inet_socket_address_new(inet, agent->config.port);
+        if (!g_socket_listener_add_address(G_SOCKET_LISTENER(s->service), addr, G_SOCKET_TYPE_STREAM,
+                                           G_SOCKET_PROTOCOL_TCP, NULL, &effective, error))
+                goto fail;
+        s->port = g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(effective));
+        g_signal_connect(s->service, "incoming", G_CALLBACK(on_incoming), s);
+        g_socket_service_start(s->service);
+        return s;
+fail:
+        agent_server_free(s);
+        return NULL;
+}
+
+void agent_server_free(struct agent_server *s)
+{
+        if (!s)
+                return;
+        while (s->conns)
+                conn_close(s->conns->data, "agent shutting down");
+        if (s->service) {
+                g_socket_service_stop(s->service);
+                g_socket_listener_close(G_SOCKET_LISTENER(s->service));
+                g_object_unref(s->service);
+        }
+        g_clear_object(&s->cert);
+        g_clear_object(&s->ca);
+        g_free(s);
+}
+
+guint16 agent_server_port(struct agent_server *s)
+{
+        return s->port;
+}
+
+void agent_server_broadcast(struct agent_server *s, const char *destination, const char *body)
+{
+        GList *next;
+
+        for (GList *l = s->conns; l; l = next) {
+                struct conn *c = l->data;
+                GHashTableIter it;
+
+                next = l->next;       /* a send may drop a slow connection from the list */
+                gpointer k, v;
+
+                if (!c->connected || c->closing)
+                        continue;
+                g_hash_table_iter_init(&it, c->subs);
+                while (g_hash_table_iter_next(&it, &k, &v))
+                        if (strcmp(v, destination) == 0)
+                                conn_send_message(c, destination, k, body);
+        }
+}

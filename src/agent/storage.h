@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/*
+ * File storage domains in the VDSM v5 layout (DESIGN §3). Every identifier
+ * reaching a path here has been checked as a UUID by the caller; the
+ * functions assert it again. Safe to call from job threads.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+#include <jansson.h>
+
+#include "volmeta.h"
+
+#define AGENT_SD_NAME_MAX 50
+#define AGENT_VOLUME_CAPACITY_MAX (64ull << 40)   /* 64 TiB */
+
+struct agent;
+
+struct agent_volref {
+        char sd[FY_UUID_STR_LEN + 1];
+        char img[FY_UUID_STR_LEN + 1];
+        char vol[FY_UUID_STR_LEN + 1];
+};
+
+/* Fills ref from validated UUID strings (lower-cased). */
+void agent_volref_init(struct agent_volref *ref, const char *sd, const char *img, const char *vol);
+
+char *agent_sd_path(struct agent *a, const char *sd);
+char *agent_image_path(struct agent *a, const char *sd, const char *img);
+char *agent_volume_path(struct agent *a, const struct agent_volref *ref);
+char *agent_volume_lease_path(struct agent *a, const struct agent_volref *ref);
+char *agent_sd_ids_path(struct agent *a, const char *sd);
+char *agent_sd_leases_path(struct agent *a, const char *sd);
+
+int agent_sd_create(struct agent *a, const char *sd, const char *name, GError **error);
+/* Validates the domain's metadata; FY_ERR_STORAGE_DOMAIN_DOES_NOT_EXIST when absent. */
+int agent_sd_check(struct agent *a, const char *sd, GError **error);
+json_t *agent_sd_info(struct agent *a, const char *sd, GError **error);
+json_t *agent_sd_stats(struct agent *a, const char *sd, GError **error);
+/* Volume uuids of an image, or of all images of the domain when img is NULL ({img: [vol…]}). */
+json_t *agent_sd_volumes(struct agent *a, const char *sd, const char *img, GError **error);
+
+int agent_volume_meta_read(struct agent *a, const struct agent_volref *ref,
+                           struct fy_volume_meta **ret, GError **error);
+int agent_volume_meta_write(struct agent *a, const struct agent_volref *ref,
+                            const struct fy_volume_meta *meta, GError **error);
+
+struct agent_volume_create {
+        uint64_t capacity;
+        enum fy_vol_format format;
+        enum fy_vol_type type;
+        const char *disktype;
+        const char *description;
+        const char *parent;          /* vol uuid in the same image, or NULL */
+        uint64_t initial_size;       /* unused for file domains, accepted for VDSM compatibility */
+};
+int agent_volume_create(struct agent *a, const struct agent_volref *ref,
+                        const struct agent_volume_create *spec, GError **error);
+int agent_volume_delete(struct agent *a, const struct agent_volref *ref, GError **error);
+int agent_image_delete(struct agent *a, const char *sd, const char *img, GError **error);
+json_t *agent_volume_info(struct agent *a, const struct agent_volref *ref, GError **error);
