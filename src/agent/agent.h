@@ -38,6 +38,7 @@ struct agent {
 
         /* Copy statistics, updated by job threads (atomics). */
         gint64 bytes_copied;           /* __atomic builtins */
+        gint active_copies;            /* copies moving bytes now (g_atomic), share copy_rate_limit */
 };
 
 /* Sends a JSON-RPC notification to every subscriber of jms.queue.events. Main thread. */

@@ -12,13 +12,13 @@
 #include "config.h"     /* generated: FERRY_VERSION */
 #include "error.h"
 
-enum opt_type { OPT_STRING, OPT_UINT, OPT_BOOL };
+enum opt_type { OPT_STRING, OPT_UINT, OPT_BOOL, OPT_SIZE };
 
 struct agent_option {
         const char *name;
         enum opt_type type;
         const char *def;
-        unsigned min, max;            /* OPT_UINT bounds; OPT_STRING: max length */
+        unsigned min, max;            /* OPT_UINT bounds; OPT_STRING: length; OPT_SIZE: MiB */
         size_t offset;
         const char *help;
 };
@@ -38,6 +38,7 @@ static const struct agent_option options[] = {
         { "sanlock_run_dir", OPT_STRING, "/run/sanlock", 1, 4096, O(sanlock_run_dir), "run directory of this host's sanlock daemon" },
         { "io_timeout", OPT_UINT, "10", 1, 60, O(io_timeout), "sanlock I/O timeout in seconds for new lockspaces" },
         { "max_jobs", OPT_UINT, "2", 1, 64, O(max_jobs), "concurrent running jobs; more wait as pending" },
+        { "copy_rate_limit", OPT_SIZE, "0", 0, 1024 * 1024, O(copy_rate_limit), "bytes/s all copies of this host may move together, shared among running jobs; suffixes K, M, G (1024-based); 0 = unlimited" },
         { "job_autodelete", OPT_UINT, "3600", 0, 7 * 24 * 3600, O(job_autodelete), "seconds a finished job is kept before it is deleted" },
         { "max_frame", OPT_UINT, "4194304", 4096, 64 * 1024 * 1024, O(max_frame), "largest STOMP frame accepted, bytes" },
         { "max_connections", OPT_UINT, "128", 1, 4096, O(max_connections), "concurrent client connections" },
@@ -70,6 +71,26 @@ static int option_set(const struct agent_option *o, struct agent_config *c, cons
                         return -EINVAL;
                 }
                 *(unsigned *) field = (unsigned) v;
+                return 0;
+        }
+        case OPT_SIZE: {
+                guint64 v, mult = 1;
+                g_autofree char *num = g_strdup(value);
+                size_t len = strlen(num);
+
+                if (len > 0 && strchr("KkMmGg", num[len - 1])) {
+                        char unit = g_ascii_toupper(num[len - 1]);
+                        mult = unit == 'K' ? 1024 : unit == 'M' ? 1024 * 1024 : 1024 * 1024 * 1024;
+                        num[len - 1] = '\0';
+                }
+                if (!g_ascii_string_to_unsigned(num, 10, 0, G_MAXUINT64 / mult, &v, NULL) ||
+                    v * mult > (guint64) o->max * 1024 * 1024) {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                                    "%s: %s must be a size in bytes (suffix K, M or G allowed) up to %uM, got '%s'",
+                                    origin, o->name, o->max, value);
+                        return -EINVAL;
+                }
+                *(guint64 *) field = v * mult;
                 return 0;
         }
         case OPT_BOOL:
@@ -152,6 +173,9 @@ char *agent_config_dump(const struct agent_config *c)
                 case OPT_BOOL:
                         g_string_append_printf(s, "%s = %s\n", o->name, *(const bool *) field ? "true" : "false");
                         break;
+                case OPT_SIZE:
+                        g_string_append_printf(s, "%s = %" G_GUINT64_FORMAT "\n", o->name, *(const guint64 *) field);
+                        break;
                 }
         }
         return g_string_free(s, FALSE);
@@ -188,7 +212,7 @@ int agent_config_load(int *argc, char ***argv, struct agent_config *ret, GError 
                         g_intern_string(dashed), 0, 0, G_OPTION_ARG_STRING, &values[i],
                         g_intern_string(g_strdup_printf("%s (default: %s)", options[i].help,
                                                         *options[i].def ? options[i].def : "unset")),
-                        options[i].type == OPT_BOOL ? "BOOL" : options[i].type == OPT_UINT ? "N" : "VALUE",
+                        options[i].type == OPT_BOOL ? "BOOL" : options[i].type == OPT_STRING ? "VALUE" : "N",
                 };
         }
         entries[n] = (GOptionEntry) { NULL };

@@ -117,13 +117,14 @@ static void host_get_stats(struct fy_rpc_call *call, json_t *params, void *userd
         agent_jobs_counts(a->jobs, &running, &pending);
         if (getloadavg(load, 3) < 0)
                 load[0] = load[1] = load[2] = 0;
-        fy_rpc_call_return(call, json_pack("{s:i, s:i, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:b}",
+        fy_rpc_call_return(call, json_pack("{s:i, s:i, s:i, s:i, s:I, s:f, s:I, s:f, s:f, s:f, s:b}",
                                            "jobs_running", (int) running,
                                            "jobs_pending", (int) pending,
                                            "job_limit", (int) a->config.max_jobs,
                                            "free_slots", (int) (running >= a->config.max_jobs ? 0 : a->config.max_jobs - running),
                                            "bytes_copied", (json_int_t) __atomic_load_n(&a->bytes_copied, __ATOMIC_RELAXED),
                                            "copy_rate", agent_copy_rate(a),
+                                           "copy_rate_limit", (json_int_t) a->config.copy_rate_limit,
                                            "cpuLoad", load[0],
                                            "loadavg5", load[1],
                                            "loadavg15", load[2],

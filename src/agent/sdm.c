@@ -104,18 +104,39 @@ static const char *qemu_format(enum fy_vol_format f)
         return f == FY_FORMAT_COW ? "qcow2" : "raw";
 }
 
+static int copy_volume_with(struct copy_job *cj, const struct fy_volume_meta *src_meta,
+                            const struct fy_volume_meta *dst_meta, const char *src_path, const char *dst_path,
+                            const struct agent_copy_options *opts, GCancellable *cancel, GError **error);
+
 static int copy_volume(struct copy_job *cj, const struct fy_volume_meta *src_meta,
                        const struct fy_volume_meta *dst_meta, GCancellable *cancel, GError **error)
 {
         struct agent *a = cj->agent;
         g_autofree char *src_path = agent_volume_path(a, &cj->src.ref);
         g_autofree char *dst_path = agent_volume_path(a, &cj->dst.ref);
+        struct agent_copy_options opts = { 0 };
+        int active, r;
+
+        /* The host's cap is split among the copies running when this one starts. */
+        active = g_atomic_int_add(&a->active_copies, 1) + 1;
+        if (a->config.copy_rate_limit)
+                opts.bandwidth_limit = MAX(a->config.copy_rate_limit / (guint64) active, 1);
+        r = copy_volume_with(cj, src_meta, dst_meta, src_path, dst_path, &opts, cancel, error);
+        g_atomic_int_add(&a->active_copies, -1);
+        return r;
+}
+
+static int copy_volume_with(struct copy_job *cj, const struct fy_volume_meta *src_meta,
+                            const struct fy_volume_meta *dst_meta, const char *src_path, const char *dst_path,
+                            const struct agent_copy_options *opts, GCancellable *cancel, GError **error)
+{
+        struct agent *a = cj->agent;
         g_autoptr(fy_volume_meta) parent = NULL;
         const char *backing = NULL;
         int r;
 
         if (src_meta->format == FY_FORMAT_RAW && dst_meta->format == FY_FORMAT_RAW) {
-                r = agent_copy_raw(src_path, dst_path, NULL, cancel, copy_progress, cj);
+                r = agent_copy_raw(src_path, dst_path, opts, cancel, copy_progress, cj);
                 if (r == -ECANCELED)
                         return r;
                 if (r < 0) {
@@ -141,7 +162,7 @@ static int copy_volume(struct copy_job *cj, const struct fy_volume_meta *src_met
         return agent_qemu_img_convert(src_path, qemu_format(src_meta->format),
                                       dst_path, qemu_format(dst_meta->format),
                                       backing, parent ? qemu_format(parent->format) : NULL,
-                                      0, cancel, copy_progress, cj, error);
+                                      opts->bandwidth_limit, cancel, copy_progress, cj, error);
 }
 
 static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel, GError **error)

@@ -1,0 +1,132 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+
+import pytest
+
+from ferrytest import AGENT_BIN, Agent, Sanlock, new_uuid, run_job, MiB
+
+
+def pytest_sessionstart(session):
+    if not os.access(AGENT_BIN, os.X_OK):
+        raise pytest.UsageError(f"{AGENT_BIN} is missing: build first (meson setup build && ninja -C build)")
+
+
+class Cluster:
+    """Two hosts sharing one storage folder. A (host id 1) is the SPM; B (host
+    id 2) copies, with a 64 MiB/s cap and one job slot so copies are slow
+    enough to observe, abort and kill."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.storage = os.path.join(workdir, "storage")
+        os.makedirs(self.storage)
+        self.pool = new_uuid()
+        self.sd1 = new_uuid()
+        self.sd2 = new_uuid()
+        self.sanlocks = [Sanlock(workdir, "hostA"), Sanlock(workdir, "hostB")]
+        self.a = Agent(workdir, "A", self.sanlocks[0], self.storage, host_id=1)
+        self.b = Agent(workdir, "B", self.sanlocks[1], self.storage, host_id=2,
+                       copy_rate_limit="64M", max_jobs=1)
+        with self.a.client() as c:
+            c.call("StorageDomain.create", {"storagedomainID": self.sd1, "name": "sd1"})
+            c.call("StorageDomain.create", {"storagedomainID": self.sd2, "name": "sd2"})
+        # Joining a lockspace takes seconds: both hosts join at once.
+        errors = []
+        threads = [threading.Thread(target=self._connect_safe, args=(agent, errors))
+                   for agent in (self.a, self.b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        with self.a.client() as c:
+            status = c.call("StoragePool.spmStart", {"storagepoolID": self.pool})
+            assert status["spmStatus"] == "SPM"
+
+    def _connect_safe(self, agent, errors):
+        try:
+            self.connect(agent)
+        except Exception as e:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(e)
+
+    def connect(self, agent):
+        host_id = 1 if agent is self.a else 2
+        with agent.client(timeout=60) as c:
+            c.call("StoragePool.connect", {
+                "storagepoolID": self.pool, "hostID": host_id, "masterSdUUID": self.sd1,
+                "domainDict": {self.sd1: "active", self.sd2: "active"}}, timeout=60)
+
+    def path(self, sd, img, vol=None):
+        p = os.path.join(self.storage, sd, "images", img)
+        return os.path.join(p, vol) if vol else p
+
+    def create_volume(self, sd, img, vol, size, fmt="RAW", alloc="SPARSE", parent=None):
+        params = {"storagepoolID": self.pool, "storagedomainID": sd, "imageID": img,
+                  "volumeID": vol, "size": str(size), "volFormat": fmt, "preallocate": alloc,
+                  "diskType": "DATA", "desc": "test"}
+        if parent:
+            params["srcImgUUID"] = img
+            params["srcVolUUID"] = parent
+        with self.a.client() as c:
+            job = run_job(c, "Volume.create", params)
+        assert job["status"] == "done", job
+        return vol
+
+    def volume_info(self, sd, img, vol, agent=None):
+        with (agent or self.a).client() as c:
+            return c.call("Volume.getInfo", {"storagepoolID": self.pool, "storagedomainID": sd,
+                                             "imageID": img, "volumeID": vol})
+
+    def stop(self):
+        codes = {}
+        for agent in (self.a, self.b):
+            codes[agent.name] = agent.stop()
+        for s in self.sanlocks:
+            s.stop()
+        return codes
+
+
+def make_workdir():
+    return tempfile.mkdtemp(prefix="ferry-test-", dir=os.environ.get("FERRY_TEST_TMP"))
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    d = make_workdir()
+    yield d
+    if os.environ.get("FERRY_KEEP_TMP"):
+        print(f"\nkept {d}")
+    else:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster(workdir):
+    c = Cluster(os.path.join(workdir, "cluster"))
+    yield c
+    codes = c.stop()
+    # A clean SIGTERM shutdown exits 0; anything else is a bug worth failing on.
+    assert all(code == 0 for code in codes.values()), codes
+
+
+@pytest.fixture
+def img():
+    return new_uuid()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_leftover_processes():
+    yield
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    leftovers = [l for l in out.splitlines()
+                 if ("ferry-agent" in l and "--storage-root" in l and "ferry-test-" in l)
+                 or ("qemu-img convert" in l and "ferry-test-" in l)]
+    assert not leftovers, f"processes survived the tests: {leftovers}"
+
+
+__all__ = ["MiB"]
