@@ -14,6 +14,11 @@
 #define MAX_OUTPUT_BACKLOG (64u * 1024 * 1024) /* a client that does not read is dropped */
 #define MIN_HEARTBEAT_MS 1000
 #define HANDSHAKE_TIMEOUT_S 30
+/* After an ERROR frame the rest of the peer's input is read and dropped for a
+ * while, so closing does not reset the connection before the peer has read
+ * the ERROR (a close with unread input sends RST). */
+#define DRAIN_TIMEOUT_S 2
+#define DRAIN_MAX (1024 * 1024)
 
 struct agent_server {
         struct agent *agent;
@@ -42,6 +47,9 @@ struct conn {
         bool connected;                /* CONNECT accepted */
         bool closing;                  /* no more input handled; close once output drained */
         bool closed;
+        bool draining;                 /* after an ERROR: discard input until the peer hangs up */
+        gsize drained;
+        guint drain_timeout;
         GHashTable *subs;              /* id → destination */
         unsigned inflight;
         guint heartbeat_source;
@@ -83,6 +91,9 @@ static void conn_close(struct conn *c, const char *why)
         if (c->handshake_timeout)
                 g_source_remove(c->handshake_timeout);
         c->handshake_timeout = 0;
+        if (c->drain_timeout)
+                g_source_remove(c->drain_timeout);
+        c->drain_timeout = 0;
         g_io_stream_close_async(c->stream, G_PRIORITY_DEFAULT, NULL, NULL, NULL);
         c->server->conns = g_list_remove(c->server->conns, c);
         c->server->n_conns--;
@@ -90,6 +101,24 @@ static void conn_close(struct conn *c, const char *why)
 }
 
 static void conn_flush(struct conn *c);
+
+static gboolean on_drain_timeout(gpointer data)
+{
+        struct conn *c = data;
+
+        c->drain_timeout = 0;
+        conn_close(c, "closed after an error");
+        return G_SOURCE_REMOVE;
+}
+
+/* Output is flushed: half-close and let on_read drain the peer's input. */
+static void conn_start_drain(struct conn *c)
+{
+        if (G_IS_SOCKET_CONNECTION(c->stream))
+                g_socket_shutdown(g_socket_connection_get_socket(G_SOCKET_CONNECTION(c->stream)), FALSE, TRUE, NULL);
+        if (!c->drain_timeout)
+                c->drain_timeout = g_timeout_add_seconds(DRAIN_TIMEOUT_S, on_drain_timeout, c);
+}
 
 static void on_written(GObject *source, GAsyncResult *res, gpointer data)
 {
@@ -121,7 +150,9 @@ static void conn_flush(struct conn *c)
                 return;
         b = g_queue_peek_head(&c->outq);
         if (!b) {
-                if (c->closing)
+                if (c->closing && c->draining)
+                        conn_start_drain(c);
+                else if (c->closing)
                         conn_close(c, NULL);
                 return;
         }
@@ -161,6 +192,7 @@ static void conn_fail(struct conn *c, const char *message)
         g_warning("connection %" G_GUINT64_FORMAT " from %s: %s", c->id, c->peer, message);
         conn_send_frame(c, "ERROR", headers, message);
         c->closing = true;
+        c->draining = true;
         conn_flush(c);
 }
 
@@ -355,6 +387,17 @@ static void on_read(GObject *source, GAsyncResult *res, gpointer data)
         int r;
 
         n = g_input_stream_read_finish(G_INPUT_STREAM(source), res, &error);
+        if (!c->closed && c->draining && n > 0 && c->drained + (gsize) n <= DRAIN_MAX) {
+                c->drained += (gsize) n;
+                conn_read(c);
+                conn_unref(c);
+                return;
+        }
+        if (!c->closed && c->draining) {
+                conn_close(c, n > 0 ? "peer kept sending after an error" : NULL);
+                conn_unref(c);
+                return;
+        }
         if (c->closed || c->closing) {
                 conn_unref(c);
                 return;
@@ -380,7 +423,7 @@ static void on_read(GObject *source, GAsyncResult *res, gpointer data)
                         break;
                 handle_frame(c, f);
         }
-        if (!c->closing && !c->closed)
+        if (!c->closed && (!c->closing || c->draining))
                 conn_read(c);
         conn_unref(c);
 }
@@ -406,8 +449,15 @@ static void on_handshake(GObject *source, GAsyncResult *res, gpointer data)
         g_autoptr(GError) error = NULL;
 
         if (!g_tls_connection_handshake_finish(G_TLS_CONNECTION(source), res, &error)) {
+                GTlsCertificateFlags flags = g_tls_connection_get_peer_certificate_errors(G_TLS_CONNECTION(source));
+                g_autofree char *why = g_strdup_printf("TLS handshake failed: %s%s%s%s%s%s", error->message,
+                        flags & G_TLS_CERTIFICATE_UNKNOWN_CA ? " (client certificate not signed by tls_ca)" : "",
+                        flags & G_TLS_CERTIFICATE_EXPIRED ? " (client certificate expired)" : "",
+                        flags & G_TLS_CERTIFICATE_NOT_ACTIVATED ? " (client certificate not yet valid)" : "",
+                        flags & G_TLS_CERTIFICATE_BAD_IDENTITY ? " (client certificate identity mismatch)" : "",
+                        flags & G_TLS_CERTIFICATE_INSECURE ? " (client certificate uses an insecure algorithm)" : "");
                 if (!c->closed)
-                        conn_close(c, error->message);
+                        conn_close(c, why);
                 conn_unref(c);
                 return;
         }
@@ -417,6 +467,26 @@ static void on_handshake(GObject *source, GAsyncResult *res, gpointer data)
         if (!c->closed)
                 conn_read(c);
         conn_unref(c);
+}
+
+/*
+ * glib-networking asks here about every client certificate, also one that
+ * verified cleanly against tls_ca (errors == 0): accept exactly those.
+ */
+static gboolean on_accept_certificate(GTlsConnection *tls, GTlsCertificate *cert,
+                                      GTlsCertificateFlags errors, gpointer data)
+{
+        struct conn *c = data;
+
+        if (errors == 0)
+                return TRUE;
+        g_warning("connection %" G_GUINT64_FORMAT " from %s: client certificate refused (flags 0x%x)%s%s%s%s",
+                  c->id, c->peer, errors,
+                  errors & G_TLS_CERTIFICATE_UNKNOWN_CA ? ", not signed by tls_ca" : "",
+                  errors & G_TLS_CERTIFICATE_EXPIRED ? ", expired" : "",
+                  errors & G_TLS_CERTIFICATE_NOT_ACTIVATED ? ", not yet valid" : "",
+                  errors & G_TLS_CERTIFICATE_INSECURE ? ", insecure algorithm" : "");
+        return FALSE;
 }
 
 static gboolean on_incoming(GSocketService *service, GSocketConnection *connection,
@@ -471,6 +541,7 @@ static gboolean on_incoming(GSocketService *service, GSocketConnection *connecti
                 }
                 g_object_set(tls, "authentication-mode", G_TLS_AUTHENTICATION_REQUIRED, NULL);
                 g_tls_connection_set_database(G_TLS_CONNECTION(tls), s->ca);
+                g_signal_connect(tls, "accept-certificate", G_CALLBACK(on_accept_certificate), c);
                 c->stream = tls;
                 c->handshake_timeout = g_timeout_add_seconds(HANDSHAKE_TIMEOUT_S, on_handshake_timeout, c);
                 g_tls_connection_handshake_async(G_TLS_CONNECTION(tls), G_PRIORITY_DEFAULT, c->cancel,

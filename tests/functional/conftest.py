@@ -119,14 +119,19 @@ def img():
     return new_uuid()
 
 
-@pytest.fixture(autouse=True, scope="session")
-def no_leftover_processes():
-    yield
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    leftovers = [l for l in out.splitlines()
-                 if ("ferry-agent" in l and "--storage-root" in l and "ferry-test-" in l)
-                 or ("qemu-img convert" in l and "ferry-test-" in l)]
-    assert not leftovers, f"processes survived the tests: {leftovers}"
+def pytest_sessionfinish(session, exitstatus):
+    """After every fixture is torn down: nothing the tests started may survive."""
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    leftovers = [line.strip() for line in out.splitlines()
+                 if "ferry-test-" in line and ("ferry-agent" in line or "sanlock" in line or "qemu-img" in line)]
+    if leftovers:
+        print("\nFAILED: processes survived the tests:\n  " + "\n  ".join(leftovers))
+        for line in leftovers:
+            try:
+                os.kill(int(line.split()[0]), 9)
+            except (ProcessLookupError, ValueError):
+                pass
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 __all__ = ["MiB"]

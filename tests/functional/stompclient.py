@@ -201,7 +201,8 @@ class Client:
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_REQUIRED
-                ctx.load_cert_chain(tls["cert"], tls["key"])
+                if tls.get("cert"):
+                    ctx.load_cert_chain(tls["cert"], tls["key"])
                 ctx.load_verify_locations(tls["ca"])
                 sock = ctx.wrap_socket(sock, server_hostname=host)
             self._sock = sock
