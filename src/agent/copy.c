@@ -362,7 +362,8 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
         gint64 start_us;
         int r, err = 0;
 
-        g_return_val_if_fail(src_path && dst_path, -EINVAL);
+        if (!src_path || !dst_path)
+                return -EINVAL;
         if (!opts)
                 opts = &defaults;
 

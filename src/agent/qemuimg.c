@@ -139,8 +139,7 @@ static int qimg_run(const char *const *argv, struct qimg_run *run, GError **erro
         int r = 0;
 
         launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE |
-                                             G_SUBPROCESS_FLAGS_STDERR_PIPE |
-                                             G_SUBPROCESS_FLAGS_STDIN_INHERIT);
+                                             G_SUBPROCESS_FLAGS_STDERR_PIPE);
         g_subprocess_launcher_setenv(launcher, "LC_ALL", "C", TRUE);
         g_subprocess_launcher_set_child_setup(launcher, child_setup,
                                               GINT_TO_POINTER((int) getpid()), NULL);
