@@ -310,6 +310,13 @@ static json_t *pool_connect_blocking(struct agent *a, void *data, GError **error
                 if (agent_lockspace_add(sd, p->host_id, ids, a->config.io_timeout, error) < 0)
                         return NULL;
         }
+        for (guint i = 0; i < p->domains->len; i++) {
+                const char *sd = p->domains->pdata[i];
+                g_autofree char *ids = agent_sd_ids_path(a, sd);
+
+                if (agent_lockspace_wait(sd, p->host_id, ids, error) < 0)
+                        return NULL;
+        }
         g_mutex_lock(&a->pool_lock);
         g_free(a->pool_id);
         a->pool_id = g_strdup(p->pool);

@@ -108,9 +108,24 @@ int agent_lockspace_add(const char *sd_uuid, unsigned host_id, const char *ids_p
 
         if (fill_lockspace(&ls, sd_uuid, host_id, ids_path) < 0)
                 return lease_fail(error, FY_ERR_GENERAL, -ENAMETOOLONG, "lockspace %s", sd_uuid);
-        rv = sanlock_add_lockspace_timeout(&ls, 0, io_timeout);
-        if (rv == -EEXIST)
+        /* Async: joining takes seconds (delta lease), several domains join in parallel. */
+        rv = sanlock_add_lockspace_timeout(&ls, SANLK_ADD_ASYNC, io_timeout);
+        if (rv == -EEXIST || rv == -EINPROGRESS)
                 return 0;
+        if (rv < 0)
+                return lease_fail(error, FY_ERR_GENERAL, rv, "cannot join lockspace %s with host id %u",
+                                  sd_uuid, host_id);
+        return 0;
+}
+
+int agent_lockspace_wait(const char *sd_uuid, unsigned host_id, const char *ids_path, GError **error)
+{
+        struct sanlk_lockspace ls;
+        int rv;
+
+        if (fill_lockspace(&ls, sd_uuid, host_id, ids_path) < 0)
+                return lease_fail(error, FY_ERR_GENERAL, -ENAMETOOLONG, "lockspace %s", sd_uuid);
+        rv = sanlock_inq_lockspace(&ls, SANLK_INQ_WAIT);
         if (rv < 0)
                 return lease_fail(error, FY_ERR_GENERAL, rv, "cannot join lockspace %s with host id %u",
                                   sd_uuid, host_id);

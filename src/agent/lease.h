@@ -27,9 +27,11 @@ int agent_lease_init(const char *run_dir, GError **error);
 void agent_lease_shutdown(void);
 
 int agent_lockspace_write(const char *sd_uuid, const char *ids_path, unsigned io_timeout, GError **error);
-/* Joins (blocks ~ seconds); already joined is success. */
+/* Starts joining; already joined or joining is success. */
 int agent_lockspace_add(const char *sd_uuid, unsigned host_id, const char *ids_path,
                         unsigned io_timeout, GError **error);
+/* Waits until a lockspace started by agent_lockspace_add() is joined (seconds). */
+int agent_lockspace_wait(const char *sd_uuid, unsigned host_id, const char *ids_path, GError **error);
 int agent_lockspace_remove(const char *sd_uuid, unsigned host_id, const char *ids_path, GError **error);
 /* 1 joined, 0 not, -errno */
 int agent_lockspace_joined(const char *sd_uuid, unsigned host_id, const char *ids_path);
