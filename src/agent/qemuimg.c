@@ -338,8 +338,10 @@ int agent_qemu_img_create_qcow2(const char *path, uint64_t size, gboolean preall
         argv[n++] = "create";
         argv[n++] = "-q";
         argv[n++] = "-f"; argv[n++] = "qcow2";
+        /* qemu refuses preallocation with a backing file unless extended_l2=on,
+         * which older qemu cannot read: a layer on a parent is never preallocated. */
         argv[n++] = "-o";
-        argv[n++] = preallocate ? "compat=1.1,preallocation=falloc" : "compat=1.1";
+        argv[n++] = preallocate && !backing ? "compat=1.1,preallocation=falloc" : "compat=1.1";
         if (backing) {
                 argv[n++] = "-b"; argv[n++] = backing;
                 argv[n++] = "-F"; argv[n++] = backing_fmt;

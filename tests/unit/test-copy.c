@@ -388,8 +388,9 @@ static void test_qemu_chain(void)
         g_assert_cmpstr(fmt, ==, "qcow2");
         g_assert_null(backing);
 
-        /* qcow2 → qcow2 with -B into a pre-created target sharing the base */
-        g_assert_cmpint(agent_qemu_img_create_qcow2(target, 32 * MiB, FALSE, base, "qcow2", &error), ==, 0);
+        /* qcow2 → qcow2 with -B into a pre-created target sharing the base;
+         * preallocation is dropped for an image with a backing file. */
+        g_assert_cmpint(agent_qemu_img_create_qcow2(target, 32 * MiB, TRUE, base, "qcow2", &error), ==, 0);
         g_assert_no_error(error);
         g_assert_cmpint(agent_qemu_img_convert(child, "qcow2", target, "qcow2", base, "qcow2", 0,
                                                NULL, NULL, NULL, &error), ==, 0);
