@@ -207,11 +207,12 @@ int agent_config_load(int *argc, char ***argv, struct agent_config *ret, GError 
         entries[n++] = (GOptionEntry) { "version", 0, 0, G_OPTION_ARG_NONE, &version, "print the version and exit", NULL };
         for (size_t i = 0; i < G_N_ELEMENTS(options); i++) {
                 g_autofree char *dashed = g_strdelimit(g_strdup(options[i].name), "_", '-');
+                g_autofree char *help = g_strdup_printf("%s (default: %s)", options[i].help,
+                                                        *options[i].def ? options[i].def : "unset");
                 /* GOption keeps pointers to the names: intern them. */
                 entries[n++] = (GOptionEntry) {
                         g_intern_string(dashed), 0, 0, G_OPTION_ARG_STRING, &values[i],
-                        g_intern_string(g_strdup_printf("%s (default: %s)", options[i].help,
-                                                        *options[i].def ? options[i].def : "unset")),
+                        g_intern_string(help),
                         options[i].type == OPT_BOOL ? "BOOL" : options[i].type == OPT_STRING ? "VALUE" : "N",
                 };
         }
@@ -270,7 +271,7 @@ int agent_config_load(int *argc, char ***argv, struct agent_config *ret, GError 
 out:
         for (size_t i = 0; i < G_N_ELEMENTS(options); i++)
                 g_free(values[i]);
-        if (r < 0)
-                agent_config_clear(ret);
+        if (r != 0)
+                agent_config_clear(ret);   /* on exit requests too: nothing outlives the call but a loaded config */
         return r;
 }

@@ -497,6 +497,7 @@ int agent_volume_create(struct agent *a, const struct agent_volref *ref,
 
         meta->capacity = spec->capacity;
         meta->ctime = g_get_real_time() / G_USEC_PER_SEC;
+        g_free(meta->description);
         meta->description = g_strdup(spec->description ? spec->description : "");
         g_free(meta->disktype);
         meta->disktype = g_strdup(spec->disktype ? spec->disktype : "DATA");

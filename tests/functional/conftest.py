@@ -109,9 +109,11 @@ def workdir():
 def cluster(workdir):
     c = Cluster(os.path.join(workdir, "cluster"))
     yield c
+    reports = {a.name: a.sanitizer_report() for a in (c.a, c.b)}
     codes = c.stop()
-    # A clean SIGTERM shutdown exits 0; anything else is a bug worth failing on.
-    assert all(code == 0 for code in codes.values()), codes
+    # A clean SIGTERM shutdown exits 0; anything else (a sanitizer report
+    # included) is a bug worth failing on.
+    assert all(code == 0 for code in codes.values()), (codes, reports)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BUILD = os.environ.get("FERRY_BUILD_DIR", os.path.join(REPO, "build"))
 AGENT_BIN = os.path.join(BUILD, "src", "agent", "ferry-agent")
 IO_TIMEOUT = 2
+SANITIZER_EXIT = 99   # what Agent.stop() returns when the agent printed a sanitizer report
 MiB = 1024 * 1024
 
 
@@ -139,7 +140,19 @@ class Agent:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        if self.sanitizer_report():
+            return SANITIZER_EXIT
         return self.proc.returncode
+
+    def sanitizer_report(self):
+        """The first lines of an ASan/LSan/UBSan report in the agent's log, if any."""
+        with open(self.log_path, "rb") as f:
+            text = f.read().decode(errors="replace")
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            i = text.find(marker)
+            if i >= 0:
+                return text[max(0, i - 200):i + 2000]
+        return None
 
     def restart(self):
         self.stop()
