@@ -11,11 +11,10 @@
 #include "fileio.h"
 #include "lease.h"
 #include "qemuimg.h"
+#include "sdmeta.h"
 #include "storage.h"
 #include "uuid.h"
 
-#define SD_META_MAX 4096
-#define SD_VERSION "5"
 
 void agent_volref_init(struct agent_volref *ref, const char *sd, const char *img, const char *vol)
 {
@@ -175,7 +174,7 @@ int agent_sd_create(struct agent *a, const char *sd, const char *name, GError **
                                "ROLE=Regular\n"
                                "SDUUID=%s\n"
                                "TYPE=LOCALFS\n"
-                               "VERSION=" SD_VERSION "\n"
+                               "VERSION=" FY_SD_VERSION "\n"
                                "EOF\n",
                                name, a->config.io_timeout, path, sd);
         dirfd = open(dom_md, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
@@ -199,15 +198,13 @@ undo:
         return r;
 }
 
-/* Parses dom_md/metadata into a hash table of KEY → VALUE, validating it belongs to sd. */
+/* Reads and parses dom_md/metadata, validating it belongs to sd. */
 static GHashTable *sd_meta_read(struct agent *a, const char *sd, GError **error)
 {
         g_autofree char *dom_md = g_build_filename(a->config.storage_root, sd, "dom_md", NULL);
-        g_autoptr(GHashTable) kv = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         g_autofree char *text = NULL;
-        g_auto(GStrv) lines = NULL;
-        bool eof = false;
-        const char *v;
+        GHashTable *kv = NULL;
+        size_t len;
         int dirfd, r;
 
         dirfd = open(dom_md, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
@@ -220,7 +217,7 @@ static GHashTable *sd_meta_read(struct agent *a, const char *sd, GError **error)
                 fail_errno(error, FY_ERR_GENERAL, errno, "cannot open %s", dom_md);
                 return NULL;
         }
-        r = fy_read_small_file_at(dirfd, "metadata", SD_META_MAX, &text, NULL);
+        r = fy_read_small_file_at(dirfd, "metadata", FY_SD_META_MAX, &text, &len);
         close(dirfd);
         if (r == -ENOENT) {
                 g_set_error(error, FY_ERROR, FY_ERR_STORAGE_DOMAIN_DOES_NOT_EXIST,
@@ -231,49 +228,9 @@ static GHashTable *sd_meta_read(struct agent *a, const char *sd, GError **error)
                 fail_errno(error, FY_ERR_METADATA, -r, "cannot read metadata of storage domain %s", sd);
                 return NULL;
         }
-        lines = g_strsplit(text, "\n", -1);
-        for (size_t i = 0; lines[i]; i++) {
-                char *eq;
-
-                if (eof) {
-                        if (*lines[i]) {
-                                g_set_error(error, FY_ERROR, FY_ERR_METADATA,
-                                            "storage domain %s: metadata has data after EOF", sd);
-                                return NULL;
-                        }
-                        continue;
-                }
-                if (strcmp(lines[i], "EOF") == 0) {
-                        eof = true;
-                        continue;
-                }
-                eq = strchr(lines[i], '=');
-                if (!eq || eq == lines[i]) {
-                        g_set_error(error, FY_ERROR, FY_ERR_METADATA,
-                                    "storage domain %s: metadata line %zu is not KEY=VALUE", sd, i + 1);
-                        return NULL;
-                }
-                *eq = '\0';
-                g_hash_table_replace(kv, g_strdup(lines[i]), g_strdup(eq + 1));
-        }
-        if (!eof) {
-                g_set_error(error, FY_ERROR, FY_ERR_METADATA, "storage domain %s: metadata lacks its EOF line", sd);
+        if (fy_sd_meta_parse(text, len, sd, &kv, error) < 0)
                 return NULL;
-        }
-        v = g_hash_table_lookup(kv, "SDUUID");
-        if (!v || g_ascii_strcasecmp(v, sd) != 0) {
-                g_set_error(error, FY_ERROR, FY_ERR_METADATA,
-                            "storage domain %s: metadata names SDUUID=%.40s", sd, v ? v : "(none)");
-                return NULL;
-        }
-        v = g_hash_table_lookup(kv, "VERSION");
-        if (!v || strcmp(v, SD_VERSION) != 0) {
-                g_set_error(error, FY_ERROR, FY_ERR_METADATA,
-                            "storage domain %s: unsupported VERSION=%.16s (ferry reads version " SD_VERSION ")",
-                            sd, v ? v : "(none)");
-                return NULL;
-        }
-        return g_steal_pointer(&kv);
+        return kv;
 }
 
 int agent_sd_check(struct agent *a, const char *sd, GError **error)
@@ -293,7 +250,7 @@ json_t *agent_sd_info(struct agent *a, const char *sd, GError **error)
         return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}",
                          "uuid", sd,
                          "name", (char *) g_hash_table_lookup(kv, "DESCRIPTION") ?: "",
-                         "version", SD_VERSION,
+                         "version", FY_SD_VERSION,
                          "class", (char *) g_hash_table_lookup(kv, "CLASS") ?: "Data",
                          "type", (char *) g_hash_table_lookup(kv, "TYPE") ?: "LOCALFS",
                          "role", (char *) g_hash_table_lookup(kv, "ROLE") ?: "Regular",
