@@ -223,38 +223,33 @@ static void sd_create(struct fy_rpc_call *call, json_t *params, void *userdata)
         run_blocking(a, call, sd_create_blocking, c, sd_create_args_free);
 }
 
-static void sd_get_info(struct fy_rpc_call *call, json_t *params, void *userdata)
+typedef json_t *(*sd_query_fn)(struct agent *a, const char *sd, GError **error);
+
+/* Verbs that read one storage domain: validate the id, answer with fn's result. */
+static void sd_query(struct agent *a, struct fy_rpc_call *call, json_t *params, sd_query_fn fn)
 {
-        struct agent *a = userdata;
         g_autoptr(GError) error = NULL;
         g_autofree char *sd_lower = NULL;
         const char *sd = NULL;
-        json_t *info;
+        json_t *result;
 
         if (fy_rpc_param_uuid(params, "storagedomainID", true, &sd, &error) < 0)
                 FAIL(call, error);
         sd_lower = g_ascii_strdown(sd, -1);
-        info = agent_sd_info(a, sd_lower, &error);
-        if (!info)
+        result = fn(a, sd_lower, &error);
+        if (!result)
                 FAIL(call, error);
-        fy_rpc_call_return(call, info);
+        fy_rpc_call_return(call, result);
+}
+
+static void sd_get_info(struct fy_rpc_call *call, json_t *params, void *userdata)
+{
+        sd_query(userdata, call, params, agent_sd_info);
 }
 
 static void sd_get_stats(struct fy_rpc_call *call, json_t *params, void *userdata)
 {
-        struct agent *a = userdata;
-        g_autoptr(GError) error = NULL;
-        g_autofree char *sd_lower = NULL;
-        const char *sd = NULL;
-        json_t *info;
-
-        if (fy_rpc_param_uuid(params, "storagedomainID", true, &sd, &error) < 0)
-                FAIL(call, error);
-        sd_lower = g_ascii_strdown(sd, -1);
-        info = agent_sd_stats(a, sd_lower, &error);
-        if (!info)
-                FAIL(call, error);
-        fy_rpc_call_return(call, info);
+        sd_query(userdata, call, params, agent_sd_stats);
 }
 
 static void sd_get_volumes(struct fy_rpc_call *call, json_t *params, void *userdata)

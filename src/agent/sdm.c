@@ -79,6 +79,70 @@ static void lockset_clear(struct lockset *ls)
         ls->n = 0;
 }
 
+/* What a job holds while it changes a volume: host-local locks, then the volume's lease. */
+struct volume_guard {
+        struct lockset locks;          /* filled by the caller before guard_acquire() */
+        char *lease_path;
+        struct agent_lease lease;
+        bool locked;
+        bool leased;
+};
+
+/*
+ * Takes the locks, then the lease of target (never waiting for another
+ * host: 651), then reads target's metadata under the lease and checks the
+ * generation the request expects (911). *ret_meta is set only on success;
+ * on failure the caller still calls guard_release().
+ */
+static int guard_acquire(struct agent *a, struct volume_guard *g, const struct endpoint *target,
+                         GCancellable *cancel, struct fy_volume_meta **ret_meta, GError **error)
+{
+        g_autoptr(fy_volume_meta) meta = NULL;
+        int r;
+
+        r = agent_locks_acquire(a->locks, g->locks.reqs, g->locks.n, cancel);
+        if (r < 0)
+                return r;
+        g->locked = true;
+        /* A missing volume is a clearer error than sanlock failing on its lease file. */
+        r = agent_volume_meta_read(a, &target->ref, &meta, error);
+        if (r < 0)
+                return r;
+        g->lease_path = agent_volume_lease_path(a, &target->ref);
+        g->lease = (struct agent_lease) { target->ref.sd, target->ref.vol, g->lease_path, 0 };
+        r = agent_lease_acquire(&g->lease, FY_ERR_LEASE_ACQUIRE, NULL, error);
+        if (r < 0)
+                return r;
+        g->leased = true;
+
+        /* Re-read under the lease: only now is the metadata ours. */
+        g_clear_pointer(&meta, fy_volume_meta_free);
+        r = agent_volume_meta_read(a, &target->ref, &meta, error);
+        if (r < 0)
+                return r;
+        if (target->has_generation && target->generation != meta->generation) {
+                g_set_error(error, FY_ERROR, FY_ERR_GENERATION_MISMATCH,
+                            "volume %s has generation %u, the request expected %u; nothing was changed",
+                            target->ref.vol, meta->generation, target->generation);
+                return -ESTALE;
+        }
+        *ret_meta = g_steal_pointer(&meta);
+        return 0;
+}
+
+static void guard_release(struct agent *a, struct volume_guard *g, struct agent_job *job)
+{
+        if (g->leased) {
+                g_autoptr(GError) error = NULL;
+                if (agent_lease_release(&g->lease, &error) < 0)
+                        g_warning("job %s: %s", agent_job_id(job), error->message);
+        }
+        if (g->locked)
+                agent_locks_release(a->locks, g->locks.reqs, g->locks.n);
+        lockset_clear(&g->locks);
+        g_free(g->lease_path);
+}
+
 struct copy_job {
         struct agent *agent;
         struct agent_job *job;
@@ -169,46 +233,21 @@ static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel
 {
         struct copy_job *cj = data;
         struct agent *a = cj->agent;
-        struct lockset locks = { .n = 0 };
-        g_autofree char *lease_path = agent_volume_lease_path(a, &cj->dst.ref);
-        struct agent_lease lease = { cj->dst.ref.sd, cj->dst.ref.vol, lease_path, 0 };
+        struct volume_guard guard = { 0 };
         g_autoptr(fy_volume_meta) src_meta = NULL;
         g_autoptr(fy_volume_meta) dst_meta = NULL;
-        bool leased = false;
         unsigned old_gen;
         int r;
 
         cj->job = job;
-        lockset_add(&locks, g_strconcat("sd:", cj->src.ref.sd, NULL), false);
-        lockset_add(&locks, g_strconcat("sd:", cj->dst.ref.sd, NULL), false);
-        lockset_add(&locks, g_strconcat("img:", cj->src.ref.sd, ":", cj->src.ref.img, NULL), false);
-        lockset_add(&locks, g_strconcat("img:", cj->dst.ref.sd, ":", cj->dst.ref.img, NULL), true);
-        r = agent_locks_acquire(a->locks, locks.reqs, locks.n, cancel);
-        if (r < 0)
-                goto out_nolocks;
-
-        r = agent_volume_meta_read(a, &cj->dst.ref, &dst_meta, error);
+        lockset_add(&guard.locks, g_strconcat("sd:", cj->src.ref.sd, NULL), false);
+        lockset_add(&guard.locks, g_strconcat("sd:", cj->dst.ref.sd, NULL), false);
+        lockset_add(&guard.locks, g_strconcat("img:", cj->src.ref.sd, ":", cj->src.ref.img, NULL), false);
+        lockset_add(&guard.locks, g_strconcat("img:", cj->dst.ref.sd, ":", cj->dst.ref.img, NULL), true);
+        r = guard_acquire(a, &guard, &cj->dst, cancel, &dst_meta, error);
         if (r < 0) {
-                g_prefix_error(error, "destination: ");
-                goto out;
-        }
-        r = agent_lease_acquire(&lease, FY_ERR_LEASE_ACQUIRE, NULL, error);
-        if (r < 0)
-                goto out;
-        leased = true;
-
-        /* Re-read under the lease: only now is the metadata ours. */
-        g_clear_pointer(&dst_meta, fy_volume_meta_free);
-        r = agent_volume_meta_read(a, &cj->dst.ref, &dst_meta, error);
-        if (r < 0) {
-                g_prefix_error(error, "destination: ");
-                goto out;
-        }
-        if (cj->dst.has_generation && cj->dst.generation != dst_meta->generation) {
-                g_set_error(error, FY_ERROR, FY_ERR_GENERATION_MISMATCH,
-                            "destination volume %s has generation %u, the request expected %u; nothing was changed",
-                            cj->dst.ref.vol, dst_meta->generation, cj->dst.generation);
-                r = -ESTALE;
+                if (error && *error)
+                        g_prefix_error(error, "destination: ");
                 goto out;
         }
         r = agent_volume_meta_read(a, &cj->src.ref, &src_meta, error);
@@ -256,14 +295,7 @@ static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel
         dst_meta->generation = (old_gen + 1) % (FY_GEN_MAX + 1);
         r = agent_volume_meta_write(a, &cj->dst.ref, dst_meta, error);
 out:
-        if (leased) {
-                g_autoptr(GError) rel_error = NULL;
-                if (agent_lease_release(&lease, &rel_error) < 0)
-                        g_warning("job %s: %s", agent_job_id(job), rel_error->message);
-        }
-        agent_locks_release(a->locks, locks.reqs, locks.n);
-out_nolocks:
-        lockset_clear(&locks);
+        guard_release(a, &guard, job);
         return r;
 }
 
@@ -330,36 +362,15 @@ static int update_volume_run(struct agent_job *job, void *data, GCancellable *ca
 {
         struct update_job *uj = data;
         struct agent *a = uj->agent;
-        struct lockset locks = { .n = 0 };
-        g_autofree char *lease_path = agent_volume_lease_path(a, &uj->vol.ref);
-        struct agent_lease lease = { uj->vol.ref.sd, uj->vol.ref.vol, lease_path, 0 };
+        struct volume_guard guard = { 0 };
         g_autoptr(fy_volume_meta) meta = NULL;
-        bool leased = false;
         int r;
 
-        lockset_add(&locks, g_strconcat("sd:", uj->vol.ref.sd, NULL), false);
-        lockset_add(&locks, g_strconcat("img:", uj->vol.ref.sd, ":", uj->vol.ref.img, NULL), true);
-        r = agent_locks_acquire(a->locks, locks.reqs, locks.n, cancel);
-        if (r < 0)
-                goto out_nolocks;
-        r = agent_volume_meta_read(a, &uj->vol.ref, &meta, error);
+        lockset_add(&guard.locks, g_strconcat("sd:", uj->vol.ref.sd, NULL), false);
+        lockset_add(&guard.locks, g_strconcat("img:", uj->vol.ref.sd, ":", uj->vol.ref.img, NULL), true);
+        r = guard_acquire(a, &guard, &uj->vol, cancel, &meta, error);
         if (r < 0)
                 goto out;
-        r = agent_lease_acquire(&lease, FY_ERR_LEASE_ACQUIRE, NULL, error);
-        if (r < 0)
-                goto out;
-        leased = true;
-        g_clear_pointer(&meta, fy_volume_meta_free);
-        r = agent_volume_meta_read(a, &uj->vol.ref, &meta, error);
-        if (r < 0)
-                goto out;
-        if (uj->vol.has_generation && uj->vol.generation != meta->generation) {
-                g_set_error(error, FY_ERROR, FY_ERR_GENERATION_MISMATCH,
-                            "volume %s has generation %u, the request expected %u; nothing was changed",
-                            uj->vol.ref.vol, meta->generation, uj->vol.generation);
-                r = -ESTALE;
-                goto out;
-        }
         if (uj->set_legality)
                 meta->legality = uj->legality;
         if (uj->description) {
@@ -370,14 +381,7 @@ static int update_volume_run(struct agent_job *job, void *data, GCancellable *ca
                 meta->generation = uj->generation;
         r = agent_volume_meta_write(a, &uj->vol.ref, meta, error);
 out:
-        if (leased) {
-                g_autoptr(GError) rel_error = NULL;
-                if (agent_lease_release(&lease, &rel_error) < 0)
-                        g_warning("job %s: %s", agent_job_id(job), rel_error->message);
-        }
-        agent_locks_release(a->locks, locks.reqs, locks.n);
-out_nolocks:
-        lockset_clear(&locks);
+        guard_release(a, &guard, job);
         return r;
 }
 
