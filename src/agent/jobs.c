@@ -63,7 +63,8 @@ static void job_free(struct agent_job *job)
 {
         g_assert(!job->thread);
         if (job->autodelete_source)
-                g_source_remove(job->autodelete_source);
+                g_source_destroy(g_main_context_find_source_by_id(job->jobs->agent->main_context,
+                                                                  job->autodelete_source));
         if (job->data_free)
                 job->data_free(job->data);
         g_clear_error(&job->error);
@@ -116,6 +117,27 @@ static gboolean job_autodelete(gpointer data)
 
 static void jobs_start_pending(struct agent_jobs *jobs);
 
+/*
+ * Always queued, never run in place: g_main_context_invoke() would run the
+ * callback in the calling job thread whenever it can acquire the context
+ * (e.g. while the main thread is between iterations at shutdown).
+ */
+static guint attach_idle(GMainContext *context, GSourceFunc fn, gpointer data)
+{
+        g_autoptr(GSource) source = g_idle_source_new();
+
+        g_source_set_callback(source, fn, data, NULL);
+        return g_source_attach(source, context);
+}
+
+static guint attach_timeout(GMainContext *context, guint ms, GSourceFunc fn, gpointer data)
+{
+        g_autoptr(GSource) source = g_timeout_source_new(ms);
+
+        g_source_set_callback(source, fn, data, NULL);
+        return g_source_attach(source, context);
+}
+
 /* Main thread: the job's thread has returned. */
 static gboolean job_thread_done(gpointer data)
 {
@@ -145,7 +167,7 @@ static gboolean job_thread_done(gpointer data)
               job->error ? ": " : "", job->error ? job->error->message : "");
         job_notify(job);
         if (jobs->autodelete)
-                job->autodelete_source = g_timeout_add_seconds(jobs->autodelete, job_autodelete, job);
+                job->autodelete_source = attach_timeout(jobs->agent->main_context, jobs->autodelete * 1000, job_autodelete, job);
         if (!jobs->shutting_down)
                 jobs_start_pending(jobs);
         return G_SOURCE_REMOVE;
@@ -158,7 +180,7 @@ static gpointer job_thread(gpointer data)
         job->result = job->run(job, job->data, job->cancel, &job->thread_error);
         if (job->result < 0 && !job->thread_error && job->result != -ECANCELED)
                 job->thread_error = g_error_new(FY_ERROR, FY_ERR_GENERAL, "%s", g_strerror(-job->result));
-        g_main_context_invoke(job->jobs->agent->main_context, job_thread_done, job);
+        attach_idle(job->jobs->agent->main_context, job_thread_done, job);
         return NULL;
 }
 
@@ -203,7 +225,7 @@ struct agent_jobs *agent_jobs_new(struct agent *agent, unsigned max_running, uns
         g_queue_init(&jobs->pending);
         jobs->max_running = max_running;
         jobs->autodelete = autodelete_seconds;
-        jobs->progress_timer = g_timeout_add(1000, progress_tick, jobs);
+        jobs->progress_timer = attach_timeout(agent->main_context, 1000, progress_tick, jobs);
         return jobs;
 }
 
@@ -222,7 +244,7 @@ void agent_jobs_free(struct agent_jobs *jobs)
         /* Let the threads hand over so their leases and locks are released first. */
         while (jobs->running > 0)
                 g_main_context_iteration(jobs->agent->main_context, TRUE);
-        g_source_remove(jobs->progress_timer);
+        g_source_destroy(g_main_context_find_source_by_id(jobs->agent->main_context, jobs->progress_timer));
         g_hash_table_unref(jobs->table);
         g_free(jobs);
 }
@@ -233,11 +255,15 @@ int agent_jobs_add(struct agent_jobs *jobs, const char *job_id, const char *job_
 {
         struct agent_job *job;
 
+        g_autofree char *id = NULL;
+
         if (!fy_uuid_is_valid(job_id)) {
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS, "job_id must be a UUID, got '%.64s'", job_id);
                 goto fail;
         }
-        if (g_hash_table_contains(jobs->table, job_id)) {
+        /* The table is keyed by the lower-case form: check the same form. */
+        id = g_ascii_strdown(job_id, -1);
+        if (g_hash_table_contains(jobs->table, id)) {
                 g_set_error(error, FY_ERROR, FY_ERR_JOB_EXISTS, "a job with id %s already exists", job_id);
                 goto fail;
         }
@@ -250,9 +276,9 @@ int agent_jobs_add(struct agent_jobs *jobs, const char *job_id, const char *job_
 
         job = g_new0(struct agent_job, 1);
         job->jobs = jobs;
-        job->id = g_ascii_strdown(job_id, -1);
-        job->job_type = g_strdup(job_type);
-        job->description = g_strdup(description);
+        job->id = g_steal_pointer(&id);
+        job->job_type = g_strdup(job_type ? job_type : "");
+        job->description = g_strdup(description ? description : "");
         job->status = AGENT_JOB_PENDING;
         job->cancel = g_cancellable_new();
         job->run = run;
@@ -295,7 +321,7 @@ int agent_jobs_abort(struct agent_jobs *jobs, const char *job_id, GError **error
                 job->end_time = g_get_real_time() / G_USEC_PER_SEC;
                 job->error = g_error_new(FY_ERROR, FY_ERR_ABORTED, "job %s was aborted before it started", job->id);
                 if (jobs->autodelete)
-                        job->autodelete_source = g_timeout_add_seconds(jobs->autodelete, job_autodelete, job);
+                        job->autodelete_source = attach_timeout(jobs->agent->main_context, jobs->autodelete * 1000, job_autodelete, job);
                 g_message("job %s aborted while pending", job->id);
                 job_notify(job);
                 return 0;

@@ -81,10 +81,14 @@ static void message_unref_pending(struct rpc_message *msg)
 
 static json_t *make_error(json_t *id, int code, const char *message)
 {
+        /* Messages quote peer input, maybe cut inside a character: jansson
+         * accepts only UTF-8, and a reply must never be lost to that. */
+        g_autofree char *valid = g_utf8_make_valid(message, -1);
+
         return json_pack("{s:s, s:O, s:{s:i, s:s}}",
                          "jsonrpc", "2.0",
                          "id", id ? id : json_null(),
-                         "error", "code", code, "message", message);
+                         "error", "code", code, "message", valid);
 }
 
 static void call_complete(struct fy_rpc_call *call, json_t *response)
@@ -165,8 +169,9 @@ static void dispatch_one(struct fy_rpc_dispatcher *d, struct rpc_message *msg, s
                 return;
         }
         if (params && !json_is_object(params) && !json_is_null(params)) {
-                json_array_set_new(msg->responses, index,
-                                   make_error(id, FY_ERR_INVALID_PARAMS, "\"params\" must be an object of named parameters"));
+                if (id)        /* a notification gets no reply, not even an error */
+                        json_array_set_new(msg->responses, index,
+                                           make_error(id, FY_ERR_INVALID_PARAMS, "\"params\" must be an object of named parameters"));
                 return;
         }
 
@@ -202,7 +207,8 @@ void fy_rpc_dispatch(struct fy_rpc_dispatcher *d, const char *body, size_t len,
         msg->ctx_free = ctx_free;
         msg->pending = 1;      /* held until every call is dispatched */
 
-        root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+        /* DECODE_ANY: a bare scalar is valid JSON but an invalid request (-32600), not a parse error. */
+        root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
         if (!root) {
                 g_autofree char *text = g_strdup_printf("Parse error: %s (line %d, column %d)",
                                                         jerr.text, jerr.line, jerr.column);
@@ -239,6 +245,12 @@ static int param_fail(GError **error, const char *fmt, ...)
         g_propagate_error(error, g_error_new_valist(FY_ERROR, FY_ERR_INVALID_PARAMS, fmt, ap));
         va_end(ap);
         return -EINVAL;
+}
+
+/* A prefix of peer input for an error message: at most max bytes, never a cut character. */
+static char *shown(const char *s, size_t max)
+{
+        return g_utf8_make_valid(s, (gssize) MIN(strlen(s), max));
 }
 
 static int param_get(json_t *params, const char *name, bool required, json_t **ret, GError **error)
@@ -282,8 +294,10 @@ int fy_rpc_param_uuid(json_t *params, const char *name, bool required, const cha
         r = fy_rpc_param_string(params, name, required, 64, &s, error);
         if (r < 0 || !s)
                 return r;
-        if (!fy_uuid_is_valid(s))
-                return param_fail(error, "parameter '%s' must be a UUID (8-4-4-4-12 hex digits), got '%.64s'", name, s);
+        if (!fy_uuid_is_valid(s)) {
+                g_autofree char *v = shown(s, 64);
+                return param_fail(error, "parameter '%s' must be a UUID (8-4-4-4-12 hex digits), got '%s'", name, v);
+        }
         *ret = s;
         return 0;
 }
@@ -304,8 +318,10 @@ int fy_rpc_param_uint(json_t *params, const char *name, bool required, guint64 m
                 value = (guint64) json_integer_value(v);
         } else if (json_is_string(v)) {
                 const char *s = json_string_value(v);
-                if (!g_ascii_string_to_unsigned(s, 10, 0, G_MAXUINT64, &value, NULL))
-                        return param_fail(error, "parameter '%s' must be a non-negative integer, got '%.32s'", name, s);
+                if (!g_ascii_string_to_unsigned(s, 10, 0, G_MAXUINT64, &value, NULL)) {
+                        g_autofree char *what = shown(s, 32);
+                        return param_fail(error, "parameter '%s' must be a non-negative integer, got '%s'", name, what);
+                }
         } else {
                 return param_fail(error, "parameter '%s' must be an integer", name);
         }
