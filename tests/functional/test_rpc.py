@@ -277,8 +277,9 @@ def test_bad_config_exits_with_message(args, message):
     assert message in r.stderr
 
 
-def test_config_file_and_overrides(tmp_path):
-    conf = tmp_path / "agent.conf"
+def test_config_file_and_overrides(workdir):
+    import pathlib
+    conf = pathlib.Path(workdir) / "agent.conf"
     conf.write_text("[agent]\ninsecure = true\nmax_jobs = 7\nport = 1234\ncopy_rate_limit = 50M\n")
     r = subprocess.run([AGENT_BIN, "-c", str(conf), "--port=4321", "--show-config"],
                        capture_output=True, text=True, timeout=10, check=True)
