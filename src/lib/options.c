@@ -1,0 +1,228 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "error.h"
+#include "options.h"
+
+static void *field_of(const struct fy_option *o, void *config)
+{
+        return (char *) config + o->offset;
+}
+
+static int option_set(const struct fy_option *o, void *config, const char *value, const char *origin, GError **error)
+{
+        void *field = field_of(o, config);
+
+        switch (o->type) {
+        case FY_OPT_STRING:
+                if (strlen(value) > o->max || strlen(value) < o->min) {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                                    "%s: %s must be %u-%u characters long", origin, o->name, o->min, o->max);
+                        return -EINVAL;
+                }
+                g_free(*(char **) field);
+                *(char **) field = g_strdup(value);
+                return 0;
+        case FY_OPT_UINT: {
+                guint64 v;
+
+                if (!g_ascii_string_to_unsigned(value, 10, o->min, o->max, &v, NULL)) {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                                    "%s: %s must be a whole number from %u to %u, got '%s'",
+                                    origin, o->name, o->min, o->max, value);
+                        return -EINVAL;
+                }
+                *(unsigned *) field = (unsigned) v;
+                return 0;
+        }
+        case FY_OPT_SIZE: {
+                guint64 v, mult = 1;
+                g_autofree char *num = g_strdup(value);
+                size_t len = strlen(num);
+
+                if (len > 0 && strchr("KkMmGg", num[len - 1])) {
+                        char unit = g_ascii_toupper(num[len - 1]);
+                        mult = unit == 'K' ? 1024 : unit == 'M' ? 1024 * 1024 : 1024 * 1024 * 1024;
+                        num[len - 1] = '\0';
+                }
+                if (!g_ascii_string_to_unsigned(num, 10, 0, G_MAXUINT64 / mult, &v, NULL) ||
+                    v * mult > (guint64) o->max * 1024 * 1024) {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                                    "%s: %s must be a size in bytes (suffix K, M or G allowed) up to %uM, got '%s'",
+                                    origin, o->name, o->max, value);
+                        return -EINVAL;
+                }
+                *(guint64 *) field = v * mult;
+                return 0;
+        }
+        case FY_OPT_BOOL:
+                if (g_ascii_strcasecmp(value, "true") == 0 || strcmp(value, "1") == 0 ||
+                    g_ascii_strcasecmp(value, "yes") == 0)
+                        *(bool *) field = true;
+                else if (g_ascii_strcasecmp(value, "false") == 0 || strcmp(value, "0") == 0 ||
+                         g_ascii_strcasecmp(value, "no") == 0)
+                        *(bool *) field = false;
+                else {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                                    "%s: %s must be true or false, got '%s'", origin, o->name, value);
+                        return -EINVAL;
+                }
+                return 0;
+        }
+        g_assert_not_reached();
+}
+
+static const struct fy_option *option_find(const struct fy_options_spec *spec, const char *name)
+{
+        for (size_t i = 0; i < spec->n_options; i++)
+                if (strcmp(spec->options[i].name, name) == 0)
+                        return &spec->options[i];
+        return NULL;
+}
+
+int fy_options_set(const struct fy_options_spec *spec, void *config, const char *name, const char *value,
+                   const char *origin, GError **error)
+{
+        const struct fy_option *o = option_find(spec, name);
+
+        if (!o) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                            "%s: unknown option '%s' (see %s --help)", origin, name, spec->program);
+                return -EINVAL;
+        }
+        return option_set(o, config, value, origin, error);
+}
+
+static int load_file(const struct fy_options_spec *spec, void *config, const char *path, GError **error)
+{
+        g_autoptr(GKeyFile) kf = g_key_file_new();
+        g_auto(GStrv) groups = NULL;
+        g_auto(GStrv) keys = NULL;
+        g_autoptr(GError) e = NULL;
+
+        if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_NONE, &e)) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "cannot read config file %s: %s", path, e->message);
+                return -EINVAL;
+        }
+        groups = g_key_file_get_groups(kf, NULL);
+        for (size_t i = 0; groups[i]; i++)
+                if (strcmp(groups[i], spec->section) != 0) {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                                    "%s: unknown section [%s]; %s reads only [%s]", path, groups[i],
+                                    spec->program, spec->section);
+                        return -EINVAL;
+                }
+        keys = g_key_file_get_keys(kf, spec->section, NULL, NULL);
+        for (size_t i = 0; keys && keys[i]; i++) {
+                g_autofree char *value = g_key_file_get_string(kf, spec->section, keys[i], NULL);
+
+                if (fy_options_set(spec, config, keys[i], value ? value : "", path, error) < 0)
+                        return -EINVAL;
+        }
+        return 0;
+}
+
+char *fy_options_dump(const struct fy_options_spec *spec, const void *config)
+{
+        GString *s = g_string_new(NULL);
+
+        g_string_append_printf(s, "[%s]\n", spec->section);
+        for (size_t i = 0; i < spec->n_options; i++) {
+                const struct fy_option *o = &spec->options[i];
+                const void *field = (const char *) config + o->offset;
+
+                switch (o->type) {
+                case FY_OPT_STRING:
+                        g_string_append_printf(s, "%s = %s\n", o->name, *(char *const *) field);
+                        break;
+                case FY_OPT_UINT:
+                        g_string_append_printf(s, "%s = %u\n", o->name, *(const unsigned *) field);
+                        break;
+                case FY_OPT_BOOL:
+                        g_string_append_printf(s, "%s = %s\n", o->name, *(const bool *) field ? "true" : "false");
+                        break;
+                case FY_OPT_SIZE:
+                        g_string_append_printf(s, "%s = %" G_GUINT64_FORMAT "\n", o->name, *(const guint64 *) field);
+                        break;
+                }
+        }
+        return g_string_free(s, FALSE);
+}
+
+void fy_options_clear(const struct fy_options_spec *spec, void *config)
+{
+        for (size_t i = 0; i < spec->n_options; i++)
+                if (spec->options[i].type == FY_OPT_STRING)
+                        g_clear_pointer((char **) field_of(&spec->options[i], config), g_free);
+}
+
+int fy_options_load(const struct fy_options_spec *spec, void *config, int *argc, char ***argv, GError **error)
+{
+        g_autofree char *config_file = NULL;
+        gboolean show_config = FALSE, version = FALSE;
+        g_autofree char **values = g_new0(char *, spec->n_options + 1);
+        g_autofree GOptionEntry *entries = g_new0(GOptionEntry, spec->n_options + 4);
+        g_autoptr(GOptionContext) ctx = NULL;
+        g_autofree char *section_help = NULL;
+        size_t n = 0;
+        int r = -EINVAL;
+
+        entries[n++] = (GOptionEntry) { "config", 'c', 0, G_OPTION_ARG_FILENAME, &config_file,
+                                        "INI file with the options below (the command line overrides it)", "FILE" };
+        entries[n++] = (GOptionEntry) { "show-config", 0, 0, G_OPTION_ARG_NONE, &show_config,
+                                        "print the effective configuration and exit", NULL };
+        entries[n++] = (GOptionEntry) { "version", 0, 0, G_OPTION_ARG_NONE, &version, "print the version and exit", NULL };
+        for (size_t i = 0; i < spec->n_options; i++) {
+                const struct fy_option *o = &spec->options[i];
+                g_autofree char *dashed = g_strdelimit(g_strdup(o->name), "_", '-');
+                g_autofree char *help = g_strdup_printf("%s (default: %s)", o->help, *o->def ? o->def : "unset");
+
+                /* GOption keeps pointers to the names: intern them. */
+                entries[n++] = (GOptionEntry) {
+                        g_intern_string(dashed), 0, 0, G_OPTION_ARG_STRING, &values[i], g_intern_string(help),
+                        o->type == FY_OPT_BOOL ? "BOOL" : o->type == FY_OPT_STRING ? "VALUE" : "N",
+                };
+        }
+
+        ctx = g_option_context_new(NULL);
+        section_help = g_strdup_printf("%s\nEvery option may also be set as 'name = value' in the [%s] section of --config.",
+                                       spec->summary, spec->section);
+        g_option_context_set_summary(ctx, section_help);
+        g_option_context_add_main_entries(ctx, entries, NULL);
+        if (!g_option_context_parse(ctx, argc, argv, error))
+                goto out;
+        if (version) {
+                printf("%s %s\n", spec->program, spec->version);
+                r = 1;
+                goto out;
+        }
+        if (*argc > 1) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "unexpected argument '%s' (see --help)", (*argv)[1]);
+                goto out;
+        }
+        for (size_t i = 0; i < spec->n_options; i++)
+                if (option_set(&spec->options[i], config, spec->options[i].def, "default", error) < 0)
+                        g_assert_not_reached();
+        if (config_file && load_file(spec, config, config_file, error) < 0)
+                goto out;
+        for (size_t i = 0; i < spec->n_options; i++)
+                if (values[i] && option_set(&spec->options[i], config, values[i], "command line", error) < 0)
+                        goto out;
+        if (spec->validate && spec->validate(config, error) < 0)
+                goto out;
+        if (show_config) {
+                g_autofree char *dump = fy_options_dump(spec, config);
+                fputs(dump, stdout);
+                r = 1;
+                goto out;
+        }
+        r = 0;
+out:
+        for (size_t i = 0; i < spec->n_options; i++)
+                g_free(values[i]);
+        if (r != 0)
+                fy_options_clear(spec, config);
+        return r;
+}
