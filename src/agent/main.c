@@ -16,53 +16,16 @@
 #include "jsonrpc.h"
 #include "lease.h"
 #include "locks.h"
+#include "log.h"
 #include "server.h"
 
 #define RATE_WINDOW 5          /* seconds of history behind Host.getStats copy_rate */
-
-static GLogLevelFlags log_threshold = G_LOG_LEVEL_MESSAGE;
 
 static struct {
         gint64 bytes[RATE_WINDOW + 1];
         unsigned pos;
         double rate;
 } rate_sampler;
-
-static void log_handler(const char *domain, GLogLevelFlags level, const char *message, gpointer data)
-{
-        const char *name;
-        GDateTime *now;
-        g_autofree char *ts = NULL;
-
-        if ((level & G_LOG_LEVEL_MASK) > log_threshold)
-                return;
-        switch (level & G_LOG_LEVEL_MASK) {
-        case G_LOG_LEVEL_ERROR: name = "ERROR"; break;
-        case G_LOG_LEVEL_CRITICAL: name = "CRITICAL"; break;
-        case G_LOG_LEVEL_WARNING: name = "WARNING"; break;
-        case G_LOG_LEVEL_MESSAGE: name = "INFO"; break;
-        case G_LOG_LEVEL_INFO: name = "INFO"; break;
-        default: name = "DEBUG"; break;
-        }
-        now = g_date_time_new_now_local();
-        ts = g_date_time_format(now, "%Y-%m-%d %H:%M:%S.%f");
-        g_date_time_unref(now);
-        ts[23] = '\0';         /* milliseconds */
-        fprintf(stderr, "%s %s [%s] %s\n", ts, name, domain ? domain : "ferry-agent", message);
-}
-
-static void log_setup(const char *level)
-{
-        if (strcmp(level, "debug") == 0)
-                log_threshold = G_LOG_LEVEL_DEBUG;
-        else if (strcmp(level, "info") == 0)
-                log_threshold = G_LOG_LEVEL_INFO;
-        else if (strcmp(level, "warning") == 0)
-                log_threshold = G_LOG_LEVEL_WARNING;
-        else
-                log_threshold = G_LOG_LEVEL_CRITICAL;
-        g_log_set_default_handler(log_handler, NULL);
-}
 
 void agent_emit_event(struct agent *agent, const char *method, json_t *params)
 {
@@ -128,7 +91,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "ferry-agent: %s\n", error->message);
                 return 2;
         }
-        log_setup(agent.config.log_level);
+        fy_log_setup(agent.config.log_level, "ferry-agent");
 
         g_mutex_init(&agent.pool_lock);
         agent.host_id = agent.config.host_id;

@@ -1,0 +1,7 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/* The daemons' log format: "YYYY-mm-dd HH:MM:SS.mmm LEVEL [domain] message" on stderr. */
+
+/* level: debug, info, warning or error (validated by the daemon's config). */
+void fy_log_setup(const char *level, const char *program);
