@@ -257,6 +257,11 @@ int agent_jobs_add(struct agent_jobs *jobs, const char *job_id, const char *job_
 
         g_autofree char *id = NULL;
 
+        /* agent_jobs_free() still serves connections while it waits for the threads: start nothing new. */
+        if (jobs->shutting_down) {
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "the agent is shutting down; send the job to another host or retry later");
+                goto fail;
+        }
         if (!fy_uuid_is_valid(job_id)) {
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS, "job_id must be a UUID, got '%.64s'", job_id);
                 goto fail;
