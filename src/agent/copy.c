@@ -51,6 +51,8 @@ struct copy_ctx {
         gint src_direct_broken; /* set when an O_DIRECT op failed with EINVAL */
         gint dst_direct_broken;
         gint punch_unsupported;
+        gint zero_range_unsupported;
+        bool keep_allocation;   /* preallocated destination: zero in place, never punch */
         GCancellable *cancel;
 };
 
@@ -168,10 +170,34 @@ static int write_zeros(struct copy_ctx *ctx, uint64_t off, uint64_t len)
         return 0;
 }
 
+/* Makes [off, off+len) read as zeros and stay allocated (a preallocated volume keeps its blocks). */
+static int dst_zero_allocated(struct copy_ctx *ctx, uint64_t off, uint64_t len)
+{
+        if (!g_atomic_int_get(&ctx->zero_range_unsupported)) {
+                if (fallocate(ctx->dst_buf_fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                              (off_t) off, (off_t) len) == 0)
+                        return 0;
+                if (errno != EOPNOTSUPP && errno != ENOSYS)
+                        return -errno;
+                g_atomic_int_set(&ctx->zero_range_unsupported, 1);
+        }
+        if (dst_is_hole(ctx, off, len)) {
+                /* Reads as zeros already; allocate it again. */
+                int r = posix_fallocate(ctx->dst_buf_fd, (off_t) off, (off_t) len);
+                if (r != EOPNOTSUPP && r != EINVAL)
+                        return -r;
+        }
+        return write_zeros(ctx, off, len);
+}
+
 /* Makes [off, off+len) of the destination read as zeros, as a hole if possible. */
 static int dst_clear(struct copy_ctx *ctx, uint64_t off, uint64_t len)
 {
-        if (len == 0 || dst_is_hole(ctx, off, len))
+        if (len == 0)
+                return 0;
+        if (ctx->keep_allocation)
+                return dst_zero_allocated(ctx, off, len);
+        if (dst_is_hole(ctx, off, len))
                 return 0;
         if (!g_atomic_int_get(&ctx->punch_unsupported)) {
                 if (fallocate(ctx->dst_buf_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
@@ -367,6 +393,7 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
         if (!opts)
                 opts = &defaults;
 
+        ctx.keep_allocation = opts->keep_allocation;
         ctx.buffer_size = opts->buffer_size ? opts->buffer_size : COPY_DEFAULT_BUFFER;
         if (ctx.buffer_size < COPY_ALIGN || ctx.buffer_size > COPY_MAX_BUFFER)
                 return -EINVAL;
@@ -486,6 +513,9 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                         progress(done, ctx.src_size, userdata);
         }
         r = err;
+        /* A larger destination must not keep stale bytes past the source: it reads as the source, then zeros. */
+        if (r == 0)
+                r = dst_clear(&ctx, ctx.src_size, dst_size - ctx.src_size);
         if (r == 0 && fdatasync(ctx.dst_buf_fd) < 0)
                 r = -errno;
 

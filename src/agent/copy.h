@@ -18,13 +18,16 @@ struct agent_copy_options {
         uint64_t bandwidth_limit;   /* bytes/s, 0 = unlimited; issue 6 shares it among jobs */
         size_t buffer_size;         /* 0 = default (8 MiB) */
         gboolean no_direct;         /* force buffered I/O */
+        gboolean keep_allocation;   /* preallocated destination: write zeros, never punch holes */
 };
 
 /*
  * Copies the raw file src_path into the existing raw file dst_path. The
  * destination keeps its size, which must be >= the source's (-EFBIG
- * otherwise). Destination ranges that are holes or zeros in the
- * source become holes (punched) so a re-copy over stale data is correct.
+ * otherwise); the part past the source's size is cleared. Destination
+ * ranges that are holes or zeros in the source become holes (punched) so
+ * a re-copy over stale data is correct, or, with keep_allocation,
+ * allocated zeros.
  * Returns 0, -ECANCELED when cancel was triggered (promptly, within one
  * buffer), or -errno. opts may be NULL.
  */

@@ -268,8 +268,8 @@ int agent_qemu_img_convert(const char *src_path, const char *src_fmt,
         if (rate_limit > 0)
                 rate = g_strdup_printf("%" PRIu64, rate_limit);
 
-        /* Progress is reported in bytes of the source's virtual size. */
-        if (progress && agent_qemu_img_info(src_path, NULL, &total, NULL, NULL, NULL) < 0)
+        /* Progress is reported in bytes of the source's virtual size (format given, never probed). */
+        if (progress && agent_qemu_img_info(src_path, src_fmt, NULL, &total, NULL, NULL, NULL) < 0)
                 total = 0;
         if (total == 0)
                 total = 10000;
@@ -374,19 +374,25 @@ static int json_get_u64(json_t *root, const char *key, bool required, uint64_t *
         return 0;
 }
 
-int agent_qemu_img_info(const char *path, char **ret_format, uint64_t *ret_virtual_size,
+int agent_qemu_img_info(const char *path, const char *format, char **ret_format, uint64_t *ret_virtual_size,
                         uint64_t *ret_actual_size, char **ret_backing, GError **error)
 {
         g_autoptr(GString) out = g_string_new(NULL);
         struct qimg_run run = { .capture_stdout = TRUE, .out = out };
-        const char *argv[] = { FERRY_QEMU_IMG, "info", "--output", "json", path, NULL };
+        /*
+         * -f always: volume data is guest-controlled, and a probed raw image
+         * that a guest filled with a qcow2 header would be parsed as qcow2,
+         * opening the backing/data files it names. -U: a running VM may hold
+         * the image's lock; info only reads.
+         */
+        const char *argv[] = { FERRY_QEMU_IMG, "info", "-U", "-f", format, "--output", "json", path, NULL };
         json_t *root, *fmt, *bk;
         json_error_t jerr;
         uint64_t vsize, asize;
         int r;
 
-        if (!path) {
-                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "No image path");
+        if (!path || !valid_format(format)) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "qemu-img info needs an image path and its format (raw or qcow2)");
                 return -EINVAL;
         }
         r = qimg_run(argv, &run, error);

@@ -26,6 +26,9 @@ int agent_qemu_img_convert(const char *src_path, const char *src_fmt,
 int agent_qemu_img_create_qcow2(const char *path, uint64_t size, gboolean preallocate,
                                 const char *backing, const char *backing_fmt, GError **error);
 
-/* qemu-img info --output json; returns the parsed "actual-size" etc via out params (any may be NULL). */
-int agent_qemu_img_info(const char *path, char **ret_format, uint64_t *ret_virtual_size,
+/*
+ * qemu-img info -U -f FORMAT --output json PATH; returns the parsed "actual-size" etc via out
+ * params (any may be NULL). The format is required: guest data is never probed.
+ */
+int agent_qemu_img_info(const char *path, const char *format, char **ret_format, uint64_t *ret_virtual_size,
                         uint64_t *ret_actual_size, char **ret_backing, GError **error);

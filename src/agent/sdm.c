@@ -185,6 +185,8 @@ static int copy_volume(struct copy_job *cj, const struct fy_volume_meta *src_met
         active = g_atomic_int_add(&a->active_copies, 1) + 1;
         if (a->config.copy_rate_limit)
                 opts.bandwidth_limit = MAX(a->config.copy_rate_limit / (guint64) active, 1);
+        /* Zeros of the source must not undo a PREALLOCATED destination's allocation. */
+        opts.keep_allocation = dst_meta->type == FY_TYPE_PREALLOCATED;
         r = copy_volume_with(cj, src_meta, dst_meta, src_path, dst_path, &opts, cancel, error);
         g_atomic_int_add(&a->active_copies, -1);
         return r;
@@ -229,6 +231,63 @@ static int copy_volume_with(struct copy_job *cj, const struct fy_volume_meta *sr
                                       opts->bandwidth_limit, cancel, copy_progress, cj, error);
 }
 
+#define SOURCE_CHAIN_MAX 128   /* deeper than any real chain; bounds a corrupt PUUID loop */
+
+/*
+ * The source as qemu-img reads it is the whole backing chain: every volume
+ * in it must exist and be LEGAL, or the copy would flatten a half-written
+ * ancestor into a destination marked LEGAL. The destination must not be in
+ * the chain it is copied from. Called before the copy and again before the
+ * destination is marked LEGAL.
+ */
+static int source_chain_check(struct copy_job *cj, GError **error)
+{
+        struct agent *a = cj->agent;
+        g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        struct agent_volref ref = cj->src.ref;
+        unsigned depth;
+        int r;
+
+        for (depth = 0; depth < SOURCE_CHAIN_MAX; depth++) {
+                g_autoptr(fy_volume_meta) meta = NULL;
+
+                if (strcmp(ref.sd, cj->dst.ref.sd) == 0 && strcmp(ref.img, cj->dst.ref.img) == 0 &&
+                    strcmp(ref.vol, cj->dst.ref.vol) == 0) {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                                    "destination volume %s is part of the source's backing chain", ref.vol);
+                        return -EINVAL;
+                }
+                if (!g_hash_table_add(seen, g_strdup(ref.vol))) {
+                        g_set_error(error, FY_ERROR, FY_ERR_METADATA,
+                                    "source volume %s: its backing chain loops at volume %s", cj->src.ref.vol, ref.vol);
+                        return -ELOOP;
+                }
+                r = agent_volume_meta_read(a, &ref, &meta, error);
+                if (r < 0) {
+                        if (depth > 0)
+                                g_prefix_error(error, "source volume %s: backing chain broken: ", cj->src.ref.vol);
+                        return r;
+                }
+                if (meta->legality != FY_LEGALITY_LEGAL) {
+                        if (depth == 0)
+                                g_set_error(error, FY_ERROR, FY_ERR_COPY,
+                                            "source volume %s is ILLEGAL (an earlier copy into it did not finish)",
+                                            ref.vol);
+                        else
+                                g_set_error(error, FY_ERROR, FY_ERR_COPY,
+                                            "source volume %s has an ILLEGAL ancestor %s (an earlier copy into it did not finish)",
+                                            cj->src.ref.vol, ref.vol);
+                        return -EINVAL;
+                }
+                if (!fy_uuid_is_valid(meta->parent) || strcmp(meta->parent, FY_ZERO_UUID) == 0)
+                        return 0;
+                agent_volref_init(&ref, ref.sd, ref.img, meta->parent);
+        }
+        g_set_error(error, FY_ERROR, FY_ERR_METADATA,
+                    "source volume %s: backing chain deeper than %d volumes", cj->src.ref.vol, SOURCE_CHAIN_MAX);
+        return -ELOOP;
+}
+
 static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel, GError **error)
 {
         struct copy_job *cj = data;
@@ -262,12 +321,9 @@ static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel
                 r = -ESTALE;
                 goto out;
         }
-        if (src_meta->legality != FY_LEGALITY_LEGAL) {
-                g_set_error(error, FY_ERROR, FY_ERR_COPY,
-                            "source volume %s is ILLEGAL (an earlier copy into it did not finish)", cj->src.ref.vol);
-                r = -EINVAL;
+        r = source_chain_check(cj, error);
+        if (r < 0)
                 goto out;
-        }
         if (dst_meta->capacity < src_meta->capacity) {
                 g_set_error(error, FY_ERROR, FY_ERR_COPY,
                             "destination volume %s (%" G_GUINT64_FORMAT " bytes) is smaller than the source (%" G_GUINT64_FORMAT " bytes)",
@@ -289,6 +345,11 @@ static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel
                 r = -ECANCELED;
                 goto out;
         }
+
+        /* A copy into an ancestor on another host may have started meanwhile: what we read may be half-written. */
+        r = source_chain_check(cj, error);
+        if (r < 0)
+                goto out;
 
         /* One atomic write: LEGAL and the next generation together. */
         dst_meta->legality = FY_LEGALITY_LEGAL;

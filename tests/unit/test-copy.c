@@ -187,15 +187,16 @@ static void test_unaligned_tail(void)
         assert_same(src, dst, size);
         g_assert_cmpuint(file_size(dst), ==, size);
 
-        /* A larger destination keeps its size and the bytes past the source. */
+        /* A larger destination keeps its size; stale bytes past the source are cleared. */
         make_file(dst2, 2 * MiB);
         write_at(dst2, 0, 2 * MiB, 0xAA, 0);
         g_assert_cmpint(agent_copy_raw(src, dst2, NULL, NULL, NULL, NULL), ==, 0);
         assert_same(src, dst2, size);
         g_assert_cmpuint(file_size(dst2), ==, 2 * MiB);
         g_assert_true(g_file_get_contents(dst2, &tail, &tail_len, NULL));
+        g_assert_cmpuint(tail_len, ==, 2 * MiB);
         for (gsize i = size; i < tail_len; i++)
-                g_assert_cmpint((guint8) tail[i], ==, 0xAA);
+                g_assert_cmpint((guint8) tail[i], ==, 0);
 
         /* Unaligned tail that is zeros in the source over stale destination data. */
         make_file(src, size);
@@ -242,6 +243,36 @@ static void test_stale_destination(void)
         g_assert_true(is_hole(dst, 1 * MiB + 512 * KiB, 256 * KiB));
         g_assert_true(is_hole(dst, 21 * MiB, 42 * MiB));
         g_assert_cmpuint(allocated(dst), <=, 4 * MiB);
+        cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
+}
+
+/* A preallocated destination stays allocated: source holes and zeros become allocated zeros. */
+static void test_keep_allocation(void)
+{
+        g_autofree char *src = tmp_path("src.raw"), *dst = tmp_path("dst.raw");
+        g_autofree char *contents = NULL;
+        struct agent_copy_options opts = { .keep_allocation = TRUE };
+        gsize len;
+        int fd;
+
+        make_sparse_source(src);
+        write_at(src, 1 * MiB + 512 * KiB, 256 * KiB, 0, 0);   /* zeros inside data */
+        make_file(dst, 72 * MiB);                               /* larger than the source */
+        fd = open(dst, O_WRONLY | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(posix_fallocate(fd, 0, 72 * MiB), ==, 0);
+        close(fd);
+        write_at(dst, 0, 72 * MiB, 0xFF, 0);                    /* stale data everywhere */
+
+        g_assert_cmpint(agent_copy_raw(src, dst, &opts, NULL, NULL, NULL), ==, 0);
+        assert_same(src, dst, 64 * MiB);
+        g_assert_true(g_file_get_contents(dst, &contents, &len, NULL));
+        g_assert_cmpuint(len, ==, 72 * MiB);
+        for (gsize i = 64 * MiB; i < len; i++)
+                g_assert_cmpint((guint8) contents[i], ==, 0);
+        g_assert_cmpuint(allocated(dst), >=, 72 * MiB);
+        g_assert_false(is_hole(dst, 0, 1 * MiB));
+        g_assert_false(is_hole(dst, 1 * MiB + 512 * KiB, 256 * KiB));
         cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
 }
 
@@ -376,7 +407,7 @@ static void test_qemu_chain(void)
         /* child on top of base, then info */
         g_assert_cmpint(agent_qemu_img_create_qcow2(child, 32 * MiB, FALSE, base, "qcow2", &error), ==, 0);
         g_assert_no_error(error);
-        g_assert_cmpint(agent_qemu_img_info(child, &fmt, &vsize, &asize, &backing, &error), ==, 0);
+        g_assert_cmpint(agent_qemu_img_info(child, "qcow2", &fmt, &vsize, &asize, &backing, &error), ==, 0);
         g_assert_no_error(error);
         g_assert_cmpstr(fmt, ==, "qcow2");
         g_assert_cmpuint(vsize, ==, 32 * MiB);
@@ -384,7 +415,7 @@ static void test_qemu_chain(void)
         g_assert_cmpstr(backing, ==, base);
         g_clear_pointer(&fmt, g_free);
         g_clear_pointer(&backing, g_free);
-        g_assert_cmpint(agent_qemu_img_info(base, &fmt, NULL, NULL, &backing, &error), ==, 0);
+        g_assert_cmpint(agent_qemu_img_info(base, "qcow2", &fmt, NULL, NULL, &backing, &error), ==, 0);
         g_assert_cmpstr(fmt, ==, "qcow2");
         g_assert_null(backing);
 
@@ -417,7 +448,7 @@ static void test_qemu_errors(void)
         g_assert_cmpuint(strlen(error->message), <, 1200);
         g_clear_error(&error);
 
-        g_assert_cmpint(agent_qemu_img_info(missing, NULL, NULL, NULL, NULL, &error), <, 0);
+        g_assert_cmpint(agent_qemu_img_info(missing, "qcow2", NULL, NULL, NULL, NULL, &error), <, 0);
         g_assert_nonnull(error);
         g_clear_error(&error);
 
@@ -425,6 +456,45 @@ static void test_qemu_errors(void)
                                                NULL, NULL, &error), ==, -EINVAL);
         g_clear_error(&error);
         cleanup_files((const char *[]) { "dst.qcow2", NULL });
+}
+
+/*
+ * A raw volume's content is the guest's: a guest can write a qcow2 header
+ * into it. Its format must never be probed (CVE-2024-4467 class): the
+ * progress scale is the raw file's size, not the virtual size the forged
+ * header claims.
+ */
+static void test_qemu_raw_never_probed(void)
+{
+        g_autofree char *forged = tmp_path("forged.qcow2"), *dst = tmp_path("dst.qcow2");
+        g_autoptr(GError) error = NULL;
+        g_autofree char *fmt = NULL;
+        struct progress_rec prog = { .monotonic = TRUE };
+        uint64_t vsize = 0;
+
+        if (!have_qemu_img())
+                return;
+        /* A "raw" disk whose first bytes are a qcow2 header claiming 1 GiB. */
+        g_assert_cmpint(agent_qemu_img_create_qcow2(forged, 1024 * MiB, FALSE, NULL, NULL, &error), ==, 0);
+        g_assert_no_error(error);
+        g_assert_cmpint(truncate(forged, 4 * MiB), ==, 0);
+
+        g_assert_cmpint(agent_qemu_img_info(forged, "raw", &fmt, &vsize, NULL, NULL, &error), ==, 0);
+        g_assert_no_error(error);
+        g_assert_cmpstr(fmt, ==, "raw");
+        g_assert_cmpuint(vsize, ==, 4 * MiB);
+
+        g_assert_cmpint(agent_qemu_img_create_qcow2(dst, 4 * MiB, FALSE, NULL, NULL, &error), ==, 0);
+        g_assert_cmpint(agent_qemu_img_convert(forged, "raw", dst, "qcow2", NULL, NULL, 0, NULL,
+                                               record_progress, &prog, &error), ==, 0);
+        g_assert_no_error(error);
+        g_assert_cmpuint(prog.last_total, ==, 4 * MiB);
+        assert_images_equal(forged, "raw", dst, "qcow2");
+
+        /* No format, no probe: refused. */
+        g_assert_cmpint(agent_qemu_img_info(forged, NULL, NULL, NULL, NULL, NULL, &error), ==, -EINVAL);
+        g_clear_error(&error);
+        cleanup_files((const char *[]) { "forged.qcow2", "dst.qcow2", NULL });
 }
 
 static gpointer cancel_later(gpointer data)
@@ -480,12 +550,14 @@ int main(int argc, char **argv)
         g_test_add_func("/copy/raw/zero-blocks-become-holes", test_zero_blocks_become_holes);
         g_test_add_func("/copy/raw/stale-destination", test_stale_destination);
         g_test_add_func("/copy/raw/destination-too-small", test_destination_too_small);
+        g_test_add_func("/copy/raw/keep-allocation", test_keep_allocation);
         g_test_add_func("/copy/raw/missing-files", test_missing_files);
         g_test_add_func("/copy/raw/cancel", test_cancel);
         g_test_add_func("/copy/raw/progress-total", test_progress_total);
         g_test_add_func("/copy/raw/bandwidth-limit", test_bandwidth_limit);
         g_test_add_func("/copy/qemu-img/chain", test_qemu_chain);
         g_test_add_func("/copy/qemu-img/errors", test_qemu_errors);
+        g_test_add_func("/copy/qemu-img/raw-never-probed", test_qemu_raw_never_probed);
         g_test_add_func("/copy/qemu-img/cancel", test_qemu_cancel);
 
         r = g_test_run();
