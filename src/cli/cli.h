@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/*
+ * The `ferry` command-line tool: a client of the engine's REST API
+ * (docs/rest-api.md) and the launcher of a local development cluster.
+ *
+ * Errors travel as GErrors in the CLI_ERROR domain; main() prints them once
+ * as "ferry: MESSAGE" and turns the code into the exit status.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <glib.h>
+#include <jansson.h>
+
+/* Largest answer read from the engine. */
+#define CLI_MAX_RESPONSE (16u * 1024 * 1024)
+/* Names of disks, hosts, domains: characters. */
+#define CLI_NAME_MAX 64
+/* Largest disk the agent accepts (ARCHITECTURE.md limits). */
+#define CLI_SIZE_MAX (UINT64_C(64) << 40)
+#define CLI_DEFAULT_ENGINE_URL "http://127.0.0.1:8080"
+#define CLI_DEFAULT_CLUSTER_DIR "ferry-cluster"
+
+GQuark cli_error_quark(void);
+#define CLI_ERROR cli_error_quark()
+
+enum cli_error_code {
+        CLI_ERROR_FAILED,       /* the operation failed: exit 1 */
+        CLI_ERROR_FAULT,        /* the engine answered with a fault: exit 1 */
+        CLI_ERROR_UNREACHABLE,  /* no answer from the engine: exit 2 */
+        CLI_ERROR_USAGE,        /* bad command line: exit 2, with a hint */
+};
+
+/* Options every command accepts, before or after the command words. */
+struct cli_ctx {
+        char *engine_opt;       /* --engine */
+        gboolean json;          /* --json */
+        const char *command;    /* "disk move", for hints */
+};
+
+/* ---- engine.c: the REST client ---- */
+
+struct cli_engine;
+typedef struct cli_engine cli_engine;
+
+/* url: http(s)://host[:port], a trailing slash is dropped. */
+struct cli_engine *cli_engine_new(const char *url, GError **error);
+void cli_engine_free(struct cli_engine *e);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(cli_engine, cli_engine_free)
+const char *cli_engine_url(const struct cli_engine *e);
+/* HTTP status of the last request that got an answer, else 0. */
+unsigned cli_engine_last_status(const struct cli_engine *e);
+
+/*
+ * One request. body may be NULL. Returns 0 and the parsed answer (NULL when
+ * empty) in *ret_json; -1 with CLI_ERROR_UNREACHABLE when the engine could
+ * not be reached, CLI_ERROR_FAULT for an HTTP error (message "REASON: DETAIL"),
+ * CLI_ERROR_FAILED for an answer that is too large or not JSON.
+ */
+int cli_engine_request(struct cli_engine *e, const char *method, const char *path, json_t *body,
+                       json_t **ret_json, GError **error);
+int cli_engine_get(struct cli_engine *e, const char *path, json_t **ret_json, GError **error);
+/* GET path and return its member `key`, which must be an array. */
+int cli_engine_get_list(struct cli_engine *e, const char *path, const char *key, json_t **ret_array,
+                        GError **error);
+
+/* The engine URL: --engine, $FERRY_ENGINE_URL, ./ferry-cluster/cluster.json, default. */
+int cli_ctx_engine(struct cli_ctx *ctx, struct cli_engine **ret_engine, GError **error);
+
+/* ---- util.c ---- */
+
+int cli_parse_size(const char *text, uint64_t *ret_size, GError **error);
+int cli_check_name(const char *what, const char *name, GError **error);
+int cli_check_uuid(const char *what, const char *id, GError **error);
+/* A copy safe to print on a terminal: valid UTF-8, control characters as '?'. */
+char *cli_printable(const char *text);
+/* Member `key` of obj as printable text ("-" when absent or null). */
+char *cli_json_text(const json_t *obj, const char *key);
+/* Nested member, e.g. ("execution_host", "name"). */
+char *cli_json_text2(const json_t *obj, const char *key, const char *sub);
+char *cli_format_bytes(const json_t *obj, const char *key);
+double cli_json_number(const json_t *obj, const char *key, double dflt);
+void cli_print_json(const json_t *json);
+int cli_read_json_file(const char *path, size_t max, json_t **ret_json, GError **error);
+
+struct cli_table;
+typedef struct cli_table cli_table;
+/* Headers, NULL-terminated. */
+struct cli_table *cli_table_new(const char *header, ...) G_GNUC_NULL_TERMINATED;
+/* Exactly as many cells as headers; each is made printable and copied. */
+void cli_table_add(struct cli_table *t, ...);
+/* Same, taking ownership of the (already printable) strings. */
+void cli_table_add_take(struct cli_table *t, ...);
+void cli_table_print(const struct cli_table *t, FILE *out);
+void cli_table_free(struct cli_table *t);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(cli_table, cli_table_free)
+
+/* Parses argv with the command's entries plus the global ones; -1 on a usage error. */
+int cli_parse_options(struct cli_ctx *ctx, int *argc, char ***argv, const GOptionEntry *entries,
+                      const char *params, const char *summary, GError **error);
+/* Usage error unless exactly n positional arguments remain (after argv[0]). */
+int cli_expect_args(int argc, int n, const char *what, GError **error);
+
+/* ---- commands.c: inventory and actions ---- */
+
+int cli_host_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_sd_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_disk_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_disk_show(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_disk_create(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_disk_move(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_disk_copy(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_job_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_job_show(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_config_get(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_config_set(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+
+/* ---- wait.c ---- */
+
+/*
+ * Polls the job (and disk_id, may be NULL) every 200 ms until it finished
+ * or failed, drawing progress. show_hosts: print where each copy_data ran.
+ * Returns 0 when the job finished, -1 (CLI_ERROR_FAILED) when it failed.
+ */
+int cli_wait_job(struct cli_ctx *ctx, struct cli_engine *e, const char *job_id, const char *disk_id,
+                 bool show_hosts, GError **error);
+
+/* ---- cluster.c ---- */
+
+int cli_cluster_up(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_cluster_down(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_cluster_status(struct cli_ctx *ctx, int argc, char **argv, GError **error);

@@ -1,0 +1,1101 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * ferry cluster up/down/status: a local development cluster from the build
+ * tree — per host one sanlock daemon and one ferry-agent, one ferry-engine,
+ * file storage domains under DIR/storage. Every daemon runs in its own
+ * session so it outlives `ferry`; DIR/cluster.json records the pids, and
+ * `down` signals only those pids, after checking that each still is the
+ * process we started (pids are reused).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "fileio.h"
+#include "uuid.h"
+
+#define CLI_MAX_HOSTS 32
+#define CLI_MAX_DOMAINS 16
+#define CLI_CLUSTER_JSON_MAX (1024 * 1024)
+#define CLI_SANLOCK_READY_S 15
+#define CLI_LISTEN_S 30
+#define CLI_CLUSTER_READY_S 120
+#define CLI_TERM_WAIT_S 15
+#define CLI_KILL_WAIT_S 5
+#define CLI_POLL_MS 50
+
+struct cli_host {
+        char *name;
+        char *id;
+        int port;
+        GPid pid;
+        GPid sanlock_pid;
+        char *run_dir;
+        char *log;
+        char *sanlock_log;
+};
+
+struct cli_sd {
+        char *name;
+        char *id;
+        char *path;
+};
+
+struct cli_cluster {
+        char *dir;
+        char *engine_url;
+        GPid engine_pid;
+        char *engine_log;
+        GPtrArray *hosts;
+        GPtrArray *sds;
+};
+
+static void cli_host_free(struct cli_host *h)
+{
+        g_free(h->name);
+        g_free(h->id);
+        g_free(h->run_dir);
+        g_free(h->log);
+        g_free(h->sanlock_log);
+        g_free(h);
+}
+
+static void cli_sd_free(struct cli_sd *sd)
+{
+        g_free(sd->name);
+        g_free(sd->id);
+        g_free(sd->path);
+        g_free(sd);
+}
+
+static struct cli_cluster *cli_cluster_new(const char *dir)
+{
+        struct cli_cluster *c = g_new0(struct cli_cluster, 1);
+
+        c->dir = g_strdup(dir);
+        c->hosts = g_ptr_array_new_with_free_func((GDestroyNotify) cli_host_free);
+        c->sds = g_ptr_array_new_with_free_func((GDestroyNotify) cli_sd_free);
+        return c;
+}
+
+static void cli_cluster_free(struct cli_cluster *c)
+{
+        if (!c)
+                return;
+        g_free(c->dir);
+        g_free(c->engine_url);
+        g_free(c->engine_log);
+        g_ptr_array_unref(c->hosts);
+        g_ptr_array_unref(c->sds);
+        g_free(c);
+}
+
+typedef struct cli_cluster cli_cluster;
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(cli_cluster, cli_cluster_free)
+
+static char *cli_cluster_file(const char *dir)
+{
+        return g_build_filename(dir, "cluster.json", NULL);
+}
+
+/* ---- processes ---- */
+
+/*
+ * True while pid runs. Reaps it first when it is our child (cluster up),
+ * and counts a zombie as dead (a child of someone else not reaped yet).
+ */
+static bool cli_proc_alive(GPid pid)
+{
+        g_autofree char *path = NULL, *stat = NULL;
+        const char *p;
+        int status;
+
+        if (pid <= 0)
+                return false;
+        if (waitpid(pid, &status, WNOHANG) == pid)
+                return false;
+        path = g_strdup_printf("/proc/%d/stat", (int) pid);
+        if (fy_read_small_file_at(AT_FDCWD, path, 4096, &stat, NULL) < 0)
+                return false;
+        p = strrchr(stat, ')');
+        if (!p || p[1] != ' ')
+                return false;
+        return p[2] != 'Z' && p[2] != 'X';
+}
+
+/* True when /proc/pid/<file> (cmdline or environ) holds `needle` in one of its entries. */
+static bool cli_proc_has(GPid pid, const char *file, const char *needle)
+{
+        g_autofree char *path = g_strdup_printf("/proc/%d/%s", (int) pid, file);
+        g_autofree char *text = NULL;
+        size_t len = 0;
+
+        if (fy_read_small_file_at(AT_FDCWD, path, 256 * 1024, &text, &len) < 0)
+                return false;
+        for (size_t off = 0; off < len; off += strlen(text + off) + 1)
+                if (strstr(text + off, needle))
+                        return true;
+        return false;
+}
+
+/* Alive and still the process cluster.json describes, not a reused pid. */
+static bool cli_proc_ours(GPid pid, const char *file, const char *needle)
+{
+        return cli_proc_alive(pid) && cli_proc_has(pid, file, needle);
+}
+
+static void cli_child_setup(gpointer data)
+{
+        /* Its own session: the daemon outlives ferry and a Ctrl-C in its terminal. */
+        setsid();
+}
+
+static int cli_spawn(char **argv, char **envp, const char *log, GPid *ret_pid, goffset *ret_log_offset,
+                     GError **error)
+{
+        g_autoptr(GError) local = NULL;
+        GPid pid;
+        int fd;
+        off_t off;
+
+        fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0644);
+        if (fd < 0) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "cannot open %s: %s", log, g_strerror(errno));
+                return -1;
+        }
+        off = lseek(fd, 0, SEEK_END);
+        if (!g_spawn_async_with_pipes_and_fds(NULL, (const char *const *) argv, (const char *const *) envp,
+                                              G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDIN_FROM_DEV_NULL,
+                                              cli_child_setup, NULL, -1, fd, fd, NULL, NULL, 0, &pid,
+                                              NULL, NULL, NULL, &local)) {
+                close(fd);
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "cannot start %s: %s", argv[0], local->message);
+                return -1;
+        }
+        close(fd);
+        *ret_pid = pid;
+        if (ret_log_offset)
+                *ret_log_offset = off < 0 ? 0 : off;
+        return 0;
+}
+
+/* Polls `log` from `offset` until `pattern`'s group 1 appears; fails if pid dies. */
+static char *cli_wait_log(GPid pid, const char *what, const char *log, goffset offset, const char *pattern,
+                          int timeout_s, GError **error)
+{
+        g_autoptr(GRegex) re = g_regex_new(pattern, G_REGEX_OPTIMIZE, 0, NULL);
+        gint64 deadline = g_get_monotonic_time() + (gint64) timeout_s * G_USEC_PER_SEC;
+
+        for (;;) {
+                char buf[65536];
+                ssize_t n = 0;
+                int fd = open(log, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+                if (fd >= 0) {
+                        n = pread(fd, buf, sizeof(buf) - 1, offset);
+                        close(fd);
+                }
+                if (n > 0) {
+                        g_autoptr(GMatchInfo) mi = NULL;
+
+                        buf[n] = '\0';
+                        if (g_regex_match_full(re, buf, n, 0, 0, &mi, NULL))
+                                return g_match_info_fetch(mi, 1);
+                }
+                if (!cli_proc_alive(pid)) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "%s exited at start-up; see %s", what, log);
+                        return NULL;
+                }
+                if (g_get_monotonic_time() > deadline) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
+                                    "%s did not report its port within %d s; see %s", what, timeout_s, log);
+                        return NULL;
+                }
+                g_usleep(CLI_POLL_MS * 1000);
+        }
+}
+
+static char **cli_sanlock_env(const char *run_dir)
+{
+        char **env = g_get_environ();
+
+        env = g_environ_setenv(env, "SANLOCK_PRIVILEGED", "0", TRUE);
+        env = g_environ_setenv(env, "SANLOCK_RUN_DIR", run_dir, TRUE);
+        return env;
+}
+
+static char *cli_sanlock_bin(void)
+{
+        const char *env = g_getenv("FERRY_SANLOCK_BIN");
+        char *path;
+
+        if (env && *env)
+                return g_strdup(env);
+        path = g_find_program_in_path("sanlock");
+        if (path)
+                return path;
+        /* /usr/sbin is not in every user's PATH. */
+        if (g_file_test("/usr/sbin/sanlock", G_FILE_TEST_IS_EXECUTABLE))
+                return g_strdup("/usr/sbin/sanlock");
+        return g_strdup("sanlock");
+}
+
+/* Runs `sanlock client ARGS` for run_dir; true if it exited 0. */
+static bool cli_sanlock_client(const char *run_dir, const char *a1, const char *a2, const char *a3)
+{
+        g_autofree char *bin = cli_sanlock_bin();
+        g_auto(GStrv) env = cli_sanlock_env(run_dir);
+        const char *argv[] = { bin, "client", a1, a2, a3, NULL };
+        int wait_status;
+
+        if (!g_spawn_sync(NULL, (char **) argv, env,
+                          G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL | G_SPAWN_STDIN_FROM_DEV_NULL,
+                          NULL, NULL, NULL, NULL, &wait_status, NULL))
+                return false;
+        return g_spawn_check_wait_status(wait_status, NULL);
+}
+
+/* <builddir>/src/cli/ferry → <builddir>/src/<sub>/<name>, unless $env_name says otherwise. */
+static int cli_find_binary(const char *env_name, const char *sub, const char *name, char **ret_path,
+                           GError **error)
+{
+        const char *env = g_getenv(env_name);
+        g_autofree char *self = NULL, *cli_dir = NULL, *src_dir = NULL, *path = NULL;
+
+        if (env && *env) {
+                path = g_strdup(env);
+        } else {
+                self = g_file_read_link("/proc/self/exe", NULL);
+                if (!self) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "cannot find %s: set %s", name, env_name);
+                        return -1;
+                }
+                cli_dir = g_path_get_dirname(self);
+                src_dir = g_path_get_dirname(cli_dir);
+                path = g_build_filename(src_dir, sub, name, NULL);
+        }
+        if (!g_file_test(path, G_FILE_TEST_IS_EXECUTABLE)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
+                            "%s not found at %s: build it, or set %s", name, path, env_name);
+                return -1;
+        }
+        *ret_path = g_steal_pointer(&path);
+        return 0;
+}
+
+/* ---- cluster.json ---- */
+
+static json_t *cli_cluster_to_json(const struct cli_cluster *c)
+{
+        json_t *hosts = json_array(), *sds = json_array();
+
+        for (guint i = 0; i < c->hosts->len; i++) {
+                const struct cli_host *h = c->hosts->pdata[i];
+
+                json_array_append_new(hosts, json_pack("{s:s, s:s?, s:s, s:i, s:I, s:I, s:s, s:s, s:s}",
+                                                       "name", h->name, "id", h->id, "address", "127.0.0.1",
+                                                       "port", h->port, "pid", (json_int_t) h->pid,
+                                                       "sanlock_pid", (json_int_t) h->sanlock_pid,
+                                                       "sanlock_run_dir", h->run_dir, "log", h->log,
+                                                       "sanlock_log", h->sanlock_log));
+        }
+        for (guint i = 0; i < c->sds->len; i++) {
+                const struct cli_sd *sd = c->sds->pdata[i];
+
+                json_array_append_new(sds, json_pack("{s:s, s:s, s:s}", "name", sd->name, "id", sd->id,
+                                                     "path", sd->path));
+        }
+        return json_pack("{s:s?, s:I, s:s?, s:s, s:o, s:o}", "engine_url", c->engine_url,
+                         "engine_pid", (json_int_t) c->engine_pid, "engine_log", c->engine_log, "dir", c->dir,
+                         "hosts", hosts, "storage_domains", sds);
+}
+
+/* Written after every process started, so `down` finds them even if `up` dies midway. */
+static int cli_cluster_save(const struct cli_cluster *c, GError **error)
+{
+        json_t *json = cli_cluster_to_json(c);
+        char *text = json ? json_dumps(json, JSON_INDENT(2)) : NULL;
+        int dirfd, r = -ENOMEM;
+
+        json_decref(json);
+        dirfd = open(c->dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+        if (dirfd < 0)
+                r = -errno;
+        else if (text)
+                r = fy_write_file_atomic_at(dirfd, "cluster.json", text, strlen(text));
+        if (dirfd >= 0)
+                close(dirfd);
+        free(text);
+        if (r < 0) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "cannot write %s/cluster.json: %s", c->dir,
+                            g_strerror(-r));
+                return -1;
+        }
+        return 0;
+}
+
+static bool cli_pid_ok(json_int_t pid)
+{
+        return pid >= 0 && pid <= G_MAXINT32;
+}
+
+static int cli_cluster_load(const char *dir, struct cli_cluster **ret_cluster, GError **error)
+{
+        g_autofree char *path = cli_cluster_file(dir);
+        g_autoptr(cli_cluster) c = cli_cluster_new(dir);
+        json_t *json = NULL, *hosts = NULL, *sds = NULL, *item;
+        const char *url = NULL, *engine_log = NULL, *jdir = NULL;
+        json_int_t engine_pid = 0;
+        json_error_t jerr;
+        size_t i;
+
+        if (cli_read_json_file(path, CLI_CLUSTER_JSON_MAX, &json, error) < 0)
+                return -1;
+        if (json_unpack_ex(json, &jerr, 0, "{s?s, s:I, s?s, s:s, s:o, s:o}", "engine_url", &url, "engine_pid",
+                           &engine_pid, "engine_log", &engine_log, "dir", &jdir, "hosts", &hosts,
+                           "storage_domains", &sds) < 0 || !cli_pid_ok(engine_pid) ||
+            !json_is_array(hosts) || json_array_size(hosts) > CLI_MAX_HOSTS || !json_is_array(sds)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "%s is not a cluster description: %s", path,
+                            jerr.text[0] ? jerr.text : "bad pid or list");
+                json_decref(json);
+                return -1;
+        }
+        /* The dir recorded at `up` is absolute; the processes' arguments name it. */
+        g_free(c->dir);
+        c->dir = g_strdup(jdir);
+        c->engine_url = g_strdup(url);
+        c->engine_pid = (GPid) engine_pid;
+        c->engine_log = g_strdup(engine_log);
+        json_array_foreach(hosts, i, item) {
+                const char *name = NULL, *id = NULL, *run_dir = NULL, *log = NULL, *slog = NULL;
+                json_int_t pid = 0, spid = 0;
+                int port = 0;
+                struct cli_host *h;
+
+                if (json_unpack_ex(item, &jerr, 0, "{s:s, s?s, s?i, s:I, s:I, s:s, s?s, s?s}", "name", &name,
+                                   "id", &id, "port", &port, "pid", &pid, "sanlock_pid", &spid,
+                                   "sanlock_run_dir", &run_dir, "log", &log, "sanlock_log", &slog) < 0 ||
+                    !cli_pid_ok(pid) || !cli_pid_ok(spid)) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "%s: bad host entry: %s", path, jerr.text);
+                        json_decref(json);
+                        return -1;
+                }
+                h = g_new0(struct cli_host, 1);
+                h->name = g_strdup(name);
+                h->id = g_strdup(id);
+                h->port = port;
+                h->pid = (GPid) pid;
+                h->sanlock_pid = (GPid) spid;
+                h->run_dir = g_strdup(run_dir);
+                h->log = g_strdup(log);
+                h->sanlock_log = g_strdup(slog);
+                g_ptr_array_add(c->hosts, h);
+        }
+        json_array_foreach(sds, i, item) {
+                const char *name = NULL, *id = NULL, *sdpath = NULL;
+                struct cli_sd *sd;
+
+                if (json_unpack(item, "{s:s, s:s, s?s}", "name", &name, "id", &id, "path", &sdpath) < 0)
+                        continue;
+                sd = g_new0(struct cli_sd, 1);
+                sd->name = g_strdup(name);
+                sd->id = g_strdup(id);
+                sd->path = g_strdup(sdpath);
+                g_ptr_array_add(c->sds, sd);
+        }
+        json_decref(json);
+        *ret_cluster = g_steal_pointer(&c);
+        return 0;
+}
+
+/* What identifies each process in /proc: a path under the cluster dir. */
+static char *cli_engine_needle(const struct cli_cluster *c)
+{
+        return g_strdup_printf("--db=%s/engine.db", c->dir);
+}
+
+static bool cli_engine_ours(const struct cli_cluster *c)
+{
+        g_autofree char *needle = cli_engine_needle(c);
+
+        return cli_proc_ours(c->engine_pid, "cmdline", needle);
+}
+
+static bool cli_agent_ours(const struct cli_host *h)
+{
+        g_autofree char *needle = g_strdup_printf("--sanlock-run-dir=%s", h->run_dir);
+
+        return cli_proc_ours(h->pid, "cmdline", needle);
+}
+
+static bool cli_sanlock_ours(const struct cli_host *h)
+{
+        g_autofree char *needle = g_strdup_printf("SANLOCK_RUN_DIR=%s", h->run_dir);
+
+        return cli_proc_ours(h->sanlock_pid, "environ", needle);
+}
+
+static bool cli_cluster_any_alive(const struct cli_cluster *c)
+{
+        if (cli_engine_ours(c))
+                return true;
+        for (guint i = 0; i < c->hosts->len; i++) {
+                const struct cli_host *h = c->hosts->pdata[i];
+
+                if (cli_agent_ours(h) || cli_sanlock_ours(h))
+                        return true;
+        }
+        return false;
+}
+
+/* ---- stopping ---- */
+
+struct cli_victim {
+        const char *what;
+        const char *name;
+        GPid pid;
+        bool stopped;
+};
+
+/* Waits until every victim is gone or the time is up; true if all are gone. */
+static bool cli_wait_gone(struct cli_victim *v, guint n, int timeout_s)
+{
+        gint64 deadline = g_get_monotonic_time() + (gint64) timeout_s * G_USEC_PER_SEC;
+
+        for (;;) {
+                bool all = true;
+
+                for (guint i = 0; i < n; i++)
+                        if (v[i].pid > 0 && cli_proc_alive(v[i].pid))
+                                all = false;
+                if (all || g_get_monotonic_time() > deadline)
+                        return all;
+                g_usleep(CLI_POLL_MS * 1000);
+        }
+}
+
+/* SIGTERM, bounded wait, SIGKILL, bounded wait. */
+static void cli_stop_victims(struct cli_victim *v, guint n, bool verbose)
+{
+        for (guint i = 0; i < n; i++)
+                if (v[i].pid > 0)
+                        kill(v[i].pid, SIGTERM);
+        if (!cli_wait_gone(v, n, CLI_TERM_WAIT_S)) {
+                for (guint i = 0; i < n; i++) {
+                        if (v[i].pid > 0 && cli_proc_alive(v[i].pid)) {
+                                if (verbose)
+                                        printf("%s %s (pid %d) ignored SIGTERM: killing it\n", v[i].what,
+                                               v[i].name, (int) v[i].pid);
+                                kill(v[i].pid, SIGKILL);
+                        }
+                }
+                cli_wait_gone(v, n, CLI_KILL_WAIT_S);
+        }
+        for (guint i = 0; i < n; i++)
+                v[i].stopped = v[i].pid > 0 && !cli_proc_alive(v[i].pid);
+}
+
+/*
+ * Stops the engine and the agents, then each sanlock daemon (shutdown -f 1,
+ * then SIGKILL if it lingers). Only processes that are still ours.
+ */
+static void cli_cluster_stop(const struct cli_cluster *c, bool verbose)
+{
+        guint n = c->hosts->len;
+        g_autofree struct cli_victim *v = g_new0(struct cli_victim, n + 1);
+        g_autofree struct cli_victim *s = g_new0(struct cli_victim, MAX(n, 1));
+
+        v[0] = (struct cli_victim) { "engine", "", cli_engine_ours(c) ? c->engine_pid : 0, false };
+        for (guint i = 0; i < n; i++) {
+                const struct cli_host *h = c->hosts->pdata[i];
+
+                v[i + 1] = (struct cli_victim) { "agent", h->name, cli_agent_ours(h) ? h->pid : 0, false };
+        }
+        cli_stop_victims(v, n + 1, verbose);
+
+        /* sanlock after the agents: their leases and registrations go first. */
+        for (guint i = 0; i < n; i++) {
+                const struct cli_host *h = c->hosts->pdata[i];
+
+                s[i] = (struct cli_victim) { "sanlock", h->name, cli_sanlock_ours(h) ? h->sanlock_pid : 0, false };
+                if (s[i].pid > 0)
+                        cli_sanlock_client(h->run_dir, "shutdown", "-f", "1");
+        }
+        if (!cli_wait_gone(s, n, CLI_TERM_WAIT_S)) {
+                for (guint i = 0; i < n; i++) {
+                        if (s[i].pid > 0 && cli_proc_alive(s[i].pid)) {
+                                if (verbose)
+                                        printf("sanlock %s (pid %d) did not shut down: killing it\n", s[i].name,
+                                               (int) s[i].pid);
+                                kill(s[i].pid, SIGKILL);
+                        }
+                }
+                cli_wait_gone(s, n, CLI_KILL_WAIT_S);
+        }
+        for (guint i = 0; i < n; i++)
+                s[i].stopped = s[i].pid > 0 && !cli_proc_alive(s[i].pid);
+
+        if (!verbose)
+                return;
+        for (guint i = 0; i < n + 1; i++) {
+                const char *sep = *v[i].name ? " " : "";
+
+                if (v[i].pid <= 0)
+                        printf("%s%s%s: not running\n", v[i].what, sep, v[i].name);
+                else
+                        printf("%s%s%s (pid %d): %s\n", v[i].what, sep, v[i].name, (int) v[i].pid,
+                               v[i].stopped ? "stopped" : "STILL RUNNING");
+        }
+        for (guint i = 0; i < n; i++) {
+                if (s[i].pid <= 0)
+                        printf("sanlock %s: not running\n", s[i].name);
+                else
+                        printf("sanlock %s (pid %d): %s\n", s[i].name, (int) s[i].pid,
+                               s[i].stopped ? "stopped" : "STILL RUNNING");
+        }
+}
+
+/* ---- up ---- */
+
+static int cli_start_host(struct cli_cluster *c, struct cli_host *h, const char *agent_bin, GError **error)
+{
+        g_autofree char *sanlock = cli_sanlock_bin();
+        g_auto(GStrv) env = cli_sanlock_env(h->run_dir);
+        g_autofree char *port = NULL, *a_root = NULL, *a_run = NULL, *a_name = NULL;
+        gint64 deadline;
+        goffset off = 0;
+        guint64 p;
+
+        char *sargv[] = { sanlock, "daemon", "-D", "-w", "0", "-l", "0", "-h", "0", "-U", "root", "-G", "root",
+                          "-e", h->name, NULL };
+        if (g_mkdir_with_parents(h->run_dir, 0755) < 0) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "cannot create %s: %s", h->run_dir, g_strerror(errno));
+                return -1;
+        }
+        if (cli_spawn(sargv, env, h->sanlock_log, &h->sanlock_pid, NULL, error) < 0)
+                return -1;
+        if (cli_cluster_save(c, error) < 0)
+                return -1;
+        deadline = g_get_monotonic_time() + CLI_SANLOCK_READY_S * G_USEC_PER_SEC;
+        while (!cli_sanlock_client(h->run_dir, "status", NULL, NULL)) {
+                if (!cli_proc_alive(h->sanlock_pid)) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the sanlock daemon of %s exited; see %s",
+                                    h->name, h->sanlock_log);
+                        return -1;
+                }
+                if (g_get_monotonic_time() > deadline) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
+                                    "the sanlock daemon of %s did not answer within %d s; see %s", h->name,
+                                    CLI_SANLOCK_READY_S, h->sanlock_log);
+                        return -1;
+                }
+                g_usleep(CLI_POLL_MS * 1000);
+        }
+
+        a_root = g_strdup_printf("--storage-root=%s/storage", c->dir);
+        a_run = g_strdup_printf("--sanlock-run-dir=%s", h->run_dir);
+        a_name = g_strdup_printf("--host-name=%s", h->name);
+        char *aargv[] = { (char *) agent_bin, "--insecure=true", "--port=0", a_root, a_run, "--io-timeout=2",
+                          a_name, NULL };
+        if (cli_spawn(aargv, NULL, h->log, &h->pid, &off, error) < 0)
+                return -1;
+        if (cli_cluster_save(c, error) < 0)
+                return -1;
+        port = cli_wait_log(h->pid, "the agent", h->log, off, "listening on 127\\.0\\.0\\.1:([0-9]{1,5})",
+                            CLI_LISTEN_S, error);
+        if (!port)
+                return -1;
+        if (!g_ascii_string_to_unsigned(port, 10, 1, 65535, &p, NULL)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the agent of %s logged a bad port; see %s",
+                            h->name, h->log);
+                return -1;
+        }
+        h->port = (int) p;
+        return cli_cluster_save(c, error);
+}
+
+static int cli_start_engine(struct cli_cluster *c, const char *engine_bin, GError **error)
+{
+        g_autofree char *db = g_strdup_printf("--db=%s/engine.db", c->dir);
+        char *argv[] = { (char *) engine_bin, "--port=0", db, "--agent-insecure=true", NULL };
+        goffset off = 0;
+
+        c->engine_log = g_build_filename(c->dir, "logs", "engine.log", NULL);
+        if (cli_spawn(argv, NULL, c->engine_log, &c->engine_pid, &off, error) < 0)
+                return -1;
+        if (cli_cluster_save(c, error) < 0)
+                return -1;
+        c->engine_url = cli_wait_log(c->engine_pid, "the engine", c->engine_log, off,
+                                     "listening on (http://127\\.0\\.0\\.1:[0-9]{1,5})", CLI_LISTEN_S, error);
+        if (!c->engine_url)
+                return -1;
+        return cli_cluster_save(c, error);
+}
+
+/* Fails when a process died while we wait for the cluster; names its log. */
+static int cli_check_alive(const struct cli_cluster *c, GError **error)
+{
+        if (!cli_proc_alive(c->engine_pid)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine exited; see %s", c->engine_log);
+                return -1;
+        }
+        for (guint i = 0; i < c->hosts->len; i++) {
+                const struct cli_host *h = c->hosts->pdata[i];
+
+                if (!cli_proc_alive(h->pid)) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the agent of %s exited; see %s", h->name,
+                                    h->log);
+                        return -1;
+                }
+                if (!cli_proc_alive(h->sanlock_pid)) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the sanlock daemon of %s exited; see %s",
+                                    h->name, h->sanlock_log);
+                        return -1;
+                }
+        }
+        return 0;
+}
+
+static int cli_register_hosts(struct cli_cluster *c, struct cli_engine *e, GError **error)
+{
+        for (guint i = 0; i < c->hosts->len; i++) {
+                struct cli_host *h = c->hosts->pdata[i];
+                json_t *body = json_pack("{s:s, s:s, s:i}", "name", h->name, "address", "127.0.0.1", "port", h->port);
+                json_t *answer = NULL;
+                const char *id = NULL;
+                int r;
+
+                r = cli_engine_request(e, "POST", "/api/hosts", body, &answer, error);
+                json_decref(body);
+                if (r < 0) {
+                        g_prefix_error(error, "adding %s: ", h->name);
+                        return -1;
+                }
+                if (json_unpack(answer, "{s:s}", "id", &id) < 0 || !fy_uuid_is_valid(id)) {
+                        json_decref(answer);
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "adding %s: the engine sent no host id",
+                                    h->name);
+                        return -1;
+                }
+                h->id = g_strdup(id);
+                json_decref(answer);
+        }
+        return cli_cluster_save(c, error);
+}
+
+/* The engine needs an up host to create a domain: retry on 503 until the deadline. */
+static int cli_create_domains(struct cli_cluster *c, struct cli_engine *e, int count, gint64 deadline,
+                              GError **error)
+{
+        for (int i = 1; i <= count; i++) {
+                g_autofree char *name = g_strdup_printf("sd%d", i);
+                json_t *body = json_pack("{s:s}", "name", name);
+                json_t *answer = NULL;
+                const char *id = NULL;
+                struct cli_sd *sd;
+
+                for (;;) {
+                        g_autoptr(GError) local = NULL;
+
+                        if (cli_engine_request(e, "POST", "/api/storagedomains", body, &answer, &local) == 0)
+                                break;
+                        if (cli_engine_last_status(e) != 503 || g_get_monotonic_time() > deadline ||
+                            cli_check_alive(c, NULL) < 0) {
+                                json_decref(body);
+                                g_propagate_prefixed_error(error, g_steal_pointer(&local), "creating %s: ", name);
+                                return -1;
+                        }
+                        g_usleep(200 * 1000);
+                }
+                json_decref(body);
+                if (json_unpack(answer, "{s:s}", "id", &id) < 0 || !fy_uuid_is_valid(id)) {
+                        json_decref(answer);
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "creating %s: the engine sent no id", name);
+                        return -1;
+                }
+                sd = g_new0(struct cli_sd, 1);
+                sd->name = g_steal_pointer(&name);
+                sd->id = g_strdup(id);
+                sd->path = g_build_filename(c->dir, "storage", id, NULL);
+                g_ptr_array_add(c->sds, sd);
+                json_decref(answer);
+                if (cli_cluster_save(c, error) < 0)
+                        return -1;
+        }
+        return 0;
+}
+
+/* True when every host is up and connected to the pool and the data center has an SPM. */
+static bool cli_cluster_ready(struct cli_engine *e, guint nhosts, char **ret_state)
+{
+        json_t *hosts = NULL, *dcs = NULL, *item;
+        g_autoptr(GString) state = g_string_new(NULL);
+        guint ready = 0;
+        bool spm = false;
+        size_t i;
+
+        if (cli_engine_get_list(e, "/api/hosts", "hosts", &hosts, NULL) < 0 ||
+            cli_engine_get_list(e, "/api/datacenters", "datacenters", &dcs, NULL) < 0) {
+                json_decref(hosts);
+                *ret_state = g_strdup("engine not answering");
+                return false;
+        }
+        json_array_foreach(hosts, i, item) {
+                g_autofree char *name = cli_json_text(item, "name"), *status = cli_json_text(item, "status");
+                bool pool = json_is_true(json_object_get(item, "pool_connected"));
+
+                if (strcmp(status, "up") == 0 && pool)
+                        ready++;
+                g_string_append_printf(state, "%s%s %s%s", state->len ? ", " : "", name, status,
+                                       pool ? "+pool" : "");
+        }
+        json_array_foreach(dcs, i, item) {
+                if (json_is_object(json_object_get(item, "spm")))
+                        spm = true;
+        }
+        g_string_append(state, spm ? "; SPM elected" : "; no SPM yet");
+        json_decref(hosts);
+        json_decref(dcs);
+        *ret_state = g_string_free(g_steal_pointer(&state), FALSE);
+        return ready >= nhosts && spm;
+}
+
+static int cli_wait_ready(struct cli_cluster *c, struct cli_engine *e, gint64 deadline, GError **error)
+{
+        g_autofree char *last = NULL;
+
+        for (;;) {
+                g_autofree char *state = NULL;
+                bool ready = cli_cluster_ready(e, c->hosts->len, &state);
+
+                if (!last || strcmp(last, state) != 0) {
+                        printf("  %s\n", state);
+                        fflush(stdout);
+                        g_free(last);
+                        last = g_strdup(state);
+                }
+                if (ready)
+                        return 0;
+                if (cli_check_alive(c, error) < 0)
+                        return -1;
+                if (g_get_monotonic_time() > deadline) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
+                                    "the cluster was not ready within %d s (%s); see %s and the agents' logs in %s/logs",
+                                    CLI_CLUSTER_READY_S, state, c->engine_log, c->dir);
+                        return -1;
+                }
+                g_usleep(200 * 1000);
+        }
+}
+
+static void cli_print_summary(const struct cli_cluster *c, struct cli_engine *e)
+{
+        g_autoptr(cli_table) t = cli_table_new("HOST", "ID", "AGENT", "STATUS", "SPM", "PID", "SANLOCK PID", NULL);
+        json_t *hosts = NULL;
+
+        if (cli_engine_get_list(e, "/api/hosts", "hosts", &hosts, NULL) < 0)
+                hosts = json_array();
+        printf("cluster up in %s\n", c->dir);
+        printf("engine %s (pid %d), log %s\n\n", c->engine_url, (int) c->engine_pid, c->engine_log);
+        for (guint i = 0; i < c->hosts->len; i++) {
+                const struct cli_host *h = c->hosts->pdata[i];
+                const json_t *match = NULL, *item;
+                size_t k;
+
+                json_array_foreach(hosts, k, item) {
+                        const char *id = json_string_value(json_object_get(item, "id"));
+
+                        if (id && h->id && strcmp(id, h->id) == 0)
+                                match = item;
+                }
+                cli_table_add_take(t, g_strdup(h->name), g_strdup(h->id ? h->id : "-"),
+                                   g_strdup_printf("127.0.0.1:%d", h->port), cli_json_text(match, "status"),
+                                   g_strdup(json_is_true(json_object_get(match, "spm")) ? "SPM" : "-"),
+                                   g_strdup_printf("%d", (int) h->pid), g_strdup_printf("%d", (int) h->sanlock_pid));
+        }
+        cli_table_print(t, stdout);
+        printf("\n");
+        for (guint i = 0; i < c->sds->len; i++) {
+                const struct cli_sd *sd = c->sds->pdata[i];
+
+                printf("%s  %s  %s\n", sd->name, sd->id, sd->path);
+        }
+        printf("\nexport FERRY_ENGINE_URL=%s\n", c->engine_url);
+        printf("stop it with: ferry cluster down --dir %s\n", c->dir);
+        json_decref(hosts);
+}
+
+static const GOptionEntry *cli_dir_entry(char **dir)
+{
+        static GOptionEntry entries[2];
+
+        entries[0] = (GOptionEntry) { "dir", 0, 0, G_OPTION_ARG_FILENAME, dir,
+                                      "Cluster directory (default ./" CLI_DEFAULT_CLUSTER_DIR ")", "DIR" };
+        entries[1] = (GOptionEntry) G_OPTION_ENTRY_NULL;
+        return entries;
+}
+
+/* DIR made absolute: the daemons get paths under it. */
+static int cli_cluster_dir(const char *opt, char **ret_dir, GError **error)
+{
+        const char *dir = opt ? opt : CLI_DEFAULT_CLUSTER_DIR;
+
+        if (!*dir || strlen(dir) > 512) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "--dir must be 1 to 512 bytes");
+                return -1;
+        }
+        *ret_dir = g_canonicalize_filename(dir, NULL);
+        return 0;
+}
+
+int cli_cluster_up(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autofree char *dir_opt = NULL, *dir = NULL, *file = NULL, *db = NULL;
+        g_autofree char *agent_bin = NULL, *engine_bin = NULL, *logs = NULL, *storage = NULL;
+        gint hosts = 3, domains = 2;
+        const GOptionEntry entries[] = {
+                { "dir", 0, 0, G_OPTION_ARG_FILENAME, &dir_opt,
+                  "Cluster directory (default ./" CLI_DEFAULT_CLUSTER_DIR ")", "DIR" },
+                { "hosts", 0, 0, G_OPTION_ARG_INT, &hosts, "Number of hosts (default 3)", "N" },
+                { "domains", 0, 0, G_OPTION_ARG_INT, &domains, "Number of storage domains (default 2)", "M" },
+                G_OPTION_ENTRY_NULL
+        };
+        g_autoptr(cli_cluster) c = NULL;
+        g_autoptr(cli_engine) e = NULL;
+        gint64 deadline;
+        bool db_existed;
+
+        if (cli_parse_options(ctx, &argc, &argv, entries, NULL, "Starts a local cluster from the build tree.",
+                              error) < 0 || cli_expect_args(argc, 0, NULL, error) < 0)
+                return -1;
+        if (hosts < 1 || hosts > CLI_MAX_HOSTS || domains < 1 || domains > CLI_MAX_DOMAINS) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "--hosts must be 1 to %d and --domains 1 to %d",
+                            CLI_MAX_HOSTS, CLI_MAX_DOMAINS);
+                return -1;
+        }
+        if (cli_cluster_dir(dir_opt, &dir, error) < 0)
+                return -1;
+        if (cli_find_binary("FERRY_AGENT_BIN", "agent", "ferry-agent", &agent_bin, error) < 0 ||
+            cli_find_binary("FERRY_ENGINE_BIN", "engine", "ferry-engine", &engine_bin, error) < 0)
+                return -1;
+
+        file = cli_cluster_file(dir);
+        if (g_file_test(file, G_FILE_TEST_EXISTS)) {
+                g_autoptr(cli_cluster) old = NULL;
+
+                if (cli_cluster_load(dir, &old, error) < 0)
+                        return -1;
+                if (cli_cluster_any_alive(old)) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
+                                    "a cluster is already running in %s; run 'ferry cluster down --dir %s' first",
+                                    dir, dir);
+                        return -1;
+                }
+                unlink(file);
+        }
+        db = g_build_filename(dir, "engine.db", NULL);
+        db_existed = g_file_test(db, G_FILE_TEST_EXISTS);
+        if (db_existed) {
+                /* Its hosts and domains point at agents and storage that are gone. */
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
+                            "%s holds an earlier cluster's engine database; remove %s or choose another --dir",
+                            dir, dir);
+                return -1;
+        }
+
+        logs = g_build_filename(dir, "logs", NULL);
+        storage = g_build_filename(dir, "storage", NULL);
+        if (g_mkdir_with_parents(logs, 0755) < 0 || g_mkdir_with_parents(storage, 0755) < 0) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "cannot create %s: %s", dir, g_strerror(errno));
+                return -1;
+        }
+
+        c = cli_cluster_new(dir);
+        for (int i = 1; i <= hosts; i++) {
+                struct cli_host *h = g_new0(struct cli_host, 1);
+
+                h->name = g_strdup_printf("host%d", i);
+                h->run_dir = g_strdup_printf("%s/run/%s", dir, h->name);
+                h->log = g_strdup_printf("%s/agent-%s.log", logs, h->name);
+                h->sanlock_log = g_strdup_printf("%s/sanlock-%s.log", logs, h->name);
+                g_ptr_array_add(c->hosts, h);
+        }
+
+        printf("starting %d hosts in %s\n", hosts, dir);
+        fflush(stdout);
+        for (guint i = 0; i < c->hosts->len; i++)
+                if (cli_start_host(c, c->hosts->pdata[i], agent_bin, error) < 0)
+                        goto fail;
+        printf("starting the engine\n");
+        fflush(stdout);
+        if (cli_start_engine(c, engine_bin, error) < 0)
+                goto fail;
+        e = cli_engine_new(c->engine_url, error);
+        if (!e)
+                goto fail;
+
+        deadline = g_get_monotonic_time() + CLI_CLUSTER_READY_S * G_USEC_PER_SEC;
+        printf("adding hosts and storage domains to the engine at %s\n", c->engine_url);
+        fflush(stdout);
+        if (cli_register_hosts(c, e, error) < 0 || cli_create_domains(c, e, domains, deadline, error) < 0)
+                goto fail;
+        printf("waiting for the hosts to connect and an SPM to be elected\n");
+        fflush(stdout);
+        if (cli_wait_ready(c, e, deadline, error) < 0)
+                goto fail;
+
+        printf("\n");
+        cli_print_summary(c, e);
+        return 0;
+
+fail:
+        /* Leave nothing running and no state that would block the next `up`. */
+        g_prefix_error(error, "cluster up failed: ");
+        fprintf(stderr, "ferry: %s\nferry: stopping what was started\n", (*error)->message);
+        cli_cluster_stop(c, false);
+        unlink(file);
+        if (!db_existed) {
+                g_autofree char *wal = g_strconcat(db, "-wal", NULL), *shm = g_strconcat(db, "-shm", NULL);
+
+                unlink(db);
+                unlink(wal);
+                unlink(shm);
+        }
+        return -1;
+}
+
+int cli_cluster_down(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autofree char *dir_opt = NULL, *dir = NULL, *file = NULL;
+        g_autoptr(cli_cluster) c = NULL;
+
+        if (cli_parse_options(ctx, &argc, &argv, cli_dir_entry(&dir_opt), NULL,
+                              "Stops the processes of a cluster started by 'ferry cluster up'.", error) < 0 ||
+            cli_expect_args(argc, 0, NULL, error) < 0)
+                return -1;
+        if (cli_cluster_dir(dir_opt, &dir, error) < 0)
+                return -1;
+        file = cli_cluster_file(dir);
+        if (!g_file_test(file, G_FILE_TEST_EXISTS)) {
+                printf("no cluster in %s (no cluster.json): nothing to stop\n", dir);
+                return 0;
+        }
+        if (cli_cluster_load(dir, &c, error) < 0)
+                return -1;
+        cli_cluster_stop(c, true);
+        if (cli_cluster_any_alive(c)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
+                            "some processes survived SIGKILL; %s is kept", file);
+                return -1;
+        }
+        if (unlink(file) < 0 && errno != ENOENT) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "cannot remove %s: %s", file, g_strerror(errno));
+                return -1;
+        }
+        printf("cluster in %s is down (logs in %s/logs)\n", dir, c->dir);
+        return 0;
+}
+
+int cli_cluster_status(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autofree char *dir_opt = NULL, *dir = NULL, *file = NULL;
+        g_autoptr(cli_cluster) c = NULL;
+        g_autoptr(cli_engine) e = NULL;
+        g_autoptr(cli_table) t = NULL;
+        g_autoptr(GError) local = NULL;
+        json_t *hosts = NULL, *dcs = NULL;
+        bool healthy = true, engine_alive;
+
+        if (cli_parse_options(ctx, &argc, &argv, cli_dir_entry(&dir_opt), NULL,
+                              "Shows the processes and hosts of a local cluster.", error) < 0 ||
+            cli_expect_args(argc, 0, NULL, error) < 0)
+                return -1;
+        if (cli_cluster_dir(dir_opt, &dir, error) < 0)
+                return -1;
+        file = cli_cluster_file(dir);
+        if (!g_file_test(file, G_FILE_TEST_EXISTS)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "no cluster in %s (no cluster.json)", dir);
+                return -1;
+        }
+        if (cli_cluster_load(dir, &c, error) < 0)
+                return -1;
+
+        engine_alive = cli_engine_ours(c);
+        printf("cluster in %s\n", c->dir);
+        printf("engine  pid %d %s", (int) c->engine_pid, engine_alive ? "running" : "NOT RUNNING");
+        healthy = engine_alive;
+        if (c->engine_url) {
+                e = cli_engine_new(c->engine_url, &local);
+                if (e && cli_engine_get_list(e, "/api/hosts", "hosts", &hosts, &local) == 0 &&
+                    cli_engine_get_list(e, "/api/datacenters", "datacenters", &dcs, &local) == 0) {
+                        printf(", %s answers\n", c->engine_url);
+                } else {
+                        g_autofree char *msg = cli_printable(local ? local->message : "?");
+
+                        printf(", %s: %s\n", c->engine_url, msg);
+                        healthy = false;
+                }
+        } else {
+                printf(", no URL recorded\n");
+                healthy = false;
+        }
+        if (dcs) {
+                const json_t *dc;
+                size_t i;
+
+                json_array_foreach(dcs, i, dc) {
+                        g_autofree char *name = cli_json_text(dc, "name"), *status = cli_json_text(dc, "status");
+                        g_autofree char *spm = cli_json_text2(dc, "spm", "name");
+
+                        printf("data center %s: %s, SPM %s\n", name, status, spm);
+                }
+        }
+        printf("\n");
+
+        t = cli_table_new("HOST", "AGENT", "SANLOCK", "PORT", "STATUS", "SPM", "POOL", NULL);
+        for (guint i = 0; i < c->hosts->len; i++) {
+                const struct cli_host *h = c->hosts->pdata[i];
+                bool agent = cli_agent_ours(h), sanlock = cli_sanlock_ours(h);
+                const json_t *match = NULL, *item;
+                size_t k;
+
+                json_array_foreach(hosts, k, item) {
+                        const char *id = json_string_value(json_object_get(item, "id"));
+
+                        if (id && h->id && strcmp(id, h->id) == 0)
+                                match = item;
+                }
+                if (!agent || !sanlock || !match ||
+                    g_strcmp0(json_string_value(json_object_get(match, "status")), "up") != 0)
+                        healthy = false;
+                cli_table_add_take(t, cli_printable(h->name),
+                                   g_strdup_printf("%d %s", (int) h->pid, agent ? "running" : "DEAD"),
+                                   g_strdup_printf("%d %s", (int) h->sanlock_pid, sanlock ? "running" : "DEAD"),
+                                   g_strdup_printf("%d", h->port), cli_json_text(match, "status"),
+                                   g_strdup(json_is_true(json_object_get(match, "spm")) ? "SPM" : "-"),
+                                   g_strdup(json_is_true(json_object_get(match, "pool_connected")) ?
+                                            "connected" : "-"));
+        }
+        cli_table_print(t, stdout);
+        if (c->sds->len)
+                printf("\n");
+        for (guint i = 0; i < c->sds->len; i++) {
+                const struct cli_sd *sd = c->sds->pdata[i];
+                g_autofree char *name = cli_printable(sd->name), *id = cli_printable(sd->id);
+
+                printf("%s  %s\n", name, id);
+        }
+        json_decref(hosts);
+        json_decref(dcs);
+        if (!healthy) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the cluster is not healthy");
+                return -1;
+        }
+        return 0;
+}

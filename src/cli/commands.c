@@ -1,0 +1,677 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Inventory listings and disk actions over the REST API. */
+#include <string.h>
+
+#include "cli.h"
+#include "uuid.h"
+
+static int cli_setup(struct cli_ctx *ctx, int *argc, char ***argv, const GOptionEntry *entries,
+                     const char *params, int nargs, const char *what, struct cli_engine **ret_engine,
+                     GError **error)
+{
+        if (cli_parse_options(ctx, argc, argv, entries, params, NULL, error) < 0)
+                return -1;
+        if (cli_expect_args(*argc, nargs, what, error) < 0)
+                return -1;
+        return cli_ctx_engine(ctx, ret_engine, error);
+}
+
+/* Finds an element of `key` at `path` whose id or name is `arg`. */
+static int cli_resolve(struct cli_engine *e, const char *path, const char *key, const char *what,
+                       const char *arg, json_t **ret_item, GError **error)
+{
+        json_t *list = NULL, *item, *found = NULL;
+        unsigned named = 0;
+        size_t i;
+
+        if (!fy_uuid_is_valid(arg) && cli_check_name(what, arg, error) < 0)
+                return -1;
+        if (cli_engine_get_list(e, path, key, &list, error) < 0)
+                return -1;
+        json_array_foreach(list, i, item) {
+                const char *id = json_string_value(json_object_get(item, "id"));
+                const char *name = json_string_value(json_object_get(item, "name"));
+
+                if (id && g_ascii_strcasecmp(id, arg) == 0) {
+                        found = item;
+                        named = 1;
+                        break;
+                }
+                if (name && strcmp(name, arg) == 0) {
+                        found = item;
+                        named++;
+                }
+        }
+        if (found && named == 1)
+                *ret_item = json_incref(found);
+        json_decref(list);
+        if (named == 1)
+                return 0;
+
+        g_autofree char *safe = cli_printable(arg);
+        if (named == 0)
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "no %s '%s'", what, safe);
+        else
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "%u %ss are named '%s': give the id", named,
+                            what, safe);
+        return -1;
+}
+
+static int cli_resolve_sd(struct cli_engine *e, const char *arg, char **ret_id, char **ret_name,
+                          GError **error)
+{
+        json_t *sd = NULL;
+        const char *id = NULL;
+
+        if (cli_resolve(e, "/api/storagedomains", "storagedomains", "storage domain", arg, &sd, error) < 0)
+                return -1;
+        if (json_unpack(sd, "{s:s}", "id", &id) < 0 || !fy_uuid_is_valid(id)) {
+                json_decref(sd);
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine sent a storage domain without an id");
+                return -1;
+        }
+        *ret_id = g_strdup(id);
+        if (ret_name)
+                *ret_name = cli_json_text(sd, "name");
+        json_decref(sd);
+        return 0;
+}
+
+/* A disk by id (GET /api/disks/{id}) or by name (from the list). */
+static int cli_resolve_disk(struct cli_engine *e, const char *arg, json_t **ret_disk, GError **error)
+{
+        json_t *disk = NULL;
+        const char *id;
+
+        if (fy_uuid_is_valid(arg)) {
+                g_autofree char *path = g_strdup_printf("/api/disks/%s", arg);
+
+                return cli_engine_get(e, path, ret_disk, error);
+        }
+        if (cli_resolve(e, "/api/disks", "disks", "disk", arg, &disk, error) < 0)
+                return -1;
+        id = json_string_value(json_object_get(disk, "id"));
+        if (!id || !fy_uuid_is_valid(id)) {
+                json_decref(disk);
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine sent a disk without an id");
+                return -1;
+        }
+        *ret_disk = disk;
+        return 0;
+}
+
+/* Storage domain id → name, for tables. */
+static GHashTable *cli_sd_names(struct cli_engine *e)
+{
+        GHashTable *names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        g_autoptr(GError) error = NULL;
+        json_t *list = NULL, *sd;
+        size_t i;
+
+        if (cli_engine_get_list(e, "/api/storagedomains", "storagedomains", &list, &error) < 0)
+                return names;
+        json_array_foreach(list, i, sd) {
+                const char *id = json_string_value(json_object_get(sd, "id"));
+
+                if (id)
+                        g_hash_table_replace(names, g_strdup(id), cli_json_text(sd, "name"));
+        }
+        json_decref(list);
+        return names;
+}
+
+static char *cli_disk_domains(const json_t *disk, GHashTable *names)
+{
+        const json_t *sds = json_object_get(disk, "storage_domains");
+        g_autoptr(GString) out = g_string_new(NULL);
+        const json_t *sd;
+        size_t i;
+
+        json_array_foreach(sds, i, sd) {
+                const char *id = json_string_value(json_object_get(sd, "id"));
+                const char *name = id && names ? g_hash_table_lookup(names, id) : NULL;
+                g_autofree char *text = name ? g_strdup(name) : cli_printable(id ? id : "?");
+
+                if (out->len)
+                        g_string_append_c(out, ',');
+                g_string_append(out, text);
+        }
+        return out->len ? g_string_free(g_steal_pointer(&out), FALSE) : g_strdup("-");
+}
+
+static char *cli_progress_text(const json_t *obj)
+{
+        double p = cli_json_number(obj, "progress", -1);
+
+        return p < 0 ? g_strdup("-") : g_strdup_printf("%.0f%%", p);
+}
+
+int cli_host_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autoptr(cli_engine) e = NULL;
+        g_autoptr(cli_table) t = NULL;
+        json_t *list = NULL, *h;
+        size_t i;
+
+        if (cli_setup(ctx, &argc, &argv, NULL, NULL, 0, NULL, &e, error) < 0)
+                return -1;
+        if (ctx->json) {
+                json_t *json = NULL;
+
+                if (cli_engine_get(e, "/api/hosts", &json, error) < 0)
+                        return -1;
+                cli_print_json(json);
+                json_decref(json);
+                return 0;
+        }
+        if (cli_engine_get_list(e, "/api/hosts", "hosts", &list, error) < 0)
+                return -1;
+        t = cli_table_new("NAME", "ID", "STATUS", "SPM", "POOL", "ADDRESS", "JOBS", "COPY RATE", NULL);
+        json_array_foreach(list, i, h) {
+                const json_t *stats = json_object_get(h, "stats");
+                g_autofree char *addr = cli_json_text(h, "address"), *port = cli_json_text(h, "port");
+                char *rate = g_strdup("-"), *jobs = g_strdup("-");
+
+                if (json_is_object(stats)) {
+                        g_autofree char *running = cli_json_text(stats, "jobs_running");
+                        g_autofree char *limit = cli_json_text(stats, "job_limit");
+                        json_t *r = json_object_get(stats, "copy_rate");
+
+                        g_free(jobs);
+                        jobs = g_strdup_printf("%s/%s", running, limit);
+                        if (json_is_integer(r) && json_integer_value(r) >= 0) {
+                                g_autofree char *size = g_format_size_full((guint64) json_integer_value(r),
+                                                                           G_FORMAT_SIZE_IEC_UNITS);
+
+                                g_free(rate);
+                                rate = g_strdup_printf("%s/s", size);
+                        }
+                }
+                cli_table_add_take(t, cli_json_text(h, "name"), cli_json_text(h, "id"),
+                                   cli_json_text(h, "status"),
+                                   g_strdup(json_is_true(json_object_get(h, "spm")) ? "SPM" : "-"),
+                                   g_strdup(json_is_true(json_object_get(h, "pool_connected")) ?
+                                            "connected" : "-"),
+                                   g_strdup_printf("%s:%s", addr, port), jobs, rate);
+        }
+        json_decref(list);
+        cli_table_print(t, stdout);
+        return 0;
+}
+
+int cli_sd_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autoptr(cli_engine) e = NULL;
+        g_autoptr(cli_table) t = NULL;
+        json_t *list = NULL, *sd;
+        size_t i;
+
+        if (cli_setup(ctx, &argc, &argv, NULL, NULL, 0, NULL, &e, error) < 0)
+                return -1;
+        if (ctx->json) {
+                json_t *json = NULL;
+
+                if (cli_engine_get(e, "/api/storagedomains", &json, error) < 0)
+                        return -1;
+                cli_print_json(json);
+                json_decref(json);
+                return 0;
+        }
+        if (cli_engine_get_list(e, "/api/storagedomains", "storagedomains", &list, error) < 0)
+                return -1;
+        t = cli_table_new("NAME", "ID", "STATUS", "MASTER", "AVAILABLE", "USED", "PATH", NULL);
+        json_array_foreach(list, i, sd) {
+                cli_table_add_take(t, cli_json_text(sd, "name"), cli_json_text(sd, "id"),
+                                   cli_json_text(sd, "status"),
+                                   g_strdup(json_is_true(json_object_get(sd, "master")) ? "master" : "-"),
+                                   cli_format_bytes(sd, "available"), cli_format_bytes(sd, "used"),
+                                   cli_json_text(sd, "path"));
+        }
+        json_decref(list);
+        cli_table_print(t, stdout);
+        return 0;
+}
+
+int cli_disk_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autoptr(cli_engine) e = NULL;
+        g_autoptr(cli_table) t = NULL;
+        g_autoptr(GHashTable) names = NULL;
+        json_t *list = NULL, *d;
+        size_t i;
+
+        if (cli_setup(ctx, &argc, &argv, NULL, NULL, 0, NULL, &e, error) < 0)
+                return -1;
+        if (ctx->json) {
+                json_t *json = NULL;
+
+                if (cli_engine_get(e, "/api/disks", &json, error) < 0)
+                        return -1;
+                cli_print_json(json);
+                json_decref(json);
+                return 0;
+        }
+        if (cli_engine_get_list(e, "/api/disks", "disks", &list, error) < 0)
+                return -1;
+        names = cli_sd_names(e);
+        t = cli_table_new("NAME", "ID", "STATUS", "PROGRESS", "FORMAT", "SPARSE", "SIZE", "ACTUAL",
+                          "DOMAINS", NULL);
+        json_array_foreach(list, i, d) {
+                cli_table_add_take(t, cli_json_text(d, "name"), cli_json_text(d, "id"),
+                                   cli_json_text(d, "status"), cli_progress_text(d),
+                                   cli_json_text(d, "format"), cli_json_text(d, "sparse"),
+                                   cli_format_bytes(d, "provisioned_size"), cli_format_bytes(d, "actual_size"),
+                                   cli_disk_domains(d, names));
+        }
+        json_decref(list);
+        cli_table_print(t, stdout);
+        return 0;
+}
+
+static void cli_print_field(const char *label, char *value)
+{
+        printf("%-16s %s\n", label, value);
+        g_free(value);
+}
+
+int cli_disk_show(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autoptr(cli_engine) e = NULL;
+        g_autoptr(cli_table) t = NULL;
+        g_autoptr(GHashTable) names = NULL;
+        json_t *disk = NULL, *v;
+        size_t i;
+
+        if (cli_setup(ctx, &argc, &argv, NULL, "DISK", 1, "DISK (an id or a name)", &e, error) < 0)
+                return -1;
+        if (cli_resolve_disk(e, argv[1], &disk, error) < 0)
+                return -1;
+        if (ctx->json) {
+                cli_print_json(disk);
+                json_decref(disk);
+                return 0;
+        }
+        names = cli_sd_names(e);
+        cli_print_field("name:", cli_json_text(disk, "name"));
+        cli_print_field("id:", cli_json_text(disk, "id"));
+        cli_print_field("status:", cli_json_text(disk, "status"));
+        if (json_object_get(disk, "progress"))
+                cli_print_field("progress:", cli_progress_text(disk));
+        if (json_object_get(disk, "job"))
+                cli_print_field("job:", cli_json_text2(disk, "job", "id"));
+        cli_print_field("format:", cli_json_text(disk, "format"));
+        cli_print_field("sparse:", cli_json_text(disk, "sparse"));
+        cli_print_field("size:", cli_format_bytes(disk, "provisioned_size"));
+        cli_print_field("actual size:", cli_format_bytes(disk, "actual_size"));
+        cli_print_field("storage domains:", cli_disk_domains(disk, names));
+
+        t = cli_table_new("VOLUME", "PARENT", "FORMAT", "LEGALITY", "GENERATION", "CAPACITY", NULL);
+        json_array_foreach(json_object_get(disk, "volumes"), i, v) {
+                cli_table_add_take(t, cli_json_text(v, "id"), cli_json_text(v, "parent"),
+                                   cli_json_text(v, "format"), cli_json_text(v, "legality"),
+                                   cli_json_text(v, "generation"), cli_format_bytes(v, "capacity"));
+        }
+        printf("\n");
+        cli_table_print(t, stdout);
+        json_decref(disk);
+        return 0;
+}
+
+int cli_job_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autoptr(cli_engine) e = NULL;
+        g_autoptr(cli_table) t = NULL;
+        json_t *list = NULL, *j;
+        size_t i;
+
+        if (cli_setup(ctx, &argc, &argv, NULL, NULL, 0, NULL, &e, error) < 0)
+                return -1;
+        if (ctx->json) {
+                json_t *json = NULL;
+
+                if (cli_engine_get(e, "/api/jobs", &json, error) < 0)
+                        return -1;
+                cli_print_json(json);
+                json_decref(json);
+                return 0;
+        }
+        if (cli_engine_get_list(e, "/api/jobs", "jobs", &list, error) < 0)
+                return -1;
+        t = cli_table_new("ID", "STATUS", "PROGRESS", "STARTED", "DESCRIPTION", NULL);
+        json_array_foreach(list, i, j) {
+                double start = cli_json_number(j, "start_time", -1);
+                char *started = NULL;
+
+                if (start >= 0) {
+                        g_autoptr(GDateTime) dt = g_date_time_new_from_unix_local((gint64) start);
+
+                        started = dt ? g_date_time_format(dt, "%Y-%m-%d %H:%M:%S") : NULL;
+                }
+                cli_table_add_take(t, cli_json_text(j, "id"), cli_json_text(j, "status"), cli_progress_text(j),
+                                   started, cli_json_text(j, "description"));
+        }
+        json_decref(list);
+        cli_table_print(t, stdout);
+        return 0;
+}
+
+static int cli_get_steps(struct cli_engine *e, const char *job_id, json_t **ret_steps, GError **error)
+{
+        g_autofree char *path = g_strdup_printf("/api/jobs/%s/steps", job_id);
+
+        return cli_engine_get_list(e, path, "steps", ret_steps, error);
+}
+
+int cli_job_show(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autoptr(cli_engine) e = NULL;
+        g_autoptr(cli_table) t = NULL;
+        g_autofree char *path = NULL;
+        json_t *job = NULL, *steps = NULL, *s;
+        size_t i;
+
+        if (cli_setup(ctx, &argc, &argv, NULL, "JOB", 1, "JOB (a job id)", &e, error) < 0)
+                return -1;
+        if (cli_check_uuid("job id", argv[1], error) < 0)
+                return -1;
+        path = g_strdup_printf("/api/jobs/%s", argv[1]);
+        if (cli_engine_get(e, path, &job, error) < 0)
+                return -1;
+        if (cli_get_steps(e, argv[1], &steps, error) < 0) {
+                json_decref(job);
+                return -1;
+        }
+        if (ctx->json) {
+                json_object_set_new(job, "steps", steps);
+                cli_print_json(job);
+                json_decref(job);
+                return 0;
+        }
+        cli_print_field("id:", cli_json_text(job, "id"));
+        cli_print_field("description:", cli_json_text(job, "description"));
+        cli_print_field("status:", cli_json_text(job, "status"));
+        cli_print_field("progress:", cli_progress_text(job));
+        t = cli_table_new("TYPE", "STATUS", "PROGRESS", "HOST", "DESCRIPTION", NULL);
+        json_array_foreach(steps, i, s) {
+                cli_table_add_take(t, cli_json_text(s, "type"), cli_json_text(s, "status"), cli_progress_text(s),
+                                   cli_json_text2(s, "execution_host", "name"), cli_json_text(s, "description"));
+        }
+        printf("\n");
+        cli_table_print(t, stdout);
+        json_decref(steps);
+        json_decref(job);
+        return 0;
+}
+
+/* The job id of an action's 202 answer {"job": {"id"}}. */
+static int cli_action_job(const json_t *answer, const char **ret_job, GError **error)
+{
+        const char *id = NULL;
+
+        if (json_unpack((json_t *) answer, "{s:{s:s}}", "job", "id", &id) < 0 || !fy_uuid_is_valid(id)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine's answer has no job id");
+                return -1;
+        }
+        *ret_job = id;
+        return 0;
+}
+
+/* After an action: print what started, then wait if asked. */
+static int cli_action_done(struct cli_ctx *ctx, struct cli_engine *e, json_t *answer, const char *what,
+                           const char *disk_id, bool wait, bool show_hosts, GError **error)
+{
+        const char *job_id;
+
+        if (cli_action_job(answer, &job_id, error) < 0)
+                return -1;
+        if (ctx->json && !wait)
+                cli_print_json(answer);
+        else if (!ctx->json)
+                printf("%s: job %s\n", what, job_id);
+        if (!wait)
+                return 0;
+        return cli_wait_job(ctx, e, job_id, disk_id, show_hosts, error);
+}
+
+int cli_disk_create(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autofree char *name = NULL, *size_text = NULL, *sd_arg = NULL, *format = NULL;
+        g_autofree char *sd_id = NULL, *what = NULL, *safe_name = NULL;
+        gboolean sparse = FALSE, prealloc = FALSE, wait = FALSE;
+        gint volumes = 0;
+        const GOptionEntry entries[] = {
+                { "name", 0, 0, G_OPTION_ARG_STRING, &name, "Disk name (1-64 characters)", "N" },
+                { "size", 0, 0, G_OPTION_ARG_STRING, &size_text, "Provisioned size, e.g. 1G, 512M", "SIZE" },
+                { "sd", 0, 0, G_OPTION_ARG_STRING, &sd_arg, "Storage domain (name or id)", "SD" },
+                { "format", 0, 0, G_OPTION_ARG_STRING, &format, "raw (default) or cow", "FORMAT" },
+                { "sparse", 0, 0, G_OPTION_ARG_NONE, &sparse, "Thin provisioned (default)", NULL },
+                { "preallocated", 0, 0, G_OPTION_ARG_NONE, &prealloc, "Allocate all space now", NULL },
+                { "volumes", 0, 0, G_OPTION_ARG_INT, &volumes, "A chain of N qcow2 volumes (1-16)", "N" },
+                { "wait", 0, 0, G_OPTION_ARG_NONE, &wait, "Wait for the job, showing progress", NULL },
+                G_OPTION_ENTRY_NULL
+        };
+        g_autoptr(cli_engine) e = NULL;
+        json_t *body, *answer = NULL;
+        const char *disk_id = NULL;
+        uint64_t size;
+        int r;
+
+        if (cli_setup(ctx, &argc, &argv, entries, NULL, 0, NULL, &e, error) < 0)
+                return -1;
+        if (!name || !size_text || !sd_arg) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "--name, --size and --sd are required");
+                return -1;
+        }
+        if (cli_check_name("--name", name, error) < 0 || cli_parse_size(size_text, &size, error) < 0)
+                return -1;
+        if (sparse && prealloc) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "--sparse and --preallocated exclude each other");
+                return -1;
+        }
+        if (volumes && (volumes < 1 || volumes > 16)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "--volumes must be between 1 and 16");
+                return -1;
+        }
+        if (!format)
+                format = g_strdup(volumes ? "cow" : "raw");
+        if (strcmp(format, "raw") != 0 && strcmp(format, "cow") != 0) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "--format must be raw or cow");
+                return -1;
+        }
+        if (volumes && strcmp(format, "cow") != 0) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "--volumes needs --format cow");
+                return -1;
+        }
+        if (cli_resolve_sd(e, sd_arg, &sd_id, NULL, error) < 0)
+                return -1;
+
+        body = json_pack("{s:s, s:I, s:s, s:b, s:{s:s}}", "name", name, "provisioned_size", (json_int_t) size,
+                         "format", format, "sparse", !prealloc, "storage_domain", "id", sd_id);
+        if (volumes)
+                json_object_set_new(body, "volumes", json_integer(volumes));
+        r = cli_engine_request(e, "POST", "/api/disks", body, &answer, error);
+        json_decref(body);
+        if (r < 0)
+                return -1;
+        if (json_unpack(answer, "{s:{s:s}}", "disk", "id", &disk_id) < 0 || !fy_uuid_is_valid(disk_id))
+                disk_id = NULL;
+        safe_name = cli_printable(name);
+        what = g_strdup_printf("creating disk %s (%s)", safe_name, disk_id ? disk_id : "?");
+        r = cli_action_done(ctx, e, answer, what, disk_id, wait, false, error);
+        json_decref(answer);
+        return r;
+}
+
+static int cli_disk_move_or_copy(struct cli_ctx *ctx, int argc, char **argv, bool copy, GError **error)
+{
+        g_autofree char *sd_arg = NULL, *name = NULL, *sd_id = NULL, *sd_name = NULL;
+        g_autofree char *path = NULL, *what = NULL, *disk_name = NULL;
+        gboolean wait = FALSE;
+        const GOptionEntry entries[] = {
+                { "sd", 0, 0, G_OPTION_ARG_STRING, &sd_arg, "Destination storage domain (name or id)", "SD" },
+                { "wait", 0, 0, G_OPTION_ARG_NONE, &wait, "Wait for the job, showing progress", NULL },
+                { "name", 0, 0, G_OPTION_ARG_STRING, &name, "Name of the copy", "N" },
+                G_OPTION_ENTRY_NULL
+        };
+        GOptionEntry move_entries[3];
+        g_autoptr(cli_engine) e = NULL;
+        json_t *disk = NULL, *body, *answer = NULL;
+        const char *disk_id, *result_id = NULL;
+        int r;
+
+        /* move has no --name */
+        memcpy(move_entries, entries, sizeof(move_entries[0]) * 2);
+        move_entries[2] = (GOptionEntry) G_OPTION_ENTRY_NULL;
+        if (cli_setup(ctx, &argc, &argv, copy ? entries : move_entries, "DISK", 1, "DISK (an id or a name)",
+                      &e, error) < 0)
+                return -1;
+        if (!sd_arg) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "--sd is required");
+                return -1;
+        }
+        if (name && cli_check_name("--name", name, error) < 0)
+                return -1;
+        if (cli_resolve_disk(e, argv[1], &disk, error) < 0)
+                return -1;
+        disk_id = json_string_value(json_object_get(disk, "id"));
+        if (!disk_id || !fy_uuid_is_valid(disk_id)) {
+                json_decref(disk);
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine sent a disk without an id");
+                return -1;
+        }
+        disk_name = cli_json_text(disk, "name");
+        path = g_strdup_printf("/api/disks/%s/%s", disk_id, copy ? "copy" : "move");
+        if (cli_resolve_sd(e, sd_arg, &sd_id, &sd_name, error) < 0) {
+                json_decref(disk);
+                return -1;
+        }
+
+        body = json_pack("{s:{s:s}}", "storage_domain", "id", sd_id);
+        if (name)
+                json_object_set_new(body, "name", json_string(name));
+        r = cli_engine_request(e, "POST", path, body, &answer, error);
+        json_decref(body);
+        if (r < 0) {
+                json_decref(disk);
+                return -1;
+        }
+        if (copy) {
+                if (json_unpack(answer, "{s:{s:s}}", "disk", "id", &result_id) < 0 || !fy_uuid_is_valid(result_id))
+                        result_id = NULL;
+                what = g_strdup_printf("copying disk %s to %s as %s", disk_name, sd_name,
+                                       result_id ? result_id : "?");
+        } else {
+                result_id = disk_id;
+                what = g_strdup_printf("moving disk %s to %s", disk_name, sd_name);
+        }
+        r = cli_action_done(ctx, e, answer, what, result_id, wait, true, error);
+        json_decref(answer);
+        json_decref(disk);
+        return r;
+}
+
+int cli_disk_move(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        return cli_disk_move_or_copy(ctx, argc, argv, false, error);
+}
+
+int cli_disk_copy(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        return cli_disk_move_or_copy(ctx, argc, argv, true, error);
+}
+
+static int cli_check_option_name(const char *name, GError **error)
+{
+        size_t len = strlen(name);
+
+        if (len < 1 || len > CLI_NAME_MAX) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "option names are 1 to %d characters", CLI_NAME_MAX);
+                return -1;
+        }
+        for (const char *p = name; *p; p++) {
+                if (!g_ascii_isalnum(*p) && *p != '_' && *p != '-' && *p != '.') {
+                        g_autofree char *safe = cli_printable(name);
+
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "invalid option name '%s'", safe);
+                        return -1;
+                }
+        }
+        return 0;
+}
+
+static void cli_print_option(struct cli_ctx *ctx, json_t *option, const char *name)
+{
+        if (ctx->json) {
+                cli_print_json(option);
+                return;
+        }
+        g_autofree char *n = json_object_get(option, "name") ? cli_json_text(option, "name") : cli_printable(name);
+        const json_t *v = json_object_get(option, "value");
+        g_autofree char *value = NULL;
+
+        if (json_is_boolean(v))
+                value = g_strdup(json_is_true(v) ? "true" : "false");
+        else
+                value = cli_json_text(option, "value");
+        printf("%s = %s\n", n, value);
+}
+
+int cli_config_get(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autoptr(cli_engine) e = NULL;
+        g_autofree char *path = NULL;
+        json_t *option = NULL;
+
+        if (cli_setup(ctx, &argc, &argv, NULL, "NAME", 1, "NAME (e.g. DataOperationsByHSM)", &e, error) < 0)
+                return -1;
+        if (cli_check_option_name(argv[1], error) < 0)
+                return -1;
+        path = g_strdup_printf("/api/options/%s", argv[1]);
+        if (cli_engine_get(e, path, &option, error) < 0)
+                return -1;
+        cli_print_option(ctx, option, argv[1]);
+        json_decref(option);
+        return 0;
+}
+
+/* "true"/"false" → boolean, an integer → number, anything else → string. */
+static json_t *cli_option_value(const char *text)
+{
+        gint64 n;
+
+        if (g_ascii_strcasecmp(text, "true") == 0)
+                return json_true();
+        if (g_ascii_strcasecmp(text, "false") == 0)
+                return json_false();
+        if (g_ascii_string_to_signed(text, 10, G_MININT64, G_MAXINT64, &n, NULL))
+                return json_integer(n);
+        return json_string(text);
+}
+
+int cli_config_set(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autoptr(cli_engine) e = NULL;
+        g_autofree char *path = NULL;
+        json_t *body, *option = NULL, *value;
+        int r;
+
+        if (cli_setup(ctx, &argc, &argv, NULL, "NAME VALUE", 2, "NAME and VALUE", &e, error) < 0)
+                return -1;
+        if (cli_check_option_name(argv[1], error) < 0)
+                return -1;
+        if (strlen(argv[2]) > 4096 || !g_utf8_validate(argv[2], -1, NULL)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "VALUE must be UTF-8 text of at most 4096 bytes");
+                return -1;
+        }
+        value = cli_option_value(argv[2]);
+        body = json_pack("{s:o}", "value", value);
+        path = g_strdup_printf("/api/options/%s", argv[1]);
+        r = cli_engine_request(e, "PUT", path, body, &option, error);
+        json_decref(body);
+        if (r < 0)
+                return -1;
+        if (option)
+                cli_print_option(ctx, option, argv[1]);
+        json_decref(option);
+        return 0;
+}

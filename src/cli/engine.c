@@ -1,0 +1,205 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The engine's REST API over libsoup 3, synchronous: one request at a time. */
+#include <string.h>
+#include <libsoup/soup.h>
+
+#include "config.h"
+#include "cli.h"
+
+/* A request that gets no answer in this time fails rather than hang the shell. */
+#define CLI_HTTP_TIMEOUT_S 60
+
+struct cli_engine {
+        SoupSession *session;
+        char *url;
+        unsigned last_status;
+};
+
+struct cli_engine *cli_engine_new(const char *url, GError **error)
+{
+        g_autoptr(GUri) uri = NULL;
+        g_autoptr(GError) local = NULL;
+        struct cli_engine *e;
+        const char *scheme;
+        size_t len;
+
+        uri = g_uri_parse(url, G_URI_FLAGS_NONE, &local);
+        if (!uri) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "invalid engine URL '%s': %s", url,
+                            local->message);
+                return NULL;
+        }
+        scheme = g_uri_get_scheme(uri);
+        if ((g_ascii_strcasecmp(scheme, "http") != 0 && g_ascii_strcasecmp(scheme, "https") != 0) ||
+            !g_uri_get_host(uri) || !*g_uri_get_host(uri) || g_uri_get_query(uri) || g_uri_get_fragment(uri)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE,
+                            "invalid engine URL '%s': expected http://HOST[:PORT] or https://HOST[:PORT]", url);
+                return NULL;
+        }
+
+        e = g_new0(struct cli_engine, 1);
+        e->url = g_strdup(url);
+        len = strlen(e->url);
+        while (len > 0 && e->url[len - 1] == '/')
+                e->url[--len] = '\0';
+        e->session = soup_session_new_with_options("timeout", CLI_HTTP_TIMEOUT_S,
+                                                   "user-agent", "ferry/" FERRY_VERSION, NULL);
+        return e;
+}
+
+void cli_engine_free(struct cli_engine *e)
+{
+        if (!e)
+                return;
+        g_clear_object(&e->session);
+        g_free(e->url);
+        g_free(e);
+}
+
+const char *cli_engine_url(const struct cli_engine *e)
+{
+        return e->url;
+}
+
+unsigned cli_engine_last_status(const struct cli_engine *e)
+{
+        return e->last_status;
+}
+
+static int cli_read_body(GInputStream *in, GByteArray *body, GError **error)
+{
+        guint8 buf[16384];
+
+        for (;;) {
+                gssize n = g_input_stream_read(in, buf, sizeof(buf), NULL, error);
+
+                if (n < 0)
+                        return -1;
+                if (n == 0)
+                        return 0;
+                if (body->len + (gsize) n > CLI_MAX_RESPONSE) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
+                                    "the engine's answer is larger than %u MiB", CLI_MAX_RESPONSE >> 20);
+                        return -1;
+                }
+                g_byte_array_append(body, buf, (guint) n);
+        }
+}
+
+/* The engine's {"fault": {"reason", "detail"}} as "REASON: DETAIL". */
+static char *cli_fault_message(const json_t *json, unsigned status, const char *phrase)
+{
+        const char *reason = NULL, *detail = NULL;
+        g_autofree char *r = NULL, *d = NULL;
+
+        if (json && json_unpack((json_t *) json, "{s:{s?s,s?s}}", "fault", "reason", &reason,
+                                "detail", &detail) == 0 && (reason || detail)) {
+                r = cli_printable(reason ? reason : "error");
+                if (!detail || !*detail)
+                        return g_steal_pointer(&r);
+                d = cli_printable(detail);
+                return g_strdup_printf("%s: %s", r, d);
+        }
+        return g_strdup_printf("HTTP %u %s", status, phrase ? phrase : "");
+}
+
+int cli_engine_request(struct cli_engine *e, const char *method, const char *path, json_t *body,
+                       json_t **ret_json, GError **error)
+{
+        g_autofree char *uri = g_strconcat(e->url, path, NULL);
+        g_autoptr(SoupMessage) msg = NULL;
+        g_autoptr(GInputStream) in = NULL;
+        g_autoptr(GByteArray) data = g_byte_array_new();
+        g_autoptr(GError) local = NULL;
+        json_t *json = NULL;
+        json_error_t jerr;
+        unsigned status;
+
+        e->last_status = 0;
+        msg = soup_message_new(method, uri);
+        if (!msg) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "invalid engine URL '%s'", uri);
+                return -1;
+        }
+        soup_message_headers_append(soup_message_get_request_headers(msg), "Accept", "application/json");
+        if (body) {
+                char *text = json_dumps(body, JSON_COMPACT);
+                g_autoptr(GBytes) bytes = NULL;
+
+                if (!text) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "out of memory");
+                        return -1;
+                }
+                bytes = g_bytes_new(text, strlen(text));
+                free(text);
+                soup_message_set_request_body_from_bytes(msg, "application/json", bytes);
+        }
+
+        in = soup_session_send(e->session, msg, NULL, &local);
+        if (!in || cli_read_body(in, data, &local) < 0) {
+                if (local->domain == CLI_ERROR)
+                        g_propagate_error(error, g_steal_pointer(&local));
+                else
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_UNREACHABLE,
+                                    "cannot reach the engine at %s: %s", e->url, local->message);
+                return -1;
+        }
+        status = soup_message_get_status(msg);
+        e->last_status = status;
+
+        if (data->len > 0) {
+                json = json_loadb((const char *) data->data, data->len, JSON_REJECT_DUPLICATES, &jerr);
+                if (!json && status < 400) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
+                                    "the engine's answer to %s %s is not JSON: %s", method, path, jerr.text);
+                        return -1;
+                }
+        }
+        if (status >= 400) {
+                g_autofree char *message = cli_fault_message(json, status, soup_message_get_reason_phrase(msg));
+
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAULT, "%s", message);
+                json_decref(json);
+                return -1;
+        }
+        if (ret_json)
+                *ret_json = json;
+        else
+                json_decref(json);
+        return 0;
+}
+
+int cli_engine_get(struct cli_engine *e, const char *path, json_t **ret_json, GError **error)
+{
+        json_t *json = NULL;
+
+        if (cli_engine_request(e, "GET", path, NULL, &json, error) < 0)
+                return -1;
+        if (!json_is_object(json)) {
+                json_decref(json);
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine's answer to GET %s is not an object",
+                            path);
+                return -1;
+        }
+        *ret_json = json;
+        return 0;
+}
+
+int cli_engine_get_list(struct cli_engine *e, const char *path, const char *key, json_t **ret_array,
+                        GError **error)
+{
+        json_t *json = NULL, *array;
+
+        if (cli_engine_get(e, path, &json, error) < 0)
+                return -1;
+        array = json_object_get(json, key);
+        if (!json_is_array(array)) {
+                json_decref(json);
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine's answer to GET %s has no '%s' list",
+                            path, key);
+                return -1;
+        }
+        *ret_array = json_incref(array);
+        json_decref(json);
+        return 0;
+}

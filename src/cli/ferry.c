@@ -1,0 +1,265 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* ferry: command words, global options, exit codes. */
+#include <errno.h>
+#include <locale.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "cli.h"
+
+G_DEFINE_QUARK(ferry-cli-error-quark, cli_error)
+
+struct cli_command {
+        const char *group;
+        const char *verb;
+        int (*run)(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+        const char *usage;
+};
+
+static const struct cli_command cli_commands[] = {
+        { "host", "list", cli_host_list, "host list" },
+        { "sd", "list", cli_sd_list, "sd list" },
+        { "disk", "list", cli_disk_list, "disk list" },
+        { "disk", "show", cli_disk_show, "disk show DISK" },
+        { "disk", "create", cli_disk_create,
+          "disk create --name N --size SIZE --sd SD [--format raw|cow] [--sparse|--preallocated] [--volumes N] [--wait]" },
+        { "disk", "move", cli_disk_move, "disk move DISK --sd SD [--wait]" },
+        { "disk", "copy", cli_disk_copy, "disk copy DISK --sd SD [--name N] [--wait]" },
+        { "job", "list", cli_job_list, "job list" },
+        { "job", "show", cli_job_show, "job show JOB" },
+        { "config", "get", cli_config_get, "config get NAME" },
+        { "config", "set", cli_config_set, "config set NAME VALUE" },
+        { "cluster", "up", cli_cluster_up, "cluster up [--dir DIR] [--hosts N] [--domains M]" },
+        { "cluster", "down", cli_cluster_down, "cluster down [--dir DIR]" },
+        { "cluster", "status", cli_cluster_status, "cluster status [--dir DIR]" },
+};
+
+static void cli_usage(FILE *out)
+{
+        fputs("Usage: ferry [--engine URL] [--json] COMMAND...\n"
+              "\n"
+              "Manages disks of a Ferry installation through the engine's REST API,\n"
+              "and starts a local development cluster.\n"
+              "\n"
+              "Commands:\n", out);
+        for (size_t i = 0; i < G_N_ELEMENTS(cli_commands); i++)
+                fprintf(out, "  ferry %s\n", cli_commands[i].usage);
+        fputs("\n"
+              "DISK and SD are an id or a name; SIZE is bytes or a number with K, M, G or T\n"
+              "(powers of 1024), e.g. 512M.\n"
+              "\n"
+              "Global options:\n"
+              "  --engine URL   the engine (else $FERRY_ENGINE_URL, else engine_url in\n"
+              "                 ./" CLI_DEFAULT_CLUSTER_DIR "/cluster.json, else " CLI_DEFAULT_ENGINE_URL ")\n"
+              "  --json         print the engine's JSON instead of tables\n"
+              "  --help         this text; COMMAND --help for a command's options\n"
+              "  --version      print the version\n"
+              "\n"
+              "Exit status: 0 success, 1 the operation or the job failed, 2 usage error\n"
+              "or the engine cannot be reached.\n", out);
+}
+
+static const GOptionEntry cli_global_entries_template[] = {
+        { "engine", 0, 0, G_OPTION_ARG_STRING, NULL, "Engine URL", "URL" },
+        { "json", 0, 0, G_OPTION_ARG_NONE, NULL, "Print JSON instead of tables", NULL },
+        G_OPTION_ENTRY_NULL
+};
+
+static void cli_global_entries(struct cli_ctx *ctx, GOptionEntry ret_entries[3])
+{
+        memcpy(ret_entries, cli_global_entries_template, sizeof(cli_global_entries_template));
+        ret_entries[0].arg_data = &ctx->engine_opt;
+        ret_entries[1].arg_data = &ctx->json;
+}
+
+int cli_parse_options(struct cli_ctx *ctx, int *argc, char ***argv, const GOptionEntry *entries,
+                      const char *params, const char *summary, GError **error)
+{
+        g_autoptr(GOptionContext) oc = NULL;
+        g_autofree char *param_string = g_strconcat(ctx->command, params ? " " : "", params, NULL);
+        GOptionEntry globals[3];
+        GError *local = NULL;
+
+        cli_global_entries(ctx, globals);
+        oc = g_option_context_new(param_string);
+        if (summary)
+                g_option_context_set_summary(oc, summary);
+        if (entries)
+                g_option_context_add_main_entries(oc, entries, NULL);
+        g_option_context_add_main_entries(oc, globals, NULL);
+        if (!g_option_context_parse(oc, argc, argv, &local)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "%s", local->message);
+                g_error_free(local);
+                return -1;
+        }
+        /* "--" is left in argv by GOption when it ends the options. */
+        for (int i = 1; i < *argc; i++) {
+                if (strcmp((*argv)[i], "--") == 0) {
+                        memmove(&(*argv)[i], &(*argv)[i + 1], (size_t) (*argc - i) * sizeof(char *));
+                        (*argc)--;
+                        break;
+                }
+        }
+        return 0;
+}
+
+int cli_expect_args(int argc, int n, const char *what, GError **error)
+{
+        if (argc - 1 < n) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "missing %s", what);
+                return -1;
+        }
+        if (argc - 1 > n) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "unexpected argument");
+                return -1;
+        }
+        return 0;
+}
+
+static int cli_engine_from_cluster_file(char **ret_url)
+{
+        g_autofree char *path = g_build_filename(CLI_DEFAULT_CLUSTER_DIR, "cluster.json", NULL);
+        g_autoptr(GError) error = NULL;
+        json_t *json = NULL;
+        const char *url = NULL;
+        int r;
+
+        if (!g_file_test(path, G_FILE_TEST_EXISTS))
+                return 0;
+        r = cli_read_json_file(path, 1024 * 1024, &json, &error);
+        if (r < 0) {
+                fprintf(stderr, "ferry: ignoring %s: %s\n", path, error->message);
+                return 0;
+        }
+        if (json_unpack(json, "{s:s}", "engine_url", &url) == 0)
+                *ret_url = g_strdup(url);
+        json_decref(json);
+        return 0;
+}
+
+int cli_ctx_engine(struct cli_ctx *ctx, struct cli_engine **ret_engine, GError **error)
+{
+        g_autofree char *url = NULL;
+        const char *env;
+
+        if (ctx->engine_opt)
+                url = g_strdup(ctx->engine_opt);
+        else if ((env = g_getenv("FERRY_ENGINE_URL")) && *env)
+                url = g_strdup(env);
+        else
+                cli_engine_from_cluster_file(&url);
+        if (!url)
+                url = g_strdup(CLI_DEFAULT_ENGINE_URL);
+
+        *ret_engine = cli_engine_new(url, error);
+        return *ret_engine ? 0 : -1;
+}
+
+static const struct cli_command *cli_find_command(const char *group, const char *verb, bool *ret_group_known)
+{
+        *ret_group_known = false;
+        for (size_t i = 0; i < G_N_ELEMENTS(cli_commands); i++) {
+                if (strcmp(cli_commands[i].group, group) != 0)
+                        continue;
+                *ret_group_known = true;
+                if (verb && strcmp(cli_commands[i].verb, verb) == 0)
+                        return &cli_commands[i];
+        }
+        return NULL;
+}
+
+static void cli_group_hint(const char *group)
+{
+        fprintf(stderr, "Commands of '%s':\n", group);
+        for (size_t i = 0; i < G_N_ELEMENTS(cli_commands); i++)
+                if (strcmp(cli_commands[i].group, group) == 0)
+                        fprintf(stderr, "  ferry %s\n", cli_commands[i].usage);
+}
+
+static int cli_exit_code(const GError *error)
+{
+        if (!error)
+                return EXIT_SUCCESS;
+        switch (error->code) {
+        case CLI_ERROR_UNREACHABLE:
+        case CLI_ERROR_USAGE:
+                return 2;
+        default:
+                return EXIT_FAILURE;
+        }
+}
+
+int main(int argc, char **argv)
+{
+        struct cli_ctx ctx = { 0 };
+        g_autoptr(GOptionContext) oc = NULL;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *command = NULL;
+        gboolean help = FALSE, version = FALSE;
+        const struct cli_command *cmd;
+        GOptionEntry entries[5];
+        bool group_known;
+        int r;
+
+        setlocale(LC_ALL, "");
+        g_set_prgname("ferry");
+
+        /* The leading global options, up to the first command word. */
+        cli_global_entries(&ctx, entries);
+        entries[2] = (GOptionEntry) { "help", 'h', 0, G_OPTION_ARG_NONE, &help, NULL, NULL };
+        entries[3] = (GOptionEntry) { "version", 0, 0, G_OPTION_ARG_NONE, &version, NULL, NULL };
+        entries[4] = (GOptionEntry) G_OPTION_ENTRY_NULL;
+        oc = g_option_context_new(NULL);
+        g_option_context_set_help_enabled(oc, FALSE);
+        g_option_context_set_strict_posix(oc, TRUE);
+        g_option_context_add_main_entries(oc, entries, NULL);
+        if (!g_option_context_parse(oc, &argc, &argv, &error)) {
+                fprintf(stderr, "ferry: %s\nTry 'ferry --help'.\n", error->message);
+                return 2;
+        }
+        if (help) {
+                cli_usage(stdout);
+                return EXIT_SUCCESS;
+        }
+        if (version) {
+                printf("ferry %s\n", FERRY_VERSION);
+                return EXIT_SUCCESS;
+        }
+        if (argc < 2) {
+                cli_usage(stderr);
+                return 2;
+        }
+
+        cmd = cli_find_command(argv[1], argc > 2 ? argv[2] : NULL, &group_known);
+        if (!cmd) {
+                if (!group_known) {
+                        fprintf(stderr, "ferry: unknown command '%s'\nTry 'ferry --help'.\n", argv[1]);
+                } else {
+                        if (argc > 2)
+                                fprintf(stderr, "ferry: unknown command '%s %s'\n", argv[1], argv[2]);
+                        else
+                                fprintf(stderr, "ferry: '%s' needs a command\n", argv[1]);
+                        cli_group_hint(argv[1]);
+                }
+                return 2;
+        }
+
+        /* argv[0] of the command is "ferry GROUP VERB"; options follow. */
+        command = g_strdup_printf("%s %s", cmd->group, cmd->verb);
+        ctx.command = command;
+        argv[2] = argv[0];
+        r = cmd->run(&ctx, argc - 2, argv + 2, &error);
+        g_free(ctx.engine_opt);
+        if (r >= 0 && !error)
+                return EXIT_SUCCESS;
+        if (!error) {
+                fprintf(stderr, "ferry: %s failed\n", command);
+                return EXIT_FAILURE;
+        }
+        fprintf(stderr, "ferry: %s\n", error->message);
+        if (error->code == CLI_ERROR_USAGE)
+                fprintf(stderr, "Try 'ferry %s --help'.\n", command);
+        return cli_exit_code(error);
+}
