@@ -10,6 +10,7 @@
 #include "error.h"
 #include "jobs.h"
 #include "lease.h"
+#include "locks.h"
 #include "sdm.h"
 #include "storage.h"
 #include "uuid.h"
@@ -225,21 +226,43 @@ static void sd_create(struct fy_rpc_call *call, json_t *params, void *userdata)
 
 typedef json_t *(*sd_query_fn)(struct agent *a, const char *sd, GError **error);
 
+/* A read of storage for a verb; runs in a worker thread (storage and sanlock I/O can block for io_timeout). */
+struct query_args {
+        sd_query_fn sd_fn;             /* one domain: fn(sd) */
+        char *sd;
+        char *img;                     /* StorageDomain.getVolumes: optional image */
+        struct agent_volref ref;       /* Volume.getInfo */
+};
+
+static void query_args_free(void *data)
+{
+        struct query_args *q = data;
+
+        g_free(q->sd);
+        g_free(q->img);
+        g_free(q);
+}
+
+static json_t *sd_query_blocking(struct agent *a, void *data, GError **error)
+{
+        struct query_args *q = data;
+
+        return q->sd_fn(a, q->sd, error);
+}
+
 /* Verbs that read one storage domain: validate the id, answer with fn's result. */
 static void sd_query(struct agent *a, struct fy_rpc_call *call, json_t *params, sd_query_fn fn)
 {
         g_autoptr(GError) error = NULL;
-        g_autofree char *sd_lower = NULL;
         const char *sd = NULL;
-        json_t *result;
+        struct query_args *q;
 
         if (fy_rpc_param_uuid(params, "storagedomainID", true, &sd, &error) < 0)
                 FAIL(call, error);
-        sd_lower = g_ascii_strdown(sd, -1);
-        result = fn(a, sd_lower, &error);
-        if (!result)
-                FAIL(call, error);
-        fy_rpc_call_return(call, result);
+        q = g_new0(struct query_args, 1);
+        q->sd_fn = fn;
+        q->sd = g_ascii_strdown(sd, -1);
+        run_blocking(a, call, sd_query_blocking, q, query_args_free);
 }
 
 static void sd_get_info(struct fy_rpc_call *call, json_t *params, void *userdata)
@@ -252,23 +275,27 @@ static void sd_get_stats(struct fy_rpc_call *call, json_t *params, void *userdat
         sd_query(userdata, call, params, agent_sd_stats);
 }
 
+static json_t *sd_volumes_blocking(struct agent *a, void *data, GError **error)
+{
+        struct query_args *q = data;
+
+        return agent_sd_volumes(a, q->sd, q->img, error);
+}
+
 static void sd_get_volumes(struct fy_rpc_call *call, json_t *params, void *userdata)
 {
         struct agent *a = userdata;
         g_autoptr(GError) error = NULL;
-        g_autofree char *sd_lower = NULL, *img_lower = NULL;
         const char *sd = NULL, *img = NULL;
-        json_t *vols;
+        struct query_args *q;
 
         if (fy_rpc_param_uuid(params, "storagedomainID", true, &sd, &error) < 0 ||
             fy_rpc_param_uuid(params, "imageID", false, &img, &error) < 0)
                 FAIL(call, error);
-        sd_lower = g_ascii_strdown(sd, -1);
-        img_lower = img ? g_ascii_strdown(img, -1) : NULL;
-        vols = agent_sd_volumes(a, sd_lower, img_lower, &error);
-        if (!vols)
-                FAIL(call, error);
-        fy_rpc_call_return(call, vols);
+        q = g_new0(struct query_args, 1);
+        q->sd = g_ascii_strdown(sd, -1);
+        q->img = img ? g_ascii_strdown(img, -1) : NULL;
+        run_blocking(a, call, sd_volumes_blocking, q, query_args_free);
 }
 
 /* ---- StoragePool ---- */
@@ -412,7 +439,10 @@ static json_t *pool_disconnect_blocking(struct agent *a, void *data, GError **er
                 g_set_error(error, FY_ERROR, FY_ERR_SPM_REQUIRED, "this host is the SPM; run StoragePool.spmStop first");
                 return NULL;
         }
-        domains = g_ptr_array_ref(a->pool_domains);
+        /* A copy: a concurrent connect may add to (and reallocate) the pool's list. */
+        domains = g_ptr_array_new_with_free_func(g_free);
+        for (guint i = 0; i < a->pool_domains->len; i++)
+                g_ptr_array_add(domains, g_strdup(a->pool_domains->pdata[i]));
         host_id = a->host_id;
         g_mutex_unlock(&a->pool_lock);
 
@@ -478,6 +508,12 @@ static json_t *spm_start_blocking(struct agent *a, void *data, GError **error)
         master = g_strdup(a->master_sd);
         host_id = a->host_id;
         g_mutex_unlock(&a->pool_lock);
+        if (!master) {
+                /* A disconnect finished between the pool check and now. */
+                g_set_error(error, FY_ERROR, FY_ERR_NOT_CONNECTED,
+                            "this host is not connected to a storage pool (StoragePool.connect)");
+                return NULL;
+        }
 
         leases = agent_sd_leases_path(a, master);
         lease = (struct agent_lease) { master, AGENT_SPM_LEASE_NAME, leases, AGENT_SPM_LEASE_OFFSET };
@@ -511,8 +547,16 @@ static json_t *spm_stop_blocking(struct agent *a, void *data, GError **error)
                 g_mutex_unlock(&a->pool_lock);
                 return json_true();
         }
+        /* Checked with spm under one lock: spm_job_run counts itself in under the same lock. */
+        if (a->spm_jobs > 0) {
+                int n = a->spm_jobs;
+                g_mutex_unlock(&a->pool_lock);
+                g_set_error(error, FY_ERROR, FY_ERR_SPM_REQUIRED,
+                            "SPM operations are still running (%d); wait for them before spmStop", n);
+                return NULL;
+        }
         master = g_strdup(a->master_sd);
-        /* New SPM jobs are refused from now on; running ones hold spm_jobs. */
+        /* New SPM operations are refused from now on. */
         a->spm = false;
         g_mutex_unlock(&a->pool_lock);
 
@@ -531,17 +575,9 @@ static json_t *spm_stop_blocking(struct agent *a, void *data, GError **error)
 static void spm_stop(struct fy_rpc_call *call, json_t *params, void *userdata)
 {
         struct agent *a = userdata;
-        unsigned running, pending;
 
         if (!pool_check(a, call, params))
                 return;
-        agent_jobs_counts(a->jobs, &running, &pending);
-        if (g_atomic_int_get(&a->spm_jobs) > 0) {
-                fy_rpc_call_error(call, FY_ERR_SPM_REQUIRED,
-                                  "SPM jobs are still running (%d); wait for them before spmStop",
-                                  g_atomic_int_get(&a->spm_jobs));
-                return;
-        }
         run_blocking(a, call, spm_stop_blocking, NULL, NULL);
 }
 
@@ -563,6 +599,11 @@ static json_t *spm_status_blocking(struct agent *a, void *data, GError **error)
         }
         master = g_strdup(a->master_sd);
         g_mutex_unlock(&a->pool_lock);
+        if (!master) {
+                g_set_error(error, FY_ERROR, FY_ERR_NOT_CONNECTED,
+                            "this host is not connected to a storage pool (StoragePool.connect)");
+                return NULL;
+        }
 
         leases = agent_sd_leases_path(a, master);
         lease = (struct agent_lease) { master, AGENT_SPM_LEASE_NAME, leases, AGENT_SPM_LEASE_OFFSET };
@@ -598,22 +639,13 @@ static void spm_job_free(void *data)
 {
         struct spm_job *s = data;
 
-        g_atomic_int_dec_and_test(&s->agent->spm_jobs);
         g_free(s->disktype);
         g_free(s->description);
         g_free(s);
 }
 
-static int spm_job_run(struct agent_job *job, void *data, GCancellable *cancel, GError **error)
+static int spm_job_do(struct spm_job *s, GError **error)
 {
-        struct spm_job *s = data;
-
-        if (!agent_is_spm(s->agent)) {
-                g_set_error(error, FY_ERROR, FY_ERR_SPM_REQUIRED, "this host stopped being the SPM before the job ran");
-                return -EPERM;
-        }
-        if (g_cancellable_is_cancelled(cancel))
-                return -ECANCELED;
         switch (s->op) {
         case SPM_VOLUME_CREATE:
                 return agent_volume_create(s->agent, &s->ref, &s->spec, error);
@@ -623,6 +655,42 @@ static int spm_job_run(struct agent_job *job, void *data, GCancellable *cancel, 
                 return agent_image_delete(s->agent, s->ref.sd, s->ref.img, error);
         }
         g_assert_not_reached();
+}
+
+static int spm_job_run(struct agent_job *job, void *data, GCancellable *cancel, GError **error)
+{
+        struct spm_job *s = data;
+        struct agent *a = s->agent;
+        struct agent_lock_req locks[2];
+        bool spm;
+        int r;
+
+        /* Counted while it runs, checked together with spm: spmStop waits for none or refuses. */
+        g_mutex_lock(&a->pool_lock);
+        spm = a->spm;
+        if (spm)
+                a->spm_jobs++;
+        g_mutex_unlock(&a->pool_lock);
+        if (!spm) {
+                g_set_error(error, FY_ERROR, FY_ERR_SPM_REQUIRED, "this host stopped being the SPM before the job ran");
+                return -EPERM;
+        }
+
+        /* The same host-local locks as a copy into the image: no job of this host changes it meanwhile. */
+        locks[0] = (struct agent_lock_req) { g_strconcat("sd:", s->ref.sd, NULL), false };
+        locks[1] = (struct agent_lock_req) { g_strconcat("img:", s->ref.sd, ":", s->ref.img, NULL), true };
+        r = agent_locks_acquire(a->locks, locks, G_N_ELEMENTS(locks), cancel);
+        if (r == 0) {
+                r = g_cancellable_is_cancelled(cancel) ? -ECANCELED : spm_job_do(s, error);
+                agent_locks_release(a->locks, locks, G_N_ELEMENTS(locks));
+        }
+        g_free(locks[0].name);
+        g_free(locks[1].name);
+
+        g_mutex_lock(&a->pool_lock);
+        a->spm_jobs--;
+        g_mutex_unlock(&a->pool_lock);
+        return r;
 }
 
 static bool spm_check(struct agent *a, struct fy_rpc_call *call)
@@ -652,7 +720,6 @@ static void spm_job_schedule(struct agent *a, struct fy_rpc_call *call, json_t *
         if (!job_id)
                 job_id = generated = fy_uuid_new();
         desc = g_strdup_printf("%s %s", fy_rpc_call_method(call), what);
-        g_atomic_int_inc(&a->spm_jobs);
         if (agent_jobs_add(a->jobs, job_id, "storage", desc, spm_job_run, s, spm_job_free, &error) < 0)
                 FAIL(call, error);
         fy_rpc_call_return(call, json_string(job_id));
@@ -796,23 +863,27 @@ static void image_delete(struct fy_rpc_call *call, json_t *params, void *userdat
         spm_job_schedule(a, call, params, s, what);
 }
 
+static json_t *volume_info_blocking(struct agent *a, void *data, GError **error)
+{
+        struct query_args *q = data;
+
+        return agent_volume_info(a, &q->ref, error);
+}
+
 static void volume_get_info(struct fy_rpc_call *call, json_t *params, void *userdata)
 {
         struct agent *a = userdata;
         g_autoptr(GError) error = NULL;
         const char *sd = NULL, *img = NULL, *vol = NULL;
-        struct agent_volref ref;
-        json_t *info;
+        struct query_args *q;
 
         if (fy_rpc_param_uuid(params, "storagedomainID", true, &sd, &error) < 0 ||
             fy_rpc_param_uuid(params, "imageID", true, &img, &error) < 0 ||
             fy_rpc_param_uuid(params, "volumeID", true, &vol, &error) < 0)
                 FAIL(call, error);
-        agent_volref_init(&ref, sd, img, vol);
-        info = agent_volume_info(a, &ref, &error);
-        if (!info)
-                FAIL(call, error);
-        fy_rpc_call_return(call, info);
+        q = g_new0(struct query_args, 1);
+        agent_volref_init(&q->ref, sd, img, vol);
+        run_blocking(a, call, volume_info_blocking, q, query_args_free);
 }
 
 /* ---- SDM ---- */

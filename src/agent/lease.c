@@ -51,6 +51,15 @@ static int lease_fail(GError **error, int code, int rv, const char *fmt, ...)
         what = g_strdup_vprintf(fmt, ap);
         va_end(ap);
         g_set_error(error, FY_ERROR, code, "%s: %s (sanlock %d)", what, lease_strerror(rv), rv);
+        switch (rv) {
+        case SANLK_ACQUIRE_IDLIVE:
+        case SANLK_ACQUIRE_OWNED:
+        case SANLK_ACQUIRE_OWNED_RETRY:
+        case SANLK_ACQUIRE_OTHER:
+                return -EBUSY;          /* another host holds it: callers tell "in use" apart */
+        case SANLK_LEADER_MAGIC:
+                return -ENODATA;        /* never formatted */
+        }
         return rv < 0 && rv > -200 ? rv : -EIO;
 }
 

@@ -37,8 +37,12 @@ int agent_lockspace_remove(const char *sd_uuid, unsigned host_id, const char *id
 int agent_lockspace_joined(const char *sd_uuid, unsigned host_id, const char *ids_path);
 
 int agent_lease_format(const struct agent_lease *l, GError **error);
-/* Non-blocking acquire: held elsewhere → FY_ERR_LEASE_ACQUIRE (651). error_code picks the code to report. */
+/*
+ * Non-blocking acquire: held elsewhere → -EBUSY with error_code (e.g.
+ * FY_ERR_LEASE_ACQUIRE, 651); a lease area that was never formatted →
+ * -ENODATA; other failures -errno. All failures carry error_code.
+ */
 int agent_lease_acquire(const struct agent_lease *l, int error_code, uint64_t *ret_lver, GError **error);
 int agent_lease_release(const struct agent_lease *l, GError **error);
-/* Host ids currently owning the lease (as recorded on disk) and its version. */
+/* Host ids currently owning the lease (as recorded on disk) and its version; -ENODATA if never formatted. */
 int agent_lease_owners(const struct agent_lease *l, GArray **ret_owners, uint64_t *ret_version, GError **error);

@@ -399,6 +399,58 @@ static void volume_remove_files(struct agent *a, const struct agent_volref *ref)
         unlink(meta);          /* last: the volume exists while its metadata does */
 }
 
+/*
+ * The sanlock lease of a volume this SPM operation changes but does not own
+ * through a job's guard (the volume itself on delete, the parent on create
+ * and delete). Taken without waiting: held by another host → busy_code.
+ */
+struct volume_lease {
+        char *path;
+        struct agent_lease lease;
+        bool held;
+};
+
+/*
+ * Acquires ref's lease. With allow_unformatted, a lease that was never
+ * created or formatted (a volume whose creation did not finish) is no
+ * error: *vl stays not held. Any other failure fails closed.
+ */
+static int volume_lease_take(struct agent *a, const struct agent_volref *ref, int busy_code,
+                             bool allow_unformatted, struct volume_lease *vl, GError **error)
+{
+        g_autoptr(GError) e = NULL;
+        struct stat st;
+        int r;
+
+        g_assert(!vl->held && !vl->path);
+        vl->path = agent_volume_lease_path(a, ref);
+        vl->lease = (struct agent_lease) { ref->sd, ref->vol, vl->path, 0 };
+        if (allow_unformatted && (stat(vl->path, &st) < 0 ? errno == ENOENT : st.st_size == 0))
+                return 0;
+        r = agent_lease_acquire(&vl->lease, busy_code, NULL, &e);
+        if (r == -ENODATA && allow_unformatted)
+                return 0;
+        if (r < 0) {
+                if (r != -EBUSY)
+                        e->code = FY_ERR_LEASE_ACQUIRE;
+                g_set_error(error, FY_ERROR, e->code, "volume %s: %s", ref->vol, e->message);
+                return r;
+        }
+        vl->held = true;
+        return 0;
+}
+
+static void volume_lease_drop(struct volume_lease *vl)
+{
+        if (vl->held) {
+                g_autoptr(GError) e = NULL;
+                if (agent_lease_release(&vl->lease, &e) < 0)
+                        g_warning("%s", e->message);
+        }
+        vl->held = false;
+        g_clear_pointer(&vl->path, g_free);
+}
+
 int agent_volume_create(struct agent *a, const struct agent_volref *ref,
                         const struct agent_volume_create *spec, GError **error)
 {
@@ -409,6 +461,7 @@ int agent_volume_create(struct agent *a, const struct agent_volref *ref,
         g_autofree char *meta_name = NULL;
         struct agent_volref pref;
         struct agent_lease lease;
+        struct volume_lease plock = { 0 };
         int dirfd, r;
 
         if (spec->capacity == 0 || spec->capacity % 512 != 0 || spec->capacity > AGENT_VOLUME_CAPACITY_MAX) {
@@ -424,31 +477,52 @@ int agent_volume_create(struct agent *a, const struct agent_volref *ref,
         }
         if (spec->parent) {
                 agent_volref_init(&pref, ref->sd, ref->img, spec->parent);
+                /* A missing parent is a clearer error than sanlock failing on its lease file. */
                 r = agent_volume_meta_read(a, &pref, &parent, error);
                 if (r < 0)
                         return r;
+                g_clear_pointer(&parent, fy_volume_meta_free);
+                /*
+                 * The parent's metadata is rewritten at the end (VOLTYPE):
+                 * hold its lease throughout so a copy into it on another
+                 * host can neither start meanwhile nor have its ILLEGAL
+                 * mark overwritten. Read it again under the lease.
+                 */
+                r = volume_lease_take(a, &pref, FY_ERR_LEASE_ACQUIRE, false, &plock, error);
+                if (r < 0) {
+                        g_prefix_error(error, "parent: ");
+                        return r;
+                }
+                r = agent_volume_meta_read(a, &pref, &parent, error);
+                if (r < 0)
+                        goto out;
                 if (parent->legality != FY_LEGALITY_LEGAL) {
                         g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
                                     "parent volume %s is ILLEGAL; finish or redo its copy first", spec->parent);
-                        return -EINVAL;
+                        r = -EINVAL;
+                        goto out;
                 }
                 if (spec->capacity < parent->capacity) {
                         g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
                                     "volume size %" G_GUINT64_FORMAT " is smaller than its parent's %" G_GUINT64_FORMAT,
                                     spec->capacity, parent->capacity);
-                        return -EINVAL;
+                        r = -EINVAL;
+                        goto out;
                 }
         }
 
         dirfd = image_dir_open(a, ref->sd, ref->img, true, error);
-        if (dirfd < 0)
-                return dirfd;
+        if (dirfd < 0) {
+                r = dirfd;
+                goto out;
+        }
         meta_name = g_strconcat(ref->vol, ".meta", NULL);
         if (faccessat(dirfd, meta_name, F_OK, 0) == 0 || faccessat(dirfd, ref->vol, F_OK, 0) == 0) {
                 close(dirfd);
                 g_set_error(error, FY_ERROR, FY_ERR_VOLUME_ALREADY_EXISTS,
                             "volume %s already exists in image %s of storage domain %s", ref->vol, ref->img, ref->sd);
-                return -EEXIST;
+                r = -EEXIST;
+                goto out;
         }
         close(dirfd);
 
@@ -469,7 +543,7 @@ int agent_volume_create(struct agent *a, const struct agent_volref *ref,
         meta->legality = FY_LEGALITY_ILLEGAL;
         r = agent_volume_meta_write(a, ref, meta, error);
         if (r < 0)
-                return r;
+                goto out;
 
         path = agent_volume_path(a, ref);
         lease_path = agent_volume_lease_path(a, ref);
@@ -502,9 +576,11 @@ int agent_volume_create(struct agent *a, const struct agent_volref *ref,
         r = agent_volume_meta_write(a, ref, meta, error);
         if (r < 0)
                 goto fail;
-        return 0;
+        goto out;
 fail:
         volume_remove_files(a, ref);
+out:
+        volume_lease_drop(&plock);
         return r;
 }
 
@@ -532,30 +608,15 @@ static int volume_children(struct agent *a, const struct agent_volref *ref, GPtr
         return 0;
 }
 
-static int volume_check_unleased(struct agent *a, const struct agent_volref *ref, GError **error)
-{
-        g_autofree char *lease_path = agent_volume_lease_path(a, ref);
-        struct agent_lease lease = { ref->sd, ref->vol, lease_path, 0 };
-        g_autoptr(GArray) owners = NULL;
-
-        if (!g_file_test(lease_path, G_FILE_TEST_EXISTS))
-                return 0;
-        if (agent_lease_owners(&lease, &owners, NULL, NULL) < 0)
-                return 0;      /* unformatted lease of a half-created volume */
-        if (owners->len > 0) {
-                g_set_error(error, FY_ERROR, FY_ERR_VOLUME_IN_USE,
-                            "volume %s is in use: its lease is held by host %" G_GUINT64_FORMAT,
-                            ref->vol, g_array_index(owners, guint64, 0));
-                return -EBUSY;
-        }
-        return 0;
-}
-
 int agent_volume_delete(struct agent *a, const struct agent_volref *ref, GError **error)
 {
         g_autoptr(fy_volume_meta) meta = NULL;
+        g_autoptr(fy_volume_meta) parent = NULL;
         g_autoptr(GPtrArray) children = NULL;
         g_autofree char *dir = NULL;
+        struct volume_lease vlock = { 0 }, plock = { 0 };
+        struct agent_volref pref;
+        bool fix_parent = false;
         int r;
 
         r = agent_volume_meta_read(a, ref, &meta, error);
@@ -568,46 +629,73 @@ int agent_volume_delete(struct agent *a, const struct agent_volref *ref, GError 
                             ref->vol, children->len, (char *) children->pdata[0]);
                 return -EBUSY;
         }
-        r = volume_check_unleased(a, ref, error);
+        /* Held for the whole delete: nobody may start using it while it goes. */
+        r = volume_lease_take(a, ref, FY_ERR_VOLUME_IN_USE, true, &vlock, error);
         if (r < 0)
-                return r;
+                goto out;
+        g_clear_pointer(&meta, fy_volume_meta_free);
+        r = agent_volume_meta_read(a, ref, &meta, error);
+        if (r < 0)
+                goto out;
+
+        if (fy_uuid_is_valid(meta->parent) && strcmp(meta->parent, FY_ZERO_UUID) != 0) {
+                g_autoptr(GPtrArray) siblings = NULL;
+
+                agent_volref_init(&pref, ref->sd, ref->img, meta->parent);
+                volume_children(a, &pref, &siblings);
+                /* The parent becomes a LEAF again when this was its only child: its metadata changes under its lease. */
+                if (siblings->len == 1 && agent_volume_meta_read(a, &pref, &parent, NULL) == 0 &&
+                    parent->voltype == FY_VOLTYPE_INTERNAL) {
+                        r = volume_lease_take(a, &pref, FY_ERR_LEASE_ACQUIRE, false, &plock, error);
+                        if (r < 0) {
+                                g_prefix_error(error, "parent: ");
+                                goto out;
+                        }
+                        fix_parent = true;
+                }
+        }
 
         /* Mark it unusable first so a crash mid-delete never leaves a LEGAL half volume. */
         meta->legality = FY_LEGALITY_ILLEGAL;
         r = agent_volume_meta_write(a, ref, meta, error);
         if (r < 0)
-                return r;
-        volume_remove_files(a, ref);
-
-        if (!fy_uuid_is_valid(meta->parent) || strcmp(meta->parent, FY_ZERO_UUID) == 0)
                 goto out;
         {
-                struct agent_volref pref;
-                g_autoptr(fy_volume_meta) parent = NULL;
+                g_autofree char *path = agent_volume_path(a, ref);
+                unlink(path);
+        }
+        /* Released before its file goes: sanlock must never write to an unlinked lease. */
+        volume_lease_drop(&vlock);
+        volume_remove_files(a, ref);
+
+        if (fix_parent) {
                 g_autoptr(GPtrArray) siblings = NULL;
 
-                agent_volref_init(&pref, ref->sd, ref->img, meta->parent);
-                if (agent_volume_meta_read(a, &pref, &parent, NULL) < 0)
-                        goto out;
+                g_clear_pointer(&parent, fy_volume_meta_free);
                 volume_children(a, &pref, &siblings);
-                if (siblings->len == 0 && parent->voltype == FY_VOLTYPE_INTERNAL) {
+                if (siblings->len == 0 && agent_volume_meta_read(a, &pref, &parent, NULL) == 0 &&
+                    parent->voltype == FY_VOLTYPE_INTERNAL) {
                         parent->voltype = FY_VOLTYPE_LEAF;
                         r = agent_volume_meta_write(a, &pref, parent, error);
                         if (r < 0)
-                                return r;
+                                goto out;
                 }
         }
-out:
         dir = agent_image_path(a, ref->sd, ref->img);
         rmdir(dir);            /* only succeeds when it was the last volume */
-        return 0;
+        r = 0;
+out:
+        volume_lease_drop(&plock);
+        volume_lease_drop(&vlock);
+        return r;
 }
 
 int agent_image_delete(struct agent *a, const char *sd, const char *img, GError **error)
 {
         g_autofree char *dir = agent_image_path(a, sd, img);
+        g_autofree struct volume_lease *locks = NULL;
         json_t *vols;
-        size_t i;
+        size_t i, n;
         json_t *v;
         int r = 0;
 
@@ -619,11 +707,14 @@ int agent_image_delete(struct agent *a, const char *sd, const char *img, GError 
                 return -ENOENT;
         }
         vols = image_volumes(dir);
+        n = json_array_size(vols);
+        locks = g_new0(struct volume_lease, n);
+        /* Every volume's lease first: one in use anywhere and nothing is touched. */
         json_array_foreach(vols, i, v) {
                 struct agent_volref ref;
 
                 agent_volref_init(&ref, sd, img, json_string_value(v));
-                r = volume_check_unleased(a, &ref, error);
+                r = volume_lease_take(a, &ref, FY_ERR_VOLUME_IN_USE, true, &locks[i], error);
                 if (r < 0)
                         goto out;
         }
@@ -639,6 +730,16 @@ int agent_image_delete(struct agent *a, const char *sd, const char *img, GError 
         }
         json_array_foreach(vols, i, v) {
                 struct agent_volref ref;
+                g_autofree char *path = NULL;
+
+                agent_volref_init(&ref, sd, img, json_string_value(v));
+                path = agent_volume_path(a, &ref);
+                unlink(path);
+        }
+        for (i = 0; i < n; i++)
+                volume_lease_drop(&locks[i]);
+        json_array_foreach(vols, i, v) {
+                struct agent_volref ref;
 
                 agent_volref_init(&ref, sd, img, json_string_value(v));
                 volume_remove_files(a, &ref);
@@ -647,6 +748,8 @@ int agent_image_delete(struct agent *a, const char *sd, const char *img, GError 
                 r = fail_errno(error, FY_ERR_GENERAL, errno,
                                "image %s: volumes removed but the folder %s is not empty", img, dir);
 out:
+        for (i = 0; i < n; i++)
+                volume_lease_drop(&locks[i]);
         json_decref(vols);
         return r;
 }
