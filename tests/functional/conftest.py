@@ -91,8 +91,13 @@ class Cluster:
         return codes
 
 
+WORKDIRS = []
+
+
 def make_workdir():
-    return tempfile.mkdtemp(prefix="ferry-test-", dir=os.environ.get("FERRY_TEST_TMP"))
+    d = tempfile.mkdtemp(prefix="ferry-test-", dir=os.environ.get("FERRY_TEST_TMP"))
+    WORKDIRS.append(d)
+    return d
 
 
 @pytest.fixture(scope="session")
@@ -124,8 +129,9 @@ def img():
 def pytest_sessionfinish(session, exitstatus):
     """After every fixture is torn down: nothing the tests started may survive."""
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    # Only this run's folders: other test runs may be going on beside this one.
     leftovers = [line.strip() for line in out.splitlines()
-                 if "ferry-test-" in line and ("ferry-agent" in line or "sanlock" in line or "qemu-img" in line)]
+                 if any(d in line for d in WORKDIRS)]
     if leftovers:
         print("\nFAILED: processes survived the tests:\n  " + "\n  ".join(leftovers))
         for line in leftovers:
