@@ -305,6 +305,10 @@ int cli_disk_show(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         cli_print_field("actual size:", cli_format_bytes(disk, "actual_size"));
         cli_print_field("storage domains:", cli_disk_domains(disk, names));
 
+        if (json_array_size(json_object_get(disk, "volumes")) == 0) {
+                json_decref(disk);
+                return 0;
+        }
         t = cli_table_new("VOLUME", "PARENT", "FORMAT", "LEGALITY", "GENERATION", "CAPACITY", NULL);
         json_array_foreach(json_object_get(disk, "volumes"), i, v) {
                 cli_table_add_take(t, cli_json_text(v, "id"), cli_json_text(v, "parent"),

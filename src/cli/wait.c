@@ -53,6 +53,8 @@ static void cli_progress_show(struct cli_progress *p, double pct, const char *la
         if (pct > 100)
                 pct = 100;
         if (p->tty) {
+                if (p->drawn && pct == p->last_pct && strcmp(label, p->last_label) == 0)
+                        return;
                 int filled = (int) lround(pct * CLI_BAR_WIDTH / 100.0);
                 char bar[CLI_BAR_WIDTH + 1];
 
@@ -63,6 +65,7 @@ static void cli_progress_show(struct cli_progress *p, double pct, const char *la
                 printf("\r[%s] %3.0f%%  %s\033[K", bar, pct, label);
                 fflush(stdout);
                 p->drawn = true;
+                p->last_pct = pct;
         } else if (!p->last_label || fabs(pct - p->last_pct) >= 5.0 || strcmp(label, p->last_label) != 0) {
                 printf("%3.0f%%  %s\n", pct, label);
                 fflush(stdout);
@@ -185,7 +188,15 @@ int cli_wait_job(struct cli_ctx *ctx, struct cli_engine *e, const char *job_id, 
                                 pct = cli_json_number(disk, "progress", 0);
                         if (strcmp(status, "finished") == 0)
                                 pct = 100;
-                        cli_progress_show(&p, pct, strcmp(status, "started") == 0 ? label : status);
+                        /* Between two steps keep showing the last one rather than a blank. */
+                        if (strcmp(status, "started") != 0) {
+                                g_free(label);
+                                label = g_strdup(status);
+                        } else if (!*label) {
+                                g_free(label);
+                                label = g_strdup(p.last_label ? p.last_label : "starting");
+                        }
+                        cli_progress_show(&p, pct, label);
                 }
                 if (strcmp(status, "finished") == 0 || strcmp(status, "failed") == 0)
                         break;
