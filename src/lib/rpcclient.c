@@ -676,10 +676,10 @@ static const char *tls_errors_text(GTlsCertificateFlags flags)
 
 /*
  * glib-networking calls this only when verification reported a problem.
- * We verify the chain again against tls_ca with no identity, and accept iff
- * that finds nothing: the name is deliberately not checked (rpcclient.h),
- * and since GLib 2.72 the flags it reports may be incomplete, so a lone
- * BAD_IDENTITY there cannot be trusted to mean "only the name is wrong".
+ * We verify the chain again against tls_ca with no identity and accept iff
+ * that finds nothing: the name is deliberately not checked (see tls_ca in
+ * rpcclient.h), and since GLib 2.72 the reported flags may be incomplete,
+ * so a lone BAD_IDENTITY cannot be taken to mean "only the name is wrong".
  */
 static gboolean on_accept_certificate(GTlsConnection *tls, GTlsCertificate *peer, GTlsCertificateFlags errors,
                                       gpointer data)
@@ -796,6 +796,8 @@ static void start_connecting(struct fy_rpc_client *c)
         g_autoptr(GSocketConnectable) addr = g_network_address_new(c->host, c->port);
         g_autofree char *uuid = g_uuid_string_random();
 
+        /* Agents are reached directly: a desktop proxy setting must not divert STOMP. */
+        g_socket_client_set_enable_proxy(sc, FALSE);
         c->state = STATE_CONNECTING;
         c->conn = conn_new(c);
         c->reply_queue = g_strconcat("jms.queue.reply.", uuid, NULL);

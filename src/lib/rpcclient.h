@@ -41,8 +41,13 @@ struct fy_rpc_client_options {
         /*
          * All NULL: plain TCP. Otherwise all three: the client presents
          * tls_cert/tls_key and accepts a server whose certificate chains to
-         * tls_ca (the installation's CA). The server's name is not matched
-         * against its certificate; see rpcclient.c for why.
+         * tls_ca. The host name is NOT matched against the certificate: the
+         * CA is the installation's own, which certifies only enrolled hosts
+         * (as oVirt's engine CA does), so a valid chain already says "one of
+         * our agents", while the engine addresses agents by whatever its
+         * inventory holds (IP, short name, FQDN) and certificates often name
+         * only one of those. The cost: any enrolled host's key can pose as
+         * another host; pin the subject on top of this if that matters.
          */
         const char *tls_cert;
         const char *tls_key;
@@ -63,7 +68,8 @@ typedef struct fy_rpc_client fy_rpc_client;
  * TIMED_OUT (call or connect timeout, dead heart-beat), CONNECTION_CLOSED,
  * CONNECTION_REFUSED and other socket/TLS errors, FAILED (a STOMP ERROR
  * frame, with the server's message), INVALID_DATA (malformed STOMP or reply),
- * MESSAGE_TOO_LARGE / TOO_MANY_OPEN_FILES (limits, see above), CANCELLED
+ * MESSAGE_TOO_LARGE / BUSY (limits above, reported at once),
+ * INVALID_ARGUMENT (params not serializable), CANCELLED
  * (fy_rpc_client_free()).
  */
 typedef void (*fy_rpc_client_reply_fn)(json_t *result, const GError *error, void *userdata);
@@ -82,12 +88,19 @@ struct fy_rpc_client *fy_rpc_client_new(const struct fy_rpc_client_options *o,
 void fy_rpc_client_free(struct fy_rpc_client *c);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(fy_rpc_client, fy_rpc_client_free)
 
-/* Called with the same userdata as on_event; NULL to unset. */
+/*
+ * Called with the same userdata as on_event, after the pending calls have
+ * failed (a callback of theirs may already have started a new connection);
+ * NULL to unset. Lets an event subscriber notice it may have missed events.
+ */
 void fy_rpc_client_set_disconnect_fn(struct fy_rpc_client *c, fy_rpc_client_disconnect_fn on_disconnect);
 
 /*
  * Sends "method" with params (stolen; NULL = no params) and calls cb once
- * with the outcome, always later from the main context, errors included.
+ * with the outcome, always later from the main context, errors included
+ * (cb may be NULL to ignore it). A call refused at once (limits) is queued
+ * for an idle callback: a caller that never returns to the main loop while
+ * calling in a loop grows that queue.
  * timeout_ms counts from now (connecting included); 0 =
  * FY_RPC_CLIENT_DEFAULT_CALL_TIMEOUT_MS. A reply arriving after the timeout
  * is dropped.

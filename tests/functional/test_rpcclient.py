@@ -14,12 +14,14 @@ from ferrytest import BUILD, Agent, MiB, endpoint, new_uuid, wait_for, wait_job,
 from test_rpc import make_pki
 
 FERRY_RPC = os.path.join(BUILD, "src", "cli", "ferry-rpc")
+# e.g. FERRY_RPC_WRAPPER="valgrind -q --leak-check=full --error-exitcode=97" reruns every case under valgrind.
+WRAPPER = os.environ.get("FERRY_RPC_WRAPPER", "").split()
 # Every run gets --timeout: a hang fails the test within seconds, not at the suite's end.
 TIMEOUT = 10
 
 
 def ferry_rpc(port, *args, timeout=TIMEOUT, extra=(), address="127.0.0.1"):
-    argv = [FERRY_RPC, "-a", address, "-p", str(port), "--timeout", str(timeout), *extra, *args]
+    argv = [*WRAPPER, FERRY_RPC, "-a", address, "-p", str(port), "--timeout", str(timeout), *extra, *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 20)
 
 
@@ -115,7 +117,7 @@ def test_connection_refused_exits_2(cluster):
 
 def test_usage_errors_exit_2():
     for args in ([], ["Host"], ["Host", "ping2", "novalue"], ["Host", "ping2", "a=1", "a=2"]):
-        r = subprocess.run([FERRY_RPC, "-p", "1", *args], capture_output=True, text=True, timeout=10)
+        r = subprocess.run([*WRAPPER, FERRY_RPC, "-p", "1", *args], capture_output=True, text=True, timeout=10)
         assert r.returncode == 2 and r.stderr.startswith("ferry-rpc: "), (args, r.stderr)
 
 
