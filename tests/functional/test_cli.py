@@ -1,0 +1,393 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The `ferry` command-line tool: usage errors, an unreachable engine, the
+engine's faults and --wait against a small scripted HTTP server, and (once
+the engine is built) a whole local cluster: up, disk create/move, down."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from ferrytest import BUILD, wait_for
+
+FERRY = os.path.join(BUILD, "src", "cli", "ferry")
+ENGINE_BIN = os.path.join(BUILD, "src", "engine", "ferry-engine")
+
+
+def ferry(*args, env=None, cwd=None, timeout=60):
+    if not os.access(FERRY, os.X_OK):
+        pytest.fail(f"{FERRY} is missing: build first")
+    full_env = dict(os.environ)
+    full_env.pop("FERRY_ENGINE_URL", None)
+    full_env.update(env or {})
+    return subprocess.run([FERRY, *args], capture_output=True, text=True, env=full_env,
+                          cwd=cwd or tempfile.gettempdir(), timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def free_port():
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def tmpdir_ferry():
+    d = tempfile.mkdtemp(prefix="ferry-test-cli-", dir=os.environ.get("FERRY_TEST_TMP"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# ---- what needs no engine ----
+
+def test_help():
+    r = ferry("--help")
+    assert r.returncode == 0
+    for word in ("ferry disk move DISK --sd SD", "ferry cluster up", "--engine URL", "--json"):
+        assert word in r.stdout
+
+
+def test_command_help():
+    r = ferry("disk", "create", "--help")
+    assert r.returncode == 0
+    assert "--size" in r.stdout and "--preallocated" in r.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "Usage: ferry"),
+    (["frob"], "unknown command 'frob'"),
+    (["disk"], "'disk' needs a command"),
+    (["disk", "frob"], "unknown command 'disk frob'"),
+    (["host", "list", "extra"], "unexpected argument"),
+    (["--bogus", "host", "list"], "Unknown option --bogus"),
+    (["disk", "show"], "missing DISK"),
+    (["disk", "move", "d1"], "--sd is required"),
+    (["disk", "create", "--name", "d"], "--name, --size and --sd are required"),
+    (["disk", "create", "--name", "d", "--size", "1Q", "--sd", "sd1"], "invalid size '1Q'"),
+    (["disk", "create", "--name", "d", "--size", "1000", "--sd", "sd1"], "not a multiple of 512"),
+    (["disk", "create", "--name", "d", "--size", "65T", "--sd", "sd1"], "between 1 byte and 64 TiB"),
+    (["disk", "create", "--name", "d", "--size", "0", "--sd", "sd1"], "between 1 byte and 64 TiB"),
+    (["disk", "create", "--name", "x" * 65, "--size", "1G", "--sd", "sd1"], "1 to 64 characters"),
+    (["disk", "create", "--name", "", "--size", "1G", "--sd", "sd1"], "1 to 64 characters"),
+    (["disk", "create", "--name", "a\tb", "--size", "1G", "--sd", "sd1"], "control character"),
+    (["disk", "create", "--name", "d", "--size", "1G", "--sd", "sd1", "--format", "vmdk"], "raw or cow"),
+    (["disk", "create", "--name", "d", "--size", "1G", "--sd", "sd1", "--sparse", "--preallocated"],
+     "exclude each other"),
+    (["disk", "create", "--name", "d", "--size", "1G", "--sd", "sd1", "--volumes", "17"], "1 and 16"),
+    (["job", "show", "not-a-uuid"], "is not a UUID"),
+    (["config", "get", "../../etc"], "invalid option name"),
+    (["config", "set", "DataOperationsByHSM"], "missing NAME and VALUE"),
+    (["--engine", "ftp://example", "host", "list"], "invalid engine URL"),
+    (["cluster", "up", "--hosts", "0"], "--hosts must be 1 to"),
+])
+def test_usage_errors(args, message):
+    # An engine that would answer nothing: usage errors must be caught first.
+    r = ferry(*args, env={"FERRY_ENGINE_URL": f"http://127.0.0.1:{free_port()}"})
+    assert r.returncode == 2, r
+    assert message in r.stderr, r.stderr
+    assert "cannot reach" not in r.stderr
+
+
+def test_unreachable_engine(tmpdir_ferry):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    r = ferry("--engine", url, "host", "list")
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"ferry: cannot reach the engine at {url}: "), r.stderr
+
+    # The global options are accepted after the command words as well.
+    r = ferry("disk", "list", "--engine", url)
+    assert r.returncode == 2 and url in r.stderr
+
+    r = ferry("job", "list", env={"FERRY_ENGINE_URL": url})
+    assert r.returncode == 2 and url in r.stderr
+
+    # Else ./ferry-cluster/cluster.json names the engine.
+    os.makedirs(os.path.join(tmpdir_ferry, "ferry-cluster"))
+    with open(os.path.join(tmpdir_ferry, "ferry-cluster", "cluster.json"), "w") as f:
+        json.dump({"engine_url": url}, f)
+    r = ferry("sd", "list", cwd=tmpdir_ferry)
+    assert r.returncode == 2 and url in r.stderr
+
+
+def test_cluster_down_without_cluster(tmpdir_ferry):
+    r = ferry("cluster", "down", "--dir", tmpdir_ferry)
+    assert r.returncode == 0, r
+    assert "nothing to stop" in r.stdout
+
+    r = ferry("cluster", "status", "--dir", tmpdir_ferry)
+    assert r.returncode == 1
+    assert "no cluster" in r.stderr
+
+
+def test_cluster_down_ignores_reused_pids(tmpdir_ferry):
+    """cluster.json naming pids that are not the cluster's processes: nothing is signalled."""
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        with open(os.path.join(tmpdir_ferry, "cluster.json"), "w") as f:
+            json.dump({"engine_url": "http://127.0.0.1:1", "engine_pid": bystander.pid, "dir": tmpdir_ferry,
+                       "hosts": [{"name": "host1", "pid": bystander.pid, "sanlock_pid": bystander.pid,
+                                  "sanlock_run_dir": os.path.join(tmpdir_ferry, "run", "host1")}],
+                       "storage_domains": []}, f)
+        r = ferry("cluster", "down", "--dir", tmpdir_ferry)
+        assert r.returncode == 0, r
+        assert bystander.poll() is None, "ferry cluster down killed a process it did not start"
+        assert not os.path.exists(os.path.join(tmpdir_ferry, "cluster.json"))
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+# ---- a scripted engine: faults, limits, --wait ----
+
+class FakeEngine:
+    """Answers the few REST calls a test scripts; records the requests."""
+
+    def __init__(self):
+        self.routes = {}
+        self.requests = []
+        engine = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                engine.requests.append((self.command, self.path, body))
+                route = engine.routes.get((self.command, self.path))
+                if route is None:
+                    status, payload = 404, {"fault": {"reason": "Not found", "detail": self.path}}
+                else:
+                    status, payload = route(body) if callable(route) else route
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake():
+    e = FakeEngine()
+    yield e
+    e.stop()
+
+
+SD1 = "11111111-1111-4111-8111-111111111111"
+SD2 = "22222222-2222-4222-8222-222222222222"
+DISK = "33333333-3333-4333-8333-333333333333"
+JOB = "44444444-4444-4444-8444-444444444444"
+HOST3 = {"id": "55555555-5555-4555-8555-555555555555", "name": "host3"}
+
+
+def test_engine_fault(fake):
+    fake.routes[("GET", "/api/hosts")] = (503, {"fault": {"reason": "Unavailable", "detail": "no SPM yet"}})
+    r = ferry("--engine", fake.url, "host", "list")
+    assert r.returncode == 1
+    assert r.stderr == "ferry: Unavailable: no SPM yet\n"
+
+
+def test_engine_text_is_made_printable(fake):
+    fake.routes[("GET", "/api/hosts")] = (200, {"hosts": [
+        {"id": HOST3["id"], "name": "evil\x1b[2J\rname", "status": "up", "address": "127.0.0.1", "port": 1}]})
+    r = ferry("--engine", fake.url, "host", "list")
+    assert r.returncode == 0, r
+    assert "\x1b" not in r.stdout and "evil?[2J?name" in r.stdout
+
+
+def test_oversized_answer(fake):
+    fake.routes[("GET", "/api/jobs")] = (200, b'{"jobs": [' + b" " * (17 * 1024 * 1024) + b"]}")
+    r = ferry("--engine", fake.url, "job", "list")
+    assert r.returncode == 1
+    assert "larger than 16 MiB" in r.stderr
+
+
+def test_not_json(fake):
+    fake.routes[("GET", "/api/disks")] = (200, b"<html>")
+    r = ferry("--engine", fake.url, "disk", "list")
+    assert r.returncode == 1
+    assert "not JSON" in r.stderr
+
+
+def test_config_set_sends_typed_value(fake):
+    fake.routes[("PUT", "/api/options/DataOperationsByHSM")] = lambda body: (
+        200, {"name": "DataOperationsByHSM", "value": body["value"]})
+    r = ferry("--engine", fake.url, "config", "set", "DataOperationsByHSM", "false")
+    assert r.returncode == 0, r
+    assert r.stdout == "DataOperationsByHSM = false\n"
+    assert fake.requests[-1][2] == {"value": False}
+
+
+def _script_move(fake, final_status):
+    """A move whose job runs for a few polls, then ends with final_status."""
+    polls = {"n": 0}
+    fake.routes[("GET", "/api/disks")] = (200, {"disks": [
+        {"id": DISK, "name": "d1", "status": "ok", "storage_domains": [{"id": SD1}]}]})
+    fake.routes[("GET", "/api/storagedomains")] = (200, {"storagedomains": [
+        {"id": SD1, "name": "sd1"}, {"id": SD2, "name": "sd2"}]})
+    fake.routes[("POST", f"/api/disks/{DISK}/move")] = (202, {"job": {"id": JOB}})
+    fake.routes[("GET", f"/api/disks/{DISK}")] = (200, {"id": DISK, "name": "d1", "status": "locked"})
+
+    def job(_):
+        polls["n"] += 1
+        n = polls["n"]
+        status = "started" if n < 6 else final_status
+        return 200, {"id": JOB, "status": status, "progress": min(100, n * 20),
+                     "description": "Moving disk d1"}
+
+    def steps(_):
+        n = polls["n"]
+        copy = {"id": "s2", "type": "copy_data", "status": "started" if n < 6 else final_status,
+                "progress": min(100, n * 20), "execution_host": HOST3, "description": "Copying volume v1"}
+        if final_status == "failed" and n >= 6:
+            copy["error"] = {"reason": "CopyFailed", "detail": "disk full"}
+        return 200, {"steps": [{"id": "s1", "type": "create_volume", "status": "finished", "progress": 100,
+                                "execution_host": {"id": "x", "name": "host1"}, "description": "Creating"},
+                               copy]}
+
+    fake.routes[("GET", f"/api/jobs/{JOB}")] = job
+    fake.routes[("GET", f"/api/jobs/{JOB}/steps")] = steps
+
+
+def test_wait_move_finished(fake):
+    _script_move(fake, "finished")
+    r = ferry("--engine", fake.url, "disk", "move", "d1", "--sd", "sd2", "--wait")
+    assert r.returncode == 0, r
+    assert fake.requests[[m for m, *_ in fake.requests].index("POST")][2] == {"storage_domain": {"id": SD2}}
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"moving disk d1 to sd2: job {JOB}"
+    # Not a terminal: one line per >= 5 % or step change, no carriage returns.
+    assert "\r" not in r.stdout
+    assert " 20%  copy_data on host3" in lines
+    assert "100%  finished" in lines
+    assert "copy_data ran on host3 (finished): Copying volume v1" in lines
+    assert lines[-1].startswith(f"job {JOB} finished in ")
+
+
+def test_wait_move_failed(fake):
+    _script_move(fake, "failed")
+    r = ferry("--engine", fake.url, "disk", "move", DISK, "--sd", SD2, "--wait")
+    assert r.returncode == 1, r
+    assert "ferry: step copy_data failed on host3: Copying volume v1" in r.stderr
+    assert "disk full" in r.stderr
+    assert f"ferry: job {JOB} failed" in r.stderr
+
+
+def test_wait_json(fake):
+    _script_move(fake, "finished")
+    r = ferry("--engine", fake.url, "--json", "disk", "move", "d1", "--sd", "sd2", "--wait")
+    assert r.returncode == 0, r
+    job = json.loads(r.stdout)
+    assert job["status"] == "finished" and job["steps"][1]["execution_host"]["name"] == "host3"
+
+
+# ---- a whole cluster from the build tree ----
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _cluster_pids(info):
+    pids = [info["engine_pid"]]
+    for h in info["hosts"]:
+        pids += [h["pid"], h["sanlock_pid"]]
+    return [p for p in pids if p]
+
+
+@pytest.mark.skipif(not os.path.exists(ENGINE_BIN), reason="engine not built yet")
+def test_cluster_up_move(tmpdir_ferry):
+    d = os.path.join(tmpdir_ferry, "cluster")
+    cluster_json = os.path.join(d, "cluster.json")
+    info = None
+    try:
+        r = ferry("cluster", "up", "--dir", d, "--hosts", "3", "--domains", "2", timeout=240)
+        assert r.returncode == 0, r.stdout + r.stderr
+        with open(cluster_json) as f:
+            info = json.load(f)
+        assert info["dir"] == os.path.realpath(d)
+        assert info["engine_url"].startswith("http://127.0.0.1:")
+        assert [h["name"] for h in info["hosts"]] == ["host1", "host2", "host3"]
+        for h in info["hosts"]:
+            assert h["address"] == "127.0.0.1" and 0 < h["port"] < 65536
+            assert h["id"] and h["sanlock_run_dir"] == os.path.join(info["dir"], "run", h["name"])
+            assert os.path.exists(h["log"])
+        assert [sd["name"] for sd in info["storage_domains"]] == ["sd1", "sd2"]
+        for sd in info["storage_domains"]:
+            assert sd["path"] == os.path.join(info["dir"], "storage", sd["id"])
+            assert os.path.isdir(sd["path"])
+        assert all(_alive(p) for p in _cluster_pids(info))
+
+        env = {"FERRY_ENGINE_URL": info["engine_url"]}
+
+        # A second `up` on a live cluster is refused.
+        r = ferry("cluster", "up", "--dir", d)
+        assert r.returncode == 1 and "cluster down" in r.stderr
+
+        r = ferry("cluster", "status", "--dir", d)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+        r = ferry("host", "list", env=env)
+        assert r.returncode == 0, r
+        assert r.stdout.count(" up ") == 3 and "SPM" in r.stdout
+        hosts = json.loads(ferry("host", "list", "--json", env=env).stdout)["hosts"]
+        assert sorted(h["name"] for h in hosts) == ["host1", "host2", "host3"]
+
+        r = ferry("disk", "create", "--name", "clidisk", "--size", "64M", "--sd", "sd1", "--wait",
+                  env=env, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+        r = ferry("disk", "move", "clidisk", "--sd", "sd2", "--wait", env=env, timeout=180)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "copy_data ran on host" in r.stdout
+
+        disk = json.loads(ferry("disk", "show", "clidisk", "--json", env=env).stdout)
+        sd2 = info["storage_domains"][1]["id"]
+        assert disk["status"] == "ok"
+        assert [sd["id"] for sd in disk["storage_domains"]] == [sd2]
+
+        r = ferry("job", "list", env=env)
+        assert r.returncode == 0 and "finished" in r.stdout
+
+        r = ferry("cluster", "down", "--dir", d, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not os.path.exists(cluster_json)
+        wait_for(lambda: not any(_alive(p) for p in _cluster_pids(info)), 10, "cluster processes to exit")
+    finally:
+        # Whatever failed above: nothing may outlive the test.
+        if os.path.exists(cluster_json):
+            ferry("cluster", "down", "--dir", d, timeout=120)
+        if info:
+            for pid in _cluster_pids(info):
+                if _alive(pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
