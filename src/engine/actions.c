@@ -1,0 +1,330 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * What the REST actions start. Each validates everything it can first
+ * (ids, sizes, state, free space), then in one transaction locks the disk,
+ * records the job, its first rows and the top-level command; the
+ * coordinator does the rest. Nothing is called on a host from here.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "engine.h"
+#include "error.h"
+#include "uuid.h"
+
+#define MAX_VOLUMES 16
+#define MAX_DISK_SIZE (64ull << 40)
+#define STRUCTURE_WEIGHT 10.0
+#define DATA_WEIGHT 90.0
+
+static const char *js(json_t *o, const char *key)
+{
+        return json_string_value(json_object_get(o, key));
+}
+
+static json_t *fail(GError **error, int status, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static json_t *fail(GError **error, int status, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        g_propagate_error(error, g_error_new_valist(ENGINE_ERROR, status, fmt, ap));
+        va_end(ap);
+        return NULL;
+}
+
+static bool name_valid(const char *s)
+{
+        size_t len = s ? strlen(s) : 0;
+
+        if (len == 0 || len > 64)
+                return false;
+        for (const char *p = s; *p; p++)
+                if (!g_ascii_isalnum(*p) && !strchr("_-. ", *p))
+                        return false;
+        return true;
+}
+
+/* {"id": …} in body[key] naming a known storage domain; returns its row. */
+static json_t *body_sd(struct engine *e, json_t *body, const char *key, GError **error)
+{
+        json_t *ref = json_object_get(body, key);
+        const char *id = js(ref, "id");
+        const char *name = js(ref, "name");
+        json_t *row;
+
+        if (!json_is_object(ref) || (!id && !name))
+                return fail(error, 400, "missing %s: {\"id\": \"<uuid>\"} or {\"name\": \"...\"}", key);
+        if (id && !fy_uuid_is_valid(id))
+                return fail(error, 400, "%s.id must be a UUID", key);
+        row = id ? engine_db_query_one(e->db, error, "SELECT * FROM storage_domains WHERE id = ?", "s", id)
+                 : engine_db_query_one(e->db, error, "SELECT * FROM storage_domains WHERE name = ?", "s", name);
+        if (!row && (!error || !*error))
+                return fail(error, 404, "no storage domain %s", id ? id : name);
+        return row;
+}
+
+static json_t *job_start(struct engine *e, const char *description, GError **error)
+{
+        g_autofree char *id = fy_uuid_new();
+
+        if (engine_db_exec(e->db, error, "INSERT INTO jobs (id, description, status, start_time) VALUES (?, ?, 'started', ?)",
+                           "ssi", id, description, engine_now()) < 0)
+                return NULL;
+        return json_string(id);
+}
+
+/* Space the copy needs on the destination: capacity when preallocated, else what the source uses. */
+static int check_space(struct engine *e, json_t *sd, gint64 needed, GError **error)
+{
+        json_t *free_ = json_object_get(sd, "free");
+
+        if (!json_is_integer(free_))
+                return 0;      /* not measured yet: the hosts will report ENOSPC if it comes to that */
+        if (json_integer_value(free_) < needed) {
+                g_set_error(error, ENGINE_ERROR, 507,
+                            "storage domain %s has %" JSON_INTEGER_FORMAT " bytes free, %" G_GINT64_FORMAT " are needed",
+                            js(sd, "name"), json_integer_value(free_), needed);
+                return -ENOSPC;
+        }
+        return 0;
+}
+
+static char *command_start(struct engine *e, const char *type, const char *job_id, json_t *params)
+{
+        char *id = fy_uuid_new();
+
+        engine_db_exec(e->db, NULL,
+                       "INSERT INTO commands (id, type, job_id, state, params, created, updated) "
+                       "VALUES (?, ?, ?, 'active', ?, ?, ?)", "sssjii", id, type, job_id, params, engine_now(), engine_now());
+        engine_db_exec(e->db, NULL, "UPDATE jobs SET command_id = ? WHERE id = ?", "ss", id, job_id);
+        return id;
+}
+
+static json_t *volume_spec(const char *id, const char *parent, gint64 capacity, const char *format, bool sparse,
+                           double structure_weight, double data_weight)
+{
+        return json_pack("{s:s, s:s?, s:I, s:s, s:b, s:f, s:f}", "id", id, "parent", parent, "capacity",
+                         (json_int_t) capacity, "format", format, "sparse", sparse,
+                         "structure_weight", structure_weight, "data_weight", data_weight);
+}
+
+json_t *engine_disk_create(struct engine *e, json_t *body, GError **error)
+{
+        g_autoptr(json_t) sd = NULL;
+        g_autoptr(json_t) job = NULL;
+        g_autoptr(json_t) params = NULL;
+        g_autoptr(json_t) vols = json_array();
+        g_autofree char *disk = fy_uuid_new();
+        g_autofree char *cmd = NULL;
+        g_autofree char *desc = NULL;
+        const char *name = js(body, "name");
+        const char *format = js(body, "format") ? js(body, "format") : "raw";
+        json_t *size = json_object_get(body, "provisioned_size");
+        json_t *sparse_v = json_object_get(body, "sparse");
+        json_t *nvol_v = json_object_get(body, "volumes");
+        gint64 capacity, nvol = 1;
+        bool sparse = true;
+        const char *parent = NULL;
+
+        if (!name_valid(name))
+                return fail(error, 400, "name must be 1-64 letters, digits, spaces or _-. characters");
+        if (!json_is_integer(size) || json_integer_value(size) <= 0 || (guint64) json_integer_value(size) > MAX_DISK_SIZE ||
+            json_integer_value(size) % 512 != 0)
+                return fail(error, 400, "provisioned_size must be a positive multiple of 512 bytes up to 64 TiB");
+        capacity = json_integer_value(size);
+        if (strcmp(format, "raw") != 0 && strcmp(format, "cow") != 0)
+                return fail(error, 400, "format must be raw or cow");
+        if (sparse_v && !json_is_boolean(sparse_v))
+                return fail(error, 400, "sparse must be true or false");
+        if (sparse_v)
+                sparse = json_is_true(sparse_v);
+        if (nvol_v && (!json_is_integer(nvol_v) || json_integer_value(nvol_v) < 1 ||
+                       json_integer_value(nvol_v) > MAX_VOLUMES))
+                return fail(error, 400, "volumes must be 1-%d", MAX_VOLUMES);
+        if (nvol_v)
+                nvol = json_integer_value(nvol_v);
+        if (nvol > 1 && strcmp(format, "cow") != 0)
+                return fail(error, 400, "a chain of volumes needs format cow");
+        sd = body_sd(e, body, "storage_domain", error);
+        if (!sd)
+                return NULL;
+        if (check_space(e, sd, sparse ? 0 : capacity * nvol, error) < 0)
+                return NULL;
+
+        for (gint64 i = 0; i < nvol; i++) {
+                g_autofree char *vid = fy_uuid_new();
+
+                json_array_append_new(vols, volume_spec(vid, parent, capacity, format,
+                                                        i == 0 ? sparse : true, 100.0 / (double) nvol, 0));
+                parent = js(json_array_get(vols, (size_t) i), "id");
+        }
+        desc = g_strdup_printf("Creating disk %s on storage domain %s", name, js(sd, "name"));
+        if (engine_db_begin(e->db, error) < 0)
+                return NULL;
+        job = job_start(e, desc, error);
+        if (!job)
+                goto rollback;
+        if (engine_db_exec(e->db, error,
+                           "INSERT INTO disks (id, name, sd_id, status, format, sparse, provisioned_size, progress, job_id, created) "
+                           "VALUES (?, ?, ?, 'locked', ?, ?, ?, 0, ?, ?)", "ssssbisi", disk, name, js(sd, "id"), format,
+                           sparse, capacity, json_string_value(job), engine_now()) < 0)
+                goto rollback;
+        for (size_t i = 0; i < json_array_size(vols); i++) {
+                json_t *v = json_array_get(vols, i);
+                engine_db_exec(e->db, NULL,
+                               "INSERT INTO volumes (id, disk_id, sd_id, parent, position, format, sparse, capacity, legality) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ILLEGAL')", "ssssisbi", js(v, "id"), disk, js(sd, "id"),
+                               js(v, "parent"), (gint64) i, format, json_is_true(json_object_get(v, "sparse")), capacity);
+        }
+        params = json_pack("{s:s, s:s, s:s, s:O}", "disk", disk, "sd", js(sd, "id"), "img", disk, "volumes", vols);
+        cmd = command_start(e, "create_disk", json_string_value(job), params);
+        if (engine_db_commit(e->db, error) < 0)
+                goto rollback;
+        engine_event(e, "normal", cmd, "creating disk %s (%s) on %s", name, disk, js(sd, "name"));
+        return json_pack("{s:{s:s, s:s}, s:{s:O}}", "disk", "id", disk, "name", name, "job", "id", job);
+rollback:
+        engine_db_rollback(e->db);
+        return NULL;
+}
+
+json_t *engine_disk_move(struct engine *e, const char *disk_id, json_t *body, bool keep_source, GError **error)
+{
+        g_autoptr(json_t) disk = NULL;
+        g_autoptr(json_t) sd = NULL;
+        g_autoptr(json_t) src_vols = NULL;
+        g_autoptr(json_t) job = NULL;
+        g_autoptr(json_t) params = NULL;
+        g_autoptr(json_t) dst_vols = json_array();
+        g_autoptr(json_t) src_list = json_array();
+        g_autoptr(GHashTable) id_map = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        g_autofree char *new_disk = NULL;
+        g_autofree char *desc = NULL;
+        g_autofree char *cmd = NULL;
+        const char *new_name = js(body, "name");
+        gint64 total_cap = 0, needed = 0;
+        size_t i;
+        json_t *v;
+
+        if (!fy_uuid_is_valid(disk_id))
+                return fail(error, 404, "no disk %.64s", disk_id);
+        disk = engine_db_query_one(e->db, error, "SELECT * FROM disks WHERE id = ?", "s", disk_id);
+        if (!disk)
+                return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
+        sd = body_sd(e, body, "storage_domain", error);
+        if (!sd)
+                return NULL;
+        if (strcmp(js(disk, "status"), "ok") != 0)
+                return fail(error, 409, "disk %s is %s; wait until its current operation ends", js(disk, "name"),
+                            js(disk, "status"));
+        if (!keep_source && strcmp(js(disk, "sd_id"), js(sd, "id")) == 0)
+                return fail(error, 409, "disk %s is already on storage domain %s", js(disk, "name"), js(sd, "name"));
+        if (new_name && !name_valid(new_name))
+                return fail(error, 400, "name must be 1-64 letters, digits, spaces or _-. characters");
+        src_vols = engine_db_query(e->db, error, "SELECT * FROM volumes WHERE disk_id = ? AND sd_id = ? ORDER BY position",
+                                   "ss", disk_id, js(disk, "sd_id"));
+        if (!src_vols)
+                return NULL;
+        if (json_array_size(src_vols) == 0)
+                return fail(error, 409, "disk %s has no volumes", js(disk, "name"));
+        json_array_foreach(src_vols, i, v) {
+                total_cap += json_integer_value(json_object_get(v, "capacity"));
+        }
+        needed = json_integer_value(json_object_get(disk, "sparse")) ? json_integer_value(json_object_get(disk, "actual_size"))
+                                                                      : total_cap;
+        if (check_space(e, sd, needed, error) < 0)
+                return NULL;
+
+        /* A copy is a new disk: new image and volume ids; a move keeps them. */
+        new_disk = keep_source ? fy_uuid_new() : NULL;
+        json_array_foreach(src_vols, i, v) {
+                const char *vid = js(v, "id");
+                const char *parent = js(v, "parent");
+                char *nid = keep_source ? fy_uuid_new() : g_strdup(vid);
+                gint64 cap = json_integer_value(json_object_get(v, "capacity"));
+
+                g_hash_table_insert(id_map, g_strdup(vid), nid);
+                json_array_append_new(dst_vols, volume_spec(nid, parent ? g_hash_table_lookup(id_map, parent) : NULL, cap,
+                                                            js(v, "format"), json_integer_value(json_object_get(v, "sparse")) != 0,
+                                                            STRUCTURE_WEIGHT / (double) json_array_size(src_vols),
+                                                            DATA_WEIGHT * (double) cap / (double) MAX(total_cap, 1)));
+                json_array_append_new(src_list, json_pack("{s:s}", "id", vid));
+        }
+
+        desc = g_strdup_printf("%s disk %s to storage domain %s", keep_source ? "Copying" : "Moving",
+                               js(disk, "name"), js(sd, "name"));
+        if (engine_db_begin(e->db, error) < 0)
+                return NULL;
+        job = job_start(e, desc, error);
+        if (!job)
+                goto rollback;
+        /* The source is locked for both: its data must not change while it is read. */
+        engine_db_exec(e->db, NULL, "UPDATE disks SET status = 'locked', progress = 0, job_id = ? WHERE id = ?", "ss",
+                       json_string_value(job), disk_id);
+        if (keep_source) {
+                g_autofree char *name = g_strdup(new_name ? new_name : js(disk, "name"));
+                if (engine_db_exec(e->db, error,
+                                   "INSERT INTO disks (id, name, sd_id, status, format, sparse, provisioned_size, progress, "
+                                   "job_id, created) VALUES (?, ?, ?, 'locked', ?, ?, ?, 0, ?, ?)",
+                                   "ssssbisi", new_disk, name, js(sd, "id"), js(disk, "format"),
+                                   json_integer_value(json_object_get(disk, "sparse")) != 0,
+                                   (gint64) json_integer_value(json_object_get(disk, "provisioned_size")),
+                                   json_string_value(job), engine_now()) < 0)
+                        goto rollback;
+        }
+        json_array_foreach(dst_vols, i, v)
+                engine_db_exec(e->db, NULL,
+                               "INSERT INTO volumes (id, disk_id, sd_id, parent, position, format, sparse, capacity, legality) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ILLEGAL')", "ssssisbi", js(v, "id"),
+                               keep_source ? new_disk : disk_id, js(sd, "id"), js(v, "parent"), (gint64) i,
+                               js(v, "format"), json_is_true(json_object_get(v, "sparse")),
+                               (gint64) json_integer_value(json_object_get(v, "capacity")));
+        params = json_pack("{s:s, s:s?, s:s, s:s, s:s, s:s, s:O, s:O}",
+                           "disk", disk_id, "new_disk", new_disk,
+                           "src_sd", js(disk, "sd_id"), "src_img", disk_id,
+                           "sd", js(sd, "id"), "img", keep_source ? new_disk : disk_id,
+                           "src_volumes", src_list, "volumes", dst_vols);
+        cmd = command_start(e, keep_source ? "copy_disk" : "move_disk", json_string_value(job), params);
+        if (engine_db_commit(e->db, error) < 0)
+                goto rollback;
+        engine_event(e, "normal", cmd, "%s", desc);
+        if (keep_source)
+                return json_pack("{s:{s:O}, s:{s:s}}", "job", "id", job, "disk", "id", new_disk);
+        return json_pack("{s:{s:O}}", "job", "id", job);
+rollback:
+        engine_db_rollback(e->db);
+        return NULL;
+}
+
+json_t *engine_disk_remove(struct engine *e, const char *disk_id, GError **error)
+{
+        g_autoptr(json_t) disk = NULL;
+        g_autoptr(json_t) job = NULL;
+        g_autoptr(json_t) params = NULL;
+        g_autofree char *desc = NULL;
+        g_autofree char *cmd = NULL;
+
+        if (!fy_uuid_is_valid(disk_id))
+                return fail(error, 404, "no disk %.64s", disk_id);
+        disk = engine_db_query_one(e->db, error, "SELECT * FROM disks WHERE id = ?", "s", disk_id);
+        if (!disk)
+                return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
+        if (strcmp(js(disk, "status"), "locked") == 0)
+                return fail(error, 409, "disk %s is locked by a running operation", js(disk, "name"));
+        desc = g_strdup_printf("Removing disk %s", js(disk, "name"));
+        if (engine_db_begin(e->db, error) < 0)
+                return NULL;
+        job = job_start(e, desc, error);
+        if (!job)
+                goto rollback;
+        engine_db_exec(e->db, NULL, "UPDATE disks SET status = 'locked', job_id = ? WHERE id = ?", "ss",
+                       json_string_value(job), disk_id);
+        params = json_pack("{s:s, s:s, s:s}", "disk", disk_id, "sd", js(disk, "sd_id"), "img", disk_id);
+        cmd = command_start(e, "remove_disk", json_string_value(job), params);
+        if (engine_db_commit(e->db, error) < 0)
+                goto rollback;
+        return json_pack("{s:{s:O}}", "job", "id", job);
+rollback:
+        engine_db_rollback(e->db);
+        return NULL;
+}

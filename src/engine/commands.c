@@ -1,0 +1,826 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Persistent commands (DESIGN §7). Every command is a row: type, parent,
+ * state (active | succeeded | failed), phase, immutable params, mutable
+ * data, and for leaf commands the host and agent job it started and the
+ * destination generation it recorded. The coordinator advances every active
+ * command each round; a decision is written to the database before the call
+ * to a host that acts on it, so after an engine restart every command
+ * resumes exactly where it was. A command with a call in flight is "busy"
+ * (in memory only) and skipped until the call completes.
+ *
+ * Leaf commands drive one agent job: create_volume_container and
+ * remove_image on the SPM, copy_data on a host the scheduler picks.
+ * Composite commands run children one after another:
+ *   create_disk           → clone_image_group_volumes_structure
+ *   move_disk / copy_disk → copy_image_group_with_data → (clone_image_group_volumes_structure,
+ *                                                          copy_image_group_volumes_data → copy_data…)
+ *                           then remove_image of the source (move) or of the destination on failure
+ *   remove_disk           → remove_image
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "engine.h"
+#include "error.h"
+#include "uuid.h"
+
+#define SPM_CALL_TIMEOUT_MS 30000
+#define COPY_CALL_TIMEOUT_MS 30000
+
+static void cmd_advance(struct engine *e, json_t *cmd);
+
+/* ---- small helpers ---- */
+
+static const char *js(json_t *o, const char *key)
+{
+        return json_string_value(json_object_get(o, key));
+}
+
+static gint64 ji(json_t *o, const char *key)
+{
+        return json_integer_value(json_object_get(o, key));
+}
+
+/* The params / data columns hold JSON text. */
+static json_t *jparse(json_t *row, const char *key)
+{
+        const char *text = js(row, key);
+        json_t *v = text ? json_loads(text, 0, NULL) : NULL;
+
+        return v ? v : json_object();
+}
+
+static bool busy(struct engine *e, const char *id)
+{
+        return g_hash_table_contains(e->busy, id);
+}
+
+static void busy_set(struct engine *e, const char *id, bool on)
+{
+        if (on)
+                g_hash_table_add(e->busy, g_strdup(id));
+        else
+                g_hash_table_remove(e->busy, id);
+}
+
+gint64 engine_now(void)
+{
+        return g_get_real_time() / G_USEC_PER_SEC;
+}
+
+void engine_event(struct engine *e, const char *severity, const char *command_id, const char *fmt, ...)
+{
+        g_autofree char *msg = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        msg = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+        if (strcmp(severity, "normal") == 0)
+                g_message("%s", msg);
+        else
+                g_warning("%s", msg);
+        engine_db_exec(e->db, NULL, "INSERT INTO events (time, severity, message, command_id) VALUES (?, ?, ?, ?)",
+                       "isss", engine_now(), severity, msg, command_id);
+}
+
+bool engine_option_bool(struct engine *e, const char *name, bool def)
+{
+        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL, "SELECT value FROM options WHERE name = ?", "s", name);
+
+        if (!row)
+                return def;
+        return strcmp(js(row, "value"), "true") == 0;
+}
+
+static char *cmd_create(struct engine *e, const char *type, const char *parent, const char *job_id,
+                        const char *step_id, json_t *params)
+{
+        char *id = fy_uuid_new();
+
+        engine_db_exec(e->db, NULL,
+                       "INSERT INTO commands (id, type, parent_id, job_id, step_id, state, params, created, updated) "
+                       "VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?)",
+                       "sssssjii", id, type, parent, job_id, step_id, params, engine_now(), engine_now());
+        g_debug("command %s (%s) created under %s", id, type, parent ? parent : "-");
+        return id;
+}
+
+static void cmd_update(struct engine *e, const char *id, const char *phase, json_t *data)
+{
+        engine_db_exec(e->db, NULL, "UPDATE commands SET phase = ?, data = ?, updated = ? WHERE id = ?", "sjis",
+                       phase, data, engine_now(), id);
+}
+
+static void step_update(struct engine *e, const char *step_id, const char *status, double progress,
+                        const char *host)
+{
+        if (!step_id)
+                return;
+        engine_db_exec(e->db, NULL,
+                       "UPDATE steps SET status = ?, progress = MAX(progress, ?), "
+                       "execution_host = COALESCE(?, execution_host), "
+                       "end_time = CASE WHEN ? IN ('finished', 'failed') THEN ? ELSE end_time END WHERE id = ?",
+                       "sdssis", status, progress, host, status, engine_now(), step_id);
+}
+
+/* The job's progress is the weighted sum of its steps; a locked disk shows its job's. */
+static void job_progress_refresh(struct engine *e, const char *job_id)
+{
+        g_autoptr(json_t) row = NULL;
+        double p;
+
+        if (!job_id)
+                return;
+        row = engine_db_query_one(e->db, NULL,
+                                  "SELECT COALESCE(SUM(weight * progress) / 100.0, 0) AS p FROM steps WHERE job_id = ?",
+                                  "s", job_id);
+        if (!row)
+                return;
+        p = MIN(json_number_value(json_object_get(row, "p")), 100.0);
+        engine_db_exec(e->db, NULL, "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'started'", "ds", p, job_id);
+        engine_db_exec(e->db, NULL, "UPDATE disks SET progress = ? WHERE job_id = ? AND status = 'locked'", "ds", p, job_id);
+}
+
+static void cmd_finish(struct engine *e, json_t *cmd, bool ok, const char *error)
+{
+        const char *id = js(cmd, "id");
+
+        engine_db_exec(e->db, NULL, "UPDATE commands SET state = ?, error = ?, updated = ? WHERE id = ?", "ssis",
+                       ok ? "succeeded" : "failed", error, engine_now(), id);
+        if (js(cmd, "step_id")) {
+                step_update(e, js(cmd, "step_id"), ok ? "finished" : "failed", ok ? 100.0 : 0.0, NULL);
+                job_progress_refresh(e, js(cmd, "job_id"));
+        }
+        if (ok)
+                g_message("command %s (%s) succeeded", id, js(cmd, "type"));
+        else
+                engine_event(e, "warning", id, "%s failed: %s", js(cmd, "type"), error ? error : "unknown error");
+}
+
+static char *step_create(struct engine *e, const char *job_id, const char *type, const char *description,
+                         double weight)
+{
+        char *id = fy_uuid_new();
+
+        engine_db_exec(e->db, NULL,
+                       "INSERT INTO steps (id, job_id, description, type, status, weight, start_time) "
+                       "VALUES (?, ?, ?, ?, 'pending', ?, ?)", "ssssdi", id, job_id, description, type, weight,
+                       engine_now());
+        return id;
+}
+
+/* Child state: "active", "succeeded", "failed", or NULL if it vanished. */
+static char *child_state(struct engine *e, const char *child, char **ret_error)
+{
+        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL, "SELECT state, error FROM commands WHERE id = ?", "s", child);
+
+        if (!row)
+                return NULL;
+        if (ret_error)
+                *ret_error = g_strdup(js(row, "error"));
+        return g_strdup(js(row, "state"));
+}
+
+/* ---- calls to hosts, tied to a command ---- */
+
+struct call_ctx {
+        struct engine *e;
+        char *cmd_id;
+        void (*done)(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra);
+        void *extra;
+        GDestroyNotify extra_free;
+};
+
+static void on_cmd_reply(json_t *result, const GError *error, void *userdata)
+{
+        struct call_ctx *c = userdata;
+        g_autoptr(json_t) cmd = engine_db_query_one(c->e->db, NULL, "SELECT * FROM commands WHERE id = ?", "s", c->cmd_id);
+
+        busy_set(c->e, c->cmd_id, false);
+        if (cmd && strcmp(js(cmd, "state"), "active") == 0)
+                c->done(c->e, cmd, result, error, c->extra);
+        if (c->extra_free)
+                c->extra_free(c->extra);
+        g_free(c->cmd_id);
+        g_free(c);
+}
+
+static void cmd_call(struct engine *e, json_t *cmd, const char *host, const char *method, json_t *params,
+                     unsigned timeout_ms,
+                     void (*done)(struct engine *, json_t *, json_t *, const GError *, void *),
+                     void *extra, GDestroyNotify extra_free)
+{
+        struct call_ctx *c = g_new0(struct call_ctx, 1);
+
+        c->e = e;
+        c->cmd_id = g_strdup(js(cmd, "id"));
+        c->done = done;
+        c->extra = extra;
+        c->extra_free = extra_free;
+        busy_set(e, c->cmd_id, true);
+        engine_host_call(e, host, method, params, timeout_ms, on_cmd_reply, c);
+}
+
+static bool is_transport_error(const GError *error)
+{
+        return error && error->domain != FY_ERROR;
+}
+
+/* Latest job status pushed by a host's events, by agent job id. */
+static GHashTable *job_events;
+
+void engine_commands_on_event(struct engine *e, const char *host_id, const char *method, json_t *params);
+void engine_commands_on_event(struct engine *e, const char *host_id, const char *method, json_t *params)
+{
+        const char *key;
+        json_t *value;
+
+        if (!g_str_has_prefix(method, "|jobs|status|"))
+                return;
+        json_object_foreach(params, key, value)
+                if (json_is_object(value) && fy_uuid_is_valid(key))
+                        g_hash_table_replace(job_events, g_strdup(key), json_incref(value));
+}
+
+/* ---- leaf: an agent job (Volume.create / Image.delete / SDM.copy_data) ---- */
+
+static void leaf_fail_or_retry(struct engine *e, json_t *cmd, unsigned max_attempts, const char *why)
+{
+        if (ji(cmd, "attempts") < (gint64) max_attempts) {
+                engine_event(e, "warning", js(cmd, "id"), "%s: %s; retrying (attempt %" G_GINT64_FORMAT " of %u)",
+                             js(cmd, "type"), why, ji(cmd, "attempts") + 1, max_attempts);
+                engine_db_exec(e->db, NULL, "UPDATE commands SET phase = '', host = NULL, agent_job_id = NULL, "
+                                            "updated = ? WHERE id = ?", "is", engine_now(), js(cmd, "id"));
+                return;
+        }
+        cmd_finish(e, cmd, false, why);
+}
+
+/* Marks the command sent before the call: a restart finds host and agent job recorded. */
+static char *leaf_mark_sent(struct engine *e, json_t *cmd, const char *host, gint64 generation)
+{
+        char *job_id = fy_uuid_new();
+
+        engine_db_exec(e->db, NULL,
+                       "UPDATE commands SET phase = 'sent', host = ?, agent_job_id = ?, generation = ?, "
+                       "attempts = attempts + 1, updated = ? WHERE id = ?",
+                       "ssiis", host, job_id, generation, engine_now(), js(cmd, "id"));
+        return job_id;
+}
+
+static void on_leaf_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        if (!error)
+                return;        /* accepted: the job is watched from now on */
+        if (is_transport_error(error))
+                return;        /* unknown whether it arrived: the next round asks the host */
+        /* The host refused the request itself. */
+        leaf_fail_or_retry(e, cmd, 1, error->message);
+}
+
+static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job);
+static void leaf_job_missing(struct engine *e, json_t *cmd);
+
+static void on_leaf_jobs(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        json_t *job;
+
+        if (error)
+                return;        /* host unreachable: keep waiting (recovery in the monitor's hands) */
+        job = json_object_get(result, js(cmd, "agent_job_id"));
+        if (!job) {
+                leaf_job_missing(e, cmd);
+                return;
+        }
+        leaf_job_finished(e, cmd, job);
+}
+
+static void leaf_watch(struct engine *e, json_t *cmd)
+{
+        json_t *cached = g_hash_table_lookup(job_events, js(cmd, "agent_job_id"));
+
+        if (cached) {
+                const char *status = js(cached, "status");
+                /* Events carry progress; the final state is confirmed by Host.getJobs below. */
+                if (strcmp(status, "running") == 0) {
+                        leaf_job_finished(e, cmd, cached);
+                        return;
+                }
+        }
+        cmd_call(e, cmd, js(cmd, "host"), "Host.getJobs",
+                 json_pack("{s:[s]}", "job_ids", js(cmd, "agent_job_id")),
+                 e->config.host_timeout, on_leaf_jobs, NULL, NULL);
+}
+
+/* create_volume_container */
+
+static void volume_container_start(struct engine *e, json_t *cmd, json_t *p)
+{
+        g_autofree char *spm = engine_spm_host(e);
+        g_autofree char *job_id = NULL;
+        g_autofree char *size = NULL;
+        g_autoptr(json_t) dc = NULL;
+
+        if (!spm) {
+                step_update(e, js(cmd, "step_id"), "waiting", 0, NULL);
+                return;        /* no SPM now: wait for the election */
+        }
+        dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        job_id = leaf_mark_sent(e, cmd, spm, -1);
+        step_update(e, js(cmd, "step_id"), "started", 0, spm);
+        size = g_strdup_printf("%" G_GINT64_FORMAT, ji(p, "size"));
+        cmd_call(e, cmd, spm, "Volume.create",
+                 json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}",
+                           "job_id", job_id,
+                           "storagepoolID", js(dc, "pool_id"),
+                           "storagedomainID", js(p, "sd"),
+                           "imageID", js(p, "img"),
+                           "volumeID", js(p, "vol"),
+                           "size", size,
+                           "volFormat", strcmp(js(p, "format"), "cow") == 0 ? "COW" : "RAW",
+                           "preallocate", json_is_true(json_object_get(p, "sparse")) ? "SPARSE" : "PREALLOCATED",
+                           "diskType", "DATA",
+                           "desc", "",
+                           "srcImgUUID", js(p, "img"),
+                           "srcVolUUID", js(p, "parent") ? js(p, "parent") : FY_ZERO_UUID),
+                 SPM_CALL_TIMEOUT_MS, on_leaf_sent, NULL, NULL);
+}
+
+/* remove_image */
+
+static void remove_image_start(struct engine *e, json_t *cmd, json_t *p)
+{
+        g_autofree char *spm = engine_spm_host(e);
+        g_autofree char *job_id = NULL;
+        g_autoptr(json_t) dc = NULL;
+
+        if (!spm) {
+                step_update(e, js(cmd, "step_id"), "waiting", 0, NULL);
+                return;
+        }
+        dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        job_id = leaf_mark_sent(e, cmd, spm, -1);
+        step_update(e, js(cmd, "step_id"), "started", 0, spm);
+        cmd_call(e, cmd, spm, "Image.delete",
+                 json_pack("{s:s, s:s, s:s, s:s}", "job_id", job_id, "storagepoolID", js(dc, "pool_id"),
+                           "storagedomainID", js(p, "sd"), "imageID", js(p, "img")),
+                 SPM_CALL_TIMEOUT_MS, on_leaf_sent, NULL, NULL);
+}
+
+/* copy_data: pick a host, record the destination's generation, then start the copy. */
+
+static json_t *endpoint(json_t *ep, gint64 generation)
+{
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "endpoint_type", "div", "sd_id", js(ep, "sd"),
+                              "img_id", js(ep, "img"), "vol_id", js(ep, "vol"));
+
+        if (generation >= 0)
+                json_object_set_new(o, "generation", json_integer(generation));
+        return o;
+}
+
+static void on_copy_generation(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        const char *host = extra;
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        g_autofree char *job_id = NULL;
+        gint64 gen;
+
+        if (error) {
+                if (is_transport_error(error))
+                        return;        /* try again next round, maybe on another host */
+                cmd_finish(e, cmd, false, error->message);
+                return;
+        }
+        gen = json_integer_value(json_object_get(result, "generation"));
+        job_id = leaf_mark_sent(e, cmd, host, gen);
+        step_update(e, js(cmd, "step_id"), "started", 0, host);
+        engine_event(e, "normal", js(cmd, "id"), "copying volume %s to %s on host %s (destination generation %" G_GINT64_FORMAT ")",
+                     js(json_object_get(p, "src"), "vol"), js(json_object_get(p, "dst"), "sd"), host, gen);
+        cmd_call(e, cmd, host, "SDM.copy_data",
+                 json_pack("{s:s, s:o, s:o}", "job_id", job_id,
+                           "source", endpoint(json_object_get(p, "src"), -1),
+                           "destination", endpoint(json_object_get(p, "dst"), gen)),
+                 COPY_CALL_TIMEOUT_MS, on_leaf_sent, NULL, NULL);
+}
+
+static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
+{
+        g_autofree char *host = engine_pick_copy_host(e);
+        g_autoptr(json_t) dc = NULL;
+        json_t *dst = json_object_get(p, "dst");
+
+        if (!host) {
+                /* Every usable host is at its job limit (or none is up). */
+                step_update(e, js(cmd, "step_id"), "waiting", 0, NULL);
+                return;
+        }
+        dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        cmd_call(e, cmd, host, "Volume.getInfo",
+                 json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID", js(dst, "sd"),
+                           "imageID", js(dst, "img"), "volumeID", js(dst, "vol")),
+                 e->config.host_timeout, on_copy_generation, g_strdup(host), g_free);
+}
+
+/* The job is known to the host: running → progress, done/failed → finish. */
+static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
+{
+        const char *status = js(job, "status");
+        const char *type = js(cmd, "type");
+
+        if (strcmp(status, "done") == 0) {
+                if (strcmp(type, "create_volume_container") == 0) {
+                        g_autoptr(json_t) p = jparse(cmd, "params");
+
+                        engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'LEGAL' WHERE id = ? AND sd_id = ?",
+                                       "ss", js(p, "vol"), js(p, "sd"));
+                }
+                if (strcmp(type, "copy_data") == 0) {
+                        g_autoptr(json_t) p = jparse(cmd, "params");
+                        json_t *dst = json_object_get(p, "dst");
+
+                        engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'LEGAL', generation = ? "
+                                                    "WHERE id = ? AND sd_id = ?", "iss",
+                                       (ji(cmd, "generation") + 1) % 1000, js(dst, "vol"), js(dst, "sd"));
+                }
+                cmd_finish(e, cmd, true, NULL);
+        } else if (strcmp(status, "failed") == 0 || strcmp(status, "aborted") == 0) {
+                json_t *err = json_object_get(job, "error");
+                gint64 code = ji(err, "code");
+                g_autofree char *why = g_strdup_printf("%s on host %s: %s (code %" G_GINT64_FORMAT ")",
+                                                       status, js(cmd, "host"),
+                                                       js(err, "message") ? js(err, "message") : "no message", code);
+
+                if (strcmp(type, "remove_image") == 0 && code == 268) {
+                        cmd_finish(e, cmd, true, NULL);        /* already gone */
+                        return;
+                }
+                /* A copy that lost its generation race or was aborted is not retried blindly. */
+                if (strcmp(type, "copy_data") == 0 && code != 911 && strcmp(status, "aborted") != 0)
+                        leaf_fail_or_retry(e, cmd, e->config.copy_attempts, why);
+                else
+                        cmd_finish(e, cmd, false, why);
+        } else {
+                double progress = json_number_value(json_object_get(job, "progress"));
+
+                step_update(e, js(cmd, "step_id"), "started", progress, NULL);
+                job_progress_refresh(e, js(cmd, "job_id"));
+        }
+}
+
+static void on_leaf_verify(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        const char *type = js(cmd, "type");
+
+        if (is_transport_error(error))
+                return;
+        if (strcmp(type, "copy_data") == 0) {
+                json_t *owners = result ? json_object_get(json_object_get(result, "lease"), "owners") : NULL;
+
+                if (result && ji(result, "generation") == (ji(cmd, "generation") + 1) % 1000 &&
+                    strcmp(js(result, "legality"), "LEGAL") == 0) {
+                        json_t *done = json_pack("{s:s}", "status", "done");
+                        leaf_job_finished(e, cmd, done);
+                        json_decref(done);
+                } else if (owners && json_array_size(owners) > 0) {
+                        ;      /* someone still holds the lease: the copy is running */
+                } else {
+                        leaf_fail_or_retry(e, cmd, e->config.copy_attempts,
+                                           "the host no longer knows the copy job and the destination is not complete");
+                }
+                return;
+        }
+        if (strcmp(type, "create_volume_container") == 0) {
+                if (result && strcmp(js(result, "legality"), "LEGAL") == 0)
+                        cmd_finish(e, cmd, true, NULL);
+                else
+                        leaf_fail_or_retry(e, cmd, 3, error ? error->message : "volume creation did not finish");
+                return;
+        }
+        /* remove_image: gone is success. */
+        if (error && error->code == 268)
+                cmd_finish(e, cmd, true, NULL);
+        else
+                leaf_fail_or_retry(e, cmd, 3, "image removal did not finish");
+}
+
+/* The host answered but does not know the job: learn the outcome from storage. */
+static void leaf_job_missing(struct engine *e, json_t *cmd)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        const char *type = js(cmd, "type");
+        json_t *vol = strcmp(type, "copy_data") == 0 ? json_object_get(p, "dst") : p;
+
+        if (strcmp(type, "remove_image") == 0) {
+                cmd_call(e, cmd, js(cmd, "host"), "StorageDomain.getVolumes",
+                         json_pack("{s:s, s:s}", "storagedomainID", js(p, "sd"), "imageID", js(p, "img")),
+                         e->config.host_timeout, on_leaf_verify, NULL, NULL);
+                return;
+        }
+        cmd_call(e, cmd, js(cmd, "host"), "Volume.getInfo",
+                 json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID", js(vol, "sd"),
+                           "imageID", js(vol, "img"), "volumeID", js(vol, "vol")),
+                 e->config.host_timeout, on_leaf_verify, NULL, NULL);
+}
+
+static void leaf_advance(struct engine *e, json_t *cmd)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        const char *type = js(cmd, "type");
+
+        if (strcmp(js(cmd, "phase"), "sent") == 0) {
+                leaf_watch(e, cmd);
+                return;
+        }
+        if (strcmp(type, "create_volume_container") == 0)
+                volume_container_start(e, cmd, p);
+        else if (strcmp(type, "remove_image") == 0)
+                remove_image_start(e, cmd, p);
+        else
+                copy_data_start(e, cmd, p);
+}
+
+/* ---- composites ---- */
+
+/*
+ * Runs the children a composite needs one after another. data.child is the
+ * child running now, data.index how many are done. Returns "active" while
+ * children run, "succeeded" when all did, "failed" (with *ret_error) if one failed.
+ */
+typedef char *(*child_factory)(struct engine *e, json_t *cmd, json_t *p, size_t index);
+
+static const char *run_children(struct engine *e, json_t *cmd, json_t *data, size_t count,
+                                child_factory make, char **ret_error)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        const char *child = js(data, "child");
+        size_t index = (size_t) ji(data, "index");
+
+        if (child) {
+                g_autofree char *state = child_state(e, child, ret_error);
+
+                if (!state || strcmp(state, "failed") == 0)
+                        return "failed";
+                if (strcmp(state, "active") == 0)
+                        return "active";
+                index++;
+                json_object_set_new(data, "index", json_integer((json_int_t) index));
+                json_object_del(data, "child");
+        }
+        if (index >= count)
+                return "succeeded";
+        {
+                g_autofree char *id = make(e, cmd, p, index);
+                json_object_set_new(data, "child", json_string(id));
+        }
+        return "active";
+}
+
+static char *make_volume_container(struct engine *e, json_t *cmd, json_t *p, size_t i)
+{
+        json_t *v = json_array_get(json_object_get(p, "volumes"), i);
+        json_t *cp = json_pack("{s:s, s:s, s:s, s:O, s:I, s:s, s:O}",
+                               "sd", js(p, "sd"), "img", js(p, "img"), "vol", js(v, "id"),
+                               "parent", json_object_get(v, "parent"), "size", ji(v, "capacity"),
+                               "format", js(v, "format"), "sparse", json_object_get(v, "sparse"));
+        g_autofree char *desc = g_strdup_printf("Creating volume %s on storage domain %s", js(v, "id"), js(p, "sd"));
+        g_autofree char *step = step_create(e, js(cmd, "job_id"), "create_volume", desc, json_number_value(json_object_get(v, "structure_weight")));
+        char *id = cmd_create(e, "create_volume_container", js(cmd, "id"), js(cmd, "job_id"), step, cp);
+
+        json_decref(cp);
+        return id;
+}
+
+static char *make_copy_data(struct engine *e, json_t *cmd, json_t *p, size_t i)
+{
+        json_t *src = json_array_get(json_object_get(p, "src_volumes"), i);
+        json_t *dst = json_array_get(json_object_get(p, "volumes"), i);
+        json_t *cp = json_pack("{s:{s:s, s:s, s:s}, s:{s:s, s:s, s:s}}",
+                               "src", "sd", js(p, "src_sd"), "img", js(p, "src_img"), "vol", js(src, "id"),
+                               "dst", "sd", js(p, "sd"), "img", js(p, "img"), "vol", js(dst, "id"));
+        g_autofree char *desc = g_strdup_printf("Copying volume %s to storage domain %s", js(src, "id"), js(p, "sd"));
+        g_autofree char *step = step_create(e, js(cmd, "job_id"), "copy_data", desc, json_number_value(json_object_get(dst, "data_weight")));
+        char *id = cmd_create(e, "copy_data", js(cmd, "id"), js(cmd, "job_id"), step, cp);
+
+        json_decref(cp);
+        return id;
+}
+
+static char *make_remove_image(struct engine *e, json_t *cmd, const char *sd, const char *img)
+{
+        g_autofree char *desc = g_strdup_printf("Removing image %s from storage domain %s", img, sd);
+        g_autofree char *step = step_create(e, js(cmd, "job_id"), "remove_image", desc, 0);
+        json_t *cp = json_pack("{s:s, s:s}", "sd", sd, "img", img);
+        char *id = cmd_create(e, "remove_image", js(cmd, "id"), js(cmd, "job_id"), step, cp);
+
+        json_decref(cp);
+        return id;
+}
+
+static char *make_remove_dst(struct engine *e, json_t *cmd, json_t *p, size_t i)
+{
+        return make_remove_image(e, cmd, js(p, "sd"), js(p, "img"));
+}
+
+static char *make_remove_src(struct engine *e, json_t *cmd, json_t *p, size_t i)
+{
+        return make_remove_image(e, cmd, js(p, "src_sd"), js(p, "src_img"));
+}
+
+static char *make_structure(struct engine *e, json_t *cmd, json_t *p, size_t i)
+{
+        return cmd_create(e, "clone_image_group_volumes_structure", js(cmd, "id"), js(cmd, "job_id"), NULL, p);
+}
+
+static char *make_data(struct engine *e, json_t *cmd, json_t *p, size_t i)
+{
+        return cmd_create(e, "copy_image_group_volumes_data", js(cmd, "id"), js(cmd, "job_id"), NULL, p);
+}
+
+static char *make_with_data(struct engine *e, json_t *cmd, json_t *p, size_t i)
+{
+        return cmd_create(e, "copy_image_group_with_data", js(cmd, "id"), js(cmd, "job_id"), NULL, p);
+}
+
+/* Finishes a top-level command: disks, job, event. */
+static void flow_end(struct engine *e, json_t *cmd, json_t *p, bool ok, const char *error)
+{
+        const char *type = js(cmd, "type");
+        const char *disk = js(p, "disk");
+        const char *new_disk = js(p, "new_disk");
+
+        if (engine_db_begin(e->db, NULL) < 0)
+                return;
+        if (strcmp(type, "move_disk") == 0 && ok) {
+                /* The disk lives on the destination now; its volume rows follow. */
+                engine_db_exec(e->db, NULL, "DELETE FROM volumes WHERE disk_id = ? AND sd_id = ?", "ss", disk, js(p, "src_sd"));
+                engine_db_exec(e->db, NULL, "UPDATE disks SET sd_id = ? WHERE id = ?", "ss", js(p, "sd"), disk);
+        }
+        if (!ok && (strcmp(type, "move_disk") == 0 || strcmp(type, "copy_disk") == 0))
+                engine_db_exec(e->db, NULL, "DELETE FROM volumes WHERE disk_id = ? AND sd_id = ?", "ss",
+                               new_disk ? new_disk : disk, js(p, "sd"));
+        if (new_disk) {
+                if (ok)
+                        engine_db_exec(e->db, NULL, "UPDATE disks SET status = 'ok', progress = NULL, job_id = NULL "
+                                                    "WHERE id = ?", "s", new_disk);
+                else
+                        engine_db_exec(e->db, NULL, "DELETE FROM disks WHERE id = ?", "s", new_disk);
+        }
+        if (strcmp(type, "create_disk") == 0 && !ok) {
+                engine_db_exec(e->db, NULL, "DELETE FROM volumes WHERE disk_id = ?", "s", disk);
+                engine_db_exec(e->db, NULL, "DELETE FROM disks WHERE id = ?", "s", disk);
+        } else if (strcmp(type, "remove_disk") == 0 && ok) {
+                engine_db_exec(e->db, NULL, "DELETE FROM volumes WHERE disk_id = ?", "s", disk);
+                engine_db_exec(e->db, NULL, "DELETE FROM disks WHERE id = ?", "s", disk);
+        } else {
+                engine_db_exec(e->db, NULL, "UPDATE disks SET status = 'ok', progress = NULL, job_id = NULL "
+                                            "WHERE id = ?", "s", disk);
+        }
+        engine_db_exec(e->db, NULL, "UPDATE jobs SET status = ?, end_time = ?, progress = CASE WHEN ? THEN 100 ELSE progress END "
+                                    "WHERE id = ?", "sibs", ok ? "finished" : "failed", engine_now(), ok, js(cmd, "job_id"));
+        engine_db_commit(e->db, NULL);
+        cmd_finish(e, cmd, ok, error);
+        engine_event(e, ok ? "normal" : "warning", js(cmd, "id"), "%s of disk %s %s%s%s", type, disk,
+                     ok ? "finished" : "failed", error ? ": " : "", error ? error : "");
+}
+
+static void composite_advance(struct engine *e, json_t *cmd)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        g_autofree char *error = NULL;
+        const char *type = js(cmd, "type");
+        const char *phase = js(cmd, "phase");
+        size_t nvol = json_array_size(json_object_get(p, "volumes"));
+        const char *st;
+
+        if (strcmp(type, "clone_image_group_volumes_structure") == 0) {
+                st = run_children(e, cmd, data, nvol, make_volume_container, &error);
+                cmd_update(e, js(cmd, "id"), phase, data);
+                if (strcmp(st, "active") != 0)
+                        cmd_finish(e, cmd, strcmp(st, "succeeded") == 0, error);
+                return;
+        }
+        if (strcmp(type, "copy_image_group_volumes_data") == 0) {
+                /* Base first, one volume at a time. */
+                st = run_children(e, cmd, data, nvol, make_copy_data, &error);
+                cmd_update(e, js(cmd, "id"), phase, data);
+                if (strcmp(st, "active") != 0)
+                        cmd_finish(e, cmd, strcmp(st, "succeeded") == 0, error);
+                return;
+        }
+        if (strcmp(type, "copy_image_group_with_data") == 0) {
+                if (!*phase)
+                        phase = "structure";
+                st = run_children(e, cmd, data, 1, strcmp(phase, "structure") == 0 ? make_structure : make_data, &error);
+                if (strcmp(st, "succeeded") == 0 && strcmp(phase, "structure") == 0) {
+                        json_object_clear(data);
+                        cmd_update(e, js(cmd, "id"), "data", data);
+                        return;
+                }
+                cmd_update(e, js(cmd, "id"), phase, data);
+                if (strcmp(st, "active") != 0)
+                        cmd_finish(e, cmd, strcmp(st, "succeeded") == 0, error);
+                return;
+        }
+
+        /* Top-level flows. */
+        if (!*phase)
+                phase = "main";
+        if (strcmp(phase, "main") == 0) {
+                child_factory make = strcmp(type, "create_disk") == 0 ? make_structure :
+                                     strcmp(type, "remove_disk") == 0 ? make_remove_dst : make_with_data;
+
+                st = run_children(e, cmd, data, 1, make, &error);
+                if (strcmp(st, "active") == 0) {
+                        cmd_update(e, js(cmd, "id"), phase, data);
+                        return;
+                }
+                json_object_clear(data);
+                if (strcmp(st, "succeeded") == 0) {
+                        if (strcmp(type, "move_disk") == 0) {
+                                /* Switch first: the source is removed only once the disk points at the copy. */
+                                engine_db_exec(e->db, NULL, "UPDATE disks SET sd_id = ? WHERE id = ?", "ss",
+                                               js(p, "sd"), js(p, "disk"));
+                                cmd_update(e, js(cmd, "id"), "remove_source", data);
+                                return;
+                        }
+                        flow_end(e, cmd, p, true, NULL);
+                        return;
+                }
+                if (strcmp(type, "remove_disk") == 0) {
+                        flow_end(e, cmd, p, false, error);
+                        return;
+                }
+                /* Nothing half-made stays behind: remove the destination, keep the source. */
+                json_object_set_new(data, "error", json_string(error ? error : "failed"));
+                cmd_update(e, js(cmd, "id"), "cleanup", data);
+                return;
+        }
+        if (strcmp(phase, "remove_source") == 0) {
+                st = run_children(e, cmd, data, 1, make_remove_src, &error);
+                cmd_update(e, js(cmd, "id"), phase, data);
+                if (strcmp(st, "active") == 0)
+                        return;
+                if (strcmp(st, "failed") == 0)
+                        engine_event(e, "warning", js(cmd, "id"), "moved disk %s, but its old copy on %s was not removed: %s",
+                                     js(p, "disk"), js(p, "src_sd"), error ? error : "");
+                flow_end(e, cmd, p, true, NULL);
+                return;
+        }
+        if (strcmp(phase, "cleanup") == 0) {
+                g_autofree char *why = g_strdup(js(data, "error"));
+
+                st = run_children(e, cmd, data, 1, make_remove_dst, &error);
+                cmd_update(e, js(cmd, "id"), phase, data);
+                if (strcmp(st, "active") == 0)
+                        return;
+                if (strcmp(st, "failed") == 0)
+                        engine_event(e, "warning", js(cmd, "id"), "could not remove the incomplete copy of disk %s on %s: %s",
+                                     js(p, "disk"), js(p, "sd"), error ? error : "");
+                flow_end(e, cmd, p, false, why);
+                return;
+        }
+}
+
+static void cmd_advance(struct engine *e, json_t *cmd)
+{
+        const char *type = js(cmd, "type");
+
+        if (strcmp(type, "create_volume_container") == 0 || strcmp(type, "remove_image") == 0 ||
+            strcmp(type, "copy_data") == 0)
+                leaf_advance(e, cmd);
+        else
+                composite_advance(e, cmd);
+}
+
+void engine_commands_tick(struct engine *e)
+{
+        g_autoptr(json_t) rows = engine_db_query(e->db, NULL,
+                "SELECT * FROM commands WHERE state = 'active' ORDER BY created, rowid", "");
+        size_t i;
+        json_t *row;
+
+        if (!rows)
+                return;
+        json_array_foreach(rows, i, row) {
+                /* Re-read: an earlier command of this round may have changed it. */
+                g_autoptr(json_t) cur = NULL;
+
+                if (busy(e, js(row, "id")))
+                        continue;
+                cur = engine_db_query_one(e->db, NULL, "SELECT * FROM commands WHERE id = ?", "s", js(row, "id"));
+                if (cur && strcmp(js(cur, "state"), "active") == 0)
+                        cmd_advance(e, cur);
+        }
+}
+
+int engine_commands_init(struct engine *e, GError **error)
+{
+        e->busy = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        job_events = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) json_decref);
+        return 0;
+}

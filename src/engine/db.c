@@ -1,0 +1,325 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "db.h"
+#include "error.h"
+
+struct engine_db {
+        sqlite3 *sql;
+        char *path;
+};
+
+/*
+ * Schema migrations, applied in order; PRAGMA user_version counts how many
+ * ran. Never edit a shipped entry: add one.
+ */
+static const char *const migrations[] = {
+        /* 1: inventory, persistent commands, jobs and steps, audit log */
+        "CREATE TABLE options (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE datacenters ("
+        "  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, pool_id TEXT NOT NULL,"
+        "  master_sd TEXT, spm_host TEXT, spm_lver INTEGER NOT NULL DEFAULT 0);"
+        "CREATE TABLE hosts ("
+        "  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, address TEXT NOT NULL, port INTEGER NOT NULL,"
+        "  dc_id TEXT NOT NULL REFERENCES datacenters(id), host_id INTEGER NOT NULL,"
+        "  status TEXT NOT NULL, maintenance INTEGER NOT NULL DEFAULT 0, pool_connected INTEGER NOT NULL DEFAULT 0,"
+        "  stats TEXT, last_seen INTEGER, created INTEGER NOT NULL,"
+        "  UNIQUE (dc_id, host_id), UNIQUE (address, port));"
+        "CREATE TABLE storage_domains ("
+        "  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, dc_id TEXT NOT NULL REFERENCES datacenters(id),"
+        "  status TEXT NOT NULL, total INTEGER, free INTEGER, created INTEGER NOT NULL);"
+        "CREATE TABLE disks ("
+        "  id TEXT PRIMARY KEY, name TEXT NOT NULL, sd_id TEXT NOT NULL REFERENCES storage_domains(id),"
+        "  status TEXT NOT NULL, format TEXT NOT NULL, sparse INTEGER NOT NULL, provisioned_size INTEGER NOT NULL,"
+        "  actual_size INTEGER NOT NULL DEFAULT 0, progress REAL, description TEXT NOT NULL DEFAULT '',"
+        "  job_id TEXT, created INTEGER NOT NULL);"
+        "CREATE TABLE volumes ("
+        "  id TEXT NOT NULL, disk_id TEXT NOT NULL, sd_id TEXT NOT NULL, parent TEXT, position INTEGER NOT NULL,"
+        "  format TEXT NOT NULL, sparse INTEGER NOT NULL, capacity INTEGER NOT NULL,"
+        "  legality TEXT NOT NULL DEFAULT 'LEGAL', generation INTEGER NOT NULL DEFAULT 0,"
+        "  PRIMARY KEY (id, sd_id));"
+        "CREATE TABLE jobs ("
+        "  id TEXT PRIMARY KEY, description TEXT NOT NULL, status TEXT NOT NULL, progress REAL NOT NULL DEFAULT 0,"
+        "  start_time INTEGER NOT NULL, end_time INTEGER, command_id TEXT);"
+        "CREATE TABLE steps ("
+        "  id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES jobs(id), command_id TEXT, description TEXT NOT NULL,"
+        "  type TEXT NOT NULL, status TEXT NOT NULL, progress REAL NOT NULL DEFAULT 0, weight REAL NOT NULL DEFAULT 0,"
+        "  execution_host TEXT, start_time INTEGER NOT NULL, end_time INTEGER);"
+        "CREATE TABLE commands ("
+        "  id TEXT PRIMARY KEY, type TEXT NOT NULL, parent_id TEXT, job_id TEXT, step_id TEXT,"
+        "  state TEXT NOT NULL, phase TEXT NOT NULL DEFAULT '', params TEXT NOT NULL, data TEXT NOT NULL DEFAULT '{}',"
+        "  host TEXT, agent_job_id TEXT, generation INTEGER, attempts INTEGER NOT NULL DEFAULT 0,"
+        "  error TEXT, created INTEGER NOT NULL, updated INTEGER NOT NULL);"
+        "CREATE INDEX commands_active ON commands(state);"
+        "CREATE TABLE events ("
+        "  id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, severity TEXT NOT NULL,"
+        "  message TEXT NOT NULL, command_id TEXT);",
+};
+
+static int fail(struct engine_db *db, GError **error, const char *what)
+{
+        g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: %s: %s", db->path, what, sqlite3_errmsg(db->sql));
+        return -EIO;
+}
+
+static int exec_plain(struct engine_db *db, const char *sql, GError **error)
+{
+        char *msg = NULL;
+
+        if (sqlite3_exec(db->sql, sql, NULL, NULL, &msg) != SQLITE_OK) {
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: %s", db->path, msg ? msg : "error");
+                sqlite3_free(msg);
+                return -EIO;
+        }
+        return 0;
+}
+
+static int migrate(struct engine_db *db, GError **error)
+{
+        int version = engine_db_schema_version(db);
+
+        if (version > (int) G_N_ELEMENTS(migrations)) {
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL,
+                            "database %s has schema version %d, newer than this engine knows (%d); "
+                            "run a newer ferry-engine", db->path, version, (int) G_N_ELEMENTS(migrations));
+                return -EPROTO;
+        }
+        for (int v = version; v < (int) G_N_ELEMENTS(migrations); v++) {
+                g_autofree char *bump = g_strdup_printf("PRAGMA user_version = %d;", v + 1);
+
+                if (exec_plain(db, "BEGIN IMMEDIATE;", error) < 0)
+                        return -EIO;
+                if (exec_plain(db, migrations[v], error) < 0 || exec_plain(db, bump, error) < 0) {
+                        exec_plain(db, "ROLLBACK;", NULL);
+                        g_prefix_error(error, "schema migration %d: ", v + 1);
+                        return -EIO;
+                }
+                if (exec_plain(db, "COMMIT;", error) < 0)
+                        return -EIO;
+        }
+        return 0;
+}
+
+int engine_db_open(const char *path, struct engine_db **ret, GError **error)
+{
+        struct engine_db *db = g_new0(struct engine_db, 1);
+        int r;
+
+        db->path = g_strdup(path);
+        if (sqlite3_open_v2(path, &db->sql, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+                r = fail(db, error, "cannot open");
+                engine_db_close(db);
+                return r;
+        }
+        sqlite3_extended_result_codes(db->sql, 1);
+        sqlite3_busy_timeout(db->sql, 5000);
+        /* WAL: readers never block the writer; NORMAL sync is durable across engine crashes. */
+        if ((r = exec_plain(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                            error)) < 0 ||
+            (r = migrate(db, error)) < 0) {
+                engine_db_close(db);
+                return r;
+        }
+        *ret = db;
+        return 0;
+}
+
+void engine_db_close(struct engine_db *db)
+{
+        if (!db)
+                return;
+        sqlite3_close(db->sql);
+        g_free(db->path);
+        g_free(db);
+}
+
+int engine_db_schema_version(struct engine_db *db)
+{
+        sqlite3_stmt *st;
+        int v = -1;
+
+        if (sqlite3_prepare_v2(db->sql, "PRAGMA user_version;", -1, &st, NULL) != SQLITE_OK)
+                return -1;
+        if (sqlite3_step(st) == SQLITE_ROW)
+                v = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        return v;
+}
+
+static int bind_args(struct engine_db *db, sqlite3_stmt *st, const char *types, va_list ap, GError **error)
+{
+        int n = (int) strlen(types);
+
+        if (sqlite3_bind_parameter_count(st) != n) {
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "internal error: %d bind values for %d parameters in %s",
+                            n, sqlite3_bind_parameter_count(st), sqlite3_sql(st));
+                return -EINVAL;
+        }
+        for (int i = 0; i < n; i++) {
+                int rc;
+
+                switch (types[i]) {
+                case 's': {
+                        const char *s = va_arg(ap, const char *);
+                        rc = s ? sqlite3_bind_text(st, i + 1, s, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(st, i + 1);
+                        break;
+                }
+                case 'i':
+                        rc = sqlite3_bind_int64(st, i + 1, va_arg(ap, gint64));
+                        break;
+                case 'd':
+                        rc = sqlite3_bind_double(st, i + 1, va_arg(ap, double));
+                        break;
+                case 'b':
+                        rc = sqlite3_bind_int(st, i + 1, va_arg(ap, gboolean) ? 1 : 0);
+                        break;
+                case 'j': {
+                        json_t *j = va_arg(ap, json_t *);
+                        if (j) {
+                                char *text = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+                                rc = sqlite3_bind_text(st, i + 1, text, -1, SQLITE_TRANSIENT);
+                                free(text);
+                        } else {
+                                rc = sqlite3_bind_null(st, i + 1);
+                        }
+                        break;
+                }
+                default:
+                        g_assert_not_reached();
+                }
+                if (rc != SQLITE_OK)
+                        return fail(db, error, "bind");
+        }
+        return 0;
+}
+
+static sqlite3_stmt *prepare(struct engine_db *db, GError **error, const char *sql, const char *types, va_list ap)
+{
+        sqlite3_stmt *st = NULL;
+
+        if (sqlite3_prepare_v2(db->sql, sql, -1, &st, NULL) != SQLITE_OK) {
+                fail(db, error, sql);
+                return NULL;
+        }
+        if (bind_args(db, st, types, ap, error) < 0) {
+                sqlite3_finalize(st);
+                return NULL;
+        }
+        return st;
+}
+
+int engine_db_exec(struct engine_db *db, GError **error, const char *sql, const char *types, ...)
+{
+        sqlite3_stmt *st;
+        va_list ap;
+        int rc;
+
+        va_start(ap, types);
+        st = prepare(db, error, sql, types, ap);
+        va_end(ap);
+        if (!st)
+                return -EIO;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+                ;
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE) {
+                if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "conflicts with existing data: %s",
+                                    sqlite3_errmsg(db->sql));
+                        return -EEXIST;
+                }
+                return fail(db, error, sql);
+        }
+        return 0;
+}
+
+static json_t *column_value(sqlite3_stmt *st, int c)
+{
+        switch (sqlite3_column_type(st, c)) {
+        case SQLITE_INTEGER:
+                return json_integer(sqlite3_column_int64(st, c));
+        case SQLITE_FLOAT:
+                return json_real(sqlite3_column_double(st, c));
+        case SQLITE_NULL:
+                return json_null();
+        default:
+                return json_stringn((const char *) sqlite3_column_text(st, c), (size_t) sqlite3_column_bytes(st, c));
+        }
+}
+
+static json_t *query_va(struct engine_db *db, GError **error, bool one, const char *sql, const char *types, va_list ap)
+{
+        sqlite3_stmt *st = prepare(db, error, sql, types, ap);
+        json_t *rows;
+        int rc;
+
+        if (!st)
+                return NULL;
+        rows = json_array();
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                json_t *row = json_object();
+
+                for (int c = 0; c < sqlite3_column_count(st); c++)
+                        json_object_set_new(row, sqlite3_column_name(st, c), column_value(st, c));
+                json_array_append_new(rows, row);
+                if (one)
+                        break;
+        }
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+                fail(db, error, sql);
+                json_decref(rows);
+                rows = NULL;
+        }
+        sqlite3_finalize(st);
+        return rows;
+}
+
+json_t *engine_db_query(struct engine_db *db, GError **error, const char *sql, const char *types, ...)
+{
+        json_t *rows;
+        va_list ap;
+
+        va_start(ap, types);
+        rows = query_va(db, error, false, sql, types, ap);
+        va_end(ap);
+        return rows;
+}
+
+json_t *engine_db_query_one(struct engine_db *db, GError **error, const char *sql, const char *types, ...)
+{
+        json_t *rows, *row;
+        va_list ap;
+
+        va_start(ap, types);
+        rows = query_va(db, error, true, sql, types, ap);
+        va_end(ap);
+        if (!rows)
+                return NULL;
+        row = json_incref(json_array_get(rows, 0));
+        json_decref(rows);
+        return row;
+}
+
+gint64 engine_db_changes(struct engine_db *db)
+{
+        return sqlite3_changes64(db->sql);
+}
+
+int engine_db_begin(struct engine_db *db, GError **error)
+{
+        return exec_plain(db, "BEGIN IMMEDIATE;", error);
+}
+
+int engine_db_commit(struct engine_db *db, GError **error)
+{
+        return exec_plain(db, "COMMIT;", error);
+}
+
+void engine_db_rollback(struct engine_db *db)
+{
+        exec_plain(db, "ROLLBACK;", NULL);
+}

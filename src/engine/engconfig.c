@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The engine's option table; src/lib/options.c turns it into INI, CLI, --help and --show-config. */
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "config.h"
+#include "engine.h"
+#include "error.h"
+#include "options.h"
+
+#define O(field) offsetof(struct engine_config, field)
+
+static const struct fy_option options[] = {
+        { "listen_address", FY_OPT_STRING, "127.0.0.1", 1, 255, O(listen_address), "address of the REST API" },
+        { "port", FY_OPT_UINT, "8080", 0, 65535, O(port), "TCP port of the REST API (0 picks a free one)" },
+        { "db", FY_OPT_STRING, "/var/lib/ferry/engine.db", 1, 4096, O(db), "SQLite database file of the inventory" },
+        { "agent_insecure", FY_OPT_BOOL, "false", 0, 0, O(agent_insecure), "talk to agents over plain TCP (development only)" },
+        { "agent_tls_cert", FY_OPT_STRING, "", 0, 4096, O(agent_tls_cert), "PEM certificate the engine presents to agents" },
+        { "agent_tls_key", FY_OPT_STRING, "", 0, 4096, O(agent_tls_key), "PEM key of agent_tls_cert" },
+        { "agent_tls_ca", FY_OPT_STRING, "", 0, 4096, O(agent_tls_ca), "PEM CA that signed the agents' certificates" },
+        { "poll_interval", FY_OPT_UINT, "1000", 100, 60000, O(poll_interval), "ms between host polls and command coordinator rounds" },
+        { "host_timeout", FY_OPT_UINT, "5000", 100, 600000, O(host_timeout), "ms a host has to answer a poll" },
+        { "host_failures", FY_OPT_UINT, "3", 1, 100, O(host_failures), "failed polls in a row before a host is non_responsive" },
+        { "data_operations_by_hsm", FY_OPT_BOOL, "true", 0, 0, O(data_operations_by_hsm), "initial DataOperationsByHSM: copies run on any host (false: on the SPM)" },
+        { "host_selection_policy", FY_OPT_STRING, "least_loaded", 1, 32, O(host_selection_policy), "least_loaded or random" },
+        { "copy_attempts", FY_OPT_UINT, "3", 1, 20, O(copy_attempts), "times one volume copy is tried before the operation fails" },
+        { "max_body", FY_OPT_UINT, "65536", 1024, 16 * 1024 * 1024, O(max_body), "largest REST request body, bytes" },
+        { "log_level", FY_OPT_STRING, "info", 1, 16, O(log_level), "debug, info, warning or error" },
+};
+
+static int validate(void *config, GError **error)
+{
+        struct engine_config *c = config;
+
+        if (!c->agent_insecure && (!*c->agent_tls_cert || !*c->agent_tls_key || !*c->agent_tls_ca)) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                            "talking TLS to agents needs agent_tls_cert, agent_tls_key and agent_tls_ca; "
+                            "set them, or pass --agent-insecure=true for development");
+                return -EINVAL;
+        }
+        if (strcmp(c->host_selection_policy, "least_loaded") && strcmp(c->host_selection_policy, "random")) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                            "host_selection_policy must be least_loaded or random, got '%s'", c->host_selection_policy);
+                return -EINVAL;
+        }
+        if (strcmp(c->log_level, "debug") && strcmp(c->log_level, "info") &&
+            strcmp(c->log_level, "warning") && strcmp(c->log_level, "error")) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                            "log_level must be debug, info, warning or error, got '%s'", c->log_level);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static const struct fy_options_spec spec = {
+        .program = "ferry-engine",
+        .section = "engine",
+        .summary = "Ferry engine: inventory, REST API, SPM election, and data operations on any host.",
+        .version = FERRY_VERSION,
+        .options = options,
+        .n_options = G_N_ELEMENTS(options),
+        .validate = validate,
+};
+
+int engine_config_load(int *argc, char ***argv, struct engine_config *ret, GError **error)
+{
+        memset(ret, 0, sizeof(*ret));
+        return fy_options_load(&spec, ret, argc, argv, error);
+}
+
+void engine_config_clear(struct engine_config *c)
+{
+        fy_options_clear(&spec, c);
+}

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/*
+ * ferry-engine: one GLib main loop thread owns everything — the REST server
+ * (libsoup), the SQLite inventory, one JSON-RPC client per host, the host
+ * monitor, the SPM election and the command coordinator. Nothing blocks:
+ * every call to a host is asynchronous and every decision is written to the
+ * database before the call that acts on it.
+ */
+
+#include <stdbool.h>
+#include <glib.h>
+#include <jansson.h>
+#include <libsoup/soup.h>
+
+#include "db.h"
+#include "jsonrpc.h"      /* json_t autoptr */
+#include "rpcclient.h"
+
+/* GError domain whose codes are HTTP statuses, so the REST layer maps them 1:1. */
+#define ENGINE_ERROR (engine_error_quark())
+GQuark engine_error_quark(void);
+
+struct engine_config {
+        char *listen_address;
+        unsigned port;
+        char *db;
+        bool agent_insecure;
+        char *agent_tls_cert;
+        char *agent_tls_key;
+        char *agent_tls_ca;
+        unsigned poll_interval;        /* ms between host polls and coordinator ticks */
+        unsigned host_timeout;         /* ms for a host call before it counts as a failure */
+        unsigned host_failures;        /* failed polls before a host is non_responsive */
+        bool data_operations_by_hsm;   /* initial value of the DataOperationsByHSM option */
+        char *host_selection_policy;   /* least_loaded | random */
+        unsigned copy_attempts;        /* tries of one copy_data before it fails */
+        unsigned max_body;
+        char *log_level;
+};
+
+struct engine_host {
+        struct engine *engine;
+        char *id;
+        struct fy_rpc_client *rpc;
+        bool polling;                  /* a Host.getStats is in flight */
+        bool connecting;               /* a StoragePool.connect is in flight */
+        unsigned failures;
+        json_t *stats;                 /* last Host.getStats result */
+};
+
+struct engine {
+        struct engine_config config;
+        struct engine_db *db;
+        GMainLoop *loop;
+        SoupServer *http;
+        guint16 port;
+        char *dc_id;
+        GHashTable *hosts;             /* host uuid → struct engine_host* */
+        GHashTable *busy;              /* command ids with a call in flight */
+        bool spm_busy;                 /* an SPM election call is in flight */
+        bool sd_stats_busy;
+        guint tick_source;
+};
+
+int engine_config_load(int *argc, char ***argv, struct engine_config *ret, GError **error);
+void engine_config_clear(struct engine_config *c);
+
+/* ---- hosts.c ---- */
+int engine_hosts_init(struct engine *e, GError **error);
+void engine_hosts_free(struct engine *e);
+void engine_hosts_tick(struct engine *e);
+json_t *engine_host_add(struct engine *e, const char *name, const char *address, unsigned port, GError **error);
+int engine_host_set_maintenance(struct engine *e, const char *host_id, bool maintenance, GError **error);
+/* The SPM host's id if it is up, else NULL (borrowed from a DB row copy: free with g_free). */
+char *engine_spm_host(struct engine *e);
+/* Calls method on a host; fails at once (in the callback) if the host is unknown. */
+void engine_host_call(struct engine *e, const char *host_id, const char *method, json_t *params,
+                      unsigned timeout_ms, fy_rpc_client_reply_fn cb, void *userdata);
+/* Host ids that are up, pool-connected and not in maintenance. */
+GPtrArray *engine_usable_hosts(struct engine *e);
+typedef void (*engine_done_fn)(json_t *result, const GError *error, void *userdata);
+void engine_sd_add(struct engine *e, const char *name, engine_done_fn done, void *userdata);
+
+/* ---- scheduler.c ---- */
+/* Picks the host for a data copy; NULL when none is usable now. */
+char *engine_pick_copy_host(struct engine *e);
+
+/* ---- commands.c ---- */
+int engine_commands_init(struct engine *e, GError **error);
+void engine_commands_tick(struct engine *e);
+/* REST actions; each returns the JSON answer of a 202 or NULL with an ENGINE_ERROR. */
+json_t *engine_disk_create(struct engine *e, json_t *body, GError **error);
+json_t *engine_disk_move(struct engine *e, const char *disk_id, json_t *body, bool keep_source, GError **error);
+json_t *engine_disk_remove(struct engine *e, const char *disk_id, GError **error);
+
+/* ---- options / events ---- */
+bool engine_option_bool(struct engine *e, const char *name, bool def);
+void engine_event(struct engine *e, const char *severity, const char *command_id, const char *fmt, ...) G_GNUC_PRINTF(4, 5);
+gint64 engine_now(void);
+
+/* ---- rest.c ---- */
+int engine_rest_start(struct engine *e, GError **error);

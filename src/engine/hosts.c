@@ -1,0 +1,538 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Host monitor, pool membership, SPM election, storage domain creation. */
+#include <errno.h>
+#include <string.h>
+
+#include "engine.h"
+#include "error.h"
+#include "uuid.h"
+
+#define POOL_CONNECT_TIMEOUT_MS 120000
+#define SPM_START_TIMEOUT_MS 60000
+#define SD_CREATE_TIMEOUT_MS 60000
+#define SD_STATS_INTERVAL_US (5 * G_USEC_PER_SEC)
+
+static struct engine_host *host_lookup(struct engine *e, const char *id)
+{
+        return id ? g_hash_table_lookup(e->hosts, id) : NULL;
+}
+
+static void host_free(struct engine_host *h)
+{
+        fy_rpc_client_free(h->rpc);
+        json_decref(h->stats);
+        g_free(h->id);
+        g_free(h);
+}
+
+void engine_commands_on_event(struct engine *e, const char *host_id, const char *method, json_t *params);
+
+static void on_host_event(const char *method, json_t *params, void *userdata)
+{
+        struct engine_host *h = userdata;
+
+        engine_commands_on_event(h->engine, h->id, method, params);
+}
+
+static struct engine_host *host_attach(struct engine *e, const char *id, const char *address, unsigned port)
+{
+        struct engine_host *h = g_new0(struct engine_host, 1);
+        struct fy_rpc_client_options o = {
+                .host = address,
+                .port = (guint16) port,
+                .connect_timeout_ms = e->config.host_timeout,
+                .subscribe_events = true,
+        };
+
+        if (!e->config.agent_insecure) {
+                o.tls_cert = e->config.agent_tls_cert;
+                o.tls_key = e->config.agent_tls_key;
+                o.tls_ca = e->config.agent_tls_ca;
+        }
+        h->engine = e;
+        h->id = g_strdup(id);
+        h->rpc = fy_rpc_client_new(&o, on_host_event, h);
+        g_hash_table_insert(e->hosts, h->id, h);
+        return h;
+}
+
+int engine_hosts_init(struct engine *e, GError **error)
+{
+        g_autoptr(json_t) rows = NULL;
+        size_t i;
+        json_t *row;
+
+        e->hosts = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify) host_free);
+        rows = engine_db_query(e->db, error, "SELECT id, address, port FROM hosts", "");
+        if (!rows)
+                return -EIO;
+        json_array_foreach(rows, i, row)
+                host_attach(e, json_string_value(json_object_get(row, "id")),
+                            json_string_value(json_object_get(row, "address")),
+                            (unsigned) json_integer_value(json_object_get(row, "port")));
+        /* Nothing is known about them until they answer again. */
+        engine_db_exec(e->db, NULL, "UPDATE hosts SET status = 'connecting', pool_connected = 0 "
+                                    "WHERE status != 'maintenance'", "");
+        return 0;
+}
+
+void engine_hosts_free(struct engine *e)
+{
+        g_clear_pointer(&e->hosts, g_hash_table_unref);
+}
+
+static bool name_valid(const char *s, size_t max)
+{
+        size_t len = strlen(s);
+
+        if (len == 0 || len > max)
+                return false;
+        for (const char *p = s; *p; p++)
+                if (!g_ascii_isalnum(*p) && !strchr("_-.", *p))
+                        return false;
+        return true;
+}
+
+json_t *engine_host_add(struct engine *e, const char *name, const char *address, unsigned port, GError **error)
+{
+        g_autoptr(GInetAddress) inet = NULL;
+        g_autoptr(json_t) used = NULL;
+        g_autofree char *id = NULL;
+        gint64 host_id = 0;
+        size_t i;
+        json_t *row;
+
+        if (!name_valid(name, 64)) {
+                g_set_error(error, ENGINE_ERROR, 400, "host name must be 1-64 letters, digits or _-. characters");
+                return NULL;
+        }
+        inet = g_inet_address_new_from_string(address);
+        if (!inet && !g_hostname_is_non_ascii(address) && !name_valid(address, 253)) {
+                g_set_error(error, ENGINE_ERROR, 400, "address must be an IP address or a host name");
+                return NULL;
+        }
+        if (port < 1 || port > 65535) {
+                g_set_error(error, ENGINE_ERROR, 400, "port must be 1-65535");
+                return NULL;
+        }
+        /* The lowest free sanlock host id of the data center. */
+        used = engine_db_query(e->db, error, "SELECT host_id FROM hosts WHERE dc_id = ? ORDER BY host_id", "s", e->dc_id);
+        if (!used)
+                return NULL;
+        host_id = 1;
+        json_array_foreach(used, i, row) {
+                if (json_integer_value(json_object_get(row, "host_id")) == host_id)
+                        host_id++;
+                else
+                        break;
+        }
+        if (host_id > 2000) {
+                g_set_error(error, ENGINE_ERROR, 409, "the data center has 2000 hosts, sanlock's limit");
+                return NULL;
+        }
+        id = fy_uuid_new();
+        if (engine_db_exec(e->db, error,
+                           "INSERT INTO hosts (id, name, address, port, dc_id, host_id, status, created) "
+                           "VALUES (?, ?, ?, ?, ?, ?, 'connecting', ?)",
+                           "sssisii", id, name, address, (gint64) port, e->dc_id, host_id, engine_now()) < 0) {
+                if (g_error_matches(*error, FY_ERROR, FY_ERR_INVALID_PARAMETER)) {
+                        g_clear_error(error);
+                        g_set_error(error, ENGINE_ERROR, 409, "a host named %s or at %s:%u exists already",
+                                    name, address, port);
+                }
+                return NULL;
+        }
+        host_attach(e, id, address, port);
+        engine_event(e, "normal", NULL, "host %s (%s:%u) added with sanlock host id %" G_GINT64_FORMAT,
+                     name, address, port, host_id);
+        return engine_db_query_one(e->db, error, "SELECT * FROM hosts WHERE id = ?", "s", id);
+}
+
+int engine_host_set_maintenance(struct engine *e, const char *host_id, bool maintenance, GError **error)
+{
+        if (engine_db_exec(e->db, error, "UPDATE hosts SET maintenance = ?, status = ? WHERE id = ?", "bss",
+                           maintenance, maintenance ? "maintenance" : "connecting", host_id) < 0)
+                return -EIO;
+        if (engine_db_changes(e->db) == 0) {
+                g_set_error(error, ENGINE_ERROR, 404, "no host %s", host_id);
+                return -ENOENT;
+        }
+        return 0;
+}
+
+void engine_host_call(struct engine *e, const char *host_id, const char *method, json_t *params,
+                      unsigned timeout_ms, fy_rpc_client_reply_fn cb, void *userdata);
+
+struct failed_call {
+        fy_rpc_client_reply_fn cb;
+        void *userdata;
+        char *host_id;
+};
+
+static gboolean fail_later(gpointer data)
+{
+        struct failed_call *f = data;
+        g_autoptr(GError) error = g_error_new(G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "no host %s", f->host_id);
+
+        f->cb(NULL, error, f->userdata);
+        g_free(f->host_id);
+        g_free(f);
+        return G_SOURCE_REMOVE;
+}
+
+void engine_host_call(struct engine *e, const char *host_id, const char *method, json_t *params,
+                      unsigned timeout_ms, fy_rpc_client_reply_fn cb, void *userdata)
+{
+        struct engine_host *h = host_lookup(e, host_id);
+
+        if (!h) {
+                struct failed_call *f = g_new0(struct failed_call, 1);
+
+                json_decref(params);
+                f->cb = cb;
+                f->userdata = userdata;
+                f->host_id = g_strdup(host_id ? host_id : "(none)");
+                g_idle_add(fail_later, f);
+                return;
+        }
+        fy_rpc_client_call(h->rpc, method, params, timeout_ms, cb, userdata);
+}
+
+GPtrArray *engine_usable_hosts(struct engine *e)
+{
+        g_autoptr(json_t) rows = engine_db_query(e->db, NULL,
+                "SELECT id FROM hosts WHERE status = 'up' AND pool_connected = 1 AND maintenance = 0 "
+                "AND dc_id = ? ORDER BY host_id", "s", e->dc_id);
+        GPtrArray *ids = g_ptr_array_new_with_free_func(g_free);
+        size_t i;
+        json_t *row;
+
+        if (rows)
+                json_array_foreach(rows, i, row)
+                        g_ptr_array_add(ids, g_strdup(json_string_value(json_object_get(row, "id"))));
+        return ids;
+}
+
+char *engine_spm_host(struct engine *e)
+{
+        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL,
+                "SELECT h.id AS id FROM datacenters d JOIN hosts h ON h.id = d.spm_host "
+                "WHERE d.id = ? AND h.status = 'up' AND h.pool_connected = 1", "s", e->dc_id);
+
+        return row ? g_strdup(json_string_value(json_object_get(row, "id"))) : NULL;
+}
+
+/* ---- polling ---- */
+
+struct host_ctx {
+        struct engine *e;
+        char *host_id;
+};
+
+static struct host_ctx *host_ctx_new(struct engine *e, const char *host_id)
+{
+        struct host_ctx *c = g_new0(struct host_ctx, 1);
+
+        c->e = e;
+        c->host_id = g_strdup(host_id);
+        return c;
+}
+
+static void host_ctx_free(struct host_ctx *c)
+{
+        g_free(c->host_id);
+        g_free(c);
+}
+
+static void on_stats(json_t *result, const GError *error, void *userdata)
+{
+        struct host_ctx *c = userdata;
+        struct engine *e = c->e;
+        struct engine_host *h = host_lookup(e, c->host_id);
+        g_autoptr(json_t) row = NULL;
+        const char *status;
+
+        if (!h)
+                goto out;
+        h->polling = false;
+        row = engine_db_query_one(e->db, NULL, "SELECT name, status, maintenance FROM hosts WHERE id = ?", "s", h->id);
+        if (!row)
+                goto out;
+        status = json_string_value(json_object_get(row, "status"));
+        if (result) {
+                h->failures = 0;
+                json_decref(h->stats);
+                h->stats = json_incref(result);
+                engine_db_exec(e->db, NULL, "UPDATE hosts SET stats = ?, last_seen = ? WHERE id = ?", "jis",
+                               result, engine_now(), h->id);
+                if (json_integer_value(json_object_get(row, "maintenance")) == 0 && strcmp(status, "up") != 0) {
+                        engine_db_exec(e->db, NULL, "UPDATE hosts SET status = 'up' WHERE id = ?", "s", h->id);
+                        engine_event(e, "normal", NULL, "host %s is up", json_string_value(json_object_get(row, "name")));
+                }
+        } else {
+                h->failures++;
+                if (h->failures >= e->config.host_failures && strcmp(status, "non_responsive") != 0 &&
+                    strcmp(status, "maintenance") != 0) {
+                        engine_db_exec(e->db, NULL, "UPDATE hosts SET status = 'non_responsive', pool_connected = 0 "
+                                                    "WHERE id = ?", "s", h->id);
+                        engine_event(e, "warning", NULL, "host %s is not responding: %s",
+                                     json_string_value(json_object_get(row, "name")), error->message);
+                }
+        }
+out:
+        host_ctx_free(c);
+}
+
+static json_t *pool_domain_dict(struct engine *e, char **ret_master)
+{
+        g_autoptr(json_t) rows = engine_db_query(e->db, NULL, "SELECT id FROM storage_domains WHERE dc_id = ?", "s", e->dc_id);
+        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT master_sd FROM datacenters WHERE id = ?", "s", e->dc_id);
+        json_t *dict = json_object();
+        size_t i;
+        json_t *row;
+
+        if (rows)
+                json_array_foreach(rows, i, row)
+                        json_object_set_new(dict, json_string_value(json_object_get(row, "id")), json_string("active"));
+        *ret_master = dc && json_is_string(json_object_get(dc, "master_sd")) ?
+                      g_strdup(json_string_value(json_object_get(dc, "master_sd"))) : NULL;
+        return dict;
+}
+
+static void on_pool_connected(json_t *result, const GError *error, void *userdata)
+{
+        struct host_ctx *c = userdata;
+        struct engine *e = c->e;
+        struct engine_host *h = host_lookup(e, c->host_id);
+
+        if (h) {
+                h->connecting = false;
+                if (result) {
+                        engine_db_exec(e->db, NULL, "UPDATE hosts SET pool_connected = 1 WHERE id = ?", "s", h->id);
+                        engine_event(e, "normal", NULL, "host %s connected to the storage pool", h->id);
+                } else {
+                        engine_event(e, "warning", NULL, "host %s could not connect to the storage pool: %s",
+                                     h->id, error->message);
+                }
+        }
+        host_ctx_free(c);
+}
+
+static void host_connect_pool(struct engine *e, struct engine_host *h, json_t *row)
+{
+        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        g_autofree char *master = NULL;
+        json_t *dict = pool_domain_dict(e, &master);
+
+        if (!dc || !master || json_object_size(dict) == 0) {
+                json_decref(dict);
+                return;        /* nothing to connect to before the first storage domain */
+        }
+        h->connecting = true;
+        engine_host_call(e, h->id, "StoragePool.connect",
+                         json_pack("{s:s, s:I, s:s, s:o}",
+                                   "storagepoolID", json_string_value(json_object_get(dc, "pool_id")),
+                                   "hostID", json_integer_value(json_object_get(row, "host_id")),
+                                   "masterSdUUID", master, "domainDict", dict),
+                         POOL_CONNECT_TIMEOUT_MS, on_pool_connected, host_ctx_new(e, h->id));
+}
+
+/* ---- SPM election ---- */
+
+static void on_spm_started(json_t *result, const GError *error, void *userdata)
+{
+        struct host_ctx *c = userdata;
+        struct engine *e = c->e;
+
+        e->spm_busy = false;
+        if (result) {
+                engine_db_exec(e->db, NULL, "UPDATE datacenters SET spm_host = ?, spm_lver = ? WHERE id = ?", "sis",
+                               c->host_id, json_integer_value(json_object_get(result, "spmLver")), e->dc_id);
+                engine_event(e, "normal", NULL, "host %s is the SPM (lease version %" JSON_INTEGER_FORMAT ")",
+                             c->host_id, json_integer_value(json_object_get(result, "spmLver")));
+        } else {
+                engine_event(e, "warning", NULL, "host %s could not become the SPM: %s", c->host_id, error->message);
+        }
+        host_ctx_free(c);
+}
+
+static void spm_elect(struct engine *e)
+{
+        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL,
+                "SELECT d.pool_id AS pool_id, d.spm_host AS spm_host, h.status AS status, h.stats AS stats "
+                "FROM datacenters d LEFT JOIN hosts h ON h.id = d.spm_host WHERE d.id = ?", "s", e->dc_id);
+        g_autoptr(GPtrArray) usable = NULL;
+        struct engine_host *cur;
+        const char *spm;
+        const char *candidate = NULL;
+
+        if (!dc || e->spm_busy)
+                return;
+        spm = json_string_value(json_object_get(dc, "spm_host"));
+        cur = host_lookup(e, spm);
+        if (spm && cur && cur->stats && json_string_value(json_object_get(dc, "status")) &&
+            strcmp(json_string_value(json_object_get(dc, "status")), "up") == 0) {
+                if (json_is_true(json_object_get(cur->stats, "spm")))
+                        return;        /* healthy */
+                /* Up but not holding the lease any more (agent restarted): elect again. */
+                engine_db_exec(e->db, NULL, "UPDATE datacenters SET spm_host = NULL WHERE id = ?", "s", e->dc_id);
+                engine_event(e, "warning", NULL, "host %s no longer holds the SPM lease", spm);
+                spm = NULL;
+        }
+        usable = engine_usable_hosts(e);
+        for (guint i = 0; i < usable->len && !candidate; i++) {
+                struct engine_host *h = host_lookup(e, usable->pdata[i]);
+
+                /* A host that already holds the lease (engine restart) is adopted by spmStart at once. */
+                if (h && h->stats && json_is_true(json_object_get(h->stats, "spm")))
+                        candidate = usable->pdata[i];
+        }
+        if (!candidate && usable->len > 0) {
+                /* The old SPM may still hold the lease: sanlock refuses (661) until it expires. */
+                candidate = usable->pdata[g_random_int_range(0, (gint32) usable->len)];
+        }
+        if (!candidate || (spm && g_strcmp0(spm, candidate) == 0))
+                return;
+        e->spm_busy = true;
+        engine_host_call(e, candidate, "StoragePool.spmStart",
+                         json_pack("{s:s}", "storagepoolID", json_string_value(json_object_get(dc, "pool_id"))),
+                         SPM_START_TIMEOUT_MS, on_spm_started, host_ctx_new(e, candidate));
+}
+
+/* ---- storage domain space ---- */
+
+static void on_sd_stats(json_t *result, const GError *error, void *userdata)
+{
+        struct host_ctx *c = userdata;   /* host_id holds the domain id here */
+
+        if (result)
+                engine_db_exec(c->e->db, NULL, "UPDATE storage_domains SET total = ?, free = ? WHERE id = ?", "iis",
+                               json_integer_value(json_object_get(result, "disktotal")),
+                               json_integer_value(json_object_get(result, "diskfree")), c->host_id);
+        host_ctx_free(c);
+}
+
+static void sd_stats_refresh(struct engine *e)
+{
+        static gint64 last;
+        g_autoptr(GPtrArray) usable = engine_usable_hosts(e);
+        g_autoptr(json_t) sds = NULL;
+        size_t i;
+        json_t *row;
+
+        if (usable->len == 0 || g_get_monotonic_time() - last < SD_STATS_INTERVAL_US)
+                return;
+        last = g_get_monotonic_time();
+        sds = engine_db_query(e->db, NULL, "SELECT id FROM storage_domains", "");
+        if (sds)
+                json_array_foreach(sds, i, row) {
+                        const char *id = json_string_value(json_object_get(row, "id"));
+                        engine_host_call(e, usable->pdata[0], "StorageDomain.getStats",
+                                         json_pack("{s:s}", "storagedomainID", id), e->config.host_timeout,
+                                         on_sd_stats, host_ctx_new(e, id));
+                }
+}
+
+void engine_hosts_tick(struct engine *e)
+{
+        g_autoptr(json_t) rows = engine_db_query(e->db, NULL, "SELECT * FROM hosts", "");
+        size_t i;
+        json_t *row;
+
+        if (!rows)
+                return;
+        json_array_foreach(rows, i, row) {
+                struct engine_host *h = host_lookup(e, json_string_value(json_object_get(row, "id")));
+
+                if (!h)
+                        continue;
+                if (!h->polling) {
+                        h->polling = true;
+                        engine_host_call(e, h->id, "Host.getStats", NULL, e->config.host_timeout, on_stats,
+                                         host_ctx_new(e, h->id));
+                }
+                if (!h->connecting && strcmp(json_string_value(json_object_get(row, "status")), "up") == 0 &&
+                    json_integer_value(json_object_get(row, "pool_connected")) == 0)
+                        host_connect_pool(e, h, row);
+        }
+        spm_elect(e);
+        sd_stats_refresh(e);
+}
+
+/* ---- storage domains ---- */
+
+struct sd_add_ctx {
+        struct engine *e;
+        char *id;
+        char *name;
+        engine_done_fn done;
+        void *userdata;
+};
+
+static void on_sd_created(json_t *result, const GError *error, void *userdata)
+{
+        struct sd_add_ctx *c = userdata;
+        struct engine *e = c->e;
+        g_autoptr(GError) err = NULL;
+        g_autoptr(json_t) row = NULL;
+
+        if (!result) {
+                err = g_error_new(ENGINE_ERROR, error->domain == FY_ERROR ? 400 : 503,
+                                  "the host could not create storage domain %s: %s", c->name, error->message);
+                c->done(NULL, err, c->userdata);
+                goto out;
+        }
+        if (engine_db_exec(e->db, &err, "INSERT INTO storage_domains (id, name, dc_id, status, created) "
+                                        "VALUES (?, ?, ?, 'active', ?)", "sssi", c->id, c->name, e->dc_id,
+                           engine_now()) < 0) {
+                c->done(NULL, err, c->userdata);
+                goto out;
+        }
+        engine_db_exec(e->db, NULL, "UPDATE datacenters SET master_sd = ? WHERE id = ? AND master_sd IS NULL", "ss",
+                       c->id, e->dc_id);
+        /* Every host joins the new domain's lockspace (connect is idempotent). */
+        engine_db_exec(e->db, NULL, "UPDATE hosts SET pool_connected = 0 WHERE dc_id = ?", "s", e->dc_id);
+        engine_event(e, "normal", NULL, "storage domain %s (%s) created", c->name, c->id);
+        row = engine_db_query_one(e->db, &err, "SELECT * FROM storage_domains WHERE id = ?", "s", c->id);
+        c->done(row, err, c->userdata);
+out:
+        g_free(c->id);
+        g_free(c->name);
+        g_free(c);
+}
+
+void engine_sd_add(struct engine *e, const char *name, engine_done_fn done, void *userdata)
+{
+        g_autoptr(json_t) up = NULL;
+        g_autoptr(json_t) exists = NULL;
+        g_autoptr(GError) error = NULL;
+        struct sd_add_ctx *c;
+
+        if (!name_valid(name, 50)) {
+                error = g_error_new(ENGINE_ERROR, 400, "storage domain name must be 1-50 letters, digits or _-. characters");
+                done(NULL, error, userdata);
+                return;
+        }
+        exists = engine_db_query_one(e->db, NULL, "SELECT id FROM storage_domains WHERE name = ?", "s", name);
+        if (exists) {
+                error = g_error_new(ENGINE_ERROR, 409, "a storage domain named %s exists already", name);
+                done(NULL, error, userdata);
+                return;
+        }
+        up = engine_db_query_one(e->db, NULL, "SELECT id FROM hosts WHERE status = 'up' AND maintenance = 0 "
+                                              "ORDER BY host_id", "");
+        if (!up) {
+                error = g_error_new(ENGINE_ERROR, 503, "no host is up to create the storage domain; add a host first");
+                done(NULL, error, userdata);
+                return;
+        }
+        c = g_new0(struct sd_add_ctx, 1);
+        c->e = e;
+        c->id = fy_uuid_new();
+        c->name = g_strdup(name);
+        c->done = done;
+        c->userdata = userdata;
+        engine_host_call(e, json_string_value(json_object_get(up, "id")), "StorageDomain.create",
+                         json_pack("{s:s, s:s, s:s}", "storagedomainID", c->id, "name", name, "domainType", "localfs"),
+                         SD_CREATE_TIMEOUT_MS, on_sd_created, c);
+}

@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+#include <locale.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <glib-unix.h>
+
+#include "config.h"
+#include "engine.h"
+#include "error.h"
+#include "log.h"
+#include "uuid.h"
+
+G_DEFINE_QUARK(ferry-engine-error-quark, engine_error)
+
+static gboolean on_tick(gpointer data)
+{
+        struct engine *e = data;
+
+        engine_hosts_tick(e);
+        engine_commands_tick(e);
+        return G_SOURCE_CONTINUE;
+}
+
+static gboolean on_signal(gpointer data)
+{
+        struct engine *e = data;
+
+        g_message("signal received, shutting down");
+        g_main_loop_quit(e->loop);
+        return G_SOURCE_CONTINUE;
+}
+
+/* The one data center of this installation, made on first start. */
+static int ensure_datacenter(struct engine *e, GError **error)
+{
+        g_autoptr(json_t) dc = engine_db_query_one(e->db, error, "SELECT id FROM datacenters ORDER BY name LIMIT 1", "");
+        g_autofree char *id = NULL;
+        g_autofree char *pool = NULL;
+
+        if (dc) {
+                e->dc_id = g_strdup(json_string_value(json_object_get(dc, "id")));
+                return 0;
+        }
+        if (error && *error)
+                return -EIO;
+        id = fy_uuid_new();
+        pool = fy_uuid_new();
+        if (engine_db_exec(e->db, error, "INSERT INTO datacenters (id, name, pool_id) VALUES (?, 'Default', ?)", "ss",
+                           id, pool) < 0)
+                return -EIO;
+        e->dc_id = g_steal_pointer(&id);
+        return 0;
+}
+
+int main(int argc, char **argv)
+{
+        struct engine engine = { 0 };
+        struct engine *e = &engine;
+        g_autoptr(GError) error = NULL;
+        int r;
+
+        setlocale(LC_ALL, "");
+        r = engine_config_load(&argc, &argv, &e->config, &error);
+        if (r > 0)
+                return EXIT_SUCCESS;
+        if (r < 0) {
+                fprintf(stderr, "ferry-engine: %s\n", error->message);
+                return 2;
+        }
+        fy_log_setup(e->config.log_level, "ferry-engine");
+        e->loop = g_main_loop_new(NULL, FALSE);
+
+        if (engine_db_open(e->config.db, &e->db, &error) < 0 || ensure_datacenter(e, &error) < 0 ||
+            engine_hosts_init(e, &error) < 0 || engine_commands_init(e, &error) < 0) {
+                g_critical("%s", error->message);
+                return EXIT_FAILURE;
+        }
+        if (engine_rest_start(e, &error) < 0) {
+                g_critical("cannot serve the REST API on %s:%u: %s", e->config.listen_address, e->config.port, error->message);
+                return EXIT_FAILURE;
+        }
+        g_message("ferry-engine %s listening on http://%s:%u, database %s (schema %d), %u host(s)",
+                  FERRY_VERSION, e->config.listen_address, e->port, e->config.db,
+                  engine_db_schema_version(e->db), g_hash_table_size(e->hosts));
+
+        g_unix_signal_add(SIGTERM, on_signal, e);
+        g_unix_signal_add(SIGINT, on_signal, e);
+        e->tick_source = g_timeout_add(e->config.poll_interval, on_tick, e);
+        on_tick(e);
+        g_main_loop_run(e->loop);
+
+        g_source_remove(e->tick_source);
+        soup_server_disconnect(e->http);
+        g_object_unref(e->http);
+        engine_hosts_free(e);
+        g_hash_table_unref(e->busy);
+        engine_db_close(e->db);
+        g_free(e->dc_id);
+        g_main_loop_unref(e->loop);
+        engine_config_clear(&e->config);
+        g_message("ferry-engine stopped");
+        return EXIT_SUCCESS;
+}

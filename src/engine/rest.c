@@ -1,0 +1,485 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * REST API (docs/rest-api.md) on libsoup 3. Handlers validate, read the
+ * inventory, start actions, and answer JSON; errors are
+ * {"fault": {"reason", "detail"}} with the HTTP status of the ENGINE_ERROR.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "engine.h"
+#include "error.h"
+#include "uuid.h"
+
+static const char *js(json_t *o, const char *key)
+{
+        return json_string_value(json_object_get(o, key));
+}
+
+static gint64 ji(json_t *o, const char *key)
+{
+        return json_integer_value(json_object_get(o, key));
+}
+
+static const char *reason_for(int status)
+{
+        switch (status) {
+        case 400: return "Bad request";
+        case 404: return "Not found";
+        case 405: return "Method not allowed";
+        case 409: return "Conflict";
+        case 411: return "Length required";
+        case 413: return "Request too large";
+        case 415: return "Unsupported media type";
+        case 503: return "Service unavailable";
+        case 507: return "Insufficient storage";
+        default: return "Internal error";
+        }
+}
+
+static void reply_json(SoupServerMessage *msg, int status, json_t *body)
+{
+        g_autofree char *text = json_dumps(body, JSON_INDENT(2) | JSON_SORT_KEYS);
+
+        soup_server_message_set_status(msg, (guint) status, NULL);
+        soup_server_message_set_response(msg, "application/json", SOUP_MEMORY_COPY, text, strlen(text));
+}
+
+static void reply_fault(SoupServerMessage *msg, int status, const char *detail)
+{
+        g_autoptr(json_t) body = json_pack("{s:{s:s, s:s}}", "fault", "reason", reason_for(status), "detail", detail);
+
+        reply_json(msg, status, body);
+}
+
+static void reply_error(SoupServerMessage *msg, const GError *error)
+{
+        int status = error->domain == ENGINE_ERROR ? error->code : 500;
+
+        if (status < 400 || status > 599)
+                status = 500;
+        reply_fault(msg, status, error->message);
+}
+
+static json_t *ref(const char *id)
+{
+        return id ? json_pack("{s:s}", "id", id) : json_null();
+}
+
+static json_t *host_json(struct engine *e, json_t *row)
+{
+        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT spm_host FROM datacenters WHERE id = ?", "s", js(row, "dc_id"));
+        json_t *stats = js(row, "stats") ? json_loads(js(row, "stats"), 0, NULL) : NULL;
+
+        return json_pack("{s:s, s:s, s:s, s:I, s:I, s:o, s:s, s:b, s:b, s:o}",
+                         "id", js(row, "id"), "name", js(row, "name"), "address", js(row, "address"),
+                         "port", ji(row, "port"), "host_id", ji(row, "host_id"), "data_center", ref(js(row, "dc_id")),
+                         "status", js(row, "status"), "spm", dc && g_strcmp0(js(dc, "spm_host"), js(row, "id")) == 0,
+                         "pool_connected", ji(row, "pool_connected") != 0, "stats", stats ? stats : json_null());
+}
+
+static json_t *sd_json(struct engine *e, json_t *row)
+{
+        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT master_sd FROM datacenters WHERE id = ?", "s", js(row, "dc_id"));
+        json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:b}", "id", js(row, "id"), "name", js(row, "name"),
+                              "status", js(row, "status"), "data_center", ref(js(row, "dc_id")),
+                              "master", dc && g_strcmp0(js(dc, "master_sd"), js(row, "id")) == 0);
+
+        if (json_is_integer(json_object_get(row, "free"))) {
+                json_object_set_new(o, "available", json_integer(ji(row, "free")));
+                json_object_set_new(o, "used", json_integer(ji(row, "total") - ji(row, "free")));
+        }
+        return o;
+}
+
+static json_t *disk_json(struct engine *e, json_t *row, bool with_volumes)
+{
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:[{s:s}]}",
+                              "id", js(row, "id"), "name", js(row, "name"), "status", js(row, "status"),
+                              "format", js(row, "format"), "sparse", ji(row, "sparse") != 0,
+                              "provisioned_size", ji(row, "provisioned_size"), "actual_size", ji(row, "actual_size"),
+                              "storage_domains", "id", js(row, "sd_id"));
+
+        if (strcmp(js(row, "status"), "locked") == 0) {
+                json_object_set_new(o, "progress", json_integer((json_int_t) json_number_value(json_object_get(row, "progress"))));
+                if (js(row, "job_id"))
+                        json_object_set_new(o, "job", ref(js(row, "job_id")));
+        }
+        if (with_volumes) {
+                g_autoptr(json_t) vols = engine_db_query(e->db, NULL,
+                        "SELECT id, parent, format, legality, generation, capacity FROM volumes "
+                        "WHERE disk_id = ? AND sd_id = ? ORDER BY position", "ss", js(row, "id"), js(row, "sd_id"));
+                json_object_set(o, "volumes", vols ? vols : json_array());
+        }
+        return o;
+}
+
+static json_t *job_json(json_t *row)
+{
+        json_t *o = json_pack("{s:s, s:s, s:s, s:f, s:I}", "id", js(row, "id"), "description", js(row, "description"),
+                              "status", js(row, "status"), "progress", json_number_value(json_object_get(row, "progress")),
+                              "start_time", ji(row, "start_time"));
+
+        if (json_is_integer(json_object_get(row, "end_time")))
+                json_object_set_new(o, "end_time", json_integer(ji(row, "end_time")));
+        return o;
+}
+
+static json_t *step_json(struct engine *e, json_t *row)
+{
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:f, s:f, s:I}", "id", js(row, "id"),
+                              "description", js(row, "description"), "type", js(row, "type"),
+                              "status", js(row, "status"), "progress", json_number_value(json_object_get(row, "progress")),
+                              "weight", json_number_value(json_object_get(row, "weight")), "start_time", ji(row, "start_time"));
+        const char *host = js(row, "execution_host");
+
+        if (host) {
+                g_autoptr(json_t) h = engine_db_query_one(e->db, NULL, "SELECT name FROM hosts WHERE id = ?", "s", host);
+                json_object_set_new(o, "execution_host", json_pack("{s:s, s:s?}", "id", host, "name", h ? js(h, "name") : NULL));
+        } else {
+                json_object_set_new(o, "execution_host", json_null());
+        }
+        if (json_is_integer(json_object_get(row, "end_time")))
+                json_object_set_new(o, "end_time", json_integer(ji(row, "end_time")));
+        return o;
+}
+
+typedef json_t *(*formatter)(struct engine *e, json_t *row);
+
+static json_t *fmt_host(struct engine *e, json_t *row) { return host_json(e, row); }
+static json_t *fmt_sd(struct engine *e, json_t *row) { return sd_json(e, row); }
+static json_t *fmt_disk(struct engine *e, json_t *row) { return disk_json(e, row, false); }
+static json_t *fmt_job(struct engine *e, json_t *row) { return job_json(row); }
+static json_t *fmt_step(struct engine *e, json_t *row) { return step_json(e, row); }
+
+static json_t *fmt_dc(struct engine *e, json_t *row)
+{
+        g_autoptr(json_t) spm = NULL;
+        json_t *o = json_pack("{s:s, s:s, s:s}", "id", js(row, "id"), "name", js(row, "name"), "pool_id", js(row, "pool_id"));
+
+        if (js(row, "spm_host"))
+                spm = engine_db_query_one(e->db, NULL, "SELECT id, name, status FROM hosts WHERE id = ?", "s", js(row, "spm_host"));
+        json_object_set_new(o, "spm", spm ? json_pack("{s:s, s:s}", "id", js(spm, "id"), "name", js(spm, "name")) : json_null());
+        json_object_set_new(o, "status", json_string(spm && strcmp(js(spm, "status"), "up") == 0 ? "up" : "problematic"));
+        return o;
+}
+
+static void reply_list(struct engine *e, SoupServerMessage *msg, const char *key, const char *sql,
+                       const char *arg, formatter fmt)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) rows = arg ? engine_db_query(e->db, &error, sql, "s", arg) : engine_db_query(e->db, &error, sql, "");
+        g_autoptr(json_t) out = json_array();
+        g_autoptr(json_t) body = NULL;
+        size_t i;
+        json_t *row;
+
+        if (!rows) {
+                reply_error(msg, error);
+                return;
+        }
+        json_array_foreach(rows, i, row)
+                json_array_append_new(out, fmt(e, row));
+        body = json_pack("{s:O}", key, out);
+        reply_json(msg, 200, body);
+}
+
+static void reply_one(struct engine *e, SoupServerMessage *msg, const char *what, const char *sql, const char *id,
+                      formatter fmt)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) row = NULL;
+        g_autoptr(json_t) out = NULL;
+        g_autofree char *detail = NULL;
+
+        if (!fy_uuid_is_valid(id)) {
+                detail = g_strdup_printf("no %s %.64s (ids are UUIDs)", what, id);
+                reply_fault(msg, 404, detail);
+                return;
+        }
+        row = engine_db_query_one(e->db, &error, sql, "s", id);
+        if (!row) {
+                if (error) {
+                        reply_error(msg, error);
+                        return;
+                }
+                detail = g_strdup_printf("no %s %s", what, id);
+                reply_fault(msg, 404, detail);
+                return;
+        }
+        out = fmt(e, row);
+        reply_json(msg, 200, out);
+}
+
+/* Parses the request body as a JSON object; answers the fault itself on failure. */
+static json_t *body_object(struct engine *e, SoupServerMessage *msg)
+{
+        SoupMessageBody *req = soup_server_message_get_request_body(msg);
+        g_autoptr(GBytes) bytes = soup_message_body_flatten(req);
+        const char *ctype = soup_message_headers_get_content_type(soup_server_message_get_request_headers(msg), NULL);
+        json_error_t jerr;
+        json_t *body;
+        gsize len;
+        const char *data = g_bytes_get_data(bytes, &len);
+
+        if (len > e->config.max_body) {
+                reply_fault(msg, 413, "request body too large");
+                return NULL;
+        }
+        if (ctype && g_ascii_strcasecmp(ctype, "application/json") != 0) {
+                reply_fault(msg, 415, "send the body as application/json");
+                return NULL;
+        }
+        body = json_loadb(data ? data : "", len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!body || !json_is_object(body)) {
+                g_autofree char *detail = body ? g_strdup("the body must be a JSON object")
+                                               : g_strdup_printf("malformed JSON: %s (line %d, column %d)",
+                                                                 jerr.text, jerr.line, jerr.column);
+                json_decref(body);
+                reply_fault(msg, 400, detail);
+                return NULL;
+        }
+        return body;
+}
+
+struct pending_reply {
+        struct engine *e;
+        SoupServerMessage *msg;
+};
+
+static void on_sd_added(json_t *result, const GError *error, void *userdata)
+{
+        struct pending_reply *p = userdata;
+
+        if (result) {
+                g_autoptr(json_t) out = sd_json(p->e, result);
+                reply_json(p->msg, 201, out);
+        } else {
+                reply_error(p->msg, error);
+        }
+        soup_server_message_unpause(p->msg);
+        g_object_unref(p->msg);
+        g_free(p);
+}
+
+static bool method_is(SoupServerMessage *msg, const char *m)
+{
+        return strcmp(soup_server_message_get_method(msg), m) == 0;
+}
+
+static void handle(struct engine *e, SoupServerMessage *msg, char **seg, guint n)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) body = NULL;
+        g_autoptr(json_t) out = NULL;
+        bool get = method_is(msg, "GET"), post = method_is(msg, "POST");
+
+        if (n == 1 && strcmp(seg[0], "datacenters") == 0 && get) {
+                reply_list(e, msg, "datacenters", "SELECT * FROM datacenters ORDER BY name", NULL, fmt_dc);
+        } else if (n == 2 && strcmp(seg[0], "datacenters") == 0 && get) {
+                reply_one(e, msg, "data center", "SELECT * FROM datacenters WHERE id = ?", seg[1], fmt_dc);
+        } else if (n == 1 && strcmp(seg[0], "hosts") == 0 && get) {
+                reply_list(e, msg, "hosts", "SELECT * FROM hosts ORDER BY host_id", NULL, fmt_host);
+        } else if (n == 1 && strcmp(seg[0], "hosts") == 0 && post) {
+                json_t *port;
+
+                if (!(body = body_object(e, msg)))
+                        return;
+                port = json_object_get(body, "port");
+                if (!js(body, "name") || !js(body, "address") || !json_is_integer(port) ||
+                    json_integer_value(port) < 1 || json_integer_value(port) > 65535) {
+                        reply_fault(msg, 400, "a host needs \"name\", \"address\" and \"port\" (1-65535)");
+                        return;
+                }
+                g_autoptr(json_t) row = engine_host_add(e, js(body, "name"), js(body, "address"),
+                                                        (unsigned) json_integer_value(port), &error);
+                if (!row) {
+                        reply_error(msg, error);
+                        return;
+                }
+                out = host_json(e, row);
+                reply_json(msg, 201, out);
+        } else if (n == 2 && strcmp(seg[0], "hosts") == 0 && get) {
+                reply_one(e, msg, "host", "SELECT * FROM hosts WHERE id = ?", seg[1], fmt_host);
+        } else if (n == 3 && strcmp(seg[0], "hosts") == 0 && post &&
+                   (strcmp(seg[2], "deactivate") == 0 || strcmp(seg[2], "activate") == 0)) {
+                if (!fy_uuid_is_valid(seg[1]) ||
+                    engine_host_set_maintenance(e, seg[1], strcmp(seg[2], "deactivate") == 0, &error) < 0) {
+                        if (!error)
+                                error = g_error_new(ENGINE_ERROR, 404, "no host %.64s", seg[1]);
+                        reply_error(msg, error);
+                        return;
+                }
+                reply_one(e, msg, "host", "SELECT * FROM hosts WHERE id = ?", seg[1], fmt_host);
+        } else if (n == 1 && strcmp(seg[0], "storagedomains") == 0 && get) {
+                reply_list(e, msg, "storagedomains", "SELECT * FROM storage_domains ORDER BY name", NULL, fmt_sd);
+        } else if (n == 1 && strcmp(seg[0], "storagedomains") == 0 && post) {
+                struct pending_reply *p;
+
+                if (!(body = body_object(e, msg)))
+                        return;
+                if (!js(body, "name")) {
+                        reply_fault(msg, 400, "a storage domain needs a \"name\"");
+                        return;
+                }
+                p = g_new0(struct pending_reply, 1);
+                p->e = e;
+                p->msg = g_object_ref(msg);
+                soup_server_message_pause(msg);
+                engine_sd_add(e, js(body, "name"), on_sd_added, p);
+        } else if (n == 2 && strcmp(seg[0], "storagedomains") == 0 && get) {
+                reply_one(e, msg, "storage domain", "SELECT * FROM storage_domains WHERE id = ?", seg[1], fmt_sd);
+        } else if (n == 1 && strcmp(seg[0], "disks") == 0 && get) {
+                reply_list(e, msg, "disks", "SELECT * FROM disks ORDER BY created, name", NULL, fmt_disk);
+        } else if (n == 1 && strcmp(seg[0], "disks") == 0 && post) {
+                if (!(body = body_object(e, msg)))
+                        return;
+                out = engine_disk_create(e, body, &error);
+                if (!out) {
+                        reply_error(msg, error);
+                        return;
+                }
+                reply_json(msg, 202, out);
+        } else if (n == 2 && strcmp(seg[0], "disks") == 0 && get) {
+                g_autoptr(json_t) row = fy_uuid_is_valid(seg[1]) ?
+                        engine_db_query_one(e->db, NULL, "SELECT * FROM disks WHERE id = ?", "s", seg[1]) : NULL;
+                if (!row) {
+                        g_autofree char *detail = g_strdup_printf("no disk %.64s", seg[1]);
+                        reply_fault(msg, 404, detail);
+                        return;
+                }
+                out = disk_json(e, row, true);
+                reply_json(msg, 200, out);
+        } else if (n == 2 && strcmp(seg[0], "disks") == 0 && method_is(msg, "DELETE")) {
+                out = engine_disk_remove(e, seg[1], &error);
+                if (!out) {
+                        reply_error(msg, error);
+                        return;
+                }
+                reply_json(msg, 202, out);
+        } else if (n == 3 && strcmp(seg[0], "disks") == 0 && post &&
+                   (strcmp(seg[2], "move") == 0 || strcmp(seg[2], "copy") == 0)) {
+                if (!(body = body_object(e, msg)))
+                        return;
+                out = engine_disk_move(e, seg[1], body, strcmp(seg[2], "copy") == 0, &error);
+                if (!out) {
+                        reply_error(msg, error);
+                        return;
+                }
+                reply_json(msg, 202, out);
+        } else if (n == 1 && strcmp(seg[0], "jobs") == 0 && get) {
+                reply_list(e, msg, "jobs", "SELECT * FROM jobs ORDER BY start_time DESC, rowid DESC LIMIT 1000", NULL, fmt_job);
+        } else if (n == 2 && strcmp(seg[0], "jobs") == 0 && get) {
+                reply_one(e, msg, "job", "SELECT * FROM jobs WHERE id = ?", seg[1], fmt_job);
+        } else if (n == 3 && strcmp(seg[0], "jobs") == 0 && strcmp(seg[2], "steps") == 0 && get) {
+                g_autoptr(json_t) job = fy_uuid_is_valid(seg[1]) ?
+                        engine_db_query_one(e->db, NULL, "SELECT id FROM jobs WHERE id = ?", "s", seg[1]) : NULL;
+                if (!job) {
+                        g_autofree char *detail = g_strdup_printf("no job %.64s", seg[1]);
+                        reply_fault(msg, 404, detail);
+                        return;
+                }
+                reply_list(e, msg, "steps", "SELECT * FROM steps WHERE job_id = ? ORDER BY start_time, rowid", seg[1], fmt_step);
+        } else if (n == 1 && strcmp(seg[0], "events") == 0 && get) {
+                g_autoptr(json_t) rows = engine_db_query(e->db, &error,
+                        "SELECT id, time, severity, message, command_id FROM events ORDER BY id DESC LIMIT 1000", "");
+                if (!rows) {
+                        reply_error(msg, error);
+                        return;
+                }
+                out = json_pack("{s:O}", "events", rows);
+                reply_json(msg, 200, out);
+        } else if (n == 2 && strcmp(seg[0], "options") == 0 && (get || method_is(msg, "PUT"))) {
+                json_t *value;
+
+                if (strcmp(seg[1], "DataOperationsByHSM") != 0) {
+                        reply_fault(msg, 404, "unknown option; known: DataOperationsByHSM");
+                        return;
+                }
+                if (!get) {
+                        if (!(body = body_object(e, msg)))
+                                return;
+                        value = json_object_get(body, "value");
+                        if (!json_is_boolean(value) && !(json_is_string(value) &&
+                            (strcmp(json_string_value(value), "true") == 0 || strcmp(json_string_value(value), "false") == 0))) {
+                                reply_fault(msg, 400, "DataOperationsByHSM takes true or false");
+                                return;
+                        }
+                        engine_db_exec(e->db, NULL, "INSERT OR REPLACE INTO options (name, value) VALUES (?, ?)", "ss", seg[1],
+                                       json_is_true(value) || (json_is_string(value) && strcmp(json_string_value(value), "true") == 0)
+                                       ? "true" : "false");
+                        engine_event(e, "normal", NULL, "option %s set", seg[1]);
+                }
+                out = json_pack("{s:s, s:b}", "name", seg[1],
+                                "value", engine_option_bool(e, seg[1], e->config.data_operations_by_hsm));
+                reply_json(msg, 200, out);
+        } else {
+                reply_fault(msg, get || post ? 404 : 405, "no such resource or action");
+        }
+}
+
+static void on_request(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query, gpointer data)
+{
+        struct engine *e = data;
+        g_auto(GStrv) parts = NULL;
+        char *seg[8];
+        guint n = 0;
+
+        if (!g_str_has_prefix(path, "/api/") || strlen(path) > 512) {
+                reply_fault(msg, 404, "the API lives under /api/");
+                return;
+        }
+        parts = g_strsplit(path + 5, "/", 8);
+        for (guint i = 0; parts[i] && n < G_N_ELEMENTS(seg); i++)
+                if (*parts[i])
+                        seg[n++] = parts[i];
+        if (n == 0 || n > 3) {
+                reply_fault(msg, 404, "no such resource");
+                return;
+        }
+        handle(e, msg, seg, n);
+}
+
+/* Before the body is read: refuse what is too large, so it is never buffered. */
+static void on_early(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query, gpointer data)
+{
+        struct engine *e = data;
+        SoupMessageHeaders *h = soup_server_message_get_request_headers(msg);
+        goffset len = soup_message_headers_get_content_length(h);
+
+        if (soup_message_headers_get_encoding(h) == SOUP_ENCODING_CHUNKED) {
+                reply_fault(msg, 411, "send a Content-Length; chunked request bodies are not accepted");
+                return;
+        }
+        if (len > (goffset) e->config.max_body) {
+                g_autofree char *detail = g_strdup_printf("request body of %" G_GOFFSET_FORMAT " bytes exceeds the limit of %u",
+                                                          len, e->config.max_body);
+                reply_fault(msg, 413, detail);
+        }
+}
+
+int engine_rest_start(struct engine *e, GError **error)
+{
+        g_autoptr(GInetAddress) inet = g_inet_address_new_from_string(e->config.listen_address);
+        g_autoptr(GSocketAddress) addr = NULL;
+        GSList *uris;
+
+        if (!inet) {
+                g_set_error(error, ENGINE_ERROR, 400, "listen_address '%s' is not an IP address", e->config.listen_address);
+                return -EINVAL;
+        }
+        e->http = soup_server_new("server-header", "ferry-engine", NULL);
+        /* Same path for both: libsoup picks one handler entry per path, early and normal. */
+        soup_server_add_early_handler(e->http, "/api", on_early, e, NULL);
+        soup_server_add_handler(e->http, "/api", on_request, e, NULL);
+        soup_server_add_handler(e->http, NULL, on_request, e, NULL);
+        addr = g_inet_socket_address_new(inet, (guint16) e->config.port);
+        if (!soup_server_listen(e->http, addr, 0, error))
+                return -EADDRINUSE;
+        uris = soup_server_get_uris(e->http);
+        if (uris) {
+                e->port = (guint16) g_uri_get_port(uris->data);
+                g_slist_free_full(uris, (GDestroyNotify) g_uri_unref);
+        }
+        return 0;
+}
