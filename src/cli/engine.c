@@ -15,6 +15,16 @@ struct cli_engine {
         unsigned last_status;
 };
 
+static bool cli_host_is_loopback(const char *host)
+{
+        g_autoptr(GInetAddress) addr = NULL;
+
+        if (g_ascii_strcasecmp(host, "localhost") == 0)
+                return true;
+        addr = g_inet_address_new_from_string(host);
+        return addr && g_inet_address_get_is_loopback(addr);
+}
+
 struct cli_engine *cli_engine_new(const char *url, GError **error)
 {
         g_autoptr(GUri) uri = NULL;
@@ -44,6 +54,9 @@ struct cli_engine *cli_engine_new(const char *url, GError **error)
                 e->url[--len] = '\0';
         e->session = soup_session_new_with_options("timeout", CLI_HTTP_TIMEOUT_S,
                                                    "user-agent", "ferry/" FERRY_VERSION, NULL);
+        /* A local engine (cluster up) is never behind the proxy $http_proxy names. */
+        if (cli_host_is_loopback(g_uri_get_host(uri)))
+                soup_session_set_proxy_resolver(e->session, NULL);
         return e;
 }
 
