@@ -1,0 +1,198 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The engine on a real cluster: 3 hosts (agent + sanlock daemon each), 2 storage domains."""
+
+import hashlib
+import os
+import shutil
+import time
+
+import pytest
+
+from conftest import make_workdir
+from enginetest import EngineCluster, HttpError
+from ferrytest import MiB, qemu_img_compare, qemu_io_write, wait_for, write_random_extents
+
+
+@pytest.fixture(scope="module")
+def ec():
+    d = make_workdir()
+    c = EngineCluster(d)
+    yield c
+    codes = c.stop()
+    if not os.environ.get("FERRY_KEEP_TMP"):
+        shutil.rmtree(d, ignore_errors=True)
+    assert all(code == 0 for code in codes.values()), codes
+
+
+def create_disk(ec, name, size, fmt="raw", volumes=1, sd=0, sparse=True):
+    r = ec.engine.post("/api/disks", {"name": name, "provisioned_size": size, "format": fmt, "sparse": sparse,
+                                      "volumes": volumes, "storage_domain": {"id": ec.sds[sd]["id"]}})
+    assert ec.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
+    disk = ec.engine.get(f"/api/disks/{r['disk']['id']}")
+    assert disk["status"] == "ok" and len(disk["volumes"]) == volumes
+    assert all(v["legality"] == "LEGAL" for v in disk["volumes"])
+    return disk
+
+
+def vol_path(ec, sd_id, disk_id, vol_id):
+    return os.path.join(ec.storage, sd_id, "images", disk_id, vol_id)
+
+
+def flat_digest(path, fmt, tmpdir):
+    """sha256 of the guest-visible content (the whole chain, flattened to raw)."""
+    out = os.path.join(tmpdir, "flat.raw")
+    os.system(f"qemu-img convert -f {fmt} -O raw '{path}' '{out}'")
+    h = hashlib.sha256()
+    with open(out, "rb") as f:
+        for chunk in iter(lambda: f.read(4 * MiB), b""):
+            h.update(chunk)
+    os.unlink(out)
+    return h.hexdigest()
+
+
+def steps_of(ec, job_id):
+    return ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"]
+
+
+def move(ec, disk, sd, action="move", body=None):
+    body = dict(body or {}, storage_domain={"id": ec.sds[sd]["id"]})
+    return ec.engine.post(f"/api/disks/{disk['id']}/{action}", body)
+
+
+def test_move_chain_copies_on_non_spm_hosts(ec, tmp_path):
+    disk = create_disk(ec, "chain", 128 * MiB, fmt="cow", volumes=3)
+    base, mid, top = (v["id"] for v in disk["volumes"])
+    sd1, sd2 = ec.sds[0]["id"], ec.sds[1]["id"]
+    assert disk["volumes"][1]["parent"] == base and disk["volumes"][2]["parent"] == mid
+    qemu_io_write(vol_path(ec, sd1, disk["id"], base), "qcow2", "0x11", 0, 64 * MiB)
+    qemu_io_write(vol_path(ec, sd1, disk["id"], mid), "qcow2", "0x22", 32 * MiB, 48 * MiB)
+    qemu_io_write(vol_path(ec, sd1, disk["id"], top), "qcow2", "0x33", 100 * MiB, 16 * MiB)
+    before = flat_digest(vol_path(ec, sd1, disk["id"], top), "qcow2", tmp_path)
+    spm = ec.spm_name()
+
+    job_id = move(ec, disk, 1)["job"]["id"]
+    progress = []
+    while True:
+        d = ec.engine.get(f"/api/disks/{disk['id']}")
+        if d["status"] != "locked":
+            break
+        progress.append(d["progress"])
+        time.sleep(0.05)
+    job = ec.engine.get(f"/api/jobs/{job_id}")
+    assert job["status"] == "finished", job
+    assert any(0 < p < 100 for p in progress), progress
+    assert progress == sorted(progress), "progress went backwards"
+
+    steps = steps_of(ec, job_id)
+    copies = [s for s in steps if s["type"] == "copy_data"]
+    creates = [s for s in steps if s["type"] == "create_volume"]
+    assert len(copies) == 3 and len(creates) == 3
+    assert all(s["status"] == "finished" for s in steps)
+    assert all(s["execution_host"]["name"] != spm for s in copies), [s["execution_host"] for s in copies]
+    assert all(s["execution_host"]["name"] == spm for s in creates)
+    assert abs(sum(s["weight"] for s in steps) - 100) < 0.01
+
+    d = ec.engine.get(f"/api/disks/{disk['id']}")
+    assert d["status"] == "ok" and d["storage_domains"] == [{"id": sd2}]
+    assert [v["id"] for v in d["volumes"]] == [base, mid, top]
+    assert all(v["legality"] == "LEGAL" and v["generation"] == 1 for v in d["volumes"])
+    assert not os.path.exists(os.path.join(ec.storage, sd1, "images", disk["id"])), "source not removed"
+    assert flat_digest(vol_path(ec, sd2, disk["id"], top), "qcow2", tmp_path) == before
+
+
+def test_copy_disk_keeps_source(ec):
+    disk = create_disk(ec, "plain", 64 * MiB)
+    sd1 = ec.sds[0]["id"]
+    src = vol_path(ec, sd1, disk["id"], disk["volumes"][0]["id"])
+    write_random_extents(src, [(0, 8 * MiB), (40 * MiB, 4 * MiB)], seed=4)
+    r = move(ec, disk, 1, action="copy", body={"name": "plain-copy"})
+    assert ec.engine.wait_job(r["job"]["id"])["status"] == "finished"
+    new = ec.engine.get(f"/api/disks/{r['disk']['id']}")
+    old = ec.engine.get(f"/api/disks/{disk['id']}")
+    assert old["status"] == "ok" and old["storage_domains"] == [{"id": sd1}]
+    assert new["status"] == "ok" and new["name"] == "plain-copy" and new["id"] != disk["id"]
+    dst = vol_path(ec, ec.sds[1]["id"], new["id"], new["volumes"][0]["id"])
+    assert qemu_img_compare(src, dst).returncode == 0
+    assert os.path.exists(src)
+
+
+def test_hsm_off_copies_on_spm(ec):
+    assert ec.engine.request("PUT", "/api/options/DataOperationsByHSM", {"value": False})[1]["value"] is False
+    try:
+        disk = create_disk(ec, "spm-only", 32 * MiB, fmt="cow", volumes=2)
+        r = move(ec, disk, 1)
+        assert ec.engine.wait_job(r["job"]["id"])["status"] == "finished"
+        copies = [s for s in steps_of(ec, r["job"]["id"]) if s["type"] == "copy_data"]
+        assert len(copies) == 2
+        assert all(s["execution_host"]["name"] == ec.spm_name() for s in copies)
+    finally:
+        ec.engine.request("PUT", "/api/options/DataOperationsByHSM", {"value": True})
+    assert ec.engine.get("/api/options/DataOperationsByHSM")["value"] is True
+
+
+def test_engine_restart_mid_move(ec, tmp_path):
+    disk = create_disk(ec, "restart", 768 * MiB)
+    src = vol_path(ec, ec.sds[0]["id"], disk["id"], disk["volumes"][0]["id"])
+    write_random_extents(src, [(0, 384 * MiB)], seed=9)     # ~3 s at the hosts' 128 MiB/s
+    before = flat_digest(src, "raw", tmp_path)
+    job_id = move(ec, disk, 1)["job"]["id"]
+    wait_for(lambda: any(s["type"] == "copy_data" and s["status"] == "started" and s["progress"] > 0
+                         for s in steps_of(ec, job_id)), 30, "the copy to start")
+    ec.engine.restart()
+    job = ec.engine.wait_job(job_id, 120)
+    assert job["status"] == "finished", job
+    d = ec.engine.get(f"/api/disks/{disk['id']}")
+    assert d["status"] == "ok" and d["storage_domains"] == [{"id": ec.sds[1]["id"]}]
+    dst = vol_path(ec, ec.sds[1]["id"], disk["id"], disk["volumes"][0]["id"])
+    assert flat_digest(dst, "raw", tmp_path) == before
+    assert not os.path.exists(src)
+
+
+def fault(ec, method, path, body=None, raw=None, headers=None):
+    with pytest.raises(HttpError) as e:
+        ec.engine.request(method, path, body, raw=raw, headers=headers)
+    assert isinstance(e.value.body, dict) and "fault" in e.value.body, e.value.body
+    assert e.value.body["fault"]["detail"]
+    return e.value.status
+
+
+def test_rest_bad_input(ec):
+    disk = create_disk(ec, "victim", 16 * MiB)
+    sd1 = ec.sds[0]["id"]
+    assert fault(ec, "POST", "/api/disks", raw=b"{not json") == 400
+    assert fault(ec, "POST", "/api/disks", raw=b"[1, 2]") == 400
+    assert fault(ec, "POST", "/api/disks", {"name": "x"}) == 400
+    assert fault(ec, "POST", "/api/disks", {"name": "x", "provisioned_size": -5,
+                                            "storage_domain": {"id": sd1}}) == 400
+    assert fault(ec, "POST", "/api/disks", {"name": "x", "provisioned_size": 1 << 20, "format": "vmdk",
+                                            "storage_domain": {"id": sd1}}) == 400
+    assert fault(ec, "POST", "/api/disks", {"name": "x", "provisioned_size": 1 << 20,
+                                            "storage_domain": {"id": "not-a-uuid"}}) == 400
+    assert fault(ec, "POST", "/api/disks", {"name": "x", "provisioned_size": 1 << 20,
+                                            "storage_domain": {"id": "00000000-0000-0000-0000-000000000001"}}) == 404
+    assert fault(ec, "GET", "/api/disks/00000000-0000-0000-0000-000000000001") == 404
+    assert fault(ec, "GET", "/api/disks/../../etc/passwd") == 404
+    assert fault(ec, "POST", "/api/disks/00000000-0000-0000-0000-000000000001/move",
+                 {"storage_domain": {"id": sd1}}) == 404
+    assert fault(ec, "POST", f"/api/disks/{disk['id']}/move", {}) == 400
+    assert fault(ec, "POST", f"/api/disks/{disk['id']}/move", {"storage_domain": {"id": sd1}}) == 409
+    assert fault(ec, "POST", "/api/disks", raw=b"{}", headers={"Content-Type": "text/plain"}) == 415
+    assert fault(ec, "POST", "/api/disks", raw=b"{" + b" " * (128 * 1024) + b"}") == 413
+    assert fault(ec, "GET", "/api/nothing") == 404
+    assert fault(ec, "PATCH", "/api/disks") == 405
+    assert fault(ec, "PUT", "/api/options/DataOperationsByHSM", {"value": "maybe"}) == 400
+    assert fault(ec, "POST", "/api/hosts", {"name": "x", "address": "127.0.0.1", "port": 70000}) == 400
+    # Space is checked before anything is created.
+    wait_for(lambda: all("available" in s for s in ec.engine.get("/api/storagedomains")["storagedomains"]),
+             30, "domain space to be measured")
+    assert fault(ec, "POST", "/api/disks", {"name": "huge", "provisioned_size": 60 << 40, "sparse": False,
+                                            "storage_domain": {"id": sd1}}) == 507
+    assert not [d for d in ec.engine.get("/api/disks")["disks"] if d["name"] == "huge"]
+    # A locked disk cannot be moved again; after its move it is ok again.
+    big = create_disk(ec, "busy", 256 * MiB)
+    write_random_extents(vol_path(ec, sd1, big["id"], big["volumes"][0]["id"]), [(0, 192 * MiB)], seed=2)
+    r = move(ec, big, 1)
+    assert fault(ec, "POST", f"/api/disks/{big['id']}/move", {"storage_domain": {"id": ec.sds[1]["id"]}}) == 409
+    assert fault(ec, "DELETE", f"/api/disks/{big['id']}") == 409
+    assert ec.engine.wait_job(r["job"]["id"])["status"] == "finished"
+    assert all(d["status"] == "ok" for d in ec.engine.get("/api/disks")["disks"])
