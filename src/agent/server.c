@@ -14,6 +14,8 @@
 #define MAX_OUTPUT_BACKLOG (64u * 1024 * 1024) /* a client that does not read is dropped */
 #define MIN_HEARTBEAT_MS 1000
 #define HANDSHAKE_TIMEOUT_S 30
+/* A peer that has not sent CONNECT by then is closed: idle sockets must not hold connection slots. */
+#define CONNECT_TIMEOUT_S 30
 /* After an ERROR frame the rest of the peer's input is read and dropped for a
  * while, so closing does not reset the connection before the peer has read
  * the ERROR (a close with unread input sends RST). */
@@ -54,6 +56,7 @@ struct conn {
         unsigned inflight;
         guint heartbeat_source;
         guint handshake_timeout;
+        guint connect_timeout;         /* until CONNECT is accepted */
 };
 
 static struct conn *conn_ref(struct conn *c)
@@ -91,6 +94,9 @@ static void conn_close(struct conn *c, const char *why)
         if (c->handshake_timeout)
                 g_source_remove(c->handshake_timeout);
         c->handshake_timeout = 0;
+        if (c->connect_timeout)
+                g_source_remove(c->connect_timeout);
+        c->connect_timeout = 0;
         if (c->drain_timeout)
                 g_source_remove(c->drain_timeout);
         c->drain_timeout = 0;
@@ -290,6 +296,9 @@ static void handle_connect(struct conn *c, struct fy_stomp_frame *f)
         }
         g_snprintf(hbuf, sizeof(hbuf), "%u,0", sx);
         c->connected = true;
+        if (c->connect_timeout)
+                g_source_remove(c->connect_timeout);
+        c->connect_timeout = 0;
         {
                 const char *headers[] = { "version", "1.2", "heart-beat", hbuf, "server", "ferry-agent", NULL };
                 conn_send_frame(c, "CONNECTED", headers, NULL);
@@ -434,6 +443,15 @@ static void conn_read(struct conn *c)
                                   G_PRIORITY_DEFAULT, c->cancel, on_read, conn_ref(c));
 }
 
+static gboolean on_connect_timeout(gpointer data)
+{
+        struct conn *c = data;
+
+        c->connect_timeout = 0;
+        conn_close(c, "no CONNECT frame within " G_STRINGIFY(CONNECT_TIMEOUT_S) " s");
+        return G_SOURCE_REMOVE;
+}
+
 static gboolean on_handshake_timeout(gpointer data)
 {
         struct conn *c = data;
@@ -529,6 +547,8 @@ static gboolean on_incoming(GSocketService *service, GSocketConnection *connecti
         s->n_conns++;
         g_socket_set_keepalive(g_socket_connection_get_socket(connection), TRUE);
         g_message("connection %" G_GUINT64_FORMAT " from %s", c->id, c->peer);
+        /* Covers the TLS handshake too; removed by CONNECT or conn_close(). */
+        c->connect_timeout = g_timeout_add_seconds(CONNECT_TIMEOUT_S, on_connect_timeout, c);
 
         if (s->cert) {
                 g_autoptr(GError) error = NULL;

@@ -14,6 +14,9 @@
 
 #include "stomp.h"
 
+/* Body bytes reserved when a content-length header arrives; the rest grows with the data. */
+#define FY_STOMP_BODY_PREALLOC (64 * 1024)
+
 enum parser_state {
         STATE_IDLE,             /* between frames: heart-beat EOLs or a command */
         STATE_IDLE_CR,          /* saw '\r' between frames, need '\n' */
@@ -277,7 +280,8 @@ static int parser_end_headers(struct fy_stomp_parser *p)
                 return parser_fail(p, -EMSGSIZE, "frame exceeds %zu bytes", p->limits.max_frame);
 
         p->body_remaining = (size_t) n;
-        p->body = g_byte_array_sized_new((guint) n + 1);
+        /* Grows as bytes arrive: a header alone must not make us allocate max_frame. */
+        p->body = g_byte_array_sized_new((guint) MIN(n + 1, (guint64) FY_STOMP_BODY_PREALLOC));
         p->state = p->body_remaining ? STATE_BODY_LENGTH : STATE_BODY_END;
         return 0;
 }

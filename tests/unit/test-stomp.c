@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <errno.h>
+#include <malloc.h>
 #include <string.h>
 #include <glib.h>
 
@@ -314,6 +315,44 @@ static void test_limit_default(void)
         g_assert_nonnull(strstr(fy_stomp_parser_error(p), "8192"));
 }
 
+/*
+ * A peer announcing a large body and sending nothing must not make the parser
+ * allocate it: memory grows with the bytes that actually arrive.
+ */
+static void test_body_grows_as_it_arrives(void)
+{
+        const struct fy_stomp_limits l = { .max_frame = 256u << 20, .max_headers = 8, .max_header_line = 64 };
+        struct fy_stomp_parser *parsers[8];
+        g_autoptr(fy_stomp_parser) p = NULL;
+        g_autoptr(fy_stomp_frame) f = NULL;
+        size_t before, after;
+
+        before = mallinfo2().uordblks + mallinfo2().hblkhd;
+        for (size_t i = 0; i < G_N_ELEMENTS(parsers); i++) {
+                parsers[i] = fy_stomp_parser_new(&l);
+                g_assert_cmpint(fy_stomp_parser_feed(parsers[i], S("SEND\ncontent-length:200000000\n\nab")), ==, 0);
+        }
+        after = mallinfo2().uordblks + mallinfo2().hblkhd;
+        /* 8 x 200 MB announced; a few KiB each is fine. */
+        g_assert_cmpuint(after - before, <, 8u << 20);
+        for (size_t i = 0; i < G_N_ELEMENTS(parsers); i++)
+                fy_stomp_parser_free(parsers[i]);
+
+        /* And the body still arrives whole, in pieces. */
+        p = fy_stomp_parser_new(&l);
+        g_assert_cmpint(fy_stomp_parser_feed(p, S("SEND\ncontent-length:200000\n\n")), ==, 0);
+        for (int i = 0; i < 200; i++) {
+                char chunk[1000];
+                memset(chunk, 'a' + i % 26, sizeof(chunk));
+                g_assert_cmpint(fy_stomp_parser_feed(p, chunk, sizeof(chunk)), ==, 0);
+        }
+        g_assert_cmpint(fy_stomp_parser_feed(p, S("\0")), ==, 0);
+        f = next_frame(p);
+        g_assert_cmpuint(f->body_len, ==, 200000);
+        g_assert_cmpint(f->body[199999], ==, 'a' + 199 % 26);
+        g_assert_cmpint(f->body[200000], ==, 0);
+}
+
 static void test_huge_content_length(void)
 {
         /* Fails immediately, without the body ever arriving. */
@@ -403,6 +442,7 @@ int main(int argc, char **argv)
         g_test_init(&argc, &argv, NULL);
 
         g_test_add_func("/stomp/single-frame", test_single_frame);
+        g_test_add_func("/stomp/body-grows-as-it-arrives", test_body_grows_as_it_arrives);
         g_test_add_func("/stomp/byte-by-byte", test_byte_by_byte);
         g_test_add_func("/stomp/partial-frame", test_partial_frame);
         g_test_add_func("/stomp/multiple-frames", test_multiple_frames);
