@@ -98,6 +98,7 @@ static char *command_start(struct engine *e, const char *type, const char *job_i
                        "INSERT INTO commands (id, type, job_id, state, params, created, updated) "
                        "VALUES (?, ?, ?, 'active', ?, ?, ?)", "sssjii", id, type, job_id, params, engine_now(), engine_now());
         engine_db_exec(e->db, NULL, "UPDATE jobs SET command_id = ? WHERE id = ?", "ss", id, job_id);
+        engine_kick(e);        /* start now, not at the next round */
         return id;
 }
 

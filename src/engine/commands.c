@@ -94,6 +94,21 @@ bool engine_option_bool(struct engine *e, const char *name, bool def)
         return strcmp(js(row, "value"), "true") == 0;
 }
 
+static gboolean on_kick(gpointer data)
+{
+        struct engine *e = data;
+
+        e->kick_source = 0;
+        engine_commands_tick(e);
+        return G_SOURCE_REMOVE;
+}
+
+void engine_kick(struct engine *e)
+{
+        if (!e->kick_source)
+                e->kick_source = g_idle_add(on_kick, e);
+}
+
 static char *cmd_create(struct engine *e, const char *type, const char *parent, const char *job_id,
                         const char *step_id, json_t *params)
 {
@@ -104,11 +119,14 @@ static char *cmd_create(struct engine *e, const char *type, const char *parent, 
                        "VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?)",
                        "sssssjii", id, type, parent, job_id, step_id, params, engine_now(), engine_now());
         g_debug("command %s (%s) created under %s", id, type, parent ? parent : "-");
+        engine_kick(e);
         return id;
 }
 
 static void cmd_update(struct engine *e, const char *id, const char *phase, json_t *data)
 {
+        if (strcmp(phase, "data") == 0 || strcmp(phase, "remove_source") == 0 || strcmp(phase, "cleanup") == 0)
+                engine_kick(e);        /* a new phase: start it now */
         engine_db_exec(e->db, NULL, "UPDATE commands SET phase = ?, data = ?, updated = ? WHERE id = ?", "sjis",
                        phase, data, engine_now(), id);
 }
@@ -153,6 +171,7 @@ static void cmd_finish(struct engine *e, json_t *cmd, bool ok, const char *error
                 step_update(e, js(cmd, "step_id"), ok ? "finished" : "failed", ok ? 100.0 : 0.0, NULL);
                 job_progress_refresh(e, js(cmd, "job_id"));
         }
+        engine_kick(e);        /* the parent may advance now */
         if (ok)
                 g_message("command %s (%s) succeeded", id, js(cmd, "type"));
         else
@@ -239,9 +258,17 @@ void engine_commands_on_event(struct engine *e, const char *host_id, const char 
 
         if (!g_str_has_prefix(method, "|jobs|status|"))
                 return;
-        json_object_foreach(params, key, value)
-                if (json_is_object(value) && fy_uuid_is_valid(key))
-                        g_hash_table_replace(job_events, g_strdup(key), json_incref(value));
+        json_object_foreach(params, key, value) {
+                const char *status;
+
+                if (!json_is_object(value) || !fy_uuid_is_valid(key))
+                        continue;
+                g_hash_table_replace(job_events, g_strdup(key), json_incref(value));
+                status = js(value, "status");
+                if (status && (strcmp(status, "done") == 0 || strcmp(status, "failed") == 0 ||
+                               strcmp(status, "aborted") == 0))
+                        engine_kick(e);        /* learn the outcome now, not at the next round */
+        }
 }
 
 /* ---- leaf: an agent job (Volume.create / Image.delete / SDM.copy_data) ---- */
@@ -272,8 +299,10 @@ static char *leaf_mark_sent(struct engine *e, json_t *cmd, const char *host, gin
 
 static void on_leaf_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
 {
-        if (!error)
-                return;        /* accepted: the job is watched from now on */
+        if (!error) {
+                engine_kick(e);        /* accepted: watch the job from now on */
+                return;
+        }
         if (is_transport_error(error))
                 return;        /* unknown whether it arrived: the next round asks the host */
         /* The host refused the request itself. */

@@ -46,6 +46,7 @@ struct engine_host {
         struct fy_rpc_client *rpc;
         bool polling;                  /* a Host.getStats is in flight */
         bool connecting;               /* a StoragePool.connect is in flight */
+        gint64 connect_after;          /* monotonic µs: no pool connect retry before */
         unsigned failures;
         json_t *stats;                 /* last Host.getStats result */
 };
@@ -62,6 +63,7 @@ struct engine {
         bool spm_busy;                 /* an SPM election call is in flight */
         bool sd_stats_busy;
         guint tick_source;
+        guint kick_source;             /* an extra coordinator round is queued */
 };
 
 int engine_config_load(int *argc, char ***argv, struct engine_config *ret, GError **error);
@@ -90,6 +92,8 @@ char *engine_pick_copy_host(struct engine *e);
 /* ---- commands.c ---- */
 int engine_commands_init(struct engine *e, GError **error);
 void engine_commands_tick(struct engine *e);
+/* Queues one more coordinator round soon: something changed that lets a command advance. */
+void engine_kick(struct engine *e);
 /* REST actions; each returns the JSON answer of a 202 or NULL with an ENGINE_ERROR. */
 json_t *engine_disk_create(struct engine *e, json_t *body, GError **error);
 json_t *engine_disk_move(struct engine *e, const char *disk_id, json_t *body, bool keep_source, GError **error);

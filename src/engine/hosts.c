@@ -311,6 +311,8 @@ static void on_pool_connected(json_t *result, const GError *error, void *userdat
                         engine_db_exec(e->db, NULL, "UPDATE hosts SET pool_connected = 1 WHERE id = ?", "s", h->id);
                         engine_event(e, "normal", NULL, "host %s connected to the storage pool", h->id);
                 } else {
+                        /* Back off: a host that cannot join must not be asked every round. */
+                        h->connect_after = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
                         engine_event(e, "warning", NULL, "host %s could not connect to the storage pool: %s",
                                      h->id, error->message);
                 }
@@ -451,7 +453,8 @@ void engine_hosts_tick(struct engine *e)
                         engine_host_call(e, h->id, "Host.getStats", NULL, e->config.host_timeout, on_stats,
                                          host_ctx_new(e, h->id));
                 }
-                if (!h->connecting && strcmp(json_string_value(json_object_get(row, "status")), "up") == 0 &&
+                if (!h->connecting && g_get_monotonic_time() >= h->connect_after &&
+                    strcmp(json_string_value(json_object_get(row, "status")), "up") == 0 &&
                     json_integer_value(json_object_get(row, "pool_connected")) == 0)
                         host_connect_pool(e, h, row);
         }

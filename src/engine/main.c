@@ -92,6 +92,8 @@ int main(int argc, char **argv)
         g_main_loop_run(e->loop);
 
         g_source_remove(e->tick_source);
+        if (e->kick_source)
+                g_source_remove(e->kick_source);
         soup_server_disconnect(e->http);
         g_object_unref(e->http);
         engine_hosts_free(e);
