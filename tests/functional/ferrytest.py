@@ -87,12 +87,14 @@ class Agent:
         self.start()
 
     def argv(self):
-        args = [AGENT_BIN, "--port=0", f"--storage-root={self.storage_root}",
+        args = [AGENT_BIN, f"--port={self.options.get('port', 0)}", f"--storage-root={self.storage_root}",
                 f"--sanlock-run-dir={self.sanlock.run_dir}", f"--io-timeout={IO_TIMEOUT}",
                 f"--host-name={self.name}", "--log-level=debug"]
         if "insecure" not in self.options:
             args.append("--insecure=true")
         for key, value in self.options.items():
+            if key == "port":
+                continue
             args.append(f"--{key.replace('_', '-')}={value}")
         return args
 
@@ -156,6 +158,11 @@ class Agent:
 
     def restart(self):
         self.stop()
+        self.start()
+
+    def start_same_port(self):
+        """Starts again on the port it had, as a host that comes back would."""
+        self.options["port"] = self.port
         self.start()
 
 

@@ -196,3 +196,28 @@ def test_rest_bad_input(ec):
     assert fault(ec, "DELETE", f"/api/disks/{big['id']}") == 409
     assert ec.engine.wait_job(r["job"]["id"])["status"] == "finished"
     assert all(d["status"] == "ok" for d in ec.engine.get("/api/disks")["disks"])
+
+
+def test_spm_failover_and_host_return(ec):
+    """Runs last: the SPM's agent dies (its sanlock daemon stays, so its lease
+    is freed at once); the engine elects another SPM and disks keep moving;
+    the host comes back on the same address and rejoins."""
+    old = ec.spm_name()
+    agent = next(a for a in ec.agents if a.name == old)
+    agent.kill()
+    try:
+        wait_for(lambda: (ec.engine.get("/api/datacenters")["datacenters"][0]["spm"] or {}).get("name")
+                 not in (None, old), 60, "a new SPM")
+        host = next(h for h in ec.engine.get("/api/hosts")["hosts"] if h["name"] == old)
+        assert host["status"] == "non_responsive" and not host["spm"]
+        disk = create_disk(ec, "after-failover", 16 * MiB, fmt="cow", volumes=2)
+        r = move(ec, disk, 1)
+        assert ec.engine.wait_job(r["job"]["id"])["status"] == "finished"
+        assert all(s["execution_host"]["name"] != old for s in steps_of(ec, r["job"]["id"]))
+    finally:
+        agent.start_same_port()
+    wait_for(lambda: next(h for h in ec.engine.get("/api/hosts")["hosts"] if h["name"] == old)["pool_connected"],
+             60, "the host to come back")
+    assert ec.spm_name() != old
+    events = [ev["message"] for ev in ec.engine.get("/api/events")["events"]]
+    assert any("is the SPM" in m for m in events) and any("not responding" in m for m in events)
