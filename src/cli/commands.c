@@ -96,8 +96,14 @@ static int cli_resolve_disk(struct cli_engine *e, const char *arg, json_t **ret_
                 g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine sent a disk without an id");
                 return -1;
         }
-        *ret_disk = disk;
-        return 0;
+        {
+                /* The list leaves out the volumes: read the disk itself. */
+                g_autofree char *path = g_strdup_printf("/api/disks/%s", id);
+                int r = cli_engine_get(e, path, ret_disk, error);
+
+                json_decref(disk);
+                return r;
+        }
 }
 
 /* Storage domain id → name, for tables. */

@@ -674,6 +674,55 @@ static char *make_with_data(struct engine *e, json_t *cmd, json_t *p, size_t i)
         return cmd_create(e, "copy_image_group_with_data", js(cmd, "id"), js(cmd, "job_id"), NULL, p);
 }
 
+/* Sums the allocated size of a disk's volumes into disks.actual_size (best effort, asynchronous). */
+struct size_ctx {
+        struct engine *e;
+        char *disk;
+        unsigned pending;
+        gint64 total;
+        bool failed;
+};
+
+static void on_volume_size(json_t *result, const GError *error, void *userdata)
+{
+        struct size_ctx *c = userdata;
+
+        if (result)
+                c->total += json_integer_value(json_object_get(result, "truesize"));
+        else
+                c->failed = true;
+        if (--c->pending > 0)
+                return;
+        if (!c->failed)
+                engine_db_exec(c->e->db, NULL, "UPDATE disks SET actual_size = ? WHERE id = ?", "is", c->total, c->disk);
+        g_free(c->disk);
+        g_free(c);
+}
+
+static void disk_size_refresh(struct engine *e, const char *disk_id)
+{
+        g_autoptr(json_t) vols = engine_db_query(e->db, NULL,
+                "SELECT v.id AS id, v.sd_id AS sd FROM volumes v JOIN disks d ON d.id = v.disk_id AND d.sd_id = v.sd_id "
+                "WHERE d.id = ?", "s", disk_id);
+        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        g_autoptr(GPtrArray) hosts = engine_usable_hosts(e);
+        struct size_ctx *c;
+        size_t i;
+        json_t *v;
+
+        if (!vols || !dc || hosts->len == 0 || json_array_size(vols) == 0)
+                return;
+        c = g_new0(struct size_ctx, 1);
+        c->e = e;
+        c->disk = g_strdup(disk_id);
+        c->pending = (unsigned) json_array_size(vols);
+        json_array_foreach(vols, i, v)
+                engine_host_call(e, hosts->pdata[0], "Volume.getInfo",
+                                 json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"),
+                                           "storagedomainID", js(v, "sd"), "imageID", disk_id, "volumeID", js(v, "id")),
+                                 e->config.host_timeout, on_volume_size, c);
+}
+
 /* Finishes a top-level command: disks, job, event. */
 static void flow_end(struct engine *e, json_t *cmd, json_t *p, bool ok, const char *error)
 {
@@ -712,6 +761,8 @@ static void flow_end(struct engine *e, json_t *cmd, json_t *p, bool ok, const ch
                                     "WHERE id = ?", "sibs", ok ? "finished" : "failed", engine_now(), ok, js(cmd, "job_id"));
         engine_db_commit(e->db, NULL);
         cmd_finish(e, cmd, ok, error);
+        if (ok && strcmp(type, "remove_disk") != 0)
+                disk_size_refresh(e, new_disk ? new_disk : disk);
         engine_event(e, ok ? "normal" : "warning", js(cmd, "id"), "%s of disk %s %s%s%s", type, disk,
                      ok ? "finished" : "failed", error ? ": " : "", error ? error : "");
 }
