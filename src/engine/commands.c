@@ -125,8 +125,6 @@ static char *cmd_create(struct engine *e, const char *type, const char *parent, 
 
 static void cmd_update(struct engine *e, const char *id, const char *phase, json_t *data)
 {
-        if (strcmp(phase, "data") == 0 || strcmp(phase, "remove_source") == 0 || strcmp(phase, "cleanup") == 0)
-                engine_kick(e);        /* a new phase: start it now */
         engine_db_exec(e->db, NULL, "UPDATE commands SET phase = ?, data = ?, updated = ? WHERE id = ?", "sjis",
                        phase, data, engine_now(), id);
 }
@@ -799,6 +797,7 @@ static void composite_advance(struct engine *e, json_t *cmd)
                 if (strcmp(st, "succeeded") == 0 && strcmp(phase, "structure") == 0) {
                         json_object_clear(data);
                         cmd_update(e, js(cmd, "id"), "data", data);
+                        engine_kick(e);        /* a new phase: start it now */
                         return;
                 }
                 cmd_update(e, js(cmd, "id"), phase, data);
@@ -826,6 +825,7 @@ static void composite_advance(struct engine *e, json_t *cmd)
                                 engine_db_exec(e->db, NULL, "UPDATE disks SET sd_id = ? WHERE id = ?", "ss",
                                                js(p, "sd"), js(p, "disk"));
                                 cmd_update(e, js(cmd, "id"), "remove_source", data);
+                                engine_kick(e);
                                 return;
                         }
                         flow_end(e, cmd, p, true, NULL);
@@ -838,6 +838,7 @@ static void composite_advance(struct engine *e, json_t *cmd)
                 /* Nothing half-made stays behind: remove the destination, keep the source. */
                 json_object_set_new(data, "error", json_string(error ? error : "failed"));
                 cmd_update(e, js(cmd, "id"), "cleanup", data);
+                engine_kick(e);
                 return;
         }
         if (strcmp(phase, "remove_source") == 0) {
