@@ -405,6 +405,7 @@ static void volume_remove_files(struct agent *a, const struct agent_volref *ref)
  * and delete). Taken without waiting: held by another host → busy_code.
  */
 struct volume_lease {
+        struct agent_volref ref;       /* own copy: lease points into it, callers' refs may be gone */
         char *path;
         struct agent_lease lease;
         bool held;
@@ -423,8 +424,9 @@ static int volume_lease_take(struct agent *a, const struct agent_volref *ref, in
         int r;
 
         g_assert(!vl->held && !vl->path);
-        vl->path = agent_volume_lease_path(a, ref);
-        vl->lease = (struct agent_lease) { ref->sd, ref->vol, vl->path, 0 };
+        vl->ref = *ref;
+        vl->path = agent_volume_lease_path(a, &vl->ref);
+        vl->lease = (struct agent_lease) { vl->ref.sd, vl->ref.vol, vl->path, 0 };
         if (allow_unformatted && (stat(vl->path, &st) < 0 ? errno == ENOENT : st.st_size == 0))
                 return 0;
         r = agent_lease_acquire(&vl->lease, busy_code, NULL, &e);

@@ -49,6 +49,8 @@ struct engine_host {
         gint64 connect_after;          /* monotonic µs: no pool connect retry before */
         unsigned failures;
         json_t *stats;                 /* last Host.getStats result */
+        gint64 stats_sent;             /* monotonic µs when the poll behind stats was sent */
+        gint64 poll_sent;
 };
 
 struct engine {
@@ -61,6 +63,7 @@ struct engine {
         GHashTable *hosts;             /* host uuid → struct engine_host* */
         GHashTable *busy;              /* command ids with a call in flight */
         bool spm_busy;                 /* an SPM election call is in flight */
+        gint64 spm_elected;            /* monotonic µs of the last successful spmStart */
         bool sd_stats_busy;
         guint tick_source;
         guint kick_source;             /* an extra coordinator round is queued */

@@ -263,6 +263,7 @@ static void on_stats(json_t *result, const GError *error, void *userdata)
                 h->failures = 0;
                 json_decref(h->stats);
                 h->stats = json_incref(result);
+                h->stats_sent = h->poll_sent;
                 engine_db_exec(e->db, NULL, "UPDATE hosts SET stats = ?, last_seen = ? WHERE id = ?", "jis",
                                result, engine_now(), h->id);
                 if (json_integer_value(json_object_get(row, "maintenance")) == 0 && strcmp(status, "up") != 0) {
@@ -348,6 +349,7 @@ static void on_spm_started(json_t *result, const GError *error, void *userdata)
 
         e->spm_busy = false;
         if (result) {
+                e->spm_elected = g_get_monotonic_time();
                 engine_db_exec(e->db, NULL, "UPDATE datacenters SET spm_host = ?, spm_lver = ? WHERE id = ?", "sis",
                                c->host_id, json_integer_value(json_object_get(result, "spmLver")), e->dc_id);
                 engine_event(e, "normal", NULL, "host %s is the SPM (lease version %" JSON_INTEGER_FORMAT ")",
@@ -376,6 +378,8 @@ static void spm_elect(struct engine *e)
             strcmp(json_string_value(json_object_get(dc, "status")), "up") == 0) {
                 if (json_is_true(json_object_get(cur->stats, "spm")))
                         return;        /* healthy */
+                if (cur->stats_sent <= e->spm_elected)
+                        return;        /* these stats predate the election: wait for fresh ones */
                 /* Up but not holding the lease any more (agent restarted): elect again. */
                 engine_db_exec(e->db, NULL, "UPDATE datacenters SET spm_host = NULL WHERE id = ?", "s", e->dc_id);
                 engine_event(e, "warning", NULL, "host %s no longer holds the SPM lease", spm);
@@ -450,6 +454,7 @@ void engine_hosts_tick(struct engine *e)
                         continue;
                 if (!h->polling) {
                         h->polling = true;
+                        h->poll_sent = g_get_monotonic_time();
                         engine_host_call(e, h->id, "Host.getStats", NULL, e->config.host_timeout, on_stats,
                                          host_ctx_new(e, h->id));
                 }

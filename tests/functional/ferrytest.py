@@ -15,7 +15,7 @@ import uuid
 from stompclient import Client, RpcError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.environ.get("FERRY_BUILD_DIR", os.path.join(REPO, "build"))
+BUILD = os.path.abspath(os.environ.get("FERRY_BUILD_DIR", os.path.join(REPO, "build")))
 AGENT_BIN = os.path.join(BUILD, "src", "agent", "ferry-agent")
 IO_TIMEOUT = 2
 SANITIZER_EXIT = 99   # what Agent.stop() returns when the agent printed a sanitizer report

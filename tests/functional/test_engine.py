@@ -198,6 +198,51 @@ def test_rest_bad_input(ec):
     assert all(d["status"] == "ok" for d in ec.engine.get("/api/disks")["disks"])
 
 
+def test_failed_move_removes_destination_and_keeps_source(ec, tmp_path):
+    """A copy that cannot succeed (the source's base is ILLEGAL, as after a
+    broken earlier copy): the move fails after its retries, the destination
+    is removed from storage and inventory, the source stays ok and intact."""
+    from stompclient import Client
+    disk = create_disk(ec, "doomed", 32 * MiB, fmt="cow", volumes=2)
+    sd1, sd2 = ec.sds[0]["id"], ec.sds[1]["id"]
+    base, top = (v["id"] for v in disk["volumes"])
+    qemu_io_write(vol_path(ec, sd1, disk["id"], base), "qcow2", "0x5a", 0, 8 * MiB)
+    before = flat_digest(vol_path(ec, sd1, disk["id"], top), "qcow2", tmp_path)
+    agent = ec.agents[0]
+
+    def set_legality(value):
+        with Client("127.0.0.1", agent.port) as c:
+            job = new_job_id()
+            gen = c.call("Volume.getInfo", {"storagedomainID": sd1, "imageID": disk["id"], "volumeID": base})["generation"]
+            c.call("SDM.update_volume", {"job_id": job, "vol_info": {"sd_id": sd1, "img_id": disk["id"], "vol_id": base,
+                                                                      "generation": gen},
+                                         "vol_attr": {"legality": value}})
+            wait_for(lambda: c.call("Host.getJobs", {"job_ids": [job]})[job]["status"] == "done", 30, "update_volume")
+
+    set_legality("ILLEGAL")
+    try:
+        r = move(ec, disk, 1)
+        job = ec.engine.wait_job(r["job"]["id"], 120)
+        assert job["status"] == "failed", job
+        d = ec.engine.get(f"/api/disks/{disk['id']}")
+        assert d["status"] == "ok" and d["storage_domains"] == [{"id": sd1}]
+        assert [v["id"] for v in d["volumes"]] == [base, top]
+        assert not os.path.exists(os.path.join(ec.storage, sd2, "images", disk["id"])), "destination left behind"
+        steps = steps_of(ec, r["job"]["id"])
+        assert any(s["type"] == "copy_data" and s["status"] == "failed" for s in steps)
+        assert any(s["type"] == "remove_image" and s["status"] == "finished" for s in steps)
+    finally:
+        set_legality("LEGAL")
+    assert flat_digest(vol_path(ec, sd1, disk["id"], top), "qcow2", tmp_path) == before
+    r = move(ec, disk, 1)
+    assert ec.engine.wait_job(r["job"]["id"])["status"] == "finished"
+
+
+def new_job_id():
+    import uuid
+    return str(uuid.uuid4())
+
+
 def test_spm_failover_and_host_return(ec):
     """Runs last: the SPM's agent dies (its sanlock daemon stays, so its lease
     is freed at once); the engine elects another SPM and disks keep moving;
