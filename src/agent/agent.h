@@ -34,7 +34,7 @@ struct agent {
         GPtrArray *pool_domains;       /* sd uuids whose lockspaces were joined */
         bool spm;                      /* SPM lease held */
         guint64 spm_lver;
-        gint spm_jobs;                 /* SPM jobs not yet finished (g_atomic) */
+        gint spm_jobs;                 /* SPM operations running now (pool_lock) */
 
         /* Copy statistics, updated by job threads (atomics). */
         gint64 bytes_copied;           /* __atomic builtins */

@@ -7,6 +7,7 @@
 #include "agentconfig.h"
 #include "config.h"     /* generated: FERRY_VERSION */
 #include "error.h"
+#include "log.h"
 #include "options.h"
 
 #define O(field) offsetof(struct agent_config, field)
@@ -40,8 +41,7 @@ static int agent_config_validate(void *config, GError **error)
                             "TLS needs tls_cert, tls_key and tls_ca; set them, or pass --insecure=true for development");
                 return -EINVAL;
         }
-        if (strcmp(c->log_level, "debug") && strcmp(c->log_level, "info") &&
-            strcmp(c->log_level, "warning") && strcmp(c->log_level, "error")) {
+        if (!fy_log_level_valid(c->log_level)) {
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
                             "log_level must be debug, info, warning or error, got '%s'", c->log_level);
                 return -EINVAL;

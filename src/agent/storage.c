@@ -436,6 +436,7 @@ static int volume_lease_take(struct agent *a, const struct agent_volref *ref, in
                 if (r != -EBUSY)
                         e->code = FY_ERR_LEASE_ACQUIRE;
                 g_set_error(error, FY_ERROR, e->code, "volume %s: %s", ref->vol, e->message);
+                g_clear_pointer(&vl->path, g_free);     /* nothing held, nothing for the caller to drop */
                 return r;
         }
         vl->held = true;

@@ -7,6 +7,7 @@
 #include "config.h"
 #include "engine.h"
 #include "error.h"
+#include "log.h"
 #include "options.h"
 
 #define O(field) offsetof(struct engine_config, field)
@@ -44,8 +45,7 @@ static int validate(void *config, GError **error)
                             "host_selection_policy must be least_loaded or random, got '%s'", c->host_selection_policy);
                 return -EINVAL;
         }
-        if (strcmp(c->log_level, "debug") && strcmp(c->log_level, "info") &&
-            strcmp(c->log_level, "warning") && strcmp(c->log_level, "error")) {
+        if (!fy_log_level_valid(c->log_level)) {
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
                             "log_level must be debug, info, warning or error, got '%s'", c->log_level);
                 return -EINVAL;

@@ -44,3 +44,9 @@ void fy_log_setup(const char *level, const char *program)
         log_program = program;
         g_log_set_default_handler(log_handler, NULL);
 }
+
+bool fy_log_level_valid(const char *level)
+{
+        return strcmp(level, "debug") == 0 || strcmp(level, "info") == 0 ||
+               strcmp(level, "warning") == 0 || strcmp(level, "error") == 0;
+}

@@ -5,3 +5,7 @@
 
 /* level: debug, info, warning or error (validated by the daemon's config). */
 void fy_log_setup(const char *level, const char *program);
+
+/* True for the levels fy_log_setup() knows. */
+#include <stdbool.h>
+bool fy_log_level_valid(const char *level);

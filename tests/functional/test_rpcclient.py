@@ -22,7 +22,14 @@ TIMEOUT = 10
 
 def ferry_rpc(port, *args, timeout=TIMEOUT, extra=(), address="127.0.0.1"):
     argv = [*WRAPPER, FERRY_RPC, "-a", address, "-p", str(port), "--timeout", str(timeout), *extra, *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 20)
+    env = None
+    if "--tls-ca" in extra:
+        # In an ASan build, LeakSanitizer's own tracer crashes (SIGSEGV in its
+        # stop-the-world) when ferry-rpc exits while glib-networking's TLS
+        # threads are still up; the leak check is skipped for these short
+        # client runs only. The TLS agent's own exit stays leak-checked.
+        env = dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0")
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 20, env=env)
 
 
 def call(port, *args, **kw):
