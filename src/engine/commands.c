@@ -159,9 +159,14 @@ static void job_progress_refresh(struct engine *e, const char *job_id)
         engine_db_exec(e->db, NULL, "UPDATE disks SET progress = ? WHERE job_id = ? AND status = 'locked'", "ds", p, job_id);
 }
 
+static GHashTable *job_events;
+
 static void cmd_finish(struct engine *e, json_t *cmd, bool ok, const char *error)
 {
         const char *id = js(cmd, "id");
+
+        if (js(cmd, "agent_job_id"))
+                g_hash_table_remove(job_events, js(cmd, "agent_job_id"));
 
         engine_db_exec(e->db, NULL, "UPDATE commands SET state = ?, error = ?, updated = ? WHERE id = ?", "ssis",
                        ok ? "succeeded" : "failed", error, engine_now(), id);
@@ -245,8 +250,7 @@ static bool is_transport_error(const GError *error)
         return error && error->domain != FY_ERROR;
 }
 
-/* Latest job status pushed by a host's events, by agent job id. */
-static GHashTable *job_events;
+/* Latest job status pushed by a host's events, by agent job id (declared above cmd_finish). */
 
 void engine_commands_on_event(struct engine *e, const char *host_id, const char *method, json_t *params);
 void engine_commands_on_event(struct engine *e, const char *host_id, const char *method, json_t *params)
@@ -288,10 +292,13 @@ static char *leaf_mark_sent(struct engine *e, json_t *cmd, const char *host, gin
 {
         char *job_id = fy_uuid_new();
 
-        engine_db_exec(e->db, NULL,
-                       "UPDATE commands SET phase = 'sent', host = ?, agent_job_id = ?, generation = ?, "
-                       "attempts = attempts + 1, updated = ? WHERE id = ?",
-                       "ssiis", host, job_id, generation, engine_now(), js(cmd, "id"));
+        if (engine_db_exec(e->db, NULL,
+                           "UPDATE commands SET phase = 'sent', host = ?, agent_job_id = ?, generation = ?, "
+                           "attempts = attempts + 1, updated = ? WHERE id = ?",
+                           "ssiis", host, job_id, generation, engine_now(), js(cmd, "id")) < 0) {
+                g_free(job_id);
+                return NULL;   /* not recorded: do not call, try again next round */
+        }
         return job_id;
 }
 
@@ -303,8 +310,8 @@ static void on_leaf_sent(struct engine *e, json_t *cmd, json_t *result, const GE
         }
         if (is_transport_error(error))
                 return;        /* unknown whether it arrived: the next round asks the host */
-        /* The host refused the request itself. */
-        leaf_fail_or_retry(e, cmd, 1, error->message);
+        /* The host refused the request itself; "not the SPM (any more)" passes with the next election. */
+        leaf_fail_or_retry(e, cmd, error->code == FY_ERR_SPM_REQUIRED ? 3 : 1, error->message);
 }
 
 static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job);
@@ -328,14 +335,10 @@ static void leaf_watch(struct engine *e, json_t *cmd)
 {
         json_t *cached = g_hash_table_lookup(job_events, js(cmd, "agent_job_id"));
 
-        if (cached) {
-                const char *status = js(cached, "status");
-                /* Events carry progress; the final state is confirmed by Host.getJobs below. */
-                if (strcmp(status, "running") == 0) {
-                        leaf_job_finished(e, cmd, cached);
-                        return;
-                }
-        }
+        /* Events only bring progress early; the state always comes from Host.getJobs,
+         * so a lost final event (reconnect, crash) cannot leave a command waiting. */
+        if (cached && g_strcmp0(js(cached, "status"), "running") == 0)
+                leaf_job_finished(e, cmd, cached);
         cmd_call(e, cmd, js(cmd, "host"), "Host.getJobs",
                  json_pack("{s:[s]}", "job_ids", js(cmd, "agent_job_id")),
                  e->config.host_timeout, on_leaf_jobs, NULL, NULL);
@@ -356,6 +359,8 @@ static void volume_container_start(struct engine *e, json_t *cmd, json_t *p)
         }
         dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
         job_id = leaf_mark_sent(e, cmd, spm, -1);
+        if (!job_id)
+                return;
         step_update(e, js(cmd, "step_id"), "started", 0, spm);
         size = g_strdup_printf("%" G_GINT64_FORMAT, ji(p, "size"));
         cmd_call(e, cmd, spm, "Volume.create",
@@ -389,6 +394,8 @@ static void remove_image_start(struct engine *e, json_t *cmd, json_t *p)
         }
         dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
         job_id = leaf_mark_sent(e, cmd, spm, -1);
+        if (!job_id)
+                return;
         step_update(e, js(cmd, "step_id"), "started", 0, spm);
         cmd_call(e, cmd, spm, "Image.delete",
                  json_pack("{s:s, s:s, s:s, s:s}", "job_id", job_id, "storagepoolID", js(dc, "pool_id"),
@@ -423,6 +430,8 @@ static void on_copy_generation(struct engine *e, json_t *cmd, json_t *result, co
         }
         gen = json_integer_value(json_object_get(result, "generation"));
         job_id = leaf_mark_sent(e, cmd, host, gen);
+        if (!job_id)
+                return;
         step_update(e, js(cmd, "step_id"), "started", 0, host);
         engine_event(e, "normal", js(cmd, "id"), "copying volume %s to %s on host %s (destination generation %" G_GINT64_FORMAT ")",
                      js(json_object_get(p, "src"), "vol"), js(json_object_get(p, "dst"), "sd"), host, gen);
@@ -454,15 +463,17 @@ static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
 /* The job is known to the host: running → progress, done/failed → finish. */
 static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
 {
-        const char *status = js(job, "status");
+        const char *status = js(job, "status") ? js(job, "status") : "unknown";
         const char *type = js(cmd, "type");
 
         if (strcmp(status, "done") == 0) {
                 if (strcmp(type, "create_volume_container") == 0) {
                         g_autoptr(json_t) p = jparse(cmd, "params");
 
-                        engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'LEGAL' WHERE id = ? AND sd_id = ?",
-                                       "ss", js(p, "vol"), js(p, "sd"));
+                        /* A copy's destination stays ILLEGAL in the inventory until its data is there. */
+                        if (json_is_true(json_object_get(p, "legal_when_created")))
+                                engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'LEGAL' WHERE id = ? AND sd_id = ?",
+                                               "ss", js(p, "vol"), js(p, "sd"));
                 }
                 if (strcmp(type, "copy_data") == 0) {
                         g_autoptr(json_t) p = jparse(cmd, "params");
@@ -507,7 +518,7 @@ static void on_leaf_verify(struct engine *e, json_t *cmd, json_t *result, const 
                 json_t *owners = result ? json_object_get(json_object_get(result, "lease"), "owners") : NULL;
 
                 if (result && ji(result, "generation") == (ji(cmd, "generation") + 1) % 1000 &&
-                    strcmp(js(result, "legality"), "LEGAL") == 0) {
+                    g_strcmp0(js(result, "legality"), "LEGAL") == 0) {
                         json_t *done = json_pack("{s:s}", "status", "done");
                         leaf_job_finished(e, cmd, done);
                         json_decref(done);
@@ -520,8 +531,11 @@ static void on_leaf_verify(struct engine *e, json_t *cmd, json_t *result, const 
                 return;
         }
         if (strcmp(type, "create_volume_container") == 0) {
-                if (result && strcmp(js(result, "legality"), "LEGAL") == 0)
-                        cmd_finish(e, cmd, true, NULL);
+                if (result && g_strcmp0(js(result, "legality"), "LEGAL") == 0) {
+                        json_t *done = json_pack("{s:s}", "status", "done");
+                        leaf_job_finished(e, cmd, done);
+                        json_decref(done);
+                }
                 else
                         leaf_fail_or_retry(e, cmd, 3, error ? error->message : "volume creation did not finish");
                 return;
@@ -609,10 +623,12 @@ static const char *run_children(struct engine *e, json_t *cmd, json_t *data, siz
 static char *make_volume_container(struct engine *e, json_t *cmd, json_t *p, size_t i)
 {
         json_t *v = json_array_get(json_object_get(p, "volumes"), i);
-        json_t *cp = json_pack("{s:s, s:s, s:s, s:O, s:I, s:s, s:O}",
+        json_t *cp = json_pack("{s:s, s:s, s:s, s:O, s:I, s:s, s:O, s:b}",
                                "sd", js(p, "sd"), "img", js(p, "img"), "vol", js(v, "id"),
                                "parent", json_object_get(v, "parent"), "size", ji(v, "capacity"),
-                               "format", js(v, "format"), "sparse", json_object_get(v, "sparse"));
+                               "format", js(v, "format"), "sparse", json_object_get(v, "sparse"),
+                               /* a new empty disk is complete once created; a copy's volumes are not */
+                               "legal_when_created", !json_object_get(p, "src_sd"));
         g_autofree char *desc = g_strdup_printf("Creating volume %s on storage domain %s", js(v, "id"), js(p, "sd"));
         g_autofree char *step = step_create(e, js(cmd, "job_id"), "create_volume", desc, json_number_value(json_object_get(v, "structure_weight")));
         char *id = cmd_create(e, "create_volume_container", js(cmd, "id"), js(cmd, "job_id"), step, cp);
@@ -752,20 +768,36 @@ static void flow_end(struct engine *e, json_t *cmd, json_t *p, bool ok, const ch
                 engine_db_exec(e->db, NULL, "DELETE FROM volumes WHERE disk_id = ?", "s", disk);
                 engine_db_exec(e->db, NULL, "DELETE FROM disks WHERE id = ?", "s", disk);
         } else {
-                engine_db_exec(e->db, NULL, "UPDATE disks SET status = 'ok', progress = NULL, job_id = NULL "
-                                            "WHERE id = ?", "s", disk);
+                /* Only while this job holds the disk: never unlock another operation's disk.
+                 * A removal that failed half-way leaves volumes gone or ILLEGAL: say so. */
+                engine_db_exec(e->db, NULL, "UPDATE disks SET status = ?, progress = NULL, job_id = NULL "
+                                            "WHERE id = ? AND job_id = ?", "sss",
+                               strcmp(type, "remove_disk") == 0 ? "illegal" : "ok", disk, js(cmd, "job_id"));
         }
         engine_db_exec(e->db, NULL, "UPDATE jobs SET status = ?, end_time = ?, progress = CASE WHEN ? THEN 100 ELSE progress END "
                                     "WHERE id = ?", "sibs", ok ? "finished" : "failed", engine_now(), ok, js(cmd, "job_id"));
-        engine_db_commit(e->db, NULL);
+        /* The command ends in the same transaction: a crash can never replay its end. */
         cmd_finish(e, cmd, ok, error);
+        if (engine_db_commit(e->db, NULL) < 0)
+                return;
         if (ok && strcmp(type, "remove_disk") != 0)
                 disk_size_refresh(e, new_disk ? new_disk : disk);
         engine_event(e, ok ? "normal" : "warning", js(cmd, "id"), "%s of disk %s %s%s%s", type, disk,
                      ok ? "finished" : "failed", error ? ": " : "", error ? error : "");
 }
 
+static void composite_advance_tx(struct engine *e, json_t *cmd);
+
+/* A child is created and recorded in its parent in one transaction: no orphans after a crash. */
 static void composite_advance(struct engine *e, json_t *cmd)
+{
+        if (engine_db_begin(e->db, NULL) < 0)
+                return;
+        composite_advance_tx(e, cmd);
+        engine_db_commit(e->db, NULL);
+}
+
+static void composite_advance_tx(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
         g_autoptr(json_t) data = jparse(cmd, "data");

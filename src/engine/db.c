@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include <sqlite3.h>
@@ -11,6 +12,8 @@
 struct engine_db {
         sqlite3 *sql;
         char *path;
+        unsigned depth;                /* nested engine_db_begin() calls; only the outermost is real */
+        bool failed;                   /* an inner level rolled back: the outermost commit rolls back */
 };
 
 /*
@@ -311,15 +314,42 @@ gint64 engine_db_changes(struct engine_db *db)
 
 int engine_db_begin(struct engine_db *db, GError **error)
 {
-        return exec_plain(db, "BEGIN IMMEDIATE;", error);
+        if (db->depth++ > 0)
+                return 0;
+        db->failed = false;
+        if (exec_plain(db, "BEGIN IMMEDIATE;", error) < 0) {
+                db->depth = 0;
+                return -EIO;
+        }
+        return 0;
 }
 
 int engine_db_commit(struct engine_db *db, GError **error)
 {
-        return exec_plain(db, "COMMIT;", error);
+        if (db->depth == 0)
+                return 0;
+        if (--db->depth > 0)
+                return 0;
+        if (db->failed) {
+                exec_plain(db, "ROLLBACK;", NULL);
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: transaction rolled back", db->path);
+                return -EIO;
+        }
+        if (exec_plain(db, "COMMIT;", error) < 0) {
+                /* Never leave the connection inside a half-done transaction. */
+                exec_plain(db, "ROLLBACK;", NULL);
+                return -EIO;
+        }
+        return 0;
 }
 
 void engine_db_rollback(struct engine_db *db)
 {
+        if (db->depth == 0)
+                return;
+        if (--db->depth > 0) {
+                db->failed = true;
+                return;
+        }
         exec_plain(db, "ROLLBACK;", NULL);
 }

@@ -78,6 +78,15 @@ int engine_hosts_init(struct engine *e, GError **error)
 
 void engine_hosts_free(struct engine *e)
 {
+        GHashTableIter it;
+        gpointer value;
+
+        /* Freeing a client fails its pending calls now: their callbacks still find the table. */
+        g_hash_table_iter_init(&it, e->hosts);
+        while (g_hash_table_iter_next(&it, NULL, &value)) {
+                struct engine_host *h = value;
+                g_clear_pointer(&h->rpc, fy_rpc_client_free);
+        }
         g_clear_pointer(&e->hosts, g_hash_table_unref);
 }
 
@@ -150,6 +159,14 @@ json_t *engine_host_add(struct engine *e, const char *name, const char *address,
 
 int engine_host_set_maintenance(struct engine *e, const char *host_id, bool maintenance, GError **error)
 {
+        g_autofree char *spm = engine_spm_host(e);
+
+        if (maintenance && spm && strcmp(spm, host_id) == 0) {
+                /* It would keep the SPM lease and block every election. */
+                g_set_error(error, ENGINE_ERROR, 409, "host %s is the SPM; it cannot enter maintenance while it holds the role",
+                            host_id);
+                return -EBUSY;
+        }
         if (engine_db_exec(e->db, error, "UPDATE hosts SET maintenance = ?, status = ? WHERE id = ?", "bss",
                            maintenance, maintenance ? "maintenance" : "connecting", host_id) < 0)
                 return -EIO;

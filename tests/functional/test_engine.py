@@ -198,6 +198,25 @@ def test_rest_bad_input(ec):
     assert all(d["status"] == "ok" for d in ec.engine.get("/api/disks")["disks"])
 
 
+def test_maintenance_host_gets_no_copies(ec):
+    spm = ec.spm_name()
+    others = [h for h in ec.engine.get("/api/hosts")["hosts"] if h["name"] != spm]
+    idle = others[0]
+    spm_id = next(h["id"] for h in ec.engine.get("/api/hosts")["hosts"] if h["name"] == spm)
+    assert fault(ec, "POST", f"/api/hosts/{spm_id}/deactivate", {}) == 409   # it would block every election
+    ec.engine.post(f"/api/hosts/{idle['id']}/deactivate", {})
+    try:
+        assert ec.engine.get(f"/api/hosts/{idle['id']}")["status"] == "maintenance"
+        disk = create_disk(ec, "maint", 16 * MiB, fmt="cow", volumes=3)
+        r = move(ec, disk, 1)
+        assert ec.engine.wait_job(r["job"]["id"])["status"] == "finished"
+        hosts = {s["execution_host"]["name"] for s in steps_of(ec, r["job"]["id"]) if s["type"] == "copy_data"}
+        assert idle["name"] not in hosts and spm not in hosts, hosts
+    finally:
+        ec.engine.post(f"/api/hosts/{idle['id']}/activate", {})
+    wait_for(lambda: ec.engine.get(f"/api/hosts/{idle['id']}")["status"] == "up", 30, "the host back up")
+
+
 def test_failed_move_removes_destination_and_keeps_source(ec, tmp_path):
     """A copy that cannot succeed (the source's base is ILLEGAL, as after a
     broken earlier copy): the move fails after its retries, the destination
