@@ -1,26 +1,14 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Host selection for data copies (DESIGN §7). Filter: up, pool-connected,
- * not in maintenance, under its job limit — counting both what the host
- * reported and the copies the engine assigned it since. Score
- * (least_loaded): fewest running data jobs, then least bytes/s in flight,
- * then lowest load; ties at random. random: any host that passes the
- * filter (the original oVirt behaviour). With DataOperationsByHSM off every
- * copy goes to the SPM. The SPM is used for copies only when no other host
- * can take them: its job is metadata.
+ * Host selection for data copies: gathers what the engine knows of each
+ * host (its last Host.getStats and the copies assigned to it since) and
+ * lets the pure policy in sched.c choose. With DataOperationsByHSM off
+ * every copy goes to the SPM.
  */
-#include <math.h>
 #include <string.h>
 
 #include "engine.h"
-
-struct candidate {
-        const char *id;
-        gint64 running;
-        double rate;
-        double load;
-        guint32 tie;
-};
+#include "hostsched.h"
 
 static gint64 assigned_copies(struct engine *e, const char *host_id)
 {
@@ -31,62 +19,42 @@ static gint64 assigned_copies(struct engine *e, const char *host_id)
         return row ? json_integer_value(json_object_get(row, "n")) : 0;
 }
 
-static int candidate_cmp(const void *pa, const void *pb)
-{
-        const struct candidate *a = pa, *b = pb;
-
-        if (a->running != b->running)
-                return a->running < b->running ? -1 : 1;
-        if (fabs(a->rate - b->rate) > 1.0)
-                return a->rate < b->rate ? -1 : 1;
-        if (fabs(a->load - b->load) > 0.05)
-                return a->load < b->load ? -1 : 1;
-        return a->tie < b->tie ? -1 : a->tie > b->tie;
-}
-
 char *engine_pick_copy_host(struct engine *e)
 {
         g_autoptr(GPtrArray) usable = NULL;
         g_autofree char *spm = engine_spm_host(e);
-        g_autofree struct candidate *cands = NULL;
-        size_t n = 0;
+        g_autofree struct engine_sched_host *hosts = NULL;
+        static GRand *rand;
+        int pick;
 
         if (!engine_option_bool(e, "DataOperationsByHSM", e->config.data_operations_by_hsm))
                 return g_steal_pointer(&spm);
+        if (!rand)
+                rand = g_rand_new();
 
         usable = engine_usable_hosts(e);
-        cands = g_new0(struct candidate, usable->len + 1);
-        for (guint pass = 0; pass < 2 && n == 0; pass++) {
-                for (guint i = 0; i < usable->len; i++) {
-                        const char *id = usable->pdata[i];
-                        struct engine_host *h = g_hash_table_lookup(e->hosts, id);
-                        gint64 limit, running, assigned;
+        hosts = g_new0(struct engine_sched_host, usable->len + 1);
+        for (guint i = 0; i < usable->len; i++) {
+                const char *id = usable->pdata[i];
+                struct engine_host *h = g_hash_table_lookup(e->hosts, id);
+                json_t *st = h ? h->stats : NULL;
 
-                        /* First pass without the SPM; the second lets it in. */
-                        if ((pass == 0) == (spm && strcmp(spm, id) == 0))
-                                continue;
-                        if (!h || !h->stats)
-                                continue;
-                        limit = json_integer_value(json_object_get(h->stats, "job_limit"));
-                        running = json_integer_value(json_object_get(h->stats, "jobs_running")) +
-                                  json_integer_value(json_object_get(h->stats, "jobs_pending"));
-                        assigned = assigned_copies(e, id);
-                        running = MAX(running, assigned);
-                        if (running >= limit)
-                                continue;
-                        cands[n++] = (struct candidate) {
-                                .id = id,
-                                .running = running,
-                                .rate = json_number_value(json_object_get(h->stats, "copy_rate")),
-                                .load = json_number_value(json_object_get(h->stats, "cpuLoad")),
-                                .tie = g_random_int(),
-                        };
-                }
+                if (!st)
+                        continue;      /* usable stays false: nothing known of its load yet */
+                hosts[i] = (struct engine_sched_host) {
+                        .usable = true,
+                        .is_spm = spm && strcmp(spm, id) == 0,
+                        .running = (long) MAX(json_integer_value(json_object_get(st, "jobs_running")) +
+                                              json_integer_value(json_object_get(st, "jobs_pending")),
+                                              assigned_copies(e, id)),
+                        .limit = (long) json_integer_value(json_object_get(st, "job_limit")),
+                        .rate = json_number_value(json_object_get(st, "copy_rate")),
+                        .load = json_number_value(json_object_get(st, "cpuLoad")),
+                };
         }
-        if (n == 0)
-                return NULL;
-        if (strcmp(e->config.host_selection_policy, "random") == 0)
-                return g_strdup(cands[g_random_int_range(0, (gint32) n)].id);
-        qsort(cands, n, sizeof(*cands), candidate_cmp);
-        return g_strdup(cands[0].id);
+        pick = engine_sched_pick(hosts, usable->len,
+                                 strcmp(e->config.host_selection_policy, "random") == 0 ? ENGINE_SCHED_RANDOM
+                                                                                        : ENGINE_SCHED_LEAST_LOADED,
+                                 rand);
+        return pick < 0 ? NULL : g_strdup(usable->pdata[pick]);
 }
