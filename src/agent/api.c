@@ -481,13 +481,17 @@ static bool pool_check(struct agent *a, struct fy_rpc_call *call, json_t *params
         return ok;
 }
 
-static void pool_disconnect(struct fy_rpc_call *call, json_t *params, void *userdata)
+/* Pool verbs: the named pool must be this host's, then the work runs off the main thread. */
+static void pool_verb(struct agent *a, struct fy_rpc_call *call, json_t *params, blocking_fn fn)
 {
-        struct agent *a = userdata;
-
         if (!pool_check(a, call, params))
                 return;
-        run_blocking(a, call, pool_disconnect_blocking, NULL, NULL);
+        run_blocking(a, call, fn, NULL, NULL);
+}
+
+static void pool_disconnect(struct fy_rpc_call *call, json_t *params, void *userdata)
+{
+        pool_verb(userdata, call, params, pool_disconnect_blocking);
 }
 
 static json_t *spm_start_blocking(struct agent *a, void *data, GError **error)
@@ -529,11 +533,7 @@ static json_t *spm_start_blocking(struct agent *a, void *data, GError **error)
 
 static void spm_start(struct fy_rpc_call *call, json_t *params, void *userdata)
 {
-        struct agent *a = userdata;
-
-        if (!pool_check(a, call, params))
-                return;
-        run_blocking(a, call, spm_start_blocking, NULL, NULL);
+        pool_verb(userdata, call, params, spm_start_blocking);
 }
 
 static json_t *spm_stop_blocking(struct agent *a, void *data, GError **error)
@@ -574,11 +574,7 @@ static json_t *spm_stop_blocking(struct agent *a, void *data, GError **error)
 
 static void spm_stop(struct fy_rpc_call *call, json_t *params, void *userdata)
 {
-        struct agent *a = userdata;
-
-        if (!pool_check(a, call, params))
-                return;
-        run_blocking(a, call, spm_stop_blocking, NULL, NULL);
+        pool_verb(userdata, call, params, spm_stop_blocking);
 }
 
 static json_t *spm_status_blocking(struct agent *a, void *data, GError **error)
@@ -616,11 +612,7 @@ static json_t *spm_status_blocking(struct agent *a, void *data, GError **error)
 
 static void spm_status(struct fy_rpc_call *call, json_t *params, void *userdata)
 {
-        struct agent *a = userdata;
-
-        if (!pool_check(a, call, params))
-                return;
-        run_blocking(a, call, spm_status_blocking, NULL, NULL);
+        pool_verb(userdata, call, params, spm_status_blocking);
 }
 
 /* ---- Volume / Image: metadata operations, SPM only, run as jobs ---- */

@@ -28,6 +28,7 @@
 #include <glib.h>
 
 #include "copy.h"
+#include "fileio.h"
 
 #define COPY_ALIGN              4096u
 #define COPY_DEFAULT_BUFFER     (8u * 1024 * 1024)
@@ -95,23 +96,6 @@ static int pread_full(int fd, void *buf, size_t len, uint64_t off)
         return 0;
 }
 
-static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
-{
-        size_t done = 0;
-
-        while (done < len) {
-                ssize_t n = pwrite(fd, (const char *) buf + done, len - done, (off_t) (off + done));
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        return -EIO;
-                done += (size_t) n;
-        }
-        return 0;
-}
 
 /* Direct I/O of an aligned range, switching to the buffered fd for good if the
  * filesystem accepted O_DIRECT at open time but refuses it for I/O. */
@@ -133,12 +117,12 @@ static int copy_write(struct copy_ctx *ctx, const void *buf, size_t len, uint64_
         int r;
 
         if (!g_atomic_int_get(&ctx->dst_direct_broken)) {
-                r = pwrite_full(ctx->dst_fd, buf, len, off);
+                r = fy_pwrite_full(ctx->dst_fd, buf, len, off);
                 if (r != -EINVAL)
                         return r;
                 g_atomic_int_set(&ctx->dst_direct_broken, 1);
         }
-        return pwrite_full(ctx->dst_buf_fd, buf, len, off);
+        return fy_pwrite_full(ctx->dst_buf_fd, buf, len, off);
 }
 
 /* True if dst holds no data in [off, off+len): nothing to punch. */
@@ -161,7 +145,7 @@ static int write_zeros(struct copy_ctx *ctx, uint64_t off, uint64_t len)
 
                 if (g_cancellable_is_cancelled(ctx->cancel))
                         return -ECANCELED;
-                r = pwrite_full(ctx->dst_buf_fd, zeros, n, off);
+                r = fy_pwrite_full(ctx->dst_buf_fd, zeros, n, off);
                 if (r < 0)
                         return r;
                 off += n;
@@ -239,7 +223,7 @@ static int copy_store(struct copy_ctx *ctx, const char *buf, uint64_t off, size_
                         size_t a = ALIGN_DOWN(run, COPY_ALIGN);
                         r = a > 0 ? copy_write(ctx, buf + pos, a, off + pos) : 0;
                         if (r >= 0)
-                                r = pwrite_full(ctx->dst_buf_fd, buf + pos + a, run - a,
+                                r = fy_pwrite_full(ctx->dst_buf_fd, buf + pos + a, run - a,
                                                 off + pos + a);
                 }
                 if (r < 0)

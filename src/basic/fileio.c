@@ -95,13 +95,12 @@ int fy_read_small_file_at(int dirfd, const char *name, size_t max, char **ret_te
         return 0;
 }
 
-static int write_all(int fd, const void *data, size_t len)
+int fy_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {
-        const char *p = data;
+        size_t done = 0;
 
-        while (len > 0) {
-                ssize_t n = write(fd, p, len);
-
+        while (done < len) {
+                ssize_t n = pwrite(fd, (const char *) buf + done, len - done, (off_t) (off + done));
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -109,8 +108,7 @@ static int write_all(int fd, const void *data, size_t len)
                 }
                 if (n == 0)
                         return -EIO;
-                p += n;
-                len -= (size_t) n;
+                done += (size_t) n;
         }
         return 0;
 }
@@ -132,7 +130,7 @@ static int write_temp_and_rename(int dirfd, const char *name, const void *data, 
                         return -errno;
         }
 
-        r = write_all(fd, data, len);
+        r = fy_pwrite_full(fd, data, len, 0);
         if (r < 0)
                 goto fail;
         if (fsync(fd) < 0) {

@@ -6,5 +6,8 @@
 int fy_read_small_file_at(int dirfd, const char *name, size_t max, char **ret_text, size_t *ret_len);
 /* Atomically replaces dirfd/name: temp file + fsync + renameat + fsync(dirfd). */
 int fy_write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len);
+/* Writes all of buf at off, retrying short writes and EINTR. Returns 0 or -errno. */
+#include <stdint.h>
+int fy_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 /* fsync the directory */
 int fy_fsync_dir(int dirfd);
