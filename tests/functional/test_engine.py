@@ -24,6 +24,13 @@ def ec():
     assert all(code == 0 for code in codes.values()), codes
 
 
+@pytest.fixture
+def scratch(ec):
+    """A folder inside the cluster's work folder, which teardown removes (pytest's tmp_path would stay)."""
+    import tempfile
+    return tempfile.mkdtemp(prefix="scratch-", dir=ec.workdir)
+
+
 def create_disk(ec, name, size, fmt="raw", volumes=1, sd=0, sparse=True):
     r = ec.engine.post("/api/disks", {"name": name, "provisioned_size": size, "format": fmt, "sparse": sparse,
                                       "volumes": volumes, "storage_domain": {"id": ec.sds[sd]["id"]}})
@@ -59,7 +66,7 @@ def move(ec, disk, sd, action="move", body=None):
     return ec.engine.post(f"/api/disks/{disk['id']}/{action}", body)
 
 
-def test_move_chain_copies_on_non_spm_hosts(ec, tmp_path):
+def test_move_chain_copies_on_non_spm_hosts(ec, scratch):
     disk = create_disk(ec, "chain", 128 * MiB, fmt="cow", volumes=3)
     base, mid, top = (v["id"] for v in disk["volumes"])
     sd1, sd2 = ec.sds[0]["id"], ec.sds[1]["id"]
@@ -67,7 +74,10 @@ def test_move_chain_copies_on_non_spm_hosts(ec, tmp_path):
     qemu_io_write(vol_path(ec, sd1, disk["id"], base), "qcow2", "0x11", 0, 64 * MiB)
     qemu_io_write(vol_path(ec, sd1, disk["id"], mid), "qcow2", "0x22", 32 * MiB, 48 * MiB)
     qemu_io_write(vol_path(ec, sd1, disk["id"], top), "qcow2", "0x33", 100 * MiB, 16 * MiB)
-    before = flat_digest(vol_path(ec, sd1, disk["id"], top), "qcow2", tmp_path)
+    before = flat_digest(vol_path(ec, sd1, disk["id"], top), "qcow2", scratch)
+    # The move removes the source: keep a copy of the chain (backing names are relative) to compare with.
+    saved = os.path.join(scratch, disk["id"])
+    shutil.copytree(os.path.join(ec.storage, sd1, "images", disk["id"]), saved)
     spm = ec.spm_name()
 
     job_id = move(ec, disk, 1)["job"]["id"]
@@ -97,7 +107,10 @@ def test_move_chain_copies_on_non_spm_hosts(ec, tmp_path):
     assert [v["id"] for v in d["volumes"]] == [base, mid, top]
     assert all(v["legality"] == "LEGAL" and v["generation"] == 1 for v in d["volumes"])
     assert not os.path.exists(os.path.join(ec.storage, sd1, "images", disk["id"])), "source not removed"
-    assert flat_digest(vol_path(ec, sd2, disk["id"], top), "qcow2", tmp_path) == before
+    assert flat_digest(vol_path(ec, sd2, disk["id"], top), "qcow2", scratch) == before
+    for vol in (base, mid, top):   # each level of the chain, as qemu-img sees it
+        r = qemu_img_compare(os.path.join(saved, vol), vol_path(ec, sd2, disk["id"], vol))
+        assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_copy_disk_keeps_source(ec):
@@ -130,11 +143,11 @@ def test_hsm_off_copies_on_spm(ec):
     assert ec.engine.get("/api/options/DataOperationsByHSM")["value"] is True
 
 
-def test_engine_restart_mid_move(ec, tmp_path):
+def test_engine_restart_mid_move(ec, scratch):
     disk = create_disk(ec, "restart", 768 * MiB)
     src = vol_path(ec, ec.sds[0]["id"], disk["id"], disk["volumes"][0]["id"])
     write_random_extents(src, [(0, 384 * MiB)], seed=9)     # ~3 s at the hosts' 128 MiB/s
-    before = flat_digest(src, "raw", tmp_path)
+    before = flat_digest(src, "raw", scratch)
     job_id = move(ec, disk, 1)["job"]["id"]
     wait_for(lambda: any(s["type"] == "copy_data" and s["status"] == "started" and s["progress"] > 0
                          for s in steps_of(ec, job_id)), 30, "the copy to start")
@@ -144,7 +157,7 @@ def test_engine_restart_mid_move(ec, tmp_path):
     d = ec.engine.get(f"/api/disks/{disk['id']}")
     assert d["status"] == "ok" and d["storage_domains"] == [{"id": ec.sds[1]["id"]}]
     dst = vol_path(ec, ec.sds[1]["id"], disk["id"], disk["volumes"][0]["id"])
-    assert flat_digest(dst, "raw", tmp_path) == before
+    assert flat_digest(dst, "raw", scratch) == before
     assert not os.path.exists(src)
 
 
@@ -217,7 +230,7 @@ def test_maintenance_host_gets_no_copies(ec):
     wait_for(lambda: ec.engine.get(f"/api/hosts/{idle['id']}")["status"] == "up", 30, "the host back up")
 
 
-def test_failed_move_removes_destination_and_keeps_source(ec, tmp_path):
+def test_failed_move_removes_destination_and_keeps_source(ec, scratch):
     """A copy that cannot succeed (the source's base is ILLEGAL, as after a
     broken earlier copy): the move fails after its retries, the destination
     is removed from storage and inventory, the source stays ok and intact."""
@@ -226,7 +239,7 @@ def test_failed_move_removes_destination_and_keeps_source(ec, tmp_path):
     sd1, sd2 = ec.sds[0]["id"], ec.sds[1]["id"]
     base, top = (v["id"] for v in disk["volumes"])
     qemu_io_write(vol_path(ec, sd1, disk["id"], base), "qcow2", "0x5a", 0, 8 * MiB)
-    before = flat_digest(vol_path(ec, sd1, disk["id"], top), "qcow2", tmp_path)
+    before = flat_digest(vol_path(ec, sd1, disk["id"], top), "qcow2", scratch)
     agent = ec.agents[0]
 
     def set_legality(value):
@@ -252,7 +265,7 @@ def test_failed_move_removes_destination_and_keeps_source(ec, tmp_path):
         assert any(s["type"] == "remove_image" and s["status"] == "finished" for s in steps)
     finally:
         set_legality("LEGAL")
-    assert flat_digest(vol_path(ec, sd1, disk["id"], top), "qcow2", tmp_path) == before
+    assert flat_digest(vol_path(ec, sd1, disk["id"], top), "qcow2", scratch) == before
     r = move(ec, disk, 1)
     assert ec.engine.wait_job(r["job"]["id"])["status"] == "finished"
 
