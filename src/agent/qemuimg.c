@@ -247,6 +247,39 @@ static bool valid_format(const char *fmt)
         return fmt && (strcmp(fmt, "raw") == 0 || strcmp(fmt, "qcow2") == 0);
 }
 
+/* A file name inside qemu's key=value option syntax: commas are doubled. */
+static void opts_append_path(GString *s, const char *path)
+{
+        for (const char *p = path; *p; p++) {
+                if (*p == ',')
+                        g_string_append_c(s, ',');
+                g_string_append_c(s, *p);
+        }
+}
+
+/*
+ * The destination of a layer copy, with its backing file opened read-only
+ * and shared. By name, qemu-img would open the destination's parent
+ * asking that no one writes it, and fail while another host copies the
+ * parent's own data at the same time (parallel chain copy). This layer's
+ * copy never reads the parent: with -B it writes only what the source's
+ * top layer holds.
+ */
+static char *target_opts(const char *dst_path, const char *dst_fmt, const char *backing, const char *backing_fmt)
+{
+        GString *s = g_string_new(NULL);
+        g_autofree char *dir = g_path_get_dirname(dst_path);
+        g_autofree char *backing_path = g_path_is_absolute(backing) ? g_strdup(backing)
+                                                                    : g_build_filename(dir, backing, NULL);
+
+        g_string_append_printf(s, "driver=%s,file.driver=file,file.filename=", dst_fmt);
+        opts_append_path(s, dst_path);
+        g_string_append_printf(s, ",backing.driver=%s,backing.file.driver=file,backing.file.filename=", backing_fmt);
+        opts_append_path(s, backing_path);
+        g_string_append(s, ",backing.read-only=on,backing.force-share=on");
+        return g_string_free(s, FALSE);
+}
+
 int agent_qemu_img_convert(const char *src_path, const char *src_fmt,
                            const char *dst_path, const char *dst_fmt,
                            const char *backing, const char *backing_fmt,
@@ -256,6 +289,7 @@ int agent_qemu_img_convert(const char *src_path, const char *src_fmt,
                            GError **error)
 {
         g_autofree char *rate = NULL;
+        g_autofree char *target = NULL;
         uint64_t total = 0;
         int r;
 
@@ -267,6 +301,8 @@ int agent_qemu_img_convert(const char *src_path, const char *src_fmt,
         }
         if (rate_limit > 0)
                 rate = g_strdup_printf("%" PRIu64, rate_limit);
+        if (backing)
+                target = target_opts(dst_path, dst_fmt, backing, backing_fmt);
 
         /* Progress is reported in bytes of the source's virtual size (format given, never probed). */
         if (progress && agent_qemu_img_info(src_path, src_fmt, NULL, &total, NULL, NULL, NULL) < 0)
@@ -289,16 +325,19 @@ int agent_qemu_img_convert(const char *src_path, const char *src_fmt,
                 }
                 argv[n++] = "-n";
                 argv[n++] = "-f"; argv[n++] = src_fmt;
-                argv[n++] = "-O"; argv[n++] = dst_fmt;
-                if (backing) {
+                if (!backing) {
+                        argv[n++] = "-O"; argv[n++] = dst_fmt;      /* else the driver is in the options */
+                } else {
                         argv[n++] = "-B"; argv[n++] = backing;
                         argv[n++] = "-F"; argv[n++] = backing_fmt;
+                        /* Opened by options, not by name: see target_opts(). */
+                        argv[n++] = "--target-image-opts";
                 }
                 if (rate) {
                         argv[n++] = "-r"; argv[n++] = rate;
                 }
                 argv[n++] = src_path;
-                argv[n++] = dst_path;
+                argv[n++] = backing ? target : dst_path;
                 argv[n] = NULL;
 
                 r = qimg_run(argv, &run, error);

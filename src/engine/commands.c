@@ -21,7 +21,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "engine.h"
+#include "cmd.h"
 #include "error.h"
 #include "uuid.h"
 
@@ -32,24 +32,9 @@ static void cmd_advance(struct engine *e, json_t *cmd);
 
 /* ---- small helpers ---- */
 
-static const char *js(json_t *o, const char *key)
-{
-        return json_string_value(json_object_get(o, key));
-}
-
-static gint64 ji(json_t *o, const char *key)
-{
-        return json_integer_value(json_object_get(o, key));
-}
-
-/* The params / data columns hold JSON text. */
-static json_t *jparse(json_t *row, const char *key)
-{
-        const char *text = js(row, key);
-        json_t *v = text ? json_loads(text, 0, NULL) : NULL;
-
-        return v ? v : json_object();
-}
+#define js engine_js
+#define ji engine_ji
+#define jparse engine_jparse
 
 static bool busy(struct engine *e, const char *id)
 {
@@ -109,7 +94,7 @@ void engine_kick(struct engine *e)
                 e->kick_source = g_idle_add(on_kick, e);
 }
 
-static char *cmd_create(struct engine *e, const char *type, const char *parent, const char *job_id,
+char *engine_cmd_create(struct engine *e, const char *type, const char *parent, const char *job_id,
                         const char *step_id, json_t *params)
 {
         char *id = fy_uuid_new();
@@ -123,26 +108,35 @@ static char *cmd_create(struct engine *e, const char *type, const char *parent, 
         return id;
 }
 
-static void cmd_update(struct engine *e, const char *id, const char *phase, json_t *data)
+void engine_cmd_update(struct engine *e, const char *id, const char *phase, json_t *data)
 {
         engine_db_exec(e->db, NULL, "UPDATE commands SET phase = ?, data = ?, updated = ? WHERE id = ?", "sjis",
                        phase, data, engine_now(), id);
 }
 
-static void step_update(struct engine *e, const char *step_id, const char *status, double progress,
+void engine_step_update(struct engine *e, const char *step_id, const char *status, double progress,
                         const char *host)
 {
         if (!step_id)
                 return;
         engine_db_exec(e->db, NULL,
-                       "UPDATE steps SET status = ?, progress = MAX(progress, ?), "
+                       "UPDATE steps SET status = ?, progress = MAX(progress, ?), detail = NULL, "
                        "execution_host = COALESCE(?, execution_host), "
                        "end_time = CASE WHEN ? IN ('finished', 'failed') THEN ? ELSE end_time END WHERE id = ?",
                        "sdssis", status, progress, host, status, engine_now(), step_id);
 }
 
+/* A step that cannot start yet says why (its detail, until it starts). */
+static void step_wait(struct engine *e, const char *step_id, const char *why)
+{
+        if (!step_id)
+                return;
+        engine_db_exec(e->db, NULL, "UPDATE steps SET status = 'waiting', detail = ? WHERE id = ? AND detail IS NOT ?",
+                       "sss", why, step_id, why);
+}
+
 /* The job's progress is the weighted sum of its steps; a locked disk shows its job's. */
-static void job_progress_refresh(struct engine *e, const char *job_id)
+void engine_job_progress_refresh(struct engine *e, const char *job_id)
 {
         g_autoptr(json_t) row = NULL;
         double p;
@@ -161,7 +155,7 @@ static void job_progress_refresh(struct engine *e, const char *job_id)
 
 static GHashTable *job_events;
 
-static void cmd_finish(struct engine *e, json_t *cmd, bool ok, const char *error)
+void engine_cmd_finish(struct engine *e, json_t *cmd, bool ok, const char *error)
 {
         const char *id = js(cmd, "id");
 
@@ -171,8 +165,8 @@ static void cmd_finish(struct engine *e, json_t *cmd, bool ok, const char *error
         engine_db_exec(e->db, NULL, "UPDATE commands SET state = ?, error = ?, updated = ? WHERE id = ?", "ssis",
                        ok ? "succeeded" : "failed", error, engine_now(), id);
         if (js(cmd, "step_id")) {
-                step_update(e, js(cmd, "step_id"), ok ? "finished" : "failed", ok ? 100.0 : 0.0, NULL);
-                job_progress_refresh(e, js(cmd, "job_id"));
+                engine_step_update(e, js(cmd, "step_id"), ok ? "finished" : "failed", ok ? 100.0 : 0.0, NULL);
+                engine_job_progress_refresh(e, js(cmd, "job_id"));
         }
         engine_kick(e);        /* the parent may advance now */
         if (ok)
@@ -181,7 +175,7 @@ static void cmd_finish(struct engine *e, json_t *cmd, bool ok, const char *error
                 engine_event(e, "warning", id, "%s failed: %s", js(cmd, "type"), error ? error : "unknown error");
 }
 
-static char *step_create(struct engine *e, const char *job_id, const char *type, const char *description,
+char *engine_step_create(struct engine *e, const char *job_id, const char *type, const char *description,
                          double weight)
 {
         char *id = fy_uuid_new();
@@ -223,6 +217,8 @@ static void on_cmd_reply(json_t *result, const GError *error, void *userdata)
         busy_set(c->e, c->cmd_id, false);
         if (cmd && strcmp(js(cmd, "state"), "active") == 0)
                 c->done(c->e, cmd, result, error, c->extra);
+        /* Sent (now counted from its row) or not sent at all: no longer a pending pick. */
+        g_hash_table_remove(c->e->picking, c->cmd_id);
         if (c->extra_free)
                 c->extra_free(c->extra);
         g_free(c->cmd_id);
@@ -284,7 +280,7 @@ static void leaf_fail_or_retry(struct engine *e, json_t *cmd, unsigned max_attem
                                             "updated = ? WHERE id = ?", "is", engine_now(), js(cmd, "id"));
                 return;
         }
-        cmd_finish(e, cmd, false, why);
+        engine_cmd_finish(e, cmd, false, why);
 }
 
 /* Marks the command sent before the call: a restart finds host and agent job recorded. */
@@ -354,14 +350,14 @@ static void volume_container_start(struct engine *e, json_t *cmd, json_t *p)
         g_autoptr(json_t) dc = NULL;
 
         if (!spm) {
-                step_update(e, js(cmd, "step_id"), "waiting", 0, NULL);
+                step_wait(e, js(cmd, "step_id"), "waiting for the SPM");
                 return;        /* no SPM now: wait for the election */
         }
         dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
         job_id = leaf_mark_sent(e, cmd, spm, -1);
         if (!job_id)
                 return;
-        step_update(e, js(cmd, "step_id"), "started", 0, spm);
+        engine_step_update(e, js(cmd, "step_id"), "started", 0, spm);
         size = g_strdup_printf("%" G_GINT64_FORMAT, ji(p, "size"));
         cmd_call(e, cmd, spm, "Volume.create",
                  json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}",
@@ -389,14 +385,14 @@ static void remove_image_start(struct engine *e, json_t *cmd, json_t *p)
         g_autoptr(json_t) dc = NULL;
 
         if (!spm) {
-                step_update(e, js(cmd, "step_id"), "waiting", 0, NULL);
+                step_wait(e, js(cmd, "step_id"), "waiting for the SPM");
                 return;
         }
         dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
         job_id = leaf_mark_sent(e, cmd, spm, -1);
         if (!job_id)
                 return;
-        step_update(e, js(cmd, "step_id"), "started", 0, spm);
+        engine_step_update(e, js(cmd, "step_id"), "started", 0, spm);
         cmd_call(e, cmd, spm, "Image.delete",
                  json_pack("{s:s, s:s, s:s, s:s}", "job_id", job_id, "storagepoolID", js(dc, "pool_id"),
                            "storagedomainID", js(p, "sd"), "imageID", js(p, "img")),
@@ -425,14 +421,14 @@ static void on_copy_generation(struct engine *e, json_t *cmd, json_t *result, co
         if (error) {
                 if (is_transport_error(error))
                         return;        /* try again next round, maybe on another host */
-                cmd_finish(e, cmd, false, error->message);
+                engine_cmd_finish(e, cmd, false, error->message);
                 return;
         }
         gen = json_integer_value(json_object_get(result, "generation"));
         job_id = leaf_mark_sent(e, cmd, host, gen);
         if (!job_id)
                 return;
-        step_update(e, js(cmd, "step_id"), "started", 0, host);
+        engine_step_update(e, js(cmd, "step_id"), "started", 0, host);
         engine_event(e, "normal", js(cmd, "id"), "copying volume %s to %s on host %s (destination generation %" G_GINT64_FORMAT ")",
                      js(json_object_get(p, "src"), "vol"), js(json_object_get(p, "dst"), "sd"), host, gen);
         cmd_call(e, cmd, host, "SDM.copy_data",
@@ -449,10 +445,12 @@ static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
         json_t *dst = json_object_get(p, "dst");
 
         if (!host) {
-                /* Every usable host is at its job limit (or none is up). */
-                step_update(e, js(cmd, "step_id"), "waiting", 0, NULL);
+                /* Every usable host is at its job limit (or none is up): queued until one frees. */
+                step_wait(e, js(cmd, "step_id"), "waiting for a host");
                 return;
         }
+        /* Counted against the host from now on, so this round's next pick sees it. */
+        g_hash_table_replace(e->picking, g_strdup(js(cmd, "id")), g_strdup(host));
         dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
         cmd_call(e, cmd, host, "Volume.getInfo",
                  json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID", js(dst, "sd"),
@@ -483,7 +481,7 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                                                     "WHERE id = ? AND sd_id = ?", "iss",
                                        (ji(cmd, "generation") + 1) % 1000, js(dst, "vol"), js(dst, "sd"));
                 }
-                cmd_finish(e, cmd, true, NULL);
+                engine_cmd_finish(e, cmd, true, NULL);
         } else if (strcmp(status, "failed") == 0 || strcmp(status, "aborted") == 0) {
                 json_t *err = json_object_get(job, "error");
                 gint64 code = ji(err, "code");
@@ -492,19 +490,19 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                                                        js(err, "message") ? js(err, "message") : "no message", code);
 
                 if (strcmp(type, "remove_image") == 0 && code == 268) {
-                        cmd_finish(e, cmd, true, NULL);        /* already gone */
+                        engine_cmd_finish(e, cmd, true, NULL);        /* already gone */
                         return;
                 }
                 /* A copy that lost its generation race or was aborted is not retried blindly. */
                 if (strcmp(type, "copy_data") == 0 && code != 911 && strcmp(status, "aborted") != 0)
                         leaf_fail_or_retry(e, cmd, e->config.copy_attempts, why);
                 else
-                        cmd_finish(e, cmd, false, why);
+                        engine_cmd_finish(e, cmd, false, why);
         } else {
                 double progress = json_number_value(json_object_get(job, "progress"));
 
-                step_update(e, js(cmd, "step_id"), "started", progress, NULL);
-                job_progress_refresh(e, js(cmd, "job_id"));
+                engine_step_update(e, js(cmd, "step_id"), "started", progress, NULL);
+                engine_job_progress_refresh(e, js(cmd, "job_id"));
         }
 }
 
@@ -542,7 +540,7 @@ static void on_leaf_verify(struct engine *e, json_t *cmd, json_t *result, const 
         }
         /* remove_image: gone is success. */
         if (error && error->code == 268)
-                cmd_finish(e, cmd, true, NULL);
+                engine_cmd_finish(e, cmd, true, NULL);
         else
                 leaf_fail_or_retry(e, cmd, 3, "image removal did not finish");
 }
@@ -591,10 +589,9 @@ static void leaf_advance(struct engine *e, json_t *cmd)
  * child running now, data.index how many are done. Returns "active" while
  * children run, "succeeded" when all did, "failed" (with *ret_error) if one failed.
  */
-typedef char *(*child_factory)(struct engine *e, json_t *cmd, json_t *p, size_t index);
 
-static const char *run_children(struct engine *e, json_t *cmd, json_t *data, size_t count,
-                                child_factory make, char **ret_error)
+const char *engine_run_children(struct engine *e, json_t *cmd, json_t *data, size_t count,
+                                engine_child_factory make, char **ret_error)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
         const char *child = js(data, "child");
@@ -620,6 +617,45 @@ static const char *run_children(struct engine *e, json_t *cmd, json_t *data, siz
         return "active";
 }
 
+const char *engine_run_children_parallel(struct engine *e, json_t *cmd, json_t *data, size_t count,
+                                         size_t parallel, engine_child_factory make, char **ret_error)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        json_t *children = json_object_get(data, "children");
+        size_t next = (size_t) ji(data, "next");
+        size_t active = 0;
+        bool failed = false;
+        const char *key;
+        json_t *idv;
+
+        if (!json_is_object(children)) {
+                children = json_object();
+                json_object_set_new(data, "children", children);
+        }
+        json_object_foreach(children, key, idv) {
+                g_autofree char *error = NULL;
+                g_autofree char *state = child_state(e, json_string_value(idv), &error);
+
+                if (state && strcmp(state, "active") == 0) {
+                        active++;
+                } else if (!state || strcmp(state, "failed") == 0) {
+                        if (!failed && ret_error)
+                                *ret_error = g_steal_pointer(&error);
+                        failed = true;
+                }
+        }
+        if (failed)
+                return active ? "active" : "failed";   /* start no more; let the started ones end */
+        for (; next < count && active < MAX(parallel, 1); next++, active++) {
+                g_autofree char *id = make(e, cmd, p, next);
+                g_autofree char *k = g_strdup_printf("%zu", next);
+
+                json_object_set_new(children, k, json_string(id));
+        }
+        json_object_set_new(data, "next", json_integer((json_int_t) next));
+        return active ? "active" : "succeeded";
+}
+
 static char *make_volume_container(struct engine *e, json_t *cmd, json_t *p, size_t i)
 {
         json_t *v = json_array_get(json_object_get(p, "volumes"), i);
@@ -630,8 +666,8 @@ static char *make_volume_container(struct engine *e, json_t *cmd, json_t *p, siz
                                /* a new empty disk is complete once created; a copy's volumes are not */
                                "legal_when_created", !json_object_get(p, "src_sd"));
         g_autofree char *desc = g_strdup_printf("Creating volume %s on storage domain %s", js(v, "id"), js(p, "sd"));
-        g_autofree char *step = step_create(e, js(cmd, "job_id"), "create_volume", desc, json_number_value(json_object_get(v, "structure_weight")));
-        char *id = cmd_create(e, "create_volume_container", js(cmd, "id"), js(cmd, "job_id"), step, cp);
+        g_autofree char *step = engine_step_create(e, js(cmd, "job_id"), "create_volume", desc, json_number_value(json_object_get(v, "structure_weight")));
+        char *id = engine_cmd_create(e, "create_volume_container", js(cmd, "id"), js(cmd, "job_id"), step, cp);
 
         json_decref(cp);
         return id;
@@ -645,8 +681,8 @@ static char *make_copy_data(struct engine *e, json_t *cmd, json_t *p, size_t i)
                                "src", "sd", js(p, "src_sd"), "img", js(p, "src_img"), "vol", js(src, "id"),
                                "dst", "sd", js(p, "sd"), "img", js(p, "img"), "vol", js(dst, "id"));
         g_autofree char *desc = g_strdup_printf("Copying volume %s to storage domain %s", js(src, "id"), js(p, "sd"));
-        g_autofree char *step = step_create(e, js(cmd, "job_id"), "copy_data", desc, json_number_value(json_object_get(dst, "data_weight")));
-        char *id = cmd_create(e, "copy_data", js(cmd, "id"), js(cmd, "job_id"), step, cp);
+        g_autofree char *step = engine_step_create(e, js(cmd, "job_id"), "copy_data", desc, json_number_value(json_object_get(dst, "data_weight")));
+        char *id = engine_cmd_create(e, "copy_data", js(cmd, "id"), js(cmd, "job_id"), step, cp);
 
         json_decref(cp);
         return id;
@@ -655,9 +691,9 @@ static char *make_copy_data(struct engine *e, json_t *cmd, json_t *p, size_t i)
 static char *make_remove_image(struct engine *e, json_t *cmd, const char *sd, const char *img)
 {
         g_autofree char *desc = g_strdup_printf("Removing image %s from storage domain %s", img, sd);
-        g_autofree char *step = step_create(e, js(cmd, "job_id"), "remove_image", desc, 0);
+        g_autofree char *step = engine_step_create(e, js(cmd, "job_id"), "remove_image", desc, 0);
         json_t *cp = json_pack("{s:s, s:s}", "sd", sd, "img", img);
-        char *id = cmd_create(e, "remove_image", js(cmd, "id"), js(cmd, "job_id"), step, cp);
+        char *id = engine_cmd_create(e, "remove_image", js(cmd, "id"), js(cmd, "job_id"), step, cp);
 
         json_decref(cp);
         return id;
@@ -675,17 +711,17 @@ static char *make_remove_src(struct engine *e, json_t *cmd, json_t *p, size_t i)
 
 static char *make_structure(struct engine *e, json_t *cmd, json_t *p, size_t i)
 {
-        return cmd_create(e, "clone_image_group_volumes_structure", js(cmd, "id"), js(cmd, "job_id"), NULL, p);
+        return engine_cmd_create(e, "clone_image_group_volumes_structure", js(cmd, "id"), js(cmd, "job_id"), NULL, p);
 }
 
 static char *make_data(struct engine *e, json_t *cmd, json_t *p, size_t i)
 {
-        return cmd_create(e, "copy_image_group_volumes_data", js(cmd, "id"), js(cmd, "job_id"), NULL, p);
+        return engine_cmd_create(e, "copy_image_group_volumes_data", js(cmd, "id"), js(cmd, "job_id"), NULL, p);
 }
 
 static char *make_with_data(struct engine *e, json_t *cmd, json_t *p, size_t i)
 {
-        return cmd_create(e, "copy_image_group_with_data", js(cmd, "id"), js(cmd, "job_id"), NULL, p);
+        return engine_cmd_create(e, "copy_image_group_with_data", js(cmd, "id"), js(cmd, "job_id"), NULL, p);
 }
 
 /* Sums the allocated size of a disk's volumes into disks.actual_size (best effort, asynchronous). */
@@ -777,7 +813,7 @@ static void flow_end(struct engine *e, json_t *cmd, json_t *p, bool ok, const ch
         engine_db_exec(e->db, NULL, "UPDATE jobs SET status = ?, end_time = ?, progress = CASE WHEN ? THEN 100 ELSE progress END "
                                     "WHERE id = ?", "sibs", ok ? "finished" : "failed", engine_now(), ok, js(cmd, "job_id"));
         /* The command ends in the same transaction: a crash can never replay its end. */
-        cmd_finish(e, cmd, ok, error);
+        engine_cmd_finish(e, cmd, ok, error);
         if (engine_db_commit(e->db, NULL) < 0)
                 return;
         if (ok && strcmp(type, "remove_disk") != 0)
@@ -808,33 +844,35 @@ static void composite_advance_tx(struct engine *e, json_t *cmd)
         const char *st;
 
         if (strcmp(type, "clone_image_group_volumes_structure") == 0) {
-                st = run_children(e, cmd, data, nvol, make_volume_container, &error);
-                cmd_update(e, js(cmd, "id"), phase, data);
+                st = engine_run_children(e, cmd, data, nvol, make_volume_container, &error);
+                engine_cmd_update(e, js(cmd, "id"), phase, data);
                 if (strcmp(st, "active") != 0)
-                        cmd_finish(e, cmd, strcmp(st, "succeeded") == 0, error);
+                        engine_cmd_finish(e, cmd, strcmp(st, "succeeded") == 0, error);
                 return;
         }
         if (strcmp(type, "copy_image_group_volumes_data") == 0) {
-                /* Base first, one volume at a time. */
-                st = run_children(e, cmd, data, nvol, make_copy_data, &error);
-                cmd_update(e, js(cmd, "id"), phase, data);
+                /* Every volume at once (each on the host the scheduler picks), at most
+                 * max_parallel_copies per disk: a child's layer does not need its parent's data. */
+                st = engine_run_children_parallel(e, cmd, data, nvol, e->config.max_parallel_copies,
+                                                  make_copy_data, &error);
+                engine_cmd_update(e, js(cmd, "id"), phase, data);
                 if (strcmp(st, "active") != 0)
-                        cmd_finish(e, cmd, strcmp(st, "succeeded") == 0, error);
+                        engine_cmd_finish(e, cmd, strcmp(st, "succeeded") == 0, error);
                 return;
         }
         if (strcmp(type, "copy_image_group_with_data") == 0) {
                 if (!*phase)
                         phase = "structure";
-                st = run_children(e, cmd, data, 1, strcmp(phase, "structure") == 0 ? make_structure : make_data, &error);
+                st = engine_run_children(e, cmd, data, 1, strcmp(phase, "structure") == 0 ? make_structure : make_data, &error);
                 if (strcmp(st, "succeeded") == 0 && strcmp(phase, "structure") == 0) {
                         json_object_clear(data);
-                        cmd_update(e, js(cmd, "id"), "data", data);
+                        engine_cmd_update(e, js(cmd, "id"), "data", data);
                         engine_kick(e);        /* a new phase: start it now */
                         return;
                 }
-                cmd_update(e, js(cmd, "id"), phase, data);
+                engine_cmd_update(e, js(cmd, "id"), phase, data);
                 if (strcmp(st, "active") != 0)
-                        cmd_finish(e, cmd, strcmp(st, "succeeded") == 0, error);
+                        engine_cmd_finish(e, cmd, strcmp(st, "succeeded") == 0, error);
                 return;
         }
 
@@ -842,12 +880,12 @@ static void composite_advance_tx(struct engine *e, json_t *cmd)
         if (!*phase)
                 phase = "main";
         if (strcmp(phase, "main") == 0) {
-                child_factory make = strcmp(type, "create_disk") == 0 ? make_structure :
+                engine_child_factory make = strcmp(type, "create_disk") == 0 ? make_structure :
                                      strcmp(type, "remove_disk") == 0 ? make_remove_dst : make_with_data;
 
-                st = run_children(e, cmd, data, 1, make, &error);
+                st = engine_run_children(e, cmd, data, 1, make, &error);
                 if (strcmp(st, "active") == 0) {
-                        cmd_update(e, js(cmd, "id"), phase, data);
+                        engine_cmd_update(e, js(cmd, "id"), phase, data);
                         return;
                 }
                 json_object_clear(data);
@@ -856,7 +894,7 @@ static void composite_advance_tx(struct engine *e, json_t *cmd)
                                 /* Switch first: the source is removed only once the disk points at the copy. */
                                 engine_db_exec(e->db, NULL, "UPDATE disks SET sd_id = ? WHERE id = ?", "ss",
                                                js(p, "sd"), js(p, "disk"));
-                                cmd_update(e, js(cmd, "id"), "remove_source", data);
+                                engine_cmd_update(e, js(cmd, "id"), "remove_source", data);
                                 engine_kick(e);
                                 return;
                         }
@@ -869,13 +907,13 @@ static void composite_advance_tx(struct engine *e, json_t *cmd)
                 }
                 /* Nothing half-made stays behind: remove the destination, keep the source. */
                 json_object_set_new(data, "error", json_string(error ? error : "failed"));
-                cmd_update(e, js(cmd, "id"), "cleanup", data);
+                engine_cmd_update(e, js(cmd, "id"), "cleanup", data);
                 engine_kick(e);
                 return;
         }
         if (strcmp(phase, "remove_source") == 0) {
-                st = run_children(e, cmd, data, 1, make_remove_src, &error);
-                cmd_update(e, js(cmd, "id"), phase, data);
+                st = engine_run_children(e, cmd, data, 1, make_remove_src, &error);
+                engine_cmd_update(e, js(cmd, "id"), phase, data);
                 if (strcmp(st, "active") == 0)
                         return;
                 if (strcmp(st, "failed") == 0)
@@ -887,8 +925,8 @@ static void composite_advance_tx(struct engine *e, json_t *cmd)
         if (strcmp(phase, "cleanup") == 0) {
                 g_autofree char *why = g_strdup(js(data, "error"));
 
-                st = run_children(e, cmd, data, 1, make_remove_dst, &error);
-                cmd_update(e, js(cmd, "id"), phase, data);
+                st = engine_run_children(e, cmd, data, 1, make_remove_dst, &error);
+                engine_cmd_update(e, js(cmd, "id"), phase, data);
                 if (strcmp(st, "active") == 0)
                         return;
                 if (strcmp(st, "failed") == 0)
@@ -899,15 +937,32 @@ static void composite_advance_tx(struct engine *e, json_t *cmd)
         }
 }
 
+static GHashTable *flows;      /* type → engine_flow_fn, registered by other files */
+
+void engine_flow_register(const char *type, engine_flow_fn advance)
+{
+        if (!flows)
+                flows = g_hash_table_new(g_str_hash, g_str_equal);
+        g_hash_table_insert(flows, (gpointer) type, (gpointer) advance);
+}
+
 static void cmd_advance(struct engine *e, json_t *cmd)
 {
         const char *type = js(cmd, "type");
+        engine_flow_fn flow = flows ? g_hash_table_lookup(flows, type) : NULL;
 
         if (strcmp(type, "create_volume_container") == 0 || strcmp(type, "remove_image") == 0 ||
-            strcmp(type, "copy_data") == 0)
+            strcmp(type, "copy_data") == 0) {
                 leaf_advance(e, cmd);
-        else
+        } else if (flow) {
+                /* Children are created and recorded in one transaction, as for the built-in flows. */
+                if (engine_db_begin(e->db, NULL) < 0)
+                        return;
+                flow(e, cmd);
+                engine_db_commit(e->db, NULL);
+        } else {
                 composite_advance(e, cmd);
+        }
 }
 
 void engine_commands_tick(struct engine *e)
@@ -934,6 +989,7 @@ void engine_commands_tick(struct engine *e)
 int engine_commands_init(struct engine *e, GError **error)
 {
         e->busy = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        e->picking = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         job_events = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) json_decref);
         return 0;
 }

@@ -61,6 +61,8 @@ static const char *const migrations[] = {
         "CREATE TABLE events ("
         "  id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, severity TEXT NOT NULL,"
         "  message TEXT NOT NULL, command_id TEXT);",
+        /* 2: why a step waits ("waiting for a host") */
+        "ALTER TABLE steps ADD COLUMN detail TEXT;",
 };
 
 static int fail(struct engine_db *db, GError **error, const char *what)

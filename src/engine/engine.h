@@ -36,6 +36,7 @@ struct engine_config {
         bool data_operations_by_hsm;   /* initial value of the DataOperationsByHSM option */
         char *host_selection_policy;   /* least_loaded | random */
         unsigned copy_attempts;        /* tries of one copy_data before it fails */
+        unsigned max_parallel_copies;  /* copy_data children of one disk running at once */
         unsigned max_body;
         char *log_level;
 };
@@ -62,6 +63,7 @@ struct engine {
         char *dc_id;
         GHashTable *hosts;             /* host uuid → struct engine_host* */
         GHashTable *busy;              /* command ids with a call in flight */
+        GHashTable *picking;           /* copy_data command id → host picked, until the copy is sent */
         bool spm_busy;                 /* an SPM election call is in flight */
         gint64 spm_elected;            /* monotonic µs of the last successful spmStart */
         bool sd_stats_busy;

@@ -7,7 +7,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "engine.h"
+#include "rest.h"
 #include "error.h"
 #include "uuid.h"
 
@@ -37,7 +37,7 @@ static const char *reason_for(int status)
         }
 }
 
-static void reply_json(SoupServerMessage *msg, int status, json_t *body)
+void engine_rest_reply_json(SoupServerMessage *msg, int status, json_t *body)
 {
         g_autofree char *text = json_dumps(body, JSON_INDENT(2) | JSON_SORT_KEYS);
 
@@ -45,20 +45,20 @@ static void reply_json(SoupServerMessage *msg, int status, json_t *body)
         soup_server_message_set_response(msg, "application/json", SOUP_MEMORY_COPY, text, strlen(text));
 }
 
-static void reply_fault(SoupServerMessage *msg, int status, const char *detail)
+void engine_rest_reply_fault(SoupServerMessage *msg, int status, const char *detail)
 {
         g_autoptr(json_t) body = json_pack("{s:{s:s, s:s}}", "fault", "reason", reason_for(status), "detail", detail);
 
-        reply_json(msg, status, body);
+        engine_rest_reply_json(msg, status, body);
 }
 
-static void reply_error(SoupServerMessage *msg, const GError *error)
+void engine_rest_reply_error(SoupServerMessage *msg, const GError *error)
 {
         int status = error->domain == ENGINE_ERROR ? error->code : 500;
 
         if (status < 400 || status > 599)
                 status = 500;
-        reply_fault(msg, status, error->message);
+        engine_rest_reply_fault(msg, status, error->message);
 }
 
 static json_t *ref(const char *id)
@@ -92,7 +92,7 @@ static json_t *sd_json(struct engine *e, json_t *row)
         return o;
 }
 
-static json_t *disk_json(struct engine *e, json_t *row, bool with_volumes)
+json_t *engine_rest_disk_json(struct engine *e, json_t *row, bool with_volumes)
 {
         json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:[{s:s}]}",
                               "id", js(row, "id"), "name", js(row, "name"), "status", js(row, "status"),
@@ -141,6 +141,8 @@ static json_t *step_json(struct engine *e, json_t *row)
         }
         if (json_is_integer(json_object_get(row, "end_time")))
                 json_object_set_new(o, "end_time", json_integer(ji(row, "end_time")));
+        if (js(row, "detail"))
+                json_object_set_new(o, "status_detail", json_string(js(row, "detail")));
         return o;
 }
 
@@ -148,7 +150,7 @@ typedef json_t *(*formatter)(struct engine *e, json_t *row);
 
 static json_t *fmt_host(struct engine *e, json_t *row) { return host_json(e, row); }
 static json_t *fmt_sd(struct engine *e, json_t *row) { return sd_json(e, row); }
-static json_t *fmt_disk(struct engine *e, json_t *row) { return disk_json(e, row, false); }
+static json_t *fmt_disk(struct engine *e, json_t *row) { return engine_rest_disk_json(e, row, false); }
 static json_t *fmt_job(struct engine *e, json_t *row) { return job_json(row); }
 static json_t *fmt_step(struct engine *e, json_t *row) { return step_json(e, row); }
 
@@ -175,13 +177,13 @@ static void reply_list(struct engine *e, SoupServerMessage *msg, const char *key
         json_t *row;
 
         if (!rows) {
-                reply_error(msg, error);
+                engine_rest_reply_error(msg, error);
                 return;
         }
         json_array_foreach(rows, i, row)
                 json_array_append_new(out, fmt(e, row));
         body = json_pack("{s:O}", key, out);
-        reply_json(msg, 200, body);
+        engine_rest_reply_json(msg, 200, body);
 }
 
 static void reply_one(struct engine *e, SoupServerMessage *msg, const char *what, const char *sql, const char *id,
@@ -194,25 +196,25 @@ static void reply_one(struct engine *e, SoupServerMessage *msg, const char *what
 
         if (!fy_uuid_is_valid(id)) {
                 detail = g_strdup_printf("no %s %.64s (ids are UUIDs)", what, id);
-                reply_fault(msg, 404, detail);
+                engine_rest_reply_fault(msg, 404, detail);
                 return;
         }
         row = engine_db_query_one(e->db, &error, sql, "s", id);
         if (!row) {
                 if (error) {
-                        reply_error(msg, error);
+                        engine_rest_reply_error(msg, error);
                         return;
                 }
                 detail = g_strdup_printf("no %s %s", what, id);
-                reply_fault(msg, 404, detail);
+                engine_rest_reply_fault(msg, 404, detail);
                 return;
         }
         out = fmt(e, row);
-        reply_json(msg, 200, out);
+        engine_rest_reply_json(msg, 200, out);
 }
 
 /* Parses the request body as a JSON object; answers the fault itself on failure. */
-static json_t *body_object(struct engine *e, SoupServerMessage *msg)
+json_t *engine_rest_body(struct engine *e, SoupServerMessage *msg)
 {
         SoupMessageBody *req = soup_server_message_get_request_body(msg);
         g_autoptr(GBytes) bytes = soup_message_body_flatten(req);
@@ -223,11 +225,11 @@ static json_t *body_object(struct engine *e, SoupServerMessage *msg)
         const char *data = g_bytes_get_data(bytes, &len);
 
         if (len > e->config.max_body) {
-                reply_fault(msg, 413, "request body too large");
+                engine_rest_reply_fault(msg, 413, "request body too large");
                 return NULL;
         }
         if (ctype && g_ascii_strcasecmp(ctype, "application/json") != 0) {
-                reply_fault(msg, 415, "send the body as application/json");
+                engine_rest_reply_fault(msg, 415, "send the body as application/json");
                 return NULL;
         }
         body = json_loadb(data ? data : "", len, JSON_REJECT_DUPLICATES, &jerr);
@@ -236,7 +238,7 @@ static json_t *body_object(struct engine *e, SoupServerMessage *msg)
                                                : g_strdup_printf("malformed JSON: %s (line %d, column %d)",
                                                                  jerr.text, jerr.line, jerr.column);
                 json_decref(body);
-                reply_fault(msg, 400, detail);
+                engine_rest_reply_fault(msg, 400, detail);
                 return NULL;
         }
         return body;
@@ -253,16 +255,16 @@ static void on_sd_added(json_t *result, const GError *error, void *userdata)
 
         if (result) {
                 g_autoptr(json_t) out = sd_json(p->e, result);
-                reply_json(p->msg, 201, out);
+                engine_rest_reply_json(p->msg, 201, out);
         } else {
-                reply_error(p->msg, error);
+                engine_rest_reply_error(p->msg, error);
         }
         soup_server_message_unpause(p->msg);
         g_object_unref(p->msg);
         g_free(p);
 }
 
-static bool method_is(SoupServerMessage *msg, const char *m)
+bool engine_rest_method_is(SoupServerMessage *msg, const char *m)
 {
         return strcmp(soup_server_message_get_method(msg), m) == 0;
 }
@@ -272,8 +274,11 @@ static void handle(struct engine *e, SoupServerMessage *msg, char **seg, guint n
         g_autoptr(GError) error = NULL;
         g_autoptr(json_t) body = NULL;
         g_autoptr(json_t) out = NULL;
-        bool get = method_is(msg, "GET"), post = method_is(msg, "POST");
+        bool get = engine_rest_method_is(msg, "GET"), post = engine_rest_method_is(msg, "POST");
 
+        /* Resources kept in their own files answer first. */
+        if (engine_rest_vms(e, msg, seg, n) || engine_rest_transfers(e, msg, seg, n))
+                return;
         if (n == 1 && strcmp(seg[0], "datacenters") == 0 && get) {
                 reply_list(e, msg, "datacenters", "SELECT * FROM datacenters ORDER BY name", NULL, fmt_dc);
         } else if (n == 2 && strcmp(seg[0], "datacenters") == 0 && get) {
@@ -283,22 +288,22 @@ static void handle(struct engine *e, SoupServerMessage *msg, char **seg, guint n
         } else if (n == 1 && strcmp(seg[0], "hosts") == 0 && post) {
                 json_t *port;
 
-                if (!(body = body_object(e, msg)))
+                if (!(body = engine_rest_body(e, msg)))
                         return;
                 port = json_object_get(body, "port");
                 if (!js(body, "name") || !js(body, "address") || !json_is_integer(port) ||
                     json_integer_value(port) < 1 || json_integer_value(port) > 65535) {
-                        reply_fault(msg, 400, "a host needs \"name\", \"address\" and \"port\" (1-65535)");
+                        engine_rest_reply_fault(msg, 400, "a host needs \"name\", \"address\" and \"port\" (1-65535)");
                         return;
                 }
                 g_autoptr(json_t) row = engine_host_add(e, js(body, "name"), js(body, "address"),
                                                         (unsigned) json_integer_value(port), &error);
                 if (!row) {
-                        reply_error(msg, error);
+                        engine_rest_reply_error(msg, error);
                         return;
                 }
                 out = host_json(e, row);
-                reply_json(msg, 201, out);
+                engine_rest_reply_json(msg, 201, out);
         } else if (n == 2 && strcmp(seg[0], "hosts") == 0 && get) {
                 reply_one(e, msg, "host", "SELECT * FROM hosts WHERE id = ?", seg[1], fmt_host);
         } else if (n == 3 && strcmp(seg[0], "hosts") == 0 && post &&
@@ -307,7 +312,7 @@ static void handle(struct engine *e, SoupServerMessage *msg, char **seg, guint n
                     engine_host_set_maintenance(e, seg[1], strcmp(seg[2], "deactivate") == 0, &error) < 0) {
                         if (!error)
                                 error = g_error_new(ENGINE_ERROR, 404, "no host %.64s", seg[1]);
-                        reply_error(msg, error);
+                        engine_rest_reply_error(msg, error);
                         return;
                 }
                 reply_one(e, msg, "host", "SELECT * FROM hosts WHERE id = ?", seg[1], fmt_host);
@@ -316,10 +321,10 @@ static void handle(struct engine *e, SoupServerMessage *msg, char **seg, guint n
         } else if (n == 1 && strcmp(seg[0], "storagedomains") == 0 && post) {
                 struct pending_reply *p;
 
-                if (!(body = body_object(e, msg)))
+                if (!(body = engine_rest_body(e, msg)))
                         return;
                 if (!js(body, "name")) {
-                        reply_fault(msg, 400, "a storage domain needs a \"name\"");
+                        engine_rest_reply_fault(msg, 400, "a storage domain needs a \"name\"");
                         return;
                 }
                 p = g_new0(struct pending_reply, 1);
@@ -332,41 +337,41 @@ static void handle(struct engine *e, SoupServerMessage *msg, char **seg, guint n
         } else if (n == 1 && strcmp(seg[0], "disks") == 0 && get) {
                 reply_list(e, msg, "disks", "SELECT * FROM disks ORDER BY created, name", NULL, fmt_disk);
         } else if (n == 1 && strcmp(seg[0], "disks") == 0 && post) {
-                if (!(body = body_object(e, msg)))
+                if (!(body = engine_rest_body(e, msg)))
                         return;
                 out = engine_disk_create(e, body, &error);
                 if (!out) {
-                        reply_error(msg, error);
+                        engine_rest_reply_error(msg, error);
                         return;
                 }
-                reply_json(msg, 202, out);
+                engine_rest_reply_json(msg, 202, out);
         } else if (n == 2 && strcmp(seg[0], "disks") == 0 && get) {
                 g_autoptr(json_t) row = fy_uuid_is_valid(seg[1]) ?
                         engine_db_query_one(e->db, NULL, "SELECT * FROM disks WHERE id = ?", "s", seg[1]) : NULL;
                 if (!row) {
                         g_autofree char *detail = g_strdup_printf("no disk %.64s", seg[1]);
-                        reply_fault(msg, 404, detail);
+                        engine_rest_reply_fault(msg, 404, detail);
                         return;
                 }
-                out = disk_json(e, row, true);
-                reply_json(msg, 200, out);
-        } else if (n == 2 && strcmp(seg[0], "disks") == 0 && method_is(msg, "DELETE")) {
+                out = engine_rest_disk_json(e, row, true);
+                engine_rest_reply_json(msg, 200, out);
+        } else if (n == 2 && strcmp(seg[0], "disks") == 0 && engine_rest_method_is(msg, "DELETE")) {
                 out = engine_disk_remove(e, seg[1], &error);
                 if (!out) {
-                        reply_error(msg, error);
+                        engine_rest_reply_error(msg, error);
                         return;
                 }
-                reply_json(msg, 202, out);
+                engine_rest_reply_json(msg, 202, out);
         } else if (n == 3 && strcmp(seg[0], "disks") == 0 && post &&
                    (strcmp(seg[2], "move") == 0 || strcmp(seg[2], "copy") == 0)) {
-                if (!(body = body_object(e, msg)))
+                if (!(body = engine_rest_body(e, msg)))
                         return;
                 out = engine_disk_move(e, seg[1], body, strcmp(seg[2], "copy") == 0, &error);
                 if (!out) {
-                        reply_error(msg, error);
+                        engine_rest_reply_error(msg, error);
                         return;
                 }
-                reply_json(msg, 202, out);
+                engine_rest_reply_json(msg, 202, out);
         } else if (n == 1 && strcmp(seg[0], "jobs") == 0 && get) {
                 reply_list(e, msg, "jobs", "SELECT * FROM jobs ORDER BY start_time DESC, rowid DESC LIMIT 1000", NULL, fmt_job);
         } else if (n == 2 && strcmp(seg[0], "jobs") == 0 && get) {
@@ -376,7 +381,7 @@ static void handle(struct engine *e, SoupServerMessage *msg, char **seg, guint n
                         engine_db_query_one(e->db, NULL, "SELECT id FROM jobs WHERE id = ?", "s", seg[1]) : NULL;
                 if (!job) {
                         g_autofree char *detail = g_strdup_printf("no job %.64s", seg[1]);
-                        reply_fault(msg, 404, detail);
+                        engine_rest_reply_fault(msg, 404, detail);
                         return;
                 }
                 reply_list(e, msg, "steps", "SELECT * FROM steps WHERE job_id = ? ORDER BY start_time, rowid", seg[1], fmt_step);
@@ -384,25 +389,25 @@ static void handle(struct engine *e, SoupServerMessage *msg, char **seg, guint n
                 g_autoptr(json_t) rows = engine_db_query(e->db, &error,
                         "SELECT id, time, severity, message, command_id FROM events ORDER BY id DESC LIMIT 1000", "");
                 if (!rows) {
-                        reply_error(msg, error);
+                        engine_rest_reply_error(msg, error);
                         return;
                 }
                 out = json_pack("{s:O}", "events", rows);
-                reply_json(msg, 200, out);
-        } else if (n == 2 && strcmp(seg[0], "options") == 0 && (get || method_is(msg, "PUT"))) {
+                engine_rest_reply_json(msg, 200, out);
+        } else if (n == 2 && strcmp(seg[0], "options") == 0 && (get || engine_rest_method_is(msg, "PUT"))) {
                 json_t *value;
 
                 if (strcmp(seg[1], "DataOperationsByHSM") != 0) {
-                        reply_fault(msg, 404, "unknown option; known: DataOperationsByHSM");
+                        engine_rest_reply_fault(msg, 404, "unknown option; known: DataOperationsByHSM");
                         return;
                 }
                 if (!get) {
-                        if (!(body = body_object(e, msg)))
+                        if (!(body = engine_rest_body(e, msg)))
                                 return;
                         value = json_object_get(body, "value");
                         if (!json_is_boolean(value) && !(json_is_string(value) &&
                             (strcmp(json_string_value(value), "true") == 0 || strcmp(json_string_value(value), "false") == 0))) {
-                                reply_fault(msg, 400, "DataOperationsByHSM takes true or false");
+                                engine_rest_reply_fault(msg, 400, "DataOperationsByHSM takes true or false");
                                 return;
                         }
                         engine_db_exec(e->db, NULL, "INSERT OR REPLACE INTO options (name, value) VALUES (?, ?)", "ss", seg[1],
@@ -412,9 +417,9 @@ static void handle(struct engine *e, SoupServerMessage *msg, char **seg, guint n
                 }
                 out = json_pack("{s:s, s:b}", "name", seg[1],
                                 "value", engine_option_bool(e, seg[1], e->config.data_operations_by_hsm));
-                reply_json(msg, 200, out);
+                engine_rest_reply_json(msg, 200, out);
         } else {
-                reply_fault(msg, get || post ? 404 : 405, "no such resource or action");
+                engine_rest_reply_fault(msg, get || post ? 404 : 405, "no such resource or action");
         }
 }
 
@@ -426,15 +431,15 @@ static void on_request(SoupServer *server, SoupServerMessage *msg, const char *p
         guint n = 0;
 
         if (!g_str_has_prefix(path, "/api/") || strlen(path) > 512) {
-                reply_fault(msg, 404, "the API lives under /api/");
+                engine_rest_reply_fault(msg, 404, "the API lives under /api/");
                 return;
         }
         parts = g_strsplit(path + 5, "/", 8);
         for (guint i = 0; parts[i] && n < G_N_ELEMENTS(seg); i++)
                 if (*parts[i])
                         seg[n++] = parts[i];
-        if (n == 0 || n > 3) {
-                reply_fault(msg, 404, "no such resource");
+        if (n == 0 || n > 4) {
+                engine_rest_reply_fault(msg, 404, "no such resource");
                 return;
         }
         handle(e, msg, seg, n);
@@ -448,13 +453,13 @@ static void on_early(SoupServer *server, SoupServerMessage *msg, const char *pat
         goffset len = soup_message_headers_get_content_length(h);
 
         if (soup_message_headers_get_encoding(h) == SOUP_ENCODING_CHUNKED) {
-                reply_fault(msg, 411, "send a Content-Length; chunked request bodies are not accepted");
+                engine_rest_reply_fault(msg, 411, "send a Content-Length; chunked request bodies are not accepted");
                 return;
         }
         if (len > (goffset) e->config.max_body) {
                 g_autofree char *detail = g_strdup_printf("request body of %" G_GOFFSET_FORMAT " bytes exceeds the limit of %u",
                                                           len, e->config.max_body);
-                reply_fault(msg, 413, detail);
+                engine_rest_reply_fault(msg, 413, detail);
         }
 }
 

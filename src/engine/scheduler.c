@@ -16,7 +16,16 @@ static gint64 assigned_copies(struct engine *e, const char *host_id)
                 "SELECT COUNT(*) AS n FROM commands WHERE type = 'copy_data' AND state = 'active' "
                 "AND phase = 'sent' AND host = ?", "s", host_id);
 
-        return row ? json_integer_value(json_object_get(row, "n")) : 0;
+        gint64 n = row ? json_integer_value(json_object_get(row, "n")) : 0;
+        GHashTableIter it;
+        gpointer host;
+
+        /* Picked but not yet recorded as sent: still on its way to this host. */
+        g_hash_table_iter_init(&it, e->picking);
+        while (g_hash_table_iter_next(&it, NULL, &host))
+                if (strcmp(host, host_id) == 0)
+                        n++;
+        return n;
 }
 
 char *engine_pick_copy_host(struct engine *e)
