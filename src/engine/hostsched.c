@@ -22,7 +22,15 @@ static int compare(const struct engine_sched_host *a, const struct engine_sched_
 
 int engine_sched_pick(const struct engine_sched_host *hosts, size_t n, enum engine_sched_policy policy, GRand *rand)
 {
-        for (int pass = 0; pass < 2; pass++) {
+        bool other_usable = false;
+
+        /* The SPM is a last resort for when it is the only host, not for when the others are busy:
+         * then the copy waits for a slot, and the SPM stays free for metadata. */
+        for (size_t i = 0; i < n; i++)
+                if (hosts[i].usable && !hosts[i].is_spm)
+                        other_usable = true;
+
+        for (int pass = 0; pass < (other_usable ? 1 : 2); pass++) {
                 int best = -1;
                 unsigned seen = 0;
 

@@ -26,8 +26,9 @@ struct engine_sched_host {
 
 /*
  * Index of the host for the next copy, or -1 when none can take it.
- * Filter: usable and running < limit. Non-SPM hosts first; the SPM only
- * when no other host passes. least_loaded: fewest running, then lowest
+ * Filter: usable and running < limit. Non-SPM hosts only; the SPM only
+ * when no other host is usable at all (when they are merely full, the
+ * copy waits for a free slot). least_loaded: fewest running, then lowest
  * rate, then lowest load, ties at random; random: uniform among those
  * that pass. rand supplies the randomness (seeded in tests).
  */

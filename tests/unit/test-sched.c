@@ -63,8 +63,10 @@ static void test_spm_last(void)
         g_autoptr(GRand) r = rnd();
         /* The SPM is idle, the other host busy but not full: the other host. */
         struct engine_sched_host a[] = { H(true, true, 0, 4, 0, 0), H(true, false, 3, 4, 0, 0) };
-        /* The other host is full: the SPM rather than waiting. */
+        /* The other host is full: the copy waits rather than loading the SPM. */
         struct engine_sched_host b[] = { H(true, true, 0, 4, 0, 0), H(true, false, 4, 4, 0, 0) };
+        /* The other host is down: the SPM is the only host left. */
+        struct engine_sched_host d[] = { H(true, true, 0, 4, 0, 0), H(false, false, 0, 4, 0, 0) };
         /* The SPM is full too: nobody. */
         struct engine_sched_host c[] = { H(true, true, 4, 4, 0, 0), H(true, false, 4, 4, 0, 0) };
 
@@ -72,7 +74,8 @@ static void test_spm_last(void)
                 g_assert_cmpint(engine_sched_pick(a, 2, ENGINE_SCHED_LEAST_LOADED, r), ==, 1);
                 g_assert_cmpint(engine_sched_pick(a, 2, ENGINE_SCHED_RANDOM, r), ==, 1);
         }
-        g_assert_cmpint(engine_sched_pick(b, 2, ENGINE_SCHED_LEAST_LOADED, r), ==, 0);
+        g_assert_cmpint(engine_sched_pick(b, 2, ENGINE_SCHED_LEAST_LOADED, r), ==, -1);
+        g_assert_cmpint(engine_sched_pick(d, 2, ENGINE_SCHED_LEAST_LOADED, r), ==, 0);
         g_assert_cmpint(engine_sched_pick(c, 2, ENGINE_SCHED_LEAST_LOADED, r), ==, -1);
 }
 
