@@ -63,6 +63,8 @@ static const char *const migrations[] = {
         "  message TEXT NOT NULL, command_id TEXT);",
         /* 2: why a step waits ("waiting for a host") */
         "ALTER TABLE steps ADD COLUMN detail TEXT;",
+        /* 3: cancellation requested for a command (inherited by the children it creates) */
+        "ALTER TABLE commands ADD COLUMN cancel INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int fail(struct engine_db *db, GError **error, const char *what)
