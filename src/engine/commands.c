@@ -100,9 +100,9 @@ char *engine_cmd_create(struct engine *e, const char *type, const char *parent, 
         char *id = fy_uuid_new();
 
         engine_db_exec(e->db, NULL,
-                       "INSERT INTO commands (id, type, parent_id, job_id, step_id, state, params, created, updated) "
-                       "VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?)",
-                       "sssssjii", id, type, parent, job_id, step_id, params, engine_now(), engine_now());
+                       "INSERT INTO commands (id, type, parent_id, job_id, step_id, state, params, created, updated, cancel) "
+                       "VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, COALESCE((SELECT cancel FROM commands WHERE id = ?), 0))",
+                       "sssssjiis", id, type, parent, job_id, step_id, params, engine_now(), engine_now(), parent);
         g_debug("command %s (%s) created under %s", id, type, parent ? parent : "-");
         engine_kick(e);
         return id;
@@ -271,55 +271,147 @@ void engine_commands_on_event(struct engine *e, const char *host_id, const char 
 
 /* ---- leaf: an agent job (Volume.create / Image.delete / SDM.copy_data) ---- */
 
-static void leaf_fail_or_retry(struct engine *e, json_t *cmd, unsigned max_attempts, const char *why)
+static bool persistent(json_t *cmd)
 {
-        if (ji(cmd, "attempts") < (gint64) max_attempts) {
-                engine_event(e, "warning", js(cmd, "id"), "%s: %s; retrying (attempt %" G_GINT64_FORMAT " of %u)",
-                             js(cmd, "type"), why, ji(cmd, "attempts") + 1, max_attempts);
-                engine_db_exec(e->db, NULL, "UPDATE commands SET phase = '', host = NULL, agent_job_id = NULL, "
-                                            "updated = ? WHERE id = ?", "is", engine_now(), js(cmd, "id"));
+        g_autoptr(json_t) p = jparse(cmd, "params");
+
+        return json_is_true(json_object_get(p, "persistent"));
+}
+
+/*
+ * Another try from scratch (phase ''), or the end. A host that failed the
+ * command is remembered in data.exclude so the next try goes elsewhere.
+ */
+static void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attempts, const char *why, bool exclude_host)
+{
+        g_autoptr(json_t) old = jparse(cmd, "data");
+        g_autoptr(json_t) data = json_object();
+        json_t *exclude = json_object_get(old, "exclude");
+
+        if (persistent(cmd)) {
+                /* A cleanup: retried until done, ever less often (the sweeper is the backstop). */
+                g_autoptr(json_t) later = json_pack("{s:I}", "next_try",
+                                                    (json_int_t) (engine_now() + MIN(30 << MIN(ji(cmd, "attempts"), 5), 600)));
+
+                engine_event(e, "warning", js(cmd, "id"), "%s: %s; trying again later (attempt %" G_GINT64_FORMAT ")",
+                             js(cmd, "type"), why, ji(cmd, "attempts"));
+                engine_db_exec(e->db, NULL, "UPDATE commands SET phase = '', host = NULL, agent_job_id = NULL, data = ?, "
+                                            "updated = ? WHERE id = ?", "jis", later, engine_now(), js(cmd, "id"));
                 return;
         }
-        engine_cmd_finish(e, cmd, false, why);
+        if (ji(cmd, "attempts") >= (gint64) max_attempts) {
+                engine_cmd_finish(e, cmd, false, why);
+                return;
+        }
+        exclude = json_is_array(exclude) ? json_copy(exclude) : json_array();
+        if (exclude_host && js(cmd, "host"))
+                json_array_append_new(exclude, json_string(js(cmd, "host")));
+        json_object_set_new(data, "exclude", exclude);
+        engine_event(e, "warning", js(cmd, "id"), "%s: %s; retrying (attempt %" G_GINT64_FORMAT " of %u)%s",
+                     js(cmd, "type"), why, ji(cmd, "attempts") + 1, max_attempts,
+                     exclude_host ? " on another host" : "");
+        engine_db_exec(e->db, NULL, "UPDATE commands SET phase = '', host = NULL, agent_job_id = NULL, data = ?, "
+                                    "updated = ? WHERE id = ?", "jis", data, engine_now(), js(cmd, "id"));
+        engine_kick(e);
 }
 
 /* Marks the command sent before the call: a restart finds host and agent job recorded. */
 static char *leaf_mark_sent(struct engine *e, json_t *cmd, const char *host, gint64 generation)
 {
         char *job_id = fy_uuid_new();
+        g_autoptr(json_t) old = jparse(cmd, "data");
+        g_autoptr(json_t) data = json_object();
 
+        /* Whatever the last try learned is stale now; only the hosts to avoid carry over. */
+        if (json_object_get(old, "exclude"))
+                json_object_set(data, "exclude", json_object_get(old, "exclude"));
         if (engine_db_exec(e->db, NULL,
-                           "UPDATE commands SET phase = 'sent', host = ?, agent_job_id = ?, generation = ?, "
+                           "UPDATE commands SET phase = 'sent', host = ?, agent_job_id = ?, generation = ?, data = ?, "
                            "attempts = attempts + 1, updated = ? WHERE id = ?",
-                           "ssiis", host, job_id, generation, engine_now(), js(cmd, "id")) < 0) {
+                           "ssijis", host, job_id, generation, data, engine_now(), js(cmd, "id")) < 0) {
                 g_free(job_id);
                 return NULL;   /* not recorded: do not call, try again next round */
         }
         return job_id;
 }
 
+static void leaf_save(struct engine *e, json_t *cmd, json_t *data)
+{
+        engine_cmd_update(e, js(cmd, "id"), js(cmd, "phase"), data);
+}
+
+/* Nothing to do for this command before `seconds` from now (a backoff that survives restarts). */
+static void leaf_later(struct engine *e, json_t *cmd, json_t *data, gint64 seconds)
+{
+        json_object_set_new(data, "next_try", json_integer(engine_now() + seconds));
+        leaf_save(e, cmd, data);
+}
+
+static gint64 backoff(gint64 attempt)
+{
+        return MIN(5 << MIN(attempt, 3), 30);  /* 5, 10, 20, 30, 30 … s */
+}
+
+static void verify_volume_created(struct engine *e, json_t *cmd, const char *host);
+
 static void on_leaf_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
 {
+        const char *type = js(cmd, "type");
+
         if (!error) {
                 engine_kick(e);        /* accepted: watch the job from now on */
                 return;
         }
         if (is_transport_error(error))
                 return;        /* unknown whether it arrived: the next round asks the host */
-        /* The host refused the request itself; "not the SPM (any more)" passes with the next election. */
-        leaf_fail_or_retry(e, cmd, error->code == FY_ERR_SPM_REQUIRED ? 3 : 1, error->message);
+        if (error->code == FY_ERR_JOB_EXISTS)
+                return;        /* it did arrive before (a resend after a restart): watch it */
+        if (strcmp(type, "create_volume_container") == 0 && error->code == FY_ERR_VOLUME_ALREADY_EXISTS) {
+                /* A try before an SPM change or a restart got that far: finished, or half-made? */
+                verify_volume_created(e, cmd, js(cmd, "host"));
+                return;
+        }
+        if (strcmp(type, "copy_data") == 0) {
+                /* The host refused the copy (full, not connected, broken): another host may take it. */
+                leaf_retry_or_fail(e, cmd, e->config.copy_attempts, error->message, true);
+                return;
+        }
+        /* An SPM verb refused; "not the SPM (any more)" passes with the next election. */
+        leaf_retry_or_fail(e, cmd, error->code == FY_ERR_SPM_REQUIRED ? 3 : 1, error->message, false);
 }
 
 static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job);
 static void leaf_job_missing(struct engine *e, json_t *cmd);
+static void copy_lost(struct engine *e, json_t *cmd, json_t *data, const char *why);
+static void copy_probe(struct engine *e, json_t *cmd, json_t *data);
+static void fence_watch(struct engine *e, json_t *cmd, json_t *data);
+
+static bool host_is_up(struct engine *e, const char *host)
+{
+        g_autoptr(json_t) row = host ? engine_db_query_one(e->db, NULL, "SELECT status FROM hosts WHERE id = ?", "s", host)
+                                     : NULL;
+
+        return row && g_strcmp0(js(row, "status"), "up") == 0;
+}
 
 static void on_leaf_jobs(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
 {
+        g_autoptr(json_t) data = jparse(cmd, "data");
         json_t *job;
 
-        if (error)
-                return;        /* host unreachable: keep waiting (recovery in the monitor's hands) */
+        if (error) {
+                if (strcmp(js(cmd, "type"), "copy_data") == 0)
+                        copy_lost(e, cmd, data, error->message);
+                return;        /* an SPM verb: leaf_watch re-checks against the (new) SPM */
+        }
         job = json_object_get(result, js(cmd, "agent_job_id"));
+        if (json_object_get(data, "lost_since")) {
+                engine_event(e, "normal", js(cmd, "id"), "%s: host %s answers again; the job is %s", js(cmd, "type"),
+                             js(cmd, "host"), job ? "still known there" : "no longer known there");
+                json_object_del(data, "lost_since");
+                json_object_del(data, "next_try");
+                leaf_save(e, cmd, data);
+        }
         if (!job) {
                 leaf_job_missing(e, cmd);
                 return;
@@ -327,17 +419,253 @@ static void on_leaf_jobs(struct engine *e, json_t *cmd, json_t *result, const GE
         leaf_job_finished(e, cmd, job);
 }
 
+static void on_abort_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        if (error)
+                g_message("abort of %s on %s: %s", js(cmd, "agent_job_id"), js(cmd, "host"), error->message);
+        engine_kick(e);
+}
+
 static void leaf_watch(struct engine *e, json_t *cmd)
 {
-        json_t *cached = g_hash_table_lookup(job_events, js(cmd, "agent_job_id"));
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        const char *type = js(cmd, "type");
+        json_t *cached;
 
+        if (ji(data, "next_try") > engine_now())
+                return;
+        if (strcmp(type, "copy_data") == 0) {
+                if (js(data, "fence_job")) {
+                        fence_watch(e, cmd, data);
+                        return;
+                }
+                if (ji(cmd, "cancel") && !json_is_true(json_object_get(data, "abort_sent")) && host_is_up(e, js(cmd, "host"))) {
+                        /* Cancelled: the job ends "aborted" and the command with it. */
+                        json_object_set_new(data, "abort_sent", json_true());
+                        leaf_save(e, cmd, data);
+                        engine_event(e, "normal", js(cmd, "id"), "aborting copy job %s on host %s (cancelled)",
+                                     js(cmd, "agent_job_id"), js(cmd, "host"));
+                        cmd_call(e, cmd, js(cmd, "host"), "Job.abort", json_pack("{s:s}", "job_id", js(cmd, "agent_job_id")),
+                                 e->config.host_timeout, on_abort_sent, NULL, NULL);
+                        return;
+                }
+                if (!host_is_up(e, js(cmd, "host"))) {
+                        copy_lost(e, cmd, data, "the host is not up");
+                        return;
+                }
+        } else {
+                g_autofree char *spm = engine_spm_host(e);
+
+                if (spm && strcmp(spm, js(cmd, "host")) != 0) {
+                        /* The SPM changed under this command: learn from storage through the new one. */
+                        leaf_job_missing(e, cmd);
+                        return;
+                }
+                if (!spm)
+                        return;        /* wait for the election */
+        }
         /* Events only bring progress early; the state always comes from Host.getJobs,
          * so a lost final event (reconnect, crash) cannot leave a command waiting. */
+        cached = g_hash_table_lookup(job_events, js(cmd, "agent_job_id"));
         if (cached && g_strcmp0(js(cached, "status"), "running") == 0)
                 leaf_job_finished(e, cmd, cached);
         cmd_call(e, cmd, js(cmd, "host"), "Host.getJobs",
                  json_pack("{s:[s]}", "job_ids", js(cmd, "agent_job_id")),
                  e->config.host_timeout, on_leaf_jobs, NULL, NULL);
+}
+
+/* ---- recovery of a copy whose host is lost or forgot the job (DESIGN §7) ---- */
+
+/* Any usable host but `not` (which may be NULL); NULL if none. */
+static char *other_usable_host(struct engine *e, const char *not)
+{
+        g_autoptr(GPtrArray) hosts = engine_usable_hosts(e);
+
+        for (guint i = 0; i < hosts->len; i++)
+                if (!not || strcmp(hosts->pdata[i], not) != 0)
+                        return g_strdup(hosts->pdata[i]);
+        return NULL;
+}
+
+static json_t *dst_of(json_t *cmd)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+
+        return json_incref(json_object_get(p, "dst"));
+}
+
+static void copy_lost(struct engine *e, json_t *cmd, json_t *data, const char *why)
+{
+        if (!json_object_get(data, "lost_since")) {
+                json_object_set_new(data, "lost_since", json_integer(engine_now()));
+                leaf_save(e, cmd, data);
+                engine_event(e, "warning", js(cmd, "id"),
+                             "copy job %s: host %s unreachable (%s); reading the destination through other hosts, "
+                             "fencing after %u s", js(cmd, "agent_job_id"), js(cmd, "host"), why, e->config.host_lost_timeout);
+        }
+        copy_probe(e, cmd, data);
+}
+
+static void on_fence_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        g_autoptr(json_t) data = NULL;
+
+        if (!error || is_transport_error(error))
+                return;        /* watched (or found missing) in the next rounds */
+        data = jparse(cmd, "data");
+        json_object_del(data, "fence_job");
+        json_object_del(data, "fence_host");
+        leaf_later(e, cmd, data, backoff(ji(data, "fence_attempts")));
+        g_message("fencing %s refused: %s", js(cmd, "id"), error->message);
+}
+
+/*
+ * Fences the lost job: on another host, SDM.update_volume moves the
+ * destination's generation from the recorded one to recorded+3. It needs the
+ * volume lease, so it succeeds only once the old job cannot write any more
+ * (its process exited, or its host's sanlock lease expired); from then on
+ * the old job can never mark the volume done (DESIGN §6).
+ */
+static void copy_fence(struct engine *e, json_t *cmd, json_t *data, const char *probe_host)
+{
+        g_autoptr(json_t) dst = dst_of(cmd);
+        g_autofree char *job_id = fy_uuid_new();
+        gint64 rec = ji(cmd, "generation");
+
+        if (!json_object_get(data, "fence_started")) {
+                json_object_set_new(data, "fence_started", json_integer(engine_now()));
+                engine_event(e, "warning", js(cmd, "id"),
+                             "fencing copy job %s of host %s: destination %s generation %" G_GINT64_FORMAT " → %" G_GINT64_FORMAT
+                             " through host %s", js(cmd, "agent_job_id"), js(cmd, "host"), js(dst, "vol"),
+                             rec, (rec + 3) % 1000, probe_host);
+        } else if (engine_now() - ji(data, "fence_started") > (gint64) e->config.fence_timeout) {
+                g_autofree char *why = g_strdup_printf(
+                        "the copy on host %s could not be fenced within %u s (its lease is still held); "
+                        "the destination stays ILLEGAL and is removed once the lease is free",
+                        js(cmd, "host"), e->config.fence_timeout);
+                engine_cmd_finish(e, cmd, false, why);
+                return;
+        }
+        json_object_set_new(data, "fence_job", json_string(job_id));
+        json_object_set_new(data, "fence_host", json_string(probe_host));
+        json_object_set_new(data, "fence_attempts", json_integer(ji(data, "fence_attempts") + 1));
+        leaf_save(e, cmd, data);        /* recorded before the call, like every decision */
+        cmd_call(e, cmd, probe_host, "SDM.update_volume",
+                 json_pack("{s:s, s:{s:s, s:s, s:s, s:I}, s:{s:I}}", "job_id", job_id,
+                           "vol_info", "sd_id", js(dst, "sd"), "img_id", js(dst, "img"), "vol_id", js(dst, "vol"),
+                           "generation", (json_int_t) rec,
+                           "vol_attr", "generation", (json_int_t) ((rec + 3) % 1000)),
+                 e->config.host_timeout, on_fence_sent, NULL, NULL);
+}
+
+struct probe_ctx {
+        char *host;
+};
+
+static void probe_ctx_free(void *p)
+{
+        struct probe_ctx *c = p;
+
+        g_free(c->host);
+        g_free(c);
+}
+
+static void on_copy_probe(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        struct probe_ctx *c = extra;
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        gint64 rec = ji(cmd, "generation"), gen;
+        json_t *owners;
+        bool lost_long, missing = json_is_true(json_object_get(data, "missing"));
+
+        if (error) {
+                leaf_later(e, cmd, data, 5);
+                return;
+        }
+        gen = ji(result, "generation");
+        owners = json_object_get(json_object_get(result, "lease"), "owners");
+        if (gen == (rec + 1) % 1000 && g_strcmp0(js(result, "legality"), "LEGAL") == 0) {
+                g_autoptr(json_t) done = json_pack("{s:s}", "status", "done");
+
+                engine_event(e, "normal", js(cmd, "id"), "copy job %s of host %s finished: learned from storage "
+                             "(destination LEGAL, generation %" G_GINT64_FORMAT ")", js(cmd, "agent_job_id"), js(cmd, "host"), gen);
+                leaf_job_finished(e, cmd, done);
+                return;
+        }
+        if (gen != rec) {
+                /* recorded+3 is our fence; anything else is someone else's change: this try is over either way. */
+                g_autofree char *why = g_strdup_printf("copy job %s of host %s was fenced (destination generation %" G_GINT64_FORMAT
+                                                       ", recorded %" G_GINT64_FORMAT ")", js(cmd, "agent_job_id"),
+                                                       js(cmd, "host"), gen, rec);
+                leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
+                return;
+        }
+        lost_long = engine_now() - ji(data, "lost_since") >= (gint64) e->config.host_lost_timeout;
+        if (!missing && !lost_long) {
+                leaf_later(e, cmd, data, 5);     /* the host may come back: keep waiting */
+                return;
+        }
+        if (missing && owners && json_array_size(owners) > 0 && !lost_long) {
+                leaf_later(e, cmd, data, 5);     /* someone still holds the lease: not over yet */
+                return;
+        }
+        copy_fence(e, cmd, data, c->host);
+}
+
+static void copy_probe(struct engine *e, json_t *cmd, json_t *data)
+{
+        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        g_autoptr(json_t) dst = dst_of(cmd);
+        g_autofree char *host = other_usable_host(e, js(cmd, "host"));
+        struct probe_ctx *c;
+
+        if (!host && json_is_true(json_object_get(data, "missing")) && host_is_up(e, js(cmd, "host")))
+                host = g_strdup(js(cmd, "host"));     /* it answers, just without the job */
+        if (!host) {
+                leaf_later(e, cmd, data, 5);            /* nobody to read storage through yet */
+                return;
+        }
+        c = g_new0(struct probe_ctx, 1);
+        c->host = g_strdup(host);
+        cmd_call(e, cmd, host, "Volume.getInfo",
+                 json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID", js(dst, "sd"),
+                           "imageID", js(dst, "img"), "volumeID", js(dst, "vol")),
+                 e->config.host_timeout, on_copy_probe, c, probe_ctx_free);
+}
+
+static void on_fence_jobs(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        json_t *job = result ? json_object_get(result, js(data, "fence_job")) : NULL;
+        const char *status = js(job, "status");
+        gint64 code = ji(json_object_get(job, "error"), "code");
+
+        if (job && (!status || strcmp(status, "running") == 0 || strcmp(status, "pending") == 0))
+                return;        /* not decided yet */
+        json_object_del(data, "fence_job");
+        json_object_del(data, "fence_host");
+        if (job && strcmp(status, "done") == 0) {
+                engine_event(e, "normal", js(cmd, "id"), "fenced copy job %s of host %s", js(cmd, "agent_job_id"), js(cmd, "host"));
+                leaf_save(e, cmd, data);
+                copy_probe(e, cmd, data);      /* reads recorded+3 and ends this try */
+                return;
+        }
+        if (job && code == FY_ERR_GENERATION_MISMATCH) {
+                leaf_save(e, cmd, data);       /* the generation moved: the job finished after all? read it */
+                copy_probe(e, cmd, data);
+                return;
+        }
+        /* Lease still held (651) or the fence host failed: later, with backoff. */
+        if (job && code == FY_ERR_LEASE_ACQUIRE && ji(data, "fence_attempts") % 6 == 1)
+                engine_event(e, "normal", js(cmd, "id"), "fencing copy job %s: its lease is still held; "
+                             "retrying until the holder's sanlock lease expires", js(cmd, "agent_job_id"));
+        leaf_later(e, cmd, data, backoff(ji(data, "fence_attempts")));
+}
+
+static void fence_watch(struct engine *e, json_t *cmd, json_t *data)
+{
+        cmd_call(e, cmd, js(data, "fence_host"), "Host.getJobs", json_pack("{s:[s]}", "job_ids", js(data, "fence_job")),
+                 e->config.host_timeout, on_fence_jobs, NULL, NULL);
 }
 
 /* create_volume_container */
@@ -383,6 +711,10 @@ static void remove_image_start(struct engine *e, json_t *cmd, json_t *p)
         g_autofree char *spm = engine_spm_host(e);
         g_autofree char *job_id = NULL;
         g_autoptr(json_t) dc = NULL;
+        g_autoptr(json_t) data = jparse(cmd, "data");
+
+        if (ji(data, "next_try") > engine_now())
+                return;
 
         if (!spm) {
                 step_wait(e, js(cmd, "step_id"), "waiting for the SPM");
@@ -440,9 +772,21 @@ static void on_copy_generation(struct engine *e, json_t *cmd, json_t *result, co
 
 static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
 {
-        g_autofree char *host = engine_pick_copy_host(e);
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        g_autofree char *host = NULL;
         g_autoptr(json_t) dc = NULL;
         json_t *dst = json_object_get(p, "dst");
+
+        if (ji(cmd, "cancel")) {
+                engine_cmd_finish(e, cmd, false, "cancelled");
+                return;
+        }
+        if (ji(data, "next_try") > engine_now())
+                return;
+        /* Hosts that failed this copy before come last: another one if any can take it. */
+        host = engine_pick_copy_host(e, json_object_get(data, "exclude"));
+        if (!host && json_array_size(json_object_get(data, "exclude")) > 0)
+                host = engine_pick_copy_host(e, NULL);
 
         if (!host) {
                 /* Every usable host is at its job limit (or none is up): queued until one frees. */
@@ -494,8 +838,10 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                         return;
                 }
                 /* A copy that lost its generation race or was aborted is not retried blindly. */
-                if (strcmp(type, "copy_data") == 0 && code != 911 && strcmp(status, "aborted") != 0)
-                        leaf_fail_or_retry(e, cmd, e->config.copy_attempts, why);
+                /* Out of space stays out of space on any host. */
+                if (strcmp(type, "copy_data") == 0 && code != FY_ERR_GENERATION_MISMATCH && code != FY_ERR_NO_SPACE &&
+                    strcmp(status, "aborted") != 0)
+                        leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
                 else
                         engine_cmd_finish(e, cmd, false, why);
         } else {
@@ -506,63 +852,101 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
         }
 }
 
-static void on_leaf_verify(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+static void on_volume_deleted(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
 {
-        const char *type = js(cmd, "type");
+        g_autoptr(json_t) data = jparse(cmd, "data");
+
+        /* Created again from scratch once the half-made one is gone (a retry sees 205 until then). */
+        if (error)
+                g_message("removing half-made volume of %s: %s", js(cmd, "id"), error->message);
+        leaf_retry_or_fail(e, cmd, 5, "the volume was half-made when the SPM changed; made again", false);
+}
+
+static void on_created_verify(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        const char *spm = extra;
+        g_autoptr(json_t) p = NULL;
+        g_autoptr(json_t) dc = NULL;
+        g_autofree char *job_id = NULL;
 
         if (is_transport_error(error))
                 return;
-        if (strcmp(type, "copy_data") == 0) {
-                json_t *owners = result ? json_object_get(json_object_get(result, "lease"), "owners") : NULL;
+        if (result && g_strcmp0(js(result, "legality"), "LEGAL") == 0) {
+                g_autoptr(json_t) done = json_pack("{s:s}", "status", "done");
 
-                if (result && ji(result, "generation") == (ji(cmd, "generation") + 1) % 1000 &&
-                    g_strcmp0(js(result, "legality"), "LEGAL") == 0) {
-                        json_t *done = json_pack("{s:s}", "status", "done");
-                        leaf_job_finished(e, cmd, done);
-                        json_decref(done);
-                } else if (owners && json_array_size(owners) > 0) {
-                        ;      /* someone still holds the lease: the copy is running */
-                } else {
-                        leaf_fail_or_retry(e, cmd, e->config.copy_attempts,
-                                           "the host no longer knows the copy job and the destination is not complete");
-                }
+                leaf_job_finished(e, cmd, done);
                 return;
         }
-        if (strcmp(type, "create_volume_container") == 0) {
-                if (result && g_strcmp0(js(result, "legality"), "LEGAL") == 0) {
-                        json_t *done = json_pack("{s:s}", "status", "done");
-                        leaf_job_finished(e, cmd, done);
-                        json_decref(done);
-                }
-                else
-                        leaf_fail_or_retry(e, cmd, 3, error ? error->message : "volume creation did not finish");
+        if (error) {
+                /* Not there at all: the request never got far; create it again. */
+                leaf_retry_or_fail(e, cmd, 5, error->message, false);
                 return;
         }
-        /* remove_image: gone is success. */
-        if (error && error->code == 268)
-                engine_cmd_finish(e, cmd, true, NULL);
-        else
-                leaf_fail_or_retry(e, cmd, 3, "image removal did not finish");
+        /* ILLEGAL: half-made by a job that is gone; remove it, then create it again. */
+        p = jparse(cmd, "params");
+        dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        job_id = fy_uuid_new();
+        engine_event(e, "warning", js(cmd, "id"), "volume %s was left half-made; removing it before creating it again",
+                     js(p, "vol"));
+        cmd_call(e, cmd, spm, "Volume.delete",
+                 json_pack("{s:s, s:s, s:s, s:s, s:s}", "job_id", job_id, "storagepoolID", js(dc, "pool_id"),
+                           "storagedomainID", js(p, "sd"), "imageID", js(p, "img"), "volumeID", js(p, "vol")),
+                 SPM_CALL_TIMEOUT_MS, on_volume_deleted, NULL, NULL);
 }
 
-/* The host answered but does not know the job: learn the outcome from storage. */
-static void leaf_job_missing(struct engine *e, json_t *cmd)
+static void verify_volume_created(struct engine *e, json_t *cmd, const char *host)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
         g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
-        const char *type = js(cmd, "type");
-        json_t *vol = strcmp(type, "copy_data") == 0 ? json_object_get(p, "dst") : p;
 
-        if (strcmp(type, "remove_image") == 0) {
-                cmd_call(e, cmd, js(cmd, "host"), "StorageDomain.getVolumes",
-                         json_pack("{s:s, s:s}", "storagedomainID", js(p, "sd"), "imageID", js(p, "img")),
-                         e->config.host_timeout, on_leaf_verify, NULL, NULL);
+        cmd_call(e, cmd, host, "Volume.getInfo",
+                 json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID", js(p, "sd"),
+                           "imageID", js(p, "img"), "volumeID", js(p, "vol")),
+                 e->config.host_timeout, on_created_verify, g_strdup(host), g_free);
+}
+
+static void on_removed_verify(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        if (is_transport_error(error))
+                return;
+        if (error && error->code == FY_ERR_IMAGE_DOES_NOT_EXIST)
+                engine_cmd_finish(e, cmd, true, NULL);        /* gone is success */
+        else
+                leaf_retry_or_fail(e, cmd, 5, "image removal did not finish", false);
+}
+
+/*
+ * The host answered without the job (the agent restarted), or the SPM
+ * changed under a metadata job: learn the outcome from storage.
+ */
+static void leaf_job_missing(struct engine *e, json_t *cmd)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        g_autoptr(json_t) data = NULL;
+        g_autofree char *spm = NULL;
+        const char *type = js(cmd, "type");
+
+        if (strcmp(type, "copy_data") == 0) {
+                data = jparse(cmd, "data");
+                if (!json_is_true(json_object_get(data, "missing"))) {
+                        json_object_set_new(data, "missing", json_true());
+                        leaf_save(e, cmd, data);
+                        engine_event(e, "warning", js(cmd, "id"), "host %s no longer knows copy job %s; "
+                                     "deciding from the destination volume", js(cmd, "host"), js(cmd, "agent_job_id"));
+                }
+                copy_probe(e, cmd, data);
                 return;
         }
-        cmd_call(e, cmd, js(cmd, "host"), "Volume.getInfo",
-                 json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID", js(vol, "sd"),
-                           "imageID", js(vol, "img"), "volumeID", js(vol, "vol")),
-                 e->config.host_timeout, on_leaf_verify, NULL, NULL);
+        spm = engine_spm_host(e);
+        if (!spm)
+                return;        /* after the election */
+        if (strcmp(type, "remove_image") == 0) {
+                cmd_call(e, cmd, spm, "StorageDomain.getVolumes",
+                         json_pack("{s:s, s:s}", "storagedomainID", js(p, "sd"), "imageID", js(p, "img")),
+                         e->config.host_timeout, on_removed_verify, NULL, NULL);
+                return;
+        }
+        verify_volume_created(e, cmd, spm);
 }
 
 static void leaf_advance(struct engine *e, json_t *cmd)
@@ -590,6 +974,15 @@ static void leaf_advance(struct engine *e, json_t *cmd)
  * children run, "succeeded" when all did, "failed" (with *ret_error) if one failed.
  */
 
+/*
+ * A cancelled job stops creating work: composites start no more children.
+ * Top-level flows still run their cleanup, and metadata leaves finish.
+ */
+static bool cancelled(json_t *cmd)
+{
+        return ji(cmd, "cancel") && js(cmd, "parent_id");
+}
+
 const char *engine_run_children(struct engine *e, json_t *cmd, json_t *data, size_t count,
                                 engine_child_factory make, char **ret_error)
 {
@@ -610,6 +1003,11 @@ const char *engine_run_children(struct engine *e, json_t *cmd, json_t *data, siz
         }
         if (index >= count)
                 return "succeeded";
+        if (cancelled(cmd)) {
+                if (ret_error)
+                        *ret_error = g_strdup("cancelled");
+                return "failed";
+        }
         {
                 g_autofree char *id = make(e, cmd, p, index);
                 json_object_set_new(data, "child", json_string(id));
@@ -643,6 +1041,11 @@ const char *engine_run_children_parallel(struct engine *e, json_t *cmd, json_t *
                                 *ret_error = g_steal_pointer(&error);
                         failed = true;
                 }
+        }
+        if (!failed && next < count && cancelled(cmd)) {
+                if (ret_error)
+                        *ret_error = g_strdup("cancelled");
+                failed = true;
         }
         if (failed)
                 return active ? "active" : "failed";   /* start no more; let the started ones end */
@@ -811,7 +1214,8 @@ static void flow_end(struct engine *e, json_t *cmd, json_t *p, bool ok, const ch
                                strcmp(type, "remove_disk") == 0 ? "illegal" : "ok", disk, js(cmd, "job_id"));
         }
         engine_db_exec(e->db, NULL, "UPDATE jobs SET status = ?, end_time = ?, progress = CASE WHEN ? THEN 100 ELSE progress END "
-                                    "WHERE id = ?", "sibs", ok ? "finished" : "failed", engine_now(), ok, js(cmd, "job_id"));
+                                    "WHERE id = ?", "sibs", ok ? "finished" : ji(cmd, "cancel") ? "aborted" : "failed",
+                       engine_now(), ok, js(cmd, "job_id"));
         /* The command ends in the same transaction: a crash can never replay its end. */
         engine_cmd_finish(e, cmd, ok, error);
         if (engine_db_commit(e->db, NULL) < 0)
@@ -820,6 +1224,20 @@ static void flow_end(struct engine *e, json_t *cmd, json_t *p, bool ok, const ch
                 disk_size_refresh(e, new_disk ? new_disk : disk);
         engine_event(e, ok ? "normal" : "warning", js(cmd, "id"), "%s of disk %s %s%s%s", type, disk,
                      ok ? "finished" : "failed", error ? ": " : "", error ? error : "");
+}
+
+/*
+ * A removal that kept failing must not hold the operation's disk locked:
+ * the flow ends and the removal goes on as a command of its own, retried
+ * until it is done.
+ */
+static void cleanup_detach(struct engine *e, json_t *cmd, const char *sd, const char *img, const char *why)
+{
+        g_autoptr(json_t) params = json_pack("{s:s, s:s, s:b}", "sd", sd, "img", img, "persistent", true);
+        g_autofree char *id = engine_cmd_create(e, "remove_image", NULL, NULL, NULL, params);
+
+        engine_event(e, "warning", id, "image %s on storage domain %s is not removed yet (%s); "
+                     "retrying in the background", img, sd, why ? why : "unknown error");
 }
 
 static void composite_advance_tx(struct engine *e, json_t *cmd);
@@ -883,7 +1301,12 @@ static void composite_advance_tx(struct engine *e, json_t *cmd)
                 engine_child_factory make = strcmp(type, "create_disk") == 0 ? make_structure :
                                      strcmp(type, "remove_disk") == 0 ? make_remove_dst : make_with_data;
 
-                st = engine_run_children(e, cmd, data, 1, make, &error);
+                if (ji(cmd, "cancel") && !js(data, "child") && ji(data, "index") == 0) {
+                        st = "failed";         /* cancelled before it started */
+                        error = g_strdup("cancelled");
+                } else {
+                        st = engine_run_children(e, cmd, data, 1, make, &error);
+                }
                 if (strcmp(st, "active") == 0) {
                         engine_cmd_update(e, js(cmd, "id"), phase, data);
                         return;
@@ -917,8 +1340,7 @@ static void composite_advance_tx(struct engine *e, json_t *cmd)
                 if (strcmp(st, "active") == 0)
                         return;
                 if (strcmp(st, "failed") == 0)
-                        engine_event(e, "warning", js(cmd, "id"), "moved disk %s, but its old copy on %s was not removed: %s",
-                                     js(p, "disk"), js(p, "src_sd"), error ? error : "");
+                        cleanup_detach(e, cmd, js(p, "src_sd"), js(p, "src_img"), error);
                 flow_end(e, cmd, p, true, NULL);
                 return;
         }
@@ -930,11 +1352,44 @@ static void composite_advance_tx(struct engine *e, json_t *cmd)
                 if (strcmp(st, "active") == 0)
                         return;
                 if (strcmp(st, "failed") == 0)
-                        engine_event(e, "warning", js(cmd, "id"), "could not remove the incomplete copy of disk %s on %s: %s",
-                                     js(p, "disk"), js(p, "sd"), error ? error : "");
+                        cleanup_detach(e, cmd, js(p, "sd"), js(p, "img"), error);
                 flow_end(e, cmd, p, false, why);
                 return;
         }
+}
+
+json_t *engine_job_cancel(struct engine *e, const char *job_id, GError **error)
+{
+        g_autoptr(json_t) job = fy_uuid_is_valid(job_id) ?
+                engine_db_query_one(e->db, NULL, "SELECT * FROM jobs WHERE id = ?", "s", job_id) : NULL;
+        g_autoptr(json_t) top = NULL;
+
+        if (!job) {
+                g_set_error(error, ENGINE_ERROR, 404, "no job %.64s", job_id);
+                return NULL;
+        }
+        if (strcmp(js(job, "status"), "started") != 0) {
+                g_set_error(error, ENGINE_ERROR, 409, "job %s is %s; only a running job can be cancelled", job_id,
+                            js(job, "status"));
+                return NULL;
+        }
+        top = engine_db_query_one(e->db, NULL, "SELECT * FROM commands WHERE job_id = ? AND parent_id IS NULL", "s", job_id);
+        if (!top || strcmp(js(top, "state"), "active") != 0 || strcmp(js(top, "type"), "remove_disk") == 0 ||
+            strcmp(js(top, "type"), "create_disk") == 0) {
+                g_set_error(error, ENGINE_ERROR, 409, "job %s (%s) cannot be cancelled; moves, copies, clones and "
+                            "template creations can", job_id, top ? js(top, "type") : "no command");
+                return NULL;
+        }
+        if (g_strcmp0(js(top, "phase"), "cleanup") == 0 || g_strcmp0(js(top, "phase"), "remove_source") == 0) {
+                g_set_error(error, ENGINE_ERROR, 409, "job %s is already %s", job_id,
+                            strcmp(js(top, "phase"), "cleanup") == 0 ? "cleaning up" : "removing the source of a finished move");
+                return NULL;
+        }
+        engine_db_exec(e->db, NULL, "UPDATE commands SET cancel = 1, updated = ? WHERE job_id = ? AND state = 'active'",
+                       "is", engine_now(), job_id);
+        engine_event(e, "normal", js(top, "id"), "cancel requested for job %s (%s)", job_id, js(job, "description"));
+        engine_kick(e);
+        return json_pack("{s:{s:s, s:s}}", "job", "id", job_id, "status", "cancelling");
 }
 
 static GHashTable *flows;      /* type → engine_flow_fn, registered by other files */
@@ -972,6 +1427,7 @@ void engine_commands_tick(struct engine *e)
         size_t i;
         json_t *row;
 
+        engine_sweep_maybe(e);
         if (!rows)
                 return;
         json_array_foreach(rows, i, row) {

@@ -37,6 +37,9 @@ struct engine_config {
         char *host_selection_policy;   /* least_loaded | random */
         unsigned copy_attempts;        /* tries of one copy_data before it fails */
         unsigned max_parallel_copies;  /* copy_data children of one disk running at once */
+        unsigned host_lost_timeout;    /* s an unreachable copy host is waited for before fencing */
+        unsigned fence_timeout;        /* s fencing is retried before the copy is given up */
+        unsigned sweep_interval;       /* s between orphan image sweeps, 0 = never */
         unsigned max_body;
         char *log_level;
 };
@@ -91,8 +94,9 @@ typedef void (*engine_done_fn)(json_t *result, const GError *error, void *userda
 void engine_sd_add(struct engine *e, const char *name, engine_done_fn done, void *userdata);
 
 /* ---- scheduler.c ---- */
-/* Picks the host for a data copy; NULL when none is usable now. */
-char *engine_pick_copy_host(struct engine *e);
+/* Picks the host for a data copy, never one listed in exclude (JSON array of host ids, may be NULL);
+ * NULL when none is usable now. */
+char *engine_pick_copy_host(struct engine *e, json_t *exclude);
 
 /* ---- commands.c ---- */
 int engine_commands_init(struct engine *e, GError **error);
@@ -103,6 +107,13 @@ void engine_kick(struct engine *e);
 json_t *engine_disk_create(struct engine *e, json_t *body, GError **error);
 json_t *engine_disk_move(struct engine *e, const char *disk_id, json_t *body, bool keep_source, GError **error);
 json_t *engine_disk_remove(struct engine *e, const char *disk_id, GError **error);
+/* Cancels a running move/copy/clone: no more work starts, running copies are aborted, the
+ * destination is removed; the job ends "aborted". */
+json_t *engine_job_cancel(struct engine *e, const char *job_id, GError **error);
+
+/* ---- sweeper.c ---- */
+/* Starts a sweep for orphan images when sweep_interval has passed since the last. */
+void engine_sweep_maybe(struct engine *e);
 
 /* ---- options / events ---- */
 bool engine_option_bool(struct engine *e, const char *name, bool def);

@@ -385,6 +385,13 @@ static void handle(struct engine *e, SoupServerMessage *msg, char **seg, guint n
                         return;
                 }
                 reply_list(e, msg, "steps", "SELECT * FROM steps WHERE job_id = ? ORDER BY start_time, rowid", seg[1], fmt_step);
+        } else if (n == 3 && strcmp(seg[0], "jobs") == 0 && strcmp(seg[2], "cancel") == 0 && post) {
+                out = engine_job_cancel(e, seg[1], &error);
+                if (!out) {
+                        engine_rest_reply_error(msg, error);
+                        return;
+                }
+                engine_rest_reply_json(msg, 202, out);
         } else if (n == 1 && strcmp(seg[0], "events") == 0 && get) {
                 g_autoptr(json_t) rows = engine_db_query(e->db, &error,
                         "SELECT id, time, severity, message, command_id FROM events ORDER BY id DESC LIMIT 1000", "");

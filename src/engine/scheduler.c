@@ -28,7 +28,18 @@ static gint64 assigned_copies(struct engine *e, const char *host_id)
         return n;
 }
 
-char *engine_pick_copy_host(struct engine *e)
+static bool in_list(json_t *list, const char *id)
+{
+        size_t i;
+        json_t *v;
+
+        json_array_foreach(list, i, v)
+                if (g_strcmp0(json_string_value(v), id) == 0)
+                        return true;
+        return false;
+}
+
+char *engine_pick_copy_host(struct engine *e, json_t *exclude)
 {
         g_autoptr(GPtrArray) usable = NULL;
         g_autofree char *spm = engine_spm_host(e);
@@ -48,8 +59,8 @@ char *engine_pick_copy_host(struct engine *e)
                 struct engine_host *h = g_hash_table_lookup(e->hosts, id);
                 json_t *st = h ? h->stats : NULL;
 
-                if (!st)
-                        continue;      /* usable stays false: nothing known of its load yet */
+                if (!st || in_list(exclude, id))
+                        continue;      /* usable stays false: nothing known of its load yet, or excluded */
                 hosts[i] = (struct engine_sched_host) {
                         .usable = true,
                         .is_spm = spm && strcmp(spm, id) == 0,
