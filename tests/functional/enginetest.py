@@ -100,21 +100,37 @@ class Engine:
 class EngineCluster:
     """N hosts (sanlock daemon + agent each) and an engine that manages them."""
 
-    def __init__(self, workdir, hosts=3, domains=2):
+    def __init__(self, workdir, hosts=3, domains=2, engine_args=(), agent_options=None, net=None, storage=None):
+        """engine_args: extra engine options; agent_options: agent options for
+        every host (copy_rate_limit defaults to 128M); net: a netns.Network
+        with a namespace per host, the agents then run inside them and are
+        added by their namespace address; storage: the shared storage root
+        (default: <workdir>/storage)."""
         self.workdir = workdir
-        self.storage = os.path.join(workdir, "storage")
+        self.storage = storage or os.path.join(workdir, "storage")
         os.makedirs(self.storage, exist_ok=True)
-        self.sanlocks = [Sanlock(workdir, f"host{i + 1}") for i in range(hosts)]
-        self.agents = [Agent(workdir, f"host{i + 1}", s, self.storage, copy_rate_limit="128M")
-                       for i, s in enumerate(self.sanlocks)]
-        self.engine = Engine(workdir)
-        self.hosts = {}
-        for a in self.agents:
-            h = self.engine.post("/api/hosts", {"name": a.name, "address": "127.0.0.1", "port": a.port})
-            self.hosts[a.name] = h
-        wait_for(lambda: all(h["status"] == "up" for h in self.engine.get("/api/hosts")["hosts"]), 30, "hosts up")
-        self.sds = [self.engine.post("/api/storagedomains", {"name": f"sd{i + 1}"}) for i in range(domains)]
-        self.wait_ready()
+        self.net = net
+        opts = dict({"copy_rate_limit": "128M"}, **(agent_options or {}))
+        self.sanlocks = []
+        self.agents = []
+        self.engine = None
+        try:
+            self.sanlocks = [Sanlock(workdir, f"host{i + 1}") for i in range(hosts)]
+            for i, s in enumerate(self.sanlocks):
+                self.agents.append(Agent(workdir, f"host{i + 1}", s, self.storage,
+                                         netns=net.hosts[i] if net else None, **opts))
+            self.engine = Engine(workdir, *engine_args)
+            self.hosts = {}
+            for a in self.agents:
+                h = self.engine.post("/api/hosts", {"name": a.name, "address": a.address, "port": a.port})
+                self.hosts[a.name] = h
+            wait_for(lambda: all(h["status"] == "up" for h in self.engine.get("/api/hosts")["hosts"]), 30, "hosts up")
+            self.sds = [self.engine.post("/api/storagedomains", {"name": f"sd{i + 1}"}) for i in range(domains)]
+            self.wait_ready()
+        except BaseException:
+            # Nobody else would stop what started: the caller never gets the object.
+            self.stop()
+            raise
 
     def wait_ready(self, timeout=90):
         def ready():
@@ -129,8 +145,11 @@ class EngineCluster:
     def sd_path(self, sd_id):
         return os.path.join(self.storage, sd_id)
 
+    def agent(self, name):
+        return next(a for a in self.agents if a.name == name)
+
     def stop(self):
-        codes = {"engine": self.engine.stop()}
+        codes = {"engine": self.engine.stop()} if self.engine else {}
         for a in self.agents:
             codes[a.name] = a.stop()
         for s in self.sanlocks:

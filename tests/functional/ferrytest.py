@@ -75,11 +75,18 @@ class Sanlock:
 class Agent:
     """A ferry-agent process from the build tree, on a port it picks itself."""
 
-    def __init__(self, workdir, name, sanlock, storage_root, **options):
+    def __init__(self, workdir, name, sanlock, storage_root, netns=None, **options):
         self.workdir = workdir
         self.name = name
         self.sanlock = sanlock
         self.storage_root = storage_root
+        # netns: a netns.HostNet; the agent runs inside its namespace and
+        # listens on its address (the sanlock daemon stays reachable by its
+        # unix socket, storage by its path).
+        self.netns = netns
+        if netns is not None:
+            options.setdefault("listen_address", netns.addr)
+        self.address = options.get("listen_address", "127.0.0.1")
         self.options = options
         self.proc = None
         self.port = None
@@ -87,7 +94,7 @@ class Agent:
         self.start()
 
     def argv(self):
-        args = [AGENT_BIN, f"--port={self.options.get('port', 0)}", f"--storage-root={self.storage_root}",
+        args = [*(self.netns.prefix() if self.netns else []), AGENT_BIN, f"--port={self.options.get('port', 0)}", f"--storage-root={self.storage_root}",
                 f"--sanlock-run-dir={self.sanlock.run_dir}", f"--io-timeout={IO_TIMEOUT}",
                 f"--host-name={self.name}", "--log-level=debug"]
         if "insecure" not in self.options:
@@ -118,7 +125,7 @@ class Agent:
             return f.read().decode(errors="replace")[-n:]
 
     def client(self, **kw):
-        return Client("127.0.0.1", self.port, **kw)
+        return Client(self.address, self.port, **kw)
 
     def kill(self):
         """SIGKILL, as a crash: no cleanup runs in the agent."""
