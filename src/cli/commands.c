@@ -413,6 +413,27 @@ int cli_job_show(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         return 0;
 }
 
+int cli_job_cancel(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autoptr(cli_engine) e = NULL;
+        g_autofree char *path = NULL;
+        json_t *answer = NULL;
+
+        if (cli_setup(ctx, &argc, &argv, NULL, "JOB", 1, "JOB (a job id)", &e, error) < 0)
+                return -1;
+        if (cli_check_uuid("job id", argv[1], error) < 0)
+                return -1;
+        path = g_strdup_printf("/api/jobs/%s/cancel", argv[1]);
+        if (cli_engine_request(e, "POST", path, NULL, &answer, error) < 0)
+                return -1;
+        if (ctx->json)
+                cli_print_json(answer);
+        else
+                printf("job %s: cancel requested; its copies are aborted and the destination removed\n", argv[1]);
+        json_decref(answer);
+        return 0;
+}
+
 /* The job id of an action's 202 answer {"job": {"id"}}. */
 static int cli_action_job(const json_t *answer, const char **ret_job, GError **error)
 {

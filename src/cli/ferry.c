@@ -29,6 +29,7 @@ static const struct cli_command cli_commands[] = {
         { "disk", "copy", cli_disk_copy, "disk copy DISK --sd SD [--name N] [--wait]" },
         { "job", "list", cli_job_list, "job list" },
         { "job", "show", cli_job_show, "job show JOB" },
+        { "job", "cancel", cli_job_cancel, "job cancel JOB" },
         { "config", "get", cli_config_get, "config get NAME" },
         { "config", "set", cli_config_set, "config set NAME VALUE" },
         { "cluster", "up", cli_cluster_up, "cluster up [--dir DIR] [--hosts N] [--domains M]" },

@@ -198,7 +198,7 @@ int cli_wait_job(struct cli_ctx *ctx, struct cli_engine *e, const char *job_id, 
                         }
                         cli_progress_show(&p, pct, label);
                 }
-                if (strcmp(status, "finished") == 0 || strcmp(status, "failed") == 0)
+                if (strcmp(status, "finished") == 0 || strcmp(status, "failed") == 0 || strcmp(status, "aborted") == 0)
                         break;
                 g_usleep(CLI_POLL_US);
         }
@@ -213,9 +213,10 @@ int cli_wait_job(struct cli_ctx *ctx, struct cli_engine *e, const char *job_id, 
                         json_object_set(job, "disk", disk);
                 cli_print_json(job);
         }
-        if (strcmp(status, "failed") == 0) {
+        if (strcmp(status, "failed") == 0 || strcmp(status, "aborted") == 0) {
                 cli_print_errors(job, steps);
-                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "job %s failed", job_id);
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "job %s %s", job_id,
+                            strcmp(status, "aborted") == 0 ? "was cancelled" : "failed");
                 goto out;
         }
         if (!ctx->json) {

@@ -93,7 +93,7 @@ class Engine:
             job = self.get(f"/api/jobs/{job_id}")
             if seen is not None:
                 seen.append(job)
-            return job if job["status"] in ("finished", "failed") else None
+            return job if job["status"] in ("finished", "failed", "aborted") else None
         return wait_for(finished, timeout, f"job {job_id}", interval=0.1)
 
 

@@ -2,7 +2,9 @@
 """The engine on a real cluster: 3 hosts (agent + sanlock daemon each), 2 storage domains."""
 
 import hashlib
+import json
 import os
+import subprocess
 import shutil
 import time
 
@@ -228,6 +230,106 @@ def test_maintenance_host_gets_no_copies(ec):
     finally:
         ec.engine.post(f"/api/hosts/{idle['id']}/activate", {})
     wait_for(lambda: ec.engine.get(f"/api/hosts/{idle['id']}")["status"] == "up", 30, "the host back up")
+
+
+def watch_steps(ec, job_id, timeout=120):
+    """Polls a job's steps until it ends; returns (final job, every snapshot of its copy steps)."""
+    snapshots = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = ec.engine.get(f"/api/jobs/{job_id}")
+        snapshots.append([s for s in steps_of(ec, job_id) if s["type"] == "copy_data"])
+        if job["status"] != "started":
+            return job, snapshots
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still running after {timeout} s")
+
+
+def test_chain_volumes_copy_in_parallel_on_different_hosts(ec, scratch):
+    """Issue 6: the copy_data of every volume of a chain starts at once, each
+    on the host the scheduler picks; the result is the same chain."""
+    disk = create_disk(ec, "parallel", 128 * MiB, fmt="cow", volumes=4)
+    sd1, sd2 = ec.sds[0]["id"], ec.sds[1]["id"]
+    vols = [v["id"] for v in disk["volumes"]]
+    for i, v in enumerate(vols):
+        # Enough data per layer that each copy lasts well over a poll interval at the hosts' cap.
+        qemu_io_write(vol_path(ec, sd1, disk["id"], v), "qcow2", hex(0x41 + i), i * 8 * MiB, 96 * MiB)
+    before = flat_digest(vol_path(ec, sd1, disk["id"], vols[-1]), "qcow2", scratch)
+    spm = ec.spm_name()
+
+    job, snapshots = watch_steps(ec, move(ec, disk, 1)["job"]["id"])
+    assert job["status"] == "finished", job
+    running_at_once = max(sum(1 for s in snap if s["status"] == "started" and s["progress"] < 100)
+                          for snap in snapshots)
+    # 2 data hosts x max_jobs 2: all 4 layers can and must be in flight together.
+    assert running_at_once >= 3, running_at_once
+    final = snapshots[-1]
+    hosts = {s["execution_host"]["name"] for s in final}
+    assert len(final) == 4 and all(s["status"] == "finished" for s in final)
+    assert len(hosts) == 2 and spm not in hosts, hosts
+    # Every copy step started before any ended (a serial copy starts each after the last one's end).
+    assert max(s["start_time"] for s in final) <= min(s["end_time"] for s in final)
+    d = ec.engine.get(f"/api/disks/{disk['id']}")
+    assert d["status"] == "ok" and [v["id"] for v in d["volumes"]] == vols
+    assert flat_digest(vol_path(ec, sd2, disk["id"], vols[-1]), "qcow2", scratch) == before
+    for i, v in enumerate(vols[1:], 1):        # every layer keeps its parent as backing
+        info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output", "json",
+                                          vol_path(ec, sd2, disk["id"], v)], capture_output=True, check=True).stdout)
+        assert info["backing-filename"] == vols[i - 1]
+
+
+def test_copies_wait_for_a_free_slot_not_the_spm(ec):
+    """Issue 6: with the only data host at its job limit, further copies wait
+    (their step says so) rather than going to the SPM."""
+    spm = ec.spm_name()
+    others = [h for h in ec.engine.get("/api/hosts")["hosts"] if h["name"] != spm]
+    ec.engine.post(f"/api/hosts/{others[0]['id']}/deactivate", {})
+    try:
+        disk = create_disk(ec, "queued", 64 * MiB, fmt="cow", volumes=4)
+        for i, v in enumerate(disk["volumes"]):
+            qemu_io_write(vol_path(ec, ec.sds[0]["id"], disk["id"], v["id"]), "qcow2", "0x5" + str(i), 0, 48 * MiB)
+        job, snapshots = watch_steps(ec, move(ec, disk, 1)["job"]["id"])
+        assert job["status"] == "finished", job
+        waited = [s for snap in snapshots for s in snap if s.get("status_detail") == "waiting for a host"]
+        assert waited, "no copy waited although the only data host was full"
+        hosts = {s["execution_host"]["name"] for s in snapshots[-1]}
+        assert hosts == {others[1]["name"]}, hosts
+        assert max(sum(1 for s in snap if s["status"] == "started") for snap in snapshots) <= 2
+    finally:
+        ec.engine.post(f"/api/hosts/{others[0]['id']}/activate", {})
+    wait_for(lambda: ec.engine.get(f"/api/hosts/{others[0]['id']}")["status"] == "up", 30, "the host back up")
+
+
+def test_cancel_move_removes_destination(ec, scratch):
+    """Issue 5: a cancelled move aborts its copies, removes the destination and
+    leaves the source ok and unchanged; the job ends aborted."""
+    disk = create_disk(ec, "cancelme", 512 * MiB, fmt="raw")
+    sd1, sd2 = ec.sds[0]["id"], ec.sds[1]["id"]
+    write_random_extents(vol_path(ec, sd1, disk["id"], disk["volumes"][0]["id"]), [(0, 400 * MiB)])
+    before = flat_digest(vol_path(ec, sd1, disk["id"], disk["volumes"][0]["id"]), "raw", scratch)
+    job_id = move(ec, disk, 1)["job"]["id"]
+    wait_for(lambda: any(s["status"] == "started" and 0 < s["progress"] for s in steps_of(ec, job_id)
+                         if s["type"] == "copy_data"), 30, "the copy running", interval=0.05)
+    r = ec.engine.post(f"/api/jobs/{job_id}/cancel", {})
+    assert r["job"]["status"] == "cancelling"
+    try:
+        job = ec.engine.wait_job(job_id, 60)
+    except Exception:
+        print(json.dumps(ec.engine.get("/api/events")["events"][:30], indent=1))
+        print(json.dumps(steps_of(ec, job_id), indent=1))
+        raise
+    assert job["status"] == "aborted", job
+    d = ec.engine.get(f"/api/disks/{disk['id']}")
+    assert d["status"] == "ok" and d["storage_domains"] == [{"id": sd1}]
+    assert all(v["legality"] == "LEGAL" for v in d["volumes"])
+    assert not os.path.exists(os.path.join(ec.storage, sd2, "images", disk["id"])), "destination left behind"
+    assert flat_digest(vol_path(ec, sd1, disk["id"], disk["volumes"][0]["id"]), "raw", scratch) == before
+    with pytest.raises(HttpError) as e:        # a finished job cannot be cancelled
+        ec.engine.post(f"/api/jobs/{job_id}/cancel", {})
+    assert e.value.status == 409
+    with pytest.raises(HttpError) as e:
+        ec.engine.post("/api/jobs/00000000-0000-0000-0000-0000000000aa/cancel", {})
+    assert e.value.status == 404
 
 
 def test_failed_move_removes_destination_and_keeps_source(ec, scratch):
