@@ -17,6 +17,7 @@
 struct agent_server;
 struct agent_jobs;
 struct agent_locks;
+struct agent_transfers;
 
 struct agent {
         struct agent_config config;
@@ -25,6 +26,7 @@ struct agent {
         struct agent_server *server;
         struct agent_jobs *jobs;
         struct agent_locks *locks;
+        struct agent_transfers *transfers;     /* image transfer tickets and their HTTP endpoint */
 
         /* Pool state; protected by pool_lock because job threads read it. */
         GMutex pool_lock;

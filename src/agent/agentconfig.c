@@ -29,6 +29,9 @@ static const struct fy_option options[] = {
         { "job_autodelete", FY_OPT_UINT, "3600", 0, 7 * 24 * 3600, O(job_autodelete), "seconds a finished job is kept before it is deleted" },
         { "max_frame", FY_OPT_UINT, "4194304", 4096, 64 * 1024 * 1024, O(max_frame), "largest STOMP frame accepted, bytes" },
         { "max_connections", FY_OPT_UINT, "128", 1, 4096, O(max_connections), "concurrent client connections" },
+        { "transfer_port", FY_OPT_UINT, "54323", 0, 65535, O(transfer_port), "TCP port of the image transfer endpoint (HTTPS, or HTTP with insecure; ovirt-imageio's 54323; 0 picks a free one, reported by Host.getStats)" },
+        { "transfer_max_request", FY_OPT_UINT, "8388608", 65536, 64 * 1024 * 1024, O(transfer_max_request), "largest image transfer PUT body, bytes (held in memory while written)" },
+        { "transfer_max_tickets", FY_OPT_UINT, "64", 1, 1024, O(transfer_max_tickets), "image transfer tickets this host serves at once" },
         { "log_level", FY_OPT_STRING, "info", 1, 16, O(log_level), "debug, info, warning or error" },
 };
 

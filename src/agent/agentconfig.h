@@ -21,6 +21,9 @@ struct agent_config {
         unsigned job_autodelete;
         unsigned max_frame;
         unsigned max_connections;
+        unsigned transfer_port;
+        unsigned transfer_max_request;
+        unsigned transfer_max_tickets;
         char *log_level;
 };
 

@@ -13,6 +13,7 @@
 #include "locks.h"
 #include "sdm.h"
 #include "storage.h"
+#include "transfer.h"
 #include "uuid.h"
 
 #define MAX_POOL_DOMAINS 64
@@ -96,7 +97,7 @@ static void host_get_capabilities(struct fy_rpc_call *call, json_t *params, void
         g_mutex_lock(&a->pool_lock);
         host_id = a->host_id;
         g_mutex_unlock(&a->pool_lock);
-        fy_rpc_call_return(call, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:s, s:[s,s,s,s,s]}",
+        json_t *caps = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:s, s:[s,s,s,s,s,s]}",
                                            "hostname", a->config.host_name,
                                            "software_name", "ferry-agent",
                                            "software_version", FERRY_VERSION,
@@ -105,7 +106,10 @@ static void host_get_capabilities(struct fy_rpc_call *call, json_t *params, void
                                            "cpu_count", (int) g_get_num_processors(),
                                            "storage_root", a->config.storage_root,
                                            "features", "copy_data", "update_volume", "job_abort",
-                                           "job_delete", "job_events"));
+                                           "job_delete", "job_events", "image_transfer");
+
+        agent_transfers_describe(a, caps);
+        fy_rpc_call_return(call, caps);
 }
 
 
@@ -118,7 +122,7 @@ static void host_get_stats(struct fy_rpc_call *call, json_t *params, void *userd
         agent_jobs_counts(a->jobs, &running, &pending);
         if (getloadavg(load, 3) < 0)
                 load[0] = load[1] = load[2] = 0;
-        fy_rpc_call_return(call, json_pack("{s:i, s:i, s:i, s:i, s:I, s:f, s:I, s:f, s:f, s:f, s:b}",
+        json_t *stats = json_pack("{s:i, s:i, s:i, s:i, s:I, s:f, s:I, s:f, s:f, s:f, s:b}",
                                            "jobs_running", (int) running,
                                            "jobs_pending", (int) pending,
                                            "job_limit", (int) a->config.max_jobs,
@@ -129,7 +133,10 @@ static void host_get_stats(struct fy_rpc_call *call, json_t *params, void *userd
                                            "cpuLoad", load[0],
                                            "loadavg5", load[1],
                                            "loadavg15", load[2],
-                                           "spm", agent_is_spm(a)));
+                                           "spm", agent_is_spm(a));
+
+        agent_transfers_describe(a, stats);
+        fy_rpc_call_return(call, stats);
 }
 
 static void host_get_jobs(struct fy_rpc_call *call, json_t *params, void *userdata)
@@ -920,5 +927,9 @@ const struct fy_rpc_method agent_api_methods[] = {
         { "Image.delete", image_delete },
         { "SDM.copy_data", sdm_copy_data },
         { "SDM.update_volume", sdm_update_volume },
+        { "Host.add_image_ticket", agent_transfer_add_ticket },
+        { "Host.get_image_ticket", agent_transfer_get_ticket },
+        { "Host.remove_image_ticket", agent_transfer_remove_ticket },
+        { "Host.finalize_image_ticket", agent_transfer_finalize_ticket },
         { NULL, NULL },
 };

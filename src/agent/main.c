@@ -18,6 +18,7 @@
 #include "locks.h"
 #include "log.h"
 #include "server.h"
+#include "transfer.h"
 
 #define RATE_WINDOW 5          /* seconds of history behind Host.getStats copy_rate */
 
@@ -116,13 +117,22 @@ int main(int argc, char **argv)
                   agent.config.insecure ? "plain TCP, insecure" : "TLS", agent.config.storage_root,
                   agent.config.sanlock_run_dir, agent.config.max_jobs);
 
+        if (agent_transfers_start(&agent, &error) < 0) {
+                g_critical("cannot serve image transfers on %s:%u: %s", agent.config.listen_address,
+                           agent.config.transfer_port, error->message);
+                return EXIT_FAILURE;
+        }
+
         g_unix_signal_add(SIGTERM, on_signal, &agent);
         g_unix_signal_add(SIGINT, on_signal, &agent);
         g_timeout_add_seconds(1, rate_tick, &agent);
         g_main_loop_run(agent.loop);
 
-        /* Jobs first: their threads release leases and locks, their events need the server. */
+        /* Jobs first: their threads release leases and locks, their events need the server.
+         * No transfer request may write once its ticket's lease can go. */
+        agent_transfers_stop(&agent);
         agent_jobs_free(agent.jobs);
+        agent_transfers_free(&agent);
         agent_server_free(agent.server);
         agent.server = NULL;
         agent_locks_free(agent.locks);

@@ -601,7 +601,7 @@ static int cli_start_host(struct cli_cluster *c, struct cli_host *h, const char 
         a_root = g_strdup_printf("--storage-root=%s/storage", c->dir);
         a_run = g_strdup_printf("--sanlock-run-dir=%s", h->run_dir);
         a_name = g_strdup_printf("--host-name=%s", h->name);
-        char *aargv[] = { (char *) agent_bin, "--insecure=true", "--port=0", a_root, a_run, "--io-timeout=2",
+        char *aargv[] = { (char *) agent_bin, "--insecure=true", "--port=0", "--transfer-port=0", a_root, a_run, "--io-timeout=2",
                           a_name, NULL };
         if (cli_spawn(aargv, NULL, h->log, &h->pid, &off, error) < 0)
                 return -1;

@@ -96,11 +96,12 @@ class Agent:
     def argv(self):
         args = [*(self.netns.prefix() if self.netns else []), AGENT_BIN, f"--port={self.options.get('port', 0)}", f"--storage-root={self.storage_root}",
                 f"--sanlock-run-dir={self.sanlock.run_dir}", f"--io-timeout={IO_TIMEOUT}",
-                f"--host-name={self.name}", "--log-level=debug"]
+                f"--host-name={self.name}", "--log-level=debug",
+                f"--transfer-port={self.options.get('transfer_port', 0)}"]
         if "insecure" not in self.options:
             args.append("--insecure=true")
         for key, value in self.options.items():
-            if key == "port":
+            if key in ("port", "transfer_port"):
                 continue
             args.append(f"--{key.replace('_', '-')}={value}")
         return args

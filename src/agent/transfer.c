@@ -1,0 +1,1701 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Image transfer tickets and their HTTP(S) endpoint (see transfer.h and
+ * ARCHITECTURE.md "Image transfers").
+ *
+ * Threads: the ticket table, the SoupServer and every request live in the
+ * main thread. File I/O (pread/pwrite/fallocate/fsync/lseek) runs in GTask
+ * worker threads, one bounded piece at a time (a PUT body of at most
+ * transfer_max_request bytes, a GET chunk of 1 MiB). A ticket counts the
+ * requests it has in progress; a ticket being removed or finalized refuses
+ * new requests and waits for that count to reach zero before it gives up
+ * its lease, so no write ever lands after the lease is released.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <libsoup/soup.h>
+
+#include "agent.h"
+#include "config.h"
+#include "error.h"
+#include "fileio.h"
+#include "jobs.h"
+#include "lease.h"
+#include "locks.h"
+#include "storage.h"
+#include "transfer.h"
+#include "uuid.h"
+
+#define READ_CHUNK (1024 * 1024)        /* bytes read per step of a streamed GET */
+#define READ_QUEUE 2                    /* chunks of one GET waiting to be sent, at most */
+#define PATCH_MAX 4096                  /* a PATCH body is a small JSON object */
+#define EXTENTS_MAX 100000              /* beyond this the rest is reported as one data extent */
+#define LOCK_WAIT_S 10                  /* Host.add_image_ticket waits this long for a busy image */
+#define DRAIN_WAIT_S 120                /* finalize waits this long for requests in progress */
+#define QIMG_OUTPUT_MAX (1024 * 1024)
+
+enum ticket_state {
+        TICKET_ADDING,          /* add in progress: locks, lease, metadata */
+        TICKET_READY,           /* serving requests */
+        TICKET_CLOSING,         /* removed or expired: waiting for requests, then releasing */
+        TICKET_FINALIZING,      /* a finalize job owns it */
+};
+
+struct ticket {
+        gint refs;
+        struct agent *agent;
+        char uuid[FY_UUID_STR_LEN + 1];
+        char *transfer_id;
+        char *url;
+        char *path;
+        struct agent_volref ref;
+        bool can_read;
+        bool can_write;
+        bool sparse;
+        guint64 size;
+        unsigned timeout;
+
+        /* Set by the add worker before the ticket is READY; read-only afterwards. */
+        int fd;
+        enum fy_vol_format format;
+        guint64 capacity;
+        unsigned generation;
+        bool punch;                    /* zero may punch holes (sparse ticket and SPARSE volume) */
+
+        /* Resources, released once (ticket_release), from whichever thread gets there first. */
+        GMutex lock;
+        GCond cond;
+        bool drained;                  /* FINALIZING and no request in progress */
+        struct agent_lock_req locks[2];
+        bool locked;
+        char *lease_path;
+        struct agent_lease lease;
+        bool leased;
+        bool released;
+
+        /* Main thread only. */
+        enum ticket_state state;
+        unsigned inflight;
+        gint64 last_activity;          /* monotonic µs */
+        GPtrArray *waiters;            /* fy_rpc_call * answered when a removal completes */
+        char *finalize_job;
+
+        gint64 transferred;            /* bytes read or written, atomics */
+};
+
+struct agent_transfers {
+        struct agent *agent;
+        SoupServer *server;
+        guint16 port;
+        bool tls;
+        GHashTable *tickets;           /* uuid → struct ticket * */
+        guint timer;
+        gint io_running;               /* worker threads doing ticket I/O (atomic) */
+};
+
+static struct ticket *ticket_ref(struct ticket *t)
+{
+        g_atomic_int_inc(&t->refs);
+        return t;
+}
+
+static void ticket_unref(struct ticket *t)
+{
+        if (!t || !g_atomic_int_dec_and_test(&t->refs))
+                return;
+        if (t->fd >= 0)
+                close(t->fd);
+        for (size_t i = 0; i < G_N_ELEMENTS(t->locks); i++)
+                g_free(t->locks[i].name);
+        if (t->waiters)
+                g_ptr_array_unref(t->waiters);
+        g_mutex_clear(&t->lock);
+        g_cond_clear(&t->cond);
+        g_free(t->lease_path);
+        g_free(t->transfer_id);
+        g_free(t->url);
+        g_free(t->path);
+        g_free(t->finalize_job);
+        g_free(t);
+}
+
+typedef struct ticket ticket;
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(ticket, ticket_unref)
+
+static gint64 now_us(void)
+{
+        return g_get_monotonic_time();
+}
+
+/*
+ * Gives up the lease and the locks; the volume stays as it is (ILLEGAL for
+ * a write ticket that was not finalized). Idempotent, any thread, may block
+ * on sanlock.
+ */
+static void ticket_release(struct ticket *t)
+{
+        g_autoptr(GError) error = NULL;
+
+        g_mutex_lock(&t->lock);
+        if (t->released) {
+                g_mutex_unlock(&t->lock);
+                return;
+        }
+        t->released = true;
+        if (t->leased && agent_lease_release(&t->lease, &error) < 0)
+                g_warning("ticket %s: %s", t->uuid, error->message);
+        t->leased = false;
+        if (t->locked)
+                agent_locks_release(t->agent->locks, t->locks, 2);
+        t->locked = false;
+        g_mutex_unlock(&t->lock);
+}
+
+/* ---- JSON view of a ticket ---- */
+
+static json_t *ticket_status(struct ticket *t)
+{
+        gint64 idle = t->inflight > 0 ? 0 : (now_us() - t->last_activity) / G_USEC_PER_SEC;
+        gint64 expires = g_get_real_time() / G_USEC_PER_SEC + (gint64) t->timeout - idle;
+        static const char *const states[] = { "adding", "ready", "closing", "finalizing" };
+        json_t *ops = json_array();
+
+        if (t->can_read)
+                json_array_append_new(ops, json_string("read"));
+        if (t->can_write)
+                json_array_append_new(ops, json_string("write"));
+        return json_pack("{s:s, s:s?, s:o, s:I, s:s, s:b, s:i, s:b, s:I, s:I, s:I, s:i, s:s, s:i}",
+                         "uuid", t->uuid, "transfer_id", t->transfer_id, "ops", ops,
+                         "size", (json_int_t) t->size, "url", t->url, "sparse", t->sparse,
+                         "timeout", (int) t->timeout, "active", t->inflight > 0,
+                         "transferred", (json_int_t) __atomic_load_n(&t->transferred, __ATOMIC_RELAXED),
+                         "expires", (json_int_t) expires, "idle_time", (json_int_t) idle,
+                         "connections", (int) t->inflight, "phase", states[t->state],
+                         "generation", (int) t->generation);
+}
+
+/* ---- ticket lifetime in the main thread ---- */
+
+static struct agent_transfers *transfers_of(struct agent *a)
+{
+        return a->transfers;
+}
+
+struct release_task {
+        struct agent_transfers *tr;
+        struct ticket *t;
+};
+
+static void release_thread(GTask *task, gpointer source, gpointer data, GCancellable *cancel)
+{
+        struct release_task *rt = data;
+
+        ticket_release(rt->t);
+        g_task_return_boolean(task, TRUE);
+}
+
+static void release_task_free(gpointer data)
+{
+        struct release_task *rt = data;
+
+        ticket_unref(rt->t);
+        g_free(rt);
+}
+
+static void release_done(GObject *source, GAsyncResult *res, gpointer data)
+{
+        struct release_task *rt = g_task_get_task_data(G_TASK(res));
+        struct ticket *t = rt->t;
+
+        if (g_hash_table_lookup(rt->tr->tickets, t->uuid) == t)
+                g_hash_table_remove(rt->tr->tickets, t->uuid);
+        for (guint i = 0; i < t->waiters->len; i++)
+                fy_rpc_call_return(t->waiters->pdata[i], json_true());
+        g_ptr_array_set_size(t->waiters, 0);
+        g_message("ticket %s removed (%s); %" G_GINT64_FORMAT " bytes transferred", t->uuid,
+                  t->can_write ? "volume left ILLEGAL" : "read only",
+                  __atomic_load_n(&t->transferred, __ATOMIC_RELAXED));
+}
+
+static void ticket_release_async(struct agent_transfers *tr, struct ticket *t)
+{
+        struct release_task *rt = g_new0(struct release_task, 1);
+        g_autoptr(GTask) task = g_task_new(NULL, NULL, release_done, NULL);
+
+        rt->tr = tr;
+        rt->t = ticket_ref(t);
+        g_task_set_task_data(task, rt, release_task_free);
+        g_task_run_in_thread(task, release_thread);
+}
+
+/* Stops serving t; call (may be NULL) is answered once its lease and locks are gone. */
+static void ticket_close(struct agent_transfers *tr, struct ticket *t, struct fy_rpc_call *call)
+{
+        if (call)
+                g_ptr_array_add(t->waiters, call);
+        if (t->state == TICKET_CLOSING)
+                return;        /* already on its way: the waiter is answered with the others */
+        g_assert(t->state == TICKET_READY);
+        t->state = TICKET_CLOSING;
+        if (t->inflight == 0)
+                ticket_release_async(tr, t);
+}
+
+/* A request on t ended (main thread). */
+static void ticket_io_end(struct agent_transfers *tr, struct ticket *t)
+{
+        g_assert(t->inflight > 0);
+        t->inflight--;
+        t->last_activity = now_us();
+        if (t->inflight > 0)
+                return;
+        if (t->state == TICKET_CLOSING) {
+                ticket_release_async(tr, t);
+        } else if (t->state == TICKET_FINALIZING) {
+                g_mutex_lock(&t->lock);
+                t->drained = true;
+                g_cond_broadcast(&t->cond);
+                g_mutex_unlock(&t->lock);
+        }
+}
+
+static bool ticket_expired(struct ticket *t)
+{
+        return t->state == TICKET_READY && t->inflight == 0 &&
+               now_us() - t->last_activity > (gint64) t->timeout * G_USEC_PER_SEC;
+}
+
+/* Once a second: a ticket idle for its whole timeout is removed, as if the engine had removed it. */
+static gboolean expiry_tick(gpointer data)
+{
+        struct agent_transfers *tr = data;
+        g_autoptr(GPtrArray) expired = g_ptr_array_new();
+        GHashTableIter it;
+        gpointer value;
+
+        g_hash_table_iter_init(&it, tr->tickets);
+        while (g_hash_table_iter_next(&it, NULL, &value)) {
+                struct ticket *t = value;
+
+                if (t->state == TICKET_READY && t->inflight > 0)
+                        t->last_activity = now_us();       /* data flows: the ticket stays alive */
+                else if (ticket_expired(t))
+                        g_ptr_array_add(expired, t);
+        }
+        for (guint i = 0; i < expired->len; i++) {
+                struct ticket *t = expired->pdata[i];
+
+                g_message("ticket %s expired after %u s without requests; removing it", t->uuid, t->timeout);
+                ticket_close(tr, t, NULL);
+        }
+        return G_SOURCE_CONTINUE;
+}
+
+/* ---- HTTP ---- */
+
+static void reply_text(SoupServerMessage *msg, guint status, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static void reply_text(SoupServerMessage *msg, guint status, const char *fmt, ...)
+{
+        g_autofree char *text = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        text = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+        soup_server_message_set_status(msg, status, NULL);
+        soup_server_message_set_response(msg, "text/plain", SOUP_MEMORY_COPY, text, strlen(text));
+}
+
+static void reply_json(SoupServerMessage *msg, guint status, json_t *body)
+{
+        g_autofree char *text = json_dumps(body, JSON_COMPACT);
+
+        soup_server_message_set_status(msg, status, NULL);
+        soup_server_message_set_response(msg, "application/json", SOUP_MEMORY_COPY, text, strlen(text));
+}
+
+/* "/images/<uuid>[/extents]" → uuid (lower case) and whether extents were asked. */
+static bool parse_path(const char *path, char uuid[FY_UUID_STR_LEN + 1], bool *ret_extents)
+{
+        const char *rest;
+
+        if (!g_str_has_prefix(path, "/images/"))
+                return false;
+        rest = path + strlen("/images/");
+        if (strlen(rest) < FY_UUID_STR_LEN)
+                return false;
+        memcpy(uuid, rest, FY_UUID_STR_LEN);
+        uuid[FY_UUID_STR_LEN] = '\0';
+        if (!fy_uuid_is_valid(uuid))
+                return false;
+        for (size_t i = 0; i < FY_UUID_STR_LEN; i++)
+                uuid[i] = g_ascii_tolower(uuid[i]);
+        rest += FY_UUID_STR_LEN;
+        if (*rest == '\0') {
+                *ret_extents = false;
+                return true;
+        }
+        if (strcmp(rest, "/extents") == 0) {
+                *ret_extents = true;
+                return true;
+        }
+        return false;
+}
+
+/* The READY ticket a request names, or NULL after answering 403/404. Never tells why a ticket is refused. */
+static struct ticket *request_ticket(struct agent_transfers *tr, SoupServerMessage *msg, const char *path,
+                                     bool *ret_extents)
+{
+        char uuid[FY_UUID_STR_LEN + 1];
+        struct ticket *t;
+
+        if (!parse_path(path, uuid, ret_extents)) {
+                reply_text(msg, SOUP_STATUS_NOT_FOUND, "no such resource: use /images/<ticket-uuid>[/extents]\n");
+                return NULL;
+        }
+        t = g_hash_table_lookup(tr->tickets, uuid);
+        if (t && ticket_expired(t)) {
+                g_message("ticket %s expired after %u s without requests; removing it", t->uuid, t->timeout);
+                ticket_close(tr, t, NULL);
+        }
+        if (!t || t->state != TICKET_READY) {
+                reply_text(msg, SOUP_STATUS_FORBIDDEN, "no such ticket, or it expired or was removed\n");
+                return NULL;
+        }
+        return t;
+}
+
+static bool method_is(SoupServerMessage *msg, const char *m)
+{
+        return strcmp(soup_server_message_get_method(msg), m) == 0;
+}
+
+/* Before a body is read: refuse what cannot succeed, so it is never buffered. */
+static void on_early(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query, gpointer data)
+{
+        struct agent_transfers *tr = data;
+        SoupMessageHeaders *h = soup_server_message_get_request_headers(msg);
+        bool put = method_is(msg, "PUT"), patch = method_is(msg, "PATCH");
+        goffset len = soup_message_headers_get_content_length(h);
+        guint64 limit = put ? tr->agent->config.transfer_max_request : PATCH_MAX;
+        bool extents;
+        struct ticket *t;
+
+        if (!put && !patch)
+                return;
+        if (soup_message_headers_get_encoding(h) != SOUP_ENCODING_CONTENT_LENGTH) {
+                reply_text(msg, SOUP_STATUS_LENGTH_REQUIRED,
+                           "send a Content-Length; chunked request bodies are not accepted\n");
+                return;
+        }
+        if (len < 0 || (guint64) len > limit) {
+                reply_text(msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE,
+                           "request body of %" G_GOFFSET_FORMAT " bytes exceeds the limit of %" G_GUINT64_FORMAT
+                           " bytes; send the data in smaller requests\n", len, limit);
+                return;
+        }
+        t = request_ticket(tr, msg, path, &extents);
+        if (t && !t->can_write)
+                reply_text(msg, SOUP_STATUS_FORBIDDEN, "this ticket does not allow writing\n");
+}
+
+/* ---- requests done in a worker thread ---- */
+
+enum io_kind { IO_WRITE, IO_ZERO, IO_FLUSH, IO_EXTENTS, IO_READ };
+
+struct io_req {
+        struct agent_transfers *tr;
+        struct ticket *t;
+        SoupServerMessage *msg;        /* NULL for the reads of a streamed GET */
+        enum io_kind kind;
+        guint64 offset;
+        guint64 length;
+        GBytes *data;                  /* IO_WRITE: the body; IO_READ: what was read */
+        bool flush;
+        int err;                       /* -errno of the I/O */
+        json_t *result;                /* IO_EXTENTS */
+        struct get_stream *stream;     /* IO_READ */
+};
+
+static void io_req_free(gpointer data)
+{
+        struct io_req *io = data;
+
+        if (io->msg)
+                g_object_unref(io->msg);
+        if (io->data)
+                g_bytes_unref(io->data);
+        json_decref(io->result);
+        ticket_unref(io->t);
+        g_free(io);
+}
+
+static int zero_fill(int fd, guint64 off, guint64 len)
+{
+        g_autofree guint8 *zeros = g_malloc0(READ_CHUNK);
+
+        while (len > 0) {
+                size_t n = (size_t) MIN(len, (guint64) READ_CHUNK);
+                int r = fy_pwrite_full(fd, zeros, n, off);
+
+                if (r < 0)
+                        return r;
+                off += n;
+                len -= n;
+        }
+        return 0;
+}
+
+/* Zeroes [off, off+len): punches holes when allowed, else zeroes in place; grows the file (as a hole) if needed. */
+static int zero_range(int fd, guint64 off, guint64 len, bool punch)
+{
+        struct stat st;
+        guint64 end = off + len;
+
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (end > (guint64) st.st_size) {
+                if (ftruncate(fd, (off_t) end) < 0)
+                        return -errno;
+                if (off >= (guint64) st.st_size) {
+                        /* Past the old end it already reads as zeros; allocate only when asked not to be sparse. */
+                        if (!punch && fallocate(fd, 0, (off_t) off, (off_t) len) < 0 && errno != EOPNOTSUPP)
+                                return -errno;
+                        return 0;
+                }
+                len = (guint64) st.st_size - off;
+        }
+        if (len == 0)
+                return 0;
+        if (punch) {
+                if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) off, (off_t) len) == 0)
+                        return 0;
+                if (errno != EOPNOTSUPP)
+                        return -errno;
+        }
+        if (fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t) off, (off_t) len) == 0)
+                return 0;
+        if (errno != EOPNOTSUPP)
+                return -errno;
+        return zero_fill(fd, off, len);
+}
+
+static void extent_add(json_t *list, guint64 start, guint64 length, bool zero)
+{
+        json_t *last = json_array_size(list) ? json_array_get(list, json_array_size(list) - 1) : NULL;
+
+        if (length == 0)
+                return;
+        if (last && json_is_true(json_object_get(last, "zero")) == zero) {
+                json_object_set_new(last, "length",
+                                    json_integer(json_integer_value(json_object_get(last, "length")) + (json_int_t) length));
+                return;
+        }
+        json_array_append_new(list, json_pack("{s:I, s:I, s:b, s:b}", "start", (json_int_t) start,
+                                              "length", (json_int_t) length, "zero", zero, "hole", zero));
+}
+
+/* Data and holes of the file over [0, size), from SEEK_DATA/SEEK_HOLE; past the file's end is a hole. */
+static int extents_of(int fd, guint64 size, json_t **ret)
+{
+        g_autoptr(json_t) list = json_array();
+        struct stat st;
+        guint64 end, pos = 0;
+
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        end = MIN(size, (guint64) st.st_size);
+        while (pos < end) {
+                off_t data, hole;
+
+                if (json_array_size(list) >= EXTENTS_MAX - 1) {
+                        extent_add(list, pos, end - pos, false);      /* reading it is always correct */
+                        pos = end;
+                        break;
+                }
+                data = lseek(fd, (off_t) pos, SEEK_DATA);
+                if (data < 0 && errno != ENXIO)
+                        return -errno;
+                if (data < 0 || (guint64) data > end)
+                        data = (off_t) end;
+                extent_add(list, pos, (guint64) data - pos, true);
+                if ((guint64) data >= end) {
+                        pos = end;
+                        break;
+                }
+                hole = lseek(fd, data, SEEK_HOLE);
+                if (hole < 0)
+                        return -errno;
+                if ((guint64) hole > end)
+                        hole = (off_t) end;
+                extent_add(list, (guint64) data, (guint64) (hole - data), false);
+                pos = (guint64) hole;
+        }
+        extent_add(list, pos, size - pos, true);
+        *ret = g_steal_pointer(&list);
+        return 0;
+}
+
+/* Reads [off, off+len) of the file; past its end reads as zeros. */
+static int read_range(int fd, guint64 off, size_t len, GBytes **ret)
+{
+        guint8 *buf = g_malloc(len);
+        size_t done = 0;
+
+        while (done < len) {
+                ssize_t n = pread(fd, buf + done, len - done, (off_t) (off + done));
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        int r = -errno;
+                        g_free(buf);
+                        return r;
+                }
+                if (n == 0) {
+                        memset(buf + done, 0, len - done);
+                        break;
+                }
+                done += (size_t) n;
+        }
+        *ret = g_bytes_new_take(buf, len);
+        return 0;
+}
+
+static void io_thread(GTask *task, gpointer source, gpointer data, GCancellable *cancel)
+{
+        struct io_req *io = data;
+        struct ticket *t = io->t;
+        gsize len;
+        const void *buf;
+        int r = 0;
+
+        switch (io->kind) {
+        case IO_WRITE:
+                buf = g_bytes_get_data(io->data, &len);
+                r = fy_pwrite_full(t->fd, buf, len, io->offset);
+                if (r == 0)
+                        __atomic_fetch_add(&t->transferred, (gint64) len, __ATOMIC_RELAXED);
+                break;
+        case IO_ZERO:
+                r = zero_range(t->fd, io->offset, io->length, t->punch);
+                break;
+        case IO_FLUSH:
+                break;
+        case IO_EXTENTS:
+                r = extents_of(t->fd, t->size, &io->result);
+                break;
+        case IO_READ:
+                r = read_range(t->fd, io->offset, (size_t) io->length, &io->data);
+                if (r == 0)
+                        __atomic_fetch_add(&t->transferred, (gint64) io->length, __ATOMIC_RELAXED);
+                break;
+        }
+        if (r == 0 && (io->flush || io->kind == IO_FLUSH) && fsync(t->fd) < 0)
+                r = -errno;
+        io->err = r;
+        g_atomic_int_add(&io->tr->io_running, -1);
+        g_task_return_boolean(task, TRUE);
+}
+
+static guint io_status(int err)
+{
+        return err == -ENOSPC || err == -EDQUOT ? SOUP_STATUS_INSUFFICIENT_STORAGE : SOUP_STATUS_INTERNAL_SERVER_ERROR;
+}
+
+static void io_done(GObject *source, GAsyncResult *res, gpointer data)
+{
+        struct io_req *io = g_task_get_task_data(G_TASK(res));
+
+        if (io->err < 0) {
+                g_warning("ticket %s: %s of %" G_GUINT64_FORMAT " bytes at %" G_GUINT64_FORMAT " failed: %s",
+                          io->t->uuid, io->kind == IO_WRITE ? "write" : io->kind == IO_ZERO ? "zero" :
+                          io->kind == IO_FLUSH ? "flush" : "extents", io->length, io->offset, g_strerror(-io->err));
+                reply_text(io->msg, io_status(io->err), "%s\n", g_strerror(-io->err));
+        } else if (io->kind == IO_EXTENTS) {
+                reply_json(io->msg, SOUP_STATUS_OK, io->result);
+        } else {
+                soup_server_message_set_status(io->msg, SOUP_STATUS_OK, NULL);
+        }
+        soup_server_message_unpause(io->msg);
+        ticket_io_end(io->tr, io->t);
+}
+
+/* Runs io in a worker; msg stays paused until it is done. */
+static void io_start(struct agent_transfers *tr, struct io_req *io, GAsyncReadyCallback done)
+{
+        g_autoptr(GTask) task = g_task_new(NULL, NULL, done, NULL);
+
+        io->tr = tr;
+        io->t->inflight++;
+        if (io->msg)
+                soup_server_message_pause(io->msg);
+        g_atomic_int_inc(&tr->io_running);
+        g_task_set_task_data(task, io, io_req_free);
+        g_task_run_in_thread(task, io_thread);
+}
+
+static struct io_req *io_new(struct ticket *t, SoupServerMessage *msg, enum io_kind kind)
+{
+        struct io_req *io = g_new0(struct io_req, 1);
+
+        io->t = ticket_ref(t);
+        io->msg = msg ? g_object_ref(msg) : NULL;
+        io->kind = kind;
+        return io;
+}
+
+/* ---- GET: streamed in chunks, at most READ_QUEUE of them in memory ---- */
+
+struct get_stream {
+        gint refs;
+        struct agent_transfers *tr;
+        struct ticket *t;
+        SoupServerMessage *msg;
+        guint64 offset;                /* next byte to read */
+        guint64 remaining;             /* bytes still to read */
+        unsigned queued;               /* chunks appended, not yet written */
+        bool reading;
+        bool finished;                 /* the message is over (sent or the client left) */
+        bool ended;                    /* ticket_io_end done */
+};
+
+static void stream_unref(struct get_stream *st)
+{
+        if (--st->refs > 0)
+                return;
+        g_object_unref(st->msg);
+        ticket_unref(st->t);
+        g_free(st);
+}
+
+static void stream_end_io(struct get_stream *st)
+{
+        if (st->ended)
+                return;
+        st->ended = true;
+        ticket_io_end(st->tr, st->t);
+}
+
+/* Ends the response early: the client sees fewer bytes than announced and the connection closes. */
+static void stream_abort(struct get_stream *st, const char *why)
+{
+        g_warning("ticket %s: download stopped at byte %" G_GUINT64_FORMAT ": %s", st->t->uuid, st->offset, why);
+        soup_message_headers_replace(soup_server_message_get_response_headers(st->msg), "Connection", "close");
+        st->remaining = 0;
+        soup_message_body_complete(soup_server_message_get_response_body(st->msg));
+        soup_server_message_unpause(st->msg);
+}
+
+static void stream_read_done(GObject *source, GAsyncResult *res, gpointer data);
+
+static void stream_next(struct get_stream *st)
+{
+        struct io_req *io;
+        g_autoptr(GTask) task = NULL;
+
+        if (st->reading || st->finished || st->remaining == 0 || st->queued >= READ_QUEUE)
+                return;
+        if (st->t->state != TICKET_READY) {
+                stream_abort(st, "the ticket was removed");
+                return;
+        }
+        io = io_new(st->t, NULL, IO_READ);
+        io->tr = st->tr;
+        io->offset = st->offset;
+        io->length = MIN(st->remaining, (guint64) READ_CHUNK);
+        io->stream = st;
+        st->refs++;
+        st->reading = true;
+        g_atomic_int_inc(&st->tr->io_running);
+        task = g_task_new(NULL, NULL, stream_read_done, NULL);
+        g_task_set_task_data(task, io, io_req_free);
+        g_task_run_in_thread(task, io_thread);
+}
+
+static void stream_read_done(GObject *source, GAsyncResult *res, gpointer data)
+{
+        struct io_req *io = g_task_get_task_data(G_TASK(res));
+        struct get_stream *st = io->stream;
+
+        st->reading = false;
+        st->t->last_activity = now_us();
+        if (st->finished) {
+                stream_unref(st);
+                return;
+        }
+        if (io->err < 0) {
+                g_autofree char *why = g_strdup_printf("read failed: %s", g_strerror(-io->err));
+                stream_abort(st, why);
+                stream_unref(st);
+                return;
+        }
+        soup_message_body_append_bytes(soup_server_message_get_response_body(st->msg), io->data);
+        st->queued++;
+        st->offset += io->length;
+        st->remaining -= io->length;
+        if (st->remaining == 0)
+                soup_message_body_complete(soup_server_message_get_response_body(st->msg));
+        soup_server_message_unpause(st->msg);
+        stream_next(st);
+        stream_unref(st);
+}
+
+static void on_wrote_chunk(SoupServerMessage *msg, gpointer data)
+{
+        struct get_stream *st = data;
+
+        if (st->queued > 0)
+                st->queued--;
+        stream_next(st);
+}
+
+static void on_stream_finished(SoupServerMessage *msg, gpointer data)
+{
+        struct get_stream *st = data;
+
+        st->finished = true;
+        g_signal_handlers_disconnect_by_data(msg, st);
+        stream_end_io(st);
+        stream_unref(st);
+}
+
+/* "bytes=A-B", "bytes=A-" or "bytes=-N", one range only. */
+static bool parse_range(const char *h, guint64 size, guint64 *ret_start, guint64 *ret_len)
+{
+        g_auto(GStrv) parts = NULL;
+        guint64 a = 0, b = 0;
+
+        if (!g_str_has_prefix(h, "bytes=") || strchr(h, ',') || size == 0)
+                return false;
+        parts = g_strsplit(h + strlen("bytes="), "-", 3);
+        if (g_strv_length(parts) != 2)
+                return false;
+        g_strstrip(parts[0]);
+        g_strstrip(parts[1]);
+        if (!*parts[0]) {
+                if (!g_ascii_string_to_unsigned(parts[1], 10, 1, G_MAXUINT64, &b, NULL))
+                        return false;
+                b = MIN(b, size);
+                *ret_start = size - b;
+                *ret_len = b;
+                return true;
+        }
+        if (!g_ascii_string_to_unsigned(parts[0], 10, 0, G_MAXUINT64, &a, NULL) || a >= size)
+                return false;
+        if (!*parts[1])
+                b = size - 1;
+        else if (!g_ascii_string_to_unsigned(parts[1], 10, 0, G_MAXUINT64, &b, NULL) || b < a)
+                return false;
+        b = MIN(b, size - 1);
+        *ret_start = a;
+        *ret_len = b - a + 1;
+        return true;
+}
+
+static void handle_get(struct agent_transfers *tr, struct ticket *t, SoupServerMessage *msg)
+{
+        SoupMessageHeaders *req = soup_server_message_get_request_headers(msg);
+        SoupMessageHeaders *resp = soup_server_message_get_response_headers(msg);
+        const char *range = soup_message_headers_get_one(req, "Range");
+        guint64 start = 0, len = t->size;
+        struct get_stream *st;
+
+        if (range && !parse_range(range, t->size, &start, &len)) {
+                soup_message_headers_set_content_range(resp, -1, -1, (goffset) t->size);
+                reply_text(msg, SOUP_STATUS_REQUESTED_RANGE_NOT_SATISFIABLE,
+                           "range \"%.64s\" is not one range of bytes inside the image (%" G_GUINT64_FORMAT " bytes)\n",
+                           range, t->size);
+                return;
+        }
+        soup_server_message_set_status(msg, range ? SOUP_STATUS_PARTIAL_CONTENT : SOUP_STATUS_OK, NULL);
+        soup_message_headers_set_content_type(resp, "application/octet-stream", NULL);
+        soup_message_headers_set_encoding(resp, SOUP_ENCODING_CONTENT_LENGTH);
+        soup_message_headers_set_content_length(resp, (goffset) len);
+        if (range)
+                soup_message_headers_set_content_range(resp, (goffset) start, (goffset) (start + len - 1), (goffset) t->size);
+        if (len == 0)
+                return;
+        soup_message_body_set_accumulate(soup_server_message_get_response_body(msg), FALSE);
+
+        st = g_new0(struct get_stream, 1);
+        st->refs = 1;                  /* dropped when the message finishes */
+        st->tr = tr;
+        st->t = ticket_ref(t);
+        st->msg = g_object_ref(msg);
+        st->offset = start;
+        st->remaining = len;
+        t->inflight++;
+        g_signal_connect(msg, "wrote-chunk", G_CALLBACK(on_wrote_chunk), st);
+        g_signal_connect(msg, "finished", G_CALLBACK(on_stream_finished), st);
+        /* The server pauses itself until the first chunk is appended. */
+        stream_next(st);
+}
+
+/* "bytes A-B/TOTAL" (TOTAL may be "*") naming exactly len bytes. */
+static bool parse_content_range(const char *h, guint64 len, guint64 *ret_start)
+{
+        g_auto(GStrv) parts = NULL;
+        g_auto(GStrv) ab = NULL;
+        guint64 a, b;
+
+        if (!g_str_has_prefix(h, "bytes "))
+                return false;
+        parts = g_strsplit(h + strlen("bytes "), "/", 3);
+        if (g_strv_length(parts) != 2)
+                return false;
+        ab = g_strsplit(parts[0], "-", 3);
+        if (g_strv_length(ab) != 2 ||
+            !g_ascii_string_to_unsigned(ab[0], 10, 0, G_MAXUINT64 / 2, &a, NULL) ||
+            !g_ascii_string_to_unsigned(ab[1], 10, 0, G_MAXUINT64 / 2, &b, NULL) || b < a || b - a + 1 != len)
+                return false;
+        if (strcmp(parts[1], "*") != 0 && !g_ascii_string_to_unsigned(parts[1], 10, 0, G_MAXUINT64, NULL, NULL))
+                return false;
+        *ret_start = a;
+        return true;
+}
+
+static bool flush_asked(GHashTable *query, bool dflt)
+{
+        const char *f = query ? g_hash_table_lookup(query, "flush") : NULL;
+
+        if (!f)
+                return dflt;
+        return strcmp(f, "n") != 0 && strcmp(f, "no") != 0 && strcmp(f, "false") != 0;
+}
+
+static bool range_outside(struct ticket *t, SoupServerMessage *msg, guint64 offset, guint64 len)
+{
+        if (offset <= t->size && len <= t->size - offset)
+                return false;
+        soup_message_headers_set_content_range(soup_server_message_get_response_headers(msg), -1, -1, (goffset) t->size);
+        reply_text(msg, SOUP_STATUS_REQUESTED_RANGE_NOT_SATISFIABLE,
+                   "%" G_GUINT64_FORMAT " bytes at offset %" G_GUINT64_FORMAT " do not fit in the ticket's %"
+                   G_GUINT64_FORMAT " bytes; nothing was written\n", len, offset, t->size);
+        return true;
+}
+
+static void handle_put(struct agent_transfers *tr, struct ticket *t, SoupServerMessage *msg, GHashTable *query)
+{
+        SoupMessageHeaders *req = soup_server_message_get_request_headers(msg);
+        const char *cr = soup_message_headers_get_one(req, "Content-Range");
+        g_autoptr(GBytes) body = soup_message_body_flatten(soup_server_message_get_request_body(msg));
+        guint64 offset = 0, len = g_bytes_get_size(body);
+        struct io_req *io;
+
+        if (cr && !parse_content_range(cr, len, &offset)) {
+                reply_text(msg, SOUP_STATUS_BAD_REQUEST,
+                           "Content-Range must be \"bytes START-END/*\" naming exactly the %" G_GUINT64_FORMAT
+                           " bytes sent\n", len);
+                return;
+        }
+        if (range_outside(t, msg, offset, len))
+                return;
+        if (len == 0) {
+                soup_server_message_set_status(msg, SOUP_STATUS_OK, NULL);
+                return;
+        }
+        io = io_new(t, msg, IO_WRITE);
+        io->offset = offset;
+        io->length = len;
+        io->data = g_steal_pointer(&body);
+        io->flush = flush_asked(query, true);      /* ovirt-imageio's default */
+        io_start(tr, io, io_done);
+}
+
+static void handle_patch(struct agent_transfers *tr, struct ticket *t, SoupServerMessage *msg)
+{
+        g_autoptr(GBytes) bytes = soup_message_body_flatten(soup_server_message_get_request_body(msg));
+        g_autoptr(json_t) body = NULL;
+        const char *op = NULL;
+        json_int_t offset = 0, size = 0;
+        int flush = 0;
+        json_error_t jerr;
+        gsize len;
+        const char *text = g_bytes_get_data(bytes, &len);
+        struct io_req *io;
+
+        body = json_loadb(text ? text : "", len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!body || json_unpack_ex(body, &jerr, 0, "{s:s, s?I, s?I, s?b}", "op", &op, "offset", &offset,
+                                    "size", &size, "flush", &flush) < 0) {
+                reply_text(msg, SOUP_STATUS_BAD_REQUEST,
+                           "send {\"op\": \"zero\", \"offset\": N, \"size\": N} or {\"op\": \"flush\"}: %s\n", jerr.text);
+                return;
+        }
+        if (strcmp(op, "flush") == 0) {
+                io = io_new(t, msg, IO_FLUSH);
+                io_start(tr, io, io_done);
+                return;
+        }
+        if (strcmp(op, "zero") != 0) {
+                reply_text(msg, SOUP_STATUS_BAD_REQUEST, "unknown op \"%.32s\": use zero or flush\n", op);
+                return;
+        }
+        if (offset < 0 || size < 0) {
+                reply_text(msg, SOUP_STATUS_BAD_REQUEST, "offset and size must not be negative\n");
+                return;
+        }
+        if (range_outside(t, msg, (guint64) offset, (guint64) size))
+                return;
+        if (size == 0) {
+                soup_server_message_set_status(msg, SOUP_STATUS_OK, NULL);
+                return;
+        }
+        io = io_new(t, msg, IO_ZERO);
+        io->offset = (guint64) offset;
+        io->length = (guint64) size;
+        io->flush = flush;
+        io_start(tr, io, io_done);
+}
+
+static void handle_options(struct ticket *t, SoupServerMessage *msg)
+{
+        g_autoptr(json_t) body = json_pack("{s:[s,s,s], s:i, s:i}", "features", "extents", "zero", "flush",
+                                           "max_readers", 8, "max_writers", 8);
+
+        soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Allow",
+                                     t->can_write ? "OPTIONS,GET,PUT,PATCH" : "OPTIONS,GET");
+        reply_json(msg, SOUP_STATUS_OK, body);
+}
+
+static void on_request(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query, gpointer data)
+{
+        struct agent_transfers *tr = data;
+        bool extents = false;
+        struct ticket *t;
+
+        if (soup_server_message_get_status(msg) != 0)
+                return;        /* answered by the early handler */
+        t = request_ticket(tr, msg, path, &extents);
+        if (!t)
+                return;
+        t->last_activity = now_us();
+        if (method_is(msg, "OPTIONS") && !extents) {
+                handle_options(t, msg);
+        } else if (method_is(msg, "GET")) {
+                if (!t->can_read) {
+                        reply_text(msg, SOUP_STATUS_FORBIDDEN, "this ticket does not allow reading\n");
+                } else if (extents) {
+                        const char *ctx = query ? g_hash_table_lookup(query, "context") : NULL;
+
+                        if (ctx && strcmp(ctx, "zero") != 0)
+                                reply_text(msg, SOUP_STATUS_NOT_FOUND, "only context=zero extents are known\n");
+                        else
+                                io_start(tr, io_new(t, msg, IO_EXTENTS), io_done);
+                } else {
+                        handle_get(tr, t, msg);
+                }
+        } else if ((method_is(msg, "PUT") || method_is(msg, "PATCH")) && !extents) {
+                if (!t->can_write)
+                        reply_text(msg, SOUP_STATUS_FORBIDDEN, "this ticket does not allow writing\n");
+                else if (method_is(msg, "PUT"))
+                        handle_put(tr, t, msg, query);
+                else
+                        handle_patch(tr, t, msg);
+        } else {
+                reply_text(msg, SOUP_STATUS_METHOD_NOT_ALLOWED, "use OPTIONS, GET, PUT or PATCH\n");
+        }
+}
+
+/* ---- the verbs ---- */
+
+struct add_args {
+        struct agent_transfers *tr;
+        struct fy_rpc_call *call;
+        struct ticket *t;
+        bool has_generation;
+        unsigned generation;
+        GError *error;
+};
+
+static void add_args_free(gpointer data)
+{
+        struct add_args *aa = data;
+
+        ticket_unref(aa->t);
+        g_clear_error(&aa->error);
+        g_free(aa);
+}
+
+/*
+ * The volume a "file:///…" url names: its real path must be
+ * <storage_root>/<sd>/images/<img>/<vol> with UUIDs, a regular file with
+ * metadata. Symlinks are resolved first, so nothing outside the storage
+ * root (or another volume under a volume's name) can be reached.
+ */
+static int resolve_url(struct agent *a, const char *url, struct agent_volref *ret_ref, char **ret_path,
+                       GError **error)
+{
+        g_autofree char *host = NULL;
+        g_autofree char *path = NULL;
+        g_autofree char *real = NULL;
+        g_autofree char *root = NULL;
+        g_autofree char *expect = NULL;
+        g_auto(GStrv) parts = NULL;
+        g_autoptr(GError) local = NULL;
+        struct stat st;
+        size_t rl;
+
+        path = g_filename_from_uri(url, &host, &local);
+        if (!path || (host && *host)) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                            "ticket.url must be file:///<path of a volume>, got \"%.256s\"", url);
+                return -EINVAL;
+        }
+        real = realpath(path, NULL);
+        root = realpath(a->config.storage_root, NULL);
+        if (!real || !root) {
+                g_set_error(error, FY_ERROR, FY_ERR_VOLUME_DOES_NOT_EXIST, "no volume at %s: %s", path, g_strerror(errno));
+                return -ENOENT;
+        }
+        rl = strlen(root);
+        if (strncmp(real, root, rl) != 0 || real[rl] != '/')
+                goto outside;
+        parts = g_strsplit(real + rl + 1, "/", 0);
+        if (g_strv_length(parts) != 4 || !fy_uuid_is_valid(parts[0]) || strcmp(parts[1], "images") != 0 ||
+            !fy_uuid_is_valid(parts[2]) || !fy_uuid_is_valid(parts[3]))
+                goto outside;
+        agent_volref_init(ret_ref, parts[0], parts[2], parts[3]);
+        expect = agent_volume_path(a, ret_ref);
+        if (stat(real, &st) < 0 || !S_ISREG(st.st_mode))
+                goto outside;
+        *ret_path = g_steal_pointer(&expect);
+        return 0;
+outside:
+        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                    "ticket.url %.256s is not a volume of this host's storage (%s/<sd>/images/<img>/<vol>)",
+                    url, a->config.storage_root);
+        return -EACCES;
+}
+
+static gboolean cancel_later(gpointer data)
+{
+        g_cancellable_cancel(data);
+        return G_SOURCE_REMOVE;
+}
+
+/* Worker: locks, lease (write), metadata checks, ILLEGAL (write), open. */
+static int ticket_prepare(struct add_args *aa, GError **error)
+{
+        struct ticket *t = aa->t;
+        struct agent *a = t->agent;
+        g_autoptr(fy_volume_meta) meta = NULL;
+        g_autoptr(GCancellable) cancel = g_cancellable_new();
+        struct stat st;
+        guint source;
+        int r;
+
+        r = resolve_url(a, t->url, &t->ref, &t->path, error);
+        if (r < 0)
+                return r;
+        if ((r = agent_sd_check(a, t->ref.sd, error)) < 0 ||
+            (r = agent_volume_meta_read(a, &t->ref, &meta, error)) < 0)
+                return r;
+
+        /* The same host-local locks as a copy: reading shares the image, writing owns it. */
+        t->locks[0] = (struct agent_lock_req) { g_strconcat("img:", t->ref.sd, ":", t->ref.img, NULL), t->can_write };
+        t->locks[1] = (struct agent_lock_req) { g_strconcat("sd:", t->ref.sd, NULL), false };
+        source = g_timeout_add_seconds_full(G_PRIORITY_DEFAULT, LOCK_WAIT_S, cancel_later, g_object_ref(cancel),
+                                            g_object_unref);
+        r = agent_locks_acquire(a->locks, t->locks, 2, cancel);
+        g_source_remove(source);
+        if (r < 0) {
+                g_set_error(error, FY_ERROR, FY_ERR_VOLUME_IN_USE,
+                            "image %s is busy with another job on this host; try again when it ends", t->ref.img);
+                return r;
+        }
+        t->locked = true;
+
+        if (t->can_write) {
+                if (meta->voltype != FY_VOLTYPE_LEAF || strcmp(meta->parent, FY_ZERO_UUID) != 0) {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                                    "volume %s is part of a chain; uploads replace a whole single-volume image",
+                                    t->ref.vol);
+                        return -EINVAL;
+                }
+                t->lease_path = agent_volume_lease_path(a, &t->ref);
+                t->lease = (struct agent_lease) { t->ref.sd, t->ref.vol, t->lease_path, 0 };
+                r = agent_lease_acquire(&t->lease, FY_ERR_LEASE_ACQUIRE, NULL, error);
+                if (r < 0)
+                        return r;
+                t->leased = true;
+                /* Re-read under the lease: only now is the metadata ours. */
+                g_clear_pointer(&meta, fy_volume_meta_free);
+                if ((r = agent_volume_meta_read(a, &t->ref, &meta, error)) < 0)
+                        return r;
+                if (aa->has_generation && aa->generation != meta->generation) {
+                        g_set_error(error, FY_ERROR, FY_ERR_GENERATION_MISMATCH,
+                                    "volume %s has generation %u, the ticket expected %u; nothing was changed",
+                                    t->ref.vol, meta->generation, aa->generation);
+                        return -ESTALE;
+                }
+        }
+
+        t->fd = open(t->path, (t->can_write ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW);
+        if (t->fd < 0 || fstat(t->fd, &st) < 0) {
+                r = -errno;
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "cannot open volume %s: %s", t->path, g_strerror(-r));
+                return r;
+        }
+        t->format = meta->format;
+        t->capacity = meta->capacity;
+        t->generation = meta->generation;
+        t->punch = t->sparse && meta->type == FY_TYPE_SPARSE;
+
+        if (!t->can_write) {
+                if (t->size == 0)
+                        t->size = (guint64) st.st_size;
+                if (t->size > (guint64) st.st_size) {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                                    "ticket.size %" G_GUINT64_FORMAT " is larger than volume %s (%" G_GOFFSET_FORMAT " bytes)",
+                                    t->size, t->ref.vol, (goffset) st.st_size);
+                        return -EINVAL;
+                }
+                return 0;
+        }
+        if (t->size == 0 ||
+            (meta->format == FY_FORMAT_RAW && t->size > meta->capacity) ||
+            (meta->format == FY_FORMAT_COW && t->size > AGENT_TICKET_QCOW2_SLACK(meta->capacity))) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                            "ticket.size %" G_GUINT64_FORMAT " does not fit volume %s (%s, capacity %" G_GUINT64_FORMAT
+                            " bytes)", t->size, t->ref.vol, fy_vol_format_to_string(meta->format), meta->capacity);
+                return -EFBIG;
+        }
+        meta->legality = FY_LEGALITY_ILLEGAL;
+        if ((r = agent_volume_meta_write(a, &t->ref, meta, error)) < 0)
+                return r;
+        /* A qcow2 upload is the whole file: start from nothing so no old byte survives past the new end. */
+        if (meta->format == FY_FORMAT_COW && ftruncate(t->fd, 0) < 0) {
+                r = -errno;
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "cannot empty volume %s: %s", t->path, g_strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
+static void add_thread(GTask *task, gpointer source, gpointer data, GCancellable *cancel)
+{
+        struct add_args *aa = data;
+
+        if (ticket_prepare(aa, &aa->error) < 0) {
+                if (!aa->error)
+                        aa->error = g_error_new(FY_ERROR, FY_ERR_GENERAL, "ticket %s: internal error", aa->t->uuid);
+                ticket_release(aa->t);
+        }
+        g_task_return_boolean(task, TRUE);
+}
+
+static void add_done(GObject *source, GAsyncResult *res, gpointer data)
+{
+        struct add_args *aa = g_task_get_task_data(G_TASK(res));
+        struct ticket *t = aa->t;
+
+        if (aa->error) {
+                g_hash_table_remove(aa->tr->tickets, t->uuid);
+                fy_rpc_call_gerror(aa->call, aa->error);
+                return;
+        }
+        t->state = TICKET_READY;
+        t->last_activity = now_us();
+        g_message("ticket %s added: %s%s of volume %s/%s/%s, %" G_GUINT64_FORMAT " bytes, %u s timeout%s",
+                  t->uuid, t->can_read ? "read" : "", t->can_write ? "write" : "", t->ref.sd, t->ref.img,
+                  t->ref.vol, t->size, t->timeout, t->can_write ? "; volume ILLEGAL until finalized" : "");
+        fy_rpc_call_return(aa->call, ticket_status(t));
+}
+
+void agent_transfer_add_ticket(struct fy_rpc_call *call, json_t *params, void *userdata)
+{
+        struct agent *a = userdata;
+        struct agent_transfers *tr = transfers_of(a);
+        g_autoptr(GError) error = NULL;
+        g_autoptr(ticket) t = NULL;
+        const char *uuid = NULL, *url = NULL, *transfer_id = NULL;
+        json_t *tk = NULL, *ops, *op;
+        guint64 timeout = 0, size = 0, gen = 0;
+        bool sparse = false;
+        struct add_args *aa;
+        g_autoptr(GTask) task = NULL;
+        size_t i;
+
+        if (fy_rpc_param_object(params, "ticket", true, &tk, &error) < 0 ||
+            fy_rpc_param_uuid(tk, "uuid", true, &uuid, &error) < 0 ||
+            fy_rpc_param_uint(tk, "timeout", true, AGENT_TICKET_TIMEOUT_MAX, &timeout, &error) < 0 ||
+            fy_rpc_param_uint(tk, "size", false, 2 * AGENT_VOLUME_CAPACITY_MAX, &size, &error) < 0 ||
+            fy_rpc_param_string(tk, "url", true, PATH_MAX, &url, &error) < 0 ||
+            fy_rpc_param_bool(tk, "sparse", false, &sparse, &error) < 0 ||
+            fy_rpc_param_uuid(tk, "transfer_id", false, &transfer_id, &error) < 0 ||
+            fy_rpc_param_uint(tk, "generation", false, FY_GEN_MAX, &gen, &error) < 0) {
+                g_prefix_error(&error, "ticket: ");
+                fy_rpc_call_gerror(call, error);
+                return;
+        }
+        if (timeout == 0) {
+                fy_rpc_call_error(call, FY_ERR_INVALID_PARAMS, "ticket.timeout must be 1-%d seconds", AGENT_TICKET_TIMEOUT_MAX);
+                return;
+        }
+        t = g_new0(struct ticket, 1);
+        t->refs = 1;
+        t->agent = a;
+        t->fd = -1;
+        g_mutex_init(&t->lock);
+        g_cond_init(&t->cond);
+        t->waiters = g_ptr_array_new();
+        ops = json_object_get(tk, "ops");
+        if (!json_is_array(ops) || json_array_size(ops) < 1 || json_array_size(ops) > 2) {
+                fy_rpc_call_error(call, FY_ERR_INVALID_PARAMS, "ticket.ops must be [\"read\"], [\"write\"] or both");
+                return;
+        }
+        json_array_foreach(ops, i, op) {
+                const char *s = json_string_value(op);
+
+                if (s && strcmp(s, "read") == 0) {
+                        t->can_read = true;
+                } else if (s && strcmp(s, "write") == 0) {
+                        t->can_write = true;
+                        t->can_read = true;    /* as in ovirt-imageio: a writer may read back */
+                } else {
+                        fy_rpc_call_error(call, FY_ERR_INVALID_PARAMS, "ticket.ops must be [\"read\"], [\"write\"] or both");
+                        return;
+                }
+        }
+        if (t->can_write && size == 0) {
+                fy_rpc_call_error(call, FY_ERR_INVALID_PARAMS,
+                                  "ticket.size is required for a write ticket: the bytes the client may write");
+                return;
+        }
+        for (i = 0; i <= FY_UUID_STR_LEN; i++)
+                t->uuid[i] = g_ascii_tolower(uuid[i]);
+        t->url = g_strdup(url);
+        t->transfer_id = g_strdup(transfer_id);
+        t->size = size;
+        t->timeout = (unsigned) timeout;
+        t->sparse = sparse;
+        t->state = TICKET_ADDING;
+
+        if (g_hash_table_contains(tr->tickets, t->uuid)) {
+                fy_rpc_call_error(call, AGENT_ERR_TICKET, "ticket %s exists already", t->uuid);
+                return;
+        }
+        if (g_hash_table_size(tr->tickets) >= a->config.transfer_max_tickets) {
+                fy_rpc_call_error(call, AGENT_ERR_TICKET,
+                                  "this host serves %u tickets already (transfer_max_tickets); remove finished ones",
+                                  g_hash_table_size(tr->tickets));
+                return;
+        }
+        {
+                /* A quick look for the same volume by its url; the worker checks the resolved path. */
+                GHashTableIter it;
+                gpointer value;
+
+                g_hash_table_iter_init(&it, tr->tickets);
+                while (g_hash_table_iter_next(&it, NULL, &value)) {
+                        struct ticket *o = value;
+
+                        if (strcmp(o->url, t->url) == 0 && (o->can_write || t->can_write)) {
+                                fy_rpc_call_error(call, FY_ERR_VOLUME_IN_USE,
+                                                  "ticket %s is already transferring this volume", o->uuid);
+                                return;
+                        }
+                }
+        }
+        g_hash_table_insert(tr->tickets, g_strdup(t->uuid), ticket_ref(t));
+
+        aa = g_new0(struct add_args, 1);
+        aa->tr = tr;
+        aa->call = call;
+        aa->t = ticket_ref(t);
+        aa->has_generation = json_object_get(tk, "generation") != NULL;
+        aa->generation = (unsigned) gen;
+        task = g_task_new(NULL, NULL, add_done, NULL);
+        g_task_set_task_data(task, aa, add_args_free);
+        g_task_run_in_thread(task, add_thread);
+}
+
+static struct ticket *ticket_param(struct agent_transfers *tr, struct fy_rpc_call *call, json_t *params)
+{
+        g_autoptr(GError) error = NULL;
+        char uuid[FY_UUID_STR_LEN + 1];
+        const char *id = NULL;
+
+        if (fy_rpc_param_uuid(params, "uuid", true, &id, &error) < 0) {
+                fy_rpc_call_gerror(call, error);
+                return NULL;
+        }
+        for (size_t i = 0; i <= FY_UUID_STR_LEN; i++)
+                uuid[i] = g_ascii_tolower(id[i]);
+        return g_hash_table_lookup(tr->tickets, uuid);
+}
+
+void agent_transfer_get_ticket(struct fy_rpc_call *call, json_t *params, void *userdata)
+{
+        struct agent_transfers *tr = transfers_of(userdata);
+        g_autoptr(GError) error = NULL;
+        const char *id = NULL;
+        struct ticket *t;
+
+        if (fy_rpc_param_uuid(params, "uuid", true, &id, &error) < 0) {
+                fy_rpc_call_gerror(call, error);
+                return;
+        }
+        t = ticket_param(tr, call, params);
+        if (!t) {
+                fy_rpc_call_error(call, AGENT_ERR_TICKET, "no ticket %s on this host (never added, removed or expired)", id);
+                return;
+        }
+        fy_rpc_call_return(call, ticket_status(t));
+}
+
+/* Removing a ticket this host does not have succeeds: the engine may repeat a removal after a restart. */
+void agent_transfer_remove_ticket(struct fy_rpc_call *call, json_t *params, void *userdata)
+{
+        struct agent_transfers *tr = transfers_of(userdata);
+        struct ticket *t;
+
+        if (!fy_uuid_is_valid(json_string_value(json_object_get(params, "uuid")))) {
+                fy_rpc_call_error(call, FY_ERR_INVALID_PARAMS, "uuid: required, a ticket UUID");
+                return;
+        }
+        t = ticket_param(tr, call, params);
+        if (!t) {
+                fy_rpc_call_return(call, json_true());
+                return;
+        }
+        switch (t->state) {
+        case TICKET_ADDING:
+                fy_rpc_call_error(call, AGENT_ERR_TICKET, "ticket %s is still being added; try again", t->uuid);
+                return;
+        case TICKET_FINALIZING:
+                fy_rpc_call_error(call, AGENT_ERR_TICKET, "ticket %s is being finalized by job %s; it goes away when the job ends",
+                                  t->uuid, t->finalize_job);
+                return;
+        case TICKET_READY:
+        case TICKET_CLOSING:
+                g_message("removing ticket %s", t->uuid);
+                ticket_close(tr, t, call);
+                return;
+        }
+}
+
+/* ---- finalize: a job that verifies the upload and marks the volume LEGAL ---- */
+
+struct finalize_job {
+        struct agent_transfers *tr;
+        struct ticket *t;
+};
+
+static void finalize_job_free(void *data)
+{
+        struct finalize_job *fj = data;
+
+        ticket_unref(fj->t);
+        g_free(fj);
+}
+
+static void qimg_child_setup(gpointer data)
+{
+        (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
+/* Runs qemu-img with argv; returns its exit status (≥ 0) with stdout in *ret_out, or -errno. */
+static int qimg(const char *const *argv, GCancellable *cancel, char **ret_out, GError **error)
+{
+        g_autoptr(GSubprocessLauncher) l = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE |
+                                                                     G_SUBPROCESS_FLAGS_STDERR_MERGE);
+        g_autoptr(GSubprocess) p = NULL;
+        g_autofree char *out = NULL;
+
+        g_subprocess_launcher_set_child_setup(l, qimg_child_setup, NULL, NULL);
+        p = g_subprocess_launcher_spawnv(l, argv, error);
+        if (!p)
+                return -ENOEXEC;
+        if (!g_subprocess_communicate_utf8(p, NULL, cancel, &out, NULL, error)) {
+                g_subprocess_force_exit(p);
+                g_subprocess_wait(p, NULL, NULL);
+                return g_cancellable_is_cancelled(cancel) ? -ECANCELED : -EIO;
+        }
+        if (out && strlen(out) > QIMG_OUTPUT_MAX)
+                out[QIMG_OUTPUT_MAX] = '\0';
+        *ret_out = g_steal_pointer(&out);
+        return g_subprocess_get_if_exited(p) ? g_subprocess_get_exit_status(p) : 128;
+}
+
+static int verify_fail(GError **error, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static int verify_fail(GError **error, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        g_propagate_error(error, g_error_new_valist(FY_ERROR, FY_ERR_COPY, fmt, ap));
+        va_end(ap);
+        return -EINVAL;
+}
+
+/*
+ * The uploaded bytes must be what the volume's metadata says: a raw volume
+ * no larger than its capacity; a qcow2 volume that qemu-img reads as qcow2
+ * (never probed), with no backing file and no external data file (either
+ * would make the image read other files), a virtual size within the
+ * capacity, and no corruption (qemu-img check; leaked clusters are fine).
+ */
+static int verify_upload(struct ticket *t, GCancellable *cancel, GError **error)
+{
+        g_autofree char *out = NULL;
+        g_autofree char *check = NULL;
+        g_autoptr(json_t) info = NULL;
+        const char *info_argv[] = { FERRY_QEMU_IMG, "info", "-f", "qcow2", "--output", "json", t->path, NULL };
+        const char *check_argv[] = { FERRY_QEMU_IMG, "check", "-f", "qcow2", t->path, NULL };
+        json_t *data;
+        struct stat st;
+        json_int_t vsize;
+        int status;
+
+        if (fstat(t->fd, &st) < 0)
+                return -errno;
+        if (t->format == FY_FORMAT_RAW) {
+                if ((guint64) st.st_size > t->capacity)
+                        return verify_fail(error, "the volume file has %" G_GOFFSET_FORMAT " bytes, more than its capacity %"
+                                           G_GUINT64_FORMAT, (goffset) st.st_size, t->capacity);
+                return 0;
+        }
+        status = qimg(info_argv, cancel, &out, error);
+        if (status < 0)
+                return status;
+        info = status == 0 ? json_loads(out, 0, NULL) : NULL;
+        if (!json_is_object(info) || g_strcmp0(json_string_value(json_object_get(info, "format")), "qcow2") != 0)
+                return verify_fail(error, "the uploaded data is not a qcow2 image: %s",
+                                   status == 0 ? "qemu-img info answered nonsense" : g_strstrip(out));
+        if (json_object_get(info, "backing-filename"))
+                return verify_fail(error, "the uploaded qcow2 image has a backing file (%s); upload a self-contained image",
+                                   json_string_value(json_object_get(info, "backing-filename")));
+        data = json_object_get(json_object_get(info, "format-specific"), "data");
+        if (json_object_get(data, "data-file"))
+                return verify_fail(error, "the uploaded qcow2 image has an external data file; that is refused");
+        vsize = json_integer_value(json_object_get(info, "virtual-size"));
+        if (vsize <= 0 || (guint64) vsize > t->capacity)
+                return verify_fail(error, "the uploaded qcow2 image has a virtual size of %" JSON_INTEGER_FORMAT
+                                   " bytes; the disk holds %" G_GUINT64_FORMAT, vsize, t->capacity);
+        status = qimg(check_argv, cancel, &check, error);
+        if (status < 0)
+                return status;
+        if (status != 0 && status != 3)
+                return verify_fail(error, "qemu-img check found the uploaded qcow2 image damaged: %s", g_strstrip(check));
+        return 0;
+}
+
+static gboolean finalize_forget(gpointer data)
+{
+        struct finalize_job *fj = data;
+
+        if (g_hash_table_lookup(fj->tr->tickets, fj->t->uuid) == fj->t)
+                g_hash_table_remove(fj->tr->tickets, fj->t->uuid);
+        finalize_job_free(fj);
+        return G_SOURCE_REMOVE;
+}
+
+static int finalize_run(struct agent_job *job, void *data, GCancellable *cancel, GError **error)
+{
+        struct finalize_job *fj = data, *forget;
+        struct ticket *t = fj->t;
+        struct agent *a = t->agent;
+        g_autoptr(fy_volume_meta) meta = NULL;
+        gint64 deadline = now_us() + DRAIN_WAIT_S * G_USEC_PER_SEC;
+        bool drained;
+        int r;
+
+        /* Requests that started before the finalize may still write: wait for them. */
+        g_mutex_lock(&t->lock);
+        while (!t->drained && !g_cancellable_is_cancelled(cancel) && now_us() < deadline)
+                g_cond_wait_until(&t->cond, &t->lock, now_us() + G_USEC_PER_SEC);
+        drained = t->drained;
+        g_mutex_unlock(&t->lock);
+        if (!drained) {
+                r = g_cancellable_is_cancelled(cancel) ? -ECANCELED : -ETIMEDOUT;
+                if (r == -ETIMEDOUT)
+                        g_set_error(error, FY_ERROR, FY_ERR_GENERAL,
+                                    "requests on ticket %s did not end within %d s", t->uuid, DRAIN_WAIT_S);
+                goto out;
+        }
+        agent_job_set_progress(job, 10);
+        if (fsync(t->fd) < 0) {
+                r = -errno;
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "cannot sync volume %s: %s", t->path, g_strerror(-r));
+                goto out;
+        }
+        r = verify_upload(t, cancel, error);
+        if (r < 0)
+                goto out;
+        agent_job_set_progress(job, 80);
+        if (g_cancellable_is_cancelled(cancel)) {
+                r = -ECANCELED;
+                goto out;
+        }
+        /* Still under the lease taken when the ticket was added: the metadata is ours. */
+        r = agent_volume_meta_read(a, &t->ref, &meta, error);
+        if (r < 0)
+                goto out;
+        if (meta->generation != t->generation) {
+                g_set_error(error, FY_ERROR, FY_ERR_GENERATION_MISMATCH,
+                            "volume %s changed generation during the upload (%u, was %u)", t->ref.vol,
+                            meta->generation, t->generation);
+                r = -ESTALE;
+                goto out;
+        }
+        /* One atomic write: LEGAL and the next generation together, as a finished copy. */
+        meta->legality = FY_LEGALITY_LEGAL;
+        meta->generation = (t->generation + 1) % (FY_GEN_MAX + 1);
+        r = agent_volume_meta_write(a, &t->ref, meta, error);
+        if (r == 0)
+                g_message("ticket %s finalized: volume %s verified and LEGAL, generation %u", t->uuid, t->ref.vol,
+                          meta->generation);
+out:
+        ticket_release(t);
+        forget = g_new0(struct finalize_job, 1);
+        forget->tr = fj->tr;
+        forget->t = ticket_ref(t);
+        g_main_context_invoke(a->main_context, finalize_forget, forget);
+        return r;
+}
+
+void agent_transfer_finalize_ticket(struct fy_rpc_call *call, json_t *params, void *userdata)
+{
+        struct agent *a = userdata;
+        struct agent_transfers *tr = transfers_of(a);
+        g_autoptr(GError) error = NULL;
+        g_autofree char *desc = NULL;
+        const char *job_id = NULL, *id = NULL;
+        struct finalize_job *fj;
+        struct ticket *t;
+
+        if (fy_rpc_param_uuid(params, "job_id", true, &job_id, &error) < 0 ||
+            fy_rpc_param_uuid(params, "uuid", true, &id, &error) < 0) {
+                fy_rpc_call_gerror(call, error);
+                return;
+        }
+        t = ticket_param(tr, call, params);
+        if (!t || t->state != TICKET_READY) {
+                fy_rpc_call_error(call, AGENT_ERR_TICKET, "no ticket %s ready on this host (never added, removed, expired "
+                                  "or already finalizing)", id);
+                return;
+        }
+        if (!t->can_write) {
+                fy_rpc_call_error(call, AGENT_ERR_TICKET, "ticket %s is read only: remove it instead", t->uuid);
+                return;
+        }
+        fj = g_new0(struct finalize_job, 1);
+        fj->tr = tr;
+        fj->t = ticket_ref(t);
+        desc = g_strdup_printf("finalize upload %s/%s/%s (ticket %s)", t->ref.sd, t->ref.img, t->ref.vol, t->uuid);
+        t->state = TICKET_FINALIZING;
+        t->drained = t->inflight == 0;
+        if (agent_jobs_add(a->jobs, job_id, "storage", desc, finalize_run, fj, finalize_job_free, &error) < 0) {
+                t->state = TICKET_READY;
+                fy_rpc_call_gerror(call, error);
+                return;
+        }
+        g_free(t->finalize_job);
+        t->finalize_job = g_strdup(job_id);
+        g_message("finalizing ticket %s as job %s", t->uuid, job_id);
+        fy_rpc_call_return(call, json_true());
+}
+
+/* ---- the server ---- */
+
+void agent_transfers_describe(struct agent *a, json_t *obj)
+{
+        struct agent_transfers *tr = transfers_of(a);
+
+        if (!tr)
+                return;
+        json_object_set_new(obj, "transfer_port", json_integer(tr->port));
+        json_object_set_new(obj, "transfer_scheme", json_string(tr->tls ? "https" : "http"));
+        json_object_set_new(obj, "transfer_tickets", json_integer(g_hash_table_size(tr->tickets)));
+}
+
+int agent_transfers_start(struct agent *a, GError **error)
+{
+        struct agent_transfers *tr = g_new0(struct agent_transfers, 1);
+        g_autoptr(GInetAddress) inet = g_inet_address_new_from_string(a->config.listen_address);
+        g_autoptr(GSocketAddress) addr = NULL;
+        g_autoptr(GTlsCertificate) cert = NULL;
+        GSList *uris;
+
+        tr->agent = a;
+        tr->tls = !a->config.insecure;
+        tr->tickets = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) ticket_unref);
+        a->transfers = tr;
+        if (!inet) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "listen_address '%s' is not an IP address",
+                            a->config.listen_address);
+                return -EINVAL;
+        }
+        if (tr->tls) {
+                cert = g_tls_certificate_new_from_files(a->config.tls_cert, a->config.tls_key, error);
+                if (!cert)
+                        return -EINVAL;
+                tr->server = soup_server_new("server-header", "ferry-agent", "tls-certificate", cert, NULL);
+        } else {
+                tr->server = soup_server_new("server-header", "ferry-agent", NULL);
+        }
+        /* One path for both: libsoup picks one handler entry per path, early and normal. */
+        soup_server_add_early_handler(tr->server, "/images", on_early, tr, NULL);
+        soup_server_add_handler(tr->server, "/images", on_request, tr, NULL);
+        soup_server_add_handler(tr->server, NULL, on_request, tr, NULL);
+        addr = g_inet_socket_address_new(inet, (guint16) a->config.transfer_port);
+        if (!soup_server_listen(tr->server, addr, tr->tls ? SOUP_SERVER_LISTEN_HTTPS : 0, error))
+                return -EADDRINUSE;
+        uris = soup_server_get_uris(tr->server);
+        tr->port = uris ? (guint16) g_uri_get_port(uris->data) : 0;
+        g_slist_free_full(uris, (GDestroyNotify) g_uri_unref);
+        tr->timer = g_timeout_add_seconds(1, expiry_tick, tr);
+        g_message("image transfers served on %s://%s:%u/images/", tr->tls ? "https" : "http",
+                  a->config.listen_address, tr->port);
+        return 0;
+}
+
+void agent_transfers_stop(struct agent *a)
+{
+        struct agent_transfers *tr = transfers_of(a);
+        gint64 deadline = now_us() + 30 * G_USEC_PER_SEC;
+
+        if (!tr)
+                return;
+        if (tr->timer)
+                g_source_remove(tr->timer);
+        tr->timer = 0;
+        if (tr->server)
+                soup_server_disconnect(tr->server);
+        /* A write in a worker thread must end before its lease goes. */
+        while (g_atomic_int_get(&tr->io_running) > 0 && now_us() < deadline)
+                g_usleep(10000);
+}
+
+void agent_transfers_free(struct agent *a)
+{
+        struct agent_transfers *tr = transfers_of(a);
+        GHashTableIter it;
+        gpointer value;
+
+        if (!tr)
+                return;
+        g_hash_table_iter_init(&it, tr->tickets);
+        while (g_hash_table_iter_next(&it, NULL, &value)) {
+                struct ticket *t = value;
+
+                for (guint i = 0; i < t->waiters->len; i++)
+                        fy_rpc_call_error(t->waiters->pdata[i], AGENT_ERR_TICKET, "the agent is shutting down");
+                g_ptr_array_set_size(t->waiters, 0);
+                ticket_release(t);
+        }
+        g_hash_table_unref(tr->tickets);
+        g_clear_object(&tr->server);
+        a->transfers = NULL;
+        g_free(tr);
+}
