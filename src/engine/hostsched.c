@@ -3,20 +3,48 @@
 
 #include "hostsched.h"
 
-static bool passes(const struct engine_sched_host *h)
+#define SHARE_TOLERANCE 0.01  /* bandwidth shares within 1 % are a tie: stats are not that exact */
+
+/* Numbers come from agents: anything negative or not finite means "not known". */
+static double known(double v)
 {
-        return h->usable && h->running < h->limit;
+        return isfinite(v) && v > 0 ? v : 0;
 }
 
-/* <0 when a is the better choice. */
+static long jobs(const struct engine_sched_host *h)
+{
+        return h->running > 0 ? h->running : 0;
+}
+
+static bool passes(const struct engine_sched_host *h)
+{
+        return h->usable && jobs(h) < h->limit;
+}
+
+/* Bytes/s a new copy would get there if its bandwidth is shared equally among the copies. */
+static double share(const struct engine_sched_host *h)
+{
+        return known(h->bandwidth) / (double) (jobs(h) + 1);
+}
+
+/* <0 when a is the better choice, 0 for a tie. */
 static int compare(const struct engine_sched_host *a, const struct engine_sched_host *b)
 {
-        if (a->running != b->running)
-                return a->running < b->running ? -1 : 1;
-        if (fabs(a->rate - b->rate) > 1.0)
-                return a->rate < b->rate ? -1 : 1;
-        if (fabs(a->load - b->load) > 0.05)
-                return a->load < b->load ? -1 : 1;
+        double ra = known(a->rate), rb = known(b->rate);
+        double la = known(a->load), lb = known(b->load);
+
+        if (known(a->bandwidth) > 0 && known(b->bandwidth) > 0) {
+                double sa = share(a), sb = share(b);
+
+                if (fabs(sa - sb) > SHARE_TOLERANCE * fmax(sa, sb))
+                        return sa > sb ? -1 : 1;
+        } else if (jobs(a) != jobs(b)) {
+                return jobs(a) < jobs(b) ? -1 : 1;
+        }
+        if (fabs(ra - rb) > 1.0)
+                return ra < rb ? -1 : 1;
+        if (fabs(la - lb) > 0.05)
+                return la < lb ? -1 : 1;
         return 0;
 }
 
@@ -24,6 +52,8 @@ int engine_sched_pick(const struct engine_sched_host *hosts, size_t n, enum engi
 {
         bool other_usable = false;
 
+        if (n > G_MAXINT32)
+                n = G_MAXINT32;        /* the index is returned as an int */
         /* The SPM is a last resort for when it is the only host, not for when the others are busy:
          * then the copy waits for a slot, and the SPM stays free for metadata. */
         for (size_t i = 0; i < n; i++)

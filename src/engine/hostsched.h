@@ -3,7 +3,8 @@
 
 /*
  * The host selection policy as a pure function (DESIGN §7): no database, no
- * I/O, so the engine, its unit test and simulations run the same code.
+ * I/O, so the engine, its unit test and the simulation in bench/sim run the
+ * same code.
  */
 
 #include <stdbool.h>
@@ -15,6 +16,13 @@ enum engine_sched_policy {
         ENGINE_SCHED_RANDOM,
 };
 
+/*
+ * What the engine knows of one host. Nothing here may need more than the
+ * host's last Host.getStats and the engine's own record of the copies it
+ * assigned: the policy is only as good as what the engine can really see.
+ * Values from outside are not trusted: a negative, NaN or infinite number
+ * counts as unknown (0), a negative count as 0.
+ */
 struct engine_sched_host {
         bool usable;          /* up, pool-connected, not in maintenance, stats known */
         bool is_spm;
@@ -22,14 +30,29 @@ struct engine_sched_host {
         long limit;           /* its job limit */
         double rate;          /* bytes/s it copies now */
         double load;          /* recent CPU load */
+        double bandwidth;     /* bytes/s all its copies may move together (copy_rate_limit); 0 = unknown/unlimited */
 };
 
 /*
  * Index of the host for the next copy, or -1 when none can take it.
- * Filter: usable and running < limit. Non-SPM hosts only; the SPM only
- * when no other host is usable at all (when they are merely full, the
- * copy waits for a free slot). least_loaded: fewest running, then lowest
- * rate, then lowest load, ties at random; random: uniform among those
- * that pass. rand supplies the randomness (seeded in tests).
+ *
+ * Filter: usable and running < limit. Non-SPM hosts only; the SPM only when
+ * no other host is usable at all (when they are merely full, the copy waits
+ * for a free slot, and the SPM stays free for metadata).
+ *
+ * least_loaded orders the hosts that pass by, in turn:
+ *   1. when both hosts have a known bandwidth: the share of it a new copy
+ *      would get there, bandwidth / (running + 1), higher first, shares
+ *      within 1 % of each other counting as equal; hosts differ (1, 10,
+ *      25 Gb/s links), and a fast host with a copy running still moves a new
+ *      one faster than a slow idle one. Otherwise fewest running copies;
+ *   2. lowest rate (bytes/s in flight now), differences under 1 byte/s equal;
+ *   3. lowest CPU load, differences under 0.05 equal;
+ *   4. ties at random, each tied host equally likely.
+ * With some bandwidths known and some not, key 1 depends on the pair being
+ * compared; give every host its bandwidth, or none, for a total order.
+ *
+ * random: uniform among the hosts that pass (oVirt's behaviour, kept for
+ * comparison). rand supplies the randomness (seeded in tests).
  */
 int engine_sched_pick(const struct engine_sched_host *hosts, size_t n, enum engine_sched_policy policy, GRand *rand);

@@ -1,9 +1,25 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The host selection policy (src/engine/hostsched.c): filter and score. */
+#include <math.h>
+
 #include "hostsched.h"
 
 #define H(u, s, n, l, r, c) \
         { .usable = (u), .is_spm = (s), .running = (n), .limit = (l), .rate = (r), .load = (c) }
+/* A usable non-SPM host with n of l slots taken, bandwidth bw bytes/s, copying at rate r. */
+#define B(n, l, bw, r) \
+        { .usable = true, .running = (n), .limit = (l), .rate = (r), .bandwidth = (bw) }
+
+#define MB 1e6
+#define DRAWS 3000
+
+/* True when count is within 5 standard deviations of DRAWS * p: fails by chance ~1 in 10^6. */
+static bool about(unsigned count, double p)
+{
+        double mean = DRAWS * p, sd = sqrt(DRAWS * p * (1 - p));
+
+        return fabs(count - mean) <= 5 * sd;
+}
 
 static GRand *rnd(void)
 {
@@ -95,6 +111,143 @@ static void test_random_uniform(void)
         g_assert_cmpuint(count[3], >, 800);
 }
 
+static void test_unusable_ignored(void)
+{
+        g_autoptr(GRand) r = rnd();
+        /* The fastest, idlest host is down or in maintenance: never picked, whatever it offers. */
+        struct engine_sched_host t[] = { B(0, 8, 3000 * MB, 0), B(3, 4, 100 * MB, 100 * MB) };
+
+        t[0].usable = false;
+        for (int i = 0; i < 50; i++) {
+                g_assert_cmpint(engine_sched_pick(t, 2, ENGINE_SCHED_LEAST_LOADED, r), ==, 1);
+                g_assert_cmpint(engine_sched_pick(t, 2, ENGINE_SCHED_RANDOM, r), ==, 1);
+        }
+        /* Only unusable hosts, the SPM among them: nobody. */
+        t[1].usable = false;
+        t[0].is_spm = true;
+        g_assert_cmpint(engine_sched_pick(t, 2, ENGINE_SCHED_LEAST_LOADED, r), ==, -1);
+        g_assert_cmpint(engine_sched_pick(t, 2, ENGINE_SCHED_RANDOM, r), ==, -1);
+}
+
+static void test_full_slots(void)
+{
+        g_autoptr(GRand) r = rnd();
+        /* The fast host would give a new copy the best share, but has no free slot. */
+        struct engine_sched_host t[] = { B(4, 4, 3000 * MB, 3000 * MB), B(1, 2, 100 * MB, 100 * MB) };
+        /* Everybody full, one beyond its limit (the engine counted copies the host has not reported yet). */
+        struct engine_sched_host f[] = { B(4, 4, 3000 * MB, 0), B(5, 2, 100 * MB, 0) };
+        /* A limit of 0 (a broken report) takes nothing. */
+        struct engine_sched_host z[] = { B(0, 0, 3000 * MB, 0) };
+
+        for (int i = 0; i < 50; i++)
+                g_assert_cmpint(engine_sched_pick(t, 2, ENGINE_SCHED_LEAST_LOADED, r), ==, 1);
+        g_assert_cmpint(engine_sched_pick(f, 2, ENGINE_SCHED_LEAST_LOADED, r), ==, -1);
+        g_assert_cmpint(engine_sched_pick(f, 2, ENGINE_SCHED_RANDOM, r), ==, -1);
+        g_assert_cmpint(engine_sched_pick(z, 1, ENGINE_SCHED_LEAST_LOADED, r), ==, -1);
+}
+
+static void test_spm_bandwidth(void)
+{
+        g_autoptr(GRand) r = rnd();
+        /* The SPM is the fastest and idle; the other host slow and busy: still the other host. */
+        struct engine_sched_host a[] = { B(0, 8, 3000 * MB, 0), B(1, 2, 100 * MB, 100 * MB) };
+        /* The others are full: wait, even though the SPM could give the best share. */
+        struct engine_sched_host b[] = { B(0, 8, 3000 * MB, 0), B(2, 2, 100 * MB, 100 * MB),
+                                         B(4, 4, 1000 * MB, 1000 * MB) };
+
+        a[0].is_spm = b[0].is_spm = true;
+        for (int i = 0; i < 50; i++)
+                g_assert_cmpint(engine_sched_pick(a, 2, ENGINE_SCHED_LEAST_LOADED, r), ==, 1);
+        g_assert_cmpint(engine_sched_pick(b, 3, ENGINE_SCHED_LEAST_LOADED, r), ==, -1);
+        g_assert_cmpint(engine_sched_pick(b, 3, ENGINE_SCHED_RANDOM, r), ==, -1);
+        /* The others go down: the SPM is the only host left. */
+        b[1].usable = b[2].usable = false;
+        g_assert_cmpint(engine_sched_pick(b, 3, ENGINE_SCHED_LEAST_LOADED, r), ==, 0);
+}
+
+static void test_bandwidth_share(void)
+{
+        g_autoptr(GRand) r = rnd();
+        /* 2.5 GB/s with 3 copies gives a new one 625 MB/s; an idle 100 MB/s host only 100 MB/s. */
+        struct engine_sched_host a[] = { B(0, 8, 100 * MB, 0), B(3, 8, 2500 * MB, 2500 * MB) };
+        /* 2.5 GB/s with 7 copies gives 312 MB/s; an idle 1 GB/s host, 1 GB/s. */
+        struct engine_sched_host b[] = { B(7, 8, 2500 * MB, 2500 * MB), B(0, 4, 1000 * MB, 0) };
+        /* Shares 1000 and 995 MB/s are within 1 %: equal, so the lower rate decides. */
+        struct engine_sched_host c[] = { B(0, 4, 995 * MB, 0), B(1, 4, 2000 * MB, 2000 * MB) };
+        /* Shares 1000 and 980 MB/s are not: the higher share wins despite the rate. */
+        struct engine_sched_host d[] = { B(0, 4, 980 * MB, 0), B(1, 4, 2000 * MB, 2000 * MB) };
+        /* Equal shares and rates: the lower CPU load. */
+        struct engine_sched_host e[] = { B(1, 4, 2000 * MB, 0), B(0, 4, 1000 * MB, 0) };
+
+        e[0].load = 0.1;
+        e[1].load = 3.0;
+        for (int i = 0; i < 50; i++) {
+                g_assert_cmpint(engine_sched_pick(a, 2, ENGINE_SCHED_LEAST_LOADED, r), ==, 1);
+                g_assert_cmpint(engine_sched_pick(b, 2, ENGINE_SCHED_LEAST_LOADED, r), ==, 1);
+                g_assert_cmpint(engine_sched_pick(c, 2, ENGINE_SCHED_LEAST_LOADED, r), ==, 0);
+                g_assert_cmpint(engine_sched_pick(d, 2, ENGINE_SCHED_LEAST_LOADED, r), ==, 1);
+                g_assert_cmpint(engine_sched_pick(e, 2, ENGINE_SCHED_LEAST_LOADED, r), ==, 0);
+        }
+}
+
+static void test_bandwidth_unknown(void)
+{
+        g_autoptr(GRand) r = rnd();
+        /* One bandwidth unknown (0 = unlimited or not reported): fewest running copies decides. */
+        struct engine_sched_host a[] = { B(1, 8, 2500 * MB, 0), B(0, 8, 0, 0) };
+        /* Both unknown: the same. */
+        struct engine_sched_host b[] = { B(2, 8, 0, 0), B(1, 8, 0, 0) };
+        /* Garbage from an agent counts as unknown and never crashes or wins by itself. */
+        struct engine_sched_host c[] = { B(1, 8, NAN, 0), B(0, 8, -5 * MB, 0), B(2, 8, INFINITY, 0) };
+        /* A negative count is read as 0: no division by zero, no preference for it. */
+        struct engine_sched_host d[] = { B(-1, 8, 1000 * MB, 0), B(0, 8, 1000 * MB, 0) };
+        unsigned count[2] = { 0 };
+
+        for (int i = 0; i < 50; i++) {
+                g_assert_cmpint(engine_sched_pick(a, 2, ENGINE_SCHED_LEAST_LOADED, r), ==, 1);
+                g_assert_cmpint(engine_sched_pick(b, 2, ENGINE_SCHED_LEAST_LOADED, r), ==, 1);
+                g_assert_cmpint(engine_sched_pick(c, 3, ENGINE_SCHED_LEAST_LOADED, r), ==, 1);
+        }
+        for (int i = 0; i < DRAWS; i++)
+                count[engine_sched_pick(d, 2, ENGINE_SCHED_LEAST_LOADED, r)]++;
+        g_assert_true(about(count[0], 0.5));
+        g_assert_true(about(count[1], 0.5));
+}
+
+static void test_bandwidth_ties(void)
+{
+        g_autoptr(GRand) r = rnd();
+        /* Three hosts would give a new copy 1 GB/s (one of them within 1 %), the fourth less. */
+        struct engine_sched_host t[] = { B(0, 4, 1000 * MB, 0), B(1, 4, 2000 * MB, 0),
+                                         B(0, 4, 700 * MB, 0), B(0, 4, 1005 * MB, 0) };
+        unsigned count[4] = { 0 };
+
+        for (int i = 0; i < DRAWS; i++)
+                count[engine_sched_pick(t, 4, ENGINE_SCHED_LEAST_LOADED, r)]++;
+        g_assert_cmpuint(count[2], ==, 0);
+        g_assert_true(about(count[0], 1.0 / 3));
+        g_assert_true(about(count[1], 1.0 / 3));
+        g_assert_true(about(count[3], 1.0 / 3));
+}
+
+static void test_random_ignores_bandwidth(void)
+{
+        g_autoptr(GRand) r = rnd();
+        /* random is oVirt's policy: a slow busy host is as likely as a fast idle one; full and down hosts never. */
+        struct engine_sched_host t[] = { B(0, 8, 3000 * MB, 0), B(1, 2, 100 * MB, 100 * MB),
+                                         B(4, 4, 3000 * MB, 0), B(0, 4, 1000 * MB, 0), B(0, 4, 1000 * MB, 0) };
+        unsigned count[5] = { 0 };
+
+        t[4].usable = false;
+        for (int i = 0; i < DRAWS; i++)
+                count[engine_sched_pick(t, 5, ENGINE_SCHED_RANDOM, r)]++;
+        g_assert_cmpuint(count[2], ==, 0);
+        g_assert_cmpuint(count[4], ==, 0);
+        g_assert_true(about(count[0], 1.0 / 3));
+        g_assert_true(about(count[1], 1.0 / 3));
+        g_assert_true(about(count[3], 1.0 / 3));
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -103,5 +256,12 @@ int main(int argc, char **argv)
         g_test_add_func("/sched/ties-random", test_ties_random);
         g_test_add_func("/sched/spm-last", test_spm_last);
         g_test_add_func("/sched/random-uniform", test_random_uniform);
+        g_test_add_func("/sched/unusable-ignored", test_unusable_ignored);
+        g_test_add_func("/sched/full-slots", test_full_slots);
+        g_test_add_func("/sched/spm-bandwidth", test_spm_bandwidth);
+        g_test_add_func("/sched/bandwidth-share", test_bandwidth_share);
+        g_test_add_func("/sched/bandwidth-unknown", test_bandwidth_unknown);
+        g_test_add_func("/sched/bandwidth-ties", test_bandwidth_ties);
+        g_test_add_func("/sched/random-ignores-bandwidth", test_random_ignores_bandwidth);
         return g_test_run();
 }
