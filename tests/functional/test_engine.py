@@ -7,6 +7,7 @@ import os
 import subprocess
 import shutil
 import time
+import uuid
 
 import pytest
 
@@ -18,7 +19,9 @@ from ferrytest import MiB, qemu_img_compare, qemu_io_write, wait_for, write_rand
 @pytest.fixture(scope="module")
 def ec():
     d = make_workdir()
-    c = EngineCluster(d)
+    # A sweep every 3 s all through the module: besides its own test, every other
+    # test then checks that the sweeper never takes an image a disk or command uses.
+    c = EngineCluster(d, engine_args=["--sweep-interval=3"])
     yield c
     codes = c.stop()
     if not os.environ.get("FERRY_KEEP_TMP"):
@@ -330,6 +333,33 @@ def test_cancel_move_removes_destination(ec, scratch):
     with pytest.raises(HttpError) as e:
         ec.engine.post("/api/jobs/00000000-0000-0000-0000-0000000000aa/cancel", {})
     assert e.value.status == 404
+
+
+def test_sweeper_removes_orphan_images_only(ec):
+    """Issue 5: an image on storage that no disk and no command owns (as a crash
+    between creating a volume and recording it would leave) is removed by the
+    sweeper and reported; the disks next to it are untouched."""
+    from stompclient import Client
+    keep = create_disk(ec, "neighbour", 16 * MiB, fmt="cow")
+    sd = ec.sds[1]["id"]
+    orphan_img, orphan_vol = str(uuid.uuid4()), str(uuid.uuid4())
+    spm = next(a for a in ec.agents if a.name == ec.spm_name())
+    pool = ec.engine.get("/api/datacenters")["datacenters"][0]["pool_id"]
+    with Client("127.0.0.1", spm.port) as c:
+        job = new_job_id()
+        c.call("Volume.create", {"job_id": job, "storagepoolID": pool, "storagedomainID": sd, "imageID": orphan_img,
+                                 "volumeID": orphan_vol, "size": str(8 * MiB), "volFormat": "RAW",
+                                 "preallocate": "SPARSE", "diskType": "DATA", "desc": "orphan",
+                                 "srcImgUUID": orphan_img, "srcVolUUID": "00000000-0000-0000-0000-000000000000"})
+        wait_for(lambda: c.call("Host.getJobs", {"job_ids": [job]})[job]["status"] == "done", 30, "Volume.create")
+    img_dir = os.path.join(ec.storage, sd, "images", orphan_img)
+    assert os.path.isdir(img_dir)
+    wait_for(lambda: not os.path.exists(img_dir), 60, "the sweeper to remove the orphan image", interval=0.5)
+    events = [e["message"] for e in ec.engine.get("/api/events")["events"]]
+    assert any("sweeper" in m and orphan_img in m for m in events), events[:10]
+    d = ec.engine.get(f"/api/disks/{keep['id']}")
+    assert d["status"] == "ok"
+    assert os.path.exists(vol_path(ec, ec.sds[0]["id"], keep["id"], keep["volumes"][0]["id"]))
 
 
 def test_failed_move_removes_destination_and_keeps_source(ec, scratch):
