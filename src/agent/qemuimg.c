@@ -354,6 +354,11 @@ int agent_qemu_img_convert(const char *src_path, const char *src_fmt,
                 }
                 if (direct && looks_like_odirect_failure(run.err_tail))
                         continue;       /* the filesystem refuses O_DIRECT: retry buffered */
+                /* Out of space is its own error: the engine does not retry it on another host. */
+                if (strstr(run.err_tail, "No space left on device")) {
+                        set_child_error(error, FY_ERR_NO_SPACE, "convert", &run);
+                        return -ENOSPC;
+                }
                 set_child_error(error, FY_ERR_COPY, "convert", &run);
                 return -EIO;
         }

@@ -386,12 +386,17 @@ static void copy_lost(struct engine *e, json_t *cmd, json_t *data, const char *w
 static void copy_probe(struct engine *e, json_t *cmd, json_t *data);
 static void fence_watch(struct engine *e, json_t *cmd, json_t *data);
 
-static bool host_is_up(struct engine *e, const char *host)
+static bool host_status_is(struct engine *e, const char *host, const char *status)
 {
         g_autoptr(json_t) row = host ? engine_db_query_one(e->db, NULL, "SELECT status FROM hosts WHERE id = ?", "s", host)
                                      : NULL;
 
-        return row && g_strcmp0(js(row, "status"), "up") == 0;
+        return row ? g_strcmp0(js(row, "status"), status) == 0 : strcmp(status, "gone") == 0;
+}
+
+static bool host_is_up(struct engine *e, const char *host)
+{
+        return host_status_is(e, host, "up");
 }
 
 static void on_leaf_jobs(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
@@ -449,8 +454,10 @@ static void leaf_watch(struct engine *e, json_t *cmd)
                                  e->config.host_timeout, on_abort_sent, NULL, NULL);
                         return;
                 }
-                if (!host_is_up(e, js(cmd, "host"))) {
-                        copy_lost(e, cmd, data, "the host is not up");
+                if (host_status_is(e, js(cmd, "host"), "connecting"))
+                        return;        /* just (re)connected, e.g. after an engine restart: the monitor decides soon */
+                if (host_status_is(e, js(cmd, "host"), "non_responsive") || host_status_is(e, js(cmd, "host"), "gone")) {
+                        copy_lost(e, cmd, data, "the host is not responding");
                         return;
                 }
         } else {
