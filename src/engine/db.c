@@ -65,6 +65,31 @@ static const char *const migrations[] = {
         "ALTER TABLE steps ADD COLUMN detail TEXT;",
         /* 3: cancellation requested for a command (inherited by the children it creates) */
         "ALTER TABLE commands ADD COLUMN cancel INTEGER NOT NULL DEFAULT 0;",
+        /* 4: VMs and templates (inventory only), the disks attached to each, snapshots (vms.c) */
+        "CREATE TABLE vms ("
+        "  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL DEFAULT '',"
+        "  status TEXT NOT NULL, template_id TEXT, job_id TEXT, created INTEGER NOT NULL);"
+        "CREATE TABLE templates ("
+        "  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL DEFAULT '',"
+        "  status TEXT NOT NULL, vm_id TEXT, job_id TEXT, created INTEGER NOT NULL);"
+        "CREATE TABLE disk_attachments ("
+        "  disk_id TEXT PRIMARY KEY, vm_id TEXT, template_id TEXT, bootable INTEGER NOT NULL DEFAULT 0,"
+        "  interface TEXT NOT NULL DEFAULT 'virtio_scsi', created INTEGER NOT NULL,"
+        "  CHECK ((vm_id IS NULL) <> (template_id IS NULL)));"
+        "CREATE INDEX disk_attachments_vm ON disk_attachments(vm_id);"
+        "CREATE INDEX disk_attachments_template ON disk_attachments(template_id);"
+        "CREATE TABLE snapshots ("
+        "  id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, description TEXT NOT NULL DEFAULT '', status TEXT NOT NULL,"
+        "  disks TEXT NOT NULL DEFAULT '[]', job_id TEXT, created INTEGER NOT NULL);"
+        "CREATE INDEX snapshots_vm ON snapshots(vm_id);",
+        /* 4: image transfers (upload/download through a host's ticket endpoint, transfers.c) */
+        "CREATE TABLE image_transfers ("
+        "  id TEXT PRIMARY KEY, disk_id TEXT NOT NULL, sd_id TEXT NOT NULL, vol_id TEXT NOT NULL,"
+        "  direction TEXT NOT NULL, phase TEXT NOT NULL, host TEXT, ticket TEXT NOT NULL, transfer_url TEXT,"
+        "  job_id TEXT, size INTEGER NOT NULL, timeout INTEGER NOT NULL, transferred INTEGER NOT NULL DEFAULT 0,"
+        "  last_activity INTEGER NOT NULL, generation INTEGER, agent_job_id TEXT, prior_status TEXT NOT NULL,"
+        "  cancel TEXT, error TEXT, created INTEGER NOT NULL, updated INTEGER NOT NULL);"
+        "CREATE INDEX image_transfers_phase ON image_transfers(phase);",
 };
 
 static int fail(struct engine_db *db, GError **error, const char *what)
