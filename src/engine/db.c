@@ -65,7 +65,15 @@ static const char *const migrations[] = {
         "ALTER TABLE steps ADD COLUMN detail TEXT;",
         /* 3: cancellation requested for a command (inherited by the children it creates) */
         "ALTER TABLE commands ADD COLUMN cancel INTEGER NOT NULL DEFAULT 0;",
-        /* 4: VMs and templates (inventory only), the disks attached to each, snapshots (vms.c) */
+        /* 4: image transfers (upload/download through a host's ticket endpoint, transfers.c) */
+        "CREATE TABLE image_transfers ("
+        "  id TEXT PRIMARY KEY, disk_id TEXT NOT NULL, sd_id TEXT NOT NULL, vol_id TEXT NOT NULL,"
+        "  direction TEXT NOT NULL, phase TEXT NOT NULL, host TEXT, ticket TEXT NOT NULL, transfer_url TEXT,"
+        "  job_id TEXT, size INTEGER NOT NULL, timeout INTEGER NOT NULL, transferred INTEGER NOT NULL DEFAULT 0,"
+        "  last_activity INTEGER NOT NULL, generation INTEGER, agent_job_id TEXT, prior_status TEXT NOT NULL,"
+        "  cancel TEXT, error TEXT, created INTEGER NOT NULL, updated INTEGER NOT NULL);"
+        "CREATE INDEX image_transfers_phase ON image_transfers(phase);",
+        /* 5: VMs and templates (inventory only), the disks attached to each, snapshots (vms.c) */
         "CREATE TABLE vms ("
         "  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL DEFAULT '',"
         "  status TEXT NOT NULL, template_id TEXT, job_id TEXT, created INTEGER NOT NULL);"
@@ -82,14 +90,6 @@ static const char *const migrations[] = {
         "  id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, description TEXT NOT NULL DEFAULT '', status TEXT NOT NULL,"
         "  disks TEXT NOT NULL DEFAULT '[]', job_id TEXT, created INTEGER NOT NULL);"
         "CREATE INDEX snapshots_vm ON snapshots(vm_id);",
-        /* 4: image transfers (upload/download through a host's ticket endpoint, transfers.c) */
-        "CREATE TABLE image_transfers ("
-        "  id TEXT PRIMARY KEY, disk_id TEXT NOT NULL, sd_id TEXT NOT NULL, vol_id TEXT NOT NULL,"
-        "  direction TEXT NOT NULL, phase TEXT NOT NULL, host TEXT, ticket TEXT NOT NULL, transfer_url TEXT,"
-        "  job_id TEXT, size INTEGER NOT NULL, timeout INTEGER NOT NULL, transferred INTEGER NOT NULL DEFAULT 0,"
-        "  last_activity INTEGER NOT NULL, generation INTEGER, agent_job_id TEXT, prior_status TEXT NOT NULL,"
-        "  cancel TEXT, error TEXT, created INTEGER NOT NULL, updated INTEGER NOT NULL);"
-        "CREATE INDEX image_transfers_phase ON image_transfers(phase);",
 };
 
 static int fail(struct engine_db *db, GError **error, const char *what)
