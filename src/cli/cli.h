@@ -116,6 +116,7 @@ int cli_disk_copy(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_job_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_job_show(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_job_cancel(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_event_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_config_get(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_config_set(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 

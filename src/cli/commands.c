@@ -413,6 +413,37 @@ int cli_job_show(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         return 0;
 }
 
+/* The audit log, oldest first so the latest decisions end up at the bottom of the terminal. */
+int cli_event_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autoptr(cli_engine) e = NULL;
+        g_autoptr(cli_table) t = NULL;
+        json_t *list = NULL, *ev;
+        size_t n;
+
+        if (cli_setup(ctx, &argc, &argv, NULL, NULL, 0, NULL, &e, error) < 0)
+                return -1;
+        if (cli_engine_get_list(e, "/api/events", "events", &list, error) < 0)
+                return -1;
+        if (ctx->json) {
+                cli_print_json(list);
+                json_decref(list);
+                return 0;
+        }
+        t = cli_table_new("TIME", "SEVERITY", "MESSAGE", NULL);
+        for (n = json_array_size(list); n > 0; n--) {
+                g_autoptr(GDateTime) dt = NULL;
+
+                ev = json_array_get(list, n - 1);
+                dt = g_date_time_new_from_unix_local((gint64) cli_json_number(ev, "time", 0));
+                cli_table_add_take(t, dt ? g_date_time_format(dt, "%Y-%m-%d %H:%M:%S") : g_strdup("-"),
+                                   cli_json_text(ev, "severity"), cli_json_text(ev, "message"));
+        }
+        cli_table_print(t, stdout);
+        json_decref(list);
+        return 0;
+}
+
 int cli_job_cancel(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 {
         g_autoptr(cli_engine) e = NULL;

@@ -30,6 +30,7 @@ static const struct cli_command cli_commands[] = {
         { "job", "list", cli_job_list, "job list" },
         { "job", "show", cli_job_show, "job show JOB" },
         { "job", "cancel", cli_job_cancel, "job cancel JOB" },
+        { "event", "list", cli_event_list, "event list" },
         { "config", "get", cli_config_get, "config get NAME" },
         { "config", "set", cli_config_set, "config set NAME VALUE" },
         { "cluster", "up", cli_cluster_up, "cluster up [--dir DIR] [--hosts N] [--domains M]" },

@@ -296,6 +296,34 @@ def test_wait_move_failed(fake):
     assert f"ferry: job {JOB} failed" in r.stderr
 
 
+def test_wait_move_cancelled(fake):
+    _script_move(fake, "aborted")
+    r = ferry("--engine", fake.url, "disk", "move", DISK, "--sd", SD2, "--wait")
+    assert r.returncode == 1, r
+    assert f"ferry: job {JOB} was cancelled" in r.stderr
+
+
+def test_job_cancel_and_events(fake):
+    fake.routes[("POST", f"/api/jobs/{JOB}/cancel")] = (202, {"job": {"id": JOB, "status": "cancelling"}})
+    r = ferry("--engine", fake.url, "job", "cancel", JOB)
+    assert r.returncode == 0, r
+    assert ("POST", f"/api/jobs/{JOB}/cancel", None) in fake.requests
+    assert "cancel requested" in r.stdout
+    fake.routes[("POST", f"/api/jobs/{DISK}/cancel")] = (409, {"fault": {"reason": "Conflict",
+                                                                          "detail": "job is finished"}})
+    r = ferry("--engine", fake.url, "job", "cancel", DISK)
+    assert r.returncode == 1 and "Conflict: job is finished" in r.stderr
+    r = ferry("--engine", fake.url, "job", "cancel", "not-a-uuid")
+    assert r.returncode != 0 and "job id" in r.stderr
+    fake.routes[("GET", "/api/events")] = (200, {"events": [
+        {"id": 2, "time": 1700000100, "severity": "warning", "message": "fencing copy job X"},
+        {"id": 1, "time": 1700000000, "severity": "normal", "message": "copying volume V"}]})
+    r = ferry("--engine", fake.url, "event", "list")
+    assert r.returncode == 0, r
+    lines = r.stdout.splitlines()
+    assert "copying volume V" in lines[1] and "fencing copy job X" in lines[2], lines   # oldest first
+
+
 def test_wait_json(fake):
     _script_move(fake, "finished")
     r = ferry("--engine", fake.url, "--json", "disk", "move", "d1", "--sd", "sd2", "--wait")
