@@ -46,6 +46,7 @@ static const struct tier tiers[] = {
 
 struct sim_job {
         double arrival, size;
+        double estimate;      /* the size as the engine knows it (--size-error) */
         double remaining;     /* bytes still to copy */
         double start, finish;
         int host;
@@ -60,19 +61,22 @@ struct sim_host {
         double last;          /* time the remaining bytes of its jobs were last brought up to date */
         double next_done;     /* when its next job finishes, INFINITY when idle */
         double busy;          /* seconds it spent copying */
+        double busy_arriving; /* of which while copies were still arriving */
         double moved;         /* bytes it was given to copy */
         long copies;
 };
 
 enum sim_mode {
-        SIM_LEAST_LOADED,       /* the engine's default, knowing every host's bandwidth */
-        SIM_LEAST_LOADED_BLIND, /* the same with copy_rate_limit unknown (0): fewest running first */
+        SIM_LEAST_LOADED,       /* the engine's default, knowing bandwidths, copy sizes and bytes pending */
+        SIM_LEAST_LOADED_SHARE, /* the same without copy sizes: bandwidth share */
+        SIM_LEAST_LOADED_BLIND, /* without copy_rate_limit either: fewest running first */
         SIM_RANDOM,             /* oVirt's choice */
         SIM_SPM_ONLY,           /* DataOperationsByHSM=false: every copy on the SPM */
 };
 
 static const char *const mode_names[] = {
         [SIM_LEAST_LOADED] = "least_loaded",
+        [SIM_LEAST_LOADED_SHARE] = "least_loaded, size unknown",
         [SIM_LEAST_LOADED_BLIND] = "least_loaded, bandwidth unknown",
         [SIM_RANDOM] = "random",
         [SIM_SPM_ONLY] = "SPM only (a 10G host)",
@@ -90,6 +94,7 @@ struct sim {
 
 struct result {
         double makespan, mean, p95, mean_wait;
+        double busy;          /* fraction of the hosts copying, averaged over the arrival period */
         long spm_copies;
 };
 
@@ -116,7 +121,7 @@ static void view_update(struct sim *s, int i)
 }
 
 /* Brings the remaining bytes of a host's jobs up to time t. */
-static void host_advance(struct sim_host *h, struct sim_job *jobs, double t)
+static void host_advance(struct sim_host *h, struct sim_job *jobs, double t, double arrivals_end)
 {
         if (h->n > 0 && t > h->last) {
                 double each = (t - h->last) * h->bandwidth / (double) h->n;
@@ -124,6 +129,7 @@ static void host_advance(struct sim_host *h, struct sim_job *jobs, double t)
                 for (long k = 0; k < h->n; k++)
                         jobs[h->run[k]].remaining -= each;
                 h->busy += t - h->last;
+                h->busy_arriving += fmin(t, arrivals_end) - fmin(h->last, arrivals_end);
         }
         h->last = t;
 }
@@ -137,12 +143,27 @@ static void host_schedule(struct sim_host *h, struct sim_job *jobs)
         h->next_done = h->n > 0 ? h->last + fmax(least, 0) * (double) h->n / h->bandwidth : INFINITY;
 }
 
-static int choose(struct sim *s)
+static int choose(struct sim *s, const struct sim_job *j, double t)
 {
         if (s->mode == SIM_SPM_ONLY)
                 return s->hosts[SPM].n < s->hosts[SPM].slots ? SPM : -1;
-        return engine_sched_pick(s->view, (size_t) s->n_hosts,
-                                 s->mode == SIM_RANDOM ? ENGINE_SCHED_RANDOM : ENGINE_SCHED_LEAST_LOADED, s->rand);
+        if (s->mode != SIM_LEAST_LOADED)
+                return engine_sched_pick(s->view, (size_t) s->n_hosts,
+                                         s->mode == SIM_RANDOM ? ENGINE_SCHED_RANDOM : ENGINE_SCHED_LEAST_LOADED, s->rand);
+        /* The engine's record: each assigned copy's size as it knows it, times the fraction left. */
+        for (int i = 0; i < s->n_hosts; i++) {
+                struct sim_host *h = &s->hosts[i];
+                double pending = 0;
+
+                for (long k = 0; k < h->n; k++) {
+                        const struct sim_job *o = &s->jobs[h->run[k]];
+                        double left = o->remaining - (t - h->last) * h->bandwidth / (double) h->n;
+
+                        pending += o->estimate * fmax(left, 0) / o->size;
+                }
+                s->view[i].bytes_pending = pending;
+        }
+        return engine_sched_pick_copy(s->view, (size_t) s->n_hosts, ENGINE_SCHED_LEAST_LOADED, j->estimate, s->rand);
 }
 
 /* Places waiting jobs, oldest first, while some host takes them. */
@@ -150,7 +171,7 @@ static void dispatch(struct sim *s, int *queue_head, int arrived, double t)
 {
         while (*queue_head < arrived) {
                 struct sim_job *j = &s->jobs[*queue_head];
-                int i = choose(s);
+                int i = choose(s, j, t);
                 struct sim_host *h;
 
                 if (i < 0)
@@ -160,7 +181,7 @@ static void dispatch(struct sim *s, int *queue_head, int arrived, double t)
                         fail(s, "host over its job limit", (double) h->n, (double) h->slots);
                         return;
                 }
-                host_advance(h, s->jobs, t);
+                host_advance(h, s->jobs, t, s->jobs[s->n_jobs - 1].arrival);
                 j->start = t;
                 j->host = i;
                 h->run[h->n++] = *queue_head;
@@ -194,7 +215,7 @@ static struct result run(struct sim *s, enum sim_mode mode, guint32 seed)
                 h->n = 0;
                 h->last = 0;
                 h->next_done = INFINITY;
-                h->busy = h->moved = 0;
+                h->busy = h->busy_arriving = h->moved = 0;
                 h->copies = 0;
                 view_update(s, i);
         }
@@ -226,7 +247,7 @@ static struct result run(struct sim *s, enum sim_mode mode, guint32 seed)
                         long kept = 0;
 
                         t = next_done;
-                        host_advance(h, s->jobs, t);
+                        host_advance(h, s->jobs, t, s->jobs[s->n_jobs - 1].arrival);
                         /* The job that set next_done is done by construction; others may end at the same instant. */
                         for (long k = 0; k < h->n; k++) {
                                 struct sim_job *j = &s->jobs[h->run[k]];
@@ -265,6 +286,7 @@ static struct result run(struct sim *s, enum sim_mode mode, guint32 seed)
         for (int i = 0; i < s->n_hosts; i++) {
                 struct sim_host *h = &s->hosts[i];
 
+                res.busy += h->busy_arriving / s->jobs[s->n_jobs - 1].arrival / s->n_hosts;
                 /* Work conservation: a busy host moves exactly its bandwidth. */
                 if (fabs(h->busy * h->bandwidth - h->moved) > 1e-6 * fmax(h->moved, GiB))
                         fail(s, "bytes moved by a host", h->busy * h->bandwidth, h->moved);
@@ -311,7 +333,7 @@ static void make_cluster(struct sim *s, GRand *r)
 }
 
 /* Sizes first, then Poisson arrivals at the rate that offers `load` of the cluster's bandwidth. */
-static double make_jobs(struct sim *s, GRand *r, double load, double total_bandwidth)
+static double make_jobs(struct sim *s, GRand *r, double load, double total_bandwidth, double size_error)
 {
         double total = 0, rate, t = 0;
 
@@ -326,6 +348,8 @@ static double make_jobs(struct sim *s, GRand *r, double load, double total_bandw
                 t += -log(1.0 - g_rand_double(r)) / rate;
                 s->jobs[k].arrival = t;
         }
+        for (int k = 0; k < s->n_jobs; k++)
+                s->jobs[k].estimate = s->jobs[k].size * exp(size_error * normal(r));
         return rate;
 }
 
@@ -333,7 +357,7 @@ int main(int argc, char **argv)
 {
         gint64 seed = 1;
         gint hosts = 1000, n_jobs = 10000, slots = 0;
-        gdouble load = 0.8;
+        gdouble load = 0.8, size_error = 0;
         const GOptionEntry entries[] = {
                 { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "seed of the workload and of the policies (default 1)", "N" },
                 { "hosts", 0, 0, G_OPTION_ARG_INT, &hosts, "hosts in the cluster, 2-100000 (default 1000)", "N" },
@@ -342,6 +366,8 @@ int main(int argc, char **argv)
                   "offered load: arriving bytes/s over the cluster's total bandwidth, 0.05-5 (default 0.8)", "X" },
                 { "slots", 0, 0, G_OPTION_ARG_INT, &slots,
                   "job limit of every host, 1-64 (default 0: 2, 4, 8 by tier)", "N" },
+                { "size-error", 0, 0, G_OPTION_ARG_DOUBLE, &size_error,
+                  "the engine knows each copy's size only within a log-normal factor of this sigma, 0-3 (default 0)", "S" },
                 { NULL },
         };
         g_autoptr(GOptionContext) ctx = g_option_context_new("- simulate host selection policies on a large cluster");
@@ -351,8 +377,9 @@ int main(int argc, char **argv)
         double total_bandwidth = 0, fastest = 0, total_bytes = 0, largest = 0, arrival_bound = 0, bound;
         double mean_bound = 0, rate;
         long per_tier[N_TIERS] = { 0 };
-        struct result res[4];
-        const enum sim_mode modes[] = { SIM_LEAST_LOADED, SIM_LEAST_LOADED_BLIND, SIM_RANDOM, SIM_SPM_ONLY };
+        struct result res[5];
+        double random_mean;
+        const enum sim_mode modes[] = { SIM_LEAST_LOADED, SIM_LEAST_LOADED_SHARE, SIM_LEAST_LOADED_BLIND, SIM_RANDOM, SIM_SPM_ONLY };
 
         g_option_context_add_main_entries(ctx, entries, NULL);
         if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
@@ -360,8 +387,8 @@ int main(int argc, char **argv)
                 return 2;
         }
         if (argc > 1 || hosts < 2 || hosts > MAX_HOSTS || n_jobs < 1 || n_jobs > MAX_JOBS ||
-            !(load >= 0.05 && load <= 5) || slots < 0 || slots > MAX_SLOTS || seed < 0 || seed > G_MAXUINT32) {
-                fprintf(stderr, "ferry-sim: --hosts must be 2-%d, --jobs 1-%d, --load 0.05-5, --slots 0-%d, "
+            !(load >= 0.05 && load <= 5) || !(size_error >= 0 && size_error <= 3) || slots < 0 || slots > MAX_SLOTS || seed < 0 || seed > G_MAXUINT32) {
+                fprintf(stderr, "ferry-sim: --hosts must be 2-%d, --jobs 1-%d, --load 0.05-5, --size-error 0-3, --slots 0-%d, "
                         "--seed 0-%u, and nothing else on the command line (see --help)\n",
                         MAX_HOSTS, MAX_JOBS, MAX_SLOTS, G_MAXUINT32);
                 return 2;
@@ -381,7 +408,7 @@ int main(int argc, char **argv)
                 fastest = fmax(fastest, s.hosts[i].bandwidth);
                 per_tier[s.hosts[i].tier]++;
         }
-        rate = make_jobs(&s, r, load, total_bandwidth);
+        rate = make_jobs(&s, r, load, total_bandwidth, size_error);
         for (int k = 0; k < n_jobs; k++) {
                 total_bytes += s.jobs[k].size;
                 largest = fmax(largest, s.jobs[k].size);
@@ -399,8 +426,9 @@ int main(int argc, char **argv)
                "largest %.1f GiB, %.1f TiB in all\n",
                n_jobs, SIZE_MEDIAN / GiB, SIZE_SIGMA, SIZE_MIN / GiB, SIZE_MAX / GiB, total_bytes / n_jobs / GiB,
                largest / GiB, total_bytes / GiB / 1024);
-        printf("arrivals: Poisson, %.2f copies/s over %.0f s: offered load %.2f of the cluster's bandwidth; seed %" G_GINT64_FORMAT "\n",
-               rate, s.jobs[n_jobs - 1].arrival, load, seed);
+        printf("arrivals: Poisson, %.2f copies/s over %.0f s: offered load %.2f of the cluster's bandwidth; "
+               "sizes known to the engine within sigma %.2f; seed %" G_GINT64_FORMAT "\n",
+               rate, s.jobs[n_jobs - 1].arrival, load, size_error, seed);
         printf("lower bound: %.1f s = max(bytes / bandwidth %.1f s, largest / fastest %.1f s, "
                "arrival + size / fastest %.1f s); mean completion bound %.1f s\n\n",
                bound, total_bytes / total_bandwidth, largest / fastest, arrival_bound, mean_bound);
@@ -408,17 +436,22 @@ int main(int argc, char **argv)
         for (size_t m = 0; m < G_N_ELEMENTS(modes); m++)
                 res[m] = run(&s, modes[m], (guint32) seed);
 
-        printf("%-32s %11s %9s %14s %9s %10s %10s %10s\n", "policy", "makespan s", "/ bound", "mean compl. s",
-               "/ random", "p95 s", "mean wait", "SPM copies");
+        random_mean = res[3].mean;
+        printf("%-32s %11s %8s %14s %10s %9s %10s %6s %5s\n", "policy", "makespan s", "/ bound", "mean compl. s",
+               "random / it", "p95 s", "mean wait", "busy", "SPM");
         for (size_t m = 0; m < G_N_ELEMENTS(modes); m++) {
-                printf("%-32s %11.1f %9.3f %14.1f %9.3f %10.1f %10.1f %10ld\n", mode_names[modes[m]], res[m].makespan,
-                       res[m].makespan / bound, res[m].mean, res[m].mean / res[2].mean, res[m].p95, res[m].mean_wait,
-                       res[m].spm_copies);
+                printf("%-32s %11.1f %8.3f %14.1f %10.3gx %9.1f %10.1f %5.0f%% %5ld\n", mode_names[modes[m]],
+                       res[m].makespan, res[m].makespan / bound, res[m].mean, random_mean / res[m].mean, res[m].p95,
+                       res[m].mean_wait, 100 * res[m].busy, res[m].spm_copies);
                 if (res[m].makespan < bound * (1 - 1e-9))
                         fail(&s, "makespan under the lower bound", res[m].makespan, bound);
                 if (modes[m] != SIM_SPM_ONLY && res[m].spm_copies)
                         fail(&s, "the SPM copied while other hosts were usable", (double) res[m].spm_copies, 0);
         }
+        printf("\ntargets: least_loaded makespan within 10%% of the bound: %s (%.1f%%); "
+               "mean completion at least 2x better than random: %s (%.2fx)\n",
+               res[0].makespan <= 1.1 * bound ? "met" : "NOT met", 100 * (res[0].makespan / bound - 1),
+               random_mean >= 2 * res[0].mean ? "met" : "NOT met", random_mean / res[0].mean);
 
         for (int i = 0; i < hosts; i++)
                 g_free(s.hosts[i].run);

@@ -3,7 +3,7 @@
 
 #include "hostsched.h"
 
-#define SHARE_TOLERANCE 0.01  /* bandwidth shares within 1 % are a tie: stats are not that exact */
+#define SHARE_TOLERANCE 0.01  /* shares or costs within 1 % are a tie: stats are not that exact */
 
 /* Numbers come from agents: anything negative or not finite means "not known". */
 static double known(double v)
@@ -27,13 +27,35 @@ static double share(const struct engine_sched_host *h)
         return known(h->bandwidth) / (double) (jobs(h) + 1);
 }
 
+/*
+ * What placing a copy of `bytes` here adds to the sum of all copies' completion
+ * times, in seconds, if nothing else arrives (processor sharing): the new copy
+ * ends after (bytes + sum of min(r_i, bytes)) / bandwidth, and delays each copy
+ * already there by min(r_i, bytes) / bandwidth, where r_i are their remaining
+ * bytes. The sum of min(r_i, bytes) is estimated as min(bytes_pending,
+ * running * bytes), exact when the others are all larger or all smaller.
+ */
+static double copy_cost(const struct engine_sched_host *h, double bytes)
+{
+        double k = (double) jobs(h), pending = known(h->bytes_pending);
+
+        if (pending == 0 && k > 0)
+                pending = k * bytes;        /* copies running but no record of their bytes: assume the worst */
+        return (bytes + 2 * fmin(pending, k * bytes)) / known(h->bandwidth);
+}
+
 /* <0 when a is the better choice, 0 for a tie. */
-static int compare(const struct engine_sched_host *a, const struct engine_sched_host *b)
+static int compare(const struct engine_sched_host *a, const struct engine_sched_host *b, double bytes)
 {
         double ra = known(a->rate), rb = known(b->rate);
         double la = known(a->load), lb = known(b->load);
 
-        if (known(a->bandwidth) > 0 && known(b->bandwidth) > 0) {
+        if (bytes > 0 && known(a->bandwidth) > 0 && known(b->bandwidth) > 0) {
+                double ca = copy_cost(a, bytes), cb = copy_cost(b, bytes);
+
+                if (fabs(ca - cb) > SHARE_TOLERANCE * fmax(ca, cb))
+                        return ca < cb ? -1 : 1;
+        } else if (known(a->bandwidth) > 0 && known(b->bandwidth) > 0) {
                 double sa = share(a), sb = share(b);
 
                 if (fabs(sa - sb) > SHARE_TOLERANCE * fmax(sa, sb))
@@ -49,6 +71,12 @@ static int compare(const struct engine_sched_host *a, const struct engine_sched_
 }
 
 int engine_sched_pick(const struct engine_sched_host *hosts, size_t n, enum engine_sched_policy policy, GRand *rand)
+{
+        return engine_sched_pick_copy(hosts, n, policy, 0, rand);
+}
+
+int engine_sched_pick_copy(const struct engine_sched_host *hosts, size_t n, enum engine_sched_policy policy,
+                           double bytes, GRand *rand)
 {
         bool other_usable = false;
 
@@ -77,7 +105,7 @@ int engine_sched_pick(const struct engine_sched_host *hosts, size_t n, enum engi
                                         best = (int) i;
                                 continue;
                         }
-                        c = best < 0 ? -1 : compare(h, &hosts[best]);
+                        c = best < 0 ? -1 : compare(h, &hosts[best], known(bytes));
                         if (c < 0) {
                                 best = (int) i;
                                 seen = 1;

@@ -31,28 +31,44 @@ struct engine_sched_host {
         double rate;          /* bytes/s it copies now */
         double load;          /* recent CPU load */
         double bandwidth;     /* bytes/s all its copies may move together (copy_rate_limit); 0 = unknown/unlimited */
+        double bytes_pending; /* bytes the copies the engine assigned there still have to move: each
+                               * one's size x (1 - its last reported progress); 0 while copies
+                               * run = not known */
 };
 
 /*
- * Index of the host for the next copy, or -1 when none can take it.
+ * Index of the host for the next copy, of `bytes` bytes (0 = size unknown),
+ * or -1 when none can take it.
  *
  * Filter: usable and running < limit. Non-SPM hosts only; the SPM only when
  * no other host is usable at all (when they are merely full, the copy waits
  * for a free slot, and the SPM stays free for metadata).
  *
  * least_loaded orders the hosts that pass by, in turn:
- *   1. when both hosts have a known bandwidth: the share of it a new copy
- *      would get there, bandwidth / (running + 1), higher first, shares
- *      within 1 % of each other counting as equal; hosts differ (1, 10,
- *      25 Gb/s links), and a fast host with a copy running still moves a new
- *      one faster than a slow idle one. Otherwise fewest running copies;
+ *   1. when both hosts have a known bandwidth (hosts differ: 1, 10, 25 Gb/s
+ *      links), and
+ *      - the copy's size is known: the least cost, what the copy adds to the
+ *        sum of all copies' completion times if the host shares its bandwidth
+ *        equally (its own time plus the delay it causes the copies already
+ *        there), from bandwidth, running and bytes_pending. A big copy goes
+ *        where little is pending, a small one where it gets a large share;
+ *      - the size is not known: the largest share of the bandwidth a new copy
+ *        would get, bandwidth / (running + 1), so a fast host with a copy
+ *        running beats a slow idle one;
+ *      values within 1 % of each other count as equal.
+ *      Otherwise (some bandwidth unknown): fewest running copies;
  *   2. lowest rate (bytes/s in flight now), differences under 1 byte/s equal;
  *   3. lowest CPU load, differences under 0.05 equal;
  *   4. ties at random, each tied host equally likely.
  * With some bandwidths known and some not, key 1 depends on the pair being
  * compared; give every host its bandwidth, or none, for a total order.
+ * bench/sim measures these keys on a simulated 1,000-host cluster.
  *
  * random: uniform among the hosts that pass (oVirt's behaviour, kept for
  * comparison). rand supplies the randomness (seeded in tests).
  */
+int engine_sched_pick_copy(const struct engine_sched_host *hosts, size_t n, enum engine_sched_policy policy,
+                           double bytes, GRand *rand);
+
+/* engine_sched_pick_copy() for a copy of unknown size. */
 int engine_sched_pick(const struct engine_sched_host *hosts, size_t n, enum engine_sched_policy policy, GRand *rand);
