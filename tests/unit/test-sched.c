@@ -248,6 +248,82 @@ static void test_random_ignores_bandwidth(void)
         g_assert_true(about(count[3], 1.0 / 3));
 }
 
+/* A host like B() with `pending` bytes still to move by the engine's record. */
+static struct engine_sched_host P(long n, long l, double bw, double pending)
+{
+        return (struct engine_sched_host) { .usable = true, .running = n, .limit = l, .bandwidth = bw,
+                                            .rate = n > 0 ? bw : 0, .bytes_pending = pending };
+}
+
+#define GB 1e9
+#define PICK(t, bytes) engine_sched_pick_copy(t, G_N_ELEMENTS(t), ENGINE_SCHED_LEAST_LOADED, bytes, r)
+
+static void test_copy_cost(void)
+{
+        g_autoptr(GRand) r = rnd();
+        /* Two equal fast hosts: one with 1 copy but 400 GB pending, one with 2 copies and 4 GB pending.
+         * A 100 GB copy goes where little is pending; without its size, where fewer run. */
+        struct engine_sched_host a[] = { P(1, 8, 2500 * MB, 400 * GB), P(2, 8, 2500 * MB, 4 * GB) };
+        /* A 1 GB copy still prefers a fast host with 300 GB pending (its share) to an idle slow one. */
+        struct engine_sched_host b[] = { P(0, 2, 100 * MB, 0), P(3, 8, 2500 * MB, 300 * GB) };
+        /* A 100 GB copy: a 2.5 GB/s host with 10 GB pending (48 s) beats an idle 1 GB/s one (100 s).
+         * A 1 GB copy would end sooner there (0.8 s against 1 s) but delay the copy running there by
+         * 0.4 s: the idle host costs less in all. */
+        struct engine_sched_host c[] = { P(0, 4, 1000 * MB, 0), P(1, 8, 2500 * MB, 10 * GB) };
+        /* Copies running with no record of their bytes: assumed at least as big as the new one. */
+        struct engine_sched_host d[] = { P(1, 4, 1000 * MB, 0), P(1, 4, 1000 * MB, 1 * GB) };
+
+        for (int i = 0; i < 50; i++) {
+                g_assert_cmpint(PICK(a, 100 * GB), ==, 1);
+                g_assert_cmpint(PICK(a, 0), ==, 0);
+                g_assert_cmpint(engine_sched_pick(a, 2, ENGINE_SCHED_LEAST_LOADED, r), ==, 0);
+                g_assert_cmpint(PICK(b, 1 * GB), ==, 1);
+                g_assert_cmpint(PICK(c, 100 * GB), ==, 1);
+                g_assert_cmpint(PICK(c, 1 * GB), ==, 0);
+                g_assert_cmpint(PICK(d, 100 * GB), ==, 1);
+        }
+}
+
+static void test_copy_cost_fallbacks(void)
+{
+        g_autoptr(GRand) r = rnd();
+        /* The share key would pick host 0 (one copy), the cost key for a big copy host 1 (little pending). */
+        struct engine_sched_host a[] = { P(1, 8, 2500 * MB, 400 * GB), P(2, 8, 2500 * MB, 4 * GB) };
+        /* Bandwidth unknown on one host: fewest running, whatever the size. */
+        struct engine_sched_host b[] = { P(2, 8, 2500 * MB, 1 * GB), P(1, 8, 0, 900 * GB) };
+        /* The SPM stays last with a size too, and is not picked when the others are full. */
+        struct engine_sched_host c[] = { P(0, 8, 2500 * MB, 0), P(1, 2, 100 * MB, 50 * GB) };
+        struct engine_sched_host d[] = { P(0, 8, 2500 * MB, 0), P(2, 2, 100 * MB, 50 * GB) };
+        const double garbage[] = { NAN, -1 * GB, INFINITY, -INFINITY };
+
+        c[0].is_spm = d[0].is_spm = true;
+        for (int i = 0; i < 50; i++) {
+                /* A size that is not a positive finite number counts as unknown: the share key. */
+                for (size_t g = 0; g < G_N_ELEMENTS(garbage); g++)
+                        g_assert_cmpint(PICK(a, garbage[g]), ==, 0);
+                g_assert_cmpint(PICK(b, 100 * GB), ==, 1);
+                g_assert_cmpint(PICK(c, 100 * GB), ==, 1);
+                g_assert_cmpint(PICK(d, 100 * GB), ==, -1);
+                g_assert_cmpint(engine_sched_pick_copy(d, 2, ENGINE_SCHED_RANDOM, 100 * GB, r), ==, -1);
+        }
+}
+
+static void test_copy_cost_ties(void)
+{
+        g_autoptr(GRand) r = rnd();
+        /* Idle hosts of equal bandwidth cost the same for any copy: uniformly random among them,
+         * never the slower one. */
+        struct engine_sched_host t[] = { P(0, 4, 1000 * MB, 0), P(0, 4, 1000 * MB, 0), P(0, 4, 1000 * MB, 0),
+                                         P(0, 4, 900 * MB, 0) };
+        unsigned count[4] = { 0 };
+
+        for (int i = 0; i < DRAWS; i++)
+                count[PICK(t, 10 * GB)]++;
+        g_assert_cmpuint(count[3], ==, 0);
+        for (int i = 0; i < 3; i++)
+                g_assert_true(about(count[i], 1.0 / 3));
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -263,5 +339,8 @@ int main(int argc, char **argv)
         g_test_add_func("/sched/bandwidth-unknown", test_bandwidth_unknown);
         g_test_add_func("/sched/bandwidth-ties", test_bandwidth_ties);
         g_test_add_func("/sched/random-ignores-bandwidth", test_random_ignores_bandwidth);
+        g_test_add_func("/sched/copy-cost", test_copy_cost);
+        g_test_add_func("/sched/copy-cost-fallbacks", test_copy_cost_fallbacks);
+        g_test_add_func("/sched/copy-cost-ties", test_copy_cost_ties);
         return g_test_run();
 }
