@@ -278,6 +278,8 @@ static struct result run(struct sim *s, enum sim_mode mode, guint32 seed)
                 completion[k] = j->finish - j->arrival;
                 res.mean += completion[k] / s->n_jobs;
                 res.mean_wait += (j->start - j->arrival) / s->n_jobs;
+                if (k > 0 && !(j->start >= s->jobs[k - 1].start))
+                        fail(s, "the queue is not first in, first out", s->jobs[k - 1].start, j->start);
                 if (!(j->start >= j->arrival && j->finish >= j->start))
                         fail(s, "job times out of order", j->start, j->finish);
                 else if (j->finish - j->start < j->size / s->hosts[j->host].bandwidth * (1 - 1e-9))
