@@ -1617,6 +1617,9 @@ void agent_transfers_describe(struct agent *a, json_t *obj)
         json_object_set_new(obj, "transfer_port", json_integer(tr->port));
         json_object_set_new(obj, "transfer_scheme", json_string(tr->tls ? "https" : "http"));
         json_object_set_new(obj, "transfer_tickets", json_integer(g_hash_table_size(tr->tickets)));
+        /* The engine builds ticket urls (file://<storage_root>/…) from it. */
+        if (!json_object_get(obj, "storage_root"))
+                json_object_set_new(obj, "storage_root", json_string(a->config.storage_root));
 }
 
 int agent_transfers_start(struct agent *a, GError **error)

@@ -27,6 +27,8 @@ static const struct cli_command cli_commands[] = {
           "disk create --name N --size SIZE --sd SD [--format raw|cow] [--sparse|--preallocated] [--volumes N] [--wait]" },
         { "disk", "move", cli_disk_move, "disk move DISK --sd SD [--wait]" },
         { "disk", "copy", cli_disk_copy, "disk copy DISK --sd SD [--name N] [--wait]" },
+        { "disk", "upload", cli_disk_upload, "disk upload FILE (--sd SD [--name N] | --disk DISK) [--format raw|cow]" },
+        { "disk", "download", cli_disk_download, "disk download DISK FILE" },
         { "job", "list", cli_job_list, "job list" },
         { "job", "show", cli_job_show, "job show JOB" },
         { "job", "cancel", cli_job_cancel, "job cancel JOB" },

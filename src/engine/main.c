@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "engine.h"
+#include "rest.h"
 #include "error.h"
 #include "log.h"
 #include "uuid.h"
@@ -20,6 +21,7 @@ static gboolean on_tick(gpointer data)
 
         engine_hosts_tick(e);
         engine_commands_tick(e);
+        engine_transfers_tick(e);
         return G_SOURCE_CONTINUE;
 }
 

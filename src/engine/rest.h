@@ -22,3 +22,5 @@ json_t *engine_rest_disk_json(struct engine *e, json_t *row, bool with_volumes);
  */
 bool engine_rest_vms(struct engine *e, SoupServerMessage *msg, char **seg, guint n);       /* vms.c */
 bool engine_rest_transfers(struct engine *e, SoupServerMessage *msg, char **seg, guint n); /* transfers.c */
+/* Advances image transfers (ticket polls, finalize jobs, removals); every coordinator tick. */
+void engine_transfers_tick(struct engine *e);

@@ -1,7 +1,680 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Image transfers (oVirt's /imagetransfers): a client uploads or downloads
+ * the bytes of a single-volume disk straight from a host's transfer
+ * endpoint, with a ticket the engine adds on a host the scheduler picks.
+ *
+ * A transfer is a row in image_transfers; its phase is the state machine:
+ *
+ *   initializing → transferring → finalizing_success → finished_success
+ *                              ↘ finalizing_failure → finished_failure | cancelled
+ *
+ * Every decision is written before the call that acts on it, so after an
+ * engine restart the tick resumes each transfer: it polls the ticket while
+ * data flows, watches the host's finalize job (upload), and removes the
+ * ticket of a cancelled or failed transfer. An upload's outcome is learned
+ * like a copy's: the finalize job marks the volume LEGAL with generation+1;
+ * when the host forgot the job, Volume.getInfo through any host tells.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "error.h"
 #include "rest.h"
+#include "uuid.h"
+
+#define js engine_js
+#define ji engine_ji
+
+#define AGENT_ERR_TICKET 482            /* the agent's ticket errors (transfer.h) */
+#define TIMEOUT_DEFAULT 60              /* s without requests before the engine cancels a transfer */
+#define TIMEOUT_MIN 10
+#define TIMEOUT_MAX (24 * 3600)
+#define POLL_S 2                        /* s between ticket polls of one transfer */
+#define HOST_GRACE_S 30                 /* beyond the timeout, for an unreachable host's ticket to expire there */
+#define ADD_TIMEOUT_MS 60000            /* add_image_ticket may wait for locks and the lease */
+#define QCOW2_SLACK(cap) ((cap) + (G_GINT64_CONSTANT(1) << 30))
+#define MAX_DISK_SIZE (G_GINT64_CONSTANT(64) << 40)
+
+static GHashTable *busy;                /* transfer ids with a call in flight */
+static GHashTable *next_poll;           /* transfer id → monotonic µs of its next poll */
+
+static json_t *fail(GError **error, int status, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static json_t *fail(GError **error, int status, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        g_propagate_error(error, g_error_new_valist(ENGINE_ERROR, status, fmt, ap));
+        va_end(ap);
+        return NULL;
+}
+
+static bool is_final(const char *phase)
+{
+        return strcmp(phase, "finished_success") == 0 || strcmp(phase, "finished_failure") == 0 ||
+               strcmp(phase, "cancelled") == 0;
+}
+
+static bool is_transport_error(const GError *error)
+{
+        return error && error->domain != FY_ERROR;
+}
+
+static json_t *transfer_row(struct engine *e, const char *id)
+{
+        return engine_db_query_one(e->db, NULL, "SELECT * FROM image_transfers WHERE id = ?", "s", id);
+}
+
+static json_t *transfer_json(struct engine *e, json_t *row)
+{
+        g_autoptr(json_t) host = js(row, "host") ?
+                engine_db_query_one(e->db, NULL, "SELECT id, name FROM hosts WHERE id = ?", "s", js(row, "host")) : NULL;
+        json_t *o = json_pack("{s:s, s:s, s:s, s:{s:s}, s:I, s:I, s:I, s:I, s:I}",
+                              "id", js(row, "id"), "phase", js(row, "phase"), "direction", js(row, "direction"),
+                              "disk", "id", js(row, "disk_id"), "size", ji(row, "size"),
+                              "transferred", ji(row, "transferred"), "inactivity_timeout", ji(row, "timeout"),
+                              "created", ji(row, "created"), "updated", ji(row, "updated"));
+
+        json_object_set_new(o, "host", host ? json_pack("{s:s, s:s}", "id", js(host, "id"), "name", js(host, "name"))
+                                            : json_null());
+        json_object_set_new(o, "transfer_url", js(row, "transfer_url") && !is_final(js(row, "phase")) ?
+                                               json_string(js(row, "transfer_url")) : json_null());
+        if (!is_final(js(row, "phase")))
+                json_object_set_new(o, "expires", json_integer(ji(row, "last_activity") + ji(row, "timeout")));
+        if (js(row, "job_id"))
+                json_object_set_new(o, "job", json_pack("{s:s}", "id", js(row, "job_id")));
+        if (js(row, "error"))
+                json_object_set_new(o, "error", json_string(js(row, "error")));
+        return o;
+}
+
+static void set_phase(struct engine *e, const char *id, const char *phase, const char *error)
+{
+        engine_db_exec(e->db, NULL, "UPDATE image_transfers SET phase = ?, error = COALESCE(?, error), updated = ? "
+                                    "WHERE id = ?", "ssis", phase, error, engine_now(), id);
+}
+
+/* Ends a transfer: the disk, its volume, the job and the row, in one transaction. */
+static void transfer_end(struct engine *e, json_t *row, const char *phase, const char *error)
+{
+        bool upload = strcmp(js(row, "direction"), "upload") == 0;
+        bool ok = strcmp(phase, "finished_success") == 0;
+        const char *disk_status = ok ? "ok" : upload ? "illegal" : js(row, "prior_status");
+
+        if (engine_db_begin(e->db, NULL) < 0)
+                return;
+        set_phase(e, js(row, "id"), phase, error);
+        /* Only while this transfer's job holds the disk: never unlock another operation's disk. */
+        engine_db_exec(e->db, NULL, "UPDATE disks SET status = ?, progress = NULL, job_id = NULL WHERE id = ? AND job_id = ?",
+                       "sss", disk_status, js(row, "disk_id"), js(row, "job_id"));
+        if (upload && ok)
+                engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'LEGAL', generation = ? WHERE id = ? AND sd_id = ?",
+                               "iss", (ji(row, "generation") + 1) % 1000, js(row, "vol_id"), js(row, "sd_id"));
+        else if (upload)
+                engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'ILLEGAL' WHERE id = ? AND sd_id = ?",
+                               "ss", js(row, "vol_id"), js(row, "sd_id"));
+        engine_db_exec(e->db, NULL, "UPDATE jobs SET status = ?, end_time = ?, progress = CASE WHEN ? THEN 100 ELSE progress END "
+                                    "WHERE id = ?", "sibs", ok ? "finished" : "failed", engine_now(), ok, js(row, "job_id"));
+        if (engine_db_commit(e->db, NULL) < 0)
+                return;
+        g_hash_table_remove(next_poll, js(row, "id"));
+        engine_event(e, ok ? "normal" : "warning", NULL, "image %s of disk %s %s%s%s", js(row, "direction"),
+                     js(row, "disk_id"), ok ? "finished" : strcmp(phase, "cancelled") == 0 ? "cancelled" : "failed",
+                     error ? ": " : "", error ? error : "");
+}
+
+/* Starts the removal of the ticket; the tick finishes the transfer once the host confirms. */
+static void transfer_fail(struct engine *e, json_t *row, const char *cancel, const char *error)
+{
+        engine_db_exec(e->db, NULL, "UPDATE image_transfers SET phase = 'finalizing_failure', cancel = COALESCE(?, cancel), "
+                                    "error = COALESCE(?, error), updated = ? WHERE id = ?",
+                       "ssis", cancel, error, engine_now(), js(row, "id"));
+        g_hash_table_remove(next_poll, js(row, "id"));
+        engine_kick(e);
+}
+
+/* ---- calls tied to a transfer ---- */
+
+typedef void (*transfer_reply_fn)(struct engine *e, json_t *row, json_t *result, const GError *error, void *extra);
+
+struct call_ctx {
+        struct engine *e;
+        char *id;
+        transfer_reply_fn done;
+        void *extra;
+};
+
+static void on_reply(json_t *result, const GError *error, void *userdata)
+{
+        struct call_ctx *c = userdata;
+        g_autoptr(json_t) row = transfer_row(c->e, c->id);
+
+        g_hash_table_remove(busy, c->id);
+        if (row && !is_final(js(row, "phase")))
+                c->done(c->e, row, result, error, c->extra);
+        g_free(c->id);
+        g_free(c);
+}
+
+static void transfer_call(struct engine *e, json_t *row, const char *host, const char *method, json_t *params,
+                          unsigned timeout_ms, transfer_reply_fn done, void *extra)
+{
+        struct call_ctx *c = g_new0(struct call_ctx, 1);
+
+        c->e = e;
+        c->id = g_strdup(js(row, "id"));
+        c->done = done;
+        c->extra = extra;
+        g_hash_table_add(busy, g_strdup(c->id));
+        engine_host_call(e, host, method, params, timeout_ms, on_reply, c);
+}
+
+/* ---- POST /api/imagetransfers ---- */
+
+struct pending {
+        struct engine *e;
+        SoupServerMessage *msg;
+};
+
+static void reply_pending(struct pending *p, int status, json_t *body, const char *fault)
+{
+        if (body)
+                engine_rest_reply_json(p->msg, status, body);
+        else
+                engine_rest_reply_fault(p->msg, status, fault);
+        soup_server_message_unpause(p->msg);
+        g_object_unref(p->msg);
+        g_free(p);
+}
+
+static void on_ticket_added(struct engine *e, json_t *row, json_t *result, const GError *error, void *extra)
+{
+        struct pending *p = extra;
+        g_autoptr(json_t) now = NULL;
+        g_autoptr(json_t) out = NULL;
+        g_autofree char *why = NULL;
+
+        if (error) {
+                int status = error->code == FY_ERR_LEASE_ACQUIRE || error->code == FY_ERR_VOLUME_IN_USE ||
+                             error->code == FY_ERR_GENERATION_MISMATCH ? 409 : 502;
+
+                why = g_strdup_printf("host %s could not add the transfer ticket: %s", js(row, "host"), error->message);
+                if (is_transport_error(error)) {
+                        /* Unknown whether it arrived: the tick removes it before the disk is released. */
+                        transfer_fail(e, row, NULL, why);
+                        reply_pending(p, 504, NULL, why);
+                        return;
+                }
+                /* Refused: nothing was left on the host (the agent releases what it took). */
+                engine_db_exec(e->db, NULL, "UPDATE disks SET status = ?, progress = NULL, job_id = NULL "
+                                            "WHERE id = ? AND job_id = ?", "sss", js(row, "prior_status"),
+                               js(row, "disk_id"), js(row, "job_id"));
+                if (strcmp(js(row, "direction"), "upload") == 0 && strcmp(js(row, "prior_status"), "ok") == 0)
+                        engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'LEGAL' WHERE id = ? AND sd_id = ?",
+                                       "ss", js(row, "vol_id"), js(row, "sd_id"));
+                engine_db_exec(e->db, NULL, "UPDATE jobs SET status = 'failed', end_time = ? WHERE id = ?", "is",
+                               engine_now(), js(row, "job_id"));
+                set_phase(e, js(row, "id"), "finished_failure", why);
+                engine_event(e, "warning", NULL, "%s", why);
+                reply_pending(p, status, NULL, why);
+                return;
+        }
+        engine_db_exec(e->db, NULL, "UPDATE image_transfers SET phase = 'transferring', generation = ?, "
+                                    "last_activity = ?, updated = ? WHERE id = ? AND phase = 'initializing'",
+                       "iiis", ji(result, "generation"), engine_now(), engine_now(), js(row, "id"));
+        now = transfer_row(e, js(row, "id"));
+        engine_event(e, "normal", NULL, "image %s of disk %s started on host %s", js(row, "direction"),
+                     js(row, "disk_id"), js(row, "host"));
+        out = transfer_json(e, now ? now : row);
+        reply_pending(p, 201, out, NULL);
+}
+
+/* The host's transfer endpoint from its last stats; NULL if it has none. */
+static char *host_transfer_base(struct engine *e, const char *host_id, char **ret_root)
+{
+        struct engine_host *h = g_hash_table_lookup(e->hosts, host_id);
+        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL, "SELECT address FROM hosts WHERE id = ?", "s", host_id);
+        json_int_t port;
+        const char *scheme, *root;
+
+        if (!h || !h->stats || !row)
+                return NULL;
+        port = json_integer_value(json_object_get(h->stats, "transfer_port"));
+        scheme = js(h->stats, "transfer_scheme");
+        root = js(h->stats, "storage_root");
+        if (port <= 0 || port > 65535 || !scheme || !root || *root != '/')
+                return NULL;
+        *ret_root = g_strdup(root);
+        return strchr(js(row, "address"), ':') ? g_strdup_printf("%s://[%s]:%d", scheme, js(row, "address"), (int) port)
+                                              : g_strdup_printf("%s://%s:%d", scheme, js(row, "address"), (int) port);
+}
+
+static json_t *transfer_start(struct engine *e, json_t *body, SoupServerMessage *msg, GError **error)
+{
+        g_autoptr(json_t) disk = NULL;
+        g_autoptr(json_t) vols = NULL;
+        g_autoptr(json_t) row = NULL;
+        g_autofree char *id = fy_uuid_new();
+        g_autofree char *ticket = fy_uuid_new();
+        g_autofree char *job = fy_uuid_new();
+        g_autofree char *host = NULL;
+        g_autofree char *base = NULL;
+        g_autofree char *root = NULL;
+        g_autofree char *url = NULL;
+        g_autofree char *file = NULL;
+        g_autofree char *desc = NULL;
+        const char *disk_id = js(json_object_get(body, "disk"), "id");
+        const char *direction = js(body, "direction");
+        json_t *size_v = json_object_get(body, "size");
+        json_t *vsize_v = json_object_get(body, "virtual_size");
+        json_t *timeout_v = json_object_get(body, "inactivity_timeout");
+        gint64 timeout = TIMEOUT_DEFAULT, capacity, size = 0;
+        bool upload;
+        json_t *vol;
+        struct pending *p;
+
+        if (!direction || (strcmp(direction, "upload") != 0 && strcmp(direction, "download") != 0))
+                return fail(error, 400, "direction must be \"upload\" or \"download\"");
+        upload = strcmp(direction, "upload") == 0;
+        if (!disk_id)
+                return fail(error, 400, "missing disk: {\"disk\": {\"id\": \"<uuid>\"}}");
+        if (!fy_uuid_is_valid(disk_id))
+                return fail(error, 404, "no disk %.64s (ids are UUIDs)", disk_id);
+        if (timeout_v && (!json_is_integer(timeout_v) || json_integer_value(timeout_v) < TIMEOUT_MIN ||
+                          json_integer_value(timeout_v) > TIMEOUT_MAX))
+                return fail(error, 400, "inactivity_timeout must be %d-%d seconds", TIMEOUT_MIN, TIMEOUT_MAX);
+        if (timeout_v)
+                timeout = json_integer_value(timeout_v);
+        if ((size_v && (!json_is_integer(size_v) || json_integer_value(size_v) <= 0 ||
+                        json_integer_value(size_v) > 2 * MAX_DISK_SIZE)) ||
+            (vsize_v && (!json_is_integer(vsize_v) || json_integer_value(vsize_v) <= 0)))
+                return fail(error, 400, "size and virtual_size must be positive byte counts");
+        if (size_v && !upload)
+                return fail(error, 400, "size is the number of bytes an upload writes; a download gets the whole volume");
+
+        disk = engine_db_query_one(e->db, error, "SELECT * FROM disks WHERE id = ?", "s", disk_id);
+        if (!disk)
+                return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
+        if (strcmp(js(disk, "status"), "locked") == 0)
+                return fail(error, 409, "disk %s is locked by a running operation; wait until it ends", js(disk, "name"));
+        if (!upload && strcmp(js(disk, "status"), "ok") != 0)
+                return fail(error, 409, "disk %s is %s: its data is not complete, there is nothing to download",
+                            js(disk, "name"), js(disk, "status"));
+        vols = engine_db_query(e->db, error, "SELECT * FROM volumes WHERE disk_id = ? AND sd_id = ? ORDER BY position",
+                               "ss", disk_id, js(disk, "sd_id"));
+        if (!vols)
+                return NULL;
+        if (json_array_size(vols) != 1)
+                return fail(error, 409, "disk %s has %zu volumes; image transfers handle single-volume disks only "
+                            "(copy the disk to collapse its chain first)", js(disk, "name"), json_array_size(vols));
+        vol = json_array_get(vols, 0);
+        capacity = ji(vol, "capacity");
+        if (upload) {
+                bool cow = strcmp(js(vol, "format"), "cow") == 0;
+
+                size = size_v ? json_integer_value(size_v) : cow ? QCOW2_SLACK(capacity) : capacity;
+                if (vsize_v && json_integer_value(vsize_v) > capacity)
+                        return fail(error, 409, "the image's virtual size (%" JSON_INTEGER_FORMAT " bytes) is larger than "
+                                    "disk %s (%" G_GINT64_FORMAT " bytes)", json_integer_value(vsize_v),
+                                    js(disk, "name"), capacity);
+                if (size > (cow ? QCOW2_SLACK(capacity) : capacity))
+                        return fail(error, 409, "an upload of %" G_GINT64_FORMAT " bytes does not fit disk %s (%s, %"
+                                    G_GINT64_FORMAT " bytes)", size, js(disk, "name"), js(vol, "format"), capacity);
+        }
+
+        host = engine_pick_copy_host(e, NULL);
+        if (!host)
+                return fail(error, 503, "no host can serve a transfer now (none is up, connected and below its job limit)");
+        base = host_transfer_base(e, host, &root);
+        if (!base)
+                return fail(error, 503, "host %s does not report an image transfer endpoint yet; try again", host);
+        url = g_strdup_printf("%s/images/%s", base, ticket);
+        file = g_strdup_printf("file://%s/%s/images/%s/%s", root, js(disk, "sd_id"), disk_id, js(vol, "id"));
+        desc = g_strdup_printf("%s disk %s", upload ? "Uploading" : "Downloading", js(disk, "name"));
+
+        /* Recorded before the host is asked: a restart finds the ticket to remove. */
+        if (engine_db_begin(e->db, error) < 0)
+                return NULL;
+        engine_db_exec(e->db, NULL, "INSERT INTO jobs (id, description, status, start_time) VALUES (?, ?, 'started', ?)",
+                       "ssi", job, desc, engine_now());
+        engine_db_exec(e->db, NULL, "UPDATE disks SET status = 'locked', progress = 0, job_id = ? WHERE id = ?", "ss",
+                       job, disk_id);
+        if (upload)
+                engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'ILLEGAL' WHERE id = ? AND sd_id = ?", "ss",
+                               js(vol, "id"), js(disk, "sd_id"));
+        if (engine_db_exec(e->db, error,
+                           "INSERT INTO image_transfers (id, disk_id, sd_id, vol_id, direction, phase, host, ticket, "
+                           "transfer_url, job_id, size, timeout, last_activity, prior_status, created, updated) "
+                           "VALUES (?, ?, ?, ?, ?, 'initializing', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           "sssssssssiiisii", id, disk_id, js(disk, "sd_id"), js(vol, "id"), direction, host, ticket,
+                           url, job, size, timeout, engine_now(), js(disk, "status"), engine_now(), engine_now()) < 0 ||
+            engine_db_commit(e->db, error) < 0) {
+                engine_db_rollback(e->db);
+                return NULL;
+        }
+        row = transfer_row(e, id);
+        p = g_new0(struct pending, 1);
+        p->e = e;
+        p->msg = g_object_ref(msg);
+        soup_server_message_pause(msg);
+        transfer_call(e, row, host, "Host.add_image_ticket",
+                      json_pack("{s:{s:s, s:I, s:[s], s:I, s:s, s:b, s:s}}", "ticket", "uuid", ticket,
+                                "timeout", (json_int_t) timeout, "ops", upload ? "write" : "read",
+                                "size", upload ? (json_int_t) size : (json_int_t) 0, "url", file,
+                                "sparse", ji(disk, "sparse") != 0, "transfer_id", id),
+                      ADD_TIMEOUT_MS, on_ticket_added, p);
+        return json_true();
+}
+
+/* ---- finalize / cancel ---- */
+
+static void on_finalize_sent(struct engine *e, json_t *row, json_t *result, const GError *error, void *extra)
+{
+        if (!error || is_transport_error(error))
+                return;        /* watched by the tick: the job, or the volume if the host forgot it */
+        transfer_fail(e, row, NULL, error->message);
+}
+
+static json_t *transfer_finalize(struct engine *e, const char *id, GError **error)
+{
+        g_autoptr(json_t) row = fy_uuid_is_valid(id) ? transfer_row(e, id) : NULL;
+        g_autoptr(json_t) out = NULL;
+        g_autofree char *job = fy_uuid_new();
+
+        if (!row)
+                return fail(error, 404, "no image transfer %.64s", id);
+        if (strcmp(js(row, "phase"), "transferring") != 0)
+                return fail(error, 409, "image transfer %s is %s; only a transferring one can be finalized", id,
+                            js(row, "phase"));
+        if (strcmp(js(row, "direction"), "upload") == 0) {
+                engine_db_exec(e->db, NULL, "UPDATE image_transfers SET phase = 'finalizing_success', agent_job_id = ?, "
+                                            "updated = ? WHERE id = ?", "sis", job, engine_now(), id);
+                json_decref(row);
+                row = transfer_row(e, id);
+                transfer_call(e, row, js(row, "host"), "Host.finalize_image_ticket",
+                              json_pack("{s:s, s:s}", "uuid", js(row, "ticket"), "job_id", job),
+                              e->config.host_timeout, on_finalize_sent, NULL);
+        } else {
+                set_phase(e, id, "finalizing_success", NULL);
+                engine_kick(e);
+        }
+        json_decref(row);
+        row = transfer_row(e, id);
+        return transfer_json(e, row);
+}
+
+static json_t *transfer_cancel(struct engine *e, const char *id, GError **error)
+{
+        g_autoptr(json_t) row = fy_uuid_is_valid(id) ? transfer_row(e, id) : NULL;
+
+        if (!row)
+                return fail(error, 404, "no image transfer %.64s", id);
+        if (strcmp(js(row, "phase"), "transferring") != 0 && strcmp(js(row, "phase"), "initializing") != 0)
+                return fail(error, 409, "image transfer %s is %s; it can no longer be cancelled", id, js(row, "phase"));
+        transfer_fail(e, row, "user", "cancelled by the user");
+        json_decref(row);
+        row = transfer_row(e, id);
+        return transfer_json(e, row);
+}
+
+/* ---- the tick ---- */
+
+static void on_ticket_status(struct engine *e, json_t *row, json_t *result, const GError *error, void *extra)
+{
+        gint64 idle, transferred, size = ji(row, "size");
+        g_autofree char *why = NULL;
+
+        if (error) {
+                if (!is_transport_error(error) && error->code == AGENT_ERR_TICKET) {
+                        why = g_strdup_printf("the ticket is gone from host %s (it expired, or the agent restarted)",
+                                              js(row, "host"));
+                        transfer_fail(e, row, "system", why);
+                } else if (engine_now() - ji(row, "last_activity") > ji(row, "timeout") + HOST_GRACE_S) {
+                        why = g_strdup_printf("host %s has not answered for longer than the transfer's timeout: %s",
+                                              js(row, "host"), error->message);
+                        transfer_fail(e, row, "system", why);
+                }
+                return;
+        }
+        idle = ji(result, "idle_time");
+        transferred = ji(result, "transferred");
+        engine_db_exec(e->db, NULL, "UPDATE image_transfers SET transferred = ?, last_activity = ?, updated = ? "
+                                    "WHERE id = ? AND phase = 'transferring'",
+                       "iiis", transferred, engine_now() - idle, engine_now(), js(row, "id"));
+        if (size > 0) {
+                double pct = MIN(100.0, 100.0 * (double) transferred / (double) size);
+
+                engine_db_exec(e->db, NULL, "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'started'", "ds",
+                               pct, js(row, "job_id"));
+                engine_db_exec(e->db, NULL, "UPDATE disks SET progress = ? WHERE job_id = ? AND status = 'locked'", "ds",
+                               pct, js(row, "job_id"));
+        }
+        if (idle >= ji(row, "timeout")) {
+                why = g_strdup_printf("no data for %" G_GINT64_FORMAT " s (inactivity timeout %" G_GINT64_FORMAT " s)",
+                                      idle, ji(row, "timeout"));
+                transfer_fail(e, row, "system", why);
+        }
+}
+
+static void on_ticket_removed(struct engine *e, json_t *row, json_t *result, const GError *error, void *extra)
+{
+        const char *phase = js(row, "phase");
+        bool lost;
+
+        if (error && !is_transport_error(error))
+                return;        /* "being added" or "being finalized": later */
+        lost = error && engine_now() - ji(row, "last_activity") > ji(row, "timeout") + HOST_GRACE_S;
+        if (error && !lost)
+                return;        /* the host may answer again; its ticket expires there by itself anyway */
+        if (strcmp(phase, "finalizing_success") == 0)
+                transfer_end(e, row, "finished_success", NULL);
+        else
+                transfer_end(e, row, js(row, "cancel") && strcmp(js(row, "cancel"), "user") == 0 ? "cancelled"
+                                                                                             : "finished_failure", NULL);
+}
+
+static void on_volume_size(json_t *result, const GError *error, void *userdata)
+{
+        struct engine *e = ((void **) userdata)[0];
+        char *disk = ((void **) userdata)[1];
+
+        if (result)
+                engine_db_exec(e->db, NULL, "UPDATE disks SET actual_size = ? WHERE id = ?", "is",
+                               ji(result, "truesize"), disk);
+        g_free(disk);
+        g_free(userdata);
+}
+
+static void refresh_size(struct engine *e, json_t *row)
+{
+        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        void **ctx;
+
+        if (!dc)
+                return;
+        ctx = g_new0(void *, 2);
+        ctx[0] = e;
+        ctx[1] = g_strdup(js(row, "disk_id"));
+        engine_host_call(e, js(row, "host"), "Volume.getInfo",
+                         json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID",
+                                   js(row, "sd_id"), "imageID", js(row, "disk_id"), "volumeID", js(row, "vol_id")),
+                         e->config.host_timeout, on_volume_size, ctx);
+}
+
+static void upload_done(struct engine *e, json_t *row)
+{
+        transfer_end(e, row, "finished_success", NULL);
+        refresh_size(e, row);
+}
+
+/* The host no longer knows the finalize job (or cannot be asked): storage tells. */
+static void on_volume_probe(struct engine *e, json_t *row, json_t *result, const GError *error, void *extra)
+{
+        json_t *owners;
+
+        if (error)
+                return;        /* nobody could read it now: next round */
+        if (ji(result, "generation") == (ji(row, "generation") + 1) % 1000 &&
+            g_strcmp0(js(result, "legality"), "LEGAL") == 0) {
+                upload_done(e, row);
+                return;
+        }
+        owners = json_object_get(json_object_get(result, "lease"), "owners");
+        if (owners && json_array_size(owners) > 0)
+                return;        /* the ticket's lease is still held: the upload is not over */
+        transfer_end(e, row, "finished_failure", "the host lost the finalize job and the volume was not completed");
+}
+
+static void volume_probe(struct engine *e, json_t *row)
+{
+        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        g_autoptr(GPtrArray) hosts = engine_usable_hosts(e);
+        const char *via = NULL;
+
+        for (guint i = 0; i < hosts->len && !via; i++)
+                if (strcmp(hosts->pdata[i], js(row, "host")) != 0)
+                        via = hosts->pdata[i];
+        if (!via)
+                via = js(row, "host");
+        if (!dc)
+                return;
+        transfer_call(e, row, via, "Volume.getInfo",
+                      json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID",
+                                js(row, "sd_id"), "imageID", js(row, "disk_id"), "volumeID", js(row, "vol_id")),
+                      e->config.host_timeout, on_volume_probe, NULL);
+}
+
+static void on_finalize_job(struct engine *e, json_t *row, json_t *result, const GError *error, void *extra)
+{
+        json_t *job = result ? json_object_get(result, js(row, "agent_job_id")) : NULL;
+        const char *status = js(job, "status");
+        g_autofree char *why = NULL;
+
+        if (!job) {
+                volume_probe(e, row);
+                return;
+        }
+        if (g_strcmp0(status, "done") == 0) {
+                upload_done(e, row);
+        } else if (g_strcmp0(status, "failed") == 0 || g_strcmp0(status, "aborted") == 0) {
+                why = g_strdup_printf("verification on host %s failed: %s", js(row, "host"),
+                                      js(json_object_get(job, "error"), "message") ?
+                                      js(json_object_get(job, "error"), "message") : status);
+                transfer_end(e, row, "finished_failure", why);
+        }
+}
+
+static bool due(const char *id, unsigned seconds)
+{
+        gint64 *next = g_hash_table_lookup(next_poll, id);
+        gint64 now = g_get_monotonic_time();
+
+        if (next && *next > now)
+                return false;
+        next = g_new(gint64, 1);
+        *next = now + (gint64) seconds * G_USEC_PER_SEC;
+        g_hash_table_replace(next_poll, g_strdup(id), next);
+        return true;
+}
+
+static void transfer_advance(struct engine *e, json_t *row)
+{
+        const char *phase = js(row, "phase");
+        bool upload = strcmp(js(row, "direction"), "upload") == 0;
+
+        if (strcmp(phase, "initializing") == 0) {
+                /* No call in flight: the engine restarted while the ticket was being added. */
+                transfer_fail(e, row, "system", "the engine restarted while the transfer was starting");
+        } else if (strcmp(phase, "transferring") == 0) {
+                if (due(js(row, "id"), POLL_S))
+                        transfer_call(e, row, js(row, "host"), "Host.get_image_ticket",
+                                      json_pack("{s:s}", "uuid", js(row, "ticket")), e->config.host_timeout,
+                                      on_ticket_status, NULL);
+        } else if (strcmp(phase, "finalizing_success") == 0 && upload) {
+                if (due(js(row, "id"), 1))
+                        transfer_call(e, row, js(row, "host"), "Host.getJobs",
+                                      json_pack("{s:[s]}", "job_ids", js(row, "agent_job_id")), e->config.host_timeout,
+                                      on_finalize_job, NULL);
+        } else if (strcmp(phase, "finalizing_success") == 0 || strcmp(phase, "finalizing_failure") == 0) {
+                if (due(js(row, "id"), 1))
+                        transfer_call(e, row, js(row, "host"), "Host.remove_image_ticket",
+                                      json_pack("{s:s}", "uuid", js(row, "ticket")), e->config.host_timeout,
+                                      on_ticket_removed, NULL);
+        }
+}
+
+void engine_transfers_tick(struct engine *e)
+{
+        g_autoptr(json_t) rows = NULL;
+        size_t i;
+        json_t *row;
+
+        if (!busy) {
+                busy = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+                next_poll = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        }
+        rows = engine_db_query(e->db, NULL, "SELECT * FROM image_transfers WHERE phase NOT IN "
+                                            "('finished_success', 'finished_failure', 'cancelled') ORDER BY created", "");
+        json_array_foreach(rows, i, row) {
+                if (!g_hash_table_contains(busy, js(row, "id")))
+                        transfer_advance(e, row);
+        }
+}
+
+/* ---- REST ---- */
 
 bool engine_rest_transfers(struct engine *e, SoupServerMessage *msg, char **seg, guint n)
 {
-        return false;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) body = NULL;
+        g_autoptr(json_t) out = NULL;
+        bool get = engine_rest_method_is(msg, "GET"), post = engine_rest_method_is(msg, "POST");
+
+        if (n < 1 || strcmp(seg[0], "imagetransfers") != 0)
+                return false;
+        if (!busy)
+                engine_transfers_tick(e);      /* creates the tables of calls in flight */
+        if (n == 1 && get) {
+                g_autoptr(json_t) rows = engine_db_query(e->db, &error, "SELECT * FROM image_transfers "
+                                                                        "ORDER BY created DESC, rowid DESC LIMIT 1000", "");
+                g_autoptr(json_t) list = json_array();
+                size_t i;
+                json_t *row;
+
+                if (!rows) {
+                        engine_rest_reply_error(msg, error);
+                        return true;
+                }
+                json_array_foreach(rows, i, row)
+                        json_array_append_new(list, transfer_json(e, row));
+                out = json_pack("{s:O}", "imagetransfers", list);
+                engine_rest_reply_json(msg, 200, out);
+        } else if (n == 1 && post) {
+                if (!(body = engine_rest_body(e, msg)))
+                        return true;
+                if (!transfer_start(e, body, msg, &error))
+                        engine_rest_reply_error(msg, error);
+        } else if (n == 2 && get) {
+                g_autoptr(json_t) row = fy_uuid_is_valid(seg[1]) ? transfer_row(e, seg[1]) : NULL;
+
+                if (!row) {
+                        g_autofree char *detail = g_strdup_printf("no image transfer %.64s", seg[1]);
+                        engine_rest_reply_fault(msg, 404, detail);
+                        return true;
+                }
+                out = transfer_json(e, row);
+                engine_rest_reply_json(msg, 200, out);
+        } else if (n == 3 && post && (strcmp(seg[2], "finalize") == 0 || strcmp(seg[2], "cancel") == 0)) {
+                out = strcmp(seg[2], "finalize") == 0 ? transfer_finalize(e, seg[1], &error)
+                                                      : transfer_cancel(e, seg[1], &error);
+                if (!out)
+                        engine_rest_reply_error(msg, error);
+                else
+                        engine_rest_reply_json(msg, 202, out);
+        } else {
+                engine_rest_reply_fault(msg, get || post ? 404 : 405, "no such image transfer resource or action");
+        }
+        return true;
 }
