@@ -279,3 +279,22 @@ def test_corrupt_qcow2_fails_finalize(ec, scratch):
     after = ec.engine.get(f"/api/disks/{disk['id']}")
     assert after["status"] == "ok" and after["volumes"][0]["legality"] == "LEGAL"
     assert qemu_img_compare(good, vol_path(ec, after)).returncode == 0
+
+
+def test_transfer_survives_engine_restart(ec, scratch):
+    disk = create_disk(ec, "restart", 8 * MiB)
+    t = start_transfer(ec, disk, "upload")
+    first, second = os.urandom(MiB), os.urandom(MiB)
+    assert http("PUT", t["transfer_url"], first, {"Content-Range": f"bytes 0-{MiB - 1}/*"})[0] == 200
+    ec.engine.restart()
+    wait_for(lambda: all(h["status"] == "up" for h in ec.engine.get("/api/hosts")["hosts"]), 30, "hosts up")
+    again = ec.engine.get(f"/api/imagetransfers/{t['id']}")
+    assert again["phase"] == "transferring" and again["transfer_url"] == t["transfer_url"]
+    assert http("PUT", t["transfer_url"], second, {"Content-Range": f"bytes {4 * MiB}-{5 * MiB - 1}/*"})[0] == 200
+    ec.engine.request("POST", f"/api/imagetransfers/{t['id']}/finalize", {})
+    assert wait_transfer(ec, t)["phase"] == "finished_success"
+    after = ec.engine.get(f"/api/disks/{disk['id']}")
+    assert after["status"] == "ok" and after["volumes"][0]["legality"] == "LEGAL"
+    with open(vol_path(ec, after), "rb") as f:
+        data = f.read()
+    assert data[:MiB] == first and data[4 * MiB:5 * MiB] == second and data[MiB:4 * MiB] == bytes(3 * MiB)
