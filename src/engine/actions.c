@@ -245,10 +245,15 @@ json_t *engine_disk_move(struct engine *e, const char *disk_id, json_t *body, bo
                 gint64 cap = json_integer_value(json_object_get(v, "capacity"));
 
                 g_hash_table_insert(id_map, g_strdup(vid), nid);
-                json_array_append_new(dst_vols, volume_spec(nid, parent ? g_hash_table_lookup(id_map, parent) : NULL, cap,
-                                                            js(v, "format"), json_integer_value(json_object_get(v, "sparse")) != 0,
-                                                            STRUCTURE_WEIGHT / (double) json_array_size(src_vols),
-                                                            DATA_WEIGHT * (double) cap / (double) MAX(total_cap, 1)));
+                json_t *spec = volume_spec(nid, parent ? g_hash_table_lookup(id_map, parent) : NULL, cap,
+                                           js(v, "format"), json_integer_value(json_object_get(v, "sparse")) != 0,
+                                           STRUCTURE_WEIGHT / (double) json_array_size(src_vols),
+                                           DATA_WEIGHT * (double) cap / (double) MAX(total_cap, 1));
+
+                /* Bytes to move, for the scheduler: the disk's allocation split by capacity (sparse), else all. */
+                json_object_set_new(spec, "bytes", json_integer((json_int_t) ((double) needed * (double) cap /
+                                                                              (double) MAX(total_cap, 1))));
+                json_array_append_new(dst_vols, spec);
                 json_array_append_new(src_list, json_pack("{s:s}", "id", vid));
         }
 

@@ -783,6 +783,7 @@ static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
         g_autofree char *host = NULL;
         g_autoptr(json_t) dc = NULL;
         json_t *dst = json_object_get(p, "dst");
+        double bytes;
 
         if (ji(cmd, "cancel")) {
                 engine_cmd_finish(e, cmd, false, "cancelled");
@@ -791,9 +792,10 @@ static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
         if (ji(data, "next_try") > engine_now())
                 return;
         /* Hosts that failed this copy before come last: another one if any can take it. */
-        host = engine_pick_copy_host(e, json_object_get(data, "exclude"));
+        bytes = json_number_value(json_object_get(p, "bytes"));
+        host = engine_pick_copy_host_sized(e, json_object_get(data, "exclude"), bytes);
         if (!host && json_array_size(json_object_get(data, "exclude")) > 0)
-                host = engine_pick_copy_host(e, NULL);
+                host = engine_pick_copy_host_sized(e, NULL, bytes);
 
         if (!host) {
                 /* Every usable host is at its job limit (or none is up): queued until one frees. */
@@ -1087,9 +1089,11 @@ static char *make_copy_data(struct engine *e, json_t *cmd, json_t *p, size_t i)
 {
         json_t *src = json_array_get(json_object_get(p, "src_volumes"), i);
         json_t *dst = json_array_get(json_object_get(p, "volumes"), i);
-        json_t *cp = json_pack("{s:{s:s, s:s, s:s}, s:{s:s, s:s, s:s}}",
+        json_t *cp = json_pack("{s:{s:s, s:s, s:s}, s:{s:s, s:s, s:s}, s:I}",
                                "src", "sd", js(p, "src_sd"), "img", js(p, "src_img"), "vol", js(src, "id"),
-                               "dst", "sd", js(p, "sd"), "img", js(p, "img"), "vol", js(dst, "id"));
+                               "dst", "sd", js(p, "sd"), "img", js(p, "img"), "vol", js(dst, "id"),
+                               /* what the scheduler weighs: the estimate if the flow made one, else the capacity */
+                               "bytes", json_object_get(dst, "bytes") ? ji(dst, "bytes") : ji(dst, "capacity"));
         g_autofree char *desc = g_strdup_printf("Copying volume %s to storage domain %s", js(src, "id"), js(p, "sd"));
         g_autofree char *step = engine_step_create(e, js(cmd, "job_id"), "copy_data", desc, json_number_value(json_object_get(dst, "data_weight")));
         char *id = engine_cmd_create(e, "copy_data", js(cmd, "id"), js(cmd, "job_id"), step, cp);

@@ -97,6 +97,8 @@ void engine_sd_add(struct engine *e, const char *name, engine_done_fn done, void
 /* Picks the host for a data copy, never one listed in exclude (JSON array of host ids, may be NULL);
  * NULL when none is usable now. */
 char *engine_pick_copy_host(struct engine *e, json_t *exclude);
+/* The same for a copy of about `bytes` (0 = unknown): least_loaded then weighs where it finishes soonest. */
+char *engine_pick_copy_host_sized(struct engine *e, json_t *exclude, double bytes);
 
 /* ---- commands.c ---- */
 int engine_commands_init(struct engine *e, GError **error);
@@ -110,6 +112,10 @@ json_t *engine_disk_remove(struct engine *e, const char *disk_id, GError **error
 /* Cancels a running move/copy/clone: no more work starts, running copies are aborted, the
  * destination is removed; the job ends "aborted". */
 json_t *engine_job_cancel(struct engine *e, const char *job_id, GError **error);
+
+/* ---- vms.c ---- */
+/* Registers the VM, snapshot and template flows (before the first coordinator round). */
+void engine_vms_init(void);
 
 /* ---- sweeper.c ---- */
 /* Starts a sweep for orphan images when sweep_interval has passed since the last. */

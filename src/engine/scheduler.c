@@ -39,7 +39,28 @@ static bool in_list(json_t *list, const char *id)
         return false;
 }
 
+/*
+ * Bytes the copies sent to this host still have to move, by the engine's own
+ * record: each copy's estimated size (params.bytes) times what its step has
+ * left. Picks not yet sent count as whole copies of unknown size (0).
+ */
+static double pending_bytes(struct engine *e, const char *host_id)
+{
+        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL,
+                "SELECT COALESCE(SUM(COALESCE(json_extract(c.params, '$.bytes'), 0) * "
+                "                    (1.0 - MIN(COALESCE(s.progress, 0), 100) / 100.0)), 0) AS b "
+                "FROM commands c LEFT JOIN steps s ON s.id = c.step_id "
+                "WHERE c.type = 'copy_data' AND c.state = 'active' AND c.phase = 'sent' AND c.host = ?", "s", host_id);
+
+        return row ? json_number_value(json_object_get(row, "b")) : 0;
+}
+
 char *engine_pick_copy_host(struct engine *e, json_t *exclude)
+{
+        return engine_pick_copy_host_sized(e, exclude, 0);
+}
+
+char *engine_pick_copy_host_sized(struct engine *e, json_t *exclude, double bytes)
 {
         g_autoptr(GPtrArray) usable = NULL;
         g_autofree char *spm = engine_spm_host(e);
@@ -70,11 +91,14 @@ char *engine_pick_copy_host(struct engine *e, json_t *exclude)
                         .limit = (long) json_integer_value(json_object_get(st, "job_limit")),
                         .rate = json_number_value(json_object_get(st, "copy_rate")),
                         .load = json_number_value(json_object_get(st, "cpuLoad")),
+                        /* 0 = unlimited: the policy then falls back to counting jobs */
+                        .bandwidth = (double) json_integer_value(json_object_get(st, "copy_rate_limit")),
+                        .bytes_pending = pending_bytes(e, id),
                 };
         }
-        pick = engine_sched_pick(hosts, usable->len,
-                                 strcmp(e->config.host_selection_policy, "random") == 0 ? ENGINE_SCHED_RANDOM
-                                                                                        : ENGINE_SCHED_LEAST_LOADED,
-                                 rand);
+        pick = engine_sched_pick_copy(hosts, usable->len,
+                                      strcmp(e->config.host_selection_policy, "random") == 0 ? ENGINE_SCHED_RANDOM
+                                                                                             : ENGINE_SCHED_LEAST_LOADED,
+                                      bytes, rand);
         return pick < 0 ? NULL : g_strdup(usable->pdata[pick]);
 }
