@@ -632,6 +632,7 @@ struct spm_job {
         char *disktype;
         char *description;
         char parent[FY_UUID_STR_LEN + 1];
+        char parent_img[FY_UUID_STR_LEN + 1];
 };
 
 static void spm_job_free(void *data)
@@ -798,15 +799,15 @@ static void volume_create(struct fy_rpc_call *call, json_t *params, void *userda
                 return;
         }
         if (src_vol && strcmp(src_vol, FY_ZERO_UUID) != 0) {
-                if (src_img && strcmp(src_img, FY_ZERO_UUID) != 0 && g_ascii_strcasecmp(src_img, img) != 0) {
-                        g_free(s);
-                        fy_rpc_call_error(call, FY_ERR_INVALID_PARAMS,
-                                          "srcImgUUID must be the volume's own image: a parent lives in the same image");
-                        return;
-                }
                 for (size_t i = 0; i <= FY_UUID_STR_LEN; i++)
                         s->parent[i] = g_ascii_tolower(src_vol[i]);
                 s->spec.parent = s->parent;
+                /* Another image: a thin layer on a template volume, shared into this image (VDSM). */
+                if (src_img && strcmp(src_img, FY_ZERO_UUID) != 0 && g_ascii_strcasecmp(src_img, img) != 0) {
+                        for (size_t i = 0; i <= FY_UUID_STR_LEN; i++)
+                                s->parent_img[i] = g_ascii_tolower(src_img[i]);
+                        s->spec.parent_img = s->parent_img;
+                }
         }
         agent_volref_init(&s->ref, sd, img, vol);
         s->spec.capacity = size;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 
 #include "agent.h"
@@ -192,6 +193,30 @@ static int copy_volume(struct copy_job *cj, const struct fy_volume_meta *src_met
         return r;
 }
 
+/*
+ * qemu-img convert punches holes for the source's zero ranges even with -n,
+ * so a PREALLOCATED raw destination would end up sparse: allocate it again
+ * (fallocate mode 0 only fills holes, data stays).
+ */
+static int reallocate(const char *path, uint64_t size, GError **error)
+{
+        int fd, r;
+
+        fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+                r = errno;
+        else
+                r = posix_fallocate(fd, 0, (off_t) size);
+        if (fd >= 0)
+                close(fd);
+        if (r != 0) {
+                g_set_error(error, FY_ERROR, r == ENOSPC ? FY_ERR_NO_SPACE : FY_ERR_COPY,
+                            "copied, but cannot preallocate %s again: %s", path, g_strerror(r));
+                return -r;
+        }
+        return 0;
+}
+
 static int copy_volume_with(struct copy_job *cj, const struct fy_volume_meta *src_meta,
                             const struct fy_volume_meta *dst_meta, const char *src_path, const char *dst_path,
                             const struct agent_copy_options *opts, GCancellable *cancel, GError **error)
@@ -225,10 +250,13 @@ static int copy_volume_with(struct copy_job *cj, const struct fy_volume_meta *sr
                 }
                 backing = dst_meta->parent;
         }
-        return agent_qemu_img_convert(src_path, qemu_format(src_meta->format),
-                                      dst_path, qemu_format(dst_meta->format),
-                                      backing, parent ? qemu_format(parent->format) : NULL,
-                                      opts->bandwidth_limit, cancel, copy_progress, cj, error);
+        r = agent_qemu_img_convert(src_path, qemu_format(src_meta->format),
+                                   dst_path, qemu_format(dst_meta->format),
+                                   backing, parent ? qemu_format(parent->format) : NULL,
+                                   opts->bandwidth_limit, cancel, copy_progress, cj, error);
+        if (r == 0 && opts->keep_allocation && dst_meta->format == FY_FORMAT_RAW)
+                r = reallocate(dst_path, dst_meta->capacity, error);
+        return r;
 }
 
 #define SOURCE_CHAIN_MAX 128   /* deeper than any real chain; bounds a corrupt PUUID loop */
@@ -307,6 +335,13 @@ static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel
         if (r < 0) {
                 if (error && *error)
                         g_prefix_error(error, "destination: ");
+                goto out;
+        }
+        if (dst_meta->voltype == FY_VOLTYPE_SHARED) {
+                /* Thin VMs read it as their base: a template's volume never changes. */
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                            "destination volume %s is a template volume (SHARED) and is never written", cj->dst.ref.vol);
+                r = -EPERM;
                 goto out;
         }
         r = agent_volume_meta_read(a, &cj->src.ref, &src_meta, error);
@@ -409,6 +444,7 @@ struct update_job {
         char *description;
         bool set_generation;
         unsigned generation;
+        bool set_shared;               /* vol_attr.type "SHARED": LEAF → SHARED, a template's volume */
 };
 
 static void update_job_free(void *data)
@@ -432,6 +468,19 @@ static int update_volume_run(struct agent_job *job, void *data, GCancellable *ca
         r = guard_acquire(a, &guard, &uj->vol, cancel, &meta, error);
         if (r < 0)
                 goto out;
+        if (uj->set_shared && meta->voltype != FY_VOLTYPE_SHARED) {
+                /* Only a complete volume nothing is layered on may become a template's (VDSM: LEAF → SHARED). */
+                if (meta->voltype != FY_VOLTYPE_LEAF || meta->legality != FY_LEGALITY_LEGAL ||
+                    (uj->set_legality && uj->legality != FY_LEGALITY_LEGAL)) {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                                    "volume %s is %s and %s; only a LEGAL LEAF volume can become SHARED",
+                                    uj->vol.ref.vol, fy_vol_voltype_to_string(meta->voltype),
+                                    fy_vol_legality_to_string(meta->legality));
+                        r = -EINVAL;
+                        goto out;
+                }
+                meta->voltype = FY_VOLTYPE_SHARED;
+        }
         if (uj->set_legality)
                 meta->legality = uj->legality;
         if (uj->description) {
@@ -449,7 +498,7 @@ out:
 int agent_sdm_update_volume(struct agent *a, json_t *params, GError **error)
 {
         struct update_job *uj = g_new0(struct update_job, 1);
-        const char *job_id = NULL, *legality = NULL, *description = NULL;
+        const char *job_id = NULL, *legality = NULL, *description = NULL, *type = NULL;
         json_t *info = NULL, *attr = NULL;
         g_autoptr(json_t) wrapped = NULL;
         g_autofree char *desc = NULL;
@@ -468,8 +517,19 @@ int agent_sdm_update_volume(struct agent *a, json_t *params, GError **error)
         if ((r = endpoint_parse(wrapped, "vol_info", &uj->vol, error)) < 0)
                 goto fail;
         if ((r = fy_rpc_param_string(attr, "legality", false, 16, &legality, error)) < 0 ||
-            (r = fy_rpc_param_string(attr, "description", false, FY_META_DESCRIPTION_MAX, &description, error)) < 0)
+            (r = fy_rpc_param_string(attr, "description", false, FY_META_DESCRIPTION_MAX, &description, error)) < 0 ||
+            (r = fy_rpc_param_string(attr, "type", false, 16, &type, error)) < 0)
                 goto fail;
+        if (type) {
+                if (strcmp(type, "SHARED") != 0) {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                                    "vol_attr.type can only be SHARED (a LEAF volume becomes a template's), got '%.16s'",
+                                    type);
+                        r = -EINVAL;
+                        goto fail;
+                }
+                uj->set_shared = true;
+        }
         if (legality) {
                 if (fy_vol_legality_from_string(legality, &uj->legality) < 0) {
                         g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
@@ -494,9 +554,9 @@ int agent_sdm_update_volume(struct agent *a, json_t *params, GError **error)
                 uj->generation = (unsigned) gen;
                 uj->set_generation = true;
         }
-        if (!uj->set_legality && !uj->description && !uj->set_generation) {
+        if (!uj->set_legality && !uj->description && !uj->set_generation && !uj->set_shared) {
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
-                            "vol_attr must set at least one of legality, description, generation");
+                            "vol_attr must set at least one of legality, description, generation, type");
                 r = -EINVAL;
                 goto fail;
         }

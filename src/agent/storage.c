@@ -365,7 +365,9 @@ int agent_volume_meta_read(struct agent *a, const struct agent_volref *ref,
         }
         if (r < 0)
                 return r;
-        if (g_ascii_strcasecmp(meta->image, ref->img) != 0 || g_ascii_strcasecmp(meta->domain, ref->sd) != 0) {
+        /* A template volume linked into ref's image keeps its own image's metadata (VDSM's shared volumes). */
+        if ((g_ascii_strcasecmp(meta->image, ref->img) != 0 && meta->voltype != FY_VOLTYPE_SHARED) ||
+            g_ascii_strcasecmp(meta->domain, ref->sd) != 0) {
                 g_set_error(error, FY_ERROR, FY_ERR_METADATA,
                             "volume %s: metadata names image %s in domain %s, but it lives in image %s of domain %s",
                             ref->vol, meta->image, meta->domain, ref->img, ref->sd);
@@ -375,11 +377,23 @@ int agent_volume_meta_read(struct agent *a, const struct agent_volref *ref,
         return 0;
 }
 
+bool agent_volume_is_foreign(const struct agent_volref *ref, const struct fy_volume_meta *meta)
+{
+        return g_ascii_strcasecmp(meta->image, ref->img) != 0;
+}
+
 int agent_volume_meta_write(struct agent *a, const struct agent_volref *ref,
                             const struct fy_volume_meta *meta, GError **error)
 {
         int dirfd, r;
 
+        if (agent_volume_is_foreign(ref, meta)) {
+                /* The rename would replace the link by a diverging copy: the template's own image owns it. */
+                g_set_error(error, FY_ERROR, FY_ERR_METADATA,
+                            "volume %s is a template volume of image %s linked into image %s; "
+                            "its metadata can only change through image %s", ref->vol, meta->image, ref->img, meta->image);
+                return -EPERM;
+        }
         dirfd = image_dir_open(a, ref->sd, ref->img, false, error);
         if (dirfd < 0)
                 return dirfd;
@@ -454,6 +468,40 @@ static void volume_lease_drop(struct volume_lease *vl)
         g_clear_pointer(&vl->path, g_free);
 }
 
+/*
+ * Makes the template volume tref visible in image img of the same domain,
+ * as VDSM's file volumes share a template: hard links of its data, lease
+ * and metadata, so a qcow2 layer's bare backing name resolves inside img
+ * and both images use one sanlock resource. Removing img later unlinks only
+ * the links. Links that already exist (a create retried after a crash) are
+ * kept when they are the template's files.
+ */
+static int volume_share(struct agent *a, const struct agent_volref *tref, const char *img, GError **error)
+{
+        static const char *const suffixes[] = { ".lease", "", ".meta" };  /* metadata last: it makes the volume */
+        struct agent_volref lref;
+
+        agent_volref_init(&lref, tref->sd, img, tref->vol);
+        for (size_t i = 0; i < G_N_ELEMENTS(suffixes); i++) {
+                g_autofree char *tpath = agent_volume_path(a, tref);
+                g_autofree char *lpath = agent_volume_path(a, &lref);
+                g_autofree char *from = g_strconcat(tpath, suffixes[i], NULL);
+                g_autofree char *to = g_strconcat(lpath, suffixes[i], NULL);
+                struct stat sf, st;
+
+                if (link(from, to) == 0)
+                        continue;
+                if (errno == EEXIST && stat(from, &sf) == 0 && stat(to, &st) == 0 &&
+                    sf.st_dev == st.st_dev && sf.st_ino == st.st_ino)
+                        continue;
+                return fail_errno(error, FY_ERR_GENERAL, errno, "cannot link template volume %s into image %s (%s)",
+                                  tref->vol, img, to);
+        }
+        return 0;
+}
+
+static void volume_unshare_unused(struct agent *a, const struct agent_volref *lref);
+
 int agent_volume_create(struct agent *a, const struct agent_volref *ref,
                         const struct agent_volume_create *spec, GError **error)
 {
@@ -462,9 +510,11 @@ int agent_volume_create(struct agent *a, const struct agent_volref *ref,
         g_autofree char *path = NULL;
         g_autofree char *lease_path = NULL;
         g_autofree char *meta_name = NULL;
-        struct agent_volref pref;
+        struct agent_volref pref, tref;
         struct agent_lease lease;
         struct volume_lease plock = { 0 };
+        bool shared = spec->parent && spec->parent_img && g_ascii_strcasecmp(spec->parent_img, ref->img) != 0;
+        bool linked = false;
         int dirfd, r;
 
         if (spec->capacity == 0 || spec->capacity % 512 != 0 || spec->capacity > AGENT_VOLUME_CAPACITY_MAX) {
@@ -478,7 +528,34 @@ int agent_volume_create(struct agent *a, const struct agent_volref *ref,
                             "a volume with a parent must be COW (qcow2); RAW volumes cannot have a backing chain");
                 return -EINVAL;
         }
-        if (spec->parent) {
+        if (shared) {
+                /*
+                 * A thin layer on a template (VDSM's srcImgUUID != imgUUID). A
+                 * template volume never changes (copy_data and update_volume
+                 * refuse SHARED volumes), so no lease on it is needed.
+                 */
+                agent_volref_init(&tref, ref->sd, spec->parent_img, spec->parent);
+                r = agent_volume_meta_read(a, &tref, &parent, error);
+                if (r < 0) {
+                        g_prefix_error(error, "template volume: ");
+                        return r;
+                }
+                if (parent->voltype != FY_VOLTYPE_SHARED || agent_volume_is_foreign(&tref, parent)) {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                                    "volume %s of image %s is not a template volume (VOLTYPE %s, not SHARED); "
+                                    "only a template's volume can be the parent of a volume in another image",
+                                    spec->parent, spec->parent_img, fy_vol_voltype_to_string(parent->voltype));
+                        return -EINVAL;
+                }
+                if (parent->legality != FY_LEGALITY_LEGAL || spec->capacity < parent->capacity) {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                                    "template volume %s is %s with size %" G_GUINT64_FORMAT "; the new volume needs a "
+                                    "LEGAL parent no larger than its own size %" G_GUINT64_FORMAT,
+                                    spec->parent, fy_vol_legality_to_string(parent->legality), parent->capacity,
+                                    spec->capacity);
+                        return -EINVAL;
+                }
+        } else if (spec->parent) {
                 agent_volref_init(&pref, ref->sd, ref->img, spec->parent);
                 /* A missing parent is a clearer error than sanlock failing on its lease file. */
                 r = agent_volume_meta_read(a, &pref, &parent, error);
@@ -528,6 +605,13 @@ int agent_volume_create(struct agent *a, const struct agent_volref *ref,
                 goto out;
         }
         close(dirfd);
+        if (shared) {
+                /* Before the layer: qemu-img create resolves the bare backing name in this folder. */
+                r = volume_share(a, &tref, ref->img, error);
+                linked = true;  /* even half-done: the failure path removes what was linked */
+                if (r < 0)
+                        goto fail;
+        }
 
         meta->capacity = spec->capacity;
         meta->ctime = g_get_real_time() / G_USEC_PER_SEC;
@@ -569,7 +653,7 @@ int agent_volume_create(struct agent *a, const struct agent_volref *ref,
         if (r < 0)
                 goto fail;
 
-        if (parent && parent->voltype == FY_VOLTYPE_LEAF) {
+        if (!shared && parent && parent->voltype == FY_VOLTYPE_LEAF) {
                 parent->voltype = FY_VOLTYPE_INTERNAL;
                 r = agent_volume_meta_write(a, &pref, parent, error);
                 if (r < 0)
@@ -582,6 +666,15 @@ int agent_volume_create(struct agent *a, const struct agent_volref *ref,
         goto out;
 fail:
         volume_remove_files(a, ref);
+        if (linked) {
+                struct agent_volref lref;
+                g_autofree char *dir = agent_image_path(a, ref->sd, ref->img);
+
+                /* Only links, and only when no other layer of this image uses them. */
+                agent_volref_init(&lref, ref->sd, ref->img, spec->parent);
+                volume_unshare_unused(a, &lref);
+                rmdir(dir);
+        }
 out:
         volume_lease_drop(&plock);
         return r;
@@ -611,6 +704,19 @@ static int volume_children(struct agent *a, const struct agent_volref *ref, GPtr
         return 0;
 }
 
+/* Removes the links of a template volume from an image once no volume of that image has it as parent. */
+static void volume_unshare_unused(struct agent *a, const struct agent_volref *lref)
+{
+        g_autoptr(GPtrArray) children = NULL;
+        g_autoptr(fy_volume_meta) meta = NULL;
+
+        if (agent_volume_meta_read(a, lref, &meta, NULL) < 0 || !agent_volume_is_foreign(lref, meta))
+                return;        /* not a link (or gone): nothing of ours to remove */
+        volume_children(a, lref, &children);
+        if (children->len == 0)
+                volume_remove_files(a, lref);
+}
+
 int agent_volume_delete(struct agent *a, const struct agent_volref *ref, GError **error)
 {
         g_autoptr(fy_volume_meta) meta = NULL;
@@ -631,6 +737,13 @@ int agent_volume_delete(struct agent *a, const struct agent_volref *ref, GError 
                             "volume %s has %u child volume(s), e.g. %s; delete them first",
                             ref->vol, children->len, (char *) children->pdata[0]);
                 return -EBUSY;
+        }
+        if (agent_volume_is_foreign(ref, meta)) {
+                /* A template's volume linked here: drop the links, never the template's lease or data. */
+                dir = agent_image_path(a, ref->sd, ref->img);
+                volume_remove_files(a, ref);
+                rmdir(dir);
+                return 0;
         }
         /* Held for the whole delete: nobody may start using it while it goes. */
         r = volume_lease_take(a, ref, FY_ERR_VOLUME_IN_USE, true, &vlock, error);
@@ -670,6 +783,12 @@ int agent_volume_delete(struct agent *a, const struct agent_volref *ref, GError 
         /* Released before its file goes: sanlock must never write to an unlinked lease. */
         volume_lease_drop(&vlock);
         volume_remove_files(a, ref);
+        if (fy_uuid_is_valid(meta->parent) && strcmp(meta->parent, FY_ZERO_UUID) != 0) {
+                struct agent_volref lref;
+
+                agent_volref_init(&lref, ref->sd, ref->img, meta->parent);
+                volume_unshare_unused(a, &lref);
+        }
 
         if (fix_parent) {
                 g_autoptr(GPtrArray) siblings = NULL;
@@ -697,6 +816,7 @@ int agent_image_delete(struct agent *a, const char *sd, const char *img, GError 
 {
         g_autofree char *dir = agent_image_path(a, sd, img);
         g_autofree struct volume_lease *locks = NULL;
+        g_autofree bool *foreign = NULL;
         json_t *vols;
         size_t i, n;
         json_t *v;
@@ -712,11 +832,17 @@ int agent_image_delete(struct agent *a, const char *sd, const char *img, GError 
         vols = image_volumes(dir);
         n = json_array_size(vols);
         locks = g_new0(struct volume_lease, n);
+        foreign = g_new0(bool, n);
         /* Every volume's lease first: one in use anywhere and nothing is touched. */
         json_array_foreach(vols, i, v) {
                 struct agent_volref ref;
+                g_autoptr(fy_volume_meta) meta = NULL;
 
                 agent_volref_init(&ref, sd, img, json_string_value(v));
+                /* A template's volume linked into this image: only its links go, its lease stays free. */
+                foreign[i] = agent_volume_meta_read(a, &ref, &meta, NULL) == 0 && agent_volume_is_foreign(&ref, meta);
+                if (foreign[i])
+                        continue;
                 r = volume_lease_take(a, &ref, FY_ERR_VOLUME_IN_USE, true, &locks[i], error);
                 if (r < 0)
                         goto out;
@@ -726,7 +852,7 @@ int agent_image_delete(struct agent *a, const char *sd, const char *img, GError 
                 g_autoptr(fy_volume_meta) meta = NULL;
 
                 agent_volref_init(&ref, sd, img, json_string_value(v));
-                if (agent_volume_meta_read(a, &ref, &meta, NULL) == 0) {
+                if (!foreign[i] && agent_volume_meta_read(a, &ref, &meta, NULL) == 0) {
                         meta->legality = FY_LEGALITY_ILLEGAL;
                         agent_volume_meta_write(a, &ref, meta, NULL);
                 }

@@ -43,8 +43,14 @@ json_t *agent_sd_stats(struct agent *a, const char *sd, GError **error);
 /* Volume uuids of an image, or of all images of the domain when img is NULL ({img: [vol…]}). */
 json_t *agent_sd_volumes(struct agent *a, const char *sd, const char *img, GError **error);
 
+/*
+ * Reads and validates a volume's metadata. Its IMAGE must be ref's image,
+ * except for a SHARED (template) volume linked into another image.
+ */
 int agent_volume_meta_read(struct agent *a, const struct agent_volref *ref,
                            struct fy_volume_meta **ret, GError **error);
+/* Whether meta (read through ref) is a template volume linked into ref's image, not one of its own. */
+bool agent_volume_is_foreign(const struct agent_volref *ref, const struct fy_volume_meta *meta);
 int agent_volume_meta_write(struct agent *a, const struct agent_volref *ref,
                             const struct fy_volume_meta *meta, GError **error);
 
@@ -54,7 +60,14 @@ struct agent_volume_create {
         enum fy_vol_type type;
         const char *disktype;
         const char *description;
-        const char *parent;          /* vol uuid in the same image, or NULL */
+        const char *parent;          /* parent vol uuid, or NULL */
+        /*
+         * The parent's image (VDSM's srcImgUUID) when it is not this image: the
+         * parent must then be a template volume (VOLTYPE SHARED), which is
+         * hard-linked into this image with its .meta and .lease so the bare
+         * backing name resolves; NULL or this image for a parent in the image.
+         */
+        const char *parent_img;
         uint64_t initial_size;       /* unused for file domains, accepted for VDSM compatibility */
 };
 int agent_volume_create(struct agent *a, const struct agent_volref *ref,

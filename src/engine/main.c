@@ -79,6 +79,7 @@ int main(int argc, char **argv)
                 g_critical("%s", error->message);
                 return EXIT_FAILURE;
         }
+        engine_vms_init();     /* flow types of vms.c, before the first coordinator round */
         if (engine_rest_start(e, &error) < 0) {
                 g_critical("cannot serve the REST API on %s:%u: %s", e->config.listen_address, e->config.port, error->message);
                 return EXIT_FAILURE;
