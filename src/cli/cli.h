@@ -123,6 +123,19 @@ int cli_event_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_config_get(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_config_set(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 
+/* ---- vm.c: VMs, snapshots, templates ---- */
+
+int cli_vm_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_vm_show(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_vm_create(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_vm_delete(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_vm_attach(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_vm_detach(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_vm_snapshot(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_template_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_template_create(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_template_delete(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+
 /* ---- wait.c ---- */
 
 /*

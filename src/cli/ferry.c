@@ -29,6 +29,18 @@ static const struct cli_command cli_commands[] = {
         { "disk", "copy", cli_disk_copy, "disk copy DISK --sd SD [--name N] [--wait]" },
         { "disk", "upload", cli_disk_upload, "disk upload FILE (--sd SD [--name N] | --disk DISK) [--format raw|cow]" },
         { "disk", "download", cli_disk_download, "disk download DISK FILE" },
+        { "vm", "list", cli_vm_list, "vm list" },
+        { "vm", "show", cli_vm_show, "vm show VM" },
+        { "vm", "create", cli_vm_create,
+          "vm create --name N [--template T [--clone [--sd SD] [--format raw|cow] [--preallocated]]] [--wait]" },
+        { "vm", "delete", cli_vm_delete, "vm delete VM [--detach-only] [--wait]" },
+        { "vm", "attach", cli_vm_attach, "vm attach VM DISK" },
+        { "vm", "detach", cli_vm_detach, "vm detach VM DISK" },
+        { "vm", "snapshot", cli_vm_snapshot, "vm snapshot VM [--description TEXT] [--wait]" },
+        { "template", "list", cli_template_list, "template list" },
+        { "template", "create", cli_template_create,
+          "template create --name N --vm VM [--sd SD] [--format raw|cow] [--preallocated] [--wait]" },
+        { "template", "delete", cli_template_delete, "template delete TEMPLATE [--wait]" },
         { "job", "list", cli_job_list, "job list" },
         { "job", "show", cli_job_show, "job show JOB" },
         { "job", "cancel", cli_job_cancel, "job cancel JOB" },
@@ -51,8 +63,8 @@ static void cli_usage(FILE *out)
         for (size_t i = 0; i < G_N_ELEMENTS(cli_commands); i++)
                 fprintf(out, "  ferry %s\n", cli_commands[i].usage);
         fputs("\n"
-              "DISK and SD are an id or a name; SIZE is bytes or a number with K, M, G or T\n"
-              "(powers of 1024), e.g. 512M.\n"
+              "DISK, SD, VM and TEMPLATE are an id or a name; SIZE is bytes or a number\n"
+              "with K, M, G or T (powers of 1024), e.g. 512M.\n"
               "\n"
               "Global options:\n"
               "  --engine URL   the engine (else $FERRY_ENGINE_URL, else engine_url in\n"

@@ -12,7 +12,9 @@ import pytest
 
 from conftest import make_workdir
 from enginetest import EngineCluster, HttpError
-from ferrytest import MiB, qemu_img_compare, qemu_io_write, wait_for, write_random_extents
+from ferrytest import BUILD, MiB, qemu_img_compare, qemu_io_write, wait_for, write_random_extents
+
+FERRY = os.path.join(BUILD, "src", "cli", "ferry")
 
 
 def joined_all_domains(c):
@@ -310,4 +312,43 @@ def test_bad_input_is_refused_and_nothing_stays_locked(ec):
         if status == 202:
             wait_ok(ec, out["job"]["id"])
     assert fault(ec, "GET", f"/api/disks/{d1['id']}")[0] == 404
+    nothing_locked(ec)
+
+
+def cli(ec, *args):
+    r = subprocess.run([FERRY, "--engine", ec.engine.url, *args], capture_output=True, text=True, timeout=180,
+                       stdin=subprocess.DEVNULL)
+    return r
+
+
+def cli_ok(ec, *args):
+    r = cli(ec, *args)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r.stdout
+
+
+def test_cli_vm_and_template_commands(ec):
+    d = create_disk(ec, "cli-disk", 32 * MiB, "cow")
+    qemu_io_write(vol_path(ec, d), "qcow2", "0x44", 0, 4 * MiB)
+    assert "created VM cli-vm" in cli_ok(ec, "vm", "create", "--name", "cli-vm")
+    cli_ok(ec, "vm", "attach", "cli-vm", "cli-disk")
+    r = cli(ec, "vm", "attach", "cli-vm", "cli-disk")
+    assert r.returncode == 1 and "already" in r.stderr, r.stderr
+    cli_ok(ec, "vm", "snapshot", "cli-vm", "--description", "from the CLI", "--wait")
+    assert "from the CLI" in cli_ok(ec, "vm", "show", "cli-vm")
+    cli_ok(ec, "template", "create", "--name", "cli-tmpl", "--vm", "cli-vm", "--sd", "sd2", "--format", "raw", "--wait")
+    out = cli_ok(ec, "vm", "create", "--name", "cli-clone", "--template", "cli-tmpl", "--clone", "--format", "cow",
+                 "--preallocated", "--wait")
+    assert "copy" in out.lower(), out
+    assert cli(ec, "vm", "create", "--name", "x", "--template", "cli-tmpl", "--format", "raw").returncode == 2
+    cli_ok(ec, "vm", "create", "--name", "cli-thin", "--template", "cli-tmpl", "--wait")
+    vms = json.loads(cli_ok(ec, "--json", "vm", "list"))["vms"]
+    assert {v["name"] for v in vms} >= {"cli-vm", "cli-clone", "cli-thin"}
+    assert "cli-tmpl" in cli_ok(ec, "template", "list")
+    r = cli(ec, "template", "delete", "cli-tmpl")
+    assert r.returncode == 1 and "cli-thin" in r.stderr, r.stderr
+    for vm in ("cli-thin", "cli-clone", "cli-vm"):
+        cli_ok(ec, "vm", "delete", vm, "--wait")
+    cli_ok(ec, "template", "delete", "cli-tmpl", "--wait")
+    assert json.loads(cli_ok(ec, "--json", "vm", "list"))["vms"] == []
     nothing_locked(ec)
