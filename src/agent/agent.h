@@ -17,6 +17,7 @@
 struct agent_server;
 struct agent_jobs;
 struct agent_locks;
+struct agent_rate_gov;
 struct agent_transfers;
 
 struct agent {
@@ -40,7 +41,7 @@ struct agent {
 
         /* Copy statistics, updated by job threads (atomics). */
         gint64 bytes_copied;           /* __atomic builtins */
-        gint active_copies;            /* copies moving bytes now (g_atomic), share copy_rate_limit */
+        struct agent_rate_gov *copy_gov;       /* copy_rate_limit shared by running copies (thread-safe) */
 };
 
 /* Sends a JSON-RPC notification to every subscriber of jms.queue.events. Main thread. */

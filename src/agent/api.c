@@ -11,6 +11,7 @@
 #include "jobs.h"
 #include "lease.h"
 #include "locks.h"
+#include "rategov.h"
 #include "sdm.h"
 #include "storage.h"
 #include "transfer.h"
@@ -122,7 +123,7 @@ static void host_get_stats(struct fy_rpc_call *call, json_t *params, void *userd
         agent_jobs_counts(a->jobs, &running, &pending);
         if (getloadavg(load, 3) < 0)
                 load[0] = load[1] = load[2] = 0;
-        json_t *stats = json_pack("{s:i, s:i, s:i, s:i, s:I, s:f, s:I, s:f, s:f, s:f, s:b}",
+        json_t *stats = json_pack("{s:i, s:i, s:i, s:i, s:I, s:f, s:I, s:I, s:i, s:f, s:f, s:f, s:b}",
                                            "jobs_running", (int) running,
                                            "jobs_pending", (int) pending,
                                            "job_limit", (int) a->config.max_jobs,
@@ -130,6 +131,9 @@ static void host_get_stats(struct fy_rpc_call *call, json_t *params, void *userd
                                            "bytes_copied", (json_int_t) __atomic_load_n(&a->bytes_copied, __ATOMIC_RELAXED),
                                            "copy_rate", agent_copy_rate(a),
                                            "copy_rate_limit", (json_int_t) a->config.copy_rate_limit,
+                                           /* what each running copy gets now: the cap over the copies */
+                                           "copy_rate_share", (json_int_t) agent_rate_gov_share(a->copy_gov),
+                                           "copies_active", (int) agent_rate_gov_active(a->copy_gov),
                                            "cpuLoad", load[0],
                                            "loadavg5", load[1],
                                            "loadavg15", load[2],

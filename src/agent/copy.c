@@ -12,7 +12,9 @@
  *
  * Progress, cancellation and bandwidth throttling all happen in the calling
  * thread, between dispatches, so the callback runs in the caller's thread
- * and cancel takes effect within one buffer per worker.
+ * and cancel takes effect within one buffer per worker. Throttling asks the
+ * host's rate governor (rategov.h) before each data chunk is handed out, so
+ * the workers of one copy share its one budget; holes cost nothing.
  */
 
 #include <errno.h>
@@ -36,8 +38,10 @@
 #define COPY_WORKERS            4
 /* Zero detection granularity: a block that is all zeros becomes a hole. */
 #define COPY_ZERO_BLOCK         4096u
-/* Longest sleep while throttled, so cancellation stays prompt. */
-#define COPY_THROTTLE_STEP_US   (20 * 1000)
+/* Under a cap, chunks of about 1/16 s of it (at least 1 MiB): the rate stays
+ * smooth and a share change shows within a fraction of a second. */
+#define COPY_CAPPED_CHUNKS      16
+#define COPY_MIN_CAPPED_BUFFER  (1024u * 1024)
 
 #define ALIGN_DOWN(x, a)        ((x) / (a) * (a))
 #define ALIGN_UP(x, a)          ALIGN_DOWN((x) + (a) - 1, (a))
@@ -261,23 +265,6 @@ static gpointer copy_worker(gpointer data)
         }
 }
 
-/* Sleeps until bytes_read fits the rate; returns -ECANCELED if cancelled meanwhile. */
-static int copy_throttle(uint64_t limit, gint64 start_us, uint64_t bytes_read, GCancellable *cancel)
-{
-        if (limit == 0)
-                return 0;
-        for (;;) {
-                gint64 due = start_us + (gint64) ((double) bytes_read * G_USEC_PER_SEC / (double) limit);
-                gint64 now = g_get_monotonic_time();
-
-                if (g_cancellable_is_cancelled(cancel))
-                        return -ECANCELED;
-                if (now >= due)
-                        return 0;
-                g_usleep((gulong) MIN(due - now, COPY_THROTTLE_STEP_US));
-        }
-}
-
 static int open_pair(const char *path, int flags, bool try_direct, int *ret_direct, int *ret_buffered)
 {
         int fd_buf, fd_dir = -1;
@@ -368,8 +355,9 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
         GAsyncQueue *queues[2] = { NULL, NULL };
         struct copy_job *free_jobs[COPY_WORKERS];
         unsigned n_free = 0, n_threads = 0;
-        uint64_t dst_size = 0, off = 0, done = 0, bytes_read = 0;
-        gint64 start_us;
+        uint64_t dst_size = 0, off = 0, done = 0, cap;
+        struct agent_rate_gov *own_gov = NULL;  /* bandwidth_limit without a host governor */
+        struct agent_rate_flow *flow;
         int r, err = 0;
 
         if (!src_path || !dst_path)
@@ -378,14 +366,26 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                 opts = &defaults;
 
         ctx.keep_allocation = opts->keep_allocation;
-        ctx.buffer_size = opts->buffer_size ? opts->buffer_size : COPY_DEFAULT_BUFFER;
+        cap = opts->rate_flow ? agent_rate_flow_cap(opts->rate_flow) : opts->bandwidth_limit;
+        ctx.buffer_size = opts->buffer_size;
+        if (ctx.buffer_size == 0) {
+                ctx.buffer_size = COPY_DEFAULT_BUFFER;
+                if (cap > 0)
+                        ctx.buffer_size = (size_t) CLAMP(cap / COPY_CAPPED_CHUNKS, COPY_MIN_CAPPED_BUFFER,
+                                                         COPY_DEFAULT_BUFFER);
+        }
         if (ctx.buffer_size < COPY_ALIGN || ctx.buffer_size > COPY_MAX_BUFFER)
                 return -EINVAL;
         ctx.buffer_size = ALIGN_DOWN(ctx.buffer_size, COPY_ALIGN);
+        flow = opts->rate_flow;
+        if (!flow && opts->bandwidth_limit > 0) {
+                own_gov = agent_rate_gov_new(opts->bandwidth_limit);
+                flow = agent_rate_flow_join(own_gov);
+        }
 
         r = open_pair(src_path, O_RDONLY, !opts->no_direct, &ctx.src_fd, &ctx.src_buf_fd);
         if (r < 0)
-                return r;
+                goto out;
         r = open_pair(dst_path, O_WRONLY, !opts->no_direct, &ctx.dst_fd, &ctx.dst_buf_fd);
         if (r < 0)
                 goto out;
@@ -424,7 +424,6 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                 n_threads++;
         }
 
-        start_us = g_get_monotonic_time();
         while (off < ctx.src_size && err == 0) {
                 uint64_t end = 0;
                 bool data = false;
@@ -471,8 +470,8 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                                 err = -ECANCELED;
                                 break;
                         }
-                        r = copy_throttle(opts->bandwidth_limit, start_us, bytes_read, cancel);
-                        if (r < 0) {
+                        /* Data only: a hole costs the storage nothing worth capping. */
+                        if (flow && (r = agent_rate_flow_acquire(flow, len, cancel)) < 0) {
                                 err = r;
                                 break;
                         }
@@ -481,7 +480,6 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                         job->length = len;
                         job->result = 0;
                         g_async_queue_push(queues[0], job);
-                        bytes_read += len;
                         off += len;
                 }
         }
@@ -516,5 +514,9 @@ out:
                 g_async_queue_unref(queues[1]);
         close_pair(ctx.src_fd, ctx.src_buf_fd);
         close_pair(ctx.dst_fd, ctx.dst_buf_fd);
+        if (own_gov) {
+                agent_rate_flow_leave(flow);
+                agent_rate_gov_free(own_gov);
+        }
         return r;
 }

@@ -11,12 +11,20 @@
 #include <stdint.h>
 #include <gio/gio.h>
 
+#include "rategov.h"
+
 /* Called from the copying thread; done and total in bytes of the source. */
 typedef void (*agent_copy_progress_fn)(uint64_t done, uint64_t total, void *userdata);
 
 struct agent_copy_options {
-        uint64_t bandwidth_limit;   /* bytes/s, 0 = unlimited; issue 6 shares it among jobs */
-        size_t buffer_size;         /* 0 = default (8 MiB) */
+        /*
+         * The host's fair share of its copy cap (sdm.c): asked before every
+         * chunk. When NULL, bandwidth_limit (bytes/s, 0 = unlimited) caps this
+         * copy alone.
+         */
+        struct agent_rate_flow *rate_flow;
+        uint64_t bandwidth_limit;
+        size_t buffer_size;         /* 0 = default (8 MiB; smaller under a low cap) */
         gboolean no_direct;         /* force buffered I/O */
         gboolean keep_allocation;   /* preallocated destination: write zeros, never punch holes */
 };

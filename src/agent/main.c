@@ -17,6 +17,7 @@
 #include "lease.h"
 #include "locks.h"
 #include "log.h"
+#include "rategov.h"
 #include "server.h"
 #include "transfer.h"
 
@@ -105,6 +106,7 @@ int main(int argc, char **argv)
                 return EXIT_FAILURE;
         }
         agent.locks = agent_locks_new();
+        agent.copy_gov = agent_rate_gov_new(agent.config.copy_rate_limit);
         agent.jobs = agent_jobs_new(&agent, agent.config.max_jobs, agent.config.job_autodelete);
         dispatcher = fy_rpc_dispatcher_new(agent_api_methods, &agent);
         agent.server = agent_server_new(&agent, dispatcher, &error);
@@ -136,6 +138,7 @@ int main(int argc, char **argv)
         agent_server_free(agent.server);
         agent.server = NULL;
         agent_locks_free(agent.locks);
+        agent_rate_gov_free(agent.copy_gov);   /* after the jobs: no copy holds a flow now */
         agent_lease_shutdown();
         g_main_loop_unref(agent.loop);
         g_ptr_array_unref(agent.pool_domains);

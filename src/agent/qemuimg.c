@@ -6,6 +6,7 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
@@ -25,6 +26,16 @@
 
 #define QIMG_STDERR_TAIL        1024            /* bytes of stderr kept for errors */
 #define QIMG_STDOUT_MAX         (1024 * 1024)   /* cap on captured stdout (info JSON) */
+/*
+ * A governed convert: how often its bytes are charged; how far it may run
+ * ahead of its share without being paused (qemu's own -r lets it write one
+ * 100 ms slice ahead, plus a request in flight); and how much further it
+ * may go before it is paused (the pause/resume cycle is about twice this).
+ */
+#define QIMG_RATE_TICK_MS       50
+#define QIMG_LEAD_MS            150
+#define QIMG_LEAD_EXTRA         (2u * 1024 * 1024)
+#define QIMG_PAUSE_MS           100
 
 struct qimg_run {
         /* in */
@@ -33,6 +44,7 @@ struct qimg_run {
         agent_copy_progress_fn progress;
         void *userdata;
         uint64_t total;                 /* progress scale; bytes of the source */
+        struct agent_rate_flow *flow;   /* host bandwidth share (convert only), or NULL */
         /* out */
         GString *out;                   /* captured stdout, if capture_stdout */
         char err_tail[QIMG_STDERR_TAIL + 1];
@@ -42,6 +54,10 @@ struct qimg_run {
         char line[64];
         size_t line_len;
         uint64_t last_done;
+        /* rate governor state */
+        bool paused;                    /* SIGSTOPped while its flow is in debt */
+        bool no_proc_io;                /* /proc/PID/io unreadable: charge progress instead */
+        uint64_t charged;               /* bytes charged so far (read bytes, or progress) */
 };
 
 static void child_setup(gpointer data)
@@ -122,6 +138,72 @@ static int errno_from_gerror(const GError *e)
         return -EIO;
 }
 
+/* Bytes the child has written so far ("wchar" of /proc/PID/io): what it
+ * really moved; zero ranges it punched or skipped are not counted. */
+static int child_written_bytes(GSubprocess *proc, uint64_t *ret_bytes)
+{
+        const char *id = g_subprocess_get_identifier(proc);     /* NULL once it exited */
+        char path[64], buf[512];
+        const char *p;
+        ssize_t n;
+        int fd;
+
+        if (!id)
+                return -ESRCH;
+        g_snprintf(path, sizeof(path), "/proc/%s/io", id);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+                return -EIO;
+        buf[n] = '\0';
+        p = strstr(buf, "wchar: ");
+        if (!p)
+                return -EBADMSG;
+        *ret_bytes = g_ascii_strtoull(p + 7, NULL, 10);
+        return 0;
+}
+
+/*
+ * qemu-img's -r is fixed for its life, so a convert is given the whole host
+ * cap and held to its fair share from outside: what it wrote is charged to
+ * its flow; once it is more than QIMG_PAUSE_MS of its share beyond the lead
+ * its own limiter allows, the child is stopped (SIGSTOP) until it is back
+ * within the lead (SIGCONT). SIGKILL (cancel, PDEATHSIG) ends a stopped
+ * child as well. Returns the poll timeout in ms.
+ */
+static int rate_tick(struct qimg_run *run, GSubprocess *proc)
+{
+        uint64_t bytes = 0, debt, cap = agent_rate_flow_cap(run->flow);
+        uint64_t share = MAX(agent_rate_flow_share(run->flow), 1);
+        uint64_t lead = cap / 1000 * QIMG_LEAD_MS + QIMG_LEAD_EXTRA;
+
+        if (!run->no_proc_io && child_written_bytes(proc, &bytes) < 0) {
+                if (g_subprocess_get_identifier(proc))
+                        run->no_proc_io = true;
+                bytes = run->charged;
+        }
+        if (run->no_proc_io)
+                bytes = run->last_done;        /* coarser (1 % steps), but still the right average */
+        if (bytes > run->charged) {
+                agent_rate_flow_charge(run->flow, bytes - run->charged);
+                run->charged = bytes;
+        }
+        debt = agent_rate_flow_debt_bytes(run->flow);
+        if (!run->paused && debt > lead + share / 1000 * QIMG_PAUSE_MS) {
+                g_subprocess_send_signal(proc, SIGSTOP);
+                run->paused = true;
+        } else if (run->paused && debt <= lead) {
+                g_subprocess_send_signal(proc, SIGCONT);
+                run->paused = false;
+        }
+        if (run->paused)
+                return (int) CLAMP((debt - lead) * 1000 / share, 1, QIMG_RATE_TICK_MS);
+        return QIMG_RATE_TICK_MS;
+}
+
 /*
  * Runs argv to completion. Returns 0 when the child ran (whatever its exit
  * status, see run->exit_status), -ECANCELED if cancelled (child killed and
@@ -175,6 +257,10 @@ static int qimg_run(const char *const *argv, struct qimg_run *run, GError **erro
                         pfd[n++] = (struct pollfd) { .fd = cancel_pfd.fd, .events = POLLIN };
                 else if (run->cancel)
                         timeout = 100;  /* no fd to wait on: poll the flag */
+                if (run->flow) {
+                        int t = rate_tick(run, proc);
+                        timeout = timeout < 0 ? t : MIN(timeout, t);
+                }
 
                 if (poll(pfd, n, timeout) < 0) {
                         if (errno == EINTR)
@@ -212,6 +298,8 @@ static int qimg_run(const char *const *argv, struct qimg_run *run, GError **erro
         }
         if (have_cancel_fd)
                 g_cancellable_release_fd(run->cancel);
+        if (run->paused)
+                g_subprocess_send_signal(proc, SIGCONT);       /* never wait for a stopped child */
 
         /* Both pipes hit EOF: the child is exiting; reaping it is quick. */
         if (!g_subprocess_wait(proc, NULL, &e)) {
@@ -280,13 +368,13 @@ static char *target_opts(const char *dst_path, const char *dst_fmt, const char *
         return g_string_free(s, FALSE);
 }
 
-int agent_qemu_img_convert(const char *src_path, const char *src_fmt,
-                           const char *dst_path, const char *dst_fmt,
-                           const char *backing, const char *backing_fmt,
-                           uint64_t rate_limit,
-                           GCancellable *cancel,
-                           agent_copy_progress_fn progress, void *userdata,
-                           GError **error)
+static int convert(const char *src_path, const char *src_fmt,
+                   const char *dst_path, const char *dst_fmt,
+                   const char *backing, const char *backing_fmt,
+                   uint64_t rate_limit, struct agent_rate_flow *flow,
+                   GCancellable *cancel,
+                   agent_copy_progress_fn progress, void *userdata,
+                   GError **error)
 {
         g_autofree char *rate = NULL;
         g_autofree char *target = NULL;
@@ -312,7 +400,7 @@ int agent_qemu_img_convert(const char *src_path, const char *src_fmt,
 
         for (int direct = 1; direct >= 0; direct--) {
                 struct qimg_run run = { .cancel = cancel, .progress = progress,
-                                        .userdata = userdata, .total = total };
+                                        .userdata = userdata, .total = total, .flow = flow };
                 const char *argv[24];
                 int n = 0;
 
@@ -363,6 +451,31 @@ int agent_qemu_img_convert(const char *src_path, const char *src_fmt,
                 return -EIO;
         }
         g_assert_not_reached();
+}
+
+int agent_qemu_img_convert(const char *src_path, const char *src_fmt,
+                           const char *dst_path, const char *dst_fmt,
+                           const char *backing, const char *backing_fmt,
+                           uint64_t rate_limit,
+                           GCancellable *cancel,
+                           agent_copy_progress_fn progress, void *userdata,
+                           GError **error)
+{
+        return convert(src_path, src_fmt, dst_path, dst_fmt, backing, backing_fmt, rate_limit, NULL,
+                       cancel, progress, userdata, error);
+}
+
+int agent_qemu_img_convert_shared(const char *src_path, const char *src_fmt,
+                                  const char *dst_path, const char *dst_fmt,
+                                  const char *backing, const char *backing_fmt,
+                                  struct agent_rate_flow *flow,
+                                  GCancellable *cancel,
+                                  agent_copy_progress_fn progress, void *userdata,
+                                  GError **error)
+{
+        /* Alone it may use the whole cap; rate_tick() holds it to its share while others run. */
+        return convert(src_path, src_fmt, dst_path, dst_fmt, backing, backing_fmt, agent_rate_flow_cap(flow),
+                       agent_rate_flow_cap(flow) > 0 ? flow : NULL, cancel, progress, userdata, error);
 }
 
 int agent_qemu_img_create_qcow2(const char *path, uint64_t size, gboolean preallocate,

@@ -22,6 +22,20 @@ int agent_qemu_img_convert(const char *src_path, const char *src_fmt,
                            agent_copy_progress_fn progress, void *userdata,
                            GError **error);
 
+/*
+ * The same under the host's rate governor: -r is the host cap (fixed for
+ * the child's life), and while other copies share the cap the child is held
+ * to its fair share by charging what it wrote (/proc/PID/io) to flow and
+ * pausing it (SIGSTOP/SIGCONT) while the flow is in debt.
+ */
+int agent_qemu_img_convert_shared(const char *src_path, const char *src_fmt,
+                                  const char *dst_path, const char *dst_fmt,
+                                  const char *backing, const char *backing_fmt,
+                                  struct agent_rate_flow *flow,
+                                  GCancellable *cancel,
+                                  agent_copy_progress_fn progress, void *userdata,
+                                  GError **error);
+
 /* qemu-img create -f qcow2 -o compat=1.1[,preallocation=falloc] [-b BACKING -F FMT] PATH SIZE */
 int agent_qemu_img_create_qcow2(const char *path, uint64_t size, gboolean preallocate,
                                 const char *backing, const char *backing_fmt, GError **error);

@@ -180,16 +180,14 @@ static int copy_volume(struct copy_job *cj, const struct fy_volume_meta *src_met
         g_autofree char *src_path = agent_volume_path(a, &cj->src.ref);
         g_autofree char *dst_path = agent_volume_path(a, &cj->dst.ref);
         struct agent_copy_options opts = { 0 };
-        int active, r;
+        int r;
 
-        /* The host's cap is split among the copies running when this one starts. */
-        active = g_atomic_int_add(&a->active_copies, 1) + 1;
-        if (a->config.copy_rate_limit)
-                opts.bandwidth_limit = MAX(a->config.copy_rate_limit / (guint64) active, 1);
+        /* The host's cap is shared by the copies running now, re-balanced as they start and end. */
+        opts.rate_flow = agent_rate_flow_join(a->copy_gov);
         /* Zeros of the source must not undo a PREALLOCATED destination's allocation. */
         opts.keep_allocation = dst_meta->type == FY_TYPE_PREALLOCATED;
         r = copy_volume_with(cj, src_meta, dst_meta, src_path, dst_path, &opts, cancel, error);
-        g_atomic_int_add(&a->active_copies, -1);
+        agent_rate_flow_leave(opts.rate_flow);
         return r;
 }
 
@@ -250,10 +248,10 @@ static int copy_volume_with(struct copy_job *cj, const struct fy_volume_meta *sr
                 }
                 backing = dst_meta->parent;
         }
-        r = agent_qemu_img_convert(src_path, qemu_format(src_meta->format),
-                                   dst_path, qemu_format(dst_meta->format),
-                                   backing, parent ? qemu_format(parent->format) : NULL,
-                                   opts->bandwidth_limit, cancel, copy_progress, cj, error);
+        r = agent_qemu_img_convert_shared(src_path, qemu_format(src_meta->format),
+                                          dst_path, qemu_format(dst_meta->format),
+                                          backing, parent ? qemu_format(parent->format) : NULL,
+                                          opts->rate_flow, cancel, copy_progress, cj, error);
         if (r == 0 && opts->keep_allocation && dst_meta->format == FY_FORMAT_RAW)
                 r = reallocate(dst_path, dst_meta->capacity, error);
         return r;

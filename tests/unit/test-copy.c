@@ -355,6 +355,253 @@ static void test_bandwidth_limit(void)
         cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
 }
 
+/* ---- rate governor (rategov.c) ---- */
+
+#define SEC G_USEC_PER_SEC
+
+/*
+ * Replays saturated flows on an explicit clock: each flow takes `chunk`
+ * whenever the governor lets it, from `from` to `to`; adds what each got.
+ */
+static void saturate(struct agent_rate_flow **flows, unsigned n, uint64_t chunk, gint64 from, gint64 to,
+                     uint64_t *bytes)
+{
+        gint64 next[8];
+
+        g_assert(n <= G_N_ELEMENTS(next));
+        for (unsigned i = 0; i < n; i++)
+                next[i] = from;
+        for (;;) {
+                unsigned i = 0;
+                gint64 w;
+
+                for (unsigned k = 1; k < n; k++)
+                        if (next[k] < next[i])
+                                i = k;
+                if (next[i] >= to)
+                        return;
+                w = agent_rate_flow_take_at(flows[i], chunk, next[i]);
+                if (w == 0)
+                        bytes[i] += chunk;
+                else
+                        next[i] += w;
+        }
+}
+
+static void assert_near(double got, double want, double tolerance)
+{
+        if (got < want - tolerance || got > want + tolerance)
+                g_error("got %.0f, want %.0f ± %.0f", got, want, tolerance);
+}
+
+static void test_gov_fair_shares(void)
+{
+        const uint64_t cap = 100 * MiB, chunk = 1 * MiB;
+        struct agent_rate_gov *gov = agent_rate_gov_new(cap);
+        struct agent_rate_flow *f[3];
+        uint64_t got[3] = { 0 };
+
+        /* Alone: the whole cap. */
+        f[0] = agent_rate_flow_join_at(gov, 0);
+        g_assert_cmpuint(agent_rate_gov_share(gov), ==, cap);
+        saturate(f, 1, chunk, 0, 1 * SEC, got);
+        assert_near((double) got[0], (double) cap, 2.0 * chunk);
+
+        /* Three flows for 2 s: a third each, the sum is the cap. */
+        f[1] = agent_rate_flow_join_at(gov, 1 * SEC);
+        f[2] = agent_rate_flow_join_at(gov, 1 * SEC);
+        g_assert_cmpuint(agent_rate_gov_active(gov), ==, 3);
+        g_assert_cmpuint(agent_rate_gov_share(gov), ==, cap / 3);
+        memset(got, 0, sizeof(got));
+        saturate(f, 3, chunk, 1 * SEC, 3 * SEC, got);
+        for (unsigned i = 0; i < 3; i++)
+                assert_near((double) got[i], 2.0 * cap / 3, 2.0 * chunk);
+        assert_near((double) (got[0] + got[1] + got[2]), 2.0 * cap, 4.0 * chunk);
+
+        /* One leaves: the other two get half each at once. */
+        agent_rate_flow_leave_at(f[2], 3 * SEC);
+        memset(got, 0, sizeof(got));
+        saturate(f, 2, chunk, 3 * SEC, 4 * SEC, got);
+        assert_near((double) got[0], cap / 2.0, 2.0 * chunk);
+        assert_near((double) got[1], cap / 2.0, 2.0 * chunk);
+
+        agent_rate_flow_leave_at(f[0], 4 * SEC);
+        agent_rate_flow_leave_at(f[1], 4 * SEC);
+        g_assert_cmpuint(agent_rate_gov_active(gov), ==, 0);
+        agent_rate_gov_free(gov);
+}
+
+/* A flow that is slow or idle cannot save up more than a small burst. */
+static void test_gov_no_saving(void)
+{
+        const uint64_t cap = 100 * MiB, chunk = 1 * MiB;
+        struct agent_rate_gov *gov = agent_rate_gov_new(cap);
+        struct agent_rate_flow *f = agent_rate_flow_join_at(gov, 0);
+        unsigned immediate = 0;
+
+        while (agent_rate_flow_take_at(f, chunk, 10 * SEC) == 0)
+                immediate++;
+        /* 50 ms of burst = 5 MiB, plus the chunk taken at zero credit. */
+        g_assert_cmpuint(immediate, <=, 6);
+        g_assert_cmpuint(immediate, >=, 1);
+        agent_rate_flow_leave_at(f, 10 * SEC);
+        agent_rate_gov_free(gov);
+}
+
+/* Bytes moved by a child (qemu-img) are charged afterwards; its debt follows the share. */
+static void test_gov_charge_debt(void)
+{
+        const uint64_t cap = 100 * MiB;
+        struct agent_rate_gov *gov = agent_rate_gov_new(cap);
+        struct agent_rate_flow *f = agent_rate_flow_join_at(gov, 0), *g;
+
+        g_assert_cmpint(agent_rate_flow_debt_at(f, 0), ==, 0);
+        agent_rate_flow_charge_at(f, 50 * MiB, 0);
+        assert_near((double) agent_rate_flow_debt_at(f, 0), 0.5 * SEC, 10);
+        assert_near((double) agent_rate_flow_debt_at(f, SEC / 4), 0.25 * SEC, 10);
+        /* A second flow halves the share: the 25 MiB left now take twice as long. */
+        g = agent_rate_flow_join_at(gov, SEC / 4);
+        assert_near((double) agent_rate_flow_debt_at(f, SEC / 4), 0.5 * SEC, 10);
+        assert_near((double) agent_rate_flow_debt_at(f, SEC / 2), 0.25 * SEC, 10);
+        agent_rate_flow_leave_at(g, SEC / 2);
+        assert_near((double) agent_rate_flow_debt_at(f, SEC / 2), 0.125 * SEC, 10);
+        g_assert_cmpint(agent_rate_flow_debt_at(f, SEC), ==, 0);
+        agent_rate_flow_leave_at(f, SEC);
+        agent_rate_gov_free(gov);
+}
+
+static void test_gov_unlimited(void)
+{
+        struct agent_rate_gov *gov = agent_rate_gov_new(0);
+        struct agent_rate_flow *f = agent_rate_flow_join(gov);
+
+        g_assert_cmpuint(agent_rate_gov_active(gov), ==, 1);
+        g_assert_cmpuint(agent_rate_gov_share(gov), ==, 0);
+        for (int i = 0; i < 100; i++)
+                g_assert_cmpint(agent_rate_flow_take_at(f, 1024 * MiB, 0), ==, 0);
+        agent_rate_flow_charge(f, 1024 * MiB);
+        g_assert_cmpint(agent_rate_flow_debt_us(f), ==, 0);
+        g_assert_cmpint(agent_rate_flow_acquire(f, 1024 * MiB, NULL), ==, 0);
+        agent_rate_flow_leave(f);
+        agent_rate_gov_free(gov);
+}
+
+struct later {
+        gint64 delay_us;
+        GCancellable *cancel;
+        struct agent_rate_flow *leave;
+};
+
+static gpointer do_later(gpointer data)
+{
+        struct later *l = data;
+
+        g_usleep((gulong) l->delay_us);
+        if (l->cancel)
+                g_cancellable_cancel(l->cancel);
+        if (l->leave)
+                agent_rate_flow_leave(l->leave);
+        return NULL;
+}
+
+/* A copy waiting for a long debt stops as soon as it is cancelled. */
+static void test_gov_cancel_prompt(void)
+{
+        g_autoptr(GCancellable) cancel = g_cancellable_new();
+        struct agent_rate_gov *gov = agent_rate_gov_new(1 * MiB);
+        struct agent_rate_flow *f = agent_rate_flow_join(gov);
+        struct later l = { .delay_us = 100 * 1000, .cancel = cancel };
+        gint64 start = g_get_monotonic_time();
+        GThread *t;
+
+        agent_rate_flow_charge(f, 100 * MiB);   /* 100 s of debt */
+        t = g_thread_new("cancel", do_later, &l);
+        g_assert_cmpint(agent_rate_flow_acquire(f, MiB, cancel), ==, -ECANCELED);
+        g_thread_join(t);
+        g_assert_cmpint(g_get_monotonic_time() - start, <, 1 * SEC);
+        /* Already cancelled: refused at once. */
+        g_assert_cmpint(agent_rate_flow_acquire(f, MiB, cancel), ==, -ECANCELED);
+        agent_rate_flow_leave(f);
+        agent_rate_gov_free(gov);
+}
+
+/* When a copy ends, one that waits gets the larger share at once, not after its old wait. */
+static void test_gov_wake_on_leave(void)
+{
+        struct agent_rate_gov *gov = agent_rate_gov_new(10 * MiB);
+        struct agent_rate_flow *f = agent_rate_flow_join(gov), *g = agent_rate_flow_join(gov);
+        struct later l = { .delay_us = 200 * 1000, .leave = g };
+        gint64 start = g_get_monotonic_time();
+        double secs;
+        GThread *t;
+
+        /* 5 MiB of debt at 5 MiB/s: 1 s; after 0.2 s the share doubles, 4 MiB left take 0.4 s. */
+        agent_rate_flow_charge(f, 5 * MiB);
+        t = g_thread_new("leave", do_later, &l);
+        g_assert_cmpint(agent_rate_flow_acquire(f, MiB, NULL), ==, 0);
+        secs = (double) (g_get_monotonic_time() - start) / SEC;
+        g_thread_join(t);
+        g_assert_cmpfloat(secs, >, 0.5);
+        g_assert_cmpfloat(secs, <, 0.85);
+        agent_rate_flow_leave(f);
+        agent_rate_gov_free(gov);
+}
+
+struct shared_copy {
+        const char *src, *dst;
+        struct agent_rate_flow *flow;
+        gint64 start, end;
+        int r;
+};
+
+static gpointer shared_copy_run(gpointer data)
+{
+        struct shared_copy *c = data;
+        struct agent_copy_options opts = { .rate_flow = c->flow };
+
+        c->r = agent_copy_raw(c->src, c->dst, &opts, NULL, NULL, NULL);
+        c->end = g_get_monotonic_time();
+        return NULL;
+}
+
+/* Two real copies on one governor: the cap holds in sum and they finish together. */
+static void test_gov_two_copies(void)
+{
+        const char *names[] = { "s0.raw", "d0.raw", "s1.raw", "d1.raw", NULL };
+        g_autofree char *s0 = tmp_path(names[0]), *d0 = tmp_path(names[1]);
+        g_autofree char *s1 = tmp_path(names[2]), *d1 = tmp_path(names[3]);
+        struct agent_rate_gov *gov = agent_rate_gov_new(32 * MiB);
+        struct shared_copy c[2] = { { s0, d0 }, { s1, d1 } };
+        GThread *t[2];
+        gint64 start;
+        double total, spread;
+
+        for (int i = 0; i < 2; i++) {
+                make_file(c[i].src, 24 * MiB);
+                write_at(c[i].src, 0, 16 * MiB, -1, 20 + i);   /* 16 MiB of data, a hole after it */
+                make_file(c[i].dst, 24 * MiB);
+        }
+        start = g_get_monotonic_time();
+        for (int i = 0; i < 2; i++) {
+                c[i].flow = agent_rate_flow_join(gov);
+                t[i] = g_thread_new("copy", shared_copy_run, &c[i]);
+        }
+        for (int i = 0; i < 2; i++) {
+                g_thread_join(t[i]);
+                g_assert_cmpint(c[i].r, ==, 0);
+                agent_rate_flow_leave(c[i].flow);
+                assert_same(c[i].src, c[i].dst, 24 * MiB);
+        }
+        /* 32 MiB of data at 32 MiB/s in sum: 1 s, minus the chunks started on credit. */
+        total = (double) (MAX(c[0].end, c[1].end) - start) / SEC;
+        spread = (double) ABS(c[0].end - c[1].end) / SEC;
+        g_assert_cmpfloat(total, >, 0.8);
+        g_assert_cmpfloat(total, <, 1.3);
+        g_assert_cmpfloat(spread, <, 0.25);     /* equal shares: neither finished long before the other */
+        agent_rate_gov_free(gov);
+        cleanup_files(names);
+}
+
 /* ---- qemu-img ---- */
 
 static gboolean have_qemu_img(void)
@@ -555,6 +802,13 @@ int main(int argc, char **argv)
         g_test_add_func("/copy/raw/cancel", test_cancel);
         g_test_add_func("/copy/raw/progress-total", test_progress_total);
         g_test_add_func("/copy/raw/bandwidth-limit", test_bandwidth_limit);
+        g_test_add_func("/copy/governor/fair-shares", test_gov_fair_shares);
+        g_test_add_func("/copy/governor/no-saving", test_gov_no_saving);
+        g_test_add_func("/copy/governor/charge-debt", test_gov_charge_debt);
+        g_test_add_func("/copy/governor/unlimited", test_gov_unlimited);
+        g_test_add_func("/copy/governor/cancel-prompt", test_gov_cancel_prompt);
+        g_test_add_func("/copy/governor/wake-on-leave", test_gov_wake_on_leave);
+        g_test_add_func("/copy/governor/two-copies", test_gov_two_copies);
         g_test_add_func("/copy/qemu-img/chain", test_qemu_chain);
         g_test_add_func("/copy/qemu-img/errors", test_qemu_errors);
         g_test_add_func("/copy/qemu-img/raw-never-probed", test_qemu_raw_never_probed);

@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Fair sharing of the host's copy bandwidth cap; see rategov.h for the model.
+ *
+ * All state sits under one mutex: requests come once per chunk (megabytes),
+ * so contention is a few hundred lock operations per second at most.
+ */
+
+#include <errno.h>
+
+#include "rategov.h"
+
+/* Credit a flow may hold beyond what it used: absorbs sleep overshoot, no more. */
+#define RATE_BURST_US   (50 * 1000)
+
+struct agent_rate_gov {
+        GMutex lock;
+        GCond changed;          /* a flow joined or left, or a waiter's cancellable fired */
+        uint64_t cap;
+        unsigned active;
+        double vclock;          /* bytes one flow was entitled to since the start */
+        gint64 vclock_at;       /* µs when vclock was last advanced */
+};
+
+struct agent_rate_flow {
+        struct agent_rate_gov *gov;
+        double credit;          /* bytes; negative = debt */
+        double vseen;           /* vclock when credit was last brought up to date */
+};
+
+struct agent_rate_gov *agent_rate_gov_new(uint64_t cap)
+{
+        struct agent_rate_gov *gov = g_new0(struct agent_rate_gov, 1);
+
+        g_mutex_init(&gov->lock);
+        g_cond_init(&gov->changed);
+        gov->cap = cap;
+        return gov;
+}
+
+void agent_rate_gov_free(struct agent_rate_gov *gov)
+{
+        if (!gov)
+                return;
+        g_assert(gov->active == 0);
+        g_mutex_clear(&gov->lock);
+        g_cond_clear(&gov->changed);
+        g_free(gov);
+}
+
+uint64_t agent_rate_gov_cap(const struct agent_rate_gov *gov)
+{
+        return gov->cap;        /* immutable */
+}
+
+static double share_locked(const struct agent_rate_gov *gov)
+{
+        return (double) gov->cap / (double) MAX(gov->active, 1u);
+}
+
+unsigned agent_rate_gov_active(struct agent_rate_gov *gov)
+{
+        unsigned n;
+
+        g_mutex_lock(&gov->lock);
+        n = gov->active;
+        g_mutex_unlock(&gov->lock);
+        return n;
+}
+
+uint64_t agent_rate_gov_share(struct agent_rate_gov *gov)
+{
+        uint64_t s;
+
+        g_mutex_lock(&gov->lock);
+        s = (uint64_t) share_locked(gov);
+        g_mutex_unlock(&gov->lock);
+        return s;
+}
+
+/* Brings vclock to now with the share that held since the last advance. */
+static void advance_locked(struct agent_rate_gov *gov, gint64 now)
+{
+        if (gov->active == 0) {
+                gov->vclock_at = now;   /* no flow to be entitled to anything */
+                return;
+        }
+        if (now <= gov->vclock_at)
+                return;         /* a caller's clock reading that lost a race: nothing elapsed */
+        gov->vclock += share_locked(gov) * (double) (now - gov->vclock_at) / G_USEC_PER_SEC;
+        gov->vclock_at = now;
+}
+
+static void update_locked(struct agent_rate_flow *flow, gint64 now)
+{
+        struct agent_rate_gov *gov = flow->gov;
+        double burst = share_locked(gov) * RATE_BURST_US / G_USEC_PER_SEC;
+
+        advance_locked(gov, now);
+        flow->credit = MIN(flow->credit + (gov->vclock - flow->vseen), burst);
+        flow->vseen = gov->vclock;
+}
+
+static gint64 debt_locked(const struct agent_rate_flow *flow)
+{
+        if (flow->gov->cap == 0 || flow->credit >= 0)
+                return 0;
+        /* Rounded up: waking a microsecond early would only mean waiting again. */
+        return (gint64) (-flow->credit * G_USEC_PER_SEC / share_locked(flow->gov)) + 1;
+}
+
+struct agent_rate_flow *agent_rate_flow_join_at(struct agent_rate_gov *gov, gint64 now)
+{
+        struct agent_rate_flow *flow = g_new0(struct agent_rate_flow, 1);
+
+        flow->gov = gov;
+        g_mutex_lock(&gov->lock);
+        advance_locked(gov, now);
+        gov->active++;
+        flow->vseen = gov->vclock;
+        /* The others' shares just shrank: let waiters recompute. */
+        g_cond_broadcast(&gov->changed);
+        g_mutex_unlock(&gov->lock);
+        return flow;
+}
+
+struct agent_rate_flow *agent_rate_flow_join(struct agent_rate_gov *gov)
+{
+        return agent_rate_flow_join_at(gov, g_get_monotonic_time());
+}
+
+void agent_rate_flow_leave_at(struct agent_rate_flow *flow, gint64 now)
+{
+        struct agent_rate_gov *gov;
+
+        if (!flow)
+                return;
+        gov = flow->gov;
+        g_mutex_lock(&gov->lock);
+        advance_locked(gov, now);
+        g_assert(gov->active > 0);
+        gov->active--;
+        g_cond_broadcast(&gov->changed);
+        g_mutex_unlock(&gov->lock);
+        g_free(flow);
+}
+
+void agent_rate_flow_leave(struct agent_rate_flow *flow)
+{
+        agent_rate_flow_leave_at(flow, g_get_monotonic_time());
+}
+
+uint64_t agent_rate_flow_cap(const struct agent_rate_flow *flow)
+{
+        return flow->gov->cap;
+}
+
+uint64_t agent_rate_flow_share(struct agent_rate_flow *flow)
+{
+        return agent_rate_gov_share(flow->gov);
+}
+
+static gint64 take_locked(struct agent_rate_flow *flow, uint64_t bytes, gint64 now)
+{
+        gint64 wait;
+
+        if (flow->gov->cap == 0)
+                return 0;
+        update_locked(flow, now);
+        wait = debt_locked(flow);
+        if (wait == 0)
+                flow->credit -= (double) bytes;
+        return wait;
+}
+
+gint64 agent_rate_flow_take_at(struct agent_rate_flow *flow, uint64_t bytes, gint64 now)
+{
+        gint64 wait;
+
+        g_mutex_lock(&flow->gov->lock);
+        wait = take_locked(flow, bytes, now);
+        g_mutex_unlock(&flow->gov->lock);
+        return wait;
+}
+
+void agent_rate_flow_charge_at(struct agent_rate_flow *flow, uint64_t bytes, gint64 now)
+{
+        if (flow->gov->cap == 0)
+                return;
+        g_mutex_lock(&flow->gov->lock);
+        update_locked(flow, now);
+        flow->credit -= (double) bytes;
+        g_mutex_unlock(&flow->gov->lock);
+}
+
+void agent_rate_flow_charge(struct agent_rate_flow *flow, uint64_t bytes)
+{
+        agent_rate_flow_charge_at(flow, bytes, g_get_monotonic_time());
+}
+
+gint64 agent_rate_flow_debt_at(struct agent_rate_flow *flow, gint64 now)
+{
+        gint64 wait;
+
+        if (flow->gov->cap == 0)
+                return 0;
+        g_mutex_lock(&flow->gov->lock);
+        update_locked(flow, now);
+        wait = debt_locked(flow);
+        g_mutex_unlock(&flow->gov->lock);
+        return wait;
+}
+
+gint64 agent_rate_flow_debt_us(struct agent_rate_flow *flow)
+{
+        return agent_rate_flow_debt_at(flow, g_get_monotonic_time());
+}
+
+uint64_t agent_rate_flow_debt_bytes_at(struct agent_rate_flow *flow, gint64 now)
+{
+        double debt;
+
+        if (flow->gov->cap == 0)
+                return 0;
+        g_mutex_lock(&flow->gov->lock);
+        update_locked(flow, now);
+        debt = -flow->credit;
+        g_mutex_unlock(&flow->gov->lock);
+        return debt > 0 ? (uint64_t) debt : 0;
+}
+
+uint64_t agent_rate_flow_debt_bytes(struct agent_rate_flow *flow)
+{
+        return agent_rate_flow_debt_bytes_at(flow, g_get_monotonic_time());
+}
+
+static void on_cancelled(GCancellable *cancel, gpointer data)
+{
+        struct agent_rate_gov *gov = data;
+
+        /* Under the lock, so a waiter between its check and its sleep cannot miss it. */
+        g_mutex_lock(&gov->lock);
+        g_cond_broadcast(&gov->changed);
+        g_mutex_unlock(&gov->lock);
+}
+
+int agent_rate_flow_acquire(struct agent_rate_flow *flow, uint64_t bytes, GCancellable *cancel)
+{
+        struct agent_rate_gov *gov = flow->gov;
+        gulong handler = 0;
+        int r = 0;
+
+        if (gov->cap == 0)
+                return g_cancellable_is_cancelled(cancel) ? -ECANCELED : 0;
+        /* Connected outside the lock: it runs the callback at once if already cancelled. */
+        if (cancel)
+                handler = g_cancellable_connect(cancel, G_CALLBACK(on_cancelled), gov, NULL);
+        g_mutex_lock(&gov->lock);
+        for (;;) {
+                gint64 now, wait;
+
+                if (g_cancellable_is_cancelled(cancel)) {
+                        r = -ECANCELED;
+                        break;
+                }
+                now = g_get_monotonic_time();
+                wait = take_locked(flow, bytes, now);
+                if (wait == 0)
+                        break;
+                /* Woken early by a join or leave (share changed) or cancel: recompute. */
+                g_cond_wait_until(&gov->changed, &gov->lock, now + wait);
+        }
+        g_mutex_unlock(&gov->lock);
+        if (handler)
+                g_cancellable_disconnect(cancel, handler);
+        return r;
+}

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/*
+ * The host's copy bandwidth governor: one cap in bytes/s on every copy of
+ * the host together, shared fairly among the copies moving bytes now.
+ *
+ * Each running copy is a flow. The governor keeps a fair-share clock V: the
+ * bytes one flow has been entitled to since the governor started, growing at
+ * cap / active, where active is the number of flows at that moment (piecewise
+ * constant, advanced at every join, leave and request). A flow's credit grows
+ * with V and shrinks by what it moves; it may start a chunk while its credit
+ * is not negative, and its credit never exceeds a small burst (50 ms of its
+ * share), so a flow that was idle or slow cannot save up. Shares change the
+ * moment a flow joins or leaves: waiting flows are woken to recompute.
+ *
+ * Two ways to use a flow:
+ *  - a copier that moves bytes itself asks before each chunk
+ *    (agent_rate_flow_acquire: sleeps until the chunk fits, cancellable);
+ *  - a child process that moves bytes on its own (qemu-img) is charged
+ *    afterwards for what it moved (agent_rate_flow_charge) and paused while
+ *    agent_rate_flow_debt_us() says its flow is in debt.
+ *
+ * Thread-safe: flows of one governor may be used from any threads; one flow
+ * belongs to one thread at a time. Never logs.
+ */
+
+#include <stdint.h>
+#include <gio/gio.h>
+
+struct agent_rate_gov;
+struct agent_rate_flow;
+
+/* cap in bytes/s; 0 = unlimited (flows are counted, never wait). */
+struct agent_rate_gov *agent_rate_gov_new(uint64_t cap);
+/* Every flow must have left. NULL is fine. */
+void agent_rate_gov_free(struct agent_rate_gov *gov);
+
+uint64_t agent_rate_gov_cap(const struct agent_rate_gov *gov);
+/* Flows joined now. */
+unsigned agent_rate_gov_active(struct agent_rate_gov *gov);
+/* Bytes/s each flow gets now: cap / active, or cap when there is none; 0 when unlimited. */
+uint64_t agent_rate_gov_share(struct agent_rate_gov *gov);
+
+struct agent_rate_flow *agent_rate_flow_join(struct agent_rate_gov *gov);
+/* Leaves and frees the flow; the others' shares grow at once. NULL is fine. */
+void agent_rate_flow_leave(struct agent_rate_flow *flow);
+
+uint64_t agent_rate_flow_cap(const struct agent_rate_flow *flow);
+uint64_t agent_rate_flow_share(struct agent_rate_flow *flow);
+
+/*
+ * Waits until the flow may move `bytes` more and charges them. Returns 0, or
+ * -ECANCELED as soon as cancel (may be NULL) is triggered. No busy wait: it
+ * sleeps on a condition that joins, leaves and cancel signal.
+ */
+int agent_rate_flow_acquire(struct agent_rate_flow *flow, uint64_t bytes, GCancellable *cancel);
+/* Charges bytes already moved, without waiting. */
+void agent_rate_flow_charge(struct agent_rate_flow *flow, uint64_t bytes);
+/* Microseconds until the flow is out of debt at its current share; 0 if it is not in debt. */
+gint64 agent_rate_flow_debt_us(struct agent_rate_flow *flow);
+/* Bytes the flow has moved beyond its share; 0 if none (or unlimited). */
+uint64_t agent_rate_flow_debt_bytes(struct agent_rate_flow *flow);
+
+/*
+ * The same with an explicit clock (µs of a monotonic clock, never going
+ * back), so unit tests can replay exact schedules. agent_rate_flow_take_at
+ * charges and returns 0 if the flow may move `bytes` at `now`; otherwise it
+ * charges nothing and returns the µs to wait at the current share.
+ */
+struct agent_rate_flow *agent_rate_flow_join_at(struct agent_rate_gov *gov, gint64 now);
+void agent_rate_flow_leave_at(struct agent_rate_flow *flow, gint64 now);
+gint64 agent_rate_flow_take_at(struct agent_rate_flow *flow, uint64_t bytes, gint64 now);
+void agent_rate_flow_charge_at(struct agent_rate_flow *flow, uint64_t bytes, gint64 now);
+gint64 agent_rate_flow_debt_at(struct agent_rate_flow *flow, gint64 now);
+uint64_t agent_rate_flow_debt_bytes_at(struct agent_rate_flow *flow, gint64 now);
