@@ -352,3 +352,29 @@ def test_cli_vm_and_template_commands(ec):
     cli_ok(ec, "template", "delete", "cli-tmpl", "--wait")
     assert json.loads(cli_ok(ec, "--json", "vm", "list"))["vms"] == []
     nothing_locked(ec)
+
+
+def test_engine_restart_mid_template_then_thin_vm(ec):
+    d = create_disk(ec, "restart-disk", 512 * MiB, "raw")
+    write_random_extents(vol_path(ec, d), [(0, 384 * MiB)], seed=5)      # ~3 s at the hosts' 128 MiB/s
+    _, vm = ec.engine.request("POST", "/api/vms", {"name": "restart-vm"})
+    ec.engine.post(f"/api/vms/{vm['id']}/diskattachments", {"disk": {"id": d["id"]}})
+    r = ec.engine.post("/api/templates", {"name": "restart-tmpl", "vm": {"id": vm["id"]}})
+    wait_for(lambda: any(s["type"] == "copy_data" and s["status"] == "started" and s["progress"] > 0
+                         for s in steps_of(ec, r["job"]["id"])), 30, "the copy to start")
+    ec.engine.restart()
+    wait_ok(ec, r["job"]["id"])
+    tmpl = ec.engine.get(f"/api/templates/{r['template']['id']}")
+    t = disk(ec, tmpl["disk_attachments"][0]["id"])
+    assert tmpl["status"] == "ok" and read_meta(vol_path(ec, t))["VOLTYPE"] == "SHARED"
+    compare(vol_path(ec, d), vol_path(ec, t))
+    r = ec.engine.post("/api/vms", {"name": "restart-thin", "template": {"id": tmpl["id"]}})
+    ec.engine.restart()                      # whatever the thin create had reached, it is learned again
+    wait_ok(ec, r["job"]["id"])
+    thin = disk(ec, ec.engine.get(f"/api/vms/{r['vm']['id']}")["disk_attachments"][0]["id"])
+    compare(vol_path(ec, thin), vol_path(ec, d))
+    for path in (f"/api/vms/{r['vm']['id']}", f"/api/templates/{tmpl['id']}", f"/api/vms/{vm['id']}"):
+        status, out = ec.engine.request("DELETE", path)
+        assert status == 202, out
+        wait_ok(ec, out["job"]["id"])
+    nothing_locked(ec)
