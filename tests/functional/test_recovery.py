@@ -36,7 +36,8 @@ def rc():
     d = make_workdir()
     net = Network(3)
     try:
-        c = EngineCluster(d, net=net, engine_args=ENGINE_ARGS, agent_options={"copy_rate_limit": "32M"})
+        c = EngineCluster(d, net=net, engine_args=ENGINE_ARGS, agent_options={"copy_rate_limit": "32M"},
+                          one_domain_at_a_time=True)
         c.dead = set()
         try:
             yield c
@@ -100,6 +101,45 @@ def moved_ok(ec, disk, job):
     assert job["status"] == "finished", job
     d = ec.engine.get(f"/api/disks/{disk['id']}")
     assert d["status"] == "ok" and d["storage_domains"] == [{"id": ec.sds[1]["id"]}], d
+
+
+def test_invariant_sees_violations(rc, scratch):
+    """The check itself: an orphan image, an ILLEGAL volume, a stray file and
+    changed content are each reported; removed again, it holds."""
+    from invariant import structure_problems
+    disk = create_disk(rc, "probe", 4 * MiB)
+    before = disk_digest(rc, disk["id"], scratch)
+    sd1, sd2 = rc.sds[0]["id"], rc.sds[1]["id"]
+    vol = disk["volumes"][0]["id"]
+    src = vol_path(rc, sd1, disk["id"], vol)
+    orphan = os.path.join(rc.storage, sd2, "images", disk["id"])
+    os.makedirs(orphan)
+    shutil.copy(src + ".meta", os.path.join(orphan, vol + ".meta"))
+    with open(src + ".meta") as f:
+        meta = f.read()
+    stray = os.path.join(os.path.dirname(src), "leftover.tmp")
+    try:
+        open(stray, "w").close()
+        with open(src + ".meta", "w") as f:
+            f.write(meta.replace("LEGALITY=LEGAL", "LEGALITY=ILLEGAL"))
+        problems = "\n".join(structure_problems(rc))
+        assert f"orphan image {disk['id']} on storage domain {sd2}" in problems, problems
+        assert "LEGALITY=ILLEGAL" in problems and "stray file leftover.tmp" in problems, problems
+        with pytest.raises(AssertionError):
+            assert_invariant(rc, scratch, settle=0)
+    finally:
+        shutil.rmtree(orphan)
+        os.unlink(stray)
+        with open(src + ".meta", "w") as f:
+            f.write(meta)
+    assert_invariant(rc, scratch, {disk["id"]: before}, settle=0)
+    with open(src, "r+b") as f:
+        f.write(b"x")
+    with pytest.raises(AssertionError, match="content changed"):
+        assert_invariant(rc, scratch, {disk["id"]: before}, settle=0)
+    rc.engine.request("DELETE", f"/api/disks/{disk['id']}")
+    wait_for(lambda: disk["id"] not in {d["id"] for d in rc.engine.get("/api/disks")["disks"]}, 30,
+             "the probe disk removed")
 
 
 def test_a_network_cut_restored_before_copy_ends(rc, scratch):
@@ -272,7 +312,7 @@ def small():
     fs = LoopFs(d)
     try:
         c = EngineCluster(d, hosts=2, storage=fs.mountpoint, engine_args=ENGINE_ARGS,
-                          agent_options={"copy_rate_limit": "32M"})
+                          agent_options={"copy_rate_limit": "32M"}, one_domain_at_a_time=True)
         c.fs = fs
         try:
             yield c
