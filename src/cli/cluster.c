@@ -563,7 +563,9 @@ static void cli_cluster_stop(const struct cli_cluster *c, bool verbose)
 
 /* ---- up ---- */
 
-static int cli_start_host(struct cli_cluster *c, struct cli_host *h, const char *agent_bin, GError **error)
+/* agent_opts: more agent options (NULL-terminated, may be NULL), the same for every host. */
+static int cli_start_host(struct cli_cluster *c, struct cli_host *h, const char *agent_bin,
+                          const char *const *agent_opts, GError **error)
 {
         g_autofree char *sanlock = cli_sanlock_bin();
         g_auto(GStrv) env = cli_sanlock_env(h->run_dir);
@@ -601,8 +603,12 @@ static int cli_start_host(struct cli_cluster *c, struct cli_host *h, const char 
         a_root = g_strdup_printf("--storage-root=%s/storage", c->dir);
         a_run = g_strdup_printf("--sanlock-run-dir=%s", h->run_dir);
         a_name = g_strdup_printf("--host-name=%s", h->name);
-        char *aargv[] = { (char *) agent_bin, "--insecure=true", "--port=0", "--transfer-port=0", a_root, a_run, "--io-timeout=2",
-                          a_name, NULL };
+        char *aargv[16] = { (char *) agent_bin, "--insecure=true", "--port=0", "--transfer-port=0", a_root, a_run,
+                            "--io-timeout=2", a_name, NULL };
+        for (size_t i = 8, k = 0; agent_opts && agent_opts[k]; i++, k++) {
+                g_assert(i < G_N_ELEMENTS(aargv) - 1);
+                aargv[i] = (char *) agent_opts[k];
+        }
         if (cli_spawn(aargv, NULL, h->log, &h->pid, &off, error) < 0)
                 return -1;
         if (cli_cluster_save(c, error) < 0)
@@ -858,12 +864,21 @@ int cli_cluster_up(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 {
         g_autofree char *dir_opt = NULL, *dir = NULL, *file = NULL, *db = NULL;
         g_autofree char *agent_bin = NULL, *engine_bin = NULL, *logs = NULL, *storage = NULL;
-        gint hosts = 3, domains = 2;
+        g_autofree char *rate_opt = NULL, *rate_arg = NULL, *jobs_arg = NULL;
+        gint hosts = 3, domains = 2, max_jobs = 0;
+        const char *agent_opts[3] = { NULL };
+        size_t n_agent_opts = 0;
+        uint64_t rate = 0;
         const GOptionEntry entries[] = {
                 { "dir", 0, 0, G_OPTION_ARG_FILENAME, &dir_opt,
                   "Cluster directory (default ./" CLI_DEFAULT_CLUSTER_DIR ")", "DIR" },
                 { "hosts", 0, 0, G_OPTION_ARG_INT, &hosts, "Number of hosts (default 3)", "N" },
                 { "domains", 0, 0, G_OPTION_ARG_INT, &domains, "Number of storage domains (default 2)", "M" },
+                { "copy-rate-limit", 0, 0, G_OPTION_ARG_STRING, &rate_opt,
+                  "Every host's copy bandwidth cap in bytes/s, shared by its running copies, e.g. 50M "
+                  "(default: the agent's, unlimited)", "SIZE" },
+                { "max-jobs", 0, 0, G_OPTION_ARG_INT, &max_jobs,
+                  "Jobs each host runs at once, 1 to 64; more wait as pending (default: the agent's, 2)", "N" },
                 G_OPTION_ENTRY_NULL
         };
         g_autoptr(cli_cluster) c = NULL;
@@ -878,6 +893,22 @@ int cli_cluster_up(struct cli_ctx *ctx, int argc, char **argv, GError **error)
                 g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "--hosts must be 1 to %d and --domains 1 to %d",
                             CLI_MAX_HOSTS, CLI_MAX_DOMAINS);
                 return -1;
+        }
+        if (rate_opt) {
+                if (cli_parse_size(rate_opt, &rate, error) < 0) {
+                        g_prefix_error(error, "--copy-rate-limit: ");
+                        return -1;
+                }
+                rate_arg = g_strdup_printf("--copy-rate-limit=%" G_GUINT64_FORMAT, rate);
+                agent_opts[n_agent_opts++] = rate_arg;
+        }
+        if (max_jobs != 0) {
+                if (max_jobs < 1 || max_jobs > 64) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "--max-jobs must be 1 to 64, got %d", max_jobs);
+                        return -1;
+                }
+                jobs_arg = g_strdup_printf("--max-jobs=%d", max_jobs);
+                agent_opts[n_agent_opts++] = jobs_arg;
         }
         if (cli_cluster_dir(dir_opt, &dir, error) < 0)
                 return -1;
@@ -930,7 +961,7 @@ int cli_cluster_up(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         printf("starting %d hosts in %s\n", hosts, dir);
         fflush(stdout);
         for (guint i = 0; i < c->hosts->len; i++)
-                if (cli_start_host(c, c->hosts->pdata[i], agent_bin, error) < 0)
+                if (cli_start_host(c, c->hosts->pdata[i], agent_bin, agent_opts, error) < 0)
                         goto fail;
         printf("starting the engine\n");
         fflush(stdout);
