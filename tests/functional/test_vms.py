@@ -12,7 +12,9 @@ import pytest
 
 from conftest import make_workdir
 from enginetest import EngineCluster, HttpError
-from ferrytest import BUILD, MiB, qemu_img_compare, qemu_io_write, wait_for, write_random_extents
+from ferrytest import (BUILD, MiB, endpoint, qemu_img_compare, qemu_io_write, run_job, wait_for, wait_job,
+                       write_random_extents)
+from stompclient import RpcError
 
 FERRY = os.path.join(BUILD, "src", "cli", "ferry")
 
@@ -378,3 +380,55 @@ def test_engine_restart_mid_template_then_thin_vm(ec):
         assert status == 202, out
         wait_ok(ec, out["job"]["id"])
     nothing_locked(ec)
+
+
+def test_agent_template_volume_rules(ec):
+    """SHARED is one-way and final; only a SHARED volume backs a volume of another image."""
+    d = create_disk(ec, "rules", 16 * MiB, "cow")
+    r = ec.engine.post("/api/disks", {"name": "rules-chain", "provisioned_size": 16 * MiB, "format": "cow",
+                                      "volumes": 2, "storage_domain": {"id": ec.sds[0]["id"]}})
+    wait_ok(ec, r["job"]["id"])
+    chain = disk(ec, r["disk"]["id"])
+    sd, pool = ec.sds[0]["id"], ec.engine.get("/api/datacenters")["datacenters"][0]["pool_id"]
+    spm = ec.agent(ec.spm_name())
+
+    def sdm(c, method, params):      # SDM verbs take the job id and return nothing
+        job_id = str(uuid.uuid4())
+        c.call(method, dict(params, job_id=job_id))
+        return wait_job(c, job_id)
+
+    def update(c, dsk, vol, attr):
+        return sdm(c, "SDM.update_volume", {"vol_attr": attr,
+                                            "vol_info": {"sd_id": sd, "img_id": dsk["id"], "vol_id": vol}})
+
+    def thin_create(c, parent_disk, parent_vol):
+        img = str(uuid.uuid4())
+        job = run_job(c, "Volume.create", {
+            "storagepoolID": pool, "storagedomainID": sd, "imageID": img, "volumeID": str(uuid.uuid4()),
+            "size": str(16 * MiB), "volFormat": "COW", "preallocate": "SPARSE", "diskType": "DATA", "desc": "",
+            "srcImgUUID": parent_disk["id"], "srcVolUUID": parent_vol})
+        return job, os.path.join(ec.storage, sd, "images", img)
+
+    with spm.client() as c:
+        with pytest.raises(RpcError) as e:
+            update(c, d, d["volumes"][0]["id"], {"type": "LEAF"})
+        assert "SHARED" in str(e.value)
+        job = update(c, chain, chain["volumes"][0]["id"], {"type": "SHARED"})     # INTERNAL: has a child
+        assert job["status"] == "failed" and "LEAF" in job["error"]["message"], job
+        job, img_dir = thin_create(c, d, d["volumes"][0]["id"])                   # a LEAF is not a template
+        assert job["status"] == "failed" and "SHARED" in job["error"]["message"], job
+        assert not os.path.exists(img_dir)
+        assert update(c, d, d["volumes"][0]["id"], {"type": "SHARED"})["status"] == "done"
+        assert update(c, d, d["volumes"][0]["id"], {"type": "SHARED"})["status"] == "done"   # idempotent
+        job = sdm(c, "SDM.copy_data", {"source": endpoint(sd, chain["id"], chain["volumes"][1]["id"]),
+                                        "destination": endpoint(sd, d["id"], d["volumes"][0]["id"])})
+        assert job["status"] == "failed" and "never written" in job["error"]["message"], job
+        job, img_dir = thin_create(c, d, d["volumes"][0]["id"])
+        assert job["status"] == "done", job
+        assert run_job(c, "Image.delete", {"storagepoolID": pool, "storagedomainID": sd,
+                                           "imageID": os.path.basename(img_dir)})["status"] == "done"
+        assert not os.path.exists(img_dir)
+    assert read_meta(vol_path(ec, d))["LEGALITY"] == "LEGAL"
+    for x in (d, chain):
+        status, out = ec.engine.request("DELETE", f"/api/disks/{x['id']}")
+        wait_ok(ec, out["job"]["id"])
