@@ -32,11 +32,11 @@
 #include "locks.h"
 #include "storage.h"
 #include "transfer.h"
+#include "transferparse.h"
 #include "uuid.h"
 
 #define READ_CHUNK (1024 * 1024)        /* bytes read per step of a streamed GET */
 #define READ_QUEUE 2                    /* chunks of one GET waiting to be sent, at most */
-#define PATCH_MAX 4096                  /* a PATCH body is a small JSON object */
 #define EXTENTS_MAX 100000              /* beyond this the rest is reported as one data extent */
 #define LOCK_WAIT_S 10                  /* Host.add_image_ticket waits this long for a busy image */
 #define DRAIN_WAIT_S 120                /* finalize waits this long for requests in progress */
@@ -322,34 +322,6 @@ static void reply_json(SoupServerMessage *msg, guint status, json_t *body)
         soup_server_message_set_response(msg, "application/json", SOUP_MEMORY_COPY, text, strlen(text));
 }
 
-/* "/images/<uuid>[/extents]" → uuid (lower case) and whether extents were asked. */
-static bool parse_path(const char *path, char uuid[FY_UUID_STR_LEN + 1], bool *ret_extents)
-{
-        const char *rest;
-
-        if (!g_str_has_prefix(path, "/images/"))
-                return false;
-        rest = path + strlen("/images/");
-        if (strlen(rest) < FY_UUID_STR_LEN)
-                return false;
-        memcpy(uuid, rest, FY_UUID_STR_LEN);
-        uuid[FY_UUID_STR_LEN] = '\0';
-        if (!fy_uuid_is_valid(uuid))
-                return false;
-        for (size_t i = 0; i < FY_UUID_STR_LEN; i++)
-                uuid[i] = g_ascii_tolower(uuid[i]);
-        rest += FY_UUID_STR_LEN;
-        if (*rest == '\0') {
-                *ret_extents = false;
-                return true;
-        }
-        if (strcmp(rest, "/extents") == 0) {
-                *ret_extents = true;
-                return true;
-        }
-        return false;
-}
-
 /* The READY ticket a request names, or NULL after answering 403/404. Never tells why a ticket is refused. */
 static struct ticket *request_ticket(struct agent_transfers *tr, SoupServerMessage *msg, const char *path,
                                      bool *ret_extents)
@@ -357,7 +329,7 @@ static struct ticket *request_ticket(struct agent_transfers *tr, SoupServerMessa
         char uuid[FY_UUID_STR_LEN + 1];
         struct ticket *t;
 
-        if (!parse_path(path, uuid, ret_extents)) {
+        if (agent_xfer_parse_path(path, uuid, ret_extents) < 0) {
                 reply_text(msg, SOUP_STATUS_NOT_FOUND, "no such resource: use /images/<ticket-uuid>[/extents]\n");
                 return NULL;
         }
@@ -385,7 +357,7 @@ static void on_early(SoupServer *server, SoupServerMessage *msg, const char *pat
         SoupMessageHeaders *h = soup_server_message_get_request_headers(msg);
         bool put = method_is(msg, "PUT"), patch = method_is(msg, "PATCH");
         goffset len = soup_message_headers_get_content_length(h);
-        guint64 limit = put ? tr->agent->config.transfer_max_request : PATCH_MAX;
+        guint64 limit = put ? tr->agent->config.transfer_max_request : AGENT_XFER_PATCH_MAX;
         bool extents;
         struct ticket *t;
 
@@ -768,52 +740,20 @@ static void on_stream_finished(SoupServerMessage *msg, gpointer data)
         stream_unref(st);
 }
 
-/* "bytes=A-B", "bytes=A-" or "bytes=-N", one range only. */
-static bool parse_range(const char *h, guint64 size, guint64 *ret_start, guint64 *ret_len)
-{
-        g_auto(GStrv) parts = NULL;
-        guint64 a = 0, b = 0;
-
-        if (!g_str_has_prefix(h, "bytes=") || strchr(h, ',') || size == 0)
-                return false;
-        parts = g_strsplit(h + strlen("bytes="), "-", 3);
-        if (g_strv_length(parts) != 2)
-                return false;
-        g_strstrip(parts[0]);
-        g_strstrip(parts[1]);
-        if (!*parts[0]) {
-                if (!g_ascii_string_to_unsigned(parts[1], 10, 1, G_MAXUINT64, &b, NULL))
-                        return false;
-                b = MIN(b, size);
-                *ret_start = size - b;
-                *ret_len = b;
-                return true;
-        }
-        if (!g_ascii_string_to_unsigned(parts[0], 10, 0, G_MAXUINT64, &a, NULL) || a >= size)
-                return false;
-        if (!*parts[1])
-                b = size - 1;
-        else if (!g_ascii_string_to_unsigned(parts[1], 10, 0, G_MAXUINT64, &b, NULL) || b < a)
-                return false;
-        b = MIN(b, size - 1);
-        *ret_start = a;
-        *ret_len = b - a + 1;
-        return true;
-}
-
 static void handle_get(struct agent_transfers *tr, struct ticket *t, SoupServerMessage *msg)
 {
         SoupMessageHeaders *req = soup_server_message_get_request_headers(msg);
         SoupMessageHeaders *resp = soup_server_message_get_response_headers(msg);
         const char *range = soup_message_headers_get_one(req, "Range");
+        g_autoptr(GError) error = NULL;
         guint64 start = 0, len = t->size;
         struct get_stream *st;
+        int r;
 
-        if (range && !parse_range(range, t->size, &start, &len)) {
-                soup_message_headers_set_content_range(resp, -1, -1, (goffset) t->size);
-                reply_text(msg, SOUP_STATUS_REQUESTED_RANGE_NOT_SATISFIABLE,
-                           "range \"%.64s\" is not one range of bytes inside the image (%" G_GUINT64_FORMAT " bytes)\n",
-                           range, t->size);
+        if (range && (r = agent_xfer_parse_range(range, t->size, &start, &len, &error)) < 0) {
+                if (agent_xfer_http_status(r) == SOUP_STATUS_REQUESTED_RANGE_NOT_SATISFIABLE)
+                        soup_message_headers_set_content_range(resp, -1, -1, (goffset) t->size);
+                reply_text(msg, agent_xfer_http_status(r), "%s\n", error->message);
                 return;
         }
         soup_server_message_set_status(msg, range ? SOUP_STATUS_PARTIAL_CONTENT : SOUP_STATUS_OK, NULL);
@@ -840,41 +780,9 @@ static void handle_get(struct agent_transfers *tr, struct ticket *t, SoupServerM
         stream_next(st);
 }
 
-/* "bytes A-B/TOTAL" (TOTAL may be "*") naming exactly len bytes. */
-static bool parse_content_range(const char *h, guint64 len, guint64 *ret_start)
-{
-        g_auto(GStrv) parts = NULL;
-        g_auto(GStrv) ab = NULL;
-        guint64 a, b;
-
-        if (!g_str_has_prefix(h, "bytes "))
-                return false;
-        parts = g_strsplit(h + strlen("bytes "), "/", 3);
-        if (g_strv_length(parts) != 2)
-                return false;
-        ab = g_strsplit(parts[0], "-", 3);
-        if (g_strv_length(ab) != 2 ||
-            !g_ascii_string_to_unsigned(ab[0], 10, 0, G_MAXUINT64 / 2, &a, NULL) ||
-            !g_ascii_string_to_unsigned(ab[1], 10, 0, G_MAXUINT64 / 2, &b, NULL) || b < a || b - a + 1 != len)
-                return false;
-        if (strcmp(parts[1], "*") != 0 && !g_ascii_string_to_unsigned(parts[1], 10, 0, G_MAXUINT64, NULL, NULL))
-                return false;
-        *ret_start = a;
-        return true;
-}
-
-static bool flush_asked(GHashTable *query, bool dflt)
-{
-        const char *f = query ? g_hash_table_lookup(query, "flush") : NULL;
-
-        if (!f)
-                return dflt;
-        return strcmp(f, "n") != 0 && strcmp(f, "no") != 0 && strcmp(f, "false") != 0;
-}
-
 static bool range_outside(struct ticket *t, SoupServerMessage *msg, guint64 offset, guint64 len)
 {
-        if (offset <= t->size && len <= t->size - offset)
+        if (agent_xfer_range_fits(t->size, offset, len))
                 return false;
         soup_message_headers_set_content_range(soup_server_message_get_response_headers(msg), -1, -1, (goffset) t->size);
         reply_text(msg, SOUP_STATUS_REQUESTED_RANGE_NOT_SATISFIABLE,
@@ -888,13 +796,16 @@ static void handle_put(struct agent_transfers *tr, struct ticket *t, SoupServerM
         SoupMessageHeaders *req = soup_server_message_get_request_headers(msg);
         const char *cr = soup_message_headers_get_one(req, "Content-Range");
         g_autoptr(GBytes) body = soup_message_body_flatten(soup_server_message_get_request_body(msg));
+        g_autoptr(GError) error = NULL;
         guint64 offset = 0, len = g_bytes_get_size(body);
         struct io_req *io;
+        bool flush;
+        int r;
 
-        if (cr && !parse_content_range(cr, len, &offset)) {
-                reply_text(msg, SOUP_STATUS_BAD_REQUEST,
-                           "Content-Range must be \"bytes START-END/*\" naming exactly the %" G_GUINT64_FORMAT
-                           " bytes sent\n", len);
+        /* ovirt-imageio flushes every PUT unless told flush=n. */
+        if ((cr && (r = agent_xfer_parse_content_range(cr, len, &offset, &error)) < 0) ||
+            (r = agent_xfer_parse_flush(query ? g_hash_table_lookup(query, "flush") : NULL, true, &flush, &error)) < 0) {
+                reply_text(msg, agent_xfer_http_status(r), "%s\n", error->message);
                 return;
         }
         if (range_outside(t, msg, offset, len))
@@ -907,52 +818,40 @@ static void handle_put(struct agent_transfers *tr, struct ticket *t, SoupServerM
         io->offset = offset;
         io->length = len;
         io->data = g_steal_pointer(&body);
-        io->flush = flush_asked(query, true);      /* ovirt-imageio's default */
+        io->flush = flush;
         io_start(tr, io, io_done);
 }
 
 static void handle_patch(struct agent_transfers *tr, struct ticket *t, SoupServerMessage *msg)
 {
         g_autoptr(GBytes) bytes = soup_message_body_flatten(soup_server_message_get_request_body(msg));
-        g_autoptr(json_t) body = NULL;
-        const char *op = NULL;
-        json_int_t offset = 0, size = 0;
-        int flush = 0;
-        json_error_t jerr;
-        gsize len;
-        const char *text = g_bytes_get_data(bytes, &len);
+        g_autoptr(GError) error = NULL;
+        struct agent_xfer_patch p;
         struct io_req *io;
+        gsize len;
+        const void *text = g_bytes_get_data(bytes, &len);
+        int r;
 
-        body = json_loadb(text ? text : "", len, JSON_REJECT_DUPLICATES, &jerr);
-        if (!body || json_unpack_ex(body, &jerr, 0, "{s:s, s?I, s?I, s?b}", "op", &op, "offset", &offset,
-                                    "size", &size, "flush", &flush) < 0) {
-                reply_text(msg, SOUP_STATUS_BAD_REQUEST,
-                           "send {\"op\": \"zero\", \"offset\": N, \"size\": N} or {\"op\": \"flush\"}: %s\n", jerr.text);
+        r = agent_xfer_parse_patch(text, len, &p, &error);
+        if (r < 0) {
+                reply_text(msg, agent_xfer_http_status(r), "%s\n", error->message);
                 return;
         }
-        if (strcmp(op, "flush") == 0) {
+        if (p.op == AGENT_XFER_OP_FLUSH) {
                 io = io_new(t, msg, IO_FLUSH);
                 io_start(tr, io, io_done);
                 return;
         }
-        if (strcmp(op, "zero") != 0) {
-                reply_text(msg, SOUP_STATUS_BAD_REQUEST, "unknown op \"%.32s\": use zero or flush\n", op);
+        if (range_outside(t, msg, p.offset, p.size))
                 return;
-        }
-        if (offset < 0 || size < 0) {
-                reply_text(msg, SOUP_STATUS_BAD_REQUEST, "offset and size must not be negative\n");
-                return;
-        }
-        if (range_outside(t, msg, (guint64) offset, (guint64) size))
-                return;
-        if (size == 0) {
+        if (p.size == 0) {
                 soup_server_message_set_status(msg, SOUP_STATUS_OK, NULL);
                 return;
         }
         io = io_new(t, msg, IO_ZERO);
-        io->offset = (guint64) offset;
-        io->length = (guint64) size;
-        io->flush = flush;
+        io->offset = p.offset;
+        io->length = p.size;
+        io->flush = p.flush;
         io_start(tr, io, io_done);
 }
 
@@ -1034,46 +933,31 @@ static void add_args_free(gpointer data)
 static int resolve_url(struct agent *a, const char *url, struct agent_volref *ret_ref, char **ret_path,
                        GError **error)
 {
-        g_autofree char *host = NULL;
         g_autofree char *path = NULL;
         g_autofree char *real = NULL;
         g_autofree char *root = NULL;
-        g_autofree char *expect = NULL;
-        g_auto(GStrv) parts = NULL;
-        g_autoptr(GError) local = NULL;
+        struct agent_volref ref;
         struct stat st;
-        size_t rl;
+        int r;
 
-        path = g_filename_from_uri(url, &host, &local);
-        if (!path || (host && *host)) {
-                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
-                            "ticket.url must be file:///<path of a volume>, got \"%.256s\"", url);
-                return -EINVAL;
-        }
+        r = agent_ticket_url_path(url, &path, error);
+        if (r < 0)
+                return r;
         real = realpath(path, NULL);
         root = realpath(a->config.storage_root, NULL);
         if (!real || !root) {
                 g_set_error(error, FY_ERROR, FY_ERR_VOLUME_DOES_NOT_EXIST, "no volume at %s: %s", path, g_strerror(errno));
                 return -ENOENT;
         }
-        rl = strlen(root);
-        if (strncmp(real, root, rl) != 0 || real[rl] != '/')
-                goto outside;
-        parts = g_strsplit(real + rl + 1, "/", 0);
-        if (g_strv_length(parts) != 4 || !fy_uuid_is_valid(parts[0]) || strcmp(parts[1], "images") != 0 ||
-            !fy_uuid_is_valid(parts[2]) || !fy_uuid_is_valid(parts[3]))
-                goto outside;
-        agent_volref_init(ret_ref, parts[0], parts[2], parts[3]);
-        expect = agent_volume_path(a, ret_ref);
-        if (stat(real, &st) < 0 || !S_ISREG(st.st_mode))
-                goto outside;
-        *ret_path = g_steal_pointer(&expect);
+        if (agent_ticket_volume_of(real, root, &ref) < 0 || stat(real, &st) < 0 || !S_ISREG(st.st_mode)) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                            "ticket.url %.256s is not a volume of this host's storage (%s/<sd>/images/<img>/<vol>)",
+                            url, a->config.storage_root);
+                return -EACCES;
+        }
+        *ret_ref = ref;
+        *ret_path = agent_volume_path(a, &ref);
         return 0;
-outside:
-        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
-                    "ticket.url %.256s is not a volume of this host's storage (%s/<sd>/images/<img>/<vol>)",
-                    url, a->config.storage_root);
-        return -EACCES;
 }
 
 static gboolean cancel_later(gpointer data)
@@ -1217,28 +1101,14 @@ void agent_transfer_add_ticket(struct fy_rpc_call *call, json_t *params, void *u
         struct agent_transfers *tr = transfers_of(a);
         g_autoptr(GError) error = NULL;
         g_autoptr(ticket) t = NULL;
-        const char *uuid = NULL, *url = NULL, *transfer_id = NULL;
-        json_t *tk = NULL, *ops, *op;
-        guint64 timeout = 0, size = 0, gen = 0;
-        bool sparse = false;
+        struct agent_ticket_params p;
+        json_t *tk = NULL;
         struct add_args *aa;
         g_autoptr(GTask) task = NULL;
-        size_t i;
 
         if (fy_rpc_param_object(params, "ticket", true, &tk, &error) < 0 ||
-            fy_rpc_param_uuid(tk, "uuid", true, &uuid, &error) < 0 ||
-            fy_rpc_param_uint(tk, "timeout", true, AGENT_TICKET_TIMEOUT_MAX, &timeout, &error) < 0 ||
-            fy_rpc_param_uint(tk, "size", false, 2 * AGENT_VOLUME_CAPACITY_MAX, &size, &error) < 0 ||
-            fy_rpc_param_string(tk, "url", true, PATH_MAX, &url, &error) < 0 ||
-            fy_rpc_param_bool(tk, "sparse", false, &sparse, &error) < 0 ||
-            fy_rpc_param_uuid(tk, "transfer_id", false, &transfer_id, &error) < 0 ||
-            fy_rpc_param_uint(tk, "generation", false, FY_GEN_MAX, &gen, &error) < 0) {
-                g_prefix_error(&error, "ticket: ");
+            agent_ticket_params_parse(tk, &p, &error) < 0) {
                 fy_rpc_call_gerror(call, error);
-                return;
-        }
-        if (timeout == 0) {
-                fy_rpc_call_error(call, FY_ERR_INVALID_PARAMS, "ticket.timeout must be 1-%d seconds", AGENT_TICKET_TIMEOUT_MAX);
                 return;
         }
         t = g_new0(struct ticket, 1);
@@ -1248,36 +1118,14 @@ void agent_transfer_add_ticket(struct fy_rpc_call *call, json_t *params, void *u
         g_mutex_init(&t->lock);
         g_cond_init(&t->cond);
         t->waiters = g_ptr_array_new();
-        ops = json_object_get(tk, "ops");
-        if (!json_is_array(ops) || json_array_size(ops) < 1 || json_array_size(ops) > 2) {
-                fy_rpc_call_error(call, FY_ERR_INVALID_PARAMS, "ticket.ops must be [\"read\"], [\"write\"] or both");
-                return;
-        }
-        json_array_foreach(ops, i, op) {
-                const char *s = json_string_value(op);
-
-                if (s && strcmp(s, "read") == 0) {
-                        t->can_read = true;
-                } else if (s && strcmp(s, "write") == 0) {
-                        t->can_write = true;
-                        t->can_read = true;    /* as in ovirt-imageio: a writer may read back */
-                } else {
-                        fy_rpc_call_error(call, FY_ERR_INVALID_PARAMS, "ticket.ops must be [\"read\"], [\"write\"] or both");
-                        return;
-                }
-        }
-        if (t->can_write && size == 0) {
-                fy_rpc_call_error(call, FY_ERR_INVALID_PARAMS,
-                                  "ticket.size is required for a write ticket: the bytes the client may write");
-                return;
-        }
-        for (i = 0; i <= FY_UUID_STR_LEN; i++)
-                t->uuid[i] = g_ascii_tolower(uuid[i]);
-        t->url = g_strdup(url);
-        t->transfer_id = g_strdup(transfer_id);
-        t->size = size;
-        t->timeout = (unsigned) timeout;
-        t->sparse = sparse;
+        memcpy(t->uuid, p.uuid, sizeof(t->uuid));
+        t->can_read = p.can_read;
+        t->can_write = p.can_write;
+        t->url = g_strdup(p.url);
+        t->transfer_id = g_strdup(p.transfer_id);
+        t->size = p.size;
+        t->timeout = p.timeout;
+        t->sparse = p.sparse;
         t->state = TICKET_ADDING;
 
         if (g_hash_table_contains(tr->tickets, t->uuid)) {
@@ -1312,8 +1160,8 @@ void agent_transfer_add_ticket(struct fy_rpc_call *call, json_t *params, void *u
         aa->tr = tr;
         aa->call = call;
         aa->t = ticket_ref(t);
-        aa->has_generation = json_object_get(tk, "generation") != NULL;
-        aa->generation = (unsigned) gen;
+        aa->has_generation = p.has_generation;
+        aa->generation = p.generation;
         task = g_task_new(NULL, NULL, add_done, NULL);
         g_task_set_task_data(task, aa, add_args_free);
         g_task_run_in_thread(task, add_thread);

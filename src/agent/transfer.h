@@ -20,8 +20,8 @@
 #include <jansson.h>
 
 #include "jsonrpc.h"
+#include "transferparse.h"
 
-#define AGENT_TICKET_TIMEOUT_MAX (7 * 24 * 3600)   /* s of inactivity a ticket may allow */
 /* An uploaded qcow2 file may be larger than its virtual size (metadata); never more than this over it. */
 #define AGENT_TICKET_QCOW2_SLACK(cap) ((cap) + (G_GUINT64_CONSTANT(1) << 30))
 /* Error code of ticket failures (VDSM's ImageDaemonError). */
