@@ -782,6 +782,57 @@ static void test_qemu_cancel(void)
         cleanup_files((const char *[]) { "big.raw", "big.qcow2", NULL });
 }
 
+/*
+ * qemu-img under the governor: another flow holds half the cap, so the
+ * child (-r at the whole cap) is paused to its half; and a cancel while it
+ * is paused still ends it at once.
+ */
+static void test_qemu_shared(void)
+{
+        g_autofree char *src = tmp_path("shared.raw"), *dst = tmp_path("shared.qcow2");
+        g_autoptr(GCancellable) cancel = g_cancellable_new();
+        g_autoptr(GError) error = NULL;
+        struct agent_rate_gov *gov = agent_rate_gov_new(32 * MiB);
+        struct agent_rate_flow *mine = agent_rate_flow_join(gov), *other = agent_rate_flow_join(gov);
+        struct later l = { .delay_us = 1500 * 1000, .cancel = cancel };
+        gint64 start;
+        double secs;
+        GThread *t;
+
+        if (!have_qemu_img()) {
+                agent_rate_flow_leave(mine);
+                agent_rate_flow_leave(other);
+                agent_rate_gov_free(gov);
+                return;
+        }
+        make_file(src, 48 * MiB);
+        for (int i = 0; i < 12; i++)
+                write_at(src, (uint64_t) i * 4 * MiB, 4 * MiB, -1, 30 + i);
+        g_assert_cmpint(agent_qemu_img_create_qcow2(dst, 48 * MiB, FALSE, NULL, NULL, &error), ==, 0);
+
+        /* 48 MiB at 16 MiB/s, less the lead qemu's own limiter may run ahead
+         * (150 ms of the cap + 2 MiB = 6.8 MiB): ~2.6 s. Alone at -r 32M it would take 1.5 s. */
+        start = g_get_monotonic_time();
+        g_assert_cmpint(agent_qemu_img_convert_shared(src, "raw", dst, "qcow2", NULL, NULL, mine, NULL,
+                                                      NULL, NULL, &error), ==, 0);
+        secs = (double) (g_get_monotonic_time() - start) / SEC;
+        g_assert_cmpfloat(secs, >, 2.1);
+        g_assert_cmpfloat(secs, <, 3.5);
+        assert_images_equal(src, "raw", dst, "qcow2");
+
+        /* Cancelled after 1.5 s, by then paused more than once: ends promptly. */
+        start = g_get_monotonic_time();
+        t = g_thread_new("cancel", do_later, &l);
+        g_assert_cmpint(agent_qemu_img_convert_shared(src, "raw", dst, "qcow2", NULL, NULL, mine, cancel,
+                                                      NULL, NULL, &error), ==, -ECANCELED);
+        g_thread_join(t);
+        g_assert_cmpfloat((double) (g_get_monotonic_time() - start) / SEC, <, 2.0);
+        agent_rate_flow_leave(mine);
+        agent_rate_flow_leave(other);
+        agent_rate_gov_free(gov);
+        cleanup_files((const char *[]) { "shared.raw", "shared.qcow2", NULL });
+}
+
 int main(int argc, char **argv)
 {
         int r;
@@ -813,6 +864,7 @@ int main(int argc, char **argv)
         g_test_add_func("/copy/qemu-img/errors", test_qemu_errors);
         g_test_add_func("/copy/qemu-img/raw-never-probed", test_qemu_raw_never_probed);
         g_test_add_func("/copy/qemu-img/cancel", test_qemu_cancel);
+        g_test_add_func("/copy/qemu-img/shared", test_qemu_shared);
 
         r = g_test_run();
         (void) g_rmdir(tmpdir);
