@@ -1385,8 +1385,10 @@ json_t *engine_job_cancel(struct engine *e, const char *job_id, GError **error)
                 return NULL;
         }
         top = engine_db_query_one(e->db, NULL, "SELECT * FROM commands WHERE job_id = ? AND parent_id IS NULL", "s", job_id);
-        if (!top || strcmp(js(top, "state"), "active") != 0 || strcmp(js(top, "type"), "remove_disk") == 0 ||
-            strcmp(js(top, "type"), "create_disk") == 0) {
+        /* Only flows that copy data: stopping a create, removal or snapshot half-way helps nobody. */
+        if (!top || strcmp(js(top, "state"), "active") != 0 ||
+            !g_strv_contains((const char *const[]) { "move_disk", "copy_disk", "create_template_from_vm",
+                                                     "create_vm_from_template", NULL }, js(top, "type"))) {
                 g_set_error(error, ENGINE_ERROR, 409, "job %s (%s) cannot be cancelled; moves, copies, clones and "
                             "template creations can", job_id, top ? js(top, "type") : "no command");
                 return NULL;

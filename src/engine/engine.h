@@ -70,6 +70,7 @@ struct engine {
         bool spm_busy;                 /* an SPM election call is in flight */
         gint64 spm_elected;            /* monotonic µs of the last successful spmStart */
         bool sd_stats_busy;
+        unsigned pool_generation;      /* bumped when a domain is added: older pool connects are stale */
         guint tick_source;
         guint kick_source;             /* an extra coordinator round is queued */
 };

@@ -244,6 +244,7 @@ char *engine_spm_host(struct engine *e)
 struct host_ctx {
         struct engine *e;
         char *host_id;
+        unsigned pool_generation;      /* StoragePool.connect: the domain list it was sent with */
 };
 
 static struct host_ctx *host_ctx_new(struct engine *e, const char *host_id)
@@ -325,7 +326,11 @@ static void on_pool_connected(json_t *result, const GError *error, void *userdat
 
         if (h) {
                 h->connecting = false;
-                if (result) {
+                if (result && c->pool_generation != e->pool_generation) {
+                        /* A domain was added while this connect was on its way: it did not
+                         * join that one; connect again (next round) with the full list. */
+                        g_message("host %s: pool connect answered for an older domain list; connecting again", h->id);
+                } else if (result) {
                         engine_db_exec(e->db, NULL, "UPDATE hosts SET pool_connected = 1 WHERE id = ?", "s", h->id);
                         engine_event(e, "normal", NULL, "host %s connected to the storage pool", h->id);
                 } else {
@@ -343,18 +348,21 @@ static void host_connect_pool(struct engine *e, struct engine_host *h, json_t *r
         g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
         g_autofree char *master = NULL;
         json_t *dict = pool_domain_dict(e, &master);
+        struct host_ctx *ctx;
 
         if (!dc || !master || json_object_size(dict) == 0) {
                 json_decref(dict);
                 return;        /* nothing to connect to before the first storage domain */
         }
         h->connecting = true;
+        ctx = host_ctx_new(e, h->id);
+        ctx->pool_generation = e->pool_generation;
         engine_host_call(e, h->id, "StoragePool.connect",
                          json_pack("{s:s, s:I, s:s, s:o}",
                                    "storagepoolID", json_string_value(json_object_get(dc, "pool_id")),
                                    "hostID", json_integer_value(json_object_get(row, "host_id")),
                                    "masterSdUUID", master, "domainDict", dict),
-                         POOL_CONNECT_TIMEOUT_MS, on_pool_connected, host_ctx_new(e, h->id));
+                         POOL_CONNECT_TIMEOUT_MS, on_pool_connected, ctx);
 }
 
 /* ---- SPM election ---- */
@@ -515,7 +523,9 @@ static void on_sd_created(json_t *result, const GError *error, void *userdata)
         }
         engine_db_exec(e->db, NULL, "UPDATE datacenters SET master_sd = ? WHERE id = ? AND master_sd IS NULL", "ss",
                        c->id, e->dc_id);
-        /* Every host joins the new domain's lockspace (connect is idempotent). */
+        /* Every host joins the new domain's lockspace (connect is idempotent); a connect
+         * already on its way carries the old list and does not count (pool_generation). */
+        e->pool_generation++;
         engine_db_exec(e->db, NULL, "UPDATE hosts SET pool_connected = 0 WHERE dc_id = ?", "s", e->dc_id);
         engine_event(e, "normal", NULL, "storage domain %s (%s) created", c->name, c->id);
         row = engine_db_query_one(e->db, &err, "SELECT * FROM storage_domains WHERE id = ?", "s", c->id);
