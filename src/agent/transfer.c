@@ -345,6 +345,18 @@ static struct ticket *request_ticket(struct agent_transfers *tr, SoupServerMessa
         return t;
 }
 
+/*
+ * The Content-Range of a 416 names only the size: "bytes *" then "/SIZE"
+ * (RFC 9110 §14.4). libsoup's setter has no such form (given -1 it writes
+ * "bytes -1--1/SIZE").
+ */
+static void set_unsatisfied_range(SoupServerMessage *msg, guint64 size)
+{
+        g_autofree char *value = g_strdup_printf("bytes */%" G_GUINT64_FORMAT, size);
+
+        soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Content-Range", value);
+}
+
 static bool method_is(SoupServerMessage *msg, const char *m)
 {
         return strcmp(soup_server_message_get_method(msg), m) == 0;
@@ -752,7 +764,7 @@ static void handle_get(struct agent_transfers *tr, struct ticket *t, SoupServerM
 
         if (range && (r = agent_xfer_parse_range(range, t->size, &start, &len, &error)) < 0) {
                 if (agent_xfer_http_status(r) == SOUP_STATUS_REQUESTED_RANGE_NOT_SATISFIABLE)
-                        soup_message_headers_set_content_range(resp, -1, -1, (goffset) t->size);
+                        set_unsatisfied_range(msg, t->size);
                 reply_text(msg, agent_xfer_http_status(r), "%s\n", error->message);
                 return;
         }
@@ -784,7 +796,7 @@ static bool range_outside(struct ticket *t, SoupServerMessage *msg, guint64 offs
 {
         if (agent_xfer_range_fits(t->size, offset, len))
                 return false;
-        soup_message_headers_set_content_range(soup_server_message_get_response_headers(msg), -1, -1, (goffset) t->size);
+        set_unsatisfied_range(msg, t->size);
         reply_text(msg, SOUP_STATUS_REQUESTED_RANGE_NOT_SATISFIABLE,
                    "%" G_GUINT64_FORMAT " bytes at offset %" G_GUINT64_FORMAT " do not fit in the ticket's %"
                    G_GUINT64_FORMAT " bytes; nothing was written\n", len, offset, t->size);

@@ -6,17 +6,24 @@ endpoint, the agent verifies an upload before the volume becomes LEGAL."""
 import json
 import os
 import shutil
+import socket
+import ssl
+import struct
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from http.client import HTTPException, HTTPSConnection
 
 import pytest
 
 from conftest import make_workdir
 from enginetest import EngineCluster, HttpError
 from ferrytest import BUILD, MiB, new_uuid, qemu_img_compare, qemu_io_write, wait_for, write_random_extents
+from test_rpc import make_pki
 
 FERRY = os.path.join(BUILD, "src", "cli", "ferry")
 
@@ -25,6 +32,13 @@ FERRY = os.path.join(BUILD, "src", "cli", "ferry")
 def ec():
     d = make_workdir()
     c = EngineCluster(d)
+    # A pool connect reports before sanlock has joined every lockspace; a move
+    # started before that fails to take its destination's lease.
+    try:
+        c.wait_lockspaces()
+    except BaseException:
+        c.stop()
+        raise
     yield c
     codes = c.stop()
     if not os.environ.get("FERRY_KEEP_TMP"):
@@ -298,3 +312,311 @@ def test_transfer_survives_engine_restart(ec, scratch):
     with open(vol_path(ec, after), "rb") as f:
         data = f.read()
     assert data[:MiB] == first and data[4 * MiB:5 * MiB] == second and data[MiB:4 * MiB] == bytes(3 * MiB)
+
+
+# ---- the endpoint's parsers, failures mid-request, concurrency (plain HTTP) ----
+
+def ticket_of(ec, t):
+    """(agent client factory, ticket uuid) of a transfer, to ask its host directly."""
+    return ec.agent(t["host"]["name"]), t["transfer_url"].rsplit("/", 1)[1]
+
+
+def ticket_status(ec, t):
+    agent, uuid = ticket_of(ec, t)
+    with agent.client() as c:
+        return c.call("Host.get_image_ticket", {"uuid": uuid})
+
+
+def raw_request(url, head, body_part, how):
+    """Sends a request's head and part of its body on a raw socket, then drops
+    the connection: "close" (FIN) or "reset" (RST). Returns nothing: there is
+    no answer to wait for."""
+    u = urllib.parse.urlsplit(url)
+    s = socket.create_connection((u.hostname, u.port), timeout=10)
+    try:
+        s.sendall(head.format(path=u.path, host=u.netloc).encode() + body_part)
+        if how == "reset":
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        s.close()
+
+
+def test_endpoint_refuses_malformed_requests(ec, scratch):
+    """Every parser's refusal reaches the client as 400/413/416 with the reason,
+    and none of them writes a byte."""
+    size = 4 * MiB
+    disk = create_disk(ec, "malformed", size)
+    vol = vol_path(ec, disk)
+    t = start_transfer(ec, disk, "upload")
+    url = t["transfer_url"]
+    base = b"\x5a" * 4096
+    assert http("PUT", url, base, {"Content-Range": "bytes 0-4095/*"})[0] == 200
+
+    def put(body, cr, query=""):
+        return http("PUT", url + query, body, {"Content-Range": cr} if cr is not None else {})
+
+    def patch(body):
+        return http("PATCH", url, body if isinstance(body, bytes) else json.dumps(body).encode(),
+                    {"Content-Type": "application/json"})
+
+    refused = [
+        (put(b"x" * 10, "bytes 0-9/5"), 400, b"END is not below the size after /"),
+        (put(b"x" * 10, "bytes 0-10/*"), 400, b"names 11 bytes but the body has 10"),
+        (put(b"x" * 10, "bytes 0-9"), 400, b"is not \"bytes START-END/*\""),
+        (put(b"x" * 10, "bytes -1-8/*"), 400, b"START and END must be numbers"),
+        (put(b"x" * 10, "bytes 9223372036854775808-9223372036854775817/*"), 400, b"at most 9223372036854775807"),
+        (put(b"x" * 10, "bytes 18446744073709551615-8/*"), 400, b"START and END must be numbers"),
+        (put(b"x" * 10, "bytes 0-9/*x"), 400, b"the size after / must be *"),
+        (put(b"x" * 10, "bytes 0-9/*", "?flush=maybe"), 400, b"use flush=y or flush=n"),
+        (put(b"x" * 10, "bytes " + "0" * 300 + "-9/*"), 400, b"longer than 256 bytes"),
+        (put(b"x" * 10, f"bytes {size - 5}-{size + 4}/*"), 416, b"do not fit in the ticket"),
+        (put(b"x" * 10, "bytes 9223372036854775798-9223372036854775807/*"), 416, b"do not fit in the ticket"),
+        (patch({"op": "zero", "offset": 0, "length": 4096}), 400, b"unknown key \"length\""),
+        (patch({"op": "zero", "offset": 0}), 400, b"op zero needs \"size\""),
+        (patch({"op": "zero", "offset": -1, "size": 1}), 400, b"\"offset\" must be an integer"),
+        (patch({"op": "zero", "offset": 0, "size": 4096.0}), 400, b"\"size\" must be an integer"),
+        (patch(b'{"op": "zero", "offset": 9223372036854775808, "size": 1}'), 400, b"too big integer"),
+        (patch(b'{"op": "zero", "offset": 0, "size": 1, "size": 2}'), 400, b"duplicate object key"),
+        (patch({"op": "trim"}), 400, b"unknown op \"trim\""),
+        (patch({"op": "flush", "offset": 0}), 400, b"op flush takes no other key"),
+        (patch(b"[]"), 400, b"must be a JSON object"),
+        (patch(b"{\"op\": \"flush\"} trailing"), 400, b"end of file expected"),
+        (patch(b""), 400, b"the PATCH body is empty"),
+        (patch(b" " * 4097), 413, b"exceeds the limit of 4096 bytes"),
+        (patch({"op": "zero", "offset": 9223372036854775807, "size": 9223372036854775807}), 416,
+         b"do not fit in the ticket"),
+    ]
+    for (status, body), want_status, want_text in refused:
+        assert status == want_status and want_text in body, (status, body, want_status, want_text)
+    with open(vol, "rb") as f:
+        assert f.read(4096) == base and f.read() == bytes(size - 4096), "a refused request changed the volume"
+    assert os.path.getsize(vol) == size
+
+    # Accepted forms: Content-Range with the total, flush=n, a zero with flush.
+    assert put(b"\1" * 10, f"bytes 100-109/{size}", "?flush=n")[0] == 200
+    assert patch({"op": "zero", "offset": 0, "size": 50, "flush": True})[0] == 200
+    status, body = http("GET", url, headers={"Range": "bytes=0-127"})
+    assert status == 206 and body == bytes(50) + b"\x5a" * 50 + b"\1" * 10 + b"\x5a" * 18
+    ec.engine.request("POST", f"/api/imagetransfers/{t['id']}/cancel", {})
+    assert wait_transfer(ec, t)["phase"] == "cancelled"
+
+
+def test_get_ranges_and_past_the_end(ec):
+    size = 4 * MiB
+    disk = create_disk(ec, "ranges", size)
+    t = start_transfer(ec, disk, "download")
+    url = t["transfer_url"]
+
+    def get(rng):
+        req = urllib.request.Request(url, method="GET", headers={"Range": rng})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+
+    for rng in (f"bytes={size}-", f"bytes={size}-{size + 10}", "bytes=9223372036854775807-", "bytes=-0",
+                "bytes=0-1,5-9"):
+        status, headers, body = get(rng)
+        assert status == 416, (rng, status, body)
+        assert headers["Content-Range"] == f"bytes */{size}", (rng, headers)
+    for rng, why in (("bytes=x-", b"the first byte must be a number"), ("bytes=5-4", b"comes before the first"),
+                     ("bytes=0-18446744073709551616", b"at most 9223372036854775807"), ("lines=0-1", None)):
+        status, _, body = get(rng)
+        assert status == (416 if why is None else 400) and (why is None or why in body), (rng, status, body)
+    # The last byte, a suffix, and an end past the image cut to it (RFC 9110).
+    status, headers, body = get(f"bytes={size - 1}-")
+    assert status == 206 and body == b"\0" and headers["Content-Range"] == f"bytes {size - 1}-{size - 1}/{size}"
+    status, headers, body = get("bytes=-10")
+    assert status == 206 and len(body) == 10 and headers["Content-Range"] == f"bytes {size - 10}-{size - 1}/{size}"
+    status, headers, body = get(f"bytes=0-{2 * size}")
+    assert status == 206 and len(body) == size and headers["Content-Range"] == f"bytes 0-{size - 1}/{size}"
+    ec.engine.request("POST", f"/api/imagetransfers/{t['id']}/finalize", {})
+    assert wait_transfer(ec, t)["phase"] == "finished_success"
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_put_dropped_mid_body_leaves_ticket_usable(ec, how):
+    """A client that goes away in the middle of a PUT body: nothing of it is
+    written, the ticket counts no request in progress, later requests work,
+    and finalize (which waits for requests in progress) ends at once and
+    releases the lease: a new transfer of the same disk can start."""
+    size = 8 * MiB
+    disk = create_disk(ec, f"dropped-{how}", size)
+    t = start_transfer(ec, disk, "upload")
+    url = t["transfer_url"]
+    head = ("PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {4 * MiB}\r\nContent-Range: bytes {4 * MiB}-{8 * MiB - 1}/*\r\n\r\n")
+    raw_request(url, head, b"\xaa" * MiB, how)
+    # The same with only the head sent.
+    raw_request(url, head, b"", how)
+    wait_for(lambda: ticket_status(ec, t)["connections"] == 0, 10, "no request in progress on the ticket")
+    status = ticket_status(ec, t)
+    assert status["phase"] == "ready" and status["transferred"] == 0, status
+
+    data = os.urandom(MiB)
+    assert http("PUT", url, data, {"Content-Range": f"bytes 0-{MiB - 1}/*"})[0] == 200
+    started = time.monotonic()
+    ec.engine.request("POST", f"/api/imagetransfers/{t['id']}/finalize", {})
+    assert wait_transfer(ec, t, timeout=60)["phase"] == "finished_success"
+    assert time.monotonic() - started < 30, "finalize waited for a request that had gone"
+    after = ec.engine.get(f"/api/disks/{disk['id']}")
+    assert after["status"] == "ok" and after["volumes"][0]["legality"] == "LEGAL"
+    with open(vol_path(ec, after), "rb") as f:
+        content = f.read()
+    assert content[:MiB] == data and content[MiB:] == bytes(size - MiB), "bytes of the dropped PUT landed"
+
+    # Nothing stayed locked: the volume can be transferred again (lease and image lock free).
+    d = start_transfer(ec, after, "download")
+    status, body = http("GET", d["transfer_url"])
+    assert status == 200 and body == content
+    ec.engine.request("POST", f"/api/imagetransfers/{d['id']}/finalize", {})
+    assert wait_transfer(ec, d)["phase"] == "finished_success"
+
+
+def test_get_dropped_mid_stream_releases_the_request(ec):
+    size = 16 * MiB
+    disk = create_disk(ec, "dropped-get", size)
+    t = start_transfer(ec, disk, "download")
+    u = urllib.parse.urlsplit(t["transfer_url"])
+    for how in ("close", "reset"):
+        s = socket.create_connection((u.hostname, u.port), timeout=10)
+        s.sendall(f"GET {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\n\r\n".encode())
+        got = s.recv(65536)
+        assert got.startswith(b"HTTP/1.1 200"), got[:100]
+        if how == "reset":
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        wait_for(lambda: ticket_status(ec, t)["connections"] == 0, 10, "the dropped GET to end")
+    assert http("GET", t["transfer_url"], headers={"Range": "bytes=0-4095"}) == (206, bytes(4096))
+    ec.engine.request("POST", f"/api/imagetransfers/{t['id']}/finalize", {})
+    assert wait_transfer(ec, t)["phase"] == "finished_success"
+    assert ec.engine.get(f"/api/disks/{disk['id']}")["status"] == "ok"
+
+
+def test_concurrent_puts_to_different_ranges_all_land(ec):
+    size, parts = 16 * MiB, 8
+    disk = create_disk(ec, "concurrent", size)
+    t = start_transfer(ec, disk, "upload")
+    url = t["transfer_url"]
+    step = size // parts
+    chunks = [os.urandom(step) for _ in range(parts)]
+    barrier = threading.Barrier(parts)
+    results = [None] * parts
+
+    def put(i):
+        barrier.wait(10)
+        results[i] = http("PUT", url, chunks[i], {"Content-Range": f"bytes {i * step}-{(i + 1) * step - 1}/*"})
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(parts)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert [r[0] for r in results] == [200] * parts, results
+    assert ticket_status(ec, t)["transferred"] == size
+    status, body = http("GET", url)
+    assert status == 200 and body == b"".join(chunks)
+    ec.engine.request("POST", f"/api/imagetransfers/{t['id']}/finalize", {})
+    assert wait_transfer(ec, t)["phase"] == "finished_success"
+    with open(vol_path(ec, disk), "rb") as f:
+        assert f.read() == b"".join(chunks)
+
+
+# ---- HTTPS: agents with certificates, the engine talking TLS to them ----
+
+@pytest.fixture(scope="module")
+def tls_ec():
+    d = make_workdir()
+    pki = os.path.join(d, "pki")
+    os.makedirs(pki)
+    make_pki(pki)
+    p = lambda n: os.path.join(pki, n)  # noqa: E731
+    c = EngineCluster(d, hosts=1, domains=1,
+                      engine_args=("--agent-insecure=false", f"--agent-tls-cert={p('client.pem')}",
+                                   f"--agent-tls-key={p('client.key')}", f"--agent-tls-ca={p('ca.pem')}"),
+                      agent_options={"insecure": "false", "tls_cert": p("server.pem"), "tls_key": p("server.key"),
+                                     "tls_ca": p("ca.pem")})
+    c.pki = p
+    yield c
+    codes = c.stop()
+    if not os.environ.get("FERRY_KEEP_TMP"):
+        shutil.rmtree(d, ignore_errors=True)
+    assert all(code == 0 for code in codes.values()), codes
+
+
+def https(url, ctx, method="GET", body=None, headers=None):
+    u = urllib.parse.urlsplit(url)
+    conn = HTTPSConnection(u.hostname, u.port, context=ctx, timeout=30)
+    try:
+        conn.request(method, u.path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def test_https_upload_download_and_untrusted_clients(tls_ec):
+    ec = tls_ec
+    ca = ec.pki("ca.pem")
+    scratch = tempfile.mkdtemp(prefix="scratch-", dir=ec.workdir)
+    src = os.path.join(scratch, "src.raw")
+    with open(src, "wb") as f:
+        f.truncate(16 * MiB)
+    write_random_extents(src, [(0, MiB), (9 * MiB, 2 * MiB)], seed=11)
+
+    r = ferry(ec, "disk", "upload", src, "--sd", "sd1", "--name", "tls-up", "--ca-file", ca)
+    assert "verified" in r.stdout, r.stdout
+    disk = disk_by_name(ec, "tls-up")
+    assert disk["status"] == "ok" and disk["volumes"][0]["legality"] == "LEGAL"
+    t = last_transfer(ec, disk["id"])
+    assert t["transfer_url"] is None or t["transfer_url"].startswith("https://")
+    assert open(vol_path(ec, disk), "rb").read() == open(src, "rb").read()
+    out = os.path.join(scratch, "down.raw")
+    ferry(ec, "disk", "download", "tls-up", out, "--ca-file", ca)
+    assert subprocess.run(["cmp", src, out]).returncode == 0
+    assert data_extents(out) == data_extents(src)
+
+    # Straight to the endpoint: https only, the agent's certificate checked against the CA.
+    t = start_transfer(ec, disk, "download")
+    url = t["transfer_url"]
+    assert url.startswith("https://127.0.0.1:"), url
+    trusted = ssl.create_default_context(cafile=ca)
+    status, body = https(url, trusted, headers={"Range": "bytes=0-4095"})
+    assert status == 206 and body == open(src, "rb").read(4096)
+    status, body = https(url, trusted, headers={"Range": f"bytes={16 * MiB}-"})
+    assert status == 416, body
+    # A client that does not trust the CA fails the handshake: the system CAs, another CA.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        https(url, ssl.create_default_context())
+    with pytest.raises(ssl.SSLCertVerificationError):
+        https(url, ssl.create_default_context(cafile=ec.pki("rogue.pem")))
+    # Plain HTTP on the HTTPS port gets no image bytes.
+    plain = "http://" + url.split("://", 1)[1]
+    try:
+        status, body = http("GET", plain)
+    except (OSError, HTTPException):
+        status, body = None, b""
+    assert status != 200 and open(src, "rb").read(4096) not in body
+    ec.engine.request("POST", f"/api/imagetransfers/{t['id']}/finalize", {})
+    assert wait_transfer(ec, t)["phase"] == "finished_success"
+    # The CLI without the CA refuses the host, and its transfer does not stay open.
+    r = ferry(ec, "disk", "download", "tls-up", os.path.join(scratch, "no-ca.raw"), check=False)
+    assert r.returncode == 1 and "certificate" in r.stderr, r.stderr
+    refused = last_transfer(ec, disk["id"])
+    assert refused["id"] != t["id"]
+    assert wait_transfer(ec, refused)["phase"] in ("cancelled", "finished_failure", "finished_success")
+    wait_for(lambda: ec.engine.get(f"/api/disks/{disk['id']}")["status"] == "ok", 60, "the disk released")
+
+    # An https upload straight to the endpoint, then verified and LEGAL.
+    other = create_disk(ec, "tls-direct", 4 * MiB)
+    t = start_transfer(ec, other, "upload")
+    data = os.urandom(MiB)
+    status, body = https(t["transfer_url"], trusted, "PUT", data, {"Content-Range": f"bytes {MiB}-{2 * MiB - 1}/*"})
+    assert status == 200, body
+    status, body = https(t["transfer_url"], trusted, "PATCH", b'{"op": "flush"}', {"Content-Type": "application/json"})
+    assert status == 200, body
+    ec.engine.request("POST", f"/api/imagetransfers/{t['id']}/finalize", {})
+    assert wait_transfer(ec, t)["phase"] == "finished_success"
+    with open(vol_path(ec, ec.engine.get(f"/api/disks/{other['id']}")), "rb") as f:
+        assert f.read() == bytes(MiB) + data + bytes(2 * MiB)
