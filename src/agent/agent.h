@@ -39,9 +39,8 @@ struct agent {
         guint64 spm_lver;
         gint spm_jobs;                 /* SPM operations running now (pool_lock) */
 
-        /* Copy statistics, updated by job threads (atomics). */
-        gint64 bytes_copied;           /* __atomic builtins */
-        struct agent_rate_gov *copy_gov;       /* copy_rate_limit shared by running copies (thread-safe) */
+        /* copy_rate_limit shared by running copies; counts the bytes they move (thread-safe). */
+        struct agent_rate_gov *copy_gov;
 };
 
 /* Sends a JSON-RPC notification to every subscriber of jms.queue.events. Main thread. */

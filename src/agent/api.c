@@ -128,7 +128,7 @@ static void host_get_stats(struct fy_rpc_call *call, json_t *params, void *userd
                                            "jobs_pending", (int) pending,
                                            "job_limit", (int) a->config.max_jobs,
                                            "free_slots", (int) (running >= a->config.max_jobs ? 0 : a->config.max_jobs - running),
-                                           "bytes_copied", (json_int_t) __atomic_load_n(&a->bytes_copied, __ATOMIC_RELAXED),
+                                           "bytes_copied", (json_int_t) agent_rate_gov_moved(a->copy_gov),
                                            "copy_rate", agent_copy_rate(a),
                                            "copy_rate_limit", (json_int_t) a->config.copy_rate_limit,
                                            /* what each running copy gets now: the cap over the copies */

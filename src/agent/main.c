@@ -63,7 +63,7 @@ static gboolean rate_tick(gpointer data)
         unsigned oldest;
 
         rate_sampler.pos = (rate_sampler.pos + 1) % (RATE_WINDOW + 1);
-        rate_sampler.bytes[rate_sampler.pos] = __atomic_load_n(&a->bytes_copied, __ATOMIC_RELAXED);
+        rate_sampler.bytes[rate_sampler.pos] = (gint64) agent_rate_gov_moved(a->copy_gov);
         oldest = (rate_sampler.pos + 1) % (RATE_WINDOW + 1);
         rate_sampler.rate = (double) (rate_sampler.bytes[rate_sampler.pos] - rate_sampler.bytes[oldest]) / RATE_WINDOW;
         return G_SOURCE_CONTINUE;

@@ -191,6 +191,8 @@ static int rate_tick(struct qimg_run *run, GSubprocess *proc)
                 agent_rate_flow_charge(run->flow, bytes - run->charged);
                 run->charged = bytes;
         }
+        if (cap == 0)
+                return QIMG_RATE_TICK_MS;      /* unlimited: counted, never paused */
         debt = agent_rate_flow_debt_bytes(run->flow);
         if (!run->paused && debt > lead + share / 1000 * QIMG_PAUSE_MS) {
                 g_subprocess_send_signal(proc, SIGSTOP);
@@ -473,9 +475,10 @@ int agent_qemu_img_convert_shared(const char *src_path, const char *src_fmt,
                                   agent_copy_progress_fn progress, void *userdata,
                                   GError **error)
 {
-        /* Alone it may use the whole cap; rate_tick() holds it to its share while others run. */
+        /* Alone it may use the whole cap; rate_tick() holds it to its share while others run
+         * (and counts what it wrote, capped or not). */
         return convert(src_path, src_fmt, dst_path, dst_fmt, backing, backing_fmt, agent_rate_flow_cap(flow),
-                       agent_rate_flow_cap(flow) > 0 ? flow : NULL, cancel, progress, userdata, error);
+                       flow, cancel, progress, userdata, error);
 }
 
 int agent_qemu_img_create_qcow2(const char *path, uint64_t size, gboolean preallocate,

@@ -20,6 +20,7 @@ struct agent_rate_gov {
         unsigned active;
         double vclock;          /* bytes one flow was entitled to since the start */
         gint64 vclock_at;       /* µs when vclock was last advanced */
+        uint64_t moved;         /* bytes taken or charged by all flows, ever (also when unlimited) */
 };
 
 struct agent_rate_flow {
@@ -64,6 +65,16 @@ unsigned agent_rate_gov_active(struct agent_rate_gov *gov)
 
         g_mutex_lock(&gov->lock);
         n = gov->active;
+        g_mutex_unlock(&gov->lock);
+        return n;
+}
+
+uint64_t agent_rate_gov_moved(struct agent_rate_gov *gov)
+{
+        uint64_t n;
+
+        g_mutex_lock(&gov->lock);
+        n = gov->moved;
         g_mutex_unlock(&gov->lock);
         return n;
 }
@@ -162,14 +173,17 @@ uint64_t agent_rate_flow_share(struct agent_rate_flow *flow)
 
 static gint64 take_locked(struct agent_rate_flow *flow, uint64_t bytes, gint64 now)
 {
-        gint64 wait;
+        gint64 wait = 0;
 
-        if (flow->gov->cap == 0)
-                return 0;
-        update_locked(flow, now);
-        wait = debt_locked(flow);
-        if (wait == 0)
-                flow->credit -= (double) bytes;
+        if (flow->gov->cap > 0) {
+                update_locked(flow, now);
+                wait = debt_locked(flow);
+        }
+        if (wait == 0) {
+                if (flow->gov->cap > 0)
+                        flow->credit -= (double) bytes;
+                flow->gov->moved += bytes;
+        }
         return wait;
 }
 
@@ -185,11 +199,12 @@ gint64 agent_rate_flow_take_at(struct agent_rate_flow *flow, uint64_t bytes, gin
 
 void agent_rate_flow_charge_at(struct agent_rate_flow *flow, uint64_t bytes, gint64 now)
 {
-        if (flow->gov->cap == 0)
-                return;
         g_mutex_lock(&flow->gov->lock);
-        update_locked(flow, now);
-        flow->credit -= (double) bytes;
+        if (flow->gov->cap > 0) {
+                update_locked(flow, now);
+                flow->credit -= (double) bytes;
+        }
+        flow->gov->moved += bytes;
         g_mutex_unlock(&flow->gov->lock);
 }
 
@@ -250,8 +265,12 @@ int agent_rate_flow_acquire(struct agent_rate_flow *flow, uint64_t bytes, GCance
         gulong handler = 0;
         int r = 0;
 
-        if (gov->cap == 0)
-                return g_cancellable_is_cancelled(cancel) ? -ECANCELED : 0;
+        if (gov->cap == 0) {
+                if (g_cancellable_is_cancelled(cancel))
+                        return -ECANCELED;
+                agent_rate_flow_take_at(flow, bytes, 0);       /* counts it; never waits */
+                return 0;
+        }
         /* Connected outside the lock: it runs the callback at once if already cancelled. */
         if (cancel)
                 handler = g_cancellable_connect(cancel, G_CALLBACK(on_cancelled), gov, NULL);

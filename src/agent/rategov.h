@@ -39,6 +39,8 @@ void agent_rate_gov_free(struct agent_rate_gov *gov);
 uint64_t agent_rate_gov_cap(const struct agent_rate_gov *gov);
 /* Flows joined now. */
 unsigned agent_rate_gov_active(struct agent_rate_gov *gov);
+/* Bytes every flow took or was charged, ever: the data the host's copies moved (holes excluded). */
+uint64_t agent_rate_gov_moved(struct agent_rate_gov *gov);
 /* Bytes/s each flow gets now: cap / active, or cap when there is none; 0 when unlimited. */
 uint64_t agent_rate_gov_share(struct agent_rate_gov *gov);
 

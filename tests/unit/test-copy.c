@@ -427,6 +427,9 @@ static void test_gov_fair_shares(void)
 
         agent_rate_flow_leave_at(f[0], 4 * SEC);
         agent_rate_flow_leave_at(f[1], 4 * SEC);
+        /* Everything taken is counted as moved, holes never reach the governor. */
+        g_assert_cmpuint(agent_rate_gov_moved(gov) % chunk, ==, 0);
+        assert_near((double) agent_rate_gov_moved(gov), 4.0 * cap, 8.0 * chunk);
         g_assert_cmpuint(agent_rate_gov_active(gov), ==, 0);
         agent_rate_gov_free(gov);
 }
@@ -482,6 +485,8 @@ static void test_gov_unlimited(void)
         agent_rate_flow_charge(f, 1024 * MiB);
         g_assert_cmpint(agent_rate_flow_debt_us(f), ==, 0);
         g_assert_cmpint(agent_rate_flow_acquire(f, 1024 * MiB, NULL), ==, 0);
+        /* Still counted: copy_rate and bytes_copied of an uncapped host come from here. */
+        g_assert_cmpuint(agent_rate_gov_moved(gov), ==, 102 * 1024 * MiB);
         agent_rate_flow_leave(f);
         agent_rate_gov_free(gov);
 }
