@@ -272,7 +272,6 @@ class Chaos:
 
     def settle(self):
         """Waits for every host up and an SPM, then checks the invariant."""
-        from ferrytest import wait_for
         from invariant import disk_digest, structure_problems
         try:
             self.ec.wait_ready(SETTLE)

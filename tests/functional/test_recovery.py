@@ -36,7 +36,7 @@ def rc():
     d = make_workdir()
     net = Network(3)
     try:
-        c = EngineCluster(d, net=net, engine_args=ENGINE_ARGS, agent_options={"copy_rate_limit": "32M"},
+        c = EngineCluster(d, net=net, engine_args=ENGINE_ARGS, agent_options={"copy_rate_limit": f"{RATE // MiB}M"},
                           one_domain_at_a_time=True)
         c.dead = set()
         try:
@@ -207,6 +207,7 @@ def test_e_copying_agent_killed_and_restarted(rc, scratch):
     time.sleep(1)
     agent.start_same_port()
     job = wait_job_end(rc, job_id, 180)
+    print(f"\nagent killed mid-copy: the move {job['status']}")
     d = rc.engine.get(f"/api/disks/{disk['id']}")
     # Retried (on any host) and done, or failed cleanly with the source where it was.
     expected_sd = rc.sds[1]["id"] if job["status"] == "finished" else rc.sds[0]["id"]
@@ -231,6 +232,7 @@ def test_f_spm_killed_during_structure_creation(rc, scratch):
         wait_for(lambda: (rc.engine.get("/api/datacenters")["datacenters"][0]["spm"] or {}).get("name")
                  not in (None, old), 60, "a new SPM")
         job = wait_job_end(rc, job_id, 180)
+        print(f"\nSPM killed during structure creation: the move {job['status']}")
         assert job["status"] in ("finished", "failed"), job
         d = rc.engine.get(f"/api/disks/{disk['id']}")
         expected_sd = rc.sds[1]["id"] if job["status"] == "finished" else rc.sds[0]["id"]
@@ -312,7 +314,7 @@ def small():
     fs = LoopFs(d)
     try:
         c = EngineCluster(d, hosts=2, storage=fs.mountpoint, engine_args=ENGINE_ARGS,
-                          agent_options={"copy_rate_limit": "32M"}, one_domain_at_a_time=True)
+                          agent_options={"copy_rate_limit": f"{RATE // MiB}M"}, one_domain_at_a_time=True)
         c.fs = fs
         try:
             yield c
