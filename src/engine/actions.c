@@ -90,6 +90,16 @@ static int check_space(struct engine *e, json_t *sd, gint64 needed, GError **err
         return 0;
 }
 
+/* An active removal of this image on that domain (a cleanup still retrying): a move there would reuse its ids. */
+static bool pending_removal(struct engine *e, const char *sd, const char *img)
+{
+        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL,
+                "SELECT COUNT(*) AS n FROM commands WHERE type = 'remove_image' AND state = 'active' "
+                "AND json_extract(params, '$.sd') = ? AND json_extract(params, '$.img') = ?", "ss", sd, img);
+
+        return row && json_integer_value(json_object_get(row, "n")) > 0;
+}
+
 static char *command_start(struct engine *e, const char *type, const char *job_id, json_t *params)
 {
         char *id = fy_uuid_new();
@@ -222,6 +232,9 @@ json_t *engine_disk_move(struct engine *e, const char *disk_id, json_t *body, bo
                 return fail(error, 409, "disk %s is already on storage domain %s", js(disk, "name"), js(sd, "name"));
         if (new_name && !name_valid(new_name))
                 return fail(error, 400, "name must be 1-64 letters, digits, spaces or _-. characters");
+        if (!keep_source && pending_removal(e, js(sd, "id"), disk_id))
+                return fail(error, 409, "an earlier copy of disk %s on storage domain %s is still being removed; "
+                            "try again when that removal has finished (see the events)", js(disk, "name"), js(sd, "name"));
         src_vols = engine_db_query(e->db, error, "SELECT * FROM volumes WHERE disk_id = ? AND sd_id = ? ORDER BY position",
                                    "ss", disk_id, js(disk, "sd_id"));
         if (!src_vols)

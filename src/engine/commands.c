@@ -27,6 +27,7 @@
 
 #define SPM_CALL_TIMEOUT_MS 30000
 #define COPY_CALL_TIMEOUT_MS 30000
+#define JOB_EVENTS_MAX 10000           /* progress cache entries (running jobs of every host) */
 
 static void cmd_advance(struct engine *e, json_t *cmd);
 
@@ -261,11 +262,17 @@ void engine_commands_on_event(struct engine *e, const char *host_id, const char 
 
                 if (!json_is_object(value) || !fy_uuid_is_valid(key))
                         continue;
-                g_hash_table_replace(job_events, g_strdup(key), json_incref(value));
                 status = js(value, "status");
                 if (status && (strcmp(status, "done") == 0 || strcmp(status, "failed") == 0 ||
-                               strcmp(status, "aborted") == 0))
+                               strcmp(status, "aborted") == 0)) {
+                        /* Only running jobs' progress is read from here; the end comes from Host.getJobs. */
+                        g_hash_table_remove(job_events, key);
                         engine_kick(e);        /* learn the outcome now, not at the next round */
+                        continue;
+                }
+                if (g_hash_table_size(job_events) >= JOB_EVENTS_MAX)
+                        g_hash_table_remove_all(job_events);   /* final events lost: progress only, start over */
+                g_hash_table_replace(job_events, g_strdup(key), json_incref(value));
         }
 }
 
@@ -415,6 +422,8 @@ static void on_leaf_jobs(struct engine *e, json_t *cmd, json_t *result, const GE
                              js(cmd, "host"), job ? "still known there" : "no longer known there");
                 json_object_del(data, "lost_since");
                 json_object_del(data, "next_try");
+                json_object_del(data, "fence_started");      /* a later episode gets its own fence window */
+                json_object_del(data, "fence_attempts");
                 leaf_save(e, cmd, data);
         }
         if (!job) {
@@ -444,9 +453,10 @@ static void leaf_watch(struct engine *e, json_t *cmd)
                         fence_watch(e, cmd, data);
                         return;
                 }
-                if (ji(cmd, "cancel") && !json_is_true(json_object_get(data, "abort_sent")) && host_is_up(e, js(cmd, "host"))) {
-                        /* Cancelled: the job ends "aborted" and the command with it. */
-                        json_object_set_new(data, "abort_sent", json_true());
+                if (ji(cmd, "cancel") && engine_now() - ji(data, "abort_sent") >= 30 && host_is_up(e, js(cmd, "host"))) {
+                        /* Cancelled: the job ends "aborted" and the command with it. Sent again every
+                         * 30 s while it runs: an abort lost on the way must not let the copy go on. */
+                        json_object_set_new(data, "abort_sent", json_integer(engine_now()));
                         leaf_save(e, cmd, data);
                         engine_event(e, "normal", js(cmd, "id"), "aborting copy job %s on host %s (cancelled)",
                                      js(cmd, "agent_job_id"), js(cmd, "host"));
@@ -533,6 +543,20 @@ static void on_fence_sent(struct engine *e, json_t *cmd, json_t *result, const G
  * (its process exited, or its host's sanlock lease expired); from then on
  * the old job can never mark the volume done (DESIGN §6).
  */
+static bool fence_expired(struct engine *e, json_t *cmd, json_t *data)
+{
+        g_autofree char *why = NULL;
+
+        if (!json_object_get(data, "fence_started") ||
+            engine_now() - ji(data, "fence_started") <= (gint64) e->config.fence_timeout)
+                return false;
+        why = g_strdup_printf("the copy on host %s could not be fenced within %u s (its lease is still held); "
+                              "the destination stays ILLEGAL and is removed once the lease is free",
+                              js(cmd, "host"), e->config.fence_timeout);
+        engine_cmd_finish(e, cmd, false, why);
+        return true;
+}
+
 static void copy_fence(struct engine *e, json_t *cmd, json_t *data, const char *probe_host)
 {
         g_autoptr(json_t) dst = dst_of(cmd);
@@ -545,12 +569,7 @@ static void copy_fence(struct engine *e, json_t *cmd, json_t *data, const char *
                              "fencing copy job %s of host %s: destination %s generation %" G_GINT64_FORMAT " → %" G_GINT64_FORMAT
                              " through host %s", js(cmd, "agent_job_id"), js(cmd, "host"), js(dst, "vol"),
                              rec, (rec + 3) % 1000, probe_host);
-        } else if (engine_now() - ji(data, "fence_started") > (gint64) e->config.fence_timeout) {
-                g_autofree char *why = g_strdup_printf(
-                        "the copy on host %s could not be fenced within %u s (its lease is still held); "
-                        "the destination stays ILLEGAL and is removed once the lease is free",
-                        js(cmd, "host"), e->config.fence_timeout);
-                engine_cmd_finish(e, cmd, false, why);
+        } else if (fence_expired(e, cmd, data)) {
                 return;
         }
         json_object_set_new(data, "fence_job", json_string(job_id));
@@ -585,6 +604,12 @@ static void on_copy_probe(struct engine *e, json_t *cmd, json_t *result, const G
         json_t *owners;
         bool lost_long, missing = json_is_true(json_object_get(data, "missing"));
 
+        if (error && (error->code == FY_ERR_VOLUME_DOES_NOT_EXIST || error->code == FY_ERR_IMAGE_DOES_NOT_EXIST)) {
+                engine_cmd_finish(e, cmd, false, "the destination volume is gone; the copy cannot complete");
+                return;
+        }
+        if (fence_expired(e, cmd, data))
+                return;
         if (error) {
                 leaf_later(e, cmd, data, 5);
                 return;
@@ -647,8 +672,10 @@ static void on_fence_jobs(struct engine *e, json_t *cmd, json_t *result, const G
         const char *status = js(job, "status");
         gint64 code = ji(json_object_get(job, "error"), "code");
 
-        if (job && (!status || strcmp(status, "running") == 0 || strcmp(status, "pending") == 0))
+        if (job && (!status || strcmp(status, "running") == 0 || strcmp(status, "pending") == 0)) {
+                fence_expired(e, cmd, data);
                 return;        /* not decided yet */
+        }
         json_object_del(data, "fence_job");
         json_object_del(data, "fence_host");
         if (job && strcmp(status, "done") == 0) {
@@ -722,7 +749,14 @@ static void remove_image_start(struct engine *e, json_t *cmd, json_t *p)
 
         if (ji(data, "next_try") > engine_now())
                 return;
-
+        if (persistent(cmd) && engine_image_in_use(e, js(p, "sd"), js(p, "img"), js(cmd, "id"))) {
+                /* A background removal runs late: the image may be a disk again (a retried move
+                 * reuses the ids). Removing it now would destroy that disk. */
+                engine_event(e, "normal", js(cmd, "id"), "image %s on storage domain %s is in use again; "
+                             "not removing it", js(p, "img"), js(p, "sd"));
+                engine_cmd_finish(e, cmd, true, NULL);
+                return;
+        }
         if (!spm) {
                 step_wait(e, js(cmd, "step_id"), "waiting for the SPM");
                 return;
@@ -871,6 +905,17 @@ static void on_volume_deleted(struct engine *e, json_t *cmd, json_t *result, con
         leaf_retry_or_fail(e, cmd, 5, "the volume was half-made when the SPM changed; made again", false);
 }
 
+/* The volume on storage is the one this command creates: same capacity, format and parent. */
+static bool volume_matches(json_t *info, json_t *p)
+{
+        const char *parent = js(info, "parent");
+        const char *want_parent = js(p, "parent") ? js(p, "parent") : FY_ZERO_UUID;
+
+        return ji(info, "capacity") == ji(p, "size") && g_strcmp0(parent, want_parent) == 0 &&
+               g_ascii_strcasecmp(js(info, "format") ? js(info, "format") : "",
+                                  strcmp(js(p, "format"), "cow") == 0 ? "COW" : "RAW") == 0;
+}
+
 static void on_created_verify(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
 {
         const char *spm = extra;
@@ -880,7 +925,8 @@ static void on_created_verify(struct engine *e, json_t *cmd, json_t *result, con
 
         if (is_transport_error(error))
                 return;
-        if (result && g_strcmp0(js(result, "legality"), "LEGAL") == 0) {
+        p = jparse(cmd, "params");
+        if (result && g_strcmp0(js(result, "legality"), "LEGAL") == 0 && volume_matches(result, p)) {
                 g_autoptr(json_t) done = json_pack("{s:s}", "status", "done");
 
                 leaf_job_finished(e, cmd, done);
@@ -891,8 +937,8 @@ static void on_created_verify(struct engine *e, json_t *cmd, json_t *result, con
                 leaf_retry_or_fail(e, cmd, 5, error->message, false);
                 return;
         }
-        /* ILLEGAL: half-made by a job that is gone; remove it, then create it again. */
-        p = jparse(cmd, "params");
+        /* ILLEGAL (half-made by a job that is gone) or not the volume asked for (a leftover
+         * with the same ids): remove it, then create it again. */
         dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
         job_id = fy_uuid_new();
         engine_event(e, "warning", js(cmd, "id"), "volume %s was left half-made; removing it before creating it again",
@@ -1010,13 +1056,14 @@ const char *engine_run_children(struct engine *e, json_t *cmd, json_t *data, siz
                 json_object_set_new(data, "index", json_integer((json_int_t) index));
                 json_object_del(data, "child");
         }
-        if (index >= count)
-                return "succeeded";
+        /* Cancelled: fail even when all is done, so the flow's cleanup removes what was made. */
         if (cancelled(cmd)) {
-                if (ret_error)
+                if (ret_error && !*ret_error)
                         *ret_error = g_strdup("cancelled");
                 return "failed";
         }
+        if (index >= count)
+                return "succeeded";
         {
                 g_autofree char *id = make(e, cmd, p, index);
                 json_object_set_new(data, "child", json_string(id));
@@ -1051,7 +1098,7 @@ const char *engine_run_children_parallel(struct engine *e, json_t *cmd, json_t *
                         failed = true;
                 }
         }
-        if (!failed && next < count && cancelled(cmd)) {
+        if (!failed && cancelled(cmd)) {
                 if (ret_error)
                         *ret_error = g_strdup("cancelled");
                 failed = true;

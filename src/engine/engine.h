@@ -121,6 +121,9 @@ void engine_vms_init(void);
 /* ---- sweeper.c ---- */
 /* Starts a sweep for orphan images when sweep_interval has passed since the last. */
 void engine_sweep_maybe(struct engine *e);
+/* True when a disk or volume row names the image on that domain, or an active command other than
+ * except_command names the image (or when the database cannot tell: never remove on doubt). */
+bool engine_image_in_use(struct engine *e, const char *sd, const char *img, const char *except_command);
 
 /* ---- options / events ---- */
 bool engine_option_bool(struct engine *e, const char *name, bool def);

@@ -26,14 +26,15 @@ struct sweep_ctx {
         char *sd;
 };
 
-static bool image_in_use(struct engine *e, const char *sd, const char *img)
+bool engine_image_in_use(struct engine *e, const char *sd, const char *img, const char *except_command)
 {
         g_autofree char *pattern = g_strdup_printf("%%%s%%", img);
         g_autoptr(json_t) row = engine_db_query_one(e->db, NULL,
                 "SELECT (SELECT COUNT(*) FROM disks WHERE id = ?1 AND sd_id = ?2) + "
                 "       (SELECT COUNT(*) FROM volumes WHERE disk_id = ?1 AND sd_id = ?2) + "
-                "       (SELECT COUNT(*) FROM commands WHERE state = 'active' AND (params LIKE ?3 OR data LIKE ?3)) AS n",
-                "sss", img, sd, pattern);
+                "       (SELECT COUNT(*) FROM commands WHERE state = 'active' AND id IS NOT ?4 "
+                "                                      AND (params LIKE ?3 OR data LIKE ?3)) AS n",
+                "ssss", img, sd, pattern, except_command);
 
         /* No answer from the database: in use, to be safe. */
         return !row || json_integer_value(json_object_get(row, "n")) > 0;
@@ -55,7 +56,7 @@ static void on_images(json_t *result, const GError *error, void *userdata)
                 g_autoptr(json_t) params = NULL;
                 g_autofree char *id = NULL;
 
-                if (!fy_uuid_is_valid(img) || image_in_use(e, c->sd, img)) {
+                if (!fy_uuid_is_valid(img) || engine_image_in_use(e, c->sd, img, NULL)) {
                         g_hash_table_remove(suspects, key);
                         continue;
                 }
