@@ -837,7 +837,7 @@ static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
                 return;
         }
         /* Counted against the host from now on, so this round's next pick sees it. */
-        g_hash_table_replace(e->picking, g_strdup(js(cmd, "id")), g_strdup(host));
+        g_hash_table_replace(e->picking, g_strdup(js(cmd, "id")), engine_pick_new(host, bytes));
         dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
         cmd_call(e, cmd, host, "Volume.getInfo",
                  json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID", js(dst, "sd"),
@@ -1505,7 +1505,7 @@ void engine_commands_tick(struct engine *e)
 int engine_commands_init(struct engine *e, GError **error)
 {
         e->busy = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-        e->picking = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        e->picking = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) engine_pick_free);
         job_events = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) json_decref);
         return 0;
 }

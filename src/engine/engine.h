@@ -66,7 +66,7 @@ struct engine {
         char *dc_id;
         GHashTable *hosts;             /* host uuid → struct engine_host* */
         GHashTable *busy;              /* command ids with a call in flight */
-        GHashTable *picking;           /* copy_data command id → host picked, until the copy is sent */
+        GHashTable *picking;           /* copy_data command id → struct engine_pick, until the copy is sent */
         bool spm_busy;                 /* an SPM election call is in flight */
         gint64 spm_elected;            /* monotonic µs of the last successful spmStart */
         bool sd_stats_busy;
@@ -95,6 +95,13 @@ typedef void (*engine_done_fn)(json_t *result, const GError *error, void *userda
 void engine_sd_add(struct engine *e, const char *name, engine_done_fn done, void *userdata);
 
 /* ---- scheduler.c ---- */
+/* A copy on its way to a host: counted against it (a job and its bytes) before its row says so. */
+struct engine_pick {
+        char *host;
+        double bytes;
+};
+struct engine_pick *engine_pick_new(const char *host, double bytes);
+void engine_pick_free(struct engine_pick *p);
 /* Picks the host for a data copy, never one listed in exclude (JSON array of host ids, may be NULL);
  * NULL when none is usable now. */
 char *engine_pick_copy_host(struct engine *e, json_t *exclude);

@@ -18,14 +18,31 @@ static gint64 assigned_copies(struct engine *e, const char *host_id)
 
         gint64 n = row ? json_integer_value(json_object_get(row, "n")) : 0;
         GHashTableIter it;
-        gpointer host;
+        gpointer value;
 
         /* Picked but not yet recorded as sent: still on its way to this host. */
         g_hash_table_iter_init(&it, e->picking);
-        while (g_hash_table_iter_next(&it, NULL, &host))
-                if (strcmp(host, host_id) == 0)
+        while (g_hash_table_iter_next(&it, NULL, &value))
+                if (strcmp(((struct engine_pick *) value)->host, host_id) == 0)
                         n++;
         return n;
+}
+
+struct engine_pick *engine_pick_new(const char *host, double bytes)
+{
+        struct engine_pick *p = g_new0(struct engine_pick, 1);
+
+        p->host = g_strdup(host);
+        p->bytes = bytes;
+        return p;
+}
+
+void engine_pick_free(struct engine_pick *p)
+{
+        if (!p)
+                return;
+        g_free(p->host);
+        g_free(p);
 }
 
 static bool in_list(json_t *list, const char *id)
@@ -42,7 +59,7 @@ static bool in_list(json_t *list, const char *id)
 /*
  * Bytes the copies sent to this host still have to move, by the engine's own
  * record: each copy's estimated size (params.bytes) times what its step has
- * left. Picks not yet sent count as whole copies of unknown size (0).
+ * left; picks not yet sent count with their whole estimated size.
  */
 static double pending_bytes(struct engine *e, const char *host_id)
 {
@@ -52,7 +69,17 @@ static double pending_bytes(struct engine *e, const char *host_id)
                 "FROM commands c LEFT JOIN steps s ON s.id = c.step_id "
                 "WHERE c.type = 'copy_data' AND c.state = 'active' AND c.phase = 'sent' AND c.host = ?", "s", host_id);
 
-        return row ? json_number_value(json_object_get(row, "b")) : 0;
+        double b = row ? json_number_value(json_object_get(row, "b")) : 0;
+        GHashTableIter it;
+        gpointer value;
+
+        /* Copies picked in this round but not yet sent carry their whole size: without them,
+         * several copies placed at once all see the same idle host. */
+        g_hash_table_iter_init(&it, e->picking);
+        while (g_hash_table_iter_next(&it, NULL, &value))
+                if (strcmp(((struct engine_pick *) value)->host, host_id) == 0)
+                        b += ((struct engine_pick *) value)->bytes;
+        return b;
 }
 
 char *engine_pick_copy_host(struct engine *e, json_t *exclude)
