@@ -94,8 +94,8 @@ class Chaos:
         try:
             self.ec = EngineCluster(self.workdir, net=self.net, agent_options={"copy_rate_limit": "32M"},
                                     engine_args=("--host-timeout=1500", "--host-failures=2",
-                                                 "--host-lost-timeout=10", "--sweep-interval=15"),
-                                    one_domain_at_a_time=True)
+                                                 "--host-lost-timeout=10", "--sweep-interval=15"))
+            self.ec.wait_lockspaces(10)
         except BaseException:
             self.close()
             raise

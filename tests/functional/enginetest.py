@@ -100,16 +100,12 @@ class Engine:
 class EngineCluster:
     """N hosts (sanlock daemon + agent each) and an engine that manages them."""
 
-    def __init__(self, workdir, hosts=3, domains=2, engine_args=(), agent_options=None, net=None, storage=None,
-                 one_domain_at_a_time=False):
+    def __init__(self, workdir, hosts=3, domains=2, engine_args=(), agent_options=None, net=None, storage=None):
         """engine_args: extra engine options; agent_options: agent options for
         every host (copy_rate_limit defaults to 128M); net: a netns.Network
         with a namespace per host, the agents then run inside them and are
         added by their namespace address; storage: the shared storage root
-        (default: <workdir>/storage); one_domain_at_a_time: create each
-        domain only once every host's sanlock daemon joined the previous
-        one's lockspace (a pool connect still in flight when a domain is
-        added can leave a host without the new lockspace)."""
+        (default: <workdir>/storage)."""
         self.workdir = workdir
         self.storage = storage or os.path.join(workdir, "storage")
         os.makedirs(self.storage, exist_ok=True)
@@ -129,12 +125,7 @@ class EngineCluster:
                 h = self.engine.post("/api/hosts", {"name": a.name, "address": a.address, "port": a.port})
                 self.hosts[a.name] = h
             wait_for(lambda: all(h["status"] == "up" for h in self.engine.get("/api/hosts")["hosts"]), 30, "hosts up")
-            self.sds = []
-            for i in range(domains):
-                self.sds.append(self.engine.post("/api/storagedomains", {"name": f"sd{i + 1}"}))
-                if one_domain_at_a_time:
-                    self.wait_ready()
-                    self.wait_lockspaces()
+            self.sds = [self.engine.post("/api/storagedomains", {"name": f"sd{i + 1}"}) for i in range(domains)]
             self.wait_ready()
         except BaseException:
             # Nobody else would stop what started: the caller never gets the object.
@@ -149,7 +140,8 @@ class EngineCluster:
         wait_for(ready, timeout, "hosts connected and an SPM elected", interval=0.2)
 
     def wait_lockspaces(self, timeout=60):
-        """Until every host's sanlock daemon has joined every domain's lockspace."""
+        """Until every host's sanlock daemon has joined every domain's lockspace
+        (what wait_ready's pool_connected should already mean)."""
         def joined(s):
             out = subprocess.run(["sanlock", "client", "status"], env=s.env, capture_output=True, text=True).stdout
             have = {line.split()[1].split(":")[0] for line in out.splitlines()

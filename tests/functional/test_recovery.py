@@ -19,7 +19,7 @@ import pytest
 
 from conftest import make_workdir
 from enginetest import EngineCluster, HttpError
-from ferrytest import MiB, wait_for
+from ferrytest import BUILD, MiB, wait_for
 from invariant import (assert_invariant, create_disk, disk_digest, fill_disk, read_meta, vol_path,
                        wait_job_end)
 from netns import Network
@@ -36,9 +36,14 @@ def rc():
     d = make_workdir()
     net = Network(3)
     try:
-        c = EngineCluster(d, net=net, engine_args=ENGINE_ARGS, agent_options={"copy_rate_limit": f"{RATE // MiB}M"},
-                          one_domain_at_a_time=True)
+        c = EngineCluster(d, net=net, engine_args=ENGINE_ARGS, agent_options={"copy_rate_limit": f"{RATE // MiB}M"})
         c.dead = set()
+        try:
+            # Ready means every host in every lockspace, as the engine reported.
+            c.wait_lockspaces(10)
+        except BaseException:
+            c.stop()
+            raise
         try:
             yield c
         finally:
@@ -71,6 +76,11 @@ def copying_step(ec, job_id, timeout=60):
         assert job["status"] == "started", f"job ended before its copy was seen running: {job}"
         return None
     return wait_for(running, timeout, "the copy to run", interval=0.1)
+
+
+def ferry_cli(ec, *args):
+    return subprocess.run([os.path.join(BUILD, "src", "cli", "ferry"), *args], capture_output=True, text=True,
+                          env=dict(os.environ, FERRY_ENGINE_URL=ec.engine.url), timeout=60)
 
 
 def host_status(ec, name):
@@ -249,8 +259,9 @@ def test_h_cancel_mid_copy(rc, scratch):
     before = disk_digest(rc, disk["id"], scratch)
     job_id, _ = start(rc, disk)
     copying_step(rc, job_id)
-    status, body = rc.engine.request("POST", f"/api/jobs/{job_id}/cancel", {})
-    assert status in (200, 202), (status, body)
+    # As an operator would: the CLI, which posts /api/jobs/{id}/cancel.
+    r = ferry_cli(rc, "job", "cancel", job_id)
+    assert r.returncode == 0 and "cancel requested" in r.stdout, r.stdout + r.stderr
     t0 = time.monotonic()
     job = wait_job_end(rc, job_id, 60)
     took = time.monotonic() - t0
@@ -264,6 +275,8 @@ def test_h_cancel_mid_copy(rc, scratch):
     with pytest.raises(HttpError) as e:
         rc.engine.request("POST", f"/api/jobs/{job_id}/cancel", {})
     assert e.value.status == 409 and e.value.body["fault"]["detail"], e.value.body
+    r = ferry_cli(rc, "job", "cancel", job_id)
+    assert r.returncode != 0 and r.stderr.strip(), r.stdout + r.stderr
     with pytest.raises(HttpError) as e:
         rc.engine.request("POST", "/api/jobs/00000000-0000-0000-0000-000000000001/cancel", {})
     assert e.value.status == 404, e.value.body
@@ -314,8 +327,13 @@ def small():
     fs = LoopFs(d)
     try:
         c = EngineCluster(d, hosts=2, storage=fs.mountpoint, engine_args=ENGINE_ARGS,
-                          agent_options={"copy_rate_limit": f"{RATE // MiB}M"}, one_domain_at_a_time=True)
+                          agent_options={"copy_rate_limit": f"{RATE // MiB}M"})
         c.fs = fs
+        try:
+            c.wait_lockspaces(10)
+        except BaseException:
+            c.stop()
+            raise
         try:
             yield c
         finally:
