@@ -4,7 +4,10 @@
 its own network namespace) while random faults hit it, checking after every
 round that nothing was lost or left behind (tests/functional/invariant.py).
 
-Operations: move a disk to the other domain, copy it there, remove a copy.
+Operations: move a disk to the other domain, copy it there, clone a VM
+from a template (when the engine has the VM/template API: the pool then
+holds a VM's disk and a template made from it), remove a copy or a cloned
+VM with its disk.
 Faults, injected while a round's operations run (mostly once a copy is
 moving bytes, at 32 MiB/s per host): a host's network cut and
 restored 1-15 s later (longer than the engine's --host-lost-timeout of 10 s
@@ -116,7 +119,9 @@ class Chaos:
     # ---- the disk pool -------------------------------------------------------
 
     def make_pool(self, n=6):
-        from invariant import create_disk, disk_digest, fill_disk
+        """n disks with random data; then, the VM/template API permitting, a
+        VM holding the first disk and a template made from it (clone source)."""
+        from invariant import create_disk, disk_digest, fill_disk, wait_job_end
         for i in range(n):
             if i % 2 == 0:
                 disk = create_disk(self.ec, f"chaos-raw-{i}", 256 * MiB, sd_id=self.ec.sds[i % 2]["id"])
@@ -127,7 +132,33 @@ class Chaos:
                                    sd_id=self.ec.sds[i % 2]["id"])
                 fill_disk(self.ec, disk, self.rng.choice([32, 64, 96]) * MiB, seed=self.seed * 100 + i)
             self.disks[disk["id"]] = {"digest": disk_digest(self.ec, disk["id"], self.scratch),
-                                      "name": disk["name"], "copy": False}
+                                      "name": disk["name"], "role": "base"}
+        self.template = None
+        if not self.has_templates():
+            self.log("no VM/template API in this engine: no clones")
+            return
+        first = next(iter(self.disks))
+        vm = self.ec.engine.post("/api/vms", {"name": "chaos-vm"})
+        self.ec.engine.post(f"/api/vms/{vm['id']}/diskattachments", {"disk": {"id": first}})
+        self.disks[first]["role"] = "vmdisk"
+        r = self.ec.engine.post("/api/templates", {"name": "chaos-template", "vm": {"id": vm["id"]}})
+        job = wait_job_end(self.ec, r["job"]["id"], 180)
+        assert job["status"] == "finished", job
+        self.template = r["template"]["id"]
+        t = self.ec.engine.get(f"/api/templates/{self.template}")
+        tdisk = t["disk_attachments"][0]["disk"]["id"]
+        self.disks[tdisk] = {"digest": self.disks[first]["digest"], "name": "chaos-template-disk",
+                             "role": "template"}
+
+    def has_templates(self):
+        from enginetest import HttpError
+        try:
+            self.ec.engine.get("/api/templates")
+            return True
+        except HttpError as e:
+            if e.status == 404:
+                return False
+            raise
 
     def other_sd(self, disk_id):
         d = self.ec.engine.get(f"/api/disks/{disk_id}")
@@ -139,18 +170,33 @@ class Chaos:
     def start_op(self, n):
         """Starts one random operation; returns its record or None if the engine refused it."""
         from enginetest import HttpError
-        copies = [d for d, v in self.disks.items() if v["copy"]]
-        kinds = ["move"] * 5 + ["copy"] * 3 + (["remove"] * 2 if len(copies) > 3 else [])
+        removable = [d for d, v in self.disks.items() if v["role"] in ("copy", "clone")]
+        kinds = ["move"] * 5 + ["copy"] * 3 + (["clone"] * 2 if self.template else []) + \
+            (["remove"] * 2 if len(removable) > 3 else [])
         kind = self.rng.choice(kinds)
-        pool = copies if kind == "remove" else list(self.disks)
+        if kind == "remove":
+            pool = removable
+        elif kind == "move":
+            pool = [d for d, v in self.disks.items() if v["role"] != "template"]   # templates never move
+        elif kind == "clone":
+            pool = [d for d, v in self.disks.items() if v["role"] == "template"]
+        else:
+            pool = list(self.disks)
         pool = [d for d in pool if d not in self.busy]
         if not pool:
             return None
         disk_id = self.rng.choice(sorted(pool))
-        op = {"n": n, "kind": kind, "disk": disk_id, "new": None}
+        info = self.disks[disk_id]
+        op = {"n": n, "kind": kind, "disk": disk_id, "new": None, "vm": None}
         try:
-            if kind == "remove":
+            if kind == "remove" and info["role"] == "clone":
+                status, r = self.ec.engine.request("DELETE", f"/api/vms/{info['vm']}")
+            elif kind == "remove":
                 status, r = self.ec.engine.request("DELETE", f"/api/disks/{disk_id}")
+            elif kind == "clone":
+                r = self.ec.engine.post("/api/vms", {"name": f"chaos-clone-{n}", "template": {"id": self.template},
+                                                     "clone": True})
+                op["vm"] = r["vm"]["id"]
             else:
                 body = {"storage_domain": {"id": self.other_sd(disk_id)}}
                 if kind == "copy":
@@ -160,14 +206,14 @@ class Chaos:
         except HttpError as e:
             # 503 while a host or the SPM is away is an answer, not a violation.
             if e.status in (409, 503, 507):
-                self.log(f"  op {n}: {kind} {self.disks[disk_id]['name']} refused: {e.status}")
+                self.log(f"  op {n}: {kind} {info['name']} refused: {e.status}")
                 return None
             raise
         op["job"] = r["job"]["id"]
         self.busy.add(disk_id)
         self.stats.operations += 1
         self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + 1
-        self.log(f"  op {n}: {kind} {self.disks[disk_id]['name']} job {op['job']}")
+        self.log(f"  op {n}: {kind} {info['name']} job {op['job']}")
         return op
 
     def engine_call(self, fn, timeout=60):
@@ -202,10 +248,16 @@ class Chaos:
         self.busy.discard(op["disk"])
         ok = job["status"] == "finished"
         self.log(f"  op {op['n']}: {op['kind']} {job['status']}")
+        src = self.disks[op["disk"]]
         if ok:
             self.stats.successes += 1
             if op["kind"] == "copy":
-                self.disks[op["new"]] = dict(self.disks[op["disk"]], name=f"chaos-copy-{op['n']}", copy=True)
+                self.disks[op["new"]] = {"digest": src["digest"], "name": f"chaos-copy-{op['n']}", "role": "copy"}
+            elif op["kind"] == "clone":
+                vm = self.engine_call(lambda: self.ec.engine.get(f"/api/vms/{op['vm']}"))
+                for att in vm["disk_attachments"]:
+                    self.disks[att["disk"]["id"]] = {"digest": src["digest"], "name": f"chaos-clone-{op['n']}",
+                                                     "role": "clone", "vm": op["vm"]}
             elif op["kind"] == "remove":
                 del self.disks[op["disk"]]
         else:
@@ -215,6 +267,10 @@ class Chaos:
                 listed = {d["id"] for d in self.engine_call(lambda: self.ec.engine.get("/api/disks"))["disks"]}
                 if op["new"] in listed:
                     self.stats.violations.append(f"op {op['n']}: the failed copy's disk {op['new']} is still listed")
+            if op["kind"] == "clone":
+                vms = {v["id"] for v in self.engine_call(lambda: self.ec.engine.get("/api/vms"))["vms"]}
+                if op["vm"] in vms:
+                    self.stats.violations.append(f"op {op['n']}: the failed clone's VM {op['vm']} is still listed")
 
     # ---- faults ------------------------------------------------------------
 
@@ -295,6 +351,10 @@ class Chaos:
                 continue
             if got != info["digest"]:
                 self.stats.violations.append(f"disk {info['name']} ({disk_id}): content changed")
+        if self.template:
+            for v in self.ec.engine.get("/api/vms")["vms"] + self.ec.engine.get("/api/templates")["templates"]:
+                if v["status"] != "ok":
+                    self.stats.violations.append(f"{v['name']} ({v['id']}) is {v['status']}")
         listed = {d["id"] for d in self.ec.engine.get("/api/disks")["disks"]}
         for disk_id in set(self.disks) - listed:
             self.stats.violations.append(f"disk {self.disks[disk_id]['name']} ({disk_id}) vanished")
