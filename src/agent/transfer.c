@@ -756,7 +756,8 @@ static void handle_get(struct agent_transfers *tr, struct ticket *t, SoupServerM
 {
         SoupMessageHeaders *req = soup_server_message_get_request_headers(msg);
         SoupMessageHeaders *resp = soup_server_message_get_response_headers(msg);
-        const char *range = soup_message_headers_get_one(req, "Range");
+        /* Every Range header joined with ", ": a repeated header is several ranges, refused, not one picked. */
+        const char *range = soup_message_headers_get_list(req, "Range");
         g_autoptr(GError) error = NULL;
         guint64 start = 0, len = t->size;
         struct get_stream *st;
@@ -806,7 +807,7 @@ static bool range_outside(struct ticket *t, SoupServerMessage *msg, guint64 offs
 static void handle_put(struct agent_transfers *tr, struct ticket *t, SoupServerMessage *msg, GHashTable *query)
 {
         SoupMessageHeaders *req = soup_server_message_get_request_headers(msg);
-        const char *cr = soup_message_headers_get_one(req, "Content-Range");
+        const char *cr = soup_message_headers_get_list(req, "Content-Range");      /* repeated: refused */
         g_autoptr(GBytes) body = soup_message_body_flatten(soup_server_message_get_request_body(msg));
         g_autoptr(GError) error = NULL;
         guint64 offset = 0, len = g_bytes_get_size(body);
