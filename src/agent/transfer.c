@@ -4,12 +4,22 @@
  * ARCHITECTURE.md "Image transfers").
  *
  * Threads: the ticket table, the SoupServer and every request live in the
- * main thread. File I/O (pread/pwrite/fallocate/fsync/lseek) runs in GTask
- * worker threads, one bounded piece at a time (a PUT body of at most
- * transfer_max_request bytes, a GET chunk of 1 MiB). A ticket counts the
- * requests it has in progress; a ticket being removed or finalized refuses
- * new requests and waits for that count to reach zero before it gives up
- * its lease, so no write ever lands after the lease is released.
+ * main thread. File I/O (pread/pwrite/fallocate/fsync/lseek) runs in the
+ * endpoint's own bounded thread pool (not GLib's shared GTask pool, which
+ * the blocking RPC verbs use: slow storage must not starve Host.getStats),
+ * one bounded piece at a time (a PUT body of at most transfer_max_request
+ * bytes, a GET chunk of 1 MiB).
+ *
+ * No write after the lease: a write checks, under the ticket's mutex, that
+ * the ticket is not released and counts itself; ticket_release waits for
+ * that count to reach zero before it gives up the lease, and from then on
+ * every write is refused. Downloads do not hold a ticket open: closing,
+ * finalizing or expiring a ticket shuts down the connections of its GET
+ * streams, and a stream whose client reads nothing for STALL_S is cut.
+ *
+ * Nothing is buffered for a request that cannot succeed: one early handler
+ * for every path refuses, before the body is read, any body that is not a
+ * PUT/PATCH within the limit on a ticket that allows writing.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -41,6 +51,15 @@
 #define LOCK_WAIT_S 10                  /* Host.add_image_ticket waits this long for a busy image */
 #define DRAIN_WAIT_S 120                /* finalize waits this long for requests in progress */
 #define QIMG_OUTPUT_MAX (1024 * 1024)
+#define QIMG_AS_MAX (G_GUINT64_CONSTANT(1) << 30)     /* address space of qemu-img on an uploaded image */
+#define QIMG_CPU_MAX_S 60                               /* CPU seconds of one qemu-img info/check */
+#define MAX_READERS 8                   /* GET requests per ticket at once (advertised by OPTIONS) */
+#define MAX_WRITERS 8                   /* PUT/PATCH requests per ticket at once (advertised by OPTIONS) */
+#define MAX_WRITERS_TOTAL 32            /* PUT/PATCH bodies in memory on the host at once */
+#define MAX_CONNECTIONS 128             /* client connections served at once */
+#define IO_THREADS 4                    /* threads of the endpoint's I/O pool */
+#define STALL_S 10                      /* a GET whose client reads nothing for this long is cut */
+#define RETRY_AFTER "1"
 
 enum ticket_state {
         TICKET_ADDING,          /* add in progress: locks, lease, metadata */
@@ -74,6 +93,7 @@ struct ticket {
         GMutex lock;
         GCond cond;
         bool drained;                  /* FINALIZING and no request in progress */
+        unsigned writing;              /* writes running in a worker; released waits for 0 */
         struct agent_lock_req locks[2];
         bool locked;
         char *lease_path;
@@ -86,6 +106,9 @@ struct ticket {
         unsigned inflight;
         gint64 last_activity;          /* monotonic µs */
         GPtrArray *waiters;            /* fy_rpc_call * answered when a removal completes */
+        GPtrArray *streams;            /* struct get_stream * of the GETs being sent */
+        unsigned readers;              /* GET requests admitted by the early handler, not finished */
+        unsigned writers;              /* PUT/PATCH requests admitted, not finished */
         char *finalize_job;
 
         gint64 transferred;            /* bytes read or written, atomics */
@@ -98,7 +121,10 @@ struct agent_transfers {
         bool tls;
         GHashTable *tickets;           /* uuid → struct ticket * */
         guint timer;
-        gint io_running;               /* worker threads doing ticket I/O (atomic) */
+        gint io_running;               /* I/O requests queued or running in the pool (atomic) */
+        GThreadPool *pool;             /* the endpoint's I/O threads */
+        GHashTable *conns;             /* GSocket * of the client connections seen (weak refs) */
+        unsigned writers;              /* PUT/PATCH admitted on all tickets */
 };
 
 static struct ticket *ticket_ref(struct ticket *t)
@@ -117,6 +143,8 @@ static void ticket_unref(struct ticket *t)
                 g_free(t->locks[i].name);
         if (t->waiters)
                 g_ptr_array_unref(t->waiters);
+        if (t->streams)
+                g_ptr_array_unref(t->streams);
         g_mutex_clear(&t->lock);
         g_cond_clear(&t->cond);
         g_free(t->lease_path);
@@ -137,8 +165,10 @@ static gint64 now_us(void)
 
 /*
  * Gives up the lease and the locks; the volume stays as it is (ILLEGAL for
- * a write ticket that was not finalized). Idempotent, any thread, may block
- * on sanlock.
+ * a write ticket that was not finalized). Writes are refused from the
+ * moment it starts, and those already running are waited for: the lease
+ * never goes while a write of this ticket may still land. Idempotent, any
+ * thread, may block on storage and sanlock.
  */
 static void ticket_release(struct ticket *t)
 {
@@ -150,12 +180,56 @@ static void ticket_release(struct ticket *t)
                 return;
         }
         t->released = true;
+        while (t->writing > 0)
+                g_cond_wait(&t->cond, &t->lock);
         if (t->leased && agent_lease_release(&t->lease, &error) < 0)
                 g_warning("ticket %s: %s", t->uuid, error->message);
         t->leased = false;
         if (t->locked)
                 agent_locks_release(t->agent->locks, t->locks, 2);
         t->locked = false;
+        g_mutex_unlock(&t->lock);
+}
+
+/*
+ * At exit: refuses writes from now on, and releases the lease only if no
+ * write is running. One still running (storage that hangs) keeps the lease
+ * until the process exits, when sanlock frees it: never while it may land.
+ */
+static void ticket_release_at_exit(struct ticket *t)
+{
+        unsigned writing;
+
+        g_mutex_lock(&t->lock);
+        writing = t->writing;
+        if (writing > 0)
+                t->released = true;
+        g_mutex_unlock(&t->lock);
+        if (writing == 0)
+                ticket_release(t);
+        else
+                g_warning("ticket %s: %u writes still running at exit; the lease goes when the process exits",
+                          t->uuid, writing);
+}
+
+/* Worker: counts a write about to start, or refuses it once the ticket is released. */
+static bool ticket_write_begin(struct ticket *t)
+{
+        bool ok;
+
+        g_mutex_lock(&t->lock);
+        ok = !t->released;
+        if (ok)
+                t->writing++;
+        g_mutex_unlock(&t->lock);
+        return ok;
+}
+
+static void ticket_write_end(struct ticket *t)
+{
+        g_mutex_lock(&t->lock);
+        if (--t->writing == 0)
+                g_cond_broadcast(&t->cond);
         g_mutex_unlock(&t->lock);
 }
 
@@ -236,6 +310,9 @@ static void ticket_release_async(struct agent_transfers *tr, struct ticket *t)
         g_task_run_in_thread(task, release_thread);
 }
 
+static void ticket_kill_streams(struct ticket *t, const char *why);
+static void ticket_cut_stalled_streams(struct ticket *t);
+
 /* Stops serving t; call (may be NULL) is answered once its lease and locks are gone. */
 static void ticket_close(struct agent_transfers *tr, struct ticket *t, struct fy_rpc_call *call)
 {
@@ -244,6 +321,8 @@ static void ticket_close(struct agent_transfers *tr, struct ticket *t, struct fy
         if (t->state == TICKET_CLOSING)
                 return;        /* already on its way: the waiter is answered with the others */
         g_assert(t->state == TICKET_READY);
+        /* A download never holds the lease: its client may never read again. */
+        ticket_kill_streams(t, "the ticket was removed");
         t->state = TICKET_CLOSING;
         if (t->inflight == 0)
                 ticket_release_async(tr, t);
@@ -273,7 +352,11 @@ static bool ticket_expired(struct ticket *t)
                now_us() - t->last_activity > (gint64) t->timeout * G_USEC_PER_SEC;
 }
 
-/* Once a second: a ticket idle for its whole timeout is removed, as if the engine had removed it. */
+/*
+ * Once a second: downloads whose client stopped reading are cut, and a
+ * ticket idle for its whole timeout is removed, as if the engine had
+ * removed it.
+ */
 static gboolean expiry_tick(gpointer data)
 {
         struct agent_transfers *tr = data;
@@ -285,6 +368,8 @@ static gboolean expiry_tick(gpointer data)
         while (g_hash_table_iter_next(&it, NULL, &value)) {
                 struct ticket *t = value;
 
+                if (t->state == TICKET_READY)
+                        ticket_cut_stalled_streams(t);
                 if (t->state == TICKET_READY && t->inflight > 0)
                         t->last_activity = now_us();       /* data flows: the ticket stays alive */
                 else if (ticket_expired(t))
@@ -362,33 +447,261 @@ static bool method_is(SoupServerMessage *msg, const char *m)
         return strcmp(soup_server_message_get_method(msg), m) == 0;
 }
 
-/* Before a body is read: refuse what cannot succeed, so it is never buffered. */
+/* PUT/PATCH bodies admitted on every ticket of this process (main thread): their memory is bounded. */
+static unsigned writers_total;
+
+/* A request admitted on a ticket, counted until its message finishes. */
+struct admit {
+        struct ticket *t;
+        bool write;
+        bool done;
+};
+
+static void admit_end(struct admit *ad)
+{
+        if (ad->done)
+                return;
+        ad->done = true;
+        if (ad->write) {
+                ad->t->writers--;
+                writers_total--;
+        } else {
+                ad->t->readers--;
+        }
+}
+
+static void on_admit_finished(SoupServerMessage *msg, gpointer data)
+{
+        admit_end(data);
+}
+
+/* Also when the message goes without "finished" (its connection taken over, the server disposed). */
+static void admit_free(gpointer data, GClosure *closure)
+{
+        struct admit *ad = data;
+
+        admit_end(ad);
+        ticket_unref(ad->t);
+        g_free(ad);
+}
+
+static void admit(struct ticket *t, SoupServerMessage *msg, bool write)
+{
+        struct admit *ad = g_new0(struct admit, 1);
+
+        ad->t = ticket_ref(t);
+        ad->write = write;
+        if (write) {
+                t->writers++;
+                writers_total++;
+        } else {
+                t->readers++;
+        }
+        g_signal_connect_data(msg, "finished", G_CALLBACK(on_admit_finished), ad, admit_free, 0);
+}
+
+static void on_conn_gone(gpointer data, GObject *gone)
+{
+        struct agent_transfers *tr = data;
+
+        g_hash_table_remove(tr->conns, gone);
+}
+
+/* Whether msg's connection may be served: at most MAX_CONNECTIONS, each counted until its socket goes. */
+static bool admit_connection(struct agent_transfers *tr, SoupServerMessage *msg)
+{
+        GSocket *sock = soup_server_message_get_socket(msg);
+
+        if (!sock || g_hash_table_contains(tr->conns, sock))
+                return true;
+        if (g_hash_table_size(tr->conns) >= MAX_CONNECTIONS)
+                return false;
+        g_hash_table_add(tr->conns, sock);
+        g_object_weak_ref(G_OBJECT(sock), on_conn_gone, tr);
+        return true;
+}
+
+/* After an early refusal: what the client still sends is read and dropped, briefly, then the connection closes. */
+struct drain {
+        GIOStream *stream;
+        GSocket *sock;
+        gsize left;
+};
+
+static gboolean drain_ready(GSocket *sock, GIOCondition cond, gpointer data)
+{
+        struct drain *d = data;
+        char buf[16384];
+        g_autoptr(GError) error = NULL;
+        gssize n = g_socket_receive_with_blocking(sock, buf, sizeof(buf), FALSE, NULL, &error);
+
+        if (n < 0 && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+                return G_SOURCE_CONTINUE;
+        if (n <= 0 || (gsize) n >= d->left)
+                return G_SOURCE_REMOVE;        /* end, error, time out (the socket's timeout) or enough */
+        d->left -= (gsize) n;
+        return G_SOURCE_CONTINUE;
+}
+
+static void drain_free(gpointer data)
+{
+        struct drain *d = data;
+
+        (void) g_socket_close(d->sock, NULL);
+        g_object_unref(d->sock);
+        g_object_unref(d->stream);
+        g_free(d);
+}
+
+/*
+ * Answers a request that announced a body, before the body is read, and
+ * closes the connection. libsoup (3.2) answers an early status only after
+ * reading the whole body (unless the client sent Expect: 100-continue), so
+ * the connection is taken from it: the answer is written here, the write
+ * side shut, and whatever the client still sends is dropped for at most
+ * DRAIN_S / DRAIN_MAX (so it can read the answer instead of a reset),
+ * never kept.
+ */
+#define DRAIN_S 2
+#define DRAIN_MAX (1024 * 1024)
+static void refuse_unread(SoupServerMessage *msg, guint status, const char *retry_after, const char *text)
+{
+        GSocket *sock = soup_server_message_get_socket(msg);
+        g_autoptr(GIOStream) stream = NULL;
+        g_autofree char *answer = NULL;
+        struct drain *d;
+        GSource *src;
+
+        if (!sock)
+                return;
+        g_object_ref(sock);
+        stream = soup_server_message_steal_connection(msg);
+        if (!stream) {
+                g_object_unref(sock);
+                return;
+        }
+        answer = g_strdup_printf("HTTP/1.1 %u %s\r\nServer: ferry-agent\r\nConnection: close\r\n%s%s%s"
+                                 "Content-Type: text/plain\r\nContent-Length: %zu\r\n\r\n%s",
+                                 status, soup_status_get_phrase(status), retry_after ? "Retry-After: " : "",
+                                 retry_after ? retry_after : "", retry_after ? "\r\n" : "", strlen(text), text);
+        /* Bounded: a client that reads nothing makes these fail after DRAIN_S. */
+        g_socket_set_timeout(sock, DRAIN_S);
+        (void) g_output_stream_write_all(g_io_stream_get_output_stream(stream), answer, strlen(answer), NULL, NULL, NULL);
+        (void) g_output_stream_flush(g_io_stream_get_output_stream(stream), NULL, NULL);
+        (void) g_socket_shutdown(sock, FALSE, TRUE, NULL);
+        d = g_new0(struct drain, 1);
+        d->stream = g_steal_pointer(&stream);
+        d->sock = sock;
+        d->left = DRAIN_MAX;
+        src = g_socket_create_source(sock, G_IO_IN | G_IO_HUP | G_IO_ERR, NULL);
+        g_source_set_callback(src, (GSourceFunc) (void (*)(void)) drain_ready, d, drain_free);
+        g_source_attach(src, g_main_context_get_thread_default());
+        g_source_unref(src);
+}
+
+/*
+ * An early answer. A request that announced a body is answered at once
+ * and its connection closed (refuse_unread); one without a body is
+ * answered the ordinary way and its connection may stay.
+ */
+static void early_reply(SoupServerMessage *msg, bool body, guint status, const char *retry_after, const char *fmt, ...)
+        G_GNUC_PRINTF(5, 6);
+static void early_reply(SoupServerMessage *msg, bool body, guint status, const char *retry_after, const char *fmt, ...)
+{
+        g_autofree char *text = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        text = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+        if (body) {
+                refuse_unread(msg, status, retry_after, text);
+                return;
+        }
+        if (retry_after)
+                soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Retry-After", retry_after);
+        reply_text(msg, status, "%s", text);
+}
+
+/*
+ * Every request, on every path, before its body is read: refuse what cannot
+ * succeed so that no body is ever buffered for it. Only a PUT or PATCH
+ * within its limit, on a ticket that allows writing, may send a body; any
+ * other request that announces one gets 413 (411 when chunked) and the
+ * connection is closed. Admitted requests count against the ticket's
+ * max_readers / max_writers.
+ */
 static void on_early(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query, gpointer data)
 {
         struct agent_transfers *tr = data;
         SoupMessageHeaders *h = soup_server_message_get_request_headers(msg);
-        bool put = method_is(msg, "PUT"), patch = method_is(msg, "PATCH");
-        goffset len = soup_message_headers_get_content_length(h);
-        guint64 limit = put ? tr->agent->config.transfer_max_request : AGENT_XFER_PATCH_MAX;
-        bool extents;
+        SoupEncoding enc = soup_message_headers_get_encoding(h);
+        goffset len = enc == SOUP_ENCODING_CONTENT_LENGTH ? soup_message_headers_get_content_length(h) : 0;
+        bool body = enc != SOUP_ENCODING_NONE && !(enc == SOUP_ENCODING_CONTENT_LENGTH && len == 0);
+        bool write = method_is(msg, "PUT") || method_is(msg, "PATCH");
+        guint64 limit = method_is(msg, "PUT") ? tr->agent->config.transfer_max_request : AGENT_XFER_PATCH_MAX;
+        char uuid[FY_UUID_STR_LEN + 1];
+        bool extents = false;
         struct ticket *t;
 
-        if (!put && !patch)
-                return;
-        if (soup_message_headers_get_encoding(h) != SOUP_ENCODING_CONTENT_LENGTH) {
-                reply_text(msg, SOUP_STATUS_LENGTH_REQUIRED,
-                           "send a Content-Length; chunked request bodies are not accepted\n");
-                return;
-        }
-        if (len < 0 || (guint64) len > limit) {
-                reply_text(msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE,
-                           "request body of %" G_GOFFSET_FORMAT " bytes exceeds the limit of %" G_GUINT64_FORMAT
-                           " bytes; send the data in smaller requests\n", len, limit);
+        if (!admit_connection(tr, msg)) {
+                early_reply(msg, true, SOUP_STATUS_SERVICE_UNAVAILABLE, RETRY_AFTER,
+                            "this host serves too many transfer connections (at most %u); retry shortly\n",
+                            MAX_CONNECTIONS);
                 return;
         }
-        t = request_ticket(tr, msg, path, &extents);
-        if (t && !t->can_write)
-                reply_text(msg, SOUP_STATUS_FORBIDDEN, "this ticket does not allow writing\n");
+        if (enc != SOUP_ENCODING_NONE && enc != SOUP_ENCODING_CONTENT_LENGTH) {
+                early_reply(msg, true, SOUP_STATUS_LENGTH_REQUIRED, NULL,
+                            "send a Content-Length; chunked request bodies are not accepted\n");
+                return;
+        }
+        if (body && !write) {
+                early_reply(msg, true, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, NULL, "a %s request takes no body\n",
+                            soup_server_message_get_method(msg));
+                return;
+        }
+        if (write && (len < 0 || (guint64) len > limit)) {
+                early_reply(msg, true, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, NULL,
+                            "request body of %" G_GOFFSET_FORMAT " bytes exceeds the limit of %" G_GUINT64_FORMAT
+                            " bytes; send the data in smaller requests\n", len, limit);
+                return;
+        }
+        if (agent_xfer_parse_path(path, uuid, &extents) < 0) {
+                early_reply(msg, body, SOUP_STATUS_NOT_FOUND, NULL,
+                            "no such resource: use /images/<ticket-uuid>[/extents]\n");
+                return;
+        }
+        t = g_hash_table_lookup(tr->tickets, uuid);
+        if (t && ticket_expired(t)) {
+                g_message("ticket %s expired after %u s without requests; removing it", t->uuid, t->timeout);
+                ticket_close(tr, t, NULL);
+        }
+        if (!t || t->state != TICKET_READY) {
+                early_reply(msg, body, SOUP_STATUS_FORBIDDEN, NULL, "no such ticket, or it expired or was removed\n");
+                return;
+        }
+        if (write) {
+                if (extents) {
+                        early_reply(msg, body, SOUP_STATUS_METHOD_NOT_ALLOWED, NULL, "extents are only read\n");
+                } else if (!t->can_write) {
+                        early_reply(msg, body, SOUP_STATUS_FORBIDDEN, NULL, "this ticket does not allow writing\n");
+                } else if (t->writers >= MAX_WRITERS) {
+                        early_reply(msg, body, SOUP_STATUS_SERVICE_UNAVAILABLE, RETRY_AFTER,
+                                    "too many writes on this ticket (at most %u at once); retry shortly\n", MAX_WRITERS);
+                } else if (writers_total >= MAX_WRITERS_TOTAL) {
+                        early_reply(msg, body, SOUP_STATUS_SERVICE_UNAVAILABLE, RETRY_AFTER,
+                                    "too many writes on this host (at most %u at once); retry shortly\n",
+                                    MAX_WRITERS_TOTAL);
+                } else {
+                        admit(t, msg, true);
+                }
+        } else if (method_is(msg, "GET")) {
+                if (t->readers >= MAX_READERS)
+                        early_reply(msg, false, SOUP_STATUS_SERVICE_UNAVAILABLE, RETRY_AFTER,
+                                    "too many reads on this ticket (at most %u at once); retry shortly\n", MAX_READERS);
+                else
+                        admit(t, msg, false);
+        }
 }
 
 /* ---- requests done in a worker thread ---- */
@@ -407,11 +720,11 @@ struct io_req {
         int err;                       /* -errno of the I/O */
         json_t *result;                /* IO_EXTENTS */
         struct get_stream *stream;     /* IO_READ */
+        void (*done)(struct io_req *io);        /* main thread, once the I/O is over */
 };
 
-static void io_req_free(gpointer data)
+static void io_req_free(struct io_req *io)
 {
-        struct io_req *io = data;
 
         if (io->msg)
                 g_object_unref(io->msg);
@@ -554,14 +867,19 @@ static int read_range(int fd, guint64 off, size_t len, GBytes **ret)
         return 0;
 }
 
-static void io_thread(GTask *task, gpointer source, gpointer data, GCancellable *cancel)
+/* Pool thread: the I/O itself. Writes run only while the ticket holds its lease (ticket_write_begin). */
+static void io_run(struct io_req *io)
 {
-        struct io_req *io = data;
         struct ticket *t = io->t;
+        bool write = io->kind == IO_WRITE || io->kind == IO_ZERO || io->kind == IO_FLUSH || io->flush;
         gsize len;
         const void *buf;
         int r = 0;
 
+        if (write && !ticket_write_begin(t)) {
+                io->err = -ESTALE;
+                return;
+        }
         switch (io->kind) {
         case IO_WRITE:
                 buf = g_bytes_get_data(io->data, &len);
@@ -585,9 +903,34 @@ static void io_thread(GTask *task, gpointer source, gpointer data, GCancellable 
         }
         if (r == 0 && (io->flush || io->kind == IO_FLUSH) && fsync(t->fd) < 0)
                 r = -errno;
+        if (write)
+                ticket_write_end(t);
         io->err = r;
-        g_atomic_int_add(&io->tr->io_running, -1);
-        g_task_return_boolean(task, TRUE);
+}
+
+static gboolean io_complete(gpointer data)
+{
+        struct io_req *io = data;
+
+        io->done(io);
+        io_req_free(io);
+        return G_SOURCE_REMOVE;
+}
+
+static void io_pool_func(gpointer data, gpointer user)
+{
+        struct io_req *io = data;
+        struct agent_transfers *tr = user;
+
+        io_run(io);
+        g_atomic_int_add(&tr->io_running, -1);
+        g_main_context_invoke(tr->agent->main_context, io_complete, io);
+}
+
+static void io_queue(struct agent_transfers *tr, struct io_req *io)
+{
+        g_atomic_int_inc(&tr->io_running);
+        g_thread_pool_push(tr->pool, io, NULL);
 }
 
 static guint io_status(int err)
@@ -595,11 +938,11 @@ static guint io_status(int err)
         return err == -ENOSPC || err == -EDQUOT ? SOUP_STATUS_INSUFFICIENT_STORAGE : SOUP_STATUS_INTERNAL_SERVER_ERROR;
 }
 
-static void io_done(GObject *source, GAsyncResult *res, gpointer data)
+static void io_done(struct io_req *io)
 {
-        struct io_req *io = g_task_get_task_data(G_TASK(res));
-
-        if (io->err < 0) {
+        if (io->err == -ESTALE) {
+                reply_text(io->msg, SOUP_STATUS_FORBIDDEN, "the ticket was removed; nothing was written\n");
+        } else if (io->err < 0) {
                 g_warning("ticket %s: %s of %" G_GUINT64_FORMAT " bytes at %" G_GUINT64_FORMAT " failed: %s",
                           io->t->uuid, io->kind == IO_WRITE ? "write" : io->kind == IO_ZERO ? "zero" :
                           io->kind == IO_FLUSH ? "flush" : "extents", io->length, io->offset, g_strerror(-io->err));
@@ -613,18 +956,14 @@ static void io_done(GObject *source, GAsyncResult *res, gpointer data)
         ticket_io_end(io->tr, io->t);
 }
 
-/* Runs io in a worker; msg stays paused until it is done. */
-static void io_start(struct agent_transfers *tr, struct io_req *io, GAsyncReadyCallback done)
+/* Runs io in the pool; msg stays paused until it is done. */
+static void io_start(struct agent_transfers *tr, struct io_req *io)
 {
-        g_autoptr(GTask) task = g_task_new(NULL, NULL, done, NULL);
-
         io->tr = tr;
+        io->done = io_done;
         io->t->inflight++;
-        if (io->msg)
-                soup_server_message_pause(io->msg);
-        g_atomic_int_inc(&tr->io_running);
-        g_task_set_task_data(task, io, io_req_free);
-        g_task_run_in_thread(task, io_thread);
+        soup_server_message_pause(io->msg);
+        io_queue(tr, io);
 }
 
 static struct io_req *io_new(struct ticket *t, SoupServerMessage *msg, enum io_kind kind)
@@ -647,7 +986,10 @@ struct get_stream {
         guint64 offset;                /* next byte to read */
         guint64 remaining;             /* bytes still to read */
         unsigned queued;               /* chunks appended, not yet written */
+        gint64 progress;               /* monotonic µs of the last chunk written (or the start) */
         bool reading;
+        bool completed;                /* soup_message_body_complete done */
+        bool killed;                   /* its connection was shut down */
         bool finished;                 /* the message is over (sent or the client left) */
         bool ended;                    /* ticket_io_end done */
 };
@@ -666,7 +1008,16 @@ static void stream_end_io(struct get_stream *st)
         if (st->ended)
                 return;
         st->ended = true;
+        g_ptr_array_remove_fast(st->t->streams, st);
         ticket_io_end(st->tr, st->t);
+}
+
+static void stream_complete(struct get_stream *st)
+{
+        if (st->completed)
+                return;
+        st->completed = true;
+        soup_message_body_complete(soup_server_message_get_response_body(st->msg));
 }
 
 /* Ends the response early: the client sees fewer bytes than announced and the connection closes. */
@@ -675,21 +1026,66 @@ static void stream_abort(struct get_stream *st, const char *why)
         g_warning("ticket %s: download stopped at byte %" G_GUINT64_FORMAT ": %s", st->t->uuid, st->offset, why);
         soup_message_headers_replace(soup_server_message_get_response_headers(st->msg), "Connection", "close");
         st->remaining = 0;
-        soup_message_body_complete(soup_server_message_get_response_body(st->msg));
+        stream_complete(st);
         soup_server_message_unpause(st->msg);
 }
 
-static void stream_read_done(GObject *source, GAsyncResult *res, gpointer data);
+/*
+ * Shuts the stream's connection down and stops counting it on the ticket
+ * at once, whatever its client does: one that never reads would otherwise
+ * keep the response (and the ticket) open forever. libsoup then fails its
+ * next write and finishes the message.
+ */
+static void stream_kill(struct get_stream *st, const char *why)
+{
+        GSocket *sock = soup_server_message_get_socket(st->msg);
+
+        if (st->killed || st->finished)
+                return;
+        st->killed = true;
+        if (sock)
+                (void) g_socket_shutdown(sock, TRUE, TRUE, NULL);
+        stream_abort(st, why);
+        stream_end_io(st);
+}
+
+static void ticket_kill_streams(struct ticket *t, const char *why)
+{
+        g_autoptr(GPtrArray) live = g_ptr_array_new();
+
+        /* stream_kill removes each from t->streams: walk a copy. */
+        for (guint i = 0; i < t->streams->len; i++)
+                g_ptr_array_add(live, t->streams->pdata[i]);
+        for (guint i = 0; i < live->len; i++)
+                stream_kill(live->pdata[i], why);
+}
+
+static void ticket_cut_stalled_streams(struct ticket *t)
+{
+        g_autoptr(GPtrArray) stalled = g_ptr_array_new();
+        gint64 now = now_us();
+
+        for (guint i = 0; i < t->streams->len; i++) {
+                struct get_stream *st = t->streams->pdata[i];
+
+                /* Waiting on the client (chunks queued, none written), not on storage. */
+                if (!st->reading && st->queued > 0 && now - st->progress > (gint64) STALL_S * G_USEC_PER_SEC)
+                        g_ptr_array_add(stalled, st);
+        }
+        for (guint i = 0; i < stalled->len; i++)
+                stream_kill(stalled->pdata[i], "the client read nothing for " G_STRINGIFY(STALL_S) " s");
+}
+
+static void stream_read_done(struct io_req *io);
 
 static void stream_next(struct get_stream *st)
 {
         struct io_req *io;
-        g_autoptr(GTask) task = NULL;
 
-        if (st->reading || st->finished || st->remaining == 0 || st->queued >= READ_QUEUE)
+        if (st->reading || st->finished || st->killed || st->remaining == 0 || st->queued >= READ_QUEUE)
                 return;
         if (st->t->state != TICKET_READY) {
-                stream_abort(st, "the ticket was removed");
+                stream_kill(st, "the ticket was removed");
                 return;
         }
         io = io_new(st->t, NULL, IO_READ);
@@ -697,22 +1093,19 @@ static void stream_next(struct get_stream *st)
         io->offset = st->offset;
         io->length = MIN(st->remaining, (guint64) READ_CHUNK);
         io->stream = st;
+        io->done = stream_read_done;
         st->refs++;
         st->reading = true;
-        g_atomic_int_inc(&st->tr->io_running);
-        task = g_task_new(NULL, NULL, stream_read_done, NULL);
-        g_task_set_task_data(task, io, io_req_free);
-        g_task_run_in_thread(task, io_thread);
+        io_queue(st->tr, io);
 }
 
-static void stream_read_done(GObject *source, GAsyncResult *res, gpointer data)
+static void stream_read_done(struct io_req *io)
 {
-        struct io_req *io = g_task_get_task_data(G_TASK(res));
         struct get_stream *st = io->stream;
 
         st->reading = false;
         st->t->last_activity = now_us();
-        if (st->finished) {
+        if (st->finished || st->killed) {
                 stream_unref(st);
                 return;
         }
@@ -723,11 +1116,13 @@ static void stream_read_done(GObject *source, GAsyncResult *res, gpointer data)
                 return;
         }
         soup_message_body_append_bytes(soup_server_message_get_response_body(st->msg), io->data);
+        if (st->queued == 0)
+                st->progress = now_us();       /* the stall clock runs only while chunks wait for the client */
         st->queued++;
         st->offset += io->length;
         st->remaining -= io->length;
         if (st->remaining == 0)
-                soup_message_body_complete(soup_server_message_get_response_body(st->msg));
+                stream_complete(st);
         soup_server_message_unpause(st->msg);
         stream_next(st);
         stream_unref(st);
@@ -737,6 +1132,7 @@ static void on_wrote_chunk(SoupServerMessage *msg, gpointer data)
 {
         struct get_stream *st = data;
 
+        st->progress = now_us();
         if (st->queued > 0)
                 st->queued--;
         stream_next(st);
@@ -786,7 +1182,9 @@ static void handle_get(struct agent_transfers *tr, struct ticket *t, SoupServerM
         st->msg = g_object_ref(msg);
         st->offset = start;
         st->remaining = len;
+        st->progress = now_us();
         t->inflight++;
+        g_ptr_array_add(t->streams, st);
         g_signal_connect(msg, "wrote-chunk", G_CALLBACK(on_wrote_chunk), st);
         g_signal_connect(msg, "finished", G_CALLBACK(on_stream_finished), st);
         /* The server pauses itself until the first chunk is appended. */
@@ -832,7 +1230,7 @@ static void handle_put(struct agent_transfers *tr, struct ticket *t, SoupServerM
         io->length = len;
         io->data = g_steal_pointer(&body);
         io->flush = flush;
-        io_start(tr, io, io_done);
+        io_start(tr, io);
 }
 
 static void handle_patch(struct agent_transfers *tr, struct ticket *t, SoupServerMessage *msg)
@@ -852,7 +1250,7 @@ static void handle_patch(struct agent_transfers *tr, struct ticket *t, SoupServe
         }
         if (p.op == AGENT_XFER_OP_FLUSH) {
                 io = io_new(t, msg, IO_FLUSH);
-                io_start(tr, io, io_done);
+                io_start(tr, io);
                 return;
         }
         if (range_outside(t, msg, p.offset, p.size))
@@ -865,13 +1263,13 @@ static void handle_patch(struct agent_transfers *tr, struct ticket *t, SoupServe
         io->offset = p.offset;
         io->length = p.size;
         io->flush = p.flush;
-        io_start(tr, io, io_done);
+        io_start(tr, io);
 }
 
 static void handle_options(struct ticket *t, SoupServerMessage *msg)
 {
         g_autoptr(json_t) body = json_pack("{s:[s,s,s], s:i, s:i}", "features", "extents", "zero", "flush",
-                                           "max_readers", 8, "max_writers", 8);
+                                           "max_readers", MAX_READERS, "max_writers", MAX_WRITERS);
 
         soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Allow",
                                      t->can_write ? "OPTIONS,GET,PUT,PATCH" : "OPTIONS,GET");
@@ -901,7 +1299,7 @@ static void on_request(SoupServer *server, SoupServerMessage *msg, const char *p
                         if (ctx && strcmp(ctx, "zero") != 0)
                                 reply_text(msg, SOUP_STATUS_NOT_FOUND, "only context=zero extents are known\n");
                         else
-                                io_start(tr, io_new(t, msg, IO_EXTENTS), io_done);
+                                io_start(tr, io_new(t, msg, IO_EXTENTS));
                 } else {
                         handle_get(tr, t, msg);
                 }
@@ -1131,6 +1529,7 @@ void agent_transfer_add_ticket(struct fy_rpc_call *call, json_t *params, void *u
         g_mutex_init(&t->lock);
         g_cond_init(&t->cond);
         t->waiters = g_ptr_array_new();
+        t->streams = g_ptr_array_new();
         memcpy(t->uuid, p.uuid, sizeof(t->uuid));
         t->can_read = p.can_read;
         t->can_write = p.can_write;
@@ -1454,6 +1853,8 @@ void agent_transfer_finalize_ticket(struct fy_rpc_call *call, json_t *params, vo
         fj->tr = tr;
         fj->t = ticket_ref(t);
         desc = g_strdup_printf("finalize upload %s/%s/%s (ticket %s)", t->ref.sd, t->ref.img, t->ref.vol, t->uuid);
+        /* Its downloads end now: a client that stopped reading must not hold the finalize. */
+        ticket_kill_streams(t, "the ticket is being finalized");
         t->state = TICKET_FINALIZING;
         t->drained = t->inflight == 0;
         if (agent_jobs_add(a->jobs, job_id, "storage", desc, finalize_run, fj, finalize_job_free, &error) < 0) {
@@ -1494,6 +1895,8 @@ int agent_transfers_start(struct agent *a, GError **error)
         tr->agent = a;
         tr->tls = !a->config.insecure;
         tr->tickets = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) ticket_unref);
+        tr->conns = g_hash_table_new(g_direct_hash, g_direct_equal);
+        tr->pool = g_thread_pool_new(io_pool_func, tr, IO_THREADS, FALSE, NULL);
         a->transfers = tr;
         if (!inet) {
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "listen_address '%s' is not an IP address",
@@ -1508,9 +1911,11 @@ int agent_transfers_start(struct agent *a, GError **error)
         } else {
                 tr->server = soup_server_new("server-header", "ferry-agent", NULL);
         }
-        /* One path for both: libsoup picks one handler entry per path, early and normal. */
-        soup_server_add_early_handler(tr->server, "/images", on_early, tr, NULL);
-        soup_server_add_handler(tr->server, "/images", on_request, tr, NULL);
+        /*
+         * One entry for every path, early and normal: libsoup picks one handler entry per path,
+         * so a second entry (say "/images") would leave the other paths without the early check.
+         */
+        soup_server_add_early_handler(tr->server, NULL, on_early, tr, NULL);
         soup_server_add_handler(tr->server, NULL, on_request, tr, NULL);
         addr = g_inet_socket_address_new(inet, (guint16) a->config.transfer_port);
         if (!soup_server_listen(tr->server, addr, tr->tls ? SOUP_SERVER_LISTEN_HTTPS : 0, error))
@@ -1536,9 +1941,13 @@ void agent_transfers_stop(struct agent *a)
         tr->timer = 0;
         if (tr->server)
                 soup_server_disconnect(tr->server);
-        /* A write in a worker thread must end before its lease goes. */
-        while (g_atomic_int_get(&tr->io_running) > 0 && now_us() < deadline)
-                g_usleep(10000);
+        /* I/O in the pool ends (a write must end before its lease goes); its completions run here. */
+        while (g_atomic_int_get(&tr->io_running) > 0 && now_us() < deadline) {
+                if (!g_main_context_iteration(a->main_context, FALSE))
+                        g_usleep(10000);
+        }
+        while (g_main_context_iteration(a->main_context, FALSE))
+                ;
 }
 
 void agent_transfers_free(struct agent *a)
@@ -1556,10 +1965,20 @@ void agent_transfers_free(struct agent *a)
                 for (guint i = 0; i < t->waiters->len; i++)
                         fy_rpc_call_error(t->waiters->pdata[i], AGENT_ERR_TICKET, "the agent is shutting down");
                 g_ptr_array_set_size(t->waiters, 0);
-                ticket_release(t);
+                ticket_release_at_exit(t);
         }
-        g_hash_table_unref(tr->tickets);
+        if (g_atomic_int_get(&tr->io_running) > 0) {
+                /* A write that never ended still uses the pool and the table: they stay until exit. */
+                g_warning("image transfer I/O still running at exit; not waiting for it");
+                return;
+        }
+        g_thread_pool_free(tr->pool, TRUE, TRUE);
         g_clear_object(&tr->server);
+        g_hash_table_iter_init(&it, tr->conns);
+        while (g_hash_table_iter_next(&it, &value, NULL))
+                g_object_weak_unref(value, on_conn_gone, tr);
+        g_hash_table_unref(tr->conns);
+        g_hash_table_unref(tr->tickets);
         a->transfers = NULL;
         g_free(tr);
 }

@@ -549,6 +549,171 @@ def test_concurrent_puts_to_different_ranges_all_land(ec):
         assert f.read() == b"".join(chunks)
 
 
+# ---- bodies refused before they are read, downloads that stop reading, limits ----
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def refused_before_body(url, method, path, headers, body_len):
+    """Sends a request head announcing a body, reads the answer *before*
+    sending any of it, then pushes up to body_len bytes until the agent stops
+    taking them. Returns (status, head text, bytes the agent took)."""
+    u = urllib.parse.urlsplit(url)
+    s = socket.create_connection((u.hostname, u.port), timeout=10)
+    try:
+        head = f"{method} {path} HTTP/1.1\r\nHost: {u.netloc}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        s.sendall(head.encode() + b"\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = s.recv(4096)     # times out (test fails) if the agent waits for the body
+            assert chunk, "the agent closed without an answer"
+            answer += chunk
+        text = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+        sent, piece = 0, b"\0" * MiB
+        s.settimeout(2)
+        try:
+            while sent < body_len:
+                sent += s.send(piece)
+        except OSError:
+            pass
+        return int(text.split()[1]), text, sent
+    finally:
+        s.close()
+
+
+def test_bodies_refused_before_they_are_read(ec):
+    """Only a PUT/PATCH within the limit on a write ticket may send a body;
+    everything else that announces one is answered before it is read, with
+    Connection: close, whatever the method and path, and the agent's memory
+    stays flat however much the client pushes."""
+    disk = create_disk(ec, "bodies", 8 * MiB)
+    t = start_transfer(ec, disk, "upload")
+    url = t["transfer_url"]
+    ticket = urllib.parse.urlsplit(url).path
+    agent = ec.agent(t["host"]["name"])
+    big = 256 * MiB
+    cl = {"Content-Length": str(big)}
+    chunked = {"Transfer-Encoding": "chunked"}
+    cases = [
+        ("POST", ticket, cl, 413), ("POST", "/images/whatever", cl, 413), ("POST", "/", cl, 413),
+        ("PUT", "/foo", cl, 413), ("PUT", "/foo", {"Content-Length": "512"}, 404),
+        ("PUT", "/images/" + new_uuid(), {"Content-Length": "512"}, 403),
+        ("PUT", ticket + "/extents", {"Content-Length": "512"}, 405),
+        ("GET", ticket, cl, 413), ("GET", "/images/" + new_uuid(), cl, 413), ("OPTIONS", ticket, cl, 413),
+        ("DELETE", ticket, cl, 413), ("PATCH", ticket, cl, 413), ("PUT", ticket, cl, 413),
+        ("POST", ticket, chunked, 411), ("PUT", ticket, chunked, 411), ("GET", "/x", chunked, 411),
+    ]
+    before = rss_kib(agent.proc.pid)
+    for method, path, headers, want in cases:
+        status, head, sent = refused_before_body(url, method, path, headers, big)
+        assert status == want, (method, path, headers, head)
+        assert "connection: close" in head.lower(), (method, path, head)
+        assert sent < 64 * MiB, (method, path, f"the agent took {sent >> 20} MiB of a refused body")
+    grown = rss_kib(agent.proc.pid) - before
+    assert grown < 64 * 1024, f"the agent grew by {grown >> 10} MiB while refusing bodies"
+
+    # What is allowed still works, and a body-less GET/OPTIONS is answered as before.
+    assert http("PUT", url, b"\7" * 4096, {"Content-Range": "bytes 0-4095/*"})[0] == 200
+    assert http("GET", url, headers={"Range": "bytes=0-4095"}) == (206, b"\7" * 4096)
+    assert http("OPTIONS", url)[0] == 200
+    ec.engine.request("POST", f"/api/imagetransfers/{t['id']}/cancel", {})
+    assert wait_transfer(ec, t)["phase"] == "cancelled"
+
+
+def stalled_get(url, rng=None):
+    """A GET whose client never reads: a small receive buffer, nothing read."""
+    u = urllib.parse.urlsplit(url)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect((u.hostname, u.port))
+    s.sendall(f"GET {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\n".encode() +
+              (f"Range: {rng}\r\n".encode() if rng else b"") + b"\r\n")
+    return s
+
+
+def test_download_that_stops_reading_does_not_pin_the_ticket(ec):
+    """A GET whose client stops reading must not keep the ticket, its lease
+    and locks: cancelling ends the transfer at once, the agent drops the
+    ticket and the lease, and the disk can be transferred again."""
+    size = 64 * MiB
+    disk = create_disk(ec, "stalled-get", size)
+    t = start_transfer(ec, disk, "upload")
+    url = t["transfer_url"]
+    assert http("PUT", url, os.urandom(MiB), {"Content-Range": f"bytes 0-{MiB - 1}/*"})[0] == 200
+    s = stalled_get(url)
+    try:
+        wait_for(lambda: ticket_status(ec, t)["connections"] >= 1, 10, "the GET to start")
+        started = time.monotonic()
+        ec.engine.request("POST", f"/api/imagetransfers/{t['id']}/cancel", {})
+        assert wait_transfer(ec, t, timeout=30)["phase"] == "cancelled"
+        assert time.monotonic() - started < 15, "the cancel waited for the stalled download"
+        agent, uuid = ticket_of(ec, t)
+        with agent.client() as c:
+            with pytest.raises(Exception) as e:
+                c.call("Host.get_image_ticket", {"uuid": uuid})
+            assert "482" in str(e.value) or "no ticket" in str(e.value), e.value
+            info = c.call("Volume.getInfo", {"storagedomainID": disk["storage_domains"][0]["id"],
+                                             "imageID": disk["id"], "volumeID": disk["volumes"][0]["id"]})
+        assert info["lease"]["owners"] == [], info["lease"]
+        after = ec.engine.get(f"/api/disks/{disk['id']}")
+        assert after["status"] == "illegal"
+    finally:
+        s.close()
+    # Lease and image lock are free: a new upload takes them and completes.
+    t2 = start_transfer(ec, after, "upload")
+    data = os.urandom(MiB)
+    assert http("PUT", t2["transfer_url"], data, {"Content-Range": f"bytes 0-{MiB - 1}/*"})[0] == 200
+    ec.engine.request("POST", f"/api/imagetransfers/{t2['id']}/finalize", {})
+    assert wait_transfer(ec, t2)["phase"] == "finished_success"
+    with open(vol_path(ec, after), "rb") as f:
+        assert f.read(MiB) == data
+
+
+def test_stalled_downloads_are_cut_and_readers_are_limited(ec):
+    """Per ticket at most max_readers GETs at once (503 + Retry-After beyond),
+    and a GET whose client reads nothing is cut after a few seconds, so
+    neither holds the ticket: afterwards the ticket serves again."""
+    size = 64 * MiB
+    disk = create_disk(ec, "readers", size)
+    t = start_transfer(ec, disk, "download")
+    url = t["transfer_url"]
+    status, body = http("OPTIONS", url)
+    limit = json.loads(body)["max_readers"]
+    socks = []
+    try:
+        for _ in range(limit):
+            socks.append(stalled_get(url))
+        wait_for(lambda: ticket_status(ec, t)["connections"] == limit, 10, "every GET to start")
+        req = urllib.request.Request(url, method="GET", headers={"Range": "bytes=0-511"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 503 and e.value.headers["Retry-After"], e.value.headers
+        # Nobody reads: the agent cuts them (STALL_S = 10 s) instead of waiting forever.
+        wait_for(lambda: ticket_status(ec, t)["connections"] == 0, 30, "the stalled GETs to be cut")
+        for s in socks:
+            s.settimeout(10)
+            got = b""
+            while True:     # what was queued, then the end of the connection
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                got += chunk
+            assert len(got) < size, "a stalled GET was sent whole"
+    finally:
+        for s in socks:
+            s.close()
+    assert http("GET", url, headers={"Range": "bytes=0-4095"}) == (206, bytes(4096))
+    ec.engine.request("POST", f"/api/imagetransfers/{t['id']}/finalize", {})
+    assert wait_transfer(ec, t)["phase"] == "finished_success"
+    assert ec.engine.get(f"/api/disks/{disk['id']}")["status"] == "ok"
+
+
 # ---- HTTPS: agents with certificates, the engine talking TLS to them ----
 
 class TlsClientEngine(enginetest.Engine):
