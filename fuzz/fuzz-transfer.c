@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Drives every parser of the image transfer endpoint (transferparse.c)
- * with arbitrary bytes. The first byte picks the parser; for Range and
+ * with arbitrary bytes. The first byte picks the parser ('Q': the qcow2
+ * header check on the rest, else the byte modulo SEL_COUNT); for Range and
  * Content-Range the next 8 bytes (little endian) are the image size or
  * the body length; the rest is the input. Whatever the input, a parser
  * must return 0 with its outputs consistent, or an error with a message,
@@ -98,6 +99,18 @@ static void fuzz_patch(const uint8_t *data, size_t size)
                 abort();
 }
 
+static void fuzz_qcow2(const uint8_t *data, size_t size)
+{
+        g_autoptr(GError) error = NULL;
+        guint64 vsize = 0;
+        int r = agent_qcow2_header_check(data, size, &vsize, &error);
+
+        if (r == 0 && (error || size < 72 || memcmp(data, "QFI\xfb", 4) != 0))
+                abort();
+        if (r < 0 && (r != -EINVAL || !error || strlen(error->message) > 1024))
+                abort();
+}
+
 static void fuzz_ticket(const uint8_t *data, size_t size)
 {
         g_autoptr(GError) error = NULL;
@@ -136,6 +149,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         if (size == 0)
                 return 0;
+        if (data[0] == 'Q') {
+                fuzz_qcow2(data + 1, size - 1);
+                return 0;
+        }
         sel = data[0] % SEL_COUNT;
         data++;
         size--;

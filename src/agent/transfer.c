@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1659,9 +1660,19 @@ static void finalize_job_free(void *data)
         g_free(fj);
 }
 
+/*
+ * The child dies with the agent, and is bounded: it reads an image a
+ * client uploaded, so a crafted one must not make it take the host's
+ * memory or a CPU for long (the job's abort kills it sooner).
+ */
 static void qimg_child_setup(gpointer data)
 {
+        struct rlimit as = { QIMG_AS_MAX, QIMG_AS_MAX };
+        struct rlimit cpu = { QIMG_CPU_MAX_S, QIMG_CPU_MAX_S };
+
         (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+        (void) setrlimit(RLIMIT_AS, &as);
+        (void) setrlimit(RLIMIT_CPU, &cpu);
 }
 
 /* Runs qemu-img with argv; returns its exit status (≥ 0) with stdout in *ret_out, or -errno. */
@@ -1700,10 +1711,12 @@ static int verify_fail(GError **error, const char *fmt, ...)
 
 /*
  * The uploaded bytes must be what the volume's metadata says: a raw volume
- * no larger than its capacity; a qcow2 volume that qemu-img reads as qcow2
- * (never probed), with no backing file and no external data file (either
- * would make the image read other files), a virtual size within the
- * capacity, and no corruption (qemu-img check; leaked clusters are fine).
+ * no larger than its capacity; a qcow2 volume whose header passes
+ * agent_qcow2_header_check (before any qemu-img sees it: no backing file,
+ * no external data file, no encryption, no unknown feature), that qemu-img
+ * (bounded by qimg_child_setup) reads as qcow2 (never probed) with the same
+ * answers, a virtual size within the capacity, and no corruption (qemu-img
+ * check; leaked clusters are fine).
  */
 static int verify_upload(struct ticket *t, GCancellable *cancel, GError **error)
 {
@@ -1712,10 +1725,13 @@ static int verify_upload(struct ticket *t, GCancellable *cancel, GError **error)
         g_autoptr(json_t) info = NULL;
         const char *info_argv[] = { FERRY_QEMU_IMG, "info", "-f", "qcow2", "--output", "json", t->path, NULL };
         const char *check_argv[] = { FERRY_QEMU_IMG, "check", "-f", "qcow2", t->path, NULL };
+        g_autoptr(GBytes) head = NULL;
         json_t *data;
         struct stat st;
         json_int_t vsize;
-        int status;
+        guint64 hvsize = 0;
+        size_t head_len;
+        int status, r;
 
         if (fstat(t->fd, &st) < 0)
                 return -errno;
@@ -1725,6 +1741,17 @@ static int verify_upload(struct ticket *t, GCancellable *cancel, GError **error)
                                            G_GUINT64_FORMAT, (goffset) st.st_size, t->capacity);
                 return 0;
         }
+        /* Before qemu-img opens it: nothing in the header may make it follow another file. */
+        head_len = (size_t) MIN((guint64) st.st_size, (guint64) AGENT_QCOW2_HEADER_READ);
+        r = read_range(t->fd, 0, head_len, &head);
+        if (r < 0)
+                return r;
+        r = agent_qcow2_header_check(g_bytes_get_data(head, NULL), head_len, &hvsize, error);
+        if (r < 0)
+                return r;
+        if (hvsize == 0 || hvsize > t->capacity)
+                return verify_fail(error, "the uploaded qcow2 image has a virtual size of %" G_GUINT64_FORMAT
+                                   " bytes; the disk holds %" G_GUINT64_FORMAT, hvsize, t->capacity);
         status = qimg(info_argv, cancel, &out, error);
         if (status < 0)
                 return status;

@@ -405,3 +405,111 @@ int agent_ticket_params_parse(json_t *tk, struct agent_ticket_params *ret, GErro
         *ret = p;
         return 0;
 }
+
+/* ---- qcow2 header of an uploaded image ---- */
+
+#define QCOW2_MAGIC 0x514649fbu                 /* "QFI\xfb" */
+#define QCOW2_V2_HEADER_LEN 72
+#define QCOW2_V3_HEADER_LEN 104
+#define QCOW2_INCOMPAT_DIRTY (1u << 0)
+#define QCOW2_INCOMPAT_CORRUPT (1u << 1)
+#define QCOW2_INCOMPAT_DATA_FILE (1u << 2)
+#define QCOW2_INCOMPAT_COMPRESSION (1u << 3)
+#define QCOW2_INCOMPAT_EXTL2 (1u << 4)
+#define QCOW2_EXT_END 0u
+#define QCOW2_EXT_DATA_FILE 0x44415441u
+#define QCOW2_EXT_CRYPTO 0x0537be77u
+
+static int qfail(GError **error, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static int qfail(GError **error, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        g_propagate_error(error, g_error_new_valist(FY_ERROR, FY_ERR_COPY, fmt, ap));
+        va_end(ap);
+        return -EINVAL;
+}
+
+static guint32 be32_at(const guint8 *p, size_t off)
+{
+        return (guint32) p[off] << 24 | (guint32) p[off + 1] << 16 | (guint32) p[off + 2] << 8 | p[off + 3];
+}
+
+static guint64 be64_at(const guint8 *p, size_t off)
+{
+        return (guint64) be32_at(p, off) << 32 | be32_at(p, off + 4);
+}
+
+int agent_qcow2_header_check(const void *buf, size_t len, guint64 *ret_virtual_size, GError **error)
+{
+        const guint8 *p = buf;
+        guint32 version, cluster_bits, header_len;
+        guint64 incompat = 0, vsize, cluster;
+        size_t off, end;
+
+        if (len < QCOW2_V2_HEADER_LEN || be32_at(p, 0) != QCOW2_MAGIC)
+                return qfail(error, "the uploaded data is not a qcow2 image (no qcow2 header)");
+        version = be32_at(p, 4);
+        if (version != 2 && version != 3)
+                return qfail(error, "the uploaded qcow2 image has version %u; only versions 2 and 3 are accepted", version);
+        if (be64_at(p, 8) != 0)
+                return qfail(error, "the uploaded qcow2 image has a backing file; upload a self-contained image");
+        cluster_bits = be32_at(p, 20);
+        if (cluster_bits < AGENT_QCOW2_MIN_CLUSTER_BITS || cluster_bits > AGENT_QCOW2_MAX_CLUSTER_BITS)
+                return qfail(error, "the uploaded qcow2 image has cluster_bits %u (%u-%u are valid)", cluster_bits,
+                             AGENT_QCOW2_MIN_CLUSTER_BITS, AGENT_QCOW2_MAX_CLUSTER_BITS);
+        cluster = G_GUINT64_CONSTANT(1) << cluster_bits;
+        vsize = be64_at(p, 24);
+        if (be32_at(p, 32) != 0)
+                return qfail(error, "the uploaded qcow2 image is encrypted (method %u); upload an unencrypted image",
+                             be32_at(p, 32));
+        if (version == 2) {
+                header_len = QCOW2_V2_HEADER_LEN;
+        } else {
+                if (len < QCOW2_V3_HEADER_LEN)
+                        return qfail(error, "the uploaded qcow2 image's header is cut short");
+                incompat = be64_at(p, 72);
+                header_len = be32_at(p, 100);
+                if (header_len < QCOW2_V3_HEADER_LEN || header_len % 8 != 0 || header_len > cluster)
+                        return qfail(error, "the uploaded qcow2 image has a header length of %u bytes "
+                                     "(at least %u, a multiple of 8, within the first cluster)", header_len,
+                                     QCOW2_V3_HEADER_LEN);
+        }
+        if (incompat & QCOW2_INCOMPAT_DATA_FILE)
+                return qfail(error, "the uploaded qcow2 image has an external data file; that is refused");
+        if (incompat & QCOW2_INCOMPAT_CORRUPT)
+                return qfail(error, "the uploaded qcow2 image is marked corrupt; repair it (qemu-img check -r all) first");
+        if (incompat & ~(guint64) (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_COMPRESSION | QCOW2_INCOMPAT_EXTL2))
+                return qfail(error, "the uploaded qcow2 image needs unknown features (incompatible bits 0x%" G_GINT64_MODIFIER
+                             "x)", incompat & ~(guint64) (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_COMPRESSION |
+                                                          QCOW2_INCOMPAT_EXTL2));
+
+        /* Header extensions: from the end of the header to the end of the first cluster, each 8-aligned. */
+        end = (size_t) MIN((guint64) len, cluster);
+        off = header_len;
+        for (unsigned n = 0;; n++) {
+                guint32 type, elen;
+
+                if (n >= AGENT_QCOW2_MAX_EXTENSIONS)
+                        return qfail(error, "the uploaded qcow2 image has more than %u header extensions",
+                                     AGENT_QCOW2_MAX_EXTENSIONS);
+                if (off > end || end - off < 8)
+                        return qfail(error, "the uploaded qcow2 image's header extensions run past its first cluster");
+                type = be32_at(p, off);
+                elen = be32_at(p, off + 4);
+                if (type == QCOW2_EXT_END)
+                        break;
+                if (type == QCOW2_EXT_DATA_FILE)
+                        return qfail(error, "the uploaded qcow2 image names an external data file; that is refused");
+                if (type == QCOW2_EXT_CRYPTO)
+                        return qfail(error, "the uploaded qcow2 image carries an encryption header; that is refused");
+                off += 8;
+                if (elen > end - off || ((guint64) elen + 7) / 8 * 8 > end - off)
+                        return qfail(error, "the uploaded qcow2 image's header extension 0x%08x runs past its first "
+                                     "cluster", type);
+                off += ((size_t) elen + 7) / 8 * 8;
+        }
+        *ret_virtual_size = vsize;
+        return 0;
+}

@@ -113,3 +113,23 @@ int agent_ticket_url_path(const char *url, char **ret_path, GError **error);
  * <root>/<sd>/images/<img>/<vol> with UUIDs. -EACCES for anything else.
  */
 int agent_ticket_volume_of(const char *real, const char *root, struct agent_volref *ret_ref);
+
+#define AGENT_QCOW2_MIN_CLUSTER_BITS 9
+#define AGENT_QCOW2_MAX_CLUSTER_BITS 21
+/* Bytes of an uploaded qcow2 file the header check reads: the largest first cluster. */
+#define AGENT_QCOW2_HEADER_READ (1u << AGENT_QCOW2_MAX_CLUSTER_BITS)
+#define AGENT_QCOW2_MAX_EXTENSIONS 64
+
+/*
+ * The header of an uploaded qcow2 image, checked before qemu-img opens it
+ * (qemu-img would follow what the header names). buf holds the file's
+ * first min(file size, AGENT_QCOW2_HEADER_READ) bytes. Refused: no qcow2
+ * magic, a version other than 2 or 3, a backing file (offset != 0),
+ * encryption (method != 0 or an encryption header extension), a header
+ * length out of bounds, the external data file bit, the corrupt bit or any
+ * incompatible feature bit this code does not know, header extensions
+ * that leave the first cluster, and an external data file name extension.
+ * Returns 0 with the virtual size, or -EINVAL with *error (FY_ERR_COPY)
+ * saying why.
+ */
+int agent_qcow2_header_check(const void *buf, size_t len, guint64 *ret_virtual_size, GError **error);
