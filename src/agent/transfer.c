@@ -1385,6 +1385,7 @@ static int ticket_prepare(struct add_args *aa, GError **error)
         struct agent *a = t->agent;
         g_autoptr(fy_volume_meta) meta = NULL;
         g_autoptr(GCancellable) cancel = g_cancellable_new();
+        enum fy_vol_legality prior;
         struct stat st;
         guint source;
         int r;
@@ -1465,13 +1466,21 @@ static int ticket_prepare(struct add_args *aa, GError **error)
                             " bytes)", t->size, t->ref.vol, fy_vol_format_to_string(meta->format), meta->capacity);
                 return -EFBIG;
         }
+        prior = meta->legality;
         meta->legality = FY_LEGALITY_ILLEGAL;
         if ((r = agent_volume_meta_write(a, &t->ref, meta, error)) < 0)
                 return r;
         /* A qcow2 upload is the whole file: start from nothing so no old byte survives past the new end. */
         if (meta->format == FY_FORMAT_COW && ftruncate(t->fd, 0) < 0) {
+                g_autoptr(GError) restore = NULL;
+
                 r = -errno;
                 g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "cannot empty volume %s: %s", t->path, g_strerror(-r));
+                /* Nothing was written: put the legality back while the lease is still ours, so storage
+                 * agrees with the engine, which restores its own record when the ticket is refused. */
+                meta->legality = prior;
+                if (agent_volume_meta_write(a, &t->ref, meta, &restore) < 0)
+                        g_warning("ticket %s: volume %s stays ILLEGAL: %s", t->uuid, t->ref.vol, restore->message);
                 return r;
         }
         return 0;
