@@ -24,6 +24,7 @@ static const struct fy_option options[] = {
         { "storage_root", FY_OPT_STRING, "/var/lib/ferry/storage", 1, 4096, O(storage_root), "folder holding the file storage domains (shared storage)" },
         { "sanlock_run_dir", FY_OPT_STRING, "/run/sanlock", 1, 4096, O(sanlock_run_dir), "run directory of this host's sanlock daemon" },
         { "io_timeout", FY_OPT_UINT, "10", 1, 60, O(io_timeout), "sanlock I/O timeout in seconds for new lockspaces" },
+        { "connect_timeout", FY_OPT_UINT, "30", 1, 3600, O(connect_timeout), "seconds a JSON-RPC client has to send its STOMP CONNECT before it is disconnected" },
         { "max_jobs", FY_OPT_UINT, "2", 1, 64, O(max_jobs), "concurrent running jobs; more wait as pending" },
         { "copy_rate_limit", FY_OPT_SIZE, "0", 0, 1024 * 1024, O(copy_rate_limit), "bytes/s all copies of this host may move together, shared among running jobs; suffixes K, M, G (1024-based); 0 = unlimited" },
         { "job_autodelete", FY_OPT_UINT, "3600", 0, 7 * 24 * 3600, O(job_autodelete), "seconds a finished job is kept before it is deleted" },

@@ -17,6 +17,7 @@ struct agent_config {
         char *sanlock_run_dir;
         unsigned io_timeout;
         unsigned max_jobs;
+        unsigned connect_timeout;      /* s until a client's CONNECT frame */
         guint64 copy_rate_limit;
         unsigned job_autodelete;
         unsigned max_frame;

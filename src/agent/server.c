@@ -15,7 +15,6 @@
 #define MIN_HEARTBEAT_MS 1000
 #define HANDSHAKE_TIMEOUT_S 30
 /* A peer that has not sent CONNECT by then is closed: idle sockets must not hold connection slots. */
-#define CONNECT_TIMEOUT_S 30
 /* After an ERROR frame the rest of the peer's input is read and dropped for a
  * while, so closing does not reset the connection before the peer has read
  * the ERROR (a close with unread input sends RST). */
@@ -448,7 +447,9 @@ static gboolean on_connect_timeout(gpointer data)
         struct conn *c = data;
 
         c->connect_timeout = 0;
-        conn_close(c, "no CONNECT frame within " G_STRINGIFY(CONNECT_TIMEOUT_S) " s");
+        g_autofree char *why = g_strdup_printf("no CONNECT frame within %u s", c->server->agent->config.connect_timeout);
+
+        conn_close(c, why);
         return G_SOURCE_REMOVE;
 }
 
@@ -548,7 +549,7 @@ static gboolean on_incoming(GSocketService *service, GSocketConnection *connecti
         g_socket_set_keepalive(g_socket_connection_get_socket(connection), TRUE);
         g_message("connection %" G_GUINT64_FORMAT " from %s", c->id, c->peer);
         /* Covers the TLS handshake too; removed by CONNECT or conn_close(). */
-        c->connect_timeout = g_timeout_add_seconds(CONNECT_TIMEOUT_S, on_connect_timeout, c);
+        c->connect_timeout = g_timeout_add_seconds(s->agent->config.connect_timeout, on_connect_timeout, c);
 
         if (s->cert) {
                 g_autoptr(GError) error = NULL;

@@ -30,7 +30,7 @@ class Cluster:
         self.sanlocks = [Sanlock(workdir, "hostA"), Sanlock(workdir, "hostB")]
         self.a = Agent(workdir, "A", self.sanlocks[0], self.storage, host_id=1)
         self.b = Agent(workdir, "B", self.sanlocks[1], self.storage, host_id=2,
-                       copy_rate_limit="64M", max_jobs=1)
+                       copy_rate_limit="64M", max_jobs=1, connect_timeout=4)
         with self.a.client() as c:
             c.call("StorageDomain.create", {"storagedomainID": self.sd1, "name": "sd1"})
             c.call("StorageDomain.create", {"storagedomainID": self.sd2, "name": "sd2"})
