@@ -527,6 +527,7 @@ struct drain {
         GIOStream *stream;
         GSocket *sock;
         gsize left;
+        gint64 deadline;               /* monotonic µs: a slow client does not keep it longer */
 };
 
 static gboolean drain_ready(GSocket *sock, GIOCondition cond, gpointer data)
@@ -538,7 +539,7 @@ static gboolean drain_ready(GSocket *sock, GIOCondition cond, gpointer data)
 
         if (n < 0 && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
                 return G_SOURCE_CONTINUE;
-        if (n <= 0 || (gsize) n >= d->left)
+        if (n <= 0 || (gsize) n >= d->left || now_us() > d->deadline)
                 return G_SOURCE_REMOVE;        /* end, error, time out (the socket's timeout) or enough */
         d->left -= (gsize) n;
         return G_SOURCE_CONTINUE;
@@ -559,12 +560,15 @@ static void drain_free(gpointer data)
  * closes the connection. libsoup (3.2) answers an early status only after
  * reading the whole body (unless the client sent Expect: 100-continue), so
  * the connection is taken from it: the answer is written here, the write
- * side shut, and whatever the client still sends is dropped for at most
- * DRAIN_S / DRAIN_MAX (so it can read the answer instead of a reset),
- * never kept.
+ * side shut, and whatever the client still sends is read and dropped
+ * (never kept) for at most DRAIN_S without data, DRAIN_TOTAL_S in all and
+ * DRAIN_MAX bytes, so a
+ * client that sends its whole body before reading (most do, without
+ * Expect: 100-continue) gets the answer instead of a reset.
  */
-#define DRAIN_S 2
-#define DRAIN_MAX (1024 * 1024)
+#define DRAIN_S 5
+#define DRAIN_MAX (16 * 1024 * 1024)
+#define DRAIN_TOTAL_S 30
 static void refuse_unread(SoupServerMessage *msg, guint status, const char *retry_after, const char *text)
 {
         GSocket *sock = soup_server_message_get_socket(msg);
@@ -594,6 +598,7 @@ static void refuse_unread(SoupServerMessage *msg, guint status, const char *retr
         d->stream = g_steal_pointer(&stream);
         d->sock = sock;
         d->left = DRAIN_MAX;
+        d->deadline = now_us() + DRAIN_TOTAL_S * G_USEC_PER_SEC;
         src = g_socket_create_source(sock, G_IO_IN | G_IO_HUP | G_IO_ERR, NULL);
         g_source_set_callback(src, (GSourceFunc) (void (*)(void)) drain_ready, d, drain_free);
         g_source_attach(src, g_main_context_get_thread_default());
