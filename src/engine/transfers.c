@@ -37,8 +37,11 @@
 #define QCOW2_SLACK(cap) ((cap) + (G_GINT64_CONSTANT(1) << 30))
 #define MAX_DISK_SIZE (G_GINT64_CONSTANT(64) << 40)
 
+#define FENCE_RETRY_S 10                /* s between fence attempts of a lost finalize */
+
 static GHashTable *busy;                /* transfer ids with a call in flight */
 static GHashTable *next_poll;           /* transfer id → monotonic µs of its next poll */
+static GHashTable *lost_since;          /* transfer id → engine_now() its lost finalize was first seen holding the lease */
 
 static json_t *fail(GError **error, int status, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 static json_t *fail(GError **error, int status, const char *fmt, ...)
@@ -120,6 +123,12 @@ static void transfer_end(struct engine *e, json_t *row, const char *phase, const
         if (engine_db_commit(e->db, NULL) < 0)
                 return;
         g_hash_table_remove(next_poll, js(row, "id"));
+        g_hash_table_remove(lost_since, js(row, "id"));
+        {
+                g_autofree char *fence_key = g_strconcat("fence:", js(row, "id"), NULL);
+
+                g_hash_table_remove(next_poll, fence_key);
+        }
         engine_event(e, ok ? "normal" : "warning", NULL, "image %s of disk %s %s%s%s", js(row, "direction"),
                      js(row, "disk_id"), ok ? "finished" : strcmp(phase, "cancelled") == 0 ? "cancelled" : "failed",
                      error ? ": " : "", error ? error : "");
@@ -509,21 +518,107 @@ static void upload_done(struct engine *e, json_t *row)
         refresh_size(e, row);
 }
 
+static bool due(const char *id, unsigned seconds)
+{
+        gint64 *next = g_hash_table_lookup(next_poll, id);
+        gint64 now = g_get_monotonic_time();
+
+        if (next && *next > now)
+                return false;
+        next = g_new(gint64, 1);
+        *next = now + (gint64) seconds * G_USEC_PER_SEC;
+        g_hash_table_replace(next_poll, g_strdup(id), next);
+        return true;
+}
+
+/* Another up host than the transfer's, or NULL. */
+static const char *other_host(struct engine *e, json_t *row, GPtrArray *hosts)
+{
+        for (guint i = 0; i < hosts->len; i++)
+                if (strcmp(hosts->pdata[i], js(row, "host")) != 0)
+                        return hosts->pdata[i];
+        return NULL;
+}
+
+static void on_fence_sent(struct engine *e, json_t *row, json_t *result, const GError *error, void *extra)
+{
+        if (error)
+                g_message("transfer %s: fencing its finalize was refused: %s", js(row, "id"), error->message);
+}
+
+/*
+ * The finalize job is lost and the lease still has an owner: the host may
+ * still be verifying, or it died and its owner record stays until its
+ * sanlock lease expires. After host_lost_timeout the job is fenced like a
+ * lost copy (ARCHITECTURE.md "Recovery"): SDM.update_volume through
+ * another host moves the generation from the recorded one to recorded+3,
+ * which needs the volume lease, so it succeeds only once the old holder
+ * can no longer write; the next probe then reads recorded+3. After
+ * fence_timeout more the transfer fails anyway: the volume stays ILLEGAL
+ * on storage, and its lease refuses any new writer while it is held.
+ */
+static void lost_finalize(struct engine *e, json_t *row)
+{
+        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        g_autoptr(GPtrArray) hosts = engine_usable_hosts(e);
+        g_autofree char *job = fy_uuid_new();
+        g_autofree char *fence_key = g_strconcat("fence:", js(row, "id"), NULL);
+        g_autofree char *why = NULL;
+        gint64 *since = g_hash_table_lookup(lost_since, js(row, "id"));
+        gint64 rec = ji(row, "generation"), lost;
+        const char *via;
+
+        if (!since) {
+                since = g_new(gint64, 1);
+                *since = engine_now();
+                g_hash_table_replace(lost_since, g_strdup(js(row, "id")), since);
+        }
+        lost = engine_now() - *since;
+        if (lost < (gint64) e->config.host_lost_timeout)
+                return;
+        if (lost > (gint64) e->config.host_lost_timeout + (gint64) e->config.fence_timeout) {
+                why = g_strdup_printf("host %s lost the finalize job and it could not be fenced within %u s (the "
+                                      "volume lease is still held); the disk stays illegal", js(row, "host"),
+                                      e->config.fence_timeout);
+                transfer_end(e, row, "finished_failure", why);
+                return;
+        }
+        via = other_host(e, row, hosts);
+        if (!via || !dc || !due(fence_key, FENCE_RETRY_S))
+                return;
+        engine_event(e, "warning", NULL, "image upload %s: fencing the finalize of host %s: volume %s generation %"
+                     G_GINT64_FORMAT " → %" G_GINT64_FORMAT " through host %s", js(row, "id"), js(row, "host"),
+                     js(row, "vol_id"), rec, (rec + 3) % 1000, via);
+        transfer_call(e, row, via, "SDM.update_volume",
+                      json_pack("{s:s, s:{s:s, s:s, s:s, s:I}, s:{s:I}}", "job_id", job,
+                                "vol_info", "sd_id", js(row, "sd_id"), "img_id", js(row, "disk_id"),
+                                "vol_id", js(row, "vol_id"), "generation", (json_int_t) rec,
+                                "vol_attr", "generation", (json_int_t) ((rec + 3) % 1000)),
+                      e->config.host_timeout, on_fence_sent, NULL);
+}
+
 /* The host no longer knows the finalize job (or cannot be asked): storage tells. */
 static void on_volume_probe(struct engine *e, json_t *row, json_t *result, const GError *error, void *extra)
 {
+        gint64 rec = ji(row, "generation");
         json_t *owners;
 
         if (error)
                 return;        /* nobody could read it now: next round */
-        if (ji(result, "generation") == (ji(row, "generation") + 1) % 1000 &&
-            g_strcmp0(js(result, "legality"), "LEGAL") == 0) {
+        if (ji(result, "generation") == (rec + 1) % 1000 && g_strcmp0(js(result, "legality"), "LEGAL") == 0) {
                 upload_done(e, row);
                 return;
         }
+        if (ji(result, "generation") == (rec + 3) % 1000) {
+                transfer_end(e, row, "finished_failure", "the host lost the finalize job, which was fenced; "
+                             "the disk is illegal: upload again or remove it");
+                return;
+        }
         owners = json_object_get(json_object_get(result, "lease"), "owners");
-        if (owners && json_array_size(owners) > 0)
-                return;        /* the ticket's lease is still held: the upload is not over */
+        if (owners && json_array_size(owners) > 0) {
+                lost_finalize(e, row);  /* still running, or its host died holding the lease */
+                return;
+        }
         transfer_end(e, row, "finished_failure", "the host lost the finalize job and the volume was not completed");
 }
 
@@ -531,11 +626,8 @@ static void volume_probe(struct engine *e, json_t *row)
 {
         g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
         g_autoptr(GPtrArray) hosts = engine_usable_hosts(e);
-        const char *via = NULL;
+        const char *via = other_host(e, row, hosts);
 
-        for (guint i = 0; i < hosts->len && !via; i++)
-                if (strcmp(hosts->pdata[i], js(row, "host")) != 0)
-                        via = hosts->pdata[i];
         if (!via)
                 via = js(row, "host");
         if (!dc)
@@ -564,19 +656,6 @@ static void on_finalize_job(struct engine *e, json_t *row, json_t *result, const
                                       js(json_object_get(job, "error"), "message") : status);
                 transfer_end(e, row, "finished_failure", why);
         }
-}
-
-static bool due(const char *id, unsigned seconds)
-{
-        gint64 *next = g_hash_table_lookup(next_poll, id);
-        gint64 now = g_get_monotonic_time();
-
-        if (next && *next > now)
-                return false;
-        next = g_new(gint64, 1);
-        *next = now + (gint64) seconds * G_USEC_PER_SEC;
-        g_hash_table_replace(next_poll, g_strdup(id), next);
-        return true;
 }
 
 static void transfer_advance(struct engine *e, json_t *row)
@@ -614,6 +693,7 @@ void engine_transfers_tick(struct engine *e)
         if (!busy) {
                 busy = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
                 next_poll = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+                lost_since = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         }
         rows = engine_db_query(e->db, NULL, "SELECT * FROM image_transfers WHERE phase NOT IN "
                                             "('finished_success', 'finished_failure', 'cancelled') ORDER BY created", "");
