@@ -94,12 +94,39 @@ static struct cli_xfer *cli_xfer_new(const char *url, const char *ca_file, bool 
         return g_steal_pointer(&x);
 }
 
+/*
+ * The answer body, read up to max bytes: a larger answer is refused while
+ * it is read, so a host cannot make the CLI hold more than max.
+ */
+static int cli_xfer_read_answer(GInputStream *in, gsize max, GBytes **ret, GError **error)
+{
+        g_autoptr(GByteArray) buf = g_byte_array_new();
+        guint8 chunk[16384];
+
+        for (;;) {
+                gssize n = g_input_stream_read(in, chunk, sizeof(chunk), NULL, error);
+
+                if (n < 0)
+                        return -1;
+                if (n == 0)
+                        break;
+                if (buf->len + (gsize) n > max) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the host's answer is larger than %zu bytes", max);
+                        return -1;
+                }
+                g_byte_array_append(buf, chunk, (guint) n);
+        }
+        *ret = g_byte_array_free_to_bytes(g_steal_pointer(&buf));
+        return 0;
+}
+
 /* One request to the host; the answer body (≤ max bytes) in *ret_body if asked. */
 static int cli_xfer_request(struct cli_xfer *x, const char *method, const char *suffix, GHashTable *headers,
                             const char *ctype, GBytes *body, gsize max, GBytes **ret_body, GError **error)
 {
         g_autofree char *uri = g_strconcat(x->url, suffix ? suffix : "", NULL);
         g_autoptr(SoupMessage) msg = soup_message_new(method, uri);
+        g_autoptr(GInputStream) in = NULL;
         g_autoptr(GBytes) answer = NULL;
         g_autoptr(GError) local = NULL;
         GHashTableIter it;
@@ -117,21 +144,21 @@ static int cli_xfer_request(struct cli_xfer *x, const char *method, const char *
         }
         if (body)
                 soup_message_set_request_body_from_bytes(msg, ctype, body);
-        answer = soup_session_send_and_read(x->session, msg, NULL, &local);
-        if (!answer) {
-                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "%s %s: %s", method, uri, local->message);
+        in = soup_session_send(x->session, msg, NULL, &local);
+        status = in ? soup_message_get_status(msg) : 0;
+        /* An error's text is shown cut to 512 bytes: read no more of it than that. */
+        if (!in || cli_xfer_read_answer(in, status >= 300 ? 512 : max, &answer, &local) < 0) {
+                if (status >= 300 && g_error_matches(local, CLI_ERROR, CLI_ERROR_FAILED))
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the host refused %s: HTTP %u", method, status);
+                else
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "%s %s: %s", method, uri, local->message);
                 return -1;
         }
-        status = soup_message_get_status(msg);
         if (status >= 300) {
-                g_autofree char *text = g_strndup(g_bytes_get_data(answer, NULL), MIN(g_bytes_get_size(answer), 512));
+                g_autofree char *text = g_strndup(g_bytes_get_data(answer, NULL), g_bytes_get_size(answer));
                 g_autofree char *safe = cli_printable(g_strstrip(text));
 
                 g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the host refused %s: HTTP %u %s", method, status, safe);
-                return -1;
-        }
-        if (g_bytes_get_size(answer) > max) {
-                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the host's answer to %s is too large", method);
                 return -1;
         }
         if (ret_body)
@@ -372,8 +399,21 @@ static int cli_image_inspect(const char *file, const char *force_format, struct 
         return 0;
 }
 
-/* Sends every data range of fd as PUTs and every hole as PATCH zero, then flushes. */
-static int cli_upload_data(struct cli_xfer *x, int fd, guint64 size, GError **error)
+static int cli_upload_zero(struct cli_xfer *x, guint64 off, guint64 len, GError **error)
+{
+        g_autofree char *zero = g_strdup_printf("{\"op\": \"zero\", \"offset\": %" G_GUINT64_FORMAT
+                                                ", \"size\": %" G_GUINT64_FORMAT "}", off, len);
+        g_autoptr(GBytes) b = g_bytes_new_take(g_steal_pointer(&zero), strlen(zero));
+
+        return cli_xfer_request(x, "PATCH", NULL, NULL, "application/json", b, 4096, NULL, error);
+}
+
+/*
+ * Sends every data range of fd's first size bytes as PUTs and every hole
+ * as PATCH zero, zeroes [size, total) (a raw disk larger than the file must
+ * not keep old bytes past it), then flushes.
+ */
+static int cli_upload_data(struct cli_xfer *x, int fd, guint64 size, guint64 total, GError **error)
 {
         g_autoptr(GHashTable) hdr = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, g_free);
         g_autofree guint8 *buf = g_malloc(CLI_CHUNK);
@@ -389,14 +429,10 @@ static int cli_upload_data(struct cli_xfer *x, int fd, guint64 size, GError **er
                 if (data < 0 || (guint64) data > size)
                         data = (off_t) size;
                 if ((guint64) data > pos) {
-                        g_autofree char *zero = g_strdup_printf("{\"op\": \"zero\", \"offset\": %" G_GUINT64_FORMAT
-                                                                ", \"size\": %" G_GUINT64_FORMAT "}", pos, (guint64) data - pos);
-                        g_autoptr(GBytes) b = g_bytes_new_take(g_steal_pointer(&zero), strlen(zero));
-
-                        if (cli_xfer_request(x, "PATCH", NULL, NULL, "application/json", b, 4096, NULL, error) < 0)
+                        if (cli_upload_zero(x, pos, (guint64) data - pos, error) < 0)
                                 return -1;
                         done += (guint64) data - pos;
-                        cli_xfer_progress(x, done, size, "uploading");
+                        cli_xfer_progress(x, done, total, "uploading");
                 }
                 if ((guint64) data >= size)
                         break;
@@ -421,9 +457,13 @@ static int cli_upload_data(struct cli_xfer *x, int fd, guint64 size, GError **er
                                 return -1;
                         off += (guint64) r;
                         done += (guint64) r;
-                        cli_xfer_progress(x, done, size, "uploading");
+                        cli_xfer_progress(x, done, total, "uploading");
                 }
                 pos = (guint64) hole;
+        }
+        if (total > size) {
+                if (cli_upload_zero(x, size, total - size, error) < 0)
+                        return -1;
         }
         {
                 g_autoptr(GBytes) b = g_bytes_new_static("{\"op\": \"flush\"}", strlen("{\"op\": \"flush\"}"));
@@ -431,7 +471,7 @@ static int cli_upload_data(struct cli_xfer *x, int fd, guint64 size, GError **er
                 if (cli_xfer_request(x, "PATCH", NULL, NULL, "application/json", b, 4096, NULL, error) < 0)
                         return -1;
         }
-        cli_xfer_progress(x, size, size, "uploaded");
+        cli_xfer_progress(x, total, total, "uploaded");
         if (x->tty)
                 printf("\n");
         return 0;
@@ -453,6 +493,7 @@ int cli_disk_upload(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         g_autoptr(json_t) disk = NULL;
         g_autoptr(json_t) transfer = NULL;
         struct cli_image img = { 0 };
+        guint64 total;
         g_autofree char *disk_id = NULL;
         g_autofree char *dname = NULL;
         const char *tid;
@@ -472,6 +513,10 @@ int cli_disk_upload(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         }
         if (cli_image_inspect(argv[1], format ? (strcmp(format, "cow") == 0 ? "qcow2" : "raw") : NULL, &img, error) < 0)
                 goto out;
+        /* Guessed from the first bytes: a raw guest disk that starts with a qcow2 header would be misread. */
+        if (!format && strcmp(img.format, "qcow2") == 0)
+                fprintf(stderr, "warning: %s starts with a qcow2 header, so it is uploaded as a qcow2 image (%" G_GUINT64_FORMAT
+                        " bytes of guest disk); if it is a raw disk image, pass --format raw\n", argv[1], img.virtual_size);
         if (cli_ctx_engine(ctx, &e, error) < 0)
                 goto out;
 
@@ -522,7 +567,12 @@ int cli_disk_upload(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         disk_id = g_strdup(json_string_value(json_object_get(disk, "id")));
         dname = cli_json_text(disk, "name");
 
-        if (cli_transfer_start(e, disk_id, "upload", (gint64) img.file_size, (gint64) img.virtual_size, &transfer,
+        /* A raw disk larger than the file is zeroed past it, so the ticket covers the whole disk. */
+        total = img.file_size;
+        if (strcmp(img.format, "raw") == 0 &&
+            json_integer_value(json_object_get(disk, "provisioned_size")) > (json_int_t) img.file_size)
+                total = (guint64) json_integer_value(json_object_get(disk, "provisioned_size"));
+        if (cli_transfer_start(e, disk_id, "upload", (gint64) total, (gint64) img.virtual_size, &transfer,
                                error) < 0) {
                 if (created) {
                         /* Nothing was written yet: do not leave an empty disk behind. */
@@ -541,7 +591,7 @@ int cli_disk_upload(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         fd = x ? open(argv[1], O_RDONLY | O_CLOEXEC) : -1;
         if (x && fd < 0)
                 g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "cannot open %s: %s", argv[1], g_strerror(errno));
-        if (fd < 0 || cli_upload_data(x, fd, img.file_size, error) < 0) {
+        if (fd < 0 || cli_upload_data(x, fd, img.file_size, total, error) < 0) {
                 if (x && x->tty)
                         printf("\n");
                 cli_transfer_cancel(e, tid);

@@ -714,6 +714,44 @@ def test_stalled_downloads_are_cut_and_readers_are_limited(ec):
     assert ec.engine.get(f"/api/disks/{disk['id']}")["status"] == "ok"
 
 
+def test_cli_upload_into_larger_raw_disk_and_format_warning(ec, scratch):
+    """An upload into an existing larger raw disk leaves no old byte past the
+    file; a qcow2 header found without --format is announced with a way out,
+    and --format raw uploads such a file as the raw bytes it is."""
+    old = os.path.join(scratch, "old.raw")
+    with open(old, "wb") as f:
+        f.write(b"\xaa" * (16 * MiB))
+    ferry(ec, "disk", "upload", old, "--sd", "sd1", "--name", "shrinking")
+    disk = disk_by_name(ec, "shrinking")
+    new = os.path.join(scratch, "new.raw")
+    with open(new, "wb") as f:
+        f.truncate(8 * MiB)
+    write_random_extents(new, [(0, MiB), (5 * MiB, MiB)], seed=3)
+    r = ferry(ec, "disk", "upload", new, "--disk", "shrinking")
+    assert "warning" not in r.stderr, r.stderr
+    after = ec.engine.get(f"/api/disks/{disk['id']}")
+    assert after["status"] == "ok" and after["provisioned_size"] == 16 * MiB
+    with open(vol_path(ec, after), "rb") as f:
+        data = f.read()
+    assert len(data) == 16 * MiB
+    assert data[:8 * MiB] == open(new, "rb").read(), "the new bytes did not land"
+    assert data[8 * MiB:] == bytes(8 * MiB), "bytes of the old image survived past the new file"
+
+    # A raw guest image that starts with a qcow2 header.
+    tricky = os.path.join(scratch, "tricky.img")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", tricky, str(4 * MiB)], check=True)
+    with open(tricky, "r+b") as f:
+        f.truncate(4 * MiB)
+    r = ferry(ec, "disk", "upload", tricky, "--sd", "sd1", "--name", "tricky-cow")
+    assert "warning" in r.stderr and "qcow2" in r.stderr and "--format raw" in r.stderr, r.stderr
+    assert disk_by_name(ec, "tricky-cow")["format"] == "cow"
+    r = ferry(ec, "disk", "upload", tricky, "--sd", "sd1", "--name", "tricky-raw", "--format", "raw")
+    assert "warning" not in r.stderr, r.stderr
+    raw = disk_by_name(ec, "tricky-raw")
+    assert raw["format"] == "raw" and raw["status"] == "ok"
+    assert open(vol_path(ec, raw), "rb").read() == open(tricky, "rb").read()
+
+
 # ---- HTTPS: agents with certificates, the engine talking TLS to them ----
 
 class TlsClientEngine(enginetest.Engine):
