@@ -89,10 +89,11 @@ def run_copies(agent, pairs, during=None):
     return [ends[i] for i in ids], seen, ids
 
 
-def assert_within(seconds, expected, what):
+def assert_within(seconds, expected, what, slower=TOLERANCE):
+    """Never more than 10 % faster than the cap allows; at most `slower` slower."""
     print(f"{what}: {seconds:.2f} s (expected {expected:.2f} s)")
-    assert abs(seconds - expected) <= TOLERANCE * expected, \
-        f"{what}: {seconds:.2f} s, expected {expected:.2f} s ± {TOLERANCE:.0%}"
+    assert (1 - TOLERANCE) * expected <= seconds <= (1 + slower) * expected, \
+        f"{what}: {seconds:.2f} s, expected {expected:.2f} s -{TOLERANCE:.0%}/+{slower:.0%}"
 
 
 def test_raw_copy_holds_cap(cluster, capped, img):
@@ -157,7 +158,10 @@ def test_two_raw_copies_share_cap_then_one_speeds_up(cluster, capped, img):
         return now, c.call("Host.getStats", {}), jobs
 
     (t_small, t_big), seen, (_, big_id) = run_copies(capped, [small, big], during=shares)
-    assert_within(t_small, 64 * MiB / (CAP / 2), "64 MiB at half the cap")
+    # Two job starts one after the other and two finalizations (fsync, metadata) add a fixed
+    # latency that a loaded CI machine stretched to 0.28 s once: the slow side gets 20 %.
+    # The equal split itself is checked below by the big copy's progress when the small one ends.
+    assert_within(t_small, 64 * MiB / (CAP / 2), "64 MiB at half the cap", slower=0.2)
     assert_within(t_big, 256 * MiB / CAP, "both copies together (the aggregate)")
     both = [s for now, s, _ in seen if now < t_small - 0.3]
     assert both and any(s["copies_active"] == 2 and s["copy_rate_share"] == CAP // 2 for s in both)
