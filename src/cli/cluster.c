@@ -186,6 +186,27 @@ static int cli_spawn(char **argv, char **envp, const char *log, GPid *ret_pid, g
 }
 
 /* Polls `log` from `offset` until `pattern`'s group 1 appears; fails if pid dies. */
+/*
+ * Ctrl-C, SIGTERM or SIGHUP during `up`: the daemons run in their own
+ * sessions and would outlive us. The handler only records the signal; every
+ * wait loop checks it and fails, and the failure path stops what was started
+ * (each pid is recorded in cluster.json as soon as it is spawned).
+ */
+static volatile sig_atomic_t cli_up_signal;
+
+static void cli_on_up_signal(int sig)
+{
+        cli_up_signal = sig;
+}
+
+static int cli_check_interrupt(GError **error)
+{
+        if (!cli_up_signal)
+                return 0;
+        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "interrupted by signal %d", (int) cli_up_signal);
+        return -1;
+}
+
 static char *cli_wait_log(GPid pid, const char *what, const char *log, goffset offset, const char *pattern,
                           int timeout_s, GError **error)
 {
@@ -212,6 +233,8 @@ static char *cli_wait_log(GPid pid, const char *what, const char *log, goffset o
                         g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "%s exited at start-up; see %s", what, log);
                         return NULL;
                 }
+                if (cli_check_interrupt(error) < 0)
+                        return NULL;
                 if (g_get_monotonic_time() > deadline) {
                         g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
                                     "%s did not report its port within %d s; see %s", what, timeout_s, log);
@@ -586,6 +609,8 @@ static int cli_start_host(struct cli_cluster *c, struct cli_host *h, const char 
                 return -1;
         deadline = g_get_monotonic_time() + CLI_SANLOCK_READY_S * G_USEC_PER_SEC;
         while (!cli_sanlock_client(h->run_dir, "status", NULL, NULL)) {
+                if (cli_check_interrupt(error) < 0)
+                        return -1;
                 if (!cli_proc_alive(h->sanlock_pid)) {
                         g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the sanlock daemon of %s exited; see %s",
                                     h->name, h->sanlock_log);
@@ -712,7 +737,7 @@ static int cli_create_domains(struct cli_cluster *c, struct cli_engine *e, int c
                         if (cli_engine_request(e, "POST", "/api/storagedomains", body, &answer, &local) == 0)
                                 break;
                         if (cli_engine_last_status(e) != 503 || g_get_monotonic_time() > deadline ||
-                            cli_check_alive(c, NULL) < 0) {
+                            cli_check_alive(c, NULL) < 0 || cli_up_signal) {
                                 json_decref(body);
                                 g_propagate_prefixed_error(error, g_steal_pointer(&local), "creating %s: ", name);
                                 return -1;
@@ -788,7 +813,7 @@ static int cli_wait_ready(struct cli_cluster *c, struct cli_engine *e, gint64 de
                 }
                 if (ready)
                         return 0;
-                if (cli_check_alive(c, error) < 0)
+                if (cli_check_alive(c, error) < 0 || cli_check_interrupt(error) < 0)
                         return -1;
                 if (g_get_monotonic_time() > deadline) {
                         g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
@@ -958,14 +983,23 @@ int cli_cluster_up(struct cli_ctx *ctx, int argc, char **argv, GError **error)
                 g_ptr_array_add(c->hosts, h);
         }
 
+        {
+                struct sigaction sa = { .sa_handler = cli_on_up_signal };   /* no SA_RESTART: waits wake up */
+
+                sigemptyset(&sa.sa_mask);
+                sigaction(SIGINT, &sa, NULL);
+                sigaction(SIGTERM, &sa, NULL);
+                sigaction(SIGHUP, &sa, NULL);
+        }
         printf("starting %d hosts in %s\n", hosts, dir);
         fflush(stdout);
         for (guint i = 0; i < c->hosts->len; i++)
-                if (cli_start_host(c, c->hosts->pdata[i], agent_bin, agent_opts, error) < 0)
+                if (cli_start_host(c, c->hosts->pdata[i], agent_bin, agent_opts, error) < 0 ||
+                    cli_check_interrupt(error) < 0)
                         goto fail;
         printf("starting the engine\n");
         fflush(stdout);
-        if (cli_start_engine(c, engine_bin, error) < 0)
+        if (cli_start_engine(c, engine_bin, error) < 0 || cli_check_interrupt(error) < 0)
                 goto fail;
         e = cli_engine_new(c->engine_url, error);
         if (!e)
@@ -974,7 +1008,8 @@ int cli_cluster_up(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         deadline = g_get_monotonic_time() + CLI_CLUSTER_READY_S * G_USEC_PER_SEC;
         printf("adding hosts and storage domains to the engine at %s\n", c->engine_url);
         fflush(stdout);
-        if (cli_register_hosts(c, e, error) < 0 || cli_create_domains(c, e, domains, deadline, error) < 0)
+        if (cli_register_hosts(c, e, error) < 0 || cli_create_domains(c, e, domains, deadline, error) < 0 ||
+            cli_check_interrupt(error) < 0)
                 goto fail;
         printf("waiting for the hosts to connect and an SPM to be elected\n");
         fflush(stdout);

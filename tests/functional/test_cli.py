@@ -350,6 +350,51 @@ def _cluster_pids(info):
     return [p for p in pids if p]
 
 
+def _procs_mentioning(text):
+    """Pids of live processes whose command line or environment mentions text."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                blob = f.read()
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                blob += f.read()
+        except OSError:
+            continue
+        if text.encode() in blob and _alive(int(pid)):
+            found.append(int(pid))
+    return found
+
+
+def test_cluster_up_interrupted_leaves_nothing_running(tmpdir_ferry):
+    """Ctrl-C while `cluster up` starts the daemons (which run in their own
+    sessions) stops what it started: no sanlock daemon or agent outlives it."""
+    d = os.path.realpath(os.path.join(tmpdir_ferry, "cluster"))
+    env = dict(os.environ)
+    env.pop("FERRY_ENGINE_URL", None)
+    proc = subprocess.Popen([FERRY, "cluster", "up", "--dir", d, "--hosts", "3", "--domains", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            stdin=subprocess.DEVNULL)
+    try:
+        def some_started():
+            try:
+                with open(os.path.join(d, "cluster.json")) as f:
+                    return any(h.get("sanlock_pid") for h in json.load(f)["hosts"])
+            except (OSError, ValueError, KeyError):
+                return False
+        wait_for(some_started, 30, "cluster up to start a sanlock daemon", interval=0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, (out, err)
+    assert "interrupted by signal 2" in err and "stopping what was started" in err, err
+    wait_for(lambda: not _procs_mentioning(d), 10, "the started daemons to exit")
+    assert not os.path.exists(os.path.join(d, "cluster.json"))
+
+
 @pytest.mark.skipif(not os.path.exists(ENGINE_BIN), reason="engine not built yet")
 def test_cluster_up_move(tmpdir_ferry):
     d = os.path.join(tmpdir_ferry, "cluster")
