@@ -1,9 +1,15 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The host's copy bandwidth cap (copy_rate_limit): one budget for all of a
 host's copies, shared fairly among those running, for the raw copier and
-for qemu-img. Durations are measured from the copy_data call to the job's
-end as the agent reports it (polled every 20 ms); each must hold within the
-10 % the issue asks for."""
+for qemu-img.
+
+The cap is checked where it acts: the rate at which the host's copy byte
+counter (Host.getStats bytes_copied, sampled every ~20 ms) grows while the
+copies move data must be within the 10 % the issue asks for. Wall-clock
+durations from the copy_data call to the job's end also include fixed costs
+(job start, lease, qemu-img start-up, the final fsync and metadata write)
+that a loaded machine stretches, so they are held to -10 %/+25 %: never
+faster than the cap allows, never grossly slower."""
 
 import os
 import time
@@ -15,6 +21,7 @@ from ferrytest import (MiB, Agent, Sanlock, endpoint, file_digest, new_uuid, qem
 
 CAP = 64 * MiB
 TOLERANCE = 0.10
+WALL_SLOWER = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +80,14 @@ def run_copies(agent, pairs, during=None):
     ids = [start(agent, src, dst) for src, dst in pairs]
     ends = {}
     seen = []
+    global SAMPLES
+    SAMPLES = []        # (seconds, bytes_copied, {job: progress}) while the copies run
     with agent.client() as c:
         while len(ends) < len(ids):
             jobs = c.call("Host.getJobs", {"job_ids": ids})
             now = time.monotonic() - t0
+            SAMPLES.append((now, c.call("Host.getStats", {})["bytes_copied"],
+                            {j: jobs[j].get("progress", 0) for j in ids}))
             for job_id in ids:
                 job = jobs[job_id]
                 if job_id not in ends and job["status"] in ("done", "failed", "aborted"):
@@ -89,7 +100,30 @@ def run_copies(agent, pairs, during=None):
     return [ends[i] for i in ids], seen, ids
 
 
-def assert_within(seconds, expected, what, slower=TOLERANCE):
+SAMPLES = []
+
+
+def rate_between(t_from, t_to):
+    """Bytes/s the host's copy counter grew by between two moments of the last run_copies."""
+    inside = [(t, b) for t, b, _ in SAMPLES if t_from <= t <= t_to]
+    assert len(inside) >= 10, (t_from, t_to, len(inside))
+    (ta, ba), (tb, bb) = inside[0], inside[-1]
+    return (bb - ba) / (tb - ta)
+
+
+def moving_from():
+    """When the host's counter first moved in the last run_copies (the copies got going)."""
+    first = SAMPLES[0][1]
+    return next(t for t, b, _ in SAMPLES if b > first)
+
+
+def assert_rate(rate, expected, what):
+    print(f"{what}: {rate / MiB:.1f} MiB/s (expected {expected / MiB:.1f} MiB/s)")
+    assert abs(rate - expected) <= TOLERANCE * expected, \
+        f"{what}: {rate / MiB:.1f} MiB/s, expected {expected / MiB:.1f} MiB/s ± {TOLERANCE:.0%}"
+
+
+def assert_within(seconds, expected, what, slower=WALL_SLOWER):
     """Never more than 10 % faster than the cap allows; at most `slower` slower."""
     print(f"{what}: {seconds:.2f} s (expected {expected:.2f} s)")
     assert (1 - TOLERANCE) * expected <= seconds <= (1 + slower) * expected, \
@@ -104,6 +138,7 @@ def test_raw_copy_holds_cap(cluster, capped, img):
 
     before = moved(capped)
     (secs,), seen, _ = run_copies(capped, [(src, dst)], during=stats)
+    assert_rate(rate_between(moving_from() + 0.2, secs - 0.2), CAP, "256 MiB raw copy")
     assert_within(secs, 256 * MiB / CAP, "256 MiB raw copy at 64 MiB/s")
     assert moved(capped) - before == 256 * MiB
     assert seen and all(s["copy_rate_limit"] == CAP for s in seen)
@@ -126,6 +161,7 @@ def test_qcow2_copy_holds_cap(cluster, capped, img):
 
     before = moved(capped)
     (secs,), _, _ = run_copies(capped, [(endpoint(cluster.sd1, img, vol), endpoint(cluster.sd2, img, vol, gen))])
+    assert_rate(rate_between(moving_from() + 0.2, secs - 0.2), CAP, "256 MiB qcow2 copy (qemu-img)")
     assert_within(secs, size / CAP, "256 MiB qcow2 copy (qemu-img) at 64 MiB/s")
     # What qemu-img wrote: the data and a little qcow2 metadata.
     assert size <= moved(capped) - before <= size * 1.02
@@ -158,10 +194,10 @@ def test_two_raw_copies_share_cap_then_one_speeds_up(cluster, capped, img):
         return now, c.call("Host.getStats", {}), jobs
 
     (t_small, t_big), seen, (_, big_id) = run_copies(capped, [small, big], during=shares)
-    # Two job starts one after the other and two finalizations (fsync, metadata) add a fixed
-    # latency that a loaded CI machine stretched to 0.28 s once: the slow side gets 20 %.
-    # The equal split itself is checked below by the big copy's progress when the small one ends.
-    assert_within(t_small, 64 * MiB / (CAP / 2), "64 MiB at half the cap", slower=0.2)
+    # Together they move at the cap; alone the big one moves at the whole cap again.
+    assert_rate(rate_between(moving_from() + 0.2, t_small - 0.2), CAP, "both copies together")
+    assert_rate(rate_between(t_small + 0.2, t_big - 0.2), CAP, "the big copy alone")
+    assert_within(t_small, 64 * MiB / (CAP / 2), "64 MiB at half the cap")
     assert_within(t_big, 256 * MiB / CAP, "both copies together (the aggregate)")
     both = [s for now, s, _ in seen if now < t_small - 0.3]
     assert both and any(s["copies_active"] == 2 and s["copy_rate_share"] == CAP // 2 for s in both)
@@ -187,8 +223,12 @@ def test_qemu_img_held_to_its_share(cluster, capped, img):
     gen = cluster.volume_info(cluster.sd2, img, vol)["generation"]
     raw = raw_pair(cluster, new_uuid(), size, seed=51)
 
-    (t_qcow2, t_raw), _, _ = run_copies(capped, [(endpoint(cluster.sd1, img, vol),
+    (t_qcow2, t_raw), _, ids = run_copies(capped, [(endpoint(cluster.sd1, img, vol),
                                                endpoint(cluster.sd2, img, vol, gen)), raw])
+    both_until = min(t_qcow2, t_raw)
+    assert_rate(rate_between(moving_from() + 0.2, both_until - 0.2), CAP, "qcow2 + raw copy together")
+    # Equal shares: the two equal copies end close together (unheld, qemu-img would end at ~2.3 s).
+    assert abs(t_qcow2 - t_raw) <= 0.15 * max(t_qcow2, t_raw), (t_qcow2, t_raw)
     assert_within(max(t_qcow2, t_raw), 2 * size / CAP, "qcow2 + raw copy together (the aggregate)")
     assert_within(t_qcow2, 2 * size / CAP, "qcow2 copy at half the cap")
     assert qemu_img_compare(a, b).returncode == 0
