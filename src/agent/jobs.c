@@ -229,6 +229,12 @@ struct agent_jobs *agent_jobs_new(struct agent *agent, unsigned max_running, uns
         return jobs;
 }
 
+void agent_jobs_refuse_new(struct agent_jobs *jobs)
+{
+        if (jobs)
+                jobs->shutting_down = true;
+}
+
 void agent_jobs_free(struct agent_jobs *jobs)
 {
         GHashTableIter it;

@@ -30,6 +30,8 @@ enum agent_job_status {
 typedef int (*agent_job_run_fn)(struct agent_job *job, void *data, GCancellable *cancel, GError **error);
 
 struct agent_jobs *agent_jobs_new(struct agent *agent, unsigned max_running, unsigned autodelete_seconds);
+/* From now on agent_jobs_add() refuses ("shutting down"); running jobs go on. */
+void agent_jobs_refuse_new(struct agent_jobs *jobs);
 /* Aborts every job and waits for the threads. */
 void agent_jobs_free(struct agent_jobs *jobs);
 

@@ -132,6 +132,7 @@ int main(int argc, char **argv)
 
         /* Jobs first: their threads release leases and locks, their events need the server.
          * No transfer request may write once its ticket's lease can go. */
+        agent_jobs_refuse_new(agent.jobs);     /* the transfer stop below serves requests too */
         agent_transfers_stop(&agent);
         agent_jobs_free(agent.jobs);
         agent_transfers_free(&agent);

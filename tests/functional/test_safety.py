@@ -211,10 +211,16 @@ def test_no_new_jobs_while_shutting_down(cluster, img):
     try:
         with cluster.b.client() as c:
             # A job stuck in sanlock keeps B's shutdown waiting, with its connections still served.
+            # B runs one job at a time: an earlier test's job still ending would leave this one
+            # pending, and a shutdown drops pending jobs at once (then closes the connections).
+            wait_for(lambda: c.call("Host.getStats", {})["jobs_running"] == 0, 30, "B to have no running job")
             os.kill(sanlock.proc.pid, signal.SIGSTOP)
             try:
-                c.call("SDM.update_volume", {"job_id": new_uuid(), "vol_info": vol_info,
+                first = new_uuid()
+                c.call("SDM.update_volume", {"job_id": first, "vol_info": vol_info,
                                              "vol_attr": {"description": "first"}})
+                wait_for(lambda: c.call("Host.getJobs", {"job_ids": [first]})[first]["status"] == "running", 10,
+                         "the first job to run (and block in sanlock)")
                 cluster.b.proc.send_signal(signal.SIGTERM)
                 wait_for(lambda: "shutting down" in cluster.b.log_tail(), 5, "B to start shutting down")
                 with pytest.raises(RpcError) as e:
