@@ -146,6 +146,11 @@ int cli_template_delete(struct cli_ctx *ctx, int argc, char **argv, GError **err
 int cli_wait_job(struct cli_ctx *ctx, struct cli_engine *e, const char *job_id, const char *disk_id,
                  bool show_hosts, GError **error);
 
+/* ---- pki.c ---- */
+
+int cli_pki_init(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_pki_issue(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+
 /* ---- cluster.c ---- */
 
 int cli_cluster_up(struct cli_ctx *ctx, int argc, char **argv, GError **error);

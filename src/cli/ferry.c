@@ -47,6 +47,8 @@ static const struct cli_command cli_commands[] = {
         { "event", "list", cli_event_list, "event list" },
         { "config", "get", cli_config_get, "config get NAME" },
         { "config", "set", cli_config_set, "config set NAME VALUE" },
+        { "pki", "init", cli_pki_init, "pki init --dir DIR [--name NAME] [--address ADDR...] [--days N]" },
+        { "pki", "issue", cli_pki_issue, "pki issue --dir DIR --host NAME --address ADDR [--days N] [--engine]" },
         { "cluster", "up", cli_cluster_up, "cluster up [--dir DIR] [--hosts N] [--domains M]" },
         { "cluster", "down", cli_cluster_down, "cluster down [--dir DIR]" },
         { "cluster", "status", cli_cluster_status, "cluster status [--dir DIR]" },
