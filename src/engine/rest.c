@@ -25,12 +25,16 @@ static const char *reason_for(int status)
 {
         switch (status) {
         case 400: return "Bad request";
+        case 401: return "Unauthorized";
+        case 403: return "Forbidden";
         case 404: return "Not found";
         case 405: return "Method not allowed";
         case 409: return "Conflict";
         case 411: return "Length required";
         case 413: return "Request too large";
+        case 414: return "URI too long";
         case 415: return "Unsupported media type";
+        case 417: return "Expectation failed";
         case 503: return "Service unavailable";
         case 507: return "Insufficient storage";
         default: return "Internal error";
@@ -480,13 +484,15 @@ int engine_rest_start(struct engine *e, GError **error)
                 g_set_error(error, ENGINE_ERROR, 400, "listen_address '%s' is not an IP address", e->config.listen_address);
                 return -EINVAL;
         }
-        e->http = soup_server_new("server-header", "ferry-engine", NULL);
+        e->http = engine_rest_server_new(e, error);
+        if (!e->http)
+                return -EINVAL;
         /* Same path for both: libsoup picks one handler entry per path, early and normal. */
         soup_server_add_early_handler(e->http, "/api", on_early, e, NULL);
         soup_server_add_handler(e->http, "/api", on_request, e, NULL);
         soup_server_add_handler(e->http, NULL, on_request, e, NULL);
         addr = g_inet_socket_address_new(inet, (guint16) e->config.port);
-        if (!soup_server_listen(e->http, addr, 0, error))
+        if (!soup_server_listen(e->http, addr, e->config.insecure ? 0 : SOUP_SERVER_LISTEN_HTTPS, error))
                 return -EADDRINUSE;
         uris = soup_server_get_uris(e->http);
         if (uris) {

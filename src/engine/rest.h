@@ -12,6 +12,12 @@ void engine_rest_reply_error(SoupServerMessage *msg, const GError *error);
 /* The request body as a JSON object, or NULL after replying 400/415. */
 json_t *engine_rest_body(struct engine *e, SoupServerMessage *msg);
 bool engine_rest_method_is(SoupServerMessage *msg, const char *m);
+/*
+ * The REST server (resttls.c): HTTPS with tls_cert/tls_key unless insecure,
+ * security headers on every response, a JSON fault for what libsoup refuses
+ * before routing.
+ */
+SoupServer *engine_rest_server_new(struct engine *e, GError **error);
 /* A disk row as the API shows it (with its volumes when asked). */
 json_t *engine_rest_disk_json(struct engine *e, json_t *row, bool with_volumes);
 
