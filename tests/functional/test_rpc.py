@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ferrytest import AGENT_BIN, Agent, MiB, RpcError, new_uuid, wait_for
+from ferrytest import AGENT_BIN, Agent, MiB, RpcError, make_pki, new_uuid, wait_for
 from stompclient import Client, FrameParser, encode_frame
 
 CONNECT = b"CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0"
@@ -214,25 +214,6 @@ def test_many_clients_concurrently(cluster):
     finally:
         for c in clients:
             c.close()
-
-
-def make_pki(d):
-    def run(*args):
-        subprocess.run(args, check=True, cwd=d, capture_output=True)
-    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=ferry-test-ca",
-        "-keyout", "ca.key", "-out", "ca.pem")
-    for name in ("server", "client", "rogue"):
-        run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-            "-keyout", f"{name}.key", "-out", f"{name}.csr")
-    usage = {"server": "serverAuth\nsubjectAltName=IP:127.0.0.1", "client": "clientAuth"}
-    for name in ("server", "client"):
-        with open(os.path.join(d, f"{name}.ext"), "w") as f:
-            f.write(f"basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
-                    f"extendedKeyUsage={usage[name]}\n")
-        run("openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
-    # Self-signed: not from our CA.
-    run("openssl", "x509", "-req", "-in", "rogue.csr", "-signkey", "rogue.key", "-days", "2", "-out", "rogue.pem")
 
 
 def test_tls_requires_client_certificate(cluster, workdir):

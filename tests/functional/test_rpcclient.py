@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from ferrytest import BUILD, Agent, MiB, endpoint, new_uuid, wait_for, wait_job, write_random_extents
-from test_rpc import make_pki
+from ferrytest import make_pki
 
 FERRY_RPC = os.path.join(BUILD, "src", "cli", "ferry-rpc")
 # e.g. FERRY_RPC_WRAPPER="valgrind -q --leak-check=full --error-exitcode=97" reruns every case under valgrind.
@@ -194,8 +194,14 @@ def test_tls(cluster, workdir):
                                      "--tls-ca", p(ca)]
     try:
         assert call(agent.port, "Host", "ping2", extra=tls("client")) is True
-        # The certificate names IP:127.0.0.1 only; the client checks the CA, not the name.
-        assert call(agent.port, "Host", "ping2", extra=tls("client"), address="localhost") is True
+        # The certificate names "server" and 127.0.0.1: reached as localhost, it is refused...
+        r = ferry_rpc(agent.port, "Host", "ping2", extra=tls("client"), address="localhost")
+        assert r.returncode == 2 and "issued to another host" in r.stderr and "localhost" in r.stderr, r.stderr
+        # ...unless one of the names it carries is accepted too (the engine passes the host's registered name).
+        assert call(agent.port, "Host", "ping2", extra=tls("client") + ["--tls-name", "server"],
+                    address="localhost") is True
+        r = ferry_rpc(agent.port, "Host", "ping2", extra=tls("client") + ["--tls-name", "other"], address="localhost")
+        assert r.returncode == 2 and "issued to another host" in r.stderr, r.stderr
         info = call(agent.port, "StorageDomain", "getInfo", f"storagedomainID={cluster.sd1}", extra=tls("client"))
         assert info["uuid"] == cluster.sd1
 
