@@ -88,6 +88,13 @@ def test_command_help():
     (["config", "set", "DataOperationsByHSM"], "missing NAME and VALUE"),
     (["--engine", "ftp://example", "host", "list"], "invalid engine URL"),
     (["cluster", "up", "--hosts", "0"], "--hosts must be 1 to"),
+    (["pki", "init"], "--dir is required"),
+    (["pki", "issue", "--dir", "/nonexistent-ferry-pki", "--host", "h1"], "--dir, --host and --address are required"),
+    (["pki", "init", "--dir", "/nonexistent-ferry-pki", "--name", "a b"], "name 'a b' must be"),
+    (["pki", "issue", "--dir", "/nonexistent-ferry-pki", "--host", "h1", "--address", "10.0.0.1/8"],
+     "neither an IP address nor a DNS name"),
+    (["pki", "init", "--dir", "/nonexistent-ferry-pki", "--days", "-1"], "--days must be 1 to"),
+    (["--ca-file", "/nonexistent/ca.pem", "host", "list"], "cannot use the CA file"),
 ])
 def test_usage_errors(args, message):
     # An engine that would answer nothing: usage errors must be caught first.
