@@ -3,13 +3,17 @@
 storage on a temporary folder. Readiness is checked, never slept for; every
 process is killed in teardown whatever happened."""
 
+import atexit
 import hashlib
 import json
 import os
 import re
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
+import tempfile
 import time
 import uuid
 
@@ -101,6 +105,27 @@ def make_pki(d):
     return pki
 
 
+_SESSION_PKI = []
+
+
+def session_pki():
+    """The CA of every agent a test starts without certificates of its own."""
+    if not _SESSION_PKI:
+        d = tempfile.mkdtemp(prefix="ferry-test-pki-", dir=os.environ.get("FERRY_TEST_TMP"))
+        atexit.register(shutil.rmtree, d, True)
+        _SESSION_PKI.append(Pki(os.path.join(d, "pki")))
+    return _SESSION_PKI[0]
+
+
+def tls_wrap(sock, client_tls):
+    """A client socket speaking TLS with client_tls (as for stompclient.Client)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_cert_chain(client_tls["cert"], client_tls["key"])
+    ctx.load_verify_locations(client_tls["ca"])
+    return ctx.wrap_socket(sock)
+
+
 class Sanlock:
     """One sanlock daemon = one simulated host's lease manager."""
 
@@ -150,9 +175,14 @@ class Agent:
         if netns is not None:
             options.setdefault("listen_address", netns.addr)
         self.address = options.get("listen_address", "127.0.0.1")
-        self.options = options
         # What a STOMP client presents to a TLS agent: set by whoever gave it its certificate.
         self.client_tls = None
+        if "insecure" not in options:
+            # Mutual TLS, as in production, with the session's CA; the client side is the engine's certificate.
+            pki = session_pki()
+            options.update(pki.agent_options(name, self.address))
+            self.client_tls = pki.client_tls()
+        self.options = options
         self.proc = None
         self.port = None
         self.log_path = os.path.join(workdir, f"agent-{name}.log")
@@ -163,8 +193,6 @@ class Agent:
                 f"--sanlock-run-dir={self.sanlock.run_dir}", f"--io-timeout={IO_TIMEOUT}",
                 f"--host-name={self.name}", "--log-level=debug",
                 f"--transfer-port={self.options.get('transfer_port', 0)}"]
-        if "insecure" not in self.options:
-            args.append("--insecure=true")
         for key, value in self.options.items():
             if key in ("port", "transfer_port"):
                 continue
@@ -189,6 +217,11 @@ class Agent:
     def log_tail(self, n=4000):
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")[-n:]
+
+    def raw_socket(self, tls=True, timeout=10):
+        """A connection to the STOMP port for frames written by hand; TLS as client() does unless tls=False."""
+        s = socket.create_connection((self.address, self.port), timeout=timeout)
+        return tls_wrap(s, self.client_tls) if tls and self.client_tls else s
 
     def client(self, **kw):
         kw.setdefault("tls", self.client_tls)
