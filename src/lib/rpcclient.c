@@ -661,6 +661,8 @@ static void start_stomp(struct fy_rpc_client *c, struct conn *conn)
         conn_send(conn, fy_stomp_frame_encode("CONNECT", headers, NULL, 0));
 }
 
+static const char tls_bad_identity_text[] = "the server's certificate is issued to another host: it names none of";
+
 static const char *tls_errors_text(GTlsCertificateFlags flags)
 {
         if (flags & G_TLS_CERTIFICATE_UNKNOWN_CA)
@@ -674,7 +676,7 @@ static const char *tls_errors_text(GTlsCertificateFlags flags)
         if (flags & G_TLS_CERTIFICATE_INSECURE)
                 return "the server's certificate uses an insecure algorithm";
         if (flags & G_TLS_CERTIFICATE_BAD_IDENTITY)
-                return "the server's certificate is issued to another host (its subjectAltName names none of";
+                return tls_bad_identity_text;   /* the caller appends the names tried */
         return "the server's certificate did not verify";
 }
 
@@ -729,17 +731,12 @@ static void on_handshake(GObject *source, GAsyncResult *res, gpointer data)
                 return;
         }
         if (!ok) {
-                g_autofree char *names = NULL;
+                const char *why = conn->tls_errors ? tls_errors_text(conn->tls_errors) : NULL;
+                g_autofree char *names = why == tls_bad_identity_text ? g_strjoinv(", ", c->tls_names) : NULL;
 
-                if (conn->tls_errors == G_TLS_CERTIFICATE_BAD_IDENTITY) {
-                        g_autofree char *list = g_strjoinv(", ", c->tls_names);
-                        names = g_strdup_printf(" %s)", list);
-                }
                 fail_connection_printf(c, error->domain == G_IO_ERROR ? error->code : G_IO_ERROR_FAILED,
-                                       "TLS handshake with %s:%u failed: %s%s%s%s", c->host, c->port, error->message,
-                                       conn->tls_errors ? ": " : "",
-                                       conn->tls_errors ? tls_errors_text(conn->tls_errors) : "",
-                                       names ? names : "");
+                                       "TLS handshake with %s:%u failed: %s%s%s%s%s", c->host, c->port, error->message,
+                                       why ? ": " : "", why ? why : "", names ? " " : "", names ? names : "");
         } else {
                 start_stomp(c, conn);
         }
