@@ -806,22 +806,20 @@ int agent_qemu_img_measure(const char *image_json, const char *out_fmt, uint64_t
         return 0;
 }
 
-struct map_ctx {
-        agent_qemu_img_extent_fn fn;
-        void *data;
-};
 
-/* One line of "qemu-img map --output json": '[{ … },' then '{ … },' … then '{ … }]'. */
-static int map_line(const char *line, void *data)
+int agent_qemu_img_map_parse_line(const char *line, struct agent_qemu_img_extent *ret)
 {
-        struct map_ctx *m = data;
-        g_autofree char *text = g_strstrip(g_strdup(line));
-        size_t len = strlen(text);
+        g_autofree char *text = NULL;
         struct agent_qemu_img_extent e = { 0 };
         json_error_t jerr;
         json_t *o, *off, *depth;
-        int r;
+        size_t len;
 
+        if (strlen(line) > QIMG_LINE_MAX)
+                return -EBADMSG;
+        /* '[{ … },' then '{ … },' … then '{ … }]': one extent a line. */
+        text = g_strstrip(g_strdup(line));
+        len = strlen(text);
         if (len > 0 && text[0] == '[')
                 memmove(text, text + 1, len--);
         while (len > 0 && (text[len - 1] == ',' || text[len - 1] == ']'))
@@ -838,7 +836,8 @@ static int map_line(const char *line, void *data)
         if (json_get_u64(o, "start", true, &e.start) < 0 || json_get_u64(o, "length", true, &e.length) < 0 ||
             !json_is_integer(depth) || json_integer_value(depth) < 0 ||
             !json_is_boolean(json_object_get(o, "data")) || !json_is_boolean(json_object_get(o, "zero")) ||
-            (off && (!json_is_integer(off) || json_integer_value(off) < 0))) {
+            (off && (!json_is_integer(off) || json_integer_value(off) < 0)) ||
+            e.length > UINT64_MAX - e.start) {
                 json_decref(o);
                 return -EBADMSG;
         }
@@ -848,6 +847,25 @@ static int map_line(const char *line, void *data)
         e.has_offset = off != NULL;
         e.offset = off ? (uint64_t) json_integer_value(off) : 0;
         json_decref(o);
+        if (e.has_offset && e.length > UINT64_MAX - e.offset)
+                return -EBADMSG;
+        *ret = e;
+        return 1;
+}
+
+struct map_ctx {
+        agent_qemu_img_extent_fn fn;
+        void *data;
+};
+
+static int map_line(const char *line, void *data)
+{
+        struct map_ctx *m = data;
+        struct agent_qemu_img_extent e;
+        int r = agent_qemu_img_map_parse_line(line, &e);
+
+        if (r <= 0)
+                return r;
         r = m->fn(&e, m->data);
         return r < 0 ? r : 0;
 }

@@ -82,6 +82,9 @@ struct agent_qemu_img_extent {
 };
 typedef int (*agent_qemu_img_extent_fn)(const struct agent_qemu_img_extent *e, void *data);
 
+/* One line of map's JSON output: 1 and *ret set, 0 for a line without an extent ("[", "]"), or -EBADMSG. */
+int agent_qemu_img_map_parse_line(const char *line, struct agent_qemu_img_extent *ret);
+
 /* qemu-img map -f FORMAT --output json PATH, streamed: fn is called per extent as qemu-img prints it. */
 int agent_qemu_img_map(const char *path, const char *format, GCancellable *cancel,
                        agent_qemu_img_extent_fn fn, void *data, GError **error);
