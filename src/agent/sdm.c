@@ -193,10 +193,8 @@ static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel
         int r;
 
         cj->job = job;
-        agent_lockset_add(&guard.locks, g_strconcat("sd:", cj->src.ref.sd, NULL), false);
-        agent_lockset_add(&guard.locks, g_strconcat("sd:", cj->dst.ref.sd, NULL), false);
-        agent_lockset_add(&guard.locks, g_strconcat("img:", cj->src.ref.sd, ":", cj->src.ref.img, NULL), false);
-        agent_lockset_add(&guard.locks, g_strconcat("img:", cj->dst.ref.sd, ":", cj->dst.ref.img, NULL), true);
+        agent_lockset_add_image(&guard.locks, &cj->src.ref, false);
+        agent_lockset_add_image(&guard.locks, &cj->dst.ref, true);
         r = agent_guard_acquire(a, &guard, &cj->dst, cancel, &dst_meta, error);
         if (r < 0) {
                 if (error && *error)
@@ -234,8 +232,7 @@ static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel
         }
 
         old_gen = dst_meta->generation;
-        dst_meta->legality = FY_LEGALITY_ILLEGAL;
-        r = agent_volume_meta_write(a, &cj->dst.ref, dst_meta, error);
+        r = agent_volume_begin_write(a, &cj->dst.ref, dst_meta, error);
         if (r < 0)
                 goto out;
 
@@ -252,10 +249,7 @@ static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel
         if (r < 0)
                 goto out;
 
-        /* One atomic write: LEGAL and the next generation together. */
-        dst_meta->legality = FY_LEGALITY_LEGAL;
-        dst_meta->generation = (old_gen + 1) % (FY_GEN_MAX + 1);
-        r = agent_volume_meta_write(a, &cj->dst.ref, dst_meta, error);
+        r = agent_volume_end_write(a, &cj->dst.ref, dst_meta, old_gen, error);
 out:
         agent_guard_release(a, &guard, job);
         return r;
@@ -329,8 +323,7 @@ static int update_volume_run(struct agent_job *job, void *data, GCancellable *ca
         g_autoptr(fy_volume_meta) meta = NULL;
         int r;
 
-        agent_lockset_add(&guard.locks, g_strconcat("sd:", uj->vol.ref.sd, NULL), false);
-        agent_lockset_add(&guard.locks, g_strconcat("img:", uj->vol.ref.sd, ":", uj->vol.ref.img, NULL), true);
+        agent_lockset_add_image(&guard.locks, &uj->vol.ref, true);
         r = agent_guard_acquire(a, &guard, &uj->vol, cancel, &meta, error);
         if (r < 0)
                 goto out;

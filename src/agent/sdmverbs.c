@@ -328,8 +328,7 @@ static int in_place_run(struct agent_job *job, void *data, GCancellable *cancel,
                 goto out;
 
         old_gen = meta->generation;
-        meta->legality = FY_LEGALITY_ILLEGAL;
-        r = agent_volume_meta_write(a, &vj->target.ref, meta, error);
+        r = agent_volume_begin_write(a, &vj->target.ref, meta, error);
         if (r < 0)
                 goto out;
         r = vj->ops->work(vj, meta, cancel, error);
@@ -340,10 +339,7 @@ static int in_place_run(struct agent_job *job, void *data, GCancellable *cancel,
         if (r < 0)
                 goto out;
 
-        /* One atomic write: LEGAL and the next generation together. */
-        meta->legality = FY_LEGALITY_LEGAL;
-        meta->generation = (old_gen + 1) % (FY_GEN_MAX + 1);
-        r = agent_volume_meta_write(a, &vj->target.ref, meta, error);
+        r = agent_volume_end_write(a, &vj->target.ref, meta, old_gen, error);
 out:
         agent_guard_release(a, &guard, job);
         return r;
@@ -516,23 +512,15 @@ static int grow_raw(const char *path, uint64_t size, bool allocate, GError **err
 int agent_merge_prepare(struct agent *a, const struct agent_subchain *sc, GError **error)
 {
         g_autoptr(fy_volume_meta) base = NULL;
+        struct agent_volume_guard guard = { 0 };      /* no locks: the SPM job holds the image's */
+        struct agent_endpoint target;
         struct subchain_state st = { 0 };
-        struct agent_volume_lease lease = { 0 };
         int r;
 
-        r = agent_volume_lease_take(a, &sc->base, FY_ERR_LEASE_ACQUIRE, false, &lease, error);
-        if (r < 0)
-                return r;
-        r = agent_volume_meta_read(a, &sc->base, &base, error);
+        subchain_base_endpoint(sc, &target);
+        r = agent_guard_acquire(a, &guard, &target, NULL, &base, error);
         if (r < 0)
                 goto out;
-        if (sc->has_generation && base->generation != sc->base_generation) {
-                g_set_error(error, FY_ERROR, FY_ERR_GENERATION_MISMATCH,
-                            "volume %s has generation %u, the request expected %u; nothing was changed",
-                            sc->base.vol, base->generation, sc->base_generation);
-                r = -ESTALE;
-                goto out;
-        }
         r = subchain_check(a, sc, STEP_PREPARE, &st, error);
         if (r < 0)
                 goto out;
@@ -551,11 +539,10 @@ int agent_merge_prepare(struct agent *a, const struct agent_subchain *sc, GError
                 base->capacity = st.top->capacity;
         }
         /* No VM may start on the subchain until the merge has completed (GEN stays: SDM.merge expects it). */
-        base->legality = FY_LEGALITY_ILLEGAL;
-        r = agent_volume_meta_write(a, &sc->base, base, error);
+        r = agent_volume_begin_write(a, &sc->base, base, error);
 out:
         subchain_state_clear(&st);
-        agent_volume_lease_drop(&lease);
+        agent_guard_release(a, &guard, NULL);
         return r;
 }
 

@@ -104,12 +104,28 @@ void agent_guard_release(struct agent *a, struct agent_volume_guard *g, struct a
         if (g->leased) {
                 g_autoptr(GError) error = NULL;
                 if (agent_lease_release(&g->lease, &error) < 0)
-                        g_warning("job %s: %s", agent_job_id(job), error->message);
+                        g_warning("%s%s%s", job ? agent_job_id(job) : "", job ? ": " : "", error->message);
         }
         if (g->locked)
                 agent_locks_release(a->locks, g->locks.reqs, g->locks.n);
         agent_lockset_clear(&g->locks);
-        g_free(g->lease_path);
+        g_clear_pointer(&g->lease_path, g_free);
+}
+
+int agent_volume_begin_write(struct agent *a, const struct agent_volref *ref, struct fy_volume_meta *meta,
+                             GError **error)
+{
+        meta->legality = FY_LEGALITY_ILLEGAL;
+        return agent_volume_meta_write(a, ref, meta, error);
+}
+
+int agent_volume_end_write(struct agent *a, const struct agent_volref *ref, struct fy_volume_meta *meta,
+                           unsigned old_gen, GError **error)
+{
+        /* One atomic write: LEGAL and the next generation together. */
+        meta->legality = FY_LEGALITY_LEGAL;
+        meta->generation = (old_gen + 1) % (FY_GEN_MAX + 1);
+        return agent_volume_meta_write(a, ref, meta, error);
 }
 
 

@@ -61,4 +61,12 @@ struct agent_volume_guard {
  */
 int agent_guard_acquire(struct agent *a, struct agent_volume_guard *g, const struct agent_endpoint *target,
                         GCancellable *cancel, struct fy_volume_meta **ret_meta, GError **error);
+/* job (may be NULL) names the job in a warning when the lease cannot be released. */
 void agent_guard_release(struct agent *a, struct agent_volume_guard *g, struct agent_job *job);
+
+/* The volume is about to be written: ILLEGAL, GEN kept, so a job cut short leaves it unusable. */
+int agent_volume_begin_write(struct agent *a, const struct agent_volref *ref, struct fy_volume_meta *meta,
+                             GError **error);
+/* Written: LEGAL and GEN old_gen+1 (wrapping at 1000) in one atomic metadata write. */
+int agent_volume_end_write(struct agent *a, const struct agent_volref *ref, struct fy_volume_meta *meta,
+                           unsigned old_gen, GError **error);

@@ -201,6 +201,33 @@ def test_killed_merge_fenced_and_retried_elsewhere(cluster, img, tmp_path):
         cluster.connect(cluster.b)
 
 
+def test_aborted_merge_leaves_base_illegal_and_runs_again(cluster, img, tmp_path):
+    base, top = make_chain(cluster, img, 2, size=512 * MiB)
+    path = lambda v: cluster.path(cluster.sd1, img, v)  # noqa: E731
+    qemu_io_write(path(base), "qcow2", "0x11", 0, 64 * MiB)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x66 32M 192M", path(top)], check=True,
+                   stdout=subprocess.DEVNULL)
+    before = guest_view(path(top), tmp_path, "ref")
+    gen = cluster.volume_info(cluster.sd1, img, base)["generation"]
+    job_id = start_merge(cluster.b, subchain(cluster, img, top, base, gen))
+    with cluster.b.client() as c:
+        wait_for(lambda: c.call("Host.getJobs", {"job_ids": [job_id]})[job_id]["progress"] > 0,
+                 30, "the merge to make progress")
+        assert c.call("Job.abort", {"job_id": job_id}) is True
+        job = wait_job(c, job_id, timeout=10)
+    assert job["status"] == "aborted", job
+    info = cluster.volume_info(cluster.sd1, img, base)
+    assert info["legality"] == "ILLEGAL" and info["generation"] == gen and info["lease"]["owners"] == []
+    # Top was left as it was: the same merge runs again and completes.
+    job = run_merge(cluster.b, subchain(cluster, img, top, base, gen))
+    assert job["status"] == "done", job
+    assert cluster.volume_info(cluster.sd1, img, base)["generation"] == gen + 1
+    job = spm_step(cluster, "StoragePool.finalizeMerge", subchain(cluster, img, top, base, gen + 1))
+    assert job["status"] == "done", job
+    delete_volume(cluster, img, top)
+    assert guest_view(path(base), tmp_path, "after") == before
+
+
 def run_sparsify(agent, vol_info):
     job_id = new_uuid()
     with agent.client() as c:
