@@ -15,6 +15,7 @@
 #include "http.h"
 #include "engoptions.h"
 #include "rest.h"
+#include "resttls.h"
 #include "transfers.h"
 #include "vms.h"
 #include "error.h"

@@ -5,9 +5,3 @@
 
 /* Serves the REST API (docs/rest-api.md) on listen_address:port. */
 int engine_rest_start(struct engine *e, GError **error);
-/*
- * The REST server (resttls.c): HTTPS with tls_cert/tls_key unless insecure,
- * security headers on every response, a JSON fault for what libsoup refuses
- * before routing.
- */
-SoupServer *engine_rest_server_new(struct engine *e, GError **error);
