@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <string.h>
 
-#include "engine.h"
+#include "clock.h"
+#include "events.h"
+#include "hosts.h"
 #include "error.h"
 #include "uuid.h"
 
@@ -25,13 +27,34 @@ static void host_free(struct engine_host *h)
         g_free(h);
 }
 
-void engine_commands_on_event(struct engine *e, const char *host_id, const char *method, json_t *params);
+void engine_hosts_subscribe(struct engine *e, const struct engine_host_listener *l)
+{
+        if (!e->host_listeners)
+                e->host_listeners = g_array_new(FALSE, FALSE, sizeof(struct engine_host_listener));
+        g_array_append_val(e->host_listeners, *l);
+}
 
 static void on_host_event(const char *method, json_t *params, void *userdata)
 {
         struct engine_host *h = userdata;
+        struct engine *e = h->engine;
 
-        engine_commands_on_event(h->engine, h->id, method, params);
+        for (guint i = 0; e->host_listeners && i < e->host_listeners->len; i++) {
+                struct engine_host_listener *l = &g_array_index(e->host_listeners, struct engine_host_listener, i);
+
+                if (l->on_event)
+                        l->on_event(e, h->id, method, params, l->userdata);
+        }
+}
+
+static void publish_state(struct engine *e, const char *host_id, const char *status)
+{
+        for (guint i = 0; e->host_listeners && i < e->host_listeners->len; i++) {
+                struct engine_host_listener *l = &g_array_index(e->host_listeners, struct engine_host_listener, i);
+
+                if (l->on_state)
+                        l->on_state(e, host_id, status, l->userdata);
+        }
 }
 
 static struct engine_host *host_attach(struct engine *e, const char *id, const char *name, const char *address,
@@ -183,9 +206,6 @@ int engine_host_set_maintenance(struct engine *e, const char *host_id, bool main
         return 0;
 }
 
-void engine_host_call(struct engine *e, const char *host_id, const char *method, json_t *params,
-                      unsigned timeout_ms, fy_rpc_client_reply_fn cb, void *userdata);
-
 struct failed_call {
         fy_rpc_client_reply_fn cb;
         void *userdata;
@@ -293,6 +313,7 @@ static void on_stats(json_t *result, const GError *error, void *userdata)
                 if (json_integer_value(json_object_get(row, "maintenance")) == 0 && strcmp(status, "up") != 0) {
                         engine_db_exec(e->db, NULL, "UPDATE hosts SET status = 'up' WHERE id = ?", "s", h->id);
                         engine_event(e, "normal", NULL, "host %s is up", json_string_value(json_object_get(row, "name")));
+                        publish_state(e, h->id, "up");
                 }
         } else {
                 h->failures++;
@@ -302,6 +323,7 @@ static void on_stats(json_t *result, const GError *error, void *userdata)
                                                     "WHERE id = ?", "s", h->id);
                         engine_event(e, "warning", NULL, "host %s is not responding: %s",
                                      json_string_value(json_object_get(row, "name")), error->message);
+                        publish_state(e, h->id, "non_responsive");
                 }
         }
 out:

@@ -7,8 +7,12 @@
 #include <glib-unix.h>
 
 #include "config.h"
-#include "engine.h"
+#include "commands.h"
+#include "hosts.h"
 #include "rest.h"
+#include "sweeper.h"
+#include "transfers.h"
+#include "vms.h"
 #include "error.h"
 #include "log.h"
 #include "uuid.h"
@@ -20,6 +24,7 @@ static gboolean on_tick(gpointer data)
         struct engine *e = data;
 
         engine_hosts_tick(e);
+        engine_sweep_maybe(e);
         engine_commands_tick(e);
         engine_transfers_tick(e);
         return G_SOURCE_CONTINUE;
@@ -107,6 +112,8 @@ int main(int argc, char **argv)
         g_object_unref(e->http);
         engine_hosts_free(e);
         g_hash_table_unref(e->busy);
+        if (e->host_listeners)
+                g_array_unref(e->host_listeners);
         engine_db_close(e->db);
         g_free(e->dc_id);
         g_main_loop_unref(e->loop);

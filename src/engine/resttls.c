@@ -7,7 +7,8 @@
  */
 #include <string.h>
 
-#include "rest.h"
+#include "http.h"
+#include "resttls.h"
 
 /* Browsers remember for a year that this origin is HTTPS only. */
 #define HSTS_VALUE "max-age=31536000"
