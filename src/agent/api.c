@@ -98,7 +98,7 @@ static void host_get_capabilities(struct fy_rpc_call *call, json_t *params, void
         g_mutex_lock(&a->pool_lock);
         host_id = a->host_id;
         g_mutex_unlock(&a->pool_lock);
-        json_t *caps = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:s, s:[s,s,s,s,s,s]}",
+        json_t *caps = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:s, s:[s,s,s,s,s,s,s,s]}",
                                            "hostname", a->config.host_name,
                                            "software_name", "ferry-agent",
                                            "software_version", FERRY_VERSION,
@@ -107,7 +107,8 @@ static void host_get_capabilities(struct fy_rpc_call *call, json_t *params, void
                                            "cpu_count", (int) g_get_num_processors(),
                                            "storage_root", a->config.storage_root,
                                            "features", "copy_data", "update_volume", "job_abort",
-                                           "job_delete", "job_events", "image_transfer");
+                                           "job_delete", "job_events", "image_transfer",
+                                           "volume_checksum", "resumable_copy");
 
         agent_transfers_describe(a, caps);
         fy_rpc_call_return(call, caps);
@@ -901,6 +902,15 @@ static void sdm_copy_data(struct fy_rpc_call *call, json_t *params, void *userda
         fy_rpc_call_return(call, json_true());
 }
 
+static void volume_checksum(struct fy_rpc_call *call, json_t *params, void *userdata)
+{
+        g_autoptr(GError) error = NULL;
+
+        if (agent_volume_checksum(userdata, params, &error) < 0)
+                FAIL(call, error);
+        fy_rpc_call_return(call, json_true());
+}
+
 static void sdm_update_volume(struct fy_rpc_call *call, json_t *params, void *userdata)
 {
         g_autoptr(GError) error = NULL;
@@ -932,6 +942,7 @@ const struct fy_rpc_method agent_api_methods[] = {
         { "Image.delete", image_delete },
         { "SDM.copy_data", sdm_copy_data },
         { "SDM.update_volume", sdm_update_volume },
+        { "Volume.checksum", volume_checksum },
         { "Host.add_image_ticket", agent_transfer_add_ticket },
         { "Host.get_image_ticket", agent_transfer_get_ticket },
         { "Host.remove_image_ticket", agent_transfer_remove_ticket },

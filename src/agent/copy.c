@@ -42,6 +42,8 @@
  * smooth and a share change shows within a fraction of a second. */
 #define COPY_CAPPED_CHUNKS      16
 #define COPY_MIN_CAPPED_BUFFER  (1024u * 1024)
+/* How often a resumable copy makes its progress durable (one fdatasync each). */
+#define COPY_CHECKPOINT_US      (1000 * 1000)
 
 #define ALIGN_DOWN(x, a)        ((x) / (a) * (a))
 #define ALIGN_UP(x, a)          ALIGN_DOWN((x) + (a) - 1, (a))
@@ -67,10 +69,11 @@ struct copy_job {
         uint64_t offset;
         size_t length;
         int result;             /* 0 or -errno, set by the worker */
+        bool busy;              /* handed to a worker, not reaped yet (dispatcher's view) */
         bool quit;
 };
 
-static bool is_zero(const void *p, size_t len)
+bool agent_buf_is_zero(const void *p, size_t len)
 {
         const unsigned char *b = p;
 
@@ -82,7 +85,7 @@ static bool is_zero(const void *p, size_t len)
         return memcmp(b, b + 1, len - 1) == 0;
 }
 
-static int pread_full(int fd, void *buf, size_t len, uint64_t off)
+int agent_pread_full(int fd, void *buf, size_t len, uint64_t off)
 {
         size_t done = 0;
 
@@ -108,12 +111,12 @@ static int copy_read(struct copy_ctx *ctx, void *buf, size_t len, uint64_t off)
         int r;
 
         if (!g_atomic_int_get(&ctx->src_direct_broken)) {
-                r = pread_full(ctx->src_fd, buf, len, off);
+                r = agent_pread_full(ctx->src_fd, buf, len, off);
                 if (r != -EINVAL)
                         return r;
                 g_atomic_int_set(&ctx->src_direct_broken, 1);
         }
-        return pread_full(ctx->src_buf_fd, buf, len, off);
+        return agent_pread_full(ctx->src_buf_fd, buf, len, off);
 }
 
 static int copy_write(struct copy_ctx *ctx, const void *buf, size_t len, uint64_t off)
@@ -206,13 +209,13 @@ static int copy_store(struct copy_ctx *ctx, const char *buf, uint64_t off, size_
 
         while (pos < len) {
                 size_t blk = MIN(COPY_ZERO_BLOCK, len - pos);
-                bool zero = is_zero(buf + pos, blk);
+                bool zero = agent_buf_is_zero(buf + pos, blk);
                 size_t run = blk;
                 int r;
 
                 while (pos + run < len) {
                         size_t b = MIN(COPY_ZERO_BLOCK, len - pos - run);
-                        if (is_zero(buf + pos + run, b) != zero)
+                        if (agent_buf_is_zero(buf + pos + run, b) != zero)
                                 break;
                         run += b;
                 }
@@ -245,7 +248,7 @@ static int copy_chunk(struct copy_ctx *ctx, void *buf, uint64_t off, size_t len)
         if (a > 0)
                 r = copy_read(ctx, buf, a, off);
         if (r >= 0 && a < len)
-                r = pread_full(ctx->src_buf_fd, (char *) buf + a, len - a, off + a);
+                r = agent_pread_full(ctx->src_buf_fd, (char *) buf + a, len - a, off + a);
         if (r < 0)
                 return r;
         return copy_store(ctx, buf, off, len);
@@ -304,8 +307,7 @@ static int file_size(int fd, uint64_t *ret)
         return 0;
 }
 
-/* Next extent at or after off: sets *ret_end and whether it holds data. */
-static int next_extent(int fd, uint64_t off, uint64_t size, uint64_t *ret_end, bool *ret_data)
+int agent_file_next_extent(int fd, uint64_t off, uint64_t size, uint64_t *ret_end, bool *ret_data)
 {
         off_t d, h;
 
@@ -342,6 +344,51 @@ static int next_extent(int fd, uint64_t off, uint64_t size, uint64_t *ret_end, b
         return 0;
 }
 
+/* Everything below this offset is written: the lowest chunk still in flight, or the next to dispatch. */
+static uint64_t copied_prefix(const struct copy_job *jobs, uint64_t next)
+{
+        uint64_t w = next;
+
+        for (unsigned i = 0; i < COPY_WORKERS; i++)
+                if (jobs[i].busy && jobs[i].offset < w)
+                        w = jobs[i].offset;
+        return w;
+}
+
+struct checkpointer {
+        const struct agent_copy_options *opts;
+        gint64 interval_us;
+        gint64 last_us;
+        uint64_t last_prefix;
+};
+
+/*
+ * At most once per interval: makes the written prefix durable (fdatasync)
+ * and only then reports it, so a checkpoint never names bytes a crash
+ * could lose. A failing fdatasync fails the copy; the callback's own
+ * failure (the sidecar) only costs a later resume its head start.
+ */
+static int maybe_checkpoint(struct copy_ctx *ctx, struct checkpointer *cp, const struct copy_job *jobs, uint64_t next)
+{
+        gint64 now;
+        uint64_t prefix;
+
+        if (!cp->opts->checkpoint)
+                return 0;
+        now = g_get_monotonic_time();
+        if (now - cp->last_us < cp->interval_us)
+                return 0;
+        cp->last_us = now;
+        prefix = copied_prefix(jobs, next);
+        if (prefix <= cp->last_prefix)
+                return 0;
+        if (fdatasync(ctx->dst_buf_fd) < 0)
+                return -errno;
+        cp->opts->checkpoint(prefix, cp->opts->checkpoint_data);
+        cp->last_prefix = prefix;
+        return 0;
+}
+
 int agent_copy_raw(const char *src_path, const char *dst_path,
                    const struct agent_copy_options *opts, GCancellable *cancel,
                    agent_copy_progress_fn progress, void *userdata)
@@ -358,6 +405,7 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
         uint64_t dst_size = 0, off = 0, done = 0, cap;
         struct agent_rate_gov *own_gov = NULL;  /* bandwidth_limit without a host governor */
         struct agent_rate_flow *flow;
+        struct checkpointer cp = { 0 };
         int r, err = 0;
 
         if (!src_path || !dst_path)
@@ -399,6 +447,15 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                 r = -EFBIG;
                 goto out;
         }
+        /* Resume: the caller verified [0, start_offset) already holds the source's bytes. */
+        if (opts->start_offset > ctx.src_size || opts->start_offset % COPY_ALIGN != 0) {
+                r = -EINVAL;
+                goto out;
+        }
+        off = done = opts->start_offset;
+        cp = (struct checkpointer) { .opts = opts, .last_prefix = off, .last_us = g_get_monotonic_time(),
+                                     .interval_us = opts->checkpoint_interval_us > 0 ? opts->checkpoint_interval_us
+                                                                                     : COPY_CHECKPOINT_US };
         if (ctx.src_fd == ctx.src_buf_fd)
                 (void) posix_fadvise(ctx.src_buf_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
@@ -432,7 +489,7 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                         err = -ECANCELED;
                         break;
                 }
-                r = next_extent(ctx.src_buf_fd, off, ctx.src_size, &end, &data);
+                r = agent_file_next_extent(ctx.src_buf_fd, off, ctx.src_size, &end, &data);
                 if (r < 0) {
                         err = r;
                         break;
@@ -447,6 +504,10 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                         off = end;
                         if (progress)
                                 progress(done, ctx.src_size, userdata);
+                        if ((r = maybe_checkpoint(&ctx, &cp, jobs, off)) < 0) {
+                                err = r;
+                                break;
+                        }
                         continue;
                 }
 
@@ -460,10 +521,13 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                                 if (job->result < 0 && err == 0)
                                         err = job->result;
                                 done += job->length;
+                                job->busy = false;
                                 free_jobs[n_free++] = job;
                                 if (progress)
                                         progress(done, ctx.src_size, userdata);
                         }
+                        if (err == 0)
+                                err = maybe_checkpoint(&ctx, &cp, jobs, off);
                         if (err < 0)
                                 break;
                         if (g_cancellable_is_cancelled(cancel)) {
@@ -479,6 +543,7 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                         job->offset = off;
                         job->length = len;
                         job->result = 0;
+                        job->busy = true;
                         g_async_queue_push(queues[0], job);
                         off += len;
                 }
@@ -490,6 +555,7 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                 if (job->result < 0 && err == 0)
                         err = job->result;
                 done += job->length;
+                job->busy = false;
                 free_jobs[n_free++] = job;
                 if (err == 0 && progress)
                         progress(done, ctx.src_size, userdata);
