@@ -3,6 +3,7 @@
  * copy-bench MODE SRC DST [BUFFER_SIZE]
  *   raw           agent_copy_raw(SRC, DST)
  *   raw-buffered  agent_copy_raw with no_direct
+ *   raw-nooffload agent_copy_raw with no_offload (never a reflink)
  *   qcow2         agent_qemu_img_convert(SRC qcow2 → DST qcow2)
  *   raw-qcow2     agent_qemu_img_convert(SRC raw → DST qcow2)
  * Prints the wall-clock seconds of the copy on stdout.
@@ -27,7 +28,7 @@ int main(int argc, char **argv)
         int r;
 
         if (argc < 4 || argc > 5) {
-                fprintf(stderr, "usage: %s raw|raw-buffered|qcow2|raw-qcow2 SRC DST [BUFFER_SIZE]\n", argv[0]);
+                fprintf(stderr, "usage: %s raw|raw-buffered|raw-nooffload|qcow2|raw-qcow2 SRC DST [BUFFER_SIZE]\n", argv[0]);
                 return 2;
         }
         mode = argv[1];
@@ -35,8 +36,9 @@ int main(int argc, char **argv)
                 opts.buffer_size = (size_t) g_ascii_strtoull(argv[4], NULL, 10);
 
         start = g_get_monotonic_time();
-        if (strcmp(mode, "raw") == 0 || strcmp(mode, "raw-buffered") == 0) {
+        if (strcmp(mode, "raw") == 0 || strcmp(mode, "raw-buffered") == 0 || strcmp(mode, "raw-nooffload") == 0) {
                 opts.no_direct = strcmp(mode, "raw-buffered") == 0;
+                opts.no_offload = strcmp(mode, "raw-nooffload") == 0;
                 r = agent_copy_raw(argv[2], argv[3], &opts, NULL, NULL, NULL);
         } else if (strcmp(mode, "qcow2") == 0) {
                 r = agent_qemu_img_convert(argv[2], "qcow2", argv[3], "qcow2", NULL, NULL, 0,

@@ -23,9 +23,11 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <linux/falloc.h>
+#include <linux/fs.h>
 
 #include <glib.h>
 
@@ -59,6 +61,7 @@ struct copy_ctx {
         gint dst_direct_broken;
         gint punch_unsupported;
         gint zero_range_unsupported;
+        gint reflink;           /* 1 while FICLONERANGE works between src and dst */
         bool keep_allocation;   /* preallocated destination: zero in place, never punch */
         GCancellable *cancel;
 };
@@ -240,10 +243,41 @@ static int copy_store(struct copy_ctx *ctx, const char *buf, uint64_t off, size_
         return 0;
 }
 
+/*
+ * Storage offload: when source and destination share a filesystem with
+ * shared extents (XFS reflink=1, btrfs), the chunk becomes a reference to
+ * the source's blocks, moving no data. Returns 1 when cloned, 0 when the
+ * filesystem cannot (then never asked again: the caller copies), -errno
+ * on a real failure.
+ */
+static int copy_clone(struct copy_ctx *ctx, uint64_t off, size_t len)
+{
+        struct file_clone_range fcr = { .src_fd = ctx->src_buf_fd, .src_offset = off,
+                                        .src_length = len, .dest_offset = off };
+
+        /* Block-aligned ranges only; the unaligned tail of a file is copied. */
+        if (!g_atomic_int_get(&ctx->reflink) || len % COPY_ALIGN != 0)
+                return 0;
+        if (ioctl(ctx->dst_buf_fd, FICLONERANGE, &fcr) == 0)
+                return 1;
+        switch (errno) {
+        case EOPNOTSUPP: case ENOTTY: case EXDEV: case EINVAL: case EBADF: case EPERM: case ETXTBSY:
+                g_atomic_int_set(&ctx->reflink, 0);
+                return 0;
+        default:
+                return -errno;
+        }
+}
+
 static int copy_chunk(struct copy_ctx *ctx, void *buf, uint64_t off, size_t len)
 {
         size_t a = ALIGN_DOWN(len, COPY_ALIGN);
-        int r = 0;
+        int r;
+
+        r = copy_clone(ctx, off, len);
+        if (r != 0)
+                return MIN(r, 0);
+        r = 0;
 
         if (a > 0)
                 r = copy_read(ctx, buf, a, off);
@@ -414,6 +448,8 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                 opts = &defaults;
 
         ctx.keep_allocation = opts->keep_allocation;
+        /* A PREALLOCATED destination must own its blocks: shared extents would be allocated again on write. */
+        ctx.reflink = !opts->keep_allocation && !opts->no_offload;
         cap = opts->rate_flow ? agent_rate_flow_cap(opts->rate_flow) : opts->bandwidth_limit;
         ctx.buffer_size = opts->buffer_size;
         if (ctx.buffer_size == 0) {

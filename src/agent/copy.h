@@ -29,7 +29,8 @@ struct agent_copy_options {
         uint64_t bandwidth_limit;
         size_t buffer_size;         /* 0 = default (8 MiB; smaller under a low cap) */
         gboolean no_direct;         /* force buffered I/O */
-        gboolean keep_allocation;   /* preallocated destination: write zeros, never punch holes */
+        gboolean keep_allocation;   /* preallocated destination: write zeros, never punch holes; no reflink */
+        gboolean no_offload;        /* never FICLONERANGE (the default tries it once and keeps it while it works) */
         /*
          * Resume: [0, start_offset) of the destination already holds the
          * source's bytes (the caller verified it); copying starts there.
