@@ -34,6 +34,9 @@ int main(int argc, char **argv)
         mode = argv[1];
         if (argc == 5)
                 opts.buffer_size = (size_t) g_ascii_strtoull(argv[4], NULL, 10);
+        /* For experiments: the copier's I/O threads (default 4). */
+        if (g_getenv("COPY_WORKERS"))
+                opts.workers = (unsigned) g_ascii_strtoull(g_getenv("COPY_WORKERS"), NULL, 10);
 
         start = g_get_monotonic_time();
         if (strcmp(mode, "raw") == 0 || strcmp(mode, "raw-buffered") == 0 || strcmp(mode, "raw-nooffload") == 0) {

@@ -38,6 +38,7 @@
 #define COPY_DEFAULT_BUFFER     (8u * 1024 * 1024)
 #define COPY_MAX_BUFFER         (256u * 1024 * 1024)
 #define COPY_WORKERS            4
+#define COPY_WORKERS_MAX        16
 /* Zero detection granularity: a block that is all zeros becomes a hole. */
 #define COPY_ZERO_BLOCK         4096u
 /* Under a cap, chunks of about 1/16 s of it (at least 1 MiB): the rate stays
@@ -379,11 +380,11 @@ int agent_file_next_extent(int fd, uint64_t off, uint64_t size, uint64_t *ret_en
 }
 
 /* Everything below this offset is written: the lowest chunk still in flight, or the next to dispatch. */
-static uint64_t copied_prefix(const struct copy_job *jobs, uint64_t next)
+static uint64_t copied_prefix(const struct copy_job *jobs, unsigned n_jobs, uint64_t next)
 {
         uint64_t w = next;
 
-        for (unsigned i = 0; i < COPY_WORKERS; i++)
+        for (unsigned i = 0; i < n_jobs; i++)
                 if (jobs[i].busy && jobs[i].offset < w)
                         w = jobs[i].offset;
         return w;
@@ -391,6 +392,7 @@ static uint64_t copied_prefix(const struct copy_job *jobs, uint64_t next)
 
 struct checkpointer {
         const struct agent_copy_options *opts;
+        unsigned n_jobs;
         gint64 interval_us;
         gint64 last_us;
         uint64_t last_prefix;
@@ -413,7 +415,7 @@ static int maybe_checkpoint(struct copy_ctx *ctx, struct checkpointer *cp, const
         if (now - cp->last_us < cp->interval_us)
                 return 0;
         cp->last_us = now;
-        prefix = copied_prefix(jobs, next);
+        prefix = copied_prefix(jobs, cp->n_jobs, next);
         if (prefix <= cp->last_prefix)
                 return 0;
         if (fdatasync(ctx->dst_buf_fd) < 0)
@@ -430,11 +432,12 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
         struct agent_copy_options defaults = { 0 };
         struct copy_ctx ctx = { .src_fd = -1, .dst_fd = -1, .src_buf_fd = -1, .dst_buf_fd = -1,
                                 .cancel = cancel };
-        struct copy_job jobs[COPY_WORKERS] = { 0 };
+        struct copy_job jobs[COPY_WORKERS_MAX] = { 0 };
         struct copy_job quit = { .quit = true };
-        GThread *threads[COPY_WORKERS] = { 0 };
+        GThread *threads[COPY_WORKERS_MAX] = { 0 };
         GAsyncQueue *queues[2] = { NULL, NULL };
-        struct copy_job *free_jobs[COPY_WORKERS];
+        struct copy_job *free_jobs[COPY_WORKERS_MAX];
+        unsigned n_workers = opts && opts->workers ? opts->workers : COPY_WORKERS;
         unsigned n_free = 0, n_threads = 0;
         uint64_t dst_size = 0, off = 0, done = 0, cap;
         struct agent_rate_gov *own_gov = NULL;  /* bandwidth_limit without a host governor */
@@ -458,7 +461,7 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                         ctx.buffer_size = (size_t) CLAMP(cap / COPY_CAPPED_CHUNKS, COPY_MIN_CAPPED_BUFFER,
                                                          COPY_DEFAULT_BUFFER);
         }
-        if (ctx.buffer_size < COPY_ALIGN || ctx.buffer_size > COPY_MAX_BUFFER)
+        if (ctx.buffer_size < COPY_ALIGN || ctx.buffer_size > COPY_MAX_BUFFER || n_workers > COPY_WORKERS_MAX)
                 return -EINVAL;
         ctx.buffer_size = ALIGN_DOWN(ctx.buffer_size, COPY_ALIGN);
         flow = opts->rate_flow;
@@ -489,7 +492,7 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                 goto out;
         }
         off = done = opts->start_offset;
-        cp = (struct checkpointer) { .opts = opts, .last_prefix = off, .last_us = g_get_monotonic_time(),
+        cp = (struct checkpointer) { .opts = opts, .n_jobs = n_workers, .last_prefix = off, .last_us = g_get_monotonic_time(),
                                      .interval_us = opts->checkpoint_interval_us > 0 ? opts->checkpoint_interval_us
                                                                                      : COPY_CHECKPOINT_US };
         if (ctx.src_fd == ctx.src_buf_fd)
@@ -497,7 +500,7 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
 
         queues[0] = g_async_queue_new();
         queues[1] = g_async_queue_new();
-        for (unsigned i = 0; i < COPY_WORKERS; i++) {
+        for (unsigned i = 0; i < n_workers; i++) {
                 jobs[i].ctx = &ctx;
                 if (posix_memalign(&jobs[i].buf, COPY_ALIGN, ctx.buffer_size) != 0) {
                         jobs[i].buf = NULL;
@@ -506,7 +509,7 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                 }
                 free_jobs[n_free++] = &jobs[i];
         }
-        for (unsigned i = 0; i < COPY_WORKERS; i++) {
+        for (unsigned i = 0; i < n_workers; i++) {
                 GError *e = NULL;
                 threads[i] = g_thread_try_new("ferry-copy", copy_worker, queues, &e);
                 if (!threads[i]) {
@@ -586,7 +589,7 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
         }
 
         /* Drain whatever is still in flight, even on error or cancel. */
-        while (n_free < COPY_WORKERS) {
+        while (n_free < n_workers) {
                 struct copy_job *job = g_async_queue_pop(queues[1]);
                 if (job->result < 0 && err == 0)
                         err = job->result;
@@ -608,7 +611,7 @@ out:
                 g_async_queue_push(queues[0], &quit);
         for (unsigned i = 0; i < n_threads; i++)
                 g_thread_join(threads[i]);
-        for (unsigned i = 0; i < COPY_WORKERS; i++)
+        for (unsigned i = 0; i < COPY_WORKERS_MAX; i++)
                 free(jobs[i].buf);
         if (queues[0])
                 g_async_queue_unref(queues[0]);

@@ -28,6 +28,7 @@ struct agent_copy_options {
         struct agent_rate_flow *rate_flow;
         uint64_t bandwidth_limit;
         size_t buffer_size;         /* 0 = default (8 MiB; smaller under a low cap) */
+        unsigned workers;           /* I/O threads, 0 = default (4), at most 16 */
         gboolean no_direct;         /* force buffered I/O */
         gboolean keep_allocation;   /* preallocated destination: write zeros, never punch holes; no reflink */
         gboolean no_offload;        /* never FICLONERANGE (the default tries it once and keeps it while it works) */
