@@ -6,6 +6,7 @@
  *   raw-nooffload agent_copy_raw with no_offload (never a reflink)
  *   qcow2         agent_qemu_img_convert(SRC qcow2 → DST qcow2)
  *   raw-qcow2     agent_qemu_img_convert(SRC raw → DST qcow2)
+ *   checksum      agent_checksum_image(SRC, format DST: raw or qcow2); prints the digest too
  * Prints the wall-clock seconds of the copy on stdout.
  */
 
@@ -16,6 +17,7 @@
 
 #include <glib.h>
 
+#include "checksum.h"
 #include "copy.h"
 #include "qemuimg.h"
 
@@ -28,7 +30,8 @@ int main(int argc, char **argv)
         int r;
 
         if (argc < 4 || argc > 5) {
-                fprintf(stderr, "usage: %s raw|raw-buffered|raw-nooffload|qcow2|raw-qcow2 SRC DST [BUFFER_SIZE]\n", argv[0]);
+                fprintf(stderr, "usage: %s raw|raw-buffered|raw-nooffload|qcow2|raw-qcow2 SRC DST [BUFFER_SIZE]\n"
+                                "       %s checksum IMAGE raw|qcow2\n", argv[0], argv[0]);
                 return 2;
         }
         mode = argv[1];
@@ -49,6 +52,12 @@ int main(int argc, char **argv)
         } else if (strcmp(mode, "raw-qcow2") == 0) {
                 r = agent_qemu_img_convert(argv[2], "raw", argv[3], "qcow2", NULL, NULL, 0,
                                            NULL, NULL, NULL, &error);
+        } else if (strcmp(mode, "checksum") == 0) {
+                struct agent_checksum_result res;
+
+                r = agent_checksum_image(argv[2], argv[3], 0, 0, NULL, NULL, NULL, &res, &error);
+                if (r == 0)
+                        fprintf(stderr, "%s\n", res.checksum);
         } else {
                 fprintf(stderr, "unknown mode %s\n", mode);
                 return 2;

@@ -172,6 +172,14 @@ def test_copy_resumes_after_killed_host(cluster, img):
         cluster.connect(cluster.b)
 
 
+def as_if_interrupted(cluster, img, vol, size, offset):
+    """sd1's vol copied to sd2 stopped at offset: ILLEGAL, with the checkpoint such a copy writes."""
+    update(cluster.a, {"sd_id": cluster.sd2, "img_id": img, "vol_id": vol}, {"legality": "ILLEGAL"})
+    with open(cluster.path(cluster.sd2, img, vol) + ".ckpt", "w") as f:
+        json.dump({"version": 1, "src_sd": cluster.sd1, "src_img": img, "src_vol": vol,
+                   "src_size": size, "offset": offset}, f)
+
+
 def test_copy_ignores_checkpoint_whose_prefix_differs(cluster, img):
     """A checkpoint is a hint: if the destination's prefix does not hash like the source's, copy it all."""
     data = 64 * MiB
@@ -185,10 +193,7 @@ def test_copy_ignores_checkpoint_whose_prefix_differs(cluster, img):
     assert job["status"] == "done" and job["result"]["resumed_from"] == 0
 
     # As if a copy had stopped half-way: ILLEGAL, a checkpoint at 32 MiB, and one wrong byte below it.
-    update(cluster.a, {"sd_id": cluster.sd2, "img_id": img, "vol_id": vol}, {"legality": "ILLEGAL"})
-    with open(dst_path + ".ckpt", "w") as f:
-        json.dump({"version": 1, "src_sd": cluster.sd1, "src_img": img, "src_vol": vol,
-                   "src_size": data, "offset": 32 * MiB}, f)
+    as_if_interrupted(cluster, img, vol, data, 32 * MiB)
     with open(dst_path, "r+b") as f:
         f.seek(10 * MiB)
         f.write(b"\xff")
@@ -200,10 +205,7 @@ def test_copy_ignores_checkpoint_whose_prefix_differs(cluster, img):
     assert file_digest(src_path) == file_digest(dst_path)
 
     # The same with a matching prefix: resumed, only the rest moved.
-    update(cluster.a, {"sd_id": cluster.sd2, "img_id": img, "vol_id": vol}, {"legality": "ILLEGAL"})
-    with open(dst_path + ".ckpt", "w") as f:
-        json.dump({"version": 1, "src_sd": cluster.sd1, "src_img": img, "src_vol": vol,
-                   "src_size": data, "offset": 32 * MiB}, f)
+    as_if_interrupted(cluster, img, vol, data, 32 * MiB)
     before = bytes_copied(cluster.a)
     job = copy_on(cluster.a, src, endpoint(cluster.sd2, img, vol))
     assert job["status"] == "done" and job["result"]["resumed_from"] == 32 * MiB
