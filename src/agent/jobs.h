@@ -44,6 +44,8 @@ int agent_jobs_delete(struct agent_jobs *jobs, const char *job_id, GError **erro
 json_t *agent_jobs_info(struct agent_jobs *jobs, const char *job_type, json_t *job_ids);
 void agent_jobs_counts(struct agent_jobs *jobs, unsigned *ret_running, unsigned *ret_pending);
 
+/* From the job thread, before it returns: what a done job reports as "result" in its info (stolen). */
+void agent_job_set_result(struct agent_job *job, json_t *result);
 /* Thread safe, from the job thread: 0..100. */
 void agent_job_set_progress(struct agent_job *job, double progress);
 struct agent *agent_job_agent(struct agent_job *job);
