@@ -93,7 +93,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "ferry-agent: %s\n", error->message);
                 return 2;
         }
-        fy_log_setup(agent.config.log_level, "ferry-agent");
+        fy_log_setup(agent.config.log_level, "ferry-agent", agent.config.host_name);
 
         g_mutex_init(&agent.pool_lock);
         agent.host_id = agent.config.host_id;
