@@ -252,28 +252,25 @@ static bool is_transport_error(const GError *error)
 void engine_commands_on_event(struct engine *e, const char *host_id, const char *method, json_t *params);
 void engine_commands_on_event(struct engine *e, const char *host_id, const char *method, json_t *params)
 {
-        const char *key;
-        json_t *value;
+        /* VDSM's shape: "|jobs|status|<id>" with the job's info itself (and notify_time) as params. */
+        const char *key = method + strlen("|jobs|status|");
+        const char *status;
 
-        if (!g_str_has_prefix(method, "|jobs|status|"))
+        if (!g_str_has_prefix(method, "|jobs|status|") || !fy_uuid_is_valid(key) || !json_is_object(params))
                 return;
-        json_object_foreach(params, key, value) {
-                const char *status;
-
-                if (!json_is_object(value) || !fy_uuid_is_valid(key))
-                        continue;
-                status = js(value, "status");
-                if (status && (strcmp(status, "done") == 0 || strcmp(status, "failed") == 0 ||
-                               strcmp(status, "aborted") == 0)) {
-                        /* Only running jobs' progress is read from here; the end comes from Host.getJobs. */
-                        g_hash_table_remove(job_events, key);
-                        engine_kick(e);        /* learn the outcome now, not at the next round */
-                        continue;
-                }
-                if (g_hash_table_size(job_events) >= JOB_EVENTS_MAX)
-                        g_hash_table_remove_all(job_events);   /* final events lost: progress only, start over */
-                g_hash_table_replace(job_events, g_strdup(key), json_incref(value));
+        if (!js(params, "id") || g_ascii_strcasecmp(js(params, "id"), key) != 0)
+                return;        /* not the job the method names: trust neither */
+        status = js(params, "status");
+        if (status && (strcmp(status, "done") == 0 || strcmp(status, "failed") == 0 ||
+                       strcmp(status, "aborted") == 0)) {
+                /* Only running jobs' progress is read from here; the end comes from Host.getJobs. */
+                g_hash_table_remove(job_events, key);
+                engine_kick(e);        /* learn the outcome now, not at the next round */
+                return;
         }
+        if (g_hash_table_size(job_events) >= JOB_EVENTS_MAX)
+                g_hash_table_remove_all(job_events);   /* final events lost: progress only, start over */
+        g_hash_table_replace(job_events, g_strdup(key), json_incref(params));
 }
 
 /* ---- leaf: an agent job (Volume.create / Image.delete / SDM.copy_data) ---- */

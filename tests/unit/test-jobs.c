@@ -69,12 +69,16 @@ static json_t *event_info(guint i, const char *id)
         g_assert_cmpuint(i, <, events->len);
         e = g_ptr_array_index(events, i);
         g_assert_cmpstr(e->method, ==, method);
-        g_assert_true(json_is_object(e->params));
-        g_assert_cmpuint(json_object_size(e->params), ==, 2);
-        g_assert_true(json_is_integer(json_object_get(e->params, "notify_time")));
-        info = json_object_get(e->params, id);
+        /* VDSM's shape: the params are the job's info itself, plus notify_time. */
+        info = e->params;
         g_assert_true(json_is_object(info));
+        g_assert_true(json_is_integer(json_object_get(info, "notify_time")));
+        g_assert_null(json_object_get(info, id));
         g_assert_cmpstr(json_string_value(json_object_get(info, "id")), ==, id);
+        g_assert_true(json_is_string(json_object_get(info, "status")));
+        g_assert_true(json_is_string(json_object_get(info, "description")));
+        g_assert_true(json_is_string(json_object_get(info, "job_type")));
+        g_assert_true(json_is_number(json_object_get(info, "progress")));
         return info;
 }
 
