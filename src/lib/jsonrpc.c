@@ -278,11 +278,11 @@ void fy_rpc_dispatch_flow(struct fy_rpc_dispatcher *d, const char *body, size_t 
                 if (fy_log_correlation_id_valid(flow_id)) {
                         msg->flow_id = g_strdup(flow_id);
                 } else {
-                        g_autoptr(GString) shown = g_string_new(NULL);
+                        g_autofree char *shown = g_utf8_make_valid(flow_id, MIN(strlen(flow_id), 64));
 
-                        fy_log_escape(shown, flow_id, MIN(strlen(flow_id), 64));
+                        /* The log escapes its control characters. */
                         g_warning("ignoring the request's flow id '%s': it must be 1-%d of A-Z a-z 0-9 . _ : -",
-                                  shown->str, FY_LOG_CORRELATION_ID_MAX);
+                                  shown, FY_LOG_CORRELATION_ID_MAX);
                 }
         }
         msg->responses = json_array();

@@ -8,7 +8,9 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
+import urllib.request
 import time
 import uuid
 
@@ -36,6 +38,13 @@ def wait_for(predicate, timeout, what, interval=0.05):
 
 def new_uuid():
     return str(uuid.uuid4())
+
+
+def free_port():
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Sanlock:
@@ -127,6 +136,18 @@ class Agent:
 
     def client(self, **kw):
         return Client(self.address, self.port, **kw)
+
+    @property
+    def metrics_url(self):
+        """http://…/metrics when started with metrics_port (and insecure), else None."""
+        port = self.options.get("metrics_port")
+        return f"http://{self.address}:{port}/metrics" if port else None
+
+    def scrape(self):
+        """The text of one GET /metrics."""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as r:
+            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4"), r.headers
+            return r.read().decode("utf-8")
 
     def kill(self):
         """SIGKILL, as a crash: no cleanup runs in the agent."""
