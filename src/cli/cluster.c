@@ -16,6 +16,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gio/gio.h>
+
 #include "cli.h"
 #include "fileio.h"
 #include "uuid.h"
@@ -39,6 +41,7 @@ struct cli_host {
         char *run_dir;
         char *log;
         char *sanlock_log;
+        char *metrics_url;             /* the agent's Prometheus endpoint */
 };
 
 struct cli_sd {
@@ -63,6 +66,7 @@ static void cli_host_free(struct cli_host *h)
         g_free(h->run_dir);
         g_free(h->log);
         g_free(h->sanlock_log);
+        g_free(h->metrics_url);
         g_free(h);
 }
 
@@ -321,12 +325,12 @@ static json_t *cli_cluster_to_json(const struct cli_cluster *c)
         for (guint i = 0; i < c->hosts->len; i++) {
                 const struct cli_host *h = c->hosts->pdata[i];
 
-                json_array_append_new(hosts, json_pack("{s:s, s:s?, s:s, s:i, s:I, s:I, s:s, s:s, s:s}",
+                json_array_append_new(hosts, json_pack("{s:s, s:s?, s:s, s:i, s:I, s:I, s:s, s:s, s:s, s:s?}",
                                                        "name", h->name, "id", h->id, "address", "127.0.0.1",
                                                        "port", h->port, "pid", (json_int_t) h->pid,
                                                        "sanlock_pid", (json_int_t) h->sanlock_pid,
                                                        "sanlock_run_dir", h->run_dir, "log", h->log,
-                                                       "sanlock_log", h->sanlock_log));
+                                                       "sanlock_log", h->sanlock_log, "metrics_url", h->metrics_url));
         }
         for (guint i = 0; i < c->sds->len; i++) {
                 const struct cli_sd *sd = c->sds->pdata[i];
@@ -396,14 +400,15 @@ static int cli_cluster_load(const char *dir, struct cli_cluster **ret_cluster, G
         c->engine_pid = (GPid) engine_pid;
         c->engine_log = g_strdup(engine_log);
         json_array_foreach(hosts, i, item) {
-                const char *name = NULL, *id = NULL, *run_dir = NULL, *log = NULL, *slog = NULL;
+                const char *name = NULL, *id = NULL, *run_dir = NULL, *log = NULL, *slog = NULL, *murl = NULL;
                 json_int_t pid = 0, spid = 0;
                 int port = 0;
                 struct cli_host *h;
 
-                if (json_unpack_ex(item, &jerr, 0, "{s:s, s?s, s?i, s:I, s:I, s:s, s?s, s?s}", "name", &name,
+                if (json_unpack_ex(item, &jerr, 0, "{s:s, s?s, s?i, s:I, s:I, s:s, s?s, s?s, s?s}", "name", &name,
                                    "id", &id, "port", &port, "pid", &pid, "sanlock_pid", &spid,
-                                   "sanlock_run_dir", &run_dir, "log", &log, "sanlock_log", &slog) < 0 ||
+                                   "sanlock_run_dir", &run_dir, "log", &log, "sanlock_log", &slog,
+                                   "metrics_url", &murl) < 0 ||
                     !cli_pid_ok(pid) || !cli_pid_ok(spid)) {
                         g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "%s: bad host entry: %s", path, jerr.text);
                         json_decref(json);
@@ -418,6 +423,7 @@ static int cli_cluster_load(const char *dir, struct cli_cluster **ret_cluster, G
                 h->run_dir = g_strdup(run_dir);
                 h->log = g_strdup(log);
                 h->sanlock_log = g_strdup(slog);
+                h->metrics_url = g_strdup(murl);
                 g_ptr_array_add(c->hosts, h);
         }
         json_array_foreach(sds, i, item) {
@@ -586,13 +592,32 @@ static void cli_cluster_stop(const struct cli_cluster *c, bool verbose)
 
 /* ---- up ---- */
 
+/*
+ * A local port free now, for an agent's metrics_port (0 there means off, so the agent
+ * cannot pick one itself). Another process may take it before the agent binds it:
+ * the agent then exits and cli_start_host() says so.
+ */
+static unsigned cli_free_port(GError **error)
+{
+        g_autoptr(GSocket) sock = g_socket_new(G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, error);
+        g_autoptr(GInetAddress) lo = g_inet_address_new_loopback(G_SOCKET_FAMILY_IPV4);
+        g_autoptr(GSocketAddress) addr = g_inet_socket_address_new(lo, 0);
+        g_autoptr(GSocketAddress) bound = NULL;
+
+        if (!sock || !g_socket_bind(sock, addr, FALSE, error) ||
+            !(bound = g_socket_get_local_address(sock, error)))
+                return 0;
+        return g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(bound));
+}
+
 /* agent_opts: more agent options (NULL-terminated, may be NULL), the same for every host. */
 static int cli_start_host(struct cli_cluster *c, struct cli_host *h, const char *agent_bin,
                           const char *const *agent_opts, GError **error)
 {
         g_autofree char *sanlock = cli_sanlock_bin();
         g_auto(GStrv) env = cli_sanlock_env(h->run_dir);
-        g_autofree char *port = NULL, *a_root = NULL, *a_run = NULL, *a_name = NULL;
+        g_autofree char *port = NULL, *a_root = NULL, *a_run = NULL, *a_name = NULL, *a_metrics = NULL;
+        unsigned metrics_port;
         gint64 deadline;
         goffset off = 0;
         guint64 p;
@@ -628,9 +653,12 @@ static int cli_start_host(struct cli_cluster *c, struct cli_host *h, const char 
         a_root = g_strdup_printf("--storage-root=%s/storage", c->dir);
         a_run = g_strdup_printf("--sanlock-run-dir=%s", h->run_dir);
         a_name = g_strdup_printf("--host-name=%s", h->name);
+        if ((metrics_port = cli_free_port(error)) == 0)
+                return -1;
+        a_metrics = g_strdup_printf("--metrics-port=%u", metrics_port);
         char *aargv[16] = { (char *) agent_bin, "--insecure=true", "--port=0", "--transfer-port=0", a_root, a_run,
-                            "--io-timeout=2", a_name, NULL };
-        for (size_t i = 8, k = 0; agent_opts && agent_opts[k]; i++, k++) {
+                            "--io-timeout=2", a_name, a_metrics, NULL };
+        for (size_t i = 9, k = 0; agent_opts && agent_opts[k]; i++, k++) {
                 g_assert(i < G_N_ELEMENTS(aargv) - 1);
                 aargv[i] = (char *) agent_opts[k];
         }
@@ -648,6 +676,13 @@ static int cli_start_host(struct cli_cluster *c, struct cli_host *h, const char 
                 return -1;
         }
         h->port = (int) p;
+        g_free(port);
+        /* Started after the RPC listener: wait for it, so a port taken meanwhile fails here. */
+        port = cli_wait_log(h->pid, "the agent", h->log, off, "metrics served on (http://127\\.0\\.0\\.1:[0-9]{1,5}/metrics)",
+                            CLI_LISTEN_S, error);
+        if (!port)
+                return -1;
+        h->metrics_url = g_steal_pointer(&port);
         return cli_cluster_save(c, error);
 }
 

@@ -5,6 +5,7 @@ the engine is built) a whole local cluster: up, disk create/move, down."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -12,6 +13,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -412,6 +414,11 @@ def test_cluster_up_move(tmpdir_ferry):
             assert h["address"] == "127.0.0.1" and 0 < h["port"] < 65536
             assert h["id"] and h["sanlock_run_dir"] == os.path.join(info["dir"], "run", h["name"])
             assert os.path.exists(h["log"])
+            # Each agent serves Prometheus metrics; cluster.json says where.
+            assert re.fullmatch(r"http://127\.0\.0\.1:\d+/metrics", h["metrics_url"]), h
+            with urllib.request.urlopen(h["metrics_url"], timeout=10) as resp:
+                text = resp.read().decode()
+            assert f'ferry_agent_info{{host="{h["name"]}",' in text, text
         assert [sd["name"] for sd in info["storage_domains"]] == ["sd1", "sd2"]
         for sd in info["storage_domains"]:
             assert sd["path"] == os.path.join(info["dir"], "storage", sd["id"])
