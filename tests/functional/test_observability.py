@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from ferrytest import MiB, free_port, new_uuid, wait_for, wait_job
+from ferrytest import REPO, MiB, free_port, new_uuid, wait_for, wait_job
 from test_copy import copy, endpoint, start_slow_copy
 
 PROMETHEUS = shutil.which("prometheus")
@@ -84,7 +84,7 @@ class Prometheus:
             "job_name": "ferry-agent",
             "scrape_interval": "1s",
             "scrape_timeout": "1s",
-            "static_configs": [{"targets": [t], "labels": {"host": host}} for host, t in targets.items()],
+            "static_configs": [{"targets": targets}],
         }]
         with open(config, "w") as f:
             # JSON is YAML.
@@ -131,15 +131,16 @@ class Prometheus:
 @pytest.fixture
 def prometheus(cluster, workdir):
     assert PROMETHEUS, "prometheus is missing: scripts/install-deps installs Debian's prometheus"
-    targets = {a.name: a.metrics_url.split("/")[2] for a in (cluster.a, cluster.b)}
-    p = Prometheus(workdir, targets)
+    p = Prometheus(workdir, [a.metrics_url.split("/")[2] for a in (cluster.a, cluster.b)])
     yield p
     p.stop()
 
 
 def test_prometheus_scrapes_the_copying_host(cluster, img, prometheus):
+    b = f'instance="{cluster.b.metrics_url.split("/")[2]}"'
     # Both agents up as Prometheus sees them, before the copy.
-    wait_for(lambda: sorted(m["host"] for m, v in prometheus.query('up{job="ferry-agent"} == 1')) == ["A", "B"],
+    wait_for(lambda: sorted(m["host"] for m, v in prometheus.query(
+                 'up{job="ferry-agent"} * on(instance) group_left(host) ferry_agent_info == 1')) == ["A", "B"],
              30, "prometheus to scrape both agents")
     before = sample(cluster.b.scrape(), "ferry_agent_copy_bytes_total")
     data = 192 * MiB
@@ -151,22 +152,35 @@ def test_prometheus_scrapes_the_copying_host(cluster, img, prometheus):
 
     # What PromQL says about B: the bytes the copy moved, and the job it ran meanwhile.
     def copied():
-        r = prometheus.query('ferry_agent_copy_bytes_total{host="B"}'
-                             f' - ferry_agent_copy_bytes_total{{host="B"}} offset 1m')
+        r = prometheus.query(f'ferry_agent_copy_bytes_total{{{b}}} - ferry_agent_copy_bytes_total{{{b}}} offset 30s')
         # The window must reach back before the copy: when it does not yet, wait.
         return r and r[0][1] == data and r[0][1]
-    got = wait_for(lambda: prometheus.query(f'ferry_agent_copy_bytes_total{{host="B"}} == {after}') and copied(),
+    got = wait_for(lambda: prometheus.query(f'ferry_agent_copy_bytes_total{{{b}}} == {after}') and copied(),
                    90, "prometheus to see the bytes B copied")
     assert got == data
-    running = prometheus.query('max_over_time(ferry_agent_jobs{host="B",state="running"}[5m])')
+    running = prometheus.query(f'max_over_time(ferry_agent_jobs{{{b},state="running"}}[5m])')
     assert [v for _, v in running] == [1], running
-    limit = prometheus.query('ferry_agent_jobs_limit{host="B"}')
+    limit = prometheus.query(f'ferry_agent_jobs_limit{{{b}}}')
     assert [v for _, v in limit] == [1], limit
-    rate_seen = prometheus.query('max_over_time(ferry_agent_copy_rate_bytes_per_second{host="B"}[5m])')
+    rate_seen = prometheus.query(f'max_over_time(ferry_agent_copy_rate_bytes_per_second{{{b}}}[5m])')
     # The 5 s window of the rate gauge spans the ~3 s copy: clearly above zero, never above the cap (+10 %).
     assert 0 < rate_seen[0][1] <= 64 * MiB * 1.1, rate_seen
-    durations = prometheus.query('ferry_agent_job_duration_seconds_count{host="B",method="SDM.copy_data",status="done"}')
+    durations = prometheus.query(f'ferry_agent_job_duration_seconds_count{{{b},method="SDM.copy_data",status="done"}}')
     assert durations and durations[0][1] >= 1, durations
+
+    # Every query of the Grafana dashboard is valid PromQL over these metrics, and only
+    # names the agents export: each ferry_* name appears in a scrape.
+    with open(os.path.join(REPO, "contrib", "grafana", "ferry.json")) as f:
+        dashboard = json.load(f)
+    exported = cluster.a.scrape() + cluster.b.scrape()
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert exprs
+    for expr in exprs:
+        for name in re.findall(r"\b(ferry_[a-z_]+)", expr):
+            assert re.search(rf"^{name}(_bucket)?[{{ ]", exported, re.M), (name, expr)
+        prometheus.query(expr.replace("$job", "ferry-agent"))
+    throughput = prometheus.query(exprs[2].replace("$job", "ferry-agent"))
+    assert throughput and throughput[0][1] > 0, throughput
 
 
 def test_job_events_have_vdsm_shape(cluster, img):
