@@ -23,6 +23,7 @@
 
 #include "cmd.h"
 #include "error.h"
+#include "eta.h"
 #include "uuid.h"
 
 #define SPM_CALL_TIMEOUT_MS 30000
@@ -115,6 +116,17 @@ void engine_cmd_update(struct engine *e, const char *id, const char *phase, json
                        phase, data, engine_now(), id);
 }
 
+/* Feeds the ETA of a running step or job; forgets it once it is not running. */
+static void engine_eta_track(const char *prefix, const char *id, bool running, double progress)
+{
+        g_autofree char *key = g_strconcat(prefix, id, NULL);
+
+        if (running)
+                engine_eta_observe(engine_eta(), key, g_get_monotonic_time(), progress);
+        else
+                engine_eta_forget(engine_eta(), key);
+}
+
 void engine_step_update(struct engine *e, const char *step_id, const char *status, double progress,
                         const char *host)
 {
@@ -125,6 +137,7 @@ void engine_step_update(struct engine *e, const char *step_id, const char *statu
                        "execution_host = COALESCE(?, execution_host), "
                        "end_time = CASE WHEN ? IN ('finished', 'failed') THEN ? ELSE end_time END WHERE id = ?",
                        "sdssis", status, progress, host, status, engine_now(), step_id);
+        engine_eta_track("step:", step_id, strcmp(status, "started") == 0, progress);
 }
 
 /* A step that cannot start yet says why (its detail, until it starts). */
@@ -152,6 +165,7 @@ void engine_job_progress_refresh(struct engine *e, const char *job_id)
         p = MIN(json_number_value(json_object_get(row, "p")), 100.0);
         engine_db_exec(e->db, NULL, "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'started'", "ds", p, job_id);
         engine_db_exec(e->db, NULL, "UPDATE disks SET progress = ? WHERE job_id = ? AND status = 'locked'", "ds", p, job_id);
+        engine_eta_track("job:", job_id, p < 100.0, p);
 }
 
 static GHashTable *job_events;
