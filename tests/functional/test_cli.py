@@ -257,8 +257,11 @@ def _script_move(fake, final_status):
         polls["n"] += 1
         n = polls["n"]
         status = "started" if n < 6 else final_status
-        return 200, {"id": JOB, "status": status, "progress": min(100, n * 20),
-                     "description": "Moving disk d1"}
+        body = {"id": JOB, "status": status, "progress": min(100, n * 20), "description": "Moving disk d1"}
+        if status == "started":
+            # Unknown at first (null), then the engine's estimate.
+            body["eta_seconds"] = None if n < 2 else [None, None, 125, 65, 5][n - 1]
+        return 200, body
 
     def steps(_):
         n = polls["n"]
@@ -284,6 +287,8 @@ def test_wait_move_finished(fake):
     # Not a terminal: one line per >= 5 % or step change, no carriage returns.
     assert "\r" not in r.stdout
     assert " 20%  copy_data on host3" in lines
+    assert " 60%  copy_data on host3, ETA 2m05s" in lines
+    assert " 80%  copy_data on host3, ETA 1m05s" in lines
     assert "100%  finished" in lines
     assert "copy_data ran on host3 (finished): Copying volume v1" in lines
     assert lines[-1].startswith(f"job {JOB} finished in ")
