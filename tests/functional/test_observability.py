@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
@@ -64,19 +65,25 @@ def test_promtool_accepts_agent_metrics(cluster, img):
 
 def test_metrics_endpoint_refuses_other_paths_and_methods(cluster):
     base = cluster.a.metrics_url.rsplit("/", 1)[0]
+    context = ssl.create_default_context(cafile=cluster.a.options["tls_ca"]) if cluster.a.tls else None
     with pytest.raises(urllib.error.HTTPError) as e:
-        urllib.request.urlopen(base + "/other", timeout=10)
+        urllib.request.urlopen(base + "/other", timeout=10, context=context)
     assert e.value.code == 404
     with pytest.raises(urllib.error.HTTPError) as e:
-        urllib.request.urlopen(urllib.request.Request(cluster.a.metrics_url, data=b"x", method="POST"), timeout=10)
+        urllib.request.urlopen(urllib.request.Request(cluster.a.metrics_url, data=b"x", method="POST"),
+                               timeout=10, context=context)
     assert e.value.code == 405
+    if cluster.a.tls:
+        # HTTPS only: a plain HTTP request gets no metrics.
+        with pytest.raises(OSError):
+            urllib.request.urlopen(cluster.a.metrics_url.replace("https:", "http:"), timeout=10)
 
 
 class Prometheus:
     """Debian's Prometheus server in a temp folder on a free port, scraping
     the given targets every second."""
 
-    def __init__(self, workdir, targets):
+    def __init__(self, workdir, targets, ca_file=None):
         self.dir = tempfile.mkdtemp(prefix="prometheus-", dir=workdir)
         self.port = free_port()
         config = os.path.join(self.dir, "prometheus.yml")
@@ -86,6 +93,9 @@ class Prometheus:
             "scrape_timeout": "1s",
             "static_configs": [{"targets": targets}],
         }]
+        if ca_file:
+            # The agents serve HTTPS with certificates of the cluster's CA.
+            scrape_configs[0].update({"scheme": "https", "tls_config": {"ca_file": ca_file}})
         with open(config, "w") as f:
             # JSON is YAML.
             json.dump({"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -131,7 +141,8 @@ class Prometheus:
 @pytest.fixture
 def prometheus(cluster, workdir):
     assert PROMETHEUS, "prometheus is missing: scripts/install-deps installs Debian's prometheus"
-    p = Prometheus(workdir, [a.metrics_url.split("/")[2] for a in (cluster.a, cluster.b)])
+    p = Prometheus(workdir, [a.metrics_url.split("/")[2] for a in (cluster.a, cluster.b)],
+                   cluster.a.options.get("tls_ca") if cluster.a.tls else None)
     yield p
     p.stop()
 
