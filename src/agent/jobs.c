@@ -33,9 +33,11 @@ struct agent_job {
         gint64 start_time;             /* wall clock, seconds */
         gint64 end_time;
         guint autodelete_source;
+        json_t *result_value;          /* what a done job produced (main thread) */
         /* Written by the thread before it hands over to the main thread. */
         int result;
         GError *thread_error;
+        json_t *thread_result;
 };
 
 struct agent_jobs {
@@ -93,6 +95,8 @@ static void job_free(struct agent_job *job)
                 job->data_free(job->data);
         g_clear_error(&job->error);
         g_clear_error(&job->thread_error);
+        json_decref(job->result_value);
+        json_decref(job->thread_result);
         g_clear_object(&job->cancel);
         g_free(job->id);
         g_free(job->job_type);
@@ -112,6 +116,8 @@ static json_t *job_info(struct agent_job *job)
                                  "start_time", (json_int_t) job->start_time);
         if (job->end_time)
                 json_object_set_new(info, "end_time", json_integer(job->end_time));
+        if (job->result_value)
+                json_object_set(info, "result", job->result_value);
         if (job->error)
                 json_object_set_new(info, "error", json_pack("{s:i, s:s}",
                                                              "code", job->error->domain == FY_ERROR ? job->error->code : FY_ERR_GENERAL,
@@ -195,6 +201,7 @@ static gboolean job_thread_done(gpointer data)
         if (job->result == 0) {
                 job->status = AGENT_JOB_DONE;
                 g_atomic_int_set(&job->progress_bp, 10000);
+                job->result_value = g_steal_pointer(&job->thread_result);
         } else if (job->result == -ECANCELED || g_cancellable_is_cancelled(job->cancel)) {
                 job->status = AGENT_JOB_ABORTED;
                 job->error = g_error_new(FY_ERROR, FY_ERR_ABORTED, "job %s was aborted", job->id);
@@ -464,6 +471,12 @@ void agent_jobs_counts(struct agent_jobs *jobs, unsigned *ret_running, unsigned 
 {
         *ret_running = jobs->running;
         *ret_pending = g_queue_get_length(&jobs->pending);
+}
+
+void agent_job_set_result(struct agent_job *job, json_t *result)
+{
+        json_decref(job->thread_result);
+        job->thread_result = result;
 }
 
 void agent_job_set_progress(struct agent_job *job, double progress)

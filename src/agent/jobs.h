@@ -47,6 +47,8 @@ void agent_jobs_counts(struct agent_jobs *jobs, unsigned *ret_running, unsigned 
 /* ferry_agent_jobs{state}, ferry_agent_jobs_limit, ferry_agent_job_duration_seconds{method,status}. Main thread. */
 void agent_jobs_metrics(struct agent_jobs *jobs, struct fy_prom *p);
 
+/* From the job thread, before it returns: what a done job reports as "result" in its info (stolen). */
+void agent_job_set_result(struct agent_job *job, json_t *result);
 /* Thread safe, from the job thread: 0..100. */
 void agent_job_set_progress(struct agent_job *job, double progress);
 struct agent *agent_job_agent(struct agent_job *job);
