@@ -6,7 +6,8 @@
 
 #include "log.h"
 
-static GLogLevelFlags log_threshold = G_LOG_LEVEL_MESSAGE;
+/* int for g_atomic: a SIGHUP reload changes it while other threads log. */
+static int log_threshold = G_LOG_LEVEL_MESSAGE;
 static const char *log_program = "ferry";
 
 static void log_handler(const char *domain, GLogLevelFlags level, const char *message, gpointer data)
@@ -15,7 +16,7 @@ static void log_handler(const char *domain, GLogLevelFlags level, const char *me
         g_autofree char *ts = NULL;
         const char *name;
 
-        if ((level & G_LOG_LEVEL_MASK) > log_threshold)
+        if ((int) (level & G_LOG_LEVEL_MASK) > g_atomic_int_get(&log_threshold))
                 return;
         switch (level & G_LOG_LEVEL_MASK) {
         case G_LOG_LEVEL_ERROR: name = "ERROR"; break;
@@ -34,13 +35,13 @@ static void log_handler(const char *domain, GLogLevelFlags level, const char *me
 void fy_log_setup(const char *level, const char *program)
 {
         if (strcmp(level, "debug") == 0)
-                log_threshold = G_LOG_LEVEL_DEBUG;
+                g_atomic_int_set(&log_threshold, G_LOG_LEVEL_DEBUG);
         else if (strcmp(level, "info") == 0)
-                log_threshold = G_LOG_LEVEL_INFO;
+                g_atomic_int_set(&log_threshold, G_LOG_LEVEL_INFO);
         else if (strcmp(level, "warning") == 0)
-                log_threshold = G_LOG_LEVEL_WARNING;
+                g_atomic_int_set(&log_threshold, G_LOG_LEVEL_WARNING);
         else
-                log_threshold = G_LOG_LEVEL_CRITICAL;
+                g_atomic_int_set(&log_threshold, G_LOG_LEVEL_CRITICAL);
         log_program = program;
         g_log_set_default_handler(log_handler, NULL);
 }
