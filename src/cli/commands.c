@@ -204,7 +204,7 @@ int cli_host_add(struct cli_ctx *ctx, int argc, char **argv, GError **error)
                               "Registers a host whose agent runs at ADDR:P; the engine connects to it over TLS "
                               "(checking its certificate against ADDR), gives it a sanlock host id and connects "
                               "it to the storage pool.", error) < 0 ||
-            cli_expect_args(argc, 0, NULL, error) < 0 || cli_ctx_engine(ctx, &e, error) < 0)
+            cli_expect_args(argc, 0, NULL, error) < 0)
                 return -1;
         if (!address) {
                 g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "--address is required");
@@ -215,7 +215,7 @@ int cli_host_add(struct cli_ctx *ctx, int argc, char **argv, GError **error)
                 return -1;
         }
         if (cli_check_name("--address", address, error) < 0 ||
-            cli_check_name("--name", name ? name : address, error) < 0)
+            cli_check_name("--name", name ? name : address, error) < 0 || cli_ctx_engine(ctx, &e, error) < 0)
                 return -1;
         body = json_pack("{s:s, s:s, s:i}", "name", name ? name : address, "address", address, "port", port);
         r = cli_engine_request(e, "POST", "/api/hosts", body, &answer, error);
