@@ -4,8 +4,9 @@ extracts them into a throwaway root and runs this module with FERRY_ROOT set
 to it: the installed ferry-engine and two installed ferry-agents (each with
 its own unprivileged sanlock daemon) run from that root, configured through
 the packaged /etc/ferry files plus drop-ins under a temporary etc/ferry, and
-the installed `ferry` CLI adds the hosts and moves a disk end to end. Also:
-sd_notify readiness and watchdog pings, and SIGHUP reloads of drop-ins."""
+the installed `ferry` CLI adds the hosts and moves a disk end to end. TLS
+everywhere, with certificates from the installed `ferry pki`. Also: sd_notify
+readiness and watchdog pings, and SIGHUP reloads of drop-ins."""
 
 import json
 import os
@@ -13,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -115,31 +117,46 @@ class Daemon:
         return self.proc.returncode
 
 
+def pki(workdir):
+    """The installation's CA, the engine's certificate and one per host, as docs/deploy.md makes them."""
+    d = os.path.join(workdir, "pki")
+    run = [os.path.join(BIN, "ferry"), "pki"]
+    subprocess.run([*run, "init", "--dir", d, "--name", "engine", "--address", "127.0.0.1"], check=True,
+                   capture_output=True)
+    for i in (1, 2):
+        subprocess.run([*run, "issue", "--dir", d, "--host", f"host{i}", "--address", "127.0.0.1"], check=True,
+                       capture_output=True)
+    return d
+
+
 @pytest.fixture
 def installed(tmp_path):
     workdir = str(tmp_path)
     storage = os.path.join(workdir, "storage")
     os.makedirs(storage)
+    ca = pki(workdir)
     started = []
     try:
         notify = NotifySocket(os.path.join(workdir, "notify.sock"))
         started.append(notify)
         conf = etc_from_package(workdir, "engine", "engine.conf")
         write(conf + ".d/50-test.conf",
-              f"[engine]\nport = 0\ndb = {workdir}/engine.db\nagent_insecure = true\n"
+              f"[engine]\nport = 0\ndb = {workdir}/engine.db\ntls_cert = {ca}/engine.pem\n"
+              f"tls_key = {ca}/engine.key\ntls_ca = {ca}/ca.pem\n"
               "poll_interval = 200\nhost_timeout = 3000\nlog_level = info\n")
         write(conf + ".d/10-overridden.conf", "[engine]\nport = 1\nlog_level = debug\n")
         engine = Daemon(workdir, "engine", [os.path.join(BIN, "ferry-engine"), "--config", conf],
                         env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"})
         started.append(engine)
-        port = int(engine.wait_log(r"listening on http://127\.0\.0\.1:(\d+)").group(1))
+        port = int(engine.wait_log(r"listening on https://127\.0\.0\.1:(\d+)").group(1))
         agents = []
         for i in (1, 2):
             sanlock = Sanlock(workdir, f"host{i}")
             started.append(sanlock)
             conf = etc_from_package(workdir, f"host{i}", "agent.conf")
             write(conf + ".d/50-test.conf",
-                  f"[agent]\nlisten_address = 127.0.0.1\nport = 0\ntransfer_port = 0\ninsecure = true\n"
+                  f"[agent]\nlisten_address = 127.0.0.1\nport = 0\ntransfer_port = 0\n"
+                  f"tls_cert = {ca}/hosts/host{i}.pem\ntls_key = {ca}/hosts/host{i}.key\ntls_ca = {ca}/ca.pem\n"
                   f"storage_root = {storage}\nsanlock_run_dir = {sanlock.run_dir}\nio_timeout = 2\n"
                   f"host_name = host{i}\ncopy_rate_limit = 256M\n")
             agent = Daemon(workdir, f"agent{i}", [os.path.join(BIN, "ferry-agent"), "--config", conf])
@@ -147,22 +164,22 @@ def installed(tmp_path):
             agent.port = int(agent.wait_log(r"listening on 127\.0\.0\.1:(\d+)").group(1))
             agent.conf = conf
             agents.append(agent)
-        yield {"workdir": workdir, "engine": engine, "url": f"http://127.0.0.1:{port}", "agents": agents,
-               "storage": storage, "notify": notify}
+        yield {"workdir": workdir, "engine": engine, "url": f"https://127.0.0.1:{port}", "agents": agents,
+               "storage": storage, "notify": notify, "ca": os.path.join(ca, "ca.pem")}
     finally:
         for d in reversed(started):
             d.stop()
 
 
-def ferry(url, *args, timeout=180):
-    r = subprocess.run([os.path.join(BIN, "ferry"), "--engine", url, *args], capture_output=True, text=True,
-                       timeout=timeout, stdin=subprocess.DEVNULL)
+def ferry(installed, *args, timeout=180):
+    r = subprocess.run([os.path.join(BIN, "ferry"), "--engine", installed["url"], "--ca-file", installed["ca"], *args],
+                       capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, f"ferry {' '.join(args)}: {r.returncode}\n{r.stdout}\n{r.stderr}"
     return r.stdout
 
 
-def ferry_json(url, *args):
-    return json.loads(ferry(url, "--json", *args))
+def ferry_json(installed, *args):
+    return json.loads(ferry(installed, "--json", *args))
 
 
 def test_installed_move_disk(installed):
@@ -172,34 +189,35 @@ def test_installed_move_disk(installed):
     wait_for(lambda: notify.count("READY=1"), 10, "READY=1 from the engine")
     wait_for(lambda: notify.count("WATCHDOG=1") >= 3, 10, "watchdog pings from the engine")
     # Drop-ins are read in lexical order: 50-test.conf (port 0, info) over 10-overridden.conf (port 1, debug).
-    assert url != "http://127.0.0.1:1" and "DEBUG " not in engine.text()
+    assert url != "https://127.0.0.1:1" and "DEBUG " not in engine.text()
 
     for i, agent in enumerate(installed["agents"], 1):
-        out = ferry(url, "host", "add", "--address", "127.0.0.1", "--port", str(agent.port),
+        out = ferry(installed, "host", "add", "--address", "127.0.0.1", "--port", str(agent.port),
                     "--name", f"host{i}", "--wait")
         assert f"host host{i} is up" in out
     for sd in ("sd1", "sd2"):
         # No CLI verb creates a domain: the REST API does.
         req = urllib.request.Request(f"{url}/api/storagedomains", data=json.dumps({"name": sd}).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
-        with urllib.request.urlopen(req, timeout=30) as answer:
+        tls = ssl.create_default_context(cafile=installed["ca"])
+        with urllib.request.urlopen(req, timeout=30, context=tls) as answer:
             assert answer.status == 201
 
     def ready():
-        hosts = ferry_json(url, "host", "list")["hosts"]
+        hosts = ferry_json(installed, "host", "list")["hosts"]
         return len(hosts) == 2 and all(h["status"] == "up" and h["pool_connected"] for h in hosts)
     wait_for(ready, 90, "both hosts connected to the pool", interval=0.3)
 
-    ferry(url, "disk", "create", "--name", "d1", "--size", "64M", "--sd", "sd1", "--format", "cow",
+    ferry(installed, "disk", "create", "--name", "d1", "--size", "64M", "--sd", "sd1", "--format", "cow",
           "--volumes", "2", "--wait")
-    disk = ferry_json(url, "disk", "show", "d1")
-    sds = {s["name"]: s["id"] for s in ferry_json(url, "sd", "list")["storagedomains"]}
+    disk = ferry_json(installed, "disk", "show", "d1")
+    sds = {s["name"]: s["id"] for s in ferry_json(installed, "sd", "list")["storagedomains"]}
     top = disk["volumes"][-1]["id"]
     src = os.path.join(installed["storage"], sds["sd1"], "images", disk["id"], top)
     qemu_io_write(src, "qcow2", "0x5a", 0, 8 * MiB)
 
-    out = ferry(url, "disk", "move", "d1", "--sd", "sd2", "--wait")
-    moved = ferry_json(url, "disk", "show", "d1")
+    out = ferry(installed, "disk", "move", "d1", "--sd", "sd2", "--wait")
+    moved = ferry_json(installed, "disk", "show", "d1")
     assert [s["id"] for s in moved["storage_domains"]] == [sds["sd2"]], out
     assert moved["status"] == "ok"
     dst = os.path.join(installed["storage"], sds["sd2"], "images", disk["id"], top)
@@ -210,12 +228,12 @@ def test_installed_move_disk(installed):
 
 
 def test_installed_sighup_reload(installed):
-    url, engine = installed["url"], installed["engine"]
+    engine = installed["engine"]
     agent = installed["agents"][0]
-    ferry(url, "host", "add", "--address", "127.0.0.1", "--port", str(agent.port), "--name", "host1", "--wait")
+    ferry(installed, "host", "add", "--address", "127.0.0.1", "--port", str(agent.port), "--name", "host1", "--wait")
 
     def stats():
-        h = ferry_json(url, "host", "list")["hosts"][0]
+        h = ferry_json(installed, "host", "list")["hosts"][0]
         return h["stats"] if isinstance(h.get("stats"), dict) else None
     before = wait_for(stats, 20, "host stats")
     assert before["job_limit"] == 2 and before["copy_rate_limit"] == 256 * MiB
@@ -244,5 +262,5 @@ def test_installed_sighup_reload(installed):
     engine.wait_log(r"reload: log_level: info -> warning")
     wait_for(lambda: installed["notify"].count("RELOADING=1"), 10, "RELOADING=1 from the engine")
     second = installed["agents"][1]
-    ferry(url, "host", "add", "--address", "127.0.0.1", "--port", str(second.port), "--name", "host2", "--wait")
+    ferry(installed, "host", "add", "--address", "127.0.0.1", "--port", str(second.port), "--name", "host2", "--wait")
     assert "host host2 (127.0.0.1" not in engine.text()
