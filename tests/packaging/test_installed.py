@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -159,7 +160,11 @@ def installed(tmp_path):
                   f"tls_cert = {ca}/hosts/host{i}.pem\ntls_key = {ca}/hosts/host{i}.key\ntls_ca = {ca}/ca.pem\n"
                   f"storage_root = {storage}\nsanlock_run_dir = {sanlock.run_dir}\nio_timeout = 2\n"
                   f"host_name = host{i}\ncopy_rate_limit = 256M\n")
-            agent = Daemon(workdir, f"agent{i}", [os.path.join(BIN, "ferry-agent"), "--config", conf])
+            agent_notify = NotifySocket(os.path.join(workdir, f"notify-agent{i}.sock"))
+            started.append(agent_notify)
+            agent = Daemon(workdir, f"agent{i}", [os.path.join(BIN, "ferry-agent"), "--config", conf],
+                           env={"NOTIFY_SOCKET": agent_notify.path})
+            agent.notify = agent_notify
             started.append(agent)
             agent.port = int(agent.wait_log(r"listening on 127\.0\.0\.1:(\d+)").group(1))
             agent.conf = conf
@@ -188,6 +193,9 @@ def test_installed_move_disk(installed):
     # Type=notify: READY=1 once it serves, then watchdog pings from the main loop (every 200 ms here).
     wait_for(lambda: notify.count("READY=1"), 10, "READY=1 from the engine")
     wait_for(lambda: notify.count("WATCHDOG=1") >= 3, 10, "watchdog pings from the engine")
+    for agent in installed["agents"]:
+        wait_for(lambda: agent.notify.count("READY=1"), 10, "READY=1 from an agent")
+        assert agent.notify.count("WATCHDOG=1") == 0    # no WATCHDOG_USEC: no pings
     # Drop-ins are read in lexical order: 50-test.conf (port 0, info) over 10-overridden.conf (port 1, debug).
     assert url != "https://127.0.0.1:1" and "DEBUG " not in engine.text()
 
@@ -225,6 +233,27 @@ def test_installed_move_disk(installed):
     r = subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"read -P 0x5a 0 {8 * MiB}", dst],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "Pattern verification failed" not in r.stdout, r.stdout
+
+    # docs/deploy.md §8: an online backup (SQLite's backup API, what `sqlite3 .backup` uses) while the
+    # engine runs, then a restore: an engine started on the copy knows the moved disk.
+    workdir = installed["workdir"]
+    backup = os.path.join(workdir, "engine-backup.db")
+    with sqlite3.connect(os.path.join(workdir, "engine.db")) as live, sqlite3.connect(backup) as copy:
+        live.backup(copy)
+    with sqlite3.connect(backup) as copy:
+        assert copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert engine.stop() == 0
+    conf = os.path.join(workdir, "etc-engine", "ferry", "engine.conf")
+    write(conf + ".d/90-restore.conf", f"[engine]\ndb = {backup}\nsweep_interval = 0\n")
+    restored = Daemon(workdir, "engine-restored", [os.path.join(BIN, "ferry-engine"), "--config", conf])
+    try:
+        port = int(restored.wait_log(r"listening on https://127\.0\.0\.1:(\d+)").group(1))
+        again = dict(installed, url=f"https://127.0.0.1:{port}")
+        disk = ferry_json(again, "disk", "show", "d1")
+        assert [s["id"] for s in disk["storage_domains"]] == [sds["sd2"]]
+        assert disk["status"] == "ok"
+    finally:
+        assert restored.stop() == 0
 
 
 def test_installed_sighup_reload(installed):
