@@ -51,7 +51,7 @@ static gboolean on_reload(gpointer data)
         if (engine_config_reload(&e->config, NULL, &error) < 0)
                 g_warning("reload failed, configuration unchanged: %s", error->message);
         else
-                fy_log_setup(e->config.log_level, "ferry-engine");
+                fy_log_set_level(e->config.log_level);
         fy_service_ready("reloaded");
         return G_SOURCE_CONTINUE;
 }
@@ -93,7 +93,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "ferry-engine: %s\n", error->message);
                 return 2;
         }
-        fy_log_setup(e->config.log_level, "ferry-engine");
+        fy_log_setup(e->config.log_level, "ferry-engine", g_get_host_name());
         e->loop = g_main_loop_new(NULL, FALSE);
 
         if (engine_db_open(e->config.db, &e->db, &error) < 0 || ensure_datacenter(e, &error) < 0 ||
