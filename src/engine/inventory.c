@@ -15,3 +15,11 @@ bool engine_image_in_use(struct engine *e, const char *sd, const char *img, cons
         /* No answer from the database: in use, to be safe. */
         return !row || json_integer_value(json_object_get(row, "n")) > 0;
 }
+
+json_t *engine_disk_volumes(struct engine *e, json_t *disk)
+{
+        json_t *rows = engine_db_query(e->db, NULL, "SELECT * FROM volumes WHERE disk_id = ? AND sd_id = ? ORDER BY position",
+                                       "ss", engine_js(disk, "id"), engine_js(disk, "sd_id"));
+
+        return rows ? rows : json_array();
+}

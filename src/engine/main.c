@@ -17,8 +17,6 @@
 #include "log.h"
 #include "uuid.h"
 
-G_DEFINE_QUARK(ferry-engine-error-quark, engine_error)
-
 static gboolean on_tick(gpointer data)
 {
         struct engine *e = data;
