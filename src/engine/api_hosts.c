@@ -12,7 +12,7 @@
 
 static json_t *host_json(struct engine *e, json_t *row)
 {
-        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT spm_host FROM datacenters WHERE id = ?", "s", js(row, "dc_id"));
+        g_autoptr(json_t) dc = engine_store_dc_get(e->db, js(row, "dc_id"), NULL);
         json_t *stats = js(row, "stats") ? json_loads(js(row, "stats"), 0, NULL) : NULL;
 
         return json_pack("{s:s, s:s, s:s, s:I, s:I, s:o, s:s, s:b, s:b, s:o}",
@@ -24,7 +24,7 @@ static json_t *host_json(struct engine *e, json_t *row)
 
 static json_t *sd_json(struct engine *e, json_t *row)
 {
-        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT master_sd FROM datacenters WHERE id = ?", "s", js(row, "dc_id"));
+        g_autoptr(json_t) dc = engine_store_dc_get(e->db, js(row, "dc_id"), NULL);
         json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:b}", "id", js(row, "id"), "name", js(row, "name"),
                               "status", js(row, "status"), "data_center", ref(js(row, "dc_id")),
                               "master", dc && g_strcmp0(js(dc, "master_sd"), js(row, "id")) == 0);
@@ -42,7 +42,7 @@ static json_t *dc_json(struct engine *e, json_t *row)
         json_t *o = json_pack("{s:s, s:s, s:s}", "id", js(row, "id"), "name", js(row, "name"), "pool_id", js(row, "pool_id"));
 
         if (js(row, "spm_host"))
-                spm = engine_db_query_one(e->db, NULL, "SELECT id, name, status FROM hosts WHERE id = ?", "s", js(row, "spm_host"));
+                spm = engine_store_host_get(e->db, js(row, "spm_host"), NULL);
         json_object_set_new(o, "spm", spm ? json_pack("{s:s, s:s}", "id", js(spm, "id"), "name", js(spm, "name")) : json_null());
         json_object_set_new(o, "status", json_string(spm && strcmp(js(spm, "status"), "up") == 0 ? "up" : "problematic"));
         return o;
@@ -53,7 +53,7 @@ static json_t *dc_json(struct engine *e, json_t *row)
 static void dc_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = engine_db_query(e->db, &error, "SELECT * FROM datacenters ORDER BY name", "");
+        g_autoptr(json_t) rows = engine_store_dc_list(e->db, &error);
 
         engine_rest_reply_rows(e, msg, "datacenters", rows, error, dc_json);
 }
@@ -65,7 +65,7 @@ static void dc_get(struct engine *e, SoupServerMessage *msg, char **args)
 
         if (!engine_rest_id_valid(msg, "data center", args[0]))
                 return;
-        row = engine_db_query_one(e->db, &error, "SELECT * FROM datacenters WHERE id = ?", "s", args[0]);
+        row = engine_store_dc_get(e->db, args[0], &error);
         engine_rest_reply_row(e, msg, "data center", args[0], row, error, dc_json);
 }
 
@@ -74,7 +74,7 @@ static void dc_get(struct engine *e, SoupServerMessage *msg, char **args)
 static void host_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = engine_db_query(e->db, &error, "SELECT * FROM hosts ORDER BY host_id", "");
+        g_autoptr(json_t) rows = engine_store_host_list(e->db, &error);
 
         engine_rest_reply_rows(e, msg, "hosts", rows, error, host_json);
 }
@@ -86,7 +86,7 @@ static void host_reply(struct engine *e, SoupServerMessage *msg, const char *id)
 
         if (!engine_rest_id_valid(msg, "host", id))
                 return;
-        row = engine_db_query_one(e->db, &error, "SELECT * FROM hosts WHERE id = ?", "s", id);
+        row = engine_store_host_get(e->db, id, &error);
         engine_rest_reply_row(e, msg, "host", id, row, error, host_json);
 }
 
@@ -144,7 +144,7 @@ static void host_activate(struct engine *e, SoupServerMessage *msg, char **args)
 static void sd_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = engine_db_query(e->db, &error, "SELECT * FROM storage_domains ORDER BY name", "");
+        g_autoptr(json_t) rows = engine_store_sd_list(e->db, NULL, &error);
 
         engine_rest_reply_rows(e, msg, "storagedomains", rows, error, sd_json);
 }
@@ -156,7 +156,7 @@ static void sd_get(struct engine *e, SoupServerMessage *msg, char **args)
 
         if (!engine_rest_id_valid(msg, "storage domain", args[0]))
                 return;
-        row = engine_db_query_one(e->db, &error, "SELECT * FROM storage_domains WHERE id = ?", "s", args[0]);
+        row = engine_store_sd_get(e->db, args[0], &error);
         engine_rest_reply_row(e, msg, "storage domain", args[0], row, error, sd_json);
 }
 

@@ -93,8 +93,7 @@ static void job_cancel(struct engine *e, SoupServerMessage *msg, char **args)
 static void event_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = engine_db_query(e->db, &error,
-                "SELECT id, time, severity, message, command_id FROM events ORDER BY id DESC LIMIT 1000", "");
+        g_autoptr(json_t) rows = engine_store_event_list(e->db, 1000, &error);
         g_autoptr(json_t) out = rows ? json_pack("{s:O}", "events", rows) : NULL;
 
         engine_rest_reply_result(msg, 200, out, error);

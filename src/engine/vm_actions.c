@@ -490,7 +490,7 @@ json_t *engine_vm_create(struct engine *e, json_t *body, int *ret_status, GError
                 *ret_status = 201;
                 {
                         g_autoptr(json_t) row = engine_db_query_one(e->db, error, "SELECT * FROM vms WHERE id = ?", "s", vm);
-                        return row;      /* the new VM itself: the caller shows it */
+                        return g_steal_pointer(&row);     /* the new VM itself: the caller shows it */
                 }
         }
         if (!(tmpl_id = ref_id(body, "template", error)) || !(tmpl = engine_template_get(e, tmpl_id, error)) ||
