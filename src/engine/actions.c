@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * What the REST actions start. Each validates everything it can first
- * (ids, sizes, state, free space), then in one transaction locks the disk,
- * records the job, its first rows and the top-level command; the
- * coordinator does the rest. Nothing is called on a host from here.
+ * What the disk actions start. Each validates everything it can first
+ * (ids, sizes, state, free space, what the disk's VM or template allows),
+ * then in one transaction locks the disk, records the job, its first rows
+ * and the top-level command; the coordinator does the rest. Nothing is
+ * called on a host from here.
  */
 #include <errno.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "clock.h"
 #include "commands.h"
 #include "events.h"
+#include "vm_actions.h"
 #include "error.h"
 #include "uuid.h"
 
@@ -215,6 +217,8 @@ json_t *engine_disk_move(struct engine *e, const char *disk_id, json_t *body, bo
 
         if (!fy_uuid_is_valid(disk_id))
                 return fail(error, 404, "no disk %.64s", disk_id);
+        if (!keep_source && engine_disk_owner_check(e, disk_id, false, error) < 0)
+                return NULL;
         disk = engine_db_query_one(e->db, error, "SELECT * FROM disks WHERE id = ?", "s", disk_id);
         if (!disk)
                 return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
@@ -321,6 +325,8 @@ json_t *engine_disk_remove(struct engine *e, const char *disk_id, GError **error
 
         if (!fy_uuid_is_valid(disk_id))
                 return fail(error, 404, "no disk %.64s", disk_id);
+        if (engine_disk_owner_check(e, disk_id, true, error) < 0)
+                return NULL;
         disk = engine_db_query_one(e->db, error, "SELECT * FROM disks WHERE id = ?", "s", disk_id);
         if (!disk)
                 return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
