@@ -13,6 +13,7 @@
 #include "sweeper.h"
 #include "transfers.h"
 #include "vms.h"
+#include "flows/snapshots.h"
 #include "error.h"
 #include "log.h"
 #include "uuid.h"
@@ -82,6 +83,7 @@ int main(int argc, char **argv)
                 return EXIT_FAILURE;
         }
         engine_vms_init();     /* flow types of vms.c, before the first coordinator round */
+        engine_snapshot_flows_init();
         if (engine_rest_start(e, &error) < 0) {
                 g_critical("cannot serve the REST API on %s:%u: %s", e->config.listen_address, e->config.port, error->message);
                 return EXIT_FAILURE;

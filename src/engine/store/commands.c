@@ -13,7 +13,7 @@ int engine_store_copy_load(struct engine_store *st, const char *host, gint64 *re
                 "       COALESCE(SUM(COALESCE(json_extract(c.params, '$.bytes'), 0) * "
                 "                    (1.0 - MIN(COALESCE(s.progress, 0), 100) / 100.0)), 0) AS b "
                 "FROM commands c LEFT JOIN steps s ON s.id = c.step_id "
-                "WHERE c.type = 'copy_data' AND c.state = 'active' AND c.phase = 'sent' AND c.host = ?", "s", host);
+                "WHERE c.type IN ('copy_data', 'merge', 'sparsify_volume') AND c.state = 'active' AND c.phase = 'sent' AND c.host = ?", "s", host);
 
         *ret_copies = 0;
         *ret_bytes = 0;
