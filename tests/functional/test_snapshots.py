@@ -313,10 +313,10 @@ def test_bad_input_is_refused_with_nothing_changed(ec):
     chain = disk(ec, d["id"])["volumes"]
     assert fault(ec, "DELETE", f"/api/vms/{vm['id']}/snapshots/{missing}") == 404
     assert fault(ec, "DELETE", f"/api/vms/{missing}/snapshots/{sid}") == 404
-    assert fault(ec, "DELETE", f"/api/vms/{vm['id']}/snapshots/..%2F..%2Fetc") == 404
+    assert fault(ec, "DELETE", f"/api/vms/{vm['id']}/snapshots/..%2F..%2Fetc") in (400, 404)
     assert fault(ec, "POST", f"/api/vms/{vm['id']}/snapshots/{missing}/restore", {}) == 404
     assert fault(ec, "POST", f"/api/disks/{missing}/sparsify", {}) == 404
-    assert fault(ec, "POST", "/api/disks/..%2Fx/sparsify", {}) == 404
+    assert fault(ec, "POST", "/api/disks/..%2Fx/sparsify", {}) in (400, 404)
     # A cow disk made preallocated has nothing to give back; a locked VM or disk refuses.
     r = ec.engine.post("/api/disks", {"name": "prealloc", "provisioned_size": 8 * MiB, "format": "raw",
                                       "sparse": False, "storage_domain": {"id": ec.sds[0]["id"]}})
