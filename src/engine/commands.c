@@ -738,6 +738,25 @@ static void volume_container_start(struct engine *e, json_t *cmd, json_t *p)
                  SPM_CALL_TIMEOUT_MS, on_leaf_sent, NULL, NULL);
 }
 
+/*
+ * An SPM leaf about to call: waits for an election (NULL), else records the
+ * SPM and a new agent job id before the call (returned), with the pool row.
+ */
+static char *spm_mark_sent(struct engine *e, json_t *cmd, const char *spm, json_t **ret_dc)
+{
+        char *job_id;
+
+        if (!spm) {
+                step_wait(e, js(cmd, "step_id"), "waiting for the SPM");
+                return NULL;
+        }
+        *ret_dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        job_id = leaf_mark_sent(e, cmd, spm, -1);
+        if (job_id)
+                engine_step_update(e, js(cmd, "step_id"), "started", 0, spm);
+        return job_id;
+}
+
 /* remove_image */
 
 static void remove_image_start(struct engine *e, json_t *cmd, json_t *p)
@@ -757,15 +776,9 @@ static void remove_image_start(struct engine *e, json_t *cmd, json_t *p)
                 engine_cmd_finish(e, cmd, true, NULL);
                 return;
         }
-        if (!spm) {
-                step_wait(e, js(cmd, "step_id"), "waiting for the SPM");
-                return;
-        }
-        dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
-        job_id = leaf_mark_sent(e, cmd, spm, -1);
+        job_id = spm_mark_sent(e, cmd, spm, &dc);
         if (!job_id)
                 return;
-        engine_step_update(e, js(cmd, "step_id"), "started", 0, spm);
         cmd_call(e, cmd, spm, "Image.delete",
                  json_pack("{s:s, s:s, s:s, s:s}", "job_id", job_id, "storagepoolID", js(dc, "pool_id"),
                            "storagedomainID", js(p, "sd"), "imageID", js(p, "img")),
@@ -787,15 +800,9 @@ static void spm_volume_job_start(struct engine *e, json_t *cmd, json_t *p)
 
         if (ji(data, "next_try") > engine_now())
                 return;
-        if (!spm) {
-                step_wait(e, js(cmd, "step_id"), "waiting for the SPM");
-                return;
-        }
-        dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
-        job_id = leaf_mark_sent(e, cmd, spm, -1);
+        job_id = spm_mark_sent(e, cmd, spm, &dc);
         if (!job_id)
                 return;
-        engine_step_update(e, js(cmd, "step_id"), "started", 0, spm);
         if (kind == ENGINE_KIND_REMOVE_VOLUME) {
                 params = json_pack("{s:s, s:s, s:s, s:s, s:s}", "job_id", job_id, "storagepoolID", js(dc, "pool_id"),
                                    "storagedomainID", js(p, "sd"), "imageID", js(p, "img"), "volumeID", js(p, "vol"));
