@@ -29,6 +29,7 @@
 #include "inventory.h"
 #include "scheduler.h"
 #include "error.h"
+#include "eta.h"
 #include "uuid.h"
 
 #define SPM_CALL_TIMEOUT_MS 30000
@@ -90,6 +91,17 @@ void engine_cmd_update(struct engine *e, const char *id, enum engine_phase phase
                        engine_phase_name(phase), data, engine_now(), id);
 }
 
+/* Feeds the ETA of a running step or job; forgets it once it is not running. */
+static void engine_eta_track(const char *prefix, const char *id, bool running, double progress)
+{
+        g_autofree char *key = g_strconcat(prefix, id, NULL);
+
+        if (running)
+                engine_eta_observe(engine_eta(), key, g_get_monotonic_time(), progress);
+        else
+                engine_eta_forget(engine_eta(), key);
+}
+
 void engine_step_update(struct engine *e, const char *step_id, const char *status, double progress,
                         const char *host)
 {
@@ -100,6 +112,7 @@ void engine_step_update(struct engine *e, const char *step_id, const char *statu
                        "execution_host = COALESCE(?, execution_host), "
                        "end_time = CASE WHEN ? IN ('finished', 'failed') THEN ? ELSE end_time END WHERE id = ?",
                        "sdssis", status, progress, host, status, engine_now(), step_id);
+        engine_eta_track("step:", step_id, strcmp(status, "started") == 0, progress);
 }
 
 /* A step that cannot start yet says why (its detail, until it starts). */
@@ -127,6 +140,7 @@ void engine_job_progress_refresh(struct engine *e, const char *job_id)
         p = MIN(json_number_value(json_object_get(row, "p")), 100.0);
         engine_db_exec(e->db, NULL, "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'started'", "ds", p, job_id);
         engine_db_exec(e->db, NULL, "UPDATE disks SET progress = ? WHERE job_id = ? AND status = 'locked'", "ds", p, job_id);
+        engine_eta_track("job:", job_id, p < 100.0, p);
 }
 
 static GHashTable *job_events;
@@ -226,28 +240,27 @@ static bool is_transport_error(const GError *error)
 
 static void on_host_event(struct engine *e, const char *host_id, const char *method, json_t *params, void *userdata)
 {
-        const char *key;
-        json_t *value;
+        /* VDSM's shape: "|jobs|status|<id>" with the job's info itself (and notify_time) as params. */
+        const char *key, *status;
 
         if (!g_str_has_prefix(method, "|jobs|status|"))
                 return;
-        json_object_foreach(params, key, value) {
-                const char *status;
-
-                if (!json_is_object(value) || !fy_uuid_is_valid(key))
-                        continue;
-                status = js(value, "status");
-                if (status && (strcmp(status, "done") == 0 || strcmp(status, "failed") == 0 ||
-                               strcmp(status, "aborted") == 0)) {
-                        /* Only running jobs' progress is read from here; the end comes from Host.getJobs. */
-                        g_hash_table_remove(job_events, key);
-                        engine_kick(e);        /* learn the outcome now, not at the next round */
-                        continue;
-                }
-                if (g_hash_table_size(job_events) >= JOB_EVENTS_MAX)
-                        g_hash_table_remove_all(job_events);   /* final events lost: progress only, start over */
-                g_hash_table_replace(job_events, g_strdup(key), json_incref(value));
+        key = method + strlen("|jobs|status|");
+        if (!fy_uuid_is_valid(key) || !json_is_object(params))
+                return;
+        if (!js(params, "id") || g_ascii_strcasecmp(js(params, "id"), key) != 0)
+                return;        /* not the job the method names: trust neither */
+        status = js(params, "status");
+        if (status && (strcmp(status, "done") == 0 || strcmp(status, "failed") == 0 ||
+                       strcmp(status, "aborted") == 0)) {
+                /* Only running jobs' progress is read from here; the end comes from Host.getJobs. */
+                g_hash_table_remove(job_events, key);
+                engine_kick(e);        /* learn the outcome now, not at the next round */
+                return;
         }
+        if (g_hash_table_size(job_events) >= JOB_EVENTS_MAX)
+                g_hash_table_remove_all(job_events);   /* final events lost: progress only, start over */
+        g_hash_table_replace(job_events, g_strdup(key), json_incref(params));
 }
 
 /* ---- leaf: an agent job (Volume.create / Image.delete / SDM.copy_data) ---- */

@@ -19,6 +19,7 @@
 #include "transfers.h"
 #include "vms.h"
 #include "error.h"
+#include "eta.h"
 #include "uuid.h"
 
 #define js engine_js
@@ -78,6 +79,18 @@ static json_t *engine_rest_disk_json(struct engine *e, json_t *row, bool with_vo
         return o;
 }
 
+/* eta_seconds of a running step or job: null until its progress rate is known (eta.h). */
+static void add_eta(json_t *o, const char *prefix, json_t *row)
+{
+        g_autofree char *key = g_strconcat(prefix, js(row, "id"), NULL);
+        gint64 eta;
+
+        if (strcmp(js(row, "status"), "started") != 0)
+                return;
+        eta = engine_eta_seconds(engine_eta(), key, g_get_monotonic_time());
+        json_object_set_new(o, "eta_seconds", eta >= 0 ? json_integer(eta) : json_null());
+}
+
 static json_t *job_json(json_t *row)
 {
         json_t *o = json_pack("{s:s, s:s, s:s, s:f, s:I}", "id", js(row, "id"), "description", js(row, "description"),
@@ -86,6 +99,7 @@ static json_t *job_json(json_t *row)
 
         if (json_is_integer(json_object_get(row, "end_time")))
                 json_object_set_new(o, "end_time", json_integer(ji(row, "end_time")));
+        add_eta(o, "job:", row);
         return o;
 }
 
@@ -107,6 +121,7 @@ static json_t *step_json(struct engine *e, json_t *row)
                 json_object_set_new(o, "end_time", json_integer(ji(row, "end_time")));
         if (js(row, "detail"))
                 json_object_set_new(o, "status_detail", json_string(js(row, "detail")));
+        add_eta(o, "step:", row);
         return o;
 }
 

@@ -118,6 +118,51 @@ def test_move_chain_copies_on_non_spm_hosts(ec, scratch):
         assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_running_move_reports_eta(ec):
+    # 512 MiB of data at the hosts' 128 MiB/s cap: a copy step of ~4 s, long enough for an
+    # estimate (it needs 2 s of progress history).
+    disk = create_disk(ec, "eta", 512 * MiB)
+    write_random_extents(vol_path(ec, ec.sds[0]["id"], disk["id"], disk["volumes"][0]["id"]), [(0, 512 * MiB)], seed=8)
+    job_id = move(ec, disk, 1)["job"]["id"]
+    step_etas, job_etas = [], []
+    while True:
+        job = ec.engine.get(f"/api/jobs/{job_id}")
+        if job["status"] != "started":
+            break
+        assert "eta_seconds" in job, job
+        job_etas.append(job["eta_seconds"])
+        for s in steps_of(ec, job_id):
+            if s["type"] == "copy_data" and s["status"] == "started":
+                assert "eta_seconds" in s, s
+                step_etas.append(s["eta_seconds"])
+        time.sleep(0.2)
+    assert job["status"] == "finished", job
+    # null until the rate is known, then whole seconds; a ~4 s copy never estimates minutes.
+    known = [e for e in step_etas if e is not None]
+    assert known and all(isinstance(e, int) and 0 <= e < 60 for e in known), step_etas
+    assert any(isinstance(e, int) for e in job_etas), job_etas
+    # Ended steps and jobs carry none.
+    assert all("eta_seconds" not in s for s in steps_of(ec, job_id))
+    assert "eta_seconds" not in ec.engine.get(f"/api/jobs/{job_id}")
+
+
+def test_job_events_drive_the_engine_between_polls():
+    """The engine reads the agents' job events (VDSM's shape): a step's end
+    event starts the next round at once. With polls 10 s apart, a 1 MiB move
+    (create, copy, remove: three agent jobs) that waited for polls would take
+    20 s or more; with the events it takes about a second."""
+    c = EngineCluster(make_workdir(), hosts=2, engine_args=["--poll-interval=10000"])
+    try:
+        disk = create_disk(c, "evt", 1 * MiB)
+        start = time.monotonic()
+        job_id = move(c, disk, 1)["job"]["id"]
+        assert c.engine.wait_job(job_id, 120)["status"] == "finished"
+        took = time.monotonic() - start
+        assert took < 8, f"the move took {took:.1f} s: the engine waited for polls, not events"
+    finally:
+        c.stop()
+
+
 def test_copy_disk_keeps_source(ec):
     disk = create_disk(ec, "plain", 64 * MiB)
     sd1 = ec.sds[0]["id"]

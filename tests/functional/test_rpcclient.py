@@ -103,10 +103,24 @@ def test_events_while_a_copy_runs(cluster, img):
     events = [json.loads(line) for line in lines if line != "true"]
     ours = [e for e in events if e["method"] == f"|jobs|status|{job_id}"]
     assert ours, r.stdout
-    statuses = [e["params"][job_id]["status"] for e in ours]
+    # VDSM's shape: the params are the job's info itself, plus notify_time.
+    assert all(e["params"]["id"] == job_id and "notify_time" in e["params"] for e in ours), ours
+    statuses = [e["params"]["status"] for e in ours]
     assert "running" in statuses, statuses
     with cluster.b.client() as c:
         assert wait_job(c, job_id)["status"] == "done"
+
+
+def test_flow_id_reaches_the_agent_log(cluster):
+    # As vdsm-client --flow-id: the client library sends the caller's correlation id with the call.
+    flow = f"rpc-{new_uuid()}"
+    r = ferry_rpc(cluster.b.port, "Host", "ping2", extra=session_tls() + ["--flow-id", flow])
+    assert r.returncode == 0, r.stderr
+    log = cluster.b.log_tail(200000)
+    assert f"START Host.ping2 flow_id={flow}" in log and f"FINISH Host.ping2 flow_id={flow}" in log, log[-2000:]
+    # An id the agent would refuse is refused before anything is sent.
+    r = ferry_rpc(cluster.b.port, "Host", "ping2", "--flow-id", "bad id\nforged")
+    assert r.returncode == 2 and "--flow-id must be" in r.stderr, r.stderr
 
 
 def closed_port():
