@@ -123,6 +123,7 @@ int cli_disk_show(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_create(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_move(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_copy(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_disk_sparsify(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 /* transfer.c: image transfers */
 int cli_disk_upload(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_download(struct cli_ctx *ctx, int argc, char **argv, GError **error);

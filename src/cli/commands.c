@@ -834,3 +834,39 @@ int cli_config_set(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         json_decref(option);
         return 0;
 }
+
+int cli_disk_sparsify(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        gboolean wait = FALSE;
+        const GOptionEntry entries[] = {
+                { "wait", 0, 0, G_OPTION_ARG_NONE, &wait, "Wait for the job, showing progress", NULL },
+                G_OPTION_ENTRY_NULL
+        };
+        g_autoptr(cli_engine) e = NULL;
+        g_autofree char *path = NULL, *what = NULL, *disk_name = NULL;
+        json_t *disk = NULL, *answer = NULL, *body;
+        const char *disk_id;
+        int r;
+
+        if (cli_setup(ctx, &argc, &argv, entries, "DISK", 1, "DISK (an id or a name)", &e, error) < 0 ||
+            cli_resolve_disk(e, argv[1], &disk, error) < 0)
+                return -1;
+        disk_id = json_string_value(json_object_get(disk, "id"));
+        if (!disk_id || !fy_uuid_is_valid(disk_id)) {
+                json_decref(disk);
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine sent a disk without an id");
+                return -1;
+        }
+        disk_name = cli_json_text(disk, "name");
+        path = g_strdup_printf("/api/disks/%s/sparsify", disk_id);
+        body = json_object();
+        r = cli_engine_request(e, "POST", path, body, &answer, error);
+        json_decref(body);
+        if (r == 0) {
+                what = g_strdup_printf("sparsifying disk %s", disk_name);
+                r = cli_action_done(ctx, e, answer, what, disk_id, wait, true, error);
+        }
+        json_decref(answer);
+        json_decref(disk);
+        return r;
+}

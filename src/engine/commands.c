@@ -263,7 +263,19 @@ static void on_host_event(struct engine *e, const char *host_id, const char *met
         g_hash_table_replace(job_events, g_strdup(key), json_incref(params));
 }
 
-/* ---- leaf: an agent job (Volume.create / Image.delete / SDM.copy_data) ---- */
+/* ---- leaf: an agent job (Volume.create / Image.delete / SDM.copy_data …) ---- */
+
+/*
+ * Jobs that change one volume's data in place on a host the scheduler
+ * picks, under that volume's lease and generation (params.dst): a copy into
+ * it, a merge into it (its base), a sparsify of it. They share the
+ * recovery: a lost host is decided from the volume (LEGAL at recorded+1 is
+ * done), fenced (recorded+3) and retried elsewhere.
+ */
+static bool host_job(enum engine_kind k)
+{
+        return k == ENGINE_KIND_COPY_DATA || k == ENGINE_KIND_MERGE || k == ENGINE_KIND_SPARSIFY_VOLUME;
+}
 
 static bool persistent(json_t *cmd)
 {
@@ -365,7 +377,11 @@ static void on_leaf_sent(struct engine *e, json_t *cmd, json_t *result, const GE
                 verify_volume_created(e, cmd, js(cmd, "host"));
                 return;
         }
-        if (kind == ENGINE_KIND_COPY_DATA) {
+        if (kind == ENGINE_KIND_REMOVE_VOLUME && error->code == FY_ERR_VOLUME_DOES_NOT_EXIST) {
+                engine_cmd_finish(e, cmd, true, NULL);        /* gone already (a resend): done */
+                return;
+        }
+        if (host_job(kind)) {
                 /* The host refused the copy (full, not connected, broken): another host may take it. */
                 leaf_retry_or_fail(e, cmd, e->config.copy_attempts, error->message, true);
                 return;
@@ -399,7 +415,7 @@ static void on_leaf_jobs(struct engine *e, json_t *cmd, json_t *result, const GE
         json_t *job;
 
         if (error) {
-                if (engine_cmd_kind(cmd) == ENGINE_KIND_COPY_DATA)
+                if (host_job(engine_cmd_kind(cmd)))
                         copy_lost(e, cmd, data, error->message);
                 return;        /* an SPM verb: leaf_watch re-checks against the (new) SPM */
         }
@@ -434,7 +450,7 @@ static void leaf_watch(struct engine *e, json_t *cmd)
 
         if (ji(data, "next_try") > engine_now())
                 return;
-        if (engine_cmd_kind(cmd) == ENGINE_KIND_COPY_DATA) {
+        if (host_job(engine_cmd_kind(cmd))) {
                 if (js(data, "fence_job")) {
                         fence_watch(e, cmd, data);
                         return;
@@ -724,6 +740,25 @@ static void volume_container_start(struct engine *e, json_t *cmd, json_t *p)
                  SPM_CALL_TIMEOUT_MS, on_leaf_sent, NULL, NULL);
 }
 
+/*
+ * An SPM leaf about to call: waits for an election (NULL), else records the
+ * SPM and a new agent job id before the call (returned), with the pool row.
+ */
+static char *spm_mark_sent(struct engine *e, json_t *cmd, const char *spm, json_t **ret_dc)
+{
+        char *job_id;
+
+        if (!spm) {
+                step_wait(e, js(cmd, "step_id"), "waiting for the SPM");
+                return NULL;
+        }
+        *ret_dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        job_id = leaf_mark_sent(e, cmd, spm, -1);
+        if (job_id)
+                engine_step_update(e, js(cmd, "step_id"), "started", 0, spm);
+        return job_id;
+}
+
 /* remove_image */
 
 static void remove_image_start(struct engine *e, json_t *cmd, json_t *p)
@@ -743,19 +778,46 @@ static void remove_image_start(struct engine *e, json_t *cmd, json_t *p)
                 engine_cmd_finish(e, cmd, true, NULL);
                 return;
         }
-        if (!spm) {
-                step_wait(e, js(cmd, "step_id"), "waiting for the SPM");
-                return;
-        }
-        dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
-        job_id = leaf_mark_sent(e, cmd, spm, -1);
+        job_id = spm_mark_sent(e, cmd, spm, &dc);
         if (!job_id)
                 return;
-        engine_step_update(e, js(cmd, "step_id"), "started", 0, spm);
         cmd_call(e, cmd, spm, "Image.delete",
                  json_pack("{s:s, s:s, s:s, s:s}", "job_id", job_id, "storagepoolID", js(dc, "pool_id"),
                            "storagedomainID", js(p, "sd"), "imageID", js(p, "img")),
                  SPM_CALL_TIMEOUT_MS, on_leaf_sent, NULL, NULL);
+}
+
+/*
+ * prepare_merge / finalize_merge {sd, img, top, base, generation?} and
+ * remove_volume {sd, img, vol}: SPM jobs on one subchain or volume.
+ */
+static void spm_volume_job_start(struct engine *e, json_t *cmd, json_t *p)
+{
+        g_autofree char *spm = engine_spm_host(e);
+        g_autofree char *job_id = NULL;
+        g_autoptr(json_t) dc = NULL;
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        enum engine_kind kind = engine_cmd_kind(cmd);
+        json_t *params;
+
+        if (ji(data, "next_try") > engine_now())
+                return;
+        job_id = spm_mark_sent(e, cmd, spm, &dc);
+        if (!job_id)
+                return;
+        if (kind == ENGINE_KIND_REMOVE_VOLUME) {
+                params = json_pack("{s:s, s:s, s:s, s:s, s:s}", "job_id", job_id, "storagepoolID", js(dc, "pool_id"),
+                                   "storagedomainID", js(p, "sd"), "imageID", js(p, "img"), "volumeID", js(p, "vol"));
+                cmd_call(e, cmd, spm, "Volume.delete", params, SPM_CALL_TIMEOUT_MS, on_leaf_sent, NULL, NULL);
+                return;
+        }
+        params = json_pack("{s:s, s:s, s:{s:s, s:s, s:s, s:s}}", "job_id", job_id, "storagepoolID", js(dc, "pool_id"),
+                           "subchainInfo", "sd_id", js(p, "sd"), "img_id", js(p, "img"), "top_id", js(p, "top"),
+                           "base_id", js(p, "base"));
+        if (json_object_get(p, "generation"))
+                json_object_set(json_object_get(params, "subchainInfo"), "base_generation", json_object_get(p, "generation"));
+        cmd_call(e, cmd, spm, kind == ENGINE_KIND_PREPARE_MERGE ? "StoragePool.prepareMerge" : "StoragePool.finalizeMerge",
+                 params, SPM_CALL_TIMEOUT_MS, on_leaf_sent, NULL, NULL);
 }
 
 /* copy_data: pick a host, record the destination's generation, then start the copy. */
@@ -768,6 +830,43 @@ static json_t *endpoint(json_t *ep, gint64 generation)
         if (generation >= 0)
                 json_object_set_new(o, "generation", json_integer(generation));
         return o;
+}
+
+/* What a host job sends, with the generation read just before. */
+static const char *host_job_method(struct engine *e, json_t *cmd, json_t *p, const char *host, gint64 gen)
+{
+        json_t *dst = json_object_get(p, "dst");
+
+        switch (engine_cmd_kind(cmd)) {
+        case ENGINE_KIND_MERGE:
+                engine_event(e, "normal", js(cmd, "id"), "merging volume %s into its parent %s on host %s "
+                             "(base generation %" G_GINT64_FORMAT ")", js(p, "top"), js(dst, "vol"), host, gen);
+                return "SDM.merge";
+        case ENGINE_KIND_SPARSIFY_VOLUME:
+                engine_event(e, "normal", js(cmd, "id"), "sparsifying volume %s on host %s (generation %" G_GINT64_FORMAT ")",
+                             js(dst, "vol"), host, gen);
+                return "SDM.sparsify_volume";
+        default:
+                engine_event(e, "normal", js(cmd, "id"), "copying volume %s to %s on host %s (destination generation %"
+                             G_GINT64_FORMAT ")", js(json_object_get(p, "src"), "vol"), js(dst, "sd"), host, gen);
+                return "SDM.copy_data";
+        }
+}
+
+static json_t *host_job_params(json_t *p, enum engine_kind kind, const char *job_id, gint64 gen)
+{
+        json_t *dst = json_object_get(p, "dst");
+
+        if (kind == ENGINE_KIND_MERGE)
+                return json_pack("{s:s, s:{s:s, s:s, s:s, s:s, s:I}}", "job_id", job_id, "subchain_info",
+                                 "sd_id", js(dst, "sd"), "img_id", js(dst, "img"), "top_id", js(p, "top"),
+                                 "base_id", js(dst, "vol"), "base_generation", (json_int_t) gen);
+        if (kind == ENGINE_KIND_SPARSIFY_VOLUME)
+                return json_pack("{s:s, s:{s:s, s:s, s:s, s:I}}", "job_id", job_id, "vol_info",
+                                 "sd_id", js(dst, "sd"), "img_id", js(dst, "img"), "vol_id", js(dst, "vol"),
+                                 "generation", (json_int_t) gen);
+        return json_pack("{s:s, s:o, s:o}", "job_id", job_id, "source", endpoint(json_object_get(p, "src"), -1),
+                         "destination", endpoint(dst, gen));
 }
 
 static void on_copy_generation(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
@@ -788,12 +887,7 @@ static void on_copy_generation(struct engine *e, json_t *cmd, json_t *result, co
         if (!job_id)
                 return;
         engine_step_update(e, js(cmd, "step_id"), "started", 0, host);
-        engine_event(e, "normal", js(cmd, "id"), "copying volume %s to %s on host %s (destination generation %" G_GINT64_FORMAT ")",
-                     js(json_object_get(p, "src"), "vol"), js(json_object_get(p, "dst"), "sd"), host, gen);
-        cmd_call(e, cmd, host, "SDM.copy_data",
-                 json_pack("{s:s, s:o, s:o}", "job_id", job_id,
-                           "source", endpoint(json_object_get(p, "src"), -1),
-                           "destination", endpoint(json_object_get(p, "dst"), gen)),
+        cmd_call(e, cmd, host, host_job_method(e, cmd, p, host, gen), host_job_params(p, engine_cmd_kind(cmd), job_id, gen),
                  COPY_CALL_TIMEOUT_MS, on_leaf_sent, NULL, NULL);
 }
 
@@ -846,7 +940,7 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                                 engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'LEGAL' WHERE id = ? AND sd_id = ?",
                                                "ss", js(p, "vol"), js(p, "sd"));
                 }
-                if (kind == ENGINE_KIND_COPY_DATA) {
+                if (host_job(kind)) {
                         g_autoptr(json_t) p = jparse(cmd, "params");
                         json_t *dst = json_object_get(p, "dst");
 
@@ -862,14 +956,17 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                                                        status, js(cmd, "host"),
                                                        js(err, "message") ? js(err, "message") : "no message", code);
 
-                if (kind == ENGINE_KIND_REMOVE_IMAGE && code == 268) {
+                if ((kind == ENGINE_KIND_REMOVE_IMAGE && code == FY_ERR_IMAGE_DOES_NOT_EXIST) ||
+                    (kind == ENGINE_KIND_REMOVE_VOLUME && code == FY_ERR_VOLUME_DOES_NOT_EXIST)) {
                         engine_cmd_finish(e, cmd, true, NULL);        /* already gone */
                         return;
                 }
                 /* A copy that lost its generation race or was aborted is not retried blindly. */
                 /* Out of space stays out of space on any host. */
-                if (kind == ENGINE_KIND_COPY_DATA && code != FY_ERR_GENERATION_MISMATCH && code != FY_ERR_NO_SPACE &&
-                    strcmp(status, "aborted") != 0)
+                /* A refused merge or sparsify (252, 2009, 920, 921) is refused on every host. */
+                if (host_job(kind) && code != FY_ERR_GENERATION_MISMATCH && code != FY_ERR_NO_SPACE &&
+                    code != FY_ERR_MERGE && code != FY_ERR_UNSUPPORTED && code != FY_ERR_NOT_IN_CHAIN &&
+                    code != FY_ERR_WRONG_PARENT && strcmp(status, "aborted") != 0)
                         leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
                 else
                         engine_cmd_finish(e, cmd, false, why);
@@ -956,6 +1053,11 @@ static void on_removed_verify(struct engine *e, json_t *cmd, json_t *result, con
                 leaf_retry_or_fail(e, cmd, 5, "image removal did not finish", false);
 }
 
+static bool spm_job_repeatable(enum engine_kind k)
+{
+        return k == ENGINE_KIND_PREPARE_MERGE || k == ENGINE_KIND_FINALIZE_MERGE || k == ENGINE_KIND_REMOVE_VOLUME;
+}
+
 /*
  * The host answered without the job (the agent restarted), or the SPM
  * changed under a metadata job: learn the outcome from storage.
@@ -967,7 +1069,7 @@ static void leaf_job_missing(struct engine *e, json_t *cmd)
         g_autofree char *spm = NULL;
         enum engine_kind kind = engine_cmd_kind(cmd);
 
-        if (kind == ENGINE_KIND_COPY_DATA) {
+        if (host_job(kind)) {
                 data = jparse(cmd, "data");
                 if (!json_is_true(json_object_get(data, "missing"))) {
                         json_object_set_new(data, "missing", json_true());
@@ -981,6 +1083,12 @@ static void leaf_job_missing(struct engine *e, json_t *cmd)
         spm = engine_spm_host(e);
         if (!spm)
                 return;        /* after the election */
+        if (spm_job_repeatable(kind)) {
+                /* Each runs again safely: prepare finds base ILLEGAL at the same generation,
+                 * finalize finds top ILLEGAL, a second delete answers 201 (= done). */
+                leaf_retry_or_fail(e, cmd, 5, "the SPM no longer knows the job; sending it again", false);
+                return;
+        }
         if (kind == ENGINE_KIND_REMOVE_IMAGE) {
                 cmd_call(e, cmd, spm, "StorageDomain.getVolumes",
                          json_pack("{s:s, s:s}", "storagedomainID", js(p, "sd"), "imageID", js(p, "img")),
@@ -1006,10 +1114,17 @@ static void leaf_advance(struct engine *e, json_t *cmd)
                 remove_image_start(e, cmd, p);
                 break;
         case ENGINE_KIND_COPY_DATA:
+        case ENGINE_KIND_MERGE:
+        case ENGINE_KIND_SPARSIFY_VOLUME:
                 copy_data_start(e, cmd, p);
                 break;
+        case ENGINE_KIND_PREPARE_MERGE:
+        case ENGINE_KIND_FINALIZE_MERGE:
+        case ENGINE_KIND_REMOVE_VOLUME:
+                spm_volume_job_start(e, cmd, p);
+                break;
         default:
-                g_assert_not_reached();        /* registered for these three only */
+                g_assert_not_reached();        /* registered for the kinds above only */
         }
 }
 
@@ -1107,6 +1222,14 @@ enum engine_children engine_run_children_parallel(struct engine *e, json_t *cmd,
         return active ? ENGINE_CHILDREN_ACTIVE : ENGINE_CHILDREN_SUCCEEDED;
 }
 
+char *engine_children_state(struct engine *e, json_t *data, size_t i, char **ret_error)
+{
+        g_autofree char *k = g_strdup_printf("%zu", i);
+        const char *id = json_string_value(json_object_get(json_object_get(data, "children"), k));
+
+        return id ? child_state(e, id, ret_error) : NULL;
+}
+
 static char *make_volume_container(struct engine *e, json_t *cmd, json_t *p, size_t i)
 {
         json_t *v = json_array_get(json_object_get(p, "volumes"), i);
@@ -1202,7 +1325,7 @@ static void on_volume_size(json_t *result, const GError *error, void *userdata)
         g_free(c);
 }
 
-static void disk_size_refresh(struct engine *e, const char *disk_id)
+void engine_disk_size_refresh(struct engine *e, const char *disk_id)
 {
         g_autoptr(json_t) vols = engine_db_query(e->db, NULL,
                 "SELECT v.id AS id, v.sd_id AS sd FROM volumes v JOIN disks d ON d.id = v.disk_id AND d.sd_id = v.sd_id "
@@ -1270,7 +1393,7 @@ static void flow_end(struct engine *e, json_t *cmd, json_t *p, bool ok, const ch
         if (engine_db_commit(e->db, NULL) < 0)
                 return;
         if (ok && kind != ENGINE_KIND_REMOVE_DISK)
-                disk_size_refresh(e, new_disk ? new_disk : disk);
+                engine_disk_size_refresh(e, new_disk ? new_disk : disk);
         engine_event(e, ok ? "normal" : "warning", js(cmd, "id"), "%s of disk %s %s%s%s", type, disk,
                      ok ? "finished" : "failed", error ? ": " : "", error ? error : "");
 }
@@ -1512,7 +1635,9 @@ int engine_commands_init(struct engine *e, GError **error)
 {
         static const struct engine_host_listener listener = { on_host_event, on_host_state, NULL };
         static const enum engine_kind leaves[] = { ENGINE_KIND_CREATE_VOLUME_CONTAINER, ENGINE_KIND_REMOVE_IMAGE,
-                                                   ENGINE_KIND_COPY_DATA };
+                                                   ENGINE_KIND_COPY_DATA, ENGINE_KIND_MERGE, ENGINE_KIND_SPARSIFY_VOLUME,
+                                                   ENGINE_KIND_PREPARE_MERGE, ENGINE_KIND_FINALIZE_MERGE,
+                                                   ENGINE_KIND_REMOVE_VOLUME };
         static const enum engine_kind composites[] = { ENGINE_KIND_CLONE_STRUCTURE, ENGINE_KIND_COPY_VOLUMES_DATA,
                                                        ENGINE_KIND_COPY_WITH_DATA, ENGINE_KIND_CREATE_DISK,
                                                        ENGINE_KIND_MOVE_DISK, ENGINE_KIND_COPY_DISK,

@@ -19,7 +19,8 @@
 #include <jansson.h>
 #include <libsoup/soup.h>
 
-#include "db.h"
+#include "store/store.h"
+#include "store/legacy.h"   /* until every module uses the typed store */
 #include "jsonrpc.h"      /* json_t autoptr */
 #include "rpcclient.h"
 
@@ -71,7 +72,7 @@ struct engine_host {
 
 struct engine {
         struct engine_config config;
-        struct engine_db *db;
+        struct engine_store *db;
         GMainLoop *loop;
         SoupServer *http;
         guint16 port;

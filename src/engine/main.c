@@ -14,11 +14,10 @@
 #include "sweeper.h"
 #include "transfers.h"
 #include "vms.h"
+#include "flows/snapshots.h"
 #include "error.h"
 #include "log.h"
 #include "uuid.h"
-
-G_DEFINE_QUARK(ferry-engine-error-quark, engine_error)
 
 static gboolean on_tick(gpointer data)
 {
@@ -59,7 +58,7 @@ static gboolean on_reload(gpointer data)
 /* The one data center of this installation, made on first start. */
 static int ensure_datacenter(struct engine *e, GError **error)
 {
-        g_autoptr(json_t) dc = engine_db_query_one(e->db, error, "SELECT id FROM datacenters ORDER BY name LIMIT 1", "");
+        g_autoptr(json_t) dc = engine_store_dc_first(e->db, error);
         g_autofree char *id = NULL;
         g_autofree char *pool = NULL;
 
@@ -71,8 +70,7 @@ static int ensure_datacenter(struct engine *e, GError **error)
                 return -EIO;
         id = fy_uuid_new();
         pool = fy_uuid_new();
-        if (engine_db_exec(e->db, error, "INSERT INTO datacenters (id, name, pool_id) VALUES (?, 'Default', ?)", "ss",
-                           id, pool) < 0)
+        if (engine_store_dc_insert(e->db, id, "Default", pool, error) < 0)
                 return -EIO;
         e->dc_id = g_steal_pointer(&id);
         return 0;
@@ -96,12 +94,13 @@ int main(int argc, char **argv)
         fy_log_setup(e->config.log_level, "ferry-engine", g_get_host_name());
         e->loop = g_main_loop_new(NULL, FALSE);
 
-        if (engine_db_open(e->config.db, &e->db, &error) < 0 || ensure_datacenter(e, &error) < 0 ||
+        if (engine_store_open(e->config.db, &e->db, &error) < 0 || ensure_datacenter(e, &error) < 0 ||
             engine_hosts_init(e, &error) < 0 || engine_commands_init(e, &error) < 0) {
                 g_critical("%s", error->message);
                 return EXIT_FAILURE;
         }
         engine_vms_init();     /* flow types of vms.c, before the first coordinator round */
+        engine_snapshot_flows_init();
         if (engine_rest_start(e, &error) < 0) {
                 g_critical("cannot serve the REST API on %s:%u: %s", e->config.listen_address, e->config.port, error->message);
                 return EXIT_FAILURE;
@@ -114,7 +113,7 @@ int main(int argc, char **argv)
                           "For development only");
         g_message("ferry-engine %s listening on %s://%s:%u, database %s (schema %d), %u host(s)",
                   FERRY_VERSION, e->config.insecure ? "http" : "https", e->config.listen_address, e->port, e->config.db,
-                  engine_db_schema_version(e->db), g_hash_table_size(e->hosts));
+                  engine_store_schema_version(e->db), g_hash_table_size(e->hosts));
 
         g_unix_signal_add(SIGTERM, on_signal, e);
         g_unix_signal_add(SIGINT, on_signal, e);
@@ -133,7 +132,7 @@ int main(int argc, char **argv)
         g_hash_table_unref(e->busy);
         if (e->host_listeners)
                 g_array_unref(e->host_listeners);
-        engine_db_close(e->db);
+        engine_store_close(e->db);
         g_free(e->dc_id);
         g_main_loop_unref(e->loop);
         engine_config_clear(&e->config);
