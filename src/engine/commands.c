@@ -241,10 +241,12 @@ static bool is_transport_error(const GError *error)
 static void on_host_event(struct engine *e, const char *host_id, const char *method, json_t *params, void *userdata)
 {
         /* VDSM's shape: "|jobs|status|<id>" with the job's info itself (and notify_time) as params. */
-        const char *key = method + strlen("|jobs|status|");
-        const char *status;
+        const char *key, *status;
 
-        if (!g_str_has_prefix(method, "|jobs|status|") || !fy_uuid_is_valid(key) || !json_is_object(params))
+        if (!g_str_has_prefix(method, "|jobs|status|"))
+                return;
+        key = method + strlen("|jobs|status|");
+        if (!fy_uuid_is_valid(key) || !json_is_object(params))
                 return;
         if (!js(params, "id") || g_ascii_strcasecmp(js(params, "id"), key) != 0)
                 return;        /* not the job the method names: trust neither */
