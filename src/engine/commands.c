@@ -30,6 +30,8 @@
 #include "scheduler.h"
 #include "error.h"
 #include "eta.h"
+#include "log.h"
+#include "metrics.h"
 #include "uuid.h"
 
 #define SPM_CALL_TIMEOUT_MS 30000
@@ -199,14 +201,31 @@ struct call_ctx {
         GDestroyNotify extra_free;
 };
 
+/*
+ * Work for a command runs under its job's log context: every log line, every
+ * event and every agent call (rpcclient sends the correlation id as VDSM's
+ * flow_id) made meanwhile carries the job id and the REST request's correlation id.
+ */
+static void cmd_context_enter(struct engine *e, json_t *cmd, struct fy_log_context *ret_saved)
+{
+        g_autofree char *corr = engine_store_job_correlation_id(e->db, js(cmd, "job_id"));
+
+        fy_log_context_set(js(cmd, "job_id"), corr, ret_saved);
+}
+
 static void on_cmd_reply(json_t *result, const GError *error, void *userdata)
 {
         struct call_ctx *c = userdata;
         g_autoptr(json_t) cmd = engine_db_query_one(c->e->db, NULL, "SELECT * FROM commands WHERE id = ?", "s", c->cmd_id);
 
         busy_set(c->e, c->cmd_id, false);
-        if (cmd && strcmp(js(cmd, "state"), "active") == 0)
+        if (cmd && strcmp(js(cmd, "state"), "active") == 0) {
+                struct fy_log_context saved;
+
+                cmd_context_enter(c->e, cmd, &saved);
                 c->done(c->e, cmd, result, error, c->extra);
+                fy_log_context_restore(&saved);
+        }
         /* Sent (now counted from its row) or not sent at all: no longer a pending pick. */
         g_hash_table_remove(c->e->picking, c->cmd_id);
         if (c->extra_free)
@@ -329,6 +348,7 @@ static void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attem
         if (exclude_host && js(cmd, "host"))
                 json_array_append_new(exclude, json_string(js(cmd, "host")));
         json_object_set_new(data, "exclude", exclude);
+        engine_metrics_count_retry(js(cmd, "type"));
         engine_event(e, "warning", js(cmd, "id"), "%s: %s; retrying (attempt %" G_GINT64_FORMAT " of %u)%s",
                      js(cmd, "type"), why, ji(cmd, "attempts") + 1, max_attempts,
                      exclude_host ? " on another host" : "");
@@ -712,6 +732,7 @@ static void on_fence_jobs(struct engine *e, json_t *cmd, json_t *result, const G
         json_object_del(data, "fence_job");
         json_object_del(data, "fence_host");
         if (job && strcmp(status, "done") == 0) {
+                engine_metrics_count_fence();
                 engine_event(e, "normal", js(cmd, "id"), "fenced %s job %s of host %s", engine_kind_name(engine_cmd_kind(cmd)),
                              js(cmd, "agent_job_id"), js(cmd, "host"));
                 leaf_save(e, cmd, data);
@@ -1683,8 +1704,13 @@ void engine_commands_tick(struct engine *e)
                 if (busy(e, js(row, "id")))
                         continue;
                 cur = engine_db_query_one(e->db, NULL, "SELECT * FROM commands WHERE id = ?", "s", js(row, "id"));
-                if (cur && strcmp(js(cur, "state"), "active") == 0)
+                if (cur && strcmp(js(cur, "state"), "active") == 0) {
+                        struct fy_log_context saved;
+
+                        cmd_context_enter(e, cur, &saved);
                         cmd_advance(e, cur);
+                        fy_log_context_restore(&saved);
+                }
         }
 }
 
