@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Observability of the agent: its Prometheus metrics (checked by promtool and
-scraped by a real Prometheus server during a copy), job events in VDSM's
-shape, and VDSM's flow id in the agent's log."""
+"""Observability of the agent and the engine: their Prometheus metrics
+(checked by promtool and scraped by a real Prometheus server during a copy
+and a move), job events in VDSM's shape, VDSM's flow id in the agent's log,
+and a REST request's correlation id in the engine's and the agent's logs
+and events."""
 
 import json
 import os
@@ -12,19 +14,22 @@ import ssl
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
 import pytest
 
-from ferrytest import REPO, MiB, free_port, new_uuid, wait_for, wait_job
+from conftest import make_workdir
+from enginetest import EngineCluster, HttpError
+from ferrytest import BUILD, REPO, MiB, free_port, new_uuid, wait_for, wait_job, write_random_extents
 from test_copy import copy, endpoint, start_slow_copy
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 
 
-def sample(text, name, **labels):
+def sample(text, name, /, **labels):
     """The value of one sample in exposition text; None when absent."""
     for line in text.splitlines():
         if line.startswith("#"):
@@ -84,12 +89,12 @@ class Prometheus:
     """Debian's Prometheus server in a temp folder on a free port, scraping
     the given targets every second."""
 
-    def __init__(self, workdir, targets, ca_file=None):
+    def __init__(self, workdir, targets, ca_file=None, job_name="ferry-agent"):
         self.dir = tempfile.mkdtemp(prefix="prometheus-", dir=workdir)
         self.port = free_port()
         config = os.path.join(self.dir, "prometheus.yml")
         scrape_configs = [{
-            "job_name": "ferry-agent",
+            "job_name": job_name,
             "scrape_interval": "1s",
             "scrape_timeout": "1s",
             "static_configs": [{"targets": targets}],
@@ -333,3 +338,143 @@ def test_journald_fields_under_systemd(workdir):
         stderr.close()
         receiver.close()
         sanlock.stop()
+
+
+# ---- the engine ----
+
+@pytest.fixture(scope="module")
+def eng():
+    """Two hosts (the SPM and one that copies), two domains, copies at 64 MiB/s."""
+    d = make_workdir()
+    c = EngineCluster(d, hosts=2, agent_options={"copy_rate_limit": "64M"})
+    yield c
+    codes = c.stop()
+    if not os.environ.get("FERRY_KEEP_TMP"):
+        shutil.rmtree(d, ignore_errors=True)
+    assert all(code == 0 for code in codes.values()), codes
+
+
+def engine_raw(ec, method, path, headers=None, body=None):
+    """(status, response headers, body bytes) of one REST request."""
+    req = urllib.request.Request(ec.engine.url + path, method=method, headers=headers or {},
+                                 data=json.dumps(body).encode() if body is not None else None)
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30, context=ec.engine.ssl) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def engine_disk(ec, name, data):
+    r = ec.engine.post("/api/disks", {"name": name, "provisioned_size": data, "format": "raw", "sparse": True,
+                                      "storage_domain": {"id": ec.sds[0]["id"]}})
+    assert ec.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
+    disk = ec.engine.get(f"/api/disks/{r['disk']['id']}")
+    write_random_extents(os.path.join(ec.storage, ec.sds[0]["id"], "images", disk["id"], disk["volumes"][0]["id"]),
+                         [(0, data)], seed=13)
+    return disk
+
+
+def test_engine_metrics_scraped_by_prometheus_during_a_move(eng):
+    ec = eng
+    status, headers, text = engine_raw(ec, "GET", "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    r = subprocess.run([PROMTOOL, "check", "metrics"], input=text.decode(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), (r.stdout, r.stderr, text)
+    text = text.decode()
+    spm = ec.spm_name()
+    for name in ("host1", "host2"):
+        assert sample(text, "ferry_engine_host_up", host=name) == 1
+        assert sample(text, "ferry_engine_host_spm", host=name) == (1 if name == spm else 0)
+        assert sample(text, "ferry_engine_host_jobs_limit", host=name) >= 1
+        assert sample(text, "ferry_engine_host_copy_rate_limit_bytes_per_second", host=name) == 64 * MiB
+    for sd in ec.sds:
+        assert sample(text, "ferry_engine_storage_domain_size_bytes", sd=sd["id"], name=sd["name"]) > 0
+    assert sample(text, "ferry_engine_main_loop_lag_seconds") >= 0
+    assert sample(text, "ferry_engine_fences_total") == 0
+    # Requests are counted under their route pattern, never the raw path (bounded labels).
+    assert sample(text, "ferry_engine_http_request_duration_seconds_count", method="POST", route="/api/hosts",
+                  status="201") == 2
+    assert engine_raw(ec, "GET", "/api/nothing/" + new_uuid())[0] == 404
+    assert engine_raw(ec, "POST", "/metrics")[0] == 405
+    text = engine_raw(ec, "GET", "/metrics")[2].decode()
+    assert sample(text, "ferry_engine_http_request_duration_seconds_count", method="GET", route="unmatched",
+                  status="404") >= 1
+    assert "/api/nothing" not in text
+
+    prometheus = Prometheus(ec.workdir, [f"127.0.0.1:{ec.engine.port}"], ec.engine.ca_file, job_name="ferry-engine")
+    try:
+        wait_for(lambda: prometheus.query('up{job="ferry-engine"} == 1'), 30, "prometheus to scrape the engine")
+        disk = engine_disk(ec, "metrics", 256 * MiB)        # ~4 s at 64 MiB/s
+        job_id = ec.engine.post(f"/api/disks/{disk['id']}/move", {"storage_domain": {"id": ec.sds[1]["id"]}})["job"]["id"]
+        assert ec.engine.wait_job(job_id)["status"] == "finished"
+        copier = next(s["execution_host"]["name"] for s in ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"]
+                      if s["type"] == "copy_data")
+        other = "host1" if copier == "host2" else "host2"
+
+        # What PromQL says: the copying host ran one job meanwhile; the engine ran a
+        # copy_data command; the move request was answered.
+        def seen(q):
+            return prometheus.query(q) or None
+        wait_for(lambda: seen(f'ferry_engine_host_jobs{{host="{copier}",state="running"}} == 0'), 30,
+                 "prometheus to scrape after the move")
+        running = prometheus.query(f'max_over_time(ferry_engine_host_jobs{{host="{copier}",state="running"}}[5m])')
+        assert [v for _, v in running] == [1], running
+        # The other host (the SPM: it made the destination volume) copied nothing.
+        idle = prometheus.query(f'max_over_time(ferry_engine_host_copy_rate_bytes_per_second{{host="{other}"}}[5m])')
+        assert [v for _, v in idle] == [0], idle
+        rate = prometheus.query(f'max_over_time(ferry_engine_host_copy_rate_bytes_per_second{{host="{copier}"}}[5m])')
+        assert 0 < rate[0][1] <= 64 * MiB * 1.1, rate
+        copies = prometheus.query('max_over_time(ferry_engine_commands{kind="copy_data",phase="sent"}[5m])')
+        assert [v for _, v in copies] == [1], copies
+        moves = prometheus.query('max_over_time(ferry_engine_commands{kind="move_disk"}[5m])')
+        assert moves and max(v for _, v in moves) == 1, moves
+        answered = prometheus.query('sum(ferry_engine_http_request_duration_seconds_count'
+                                    '{method="POST",route="/api/disks/{id}/move"})')
+        assert [v for _, v in answered] == [1], answered
+    finally:
+        prometheus.stop()
+
+
+def test_correlation_id_follows_a_move(eng):
+    ec = eng
+    disk = engine_disk(ec, "corr", 64 * MiB)
+    corr = f"move-{new_uuid()}"
+    status, headers, body = engine_raw(ec, "POST", f"/api/disks/{disk['id']}/move",
+                                       {"Correlation-Id": corr}, {"storage_domain": {"id": ec.sds[1]["id"]}})
+    assert status in (200, 201, 202), body
+    assert headers["Correlation-Id"] == corr
+    job_id = json.loads(body)["job"]["id"]
+    job = ec.engine.wait_job(job_id)
+    assert job["status"] == "finished" and job["correlation_id"] == corr, job
+    steps = ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"]
+    copier = ec.agent(next(s["execution_host"]["name"] for s in steps if s["type"] == "copy_data"))
+
+    # The engine's log: the request, the job's commands, their calls to hosts.
+    with open(ec.engine.log_path, encoding="utf-8", errors="replace") as f:
+        engine_lines = [line for line in f if f"flow_id={corr}" in line]
+    assert any("copying volume" in line for line in engine_lines), engine_lines
+    assert any(f"job_id={job_id}" in line for line in engine_lines), engine_lines
+    # The copying agent got it as VDSM's flow id: its copy job's lines carry it.
+    agent_lines = [line for line in copier.log_tail(2000000).splitlines() if f"flow_id={corr}" in line]
+    assert any("SDM.copy_data" in line for line in agent_lines), agent_lines
+
+    # Events: filtered by it, through REST and the CLI.
+    events = ec.engine.get(f"/api/events?correlation_id={corr}")["events"]
+    assert events and all(e["correlation_id"] == corr for e in events), events
+    assert any("copying volume" in e["message"] for e in events), events
+    assert len(events) < len(ec.engine.get("/api/events")["events"])
+    cli = subprocess.run([os.path.join(BUILD, "src", "cli", "ferry"), "event", "list", "--correlation-id", corr],
+                         capture_output=True, text=True, env=ec.engine.cli_env(), timeout=60)
+    assert cli.returncode == 0 and "copying volume" in cli.stdout and "host host1" not in cli.stdout, cli
+
+    # No header: one is made and returned; a bad one is refused before anything runs.
+    status, headers, _ = engine_raw(ec, "GET", "/api/hosts")
+    assert status == 200 and re.fullmatch(r"[0-9a-f-]{36}", headers["Correlation-Id"])
+    status, _, body = engine_raw(ec, "GET", "/api/hosts", {"Correlation-Id": "bad id"})
+    assert status == 400 and b"Correlation-Id" in body
+    with pytest.raises(HttpError) as e:
+        ec.engine.get("/api/events?correlation_id=" + urllib.parse.quote("a b"))
+    assert e.value.status == 400
