@@ -502,13 +502,18 @@ static void leaf_watch(struct engine *e, json_t *cmd)
                         fence_watch(e, cmd, data);
                         return;
                 }
-                if (ji(cmd, "cancel") && engine_now() - ji(data, "abort_sent") >= 30 && host_is_up(e, js(cmd, "host"))) {
-                        /* Cancelled: the job ends "aborted" and the command with it. Sent again every
-                         * 30 s while it runs: an abort lost on the way must not let the copy go on. */
+                bool stall_abort = json_is_true(json_object_get(data, "stall_abort"));
+
+                if ((ji(cmd, "cancel") || stall_abort) && engine_now() - ji(data, "abort_sent") >= 30 &&
+                    host_is_up(e, js(cmd, "host"))) {
+                        /* Cancelled: the job ends "aborted" and the command with it; stalled (stall_action
+                         * retry): it ends "aborted" and is tried elsewhere. Sent again every 30 s while it
+                         * runs: an abort lost on the way must not let the copy go on. */
                         json_object_set_new(data, "abort_sent", json_integer(engine_now()));
                         leaf_save(e, cmd, data);
-                        engine_event(e, "normal", js(cmd, "id"), "aborting %s job %s on host %s (cancelled)",
-                                     job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"));
+                        engine_event(e, "normal", js(cmd, "id"), "aborting %s job %s on host %s (%s)",
+                                     job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"),
+                                     ji(cmd, "cancel") ? "cancelled" : "stalled");
                         cmd_call(e, cmd, js(cmd, "host"), "Job.abort", json_pack("{s:s}", "job_id", js(cmd, "agent_job_id")),
                                  e->config.host_timeout, on_abort_sent, NULL, NULL);
                         return;
@@ -1005,6 +1010,63 @@ static void finalize_verify(struct engine *e, json_t *cmd, const char *why)
 }
 
 /* The job is known to the host: running → progress, done/failed → finish. */
+/*
+ * A host job that runs but moves no further for stall_timeout is flagged:
+ * its step's detail "stalled", an event, ferry_engine_stalls_total. With
+ * stall_action = retry it is also aborted (leaf_watch sends Job.abort) and
+ * its "aborted" end retried on another host. Progress is what the agent
+ * reports; a job still pending for a slot does not run, so its clock starts
+ * when it does. The time of the last progress is kept in the command's data,
+ * so an engine restart does not forget a stall in the making.
+ */
+static void stall_check(struct engine *e, json_t *cmd, const char *status, double progress)
+{
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        gint64 now = engine_now();
+        gint64 still;
+        bool retry;
+
+        if (strcmp(status, "running") != 0) {
+                if (json_object_get(data, "progress_at")) {
+                        json_object_del(data, "progress_at");
+                        leaf_save(e, cmd, data);
+                }
+                return;
+        }
+        if (!json_object_get(data, "progress_at") ||
+            progress > json_number_value(json_object_get(data, "progress_seen"))) {
+                if (json_is_true(json_object_get(data, "stalled")) && !json_object_get(data, "stall_abort"))
+                        engine_event(e, "normal", js(cmd, "id"), "%s job %s on host %s progresses again (%.0f %%)",
+                                     job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"), progress);
+                if (!json_object_get(data, "stall_abort"))
+                        json_object_del(data, "stalled");
+                json_object_set_new(data, "progress_seen", json_real(progress));
+                json_object_set_new(data, "progress_at", json_integer(now));
+                leaf_save(e, cmd, data);
+                return;
+        }
+        if (json_is_true(json_object_get(data, "stalled"))) {
+                /* engine_step_update cleared it with this poll's progress: still stalled. */
+                engine_db_exec(e->db, NULL, "UPDATE steps SET detail = 'stalled' WHERE id = ?", "s", js(cmd, "step_id"));
+                return;
+        }
+        still = now - ji(data, "progress_at");
+        if (still < (gint64) e->config.stall_timeout)
+                return;
+        retry = strcmp(e->config.stall_action, "retry") == 0 && !ji(cmd, "cancel");
+        json_object_set_new(data, "stalled", json_true());
+        if (retry)
+                json_object_set_new(data, "stall_abort", json_true());
+        leaf_save(e, cmd, data);
+        engine_db_exec(e->db, NULL, "UPDATE steps SET detail = 'stalled' WHERE id = ?", "s", js(cmd, "step_id"));
+        engine_metrics_count_stall();
+        engine_event(e, "warning", js(cmd, "id"), "%s job %s on host %s made no progress for %" G_GINT64_FORMAT
+                     " s (at %.0f %%): stalled%s", job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"), still,
+                     progress, retry ? "; aborting it to try on another host" : "");
+        if (retry)
+                engine_kick(e);        /* leaf_watch sends the abort */
+}
+
 static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
 {
         const char *status = js(job, "status") ? js(job, "status") : "unknown";
@@ -1046,9 +1108,13 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                         finalize_verify(e, cmd, why);
                         return;
                 }
-                /* A copy that lost its generation race or was aborted is not retried blindly. */
+                /* A copy that lost its generation race or was aborted is not retried blindly,
+                 * unless the engine aborted it for stalling (stall_check) and nobody cancelled it. */
                 /* Out of space stays out of space on any host. */
-                if (host_job(kind) && !refused_everywhere(code) && strcmp(status, "aborted") != 0)
+                g_autoptr(json_t) data = jparse(cmd, "data");
+                bool stall_retry = json_is_true(json_object_get(data, "stall_abort")) && !ji(cmd, "cancel");
+
+                if (host_job(kind) && !refused_everywhere(code) && (strcmp(status, "aborted") != 0 || stall_retry))
                         leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
                 else
                         engine_cmd_finish(e, cmd, false, why);
@@ -1057,6 +1123,8 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
 
                 engine_step_update(e, js(cmd, "step_id"), "started", progress, NULL);
                 engine_job_progress_refresh(e, js(cmd, "job_id"));
+                if (host_job(kind))
+                        stall_check(e, cmd, status, progress);
         }
 }
 

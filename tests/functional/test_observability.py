@@ -22,7 +22,8 @@ import pytest
 
 from conftest import make_workdir
 from enginetest import EngineCluster, HttpError
-from ferrytest import BUILD, REPO, MiB, free_port, new_uuid, wait_for, wait_job, write_random_extents
+from ferrytest import (BUILD, REPO, MiB, free_port, new_uuid, qemu_img_compare, wait_for, wait_job,
+                       write_random_extents)
 from test_copy import copy, endpoint, start_slow_copy
 
 PROMETHEUS = shutil.which("prometheus")
@@ -478,3 +479,97 @@ def test_correlation_id_follows_a_move(eng):
     with pytest.raises(HttpError) as e:
         ec.engine.get("/api/events?correlation_id=" + urllib.parse.quote("a b"))
     assert e.value.status == 400
+
+
+# ---- stall detection ----
+
+STALL_TIMEOUT = 3
+
+
+def qemu_img_converts(img):
+    """Pids of running `qemu-img convert` processes writing into image img."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"qemu-img") and b"convert" in argv and any(img.encode() in a for a in argv):
+            pids.append(int(pid))
+    return pids
+
+
+def proc_state(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_stalled_copy_is_flagged_and_retried_elsewhere():
+    """A qcow2 copy whose qemu-img is held still (SIGSTOP) is flagged stalled within
+    stall_timeout plus one poll, and with stall_action=retry aborted and copied on
+    another host. Copies are not rate-capped here, so the agent's own governor never
+    stops or continues qemu-img: only the test does."""
+    d = make_workdir()
+    ec = EngineCluster(d, hosts=3, agent_options={"copy_rate_limit": "0"},
+                       engine_args=[f"--stall-timeout={STALL_TIMEOUT}", "--stall-action=retry"])
+    stopped = None
+    try:
+        r = ec.engine.post("/api/disks", {"name": "stall", "provisioned_size": 2048 * MiB, "format": "cow",
+                                          "sparse": True, "storage_domain": {"id": ec.sds[0]["id"]}})
+        assert ec.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
+        disk = ec.engine.get(f"/api/disks/{r['disk']['id']}")
+        src = os.path.join(ec.storage, ec.sds[0]["id"], "images", disk["id"], disk["volumes"][0]["id"])
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a 0 {1536 * MiB}", src], check=True,
+                       stdout=subprocess.DEVNULL)
+        r = ec.engine.post(f"/api/disks/{disk['id']}/copy", {"name": "stall-copy",
+                                                              "storage_domain": {"id": ec.sds[1]["id"]}})
+        job_id, new_id = r["job"]["id"], r["disk"]["id"]
+        # Hold the copy's qemu-img still as soon as it runs.
+        pid = wait_for(lambda: (qemu_img_converts(new_id) or [None])[0], 60, "the copy's qemu-img", interval=0.005)
+        os.kill(pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        stopped = pid
+        assert wait_for(lambda: proc_state(pid) == "T", 5, "qemu-img to stop")
+
+        def stalled_step():
+            for s in ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"]:
+                if s["type"] == "copy_data" and s.get("status_detail") == "stalled":
+                    return s
+            return None
+        step = wait_for(stalled_step, STALL_TIMEOUT + 30, "the copy to be reported stalled", interval=0.05)
+        took = time.monotonic() - stopped_at
+        # Not before stall_timeout (less the poll that may have seen the last progress before the
+        # stop), and within it plus one poll (200 ms) and the latency of a loaded 2-core machine.
+        assert STALL_TIMEOUT - 1 <= took <= STALL_TIMEOUT + 2, took
+        stalled_host, stalled_host_id = step["execution_host"]["name"], step["execution_host"]["id"]
+        assert step["status"] == "started" and step["progress"] < 100, step
+        text = engine_raw(ec, "GET", "/metrics")[2].decode()
+        assert sample(text, "ferry_engine_stalls_total") == 1
+        assert sample(text, "ferry_engine_stalled_steps") in (0, 1)  # 0 once the retry started
+
+        # stall_action=retry: aborted (the agent kills the stopped qemu-img) and copied elsewhere.
+        job = ec.engine.wait_job(job_id, 120)
+        assert job["status"] == "finished", job
+        stopped = None if not os.path.exists(f"/proc/{pid}") else pid
+        copy = next(s for s in ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"] if s["type"] == "copy_data")
+        assert copy["execution_host"]["name"] != stalled_host, copy
+        assert "status_detail" not in copy, copy
+        msgs = [e["message"] for e in ec.engine.get("/api/events")["events"]]
+        assert any("stalled; aborting it to try on another host" in m and stalled_host_id in m for m in msgs), msgs
+        assert any("retrying" in m and "on another host" in m for m in msgs), msgs
+        new = ec.engine.get(f"/api/disks/{new_id}")
+        dst = os.path.join(ec.storage, ec.sds[1]["id"], "images", new_id, new["volumes"][0]["id"])
+        assert qemu_img_compare(src, dst).returncode == 0
+        text = engine_raw(ec, "GET", "/metrics")[2].decode()
+        assert sample(text, "ferry_engine_stalled_steps") == 0
+        assert sample(text, "ferry_engine_retries_total", kind="copy_data") == 1
+    finally:
+        if stopped and os.path.exists(f"/proc/{stopped}"):
+            os.kill(stopped, signal.SIGCONT)
+        codes = ec.stop()
+        if not os.environ.get("FERRY_KEEP_TMP"):
+            shutil.rmtree(d, ignore_errors=True)
+    assert all(code == 0 for code in codes.values()), codes
