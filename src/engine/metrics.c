@@ -200,24 +200,24 @@ static void write_hosts(struct engine *e, struct fy_prom *p)
 
 static void write_domains(struct engine *e, struct fy_prom *p)
 {
+        static const struct {
+                const char *name, *column, *help;
+        } families[] = {
+                { "ferry_engine_storage_domain_size_bytes", "total", "Size of the storage domain, as last reported by the SPM." },
+                { "ferry_engine_storage_domain_free_bytes", "free", "Free space of the storage domain, as last reported by the SPM." },
+        };
         g_autoptr(json_t) sds = engine_store_sd_list(e->db, NULL, NULL);
         size_t i;
         json_t *sd;
 
-        fy_prom_family(p, "ferry_engine_storage_domain_size_bytes", FY_PROM_GAUGE,
-                       "Size of the storage domain, as last reported by the SPM.");
-        json_array_foreach(sds, i, sd)
-                if (json_is_integer(json_object_get(sd, "total")))
-                        fy_prom_sample(p, "ferry_engine_storage_domain_size_bytes",
-                                       (const char *[]) { "sd", js(sd, "id"), "name", js(sd, "name"), NULL },
-                                       (double) ji(sd, "total"));
-        fy_prom_family(p, "ferry_engine_storage_domain_free_bytes", FY_PROM_GAUGE,
-                       "Free space of the storage domain, as last reported by the SPM.");
-        json_array_foreach(sds, i, sd)
-                if (json_is_integer(json_object_get(sd, "free")))
-                        fy_prom_sample(p, "ferry_engine_storage_domain_free_bytes",
-                                       (const char *[]) { "sd", js(sd, "id"), "name", js(sd, "name"), NULL },
-                                       (double) ji(sd, "free"));
+        for (size_t f = 0; f < G_N_ELEMENTS(families); f++) {
+                fy_prom_family(p, families[f].name, FY_PROM_GAUGE, families[f].help);
+                json_array_foreach(sds, i, sd)
+                        if (json_is_integer(json_object_get(sd, families[f].column)))
+                                fy_prom_sample(p, families[f].name,
+                                               (const char *[]) { "sd", js(sd, "id"), "name", js(sd, "name"), NULL },
+                                               (double) ji(sd, families[f].column));
+        }
 }
 
 static void write_commands(struct engine *e, struct fy_prom *p)

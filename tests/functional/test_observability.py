@@ -135,6 +135,10 @@ class Prometheus:
         assert body["status"] == "success", body
         return [(s["metric"], float(s["value"][1])) for s in body["data"]["result"]]
 
+    def values(self, promql):
+        """Only the values of query()."""
+        return [v for _, v in self.query(promql)]
+
     def stop(self):
         self.proc.terminate()
         try:
@@ -421,20 +425,16 @@ def test_engine_metrics_scraped_by_prometheus_during_a_move(eng):
             return prometheus.query(q) or None
         wait_for(lambda: seen(f'ferry_engine_host_jobs{{host="{copier}",state="running"}} == 0'), 30,
                  "prometheus to scrape after the move")
-        running = prometheus.query(f'max_over_time(ferry_engine_host_jobs{{host="{copier}",state="running"}}[5m])')
-        assert [v for _, v in running] == [1], running
+        assert prometheus.values(f'max_over_time(ferry_engine_host_jobs{{host="{copier}",state="running"}}[5m])') == [1]
         # The other host (the SPM: it made the destination volume) copied nothing.
-        idle = prometheus.query(f'max_over_time(ferry_engine_host_copy_rate_bytes_per_second{{host="{other}"}}[5m])')
-        assert [v for _, v in idle] == [0], idle
-        rate = prometheus.query(f'max_over_time(ferry_engine_host_copy_rate_bytes_per_second{{host="{copier}"}}[5m])')
-        assert 0 < rate[0][1] <= 64 * MiB * 1.1, rate
-        copies = prometheus.query('max_over_time(ferry_engine_commands{kind="copy_data",phase="sent"}[5m])')
-        assert [v for _, v in copies] == [1], copies
-        moves = prometheus.query('max_over_time(ferry_engine_commands{kind="move_disk"}[5m])')
-        assert moves and max(v for _, v in moves) == 1, moves
-        answered = prometheus.query('sum(ferry_engine_http_request_duration_seconds_count'
-                                    '{method="POST",route="/api/disks/{id}/move"})')
-        assert [v for _, v in answered] == [1], answered
+        assert prometheus.values(f'max_over_time(ferry_engine_host_copy_rate_bytes_per_second{{host="{other}"}}[5m])') == [0]
+        rate = prometheus.values(f'max_over_time(ferry_engine_host_copy_rate_bytes_per_second{{host="{copier}"}}[5m])')
+        assert len(rate) == 1 and 0 < rate[0] <= 64 * MiB * 1.1, rate
+        assert prometheus.values('max_over_time(ferry_engine_commands{kind="copy_data",phase="sent"}[5m])') == [1]
+        moves = prometheus.values('max_over_time(ferry_engine_commands{kind="move_disk"}[5m])')
+        assert moves and max(moves) == 1, moves
+        assert prometheus.values('sum(ferry_engine_http_request_duration_seconds_count'
+                                 '{method="POST",route="/api/disks/{id}/move"})') == [1]
     finally:
         prometheus.stop()
 
