@@ -2,7 +2,7 @@
 /*
  * Host selection for data copies: gathers what the engine knows of each
  * host (its last Host.getStats and the copies assigned to it since) and
- * lets the pure policy in sched.c choose. With DataOperationsByHSM off
+ * lets the pure policy in hostsched.c choose (or wait for a busy host). With DataOperationsByHSM off
  * every copy goes to the SPM.
  */
 #include <string.h>
@@ -84,15 +84,31 @@ static double pending_bytes(struct engine *e, const char *host_id)
 
 char *engine_pick_copy_host(struct engine *e, json_t *exclude)
 {
-        return engine_pick_copy_host_sized(e, exclude, 0);
+        return engine_pick_copy_host_sized(e, exclude, 0, 0);
 }
 
-char *engine_pick_copy_host_sized(struct engine *e, json_t *exclude, double bytes)
+/*
+ * Copies older than `created` still looking for a host (not sent, not picked):
+ * the rounds offer them hosts first. Picks in flight are subtracted whatever
+ * their age, and copies created in the same second do not count: an estimate.
+ */
+static long copies_ahead(struct engine *e, gint64 created)
+{
+        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL,
+                "SELECT COUNT(*) AS n FROM commands WHERE type = 'copy_data' AND state = 'active' "
+                "AND phase <> 'sent' AND created < ?", "i", created);
+        gint64 n = row ? json_integer_value(json_object_get(row, "n")) : 0;
+
+        return (long) MAX(n - (gint64) g_hash_table_size(e->picking), 0);
+}
+
+char *engine_pick_copy_host_sized(struct engine *e, json_t *exclude, double bytes, gint64 created)
 {
         g_autoptr(GPtrArray) usable = NULL;
         g_autofree char *spm = engine_spm_host(e);
         g_autofree struct engine_sched_host *hosts = NULL;
         static GRand *rand;
+        enum engine_sched_policy policy;
         int pick;
 
         if (!engine_option_bool(e, "DataOperationsByHSM", e->config.data_operations_by_hsm))
@@ -123,9 +139,15 @@ char *engine_pick_copy_host_sized(struct engine *e, json_t *exclude, double byte
                         .bytes_pending = pending_bytes(e, id),
                 };
         }
-        pick = engine_sched_pick_copy(hosts, usable->len,
-                                      strcmp(e->config.host_selection_policy, "random") == 0 ? ENGINE_SCHED_RANDOM
-                                                                                             : ENGINE_SCHED_LEAST_LOADED,
-                                      bytes, rand);
+        policy = strcmp(e->config.host_selection_policy, "random") == 0 ? ENGINE_SCHED_RANDOM
+                                                                         : ENGINE_SCHED_LEAST_LOADED;
+        if (created > 0)
+                pick = engine_sched_place_copy(hosts, usable->len, policy,
+                                               &(struct engine_sched_copy) { .bytes = bytes,
+                                                                             .waited = (double) (engine_now() - created),
+                                                                             .ahead = copies_ahead(e, created) },
+                                               rand);
+        else
+                pick = engine_sched_pick_copy(hosts, usable->len, policy, bytes, rand);
         return pick < 0 ? NULL : g_strdup(usable->pdata[pick]);
 }
