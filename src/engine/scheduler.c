@@ -10,24 +10,6 @@
 #include "engine.h"
 #include "hostsched.h"
 
-static gint64 assigned_copies(struct engine *e, const char *host_id)
-{
-        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL,
-                "SELECT COUNT(*) AS n FROM commands WHERE type = 'copy_data' AND state = 'active' "
-                "AND phase = 'sent' AND host = ?", "s", host_id);
-
-        gint64 n = row ? json_integer_value(json_object_get(row, "n")) : 0;
-        GHashTableIter it;
-        gpointer value;
-
-        /* Picked but not yet recorded as sent: still on its way to this host. */
-        g_hash_table_iter_init(&it, e->picking);
-        while (g_hash_table_iter_next(&it, NULL, &value))
-                if (strcmp(((struct engine_pick *) value)->host, host_id) == 0)
-                        n++;
-        return n;
-}
-
 struct engine_pick *engine_pick_new(const char *host, double bytes)
 {
         struct engine_pick *p = g_new0(struct engine_pick, 1);
@@ -56,30 +38,59 @@ static bool in_list(json_t *list, const char *id)
         return false;
 }
 
+/* What the engine's own record says of one host's copies. */
+struct assigned {
+        gint64 copies;        /* sent to it, and picked for it but not yet sent */
+        double bytes;         /* what they still have to move */
+};
+
 /*
- * Bytes the copies sent to this host still have to move, by the engine's own
- * record: each copy's estimated size (params.bytes) times what its step has
- * left; picks not yet sent count with their whole estimated size.
+ * The copies sent to each host by the engine's own record, with the bytes
+ * they still have to move: each copy's estimated size (params.bytes) times
+ * what its step has left; picks not yet sent count with their whole estimated
+ * size (without them, several copies placed in one round all see the same idle
+ * host). One query for all hosts: one per host made a pick cost hosts x active
+ * copies (bench/scale).
  */
-static double pending_bytes(struct engine *e, const char *host_id)
+static GHashTable *assigned_by_host(struct engine *e)
 {
-        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL,
-                "SELECT COALESCE(SUM(COALESCE(json_extract(c.params, '$.bytes'), 0) * "
+        g_autoptr(json_t) rows = engine_db_query(e->db, NULL,
+                "SELECT c.host AS host, COUNT(*) AS n, "
+                "       COALESCE(SUM(COALESCE(json_extract(c.params, '$.bytes'), 0) * "
                 "                    (1.0 - MIN(COALESCE(s.progress, 0), 100) / 100.0)), 0) AS b "
                 "FROM commands c LEFT JOIN steps s ON s.id = c.step_id "
-                "WHERE c.type = 'copy_data' AND c.state = 'active' AND c.phase = 'sent' AND c.host = ?", "s", host_id);
-
-        double b = row ? json_number_value(json_object_get(row, "b")) : 0;
+                "WHERE c.type = 'copy_data' AND c.state = 'active' AND c.phase = 'sent' GROUP BY c.host", "");
+        GHashTable *by = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         GHashTableIter it;
         gpointer value;
+        size_t i;
+        json_t *row;
 
-        /* Copies picked in this round but not yet sent carry their whole size: without them,
-         * several copies placed at once all see the same idle host. */
+        if (rows)
+                json_array_foreach(rows, i, row) {
+                        struct assigned *a;
+                        const char *host = json_string_value(json_object_get(row, "host"));
+
+                        if (!host)
+                                continue;
+                        a = g_new0(struct assigned, 1);
+                        a->copies = json_integer_value(json_object_get(row, "n"));
+                        a->bytes = json_number_value(json_object_get(row, "b"));
+                        g_hash_table_replace(by, g_strdup(host), a);
+                }
         g_hash_table_iter_init(&it, e->picking);
-        while (g_hash_table_iter_next(&it, NULL, &value))
-                if (strcmp(((struct engine_pick *) value)->host, host_id) == 0)
-                        b += ((struct engine_pick *) value)->bytes;
-        return b;
+        while (g_hash_table_iter_next(&it, NULL, &value)) {
+                const struct engine_pick *p = value;
+                struct assigned *a = g_hash_table_lookup(by, p->host);
+
+                if (!a) {
+                        a = g_new0(struct assigned, 1);
+                        g_hash_table_replace(by, g_strdup(p->host), a);
+                }
+                a->copies++;
+                a->bytes += p->bytes;
+        }
+        return by;
 }
 
 char *engine_pick_copy_host(struct engine *e, json_t *exclude)
@@ -107,6 +118,7 @@ char *engine_pick_copy_host_sized(struct engine *e, json_t *exclude, double byte
         g_autoptr(GPtrArray) usable = NULL;
         g_autofree char *spm = engine_spm_host(e);
         g_autofree struct engine_sched_host *hosts = NULL;
+        g_autoptr(GHashTable) assigned = NULL;
         static GRand *rand;
         enum engine_sched_policy policy;
         int pick;
@@ -117,11 +129,13 @@ char *engine_pick_copy_host_sized(struct engine *e, json_t *exclude, double byte
                 rand = g_rand_new();
 
         usable = engine_usable_hosts(e);
+        assigned = assigned_by_host(e);
         hosts = g_new0(struct engine_sched_host, usable->len + 1);
         for (guint i = 0; i < usable->len; i++) {
                 const char *id = usable->pdata[i];
                 struct engine_host *h = g_hash_table_lookup(e->hosts, id);
                 json_t *st = h ? h->stats : NULL;
+                const struct assigned *a = g_hash_table_lookup(assigned, id);
 
                 if (!st || in_list(exclude, id))
                         continue;      /* usable stays false: nothing known of its load yet, or excluded */
@@ -130,13 +144,13 @@ char *engine_pick_copy_host_sized(struct engine *e, json_t *exclude, double byte
                         .is_spm = spm && strcmp(spm, id) == 0,
                         .running = (long) MAX(json_integer_value(json_object_get(st, "jobs_running")) +
                                               json_integer_value(json_object_get(st, "jobs_pending")),
-                                              assigned_copies(e, id)),
+                                              a ? a->copies : 0),
                         .limit = (long) json_integer_value(json_object_get(st, "job_limit")),
                         .rate = json_number_value(json_object_get(st, "copy_rate")),
                         .load = json_number_value(json_object_get(st, "cpuLoad")),
                         /* 0 = unlimited: the policy then falls back to counting jobs */
                         .bandwidth = (double) json_integer_value(json_object_get(st, "copy_rate_limit")),
-                        .bytes_pending = pending_bytes(e, id),
+                        .bytes_pending = a ? a->bytes : 0,
                 };
         }
         policy = strcmp(e->config.host_selection_policy, "random") == 0 ? ENGINE_SCHED_RANDOM
