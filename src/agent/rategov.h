@@ -37,6 +37,8 @@ struct agent_rate_gov *agent_rate_gov_new(uint64_t cap);
 void agent_rate_gov_free(struct agent_rate_gov *gov);
 
 uint64_t agent_rate_gov_cap(const struct agent_rate_gov *gov);
+/* A new cap (SIGHUP reload), effective at once for every flow, waiting ones included. */
+void agent_rate_gov_set_cap(struct agent_rate_gov *gov, uint64_t cap);
 /* Flows joined now. */
 unsigned agent_rate_gov_active(struct agent_rate_gov *gov);
 /* Bytes every flow took or was charged, ever: the data the host's copies moved (holes excluded). */

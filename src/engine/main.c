@@ -7,8 +7,13 @@
 #include <glib-unix.h>
 
 #include "config.h"
-#include "engine.h"
+#include "commands.h"
+#include "hosts.h"
 #include "rest.h"
+#include "service.h"
+#include "sweeper.h"
+#include "transfers.h"
+#include "vms.h"
 #include "error.h"
 #include "log.h"
 #include "uuid.h"
@@ -20,6 +25,7 @@ static gboolean on_tick(gpointer data)
         struct engine *e = data;
 
         engine_hosts_tick(e);
+        engine_sweep_maybe(e);
         engine_commands_tick(e);
         engine_transfers_tick(e);
         return G_SOURCE_CONTINUE;
@@ -30,7 +36,23 @@ static gboolean on_signal(gpointer data)
         struct engine *e = data;
 
         g_message("signal received, shutting down");
+        fy_service_stopping();
         g_main_loop_quit(e->loop);
+        return G_SOURCE_CONTINUE;
+}
+
+/* SIGHUP: reread the configuration; the live options are read where they are used. */
+static gboolean on_reload(gpointer data)
+{
+        struct engine *e = data;
+        g_autoptr(GError) error = NULL;
+
+        fy_service_reloading();
+        if (engine_config_reload(&e->config, NULL, &error) < 0)
+                g_warning("reload failed, configuration unchanged: %s", error->message);
+        else
+                fy_log_set_level(e->config.log_level);
+        fy_service_ready("reloaded");
         return G_SOURCE_CONTINUE;
 }
 
@@ -71,7 +93,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "ferry-engine: %s\n", error->message);
                 return 2;
         }
-        fy_log_setup(e->config.log_level, "ferry-engine");
+        fy_log_setup(e->config.log_level, "ferry-engine", g_get_host_name());
         e->loop = g_main_loop_new(NULL, FALSE);
 
         if (engine_db_open(e->config.db, &e->db, &error) < 0 || ensure_datacenter(e, &error) < 0 ||
@@ -84,14 +106,22 @@ int main(int argc, char **argv)
                 g_critical("cannot serve the REST API on %s:%u: %s", e->config.listen_address, e->config.port, error->message);
                 return EXIT_FAILURE;
         }
-        g_message("ferry-engine %s listening on http://%s:%u, database %s (schema %d), %u host(s)",
-                  FERRY_VERSION, e->config.listen_address, e->port, e->config.db,
+        if (e->config.insecure)
+                g_warning("insecure=true: the REST API is served over plain HTTP; anyone on the network path "
+                          "can read and forge requests. For development only: give tls_cert and tls_key instead");
+        if (e->config.agent_insecure)
+                g_warning("agent_insecure=true: agents are reached over plain TCP without certificates. "
+                          "For development only");
+        g_message("ferry-engine %s listening on %s://%s:%u, database %s (schema %d), %u host(s)",
+                  FERRY_VERSION, e->config.insecure ? "http" : "https", e->config.listen_address, e->port, e->config.db,
                   engine_db_schema_version(e->db), g_hash_table_size(e->hosts));
 
         g_unix_signal_add(SIGTERM, on_signal, e);
         g_unix_signal_add(SIGINT, on_signal, e);
+        g_unix_signal_add(SIGHUP, on_reload, e);
         e->tick_source = g_timeout_add(e->config.poll_interval, on_tick, e);
         on_tick(e);
+        fy_service_ready("serving");
         g_main_loop_run(e->loop);
 
         g_source_remove(e->tick_source);
@@ -101,6 +131,8 @@ int main(int argc, char **argv)
         g_object_unref(e->http);
         engine_hosts_free(e);
         g_hash_table_unref(e->busy);
+        if (e->host_listeners)
+                g_array_unref(e->host_listeners);
         engine_db_close(e->db);
         g_free(e->dc_id);
         g_main_loop_unref(e->loop);

@@ -7,8 +7,11 @@
  */
 #include <string.h>
 
-#include "engine.h"
+#include "clock.h"
 #include "hostsched.h"
+#include "hosts.h"
+#include "engoptions.h"
+#include "scheduler.h"
 
 struct engine_pick *engine_pick_new(const char *host, double bytes)
 {
