@@ -8,6 +8,7 @@
 
 #include <glib-unix.h>
 
+#include "listener.h"
 #include "agent.h"
 #include "api.h"
 #include "config.h"
@@ -78,6 +79,18 @@ static gboolean on_signal(gpointer data)
         return G_SOURCE_CONTINUE;
 }
 
+/* Every client and transfer connection is a file descriptor: use all the kernel allows, not systemd's 1024. */
+static void raise_nofile(void)
+{
+        rlim_t limit = 0;
+        int r = fy_nofile_raise(&limit);
+
+        if (r < 0)
+                g_warning("cannot raise the open file limit: %s", g_strerror(-r));
+        else
+                g_message("open file limit: %llu", (unsigned long long) limit);
+}
+
 int main(int argc, char **argv)
 {
         struct agent agent = { 0 };
@@ -94,6 +107,7 @@ int main(int argc, char **argv)
                 return 2;
         }
         fy_log_setup(agent.config.log_level, "ferry-agent");
+        raise_nofile();
 
         g_mutex_init(&agent.pool_lock);
         agent.host_id = agent.config.host_id;

@@ -41,6 +41,10 @@ struct engine_config {
         unsigned fence_timeout;        /* s fencing is retried before the copy is given up */
         unsigned sweep_interval;       /* s between orphan image sweeps, 0 = never */
         unsigned max_body;
+        unsigned idle_timeout;         /* s a keep-alive REST connection may wait for a request */
+        unsigned request_timeout;      /* s for a request's headers, and a body's longest pause */
+        unsigned max_connections;      /* REST connections at once */
+        unsigned max_connections_per_address;
         char *log_level;
 };
 
@@ -62,6 +66,7 @@ struct engine {
         struct engine_db *db;
         GMainLoop *loop;
         SoupServer *http;
+        struct fy_http_server *httpd;  /* its connections (src/lib/httpserve.c) */
         guint16 port;
         char *dc_id;
         GHashTable *hosts;             /* host uuid → struct engine_host* */
@@ -139,3 +144,4 @@ gint64 engine_now(void);
 
 /* ---- rest.c ---- */
 int engine_rest_start(struct engine *e, GError **error);
+void engine_rest_stop(struct engine *e);

@@ -10,6 +10,7 @@
 #include "engine.h"
 #include "rest.h"
 #include "error.h"
+#include "listener.h"
 #include "log.h"
 #include "uuid.h"
 
@@ -56,6 +57,18 @@ static int ensure_datacenter(struct engine *e, GError **error)
         return 0;
 }
 
+/* Every REST client is a file descriptor: use all the kernel allows this process, not systemd's 1024. */
+static void raise_nofile(void)
+{
+        rlim_t limit = 0;
+        int r = fy_nofile_raise(&limit);
+
+        if (r < 0)
+                g_warning("cannot raise the open file limit: %s", g_strerror(-r));
+        else
+                g_message("open file limit: %llu", (unsigned long long) limit);
+}
+
 int main(int argc, char **argv)
 {
         struct engine engine = { 0 };
@@ -72,6 +85,7 @@ int main(int argc, char **argv)
                 return 2;
         }
         fy_log_setup(e->config.log_level, "ferry-engine");
+        raise_nofile();
         e->loop = g_main_loop_new(NULL, FALSE);
 
         if (engine_db_open(e->config.db, &e->db, &error) < 0 || ensure_datacenter(e, &error) < 0 ||
@@ -97,8 +111,7 @@ int main(int argc, char **argv)
         g_source_remove(e->tick_source);
         if (e->kick_source)
                 g_source_remove(e->kick_source);
-        soup_server_disconnect(e->http);
-        g_object_unref(e->http);
+        engine_rest_stop(e);
         engine_hosts_free(e);
         g_hash_table_unref(e->busy);
         engine_db_close(e->db);
