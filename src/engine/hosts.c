@@ -63,6 +63,7 @@ int engine_hosts_init(struct engine *e, GError **error)
         json_t *row;
 
         e->hosts = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify) host_free);
+        e->sd_max_file = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         rows = engine_db_query(e->db, error, "SELECT id, address, port FROM hosts", "");
         if (!rows)
                 return -EIO;
@@ -88,6 +89,7 @@ void engine_hosts_free(struct engine *e)
                 g_clear_pointer(&h->rpc, fy_rpc_client_free);
         }
         g_clear_pointer(&e->hosts, g_hash_table_unref);
+        g_clear_pointer(&e->sd_max_file, g_hash_table_unref);
 }
 
 static bool name_valid(const char *s, size_t max)
@@ -102,9 +104,71 @@ static bool name_valid(const char *s, size_t max)
         return true;
 }
 
-json_t *engine_host_add(struct engine *e, const char *name, const char *address, unsigned port, GError **error)
+/* A DNS host name (RFC 1123): dot-separated labels of 1-63 letters, digits and inner hyphens, 253 in all. */
+static bool dns_name_valid(const char *s)
+{
+        size_t len = strlen(s), label = 0;
+
+        if (len == 0 || len > 253)
+                return false;
+        for (size_t i = 0; i <= len; i++) {
+                char ch = s[i];
+
+                if (ch == '.' || ch == '\0') {
+                        if (label == 0 || label > 63 || s[i - 1] == '-')
+                                return false;
+                        label = 0;
+                } else if (g_ascii_isalnum(ch) || (ch == '-' && label > 0)) {
+                        label++;
+                } else {
+                        return false;
+                }
+        }
+        return true;
+}
+
+/*
+ * An address is an IP address or a host name, nothing else: an
+ * internationalized name is converted to its ASCII (IDNA) form first and
+ * must then be a valid DNS name, so control characters, spaces or "..."
+ * never reach the database, a log line or a resolver. Returns the form to
+ * store, or NULL.
+ */
+char *engine_host_address_normalize(const char *address)
 {
         g_autoptr(GInetAddress) inet = NULL;
+        g_autofree char *ascii = NULL;
+
+        if (!address || strlen(address) > 253 || !g_utf8_validate(address, -1, NULL))
+                return NULL;
+        /* IDNA would silently drop some (zero-width space): refuse what no host name holds instead. */
+        for (const char *p = address; *p; p = g_utf8_next_char(p)) {
+                switch (g_unichar_type(g_utf8_get_char(p))) {
+                case G_UNICODE_CONTROL:
+                case G_UNICODE_FORMAT:
+                case G_UNICODE_UNASSIGNED:
+                case G_UNICODE_PRIVATE_USE:
+                case G_UNICODE_SURROGATE:
+                case G_UNICODE_SPACE_SEPARATOR:
+                case G_UNICODE_LINE_SEPARATOR:
+                case G_UNICODE_PARAGRAPH_SEPARATOR:
+                        return NULL;
+                default:
+                        break;
+                }
+        }
+        inet = g_inet_address_new_from_string(address);
+        if (inet)
+                return g_inet_address_to_string(inet);
+        ascii = g_hostname_to_ascii(address);
+        if (!ascii || !dns_name_valid(ascii))
+                return NULL;
+        return g_ascii_strdown(ascii, -1);
+}
+
+json_t *engine_host_add(struct engine *e, const char *name, const char *address_in, unsigned port, GError **error)
+{
+        g_autofree char *address = engine_host_address_normalize(address_in);
         g_autoptr(json_t) used = NULL;
         g_autofree char *id = NULL;
         gint64 host_id = 0;
@@ -115,9 +179,9 @@ json_t *engine_host_add(struct engine *e, const char *name, const char *address,
                 g_set_error(error, ENGINE_ERROR, 400, "host name must be 1-64 letters, digits or _-. characters");
                 return NULL;
         }
-        inet = g_inet_address_new_from_string(address);
-        if (!inet && !g_hostname_is_non_ascii(address) && !name_valid(address, 253)) {
-                g_set_error(error, ENGINE_ERROR, 400, "address must be an IP address or a host name");
+        if (!address) {
+                g_set_error(error, ENGINE_ERROR, 400, "address must be an IP address or a host name "
+                            "(labels of letters, digits and hyphens, at most 253 characters)");
                 return NULL;
         }
         if (port < 1 || port > 65535) {
@@ -174,6 +238,52 @@ int engine_host_set_maintenance(struct engine *e, const char *host_id, bool main
                 g_set_error(error, ENGINE_ERROR, 404, "no host %s", host_id);
                 return -ENOENT;
         }
+        return 0;
+}
+
+/* A host leaves the inventory: in maintenance, not the SPM, nothing of it running. */
+int engine_host_remove(struct engine *e, const char *host_id, GError **error)
+{
+        g_autoptr(json_t) row = engine_db_query_one(e->db, error, "SELECT name, maintenance FROM hosts WHERE id = ?",
+                                                    "s", host_id);
+        g_autoptr(json_t) busy = NULL;
+        g_autofree char *spm = engine_spm_host(e);
+        g_autofree char *name = NULL;
+        struct engine_host *h;
+
+        if (!row) {
+                if (!*error)
+                        g_set_error(error, ENGINE_ERROR, 404, "no host %s", host_id);
+                return -ENOENT;
+        }
+        name = g_strdup(json_string_value(json_object_get(row, "name")));
+        if (!json_integer_value(json_object_get(row, "maintenance"))) {
+                g_set_error(error, ENGINE_ERROR, 409, "host %s is not in maintenance; deactivate it first "
+                            "(POST /api/hosts/%s/deactivate)", name, host_id);
+                return -EBUSY;
+        }
+        if (spm && strcmp(spm, host_id) == 0) {
+                g_set_error(error, ENGINE_ERROR, 409, "host %s is the SPM", name);
+                return -EBUSY;
+        }
+        busy = engine_db_query_one(e->db, error,
+                "SELECT 'command' AS what FROM commands WHERE host = ? AND state = 'active' UNION ALL "
+                "SELECT 'transfer' FROM image_transfers WHERE host = ? AND phase NOT IN "
+                "('finished_success', 'finished_failure', 'cancelled') LIMIT 1", "ss", host_id, host_id);
+        if (busy || *error) {
+                if (!*error)
+                        g_set_error(error, ENGINE_ERROR, 409, "host %s still has a %s running; wait for it or cancel it",
+                                    name, json_string_value(json_object_get(busy, "what")));
+                return -EBUSY;
+        }
+        if (engine_db_exec(e->db, error, "DELETE FROM hosts WHERE id = ?", "s", host_id) < 0)
+                return -EIO;
+        /* Its client goes too: pending calls complete with CANCELLED (finding the host still), as at shutdown. */
+        h = host_lookup(e, host_id);
+        if (h)
+                g_clear_pointer(&h->rpc, fy_rpc_client_free);
+        g_hash_table_remove(e->hosts, host_id);
+        engine_event(e, "normal", NULL, "host %s (%s) removed", name, host_id);
         return 0;
 }
 
@@ -436,10 +546,17 @@ static void on_sd_stats(json_t *result, const GError *error, void *userdata)
 {
         struct host_ctx *c = userdata;   /* host_id holds the domain id here */
 
-        if (result)
+        if (result) {
+                json_t *max_file = json_object_get(result, "max_file_size");
+
                 engine_db_exec(c->e->db, NULL, "UPDATE storage_domains SET total = ?, free = ? WHERE id = ?", "iis",
                                json_integer_value(json_object_get(result, "disktotal")),
                                json_integer_value(json_object_get(result, "diskfree")), c->host_id);
+                /* Kept in memory: known again within one stats round after a restart. */
+                if (json_is_integer(max_file) && json_integer_value(max_file) > 0)
+                        g_hash_table_insert(c->e->sd_max_file, g_strdup(c->host_id),
+                                            g_memdup2(&(gint64) { json_integer_value(max_file) }, sizeof(gint64)));
+        }
         host_ctx_free(c);
 }
 

@@ -86,10 +86,14 @@ static json_t *sd_json(struct engine *e, json_t *row)
                               "status", js(row, "status"), "data_center", ref(js(row, "dc_id")),
                               "master", dc && g_strcmp0(js(dc, "master_sd"), js(row, "id")) == 0);
 
+        const gint64 *max_file = g_hash_table_lookup(e->sd_max_file, js(row, "id"));
+
         if (json_is_integer(json_object_get(row, "free"))) {
                 json_object_set_new(o, "available", json_integer(ji(row, "free")));
                 json_object_set_new(o, "used", json_integer(ji(row, "total") - ji(row, "free")));
         }
+        if (max_file)
+                json_object_set_new(o, "max_file_size", json_integer(*max_file));
         return o;
 }
 
@@ -307,6 +311,14 @@ static void handle(struct engine *e, SoupServerMessage *msg, char **seg, guint n
                 engine_rest_reply_json(msg, 201, out);
         } else if (n == 2 && strcmp(seg[0], "hosts") == 0 && get) {
                 reply_one(e, msg, "host", "SELECT * FROM hosts WHERE id = ?", seg[1], fmt_host);
+        } else if (n == 2 && strcmp(seg[0], "hosts") == 0 && engine_rest_method_is(msg, "DELETE")) {
+                if (!fy_uuid_is_valid(seg[1]) || engine_host_remove(e, seg[1], &error) < 0) {
+                        if (!error)
+                                error = g_error_new(ENGINE_ERROR, 404, "no host %.64s", seg[1]);
+                        engine_rest_reply_error(msg, error);
+                        return;
+                }
+                soup_server_message_set_status(msg, 204, NULL);
         } else if (n == 3 && strcmp(seg[0], "hosts") == 0 && post &&
                    (strcmp(seg[2], "deactivate") == 0 || strcmp(seg[2], "activate") == 0)) {
                 if (!fy_uuid_is_valid(seg[1]) ||

@@ -483,8 +483,8 @@ static void on_request_started(SoupServer *soup, SoupServerMessage *msg, gpointe
         {
                 const char *type;
                 g_autofree char *body = fault_body(c->s, SOUP_STATUS_BAD_REQUEST,
-                                                   "the request could not be parsed: send an HTTP/1.1 request "
-                                                   "line and headers", &type);
+                                                   "the request could not be parsed: check its request line "
+                                                   "and headers", &type);
 
                 soup_server_message_set_response(msg, type, SOUP_MEMORY_COPY, body, strlen(body));
         }

@@ -20,7 +20,7 @@ import uuid
 
 import pytest
 
-from enginetest import Engine
+from enginetest import ENGINE_BIN, Engine, HttpError
 from ferrytest import Agent, Sanlock, wait_for
 
 MiB = 1024 * 1024
@@ -71,6 +71,14 @@ def raw(port, data, wait=5.0, shut=False, host="127.0.0.1"):
             out += d
     finally:
         s.close()
+
+
+def call(e, method, path, body=None):
+    """(status, body) of a REST call, errors included."""
+    try:
+        return e.request(method, path, body)
+    except HttpError as err:
+        return err.status, err.body
 
 
 def status_of(answer):
@@ -302,7 +310,7 @@ def test_smuggling_framing_is_refused(engine, headers, detail):
     assert status_of(answer) == 400, answer[:300]
     assert detail in json_fault(answer)["detail"]
     assert not answer.endswith(b"<timeout>")   # and the connection closed
-    assert answer.count(b"HTTP/1.1") == 1      # the rest was never read as a second request
+    assert len(re.findall(rb"(?:^|\r\n)HTTP/1\.1 \d{3} ", answer)) == 1   # the rest was never read as a request
 
 
 def test_transfer_endpoint_refuses_smuggling(lone_agent):
@@ -412,3 +420,101 @@ def test_tls_transfer_endpoint_handshake_timeout_and_closed_clients(workdir):
     finally:
         assert a.stop() == 0
         sl.stop()
+
+
+# ---- item 4: input, host removal, disk size vs the domain's filesystem ----
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} [A-Z]+ \[")
+
+
+@pytest.mark.parametrize("address", [
+    "evil.example\n2026-01-01 00:00:00.000 INFO [ferry-engine] forged",
+    "bad\u0007bell.example", "...", "a..b", "-lead.example", "trail-.example", "sp ace.example",
+    "x" * 64 + ".example", "\u200bzero.example", "tab\t.example", "nul\u0000.example", "1.2.3.4.5:80",
+])
+def test_forged_host_addresses_are_refused(engine, address):
+    with open(engine.log_path, "rb") as f:
+        start = len(f.read())
+    status, body = call(engine, "POST", "/api/hosts", {"name": "forged", "address": address, "port": 54321})
+    assert status == 400, (status, body)
+    # A NUL never gets past the JSON parser; the rest reaches the address check.
+    assert "address" in body["fault"]["detail"] or "\\u0000" in body["fault"]["detail"]
+    assert engine.get("/api/hosts")["hosts"] == []
+    with open(engine.log_path, "rb") as f:
+        lines = f.read()[start:].decode(errors="replace").splitlines()
+    assert all(LOG_LINE.match(line) for line in lines), lines
+
+
+def test_idn_address_is_stored_in_ascii_and_host_removal(engine):
+    status, host = call(engine, "POST", "/api/hosts", {"name": "idn", "address": "Bücher.Example", "port": 54321})
+    assert status == 201, host
+    assert host["address"] == "xn--bcher-kva.example"
+    status, ip = call(engine, "POST", "/api/hosts", {"name": "ip6", "address": "::1", "port": 54321})
+    assert status == 201 and ip["address"] == "::1"
+    # Removal: only in maintenance.
+    status, body = call(engine, "DELETE", f"/api/hosts/{host['id']}")
+    assert status == 409 and "maintenance" in body["fault"]["detail"], body
+    assert call(engine, "POST", f"/api/hosts/{host['id']}/deactivate")[0] == 200
+    status, body = call(engine, "DELETE", f"/api/hosts/{host['id']}")
+    assert status == 204, body
+    assert call(engine, "GET", f"/api/hosts/{host['id']}")[0] == 404
+    assert call(engine, "DELETE", f"/api/hosts/{host['id']}")[0] == 404
+    assert [h["name"] for h in engine.get("/api/hosts")["hosts"]] == ["ip6"]
+    # Its address and port are free again.
+    assert call(engine, "POST", "/api/hosts", {"name": "idn", "address": "bücher.example", "port": 54321})[0] == 201
+    # The CLI removes by name.
+    assert call(engine, "POST", f"/api/hosts/{ip['id']}/deactivate")[0] == 200
+    cli = os.path.join(os.path.dirname(os.path.dirname(ENGINE_BIN)), "cli", "ferry")
+    r = subprocess.run([cli, "--engine", engine.url, "host", "remove", "ip6"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "removed host ip6" in r.stdout, (r.stdout, r.stderr)
+    assert [h["name"] for h in engine.get("/api/hosts")["hosts"]] == ["idn"]
+
+
+def probe_max_file_size(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        lo, hi = 0, (1 << 63) - 1
+        while lo < hi:
+            mid = lo + (hi - lo) // 2 + 1
+            try:
+                os.lseek(fd, mid, os.SEEK_SET)
+                lo = mid
+            except OSError:
+                hi = mid - 1
+        return lo
+    finally:
+        os.close(fd)
+
+
+def test_disk_larger_than_the_filesystem_allows_is_refused(workdir):
+    from enginetest import EngineCluster
+    ec = EngineCluster(os.path.join(workdir, "hard-fs"), hosts=1, domains=1)
+    try:
+        e = ec.engine
+        sd = ec.sds[0]
+        limit = probe_max_file_size(os.path.join(ec.storage, sd["id"], "dom_md", "ids"))
+
+        def reported():
+            got = [s for s in e.get("/api/storagedomains")["storagedomains"] if s["id"] == sd["id"]][0]
+            return got.get("max_file_size")
+        assert wait_for(reported, 30, "the domain's largest file size") == limit
+        size = (limit // 512 + 1) * 512
+        if size <= 64 * 1024 ** 4:
+            # ext4 (16 TiB): a raw disk of 64 TiB would be accepted, then fail on the SPM.
+            status, body = call(e, "POST", "/api/disks", {"name": "huge", "provisioned_size": 64 * 1024 ** 4,
+                                                            "storage_domain": {"id": sd["id"]}})
+            assert status == 400 and "does not fit" in body["fault"]["detail"], body
+            status, body = call(e, "POST", "/api/disks", {"name": "huge", "provisioned_size": size, "format": "cow",
+                                                            "storage_domain": {"id": sd["id"]}})
+            assert status == 400 and "does not fit" in body["fault"]["detail"], body
+        else:
+            # XFS, btrfs, tmpfs: beyond the engine's 64 TiB limit anyway.
+            status, body = call(e, "POST", "/api/disks", {"name": "huge", "provisioned_size": 64 * 1024 ** 4 + 512,
+                                                            "storage_domain": {"id": sd["id"]}})
+            assert status == 400, body
+        assert e.get("/api/disks")["disks"] == []
+        status, body = call(e, "POST", "/api/disks", {"name": "fits", "provisioned_size": 1024 ** 3,
+                                                        "storage_domain": {"id": sd["id"]}})
+        assert status == 202, body
+    finally:
+        ec.stop()
