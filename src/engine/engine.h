@@ -91,7 +91,6 @@ void engine_hosts_tick(struct engine *e);
 json_t *engine_host_add(struct engine *e, const char *name, const char *address, unsigned port, GError **error);
 int engine_host_set_maintenance(struct engine *e, const char *host_id, bool maintenance, GError **error);
 int engine_host_remove(struct engine *e, const char *host_id, GError **error);
-char *engine_host_address_normalize(const char *address);
 /* The SPM host's id if it is up, else NULL (borrowed from a DB row copy: free with g_free). */
 char *engine_spm_host(struct engine *e);
 /* Calls method on a host; fails at once (in the callback) if the host is unknown. */

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "restparse.h"
 #include "error.h"
 #include "uuid.h"
 
@@ -102,68 +103,6 @@ static bool name_valid(const char *s, size_t max)
                 if (!g_ascii_isalnum(*p) && !strchr("_-.", *p))
                         return false;
         return true;
-}
-
-/* A DNS host name (RFC 1123): dot-separated labels of 1-63 letters, digits and inner hyphens, 253 in all. */
-static bool dns_name_valid(const char *s)
-{
-        size_t len = strlen(s), label = 0;
-
-        if (len == 0 || len > 253)
-                return false;
-        for (size_t i = 0; i <= len; i++) {
-                char ch = s[i];
-
-                if (ch == '.' || ch == '\0') {
-                        if (label == 0 || label > 63 || s[i - 1] == '-')
-                                return false;
-                        label = 0;
-                } else if (g_ascii_isalnum(ch) || (ch == '-' && label > 0)) {
-                        label++;
-                } else {
-                        return false;
-                }
-        }
-        return true;
-}
-
-/*
- * An address is an IP address or a host name, nothing else: an
- * internationalized name is converted to its ASCII (IDNA) form first and
- * must then be a valid DNS name, so control characters, spaces or "..."
- * never reach the database, a log line or a resolver. Returns the form to
- * store, or NULL.
- */
-char *engine_host_address_normalize(const char *address)
-{
-        g_autoptr(GInetAddress) inet = NULL;
-        g_autofree char *ascii = NULL;
-
-        if (!address || strlen(address) > 253 || !g_utf8_validate(address, -1, NULL))
-                return NULL;
-        /* IDNA would silently drop some (zero-width space): refuse what no host name holds instead. */
-        for (const char *p = address; *p; p = g_utf8_next_char(p)) {
-                switch (g_unichar_type(g_utf8_get_char(p))) {
-                case G_UNICODE_CONTROL:
-                case G_UNICODE_FORMAT:
-                case G_UNICODE_UNASSIGNED:
-                case G_UNICODE_PRIVATE_USE:
-                case G_UNICODE_SURROGATE:
-                case G_UNICODE_SPACE_SEPARATOR:
-                case G_UNICODE_LINE_SEPARATOR:
-                case G_UNICODE_PARAGRAPH_SEPARATOR:
-                        return NULL;
-                default:
-                        break;
-                }
-        }
-        inet = g_inet_address_new_from_string(address);
-        if (inet)
-                return g_inet_address_to_string(inet);
-        ascii = g_hostname_to_ascii(address);
-        if (!ascii || !dns_name_valid(ascii))
-                return NULL;
-        return g_ascii_strdown(ascii, -1);
 }
 
 json_t *engine_host_add(struct engine *e, const char *name, const char *address_in, unsigned port, GError **error)

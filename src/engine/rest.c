@@ -10,6 +10,7 @@
 #include "rest.h"
 #include "error.h"
 #include "httpserve.h"
+#include "restparse.h"
 #include "uuid.h"
 
 static const char *js(json_t *o, const char *key)
@@ -224,26 +225,14 @@ json_t *engine_rest_body(struct engine *e, SoupServerMessage *msg)
         SoupMessageBody *req = soup_server_message_get_request_body(msg);
         g_autoptr(GBytes) bytes = soup_message_body_flatten(req);
         const char *ctype = soup_message_headers_get_content_type(soup_server_message_get_request_headers(msg), NULL);
-        json_error_t jerr;
-        json_t *body;
+        g_autofree char *detail = NULL;
+        json_t *body = NULL;
         gsize len;
         const char *data = g_bytes_get_data(bytes, &len);
+        int status = engine_rest_body_parse(data, len, ctype, e->config.max_body, &body, &detail);
 
-        if (len > e->config.max_body) {
-                engine_rest_reply_fault(msg, 413, "request body too large");
-                return NULL;
-        }
-        if (ctype && g_ascii_strcasecmp(ctype, "application/json") != 0) {
-                engine_rest_reply_fault(msg, 415, "send the body as application/json");
-                return NULL;
-        }
-        body = json_loadb(data ? data : "", len, JSON_REJECT_DUPLICATES, &jerr);
-        if (!body || !json_is_object(body)) {
-                g_autofree char *detail = body ? g_strdup("the body must be a JSON object")
-                                               : g_strdup_printf("malformed JSON: %s (line %d, column %d)",
-                                                                 jerr.text, jerr.line, jerr.column);
-                json_decref(body);
-                engine_rest_reply_fault(msg, 400, detail);
+        if (status) {
+                engine_rest_reply_fault(msg, status, detail);
                 return NULL;
         }
         return body;
@@ -447,19 +436,12 @@ static void on_request(SoupServer *server, SoupServerMessage *msg, const char *p
 {
         struct engine *e = data;
         g_auto(GStrv) parts = NULL;
-        char *seg[8];
+        char *seg[ENGINE_REST_SEGMENTS_MAX];
         guint n = 0;
 
-        if (!g_str_has_prefix(path, "/api/") || strlen(path) > 512) {
-                engine_rest_reply_fault(msg, 404, "the API lives under /api/");
-                return;
-        }
-        parts = g_strsplit(path + 5, "/", 8);
-        for (guint i = 0; parts[i] && n < G_N_ELEMENTS(seg); i++)
-                if (*parts[i])
-                        seg[n++] = parts[i];
-        if (n == 0 || n > 4) {
-                engine_rest_reply_fault(msg, 404, "no such resource");
+        if (engine_rest_path_split(path, &parts, seg, &n) < 0) {
+                engine_rest_reply_fault(msg, 404, g_str_has_prefix(path, "/api/") ? "no such resource"
+                                                                                  : "the API lives under /api/");
                 return;
         }
         handle(e, msg, seg, n);
