@@ -79,18 +79,6 @@ static gboolean on_signal(gpointer data)
         return G_SOURCE_CONTINUE;
 }
 
-/* Every client and transfer connection is a file descriptor: use all the kernel allows, not systemd's 1024. */
-static void raise_nofile(void)
-{
-        rlim_t limit = 0;
-        int r = fy_nofile_raise(&limit);
-
-        if (r < 0)
-                g_warning("cannot raise the open file limit: %s", g_strerror(-r));
-        else
-                g_message("open file limit: %llu", (unsigned long long) limit);
-}
-
 int main(int argc, char **argv)
 {
         struct agent agent = { 0 };
@@ -107,7 +95,11 @@ int main(int argc, char **argv)
                 return 2;
         }
         fy_log_setup(agent.config.log_level, "ferry-agent");
-        raise_nofile();
+        {
+                g_autofree char *nofile = NULL;
+
+                g_log(G_LOG_DOMAIN, fy_nofile_raise(&nofile) < 0 ? G_LOG_LEVEL_WARNING : G_LOG_LEVEL_MESSAGE, "%s", nofile);
+        }
 
         g_mutex_init(&agent.pool_lock);
         agent.host_id = agent.config.host_id;

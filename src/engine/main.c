@@ -57,18 +57,6 @@ static int ensure_datacenter(struct engine *e, GError **error)
         return 0;
 }
 
-/* Every REST client is a file descriptor: use all the kernel allows this process, not systemd's 1024. */
-static void raise_nofile(void)
-{
-        rlim_t limit = 0;
-        int r = fy_nofile_raise(&limit);
-
-        if (r < 0)
-                g_warning("cannot raise the open file limit: %s", g_strerror(-r));
-        else
-                g_message("open file limit: %llu", (unsigned long long) limit);
-}
-
 int main(int argc, char **argv)
 {
         struct engine engine = { 0 };
@@ -85,7 +73,11 @@ int main(int argc, char **argv)
                 return 2;
         }
         fy_log_setup(e->config.log_level, "ferry-engine");
-        raise_nofile();
+        {
+                g_autofree char *nofile = NULL;
+
+                g_log(G_LOG_DOMAIN, fy_nofile_raise(&nofile) < 0 ? G_LOG_LEVEL_WARNING : G_LOG_LEVEL_MESSAGE, "%s", nofile);
+        }
         e->loop = g_main_loop_new(NULL, FALSE);
 
         if (engine_db_open(e->config.db, &e->db, &error) < 0 || ensure_datacenter(e, &error) < 0 ||

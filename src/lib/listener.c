@@ -315,18 +315,27 @@ unsigned fy_listener_count(struct fy_listener *l)
         return l->count;
 }
 
-int fy_nofile_raise(rlim_t *ret_limit)
+int fy_nofile_raise(char **ret_message)
 {
         struct rlimit rl;
+        int r;
 
-        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-                return -errno;
-        if (rl.rlim_cur < rl.rlim_max) {
-                rl.rlim_cur = rl.rlim_max;
-                if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-                        return -errno;
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+                r = -errno;
+                *ret_message = g_strdup_printf("cannot read the open file limit: %s", g_strerror(-r));
+                return r;
         }
-        if (ret_limit)
-                *ret_limit = rl.rlim_cur;
+        if (rl.rlim_cur < rl.rlim_max) {
+                rlim_t old = rl.rlim_cur;
+
+                rl.rlim_cur = rl.rlim_max;
+                if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+                        r = -errno;
+                        *ret_message = g_strdup_printf("cannot raise the open file limit from %llu: %s",
+                                                       (unsigned long long) old, g_strerror(-r));
+                        return r;
+                }
+        }
+        *ret_message = g_strdup_printf("open file limit: %llu", (unsigned long long) rl.rlim_cur);
         return 0;
 }

@@ -56,5 +56,9 @@ void fy_listener_release(struct fy_listener *l, GSocket *sock);
 void fy_socket_linger_close(GSocket *sock, GObject *keep, gsize max, unsigned timeout_ms,
                             void (*done)(void *data), void *data);
 
-/* Raises RLIMIT_NOFILE's soft limit to the hard limit; returns 0 or -errno, *ret_limit the limit in force. */
-int fy_nofile_raise(rlim_t *ret_limit);
+/*
+ * Raises RLIMIT_NOFILE's soft limit to the hard limit (every client is a
+ * descriptor; systemd's default soft limit is 1024). Returns 0 or -errno;
+ * *ret_message says what happened, for the daemon's log (caller frees).
+ */
+int fy_nofile_raise(char **ret_message);
