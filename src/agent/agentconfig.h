@@ -26,6 +26,7 @@ struct agent_config {
         unsigned idle_timeout;          /* s, image transfer keep-alive */
         unsigned request_timeout;       /* s, image transfer headers, body pauses, TLS handshake */
         unsigned transfer_port;
+        unsigned metrics_port;         /* 0 = no /metrics */
         unsigned transfer_max_request;
         unsigned transfer_max_tickets;
         char *log_level;

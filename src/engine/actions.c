@@ -8,7 +8,10 @@
 #include <errno.h>
 #include <string.h>
 
-#include "engine.h"
+#include "actions.h"
+#include "clock.h"
+#include "commands.h"
+#include "events.h"
 #include "error.h"
 #include "uuid.h"
 
@@ -17,10 +20,7 @@
 #define STRUCTURE_WEIGHT 10.0
 #define DATA_WEIGHT 90.0
 
-static const char *js(json_t *o, const char *key)
-{
-        return json_string_value(json_object_get(o, key));
-}
+#define js engine_js
 
 static json_t *fail(GError **error, int status, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 static json_t *fail(GError **error, int status, const char *fmt, ...)
@@ -113,15 +113,11 @@ static bool pending_removal(struct engine *e, const char *sd, const char *img)
         return row && json_integer_value(json_object_get(row, "n")) > 0;
 }
 
-static char *command_start(struct engine *e, const char *type, const char *job_id, json_t *params)
+static char *command_start(struct engine *e, enum engine_kind kind, const char *job_id, json_t *params)
 {
-        char *id = fy_uuid_new();
+        char *id = engine_cmd_create(e, kind, NULL, job_id, NULL, params);   /* queues a round: starts now */
 
-        engine_db_exec(e->db, NULL,
-                       "INSERT INTO commands (id, type, job_id, state, params, created, updated) "
-                       "VALUES (?, ?, ?, 'active', ?, ?, ?)", "sssjii", id, type, job_id, params, engine_now(), engine_now());
         engine_db_exec(e->db, NULL, "UPDATE jobs SET command_id = ? WHERE id = ?", "ss", id, job_id);
-        engine_kick(e);        /* start now, not at the next round */
         return id;
 }
 
@@ -202,7 +198,7 @@ json_t *engine_disk_create(struct engine *e, json_t *body, GError **error)
                                js(v, "parent"), (gint64) i, format, json_is_true(json_object_get(v, "sparse")), capacity);
         }
         params = json_pack("{s:s, s:s, s:s, s:O}", "disk", disk, "sd", js(sd, "id"), "img", disk, "volumes", vols);
-        cmd = command_start(e, "create_disk", json_string_value(job), params);
+        cmd = command_start(e, ENGINE_KIND_CREATE_DISK, json_string_value(job), params);
         if (engine_db_commit(e->db, error) < 0)
                 goto rollback;
         engine_event(e, "normal", cmd, "creating disk %s (%s) on %s", name, disk, js(sd, "name"));
@@ -318,7 +314,7 @@ json_t *engine_disk_move(struct engine *e, const char *disk_id, json_t *body, bo
                            "src_sd", js(disk, "sd_id"), "src_img", disk_id,
                            "sd", js(sd, "id"), "img", keep_source ? new_disk : disk_id,
                            "src_volumes", src_list, "volumes", dst_vols);
-        cmd = command_start(e, keep_source ? "copy_disk" : "move_disk", json_string_value(job), params);
+        cmd = command_start(e, keep_source ? ENGINE_KIND_COPY_DISK : ENGINE_KIND_MOVE_DISK, json_string_value(job), params);
         if (engine_db_commit(e->db, error) < 0)
                 goto rollback;
         engine_event(e, "normal", cmd, "%s", desc);
@@ -354,7 +350,7 @@ json_t *engine_disk_remove(struct engine *e, const char *disk_id, GError **error
         engine_db_exec(e->db, NULL, "UPDATE disks SET status = 'locked', job_id = ? WHERE id = ?", "ss",
                        json_string_value(job), disk_id);
         params = json_pack("{s:s, s:s, s:s}", "disk", disk_id, "sd", js(disk, "sd_id"), "img", disk_id);
-        cmd = command_start(e, "remove_disk", json_string_value(job), params);
+        cmd = command_start(e, ENGINE_KIND_REMOVE_DISK, json_string_value(job), params);
         if (engine_db_commit(e->db, error) < 0)
                 goto rollback;
         return json_pack("{s:{s:O}}", "job", "id", job);

@@ -21,15 +21,20 @@
 #include <errno.h>
 #include <string.h>
 
-#include "cmd.h"
+#include "clock.h"
+#include "commands.h"
+#include "events.h"
+#include "generation.h"
+#include "hosts.h"
+#include "inventory.h"
+#include "scheduler.h"
 #include "error.h"
+#include "eta.h"
 #include "uuid.h"
 
 #define SPM_CALL_TIMEOUT_MS 30000
 #define COPY_CALL_TIMEOUT_MS 30000
 #define JOB_EVENTS_MAX 10000           /* progress cache entries (running jobs of every host) */
-
-static void cmd_advance(struct engine *e, json_t *cmd);
 
 /* ---- small helpers ---- */
 
@@ -50,36 +55,6 @@ static void busy_set(struct engine *e, const char *id, bool on)
                 g_hash_table_remove(e->busy, id);
 }
 
-gint64 engine_now(void)
-{
-        return g_get_real_time() / G_USEC_PER_SEC;
-}
-
-void engine_event(struct engine *e, const char *severity, const char *command_id, const char *fmt, ...)
-{
-        g_autofree char *msg = NULL;
-        va_list ap;
-
-        va_start(ap, fmt);
-        msg = g_strdup_vprintf(fmt, ap);
-        va_end(ap);
-        if (strcmp(severity, "normal") == 0)
-                g_message("%s", msg);
-        else
-                g_warning("%s", msg);
-        engine_db_exec(e->db, NULL, "INSERT INTO events (time, severity, message, command_id) VALUES (?, ?, ?, ?)",
-                       "isss", engine_now(), severity, msg, command_id);
-}
-
-bool engine_option_bool(struct engine *e, const char *name, bool def)
-{
-        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL, "SELECT value FROM options WHERE name = ?", "s", name);
-
-        if (!row)
-                return def;
-        return strcmp(js(row, "value"), "true") == 0;
-}
-
 static gboolean on_kick(gpointer data)
 {
         struct engine *e = data;
@@ -95,9 +70,10 @@ void engine_kick(struct engine *e)
                 e->kick_source = g_idle_add(on_kick, e);
 }
 
-char *engine_cmd_create(struct engine *e, const char *type, const char *parent, const char *job_id,
+char *engine_cmd_create(struct engine *e, enum engine_kind kind, const char *parent, const char *job_id,
                         const char *step_id, json_t *params)
 {
+        const char *type = engine_kind_name(kind);
         char *id = fy_uuid_new();
 
         engine_db_exec(e->db, NULL,
@@ -109,10 +85,21 @@ char *engine_cmd_create(struct engine *e, const char *type, const char *parent, 
         return id;
 }
 
-void engine_cmd_update(struct engine *e, const char *id, const char *phase, json_t *data)
+void engine_cmd_update(struct engine *e, const char *id, enum engine_phase phase, json_t *data)
 {
         engine_db_exec(e->db, NULL, "UPDATE commands SET phase = ?, data = ?, updated = ? WHERE id = ?", "sjis",
-                       phase, data, engine_now(), id);
+                       engine_phase_name(phase), data, engine_now(), id);
+}
+
+/* Feeds the ETA of a running step or job; forgets it once it is not running. */
+static void engine_eta_track(const char *prefix, const char *id, bool running, double progress)
+{
+        g_autofree char *key = g_strconcat(prefix, id, NULL);
+
+        if (running)
+                engine_eta_observe(engine_eta(), key, g_get_monotonic_time(), progress);
+        else
+                engine_eta_forget(engine_eta(), key);
 }
 
 void engine_step_update(struct engine *e, const char *step_id, const char *status, double progress,
@@ -125,6 +112,7 @@ void engine_step_update(struct engine *e, const char *step_id, const char *statu
                        "execution_host = COALESCE(?, execution_host), "
                        "end_time = CASE WHEN ? IN ('finished', 'failed') THEN ? ELSE end_time END WHERE id = ?",
                        "sdssis", status, progress, host, status, engine_now(), step_id);
+        engine_eta_track("step:", step_id, strcmp(status, "started") == 0, progress);
 }
 
 /* A step that cannot start yet says why (its detail, until it starts). */
@@ -152,6 +140,7 @@ void engine_job_progress_refresh(struct engine *e, const char *job_id)
         p = MIN(json_number_value(json_object_get(row, "p")), 100.0);
         engine_db_exec(e->db, NULL, "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'started'", "ds", p, job_id);
         engine_db_exec(e->db, NULL, "UPDATE disks SET progress = ? WHERE job_id = ? AND status = 'locked'", "ds", p, job_id);
+        engine_eta_track("job:", job_id, p < 100.0, p);
 }
 
 static GHashTable *job_events;
@@ -249,31 +238,27 @@ static bool is_transport_error(const GError *error)
 
 /* Latest job status pushed by a host's events, by agent job id (declared above cmd_finish). */
 
-void engine_commands_on_event(struct engine *e, const char *host_id, const char *method, json_t *params);
-void engine_commands_on_event(struct engine *e, const char *host_id, const char *method, json_t *params)
+static void on_host_event(struct engine *e, const char *host_id, const char *method, json_t *params, void *userdata)
 {
-        const char *key;
-        json_t *value;
+        /* VDSM's shape: "|jobs|status|<id>" with the job's info itself (and notify_time) as params. */
+        const char *key = method + strlen("|jobs|status|");
+        const char *status;
 
-        if (!g_str_has_prefix(method, "|jobs|status|"))
+        if (!g_str_has_prefix(method, "|jobs|status|") || !fy_uuid_is_valid(key) || !json_is_object(params))
                 return;
-        json_object_foreach(params, key, value) {
-                const char *status;
-
-                if (!json_is_object(value) || !fy_uuid_is_valid(key))
-                        continue;
-                status = js(value, "status");
-                if (status && (strcmp(status, "done") == 0 || strcmp(status, "failed") == 0 ||
-                               strcmp(status, "aborted") == 0)) {
-                        /* Only running jobs' progress is read from here; the end comes from Host.getJobs. */
-                        g_hash_table_remove(job_events, key);
-                        engine_kick(e);        /* learn the outcome now, not at the next round */
-                        continue;
-                }
-                if (g_hash_table_size(job_events) >= JOB_EVENTS_MAX)
-                        g_hash_table_remove_all(job_events);   /* final events lost: progress only, start over */
-                g_hash_table_replace(job_events, g_strdup(key), json_incref(value));
+        if (!js(params, "id") || g_ascii_strcasecmp(js(params, "id"), key) != 0)
+                return;        /* not the job the method names: trust neither */
+        status = js(params, "status");
+        if (status && (strcmp(status, "done") == 0 || strcmp(status, "failed") == 0 ||
+                       strcmp(status, "aborted") == 0)) {
+                /* Only running jobs' progress is read from here; the end comes from Host.getJobs. */
+                g_hash_table_remove(job_events, key);
+                engine_kick(e);        /* learn the outcome now, not at the next round */
+                return;
         }
+        if (g_hash_table_size(job_events) >= JOB_EVENTS_MAX)
+                g_hash_table_remove_all(job_events);   /* final events lost: progress only, start over */
+        g_hash_table_replace(job_events, g_strdup(key), json_incref(params));
 }
 
 /* ---- leaf: an agent job (Volume.create / Image.delete / SDM.copy_data) ---- */
@@ -344,7 +329,7 @@ static char *leaf_mark_sent(struct engine *e, json_t *cmd, const char *host, gin
 
 static void leaf_save(struct engine *e, json_t *cmd, json_t *data)
 {
-        engine_cmd_update(e, js(cmd, "id"), js(cmd, "phase"), data);
+        engine_cmd_update(e, js(cmd, "id"), engine_cmd_phase(cmd), data);
 }
 
 /* Nothing to do for this command before `seconds` from now (a backoff that survives restarts). */
@@ -363,7 +348,7 @@ static void verify_volume_created(struct engine *e, json_t *cmd, const char *hos
 
 static void on_leaf_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
 {
-        const char *type = js(cmd, "type");
+        enum engine_kind kind = engine_cmd_kind(cmd);
 
         if (!error) {
                 engine_kick(e);        /* accepted: watch the job from now on */
@@ -373,12 +358,12 @@ static void on_leaf_sent(struct engine *e, json_t *cmd, json_t *result, const GE
                 return;        /* unknown whether it arrived: the next round asks the host */
         if (error->code == FY_ERR_JOB_EXISTS)
                 return;        /* it did arrive before (a resend after a restart): watch it */
-        if (strcmp(type, "create_volume_container") == 0 && error->code == FY_ERR_VOLUME_ALREADY_EXISTS) {
+        if (kind == ENGINE_KIND_CREATE_VOLUME_CONTAINER && error->code == FY_ERR_VOLUME_ALREADY_EXISTS) {
                 /* A try before an SPM change or a restart got that far: finished, or half-made? */
                 verify_volume_created(e, cmd, js(cmd, "host"));
                 return;
         }
-        if (strcmp(type, "copy_data") == 0) {
+        if (kind == ENGINE_KIND_COPY_DATA) {
                 /* The host refused the copy (full, not connected, broken): another host may take it. */
                 leaf_retry_or_fail(e, cmd, e->config.copy_attempts, error->message, true);
                 return;
@@ -412,7 +397,7 @@ static void on_leaf_jobs(struct engine *e, json_t *cmd, json_t *result, const GE
         json_t *job;
 
         if (error) {
-                if (strcmp(js(cmd, "type"), "copy_data") == 0)
+                if (engine_cmd_kind(cmd) == ENGINE_KIND_COPY_DATA)
                         copy_lost(e, cmd, data, error->message);
                 return;        /* an SPM verb: leaf_watch re-checks against the (new) SPM */
         }
@@ -443,12 +428,11 @@ static void on_abort_sent(struct engine *e, json_t *cmd, json_t *result, const G
 static void leaf_watch(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) data = jparse(cmd, "data");
-        const char *type = js(cmd, "type");
         json_t *cached;
 
         if (ji(data, "next_try") > engine_now())
                 return;
-        if (strcmp(type, "copy_data") == 0) {
+        if (engine_cmd_kind(cmd) == ENGINE_KIND_COPY_DATA) {
                 if (js(data, "fence_job")) {
                         fence_watch(e, cmd, data);
                         return;
@@ -568,7 +552,7 @@ static void copy_fence(struct engine *e, json_t *cmd, json_t *data, const char *
                 engine_event(e, "warning", js(cmd, "id"),
                              "fencing copy job %s of host %s: destination %s generation %" G_GINT64_FORMAT " → %" G_GINT64_FORMAT
                              " through host %s", js(cmd, "agent_job_id"), js(cmd, "host"), js(dst, "vol"),
-                             rec, (rec + 3) % 1000, probe_host);
+                             rec, engine_generation_fenced(rec), probe_host);
         } else if (fence_expired(e, cmd, data)) {
                 return;
         }
@@ -580,7 +564,7 @@ static void copy_fence(struct engine *e, json_t *cmd, json_t *data, const char *
                  json_pack("{s:s, s:{s:s, s:s, s:s, s:I}, s:{s:I}}", "job_id", job_id,
                            "vol_info", "sd_id", js(dst, "sd"), "img_id", js(dst, "img"), "vol_id", js(dst, "vol"),
                            "generation", (json_int_t) rec,
-                           "vol_attr", "generation", (json_int_t) ((rec + 3) % 1000)),
+                           "vol_attr", "generation", (json_int_t) engine_generation_fenced(rec)),
                  e->config.host_timeout, on_fence_sent, NULL, NULL);
 }
 
@@ -616,7 +600,7 @@ static void on_copy_probe(struct engine *e, json_t *cmd, json_t *result, const G
         }
         gen = ji(result, "generation");
         owners = json_object_get(json_object_get(result, "lease"), "owners");
-        if (gen == (rec + 1) % 1000 && g_strcmp0(js(result, "legality"), "LEGAL") == 0) {
+        if (gen == engine_generation_done(rec) && g_strcmp0(js(result, "legality"), "LEGAL") == 0) {
                 g_autoptr(json_t) done = json_pack("{s:s}", "status", "done");
 
                 engine_event(e, "normal", js(cmd, "id"), "copy job %s of host %s finished: learned from storage "
@@ -849,10 +833,10 @@ static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
 static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
 {
         const char *status = js(job, "status") ? js(job, "status") : "unknown";
-        const char *type = js(cmd, "type");
+        enum engine_kind kind = engine_cmd_kind(cmd);
 
         if (strcmp(status, "done") == 0) {
-                if (strcmp(type, "create_volume_container") == 0) {
+                if (kind == ENGINE_KIND_CREATE_VOLUME_CONTAINER) {
                         g_autoptr(json_t) p = jparse(cmd, "params");
 
                         /* A copy's destination stays ILLEGAL in the inventory until its data is there. */
@@ -860,13 +844,13 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                                 engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'LEGAL' WHERE id = ? AND sd_id = ?",
                                                "ss", js(p, "vol"), js(p, "sd"));
                 }
-                if (strcmp(type, "copy_data") == 0) {
+                if (kind == ENGINE_KIND_COPY_DATA) {
                         g_autoptr(json_t) p = jparse(cmd, "params");
                         json_t *dst = json_object_get(p, "dst");
 
                         engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'LEGAL', generation = ? "
                                                     "WHERE id = ? AND sd_id = ?", "iss",
-                                       (ji(cmd, "generation") + 1) % 1000, js(dst, "vol"), js(dst, "sd"));
+                                       engine_generation_done(ji(cmd, "generation")), js(dst, "vol"), js(dst, "sd"));
                 }
                 engine_cmd_finish(e, cmd, true, NULL);
         } else if (strcmp(status, "failed") == 0 || strcmp(status, "aborted") == 0) {
@@ -876,13 +860,13 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                                                        status, js(cmd, "host"),
                                                        js(err, "message") ? js(err, "message") : "no message", code);
 
-                if (strcmp(type, "remove_image") == 0 && code == 268) {
+                if (kind == ENGINE_KIND_REMOVE_IMAGE && code == 268) {
                         engine_cmd_finish(e, cmd, true, NULL);        /* already gone */
                         return;
                 }
                 /* A copy that lost its generation race or was aborted is not retried blindly. */
                 /* Out of space stays out of space on any host. */
-                if (strcmp(type, "copy_data") == 0 && code != FY_ERR_GENERATION_MISMATCH && code != FY_ERR_NO_SPACE &&
+                if (kind == ENGINE_KIND_COPY_DATA && code != FY_ERR_GENERATION_MISMATCH && code != FY_ERR_NO_SPACE &&
                     strcmp(status, "aborted") != 0)
                         leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
                 else
@@ -979,9 +963,9 @@ static void leaf_job_missing(struct engine *e, json_t *cmd)
         g_autoptr(json_t) p = jparse(cmd, "params");
         g_autoptr(json_t) data = NULL;
         g_autofree char *spm = NULL;
-        const char *type = js(cmd, "type");
+        enum engine_kind kind = engine_cmd_kind(cmd);
 
-        if (strcmp(type, "copy_data") == 0) {
+        if (kind == ENGINE_KIND_COPY_DATA) {
                 data = jparse(cmd, "data");
                 if (!json_is_true(json_object_get(data, "missing"))) {
                         json_object_set_new(data, "missing", json_true());
@@ -995,7 +979,7 @@ static void leaf_job_missing(struct engine *e, json_t *cmd)
         spm = engine_spm_host(e);
         if (!spm)
                 return;        /* after the election */
-        if (strcmp(type, "remove_image") == 0) {
+        if (kind == ENGINE_KIND_REMOVE_IMAGE) {
                 cmd_call(e, cmd, spm, "StorageDomain.getVolumes",
                          json_pack("{s:s, s:s}", "storagedomainID", js(p, "sd"), "imageID", js(p, "img")),
                          e->config.host_timeout, on_removed_verify, NULL, NULL);
@@ -1007,18 +991,24 @@ static void leaf_job_missing(struct engine *e, json_t *cmd)
 static void leaf_advance(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
-        const char *type = js(cmd, "type");
 
-        if (strcmp(js(cmd, "phase"), "sent") == 0) {
+        if (engine_cmd_phase(cmd) == ENGINE_PHASE_SENT) {
                 leaf_watch(e, cmd);
                 return;
         }
-        if (strcmp(type, "create_volume_container") == 0)
+        switch (engine_cmd_kind(cmd)) {
+        case ENGINE_KIND_CREATE_VOLUME_CONTAINER:
                 volume_container_start(e, cmd, p);
-        else if (strcmp(type, "remove_image") == 0)
+                break;
+        case ENGINE_KIND_REMOVE_IMAGE:
                 remove_image_start(e, cmd, p);
-        else
+                break;
+        case ENGINE_KIND_COPY_DATA:
                 copy_data_start(e, cmd, p);
+                break;
+        default:
+                g_assert_not_reached();        /* registered for these three only */
+        }
 }
 
 /* ---- composites ---- */
@@ -1038,8 +1028,8 @@ static bool cancelled(json_t *cmd)
         return ji(cmd, "cancel") && js(cmd, "parent_id");
 }
 
-const char *engine_run_children(struct engine *e, json_t *cmd, json_t *data, size_t count,
-                                engine_child_factory make, char **ret_error)
+enum engine_children engine_run_children(struct engine *e, json_t *cmd, json_t *data, size_t count,
+                                         engine_child_factory make, char **ret_error)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
         const char *child = js(data, "child");
@@ -1049,9 +1039,9 @@ const char *engine_run_children(struct engine *e, json_t *cmd, json_t *data, siz
                 g_autofree char *state = child_state(e, child, ret_error);
 
                 if (!state || strcmp(state, "failed") == 0)
-                        return "failed";
+                        return ENGINE_CHILDREN_FAILED;
                 if (strcmp(state, "active") == 0)
-                        return "active";
+                        return ENGINE_CHILDREN_ACTIVE;
                 index++;
                 json_object_set_new(data, "index", json_integer((json_int_t) index));
                 json_object_del(data, "child");
@@ -1060,19 +1050,19 @@ const char *engine_run_children(struct engine *e, json_t *cmd, json_t *data, siz
         if (cancelled(cmd)) {
                 if (ret_error && !*ret_error)
                         *ret_error = g_strdup("cancelled");
-                return "failed";
+                return ENGINE_CHILDREN_FAILED;
         }
         if (index >= count)
-                return "succeeded";
+                return ENGINE_CHILDREN_SUCCEEDED;
         {
                 g_autofree char *id = make(e, cmd, p, index);
                 json_object_set_new(data, "child", json_string(id));
         }
-        return "active";
+        return ENGINE_CHILDREN_ACTIVE;
 }
 
-const char *engine_run_children_parallel(struct engine *e, json_t *cmd, json_t *data, size_t count,
-                                         size_t parallel, engine_child_factory make, char **ret_error)
+enum engine_children engine_run_children_parallel(struct engine *e, json_t *cmd, json_t *data, size_t count,
+                                                  size_t parallel, engine_child_factory make, char **ret_error)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
         json_t *children = json_object_get(data, "children");
@@ -1104,7 +1094,7 @@ const char *engine_run_children_parallel(struct engine *e, json_t *cmd, json_t *
                 failed = true;
         }
         if (failed)
-                return active ? "active" : "failed";   /* start no more; let the started ones end */
+                return active ? ENGINE_CHILDREN_ACTIVE : ENGINE_CHILDREN_FAILED;   /* start no more; let the started ones end */
         for (; next < count && active < MAX(parallel, 1); next++, active++) {
                 g_autofree char *id = make(e, cmd, p, next);
                 g_autofree char *k = g_strdup_printf("%zu", next);
@@ -1112,7 +1102,7 @@ const char *engine_run_children_parallel(struct engine *e, json_t *cmd, json_t *
                 json_object_set_new(children, k, json_string(id));
         }
         json_object_set_new(data, "next", json_integer((json_int_t) next));
-        return active ? "active" : "succeeded";
+        return active ? ENGINE_CHILDREN_ACTIVE : ENGINE_CHILDREN_SUCCEEDED;
 }
 
 static char *make_volume_container(struct engine *e, json_t *cmd, json_t *p, size_t i)
@@ -1126,7 +1116,7 @@ static char *make_volume_container(struct engine *e, json_t *cmd, json_t *p, siz
                                "legal_when_created", !json_object_get(p, "src_sd"));
         g_autofree char *desc = g_strdup_printf("Creating volume %s on storage domain %s", js(v, "id"), js(p, "sd"));
         g_autofree char *step = engine_step_create(e, js(cmd, "job_id"), "create_volume", desc, json_number_value(json_object_get(v, "structure_weight")));
-        char *id = engine_cmd_create(e, "create_volume_container", js(cmd, "id"), js(cmd, "job_id"), step, cp);
+        char *id = engine_cmd_create(e, ENGINE_KIND_CREATE_VOLUME_CONTAINER, js(cmd, "id"), js(cmd, "job_id"), step, cp);
 
         json_decref(cp);
         return id;
@@ -1143,7 +1133,7 @@ static char *make_copy_data(struct engine *e, json_t *cmd, json_t *p, size_t i)
                                "bytes", json_object_get(dst, "bytes") ? ji(dst, "bytes") : ji(dst, "capacity"));
         g_autofree char *desc = g_strdup_printf("Copying volume %s to storage domain %s", js(src, "id"), js(p, "sd"));
         g_autofree char *step = engine_step_create(e, js(cmd, "job_id"), "copy_data", desc, json_number_value(json_object_get(dst, "data_weight")));
-        char *id = engine_cmd_create(e, "copy_data", js(cmd, "id"), js(cmd, "job_id"), step, cp);
+        char *id = engine_cmd_create(e, ENGINE_KIND_COPY_DATA, js(cmd, "id"), js(cmd, "job_id"), step, cp);
 
         json_decref(cp);
         return id;
@@ -1154,7 +1144,7 @@ static char *make_remove_image(struct engine *e, json_t *cmd, const char *sd, co
         g_autofree char *desc = g_strdup_printf("Removing image %s from storage domain %s", img, sd);
         g_autofree char *step = engine_step_create(e, js(cmd, "job_id"), "remove_image", desc, 0);
         json_t *cp = json_pack("{s:s, s:s}", "sd", sd, "img", img);
-        char *id = engine_cmd_create(e, "remove_image", js(cmd, "id"), js(cmd, "job_id"), step, cp);
+        char *id = engine_cmd_create(e, ENGINE_KIND_REMOVE_IMAGE, js(cmd, "id"), js(cmd, "job_id"), step, cp);
 
         json_decref(cp);
         return id;
@@ -1172,17 +1162,17 @@ static char *make_remove_src(struct engine *e, json_t *cmd, json_t *p, size_t i)
 
 static char *make_structure(struct engine *e, json_t *cmd, json_t *p, size_t i)
 {
-        return engine_cmd_create(e, "clone_image_group_volumes_structure", js(cmd, "id"), js(cmd, "job_id"), NULL, p);
+        return engine_cmd_create(e, ENGINE_KIND_CLONE_STRUCTURE, js(cmd, "id"), js(cmd, "job_id"), NULL, p);
 }
 
 static char *make_data(struct engine *e, json_t *cmd, json_t *p, size_t i)
 {
-        return engine_cmd_create(e, "copy_image_group_volumes_data", js(cmd, "id"), js(cmd, "job_id"), NULL, p);
+        return engine_cmd_create(e, ENGINE_KIND_COPY_VOLUMES_DATA, js(cmd, "id"), js(cmd, "job_id"), NULL, p);
 }
 
 static char *make_with_data(struct engine *e, json_t *cmd, json_t *p, size_t i)
 {
-        return engine_cmd_create(e, "copy_image_group_with_data", js(cmd, "id"), js(cmd, "job_id"), NULL, p);
+        return engine_cmd_create(e, ENGINE_KIND_COPY_WITH_DATA, js(cmd, "id"), js(cmd, "job_id"), NULL, p);
 }
 
 /* Sums the allocated size of a disk's volumes into disks.actual_size (best effort, asynchronous). */
@@ -1237,18 +1227,20 @@ static void disk_size_refresh(struct engine *e, const char *disk_id)
 /* Finishes a top-level command: disks, job, event. */
 static void flow_end(struct engine *e, json_t *cmd, json_t *p, bool ok, const char *error)
 {
-        const char *type = js(cmd, "type");
+        enum engine_kind kind = engine_cmd_kind(cmd);
+        const char *type = engine_kind_name(kind);
         const char *disk = js(p, "disk");
         const char *new_disk = js(p, "new_disk");
+        bool copies = kind == ENGINE_KIND_MOVE_DISK || kind == ENGINE_KIND_COPY_DISK;
 
         if (engine_db_begin(e->db, NULL) < 0)
                 return;
-        if (strcmp(type, "move_disk") == 0 && ok) {
+        if (kind == ENGINE_KIND_MOVE_DISK && ok) {
                 /* The disk lives on the destination now; its volume rows follow. */
                 engine_db_exec(e->db, NULL, "DELETE FROM volumes WHERE disk_id = ? AND sd_id = ?", "ss", disk, js(p, "src_sd"));
                 engine_db_exec(e->db, NULL, "UPDATE disks SET sd_id = ? WHERE id = ?", "ss", js(p, "sd"), disk);
         }
-        if (!ok && (strcmp(type, "move_disk") == 0 || strcmp(type, "copy_disk") == 0))
+        if (!ok && copies)
                 engine_db_exec(e->db, NULL, "DELETE FROM volumes WHERE disk_id = ? AND sd_id = ?", "ss",
                                new_disk ? new_disk : disk, js(p, "sd"));
         if (new_disk) {
@@ -1258,10 +1250,7 @@ static void flow_end(struct engine *e, json_t *cmd, json_t *p, bool ok, const ch
                 else
                         engine_db_exec(e->db, NULL, "DELETE FROM disks WHERE id = ?", "s", new_disk);
         }
-        if (strcmp(type, "create_disk") == 0 && !ok) {
-                engine_db_exec(e->db, NULL, "DELETE FROM volumes WHERE disk_id = ?", "s", disk);
-                engine_db_exec(e->db, NULL, "DELETE FROM disks WHERE id = ?", "s", disk);
-        } else if (strcmp(type, "remove_disk") == 0 && ok) {
+        if ((kind == ENGINE_KIND_CREATE_DISK && !ok) || (kind == ENGINE_KIND_REMOVE_DISK && ok)) {
                 engine_db_exec(e->db, NULL, "DELETE FROM volumes WHERE disk_id = ?", "s", disk);
                 engine_db_exec(e->db, NULL, "DELETE FROM disks WHERE id = ?", "s", disk);
         } else {
@@ -1269,7 +1258,7 @@ static void flow_end(struct engine *e, json_t *cmd, json_t *p, bool ok, const ch
                  * A removal that failed half-way leaves volumes gone or ILLEGAL: say so. */
                 engine_db_exec(e->db, NULL, "UPDATE disks SET status = ?, progress = NULL, job_id = NULL "
                                             "WHERE id = ? AND job_id = ?", "sss",
-                               strcmp(type, "remove_disk") == 0 ? "illegal" : "ok", disk, js(cmd, "job_id"));
+                               kind == ENGINE_KIND_REMOVE_DISK ? "illegal" : "ok", disk, js(cmd, "job_id"));
         }
         engine_db_exec(e->db, NULL, "UPDATE jobs SET status = ?, end_time = ?, progress = CASE WHEN ? THEN 100 ELSE progress END "
                                     "WHERE id = ?", "sibs", ok ? "finished" : ji(cmd, "cancel") ? "aborted" : "failed",
@@ -1278,7 +1267,7 @@ static void flow_end(struct engine *e, json_t *cmd, json_t *p, bool ok, const ch
         engine_cmd_finish(e, cmd, ok, error);
         if (engine_db_commit(e->db, NULL) < 0)
                 return;
-        if (ok && strcmp(type, "remove_disk") != 0)
+        if (ok && kind != ENGINE_KIND_REMOVE_DISK)
                 disk_size_refresh(e, new_disk ? new_disk : disk);
         engine_event(e, ok ? "normal" : "warning", js(cmd, "id"), "%s of disk %s %s%s%s", type, disk,
                      ok ? "finished" : "failed", error ? ": " : "", error ? error : "");
@@ -1292,21 +1281,26 @@ static void flow_end(struct engine *e, json_t *cmd, json_t *p, bool ok, const ch
 static void cleanup_detach(struct engine *e, json_t *cmd, const char *sd, const char *img, const char *why)
 {
         g_autoptr(json_t) params = json_pack("{s:s, s:s, s:b}", "sd", sd, "img", img, "persistent", true);
-        g_autofree char *id = engine_cmd_create(e, "remove_image", NULL, NULL, NULL, params);
+        g_autofree char *id = engine_cmd_create(e, ENGINE_KIND_REMOVE_IMAGE, NULL, NULL, NULL, params);
 
         engine_event(e, "warning", id, "image %s on storage domain %s is not removed yet (%s); "
                      "retrying in the background", img, sd, why ? why : "unknown error");
 }
 
-static void composite_advance_tx(struct engine *e, json_t *cmd);
-
-/* A child is created and recorded in its parent in one transaction: no orphans after a crash. */
-static void composite_advance(struct engine *e, json_t *cmd)
+/* Ends a composite with its children's outcome, or records where they are. */
+static void children_end(struct engine *e, json_t *cmd, enum engine_phase phase, json_t *data,
+                         enum engine_children st, const char *error)
 {
-        if (engine_db_begin(e->db, NULL) < 0)
-                return;
-        composite_advance_tx(e, cmd);
-        engine_db_commit(e->db, NULL);
+        engine_cmd_update(e, js(cmd, "id"), phase, data);
+        if (st != ENGINE_CHILDREN_ACTIVE)
+                engine_cmd_finish(e, cmd, st == ENGINE_CHILDREN_SUCCEEDED, error);
+}
+
+/* Records the next phase of a composite and starts it now, not at the next round. */
+static void phase_next(struct engine *e, json_t *cmd, enum engine_phase phase, json_t *data)
+{
+        engine_cmd_update(e, js(cmd, "id"), phase, data);
+        engine_kick(e);
 }
 
 static void composite_advance_tx(struct engine *e, json_t *cmd)
@@ -1314,105 +1308,104 @@ static void composite_advance_tx(struct engine *e, json_t *cmd)
         g_autoptr(json_t) p = jparse(cmd, "params");
         g_autoptr(json_t) data = jparse(cmd, "data");
         g_autofree char *error = NULL;
-        const char *type = js(cmd, "type");
-        const char *phase = js(cmd, "phase");
+        enum engine_kind kind = engine_cmd_kind(cmd);
+        enum engine_phase phase = engine_cmd_phase(cmd);
         size_t nvol = json_array_size(json_object_get(p, "volumes"));
-        const char *st;
+        enum engine_children st;
 
-        if (strcmp(type, "clone_image_group_volumes_structure") == 0) {
+        switch (kind) {
+        case ENGINE_KIND_CLONE_STRUCTURE:
                 st = engine_run_children(e, cmd, data, nvol, make_volume_container, &error);
-                engine_cmd_update(e, js(cmd, "id"), phase, data);
-                if (strcmp(st, "active") != 0)
-                        engine_cmd_finish(e, cmd, strcmp(st, "succeeded") == 0, error);
+                children_end(e, cmd, phase, data, st, error);
                 return;
-        }
-        if (strcmp(type, "copy_image_group_volumes_data") == 0) {
+        case ENGINE_KIND_COPY_VOLUMES_DATA:
                 /* Every volume at once (each on the host the scheduler picks), at most
                  * max_parallel_copies per disk: a child's layer does not need its parent's data. */
                 st = engine_run_children_parallel(e, cmd, data, nvol, e->config.max_parallel_copies,
                                                   make_copy_data, &error);
-                engine_cmd_update(e, js(cmd, "id"), phase, data);
-                if (strcmp(st, "active") != 0)
-                        engine_cmd_finish(e, cmd, strcmp(st, "succeeded") == 0, error);
+                children_end(e, cmd, phase, data, st, error);
                 return;
-        }
-        if (strcmp(type, "copy_image_group_with_data") == 0) {
-                if (!*phase)
-                        phase = "structure";
-                st = engine_run_children(e, cmd, data, 1, strcmp(phase, "structure") == 0 ? make_structure : make_data, &error);
-                if (strcmp(st, "succeeded") == 0 && strcmp(phase, "structure") == 0) {
+        case ENGINE_KIND_COPY_WITH_DATA:
+                if (phase == ENGINE_PHASE_NEW)
+                        phase = ENGINE_PHASE_STRUCTURE;
+                st = engine_run_children(e, cmd, data, 1, phase == ENGINE_PHASE_STRUCTURE ? make_structure : make_data,
+                                         &error);
+                if (st == ENGINE_CHILDREN_SUCCEEDED && phase == ENGINE_PHASE_STRUCTURE) {
                         json_object_clear(data);
-                        engine_cmd_update(e, js(cmd, "id"), "data", data);
-                        engine_kick(e);        /* a new phase: start it now */
+                        phase_next(e, cmd, ENGINE_PHASE_DATA, data);
                         return;
                 }
-                engine_cmd_update(e, js(cmd, "id"), phase, data);
-                if (strcmp(st, "active") != 0)
-                        engine_cmd_finish(e, cmd, strcmp(st, "succeeded") == 0, error);
+                children_end(e, cmd, phase, data, st, error);
                 return;
+        default:
+                break;         /* a top-level disk flow */
         }
 
-        /* Top-level flows. */
-        if (!*phase)
-                phase = "main";
-        if (strcmp(phase, "main") == 0) {
-                engine_child_factory make = strcmp(type, "create_disk") == 0 ? make_structure :
-                                     strcmp(type, "remove_disk") == 0 ? make_remove_dst : make_with_data;
+        if (phase == ENGINE_PHASE_NEW)
+                phase = ENGINE_PHASE_MAIN;
+        switch (phase) {
+        case ENGINE_PHASE_MAIN: {
+                engine_child_factory make = kind == ENGINE_KIND_CREATE_DISK ? make_structure :
+                                            kind == ENGINE_KIND_REMOVE_DISK ? make_remove_dst : make_with_data;
 
                 if (ji(cmd, "cancel") && !js(data, "child") && ji(data, "index") == 0) {
-                        st = "failed";         /* cancelled before it started */
+                        st = ENGINE_CHILDREN_FAILED;   /* cancelled before it started */
                         error = g_strdup("cancelled");
                 } else {
                         st = engine_run_children(e, cmd, data, 1, make, &error);
                 }
-                if (strcmp(st, "active") == 0) {
+                if (st == ENGINE_CHILDREN_ACTIVE) {
                         engine_cmd_update(e, js(cmd, "id"), phase, data);
                         return;
                 }
                 json_object_clear(data);
-                if (strcmp(st, "succeeded") == 0) {
-                        if (strcmp(type, "move_disk") == 0) {
+                if (st == ENGINE_CHILDREN_SUCCEEDED) {
+                        if (kind == ENGINE_KIND_MOVE_DISK) {
                                 /* Switch first: the source is removed only once the disk points at the copy. */
                                 engine_db_exec(e->db, NULL, "UPDATE disks SET sd_id = ? WHERE id = ?", "ss",
                                                js(p, "sd"), js(p, "disk"));
-                                engine_cmd_update(e, js(cmd, "id"), "remove_source", data);
-                                engine_kick(e);
+                                phase_next(e, cmd, ENGINE_PHASE_REMOVE_SOURCE, data);
                                 return;
                         }
                         flow_end(e, cmd, p, true, NULL);
                         return;
                 }
-                if (strcmp(type, "remove_disk") == 0) {
+                if (kind == ENGINE_KIND_REMOVE_DISK) {
                         flow_end(e, cmd, p, false, error);
                         return;
                 }
                 /* Nothing half-made stays behind: remove the destination, keep the source. */
                 json_object_set_new(data, "error", json_string(error ? error : "failed"));
-                engine_cmd_update(e, js(cmd, "id"), "cleanup", data);
-                engine_kick(e);
+                phase_next(e, cmd, ENGINE_PHASE_CLEANUP, data);
                 return;
         }
-        if (strcmp(phase, "remove_source") == 0) {
+        case ENGINE_PHASE_REMOVE_SOURCE:
                 st = engine_run_children(e, cmd, data, 1, make_remove_src, &error);
                 engine_cmd_update(e, js(cmd, "id"), phase, data);
-                if (strcmp(st, "active") == 0)
+                if (st == ENGINE_CHILDREN_ACTIVE)
                         return;
-                if (strcmp(st, "failed") == 0)
+                if (st == ENGINE_CHILDREN_FAILED)
                         cleanup_detach(e, cmd, js(p, "src_sd"), js(p, "src_img"), error);
                 flow_end(e, cmd, p, true, NULL);
                 return;
-        }
-        if (strcmp(phase, "cleanup") == 0) {
+        case ENGINE_PHASE_CLEANUP: {
                 g_autofree char *why = g_strdup(js(data, "error"));
 
                 st = engine_run_children(e, cmd, data, 1, make_remove_dst, &error);
                 engine_cmd_update(e, js(cmd, "id"), phase, data);
-                if (strcmp(st, "active") == 0)
+                if (st == ENGINE_CHILDREN_ACTIVE)
                         return;
-                if (strcmp(st, "failed") == 0)
+                if (st == ENGINE_CHILDREN_FAILED)
                         cleanup_detach(e, cmd, js(p, "sd"), js(p, "img"), error);
                 flow_end(e, cmd, p, false, why);
                 return;
+        }
+        default: {
+                g_autofree char *why = g_strdup_printf("phase \"%s\" is not one of %s", js(cmd, "phase"),
+                                                       engine_kind_name(kind));
+                flow_end(e, cmd, p, false, why);
+                return;
+        }
         }
 }
 
@@ -1433,16 +1426,15 @@ json_t *engine_job_cancel(struct engine *e, const char *job_id, GError **error)
         }
         top = engine_db_query_one(e->db, NULL, "SELECT * FROM commands WHERE job_id = ? AND parent_id IS NULL", "s", job_id);
         /* Only flows that copy data: stopping a create, removal or snapshot half-way helps nobody. */
-        if (!top || strcmp(js(top, "state"), "active") != 0 ||
-            !g_strv_contains((const char *const[]) { "move_disk", "copy_disk", "create_template_from_vm",
-                                                     "create_vm_from_template", NULL }, js(top, "type"))) {
+        if (!top || strcmp(js(top, "state"), "active") != 0 || !engine_kind_cancellable(engine_cmd_kind(top))) {
                 g_set_error(error, ENGINE_ERROR, 409, "job %s (%s) cannot be cancelled; moves, copies, clones and "
                             "template creations can", job_id, top ? js(top, "type") : "no command");
                 return NULL;
         }
-        if (g_strcmp0(js(top, "phase"), "cleanup") == 0 || g_strcmp0(js(top, "phase"), "remove_source") == 0) {
+        if (engine_cmd_phase(top) == ENGINE_PHASE_CLEANUP || engine_cmd_phase(top) == ENGINE_PHASE_REMOVE_SOURCE) {
                 g_set_error(error, ENGINE_ERROR, 409, "job %s is already %s", job_id,
-                            strcmp(js(top, "phase"), "cleanup") == 0 ? "cleaning up" : "removing the source of a finished move");
+                            engine_cmd_phase(top) == ENGINE_PHASE_CLEANUP ? "cleaning up"
+                                                                          : "removing the source of a finished move");
                 return NULL;
         }
         engine_db_exec(e->db, NULL, "UPDATE commands SET cancel = 1, updated = ? WHERE job_id = ? AND state = 'active'",
@@ -1452,32 +1444,40 @@ json_t *engine_job_cancel(struct engine *e, const char *job_id, GError **error)
         return json_pack("{s:{s:s, s:s}}", "job", "id", job_id, "status", "cancelling");
 }
 
-static GHashTable *flows;      /* type → engine_flow_fn, registered by other files */
+/* How each kind advances: the built-in ones below, the VM flows from vms.c. */
+static struct {
+        engine_flow_fn advance;
+        bool in_transaction;
+} flows[ENGINE_KIND__COUNT];
 
-void engine_flow_register(const char *type, engine_flow_fn advance)
+void engine_flow_register(enum engine_kind kind, engine_flow_fn advance, bool in_transaction)
 {
-        if (!flows)
-                flows = g_hash_table_new(g_str_hash, g_str_equal);
-        g_hash_table_insert(flows, (gpointer) type, (gpointer) advance);
+        g_return_if_fail(kind >= 0 && kind < ENGINE_KIND__COUNT);
+        flows[kind].advance = advance;
+        flows[kind].in_transaction = in_transaction;
 }
 
 static void cmd_advance(struct engine *e, json_t *cmd)
 {
-        const char *type = js(cmd, "type");
-        engine_flow_fn flow = flows ? g_hash_table_lookup(flows, type) : NULL;
+        enum engine_kind kind = engine_cmd_kind(cmd);
 
-        if (strcmp(type, "create_volume_container") == 0 || strcmp(type, "remove_image") == 0 ||
-            strcmp(type, "copy_data") == 0) {
-                leaf_advance(e, cmd);
-        } else if (flow) {
-                /* Children are created and recorded in one transaction, as for the built-in flows. */
-                if (engine_db_begin(e->db, NULL) < 0)
-                        return;
-                flow(e, cmd);
-                engine_db_commit(e->db, NULL);
-        } else {
-                composite_advance(e, cmd);
+        if (kind == ENGINE_KIND_UNKNOWN || !flows[kind].advance || engine_cmd_phase(cmd) == ENGINE_PHASE_UNKNOWN) {
+                /* Written by a newer engine, or damaged: never run it as something else. */
+                g_autofree char *why = g_strdup_printf("this engine does not know how to run a \"%.64s\" command in "
+                                                       "phase \"%.64s\"", js(cmd, "type"), js(cmd, "phase"));
+
+                engine_cmd_finish(e, cmd, false, why);
+                return;
         }
+        if (!flows[kind].in_transaction) {
+                flows[kind].advance(e, cmd);
+                return;
+        }
+        /* A child is created and recorded in its parent in one transaction: no orphans after a crash. */
+        if (engine_db_begin(e->db, NULL) < 0)
+                return;
+        flows[kind].advance(e, cmd);
+        engine_db_commit(e->db, NULL);
 }
 
 void engine_commands_tick(struct engine *e)
@@ -1487,7 +1487,6 @@ void engine_commands_tick(struct engine *e)
         size_t i;
         json_t *row;
 
-        engine_sweep_maybe(e);
         if (!rows)
                 return;
         json_array_foreach(rows, i, row) {
@@ -1502,8 +1501,26 @@ void engine_commands_tick(struct engine *e)
         }
 }
 
+static void on_host_state(struct engine *e, const char *host_id, const char *status, void *userdata)
+{
+        engine_kick(e);        /* a copy there may be lost, or a waiting one may start */
+}
+
 int engine_commands_init(struct engine *e, GError **error)
 {
+        static const struct engine_host_listener listener = { on_host_event, on_host_state, NULL };
+        static const enum engine_kind leaves[] = { ENGINE_KIND_CREATE_VOLUME_CONTAINER, ENGINE_KIND_REMOVE_IMAGE,
+                                                   ENGINE_KIND_COPY_DATA };
+        static const enum engine_kind composites[] = { ENGINE_KIND_CLONE_STRUCTURE, ENGINE_KIND_COPY_VOLUMES_DATA,
+                                                       ENGINE_KIND_COPY_WITH_DATA, ENGINE_KIND_CREATE_DISK,
+                                                       ENGINE_KIND_MOVE_DISK, ENGINE_KIND_COPY_DISK,
+                                                       ENGINE_KIND_REMOVE_DISK };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(leaves); i++)
+                engine_flow_register(leaves[i], leaf_advance, false);
+        for (size_t i = 0; i < G_N_ELEMENTS(composites); i++)
+                engine_flow_register(composites[i], composite_advance_tx, true);
+        engine_hosts_subscribe(e, &listener);
         e->busy = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         e->picking = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) engine_pick_free);
         job_events = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) json_decref);

@@ -7,6 +7,11 @@
  * monitor, the SPM election and the command coordinator. Nothing blocks:
  * every call to a host is asynchronous and every decision is written to the
  * database before the call that acts on it.
+ *
+ * This header holds what every module shares (the engine's state, its
+ * configuration, the error domain); each module declares its own functions
+ * in its own header, and modules depend on each other one way only
+ * (ARCHITECTURE.md "ferry-engine"; checked by scripts/check-engine-layers).
  */
 
 #include <stdbool.h>
@@ -26,6 +31,10 @@ struct engine_config {
         char *listen_address;
         unsigned port;
         char *db;
+        bool insecure;                 /* REST over plain HTTP: development only */
+        char *tls_cert;                /* HTTPS certificate and key; also presented to agents */
+        char *tls_key;
+        char *tls_ca;                  /* the installation's CA: agents' certificates must chain to it */
         bool agent_insecure;
         char *agent_tls_cert;
         char *agent_tls_key;
@@ -79,71 +88,28 @@ struct engine {
         unsigned pool_generation;      /* bumped when a domain is added: older pool connects are stale */
         guint tick_source;
         guint kick_source;             /* an extra coordinator round is queued */
+        GArray *host_listeners;        /* struct engine_host_listener: who hears host events and state changes */
 };
 
 int engine_config_load(int *argc, char ***argv, struct engine_config *ret, GError **error);
 void engine_config_clear(struct engine_config *c);
 
-/* ---- hosts.c ---- */
-int engine_hosts_init(struct engine *e, GError **error);
-void engine_hosts_free(struct engine *e);
-void engine_hosts_tick(struct engine *e);
-json_t *engine_host_add(struct engine *e, const char *name, const char *address, unsigned port, GError **error);
-int engine_host_set_maintenance(struct engine *e, const char *host_id, bool maintenance, GError **error);
-int engine_host_remove(struct engine *e, const char *host_id, GError **error);
-/* The SPM host's id if it is up, else NULL (borrowed from a DB row copy: free with g_free). */
-char *engine_spm_host(struct engine *e);
-/* Calls method on a host; fails at once (in the callback) if the host is unknown. */
-void engine_host_call(struct engine *e, const char *host_id, const char *method, json_t *params,
-                      unsigned timeout_ms, fy_rpc_client_reply_fn cb, void *userdata);
-/* Host ids that are up, pool-connected and not in maintenance. */
-GPtrArray *engine_usable_hosts(struct engine *e);
-typedef void (*engine_done_fn)(json_t *result, const GError *error, void *userdata);
-void engine_sd_add(struct engine *e, const char *name, engine_done_fn done, void *userdata);
+/* Reading the JSON rows and params every module passes around. */
+static inline const char *engine_js(json_t *o, const char *key)
+{
+        return json_string_value(json_object_get(o, key));
+}
 
-/* ---- scheduler.c ---- */
-/* A copy on its way to a host: counted against it (a job and its bytes) before its row says so. */
-struct engine_pick {
-        char *host;
-        double bytes;
-};
-struct engine_pick *engine_pick_new(const char *host, double bytes);
-void engine_pick_free(struct engine_pick *p);
-/* Picks the host for a data copy, never one listed in exclude (JSON array of host ids, may be NULL);
- * NULL when none is usable now. */
-char *engine_pick_copy_host(struct engine *e, json_t *exclude);
-/* The same for a copy of about `bytes` (0 = unknown): least_loaded then weighs where it finishes soonest. */
-char *engine_pick_copy_host_sized(struct engine *e, json_t *exclude, double bytes);
+static inline gint64 engine_ji(json_t *o, const char *key)
+{
+        return json_integer_value(json_object_get(o, key));
+}
 
-/* ---- commands.c ---- */
-int engine_commands_init(struct engine *e, GError **error);
-void engine_commands_tick(struct engine *e);
-/* Queues one more coordinator round soon: something changed that lets a command advance. */
-void engine_kick(struct engine *e);
-/* REST actions; each returns the JSON answer of a 202 or NULL with an ENGINE_ERROR. */
-json_t *engine_disk_create(struct engine *e, json_t *body, GError **error);
-json_t *engine_disk_move(struct engine *e, const char *disk_id, json_t *body, bool keep_source, GError **error);
-json_t *engine_disk_remove(struct engine *e, const char *disk_id, GError **error);
-/* Cancels a running move/copy/clone: no more work starts, running copies are aborted, the
- * destination is removed; the job ends "aborted". */
-json_t *engine_job_cancel(struct engine *e, const char *job_id, GError **error);
+/* A JSON text column (params, data) of a row, parsed (never NULL). */
+static inline json_t *engine_jparse(json_t *row, const char *key)
+{
+        const char *text = engine_js(row, key);
+        json_t *v = text ? json_loads(text, 0, NULL) : NULL;
 
-/* ---- vms.c ---- */
-/* Registers the VM, snapshot and template flows (before the first coordinator round). */
-void engine_vms_init(void);
-
-/* ---- sweeper.c ---- */
-/* Starts a sweep for orphan images when sweep_interval has passed since the last. */
-void engine_sweep_maybe(struct engine *e);
-/* True when a disk or volume row names the image on that domain, or an active command other than
- * except_command names the image (or when the database cannot tell: never remove on doubt). */
-bool engine_image_in_use(struct engine *e, const char *sd, const char *img, const char *except_command);
-
-/* ---- options / events ---- */
-bool engine_option_bool(struct engine *e, const char *name, bool def);
-void engine_event(struct engine *e, const char *severity, const char *command_id, const char *fmt, ...) G_GNUC_PRINTF(4, 5);
-gint64 engine_now(void);
-
-/* ---- rest.c ---- */
-int engine_rest_start(struct engine *e, GError **error);
-void engine_rest_stop(struct engine *e);
+        return v ? v : json_object();
+}

@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <string.h>
 
-#include "engine.h"
+#include "clock.h"
+#include "events.h"
+#include "hosts.h"
 #include "restparse.h"
 #include "error.h"
 #include "uuid.h"
@@ -26,18 +28,43 @@ static void host_free(struct engine_host *h)
         g_free(h);
 }
 
-void engine_commands_on_event(struct engine *e, const char *host_id, const char *method, json_t *params);
+void engine_hosts_subscribe(struct engine *e, const struct engine_host_listener *l)
+{
+        if (!e->host_listeners)
+                e->host_listeners = g_array_new(FALSE, FALSE, sizeof(struct engine_host_listener));
+        g_array_append_val(e->host_listeners, *l);
+}
 
 static void on_host_event(const char *method, json_t *params, void *userdata)
 {
         struct engine_host *h = userdata;
+        struct engine *e = h->engine;
 
-        engine_commands_on_event(h->engine, h->id, method, params);
+        for (guint i = 0; e->host_listeners && i < e->host_listeners->len; i++) {
+                struct engine_host_listener *l = &g_array_index(e->host_listeners, struct engine_host_listener, i);
+
+                if (l->on_event)
+                        l->on_event(e, h->id, method, params, l->userdata);
+        }
 }
 
-static struct engine_host *host_attach(struct engine *e, const char *id, const char *address, unsigned port)
+static void publish_state(struct engine *e, const char *host_id, const char *status)
+{
+        for (guint i = 0; e->host_listeners && i < e->host_listeners->len; i++) {
+                struct engine_host_listener *l = &g_array_index(e->host_listeners, struct engine_host_listener, i);
+
+                if (l->on_state)
+                        l->on_state(e, host_id, status, l->userdata);
+        }
+}
+
+static struct engine_host *host_attach(struct engine *e, const char *id, const char *name, const char *address,
+                                       unsigned port)
 {
         struct engine_host *h = g_new0(struct engine_host, 1);
+        /* The agent's certificate must name the host as registered: by its address (the one
+         * connected to) or its name. A certificate issued to another host is refused. */
+        const char *names[] = { name, NULL };
         struct fy_rpc_client_options o = {
                 .host = address,
                 .port = (guint16) port,
@@ -49,6 +76,7 @@ static struct engine_host *host_attach(struct engine *e, const char *id, const c
                 o.tls_cert = e->config.agent_tls_cert;
                 o.tls_key = e->config.agent_tls_key;
                 o.tls_ca = e->config.agent_tls_ca;
+                o.tls_names = names;
         }
         h->engine = e;
         h->id = g_strdup(id);
@@ -65,11 +93,12 @@ int engine_hosts_init(struct engine *e, GError **error)
 
         e->hosts = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify) host_free);
         e->sd_max_file = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-        rows = engine_db_query(e->db, error, "SELECT id, address, port FROM hosts", "");
+        rows = engine_db_query(e->db, error, "SELECT id, name, address, port FROM hosts", "");
         if (!rows)
                 return -EIO;
         json_array_foreach(rows, i, row)
                 host_attach(e, json_string_value(json_object_get(row, "id")),
+                            json_string_value(json_object_get(row, "name")),
                             json_string_value(json_object_get(row, "address")),
                             (unsigned) json_integer_value(json_object_get(row, "port")));
         /* Nothing is known about them until they answer again. */
@@ -154,7 +183,7 @@ json_t *engine_host_add(struct engine *e, const char *name, const char *address_
                 }
                 return NULL;
         }
-        host_attach(e, id, address, port);
+        host_attach(e, id, name, address, port);
         engine_event(e, "normal", NULL, "host %s (%s:%u) added with sanlock host id %" G_GINT64_FORMAT,
                      name, address, port, host_id);
         return engine_db_query_one(e->db, error, "SELECT * FROM hosts WHERE id = ?", "s", id);
@@ -225,9 +254,6 @@ int engine_host_remove(struct engine *e, const char *host_id, GError **error)
         engine_event(e, "normal", NULL, "host %s (%s) removed", name, host_id);
         return 0;
 }
-
-void engine_host_call(struct engine *e, const char *host_id, const char *method, json_t *params,
-                      unsigned timeout_ms, fy_rpc_client_reply_fn cb, void *userdata);
 
 struct failed_call {
         fy_rpc_client_reply_fn cb;
@@ -336,6 +362,7 @@ static void on_stats(json_t *result, const GError *error, void *userdata)
                 if (json_integer_value(json_object_get(row, "maintenance")) == 0 && strcmp(status, "up") != 0) {
                         engine_db_exec(e->db, NULL, "UPDATE hosts SET status = 'up' WHERE id = ?", "s", h->id);
                         engine_event(e, "normal", NULL, "host %s is up", json_string_value(json_object_get(row, "name")));
+                        publish_state(e, h->id, "up");
                 }
         } else {
                 h->failures++;
@@ -345,6 +372,7 @@ static void on_stats(json_t *result, const GError *error, void *userdata)
                                                     "WHERE id = ?", "s", h->id);
                         engine_event(e, "warning", NULL, "host %s is not responding: %s",
                                      json_string_value(json_object_get(row, "name")), error->message);
+                        publish_state(e, h->id, "non_responsive");
                 }
         }
 out:

@@ -7,8 +7,12 @@
 #include <glib-unix.h>
 
 #include "config.h"
-#include "engine.h"
+#include "commands.h"
+#include "hosts.h"
 #include "rest.h"
+#include "sweeper.h"
+#include "transfers.h"
+#include "vms.h"
 #include "error.h"
 #include "listener.h"
 #include "log.h"
@@ -21,6 +25,7 @@ static gboolean on_tick(gpointer data)
         struct engine *e = data;
 
         engine_hosts_tick(e);
+        engine_sweep_maybe(e);
         engine_commands_tick(e);
         engine_transfers_tick(e);
         return G_SOURCE_CONTINUE;
@@ -72,7 +77,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "ferry-engine: %s\n", error->message);
                 return 2;
         }
-        fy_log_setup(e->config.log_level, "ferry-engine");
+        fy_log_setup(e->config.log_level, "ferry-engine", g_get_host_name());
         {
                 g_autofree char *nofile = NULL;
 
@@ -90,8 +95,14 @@ int main(int argc, char **argv)
                 g_critical("cannot serve the REST API on %s:%u: %s", e->config.listen_address, e->config.port, error->message);
                 return EXIT_FAILURE;
         }
-        g_message("ferry-engine %s listening on http://%s:%u, database %s (schema %d), %u host(s)",
-                  FERRY_VERSION, e->config.listen_address, e->port, e->config.db,
+        if (e->config.insecure)
+                g_warning("insecure=true: the REST API is served over plain HTTP; anyone on the network path "
+                          "can read and forge requests. For development only: give tls_cert and tls_key instead");
+        if (e->config.agent_insecure)
+                g_warning("agent_insecure=true: agents are reached over plain TCP without certificates. "
+                          "For development only");
+        g_message("ferry-engine %s listening on %s://%s:%u, database %s (schema %d), %u host(s)",
+                  FERRY_VERSION, e->config.insecure ? "http" : "https", e->config.listen_address, e->port, e->config.db,
                   engine_db_schema_version(e->db), g_hash_table_size(e->hosts));
 
         g_unix_signal_add(SIGTERM, on_signal, e);
@@ -106,6 +117,8 @@ int main(int argc, char **argv)
         engine_rest_stop(e);
         engine_hosts_free(e);
         g_hash_table_unref(e->busy);
+        if (e->host_listeners)
+                g_array_unref(e->host_listeners);
         engine_db_close(e->db);
         g_free(e->dc_id);
         g_main_loop_unref(e->loop);

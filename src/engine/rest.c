@@ -7,61 +7,25 @@
 #include <errno.h>
 #include <string.h>
 
+#include "actions.h"
+#include "clock.h"
+#include "commands.h"
+#include "events.h"
+#include "hosts.h"
+#include "http.h"
+#include "engoptions.h"
 #include "rest.h"
+#include "resttls.h"
+#include "transfers.h"
+#include "vms.h"
 #include "error.h"
 #include "httpserve.h"
 #include "restparse.h"
+#include "eta.h"
 #include "uuid.h"
 
-static const char *js(json_t *o, const char *key)
-{
-        return json_string_value(json_object_get(o, key));
-}
-
-static gint64 ji(json_t *o, const char *key)
-{
-        return json_integer_value(json_object_get(o, key));
-}
-
-static const char *reason_for(int status)
-{
-        switch (status) {
-        case 400: return "Bad request";
-        case 404: return "Not found";
-        case 405: return "Method not allowed";
-        case 409: return "Conflict";
-        case 411: return "Length required";
-        case 413: return "Request too large";
-        case 415: return "Unsupported media type";
-        case 503: return "Service unavailable";
-        case 507: return "Insufficient storage";
-        default: return "Internal error";
-        }
-}
-
-void engine_rest_reply_json(SoupServerMessage *msg, int status, json_t *body)
-{
-        g_autofree char *text = json_dumps(body, JSON_INDENT(2) | JSON_SORT_KEYS);
-
-        soup_server_message_set_status(msg, (guint) status, NULL);
-        soup_server_message_set_response(msg, "application/json", SOUP_MEMORY_COPY, text, strlen(text));
-}
-
-void engine_rest_reply_fault(SoupServerMessage *msg, int status, const char *detail)
-{
-        g_autoptr(json_t) body = json_pack("{s:{s:s, s:s}}", "fault", "reason", reason_for(status), "detail", detail);
-
-        engine_rest_reply_json(msg, status, body);
-}
-
-void engine_rest_reply_error(SoupServerMessage *msg, const GError *error)
-{
-        int status = error->domain == ENGINE_ERROR ? error->code : 500;
-
-        if (status < 400 || status > 599)
-                status = 500;
-        engine_rest_reply_fault(msg, status, error->message);
-}
+#define js engine_js
+#define ji engine_ji
 
 static json_t *ref(const char *id)
 {
@@ -98,7 +62,8 @@ static json_t *sd_json(struct engine *e, json_t *row)
         return o;
 }
 
-json_t *engine_rest_disk_json(struct engine *e, json_t *row, bool with_volumes)
+/* A disk row as the API shows it (with its volumes when asked). */
+static json_t *engine_rest_disk_json(struct engine *e, json_t *row, bool with_volumes)
 {
         json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:[{s:s}]}",
                               "id", js(row, "id"), "name", js(row, "name"), "status", js(row, "status"),
@@ -120,6 +85,18 @@ json_t *engine_rest_disk_json(struct engine *e, json_t *row, bool with_volumes)
         return o;
 }
 
+/* eta_seconds of a running step or job: null until its progress rate is known (eta.h). */
+static void add_eta(json_t *o, const char *prefix, json_t *row)
+{
+        g_autofree char *key = g_strconcat(prefix, js(row, "id"), NULL);
+        gint64 eta;
+
+        if (strcmp(js(row, "status"), "started") != 0)
+                return;
+        eta = engine_eta_seconds(engine_eta(), key, g_get_monotonic_time());
+        json_object_set_new(o, "eta_seconds", eta >= 0 ? json_integer(eta) : json_null());
+}
+
 static json_t *job_json(json_t *row)
 {
         json_t *o = json_pack("{s:s, s:s, s:s, s:f, s:I}", "id", js(row, "id"), "description", js(row, "description"),
@@ -128,6 +105,7 @@ static json_t *job_json(json_t *row)
 
         if (json_is_integer(json_object_get(row, "end_time")))
                 json_object_set_new(o, "end_time", json_integer(ji(row, "end_time")));
+        add_eta(o, "job:", row);
         return o;
 }
 
@@ -149,6 +127,7 @@ static json_t *step_json(struct engine *e, json_t *row)
                 json_object_set_new(o, "end_time", json_integer(ji(row, "end_time")));
         if (js(row, "detail"))
                 json_object_set_new(o, "status_detail", json_string(js(row, "detail")));
+        add_eta(o, "step:", row);
         return o;
 }
 
@@ -219,25 +198,6 @@ static void reply_one(struct engine *e, SoupServerMessage *msg, const char *what
         engine_rest_reply_json(msg, 200, out);
 }
 
-/* Parses the request body as a JSON object; answers the fault itself on failure. */
-json_t *engine_rest_body(struct engine *e, SoupServerMessage *msg)
-{
-        SoupMessageBody *req = soup_server_message_get_request_body(msg);
-        g_autoptr(GBytes) bytes = soup_message_body_flatten(req);
-        const char *ctype = soup_message_headers_get_content_type(soup_server_message_get_request_headers(msg), NULL);
-        g_autofree char *detail = NULL;
-        json_t *body = NULL;
-        gsize len;
-        const char *data = g_bytes_get_data(bytes, &len);
-        int status = engine_rest_body_parse(data, len, ctype, e->config.max_body, &body, &detail);
-
-        if (status) {
-                engine_rest_reply_fault(msg, status, detail);
-                return NULL;
-        }
-        return body;
-}
-
 struct pending_reply {
         struct engine *e;
         SoupServerMessage *msg;
@@ -256,11 +216,6 @@ static void on_sd_added(json_t *result, const GError *error, void *userdata)
         soup_server_message_unpause(p->msg);
         g_object_unref(p->msg);
         g_free(p);
-}
-
-bool engine_rest_method_is(SoupServerMessage *msg, const char *m)
-{
-        return strcmp(soup_server_message_get_method(msg), m) == 0;
 }
 
 static void handle(struct engine *e, SoupServerMessage *msg, char **seg, guint n)
@@ -419,9 +374,12 @@ static void handle(struct engine *e, SoupServerMessage *msg, char **seg, guint n
                                 engine_rest_reply_fault(msg, 400, "DataOperationsByHSM takes true or false");
                                 return;
                         }
-                        engine_db_exec(e->db, NULL, "INSERT OR REPLACE INTO options (name, value) VALUES (?, ?)", "ss", seg[1],
-                                       json_is_true(value) || (json_is_string(value) && strcmp(json_string_value(value), "true") == 0)
-                                       ? "true" : "false");
+                        if (engine_option_set_bool(e, seg[1], json_is_true(value) ||
+                                                   (json_is_string(value) && strcmp(json_string_value(value), "true") == 0),
+                                                   &error) < 0) {
+                                engine_rest_reply_error(msg, error);
+                                return;
+                        }
                         engine_event(e, "normal", NULL, "option %s set", seg[1]);
                 }
                 out = json_pack("{s:s, s:b}", "name", seg[1],
@@ -450,7 +408,7 @@ static void on_request(SoupServer *server, SoupServerMessage *msg, const char *p
 /* Answers msg at once with a fault and closes its connection, whatever of its body was not read yet. */
 static void refuse(struct engine *e, SoupServerMessage *msg, int status, const char *detail)
 {
-        g_autoptr(json_t) body = json_pack("{s:{s:s, s:s}}", "fault", "reason", reason_for(status), "detail", detail);
+        g_autoptr(json_t) body = engine_rest_fault(status, detail);
         g_autofree char *text = json_dumps(body, JSON_INDENT(2) | JSON_SORT_KEYS);
 
         fy_http_server_refuse(e->httpd, msg, (guint) status, NULL, "application/json", text);
@@ -506,6 +464,15 @@ static void on_http_log(void *data, GLogLevelFlags level, const char *message)
         g_log(G_LOG_DOMAIN, level, "REST API: %s", message);
 }
 
+/* Refusals made below the handlers (timeouts, caps, unparsable requests) are faults like any other. */
+static char *rest_fault_text(guint status, const char *detail, const char **ret_type)
+{
+        g_autoptr(json_t) body = engine_rest_fault((int) status, detail);
+
+        *ret_type = "application/json";
+        return json_dumps(body, JSON_INDENT(2) | JSON_SORT_KEYS);
+}
+
 int engine_rest_start(struct engine *e, GError **error)
 {
         g_autoptr(GInetAddress) inet = g_inet_address_new_from_string(e->config.listen_address);
@@ -517,22 +484,27 @@ int engine_rest_start(struct engine *e, GError **error)
                 .header_timeout_s = e->config.request_timeout,
                 .body_timeout_s = e->config.request_timeout,
                 .handshake_timeout_s = e->config.request_timeout,
-                .json_faults = true,
+                .fault = rest_fault_text,
         };
+        g_autoptr(GTlsCertificate) cert = NULL;
         int r;
 
         if (!inet) {
                 g_set_error(error, ENGINE_ERROR, 400, "listen_address '%s' is not an IP address", e->config.listen_address);
                 return -EINVAL;
         }
-        e->http = soup_server_new("server-header", "ferry-engine", NULL);
+        e->http = engine_rest_server_new(e, error);
+        if (!e->http)
+                return -EINVAL;
         /* libsoup picks one handler entry per path, early and normal: every path gets both. */
         soup_server_add_early_handler(e->http, "/api", on_early, e, NULL);
         soup_server_add_early_handler(e->http, NULL, on_early, e, NULL);
         soup_server_add_handler(e->http, "/api", on_request, e, NULL);
         soup_server_add_handler(e->http, NULL, on_request, e, NULL);
         addr = g_inet_socket_address_new(inet, (guint16) e->config.port);
-        r = fy_http_server_new(e->http, addr, NULL, &limits, on_http_log, e, &e->httpd, error);
+        /* Connections are Ferry's (src/lib/httpserve.c), TLS too: the certificate goes there. */
+        g_object_get(e->http, "tls-certificate", &cert, NULL);
+        r = fy_http_server_new(e->http, addr, cert, &limits, on_http_log, e, &e->httpd, error);
         if (r < 0)
                 return r;
         e->port = fy_http_server_port(e->httpd);

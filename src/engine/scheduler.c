@@ -7,8 +7,10 @@
  */
 #include <string.h>
 
-#include "engine.h"
 #include "hostsched.h"
+#include "hosts.h"
+#include "engoptions.h"
+#include "scheduler.h"
 
 static gint64 assigned_copies(struct engine *e, const char *host_id)
 {

@@ -13,7 +13,12 @@
  */
 #include <string.h>
 
-#include "cmd.h"
+#include "clock.h"
+#include "commands.h"
+#include "events.h"
+#include "hosts.h"
+#include "inventory.h"
+#include "sweeper.h"
 #include "uuid.h"
 
 #define js engine_js
@@ -25,20 +30,6 @@ struct sweep_ctx {
         struct engine *e;
         char *sd;
 };
-
-bool engine_image_in_use(struct engine *e, const char *sd, const char *img, const char *except_command)
-{
-        g_autofree char *pattern = g_strdup_printf("%%%s%%", img);
-        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL,
-                "SELECT (SELECT COUNT(*) FROM disks WHERE id = ?1 AND sd_id = ?2) + "
-                "       (SELECT COUNT(*) FROM volumes WHERE disk_id = ?1 AND sd_id = ?2) + "
-                "       (SELECT COUNT(*) FROM commands WHERE state = 'active' AND id IS NOT ?4 "
-                "                                      AND (params LIKE ?3 OR data LIKE ?3)) AS n",
-                "ssss", img, sd, pattern, except_command);
-
-        /* No answer from the database: in use, to be safe. */
-        return !row || json_integer_value(json_object_get(row, "n")) > 0;
-}
 
 static void on_images(json_t *result, const GError *error, void *userdata)
 {
@@ -66,7 +57,7 @@ static void on_images(json_t *result, const GError *error, void *userdata)
                 }
                 g_hash_table_remove(suspects, key);
                 params = json_pack("{s:s, s:s, s:b}", "sd", c->sd, "img", img, "persistent", true);
-                id = engine_cmd_create(e, "remove_image", NULL, NULL, NULL, params);
+                id = engine_cmd_create(e, ENGINE_KIND_REMOVE_IMAGE, NULL, NULL, NULL, params);
                 engine_event(e, "warning", id, "sweeper: image %s on storage domain %s (%zu volumes) belongs to no disk "
                              "and no running operation; removing it", img, c->sd, json_is_array(vols) ? json_array_size(vols) : 0);
         }

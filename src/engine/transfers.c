@@ -19,9 +19,15 @@
 #include <errno.h>
 #include <string.h>
 
-#include "cmd.h"
+#include "clock.h"
+#include "commands.h"
 #include "error.h"
-#include "rest.h"
+#include "events.h"
+#include "generation.h"
+#include "hosts.h"
+#include "http.h"
+#include "scheduler.h"
+#include "transfers.h"
 #include "uuid.h"
 
 #define js engine_js
@@ -121,7 +127,7 @@ static void transfer_end(struct engine *e, json_t *row, const char *phase, const
                        "sss", disk_status, js(row, "disk_id"), js(row, "job_id"));
         if (upload && ok)
                 engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'LEGAL', generation = ? WHERE id = ? AND sd_id = ?",
-                               "iss", (ji(row, "generation") + 1) % 1000, js(row, "vol_id"), js(row, "sd_id"));
+                               "iss", engine_generation_done(ji(row, "generation")), js(row, "vol_id"), js(row, "sd_id"));
         else if (upload)
                 engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'ILLEGAL' WHERE id = ? AND sd_id = ?",
                                "ss", js(row, "vol_id"), js(row, "sd_id"));
@@ -595,12 +601,12 @@ static void lost_finalize(struct engine *e, json_t *row)
                 return;
         engine_event(e, "warning", NULL, "image upload %s: fencing the finalize of host %s: volume %s generation %"
                      G_GINT64_FORMAT " → %" G_GINT64_FORMAT " through host %s", js(row, "id"), js(row, "host"),
-                     js(row, "vol_id"), rec, (rec + 3) % 1000, via);
+                     js(row, "vol_id"), rec, engine_generation_fenced(rec), via);
         transfer_call(e, row, via, "SDM.update_volume",
                       json_pack("{s:s, s:{s:s, s:s, s:s, s:I}, s:{s:I}}", "job_id", job,
                                 "vol_info", "sd_id", js(row, "sd_id"), "img_id", js(row, "disk_id"),
                                 "vol_id", js(row, "vol_id"), "generation", (json_int_t) rec,
-                                "vol_attr", "generation", (json_int_t) ((rec + 3) % 1000)),
+                                "vol_attr", "generation", (json_int_t) engine_generation_fenced(rec)),
                       e->config.host_timeout, on_fence_sent, NULL);
 }
 
@@ -612,11 +618,11 @@ static void on_volume_probe(struct engine *e, json_t *row, json_t *result, const
 
         if (error)
                 return;        /* nobody could read it now: next round */
-        if (ji(result, "generation") == (rec + 1) % 1000 && g_strcmp0(js(result, "legality"), "LEGAL") == 0) {
+        if (ji(result, "generation") == engine_generation_done(rec) && g_strcmp0(js(result, "legality"), "LEGAL") == 0) {
                 upload_done(e, row);
                 return;
         }
-        if (ji(result, "generation") == (rec + 3) % 1000) {
+        if (ji(result, "generation") == engine_generation_fenced(rec)) {
                 transfer_end(e, row, "finished_failure", "the host lost the finalize job, which was fenced; "
                              "the disk is illegal: upload again or remove it");
                 return;

@@ -23,9 +23,13 @@
 #include <errno.h>
 #include <string.h>
 
-#include "cmd.h"
+#include "clock.h"
+#include "commands.h"
 #include "error.h"
-#include "rest.h"
+#include "events.h"
+#include "hosts.h"
+#include "http.h"
+#include "vms.h"
 #include "uuid.h"
 
 #define js engine_js
@@ -190,7 +194,7 @@ static char *job_insert(struct engine *e, const char *description, GError **erro
         return id;
 }
 
-static char *top_command_start(struct engine *e, const char *type, const char *job_id, json_t *params)
+static char *top_command_start(struct engine *e, enum engine_kind type, const char *job_id, json_t *params)
 {
         char *id = engine_cmd_create(e, type, NULL, job_id, NULL, params);
 
@@ -302,13 +306,13 @@ static void disk_size_refresh(struct engine *e, const char *disk_id)
  * seal_template_volume {sd, img, vol}: SDM.update_volume vol_attr.type SHARED on any host.
  */
 struct leaf_kind {
-        const char *type;
+        enum engine_kind type;
         const char *method;
         bool spm;
 };
 
-static const struct leaf_kind thin_kind = { "create_thin_volume", "Volume.create", true };
-static const struct leaf_kind seal_kind = { "seal_template_volume", "SDM.update_volume", false };
+static const struct leaf_kind thin_kind = { ENGINE_KIND_CREATE_THIN_VOLUME, "Volume.create", true };
+static const struct leaf_kind seal_kind = { ENGINE_KIND_SEAL_TEMPLATE_VOLUME, "SDM.update_volume", false };
 
 static GHashTable *inflight;   /* command ids with a call out (in memory: a restart asks again) */
 
@@ -346,14 +350,14 @@ static void leaf_call(struct engine *e, json_t *cmd, const char *host, const cha
         engine_host_call(e, host, method, params, timeout_ms, on_leaf_reply, c);
 }
 
-static void leaf_set(struct engine *e, json_t *cmd, const char *phase, json_t *data)
+static void leaf_set(struct engine *e, json_t *cmd, enum engine_phase phase, json_t *data)
 {
         engine_cmd_update(e, js(cmd, "id"), phase, data);
 }
 
 static void leaf_finish(struct engine *e, json_t *cmd, bool ok, const char *error)
 {
-        if (ok && strcmp(js(cmd, "type"), thin_kind.type) == 0) {
+        if (ok && engine_cmd_kind(cmd) == thin_kind.type) {
                 g_autoptr(json_t) p = jparse(cmd, "params");
 
                 engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'LEGAL' WHERE id = ? AND sd_id = ?", "ss",
@@ -375,14 +379,14 @@ static void leaf_retry(struct engine *e, json_t *cmd, const char *why, gint64 de
         engine_event(e, "warning", js(cmd, "id"), "%s: %s; trying again", js(cmd, "type"), why);
         json_object_set_new(data, "next_try", json_integer(engine_now() + delay));
         json_object_set_new(data, "last_error", json_string(why));
-        leaf_set(e, cmd, "", data);
+        leaf_set(e, cmd, ENGINE_PHASE_NEW, data);
 }
 
 static void leaf_to_verify(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) data = jparse(cmd, "data");
 
-        leaf_set(e, cmd, "verify", data);
+        leaf_set(e, cmd, ENGINE_PHASE_VERIFY, data);
 }
 
 static void on_leaf_sent(struct leaf_call *c, json_t *cmd, json_t *result, const GError *error)
@@ -445,7 +449,7 @@ static void on_leaf_jobs(struct leaf_call *c, json_t *cmd, json_t *result, const
 static void on_leaf_verify(struct leaf_call *c, json_t *cmd, json_t *result, const GError *error)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
-        bool thin = strcmp(js(cmd, "type"), thin_kind.type) == 0;
+        bool thin = engine_cmd_kind(cmd) == thin_kind.type;
 
         if (error && error->domain != FY_ERROR)
                 return;        /* no answer: ask again next round */
@@ -502,7 +506,7 @@ static void leaf_send(struct engine *e, json_t *cmd, const struct leaf_kind *k, 
         job_id = fy_uuid_new();
         next = json_pack("{s:s, s:s, s:I}", "host", host, "job", job_id, "attempts", (json_int_t) (ji(data, "attempts") + 1));
         /* Recorded before the call: after a restart the watch finds host and job. */
-        leaf_set(e, cmd, "sent", next);
+        leaf_set(e, cmd, ENGINE_PHASE_SENT, next);
         engine_step_update(e, js(cmd, "step_id"), "started", 0, host);
         if (k == &thin_kind) {
                 g_autofree char *size = g_strdup_printf("%" G_GINT64_FORMAT, ji(p, "size"));
@@ -524,13 +528,13 @@ static void leaf_advance(struct engine *e, json_t *cmd, const struct leaf_kind *
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
         g_autoptr(json_t) data = jparse(cmd, "data");
-        const char *phase = js(cmd, "phase");
+        enum engine_phase phase = engine_cmd_phase(cmd);
 
         if (g_hash_table_contains(inflight, js(cmd, "id")) || ji(data, "next_try") > engine_now())
                 return;
-        if (!*phase) {
+        if (phase == ENGINE_PHASE_NEW) {
                 leaf_send(e, cmd, k, p, data);
-        } else if (strcmp(phase, "sent") == 0) {
+        } else if (phase == ENGINE_PHASE_SENT) {
                 g_autofree char *spm = k->spm ? engine_spm_host(e) : NULL;
 
                 if (k->spm && spm && strcmp(spm, js(data, "host")) != 0) {
@@ -592,7 +596,7 @@ static char *make_collapsed_copy(struct engine *e, json_t *cmd, json_t *p, size_
                                          "src_sd", js(d, "src_sd"), "src_img", js(d, "src_img"),
                                          "src_volumes", "id", js(d, "src_vol"));
 
-        return engine_cmd_create(e, "copy_image_group_with_data", js(cmd, "id"), js(cmd, "job_id"), NULL, cp);
+        return engine_cmd_create(e, ENGINE_KIND_COPY_WITH_DATA, js(cmd, "id"), js(cmd, "job_id"), NULL, cp);
 }
 
 static char *make_snapshot_leaf(struct engine *e, json_t *cmd, json_t *p, size_t i)
@@ -605,13 +609,13 @@ static char *make_snapshot_leaf(struct engine *e, json_t *cmd, json_t *p, size_t
                                          "capacity", ji(d, "capacity"), "format", "cow", "sparse", true,
                                          "structure_weight", weight, "data_weight", 0.0);
 
-        return engine_cmd_create(e, "clone_image_group_volumes_structure", js(cmd, "id"), js(cmd, "job_id"), NULL, cp);
+        return engine_cmd_create(e, ENGINE_KIND_CLONE_STRUCTURE, js(cmd, "id"), js(cmd, "job_id"), NULL, cp);
 }
 
 static char *make_leaf(struct engine *e, json_t *cmd, const struct leaf_kind *k, json_t *cp, const char *desc,
                        double weight)
 {
-        g_autofree char *step = engine_step_create(e, js(cmd, "job_id"), k->type, desc, weight);
+        g_autofree char *step = engine_step_create(e, js(cmd, "job_id"), engine_kind_name(k->type), desc, weight);
 
         return engine_cmd_create(e, k->type, js(cmd, "id"), js(cmd, "job_id"), step, cp);
 }
@@ -644,14 +648,14 @@ static char *make_remove(struct engine *e, json_t *cmd, json_t *p, size_t i)
         g_autofree char *step = engine_step_create(e, js(cmd, "job_id"), "remove_image", desc, 0);
         g_autoptr(json_t) cp = json_pack("{s:s, s:s}", "sd", js(d, "sd"), "img", js(d, "img"));
 
-        return engine_cmd_create(e, "remove_image", js(cmd, "id"), js(cmd, "job_id"), step, cp);
+        return engine_cmd_create(e, ENGINE_KIND_REMOVE_IMAGE, js(cmd, "id"), js(cmd, "job_id"), step, cp);
 }
 
 /* A removal that failed must not stay the flow's problem: it goes on as a command of its own. */
 static void removal_detach(struct engine *e, const char *sd, const char *img, const char *why)
 {
         g_autoptr(json_t) params = json_pack("{s:s, s:s, s:b}", "sd", sd, "img", img, "persistent", true);
-        g_autofree char *id = engine_cmd_create(e, "remove_image", NULL, NULL, NULL, params);
+        g_autofree char *id = engine_cmd_create(e, ENGINE_KIND_REMOVE_IMAGE, NULL, NULL, NULL, params);
 
         engine_event(e, "warning", id, "image %s on storage domain %s is not removed yet (%s); retrying in the background",
                      img, sd, why ? why : "unknown error");
@@ -707,7 +711,7 @@ static void delete_disk_rows(struct engine *e, const char *disk)
  * end; a failure goes through "cleanup", which removes every new image.
  * Returns true when the flow ended (ok or not) in this round.
  */
-static const char *run_disks(struct engine *e, json_t *cmd, json_t *p, json_t *data, engine_child_factory make,
+static enum engine_children run_disks(struct engine *e, json_t *cmd, json_t *p, json_t *data, engine_child_factory make,
                              size_t parallel, char **ret_error)
 {
         size_t n = json_array_size(json_object_get(p, "disks"));
@@ -719,7 +723,7 @@ static void go_cleanup(struct engine *e, json_t *cmd, json_t *data, const char *
 {
         json_object_clear(data);
         json_object_set_new(data, "error", json_string(error ? error : "failed"));
-        engine_cmd_update(e, js(cmd, "id"), "cleanup", data);
+        engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_CLEANUP, data);
         engine_kick(e);
 }
 
@@ -727,10 +731,10 @@ static void go_cleanup(struct engine *e, json_t *cmd, json_t *data, const char *
 static bool cleanup_images(struct engine *e, json_t *cmd, json_t *p, json_t *data)
 {
         size_t n = json_array_size(json_object_get(p, "disks"));
-        const char *st = run_disks(e, cmd, p, data, make_remove, n, NULL);
+        enum engine_children st = run_disks(e, cmd, p, data, make_remove, n, NULL);
 
-        if (strcmp(st, "active") == 0) {
-                engine_cmd_update(e, js(cmd, "id"), "cleanup", data);
+        if (st == ENGINE_CHILDREN_ACTIVE) {
+                engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_CLEANUP, data);
                 return false;
         }
         for (size_t i = 0; i < n; i++) {
@@ -750,35 +754,35 @@ static void template_flow(struct engine *e, json_t *cmd)
         g_autoptr(json_t) p = jparse(cmd, "params");
         g_autoptr(json_t) data = jparse(cmd, "data");
         g_autofree char *error = NULL;
-        const char *phase = *js(cmd, "phase") ? js(cmd, "phase") : "main";
+        enum engine_phase phase = engine_cmd_phase(cmd) == ENGINE_PHASE_NEW ? ENGINE_PHASE_MAIN : engine_cmd_phase(cmd);
         const char *tmpl = js(p, "template");
         size_t n = json_array_size(json_object_get(p, "disks"));
-        const char *st;
+        enum engine_children st;
 
-        if (strcmp(phase, "main") == 0) {
+        if (phase == ENGINE_PHASE_MAIN) {
                 if (ji(cmd, "cancel") && !json_object_get(data, "children")) {
                         go_cleanup(e, cmd, data, "cancelled");
                         return;
                 }
                 st = run_disks(e, cmd, p, data, make_collapsed_copy, MIN(n, MAX_PARALLEL_DISKS), &error);
-                if (strcmp(st, "active") == 0) {
+                if (st == ENGINE_CHILDREN_ACTIVE) {
                         engine_cmd_update(e, js(cmd, "id"), phase, data);
-                } else if (strcmp(st, "failed") == 0) {
+                } else if (st == ENGINE_CHILDREN_FAILED) {
                         go_cleanup(e, cmd, data, error);
                 } else {
                         json_object_clear(data);
-                        engine_cmd_update(e, js(cmd, "id"), "seal", data);
+                        engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_SEAL, data);
                         engine_kick(e);
                 }
                 return;
         }
-        if (strcmp(phase, "seal") == 0) {
+        if (phase == ENGINE_PHASE_SEAL) {
                 st = run_disks(e, cmd, p, data, make_seal, n, &error);
-                if (strcmp(st, "active") == 0) {
+                if (st == ENGINE_CHILDREN_ACTIVE) {
                         engine_cmd_update(e, js(cmd, "id"), phase, data);
                         return;
                 }
-                if (strcmp(st, "failed") == 0) {
+                if (st == ENGINE_CHILDREN_FAILED) {
                         go_cleanup(e, cmd, data, error);
                         return;
                 }
@@ -814,22 +818,22 @@ static void vm_from_template_flow(struct engine *e, json_t *cmd)
         g_autoptr(json_t) p = jparse(cmd, "params");
         g_autoptr(json_t) data = jparse(cmd, "data");
         g_autofree char *error = NULL;
-        const char *phase = *js(cmd, "phase") ? js(cmd, "phase") : "main";
+        enum engine_phase phase = engine_cmd_phase(cmd) == ENGINE_PHASE_NEW ? ENGINE_PHASE_MAIN : engine_cmd_phase(cmd);
         const char *vm = js(p, "vm");
         bool clone = json_is_true(json_object_get(p, "clone"));
         size_t n = json_array_size(json_object_get(p, "disks"));
-        const char *st;
+        enum engine_children st;
 
-        if (strcmp(phase, "main") == 0) {
+        if (phase == ENGINE_PHASE_MAIN) {
                 if (ji(cmd, "cancel") && !json_object_get(data, "children")) {
                         go_cleanup(e, cmd, data, "cancelled");
                         return;
                 }
                 st = clone ? run_disks(e, cmd, p, data, make_collapsed_copy, MIN(n, MAX_PARALLEL_DISKS), &error)
                            : run_disks(e, cmd, p, data, make_thin, n, &error);
-                if (strcmp(st, "active") == 0) {
+                if (st == ENGINE_CHILDREN_ACTIVE) {
                         engine_cmd_update(e, js(cmd, "id"), phase, data);
-                } else if (strcmp(st, "failed") == 0) {
+                } else if (st == ENGINE_CHILDREN_FAILED) {
                         go_cleanup(e, cmd, data, error);
                 } else {
                         unlock_disks(e, cmd, "ok");
@@ -863,11 +867,11 @@ static void snapshot_flow(struct engine *e, json_t *cmd)
         g_autoptr(json_t) data = jparse(cmd, "data");
         g_autofree char *error = NULL;
         size_t n = json_array_size(json_object_get(p, "disks"));
-        const char *st = run_disks(e, cmd, p, data, make_snapshot_leaf, n, &error);
+        enum engine_children st = run_disks(e, cmd, p, data, make_snapshot_leaf, n, &error);
         unsigned made = 0;
 
-        if (strcmp(st, "active") == 0) {
-                engine_cmd_update(e, js(cmd, "id"), "main", data);
+        if (st == ENGINE_CHILDREN_ACTIVE) {
+                engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_MAIN, data);
                 return;
         }
         for (size_t i = 0; i < n; i++) {
@@ -885,7 +889,7 @@ static void snapshot_flow(struct engine *e, json_t *cmd)
         }
         unlock_disks(e, cmd, "ok");
         unlock_vm(e, cmd, js(p, "vm"));
-        if (strcmp(st, "succeeded") == 0) {
+        if (st == ENGINE_CHILDREN_SUCCEEDED) {
                 engine_db_exec(e->db, NULL, "UPDATE snapshots SET status = 'ok', job_id = NULL WHERE id = ?", "s",
                                js(p, "snapshot"));
                 job_end(e, cmd, true, NULL);
@@ -910,14 +914,14 @@ static void remove_flow(struct engine *e, json_t *cmd)
         g_autoptr(json_t) p = jparse(cmd, "params");
         g_autoptr(json_t) data = jparse(cmd, "data");
         size_t n = json_array_size(json_object_get(p, "disks"));
-        bool vm = strcmp(js(cmd, "type"), "remove_vm") == 0;
+        bool vm = engine_cmd_kind(cmd) == ENGINE_KIND_REMOVE_VM;
         const char *owner = js(p, vm ? "vm" : "template");
-        const char *st = run_disks(e, cmd, p, data, make_remove, n, NULL);
+        enum engine_children st = run_disks(e, cmd, p, data, make_remove, n, NULL);
         g_autofree char *first_error = NULL;
         unsigned failed = 0;
 
-        if (strcmp(st, "active") == 0) {
-                engine_cmd_update(e, js(cmd, "id"), "main", data);
+        if (st == ENGINE_CHILDREN_ACTIVE) {
+                engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_MAIN, data);
                 return;
         }
         for (size_t i = 0; i < n; i++) {
@@ -960,13 +964,13 @@ static void remove_flow(struct engine *e, json_t *cmd)
 void engine_vms_init(void)
 {
         inflight = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-        engine_flow_register(thin_kind.type, thin_advance);
-        engine_flow_register(seal_kind.type, seal_advance);
-        engine_flow_register("create_template_from_vm", template_flow);
-        engine_flow_register("create_vm_from_template", vm_from_template_flow);
-        engine_flow_register("create_snapshot", snapshot_flow);
-        engine_flow_register("remove_vm", remove_flow);
-        engine_flow_register("remove_template", remove_flow);
+        engine_flow_register(thin_kind.type, thin_advance, true);
+        engine_flow_register(seal_kind.type, seal_advance, true);
+        engine_flow_register(ENGINE_KIND_CREATE_TEMPLATE_FROM_VM, template_flow, true);
+        engine_flow_register(ENGINE_KIND_CREATE_VM_FROM_TEMPLATE, vm_from_template_flow, true);
+        engine_flow_register(ENGINE_KIND_CREATE_SNAPSHOT, snapshot_flow, true);
+        engine_flow_register(ENGINE_KIND_REMOVE_VM, remove_flow, true);
+        engine_flow_register(ENGINE_KIND_REMOVE_TEMPLATE, remove_flow, true);
 }
 
 /* ---- REST: JSON shapes ---- */
@@ -1275,7 +1279,7 @@ static json_t *template_create(struct engine *e, json_t *body, GError **error)
                 attach(e, js(d, "img"), NULL, tmpl, i == 0, "virtio_scsi");
         }
         params = json_pack("{s:s, s:s, s:s, s:O}", "template", tmpl, "name", name, "vm", vm_id, "disks", plan);
-        cmd = top_command_start(e, "create_template_from_vm", job, params);
+        cmd = top_command_start(e, ENGINE_KIND_CREATE_TEMPLATE_FROM_VM, job, params);
         if (engine_db_commit(e->db, error) < 0)
                 return NULL;
         engine_event(e, "normal", cmd, "%s", jdesc);
@@ -1391,7 +1395,7 @@ static json_t *vm_create(struct engine *e, json_t *body, int *ret_status, GError
         }
         params = json_pack("{s:s, s:s, s:s, s:b, s:O}", "vm", vm, "name", name, "template", tmpl_id, "clone", clone,
                            "disks", plan);
-        cmd = top_command_start(e, "create_vm_from_template", job, params);
+        cmd = top_command_start(e, ENGINE_KIND_CREATE_VM_FROM_TEMPLATE, job, params);
         if (engine_db_commit(e->db, error) < 0)
                 return NULL;
         engine_event(e, "normal", cmd, "%s", jdesc);
@@ -1461,7 +1465,7 @@ static json_t *snapshot_create(struct engine *e, const char *vm_id, json_t *body
                                     "VALUES (?, ?, ?, 'locked', ?, ?, ?)", "sssjsi", snap, vm_id, desc, snapdisks, job,
                        engine_now());
         params = json_pack("{s:s, s:s, s:O}", "vm", vm_id, "snapshot", snap, "disks", plan);
-        cmd = top_command_start(e, "create_snapshot", job, params);
+        cmd = top_command_start(e, ENGINE_KIND_CREATE_SNAPSHOT, job, params);
         if (engine_db_commit(e->db, error) < 0)
                 return NULL;
         engine_event(e, "normal", cmd, "%s", jdesc);
@@ -1509,7 +1513,7 @@ static json_t *owner_remove(struct engine *e, json_t *owner, bool vm, json_t *di
                         goto rollback;
         params = json_pack("{s:s, s:s, s:O}", vm ? "vm" : "template", js(owner, "id"), "name", js(owner, "name"),
                            "disks", plan);
-        cmd = top_command_start(e, vm ? "remove_vm" : "remove_template", job, params);
+        cmd = top_command_start(e, vm ? ENGINE_KIND_REMOVE_VM : ENGINE_KIND_REMOVE_TEMPLATE, job, params);
         if (engine_db_commit(e->db, error) < 0)
                 return NULL;
         engine_event(e, "normal", cmd, "%s", jdesc);

@@ -7,8 +7,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
 #include "httpserve.h"
 #include "listener.h"
 
@@ -300,18 +298,10 @@ static char *answer_text(struct fy_http_server *s, guint status, const char *ext
 
 static char *fault_body(struct fy_http_server *s, guint status, const char *detail, const char **ret_type)
 {
-        json_t *o;
-        char *text;
-
-        if (!s->limits.json_faults) {
-                *ret_type = "text/plain";
-                return g_strconcat(detail, "\n", NULL);
-        }
-        *ret_type = "application/json";
-        o = json_pack("{s:{s:s, s:s}}", "fault", "reason", soup_status_get_phrase(status), "detail", detail);
-        text = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
-        json_decref(o);
-        return text;
+        if (s->limits.fault)
+                return s->limits.fault(status, detail, ret_type);
+        *ret_type = "text/plain";
+        return g_strconcat(detail, "\n", NULL);
 }
 
 /* Writes a short answer without blocking (it fits in the socket buffer of a fresh or idle connection). */
@@ -429,9 +419,19 @@ static void on_got_headers(SoupServerMessage *msg, gpointer data)
         SoupMessageHeaders *h = soup_server_message_get_request_headers(msg);
         SoupEncoding enc = soup_message_headers_get_encoding(h);
 
-        /* Parsed: the fault set in on_request_started is not this request's answer. */
+        /* Parsed: the fault set in on_request_started is not this request's answer... */
         soup_message_body_truncate(soup_server_message_get_response_body(msg));
         soup_message_headers_remove(soup_server_message_get_response_headers(msg), "Content-Type");
+        if (soup_server_message_get_status(msg) >= 400) {
+                /* ...unless libsoup refused it after parsing (a path with "..", a scheme that does not match). */
+                const char *type;
+                g_autofree char *body = fault_body(c->s, soup_server_message_get_status(msg),
+                                                   "the request's path is not acceptable (it decodes to a "
+                                                   "'..' segment, or the scheme does not match the connection)",
+                                                   &type);
+
+                soup_server_message_set_response(msg, type, SOUP_MEMORY_COPY, body, strlen(body));
+        }
 
         if (enc == SOUP_ENCODING_CHUNKED ||
             (enc == SOUP_ENCODING_CONTENT_LENGTH && soup_message_headers_get_content_length(h) > 0)) {

@@ -35,7 +35,12 @@ struct fy_http_limits {
         unsigned header_timeout_s;      /* from the first byte of a request to the end of its headers */
         unsigned body_timeout_s;        /* a request body without a byte for this long */
         unsigned handshake_timeout_s;   /* TLS */
-        bool json_faults;               /* refusals made here: {"fault": …} bodies, else text/plain */
+        /*
+         * The body of a refusal made here (408, 503, 400 for what libsoup
+         * cannot parse), with its content type in *ret_type; NULL: the detail
+         * as text/plain.
+         */
+        char *(*fault)(guint status, const char *detail, const char **ret_type);
 };
 
 typedef void (*fy_http_log_fn)(void *data, GLogLevelFlags level, const char *message);

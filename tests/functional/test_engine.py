@@ -118,6 +118,34 @@ def test_move_chain_copies_on_non_spm_hosts(ec, scratch):
         assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_running_move_reports_eta(ec):
+    # 512 MiB of data at the hosts' 128 MiB/s cap: a copy step of ~4 s, long enough for an
+    # estimate (it needs 2 s of progress history).
+    disk = create_disk(ec, "eta", 512 * MiB)
+    write_random_extents(vol_path(ec, ec.sds[0]["id"], disk["id"], disk["volumes"][0]["id"]), [(0, 512 * MiB)], seed=8)
+    job_id = move(ec, disk, 1)["job"]["id"]
+    step_etas, job_etas = [], []
+    while True:
+        job = ec.engine.get(f"/api/jobs/{job_id}")
+        if job["status"] != "started":
+            break
+        assert "eta_seconds" in job, job
+        job_etas.append(job["eta_seconds"])
+        for s in steps_of(ec, job_id):
+            if s["type"] == "copy_data" and s["status"] == "started":
+                assert "eta_seconds" in s, s
+                step_etas.append(s["eta_seconds"])
+        time.sleep(0.2)
+    assert job["status"] == "finished", job
+    # null until the rate is known, then whole seconds; a ~4 s copy never estimates minutes.
+    known = [e for e in step_etas if e is not None]
+    assert known and all(isinstance(e, int) and 0 <= e < 60 for e in known), step_etas
+    assert any(isinstance(e, int) for e in job_etas), job_etas
+    # Ended steps and jobs carry none.
+    assert all("eta_seconds" not in s for s in steps_of(ec, job_id))
+    assert "eta_seconds" not in ec.engine.get(f"/api/jobs/{job_id}")
+
+
 def test_copy_disk_keeps_source(ec):
     disk = create_disk(ec, "plain", 64 * MiB)
     sd1 = ec.sds[0]["id"]
@@ -340,13 +368,12 @@ def test_sweeper_removes_orphan_images_only(ec):
     """Issue 5: an image on storage that no disk and no command owns (as a crash
     between creating a volume and recording it would leave) is removed by the
     sweeper and reported; the disks next to it are untouched."""
-    from stompclient import Client
     keep = create_disk(ec, "neighbour", 16 * MiB, fmt="cow")
     sd = ec.sds[1]["id"]
     orphan_img, orphan_vol = str(uuid.uuid4()), str(uuid.uuid4())
     spm = next(a for a in ec.agents if a.name == ec.spm_name())
     pool = ec.engine.get("/api/datacenters")["datacenters"][0]["pool_id"]
-    with Client("127.0.0.1", spm.port) as c:
+    with spm.client() as c:
         job = new_job_id()
         c.call("Volume.create", {"job_id": job, "storagepoolID": pool, "storagedomainID": sd, "imageID": orphan_img,
                                  "volumeID": orphan_vol, "size": str(8 * MiB), "volFormat": "RAW",
@@ -367,7 +394,6 @@ def test_failed_move_removes_destination_and_keeps_source(ec, scratch):
     """A copy that cannot succeed (the source's base is ILLEGAL, as after a
     broken earlier copy): the move fails after its retries, the destination
     is removed from storage and inventory, the source stays ok and intact."""
-    from stompclient import Client
     disk = create_disk(ec, "doomed", 32 * MiB, fmt="cow", volumes=2)
     sd1, sd2 = ec.sds[0]["id"], ec.sds[1]["id"]
     base, top = (v["id"] for v in disk["volumes"])
@@ -376,7 +402,7 @@ def test_failed_move_removes_destination_and_keeps_source(ec, scratch):
     agent = ec.agents[0]
 
     def set_legality(value):
-        with Client("127.0.0.1", agent.port) as c:
+        with agent.client() as c:
             job = new_job_id()
             gen = c.call("Volume.getInfo", {"storagedomainID": sd1, "imageID": disk["id"], "volumeID": base})["generation"]
             c.call("SDM.update_volume", {"job_id": job, "vol_info": {"sd_id": sd1, "img_id": disk["id"], "vol_id": base,

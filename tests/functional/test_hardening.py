@@ -21,7 +21,7 @@ import uuid
 import pytest
 
 from enginetest import ENGINE_BIN, Engine, HttpError
-from ferrytest import Agent, Sanlock, wait_for
+from ferrytest import Agent, Sanlock, session_pki, wait_for
 
 MiB = 1024 * 1024
 
@@ -96,7 +96,8 @@ def json_fault(answer):
 def engine(workdir):
     d = os.path.join(workdir, f"hard-{uuid.uuid4().hex[:8]}")
     os.makedirs(d)
-    e = Engine(d, "--idle-timeout=3", "--request-timeout=2", "--max-connections-per-address=60")
+    # Plain HTTP: these tests speak raw HTTP/1.1 on sockets (test_tls_engine_* covers HTTPS).
+    e = Engine(d, "--idle-timeout=3", "--request-timeout=2", "--max-connections-per-address=60", insecure=True)
     yield e
     assert e.stop() == 0
 
@@ -209,7 +210,7 @@ def lone_agent(workdir):
     d = os.path.join(workdir, "hard-agent")
     os.makedirs(os.path.join(d, "storage"))
     sl = Sanlock(d, "hardA")
-    a = Agent(d, "hardA", sl, os.path.join(d, "storage"), idle_timeout=30)
+    a = Agent(d, "hardA", sl, os.path.join(d, "storage"), idle_timeout=30, insecure="true")
     yield a
     assert a.stop() == 0
     sl.stop()
@@ -385,41 +386,55 @@ def test_per_address_connection_cap(engine):
 
 
 def test_tls_transfer_endpoint_handshake_timeout_and_closed_clients(workdir):
-    from test_rpc import make_pki
     d = os.path.join(workdir, "hard-tls")
     os.makedirs(os.path.join(d, "storage"))
-    os.makedirs(os.path.join(d, "pki"))
-    make_pki(os.path.join(d, "pki"))
-    p = lambda n: os.path.join(d, "pki", n)  # noqa: E731
     sl = Sanlock(d, "hardT")
-    a = Agent(d, "hardT", sl, os.path.join(d, "storage"), insecure="false", request_timeout=2,
-              tls_cert=p("server.pem"), tls_key=p("server.key"), tls_ca=p("ca.pem"))
+    a = Agent(d, "hardT", sl, os.path.join(d, "storage"), request_timeout=2)     # TLS with the session CA
     try:
         port = transfer_port(a)
-        ctx = ssl.create_default_context(cafile=p("ca.pem"))
+        ctx = ssl.create_default_context(cafile=session_pki().ca)
         ctx.check_hostname = False
-        c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
-        c.request("GET", f"/images/{uuid.uuid4()}")
-        c.getresponse().read()
-        c.close()
-        base = fds(a.proc.pid)
-        for i in range(30):
-            c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
-            c.request("GET", f"/images/{uuid.uuid4()}")
-            r = c.getresponse()
-            r.read()
-            assert r.status == 403
-            if i % 2:
-                c.sock.unwrap()     # close_notify, then the close
-            c.close()
-        wait_for(lambda: fds(a.proc.pid) <= base and close_wait(port) == 0, 2, "closed TLS clients to go")
-        # A bare ClientHello (or nothing at all) is cut after the handshake timeout.
-        t0 = time.monotonic()
-        answer = raw(port, b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4\x03\x03", wait=10)
-        assert not answer.endswith(b"<timeout>") and time.monotonic() - t0 < 6
+        closed_tls_clients_leave_nothing(a.proc.pid, port, ctx, f"/images/{uuid.uuid4()}", 403)
+        handshake_cut(port)
     finally:
         assert a.stop() == 0
         sl.stop()
+
+
+def closed_tls_clients_leave_nothing(pid, port, ctx, path, status):
+    c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    c.request("GET", path)
+    c.getresponse().read()
+    c.close()
+    base = fds(pid)
+    for i in range(30):
+        c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+        c.request("GET", path)
+        r = c.getresponse()
+        r.read()
+        assert r.status == status
+        if i % 2:
+            c.sock.unwrap()     # close_notify, then the close
+        c.close()
+    wait_for(lambda: fds(pid) <= base and close_wait(port) == 0, 2, "closed TLS clients to go")
+
+
+def handshake_cut(port):
+    """A bare ClientHello start (or nothing at all) is cut after the handshake timeout (2 s here)."""
+    t0 = time.monotonic()
+    answer = raw(port, b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4\x03\x03", wait=10)
+    assert not answer.endswith(b"<timeout>") and 1.5 < time.monotonic() - t0 < 6
+
+
+def test_tls_engine_closed_clients_and_handshake_timeout(workdir):
+    d = os.path.join(workdir, "hard-tls-engine")
+    os.makedirs(d)
+    e = Engine(d, "--request-timeout=2")
+    try:
+        closed_tls_clients_leave_nothing(e.proc.pid, e.port, e.ssl, "/api/hosts", 200)
+        handshake_cut(e.port)
+    finally:
+        assert e.stop() == 0
 
 
 # ---- item 4: input, host removal, disk size vs the domain's filesystem ----

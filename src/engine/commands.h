@@ -9,30 +9,21 @@
  * read its state from the row (phase, data), create children, finish.
  */
 #include "engine.h"
+#include "kinds.h"
 
-static inline const char *engine_js(json_t *o, const char *key)
-{
-        return json_string_value(json_object_get(o, key));
-}
-
-static inline gint64 engine_ji(json_t *o, const char *key)
-{
-        return json_integer_value(json_object_get(o, key));
-}
-
-/* The params / data columns of a command row, parsed (never NULL). */
-static inline json_t *engine_jparse(json_t *row, const char *key)
-{
-        const char *text = engine_js(row, key);
-        json_t *v = text ? json_loads(text, 0, NULL) : NULL;
-
-        return v ? v : json_object();
-}
+int engine_commands_init(struct engine *e, GError **error);
+void engine_commands_tick(struct engine *e);
+/* Queues one more coordinator round soon: something changed that lets a command advance. */
+void engine_kick(struct engine *e);
+/* Cancels a running move/copy/clone: no more work starts, running copies are aborted, the
+ * destination is removed; the job ends "aborted". Which kinds can be cancelled is declared
+ * with the kind (kinds.c). */
+json_t *engine_job_cancel(struct engine *e, const char *job_id, GError **error);
 
 /* Creates an active command (returns its id) and queues a round. */
-char *engine_cmd_create(struct engine *e, const char *type, const char *parent, const char *job_id,
+char *engine_cmd_create(struct engine *e, enum engine_kind kind, const char *parent, const char *job_id,
                         const char *step_id, json_t *params);
-void engine_cmd_update(struct engine *e, const char *id, const char *phase, json_t *data);
+void engine_cmd_update(struct engine *e, const char *id, enum engine_phase phase, json_t *data);
 /* Ends a command; a failed one is logged as an event. Marks its step finished/failed. */
 void engine_cmd_finish(struct engine *e, json_t *cmd, bool ok, const char *error);
 
@@ -42,21 +33,27 @@ void engine_step_update(struct engine *e, const char *step_id, const char *statu
                         const char *host);
 void engine_job_progress_refresh(struct engine *e, const char *job_id);
 
+enum engine_children {
+        ENGINE_CHILDREN_ACTIVE,        /* some still run */
+        ENGINE_CHILDREN_SUCCEEDED,     /* all did */
+        ENGINE_CHILDREN_FAILED,        /* one failed (or the job was cancelled) */
+};
+
 /*
  * Runs `count` children of cmd one after another (data.child, data.index);
- * returns "active", "succeeded" or "failed" (with *ret_error). The caller
- * writes data back with engine_cmd_update.
+ * a failure comes with *ret_error. The caller writes data back with
+ * engine_cmd_update.
  */
 typedef char *(*engine_child_factory)(struct engine *e, json_t *cmd, json_t *p, size_t index);
-const char *engine_run_children(struct engine *e, json_t *cmd, json_t *data, size_t count,
-                                engine_child_factory make, char **ret_error);
+enum engine_children engine_run_children(struct engine *e, json_t *cmd, json_t *data, size_t count,
+                                         engine_child_factory make, char **ret_error);
 /*
  * Runs `count` children at once, at most `parallel` active at a time
  * (data.children: index → id, data.next); same results as engine_run_children,
  * but waits for every started child before reporting a failure.
  */
-const char *engine_run_children_parallel(struct engine *e, json_t *cmd, json_t *data, size_t count,
-                                         size_t parallel, engine_child_factory make, char **ret_error);
+enum engine_children engine_run_children_parallel(struct engine *e, json_t *cmd, json_t *data, size_t count,
+                                                  size_t parallel, engine_child_factory make, char **ret_error);
 
 /*
  * Existing command types a flow can use as children (params as in commands.c):
@@ -69,5 +66,9 @@ const char *engine_run_children_parallel(struct engine *e, json_t *cmd, json_t *
  */
 
 typedef void (*engine_flow_fn)(struct engine *e, json_t *cmd);
-/* Registers the advance function of a composite command type (at startup). */
-void engine_flow_register(const char *type, engine_flow_fn advance);
+/*
+ * Registers how a command kind advances (at startup). A flow's advance runs
+ * inside a transaction (its children are created and recorded in one); a
+ * leaf's (in_transaction false) runs outside, since it calls hosts.
+ */
+void engine_flow_register(enum engine_kind kind, engine_flow_fn advance, bool in_transaction);

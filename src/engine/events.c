@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The event log: what an operator reads in GET /api/events, also written to the daemon's log. */
+#include <string.h>
+
+#include "clock.h"
+#include "events.h"
+
+void engine_event(struct engine *e, const char *severity, const char *command_id, const char *fmt, ...)
+{
+        g_autofree char *msg = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        msg = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+        if (strcmp(severity, "normal") == 0)
+                g_message("%s", msg);
+        else
+                g_warning("%s", msg);
+        engine_db_exec(e->db, NULL, "INSERT INTO events (time, severity, message, command_id) VALUES (?, ?, ?, ?)",
+                       "isss", engine_now(), severity, msg, command_id);
+}

@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/* Host selection for data copies (scheduler.c over the pure policy in hostsched.c). */
+#include "engine.h"
+
+/* A copy on its way to a host: counted against it (a job and its bytes) before its row says so. */
+struct engine_pick {
+        char *host;
+        double bytes;
+};
+struct engine_pick *engine_pick_new(const char *host, double bytes);
+void engine_pick_free(struct engine_pick *p);
+/* Picks the host for a data copy, never one listed in exclude (JSON array of host ids, may be NULL);
+ * NULL when none is usable now. */
+char *engine_pick_copy_host(struct engine *e, json_t *exclude);
+/* The same for a copy of about `bytes` (0 = unknown): least_loaded then weighs where it finishes soonest. */
+char *engine_pick_copy_host_sized(struct engine *e, json_t *exclude, double bytes);

@@ -1,0 +1,55 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The engine's command runtime on its own (no hosts): what it does with rows it does not know."""
+
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+
+import pytest
+
+from conftest import make_workdir
+from enginetest import Engine
+from ferrytest import wait_for
+
+
+@pytest.fixture
+def engine():
+    d = make_workdir()
+    e = Engine(d)
+    yield e
+    code = e.stop()
+    if not os.environ.get("FERRY_KEEP_TMP"):
+        shutil.rmtree(d, ignore_errors=True)
+    assert code == 0
+
+
+def insert_command(db, type_, phase=""):
+    cid = str(uuid.uuid4())
+    now = int(time.time())
+    with sqlite3.connect(db) as c:
+        c.execute("INSERT INTO commands (id, type, state, phase, params, created, updated) "
+                  "VALUES (?, ?, 'active', ?, '{}', ?, ?)", (cid, type_, phase, now, now))
+    return cid
+
+
+def command_row(db, cid):
+    with sqlite3.connect(db) as c:
+        return c.execute("SELECT state, error FROM commands WHERE id = ?", (cid,)).fetchone()
+
+
+def test_unknown_stored_kind_or_phase_fails_with_an_event(engine):
+    """A row written by a newer engine (or damaged) fails; it never runs as a move or anything else."""
+    engine.stop()
+    unknown = insert_command(engine.db, "frobnicate_disk")
+    bad_phase = insert_command(engine.db, "move_disk", "teleport")
+    engine.start()
+    for cid in (unknown, bad_phase):
+        wait_for(lambda: command_row(engine.db, cid)[0] != "active", 10, "the command to end")
+        state, error = command_row(engine.db, cid)
+        assert state == "failed", (cid, state)
+        assert "does not know how to run" in error
+    events = engine.get("/api/events")["events"]
+    assert any(ev["command_id"] == unknown and "frobnicate_disk" in ev["message"] for ev in events)
+    assert any(ev["command_id"] == bad_phase and "teleport" in ev["message"] for ev in events)
