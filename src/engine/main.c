@@ -81,7 +81,9 @@ int main(int argc, char **argv)
         {
                 g_autofree char *nofile = NULL;
 
-                g_log(G_LOG_DOMAIN, fy_nofile_raise(&nofile) < 0 ? G_LOG_LEVEL_WARNING : G_LOG_LEVEL_MESSAGE, "%s", nofile);
+                int nr = fy_nofile_raise(&nofile);
+
+                g_log(G_LOG_DOMAIN, nr < 0 ? G_LOG_LEVEL_WARNING : G_LOG_LEVEL_MESSAGE, "%s", nofile);
         }
         e->loop = g_main_loop_new(NULL, FALSE);
 
