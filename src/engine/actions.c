@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * What the REST actions start. Each validates everything it can first
- * (ids, sizes, state, free space), then in one transaction locks the disk,
- * records the job, its first rows and the top-level command; the
- * coordinator does the rest. Nothing is called on a host from here.
+ * What the disk actions start. Each validates everything it can first
+ * (ids, sizes, state, free space, what the disk's VM or template allows),
+ * then in one transaction locks the disk, records the job, its first rows
+ * and the top-level command; the coordinator does the rest. Nothing is
+ * called on a host from here.
  */
 #include <errno.h>
 #include <string.h>
@@ -12,6 +13,8 @@
 #include "clock.h"
 #include "commands.h"
 #include "events.h"
+#include "inventory.h"
+#include "vm_actions.h"
 #include "error.h"
 #include "uuid.h"
 
@@ -228,6 +231,8 @@ json_t *engine_disk_move(struct engine *e, const char *disk_id, json_t *body, bo
 
         if (!fy_uuid_is_valid(disk_id))
                 return fail(error, 404, "no disk %.64s", disk_id);
+        if (!keep_source && engine_disk_owner_check(e, disk_id, false, error) < 0)
+                return NULL;
         disk = engine_db_query_one(e->db, error, "SELECT * FROM disks WHERE id = ?", "s", disk_id);
         if (!disk)
                 return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
@@ -336,6 +341,8 @@ json_t *engine_disk_remove(struct engine *e, const char *disk_id, GError **error
 
         if (!fy_uuid_is_valid(disk_id))
                 return fail(error, 404, "no disk %.64s", disk_id);
+        if (engine_disk_owner_check(e, disk_id, true, error) < 0)
+                return NULL;
         disk = engine_db_query_one(e->db, error, "SELECT * FROM disks WHERE id = ?", "s", disk_id);
         if (!disk)
                 return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
@@ -351,6 +358,61 @@ json_t *engine_disk_remove(struct engine *e, const char *disk_id, GError **error
                        json_string_value(job), disk_id);
         params = json_pack("{s:s, s:s, s:s}", "disk", disk_id, "sd", js(disk, "sd_id"), "img", disk_id);
         cmd = command_start(e, ENGINE_KIND_REMOVE_DISK, json_string_value(job), params);
+        if (engine_db_commit(e->db, error) < 0)
+                goto rollback;
+        return json_pack("{s:{s:O}}", "job", "id", job);
+rollback:
+        engine_db_rollback(e->db);
+        return NULL;
+}
+
+json_t *engine_disk_sparsify(struct engine *e, const char *disk_id, GError **error)
+{
+        g_autoptr(json_t) disk = NULL;
+        g_autoptr(json_t) vols = NULL;
+        g_autoptr(json_t) sparse = json_array();
+        g_autoptr(json_t) job = NULL;
+        g_autoptr(json_t) params = NULL;
+        g_autofree char *desc = NULL;
+        g_autofree char *cmd = NULL;
+        size_t i;
+        json_t *v;
+
+        if (!fy_uuid_is_valid(disk_id))
+                return fail(error, 404, "no disk %.64s", disk_id);
+        disk = engine_db_query_one(e->db, error, "SELECT * FROM disks WHERE id = ?", "s", disk_id);
+        if (!disk)
+                return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
+        if (strcmp(js(disk, "status"), "ok") != 0)
+                return fail(error, 409, "disk %s is %s; wait until its current operation ends", js(disk, "name"),
+                            js(disk, "status"));
+        vols = engine_disk_volumes(e, disk);
+        json_array_foreach(vols, i, v) {
+                if (strcmp(js(v, "legality"), "LEGAL") != 0)
+                        return fail(error, 409, "disk %s: volume %s is %s", js(disk, "name"), js(v, "id"),
+                                    js(v, "legality"));
+                /* A PREALLOCATED volume keeps its blocks by definition: never sent. */
+                if (json_is_true(json_object_get(v, "sparse")) || json_integer_value(json_object_get(v, "sparse")) == 1)
+                        json_array_append_new(sparse, json_pack("{s:s, s:I}", "id", js(v, "id"), "capacity",
+                                                                json_integer_value(json_object_get(v, "capacity"))));
+        }
+        if (json_array_size(sparse) == 0)
+                return fail(error, 409, "disk %s is preallocated: it has no sparse volume to give space back from",
+                            js(disk, "name"));
+        desc = g_strdup_printf("Sparsifying disk %s (%zu volume(s))", js(disk, "name"), json_array_size(sparse));
+        if (engine_db_begin(e->db, error) < 0)
+                return NULL;
+        job = job_start(e, desc, error);
+        if (!job)
+                goto rollback;
+        engine_db_exec(e->db, NULL, "UPDATE disks SET status = 'locked', progress = 0, job_id = ? WHERE id = ? AND status = 'ok'",
+                       "ss", json_string_value(job), disk_id);
+        if (engine_db_changes(e->db) != 1) {
+                fail(error, 409, "disk %s changed meanwhile; try again", js(disk, "name"));
+                goto rollback;
+        }
+        params = json_pack("{s:s, s:s, s:O}", "disk", disk_id, "sd", js(disk, "sd_id"), "volumes", sparse);
+        cmd = command_start(e, ENGINE_KIND_SPARSIFY_DISK, json_string_value(job), params);
         if (engine_db_commit(e->db, error) < 0)
                 goto rollback;
         return json_pack("{s:{s:O}}", "job", "id", job);

@@ -19,9 +19,12 @@
 #include <jansson.h>
 #include <libsoup/soup.h>
 
-#include "db.h"
+#include "store/store.h"
+#include "store/legacy.h"   /* until every module uses the typed store */
 #include "jsonrpc.h"      /* json_t autoptr */
 #include "rpcclient.h"
+
+struct fy_options_sources;
 
 /* GError domain whose codes are HTTP statuses, so the REST layer maps them 1:1. */
 #define ENGINE_ERROR (engine_error_quark())
@@ -55,6 +58,7 @@ struct engine_config {
         unsigned max_connections;      /* REST connections at once */
         unsigned max_connections_per_address;
         char *log_level;
+        struct fy_options_sources *sources;     /* what a SIGHUP reload reads again */
 };
 
 struct engine_host {
@@ -72,7 +76,7 @@ struct engine_host {
 
 struct engine {
         struct engine_config config;
-        struct engine_db *db;
+        struct engine_store *db;
         GMainLoop *loop;
         SoupServer *http;
         struct fy_http_server *httpd;  /* its connections (src/lib/httpserve.c) */
@@ -93,6 +97,8 @@ struct engine {
 
 int engine_config_load(int *argc, char ***argv, struct engine_config *ret, GError **error);
 void engine_config_clear(struct engine_config *c);
+/* Rereads the configuration (SIGHUP); applies and logs the live options that changed. */
+int engine_config_reload(struct engine_config *c, GPtrArray **ret_changed, GError **error);
 
 /* Reading the JSON rows and params every module passes around. */
 static inline const char *engine_js(json_t *o, const char *key)

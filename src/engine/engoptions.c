@@ -1,20 +1,26 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Engine options an operator changes at run time (PUT /api/options/NAME). */
+#include <errno.h>
 #include <string.h>
 
 #include "engoptions.h"
 
 bool engine_option_bool(struct engine *e, const char *name, bool def)
 {
-        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL, "SELECT value FROM options WHERE name = ?", "s", name);
+        g_autoptr(GError) error = NULL;
+        g_autofree char *value = NULL;
+        int r = engine_store_option_get(e->db, name, &value, &error);
 
-        if (!row)
+        if (r == -ENOENT)
                 return def;
-        return g_strcmp0(engine_js(row, "value"), "true") == 0;
+        if (r < 0) {
+                g_warning("option %s: %s; using %s", name, error->message, def ? "true" : "false");
+                return def;
+        }
+        return g_strcmp0(value, "true") == 0;
 }
 
 int engine_option_set_bool(struct engine *e, const char *name, bool value, GError **error)
 {
-        return engine_db_exec(e->db, error, "INSERT OR REPLACE INTO options (name, value) VALUES (?, ?)", "ss", name,
-                              value ? "true" : "false");
+        return engine_store_option_set(e->db, name, value ? "true" : "false", error);
 }

@@ -7,6 +7,7 @@
 
 void engine_event(struct engine *e, const char *severity, const char *command_id, const char *fmt, ...)
 {
+        g_autoptr(GError) error = NULL;
         g_autofree char *msg = NULL;
         va_list ap;
 
@@ -17,6 +18,6 @@ void engine_event(struct engine *e, const char *severity, const char *command_id
                 g_message("%s", msg);
         else
                 g_warning("%s", msg);
-        engine_db_exec(e->db, NULL, "INSERT INTO events (time, severity, message, command_id) VALUES (?, ?, ?, ?)",
-                       "isss", engine_now(), severity, msg, command_id);
+        if (engine_store_event_add(e->db, engine_now(), severity, msg, command_id, &error) < 0)
+                g_warning("the event above is not kept: %s", error->message);
 }

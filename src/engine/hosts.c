@@ -93,7 +93,7 @@ int engine_hosts_init(struct engine *e, GError **error)
 
         e->hosts = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify) host_free);
         e->sd_max_file = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-        rows = engine_db_query(e->db, error, "SELECT id, name, address, port FROM hosts", "");
+        rows = engine_store_host_list(e->db, error);
         if (!rows)
                 return -EIO;
         json_array_foreach(rows, i, row)
@@ -102,9 +102,7 @@ int engine_hosts_init(struct engine *e, GError **error)
                             json_string_value(json_object_get(row, "address")),
                             (unsigned) json_integer_value(json_object_get(row, "port")));
         /* Nothing is known about them until they answer again. */
-        engine_db_exec(e->db, NULL, "UPDATE hosts SET status = 'connecting', pool_connected = 0 "
-                                    "WHERE status != 'maintenance'", "");
-        return 0;
+        return engine_store_hosts_reset(e->db, error);
 }
 
 void engine_hosts_free(struct engine *e)
@@ -157,7 +155,7 @@ json_t *engine_host_add(struct engine *e, const char *name, const char *address_
                 return NULL;
         }
         /* The lowest free sanlock host id of the data center. */
-        used = engine_db_query(e->db, error, "SELECT host_id FROM hosts WHERE dc_id = ? ORDER BY host_id", "s", e->dc_id);
+        used = engine_store_host_ids(e->db, e->dc_id, error);
         if (!used)
                 return NULL;
         host_id = 1;
@@ -172,10 +170,7 @@ json_t *engine_host_add(struct engine *e, const char *name, const char *address_
                 return NULL;
         }
         id = fy_uuid_new();
-        if (engine_db_exec(e->db, error,
-                           "INSERT INTO hosts (id, name, address, port, dc_id, host_id, status, created) "
-                           "VALUES (?, ?, ?, ?, ?, ?, 'connecting', ?)",
-                           "sssisii", id, name, address, (gint64) port, e->dc_id, host_id, engine_now()) < 0) {
+        if (engine_store_host_insert(e->db, id, name, address, port, e->dc_id, host_id, engine_now(), error) < 0) {
                 if (g_error_matches(*error, FY_ERROR, FY_ERR_INVALID_PARAMETER)) {
                         g_clear_error(error);
                         g_set_error(error, ENGINE_ERROR, 409, "a host named %s or at %s:%u exists already",
@@ -186,7 +181,7 @@ json_t *engine_host_add(struct engine *e, const char *name, const char *address_
         host_attach(e, id, name, address, port);
         engine_event(e, "normal", NULL, "host %s (%s:%u) added with sanlock host id %" G_GINT64_FORMAT,
                      name, address, port, host_id);
-        return engine_db_query_one(e->db, error, "SELECT * FROM hosts WHERE id = ?", "s", id);
+        return engine_store_host_get(e->db, id, error);
 }
 
 int engine_host_set_maintenance(struct engine *e, const char *host_id, bool maintenance, GError **error)
@@ -199,14 +194,13 @@ int engine_host_set_maintenance(struct engine *e, const char *host_id, bool main
                             host_id);
                 return -EBUSY;
         }
-        if (engine_db_exec(e->db, error, "UPDATE hosts SET maintenance = ?, status = ? WHERE id = ?", "bss",
-                           maintenance, maintenance ? "maintenance" : "connecting", host_id) < 0)
-                return -EIO;
-        if (engine_db_changes(e->db) == 0) {
+        int r = engine_store_host_set_maintenance(e->db, host_id, maintenance, error);
+
+        if (r == -ENOENT) {
+                g_clear_error(error);
                 g_set_error(error, ENGINE_ERROR, 404, "no host %s", host_id);
-                return -ENOENT;
         }
-        return 0;
+        return r;
 }
 
 /* A host leaves the inventory: in maintenance, not the SPM, nothing of it running. */
@@ -292,9 +286,7 @@ void engine_host_call(struct engine *e, const char *host_id, const char *method,
 
 GPtrArray *engine_usable_hosts(struct engine *e)
 {
-        g_autoptr(json_t) rows = engine_db_query(e->db, NULL,
-                "SELECT id FROM hosts WHERE status = 'up' AND pool_connected = 1 AND maintenance = 0 "
-                "AND dc_id = ? ORDER BY host_id", "s", e->dc_id);
+        g_autoptr(json_t) rows = engine_store_host_usable(e->db, e->dc_id, NULL);
         GPtrArray *ids = g_ptr_array_new_with_free_func(g_free);
         size_t i;
         json_t *row;
@@ -307,9 +299,7 @@ GPtrArray *engine_usable_hosts(struct engine *e)
 
 char *engine_spm_host(struct engine *e)
 {
-        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL,
-                "SELECT h.id AS id FROM datacenters d JOIN hosts h ON h.id = d.spm_host "
-                "WHERE d.id = ? AND h.status = 'up' AND h.pool_connected = 1", "s", e->dc_id);
+        g_autoptr(json_t) row = engine_store_dc_spm_up(e->db, e->dc_id, NULL);
 
         return row ? g_strdup(json_string_value(json_object_get(row, "id"))) : NULL;
 }
@@ -342,13 +332,14 @@ static void on_stats(json_t *result, const GError *error, void *userdata)
         struct host_ctx *c = userdata;
         struct engine *e = c->e;
         struct engine_host *h = host_lookup(e, c->host_id);
+        g_autoptr(GError) err = NULL;
         g_autoptr(json_t) row = NULL;
         const char *status;
 
         if (!h)
                 goto out;
         h->polling = false;
-        row = engine_db_query_one(e->db, NULL, "SELECT name, status, maintenance FROM hosts WHERE id = ?", "s", h->id);
+        row = engine_store_host_get(e->db, h->id, NULL);
         if (!row)
                 goto out;
         status = json_string_value(json_object_get(row, "status"));
@@ -357,10 +348,13 @@ static void on_stats(json_t *result, const GError *error, void *userdata)
                 json_decref(h->stats);
                 h->stats = json_incref(result);
                 h->stats_sent = h->poll_sent;
-                engine_db_exec(e->db, NULL, "UPDATE hosts SET stats = ?, last_seen = ? WHERE id = ?", "jis",
-                               result, engine_now(), h->id);
+                if (engine_store_host_set_stats(e->db, h->id, result, engine_now(), &err) < 0) {
+                        g_warning("host %s: its stats are not kept: %s", h->id, err->message);
+                        g_clear_error(&err);
+                }
                 if (json_integer_value(json_object_get(row, "maintenance")) == 0 && strcmp(status, "up") != 0) {
-                        engine_db_exec(e->db, NULL, "UPDATE hosts SET status = 'up' WHERE id = ?", "s", h->id);
+                        if (engine_store_host_set_status(e->db, h->id, "up", &err) < 0)
+                                goto store_failed;
                         engine_event(e, "normal", NULL, "host %s is up", json_string_value(json_object_get(row, "name")));
                         publish_state(e, h->id, "up");
                 }
@@ -368,21 +362,25 @@ static void on_stats(json_t *result, const GError *error, void *userdata)
                 h->failures++;
                 if (h->failures >= e->config.host_failures && strcmp(status, "non_responsive") != 0 &&
                     strcmp(status, "maintenance") != 0) {
-                        engine_db_exec(e->db, NULL, "UPDATE hosts SET status = 'non_responsive', pool_connected = 0 "
-                                                    "WHERE id = ?", "s", h->id);
+                        if (engine_store_host_set_status(e->db, h->id, "non_responsive", &err) < 0)
+                                goto store_failed;
                         engine_event(e, "warning", NULL, "host %s is not responding: %s",
                                      json_string_value(json_object_get(row, "name")), error->message);
                         publish_state(e, h->id, "non_responsive");
                 }
         }
+        goto out;
+store_failed:
+        /* Nothing changed: the next answer (or the next failure) decides again. */
+        g_warning("host %s: its state is not recorded: %s", c->host_id, err->message);
 out:
         host_ctx_free(c);
 }
 
 static json_t *pool_domain_dict(struct engine *e, char **ret_master)
 {
-        g_autoptr(json_t) rows = engine_db_query(e->db, NULL, "SELECT id FROM storage_domains WHERE dc_id = ?", "s", e->dc_id);
-        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT master_sd FROM datacenters WHERE id = ?", "s", e->dc_id);
+        g_autoptr(json_t) rows = engine_store_sd_list(e->db, e->dc_id, NULL);
+        g_autoptr(json_t) dc = engine_store_dc_get(e->db, e->dc_id, NULL);
         json_t *dict = json_object();
         size_t i;
         json_t *row;
@@ -400,6 +398,7 @@ static void on_pool_connected(json_t *result, const GError *error, void *userdat
         struct host_ctx *c = userdata;
         struct engine *e = c->e;
         struct engine_host *h = host_lookup(e, c->host_id);
+        g_autoptr(GError) err = NULL;
 
         if (h) {
                 h->connecting = false;
@@ -408,8 +407,11 @@ static void on_pool_connected(json_t *result, const GError *error, void *userdat
                          * join that one; connect again (next round) with the full list. */
                         g_message("host %s: pool connect answered for an older domain list; connecting again", h->id);
                 } else if (result) {
-                        engine_db_exec(e->db, NULL, "UPDATE hosts SET pool_connected = 1 WHERE id = ?", "s", h->id);
-                        engine_event(e, "normal", NULL, "host %s connected to the storage pool", h->id);
+                        if (engine_store_host_set_pool_connected(e->db, h->id, true, &err) < 0)
+                                g_warning("host %s: pool connection not recorded (connecting again): %s", h->id,
+                                          err->message);
+                        else
+                                engine_event(e, "normal", NULL, "host %s connected to the storage pool", h->id);
                 } else {
                         /* Back off: a host that cannot join must not be asked every round. */
                         h->connect_after = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
@@ -422,7 +424,7 @@ static void on_pool_connected(json_t *result, const GError *error, void *userdat
 
 static void host_connect_pool(struct engine *e, struct engine_host *h, json_t *row)
 {
-        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        g_autoptr(json_t) dc = engine_store_dc_get(e->db, e->dc_id, NULL);
         g_autofree char *master = NULL;
         json_t *dict = pool_domain_dict(e, &master);
         struct host_ctx *ctx;
@@ -448,12 +450,14 @@ static void on_spm_started(json_t *result, const GError *error, void *userdata)
 {
         struct host_ctx *c = userdata;
         struct engine *e = c->e;
+        g_autoptr(GError) err = NULL;
 
         e->spm_busy = false;
         if (result) {
                 e->spm_elected = g_get_monotonic_time();
-                engine_db_exec(e->db, NULL, "UPDATE datacenters SET spm_host = ?, spm_lver = ? WHERE id = ?", "sis",
-                               c->host_id, json_integer_value(json_object_get(result, "spmLver")), e->dc_id);
+                if (engine_store_dc_set_spm(e->db, e->dc_id, c->host_id, json_integer_value(json_object_get(result, "spmLver")),
+                                            &err) < 0)
+                        g_warning("the SPM is not recorded (elected again): %s", err->message);
                 engine_event(e, "normal", NULL, "host %s is the SPM (lease version %" JSON_INTEGER_FORMAT ")",
                              c->host_id, json_integer_value(json_object_get(result, "spmLver")));
         } else {
@@ -464,9 +468,7 @@ static void on_spm_started(json_t *result, const GError *error, void *userdata)
 
 static void spm_elect(struct engine *e)
 {
-        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL,
-                "SELECT d.pool_id AS pool_id, d.spm_host AS spm_host, h.status AS status, h.stats AS stats "
-                "FROM datacenters d LEFT JOIN hosts h ON h.id = d.spm_host WHERE d.id = ?", "s", e->dc_id);
+        g_autoptr(json_t) dc = engine_store_dc_spm(e->db, e->dc_id, NULL);
         g_autoptr(GPtrArray) usable = NULL;
         struct engine_host *cur;
         const char *spm;
@@ -483,7 +485,8 @@ static void spm_elect(struct engine *e)
                 if (cur->stats_sent <= e->spm_elected)
                         return;        /* these stats predate the election: wait for fresh ones */
                 /* Up but not holding the lease any more (agent restarted): elect again. */
-                engine_db_exec(e->db, NULL, "UPDATE datacenters SET spm_host = NULL WHERE id = ?", "s", e->dc_id);
+                if (engine_store_dc_set_spm(e->db, e->dc_id, NULL, 0, NULL) < 0)
+                        return;        /* not recorded: decided again next round */
                 engine_event(e, "warning", NULL, "host %s no longer holds the SPM lease", spm);
                 spm = NULL;
         }
@@ -516,9 +519,9 @@ static void on_sd_stats(json_t *result, const GError *error, void *userdata)
         if (result) {
                 json_t *max_file = json_object_get(result, "max_file_size");
 
-                engine_db_exec(c->e->db, NULL, "UPDATE storage_domains SET total = ?, free = ? WHERE id = ?", "iis",
-                               json_integer_value(json_object_get(result, "disktotal")),
-                               json_integer_value(json_object_get(result, "diskfree")), c->host_id);
+                if (engine_store_sd_set_space(c->e->db, c->host_id, json_integer_value(json_object_get(result, "disktotal")),
+                                              json_integer_value(json_object_get(result, "diskfree")), NULL) < 0)
+                        g_message("storage domain %s: its space is not recorded", c->host_id);
                 /* Kept in memory: known again within one stats round after a restart. */
                 if (json_is_integer(max_file) && json_integer_value(max_file) > 0)
                         g_hash_table_insert(c->e->sd_max_file, g_strdup(c->host_id),
@@ -538,7 +541,7 @@ static void sd_stats_refresh(struct engine *e)
         if (usable->len == 0 || g_get_monotonic_time() - last < SD_STATS_INTERVAL_US)
                 return;
         last = g_get_monotonic_time();
-        sds = engine_db_query(e->db, NULL, "SELECT id FROM storage_domains", "");
+        sds = engine_store_sd_list(e->db, NULL, NULL);
         if (sds)
                 json_array_foreach(sds, i, row) {
                         const char *id = json_string_value(json_object_get(row, "id"));
@@ -550,7 +553,7 @@ static void sd_stats_refresh(struct engine *e)
 
 void engine_hosts_tick(struct engine *e)
 {
-        g_autoptr(json_t) rows = engine_db_query(e->db, NULL, "SELECT * FROM hosts", "");
+        g_autoptr(json_t) rows = engine_store_host_list(e->db, NULL);
         size_t i;
         json_t *row;
 
@@ -599,21 +602,25 @@ static void on_sd_created(json_t *result, const GError *error, void *userdata)
                 c->done(NULL, err, c->userdata);
                 goto out;
         }
-        if (engine_db_exec(e->db, &err, "INSERT INTO storage_domains (id, name, dc_id, status, created) "
-                                        "VALUES (?, ?, ?, 'active', ?)", "sssi", c->id, c->name, e->dc_id,
-                           engine_now()) < 0) {
-                c->done(NULL, err, c->userdata);
-                goto out;
+        if (engine_store_begin(e->db, &err) < 0)
+                goto failed;
+        if (engine_store_sd_insert(e->db, c->id, c->name, e->dc_id, engine_now(), &err) < 0 ||
+            engine_store_dc_set_master_if_none(e->db, e->dc_id, c->id, &err) < 0 ||
+            engine_store_hosts_pool_reconnect(e->db, e->dc_id, &err) < 0) {
+                engine_store_rollback(e->db);
+                goto failed;
         }
-        engine_db_exec(e->db, NULL, "UPDATE datacenters SET master_sd = ? WHERE id = ? AND master_sd IS NULL", "ss",
-                       c->id, e->dc_id);
+        if (engine_store_commit(e->db, &err) < 0)
+                goto failed;
         /* Every host joins the new domain's lockspace (connect is idempotent); a connect
          * already on its way carries the old list and does not count (pool_generation). */
         e->pool_generation++;
-        engine_db_exec(e->db, NULL, "UPDATE hosts SET pool_connected = 0 WHERE dc_id = ?", "s", e->dc_id);
         engine_event(e, "normal", NULL, "storage domain %s (%s) created", c->name, c->id);
-        row = engine_db_query_one(e->db, &err, "SELECT * FROM storage_domains WHERE id = ?", "s", c->id);
+        row = engine_store_sd_get(e->db, c->id, &err);
         c->done(row, err, c->userdata);
+        goto out;
+failed:
+        c->done(NULL, err, c->userdata);
 out:
         g_free(c->id);
         g_free(c->name);
@@ -632,14 +639,13 @@ void engine_sd_add(struct engine *e, const char *name, engine_done_fn done, void
                 done(NULL, error, userdata);
                 return;
         }
-        exists = engine_db_query_one(e->db, NULL, "SELECT id FROM storage_domains WHERE name = ?", "s", name);
+        exists = engine_store_sd_get_by_name(e->db, name, NULL);
         if (exists) {
                 error = g_error_new(ENGINE_ERROR, 409, "a storage domain named %s exists already", name);
                 done(NULL, error, userdata);
                 return;
         }
-        up = engine_db_query_one(e->db, NULL, "SELECT id FROM hosts WHERE status = 'up' AND maintenance = 0 "
-                                              "ORDER BY host_id", "");
+        up = engine_store_host_first_up(e->db, NULL);
         if (!up) {
                 error = g_error_new(ENGINE_ERROR, 503, "no host is up to create the storage domain; add a host first");
                 done(NULL, error, userdata);

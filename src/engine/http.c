@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "uuid.h"
 #include "restparse.h"
 
 static const char *reason_for(int status)
@@ -77,4 +78,77 @@ json_t *engine_rest_body(struct engine *e, SoupServerMessage *msg)
 bool engine_rest_method_is(SoupServerMessage *msg, const char *m)
 {
         return strcmp(soup_server_message_get_method(msg), m) == 0;
+}
+
+const char *engine_role_name(enum engine_role role)
+{
+        static const char *const names[] = {
+                [ENGINE_ROLE_VIEWER] = "viewer",
+                [ENGINE_ROLE_OPERATOR] = "operator",
+                [ENGINE_ROLE_ADMIN] = "admin",
+        };
+
+        return role < G_N_ELEMENTS(names) ? names[role] : NULL;
+}
+
+void engine_rest_reply_rows(struct engine *e, SoupServerMessage *msg, const char *key, json_t *rows,
+                            const GError *error, engine_row_fmt fmt)
+{
+        g_autoptr(json_t) out = json_array();
+        g_autoptr(json_t) body = NULL;
+        size_t i;
+        json_t *row;
+
+        if (!rows) {
+                engine_rest_reply_error(msg, error);
+                return;
+        }
+        json_array_foreach(rows, i, row)
+                json_array_append_new(out, fmt(e, row));
+        body = json_pack("{s:O}", key, out);
+        engine_rest_reply_json(msg, 200, body);
+}
+
+bool engine_rest_id_valid(SoupServerMessage *msg, const char *what, const char *id)
+{
+        g_autofree char *detail = NULL;
+
+        if (fy_uuid_is_valid(id))
+                return true;
+        detail = g_strdup_printf("no %s %.64s (ids are UUIDs)", what, id);
+        engine_rest_reply_fault(msg, 404, detail);
+        return false;
+}
+
+void engine_rest_reply_row(struct engine *e, SoupServerMessage *msg, const char *what, const char *id, json_t *row,
+                           const GError *error, engine_row_fmt fmt)
+{
+        g_autoptr(json_t) out = NULL;
+
+        if (!row) {
+                g_autofree char *detail = NULL;
+
+                if (error) {
+                        engine_rest_reply_error(msg, error);
+                        return;
+                }
+                detail = g_strdup_printf("no %s %.64s", what, id);
+                engine_rest_reply_fault(msg, 404, detail);
+                return;
+        }
+        out = fmt(e, row);
+        engine_rest_reply_json(msg, 200, out);
+}
+
+void engine_rest_reply_result(SoupServerMessage *msg, int status, json_t *out, const GError *error)
+{
+        if (out)
+                engine_rest_reply_json(msg, status, out);
+        else
+                engine_rest_reply_error(msg, error);
+}
+
+json_t *engine_rest_ref(const char *id)
+{
+        return id ? json_pack("{s:s}", "id", id) : json_null();
 }

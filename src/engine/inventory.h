@@ -6,3 +6,6 @@
 /* True when a disk or volume row names the image on that domain, or an active command other than
  * except_command names the image (or when the database cannot tell: never remove on doubt). */
 bool engine_image_in_use(struct engine *e, const char *sd, const char *img, const char *except_command);
+
+/* The volume rows of a disk (a disks row) on its current domain, base first; an empty array when none or unreadable. */
+json_t *engine_disk_volumes(struct engine *e, json_t *disk);

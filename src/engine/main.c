@@ -10,15 +10,15 @@
 #include "commands.h"
 #include "hosts.h"
 #include "rest.h"
+#include "service.h"
 #include "sweeper.h"
 #include "transfers.h"
 #include "vms.h"
+#include "flows/snapshots.h"
 #include "error.h"
 #include "listener.h"
 #include "log.h"
 #include "uuid.h"
-
-G_DEFINE_QUARK(ferry-engine-error-quark, engine_error)
 
 static gboolean on_tick(gpointer data)
 {
@@ -36,14 +36,30 @@ static gboolean on_signal(gpointer data)
         struct engine *e = data;
 
         g_message("signal received, shutting down");
+        fy_service_stopping();
         g_main_loop_quit(e->loop);
+        return G_SOURCE_CONTINUE;
+}
+
+/* SIGHUP: reread the configuration; the live options are read where they are used. */
+static gboolean on_reload(gpointer data)
+{
+        struct engine *e = data;
+        g_autoptr(GError) error = NULL;
+
+        fy_service_reloading();
+        if (engine_config_reload(&e->config, NULL, &error) < 0)
+                g_warning("reload failed, configuration unchanged: %s", error->message);
+        else
+                fy_log_set_level(e->config.log_level);
+        fy_service_ready("reloaded");
         return G_SOURCE_CONTINUE;
 }
 
 /* The one data center of this installation, made on first start. */
 static int ensure_datacenter(struct engine *e, GError **error)
 {
-        g_autoptr(json_t) dc = engine_db_query_one(e->db, error, "SELECT id FROM datacenters ORDER BY name LIMIT 1", "");
+        g_autoptr(json_t) dc = engine_store_dc_first(e->db, error);
         g_autofree char *id = NULL;
         g_autofree char *pool = NULL;
 
@@ -55,8 +71,7 @@ static int ensure_datacenter(struct engine *e, GError **error)
                 return -EIO;
         id = fy_uuid_new();
         pool = fy_uuid_new();
-        if (engine_db_exec(e->db, error, "INSERT INTO datacenters (id, name, pool_id) VALUES (?, 'Default', ?)", "ss",
-                           id, pool) < 0)
+        if (engine_store_dc_insert(e->db, id, "Default", pool, error) < 0)
                 return -EIO;
         e->dc_id = g_steal_pointer(&id);
         return 0;
@@ -87,12 +102,13 @@ int main(int argc, char **argv)
         }
         e->loop = g_main_loop_new(NULL, FALSE);
 
-        if (engine_db_open(e->config.db, &e->db, &error) < 0 || ensure_datacenter(e, &error) < 0 ||
+        if (engine_store_open(e->config.db, &e->db, &error) < 0 || ensure_datacenter(e, &error) < 0 ||
             engine_hosts_init(e, &error) < 0 || engine_commands_init(e, &error) < 0) {
                 g_critical("%s", error->message);
                 return EXIT_FAILURE;
         }
         engine_vms_init();     /* flow types of vms.c, before the first coordinator round */
+        engine_snapshot_flows_init();
         if (engine_rest_start(e, &error) < 0) {
                 g_critical("cannot serve the REST API on %s:%u: %s", e->config.listen_address, e->config.port, error->message);
                 return EXIT_FAILURE;
@@ -105,12 +121,14 @@ int main(int argc, char **argv)
                           "For development only");
         g_message("ferry-engine %s listening on %s://%s:%u, database %s (schema %d), %u host(s)",
                   FERRY_VERSION, e->config.insecure ? "http" : "https", e->config.listen_address, e->port, e->config.db,
-                  engine_db_schema_version(e->db), g_hash_table_size(e->hosts));
+                  engine_store_schema_version(e->db), g_hash_table_size(e->hosts));
 
         g_unix_signal_add(SIGTERM, on_signal, e);
         g_unix_signal_add(SIGINT, on_signal, e);
+        g_unix_signal_add(SIGHUP, on_reload, e);
         e->tick_source = g_timeout_add(e->config.poll_interval, on_tick, e);
         on_tick(e);
+        fy_service_ready("serving");
         g_main_loop_run(e->loop);
 
         g_source_remove(e->tick_source);
@@ -121,7 +139,7 @@ int main(int argc, char **argv)
         g_hash_table_unref(e->busy);
         if (e->host_listeners)
                 g_array_unref(e->host_listeners);
-        engine_db_close(e->db);
+        engine_store_close(e->db);
         g_free(e->dc_id);
         g_main_loop_unref(e->loop);
         engine_config_clear(&e->config);

@@ -12,22 +12,26 @@
 #include "engoptions.h"
 #include "scheduler.h"
 
-static gint64 assigned_copies(struct engine *e, const char *host_id)
+/*
+ * What the engine itself has put on a host: the copies recorded as sent
+ * there plus those picked but not sent yet, and the bytes they still have
+ * to move (each copy's estimated size times what its step has left; a pick
+ * not yet sent carries its whole size: without it, several copies placed
+ * in one round all see the same idle host).
+ */
+static void assigned_load(struct engine *e, const char *host_id, gint64 *ret_copies, double *ret_bytes)
 {
-        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL,
-                "SELECT COUNT(*) AS n FROM commands WHERE type = 'copy_data' AND state = 'active' "
-                "AND phase = 'sent' AND host = ?", "s", host_id);
-
-        gint64 n = row ? json_integer_value(json_object_get(row, "n")) : 0;
         GHashTableIter it;
         gpointer value;
 
-        /* Picked but not yet recorded as sent: still on its way to this host. */
+        if (engine_store_copy_load(e->db, host_id, ret_copies, ret_bytes, NULL) < 0)
+                g_message("host %s: its copies could not be counted; counting none", host_id);
         g_hash_table_iter_init(&it, e->picking);
         while (g_hash_table_iter_next(&it, NULL, &value))
-                if (strcmp(((struct engine_pick *) value)->host, host_id) == 0)
-                        n++;
-        return n;
+                if (strcmp(((struct engine_pick *) value)->host, host_id) == 0) {
+                        (*ret_copies)++;
+                        *ret_bytes += ((struct engine_pick *) value)->bytes;
+                }
 }
 
 struct engine_pick *engine_pick_new(const char *host, double bytes)
@@ -58,32 +62,6 @@ static bool in_list(json_t *list, const char *id)
         return false;
 }
 
-/*
- * Bytes the copies sent to this host still have to move, by the engine's own
- * record: each copy's estimated size (params.bytes) times what its step has
- * left; picks not yet sent count with their whole estimated size.
- */
-static double pending_bytes(struct engine *e, const char *host_id)
-{
-        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL,
-                "SELECT COALESCE(SUM(COALESCE(json_extract(c.params, '$.bytes'), 0) * "
-                "                    (1.0 - MIN(COALESCE(s.progress, 0), 100) / 100.0)), 0) AS b "
-                "FROM commands c LEFT JOIN steps s ON s.id = c.step_id "
-                "WHERE c.type = 'copy_data' AND c.state = 'active' AND c.phase = 'sent' AND c.host = ?", "s", host_id);
-
-        double b = row ? json_number_value(json_object_get(row, "b")) : 0;
-        GHashTableIter it;
-        gpointer value;
-
-        /* Copies picked in this round but not yet sent carry their whole size: without them,
-         * several copies placed at once all see the same idle host. */
-        g_hash_table_iter_init(&it, e->picking);
-        while (g_hash_table_iter_next(&it, NULL, &value))
-                if (strcmp(((struct engine_pick *) value)->host, host_id) == 0)
-                        b += ((struct engine_pick *) value)->bytes;
-        return b;
-}
-
 char *engine_pick_copy_host(struct engine *e, json_t *exclude)
 {
         return engine_pick_copy_host_sized(e, exclude, 0);
@@ -109,20 +87,24 @@ char *engine_pick_copy_host_sized(struct engine *e, json_t *exclude, double byte
                 struct engine_host *h = g_hash_table_lookup(e->hosts, id);
                 json_t *st = h ? h->stats : NULL;
 
+                gint64 copies;
+                double pending;
+
                 if (!st || in_list(exclude, id))
                         continue;      /* usable stays false: nothing known of its load yet, or excluded */
+                assigned_load(e, id, &copies, &pending);
                 hosts[i] = (struct engine_sched_host) {
                         .usable = true,
                         .is_spm = spm && strcmp(spm, id) == 0,
                         .running = (long) MAX(json_integer_value(json_object_get(st, "jobs_running")) +
                                               json_integer_value(json_object_get(st, "jobs_pending")),
-                                              assigned_copies(e, id)),
+                                              copies),
                         .limit = (long) json_integer_value(json_object_get(st, "job_limit")),
                         .rate = json_number_value(json_object_get(st, "copy_rate")),
                         .load = json_number_value(json_object_get(st, "cpuLoad")),
                         /* 0 = unlimited: the policy then falls back to counting jobs */
                         .bandwidth = (double) json_integer_value(json_object_get(st, "copy_rate_limit")),
-                        .bytes_pending = pending_bytes(e, id),
+                        .bytes_pending = pending,
                 };
         }
         pick = engine_sched_pick_copy(hosts, usable->len,

@@ -81,7 +81,7 @@ void engine_sweep_maybe(struct engine *e)
         last_sweep = engine_now();
         if (!suspects)
                 suspects = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-        sds = engine_db_query(e->db, NULL, "SELECT id FROM storage_domains WHERE dc_id = ?", "s", e->dc_id);
+        sds = engine_store_sd_list(e->db, e->dc_id, NULL);
         json_array_foreach(sds, i, sd) {
                 struct sweep_ctx *c = g_new0(struct sweep_ctx, 1);
 

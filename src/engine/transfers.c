@@ -718,56 +718,73 @@ void engine_transfers_tick(struct engine *e)
 
 /* ---- REST ---- */
 
-bool engine_rest_transfers(struct engine *e, SoupServerMessage *msg, char **seg, guint n)
+static void ensure_tables(struct engine *e)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) body = NULL;
-        g_autoptr(json_t) out = NULL;
-        bool get = engine_rest_method_is(msg, "GET"), post = engine_rest_method_is(msg, "POST");
-
-        if (n < 1 || strcmp(seg[0], "imagetransfers") != 0)
-                return false;
         if (!busy)
                 engine_transfers_tick(e);      /* creates the tables of calls in flight */
-        if (n == 1 && get) {
-                g_autoptr(json_t) rows = engine_db_query(e->db, &error, "SELECT * FROM image_transfers "
-                                                                        "ORDER BY created DESC, rowid DESC LIMIT 1000", "");
-                g_autoptr(json_t) list = json_array();
-                size_t i;
-                json_t *row;
+}
 
-                if (!rows) {
-                        engine_rest_reply_error(msg, error);
-                        return true;
-                }
-                json_array_foreach(rows, i, row)
-                        json_array_append_new(list, transfer_json(e, row, false));
-                out = json_pack("{s:O}", "imagetransfers", list);
-                engine_rest_reply_json(msg, 200, out);
-        } else if (n == 1 && post) {
-                if (!(body = engine_rest_body(e, msg)))
-                        return true;
-                if (!transfer_start(e, body, msg, &error))
-                        engine_rest_reply_error(msg, error);
-        } else if (n == 2 && get) {
-                g_autoptr(json_t) row = fy_uuid_is_valid(seg[1]) ? transfer_row(e, seg[1]) : NULL;
+static json_t *transfer_fmt(struct engine *e, json_t *row)
+{
+        return transfer_json(e, row, false);
+}
 
-                if (!row) {
-                        g_autofree char *detail = g_strdup_printf("no image transfer %.64s", seg[1]);
-                        engine_rest_reply_fault(msg, 404, detail);
-                        return true;
-                }
-                out = transfer_json(e, row, false);
-                engine_rest_reply_json(msg, 200, out);
-        } else if (n == 3 && post && (strcmp(seg[2], "finalize") == 0 || strcmp(seg[2], "cancel") == 0)) {
-                out = strcmp(seg[2], "finalize") == 0 ? transfer_finalize(e, seg[1], &error)
-                                                      : transfer_cancel(e, seg[1], &error);
-                if (!out)
-                        engine_rest_reply_error(msg, error);
-                else
-                        engine_rest_reply_json(msg, 202, out);
-        } else {
-                engine_rest_reply_fault(msg, get || post ? 404 : 405, "no such image transfer resource or action");
-        }
-        return true;
+static void api_list(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) rows = engine_db_query(e->db, &error, "SELECT * FROM image_transfers "
+                                                                "ORDER BY created DESC, rowid DESC LIMIT 1000", "");
+
+        engine_rest_reply_rows(e, msg, "imagetransfers", rows, error, transfer_fmt);
+}
+
+static void api_start(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) body = engine_rest_body(e, msg);
+
+        ensure_tables(e);
+        if (body && !transfer_start(e, body, msg, &error))
+                engine_rest_reply_error(msg, error);
+}
+
+static void api_get(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(json_t) row = fy_uuid_is_valid(args[0]) ? transfer_row(e, args[0]) : NULL;
+
+        engine_rest_reply_row(e, msg, "image transfer", args[0], row, NULL, transfer_fmt);
+}
+
+static void api_finalize(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) out = NULL;
+
+        ensure_tables(e);
+        out = transfer_finalize(e, args[0], &error);
+        engine_rest_reply_result(msg, 202, out, error);
+}
+
+static void api_cancel(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) out = NULL;
+
+        ensure_tables(e);
+        out = transfer_cancel(e, args[0], &error);
+        engine_rest_reply_result(msg, 202, out, error);
+}
+
+static const struct engine_route routes[] = {
+        { "GET", "/api/imagetransfers", api_list, ENGINE_ROLE_VIEWER },
+        { "POST", "/api/imagetransfers", api_start, ENGINE_ROLE_OPERATOR },
+        { "GET", "/api/imagetransfers/{id}", api_get, ENGINE_ROLE_VIEWER },
+        { "POST", "/api/imagetransfers/{id}/finalize", api_finalize, ENGINE_ROLE_OPERATOR },
+        { "POST", "/api/imagetransfers/{id}/cancel", api_cancel, ENGINE_ROLE_OPERATOR },
+};
+
+const struct engine_route *engine_api_transfers_routes(size_t *ret_n)
+{
+        *ret_n = G_N_ELEMENTS(routes);
+        return routes;
 }

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #pragma once
 
-#include "engine.h"
+#include "http.h"
 
 /* Advances image transfers (ticket polls, finalize jobs, removals); every coordinator tick. */
 void engine_transfers_tick(struct engine *e);
-/* Answers the requests for /api/imagetransfers (true), or leaves them to the next (false). */
-bool engine_rest_transfers(struct engine *e, SoupServerMessage *msg, char **seg, guint n);
+/* Routes of /api/imagetransfers. */
+const struct engine_route *engine_api_transfers_routes(size_t *ret_n);

@@ -1,4 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The SQLite backend of the store (WAL, one connection, used from the main
+ * thread only): schema migrations by PRAGMA user_version, values always
+ * bound, rows back as JSON objects (column -> value). The only file of the
+ * engine that calls sqlite3_*.
+ */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -6,13 +12,13 @@
 
 #include <sqlite3.h>
 
-#include "db.h"
+#include "backend.h"
 #include "error.h"
 
-struct engine_db {
+struct sqlite_store {
         sqlite3 *sql;
         char *path;
-        unsigned depth;                /* nested engine_db_begin() calls; only the outermost is real */
+        unsigned depth;                /* nested begin calls; only the outermost is real */
         bool failed;                   /* an inner level rolled back: the outermost commit rolls back */
 };
 
@@ -92,13 +98,16 @@ static const char *const migrations[] = {
         "CREATE INDEX snapshots_vm ON snapshots(vm_id);",
 };
 
-static int fail(struct engine_db *db, GError **error, const char *what)
+static void sqlite_close(void *handle);
+static int sqlite_schema_version(void *handle);
+
+static int fail(struct sqlite_store *db, GError **error, const char *what)
 {
         g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: %s: %s", db->path, what, sqlite3_errmsg(db->sql));
         return -EIO;
 }
 
-static int exec_plain(struct engine_db *db, const char *sql, GError **error)
+static int exec_plain(struct sqlite_store *db, const char *sql, GError **error)
 {
         char *msg = NULL;
 
@@ -110,9 +119,9 @@ static int exec_plain(struct engine_db *db, const char *sql, GError **error)
         return 0;
 }
 
-static int migrate(struct engine_db *db, GError **error)
+static int migrate(struct sqlite_store *db, GError **error)
 {
-        int version = engine_db_schema_version(db);
+        int version = sqlite_schema_version(db);
 
         if (version > (int) G_N_ELEMENTS(migrations)) {
                 g_set_error(error, FY_ERROR, FY_ERR_GENERAL,
@@ -136,15 +145,15 @@ static int migrate(struct engine_db *db, GError **error)
         return 0;
 }
 
-int engine_db_open(const char *path, struct engine_db **ret, GError **error)
+static int sqlite_open(const char *path, void **ret, GError **error)
 {
-        struct engine_db *db = g_new0(struct engine_db, 1);
+        struct sqlite_store *db = g_new0(struct sqlite_store, 1);
         int r;
 
         db->path = g_strdup(path);
         if (sqlite3_open_v2(path, &db->sql, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
                 r = fail(db, error, "cannot open");
-                engine_db_close(db);
+                sqlite_close(db);
                 return r;
         }
         sqlite3_extended_result_codes(db->sql, 1);
@@ -153,15 +162,17 @@ int engine_db_open(const char *path, struct engine_db **ret, GError **error)
         if ((r = exec_plain(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
                             error)) < 0 ||
             (r = migrate(db, error)) < 0) {
-                engine_db_close(db);
+                sqlite_close(db);
                 return r;
         }
         *ret = db;
         return 0;
 }
 
-void engine_db_close(struct engine_db *db)
+static void sqlite_close(void *handle)
 {
+        struct sqlite_store *db = handle;
+
         if (!db)
                 return;
         sqlite3_close(db->sql);
@@ -169,8 +180,9 @@ void engine_db_close(struct engine_db *db)
         g_free(db);
 }
 
-int engine_db_schema_version(struct engine_db *db)
+static int sqlite_schema_version(void *handle)
 {
+        struct sqlite_store *db = handle;
         sqlite3_stmt *st;
         int v = -1;
 
@@ -182,7 +194,7 @@ int engine_db_schema_version(struct engine_db *db)
         return v;
 }
 
-static int bind_args(struct engine_db *db, sqlite3_stmt *st, const char *types, va_list ap, GError **error)
+static int bind_args(struct sqlite_store *db, sqlite3_stmt *st, const char *types, va_list ap, GError **error)
 {
         int n = (int) strlen(types);
 
@@ -229,7 +241,7 @@ static int bind_args(struct engine_db *db, sqlite3_stmt *st, const char *types, 
         return 0;
 }
 
-static sqlite3_stmt *prepare(struct engine_db *db, GError **error, const char *sql, const char *types, va_list ap)
+static sqlite3_stmt *prepare(struct sqlite_store *db, GError **error, const char *sql, const char *types, va_list ap)
 {
         sqlite3_stmt *st = NULL;
 
@@ -244,15 +256,13 @@ static sqlite3_stmt *prepare(struct engine_db *db, GError **error, const char *s
         return st;
 }
 
-int engine_db_exec(struct engine_db *db, GError **error, const char *sql, const char *types, ...)
+static int sqlite_exec(void *handle, GError **error, const char *sql, const char *types, va_list ap)
 {
+        struct sqlite_store *db = handle;
         sqlite3_stmt *st;
-        va_list ap;
         int rc;
 
-        va_start(ap, types);
         st = prepare(db, error, sql, types, ap);
-        va_end(ap);
         if (!st)
                 return -EIO;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW)
@@ -283,7 +293,7 @@ static json_t *column_value(sqlite3_stmt *st, int c)
         }
 }
 
-static json_t *query_va(struct engine_db *db, GError **error, bool one, const char *sql, const char *types, va_list ap)
+static json_t *query_va(struct sqlite_store *db, GError **error, bool one, const char *sql, const char *types, va_list ap)
 {
         sqlite3_stmt *st = prepare(db, error, sql, types, ap);
         json_t *rows;
@@ -310,39 +320,22 @@ static json_t *query_va(struct engine_db *db, GError **error, bool one, const ch
         return rows;
 }
 
-json_t *engine_db_query(struct engine_db *db, GError **error, const char *sql, const char *types, ...)
+static json_t *sqlite_query(void *handle, GError **error, bool one, const char *sql, const char *types, va_list ap)
 {
-        json_t *rows;
-        va_list ap;
-
-        va_start(ap, types);
-        rows = query_va(db, error, false, sql, types, ap);
-        va_end(ap);
-        return rows;
+        return query_va(handle, error, one, sql, types, ap);
 }
 
-json_t *engine_db_query_one(struct engine_db *db, GError **error, const char *sql, const char *types, ...)
+static gint64 sqlite_changes(void *handle)
 {
-        json_t *rows, *row;
-        va_list ap;
+        struct sqlite_store *db = handle;
 
-        va_start(ap, types);
-        rows = query_va(db, error, true, sql, types, ap);
-        va_end(ap);
-        if (!rows)
-                return NULL;
-        row = json_incref(json_array_get(rows, 0));
-        json_decref(rows);
-        return row;
-}
-
-gint64 engine_db_changes(struct engine_db *db)
-{
         return sqlite3_changes64(db->sql);
 }
 
-int engine_db_begin(struct engine_db *db, GError **error)
+static int sqlite_begin(void *handle, GError **error)
 {
+        struct sqlite_store *db = handle;
+
         if (db->depth++ > 0)
                 return 0;
         db->failed = false;
@@ -353,8 +346,10 @@ int engine_db_begin(struct engine_db *db, GError **error)
         return 0;
 }
 
-int engine_db_commit(struct engine_db *db, GError **error)
+static int sqlite_commit(void *handle, GError **error)
 {
+        struct sqlite_store *db = handle;
+
         if (db->depth == 0)
                 return 0;
         if (--db->depth > 0)
@@ -372,8 +367,10 @@ int engine_db_commit(struct engine_db *db, GError **error)
         return 0;
 }
 
-void engine_db_rollback(struct engine_db *db)
+static void sqlite_rollback(void *handle)
 {
+        struct sqlite_store *db = handle;
+
         if (db->depth == 0)
                 return;
         if (--db->depth > 0) {
@@ -382,3 +379,16 @@ void engine_db_rollback(struct engine_db *db)
         }
         exec_plain(db, "ROLLBACK;", NULL);
 }
+
+const struct engine_store_backend engine_store_sqlite = {
+        .name = "sqlite",
+        .open = sqlite_open,
+        .close = sqlite_close,
+        .schema_version = sqlite_schema_version,
+        .begin = sqlite_begin,
+        .commit = sqlite_commit,
+        .rollback = sqlite_rollback,
+        .exec = sqlite_exec,
+        .query = sqlite_query,
+        .changes = sqlite_changes,
+};

@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* REST resource /api/disks: the inventory's disks and the operations on them (actions.c). */
+#include <string.h>
+
+#include "actions.h"
+#include "api_disks.h"
+
+#define js engine_js
+#define ji engine_ji
+
+/* A disk row as the API shows it (with its volumes when asked). */
+static json_t *disk_json(struct engine *e, json_t *row, bool with_volumes)
+{
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:[{s:s}]}",
+                              "id", js(row, "id"), "name", js(row, "name"), "status", js(row, "status"),
+                              "format", js(row, "format"), "sparse", ji(row, "sparse") != 0,
+                              "provisioned_size", ji(row, "provisioned_size"), "actual_size", ji(row, "actual_size"),
+                              "storage_domains", "id", js(row, "sd_id"));
+
+        if (strcmp(js(row, "status"), "locked") == 0) {
+                json_object_set_new(o, "progress", json_integer((json_int_t) json_number_value(json_object_get(row, "progress"))));
+                if (js(row, "job_id"))
+                        json_object_set_new(o, "job", engine_rest_ref(js(row, "job_id")));
+        }
+        if (with_volumes) {
+                g_autoptr(json_t) vols = engine_db_query(e->db, NULL,
+                        "SELECT id, parent, format, legality, generation, capacity FROM volumes "
+                        "WHERE disk_id = ? AND sd_id = ? ORDER BY position", "ss", js(row, "id"), js(row, "sd_id"));
+                json_object_set(o, "volumes", vols ? vols : json_array());
+        }
+        return o;
+}
+
+static json_t *disk_brief(struct engine *e, json_t *row)
+{
+        return disk_json(e, row, false);
+}
+
+static json_t *disk_full(struct engine *e, json_t *row)
+{
+        return disk_json(e, row, true);
+}
+
+static void disk_list(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) rows = engine_db_query(e->db, &error, "SELECT * FROM disks ORDER BY created, name", "");
+
+        engine_rest_reply_rows(e, msg, "disks", rows, error, disk_brief);
+}
+
+static void disk_get(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) row = NULL;
+
+        if (!engine_rest_id_valid(msg, "disk", args[0]))
+                return;
+        row = engine_db_query_one(e->db, &error, "SELECT * FROM disks WHERE id = ?", "s", args[0]);
+        engine_rest_reply_row(e, msg, "disk", args[0], row, error, disk_full);
+}
+
+static void disk_create(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) body = engine_rest_body(e, msg);
+        g_autoptr(json_t) out = NULL;
+
+        if (!body)
+                return;
+        out = engine_disk_create(e, body, &error);
+        engine_rest_reply_result(msg, 202, out, error);
+}
+
+static void disk_remove(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) out = engine_disk_remove(e, args[0], &error);
+
+        engine_rest_reply_result(msg, 202, out, error);
+}
+
+static void disk_move_or_copy(struct engine *e, SoupServerMessage *msg, const char *id, bool keep_source)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) body = engine_rest_body(e, msg);
+        g_autoptr(json_t) out = NULL;
+
+        if (!body)
+                return;
+        out = engine_disk_move(e, id, body, keep_source, &error);
+        engine_rest_reply_result(msg, 202, out, error);
+}
+
+static void disk_move(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        disk_move_or_copy(e, msg, args[0], false);
+}
+
+static void disk_copy(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        disk_move_or_copy(e, msg, args[0], true);
+}
+
+static void disk_sparsify(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) out = engine_disk_sparsify(e, args[0], &error);
+
+        engine_rest_reply_result(msg, 202, out, error);
+}
+
+static const struct engine_route routes[] = {
+        { "GET", "/api/disks", disk_list, ENGINE_ROLE_VIEWER },
+        { "POST", "/api/disks", disk_create, ENGINE_ROLE_OPERATOR },
+        { "GET", "/api/disks/{id}", disk_get, ENGINE_ROLE_VIEWER },
+        { "DELETE", "/api/disks/{id}", disk_remove, ENGINE_ROLE_OPERATOR },
+        { "POST", "/api/disks/{id}/move", disk_move, ENGINE_ROLE_OPERATOR },
+        { "POST", "/api/disks/{id}/copy", disk_copy, ENGINE_ROLE_OPERATOR },
+        { "POST", "/api/disks/{id}/sparsify", disk_sparsify, ENGINE_ROLE_OPERATOR },
+};
+
+const struct engine_route *engine_api_disks_routes(size_t *ret_n)
+{
+        *ret_n = G_N_ELEMENTS(routes);
+        return routes;
+}

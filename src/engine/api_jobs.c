@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* REST resources of what the engine does: jobs and their steps, events, options. */
+#include <string.h>
+
+#include "api_jobs.h"
+#include "commands.h"
+#include "engoptions.h"
+#include "eta.h"
+#include "events.h"
+
+#define js engine_js
+#define ji engine_ji
+
+/* Options an operator may change at run time. */
+static const char *const known_options[] = { "DataOperationsByHSM", NULL };
+
+/* eta_seconds of a running step or job: null until its progress rate is known (eta.h). */
+static void add_eta(json_t *o, const char *prefix, json_t *row)
+{
+        g_autofree char *key = g_strconcat(prefix, js(row, "id"), NULL);
+        gint64 eta;
+
+        if (strcmp(js(row, "status"), "started") != 0)
+                return;
+        eta = engine_eta_seconds(engine_eta(), key, g_get_monotonic_time());
+        json_object_set_new(o, "eta_seconds", eta >= 0 ? json_integer(eta) : json_null());
+}
+
+static json_t *job_json(struct engine *e, json_t *row)
+{
+        json_t *o = json_pack("{s:s, s:s, s:s, s:f, s:I}", "id", js(row, "id"), "description", js(row, "description"),
+                              "status", js(row, "status"), "progress", json_number_value(json_object_get(row, "progress")),
+                              "start_time", ji(row, "start_time"));
+
+        if (json_is_integer(json_object_get(row, "end_time")))
+                json_object_set_new(o, "end_time", json_integer(ji(row, "end_time")));
+        add_eta(o, "job:", row);
+        return o;
+}
+
+static json_t *step_json(struct engine *e, json_t *row)
+{
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:f, s:f, s:I}", "id", js(row, "id"),
+                              "description", js(row, "description"), "type", js(row, "type"),
+                              "status", js(row, "status"), "progress", json_number_value(json_object_get(row, "progress")),
+                              "weight", json_number_value(json_object_get(row, "weight")), "start_time", ji(row, "start_time"));
+        const char *host = js(row, "execution_host");
+
+        if (host) {
+                g_autoptr(json_t) h = engine_db_query_one(e->db, NULL, "SELECT name FROM hosts WHERE id = ?", "s", host);
+                json_object_set_new(o, "execution_host", json_pack("{s:s, s:s?}", "id", host, "name", h ? js(h, "name") : NULL));
+        } else {
+                json_object_set_new(o, "execution_host", json_null());
+        }
+        if (json_is_integer(json_object_get(row, "end_time")))
+                json_object_set_new(o, "end_time", json_integer(ji(row, "end_time")));
+        if (js(row, "detail"))
+                json_object_set_new(o, "status_detail", json_string(js(row, "detail")));
+        add_eta(o, "step:", row);
+        return o;
+}
+
+static void job_list(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) rows = engine_db_query(e->db, &error, "SELECT * FROM jobs ORDER BY start_time DESC, rowid DESC "
+                                                                "LIMIT 1000", "");
+
+        engine_rest_reply_rows(e, msg, "jobs", rows, error, job_json);
+}
+
+static void job_get(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) row = NULL;
+
+        if (!engine_rest_id_valid(msg, "job", args[0]))
+                return;
+        row = engine_db_query_one(e->db, &error, "SELECT * FROM jobs WHERE id = ?", "s", args[0]);
+        engine_rest_reply_row(e, msg, "job", args[0], row, error, job_json);
+}
+
+static void job_steps(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) job = NULL;
+        g_autoptr(json_t) rows = NULL;
+
+        if (!engine_rest_id_valid(msg, "job", args[0]))
+                return;
+        job = engine_db_query_one(e->db, &error, "SELECT id FROM jobs WHERE id = ?", "s", args[0]);
+        if (!job) {
+                engine_rest_reply_row(e, msg, "job", args[0], NULL, error, job_json);
+                return;
+        }
+        rows = engine_db_query(e->db, &error, "SELECT * FROM steps WHERE job_id = ? ORDER BY start_time, rowid", "s", args[0]);
+        engine_rest_reply_rows(e, msg, "steps", rows, error, step_json);
+}
+
+static void job_cancel(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) out = engine_job_cancel(e, args[0], &error);
+
+        engine_rest_reply_result(msg, 202, out, error);
+}
+
+static void event_list(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) rows = engine_store_event_list(e->db, 1000, &error);
+        g_autoptr(json_t) out = rows ? json_pack("{s:O}", "events", rows) : NULL;
+
+        engine_rest_reply_result(msg, 200, out, error);
+}
+
+static bool option_known(SoupServerMessage *msg, const char *name)
+{
+        if (g_strv_contains(known_options, name))
+                return true;
+        engine_rest_reply_fault(msg, 404, "unknown option; known: DataOperationsByHSM");
+        return false;
+}
+
+static void option_reply(struct engine *e, SoupServerMessage *msg, const char *name)
+{
+        g_autoptr(json_t) out = json_pack("{s:s, s:b}", "name", name,
+                                          "value", engine_option_bool(e, name, e->config.data_operations_by_hsm));
+
+        engine_rest_reply_json(msg, 200, out);
+}
+
+static void option_get(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        if (option_known(msg, args[0]))
+                option_reply(e, msg, args[0]);
+}
+
+static void option_set(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) body = NULL;
+        json_t *value;
+        const char *text;
+
+        if (!option_known(msg, args[0]) || !(body = engine_rest_body(e, msg)))
+                return;
+        value = json_object_get(body, "value");
+        text = json_string_value(value);
+        if (!json_is_boolean(value) && !(text && (strcmp(text, "true") == 0 || strcmp(text, "false") == 0))) {
+                engine_rest_reply_fault(msg, 400, "DataOperationsByHSM takes true or false");
+                return;
+        }
+        if (engine_option_set_bool(e, args[0], json_is_true(value) || g_strcmp0(text, "true") == 0, &error) < 0) {
+                engine_rest_reply_error(msg, error);
+                return;
+        }
+        engine_event(e, "normal", NULL, "option %s set", args[0]);
+        option_reply(e, msg, args[0]);
+}
+
+static const struct engine_route routes[] = {
+        { "GET", "/api/jobs", job_list, ENGINE_ROLE_VIEWER },
+        { "GET", "/api/jobs/{id}", job_get, ENGINE_ROLE_VIEWER },
+        { "GET", "/api/jobs/{id}/steps", job_steps, ENGINE_ROLE_VIEWER },
+        { "POST", "/api/jobs/{id}/cancel", job_cancel, ENGINE_ROLE_OPERATOR },
+        { "GET", "/api/events", event_list, ENGINE_ROLE_VIEWER },
+        { "GET", "/api/options/{name}", option_get, ENGINE_ROLE_VIEWER },
+        { "PUT", "/api/options/{name}", option_set, ENGINE_ROLE_ADMIN },
+};
+
+const struct engine_route *engine_api_jobs_routes(size_t *ret_n)
+{
+        *ret_n = G_N_ELEMENTS(routes);
+        return routes;
+}

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/*
+ * A store backend, in the style of libvirt's storage backends: one table of
+ * operations per database engine. The typed functions of the store
+ * (store/<object>.c) write portable SQL with '?' placeholders and run it
+ * through these operations; a backend owns its connection, its dialect
+ * details and its schema migrations (append-only: an existing database
+ * upgrades in place). SQLite (sqlite.c) is the first; a PostgreSQL backend
+ * implements the same table.
+ *
+ * Bind types, one letter per '?':
+ *   s  const char * (NULL binds NULL)     i  gint64
+ *   d  double                             b  gboolean (as 0/1)
+ *   j  json_t * (stored as JSON text; NULL binds NULL)
+ * Rows come back as JSON objects (column -> value).
+ */
+#include <stdarg.h>
+#include <stdbool.h>
+#include <glib.h>
+#include <jansson.h>
+
+struct engine_store_backend {
+        const char *name;
+        /* Opens (creating if needed) and migrates the database at location. */
+        int (*open)(const char *location, void **ret_handle, GError **error);
+        void (*close)(void *handle);
+        /* Schema version after migrations, -1 if unknown. */
+        int (*schema_version)(void *handle);
+        /* Transactions nest: only the outermost is real; an inner rollback makes the outer commit fail. */
+        int (*begin)(void *handle, GError **error);
+        int (*commit)(void *handle, GError **error);
+        void (*rollback)(void *handle);
+        /* A statement without rows. A constraint violation fails with FY_ERR_INVALID_PARAMETER and -EEXIST. */
+        int (*exec)(void *handle, GError **error, const char *sql, const char *types, va_list ap);
+        /* The rows (an array; with one, at most the first), or NULL with *error set. */
+        json_t *(*query)(void *handle, GError **error, bool one, const char *sql, const char *types, va_list ap);
+        /* Rows the last statement changed. */
+        gint64 (*changes)(void *handle);
+};
+
+extern const struct engine_store_backend engine_store_sqlite;

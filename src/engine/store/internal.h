@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/* For the files of src/engine/store/ only: the store object and its statement helpers. */
+#include "backend.h"
+#include "store.h"
+
+struct engine_store {
+        const struct engine_store_backend *be;
+        void *handle;
+};
+
+int store_exec(struct engine_store *st, GError **error, const char *sql, const char *types, ...);
+json_t *store_query(struct engine_store *st, GError **error, const char *sql, const char *types, ...);
+/* The first row, or NULL: with *error set on failure, without when there is no row. */
+json_t *store_query_one(struct engine_store *st, GError **error, const char *sql, const char *types, ...);
+gint64 store_changes(struct engine_store *st);

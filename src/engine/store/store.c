@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The store's front: picks the backend for a location, runs statements through it. */
+#include <errno.h>
+
+#include "error.h"
+#include "internal.h"
+#include "legacy.h"
+
+int engine_store_open(const char *location, struct engine_store **ret, GError **error)
+{
+        const struct engine_store_backend *be = &engine_store_sqlite;
+        struct engine_store *st;
+        void *handle = NULL;
+        int r;
+
+        if (g_str_has_prefix(location, "postgresql:") || g_str_has_prefix(location, "postgres:")) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                            "database %s: this engine has no PostgreSQL backend yet; give a SQLite file path", location);
+                return -EPROTONOSUPPORT;
+        }
+        if ((r = be->open(location, &handle, error)) < 0)
+                return r;
+        st = g_new0(struct engine_store, 1);
+        st->be = be;
+        st->handle = handle;
+        *ret = st;
+        return 0;
+}
+
+void engine_store_close(struct engine_store *st)
+{
+        if (!st)
+                return;
+        st->be->close(st->handle);
+        g_free(st);
+}
+
+const char *engine_store_backend_name(struct engine_store *st)
+{
+        return st->be->name;
+}
+
+int engine_store_schema_version(struct engine_store *st)
+{
+        return st->be->schema_version(st->handle);
+}
+
+int engine_store_begin(struct engine_store *st, GError **error)
+{
+        return st->be->begin(st->handle, error);
+}
+
+int engine_store_commit(struct engine_store *st, GError **error)
+{
+        return st->be->commit(st->handle, error);
+}
+
+void engine_store_rollback(struct engine_store *st)
+{
+        st->be->rollback(st->handle);
+}
+
+int store_exec(struct engine_store *st, GError **error, const char *sql, const char *types, ...)
+{
+        va_list ap;
+        int r;
+
+        va_start(ap, types);
+        r = st->be->exec(st->handle, error, sql, types, ap);
+        va_end(ap);
+        return r;
+}
+
+json_t *store_query(struct engine_store *st, GError **error, const char *sql, const char *types, ...)
+{
+        va_list ap;
+        json_t *rows;
+
+        va_start(ap, types);
+        rows = st->be->query(st->handle, error, false, sql, types, ap);
+        va_end(ap);
+        return rows;
+}
+
+json_t *store_query_one(struct engine_store *st, GError **error, const char *sql, const char *types, ...)
+{
+        va_list ap;
+        json_t *rows, *row;
+
+        va_start(ap, types);
+        rows = st->be->query(st->handle, error, true, sql, types, ap);
+        va_end(ap);
+        if (!rows)
+                return NULL;
+        row = json_incref(json_array_get(rows, 0));
+        json_decref(rows);
+        return row;
+}
+
+gint64 store_changes(struct engine_store *st)
+{
+        return st->be->changes(st->handle);
+}
+
+/* ---- the untyped interface the engine used before the typed one: goes away file by file ---- */
+
+int engine_db_exec(struct engine_store *st, GError **error, const char *sql, const char *types, ...)
+{
+        va_list ap;
+        int r;
+
+        va_start(ap, types);
+        r = st->be->exec(st->handle, error, sql, types, ap);
+        va_end(ap);
+        return r;
+}
+
+json_t *engine_db_query(struct engine_store *st, GError **error, const char *sql, const char *types, ...)
+{
+        va_list ap;
+        json_t *rows;
+
+        va_start(ap, types);
+        rows = st->be->query(st->handle, error, false, sql, types, ap);
+        va_end(ap);
+        return rows;
+}
+
+json_t *engine_db_query_one(struct engine_store *st, GError **error, const char *sql, const char *types, ...)
+{
+        va_list ap;
+        json_t *rows, *row;
+
+        va_start(ap, types);
+        rows = st->be->query(st->handle, error, true, sql, types, ap);
+        va_end(ap);
+        if (!rows)
+                return NULL;
+        row = json_incref(json_array_get(rows, 0));
+        json_decref(rows);
+        return row;
+}
+
+gint64 engine_db_changes(struct engine_store *st)
+{
+        return st->be->changes(st->handle);
+}
+
+int engine_db_begin(struct engine_store *st, GError **error)
+{
+        return engine_store_begin(st, error);
+}
+
+int engine_db_commit(struct engine_store *st, GError **error)
+{
+        return engine_store_commit(st, error);
+}
+
+void engine_db_rollback(struct engine_store *st)
+{
+        engine_store_rollback(st);
+}

@@ -1,0 +1,1076 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * What the VM, template and snapshot actions start (the flows are in
+ * vms.c). Each validates everything it can first, then in one transaction
+ * locks what it reads or changes and records the job, the new rows and the
+ * top-level command; the coordinator does the rest. Nothing is called on a
+ * host from here.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "clock.h"
+#include "commands.h"
+#include "events.h"
+#include "inventory.h"
+#include "vm_actions.h"
+#include "store/store.h"
+#include "uuid.h"
+
+#define js engine_js
+#define ji engine_ji
+#define jparse engine_jparse
+
+#define MAX_VM_DISKS 64
+#define MAX_DESCRIPTION 256
+#define STRUCTURE_WEIGHT 10.0
+#define DATA_WEIGHT 90.0
+#define MAX_PARALLEL_DISKS 8
+#define LEAF_ATTEMPTS 5
+#define SPM_CALL_TIMEOUT_MS 30000
+
+/* ---- small helpers ---- */
+
+static json_t *fail(GError **error, int status, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static json_t *fail(GError **error, int status, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        g_propagate_error(error, g_error_new_valist(ENGINE_ERROR, status, fmt, ap));
+        va_end(ap);
+        return NULL;
+}
+
+static bool name_valid(const char *s)
+{
+        size_t len = s ? strlen(s) : 0;
+
+        if (len == 0 || len > 64)
+                return false;
+        for (const char *p = s; *p; p++)
+                if (!g_ascii_isalnum(*p) && !strchr("_-. ", *p))
+                        return false;
+        return true;
+}
+
+/* An optional description: UTF-8, no control characters, at most MAX_DESCRIPTION bytes. */
+static bool description_get(json_t *body, const char **ret, GError **error)
+{
+        json_t *v = json_object_get(body, "description");
+        const char *s;
+
+        *ret = "";
+        if (!v || json_is_null(v))
+                return true;
+        s = json_string_value(v);
+        if (!s || strlen(s) > MAX_DESCRIPTION) {
+                fail(error, 400, "description must be a string of at most %d bytes", MAX_DESCRIPTION);
+                return false;
+        }
+        for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+                if (*p < 0x20 || *p == 0x7f) {
+                        fail(error, 400, "description must not contain control characters (newlines, tabs)");
+                        return false;
+                }
+        *ret = s;
+        return true;
+}
+
+/* body[key] = {"id": uuid}; returns the id or NULL after a 400. */
+static const char *ref_id(json_t *body, const char *key, GError **error)
+{
+        json_t *o = json_object_get(body, key);
+        const char *id = js(o, "id");
+
+        if (!json_is_object(o) || !id) {
+                fail(error, 400, "missing %s: {\"id\": \"<uuid>\"}", key);
+                return NULL;
+        }
+        if (!fy_uuid_is_valid(id)) {
+                fail(error, 400, "%s.id must be a UUID", key);
+                return NULL;
+        }
+        return id;
+}
+
+static json_t *row_by_id(struct engine *e, const char *table_sql, const char *what, const char *id, GError **error)
+{
+        json_t *row;
+
+        if (!id || !fy_uuid_is_valid(id))
+                return fail(error, 404, "no %s %.64s (ids are UUIDs)", what, id ? id : "");
+        row = engine_db_query_one(e->db, error, table_sql, "s", id);
+        if (!row && (!error || !*error))
+                return fail(error, 404, "no %s %s", what, id);
+        return row;
+}
+
+json_t *engine_vm_get(struct engine *e, const char *id, GError **error)
+{
+        return row_by_id(e, "SELECT * FROM vms WHERE id = ?", "VM", id, error);
+}
+
+json_t *engine_template_get(struct engine *e, const char *id, GError **error)
+{
+        return row_by_id(e, "SELECT * FROM templates WHERE id = ?", "template", id, error);
+}
+
+/* The disks attached to a VM (owner "vm_id") or a template ("template_id"), in attachment order. */
+static json_t *owned_disks(struct engine *e, const char *owner_col, const char *owner)
+{
+        g_autofree char *sql = g_strdup_printf(
+                "SELECT d.* FROM disks d JOIN disk_attachments a ON a.disk_id = d.id WHERE a.%s = ? "
+                "ORDER BY a.created, a.rowid", owner_col);
+        json_t *rows = engine_db_query(e->db, NULL, sql, "s", owner);
+
+        return rows ? rows : json_array();
+}
+
+/* A disk that an operation may read or change now: ok, with a LEGAL chain. */
+static bool disk_usable(struct engine *e, json_t *disk, GError **error)
+{
+        g_autoptr(json_t) vols = NULL;
+        size_t i;
+        json_t *v;
+
+        if (strcmp(js(disk, "status"), "ok") != 0) {
+                fail(error, 409, "disk %s (%s) is %s; wait until its current operation ends", js(disk, "name"),
+                     js(disk, "id"), js(disk, "status"));
+                return false;
+        }
+        vols = engine_disk_volumes(e, disk);
+        if (json_array_size(vols) == 0) {
+                fail(error, 409, "disk %s (%s) has no volumes", js(disk, "name"), js(disk, "id"));
+                return false;
+        }
+        json_array_foreach(vols, i, v)
+                if (strcmp(js(v, "legality"), "LEGAL") != 0) {
+                        fail(error, 409, "disk %s (%s): volume %s is %s", js(disk, "name"), js(disk, "id"),
+                             js(v, "id"), js(v, "legality"));
+                        return false;
+                }
+        return true;
+}
+
+static char *job_insert(struct engine *e, const char *description, GError **error)
+{
+        char *id = fy_uuid_new();
+
+        if (engine_db_exec(e->db, error, "INSERT INTO jobs (id, description, status, start_time) VALUES (?, ?, 'started', ?)",
+                           "ssi", id, description, engine_now()) < 0) {
+                g_free(id);
+                return NULL;
+        }
+        return id;
+}
+
+static char *top_command_start(struct engine *e, enum engine_kind type, const char *job_id, json_t *params)
+{
+        char *id = engine_cmd_create(e, type, NULL, job_id, NULL, params);
+
+        engine_db_exec(e->db, NULL, "UPDATE jobs SET command_id = ? WHERE id = ?", "ss", id, job_id);
+        return id;
+}
+
+/* Sums what each domain must still hold (sd id → bytes) and refuses when a measured domain is short. */
+static bool space_check(struct engine *e, GHashTable *needed, GError **error)
+{
+        GHashTableIter it;
+        gpointer key, value;
+
+        g_hash_table_iter_init(&it, needed);
+        while (g_hash_table_iter_next(&it, &key, &value)) {
+                g_autoptr(json_t) sd = engine_db_query_one(e->db, NULL, "SELECT name, free FROM storage_domains WHERE id = ?",
+                                                           "s", (const char *) key);
+                gint64 need = *(gint64 *) value;
+                json_t *free_ = json_object_get(sd, "free");
+
+                if (sd && json_is_integer(free_) && json_integer_value(free_) < need) {
+                        fail(error, 507, "storage domain %s has %" JSON_INTEGER_FORMAT " bytes free, %" G_GINT64_FORMAT
+                             " are needed", js(sd, "name"), json_integer_value(free_), need);
+                        return false;
+                }
+        }
+        return true;
+}
+
+static void space_add(GHashTable *needed, const char *sd, gint64 bytes)
+{
+        gint64 *v = g_hash_table_lookup(needed, sd);
+
+        if (!v) {
+                v = g_new0(gint64, 1);
+                g_hash_table_insert(needed, g_strdup(sd), v);
+        }
+        *v += bytes;
+}
+
+/* ---- REST: per-disk options of a template or a cloned VM ---- */
+
+struct disk_choice {
+        const char *format;            /* NULL: not given */
+        int sparse;                    /* -1: not given */
+        char *sd;                      /* NULL: not given */
+};
+
+static void disk_choice_free(void *p)
+{
+        struct disk_choice *c = p;
+
+        g_free(c->sd);
+        g_free(c);
+}
+
+/*
+ * body.disks: [{"id", "format"?, "sparse"?, "storage_domain"?}] naming disks of `disks`
+ * (rows). Returns id → struct disk_choice for those listed; NULL after a 400/404.
+ */
+static GHashTable *disk_choices(struct engine *e, json_t *body, json_t *disks, const char *whose, GError **error)
+{
+        g_autoptr(GHashTable) out = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, disk_choice_free);
+        json_t *list = json_object_get(body, "disks");
+        size_t i, j;
+        json_t *item, *row;
+
+        if (!list || json_is_null(list))
+                return g_steal_pointer(&out);
+        if (!json_is_array(list) || json_array_size(list) > MAX_VM_DISKS) {
+                fail(error, 400, "disks must be a list of at most %d {\"id\", \"format\", \"sparse\", \"storage_domain\"}",
+                     MAX_VM_DISKS);
+                return NULL;
+        }
+        json_array_foreach(list, i, item) {
+                const char *id = js(item, "id");
+                const char *format = js(item, "format");
+                json_t *sparse = json_object_get(item, "sparse");
+                json_t *sdref = json_object_get(item, "storage_domain");
+                struct disk_choice *c;
+                bool known = false;
+
+                if (!json_is_object(item) || !id || !fy_uuid_is_valid(id)) {
+                        fail(error, 400, "disks[%zu].id must be the UUID of a disk of the %s", i, whose);
+                        return NULL;
+                }
+                json_array_foreach(disks, j, row)
+                        known |= strcmp(js(row, "id"), id) == 0;
+                if (!known) {
+                        fail(error, 400, "disks[%zu]: disk %s is not a disk of the %s", i, id, whose);
+                        return NULL;
+                }
+                if (g_hash_table_contains(out, id)) {
+                        fail(error, 400, "disks[%zu]: disk %s is listed twice", i, id);
+                        return NULL;
+                }
+                if (json_object_get(item, "format") && (!format || (strcmp(format, "raw") != 0 && strcmp(format, "cow") != 0))) {
+                        fail(error, 400, "disks[%zu].format must be raw or cow", i);
+                        return NULL;
+                }
+                if (sparse && !json_is_boolean(sparse)) {
+                        fail(error, 400, "disks[%zu].sparse must be true or false", i);
+                        return NULL;
+                }
+                c = g_new0(struct disk_choice, 1);
+                c->format = format;
+                c->sparse = sparse ? json_is_true(sparse) : -1;
+                g_hash_table_insert(out, g_strdup(id), c);
+                if (sdref) {
+                        const char *sd = ref_id(item, "storage_domain", error);
+                        g_autoptr(json_t) srow = NULL;
+
+                        if (!sd) {
+                                g_prefix_error(error, "disks[%zu]: ", i);
+                                return NULL;
+                        }
+                        srow = engine_db_query_one(e->db, NULL, "SELECT id FROM storage_domains WHERE id = ?", "s", sd);
+                        if (!srow) {
+                                fail(error, 404, "disks[%zu]: no storage domain %s", i, sd);
+                                return NULL;
+                        }
+                        c->sd = g_strdup(sd);
+                }
+        }
+        return g_steal_pointer(&out);
+}
+
+/* ---- REST: actions ---- */
+
+#define MAX_CHAIN 64   /* volumes per disk; the agent reads chains up to 128 deep */
+
+static bool name_free(struct engine *e, const char *table, const char *name, const char *what, GError **error)
+{
+        g_autofree char *sql = g_strdup_printf("SELECT id FROM %s WHERE name = ?", table);
+        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL, sql, "s", name);
+
+        if (row) {
+                fail(error, 409, "a %s named \"%s\" exists already (%s)", what, name, js(row, "id"));
+                return false;
+        }
+        return true;
+}
+
+/* Locks a row of this transaction's job only if it is free now: false after a 409 (a race lost). */
+static bool lock_disk(struct engine *e, json_t *disk, const char *job, GError **error)
+{
+        engine_db_exec(e->db, NULL, "UPDATE disks SET status = 'locked', progress = 0, job_id = ? WHERE id = ? AND status = ?",
+                       "sss", job, js(disk, "id"), js(disk, "status"));
+        if (engine_db_changes(e->db) != 1) {
+                fail(error, 409, "disk %s changed meanwhile; try again", js(disk, "name"));
+                return false;
+        }
+        return true;
+}
+
+static bool lock_vm(struct engine *e, json_t *vm, const char *job, GError **error)
+{
+        engine_db_exec(e->db, NULL, "UPDATE vms SET status = 'locked', job_id = ? WHERE id = ? AND status = 'ok'", "ss",
+                       job, js(vm, "id"));
+        if (engine_db_changes(e->db) != 1) {
+                fail(error, 409, "VM %s changed meanwhile; try again", js(vm, "name"));
+                return false;
+        }
+        return true;
+}
+
+static void insert_disk(struct engine *e, json_t *d, const char *name, const char *job, const char *parent)
+{
+        engine_db_exec(e->db, NULL,
+                       "INSERT INTO disks (id, name, sd_id, status, format, sparse, provisioned_size, progress, job_id, created) "
+                       "VALUES (?, ?, ?, 'locked', ?, ?, ?, 0, ?, ?)", "ssssbisi", js(d, "img"), name, js(d, "sd"),
+                       js(d, "format"), json_is_true(json_object_get(d, "sparse")), ji(d, "capacity"), job, engine_now());
+        engine_db_exec(e->db, NULL,
+                       "INSERT INTO volumes (id, disk_id, sd_id, parent, position, format, sparse, capacity, legality) "
+                       "VALUES (?, ?, ?, ?, 0, ?, ?, ?, 'ILLEGAL')", "sssssbi", js(d, "vol"), js(d, "img"), js(d, "sd"),
+                       parent, js(d, "format"), json_is_true(json_object_get(d, "sparse")), ji(d, "capacity"));
+}
+
+static void attach(struct engine *e, const char *disk, const char *vm, const char *tmpl, bool bootable, const char *iface)
+{
+        engine_db_exec(e->db, NULL, "INSERT INTO disk_attachments (disk_id, vm_id, template_id, bootable, interface, created) "
+                                    "VALUES (?, ?, ?, ?, ?, ?)", "sssbsi", disk, vm, tmpl, bootable, iface, engine_now());
+}
+
+/* The chain's leaf and its capacity (the largest of the chain). */
+static json_t *disk_leaf(struct engine *e, json_t *disk)
+{
+        g_autoptr(json_t) vols = engine_disk_volumes(e, disk);
+        size_t n = json_array_size(vols);
+
+        return n ? json_incref(json_array_get(vols, n - 1)) : NULL;
+}
+
+json_t *engine_template_create(struct engine *e, json_t *body, GError **error)
+{
+        g_autoptr(json_t) vm = NULL;
+        g_autoptr(json_t) disks = NULL;
+        g_autoptr(json_t) plan = json_array();
+        g_autoptr(json_t) params = NULL;
+        g_autoptr(GHashTable) choices = NULL;
+        g_autoptr(GHashTable) needed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        g_autofree char *tmpl = fy_uuid_new();
+        g_autofree char *job = NULL;
+        g_autofree char *cmd = NULL;
+        g_autofree char *jdesc = NULL;
+        const char *name = js(body, "name");
+        const char *desc, *vm_id;
+        gint64 total = 0;
+        size_t i;
+        json_t *disk, *d;
+
+        if (!name_valid(name))
+                return fail(error, 400, "name must be 1-64 letters, digits, spaces or _-. characters");
+        if (!description_get(body, &desc, error) || !(vm_id = ref_id(body, "vm", error)))
+                return NULL;
+        if (!(vm = engine_vm_get(e, vm_id, error)) || !name_free(e, "templates", name, "template", error))
+                return NULL;
+        if (strcmp(js(vm, "status"), "ok") != 0)
+                return fail(error, 409, "VM %s is locked by a running operation (job %s)", js(vm, "name"), js(vm, "job_id"));
+        disks = owned_disks(e, "vm_id", vm_id);
+        json_array_foreach(disks, i, disk)
+                if (!disk_usable(e, disk, error))
+                        return NULL;
+        if (!(choices = disk_choices(e, body, disks, "VM", error)))
+                return NULL;
+        json_array_foreach(disks, i, disk) {
+                g_autoptr(json_t) leaf = disk_leaf(e, disk);
+                g_autoptr(json_t) vols = engine_disk_volumes(e, disk);
+                struct disk_choice *c = g_hash_table_lookup(choices, js(disk, "id"));
+                g_autofree char *img = fy_uuid_new();
+                g_autofree char *vol = fy_uuid_new();
+                gint64 cap = ji(leaf, "capacity");
+                /* Collapsed: a chain or a qcow2 disk stays qcow2 unless asked otherwise. */
+                const char *format = c && c->format ? c->format :
+                                     (json_array_size(vols) > 1 || strcmp(js(leaf, "format"), "cow") == 0) ? "cow" : "raw";
+                bool sparse = c && c->sparse >= 0 ? c->sparse : ji(disk, "sparse") != 0;
+                const char *sd = c && c->sd ? c->sd : js(disk, "sd_id");
+
+                total += cap;
+                space_add(needed, sd, sparse ? ji(disk, "actual_size") : cap);
+                json_array_append_new(plan, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:b}",
+                                                      "vm_disk", js(disk, "id"), "name", js(disk, "name"),
+                                                      "src_sd", js(disk, "sd_id"), "src_img", js(disk, "id"),
+                                                      "src_vol", js(leaf, "id"), "sd", sd, "img", img, "vol", vol,
+                                                      "capacity", (json_int_t) cap, "format", format, "sparse", sparse));
+        }
+        if (!space_check(e, needed, error))
+                return NULL;
+        json_array_foreach(plan, i, d) {
+                json_object_set_new(d, "structure_weight", json_real(STRUCTURE_WEIGHT / (double) json_array_size(plan)));
+                json_object_set_new(d, "data_weight", json_real(DATA_WEIGHT * (double) ji(d, "capacity") / (double) MAX(total, 1)));
+        }
+
+        jdesc = g_strdup_printf("Creating template %s from VM %s", name, js(vm, "name"));
+        if (engine_db_begin(e->db, error) < 0)
+                return NULL;
+        if (!(job = job_insert(e, jdesc, error)))
+                goto rollback;
+        if (engine_db_exec(e->db, error, "INSERT INTO templates (id, name, description, status, vm_id, job_id, created) "
+                                         "VALUES (?, ?, ?, 'locked', ?, ?, ?)", "sssssi", tmpl, name, desc, vm_id, job,
+                           engine_now()) < 0) {
+                g_clear_error(error);
+                fail(error, 409, "a template named \"%s\" exists already", name);
+                goto rollback;
+        }
+        /* Read only while copied: the VM cannot get snapshots or other disks meanwhile. */
+        if (!lock_vm(e, vm, job, error))
+                goto rollback;
+        json_array_foreach(disks, i, disk)
+                if (!lock_disk(e, disk, job, error))
+                        goto rollback;
+        json_array_foreach(plan, i, d) {
+                insert_disk(e, d, js(d, "name"), job, NULL);
+                attach(e, js(d, "img"), NULL, tmpl, i == 0, "virtio_scsi");
+        }
+        params = json_pack("{s:s, s:s, s:s, s:O}", "template", tmpl, "name", name, "vm", vm_id, "disks", plan);
+        cmd = top_command_start(e, ENGINE_KIND_CREATE_TEMPLATE_FROM_VM, job, params);
+        if (engine_db_commit(e->db, error) < 0)
+                return NULL;
+        engine_event(e, "normal", cmd, "%s", jdesc);
+        return json_pack("{s:{s:s, s:s}, s:{s:s}}", "template", "id", tmpl, "name", name, "job", "id", job);
+rollback:
+        engine_db_rollback(e->db);
+        return NULL;
+}
+
+/* POST /api/vms: an empty VM (201) or one made from a template (202 with the job). */
+json_t *engine_vm_create(struct engine *e, json_t *body, int *ret_status, GError **error)
+{
+        g_autoptr(json_t) tmpl = NULL;
+        g_autoptr(json_t) disks = NULL;
+        g_autoptr(json_t) plan = json_array();
+        g_autoptr(json_t) params = NULL;
+        g_autoptr(GHashTable) choices = NULL;
+        g_autoptr(GHashTable) needed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        g_autofree char *vm = fy_uuid_new();
+        g_autofree char *job = NULL;
+        g_autofree char *cmd = NULL;
+        g_autofree char *jdesc = NULL;
+        const char *name = js(body, "name");
+        json_t *clone_v = json_object_get(body, "clone");
+        const char *desc, *tmpl_id;
+        bool clone;
+        gint64 total = 0;
+        size_t i;
+        json_t *disk, *d;
+
+        if (!name_valid(name))
+                return fail(error, 400, "name must be 1-64 letters, digits, spaces or _-. characters");
+        if (!description_get(body, &desc, error))
+                return NULL;
+        if (clone_v && !json_is_boolean(clone_v))
+                return fail(error, 400, "clone must be true or false");
+        clone = json_is_true(clone_v);
+        if (!json_object_get(body, "template")) {
+                if (clone_v || json_object_get(body, "disks"))
+                        return fail(error, 400, "\"clone\" and \"disks\" need a \"template\": {\"id\"}");
+                if (!name_free(e, "vms", name, "VM", error))
+                        return NULL;
+                if (engine_db_exec(e->db, NULL, "INSERT INTO vms (id, name, description, status, created) "
+                                                "VALUES (?, ?, ?, 'ok', ?)", "sssi", vm, name, desc, engine_now()) < 0)
+                        return fail(error, 409, "a VM named \"%s\" exists already", name);
+                *ret_status = 201;
+                {
+                        g_autoptr(json_t) row = engine_db_query_one(e->db, error, "SELECT * FROM vms WHERE id = ?", "s", vm);
+                        return g_steal_pointer(&row);     /* the new VM itself: the caller shows it */
+                }
+        }
+        if (!(tmpl_id = ref_id(body, "template", error)) || !(tmpl = engine_template_get(e, tmpl_id, error)) ||
+            !name_free(e, "vms", name, "VM", error))
+                return NULL;
+        if (strcmp(js(tmpl, "status"), "ok") != 0)
+                return fail(error, 409, "template %s is %s; a VM can be made from it once it is ok", js(tmpl, "name"),
+                            js(tmpl, "status"));
+        disks = owned_disks(e, "template_id", tmpl_id);
+        json_array_foreach(disks, i, disk)
+                if (!disk_usable(e, disk, error))
+                        return NULL;
+        if (!(choices = disk_choices(e, body, disks, "template", error)))
+                return NULL;
+        json_array_foreach(disks, i, disk) {
+                g_autoptr(json_t) leaf = disk_leaf(e, disk);
+                struct disk_choice *c = g_hash_table_lookup(choices, js(disk, "id"));
+                g_autofree char *img = fy_uuid_new();
+                g_autofree char *vol = fy_uuid_new();
+                gint64 cap = ji(leaf, "capacity");
+                const char *format = "cow", *sd = js(disk, "sd_id");
+                bool sparse = true;
+
+                if (!clone && c && ((c->format && strcmp(c->format, "cow") != 0) || c->sparse == 0 ||
+                                    (c->sd && strcmp(c->sd, sd) != 0)))
+                        return fail(error, 400, "disk %s: a thin VM's disk is a sparse qcow2 layer on the template's volume, "
+                                    "on the template disk's storage domain; pass \"clone\": true to choose format, "
+                                    "allocation or storage domain", js(disk, "id"));
+                if (clone) {
+                        format = c && c->format ? c->format : js(disk, "format");
+                        sparse = c && c->sparse >= 0 ? c->sparse : ji(disk, "sparse") != 0;
+                        sd = c && c->sd ? c->sd : sd;
+                        space_add(needed, sd, sparse ? ji(disk, "actual_size") : cap);
+                }
+                total += cap;
+                json_array_append_new(plan, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:b}",
+                                                      "template_disk", js(disk, "id"), "name", js(disk, "name"),
+                                                      "src_sd", js(disk, "sd_id"), "src_img", js(disk, "id"),
+                                                      "src_vol", js(leaf, "id"), "sd", sd, "img", img, "vol", vol,
+                                                      "capacity", (json_int_t) cap, "format", format, "sparse", sparse));
+        }
+        if (!space_check(e, needed, error))
+                return NULL;
+        json_array_foreach(plan, i, d) {
+                json_object_set_new(d, "structure_weight", json_real(STRUCTURE_WEIGHT / (double) json_array_size(plan)));
+                json_object_set_new(d, "data_weight", json_real(DATA_WEIGHT * (double) ji(d, "capacity") / (double) MAX(total, 1)));
+        }
+
+        jdesc = g_strdup_printf("Creating VM %s from template %s (%s)", name, js(tmpl, "name"), clone ? "clone" : "thin");
+        if (engine_db_begin(e->db, error) < 0)
+                return NULL;
+        if (!(job = job_insert(e, jdesc, error)))
+                goto rollback;
+        if (engine_db_exec(e->db, error, "INSERT INTO vms (id, name, description, status, template_id, job_id, created) "
+                                         "VALUES (?, ?, ?, 'locked', ?, ?, ?)", "sssssi", vm, name, desc, tmpl_id, job,
+                           engine_now()) < 0) {
+                g_clear_error(error);
+                fail(error, 409, "a VM named \"%s\" exists already", name);
+                goto rollback;
+        }
+        json_array_foreach(plan, i, d) {
+                insert_disk(e, d, js(d, "name"), job, clone ? NULL : js(d, "src_vol"));
+                attach(e, js(d, "img"), vm, NULL, i == 0, "virtio_scsi");
+        }
+        params = json_pack("{s:s, s:s, s:s, s:b, s:O}", "vm", vm, "name", name, "template", tmpl_id, "clone", clone,
+                           "disks", plan);
+        cmd = top_command_start(e, ENGINE_KIND_CREATE_VM_FROM_TEMPLATE, job, params);
+        if (engine_db_commit(e->db, error) < 0)
+                return NULL;
+        engine_event(e, "normal", cmd, "%s", jdesc);
+        *ret_status = 202;
+        return json_pack("{s:{s:s, s:s}, s:{s:s}}", "vm", "id", vm, "name", name, "job", "id", job);
+rollback:
+        engine_db_rollback(e->db);
+        return NULL;
+}
+
+json_t *engine_snapshot_create(struct engine *e, const char *vm_id, json_t *body, GError **error)
+{
+        g_autoptr(json_t) vm = NULL;
+        g_autoptr(json_t) disks = NULL;
+        g_autoptr(json_t) plan = json_array();
+        g_autoptr(json_t) snapdisks = json_array();
+        g_autoptr(json_t) params = NULL;
+        g_autofree char *snap = fy_uuid_new();
+        g_autofree char *job = NULL;
+        g_autofree char *cmd = NULL;
+        g_autofree char *jdesc = NULL;
+        const char *desc;
+        size_t i;
+        json_t *disk, *d;
+
+        if (!(vm = engine_vm_get(e, vm_id, error)) || !description_get(body, &desc, error))
+                return NULL;
+        if (strcmp(js(vm, "status"), "ok") != 0)
+                return fail(error, 409, "VM %s is locked by a running operation (job %s)", js(vm, "name"), js(vm, "job_id"));
+        disks = owned_disks(e, "vm_id", vm_id);
+        if (json_array_size(disks) == 0)
+                return fail(error, 409, "VM %s has no disks to snapshot", js(vm, "name"));
+        json_array_foreach(disks, i, disk) {
+                g_autoptr(json_t) vols = NULL;
+                g_autoptr(json_t) leaf = NULL;
+                g_autofree char *vol = fy_uuid_new();
+
+                if (!disk_usable(e, disk, error))
+                        return NULL;
+                vols = engine_disk_volumes(e, disk);
+                leaf = disk_leaf(e, disk);
+                if (json_array_size(vols) >= MAX_CHAIN)
+                        return fail(error, 409, "disk %s has %zu volumes already, the most a chain may have; "
+                                    "merging snapshots is not supported yet", js(disk, "name"), json_array_size(vols));
+                json_array_append_new(plan, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "disk", js(disk, "id"),
+                                                      "sd", js(disk, "sd_id"), "img", js(disk, "id"), "vol", vol,
+                                                      "parent", js(leaf, "id"), "capacity", ji(leaf, "capacity"),
+                                                      "position", (json_int_t) json_array_size(vols)));
+                json_array_append_new(snapdisks, json_pack("{s:s, s:s, s:s}", "disk", js(disk, "id"), "volume", js(leaf, "id"),
+                                                           "leaf", vol));
+        }
+
+        jdesc = g_strdup_printf("Creating snapshot of VM %s", js(vm, "name"));
+        if (engine_db_begin(e->db, error) < 0)
+                return NULL;
+        if (!(job = job_insert(e, jdesc, error)) || !lock_vm(e, vm, job, error))
+                goto rollback;
+        json_array_foreach(disks, i, disk)
+                if (!lock_disk(e, disk, job, error))
+                        goto rollback;
+        json_array_foreach(plan, i, d)
+                engine_db_exec(e->db, NULL,
+                               "INSERT INTO volumes (id, disk_id, sd_id, parent, position, format, sparse, capacity, legality) "
+                               "VALUES (?, ?, ?, ?, ?, 'cow', 1, ?, 'ILLEGAL')", "ssssii", js(d, "vol"), js(d, "img"),
+                               js(d, "sd"), js(d, "parent"), ji(d, "position"), ji(d, "capacity"));
+        engine_db_exec(e->db, NULL, "INSERT INTO snapshots (id, vm_id, description, status, disks, job_id, created) "
+                                    "VALUES (?, ?, ?, 'locked', ?, ?, ?)", "sssjsi", snap, vm_id, desc, snapdisks, job,
+                       engine_now());
+        params = json_pack("{s:s, s:s, s:O}", "vm", vm_id, "snapshot", snap, "disks", plan);
+        cmd = top_command_start(e, ENGINE_KIND_CREATE_SNAPSHOT, job, params);
+        if (engine_db_commit(e->db, error) < 0)
+                return NULL;
+        engine_event(e, "normal", cmd, "%s", jdesc);
+        return json_pack("{s:{s:s}, s:{s:s}}", "snapshot", "id", snap, "job", "id", job);
+rollback:
+        engine_db_rollback(e->db);
+        return NULL;
+}
+
+/* Starts the removal of an owner's disks through the SPM; the flow deletes the rows. */
+static json_t *owner_remove(struct engine *e, json_t *owner, bool vm, json_t *disks, GError **error)
+{
+        g_autoptr(json_t) plan = json_array();
+        g_autoptr(json_t) params = NULL;
+        g_autofree char *job = NULL;
+        g_autofree char *cmd = NULL;
+        g_autofree char *jdesc = g_strdup_printf("Removing %s %s and its %zu disk(s)", vm ? "VM" : "template",
+                                                  js(owner, "name"), json_array_size(disks));
+        size_t i;
+        json_t *disk;
+
+        json_array_foreach(disks, i, disk) {
+                if (strcmp(js(disk, "status"), "locked") == 0)
+                        return fail(error, 409, "disk %s (%s) is locked by a running operation (job %s)", js(disk, "name"),
+                                    js(disk, "id"), js(disk, "job_id"));
+                json_array_append_new(plan, json_pack("{s:s, s:s}", "img", js(disk, "id"), "sd", js(disk, "sd_id")));
+        }
+        if (engine_db_begin(e->db, error) < 0)
+                return NULL;
+        if (!(job = job_insert(e, jdesc, error)))
+                goto rollback;
+        if (vm) {
+                if (!lock_vm(e, owner, job, error))
+                        goto rollback;
+        } else {
+                engine_db_exec(e->db, NULL, "UPDATE templates SET status = 'locked', job_id = ? WHERE id = ? AND status != 'locked'",
+                               "ss", job, js(owner, "id"));
+                if (engine_db_changes(e->db) != 1) {
+                        fail(error, 409, "template %s changed meanwhile; try again", js(owner, "name"));
+                        goto rollback;
+                }
+        }
+        json_array_foreach(disks, i, disk)
+                if (!lock_disk(e, disk, job, error))
+                        goto rollback;
+        params = json_pack("{s:s, s:s, s:O}", vm ? "vm" : "template", js(owner, "id"), "name", js(owner, "name"),
+                           "disks", plan);
+        cmd = top_command_start(e, vm ? ENGINE_KIND_REMOVE_VM : ENGINE_KIND_REMOVE_TEMPLATE, job, params);
+        if (engine_db_commit(e->db, error) < 0)
+                return NULL;
+        engine_event(e, "normal", cmd, "%s", jdesc);
+        return json_pack("{s:{s:s}}", "job", "id", job);
+rollback:
+        engine_db_rollback(e->db);
+        return NULL;
+}
+
+json_t *engine_vm_remove(struct engine *e, const char *vm_id, bool detach_only, int *ret_status, GError **error)
+{
+        g_autoptr(json_t) vm = engine_vm_get(e, vm_id, error);
+        g_autoptr(json_t) disks = NULL;
+
+        if (!vm)
+                return NULL;
+        if (strcmp(js(vm, "status"), "ok") != 0)
+                return fail(error, 409, "VM %s is locked by a running operation (job %s)", js(vm, "name"), js(vm, "job_id"));
+        disks = owned_disks(e, "vm_id", vm_id);
+        if (!detach_only && json_array_size(disks) > 0) {
+                *ret_status = 202;
+                return owner_remove(e, vm, true, disks, error);
+        }
+        /* Nothing on storage changes: the disks stay, unattached. */
+        if (engine_db_begin(e->db, error) < 0)
+                return NULL;
+        engine_db_exec(e->db, NULL, "DELETE FROM disk_attachments WHERE vm_id = ?", "s", vm_id);
+        engine_db_exec(e->db, NULL, "DELETE FROM snapshots WHERE vm_id = ?", "s", vm_id);
+        engine_db_exec(e->db, NULL, "DELETE FROM vms WHERE id = ? AND status = 'ok'", "s", vm_id);
+        if (engine_db_commit(e->db, error) < 0)
+                return NULL;
+        engine_event(e, "normal", NULL, "VM %s removed; its %zu disk(s) stay, detached", js(vm, "name"), json_array_size(disks));
+        *ret_status = 200;
+        return json_pack("{s:{s:s}, s:I}", "vm", "id", vm_id, "detached_disks", (json_int_t) json_array_size(disks));
+}
+
+/* Names of what is layered on the template's volumes (thin VMs, or their disks once detached), up to 10. */
+static char *template_dependents(struct engine *e, const char *tmpl)
+{
+        g_autoptr(json_t) rows = engine_db_query(e->db, NULL,
+                "SELECT DISTINCT COALESCE('VM ' || vm.name, 'disk ' || d.name || ' (' || d.id || ')') AS who "
+                "FROM volumes v JOIN disks d ON d.id = v.disk_id "
+                "LEFT JOIN disk_attachments a ON a.disk_id = d.id LEFT JOIN vms vm ON vm.id = a.vm_id "
+                "WHERE v.parent IN (SELECT tv.id FROM volumes tv JOIN disk_attachments ta ON ta.disk_id = tv.disk_id "
+                "                   WHERE ta.template_id = ?1) "
+                "UNION SELECT 'VM ' || name || ' (being created)' FROM vms WHERE template_id = ?1 AND status = 'locked' "
+                "ORDER BY 1 LIMIT 11", "s", tmpl);
+        g_autoptr(GString) s = g_string_new(NULL);
+        size_t i;
+        json_t *row;
+
+        if (!rows || json_array_size(rows) == 0)
+                return rows ? NULL : g_strdup("(the inventory could not be read)");
+        json_array_foreach(rows, i, row) {
+                if (i == 10) {
+                        g_string_append(s, ", …");
+                        break;
+                }
+                g_string_append_printf(s, "%s%s", i ? ", " : "", js(row, "who"));
+        }
+        return g_string_free(g_steal_pointer(&s), FALSE);
+}
+
+json_t *engine_template_remove(struct engine *e, const char *tmpl_id, int *ret_status, GError **error)
+{
+        g_autoptr(json_t) tmpl = engine_template_get(e, tmpl_id, error);
+        g_autoptr(json_t) disks = NULL;
+        g_autofree char *users = NULL;
+
+        if (!tmpl)
+                return NULL;
+        if (strcmp(js(tmpl, "status"), "locked") == 0)
+                return fail(error, 409, "template %s is locked by a running operation (job %s)", js(tmpl, "name"),
+                            js(tmpl, "job_id"));
+        users = template_dependents(e, tmpl_id);
+        if (users)
+                return fail(error, 409, "template %s cannot be removed: thin VMs read its volumes: %s; remove them "
+                            "(or move/copy their disks, which makes them independent) first", js(tmpl, "name"), users);
+        disks = owned_disks(e, "template_id", tmpl_id);
+        if (json_array_size(disks) == 0) {
+                engine_db_exec(e->db, NULL, "DELETE FROM templates WHERE id = ?", "s", tmpl_id);
+                *ret_status = 200;
+                return json_pack("{s:{s:s}}", "template", "id", tmpl_id);
+        }
+        *ret_status = 202;
+        return owner_remove(e, tmpl, false, disks, error);
+}
+
+static const char *const interfaces[] = { "virtio", "virtio_scsi", "ide", "sata", "spapr_vscsi", NULL };
+
+json_t *engine_vm_disk_attach(struct engine *e, const char *vm_id, json_t *body, GError **error)
+{
+        g_autoptr(json_t) vm = engine_vm_get(e, vm_id, error);
+        g_autoptr(json_t) disk = NULL;
+        g_autoptr(json_t) att = NULL;
+        g_autoptr(json_t) count = NULL;
+        json_t *bootable = json_object_get(body, "bootable");
+        json_t *iface_v = json_object_get(body, "interface");
+        const char *iface = iface_v ? json_string_value(iface_v) : "virtio_scsi";
+        const char *disk_id;
+
+        if (!vm || !(disk_id = ref_id(body, "disk", error)))
+                return NULL;
+        if (bootable && !json_is_boolean(bootable))
+                return fail(error, 400, "bootable must be true or false");
+        if (!iface || !g_strv_contains(interfaces, iface))
+                return fail(error, 400, "interface must be one of virtio, virtio_scsi, ide, sata, spapr_vscsi");
+        if (!(disk = row_by_id(e, "SELECT * FROM disks WHERE id = ?", "disk", disk_id, error)))
+                return NULL;
+        if (strcmp(js(vm, "status"), "ok") != 0)
+                return fail(error, 409, "VM %s is locked by a running operation (job %s)", js(vm, "name"), js(vm, "job_id"));
+        att = engine_db_query_one(e->db, NULL, "SELECT a.*, v.name AS vm_name, t.name AS template_name FROM disk_attachments a "
+                                              "LEFT JOIN vms v ON v.id = a.vm_id LEFT JOIN templates t ON t.id = a.template_id "
+                                              "WHERE a.disk_id = ?", "s", disk_id);
+        if (att && js(att, "template_id"))
+                return fail(error, 409, "disk %s belongs to template %s and cannot be attached to a VM; "
+                            "create a VM from the template instead", js(disk, "name"), js(att, "template_name"));
+        if (att)
+                return fail(error, 409, "disk %s is attached to VM %s already; a disk belongs to at most one VM "
+                            "(detach it there first)", js(disk, "name"), js(att, "vm_name"));
+        if (strcmp(js(disk, "status"), "ok") != 0)
+                return fail(error, 409, "disk %s is %s; only a disk that is ok can be attached", js(disk, "name"),
+                            js(disk, "status"));
+        count = engine_db_query_one(e->db, NULL, "SELECT COUNT(*) AS n FROM disk_attachments WHERE vm_id = ?", "s", vm_id);
+        if (ji(count, "n") >= MAX_VM_DISKS)
+                return fail(error, 409, "VM %s has %d disks, the most it may have", js(vm, "name"), MAX_VM_DISKS);
+        if (engine_db_exec(e->db, NULL, "INSERT INTO disk_attachments (disk_id, vm_id, bootable, interface, created) "
+                                        "VALUES (?, ?, ?, ?, ?)", "ssbsi", disk_id, vm_id, json_is_true(bootable), iface,
+                           engine_now()) < 0)
+                return fail(error, 409, "disk %s was attached elsewhere meanwhile", js(disk, "name"));
+        att = engine_db_query_one(e->db, error, "SELECT * FROM disk_attachments WHERE disk_id = ?", "s", disk_id);
+        return g_steal_pointer(&att);
+}
+
+json_t *engine_vm_disk_detach(struct engine *e, const char *vm_id, const char *disk_id, GError **error)
+{
+        g_autoptr(json_t) vm = engine_vm_get(e, vm_id, error);
+        g_autoptr(json_t) att = NULL;
+        g_autoptr(json_t) disk = NULL;
+
+        if (!vm)
+                return NULL;
+        att = fy_uuid_is_valid(disk_id) ? engine_db_query_one(e->db, NULL, "SELECT * FROM disk_attachments WHERE disk_id = ? "
+                                                                           "AND vm_id = ?", "ss", disk_id, vm_id) : NULL;
+        if (!att)
+                return fail(error, 404, "disk %.64s is not attached to VM %s", disk_id, js(vm, "name"));
+        disk = engine_db_query_one(e->db, NULL, "SELECT * FROM disks WHERE id = ?", "s", disk_id);
+        if (strcmp(js(vm, "status"), "ok") != 0)
+                return fail(error, 409, "VM %s is locked by a running operation (job %s)", js(vm, "name"), js(vm, "job_id"));
+        if (disk && strcmp(js(disk, "status"), "locked") == 0)
+                return fail(error, 409, "disk %s is locked by a running operation (job %s)", js(disk, "name"), js(disk, "job_id"));
+        engine_db_exec(e->db, NULL, "DELETE FROM disk_attachments WHERE disk_id = ? AND vm_id = ?", "ss", disk_id, vm_id);
+        return g_steal_pointer(&att);
+}
+
+json_t *engine_vm_attachment(struct engine *e, const char *vm_id, const char *disk_id, GError **error)
+{
+        g_autoptr(json_t) vm = engine_vm_get(e, vm_id, error);
+        json_t *att;
+
+        if (!vm)
+                return NULL;
+        att = fy_uuid_is_valid(disk_id) ? engine_db_query_one(e->db, NULL, "SELECT * FROM disk_attachments "
+                                                                           "WHERE disk_id = ? AND vm_id = ?", "ss", disk_id, vm_id)
+                                        : NULL;
+        if (!att)
+                return fail(error, 404, "disk %.64s is not attached to VM %s", disk_id, js(vm, "name"));
+        return att;
+}
+
+json_t *engine_vm_snapshot(struct engine *e, const char *vm_id, const char *snap_id, GError **error)
+{
+        g_autoptr(json_t) vm = engine_vm_get(e, vm_id, error);
+        json_t *snap;
+
+        if (!vm)
+                return NULL;
+        snap = fy_uuid_is_valid(snap_id) ? engine_db_query_one(e->db, NULL, "SELECT * FROM snapshots WHERE id = ? AND vm_id = ?",
+                                                               "ss", snap_id, vm_id) : NULL;
+        if (!snap)
+                return fail(error, 404, "VM %s has no snapshot %.64s", js(vm, "name"), snap_id);
+        return snap;
+}
+
+/*
+ * Disk actions that would break a VM or a template: a template's disk is
+ * removed with its template and never moved (thin VMs' layers are linked to
+ * its volume on that domain; copying it is fine); an attached disk is
+ * removed through its VM or after a detach, so no VM loses a disk by accident.
+ */
+int engine_disk_owner_check(struct engine *e, const char *disk_id, bool remove, GError **error)
+{
+        g_autoptr(json_t) att = NULL;
+
+        if (!fy_uuid_is_valid(disk_id))
+                return 0;
+        att = engine_db_query_one(e->db, NULL, "SELECT a.*, v.name AS vm_name, t.name AS template_name FROM disk_attachments a "
+                                              "LEFT JOIN vms v ON v.id = a.vm_id LEFT JOIN templates t ON t.id = a.template_id "
+                                              "WHERE a.disk_id = ?", "s", disk_id);
+        if (!att)
+                return 0;
+        if (js(att, "template_id") && remove)
+                fail(error, 409, "disk %s belongs to template %s; remove the template (DELETE /api/templates/%s)",
+                     disk_id, js(att, "template_name"), js(att, "template_id"));
+        else if (js(att, "template_id"))
+                fail(error, 409, "disk %s belongs to template %s and stays on its storage domain (thin VMs "
+                     "are layered on it there); copy it instead (POST /api/disks/%s/copy)",
+                     disk_id, js(att, "template_name"), disk_id);
+        else if (remove)
+                fail(error, 409, "disk %s is attached to VM %s; detach it first (DELETE /api/vms/%s/diskattachments/%s) "
+                     "or remove the VM with its disks (DELETE /api/vms/%s)", disk_id, js(att, "vm_name"),
+                     js(att, "vm_id"), disk_id, js(att, "vm_id"));
+        else
+                return 0;      /* moving a VM's disk is fine */
+        return -EBUSY;
+}
+
+/* The snapshot of the VM that a removal or restore may change now: both unlocked. */
+static json_t *snapshot_for_change(struct engine *e, const char *vm_id, const char *snap_id, json_t **ret_vm,
+                                   GError **error)
+{
+        g_autoptr(json_t) vm = engine_vm_get(e, vm_id, error);
+        g_autoptr(json_t) snap = NULL;
+
+        if (!vm || !(snap = engine_vm_snapshot(e, vm_id, snap_id, error)))
+                return NULL;
+        if (strcmp(js(vm, "status"), "ok") != 0)
+                return fail(error, 409, "VM %s is locked by a running operation (job %s)", js(vm, "name"), js(vm, "job_id"));
+        if (strcmp(js(snap, "status"), "ok") != 0)
+                return fail(error, 409, "snapshot %s of VM %s is %s", snap_id, js(vm, "name"), js(snap, "status"));
+        *ret_vm = g_steal_pointer(&vm);
+        return g_steal_pointer(&snap);
+}
+
+/*
+ * Each disk of the snapshot that is still the VM's, with its chain:
+ * calls add(disk row, its volumes, index of the snapshot's volume) and
+ * fails on a disk that cannot change now or whose chain lacks the volume.
+ */
+static bool snapshot_disks(struct engine *e, json_t *vm, json_t *snap, json_t *disks_out,
+                           bool (*add)(json_t *out, json_t *disk, json_t *vols, size_t at, GError **error), GError **error)
+{
+        g_autoptr(json_t) entries = engine_jparse(snap, "disks");
+        g_autoptr(json_t) owned = owned_disks(e, "vm_id", js(vm, "id"));
+        size_t i, j, k;
+        json_t *ent, *disk, *v;
+
+        json_array_foreach(entries, i, ent) {
+                g_autoptr(json_t) vols = NULL;
+                bool found = false;
+
+                json_array_foreach(owned, j, disk) {
+                        if (g_strcmp0(js(disk, "id"), js(ent, "disk")) != 0)
+                                continue;
+                        found = true;
+                        if (!disk_usable(e, disk, error))
+                                return false;
+                        vols = engine_disk_volumes(e, disk);
+                        json_array_foreach(vols, k, v)
+                                if (g_strcmp0(js(v, "id"), js(ent, "volume")) == 0)
+                                        break;
+                        if (k == json_array_size(vols)) {
+                                fail(error, 409, "disk %s no longer has volume %s of snapshot %s in its chain",
+                                     js(disk, "name"), js(ent, "volume"), js(snap, "id"));
+                                return false;
+                        }
+                        if (!add(disks_out, disk, vols, k, error))
+                                return false;
+                }
+                (void) found;  /* a disk detached since the snapshot keeps its chain as it is */
+        }
+        return true;
+}
+
+static bool add_merge(json_t *out, json_t *disk, json_t *vols, size_t at, GError **error)
+{
+        json_t *base = json_array_get(vols, at);
+        json_t *top = json_array_get(vols, at + 1);
+
+        if (!top || g_strcmp0(js(top, "parent"), js(base, "id")) != 0) {
+                fail(error, 409, "disk %s: snapshot volume %s has no child volume to merge", js(disk, "name"), js(base, "id"));
+                return false;
+        }
+        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "disk", js(disk, "id"),
+                                             "sd", js(disk, "sd_id"), "img", js(disk, "id"), "top", js(top, "id"),
+                                             "base", js(base, "id"), "bytes", ji(top, "capacity")));
+        return true;
+}
+
+static bool add_restore(json_t *out, json_t *disk, json_t *vols, size_t at, GError **error)
+{
+        json_t *base = json_array_get(vols, at);
+        g_autoptr(json_t) discard = json_array();
+        g_autofree char *vol = fy_uuid_new();
+        gint64 capacity = 0;
+
+        /* The leaf first: each removal leaves a linear chain whose leaf is the next one. */
+        for (size_t i = json_array_size(vols); i-- > at + 1;)
+                json_array_append_new(discard, json_string(js(json_array_get(vols, i), "id")));
+        for (size_t i = 0; i <= at; i++)
+                capacity = MAX(capacity, ji(json_array_get(vols, i), "capacity"));
+        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:O}", "disk", js(disk, "id"),
+                                             "sd", js(disk, "sd_id"), "img", js(disk, "id"), "base", js(base, "id"),
+                                             "vol", vol, "capacity", (json_int_t) capacity, "discard", discard));
+        return true;
+}
+
+/* Locks the VM, its disks in plan and the snapshot for a new job and starts its command. */
+static json_t *snapshot_job_start(struct engine *e, json_t *vm, json_t *snap, enum engine_kind kind, const char *desc,
+                                  json_t *params, GError **error)
+{
+        g_autofree char *job = NULL;
+        g_autofree char *cmd = NULL;
+        size_t i;
+        json_t *d;
+
+        if (engine_db_begin(e->db, error) < 0)
+                return NULL;
+        if (!(job = job_insert(e, desc, error)) || !lock_vm(e, vm, job, error))
+                goto rollback;
+        json_array_foreach(json_object_get(params, "disks"), i, d) {
+                g_autoptr(json_t) disk = engine_db_query_one(e->db, NULL, "SELECT * FROM disks WHERE id = ?", "s",
+                                                             js(d, "disk"));
+
+                if (!disk || !lock_disk(e, disk, job, error))
+                        goto rollback;
+        }
+        if (engine_store_snapshot_set(e->db, js(snap, "id"), "locked", job, NULL, error) < 0)
+                goto rollback;
+        cmd = top_command_start(e, kind, job, params);
+        if (engine_db_commit(e->db, error) < 0)
+                return NULL;
+        engine_event(e, "normal", cmd, "%s", desc);
+        return json_pack("{s:{s:s}}", "job", "id", job);
+rollback:
+        engine_db_rollback(e->db);
+        return NULL;
+}
+
+json_t *engine_snapshot_remove(struct engine *e, const char *vm_id, const char *snap_id, int *ret_status, GError **error)
+{
+        g_autoptr(json_t) vm = NULL;
+        g_autoptr(json_t) snap = snapshot_for_change(e, vm_id, snap_id, &vm, error);
+        g_autoptr(json_t) plan = json_array();
+        g_autoptr(json_t) params = NULL;
+        g_autofree char *desc = NULL;
+
+        if (!snap || !snapshot_disks(e, vm, snap, plan, add_merge, error))
+                return NULL;
+        if (json_array_size(plan) == 0) {
+                /* None of its disks is the VM's any more: nothing on storage to merge. */
+                if (engine_store_snapshot_delete(e->db, snap_id, error) < 0)
+                        return NULL;
+                *ret_status = 200;
+                return json_pack("{s:{s:s}}", "snapshot", "id", snap_id);
+        }
+        desc = g_strdup_printf("Removing snapshot %s of VM %s (merging %zu disk(s))", snap_id, js(vm, "name"),
+                               json_array_size(plan));
+        params = json_pack("{s:s, s:s, s:O}", "vm", vm_id, "snapshot", snap_id, "disks", plan);
+        *ret_status = 202;
+        return snapshot_job_start(e, vm, snap, ENGINE_KIND_REMOVE_SNAPSHOT, desc, params, error);
+}
+
+json_t *engine_snapshot_restore(struct engine *e, const char *vm_id, const char *snap_id, GError **error)
+{
+        g_autoptr(json_t) vm = NULL;
+        g_autoptr(json_t) snap = snapshot_for_change(e, vm_id, snap_id, &vm, error);
+        g_autoptr(json_t) plan = json_array();
+        g_autoptr(json_t) newer = json_array();
+        g_autoptr(json_t) all = NULL;
+        g_autoptr(json_t) params = NULL;
+        g_autofree char *desc = NULL;
+        bool after = false;
+        size_t i;
+        json_t *s;
+
+        if (!snap || !snapshot_disks(e, vm, snap, plan, add_restore, error))
+                return NULL;
+        if (json_array_size(plan) == 0)
+                return fail(error, 409, "none of the disks of snapshot %s is attached to VM %s any more", snap_id,
+                            js(vm, "name"));
+        all = engine_store_snapshot_list(e->db, vm_id, error);
+        if (!all)
+                return NULL;
+        /* The snapshots taken after this one name volumes the restore discards. */
+        json_array_foreach(all, i, s) {
+                if (after)
+                        json_array_append_new(newer, json_string(js(s, "id")));
+                if (g_strcmp0(js(s, "id"), snap_id) == 0)
+                        after = true;
+        }
+        desc = g_strdup_printf("Restoring VM %s to snapshot %s (%zu disk(s))", js(vm, "name"), snap_id,
+                               json_array_size(plan));
+        params = json_pack("{s:s, s:s, s:O, s:O}", "vm", vm_id, "snapshot", snap_id, "disks", plan,
+                           "discard_snapshots", newer);
+        return snapshot_job_start(e, vm, snap, ENGINE_KIND_RESTORE_SNAPSHOT, desc, params, error);
+}
