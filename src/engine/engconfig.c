@@ -35,6 +35,10 @@ static const struct fy_option options[] = {
         { "sweep_interval", FY_OPT_UINT, "300", 0, 86400, O(sweep_interval), "seconds between sweeps for orphan images on storage (0: never)" },
         { "max_parallel_copies", FY_OPT_UINT, "4", 1, 64, O(max_parallel_copies), "volumes of one disk copied at the same time", true },
         { "max_body", FY_OPT_UINT, "65536", 1024, 16 * 1024 * 1024, O(max_body), "largest REST request body, bytes" },
+        { "create_admin", FY_OPT_STRING, "", 0, 64, O(create_admin), "user made admin at start unless it exists (with admin_password_file)" },
+        { "admin_password_file", FY_OPT_STRING, "", 0, 4096, O(admin_password_file), "file whose one line is create_admin's password" },
+        { "token_idle_timeout", FY_OPT_UINT, "28800", 1, 31536000, O(token_idle_timeout), "seconds a REST token stays valid unused", true },
+        { "token_lifetime", FY_OPT_UINT, "86400", 1, 31536000, O(token_lifetime), "seconds a REST token stays valid at most", true },
         { "log_level", FY_OPT_STRING, "info", 1, 16, O(log_level), "debug, info, warning or error", true },
 };
 

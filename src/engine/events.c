@@ -18,6 +18,6 @@ void engine_event(struct engine *e, const char *severity, const char *command_id
                 g_message("%s", msg);
         else
                 g_warning("%s", msg);
-        if (engine_store_event_add(e->db, engine_now(), severity, msg, command_id, &error) < 0)
+        if (engine_store_event_add(e->db, engine_now(), severity, msg, command_id, e->acting_user, &error) < 0)
                 g_warning("the event above is not kept: %s", error->message);
 }

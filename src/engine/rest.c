@@ -14,7 +14,9 @@
 #include "api_disks.h"
 #include "api_hosts.h"
 #include "api_jobs.h"
+#include "api_users.h"
 #include "api_vms.h"
+#include "auth.h"
 #include "http.h"
 #include "rest.h"
 #include "resttls.h"
@@ -31,6 +33,7 @@ static const route_table_fn tables[] = {
         engine_api_jobs_routes,
         engine_api_vms_routes,
         engine_api_transfers_routes,
+        engine_api_users_routes,
 };
 
 const struct engine_route *engine_rest_route_at(size_t i)
@@ -112,8 +115,13 @@ static void on_request(SoupServer *server, SoupServerMessage *msg, const char *p
         char buf[MAX_PATH + 1];
         char *args[ENGINE_ROUTE_MAX_ARGS] = { NULL };
         const struct engine_route *r;
+        g_autofree char *user = NULL;
         bool known;
 
+        if (g_str_has_prefix(path, "/sso/")) {
+                engine_auth_sso(e, msg, path);
+                return;
+        }
         if (!g_str_has_prefix(path, "/api/") || strlen(path) > MAX_PATH) {
                 engine_rest_reply_fault(msg, 404, "the API lives under /api/");
                 return;
@@ -124,7 +132,12 @@ static void on_request(SoupServer *server, SoupServerMessage *msg, const char *p
                                                                       : "no such resource or action");
                 return;
         }
+        /* Who asks, and may they: before the handler reads anything. */
+        if (engine_auth_request(e, msg, r->role, &user) < 0)
+                return;
+        e->acting_user = user;
         r->handler(e, msg, args);
+        e->acting_user = NULL;
 }
 
 /* Before the body is read: refuse what is too large, so it is never buffered. */
@@ -160,7 +173,9 @@ int engine_rest_start(struct engine *e, GError **error)
                 return -EINVAL;
         /* Same path for both: libsoup picks one handler entry per path, early and normal. */
         soup_server_add_early_handler(e->http, "/api", on_early, e, NULL);
+        soup_server_add_early_handler(e->http, "/sso", on_early, e, NULL);
         soup_server_add_handler(e->http, "/api", on_request, e, NULL);
+        soup_server_add_handler(e->http, "/sso", on_request, e, NULL);
         soup_server_add_handler(e->http, NULL, on_request, e, NULL);
         addr = g_inet_socket_address_new(inet, (guint16) e->config.port);
         if (!soup_server_listen(e->http, addr, e->config.insecure ? 0 : SOUP_SERVER_LISTEN_HTTPS, error))

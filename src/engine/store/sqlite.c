@@ -96,6 +96,13 @@ static const char *const migrations[] = {
         "  id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, description TEXT NOT NULL DEFAULT '', status TEXT NOT NULL,"
         "  disks TEXT NOT NULL DEFAULT '[]', job_id TEXT, created INTEGER NOT NULL);"
         "CREATE INDEX snapshots_vm ON snapshots(vm_id);",
+        /* 6: users of the REST API (password hashes, roles), their tokens (hashes only), who caused an event */
+        "CREATE TABLE users ("
+        "  name TEXT PRIMARY KEY, hash TEXT NOT NULL, role TEXT NOT NULL, created INTEGER NOT NULL);"
+        "CREATE TABLE tokens ("
+        "  hash TEXT PRIMARY KEY, user_name TEXT NOT NULL, created INTEGER NOT NULL, last_used INTEGER NOT NULL);"
+        "CREATE INDEX tokens_user ON tokens(user_name);"
+        "ALTER TABLE events ADD COLUMN user_name TEXT;",
 };
 
 static void sqlite_close(void *handle);
