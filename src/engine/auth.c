@@ -346,7 +346,7 @@ static void token_request(struct engine *e, SoupServerMessage *msg)
                 p->form = g_steal_pointer(&form);
                 p->address = g_steal_pointer(&address);
                 soup_server_message_pause(p->msg);
-                g_timeout_add_seconds(delay, on_delayed_login, p);
+                g_timeout_add(delay * 1000, on_delayed_login, p);   /* exact: _seconds may fire early */
                 return;
         }
         token_grant(e, msg, form, address);
