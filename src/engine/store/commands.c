@@ -23,3 +23,11 @@ int engine_store_copy_load(struct engine_store *st, const char *host, gint64 *re
         *ret_bytes = json_number_value(json_object_get(row, "b"));
         return 0;
 }
+
+char *engine_store_command_user(struct engine_store *st, const char *id)
+{
+        g_autoptr(json_t) row = store_query_one(st, NULL, "SELECT user_name FROM commands WHERE id = ?", "s", id);
+        const char *user = row ? json_string_value(json_object_get(row, "user_name")) : NULL;
+
+        return user ? g_strdup(user) : NULL;
+}

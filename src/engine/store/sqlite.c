@@ -103,6 +103,8 @@ static const char *const migrations[] = {
         "  hash TEXT PRIMARY KEY, user_name TEXT NOT NULL, created INTEGER NOT NULL, last_used INTEGER NOT NULL);"
         "CREATE INDEX tokens_user ON tokens(user_name);"
         "ALTER TABLE events ADD COLUMN user_name TEXT;",
+        /* 7: who started a command (children inherit it): the events of its flow name them */
+        "ALTER TABLE commands ADD COLUMN user_name TEXT;",
 };
 
 static void sqlite_close(void *handle);

@@ -149,6 +149,8 @@ int engine_store_job_end(struct engine_store *st, const char *job, const char *s
                          GError **error) STORE_MUST;
 
 /* ---- what the scheduler counts (commands.c) ---- */
+/* Who started the command (a user name), or NULL: the engine itself, or no such command. */
+char *engine_store_command_user(struct engine_store *st, const char *id);
 /* Copies, merges and sparsifies (host jobs) recorded as sent to host, and the bytes they still have to move by their steps' progress. */
 int engine_store_copy_load(struct engine_store *st, const char *host, gint64 *ret_copies, double *ret_bytes,
                            GError **error) STORE_MUST;
