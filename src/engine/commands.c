@@ -280,6 +280,22 @@ static bool host_job(enum engine_kind k)
         return k == ENGINE_KIND_COPY_DATA || k == ENGINE_KIND_MERGE || k == ENGINE_KIND_SPARSIFY_VOLUME;
 }
 
+/*
+ * What another host would refuse too: the generation moved (someone else's
+ * change), no space, and a merge or sparsify the volumes do not allow
+ * (252, 2009, 920, 921, 219 a template's volume).
+ */
+static bool refused_everywhere(gint64 code)
+{
+        static const gint64 codes[] = { FY_ERR_GENERATION_MISMATCH, FY_ERR_NO_SPACE, FY_ERR_MERGE, FY_ERR_UNSUPPORTED,
+                                        FY_ERR_NOT_IN_CHAIN, FY_ERR_WRONG_PARENT, FY_ERR_SHARED_VOLUME };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(codes); i++)
+                if (codes[i] == code)
+                        return true;
+        return false;
+}
+
 static bool persistent(json_t *cmd)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
@@ -322,6 +338,12 @@ static void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attem
         engine_db_exec(e->db, NULL, "UPDATE commands SET phase = '', host = NULL, agent_job_id = NULL, data = ?, "
                                     "updated = ? WHERE id = ?", "jis", data, engine_now(), js(cmd, "id"));
         engine_kick(e);
+}
+
+/* What an event calls a leaf's agent job: "copy_data", "merge", "sparsify_volume" … */
+static const char *job_noun(json_t *cmd)
+{
+        return engine_kind_name(engine_cmd_kind(cmd));
 }
 
 /* Marks the command sent before the call: a restart finds host and agent job recorded. */
@@ -382,6 +404,11 @@ static void on_leaf_sent(struct engine *e, json_t *cmd, json_t *result, const GE
         }
         if (kind == ENGINE_KIND_REMOVE_VOLUME && error->code == FY_ERR_VOLUME_DOES_NOT_EXIST) {
                 engine_cmd_finish(e, cmd, true, NULL);        /* gone already (a resend): done */
+                return;
+        }
+        if (host_job(kind) && kind != ENGINE_KIND_COPY_DATA && refused_everywhere(error->code)) {
+                /* A merge or sparsify the volumes do not allow (copies keep their behaviour). */
+                engine_cmd_finish(e, cmd, false, error->message);
                 return;
         }
         if (host_job(kind)) {
@@ -463,8 +490,8 @@ static void leaf_watch(struct engine *e, json_t *cmd)
                          * 30 s while it runs: an abort lost on the way must not let the copy go on. */
                         json_object_set_new(data, "abort_sent", json_integer(engine_now()));
                         leaf_save(e, cmd, data);
-                        engine_event(e, "normal", js(cmd, "id"), "aborting copy job %s on host %s (cancelled)",
-                                     js(cmd, "agent_job_id"), js(cmd, "host"));
+                        engine_event(e, "normal", js(cmd, "id"), "aborting %s job %s on host %s (cancelled)",
+                                     job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"));
                         cmd_call(e, cmd, js(cmd, "host"), "Job.abort", json_pack("{s:s}", "job_id", js(cmd, "agent_job_id")),
                                  e->config.host_timeout, on_abort_sent, NULL, NULL);
                         return;
@@ -522,8 +549,9 @@ static void copy_lost(struct engine *e, json_t *cmd, json_t *data, const char *w
                 json_object_set_new(data, "lost_since", json_integer(engine_now()));
                 leaf_save(e, cmd, data);
                 engine_event(e, "warning", js(cmd, "id"),
-                             "copy job %s: host %s unreachable (%s); reading the destination through other hosts, "
-                             "fencing after %u s", js(cmd, "agent_job_id"), js(cmd, "host"), why, e->config.host_lost_timeout);
+                             "%s job %s: host %s unreachable (%s); reading the destination through other hosts, "
+                             "fencing after %u s", job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"), why,
+                             e->config.host_lost_timeout);
         }
         copy_probe(e, cmd, data);
 }
@@ -571,8 +599,9 @@ static void copy_fence(struct engine *e, json_t *cmd, json_t *data, const char *
         if (!json_object_get(data, "fence_started")) {
                 json_object_set_new(data, "fence_started", json_integer(engine_now()));
                 engine_event(e, "warning", js(cmd, "id"),
-                             "fencing copy job %s of host %s: destination %s generation %" G_GINT64_FORMAT " → %" G_GINT64_FORMAT
-                             " through host %s", js(cmd, "agent_job_id"), js(cmd, "host"), js(dst, "vol"),
+                             "fencing %s job %s of host %s: destination %s generation %" G_GINT64_FORMAT " → %" G_GINT64_FORMAT
+                             " through host %s", job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"),
+                             js(dst, "vol"),
                              rec, engine_generation_fenced(rec), probe_host);
         } else if (fence_expired(e, cmd, data)) {
                 return;
@@ -624,15 +653,17 @@ static void on_copy_probe(struct engine *e, json_t *cmd, json_t *result, const G
         if (gen == engine_generation_done(rec) && g_strcmp0(js(result, "legality"), "LEGAL") == 0) {
                 g_autoptr(json_t) done = json_pack("{s:s}", "status", "done");
 
-                engine_event(e, "normal", js(cmd, "id"), "copy job %s of host %s finished: learned from storage "
-                             "(destination LEGAL, generation %" G_GINT64_FORMAT ")", js(cmd, "agent_job_id"), js(cmd, "host"), gen);
+                engine_event(e, "normal", js(cmd, "id"), "%s job %s of host %s finished: learned from storage "
+                             "(destination LEGAL, generation %" G_GINT64_FORMAT ")", job_noun(cmd),
+                             js(cmd, "agent_job_id"), js(cmd, "host"), gen);
                 leaf_job_finished(e, cmd, done);
                 return;
         }
         if (gen != rec) {
                 /* recorded+3 is our fence; anything else is someone else's change: this try is over either way. */
-                g_autofree char *why = g_strdup_printf("copy job %s of host %s was fenced (destination generation %" G_GINT64_FORMAT
-                                                       ", recorded %" G_GINT64_FORMAT ")", js(cmd, "agent_job_id"),
+                g_autofree char *why = g_strdup_printf("%s job %s of host %s was fenced (destination generation %" G_GINT64_FORMAT
+                                                       ", recorded %" G_GINT64_FORMAT ")", job_noun(cmd),
+                                                       js(cmd, "agent_job_id"),
                                                        js(cmd, "host"), gen, rec);
                 leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
                 return;
@@ -684,7 +715,8 @@ static void on_fence_jobs(struct engine *e, json_t *cmd, json_t *result, const G
         json_object_del(data, "fence_job");
         json_object_del(data, "fence_host");
         if (job && strcmp(status, "done") == 0) {
-                engine_event(e, "normal", js(cmd, "id"), "fenced copy job %s of host %s", js(cmd, "agent_job_id"), js(cmd, "host"));
+                engine_event(e, "normal", js(cmd, "id"), "fenced %s job %s of host %s", engine_kind_name(engine_cmd_kind(cmd)),
+                             js(cmd, "agent_job_id"), js(cmd, "host"));
                 leaf_save(e, cmd, data);
                 copy_probe(e, cmd, data);      /* reads recorded+3 and ends this try */
                 return;
@@ -696,8 +728,8 @@ static void on_fence_jobs(struct engine *e, json_t *cmd, json_t *result, const G
         }
         /* Lease still held (651) or the fence host failed: later, with backoff. */
         if (job && code == FY_ERR_LEASE_ACQUIRE && ji(data, "fence_attempts") % 6 == 1)
-                engine_event(e, "normal", js(cmd, "id"), "fencing copy job %s: its lease is still held; "
-                             "retrying until the holder's sanlock lease expires", js(cmd, "agent_job_id"));
+                engine_event(e, "normal", js(cmd, "id"), "fencing %s job %s: its lease is still held; "
+                             "retrying until the holder's sanlock lease expires", job_noun(cmd), js(cmd, "agent_job_id"));
         leaf_later(e, cmd, data, backoff(ji(data, "fence_attempts")));
 }
 
@@ -928,6 +960,32 @@ static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
                  e->config.host_timeout, on_copy_generation, g_strdup(host), g_free);
 }
 
+static void on_finalize_verify(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        if (is_transport_error(error))
+                return;        /* the next round asks again */
+        if (result && g_strcmp0(js(result, "legality"), "ILLEGAL") == 0) {
+                engine_event(e, "normal", js(cmd, "id"), "finalize_merge: top volume already left the chain "
+                             "(an earlier try finished)");
+                engine_cmd_finish(e, cmd, true, NULL);
+                return;
+        }
+        engine_cmd_finish(e, cmd, false, extra);
+}
+
+/* Top ILLEGAL after a finalize that answered 252 on a resend: the finalize had completed. */
+static void finalize_verify(struct engine *e, json_t *cmd, const char *why)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s",
+                                                   e->dc_id);
+
+        cmd_call(e, cmd, js(cmd, "host"), "Volume.getInfo",
+                 json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID", js(p, "sd"),
+                           "imageID", js(p, "img"), "volumeID", js(p, "top")),
+                 e->config.host_timeout, on_finalize_verify, g_strdup(why), g_free);
+}
+
 /* The job is known to the host: running → progress, done/failed → finish. */
 static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
 {
@@ -964,12 +1022,15 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                         engine_cmd_finish(e, cmd, true, NULL);        /* already gone */
                         return;
                 }
+                if (kind == ENGINE_KIND_FINALIZE_MERGE && code == FY_ERR_MERGE && ji(cmd, "attempts") > 1) {
+                        /* A resend after an SPM change: the first one may have finished (base then has
+                         * two children, top and the re-pointed one): storage decides. */
+                        finalize_verify(e, cmd, why);
+                        return;
+                }
                 /* A copy that lost its generation race or was aborted is not retried blindly. */
                 /* Out of space stays out of space on any host. */
-                /* A refused merge or sparsify (252, 2009, 920, 921) is refused on every host. */
-                if (host_job(kind) && code != FY_ERR_GENERATION_MISMATCH && code != FY_ERR_NO_SPACE &&
-                    code != FY_ERR_MERGE && code != FY_ERR_UNSUPPORTED && code != FY_ERR_NOT_IN_CHAIN &&
-                    code != FY_ERR_WRONG_PARENT && strcmp(status, "aborted") != 0)
+                if (host_job(kind) && !refused_everywhere(code) && strcmp(status, "aborted") != 0)
                         leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
                 else
                         engine_cmd_finish(e, cmd, false, why);
@@ -1077,8 +1138,9 @@ static void leaf_job_missing(struct engine *e, json_t *cmd)
                 if (!json_is_true(json_object_get(data, "missing"))) {
                         json_object_set_new(data, "missing", json_true());
                         leaf_save(e, cmd, data);
-                        engine_event(e, "warning", js(cmd, "id"), "host %s no longer knows copy job %s; "
-                                     "deciding from the destination volume", js(cmd, "host"), js(cmd, "agent_job_id"));
+                        engine_event(e, "warning", js(cmd, "id"), "host %s no longer knows %s job %s; "
+                                     "deciding from the destination volume", js(cmd, "host"),
+                                     job_noun(cmd), js(cmd, "agent_job_id"));
                 }
                 copy_probe(e, cmd, data);
                 return;
