@@ -41,6 +41,7 @@ struct cli_ctx {
         char *ca_file;          /* the CA in use, set by cli_ctx_engine(); NULL: the system's CAs */
         gboolean json;          /* --json */
         const char *command;    /* "disk move", for hints */
+        bool no_auto_login;     /* login, logout: never log in as a cluster's admin by themselves */
 };
 
 /* ---- engine.c: the REST client ---- */

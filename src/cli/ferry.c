@@ -241,7 +241,7 @@ int cli_ctx_engine(struct cli_ctx *ctx, struct cli_engine **ret_engine, GError *
         token = cli_token_load(cli_engine_url(*ret_engine));
         if (token) {
                 cli_engine_set_token(*ret_engine, token);
-        } else if (cf.admin_user && cluster_url && cli_same_url(url, cluster_url)) {
+        } else if (!ctx->no_auto_login && cf.admin_user && cluster_url && cli_same_url(url, cluster_url)) {
                 /* Inside a local cluster's folder: log in as its admin, as 'ferry login' would. */
                 g_autofree char *password = NULL;
                 g_autoptr(GError) local = NULL;

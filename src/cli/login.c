@@ -177,6 +177,7 @@ int cli_login(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         g_autoptr(cli_engine) e = NULL;
         int r;
 
+        ctx->no_auto_login = true;
         if (cli_parse_options(ctx, &argc, &argv, entries, NULL,
                               "Gets a token from the engine and keeps it (mode 0600) in $XDG_CONFIG_HOME/ferry/ "
                               "for the commands that follow.", error) < 0 ||
@@ -199,6 +200,7 @@ int cli_logout(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         g_autoptr(cli_engine) e = NULL;
         g_autofree char *token = NULL, *form = NULL;
 
+        ctx->no_auto_login = true;
         if (cli_parse_options(ctx, &argc, &argv, NULL, NULL, "Revokes the stored token and forgets it.", error) < 0 ||
             cli_expect_args(argc, 0, NULL, error) < 0 || cli_ctx_engine(ctx, &e, error) < 0)
                 return -1;
