@@ -206,7 +206,12 @@ static json_t *login(struct engine *e, const char *user, const char *password, c
                 return NULL;
         }
         if (!row || !password || !password_matches(engine_js(row, "hash"), password)) {
+                static char *dummy;
                 unsigned delay;
+
+                /* An unknown user costs a hash too: the time does not tell which names exist. */
+                if (!row && password && (dummy || (dummy = engine_auth_hash("not a password", NULL))))
+                        password_matches(dummy, password);
 
                 if (valid)
                         failure_count(e, "u", user);
