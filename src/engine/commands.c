@@ -942,12 +942,13 @@ static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
                 return;
         /* Hosts that failed this copy before come last: another one if any can take it. */
         bytes = json_number_value(json_object_get(p, "bytes"));
-        host = engine_pick_copy_host_sized(e, json_object_get(data, "exclude"), bytes);
+        host = engine_pick_copy_host_sized(e, json_object_get(data, "exclude"), bytes, ji(cmd, "created"));
         if (!host && json_array_size(json_object_get(data, "exclude")) > 0)
-                host = engine_pick_copy_host_sized(e, NULL, bytes);
+                host = engine_pick_copy_host_sized(e, NULL, bytes, ji(cmd, "created"));
 
         if (!host) {
-                /* Every usable host is at its job limit (or none is up): queued until one frees. */
+                /* Every usable host is at its job limit (or none is up), or the copy waits for a busy
+                 * fast host (hostsched.h): offered again each round until one takes it. */
                 step_wait(e, js(cmd, "step_id"), "waiting for a host");
                 return;
         }

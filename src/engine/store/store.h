@@ -152,5 +152,8 @@ int engine_store_job_end(struct engine_store *st, const char *job, const char *s
 /* Who started the command (a user name), or NULL: the engine itself, or no such command. */
 char *engine_store_command_user(struct engine_store *st, const char *id);
 /* Copies, merges and sparsifies (host jobs) recorded as sent to host, and the bytes they still have to move by their steps' progress. */
-int engine_store_copy_load(struct engine_store *st, const char *host, gint64 *ret_copies, double *ret_bytes,
-                           GError **error) STORE_MUST;
+/* Rows {host, n: copies, b: bytes left}, one per host. */
+int engine_store_copy_loads(struct engine_store *st, json_t **ret_rows, GError **error) STORE_MUST;
+/* Copies created before `created` (engine clock seconds) that are still without a host. */
+int engine_store_copies_waiting_before(struct engine_store *st, gint64 created, gint64 *ret_n,
+                                       GError **error) STORE_MUST;
