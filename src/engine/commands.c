@@ -79,9 +79,12 @@ char *engine_cmd_create(struct engine *e, enum engine_kind kind, const char *par
         char *id = fy_uuid_new();
 
         engine_db_exec(e->db, NULL,
-                       "INSERT INTO commands (id, type, parent_id, job_id, step_id, state, params, created, updated, cancel) "
-                       "VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, COALESCE((SELECT cancel FROM commands WHERE id = ?), 0))",
-                       "sssssjiis", id, type, parent, job_id, step_id, params, engine_now(), engine_now(), parent);
+                       "INSERT INTO commands (id, type, parent_id, job_id, step_id, state, params, created, updated, cancel, "
+                       "user_name) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, "
+                       "COALESCE((SELECT cancel FROM commands WHERE id = ?), 0), "
+                       "COALESCE(?, (SELECT user_name FROM commands WHERE id = ?)))",
+                       "sssssjiisss", id, type, parent, job_id, step_id, params, engine_now(), engine_now(), parent,
+                       e->acting_user, parent);
         g_debug("command %s (%s) created under %s", id, type, parent ? parent : "-");
         engine_kick(e);
         return id;

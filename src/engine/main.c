@@ -7,6 +7,7 @@
 #include <glib-unix.h>
 
 #include "config.h"
+#include "auth.h"
 #include "commands.h"
 #include "hosts.h"
 #include "metrics.h"
@@ -104,7 +105,8 @@ int main(int argc, char **argv)
         e->loop = g_main_loop_new(NULL, FALSE);
 
         if (engine_store_open(e->config.db, &e->db, &error) < 0 || ensure_datacenter(e, &error) < 0 ||
-            engine_hosts_init(e, &error) < 0 || engine_commands_init(e, &error) < 0) {
+            engine_auth_init(e, &error) < 0 || engine_hosts_init(e, &error) < 0 ||
+            engine_commands_init(e, &error) < 0) {
                 g_critical("%s", error->message);
                 return EXIT_FAILURE;
         }
@@ -142,6 +144,7 @@ int main(int argc, char **argv)
         g_hash_table_unref(e->busy);
         if (e->host_listeners)
                 g_array_unref(e->host_listeners);
+        g_clear_pointer(&e->login_failures, g_hash_table_unref);
         engine_store_close(e->db);
         g_free(e->dc_id);
         g_main_loop_unref(e->loop);

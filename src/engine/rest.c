@@ -14,7 +14,9 @@
 #include "api_disks.h"
 #include "api_hosts.h"
 #include "api_jobs.h"
+#include "api_users.h"
 #include "api_vms.h"
+#include "auth.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -36,6 +38,7 @@ static const route_table_fn tables[] = {
         engine_api_vms_routes,
         engine_api_transfers_routes,
         engine_metrics_routes,
+        engine_api_users_routes,
 };
 
 const struct engine_route *engine_rest_route_at(size_t i)
@@ -119,10 +122,15 @@ static void on_request(SoupServer *server, SoupServerMessage *msg, const char *p
         const char *method = soup_server_message_get_method(msg);
         const char *corr = soup_message_headers_get_one(soup_server_message_get_request_headers(msg), "Correlation-Id");
         g_autofree char *made = NULL;
+        g_autofree char *user = NULL;
         const struct engine_route *r = NULL;
         struct fy_log_context saved;
         bool known = false;
 
+        if (g_str_has_prefix(path, "/sso/")) {
+                engine_auth_sso(e, msg, path);
+                return;
+        }
         if ((g_str_has_prefix(path, "/api/") || strcmp(path, "/metrics") == 0) && strlen(path) <= MAX_PATH)
                 r = engine_rest_route_find(method, path, args, &known, buf, sizeof(buf));
         /* Timed under the route's pattern, never the raw path: the metric's labels stay bounded. */
@@ -143,9 +151,14 @@ static void on_request(SoupServer *server, SoupServerMessage *msg, const char *p
                                                                               : "no such resource or action");
                 return;
         }
+        /* Who asks, and may they: before the handler reads anything. */
+        if (engine_auth_request(e, msg, r->role, &user) < 0)
+                return;
         /* The request's log context: a job it starts keeps the correlation id (jobs.correlation_id). */
         fy_log_context_set(NULL, corr, &saved);
+        e->acting_user = user;
         r->handler(e, msg, args);
+        e->acting_user = NULL;
         fy_log_context_restore(&saved);
 }
 
@@ -244,6 +257,7 @@ int engine_rest_start(struct engine *e, GError **error)
         soup_server_add_early_handler(e->http, "/api", on_early, e, NULL);
         soup_server_add_early_handler(e->http, NULL, on_early, e, NULL);
         soup_server_add_handler(e->http, "/api", on_request, e, NULL);
+        soup_server_add_handler(e->http, "/sso", on_request, e, NULL);
         soup_server_add_handler(e->http, NULL, on_request, e, NULL);
         addr = g_inet_socket_address_new(inet, (guint16) e->config.port);
         /* Connections are Ferry's (src/lib/httpserve.c), TLS too: the certificate goes there. */

@@ -43,6 +43,14 @@ gint64 engine_store_steps_stalled(struct engine_store *st)
         return row ? json_integer_value(json_object_get(row, "n")) : 0;
 }
 
+char *engine_store_command_user(struct engine_store *st, const char *id)
+{
+        g_autoptr(json_t) row = store_query_one(st, NULL, "SELECT user_name FROM commands WHERE id = ?", "s", id);
+        const char *user = row ? json_string_value(json_object_get(row, "user_name")) : NULL;
+
+        return user ? g_strdup(user) : NULL;
+}
+
 int engine_store_copies_waiting_before(struct engine_store *st, gint64 created, gint64 *ret_n, GError **error)
 {
         g_autoptr(json_t) row = store_query_one(st, error,
