@@ -90,7 +90,7 @@ class Prometheus:
     """Debian's Prometheus server in a temp folder on a free port, scraping
     the given targets every second."""
 
-    def __init__(self, workdir, targets, ca_file=None, job_name="ferry-agent"):
+    def __init__(self, workdir, targets, ca_file=None, job_name="ferry-agent", token=None):
         self.dir = tempfile.mkdtemp(prefix="prometheus-", dir=workdir)
         self.port = free_port()
         config = os.path.join(self.dir, "prometheus.yml")
@@ -103,6 +103,12 @@ class Prometheus:
         if ca_file:
             # The agents serve HTTPS with certificates of the cluster's CA.
             scrape_configs[0].update({"scheme": "https", "tls_config": {"ca_file": ca_file}})
+        if token:
+            # The engine's /metrics wants a token of any role: Prometheus reads it from a 0600 file.
+            token_file = os.path.join(self.dir, "token")
+            with open(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                f.write(token)
+            scrape_configs[0]["authorization"] = {"type": "Bearer", "credentials_file": token_file}
         with open(config, "w") as f:
             # JSON is YAML.
             json.dump({"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -359,10 +365,13 @@ def eng():
     assert all(code == 0 for code in codes.values()), codes
 
 
-def engine_raw(ec, method, path, headers=None, body=None):
-    """(status, response headers, body bytes) of one REST request."""
+def engine_raw(ec, method, path, headers=None, body=None, token=None, auth=True):
+    """(status, response headers, body bytes) of one REST request, with the admin's
+    token unless another is given or auth is False."""
     req = urllib.request.Request(ec.engine.url + path, method=method, headers=headers or {},
                                  data=json.dumps(body).encode() if body is not None else None)
+    if auth:
+        req.add_header("Authorization", f"Bearer {token or ec.engine.token}")
     if body is not None:
         req.add_header("Content-Type", "application/json")
     try:
@@ -382,9 +391,23 @@ def engine_disk(ec, name, data):
     return disk
 
 
+def viewer_token(ec):
+    """A token of the weakest role: /metrics is readable with any."""
+    ec.engine.post("/api/users", {"name": "metrics-viewer", "password": "viewer-password-1", "role": "viewer"})
+    form = urllib.parse.urlencode({"grant_type": "password", "username": "metrics-viewer",
+                                   "password": "viewer-password-1", "scope": "ovirt-app-api"}).encode()
+    req = urllib.request.Request(ec.engine.url + "/sso/oauth/token", data=form, method="POST",
+                                 headers={"Accept": "application/json",
+                                          "Content-Type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(req, timeout=30, context=ec.engine.ssl) as r:
+        return json.load(r)["access_token"]
+
+
 def test_engine_metrics_scraped_by_prometheus_during_a_move(eng):
     ec = eng
-    status, headers, text = engine_raw(ec, "GET", "/metrics")
+    assert engine_raw(ec, "GET", "/metrics", auth=False)[0] == 401
+    token = viewer_token(ec)
+    status, headers, text = engine_raw(ec, "GET", "/metrics", token=token)
     assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
     r = subprocess.run([PROMTOOL, "check", "metrics"], input=text.decode(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), (r.stdout, r.stderr, text)
@@ -409,7 +432,8 @@ def test_engine_metrics_scraped_by_prometheus_during_a_move(eng):
                   status="404") >= 1
     assert "/api/nothing" not in text
 
-    prometheus = Prometheus(ec.workdir, [f"127.0.0.1:{ec.engine.port}"], ec.engine.ca_file, job_name="ferry-engine")
+    prometheus = Prometheus(ec.workdir, [f"127.0.0.1:{ec.engine.port}"], ec.engine.ca_file, job_name="ferry-engine",
+                            token=token)
     try:
         wait_for(lambda: prometheus.query('up{job="ferry-engine"} == 1'), 30, "prometheus to scrape the engine")
         disk = engine_disk(ec, "metrics", 256 * MiB)        # ~4 s at 64 MiB/s
