@@ -151,9 +151,17 @@ static int load_file(const struct fy_options_spec *spec, void *config, const cha
                 }
         keys = g_key_file_get_keys(kf, spec->section, NULL, NULL);
         for (size_t i = 0; keys && keys[i]; i++) {
-                g_autofree char *value = g_key_file_get_string(kf, spec->section, keys[i], NULL);
+                g_autofree char *value = NULL;
+                g_autoptr(GError) ve = NULL;
 
-                if (fy_options_set(spec, config, keys[i], value ? value : "", path, error) < 0)
+                /* NULL here is a value GKeyFile cannot return (invalid UTF-8): never "". */
+                value = g_key_file_get_string(kf, spec->section, keys[i], &ve);
+                if (!value) {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "%s: %s: %s", path, keys[i],
+                                    ve ? ve->message : "unreadable value");
+                        return -EINVAL;
+                }
+                if (fy_options_set(spec, config, keys[i], value, path, error) < 0)
                         return -EINVAL;
         }
         return 0;

@@ -254,6 +254,21 @@ static void test_fifo_refused(void)
         teardown();
 }
 
+/* A value GKeyFile cannot return (invalid UTF-8) is an error naming file and key, never "". */
+static void test_invalid_utf8_value(void)
+{
+        struct cfg c;
+        GError *error = NULL;
+
+        setup();
+        write_file("test.conf", "[test]\nname = ab\xff\xfe\n");
+        g_assert_cmpint(load(&c, &error, NULL), ==, -EINVAL);
+        g_assert_nonnull(error);
+        g_assert_nonnull(strstr(error->message, "test.conf: name: "));
+        g_clear_error(&error);
+        teardown();
+}
+
 static void test_reload(void)
 {
         struct cfg c;
@@ -326,5 +341,6 @@ int main(int argc, char **argv)
         g_test_add_func("/options/reload", test_reload);
         g_test_add_func("/options/symlinks-followed", test_symlinks_followed);
         g_test_add_func("/options/fifo-refused", test_fifo_refused);
+        g_test_add_func("/options/invalid-utf8-value", test_invalid_utf8_value);
         return g_test_run();
 }
