@@ -200,3 +200,26 @@ int fy_fsync_dir(int dirfd)
                 return -errno;
         return 0;
 }
+
+int fy_fd_max_file_size(int fd, uint64_t *ret_max)
+{
+        off_t lo = 0, hi = INT64_MAX;
+        off_t saved = lseek(fd, 0, SEEK_CUR);
+
+        if (saved < 0)
+                return -errno;
+        while (lo < hi) {
+                off_t mid = lo + (hi - lo) / 2 + 1;
+
+                if (lseek(fd, mid, SEEK_SET) >= 0)
+                        lo = mid;
+                else if (errno == EINVAL)
+                        hi = mid - 1;
+                else
+                        return -errno;
+        }
+        if (lseek(fd, saved, SEEK_SET) < 0)
+                return -errno;
+        *ret_max = (uint64_t) lo;
+        return 0;
+}

@@ -117,6 +117,7 @@ int cli_expect_args(int argc, int n, const char *what, GError **error);
 
 int cli_host_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_host_add(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_host_remove(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_sd_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_show(struct cli_ctx *ctx, int argc, char **argv, GError **error);

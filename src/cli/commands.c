@@ -302,6 +302,29 @@ int cli_host_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         return 0;
 }
 
+int cli_host_remove(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autoptr(cli_engine) e = NULL;
+        g_autofree char *path = NULL;
+        json_t *host = NULL, *answer = NULL;
+        const char *id;
+
+        if (cli_setup(ctx, &argc, &argv, NULL, "HOST", 1, "HOST (an id or a name)", &e, error) < 0 ||
+            cli_resolve(e, "/api/hosts", "hosts", "host", argv[1], &host, error) < 0)
+                return -1;
+        id = json_string_value(json_object_get(host, "id"));
+        path = g_strdup_printf("/api/hosts/%s", id);
+        if (cli_engine_request(e, "DELETE", path, NULL, &answer, error) < 0) {
+                json_decref(host);
+                return -1;
+        }
+        if (!ctx->json)
+                printf("removed host %s (%s)\n", json_string_value(json_object_get(host, "name")), id);
+        json_decref(answer);
+        json_decref(host);
+        return 0;
+}
+
 int cli_sd_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 {
         g_autoptr(cli_engine) e = NULL;

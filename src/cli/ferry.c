@@ -21,6 +21,7 @@ struct cli_command {
 static const struct cli_command cli_commands[] = {
         { "host", "list", cli_host_list, "host list" },
         { "host", "add", cli_host_add, "host add --address ADDR [--port P] [--name N] [--wait]" },
+        { "host", "remove", cli_host_remove, "host remove HOST (in maintenance, not the SPM, nothing running)" },
         { "sd", "list", cli_sd_list, "sd list" },
         { "disk", "list", cli_disk_list, "disk list" },
         { "disk", "show", cli_disk_show, "disk show DISK" },

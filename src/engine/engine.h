@@ -53,6 +53,10 @@ struct engine_config {
         unsigned fence_timeout;        /* s fencing is retried before the copy is given up */
         unsigned sweep_interval;       /* s between orphan image sweeps, 0 = never */
         unsigned max_body;
+        unsigned idle_timeout;         /* s a keep-alive REST connection may wait for a request */
+        unsigned request_timeout;      /* s for a request's headers, and a body's longest pause */
+        unsigned max_connections;      /* REST connections at once */
+        unsigned max_connections_per_address;
         char *log_level;
         struct fy_options_sources *sources;     /* what a SIGHUP reload reads again */
 };
@@ -75,9 +79,11 @@ struct engine {
         struct engine_store *db;
         GMainLoop *loop;
         SoupServer *http;
+        struct fy_http_server *httpd;  /* its connections (src/lib/httpserve.c) */
         guint16 port;
         char *dc_id;
         GHashTable *hosts;             /* host uuid → struct engine_host* */
+        GHashTable *sd_max_file;       /* domain uuid → gint64 *: largest file its filesystem holds */
         GHashTable *busy;              /* command ids with a call in flight */
         GHashTable *picking;           /* copy_data command id → struct engine_pick, until the copy is sent */
         bool spm_busy;                 /* an SPM election call is in flight */

@@ -16,6 +16,7 @@
 #include "vms.h"
 #include "flows/snapshots.h"
 #include "error.h"
+#include "listener.h"
 #include "log.h"
 #include "uuid.h"
 
@@ -92,6 +93,13 @@ int main(int argc, char **argv)
                 return 2;
         }
         fy_log_setup(e->config.log_level, "ferry-engine", g_get_host_name());
+        {
+                g_autofree char *nofile = NULL;
+
+                int nr = fy_nofile_raise(&nofile);
+
+                g_log(G_LOG_DOMAIN, nr < 0 ? G_LOG_LEVEL_WARNING : G_LOG_LEVEL_MESSAGE, "%s", nofile);
+        }
         e->loop = g_main_loop_new(NULL, FALSE);
 
         if (engine_store_open(e->config.db, &e->db, &error) < 0 || ensure_datacenter(e, &error) < 0 ||
@@ -126,8 +134,7 @@ int main(int argc, char **argv)
         g_source_remove(e->tick_source);
         if (e->kick_source)
                 g_source_remove(e->kick_source);
-        soup_server_disconnect(e->http);
-        g_object_unref(e->http);
+        engine_rest_stop(e);
         engine_hosts_free(e);
         g_hash_table_unref(e->busy);
         if (e->host_listeners)

@@ -76,7 +76,13 @@ static json_t *transfer_row(struct engine *e, const char *id)
         return engine_db_query_one(e->db, NULL, "SELECT * FROM image_transfers WHERE id = ?", "s", id);
 }
 
-static json_t *transfer_json(struct engine *e, json_t *row)
+/*
+ * The ticket in transfer_url is all a client needs to read or write the
+ * disk, so only the answer that creates the transfer carries it (with_url);
+ * listings and later GETs leave it out. Once users exist, their creator may
+ * see it again (DESIGN §11).
+ */
+static json_t *transfer_json(struct engine *e, json_t *row, bool with_url)
 {
         g_autoptr(json_t) host = js(row, "host") ?
                 engine_db_query_one(e->db, NULL, "SELECT id, name FROM hosts WHERE id = ?", "s", js(row, "host")) : NULL;
@@ -88,8 +94,9 @@ static json_t *transfer_json(struct engine *e, json_t *row)
 
         json_object_set_new(o, "host", host ? json_pack("{s:s, s:s}", "id", js(host, "id"), "name", js(host, "name"))
                                             : json_null());
-        json_object_set_new(o, "transfer_url", js(row, "transfer_url") && !is_final(js(row, "phase")) ?
-                                               json_string(js(row, "transfer_url")) : json_null());
+        if (with_url)
+                json_object_set_new(o, "transfer_url", js(row, "transfer_url") && !is_final(js(row, "phase")) ?
+                                                       json_string(js(row, "transfer_url")) : json_null());
         if (!is_final(js(row, "phase")))
                 json_object_set_new(o, "expires", json_integer(ji(row, "last_activity") + ji(row, "timeout")));
         if (js(row, "job_id"))
@@ -242,7 +249,7 @@ static void on_ticket_added(struct engine *e, json_t *row, json_t *result, const
         now = transfer_row(e, js(row, "id"));
         engine_event(e, "normal", NULL, "image %s of disk %s started on host %s", js(row, "direction"),
                      js(row, "disk_id"), js(row, "host"));
-        out = transfer_json(e, now ? now : row);
+        out = transfer_json(e, now ? now : row, true);
         reply_pending(p, 201, out, NULL);
 }
 
@@ -417,7 +424,7 @@ static json_t *transfer_finalize(struct engine *e, const char *id, GError **erro
         }
         json_decref(row);
         row = transfer_row(e, id);
-        return transfer_json(e, row);
+        return transfer_json(e, row, false);
 }
 
 static json_t *transfer_cancel(struct engine *e, const char *id, GError **error)
@@ -431,7 +438,7 @@ static json_t *transfer_cancel(struct engine *e, const char *id, GError **error)
         transfer_fail(e, row, "user", "cancelled by the user");
         json_decref(row);
         row = transfer_row(e, id);
-        return transfer_json(e, row);
+        return transfer_json(e, row, false);
 }
 
 /* ---- the tick ---- */
@@ -719,7 +726,7 @@ static void ensure_tables(struct engine *e)
 
 static json_t *transfer_fmt(struct engine *e, json_t *row)
 {
-        return transfer_json(e, row);
+        return transfer_json(e, row, false);
 }
 
 static void api_list(struct engine *e, SoupServerMessage *msg, char **args)

@@ -248,7 +248,8 @@ def test_rest_bad_input(ec):
     # Space is checked before anything is created.
     wait_for(lambda: all("available" in s for s in ec.engine.get("/api/storagedomains")["storagedomains"]),
              30, "domain space to be measured")
-    assert fault(ec, "POST", "/api/disks", {"name": "huge", "provisioned_size": 60 << 40, "sparse": False,
+    # Within the largest file of the domain's filesystem (16 TiB on ext4), beyond its free space.
+    assert fault(ec, "POST", "/api/disks", {"name": "huge", "provisioned_size": 10 << 40, "sparse": False,
                                             "storage_domain": {"id": sd1}}) == 507
     assert not [d for d in ec.engine.get("/api/disks")["disks"] if d["name"] == "huge"]
     # A locked disk cannot be moved again; after its move it is ok again.
