@@ -51,6 +51,8 @@ struct engine_config {
         unsigned max_parallel_copies;  /* copy_data children of one disk running at once */
         unsigned host_lost_timeout;    /* s an unreachable copy host is waited for before fencing */
         unsigned fence_timeout;        /* s fencing is retried before the copy is given up */
+        unsigned stall_timeout;        /* s a running copy may make no progress before it is flagged stalled */
+        char *stall_action;            /* none | retry: a stalled copy is aborted and tried on another host */
         unsigned sweep_interval;       /* s between orphan image sweeps, 0 = never */
         unsigned max_body;
         unsigned idle_timeout;         /* s a keep-alive REST connection may wait for a request */

@@ -4,6 +4,7 @@
 
 #include "clock.h"
 #include "events.h"
+#include "log.h"
 
 void engine_event(struct engine *e, const char *severity, const char *command_id, const char *fmt, ...)
 {
@@ -18,6 +19,7 @@ void engine_event(struct engine *e, const char *severity, const char *command_id
                 g_message("%s", msg);
         else
                 g_warning("%s", msg);
-        if (engine_store_event_add(e->db, engine_now(), severity, msg, command_id, &error) < 0)
+        /* The log context is the request's or command's (rest.c, commands.c): the event carries its correlation id. */
+        if (engine_store_event_add(e->db, engine_now(), severity, msg, command_id, fy_log_correlation_id(), &error) < 0)
                 g_warning("the event above is not kept: %s", error->message);
 }

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "commands.h"
 #include "hosts.h"
+#include "metrics.h"
 #include "rest.h"
 #include "service.h"
 #include "sweeper.h"
@@ -127,11 +128,13 @@ int main(int argc, char **argv)
         g_unix_signal_add(SIGINT, on_signal, e);
         g_unix_signal_add(SIGHUP, on_reload, e);
         e->tick_source = g_timeout_add(e->config.poll_interval, on_tick, e);
+        engine_metrics_init(e);
         on_tick(e);
         fy_service_ready("serving");
         g_main_loop_run(e->loop);
 
         g_source_remove(e->tick_source);
+        engine_metrics_free(e);
         if (e->kick_source)
                 g_source_remove(e->kick_source);
         engine_rest_stop(e);

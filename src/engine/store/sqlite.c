@@ -96,6 +96,10 @@ static const char *const migrations[] = {
         "  id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, description TEXT NOT NULL DEFAULT '', status TEXT NOT NULL,"
         "  disks TEXT NOT NULL DEFAULT '[]', job_id TEXT, created INTEGER NOT NULL);"
         "CREATE INDEX snapshots_vm ON snapshots(vm_id);",
+        /* 6: the REST request's correlation id, kept with the job it started and on its events */
+        "ALTER TABLE jobs ADD COLUMN correlation_id TEXT;"
+        "ALTER TABLE events ADD COLUMN correlation_id TEXT;"
+        "CREATE INDEX events_correlation ON events(correlation_id);",
 };
 
 static void sqlite_close(void *handle);

@@ -85,10 +85,18 @@ int engine_store_sd_set_space(struct engine_store *st, const char *id, gint64 to
 /* The stored value, or NULL (-ENOENT) when never set. */
 int engine_store_option_get(struct engine_store *st, const char *name, char **ret, GError **error) STORE_MUST;
 int engine_store_option_set(struct engine_store *st, const char *name, const char *value, GError **error) STORE_MUST;
+/* command_id, correlation_id: what the event is about (each may be NULL). */
 int engine_store_event_add(struct engine_store *st, gint64 time, const char *severity, const char *message,
-                           const char *command_id, GError **error) STORE_MUST;
-/* The newest events first, at most limit. */
-json_t *engine_store_event_list(struct engine_store *st, gint64 limit, GError **error) STORE_MUST;
+                           const char *command_id, const char *correlation_id, GError **error) STORE_MUST;
+/* The newest events first, at most limit; only those of correlation_id unless it is NULL. */
+json_t *engine_store_event_list(struct engine_store *st, const char *correlation_id, gint64 limit,
+                                GError **error) STORE_MUST;
+/* The correlation id of a job (NULL when it has none or is unknown; free with g_free). */
+char *engine_store_job_correlation_id(struct engine_store *st, const char *job);
+/* Running steps marked stalled (0 on an error). */
+gint64 engine_store_steps_stalled(struct engine_store *st);
+/* {type, phase, n}: the active commands counted by kind and phase. */
+json_t *engine_store_command_counts(struct engine_store *st, GError **error) STORE_MUST;
 
 /* ---- disks and volumes (disks.c) ---- */
 /* The volume rows of a disk on a domain, base first. */
