@@ -176,7 +176,8 @@ enum conn_state {
         CONN_HANDSHAKE,                 /* TLS handshake, before libsoup has it */
         CONN_HEADERS,                   /* reading a request's headers */
         CONN_BODY,                      /* reading a request's body */
-        CONN_HANDLING,                  /* handler and response */
+        CONN_HANDLING,                  /* handler, until the response starts */
+        CONN_WRITING,                   /* the response, once its headers are written */
         CONN_IDLE,                      /* keep-alive, between requests */
 };
 
@@ -353,6 +354,17 @@ static gboolean on_timer(gpointer data)
                 conn_steal(c);
                 conn_free(c, false);
                 break;
+        case CONN_WRITING:
+                /*
+                 * The client takes nothing of its response. Shut the socket down rather
+                 * than steal it mid-write: libsoup's pending write fails, it disconnects
+                 * the message and on_msg_disconnected frees c.
+                 */
+                if (c->s->log)
+                        c->s->log(c->s->log_data, G_LOG_LEVEL_INFO, "closed a connection whose client read "
+                                  "nothing of its response for the write timeout");
+                (void) g_socket_shutdown(c->sock, TRUE, TRUE, NULL);
+                break;
         case CONN_HANDLING:
                 break;
         }
@@ -451,6 +463,22 @@ static void on_got_chunk(SoupServerMessage *msg, GBytes *chunk, gpointer data)
                 conn_set_timer(c, c->s->limits.body_timeout_s);
 }
 
+/* Each write of the response that the socket took: the client is reading (a handler may take long before). */
+static void on_wrote(SoupServerMessage *msg, gpointer data)
+{
+        struct conn *c = data;
+
+        if (c->state != CONN_HANDLING && c->state != CONN_WRITING)
+                return;
+        c->state = CONN_WRITING;
+        conn_set_timer(c, c->s->limits.write_timeout_s);
+}
+
+static void on_wrote_data(SoupServerMessage *msg, guint size, gpointer data)
+{
+        on_wrote(msg, data);
+}
+
 static void on_got_body(SoupServerMessage *msg, gpointer data)
 {
         struct conn *c = data;
@@ -472,6 +500,8 @@ static void on_request_started(SoupServer *soup, SoupServerMessage *msg, gpointe
         g_signal_connect_after(msg, "got-headers", G_CALLBACK(on_got_headers), c);
         g_signal_connect(msg, "got-chunk", G_CALLBACK(on_got_chunk), c);
         g_signal_connect(msg, "got-body", G_CALLBACK(on_got_body), c);
+        g_signal_connect(msg, "wrote-headers", G_CALLBACK(on_wrote), c);
+        g_signal_connect(msg, "wrote-body-data", G_CALLBACK(on_wrote_data), c);
         c->state = CONN_HEADERS;
         conn_set_timer(c, c->s->limits.header_timeout_s);
         /*
