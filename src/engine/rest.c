@@ -18,10 +18,11 @@
 #include "http.h"
 #include "rest.h"
 #include "httpserve.h"
+#include "restparse.h"
 #include "resttls.h"
 #include "transfers.h"
 
-#define MAX_PATH 512
+#define MAX_PATH ENGINE_REST_PATH_MAX
 #define MAX_SEGMENTS 8
 
 typedef const struct engine_route *(*route_table_fn)(size_t *ret_n);
