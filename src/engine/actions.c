@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "log.h"
 #include "actions.h"
 #include "clock.h"
 #include "commands.h"
@@ -71,8 +72,9 @@ static json_t *job_start(struct engine *e, const char *description, GError **err
 {
         g_autofree char *id = fy_uuid_new();
 
-        if (engine_db_exec(e->db, error, "INSERT INTO jobs (id, description, status, start_time) VALUES (?, ?, 'started', ?)",
-                           "ssi", id, description, engine_now()) < 0)
+        if (engine_db_exec(e->db, error, "INSERT INTO jobs (id, description, status, start_time, correlation_id) "
+                           "VALUES (?, ?, 'started', ?, ?)",
+                           "ssis", id, description, engine_now(), fy_log_correlation_id()) < 0)
                 return NULL;
         return json_string(id);
 }

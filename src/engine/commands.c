@@ -30,6 +30,8 @@
 #include "scheduler.h"
 #include "error.h"
 #include "eta.h"
+#include "log.h"
+#include "metrics.h"
 #include "uuid.h"
 
 #define SPM_CALL_TIMEOUT_MS 30000
@@ -77,9 +79,12 @@ char *engine_cmd_create(struct engine *e, enum engine_kind kind, const char *par
         char *id = fy_uuid_new();
 
         engine_db_exec(e->db, NULL,
-                       "INSERT INTO commands (id, type, parent_id, job_id, step_id, state, params, created, updated, cancel) "
-                       "VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, COALESCE((SELECT cancel FROM commands WHERE id = ?), 0))",
-                       "sssssjiis", id, type, parent, job_id, step_id, params, engine_now(), engine_now(), parent);
+                       "INSERT INTO commands (id, type, parent_id, job_id, step_id, state, params, created, updated, cancel, "
+                       "user_name) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, "
+                       "COALESCE((SELECT cancel FROM commands WHERE id = ?), 0), "
+                       "COALESCE(?, (SELECT user_name FROM commands WHERE id = ?)))",
+                       "sssssjiisss", id, type, parent, job_id, step_id, params, engine_now(), engine_now(), parent,
+                       e->acting_user, parent);
         g_debug("command %s (%s) created under %s", id, type, parent ? parent : "-");
         engine_kick(e);
         return id;
@@ -199,14 +204,31 @@ struct call_ctx {
         GDestroyNotify extra_free;
 };
 
+/*
+ * Work for a command runs under its job's log context: every log line, every
+ * event and every agent call (rpcclient sends the correlation id as VDSM's
+ * flow_id) made meanwhile carries the job id and the REST request's correlation id.
+ */
+static void cmd_context_enter(struct engine *e, json_t *cmd, struct fy_log_context *ret_saved)
+{
+        g_autofree char *corr = engine_store_job_correlation_id(e->db, js(cmd, "job_id"));
+
+        fy_log_context_set(js(cmd, "job_id"), corr, ret_saved);
+}
+
 static void on_cmd_reply(json_t *result, const GError *error, void *userdata)
 {
         struct call_ctx *c = userdata;
         g_autoptr(json_t) cmd = engine_db_query_one(c->e->db, NULL, "SELECT * FROM commands WHERE id = ?", "s", c->cmd_id);
 
         busy_set(c->e, c->cmd_id, false);
-        if (cmd && strcmp(js(cmd, "state"), "active") == 0)
+        if (cmd && strcmp(js(cmd, "state"), "active") == 0) {
+                struct fy_log_context saved;
+
+                cmd_context_enter(c->e, cmd, &saved);
                 c->done(c->e, cmd, result, error, c->extra);
+                fy_log_context_restore(&saved);
+        }
         /* Sent (now counted from its row) or not sent at all: no longer a pending pick. */
         g_hash_table_remove(c->e->picking, c->cmd_id);
         if (c->extra_free)
@@ -329,6 +351,7 @@ static void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attem
         if (exclude_host && js(cmd, "host"))
                 json_array_append_new(exclude, json_string(js(cmd, "host")));
         json_object_set_new(data, "exclude", exclude);
+        engine_metrics_count_retry(js(cmd, "type"));
         engine_event(e, "warning", js(cmd, "id"), "%s: %s; retrying (attempt %" G_GINT64_FORMAT " of %u)%s",
                      js(cmd, "type"), why, ji(cmd, "attempts") + 1, max_attempts,
                      exclude_host ? " on another host" : "");
@@ -482,13 +505,18 @@ static void leaf_watch(struct engine *e, json_t *cmd)
                         fence_watch(e, cmd, data);
                         return;
                 }
-                if (ji(cmd, "cancel") && engine_now() - ji(data, "abort_sent") >= 30 && host_is_up(e, js(cmd, "host"))) {
-                        /* Cancelled: the job ends "aborted" and the command with it. Sent again every
-                         * 30 s while it runs: an abort lost on the way must not let the copy go on. */
+                bool stall_abort = json_is_true(json_object_get(data, "stall_abort"));
+
+                if ((ji(cmd, "cancel") || stall_abort) && engine_now() - ji(data, "abort_sent") >= 30 &&
+                    host_is_up(e, js(cmd, "host"))) {
+                        /* Cancelled: the job ends "aborted" and the command with it; stalled (stall_action
+                         * retry): it ends "aborted" and is tried elsewhere. Sent again every 30 s while it
+                         * runs: an abort lost on the way must not let the copy go on. */
                         json_object_set_new(data, "abort_sent", json_integer(engine_now()));
                         leaf_save(e, cmd, data);
-                        engine_event(e, "normal", js(cmd, "id"), "aborting %s job %s on host %s (cancelled)",
-                                     job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"));
+                        engine_event(e, "normal", js(cmd, "id"), "aborting %s job %s on host %s (%s)",
+                                     job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"),
+                                     ji(cmd, "cancel") ? "cancelled" : "stalled");
                         cmd_call(e, cmd, js(cmd, "host"), "Job.abort", json_pack("{s:s}", "job_id", js(cmd, "agent_job_id")),
                                  e->config.host_timeout, on_abort_sent, NULL, NULL);
                         return;
@@ -712,6 +740,7 @@ static void on_fence_jobs(struct engine *e, json_t *cmd, json_t *result, const G
         json_object_del(data, "fence_job");
         json_object_del(data, "fence_host");
         if (job && strcmp(status, "done") == 0) {
+                engine_metrics_count_fence();
                 engine_event(e, "normal", js(cmd, "id"), "fenced %s job %s of host %s", engine_kind_name(engine_cmd_kind(cmd)),
                              js(cmd, "agent_job_id"), js(cmd, "host"));
                 leaf_save(e, cmd, data);
@@ -985,6 +1014,63 @@ static void finalize_verify(struct engine *e, json_t *cmd, const char *why)
 }
 
 /* The job is known to the host: running → progress, done/failed → finish. */
+/*
+ * A host job that runs but moves no further for stall_timeout is flagged:
+ * its step's detail "stalled", an event, ferry_engine_stalls_total. With
+ * stall_action = retry it is also aborted (leaf_watch sends Job.abort) and
+ * its "aborted" end retried on another host. Progress is what the agent
+ * reports; a job still pending for a slot does not run, so its clock starts
+ * when it does. The time of the last progress is kept in the command's data,
+ * so an engine restart does not forget a stall in the making.
+ */
+static void stall_check(struct engine *e, json_t *cmd, const char *status, double progress)
+{
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        gint64 now = engine_now();
+        gint64 still;
+        bool retry;
+
+        if (strcmp(status, "running") != 0) {
+                if (json_object_get(data, "progress_at")) {
+                        json_object_del(data, "progress_at");
+                        leaf_save(e, cmd, data);
+                }
+                return;
+        }
+        if (!json_object_get(data, "progress_at") ||
+            progress > json_number_value(json_object_get(data, "progress_seen"))) {
+                if (json_is_true(json_object_get(data, "stalled")) && !json_object_get(data, "stall_abort"))
+                        engine_event(e, "normal", js(cmd, "id"), "%s job %s on host %s progresses again (%.0f %%)",
+                                     job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"), progress);
+                if (!json_object_get(data, "stall_abort"))
+                        json_object_del(data, "stalled");
+                json_object_set_new(data, "progress_seen", json_real(progress));
+                json_object_set_new(data, "progress_at", json_integer(now));
+                leaf_save(e, cmd, data);
+                return;
+        }
+        if (json_is_true(json_object_get(data, "stalled"))) {
+                /* engine_step_update cleared it with this poll's progress: still stalled. */
+                engine_db_exec(e->db, NULL, "UPDATE steps SET detail = 'stalled' WHERE id = ?", "s", js(cmd, "step_id"));
+                return;
+        }
+        still = now - ji(data, "progress_at");
+        if (still < (gint64) e->config.stall_timeout)
+                return;
+        retry = strcmp(e->config.stall_action, "retry") == 0 && !ji(cmd, "cancel");
+        json_object_set_new(data, "stalled", json_true());
+        if (retry)
+                json_object_set_new(data, "stall_abort", json_true());
+        leaf_save(e, cmd, data);
+        engine_db_exec(e->db, NULL, "UPDATE steps SET detail = 'stalled' WHERE id = ?", "s", js(cmd, "step_id"));
+        engine_metrics_count_stall();
+        engine_event(e, "warning", js(cmd, "id"), "%s job %s on host %s made no progress for %" G_GINT64_FORMAT
+                     " s (at %.0f %%): stalled%s", job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"), still,
+                     progress, retry ? "; aborting it to try on another host" : "");
+        if (retry)
+                engine_kick(e);        /* leaf_watch sends the abort */
+}
+
 static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
 {
         const char *status = js(job, "status") ? js(job, "status") : "unknown";
@@ -1026,9 +1112,13 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                         finalize_verify(e, cmd, why);
                         return;
                 }
-                /* A copy that lost its generation race or was aborted is not retried blindly. */
+                /* A copy that lost its generation race or was aborted is not retried blindly,
+                 * unless the engine aborted it for stalling (stall_check) and nobody cancelled it. */
                 /* Out of space stays out of space on any host. */
-                if (host_job(kind) && !refused_everywhere(code) && strcmp(status, "aborted") != 0)
+                g_autoptr(json_t) data = jparse(cmd, "data");
+                bool stall_retry = json_is_true(json_object_get(data, "stall_abort")) && !ji(cmd, "cancel");
+
+                if (host_job(kind) && !refused_everywhere(code) && (strcmp(status, "aborted") != 0 || stall_retry))
                         leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
                 else
                         engine_cmd_finish(e, cmd, false, why);
@@ -1037,6 +1127,8 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
 
                 engine_step_update(e, js(cmd, "step_id"), "started", progress, NULL);
                 engine_job_progress_refresh(e, js(cmd, "job_id"));
+                if (host_job(kind))
+                        stall_check(e, cmd, status, progress);
         }
 }
 
@@ -1684,8 +1776,13 @@ void engine_commands_tick(struct engine *e)
                 if (busy(e, js(row, "id")))
                         continue;
                 cur = engine_db_query_one(e->db, NULL, "SELECT * FROM commands WHERE id = ?", "s", js(row, "id"));
-                if (cur && strcmp(js(cur, "state"), "active") == 0)
+                if (cur && strcmp(js(cur, "state"), "active") == 0) {
+                        struct fy_log_context saved;
+
+                        cmd_context_enter(e, cur, &saved);
                         cmd_advance(e, cur);
+                        fy_log_context_restore(&saved);
+                }
         }
 }
 

@@ -51,6 +51,8 @@ struct engine_config {
         unsigned max_parallel_copies;  /* copy_data children of one disk running at once */
         unsigned host_lost_timeout;    /* s an unreachable copy host is waited for before fencing */
         unsigned fence_timeout;        /* s fencing is retried before the copy is given up */
+        unsigned stall_timeout;        /* s a running copy may make no progress before it is flagged stalled */
+        char *stall_action;            /* none | retry: a stalled copy is aborted and tried on another host */
         unsigned sweep_interval;       /* s between orphan image sweeps, 0 = never */
         unsigned max_body;
         unsigned idle_timeout;         /* s a keep-alive REST connection may wait for a request */
@@ -59,6 +61,10 @@ struct engine_config {
         unsigned max_connections;      /* REST connections at once */
         unsigned max_connections_per_address;
         char *log_level;
+        char *create_admin;            /* first admin made at start when no user of that name exists */
+        char *admin_password_file;     /* its password, one line */
+        unsigned token_idle_timeout;   /* s a token lives unused */
+        unsigned token_lifetime;       /* s a token lives at most */
         struct fy_options_sources *sources;     /* what a SIGHUP reload reads again */
 };
 
@@ -94,6 +100,8 @@ struct engine {
         guint tick_source;
         guint kick_source;             /* an extra coordinator round is queued */
         GArray *host_listeners;        /* struct engine_host_listener: who hears host events and state changes */
+        const char *acting_user;       /* who sent the REST request being handled; NULL: the engine itself */
+        GHashTable *login_failures;    /* "u:NAME" / "a:ADDRESS" → failed logins (auth.c) */
 };
 
 int engine_config_load(int *argc, char ***argv, struct engine_config *ret, GError **error);

@@ -7,8 +7,10 @@
 #include <glib-unix.h>
 
 #include "config.h"
+#include "auth.h"
 #include "commands.h"
 #include "hosts.h"
+#include "metrics.h"
 #include "rest.h"
 #include "service.h"
 #include "sweeper.h"
@@ -103,7 +105,8 @@ int main(int argc, char **argv)
         e->loop = g_main_loop_new(NULL, FALSE);
 
         if (engine_store_open(e->config.db, &e->db, &error) < 0 || ensure_datacenter(e, &error) < 0 ||
-            engine_hosts_init(e, &error) < 0 || engine_commands_init(e, &error) < 0) {
+            engine_auth_init(e, &error) < 0 || engine_hosts_init(e, &error) < 0 ||
+            engine_commands_init(e, &error) < 0) {
                 g_critical("%s", error->message);
                 return EXIT_FAILURE;
         }
@@ -127,11 +130,13 @@ int main(int argc, char **argv)
         g_unix_signal_add(SIGINT, on_signal, e);
         g_unix_signal_add(SIGHUP, on_reload, e);
         e->tick_source = g_timeout_add(e->config.poll_interval, on_tick, e);
+        engine_metrics_init(e);
         on_tick(e);
         fy_service_ready("serving");
         g_main_loop_run(e->loop);
 
         g_source_remove(e->tick_source);
+        engine_metrics_free(e);
         if (e->kick_source)
                 g_source_remove(e->kick_source);
         engine_rest_stop(e);
@@ -139,6 +144,7 @@ int main(int argc, char **argv)
         g_hash_table_unref(e->busy);
         if (e->host_listeners)
                 g_array_unref(e->host_listeners);
+        g_clear_pointer(&e->login_failures, g_hash_table_unref);
         engine_store_close(e->db);
         g_free(e->dc_id);
         g_main_loop_unref(e->loop);

@@ -14,13 +14,18 @@
 #include "api_disks.h"
 #include "api_hosts.h"
 #include "api_jobs.h"
+#include "api_users.h"
 #include "api_vms.h"
+#include "auth.h"
 #include "http.h"
+#include "log.h"
+#include "metrics.h"
 #include "rest.h"
 #include "httpserve.h"
 #include "restparse.h"
 #include "resttls.h"
 #include "transfers.h"
+#include "uuid.h"
 
 #define MAX_PATH ENGINE_REST_PATH_MAX
 #define MAX_SEGMENTS 8
@@ -33,6 +38,8 @@ static const route_table_fn tables[] = {
         engine_api_jobs_routes,
         engine_api_vms_routes,
         engine_api_transfers_routes,
+        engine_metrics_routes,
+        engine_api_users_routes,
 };
 
 const struct engine_route *engine_rest_route_at(size_t i)
@@ -113,20 +120,47 @@ static void on_request(SoupServer *server, SoupServerMessage *msg, const char *p
         struct engine *e = data;
         char buf[MAX_PATH + 1];
         char *args[ENGINE_ROUTE_MAX_ARGS] = { NULL };
-        const struct engine_route *r;
-        bool known;
+        const char *method = soup_server_message_get_method(msg);
+        const char *corr = soup_message_headers_get_one(soup_server_message_get_request_headers(msg), "Correlation-Id");
+        g_autofree char *made = NULL;
+        g_autofree char *user = NULL;
+        const struct engine_route *r = NULL;
+        struct fy_log_context saved;
+        bool known = false;
 
-        if (!g_str_has_prefix(path, "/api/") || strlen(path) > MAX_PATH) {
-                engine_rest_reply_fault(msg, 404, "the API lives under /api/");
+        if (g_str_has_prefix(path, "/sso/")) {
+                engine_auth_sso(e, msg, path);
                 return;
         }
-        r = engine_rest_route_find(soup_server_message_get_method(msg), path, args, &known, buf, sizeof(buf));
+        if ((g_str_has_prefix(path, "/api/") || strcmp(path, "/metrics") == 0) && strlen(path) <= MAX_PATH)
+                r = engine_rest_route_find(method, path, args, &known, buf, sizeof(buf));
+        /* Timed under the route's pattern, never the raw path: the metric's labels stay bounded. */
+        engine_metrics_request_start(msg, method, r ? r->pattern : NULL);
+        if (corr && !fy_log_correlation_id_valid(corr)) {
+                engine_rest_reply_fault(msg, 400, "Correlation-Id takes 1-128 of the characters A-Z a-z 0-9 . _ : -");
+                return;
+        }
+        if (!corr)
+                corr = made = fy_uuid_new();
+        /* Returned, so a caller that sent none can still find the request's job, log lines and events. */
+        soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Correlation-Id", corr);
         if (!r) {
-                engine_rest_reply_fault(msg, known ? 405 : 404, known ? "this resource does not take that method"
-                                                                      : "no such resource or action");
+                if (!g_str_has_prefix(path, "/api/") && strcmp(path, "/metrics") != 0)
+                        engine_rest_reply_fault(msg, 404, "the API lives under /api/ (metrics at /metrics)");
+                else
+                        engine_rest_reply_fault(msg, known ? 405 : 404, known ? "this resource does not take that method"
+                                                                              : "no such resource or action");
                 return;
         }
+        /* Who asks, and may they: before the handler reads anything. */
+        if (engine_auth_request(e, msg, r->role, &user) < 0)
+                return;
+        /* The request's log context: a job it starts keeps the correlation id (jobs.correlation_id). */
+        fy_log_context_set(NULL, corr, &saved);
+        e->acting_user = user;
         r->handler(e, msg, args);
+        e->acting_user = NULL;
+        fy_log_context_restore(&saved);
 }
 
 /* Answers msg at once with a fault and closes its connection, whatever of its body was not read yet. */
@@ -225,6 +259,7 @@ int engine_rest_start(struct engine *e, GError **error)
         soup_server_add_early_handler(e->http, "/api", on_early, e, NULL);
         soup_server_add_early_handler(e->http, NULL, on_early, e, NULL);
         soup_server_add_handler(e->http, "/api", on_request, e, NULL);
+        soup_server_add_handler(e->http, "/sso", on_request, e, NULL);
         soup_server_add_handler(e->http, NULL, on_request, e, NULL);
         addr = g_inet_socket_address_new(inet, (guint16) e->config.port);
         /* Connections are Ferry's (src/lib/httpserve.c), TLS too: the certificate goes there. */

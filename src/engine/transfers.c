@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "log.h"
 #include "clock.h"
 #include "commands.h"
 #include "error.h"
@@ -359,8 +360,9 @@ static json_t *transfer_start(struct engine *e, json_t *body, SoupServerMessage 
         /* Recorded before the host is asked: a restart finds the ticket to remove. */
         if (engine_db_begin(e->db, error) < 0)
                 return NULL;
-        engine_db_exec(e->db, NULL, "INSERT INTO jobs (id, description, status, start_time) VALUES (?, ?, 'started', ?)",
-                       "ssi", job, desc, engine_now());
+        engine_db_exec(e->db, NULL, "INSERT INTO jobs (id, description, status, start_time, correlation_id) "
+                           "VALUES (?, ?, 'started', ?, ?)",
+                       "ssis", job, desc, engine_now(), fy_log_correlation_id());
         engine_db_exec(e->db, NULL, "UPDATE disks SET status = 'locked', progress = 0, job_id = ? WHERE id = ?", "ss",
                        job, disk_id);
         if (upload)

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "log.h"
 #include "clock.h"
 #include "commands.h"
 #include "events.h"
@@ -157,8 +158,9 @@ static char *job_insert(struct engine *e, const char *description, GError **erro
 {
         char *id = fy_uuid_new();
 
-        if (engine_db_exec(e->db, error, "INSERT INTO jobs (id, description, status, start_time) VALUES (?, ?, 'started', ?)",
-                           "ssi", id, description, engine_now()) < 0) {
+        if (engine_db_exec(e->db, error, "INSERT INTO jobs (id, description, status, start_time, correlation_id) "
+                           "VALUES (?, ?, 'started', ?, ?)",
+                           "ssis", id, description, engine_now(), fy_log_correlation_id()) < 0) {
                 g_free(id);
                 return NULL;
         }

@@ -21,6 +21,36 @@ int engine_store_copy_loads(struct engine_store *st, json_t **ret_rows, GError *
         return 0;
 }
 
+json_t *engine_store_command_counts(struct engine_store *st, GError **error)
+{
+        return store_query(st, error, "SELECT type, phase, COUNT(*) AS n FROM commands WHERE state = 'active' "
+                                      "GROUP BY type, phase ORDER BY type, phase", "");
+}
+
+char *engine_store_job_correlation_id(struct engine_store *st, const char *job)
+{
+        g_autoptr(json_t) row = job ? store_query_one(st, NULL, "SELECT correlation_id FROM jobs WHERE id = ?", "s", job)
+                                    : NULL;
+
+        return row ? g_strdup(json_string_value(json_object_get(row, "correlation_id"))) : NULL;
+}
+
+gint64 engine_store_steps_stalled(struct engine_store *st)
+{
+        g_autoptr(json_t) row = store_query_one(st, NULL, "SELECT COUNT(*) AS n FROM steps WHERE status = 'started' "
+                                                          "AND detail = 'stalled'", "");
+
+        return row ? json_integer_value(json_object_get(row, "n")) : 0;
+}
+
+char *engine_store_command_user(struct engine_store *st, const char *id)
+{
+        g_autoptr(json_t) row = store_query_one(st, NULL, "SELECT user_name FROM commands WHERE id = ?", "s", id);
+        const char *user = row ? json_string_value(json_object_get(row, "user_name")) : NULL;
+
+        return user ? g_strdup(user) : NULL;
+}
+
 int engine_store_copies_waiting_before(struct engine_store *st, gint64 created, gint64 *ret_n, GError **error)
 {
         g_autoptr(json_t) row = store_query_one(st, error,

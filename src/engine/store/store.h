@@ -85,10 +85,45 @@ int engine_store_sd_set_space(struct engine_store *st, const char *id, gint64 to
 /* The stored value, or NULL (-ENOENT) when never set. */
 int engine_store_option_get(struct engine_store *st, const char *name, char **ret, GError **error) STORE_MUST;
 int engine_store_option_set(struct engine_store *st, const char *name, const char *value, GError **error) STORE_MUST;
+/* command_id, correlation_id: what the event is about (each may be NULL); user: who caused it (NULL: the engine itself). */
 int engine_store_event_add(struct engine_store *st, gint64 time, const char *severity, const char *message,
-                           const char *command_id, GError **error) STORE_MUST;
-/* The newest events first, at most limit. */
-json_t *engine_store_event_list(struct engine_store *st, gint64 limit, GError **error) STORE_MUST;
+                           const char *command_id, const char *correlation_id, const char *user,
+                           GError **error) STORE_MUST;
+/* The newest events first, at most limit; only those of correlation_id unless it is NULL. */
+json_t *engine_store_event_list(struct engine_store *st, const char *correlation_id, gint64 limit,
+                                GError **error) STORE_MUST;
+/* The correlation id of a job (NULL when it has none or is unknown; free with g_free). */
+char *engine_store_job_correlation_id(struct engine_store *st, const char *job);
+/* Running steps marked stalled (0 on an error). */
+gint64 engine_store_steps_stalled(struct engine_store *st);
+/* {type, phase, n}: the active commands counted by kind and phase. */
+json_t *engine_store_command_counts(struct engine_store *st, GError **error) STORE_MUST;
+
+/* ---- users and tokens (users.c): hashes only ---- */
+/* {name, hash, role, created}, or NULL. */
+json_t *engine_store_user_get(struct engine_store *st, const char *name, GError **error) STORE_MUST;
+/* {name, role, created} rows by name (no hashes). */
+json_t *engine_store_user_list(struct engine_store *st, GError **error) STORE_MUST;
+/* -EEXIST when the name is taken. */
+int engine_store_user_insert(struct engine_store *st, const char *name, const char *hash, const char *role,
+                             gint64 created, GError **error) STORE_MUST;
+/* -ENOENT when there is no such user. */
+int engine_store_user_set_hash(struct engine_store *st, const char *name, const char *hash, GError **error) STORE_MUST;
+int engine_store_user_set_role(struct engine_store *st, const char *name, const char *role, GError **error) STORE_MUST;
+/* The user and every token of theirs; -ENOENT when there is no such user. */
+int engine_store_user_delete(struct engine_store *st, const char *name, GError **error) STORE_MUST;
+/* Users in the store, or -EIO. */
+gint64 engine_store_user_count(struct engine_store *st, GError **error) STORE_MUST;
+int engine_store_token_insert(struct engine_store *st, const char *hash, const char *user, gint64 now,
+                              GError **error) STORE_MUST;
+/* {user_name, created, last_used, role} of the token with that hash, or NULL. */
+json_t *engine_store_token_get(struct engine_store *st, const char *hash, GError **error) STORE_MUST;
+int engine_store_token_touch(struct engine_store *st, const char *hash, gint64 now, GError **error) STORE_MUST;
+/* -ENOENT when there is no such token. */
+int engine_store_token_delete(struct engine_store *st, const char *hash, GError **error) STORE_MUST;
+/* Drops the tokens idle since before idle_before or created before created_before. */
+int engine_store_tokens_expire(struct engine_store *st, gint64 idle_before, gint64 created_before,
+                               GError **error) STORE_MUST;
 
 /* ---- disks and volumes (disks.c) ---- */
 /* The volume rows of a disk on a domain, base first. */
@@ -122,6 +157,8 @@ int engine_store_job_end(struct engine_store *st, const char *job, const char *s
                          GError **error) STORE_MUST;
 
 /* ---- what the scheduler counts (commands.c) ---- */
+/* Who started the command (a user name), or NULL: the engine itself, or no such command. */
+char *engine_store_command_user(struct engine_store *st, const char *id);
 /* Copies, merges and sparsifies (host jobs) recorded as sent to host, and the bytes they still have to move by their steps' progress. */
 /* Rows {host, n: copies, b: bytes left}, one per host. */
 int engine_store_copy_loads(struct engine_store *st, json_t **ret_rows, GError **error) STORE_MUST;
