@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -39,10 +40,16 @@ def listen_overflows():
 
 
 class Engine:
-    def __init__(self, url, pid):
+    def __init__(self, url, pid, ca_file=None):
         self.host, port = url.split("//")[1].split(":")
         self.port = int(port.rstrip("/"))
         self.pid = pid
+        # `ferry cluster up` serves HTTPS with its own CA (plain HTTP before TLS became the default).
+        self.tls = ssl.create_default_context(cafile=ca_file) if url.startswith("https") else None
+
+    def socket(self):
+        s = socket.create_connection((self.host, self.port))
+        return self.tls.wrap_socket(s, server_hostname=self.host) if self.tls else s
 
     def fds(self):
         return len(os.listdir(f"/proc/{self.pid}/fd"))
@@ -55,6 +62,8 @@ class Engine:
         return 0
 
     def conn(self, timeout=60):
+        if self.tls:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.tls)
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
     def call(self, method, path, body=None, conn=None):
@@ -163,7 +172,7 @@ def phase_slow(engine, n, seconds, errors):
     socks = []
     for _ in range(n):
         try:
-            s = socket.create_connection((engine.host, engine.port))
+            s = engine.socket()
             s.setblocking(False)
             socks.append(s)
         except OSError as e:
@@ -250,7 +259,7 @@ def main():
     try:
         with open(os.path.join(d, "cluster.json")) as f:
             cj = json.load(f)
-        engine = Engine(cj["engine_url"], cj["engine_pid"])
+        engine = Engine(cj["engine_url"], cj["engine_pid"], cj.get("ca_file"))
         errors = Errors()
         sds = [s["id"] for s in engine.call("GET", "/api/storagedomains")[1]["storagedomains"]]
         disks = []

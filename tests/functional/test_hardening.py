@@ -380,7 +380,8 @@ def test_client_that_never_reads_its_responses_is_cut(engine):
     s.connect(("127.0.0.1", engine.port))
     s.setblocking(False)
     # Pipelined requests, never a byte read: send until the engine stops taking them (it is stuck writing).
-    req = b"GET /api/datacenters HTTP/1.1\r\nHost: x\r\n\r\n" * 64
+    req = (f"GET /api/datacenters HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {engine.token}\r\n\r\n"
+           .encode() * 64)
     sent, stuck_since = 0, None
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
