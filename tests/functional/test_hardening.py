@@ -50,8 +50,25 @@ def close_wait(port):
     return n
 
 
+# The engines' tokens by port: raw requests to an engine carry one in every
+# request head ("Host: x"), since every /api route wants a role.
+TOKENS = {}
+
+
+def authed(port, data):
+    token = TOKENS.get(port)
+    if not token:
+        return data
+    return data.replace(b"\r\nHost: x\r\n", b"\r\nHost: x\r\nAuthorization: Bearer " + token.encode() + b"\r\n")
+
+
+def bearer(e):
+    return {"Authorization": f"Bearer {e.token}"}
+
+
 def raw(port, data, wait=5.0, shut=False, host="127.0.0.1"):
     """Sends data on a fresh connection, returns everything read until the server closes (or wait passes)."""
+    data = authed(port, data)
     s = socket.create_connection((host, port))
     try:
         s.sendall(data)
@@ -99,7 +116,9 @@ def engine(workdir):
     # Plain HTTP: these tests speak raw HTTP/1.1 on sockets (test_tls_engine_* covers HTTPS).
     e = Engine(d, "--idle-timeout=3", "--request-timeout=2", "--write-timeout=2", "--max-connections-per-address=60",
                insecure=True)
+    TOKENS[e.port] = e.token
     yield e
+    TOKENS.pop(e.port, None)
     assert e.stop() == 0
 
 
@@ -112,7 +131,7 @@ def test_closed_keepalive_clients_leave_no_socket(engine):
     for _ in range(60):
         c = http.client.HTTPConnection("127.0.0.1", engine.port, timeout=10)
         for path in ("/api/hosts", "/api/datacenters", "/api/jobs"):
-            c.request("GET", path)
+            c.request("GET", path, headers=bearer(engine))
             r = c.getresponse()
             r.read()
             assert r.status == 200
@@ -125,7 +144,7 @@ def test_idle_keepalive_connection_times_out(engine):
     pid = engine.proc.pid
     base = fds(pid)
     s = socket.create_connection(("127.0.0.1", engine.port))
-    s.sendall(b"GET /api/hosts HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(authed(engine.port, b"GET /api/hosts HTTP/1.1\r\nHost: x\r\n\r\n"))
     s.settimeout(10)
     first = s.recv(65536)
     assert status_of(first) == 200
@@ -339,7 +358,7 @@ def test_fifty_concurrent_requests_all_succeed(engine):
         c = http.client.HTTPConnection("127.0.0.1", engine.port, timeout=30)
         barrier.wait()
         try:
-            c.request("GET", "/api/hosts")
+            c.request("GET", "/api/hosts", headers=bearer(engine))
             r = c.getresponse()
             r.read()
             results.append(r.status)
@@ -422,7 +441,7 @@ def test_per_address_connection_cap(engine):
     held = [socket.create_connection(("127.0.0.1", engine.port)) for _ in range(60)]
     try:
         for s in held[:5]:
-            s.sendall(b"GET /api/hosts HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.sendall(authed(engine.port, b"GET /api/hosts HTTP/1.1\r\nHost: x\r\n\r\n"))
         answer = raw(engine.port, b"GET /api/hosts HTTP/1.1\r\nHost: x\r\n\r\n")
         assert status_of(answer) == 503, answer[:300]
         assert "too many connections from 127.0.0.1" in json_fault(answer)["detail"]
@@ -451,15 +470,16 @@ def test_tls_transfer_endpoint_handshake_timeout_and_closed_clients(workdir):
         sl.stop()
 
 
-def closed_tls_clients_leave_nothing(pid, port, ctx, path, status):
+def closed_tls_clients_leave_nothing(pid, port, ctx, path, status, headers=None):
+    headers = headers or {}
     c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
-    c.request("GET", path)
+    c.request("GET", path, headers=headers)
     c.getresponse().read()
     c.close()
     base = fds(pid)
     for i in range(30):
         c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
-        c.request("GET", path)
+        c.request("GET", path, headers=headers)
         r = c.getresponse()
         r.read()
         assert r.status == status
@@ -481,7 +501,7 @@ def test_tls_engine_closed_clients_and_handshake_timeout(workdir):
     os.makedirs(d)
     e = Engine(d, "--request-timeout=5")
     try:
-        closed_tls_clients_leave_nothing(e.proc.pid, e.port, e.ssl, "/api/hosts", 200)
+        closed_tls_clients_leave_nothing(e.proc.pid, e.port, e.ssl, "/api/hosts", 200, bearer(e))
         handshake_cut(e.port)
     finally:
         assert e.stop() == 0
@@ -530,7 +550,8 @@ def test_idn_address_is_stored_in_ascii_and_host_removal(engine):
     # The CLI removes by name.
     assert call(engine, "POST", f"/api/hosts/{ip['id']}/deactivate")[0] == 200
     cli = os.path.join(os.path.dirname(os.path.dirname(ENGINE_BIN)), "cli", "ferry")
-    r = subprocess.run([cli, "--engine", engine.url, "host", "remove", "ip6"], capture_output=True, text=True, timeout=30)
+    r = subprocess.run([cli, "--engine", engine.url, "host", "remove", "ip6"], capture_output=True, text=True, timeout=30,
+                       env=engine.cli_env())
     assert r.returncode == 0 and "removed host ip6" in r.stdout, (r.stdout, r.stderr)
     assert [h["name"] for h in engine.get("/api/hosts")["hosts"]] == ["idn"]
 
