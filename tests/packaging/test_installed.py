@@ -184,7 +184,9 @@ def installed(tmp_path):
 def ferry(installed, *args, timeout=180):
     env = dict(os.environ, XDG_CONFIG_HOME=os.path.join(installed["workdir"], "cli-config"))
     base = [os.path.join(BIN, "ferry"), "--engine", installed["url"], "--ca-file", installed["ca"]]
-    if not os.path.exists(os.path.join(env["XDG_CONFIG_HOME"], "ferry", "tokens.json")):
+    tokens = os.path.join(env["XDG_CONFIG_HOME"], "ferry", "tokens.json")
+    # The CLI keeps a token per engine URL: a second engine (the restored one) needs its own login.
+    if not os.path.exists(tokens) or installed["url"] not in open(tokens).read():
         r = subprocess.run([*base, "login", "--user", "admin", "--password-file",
                             os.path.join(installed["workdir"], "admin.password")],
                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=env)
