@@ -776,7 +776,14 @@ int agent_volume_delete(struct agent *a, const struct agent_volref *ref, GError 
                 goto out;
         {
                 g_autofree char *path = agent_volume_path(a, ref);
-                unlink(path);
+
+                /* Not gone: the volume stays (ILLEGAL, metadata kept) for a delete again, never leaks its data. */
+                if (unlink(path) < 0 && errno != ENOENT) {
+                        r = -errno;
+                        g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "cannot remove the data of volume %s: %s; it stays "
+                                    "ILLEGAL until it is deleted again", ref->vol, g_strerror(-r));
+                        goto out;
+                }
         }
         /* Released before its file goes: sanlock must never write to an unlinked lease. */
         agent_volume_lease_drop(&vlock);

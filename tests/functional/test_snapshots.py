@@ -241,6 +241,49 @@ def test_merging_host_killed_is_fenced_and_retried_elsewhere(ec, tmp_path):
     assert guest_digest(ec, d, tmp_path) == before
 
 
+def test_failed_top_delete_leaves_snapshot_broken_and_removal_again_completes(ec, tmp_path):
+    """Finalize done, Volume.delete of top refused by storage (its file is a mount point: unlink gives EBUSY):
+    the inventory already has top out of the chain, the snapshot is broken (no restore, 409 saying to retry the
+    removal), and removing it again only deletes top."""
+    d = create_disk(ec, "undeletable", 16 * MiB)
+    write_random_extents(vol_path(ec, d), [(0, 4 * MiB)], seed=45)
+    vm = new_vm(ec, "vm-undeletable", [d])
+    s1 = snapshot(ec, vm, "s1")
+    d = disk(ec, d["id"])
+    base, top = [v["id"] for v in d["volumes"]]
+    qemu_io_write(vol_path(ec, d), "qcow2", "0x5a", MiB, 2 * MiB)
+    before = guest_digest(ec, d, tmp_path)
+    top_path = vol_path(ec, d, top)
+    subprocess.run(["mount", "--bind", top_path, top_path], check=True)
+    try:
+        job = ec.engine.wait_job(remove_snapshot(ec, vm, s1), 120)
+        assert job["status"] == "failed", job
+        steps = steps_of(ec, job["id"])
+        assert [s["status"] for s in steps if s["type"] == "finalize_merge"] == ["finished"], steps
+        assert [s["status"] for s in steps if s["type"] == "remove_volume"] == ["failed"] * 3, steps
+        # The inventory followed finalize: top is out of the chain; base holds the data, LEGAL.
+        d = disk(ec, d["id"])
+        assert [v["id"] for v in d["volumes"]] == [base] and d["status"] == "ok", d
+        assert read_meta(vol_path(ec, d, base))["LEGALITY"] == "LEGAL"
+        assert guest_digest(ec, d, tmp_path) == before
+        snap = ec.engine.get(f"/api/vms/{vm['id']}/snapshots/{s1}")
+        assert snap["snapshot_status"] == "broken", snap
+        with pytest.raises(HttpError) as e:
+            ec.engine.request("POST", f"/api/vms/{vm['id']}/snapshots/{s1}/restore", {})
+        assert e.value.status == 409 and "retry the removal" in e.value.body["fault"]["detail"], e.value.body
+    finally:
+        subprocess.run(["umount", top_path], check=True)
+    assert os.path.exists(top_path)
+    job = remove_snapshot(ec, vm, s1)
+    wait_ok(ec, job)
+    assert [s["type"] for s in steps_of(ec, job)] == ["remove_volume"]
+    assert not os.path.exists(top_path)
+    d = assert_chain_legal(ec, d)
+    assert [v["id"] for v in d["volumes"]] == [base] and d["format"] == "raw"
+    assert snapshots(ec, vm) == {}
+    assert guest_digest(ec, d, tmp_path) == before
+
+
 def test_restore_gives_back_the_snapshot(ec, tmp_path):
     spm = ec.spm_name()
     d = create_disk(ec, "restore", 64 * MiB)

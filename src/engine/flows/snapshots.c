@@ -55,6 +55,8 @@
 
 #define MAX_PARALLEL_DISKS 8
 #define MERGE_STEPS 4
+#define STEP_DELETE 3                  /* the last merge step: Volume.delete of top */
+#define DELETE_TRIES 3
 
 /* The step weights of one disk's merge (percent of the disk's share). */
 static const double merge_weights[MERGE_STEPS] = { 4, 88, 4, 4 };
@@ -77,8 +79,8 @@ static char *make_step_leaf(struct engine *e, json_t *cmd, enum engine_kind kind
         return engine_cmd_create(e, kind, js(cmd, "id"), js(cmd, "job_id"), step, cp);
 }
 
-/* The generation the inventory records for a volume (the merge leaf wrote the one it left), or -1. */
-static gint64 volume_generation(struct engine *e, const char *disk, const char *sd, const char *vol)
+/* The inventory's row of volume vol of the disk's chain, or NULL. */
+static json_t *volume_find(struct engine *e, const char *disk, const char *sd, const char *vol)
 {
         g_autoptr(json_t) vols = engine_store_volume_list(e->db, disk, sd, NULL);
         size_t i;
@@ -86,8 +88,16 @@ static gint64 volume_generation(struct engine *e, const char *disk, const char *
 
         json_array_foreach(vols, i, v)
                 if (g_strcmp0(js(v, "id"), vol) == 0)
-                        return ji(v, "generation");
-        return -1;
+                        return json_incref(v);
+        return NULL;
+}
+
+/* The generation the inventory records for a volume (the merge leaf wrote the one it left), or -1. */
+static gint64 volume_generation(struct engine *e, const char *disk, const char *sd, const char *vol)
+{
+        g_autoptr(json_t) v = volume_find(e, disk, sd, vol);
+
+        return v ? ji(v, "generation") : -1;
 }
 
 /* ---- merge_disk_snapshot ---- */
@@ -139,9 +149,48 @@ static void run_sequence(struct engine *e, json_t *cmd, size_t count, engine_chi
                 engine_cmd_finish(e, cmd, st == ENGINE_CHILDREN_SUCCEEDED, error);
 }
 
+/* A disk whose merge was finalized by an earlier removal: only top's deletion is left (p.finalized). */
+static char *make_delete_step(struct engine *e, json_t *cmd, json_t *p, size_t i)
+{
+        return make_merge_step(e, cmd, p, STEP_DELETE);
+}
+
+/*
+ * Once finalize succeeded, top is out of the chain on storage: the inventory
+ * follows at once (in this round's transaction), so a delete of top that
+ * fails leaves an inventory that is true and a removal that can be run again
+ * (it then only deletes top). The delete is idempotent (gone = done) and
+ * tried DELETE_TRIES times before the disk's merge fails.
+ */
 static void merge_disk_advance(struct engine *e, json_t *cmd)
 {
-        run_sequence(e, cmd, MERGE_STEPS, make_merge_step);
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        g_autofree char *error = NULL;
+        bool finalized = json_is_true(json_object_get(p, "finalized"));
+        engine_child_factory make = finalized ? make_delete_step : make_merge_step;
+        size_t count = finalized ? 1 : MERGE_STEPS;
+        size_t delete_index = finalized ? 0 : STEP_DELETE;
+        enum engine_children st = engine_run_children(e, cmd, data, count, make, &error);
+
+        if ((size_t) ji(data, "index") >= delete_index && !json_is_true(json_object_get(data, "applied"))) {
+                if (engine_store_merge_apply(e->db, js(p, "vm"), js(p, "disk"), js(p, "sd"), js(p, "top"), js(p, "base"),
+                                             NULL) < 0)
+                        return;        /* the transaction rolls back; the next round tries again */
+                json_object_set_new(data, "applied", json_true());
+        }
+        if (st == ENGINE_CHILDREN_FAILED && (size_t) ji(data, "index") == delete_index && json_object_get(data, "child") &&
+            ji(data, "delete_tries") + 1 < DELETE_TRIES) {
+                json_object_set_new(data, "delete_tries", json_integer(ji(data, "delete_tries") + 1));
+                json_object_del(data, "child");
+                engine_event(e, "warning", js(cmd, "id"), "deleting merged volume %s (disk %s) failed (%s); trying again",
+                             js(p, "top"), js(p, "disk"), error ? error : "unknown error");
+                g_clear_pointer(&error, g_free);
+                st = engine_run_children(e, cmd, data, count, make, &error);
+        }
+        engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_MAIN, data);
+        if (st != ENGINE_CHILDREN_ACTIVE)
+                engine_cmd_finish(e, cmd, st == ENGINE_CHILDREN_SUCCEEDED, error);
 }
 
 /* ---- restore_disk_snapshot ---- */
@@ -184,6 +233,7 @@ static char *make_disk_composite(struct engine *e, json_t *cmd, json_t *p, size_
                                                                                   : ENGINE_KIND_RESTORE_DISK_SNAPSHOT;
 
         json_object_set_new(cp, "share", json_real(disk_share(p)));
+        json_object_set_new(cp, "vm", json_string(js(p, "vm")));
         return engine_cmd_create(e, kind, js(cmd, "id"), js(cmd, "job_id"), NULL, cp);
 }
 
@@ -219,6 +269,21 @@ static bool disks_running(struct engine *e, json_t *cmd, json_t *p, json_t *data
         return true;
 }
 
+/*
+ * What a removal again has to do for a disk whose merge did not succeed: the
+ * whole merge, or, when finalize went through (top no longer in the
+ * inventory's chain), only deleting top.
+ */
+static json_t *disk_left(struct engine *e, json_t *d)
+{
+        g_autoptr(json_t) top = volume_find(e, js(d, "disk"), js(d, "sd"), js(d, "top"));
+        json_t *ent = json_pack("{s:s, s:s}", "disk", js(d, "disk"), "volume", js(d, "base"));
+
+        if (!top)
+                json_object_set_new(ent, "delete", json_string(js(d, "top")));
+        return ent;
+}
+
 static void remove_snapshot_flow(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
@@ -235,9 +300,10 @@ static void remove_snapshot_flow(struct engine *e, json_t *cmd)
                 json_t *d = flow_disk(p, i);
 
                 if (g_strcmp0(state, "succeeded") != 0) {
-                        json_array_append_new(left, json_pack("{s:s, s:s}", "disk", js(d, "disk"), "volume", js(d, "base")));
+                        json_array_append_new(left, disk_left(e, d));
                         continue;
                 }
+                /* Applied when finalize succeeded (merge_disk_advance); idempotent. */
                 if (engine_store_merge_apply(e->db, js(p, "vm"), js(d, "disk"), js(d, "sd"), js(d, "top"), js(d, "base"),
                                              NULL) < 0)
                         return;        /* the transaction rolls back; the next round tries again */
@@ -251,13 +317,18 @@ static void remove_snapshot_flow(struct engine *e, json_t *cmd)
                              js(p, "snapshot"), js(p, "vm"), n);
                 return;
         }
-        /* What merged stays merged; the snapshot keeps the disks left, for another removal. */
-        if (engine_store_snapshot_set(e->db, js(p, "snapshot"), "ok", NULL, left, NULL) < 0)
+        /*
+         * What merged stays merged; the snapshot keeps the disks left. A base
+         * may be ILLEGAL or half-merged on storage: the snapshot is "broken",
+         * which no restore accepts; the only way on is to remove it again.
+         */
+        if (engine_store_snapshot_set(e->db, js(p, "snapshot"), "broken", NULL, left, NULL) < 0)
                 return;
         flow_end(e, cmd, js(p, "vm"), false, error);
-        engine_event(e, "warning", js(cmd, "id"), "snapshot %s of VM %s: %u of %zu disk(s) merged (%s); a base whose merge "
-                     "did not complete may stay ILLEGAL on storage until the snapshot is removed again",
-                     js(p, "snapshot"), js(p, "vm"), merged, n, error ? error : "unknown error");
+        engine_event(e, "warning", js(cmd, "id"), "snapshot %s of VM %s: %u of %zu disk(s) merged (%s); the snapshot is "
+                     "broken (a base may be ILLEGAL or half-merged on storage, a merged volume not deleted) and cannot be "
+                     "restored: remove it again", js(p, "snapshot"), js(p, "vm"), merged, n,
+                     error ? error : "unknown error");
 }
 
 static void restore_snapshot_flow(struct engine *e, json_t *cmd)
