@@ -262,6 +262,36 @@ def test_sparsify_raw_gives_back_zeroed_space(cluster, img):
     assert info["legality"] == "LEGAL" and info["generation"] == gen + 1
 
 
+def test_sparsify_failure_leaves_volume_legal(cluster, img):
+    """A sparsify that storage refuses (the volume file bind-mounted read-only: EROFS) changes no data, so the
+    volume is LEGAL again at its generation, and the same request runs once the storage allows it."""
+    vol = new_uuid()
+    cluster.create_volume(cluster.sd1, img, vol, 16 * MiB)
+    p = cluster.path(cluster.sd1, img, vol)
+    write_random_extents(p, [(0, 2 * MiB)], seed=32)
+    with open(p, "r+b") as f:
+        f.seek(4 * MiB)
+        f.write(bytes(8 * MiB))
+        os.fsync(f.fileno())
+    digest, used = file_digest(p), allocated(p)
+    gen = cluster.volume_info(cluster.sd1, img, vol)["generation"]
+    vol_info = {"sd_id": cluster.sd1, "img_id": img, "vol_id": vol, "generation": gen}
+    subprocess.run(["mount", "--bind", p, p], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", p], check=True)
+        job = run_sparsify(cluster.b, vol_info)
+        assert job["status"] == "failed" and "Read-only file system" in job["error"]["message"], job
+    finally:
+        subprocess.run(["umount", p], check=True)
+    info = cluster.volume_info(cluster.sd1, img, vol)
+    assert info["legality"] == "LEGAL" and info["generation"] == gen and info["lease"]["owners"] == [], info
+    assert file_digest(p) == digest and allocated(p) == used
+    job = run_sparsify(cluster.b, vol_info)
+    assert job["status"] == "done", job
+    assert file_digest(p) == digest and allocated(p) <= used - 7 * MiB
+    assert cluster.volume_info(cluster.sd1, img, vol)["generation"] == gen + 1
+
+
 def test_sparsify_qcow2_discards_zero_clusters(cluster, img, tmp_path):
     base, top = make_chain(cluster, img, 2)
     pt = cluster.path(cluster.sd1, img, top)
