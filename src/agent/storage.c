@@ -39,6 +39,49 @@ char *agent_image_path(struct agent *a, const char *sd, const char *img)
         return g_build_filename(a->config.storage_root, sd, "images", img, NULL);
 }
 
+#define SWEEP_IMAGES_MAX 100000         /* image directories of one domain looked at for stale temp files */
+
+/* Whether the file was last changed before `before` (microseconds since the epoch). */
+static bool changed_before(const struct stat *st, gint64 before)
+{
+        return (gint64) st->st_mtim.tv_sec * G_USEC_PER_SEC + st->st_mtim.tv_nsec / 1000 < before;
+}
+
+unsigned agent_sd_remove_stale_temps(struct agent *a, const char *sd, gint64 before)
+{
+        g_autofree char *root = agent_sd_path(a, sd);
+        g_autofree char *images = g_build_filename(root, "images", NULL);
+        g_autoptr(GDir) dir = g_dir_open(images, 0, NULL);
+        unsigned removed = 0, seen = 0;
+        const char *img;
+
+        while (dir && (img = g_dir_read_name(dir)) && seen++ < SWEEP_IMAGES_MAX) {
+                g_autofree char *path = g_build_filename(images, img, NULL);
+                g_autoptr(GDir) idir = fy_uuid_is_valid(img) ? g_dir_open(path, 0, NULL) : NULL;
+                const char *name;
+
+                while (idir && (name = g_dir_read_name(idir))) {
+                        g_autofree char *file = NULL;
+                        struct stat st;
+
+                        if (!fy_atomic_temp_name(name, ".meta"))
+                                continue;
+                        file = g_build_filename(path, name, NULL);
+                        if (lstat(file, &st) < 0 || !S_ISREG(st.st_mode) || !changed_before(&st, before))
+                                continue;
+                        if (unlink(file) < 0) {
+                                g_warning("storage domain %s: cannot remove stale metadata temp file %s: %s", sd, file,
+                                          g_strerror(errno));
+                                continue;
+                        }
+                        g_message("storage domain %s: removed stale metadata temp file %s (a metadata write cut short "
+                                  "before this agent started)", sd, file);
+                        removed++;
+                }
+        }
+        return removed;
+}
+
 char *agent_volume_path(struct agent *a, const struct agent_volref *ref)
 {
         g_autofree char *dir = agent_image_path(a, ref->sd, ref->img);

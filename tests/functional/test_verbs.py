@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -290,6 +291,35 @@ def test_sparsify_failure_leaves_volume_legal(cluster, img):
     assert job["status"] == "done", job
     assert file_digest(p) == digest and allocated(p) <= used - 7 * MiB
     assert cluster.volume_info(cluster.sd1, img, vol)["generation"] == gen + 1
+
+
+def test_stale_metadata_temp_files_removed_when_pool_connected(cluster, img):
+    """An agent killed between a .meta temp write and its rename leaves <vol>.meta.tmp.<random>; the next
+    agent to connect the pool removes those older than its start (logged), and nothing else."""
+    vol = new_uuid()
+    cluster.create_volume(cluster.sd1, img, vol, 8 * MiB)
+    meta = cluster.path(cluster.sd1, img, vol) + ".meta"
+    stale, newer, other = meta + ".tmp.0123456789abcdef", meta + ".tmp.fedcba9876543210", meta + ".tmp.notatemp"
+    for p in (stale, newer, other):
+        with open(p, "w") as f:
+            f.write("half a metadata write")
+    now = time.time()
+    os.utime(stale, (now - 60, now - 60))
+    os.utime(other, (now - 60, now - 60))
+    os.utime(newer, (now + 3600, now + 3600))       # changed after the agent starts: a write in progress elsewhere
+    try:
+        cluster.b.stop()
+        cluster.b.start()
+        cluster.connect(cluster.b)
+        assert not os.path.exists(stale)
+        assert os.path.exists(newer) and os.path.exists(other)
+        with open(cluster.b.log_path, errors="replace") as f:
+            assert f"removed stale metadata temp file {stale}" in f.read()
+        assert cluster.volume_info(cluster.sd1, img, vol)["legality"] == "LEGAL"
+    finally:
+        for p in (stale, newer, other):
+            if os.path.exists(p):
+                os.unlink(p)
 
 
 def test_sparsify_qcow2_discards_zero_clusters(cluster, img, tmp_path):
