@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import uuid
 
@@ -281,6 +282,55 @@ def test_failed_top_delete_leaves_snapshot_broken_and_removal_again_completes(ec
     d = assert_chain_legal(ec, d)
     assert [v["id"] for v in d["volumes"]] == [base] and d["format"] == "raw"
     assert snapshots(ec, vm) == {}
+    assert guest_digest(ec, d, tmp_path) == before
+
+
+def agent_children(agent, word):
+    """Pids of the agent's child processes whose command line contains word."""
+    pids = []
+    for task in os.listdir(f"/proc/{agent.proc.pid}/task"):
+        with open(f"/proc/{agent.proc.pid}/task/{task}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    found = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if word.encode() in f.read():
+                    found.append(pid)
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def test_merge_killed_on_its_host_is_retried_on_another(ec, tmp_path):
+    """qemu-img commit killed on the merging host (as the OOM killer would): a failure of that host, not of
+    the images, so the merge is retried on another host and the removal completes with the data intact."""
+    spm = ec.spm_name()
+    d = create_disk(ec, "oom", 128 * MiB)
+    write_random_extents(vol_path(ec, d), [(0, 8 * MiB)], seed=35)
+    vm = new_vm(ec, "vm-oom", [d])
+    sid = snapshot(ec, vm, "before")
+    d = disk(ec, d["id"])
+    base = d["volumes"][0]["id"]
+    qemu_io_write(vol_path(ec, d), "qcow2", "0x4b", 4 * MiB, 96 * MiB)      # 3 s at 32 MiB/s
+    before = guest_digest(ec, d, tmp_path)
+    job = remove_snapshot(ec, vm, sid)
+
+    def merging():
+        s = next((s for s in steps_of(ec, job) if s["type"] == "merge"), None)
+        return s if s and s["status"] == "started" and s["progress"] > 0 and s["execution_host"] else None
+    host = wait_for(merging, 60, "the merge to run", interval=0.1)["execution_host"]["name"]
+    assert host != spm
+    pids = wait_for(lambda: agent_children(ec.agent(host), "commit"), 30, "qemu-img commit on " + host, interval=0.05)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    wait_ok(ec, job)
+    merge = next(s for s in steps_of(ec, job) if s["type"] == "merge")
+    assert merge["execution_host"]["name"] not in (host, spm), merge
+    events = " ".join(e["message"] for e in ec.engine.get("/api/events")["events"])
+    assert "killed by a signal" in events and "on another host" in events, events
+    d = assert_chain_legal(ec, d)
+    assert [v["id"] for v in d["volumes"]] == [base]
     assert guest_digest(ec, d, tmp_path) == before
 
 
