@@ -14,7 +14,7 @@ import pytest
 
 from conftest import make_workdir
 from enginetest import EngineCluster, HttpError
-from ferrytest import BUILD, MiB, qemu_io_write, wait_for, write_random_extents
+from ferrytest import BUILD, MiB, new_uuid, qemu_io_write, wait_for, wait_job, write_random_extents
 
 FERRY = os.path.join(BUILD, "src", "cli", "ferry")
 RATE = "32M"     # every host's copy_rate_limit, which merges share: a merge of 64 MiB takes ~2 s
@@ -365,6 +365,51 @@ def test_restore_gives_back_the_snapshot(ec, tmp_path):
     wait_ok(ec, remove_snapshot(ec, vm, s1))
     d = assert_chain_legal(ec, d)
     assert len(d["volumes"]) == 1 and guest_digest(ec, d, tmp_path) == now
+
+
+def update_volume(ec, d, vol, **attr):
+    with ec.agent(ec.spm_name()).client() as c:
+        job_id = new_uuid()
+        c.call("SDM.update_volume", {"job_id": job_id, "vol_info": {"sd_id": d["storage_domains"][0]["id"],
+                                                                    "img_id": d["id"], "vol_id": vol},
+                                     "vol_attr": attr})
+        assert wait_job(c, job_id)["status"] == "done"
+
+
+def test_restore_checks_the_chain_on_storage_first(ec, tmp_path):
+    """A snapshot volume ILLEGAL on storage, or at another generation than the inventory's: the restore fails at
+    its first step (verify_chain) with nothing removed, and the disk stays usable."""
+    d = create_disk(ec, "verify", 16 * MiB)
+    write_random_extents(vol_path(ec, d), [(0, 2 * MiB)], seed=41)
+    vm = new_vm(ec, "vm-verify", [d])
+    s1 = snapshot(ec, vm, "s1")
+    d = disk(ec, d["id"])
+    qemu_io_write(vol_path(ec, d), "qcow2", "0x3c", 0, MiB)
+    base, leaf = [v["id"] for v in d["volumes"]]
+    now = guest_digest(ec, d, tmp_path)
+    gen = d["volumes"][0]["generation"]
+
+    def restore_fails(words):
+        r = ec.engine.post(f"/api/vms/{vm['id']}/snapshots/{s1}/restore", {})
+        job = ec.engine.wait_job(r["job"]["id"], 60)
+        assert job["status"] == "failed", job
+        steps = steps_of(ec, r["job"]["id"])
+        assert [(s["type"], s["status"]) for s in steps] == [("verify_chain", "failed")], steps
+        events = " ".join(e["message"] for e in ec.engine.get("/api/events")["events"])
+        assert all(w in events for w in words), events
+        got = disk(ec, d["id"])
+        assert got["status"] == "ok" and [v["id"] for v in got["volumes"]] == [base, leaf], got
+        assert os.path.exists(vol_path(ec, d, leaf)) and guest_digest(ec, d, tmp_path) == now
+
+    update_volume(ec, d, base, legality="ILLEGAL")
+    restore_fails([f"volume {base} of disk {d['id']} is ILLEGAL on storage", "retry the removal"])
+    update_volume(ec, d, base, legality="LEGAL", generation=gen + 1)
+    restore_fails([f"volume {base} of disk {d['id']} has generation {gen + 1} on storage"])
+    update_volume(ec, d, base, generation=gen)
+    r = ec.engine.post(f"/api/vms/{vm['id']}/snapshots/{s1}/restore", {})
+    wait_ok(ec, r["job"]["id"])
+    d = assert_chain_legal(ec, d)
+    assert d["volumes"][0]["id"] == base and len(d["volumes"]) == 2
 
 
 def test_sparsify_gives_back_zeroed_space(ec, tmp_path):

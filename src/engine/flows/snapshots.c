@@ -45,6 +45,7 @@
 #include "clock.h"
 #include "commands.h"
 #include "events.h"
+#include "hosts.h"
 #include "inventory.h"
 #include "snapshots.h"
 #include "store/store.h"
@@ -193,15 +194,142 @@ static void merge_disk_advance(struct engine *e, json_t *cmd)
                 engine_cmd_finish(e, cmd, st == ENGINE_CHILDREN_SUCCEEDED, error);
 }
 
+/* ---- verify_chain {sd, img, volumes: [{id, generation}]}: read-only, through the SPM ---- */
+
+#define VERIFY_ERRORS_MAX 3            /* unanswered reads before the check fails */
+
+static GHashTable *verifying;          /* command ids with a Volume.getInfo out (a restart asks again) */
+
+struct verify_call {
+        struct engine *e;
+        char *cmd_id;
+};
+
+/* One volume's answer: LEGAL at the generation the inventory records, else the restore must not act. */
+static void verify_answer(struct engine *e, json_t *cmd, json_t *result, const GError *error)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        size_t i = (size_t) ji(data, "index");
+        json_t *v = json_array_get(json_object_get(p, "volumes"), i);
+        g_autofree char *why = NULL;
+
+        if (error || !json_is_object(result)) {
+                gint64 errors = ji(data, "errors") + 1;
+
+                if (errors >= VERIFY_ERRORS_MAX) {
+                        why = g_strdup_printf("cannot read volume %s of disk %s on storage: %s", js(v, "id"), js(p, "img"),
+                                              error ? error->message : "no answer");
+                        engine_cmd_finish(e, cmd, false, why);
+                        return;
+                }
+                json_object_set_new(data, "errors", json_integer(errors));
+                json_object_set_new(data, "next_try", json_integer(engine_now() + 2));
+                engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_NEW, data);
+                return;
+        }
+        if (g_strcmp0(js(result, "legality"), "LEGAL") != 0)
+                why = g_strdup_printf("volume %s of disk %s is %s on storage (a snapshot removal that failed part-way "
+                                      "leaves its base so): nothing was changed; retry the removal of that snapshot",
+                                      js(v, "id"), js(p, "img"), js(result, "legality") ? js(result, "legality") : "unknown");
+        else if (json_is_integer(json_object_get(v, "generation")) &&
+                 ji(result, "generation") != ji(v, "generation"))
+                why = g_strdup_printf("volume %s of disk %s has generation %" G_GINT64_FORMAT " on storage, the inventory "
+                                      "records %" G_GINT64_FORMAT " (changed behind the engine's back?): nothing was "
+                                      "changed", js(v, "id"), js(p, "img"), ji(result, "generation"), ji(v, "generation"));
+        if (why) {
+                engine_cmd_finish(e, cmd, false, why);
+                return;
+        }
+        if (i + 1 >= json_array_size(json_object_get(p, "volumes"))) {
+                engine_cmd_finish(e, cmd, true, NULL);
+                return;
+        }
+        json_object_set_new(data, "index", json_integer((json_int_t) i + 1));
+        json_object_del(data, "errors");
+        engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_NEW, data);
+}
+
+static void on_volume_info(json_t *result, const GError *error, void *userdata)
+{
+        struct verify_call *c = userdata;
+        g_autoptr(json_t) cmd = engine_store_command_get(c->e->db, c->cmd_id, NULL);
+
+        g_hash_table_remove(verifying, c->cmd_id);
+        if (cmd && g_strcmp0(js(cmd, "state"), "active") == 0)
+                verify_answer(c->e, cmd, result, error);
+        engine_kick(c->e);
+        g_free(c->cmd_id);
+        g_free(c);
+}
+
+static void verify_chain_advance(struct engine *e, json_t *cmd)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        g_autoptr(json_t) dc = NULL;
+        g_autofree char *spm = NULL;
+        json_t *v = json_array_get(json_object_get(p, "volumes"), (size_t) ji(data, "index"));
+        struct verify_call *c;
+
+        if (g_hash_table_contains(verifying, js(cmd, "id")) || ji(data, "next_try") > engine_now())
+                return;
+        if (!v) {
+                engine_cmd_finish(e, cmd, true, NULL);        /* nothing to read */
+                return;
+        }
+        spm = engine_spm_host(e);
+        dc = engine_store_dc_spm(e->db, e->dc_id, NULL);
+        if (!spm || !dc)
+                return;        /* after the election */
+        engine_step_update(e, js(cmd, "step_id"), "started", 0, spm);
+        c = g_new0(struct verify_call, 1);
+        c->e = e;
+        c->cmd_id = g_strdup(js(cmd, "id"));
+        g_hash_table_add(verifying, g_strdup(c->cmd_id));
+        engine_host_call(e, spm, "Volume.getInfo",
+                         json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID",
+                                   js(p, "sd"), "imageID", js(p, "img"), "volumeID", js(v, "id")),
+                         e->config.host_timeout, on_volume_info, c);
+}
+
 /* ---- restore_disk_snapshot ---- */
 
+/* The snapshot's volume and every one below it, with the generations the inventory records. */
+static json_t *chain_to(struct engine *e, json_t *p)
+{
+        g_autoptr(json_t) vols = engine_store_volume_list(e->db, js(p, "disk"), js(p, "sd"), NULL);
+        g_autoptr(json_t) base = volume_find(e, js(p, "disk"), js(p, "sd"), js(p, "base"));
+        json_t *out = json_array();
+        size_t i;
+        json_t *v;
+
+        json_array_foreach(vols, i, v)
+                if (base && ji(v, "position") <= ji(base, "position"))
+                        json_array_append_new(out, json_pack("{s:s, s:I}", "id", js(v, "id"), "generation",
+                                                             ji(v, "generation")));
+        return out;
+}
+
+/*
+ * Step 0 reads the chain the restore keeps (verify_chain): every volume
+ * LEGAL at its recorded generation, or nothing is removed. Then the
+ * discarded volumes, then the new leaf.
+ */
 static char *make_restore_step(struct engine *e, json_t *cmd, json_t *p, size_t i)
 {
         json_t *discard = json_object_get(p, "discard");
-        double w = json_number_value(json_object_get(p, "share")) / (double) (json_array_size(discard) + 1);
+        double w = json_number_value(json_object_get(p, "share")) / (double) (json_array_size(discard) + 2);
         g_autoptr(json_t) cp = NULL;
         g_autofree char *desc = NULL;
 
+        if (i == 0) {
+                cp = json_pack("{s:s, s:s, s:o}", "sd", js(p, "sd"), "img", js(p, "img"), "volumes", chain_to(e, p));
+                desc = g_strdup_printf("Checking on storage the chain up to snapshot volume %s (disk %s)", js(p, "base"),
+                                       js(p, "img"));
+                return make_step_leaf(e, cmd, ENGINE_KIND_VERIFY_CHAIN, cp, desc, w);
+        }
+        i--;
         if (i < json_array_size(discard)) {
                 const char *vol = json_string_value(json_array_get(discard, i));
 
@@ -221,7 +349,7 @@ static void restore_disk_advance(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
 
-        run_sequence(e, cmd, json_array_size(json_object_get(p, "discard")) + 1, make_restore_step);
+        run_sequence(e, cmd, json_array_size(json_object_get(p, "discard")) + 2, make_restore_step);
 }
 
 /* ---- the top-level flows ---- */
@@ -331,6 +459,17 @@ static void remove_snapshot_flow(struct engine *e, json_t *cmd)
                      error ? error : "unknown error");
 }
 
+/* Whether disk i's restore got past its chain check (verify_chain): only then may it have removed volumes. */
+static bool restore_acted(struct engine *e, json_t *data, size_t i)
+{
+        g_autofree char *k = g_strdup_printf("%zu", i);
+        const char *id = json_string_value(json_object_get(json_object_get(data, "children"), k));
+        g_autoptr(json_t) child = id ? engine_store_command_get(e->db, id, NULL) : NULL;
+        g_autoptr(json_t) cdata = child ? jparse(child, "data") : NULL;
+
+        return !cdata || ji(cdata, "index") > 0;
+}
+
 static void restore_snapshot_flow(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
@@ -372,8 +511,9 @@ static void restore_snapshot_flow(struct engine *e, json_t *cmd)
         for (i = 0; i < n; i++) {
                 g_autofree char *state = engine_children_state(e, data, i, NULL);
 
-                /* Some of its discarded volumes may be gone: the chain is not what the inventory says. */
-                if (g_strcmp0(state, "succeeded") != 0 &&
+                /* Some of its discarded volumes may be gone: the chain is not what the inventory says
+                 * (unless it stopped at the check, which changes nothing). */
+                if (g_strcmp0(state, "succeeded") != 0 && restore_acted(e, data, i) &&
                     engine_store_disk_set_status(e->db, js(flow_disk(p, i), "disk"), "illegal", NULL) < 0)
                         g_warning("disk %s: could not be marked illegal", js(flow_disk(p, i), "disk"));
         }
@@ -403,6 +543,8 @@ static void sparsify_flow(struct engine *e, json_t *cmd)
 
 void engine_snapshot_flows_init(void)
 {
+        verifying = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        engine_flow_register(ENGINE_KIND_VERIFY_CHAIN, verify_chain_advance, false);
         engine_flow_register(ENGINE_KIND_MERGE_DISK_SNAPSHOT, merge_disk_advance, true);
         engine_flow_register(ENGINE_KIND_RESTORE_DISK_SNAPSHOT, restore_disk_advance, true);
         engine_flow_register(ENGINE_KIND_REMOVE_SNAPSHOT, remove_snapshot_flow, true);
