@@ -2,23 +2,26 @@
 /*
  * Snapshot removal (a cold merge per disk), snapshot restore and disk
  * sparsify (DESIGN §7–§8). The actions (vm_actions.c, actions.c) lock the
- * VM and its disks and start the top-level command; the leaves are the
- * coordinator's (commands.c), so a lost merging or sparsifying host is
+ * VM and its disks and start the top-level command; the leaves but the
+ * read-only verify_chain are the coordinator's (commands.c), so a lost merging or sparsifying host is
  * handled as a lost copy is: decided from the volume, fenced, retried on
  * another host.
  *
- * remove_snapshot                      (job; VM, its disks, the snapshot locked)
+ * remove_snapshot                      (job; VM, its disks locked; the snapshot "removing")
  *   main ──► merge_disk_snapshot per disk, all at once (MAX_PARALLEL_DISKS)
- *   end  ──► per disk that merged: inventory (top gone, its child on base,
- *            snapshots that named top name base); the snapshot row deleted
- *            when every disk merged, else it keeps the disks left (remove again)
+ *   end  ──► the snapshot row deleted when every disk merged, else it is
+ *            "broken" (no restore of the VM) with the disks left, {disk,
+ *            volume} or, finalized but top not deleted, {disk, volume, delete}
  *
- * merge_disk_snapshot {disk, sd, img, top, base, bytes}: children one after another
+ * merge_disk_snapshot {vm, disk, sd, img, top, base, bytes, finalized?}: children one after another
  *
  *   prepare_merge ──► merge ─────────────► finalize_merge ──► remove_volume(top)
- *   SPM: base          scheduler-picked      SPM, base_generation  SPM
- *   ILLEGAL, GEN G     host: base LEGAL      G+1 (read from the
- *                      at G+1                merge's record)
+ *   SPM: base          scheduler-picked      SPM, base_generation  SPM, tried DELETE_TRIES
+ *   ILLEGAL, GEN G     host: base LEGAL      G+1 (read from the    times; only this step
+ *                      at G+1                merge's record); then  when p.finalized
+ *                                            the inventory: top gone,
+ *                                            its child on base, snapshots
+ *                                            that named top name base
  *                        │ host lost / forgot the job
  *                        ▼
  *                      base read through another host:
@@ -33,7 +36,8 @@
  *            snapshot's volume; the snapshots newer than this one deleted
  *
  * restore_disk_snapshot {disk, sd, img, base, vol, capacity, discard[]}:
- *   remove_volume discard[0] (the leaf) ──► … discard[n-1] ──► create_volume_container
+ *   verify_chain (base and below LEGAL at their recorded generations, read through the SPM)
+ *   ──► remove_volume discard[0] (the leaf) ──► … discard[n-1] ──► create_volume_container
  *   vol (qcow2, parent base), all on the SPM: a linear chain at every step
  *
  * sparsify_disk {disk, sd, img, volumes[]} (job; the disk locked)
