@@ -205,23 +205,29 @@ def test_three_disks_merge_on_three_hosts(ec, tmp_path):
         assert len(d["volumes"]) == 1 and guest_digest(ec, d, tmp_path) == want
 
 
-def test_merging_host_killed_is_fenced_and_retried_elsewhere(ec, tmp_path):
-    spm = ec.spm_name()
-    d = create_disk(ec, "killed", 256 * MiB)
-    write_random_extents(vol_path(ec, d), [(0, 16 * MiB)], seed=30)
-    vm = new_vm(ec, "vm-killed", [d])
+def slow_merge_running(ec, tmp, name, size, seed, pattern, written):
+    """A one-snapshot VM whose removal merges `written` bytes (32 MiB/s: written / 32 MiB seconds); returns
+    (disk, base, guest digest, job, host) once the merge makes progress on host, which is not the SPM."""
+    d = create_disk(ec, name, size)
+    write_random_extents(vol_path(ec, d), [(0, 16 * MiB)], seed=seed)
+    vm = new_vm(ec, "vm-" + name, [d])
     sid = snapshot(ec, vm, "before")
     d = disk(ec, d["id"])
-    base = d["volumes"][0]["id"]
-    qemu_io_write(vol_path(ec, d), "qcow2", "0x71", 8 * MiB, 192 * MiB)     # 6 s at 32 MiB/s
-    before = guest_digest(ec, d, tmp_path)
+    qemu_io_write(vol_path(ec, d), "qcow2", pattern, 8 * MiB, written)
+    before = guest_digest(ec, d, tmp)
     job = remove_snapshot(ec, vm, sid)
 
     def merging():
         s = next((s for s in steps_of(ec, job) if s["type"] == "merge"), None)
         return s if s and s["status"] == "started" and s["progress"] > 0 and s["execution_host"] else None
     host = wait_for(merging, 60, "the merge to run", interval=0.1)["execution_host"]["name"]
-    assert host != spm
+    assert host != ec.spm_name()
+    return d, d["volumes"][0]["id"], before, job, host
+
+
+def test_merging_host_killed_is_fenced_and_retried_elsewhere(ec, tmp_path):
+    spm = ec.spm_name()
+    d, base, before, job, host = slow_merge_running(ec, tmp_path, "killed", 256 * MiB, 30, "0x71", 192 * MiB)
     agent = ec.agent(host)
     agent.kill()      # SIGKILL: its sanlock daemon frees the base's lease at once
     assert read_meta(vol_path(ec, d, base))["LEGALITY"] == "ILLEGAL"
@@ -306,21 +312,7 @@ def test_merge_killed_on_its_host_is_retried_on_another(ec, tmp_path):
     """qemu-img commit killed on the merging host (as the OOM killer would): a failure of that host, not of
     the images, so the merge is retried on another host and the removal completes with the data intact."""
     spm = ec.spm_name()
-    d = create_disk(ec, "oom", 128 * MiB)
-    write_random_extents(vol_path(ec, d), [(0, 8 * MiB)], seed=35)
-    vm = new_vm(ec, "vm-oom", [d])
-    sid = snapshot(ec, vm, "before")
-    d = disk(ec, d["id"])
-    base = d["volumes"][0]["id"]
-    qemu_io_write(vol_path(ec, d), "qcow2", "0x4b", 4 * MiB, 96 * MiB)      # 3 s at 32 MiB/s
-    before = guest_digest(ec, d, tmp_path)
-    job = remove_snapshot(ec, vm, sid)
-
-    def merging():
-        s = next((s for s in steps_of(ec, job) if s["type"] == "merge"), None)
-        return s if s and s["status"] == "started" and s["progress"] > 0 and s["execution_host"] else None
-    host = wait_for(merging, 60, "the merge to run", interval=0.1)["execution_host"]["name"]
-    assert host != spm
+    d, base, before, job, host = slow_merge_running(ec, tmp_path, "oom", 128 * MiB, 35, "0x4b", 96 * MiB)
     pids = wait_for(lambda: agent_children(ec.agent(host), "commit"), 30, "qemu-img commit on " + host, interval=0.05)
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
