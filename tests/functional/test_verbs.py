@@ -229,6 +229,20 @@ def test_aborted_merge_leaves_base_illegal_and_runs_again(cluster, img, tmp_path
     assert guest_view(path(base), tmp_path, "after") == before
 
 
+def test_merge_of_a_corrupt_top_is_refused_everywhere(cluster, img):
+    """qemu-img commit blames the image (top marked corrupt in its qcow2 header): 252, which the engine does not
+    retry on another host, unlike a failure of the host (100: killed, I/O error; test_snapshots)."""
+    base, top = make_chain(cluster, img, 2, size=16 * MiB)
+    qemu_io_write(cluster.path(cluster.sd1, img, top), "qcow2", "0x21", 0, MiB)
+    with open(cluster.path(cluster.sd1, img, top), "r+b") as f:      # incompatible_features bit 1: corrupt
+        f.seek(72)
+        f.write((2).to_bytes(8, "big"))
+    gen = cluster.volume_info(cluster.sd1, img, base)["generation"]
+    job = run_merge(cluster.b, subchain(cluster, img, top, base, gen))
+    assert job["status"] == "failed" and job["error"]["code"] == 252, job
+    assert "corrupt" in job["error"]["message"], job
+
+
 def run_sparsify(agent, vol_info):
     job_id = new_uuid()
     with agent.client() as c:
