@@ -2,10 +2,10 @@
 /*
  * Snapshot removal (a cold merge per disk), snapshot restore and disk
  * sparsify (DESIGN §7–§8). The actions (vm_actions.c, actions.c) lock the
- * VM and its disks and start the top-level command; the leaves but the
- * read-only verify_chain are the coordinator's (commands.c), so a lost merging or sparsifying host is
- * handled as a lost copy is: decided from the volume, fenced, retried on
- * another host.
+ * VM and its disks and start the top-level command; the leaves, but the
+ * read-only verify_chain, are the coordinator's (commands.c), so a lost
+ * merging or sparsifying host is handled as a lost copy is: decided from
+ * the volume, fenced, retried on another host.
  *
  * remove_snapshot                      (job; VM, its disks locked; the snapshot "removing")
  *   main ──► merge_disk_snapshot per disk, all at once (MAX_PARALLEL_DISKS)
@@ -179,10 +179,13 @@ static void merge_disk_advance(struct engine *e, json_t *cmd)
         enum engine_children st = engine_run_children(e, cmd, data, count, make, &error);
 
         if ((size_t) ji(data, "index") >= delete_index && !json_is_true(json_object_get(data, "applied"))) {
+                /* Idempotent: a write that failed is tried again next round (the child just made is kept). */
                 if (engine_store_merge_apply(e->db, js(p, "vm"), js(p, "disk"), js(p, "sd"), js(p, "top"), js(p, "base"),
                                              NULL) < 0)
-                        return;        /* the transaction rolls back; the next round tries again */
-                json_object_set_new(data, "applied", json_true());
+                        g_warning("disk %s: the inventory could not follow the merge of %s yet", js(p, "disk"),
+                                  js(p, "top"));
+                else
+                        json_object_set_new(data, "applied", json_true());
         }
         if (st == ENGINE_CHILDREN_FAILED && (size_t) ji(data, "index") == delete_index && json_object_get(data, "child") &&
             ji(data, "delete_tries") + 1 < DELETE_TRIES) {
