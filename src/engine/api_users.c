@@ -122,9 +122,10 @@ static void user_update(struct engine *e, SoupServerMessage *msg, char **args)
                 return;
         }
         if (password)
-                engine_event(e, "normal", NULL, "password of user %s changed", args[0]);
+                engine_event(e, "normal", NULL, "password of user %s changed, and their tokens revoked", args[0]);
         if (role)
-                engine_event(e, "normal", NULL, "user %s now has the role %s", args[0], role);
+                engine_event(e, "normal", NULL, "user %s now has the role %s, and their tokens revoked", args[0],
+                             role);
         g_clear_pointer(&row, json_decref);
         row = engine_store_user_get(e->db, args[0], &error);
         engine_rest_reply_row(e, msg, "user", args[0], row, error, user_json);
