@@ -637,7 +637,9 @@ int engine_auth_init(struct engine *e, GError **error)
                 e->auth->dummy_hash = engine_auth_hash("not a password", error);
                 if (!e->auth->dummy_hash)
                         return -EIO;
-                e->auth->sweep_source = g_timeout_add_seconds(TOKEN_SWEEP_S, on_token_sweep, e);
+                /* Every 5 minutes, or the idle timeout when shorter (tests set it to seconds). */
+                e->auth->sweep_source = g_timeout_add_seconds(CLAMP(e->config.token_idle_timeout, 1, TOKEN_SWEEP_S),
+                                                              on_token_sweep, e);
                 on_token_sweep(e);
         }
         if (!*name)

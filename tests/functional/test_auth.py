@@ -6,13 +6,16 @@ HTTP Basic works; failed logins are slowed down; `ferry login`, `ferry user`
 and `ferry logout` over TLS; no password or token reaches a log or an event."""
 
 import base64
+import contextlib
 import glob
+import hashlib
 import http.client
 import http.server
 import json
 import os
 import re
 import shutil
+import sqlite3
 import stat
 import subprocess
 import threading
@@ -277,6 +280,10 @@ def test_token_expiry():
         t2 = e.login("admin", e.admin_password)
         assert e.request("GET", "/api/hosts", token=t2)[0] == 200
         time.sleep(3.2)
+        # Swept from the inventory on a timer, not only when used again.
+        digest = hashlib.sha256(t2.encode()).hexdigest()
+        with contextlib.closing(sqlite3.connect(f"file:{e.db}?mode=ro", uri=True)) as db:
+            assert db.execute("SELECT COUNT(*) FROM tokens WHERE hash = ?", (digest,)).fetchone()[0] == 0
         assert status_of(e, "GET", "/api/hosts", token=t2) == 401
     finally:
         assert e.stop() == 0
@@ -353,6 +360,9 @@ def test_login_throttle_per_source_parallel_and_off_the_main_loop():
         # The attacker's own next attempt still waits.
         status, _, _, took = raw(e, "GET", "/api/hosts", basic("admin", "guess-guess"), source="127.0.0.2")
         assert status == 401 and took >= 1.5, took
+        # 7 failures, one event (the next one, a minute later at the earliest, counts those not shown).
+        events = [ev["message"] for ev in e.get("/api/events")["events"] if "127.0.0.2" in ev["message"]]
+        assert events == ["failed login for user admin from 127.0.0.2"], events
 
         # Parallel guesses from one address: a few are checked, the rest refused at once with Retry-After.
         n = 12
