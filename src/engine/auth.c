@@ -160,6 +160,8 @@ struct check {
         char *hash;                    /* the user's, or the dummy */
         json_t *row;                   /* the user's row, NULL when unknown */
         engine_auth_resume resume;     /* NULL: the token endpoint; else where a Basic request continues */
+        engine_auth_hashed hashed;     /* not NULL: make a hash of password for a user change, check nothing */
+        void *hashed_data;
         bool ok;
 };
 
@@ -237,7 +239,13 @@ static gboolean on_checked(gpointer data)
         struct check *c = data;
 
         c->e->auth->queued--;
-        check_finish(c, c->ok ? THROTTLE_SUCCESS : THROTTLE_FAILURE);
+        if (c->hashed) {
+                soup_server_message_unpause(c->msg);
+                c->hashed(c->e, c->msg, c->hash, c->hashed_data);
+                check_free(c);
+        } else {
+                check_finish(c, c->ok ? THROTTLE_SUCCESS : THROTTLE_FAILURE);
+        }
         return G_SOURCE_REMOVE;
 }
 
@@ -257,7 +265,10 @@ static void check_run(gpointer data, gpointer pool_data)
                         g_debug("cannot lower the priority of a password thread: %s", g_strerror(errno));
         }
 
-        c->ok = password_matches(c->hash, c->password) && c->row;
+        if (c->hashed)
+                c->hash = engine_auth_hash(c->password, NULL);
+        else
+                c->ok = password_matches(c->hash, c->password) && c->row;
         memset(c->password, 0, strlen(c->password));
         g_main_context_invoke(NULL, on_checked, c);
 }
@@ -336,6 +347,27 @@ static void check_start(struct engine *e, SoupServerMessage *msg, const char *us
                 g_timeout_add(delay * 1000, on_delay_over, c);   /* exact: _seconds may fire early */
         else
                 check_push(c);
+}
+
+void engine_auth_hash_async(struct engine *e, SoupServerMessage *msg, const char *password, engine_auth_hashed done,
+                            void *data)
+{
+        struct check *c;
+
+        if (e->auth->queued >= HASH_QUEUE_MAX + HASH_THREADS) {
+                reply_refused(msg, 503, 1, "too many password hashes are waiting; retry in a moment");
+                done(e, NULL, NULL, data);
+                return;
+        }
+        c = g_new0(struct check, 1);
+        c->e = e;
+        c->msg = g_object_ref(msg);
+        c->password = g_strdup(password);
+        c->hashed = done;
+        c->hashed_data = data;
+        soup_server_message_pause(msg);
+        e->auth->queued++;
+        g_thread_pool_push(e->auth->pool, c, NULL);
 }
 
 static gboolean on_token_sweep(gpointer data)

@@ -38,5 +38,14 @@ int engine_role_from_name(const char *name, enum engine_role *ret);
 bool engine_user_name_valid(const char *name);
 /* yescrypt hash of password, or NULL with *error set. */
 char *engine_auth_hash(const char *password, GError **error);
+/*
+ * Hashes password off the main loop for a user change, msg paused meanwhile:
+ * done(e, msg, hash, data) on the main loop, hash NULL when hashing failed;
+ * when the pool is full, answers msg 503 and calls done(e, NULL, NULL, data)
+ * at once (only to free data).
+ */
+typedef void (*engine_auth_hashed)(struct engine *e, SoupServerMessage *msg, const char *hash, void *data);
+void engine_auth_hash_async(struct engine *e, SoupServerMessage *msg, const char *password, engine_auth_hashed done,
+                            void *data);
 /* A password's length within the limits; else an error naming them. */
 int engine_auth_password_valid(const char *password, GError **error);
