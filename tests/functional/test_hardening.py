@@ -114,7 +114,8 @@ def engine(workdir):
     d = os.path.join(workdir, f"hard-{uuid.uuid4().hex[:8]}")
     os.makedirs(d)
     # Plain HTTP: these tests speak raw HTTP/1.1 on sockets (test_tls_engine_* covers HTTPS).
-    e = Engine(d, "--idle-timeout=3", "--request-timeout=2", "--max-connections-per-address=60", insecure=True)
+    e = Engine(d, "--idle-timeout=3", "--request-timeout=2", "--write-timeout=2", "--max-connections-per-address=60",
+               insecure=True)
     TOKENS[e.port] = e.token
     yield e
     TOKENS.pop(e.port, None)
@@ -387,6 +388,53 @@ def test_slow_clients_are_cut_after_the_timeout(engine):
     t0 = time.monotonic()
     answer = raw(engine.port, b"", wait=10)
     assert not answer.endswith(b"<timeout>") and time.monotonic() - t0 < 6
+
+
+def test_client_that_never_reads_its_responses_is_cut(engine):
+    pid = engine.proc.pid
+    engine.get("/api/hosts")
+    base = fds(pid)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)     # a small window: the engine's writes stall soon
+    s.connect(("127.0.0.1", engine.port))
+    s.setblocking(False)
+    # Pipelined requests, never a byte read: send until the engine stops taking them (it is stuck writing).
+    req = (f"GET /api/datacenters HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {engine.token}\r\n\r\n"
+           .encode() * 64)
+    sent, stuck_since = 0, None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            sent += s.send(req)
+            stuck_since = None
+        except BlockingIOError:
+            stuck_since = stuck_since or time.monotonic()
+            if time.monotonic() - stuck_since > 0.5:
+                break
+            time.sleep(0.05)
+    assert stuck_since, f"the engine read all {sent} bytes of requests without stalling"
+    t0 = time.monotonic()
+    # Unread for the write timeout (2 s): the engine closes the connection, not before.
+    time.sleep(1)
+    assert fds(pid) > base, "closed before the write timeout"
+    # Past the timeout the engine has closed it: what it had written drains, then the end (or a reset).
+    time.sleep(2.5)
+    s.setblocking(True)
+    s.settimeout(5)
+    closed = False
+    try:
+        while s.recv(1 << 20):
+            pass
+        closed = True
+    except ConnectionResetError:
+        closed = True
+    except socket.timeout:
+        pass
+    assert closed, "the engine kept the unread connection open past the write timeout"
+    s.close()
+    with open(engine.log_path, "rb") as f:
+        assert b"read nothing of its response" in f.read()
+    assert engine.get("/api/hosts") == {"hosts": []}     # still serving
 
 
 def test_per_address_connection_cap(engine):
