@@ -172,14 +172,134 @@ static FyPeekStream *fy_peek_stream_new(GInputStream *base)
         return p;
 }
 
+/*
+ * An output stream that tells its connection when a write would block (the
+ * client takes nothing: the write timer starts) and when one goes through
+ * (it takes something: the timer stops). libsoup writes with non-blocking
+ * writes and waits on this stream's source, so every stall is seen here,
+ * whatever part of a response (status line, headers, body) is being written.
+ */
+#define FY_TYPE_WATCH_OUT (fy_watch_out_get_type())
+G_DECLARE_FINAL_TYPE(FyWatchOut, fy_watch_out, FY, WATCH_OUT, GOutputStream)
+
+struct conn;
+static void conn_write_stalled(struct conn *c, bool stalled);
+
+struct _FyWatchOut {
+        GOutputStream parent;
+        GOutputStream *base;
+        struct conn *conn;              /* cleared when the connection is freed */
+};
+
+static void fy_watch_out_pollable_init(GPollableOutputStreamInterface *iface);
+G_DEFINE_TYPE_WITH_CODE(FyWatchOut, fy_watch_out, G_TYPE_OUTPUT_STREAM,
+                        G_IMPLEMENT_INTERFACE(G_TYPE_POLLABLE_OUTPUT_STREAM, fy_watch_out_pollable_init))
+
+static void watch_out_note(FyWatchOut *w, gssize n, GError *error)
+{
+        if (!w->conn)
+                return;
+        if (n > 0)
+                conn_write_stalled(w->conn, false);
+        else if (n < 0 && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+                conn_write_stalled(w->conn, true);
+}
+
+static gssize watch_out_write(GOutputStream *stream, const void *buffer, gsize count, GCancellable *cancellable,
+                              GError **error)
+{
+        FyWatchOut *w = FY_WATCH_OUT(stream);
+        gssize n = g_output_stream_write(w->base, buffer, count, cancellable, error);
+
+        if (n > 0 && w->conn)
+                conn_write_stalled(w->conn, false);
+        return n;
+}
+
+static gboolean watch_out_flush(GOutputStream *stream, GCancellable *cancellable, GError **error)
+{
+        return g_output_stream_flush(FY_WATCH_OUT(stream)->base, cancellable, error);
+}
+
+static gboolean watch_out_close(GOutputStream *stream, GCancellable *cancellable, GError **error)
+{
+        return g_output_stream_close(FY_WATCH_OUT(stream)->base, cancellable, error);
+}
+
+static gboolean watch_out_can_poll(GPollableOutputStream *stream)
+{
+        return TRUE;
+}
+
+static gboolean watch_out_is_writable(GPollableOutputStream *stream)
+{
+        return g_pollable_output_stream_is_writable(G_POLLABLE_OUTPUT_STREAM(FY_WATCH_OUT(stream)->base));
+}
+
+static gssize watch_out_write_nonblocking(GPollableOutputStream *stream, const void *buffer, gsize count,
+                                          GError **error)
+{
+        FyWatchOut *w = FY_WATCH_OUT(stream);
+        g_autoptr(GError) local = NULL;
+        gssize n = g_pollable_output_stream_write_nonblocking(G_POLLABLE_OUTPUT_STREAM(w->base), buffer, count,
+                                                              NULL, &local);
+
+        watch_out_note(w, n, local);
+        if (n < 0)
+                g_propagate_error(error, g_steal_pointer(&local));
+        return n;
+}
+
+static GSource *watch_out_create_source(GPollableOutputStream *stream, GCancellable *cancellable)
+{
+        FyWatchOut *w = FY_WATCH_OUT(stream);
+        g_autoptr(GSource) base = g_pollable_output_stream_create_source(G_POLLABLE_OUTPUT_STREAM(w->base), NULL);
+
+        return g_pollable_source_new_full(stream, base, cancellable);
+}
+
+static void fy_watch_out_pollable_init(GPollableOutputStreamInterface *iface)
+{
+        iface->can_poll = watch_out_can_poll;
+        iface->is_writable = watch_out_is_writable;
+        iface->create_source = watch_out_create_source;
+        iface->write_nonblocking = watch_out_write_nonblocking;
+}
+
+static void fy_watch_out_finalize(GObject *object)
+{
+        g_object_unref(FY_WATCH_OUT(object)->base);
+        G_OBJECT_CLASS(fy_watch_out_parent_class)->finalize(object);
+}
+
+static void fy_watch_out_class_init(FyWatchOutClass *klass)
+{
+        G_OBJECT_CLASS(klass)->finalize = fy_watch_out_finalize;
+        G_OUTPUT_STREAM_CLASS(klass)->write_fn = watch_out_write;
+        G_OUTPUT_STREAM_CLASS(klass)->flush = watch_out_flush;
+        G_OUTPUT_STREAM_CLASS(klass)->close_fn = watch_out_close;
+}
+
+static void fy_watch_out_init(FyWatchOut *w)
+{
+}
+
+static FyWatchOut *fy_watch_out_new(GOutputStream *base, struct conn *c)
+{
+        FyWatchOut *w = g_object_new(FY_TYPE_WATCH_OUT, NULL);
+
+        w->base = g_object_ref(base);
+        w->conn = c;
+        return w;
+}
+
 /* ---- connections ---- */
 
 enum conn_state {
         CONN_HANDSHAKE,                 /* TLS handshake, before libsoup has it */
         CONN_HEADERS,                   /* reading a request's headers */
         CONN_BODY,                      /* reading a request's body */
-        CONN_HANDLING,                  /* handler, until the response starts */
-        CONN_WRITING,                   /* the response, once its headers are written */
+        CONN_HANDLING,                  /* handler and response */
         CONN_IDLE,                      /* keep-alive, between requests */
 };
 
@@ -189,12 +309,14 @@ struct conn {
         GIOStream *base;                /* GSocketConnection */
         GIOStream *tls;                 /* or NULL */
         FyPeekStream *in;
+        FyWatchOut *out;
         GIOStream *wrapper;             /* what libsoup reads and writes */
         GSocketAddress *remote;         /* the key: libsoup hands this very object back */
         GCancellable *cancel;
         SoupServerMessage *msg;         /* the request in progress, or the last one */
         enum conn_state state;
         guint timer;
+        guint write_timer;              /* a write of the response has been blocked since it was armed */
         GSource *watch;                 /* idle: reads ahead at a priority above libsoup's */
         bool stealing;                  /* taking it from libsoup: its "disconnected" is ours */
         bool handshaking;               /* a handshake callback is due: it frees c */
@@ -225,6 +347,10 @@ static void conn_stop_timers(struct conn *c)
         if (c->timer) {
                 g_source_remove(c->timer);
                 c->timer = 0;
+        }
+        if (c->write_timer) {
+                g_source_remove(c->write_timer);
+                c->write_timer = 0;
         }
         if (c->watch) {
                 g_source_destroy(c->watch);
@@ -284,7 +410,10 @@ static void conn_free(struct conn *c, bool linger)
                 /* The socket itself: closing a TLS stream would write close_notify and could block. */
                 (void) g_socket_close(c->sock, NULL);
         }
+        if (c->out)
+                c->out->conn = NULL;    /* libsoup may still hold the stream */
         g_clear_object(&c->wrapper);
+        g_clear_object(&c->out);
         g_clear_object(&c->in);
         g_clear_object(&c->tls);
         g_clear_object(&c->base);
@@ -377,21 +506,54 @@ static gboolean on_timer(gpointer data)
                 conn_steal(c);
                 conn_free(c, false);
                 break;
-        case CONN_WRITING:
-                /*
-                 * The client takes nothing of its response. Shut the socket down rather
-                 * than steal it mid-write: libsoup's pending write fails, it disconnects
-                 * the message and on_msg_disconnected frees c.
-                 */
-                if (c->s->log)
-                        c->s->log(c->s->log_data, G_LOG_LEVEL_INFO, "closed a connection whose client read "
-                                  "nothing of its response for the write timeout");
-                (void) g_socket_shutdown(c->sock, TRUE, TRUE, NULL);
-                break;
         case CONN_HANDLING:
                 break;
         }
         return G_SOURCE_REMOVE;
+}
+
+/*
+ * A response the client has taken nothing of for the write timeout. Shut the
+ * socket down rather than steal it mid-write: libsoup's pending write fails,
+ * it disconnects the message and on_msg_disconnected frees c. Only a blocked
+ * write arms this timer, so no other timeout (idle, headers, body) can be the
+ * one running while libsoup waits to write: libsoup reads nothing then.
+ */
+static gboolean on_write_timer(gpointer data)
+{
+        struct conn *c = data;
+
+        c->write_timer = 0;
+        if (c->s->log) {
+                g_autofree char *peer = NULL;
+                g_autofree char *message = NULL;
+
+                if (G_IS_INET_SOCKET_ADDRESS(c->remote)) {
+                        GInetSocketAddress *isa = G_INET_SOCKET_ADDRESS(c->remote);
+                        g_autofree char *ip = g_inet_address_to_string(g_inet_socket_address_get_address(isa));
+
+                        peer = g_strdup_printf("%s:%u", ip, g_inet_socket_address_get_port(isa));
+                }
+                message = g_strdup_printf("closed the connection of %s: its client read nothing of its "
+                                          "response for the write timeout (%u s)", peer ? peer : "a client",
+                                          c->s->limits.write_timeout_s);
+                c->s->log(c->s->log_data, G_LOG_LEVEL_INFO, message);
+        }
+        (void) g_socket_shutdown(c->sock, TRUE, TRUE, NULL);
+        return G_SOURCE_REMOVE;
+}
+
+static void conn_write_stalled(struct conn *c, bool stalled)
+{
+        if (!stalled) {
+                if (c->write_timer) {
+                        g_source_remove(c->write_timer);
+                        c->write_timer = 0;
+                }
+                return;
+        }
+        if (!c->write_timer && c->s->limits.write_timeout_s)
+                c->write_timer = g_timeout_add_seconds(c->s->limits.write_timeout_s, on_write_timer, c);
 }
 
 static void conn_set_timer(struct conn *c, unsigned seconds)
@@ -413,9 +575,16 @@ static gboolean on_idle_readable(GSocket *sock, GIOCondition cond, gpointer data
         GInputStream *in = g_io_stream_get_input_stream(conn_stream(c));
         g_autoptr(GError) error = NULL;
         guint8 buf[16384];
+        gsize room = READ_AHEAD_MAX - MIN(c->in->buf->len, READ_AHEAD_MAX);
         gssize n;
 
-        n = g_pollable_input_stream_read_nonblocking(G_POLLABLE_INPUT_STREAM(in), buf, sizeof(buf), NULL, &error);
+        if (room == 0) {
+                /* Never beyond READ_AHEAD_MAX: libsoup has a request (or garbage) to read first. */
+                g_clear_pointer(&c->watch, g_source_unref);
+                return G_SOURCE_REMOVE;
+        }
+        n = g_pollable_input_stream_read_nonblocking(G_POLLABLE_INPUT_STREAM(in), buf, MIN(sizeof(buf), room),
+                                                     NULL, &error);
         if (n < 0 && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
                 return G_SOURCE_CONTINUE;
         if (n > 0) {
@@ -486,22 +655,6 @@ static void on_got_chunk(SoupServerMessage *msg, GBytes *chunk, gpointer data)
                 conn_set_timer(c, c->s->limits.body_timeout_s);
 }
 
-/* Each write of the response that the socket took: the client is reading (a handler may take long before). */
-static void on_wrote(SoupServerMessage *msg, gpointer data)
-{
-        struct conn *c = data;
-
-        if (c->state != CONN_HANDLING && c->state != CONN_WRITING)
-                return;
-        c->state = CONN_WRITING;
-        conn_set_timer(c, c->s->limits.write_timeout_s);
-}
-
-static void on_wrote_data(SoupServerMessage *msg, guint size, gpointer data)
-{
-        on_wrote(msg, data);
-}
-
 static void on_got_body(SoupServerMessage *msg, gpointer data)
 {
         struct conn *c = data;
@@ -523,8 +676,6 @@ static void on_request_started(SoupServer *soup, SoupServerMessage *msg, gpointe
         g_signal_connect_after(msg, "got-headers", G_CALLBACK(on_got_headers), c);
         g_signal_connect(msg, "got-chunk", G_CALLBACK(on_got_chunk), c);
         g_signal_connect(msg, "got-body", G_CALLBACK(on_got_body), c);
-        g_signal_connect(msg, "wrote-headers", G_CALLBACK(on_wrote), c);
-        g_signal_connect(msg, "wrote-body-data", G_CALLBACK(on_wrote_data), c);
         c->state = CONN_HEADERS;
         conn_set_timer(c, c->s->limits.header_timeout_s);
         /*
@@ -572,6 +723,18 @@ static void on_request_done(SoupServer *soup, SoupServerMessage *msg, gpointer d
                 return;
         }
         conn_set_timer(c, c->s->limits.idle_timeout_s);
+        if (c->in->buf->len >= READ_AHEAD_MAX) {
+                /*
+                 * A pipelining client: libsoup reads the next request from what is
+                 * buffered (its source is ready while it is), and an end of stream
+                 * after it reaches libsoup within a request, where it is handled.
+                 * Reading more here would buffer without bound for a client that
+                 * never reads its responses: left unread, its bytes stay in the
+                 * kernel and its sends stall (back-pressure), while libsoup's
+                 * blocked writes start the write timer.
+                 */
+                return;
+        }
         c->watch = g_socket_create_source(c->sock, G_IO_IN | G_IO_HUP | G_IO_ERR, NULL);
         /* Above libsoup's own source: it must never read the end of an idle connection (see httpserve.h). */
         g_source_set_priority(c->watch, G_PRIORITY_HIGH);
@@ -591,7 +754,8 @@ static void hand_to_soup(struct conn *c)
                 return;
         }
         c->in = fy_peek_stream_new(g_io_stream_get_input_stream(conn_stream(c)));
-        c->wrapper = g_simple_io_stream_new(G_INPUT_STREAM(c->in), g_io_stream_get_output_stream(conn_stream(c)));
+        c->out = fy_watch_out_new(g_io_stream_get_output_stream(conn_stream(c)), c);
+        c->wrapper = g_simple_io_stream_new(G_INPUT_STREAM(c->in), G_OUTPUT_STREAM(c->out));
         g_hash_table_insert(s->conns, c->remote, c);
         c->state = CONN_HEADERS;
         /* libsoup emits request-started for the first request right here (on_request_started). */

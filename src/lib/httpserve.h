@@ -13,7 +13,11 @@
  *  - idle keep-alive, request-header, request-body, response-write and TLS
  *    handshake timeouts;
  *  - refusing a request before its body is read, with the connection
- *    closed (libsoup answers an early status only after the whole body).
+ *    closed (libsoup answers an early status only after the whole body);
+ *  - bounded memory for a pipelining client that never reads: at most
+ *    READ_AHEAD_MAX bytes are read ahead of libsoup, and libsoup reads the
+ *    next request only once the last response is written, so such a client's
+ *    sends stall in the kernel; its blocked response starts the write timer.
  *
  * How: each accepted connection (after our own TLS handshake) is given to
  * libsoup with soup_server_accept_iostream() through a stream whose input
@@ -21,7 +25,8 @@
  * requests, a watch of higher priority than libsoup's reads what arrives
  * and keeps it for libsoup; end of stream or an error there closes the
  * connection through soup_server_message_steal_connection() before libsoup
- * ever sees it.
+ * ever sees it. The output side is wrapped too: a write that would block
+ * starts the write timer, one that goes through stops it.
  */
 #include <stdbool.h>
 
