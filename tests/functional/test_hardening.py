@@ -22,7 +22,7 @@ import uuid
 import pytest
 
 from enginetest import ENGINE_BIN, Engine, HttpError
-from ferrytest import Agent, Sanlock, session_pki, wait_for
+from ferrytest import Agent, Sanlock, free_port, session_pki, wait_for
 
 MiB = 1024 * 1024
 
@@ -231,7 +231,8 @@ def lone_agent(workdir):
     d = os.path.join(workdir, "hard-agent")
     os.makedirs(os.path.join(d, "storage"))
     sl = Sanlock(d, "hardA")
-    a = Agent(d, "hardA", sl, os.path.join(d, "storage"), idle_timeout=30, insecure="true")
+    a = Agent(d, "hardA", sl, os.path.join(d, "storage"), idle_timeout=30, request_timeout=3, insecure="true",
+              metrics_port=free_port())
     yield a
     assert a.stop() == 0
     sl.stop()
@@ -257,9 +258,38 @@ def test_closed_transfer_clients_do_not_lock_the_endpoint(lone_agent):
     wait_for(lambda: fds(pid) <= base and close_wait(port) == 0, 2, "the closed transfer connections to go")
 
 
-def test_stomp_listener_backlog_and_transfer_backlog(lone_agent):
+def test_agent_metrics_listener_frees_closed_clients_and_cuts_slow_ones(lone_agent):
+    port = lone_agent.options["metrics_port"]
+    pid = lone_agent.proc.pid
+    wait_for(lambda: f"metrics served on http://127.0.0.1:{port}/" in lone_agent.log_tail(100000), 10,
+             "the metrics endpoint")
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/metrics")
+    c.getresponse().read()
+    c.close()
+    base = fds(pid)
+    # More than its 64 connections, each a keep-alive scraper that closes: none is left behind.
+    for _ in range(80):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        assert b"ferry_" in r.read() and r.status == 200, r.status
+        c.close()
+    wait_for(lambda: fds(pid) <= base and close_wait(port) == 0, 2, "the closed metrics connections to go")
+    # A slow client (headers never end) and a silent one are cut by the request timeout (3 s).
+    t0 = time.monotonic()
+    answer = raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n", wait=10)
+    assert status_of(answer) == 408, answer[:300]
+    answer = raw(port, b"", wait=10)
+    assert not answer.endswith(b"<timeout>") and time.monotonic() - t0 < 12
+    # A scrape with a body is refused from its headers, before the body is read.
+    assert status_of(raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n")) == 413
+    wait_for(lambda: fds(pid) <= base, 5, "the refused connections to go")
+
+
+def test_stomp_transfer_and_metrics_listeners_backlog(lone_agent):
     somaxconn = int(open("/proc/sys/net/core/somaxconn").read())
-    for port in (lone_agent.port, transfer_port(lone_agent)):
+    for port in (lone_agent.port, transfer_port(lone_agent), lone_agent.options["metrics_port"]):
         out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
         assert int(out.split()[2]) == min(somaxconn, socket.SOMAXCONN), out
 
