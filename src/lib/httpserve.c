@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "httphead.h"
 #include "httpserve.h"
 #include "listener.h"
 
@@ -29,6 +30,15 @@ struct _FyPeekStream {
         GInputStream *base;
         GByteArray *buf;
         bool eof;                       /* the base ended after buf was read ahead */
+        /*
+         * While libsoup reads a request head: the head is scanned (httphead.h)
+         * and libsoup gets no byte past its end, so the next request's head
+         * always starts with the next byte read here.
+         */
+        bool scanning;
+        struct fy_http_head head;
+        void (*bad_head)(void *data);   /* the head is refused: libsoup gets nothing more */
+        void *bad_head_data;            /* cleared when the connection is freed */
 };
 
 static void fy_peek_stream_pollable_init(GPollableInputStreamInterface *iface);
@@ -44,10 +54,51 @@ static gssize take_buffered(FyPeekStream *p, void *buffer, gsize count)
         return (gssize) n;
 }
 
+/* Reading a head: what is read goes through buf and is scanned; libsoup gets at most up to the head's end. */
+static gssize scan_read(FyPeekStream *p, void *buffer, gsize count, bool blocking, GCancellable *cancellable,
+                        GError **error)
+{
+        gsize n;
+
+        if (p->head.state == FY_HTTP_HEAD_BAD) {
+                /* Refused: the connection's owner answers and closes it; libsoup must not read on. */
+                if (blocking)
+                        g_set_error_literal(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, p->head.bad);
+                else
+                        g_set_error_literal(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK, "refused");
+                return -1;
+        }
+        if (!p->buf->len) {
+                guint8 tmp[16384];
+                gssize r;
+
+                if (p->eof)
+                        return 0;
+                r = blocking ? g_input_stream_read(p->base, tmp, MIN(count, sizeof(tmp)), cancellable, error)
+                             : g_pollable_input_stream_read_nonblocking(G_POLLABLE_INPUT_STREAM(p->base), tmp,
+                                                                        MIN(count, sizeof(tmp)), NULL, error);
+                if (r <= 0)
+                        return r;
+                g_byte_array_append(p->buf, tmp, (guint) r);
+        }
+        n = fy_http_head_scan(&p->head, p->buf->data, MIN(count, p->buf->len));
+        if (p->head.state == FY_HTTP_HEAD_END)
+                p->scanning = false;
+        if (p->head.state == FY_HTTP_HEAD_BAD) {
+                if (p->bad_head)
+                        p->bad_head(p->bad_head_data);
+                if (n == 0)
+                        return scan_read(p, buffer, count, blocking, cancellable, error);
+        }
+        return take_buffered(p, buffer, n);
+}
+
 static gssize peek_read(GInputStream *stream, void *buffer, gsize count, GCancellable *cancellable, GError **error)
 {
         FyPeekStream *p = FY_PEEK_STREAM(stream);
 
+        if (p->scanning)
+                return scan_read(p, buffer, count, true, cancellable, error);
         if (p->buf->len)
                 return take_buffered(p, buffer, count);
         if (p->eof)
@@ -69,6 +120,8 @@ static gboolean peek_is_readable(GPollableInputStream *stream)
 {
         FyPeekStream *p = FY_PEEK_STREAM(stream);
 
+        if (p->scanning && p->head.state == FY_HTTP_HEAD_BAD)
+                return FALSE;
         return p->buf->len || p->eof || g_pollable_input_stream_is_readable(G_POLLABLE_INPUT_STREAM(p->base));
 }
 
@@ -76,6 +129,8 @@ static gssize peek_read_nonblocking(GPollableInputStream *stream, void *buffer, 
 {
         FyPeekStream *p = FY_PEEK_STREAM(stream);
 
+        if (p->scanning)
+                return scan_read(p, buffer, count, false, NULL, error);
         if (p->buf->len)
                 return take_buffered(p, buffer, count);
         if (p->eof)
@@ -89,19 +144,22 @@ struct buffered_source {
         FyPeekStream *stream;
 };
 
+static gboolean buffered_ready(FyPeekStream *p)
+{
+        if (p->scanning && p->head.state == FY_HTTP_HEAD_BAD)
+                return FALSE;   /* refused: being closed */
+        return p->buf->len > 0 || p->eof;
+}
+
 static gboolean buffered_prepare(GSource *source, gint *timeout)
 {
-        struct buffered_source *b = (struct buffered_source *) source;
-
         *timeout = -1;
-        return b->stream->buf->len > 0 || b->stream->eof;
+        return buffered_ready(((struct buffered_source *) source)->stream);
 }
 
 static gboolean buffered_check(GSource *source)
 {
-        struct buffered_source *b = (struct buffered_source *) source;
-
-        return b->stream->buf->len > 0 || b->stream->eof;
+        return buffered_ready(((struct buffered_source *) source)->stream);
 }
 
 static gboolean buffered_dispatch(GSource *source, GSourceFunc callback, gpointer data)
@@ -411,7 +469,9 @@ static void conn_free(struct conn *c, bool linger)
                 (void) g_socket_close(c->sock, NULL);
         }
         if (c->out)
-                c->out->conn = NULL;    /* libsoup may still hold the stream */
+                c->out->conn = NULL;    /* libsoup may still hold the streams */
+        if (c->in)
+                c->in->bad_head = NULL;
         g_clear_object(&c->wrapper);
         g_clear_object(&c->out);
         g_clear_object(&c->in);
@@ -637,6 +697,14 @@ static void on_got_headers(SoupServerMessage *msg, gpointer data)
                 soup_server_message_set_response(msg, type, SOUP_MEMORY_COPY, body, strlen(body));
         }
 
+        c->in->scanning = false;
+        /*
+         * libsoup reads a chunked body by lines, in blocks that may take in the
+         * start of a pipelined request, which would then escape the head scan:
+         * the connection ends after a chunked request.
+         */
+        if (enc == SOUP_ENCODING_CHUNKED)
+                soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Connection", "close");
         if (enc == SOUP_ENCODING_CHUNKED ||
             (enc == SOUP_ENCODING_CONTENT_LENGTH && soup_message_headers_get_content_length(h) > 0)) {
                 c->state = CONN_BODY;
@@ -663,6 +731,25 @@ static void on_got_body(SoupServerMessage *msg, gpointer data)
         conn_set_timer(c, 0);
 }
 
+static gboolean on_bad_head(gpointer data)
+{
+        struct conn *c = data;
+
+        c->timer = 0;
+        conn_refuse_fault(c, SOUP_STATUS_BAD_REQUEST, c->in->head.bad);
+        return G_SOURCE_REMOVE;
+}
+
+/* From the stream, while libsoup reads: refuse from the main loop, above libsoup's priority. */
+static void conn_bad_head(void *data)
+{
+        struct conn *c = data;
+
+        if (c->timer)
+                g_source_remove(c->timer);
+        c->timer = g_idle_add_full(G_PRIORITY_HIGH, on_bad_head, c, NULL);
+}
+
 static void on_request_started(SoupServer *soup, SoupServerMessage *msg, gpointer data)
 {
         struct conn *c = conn_of(data, msg);
@@ -671,6 +758,8 @@ static void on_request_started(SoupServer *soup, SoupServerMessage *msg, gpointe
                 return;
         conn_stop_timers(c);
         conn_forget_msg(c);
+        fy_http_head_reset(&c->in->head);
+        c->in->scanning = true;
         c->msg = g_object_ref(msg);
         g_signal_connect(msg, "disconnected", G_CALLBACK(on_msg_disconnected), c);
         g_signal_connect_after(msg, "got-headers", G_CALLBACK(on_got_headers), c);
@@ -754,6 +843,8 @@ static void hand_to_soup(struct conn *c)
                 return;
         }
         c->in = fy_peek_stream_new(g_io_stream_get_input_stream(conn_stream(c)));
+        c->in->bad_head = conn_bad_head;
+        c->in->bad_head_data = c;
         c->out = fy_watch_out_new(g_io_stream_get_output_stream(conn_stream(c)), c);
         c->wrapper = g_simple_io_stream_new(G_INPUT_STREAM(c->in), G_OUTPUT_STREAM(c->out));
         g_hash_table_insert(s->conns, c->remote, c);

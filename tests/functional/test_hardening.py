@@ -357,6 +357,14 @@ def test_oversized_bodies_are_refused_before_they_are_read(engine):
     # (ARCHITECTURE.md, HTTP connections), which fails the ASan pass.
     (b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "not both"),
     (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "chunked"),
+    # RFC 9112 §5.1: no whitespace between a field name and its colon (a proxy may read the length).
+    (b"Content-Length : 5\r\n", "header name"),
+    (b"Content-Length\t: 5\r\n", "header name"),
+    (b"Transfer-Encoding : chunked\r\n", "header name"),
+    (b" Content-Length: 5\r\n", "starts with whitespace"),
+    (b"X-Ok: 1\r\n Content-Length: 5\r\n", "starts with whitespace"),
+    (b"Content-Length\r\n", "no ':'"),
+    (b"Content Length: 5\r\n", "header name"),
 ])
 def test_smuggling_framing_is_refused(engine, headers, detail):
     answer = raw(engine.port, b"POST /api/hosts HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n{}   0\r\n\r\n")
