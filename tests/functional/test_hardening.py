@@ -575,6 +575,15 @@ def test_idn_address_is_stored_in_ascii_and_host_removal(engine):
     assert host["address"] == "xn--bcher-kva.example"
     status, ip = call(engine, "POST", "/api/hosts", {"name": "ip6", "address": "::1", "port": 54321})
     assert status == 201 and ip["address"] == "::1"
+    # Another spelling of a registered address is that address: refused as the same host again.
+    for same in ("0:0:0:0:0:0:0:1", "XN--BCHER-KVA.example"):
+        status, body = call(engine, "POST", "/api/hosts", {"name": "again", "address": same, "port": 54321})
+        assert status == 409, (same, status, body)
+    status, v4 = call(engine, "POST", "/api/hosts", {"name": "v4", "address": "0x7f.1", "port": 54321})
+    assert status == 201 and v4["address"] == "127.0.0.1", v4
+    assert call(engine, "POST", "/api/hosts", {"name": "v4b", "address": "::ffff:127.0.0.1", "port": 54321})[0] == 409
+    assert call(engine, "POST", f"/api/hosts/{v4['id']}/deactivate")[0] == 200
+    assert call(engine, "DELETE", f"/api/hosts/{v4['id']}")[0] == 204
     # Removal: only in maintenance.
     status, body = call(engine, "DELETE", f"/api/hosts/{host['id']}")
     assert status == 409 and "maintenance" in body["fault"]["detail"], body
