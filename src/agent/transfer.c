@@ -1881,6 +1881,8 @@ int agent_transfers_start(struct agent *a, GError **error)
         limits.header_timeout_s = a->config.request_timeout;
         limits.body_timeout_s = a->config.request_timeout;
         limits.write_timeout_s = a->config.write_timeout;
+        /* Uploads are long by nature: no deadline, a minimum rate. */
+        limits.body_min_rate = a->config.transfer_min_rate;
         limits.handshake_timeout_s = a->config.request_timeout;
         limits.per_address = a->config.max_connections_per_address;
         if (fy_http_server_new(tr->server, addr, cert, &limits, on_http_log, tr, &tr->httpd, error) < 0)

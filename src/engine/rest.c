@@ -241,6 +241,7 @@ int engine_rest_start(struct engine *e, GError **error)
                 .idle_timeout_s = e->config.idle_timeout,
                 .header_timeout_s = e->config.request_timeout,
                 .body_timeout_s = e->config.request_timeout,
+                .body_deadline_s = e->config.body_deadline,
                 .write_timeout_s = e->config.write_timeout,
                 .handshake_timeout_s = e->config.request_timeout,
                 .fault = rest_fault_text,

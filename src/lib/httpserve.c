@@ -375,6 +375,9 @@ struct conn {
         enum conn_state state;
         guint timer;
         guint write_timer;              /* a write of the response has been blocked since it was armed */
+        guint body_timer;               /* the body's deadline, or its rate check */
+        gint64 body_start;              /* monotonic µs: the headers were read */
+        guint64 body_bytes;
         GSource *watch;                 /* idle: reads ahead at a priority above libsoup's */
         bool stealing;                  /* taking it from libsoup: its "disconnected" is ours */
         bool handshaking;               /* a handshake callback is due: it frees c */
@@ -409,6 +412,10 @@ static void conn_stop_timers(struct conn *c)
         if (c->write_timer) {
                 g_source_remove(c->write_timer);
                 c->write_timer = 0;
+        }
+        if (c->body_timer) {
+                g_source_remove(c->body_timer);
+                c->body_timer = 0;
         }
         if (c->watch) {
                 g_source_destroy(c->watch);
@@ -677,6 +684,8 @@ static void on_msg_disconnected(SoupServerMessage *msg, gpointer data)
         conn_free(c, false);            /* libsoup closed it (Connection: close, error, shutdown) */
 }
 
+static void conn_start_body(struct conn *c);
+
 static void on_got_headers(SoupServerMessage *msg, gpointer data)
 {
         struct conn *c = data;
@@ -707,8 +716,7 @@ static void on_got_headers(SoupServerMessage *msg, gpointer data)
                 soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Connection", "close");
         if (enc == SOUP_ENCODING_CHUNKED ||
             (enc == SOUP_ENCODING_CONTENT_LENGTH && soup_message_headers_get_content_length(h) > 0)) {
-                c->state = CONN_BODY;
-                conn_set_timer(c, c->s->limits.body_timeout_s);
+                conn_start_body(c);
         } else {
                 c->state = CONN_HANDLING;
                 conn_set_timer(c, 0);
@@ -719,8 +727,54 @@ static void on_got_chunk(SoupServerMessage *msg, GBytes *chunk, gpointer data)
 {
         struct conn *c = data;
 
+        c->body_bytes += g_bytes_get_size(chunk);
         if (c->state == CONN_BODY)
                 conn_set_timer(c, c->s->limits.body_timeout_s);
+}
+
+/* A body that trickles (a byte every few seconds, never a long pause): its total time is bounded too. */
+static gboolean on_body_deadline(gpointer data)
+{
+        struct conn *c = data;
+        g_autofree char *detail = g_strdup_printf("the request body did not arrive within %u s in all; "
+                                                  "send it at once", c->s->limits.body_deadline_s);
+
+        c->body_timer = 0;
+        conn_refuse_fault(c, SOUP_STATUS_REQUEST_TIMEOUT, detail);
+        return G_SOURCE_REMOVE;
+}
+
+/* Long bodies (image uploads): no deadline, but a minimum average rate once the first pause allowance passed. */
+static gboolean on_body_rate(gpointer data)
+{
+        struct conn *c = data;
+        gint64 elapsed = (g_get_monotonic_time() - c->body_start) / G_USEC_PER_SEC;
+        g_autofree char *detail = NULL;
+
+        if (elapsed < (gint64) c->s->limits.body_timeout_s ||
+            c->body_bytes >= (guint64) c->s->limits.body_min_rate * (guint64) elapsed)
+                return G_SOURCE_CONTINUE;
+        detail = g_strdup_printf("the request body arrives slower than %u bytes/s (%" G_GUINT64_FORMAT
+                                 " bytes in %" G_GINT64_FORMAT " s)", c->s->limits.body_min_rate,
+                                 c->body_bytes, elapsed);
+        c->body_timer = 0;
+        conn_refuse_fault(c, SOUP_STATUS_REQUEST_TIMEOUT, detail);
+        return G_SOURCE_REMOVE;
+}
+
+static void conn_start_body(struct conn *c)
+{
+        c->state = CONN_BODY;
+        conn_set_timer(c, c->s->limits.body_timeout_s);
+        c->body_start = g_get_monotonic_time();
+        c->body_bytes = 0;
+        if (c->body_timer)
+                g_source_remove(c->body_timer);
+        c->body_timer = 0;
+        if (c->s->limits.body_deadline_s)
+                c->body_timer = g_timeout_add_seconds(c->s->limits.body_deadline_s, on_body_deadline, c);
+        else if (c->s->limits.body_min_rate)
+                c->body_timer = g_timeout_add_seconds(1, on_body_rate, c);
 }
 
 static void on_got_body(SoupServerMessage *msg, gpointer data)
@@ -729,6 +783,10 @@ static void on_got_body(SoupServerMessage *msg, gpointer data)
 
         c->state = CONN_HANDLING;
         conn_set_timer(c, 0);
+        if (c->body_timer) {
+                g_source_remove(c->body_timer);
+                c->body_timer = 0;
+        }
 }
 
 static gboolean on_bad_head(gpointer data)

@@ -40,6 +40,8 @@ struct fy_http_limits {
         unsigned idle_timeout_s;        /* keep-alive connection without a request */
         unsigned header_timeout_s;      /* from the first byte of a request to the end of its headers */
         unsigned body_timeout_s;        /* a request body without a byte for this long */
+        unsigned body_deadline_s;       /* a request body not complete this long after its headers; 0: none */
+        unsigned body_min_rate;         /* bytes/s a body must average once body_timeout_s has passed; 0: none */
         unsigned write_timeout_s;       /* a response the client does not read: no byte taken for this long */
         unsigned handshake_timeout_s;   /* TLS */
         /*

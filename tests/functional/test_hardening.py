@@ -115,8 +115,8 @@ def engine(workdir):
     d = os.path.join(workdir, f"hard-{uuid.uuid4().hex[:8]}")
     os.makedirs(d)
     # Plain HTTP: these tests speak raw HTTP/1.1 on sockets (test_tls_engine_* covers HTTPS).
-    e = Engine(d, "--idle-timeout=3", "--request-timeout=2", "--write-timeout=2", "--max-connections-per-address=60",
-               insecure=True)
+    e = Engine(d, "--idle-timeout=3", "--request-timeout=2", "--write-timeout=2", "--body-deadline=4",
+               "--max-connections-per-address=60", insecure=True)
     TOKENS[e.port] = e.token
     yield e
     TOKENS.pop(e.port, None)
@@ -427,6 +427,30 @@ def test_slow_clients_are_cut_after_the_timeout(engine):
     t0 = time.monotonic()
     answer = raw(engine.port, b"", wait=10)
     assert not answer.endswith(b"<timeout>") and time.monotonic() - t0 < 6
+
+
+def test_trickling_body_is_cut_by_the_body_deadline(engine):
+    # A byte a second never pauses for the request timeout (2 s); the whole body gets 4 s (--body-deadline).
+    s = socket.create_connection(("127.0.0.1", engine.port))
+    try:
+        s.sendall(authed(engine.port, b"POST /api/hosts HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\n{"))
+        t0 = time.monotonic()
+        answer = b""
+        s.settimeout(1)
+        while time.monotonic() - t0 < 20 and not answer:
+            try:
+                s.send(b" ")
+                answer = s.recv(65536)
+            except socket.timeout:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        elapsed = time.monotonic() - t0
+    finally:
+        s.close()
+    assert status_of(answer) == 408, answer[:300]
+    assert "in all" in json_fault(answer)["detail"]
+    assert 3 < elapsed < 10, elapsed
 
 
 def pipeline_without_reading(port, token, limit):
