@@ -205,6 +205,12 @@ static void on_early(SoupServer *server, SoupServerMessage *msg, const char *pat
                 fy_http_server_refuse(m->httpd, msg, SOUP_STATUS_BAD_REQUEST, NULL, "text/plain", text);
                 return;
         }
+        if (strcmp(soup_server_message_get_method(msg), "GET") != 0 &&
+            strcmp(soup_server_message_get_method(msg), "HEAD") != 0) {
+                fy_http_server_refuse(m->httpd, msg, SOUP_STATUS_METHOD_NOT_ALLOWED, NULL, "text/plain",
+                                      "use GET\n");
+                return;
+        }
         enc = soup_message_headers_get_encoding(h);
         if (enc == SOUP_ENCODING_CHUNKED ||
             (enc == SOUP_ENCODING_CONTENT_LENGTH && soup_message_headers_get_content_length(h) > 0))
