@@ -8,6 +8,7 @@
 #include "agent.h"
 #include "config.h"
 #include "error.h"
+#include "httpserve.h"
 #include "jobs.h"
 #include "jsonrpc.h"
 #include "lease.h"
@@ -17,11 +18,13 @@
 #include "storage.h"
 
 #define MAX_SCRAPES 4          /* scrapes waiting for storage at once; more get 503 */
+#define MAX_CONNECTIONS 64     /* a scraper or two; more are refused with 503 */
 
 struct agent_metrics {
         struct agent *agent;
         struct fy_rpc_dispatcher *dispatcher;
         SoupServer *server;
+        struct fy_http_server *httpd;  /* its connections: caps, timeouts, closed clients freed */
         unsigned inflight;
         bool stopped;
 };
@@ -187,8 +190,50 @@ static void on_request(SoupServer *server, SoupServerMessage *msg, const char *p
         g_task_run_in_thread(task, read_domains);
 }
 
+/* A scrape has no body: one is refused from its headers, before it is read. */
+static void on_early(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
+                     gpointer data)
+{
+        struct agent_metrics *m = data;
+        SoupMessageHeaders *h = soup_server_message_get_request_headers(msg);
+        g_autofree char *detail = NULL;
+        SoupEncoding enc;
+
+        if (fy_http_check_framing(h, &detail)) {
+                g_autofree char *text = g_strconcat(detail, "\n", NULL);
+
+                fy_http_server_refuse(m->httpd, msg, SOUP_STATUS_BAD_REQUEST, NULL, "text/plain", text);
+                return;
+        }
+        if (strcmp(soup_server_message_get_method(msg), "GET") != 0 &&
+            strcmp(soup_server_message_get_method(msg), "HEAD") != 0) {
+                fy_http_server_refuse(m->httpd, msg, SOUP_STATUS_METHOD_NOT_ALLOWED, NULL, "text/plain",
+                                      "use GET\n");
+                return;
+        }
+        enc = soup_message_headers_get_encoding(h);
+        if (enc == SOUP_ENCODING_CHUNKED ||
+            (enc == SOUP_ENCODING_CONTENT_LENGTH && soup_message_headers_get_content_length(h) > 0))
+                fy_http_server_refuse(m->httpd, msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, NULL, "text/plain",
+                                      "a scrape has no body\n");
+}
+
+static void on_http_log(void *data, GLogLevelFlags level, const char *message)
+{
+        g_log(G_LOG_DOMAIN, level, "metrics endpoint: %s", message);
+}
+
 int agent_metrics_start(struct agent *a, struct fy_rpc_dispatcher *dispatcher, GError **error)
 {
+        struct fy_http_limits limits = {
+                .max_connections = MAX_CONNECTIONS,
+                .per_address = a->config.max_connections_per_address,
+                .idle_timeout_s = a->config.idle_timeout,
+                .header_timeout_s = a->config.request_timeout,
+                .body_timeout_s = a->config.request_timeout,
+                .write_timeout_s = a->config.write_timeout,
+                .handshake_timeout_s = a->config.request_timeout,
+        };
         g_autoptr(GInetAddress) inet = NULL;
         g_autoptr(GSocketAddress) addr = NULL;
         g_autoptr(GTlsCertificate) cert = NULL;
@@ -211,11 +256,12 @@ int agent_metrics_start(struct agent *a, struct fy_rpc_dispatcher *dispatcher, G
         m = g_new0(struct agent_metrics, 1);
         m->agent = a;
         m->dispatcher = dispatcher;
-        m->server = tls ? soup_server_new("server-header", "ferry-agent", "tls-certificate", cert, NULL)
-                        : soup_server_new("server-header", "ferry-agent", NULL);
+        /* Ferry's listener (listener.c, httpserve.c) does the TLS and hands libsoup the connections. */
+        m->server = soup_server_new("server-header", "ferry-agent", NULL);
+        soup_server_add_early_handler(m->server, NULL, on_early, m, NULL);
         soup_server_add_handler(m->server, NULL, on_request, m, NULL);
         addr = g_inet_socket_address_new(inet, (guint16) a->config.metrics_port);
-        if (!soup_server_listen(m->server, addr, tls ? SOUP_SERVER_LISTEN_HTTPS : 0, error)) {
+        if (fy_http_server_new(m->server, addr, cert, &limits, on_http_log, m, &m->httpd, error) < 0) {
                 g_object_unref(m->server);
                 g_free(m);
                 return -EADDRINUSE;
@@ -234,6 +280,7 @@ void agent_metrics_stop(struct agent *a)
                 return;
         metrics = NULL;
         m->stopped = true;
+        fy_http_server_free(m->httpd);
         soup_server_disconnect(m->server);
         g_clear_object(&m->server);
         /* A scrape still reading storage keeps m; the process is ending anyway. */
