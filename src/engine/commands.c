@@ -30,6 +30,7 @@
 #include "scheduler.h"
 #include "error.h"
 #include "eta.h"
+#include "stall.h"
 #include "log.h"
 #include "metrics.h"
 #include "uuid.h"
@@ -493,6 +494,34 @@ static void on_abort_sent(struct engine *e, json_t *cmd, json_t *result, const G
         engine_kick(e);
 }
 
+/*
+ * A copy aborted for stalling that does not end (hung in D state, SIGKILL
+ * waits for the I/O) is treated as a lost host job once the abort is
+ * overdue (stall.h): read through other hosts and fenced by its generation,
+ * which succeeds once its lease is free. True when the fence path has it.
+ */
+static bool stall_fence(struct engine *e, json_t *cmd, json_t *data)
+{
+        struct engine_stall s;
+
+        if (json_object_get(data, "stall_fence")) {
+                copy_probe(e, cmd, data);
+                return true;
+        }
+        engine_stall_from_json(json_object_get(data, "stall"), &s);
+        if (!engine_stall_abort_overdue(&s, engine_now(), e->config.stall_timeout))
+                return false;
+        engine_event(e, "warning", js(cmd, "id"), "%s job %s on host %s did not end within %u s of its abort "
+                     "(stalled, maybe hung in the kernel): fencing it as a lost job", job_noun(cmd),
+                     js(cmd, "agent_job_id"), js(cmd, "host"), ENGINE_STALL_ABORT_FACTOR * e->config.stall_timeout);
+        json_object_set_new(data, "stall_fence", json_true());
+        /* Lost for host_lost_timeout already: the probe fences at once instead of waiting for the host. */
+        json_object_set_new(data, "lost_since", json_integer(engine_now() - e->config.host_lost_timeout));
+        leaf_save(e, cmd, data);
+        copy_probe(e, cmd, data);
+        return true;
+}
+
 static void leaf_watch(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) data = jparse(cmd, "data");
@@ -507,6 +536,8 @@ static void leaf_watch(struct engine *e, json_t *cmd)
                 }
                 bool stall_abort = json_is_true(json_object_get(data, "stall_abort"));
 
+                if (stall_abort && stall_fence(e, cmd, data))
+                        return;
                 if ((ji(cmd, "cancel") || stall_abort) && engine_now() - ji(data, "abort_sent") >= 30 &&
                     host_is_up(e, js(cmd, "host"))) {
                         /* Cancelled: the job ends "aborted" and the command with it; stalled (stall_action
@@ -1013,64 +1044,55 @@ static void finalize_verify(struct engine *e, json_t *cmd, const char *why)
                  e->config.host_timeout, on_finalize_verify, g_strdup(why), g_free);
 }
 
-/* The job is known to the host: running → progress, done/failed → finish. */
 /*
- * A host job that runs but moves no further for stall_timeout is flagged:
- * its step's detail "stalled", an event, ferry_engine_stalls_total. With
- * stall_action = retry it is also aborted (leaf_watch sends Job.abort) and
- * its "aborted" end retried on another host. Progress is what the agent
- * reports; a job still pending for a slot does not run, so its clock starts
- * when it does. The time of the last progress is kept in the command's data,
- * so an engine restart does not forget a stall in the making.
+ * A running host job that moves no bytes for stall_timeout (stall.c judges)
+ * is flagged: its step's detail "stalled", an event, ferry_engine_stalls_total.
+ * With stall_action = retry it is also aborted (leaf_watch sends Job.abort,
+ * and fences it if the abort does not end it) and its "aborted" end retried
+ * on another host. The judgement's state is kept in the command's data.
  */
-static void stall_check(struct engine *e, json_t *cmd, const char *status, double progress)
+static void stall_check(struct engine *e, json_t *cmd, json_t *job, double progress)
 {
         g_autoptr(json_t) data = jparse(cmd, "data");
-        gint64 now = engine_now();
+        struct engine_stall s;
         gint64 still;
         bool retry;
 
-        if (strcmp(status, "running") != 0) {
-                if (json_object_get(data, "progress_at")) {
-                        json_object_del(data, "progress_at");
-                        leaf_save(e, cmd, data);
-                }
-                return;
-        }
-        if (!json_object_get(data, "progress_at") ||
-            progress > json_number_value(json_object_get(data, "progress_seen"))) {
-                if (json_is_true(json_object_get(data, "stalled")) && !json_object_get(data, "stall_abort"))
-                        engine_event(e, "normal", js(cmd, "id"), "%s job %s on host %s progresses again (%.0f %%)",
-                                     job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"), progress);
-                if (!json_object_get(data, "stall_abort"))
-                        json_object_del(data, "stalled");
-                json_object_set_new(data, "progress_seen", json_real(progress));
-                json_object_set_new(data, "progress_at", json_integer(now));
-                leaf_save(e, cmd, data);
-                return;
-        }
-        if (json_is_true(json_object_get(data, "stalled"))) {
-                /* engine_step_update cleared it with this poll's progress: still stalled. */
+        engine_stall_from_json(json_object_get(data, "stall"), &s);
+        switch (engine_stall_feed(&s, js(job, "phase"), ji(job, "bytes_done"), progress, engine_now(),
+                                  e->config.stall_timeout, &still)) {
+        case ENGINE_STALL_MOVING:
+        case ENGINE_STALL_STILL:
+                break;
+        case ENGINE_STALL_MOVES_AGAIN:
+                engine_event(e, "normal", js(cmd, "id"), "%s job %s on host %s moves again (%.0f %%)",
+                             job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"), progress);
+                break;
+        case ENGINE_STALL_STALLED:
+                /* engine_step_update cleared it with this poll: still stalled (or being aborted). */
                 engine_db_exec(e->db, NULL, "UPDATE steps SET detail = 'stalled' WHERE id = ?", "s", js(cmd, "step_id"));
-                return;
+                break;
+        case ENGINE_STALL_NEW:
+                retry = strcmp(e->config.stall_action, "retry") == 0 && !ji(cmd, "cancel");
+                if (retry) {
+                        engine_stall_aborting(&s, engine_now());
+                        json_object_set_new(data, "stall_abort", json_true());
+                }
+                engine_db_exec(e->db, NULL, "UPDATE steps SET detail = 'stalled' WHERE id = ?", "s", js(cmd, "step_id"));
+                engine_metrics_count_stall();
+                engine_event(e, "warning", js(cmd, "id"), "%s job %s on host %s moved no bytes for %" G_GINT64_FORMAT
+                             " s (at %.0f %%, %" G_GINT64_FORMAT " bytes): stalled%s", job_noun(cmd),
+                             js(cmd, "agent_job_id"), js(cmd, "host"), still, progress, ji(job, "bytes_done"),
+                             retry ? "; aborting it to try on another host" : "");
+                if (retry)
+                        engine_kick(e);        /* leaf_watch sends the abort */
+                break;
         }
-        still = now - ji(data, "progress_at");
-        if (still < (gint64) e->config.stall_timeout)
-                return;
-        retry = strcmp(e->config.stall_action, "retry") == 0 && !ji(cmd, "cancel");
-        json_object_set_new(data, "stalled", json_true());
-        if (retry)
-                json_object_set_new(data, "stall_abort", json_true());
+        json_object_set_new(data, "stall", engine_stall_to_json(&s));
         leaf_save(e, cmd, data);
-        engine_db_exec(e->db, NULL, "UPDATE steps SET detail = 'stalled' WHERE id = ?", "s", js(cmd, "step_id"));
-        engine_metrics_count_stall();
-        engine_event(e, "warning", js(cmd, "id"), "%s job %s on host %s made no progress for %" G_GINT64_FORMAT
-                     " s (at %.0f %%): stalled%s", job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"), still,
-                     progress, retry ? "; aborting it to try on another host" : "");
-        if (retry)
-                engine_kick(e);        /* leaf_watch sends the abort */
 }
 
+/* The job is known to the host: running → progress, done/failed → finish. */
 static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
 {
         const char *status = js(job, "status") ? js(job, "status") : "unknown";
@@ -1127,8 +1149,8 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
 
                 engine_step_update(e, js(cmd, "step_id"), "started", progress, NULL);
                 engine_job_progress_refresh(e, js(cmd, "job_id"));
-                if (host_job(kind))
-                        stall_check(e, cmd, status, progress);
+                if (host_job(kind) && strcmp(status, "running") == 0)
+                        stall_check(e, cmd, job, progress);
         }
 }
 

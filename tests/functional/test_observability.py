@@ -174,7 +174,16 @@ def test_prometheus_scrapes_the_copying_host(cluster, img, prometheus):
     data = 192 * MiB
     job_id, _, _ = start_slow_copy(cluster, img, data=data)      # ~3 s at B's 64 MiB/s cap
     with cluster.b.client() as c:
+        # What the engine judges stalls on: the phase, and the bytes moved (holes excluded), which
+        # grow while the copy runs and end at the data it moved.
+        info = c.call("Host.getJobs", {"job_ids": [job_id]})[job_id]
+        assert info["status"] != "running" or (info["phase"] == "copying" and 0 < info["bytes_done"] <= data), info
+        grown = wait_for(lambda: (lambda i: i["status"] != "running" or i["bytes_done"] > info["bytes_done"])(
+            c.call("Host.getJobs", {"job_ids": [job_id]})[job_id]), 30, "bytes_done to grow")
+        assert grown
         assert wait_job(c, job_id)["status"] == "done"
+        info = c.call("Host.getJobs", {"job_ids": [job_id]})[job_id]
+        assert info["bytes_done"] == data and info["phase"] == "finishing", info
     after = sample(cluster.b.scrape(), "ferry_agent_copy_bytes_total")
     assert after - before == data
 
@@ -597,3 +606,4 @@ def test_stalled_copy_is_flagged_and_retried_elsewhere():
         if not os.environ.get("FERRY_KEEP_TMP"):
             shutil.rmtree(d, ignore_errors=True)
     assert all(code == 0 for code in codes.values()), codes
+
