@@ -1872,6 +1872,7 @@ int agent_transfers_start(struct agent *a, GError **error)
         limits.idle_timeout_s = a->config.idle_timeout;
         limits.header_timeout_s = a->config.request_timeout;
         limits.body_timeout_s = a->config.request_timeout;
+        limits.write_timeout_s = a->config.write_timeout;
         limits.handshake_timeout_s = a->config.request_timeout;
         limits.per_address = a->config.max_connections_per_address;
         if (fy_http_server_new(tr->server, addr, cert, &limits, on_http_log, tr, &tr->httpd, error) < 0)

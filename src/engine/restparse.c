@@ -7,28 +7,6 @@
 
 #include "restparse.h"
 
-int engine_rest_path_split(const char *path, char ***ret_parts, char *seg[ENGINE_REST_SEGMENTS_MAX], guint *ret_n)
-{
-        g_auto(GStrv) parts = NULL;
-        guint n = 0;
-
-        if (!path || !g_str_has_prefix(path, "/api/") || strlen(path) > ENGINE_REST_PATH_MAX)
-                return -ENOENT;
-        parts = g_strsplit(path + 5, "/", ENGINE_REST_SEGMENTS_MAX * 2);
-        for (guint i = 0; parts[i]; i++) {
-                if (!*parts[i])
-                        continue;
-                if (n == ENGINE_REST_SEGMENTS_MAX)
-                        return -ENOENT;
-                seg[n++] = parts[i];
-        }
-        if (n == 0)
-                return -ENOENT;
-        *ret_parts = g_steal_pointer(&parts);
-        *ret_n = n;
-        return 0;
-}
-
 int engine_rest_body_parse(const char *data, gsize len, const char *content_type, gsize max, json_t **ret_body,
                            char **ret_detail)
 {

@@ -10,7 +10,8 @@
  *    (libsoup 3.2 leaves it in CLOSE_WAIT forever: the message it makes
  *    for the next request has no completion callback, so an EOF before any
  *    byte of it is never turned into a disconnect; fixed upstream in 3.3);
- *  - idle keep-alive, request-header, request-body and TLS handshake timeouts;
+ *  - idle keep-alive, request-header, request-body, response-write and TLS
+ *    handshake timeouts;
  *  - refusing a request before its body is read, with the connection
  *    closed (libsoup answers an early status only after the whole body).
  *
@@ -34,6 +35,7 @@ struct fy_http_limits {
         unsigned idle_timeout_s;        /* keep-alive connection without a request */
         unsigned header_timeout_s;      /* from the first byte of a request to the end of its headers */
         unsigned body_timeout_s;        /* a request body without a byte for this long */
+        unsigned write_timeout_s;       /* a response the client does not read: no byte taken for this long */
         unsigned handshake_timeout_s;   /* TLS */
         /*
          * The body of a refusal made here (408, 503, 400 for what libsoup

@@ -50,8 +50,25 @@ def close_wait(port):
     return n
 
 
+# The engines' tokens by port: raw requests to an engine carry one in every
+# request head ("Host: x"), since every /api route wants a role.
+TOKENS = {}
+
+
+def authed(port, data):
+    token = TOKENS.get(port)
+    if not token:
+        return data
+    return data.replace(b"\r\nHost: x\r\n", b"\r\nHost: x\r\nAuthorization: Bearer " + token.encode() + b"\r\n")
+
+
+def bearer(e):
+    return {"Authorization": f"Bearer {e.token}"}
+
+
 def raw(port, data, wait=5.0, shut=False, host="127.0.0.1"):
     """Sends data on a fresh connection, returns everything read until the server closes (or wait passes)."""
+    data = authed(port, data)
     s = socket.create_connection((host, port))
     try:
         s.sendall(data)
@@ -97,8 +114,11 @@ def engine(workdir):
     d = os.path.join(workdir, f"hard-{uuid.uuid4().hex[:8]}")
     os.makedirs(d)
     # Plain HTTP: these tests speak raw HTTP/1.1 on sockets (test_tls_engine_* covers HTTPS).
-    e = Engine(d, "--idle-timeout=3", "--request-timeout=2", "--max-connections-per-address=60", insecure=True)
+    e = Engine(d, "--idle-timeout=3", "--request-timeout=2", "--write-timeout=2", "--max-connections-per-address=60",
+               insecure=True)
+    TOKENS[e.port] = e.token
     yield e
+    TOKENS.pop(e.port, None)
     assert e.stop() == 0
 
 
@@ -111,7 +131,7 @@ def test_closed_keepalive_clients_leave_no_socket(engine):
     for _ in range(60):
         c = http.client.HTTPConnection("127.0.0.1", engine.port, timeout=10)
         for path in ("/api/hosts", "/api/datacenters", "/api/jobs"):
-            c.request("GET", path)
+            c.request("GET", path, headers=bearer(engine))
             r = c.getresponse()
             r.read()
             assert r.status == 200
@@ -124,7 +144,7 @@ def test_idle_keepalive_connection_times_out(engine):
     pid = engine.proc.pid
     base = fds(pid)
     s = socket.create_connection(("127.0.0.1", engine.port))
-    s.sendall(b"GET /api/hosts HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(authed(engine.port, b"GET /api/hosts HTTP/1.1\r\nHost: x\r\n\r\n"))
     s.settimeout(10)
     first = s.recv(65536)
     assert status_of(first) == 200
@@ -338,7 +358,7 @@ def test_fifty_concurrent_requests_all_succeed(engine):
         c = http.client.HTTPConnection("127.0.0.1", engine.port, timeout=30)
         barrier.wait()
         try:
-            c.request("GET", "/api/hosts")
+            c.request("GET", "/api/hosts", headers=bearer(engine))
             r = c.getresponse()
             r.read()
             results.append(r.status)
@@ -370,11 +390,58 @@ def test_slow_clients_are_cut_after_the_timeout(engine):
     assert not answer.endswith(b"<timeout>") and time.monotonic() - t0 < 6
 
 
+def test_client_that_never_reads_its_responses_is_cut(engine):
+    pid = engine.proc.pid
+    engine.get("/api/hosts")
+    base = fds(pid)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)     # a small window: the engine's writes stall soon
+    s.connect(("127.0.0.1", engine.port))
+    s.setblocking(False)
+    # Pipelined requests, never a byte read: send until the engine stops taking them (it is stuck writing).
+    req = (f"GET /api/datacenters HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {engine.token}\r\n\r\n"
+           .encode() * 64)
+    sent, stuck_since = 0, None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            sent += s.send(req)
+            stuck_since = None
+        except BlockingIOError:
+            stuck_since = stuck_since or time.monotonic()
+            if time.monotonic() - stuck_since > 0.5:
+                break
+            time.sleep(0.05)
+    assert stuck_since, f"the engine read all {sent} bytes of requests without stalling"
+    t0 = time.monotonic()
+    # Unread for the write timeout (2 s): the engine closes the connection, not before.
+    time.sleep(1)
+    assert fds(pid) > base, "closed before the write timeout"
+    # Past the timeout the engine has closed it: what it had written drains, then the end (or a reset).
+    time.sleep(2.5)
+    s.setblocking(True)
+    s.settimeout(5)
+    closed = False
+    try:
+        while s.recv(1 << 20):
+            pass
+        closed = True
+    except ConnectionResetError:
+        closed = True
+    except socket.timeout:
+        pass
+    assert closed, "the engine kept the unread connection open past the write timeout"
+    s.close()
+    with open(engine.log_path, "rb") as f:
+        assert b"read nothing of its response" in f.read()
+    assert engine.get("/api/hosts") == {"hosts": []}     # still serving
+
+
 def test_per_address_connection_cap(engine):
     held = [socket.create_connection(("127.0.0.1", engine.port)) for _ in range(60)]
     try:
         for s in held[:5]:
-            s.sendall(b"GET /api/hosts HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.sendall(authed(engine.port, b"GET /api/hosts HTTP/1.1\r\nHost: x\r\n\r\n"))
         answer = raw(engine.port, b"GET /api/hosts HTTP/1.1\r\nHost: x\r\n\r\n")
         assert status_of(answer) == 503, answer[:300]
         assert "too many connections from 127.0.0.1" in json_fault(answer)["detail"]
@@ -403,15 +470,16 @@ def test_tls_transfer_endpoint_handshake_timeout_and_closed_clients(workdir):
         sl.stop()
 
 
-def closed_tls_clients_leave_nothing(pid, port, ctx, path, status):
+def closed_tls_clients_leave_nothing(pid, port, ctx, path, status, headers=None):
+    headers = headers or {}
     c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
-    c.request("GET", path)
+    c.request("GET", path, headers=headers)
     c.getresponse().read()
     c.close()
     base = fds(pid)
     for i in range(30):
         c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
-        c.request("GET", path)
+        c.request("GET", path, headers=headers)
         r = c.getresponse()
         r.read()
         assert r.status == status
@@ -433,7 +501,7 @@ def test_tls_engine_closed_clients_and_handshake_timeout(workdir):
     os.makedirs(d)
     e = Engine(d, "--request-timeout=5")
     try:
-        closed_tls_clients_leave_nothing(e.proc.pid, e.port, e.ssl, "/api/hosts", 200)
+        closed_tls_clients_leave_nothing(e.proc.pid, e.port, e.ssl, "/api/hosts", 200, bearer(e))
         handshake_cut(e.port)
     finally:
         assert e.stop() == 0
@@ -482,7 +550,8 @@ def test_idn_address_is_stored_in_ascii_and_host_removal(engine):
     # The CLI removes by name.
     assert call(engine, "POST", f"/api/hosts/{ip['id']}/deactivate")[0] == 200
     cli = os.path.join(os.path.dirname(os.path.dirname(ENGINE_BIN)), "cli", "ferry")
-    r = subprocess.run([cli, "--engine", engine.url, "host", "remove", "ip6"], capture_output=True, text=True, timeout=30)
+    r = subprocess.run([cli, "--engine", engine.url, "host", "remove", "ip6"], capture_output=True, text=True, timeout=30,
+                       env=engine.cli_env())
     assert r.returncode == 0 and "removed host ip6" in r.stdout, (r.stdout, r.stderr)
     assert [h["name"] for h in engine.get("/api/hosts")["hosts"]] == ["idn"]
 
