@@ -2,6 +2,7 @@
 /* The engine's Prometheus metrics (metrics.h). */
 #include <string.h>
 
+#include "eta.h"
 #include "metrics.h"
 #include "prom.h"
 
@@ -252,6 +253,38 @@ static void write_commands(struct engine *e, struct fy_prom *p)
         fy_prom_sample(p, "ferry_engine_stalls_total", NULL, (double) m.stalls);
 }
 
+static void eta_sample(struct fy_prom *p, const char *kind, gint64 longest)
+{
+        if (kind && longest >= 0)      /* -1: no job of the kind has a known rate yet */
+                fy_prom_sample(p, "ferry_engine_job_eta_seconds", (const char *[]) { "kind", kind, NULL },
+                               (double) longest);
+}
+
+/* Per kind, not per job: job ids would make a series for every job ever run. */
+static void write_eta(struct engine *e, struct fy_prom *p)
+{
+        g_autoptr(json_t) rows = engine_store_jobs_running(e->db, NULL);
+        gint64 now = g_get_monotonic_time(), longest = -1;
+        const char *kind = NULL;
+        size_t i;
+        json_t *row;
+
+        fy_prom_family(p, "ferry_engine_job_eta_seconds", FY_PROM_GAUGE,
+                       "Longest estimated time left of the running jobs of a kind whose progress rate is known.");
+        /* Rows come ordered by kind: a kind's maximum is complete when the next kind starts. */
+        json_array_foreach(rows, i, row) {
+                g_autofree char *key = g_strconcat("job:", js(row, "id"), NULL);
+
+                if (kind && strcmp(kind, js(row, "kind")) != 0) {
+                        eta_sample(p, kind, longest);
+                        longest = -1;
+                }
+                kind = js(row, "kind");
+                longest = MAX(longest, engine_eta_seconds(engine_eta(), key, now));
+        }
+        eta_sample(p, kind, longest);
+}
+
 static void write_requests(struct fy_prom *p)
 {
         GHashTableIter it;
@@ -282,6 +315,7 @@ static void metrics_get(struct engine *e, SoupServerMessage *msg, char **args)
         write_hosts(e, p);
         write_domains(e, p);
         write_commands(e, p);
+        write_eta(e, p);
         write_requests(p);
         fy_prom_family(p, "ferry_engine_main_loop_lag_seconds", FY_PROM_GAUGE,
                        "Worst lateness of a 250 ms timer of the engine's main loop since the last scrape.");

@@ -86,6 +86,28 @@ def test_metrics_endpoint_refuses_other_paths_and_methods(cluster):
             urllib.request.urlopen(cluster.a.metrics_url.replace("https:", "http:"), timeout=10)
 
 
+def dashboard_exprs(side, title=None):
+    """The queries of contrib/grafana/ferry.json over the agents' metrics (side "agent":
+    scrape job $job) or the engine's ("engine": $engine_job), of every panel or the one
+    titled title. Every query belongs to exactly one side, by its variable and its names."""
+    with open(os.path.join(REPO, "contrib", "grafana", "ferry.json")) as f:
+        dashboard = json.load(f)
+    assert {v["name"] for v in dashboard["templating"]["list"]} == {"datasource", "job", "engine_job"}
+    exprs = []
+    for p in dashboard["panels"]:
+        if p["type"] == "row":
+            assert not p.get("targets") and not p["panels"], p
+            continue
+        for t in p["targets"]:
+            e = t["expr"]
+            engine = "$engine_job" in e
+            assert engine != bool(re.search(r"\$job\b", e)), e
+            assert not re.search(r"\bferry_agent_" if engine else r"\bferry_engine_", e), e
+            if engine == (side == "engine") and title in (None, p["title"]):
+                exprs.append(e)
+    return exprs
+
+
 class Prometheus:
     """Debian's Prometheus server in a temp folder on a free port, scraping
     the given targets every second."""
@@ -133,17 +155,28 @@ class Prometheus:
         with open(os.path.join(self.dir, "prometheus.log"), "rb") as f:
             return f.read().decode(errors="replace")[-4000:]
 
-    def query(self, promql):
-        """The instant vector of a PromQL query: [(labels, value)]."""
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=10) as r:
-            body = json.load(r)
-        assert body["status"] == "success", body
-        return [(s["metric"], float(s["value"][1])) for s in body["data"]["result"]]
+    def query(self, promql, at=None):
+        """The instant vector of a PromQL query, now or at unix time at: [(labels, value)].
+        A query Prometheus cannot parse or run fails here (HTTP 400/422)."""
+        return [(m, v) for m, _, v in self.query_timed(promql, at)]
 
-    def values(self, promql):
+    def query_timed(self, promql, at=None):
+        """query() with the time each value was evaluated at: [(labels, time, value)]."""
+        params = {"query": promql}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                body = json.load(r)
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"{promql}: HTTP {e.code}: {e.read().decode(errors='replace')}") from None
+        assert body["status"] == "success", body
+        return [(s["metric"], float(s["value"][0]), float(s["value"][1])) for s in body["data"]["result"]]
+
+    def values(self, promql, at=None):
         """Only the values of query()."""
-        return [v for _, v in self.query(promql)]
+        return [v for _, v in self.query(promql, at)]
 
     def stop(self):
         self.proc.terminate()
@@ -205,18 +238,16 @@ def test_prometheus_scrapes_the_copying_host(cluster, img, prometheus):
     durations = prometheus.query(f'ferry_agent_job_duration_seconds_count{{{b},method="SDM.copy_data",status="done"}}')
     assert durations and durations[0][1] >= 1, durations
 
-    # Every query of the Grafana dashboard is valid PromQL over these metrics, and only
+    # Every agent query of the Grafana dashboard is valid PromQL over these metrics, and only
     # names the agents export: each ferry_* name appears in a scrape.
-    with open(os.path.join(REPO, "contrib", "grafana", "ferry.json")) as f:
-        dashboard = json.load(f)
     exported = cluster.a.scrape() + cluster.b.scrape()
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs = dashboard_exprs("agent")
     assert exprs
     for expr in exprs:
         for name in re.findall(r"\b(ferry_[a-z_]+)", expr):
             assert re.search(rf"^{name}(_bucket)?[{{ ]", exported, re.M), (name, expr)
         prometheus.query(expr.replace("$job", "ferry-agent"))
-    throughput = prometheus.query(exprs[2].replace("$job", "ferry-agent"))
+    throughput = prometheus.query(dashboard_exprs("agent", "Cluster copy throughput")[0].replace("$job", "ferry-agent"))
     assert throughput and throughput[0][1] > 0, throughput
 
 
@@ -445,9 +476,24 @@ def test_engine_metrics_scraped_by_prometheus_during_a_move(eng):
                             token=token)
     try:
         wait_for(lambda: prometheus.query('up{job="ferry-engine"} == 1'), 30, "prometheus to scrape the engine")
-        disk = engine_disk(ec, "metrics", 256 * MiB)        # ~4 s at 64 MiB/s
+        disk = engine_disk(ec, "metrics", 512 * MiB)        # ~8 s at 64 MiB/s
         job_id = ec.engine.post(f"/api/disks/{disk['id']}/move", {"storage_domain": {"id": ec.sds[1]["id"]}})["job"]["id"]
+
+        # While the move copies: the ETA gauge of its kind is the job's eta_seconds in REST
+        # (the same estimate, read a moment apart), and Prometheus sees it.
+        def eta_known():
+            text = engine_raw(ec, "GET", "/metrics", token=token)[2].decode()
+            gauge = sample(text, "ferry_engine_job_eta_seconds", kind="move_disk")
+            rest = ec.engine.get(f"/api/jobs/{job_id}").get("eta_seconds")
+            return gauge is not None and rest is not None and (text, gauge, rest)
+        during, gauge, rest = wait_for(eta_known, 60, "the move's ETA in /metrics and REST", interval=0.2)
+        assert gauge >= 0 and abs(gauge - rest) <= 2, (gauge, rest)
+        seen = wait_for(lambda: prometheus.query_timed('ferry_engine_job_eta_seconds{kind="move_disk"}'), 30,
+                        "prometheus to see the move's ETA", interval=0.2)
+        eta_at = seen[0][1]
         assert ec.engine.wait_job(job_id)["status"] == "finished"
+        # An ended job has no ETA: the gauge's kind has no sample left.
+        assert sample(engine_raw(ec, "GET", "/metrics", token=token)[2].decode(), "ferry_engine_job_eta_seconds") is None
         copier = next(s["execution_host"]["name"] for s in ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"]
                       if s["type"] == "copy_data")
         other = "host1" if copier == "host2" else "host2"
@@ -468,6 +514,28 @@ def test_engine_metrics_scraped_by_prometheus_during_a_move(eng):
         assert moves and max(moves) == 1, moves
         assert prometheus.values('sum(ferry_engine_http_request_duration_seconds_count'
                                  '{method="POST",route="/api/disks/{id}/move"})') == [1]
+
+        # Every engine query of the Grafana dashboard, evaluated while the move ran: it names
+        # only families the engine exports, Prometheus runs it, and it returns series whenever
+        # its families had samples then (retries_total has none until a retry).
+        exprs = dashboard_exprs("engine")
+        assert exprs
+        for expr in exprs:
+            names = re.findall(r"\b(ferry_engine_[a-z_]+)", expr)
+            assert names, expr
+            for name in names:
+                family = re.sub(r"_(bucket|count|sum)$", "", name) if name.startswith(
+                    "ferry_engine_http_request_duration_seconds_") else name
+                assert re.search(rf"^# TYPE {family} ", during, re.M), (name, expr)
+            got = prometheus.query(expr.replace("$engine_job", "ferry-engine"), at=eta_at)
+            if all(re.search(rf"^{name}[{{ ]", during, re.M) for name in names):
+                assert got, (expr, during)
+        eta = prometheus.values(dashboard_exprs("engine", "Longest job ETA")[0].replace("$engine_job", "ferry-engine"),
+                                at=eta_at)
+        assert len(eta) == 1 and eta[0] >= 0, eta
+        load = prometheus.query(dashboard_exprs("engine", "Copy rate per host against its cap (engine's view)")[1]
+                                .replace("$engine_job", "ferry-engine"), at=eta_at)
+        assert sorted((m["host"], v) for m, v in load) == [("host1", 64 * MiB), ("host2", 64 * MiB)], load
     finally:
         prometheus.stop()
 
