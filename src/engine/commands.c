@@ -97,15 +97,26 @@ void engine_cmd_update(struct engine *e, const char *id, enum engine_phase phase
                        engine_phase_name(phase), data, engine_now(), id);
 }
 
-/* Feeds the ETA of a running step or job; forgets it once it is not running. */
-static void engine_eta_track(const char *prefix, const char *id, bool running, double progress)
+/* Feeds the ETA of a running step or job (done of total); forgets it once it is not running. */
+static void engine_eta_track(const char *prefix, const char *id, bool running, double done, double total)
 {
         g_autofree char *key = g_strconcat(prefix, id, NULL);
 
         if (running)
-                engine_eta_observe(engine_eta(), key, g_get_monotonic_time(), progress);
+                engine_eta_observe(engine_eta(), key, g_get_monotonic_time(), done, total);
         else
                 engine_eta_forget(engine_eta(), key);
+}
+
+/* The step row only (its ETA is fed by the callers). */
+static void step_update(struct engine *e, const char *step_id, const char *status, double progress,
+                        const char *host)
+{
+        engine_db_exec(e->db, NULL,
+                       "UPDATE steps SET status = ?, progress = MAX(progress, ?), detail = NULL, "
+                       "execution_host = COALESCE(?, execution_host), "
+                       "end_time = CASE WHEN ? IN ('finished', 'failed') THEN ? ELSE end_time END WHERE id = ?",
+                       "sdssis", status, progress, host, status, engine_now(), step_id);
 }
 
 void engine_step_update(struct engine *e, const char *step_id, const char *status, double progress,
@@ -113,12 +124,29 @@ void engine_step_update(struct engine *e, const char *step_id, const char *statu
 {
         if (!step_id)
                 return;
-        engine_db_exec(e->db, NULL,
-                       "UPDATE steps SET status = ?, progress = MAX(progress, ?), detail = NULL, "
-                       "execution_host = COALESCE(?, execution_host), "
-                       "end_time = CASE WHEN ? IN ('finished', 'failed') THEN ? ELSE end_time END WHERE id = ?",
-                       "sdssis", status, progress, host, status, engine_now(), step_id);
-        engine_eta_track("step:", step_id, strcmp(status, "started") == 0, progress);
+        step_update(e, step_id, status, progress, host);
+        engine_eta_track("step:", step_id, strcmp(status, "started") == 0, progress, 100);
+}
+
+/*
+ * A running host job's progress. Its ETA is fed in bytes (the agent's
+ * bytes_done) so its rate does not jump with qemu-img's 1 % steps; the
+ * bytes left are what it moved so far scaled by the share left (progress
+ * is exact to 1 %, so the estimate is within a percent or so once the copy
+ * is a few percent in). Agents without bytes_done: percent.
+ */
+static void step_progress(struct engine *e, const char *step_id, double progress, json_t *job)
+{
+        json_t *bytes = json_object_get(job, "bytes_done");
+        double done = (double) json_integer_value(bytes);
+
+        if (!step_id)
+                return;
+        step_update(e, step_id, "started", progress, NULL);
+        if (!json_is_integer(bytes))
+                engine_eta_track("step:", step_id, true, progress, 100);
+        else
+                engine_eta_track("step:", step_id, true, done, progress >= 1.0 ? done * 100.0 / progress : -1);
 }
 
 /* A step that cannot start yet says why (its detail, until it starts). */
@@ -146,7 +174,7 @@ void engine_job_progress_refresh(struct engine *e, const char *job_id)
         p = MIN(json_number_value(json_object_get(row, "p")), 100.0);
         engine_db_exec(e->db, NULL, "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'started'", "ds", p, job_id);
         engine_db_exec(e->db, NULL, "UPDATE disks SET progress = ? WHERE job_id = ? AND status = 'locked'", "ds", p, job_id);
-        engine_eta_track("job:", job_id, p < 100.0, p);
+        engine_eta_track("job:", job_id, p < 100.0, p, 100);
 }
 
 static GHashTable *job_events;
@@ -1147,7 +1175,7 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
         } else {
                 double progress = json_number_value(json_object_get(job, "progress"));
 
-                engine_step_update(e, js(cmd, "step_id"), "started", progress, NULL);
+                step_progress(e, js(cmd, "step_id"), progress, job);
                 engine_job_progress_refresh(e, js(cmd, "job_id"));
                 if (host_job(kind) && strcmp(status, "running") == 0)
                         stall_check(e, cmd, job, progress);

@@ -183,9 +183,13 @@ static void write_hosts(struct engine *e, struct fy_prom *p)
         json_array_foreach(hosts, i, h)
                 fy_prom_sample(p, "ferry_engine_host_spm", (const char *[]) { "host", js(h, "name"), NULL },
                                g_hash_table_contains(spm, js(h, "id")));
+        /* The rest comes from a host's last stats: only while it is up, a dead host's would be stale. */
         fy_prom_family(p, "ferry_engine_host_jobs", FY_PROM_GAUGE,
-                       "The host's jobs by state (running, or pending for a free slot), from its last stats.");
+                       "The host's jobs by state (running, or pending for a free slot), from its last stats; "
+                       "hosts that are not up have none.");
         json_array_foreach(hosts, i, h) {
+                if (g_strcmp0(js(h, "status"), "up") != 0)
+                        continue;
                 fy_prom_sample(p, "ferry_engine_host_jobs", (const char *[]) { "host", js(h, "name"), "state", "running", NULL },
                                stat_of(e, js(h, "id"), "jobs_running"));
                 fy_prom_sample(p, "ferry_engine_host_jobs", (const char *[]) { "host", js(h, "name"), "state", "pending", NULL },
@@ -194,8 +198,9 @@ static void write_hosts(struct engine *e, struct fy_prom *p)
         for (size_t f = 0; f < G_N_ELEMENTS(per_host); f++) {
                 fy_prom_family(p, per_host[f].name, FY_PROM_GAUGE, per_host[f].help);
                 json_array_foreach(hosts, i, h)
-                        fy_prom_sample(p, per_host[f].name, (const char *[]) { "host", js(h, "name"), NULL },
-                                       stat_of(e, js(h, "id"), per_host[f].stat));
+                        if (g_strcmp0(js(h, "status"), "up") == 0)
+                                fy_prom_sample(p, per_host[f].name, (const char *[]) { "host", js(h, "name"), NULL },
+                                               stat_of(e, js(h, "id"), per_host[f].stat));
         }
 }
 
@@ -280,7 +285,8 @@ static void write_eta(struct engine *e, struct fy_prom *p)
                         longest = -1;
                 }
                 kind = js(row, "kind");
-                longest = MAX(longest, engine_eta_seconds(engine_eta(), key, now));
+                if (!ji(row, "stalled"))       /* a stalled job has no estimate (REST: null) */
+                        longest = MAX(longest, engine_eta_seconds(engine_eta(), key, now));
         }
         eta_sample(p, kind, longest);
 }

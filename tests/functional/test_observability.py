@@ -28,6 +28,7 @@ from test_copy import copy, endpoint, start_slow_copy
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
+BINDFS = shutil.which("bindfs")
 
 
 def sample(text, name, /, **labels):
@@ -68,6 +69,37 @@ def test_promtool_accepts_agent_metrics(cluster, img):
     b = cluster.b.scrape()
     assert sample(b, "ferry_agent_copy_rate_limit_bytes_per_second") == 64 * MiB
     assert sample(b, "ferry_agent_jobs_limit") == 1
+    for sd in (cluster.sd1, cluster.sd2):
+        assert sample(text, "ferry_agent_storage_domain_stat_stale", sd=sd) == 0
+        assert sample(text, "ferry_agent_storage_domain_stat_success_timestamp_seconds", sd=sd) > time.time() - 60
+
+    # A hung mount (a FUSE file system whose server is stopped: statvfs blocks in the kernel)
+    # makes only its own domain's series stale; the scrape answers, the rest is fresh.
+    assert BINDFS, "bindfs is missing: scripts/install-deps installs it"
+    sd_dir = os.path.join(cluster.storage, cluster.sd2)
+    size_before = sample(text, "ferry_agent_storage_domain_size_bytes", sd=cluster.sd2)
+    fuse = subprocess.Popen([BINDFS, "-f", sd_dir, sd_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.ismount(sd_dir), 10, "the bindfs mount", interval=0.02)
+        os.kill(fuse.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        hung = cluster.a.scrape()
+        assert time.monotonic() - started < 5
+        assert sample(hung, "ferry_agent_storage_domain_stat_stale", sd=cluster.sd2) == 1
+        assert sample(hung, "ferry_agent_storage_domain_size_bytes", sd=cluster.sd2) == size_before  # the last read
+        assert sample(hung, "ferry_agent_storage_domain_stat_stale", sd=cluster.sd1) == 0
+        assert sample(hung, "ferry_agent_storage_domain_size_bytes", sd=cluster.sd1) > 0
+        assert sample(hung, "ferry_agent_spm") == 1 and sample(hung, "ferry_agent_info", host="A") == 1
+        # Still hung: the next scrape does not start a second reader, and answers as fast.
+        assert sample(cluster.a.scrape(), "ferry_agent_storage_domain_stat_stale", sd=cluster.sd2) == 1
+    finally:
+        os.kill(fuse.pid, signal.SIGCONT)
+        # Lazy: the agent may hold files it opened through the mount; then the server goes.
+        subprocess.run(["fusermount", "-u", "-z", sd_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        fuse.terminate()
+        fuse.wait(10)
+    wait_for(lambda: sample(cluster.a.scrape(), "ferry_agent_storage_domain_stat_stale", sd=cluster.sd2) == 0,
+             10, "the domain's space to be read again", interval=0.1)
 
 
 def test_metrics_endpoint_refuses_other_paths_and_methods(cluster):
@@ -647,11 +679,22 @@ def test_stalled_copy_is_flagged_and_retried_elsewhere():
         assert STALL_TIMEOUT - 1 <= took <= STALL_TIMEOUT + 2, took
         stalled_host, stalled_host_id = step["execution_host"]["name"], step["execution_host"]["id"]
         assert step["status"] == "started" and step["progress"] < 100, step
+        # No estimate while stalled, for the step and its job.
+        assert step["eta_seconds"] is None, step
+        job_now = ec.engine.get(f"/api/jobs/{job_id}")
+        assert job_now["status"] != "started" or job_now["eta_seconds"] is None, job_now
         text = engine_raw(ec, "GET", "/metrics")[2].decode()
         assert sample(text, "ferry_engine_stalls_total") == 1
         assert sample(text, "ferry_engine_stalled_steps") in (0, 1)  # 0 once the retry started
 
         # stall_action=retry: aborted (the agent kills the stopped qemu-img) and copied elsewhere.
+        # Until the copy leaves the stalled host, the step stays flagged (also while it is aborted).
+        def left_stalled_host():
+            s = next(s for s in ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"] if s["type"] == "copy_data")
+            on_it = s["status"] == "started" and (s["execution_host"] or {}).get("id") == stalled_host_id
+            assert not on_it or (s.get("status_detail") == "stalled" and s["eta_seconds"] is None), s
+            return not on_it
+        wait_for(left_stalled_host, 60, "the copy to leave the stalled host", interval=0.05)
         job = ec.engine.wait_job(job_id, 120)
         assert job["status"] == "finished", job
         stopped = None if not os.path.exists(f"/proc/{pid}") else pid
@@ -667,6 +710,16 @@ def test_stalled_copy_is_flagged_and_retried_elsewhere():
         text = engine_raw(ec, "GET", "/metrics")[2].decode()
         assert sample(text, "ferry_engine_stalled_steps") == 0
         assert sample(text, "ferry_engine_retries_total", kind="copy_data") == 1
+
+        # A host that goes down is exported as down, without the gauges of its last stats.
+        assert sample(text, "ferry_engine_host_jobs", host=stalled_host, state="running") is not None
+        ec.agent(stalled_host).stop()
+        wait_for(lambda: ec.engine.get(f"/api/hosts/{stalled_host_id}")["status"] != "up", 60, "the host to be down")
+        text = engine_raw(ec, "GET", "/metrics")[2].decode()
+        assert sample(text, "ferry_engine_host_up", host=stalled_host) == 0
+        for name in ("ferry_engine_host_jobs", "ferry_engine_host_jobs_limit", "ferry_engine_host_copy_rate_bytes_per_second",
+                     "ferry_engine_host_copy_rate_limit_bytes_per_second"):
+            assert sample(text, name, host=stalled_host) is None, name
     finally:
         if stopped and os.path.exists(f"/proc/{stopped}"):
             os.kill(stopped, signal.SIGCONT)
