@@ -1079,19 +1079,27 @@ static void finalize_verify(struct engine *e, json_t *cmd, const char *why)
  * and fences it if the abort does not end it) and its "aborted" end retried
  * on another host. The judgement's state is kept in the command's data.
  */
+#define STALL_SAVE_S 5
+
 static void stall_check(struct engine *e, json_t *cmd, json_t *job, double progress)
 {
         g_autoptr(json_t) data = jparse(cmd, "data");
-        struct engine_stall s;
+        struct engine_stall s, before;
         gint64 still;
         bool retry;
 
         engine_stall_from_json(json_object_get(data, "stall"), &s);
+        before = s;
         switch (engine_stall_feed(&s, js(job, "phase"), ji(job, "bytes_done"), progress, engine_now(),
                                   e->config.stall_timeout, &still)) {
         case ENGINE_STALL_MOVING:
-        case ENGINE_STALL_STILL:
+                /* Not a write per poll of every moving copy: the stored sample may lag a few
+                 * seconds (a restart then judges from it, which only delays a flag). */
+                if (before.seen && s.moved_at - before.moved_at < STALL_SAVE_S)
+                        return;
                 break;
+        case ENGINE_STALL_STILL:
+                return;        /* nothing new to keep */
         case ENGINE_STALL_MOVES_AGAIN:
                 engine_event(e, "normal", js(cmd, "id"), "%s job %s on host %s moves again (%.0f %%)",
                              job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"), progress);
