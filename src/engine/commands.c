@@ -1078,10 +1078,11 @@ static void finalize_verify(struct engine *e, json_t *cmd, const char *why)
  * With stall_action = retry it is also aborted (leaf_watch sends Job.abort,
  * and fences it if the abort does not end it) and its "aborted" end retried
  * on another host. The judgement's state is kept in the command's data.
+ * running: false while the agent is aborting the job.
  */
 #define STALL_SAVE_S 5
 
-static void stall_check(struct engine *e, json_t *cmd, json_t *job, double progress)
+static void stall_check(struct engine *e, json_t *cmd, json_t *job, double progress, bool running)
 {
         g_autoptr(json_t) data = jparse(cmd, "data");
         struct engine_stall s, before;
@@ -1089,6 +1090,14 @@ static void stall_check(struct engine *e, json_t *cmd, json_t *job, double progr
         bool retry;
 
         engine_stall_from_json(json_object_get(data, "stall"), &s);
+        if (!running) {
+                /* Aborting: not judged, but a stalled one stays flagged until it ended
+                 * (engine_step_update cleared the detail with this poll). */
+                if (s.stalled)
+                        engine_db_exec(e->db, NULL, "UPDATE steps SET detail = 'stalled' WHERE id = ?", "s",
+                                       js(cmd, "step_id"));
+                return;
+        }
         before = s;
         switch (engine_stall_feed(&s, js(job, "phase"), ji(job, "bytes_done"), progress, engine_now(),
                                   e->config.stall_timeout, &still)) {
@@ -1185,8 +1194,8 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
 
                 step_progress(e, js(cmd, "step_id"), progress, job);
                 engine_job_progress_refresh(e, js(cmd, "job_id"));
-                if (host_job(kind) && strcmp(status, "running") == 0)
-                        stall_check(e, cmd, job, progress);
+                if (host_job(kind) && (strcmp(status, "running") == 0 || strcmp(status, "aborting") == 0))
+                        stall_check(e, cmd, job, progress, strcmp(status, "running") == 0);
         }
 }
 
