@@ -1081,6 +1081,30 @@ static void finalize_verify(struct engine *e, json_t *cmd, const char *why)
  * running: false while the agent is aborting the job.
  */
 #define STALL_SAVE_S 5
+#define STALL_STATES_MAX 10000
+
+/* The exact stall state of each running host job, by agent job id (a retry is a new one). */
+static GHashTable *stall_states;
+
+static void stall_state_get(json_t *cmd, json_t *data, struct engine_stall *ret)
+{
+        struct engine_stall *s = stall_states ? g_hash_table_lookup(stall_states, js(cmd, "agent_job_id")) : NULL;
+
+        if (s)
+                *ret = *s;
+        else
+                engine_stall_from_json(json_object_get(data, "stall"), ret);      /* after a restart */
+}
+
+static void stall_state_put(json_t *cmd, const struct engine_stall *s)
+{
+        if (!stall_states)
+                stall_states = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        /* Bounded: the states of jobs that ended are never removed one by one. */
+        if (g_hash_table_size(stall_states) >= STALL_STATES_MAX)
+                g_hash_table_remove_all(stall_states);
+        g_hash_table_replace(stall_states, g_strdup(js(cmd, "agent_job_id")), g_memdup2(s, sizeof(*s)));
+}
 
 static void stall_check(struct engine *e, json_t *cmd, json_t *job, double progress, bool running)
 {
@@ -1089,7 +1113,7 @@ static void stall_check(struct engine *e, json_t *cmd, json_t *job, double progr
         gint64 still;
         bool retry;
 
-        engine_stall_from_json(json_object_get(data, "stall"), &s);
+        stall_state_get(cmd, data, &s);
         if (!running) {
                 /* Aborting: not judged, but a stalled one stays flagged until it ended
                  * (engine_step_update cleared the detail with this poll). */
@@ -1102,12 +1126,15 @@ static void stall_check(struct engine *e, json_t *cmd, json_t *job, double progr
         switch (engine_stall_feed(&s, js(job, "phase"), ji(job, "bytes_done"), progress, engine_now(),
                                   e->config.stall_timeout, &still)) {
         case ENGINE_STALL_MOVING:
-                /* Not a write per poll of every moving copy: the stored sample may lag a few
-                 * seconds (a restart then judges from it, which only delays a flag). */
-                if (before.seen && s.moved_at - before.moved_at < STALL_SAVE_S)
+                /* Not a database write per poll of every moving copy: the exact state is kept in
+                 * memory, the stored one may lag a few seconds (after a restart, a flag may come
+                 * that much later). */
+                stall_state_put(cmd, &s);
+                if (before.seen && s.moved_at - ji(json_object_get(data, "stall"), "moved_at") < STALL_SAVE_S)
                         return;
                 break;
         case ENGINE_STALL_STILL:
+                stall_state_put(cmd, &s);
                 return;        /* nothing new to keep */
         case ENGINE_STALL_MOVES_AGAIN:
                 engine_event(e, "normal", js(cmd, "id"), "%s job %s on host %s moves again (%.0f %%)",
@@ -1133,6 +1160,7 @@ static void stall_check(struct engine *e, json_t *cmd, json_t *job, double progr
                         engine_kick(e);        /* leaf_watch sends the abort */
                 break;
         }
+        stall_state_put(cmd, &s);
         json_object_set_new(data, "stall", engine_stall_to_json(&s));
         leaf_save(e, cmd, data);
 }
