@@ -679,10 +679,13 @@ def test_stalled_copy_is_flagged_and_retried_elsewhere():
         assert STALL_TIMEOUT - 1 <= took <= STALL_TIMEOUT + 2, took
         stalled_host, stalled_host_id = step["execution_host"]["name"], step["execution_host"]["id"]
         assert step["status"] == "started" and step["progress"] < 100, step
-        # No estimate while stalled, for the step and its job.
+        # No estimate while stalled, for the step and its job (when the step is still stalled after
+        # the job was read: the retry may have moved it to another host meanwhile).
         assert step["eta_seconds"] is None, step
         job_now = ec.engine.get(f"/api/jobs/{job_id}")
-        assert job_now["status"] != "started" or job_now["eta_seconds"] is None, job_now
+        after = stalled_step()
+        if after and after["execution_host"]["id"] == stalled_host_id:
+            assert job_now["status"] != "started" or job_now["eta_seconds"] is None, job_now
         text = engine_raw(ec, "GET", "/metrics")[2].decode()
         assert sample(text, "ferry_engine_stalls_total") == 1
         assert sample(text, "ferry_engine_stalled_steps") in (0, 1)  # 0 once the retry started
