@@ -32,7 +32,7 @@ static const struct fy_option options[] = {
         { "copy_attempts", FY_OPT_UINT, "3", 1, 20, O(copy_attempts), "times one volume copy is tried before the operation fails", true },
         { "host_lost_timeout", FY_OPT_UINT, "60", 5, 86400, O(host_lost_timeout), "seconds a copy's unreachable host is waited for before its job is fenced", true },
         { "fence_timeout", FY_OPT_UINT, "900", 30, 86400, O(fence_timeout), "seconds fencing a lost copy is retried before the copy is given up as failed", true },
-        { "stall_timeout", FY_OPT_UINT, "120", 2, 86400, O(stall_timeout), "seconds a running copy may make no progress before it is flagged stalled", true },
+        { "stall_timeout", FY_OPT_UINT, "120", 2, 86400, O(stall_timeout), "seconds a running copy may move no bytes before it is flagged stalled", true },
         { "stall_action", FY_OPT_STRING, "none", 1, 16, O(stall_action), "what a stalled copy gets besides the flag: none, or retry (aborted and tried on another host)", true },
         { "sweep_interval", FY_OPT_UINT, "300", 0, 86400, O(sweep_interval), "seconds between sweeps for orphan images on storage (0: never)" },
         { "max_parallel_copies", FY_OPT_UINT, "4", 1, 64, O(max_parallel_copies), "volumes of one disk copied at the same time", true },

@@ -98,6 +98,8 @@ char *engine_store_job_correlation_id(struct engine_store *st, const char *job);
 gint64 engine_store_steps_stalled(struct engine_store *st);
 /* {type, phase, n}: the active commands counted by kind and phase. */
 json_t *engine_store_command_counts(struct engine_store *st, GError **error) STORE_MUST;
+/* {id, kind, stalled (0/1: a running step is)}: the running jobs, by the kind of the command that runs each ("other" for none), ordered by kind. */
+json_t *engine_store_jobs_running(struct engine_store *st, GError **error) STORE_MUST;
 
 /* ---- users and tokens (users.c): hashes only ---- */
 /* {name, hash, role, created}, or NULL. */
