@@ -386,15 +386,10 @@ int agent_metrics_start(struct agent *a, struct fy_rpc_dispatcher *dispatcher, G
         m = g_new0(struct agent_metrics, 1);
         m->agent = a;
         m->dispatcher = dispatcher;
-<<<<<<< HEAD
+        m->domains = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, domain_stat_unref);
         /* Ferry's listener (listener.c, httpserve.c) does the TLS and hands libsoup the connections. */
         m->server = soup_server_new("server-header", "ferry-agent", NULL);
         soup_server_add_early_handler(m->server, NULL, on_early, m, NULL);
-=======
-        m->domains = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, domain_stat_unref);
-        m->server = tls ? soup_server_new("server-header", "ferry-agent", "tls-certificate", cert, NULL)
-                        : soup_server_new("server-header", "ferry-agent", NULL);
->>>>>>> obs3
         soup_server_add_handler(m->server, NULL, on_request, m, NULL);
         addr = g_inet_socket_address_new(inet, (guint16) a->config.metrics_port);
         if (fy_http_server_new(m->server, addr, cert, &limits, on_http_log, m, &m->httpd, error) < 0) {
@@ -417,12 +412,9 @@ void agent_metrics_stop(struct agent *a)
                 return;
         metrics = NULL;
         m->stopped = true;
-<<<<<<< HEAD
-        fy_http_server_free(m->httpd);
-=======
         while (m->waiting)
                 scrape_answer(m->waiting->data);       /* stopped: freed, not answered */
->>>>>>> obs3
+        fy_http_server_free(m->httpd);
         soup_server_disconnect(m->server);
         g_clear_object(&m->server);
         /* Readers still hung hold their own domain_stat references. */
