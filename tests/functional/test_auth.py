@@ -363,6 +363,13 @@ def test_login_throttle_per_source_parallel_and_off_the_main_loop():
         # 7 failures, one event (the next one, a minute later at the earliest, counts those not shown).
         events = [ev["message"] for ev in e.get("/api/events")["events"] if "127.0.0.2" in ev["message"]]
         assert events == ["failed login for user admin from 127.0.0.2"], events
+        # 7 failures of the user: from a new address even the right password waits (5 per user, issue 11),
+        # from the address it logged in from it does not; once right, that address is trusted too.
+        status, _, _, took = raw(e, "GET", "/api/hosts", basic("admin", e.admin_password), source="127.0.0.9")
+        assert status == 200 and took >= 1.5, (status, took)
+        for src in ("127.0.0.9", "127.0.0.1"):
+            status, _, _, took = raw(e, "GET", "/api/hosts", basic("admin", e.admin_password), source=src)
+            assert status == 200 and took < 1, (src, status, took)
 
         # Parallel guesses from one address: a few are checked, the rest refused at once with Retry-After.
         n = 12
