@@ -199,9 +199,29 @@ static void token_grant(struct engine *e, SoupServerMessage *msg, const char *us
 static void check_finish(struct check *c, int result)
 {
         struct engine *e = c->e;
-        const char *shown = c->user ? c->user : "(an invalid name)";
+        /* A name no user has may be a password typed in the wrong field: never recorded. */
+        const char *shown = c->row ? c->user : "(an unknown user)";
+        g_autoptr(json_t) now_row = NULL;
+        g_autoptr(GError) error = NULL;
         struct throttle_outcome out;
         enum engine_role role;
+
+        /*
+         * The check may have waited up to 30 s: the user may have gone, or
+         * changed password or role meanwhile. Only the row as it is now counts.
+         */
+        if (result == THROTTLE_SUCCESS) {
+                now_row = engine_store_user_get(e->db, c->user, &error);
+                if (error)
+                        g_warning("login of %s: %s", c->user, error->message);
+                if (!now_row || g_strcmp0(engine_js(now_row, "hash"), c->hash) != 0) {
+                        c->ok = false;
+                        result = THROTTLE_FAILURE;
+                } else {
+                        json_decref(c->row);
+                        c->row = json_incref(now_row);
+                }
+        }
 
         throttle_end(e->auth->throttle, c->attempt, result, engine_now(), &out);
         if (result == THROTTLE_FAILURE && out.event) {
@@ -536,6 +556,14 @@ static void token_grant(struct engine *e, SoupServerMessage *msg, const char *us
         memset(token, 0, strlen(token));
 }
 
+/* OAuth's scope is a space-separated list: want must be one of its entries, exactly. */
+static bool scope_has(const char *scope, const char *want)
+{
+        g_auto(GStrv) parts = g_strsplit(scope, " ", -1);
+
+        return g_strv_contains((const char *const *) parts, want);
+}
+
 static void token_request(struct engine *e, SoupServerMessage *msg)
 {
         g_autoptr(GHashTable) form = form_body(e, msg);
@@ -556,7 +584,7 @@ static void token_request(struct engine *e, SoupServerMessage *msg)
                 reply_oauth_error(msg, 400, "invalid_request", "give username and password");
                 return;
         }
-        if (scope && !strstr(scope, "ovirt-app-api")) {
+        if (scope && !scope_has(scope, "ovirt-app-api")) {
                 reply_oauth_error(msg, 400, "invalid_scope", "scope must be ovirt-app-api");
                 return;
         }

@@ -31,7 +31,7 @@ from ferrytest import FERRY, tls_client_env
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "..", "src", "engine")
 ROLES = {"ENGINE_ROLE_VIEWER": 0, "ENGINE_ROLE_OPERATOR": 1, "ENGINE_ROLE_ADMIN": 2}
-ROW = re.compile(r'\{\s*"(GET|POST|PUT|DELETE)",\s*"(/api/[^"]*)",\s*\w+,\s*(ENGINE_ROLE_\w+)\s*\}')
+ROW = re.compile(r'\{\s*"(GET|POST|PUT|DELETE)",\s*"(/api/[^"]*|/metrics)",\s*\w+,\s*(ENGINE_ROLE_\w+)\s*\}')
 # Every secret the tests send, to look for in the logs and events at the end.
 SECRETS = []
 
@@ -62,11 +62,19 @@ def password_file(workdir, name, password):
     return path
 
 
-def status_of(engine, method, path, **kw):
+def status_of(engine, method, path, token):
+    """The status only: some routes (/metrics) answer text, not JSON."""
+    c = http.client.HTTPSConnection("127.0.0.1", engine.port, context=engine.ssl, timeout=30)
     try:
-        return engine.request(method, path, body={} if method != "GET" else None, **kw)[0]
-    except HttpError as e:
-        return e.status
+        headers = {"Authorization": f"Bearer {token}"}
+        if method != "GET":
+            headers["Content-Type"] = "application/json"
+        c.request(method, path, body="{}" if method != "GET" else None, headers=headers)
+        r = c.getresponse()
+        r.read()
+        return r.status
+    finally:
+        c.close()
 
 
 def add_user(engine, name, role):
@@ -92,6 +100,7 @@ def eng():
 def test_every_route_needs_a_token_and_its_role(eng):
     rows = route_table()
     assert len(rows) >= 40
+    assert ("GET", "/metrics", 0) in rows
     _, viewer = add_user(eng, "viewer1", "viewer")
     _, operator = add_user(eng, "operator1", "operator")
     for method, pattern, role in rows:
@@ -125,12 +134,27 @@ def test_token_endpoint_shape(eng):
     assert len(base64.urlsafe_b64decode(body["access_token"] + "=")) >= 16
     for fields, code in (({"grant_type": "client_credentials"}, 400),
                          ({"grant_type": "password", "username": "admin"}, 400),
-                         ({"grant_type": "password", "username": "admin", "password": "wrong-password"}, 401)):
+                         ({"grant_type": "password", "username": "admin", "password": "wrong-password"}, 401),
+                         ({"grant_type": "password", "username": "admin", "password": eng.admin_password,
+                           "scope": "not-ovirt-app-api-at-all"}, 400),
+                         # A name no user has may be a password typed in the wrong field.
+                         ({"grant_type": "password", "username": "Hunter2-typed-here", "password": "x" * 8},
+                          401)):
         with pytest.raises(HttpError) as e:
             post_form(eng, "/sso/oauth/token", fields)
         assert e.value.status == code and e.value.body["fault"], e.value.body
+    # The scope is a list: ovirt-app-api among others is fine.
+    status, body = post_form(eng, "/sso/oauth/token", {"grant_type": "password", "username": "admin",
+                                                       "password": eng.admin_password,
+                                                       "scope": "openid ovirt-app-api"})
+    assert status == 200
+    SECRETS.append(body["access_token"])
     events = eng.get("/api/events")["events"]
     assert any(ev["message"] == "failed login for user admin from 127.0.0.1" for ev in events)
+    assert any(ev["message"] == "failed login for user (an unknown user) from 127.0.0.1" for ev in events)
+    assert not any("Hunter2" in ev["message"] for ev in events)
+    with open(eng.log_path) as f:
+        assert "Hunter2" not in f.read()
     assert any(ev["message"].startswith("user admin logged in") and ev["user_name"] == "admin" for ev in events)
 
 
