@@ -213,6 +213,18 @@ def test_password_role_change_and_removal_end_the_users_tokens(eng):
     assert status_of(eng, "GET", "/api/hosts", token=t4) == 401
 
 
+def test_tokens_per_user_are_capped(eng):
+    """A script that logs in without end keeps at most 100 tokens: the oldest end."""
+    password, first = add_user(eng, "looper", "viewer")
+    second = eng.login("looper", password)
+    for _ in range(99):
+        last = eng.login("looper", password)
+    SECRETS.extend([second, last])
+    assert status_of(eng, "GET", "/api/hosts", token=first) == 401
+    for t in (second, last):
+        assert status_of(eng, "GET", "/api/hosts", token=t) == 200
+
+
 def test_revocation_and_restart(eng):
     _, kept = add_user(eng, "keeper", "viewer")
     revoked = eng.login("keeper", SECRETS[-2])
