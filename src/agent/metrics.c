@@ -8,6 +8,7 @@
 #include "agent.h"
 #include "config.h"
 #include "error.h"
+#include "httpserve.h"
 #include "jobs.h"
 #include "jsonrpc.h"
 #include "lease.h"
@@ -17,6 +18,7 @@
 #include "storage.h"
 
 #define MAX_SCRAPES 4          /* scrapes waiting for storage at once; more get 503 */
+#define MAX_CONNECTIONS 64     /* a scraper or two; more are refused with 503 */
 #define DOMAIN_WAIT_MS 1000     /* a scrape waits this long for fresh space figures, then answers with the last */
 
 /*
@@ -45,6 +47,7 @@ struct agent_metrics {
         struct agent *agent;
         struct fy_rpc_dispatcher *dispatcher;
         SoupServer *server;
+        struct fy_http_server *httpd;  /* its connections: caps, timeouts, closed clients freed */
         unsigned inflight;
         bool stopped;
         GHashTable *domains;           /* sd → struct domain_stat* */
@@ -317,8 +320,50 @@ static void on_request(SoupServer *server, SoupServerMessage *msg, const char *p
                 s->timer = g_timeout_add(DOMAIN_WAIT_MS, on_scrape_timeout, s);
 }
 
+/* A scrape has no body: one is refused from its headers, before it is read. */
+static void on_early(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
+                     gpointer data)
+{
+        struct agent_metrics *m = data;
+        SoupMessageHeaders *h = soup_server_message_get_request_headers(msg);
+        g_autofree char *detail = NULL;
+        SoupEncoding enc;
+
+        if (fy_http_check_framing(h, &detail)) {
+                g_autofree char *text = g_strconcat(detail, "\n", NULL);
+
+                fy_http_server_refuse(m->httpd, msg, SOUP_STATUS_BAD_REQUEST, NULL, "text/plain", text);
+                return;
+        }
+        if (strcmp(soup_server_message_get_method(msg), "GET") != 0 &&
+            strcmp(soup_server_message_get_method(msg), "HEAD") != 0) {
+                fy_http_server_refuse(m->httpd, msg, SOUP_STATUS_METHOD_NOT_ALLOWED, NULL, "text/plain",
+                                      "use GET\n");
+                return;
+        }
+        enc = soup_message_headers_get_encoding(h);
+        if (enc == SOUP_ENCODING_CHUNKED ||
+            (enc == SOUP_ENCODING_CONTENT_LENGTH && soup_message_headers_get_content_length(h) > 0))
+                fy_http_server_refuse(m->httpd, msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, NULL, "text/plain",
+                                      "a scrape has no body\n");
+}
+
+static void on_http_log(void *data, GLogLevelFlags level, const char *message)
+{
+        g_log(G_LOG_DOMAIN, level, "metrics endpoint: %s", message);
+}
+
 int agent_metrics_start(struct agent *a, struct fy_rpc_dispatcher *dispatcher, GError **error)
 {
+        struct fy_http_limits limits = {
+                .max_connections = MAX_CONNECTIONS,
+                .per_address = a->config.max_connections_per_address,
+                .idle_timeout_s = a->config.idle_timeout,
+                .header_timeout_s = a->config.request_timeout,
+                .body_timeout_s = a->config.request_timeout,
+                .write_timeout_s = a->config.write_timeout,
+                .handshake_timeout_s = a->config.request_timeout,
+        };
         g_autoptr(GInetAddress) inet = NULL;
         g_autoptr(GSocketAddress) addr = NULL;
         g_autoptr(GTlsCertificate) cert = NULL;
@@ -342,11 +387,12 @@ int agent_metrics_start(struct agent *a, struct fy_rpc_dispatcher *dispatcher, G
         m->agent = a;
         m->dispatcher = dispatcher;
         m->domains = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, domain_stat_unref);
-        m->server = tls ? soup_server_new("server-header", "ferry-agent", "tls-certificate", cert, NULL)
-                        : soup_server_new("server-header", "ferry-agent", NULL);
+        /* Ferry's listener (listener.c, httpserve.c) does the TLS and hands libsoup the connections. */
+        m->server = soup_server_new("server-header", "ferry-agent", NULL);
+        soup_server_add_early_handler(m->server, NULL, on_early, m, NULL);
         soup_server_add_handler(m->server, NULL, on_request, m, NULL);
         addr = g_inet_socket_address_new(inet, (guint16) a->config.metrics_port);
-        if (!soup_server_listen(m->server, addr, tls ? SOUP_SERVER_LISTEN_HTTPS : 0, error)) {
+        if (fy_http_server_new(m->server, addr, cert, &limits, on_http_log, m, &m->httpd, error) < 0) {
                 g_object_unref(m->server);
                 g_hash_table_unref(m->domains);
                 g_free(m);
@@ -368,6 +414,7 @@ void agent_metrics_stop(struct agent *a)
         m->stopped = true;
         while (m->waiting)
                 scrape_answer(m->waiting->data);       /* stopped: freed, not answered */
+        fy_http_server_free(m->httpd);
         soup_server_disconnect(m->server);
         g_clear_object(&m->server);
         /* Readers still hung hold their own domain_stat references. */

@@ -43,6 +43,8 @@ static const struct fy_option options[] = {
         { "token_lifetime", FY_OPT_UINT, "86400", 1, 31536000, O(token_lifetime), "seconds a REST token stays valid at most", true },
         { "idle_timeout", FY_OPT_UINT, "60", 1, 86400, O(idle_timeout), "seconds a keep-alive REST connection may wait for its next request" },
         { "request_timeout", FY_OPT_UINT, "30", 1, 3600, O(request_timeout), "seconds a client has to send a request's headers, and the longest pause within its body" },
+        { "body_deadline", FY_OPT_UINT, "60", 1, 3600, O(body_deadline), "seconds a REST request body may take in all, however steadily it trickles" },
+        { "write_timeout", FY_OPT_UINT, "30", 1, 3600, O(write_timeout), "seconds a REST client may leave its response unread before its connection is closed" },
         { "max_connections", FY_OPT_UINT, "4096", 1, 1000000, O(max_connections), "REST connections open at once (more are answered 503)" },
         { "max_connections_per_address", FY_OPT_UINT, "1024", 1, 1000000, O(max_connections_per_address), "REST connections open at once from one client address" },
         { "log_level", FY_OPT_STRING, "info", 1, 16, O(log_level), "debug, info, warning or error", true },

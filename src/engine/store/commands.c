@@ -53,6 +53,11 @@ gint64 engine_store_steps_stalled(struct engine_store *st)
         return row ? json_integer_value(json_object_get(row, "n")) : 0;
 }
 
+json_t *engine_store_command_get(struct engine_store *st, const char *id, GError **error)
+{
+        return store_query_one(st, error, "SELECT * FROM commands WHERE id = ?", "s", id);
+}
+
 char *engine_store_command_user(struct engine_store *st, const char *id)
 {
         g_autoptr(json_t) row = store_query_one(st, NULL, "SELECT user_name FROM commands WHERE id = ?", "s", id);

@@ -159,6 +159,8 @@ int engine_store_job_end(struct engine_store *st, const char *job, const char *s
                          GError **error) STORE_MUST;
 
 /* ---- what the scheduler counts (commands.c) ---- */
+/* The command's row, or NULL (no such command). */
+json_t *engine_store_command_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
 /* Who started the command (a user name), or NULL: the engine itself, or no such command. */
 char *engine_store_command_user(struct engine_store *st, const char *id);
 /* Copies, merges and sparsifies (host jobs) recorded as sent to host, and the bytes they still have to move by their steps' progress. */
