@@ -44,6 +44,7 @@
 #include "locks.h"
 #include "storage.h"
 #include "transfer.h"
+#include "transfercors.h"
 #include "transferparse.h"
 #include "uuid.h"
 
@@ -560,6 +561,9 @@ static void on_early(SoupServer *server, SoupServerMessage *msg, const char *pat
         struct ticket *t;
         g_autofree char *framing = NULL;
 
+        /* A browser's preflight from the engine's origin (the web UI's upload) is answered here. */
+        if (agent_xfer_cors(tr->agent->config.cors_origin, msg))
+                return;
         if (fy_http_check_framing(h, &framing) != 0) {
                 early_reply(tr, msg, true, SOUP_STATUS_BAD_REQUEST, NULL, "%s\n", framing);
                 return;
