@@ -116,6 +116,7 @@ function loginView() {
 async function logout(why) {
   const token = S.token;
   S.token = null;
+  S.view = null;
   sessionStorage.removeItem(TOKEN_KEY);
   if (S.stream) S.stream.abort();
   S.stream = null;
@@ -546,11 +547,12 @@ async function route() {
   } catch (e) {
     say(e.message, true);
   }
+  if (!S.token || S.view !== view) return;      // logged out, or another page asked for, meanwhile
   $("#main").replaceChildren(
     h("h2", { id: "page-title" }, view.title),
     h("div", { id: "forms" }, view.forms ? view.forms() : []),
     h("div", { id: "dialog", hidden: true }),
-    h("section", { id: "data", "aria-labelledby": "page-title", "aria-busy": "true" }));
+    h("section", { id: "data", "data-view": name, "aria-labelledby": "page-title", "aria-busy": "true" }));
   S.view.name = name;
   refresh();
 }
