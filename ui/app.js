@@ -504,8 +504,13 @@ async function uploadImage(f) {
     for (let off = 0; off < file.size; off += CHUNK) {
       const end = Math.min(file.size, off + CHUNK);
       say(`Uploading ${file.name}: ${Math.round((100 * off) / file.size)} %`);
-      const r = await fetch(t.transfer_url, { method: "PUT", body: file.slice(off, end),
-        headers: { "Content-Range": `bytes ${off}-${end - 1}/*` } });
+      let r;
+      try {
+        r = await fetch(t.transfer_url, { method: "PUT", body: file.slice(off, end),
+          headers: { "Content-Range": `bytes ${off}-${end - 1}/*` } });
+      } catch (e) {
+        throw new Error(`the host's transfer endpoint ${new URL(t.transfer_url).host} did not answer: ${e.message}`);
+      }
       if (!r.ok) throw new Error(`the host answered ${r.status}: ${(await r.text()).slice(0, 200)}`);
     }
     await finishTransfer(t);
