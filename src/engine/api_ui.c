@@ -10,6 +10,7 @@
 
 #include "api_ui.h"
 #include "http.h"
+#include "restparse.h"
 #include "store/store.h"
 
 /*
@@ -28,26 +29,6 @@ static const struct engine_ui_asset *find(const char *path)
                 if (strcmp(engine_ui_assets[i].path, path) == 0)
                         return &engine_ui_assets[i];
         return NULL;
-}
-
-/* If-None-Match: "*" or a list holding our tag (weak or strong: a GET compares weakly). */
-static bool not_modified(SoupMessageHeaders *req, const char *etag)
-{
-        const char *inm = soup_message_headers_get_list(req, "If-None-Match");
-        g_auto(GStrv) tags = NULL;
-
-        if (!inm || strlen(inm) > 4096)
-                return false;
-        tags = g_strsplit(inm, ",", 64);
-        for (char **t = tags; *t; t++) {
-                const char *s = g_strstrip(*t);
-
-                if (g_str_has_prefix(s, "W/"))
-                        s += 2;
-                if (strcmp(s, "*") == 0 || strcmp(s, etag) == 0)
-                        return true;
-        }
-        return false;
 }
 
 void engine_ui_serve(struct engine *e, SoupServerMessage *msg, const char *path)
@@ -71,7 +52,8 @@ void engine_ui_serve(struct engine *e, SoupServerMessage *msg, const char *path)
         soup_message_headers_replace(h, "Content-Security-Policy", csp);
         soup_message_headers_replace(h, "ETag", a->etag);
         soup_message_headers_replace(h, "Cache-Control", a->immutable ? "public, max-age=31536000, immutable" : "no-cache");
-        if (not_modified(soup_server_message_get_request_headers(msg), a->etag)) {
+        if (engine_rest_etag_matches(soup_message_headers_get_list(soup_server_message_get_request_headers(msg),
+                                                                   "If-None-Match"), a->etag)) {
                 soup_server_message_set_status(msg, SOUP_STATUS_NOT_MODIFIED, NULL);
                 return;
         }
