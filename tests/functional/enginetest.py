@@ -14,7 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from ferrytest import BUILD, FERRY, Agent, Pki, Sanlock, tls_client_env, wait_for
+from ferrytest import BUILD, FERRY, Agent, Pki, Sanlock, tls_client_env, wait_for, write_random_extents
 
 ENGINE_BIN = os.path.join(BUILD, "src", "engine", "ferry-engine")
 
@@ -220,6 +220,17 @@ class EngineCluster:
                     if line.startswith("s ") and not line.rstrip().endswith("ADD")}
             return all(sd["id"] in have for sd in self.sds)
         wait_for(lambda: all(joined(s) for s in self.sanlocks), timeout, "every host in every lockspace", interval=0.2)
+
+    def data_disk(self, name, size, sd=0, seed=13):
+        """A raw sparse disk on domain sds[sd], made through the API and then
+        filled with size bytes of random data (so copies of it take time)."""
+        r = self.engine.post("/api/disks", {"name": name, "provisioned_size": size, "format": "raw", "sparse": True,
+                                            "storage_domain": {"id": self.sds[sd]["id"]}})
+        assert self.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
+        disk = self.engine.get(f"/api/disks/{r['disk']['id']}")
+        write_random_extents(os.path.join(self.storage, self.sds[sd]["id"], "images", disk["id"],
+                                          disk["volumes"][0]["id"]), [(0, size)], seed=seed)
+        return disk
 
     def spm_name(self):
         return self.engine.get("/api/datacenters")["datacenters"][0]["spm"]["name"]

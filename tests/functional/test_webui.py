@@ -4,6 +4,7 @@ cluster (two hosts, two domains, the engine serving the UI at /). Screenshots
 of every page go to tests/functional/artifacts/webui/ (or
 $FERRY_TEST_ARTIFACTS), never committed."""
 
+import http.client
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import pytest
 
 from cdp import Browser, wait_file
 from enginetest import EngineCluster
-from ferrytest import MiB, file_digest, free_port, qemu_io_write, wait_for, write_random_extents
+from ferrytest import MiB, file_digest, free_port, qemu_io_write, wait_for
 from conftest import make_workdir
 
 ARTIFACTS = os.environ.get("FERRY_TEST_ARTIFACTS") or os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -82,17 +83,6 @@ def disk_by_name(c, name):
     return next((d for d in c.engine.get("/api/disks")["disks"] if d["name"] == name), None)
 
 
-def make_disk(c, name):
-    """A raw disk full of data on sd1, made through the API (the UI's own create is tested elsewhere)."""
-    r = c.engine.post("/api/disks", {"name": name, "provisioned_size": DISK, "format": "raw", "sparse": True,
-                                     "storage_domain": {"id": c.sds[0]["id"]}})
-    assert c.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
-    disk = c.engine.get(f"/api/disks/{r['disk']['id']}")
-    write_random_extents(os.path.join(c.storage, c.sds[0]["id"], "images", disk["id"], disk["volumes"][0]["id"]),
-                         [(0, DISK)], seed=7)
-    return disk
-
-
 def test_bad_password_shows_an_error(ui):
     b = ui.browser
     b.goto(ui.origin + "/")
@@ -158,7 +148,7 @@ def test_create_disk_in_the_browser(ui):
 
 def test_move_shows_live_progress_and_copying_host(ui):
     b = ui.browser
-    disk = make_disk(ui, "ui-move")
+    disk = ui.data_disk("ui-move", DISK, seed=7)
     login(ui, ui.engine.ADMIN, ui.engine.admin_password)
     page(ui, "disks")
     b.wait(f"document.querySelector('#move-{disk['id']}')", 15, "the move button")
@@ -190,7 +180,7 @@ def test_move_shows_live_progress_and_copying_host(ui):
 
 def test_cancel_a_copy_from_the_jobs_page(ui):
     b = ui.browser
-    disk = make_disk(ui, "ui-cancel")
+    disk = ui.data_disk("ui-cancel", DISK, seed=7)
     login(ui, ui.engine.ADMIN, ui.engine.admin_password)
     page(ui, "disks")
     b.click(f"#copy-{disk['id']}")
@@ -273,6 +263,41 @@ def test_viewer_sees_no_actions(ui):
     page(ui, "disks")
     assert b.eval("document.querySelectorAll('#data tbody tr').length") >= 1
     logout(ui)
+
+
+def open_stream(c):
+    conn = http.client.HTTPSConnection("127.0.0.1", c.engine.port, context=c.engine.ssl, timeout=10)
+    conn.request("GET", "/api/events/stream", headers={"Authorization": f"Bearer {c.engine.token}"})
+    return conn, conn.getresponse()
+
+
+def test_event_stream_is_bounded(ui):
+    """At most 64 streams (the page's own included); the slots come back once their clients left."""
+    conns = []
+    try:
+        refused = None
+        for _ in range(70):
+            conn, r = open_stream(ui)
+            if r.status == 503:
+                refused = r
+                conn.close()
+                break
+            assert r.status == 200 and r.getheader("Content-Type") == "text/event-stream"
+            assert r.fp.readline().strip() and b"retry: 2000" in r.fp.readline()
+            conns.append(conn)
+        assert refused is not None and refused.getheader("Retry-After") == "5"
+        assert 1 <= len(conns) <= 64
+    finally:
+        for conn in conns:
+            conn.close()
+
+    # The engine notices a client left at its next write to it: a login writes an event.
+    def reopened():
+        ui.engine.login(ui.engine.ADMIN, ui.engine.admin_password)
+        conn, r = open_stream(ui)
+        conn.close()
+        return r.status == 200
+    wait_for(reopened, 30, "a stream slot to come back", interval=0.3)
 
 
 def test_page_catches_up_after_an_engine_restart(ui):
