@@ -246,6 +246,60 @@ def test_agent_answers_cors_for_the_engine_origin_only(ui):
         ui.engine.post(f"/api/imagetransfers/{t['id']}/cancel", {})
 
 
+def status_done(b, what, timeout=30):
+    text = b.wait(f"(t => (t.startsWith({json.dumps(what + ': done')}) || t.includes('failed')) && t)"
+                  "(document.querySelector('#status').textContent)", timeout, what)
+    assert text == f"{what}: done", text
+
+
+def by_name(c, kind, name):
+    return next((x for x in c.engine.get(f"/api/{kind}")[kind] if x["name"] == name), None)
+
+
+def test_vm_snapshot_template_and_thin_vm_from_the_browser(ui):
+    b = ui.browser
+    login(ui, ui.engine.ADMIN, ui.engine.admin_password)
+    disk = disk_by_name(ui, "ui-made") or ui.data_disk("ui-made", 16 * MiB)
+    page(ui, "vms")
+    b.fill("#vm-name", "ui-vm")
+    b.click("#vm-create")
+    status_done(b, "Creating VM ui-vm")
+    vm = by_name(ui, "vms", "ui-vm")
+    b.click(f"#attach-{vm['id']}")
+    b.eval(f"document.querySelector('#attach-disk').value = {json.dumps(disk['id'])}")
+    b.click("#dialog-submit")
+    status_done(b, "Attaching to ui-vm")
+    b.wait(f"document.querySelector('#detach-{vm['id']}-{disk['id']}')", 15, "the attached disk in the page")
+    b.click(f"#snapshot-{vm['id']}")
+    b.fill("#snapshot-description", "before-template")
+    b.click("#dialog-submit")
+    status_done(b, "Snapshot of ui-vm")
+    b.wait("document.querySelector('#data').innerText.includes('before-template') && "
+           "document.querySelector('#data').innerText.includes('(ok)')", 60, "the snapshot ok in the page")
+    wait_for(lambda: ui.engine.get(f"/api/vms/{vm['id']}")["status"] == "ok", 60, "the VM unlocked")
+    b.click(f"#template-{vm['id']}")
+    b.fill("#template-name", "ui-template")
+    b.click("#dialog-submit")
+    status_done(b, "Template from ui-vm")
+    tpl = wait_for(lambda: (lambda t: t if t and t["status"] == "ok" else None)(by_name(ui, "templates", "ui-template")),
+                   60, "the template ok")
+    page(ui, "templates")
+    assert "ui-template" in b.eval("document.querySelector('#data').innerText")
+    page(ui, "vms")            # the VM form lists the new template
+    b.fill("#vm-name", "ui-vm-thin")
+    b.eval(f"document.querySelector('#vm-template').value = {json.dumps(tpl['id'])}")
+    b.eval("document.querySelector('#vm-mode').value = 'thin'")
+    b.click("#vm-create")
+    status_done(b, "Creating VM ui-vm-thin")
+    thin = wait_for(lambda: (lambda v: v if v and v["status"] == "ok" else None)(by_name(ui, "vms", "ui-vm-thin")),
+                    60, "the thin VM ok")
+    assert thin["template"] == {"id": tpl["id"]} and len(thin["disk_attachments"]) == 1
+    b.click(f"#detach-{vm['id']}-{disk['id']}")
+    status_done(b, "Detaching ui-made")
+    assert ui.engine.get(f"/api/vms/{vm['id']}")["disk_attachments"] == []
+    shot(b, "vms-after-actions")
+
+
 def test_viewer_sees_no_actions(ui):
     b = ui.browser
     try:
