@@ -34,6 +34,8 @@ static const struct fy_option options[] = {
         { "max_connections_per_address", FY_OPT_UINT, "64", 1, 4096, O(max_connections_per_address), "connections from one client address at once, JSON-RPC and image transfer each" },
         { "idle_timeout", FY_OPT_UINT, "60", 1, 86400, O(idle_timeout), "seconds a keep-alive image transfer connection may wait for its next request" },
         { "request_timeout", FY_OPT_UINT, "30", 1, 3600, O(request_timeout), "seconds an image transfer client has to send a request's headers, the longest pause within a body, and the TLS handshake" },
+        { "transfer_min_rate", FY_OPT_UINT, "16384", 0, 1073741824, O(transfer_min_rate), "bytes/s an image transfer request body must average once request_timeout has passed (0: no minimum)" },
+        { "write_timeout", FY_OPT_UINT, "30", 1, 3600, O(write_timeout), "seconds an image transfer client may leave its download unread before its connection is closed" },
         { "transfer_port", FY_OPT_UINT, "54323", 0, 65535, O(transfer_port), "TCP port of the image transfer endpoint (HTTPS, or HTTP with insecure; ovirt-imageio's 54323; 0 picks a free one, reported by Host.getStats)" },
         { "transfer_max_request", FY_OPT_UINT, "8388608", 65536, 64 * 1024 * 1024, O(transfer_max_request), "largest image transfer PUT body, bytes (held in memory while written)" },
         { "cors_origin", FY_OPT_STRING, "", 0, 255, O(cors_origin), "the one web origin (https://HOST:PORT of the engine's web UI) whose pages may use the image transfer endpoint from a browser (CORS); empty: none" },

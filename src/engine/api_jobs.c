@@ -15,15 +15,15 @@
 /* Options an operator may change at run time. */
 static const char *const known_options[] = { "DataOperationsByHSM", NULL };
 
-/* eta_seconds of a running step or job: null until its progress rate is known (eta.h). */
-static void add_eta(json_t *o, const char *prefix, json_t *row)
+/* eta_seconds of a running step or job: null until its progress rate is known (eta.h), and while it is stalled. */
+static void add_eta(json_t *o, const char *prefix, json_t *row, bool stalled)
 {
         g_autofree char *key = g_strconcat(prefix, js(row, "id"), NULL);
         gint64 eta;
 
         if (strcmp(js(row, "status"), "started") != 0)
                 return;
-        eta = engine_eta_seconds(engine_eta(), key, g_get_monotonic_time());
+        eta = stalled ? -1 : engine_eta_seconds(engine_eta(), key, g_get_monotonic_time());
         json_object_set_new(o, "eta_seconds", eta >= 0 ? json_integer(eta) : json_null());
 }
 
@@ -37,7 +37,14 @@ static json_t *job_json(struct engine *e, json_t *row)
                 json_object_set_new(o, "end_time", json_integer(ji(row, "end_time")));
         if (js(row, "correlation_id"))
                 json_object_set_new(o, "correlation_id", json_string(js(row, "correlation_id")));
-        add_eta(o, "job:", row);
+        if (strcmp(js(row, "status"), "started") == 0) {
+                /* A job with a stalled step has no end in sight: no estimate. */
+                g_autoptr(json_t) st = engine_db_query_one(e->db, NULL, "SELECT id FROM steps WHERE job_id = ? AND "
+                                                           "status = 'started' AND detail = 'stalled' LIMIT 1", "s",
+                                                           js(row, "id"));
+
+                add_eta(o, "job:", row, st != NULL);
+        }
         return o;
 }
 
@@ -59,7 +66,7 @@ static json_t *step_json(struct engine *e, json_t *row)
                 json_object_set_new(o, "end_time", json_integer(ji(row, "end_time")));
         if (js(row, "detail"))
                 json_object_set_new(o, "status_detail", json_string(js(row, "detail")));
-        add_eta(o, "step:", row);
+        add_eta(o, "step:", row, g_strcmp0(js(row, "detail"), "stalled") == 0);
         return o;
 }
 

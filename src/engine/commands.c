@@ -30,6 +30,7 @@
 #include "scheduler.h"
 #include "error.h"
 #include "eta.h"
+#include "stall.h"
 #include "log.h"
 #include "metrics.h"
 #include "uuid.h"
@@ -96,15 +97,26 @@ void engine_cmd_update(struct engine *e, const char *id, enum engine_phase phase
                        engine_phase_name(phase), data, engine_now(), id);
 }
 
-/* Feeds the ETA of a running step or job; forgets it once it is not running. */
-static void engine_eta_track(const char *prefix, const char *id, bool running, double progress)
+/* Feeds the ETA of a running step or job (done of total); forgets it once it is not running. */
+static void engine_eta_track(const char *prefix, const char *id, bool running, double done, double total)
 {
         g_autofree char *key = g_strconcat(prefix, id, NULL);
 
         if (running)
-                engine_eta_observe(engine_eta(), key, g_get_monotonic_time(), progress);
+                engine_eta_observe(engine_eta(), key, g_get_monotonic_time(), done, total);
         else
                 engine_eta_forget(engine_eta(), key);
+}
+
+/* The step row only (its ETA is fed by the callers). */
+static void step_update(struct engine *e, const char *step_id, const char *status, double progress,
+                        const char *host)
+{
+        engine_db_exec(e->db, NULL,
+                       "UPDATE steps SET status = ?, progress = MAX(progress, ?), detail = NULL, "
+                       "execution_host = COALESCE(?, execution_host), "
+                       "end_time = CASE WHEN ? IN ('finished', 'failed') THEN ? ELSE end_time END WHERE id = ?",
+                       "sdssis", status, progress, host, status, engine_now(), step_id);
 }
 
 void engine_step_update(struct engine *e, const char *step_id, const char *status, double progress,
@@ -112,12 +124,29 @@ void engine_step_update(struct engine *e, const char *step_id, const char *statu
 {
         if (!step_id)
                 return;
-        engine_db_exec(e->db, NULL,
-                       "UPDATE steps SET status = ?, progress = MAX(progress, ?), detail = NULL, "
-                       "execution_host = COALESCE(?, execution_host), "
-                       "end_time = CASE WHEN ? IN ('finished', 'failed') THEN ? ELSE end_time END WHERE id = ?",
-                       "sdssis", status, progress, host, status, engine_now(), step_id);
-        engine_eta_track("step:", step_id, strcmp(status, "started") == 0, progress);
+        step_update(e, step_id, status, progress, host);
+        engine_eta_track("step:", step_id, strcmp(status, "started") == 0, progress, 100);
+}
+
+/*
+ * A running host job's progress. Its ETA is fed in bytes (the agent's
+ * bytes_done) so its rate does not jump with qemu-img's 1 % steps; the
+ * bytes left are what it moved so far scaled by the share left (progress
+ * is exact to 1 %, so the estimate is within a percent or so once the copy
+ * is a few percent in). Agents without bytes_done: percent.
+ */
+static void step_progress(struct engine *e, const char *step_id, double progress, json_t *job)
+{
+        json_t *bytes = json_object_get(job, "bytes_done");
+        double done = (double) json_integer_value(bytes);
+
+        if (!step_id)
+                return;
+        step_update(e, step_id, "started", progress, NULL);
+        if (!json_is_integer(bytes))
+                engine_eta_track("step:", step_id, true, progress, 100);
+        else
+                engine_eta_track("step:", step_id, true, done, progress >= 1.0 ? done * 100.0 / progress : -1);
 }
 
 /* A step that cannot start yet says why (its detail, until it starts). */
@@ -145,7 +174,7 @@ void engine_job_progress_refresh(struct engine *e, const char *job_id)
         p = MIN(json_number_value(json_object_get(row, "p")), 100.0);
         engine_db_exec(e->db, NULL, "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'started'", "ds", p, job_id);
         engine_db_exec(e->db, NULL, "UPDATE disks SET progress = ? WHERE job_id = ? AND status = 'locked'", "ds", p, job_id);
-        engine_eta_track("job:", job_id, p < 100.0, p);
+        engine_eta_track("job:", job_id, p < 100.0, p, 100);
 }
 
 static GHashTable *job_events;
@@ -493,6 +522,34 @@ static void on_abort_sent(struct engine *e, json_t *cmd, json_t *result, const G
         engine_kick(e);
 }
 
+/*
+ * A copy aborted for stalling that does not end (hung in D state, SIGKILL
+ * waits for the I/O) is treated as a lost host job once the abort is
+ * overdue (stall.h): read through other hosts and fenced by its generation,
+ * which succeeds once its lease is free. True when the fence path has it.
+ */
+static bool stall_fence(struct engine *e, json_t *cmd, json_t *data)
+{
+        struct engine_stall s;
+
+        if (json_object_get(data, "stall_fence")) {
+                copy_probe(e, cmd, data);
+                return true;
+        }
+        engine_stall_from_json(json_object_get(data, "stall"), &s);
+        if (!engine_stall_abort_overdue(&s, engine_now(), e->config.stall_timeout))
+                return false;
+        engine_event(e, "warning", js(cmd, "id"), "%s job %s on host %s did not end within %u s of its abort "
+                     "(stalled, maybe hung in the kernel): fencing it as a lost job", job_noun(cmd),
+                     js(cmd, "agent_job_id"), js(cmd, "host"), ENGINE_STALL_ABORT_FACTOR * e->config.stall_timeout);
+        json_object_set_new(data, "stall_fence", json_true());
+        /* Lost for host_lost_timeout already: the probe fences at once instead of waiting for the host. */
+        json_object_set_new(data, "lost_since", json_integer(engine_now() - e->config.host_lost_timeout));
+        leaf_save(e, cmd, data);
+        copy_probe(e, cmd, data);
+        return true;
+}
+
 static void leaf_watch(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) data = jparse(cmd, "data");
@@ -507,6 +564,8 @@ static void leaf_watch(struct engine *e, json_t *cmd)
                 }
                 bool stall_abort = json_is_true(json_object_get(data, "stall_abort"));
 
+                if (stall_abort && stall_fence(e, cmd, data))
+                        return;
                 if ((ji(cmd, "cancel") || stall_abort) && engine_now() - ji(data, "abort_sent") >= 30 &&
                     host_is_up(e, js(cmd, "host"))) {
                         /* Cancelled: the job ends "aborted" and the command with it; stalled (stall_action
@@ -1013,64 +1072,100 @@ static void finalize_verify(struct engine *e, json_t *cmd, const char *why)
                  e->config.host_timeout, on_finalize_verify, g_strdup(why), g_free);
 }
 
-/* The job is known to the host: running → progress, done/failed → finish. */
 /*
- * A host job that runs but moves no further for stall_timeout is flagged:
- * its step's detail "stalled", an event, ferry_engine_stalls_total. With
- * stall_action = retry it is also aborted (leaf_watch sends Job.abort) and
- * its "aborted" end retried on another host. Progress is what the agent
- * reports; a job still pending for a slot does not run, so its clock starts
- * when it does. The time of the last progress is kept in the command's data,
- * so an engine restart does not forget a stall in the making.
+ * A running host job that moves no bytes for stall_timeout (stall.c judges)
+ * is flagged: its step's detail "stalled", an event, ferry_engine_stalls_total.
+ * With stall_action = retry it is also aborted (leaf_watch sends Job.abort,
+ * and fences it if the abort does not end it) and its "aborted" end retried
+ * on another host. The judgement's state is kept in the command's data.
+ * running: false while the agent is aborting the job.
  */
-static void stall_check(struct engine *e, json_t *cmd, const char *status, double progress)
+#define STALL_SAVE_S 5
+#define STALL_STATES_MAX 10000
+
+/* The exact stall state of each running host job, by agent job id (a retry is a new one). */
+static GHashTable *stall_states;
+
+static void stall_state_get(json_t *cmd, json_t *data, struct engine_stall *ret)
+{
+        struct engine_stall *s = stall_states ? g_hash_table_lookup(stall_states, js(cmd, "agent_job_id")) : NULL;
+
+        if (s)
+                *ret = *s;
+        else
+                engine_stall_from_json(json_object_get(data, "stall"), ret);      /* after a restart */
+}
+
+static void stall_state_put(json_t *cmd, const struct engine_stall *s)
+{
+        if (!stall_states)
+                stall_states = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        /* Bounded: the states of jobs that ended are never removed one by one. */
+        if (g_hash_table_size(stall_states) >= STALL_STATES_MAX)
+                g_hash_table_remove_all(stall_states);
+        g_hash_table_replace(stall_states, g_strdup(js(cmd, "agent_job_id")), g_memdup2(s, sizeof(*s)));
+}
+
+static void stall_check(struct engine *e, json_t *cmd, json_t *job, double progress, bool running)
 {
         g_autoptr(json_t) data = jparse(cmd, "data");
-        gint64 now = engine_now();
+        struct engine_stall s, before;
         gint64 still;
         bool retry;
 
-        if (strcmp(status, "running") != 0) {
-                if (json_object_get(data, "progress_at")) {
-                        json_object_del(data, "progress_at");
-                        leaf_save(e, cmd, data);
-                }
+        stall_state_get(cmd, data, &s);
+        if (!running) {
+                /* Aborting: not judged, but a stalled one stays flagged until it ended
+                 * (engine_step_update cleared the detail with this poll). */
+                if (s.stalled)
+                        engine_db_exec(e->db, NULL, "UPDATE steps SET detail = 'stalled' WHERE id = ?", "s",
+                                       js(cmd, "step_id"));
                 return;
         }
-        if (!json_object_get(data, "progress_at") ||
-            progress > json_number_value(json_object_get(data, "progress_seen"))) {
-                if (json_is_true(json_object_get(data, "stalled")) && !json_object_get(data, "stall_abort"))
-                        engine_event(e, "normal", js(cmd, "id"), "%s job %s on host %s progresses again (%.0f %%)",
-                                     job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"), progress);
-                if (!json_object_get(data, "stall_abort"))
-                        json_object_del(data, "stalled");
-                json_object_set_new(data, "progress_seen", json_real(progress));
-                json_object_set_new(data, "progress_at", json_integer(now));
-                leaf_save(e, cmd, data);
-                return;
-        }
-        if (json_is_true(json_object_get(data, "stalled"))) {
-                /* engine_step_update cleared it with this poll's progress: still stalled. */
+        before = s;
+        switch (engine_stall_feed(&s, js(job, "phase"), ji(job, "bytes_done"), progress, engine_now(),
+                                  e->config.stall_timeout, &still)) {
+        case ENGINE_STALL_MOVING:
+                /* Not a database write per poll of every moving copy: the exact state is kept in
+                 * memory, the stored one may lag a few seconds (after a restart, a flag may come
+                 * that much later). */
+                stall_state_put(cmd, &s);
+                if (before.seen && s.moved_at - ji(json_object_get(data, "stall"), "moved_at") < STALL_SAVE_S)
+                        return;
+                break;
+        case ENGINE_STALL_STILL:
+                stall_state_put(cmd, &s);
+                return;        /* nothing new to keep */
+        case ENGINE_STALL_MOVES_AGAIN:
+                engine_event(e, "normal", js(cmd, "id"), "%s job %s on host %s moves again (%.0f %%)",
+                             job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"), progress);
+                break;
+        case ENGINE_STALL_STALLED:
+                /* engine_step_update cleared it with this poll: still stalled (or being aborted). */
                 engine_db_exec(e->db, NULL, "UPDATE steps SET detail = 'stalled' WHERE id = ?", "s", js(cmd, "step_id"));
-                return;
+                break;
+        case ENGINE_STALL_NEW:
+                retry = strcmp(e->config.stall_action, "retry") == 0 && !ji(cmd, "cancel");
+                if (retry) {
+                        engine_stall_aborting(&s, engine_now());
+                        json_object_set_new(data, "stall_abort", json_true());
+                }
+                engine_db_exec(e->db, NULL, "UPDATE steps SET detail = 'stalled' WHERE id = ?", "s", js(cmd, "step_id"));
+                engine_metrics_count_stall();
+                engine_event(e, "warning", js(cmd, "id"), "%s job %s on host %s moved no bytes for %" G_GINT64_FORMAT
+                             " s (at %.0f %%, %" G_GINT64_FORMAT " bytes): stalled%s", job_noun(cmd),
+                             js(cmd, "agent_job_id"), js(cmd, "host"), still, progress, ji(job, "bytes_done"),
+                             retry ? "; aborting it to try on another host" : "");
+                if (retry)
+                        engine_kick(e);        /* leaf_watch sends the abort */
+                break;
         }
-        still = now - ji(data, "progress_at");
-        if (still < (gint64) e->config.stall_timeout)
-                return;
-        retry = strcmp(e->config.stall_action, "retry") == 0 && !ji(cmd, "cancel");
-        json_object_set_new(data, "stalled", json_true());
-        if (retry)
-                json_object_set_new(data, "stall_abort", json_true());
+        stall_state_put(cmd, &s);
+        json_object_set_new(data, "stall", engine_stall_to_json(&s));
         leaf_save(e, cmd, data);
-        engine_db_exec(e->db, NULL, "UPDATE steps SET detail = 'stalled' WHERE id = ?", "s", js(cmd, "step_id"));
-        engine_metrics_count_stall();
-        engine_event(e, "warning", js(cmd, "id"), "%s job %s on host %s made no progress for %" G_GINT64_FORMAT
-                     " s (at %.0f %%): stalled%s", job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"), still,
-                     progress, retry ? "; aborting it to try on another host" : "");
-        if (retry)
-                engine_kick(e);        /* leaf_watch sends the abort */
 }
 
+/* The job is known to the host: running → progress, done/failed → finish. */
 static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
 {
         const char *status = js(job, "status") ? js(job, "status") : "unknown";
@@ -1125,10 +1220,10 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
         } else {
                 double progress = json_number_value(json_object_get(job, "progress"));
 
-                engine_step_update(e, js(cmd, "step_id"), "started", progress, NULL);
+                step_progress(e, js(cmd, "step_id"), progress, job);
                 engine_job_progress_refresh(e, js(cmd, "job_id"));
-                if (host_job(kind))
-                        stall_check(e, cmd, status, progress);
+                if (host_job(kind) && (strcmp(status, "running") == 0 || strcmp(status, "aborting") == 0))
+                        stall_check(e, cmd, job, progress, strcmp(status, "running") == 0);
         }
 }
 

@@ -24,11 +24,12 @@
 #include "metrics.h"
 #include "rest.h"
 #include "httpserve.h"
+#include "restparse.h"
 #include "resttls.h"
 #include "transfers.h"
 #include "uuid.h"
 
-#define MAX_PATH 512
+#define MAX_PATH ENGINE_REST_PATH_MAX
 #define MAX_SEGMENTS 8
 
 typedef const struct engine_route *(*route_table_fn)(size_t *ret_n);
@@ -268,6 +269,8 @@ int engine_rest_start(struct engine *e, GError **error)
                 .idle_timeout_s = e->config.idle_timeout,
                 .header_timeout_s = e->config.request_timeout,
                 .body_timeout_s = e->config.request_timeout,
+                .body_deadline_s = e->config.body_deadline,
+                .write_timeout_s = e->config.write_timeout,
                 .handshake_timeout_s = e->config.request_timeout,
                 .fault = rest_fault_text,
         };

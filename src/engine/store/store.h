@@ -102,6 +102,8 @@ char *engine_store_job_correlation_id(struct engine_store *st, const char *job);
 gint64 engine_store_steps_stalled(struct engine_store *st);
 /* {type, phase, n}: the active commands counted by kind and phase. */
 json_t *engine_store_command_counts(struct engine_store *st, GError **error) STORE_MUST;
+/* {id, kind, stalled (0/1: a running step is)}: the running jobs, by the kind of the command that runs each ("other" for none), ordered by kind. */
+json_t *engine_store_jobs_running(struct engine_store *st, GError **error) STORE_MUST;
 
 /* ---- users and tokens (users.c): hashes only ---- */
 /* {name, hash, role, created}, or NULL. */
@@ -161,6 +163,8 @@ int engine_store_job_end(struct engine_store *st, const char *job, const char *s
                          GError **error) STORE_MUST;
 
 /* ---- what the scheduler counts (commands.c) ---- */
+/* The command's row, or NULL (no such command). */
+json_t *engine_store_command_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
 /* Who started the command (a user name), or NULL: the engine itself, or no such command. */
 char *engine_store_command_user(struct engine_store *st, const char *id);
 /* Copies, merges and sparsifies (host jobs) recorded as sent to host, and the bytes they still have to move by their steps' progress. */

@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <string.h>
+
+#include "stall.h"
+
+bool engine_stall_phase_judged(const char *phase)
+{
+        return !phase || strcmp(phase, "copying") == 0;
+}
+
+enum engine_stall_verdict engine_stall_feed(struct engine_stall *s, const char *phase, gint64 bytes_done,
+                                            double progress, gint64 now, unsigned timeout, gint64 *ret_still)
+{
+        bool moved = !s->seen || bytes_done > s->bytes || progress > s->progress ||
+                     !engine_stall_phase_judged(phase);
+        gint64 still;
+
+        s->seen = true;
+        s->bytes = MAX(s->bytes, bytes_done);
+        s->progress = MAX(s->progress, progress);
+        if (moved)
+                s->moved_at = now;
+        still = MAX(now - s->moved_at, 0);
+        if (ret_still)
+                *ret_still = still;
+        if (s->abort_at)
+                return ENGINE_STALL_STALLED;   /* being aborted: flagged until it ends */
+        if (moved) {
+                if (!s->stalled)
+                        return ENGINE_STALL_MOVING;
+                s->stalled = false;
+                return ENGINE_STALL_MOVES_AGAIN;
+        }
+        if (s->stalled)
+                return ENGINE_STALL_STALLED;
+        if (still < (gint64) timeout)
+                return ENGINE_STALL_STILL;
+        s->stalled = true;
+        return ENGINE_STALL_NEW;
+}
+
+void engine_stall_aborting(struct engine_stall *s, gint64 now)
+{
+        s->stalled = true;
+        if (!s->abort_at)
+                s->abort_at = now;
+}
+
+bool engine_stall_abort_overdue(const struct engine_stall *s, gint64 now, unsigned timeout)
+{
+        return s->abort_at > 0 && now - s->abort_at >= (gint64) ENGINE_STALL_ABORT_FACTOR * timeout;
+}
+
+void engine_stall_from_json(json_t *o, struct engine_stall *ret)
+{
+        *ret = (struct engine_stall) {
+                .bytes = json_integer_value(json_object_get(o, "bytes")),
+                .progress = json_number_value(json_object_get(o, "progress")),
+                .moved_at = json_integer_value(json_object_get(o, "moved_at")),
+                .abort_at = json_integer_value(json_object_get(o, "abort_at")),
+                .stalled = json_is_true(json_object_get(o, "stalled")),
+                .seen = json_is_true(json_object_get(o, "seen")),
+        };
+}
+
+json_t *engine_stall_to_json(const struct engine_stall *s)
+{
+        return json_pack("{s:b, s:I, s:f, s:I, s:I, s:b}", "seen", s->seen, "bytes", (json_int_t) s->bytes, "progress", s->progress,
+                         "moved_at", (json_int_t) s->moved_at, "abort_at", (json_int_t) s->abort_at,
+                         "stalled", s->stalled);
+}
