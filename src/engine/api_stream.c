@@ -18,7 +18,9 @@
  * shut, instead of growing the engine's memory. A comment line every
  * KEEPALIVE_S keeps proxies from cutting an idle stream and finds clients
  * that left. The HTTP server's idle and request timeouts do not apply:
- * they run only before a request is read (src/lib/httpserve.c).
+ * they run only before a request is read; its write timeout runs only
+ * while a write is blocked, so it cuts a stalled stream, never a quiet one
+ * (src/lib/httpserve.c).
  */
 #include <string.h>
 
