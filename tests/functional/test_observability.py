@@ -22,8 +22,7 @@ import pytest
 
 from conftest import make_workdir
 from enginetest import EngineCluster, HttpError
-from ferrytest import (BUILD, REPO, MiB, free_port, new_uuid, qemu_img_compare, wait_for, wait_job,
-                       write_random_extents)
+from ferrytest import BUILD, REPO, MiB, free_port, new_uuid, qemu_img_compare, wait_for, wait_job
 from test_copy import copy, endpoint, start_slow_copy
 
 PROMETHEUS = shutil.which("prometheus")
@@ -453,16 +452,6 @@ def engine_raw(ec, method, path, headers=None, body=None, token=None, auth=True)
         return e.code, e.headers, e.read()
 
 
-def engine_disk(ec, name, data):
-    r = ec.engine.post("/api/disks", {"name": name, "provisioned_size": data, "format": "raw", "sparse": True,
-                                      "storage_domain": {"id": ec.sds[0]["id"]}})
-    assert ec.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
-    disk = ec.engine.get(f"/api/disks/{r['disk']['id']}")
-    write_random_extents(os.path.join(ec.storage, ec.sds[0]["id"], "images", disk["id"], disk["volumes"][0]["id"]),
-                         [(0, data)], seed=13)
-    return disk
-
-
 def viewer_token(ec):
     """A token of the weakest role: /metrics is readable with any."""
     ec.engine.post("/api/users", {"name": "metrics-viewer", "password": "viewer-password-1", "role": "viewer"})
@@ -508,7 +497,7 @@ def test_engine_metrics_scraped_by_prometheus_during_a_move(eng):
                             token=token)
     try:
         wait_for(lambda: prometheus.query('up{job="ferry-engine"} == 1'), 30, "prometheus to scrape the engine")
-        disk = engine_disk(ec, "metrics", 512 * MiB)        # ~8 s at 64 MiB/s
+        disk = ec.data_disk("metrics", 512 * MiB)        # ~8 s at 64 MiB/s
         job_id = ec.engine.post(f"/api/disks/{disk['id']}/move", {"storage_domain": {"id": ec.sds[1]["id"]}})["job"]["id"]
 
         # While the move copies: the ETA gauge of its kind is the job's eta_seconds in REST
@@ -574,7 +563,7 @@ def test_engine_metrics_scraped_by_prometheus_during_a_move(eng):
 
 def test_correlation_id_follows_a_move(eng):
     ec = eng
-    disk = engine_disk(ec, "corr", 64 * MiB)
+    disk = ec.data_disk("corr", 64 * MiB)
     corr = f"move-{new_uuid()}"
     status, headers, body = engine_raw(ec, "POST", f"/api/disks/{disk['id']}/move",
                                        {"Correlation-Id": corr}, {"storage_domain": {"id": ec.sds[1]["id"]}})
