@@ -20,7 +20,9 @@ import stat
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 import uuid
 
 import pytest
@@ -63,16 +65,14 @@ def password_file(workdir, name, password):
 
 
 def status_of(engine, method, path, token):
-    """The status only: some routes (/metrics) answer text, not JSON."""
+    """The status only: some routes answer text (/metrics) or stay open (/api/events/stream)."""
     c = http.client.HTTPSConnection("127.0.0.1", engine.port, context=engine.ssl, timeout=30)
     try:
         headers = {"Authorization": f"Bearer {token}"}
         if method != "GET":
             headers["Content-Type"] = "application/json"
         c.request(method, path, body="{}" if method != "GET" else None, headers=headers)
-        r = c.getresponse()
-        r.read()
-        return r.status
+        return c.getresponse().status   # the body is not read: a stream never ends
     finally:
         c.close()
 
