@@ -41,6 +41,13 @@
 #define ji engine_ji
 #define jparse engine_jparse
 
+/* A write the runtime cannot do: said in the log; the command goes on from what is recorded. */
+static void not_recorded(GError **error, const char *what, const char *id)
+{
+        g_warning("%s of %s is not recorded: %s", what, id ? id : "-", *error ? (*error)->message : "store error");
+        g_clear_error(error);
+}
+
 static bool busy(struct engine *e, const char *id)
 {
         return g_hash_table_contains(e->busy, id);
@@ -73,12 +80,12 @@ char *engine_cmd_create(struct engine *e, enum engine_kind kind, const char *par
                         const char *step_id, json_t *params)
 {
         const char *type = engine_kind_name(kind);
+        g_autoptr(GError) error = NULL;
         char *id = fy_uuid_new();
 
-        engine_db_exec(e->db, NULL,
-                       "INSERT INTO commands (id, type, parent_id, job_id, step_id, state, params, created, updated, cancel) "
-                       "VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, COALESCE((SELECT cancel FROM commands WHERE id = ?), 0))",
-                       "sssssjiis", id, type, parent, job_id, step_id, params, engine_now(), engine_now(), parent);
+        /* Not recorded: its parent finds no such child and fails (in the parent's transaction, rolled back). */
+        if (engine_store_cmd_insert(e->db, id, type, parent, job_id, step_id, params, engine_now(), &error) < 0)
+                not_recorded(&error, type, id);
         g_debug("command %s (%s) created under %s", id, type, parent ? parent : "-");
         engine_kick(e);
         return id;
@@ -86,8 +93,10 @@ char *engine_cmd_create(struct engine *e, enum engine_kind kind, const char *par
 
 void engine_cmd_update(struct engine *e, const char *id, enum engine_phase phase, json_t *data)
 {
-        engine_db_exec(e->db, NULL, "UPDATE commands SET phase = ?, data = ?, updated = ? WHERE id = ?", "sjis",
-                       engine_phase_name(phase), data, engine_now(), id);
+        g_autoptr(GError) error = NULL;
+
+        if (engine_store_cmd_set_phase(e->db, id, engine_phase_name(phase), data, engine_now(), &error) < 0)
+                not_recorded(&error, "the phase", id);
 }
 
 void engine_step_update(struct engine *e, const char *step_id, const char *status, double progress,
@@ -95,11 +104,10 @@ void engine_step_update(struct engine *e, const char *step_id, const char *statu
 {
         if (!step_id)
                 return;
-        engine_db_exec(e->db, NULL,
-                       "UPDATE steps SET status = ?, progress = MAX(progress, ?), detail = NULL, "
-                       "execution_host = COALESCE(?, execution_host), "
-                       "end_time = CASE WHEN ? IN ('finished', 'failed') THEN ? ELSE end_time END WHERE id = ?",
-                       "sdssis", status, progress, host, status, engine_now(), step_id);
+        g_autoptr(GError) error = NULL;
+
+        if (engine_store_step_update(e->db, step_id, status, progress, host, engine_now(), &error) < 0)
+                not_recorded(&error, "the status", step_id);
 }
 
 /* A step that cannot start yet says why (its detail, until it starts). */
@@ -107,26 +115,23 @@ static void step_wait(struct engine *e, const char *step_id, const char *why)
 {
         if (!step_id)
                 return;
-        engine_db_exec(e->db, NULL, "UPDATE steps SET status = 'waiting', detail = ? WHERE id = ? AND detail IS NOT ?",
-                       "sss", why, step_id, why);
+        g_autoptr(GError) error = NULL;
+
+        if (engine_store_step_wait(e->db, step_id, why, false, &error) < 0)
+                not_recorded(&error, "why it waits", step_id);
 }
 
 /* The job's progress is the weighted sum of its steps; a locked disk shows its job's. */
 void engine_job_progress_refresh(struct engine *e, const char *job_id)
 {
-        g_autoptr(json_t) row = NULL;
+        g_autoptr(GError) error = NULL;
         double p;
 
         if (!job_id)
                 return;
-        row = engine_db_query_one(e->db, NULL,
-                                  "SELECT COALESCE(SUM(weight * progress) / 100.0, 0) AS p FROM steps WHERE job_id = ?",
-                                  "s", job_id);
-        if (!row)
-                return;
-        p = MIN(json_number_value(json_object_get(row, "p")), 100.0);
-        engine_db_exec(e->db, NULL, "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'started'", "ds", p, job_id);
-        engine_db_exec(e->db, NULL, "UPDATE disks SET progress = ? WHERE job_id = ? AND status = 'locked'", "ds", p, job_id);
+        if (engine_store_job_step_progress(e->db, job_id, &p, &error) < 0 ||
+            engine_store_job_set_progress(e->db, job_id, p, &error) < 0)
+                not_recorded(&error, "the progress", job_id);
 }
 
 static GHashTable *job_events;
@@ -134,12 +139,13 @@ static GHashTable *job_events;
 void engine_cmd_finish(struct engine *e, json_t *cmd, bool ok, const char *error)
 {
         const char *id = js(cmd, "id");
+        g_autoptr(GError) store_error = NULL;
 
         if (js(cmd, "agent_job_id"))
                 g_hash_table_remove(job_events, js(cmd, "agent_job_id"));
 
-        engine_db_exec(e->db, NULL, "UPDATE commands SET state = ?, error = ?, updated = ? WHERE id = ?", "ssis",
-                       ok ? "succeeded" : "failed", error, engine_now(), id);
+        if (engine_store_cmd_finish(e->db, id, ok, error, engine_now(), &store_error) < 0)
+                not_recorded(&store_error, "the end", id);
         if (js(cmd, "step_id")) {
                 engine_step_update(e, js(cmd, "step_id"), ok ? "finished" : "failed", ok ? 100.0 : 0.0, NULL);
                 engine_job_progress_refresh(e, js(cmd, "job_id"));
@@ -151,22 +157,40 @@ void engine_cmd_finish(struct engine *e, json_t *cmd, bool ok, const char *error
                 engine_event(e, "warning", id, "%s failed: %s", js(cmd, "type"), error ? error : "unknown error");
 }
 
-char *engine_step_create(struct engine *e, const char *job_id, const char *type, const char *description,
-                         double weight)
+char *engine_job_insert(struct engine *e, const char *description, GError **error)
 {
         char *id = fy_uuid_new();
 
-        engine_db_exec(e->db, NULL,
-                       "INSERT INTO steps (id, job_id, description, type, status, weight, start_time) "
-                       "VALUES (?, ?, ?, ?, 'pending', ?, ?)", "ssssdi", id, job_id, description, type, weight,
-                       engine_now());
+        if (engine_store_job_insert(e->db, id, description, engine_now(), error) < 0)
+                g_clear_pointer(&id, g_free);
+        return id;
+}
+
+char *engine_job_command_start(struct engine *e, enum engine_kind kind, const char *job_id, json_t *params,
+                               GError **error)
+{
+        char *id = engine_cmd_create(e, kind, NULL, job_id, NULL, params);
+
+        if (engine_store_job_set_command(e->db, job_id, id, error) < 0)
+                g_clear_pointer(&id, g_free);
+        return id;
+}
+
+char *engine_step_create(struct engine *e, const char *job_id, const char *type, const char *description,
+                         double weight)
+{
+        g_autoptr(GError) error = NULL;
+        char *id = fy_uuid_new();
+
+        if (engine_store_step_insert(e->db, id, job_id, description, type, weight, engine_now(), &error) < 0)
+                not_recorded(&error, "step", id);
         return id;
 }
 
 /* Child state: "active", "succeeded", "failed", or NULL if it vanished. */
 static char *child_state(struct engine *e, const char *child, char **ret_error)
 {
-        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL, "SELECT state, error FROM commands WHERE id = ?", "s", child);
+        g_autoptr(json_t) row = engine_store_cmd_get(e->db, child, NULL);
 
         if (!row)
                 return NULL;
@@ -188,7 +212,7 @@ struct call_ctx {
 static void on_cmd_reply(json_t *result, const GError *error, void *userdata)
 {
         struct call_ctx *c = userdata;
-        g_autoptr(json_t) cmd = engine_db_query_one(c->e->db, NULL, "SELECT * FROM commands WHERE id = ?", "s", c->cmd_id);
+        g_autoptr(json_t) cmd = engine_store_cmd_get(c->e->db, c->cmd_id, NULL);
 
         busy_set(c->e, c->cmd_id, false);
         if (cmd && strcmp(js(cmd, "state"), "active") == 0)
@@ -267,6 +291,7 @@ static void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attem
 {
         g_autoptr(json_t) old = jparse(cmd, "data");
         g_autoptr(json_t) data = json_object();
+        g_autoptr(GError) store_error = NULL;
         json_t *exclude = json_object_get(old, "exclude");
 
         if (persistent(cmd)) {
@@ -276,8 +301,8 @@ static void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attem
 
                 engine_event(e, "warning", js(cmd, "id"), "%s: %s; trying again later (attempt %" G_GINT64_FORMAT ")",
                              js(cmd, "type"), why, ji(cmd, "attempts"));
-                engine_db_exec(e->db, NULL, "UPDATE commands SET phase = '', host = NULL, agent_job_id = NULL, data = ?, "
-                                            "updated = ? WHERE id = ?", "jis", later, engine_now(), js(cmd, "id"));
+                if (engine_store_cmd_restart(e->db, js(cmd, "id"), later, engine_now(), &store_error) < 0)
+                        not_recorded(&store_error, "the retry", js(cmd, "id"));
                 return;
         }
         if (ji(cmd, "attempts") >= (gint64) max_attempts) {
@@ -291,8 +316,8 @@ static void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attem
         engine_event(e, "warning", js(cmd, "id"), "%s: %s; retrying (attempt %" G_GINT64_FORMAT " of %u)%s",
                      js(cmd, "type"), why, ji(cmd, "attempts") + 1, max_attempts,
                      exclude_host ? " on another host" : "");
-        engine_db_exec(e->db, NULL, "UPDATE commands SET phase = '', host = NULL, agent_job_id = NULL, data = ?, "
-                                    "updated = ? WHERE id = ?", "jis", data, engine_now(), js(cmd, "id"));
+        if (engine_store_cmd_restart(e->db, js(cmd, "id"), data, engine_now(), &store_error) < 0)
+                not_recorded(&store_error, "the retry", js(cmd, "id"));
         engine_kick(e);
 }
 
@@ -306,10 +331,10 @@ static char *leaf_mark_sent(struct engine *e, json_t *cmd, const char *host, gin
         /* Whatever the last try learned is stale now; only the hosts to avoid carry over. */
         if (json_object_get(old, "exclude"))
                 json_object_set(data, "exclude", json_object_get(old, "exclude"));
-        if (engine_db_exec(e->db, NULL,
-                           "UPDATE commands SET phase = 'sent', host = ?, agent_job_id = ?, generation = ?, data = ?, "
-                           "attempts = attempts + 1, updated = ? WHERE id = ?",
-                           "ssijis", host, job_id, generation, data, engine_now(), js(cmd, "id")) < 0) {
+        g_autoptr(GError) error = NULL;
+
+        if (engine_store_cmd_mark_sent(e->db, js(cmd, "id"), host, job_id, generation, data, engine_now(), &error) < 0) {
+                not_recorded(&error, "the call", js(cmd, "id"));
                 g_free(job_id);
                 return NULL;   /* not recorded: do not call, try again next round */
         }
@@ -369,8 +394,7 @@ static void fence_watch(struct engine *e, json_t *cmd, json_t *data);
 
 static bool host_status_is(struct engine *e, const char *host, const char *status)
 {
-        g_autoptr(json_t) row = host ? engine_db_query_one(e->db, NULL, "SELECT status FROM hosts WHERE id = ?", "s", host)
-                                     : NULL;
+        g_autoptr(json_t) row = host ? engine_store_host_get(e->db, host, NULL) : NULL;
 
         return row ? g_strcmp0(js(row, "status"), status) == 0 : strcmp(status, "gone") == 0;
 }
@@ -619,7 +643,7 @@ static void on_copy_probe(struct engine *e, json_t *cmd, json_t *result, const G
 
 static void copy_probe(struct engine *e, json_t *cmd, json_t *data)
 {
-        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        g_autoptr(json_t) dc = engine_store_dc_get(e->db, e->dc_id, NULL);
         g_autoptr(json_t) dst = dst_of(cmd);
         g_autofree char *host = other_usable_host(e, js(cmd, "host"));
         struct probe_ctx *c;
@@ -688,7 +712,7 @@ static void volume_container_start(struct engine *e, json_t *cmd, json_t *p)
                 step_wait(e, js(cmd, "step_id"), "waiting for the SPM");
                 return;        /* no SPM now: wait for the election */
         }
-        dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        dc = engine_store_dc_get(e->db, e->dc_id, NULL);
         job_id = leaf_mark_sent(e, cmd, spm, -1);
         if (!job_id)
                 return;
@@ -734,7 +758,7 @@ static void remove_image_start(struct engine *e, json_t *cmd, json_t *p)
                 step_wait(e, js(cmd, "step_id"), "waiting for the SPM");
                 return;
         }
-        dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        dc = engine_store_dc_get(e->db, e->dc_id, NULL);
         job_id = leaf_mark_sent(e, cmd, spm, -1);
         if (!job_id)
                 return;
@@ -811,7 +835,7 @@ static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
         }
         /* Counted against the host from now on, so this round's next pick sees it. */
         g_hash_table_replace(e->picking, g_strdup(js(cmd, "id")), engine_pick_new(host, bytes));
-        dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        dc = engine_store_dc_get(e->db, e->dc_id, NULL);
         cmd_call(e, cmd, host, "Volume.getInfo",
                  json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID", js(dst, "sd"),
                            "imageID", js(dst, "img"), "volumeID", js(dst, "vol")),
@@ -823,23 +847,28 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
 {
         const char *status = js(job, "status") ? js(job, "status") : "unknown";
         enum engine_kind kind = engine_cmd_kind(cmd);
+        g_autoptr(GError) store_error = NULL;
 
         if (strcmp(status, "done") == 0) {
                 if (kind == ENGINE_KIND_CREATE_VOLUME_CONTAINER) {
                         g_autoptr(json_t) p = jparse(cmd, "params");
 
                         /* A copy's destination stays ILLEGAL in the inventory until its data is there. */
-                        if (json_is_true(json_object_get(p, "legal_when_created")))
-                                engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'LEGAL' WHERE id = ? AND sd_id = ?",
-                                               "ss", js(p, "vol"), js(p, "sd"));
+                        if (json_is_true(json_object_get(p, "legal_when_created")) &&
+                            engine_store_volume_set_legal(e->db, js(p, "vol"), js(p, "sd"), -1, &store_error) < 0) {
+                                not_recorded(&store_error, "the volume's legality", js(cmd, "id"));
+                                return;        /* decided again from the job next round */
+                        }
                 }
                 if (kind == ENGINE_KIND_COPY_DATA) {
                         g_autoptr(json_t) p = jparse(cmd, "params");
                         json_t *dst = json_object_get(p, "dst");
 
-                        engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'LEGAL', generation = ? "
-                                                    "WHERE id = ? AND sd_id = ?", "iss",
-                                       engine_generation_done(ji(cmd, "generation")), js(dst, "vol"), js(dst, "sd"));
+                        if (engine_store_volume_set_legal(e->db, js(dst, "vol"), js(dst, "sd"),
+                                                          engine_generation_done(ji(cmd, "generation")), &store_error) < 0) {
+                                not_recorded(&store_error, "the volume's legality", js(cmd, "id"));
+                                return;        /* decided again from the job next round */
+                        }
                 }
                 engine_cmd_finish(e, cmd, true, NULL);
         } else if (strcmp(status, "failed") == 0 || strcmp(status, "aborted") == 0) {
@@ -912,7 +941,7 @@ static void on_created_verify(struct engine *e, json_t *cmd, json_t *result, con
         }
         /* ILLEGAL (half-made by a job that is gone) or not the volume asked for (a leftover
          * with the same ids): remove it, then create it again. */
-        dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        dc = engine_store_dc_get(e->db, e->dc_id, NULL);
         job_id = fy_uuid_new();
         engine_event(e, "warning", js(cmd, "id"), "volume %s was left half-made; removing it before creating it again",
                      js(p, "vol"));
@@ -925,7 +954,7 @@ static void on_created_verify(struct engine *e, json_t *cmd, json_t *result, con
 static void verify_volume_created(struct engine *e, json_t *cmd, const char *host)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
-        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        g_autoptr(json_t) dc = engine_store_dc_get(e->db, e->dc_id, NULL);
 
         cmd_call(e, cmd, host, "Volume.getInfo",
                  json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID", js(p, "sd"),
@@ -1164,55 +1193,6 @@ static char *make_with_data(struct engine *e, json_t *cmd, json_t *p, size_t i)
         return engine_cmd_create(e, ENGINE_KIND_COPY_WITH_DATA, js(cmd, "id"), js(cmd, "job_id"), NULL, p);
 }
 
-/* Sums the allocated size of a disk's volumes into disks.actual_size (best effort, asynchronous). */
-struct size_ctx {
-        struct engine *e;
-        char *disk;
-        unsigned pending;
-        gint64 total;
-        bool failed;
-};
-
-static void on_volume_size(json_t *result, const GError *error, void *userdata)
-{
-        struct size_ctx *c = userdata;
-
-        if (result)
-                c->total += json_integer_value(json_object_get(result, "truesize"));
-        else
-                c->failed = true;
-        if (--c->pending > 0)
-                return;
-        if (!c->failed)
-                engine_db_exec(c->e->db, NULL, "UPDATE disks SET actual_size = ? WHERE id = ?", "is", c->total, c->disk);
-        g_free(c->disk);
-        g_free(c);
-}
-
-static void disk_size_refresh(struct engine *e, const char *disk_id)
-{
-        g_autoptr(json_t) vols = engine_db_query(e->db, NULL,
-                "SELECT v.id AS id, v.sd_id AS sd FROM volumes v JOIN disks d ON d.id = v.disk_id AND d.sd_id = v.sd_id "
-                "WHERE d.id = ?", "s", disk_id);
-        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
-        g_autoptr(GPtrArray) hosts = engine_usable_hosts(e);
-        struct size_ctx *c;
-        size_t i;
-        json_t *v;
-
-        if (!vols || !dc || hosts->len == 0 || json_array_size(vols) == 0)
-                return;
-        c = g_new0(struct size_ctx, 1);
-        c->e = e;
-        c->disk = g_strdup(disk_id);
-        c->pending = (unsigned) json_array_size(vols);
-        json_array_foreach(vols, i, v)
-                engine_host_call(e, hosts->pdata[0], "Volume.getInfo",
-                                 json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"),
-                                           "storagedomainID", js(v, "sd"), "imageID", disk_id, "volumeID", js(v, "id")),
-                                 e->config.host_timeout, on_volume_size, c);
-}
-
 /* Finishes a top-level command: disks, job, event. */
 static void flow_end(struct engine *e, json_t *cmd, json_t *p, bool ok, const char *error)
 {
@@ -1221,45 +1201,45 @@ static void flow_end(struct engine *e, json_t *cmd, json_t *p, bool ok, const ch
         const char *disk = js(p, "disk");
         const char *new_disk = js(p, "new_disk");
         bool copies = kind == ENGINE_KIND_MOVE_DISK || kind == ENGINE_KIND_COPY_DISK;
+        g_autoptr(GError) store_error = NULL;
+        const char *job_status = ok ? "finished" : ji(cmd, "cancel") ? "aborted" : "failed";
+        bool delete_disk = (kind == ENGINE_KIND_CREATE_DISK && !ok) || (kind == ENGINE_KIND_REMOVE_DISK && ok);
 
-        if (engine_db_begin(e->db, NULL) < 0)
-                return;
-        if (kind == ENGINE_KIND_MOVE_DISK && ok) {
-                /* The disk lives on the destination now; its volume rows follow. */
-                engine_db_exec(e->db, NULL, "DELETE FROM volumes WHERE disk_id = ? AND sd_id = ?", "ss", disk, js(p, "src_sd"));
-                engine_db_exec(e->db, NULL, "UPDATE disks SET sd_id = ? WHERE id = ?", "ss", js(p, "sd"), disk);
-        }
-        if (!ok && copies)
-                engine_db_exec(e->db, NULL, "DELETE FROM volumes WHERE disk_id = ? AND sd_id = ?", "ss",
-                               new_disk ? new_disk : disk, js(p, "sd"));
-        if (new_disk) {
-                if (ok)
-                        engine_db_exec(e->db, NULL, "UPDATE disks SET status = 'ok', progress = NULL, job_id = NULL "
-                                                    "WHERE id = ?", "s", new_disk);
-                else
-                        engine_db_exec(e->db, NULL, "DELETE FROM disks WHERE id = ?", "s", new_disk);
-        }
-        if ((kind == ENGINE_KIND_CREATE_DISK && !ok) || (kind == ENGINE_KIND_REMOVE_DISK && ok)) {
-                engine_db_exec(e->db, NULL, "DELETE FROM volumes WHERE disk_id = ?", "s", disk);
-                engine_db_exec(e->db, NULL, "DELETE FROM disks WHERE id = ?", "s", disk);
-        } else {
-                /* Only while this job holds the disk: never unlock another operation's disk.
-                 * A removal that failed half-way leaves volumes gone or ILLEGAL: say so. */
-                engine_db_exec(e->db, NULL, "UPDATE disks SET status = ?, progress = NULL, job_id = NULL "
-                                            "WHERE id = ? AND job_id = ?", "sss",
-                               kind == ENGINE_KIND_REMOVE_DISK ? "illegal" : "ok", disk, js(cmd, "job_id"));
-        }
-        engine_db_exec(e->db, NULL, "UPDATE jobs SET status = ?, end_time = ?, progress = CASE WHEN ? THEN 100 ELSE progress END "
-                                    "WHERE id = ?", "sibs", ok ? "finished" : ji(cmd, "cancel") ? "aborted" : "failed",
-                       engine_now(), ok, js(cmd, "job_id"));
+        if (engine_store_begin(e->db, &store_error) < 0)
+                goto failed;
+        /* A move that succeeded: the disk lives on the destination now; its volume rows follow. */
+        if (kind == ENGINE_KIND_MOVE_DISK && ok &&
+            (engine_store_volumes_delete(e->db, disk, js(p, "src_sd"), &store_error) < 0 ||
+             engine_store_disk_set_domain(e->db, disk, js(p, "sd"), &store_error) < 0))
+                goto rollback;
+        /* A copy or move that failed: what it made is gone. */
+        if (!ok && copies && engine_store_volumes_delete(e->db, new_disk ? new_disk : disk, js(p, "sd"), &store_error) < 0)
+                goto rollback;
+        if (new_disk && (ok ? engine_store_disk_unlock(e->db, new_disk, NULL, "ok", &store_error)
+                            : engine_store_disk_delete(e->db, new_disk, &store_error)) < 0)
+                goto rollback;
+        /* Otherwise only while this job holds the disk: never unlock another operation's disk.
+         * A removal that failed half-way leaves volumes gone or ILLEGAL: say so. */
+        if ((delete_disk ? engine_store_disk_delete(e->db, disk, &store_error)
+                         : engine_store_disk_unlock(e->db, disk, js(cmd, "job_id"),
+                                                    kind == ENGINE_KIND_REMOVE_DISK ? "illegal" : "ok", &store_error)) < 0)
+                goto rollback;
+        if (engine_store_job_end(e->db, js(cmd, "job_id"), job_status, engine_now(), &store_error) < 0)
+                goto rollback;
         /* The command ends in the same transaction: a crash can never replay its end. */
         engine_cmd_finish(e, cmd, ok, error);
-        if (engine_db_commit(e->db, NULL) < 0)
-                return;
+        if (engine_store_commit(e->db, &store_error) < 0)
+                goto failed;
         if (ok && kind != ENGINE_KIND_REMOVE_DISK)
-                disk_size_refresh(e, new_disk ? new_disk : disk);
+                engine_disk_size_refresh(e, new_disk ? new_disk : disk);
         engine_event(e, ok ? "normal" : "warning", js(cmd, "id"), "%s of disk %s %s%s%s", type, disk,
                      ok ? "finished" : "failed", error ? ": " : "", error ? error : "");
+        return;
+rollback:
+        engine_store_rollback(e->db);
+failed:
+        not_recorded(&store_error, "the end", js(cmd, "id"));   /* still active: ends again next round */
+        engine_kick(e);
 }
 
 /*
@@ -1351,8 +1331,8 @@ static void composite_advance_tx(struct engine *e, json_t *cmd)
                 if (st == ENGINE_CHILDREN_SUCCEEDED) {
                         if (kind == ENGINE_KIND_MOVE_DISK) {
                                 /* Switch first: the source is removed only once the disk points at the copy. */
-                                engine_db_exec(e->db, NULL, "UPDATE disks SET sd_id = ? WHERE id = ?", "ss",
-                                               js(p, "sd"), js(p, "disk"));
+                                if (engine_store_disk_set_domain(e->db, js(p, "disk"), js(p, "sd"), NULL) < 0)
+                                        return;        /* not switched: the round's transaction decides again */
                                 phase_next(e, cmd, ENGINE_PHASE_REMOVE_SOURCE, data);
                                 return;
                         }
@@ -1401,7 +1381,7 @@ static void composite_advance_tx(struct engine *e, json_t *cmd)
 json_t *engine_job_cancel(struct engine *e, const char *job_id, GError **error)
 {
         g_autoptr(json_t) job = fy_uuid_is_valid(job_id) ?
-                engine_db_query_one(e->db, NULL, "SELECT * FROM jobs WHERE id = ?", "s", job_id) : NULL;
+                engine_store_job_get(e->db, job_id, NULL) : NULL;
         g_autoptr(json_t) top = NULL;
 
         if (!job) {
@@ -1413,7 +1393,7 @@ json_t *engine_job_cancel(struct engine *e, const char *job_id, GError **error)
                             js(job, "status"));
                 return NULL;
         }
-        top = engine_db_query_one(e->db, NULL, "SELECT * FROM commands WHERE job_id = ? AND parent_id IS NULL", "s", job_id);
+        top = engine_store_cmd_of_job(e->db, job_id, NULL);
         /* Only flows that copy data: stopping a create, removal or snapshot half-way helps nobody. */
         if (!top || strcmp(js(top, "state"), "active") != 0 || !engine_kind_cancellable(engine_cmd_kind(top))) {
                 g_set_error(error, ENGINE_ERROR, 409, "job %s (%s) cannot be cancelled; moves, copies, clones and "
@@ -1426,8 +1406,8 @@ json_t *engine_job_cancel(struct engine *e, const char *job_id, GError **error)
                                                                           : "removing the source of a finished move");
                 return NULL;
         }
-        engine_db_exec(e->db, NULL, "UPDATE commands SET cancel = 1, updated = ? WHERE job_id = ? AND state = 'active'",
-                       "is", engine_now(), job_id);
+        if (engine_store_cmd_cancel_job(e->db, job_id, engine_now(), error) < 0)
+                return NULL;
         engine_event(e, "normal", js(top, "id"), "cancel requested for job %s (%s)", job_id, js(job, "description"));
         engine_kick(e);
         return json_pack("{s:{s:s, s:s}}", "job", "id", job_id, "status", "cancelling");
@@ -1449,6 +1429,7 @@ void engine_flow_register(enum engine_kind kind, engine_flow_fn advance, bool in
 static void cmd_advance(struct engine *e, json_t *cmd)
 {
         enum engine_kind kind = engine_cmd_kind(cmd);
+        g_autoptr(GError) error = NULL;
 
         if (kind == ENGINE_KIND_UNKNOWN || !flows[kind].advance || engine_cmd_phase(cmd) == ENGINE_PHASE_UNKNOWN) {
                 /* Written by a newer engine, or damaged: never run it as something else. */
@@ -1463,16 +1444,18 @@ static void cmd_advance(struct engine *e, json_t *cmd)
                 return;
         }
         /* A child is created and recorded in its parent in one transaction: no orphans after a crash. */
-        if (engine_db_begin(e->db, NULL) < 0)
+        if (engine_store_begin(e->db, &error) < 0) {
+                not_recorded(&error, "a round", js(cmd, "id"));
                 return;
+        }
         flows[kind].advance(e, cmd);
-        engine_db_commit(e->db, NULL);
+        if (engine_store_commit(e->db, &error) < 0)
+                not_recorded(&error, "a round", js(cmd, "id"));        /* rolled back: the next round redoes it */
 }
 
 void engine_commands_tick(struct engine *e)
 {
-        g_autoptr(json_t) rows = engine_db_query(e->db, NULL,
-                "SELECT * FROM commands WHERE state = 'active' ORDER BY created, rowid", "");
+        g_autoptr(json_t) rows = engine_store_cmd_active(e->db, NULL);
         size_t i;
         json_t *row;
 
@@ -1484,7 +1467,7 @@ void engine_commands_tick(struct engine *e)
 
                 if (busy(e, js(row, "id")))
                         continue;
-                cur = engine_db_query_one(e->db, NULL, "SELECT * FROM commands WHERE id = ?", "s", js(row, "id"));
+                cur = engine_store_cmd_get(e->db, js(row, "id"), NULL);
                 if (cur && strcmp(js(cur, "state"), "active") == 0)
                         cmd_advance(e, cur);
         }

@@ -20,6 +20,12 @@ void engine_kick(struct engine *e);
  * with the kind (kinds.c). */
 json_t *engine_job_cancel(struct engine *e, const char *job_id, GError **error);
 
+/* A new job ("started"): its id, or NULL with *error. */
+char *engine_job_insert(struct engine *e, const char *description, GError **error);
+/* The job's top-level command: created, recorded as the job's, a round queued; NULL with *error. */
+char *engine_job_command_start(struct engine *e, enum engine_kind kind, const char *job_id, json_t *params,
+                               GError **error);
+
 /* Creates an active command (returns its id) and queues a round. */
 char *engine_cmd_create(struct engine *e, enum engine_kind kind, const char *parent, const char *job_id,
                         const char *step_id, json_t *params);

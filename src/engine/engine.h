@@ -20,7 +20,6 @@
 #include <libsoup/soup.h>
 
 #include "store/store.h"
-#include "store/legacy.h"   /* until every module uses the typed store */
 #include "jsonrpc.h"      /* json_t autoptr */
 #include "rpcclient.h"
 
