@@ -107,7 +107,8 @@ static void host_get_capabilities(struct fy_rpc_call *call, json_t *params, void
                                            "cpu_count", (int) g_get_num_processors(),
                                            "storage_root", a->config.storage_root,
                                            "features", "copy_data", "update_volume", "job_abort",
-                                           "job_delete", "job_events", "image_transfer");
+                                           "job_delete", "job_events", "image_transfer",
+                                           "merge", "sparsify_volume", "amend_volume", "measure");
 
         agent_transfers_describe(a, caps);
         fy_rpc_call_return(call, caps);
@@ -631,8 +632,9 @@ static void spm_status(struct fy_rpc_call *call, json_t *params, void *userdata)
 struct spm_job {
         struct agent *agent;
         struct agent_volref ref;       /* vol unused for Image.delete */
-        enum { SPM_VOLUME_CREATE, SPM_VOLUME_DELETE, SPM_IMAGE_DELETE } op;
+        enum { SPM_VOLUME_CREATE, SPM_VOLUME_DELETE, SPM_IMAGE_DELETE, SPM_PREPARE_MERGE, SPM_FINALIZE_MERGE } op;
         struct agent_volume_create spec;
+        struct agent_subchain subchain;        /* prepareMerge, finalizeMerge */
         char *disktype;
         char *description;
         char parent[FY_UUID_STR_LEN + 1];
@@ -657,6 +659,10 @@ static int spm_job_do(struct spm_job *s, GError **error)
                 return agent_volume_delete(s->agent, &s->ref, error);
         case SPM_IMAGE_DELETE:
                 return agent_image_delete(s->agent, s->ref.sd, s->ref.img, error);
+        case SPM_PREPARE_MERGE:
+                return agent_merge_prepare(s->agent, &s->subchain, error);
+        case SPM_FINALIZE_MERGE:
+                return agent_merge_finalize(s->agent, &s->subchain, error);
         }
         g_assert_not_reached();
 }
@@ -867,6 +873,67 @@ static void image_delete(struct fy_rpc_call *call, json_t *params, void *userdat
         spm_job_schedule(a, call, params, s, what);
 }
 
+/* StoragePool.prepareMerge / finalizeMerge(storagepoolID, subchainInfo): the SPM's steps around SDM.merge. */
+static void pool_merge_step(struct agent *a, struct fy_rpc_call *call, json_t *params, int op)
+{
+        g_autoptr(GError) error = NULL;
+        g_autofree char *what = NULL;
+        const char *pool = NULL;
+        struct spm_job *s;
+
+        if (!spm_check(a, call))
+                return;
+        s = g_new0(struct spm_job, 1);
+        s->agent = a;
+        s->op = op;
+        if (fy_rpc_param_uuid(params, "storagepoolID", false, &pool, &error) < 0 ||
+            agent_subchain_parse(params, "subchainInfo", &s->subchain, &error) < 0 ||
+            agent_sd_check(a, s->subchain.base.sd, &error) < 0) {
+                g_free(s);
+                FAIL(call, error);
+        }
+        if (op == SPM_FINALIZE_MERGE && !s->subchain.has_generation) {
+                /* The only proof that the merge ran: the generation SDM.merge left on base. */
+                g_free(s);
+                fy_rpc_call_error(call, FY_ERR_INVALID_PARAMS,
+                                  "subchainInfo.base_generation is required: the generation SDM.merge left on the base "
+                                  "(the one it was given + 1)");
+                return;
+        }
+        /* The job takes the image's host-local locks through ref. */
+        s->ref = s->subchain.base;
+        what = g_strdup_printf("%s/%s top %s base %s", s->ref.sd, s->ref.img, s->subchain.top.vol,
+                               s->subchain.base.vol);
+        spm_job_schedule(a, call, params, s, what);
+}
+
+static void pool_prepare_merge(struct fy_rpc_call *call, json_t *params, void *userdata)
+{
+        pool_merge_step(userdata, call, params, SPM_PREPARE_MERGE);
+}
+
+static void pool_finalize_merge(struct fy_rpc_call *call, json_t *params, void *userdata)
+{
+        pool_merge_step(userdata, call, params, SPM_FINALIZE_MERGE);
+}
+
+static json_t *volume_measure_blocking(struct agent *a, void *data, GError **error)
+{
+        return agent_volume_measure(a, data, error);
+}
+
+static void volume_measure(struct fy_rpc_call *call, json_t *params, void *userdata)
+{
+        g_autoptr(GError) error = NULL;
+        struct agent_measure *m = g_new0(struct agent_measure, 1);
+
+        if (agent_measure_parse(params, m, &error) < 0) {
+                g_free(m);
+                FAIL(call, error);
+        }
+        run_blocking(userdata, call, volume_measure_blocking, m, g_free);
+}
+
 static json_t *volume_info_blocking(struct agent *a, void *data, GError **error)
 {
         struct query_args *q = data;
@@ -892,22 +959,42 @@ static void volume_get_info(struct fy_rpc_call *call, json_t *params, void *user
 
 /* ---- SDM ---- */
 
-static void sdm_copy_data(struct fy_rpc_call *call, json_t *params, void *userdata)
+
+/* SDM verbs: validated at once, then a job; the call answers true. */
+typedef int (*sdm_verb_fn)(struct agent *a, json_t *params, GError **error);
+
+static void sdm_call(struct fy_rpc_call *call, json_t *params, void *userdata, sdm_verb_fn fn)
 {
         g_autoptr(GError) error = NULL;
 
-        if (agent_sdm_copy_data(userdata, params, &error) < 0)
+        if (fn(userdata, params, &error) < 0)
                 FAIL(call, error);
         fy_rpc_call_return(call, json_true());
 }
 
+static void sdm_copy_data(struct fy_rpc_call *call, json_t *params, void *userdata)
+{
+        sdm_call(call, params, userdata, agent_sdm_copy_data);
+}
+
 static void sdm_update_volume(struct fy_rpc_call *call, json_t *params, void *userdata)
 {
-        g_autoptr(GError) error = NULL;
+        sdm_call(call, params, userdata, agent_sdm_update_volume);
+}
 
-        if (agent_sdm_update_volume(userdata, params, &error) < 0)
-                FAIL(call, error);
-        fy_rpc_call_return(call, json_true());
+static void sdm_merge(struct fy_rpc_call *call, json_t *params, void *userdata)
+{
+        sdm_call(call, params, userdata, agent_sdm_merge);
+}
+
+static void sdm_sparsify_volume(struct fy_rpc_call *call, json_t *params, void *userdata)
+{
+        sdm_call(call, params, userdata, agent_sdm_sparsify_volume);
+}
+
+static void sdm_amend_volume(struct fy_rpc_call *call, json_t *params, void *userdata)
+{
+        sdm_call(call, params, userdata, agent_sdm_amend_volume);
 }
 
 const struct fy_rpc_method agent_api_methods[] = {
@@ -926,12 +1013,18 @@ const struct fy_rpc_method agent_api_methods[] = {
         { "StoragePool.spmStart", spm_start },
         { "StoragePool.spmStop", spm_stop },
         { "StoragePool.getSpmStatus", spm_status },
+        { "StoragePool.prepareMerge", pool_prepare_merge },
+        { "StoragePool.finalizeMerge", pool_finalize_merge },
         { "Volume.create", volume_create },
         { "Volume.delete", volume_delete },
         { "Volume.getInfo", volume_get_info },
+        { "Volume.measure", volume_measure },
         { "Image.delete", image_delete },
         { "SDM.copy_data", sdm_copy_data },
         { "SDM.update_volume", sdm_update_volume },
+        { "SDM.merge", sdm_merge },
+        { "SDM.sparsify_volume", sdm_sparsify_volume },
+        { "SDM.amend_volume", sdm_amend_volume },
         { "Host.add_image_ticket", agent_transfer_add_ticket },
         { "Host.get_image_ticket", agent_transfer_get_ticket },
         { "Host.remove_image_ticket", agent_transfer_remove_ticket },

@@ -70,7 +70,7 @@ struct copy_job {
         bool quit;
 };
 
-static bool is_zero(const void *p, size_t len)
+bool agent_buf_is_zero(const void *p, size_t len)
 {
         const unsigned char *b = p;
 
@@ -206,13 +206,13 @@ static int copy_store(struct copy_ctx *ctx, const char *buf, uint64_t off, size_
 
         while (pos < len) {
                 size_t blk = MIN(COPY_ZERO_BLOCK, len - pos);
-                bool zero = is_zero(buf + pos, blk);
+                bool zero = agent_buf_is_zero(buf + pos, blk);
                 size_t run = blk;
                 int r;
 
                 while (pos + run < len) {
                         size_t b = MIN(COPY_ZERO_BLOCK, len - pos - run);
-                        if (is_zero(buf + pos + run, b) != zero)
+                        if (agent_buf_is_zero(buf + pos + run, b) != zero)
                                 break;
                         run += b;
                 }

@@ -8,6 +8,7 @@
  * Runs in the calling thread (a job thread); never logs.
  */
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <gio/gio.h>
 
@@ -42,3 +43,6 @@ struct agent_copy_options {
 int agent_copy_raw(const char *src_path, const char *dst_path,
                    const struct agent_copy_options *opts, GCancellable *cancel,
                    agent_copy_progress_fn progress, void *userdata);
+
+/* Whether len bytes at p are all zero. */
+bool agent_buf_is_zero(const void *p, size_t len);

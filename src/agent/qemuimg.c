@@ -26,6 +26,7 @@
 
 #define QIMG_STDERR_TAIL        1024            /* bytes of stderr kept for errors */
 #define QIMG_STDOUT_MAX         (1024 * 1024)   /* cap on captured stdout (info JSON) */
+#define QIMG_LINE_MAX           4096            /* one line of streamed stdout (a map extent) */
 /*
  * A governed convert: how often its bytes are charged; how far it may run
  * ahead of its share without being paused (qemu's own -r lets it write one
@@ -45,6 +46,8 @@ struct qimg_run {
         void *userdata;
         uint64_t total;                 /* progress scale; bytes of the source */
         struct agent_rate_flow *flow;   /* host bandwidth share (convert only), or NULL */
+        agent_qemu_img_line_fn line_fn; /* stdout line by line (qemu-img map), instead of progress */
+        void *line_data;
         /* out */
         GString *out;                   /* captured stdout, if capture_stdout */
         char err_tail[QIMG_STDERR_TAIL + 1];
@@ -55,6 +58,8 @@ struct qimg_run {
         size_t line_len;
         uint64_t last_done;
         /* rate governor state */
+        GString *stdout_line;           /* the line being assembled for line_fn */
+        int line_result;                /* first error line_fn returned: the child is killed */
         bool paused;                    /* SIGSTOPped while its flow is in debt */
         bool no_proc_io;                /* /proc/PID/io unreadable: charge progress instead */
         uint64_t charged;               /* bytes charged so far (read bytes, or progress) */
@@ -108,8 +113,28 @@ static void progress_line(struct qimg_run *run)
                 run->progress(done, run->total, run->userdata);
 }
 
+static void stdout_lines(struct qimg_run *run, const char *buf, size_t n)
+{
+        for (size_t i = 0; i < n && run->line_result == 0; i++) {
+                if (buf[i] != '\n') {
+                        if (run->stdout_line->len >= QIMG_LINE_MAX) {
+                                run->line_result = -EBADMSG;
+                                break;
+                        }
+                        g_string_append_c(run->stdout_line, buf[i]);
+                        continue;
+                }
+                run->line_result = run->line_fn(run->stdout_line->str, run->line_data);
+                g_string_truncate(run->stdout_line, 0);
+        }
+}
+
 static void stdout_feed(struct qimg_run *run, const char *buf, size_t n)
 {
+        if (run->line_fn) {
+                stdout_lines(run, buf, n);
+                return;
+        }
         if (run->capture_stdout) {
                 size_t room = QIMG_STDOUT_MAX - MIN(run->out->len, QIMG_STDOUT_MAX);
                 g_string_append_len(run->out, buf, (gssize) MIN(n, room));
@@ -239,6 +264,8 @@ static int qimg_run(const char *const *argv, struct qimg_run *run, GError **erro
         fds[1] = g_unix_input_stream_get_fd(G_UNIX_INPUT_STREAM(g_subprocess_get_stderr_pipe(proc)));
         if (run->cancel)
                 have_cancel_fd = g_cancellable_make_pollfd(run->cancel, &cancel_pfd);
+        if (run->line_fn)
+                run->stdout_line = g_string_new(NULL);
 
         while (open_[0] || open_[1]) {
                 struct pollfd pfd[3];
@@ -248,6 +275,12 @@ static int qimg_run(const char *const *argv, struct qimg_run *run, GError **erro
 
                 if (g_cancellable_is_cancelled(run->cancel)) {
                         r = -ECANCELED;
+                        break;
+                }
+                if (run->line_result < 0) {
+                        r = run->line_result;
+                        g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "%s output refused: %s", argv[0],
+                                    g_strerror(-r));
                         break;
                 }
                 for (int i = 0; i < 2; i++)
@@ -290,6 +323,13 @@ static int qimg_run(const char *const *argv, struct qimg_run *run, GError **erro
                 }
         }
 
+        if (run->stdout_line) {
+                /* The last line may lack its newline. */
+                if (r == 0 && run->line_result == 0 && run->stdout_line->len > 0)
+                        run->line_result = run->line_fn(run->stdout_line->str, run->line_data);
+                g_string_free(run->stdout_line, TRUE);
+                run->stdout_line = NULL;
+        }
         if (r < 0) {
                 /* Cancelled or broken: never leave the child behind. */
                 g_subprocess_force_exit(proc);
@@ -370,69 +410,32 @@ static char *target_opts(const char *dst_path, const char *dst_fmt, const char *
         return g_string_free(s, FALSE);
 }
 
-static int convert(const char *src_path, const char *src_fmt,
-                   const char *dst_path, const char *dst_fmt,
-                   const char *backing, const char *backing_fmt,
-                   uint64_t rate_limit, struct agent_rate_flow *flow,
-                   GCancellable *cancel,
-                   agent_copy_progress_fn progress, void *userdata,
-                   GError **error)
+/*
+ * One long qemu-img operation that reports "(NN.NN/100%)": built by build()
+ * with the cache options first ("-t none"), then again without them when the
+ * filesystem refuses O_DIRECT. Out of space is its own error (the engine
+ * does not retry it on another host), any other failure is fail_code.
+ */
+typedef void (*qimg_build_fn)(GPtrArray *argv, bool direct, void *data);
+
+static int progress_cmd(const char *what, qimg_build_fn build, void *data, uint64_t total,
+                        struct agent_rate_flow *flow, GCancellable *cancel,
+                        agent_copy_progress_fn progress, void *userdata, int fail_code, GError **error)
 {
-        g_autofree char *rate = NULL;
-        g_autofree char *target = NULL;
-        uint64_t total = 0;
-        int r;
-
-        if (!src_path || !dst_path || !valid_format(src_fmt) || !valid_format(dst_fmt) ||
-            (backing && !valid_format(backing_fmt))) {
-                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
-                            "Invalid qemu-img convert parameters");
-                return -EINVAL;
-        }
-        if (rate_limit > 0)
-                rate = g_strdup_printf("%" PRIu64, rate_limit);
-        if (backing)
-                target = target_opts(dst_path, dst_fmt, backing, backing_fmt);
-
-        /* Progress is reported in bytes of the source's virtual size (format given, never probed). */
-        if (progress && agent_qemu_img_info(src_path, src_fmt, NULL, &total, NULL, NULL, NULL) < 0)
-                total = 0;
         if (total == 0)
                 total = 10000;
-
         for (int direct = 1; direct >= 0; direct--) {
                 struct qimg_run run = { .cancel = cancel, .progress = progress,
                                         .userdata = userdata, .total = total, .flow = flow };
-                const char *argv[24];
-                int n = 0;
+                g_autoptr(GPtrArray) argv = g_ptr_array_new();
+                int r;
 
-                argv[n++] = FERRY_QEMU_IMG;
-                argv[n++] = "convert";
-                argv[n++] = "-p";
-                if (direct) {
-                        argv[n++] = "-t"; argv[n++] = "none";
-                        argv[n++] = "-T"; argv[n++] = "none";
-                }
-                argv[n++] = "-n";
-                argv[n++] = "-f"; argv[n++] = src_fmt;
-                if (!backing) {
-                        argv[n++] = "-O"; argv[n++] = dst_fmt;      /* else the driver is in the options */
-                } else {
-                        argv[n++] = "-B"; argv[n++] = backing;
-                        argv[n++] = "-F"; argv[n++] = backing_fmt;
-                        /* Opened by options, not by name: see target_opts(). */
-                        argv[n++] = "--target-image-opts";
-                }
-                if (rate) {
-                        argv[n++] = "-r"; argv[n++] = rate;
-                }
-                argv[n++] = src_path;
-                argv[n++] = backing ? target : dst_path;
-                argv[n] = NULL;
-
-                r = qimg_run(argv, &run, error);
+                g_ptr_array_add(argv, (char *) FERRY_QEMU_IMG);
+                build(argv, direct, data);
+                g_ptr_array_add(argv, NULL);
+                r = qimg_run((const char *const *) argv->pdata, &run, error);
                 if (r == -ECANCELED) {
-                        g_set_error(error, FY_ERROR, FY_ERR_ABORTED, "Copy was aborted");
+                        g_set_error(error, FY_ERROR, FY_ERR_ABORTED, "qemu-img %s was aborted", what);
                         return r;
                 }
                 if (r < 0)
@@ -444,15 +447,83 @@ static int convert(const char *src_path, const char *src_fmt,
                 }
                 if (direct && looks_like_odirect_failure(run.err_tail))
                         continue;       /* the filesystem refuses O_DIRECT: retry buffered */
-                /* Out of space is its own error: the engine does not retry it on another host. */
                 if (strstr(run.err_tail, "No space left on device")) {
-                        set_child_error(error, FY_ERR_NO_SPACE, "convert", &run);
+                        set_child_error(error, FY_ERR_NO_SPACE, what, &run);
                         return -ENOSPC;
                 }
-                set_child_error(error, FY_ERR_COPY, "convert", &run);
+                set_child_error(error, fail_code, what, &run);
                 return -EIO;
         }
         g_assert_not_reached();
+}
+
+struct convert_args {
+        const char *src_path, *src_fmt, *dst_path, *dst_fmt, *backing, *backing_fmt;
+        const char *rate, *target;
+};
+
+static void convert_build(GPtrArray *argv, bool direct, void *data)
+{
+        const struct convert_args *c = data;
+
+        g_ptr_array_add(argv, (char *) "convert");
+        g_ptr_array_add(argv, (char *) "-p");
+        if (direct) {
+                g_ptr_array_add(argv, (char *) "-t"); g_ptr_array_add(argv, (char *) "none");
+                g_ptr_array_add(argv, (char *) "-T"); g_ptr_array_add(argv, (char *) "none");
+        }
+        g_ptr_array_add(argv, (char *) "-n");
+        g_ptr_array_add(argv, (char *) "-f"); g_ptr_array_add(argv, (char *) c->src_fmt);
+        if (!c->backing) {
+                /* else the driver is in the options */
+                g_ptr_array_add(argv, (char *) "-O"); g_ptr_array_add(argv, (char *) c->dst_fmt);
+        } else {
+                g_ptr_array_add(argv, (char *) "-B"); g_ptr_array_add(argv, (char *) c->backing);
+                g_ptr_array_add(argv, (char *) "-F"); g_ptr_array_add(argv, (char *) c->backing_fmt);
+                /* Opened by options, not by name: see target_opts(). */
+                g_ptr_array_add(argv, (char *) "--target-image-opts");
+        }
+        if (c->rate) {
+                g_ptr_array_add(argv, (char *) "-r"); g_ptr_array_add(argv, (char *) c->rate);
+        }
+        g_ptr_array_add(argv, (char *) c->src_path);
+        g_ptr_array_add(argv, (char *) (c->backing ? c->target : c->dst_path));
+}
+
+static int convert(const char *src_path, const char *src_fmt,
+                   const char *dst_path, const char *dst_fmt,
+                   const char *backing, const char *backing_fmt,
+                   uint64_t rate_limit, struct agent_rate_flow *flow,
+                   GCancellable *cancel,
+                   agent_copy_progress_fn progress, void *userdata,
+                   GError **error)
+{
+        g_autofree char *rate = NULL;
+        g_autofree char *target = NULL;
+        struct convert_args c = { src_path, src_fmt, dst_path, dst_fmt, backing, backing_fmt, NULL, NULL };
+        uint64_t total = 0;
+        int r;
+
+        if (!src_path || !dst_path || !valid_format(src_fmt) || !valid_format(dst_fmt) ||
+            (backing && !valid_format(backing_fmt))) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                            "Invalid qemu-img convert parameters");
+                return -EINVAL;
+        }
+        if (rate_limit > 0)
+                c.rate = rate = g_strdup_printf("%" PRIu64, rate_limit);
+        if (backing)
+                c.target = target = target_opts(dst_path, dst_fmt, backing, backing_fmt);
+
+        /* Progress is reported in bytes of the source's virtual size (format given, never probed). */
+        if (progress && agent_qemu_img_info(src_path, src_fmt, NULL, &total, NULL, NULL, NULL) < 0)
+                total = 0;
+        r = progress_cmd("convert", convert_build, &c, total, flow, cancel, progress, userdata, FY_ERR_COPY, error);
+        if (r == -ECANCELED) {
+                g_clear_error(error);
+                g_set_error(error, FY_ERROR, FY_ERR_ABORTED, "Copy was aborted");
+        }
+        return r;
 }
 
 int agent_qemu_img_convert(const char *src_path, const char *src_fmt,
@@ -595,5 +666,282 @@ int agent_qemu_img_info(const char *path, const char *format, char **ret_format,
         if (ret_backing)
                 *ret_backing = bk ? g_strdup(json_string_value(bk)) : NULL;
         json_decref(root);
+        return 0;
+}
+
+/* ---- commit, amend, measure, map, rebase, resize ---- */
+
+struct commit_args {
+        const char *top_path, *base_path, *rate;
+};
+
+static void commit_build(GPtrArray *argv, bool direct, void *data)
+{
+        const struct commit_args *c = data;
+
+        g_ptr_array_add(argv, (char *) "commit");
+        g_ptr_array_add(argv, (char *) "-p");
+        if (direct) {
+                g_ptr_array_add(argv, (char *) "-t"); g_ptr_array_add(argv, (char *) "none");
+        }
+        /* The top's format is given; its backing chain is opened by the formats its headers record. */
+        g_ptr_array_add(argv, (char *) "-f"); g_ptr_array_add(argv, (char *) "qcow2");
+        /* -b also implies -d: top keeps its data, so a merge cut short can run again. */
+        g_ptr_array_add(argv, (char *) "-b"); g_ptr_array_add(argv, (char *) c->base_path);
+        if (c->rate) {
+                g_ptr_array_add(argv, (char *) "-r"); g_ptr_array_add(argv, (char *) c->rate);
+        }
+        g_ptr_array_add(argv, (char *) c->top_path);
+}
+
+int agent_qemu_img_commit(const char *top_path, const char *base_path, uint64_t total,
+                          struct agent_rate_flow *flow, GCancellable *cancel,
+                          agent_copy_progress_fn progress, void *userdata, GError **error)
+{
+        g_autofree char *rate = NULL;
+        struct commit_args c = { top_path, base_path, NULL };
+
+        if (!top_path || !base_path) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "Invalid qemu-img commit parameters");
+                return -EINVAL;
+        }
+        /* Like a governed convert: the whole cap for the child, held to its share from outside. */
+        if (flow && agent_rate_flow_cap(flow) > 0)
+                c.rate = rate = g_strdup_printf("%" PRIu64, agent_rate_flow_cap(flow));
+        return progress_cmd("commit", commit_build, &c, total, flow, cancel, progress, userdata,
+                            FY_ERR_MERGE, error);
+}
+
+struct amend_args {
+        const char *path, *options;
+};
+
+static void amend_build(GPtrArray *argv, bool direct, void *data)
+{
+        const struct amend_args *c = data;
+
+        g_ptr_array_add(argv, (char *) "amend");
+        g_ptr_array_add(argv, (char *) "-p");
+        if (direct) {
+                g_ptr_array_add(argv, (char *) "-t"); g_ptr_array_add(argv, (char *) "none");
+        }
+        g_ptr_array_add(argv, (char *) "-f"); g_ptr_array_add(argv, (char *) "qcow2");
+        g_ptr_array_add(argv, (char *) "-o"); g_ptr_array_add(argv, (char *) c->options);
+        g_ptr_array_add(argv, (char *) c->path);
+}
+
+int agent_qemu_img_amend_compat(const char *path, const char *compat, GCancellable *cancel,
+                                agent_copy_progress_fn progress, void *userdata, GError **error)
+{
+        g_autofree char *options = NULL;
+        struct amend_args c = { path, NULL };
+
+        if (!path || !compat || (strcmp(compat, "0.10") != 0 && strcmp(compat, "1.1") != 0)) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "Invalid qemu-img amend parameters");
+                return -EINVAL;
+        }
+        c.options = options = g_strconcat("compat=", compat, NULL);
+        return progress_cmd("amend", amend_build, &c, 0, NULL, cancel, progress, userdata, FY_ERR_GENERAL, error);
+}
+
+/* Runs argv capturing its JSON output; *ret_root is an object. */
+static int run_json(const char *what, const char *const *argv, json_t **ret_root, GError **error)
+{
+        g_autoptr(GString) out = g_string_new(NULL);
+        struct qimg_run run = { .capture_stdout = TRUE, .out = out };
+        json_error_t jerr;
+        json_t *root;
+        int r;
+
+        r = qimg_run(argv, &run, error);
+        if (r < 0)
+                return r;
+        if (run.exit_status != 0) {
+                set_child_error(error, FY_ERR_GENERAL, what, &run);
+                return -EIO;
+        }
+        if (out->len >= QIMG_STDOUT_MAX) {
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "qemu-img %s output is too large", what);
+                return -EFBIG;
+        }
+        root = json_loadb(out->str, out->len, 0, &jerr);
+        if (!root || !json_is_object(root)) {
+                json_decref(root);
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "Cannot parse qemu-img %s output", what);
+                return -EBADMSG;
+        }
+        *ret_root = root;
+        return 0;
+}
+
+int agent_qemu_img_measure(const char *image_json, const char *out_fmt, uint64_t *ret_required,
+                           uint64_t *ret_fully_allocated, GError **error)
+{
+        g_autofree char *spec = NULL;
+        /* -U: measuring only reads, a running VM may hold the image's lock. */
+        const char *argv[] = { FERRY_QEMU_IMG, "measure", "-U", "--output", "json", "-O", out_fmt, NULL, NULL };
+        json_t *root = NULL;
+        uint64_t required, full;
+        int r;
+
+        if (!image_json || !valid_format(out_fmt)) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "Invalid qemu-img measure parameters");
+                return -EINVAL;
+        }
+        argv[7] = spec = g_strconcat("json:", image_json, NULL);
+        r = run_json("measure", argv, &root, error);
+        if (r < 0)
+                return r;
+        if (json_get_u64(root, "required", true, &required) < 0 ||
+            json_get_u64(root, "fully-allocated", true, &full) < 0) {
+                json_decref(root);
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "Unexpected qemu-img measure output");
+                return -EBADMSG;
+        }
+        json_decref(root);
+        if (ret_required)
+                *ret_required = required;
+        if (ret_fully_allocated)
+                *ret_fully_allocated = full;
+        return 0;
+}
+
+
+int agent_qemu_img_map_parse_line(const char *line, struct agent_qemu_img_extent *ret)
+{
+        g_autofree char *text = NULL;
+        struct agent_qemu_img_extent e = { 0 };
+        json_error_t jerr;
+        json_t *o, *off, *depth;
+        size_t len;
+
+        if (strlen(line) > QIMG_LINE_MAX)
+                return -EBADMSG;
+        /* '[{ … },' then '{ … },' … then '{ … }]': one extent a line. */
+        text = g_strstrip(g_strdup(line));
+        len = strlen(text);
+        if (len > 0 && text[0] == '[')
+                memmove(text, text + 1, len--);
+        while (len > 0 && (text[len - 1] == ',' || text[len - 1] == ']'))
+                text[--len] = '\0';
+        if (len == 0)
+                return 0;
+        o = json_loadb(text, len, 0, &jerr);
+        if (!o || !json_is_object(o)) {
+                json_decref(o);
+                return -EBADMSG;
+        }
+        depth = json_object_get(o, "depth");
+        off = json_object_get(o, "offset");
+        if (json_get_u64(o, "start", true, &e.start) < 0 || json_get_u64(o, "length", true, &e.length) < 0 ||
+            !json_is_integer(depth) || json_integer_value(depth) < 0 ||
+            !json_is_boolean(json_object_get(o, "data")) || !json_is_boolean(json_object_get(o, "zero")) ||
+            (off && (!json_is_integer(off) || json_integer_value(off) < 0)) ||
+            e.length > UINT64_MAX - e.start) {
+                json_decref(o);
+                return -EBADMSG;
+        }
+        e.depth = (unsigned) MIN(json_integer_value(depth), 1000);
+        e.data = json_is_true(json_object_get(o, "data"));
+        e.zero = json_is_true(json_object_get(o, "zero"));
+        e.has_offset = off != NULL;
+        e.offset = off ? (uint64_t) json_integer_value(off) : 0;
+        json_decref(o);
+        if (e.has_offset && e.length > UINT64_MAX - e.offset)
+                return -EBADMSG;
+        *ret = e;
+        return 1;
+}
+
+struct map_ctx {
+        agent_qemu_img_extent_fn fn;
+        void *data;
+};
+
+static int map_line(const char *line, void *data)
+{
+        struct map_ctx *m = data;
+        struct agent_qemu_img_extent e;
+        int r = agent_qemu_img_map_parse_line(line, &e);
+
+        if (r <= 0)
+                return r;
+        r = m->fn(&e, m->data);
+        return r < 0 ? r : 0;
+}
+
+int agent_qemu_img_map(const char *path, const char *format, GCancellable *cancel,
+                       agent_qemu_img_extent_fn fn, void *data, GError **error)
+{
+        struct map_ctx m = { fn, data };
+        struct qimg_run run = { .cancel = cancel, .line_fn = map_line, .line_data = &m };
+        const char *argv[] = { FERRY_QEMU_IMG, "map", "-f", format, "--output", "json", path, NULL };
+        int r;
+
+        if (!path || !valid_format(format) || !fn) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "Invalid qemu-img map parameters");
+                return -EINVAL;
+        }
+        /* Streamed line by line: a large fragmented image maps to more JSON than is worth holding. */
+        r = qimg_run(argv, &run, error);
+        if (r == -ECANCELED) {
+                g_set_error(error, FY_ERROR, FY_ERR_ABORTED, "qemu-img map was aborted");
+                return r;
+        }
+        if (r < 0)
+                return r;
+        if (run.line_result < 0) {
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "qemu-img map of %s: %s", path,
+                            run.line_result == -EBADMSG ? "unexpected output" : g_strerror(-run.line_result));
+                return run.line_result;
+        }
+        if (run.exit_status != 0) {
+                set_child_error(error, FY_ERR_GENERAL, "map", &run);
+                return -EIO;
+        }
+        return 0;
+}
+
+int agent_qemu_img_rebase_unsafe(const char *path, const char *backing, const char *backing_fmt, GError **error)
+{
+        /* -u: only the header changes; the caller knows the new backing reads the same. */
+        const char *argv[] = { FERRY_QEMU_IMG, "rebase", "-u", "-f", "qcow2", "-b", backing, "-F", backing_fmt,
+                               path, NULL };
+        struct qimg_run run = { 0 };
+        int r;
+
+        if (!path || !backing || !valid_format(backing_fmt)) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "Invalid qemu-img rebase parameters");
+                return -EINVAL;
+        }
+        r = qimg_run(argv, &run, error);
+        if (r < 0)
+                return r;
+        if (run.exit_status != 0) {
+                set_child_error(error, FY_ERR_GENERAL, "rebase", &run);
+                return -EIO;
+        }
+        return 0;
+}
+
+int agent_qemu_img_resize(const char *path, const char *format, uint64_t size, GError **error)
+{
+        g_autofree char *size_s = g_strdup_printf("%" PRIu64, size);
+        const char *argv[] = { FERRY_QEMU_IMG, "resize", "-q", "-f", format, path, size_s, NULL };
+        struct qimg_run run = { 0 };
+        int r;
+
+        if (!path || !valid_format(format)) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "Invalid qemu-img resize parameters");
+                return -EINVAL;
+        }
+        r = qimg_run(argv, &run, error);
+        if (r < 0)
+                return r;
+        if (run.exit_status != 0) {
+                set_child_error(error, strstr(run.err_tail, "No space left") ? FY_ERR_NO_SPACE : FY_ERR_GENERAL,
+                                "resize", &run);
+                return -EIO;
+        }
         return 0;
 }

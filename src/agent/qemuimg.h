@@ -3,6 +3,7 @@
 
 /* qemu-img wrappers. Run in the calling (job) thread; children die with the agent (PDEATHSIG). */
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <gio/gio.h>
 #include "copy.h"
@@ -46,3 +47,50 @@ int agent_qemu_img_create_qcow2(const char *path, uint64_t size, gboolean preall
  */
 int agent_qemu_img_info(const char *path, const char *format, char **ret_format, uint64_t *ret_virtual_size,
                         uint64_t *ret_actual_size, char **ret_backing, GError **error);
+
+/* Line by line stdout of a child; a negative return kills it and fails the call. */
+typedef int (*agent_qemu_img_line_fn)(const char *line, void *data);
+
+/*
+ * qemu-img commit -p -t none -f qcow2 -b BASE [-r CAP] TOP: top's own data
+ * into base, its immediate backing file. -b implies -d: top is left as it
+ * was, so a merge cut short can simply run again. total scales progress
+ * (bytes); flow as for agent_qemu_img_convert_shared() (NULL: no cap).
+ */
+int agent_qemu_img_commit(const char *top_path, const char *base_path, uint64_t total,
+                          struct agent_rate_flow *flow, GCancellable *cancel,
+                          agent_copy_progress_fn progress, void *userdata, GError **error);
+
+/* qemu-img amend -p -t none -f qcow2 -o compat=COMPAT PATH ("0.10" or "1.1"). */
+int agent_qemu_img_amend_compat(const char *path, const char *compat, GCancellable *cancel,
+                                agent_copy_progress_fn progress, void *userdata, GError **error);
+
+/*
+ * qemu-img measure -U --output json -O OUT_FMT json:IMAGE_JSON. image_json
+ * names every node's driver (formats are never probed) and where the chain
+ * is cut ("backing": null).
+ */
+int agent_qemu_img_measure(const char *image_json, const char *out_fmt, uint64_t *ret_required,
+                           uint64_t *ret_fully_allocated, GError **error);
+
+/* One extent of qemu-img map --output json. */
+struct agent_qemu_img_extent {
+        uint64_t start, length;
+        unsigned depth;               /* 0: this image's own layer */
+        bool data, zero, has_offset;
+        uint64_t offset;              /* host offset in the image file, if has_offset */
+};
+typedef int (*agent_qemu_img_extent_fn)(const struct agent_qemu_img_extent *e, void *data);
+
+/* One line of map's JSON output: 1 and *ret set, 0 for a line without an extent ("[", "]"), or -EBADMSG. */
+int agent_qemu_img_map_parse_line(const char *line, struct agent_qemu_img_extent *ret);
+
+/* qemu-img map -f FORMAT --output json PATH, streamed: fn is called per extent as qemu-img prints it. */
+int agent_qemu_img_map(const char *path, const char *format, GCancellable *cancel,
+                       agent_qemu_img_extent_fn fn, void *data, GError **error);
+
+/* qemu-img rebase -u -f qcow2 -b BACKING -F BACKING_FMT PATH: the header only. */
+int agent_qemu_img_rebase_unsafe(const char *path, const char *backing, const char *backing_fmt, GError **error);
+
+/* qemu-img resize -q -f FORMAT PATH SIZE (growing only, by the caller's check). */
+int agent_qemu_img_resize(const char *path, const char *format, uint64_t size, GError **error);

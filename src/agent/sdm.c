@@ -14,141 +14,13 @@
 #include "sdm.h"
 #include "storage.h"
 #include "uuid.h"
-
-struct endpoint {
-        struct agent_volref ref;
-        bool has_generation;
-        unsigned generation;
-};
-
-static int endpoint_parse(json_t *params, const char *name, struct endpoint *ep, GError **error)
-{
-        const char *type = NULL, *sd = NULL, *img = NULL, *vol = NULL;
-        json_t *obj = NULL;
-        guint64 gen;
-        int r;
-
-        r = fy_rpc_param_object(params, name, true, &obj, error);
-        if (r < 0)
-                return r;
-        if ((r = fy_rpc_param_string(obj, "endpoint_type", true, 16, &type, error)) < 0)
-                goto prefix;
-        if (strcmp(type, "div") != 0) {
-                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
-                            "%s: endpoint_type must be \"div\" (a volume on a storage domain), got \"%.16s\"", name, type);
-                return -EINVAL;
-        }
-        if ((r = fy_rpc_param_uuid(obj, "sd_id", true, &sd, error)) < 0 ||
-            (r = fy_rpc_param_uuid(obj, "img_id", true, &img, error)) < 0 ||
-            (r = fy_rpc_param_uuid(obj, "vol_id", true, &vol, error)) < 0)
-                goto prefix;
-        ep->has_generation = json_object_get(obj, "generation") && !json_is_null(json_object_get(obj, "generation"));
-        if (ep->has_generation) {
-                if ((r = fy_rpc_param_uint(obj, "generation", true, FY_GEN_MAX, &gen, error)) < 0)
-                        goto prefix;
-                ep->generation = (unsigned) gen;
-        }
-        agent_volref_init(&ep->ref, sd, img, vol);
-        return 0;
-prefix:
-        g_prefix_error(error, "%s: ", name);
-        return r;
-}
-
-/* Locks of one volume operation in their global order: domains shared, images as asked. */
-struct lockset {
-        struct agent_lock_req reqs[4];
-        size_t n;
-};
-
-static void lockset_add(struct lockset *ls, char *name, bool exclusive)
-{
-        for (size_t i = 0; i < ls->n; i++)
-                if (strcmp(ls->reqs[i].name, name) == 0) {
-                        ls->reqs[i].exclusive |= exclusive;
-                        g_free(name);
-                        return;
-                }
-        g_assert(ls->n < G_N_ELEMENTS(ls->reqs));
-        ls->reqs[ls->n++] = (struct agent_lock_req) { name, exclusive };
-}
-
-static void lockset_clear(struct lockset *ls)
-{
-        for (size_t i = 0; i < ls->n; i++)
-                g_free(ls->reqs[i].name);
-        ls->n = 0;
-}
-
-/* What a job holds while it changes a volume: host-local locks, then the volume's lease. */
-struct volume_guard {
-        struct lockset locks;          /* filled by the caller before guard_acquire() */
-        char *lease_path;
-        struct agent_lease lease;
-        bool locked;
-        bool leased;
-};
-
-/*
- * Takes the locks, then the lease of target (never waiting for another
- * host: 651), then reads target's metadata under the lease and checks the
- * generation the request expects (911). *ret_meta is set only on success;
- * on failure the caller still calls guard_release().
- */
-static int guard_acquire(struct agent *a, struct volume_guard *g, const struct endpoint *target,
-                         GCancellable *cancel, struct fy_volume_meta **ret_meta, GError **error)
-{
-        g_autoptr(fy_volume_meta) meta = NULL;
-        int r;
-
-        r = agent_locks_acquire(a->locks, g->locks.reqs, g->locks.n, cancel);
-        if (r < 0)
-                return r;
-        g->locked = true;
-        /* A missing volume is a clearer error than sanlock failing on its lease file. */
-        r = agent_volume_meta_read(a, &target->ref, &meta, error);
-        if (r < 0)
-                return r;
-        g->lease_path = agent_volume_lease_path(a, &target->ref);
-        g->lease = (struct agent_lease) { target->ref.sd, target->ref.vol, g->lease_path, 0 };
-        r = agent_lease_acquire(&g->lease, FY_ERR_LEASE_ACQUIRE, NULL, error);
-        if (r < 0)
-                return r;
-        g->leased = true;
-
-        /* Re-read under the lease: only now is the metadata ours. */
-        g_clear_pointer(&meta, fy_volume_meta_free);
-        r = agent_volume_meta_read(a, &target->ref, &meta, error);
-        if (r < 0)
-                return r;
-        if (target->has_generation && target->generation != meta->generation) {
-                g_set_error(error, FY_ERROR, FY_ERR_GENERATION_MISMATCH,
-                            "volume %s has generation %u, the request expected %u; nothing was changed",
-                            target->ref.vol, meta->generation, target->generation);
-                return -ESTALE;
-        }
-        *ret_meta = g_steal_pointer(&meta);
-        return 0;
-}
-
-static void guard_release(struct agent *a, struct volume_guard *g, struct agent_job *job)
-{
-        if (g->leased) {
-                g_autoptr(GError) error = NULL;
-                if (agent_lease_release(&g->lease, &error) < 0)
-                        g_warning("job %s: %s", agent_job_id(job), error->message);
-        }
-        if (g->locked)
-                agent_locks_release(a->locks, g->locks.reqs, g->locks.n);
-        lockset_clear(&g->locks);
-        g_free(g->lease_path);
-}
+#include "volguard.h"
 
 struct copy_job {
         struct agent *agent;
         struct agent_job *job;
-        struct endpoint src;
-        struct endpoint dst;
+        struct agent_endpoint src;
+        struct agent_endpoint dst;
 };
 
 static void copy_progress(uint64_t done, uint64_t total, void *userdata)
@@ -314,18 +186,16 @@ static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel
 {
         struct copy_job *cj = data;
         struct agent *a = cj->agent;
-        struct volume_guard guard = { 0 };
+        struct agent_volume_guard guard = { 0 };
         g_autoptr(fy_volume_meta) src_meta = NULL;
         g_autoptr(fy_volume_meta) dst_meta = NULL;
         unsigned old_gen;
         int r;
 
         cj->job = job;
-        lockset_add(&guard.locks, g_strconcat("sd:", cj->src.ref.sd, NULL), false);
-        lockset_add(&guard.locks, g_strconcat("sd:", cj->dst.ref.sd, NULL), false);
-        lockset_add(&guard.locks, g_strconcat("img:", cj->src.ref.sd, ":", cj->src.ref.img, NULL), false);
-        lockset_add(&guard.locks, g_strconcat("img:", cj->dst.ref.sd, ":", cj->dst.ref.img, NULL), true);
-        r = guard_acquire(a, &guard, &cj->dst, cancel, &dst_meta, error);
+        agent_lockset_add_image(&guard.locks, &cj->src.ref, false);
+        agent_lockset_add_image(&guard.locks, &cj->dst.ref, true);
+        r = agent_guard_acquire(a, &guard, &cj->dst, cancel, &dst_meta, error);
         if (r < 0) {
                 if (error && *error)
                         g_prefix_error(error, "destination: ");
@@ -362,8 +232,7 @@ static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel
         }
 
         old_gen = dst_meta->generation;
-        dst_meta->legality = FY_LEGALITY_ILLEGAL;
-        r = agent_volume_meta_write(a, &cj->dst.ref, dst_meta, error);
+        r = agent_volume_begin_write(a, &cj->dst.ref, dst_meta, error);
         if (r < 0)
                 goto out;
 
@@ -380,12 +249,9 @@ static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel
         if (r < 0)
                 goto out;
 
-        /* One atomic write: LEGAL and the next generation together. */
-        dst_meta->legality = FY_LEGALITY_LEGAL;
-        dst_meta->generation = (old_gen + 1) % (FY_GEN_MAX + 1);
-        r = agent_volume_meta_write(a, &cj->dst.ref, dst_meta, error);
+        r = agent_volume_end_write(a, &cj->dst.ref, dst_meta, old_gen, error);
 out:
-        guard_release(a, &guard, job);
+        agent_guard_release(a, &guard, job);
         return r;
 }
 
@@ -400,8 +266,8 @@ int agent_sdm_copy_data(struct agent *a, json_t *params, GError **error)
         cj = g_new0(struct copy_job, 1);
         cj->agent = a;
         if ((r = fy_rpc_param_uuid(params, "job_id", true, &job_id, error)) < 0 ||
-            (r = endpoint_parse(params, "source", &cj->src, error)) < 0 ||
-            (r = endpoint_parse(params, "destination", &cj->dst, error)) < 0 ||
+            (r = agent_endpoint_parse(params, "source", &cj->src, error)) < 0 ||
+            (r = agent_endpoint_parse(params, "destination", &cj->dst, error)) < 0 ||
             (r = fy_rpc_param_bool(params, "copy_bitmaps", false, &copy_bitmaps, error)) < 0)
                 goto fail;
         if (copy_bitmaps) {
@@ -432,7 +298,7 @@ fail:
 
 struct update_job {
         struct agent *agent;
-        struct endpoint vol;
+        struct agent_endpoint vol;
         bool set_legality;
         enum fy_vol_legality legality;
         char *description;
@@ -453,13 +319,12 @@ static int update_volume_run(struct agent_job *job, void *data, GCancellable *ca
 {
         struct update_job *uj = data;
         struct agent *a = uj->agent;
-        struct volume_guard guard = { 0 };
+        struct agent_volume_guard guard = { 0 };
         g_autoptr(fy_volume_meta) meta = NULL;
         int r;
 
-        lockset_add(&guard.locks, g_strconcat("sd:", uj->vol.ref.sd, NULL), false);
-        lockset_add(&guard.locks, g_strconcat("img:", uj->vol.ref.sd, ":", uj->vol.ref.img, NULL), true);
-        r = guard_acquire(a, &guard, &uj->vol, cancel, &meta, error);
+        agent_lockset_add_image(&guard.locks, &uj->vol.ref, true);
+        r = agent_guard_acquire(a, &guard, &uj->vol, cancel, &meta, error);
         if (r < 0)
                 goto out;
         if (uj->set_shared && meta->voltype != FY_VOLTYPE_SHARED) {
@@ -485,7 +350,7 @@ static int update_volume_run(struct agent_job *job, void *data, GCancellable *ca
                 meta->generation = uj->generation;
         r = agent_volume_meta_write(a, &uj->vol.ref, meta, error);
 out:
-        guard_release(a, &guard, job);
+        agent_guard_release(a, &guard, job);
         return r;
 }
 
@@ -493,22 +358,15 @@ int agent_sdm_update_volume(struct agent *a, json_t *params, GError **error)
 {
         struct update_job *uj = g_new0(struct update_job, 1);
         const char *job_id = NULL, *legality = NULL, *description = NULL, *type = NULL;
-        json_t *info = NULL, *attr = NULL;
-        g_autoptr(json_t) wrapped = NULL;
+        json_t *attr = NULL;
         g_autofree char *desc = NULL;
         guint64 gen;
         int r;
 
         uj->agent = a;
         if ((r = fy_rpc_param_uuid(params, "job_id", true, &job_id, error)) < 0 ||
-            (r = fy_rpc_param_object(params, "vol_info", true, &info, error)) < 0 ||
+            (r = agent_vol_info_parse(params, "vol_info", &uj->vol, error)) < 0 ||
             (r = fy_rpc_param_object(params, "vol_attr", true, &attr, error)) < 0)
-                goto fail;
-        /* vol_info has the endpoint fields without endpoint_type. */
-        wrapped = json_pack("{s:O}", "vol_info", info);
-        if (!json_object_get(info, "endpoint_type"))
-                json_object_set_new(json_object_get(wrapped, "vol_info"), "endpoint_type", json_string("div"));
-        if ((r = endpoint_parse(wrapped, "vol_info", &uj->vol, error)) < 0)
                 goto fail;
         if ((r = fy_rpc_param_string(attr, "legality", false, 16, &legality, error)) < 0 ||
             (r = fy_rpc_param_string(attr, "description", false, FY_META_DESCRIPTION_MAX, &description, error)) < 0 ||

@@ -413,25 +413,9 @@ static void volume_remove_files(struct agent *a, const struct agent_volref *ref)
         unlink(meta);          /* last: the volume exists while its metadata does */
 }
 
-/*
- * The sanlock lease of a volume this SPM operation changes but does not own
- * through a job's guard (the volume itself on delete, the parent on create
- * and delete). Taken without waiting: held by another host → busy_code.
- */
-struct volume_lease {
-        struct agent_volref ref;       /* own copy: lease points into it, callers' refs may be gone */
-        char *path;
-        struct agent_lease lease;
-        bool held;
-};
 
-/*
- * Acquires ref's lease. With allow_unformatted, a lease that was never
- * created or formatted (a volume whose creation did not finish) is no
- * error: *vl stays not held. Any other failure fails closed.
- */
-static int volume_lease_take(struct agent *a, const struct agent_volref *ref, int busy_code,
-                             bool allow_unformatted, struct volume_lease *vl, GError **error)
+int agent_volume_lease_take(struct agent *a, const struct agent_volref *ref, int busy_code,
+                             bool allow_unformatted, struct agent_volume_lease *vl, GError **error)
 {
         g_autoptr(GError) e = NULL;
         struct stat st;
@@ -457,7 +441,7 @@ static int volume_lease_take(struct agent *a, const struct agent_volref *ref, in
         return 0;
 }
 
-static void volume_lease_drop(struct volume_lease *vl)
+void agent_volume_lease_drop(struct agent_volume_lease *vl)
 {
         if (vl->held) {
                 g_autoptr(GError) e = NULL;
@@ -512,7 +496,7 @@ int agent_volume_create(struct agent *a, const struct agent_volref *ref,
         g_autofree char *meta_name = NULL;
         struct agent_volref pref, tref;
         struct agent_lease lease;
-        struct volume_lease plock = { 0 };
+        struct agent_volume_lease plock = { 0 };
         bool shared = spec->parent && spec->parent_img && g_ascii_strcasecmp(spec->parent_img, ref->img) != 0;
         bool linked = false;
         int dirfd, r;
@@ -568,7 +552,7 @@ int agent_volume_create(struct agent *a, const struct agent_volref *ref,
                  * host can neither start meanwhile nor have its ILLEGAL
                  * mark overwritten. Read it again under the lease.
                  */
-                r = volume_lease_take(a, &pref, FY_ERR_LEASE_ACQUIRE, false, &plock, error);
+                r = agent_volume_lease_take(a, &pref, FY_ERR_LEASE_ACQUIRE, false, &plock, error);
                 if (r < 0) {
                         g_prefix_error(error, "parent: ");
                         return r;
@@ -676,12 +660,11 @@ fail:
                 rmdir(dir);
         }
 out:
-        volume_lease_drop(&plock);
+        agent_volume_lease_drop(&plock);
         return r;
 }
 
-/* Other volumes of the image whose parent is vol. */
-static int volume_children(struct agent *a, const struct agent_volref *ref, GPtrArray **ret)
+int agent_volume_children(struct agent *a, const struct agent_volref *ref, GPtrArray **ret)
 {
         g_autofree char *dir = agent_image_path(a, ref->sd, ref->img);
         json_t *vols = image_volumes(dir);
@@ -712,7 +695,7 @@ static void volume_unshare_unused(struct agent *a, const struct agent_volref *lr
 
         if (agent_volume_meta_read(a, lref, &meta, NULL) < 0 || !agent_volume_is_foreign(lref, meta))
                 return;        /* not a link (or gone): nothing of ours to remove */
-        volume_children(a, lref, &children);
+        agent_volume_children(a, lref, &children);
         if (children->len == 0)
                 volume_remove_files(a, lref);
 }
@@ -723,7 +706,7 @@ int agent_volume_delete(struct agent *a, const struct agent_volref *ref, GError 
         g_autoptr(fy_volume_meta) parent = NULL;
         g_autoptr(GPtrArray) children = NULL;
         g_autofree char *dir = NULL;
-        struct volume_lease vlock = { 0 }, plock = { 0 };
+        struct agent_volume_lease vlock = { 0 }, plock = { 0 };
         struct agent_volref pref;
         bool fix_parent = false;
         int r;
@@ -731,7 +714,7 @@ int agent_volume_delete(struct agent *a, const struct agent_volref *ref, GError 
         r = agent_volume_meta_read(a, ref, &meta, error);
         if (r < 0)
                 return r;
-        volume_children(a, ref, &children);
+        agent_volume_children(a, ref, &children);
         if (children->len > 0) {
                 g_set_error(error, FY_ERROR, FY_ERR_VOLUME_HAS_CHILDREN,
                             "volume %s has %u child volume(s), e.g. %s; delete them first",
@@ -746,7 +729,7 @@ int agent_volume_delete(struct agent *a, const struct agent_volref *ref, GError 
                 return 0;
         }
         /* Held for the whole delete: nobody may start using it while it goes. */
-        r = volume_lease_take(a, ref, FY_ERR_VOLUME_IN_USE, true, &vlock, error);
+        r = agent_volume_lease_take(a, ref, FY_ERR_VOLUME_IN_USE, true, &vlock, error);
         if (r < 0)
                 goto out;
         g_clear_pointer(&meta, fy_volume_meta_free);
@@ -758,11 +741,11 @@ int agent_volume_delete(struct agent *a, const struct agent_volref *ref, GError 
                 g_autoptr(GPtrArray) siblings = NULL;
 
                 agent_volref_init(&pref, ref->sd, ref->img, meta->parent);
-                volume_children(a, &pref, &siblings);
+                agent_volume_children(a, &pref, &siblings);
                 /* The parent becomes a LEAF again when this was its only child: its metadata changes under its lease. */
                 if (siblings->len == 1 && agent_volume_meta_read(a, &pref, &parent, NULL) == 0 &&
                     parent->voltype == FY_VOLTYPE_INTERNAL) {
-                        r = volume_lease_take(a, &pref, FY_ERR_LEASE_ACQUIRE, false, &plock, error);
+                        r = agent_volume_lease_take(a, &pref, FY_ERR_LEASE_ACQUIRE, false, &plock, error);
                         if (r < 0) {
                                 g_prefix_error(error, "parent: ");
                                 goto out;
@@ -781,7 +764,7 @@ int agent_volume_delete(struct agent *a, const struct agent_volref *ref, GError 
                 unlink(path);
         }
         /* Released before its file goes: sanlock must never write to an unlinked lease. */
-        volume_lease_drop(&vlock);
+        agent_volume_lease_drop(&vlock);
         volume_remove_files(a, ref);
         if (fy_uuid_is_valid(meta->parent) && strcmp(meta->parent, FY_ZERO_UUID) != 0) {
                 struct agent_volref lref;
@@ -794,7 +777,7 @@ int agent_volume_delete(struct agent *a, const struct agent_volref *ref, GError 
                 g_autoptr(GPtrArray) siblings = NULL;
 
                 g_clear_pointer(&parent, fy_volume_meta_free);
-                volume_children(a, &pref, &siblings);
+                agent_volume_children(a, &pref, &siblings);
                 if (siblings->len == 0 && agent_volume_meta_read(a, &pref, &parent, NULL) == 0 &&
                     parent->voltype == FY_VOLTYPE_INTERNAL) {
                         parent->voltype = FY_VOLTYPE_LEAF;
@@ -807,15 +790,15 @@ int agent_volume_delete(struct agent *a, const struct agent_volref *ref, GError 
         rmdir(dir);            /* only succeeds when it was the last volume */
         r = 0;
 out:
-        volume_lease_drop(&plock);
-        volume_lease_drop(&vlock);
+        agent_volume_lease_drop(&plock);
+        agent_volume_lease_drop(&vlock);
         return r;
 }
 
 int agent_image_delete(struct agent *a, const char *sd, const char *img, GError **error)
 {
         g_autofree char *dir = agent_image_path(a, sd, img);
-        g_autofree struct volume_lease *locks = NULL;
+        g_autofree struct agent_volume_lease *locks = NULL;
         g_autofree bool *foreign = NULL;
         json_t *vols;
         size_t i, n;
@@ -831,7 +814,7 @@ int agent_image_delete(struct agent *a, const char *sd, const char *img, GError 
         }
         vols = image_volumes(dir);
         n = json_array_size(vols);
-        locks = g_new0(struct volume_lease, n);
+        locks = g_new0(struct agent_volume_lease, n);
         foreign = g_new0(bool, n);
         /* Every volume's lease first: one in use anywhere and nothing is touched. */
         json_array_foreach(vols, i, v) {
@@ -843,7 +826,7 @@ int agent_image_delete(struct agent *a, const char *sd, const char *img, GError 
                 foreign[i] = agent_volume_meta_read(a, &ref, &meta, NULL) == 0 && agent_volume_is_foreign(&ref, meta);
                 if (foreign[i])
                         continue;
-                r = volume_lease_take(a, &ref, FY_ERR_VOLUME_IN_USE, true, &locks[i], error);
+                r = agent_volume_lease_take(a, &ref, FY_ERR_VOLUME_IN_USE, true, &locks[i], error);
                 if (r < 0)
                         goto out;
         }
@@ -866,7 +849,7 @@ int agent_image_delete(struct agent *a, const char *sd, const char *img, GError 
                 unlink(path);
         }
         for (i = 0; i < n; i++)
-                volume_lease_drop(&locks[i]);
+                agent_volume_lease_drop(&locks[i]);
         json_array_foreach(vols, i, v) {
                 struct agent_volref ref;
 
@@ -878,7 +861,7 @@ int agent_image_delete(struct agent *a, const char *sd, const char *img, GError 
                                "image %s: volumes removed but the folder %s is not empty", img, dir);
 out:
         for (i = 0; i < n; i++)
-                volume_lease_drop(&locks[i]);
+                agent_volume_lease_drop(&locks[i]);
         json_decref(vols);
         return r;
 }

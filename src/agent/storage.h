@@ -12,6 +12,7 @@
 #include <glib.h>
 #include <jansson.h>
 
+#include "lease.h"
 #include "volmeta.h"
 
 #define AGENT_SD_NAME_MAX 50
@@ -75,3 +76,27 @@ int agent_volume_create(struct agent *a, const struct agent_volref *ref,
 int agent_volume_delete(struct agent *a, const struct agent_volref *ref, GError **error);
 int agent_image_delete(struct agent *a, const char *sd, const char *img, GError **error);
 json_t *agent_volume_info(struct agent *a, const struct agent_volref *ref, GError **error);
+
+/*
+ * The sanlock lease of a volume an operation changes but does not own
+ * through a job's guard (the volume itself on delete, the parent on create
+ * and delete). Taken without waiting: held by another host → busy_code.
+ */
+struct agent_volume_lease {
+        struct agent_volref ref;       /* own copy: lease points into it, callers' refs may be gone */
+        char *path;
+        struct agent_lease lease;
+        bool held;
+};
+
+/*
+ * Acquires ref's lease. With allow_unformatted, a lease that was never
+ * created or formatted (a volume whose creation did not finish) is no
+ * error: *vl stays not held. Any other failure fails closed.
+ */
+int agent_volume_lease_take(struct agent *a, const struct agent_volref *ref, int busy_code,
+                            bool allow_unformatted, struct agent_volume_lease *vl, GError **error);
+void agent_volume_lease_drop(struct agent_volume_lease *vl);
+
+/* Other volumes of ref's image whose parent is ref's volume (uuids). */
+int agent_volume_children(struct agent *a, const struct agent_volref *ref, GPtrArray **ret);

@@ -21,7 +21,7 @@
 #define CLI_NAME_MAX 64
 /* Largest disk the agent accepts (ARCHITECTURE.md limits). */
 #define CLI_SIZE_MAX (UINT64_C(64) << 40)
-#define CLI_DEFAULT_ENGINE_URL "http://127.0.0.1:8080"
+#define CLI_DEFAULT_ENGINE_URL "https://127.0.0.1:8443"
 #define CLI_DEFAULT_CLUSTER_DIR "ferry-cluster"
 
 GQuark cli_error_quark(void);
@@ -37,6 +37,8 @@ enum cli_error_code {
 /* Options every command accepts, before or after the command words. */
 struct cli_ctx {
         char *engine_opt;       /* --engine */
+        char *ca_file_opt;      /* --ca-file */
+        char *ca_file;          /* the CA in use, set by cli_ctx_engine(); NULL: the system's CAs */
         gboolean json;          /* --json */
         const char *command;    /* "disk move", for hints */
 };
@@ -46,8 +48,11 @@ struct cli_ctx {
 struct cli_engine;
 typedef struct cli_engine cli_engine;
 
-/* url: http(s)://host[:port], a trailing slash is dropped. */
-struct cli_engine *cli_engine_new(const char *url, GError **error);
+/*
+ * url: http(s)://host[:port], a trailing slash is dropped. ca_file: the CA
+ * the engine's certificate must chain to (NULL: the system's CAs).
+ */
+struct cli_engine *cli_engine_new(const char *url, const char *ca_file, GError **error);
 void cli_engine_free(struct cli_engine *e);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(cli_engine, cli_engine_free)
 const char *cli_engine_url(const struct cli_engine *e);
@@ -67,7 +72,11 @@ int cli_engine_get(struct cli_engine *e, const char *path, json_t **ret_json, GE
 int cli_engine_get_list(struct cli_engine *e, const char *path, const char *key, json_t **ret_array,
                         GError **error);
 
-/* The engine URL: --engine, $FERRY_ENGINE_URL, ./ferry-cluster/cluster.json, default. */
+/*
+ * The engine URL: --engine, $FERRY_ENGINE_URL, ./ferry-cluster/cluster.json,
+ * default. Its CA (ctx->ca_file): --ca-file, $FERRY_CA_FILE, else
+ * cluster.json's ca_file when the URL is that cluster's.
+ */
 int cli_ctx_engine(struct cli_ctx *ctx, struct cli_engine **ret_engine, GError **error);
 
 /* ---- util.c ---- */
@@ -145,6 +154,11 @@ int cli_template_delete(struct cli_ctx *ctx, int argc, char **argv, GError **err
  */
 int cli_wait_job(struct cli_ctx *ctx, struct cli_engine *e, const char *job_id, const char *disk_id,
                  bool show_hosts, GError **error);
+
+/* ---- pki.c ---- */
+
+int cli_pki_init(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_pki_issue(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 
 /* ---- cluster.c ---- */
 

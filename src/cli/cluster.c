@@ -2,7 +2,8 @@
 /*
  * ferry cluster up/down/status: a local development cluster from the build
  * tree — per host one sanlock daemon and one ferry-agent, one ferry-engine,
- * file storage domains under DIR/storage. Every daemon runs in its own
+ * file storage domains under DIR/storage, a CA and certificates under
+ * DIR/pki (every connection is TLS). Every daemon runs in its own
  * session so it outlives `ferry`; DIR/cluster.json records the pids, and
  * `down` signals only those pids, after checking that each still is the
  * process we started (pids are reused).
@@ -18,6 +19,7 @@
 
 #include "cli.h"
 #include "fileio.h"
+#include "pki.h"
 #include "uuid.h"
 
 #define CLI_MAX_HOSTS 32
@@ -50,6 +52,7 @@ struct cli_sd {
 struct cli_cluster {
         char *dir;
         char *engine_url;
+        char *ca_file;                 /* DIR/pki/ca.pem */
         GPid engine_pid;
         char *engine_log;
         GPtrArray *hosts;
@@ -90,6 +93,7 @@ static void cli_cluster_free(struct cli_cluster *c)
                 return;
         g_free(c->dir);
         g_free(c->engine_url);
+        g_free(c->ca_file);
         g_free(c->engine_log);
         g_ptr_array_unref(c->hosts);
         g_ptr_array_unref(c->sds);
@@ -334,8 +338,8 @@ static json_t *cli_cluster_to_json(const struct cli_cluster *c)
                 json_array_append_new(sds, json_pack("{s:s, s:s, s:s}", "name", sd->name, "id", sd->id,
                                                      "path", sd->path));
         }
-        return json_pack("{s:s?, s:I, s:s?, s:s, s:o, s:o}", "engine_url", c->engine_url,
-                         "engine_pid", (json_int_t) c->engine_pid, "engine_log", c->engine_log, "dir", c->dir,
+        return json_pack("{s:s?, s:s?, s:I, s:s?, s:s, s:o, s:o}", "engine_url", c->engine_url,
+                         "ca_file", c->ca_file, "engine_pid", (json_int_t) c->engine_pid, "engine_log", c->engine_log, "dir", c->dir,
                          "hosts", hosts, "storage_domains", sds);
 }
 
@@ -373,14 +377,15 @@ static int cli_cluster_load(const char *dir, struct cli_cluster **ret_cluster, G
         g_autofree char *path = cli_cluster_file(dir);
         g_autoptr(cli_cluster) c = cli_cluster_new(dir);
         json_t *json = NULL, *hosts = NULL, *sds = NULL, *item;
-        const char *url = NULL, *engine_log = NULL, *jdir = NULL;
+        const char *url = NULL, *engine_log = NULL, *jdir = NULL, *ca = NULL;
         json_int_t engine_pid = 0;
         json_error_t jerr;
         size_t i;
 
         if (cli_read_json_file(path, CLI_CLUSTER_JSON_MAX, &json, error) < 0)
                 return -1;
-        if (json_unpack_ex(json, &jerr, 0, "{s?s, s:I, s?s, s:s, s:o, s:o}", "engine_url", &url, "engine_pid",
+        if (json_unpack_ex(json, &jerr, 0, "{s?s, s?s, s:I, s?s, s:s, s:o, s:o}", "engine_url", &url, "ca_file", &ca,
+                           "engine_pid",
                            &engine_pid, "engine_log", &engine_log, "dir", &jdir, "hosts", &hosts,
                            "storage_domains", &sds) < 0 || !cli_pid_ok(engine_pid) ||
             !json_is_array(hosts) || json_array_size(hosts) > CLI_MAX_HOSTS || !json_is_array(sds)) {
@@ -393,6 +398,7 @@ static int cli_cluster_load(const char *dir, struct cli_cluster **ret_cluster, G
         g_free(c->dir);
         c->dir = g_strdup(jdir);
         c->engine_url = g_strdup(url);
+        c->ca_file = g_strdup(ca);
         c->engine_pid = (GPid) engine_pid;
         c->engine_log = g_strdup(engine_log);
         json_array_foreach(hosts, i, item) {
@@ -586,6 +592,32 @@ static void cli_cluster_stop(const struct cli_cluster *c, bool verbose)
 
 /* ---- up ---- */
 
+/*
+ * DIR/pki: a CA, and the engine's certificate for 127.0.0.1, ::1 and
+ * localhost. An existing CA (a cluster brought up in this folder before) is
+ * kept; the certificates are issued afresh at every `up`.
+ */
+static int cli_cluster_pki(struct cli_cluster *c, GError **error)
+{
+        g_autofree char *pki = g_build_filename(c->dir, "pki", NULL);
+        const char *addresses[] = { "127.0.0.1", "::1", "localhost", NULL };
+        GError *local = NULL;
+        int r;
+
+        c->ca_file = fy_pki_ca_path(pki);
+        if (g_file_test(c->ca_file, G_FILE_TEST_EXISTS))
+                r = fy_pki_issue(pki, "engine", addresses, 0, true, NULL, NULL, &local);
+        else
+                r = fy_pki_init(pki, "engine", addresses, 0, 0, &local);
+        if (r < 0) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "cannot make the cluster's PKI in %s: %s", pki,
+                            local->message);
+                g_error_free(local);
+                return -1;
+        }
+        return 0;
+}
+
 /* agent_opts: more agent options (NULL-terminated, may be NULL), the same for every host. */
 static int cli_start_host(struct cli_cluster *c, struct cli_host *h, const char *agent_bin,
                           const char *const *agent_opts, GError **error)
@@ -593,6 +625,10 @@ static int cli_start_host(struct cli_cluster *c, struct cli_host *h, const char 
         g_autofree char *sanlock = cli_sanlock_bin();
         g_auto(GStrv) env = cli_sanlock_env(h->run_dir);
         g_autofree char *port = NULL, *a_root = NULL, *a_run = NULL, *a_name = NULL;
+        g_autofree char *pki = g_build_filename(c->dir, "pki", NULL), *cert = NULL, *key = NULL;
+        g_autofree char *a_cert = NULL, *a_key = NULL, *a_ca = NULL;
+        const char *addresses[] = { "127.0.0.1", NULL };
+        GError *local = NULL;
         gint64 deadline;
         goffset off = 0;
         guint64 p;
@@ -628,9 +664,18 @@ static int cli_start_host(struct cli_cluster *c, struct cli_host *h, const char 
         a_root = g_strdup_printf("--storage-root=%s/storage", c->dir);
         a_run = g_strdup_printf("--sanlock-run-dir=%s", h->run_dir);
         a_name = g_strdup_printf("--host-name=%s", h->name);
-        char *aargv[16] = { (char *) agent_bin, "--insecure=true", "--port=0", "--transfer-port=0", a_root, a_run,
+        /* The host's certificate names it as the engine registers it: hostN at 127.0.0.1. */
+        if (fy_pki_issue(pki, h->name, addresses, 0, false, &cert, &key, &local) < 0) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "certificate of %s: %s", h->name, local->message);
+                g_error_free(local);
+                return -1;
+        }
+        a_cert = g_strdup_printf("--tls-cert=%s", cert);
+        a_key = g_strdup_printf("--tls-key=%s", key);
+        a_ca = g_strdup_printf("--tls-ca=%s", c->ca_file);
+        char *aargv[16] = { (char *) agent_bin, a_cert, a_key, a_ca, "--port=0", "--transfer-port=0", a_root, a_run,
                             "--io-timeout=2", a_name, NULL };
-        for (size_t i = 8, k = 0; agent_opts && agent_opts[k]; i++, k++) {
+        for (size_t i = 10, k = 0; agent_opts && agent_opts[k]; i++, k++) {
                 g_assert(i < G_N_ELEMENTS(aargv) - 1);
                 aargv[i] = (char *) agent_opts[k];
         }
@@ -654,7 +699,10 @@ static int cli_start_host(struct cli_cluster *c, struct cli_host *h, const char 
 static int cli_start_engine(struct cli_cluster *c, const char *engine_bin, GError **error)
 {
         g_autofree char *db = g_strdup_printf("--db=%s/engine.db", c->dir);
-        char *argv[] = { (char *) engine_bin, "--port=0", db, "--agent-insecure=true", NULL };
+        g_autofree char *cert = g_strdup_printf("--tls-cert=%s/pki/engine.pem", c->dir);
+        g_autofree char *key = g_strdup_printf("--tls-key=%s/pki/engine.key", c->dir);
+        g_autofree char *ca = g_strdup_printf("--tls-ca=%s", c->ca_file);
+        char *argv[] = { (char *) engine_bin, "--port=0", db, cert, key, ca, NULL };
         goffset off = 0;
 
         c->engine_log = g_build_filename(c->dir, "logs", "engine.log", NULL);
@@ -663,7 +711,7 @@ static int cli_start_engine(struct cli_cluster *c, const char *engine_bin, GErro
         if (cli_cluster_save(c, error) < 0)
                 return -1;
         c->engine_url = cli_wait_log(c->engine_pid, "the engine", c->engine_log, off,
-                                     "listening on (http://127\\.0\\.0\\.1:[0-9]{1,5})", CLI_LISTEN_S, error);
+                                     "listening on (https://127\\.0\\.0\\.1:[0-9]{1,5})", CLI_LISTEN_S, error);
         if (!c->engine_url)
                 return -1;
         return cli_cluster_save(c, error);
@@ -857,7 +905,7 @@ static void cli_print_summary(const struct cli_cluster *c, struct cli_engine *e)
 
                 printf("%s  %s  %s\n", sd->name, sd->id, sd->path);
         }
-        printf("\nexport FERRY_ENGINE_URL=%s\n", c->engine_url);
+        printf("\nexport FERRY_ENGINE_URL=%s FERRY_CA_FILE=%s\n", c->engine_url, c->ca_file);
         printf("stop it with: ferry cluster down --dir %s\n", c->dir);
         json_decref(hosts);
 }
@@ -973,6 +1021,8 @@ int cli_cluster_up(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         }
 
         c = cli_cluster_new(dir);
+        if (cli_cluster_pki(c, error) < 0)
+                return -1;
         for (int i = 1; i <= hosts; i++) {
                 struct cli_host *h = g_new0(struct cli_host, 1);
 
@@ -1001,7 +1051,7 @@ int cli_cluster_up(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         fflush(stdout);
         if (cli_start_engine(c, engine_bin, error) < 0 || cli_check_interrupt(error) < 0)
                 goto fail;
-        e = cli_engine_new(c->engine_url, error);
+        e = cli_engine_new(c->engine_url, c->ca_file, error);
         if (!e)
                 goto fail;
 
@@ -1097,7 +1147,7 @@ int cli_cluster_status(struct cli_ctx *ctx, int argc, char **argv, GError **erro
         printf("engine  pid %d %s", (int) c->engine_pid, engine_alive ? "running" : "NOT RUNNING");
         healthy = engine_alive;
         if (c->engine_url) {
-                e = cli_engine_new(c->engine_url, &local);
+                e = cli_engine_new(c->engine_url, c->ca_file, &local);
                 if (e && cli_engine_get_list(e, "/api/hosts", "hosts", &hosts, &local) == 0 &&
                     cli_engine_get_list(e, "/api/datacenters", "datacenters", &dcs, &local) == 0) {
                         printf(", %s answers\n", c->engine_url);

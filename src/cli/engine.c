@@ -12,6 +12,7 @@
 struct cli_engine {
         SoupSession *session;
         char *url;
+        char *ca_file;
         unsigned last_status;
 };
 
@@ -25,7 +26,7 @@ static bool cli_host_is_loopback(const char *host)
         return addr && g_inet_address_get_is_loopback(addr);
 }
 
-struct cli_engine *cli_engine_new(const char *url, GError **error)
+struct cli_engine *cli_engine_new(const char *url, const char *ca_file, GError **error)
 {
         g_autoptr(GUri) uri = NULL;
         g_autoptr(GError) local = NULL;
@@ -57,6 +58,17 @@ struct cli_engine *cli_engine_new(const char *url, GError **error)
         /* A local engine (cluster up) is never behind the proxy $http_proxy names. */
         if (cli_host_is_loopback(g_uri_get_host(uri)))
                 soup_session_set_proxy_resolver(e->session, NULL);
+        if (ca_file) {
+                g_autoptr(GTlsDatabase) db = g_tls_file_database_new(ca_file, &local);
+
+                if (!db) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "cannot use the CA file: %s", local->message);
+                        cli_engine_free(e);
+                        return NULL;
+                }
+                soup_session_set_tls_database(e->session, db);
+                e->ca_file = g_strdup(ca_file);
+        }
         return e;
 }
 
@@ -66,6 +78,7 @@ void cli_engine_free(struct cli_engine *e)
                 return;
         g_clear_object(&e->session);
         g_free(e->url);
+        g_free(e->ca_file);
         g_free(e);
 }
 
@@ -152,6 +165,12 @@ int cli_engine_request(struct cli_engine *e, const char *method, const char *pat
         if (!in || cli_read_body(in, data, &local) < 0) {
                 if (local->domain == CLI_ERROR)
                         g_propagate_error(error, g_steal_pointer(&local));
+                else if (local->domain == G_TLS_ERROR && local->code == G_TLS_ERROR_BAD_CERTIFICATE)
+                        /* Not a network problem: the engine answered with a certificate we do not trust. */
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
+                                    "the engine at %s presented a certificate that does not verify against %s: %s; "
+                                    "give the installation's CA (ca.pem) with --ca-file or $FERRY_CA_FILE",
+                                    e->url, e->ca_file ? e->ca_file : "the system's CAs", local->message);
                 else
                         g_set_error(error, CLI_ERROR, CLI_ERROR_UNREACHABLE,
                                     "cannot reach the engine at %s: %s", e->url, local->message);

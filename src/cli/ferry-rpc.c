@@ -129,7 +129,7 @@ int main(int argc, char **argv)
 {
         g_autofree char *address = NULL;
         g_autofree char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
-        g_auto(GStrv) rest = NULL;
+        g_auto(GStrv) rest = NULL, tls_names = NULL;
         int port = 0, timeout = 60, events = 0;
         const GOptionEntry entries[] = {
                 { "address", 'a', 0, G_OPTION_ARG_STRING, &address, "Agent host name or address (default localhost)", "HOST" },
@@ -137,6 +137,8 @@ int main(int argc, char **argv)
                 { "tls-cert", 0, 0, G_OPTION_ARG_FILENAME, &tls_cert, "Client certificate (PEM); enables TLS", "FILE" },
                 { "tls-key", 0, 0, G_OPTION_ARG_FILENAME, &tls_key, "Client private key (PEM)", "FILE" },
                 { "tls-ca", 0, 0, G_OPTION_ARG_FILENAME, &tls_ca, "CA certificate(s) the agent's certificate must chain to", "FILE" },
+                { "tls-name", 0, 0, G_OPTION_ARG_STRING_ARRAY, &tls_names,
+                  "Another name the agent's certificate may carry instead of HOST (its registered name); repeatable", "NAME" },
                 { "timeout", 't', 0, G_OPTION_ARG_INT, &timeout, "Give up after this many seconds, connecting included (default 60)", "SECONDS" },
                 { "events", 'e', 0, G_OPTION_ARG_INT, &events, "After the reply, print events as JSON lines for this long", "SECONDS" },
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &rest, NULL, "Namespace verb [name=value …]" },
@@ -189,6 +191,7 @@ int main(int argc, char **argv)
         o.tls_cert = tls_cert;
         o.tls_key = tls_key;
         o.tls_ca = tls_ca;
+        o.tls_names = (const char *const *) tls_names;
         o.connect_timeout_ms = (unsigned) timeout * 1000;
         o.subscribe_events = events > 0;
         /* While watching events, notice a silent dead agent. */

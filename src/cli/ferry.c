@@ -47,6 +47,8 @@ static const struct cli_command cli_commands[] = {
         { "event", "list", cli_event_list, "event list" },
         { "config", "get", cli_config_get, "config get NAME" },
         { "config", "set", cli_config_set, "config set NAME VALUE" },
+        { "pki", "init", cli_pki_init, "pki init --dir DIR [--name NAME] [--address ADDR...] [--days N]" },
+        { "pki", "issue", cli_pki_issue, "pki issue --dir DIR --host NAME --address ADDR [--days N] [--engine]" },
         { "cluster", "up", cli_cluster_up, "cluster up [--dir DIR] [--hosts N] [--domains M]" },
         { "cluster", "down", cli_cluster_down, "cluster down [--dir DIR]" },
         { "cluster", "status", cli_cluster_status, "cluster status [--dir DIR]" },
@@ -54,7 +56,7 @@ static const struct cli_command cli_commands[] = {
 
 static void cli_usage(FILE *out)
 {
-        fputs("Usage: ferry [--engine URL] [--json] COMMAND...\n"
+        fputs("Usage: ferry [--engine URL] [--ca-file FILE] [--json] COMMAND...\n"
               "\n"
               "Manages disks of a Ferry installation through the engine's REST API,\n"
               "and starts a local development cluster.\n"
@@ -69,6 +71,9 @@ static void cli_usage(FILE *out)
               "Global options:\n"
               "  --engine URL   the engine (else $FERRY_ENGINE_URL, else engine_url in\n"
               "                 ./" CLI_DEFAULT_CLUSTER_DIR "/cluster.json, else " CLI_DEFAULT_ENGINE_URL ")\n"
+              "  --ca-file FILE the CA the engine's and the hosts' certificates must chain to\n"
+              "                 (else $FERRY_CA_FILE, else ca_file in the cluster.json that gave\n"
+              "                 the URL, else the system's CAs)\n"
               "  --json         print the engine's JSON instead of tables\n"
               "  --help         this text; COMMAND --help for a command's options\n"
               "  --version      print the version\n"
@@ -80,14 +85,17 @@ static void cli_usage(FILE *out)
 static const GOptionEntry cli_global_entries_template[] = {
         { "engine", 0, 0, G_OPTION_ARG_STRING, NULL, "Engine URL", "URL" },
         { "json", 0, 0, G_OPTION_ARG_NONE, NULL, "Print JSON instead of tables", NULL },
+        { "ca-file", 0, 0, G_OPTION_ARG_FILENAME, NULL, "CA of the engine's and hosts' certificates", "FILE" },
         G_OPTION_ENTRY_NULL
 };
+#define CLI_N_GLOBALS (G_N_ELEMENTS(cli_global_entries_template) - 1)
 
-static void cli_global_entries(struct cli_ctx *ctx, GOptionEntry ret_entries[3])
+static void cli_global_entries(struct cli_ctx *ctx, GOptionEntry ret_entries[CLI_N_GLOBALS + 1])
 {
         memcpy(ret_entries, cli_global_entries_template, sizeof(cli_global_entries_template));
         ret_entries[0].arg_data = &ctx->engine_opt;
         ret_entries[1].arg_data = &ctx->json;
+        ret_entries[2].arg_data = &ctx->ca_file_opt;
 }
 
 int cli_parse_options(struct cli_ctx *ctx, int *argc, char ***argv, const GOptionEntry *entries,
@@ -95,7 +103,7 @@ int cli_parse_options(struct cli_ctx *ctx, int *argc, char ***argv, const GOptio
 {
         g_autoptr(GOptionContext) oc = NULL;
         g_autofree char *param_string = g_strconcat(ctx->command, params ? " " : "", params, NULL);
-        GOptionEntry globals[3];
+        GOptionEntry globals[CLI_N_GLOBALS + 1];
         GError *local = NULL;
 
         cli_global_entries(ctx, globals);
@@ -134,42 +142,54 @@ int cli_expect_args(int argc, int n, const char *what, GError **error)
         return 0;
 }
 
-static int cli_engine_from_cluster_file(char **ret_url)
+/* engine_url and ca_file of ./ferry-cluster/cluster.json, when there is one. */
+static void cli_read_cluster_file(char **ret_url, char **ret_ca)
 {
         g_autofree char *path = g_build_filename(CLI_DEFAULT_CLUSTER_DIR, "cluster.json", NULL);
         g_autoptr(GError) error = NULL;
         json_t *json = NULL;
-        const char *url = NULL;
+        const char *url = NULL, *ca = NULL;
         int r;
 
         if (!g_file_test(path, G_FILE_TEST_EXISTS))
-                return 0;
+                return;
         r = cli_read_json_file(path, 1024 * 1024, &json, &error);
         if (r < 0) {
                 fprintf(stderr, "ferry: ignoring %s: %s\n", path, error->message);
-                return 0;
+                return;
         }
         if (json_unpack(json, "{s:s}", "engine_url", &url) == 0)
                 *ret_url = g_strdup(url);
+        if (json_unpack(json, "{s:s}", "ca_file", &ca) == 0)
+                *ret_ca = g_strdup(ca);
         json_decref(json);
-        return 0;
 }
 
 int cli_ctx_engine(struct cli_ctx *ctx, struct cli_engine **ret_engine, GError **error)
 {
-        g_autofree char *url = NULL;
+        g_autofree char *url = NULL, *cluster_url = NULL, *cluster_ca = NULL;
         const char *env;
 
+        cli_read_cluster_file(&cluster_url, &cluster_ca);
         if (ctx->engine_opt)
                 url = g_strdup(ctx->engine_opt);
         else if ((env = g_getenv("FERRY_ENGINE_URL")) && *env)
                 url = g_strdup(env);
-        else
-                cli_engine_from_cluster_file(&url);
+        else if (cluster_url)
+                url = g_strdup(cluster_url);
         if (!url)
                 url = g_strdup(CLI_DEFAULT_ENGINE_URL);
 
-        *ret_engine = cli_engine_new(url, error);
+        g_clear_pointer(&ctx->ca_file, g_free);
+        if (ctx->ca_file_opt)
+                ctx->ca_file = g_strdup(ctx->ca_file_opt);
+        else if ((env = g_getenv("FERRY_CA_FILE")) && *env)
+                ctx->ca_file = g_strdup(env);
+        else if (cluster_ca && g_strcmp0(url, cluster_url) == 0)
+                /* The local cluster's own CA, for its own engine only. */
+                ctx->ca_file = g_strdup(cluster_ca);
+
+        *ret_engine = cli_engine_new(url, ctx->ca_file, error);
         return *ret_engine ? 0 : -1;
 }
 
@@ -215,7 +235,7 @@ int main(int argc, char **argv)
         g_autofree char *command = NULL;
         gboolean help = FALSE, version = FALSE;
         const struct cli_command *cmd;
-        GOptionEntry entries[5];
+        GOptionEntry entries[CLI_N_GLOBALS + 3];
         bool group_known;
         int r;
 
@@ -224,9 +244,9 @@ int main(int argc, char **argv)
 
         /* The leading global options, up to the first command word. */
         cli_global_entries(&ctx, entries);
-        entries[2] = (GOptionEntry) { "help", 'h', 0, G_OPTION_ARG_NONE, &help, NULL, NULL };
-        entries[3] = (GOptionEntry) { "version", 0, 0, G_OPTION_ARG_NONE, &version, NULL, NULL };
-        entries[4] = (GOptionEntry) G_OPTION_ENTRY_NULL;
+        entries[CLI_N_GLOBALS] = (GOptionEntry) { "help", 'h', 0, G_OPTION_ARG_NONE, &help, NULL, NULL };
+        entries[CLI_N_GLOBALS + 1] = (GOptionEntry) { "version", 0, 0, G_OPTION_ARG_NONE, &version, NULL, NULL };
+        entries[CLI_N_GLOBALS + 2] = (GOptionEntry) G_OPTION_ENTRY_NULL;
         oc = g_option_context_new(NULL);
         g_option_context_set_help_enabled(oc, FALSE);
         g_option_context_set_strict_posix(oc, TRUE);
@@ -268,6 +288,8 @@ int main(int argc, char **argv)
         argv[2] = argv[0];
         r = cmd->run(&ctx, argc - 2, argv + 2, &error);
         g_free(ctx.engine_opt);
+        g_free(ctx.ca_file_opt);
+        g_free(ctx.ca_file);
         if (r >= 0 && !error)
                 return EXIT_SUCCESS;
         if (!error) {

@@ -479,13 +479,12 @@ static int cli_upload_data(struct cli_xfer *x, int fd, guint64 size, guint64 tot
 
 int cli_disk_upload(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 {
-        g_autofree char *sd = NULL, *name = NULL, *format = NULL, *disk_arg = NULL, *ca = NULL;
+        g_autofree char *sd = NULL, *name = NULL, *format = NULL, *disk_arg = NULL;
         GOptionEntry entries[] = {
                 { "sd", 0, 0, G_OPTION_ARG_STRING, &sd, "Storage domain of the new disk (id or name)", "SD" },
                 { "name", 0, 0, G_OPTION_ARG_STRING, &name, "Name of the new disk (default: the file's name)", "N" },
                 { "format", 0, 0, G_OPTION_ARG_STRING, &format, "raw or cow (default: what qemu-img detects)", "FMT" },
                 { "disk", 0, 0, G_OPTION_ARG_STRING, &disk_arg, "Upload into this existing disk instead", "DISK" },
-                { "ca-file", 0, 0, G_OPTION_ARG_FILENAME, &ca, "CA bundle to verify the hosts' HTTPS", "FILE" },
                 G_OPTION_ENTRY_NULL
         };
         g_autoptr(cli_engine) e = NULL;
@@ -587,7 +586,7 @@ int cli_disk_upload(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         if (!ctx->json)
                 printf("uploading %s (%s, %" G_GUINT64_FORMAT " bytes) into disk %s through %s\n", argv[1], img.format,
                        img.file_size, dname, json_string_value(json_object_get(json_object_get(transfer, "host"), "name")));
-        x = cli_xfer_new(json_string_value(json_object_get(transfer, "transfer_url")), ca, ctx->json, error);
+        x = cli_xfer_new(json_string_value(json_object_get(transfer, "transfer_url")), ctx->ca_file, ctx->json, error);
         fd = x ? open(argv[1], O_RDONLY | O_CLOEXEC) : -1;
         if (x && fd < 0)
                 g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "cannot open %s: %s", argv[1], g_strerror(errno));
@@ -628,9 +627,7 @@ out:
 
 int cli_disk_download(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 {
-        g_autofree char *ca = NULL;
         GOptionEntry entries[] = {
-                { "ca-file", 0, 0, G_OPTION_ARG_FILENAME, &ca, "CA bundle to verify the hosts' HTTPS", "FILE" },
                 G_OPTION_ENTRY_NULL
         };
         g_autoptr(cli_engine) e = NULL;
@@ -661,7 +658,7 @@ int cli_disk_download(struct cli_ctx *ctx, int argc, char **argv, GError **error
         if (cli_transfer_start(e, disk_id, "download", 0, 0, &transfer, error) < 0)
                 goto fail_file;
         tid = json_string_value(json_object_get(transfer, "id"));
-        x = cli_xfer_new(json_string_value(json_object_get(transfer, "transfer_url")), ca, ctx->json, error);
+        x = cli_xfer_new(json_string_value(json_object_get(transfer, "transfer_url")), ctx->ca_file, ctx->json, error);
         if (!x || cli_xfer_request(x, "GET", "/extents", NULL, NULL, NULL, 64u << 20, &answer, error) < 0)
                 goto fail_transfer;
         extents = json_loadb(g_bytes_get_data(answer, NULL), g_bytes_get_size(answer), 0, &jerr);

@@ -14,12 +14,16 @@
 
 static const struct fy_option options[] = {
         { "listen_address", FY_OPT_STRING, "127.0.0.1", 1, 255, O(listen_address), "address of the REST API" },
-        { "port", FY_OPT_UINT, "8080", 0, 65535, O(port), "TCP port of the REST API (0 picks a free one)" },
+        { "port", FY_OPT_UINT, "8443", 0, 65535, O(port), "TCP port of the REST API (0 picks a free one)" },
         { "db", FY_OPT_STRING, "/var/lib/ferry/engine.db", 1, 4096, O(db), "SQLite database file of the inventory" },
+        { "insecure", FY_OPT_BOOL, "false", 0, 0, O(insecure), "serve the REST API over plain HTTP, for development only (anyone on the path reads and forges requests)" },
+        { "tls_cert", FY_OPT_STRING, "", 0, 4096, O(tls_cert), "PEM certificate of the engine (HTTPS, and the client certificate to agents); 'ferry pki init' makes engine.pem" },
+        { "tls_key", FY_OPT_STRING, "", 0, 4096, O(tls_key), "PEM private key of tls_cert" },
+        { "tls_ca", FY_OPT_STRING, "", 0, 4096, O(tls_ca), "PEM CA of the installation (ca.pem): agents' certificates must chain to it" },
         { "agent_insecure", FY_OPT_BOOL, "false", 0, 0, O(agent_insecure), "talk to agents over plain TCP (development only)" },
-        { "agent_tls_cert", FY_OPT_STRING, "", 0, 4096, O(agent_tls_cert), "PEM certificate the engine presents to agents" },
-        { "agent_tls_key", FY_OPT_STRING, "", 0, 4096, O(agent_tls_key), "PEM key of agent_tls_cert" },
-        { "agent_tls_ca", FY_OPT_STRING, "", 0, 4096, O(agent_tls_ca), "PEM CA that signed the agents' certificates" },
+        { "agent_tls_cert", FY_OPT_STRING, "", 0, 4096, O(agent_tls_cert), "PEM certificate the engine presents to agents (default: tls_cert)" },
+        { "agent_tls_key", FY_OPT_STRING, "", 0, 4096, O(agent_tls_key), "PEM key of agent_tls_cert (default: tls_key)" },
+        { "agent_tls_ca", FY_OPT_STRING, "", 0, 4096, O(agent_tls_ca), "PEM CA that signed the agents' certificates (default: tls_ca)" },
         { "poll_interval", FY_OPT_UINT, "1000", 100, 60000, O(poll_interval), "ms between host polls and command coordinator rounds" },
         { "host_timeout", FY_OPT_UINT, "5000", 100, 600000, O(host_timeout), "ms a host has to answer a poll" },
         { "host_failures", FY_OPT_UINT, "3", 1, 100, O(host_failures), "failed polls in a row before a host is non_responsive" },
@@ -37,10 +41,26 @@ static const struct fy_option options[] = {
 static int validate(void *config, GError **error)
 {
         struct engine_config *c = config;
+        struct { char **field; char *dflt; } inherit[] = {
+                { &c->agent_tls_cert, c->tls_cert }, { &c->agent_tls_key, c->tls_key }, { &c->agent_tls_ca, c->tls_ca },
+        };
 
+        if (!c->insecure && (!*c->tls_cert || !*c->tls_key)) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                            "HTTPS needs tls_cert and tls_key ('ferry pki init' makes engine.pem and engine.key); "
+                            "set them, or pass --insecure=true for development");
+                return -EINVAL;
+        }
+        /* One certificate serves both sides unless the agent_ ones are given. */
+        for (size_t i = 0; i < G_N_ELEMENTS(inherit); i++) {
+                if (!**inherit[i].field && *inherit[i].dflt) {
+                        g_free(*inherit[i].field);
+                        *inherit[i].field = g_strdup(inherit[i].dflt);
+                }
+        }
         if (!c->agent_insecure && (!*c->agent_tls_cert || !*c->agent_tls_key || !*c->agent_tls_ca)) {
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
-                            "talking TLS to agents needs agent_tls_cert, agent_tls_key and agent_tls_ca; "
+                            "talking TLS to agents needs tls_cert, tls_key and tls_ca (or their agent_ variants); "
                             "set them, or pass --agent-insecure=true for development");
                 return -EINVAL;
         }

@@ -31,6 +31,10 @@ struct engine_config {
         char *listen_address;
         unsigned port;
         char *db;
+        bool insecure;                 /* REST over plain HTTP: development only */
+        char *tls_cert;                /* HTTPS certificate and key; also presented to agents */
+        char *tls_key;
+        char *tls_ca;                  /* the installation's CA: agents' certificates must chain to it */
         bool agent_insecure;
         char *agent_tls_cert;
         char *agent_tls_key;

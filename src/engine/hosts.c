@@ -57,9 +57,13 @@ static void publish_state(struct engine *e, const char *host_id, const char *sta
         }
 }
 
-static struct engine_host *host_attach(struct engine *e, const char *id, const char *address, unsigned port)
+static struct engine_host *host_attach(struct engine *e, const char *id, const char *name, const char *address,
+                                       unsigned port)
 {
         struct engine_host *h = g_new0(struct engine_host, 1);
+        /* The agent's certificate must name the host as registered: by its address (the one
+         * connected to) or its name. A certificate issued to another host is refused. */
+        const char *names[] = { name, NULL };
         struct fy_rpc_client_options o = {
                 .host = address,
                 .port = (guint16) port,
@@ -71,6 +75,7 @@ static struct engine_host *host_attach(struct engine *e, const char *id, const c
                 o.tls_cert = e->config.agent_tls_cert;
                 o.tls_key = e->config.agent_tls_key;
                 o.tls_ca = e->config.agent_tls_ca;
+                o.tls_names = names;
         }
         h->engine = e;
         h->id = g_strdup(id);
@@ -91,6 +96,7 @@ int engine_hosts_init(struct engine *e, GError **error)
                 return -EIO;
         json_array_foreach(rows, i, row)
                 host_attach(e, json_string_value(json_object_get(row, "id")),
+                            json_string_value(json_object_get(row, "name")),
                             json_string_value(json_object_get(row, "address")),
                             (unsigned) json_integer_value(json_object_get(row, "port")));
         /* Nothing is known about them until they answer again. */
@@ -169,7 +175,7 @@ json_t *engine_host_add(struct engine *e, const char *name, const char *address,
                 }
                 return NULL;
         }
-        host_attach(e, id, address, port);
+        host_attach(e, id, name, address, port);
         engine_event(e, "normal", NULL, "host %s (%s:%u) added with sanlock host id %" G_GINT64_FORMAT,
                      name, address, port, host_id);
         return engine_store_host_get(e->db, id, error);

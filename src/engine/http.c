@@ -9,12 +9,16 @@ static const char *reason_for(int status)
 {
         switch (status) {
         case 400: return "Bad request";
+        case 401: return "Unauthorized";
+        case 403: return "Forbidden";
         case 404: return "Not found";
         case 405: return "Method not allowed";
         case 409: return "Conflict";
         case 411: return "Length required";
         case 413: return "Request too large";
+        case 414: return "URI too long";
         case 415: return "Unsupported media type";
+        case 417: return "Expectation failed";
         case 503: return "Service unavailable";
         case 507: return "Insufficient storage";
         default: return "Internal error";

@@ -86,8 +86,14 @@ int main(int argc, char **argv)
                 g_critical("cannot serve the REST API on %s:%u: %s", e->config.listen_address, e->config.port, error->message);
                 return EXIT_FAILURE;
         }
-        g_message("ferry-engine %s listening on http://%s:%u, database %s (schema %d), %u host(s)",
-                  FERRY_VERSION, e->config.listen_address, e->port, e->config.db,
+        if (e->config.insecure)
+                g_warning("insecure=true: the REST API is served over plain HTTP; anyone on the network path "
+                          "can read and forge requests. For development only: give tls_cert and tls_key instead");
+        if (e->config.agent_insecure)
+                g_warning("agent_insecure=true: agents are reached over plain TCP without certificates. "
+                          "For development only");
+        g_message("ferry-engine %s listening on %s://%s:%u, database %s (schema %d), %u host(s)",
+                  FERRY_VERSION, e->config.insecure ? "http" : "https", e->config.listen_address, e->port, e->config.db,
                   engine_store_schema_version(e->db), g_hash_table_size(e->hosts));
 
         g_unix_signal_add(SIGTERM, on_signal, e);

@@ -17,6 +17,7 @@
 #include "api_vms.h"
 #include "http.h"
 #include "rest.h"
+#include "resttls.h"
 #include "transfers.h"
 
 #define MAX_PATH 512
@@ -154,13 +155,15 @@ int engine_rest_start(struct engine *e, GError **error)
                 g_set_error(error, ENGINE_ERROR, 400, "listen_address '%s' is not an IP address", e->config.listen_address);
                 return -EINVAL;
         }
-        e->http = soup_server_new("server-header", "ferry-engine", NULL);
+        e->http = engine_rest_server_new(e, error);
+        if (!e->http)
+                return -EINVAL;
         /* Same path for both: libsoup picks one handler entry per path, early and normal. */
         soup_server_add_early_handler(e->http, "/api", on_early, e, NULL);
         soup_server_add_handler(e->http, "/api", on_request, e, NULL);
         soup_server_add_handler(e->http, NULL, on_request, e, NULL);
         addr = g_inet_socket_address_new(inet, (guint16) e->config.port);
-        if (!soup_server_listen(e->http, addr, 0, error))
+        if (!soup_server_listen(e->http, addr, e->config.insecure ? 0 : SOUP_SERVER_LISTEN_HTTPS, error))
                 return -EADDRINUSE;
         uris = soup_server_get_uris(e->http);
         if (uris) {

@@ -40,6 +40,11 @@ enum fy_error_code {
         FY_ERR_COPY = 261,                  /* CopyImageError */
         FY_ERR_ABORTED = 87,                /* ActionStopped */
         FY_ERR_NO_SPACE = 352,              /* StorageDomainFS space */
+        FY_ERR_MERGE = 252,                 /* MergeSnapshotsError */
+        FY_ERR_SHARED_VOLUME = 219,         /* SharedVolumeNonWritable: a template's volume */
+        FY_ERR_NOT_IN_CHAIN = 920,          /* VolumeIsNotInChain */
+        FY_ERR_WRONG_PARENT = 921,          /* WrongParentVolume */
+        FY_ERR_UNSUPPORTED = 2009,          /* UnsupportedOperation */
 };
 
 const char *fy_error_code_name(int code);

@@ -67,6 +67,7 @@ struct fy_rpc_client {
         char *host;
         guint16 port;
         char *tls_cert, *tls_key, *tls_ca;
+        GStrv tls_names;               /* identities the server's certificate may name: host first */
         unsigned connect_timeout_ms;
         unsigned heartbeat_ms;
         bool subscribe_events;
@@ -108,6 +109,7 @@ static void client_unref(struct fy_rpc_client *c)
         g_free(c->tls_cert);
         g_free(c->tls_key);
         g_free(c->tls_ca);
+        g_strfreev(c->tls_names);
         g_free(c);
 }
 
@@ -659,6 +661,8 @@ static void start_stomp(struct fy_rpc_client *c, struct conn *conn)
         conn_send(conn, fy_stomp_frame_encode("CONNECT", headers, NULL, 0));
 }
 
+static const char tls_bad_identity_text[] = "the server's certificate is issued to another host: it names none of";
+
 static const char *tls_errors_text(GTlsCertificateFlags flags)
 {
         if (flags & G_TLS_CERTIFICATE_UNKNOWN_CA)
@@ -671,32 +675,46 @@ static const char *tls_errors_text(GTlsCertificateFlags flags)
                 return "the server's certificate is revoked";
         if (flags & G_TLS_CERTIFICATE_INSECURE)
                 return "the server's certificate uses an insecure algorithm";
+        if (flags & G_TLS_CERTIFICATE_BAD_IDENTITY)
+                return tls_bad_identity_text;   /* the caller appends the names tried */
         return "the server's certificate did not verify";
 }
 
 /*
- * glib-networking calls this only when verification reported a problem.
- * We verify the chain again against tls_ca with no identity and accept iff
- * that finds nothing: the name is deliberately not checked (see tls_ca in
- * rpcclient.h), and since GLib 2.72 the reported flags may be incomplete,
- * so a lone BAD_IDENTITY cannot be taken to mean "only the name is wrong".
+ * glib-networking calls this only when verification against the address we
+ * connected to reported a problem. The chain is verified again against
+ * tls_ca for each accepted identity (the host's registered name, its
+ * address), and accepted iff one verifies with no flag at all: since GLib
+ * 2.72 the reported flags may be incomplete, so a lone BAD_IDENTITY cannot
+ * be taken to mean "only the name is wrong".
  */
 static gboolean on_accept_certificate(GTlsConnection *tls, GTlsCertificate *peer, GTlsCertificateFlags errors,
                                       gpointer data)
 {
         struct conn *conn = data;
+        struct fy_rpc_client *c = conn->client;
         GTlsDatabase *db = g_tls_connection_get_database(tls);
-        GTlsCertificateFlags flags;
+        GTlsCertificateFlags flags = G_TLS_CERTIFICATE_GENERIC_ERROR;
 
-        if (!db) {
+        if (!db || !c) {
                 conn->tls_errors = G_TLS_CERTIFICATE_UNKNOWN_CA;
                 return FALSE;
         }
-        flags = g_tls_database_verify_chain(db, peer, G_TLS_DATABASE_PURPOSE_AUTHENTICATE_SERVER, NULL,
-                                            g_tls_connection_get_interaction(tls), G_TLS_DATABASE_VERIFY_NONE,
-                                            NULL, NULL);
+        for (size_t i = 0; c->tls_names[i]; i++) {
+                g_autoptr(GSocketConnectable) id = g_network_address_new(c->tls_names[i], c->port);
+                GTlsCertificateFlags f = g_tls_database_verify_chain(db, peer, G_TLS_DATABASE_PURPOSE_AUTHENTICATE_SERVER,
+                                                                     id, g_tls_connection_get_interaction(tls),
+                                                                     G_TLS_DATABASE_VERIFY_NONE, NULL, NULL);
+                if (f == 0) {
+                        conn->tls_errors = 0;
+                        return TRUE;
+                }
+                /* Report the problem that is not about the name, if there is one. */
+                if (i == 0 || (f & ~G_TLS_CERTIFICATE_BAD_IDENTITY))
+                        flags = f;
+        }
         conn->tls_errors = flags;
-        return flags == 0;
+        return FALSE;
 }
 
 static void on_handshake(GObject *source, GAsyncResult *res, gpointer data)
@@ -712,13 +730,16 @@ static void on_handshake(GObject *source, GAsyncResult *res, gpointer data)
                 conn_unref(conn);
                 return;
         }
-        if (!ok)
+        if (!ok) {
+                const char *why = conn->tls_errors ? tls_errors_text(conn->tls_errors) : NULL;
+                g_autofree char *names = why == tls_bad_identity_text ? g_strjoinv(", ", c->tls_names) : NULL;
+
                 fail_connection_printf(c, error->domain == G_IO_ERROR ? error->code : G_IO_ERROR_FAILED,
-                                       "TLS handshake with %s:%u failed: %s%s%s", c->host, c->port, error->message,
-                                       conn->tls_errors ? ": " : "",
-                                       conn->tls_errors ? tls_errors_text(conn->tls_errors) : "");
-        else
+                                       "TLS handshake with %s:%u failed: %s%s%s%s%s", c->host, c->port, error->message,
+                                       why ? ": " : "", why ? why : "", names ? " " : "", names ? names : "");
+        } else {
                 start_stomp(c, conn);
+        }
         client_unref(c);
         conn_unref(conn);
 }
@@ -728,6 +749,7 @@ static int start_tls(struct fy_rpc_client *c, struct conn *conn, GError **error)
         g_autoptr(GTlsCertificate) cert = NULL;
         g_autoptr(GTlsDatabase) db = NULL;
         g_autoptr(GIOStream) tls = NULL;
+        g_autoptr(GSocketConnectable) identity = NULL;
         g_autoptr(GError) e = NULL;
 
         /* Read at every connect, so renewed certificates apply without a restart. */
@@ -743,8 +765,8 @@ static int start_tls(struct fy_rpc_client *c, struct conn *conn, GError **error)
                             c->tls_ca, e->message);
                 return -EINVAL;
         }
-        /* No server identity: see on_accept_certificate(). */
-        tls = g_tls_client_connection_new(G_IO_STREAM(conn->socket), NULL, &e);
+        identity = g_network_address_new(c->host, c->port);
+        tls = g_tls_client_connection_new(G_IO_STREAM(conn->socket), identity, &e);
         if (!tls) {
                 g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "TLS is unavailable (glib-networking): %s",
                             e->message);
@@ -819,6 +841,16 @@ struct fy_rpc_client *fy_rpc_client_new(const struct fy_rpc_client_options *o,
         c->tls_cert = g_strdup(o->tls_cert);
         c->tls_key = g_strdup(o->tls_key);
         c->tls_ca = g_strdup(o->tls_ca);
+        {
+                GStrvBuilder *b = g_strv_builder_new();
+
+                g_strv_builder_add(b, c->host);
+                for (size_t i = 0; o->tls_names && o->tls_names[i]; i++)
+                        if (g_ascii_strcasecmp(o->tls_names[i], c->host) != 0)
+                                g_strv_builder_add(b, o->tls_names[i]);
+                c->tls_names = g_strv_builder_end(b);
+                g_strv_builder_unref(b);
+        }
         c->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : FY_RPC_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS;
         c->heartbeat_ms = o->heartbeat_ms;
         c->subscribe_events = o->subscribe_events;

@@ -41,17 +41,14 @@ struct fy_rpc_client_options {
         /*
          * All NULL: plain TCP. Otherwise all three: the client presents
          * tls_cert/tls_key and accepts a server whose certificate chains to
-         * tls_ca. The host name is NOT matched against the certificate: the
-         * CA is the installation's own, which certifies only enrolled hosts
-         * (as oVirt's engine CA does), so a valid chain already says "one of
-         * our agents", while the engine addresses agents by whatever its
-         * inventory holds (IP, short name, FQDN) and certificates often name
-         * only one of those. The cost: any enrolled host's key can pose as
-         * another host; pin the subject on top of this if that matters.
+         * tls_ca AND names (subjectAltName, DNS or IP) the host connected to
+         * or one of tls_names. The engine passes a host's registered name and
+         * address: a certificate the CA issued to another host is refused.
          */
         const char *tls_cert;
         const char *tls_key;
         const char *tls_ca;
+        const char *const *tls_names;  /* more accepted identities, NULL-terminated; may be NULL */
         unsigned connect_timeout_ms;   /* TCP + TLS + CONNECTED; 0 = FY_RPC_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS */
         unsigned heartbeat_ms;         /* ask the server for heart-beats this often; 0 = none.
                                         * Silence for 2 intervals + 1 s closes the connection. */

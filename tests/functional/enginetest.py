@@ -1,15 +1,18 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""A real engine with real agents and sanlock daemons, for the engine tests."""
+"""A real engine with real agents and sanlock daemons, for the engine tests.
+Everything speaks TLS with certificates from `ferry pki`, as an installation
+does: the REST API is HTTPS, the engine talks mutual TLS to the agents."""
 
 import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
 
-from ferrytest import BUILD, Agent, Sanlock, wait_for
+from ferrytest import BUILD, Agent, Pki, Sanlock, tls_client_env, wait_for
 
 ENGINE_BIN = os.path.join(BUILD, "src", "engine", "ferry-engine")
 
@@ -22,31 +25,51 @@ class HttpError(Exception):
 
 
 class Engine:
-    def __init__(self, workdir, *extra):
+    """pki: a ferrytest.Pki whose engine certificate it serves and presents to
+    agents (default: one made in workdir/pki). insecure=True: plain HTTP and
+    plain TCP to agents, for the test about insecure mode only."""
+
+    def __init__(self, workdir, *extra, pki=None, insecure=False):
         self.workdir = workdir
         self.db = os.path.join(workdir, "engine.db")
         self.log_path = os.path.join(workdir, "engine.log")
         self.extra = extra
+        self.insecure = insecure
+        self.pki = None if insecure else (pki or Pki(os.path.join(workdir, "pki")))
+        self.ca_file = None if insecure else self.pki.ca
+        self.ssl = None if insecure else ssl.create_default_context(cafile=self.ca_file)
         self.proc = None
         self.start()
 
     def start(self):
         self.log = open(self.log_path, "ab")
         offset = self.log.tell()
+        security = ["--insecure=true", "--agent-insecure=true"] if self.insecure else self.pki.engine_args()
         self.proc = subprocess.Popen(
-            [ENGINE_BIN, "--port=0", f"--db={self.db}", "--agent-insecure=true", "--poll-interval=200",
+            [ENGINE_BIN, "--port=0", f"--db={self.db}", *security, "--poll-interval=200",
              "--host-timeout=3000", "--log-level=debug", *self.extra],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=None if self.insecure else tls_client_env())
 
         def listening():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"engine exited with {self.proc.returncode}")
             with open(self.log_path, "rb") as f:
                 f.seek(offset)
-                m = re.search(rb"listening on http://[0-9.]+:(\d+)", f.read())
-            return int(m.group(1)) if m else None
-        self.port = wait_for(listening, 10, "the engine to listen")
-        self.url = f"http://127.0.0.1:{self.port}"
+                m = re.search(rb"listening on (https?)://[0-9.]+:(\d+)", f.read())
+            return (m.group(1).decode(), int(m.group(2))) if m else None
+        scheme, self.port = wait_for(listening, 10, "the engine to listen")
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+
+    def cli_env(self, env=None):
+        """Environment for the `ferry` CLI to reach this engine and trust its CA."""
+        env = tls_client_env(env)
+        env["FERRY_ENGINE_URL"] = self.url
+        if self.ca_file:
+            env["FERRY_CA_FILE"] = self.ca_file
+        else:
+            env.pop("FERRY_CA_FILE", None)
+        return env
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
@@ -72,7 +95,7 @@ class Engine:
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.ssl) as r:
                 return r.status, json.loads(r.read() or b"null")
         except urllib.error.HTTPError as e:
             payload = e.read()
@@ -100,12 +123,15 @@ class Engine:
 class EngineCluster:
     """N hosts (sanlock daemon + agent each) and an engine that manages them."""
 
-    def __init__(self, workdir, hosts=3, domains=2, engine_args=(), agent_options=None, net=None, storage=None):
+    def __init__(self, workdir, hosts=3, domains=2, engine_args=(), agent_options=None, net=None, storage=None,
+                 insecure=False):
         """engine_args: extra engine options; agent_options: agent options for
         every host (copy_rate_limit defaults to 128M); net: a netns.Network
         with a namespace per host, the agents then run inside them and are
         added by their namespace address; storage: the shared storage root
-        (default: <workdir>/storage)."""
+        (default: <workdir>/storage). Every host gets a certificate from
+        workdir/pki for its name and address; insecure=True: none, plain
+        text everywhere (the insecure-mode test only)."""
         self.workdir = workdir
         self.storage = storage or os.path.join(workdir, "storage")
         os.makedirs(self.storage, exist_ok=True)
@@ -114,12 +140,17 @@ class EngineCluster:
         self.sanlocks = []
         self.agents = []
         self.engine = None
+        self.pki = None if insecure else Pki(os.path.join(workdir, "pki"))
         try:
             self.sanlocks = [Sanlock(workdir, f"host{i + 1}") for i in range(hosts)]
             for i, s in enumerate(self.sanlocks):
-                self.agents.append(Agent(workdir, f"host{i + 1}", s, self.storage,
-                                         netns=net.hosts[i] if net else None, **opts))
-            self.engine = Engine(workdir, *engine_args)
+                name = f"host{i + 1}"
+                tls = {} if insecure else self.pki.agent_options(name, net.hosts[i].addr if net else "127.0.0.1")
+                self.agents.append(Agent(workdir, name, s, self.storage,
+                                         netns=net.hosts[i] if net else None, **dict(tls, **opts)))
+                if not insecure:
+                    self.agents[-1].client_tls = self.pki.client_tls()
+            self.engine = Engine(workdir, *engine_args, pki=self.pki, insecure=insecure)
             self.hosts = {}
             for a in self.agents:
                 h = self.engine.post("/api/hosts", {"name": a.name, "address": a.address, "port": a.port})

@@ -3,12 +3,17 @@
 storage on a temporary folder. Readiness is checked, never slept for; every
 process is killed in teardown whatever happened."""
 
+import atexit
 import hashlib
 import json
 import os
 import re
+import shutil
 import signal
+import socket
+import ssl
 import subprocess
+import tempfile
 import time
 import uuid
 
@@ -17,6 +22,7 @@ from stompclient import Client, RpcError
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.abspath(os.environ.get("FERRY_BUILD_DIR", os.path.join(REPO, "build")))
 AGENT_BIN = os.path.join(BUILD, "src", "agent", "ferry-agent")
+FERRY = os.path.join(BUILD, "src", "cli", "ferry")
 IO_TIMEOUT = 2
 SANITIZER_EXIT = 99   # what Agent.stop() returns when the agent printed a sanitizer report
 MiB = 1024 * 1024
@@ -36,6 +42,88 @@ def wait_for(predicate, timeout, what, interval=0.05):
 
 def new_uuid():
     return str(uuid.uuid4())
+
+
+def tls_client_env(env=None):
+    """The environment for a short-lived TLS client (ferry, ferry-rpc, an engine).
+    Under ASan, LeakSanitizer's tracer crashes (SIGSEGV in its stop-the-world)
+    when a process exits while glib-networking's TLS threads are still up; the
+    leak check is off for TLS clients only. The agents, TLS servers, keep it."""
+    env = dict(os.environ if env is None else env)
+    env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":detect_leaks=0"
+    return env
+
+
+class Pki:
+    """A CA and its certificates, made by `ferry pki` (GnuTLS) as an operator would."""
+
+    def __init__(self, d, engine_addresses=("127.0.0.1", "::1", "localhost")):
+        self.dir = d
+        args = [a for addr in engine_addresses for a in ("--address", addr)]
+        if not os.path.exists(os.path.join(d, "ca.pem")):     # an engine restarted in the same folder keeps it
+            self._ferry("pki", "init", "--dir", d, "--name", "engine", *args)
+        self.ca = os.path.join(d, "ca.pem")
+        self.engine_cert = os.path.join(d, "engine.pem")
+        self.engine_key = os.path.join(d, "engine.key")
+
+    @staticmethod
+    def _ferry(*args):
+        r = subprocess.run([FERRY, *args], capture_output=True, text=True, timeout=60, env=tls_client_env())
+        if r.returncode != 0:
+            raise RuntimeError(f"ferry {' '.join(args)} failed: {r.stderr}")
+        return r
+
+    def issue(self, name, *addresses):
+        """An agent's certificate: (cert, key) paths."""
+        args = [a for addr in addresses for a in ("--address", addr)]
+        self._ferry("pki", "issue", "--dir", self.dir, "--host", name, *args)
+        return os.path.join(self.dir, "hosts", f"{name}.pem"), os.path.join(self.dir, "hosts", f"{name}.key")
+
+    def agent_options(self, name, address="127.0.0.1"):
+        cert, key = self.issue(name, address)
+        return {"insecure": "false", "tls_cert": cert, "tls_key": key, "tls_ca": self.ca}
+
+    def engine_args(self):
+        return [f"--tls-cert={self.engine_cert}", f"--tls-key={self.engine_key}", f"--tls-ca={self.ca}"]
+
+    def client_tls(self):
+        """What the engine presents to agents, for the Python STOMP client."""
+        return {"cert": self.engine_cert, "key": self.engine_key, "ca": self.ca}
+
+
+def make_pki(d):
+    """d/ca.pem; server.pem/.key: an agent's certificate for 127.0.0.1; client.pem/.key:
+    the engine's; rogue.pem/.key: a certificate for the same name and address from
+    another CA."""
+    pki = Pki(os.path.join(d, "ca"))
+    rogue = Pki(os.path.join(d, "rogue-ca"))
+    files = {"ca.pem": pki.ca, "client.pem": pki.engine_cert, "client.key": pki.engine_key}
+    files["server.pem"], files["server.key"] = pki.issue("server", "127.0.0.1")
+    files["rogue.pem"], files["rogue.key"] = rogue.issue("server", "127.0.0.1")
+    for name, path in files.items():
+        shutil.copy(path, os.path.join(d, name))
+    return pki
+
+
+_SESSION_PKI = []
+
+
+def session_pki():
+    """The CA of every agent a test starts without certificates of its own."""
+    if not _SESSION_PKI:
+        d = tempfile.mkdtemp(prefix="ferry-test-pki-", dir=os.environ.get("FERRY_TEST_TMP"))
+        atexit.register(shutil.rmtree, d, True)
+        _SESSION_PKI.append(Pki(os.path.join(d, "pki")))
+    return _SESSION_PKI[0]
+
+
+def tls_wrap(sock, client_tls):
+    """A client socket speaking TLS with client_tls (as for stompclient.Client)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_cert_chain(client_tls["cert"], client_tls["key"])
+    ctx.load_verify_locations(client_tls["ca"])
+    return ctx.wrap_socket(sock)
 
 
 class Sanlock:
@@ -87,6 +175,13 @@ class Agent:
         if netns is not None:
             options.setdefault("listen_address", netns.addr)
         self.address = options.get("listen_address", "127.0.0.1")
+        # What a STOMP client presents to a TLS agent: set by whoever gave it its certificate.
+        self.client_tls = None
+        if "insecure" not in options:
+            # Mutual TLS, as in production, with the session's CA; the client side is the engine's certificate.
+            pki = session_pki()
+            options.update(pki.agent_options(name, self.address))
+            self.client_tls = pki.client_tls()
         self.options = options
         self.proc = None
         self.port = None
@@ -98,8 +193,6 @@ class Agent:
                 f"--sanlock-run-dir={self.sanlock.run_dir}", f"--io-timeout={IO_TIMEOUT}",
                 f"--host-name={self.name}", "--log-level=debug",
                 f"--transfer-port={self.options.get('transfer_port', 0)}"]
-        if "insecure" not in self.options:
-            args.append("--insecure=true")
         for key, value in self.options.items():
             if key in ("port", "transfer_port"):
                 continue
@@ -125,7 +218,13 @@ class Agent:
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")[-n:]
 
+    def raw_socket(self, tls=True, timeout=10):
+        """A connection to the STOMP port for frames written by hand; TLS as client() does unless tls=False."""
+        s = socket.create_connection((self.address, self.port), timeout=timeout)
+        return tls_wrap(s, self.client_tls) if tls and self.client_tls else s
+
     def client(self, **kw):
+        kw.setdefault("tls", self.client_tls)
         return Client(self.address, self.port, **kw)
 
     def kill(self):

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ferrytest import BUILD, wait_for
+from ferrytest import BUILD, tls_client_env, wait_for
 
 FERRY = os.path.join(BUILD, "src", "cli", "ferry")
 ENGINE_BIN = os.path.join(BUILD, "src", "engine", "ferry-engine")
@@ -25,8 +25,9 @@ ENGINE_BIN = os.path.join(BUILD, "src", "engine", "ferry-engine")
 def ferry(*args, env=None, cwd=None, timeout=60):
     if not os.access(FERRY, os.X_OK):
         pytest.fail(f"{FERRY} is missing: build first")
-    full_env = dict(os.environ)
+    full_env = tls_client_env()
     full_env.pop("FERRY_ENGINE_URL", None)
+    full_env.pop("FERRY_CA_FILE", None)
     full_env.update(env or {})
     return subprocess.run([FERRY, *args], capture_output=True, text=True, env=full_env,
                           cwd=cwd or tempfile.gettempdir(), timeout=timeout, stdin=subprocess.DEVNULL)
@@ -87,6 +88,13 @@ def test_command_help():
     (["config", "set", "DataOperationsByHSM"], "missing NAME and VALUE"),
     (["--engine", "ftp://example", "host", "list"], "invalid engine URL"),
     (["cluster", "up", "--hosts", "0"], "--hosts must be 1 to"),
+    (["pki", "init"], "--dir is required"),
+    (["pki", "issue", "--dir", "/nonexistent-ferry-pki", "--host", "h1"], "--dir, --host and --address are required"),
+    (["pki", "init", "--dir", "/nonexistent-ferry-pki", "--name", "a b"], "name 'a b' must be"),
+    (["pki", "issue", "--dir", "/nonexistent-ferry-pki", "--host", "h1", "--address", "10.0.0.1/8"],
+     "neither an IP address nor a DNS name"),
+    (["pki", "init", "--dir", "/nonexistent-ferry-pki", "--days", "-1"], "--days must be 1 to"),
+    (["--ca-file", "/nonexistent/ca.pem", "host", "list"], "cannot use the CA file"),
 ])
 def test_usage_errors(args, message):
     # An engine that would answer nothing: usage errors must be caught first.
@@ -397,7 +405,8 @@ def test_cluster_up_interrupted_leaves_nothing_running(tmpdir_ferry):
 
 @pytest.mark.skipif(not os.path.exists(ENGINE_BIN), reason="engine not built yet")
 def test_cluster_up_move(tmpdir_ferry):
-    d = os.path.join(tmpdir_ferry, "cluster")
+    # ./ferry-cluster: the CLI run from tmpdir_ferry finds the engine and its CA without being told.
+    d = os.path.join(tmpdir_ferry, "ferry-cluster")
     cluster_json = os.path.join(d, "cluster.json")
     info = None
     try:
@@ -406,7 +415,11 @@ def test_cluster_up_move(tmpdir_ferry):
         with open(cluster_json) as f:
             info = json.load(f)
         assert info["dir"] == os.path.realpath(d)
-        assert info["engine_url"].startswith("http://127.0.0.1:")
+        assert info["engine_url"].startswith("https://127.0.0.1:")
+        pki = os.path.join(info["dir"], "pki")
+        assert info["ca_file"] == os.path.join(pki, "ca.pem")
+        for key in ("ca.key", "engine.key", "hosts/host1.key", "hosts/host3.key"):
+            assert os.stat(os.path.join(pki, key)).st_mode & 0o777 == 0o600, key
         assert [h["name"] for h in info["hosts"]] == ["host1", "host2", "host3"]
         for h in info["hosts"]:
             assert h["address"] == "127.0.0.1" and 0 < h["port"] < 65536
@@ -418,7 +431,17 @@ def test_cluster_up_move(tmpdir_ferry):
             assert os.path.isdir(sd["path"])
         assert all(_alive(p) for p in _cluster_pids(info))
 
-        env = {"FERRY_ENGINE_URL": info["engine_url"]}
+        env = {"FERRY_ENGINE_URL": info["engine_url"], "FERRY_CA_FILE": info["ca_file"]}
+
+        # Every agent and its transfer endpoint, and the engine, speak TLS only.
+        for h in info["hosts"]:
+            with open(h["log"]) as f:
+                log = f.read()
+            assert "(TLS)" in log and "image transfers served on https://" in log, log[-2000:]
+        r = ferry("host", "list", cwd=tmpdir_ferry)
+        assert r.returncode == 0 and r.stdout.count(" up ") == 3, r.stdout + r.stderr
+        r = ferry("host", "list", env={"FERRY_ENGINE_URL": info["engine_url"]})
+        assert r.returncode == 1 and "does not verify" in r.stderr, r.stderr
 
         # A second `up` on a live cluster is refused.
         r = ferry("cluster", "up", "--dir", d)

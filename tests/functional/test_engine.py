@@ -339,13 +339,12 @@ def test_sweeper_removes_orphan_images_only(ec):
     """Issue 5: an image on storage that no disk and no command owns (as a crash
     between creating a volume and recording it would leave) is removed by the
     sweeper and reported; the disks next to it are untouched."""
-    from stompclient import Client
     keep = create_disk(ec, "neighbour", 16 * MiB, fmt="cow")
     sd = ec.sds[1]["id"]
     orphan_img, orphan_vol = str(uuid.uuid4()), str(uuid.uuid4())
     spm = next(a for a in ec.agents if a.name == ec.spm_name())
     pool = ec.engine.get("/api/datacenters")["datacenters"][0]["pool_id"]
-    with Client("127.0.0.1", spm.port) as c:
+    with spm.client() as c:
         job = new_job_id()
         c.call("Volume.create", {"job_id": job, "storagepoolID": pool, "storagedomainID": sd, "imageID": orphan_img,
                                  "volumeID": orphan_vol, "size": str(8 * MiB), "volFormat": "RAW",
@@ -366,7 +365,6 @@ def test_failed_move_removes_destination_and_keeps_source(ec, scratch):
     """A copy that cannot succeed (the source's base is ILLEGAL, as after a
     broken earlier copy): the move fails after its retries, the destination
     is removed from storage and inventory, the source stays ok and intact."""
-    from stompclient import Client
     disk = create_disk(ec, "doomed", 32 * MiB, fmt="cow", volumes=2)
     sd1, sd2 = ec.sds[0]["id"], ec.sds[1]["id"]
     base, top = (v["id"] for v in disk["volumes"])
@@ -375,7 +373,7 @@ def test_failed_move_removes_destination_and_keeps_source(ec, scratch):
     agent = ec.agents[0]
 
     def set_legality(value):
-        with Client("127.0.0.1", agent.port) as c:
+        with agent.client() as c:
             job = new_job_id()
             gen = c.call("Volume.getInfo", {"storagedomainID": sd1, "imageID": disk["id"], "volumeID": base})["generation"]
             c.call("SDM.update_volume", {"job_id": job, "vol_info": {"sd_id": sd1, "img_id": disk["id"], "vol_id": base,

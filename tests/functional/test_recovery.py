@@ -80,7 +80,7 @@ def copying_step(ec, job_id, timeout=60):
 
 def ferry_cli(ec, *args):
     return subprocess.run([os.path.join(BUILD, "src", "cli", "ferry"), *args], capture_output=True, text=True,
-                          env=dict(os.environ, FERRY_ENGINE_URL=ec.engine.url), timeout=60)
+                          env=ec.engine.cli_env(), timeout=60)
 
 
 def host_status(ec, name):

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from ferrytest import BUILD, Agent, MiB, endpoint, new_uuid, wait_for, wait_job, write_random_extents
-from test_rpc import make_pki
+from ferrytest import make_pki, session_pki, tls_client_env
 
 FERRY_RPC = os.path.join(BUILD, "src", "cli", "ferry-rpc")
 # e.g. FERRY_RPC_WRAPPER="valgrind -q --leak-check=full --error-exitcode=97" reruns every case under valgrind.
@@ -20,15 +20,17 @@ WRAPPER = os.environ.get("FERRY_RPC_WRAPPER", "").split()
 TIMEOUT = 10
 
 
-def ferry_rpc(port, *args, timeout=TIMEOUT, extra=(), address="127.0.0.1"):
+def session_tls():
+    """ferry-rpc's TLS options for the agents of the session's CA, as the engine would connect."""
+    pki = session_pki()
+    return ["--tls-cert", pki.engine_cert, "--tls-key", pki.engine_key, "--tls-ca", pki.ca]
+
+
+def ferry_rpc(port, *args, timeout=TIMEOUT, extra=None, address="127.0.0.1"):
+    """extra: ferry-rpc options; None: TLS as the engine (the session CA); () plain TCP (fake servers)."""
+    extra = session_tls() if extra is None else extra
     argv = [*WRAPPER, FERRY_RPC, "-a", address, "-p", str(port), "--timeout", str(timeout), *extra, *args]
-    env = None
-    if "--tls-ca" in extra:
-        # In an ASan build, LeakSanitizer's own tracer crashes (SIGSEGV in its
-        # stop-the-world) when ferry-rpc exits while glib-networking's TLS
-        # threads are still up; the leak check is skipped for these short
-        # client runs only. The TLS agent's own exit stays leak-checked.
-        env = dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0")
+    env = tls_client_env() if "--tls-ca" in extra else None
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 20, env=env)
 
 
@@ -93,7 +95,7 @@ def test_events_while_a_copy_runs(cluster, img):
     src = json.dumps(endpoint(cluster.sd1, img, vol))
     dst = json.dumps(endpoint(cluster.sd2, img, vol))
     r = ferry_rpc(cluster.b.port, "SDM", "copy_data", f"job_id={job_id}", f"source={src}",
-                  f"destination={dst}", extra=["--events", "4"])
+                  f"destination={dst}", extra=session_tls() + ["--events", "4"])
     assert r.returncode == 0, r.stderr
     # Events print as they come, the "pending" one usually before the reply.
     lines = r.stdout.splitlines()
@@ -167,7 +169,7 @@ class FakeServer:
 def test_stomp_error_frame_fails_the_call():
     server = FakeServer(b"ERROR\nmessage:go away\ncontent-type:text/plain\n\ngo away\0")
     try:
-        r = ferry_rpc(server.port, "Host", "ping2")
+        r = ferry_rpc(server.port, "Host", "ping2", extra=())
     finally:
         server.close()
     assert server.received.startswith(b"CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0")
@@ -177,7 +179,7 @@ def test_stomp_error_frame_fails_the_call():
 def test_silent_server_times_out():
     server = FakeServer(None)
     try:
-        r = ferry_rpc(server.port, "Host", "ping2", timeout=1)
+        r = ferry_rpc(server.port, "Host", "ping2", timeout=1, extra=())
     finally:
         server.close()
     assert r.returncode == 2 and "within 1000 ms" in r.stderr, r.stderr
@@ -194,8 +196,14 @@ def test_tls(cluster, workdir):
                                      "--tls-ca", p(ca)]
     try:
         assert call(agent.port, "Host", "ping2", extra=tls("client")) is True
-        # The certificate names IP:127.0.0.1 only; the client checks the CA, not the name.
-        assert call(agent.port, "Host", "ping2", extra=tls("client"), address="localhost") is True
+        # The certificate names "server" and 127.0.0.1: reached as localhost, it is refused...
+        r = ferry_rpc(agent.port, "Host", "ping2", extra=tls("client"), address="localhost")
+        assert r.returncode == 2 and "issued to another host" in r.stderr and "localhost" in r.stderr, r.stderr
+        # ...unless one of the names it carries is accepted too (the engine passes the host's registered name).
+        assert call(agent.port, "Host", "ping2", extra=tls("client") + ["--tls-name", "server"],
+                    address="localhost") is True
+        r = ferry_rpc(agent.port, "Host", "ping2", extra=tls("client") + ["--tls-name", "other"], address="localhost")
+        assert r.returncode == 2 and "issued to another host" in r.stderr, r.stderr
         info = call(agent.port, "StorageDomain", "getInfo", f"storagedomainID={cluster.sd1}", extra=tls("client"))
         assert info["uuid"] == cluster.sd1
 
@@ -206,7 +214,7 @@ def test_tls(cluster, workdir):
         r = ferry_rpc(agent.port, "Host", "ping2", extra=tls("rogue"), timeout=5)
         assert r.returncode == 2 and r.stderr.startswith("ferry-rpc: "), r.stderr
         # Plain text on the TLS port gets nowhere either.
-        r = ferry_rpc(agent.port, "Host", "ping2", timeout=3)
+        r = ferry_rpc(agent.port, "Host", "ping2", timeout=3, extra=())
         assert r.returncode == 2 and r.stdout == "", r
         # Missing files are reported as such.
         r = ferry_rpc(agent.port, "Host", "ping2", extra=tls("nonexistent"))

@@ -319,7 +319,7 @@ def test_bad_input_is_refused_and_nothing_stays_locked(ec):
 
 def cli(ec, *args):
     r = subprocess.run([FERRY, "--engine", ec.engine.url, *args], capture_output=True, text=True, timeout=180,
-                       stdin=subprocess.DEVNULL)
+                       stdin=subprocess.DEVNULL, env=ec.engine.cli_env())
     return r
 
 
