@@ -24,28 +24,7 @@
 
 #define js engine_js
 
-static json_t *fail(GError **error, int status, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-static json_t *fail(GError **error, int status, const char *fmt, ...)
-{
-        va_list ap;
-
-        va_start(ap, fmt);
-        g_propagate_error(error, g_error_new_valist(ENGINE_ERROR, status, fmt, ap));
-        va_end(ap);
-        return NULL;
-}
-
-static bool name_valid(const char *s)
-{
-        size_t len = s ? strlen(s) : 0;
-
-        if (len == 0 || len > 64)
-                return false;
-        for (const char *p = s; *p; p++)
-                if (!g_ascii_isalnum(*p) && !strchr("_-. ", *p))
-                        return false;
-        return true;
-}
+#define fail engine_fail
 
 /* {"id": …} in body[key] naming a known storage domain; returns its row. */
 static json_t *body_sd(struct engine *e, json_t *body, const char *key, GError **error)
@@ -125,7 +104,7 @@ json_t *engine_disk_create(struct engine *e, json_t *body, GError **error)
         bool sparse = true;
         const char *parent = NULL;
 
-        if (!name_valid(name))
+        if (!engine_name_valid(name))
                 return fail(error, 400, "name must be 1-64 letters, digits, spaces or _-. characters");
         if (!json_is_integer(size) || json_integer_value(size) <= 0 || (guint64) json_integer_value(size) > MAX_DISK_SIZE ||
             json_integer_value(size) % 512 != 0)
@@ -218,7 +197,7 @@ json_t *engine_disk_move(struct engine *e, const char *disk_id, json_t *body, bo
                             js(disk, "status"));
         if (!keep_source && strcmp(js(disk, "sd_id"), js(sd, "id")) == 0)
                 return fail(error, 409, "disk %s is already on storage domain %s", js(disk, "name"), js(sd, "name"));
-        if (new_name && !name_valid(new_name))
+        if (new_name && !engine_name_valid(new_name))
                 return fail(error, 400, "name must be 1-64 letters, digits, spaces or _-. characters");
         if (!keep_source && pending_removal(e, js(sd, "id"), disk_id))
                 return fail(error, 409, "an earlier copy of disk %s on storage domain %s is still being removed; "

@@ -50,16 +50,7 @@ static GHashTable *busy;                /* transfer ids with a call in flight */
 static GHashTable *next_poll;           /* transfer id → monotonic µs of its next poll */
 static GHashTable *lost_since;          /* transfer id → engine_now() its lost finalize was first seen holding the lease */
 
-static json_t *fail(GError **error, int status, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-static json_t *fail(GError **error, int status, const char *fmt, ...)
-{
-        va_list ap;
-
-        va_start(ap, fmt);
-        g_propagate_error(error, g_error_new_valist(ENGINE_ERROR, status, fmt, ap));
-        va_end(ap);
-        return NULL;
-}
+#define fail engine_fail
 
 static bool is_final(const char *phase)
 {

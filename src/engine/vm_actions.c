@@ -30,28 +30,7 @@
 
 /* ---- small helpers ---- */
 
-static json_t *fail(GError **error, int status, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-static json_t *fail(GError **error, int status, const char *fmt, ...)
-{
-        va_list ap;
-
-        va_start(ap, fmt);
-        g_propagate_error(error, g_error_new_valist(ENGINE_ERROR, status, fmt, ap));
-        va_end(ap);
-        return NULL;
-}
-
-static bool name_valid(const char *s)
-{
-        size_t len = s ? strlen(s) : 0;
-
-        if (len == 0 || len > 64)
-                return false;
-        for (const char *p = s; *p; p++)
-                if (!g_ascii_isalnum(*p) && !strchr("_-. ", *p))
-                        return false;
-        return true;
-}
+#define fail engine_fail
 
 /* An optional description: UTF-8, no control characters, at most MAX_DESCRIPTION bytes. */
 static bool description_get(json_t *body, const char **ret, GError **error)
@@ -347,7 +326,7 @@ json_t *engine_template_create(struct engine *e, json_t *body, GError **error)
         size_t i;
         json_t *disk, *d;
 
-        if (!name_valid(name))
+        if (!engine_name_valid(name))
                 return fail(error, 400, "name must be 1-64 letters, digits, spaces or _-. characters");
         if (!description_get(body, &desc, error) || !(vm_id = ref_id(body, "vm", error)))
                 return NULL;
@@ -441,7 +420,7 @@ json_t *engine_vm_create(struct engine *e, json_t *body, int *ret_status, GError
         size_t i;
         json_t *disk, *d;
 
-        if (!name_valid(name))
+        if (!engine_name_valid(name))
                 return fail(error, 400, "name must be 1-64 letters, digits, spaces or _-. characters");
         if (!description_get(body, &desc, error))
                 return NULL;

@@ -36,10 +36,6 @@
 #define ji engine_ji
 #define jparse engine_jparse
 
-#define MAX_VM_DISKS 64
-#define MAX_DESCRIPTION 256
-#define STRUCTURE_WEIGHT 10.0
-#define DATA_WEIGHT 90.0
 #define MAX_PARALLEL_DISKS 8
 #define LEAF_ATTEMPTS 5
 #define SPM_CALL_TIMEOUT_MS 30000
