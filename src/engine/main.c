@@ -8,6 +8,8 @@
 
 #include "config.h"
 #include "commands.h"
+#include "flows/disk.h"
+#include "flows/job.h"
 #include "hosts.h"
 #include "rest.h"
 #include "sweeper.h"
@@ -81,6 +83,8 @@ int main(int argc, char **argv)
                 g_critical("%s", error->message);
                 return EXIT_FAILURE;
         }
+        engine_flow_job_init();
+        engine_flow_disk_init();
         engine_vms_init();     /* flow types of vms.c, before the first coordinator round */
         if (engine_rest_start(e, &error) < 0) {
                 g_critical("cannot serve the REST API on %s:%u: %s", e->config.listen_address, e->config.port, error->message);
