@@ -8,6 +8,7 @@
 
 struct fy_rpc_dispatcher {
         GHashTable *methods;           /* name → const struct fy_rpc_method* */
+        GHashTable *calls;             /* name (the table's string) → calls dispatched so far, as a pointer-sized count */
         void *userdata;
 };
 
@@ -26,6 +27,7 @@ struct fy_rpc_call {
         json_t *id;                    /* NULL for a notification */
         char *method;
         size_t index;                  /* position in the batch, keeps replies in order */
+        struct fy_rpc_dispatcher *dispatcher;
 };
 
 struct fy_rpc_dispatcher *fy_rpc_dispatcher_new(const struct fy_rpc_method *methods, void *userdata)
@@ -33,6 +35,7 @@ struct fy_rpc_dispatcher *fy_rpc_dispatcher_new(const struct fy_rpc_method *meth
         struct fy_rpc_dispatcher *d = g_new0(struct fy_rpc_dispatcher, 1);
 
         d->methods = g_hash_table_new(g_str_hash, g_str_equal);
+        d->calls = g_hash_table_new(g_str_hash, g_str_equal);
         for (const struct fy_rpc_method *m = methods; m->name; m++)
                 g_hash_table_insert(d->methods, (gpointer) m->name, (gpointer) m);
         d->userdata = userdata;
@@ -44,6 +47,7 @@ void fy_rpc_dispatcher_free(struct fy_rpc_dispatcher *d)
         if (!d)
                 return;
         g_hash_table_unref(d->methods);
+        g_hash_table_unref(d->calls);
         g_free(d);
 }
 
@@ -131,6 +135,18 @@ void fy_rpc_call_gerror(struct fy_rpc_call *call, const GError *error)
         call_complete(call, make_error(call->id, code, error->message));
 }
 
+json_t *fy_rpc_call_counts(const struct fy_rpc_call *call)
+{
+        json_t *o = json_object();
+        GHashTableIter it;
+        gpointer name, n;
+
+        g_hash_table_iter_init(&it, call->dispatcher->calls);
+        while (g_hash_table_iter_next(&it, &name, &n))
+                json_object_set_new(o, name, json_integer((json_int_t) GPOINTER_TO_SIZE(n)));
+        return o;
+}
+
 const char *fy_rpc_call_method(const struct fy_rpc_call *call)
 {
         return call->method;
@@ -180,6 +196,7 @@ static void dispatch_one(struct fy_rpc_dispatcher *d, struct rpc_message *msg, s
         call->id = id ? json_incref(id) : NULL;
         call->method = g_strdup(json_string_value(method));
         call->index = index;
+        call->dispatcher = d;
         msg->pending++;
 
         m = g_hash_table_lookup(d->methods, call->method);
@@ -188,6 +205,9 @@ static void dispatch_one(struct fy_rpc_dispatcher *d, struct rpc_message *msg, s
                 return;
         }
 
+        /* Known methods only: a client sending made-up names cannot grow the table. */
+        g_hash_table_insert(d->calls, (gpointer) m->name,
+                            GSIZE_TO_POINTER(GPOINTER_TO_SIZE(g_hash_table_lookup(d->calls, m->name)) + 1));
         g_autoptr(json_t) empty = NULL;
         if (!params || json_is_null(params))
                 params = empty = json_object();

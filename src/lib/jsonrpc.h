@@ -45,6 +45,8 @@ void fy_rpc_dispatch(struct fy_rpc_dispatcher *d, const char *body, size_t len,
 void fy_rpc_call_return(struct fy_rpc_call *call, json_t *result);
 void fy_rpc_call_error(struct fy_rpc_call *call, int code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 void fy_rpc_call_gerror(struct fy_rpc_call *call, const GError *error);
+/* {method: calls} of every method the call's dispatcher has run so far, this one included. */
+json_t *fy_rpc_call_counts(const struct fy_rpc_call *call);
 const char *fy_rpc_call_method(const struct fy_rpc_call *call);
 
 /*
