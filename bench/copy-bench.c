@@ -3,8 +3,10 @@
  * copy-bench MODE SRC DST [BUFFER_SIZE]
  *   raw           agent_copy_raw(SRC, DST)
  *   raw-buffered  agent_copy_raw with no_direct
+ *   raw-nooffload agent_copy_raw with no_offload (never a reflink)
  *   qcow2         agent_qemu_img_convert(SRC qcow2 → DST qcow2)
  *   raw-qcow2     agent_qemu_img_convert(SRC raw → DST qcow2)
+ *   checksum      agent_checksum_image(SRC, format DST: raw or qcow2); prints the digest too
  * Prints the wall-clock seconds of the copy on stdout.
  */
 
@@ -15,6 +17,7 @@
 
 #include <glib.h>
 
+#include "checksum.h"
 #include "copy.h"
 #include "qemuimg.h"
 
@@ -27,16 +30,21 @@ int main(int argc, char **argv)
         int r;
 
         if (argc < 4 || argc > 5) {
-                fprintf(stderr, "usage: %s raw|raw-buffered|qcow2|raw-qcow2 SRC DST [BUFFER_SIZE]\n", argv[0]);
+                fprintf(stderr, "usage: %s raw|raw-buffered|raw-nooffload|qcow2|raw-qcow2 SRC DST [BUFFER_SIZE]\n"
+                                "       %s checksum IMAGE raw|qcow2\n", argv[0], argv[0]);
                 return 2;
         }
         mode = argv[1];
         if (argc == 5)
                 opts.buffer_size = (size_t) g_ascii_strtoull(argv[4], NULL, 10);
+        /* For experiments: the copier's I/O threads (default 4). */
+        if (g_getenv("COPY_WORKERS"))
+                opts.workers = (unsigned) g_ascii_strtoull(g_getenv("COPY_WORKERS"), NULL, 10);
 
         start = g_get_monotonic_time();
-        if (strcmp(mode, "raw") == 0 || strcmp(mode, "raw-buffered") == 0) {
+        if (strcmp(mode, "raw") == 0 || strcmp(mode, "raw-buffered") == 0 || strcmp(mode, "raw-nooffload") == 0) {
                 opts.no_direct = strcmp(mode, "raw-buffered") == 0;
+                opts.no_offload = strcmp(mode, "raw-nooffload") == 0;
                 r = agent_copy_raw(argv[2], argv[3], &opts, NULL, NULL, NULL);
         } else if (strcmp(mode, "qcow2") == 0) {
                 r = agent_qemu_img_convert(argv[2], "qcow2", argv[3], "qcow2", NULL, NULL, 0,
@@ -44,6 +52,12 @@ int main(int argc, char **argv)
         } else if (strcmp(mode, "raw-qcow2") == 0) {
                 r = agent_qemu_img_convert(argv[2], "raw", argv[3], "qcow2", NULL, NULL, 0,
                                            NULL, NULL, NULL, &error);
+        } else if (strcmp(mode, "checksum") == 0) {
+                struct agent_checksum_result res;
+
+                r = agent_checksum_image(argv[2], argv[3], 0, 0, NULL, NULL, NULL, &res, &error);
+                if (r == 0)
+                        fprintf(stderr, "%s\n", res.checksum);
         } else {
                 fprintf(stderr, "unknown mode %s\n", mode);
                 return 2;

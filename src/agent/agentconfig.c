@@ -33,6 +33,7 @@ static const struct fy_option options[] = {
         { "transfer_port", FY_OPT_UINT, "54323", 0, 65535, O(transfer_port), "TCP port of the image transfer endpoint (HTTPS, or HTTP with insecure; ovirt-imageio's 54323; 0 picks a free one, reported by Host.getStats)" },
         { "transfer_max_request", FY_OPT_UINT, "8388608", 65536, 64 * 1024 * 1024, O(transfer_max_request), "largest image transfer PUT body, bytes (held in memory while written)" },
         { "transfer_max_tickets", FY_OPT_UINT, "64", 1, 1024, O(transfer_max_tickets), "image transfer tickets this host serves at once" },
+        { "metrics_port", FY_OPT_UINT, "0", 0, 65535, O(metrics_port), "TCP port serving Prometheus metrics at /metrics on listen_address (HTTPS with tls_cert unless insecure; no client certificate asked); 0 = off" },
         { "log_level", FY_OPT_STRING, "info", 1, 16, O(log_level), "debug, info, warning or error" },
 };
 

@@ -23,6 +23,7 @@ struct agent_config {
         unsigned max_frame;
         unsigned max_connections;
         unsigned transfer_port;
+        unsigned metrics_port;         /* 0 = no /metrics */
         unsigned transfer_max_request;
         unsigned transfer_max_tickets;
         char *log_level;

@@ -98,7 +98,7 @@ static void host_get_capabilities(struct fy_rpc_call *call, json_t *params, void
         g_mutex_lock(&a->pool_lock);
         host_id = a->host_id;
         g_mutex_unlock(&a->pool_lock);
-        json_t *caps = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:s, s:[s,s,s,s,s,s]}",
+        json_t *caps = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:s, s:[s,s,s,s,s,s,s,s,s,s,s,s]}",
                                            "hostname", a->config.host_name,
                                            "software_name", "ferry-agent",
                                            "software_version", FERRY_VERSION,
@@ -108,7 +108,8 @@ static void host_get_capabilities(struct fy_rpc_call *call, json_t *params, void
                                            "storage_root", a->config.storage_root,
                                            "features", "copy_data", "update_volume", "job_abort",
                                            "job_delete", "job_events", "image_transfer",
-                                           "merge", "sparsify_volume", "amend_volume", "measure");
+                                           "merge", "sparsify_volume", "amend_volume", "measure",
+                                           "volume_checksum", "resumable_copy");
 
         agent_transfers_describe(a, caps);
         fy_rpc_call_return(call, caps);
@@ -974,6 +975,11 @@ static void sdm_call(struct fy_rpc_call *call, json_t *params, void *userdata, s
         fy_rpc_call_return(call, json_true());
 }
 
+static void volume_checksum(struct fy_rpc_call *call, json_t *params, void *userdata)
+{
+        sdm_call(call, params, userdata, agent_volume_checksum);
+}
+
 static void sdm_copy_data(struct fy_rpc_call *call, json_t *params, void *userdata)
 {
         sdm_call(call, params, userdata, agent_sdm_copy_data);
@@ -1027,6 +1033,7 @@ const struct fy_rpc_method agent_api_methods[] = {
         { "SDM.merge", sdm_merge },
         { "SDM.sparsify_volume", sdm_sparsify_volume },
         { "SDM.amend_volume", sdm_amend_volume },
+        { "Volume.checksum", volume_checksum },
         { "Host.add_image_ticket", agent_transfer_add_ticket },
         { "Host.get_image_ticket", agent_transfer_get_ticket },
         { "Host.remove_image_ticket", agent_transfer_remove_ticket },

@@ -23,9 +23,11 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <linux/falloc.h>
+#include <linux/fs.h>
 
 #include <glib.h>
 
@@ -36,12 +38,15 @@
 #define COPY_DEFAULT_BUFFER     (8u * 1024 * 1024)
 #define COPY_MAX_BUFFER         (256u * 1024 * 1024)
 #define COPY_WORKERS            4
+#define COPY_WORKERS_MAX        16
 /* Zero detection granularity: a block that is all zeros becomes a hole. */
 #define COPY_ZERO_BLOCK         4096u
 /* Under a cap, chunks of about 1/16 s of it (at least 1 MiB): the rate stays
  * smooth and a share change shows within a fraction of a second. */
 #define COPY_CAPPED_CHUNKS      16
 #define COPY_MIN_CAPPED_BUFFER  (1024u * 1024)
+/* How often a resumable copy makes its progress durable (one fdatasync each). */
+#define COPY_CHECKPOINT_US      (1000 * 1000)
 
 #define ALIGN_DOWN(x, a)        ((x) / (a) * (a))
 #define ALIGN_UP(x, a)          ALIGN_DOWN((x) + (a) - 1, (a))
@@ -57,6 +62,7 @@ struct copy_ctx {
         gint dst_direct_broken;
         gint punch_unsupported;
         gint zero_range_unsupported;
+        gint reflink;           /* 1 while FICLONERANGE works between src and dst */
         bool keep_allocation;   /* preallocated destination: zero in place, never punch */
         GCancellable *cancel;
 };
@@ -67,6 +73,7 @@ struct copy_job {
         uint64_t offset;
         size_t length;
         int result;             /* 0 or -errno, set by the worker */
+        bool busy;              /* handed to a worker, not reaped yet (dispatcher's view) */
         bool quit;
 };
 
@@ -82,7 +89,7 @@ bool agent_buf_is_zero(const void *p, size_t len)
         return memcmp(b, b + 1, len - 1) == 0;
 }
 
-static int pread_full(int fd, void *buf, size_t len, uint64_t off)
+int agent_pread_full(int fd, void *buf, size_t len, uint64_t off)
 {
         size_t done = 0;
 
@@ -108,12 +115,12 @@ static int copy_read(struct copy_ctx *ctx, void *buf, size_t len, uint64_t off)
         int r;
 
         if (!g_atomic_int_get(&ctx->src_direct_broken)) {
-                r = pread_full(ctx->src_fd, buf, len, off);
+                r = agent_pread_full(ctx->src_fd, buf, len, off);
                 if (r != -EINVAL)
                         return r;
                 g_atomic_int_set(&ctx->src_direct_broken, 1);
         }
-        return pread_full(ctx->src_buf_fd, buf, len, off);
+        return agent_pread_full(ctx->src_buf_fd, buf, len, off);
 }
 
 static int copy_write(struct copy_ctx *ctx, const void *buf, size_t len, uint64_t off)
@@ -237,15 +244,46 @@ static int copy_store(struct copy_ctx *ctx, const char *buf, uint64_t off, size_
         return 0;
 }
 
+/*
+ * Storage offload: when source and destination share a filesystem with
+ * shared extents (XFS reflink=1, btrfs), the chunk becomes a reference to
+ * the source's blocks, moving no data. Returns 1 when cloned, 0 when the
+ * filesystem cannot (then never asked again: the caller copies), -errno
+ * on a real failure.
+ */
+static int copy_clone(struct copy_ctx *ctx, uint64_t off, size_t len)
+{
+        struct file_clone_range fcr = { .src_fd = ctx->src_buf_fd, .src_offset = off,
+                                        .src_length = len, .dest_offset = off };
+
+        /* Block-aligned ranges only; the unaligned tail of a file is copied. */
+        if (!g_atomic_int_get(&ctx->reflink) || len % COPY_ALIGN != 0)
+                return 0;
+        if (ioctl(ctx->dst_buf_fd, FICLONERANGE, &fcr) == 0)
+                return 1;
+        switch (errno) {
+        case EOPNOTSUPP: case ENOTTY: case EXDEV: case EINVAL: case EBADF: case EPERM: case ETXTBSY:
+                g_atomic_int_set(&ctx->reflink, 0);
+                return 0;
+        default:
+                return -errno;
+        }
+}
+
 static int copy_chunk(struct copy_ctx *ctx, void *buf, uint64_t off, size_t len)
 {
         size_t a = ALIGN_DOWN(len, COPY_ALIGN);
-        int r = 0;
+        int r;
+
+        r = copy_clone(ctx, off, len);
+        if (r != 0)
+                return MIN(r, 0);
+        r = 0;
 
         if (a > 0)
                 r = copy_read(ctx, buf, a, off);
         if (r >= 0 && a < len)
-                r = pread_full(ctx->src_buf_fd, (char *) buf + a, len - a, off + a);
+                r = agent_pread_full(ctx->src_buf_fd, (char *) buf + a, len - a, off + a);
         if (r < 0)
                 return r;
         return copy_store(ctx, buf, off, len);
@@ -304,8 +342,7 @@ static int file_size(int fd, uint64_t *ret)
         return 0;
 }
 
-/* Next extent at or after off: sets *ret_end and whether it holds data. */
-static int next_extent(int fd, uint64_t off, uint64_t size, uint64_t *ret_end, bool *ret_data)
+int agent_file_next_extent(int fd, uint64_t off, uint64_t size, uint64_t *ret_end, bool *ret_data)
 {
         off_t d, h;
 
@@ -342,6 +379,52 @@ static int next_extent(int fd, uint64_t off, uint64_t size, uint64_t *ret_end, b
         return 0;
 }
 
+/* Everything below this offset is written: the lowest chunk still in flight, or the next to dispatch. */
+static uint64_t copied_prefix(const struct copy_job *jobs, unsigned n_jobs, uint64_t next)
+{
+        uint64_t w = next;
+
+        for (unsigned i = 0; i < n_jobs; i++)
+                if (jobs[i].busy && jobs[i].offset < w)
+                        w = jobs[i].offset;
+        return w;
+}
+
+struct checkpointer {
+        const struct agent_copy_options *opts;
+        unsigned n_jobs;
+        gint64 interval_us;
+        gint64 last_us;
+        uint64_t last_prefix;
+};
+
+/*
+ * At most once per interval: makes the written prefix durable (fdatasync)
+ * and only then reports it, so a checkpoint never names bytes a crash
+ * could lose. A failing fdatasync fails the copy; the callback's own
+ * failure (the sidecar) only costs a later resume its head start.
+ */
+static int maybe_checkpoint(struct copy_ctx *ctx, struct checkpointer *cp, const struct copy_job *jobs, uint64_t next)
+{
+        gint64 now;
+        uint64_t prefix;
+
+        if (!cp->opts->checkpoint)
+                return 0;
+        now = g_get_monotonic_time();
+        if (now - cp->last_us < cp->interval_us)
+                return 0;
+        cp->last_us = now;
+        prefix = copied_prefix(jobs, cp->n_jobs, next);
+        if (prefix <= cp->last_prefix)
+                return 0;
+        if (fdatasync(ctx->dst_buf_fd) < 0)
+                return -errno;
+        cp->opts->checkpoint(prefix, cp->opts->checkpoint_data);
+        cp->last_prefix = prefix;
+        return 0;
+}
+
 int agent_copy_raw(const char *src_path, const char *dst_path,
                    const struct agent_copy_options *opts, GCancellable *cancel,
                    agent_copy_progress_fn progress, void *userdata)
@@ -349,15 +432,17 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
         struct agent_copy_options defaults = { 0 };
         struct copy_ctx ctx = { .src_fd = -1, .dst_fd = -1, .src_buf_fd = -1, .dst_buf_fd = -1,
                                 .cancel = cancel };
-        struct copy_job jobs[COPY_WORKERS] = { 0 };
+        struct copy_job jobs[COPY_WORKERS_MAX] = { 0 };
         struct copy_job quit = { .quit = true };
-        GThread *threads[COPY_WORKERS] = { 0 };
+        GThread *threads[COPY_WORKERS_MAX] = { 0 };
         GAsyncQueue *queues[2] = { NULL, NULL };
-        struct copy_job *free_jobs[COPY_WORKERS];
+        struct copy_job *free_jobs[COPY_WORKERS_MAX];
+        unsigned n_workers = opts && opts->workers ? opts->workers : COPY_WORKERS;
         unsigned n_free = 0, n_threads = 0;
         uint64_t dst_size = 0, off = 0, done = 0, cap;
         struct agent_rate_gov *own_gov = NULL;  /* bandwidth_limit without a host governor */
         struct agent_rate_flow *flow;
+        struct checkpointer cp = { 0 };
         int r, err = 0;
 
         if (!src_path || !dst_path)
@@ -366,6 +451,8 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                 opts = &defaults;
 
         ctx.keep_allocation = opts->keep_allocation;
+        /* A PREALLOCATED destination must own its blocks: shared extents would be allocated again on write. */
+        ctx.reflink = !opts->keep_allocation && !opts->no_offload;
         cap = opts->rate_flow ? agent_rate_flow_cap(opts->rate_flow) : opts->bandwidth_limit;
         ctx.buffer_size = opts->buffer_size;
         if (ctx.buffer_size == 0) {
@@ -374,7 +461,7 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                         ctx.buffer_size = (size_t) CLAMP(cap / COPY_CAPPED_CHUNKS, COPY_MIN_CAPPED_BUFFER,
                                                          COPY_DEFAULT_BUFFER);
         }
-        if (ctx.buffer_size < COPY_ALIGN || ctx.buffer_size > COPY_MAX_BUFFER)
+        if (ctx.buffer_size < COPY_ALIGN || ctx.buffer_size > COPY_MAX_BUFFER || n_workers > COPY_WORKERS_MAX)
                 return -EINVAL;
         ctx.buffer_size = ALIGN_DOWN(ctx.buffer_size, COPY_ALIGN);
         flow = opts->rate_flow;
@@ -399,12 +486,21 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                 r = -EFBIG;
                 goto out;
         }
+        /* Resume: the caller verified [0, start_offset) already holds the source's bytes. */
+        if (opts->start_offset > ctx.src_size || opts->start_offset % COPY_ALIGN != 0) {
+                r = -EINVAL;
+                goto out;
+        }
+        off = done = opts->start_offset;
+        cp = (struct checkpointer) { .opts = opts, .n_jobs = n_workers, .last_prefix = off, .last_us = g_get_monotonic_time(),
+                                     .interval_us = opts->checkpoint_interval_us > 0 ? opts->checkpoint_interval_us
+                                                                                     : COPY_CHECKPOINT_US };
         if (ctx.src_fd == ctx.src_buf_fd)
                 (void) posix_fadvise(ctx.src_buf_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
         queues[0] = g_async_queue_new();
         queues[1] = g_async_queue_new();
-        for (unsigned i = 0; i < COPY_WORKERS; i++) {
+        for (unsigned i = 0; i < n_workers; i++) {
                 jobs[i].ctx = &ctx;
                 if (posix_memalign(&jobs[i].buf, COPY_ALIGN, ctx.buffer_size) != 0) {
                         jobs[i].buf = NULL;
@@ -413,7 +509,7 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                 }
                 free_jobs[n_free++] = &jobs[i];
         }
-        for (unsigned i = 0; i < COPY_WORKERS; i++) {
+        for (unsigned i = 0; i < n_workers; i++) {
                 GError *e = NULL;
                 threads[i] = g_thread_try_new("ferry-copy", copy_worker, queues, &e);
                 if (!threads[i]) {
@@ -432,7 +528,7 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                         err = -ECANCELED;
                         break;
                 }
-                r = next_extent(ctx.src_buf_fd, off, ctx.src_size, &end, &data);
+                r = agent_file_next_extent(ctx.src_buf_fd, off, ctx.src_size, &end, &data);
                 if (r < 0) {
                         err = r;
                         break;
@@ -447,6 +543,10 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                         off = end;
                         if (progress)
                                 progress(done, ctx.src_size, userdata);
+                        if ((r = maybe_checkpoint(&ctx, &cp, jobs, off)) < 0) {
+                                err = r;
+                                break;
+                        }
                         continue;
                 }
 
@@ -460,10 +560,13 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                                 if (job->result < 0 && err == 0)
                                         err = job->result;
                                 done += job->length;
+                                job->busy = false;
                                 free_jobs[n_free++] = job;
                                 if (progress)
                                         progress(done, ctx.src_size, userdata);
                         }
+                        if (err == 0)
+                                err = maybe_checkpoint(&ctx, &cp, jobs, off);
                         if (err < 0)
                                 break;
                         if (g_cancellable_is_cancelled(cancel)) {
@@ -479,17 +582,19 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                         job->offset = off;
                         job->length = len;
                         job->result = 0;
+                        job->busy = true;
                         g_async_queue_push(queues[0], job);
                         off += len;
                 }
         }
 
         /* Drain whatever is still in flight, even on error or cancel. */
-        while (n_free < COPY_WORKERS) {
+        while (n_free < n_workers) {
                 struct copy_job *job = g_async_queue_pop(queues[1]);
                 if (job->result < 0 && err == 0)
                         err = job->result;
                 done += job->length;
+                job->busy = false;
                 free_jobs[n_free++] = job;
                 if (err == 0 && progress)
                         progress(done, ctx.src_size, userdata);
@@ -506,7 +611,7 @@ out:
                 g_async_queue_push(queues[0], &quit);
         for (unsigned i = 0; i < n_threads; i++)
                 g_thread_join(threads[i]);
-        for (unsigned i = 0; i < COPY_WORKERS; i++)
+        for (unsigned i = 0; i < COPY_WORKERS_MAX; i++)
                 free(jobs[i].buf);
         if (queues[0])
                 g_async_queue_unref(queues[0]);

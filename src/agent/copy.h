@@ -16,6 +16,8 @@
 
 /* Called from the copying thread; done and total in bytes of the source. */
 typedef void (*agent_copy_progress_fn)(uint64_t done, uint64_t total, void *userdata);
+/* Called from the copying thread once [0, prefix) of the destination is durable (fdatasync'ed). */
+typedef void (*agent_copy_checkpoint_fn)(uint64_t prefix, void *userdata);
 
 struct agent_copy_options {
         /*
@@ -26,8 +28,20 @@ struct agent_copy_options {
         struct agent_rate_flow *rate_flow;
         uint64_t bandwidth_limit;
         size_t buffer_size;         /* 0 = default (8 MiB; smaller under a low cap) */
+        unsigned workers;           /* I/O threads, 0 = default (4), at most 16 */
         gboolean no_direct;         /* force buffered I/O */
-        gboolean keep_allocation;   /* preallocated destination: write zeros, never punch holes */
+        gboolean keep_allocation;   /* preallocated destination: write zeros, never punch holes; no reflink */
+        gboolean no_offload;        /* never FICLONERANGE (the default tries it once and keeps it while it works) */
+        /*
+         * Resume: [0, start_offset) of the destination already holds the
+         * source's bytes (the caller verified it); copying starts there.
+         * A multiple of 4096, at most the source's size.
+         */
+        uint64_t start_offset;
+        /* Durable progress, about once per checkpoint_interval_us (0 = 1 s); NULL = none. */
+        agent_copy_checkpoint_fn checkpoint;
+        void *checkpoint_data;
+        gint64 checkpoint_interval_us;
 };
 
 /*
@@ -44,5 +58,13 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                    const struct agent_copy_options *opts, GCancellable *cancel,
                    agent_copy_progress_fn progress, void *userdata);
 
-/* Whether len bytes at p are all zero. */
+/* True if len bytes at p are all zero. */
 bool agent_buf_is_zero(const void *p, size_t len);
+/* pread of exactly len bytes (EINTR and short reads retried); -EIO at EOF. */
+int agent_pread_full(int fd, void *buf, size_t len, uint64_t off);
+/*
+ * The extent of fd at off (SEEK_DATA/SEEK_HOLE, 4 KiB aligned): its end
+ * (at most size) and whether it holds data. A filesystem without sparse
+ * support reports one data extent up to size.
+ */
+int agent_file_next_extent(int fd, uint64_t off, uint64_t size, uint64_t *ret_end, bool *ret_data);

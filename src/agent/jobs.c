@@ -5,13 +5,22 @@
 #include "agent.h"
 #include "error.h"
 #include "jobs.h"
+#include "jsonrpc.h"
+#include "log.h"
+#include "prom.h"
 #include "uuid.h"
+
+/* Job durations, seconds: metadata jobs take well under a second, copies minutes to hours. */
+static const double duration_bounds[] = { 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600 };
 
 struct agent_job {
         struct agent_jobs *jobs;
         char *id;
         char *job_type;
         char *description;
+        char *flow_id;                 /* the creating request's VDSM flow id, NULL if none */
+        const char *method;            /* the RPC method that created it (static), "internal" otherwise */
+        gint64 run_start;              /* monotonic µs when it started running, 0 before */
         enum agent_job_status status;
         gint progress_bp;              /* basis points 0..10000, g_atomic (job thread writes) */
         gint progress_sent;            /* last value announced in an event */
@@ -24,9 +33,11 @@ struct agent_job {
         gint64 start_time;             /* wall clock, seconds */
         gint64 end_time;
         guint autodelete_source;
+        json_t *result_value;          /* what a done job produced (main thread) */
         /* Written by the thread before it hands over to the main thread. */
         int result;
         GError *thread_error;
+        json_t *thread_result;
 };
 
 struct agent_jobs {
@@ -38,7 +49,22 @@ struct agent_jobs {
         unsigned autodelete;
         guint progress_timer;
         bool shutting_down;
+        GHashTable *durations;         /* "method\nstatus" → struct fy_prom_histogram* */
 };
+
+static void histogram_free(gpointer data)
+{
+        struct fy_prom_histogram *h = data;
+
+        fy_prom_histogram_clear(h);
+        g_free(h);
+}
+
+/* Sets the thread's log context to the job's; restore with fy_log_context_restore(saved). */
+static void job_log_context(const struct agent_job *job, struct fy_log_context *saved)
+{
+        fy_log_context_set(job->id, job->flow_id, saved);
+}
 
 const char *agent_job_status_to_string(enum agent_job_status s)
 {
@@ -69,10 +95,13 @@ static void job_free(struct agent_job *job)
                 job->data_free(job->data);
         g_clear_error(&job->error);
         g_clear_error(&job->thread_error);
+        json_decref(job->result_value);
+        json_decref(job->thread_result);
         g_clear_object(&job->cancel);
         g_free(job->id);
         g_free(job->job_type);
         g_free(job->description);
+        g_free(job->flow_id);
         g_free(job);
 }
 
@@ -87,6 +116,8 @@ static json_t *job_info(struct agent_job *job)
                                  "start_time", (json_int_t) job->start_time);
         if (job->end_time)
                 json_object_set_new(info, "end_time", json_integer(job->end_time));
+        if (job->result_value)
+                json_object_set(info, "result", job->result_value);
         if (job->error)
                 json_object_set_new(info, "error", json_pack("{s:i, s:s}",
                                                              "code", job->error->domain == FY_ERROR ? job->error->code : FY_ERR_GENERAL,
@@ -94,13 +125,13 @@ static json_t *job_info(struct agent_job *job)
         return info;
 }
 
+/* VDSM's shape: notify('|jobs|status|<id>', params=job.info()), and its notifier adds notify_time (ms, monotonic). */
 static void job_notify(struct agent_job *job)
 {
         g_autofree char *method = g_strdup_printf("|jobs|status|%s", job->id);
-        json_t *params = json_object();
+        json_t *params = job_info(job);
 
         g_atomic_int_set(&job->progress_sent, g_atomic_int_get(&job->progress_bp));
-        json_object_set_new(params, job->id, job_info(job));
         json_object_set_new(params, "notify_time", json_integer(g_get_monotonic_time() / 1000));
         agent_emit_event(job->jobs->agent, method, params);
         json_decref(params);
@@ -138,11 +169,30 @@ static guint attach_timeout(GMainContext *context, guint ms, GSourceFunc fn, gpo
         return g_source_attach(source, context);
 }
 
+/* Main thread: a job that ran has ended. */
+static void job_observe_duration(struct agent_job *job)
+{
+        g_autofree char *key = NULL;
+        struct fy_prom_histogram *h;
+
+        if (!job->run_start)
+                return;
+        key = g_strdup_printf("%s\n%s", job->method, agent_job_status_to_string(job->status));
+        h = g_hash_table_lookup(job->jobs->durations, key);
+        if (!h) {
+                h = g_new0(struct fy_prom_histogram, 1);
+                fy_prom_histogram_init(h, duration_bounds, G_N_ELEMENTS(duration_bounds));
+                g_hash_table_insert(job->jobs->durations, g_steal_pointer(&key), h);
+        }
+        fy_prom_histogram_observe(h, (double) (g_get_monotonic_time() - job->run_start) / G_USEC_PER_SEC);
+}
+
 /* Main thread: the job's thread has returned. */
 static gboolean job_thread_done(gpointer data)
 {
         struct agent_job *job = data;
         struct agent_jobs *jobs = job->jobs;
+        struct fy_log_context saved;
 
         g_thread_join(job->thread);
         job->thread = NULL;
@@ -151,6 +201,7 @@ static gboolean job_thread_done(gpointer data)
         if (job->result == 0) {
                 job->status = AGENT_JOB_DONE;
                 g_atomic_int_set(&job->progress_bp, 10000);
+                job->result_value = g_steal_pointer(&job->thread_result);
         } else if (job->result == -ECANCELED || g_cancellable_is_cancelled(job->cancel)) {
                 job->status = AGENT_JOB_ABORTED;
                 job->error = g_error_new(FY_ERROR, FY_ERR_ABORTED, "job %s was aborted", job->id);
@@ -162,9 +213,12 @@ static gboolean job_thread_done(gpointer data)
                 job->thread_error = NULL;
         }
         job->end_time = g_get_real_time() / G_USEC_PER_SEC;
+        job_observe_duration(job);
+        job_log_context(job, &saved);
         g_log("ferry-agent", job->status == AGENT_JOB_DONE ? G_LOG_LEVEL_MESSAGE : G_LOG_LEVEL_WARNING,
               "job %s (%s) %s%s%s", job->id, job->description, agent_job_status_to_string(job->status),
               job->error ? ": " : "", job->error ? job->error->message : "");
+        fy_log_context_restore(&saved);
         job_notify(job);
         if (jobs->autodelete)
                 job->autodelete_source = attach_timeout(jobs->agent->main_context, jobs->autodelete * 1000, job_autodelete, job);
@@ -177,6 +231,8 @@ static gpointer job_thread(gpointer data)
 {
         struct agent_job *job = data;
 
+        /* Everything the job logs carries its id and its request's flow id. */
+        job_log_context(job, NULL);
         job->result = job->run(job, job->data, job->cancel, &job->thread_error);
         if (job->result < 0 && !job->thread_error && job->result != -ECANCELED)
                 job->thread_error = g_error_new(FY_ERROR, FY_ERR_GENERAL, "%s", g_strerror(-job->result));
@@ -189,12 +245,16 @@ static void jobs_start_pending(struct agent_jobs *jobs)
         while (jobs->running < jobs->max_running && !g_queue_is_empty(&jobs->pending)) {
                 struct agent_job *job = g_queue_pop_head(&jobs->pending);
                 g_autofree char *name = g_strdup_printf("job-%.8s", job->id);
+                struct fy_log_context saved;
 
                 job->status = AGENT_JOB_RUNNING;
                 job->start_time = g_get_real_time() / G_USEC_PER_SEC;
+                job->run_start = g_get_monotonic_time();
                 jobs->running++;
                 job->thread = g_thread_new(name, job_thread, job);
+                job_log_context(job, &saved);
                 g_message("job %s (%s) running", job->id, job->description);
+                fy_log_context_restore(&saved);
                 job_notify(job);
         }
 }
@@ -226,6 +286,7 @@ struct agent_jobs *agent_jobs_new(struct agent *agent, unsigned max_running, uns
         jobs->max_running = max_running;
         jobs->autodelete = autodelete_seconds;
         jobs->progress_timer = attach_timeout(agent->main_context, 1000, progress_tick, jobs);
+        jobs->durations = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, histogram_free);
         return jobs;
 }
 
@@ -252,6 +313,7 @@ void agent_jobs_free(struct agent_jobs *jobs)
                 g_main_context_iteration(jobs->agent->main_context, TRUE);
         g_source_destroy(g_main_context_find_source_by_id(jobs->agent->main_context, jobs->progress_timer));
         g_hash_table_unref(jobs->table);
+        g_hash_table_unref(jobs->durations);
         g_free(jobs);
 }
 
@@ -260,6 +322,7 @@ int agent_jobs_add(struct agent_jobs *jobs, const char *job_id, const char *job_
                    GDestroyNotify data_free, GError **error)
 {
         struct agent_job *job;
+        struct fy_log_context saved;
 
         g_autofree char *id = NULL;
 
@@ -296,9 +359,14 @@ int agent_jobs_add(struct agent_jobs *jobs, const char *job_id, const char *job_
         job->data = data;
         job->data_free = data_free;
         job->start_time = g_get_real_time() / G_USEC_PER_SEC;
+        /* Called from an RPC handler: the request's flow id is the thread's log correlation id. */
+        job->flow_id = g_strdup(fy_log_correlation_id());
+        job->method = fy_rpc_current_method() ? fy_rpc_current_method() : "internal";
         g_hash_table_insert(jobs->table, job->id, job);
         g_queue_push_tail(&jobs->pending, job);
+        job_log_context(job, &saved);
         g_message("job %s (%s) scheduled", job->id, job->description);
+        fy_log_context_restore(&saved);
         job_notify(job);
         jobs_start_pending(jobs);
         return 0;
@@ -321,6 +389,7 @@ static struct agent_job *job_lookup(struct agent_jobs *jobs, const char *job_id,
 int agent_jobs_abort(struct agent_jobs *jobs, const char *job_id, GError **error)
 {
         struct agent_job *job = job_lookup(jobs, job_id, error);
+        struct fy_log_context saved;
 
         if (!job)
                 return -ENOENT;
@@ -333,13 +402,17 @@ int agent_jobs_abort(struct agent_jobs *jobs, const char *job_id, GError **error
                 job->error = g_error_new(FY_ERROR, FY_ERR_ABORTED, "job %s was aborted before it started", job->id);
                 if (jobs->autodelete)
                         job->autodelete_source = attach_timeout(jobs->agent->main_context, jobs->autodelete * 1000, job_autodelete, job);
+                job_log_context(job, &saved);
                 g_message("job %s aborted while pending", job->id);
+                fy_log_context_restore(&saved);
                 job_notify(job);
                 return 0;
         case AGENT_JOB_RUNNING:
                 job->status = AGENT_JOB_ABORTING;
                 g_cancellable_cancel(job->cancel);
+                job_log_context(job, &saved);
                 g_message("job %s aborting", job->id);
+                fy_log_context_restore(&saved);
                 job_notify(job);
                 return 0;
         case AGENT_JOB_ABORTING:
@@ -400,6 +473,12 @@ void agent_jobs_counts(struct agent_jobs *jobs, unsigned *ret_running, unsigned 
         *ret_pending = g_queue_get_length(&jobs->pending);
 }
 
+void agent_job_set_result(struct agent_job *job, json_t *result)
+{
+        json_decref(job->thread_result);
+        job->thread_result = result;
+}
+
 void agent_job_set_progress(struct agent_job *job, double progress)
 {
         int bp = (int) (CLAMP(progress, 0.0, 100.0) * 100.0);
@@ -415,4 +494,30 @@ struct agent *agent_job_agent(struct agent_job *job)
 const char *agent_job_id(struct agent_job *job)
 {
         return job->id;
+}
+
+void agent_jobs_metrics(struct agent_jobs *jobs, struct fy_prom *p)
+{
+        GList *keys;
+
+        fy_prom_family(p, "ferry_agent_jobs", FY_PROM_GAUGE, "Jobs of this host by state: running, or pending for a free slot.");
+        fy_prom_sample(p, "ferry_agent_jobs", (const char *[]) { "state", "running", NULL }, jobs->running);
+        fy_prom_sample(p, "ferry_agent_jobs", (const char *[]) { "state", "pending", NULL },
+                       g_queue_get_length(&jobs->pending));
+        fy_prom_family(p, "ferry_agent_jobs_limit", FY_PROM_GAUGE, "Jobs this host runs at once (max_jobs).");
+        fy_prom_sample(p, "ferry_agent_jobs_limit", NULL, jobs->max_running);
+
+        fy_prom_family(p, "ferry_agent_job_duration_seconds", FY_PROM_HISTOGRAM,
+                       "Run time of the jobs that ended, by the RPC method that created them and their end status.");
+        keys = g_list_sort(g_hash_table_get_keys(jobs->durations), (GCompareFunc) g_strcmp0);   /* stable output */
+        for (GList *l = keys; l; l = l->next) {
+                const char *key = l->data;
+                const char *nl = strchr(key, '\n');
+                g_autofree char *method = g_strndup(key, nl - key);
+
+                fy_prom_histogram_write(p, "ferry_agent_job_duration_seconds",
+                                        (const char *[]) { "method", method, "status", nl + 1, NULL },
+                                        g_hash_table_lookup(jobs->durations, key));
+        }
+        g_list_free(keys);
 }

@@ -14,6 +14,7 @@
 #define AGENT_JOBS_MAX 10000   /* jobs kept in the table, finished ones included */
 
 struct agent;
+struct fy_prom;
 struct agent_jobs;
 struct agent_job;
 
@@ -43,7 +44,11 @@ int agent_jobs_delete(struct agent_jobs *jobs, const char *job_id, GError **erro
 /* {job_id: info}; job_type and job_ids (array of strings) filter when non-NULL. */
 json_t *agent_jobs_info(struct agent_jobs *jobs, const char *job_type, json_t *job_ids);
 void agent_jobs_counts(struct agent_jobs *jobs, unsigned *ret_running, unsigned *ret_pending);
+/* ferry_agent_jobs{state}, ferry_agent_jobs_limit, ferry_agent_job_duration_seconds{method,status}. Main thread. */
+void agent_jobs_metrics(struct agent_jobs *jobs, struct fy_prom *p);
 
+/* From the job thread, before it returns: what a done job reports as "result" in its info (stolen). */
+void agent_job_set_result(struct agent_job *job, json_t *result);
 /* Thread safe, from the job thread: 0..100. */
 void agent_job_set_progress(struct agent_job *job, double progress);
 struct agent *agent_job_agent(struct agent_job *job);

@@ -41,6 +41,16 @@ static const char *lease_strerror(int rv)
         }
 }
 
+/* Acquire outcomes since the agent started, for the metrics (g_atomic). */
+static gint acquire_ok, acquire_busy, acquire_failed;
+
+void agent_lease_counts(unsigned *ret_ok, unsigned *ret_busy, unsigned *ret_failed)
+{
+        *ret_ok = (unsigned) g_atomic_int_get(&acquire_ok);
+        *ret_busy = (unsigned) g_atomic_int_get(&acquire_busy);
+        *ret_failed = (unsigned) g_atomic_int_get(&acquire_failed);
+}
+
 static int lease_fail(GError **error, int code, int rv, const char *fmt, ...) G_GNUC_PRINTF(4, 5);
 static int lease_fail(GError **error, int code, int rv, const char *fmt, ...)
 {
@@ -221,9 +231,14 @@ int agent_lease_acquire(const struct agent_lease *l, int error_code, uint64_t *r
         g_mutex_lock(&sock_lock);
         rv = sanlock_acquire(sanlock_sock, -1, 0, 1, resv, NULL);
         g_mutex_unlock(&sock_lock);
-        if (rv < 0)
-                return lease_fail(error, error_code, rv, "cannot acquire lease %s in lockspace %s",
-                                  l->name, l->lockspace);
+        if (rv < 0) {
+                int r = lease_fail(error, error_code, rv, "cannot acquire lease %s in lockspace %s",
+                                   l->name, l->lockspace);
+
+                g_atomic_int_inc(r == -EBUSY ? &acquire_busy : &acquire_failed);
+                return r;
+        }
+        g_atomic_int_inc(&acquire_ok);
         if (ret_lver) {
                 struct resource_buf rb;
 

@@ -43,6 +43,8 @@ int agent_lease_format(const struct agent_lease *l, GError **error);
  * -ENODATA; other failures -errno. All failures carry error_code.
  */
 int agent_lease_acquire(const struct agent_lease *l, int error_code, uint64_t *ret_lver, GError **error);
+/* Lease acquisitions since the agent started: acquired, refused because another host holds the lease, failed otherwise. */
+void agent_lease_counts(unsigned *ret_ok, unsigned *ret_busy, unsigned *ret_failed);
 int agent_lease_release(const struct agent_lease *l, GError **error);
 /* Host ids currently owning the lease (as recorded on disk) and its version; -ENODATA if never formatted. */
 int agent_lease_owners(const struct agent_lease *l, GArray **ret_owners, uint64_t *ret_version, GError **error);

@@ -17,6 +17,7 @@
 #include "lease.h"
 #include "locks.h"
 #include "log.h"
+#include "metrics.h"
 #include "rategov.h"
 #include "server.h"
 #include "transfer.h"
@@ -93,7 +94,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "ferry-agent: %s\n", error->message);
                 return 2;
         }
-        fy_log_setup(agent.config.log_level, "ferry-agent");
+        fy_log_setup(agent.config.log_level, "ferry-agent", agent.config.host_name);
 
         g_mutex_init(&agent.pool_lock);
         agent.host_id = agent.config.host_id;
@@ -125,6 +126,12 @@ int main(int argc, char **argv)
                 return EXIT_FAILURE;
         }
 
+        if (agent_metrics_start(&agent, dispatcher, &error) < 0) {
+                g_critical("cannot serve metrics on %s:%u: %s", agent.config.listen_address,
+                           agent.config.metrics_port, error->message);
+                return EXIT_FAILURE;
+        }
+
         g_unix_signal_add(SIGTERM, on_signal, &agent);
         g_unix_signal_add(SIGINT, on_signal, &agent);
         g_timeout_add_seconds(1, rate_tick, &agent);
@@ -132,6 +139,7 @@ int main(int argc, char **argv)
 
         /* Jobs first: their threads release leases and locks, their events need the server.
          * No transfer request may write once its ticket's lease can go. */
+        agent_metrics_stop(&agent);
         agent_jobs_refuse_new(agent.jobs);     /* the transfer stop below serves requests too */
         agent_transfers_stop(&agent);
         agent_jobs_free(agent.jobs);

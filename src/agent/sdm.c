@@ -3,8 +3,14 @@
 #include <fcntl.h>
 #include <string.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "agent.h"
+#include "checksum.h"
+#include "ckpt.h"
 #include "copy.h"
+#include "fileio.h"
 #include "error.h"
 #include "jobs.h"
 #include "jsonrpc.h"
@@ -21,15 +27,99 @@ struct copy_job {
         struct agent_job *job;
         struct agent_endpoint src;
         struct agent_endpoint dst;
+        bool dst_was_illegal;          /* before this job marked it: an earlier copy did not finish */
+        char *ckpt_path;               /* the destination's checkpoint sidecar */
+        uint64_t src_size;
+        uint64_t resumed_from;         /* bytes of the destination verified and kept */
+        bool ckpt_warned;
 };
+
+static void copy_job_free(void *data)
+{
+        struct copy_job *cj = data;
+
+        g_free(cj->ckpt_path);
+        g_free(cj);
+}
+
+/* For any job whose userdata is the agent_job itself. */
+static void job_progress(uint64_t done, uint64_t total, void *userdata)
+{
+        if (total > 0)
+                agent_job_set_progress(userdata, 100.0 * (double) done / (double) total);
+}
 
 static void copy_progress(uint64_t done, uint64_t total, void *userdata)
 {
         struct copy_job *cj = userdata;
 
         /* Bytes moved are counted by the rate governor (Host.getStats copy_rate): data only, holes are free. */
-        if (total > 0)
-                agent_job_set_progress(cj->job, 100.0 * (double) done / (double) total);
+        job_progress(done, total, cj->job);
+}
+
+/* The copier made [0, prefix) durable: record it so a copy after a crash or a fence can resume there. */
+static void copy_checkpoint(uint64_t prefix, void *userdata)
+{
+        struct copy_job *cj = userdata;
+        struct agent_copy_ckpt c = { .src_size = cj->src_size, .offset = prefix };
+        g_autofree char *text = NULL;
+        int r;
+
+        memcpy(c.src_sd, cj->src.ref.sd, sizeof(c.src_sd));
+        memcpy(c.src_img, cj->src.ref.img, sizeof(c.src_img));
+        memcpy(c.src_vol, cj->src.ref.vol, sizeof(c.src_vol));
+        text = agent_copy_ckpt_format(&c);
+        r = fy_write_file_atomic_at(AT_FDCWD, cj->ckpt_path, text, strlen(text));
+        if (r < 0 && !cj->ckpt_warned) {
+                /* Only a later resume loses its head start: the copy goes on. */
+                g_warning("job %s: cannot write checkpoint %s: %s", agent_job_id(cj->job), cj->ckpt_path, g_strerror(-r));
+                cj->ckpt_warned = true;
+        }
+}
+
+/*
+ * Where a raw copy into a destination an earlier copy left unfinished can
+ * start. We hold the destination's lease, so the earlier writer is fenced;
+ * its checkpoint names the source and a durable prefix, which is trusted
+ * only when the checksums of that prefix agree on both sides. 0 = from
+ * the start (no checkpoint, another source, or a mismatch).
+ */
+static uint64_t resume_offset(struct copy_job *cj, const char *src_path, const char *dst_path, GCancellable *cancel)
+{
+        g_autofree char *text = NULL;
+        struct agent_copy_ckpt c;
+        struct agent_checksum_result s = { 0 }, d = { 0 };
+        g_autoptr(GError) e = NULL;
+        uint64_t offset;
+        size_t len = 0;
+
+        if (!cj->dst_was_illegal ||
+            fy_read_small_file_at(AT_FDCWD, cj->ckpt_path, AGENT_CKPT_MAX, &text, &len) < 0 ||
+            agent_copy_ckpt_parse(text, len, &c) < 0)
+                return 0;
+        if (strcmp(c.src_sd, cj->src.ref.sd) != 0 || strcmp(c.src_img, cj->src.ref.img) != 0 ||
+            strcmp(c.src_vol, cj->src.ref.vol) != 0 || c.src_size != cj->src_size) {
+                g_message("job %s: checkpoint %s is of another source; copying from the start",
+                          agent_job_id(cj->job), cj->ckpt_path);
+                return 0;
+        }
+        offset = c.offset / 4096 * 4096;
+        if (offset == 0)
+                return 0;
+        if (agent_checksum_image(src_path, "raw", offset, 0, cancel, NULL, NULL, &s, &e) < 0 ||
+            agent_checksum_image(dst_path, "raw", offset, 0, cancel, NULL, NULL, &d, &e) < 0) {
+                g_message("job %s: cannot verify the copied prefix (%s); copying from the start",
+                          agent_job_id(cj->job), e ? e->message : "aborted");
+                return 0;
+        }
+        if (s.size != offset || d.size != offset || strcmp(s.checksum, d.checksum) != 0) {
+                g_warning("job %s: the first %" G_GUINT64_FORMAT " bytes of the destination differ from the source "
+                          "(checkpoint %s); copying from the start", agent_job_id(cj->job), offset, cj->ckpt_path);
+                return 0;
+        }
+        g_message("job %s: resuming at %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " bytes: the prefix's checksums agree (%s)",
+                  agent_job_id(cj->job), offset, cj->src_size, s.checksum);
+        return offset;
 }
 
 static const char *qemu_format(enum fy_vol_format f)
@@ -93,7 +183,19 @@ static int copy_volume_with(struct copy_job *cj, const struct fy_volume_meta *sr
         int r;
 
         if (src_meta->format == FY_FORMAT_RAW && dst_meta->format == FY_FORMAT_RAW) {
-                r = agent_copy_raw(src_path, dst_path, opts, cancel, copy_progress, cj);
+                struct agent_copy_options o = *opts;
+                struct stat st;
+
+                if (stat(src_path, &st) == 0) {
+                        cj->src_size = (uint64_t) st.st_size;
+                        cj->resumed_from = resume_offset(cj, src_path, dst_path, cancel);
+                        if (g_cancellable_is_cancelled(cancel))
+                                return -ECANCELED;
+                        o.start_offset = cj->resumed_from;
+                        o.checkpoint = copy_checkpoint;
+                        o.checkpoint_data = cj;
+                }
+                r = agent_copy_raw(src_path, dst_path, &o, cancel, copy_progress, cj);
                 if (r == -ECANCELED)
                         return r;
                 if (r < 0) {
@@ -116,6 +218,8 @@ static int copy_volume_with(struct copy_job *cj, const struct fy_volume_meta *sr
                 }
                 backing = dst_meta->parent;
         }
+        /* Not resumable: a checkpoint of an earlier raw copy no longer describes this destination. */
+        (void) unlink(cj->ckpt_path);
         r = agent_qemu_img_convert_shared(src_path, qemu_format(src_meta->format),
                                           dst_path, qemu_format(dst_meta->format),
                                           backing, parent ? qemu_format(parent->format) : NULL,
@@ -232,6 +336,7 @@ static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel
         }
 
         old_gen = dst_meta->generation;
+        cj->dst_was_illegal = dst_meta->legality == FY_LEGALITY_ILLEGAL;
         r = agent_volume_begin_write(a, &cj->dst.ref, dst_meta, error);
         if (r < 0)
                 goto out;
@@ -249,7 +354,15 @@ static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel
         if (r < 0)
                 goto out;
 
+        /* Before LEGAL: a crash in between leaves an ILLEGAL volume that copies again, never a stale hint. */
+        if (unlink(cj->ckpt_path) < 0 && errno != ENOENT) {
+                r = -errno;
+                g_set_error(error, FY_ERROR, FY_ERR_COPY, "cannot remove checkpoint %s: %s", cj->ckpt_path, g_strerror(errno));
+                goto out;
+        }
         r = agent_volume_end_write(a, &cj->dst.ref, dst_meta, old_gen, error);
+        if (r == 0)
+                agent_job_set_result(job, json_pack("{s:I}", "resumed_from", (json_int_t) cj->resumed_from));
 out:
         agent_guard_release(a, &guard, job);
         return r;
@@ -290,9 +403,13 @@ int agent_sdm_copy_data(struct agent *a, json_t *params, GError **error)
         desc = g_strdup_printf("copy_data %s/%s/%s -> %s/%s/%s",
                                cj->src.ref.sd, cj->src.ref.img, cj->src.ref.vol,
                                cj->dst.ref.sd, cj->dst.ref.img, cj->dst.ref.vol);
-        return agent_jobs_add(a->jobs, job_id, "storage", desc, copy_data_run, cj, g_free, error);
+        {
+                g_autofree char *dst_path = agent_volume_path(a, &cj->dst.ref);
+                cj->ckpt_path = g_strconcat(dst_path, AGENT_CKPT_SUFFIX, NULL);
+        }
+        return agent_jobs_add(a->jobs, job_id, "storage", desc, copy_data_run, cj, copy_job_free, error);
 fail:
-        g_free(cj);
+        copy_job_free(cj);
         return r;
 }
 
@@ -419,4 +536,119 @@ int agent_sdm_update_volume(struct agent *a, json_t *params, GError **error)
 fail:
         update_job_free(uj);
         return r;
+}
+
+/* ---- Volume.checksum ---- */
+
+struct checksum_job {
+        struct agent *agent;
+        struct agent_endpoint vol;
+        size_t block_size;
+};
+
+static int checksum_run(struct agent_job *job, void *data, GCancellable *cancel, GError **error)
+{
+        struct checksum_job *ck = data;
+        struct agent *a = ck->agent;
+        struct agent_lockset locks = { 0 };
+        g_autoptr(fy_volume_meta) meta = NULL;
+        g_autoptr(fy_volume_meta) after = NULL;
+        g_autofree char *path = NULL;
+        struct agent_checksum_result res = { 0 };
+        bool locked = false;
+        int r;
+
+        /* Shared with other readers, exclusive of this host's copies into the image. */
+        agent_lockset_add_image(&locks, &ck->vol.ref, false);
+        r = agent_locks_acquire(a->locks, locks.reqs, locks.n, cancel);
+        if (r < 0)
+                goto out;
+        locked = true;
+        r = agent_volume_meta_read(a, &ck->vol.ref, &meta, error);
+        if (r < 0)
+                goto out;
+        if (ck->vol.has_generation && ck->vol.generation != meta->generation) {
+                g_set_error(error, FY_ERROR, FY_ERR_GENERATION_MISMATCH,
+                            "volume %s has generation %u, the request expected %u",
+                            ck->vol.ref.vol, meta->generation, ck->vol.generation);
+                r = -ESTALE;
+                goto out;
+        }
+        if (meta->legality != FY_LEGALITY_LEGAL) {
+                g_set_error(error, FY_ERROR, FY_ERR_COPY,
+                            "volume %s is ILLEGAL (a copy into it did not finish): its content means nothing", ck->vol.ref.vol);
+                r = -EINVAL;
+                goto out;
+        }
+        path = agent_volume_path(a, &ck->vol.ref);
+        r = agent_checksum_image(path, qemu_format(meta->format), 0, ck->block_size, cancel, job_progress, job,
+                                 &res, error);
+        if (r < 0)
+                goto out;
+        /* A copy into it from another host (it does not take our local locks) would show here. */
+        r = agent_volume_meta_read(a, &ck->vol.ref, &after, error);
+        if (r < 0)
+                goto out;
+        if (after->generation != meta->generation || after->legality != FY_LEGALITY_LEGAL) {
+                g_set_error(error, FY_ERROR, FY_ERR_GENERATION_MISMATCH,
+                            "volume %s changed while it was hashed (generation %u → %u, %s); hash it again",
+                            ck->vol.ref.vol, meta->generation, after->generation,
+                            fy_vol_legality_to_string(after->legality));
+                r = -ESTALE;
+                goto out;
+        }
+        agent_job_set_result(job, json_pack("{s:s, s:s, s:I, s:I, s:i}",
+                                            "algorithm", AGENT_CHECKSUM_ALGORITHM,
+                                            "checksum", res.checksum,
+                                            "block_size", (json_int_t) (ck->block_size ? ck->block_size : AGENT_CHECKSUM_BLOCK_DEFAULT),
+                                            "size", (json_int_t) res.size,
+                                            "generation", (int) meta->generation));
+out:
+        if (locked)
+                agent_locks_release(a->locks, locks.reqs, locks.n);
+        agent_lockset_clear(&locks);
+        return r;
+}
+
+int agent_volume_checksum(struct agent *a, json_t *params, GError **error)
+{
+        g_autofree struct checksum_job *ck = g_new0(struct checksum_job, 1);
+        g_autoptr(json_t) wrapped = NULL;
+        g_autofree char *desc = NULL;
+        const char *job_id = NULL, *algorithm = AGENT_CHECKSUM_ALGORITHM;
+        guint64 block_size = AGENT_CHECKSUM_BLOCK_DEFAULT;
+        int r;
+
+        ck->agent = a;
+        if ((r = fy_rpc_param_uuid(params, "job_id", true, &job_id, error)) < 0 ||
+            (r = fy_rpc_param_string(params, "algorithm", false, 16, &algorithm, error)) < 0 ||
+            (r = fy_rpc_param_uint(params, "block_size", false, AGENT_CHECKSUM_BLOCK_MAX, &block_size, error)) < 0)
+                return r;
+        if (strcmp(algorithm, AGENT_CHECKSUM_ALGORITHM) != 0) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                            "algorithm must be \"" AGENT_CHECKSUM_ALGORITHM "\", got \"%.16s\"", algorithm);
+                return -EINVAL;
+        }
+        if (block_size < AGENT_CHECKSUM_BLOCK_MIN || (block_size & (block_size - 1)) != 0) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                            "block_size must be a power of two from %u to %u bytes",
+                            AGENT_CHECKSUM_BLOCK_MIN, AGENT_CHECKSUM_BLOCK_MAX);
+                return -EINVAL;
+        }
+        ck->block_size = (size_t) block_size;
+        /* The volume's identity (and optional generation) is a vol_info at the top level. */
+        wrapped = json_pack("{s:{}}", "volume");
+        {
+                json_t *v = json_object_get(wrapped, "volume");
+                static const char *const keys[] = { "sd_id", "img_id", "vol_id", "generation" };
+
+                for (size_t i = 0; i < G_N_ELEMENTS(keys); i++)
+                        if (json_object_get(params, keys[i]))
+                                json_object_set(v, keys[i], json_object_get(params, keys[i]));
+        }
+        if ((r = agent_vol_info_parse(wrapped, "volume", &ck->vol, error)) < 0 ||
+            (r = agent_sd_check(a, ck->vol.ref.sd, error)) < 0)
+                return r;
+        desc = g_strdup_printf("checksum %s/%s/%s", ck->vol.ref.sd, ck->vol.ref.img, ck->vol.ref.vol);
+        return agent_jobs_add(a->jobs, job_id, "storage", desc, checksum_run, g_steal_pointer(&ck), g_free, error);
 }

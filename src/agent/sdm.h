@@ -14,6 +14,11 @@ struct agent;
 /* Validate the request and schedule the job; errors are immediate, the copy itself reports through the job. */
 int agent_sdm_copy_data(struct agent *a, json_t *params, GError **error);
 int agent_sdm_update_volume(struct agent *a, json_t *params, GError **error);
+/*
+ * Volume.checksum: a job hashing a volume's guest-visible content
+ * (checksum.h); the digest is the job's "result" in Host.getJobs.
+ */
+int agent_volume_checksum(struct agent *a, json_t *params, GError **error);
 
 /* A cold merge's subchain (VDSM's SubchainInfo): top's data goes into base, top's parent. */
 struct agent_subchain {

@@ -371,7 +371,10 @@ static void handle_frame(struct conn *c, struct fy_stomp_frame *f)
                 r->conn = conn_ref(c);
                 r->reply_to = g_strdup(reply_to && *reply_to ? reply_to : AGENT_DEFAULT_REPLY_DESTINATION);
                 c->inflight++;
-                fy_rpc_dispatch(c->server->dispatcher, f->body, f->body_len, on_rpc_reply, r, reply_ctx_free);
+                /* VDSM's flow id travels in this header (yajsonrpc's Headers.FLOW_ID). */
+                fy_rpc_dispatch_flow(c->server->dispatcher, f->body, f->body_len,
+                                     fy_stomp_frame_get_header(f, "ovirtCorrelationId"),
+                                     on_rpc_reply, r, reply_ctx_free);
         } else if (strcmp(cmd, "DISCONNECT") == 0) {
                 send_receipt(c, f);
                 c->closing = true;

@@ -12,6 +12,7 @@
 #include "lease.h"
 #include "qemuimg.h"
 #include "sdmeta.h"
+#include "ckpt.h"
 #include "storage.h"
 #include "uuid.h"
 
@@ -407,8 +408,10 @@ static void volume_remove_files(struct agent *a, const struct agent_volref *ref)
         g_autofree char *path = agent_volume_path(a, ref);
         g_autofree char *lease = agent_volume_lease_path(a, ref);
         g_autofree char *meta = g_strconcat(path, ".meta", NULL);
+        g_autofree char *ckpt = g_strconcat(path, AGENT_CKPT_SUFFIX, NULL);
 
         unlink(path);
+        unlink(ckpt);          /* an unfinished copy's checkpoint (sdm.c) */
         unlink(lease);
         unlink(meta);          /* last: the volume exists while its metadata does */
 }

@@ -17,6 +17,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gio/gio.h>
+
 #include "cli.h"
 #include "fileio.h"
 #include "pki.h"
@@ -41,6 +43,7 @@ struct cli_host {
         char *run_dir;
         char *log;
         char *sanlock_log;
+        char *metrics_url;             /* the agent's Prometheus endpoint */
 };
 
 struct cli_sd {
@@ -66,6 +69,7 @@ static void cli_host_free(struct cli_host *h)
         g_free(h->run_dir);
         g_free(h->log);
         g_free(h->sanlock_log);
+        g_free(h->metrics_url);
         g_free(h);
 }
 
@@ -325,12 +329,12 @@ static json_t *cli_cluster_to_json(const struct cli_cluster *c)
         for (guint i = 0; i < c->hosts->len; i++) {
                 const struct cli_host *h = c->hosts->pdata[i];
 
-                json_array_append_new(hosts, json_pack("{s:s, s:s?, s:s, s:i, s:I, s:I, s:s, s:s, s:s}",
+                json_array_append_new(hosts, json_pack("{s:s, s:s?, s:s, s:i, s:I, s:I, s:s, s:s, s:s, s:s?}",
                                                        "name", h->name, "id", h->id, "address", "127.0.0.1",
                                                        "port", h->port, "pid", (json_int_t) h->pid,
                                                        "sanlock_pid", (json_int_t) h->sanlock_pid,
                                                        "sanlock_run_dir", h->run_dir, "log", h->log,
-                                                       "sanlock_log", h->sanlock_log));
+                                                       "sanlock_log", h->sanlock_log, "metrics_url", h->metrics_url));
         }
         for (guint i = 0; i < c->sds->len; i++) {
                 const struct cli_sd *sd = c->sds->pdata[i];
@@ -402,14 +406,15 @@ static int cli_cluster_load(const char *dir, struct cli_cluster **ret_cluster, G
         c->engine_pid = (GPid) engine_pid;
         c->engine_log = g_strdup(engine_log);
         json_array_foreach(hosts, i, item) {
-                const char *name = NULL, *id = NULL, *run_dir = NULL, *log = NULL, *slog = NULL;
+                const char *name = NULL, *id = NULL, *run_dir = NULL, *log = NULL, *slog = NULL, *murl = NULL;
                 json_int_t pid = 0, spid = 0;
                 int port = 0;
                 struct cli_host *h;
 
-                if (json_unpack_ex(item, &jerr, 0, "{s:s, s?s, s?i, s:I, s:I, s:s, s?s, s?s}", "name", &name,
+                if (json_unpack_ex(item, &jerr, 0, "{s:s, s?s, s?i, s:I, s:I, s:s, s?s, s?s, s?s}", "name", &name,
                                    "id", &id, "port", &port, "pid", &pid, "sanlock_pid", &spid,
-                                   "sanlock_run_dir", &run_dir, "log", &log, "sanlock_log", &slog) < 0 ||
+                                   "sanlock_run_dir", &run_dir, "log", &log, "sanlock_log", &slog,
+                                   "metrics_url", &murl) < 0 ||
                     !cli_pid_ok(pid) || !cli_pid_ok(spid)) {
                         g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "%s: bad host entry: %s", path, jerr.text);
                         json_decref(json);
@@ -424,6 +429,7 @@ static int cli_cluster_load(const char *dir, struct cli_cluster **ret_cluster, G
                 h->run_dir = g_strdup(run_dir);
                 h->log = g_strdup(log);
                 h->sanlock_log = g_strdup(slog);
+                h->metrics_url = g_strdup(murl);
                 g_ptr_array_add(c->hosts, h);
         }
         json_array_foreach(sds, i, item) {
@@ -593,6 +599,24 @@ static void cli_cluster_stop(const struct cli_cluster *c, bool verbose)
 /* ---- up ---- */
 
 /*
+ * A local port free now, for an agent's metrics_port (0 there means off, so the agent
+ * cannot pick one itself). Another process may take it before the agent binds it:
+ * the agent then exits and cli_start_host() says so.
+ */
+static unsigned cli_free_port(GError **error)
+{
+        g_autoptr(GSocket) sock = g_socket_new(G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, error);
+        g_autoptr(GInetAddress) lo = g_inet_address_new_loopback(G_SOCKET_FAMILY_IPV4);
+        g_autoptr(GSocketAddress) addr = g_inet_socket_address_new(lo, 0);
+        g_autoptr(GSocketAddress) bound = NULL;
+
+        if (!sock || !g_socket_bind(sock, addr, FALSE, error) ||
+            !(bound = g_socket_get_local_address(sock, error)))
+                return 0;
+        return g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(bound));
+}
+
+/*
  * DIR/pki: a CA, and the engine's certificate for 127.0.0.1, ::1 and
  * localhost. An existing CA (a cluster brought up in this folder before) is
  * kept; the certificates are issued afresh at every `up`.
@@ -624,11 +648,12 @@ static int cli_start_host(struct cli_cluster *c, struct cli_host *h, const char 
 {
         g_autofree char *sanlock = cli_sanlock_bin();
         g_auto(GStrv) env = cli_sanlock_env(h->run_dir);
-        g_autofree char *port = NULL, *a_root = NULL, *a_run = NULL, *a_name = NULL;
+        g_autofree char *port = NULL, *a_root = NULL, *a_run = NULL, *a_name = NULL, *a_metrics = NULL;
         g_autofree char *pki = g_build_filename(c->dir, "pki", NULL), *cert = NULL, *key = NULL;
         g_autofree char *a_cert = NULL, *a_key = NULL, *a_ca = NULL;
         const char *addresses[] = { "127.0.0.1", NULL };
         GError *local = NULL;
+        unsigned metrics_port;
         gint64 deadline;
         goffset off = 0;
         guint64 p;
@@ -673,9 +698,12 @@ static int cli_start_host(struct cli_cluster *c, struct cli_host *h, const char 
         a_cert = g_strdup_printf("--tls-cert=%s", cert);
         a_key = g_strdup_printf("--tls-key=%s", key);
         a_ca = g_strdup_printf("--tls-ca=%s", c->ca_file);
+        if ((metrics_port = cli_free_port(error)) == 0)
+                return -1;
+        a_metrics = g_strdup_printf("--metrics-port=%u", metrics_port);
         char *aargv[16] = { (char *) agent_bin, a_cert, a_key, a_ca, "--port=0", "--transfer-port=0", a_root, a_run,
-                            "--io-timeout=2", a_name, NULL };
-        for (size_t i = 10, k = 0; agent_opts && agent_opts[k]; i++, k++) {
+                            "--io-timeout=2", a_name, a_metrics, NULL };
+        for (size_t i = 11, k = 0; agent_opts && agent_opts[k]; i++, k++) {
                 g_assert(i < G_N_ELEMENTS(aargv) - 1);
                 aargv[i] = (char *) agent_opts[k];
         }
@@ -693,6 +721,13 @@ static int cli_start_host(struct cli_cluster *c, struct cli_host *h, const char 
                 return -1;
         }
         h->port = (int) p;
+        g_free(port);
+        /* Started after the RPC listener: wait for it, so a port taken meanwhile fails here. */
+        port = cli_wait_log(h->pid, "the agent", h->log, off, "metrics served on (https?://127\\.0\\.0\\.1:[0-9]{1,5}/metrics)",
+                            CLI_LISTEN_S, error);
+        if (!port)
+                return -1;
+        h->metrics_url = g_steal_pointer(&port);
         return cli_cluster_save(c, error);
 }
 

@@ -165,6 +165,18 @@ static void cli_read_cluster_file(char **ret_url, char **ret_ca)
         json_decref(json);
 }
 
+/* Equal but for trailing slashes. */
+static bool cli_same_url(const char *a, const char *b)
+{
+        size_t la = strlen(a), lb = strlen(b);
+
+        while (la > 0 && a[la - 1] == '/')
+                la--;
+        while (lb > 0 && b[lb - 1] == '/')
+                lb--;
+        return la == lb && strncmp(a, b, la) == 0;
+}
+
 int cli_ctx_engine(struct cli_ctx *ctx, struct cli_engine **ret_engine, GError **error)
 {
         g_autofree char *url = NULL, *cluster_url = NULL, *cluster_ca = NULL;
@@ -185,7 +197,7 @@ int cli_ctx_engine(struct cli_ctx *ctx, struct cli_engine **ret_engine, GError *
                 ctx->ca_file = g_strdup(ctx->ca_file_opt);
         else if ((env = g_getenv("FERRY_CA_FILE")) && *env)
                 ctx->ca_file = g_strdup(env);
-        else if (cluster_ca && g_strcmp0(url, cluster_url) == 0)
+        else if (cluster_ca && cluster_url && cli_same_url(url, cluster_url))
                 /* The local cluster's own CA, for its own engine only. */
                 ctx->ca_file = g_strdup(cluster_ca);
 

@@ -46,14 +46,30 @@ static char *cli_current_step(const json_t *steps)
         return g_strdup_printf("%s (%s)", type, status);
 }
 
-static void cli_progress_show(struct cli_progress *p, double pct, const char *label)
+/* ", ETA 1m05s" from the job's eta_seconds; "" when the engine does not know it yet. */
+static char *cli_eta_text(const json_t *job)
+{
+        const json_t *v = json_object_get(job, "eta_seconds");
+        json_int_t s;
+
+        if (!json_is_integer(v) || (s = json_integer_value(v)) < 0 || s > 100LL * 24 * 3600)
+                return g_strdup("");
+        if (s >= 3600)
+                return g_strdup_printf(", ETA %lldh%02lldm", (long long) (s / 3600), (long long) (s % 3600 / 60));
+        if (s >= 60)
+                return g_strdup_printf(", ETA %lldm%02llds", (long long) (s / 60), (long long) (s % 60));
+        return g_strdup_printf(", ETA %llds", (long long) s);
+}
+
+/* eta: shown after the label, but no reason to print a new line by itself. */
+static void cli_progress_show(struct cli_progress *p, double pct, const char *label, const char *eta)
 {
         if (pct < 0)
                 pct = 0;
         if (pct > 100)
                 pct = 100;
         if (p->tty) {
-                if (p->drawn && pct == p->last_pct && strcmp(label, p->last_label) == 0)
+                if (p->drawn && pct == p->last_pct && strcmp(label, p->last_label) == 0 && !*eta)
                         return;
                 int filled = (int) lround(pct * CLI_BAR_WIDTH / 100.0);
                 char bar[CLI_BAR_WIDTH + 1];
@@ -62,12 +78,12 @@ static void cli_progress_show(struct cli_progress *p, double pct, const char *la
                 memset(bar + filled, '.', (size_t) (CLI_BAR_WIDTH - filled));
                 bar[CLI_BAR_WIDTH] = '\0';
                 /* \033[K clears what a longer previous label left on the line. */
-                printf("\r[%s] %3.0f%%  %s\033[K", bar, pct, label);
+                printf("\r[%s] %3.0f%%  %s%s\033[K", bar, pct, label, eta);
                 fflush(stdout);
                 p->drawn = true;
                 p->last_pct = pct;
         } else if (!p->last_label || fabs(pct - p->last_pct) >= 5.0 || strcmp(label, p->last_label) != 0) {
-                printf("%3.0f%%  %s\n", pct, label);
+                printf("%3.0f%%  %s%s\n", pct, label, eta);
                 fflush(stdout);
                 p->last_pct = pct;
         }
@@ -182,6 +198,7 @@ int cli_wait_job(struct cli_ctx *ctx, struct cli_engine *e, const char *job_id, 
                 }
                 if (!ctx->json) {
                         g_autofree char *label = cli_current_step(steps);
+                        g_autofree char *eta = cli_eta_text(job);
                         double pct = cli_json_number(job, "progress", -1);
 
                         if (pct < 0)
@@ -196,7 +213,7 @@ int cli_wait_job(struct cli_ctx *ctx, struct cli_engine *e, const char *job_id, 
                                 g_free(label);
                                 label = g_strdup(p.last_label ? p.last_label : "starting");
                         }
-                        cli_progress_show(&p, pct, label);
+                        cli_progress_show(&p, pct, label, eta);
                 }
                 if (strcmp(status, "finished") == 0 || strcmp(status, "failed") == 0 || strcmp(status, "aborted") == 0)
                         break;

@@ -5,6 +5,7 @@
 #include "api_jobs.h"
 #include "commands.h"
 #include "engoptions.h"
+#include "eta.h"
 #include "events.h"
 
 #define js engine_js
@@ -12,6 +13,18 @@
 
 /* Options an operator may change at run time. */
 static const char *const known_options[] = { "DataOperationsByHSM", NULL };
+
+/* eta_seconds of a running step or job: null until its progress rate is known (eta.h). */
+static void add_eta(json_t *o, const char *prefix, json_t *row)
+{
+        g_autofree char *key = g_strconcat(prefix, js(row, "id"), NULL);
+        gint64 eta;
+
+        if (strcmp(js(row, "status"), "started") != 0)
+                return;
+        eta = engine_eta_seconds(engine_eta(), key, g_get_monotonic_time());
+        json_object_set_new(o, "eta_seconds", eta >= 0 ? json_integer(eta) : json_null());
+}
 
 static json_t *job_json(struct engine *e, json_t *row)
 {
@@ -21,6 +34,7 @@ static json_t *job_json(struct engine *e, json_t *row)
 
         if (json_is_integer(json_object_get(row, "end_time")))
                 json_object_set_new(o, "end_time", json_integer(ji(row, "end_time")));
+        add_eta(o, "job:", row);
         return o;
 }
 
@@ -42,6 +56,7 @@ static json_t *step_json(struct engine *e, json_t *row)
                 json_object_set_new(o, "end_time", json_integer(ji(row, "end_time")));
         if (js(row, "detail"))
                 json_object_set_new(o, "status_detail", json_string(js(row, "detail")));
+        add_eta(o, "step:", row);
         return o;
 }
 

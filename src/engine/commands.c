@@ -21,6 +21,7 @@
 #include "hosts.h"
 #include "scheduler.h"
 #include "error.h"
+#include "eta.h"
 #include "uuid.h"
 
 #define JOB_EVENTS_MAX 10000           /* progress cache entries (running jobs of every host) */
@@ -89,6 +90,17 @@ void engine_cmd_update(struct engine *e, const char *id, enum engine_phase phase
                 engine_not_recorded(&error, "the phase", id);
 }
 
+/* Feeds the ETA of a running step or job; forgets it once it is not running. */
+static void engine_eta_track(const char *prefix, const char *id, bool running, double progress)
+{
+        g_autofree char *key = g_strconcat(prefix, id, NULL);
+
+        if (running)
+                engine_eta_observe(engine_eta(), key, g_get_monotonic_time(), progress);
+        else
+                engine_eta_forget(engine_eta(), key);
+}
+
 void engine_step_update(struct engine *e, const char *step_id, const char *status, double progress,
                         const char *host)
 {
@@ -98,6 +110,7 @@ void engine_step_update(struct engine *e, const char *step_id, const char *statu
 
         if (engine_store_step_update(e->db, step_id, status, progress, host, engine_now(), &error) < 0)
                 engine_not_recorded(&error, "the status", step_id);
+        engine_eta_track("step:", step_id, strcmp(status, "started") == 0, progress);
 }
 
 /* A step that cannot start yet says why (its detail, until it starts). */
@@ -122,6 +135,8 @@ void engine_job_progress_refresh(struct engine *e, const char *job_id)
         if (engine_store_job_step_progress(e->db, job_id, &p, &error) < 0 ||
             engine_store_job_set_progress(e->db, job_id, p, &error) < 0)
                 engine_not_recorded(&error, "the progress", job_id);
+        else
+                engine_eta_track("job:", job_id, p < 100.0, p);
 }
 
 static GHashTable *job_events;
@@ -243,28 +258,25 @@ json_t *engine_job_event(const char *agent_job_id)
 
 static void on_host_event(struct engine *e, const char *host_id, const char *method, json_t *params, void *userdata)
 {
-        const char *key;
-        json_t *value;
+        /* VDSM's shape: "|jobs|status|<id>" with the job's info itself (and notify_time) as params. */
+        const char *key = method + strlen("|jobs|status|");
+        const char *status;
 
-        if (!g_str_has_prefix(method, "|jobs|status|"))
+        if (!g_str_has_prefix(method, "|jobs|status|") || !fy_uuid_is_valid(key) || !json_is_object(params))
                 return;
-        json_object_foreach(params, key, value) {
-                const char *status;
-
-                if (!json_is_object(value) || !fy_uuid_is_valid(key))
-                        continue;
-                status = js(value, "status");
-                if (status && (strcmp(status, "done") == 0 || strcmp(status, "failed") == 0 ||
-                               strcmp(status, "aborted") == 0)) {
-                        /* Only running jobs' progress is read from here; the end comes from Host.getJobs. */
-                        g_hash_table_remove(job_events, key);
-                        engine_kick(e);        /* learn the outcome now, not at the next round */
-                        continue;
-                }
-                if (g_hash_table_size(job_events) >= JOB_EVENTS_MAX)
-                        g_hash_table_remove_all(job_events);   /* final events lost: progress only, start over */
-                g_hash_table_replace(job_events, g_strdup(key), json_incref(value));
+        if (!js(params, "id") || g_ascii_strcasecmp(js(params, "id"), key) != 0)
+                return;        /* not the job the method names: trust neither */
+        status = js(params, "status");
+        if (status && (strcmp(status, "done") == 0 || strcmp(status, "failed") == 0 ||
+                       strcmp(status, "aborted") == 0)) {
+                /* Only running jobs' progress is read from here; the end comes from Host.getJobs. */
+                g_hash_table_remove(job_events, key);
+                engine_kick(e);        /* learn the outcome now, not at the next round */
+                return;
         }
+        if (g_hash_table_size(job_events) >= JOB_EVENTS_MAX)
+                g_hash_table_remove_all(job_events);   /* final events lost: progress only, start over */
+        g_hash_table_replace(job_events, g_strdup(key), json_incref(params));
 }
 
 /* ---- composites ---- */

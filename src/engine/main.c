@@ -75,7 +75,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "ferry-engine: %s\n", error->message);
                 return 2;
         }
-        fy_log_setup(e->config.log_level, "ferry-engine");
+        fy_log_setup(e->config.log_level, "ferry-engine", g_get_host_name());
         e->loop = g_main_loop_new(NULL, FALSE);
 
         if (engine_store_open(e->config.db, &e->db, &error) < 0 || ensure_datacenter(e, &error) < 0 ||

@@ -4,17 +4,29 @@
 
 #include "error.h"
 #include "jsonrpc.h"
+#include "log.h"
 #include "uuid.h"
+
+#define OTHER_METHOD "other"   /* calls of methods not in the table, counted together */
+
+struct method_stat {
+        guint64 calls;
+        guint64 errors;
+};
 
 struct fy_rpc_dispatcher {
         GHashTable *methods;           /* name → const struct fy_rpc_method* */
-        GHashTable *calls;             /* name (the table's string) → calls dispatched so far, as a pointer-sized count */
+        GHashTable *stats;             /* name (the table's, or OTHER_METHOD) → struct method_stat* */
         void *userdata;
 };
+
+/* The call whose handler runs now on this thread, for fy_rpc_current_method(). */
+static __thread const char *current_method;
 
 /* One incoming message: a request or a batch. */
 struct rpc_message {
         bool batch;
+        char *flow_id;                 /* VDSM's flow id of the request, NULL if none */
         unsigned pending;              /* calls not yet completed (+1 while dispatching) */
         json_t *responses;             /* array */
         fy_rpc_reply_fn reply;
@@ -23,11 +35,12 @@ struct rpc_message {
 };
 
 struct fy_rpc_call {
+        struct fy_rpc_dispatcher *d;
+        const char *stat_name;         /* key in d->stats */
         struct rpc_message *msg;
         json_t *id;                    /* NULL for a notification */
         char *method;
         size_t index;                  /* position in the batch, keeps replies in order */
-        struct fy_rpc_dispatcher *dispatcher;
 };
 
 struct fy_rpc_dispatcher *fy_rpc_dispatcher_new(const struct fy_rpc_method *methods, void *userdata)
@@ -35,9 +48,12 @@ struct fy_rpc_dispatcher *fy_rpc_dispatcher_new(const struct fy_rpc_method *meth
         struct fy_rpc_dispatcher *d = g_new0(struct fy_rpc_dispatcher, 1);
 
         d->methods = g_hash_table_new(g_str_hash, g_str_equal);
-        d->calls = g_hash_table_new(g_str_hash, g_str_equal);
-        for (const struct fy_rpc_method *m = methods; m->name; m++)
+        d->stats = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, g_free);
+        for (const struct fy_rpc_method *m = methods; m->name; m++) {
                 g_hash_table_insert(d->methods, (gpointer) m->name, (gpointer) m);
+                g_hash_table_insert(d->stats, (gpointer) m->name, g_new0(struct method_stat, 1));
+        }
+        g_hash_table_insert(d->stats, (gpointer) OTHER_METHOD, g_new0(struct method_stat, 1));
         d->userdata = userdata;
         return d;
 }
@@ -47,7 +63,7 @@ void fy_rpc_dispatcher_free(struct fy_rpc_dispatcher *d)
         if (!d)
                 return;
         g_hash_table_unref(d->methods);
-        g_hash_table_unref(d->calls);
+        g_hash_table_unref(d->stats);
         g_free(d);
 }
 
@@ -80,6 +96,7 @@ static void message_unref_pending(struct rpc_message *msg)
         if (msg->ctx_free)
                 msg->ctx_free(msg->ctx);
         json_decref(msg->responses);
+        g_free(msg->flow_id);
         g_free(msg);
 }
 
@@ -98,6 +115,18 @@ static json_t *make_error(json_t *id, int code, const char *message)
 static void call_complete(struct fy_rpc_call *call, json_t *response)
 {
         struct rpc_message *msg = call->msg;
+        struct method_stat *st = g_hash_table_lookup(call->d->stats, call->stat_name);
+
+        st->calls++;
+        if (json_object_get(response, "error"))
+                st->errors++;
+        if (msg->flow_id) {
+                struct fy_log_context saved;
+
+                fy_log_context_set(NULL, msg->flow_id, &saved);
+                g_info("FINISH %s%s", call->method, json_object_get(response, "error") ? " (error)" : "");
+                fy_log_context_restore(&saved);
+        }
 
         if (call->id)
                 json_array_set_new(msg->responses, call->index, response);
@@ -135,21 +164,46 @@ void fy_rpc_call_gerror(struct fy_rpc_call *call, const GError *error)
         call_complete(call, make_error(call->id, code, error->message));
 }
 
+static void add_count(const char *method, guint64 calls, guint64 errors, void *userdata)
+{
+        if (calls > 0)
+                json_object_set_new(userdata, method, json_integer((json_int_t) calls));
+}
+
 json_t *fy_rpc_call_counts(const struct fy_rpc_call *call)
 {
         json_t *o = json_object();
-        GHashTableIter it;
-        gpointer name, n;
 
-        g_hash_table_iter_init(&it, call->dispatcher->calls);
-        while (g_hash_table_iter_next(&it, &name, &n))
-                json_object_set_new(o, name, json_integer((json_int_t) GPOINTER_TO_SIZE(n)));
+        fy_rpc_dispatcher_foreach_stat(call->d, add_count, o);
         return o;
 }
 
 const char *fy_rpc_call_method(const struct fy_rpc_call *call)
 {
         return call->method;
+}
+
+const char *fy_rpc_call_flow_id(const struct fy_rpc_call *call)
+{
+        return call->msg->flow_id;
+}
+
+const char *fy_rpc_current_method(void)
+{
+        return current_method;
+}
+
+void fy_rpc_dispatcher_foreach_stat(struct fy_rpc_dispatcher *d, fy_rpc_stat_fn fn, void *userdata)
+{
+        GHashTableIter it;
+        gpointer k, v;
+
+        g_hash_table_iter_init(&it, d->stats);
+        while (g_hash_table_iter_next(&it, &k, &v)) {
+                const struct method_stat *st = v;
+
+                fn(k, st->calls, st->errors, userdata);
+        }
 }
 
 static void dispatch_one(struct fy_rpc_dispatcher *d, struct rpc_message *msg, size_t index, json_t *req)
@@ -192,35 +246,59 @@ static void dispatch_one(struct fy_rpc_dispatcher *d, struct rpc_message *msg, s
         }
 
         call = g_new0(struct fy_rpc_call, 1);
+        call->d = d;
         call->msg = msg;
         call->id = id ? json_incref(id) : NULL;
         call->method = g_strdup(json_string_value(method));
         call->index = index;
-        call->dispatcher = d;
         msg->pending++;
 
         m = g_hash_table_lookup(d->methods, call->method);
+        call->stat_name = m ? m->name : OTHER_METHOD;
         if (!m) {
                 fy_rpc_call_error(call, FY_ERR_METHOD_NOT_FOUND, "The method does not exist: %.128s", call->method);
                 return;
         }
 
-        /* Known methods only: a client sending made-up names cannot grow the table. */
-        g_hash_table_insert(d->calls, (gpointer) m->name,
-                            GSIZE_TO_POINTER(GPOINTER_TO_SIZE(g_hash_table_lookup(d->calls, m->name)) + 1));
         g_autoptr(json_t) empty = NULL;
+        struct fy_log_context saved;
+
         if (!params || json_is_null(params))
                 params = empty = json_object();
+        /* Whatever the handler logs, and the jobs it starts, carry the request's flow id. */
+        fy_log_context_set(NULL, msg->flow_id, &saved);
+        if (msg->flow_id)
+                g_info("START %s", call->method);
+        current_method = m->name;
         m->handler(call, params, d->userdata);
+        current_method = NULL;
+        fy_log_context_restore(&saved);
 }
 
 void fy_rpc_dispatch(struct fy_rpc_dispatcher *d, const char *body, size_t len,
                      fy_rpc_reply_fn reply, void *ctx, GDestroyNotify ctx_free)
 {
+        fy_rpc_dispatch_flow(d, body, len, NULL, reply, ctx, ctx_free);
+}
+
+void fy_rpc_dispatch_flow(struct fy_rpc_dispatcher *d, const char *body, size_t len, const char *flow_id,
+                          fy_rpc_reply_fn reply, void *ctx, GDestroyNotify ctx_free)
+{
         struct rpc_message *msg = g_new0(struct rpc_message, 1);
         json_error_t jerr;
         json_t *root;
 
+        if (flow_id && *flow_id) {
+                if (fy_log_correlation_id_valid(flow_id)) {
+                        msg->flow_id = g_strdup(flow_id);
+                } else {
+                        g_autofree char *shown = g_utf8_make_valid(flow_id, MIN(strlen(flow_id), 64));
+
+                        /* The log escapes its control characters. */
+                        g_warning("ignoring the request's flow id '%s': it must be 1-%d of A-Z a-z 0-9 . _ : -",
+                                  shown, FY_LOG_CORRELATION_ID_MAX);
+                }
+        }
         msg->responses = json_array();
         msg->reply = reply;
         msg->ctx = ctx;

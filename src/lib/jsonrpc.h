@@ -41,13 +41,32 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(fy_rpc_dispatcher, fy_rpc_dispatcher_free)
 void fy_rpc_dispatch(struct fy_rpc_dispatcher *d, const char *body, size_t len,
                      fy_rpc_reply_fn reply, void *ctx, GDestroyNotify ctx_free);
 
+/*
+ * The same for a request that carries VDSM's flow id (the STOMP header
+ * ovirtCorrelationId, vdsm-client's --flow-id). A valid id (see
+ * fy_log_correlation_id_valid) is this thread's log correlation id while
+ * each handler runs, and START/FINISH of each call are logged with it; an
+ * invalid one is dropped with a warning.
+ */
+void fy_rpc_dispatch_flow(struct fy_rpc_dispatcher *d, const char *body, size_t len, const char *flow_id,
+                          fy_rpc_reply_fn reply, void *ctx, GDestroyNotify ctx_free);
+
+/* Calls completed per method ("other" for unknown methods) and how many of them were errors. */
+typedef void (*fy_rpc_stat_fn)(const char *method, guint64 calls, guint64 errors, void *userdata);
+void fy_rpc_dispatcher_foreach_stat(struct fy_rpc_dispatcher *d, fy_rpc_stat_fn fn, void *userdata);
+
 /* Completes a call; exactly one of these per call. result is stolen (NULL → JSON null). */
 void fy_rpc_call_return(struct fy_rpc_call *call, json_t *result);
 void fy_rpc_call_error(struct fy_rpc_call *call, int code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 void fy_rpc_call_gerror(struct fy_rpc_call *call, const GError *error);
-/* {method: calls} of every method the call's dispatcher has run so far, this one included. */
+/* {method: calls} of every method the call's dispatcher has run so far (this call included), from
+ * the same counters as fy_rpc_dispatcher_foreach_stat. */
 json_t *fy_rpc_call_counts(const struct fy_rpc_call *call);
 const char *fy_rpc_call_method(const struct fy_rpc_call *call);
+/* The request's flow id, NULL if none. */
+const char *fy_rpc_call_flow_id(const struct fy_rpc_call *call);
+/* The method whose handler runs now on this thread (the table's string), NULL outside handlers. */
+const char *fy_rpc_current_method(void);
 
 /*
  * Parameter helpers for handlers. Each returns 0 or -EINVAL with *error set

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from ferrytest import AGENT_BIN, Agent, Sanlock, new_uuid, run_job, MiB
+from ferrytest import AGENT_BIN, Agent, Sanlock, free_port, new_uuid, run_job, MiB
 
 
 def pytest_sessionstart(session):
@@ -28,9 +28,9 @@ class Cluster:
         self.sd1 = new_uuid()
         self.sd2 = new_uuid()
         self.sanlocks = [Sanlock(workdir, "hostA"), Sanlock(workdir, "hostB")]
-        self.a = Agent(workdir, "A", self.sanlocks[0], self.storage, host_id=1)
+        self.a = Agent(workdir, "A", self.sanlocks[0], self.storage, host_id=1, metrics_port=free_port())
         self.b = Agent(workdir, "B", self.sanlocks[1], self.storage, host_id=2,
-                       copy_rate_limit="64M", max_jobs=1, connect_timeout=4)
+                       copy_rate_limit="64M", max_jobs=1, connect_timeout=4, metrics_port=free_port())
         with self.a.client() as c:
             c.call("StorageDomain.create", {"storagedomainID": self.sd1, "name": "sd1"})
             c.call("StorageDomain.create", {"storagedomainID": self.sd2, "name": "sd2"})

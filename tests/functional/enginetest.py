@@ -145,7 +145,8 @@ class EngineCluster:
             self.sanlocks = [Sanlock(workdir, f"host{i + 1}") for i in range(hosts)]
             for i, s in enumerate(self.sanlocks):
                 name = f"host{i + 1}"
-                tls = {} if insecure else self.pki.agent_options(name, net.hosts[i].addr if net else "127.0.0.1")
+                tls = {"insecure": "true"} if insecure else \
+                    self.pki.agent_options(name, net.hosts[i].addr if net else "127.0.0.1")
                 self.agents.append(Agent(workdir, name, s, self.storage,
                                          netns=net.hosts[i] if net else None, **dict(tls, **opts)))
                 if not insecure:

@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+import urllib.request
 import uuid
 
 from stompclient import Client, RpcError
@@ -42,6 +43,13 @@ def wait_for(predicate, timeout, what, interval=0.05):
 
 def new_uuid():
     return str(uuid.uuid4())
+
+
+def free_port():
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def tls_client_env(env=None):
@@ -226,6 +234,23 @@ class Agent:
     def client(self, **kw):
         kw.setdefault("tls", self.client_tls)
         return Client(self.address, self.port, **kw)
+
+    @property
+    def tls(self):
+        return str(self.options.get("insecure", "false")).lower() != "true"
+
+    @property
+    def metrics_url(self):
+        """https://…/metrics (http:// with insecure) when started with metrics_port, else None."""
+        port = self.options.get("metrics_port")
+        return f"{'https' if self.tls else 'http'}://{self.address}:{port}/metrics" if port else None
+
+    def scrape(self):
+        """The text of one GET /metrics, the agent's certificate checked against its CA."""
+        context = ssl.create_default_context(cafile=self.options["tls_ca"]) if self.tls else None
+        with urllib.request.urlopen(self.metrics_url, timeout=10, context=context) as r:
+            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4"), r.headers
+            return r.read().decode("utf-8")
 
     def kill(self):
         """SIGKILL, as a crash: no cleanup runs in the agent."""

@@ -335,17 +335,21 @@ class Client:
 
     # -- requests --------------------------------------------------------
 
-    def _send_request(self, payload, ids):
+    def _send_request(self, payload, ids, flow_id=None):
         pending = _Pending(ids)
         with self._pending_lock:
             self._pending.append(pending)
         body = json.dumps(payload).encode("utf-8")
+        headers = [
+            ("destination", REQUEST_QUEUE),
+            ("content-type", "application/json"),
+            ("reply-to", self.reply_queue),
+        ]
+        if flow_id is not None:
+            # VDSM's yajsonrpc sends the flow id (vdsm-client --flow-id) in this header.
+            headers.append(("ovirtCorrelationId", flow_id))
         try:
-            self._send(encode_frame("SEND", [
-                ("destination", REQUEST_QUEUE),
-                ("content-type", "application/json"),
-                ("reply-to", self.reply_queue),
-            ], body))
+            self._send(encode_frame("SEND", headers, body))
         except BaseException:
             self._forget(pending)
             raise
@@ -372,10 +376,10 @@ class Client:
             req["id"] = rid
         return req
 
-    def call(self, method, params=None, timeout=None):
+    def call(self, method, params=None, timeout=None, flow_id=None):
         """Returns the result, or raises RpcError (TimeoutError, ConnectionError)."""
         rid = str(uuid.uuid4())
-        pending = self._send_request(self._request(method, params, rid), [rid])
+        pending = self._send_request(self._request(method, params, rid), [rid], flow_id)
         self._wait(pending, timeout)
         resp = pending.orphan or pending.responses[rid]
         if "error" in resp:

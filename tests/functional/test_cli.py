@@ -5,13 +5,16 @@ the engine is built) a whole local cluster: up, disk create/move, down."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -263,8 +266,11 @@ def _script_move(fake, final_status):
         polls["n"] += 1
         n = polls["n"]
         status = "started" if n < 6 else final_status
-        return 200, {"id": JOB, "status": status, "progress": min(100, n * 20),
-                     "description": "Moving disk d1"}
+        body = {"id": JOB, "status": status, "progress": min(100, n * 20), "description": "Moving disk d1"}
+        if status == "started":
+            # Unknown at first (null), then the engine's estimate.
+            body["eta_seconds"] = None if n < 2 else [None, None, 125, 65, 5][n - 1]
+        return 200, body
 
     def steps(_):
         n = polls["n"]
@@ -290,6 +296,8 @@ def test_wait_move_finished(fake):
     # Not a terminal: one line per >= 5 % or step change, no carriage returns.
     assert "\r" not in r.stdout
     assert " 20%  copy_data on host3" in lines
+    assert " 60%  copy_data on host3, ETA 2m05s" in lines
+    assert " 80%  copy_data on host3, ETA 1m05s" in lines
     assert "100%  finished" in lines
     assert "copy_data ran on host3 (finished): Copying volume v1" in lines
     assert lines[-1].startswith(f"job {JOB} finished in ")
@@ -425,6 +433,13 @@ def test_cluster_up_move(tmpdir_ferry):
             assert h["address"] == "127.0.0.1" and 0 < h["port"] < 65536
             assert h["id"] and h["sanlock_run_dir"] == os.path.join(info["dir"], "run", h["name"])
             assert os.path.exists(h["log"])
+            # Each agent serves Prometheus metrics; cluster.json says where.
+            # HTTPS with the host's certificate, which the cluster's CA signed.
+            assert re.fullmatch(r"https://127\.0\.0\.1:\d+/metrics", h["metrics_url"]), h
+            with urllib.request.urlopen(h["metrics_url"], timeout=10,
+                                        context=ssl.create_default_context(cafile=info["ca_file"])) as resp:
+                text = resp.read().decode()
+            assert f'ferry_agent_info{{host="{h["name"]}",' in text, text
         assert [sd["name"] for sd in info["storage_domains"]] == ["sd1", "sd2"]
         for sd in info["storage_domains"]:
             assert sd["path"] == os.path.join(info["dir"], "storage", sd["id"])

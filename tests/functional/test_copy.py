@@ -266,7 +266,7 @@ def test_events_report_job_progress(cluster, img):
             ev = c.events.get(timeout=deadline - time.monotonic())
             if ev["method"] != f"|jobs|status|{job_id}":
                 continue
-            seen.append(ev["params"][job_id])
+            seen.append(ev["params"])
             if seen[-1]["status"] in ("done", "failed", "aborted"):
                 break
     statuses = [s["status"] for s in seen]

@@ -118,6 +118,34 @@ def test_move_chain_copies_on_non_spm_hosts(ec, scratch):
         assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_running_move_reports_eta(ec):
+    # 512 MiB of data at the hosts' 128 MiB/s cap: a copy step of ~4 s, long enough for an
+    # estimate (it needs 2 s of progress history).
+    disk = create_disk(ec, "eta", 512 * MiB)
+    write_random_extents(vol_path(ec, ec.sds[0]["id"], disk["id"], disk["volumes"][0]["id"]), [(0, 512 * MiB)], seed=8)
+    job_id = move(ec, disk, 1)["job"]["id"]
+    step_etas, job_etas = [], []
+    while True:
+        job = ec.engine.get(f"/api/jobs/{job_id}")
+        if job["status"] != "started":
+            break
+        assert "eta_seconds" in job, job
+        job_etas.append(job["eta_seconds"])
+        for s in steps_of(ec, job_id):
+            if s["type"] == "copy_data" and s["status"] == "started":
+                assert "eta_seconds" in s, s
+                step_etas.append(s["eta_seconds"])
+        time.sleep(0.2)
+    assert job["status"] == "finished", job
+    # null until the rate is known, then whole seconds; a ~4 s copy never estimates minutes.
+    known = [e for e in step_etas if e is not None]
+    assert known and all(isinstance(e, int) and 0 <= e < 60 for e in known), step_etas
+    assert any(isinstance(e, int) for e in job_etas), job_etas
+    # Ended steps and jobs carry none.
+    assert all("eta_seconds" not in s for s in steps_of(ec, job_id))
+    assert "eta_seconds" not in ec.engine.get(f"/api/jobs/{job_id}")
+
+
 def test_copy_disk_keeps_source(ec):
     disk = create_disk(ec, "plain", 64 * MiB)
     sd1 = ec.sds[0]["id"]

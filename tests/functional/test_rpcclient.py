@@ -103,7 +103,9 @@ def test_events_while_a_copy_runs(cluster, img):
     events = [json.loads(line) for line in lines if line != "true"]
     ours = [e for e in events if e["method"] == f"|jobs|status|{job_id}"]
     assert ours, r.stdout
-    statuses = [e["params"][job_id]["status"] for e in ours]
+    # VDSM's shape: the params are the job's info itself, plus notify_time.
+    assert all(e["params"]["id"] == job_id and "notify_time" in e["params"] for e in ours), ours
+    statuses = [e["params"]["status"] for e in ours]
     assert "running" in statuses, statuses
     with cluster.b.client() as c:
         assert wait_job(c, job_id)["status"] == "done"

@@ -4,7 +4,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -244,6 +247,88 @@ static void test_stale_destination(void)
         g_assert_true(is_hole(dst, 21 * MiB, 42 * MiB));
         g_assert_cmpuint(allocated(dst), <=, 4 * MiB);
         cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
+}
+
+static void run_ok(const char *cmd)
+{
+        g_autofree char *out = NULL, *err = NULL;
+        g_autoptr(GError) e = NULL;
+        int status = 0;
+
+        g_assert_true(g_spawn_command_line_sync(cmd, &out, &err, &status, &e));
+        if (!g_spawn_check_wait_status(status, NULL))
+                g_error("%s failed: %s", cmd, err);
+}
+
+/* True if the extent of path holding off is shared with another file (a reflink). */
+static gboolean extent_shared(const char *path, uint64_t off)
+{
+        struct {
+                struct fiemap fm;
+                struct fiemap_extent ext[1];
+        } q = { .fm = { .fm_start = off, .fm_length = 4096, .fm_flags = FIEMAP_FLAG_SYNC, .fm_extent_count = 1 } };
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(ioctl(fd, FS_IOC_FIEMAP, &q), ==, 0);
+        close(fd);
+        return q.fm.fm_mapped_extents == 1 && (q.fm.fm_extents[0].fe_flags & FIEMAP_EXTENT_SHARED);
+}
+
+/*
+ * Source and destination on one XFS with reflink=1: data extents are
+ * cloned (shared, no data moved), holes stay holes, the unaligned tail is
+ * copied, progress reaches the end and the cap still applies.
+ */
+static void test_reflink(void)
+{
+        g_autofree char *img = tmp_path("xfs.img"), *mnt = tmp_path("xfs");
+        g_autofree char *src = NULL, *dst = NULL, *cmd = NULL, *mkfs = g_find_program_in_path("mkfs.xfs");
+        struct agent_copy_options opts = { .bandwidth_limit = 16 * MiB };
+        struct progress_rec prog = { .monotonic = TRUE };
+        gint64 t0;
+
+        if (geteuid() != 0 || !mkfs) {
+                g_test_skip("needs root and mkfs.xfs (xfsprogs) for a loop-mounted XFS with reflink=1");
+                return;
+        }
+        make_file(img, 320 * MiB);     /* XFS's minimum size is 300 MiB */
+        cmd = g_strdup_printf("%s -q -m reflink=1 %s", mkfs, img);
+        run_ok(cmd);
+        g_assert_cmpint(g_mkdir(mnt, 0755), ==, 0);
+        g_free(cmd);
+        cmd = g_strdup_printf("mount -o loop %s %s", img, mnt);
+        run_ok(cmd);
+
+        src = g_build_filename(mnt, "src.raw", NULL);
+        dst = g_build_filename(mnt, "dst.raw", NULL);
+        make_sparse_source(src);
+        write_at(src, 30 * MiB, 12 * MiB, -1, 4);
+        make_file(dst, 64 * MiB);
+        t0 = g_get_monotonic_time();
+        g_assert_cmpint(agent_copy_raw(src, dst, &opts, NULL, record_progress, &prog), ==, 0);
+        /* 16 MiB of data at 16 MiB/s: the cap holds for cloned bytes too (less the last chunk and a burst). */
+        g_assert_cmpint(g_get_monotonic_time() - t0, >=, 800 * 1000);
+        assert_same(src, dst, 64 * MiB);
+        g_assert_true(extent_shared(dst, 1 * MiB));
+        g_assert_true(extent_shared(dst, 40 * MiB));
+        g_assert_true(extent_shared(dst, 63 * MiB));
+        g_assert_true(is_hole(dst, 3 * MiB, 17 * MiB));
+        g_assert_true(prog.monotonic);
+        g_assert_cmpuint(prog.last_done, ==, 64 * MiB);
+
+        /* no_offload copies the bytes. */
+        make_file(dst, 64 * MiB);
+        opts = (struct agent_copy_options) { .no_offload = TRUE };
+        g_assert_cmpint(agent_copy_raw(src, dst, &opts, NULL, NULL, NULL), ==, 0);
+        assert_same(src, dst, 64 * MiB);
+        g_assert_false(extent_shared(dst, 1 * MiB));
+
+        g_free(cmd);
+        cmd = g_strdup_printf("umount %s", mnt);
+        run_ok(cmd);
+        g_rmdir(mnt);
+        g_unlink(img);
 }
 
 /* A preallocated destination stays allocated: source holes and zeros become allocated zeros. */
@@ -854,6 +939,7 @@ int main(int argc, char **argv)
         g_test_add_func("/copy/raw/stale-destination", test_stale_destination);
         g_test_add_func("/copy/raw/destination-too-small", test_destination_too_small);
         g_test_add_func("/copy/raw/keep-allocation", test_keep_allocation);
+        g_test_add_func("/copy/raw/reflink", test_reflink);
         g_test_add_func("/copy/raw/missing-files", test_missing_files);
         g_test_add_func("/copy/raw/cancel", test_cancel);
         g_test_add_func("/copy/raw/progress-total", test_progress_total);

@@ -16,6 +16,8 @@
 #include "error.h"
 #include "jobs.h"
 #include "jsonrpc.h"      /* g_autoptr(json_t) */
+#include "log.h"
+#include "prom.h"
 
 #define ID_A "0a1b2c3d-4e5f-4071-8293-a4b5c6d7e8f1"
 #define ID_B "0a1b2c3d-4e5f-4071-8293-a4b5c6d7e8f2"
@@ -69,12 +71,16 @@ static json_t *event_info(guint i, const char *id)
         g_assert_cmpuint(i, <, events->len);
         e = g_ptr_array_index(events, i);
         g_assert_cmpstr(e->method, ==, method);
-        g_assert_true(json_is_object(e->params));
-        g_assert_cmpuint(json_object_size(e->params), ==, 2);
-        g_assert_true(json_is_integer(json_object_get(e->params, "notify_time")));
-        info = json_object_get(e->params, id);
+        /* VDSM's shape: the params are the job's info itself, plus notify_time. */
+        info = e->params;
         g_assert_true(json_is_object(info));
+        g_assert_true(json_is_integer(json_object_get(info, "notify_time")));
+        g_assert_null(json_object_get(info, id));
         g_assert_cmpstr(json_string_value(json_object_get(info, "id")), ==, id);
+        g_assert_true(json_is_string(json_object_get(info, "status")));
+        g_assert_true(json_is_string(json_object_get(info, "description")));
+        g_assert_true(json_is_string(json_object_get(info, "job_type")));
+        g_assert_true(json_is_number(json_object_get(info, "progress")));
         return info;
 }
 
@@ -920,6 +926,73 @@ static void test_complete_while_main_busy(void)
         agent_jobs_free(jobs);
 }
 
+/* What a job's thread saw as its log correlation id. */
+static char *seen_flow;
+
+static int flow_run(struct agent_job *job, void *data, GCancellable *cancel, GError **error)
+{
+        seen_flow = g_strdup(fy_log_correlation_id());
+        return 0;
+}
+
+/* A job started while a request's flow id is the thread's log context keeps it in its own thread. */
+static void test_flow_id(void)
+{
+        struct agent_jobs *jobs;
+        struct fy_log_context saved;
+        g_autoptr(GError) error = NULL;
+
+        setup();
+        jobs = agent_jobs_new(&agent, 1, 0);
+        fy_log_context_set(NULL, "flow-42", &saved);
+        g_assert_cmpint(agent_jobs_add(jobs, ID_A, "storage", "flow", flow_run, NULL, NULL, &error), ==, 0);
+        fy_log_context_restore(&saved);
+        g_assert_null(fy_log_correlation_id());
+        PUMP_UNTIL(has_status(jobs, ID_A, "done"));
+        g_assert_cmpstr(seen_flow, ==, "flow-42");
+        g_clear_pointer(&seen_flow, g_free);
+        agent_jobs_free(jobs);
+}
+
+/* Counts and durations as Prometheus reads them: jobs by state, the limit, one histogram per method and end. */
+static void test_metrics(void)
+{
+        struct agent_jobs *jobs;
+        g_autoptr(fy_prom) p = fy_prom_new();
+        struct ctl a, b, c;
+        const char *text;
+
+        setup();
+        ctl_init(&a);
+        ctl_init(&b);
+        ctl_init(&c);
+        b.result = -EIO;
+        b.release = true;
+        jobs = agent_jobs_new(&agent, 1, 0);
+        add_ok(jobs, ID_A, "copy", &a);
+        add_ok(jobs, ID_B, "copy", &b);
+        add_ok(jobs, ID_C, "copy", &c);
+        ctl_wait_started(&a);
+        ctl_release(&a);
+        PUMP_UNTIL(has_status(jobs, ID_B, "failed"));
+        ctl_wait_started(&c);
+        agent_jobs_metrics(jobs, p);
+        text = fy_prom_text(p, NULL);
+        g_assert_nonnull(strstr(text, "ferry_agent_jobs{state=\"running\"} 1\n"));
+        g_assert_nonnull(strstr(text, "ferry_agent_jobs{state=\"pending\"} 0\n"));
+        g_assert_nonnull(strstr(text, "ferry_agent_jobs_limit 1\n"));
+        /* Added outside an RPC handler: method "internal". */
+        g_assert_nonnull(strstr(text, "ferry_agent_job_duration_seconds_count{method=\"internal\",status=\"done\"} 1\n"));
+        g_assert_nonnull(strstr(text, "ferry_agent_job_duration_seconds_count{method=\"internal\",status=\"failed\"} 1\n"));
+        g_assert_nonnull(strstr(text, "ferry_agent_job_duration_seconds_bucket{method=\"internal\",status=\"done\",le=\"+Inf\"} 1\n"));
+        ctl_release(&c);
+        PUMP_UNTIL(has_status(jobs, ID_C, "done"));
+        agent_jobs_free(jobs);
+        ctl_clear(&a);
+        ctl_clear(&b);
+        ctl_clear(&c);
+}
+
 int main(int argc, char **argv)
 {
         int r;
@@ -948,6 +1021,8 @@ int main(int argc, char **argv)
         g_test_add_func("/jobs/info-filter", test_info_filter);
         g_test_add_func("/jobs/free-running", test_free_running);
         g_test_add_func("/jobs/complete-while-main-busy", test_complete_while_main_busy);
+        g_test_add_func("/jobs/flow-id", test_flow_id);
+        g_test_add_func("/jobs/metrics", test_metrics);
         r = g_test_run();
 
         g_main_context_release(agent.main_context);

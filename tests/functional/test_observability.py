@@ -1,0 +1,249 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Observability of the agent: its Prometheus metrics (checked by promtool and
+scraped by a real Prometheus server during a copy), job events in VDSM's
+shape, and VDSM's flow id in the agent's log."""
+
+import json
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from ferrytest import REPO, MiB, free_port, new_uuid, wait_for, wait_job
+from test_copy import copy, endpoint, start_slow_copy
+
+PROMETHEUS = shutil.which("prometheus")
+PROMTOOL = shutil.which("promtool")
+
+
+def sample(text, name, **labels):
+    """The value of one sample in exposition text; None when absent."""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            return float(m.group(3))
+    return None
+
+
+def test_promtool_accepts_agent_metrics(cluster, img):
+    assert PROMTOOL, "promtool is missing: scripts/install-deps installs Debian's prometheus"
+    # A job that ended, so the duration histogram has a series.
+    vol = new_uuid()
+    cluster.create_volume(cluster.sd1, img, vol, 1 * MiB)
+    text = cluster.a.scrape()
+    r = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    # promtool prints lint problems (naming, units, _total) and exits non-zero on them.
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), (r.stdout, r.stderr, text)
+
+    assert sample(text, "ferry_agent_info", host="A") == 1
+    assert sample(text, "ferry_agent_spm") == 1
+    assert sample(text, "ferry_agent_jobs_limit") == 2
+    assert sample(text, "ferry_agent_jobs", state="running") is not None
+    assert sample(text, "ferry_agent_job_duration_seconds_count", method="Volume.create", status="done") >= 1
+    assert sample(text, "ferry_agent_lease_acquisitions_total") >= 1     # the SPM lease at least
+    assert sample(text, "ferry_agent_rpc_calls_total", method="Volume.create", outcome="ok") >= 1
+    for sd in (cluster.sd1, cluster.sd2):
+        assert sample(text, "ferry_agent_storage_domain_size_bytes", sd=sd) > 0
+        assert 0 < sample(text, "ferry_agent_storage_domain_free_bytes", sd=sd) <= \
+            sample(text, "ferry_agent_storage_domain_size_bytes", sd=sd)
+    b = cluster.b.scrape()
+    assert sample(b, "ferry_agent_copy_rate_limit_bytes_per_second") == 64 * MiB
+    assert sample(b, "ferry_agent_jobs_limit") == 1
+
+
+def test_metrics_endpoint_refuses_other_paths_and_methods(cluster):
+    base = cluster.a.metrics_url.rsplit("/", 1)[0]
+    context = ssl.create_default_context(cafile=cluster.a.options["tls_ca"]) if cluster.a.tls else None
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(base + "/other", timeout=10, context=context)
+    assert e.value.code == 404
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(urllib.request.Request(cluster.a.metrics_url, data=b"x", method="POST"),
+                               timeout=10, context=context)
+    assert e.value.code == 405
+    if cluster.a.tls:
+        # HTTPS only: a plain HTTP request gets no metrics.
+        with pytest.raises(OSError):
+            urllib.request.urlopen(cluster.a.metrics_url.replace("https:", "http:"), timeout=10)
+
+
+class Prometheus:
+    """Debian's Prometheus server in a temp folder on a free port, scraping
+    the given targets every second."""
+
+    def __init__(self, workdir, targets, ca_file=None):
+        self.dir = tempfile.mkdtemp(prefix="prometheus-", dir=workdir)
+        self.port = free_port()
+        config = os.path.join(self.dir, "prometheus.yml")
+        scrape_configs = [{
+            "job_name": "ferry-agent",
+            "scrape_interval": "1s",
+            "scrape_timeout": "1s",
+            "static_configs": [{"targets": targets}],
+        }]
+        if ca_file:
+            # The agents serve HTTPS with certificates of the cluster's CA.
+            scrape_configs[0].update({"scheme": "https", "tls_config": {"ca_file": ca_file}})
+        with open(config, "w") as f:
+            # JSON is YAML.
+            json.dump({"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                       "scrape_configs": scrape_configs}, f)
+        self.log = open(os.path.join(self.dir, "prometheus.log"), "wb")
+        self.proc = subprocess.Popen([PROMETHEUS, f"--config.file={config}",
+                                      f"--storage.tsdb.path={os.path.join(self.dir, 'data')}",
+                                      f"--web.listen-address=127.0.0.1:{self.port}"],
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self._ready, 60, "prometheus to be ready")
+
+    def _ready(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"prometheus exited with {self.proc.returncode}: {self.log_text()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def log_text(self):
+        with open(os.path.join(self.dir, "prometheus.log"), "rb") as f:
+            return f.read().decode(errors="replace")[-4000:]
+
+    def query(self, promql):
+        """The instant vector of a PromQL query: [(labels, value)]."""
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=10) as r:
+            body = json.load(r)
+        assert body["status"] == "success", body
+        return [(s["metric"], float(s["value"][1])) for s in body["data"]["result"]]
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def prometheus(cluster, workdir):
+    assert PROMETHEUS, "prometheus is missing: scripts/install-deps installs Debian's prometheus"
+    p = Prometheus(workdir, [a.metrics_url.split("/")[2] for a in (cluster.a, cluster.b)],
+                   cluster.a.options.get("tls_ca") if cluster.a.tls else None)
+    yield p
+    p.stop()
+
+
+def test_prometheus_scrapes_the_copying_host(cluster, img, prometheus):
+    b = f'instance="{cluster.b.metrics_url.split("/")[2]}"'
+    # Both agents up as Prometheus sees them, before the copy.
+    wait_for(lambda: sorted(m["host"] for m, v in prometheus.query(
+                 'up{job="ferry-agent"} * on(instance) group_left(host) ferry_agent_info == 1')) == ["A", "B"],
+             30, "prometheus to scrape both agents")
+    before = sample(cluster.b.scrape(), "ferry_agent_copy_bytes_total")
+    data = 192 * MiB
+    job_id, _, _ = start_slow_copy(cluster, img, data=data)      # ~3 s at B's 64 MiB/s cap
+    with cluster.b.client() as c:
+        assert wait_job(c, job_id)["status"] == "done"
+    after = sample(cluster.b.scrape(), "ferry_agent_copy_bytes_total")
+    assert after - before == data
+
+    # What PromQL says about B: the bytes the copy moved, and the job it ran meanwhile.
+    def copied():
+        r = prometheus.query(f'ferry_agent_copy_bytes_total{{{b}}} - ferry_agent_copy_bytes_total{{{b}}} offset 30s')
+        # The window must reach back before the copy: when it does not yet, wait.
+        return r and r[0][1] == data and r[0][1]
+    got = wait_for(lambda: prometheus.query(f'ferry_agent_copy_bytes_total{{{b}}} == {after}') and copied(),
+                   90, "prometheus to see the bytes B copied")
+    assert got == data
+    running = prometheus.query(f'max_over_time(ferry_agent_jobs{{{b},state="running"}}[5m])')
+    assert [v for _, v in running] == [1], running
+    limit = prometheus.query(f'ferry_agent_jobs_limit{{{b}}}')
+    assert [v for _, v in limit] == [1], limit
+    rate_seen = prometheus.query(f'max_over_time(ferry_agent_copy_rate_bytes_per_second{{{b}}}[5m])')
+    # The 5 s window of the rate gauge spans the ~3 s copy: clearly above zero, never above the cap (+10 %).
+    assert 0 < rate_seen[0][1] <= 64 * MiB * 1.1, rate_seen
+    durations = prometheus.query(f'ferry_agent_job_duration_seconds_count{{{b},method="SDM.copy_data",status="done"}}')
+    assert durations and durations[0][1] >= 1, durations
+
+    # Every query of the Grafana dashboard is valid PromQL over these metrics, and only
+    # names the agents export: each ferry_* name appears in a scrape.
+    with open(os.path.join(REPO, "contrib", "grafana", "ferry.json")) as f:
+        dashboard = json.load(f)
+    exported = cluster.a.scrape() + cluster.b.scrape()
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert exprs
+    for expr in exprs:
+        for name in re.findall(r"\b(ferry_[a-z_]+)", expr):
+            assert re.search(rf"^{name}(_bucket)?[{{ ]", exported, re.M), (name, expr)
+        prometheus.query(expr.replace("$job", "ferry-agent"))
+    throughput = prometheus.query(exprs[2].replace("$job", "ferry-agent"))
+    assert throughput and throughput[0][1] > 0, throughput
+
+
+def test_job_events_have_vdsm_shape(cluster, img):
+    vol = new_uuid()
+    cluster.create_volume(cluster.sd1, img, vol, 8 * MiB)
+    cluster.create_volume(cluster.sd2, img, vol, 8 * MiB)
+    with cluster.b.client() as c:
+        c.subscribe_events()
+        gen = cluster.volume_info(cluster.sd2, img, vol)["generation"]
+        job_id = copy(cluster, cluster.b, endpoint(cluster.sd1, img, vol), endpoint(cluster.sd2, img, vol, gen))
+        seen = []
+        deadline = time.monotonic() + 60
+        while not seen or seen[-1]["status"] not in ("done", "failed", "aborted"):
+            ev = c.events.get(timeout=deadline - time.monotonic())
+            if ev["method"] == f"|jobs|status|{job_id}":
+                seen.append(ev["params"])
+    for params in seen:
+        # notify('|jobs|status|<id>', params=job.info()) plus the notifier's notify_time.
+        assert {"id", "status", "description", "job_type", "progress", "notify_time"} <= set(params), params
+        assert params["id"] == job_id and params["job_type"] == "storage", params
+        assert isinstance(params["notify_time"], int)
+        assert job_id not in params
+    assert seen[0]["status"] == "pending" and seen[-1]["status"] == "done" and seen[-1]["progress"] == 100
+    assert "error" not in seen[-1]
+
+
+def test_flow_id_in_agent_log(cluster, img):
+    vol = new_uuid()
+    cluster.create_volume(cluster.sd1, img, vol, 8 * MiB)
+    cluster.create_volume(cluster.sd2, img, vol, 8 * MiB)
+    gen = cluster.volume_info(cluster.sd2, img, vol)["generation"]
+    flow = f"move-{new_uuid()}"
+    job_id = new_uuid()
+    with cluster.b.client() as c:
+        assert c.call("SDM.copy_data", {"job_id": job_id, "source": endpoint(cluster.sd1, img, vol),
+                                        "destination": endpoint(cluster.sd2, img, vol, gen)},
+                      flow_id=flow) is True
+        assert wait_job(c, job_id)["status"] == "done"
+    log = cluster.b.log_tail(400000).splitlines()
+    # The request itself, and every line about its job: scheduled, running, what the job thread
+    # logs, and its end.
+    assert any("START SDM.copy_data" in line and f"flow_id={flow}" in line for line in log)
+    job_lines = [line for line in log if job_id in line]
+    assert len(job_lines) >= 3, job_lines
+    assert all(f"flow_id={flow}" in line for line in job_lines), job_lines
+    assert any(re.search(rf"job {job_id} .* done job_id={job_id} flow_id={flow}$", line) for line in job_lines)
+
+
+def test_forged_flow_id_is_refused_and_cannot_forge_log_lines(cluster):
+    forged = "x\n2026-01-01 00:00:00.000 INFO [ferry-agent] forged record"
+    with cluster.b.client() as c:
+        c.call("Host.ping2", {}, flow_id=forged)
+    log = cluster.b.log_tail(200000)
+    assert "\nforged" not in log and "\n2026-01-01 00:00:00.000 INFO [ferry-agent] forged" not in log
+    assert "ignoring the request's flow id 'x\\n2026-01-01 00:00:00.000 INFO [ferry-agent] forged record'" in log

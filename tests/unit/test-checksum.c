@@ -1,0 +1,330 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Tests for the block checksum (checksum.c): the hash of blocks, and images read as raw and qcow2. */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <glib.h>
+#include <glib/gstdio.h>
+
+#include "checksum.h"
+#include "ckpt.h"
+#include "config.h"
+#include "error.h"
+
+#define KiB (1024ull)
+#define MiB (1024ull * 1024)
+
+static char *tmpdir;
+
+/* 200000 bytes: byte i is (7i + 3) & 0xff, except [64K, 128K) which is zeros. */
+static guint8 *pattern(size_t *ret_len)
+{
+        guint8 *p = g_malloc(200000);
+
+        for (size_t i = 0; i < 200000; i++)
+                p[i] = (guint8) ((i * 7 + 3) & 0xff);
+        memset(p + 65536, 0, 65536);
+        *ret_len = 200000;
+        return p;
+}
+
+/* Python: blake2b(b"".join(blake2b(block, digest_size=32).digest() ...), digest_size=32) over 64 KiB blocks. */
+#define PATTERN_DIGEST "aa675728040e52bc5b9d5aaf23942d851625359a5c053d12db65c382d90ebebb"
+/* blake2b(b"", digest_size=32): an empty image has no blocks. */
+#define EMPTY_DIGEST "0e5751c026e543b2e8ab2eb06099daa1d1e5df47778f7787faab45cdf12fe3a8"
+
+static void test_known_answer(void)
+{
+        g_autoptr(agent_blkhash) h = NULL;
+        g_autofree guint8 *p = NULL;
+        char hex[AGENT_CHECKSUM_HEX_LEN + 1];
+        size_t len;
+
+        p = pattern(&len);
+        g_assert_cmpint(agent_blkhash_new(64 * KiB, &h), ==, 0);
+        agent_blkhash_update(h, p, len);
+        agent_blkhash_final(h, hex);
+        g_assert_cmpstr(hex, ==, PATTERN_DIGEST);
+
+        g_clear_pointer(&h, agent_blkhash_free);
+        g_assert_cmpint(agent_blkhash_new(64 * KiB, &h), ==, 0);
+        agent_blkhash_final(h, hex);
+        g_assert_cmpstr(hex, ==, EMPTY_DIGEST);
+}
+
+/* Any cut of the input, zero blocks given as zeros or as add_zero(): one digest. */
+static void test_split_and_zero_blocks(void)
+{
+        static const size_t cuts[] = { 1, 4095, 4096, 65535, 65536, 65537, 199999 };
+        g_autofree guint8 *p = NULL;
+        size_t len;
+
+        p = pattern(&len);
+        for (size_t c = 0; c < G_N_ELEMENTS(cuts); c++) {
+                g_autoptr(agent_blkhash) h = NULL;
+                char hex[AGENT_CHECKSUM_HEX_LEN + 1];
+
+                g_assert_cmpint(agent_blkhash_new(64 * KiB, &h), ==, 0);
+                for (size_t off = 0; off < len; off += cuts[c])
+                        agent_blkhash_update(h, p + off, MIN(cuts[c], len - off));
+                agent_blkhash_final(h, hex);
+                g_assert_cmpstr(hex, ==, PATTERN_DIGEST);
+        }
+        {
+                g_autoptr(agent_blkhash) h = NULL;
+                uint8_t d[AGENT_CHECKSUM_DIGEST_LEN];
+                char hex[AGENT_CHECKSUM_HEX_LEN + 1];
+
+                g_assert_cmpint(agent_blkhash_new(64 * KiB, &h), ==, 0);
+                agent_blkhash_block_digest(h, p, 64 * KiB, d);
+                agent_blkhash_add_digest(h, d);
+                agent_blkhash_add_zero(h, 64 * KiB);            /* the precomputed zero block */
+                agent_blkhash_block_digest(h, p + 128 * KiB, 64 * KiB, d);
+                agent_blkhash_add_digest(h, d);
+                agent_blkhash_block_digest(h, p + 192 * KiB, len - 192 * KiB, d);
+                agent_blkhash_add_digest(h, d);
+                agent_blkhash_final(h, hex);
+                g_assert_cmpstr(hex, ==, PATTERN_DIGEST);
+        }
+        {
+                /* A short zero block is hashed as its own length of zeros. */
+                g_autoptr(agent_blkhash) a = NULL, b = NULL;
+                g_autofree guint8 *zeros = g_malloc0(1000);
+                char ha[AGENT_CHECKSUM_HEX_LEN + 1], hb[AGENT_CHECKSUM_HEX_LEN + 1];
+
+                g_assert_cmpint(agent_blkhash_new(64 * KiB, &a), ==, 0);
+                g_assert_cmpint(agent_blkhash_new(64 * KiB, &b), ==, 0);
+                agent_blkhash_add_zero(a, 1000);
+                agent_blkhash_update(b, zeros, 1000);
+                agent_blkhash_final(a, ha);
+                agent_blkhash_final(b, hb);
+                g_assert_cmpstr(ha, ==, hb);
+        }
+}
+
+static void test_block_size_limits(void)
+{
+        struct agent_blkhash *h = NULL;
+        static const size_t bad[] = { 0, 512, 4095, 5000, 3 * MiB, 128 * MiB };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(bad); i++)
+                g_assert_cmpint(agent_blkhash_new(bad[i], &h), ==, -EINVAL);
+        g_assert_null(h);
+        g_assert_cmpint(agent_blkhash_new(4 * KiB, &h), ==, 0);
+        agent_blkhash_free(h);
+}
+
+static void write_at(const char *path, uint64_t off, const void *buf, size_t len)
+{
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(pwrite(fd, buf, len, (off_t) off), ==, (ssize_t) len);
+        close(fd);
+}
+
+static void make_file(const char *path, uint64_t size)
+{
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(ftruncate(fd, (off_t) size), ==, 0);
+        close(fd);
+}
+
+static void run_ok(const char *cmd)
+{
+        int status = 0;
+        g_autoptr(GError) e = NULL;
+        g_autofree char *out = NULL, *err = NULL;
+
+        /* Output captured: it would break the TAP stream. */
+        g_assert_true(g_spawn_command_line_sync(cmd, &out, &err, &status, &e));
+        g_assert_no_error(e);
+        g_assert_true(g_spawn_check_wait_status(status, NULL));
+}
+
+static void checksum(const char *path, const char *fmt, uint64_t length, size_t bs, char ret[AGENT_CHECKSUM_HEX_LEN + 1],
+                     uint64_t *ret_size)
+{
+        struct agent_checksum_result res = { 0 };
+        g_autoptr(GError) e = NULL;
+
+        g_assert_cmpint(agent_checksum_image(path, fmt, length, bs, NULL, NULL, NULL, &res, &e), ==, 0);
+        g_assert_no_error(e);
+        memcpy(ret, res.checksum, sizeof(res.checksum));
+        if (ret_size)
+                *ret_size = res.size;
+}
+
+/* The same guest content gives the same digest: sparse raw, allocated raw, qcow2, and a qcow2 chain. */
+static void test_image_formats_agree(void)
+{
+        g_autofree char *sparse = g_build_filename(tmpdir, "sparse.raw", NULL);
+        g_autofree char *full = g_build_filename(tmpdir, "full.raw", NULL);
+        g_autofree char *q = g_build_filename(tmpdir, "img.qcow2", NULL);
+        g_autofree char *base = g_build_filename(tmpdir, "base.qcow2", NULL);
+        g_autofree char *top = g_build_filename(tmpdir, "top.qcow2", NULL);
+        g_autofree guint8 *p = NULL;
+        g_autofree guint8 *zeros = g_malloc0(9 * MiB);
+        g_autofree char *cmd = NULL;
+        char a[AGENT_CHECKSUM_HEX_LEN + 1], b[AGENT_CHECKSUM_HEX_LEN + 1];
+        uint64_t size = 0;
+        size_t len;
+
+        p = pattern(&len);
+        /* 9 MiB + 1 KiB: data at 0, a 200000-byte run at 5 MiB, the rest holes or zeros. */
+        make_file(sparse, 9 * MiB + KiB);
+        write_at(sparse, 0, p, len);
+        write_at(sparse, 5 * MiB, p, len);
+        make_file(full, 9 * MiB + KiB);
+        write_at(full, 0, zeros, 9 * MiB);     /* allocated zeros where sparse has holes */
+        write_at(full, 0, p, len);
+        write_at(full, 5 * MiB, p, len);
+
+        checksum(sparse, "raw", 0, 0, a, &size);
+        g_assert_cmpuint(size, ==, 9 * MiB + KiB);
+        checksum(full, "raw", 0, 0, b, NULL);
+        g_assert_cmpstr(a, ==, b);
+
+        cmd = g_strdup_printf("%s convert -q -f raw -O qcow2 %s %s", FERRY_QEMU_IMG, sparse, q);
+        run_ok(cmd);
+        checksum(q, "qcow2", 0, 0, b, &size);
+        g_assert_cmpuint(size, ==, 9 * MiB + KiB);
+        g_assert_cmpstr(a, ==, b);
+
+        /* A chain: the base has the first run, the top the second. */
+        g_free(cmd);
+        cmd = g_strdup_printf("%s create -q -f qcow2 %s %llu", FERRY_QEMU_IMG, base, 9 * MiB + KiB);
+        run_ok(cmd);
+        g_free(cmd);
+        cmd = g_strdup_printf("qemu-io -f qcow2 -c 'write -P 7 0 64k' %s", base);
+        run_ok(cmd);
+        g_free(cmd);
+        cmd = g_strdup_printf("%s create -q -f qcow2 -b %s -F qcow2 %s", FERRY_QEMU_IMG, base, top);
+        run_ok(cmd);
+        g_free(cmd);
+        cmd = g_strdup_printf("qemu-io -f qcow2 -c 'write -P 9 5M 64k' %s", top);
+        run_ok(cmd);
+        {
+                g_autofree guint8 *seven = g_malloc(64 * KiB), *nine = g_malloc(64 * KiB);
+                memset(seven, 7, 64 * KiB);
+                memset(nine, 9, 64 * KiB);
+                make_file(sparse, 9 * MiB + KiB);
+                write_at(sparse, 0, seven, 64 * KiB);
+                write_at(sparse, 5 * MiB, nine, 64 * KiB);
+        }
+        checksum(sparse, "raw", 0, 0, a, NULL);
+        checksum(top, "qcow2", 0, 0, b, NULL);
+        g_assert_cmpstr(a, ==, b);
+        /* Smaller blocks, another digest, the same agreement. */
+        checksum(sparse, "raw", 0, 64 * KiB, a, NULL);
+        checksum(top, "qcow2", 0, 64 * KiB, b, NULL);
+        g_assert_cmpstr(a, ==, b);
+        checksum(sparse, "raw", 0, 0, b, NULL);
+        g_assert_cmpstr(a, !=, b);
+
+        g_unlink(full);
+        g_unlink(q);
+        g_unlink(base);
+        g_unlink(top);
+        g_unlink(sparse);
+}
+
+/* A prefix's digest is the digest of a file holding only that prefix; one changed byte changes it. */
+static void test_prefix_and_change(void)
+{
+        g_autofree char *a_path = g_build_filename(tmpdir, "a.raw", NULL);
+        g_autofree char *b_path = g_build_filename(tmpdir, "b.raw", NULL);
+        g_autofree guint8 *p = NULL;
+        char a[AGENT_CHECKSUM_HEX_LEN + 1], b[AGENT_CHECKSUM_HEX_LEN + 1];
+        uint64_t size = 0;
+        size_t len;
+
+        p = pattern(&len);
+        make_file(a_path, 12 * MiB);
+        for (uint64_t off = 0; off < 12 * MiB; off += MiB)
+                write_at(a_path, off, p, len);
+        make_file(b_path, 8 * MiB);
+        for (uint64_t off = 0; off < 8 * MiB; off += MiB)
+                write_at(b_path, off, p, len);
+        checksum(a_path, "raw", 8 * MiB, 0, a, &size);
+        g_assert_cmpuint(size, ==, 8 * MiB);
+        checksum(b_path, "raw", 0, 0, b, NULL);
+        g_assert_cmpstr(a, ==, b);
+        write_at(b_path, 7 * MiB + 12345, "x", 1);
+        checksum(b_path, "raw", 0, 0, b, NULL);
+        g_assert_cmpstr(a, !=, b);
+        g_unlink(a_path);
+        g_unlink(b_path);
+}
+
+static void test_errors_and_cancel(void)
+{
+        g_autofree char *path = g_build_filename(tmpdir, "c.raw", NULL);
+        g_autofree char *missing = g_build_filename(tmpdir, "missing.qcow2", NULL);
+        g_autoptr(GCancellable) cancel = g_cancellable_new();
+        struct agent_checksum_result res;
+        g_autoptr(GError) e = NULL;
+        guint8 one = 1;
+
+        make_file(path, 64 * MiB);
+        for (uint64_t off = 0; off < 64 * MiB; off += 4 * MiB)
+                write_at(path, off, &one, 1);
+        g_cancellable_cancel(cancel);
+        g_assert_cmpint(agent_checksum_image(path, "raw", 0, 0, cancel, NULL, NULL, &res, &e), ==, -ECANCELED);
+        g_clear_error(&e);
+        g_assert_cmpint(agent_checksum_image(path, "vmdk", 0, 0, NULL, NULL, NULL, &res, &e), ==, -EINVAL);
+        g_clear_error(&e);
+        g_assert_cmpint(agent_checksum_image(path, "raw", 0, 1000, NULL, NULL, NULL, &res, &e), ==, -EINVAL);
+        g_clear_error(&e);
+        g_assert_cmpint(agent_checksum_image(missing, "qcow2", 0, 0, NULL, NULL, NULL, &res, &e), <, 0);
+        g_assert_nonnull(e);
+        g_clear_error(&e);
+        g_unlink(path);
+}
+
+static void test_ckpt_roundtrip(void)
+{
+        struct agent_copy_ckpt c = { .src_size = 1 << 30, .offset = 600 << 20 }, back;
+        static const char *const bad[] = {
+                "", "{}", "[1]", "{\"version\":1}",
+                "{\"offset\":2,\"src_img\":\"0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9\",\"src_sd\":\"0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9\","
+                "\"src_size\":1,\"src_vol\":\"0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9\",\"version\":1}",
+                "{\"offset\":1,\"src_img\":\"0F1E2D3C-4B5A-4978-8695-A4B3C2D1E0F9\",\"src_sd\":\"0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9\","
+                "\"src_size\":1,\"src_vol\":\"0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9\",\"version\":1}",
+        };
+        g_autofree char *text = NULL;
+
+        g_strlcpy(c.src_sd, "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9", sizeof(c.src_sd));
+        g_strlcpy(c.src_img, "1f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9", sizeof(c.src_img));
+        g_strlcpy(c.src_vol, "2f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9", sizeof(c.src_vol));
+        text = agent_copy_ckpt_format(&c);
+        g_assert_cmpint(agent_copy_ckpt_parse(text, strlen(text), &back), ==, 0);
+        g_assert_true(memcmp(&c, &back, sizeof(c)) == 0);
+        for (size_t i = 0; i < G_N_ELEMENTS(bad); i++)
+                g_assert_cmpint(agent_copy_ckpt_parse(bad[i], strlen(bad[i]), &back), ==, -EBADMSG);
+}
+
+int main(int argc, char **argv)
+{
+        int r;
+
+        g_test_init(&argc, &argv, NULL);
+        tmpdir = g_dir_make_tmp("ferry-test-checksum-XXXXXX", NULL);
+        g_assert_nonnull(tmpdir);
+        g_test_add_func("/checksum/blkhash/known-answer", test_known_answer);
+        g_test_add_func("/checksum/blkhash/split-and-zero-blocks", test_split_and_zero_blocks);
+        g_test_add_func("/checksum/blkhash/block-size-limits", test_block_size_limits);
+        g_test_add_func("/checksum/image/formats-agree", test_image_formats_agree);
+        g_test_add_func("/checksum/image/prefix-and-change", test_prefix_and_change);
+        g_test_add_func("/checksum/image/errors-and-cancel", test_errors_and_cancel);
+        g_test_add_func("/checksum/ckpt/roundtrip", test_ckpt_roundtrip);
+        r = g_test_run();
+        g_rmdir(tmpdir);
+        g_free(tmpdir);
+        return r;
+}
