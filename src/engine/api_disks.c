@@ -23,10 +23,20 @@ static json_t *disk_json(struct engine *e, json_t *row, bool with_volumes)
                         json_object_set_new(o, "job", engine_rest_ref(js(row, "job_id")));
         }
         if (with_volumes) {
-                g_autoptr(json_t) vols = engine_db_query(e->db, NULL,
-                        "SELECT id, parent, format, legality, generation, capacity FROM volumes "
-                        "WHERE disk_id = ? AND sd_id = ? ORDER BY position", "ss", js(row, "id"), js(row, "sd_id"));
-                json_object_set(o, "volumes", vols ? vols : json_array());
+                static const char *const shown[] = { "id", "parent", "format", "legality", "generation", "capacity" };
+                g_autoptr(json_t) vols = engine_store_volume_list(e->db, js(row, "id"), js(row, "sd_id"), NULL);
+                json_t *list = json_array();
+                size_t i;
+                json_t *v;
+
+                json_array_foreach(vols, i, v) {
+                        json_t *item = json_object();
+
+                        for (size_t k = 0; k < G_N_ELEMENTS(shown); k++)
+                                json_object_set(item, shown[k], json_object_get(v, shown[k]));
+                        json_array_append_new(list, item);
+                }
+                json_object_set_new(o, "volumes", list);
         }
         return o;
 }
@@ -44,7 +54,7 @@ static json_t *disk_full(struct engine *e, json_t *row)
 static void disk_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = engine_db_query(e->db, &error, "SELECT * FROM disks ORDER BY created, name", "");
+        g_autoptr(json_t) rows = engine_store_disk_list(e->db, &error);
 
         engine_rest_reply_rows(e, msg, "disks", rows, error, disk_brief);
 }
@@ -56,7 +66,7 @@ static void disk_get(struct engine *e, SoupServerMessage *msg, char **args)
 
         if (!engine_rest_id_valid(msg, "disk", args[0]))
                 return;
-        row = engine_db_query_one(e->db, &error, "SELECT * FROM disks WHERE id = ?", "s", args[0]);
+        row = engine_store_disk_get(e->db, args[0], &error);
         engine_rest_reply_row(e, msg, "disk", args[0], row, error, disk_full);
 }
 

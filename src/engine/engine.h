@@ -20,7 +20,6 @@
 #include <libsoup/soup.h>
 
 #include "store/store.h"
-#include "store/legacy.h"   /* until every module uses the typed store */
 #include "jsonrpc.h"      /* json_t autoptr */
 #include "rpcclient.h"
 
@@ -88,6 +87,11 @@ struct engine {
         guint kick_source;             /* an extra coordinator round is queued */
         GArray *host_listeners;        /* struct engine_host_listener: who hears host events and state changes */
 };
+
+/* Sets an ENGINE_ERROR with that HTTP status; returns NULL, for `return engine_fail(...)` in functions answering JSON. */
+json_t *engine_fail(GError **error, int status, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+/* A name of a disk, VM or template: 1-64 letters, digits, spaces or _-. characters. */
+bool engine_name_valid(const char *s);
 
 int engine_config_load(int *argc, char ***argv, struct engine_config *ret, GError **error);
 void engine_config_clear(struct engine_config *c);

@@ -19,7 +19,7 @@ struct sqlite_store {
         sqlite3 *sql;
         char *path;
         unsigned depth;                /* nested begin calls; only the outermost is real */
-        bool failed;                   /* an inner level rolled back: the outermost commit rolls back */
+        bool failed;                   /* an inner level rolled back or a write failed: the outermost commit rolls back */
 };
 
 /*
@@ -263,12 +263,16 @@ static int sqlite_exec(void *handle, GError **error, const char *sql, const char
         int rc;
 
         st = prepare(db, error, sql, types, ap);
-        if (!st)
+        if (!st) {
+                db->failed |= db->depth > 0;
                 return -EIO;
+        }
         while ((rc = sqlite3_step(st)) == SQLITE_ROW)
                 ;
         sqlite3_finalize(st);
         if (rc != SQLITE_DONE) {
+                /* A transaction is all or nothing: a write that failed in it makes its commit roll back. */
+                db->failed |= db->depth > 0;
                 if ((rc & 0xff) == SQLITE_CONSTRAINT) {
                         g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "conflicts with existing data: %s",
                                     sqlite3_errmsg(db->sql));
