@@ -62,14 +62,19 @@ uint64_t agent_rate_gov_cap(const struct agent_rate_gov *gov)
         return cap_of(gov);
 }
 
-void agent_rate_gov_set_cap(struct agent_rate_gov *gov, uint64_t cap)
+void agent_rate_gov_set_cap_at(struct agent_rate_gov *gov, uint64_t cap, gint64 now)
 {
         g_mutex_lock(&gov->lock);
         /* Entitlements so far accrue at the old share; from now on at the new one. */
-        advance_locked(gov, g_get_monotonic_time());
+        advance_locked(gov, now);
         __atomic_store_n(&gov->cap, cap, __ATOMIC_RELAXED);
         g_cond_broadcast(&gov->changed);       /* waiters recompute their wait */
         g_mutex_unlock(&gov->lock);
+}
+
+void agent_rate_gov_set_cap(struct agent_rate_gov *gov, uint64_t cap)
+{
+        agent_rate_gov_set_cap_at(gov, cap, g_get_monotonic_time());
 }
 
 static double share_locked(const struct agent_rate_gov *gov)
