@@ -4,33 +4,33 @@
 
 #include "internal.h"
 
-int engine_store_copy_load(struct engine_store *st, const char *host, gint64 *ret_copies, double *ret_bytes,
-                           GError **error)
+int engine_store_copy_loads(struct engine_store *st, json_t **ret_rows, GError **error)
 {
-        /* params.bytes: the copy's estimated size (json_extract: SQLite's; a backend maps it to its JSON operator). */
-        g_autoptr(json_t) row = store_query_one(st, error,
-                "SELECT COUNT(*) AS n, "
+        /* One query for all hosts: one per host made a pick cost hosts x active copies (bench/scale). */
+        json_t *rows = store_query(st, error,
+                "SELECT c.host AS host, COUNT(*) AS n, "
                 "       COALESCE(SUM(COALESCE(json_extract(c.params, '$.bytes'), 0) * "
                 "                    (1.0 - MIN(COALESCE(s.progress, 0), 100) / 100.0)), 0) AS b "
                 "FROM commands c LEFT JOIN steps s ON s.id = c.step_id "
-                "WHERE c.type IN ('copy_data', 'merge', 'sparsify_volume') AND c.state = 'active' AND c.phase = 'sent' AND c.host = ?", "s", host);
+                "WHERE c.type IN ('copy_data', 'merge', 'sparsify_volume') AND c.state = 'active' AND c.phase = 'sent' "
+                "GROUP BY c.host", "");
 
-        *ret_copies = 0;
-        *ret_bytes = 0;
-        if (!row)
+        if (!rows)
                 return -EIO;
-        *ret_copies = json_integer_value(json_object_get(row, "n"));
-        *ret_bytes = json_number_value(json_object_get(row, "b"));
+        *ret_rows = rows;
         return 0;
 }
 
 int engine_store_cmd_insert(struct engine_store *st, const char *id, const char *type, const char *parent,
-                            const char *job, const char *step, json_t *params, gint64 now, GError **error)
+                            const char *job, const char *step, json_t *params, const char *user, gint64 now,
+                            GError **error)
 {
         return store_exec(st, error,
-                          "INSERT INTO commands (id, type, parent_id, job_id, step_id, state, params, created, updated, cancel) "
-                          "VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, COALESCE((SELECT cancel FROM commands WHERE id = ?), 0))",
-                          "sssssjiis", id, type, parent, job, step, params, now, now, parent);
+                          "INSERT INTO commands (id, type, parent_id, job_id, step_id, state, params, created, updated, cancel, "
+                          "user_name) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, "
+                          "COALESCE((SELECT cancel FROM commands WHERE id = ?), 0), "
+                          "COALESCE(?, (SELECT user_name FROM commands WHERE id = ?)))",
+                          "sssssjiisss", id, type, parent, job, step, params, now, now, parent, user, parent);
 }
 
 json_t *engine_store_cmd_get(struct engine_store *st, const char *id, GError **error)
@@ -95,3 +95,46 @@ int engine_store_cmd_removal_pending(struct engine_store *st, const char *sd, co
         *ret = json_integer_value(json_object_get(row, "n")) > 0;
         return 0;
 }
+
+json_t *engine_store_command_counts(struct engine_store *st, GError **error)
+{
+        return store_query(st, error, "SELECT type, phase, COUNT(*) AS n FROM commands WHERE state = 'active' "
+                                      "GROUP BY type, phase ORDER BY type, phase", "");
+}
+
+char *engine_store_job_correlation_id(struct engine_store *st, const char *job)
+{
+        g_autoptr(json_t) row = job ? store_query_one(st, NULL, "SELECT correlation_id FROM jobs WHERE id = ?", "s", job)
+                                    : NULL;
+
+        return row ? g_strdup(json_string_value(json_object_get(row, "correlation_id"))) : NULL;
+}
+
+gint64 engine_store_steps_stalled(struct engine_store *st)
+{
+        g_autoptr(json_t) row = store_query_one(st, NULL, "SELECT COUNT(*) AS n FROM steps WHERE status = 'started' "
+                                                          "AND detail = 'stalled'", "");
+
+        return row ? json_integer_value(json_object_get(row, "n")) : 0;
+}
+
+char *engine_store_command_user(struct engine_store *st, const char *id)
+{
+        g_autoptr(json_t) row = store_query_one(st, NULL, "SELECT user_name FROM commands WHERE id = ?", "s", id);
+        const char *user = row ? json_string_value(json_object_get(row, "user_name")) : NULL;
+
+        return user ? g_strdup(user) : NULL;
+}
+
+int engine_store_copies_waiting_before(struct engine_store *st, gint64 created, gint64 *ret_n, GError **error)
+{
+        g_autoptr(json_t) row = store_query_one(st, error,
+                "SELECT COUNT(*) AS n FROM commands WHERE type = 'copy_data' AND state = 'active' "
+                "AND phase <> 'sent' AND created < ?", "i", created);
+
+        if (!row)
+                return -EIO;
+        *ret_n = json_integer_value(json_object_get(row, "n"));
+        return 0;
+}
+
