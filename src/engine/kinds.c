@@ -24,6 +24,7 @@ static const struct {
         [ENGINE_KIND_CREATE_SNAPSHOT] = { "create_snapshot" },
         [ENGINE_KIND_REMOVE_VM] = { "remove_vm" },
         [ENGINE_KIND_REMOVE_TEMPLATE] = { "remove_template" },
+        [ENGINE_KIND_CHECKSUM_VOLUME] = { "checksum_volume" },
 };
 
 static const char *const phases[ENGINE_PHASE__COUNT] = {

@@ -96,6 +96,9 @@ static const char *const migrations[] = {
         "  id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, description TEXT NOT NULL DEFAULT '', status TEXT NOT NULL,"
         "  disks TEXT NOT NULL DEFAULT '[]', job_id TEXT, created INTEGER NOT NULL);"
         "CREATE INDEX snapshots_vm ON snapshots(vm_id);",
+        /* 6: a copy step verified by checksum (issue 16) and its digest */
+        "ALTER TABLE steps ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE steps ADD COLUMN checksum TEXT;",
 };
 
 static void sqlite_close(void *handle);

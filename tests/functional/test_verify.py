@@ -1,0 +1,158 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Verified copies (issue 16): after every copy the engine has the source and
+the destination hashed (Volume.checksum, the destination on another host than
+the copier) and a mismatch fails that try and copies again."""
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import make_workdir
+from enginetest import EngineCluster
+from ferrytest import MiB, qemu_io_write, wait_for, write_random_extents
+
+BLOCK = 4 * MiB
+RATE = 32 * MiB
+
+
+@pytest.fixture(scope="module")
+def ec():
+    d = make_workdir()
+    # Polls may fail for a few seconds while a test holds agents stopped: not a lost host.
+    c = EngineCluster(d, engine_args=["--host-failures=20"], agent_options={"copy_rate_limit": f"{RATE // MiB}M"})
+    yield c
+    codes = c.stop()
+    if not os.environ.get("FERRY_KEEP_TMP"):
+        shutil.rmtree(d, ignore_errors=True)
+    assert all(code == 0 for code in codes.values()), codes
+
+
+def blkhash(path, block_size=BLOCK):
+    """ovirt-imageio's checksum, written out: blake2b-256 over the blake2b-256 of each block."""
+    outer = hashlib.blake2b(digest_size=32)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(block_size), b""):
+            outer.update(hashlib.blake2b(block, digest_size=32).digest())
+    return outer.hexdigest()
+
+
+def guest_view(path, fmt, out):
+    subprocess.run(["qemu-img", "convert", "-f", fmt, "-O", "raw", path, out], check=True)
+    try:
+        return blkhash(out)
+    finally:
+        os.unlink(out)
+
+
+def create_disk(ec, name, size, fmt="raw", volumes=1):
+    r = ec.engine.post("/api/disks", {"name": name, "provisioned_size": size, "format": fmt, "sparse": True,
+                                      "volumes": volumes, "storage_domain": {"id": ec.sds[0]["id"]}})
+    assert ec.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
+    return ec.engine.get(f"/api/disks/{r['disk']['id']}")
+
+
+def vol_path(ec, sd, disk_id, vol_id):
+    return os.path.join(ec.storage, ec.sds[sd]["id"], "images", disk_id, vol_id)
+
+
+def copy_steps(ec, job_id):
+    return [s for s in ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"] if s["type"] == "copy_data"]
+
+
+def move(ec, disk, sd):
+    return ec.engine.post(f"/api/disks/{disk['id']}/move", {"storage_domain": {"id": ec.sds[sd]["id"]}})["job"]["id"]
+
+
+def events(ec):
+    return [e["message"] for e in ec.engine.get("/api/events")["events"]]
+
+
+def test_move_is_verified_with_the_guest_views_digest(ec):
+    disk = create_disk(ec, "verified", 48 * MiB + 4096)
+    src = vol_path(ec, 0, disk["id"], disk["volumes"][0]["id"])
+    write_random_extents(src, [(0, 3 * MiB), (20 * MiB + 4096, 5 * MiB), (48 * MiB, 4096)], seed=7)
+    expected = blkhash(src)
+
+    job = ec.engine.wait_job(move(ec, disk, 1), 120)
+    assert job["status"] == "finished", job
+    [step] = copy_steps(ec, job["id"])
+    assert step["verified"] is True, step
+    assert step["checksum"] == {"algorithm": "blake2b", "value": expected}
+    assert blkhash(vol_path(ec, 1, disk["id"], disk["volumes"][0]["id"])) == expected
+    assert any("verifying: source on host" in m for m in events(ec))
+
+
+def test_chain_move_verifies_each_layer_bottom_up(ec):
+    disk = create_disk(ec, "vchain", 40 * MiB, fmt="cow", volumes=3)
+    vols = [v["id"] for v in disk["volumes"]]
+    qemu_io_write(vol_path(ec, 0, disk["id"], vols[0]), "qcow2", "0x11", 0, 16 * MiB)
+    qemu_io_write(vol_path(ec, 0, disk["id"], vols[1]), "qcow2", "0x22", 8 * MiB, 16 * MiB)
+    qemu_io_write(vol_path(ec, 0, disk["id"], vols[2]), "qcow2", "0x33", 30 * MiB, 4 * MiB)
+    scratch = os.path.join(ec.workdir, "flat.raw")
+    # Each layer's digest is its guest view: the chain up to it.
+    expected = [guest_view(vol_path(ec, 0, disk["id"], v), "qcow2", scratch) for v in vols]
+
+    job = ec.engine.wait_job(move(ec, disk, 1), 180)
+    assert job["status"] == "finished", job
+    steps = copy_steps(ec, job["id"])
+    by_vol = {s["description"].split()[2]: s for s in steps}
+    for v, want in zip(vols, expected):
+        assert by_vol[v]["verified"] is True, by_vol[v]
+        assert by_vol[v]["checksum"]["value"] == want
+    assert guest_view(vol_path(ec, 1, disk["id"], vols[2]), "qcow2", scratch) == expected[2]
+
+
+def test_tampered_destination_fails_the_try_and_the_retry_is_verified(ec):
+    """The hosts that may verify are stopped (SIGSTOP) while the copy runs; once the
+    engine has recorded who verifies, a byte of the destination is flipped and they
+    continue: the destination's checksum differs, the try fails, the copy is redone."""
+    disk = create_disk(ec, "tampered", 96 * MiB)
+    vol = disk["volumes"][0]["id"]
+    src = vol_path(ec, 0, disk["id"], vol)
+    write_random_extents(src, [(0, 64 * MiB)], seed=11)   # ~2 s at the copy rate limit
+    expected = blkhash(src)
+    hosts = {h["id"]: h["name"] for h in ec.engine.get("/api/hosts")["hosts"]}
+    seen = len(events(ec))
+
+    job_id = move(ec, disk, 1)
+
+    def copier():
+        steps = copy_steps(ec, job_id)
+        return steps and steps[0]["execution_host"] and steps[0]["execution_host"]["name"]
+    name = wait_for(copier, 60, "the copy started", interval=0.02)
+    others = [a for a in ec.agents if a.name != name]
+    for a in others:
+        os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        def verifying():
+            ev = events(ec)
+            new = ev[:len(ev) - seen]
+            return next((m for m in new if "verifying: source on host" in m), None)
+        msg = wait_for(verifying, 60, "verification recorded", interval=0.05)
+        dst = vol_path(ec, 1, disk["id"], vol)
+        with open(dst, "r+b") as f:
+            f.seek(MiB)
+            b = f.read(1)
+            f.seek(MiB)
+            f.write(bytes([b[0] ^ 0xFF]))
+            os.fsync(f.fileno())
+    finally:
+        for a in others:
+            os.kill(a.proc.pid, signal.SIGCONT)
+    dst_host = msg.split("destination on host ")[1].strip()
+    assert hosts.get(dst_host, dst_host) != name, (msg, name)
+
+    job = ec.engine.wait_job(job_id, 180)
+    assert job["status"] == "finished", job
+    [step] = copy_steps(ec, job_id)
+    assert step["verified"] is True and step["checksum"]["value"] == expected, step
+    assert blkhash(vol_path(ec, 1, disk["id"], vol)) == expected
+    ev = events(ec)
+    new = ev[:len(ev) - seen]
+    assert any("differs from the source's" in m for m in new), new
+    assert any("retrying (attempt 2 of" in m for m in new), new
