@@ -26,6 +26,7 @@ static const struct cli_command cli_commands[] = {
         { "disk", "create", cli_disk_create,
           "disk create --name N --size SIZE --sd SD [--format raw|cow] [--sparse|--preallocated] [--volumes N] [--wait]" },
         { "disk", "move", cli_disk_move, "disk move DISK --sd SD [--wait]" },
+        { "disk", "checksum", cli_disk_checksum, "disk checksum DISK" },
         { "disk", "copy", cli_disk_copy, "disk copy DISK --sd SD [--name N] [--wait]" },
         { "disk", "upload", cli_disk_upload, "disk upload FILE (--sd SD [--name N] | --disk DISK) [--format raw|cow]" },
         { "disk", "download", cli_disk_download, "disk download DISK FILE" },

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import make_workdir
-from enginetest import EngineCluster
+from enginetest import EngineCluster, HttpError
 from ferrytest import MiB, qemu_io_write, wait_for, write_random_extents
 
 BLOCK = 4 * MiB
@@ -156,3 +156,33 @@ def test_tampered_destination_fails_the_try_and_the_retry_is_verified(ec):
     new = ev[:len(ev) - seen]
     assert any("differs from the source's" in m for m in new), new
     assert any("retrying (attempt 2 of" in m for m in new), new
+
+
+def test_cli_disk_checksum_prints_the_guest_views_digest(ec):
+    from ferrytest import FERRY
+    disk = create_disk(ec, "summed", 24 * MiB, fmt="cow", volumes=2)
+    base, top = (v["id"] for v in disk["volumes"])
+    qemu_io_write(vol_path(ec, 0, disk["id"], base), "qcow2", "0x5a", 0, 8 * MiB)
+    qemu_io_write(vol_path(ec, 0, disk["id"], top), "qcow2", "0xa5", 4 * MiB, 2 * MiB)
+    expected = guest_view(vol_path(ec, 0, disk["id"], top), "qcow2", os.path.join(ec.workdir, "flat.raw"))
+
+    r = subprocess.run([FERRY, "disk", "checksum", "summed"], capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL, env=ec.engine.cli_env(), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[-1] == f"blake2b:{expected}  summed"
+    assert ec.engine.get(f"/api/disks/{disk['id']}")["status"] == "ok"   # read only: never locked
+
+    # A disk that does not exist: the engine's 404, not a job.
+    r = subprocess.run([FERRY, "disk", "checksum", "no-such-disk"], capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL, env=ec.engine.cli_env(), timeout=60)
+    assert r.returncode != 0 and "no-such-disk" in r.stderr, r.stdout + r.stderr
+
+
+def test_checksum_of_a_busy_disk_is_refused(ec):
+    disk = create_disk(ec, "busy", 96 * MiB)
+    write_random_extents(vol_path(ec, 0, disk["id"], disk["volumes"][0]["id"]), [(0, 64 * MiB)], seed=5)
+    job_id = move(ec, disk, 1)
+    with pytest.raises(HttpError) as err:
+        ec.engine.post(f"/api/disks/{disk['id']}/checksum", {})
+    assert err.value.status == 409, err.value.body
+    assert ec.engine.wait_job(job_id, 120)["status"] == "finished"
