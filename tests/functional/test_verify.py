@@ -186,3 +186,38 @@ def test_checksum_of_a_busy_disk_is_refused(ec):
         ec.engine.post(f"/api/disks/{disk['id']}/checksum", {})
     assert err.value.status == 409, err.value.body
     assert ec.engine.wait_job(job_id, 120)["status"] == "finished"
+
+
+def test_engine_restart_resumes_a_pending_verification(ec):
+    """The engine stops between recording who verifies and the answers: the
+    restarted engine asks those hosts about the recorded jobs (sending them if
+    they never arrived) and finishes the verification."""
+    disk = create_disk(ec, "resumed", 96 * MiB)
+    vol = disk["volumes"][0]["id"]
+    src = vol_path(ec, 0, disk["id"], vol)
+    write_random_extents(src, [(0, 64 * MiB)], seed=13)
+    expected = blkhash(src)
+    seen = len(events(ec))
+    job_id = move(ec, disk, 1)
+
+    def copier():
+        steps = copy_steps(ec, job_id)
+        return steps and steps[0]["execution_host"] and steps[0]["execution_host"]["name"]
+    name = wait_for(copier, 60, "the copy started", interval=0.02)
+    others = [a for a in ec.agents if a.name != name]
+    for a in others:
+        os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        def verifying():
+            ev = events(ec)
+            return any("verifying: source on host" in m for m in ev[:len(ev) - seen])
+        wait_for(verifying, 60, "verification recorded", interval=0.05)
+        ec.engine.restart()
+    finally:
+        for a in others:
+            os.kill(a.proc.pid, signal.SIGCONT)
+    job = ec.engine.wait_job(job_id, 180)
+    assert job["status"] == "finished", job
+    [step] = copy_steps(ec, job_id)
+    assert step["verified"] is True and step["checksum"]["value"] == expected, step
+    ec.wait_ready()

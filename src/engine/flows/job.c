@@ -39,6 +39,22 @@
 #define jparse engine_jparse
 
 
+/*
+ * The end of a leaf. A leaf that is a job's top command (checksum_volume,
+ * started by POST /api/disks/{id}/checksum) ends its job too: no flow above
+ * it would.
+ */
+static void leaf_finish(struct engine *e, json_t *cmd, bool ok, const char *why)
+{
+        g_autoptr(GError) store_error = NULL;
+
+        engine_cmd_finish(e, cmd, ok, why);
+        if (engine_cmd_kind(cmd) == ENGINE_KIND_CHECKSUM_VOLUME && !js(cmd, "parent_id") && js(cmd, "job_id") &&
+            engine_store_job_end(e->db, js(cmd, "job_id"), ok ? "finished" : ji(cmd, "cancel") ? "aborted" : "failed",
+                                 engine_now(), &store_error) < 0)
+                engine_not_recorded(&store_error, "the job's end", js(cmd, "id"));
+}
+
 static bool persistent(json_t *cmd)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
@@ -69,7 +85,7 @@ static void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attem
                 return;
         }
         if (ji(cmd, "attempts") >= (gint64) max_attempts) {
-                engine_cmd_finish(e, cmd, false, why);
+                leaf_finish(e, cmd, false, why);
                 return;
         }
         exclude = json_is_array(exclude) ? json_copy(exclude) : json_array();
@@ -326,7 +342,7 @@ static bool fence_expired(struct engine *e, json_t *cmd, json_t *data)
         why = g_strdup_printf("the copy on host %s could not be fenced within %u s (its lease is still held); "
                               "the destination stays ILLEGAL and is removed once the lease is free",
                               js(cmd, "host"), e->config.fence_timeout);
-        engine_cmd_finish(e, cmd, false, why);
+        leaf_finish(e, cmd, false, why);
         return true;
 }
 
@@ -378,7 +394,7 @@ static void on_copy_probe(struct engine *e, json_t *cmd, json_t *result, const G
         bool lost_long, missing = json_is_true(json_object_get(data, "missing"));
 
         if (error && (error->code == FY_ERR_VOLUME_DOES_NOT_EXIST || error->code == FY_ERR_IMAGE_DOES_NOT_EXIST)) {
-                engine_cmd_finish(e, cmd, false, "the destination volume is gone; the copy cannot complete");
+                leaf_finish(e, cmd, false, "the destination volume is gone; the copy cannot complete");
                 return;
         }
         if (fence_expired(e, cmd, data))
@@ -527,7 +543,7 @@ static void remove_image_start(struct engine *e, json_t *cmd, json_t *p)
                  * reuses the ids). Removing it now would destroy that disk. */
                 engine_event(e, "normal", js(cmd, "id"), "image %s on storage domain %s is in use again; "
                              "not removing it", js(p, "img"), js(p, "sd"));
-                engine_cmd_finish(e, cmd, true, NULL);
+                leaf_finish(e, cmd, true, NULL);
                 return;
         }
         if (!spm) {
@@ -567,7 +583,7 @@ static void on_copy_generation(struct engine *e, json_t *cmd, json_t *result, co
         if (error) {
                 if (engine_is_transport_error(error))
                         return;        /* try again next round, maybe on another host */
-                engine_cmd_finish(e, cmd, false, error->message);
+                leaf_finish(e, cmd, false, error->message);
                 return;
         }
         gen = json_integer_value(json_object_get(result, "generation"));
@@ -593,7 +609,7 @@ static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
         double bytes;
 
         if (ji(cmd, "cancel")) {
-                engine_cmd_finish(e, cmd, false, "cancelled");
+                leaf_finish(e, cmd, false, "cancelled");
                 return;
         }
         if (ji(data, "next_try") > engine_now())
@@ -653,7 +669,7 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                         g_autoptr(json_t) p = jparse(cmd, "params");
 
                         if (!js(res, "checksum") || strlen(js(res, "checksum")) > 256) {
-                                engine_cmd_finish(e, cmd, false, "the host's checksum job has no usable result");
+                                leaf_finish(e, cmd, false, "the host's checksum job has no usable result");
                                 return;
                         }
                         if (engine_store_step_set_checksum(e->db, js(cmd, "step_id"), js(res, "checksum"), false,
@@ -665,7 +681,7 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                                      G_GINT64_FORMAT ")", js(p, "vol"), js(res, "checksum"),
                                      ji(res, "size"), ji(res, "generation"));
                 }
-                engine_cmd_finish(e, cmd, true, NULL);
+                leaf_finish(e, cmd, true, NULL);
         } else if (strcmp(status, "failed") == 0 || strcmp(status, "aborted") == 0) {
                 json_t *err = json_object_get(job, "error");
                 gint64 code = ji(err, "code");
@@ -674,7 +690,7 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                                                        js(err, "message") ? js(err, "message") : "no message", code);
 
                 if (kind == ENGINE_KIND_REMOVE_IMAGE && code == 268) {
-                        engine_cmd_finish(e, cmd, true, NULL);        /* already gone */
+                        leaf_finish(e, cmd, true, NULL);        /* already gone */
                         return;
                 }
                 /* A copy that lost its generation race or was aborted is not retried blindly. */
@@ -685,7 +701,7 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                     strcmp(status, "aborted") != 0)
                         leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
                 else
-                        engine_cmd_finish(e, cmd, false, why);
+                        leaf_finish(e, cmd, false, why);
         } else {
                 double progress = json_number_value(json_object_get(job, "progress"));
 
@@ -764,7 +780,7 @@ static void on_removed_verify(struct engine *e, json_t *cmd, json_t *result, con
         if (engine_is_transport_error(error))
                 return;
         if (error && error->code == FY_ERR_IMAGE_DOES_NOT_EXIST)
-                engine_cmd_finish(e, cmd, true, NULL);        /* gone is success */
+                leaf_finish(e, cmd, true, NULL);        /* gone is success */
         else
                 leaf_retry_or_fail(e, cmd, 5, "image removal did not finish", false);
 }
@@ -883,7 +899,7 @@ static void verify_side_retry(struct engine *e, json_t *cmd, json_t *data, const
                 g_autofree char *msg = g_strdup_printf("the copy could not be verified: checksum of the %s failed %d times (%s)",
                                                        strcmp(side, "src") == 0 ? "source" : "destination", VERIFY_TRIES, why);
 
-                engine_cmd_finish(e, cmd, false, msg);
+                leaf_finish(e, cmd, false, msg);
                 return;
         }
         if (!host)
@@ -956,7 +972,7 @@ static void verify_decide(struct engine *e, json_t *cmd, json_t *data)
         }
         engine_event(e, "normal", js(cmd, "id"), "copy of volume %s verified: blake2b %s", js(json_object_get(p, "src"), "vol"),
                      dst_sum);
-        engine_cmd_finish(e, cmd, true, NULL);
+        leaf_finish(e, cmd, true, NULL);
 }
 
 static void on_checksum_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
@@ -1051,7 +1067,7 @@ static void verify_watch(struct engine *e, json_t *cmd, json_t *data)
         json_t *v = json_object_get(data, "verify");
 
         if (ji(cmd, "cancel")) {
-                engine_cmd_finish(e, cmd, false, "cancelled");
+                leaf_finish(e, cmd, false, "cancelled");
                 return;
         }
         if (json_is_true(json_object_get(data, "mismatch"))) {
