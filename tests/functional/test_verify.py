@@ -3,20 +3,17 @@
 the destination hashed (Volume.checksum, the destination on another host than
 the copier) and a mismatch fails that try and copies again."""
 
-import hashlib
 import os
 import shutil
 import signal
 import subprocess
-import time
 
 import pytest
 
 from conftest import make_workdir
 from enginetest import EngineCluster, HttpError
-from ferrytest import MiB, qemu_io_write, wait_for, write_random_extents
+from ferrytest import MiB, blkhash, qemu_io_write, wait_for, write_random_extents
 
-BLOCK = 4 * MiB
 RATE = 32 * MiB
 
 
@@ -30,15 +27,6 @@ def ec():
     if not os.environ.get("FERRY_KEEP_TMP"):
         shutil.rmtree(d, ignore_errors=True)
     assert all(code == 0 for code in codes.values()), codes
-
-
-def blkhash(path, block_size=BLOCK):
-    """ovirt-imageio's checksum, written out: blake2b-256 over the blake2b-256 of each block."""
-    outer = hashlib.blake2b(digest_size=32)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(block_size), b""):
-            outer.update(hashlib.blake2b(block, digest_size=32).digest())
-    return outer.hexdigest()
 
 
 def guest_view(path, fmt, out):
@@ -70,6 +58,29 @@ def move(ec, disk, sd):
 
 def events(ec):
     return [e["message"] for e in ec.engine.get("/api/events")["events"]]
+
+
+def stop_others_until_verifying(ec, job_id, seen):
+    """SIGSTOPs every agent but the copier once the copy has started, and
+    returns (copier name, stopped agents, the "verifying" event) once the
+    engine has recorded who verifies. The caller SIGCONTs them."""
+    def copier():
+        steps = copy_steps(ec, job_id)
+        return steps and steps[0]["execution_host"] and steps[0]["execution_host"]["name"]
+    name = wait_for(copier, 60, "the copy started", interval=0.02)
+    others = [a for a in ec.agents if a.name != name]
+    for a in others:
+        os.kill(a.proc.pid, signal.SIGSTOP)
+
+    def verifying():
+        ev = events(ec)
+        return next((m for m in ev[:len(ev) - seen] if "verifying: source on host" in m), None)
+    try:
+        return name, others, wait_for(verifying, 60, "verification recorded", interval=0.05)
+    except BaseException:
+        for a in others:
+            os.kill(a.proc.pid, signal.SIGCONT)
+        raise
 
 
 def test_move_is_verified_with_the_guest_views_digest(ec):
@@ -120,20 +131,8 @@ def test_tampered_destination_fails_the_try_and_the_retry_is_verified(ec):
     seen = len(events(ec))
 
     job_id = move(ec, disk, 1)
-
-    def copier():
-        steps = copy_steps(ec, job_id)
-        return steps and steps[0]["execution_host"] and steps[0]["execution_host"]["name"]
-    name = wait_for(copier, 60, "the copy started", interval=0.02)
-    others = [a for a in ec.agents if a.name != name]
-    for a in others:
-        os.kill(a.proc.pid, signal.SIGSTOP)
+    name, others, msg = stop_others_until_verifying(ec, job_id, seen)
     try:
-        def verifying():
-            ev = events(ec)
-            new = ev[:len(ev) - seen]
-            return next((m for m in new if "verifying: source on host" in m), None)
-        msg = wait_for(verifying, 60, "verification recorded", interval=0.05)
         dst = vol_path(ec, 1, disk["id"], vol)
         with open(dst, "r+b") as f:
             f.seek(MiB)
@@ -199,19 +198,8 @@ def test_engine_restart_resumes_a_pending_verification(ec):
     expected = blkhash(src)
     seen = len(events(ec))
     job_id = move(ec, disk, 1)
-
-    def copier():
-        steps = copy_steps(ec, job_id)
-        return steps and steps[0]["execution_host"] and steps[0]["execution_host"]["name"]
-    name = wait_for(copier, 60, "the copy started", interval=0.02)
-    others = [a for a in ec.agents if a.name != name]
-    for a in others:
-        os.kill(a.proc.pid, signal.SIGSTOP)
+    _, others, _ = stop_others_until_verifying(ec, job_id, seen)
     try:
-        def verifying():
-            ev = events(ec)
-            return any("verifying: source on host" in m for m in ev[:len(ev) - seen])
-        wait_for(verifying, 60, "verification recorded", interval=0.05)
         ec.engine.restart()
     finally:
         for a in others:
