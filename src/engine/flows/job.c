@@ -100,6 +100,21 @@ static void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attem
         engine_kick(e);
 }
 
+static GHashTable *last_poll;          /* command id → monotonic µs of its last Host.getJobs (in memory) */
+
+/* From now on the job is asked about no sooner than poll_interval, unless an event reports its end. */
+static void poll_start(const char *cmd_id)
+{
+        gint64 *now = g_new(gint64, 1);
+
+        if (!last_poll)
+                last_poll = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        if (g_hash_table_size(last_poll) >= 100000)
+                g_hash_table_remove_all(last_poll);    /* forgotten ones are only asked sooner */
+        *now = g_get_monotonic_time();
+        g_hash_table_replace(last_poll, g_strdup(cmd_id), now);
+}
+
 /* Marks the command sent before the call: a restart finds host and agent job recorded. */
 static char *leaf_mark_sent(struct engine *e, json_t *cmd, const char *host, gint64 generation)
 {
@@ -117,6 +132,7 @@ static char *leaf_mark_sent(struct engine *e, json_t *cmd, const char *host, gin
                 g_free(job_id);
                 return NULL;   /* not recorded: do not call, try again next round */
         }
+        poll_start(js(cmd, "id"));
         return job_id;
 }
 
@@ -166,6 +182,18 @@ static void on_leaf_sent(struct engine *e, json_t *cmd, json_t *result, const GE
 }
 
 static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job);
+
+/* The job was asked about at least poll_interval ago (or never since it was sent): true, and counts a poll now. */
+static bool poll_due(struct engine *e, const char *cmd_id)
+{
+        gint64 now = g_get_monotonic_time();
+        gpointer last = g_hash_table_lookup(last_poll, cmd_id);
+
+        if (last && now - *(gint64 *) last < (gint64) e->config.poll_interval * 1000)
+                return false;
+        poll_start(cmd_id);
+        return true;
+}
 static void leaf_job_missing(struct engine *e, json_t *cmd);
 static void copy_lost(struct engine *e, json_t *cmd, json_t *data, const char *why);
 static void copy_probe(struct engine *e, json_t *cmd, json_t *data);
@@ -275,6 +303,10 @@ static void leaf_watch(struct engine *e, json_t *cmd)
         cached = engine_job_event(js(cmd, "agent_job_id"));
         if (cached && g_strcmp0(js(cached, "status"), "running") == 0)
                 leaf_job_finished(e, cmd, cached);
+        /* Asked when an event reported the job's end, else once per poll_interval: every other
+         * command's progress queues rounds, and a call per round per job was most of a move's calls. */
+        if (!engine_job_ended(js(cmd, "agent_job_id")) && !poll_due(e, js(cmd, "id")))
+                return;
         engine_cmd_call(e, cmd, js(cmd, "host"), "Host.getJobs",
                  json_pack("{s:[s]}", "job_ids", js(cmd, "agent_job_id")),
                  e->config.host_timeout, on_leaf_jobs, NULL, NULL);
