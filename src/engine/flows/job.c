@@ -1117,6 +1117,11 @@ static void verify_watch(struct engine *e, json_t *cmd, json_t *data)
                         verify_side_retry(e, cmd, data, verify_sides[i], "the host is not up");
                         return;
                 }
+                /* Like a copy's job: asked when an event reports its end, else once per poll_interval. */
+                g_autofree char *key = g_strdup_printf("%s/%s", js(cmd, "id"), verify_sides[i]);
+
+                if (!engine_job_ended(js(s, "job")) && !poll_due(e, key))
+                        continue;
                 engine_cmd_call(e, cmd, js(s, "host"), "Host.getJobs", json_pack("{s:[s]}", "job_ids", js(s, "job")),
                          e->config.host_timeout, on_verify_jobs, (void *) verify_sides[i], NULL);
         }
