@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * A job on a host: the leaf commands create_volume_container and
- * remove_image (on the SPM) and copy_data (on a host the scheduler picks).
+ * remove_image (on the SPM), copy_data (on a host the scheduler picks) and
+ * checksum_volume (any up host).
  *
  *     ""  ── pick host (SPM / scheduler), read the destination generation (copy) ──┐
  *      ▲          record host, agent job, generation ("sent") BEFORE the call   │
@@ -12,6 +13,12 @@
  *      │                                                                      ▼
  *      └──────────────── fenced (+3), or generation moved ◀── probe the destination through another host
  *                                                              (LEGAL at +1: done; lease held: wait, then fence)
+ *
+ * A copy done with verify_copies on goes through data.verify first (see
+ * "verification of a finished copy" below): done → checksums of source and
+ * destination → equal: LEGAL (+1), step verified | differ: ILLEGAL, retry.
+ * checksum_volume (POST /api/disks/{id}/checksum) is the same leaf with
+ * Volume.checksum on any up host.
  *
  * Cancel: a sent copy gets Job.abort (again every 30 s); one not sent yet
  * ends "cancelled". Metadata jobs whose SPM changed are decided from
