@@ -12,9 +12,16 @@ static const struct {
         [ENGINE_KIND_COPY_DATA] = { "copy_data" },
         [ENGINE_KIND_CREATE_THIN_VOLUME] = { "create_thin_volume" },
         [ENGINE_KIND_SEAL_TEMPLATE_VOLUME] = { "seal_template_volume" },
+        [ENGINE_KIND_PREPARE_MERGE] = { "prepare_merge" },
+        [ENGINE_KIND_MERGE] = { "merge" },
+        [ENGINE_KIND_FINALIZE_MERGE] = { "finalize_merge" },
+        [ENGINE_KIND_REMOVE_VOLUME] = { "remove_volume" },
+        [ENGINE_KIND_SPARSIFY_VOLUME] = { "sparsify_volume" },
         [ENGINE_KIND_CLONE_STRUCTURE] = { "clone_image_group_volumes_structure" },
         [ENGINE_KIND_COPY_VOLUMES_DATA] = { "copy_image_group_volumes_data" },
         [ENGINE_KIND_COPY_WITH_DATA] = { "copy_image_group_with_data" },
+        [ENGINE_KIND_MERGE_DISK_SNAPSHOT] = { "merge_disk_snapshot" },
+        [ENGINE_KIND_RESTORE_DISK_SNAPSHOT] = { "restore_disk_snapshot" },
         [ENGINE_KIND_CREATE_DISK] = { "create_disk" },
         [ENGINE_KIND_MOVE_DISK] = { "move_disk", true },
         [ENGINE_KIND_COPY_DISK] = { "copy_disk", true },
@@ -24,6 +31,9 @@ static const struct {
         [ENGINE_KIND_CREATE_SNAPSHOT] = { "create_snapshot" },
         [ENGINE_KIND_REMOVE_VM] = { "remove_vm" },
         [ENGINE_KIND_REMOVE_TEMPLATE] = { "remove_template" },
+        [ENGINE_KIND_REMOVE_SNAPSHOT] = { "remove_snapshot" },
+        [ENGINE_KIND_RESTORE_SNAPSHOT] = { "restore_snapshot" },
+        [ENGINE_KIND_SPARSIFY_DISK] = { "sparsify_disk" },
 };
 
 static const char *const phases[ENGINE_PHASE__COUNT] = {
