@@ -25,8 +25,8 @@ static const struct fy_option options[] = {
         { "sanlock_run_dir", FY_OPT_STRING, "/run/sanlock", 1, 4096, O(sanlock_run_dir), "run directory of this host's sanlock daemon" },
         { "io_timeout", FY_OPT_UINT, "10", 1, 60, O(io_timeout), "sanlock I/O timeout in seconds for new lockspaces" },
         { "connect_timeout", FY_OPT_UINT, "30", 1, 3600, O(connect_timeout), "seconds a JSON-RPC client has to send its STOMP CONNECT before it is disconnected" },
-        { "max_jobs", FY_OPT_UINT, "2", 1, 64, O(max_jobs), "concurrent running jobs; more wait as pending" },
-        { "copy_rate_limit", FY_OPT_SIZE, "0", 0, 1024 * 1024, O(copy_rate_limit), "bytes/s all copies of this host may move together, shared among running jobs; suffixes K, M, G (1024-based); 0 = unlimited" },
+        { "max_jobs", FY_OPT_UINT, "2", 1, 64, O(max_jobs), "concurrent running jobs; more wait as pending", true },
+        { "copy_rate_limit", FY_OPT_SIZE, "0", 0, 1024 * 1024, O(copy_rate_limit), "bytes/s all copies of this host may move together, shared among running jobs; suffixes K, M, G (1024-based); 0 = unlimited", true },
         { "job_autodelete", FY_OPT_UINT, "3600", 0, 7 * 24 * 3600, O(job_autodelete), "seconds a finished job is kept before it is deleted" },
         { "max_frame", FY_OPT_UINT, "4194304", 4096, 64 * 1024 * 1024, O(max_frame), "largest STOMP frame accepted, bytes" },
         { "max_connections", FY_OPT_UINT, "128", 1, 4096, O(max_connections), "concurrent client connections" },
@@ -34,7 +34,7 @@ static const struct fy_option options[] = {
         { "transfer_max_request", FY_OPT_UINT, "8388608", 65536, 64 * 1024 * 1024, O(transfer_max_request), "largest image transfer PUT body, bytes (held in memory while written)" },
         { "transfer_max_tickets", FY_OPT_UINT, "64", 1, 1024, O(transfer_max_tickets), "image transfer tickets this host serves at once" },
         { "metrics_port", FY_OPT_UINT, "0", 0, 65535, O(metrics_port), "TCP port serving Prometheus metrics at /metrics on listen_address (HTTPS with tls_cert unless insecure; no client certificate asked); 0 = off" },
-        { "log_level", FY_OPT_STRING, "info", 1, 16, O(log_level), "debug, info, warning or error" },
+        { "log_level", FY_OPT_STRING, "info", 1, 16, O(log_level), "debug, info, warning or error", true },
 };
 
 static int agent_config_validate(void *config, GError **error)
@@ -64,15 +64,17 @@ static const struct fy_options_spec spec = {
         .summary = "Ferry host agent: serves VDSM-compatible JSON-RPC over STOMP for storage domains, "
                    "volumes, sanlock leases and data copy jobs on this host.",
         .version = FERRY_VERSION,
+        .default_config = FERRY_SYSCONFDIR "/ferry/agent.conf",
         .options = options,
         .n_options = G_N_ELEMENTS(options),
+        .config_size = sizeof(struct agent_config),
         .validate = agent_config_validate,
 };
 
 int agent_config_load(int *argc, char ***argv, struct agent_config *ret, GError **error)
 {
         memset(ret, 0, sizeof(*ret));
-        return fy_options_load(&spec, ret, argc, argv, error);
+        return fy_options_load(&spec, ret, argc, argv, &ret->sources, error);
 }
 
 char *agent_config_dump(const struct agent_config *c)
@@ -83,4 +85,10 @@ char *agent_config_dump(const struct agent_config *c)
 void agent_config_clear(struct agent_config *c)
 {
         fy_options_clear(&spec, c);
+        g_clear_pointer(&c->sources, fy_options_sources_free);
+}
+
+int agent_config_reload(struct agent_config *c, GPtrArray **ret_changed, GError **error)
+{
+        return fy_options_reload(&spec, c->sources, c, ret_changed, error);
 }

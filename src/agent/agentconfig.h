@@ -4,6 +4,8 @@
 #include <stdbool.h>
 #include <glib.h>
 
+struct fy_options_sources;
+
 struct agent_config {
         char *listen_address;
         unsigned port;
@@ -27,6 +29,7 @@ struct agent_config {
         unsigned transfer_max_request;
         unsigned transfer_max_tickets;
         char *log_level;
+        struct fy_options_sources *sources;     /* what a SIGHUP reload reads again */
 };
 
 /*
@@ -36,5 +39,11 @@ struct agent_config {
  */
 int agent_config_load(int *argc, char ***argv, struct agent_config *ret, GError **error);
 void agent_config_clear(struct agent_config *c);
+/*
+ * Rereads the configuration (SIGHUP): on success the live options
+ * (log_level, max_jobs, copy_rate_limit) that changed are in *c, their names
+ * in *ret_changed; the caller applies them. On error *c is untouched.
+ */
+int agent_config_reload(struct agent_config *c, GPtrArray **ret_changed, GError **error);
 /* "key = value" lines of the effective configuration, as --show-config prints. */
 char *agent_config_dump(const struct agent_config *c);

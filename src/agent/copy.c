@@ -63,6 +63,15 @@ struct copy_ctx {
         gint punch_unsupported;
         gint zero_range_unsupported;
         gint reflink;           /* 1 while FICLONERANGE works between src and dst */
+        /*
+         * What the destination held before we wrote it: no data in
+         * [dst_scan_from, dst_next_data). Asking the filesystem (SEEK_DATA)
+         * waits for the inode lock our own O_DIRECT writes hold while they
+         * allocate, which stalled every hole behind the writes in flight.
+         */
+        GMutex dst_map_lock;
+        uint64_t dst_scan_from;
+        uint64_t dst_next_data;
         bool keep_allocation;   /* preallocated destination: zero in place, never punch */
         GCancellable *cancel;
 };
@@ -136,14 +145,26 @@ static int copy_write(struct copy_ctx *ctx, const void *buf, size_t len, uint64_
         return fy_pwrite_full(ctx->dst_buf_fd, buf, len, off);
 }
 
-/* True if dst holds no data in [off, off+len): nothing to punch. */
+/*
+ * True if dst holds no data in [off, off+len): nothing to punch. The
+ * answer comes from the destination as it was before the copy: ranges are
+ * cleared in increasing order, each before anything is written at or past
+ * it, except by the chunk that owns it, so our own writes never fall in a
+ * range asked about.
+ */
 static bool dst_is_hole(struct copy_ctx *ctx, uint64_t off, uint64_t len)
 {
-        off_t d = lseek(ctx->dst_buf_fd, (off_t) off, SEEK_DATA);
+        g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&ctx->dst_map_lock);
+        off_t d;
 
-        if (d < 0)
-                return errno == ENXIO;  /* no data after off at all */
-        return (uint64_t) d >= off + len;
+        if (off >= ctx->dst_scan_from && off + len <= ctx->dst_next_data)
+                return true;
+        d = lseek(ctx->dst_buf_fd, (off_t) off, SEEK_DATA);
+        if (d < 0 && errno != ENXIO)
+                return false;           /* cannot tell: clear it */
+        ctx->dst_scan_from = off;
+        ctx->dst_next_data = d < 0 ? UINT64_MAX : (uint64_t) d;  /* ENXIO: no data after off at all */
+        return ctx->dst_next_data >= off + len;
 }
 
 static int write_zeros(struct copy_ctx *ctx, uint64_t off, uint64_t len)
@@ -464,6 +485,8 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
         if (ctx.buffer_size < COPY_ALIGN || ctx.buffer_size > COPY_MAX_BUFFER || n_workers > COPY_WORKERS_MAX)
                 return -EINVAL;
         ctx.buffer_size = ALIGN_DOWN(ctx.buffer_size, COPY_ALIGN);
+        g_mutex_init(&ctx.dst_map_lock);
+        ctx.dst_scan_from = UINT64_MAX;        /* nothing known yet */
         flow = opts->rate_flow;
         if (!flow && opts->bandwidth_limit > 0) {
                 own_gov = agent_rate_gov_new(opts->bandwidth_limit);
@@ -619,6 +642,7 @@ out:
                 g_async_queue_unref(queues[1]);
         close_pair(ctx.src_fd, ctx.src_buf_fd);
         close_pair(ctx.dst_fd, ctx.dst_buf_fd);
+        g_mutex_clear(&ctx.dst_map_lock);
         if (own_gov) {
                 agent_rate_flow_leave(flow);
                 agent_rate_gov_free(own_gov);

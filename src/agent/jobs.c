@@ -290,6 +290,14 @@ struct agent_jobs *agent_jobs_new(struct agent *agent, unsigned max_running, uns
         return jobs;
 }
 
+void agent_jobs_set_max_running(struct agent_jobs *jobs, unsigned max_running)
+{
+        /* Fewer slots: running jobs finish, new ones wait. More: pending ones start now. */
+        jobs->max_running = max_running;
+        if (!jobs->shutting_down)
+                jobs_start_pending(jobs);
+}
+
 void agent_jobs_refuse_new(struct agent_jobs *jobs)
 {
         if (jobs)

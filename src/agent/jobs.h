@@ -33,6 +33,8 @@ typedef int (*agent_job_run_fn)(struct agent_job *job, void *data, GCancellable 
 struct agent_jobs *agent_jobs_new(struct agent *agent, unsigned max_running, unsigned autodelete_seconds);
 /* From now on agent_jobs_add() refuses ("shutting down"); running jobs go on. */
 void agent_jobs_refuse_new(struct agent_jobs *jobs);
+/* Main thread: a new number of job slots (SIGHUP reload). */
+void agent_jobs_set_max_running(struct agent_jobs *jobs, unsigned max_running);
 /* Aborts every job and waits for the threads. */
 void agent_jobs_free(struct agent_jobs *jobs);
 

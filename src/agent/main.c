@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "rategov.h"
 #include "server.h"
+#include "service.h"
 #include "transfer.h"
 
 #define RATE_WINDOW 5          /* seconds of history behind Host.getStats copy_rate */
@@ -75,7 +76,26 @@ static gboolean on_signal(gpointer data)
         struct agent *a = data;
 
         g_message("signal received, shutting down");
+        fy_service_stopping();
         g_main_loop_quit(a->loop);
+        return G_SOURCE_CONTINUE;
+}
+
+/* SIGHUP: reread the configuration and apply what can change live. */
+static gboolean on_reload(gpointer data)
+{
+        struct agent *a = data;
+        g_autoptr(GError) error = NULL;
+
+        fy_service_reloading();
+        if (agent_config_reload(&a->config, NULL, &error) < 0) {
+                g_warning("reload failed, configuration unchanged: %s", error->message);
+        } else {
+                fy_log_set_level(a->config.log_level);
+                agent_rate_gov_set_cap(a->copy_gov, a->config.copy_rate_limit);
+                agent_jobs_set_max_running(a->jobs, a->config.max_jobs);
+        }
+        fy_service_ready("reloaded");
         return G_SOURCE_CONTINUE;
 }
 
@@ -134,7 +154,9 @@ int main(int argc, char **argv)
 
         g_unix_signal_add(SIGTERM, on_signal, &agent);
         g_unix_signal_add(SIGINT, on_signal, &agent);
+        g_unix_signal_add(SIGHUP, on_reload, &agent);
         g_timeout_add_seconds(1, rate_tick, &agent);
+        fy_service_ready("serving");
         g_main_loop_run(agent.loop);
 
         /* Jobs first: their threads release leases and locks, their events need the server.

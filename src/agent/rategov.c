@@ -49,9 +49,32 @@ void agent_rate_gov_free(struct agent_rate_gov *gov)
         g_free(gov);
 }
 
+static void advance_locked(struct agent_rate_gov *gov, gint64 now);
+
+/* cap changes on reload (under the lock); the fast paths read it unlocked. */
+static uint64_t cap_of(const struct agent_rate_gov *gov)
+{
+        return __atomic_load_n(&gov->cap, __ATOMIC_RELAXED);
+}
+
 uint64_t agent_rate_gov_cap(const struct agent_rate_gov *gov)
 {
-        return gov->cap;        /* immutable */
+        return cap_of(gov);
+}
+
+void agent_rate_gov_set_cap_at(struct agent_rate_gov *gov, uint64_t cap, gint64 now)
+{
+        g_mutex_lock(&gov->lock);
+        /* Entitlements so far accrue at the old share; from now on at the new one. */
+        advance_locked(gov, now);
+        __atomic_store_n(&gov->cap, cap, __ATOMIC_RELAXED);
+        g_cond_broadcast(&gov->changed);       /* waiters recompute their wait */
+        g_mutex_unlock(&gov->lock);
+}
+
+void agent_rate_gov_set_cap(struct agent_rate_gov *gov, uint64_t cap)
+{
+        agent_rate_gov_set_cap_at(gov, cap, g_get_monotonic_time());
 }
 
 static double share_locked(const struct agent_rate_gov *gov)
@@ -163,7 +186,7 @@ void agent_rate_flow_leave(struct agent_rate_flow *flow)
 
 uint64_t agent_rate_flow_cap(const struct agent_rate_flow *flow)
 {
-        return flow->gov->cap;
+        return cap_of(flow->gov);
 }
 
 uint64_t agent_rate_flow_share(struct agent_rate_flow *flow)
@@ -217,7 +240,7 @@ gint64 agent_rate_flow_debt_at(struct agent_rate_flow *flow, gint64 now)
 {
         gint64 wait;
 
-        if (flow->gov->cap == 0)
+        if (cap_of(flow->gov) == 0)
                 return 0;
         g_mutex_lock(&flow->gov->lock);
         update_locked(flow, now);
@@ -235,7 +258,7 @@ uint64_t agent_rate_flow_debt_bytes_at(struct agent_rate_flow *flow, gint64 now)
 {
         double debt;
 
-        if (flow->gov->cap == 0)
+        if (cap_of(flow->gov) == 0)
                 return 0;
         g_mutex_lock(&flow->gov->lock);
         update_locked(flow, now);
@@ -265,7 +288,7 @@ int agent_rate_flow_acquire(struct agent_rate_flow *flow, uint64_t bytes, GCance
         gulong handler = 0;
         int r = 0;
 
-        if (gov->cap == 0) {
+        if (cap_of(gov) == 0) {
                 if (g_cancellable_is_cancelled(cancel))
                         return -ECANCELED;
                 agent_rate_flow_take_at(flow, bytes, 0);       /* counts it; never waits */

@@ -37,6 +37,8 @@ struct agent_rate_gov *agent_rate_gov_new(uint64_t cap);
 void agent_rate_gov_free(struct agent_rate_gov *gov);
 
 uint64_t agent_rate_gov_cap(const struct agent_rate_gov *gov);
+/* A new cap (SIGHUP reload), effective at once for every flow, waiting ones included. */
+void agent_rate_gov_set_cap(struct agent_rate_gov *gov, uint64_t cap);
 /* Flows joined now. */
 unsigned agent_rate_gov_active(struct agent_rate_gov *gov);
 /* Bytes every flow took or was charged, ever: the data the host's copies moved (holes excluded). */
@@ -73,6 +75,7 @@ uint64_t agent_rate_flow_debt_bytes(struct agent_rate_flow *flow);
 struct agent_rate_flow *agent_rate_flow_join_at(struct agent_rate_gov *gov, gint64 now);
 void agent_rate_flow_leave_at(struct agent_rate_flow *flow, gint64 now);
 gint64 agent_rate_flow_take_at(struct agent_rate_flow *flow, uint64_t bytes, gint64 now);
+void agent_rate_gov_set_cap_at(struct agent_rate_gov *gov, uint64_t cap, gint64 now);
 void agent_rate_flow_charge_at(struct agent_rate_flow *flow, uint64_t bytes, gint64 now);
 gint64 agent_rate_flow_debt_at(struct agent_rate_flow *flow, gint64 now);
 uint64_t agent_rate_flow_debt_bytes_at(struct agent_rate_flow *flow, gint64 now);

@@ -116,6 +116,7 @@ int cli_expect_args(int argc, int n, const char *what, GError **error);
 /* ---- commands.c: inventory and actions ---- */
 
 int cli_host_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_host_add(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_sd_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_show(struct cli_ctx *ctx, int argc, char **argv, GError **error);
@@ -123,6 +124,7 @@ int cli_disk_create(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_checksum(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_move(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_copy(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_disk_sparsify(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 /* transfer.c: image transfers */
 int cli_disk_upload(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_download(struct cli_ctx *ctx, int argc, char **argv, GError **error);

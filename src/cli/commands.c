@@ -152,6 +152,103 @@ static char *cli_progress_text(const json_t *obj)
         return p < 0 ? g_strdup("-") : g_strdup_printf("%.0f%%", p);
 }
 
+/* Polls the host until the engine reports it up; the TLS handshake (certificate checked) is part of that. */
+static int host_wait_up(struct cli_engine *e, const char *id, int timeout, GError **error)
+{
+        g_autofree char *path = g_strdup_printf("/api/hosts/%s", id);
+        gint64 deadline = g_get_monotonic_time() + (gint64) timeout * G_USEC_PER_SEC;
+        g_autofree char *status = NULL;
+
+        for (;;) {
+                json_t *h = NULL;
+
+                if (cli_engine_get(e, path, &h, error) < 0)
+                        return -1;
+                g_free(status);
+                status = cli_json_text(h, "status");
+                json_decref(h);
+                if (strcmp(status, "up") == 0)
+                        return 0;
+                if (g_get_monotonic_time() > deadline)
+                        break;
+                g_usleep(200 * 1000);
+        }
+        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
+                    "host %s is still %s after %d s: is its agent running and reachable, and was its certificate "
+                    "issued for the address it was added with ('ferry pki issue --host NAME --address ADDR')? "
+                    "See the engine's log and 'ferry event list'", id, status, timeout);
+        return -1;
+}
+
+int cli_host_add(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autofree char *name = NULL, *address = NULL;
+        gint port = 54321, timeout = 60;
+        gboolean wait = FALSE;
+        const GOptionEntry entries[] = {
+                { "name", 0, 0, G_OPTION_ARG_STRING, &name, "Host name (default: the address)", "N" },
+                { "address", 0, 0, G_OPTION_ARG_STRING, &address,
+                  "IP address or DNS name the engine reaches the agent by; its certificate must name it (required)",
+                  "ADDR" },
+                { "port", 0, 0, G_OPTION_ARG_INT, &port, "The agent's JSON-RPC port (default 54321)", "P" },
+                { "wait", 0, 0, G_OPTION_ARG_NONE, &wait, "Wait until the engine has connected to the agent (status up)", NULL },
+                { "timeout", 0, 0, G_OPTION_ARG_INT, &timeout, "With --wait: seconds to wait (default 60)", "S" },
+                G_OPTION_ENTRY_NULL
+        };
+        g_autoptr(cli_engine) e = NULL;
+        json_t *body, *answer = NULL;
+        g_autofree char *id = NULL;
+        int r;
+
+        if (cli_parse_options(ctx, &argc, &argv, entries, NULL,
+                              "Registers a host whose agent runs at ADDR:P; the engine connects to it over TLS "
+                              "(checking its certificate against ADDR), gives it a sanlock host id and connects "
+                              "it to the storage pool.", error) < 0 ||
+            cli_expect_args(argc, 0, NULL, error) < 0)
+                return -1;
+        if (!address) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "--address is required");
+                return -1;
+        }
+        if (port < 1 || port > 65535 || timeout < 1 || timeout > 3600) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "--port must be 1-65535 and --timeout 1-3600");
+                return -1;
+        }
+        if (cli_check_name("--address", address, error) < 0 ||
+            cli_check_name("--name", name ? name : address, error) < 0 || cli_ctx_engine(ctx, &e, error) < 0)
+                return -1;
+        body = json_pack("{s:s, s:s, s:i}", "name", name ? name : address, "address", address, "port", port);
+        r = cli_engine_request(e, "POST", "/api/hosts", body, &answer, error);
+        json_decref(body);
+        if (r < 0)
+                return -1;
+        id = g_strdup(json_string_value(json_object_get(answer, "id")));
+        if (ctx->json && !wait)
+                cli_print_json(answer);
+        json_decref(answer);
+        if (!id) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine's answer has no host id");
+                return -1;
+        }
+        if (!ctx->json)
+                printf("host %s added (%s), connecting to %s:%d\n", name ? name : address, id, address, port);
+        if (!wait)
+                return 0;
+        if (host_wait_up(e, id, timeout, error) < 0)
+                return -1;
+        if (ctx->json) {
+                g_autofree char *path = g_strdup_printf("/api/hosts/%s", id);
+
+                if (cli_engine_get(e, path, &answer, error) < 0)
+                        return -1;
+                cli_print_json(answer);
+                json_decref(answer);
+        } else {
+                printf("host %s is up\n", name ? name : address);
+        }
+        return 0;
+}
+
 int cli_host_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 {
         g_autoptr(cli_engine) e = NULL;
@@ -785,4 +882,40 @@ int cli_config_set(struct cli_ctx *ctx, int argc, char **argv, GError **error)
                 cli_print_option(ctx, option, argv[1]);
         json_decref(option);
         return 0;
+}
+
+int cli_disk_sparsify(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        gboolean wait = FALSE;
+        const GOptionEntry entries[] = {
+                { "wait", 0, 0, G_OPTION_ARG_NONE, &wait, "Wait for the job, showing progress", NULL },
+                G_OPTION_ENTRY_NULL
+        };
+        g_autoptr(cli_engine) e = NULL;
+        g_autofree char *path = NULL, *what = NULL, *disk_name = NULL;
+        json_t *disk = NULL, *answer = NULL, *body;
+        const char *disk_id;
+        int r;
+
+        if (cli_setup(ctx, &argc, &argv, entries, "DISK", 1, "DISK (an id or a name)", &e, error) < 0 ||
+            cli_resolve_disk(e, argv[1], &disk, error) < 0)
+                return -1;
+        disk_id = json_string_value(json_object_get(disk, "id"));
+        if (!disk_id || !fy_uuid_is_valid(disk_id)) {
+                json_decref(disk);
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine sent a disk without an id");
+                return -1;
+        }
+        disk_name = cli_json_text(disk, "name");
+        path = g_strdup_printf("/api/disks/%s/sparsify", disk_id);
+        body = json_object();
+        r = cli_engine_request(e, "POST", path, body, &answer, error);
+        json_decref(body);
+        if (r == 0) {
+                what = g_strdup_printf("sparsifying disk %s", disk_name);
+                r = cli_action_done(ctx, e, answer, what, disk_id, wait, true, error);
+        }
+        json_decref(answer);
+        json_decref(disk);
+        return r;
 }

@@ -16,6 +16,7 @@
 
 #include "error.h"
 #include "jsonrpc.h"
+#include "log.h"
 #include "rpcclient.h"
 
 #define EXIT_RPC_ERROR 1
@@ -130,6 +131,7 @@ int main(int argc, char **argv)
         g_autofree char *address = NULL;
         g_autofree char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
         g_auto(GStrv) rest = NULL, tls_names = NULL;
+        g_autofree char *flow_id = NULL;
         int port = 0, timeout = 60, events = 0;
         const GOptionEntry entries[] = {
                 { "address", 'a', 0, G_OPTION_ARG_STRING, &address, "Agent host name or address (default localhost)", "HOST" },
@@ -141,6 +143,7 @@ int main(int argc, char **argv)
                   "Another name the agent's certificate may carry instead of HOST (its registered name); repeatable", "NAME" },
                 { "timeout", 't', 0, G_OPTION_ARG_INT, &timeout, "Give up after this many seconds, connecting included (default 60)", "SECONDS" },
                 { "events", 'e', 0, G_OPTION_ARG_INT, &events, "After the reply, print events as JSON lines for this long", "SECONDS" },
+                { "flow-id", 0, 0, G_OPTION_ARG_STRING, &flow_id, "VDSM flow id: the agent logs the call and its jobs with it", "ID" },
                 { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &rest, NULL, "Namespace verb [name=value …]" },
                 { NULL },
         };
@@ -176,6 +179,10 @@ int main(int argc, char **argv)
                 fprintf(stderr, "ferry-rpc: TLS needs all of --tls-cert, --tls-key and --tls-ca\n");
                 return EXIT_TRANSPORT;
         }
+        if (flow_id && !fy_log_correlation_id_valid(flow_id)) {
+                fprintf(stderr, "ferry-rpc: --flow-id must be 1 to %d of A-Z a-z 0-9 . _ : -\n", FY_LOG_CORRELATION_ID_MAX);
+                return EXIT_TRANSPORT;
+        }
         if (!rest || g_strv_length(rest) < 2) {
                 fprintf(stderr, "ferry-rpc: expected Namespace verb [name=value …] (see --help)\n");
                 return EXIT_TRANSPORT;
@@ -202,6 +209,7 @@ int main(int argc, char **argv)
         cli.events_seconds = events;
         client = fy_rpc_client_new(&o, on_event, &cli);
         fy_rpc_client_set_disconnect_fn(client, on_disconnect);
+        fy_log_context_set(NULL, flow_id, NULL);      /* the client sends it with the call */
         fy_rpc_client_call(client, method, g_steal_pointer(&params), (unsigned) timeout * 1000, on_reply, &cli);
         g_main_loop_run(loop);
 

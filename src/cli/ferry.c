@@ -20,6 +20,7 @@ struct cli_command {
 
 static const struct cli_command cli_commands[] = {
         { "host", "list", cli_host_list, "host list" },
+        { "host", "add", cli_host_add, "host add --address ADDR [--port P] [--name N] [--wait]" },
         { "sd", "list", cli_sd_list, "sd list" },
         { "disk", "list", cli_disk_list, "disk list" },
         { "disk", "show", cli_disk_show, "disk show DISK" },
@@ -28,6 +29,7 @@ static const struct cli_command cli_commands[] = {
         { "disk", "move", cli_disk_move, "disk move DISK --sd SD [--wait]" },
         { "disk", "checksum", cli_disk_checksum, "disk checksum DISK" },
         { "disk", "copy", cli_disk_copy, "disk copy DISK --sd SD [--name N] [--wait]" },
+        { "disk", "sparsify", cli_disk_sparsify, "disk sparsify DISK [--wait]" },
         { "disk", "upload", cli_disk_upload, "disk upload FILE (--sd SD [--name N] | --disk DISK) [--format raw|cow]" },
         { "disk", "download", cli_disk_download, "disk download DISK FILE" },
         { "vm", "list", cli_vm_list, "vm list" },
@@ -37,7 +39,8 @@ static const struct cli_command cli_commands[] = {
         { "vm", "delete", cli_vm_delete, "vm delete VM [--detach-only] [--wait]" },
         { "vm", "attach", cli_vm_attach, "vm attach VM DISK" },
         { "vm", "detach", cli_vm_detach, "vm detach VM DISK" },
-        { "vm", "snapshot", cli_vm_snapshot, "vm snapshot VM [--description TEXT] [--wait]" },
+        { "vm", "snapshot", cli_vm_snapshot,
+          "vm snapshot VM [--description TEXT] [--wait] | vm snapshot delete|restore VM SNAPSHOT [--wait]" },
         { "template", "list", cli_template_list, "template list" },
         { "template", "create", cli_template_create,
           "template create --name N --vm VM [--sd SD] [--format raw|cow] [--preallocated] [--wait]" },

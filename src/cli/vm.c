@@ -393,6 +393,47 @@ int cli_vm_detach(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         return attach_or_detach(ctx, argc, argv, false, error);
 }
 
+/* ferry vm snapshot delete|restore VM SNAPSHOT: a cold merge of the snapshot's volumes, or a new leaf on them. */
+static int snapshot_change(struct cli_ctx *ctx, int argc, char **argv, bool remove, GError **error)
+{
+        gboolean wait = FALSE;
+        const GOptionEntry entries[] = {
+                { "wait", 0, 0, G_OPTION_ARG_NONE, &wait, "Wait for the job", NULL },
+                G_OPTION_ENTRY_NULL
+        };
+        g_autoptr(cli_engine) e = NULL;
+        g_autofree char *id = NULL, *path = NULL, *what = NULL;
+        json_t *answer = NULL;
+        int r;
+
+        if (setup(ctx, &argc, &argv, entries, "VM SNAPSHOT", 2, "VM (an id or a name) and SNAPSHOT (its id)", &e,
+                  error) < 0 || resolve_vm(e, argv[1], &id, error) < 0)
+                return -1;
+        if (!fy_uuid_is_valid(argv[2])) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "SNAPSHOT must be a snapshot id (see 'ferry vm show %s')",
+                            argv[1]);
+                return -1;
+        }
+        path = remove ? g_strdup_printf("/api/vms/%s/snapshots/%s", id, argv[2])
+                      : g_strdup_printf("/api/vms/%s/snapshots/%s/restore", id, argv[2]);
+        r = cli_engine_request(e, remove ? "DELETE" : "POST", path, remove ? NULL : json_object(), &answer, error);
+        if (r < 0)
+                return -1;
+        if (remove && !json_object_get(answer, "job")) {
+                /* None of its disks is the VM's any more: removed at once. */
+                if (ctx->json)
+                        cli_print_json(answer);
+                else
+                        printf("removed snapshot %s\n", argv[2]);
+                json_decref(answer);
+                return 0;
+        }
+        what = g_strdup_printf("%s snapshot %s", remove ? "removing (merging)" : "restoring", argv[2]);
+        r = job_started(ctx, e, answer, what, wait, error);
+        json_decref(answer);
+        return r;
+}
+
 int cli_vm_snapshot(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 {
         g_autofree char *desc = NULL;
@@ -407,6 +448,9 @@ int cli_vm_snapshot(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         json_t *answer = NULL, *body;
         int r;
 
+        /* "vm snapshot delete|restore VM SNAPSHOT"; a VM named delete or restore is given by id. */
+        if (argc >= 2 && (strcmp(argv[1], "delete") == 0 || strcmp(argv[1], "restore") == 0))
+                return snapshot_change(ctx, argc - 1, argv + 1, strcmp(argv[1], "delete") == 0, error);
         if (setup(ctx, &argc, &argv, entries, "VM", 1, "VM (an id or a name)", &e, error) < 0 ||
             resolve_vm(e, argv[1], &id, error) < 0)
                 return -1;

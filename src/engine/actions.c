@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "commands.h"
 #include "events.h"
+#include "inventory.h"
 #include "vm_actions.h"
 #include "error.h"
 #include "uuid.h"
@@ -363,6 +364,61 @@ json_t *engine_disk_remove(struct engine *e, const char *disk_id, GError **error
         }
         params = json_pack("{s:s, s:s, s:s}", "disk", disk_id, "sd", js(disk, "sd_id"), "img", disk_id);
         if (!(cmd = engine_job_command_start(e, ENGINE_KIND_REMOVE_DISK, json_string_value(job), params, error)))
+                goto rollback;
+        if (engine_store_commit(e->db, error) < 0)
+                return NULL;
+        return json_pack("{s:{s:O}}", "job", "id", job);
+rollback:
+        engine_store_rollback(e->db);
+        return NULL;
+}
+
+json_t *engine_disk_sparsify(struct engine *e, const char *disk_id, GError **error)
+{
+        g_autoptr(json_t) disk = NULL;
+        g_autoptr(json_t) vols = NULL;
+        g_autoptr(json_t) sparse = json_array();
+        g_autoptr(json_t) job = NULL;
+        g_autoptr(json_t) params = NULL;
+        g_autofree char *desc = NULL;
+        g_autofree char *cmd = NULL;
+        size_t i;
+        json_t *v;
+
+        if (!fy_uuid_is_valid(disk_id))
+                return fail(error, 404, "no disk %.64s", disk_id);
+        disk = engine_store_disk_get(e->db, disk_id, error);
+        if (!disk)
+                return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
+        if (strcmp(js(disk, "status"), "ok") != 0)
+                return fail(error, 409, "disk %s is %s; wait until its current operation ends", js(disk, "name"),
+                            js(disk, "status"));
+        vols = engine_disk_volumes(e, disk);
+        json_array_foreach(vols, i, v) {
+                if (strcmp(js(v, "legality"), "LEGAL") != 0)
+                        return fail(error, 409, "disk %s: volume %s is %s", js(disk, "name"), js(v, "id"),
+                                    js(v, "legality"));
+                /* A PREALLOCATED volume keeps its blocks by definition: never sent. */
+                if (json_is_true(json_object_get(v, "sparse")) || json_integer_value(json_object_get(v, "sparse")) == 1)
+                        json_array_append_new(sparse, json_pack("{s:s, s:I}", "id", js(v, "id"), "capacity",
+                                                                json_integer_value(json_object_get(v, "capacity"))));
+        }
+        if (json_array_size(sparse) == 0)
+                return fail(error, 409, "disk %s is preallocated: it has no sparse volume to give space back from",
+                            js(disk, "name"));
+        desc = g_strdup_printf("Sparsifying disk %s (%zu volume(s))", js(disk, "name"), json_array_size(sparse));
+        if (engine_store_begin(e->db, error) < 0)
+                return NULL;
+        job = job_start(e, desc, error);
+        if (!job)
+                goto rollback;
+        if (engine_store_disk_lock(e->db, disk_id, json_string_value(job), "ok", error) < 0) {
+                if (!error || !*error)
+                        fail(error, 409, "disk %s changed meanwhile; try again", js(disk, "name"));
+                goto rollback;
+        }
+        params = json_pack("{s:s, s:s, s:O}", "disk", disk_id, "sd", js(disk, "sd_id"), "volumes", sparse);
+        if (!(cmd = engine_job_command_start(e, ENGINE_KIND_SPARSIFY_DISK, json_string_value(job), params, error)))
                 goto rollback;
         if (engine_store_commit(e->db, error) < 0)
                 return NULL;

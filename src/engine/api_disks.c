@@ -120,6 +120,14 @@ static void disk_copy(struct engine *e, SoupServerMessage *msg, char **args)
         disk_move_or_copy(e, msg, args[0], true);
 }
 
+static void disk_sparsify(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) out = engine_disk_sparsify(e, args[0], &error);
+
+        engine_rest_reply_result(msg, 202, out, error);
+}
+
 static const struct engine_route routes[] = {
         { "GET", "/api/disks", disk_list, ENGINE_ROLE_VIEWER },
         { "POST", "/api/disks", disk_create, ENGINE_ROLE_OPERATOR },
@@ -127,6 +135,7 @@ static const struct engine_route routes[] = {
         { "DELETE", "/api/disks/{id}", disk_remove, ENGINE_ROLE_OPERATOR },
         { "POST", "/api/disks/{id}/move", disk_move, ENGINE_ROLE_OPERATOR },
         { "POST", "/api/disks/{id}/copy", disk_copy, ENGINE_ROLE_OPERATOR },
+        { "POST", "/api/disks/{id}/sparsify", disk_sparsify, ENGINE_ROLE_OPERATOR },
         /* Reads only, but starts a job on a host: an operator's. */
         { "POST", "/api/disks/{id}/checksum", disk_checksum, ENGINE_ROLE_OPERATOR },
 };

@@ -230,10 +230,21 @@ static void vm_snapshot(struct engine *e, SoupServerMessage *msg, char **args)
         reply_found(e, msg, 200, snap, error, snapshot_fmt);
 }
 
-static void vm_snapshot_unsupported(struct engine *e, SoupServerMessage *msg, char **args)
+static void vm_snapshot_remove(struct engine *e, SoupServerMessage *msg, char **args)
 {
-        engine_rest_reply_fault(msg, 405, "removing (merging) or restoring snapshots is not supported yet; "
-                                "a snapshot stays part of its disks' volume chains");
+        g_autoptr(GError) error = NULL;
+        int status = 202;
+        g_autoptr(json_t) out = engine_snapshot_remove(e, args[0], args[1], &status, &error);
+
+        engine_rest_reply_result(msg, status, out, error);
+}
+
+static void vm_snapshot_restore(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) out = engine_snapshot_restore(e, args[0], args[1], &error);
+
+        engine_rest_reply_result(msg, 202, out, error);
 }
 
 static void template_list(struct engine *e, SoupServerMessage *msg, char **args)
@@ -295,8 +306,8 @@ static const struct engine_route routes[] = {
         { "GET", "/api/vms/{id}/snapshots", vm_snapshots, ENGINE_ROLE_VIEWER },
         { "POST", "/api/vms/{id}/snapshots", vm_snapshot_create, ENGINE_ROLE_OPERATOR },
         { "GET", "/api/vms/{id}/snapshots/{snapshot}", vm_snapshot, ENGINE_ROLE_VIEWER },
-        { "DELETE", "/api/vms/{id}/snapshots/{snapshot}", vm_snapshot_unsupported, ENGINE_ROLE_OPERATOR },
-        { "POST", "/api/vms/{id}/snapshots/{snapshot}", vm_snapshot_unsupported, ENGINE_ROLE_OPERATOR },
+        { "DELETE", "/api/vms/{id}/snapshots/{snapshot}", vm_snapshot_remove, ENGINE_ROLE_OPERATOR },
+        { "POST", "/api/vms/{id}/snapshots/{snapshot}/restore", vm_snapshot_restore, ENGINE_ROLE_OPERATOR },
         { "GET", "/api/templates", template_list, ENGINE_ROLE_VIEWER },
         { "POST", "/api/templates", template_create, ENGINE_ROLE_OPERATOR },
         { "GET", "/api/templates/{id}", template_get, ENGINE_ROLE_VIEWER },

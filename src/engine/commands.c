@@ -267,10 +267,12 @@ bool engine_job_ended(const char *agent_job_id)
 static void on_host_event(struct engine *e, const char *host_id, const char *method, json_t *params, void *userdata)
 {
         /* VDSM's shape: "|jobs|status|<id>" with the job's info itself (and notify_time) as params. */
-        const char *key = method + strlen("|jobs|status|");
-        const char *status;
+        const char *key, *status;
 
-        if (!g_str_has_prefix(method, "|jobs|status|") || !fy_uuid_is_valid(key) || !json_is_object(params))
+        if (!g_str_has_prefix(method, "|jobs|status|"))
+                return;
+        key = method + strlen("|jobs|status|");
+        if (!fy_uuid_is_valid(key) || !json_is_object(params))
                 return;
         if (!js(params, "id") || g_ascii_strcasecmp(js(params, "id"), key) != 0)
                 return;        /* not the job the method names: trust neither */
@@ -383,6 +385,14 @@ enum engine_children engine_run_children_parallel(struct engine *e, json_t *cmd,
         }
         json_object_set_new(data, "next", json_integer((json_int_t) next));
         return active ? ENGINE_CHILDREN_ACTIVE : ENGINE_CHILDREN_SUCCEEDED;
+}
+
+char *engine_children_state(struct engine *e, json_t *data, size_t i, char **ret_error)
+{
+        g_autofree char *k = g_strdup_printf("%zu", i);
+        const char *id = json_string_value(json_object_get(json_object_get(data, "children"), k));
+
+        return id ? child_state(e, id, ret_error) : NULL;
 }
 
 json_t *engine_job_cancel(struct engine *e, const char *job_id, GError **error)

@@ -78,6 +78,9 @@ enum engine_children engine_run_children(struct engine *e, json_t *cmd, json_t *
 enum engine_children engine_run_children_parallel(struct engine *e, json_t *cmd, json_t *data, size_t count,
                                                   size_t parallel, engine_child_factory make, char **ret_error);
 
+/* Child i's state after engine_run_children_parallel ("active", "succeeded", "failed"), or NULL. */
+char *engine_children_state(struct engine *e, json_t *data, size_t i, char **ret_error);
+
 /*
  * Existing command types a flow can use as children (params as in commands.c):
  *   copy_image_group_with_data  {sd, img, volumes[], src_sd, src_img, src_volumes[]}
@@ -85,6 +88,12 @@ enum engine_children engine_run_children_parallel(struct engine *e, json_t *cmd,
  *                               one destination volume for a source leaf copies the chain collapsed.
  *   clone_image_group_volumes_structure {sd, img, volumes[]}
  *   remove_image {sd, img}
+ *   create_volume_container {sd, img, vol, parent|null, size, format, sparse}  Volume.create on the SPM
+ *   remove_volume {sd, img, vol}                 Volume.delete on the SPM (gone already = done)
+ *   prepare_merge / finalize_merge {sd, img, top, base, generation?}  StoragePool.*Merge on the SPM
+ *   merge {dst: {sd, img, vol = base}, top, bytes}  SDM.merge on a host the scheduler picks
+ *   sparsify_volume {dst: {sd, img, vol}, bytes}    SDM.sparsify_volume on a host the scheduler picks
+ *   (merge and sparsify_volume recover like copy_data: decided from the volume, fenced, retried elsewhere)
  * volumes[] entries: {id, parent|null, capacity, format raw|cow, sparse, structure_weight, data_weight}.
  */
 

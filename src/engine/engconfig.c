@@ -26,17 +26,17 @@ static const struct fy_option options[] = {
         { "agent_tls_ca", FY_OPT_STRING, "", 0, 4096, O(agent_tls_ca), "PEM CA that signed the agents' certificates (default: tls_ca)" },
         { "poll_interval", FY_OPT_UINT, "1000", 100, 60000, O(poll_interval), "ms between host polls and command coordinator rounds" },
         { "host_timeout", FY_OPT_UINT, "5000", 100, 600000, O(host_timeout), "ms a host has to answer a poll" },
-        { "host_failures", FY_OPT_UINT, "3", 1, 100, O(host_failures), "failed polls in a row before a host is non_responsive" },
+        { "host_failures", FY_OPT_UINT, "3", 1, 100, O(host_failures), "failed polls in a row before a host is non_responsive", true },
         { "data_operations_by_hsm", FY_OPT_BOOL, "true", 0, 0, O(data_operations_by_hsm), "initial DataOperationsByHSM: copies run on any host (false: on the SPM)" },
-        { "host_selection_policy", FY_OPT_STRING, "least_loaded", 1, 32, O(host_selection_policy), "least_loaded or random" },
-        { "copy_attempts", FY_OPT_UINT, "3", 1, 20, O(copy_attempts), "times one volume copy is tried before the operation fails" },
-        { "verify_copies", FY_OPT_BOOL, "true", 0, 0, O(verify_copies), "checksum source and destination after every copy (the destination on another host); a mismatch fails that try" },
-        { "host_lost_timeout", FY_OPT_UINT, "60", 5, 86400, O(host_lost_timeout), "seconds a copy's unreachable host is waited for before its job is fenced" },
-        { "fence_timeout", FY_OPT_UINT, "900", 30, 86400, O(fence_timeout), "seconds fencing a lost copy is retried before the copy is given up as failed" },
+        { "host_selection_policy", FY_OPT_STRING, "least_loaded", 1, 32, O(host_selection_policy), "least_loaded or random", true },
+        { "copy_attempts", FY_OPT_UINT, "3", 1, 20, O(copy_attempts), "times one volume copy is tried before the operation fails", true },
+        { "verify_copies", FY_OPT_BOOL, "true", 0, 0, O(verify_copies), "checksum source and destination after every copy (the destination on another host); a mismatch fails that try", true },
+        { "host_lost_timeout", FY_OPT_UINT, "60", 5, 86400, O(host_lost_timeout), "seconds a copy's unreachable host is waited for before its job is fenced", true },
+        { "fence_timeout", FY_OPT_UINT, "900", 30, 86400, O(fence_timeout), "seconds fencing a lost copy is retried before the copy is given up as failed", true },
         { "sweep_interval", FY_OPT_UINT, "300", 0, 86400, O(sweep_interval), "seconds between sweeps for orphan images on storage (0: never)" },
-        { "max_parallel_copies", FY_OPT_UINT, "4", 1, 64, O(max_parallel_copies), "volumes of one disk copied at the same time" },
+        { "max_parallel_copies", FY_OPT_UINT, "4", 1, 64, O(max_parallel_copies), "volumes of one disk copied at the same time", true },
         { "max_body", FY_OPT_UINT, "65536", 1024, 16 * 1024 * 1024, O(max_body), "largest REST request body, bytes" },
-        { "log_level", FY_OPT_STRING, "info", 1, 16, O(log_level), "debug, info, warning or error" },
+        { "log_level", FY_OPT_STRING, "info", 1, 16, O(log_level), "debug, info, warning or error", true },
 };
 
 static int validate(void *config, GError **error)
@@ -83,18 +83,26 @@ static const struct fy_options_spec spec = {
         .section = "engine",
         .summary = "Ferry engine: inventory, REST API, SPM election, and data operations on any host.",
         .version = FERRY_VERSION,
+        .default_config = FERRY_SYSCONFDIR "/ferry/engine.conf",
         .options = options,
         .n_options = G_N_ELEMENTS(options),
+        .config_size = sizeof(struct engine_config),
         .validate = validate,
 };
 
 int engine_config_load(int *argc, char ***argv, struct engine_config *ret, GError **error)
 {
         memset(ret, 0, sizeof(*ret));
-        return fy_options_load(&spec, ret, argc, argv, error);
+        return fy_options_load(&spec, ret, argc, argv, &ret->sources, error);
 }
 
 void engine_config_clear(struct engine_config *c)
 {
         fy_options_clear(&spec, c);
+        g_clear_pointer(&c->sources, fy_options_sources_free);
+}
+
+int engine_config_reload(struct engine_config *c, GPtrArray **ret_changed, GError **error)
+{
+        return fy_options_reload(&spec, c->sources, c, ret_changed, error);
 }

@@ -23,6 +23,8 @@
 #include "jsonrpc.h"      /* json_t autoptr */
 #include "rpcclient.h"
 
+struct fy_options_sources;
+
 /* GError domain whose codes are HTTP statuses, so the REST layer maps them 1:1. */
 #define ENGINE_ERROR (engine_error_quark())
 GQuark engine_error_quark(void);
@@ -52,6 +54,7 @@ struct engine_config {
         unsigned sweep_interval;       /* s between orphan image sweeps, 0 = never */
         unsigned max_body;
         char *log_level;
+        struct fy_options_sources *sources;     /* what a SIGHUP reload reads again */
 };
 
 struct engine_host {
@@ -93,6 +96,8 @@ bool engine_name_valid(const char *s);
 
 int engine_config_load(int *argc, char ***argv, struct engine_config *ret, GError **error);
 void engine_config_clear(struct engine_config *c);
+/* Rereads the configuration (SIGHUP); applies and logs the live options that changed. */
+int engine_config_reload(struct engine_config *c, GPtrArray **ret_changed, GError **error);
 
 /* Reading the JSON rows and params every module passes around. */
 static inline const char *engine_js(json_t *o, const char *key)

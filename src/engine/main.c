@@ -12,9 +12,11 @@
 #include "flows/job.h"
 #include "hosts.h"
 #include "rest.h"
+#include "service.h"
 #include "sweeper.h"
 #include "transfers.h"
 #include "vms.h"
+#include "flows/snapshots.h"
 #include "error.h"
 #include "log.h"
 #include "uuid.h"
@@ -35,7 +37,23 @@ static gboolean on_signal(gpointer data)
         struct engine *e = data;
 
         g_message("signal received, shutting down");
+        fy_service_stopping();
         g_main_loop_quit(e->loop);
+        return G_SOURCE_CONTINUE;
+}
+
+/* SIGHUP: reread the configuration; the live options are read where they are used. */
+static gboolean on_reload(gpointer data)
+{
+        struct engine *e = data;
+        g_autoptr(GError) error = NULL;
+
+        fy_service_reloading();
+        if (engine_config_reload(&e->config, NULL, &error) < 0)
+                g_warning("reload failed, configuration unchanged: %s", error->message);
+        else
+                fy_log_set_level(e->config.log_level);
+        fy_service_ready("reloaded");
         return G_SOURCE_CONTINUE;
 }
 
@@ -86,6 +104,7 @@ int main(int argc, char **argv)
         engine_flow_job_init();
         engine_flow_disk_init();
         engine_vms_init();     /* flow types of vms.c, before the first coordinator round */
+        engine_snapshot_flows_init();
         if (engine_rest_start(e, &error) < 0) {
                 g_critical("cannot serve the REST API on %s:%u: %s", e->config.listen_address, e->config.port, error->message);
                 return EXIT_FAILURE;
@@ -102,8 +121,10 @@ int main(int argc, char **argv)
 
         g_unix_signal_add(SIGTERM, on_signal, e);
         g_unix_signal_add(SIGINT, on_signal, e);
+        g_unix_signal_add(SIGHUP, on_reload, e);
         e->tick_source = g_timeout_add(e->config.poll_interval, on_tick, e);
         on_tick(e);
+        fy_service_ready("serving");
         g_main_loop_run(e->loop);
 
         g_source_remove(e->tick_source);

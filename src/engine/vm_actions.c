@@ -14,6 +14,7 @@
 #include "events.h"
 #include "inventory.h"
 #include "vm_actions.h"
+#include "store/store.h"
 #include "uuid.h"
 
 #define js engine_js
@@ -825,4 +826,185 @@ int engine_disk_owner_check(struct engine *e, const char *disk_id, bool remove, 
         else
                 return 0;      /* moving a VM's disk is fine */
         return -EBUSY;
+}
+
+/* The snapshot of the VM that a removal or restore may change now: both unlocked. */
+static json_t *snapshot_for_change(struct engine *e, const char *vm_id, const char *snap_id, json_t **ret_vm,
+                                   GError **error)
+{
+        g_autoptr(json_t) vm = engine_vm_get(e, vm_id, error);
+        g_autoptr(json_t) snap = NULL;
+
+        if (!vm || !(snap = engine_vm_snapshot(e, vm_id, snap_id, error)))
+                return NULL;
+        if (strcmp(js(vm, "status"), "ok") != 0)
+                return fail(error, 409, "VM %s is locked by a running operation (job %s)", js(vm, "name"), js(vm, "job_id"));
+        if (strcmp(js(snap, "status"), "ok") != 0)
+                return fail(error, 409, "snapshot %s of VM %s is %s", snap_id, js(vm, "name"), js(snap, "status"));
+        *ret_vm = g_steal_pointer(&vm);
+        return g_steal_pointer(&snap);
+}
+
+/*
+ * Each disk of the snapshot that is still the VM's, with its chain:
+ * calls add(disk row, its volumes, index of the snapshot's volume) and
+ * fails on a disk that cannot change now or whose chain lacks the volume.
+ */
+static bool snapshot_disks(struct engine *e, json_t *vm, json_t *snap, json_t *disks_out,
+                           bool (*add)(json_t *out, json_t *disk, json_t *vols, size_t at, GError **error), GError **error)
+{
+        g_autoptr(json_t) entries = engine_jparse(snap, "disks");
+        g_autoptr(json_t) owned = owned_disks(e, "vm_id", js(vm, "id"));
+        size_t i, j, k;
+        json_t *ent, *disk, *v;
+
+        json_array_foreach(entries, i, ent) {
+                g_autoptr(json_t) vols = NULL;
+                bool found = false;
+
+                json_array_foreach(owned, j, disk) {
+                        if (g_strcmp0(js(disk, "id"), js(ent, "disk")) != 0)
+                                continue;
+                        found = true;
+                        if (!disk_usable(e, disk, error))
+                                return false;
+                        vols = engine_disk_volumes(e, disk);
+                        json_array_foreach(vols, k, v)
+                                if (g_strcmp0(js(v, "id"), js(ent, "volume")) == 0)
+                                        break;
+                        if (k == json_array_size(vols)) {
+                                fail(error, 409, "disk %s no longer has volume %s of snapshot %s in its chain",
+                                     js(disk, "name"), js(ent, "volume"), js(snap, "id"));
+                                return false;
+                        }
+                        if (!add(disks_out, disk, vols, k, error))
+                                return false;
+                }
+                (void) found;  /* a disk detached since the snapshot keeps its chain as it is */
+        }
+        return true;
+}
+
+static bool add_merge(json_t *out, json_t *disk, json_t *vols, size_t at, GError **error)
+{
+        json_t *base = json_array_get(vols, at);
+        json_t *top = json_array_get(vols, at + 1);
+
+        if (!top || g_strcmp0(js(top, "parent"), js(base, "id")) != 0) {
+                fail(error, 409, "disk %s: snapshot volume %s has no child volume to merge", js(disk, "name"), js(base, "id"));
+                return false;
+        }
+        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "disk", js(disk, "id"),
+                                             "sd", js(disk, "sd_id"), "img", js(disk, "id"), "top", js(top, "id"),
+                                             "base", js(base, "id"), "bytes", ji(top, "capacity")));
+        return true;
+}
+
+static bool add_restore(json_t *out, json_t *disk, json_t *vols, size_t at, GError **error)
+{
+        json_t *base = json_array_get(vols, at);
+        g_autoptr(json_t) discard = json_array();
+        g_autofree char *vol = fy_uuid_new();
+        gint64 capacity = 0;
+
+        /* The leaf first: each removal leaves a linear chain whose leaf is the next one. */
+        for (size_t i = json_array_size(vols); i-- > at + 1;)
+                json_array_append_new(discard, json_string(js(json_array_get(vols, i), "id")));
+        for (size_t i = 0; i <= at; i++)
+                capacity = MAX(capacity, ji(json_array_get(vols, i), "capacity"));
+        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:O}", "disk", js(disk, "id"),
+                                             "sd", js(disk, "sd_id"), "img", js(disk, "id"), "base", js(base, "id"),
+                                             "vol", vol, "capacity", (json_int_t) capacity, "discard", discard));
+        return true;
+}
+
+/* Locks the VM, its disks in plan and the snapshot for a new job and starts its command. */
+static json_t *snapshot_job_start(struct engine *e, json_t *vm, json_t *snap, enum engine_kind kind, const char *desc,
+                                  json_t *params, GError **error)
+{
+        g_autofree char *job = NULL;
+        g_autofree char *cmd = NULL;
+        size_t i;
+        json_t *d;
+
+        if (engine_store_begin(e->db, error) < 0)
+                return NULL;
+        if (!(job = engine_job_insert(e, desc, error)) || !lock_vm(e, vm, job, error))
+                goto rollback;
+        json_array_foreach(json_object_get(params, "disks"), i, d) {
+                g_autoptr(json_t) disk = engine_store_disk_get(e->db, js(d, "disk"), NULL);
+
+                if (!disk || !lock_disk(e, disk, job, error))
+                        goto rollback;
+        }
+        if (engine_store_snapshot_set(e->db, js(snap, "id"), "locked", job, NULL, error) < 0)
+                goto rollback;
+        if (!(cmd = engine_job_command_start(e, kind, job, params, error)))
+                goto rollback;
+        if (engine_store_commit(e->db, error) < 0)
+                return NULL;
+        engine_event(e, "normal", cmd, "%s", desc);
+        return json_pack("{s:{s:s}}", "job", "id", job);
+rollback:
+        engine_store_rollback(e->db);
+        return NULL;
+}
+
+json_t *engine_snapshot_remove(struct engine *e, const char *vm_id, const char *snap_id, int *ret_status, GError **error)
+{
+        g_autoptr(json_t) vm = NULL;
+        g_autoptr(json_t) snap = snapshot_for_change(e, vm_id, snap_id, &vm, error);
+        g_autoptr(json_t) plan = json_array();
+        g_autoptr(json_t) params = NULL;
+        g_autofree char *desc = NULL;
+
+        if (!snap || !snapshot_disks(e, vm, snap, plan, add_merge, error))
+                return NULL;
+        if (json_array_size(plan) == 0) {
+                /* None of its disks is the VM's any more: nothing on storage to merge. */
+                if (engine_store_snapshot_delete(e->db, snap_id, error) < 0)
+                        return NULL;
+                *ret_status = 200;
+                return json_pack("{s:{s:s}}", "snapshot", "id", snap_id);
+        }
+        desc = g_strdup_printf("Removing snapshot %s of VM %s (merging %zu disk(s))", snap_id, js(vm, "name"),
+                               json_array_size(plan));
+        params = json_pack("{s:s, s:s, s:O}", "vm", vm_id, "snapshot", snap_id, "disks", plan);
+        *ret_status = 202;
+        return snapshot_job_start(e, vm, snap, ENGINE_KIND_REMOVE_SNAPSHOT, desc, params, error);
+}
+
+json_t *engine_snapshot_restore(struct engine *e, const char *vm_id, const char *snap_id, GError **error)
+{
+        g_autoptr(json_t) vm = NULL;
+        g_autoptr(json_t) snap = snapshot_for_change(e, vm_id, snap_id, &vm, error);
+        g_autoptr(json_t) plan = json_array();
+        g_autoptr(json_t) newer = json_array();
+        g_autoptr(json_t) all = NULL;
+        g_autoptr(json_t) params = NULL;
+        g_autofree char *desc = NULL;
+        bool after = false;
+        size_t i;
+        json_t *s;
+
+        if (!snap || !snapshot_disks(e, vm, snap, plan, add_restore, error))
+                return NULL;
+        if (json_array_size(plan) == 0)
+                return fail(error, 409, "none of the disks of snapshot %s is attached to VM %s any more", snap_id,
+                            js(vm, "name"));
+        all = engine_store_snapshot_list(e->db, vm_id, error);
+        if (!all)
+                return NULL;
+        /* The snapshots taken after this one name volumes the restore discards. */
+        json_array_foreach(all, i, s) {
+                if (after)
+                        json_array_append_new(newer, json_string(js(s, "id")));
+                if (g_strcmp0(js(s, "id"), snap_id) == 0)
+                        after = true;
+        }
+        desc = g_strdup_printf("Restoring VM %s to snapshot %s (%zu disk(s))", js(vm, "name"), snap_id,
+                               json_array_size(plan));
+        params = json_pack("{s:s, s:s, s:O, s:O}", "vm", vm_id, "snapshot", snap_id, "disks", plan,
+                           "discard_snapshots", newer);
+        return snapshot_job_start(e, vm, snap, ENGINE_KIND_RESTORE_SNAPSHOT, desc, params, error);
 }

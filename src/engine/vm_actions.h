@@ -18,6 +18,10 @@ json_t *engine_vm_snapshot(struct engine *e, const char *vm_id, const char *snap
 json_t *engine_vm_create(struct engine *e, json_t *body, int *ret_status, GError **error);
 json_t *engine_template_create(struct engine *e, json_t *body, GError **error);
 json_t *engine_snapshot_create(struct engine *e, const char *vm_id, json_t *body, GError **error);
+/* Cold merge of each disk's subchain (202 and {job}); 200 when no disk of the snapshot is the VM's any more. */
+json_t *engine_snapshot_remove(struct engine *e, const char *vm_id, const char *snap_id, int *ret_status, GError **error);
+/* A new leaf on the snapshot's volume of every disk; the volumes above it removed (202 and {job}). */
+json_t *engine_snapshot_restore(struct engine *e, const char *vm_id, const char *snap_id, GError **error);
 /* 202 when disks are removed on storage, 200 when only rows go (detach_only, or no disks). */
 json_t *engine_vm_remove(struct engine *e, const char *vm_id, bool detach_only, int *ret_status, GError **error);
 json_t *engine_template_remove(struct engine *e, const char *tmpl_id, int *ret_status, GError **error);

@@ -12,7 +12,8 @@
 
 #include "log.h"
 
-static GLogLevelFlags log_threshold = G_LOG_LEVEL_MESSAGE;
+/* int for g_atomic: a SIGHUP reload changes it while other threads log. */
+static int log_threshold = G_LOG_LEVEL_MESSAGE;
 static const char *log_program = "ferry";
 static char *log_host;
 static bool log_journal;
@@ -77,7 +78,7 @@ static void log_handler(const char *domain, GLogLevelFlags level, const char *me
         const char *name;
         int priority;
 
-        if ((level & G_LOG_LEVEL_MASK) > log_threshold)
+        if ((int) (level & G_LOG_LEVEL_MASK) > g_atomic_int_get(&log_threshold))
                 return;
         priority = level_priority(level, &name);
         if (log_journal) {
@@ -144,16 +145,21 @@ static bool stderr_is_journal(void)
         return (unsigned long long) st.st_dev == dev && (unsigned long long) st.st_ino == ino;
 }
 
-void fy_log_setup(const char *level, const char *program, const char *host)
+void fy_log_set_level(const char *level)
 {
         if (strcmp(level, "debug") == 0)
-                log_threshold = G_LOG_LEVEL_DEBUG;
+                g_atomic_int_set(&log_threshold, G_LOG_LEVEL_DEBUG);
         else if (strcmp(level, "info") == 0)
-                log_threshold = G_LOG_LEVEL_INFO;
+                g_atomic_int_set(&log_threshold, G_LOG_LEVEL_INFO);
         else if (strcmp(level, "warning") == 0)
-                log_threshold = G_LOG_LEVEL_WARNING;
+                g_atomic_int_set(&log_threshold, G_LOG_LEVEL_WARNING);
         else
-                log_threshold = G_LOG_LEVEL_CRITICAL;
+                g_atomic_int_set(&log_threshold, G_LOG_LEVEL_CRITICAL);
+}
+
+void fy_log_setup(const char *level, const char *program, const char *host)
+{
+        fy_log_set_level(level);
         log_program = program;
         g_free(log_host);
         log_host = g_strdup(host);

@@ -28,6 +28,8 @@
 
 /* level: debug, info, warning or error (validated by the daemon's config). host: FERRY_HOST (may be NULL). */
 void fy_log_setup(const char *level, const char *program, const char *host);
+/* Only the threshold, safe while other threads log (a SIGHUP reload). */
+void fy_log_set_level(const char *level);
 
 /* True for the levels fy_log_setup() knows. */
 bool fy_log_level_valid(const char *level);

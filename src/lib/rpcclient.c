@@ -20,6 +20,7 @@
 
 #include "error.h"
 #include "jsonrpc.h"
+#include "log.h"
 #include "rpcclient.h"
 #include "stomp.h"
 
@@ -50,6 +51,7 @@ struct call {
         char *method;
         char *body;                    /* serialized request until written */
         size_t body_len;
+        char *flow_id;                 /* the caller's log correlation id when it called, or NULL */
         bool sent;
         GList link;                    /* in client->waiting while not sent */
         GSource *timer;
@@ -217,6 +219,7 @@ static void call_free(struct call *call)
         g_clear_error(&call->error);
         g_free(call->id);
         g_free(call->method);
+        g_free(call->flow_id);
         g_free(call->body);
         g_free(call);
 }
@@ -264,10 +267,12 @@ static void pump(struct fy_rpc_client *c)
                !g_queue_is_empty(&c->waiting)) {
                 GList *l = g_queue_pop_head_link(&c->waiting);
                 struct call *call = l->data;
+                /* VDSM's flow id travels in this header (yajsonrpc's Headers.FLOW_ID). */
                 const char *headers[] = {
                         "destination", FY_RPC_CLIENT_REQUEST_DESTINATION,
                         "content-type", "application/json",
                         "reply-to", c->reply_queue,
+                        call->flow_id ? "ovirtCorrelationId" : NULL, call->flow_id,
                         NULL,
                 };
 
@@ -327,6 +332,7 @@ static void call_reject(struct fy_rpc_client *c, const char *method, fy_rpc_clie
 
         call->client = c;
         call->method = g_strdup(method);
+        call->flow_id = g_strdup(fy_log_correlation_id());
         call->cb = cb;
         call->userdata = userdata;
         va_start(ap, fmt);
@@ -929,6 +935,7 @@ void fy_rpc_client_call(struct fy_rpc_client *c, const char *method, json_t *par
         call->client = c;
         call->id = g_uuid_string_random();
         call->method = g_strdup(method);
+        call->flow_id = g_strdup(fy_log_correlation_id());
         call->cb = cb;
         call->userdata = userdata;
         call->link.data = call;

@@ -98,6 +98,8 @@ void fy_rpc_client_set_disconnect_fn(struct fy_rpc_client *c, fy_rpc_client_disc
  * (cb may be NULL to ignore it). A call refused at once (limits) is queued
  * for an idle callback: a caller that never returns to the main loop while
  * calling in a loop grows that queue.
+ * The calling thread's log correlation id (fy_log_context_set), if any,
+ * goes with the request as VDSM's flow id (STOMP header ovirtCorrelationId).
  * timeout_ms counts from now (connecting included); 0 =
  * FY_RPC_CLIENT_DEFAULT_CALL_TIMEOUT_MS. A reply arriving after the timeout
  * is dropped.

@@ -91,6 +91,10 @@ def test_command_help():
     (["config", "set", "DataOperationsByHSM"], "missing NAME and VALUE"),
     (["--engine", "ftp://example", "host", "list"], "invalid engine URL"),
     (["cluster", "up", "--hosts", "0"], "--hosts must be 1 to"),
+    (["host", "add"], "--address is required"),
+    (["host", "add", "--address", "h1", "--port", "70000"], "--port must be 1-65535"),
+    (["host", "add", "--address", "a\tb"], "control character"),
+    (["host", "add", "--address", "h1", "extra"], "unexpected argument"),
     (["pki", "init"], "--dir is required"),
     (["pki", "issue", "--dir", "/nonexistent-ferry-pki", "--host", "h1"], "--dir, --host and --address are required"),
     (["pki", "init", "--dir", "/nonexistent-ferry-pki", "--name", "a b"], "name 'a b' must be"),
@@ -502,3 +506,24 @@ def test_cluster_up_move(tmpdir_ferry):
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
+
+
+def test_host_add_unreachable_agent(tmp_path):
+    """host add registers a host of another machine; --wait fails with a hint when its agent never answers."""
+    from enginetest import Engine
+    engine = Engine(str(tmp_path))
+    try:
+        env = engine.cli_env()
+        port = free_port()
+        r = ferry("host", "add", "--address", "127.0.0.1", "--port", str(port), "--name", "far",
+                  "--wait", "--timeout", "2", env=env)
+        assert r.returncode == 1, r
+        assert "host far added" in r.stdout
+        assert "certificate" in r.stderr and "ferry pki issue" in r.stderr, r.stderr
+        hosts = engine.get("/api/hosts")["hosts"]
+        assert [(h["name"], h["address"], h["port"]) for h in hosts] == [("far", "127.0.0.1", port)]
+        # The same name again: the engine's refusal reaches the user.
+        r = ferry("host", "add", "--address", "127.0.0.2", "--name", "far", env=env)
+        assert r.returncode == 1 and "far" in r.stderr, r
+    finally:
+        engine.stop()

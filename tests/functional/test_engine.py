@@ -146,6 +146,23 @@ def test_running_move_reports_eta(ec):
     assert "eta_seconds" not in ec.engine.get(f"/api/jobs/{job_id}")
 
 
+def test_job_events_drive_the_engine_between_polls():
+    """The engine reads the agents' job events (VDSM's shape): a step's end
+    event starts the next round at once. With polls 10 s apart, a 1 MiB move
+    (create, copy, remove: three agent jobs) that waited for polls would take
+    20 s or more; with the events it takes about a second."""
+    c = EngineCluster(make_workdir(), hosts=2, engine_args=["--poll-interval=10000"])
+    try:
+        disk = create_disk(c, "evt", 1 * MiB)
+        start = time.monotonic()
+        job_id = move(c, disk, 1)["job"]["id"]
+        assert c.engine.wait_job(job_id, 120)["status"] == "finished"
+        took = time.monotonic() - start
+        assert took < 8, f"the move took {took:.1f} s: the engine waited for polls, not events"
+    finally:
+        c.stop()
+
+
 def test_copy_disk_keeps_source(ec):
     disk = create_disk(ec, "plain", 64 * MiB)
     sd1 = ec.sds[0]["id"]

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import tempfile
@@ -247,3 +248,88 @@ def test_forged_flow_id_is_refused_and_cannot_forge_log_lines(cluster):
     log = cluster.b.log_tail(200000)
     assert "\nforged" not in log and "\n2026-01-01 00:00:00.000 INFO [ferry-agent] forged" not in log
     assert "ignoring the request's flow id 'x\\n2026-01-01 00:00:00.000 INFO [ferry-agent] forged record'" in log
+
+
+def read_journal_datagram(data):
+    """Fields of one message of journald's native protocol (KEY=value lines, or
+    KEY\\n<64-bit little-endian length><value>\\n for values with newlines)."""
+    fields, i = {}, 0
+    while i < len(data):
+        nl = data.index(b"\n", i)
+        line = data[i:nl]
+        if b"=" in line:
+            k, v = line.split(b"=", 1)
+            fields[k.decode()] = v.decode()
+            i = nl + 1
+        else:
+            n = int.from_bytes(data[nl + 1:nl + 9], "little")
+            fields[line.decode()] = data[nl + 9:nl + 9 + n].decode()
+            i = nl + 9 + n + 1
+    return fields
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a private mount namespace (CI runs as root)")
+def test_journald_fields_under_systemd(workdir):
+    """An agent whose stderr is the stream $JOURNAL_STREAM names logs to the
+    journal: a receiver on journald's socket path (bound into a private mount
+    namespace, so the machine's /run is untouched) gets each record with
+    FERRY_HOST, and FERRY_JOB_ID/FERRY_CORRELATION_ID on a job's records."""
+    import socket as socketmod
+    from ferrytest import AGENT_BIN, Sanlock, wait_for as wait
+
+    d = tempfile.mkdtemp(prefix="journal-", dir=workdir)
+    sock_dir = os.path.join(d, "journal")
+    os.makedirs(sock_dir)
+    receiver = socketmod.socket(socketmod.AF_UNIX, socketmod.SOCK_DGRAM)
+    receiver.bind(os.path.join(sock_dir, "socket"))
+    receiver.settimeout(0.2)
+    sanlock = Sanlock(d, "hostJ")
+    storage = os.path.join(d, "storage")
+    os.makedirs(storage)
+    stderr_path = os.path.join(d, "stderr")
+    stderr = open(stderr_path, "wb")
+    st = os.fstat(stderr.fileno())
+    env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+    # /run is a fresh tmpfs in the agent's mount namespace, with the receiver's folder as /run/systemd/journal.
+    script = ('mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && '
+              f'mount --bind {sock_dir} /run/systemd/journal && exec "$@"')
+    proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", AGENT_BIN,
+                             "--insecure=true", "--port=0", "--transfer-port=0", f"--storage-root={storage}",
+                             f"--sanlock-run-dir={sanlock.run_dir}", "--host-name=hostJ", "--log-level=debug"],
+                            env=env, stdout=stderr, stderr=stderr, start_new_session=True)
+    records = []
+
+    def receive(pred):
+        try:
+            records.append(read_journal_datagram(receiver.recv(1 << 20)))
+        except socketmod.timeout:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"agent exited {proc.returncode}: {open(stderr_path).read()[-2000:]}")
+        return next((r for r in records if pred(r)), None)
+    try:
+        listening = wait(lambda: receive(lambda r: "listening on" in r.get("MESSAGE", "")), 30, "the agent's journal")
+        port = int(re.search(r"listening on [0-9.]+:(\d+)", listening["MESSAGE"]).group(1))
+        assert listening["FERRY_HOST"] == "hostJ" and listening["SYSLOG_IDENTIFIER"] == "ferry-agent"
+        assert listening["PRIORITY"] == "5"   # g_message: notice
+        assert "FERRY_JOB_ID" not in listening and "FERRY_CORRELATION_ID" not in listening
+        from stompclient import Client
+        with Client("127.0.0.1", port) as c:
+            c.call("Host.ping2", {}, flow_id="journal-flow-1")
+        start = wait(lambda: receive(lambda r: r.get("MESSAGE") == "START Host.ping2"), 30, "START in the journal")
+        assert start["FERRY_CORRELATION_ID"] == "journal-flow-1" and "FERRY_JOB_ID" not in start
+        # A forged newline stays inside one escaped MESSAGE.
+        with Client("127.0.0.1", port) as c:
+            c.call("Host.ping2", {}, flow_id="x\nforged")
+        warn = wait(lambda: receive(lambda r: "ignoring the request's flow id" in r.get("MESSAGE", "")), 30,
+                    "the warning in the journal")
+        assert "'x\\nforged'" in warn["MESSAGE"] and warn["PRIORITY"] == "4"
+        # Nothing went to stderr while the journal took the records.
+        assert "listening on" not in open(stderr_path).read()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+        stderr.close()
+        receiver.close()
+        sanlock.stop()

@@ -111,6 +111,18 @@ def test_events_while_a_copy_runs(cluster, img):
         assert wait_job(c, job_id)["status"] == "done"
 
 
+def test_flow_id_reaches_the_agent_log(cluster):
+    # As vdsm-client --flow-id: the client library sends the caller's correlation id with the call.
+    flow = f"rpc-{new_uuid()}"
+    r = ferry_rpc(cluster.b.port, "Host", "ping2", extra=session_tls() + ["--flow-id", flow])
+    assert r.returncode == 0, r.stderr
+    log = cluster.b.log_tail(200000)
+    assert f"START Host.ping2 flow_id={flow}" in log and f"FINISH Host.ping2 flow_id={flow}" in log, log[-2000:]
+    # An id the agent would refuse is refused before anything is sent.
+    r = ferry_rpc(cluster.b.port, "Host", "ping2", "--flow-id", "bad id\nforged")
+    assert r.returncode == 2 and "--flow-id must be" in r.stderr, r.stderr
+
+
 def closed_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

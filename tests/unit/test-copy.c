@@ -558,6 +558,52 @@ static void test_gov_charge_debt(void)
         agent_rate_gov_free(gov);
 }
 
+/* A reload changes the cap: a debt is paid at the new share from that moment on. */
+static void test_gov_set_cap(void)
+{
+        struct agent_rate_gov *gov = agent_rate_gov_new(100 * MiB);
+        struct agent_rate_flow *f = agent_rate_flow_join_at(gov, 0);
+
+        agent_rate_flow_charge_at(f, 50 * MiB, 0);
+        assert_near((double) agent_rate_flow_debt_at(f, 0), 0.5 * SEC, 10);
+        /* After 0.25 s at 100 MiB/s, 25 MiB are left: at 50 MiB/s they take 0.5 s. */
+        agent_rate_gov_set_cap_at(gov, 50 * MiB, SEC / 4);
+        g_assert_cmpuint(agent_rate_gov_cap(gov), ==, 50 * MiB);
+        g_assert_cmpuint(agent_rate_gov_share(gov), ==, 50 * MiB);
+        assert_near((double) agent_rate_flow_debt_at(f, SEC / 4), 0.5 * SEC, 10);
+        assert_near((double) agent_rate_flow_debt_at(f, SEC / 2), 0.25 * SEC, 10);
+        /* Unlimited: no debt counts any more, everything is taken at once. */
+        agent_rate_gov_set_cap_at(gov, 0, SEC / 2);
+        g_assert_cmpint(agent_rate_flow_debt_at(f, SEC / 2), ==, 0);
+        g_assert_cmpint(agent_rate_flow_take_at(f, 1024 * MiB, SEC / 2), ==, 0);
+        agent_rate_flow_leave_at(f, SEC);
+        agent_rate_gov_free(gov);
+}
+
+static gpointer set_cap_later(gpointer data)
+{
+        g_usleep(100 * 1000);
+        agent_rate_gov_set_cap(data, 0);
+        return NULL;
+}
+
+/* A copy waiting at the old cap goes on at once when the cap is lifted. */
+static void test_gov_set_cap_wakes(void)
+{
+        struct agent_rate_gov *gov = agent_rate_gov_new(1 * MiB);
+        struct agent_rate_flow *f = agent_rate_flow_join(gov);
+        gint64 start = g_get_monotonic_time();
+        GThread *t;
+
+        agent_rate_flow_charge(f, 100 * MiB);   /* 100 s of debt */
+        t = g_thread_new("reload", set_cap_later, gov);
+        g_assert_cmpint(agent_rate_flow_acquire(f, MiB, NULL), ==, 0);
+        g_thread_join(t);
+        g_assert_cmpint(g_get_monotonic_time() - start, <, 5 * SEC);
+        agent_rate_flow_leave(f);
+        agent_rate_gov_free(gov);
+}
+
 static void test_gov_unlimited(void)
 {
         struct agent_rate_gov *gov = agent_rate_gov_new(0);
@@ -948,6 +994,8 @@ int main(int argc, char **argv)
         g_test_add_func("/copy/governor/no-saving", test_gov_no_saving);
         g_test_add_func("/copy/governor/charge-debt", test_gov_charge_debt);
         g_test_add_func("/copy/governor/unlimited", test_gov_unlimited);
+        g_test_add_func("/copy/governor/set-cap", test_gov_set_cap);
+        g_test_add_func("/copy/governor/set-cap-wakes", test_gov_set_cap_wakes);
         g_test_add_func("/copy/governor/cancel-prompt", test_gov_cancel_prompt);
         g_test_add_func("/copy/governor/wake-on-leave", test_gov_wake_on_leave);
         g_test_add_func("/copy/governor/two-copies", test_gov_two_copies);

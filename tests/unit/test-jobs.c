@@ -497,6 +497,48 @@ static void test_queue(void)
         ctl_clear(&b);
 }
 
+/* A SIGHUP reload changes the slots: more start pending jobs at once, fewer let running ones finish. */
+static void test_set_max_running(void)
+{
+        struct agent_jobs *jobs;
+        struct ctl a, b, c;
+
+        setup();
+        ctl_init(&a);
+        ctl_init(&b);
+        ctl_init(&c);
+        jobs = agent_jobs_new(&agent, 1, 0);
+        add_ok(jobs, ID_A, "copy", &a);
+        add_ok(jobs, ID_B, "copy", &b);
+        add_ok(jobs, ID_C, "copy", &c);
+        ctl_wait_started(&a);
+        assert_counts(jobs, 1, 2);
+
+        agent_jobs_set_max_running(jobs, 2);
+        ctl_wait_started(&b);
+        assert_status(jobs, ID_B, "running");
+        assert_status(jobs, ID_C, "pending");
+        assert_counts(jobs, 2, 1);
+
+        /* Down to one: both keep running, C waits until only one is left and then one more ends. */
+        agent_jobs_set_max_running(jobs, 1);
+        assert_counts(jobs, 2, 1);
+        ctl_release(&a);
+        PUMP_UNTIL(has_status(jobs, ID_A, "done"));
+        assert_status(jobs, ID_C, "pending");
+        g_assert_cmpint(ctl_calls(&c), ==, 0);
+        ctl_release(&b);
+        PUMP_UNTIL(has_status(jobs, ID_C, "running"));
+        ctl_wait_started(&c);
+        ctl_release(&c);
+        PUMP_UNTIL(has_status(jobs, ID_C, "done"));
+        assert_counts(jobs, 0, 0);
+        agent_jobs_free(jobs);
+        ctl_clear(&a);
+        ctl_clear(&b);
+        ctl_clear(&c);
+}
+
 static void test_abort_pending(void)
 {
         struct agent_jobs *jobs;
@@ -1010,6 +1052,7 @@ int main(int argc, char **argv)
         g_test_add_func("/jobs/progress", test_progress);
         g_test_add_func("/jobs/failed", test_failed);
         g_test_add_func("/jobs/queue", test_queue);
+        g_test_add_func("/jobs/set-max-running", test_set_max_running);
         g_test_add_func("/jobs/abort-pending", test_abort_pending);
         g_test_add_func("/jobs/abort-running", test_abort_running);
         g_test_add_func("/jobs/abort-not-active", test_abort_not_active);

@@ -87,6 +87,10 @@ static void test_dispatch(void)
         check("GET", "/api/disks/d1", "/api/disks/{id}", "d1", NULL, true);
         check("POST", "/api/disks/d1/move", "/api/disks/{id}/move", "d1", NULL, true);
         check("POST", "/api/disks/d1/copy", "/api/disks/{id}/copy", "d1", NULL, true);
+        check("POST", "/api/disks/d1/sparsify", "/api/disks/{id}/sparsify", "d1", NULL, true);
+        check("DELETE", "/api/vms/v1/snapshots/s1", "/api/vms/{id}/snapshots/{snapshot}", "v1", "s1", true);
+        check("POST", "/api/vms/v1/snapshots/s1/restore", "/api/vms/{id}/snapshots/{snapshot}/restore", "v1", "s1", true);
+        check("GET", "/api/vms/v1/snapshots/s1/restore", NULL, NULL, NULL, true);
         check("DELETE", "/api/vms/v1/diskattachments/d2", "/api/vms/{id}/diskattachments/{disk}", "v1", "d2", true);
         check("PUT", "/api/options/DataOperationsByHSM", "/api/options/{name}", "DataOperationsByHSM", NULL, true);
         /* A known path with another method: 405; an unknown path: 404. */

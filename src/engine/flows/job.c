@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * A job on a host: the leaf commands create_volume_container and
- * remove_image (on the SPM), copy_data (on a host the scheduler picks) and
- * checksum_volume (any up host).
+ * A job on a host: the leaf commands create_volume_container,
+ * remove_image, remove_volume, prepare_merge and finalize_merge (on the SPM)
+ * and copy_data, merge and sparsify_volume (on a host the scheduler picks;
+ * "copy" below stands for any of these three: they share the recovery),
+ * and checksum_volume (any up host).
  *
  *     ""  ── pick host (SPM / scheduler), read the destination generation (copy) ──┐
  *      ▲          record host, agent job, generation ("sent") BEFORE the call   │
@@ -45,6 +47,33 @@
 #define ji engine_ji
 #define jparse engine_jparse
 
+/*
+ * Jobs that change one volume's data in place on a host the scheduler
+ * picks, under that volume's lease and generation (params.dst): a copy into
+ * it, a merge into it (its base), a sparsify of it. They share the
+ * recovery: a lost host is decided from the volume (LEGAL at recorded+1 is
+ * done), fenced (recorded+3) and retried elsewhere.
+ */
+static bool host_job(enum engine_kind k)
+{
+        return k == ENGINE_KIND_COPY_DATA || k == ENGINE_KIND_MERGE || k == ENGINE_KIND_SPARSIFY_VOLUME;
+}
+
+/*
+ * What another host would refuse too: the generation moved (someone else's
+ * change), no space, and a merge or sparsify the volumes do not allow
+ * (252, 2009, 920, 921, 219 a template's volume).
+ */
+static bool refused_everywhere(gint64 code)
+{
+        static const gint64 codes[] = { FY_ERR_GENERATION_MISMATCH, FY_ERR_NO_SPACE, FY_ERR_MERGE, FY_ERR_UNSUPPORTED,
+                                        FY_ERR_NOT_IN_CHAIN, FY_ERR_WRONG_PARENT, FY_ERR_SHARED_VOLUME };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(codes); i++)
+                if (codes[i] == code)
+                        return true;
+        return false;
+}
 
 /*
  * The end of a leaf. A leaf that is a job's top command (checksum_volume,
@@ -122,6 +151,12 @@ static void poll_start(const char *cmd_id)
         g_hash_table_replace(last_poll, g_strdup(cmd_id), now);
 }
 
+/* What an event calls a leaf's agent job: "copy_data", "merge", "sparsify_volume" … */
+static const char *job_noun(json_t *cmd)
+{
+        return engine_kind_name(engine_cmd_kind(cmd));
+}
+
 /* Marks the command sent before the call: a restart finds host and agent job recorded. */
 static char *leaf_mark_sent(struct engine *e, json_t *cmd, const char *host, gint64 generation)
 {
@@ -179,7 +214,16 @@ static void on_leaf_sent(struct engine *e, json_t *cmd, json_t *result, const GE
                 verify_volume_created(e, cmd, js(cmd, "host"));
                 return;
         }
-        if (kind == ENGINE_KIND_COPY_DATA) {
+        if (kind == ENGINE_KIND_REMOVE_VOLUME && error->code == FY_ERR_VOLUME_DOES_NOT_EXIST) {
+                engine_cmd_finish(e, cmd, true, NULL);        /* gone already (a resend): done */
+                return;
+        }
+        if (host_job(kind) && kind != ENGINE_KIND_COPY_DATA && refused_everywhere(error->code)) {
+                /* A merge or sparsify the volumes do not allow (copies keep their behaviour). */
+                engine_cmd_finish(e, cmd, false, error->message);
+                return;
+        }
+        if (host_job(kind)) {
                 /* The host refused the copy (full, not connected, broken): another host may take it. */
                 leaf_retry_or_fail(e, cmd, e->config.copy_attempts, error->message, true);
                 return;
@@ -226,7 +270,7 @@ static void on_leaf_jobs(struct engine *e, json_t *cmd, json_t *result, const GE
         json_t *job;
 
         if (error) {
-                if (engine_cmd_kind(cmd) == ENGINE_KIND_COPY_DATA)
+                if (host_job(engine_cmd_kind(cmd)))
                         copy_lost(e, cmd, data, error->message);
                 return;        /* an SPM verb: leaf_watch re-checks against the (new) SPM */
         }
@@ -261,7 +305,7 @@ static void leaf_watch(struct engine *e, json_t *cmd)
 
         if (ji(data, "next_try") > engine_now())
                 return;
-        if (engine_cmd_kind(cmd) == ENGINE_KIND_COPY_DATA) {
+        if (host_job(engine_cmd_kind(cmd))) {
                 if (js(data, "fence_job")) {
                         fence_watch(e, cmd, data);
                         return;
@@ -275,8 +319,8 @@ static void leaf_watch(struct engine *e, json_t *cmd)
                          * 30 s while it runs: an abort lost on the way must not let the copy go on. */
                         json_object_set_new(data, "abort_sent", json_integer(engine_now()));
                         leaf_save(e, cmd, data);
-                        engine_event(e, "normal", js(cmd, "id"), "aborting copy job %s on host %s (cancelled)",
-                                     js(cmd, "agent_job_id"), js(cmd, "host"));
+                        engine_event(e, "normal", js(cmd, "id"), "aborting %s job %s on host %s (cancelled)",
+                                     job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"));
                         engine_cmd_call(e, cmd, js(cmd, "host"), "Job.abort", json_pack("{s:s}", "job_id", js(cmd, "agent_job_id")),
                                  e->config.host_timeout, on_abort_sent, NULL, NULL);
                         return;
@@ -345,8 +389,9 @@ static void copy_lost(struct engine *e, json_t *cmd, json_t *data, const char *w
                 json_object_set_new(data, "lost_since", json_integer(engine_now()));
                 leaf_save(e, cmd, data);
                 engine_event(e, "warning", js(cmd, "id"),
-                             "copy job %s: host %s unreachable (%s); reading the destination through other hosts, "
-                             "fencing after %u s", js(cmd, "agent_job_id"), js(cmd, "host"), why, e->config.host_lost_timeout);
+                             "%s job %s: host %s unreachable (%s); reading the destination through other hosts, "
+                             "fencing after %u s", job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"), why,
+                             e->config.host_lost_timeout);
         }
         copy_probe(e, cmd, data);
 }
@@ -394,8 +439,9 @@ static void copy_fence(struct engine *e, json_t *cmd, json_t *data, const char *
         if (!json_object_get(data, "fence_started")) {
                 json_object_set_new(data, "fence_started", json_integer(engine_now()));
                 engine_event(e, "warning", js(cmd, "id"),
-                             "fencing copy job %s of host %s: destination %s generation %" G_GINT64_FORMAT " → %" G_GINT64_FORMAT
-                             " through host %s", js(cmd, "agent_job_id"), js(cmd, "host"), js(dst, "vol"),
+                             "fencing %s job %s of host %s: destination %s generation %" G_GINT64_FORMAT " → %" G_GINT64_FORMAT
+                             " through host %s", job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"),
+                             js(dst, "vol"),
                              rec, engine_generation_fenced(rec), probe_host);
         } else if (fence_expired(e, cmd, data)) {
                 return;
@@ -447,15 +493,17 @@ static void on_copy_probe(struct engine *e, json_t *cmd, json_t *result, const G
         if (gen == engine_generation_done(rec) && g_strcmp0(js(result, "legality"), "LEGAL") == 0) {
                 g_autoptr(json_t) done = json_pack("{s:s}", "status", "done");
 
-                engine_event(e, "normal", js(cmd, "id"), "copy job %s of host %s finished: learned from storage "
-                             "(destination LEGAL, generation %" G_GINT64_FORMAT ")", js(cmd, "agent_job_id"), js(cmd, "host"), gen);
+                engine_event(e, "normal", js(cmd, "id"), "%s job %s of host %s finished: learned from storage "
+                             "(destination LEGAL, generation %" G_GINT64_FORMAT ")", job_noun(cmd),
+                             js(cmd, "agent_job_id"), js(cmd, "host"), gen);
                 leaf_job_finished(e, cmd, done);
                 return;
         }
         if (gen != rec) {
                 /* recorded+3 is our fence; anything else is someone else's change: this try is over either way. */
-                g_autofree char *why = g_strdup_printf("copy job %s of host %s was fenced (destination generation %" G_GINT64_FORMAT
-                                                       ", recorded %" G_GINT64_FORMAT ")", js(cmd, "agent_job_id"),
+                g_autofree char *why = g_strdup_printf("%s job %s of host %s was fenced (destination generation %" G_GINT64_FORMAT
+                                                       ", recorded %" G_GINT64_FORMAT ")", job_noun(cmd),
+                                                       js(cmd, "agent_job_id"),
                                                        js(cmd, "host"), gen, rec);
                 leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
                 return;
@@ -507,7 +555,8 @@ static void on_fence_jobs(struct engine *e, json_t *cmd, json_t *result, const G
         json_object_del(data, "fence_job");
         json_object_del(data, "fence_host");
         if (job && strcmp(status, "done") == 0) {
-                engine_event(e, "normal", js(cmd, "id"), "fenced copy job %s of host %s", js(cmd, "agent_job_id"), js(cmd, "host"));
+                engine_event(e, "normal", js(cmd, "id"), "fenced %s job %s of host %s", engine_kind_name(engine_cmd_kind(cmd)),
+                             js(cmd, "agent_job_id"), js(cmd, "host"));
                 leaf_save(e, cmd, data);
                 copy_probe(e, cmd, data);      /* reads recorded+3 and ends this try */
                 return;
@@ -519,8 +568,8 @@ static void on_fence_jobs(struct engine *e, json_t *cmd, json_t *result, const G
         }
         /* Lease still held (651) or the fence host failed: later, with backoff. */
         if (job && code == FY_ERR_LEASE_ACQUIRE && ji(data, "fence_attempts") % 6 == 1)
-                engine_event(e, "normal", js(cmd, "id"), "fencing copy job %s: its lease is still held; "
-                             "retrying until the holder's sanlock lease expires", js(cmd, "agent_job_id"));
+                engine_event(e, "normal", js(cmd, "id"), "fencing %s job %s: its lease is still held; "
+                             "retrying until the holder's sanlock lease expires", job_noun(cmd), js(cmd, "agent_job_id"));
         leaf_later(e, cmd, data, backoff(ji(data, "fence_attempts")));
 }
 
@@ -566,6 +615,25 @@ static void volume_container_start(struct engine *e, json_t *cmd, json_t *p)
                  SPM_CALL_TIMEOUT_MS, on_leaf_sent, NULL, NULL);
 }
 
+/*
+ * An SPM leaf about to call: waits for an election (NULL), else records the
+ * SPM and a new agent job id before the call (returned), with the pool row.
+ */
+static char *spm_mark_sent(struct engine *e, json_t *cmd, const char *spm, json_t **ret_dc)
+{
+        char *job_id;
+
+        if (!spm) {
+                engine_step_wait(e, js(cmd, "step_id"), "waiting for the SPM");
+                return NULL;
+        }
+        *ret_dc = engine_store_dc_get(e->db, e->dc_id, NULL);
+        job_id = leaf_mark_sent(e, cmd, spm, -1);
+        if (job_id)
+                engine_step_update(e, js(cmd, "step_id"), "started", 0, spm);
+        return job_id;
+}
+
 /* remove_image */
 
 static void remove_image_start(struct engine *e, json_t *cmd, json_t *p)
@@ -585,19 +653,46 @@ static void remove_image_start(struct engine *e, json_t *cmd, json_t *p)
                 leaf_finish(e, cmd, true, NULL);
                 return;
         }
-        if (!spm) {
-                engine_step_wait(e, js(cmd, "step_id"), "waiting for the SPM");
-                return;
-        }
-        dc = engine_store_dc_get(e->db, e->dc_id, NULL);
-        job_id = leaf_mark_sent(e, cmd, spm, -1);
+        job_id = spm_mark_sent(e, cmd, spm, &dc);
         if (!job_id)
                 return;
-        engine_step_update(e, js(cmd, "step_id"), "started", 0, spm);
         engine_cmd_call(e, cmd, spm, "Image.delete",
                  json_pack("{s:s, s:s, s:s, s:s}", "job_id", job_id, "storagepoolID", js(dc, "pool_id"),
                            "storagedomainID", js(p, "sd"), "imageID", js(p, "img")),
                  SPM_CALL_TIMEOUT_MS, on_leaf_sent, NULL, NULL);
+}
+
+/*
+ * prepare_merge / finalize_merge {sd, img, top, base, generation?} and
+ * remove_volume {sd, img, vol}: SPM jobs on one subchain or volume.
+ */
+static void spm_volume_job_start(struct engine *e, json_t *cmd, json_t *p)
+{
+        g_autofree char *spm = engine_spm_host(e);
+        g_autofree char *job_id = NULL;
+        g_autoptr(json_t) dc = NULL;
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        enum engine_kind kind = engine_cmd_kind(cmd);
+        json_t *params;
+
+        if (ji(data, "next_try") > engine_now())
+                return;
+        job_id = spm_mark_sent(e, cmd, spm, &dc);
+        if (!job_id)
+                return;
+        if (kind == ENGINE_KIND_REMOVE_VOLUME) {
+                params = json_pack("{s:s, s:s, s:s, s:s, s:s}", "job_id", job_id, "storagepoolID", js(dc, "pool_id"),
+                                   "storagedomainID", js(p, "sd"), "imageID", js(p, "img"), "volumeID", js(p, "vol"));
+                engine_cmd_call(e, cmd, spm, "Volume.delete", params, SPM_CALL_TIMEOUT_MS, on_leaf_sent, NULL, NULL);
+                return;
+        }
+        params = json_pack("{s:s, s:s, s:{s:s, s:s, s:s, s:s}}", "job_id", job_id, "storagepoolID", js(dc, "pool_id"),
+                           "subchainInfo", "sd_id", js(p, "sd"), "img_id", js(p, "img"), "top_id", js(p, "top"),
+                           "base_id", js(p, "base"));
+        if (json_object_get(p, "generation"))
+                json_object_set(json_object_get(params, "subchainInfo"), "base_generation", json_object_get(p, "generation"));
+        engine_cmd_call(e, cmd, spm, kind == ENGINE_KIND_PREPARE_MERGE ? "StoragePool.prepareMerge" : "StoragePool.finalizeMerge",
+                 params, SPM_CALL_TIMEOUT_MS, on_leaf_sent, NULL, NULL);
 }
 
 /* copy_data: pick a host, record the destination's generation, then start the copy. */
@@ -610,6 +705,43 @@ static json_t *endpoint(json_t *ep, gint64 generation)
         if (generation >= 0)
                 json_object_set_new(o, "generation", json_integer(generation));
         return o;
+}
+
+/* What a host job sends, with the generation read just before. */
+static const char *host_job_method(struct engine *e, json_t *cmd, json_t *p, const char *host, gint64 gen)
+{
+        json_t *dst = json_object_get(p, "dst");
+
+        switch (engine_cmd_kind(cmd)) {
+        case ENGINE_KIND_MERGE:
+                engine_event(e, "normal", js(cmd, "id"), "merging volume %s into its parent %s on host %s "
+                             "(base generation %" G_GINT64_FORMAT ")", js(p, "top"), js(dst, "vol"), host, gen);
+                return "SDM.merge";
+        case ENGINE_KIND_SPARSIFY_VOLUME:
+                engine_event(e, "normal", js(cmd, "id"), "sparsifying volume %s on host %s (generation %" G_GINT64_FORMAT ")",
+                             js(dst, "vol"), host, gen);
+                return "SDM.sparsify_volume";
+        default:
+                engine_event(e, "normal", js(cmd, "id"), "copying volume %s to %s on host %s (destination generation %"
+                             G_GINT64_FORMAT ")", js(json_object_get(p, "src"), "vol"), js(dst, "sd"), host, gen);
+                return "SDM.copy_data";
+        }
+}
+
+static json_t *host_job_params(json_t *p, enum engine_kind kind, const char *job_id, gint64 gen)
+{
+        json_t *dst = json_object_get(p, "dst");
+
+        if (kind == ENGINE_KIND_MERGE)
+                return json_pack("{s:s, s:{s:s, s:s, s:s, s:s, s:I}}", "job_id", job_id, "subchain_info",
+                                 "sd_id", js(dst, "sd"), "img_id", js(dst, "img"), "top_id", js(p, "top"),
+                                 "base_id", js(dst, "vol"), "base_generation", (json_int_t) gen);
+        if (kind == ENGINE_KIND_SPARSIFY_VOLUME)
+                return json_pack("{s:s, s:{s:s, s:s, s:s, s:I}}", "job_id", job_id, "vol_info",
+                                 "sd_id", js(dst, "sd"), "img_id", js(dst, "img"), "vol_id", js(dst, "vol"),
+                                 "generation", (json_int_t) gen);
+        return json_pack("{s:s, s:o, s:o}", "job_id", job_id, "source", endpoint(json_object_get(p, "src"), -1),
+                         "destination", endpoint(dst, gen));
 }
 
 static void on_copy_generation(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
@@ -630,12 +762,7 @@ static void on_copy_generation(struct engine *e, json_t *cmd, json_t *result, co
         if (!job_id)
                 return;
         engine_step_update(e, js(cmd, "step_id"), "started", 0, host);
-        engine_event(e, "normal", js(cmd, "id"), "copying volume %s to %s on host %s (destination generation %" G_GINT64_FORMAT ")",
-                     js(json_object_get(p, "src"), "vol"), js(json_object_get(p, "dst"), "sd"), host, gen);
-        engine_cmd_call(e, cmd, host, "SDM.copy_data",
-                 json_pack("{s:s, s:o, s:o}", "job_id", job_id,
-                           "source", endpoint(json_object_get(p, "src"), -1),
-                           "destination", endpoint(json_object_get(p, "dst"), gen)),
+        engine_cmd_call(e, cmd, host, host_job_method(e, cmd, p, host, gen), host_job_params(p, engine_cmd_kind(cmd), job_id, gen),
                  COPY_CALL_TIMEOUT_MS, on_leaf_sent, NULL, NULL);
 }
 
@@ -655,12 +782,13 @@ static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
                 return;
         /* Hosts that failed this copy before come last: another one if any can take it. */
         bytes = json_number_value(json_object_get(p, "bytes"));
-        host = engine_pick_copy_host_sized(e, json_object_get(data, "exclude"), bytes);
+        host = engine_pick_copy_host_sized(e, json_object_get(data, "exclude"), bytes, ji(cmd, "created"));
         if (!host && json_array_size(json_object_get(data, "exclude")) > 0)
-                host = engine_pick_copy_host_sized(e, NULL, bytes);
+                host = engine_pick_copy_host_sized(e, NULL, bytes, ji(cmd, "created"));
 
         if (!host) {
-                /* Every usable host is at its job limit (or none is up): queued until one frees. */
+                /* Every usable host is at its job limit (or none is up), or the copy waits for a busy
+                 * fast host (hostsched.h): offered again each round until one takes it. */
                 engine_step_wait(e, js(cmd, "step_id"), "waiting for a host");
                 return;
         }
@@ -671,6 +799,31 @@ static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
                  json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID", js(dst, "sd"),
                            "imageID", js(dst, "img"), "volumeID", js(dst, "vol")),
                  e->config.host_timeout, on_copy_generation, g_strdup(host), g_free);
+}
+
+static void on_finalize_verify(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        if (engine_is_transport_error(error))
+                return;        /* the next round asks again */
+        if (result && g_strcmp0(js(result, "legality"), "ILLEGAL") == 0) {
+                engine_event(e, "normal", js(cmd, "id"), "finalize_merge: top volume already left the chain "
+                             "(an earlier try finished)");
+                engine_cmd_finish(e, cmd, true, NULL);
+                return;
+        }
+        engine_cmd_finish(e, cmd, false, extra);
+}
+
+/* Top ILLEGAL after a finalize that answered 252 on a resend: the finalize had completed. */
+static void finalize_verify(struct engine *e, json_t *cmd, const char *why)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        g_autoptr(json_t) dc = engine_store_dc_get(e->db, e->dc_id, NULL);
+
+        engine_cmd_call(e, cmd, js(cmd, "host"), "Volume.getInfo",
+                 json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID", js(p, "sd"),
+                           "imageID", js(p, "img"), "volumeID", js(p, "top")),
+                 e->config.host_timeout, on_finalize_verify, g_strdup(why), g_free);
 }
 
 /* The job is known to the host: running → progress, done/failed → finish. */
@@ -691,7 +844,7 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                                 return;        /* decided again from the job next round */
                         }
                 }
-                if (kind == ENGINE_KIND_COPY_DATA) {
+                if (host_job(kind)) {
                         g_autoptr(json_t) p = jparse(cmd, "params");
                         json_t *dst = json_object_get(p, "dst");
 
@@ -728,16 +881,22 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                                                        status, js(cmd, "host"),
                                                        js(err, "message") ? js(err, "message") : "no message", code);
 
-                if (kind == ENGINE_KIND_REMOVE_IMAGE && code == 268) {
-                        leaf_finish(e, cmd, true, NULL);        /* already gone */
+                if ((kind == ENGINE_KIND_REMOVE_IMAGE && code == FY_ERR_IMAGE_DOES_NOT_EXIST) ||
+                    (kind == ENGINE_KIND_REMOVE_VOLUME && code == FY_ERR_VOLUME_DOES_NOT_EXIST)) {
+                        engine_cmd_finish(e, cmd, true, NULL);        /* already gone */
+                        return;
+                }
+                if (kind == ENGINE_KIND_FINALIZE_MERGE && code == FY_ERR_MERGE && ji(cmd, "attempts") > 1) {
+                        /* A resend after an SPM change: the first one may have finished (base then has
+                         * two children, top and the re-pointed one): storage decides. */
+                        finalize_verify(e, cmd, why);
                         return;
                 }
                 /* A copy that lost its generation race or was aborted is not retried blindly. */
                 /* Out of space stays out of space on any host. */
                 if (kind == ENGINE_KIND_CHECKSUM_VOLUME && code != FY_ERR_GENERATION_MISMATCH && code != FY_ERR_COPY)
                         leaf_retry_or_fail(e, cmd, 3, why, true);        /* another host reads it */
-                else if (kind == ENGINE_KIND_COPY_DATA && code != FY_ERR_GENERATION_MISMATCH && code != FY_ERR_NO_SPACE &&
-                    strcmp(status, "aborted") != 0)
+                else if (host_job(kind) && !refused_everywhere(code) && strcmp(status, "aborted") != 0)
                         leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
                 else
                         leaf_finish(e, cmd, false, why);
@@ -824,6 +983,11 @@ static void on_removed_verify(struct engine *e, json_t *cmd, json_t *result, con
                 leaf_retry_or_fail(e, cmd, 5, "image removal did not finish", false);
 }
 
+static bool spm_job_repeatable(enum engine_kind k)
+{
+        return k == ENGINE_KIND_PREPARE_MERGE || k == ENGINE_KIND_FINALIZE_MERGE || k == ENGINE_KIND_REMOVE_VOLUME;
+}
+
 /*
  * The host answered without the job (the agent restarted), or the SPM
  * changed under a metadata job: learn the outcome from storage.
@@ -835,13 +999,14 @@ static void leaf_job_missing(struct engine *e, json_t *cmd)
         g_autofree char *spm = NULL;
         enum engine_kind kind = engine_cmd_kind(cmd);
 
-        if (kind == ENGINE_KIND_COPY_DATA) {
+        if (host_job(kind)) {
                 data = jparse(cmd, "data");
                 if (!json_is_true(json_object_get(data, "missing"))) {
                         json_object_set_new(data, "missing", json_true());
                         leaf_save(e, cmd, data);
-                        engine_event(e, "warning", js(cmd, "id"), "host %s no longer knows copy job %s; "
-                                     "deciding from the destination volume", js(cmd, "host"), js(cmd, "agent_job_id"));
+                        engine_event(e, "warning", js(cmd, "id"), "host %s no longer knows %s job %s; "
+                                     "deciding from the destination volume", js(cmd, "host"),
+                                     job_noun(cmd), js(cmd, "agent_job_id"));
                 }
                 copy_probe(e, cmd, data);
                 return;
@@ -854,6 +1019,12 @@ static void leaf_job_missing(struct engine *e, json_t *cmd)
         spm = engine_spm_host(e);
         if (!spm)
                 return;        /* after the election */
+        if (spm_job_repeatable(kind)) {
+                /* Each runs again safely: prepare finds base ILLEGAL at the same generation,
+                 * finalize finds top ILLEGAL, a second delete answers 201 (= done). */
+                leaf_retry_or_fail(e, cmd, 5, "the SPM no longer knows the job; sending it again", false);
+                return;
+        }
         if (kind == ENGINE_KIND_REMOVE_IMAGE) {
                 engine_cmd_call(e, cmd, spm, "StorageDomain.getVolumes",
                          json_pack("{s:s, s:s}", "storagedomainID", js(p, "sd"), "imageID", js(p, "img")),
@@ -1174,13 +1345,20 @@ static void leaf_advance(struct engine *e, json_t *cmd)
                 remove_image_start(e, cmd, p);
                 break;
         case ENGINE_KIND_COPY_DATA:
+        case ENGINE_KIND_MERGE:
+        case ENGINE_KIND_SPARSIFY_VOLUME:
                 copy_data_start(e, cmd, p);
                 break;
         case ENGINE_KIND_CHECKSUM_VOLUME:
                 checksum_volume_start(e, cmd, p);
                 break;
+        case ENGINE_KIND_PREPARE_MERGE:
+        case ENGINE_KIND_FINALIZE_MERGE:
+        case ENGINE_KIND_REMOVE_VOLUME:
+                spm_volume_job_start(e, cmd, p);
+                break;
         default:
-                g_assert_not_reached();        /* registered for these four only */
+                g_assert_not_reached();        /* registered for the kinds above only */
         }
 }
 
@@ -1189,5 +1367,10 @@ void engine_flow_job_init(void)
         engine_flow_register(ENGINE_KIND_CREATE_VOLUME_CONTAINER, leaf_advance, false);
         engine_flow_register(ENGINE_KIND_REMOVE_IMAGE, leaf_advance, false);
         engine_flow_register(ENGINE_KIND_COPY_DATA, leaf_advance, false);
+        engine_flow_register(ENGINE_KIND_MERGE, leaf_advance, false);
+        engine_flow_register(ENGINE_KIND_SPARSIFY_VOLUME, leaf_advance, false);
+        engine_flow_register(ENGINE_KIND_PREPARE_MERGE, leaf_advance, false);
+        engine_flow_register(ENGINE_KIND_FINALIZE_MERGE, leaf_advance, false);
+        engine_flow_register(ENGINE_KIND_REMOVE_VOLUME, leaf_advance, false);
         engine_flow_register(ENGINE_KIND_CHECKSUM_VOLUME, leaf_advance, false);
 }

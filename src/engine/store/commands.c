@@ -4,23 +4,20 @@
 
 #include "internal.h"
 
-int engine_store_copy_load(struct engine_store *st, const char *host, gint64 *ret_copies, double *ret_bytes,
-                           GError **error)
+int engine_store_copy_loads(struct engine_store *st, json_t **ret_rows, GError **error)
 {
-        /* params.bytes: the copy's estimated size (json_extract: SQLite's; a backend maps it to its JSON operator). */
-        g_autoptr(json_t) row = store_query_one(st, error,
-                "SELECT COUNT(*) AS n, "
+        /* One query for all hosts: one per host made a pick cost hosts x active copies (bench/scale). */
+        json_t *rows = store_query(st, error,
+                "SELECT c.host AS host, COUNT(*) AS n, "
                 "       COALESCE(SUM(COALESCE(json_extract(c.params, '$.bytes'), 0) * "
                 "                    (1.0 - MIN(COALESCE(s.progress, 0), 100) / 100.0)), 0) AS b "
                 "FROM commands c LEFT JOIN steps s ON s.id = c.step_id "
-                "WHERE c.type = 'copy_data' AND c.state = 'active' AND c.phase = 'sent' AND c.host = ?", "s", host);
+                "WHERE c.type IN ('copy_data', 'merge', 'sparsify_volume') AND c.state = 'active' AND c.phase = 'sent' "
+                "GROUP BY c.host", "");
 
-        *ret_copies = 0;
-        *ret_bytes = 0;
-        if (!row)
+        if (!rows)
                 return -EIO;
-        *ret_copies = json_integer_value(json_object_get(row, "n"));
-        *ret_bytes = json_number_value(json_object_get(row, "b"));
+        *ret_rows = rows;
         return 0;
 }
 
@@ -95,3 +92,15 @@ int engine_store_cmd_removal_pending(struct engine_store *st, const char *sd, co
         *ret = json_integer_value(json_object_get(row, "n")) > 0;
         return 0;
 }
+int engine_store_copies_waiting_before(struct engine_store *st, gint64 created, gint64 *ret_n, GError **error)
+{
+        g_autoptr(json_t) row = store_query_one(st, error,
+                "SELECT COUNT(*) AS n FROM commands WHERE type = 'copy_data' AND state = 'active' "
+                "AND phase <> 'sent' AND created < ?", "i", created);
+
+        if (!row)
+                return -EIO;
+        *ret_n = json_integer_value(json_object_get(row, "n"));
+        return 0;
+}
+

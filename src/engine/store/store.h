@@ -99,10 +99,32 @@ json_t *engine_store_volume_list(struct engine_store *st, const char *disk, cons
 int engine_store_image_in_use(struct engine_store *st, const char *sd, const char *img, const char *except_command,
                               bool *ret, GError **error) STORE_MUST;
 
+/* ---- snapshots: removal (merge), restore; the locks of a flow's job (snapshots.c) ---- */
+/* Sets status and job (NULL clears it), and the disks list unless disks is NULL. */
+int engine_store_snapshot_set(struct engine_store *st, const char *id, const char *status, const char *job,
+                              json_t *disks, GError **error) STORE_MUST;
+/* After a disk's cold merge: top's row gone, its child on base, positions closed up, base as large as top
+ * was, the disk's format the leaf's, the VM's snapshots that named top name base. Idempotent. */
+int engine_store_merge_apply(struct engine_store *st, const char *vm, const char *disk, const char *sd, const char *top,
+                             const char *base, GError **error) STORE_MUST;
+/* After a disk's restore: every row above base gone; leaf (a qcow2 volume on base) added, or base the leaf
+ * when leaf is NULL. */
+int engine_store_restore_apply(struct engine_store *st, const char *disk, const char *sd, const char *base,
+                               const char *leaf, gint64 capacity, GError **error) STORE_MUST;
+int engine_store_disk_set_status(struct engine_store *st, const char *disk, const char *status,
+                                 GError **error) STORE_MUST;
+/* The disks the job locked back to ok; the VM too (vm may be NULL). */
+int engine_store_job_unlock(struct engine_store *st, const char *job, const char *vm, GError **error) STORE_MUST;
+
 /* ---- what the scheduler counts (commands.c) ---- */
-/* Copies recorded as sent to host, and the bytes they still have to move by their steps' progress. */
-int engine_store_copy_load(struct engine_store *st, const char *host, gint64 *ret_copies, double *ret_bytes,
-                           GError **error) STORE_MUST;
+/* Copies, merges and sparsifies (host jobs) recorded as sent to host, and the bytes they still have to move by their steps' progress. */
+/* Rows {host, n: copies, b: bytes left}, one per host. */
+int engine_store_copy_loads(struct engine_store *st, json_t **ret_rows, GError **error) STORE_MUST;
+/* Copies created before `created` (engine clock seconds) that are still without a host. */
+int engine_store_copies_waiting_before(struct engine_store *st, gint64 created, gint64 *ret_n,
+                                       GError **error) STORE_MUST;
+
+/* ---- disks and volumes (disks.c) ---- */
 json_t *engine_store_disk_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
 json_t *engine_store_disk_list(struct engine_store *st, GError **error) STORE_MUST;
 /* A new disk, locked by job (progress 0). */
