@@ -47,6 +47,7 @@ struct engine_config {
         bool data_operations_by_hsm;   /* initial value of the DataOperationsByHSM option */
         char *host_selection_policy;   /* least_loaded | random */
         unsigned copy_attempts;        /* tries of one copy_data before it fails */
+        bool verify_copies;            /* a copy is done once source and destination hash the same */
         unsigned max_parallel_copies;  /* copy_data children of one disk running at once */
         unsigned host_lost_timeout;    /* s an unreachable copy host is waited for before fencing */
         unsigned fence_timeout;        /* s fencing is retried before the copy is given up */

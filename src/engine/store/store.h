@@ -193,6 +193,8 @@ int engine_store_volume_delete(struct engine_store *st, const char *id, const ch
 /* LEGAL; with generation >= 0 also that generation. */
 int engine_store_volume_set_legal(struct engine_store *st, const char *id, const char *sd, gint64 generation,
                                   GError **error) STORE_MUST;
+/* The volume row's legality ("LEGAL", "ILLEGAL"), NULL if there is no such row. */
+char *engine_store_volume_legality(struct engine_store *st, const char *id, const char *sd, GError **error) STORE_MUST;
 int engine_store_volume_set_illegal(struct engine_store *st, const char *id, const char *sd, GError **error) STORE_MUST;
 
 /* ---- jobs and steps (jobs.c) ---- */
@@ -217,6 +219,9 @@ int engine_store_step_update(struct engine_store *st, const char *id, const char
                              const char *host, gint64 now, GError **error) STORE_MUST;
 /* What a started step is doing besides its progress ("stalled"), or NULL; its status stays. */
 int engine_store_step_set_detail(struct engine_store *st, const char *id, const char *detail, GError **error) STORE_MUST;
+/* A step's digest (a checksum job's, or a copy's whose source and destination hashed the same: verified). */
+int engine_store_step_set_checksum(struct engine_store *st, const char *id, const char *checksum, bool verified,
+                                   GError **error) STORE_MUST;
 /* A step that cannot start says why ("waiting for a host"); only_pending: not one that started before. */
 int engine_store_step_wait(struct engine_store *st, const char *id, const char *why, bool only_pending,
                            GError **error) STORE_MUST;
