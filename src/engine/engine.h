@@ -100,7 +100,7 @@ struct engine {
         guint kick_source;             /* an extra coordinator round is queued */
         GArray *host_listeners;        /* struct engine_host_listener: who hears host events and state changes */
         const char *acting_user;       /* who sent the REST request being handled; NULL: the engine itself */
-        GHashTable *login_failures;    /* "u:NAME" / "a:ADDRESS" → failed logins (auth.c) */
+        struct engine_auth *auth;      /* login throttle, password-hashing pool, token sweep (auth.c) */
 };
 
 /* Sets an ENGINE_ERROR with that HTTP status; returns NULL, for `return engine_fail(...)` in functions answering JSON. */

@@ -111,7 +111,7 @@ json_t *engine_store_user_list(struct engine_store *st, GError **error) STORE_MU
 /* -EEXIST when the name is taken. */
 int engine_store_user_insert(struct engine_store *st, const char *name, const char *hash, const char *role,
                              gint64 created, GError **error) STORE_MUST;
-/* -ENOENT when there is no such user. */
+/* Both end every token of the user; -ENOENT when there is no such user. */
 int engine_store_user_set_hash(struct engine_store *st, const char *name, const char *hash, GError **error) STORE_MUST;
 int engine_store_user_set_role(struct engine_store *st, const char *name, const char *role, GError **error) STORE_MUST;
 /* The user and every token of theirs; -ENOENT when there is no such user. */
