@@ -19,12 +19,14 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,10 +41,31 @@ def listen_overflows():
 
 
 class Engine:
-    def __init__(self, url, pid):
+    def __init__(self, url, pid, ca_file=None):
         self.host, port = url.split("//")[1].split(":")
         self.port = int(port.rstrip("/"))
         self.pid = pid
+        # `ferry cluster up` serves HTTPS with its own CA (plain HTTP before TLS became the default).
+        self.tls = ssl.create_default_context(cafile=ca_file) if url.startswith("https") else None
+        self.token = None
+
+    def login(self, user, password_file):
+        """A bearer token for the cluster's admin (POST /sso/oauth/token), once the engine has users."""
+        with open(password_file) as f:
+            form = urllib.parse.urlencode({"grant_type": "password", "username": user,
+                                           "password": f.read().strip(), "scope": "ovirt-app-api"})
+        c = self.conn()
+        try:
+            c.request("POST", "/sso/oauth/token", body=form,
+                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+            r = c.getresponse()
+            self.token = json.loads(r.read())["access_token"]
+        finally:
+            c.close()
+
+    def socket(self):
+        s = socket.create_connection((self.host, self.port))
+        return self.tls.wrap_socket(s, server_hostname=self.host) if self.tls else s
 
     def fds(self):
         return len(os.listdir(f"/proc/{self.pid}/fd"))
@@ -55,13 +78,18 @@ class Engine:
         return 0
 
     def conn(self, timeout=60):
+        if self.tls:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.tls)
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
     def call(self, method, path, body=None, conn=None):
         c = conn or self.conn()
         try:
             data = json.dumps(body).encode() if body is not None else None
-            c.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
+            headers = {"Content-Type": "application/json"} if data else {}
+            if self.token:
+                headers["Authorization"] = f"Bearer {self.token}"
+            c.request(method, path, body=data, headers=headers)
             r = c.getresponse()
             payload = r.read()
             return r.status, json.loads(payload) if payload else None
@@ -163,7 +191,7 @@ def phase_slow(engine, n, seconds, errors):
     socks = []
     for _ in range(n):
         try:
-            s = socket.create_connection((engine.host, engine.port))
+            s = engine.socket()
             s.setblocking(False)
             socks.append(s)
         except OSError as e:
@@ -250,7 +278,9 @@ def main():
     try:
         with open(os.path.join(d, "cluster.json")) as f:
             cj = json.load(f)
-        engine = Engine(cj["engine_url"], cj["engine_pid"])
+        engine = Engine(cj["engine_url"], cj["engine_pid"], cj.get("ca_file"))
+        if cj.get("admin_password_file"):
+            engine.login(cj["admin_user"], cj["admin_password_file"])
         errors = Errors()
         sds = [s["id"] for s in engine.call("GET", "/api/storagedomains")[1]["storagedomains"]]
         disks = []

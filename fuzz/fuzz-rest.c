@@ -2,9 +2,10 @@
 /*
  * What the engine checks of a REST request before a handler runs
  * (src/engine/restparse.c) and the framing check of src/lib/httpserve.c.
- * The first byte picks: 'P' the path splitter, 'B' the JSON body parser
+ * The first byte picks: 'P' the route lookup of src/engine/rest.c, 'B' the JSON body parser
  * (the next byte picks the content type), 'A' the host address
- * normalizer, anything else the framing check on "Name: value" lines.
+ * normalizer, 'E' the If-None-Match matcher (header, a newline, the tag),
+ * anything else the framing check on "Name: value" lines.
  * Whatever the input, each answers consistently and never reads or
  * writes out of bounds.
  */
@@ -18,21 +19,49 @@
 
 #include "httpserve.h"
 #include "restparse.h"
+#include "rest.h"
 
-static void fuzz_path(const char *text)
+/*
+ * "METHOD\npath" (no newline: GET) through the engine's real route lookup
+ * (src/engine/rest.c), as on_request() calls it: what it finds is a row of
+ * the route table with that method, whose literal segments are the path's
+ * and whose {...} segments are captured, non-empty and without a '/'.
+ */
+static void fuzz_path(char *text)
 {
-        char **parts = NULL;
-        char *seg[ENGINE_REST_SEGMENTS_MAX];
-        guint n = 0;
+        char *nl = strchr(text, '\n');
+        const char *method = nl ? text : "GET";
+        const char *path = nl ? nl + 1 : text;
+        char buf[ENGINE_REST_PATH_MAX + 1];
+        char *args[ENGINE_ROUTE_MAX_ARGS] = { NULL };
+        const struct engine_route *r;
+        bool known;
+        guint captures = 0, got = 0;
 
-        if (engine_rest_path_split(text, &parts, seg, &n) < 0)
+        if (nl)
+                *nl = '\0';
+        if (!g_str_has_prefix(path, "/api/") || strlen(path) > ENGINE_REST_PATH_MAX)
+                return;         /* on_request answers 404 before any lookup */
+        r = engine_rest_route_find(method, path, args, &known, buf, sizeof(buf));
+        if (!r) {
+                for (guint i = 0; i < ENGINE_ROUTE_MAX_ARGS; i++)
+                        if (args[i])
+                                abort();
                 return;
-        if (n < 1 || n > ENGINE_REST_SEGMENTS_MAX || strlen(text) > ENGINE_REST_PATH_MAX)
+        }
+        if (!known || strcmp(r->method, method) != 0 || !r->handler || !g_str_has_prefix(r->pattern, "/api/"))
                 abort();
-        for (guint i = 0; i < n; i++)
-                if (!*seg[i] || (i + 1 < n && strchr(seg[i], '/')))
+        for (const char *p = r->pattern; (p = strchr(p, '{')); p++)
+                captures++;
+        for (guint i = 0; i < ENGINE_ROUTE_MAX_ARGS; i++) {
+                if (!args[i])
+                        continue;
+                got++;
+                if (!*args[i] || strchr(args[i], '/') || args[i] < buf || args[i] >= buf + sizeof(buf))
                         abort();
-        g_strfreev(parts);
+        }
+        if (got != captures)
+                abort();
 }
 
 static void fuzz_body(const uint8_t *data, size_t size)
@@ -74,6 +103,20 @@ static void fuzz_address(const char *text)
                 abort();
         g_free(again);
         g_free(a);
+}
+
+static void fuzz_etag(const char *text)
+{
+        const char *nl = strchr(text, '\n');
+        char *inm = nl ? g_strndup(text, (gsize) (nl - text)) : g_strdup(text);
+        const char *tag = nl ? nl + 1 : "\"x\"";
+
+        /* "*" matches whatever the tag; a header over the limit never does. */
+        if (strcmp(inm, "*") == 0 && !engine_rest_etag_matches(inm, tag))
+                abort();
+        if (strlen(inm) > 4096 && engine_rest_etag_matches(inm, tag))
+                abort();
+        g_free(inm);
 }
 
 static bool token(const char *s)
@@ -134,6 +177,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 break;
         case 'A':
                 fuzz_address(text);
+                break;
+        case 'E':
+                fuzz_etag(text);
                 break;
         default:
                 fuzz_framing(text);

@@ -28,6 +28,7 @@ struct agent {
         struct agent_jobs *jobs;
         struct agent_locks *locks;
         struct agent_transfers *transfers;     /* image transfer tickets and their HTTP endpoint */
+        gint64 start_time;             /* g_get_real_time() when this agent started */
 
         /* Pool state; protected by pool_lock because job threads read it. */
         GMutex pool_lock;

@@ -27,10 +27,13 @@ struct agent_config {
         unsigned max_connections_per_address;
         unsigned idle_timeout;          /* s, image transfer keep-alive */
         unsigned request_timeout;       /* s, image transfer headers, body pauses, TLS handshake */
+        unsigned write_timeout;         /* s, image transfer response without a byte read */
+        unsigned transfer_min_rate;     /* bytes/s an upload body averages at least, 0: any */
         unsigned transfer_port;
         unsigned metrics_port;         /* 0 = no /metrics */
         unsigned transfer_max_request;
         unsigned transfer_max_tickets;
+        char *cors_origin;             /* "" or the web UI's origin (transfercors.h) */
         char *log_level;
         struct fy_options_sources *sources;     /* what a SIGHUP reload reads again */
 };

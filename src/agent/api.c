@@ -335,6 +335,7 @@ static void pool_connect_args_free(void *data)
 static json_t *pool_connect_blocking(struct agent *a, void *data, GError **error)
 {
         struct pool_connect_args *p = data;
+        g_autoptr(GPtrArray) fresh = g_ptr_array_new_with_free_func(g_free);
 
         for (guint i = 0; i < p->domains->len; i++) {
                 const char *sd = p->domains->pdata[i];
@@ -364,10 +365,15 @@ static json_t *pool_connect_blocking(struct agent *a, void *data, GError **error
                 bool known = false;
                 for (guint j = 0; j < a->pool_domains->len; j++)
                         known |= strcmp(a->pool_domains->pdata[j], p->domains->pdata[i]) == 0;
-                if (!known)
+                if (!known) {
                         g_ptr_array_add(a->pool_domains, g_strdup(p->domains->pdata[i]));
+                        g_ptr_array_add(fresh, g_strdup(p->domains->pdata[i]));
+                }
         }
         g_mutex_unlock(&a->pool_lock);
+        /* What an agent killed mid-write (this one before its restart, or another) left behind. */
+        for (guint i = 0; i < fresh->len; i++)
+                agent_sd_remove_stale_temps(a, fresh->pdata[i], a->start_time);
         g_message("connected to storage pool %s as host id %u (%u domains)", p->pool, p->host_id, p->domains->len);
         return json_true();
 }

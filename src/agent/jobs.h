@@ -53,6 +53,23 @@ void agent_jobs_metrics(struct agent_jobs *jobs, struct fy_prom *p);
 void agent_job_set_result(struct agent_job *job, json_t *result);
 /* Thread safe, from the job thread: 0..100. */
 void agent_job_set_progress(struct agent_job *job, double progress);
+/*
+ * Thread safe, from the job thread: what the job does now (a static string:
+ * AGENT_JOB_PHASE_*), reported as "phase" in its info; the engine judges
+ * stalls only while a job is in a phase that moves bytes (copying).
+ */
+#define AGENT_JOB_PHASE_PREPARING "preparing"                /* leases, metadata, checks */
+#define AGENT_JOB_PHASE_VERIFYING_PREFIX "verifying_prefix"  /* resume: checksums of the kept prefix */
+#define AGENT_JOB_PHASE_COPYING "copying"                    /* moves bytes */
+#define AGENT_JOB_PHASE_PREALLOCATING "preallocating"        /* fallocate of the destination */
+#define AGENT_JOB_PHASE_FINISHING "finishing"                /* checks and metadata after the data */
+void agent_job_set_phase(struct agent_job *job, const char *phase);
+/*
+ * From the job thread: the job's "bytes_done" is what flow (one per job)
+ * moved; NULL before the flow leaves (the count it reached stays).
+ */
+struct agent_rate_flow;
+void agent_job_count_flow(struct agent_job *job, struct agent_rate_flow *flow);
 struct agent *agent_job_agent(struct agent_job *job);
 const char *agent_job_id(struct agent_job *job);
 

@@ -124,6 +124,7 @@ int main(int argc, char **argv)
                 g_log(G_LOG_DOMAIN, nr < 0 ? G_LOG_LEVEL_WARNING : G_LOG_LEVEL_MESSAGE, "%s", nofile);
         }
 
+        agent.start_time = g_get_real_time();
         g_mutex_init(&agent.pool_lock);
         agent.host_id = agent.config.host_id;
         agent.pool_domains = g_ptr_array_new_with_free_func(g_free);

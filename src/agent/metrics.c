@@ -8,6 +8,7 @@
 #include "agent.h"
 #include "config.h"
 #include "error.h"
+#include "httpserve.h"
 #include "jobs.h"
 #include "jsonrpc.h"
 #include "lease.h"
@@ -17,32 +18,75 @@
 #include "storage.h"
 
 #define MAX_SCRAPES 4          /* scrapes waiting for storage at once; more get 503 */
+#define MAX_CONNECTIONS 64     /* a scraper or two; more are refused with 503 */
+#define DOMAIN_WAIT_MS 1000     /* a scrape waits this long for fresh space figures, then answers with the last */
+
+/*
+ * Space of one storage domain, read by a thread of its own (statvfs on a
+ * hung NFS mount blocks in the kernel): at most one read per domain at a
+ * time, so a hung mount holds one thread and only its own series go stale
+ * (last figures kept, ferry_agent_storage_domain_stat_stale 1); the other
+ * domains and every other metric are answered as usual. Refcounted: a
+ * reader still hung when the agent stops keeps its own reference.
+ */
+struct domain_stat {
+        gint ref;
+        char *sd;
+        char *path;
+        /* main thread only */
+        bool reading;                  /* a reader thread has it */
+        bool ok;                       /* the last read that ended succeeded */
+        guint64 size, avail;           /* from the last successful read */
+        gint64 ok_at;                  /* wall clock s of the last successful read; 0 never */
+        /* the reader's result, handed over through the main context */
+        int r;
+        guint64 r_size, r_avail;
+};
 
 struct agent_metrics {
         struct agent *agent;
         struct fy_rpc_dispatcher *dispatcher;
         SoupServer *server;
+        struct fy_http_server *httpd;  /* its connections: caps, timeouts, closed clients freed */
         unsigned inflight;
         bool stopped;
+        GHashTable *domains;           /* sd → struct domain_stat* */
+        GList *waiting;                /* struct scrape* waiting for readers */
 };
 
 static struct agent_metrics *metrics;  /* one per process, main thread */
 
-/* One scrape: the main thread's figures written, the domains' space read in a thread. */
+/* One scrape: the main thread's figures written, then the domains' space once read (or the wait is over). */
 struct scrape {
         struct agent_metrics *m;
         SoupServerMessage *msg;
         fy_prom *prom;
-        GPtrArray *domains;            /* sd uuids */
-        GPtrArray *paths;              /* their folders */
+        GPtrArray *domains;            /* struct domain_stat* (refs) of the pool now */
+        guint timer;
 };
+
+static struct domain_stat *domain_stat_ref(struct domain_stat *d)
+{
+        g_atomic_int_inc(&d->ref);
+        return d;
+}
+
+static void domain_stat_unref(gpointer data)
+{
+        struct domain_stat *d = data;
+
+        if (!g_atomic_int_dec_and_test(&d->ref))
+                return;
+        g_free(d->sd);
+        g_free(d->path);
+        g_free(d);
+}
 
 static void scrape_free(struct scrape *s)
 {
         g_object_unref(s->msg);
         fy_prom_free(s->prom);
         g_ptr_array_unref(s->domains);
-        g_ptr_array_unref(s->paths);
         g_free(s);
 }
 
@@ -93,50 +137,128 @@ static void write_main_thread(struct agent_metrics *m, fy_prom *p)
         fy_rpc_dispatcher_foreach_stat(m->dispatcher, rpc_stat, p);
 }
 
-static void read_domains(GTask *task, gpointer source, gpointer data, GCancellable *cancel)
+static void scrape_answer(struct scrape *s)
 {
-        struct scrape *s = data;
         static const char *const families[][2] = {
-                { "ferry_agent_storage_domain_size_bytes", "Size of the file system holding the storage domain." },
-                { "ferry_agent_storage_domain_free_bytes", "Bytes free for new data on the storage domain." },
+                { "ferry_agent_storage_domain_size_bytes", "Size of the file system holding the storage domain (last read)." },
+                { "ferry_agent_storage_domain_free_bytes", "Bytes free for new data on the storage domain (last read)." },
         };
-        g_autofree guint64 *size = g_new0(guint64, s->domains->len + 1);
-        g_autofree guint64 *avail = g_new0(guint64, s->domains->len + 1);
-        g_autofree bool *ok = g_new0(bool, s->domains->len + 1);
+        struct agent_metrics *m = s->m;
+        size_t len;
+        const char *text;
 
-        for (guint i = 0; i < s->domains->len; i++) {
-                struct statvfs st;
-
-                if (statvfs(g_ptr_array_index(s->paths, i), &st) < 0)
-                        continue;      /* left out: an absent sample, not a false 0 */
-                ok[i] = true;
-                size[i] = (guint64) st.f_blocks * st.f_frsize;
-                avail[i] = (guint64) st.f_bavail * st.f_frsize;
-        }
+        if (s->timer)
+                g_source_remove(s->timer);
+        m->waiting = g_list_remove(m->waiting, s);
         for (guint f = 0; f < G_N_ELEMENTS(families); f++) {
                 fy_prom_family(s->prom, families[f][0], FY_PROM_GAUGE, families[f][1]);
-                for (guint i = 0; i < s->domains->len; i++)
-                        if (ok[i])
-                                fy_prom_sample(s->prom, families[f][0],
-                                               (const char *[]) { "sd", g_ptr_array_index(s->domains, i), NULL },
-                                               (double) (f == 0 ? size[i] : avail[i]));
+                for (guint i = 0; i < s->domains->len; i++) {
+                        struct domain_stat *d = g_ptr_array_index(s->domains, i);
+
+                        if (d->ok_at)       /* never read: an absent sample, not a false 0 */
+                                fy_prom_sample(s->prom, families[f][0], (const char *[]) { "sd", d->sd, NULL },
+                                               (double) (f == 0 ? d->size : d->avail));
+                }
         }
-        g_task_return_boolean(task, TRUE);
-}
+        fy_prom_family(s->prom, "ferry_agent_storage_domain_stat_stale", FY_PROM_GAUGE,
+                       "1 when the domain's space could not be read now (a read failed, or is still hung after "
+                       G_STRINGIFY(DOMAIN_WAIT_MS) " ms): its figures are the last read.");
+        for (guint i = 0; i < s->domains->len; i++) {
+                struct domain_stat *d = g_ptr_array_index(s->domains, i);
 
-static void on_domains_read(GObject *source, GAsyncResult *res, gpointer data)
-{
-        struct scrape *s = data;
-        size_t len;
-        const char *text = fy_prom_text(s->prom, &len);
+                fy_prom_sample(s->prom, "ferry_agent_storage_domain_stat_stale", (const char *[]) { "sd", d->sd, NULL },
+                               d->reading || !d->ok);
+        }
+        fy_prom_family(s->prom, "ferry_agent_storage_domain_stat_success_timestamp_seconds", FY_PROM_GAUGE,
+                       "When the domain's space was last read successfully (Unix time).");
+        for (guint i = 0; i < s->domains->len; i++) {
+                struct domain_stat *d = g_ptr_array_index(s->domains, i);
 
-        s->m->inflight--;
-        if (!s->m->stopped) {
+                if (d->ok_at)
+                        fy_prom_sample(s->prom, "ferry_agent_storage_domain_stat_success_timestamp_seconds",
+                                       (const char *[]) { "sd", d->sd, NULL }, (double) d->ok_at);
+        }
+        text = fy_prom_text(s->prom, &len);
+        m->inflight--;
+        if (!m->stopped) {
                 soup_server_message_set_status(s->msg, SOUP_STATUS_OK, NULL);
                 soup_server_message_set_response(s->msg, FY_PROM_CONTENT_TYPE, SOUP_MEMORY_COPY, text, len);
                 soup_server_message_unpause(s->msg);
         }
         scrape_free(s);
+}
+
+static bool scrape_ready(const struct scrape *s)
+{
+        for (guint i = 0; i < s->domains->len; i++)
+                if (((struct domain_stat *) g_ptr_array_index(s->domains, i))->reading)
+                        return false;
+        return true;
+}
+
+static gboolean on_scrape_timeout(gpointer data)
+{
+        struct scrape *s = data;
+
+        s->timer = 0;
+        scrape_answer(s);      /* the hung domains answer stale */
+        return G_SOURCE_REMOVE;
+}
+
+/* Main thread: a reader ended. */
+static gboolean on_domain_read(gpointer data)
+{
+        struct domain_stat *d = data;
+        struct agent_metrics *m = metrics;
+
+        d->reading = false;
+        d->ok = d->r == 0;
+        if (d->ok) {
+                d->size = d->r_size;
+                d->avail = d->r_avail;
+                d->ok_at = g_get_real_time() / G_USEC_PER_SEC;
+        }
+        if (m) {
+                for (GList *l = m->waiting, *next; l; l = next) {
+                        next = l->next;
+                        if (scrape_ready(l->data))
+                                scrape_answer(l->data);
+                }
+        }
+        domain_stat_unref(d);
+        return G_SOURCE_REMOVE;
+}
+
+static gpointer domain_reader(gpointer data)
+{
+        struct domain_stat *d = data;
+        struct statvfs st;
+
+        d->r = statvfs(d->path, &st) < 0 ? -errno : 0;
+        if (d->r == 0) {
+                d->r_size = (guint64) st.f_blocks * st.f_frsize;
+                d->r_avail = (guint64) st.f_bavail * st.f_frsize;
+        }
+        g_main_context_invoke(NULL, on_domain_read, d);
+        return NULL;
+}
+
+/* Starts a read of d unless one is under way (a hung one stays the only one). */
+static void domain_read(struct domain_stat *d)
+{
+        GThread *t;
+
+        if (d->reading)
+                return;
+        d->reading = true;
+        t = g_thread_try_new("ferry-sd-stat", domain_reader, domain_stat_ref(d), NULL);
+        if (!t) {
+                d->reading = false;
+                d->ok = false;
+                domain_stat_unref(d);
+                return;
+        }
+        g_thread_unref(t);
 }
 
 static void reply_text(SoupServerMessage *msg, guint status, const char *text)
@@ -149,7 +271,6 @@ static void on_request(SoupServer *server, SoupServerMessage *msg, const char *p
 {
         struct agent_metrics *m = data;
         struct agent *a = m->agent;
-        g_autoptr(GTask) task = NULL;
         struct scrape *s;
 
         if (strcmp(path, "/metrics") != 0) {
@@ -170,25 +291,79 @@ static void on_request(SoupServer *server, SoupServerMessage *msg, const char *p
         s->m = m;
         s->msg = g_object_ref(msg);
         s->prom = fy_prom_new();
-        s->domains = g_ptr_array_new_with_free_func(g_free);
-        s->paths = g_ptr_array_new_with_free_func(g_free);
+        s->domains = g_ptr_array_new_with_free_func(domain_stat_unref);
         write_main_thread(m, s->prom);
         g_mutex_lock(&a->pool_lock);
-        for (guint i = 0; i < a->pool_domains->len; i++)
-                g_ptr_array_add(s->domains, g_strdup(g_ptr_array_index(a->pool_domains, i)));
+        for (guint i = 0; i < a->pool_domains->len; i++) {
+                const char *sd = g_ptr_array_index(a->pool_domains, i);
+                struct domain_stat *d = g_hash_table_lookup(m->domains, sd);
+
+                if (!d) {
+                        d = g_new0(struct domain_stat, 1);
+                        d->ref = 1;
+                        d->sd = g_strdup(sd);
+                        d->path = agent_sd_path(a, sd);
+                        g_hash_table_insert(m->domains, d->sd, d);
+                }
+                g_ptr_array_add(s->domains, domain_stat_ref(d));
+        }
         g_mutex_unlock(&a->pool_lock);
         for (guint i = 0; i < s->domains->len; i++)
-                g_ptr_array_add(s->paths, agent_sd_path(a, g_ptr_array_index(s->domains, i)));
+                domain_read(g_ptr_array_index(s->domains, i));
 
         m->inflight++;
         soup_server_message_pause(msg);
-        task = g_task_new(NULL, NULL, on_domains_read, s);
-        g_task_set_task_data(task, s, NULL);
-        g_task_run_in_thread(task, read_domains);
+        m->waiting = g_list_prepend(m->waiting, s);
+        if (scrape_ready(s))
+                scrape_answer(s);
+        else
+                s->timer = g_timeout_add(DOMAIN_WAIT_MS, on_scrape_timeout, s);
+}
+
+/* A scrape has no body: one is refused from its headers, before it is read. */
+static void on_early(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query,
+                     gpointer data)
+{
+        struct agent_metrics *m = data;
+        SoupMessageHeaders *h = soup_server_message_get_request_headers(msg);
+        g_autofree char *detail = NULL;
+        SoupEncoding enc;
+
+        if (fy_http_check_framing(h, &detail)) {
+                g_autofree char *text = g_strconcat(detail, "\n", NULL);
+
+                fy_http_server_refuse(m->httpd, msg, SOUP_STATUS_BAD_REQUEST, NULL, "text/plain", text);
+                return;
+        }
+        if (strcmp(soup_server_message_get_method(msg), "GET") != 0 &&
+            strcmp(soup_server_message_get_method(msg), "HEAD") != 0) {
+                fy_http_server_refuse(m->httpd, msg, SOUP_STATUS_METHOD_NOT_ALLOWED, NULL, "text/plain",
+                                      "use GET\n");
+                return;
+        }
+        enc = soup_message_headers_get_encoding(h);
+        if (enc == SOUP_ENCODING_CHUNKED ||
+            (enc == SOUP_ENCODING_CONTENT_LENGTH && soup_message_headers_get_content_length(h) > 0))
+                fy_http_server_refuse(m->httpd, msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, NULL, "text/plain",
+                                      "a scrape has no body\n");
+}
+
+static void on_http_log(void *data, GLogLevelFlags level, const char *message)
+{
+        g_log(G_LOG_DOMAIN, level, "metrics endpoint: %s", message);
 }
 
 int agent_metrics_start(struct agent *a, struct fy_rpc_dispatcher *dispatcher, GError **error)
 {
+        struct fy_http_limits limits = {
+                .max_connections = MAX_CONNECTIONS,
+                .per_address = a->config.max_connections_per_address,
+                .idle_timeout_s = a->config.idle_timeout,
+                .header_timeout_s = a->config.request_timeout,
+                .body_timeout_s = a->config.request_timeout,
+                .write_timeout_s = a->config.write_timeout,
+                .handshake_timeout_s = a->config.request_timeout,
+        };
         g_autoptr(GInetAddress) inet = NULL;
         g_autoptr(GSocketAddress) addr = NULL;
         g_autoptr(GTlsCertificate) cert = NULL;
@@ -211,12 +386,15 @@ int agent_metrics_start(struct agent *a, struct fy_rpc_dispatcher *dispatcher, G
         m = g_new0(struct agent_metrics, 1);
         m->agent = a;
         m->dispatcher = dispatcher;
-        m->server = tls ? soup_server_new("server-header", "ferry-agent", "tls-certificate", cert, NULL)
-                        : soup_server_new("server-header", "ferry-agent", NULL);
+        m->domains = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, domain_stat_unref);
+        /* Ferry's listener (listener.c, httpserve.c) does the TLS and hands libsoup the connections. */
+        m->server = soup_server_new("server-header", "ferry-agent", NULL);
+        soup_server_add_early_handler(m->server, NULL, on_early, m, NULL);
         soup_server_add_handler(m->server, NULL, on_request, m, NULL);
         addr = g_inet_socket_address_new(inet, (guint16) a->config.metrics_port);
-        if (!soup_server_listen(m->server, addr, tls ? SOUP_SERVER_LISTEN_HTTPS : 0, error)) {
+        if (fy_http_server_new(m->server, addr, cert, &limits, on_http_log, m, &m->httpd, error) < 0) {
                 g_object_unref(m->server);
+                g_hash_table_unref(m->domains);
                 g_free(m);
                 return -EADDRINUSE;
         }
@@ -234,9 +412,12 @@ void agent_metrics_stop(struct agent *a)
                 return;
         metrics = NULL;
         m->stopped = true;
+        while (m->waiting)
+                scrape_answer(m->waiting->data);       /* stopped: freed, not answered */
+        fy_http_server_free(m->httpd);
         soup_server_disconnect(m->server);
         g_clear_object(&m->server);
-        /* A scrape still reading storage keeps m; the process is ending anyway. */
-        if (m->inflight == 0)
-                g_free(m);
+        /* Readers still hung hold their own domain_stat references. */
+        g_hash_table_unref(m->domains);
+        g_free(m);
 }

@@ -6,8 +6,11 @@
  * HTTPS with the agent's certificate unless insecure, plain HTTP otherwise;
  * no client certificate is asked (the figures are no secret; a scraper
  * verifies the agent with tls_ca). Every name is listed in ARCHITECTURE.md.
- * The storage domains' space is read in a worker thread, so a hung mount
- * delays only the scrape, never the agent's main loop.
+ * Each storage domain's space is read by a thread of its own, at most one
+ * at a time per domain; a scrape waits up to a second for them and answers
+ * with the last figures of a domain whose read hangs (its
+ * ferry_agent_storage_domain_stat_stale is 1), so a hung mount affects only
+ * its own series, never the other metrics or the agent's main loop.
  */
 
 #include <glib.h>

@@ -694,12 +694,41 @@ static void commit_build(GPtrArray *argv, bool direct, void *data)
         g_ptr_array_add(argv, (char *) c->top_path);
 }
 
+/*
+ * What qemu-img says when the images themselves are wrong (corrupt, not the
+ * format or chain their metadata says): every host would fail the same.
+ */
+static const char *const commit_data_errors[] = {
+        "corrupt", "is not in qcow2 format", "in the backing chain", "Unknown driver", "Unsupported",
+};
+
+/*
+ * A failed commit is the images' fault (252, MergeSnapshotsError: refused
+ * everywhere) only when qemu-img says so; killed, an I/O error, a host's
+ * mount or memory may pass on another host (100: the engine retries it
+ * elsewhere). Out of space (352) stays as it is.
+ */
+static void commit_error_classify(GError **error)
+{
+        g_autofree char *msg = NULL;
+
+        if (!error || !*error || (*error)->code != FY_ERR_MERGE)
+                return;
+        for (size_t i = 0; i < G_N_ELEMENTS(commit_data_errors); i++)
+                if (strstr((*error)->message, commit_data_errors[i]))
+                        return;
+        msg = g_strdup((*error)->message);
+        g_clear_error(error);
+        g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "%s (a failure of this host: another host may merge)", msg);
+}
+
 int agent_qemu_img_commit(const char *top_path, const char *base_path, uint64_t total,
                           struct agent_rate_flow *flow, GCancellable *cancel,
                           agent_copy_progress_fn progress, void *userdata, GError **error)
 {
         g_autofree char *rate = NULL;
         struct commit_args c = { top_path, base_path, NULL };
+        int r;
 
         if (!top_path || !base_path) {
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "Invalid qemu-img commit parameters");
@@ -708,8 +737,10 @@ int agent_qemu_img_commit(const char *top_path, const char *base_path, uint64_t 
         /* Like a governed convert: the whole cap for the child, held to its share from outside. */
         if (flow && agent_rate_flow_cap(flow) > 0)
                 c.rate = rate = g_strdup_printf("%" PRIu64, agent_rate_flow_cap(flow));
-        return progress_cmd("commit", commit_build, &c, total, flow, cancel, progress, userdata,
-                            FY_ERR_MERGE, error);
+        r = progress_cmd("commit", commit_build, &c, total, flow, cancel, progress, userdata, FY_ERR_MERGE, error);
+        if (r < 0)
+                commit_error_classify(error);
+        return r;
 }
 
 struct amend_args {

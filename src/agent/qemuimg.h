@@ -56,6 +56,9 @@ typedef int (*agent_qemu_img_line_fn)(const char *line, void *data);
  * into base, its immediate backing file. -b implies -d: top is left as it
  * was, so a merge cut short can simply run again. total scales progress
  * (bytes); flow as for agent_qemu_img_convert_shared() (NULL: no cap).
+ * Fails with 252 (MergeSnapshotsError) only for what the images cause
+ * (corrupt, chain or format not as expected), 352 without space, else 100:
+ * a failure of this host (killed, I/O error), which another host may not have.
  */
 int agent_qemu_img_commit(const char *top_path, const char *base_path, uint64_t total,
                           struct agent_rate_flow *flow, GCancellable *cancel,

@@ -27,6 +27,7 @@ struct agent_rate_flow {
         struct agent_rate_gov *gov;
         double credit;          /* bytes; negative = debt */
         double vseen;           /* vclock when credit was last brought up to date */
+        uint64_t moved;         /* bytes this flow took or was charged (under gov->lock) */
 };
 
 struct agent_rate_gov *agent_rate_gov_new(uint64_t cap)
@@ -189,6 +190,16 @@ uint64_t agent_rate_flow_cap(const struct agent_rate_flow *flow)
         return cap_of(flow->gov);
 }
 
+uint64_t agent_rate_flow_moved(struct agent_rate_flow *flow)
+{
+        uint64_t n;
+
+        g_mutex_lock(&flow->gov->lock);
+        n = flow->moved;
+        g_mutex_unlock(&flow->gov->lock);
+        return n;
+}
+
 uint64_t agent_rate_flow_share(struct agent_rate_flow *flow)
 {
         return agent_rate_gov_share(flow->gov);
@@ -206,6 +217,7 @@ static gint64 take_locked(struct agent_rate_flow *flow, uint64_t bytes, gint64 n
                 if (flow->gov->cap > 0)
                         flow->credit -= (double) bytes;
                 flow->gov->moved += bytes;
+                flow->moved += bytes;
         }
         return wait;
 }
@@ -228,6 +240,7 @@ void agent_rate_flow_charge_at(struct agent_rate_flow *flow, uint64_t bytes, gin
                 flow->credit -= (double) bytes;
         }
         flow->gov->moved += bytes;
+        flow->moved += bytes;
         g_mutex_unlock(&flow->gov->lock);
 }
 

@@ -52,6 +52,8 @@ void agent_rate_flow_leave(struct agent_rate_flow *flow);
 
 uint64_t agent_rate_flow_cap(const struct agent_rate_flow *flow);
 uint64_t agent_rate_flow_share(struct agent_rate_flow *flow);
+/* Bytes this flow took or was charged since it joined: what its copy moved (from any thread). */
+uint64_t agent_rate_flow_moved(struct agent_rate_flow *flow);
 
 /*
  * Waits until the flow may move `bytes` more and charges them. Returns 0, or

@@ -144,7 +144,10 @@ static int copy_volume(struct copy_job *cj, const struct fy_volume_meta *src_met
         opts.rate_flow = agent_rate_flow_join(a->copy_gov);
         /* Zeros of the source must not undo a PREALLOCATED destination's allocation. */
         opts.keep_allocation = dst_meta->type == FY_TYPE_PREALLOCATED;
+        /* What the flow moves is what the engine judges stalls on (bytes, not qemu-img's 1 % steps). */
+        agent_job_count_flow(cj->job, opts.rate_flow);
         r = copy_volume_with(cj, src_meta, dst_meta, src_path, dst_path, &opts, cancel, error);
+        agent_job_count_flow(cj->job, NULL);
         agent_rate_flow_leave(opts.rate_flow);
         return r;
 }
@@ -188,6 +191,7 @@ static int copy_volume_with(struct copy_job *cj, const struct fy_volume_meta *sr
 
                 if (stat(src_path, &st) == 0) {
                         cj->src_size = (uint64_t) st.st_size;
+                        agent_job_set_phase(cj->job, AGENT_JOB_PHASE_VERIFYING_PREFIX);
                         cj->resumed_from = resume_offset(cj, src_path, dst_path, cancel);
                         if (g_cancellable_is_cancelled(cancel))
                                 return -ECANCELED;
@@ -195,6 +199,7 @@ static int copy_volume_with(struct copy_job *cj, const struct fy_volume_meta *sr
                         o.checkpoint = copy_checkpoint;
                         o.checkpoint_data = cj;
                 }
+                agent_job_set_phase(cj->job, AGENT_JOB_PHASE_COPYING);
                 r = agent_copy_raw(src_path, dst_path, &o, cancel, copy_progress, cj);
                 if (r == -ECANCELED)
                         return r;
@@ -220,12 +225,15 @@ static int copy_volume_with(struct copy_job *cj, const struct fy_volume_meta *sr
         }
         /* Not resumable: a checkpoint of an earlier raw copy no longer describes this destination. */
         (void) unlink(cj->ckpt_path);
+        agent_job_set_phase(cj->job, AGENT_JOB_PHASE_COPYING);
         r = agent_qemu_img_convert_shared(src_path, qemu_format(src_meta->format),
                                           dst_path, qemu_format(dst_meta->format),
                                           backing, parent ? qemu_format(parent->format) : NULL,
                                           opts->rate_flow, cancel, copy_progress, cj, error);
-        if (r == 0 && opts->keep_allocation && dst_meta->format == FY_FORMAT_RAW)
+        if (r == 0 && opts->keep_allocation && dst_meta->format == FY_FORMAT_RAW) {
+                agent_job_set_phase(cj->job, AGENT_JOB_PHASE_PREALLOCATING);
                 r = reallocate(dst_path, dst_meta->capacity, error);
+        }
         return r;
 }
 
@@ -297,6 +305,7 @@ static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel
         int r;
 
         cj->job = job;
+        agent_job_set_phase(job, AGENT_JOB_PHASE_PREPARING);
         agent_lockset_add_image(&guard.locks, &cj->src.ref, false);
         agent_lockset_add_image(&guard.locks, &cj->dst.ref, true);
         r = agent_guard_acquire(a, &guard, &cj->dst, cancel, &dst_meta, error);
@@ -344,6 +353,7 @@ static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel
         r = copy_volume(cj, src_meta, dst_meta, cancel, error);
         if (r < 0)
                 goto out;
+        agent_job_set_phase(job, AGENT_JOB_PHASE_FINISHING);
         if (g_cancellable_is_cancelled(cancel)) {
                 r = -ECANCELED;
                 goto out;

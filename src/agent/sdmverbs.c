@@ -273,6 +273,8 @@ struct in_place_ops {
         int (*work)(struct verb_job *vj, struct fy_volume_meta *meta, GCancellable *cancel, GError **error);
         /* After the work, before LEGAL: what it read may have changed meanwhile (optional). */
         int (*recheck)(struct verb_job *vj, GError **error);
+        /* The work never changes what a guest reads, even cut short: a failure leaves the volume LEGAL. */
+        bool keeps_data;
 };
 
 struct verb_job {
@@ -300,6 +302,23 @@ static void job_progress(uint64_t done, uint64_t total, void *userdata)
 
         if (total > 0)
                 agent_job_set_progress(vj->job, 100.0 * (double) MIN(done, total) / (double) total);
+}
+
+/*
+ * After a failed job whose work keeps the data: LEGAL at the old generation,
+ * as before the job (the engine's retry expects that generation). If the
+ * write fails, the volume stays ILLEGAL and is handled as any cut-short job.
+ */
+static void legal_again(struct agent *a, struct verb_job *vj, struct fy_volume_meta *meta)
+{
+        g_autoptr(GError) error = NULL;
+
+        meta->legality = FY_LEGALITY_LEGAL;
+        if (agent_volume_meta_write(a, &vj->target.ref, meta, &error) < 0)
+                g_warning("%s: volume %s stays ILLEGAL: %s", vj->ops->name, vj->target.ref.vol, error->message);
+        else
+                g_message("%s of volume %s failed; its data is unchanged, so it is LEGAL again (generation %u)",
+                          vj->ops->name, vj->target.ref.vol, meta->generation);
 }
 
 static int in_place_run(struct agent_job *job, void *data, GCancellable *cancel, GError **error)
@@ -336,6 +355,8 @@ static int in_place_run(struct agent_job *job, void *data, GCancellable *cancel,
                 r = -ECANCELED;
         if (r == 0 && vj->ops->recheck)
                 r = vj->ops->recheck(vj, error);
+        if (r < 0 && vj->ops->keeps_data)
+                legal_again(a, vj, meta);
         if (r < 0)
                 goto out;
 
@@ -768,7 +789,8 @@ out:
         return r;
 }
 
-static const struct in_place_ops sparsify_ops = { "sparsify_volume", sparsify_check, sparsify_work, NULL };
+/* Only all-zero blocks become holes, which read as zeros: cut short anywhere, the guest reads the same. */
+static const struct in_place_ops sparsify_ops = { "sparsify_volume", sparsify_check, sparsify_work, NULL, true };
 
 int agent_sdm_sparsify_volume(struct agent *a, json_t *params, GError **error)
 {

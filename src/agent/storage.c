@@ -39,6 +39,49 @@ char *agent_image_path(struct agent *a, const char *sd, const char *img)
         return g_build_filename(a->config.storage_root, sd, "images", img, NULL);
 }
 
+#define SWEEP_IMAGES_MAX 100000         /* image directories of one domain looked at for stale temp files */
+
+/* Whether the file was last changed before `before` (microseconds since the epoch). */
+static bool changed_before(const struct stat *st, gint64 before)
+{
+        return (gint64) st->st_mtim.tv_sec * G_USEC_PER_SEC + st->st_mtim.tv_nsec / 1000 < before;
+}
+
+unsigned agent_sd_remove_stale_temps(struct agent *a, const char *sd, gint64 before)
+{
+        g_autofree char *root = agent_sd_path(a, sd);
+        g_autofree char *images = g_build_filename(root, "images", NULL);
+        g_autoptr(GDir) dir = g_dir_open(images, 0, NULL);
+        unsigned removed = 0, seen = 0;
+        const char *img;
+
+        while (dir && (img = g_dir_read_name(dir)) && seen++ < SWEEP_IMAGES_MAX) {
+                g_autofree char *path = g_build_filename(images, img, NULL);
+                g_autoptr(GDir) idir = fy_uuid_is_valid(img) ? g_dir_open(path, 0, NULL) : NULL;
+                const char *name;
+
+                while (idir && (name = g_dir_read_name(idir))) {
+                        g_autofree char *file = NULL;
+                        struct stat st;
+
+                        if (!fy_atomic_temp_name(name, ".meta"))
+                                continue;
+                        file = g_build_filename(path, name, NULL);
+                        if (lstat(file, &st) < 0 || !S_ISREG(st.st_mode) || !changed_before(&st, before))
+                                continue;
+                        if (unlink(file) < 0) {
+                                g_warning("storage domain %s: cannot remove stale metadata temp file %s: %s", sd, file,
+                                          g_strerror(errno));
+                                continue;
+                        }
+                        g_message("storage domain %s: removed stale metadata temp file %s (a metadata write cut short "
+                                  "before this agent started)", sd, file);
+                        removed++;
+                }
+        }
+        return removed;
+}
+
 char *agent_volume_path(struct agent *a, const struct agent_volref *ref)
 {
         g_autofree char *dir = agent_image_path(a, ref->sd, ref->img);
@@ -776,7 +819,14 @@ int agent_volume_delete(struct agent *a, const struct agent_volref *ref, GError 
                 goto out;
         {
                 g_autofree char *path = agent_volume_path(a, ref);
-                unlink(path);
+
+                /* Not gone: the volume stays (ILLEGAL, metadata kept) for a delete again, never leaks its data. */
+                if (unlink(path) < 0 && errno != ENOENT) {
+                        r = -errno;
+                        g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "cannot remove the data of volume %s: %s; it stays "
+                                    "ILLEGAL until it is deleted again", ref->vol, g_strerror(-r));
+                        goto out;
+                }
         }
         /* Released before its file goes: sanlock must never write to an unlinked lease. */
         agent_volume_lease_drop(&vlock);

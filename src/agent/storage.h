@@ -37,6 +37,15 @@ char *agent_sd_ids_path(struct agent *a, const char *sd);
 char *agent_sd_leases_path(struct agent *a, const char *sd);
 
 int agent_sd_create(struct agent *a, const char *sd, const char *name, GError **error);
+/*
+ * Removes the volume metadata temp files ("<vol>.meta.tmp.<random>") of the
+ * domain last changed before `before` (g_get_real_time()), logging each: an
+ * agent killed between a metadata write and its rename leaves one. Called
+ * when the pool is connected after the agent started; a write on another
+ * host takes milliseconds, so one that old is no write in progress.
+ * Returns how many were removed.
+ */
+unsigned agent_sd_remove_stale_temps(struct agent *a, const char *sd, gint64 before);
 /* Validates the domain's metadata; FY_ERR_STORAGE_DOMAIN_DOES_NOT_EXIST when absent. */
 int agent_sd_check(struct agent *a, const char *sd, GError **error);
 json_t *agent_sd_info(struct agent *a, const char *sd, GError **error);

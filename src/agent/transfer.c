@@ -44,6 +44,7 @@
 #include "locks.h"
 #include "storage.h"
 #include "transfer.h"
+#include "transfercors.h"
 #include "transferparse.h"
 #include "uuid.h"
 
@@ -52,6 +53,7 @@
 #define EXTENTS_MAX 100000              /* beyond this the rest is reported as one data extent */
 #define LOCK_WAIT_S 10                  /* Host.add_image_ticket waits this long for a busy image */
 #define DRAIN_WAIT_S 120                /* finalize waits this long for requests in progress */
+#define TICKET_LOG_ID_LEN 8             /* characters of a ticket uuid that logs show */
 #define QIMG_OUTPUT_MAX (1024 * 1024)
 #define QIMG_AS_MAX (G_GUINT64_CONSTANT(1) << 30)     /* address space of qemu-img on an uploaded image */
 #define QIMG_CPU_MAX_S 60                               /* CPU seconds of one qemu-img info/check */
@@ -74,6 +76,12 @@ struct ticket {
         gint refs;
         struct agent *agent;
         char uuid[FY_UUID_STR_LEN + 1];
+        /*
+         * What logs and errors name it by: its first 8 characters. The whole
+         * uuid is the ticket's secret (with it anyone may read or write the
+         * volume), and logs are read by more people than the API is.
+         */
+        char log_id[TICKET_LOG_ID_LEN + 1];
         char *transfer_id;
         char *url;
         char *path;
@@ -185,7 +193,7 @@ static void ticket_release(struct ticket *t)
         while (t->writing > 0)
                 g_cond_wait(&t->cond, &t->lock);
         if (t->leased && agent_lease_release(&t->lease, &error) < 0)
-                g_warning("ticket %s: %s", t->uuid, error->message);
+                g_warning("ticket %s: %s", t->log_id, error->message);
         t->leased = false;
         if (t->locked)
                 agent_locks_release(t->agent->locks, t->locks, 2);
@@ -211,7 +219,7 @@ static void ticket_release_at_exit(struct ticket *t)
                 ticket_release(t);
         else
                 g_warning("ticket %s: %u writes still running at exit; the lease goes when the process exits",
-                          t->uuid, writing);
+                          t->log_id, writing);
 }
 
 /* Worker: counts a write about to start, or refuses it once the ticket is released. */
@@ -296,7 +304,7 @@ static void release_done(GObject *source, GAsyncResult *res, gpointer data)
         for (guint i = 0; i < t->waiters->len; i++)
                 fy_rpc_call_return(t->waiters->pdata[i], json_true());
         g_ptr_array_set_size(t->waiters, 0);
-        g_message("ticket %s removed (%s); %" G_GINT64_FORMAT " bytes transferred", t->uuid,
+        g_message("ticket %s removed (%s); %" G_GINT64_FORMAT " bytes transferred", t->log_id,
                   t->can_write ? "volume left ILLEGAL" : "read only",
                   __atomic_load_n(&t->transferred, __ATOMIC_RELAXED));
 }
@@ -380,7 +388,7 @@ static gboolean expiry_tick(gpointer data)
         for (guint i = 0; i < expired->len; i++) {
                 struct ticket *t = expired->pdata[i];
 
-                g_message("ticket %s expired after %u s without requests; removing it", t->uuid, t->timeout);
+                g_message("ticket %s expired after %u s without requests; removing it", t->log_id, t->timeout);
                 ticket_close(tr, t, NULL);
         }
         return G_SOURCE_CONTINUE;
@@ -422,7 +430,7 @@ static struct ticket *request_ticket(struct agent_transfers *tr, SoupServerMessa
         }
         t = g_hash_table_lookup(tr->tickets, uuid);
         if (t && ticket_expired(t)) {
-                g_message("ticket %s expired after %u s without requests; removing it", t->uuid, t->timeout);
+                g_message("ticket %s expired after %u s without requests; removing it", t->log_id, t->timeout);
                 ticket_close(tr, t, NULL);
         }
         if (!t || t->state != TICKET_READY) {
@@ -509,9 +517,16 @@ static void admit(struct ticket *t, SoupServerMessage *msg, bool write)
  */
 static void refuse_unread(struct agent_transfers *tr, SoupServerMessage *msg, guint status, const char *retry_after, const char *text)
 {
-        g_autofree char *headers = retry_after ? g_strdup_printf("Retry-After: %s\r\n", retry_after) : NULL;
+        const char *origin = soup_message_headers_get_one(soup_server_message_get_response_headers(msg),
+                                                          "Access-Control-Allow-Origin");
+        g_autoptr(GString) headers = g_string_new(NULL);
 
-        fy_http_server_refuse(tr->httpd, msg, status, headers, "text/plain", text);
+        if (retry_after)
+                g_string_append_printf(headers, "Retry-After: %s\r\n", retry_after);
+        /* Written raw, past libsoup: the CORS answer goes along, so a browser can read why. */
+        if (origin)
+                g_string_append_printf(headers, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", origin);
+        fy_http_server_refuse(tr->httpd, msg, status, headers->len ? headers->str : NULL, "text/plain", text);
 }
 
 /*
@@ -560,6 +575,9 @@ static void on_early(SoupServer *server, SoupServerMessage *msg, const char *pat
         struct ticket *t;
         g_autofree char *framing = NULL;
 
+        /* A browser's preflight from the engine's origin (the web UI's upload) is answered here. */
+        if (agent_xfer_cors(tr->agent->config.cors_origin, msg))
+                return;
         if (fy_http_check_framing(h, &framing) != 0) {
                 early_reply(tr, msg, true, SOUP_STATUS_BAD_REQUEST, NULL, "%s\n", framing);
                 return;
@@ -587,7 +605,7 @@ static void on_early(SoupServer *server, SoupServerMessage *msg, const char *pat
         }
         t = g_hash_table_lookup(tr->tickets, uuid);
         if (t && ticket_expired(t)) {
-                g_message("ticket %s expired after %u s without requests; removing it", t->uuid, t->timeout);
+                g_message("ticket %s expired after %u s without requests; removing it", t->log_id, t->timeout);
                 ticket_close(tr, t, NULL);
         }
         if (!t || t->state != TICKET_READY) {
@@ -858,7 +876,7 @@ static void io_done(struct io_req *io)
                 reply_text(io->msg, SOUP_STATUS_FORBIDDEN, "the ticket was removed; nothing was written\n");
         } else if (io->err < 0) {
                 g_warning("ticket %s: %s of %" G_GUINT64_FORMAT " bytes at %" G_GUINT64_FORMAT " failed: %s",
-                          io->t->uuid, io->kind == IO_WRITE ? "write" : io->kind == IO_ZERO ? "zero" :
+                          io->t->log_id, io->kind == IO_WRITE ? "write" : io->kind == IO_ZERO ? "zero" :
                           io->kind == IO_FLUSH ? "flush" : "extents", io->length, io->offset, g_strerror(-io->err));
                 reply_text(io->msg, io_status(io->err), "%s\n", g_strerror(-io->err));
         } else if (io->kind == IO_EXTENTS) {
@@ -937,7 +955,7 @@ static void stream_complete(struct get_stream *st)
 /* Ends the response early: the client sees fewer bytes than announced and the connection closes. */
 static void stream_abort(struct get_stream *st, const char *why)
 {
-        g_warning("ticket %s: download stopped at byte %" G_GUINT64_FORMAT ": %s", st->t->uuid, st->offset, why);
+        g_warning("ticket %s: download stopped at byte %" G_GUINT64_FORMAT ": %s", st->t->log_id, st->offset, why);
         soup_message_headers_replace(soup_server_message_get_response_headers(st->msg), "Connection", "close");
         st->remaining = 0;
         stream_complete(st);
@@ -1393,7 +1411,7 @@ static int ticket_prepare(struct add_args *aa, GError **error)
                  * agrees with the engine, which restores its own record when the ticket is refused. */
                 meta->legality = prior;
                 if (agent_volume_meta_write(a, &t->ref, meta, &restore) < 0)
-                        g_warning("ticket %s: volume %s stays ILLEGAL: %s", t->uuid, t->ref.vol, restore->message);
+                        g_warning("ticket %s: volume %s stays ILLEGAL: %s", t->log_id, t->ref.vol, restore->message);
                 return r;
         }
         return 0;
@@ -1405,7 +1423,7 @@ static void add_thread(GTask *task, gpointer source, gpointer data, GCancellable
 
         if (ticket_prepare(aa, &aa->error) < 0) {
                 if (!aa->error)
-                        aa->error = g_error_new(FY_ERROR, FY_ERR_GENERAL, "ticket %s: internal error", aa->t->uuid);
+                        aa->error = g_error_new(FY_ERROR, FY_ERR_GENERAL, "ticket %s: internal error", aa->t->log_id);
                 ticket_release(aa->t);
         }
         g_task_return_boolean(task, TRUE);
@@ -1424,7 +1442,7 @@ static void add_done(GObject *source, GAsyncResult *res, gpointer data)
         t->state = TICKET_READY;
         t->last_activity = now_us();
         g_message("ticket %s added: %s%s of volume %s/%s/%s, %" G_GUINT64_FORMAT " bytes, %u s timeout%s",
-                  t->uuid, t->can_read ? "read" : "", t->can_write ? "write" : "", t->ref.sd, t->ref.img,
+                  t->log_id, t->can_read ? "read" : "", t->can_write ? "write" : "", t->ref.sd, t->ref.img,
                   t->ref.vol, t->size, t->timeout, t->can_write ? "; volume ILLEGAL until finalized" : "");
         fy_rpc_call_return(aa->call, ticket_status(t));
 }
@@ -1454,6 +1472,7 @@ void agent_transfer_add_ticket(struct fy_rpc_call *call, json_t *params, void *u
         t->waiters = g_ptr_array_new();
         t->streams = g_ptr_array_new();
         memcpy(t->uuid, p.uuid, sizeof(t->uuid));
+        g_strlcpy(t->log_id, t->uuid, sizeof(t->log_id));
         t->can_read = p.can_read;
         t->can_write = p.can_write;
         t->url = g_strdup(p.url);
@@ -1464,7 +1483,7 @@ void agent_transfer_add_ticket(struct fy_rpc_call *call, json_t *params, void *u
         t->state = TICKET_ADDING;
 
         if (g_hash_table_contains(tr->tickets, t->uuid)) {
-                fy_rpc_call_error(call, AGENT_ERR_TICKET, "ticket %s exists already", t->uuid);
+                fy_rpc_call_error(call, AGENT_ERR_TICKET, "ticket %s exists already", t->log_id);
                 return;
         }
         if (g_hash_table_size(tr->tickets) >= a->config.transfer_max_tickets) {
@@ -1553,15 +1572,15 @@ void agent_transfer_remove_ticket(struct fy_rpc_call *call, json_t *params, void
         }
         switch (t->state) {
         case TICKET_ADDING:
-                fy_rpc_call_error(call, AGENT_ERR_TICKET, "ticket %s is still being added; try again", t->uuid);
+                fy_rpc_call_error(call, AGENT_ERR_TICKET, "ticket %s is still being added; try again", t->log_id);
                 return;
         case TICKET_FINALIZING:
                 fy_rpc_call_error(call, AGENT_ERR_TICKET, "ticket %s is being finalized by job %s; it goes away when the job ends",
-                                  t->uuid, t->finalize_job);
+                                  t->log_id, t->finalize_job);
                 return;
         case TICKET_READY:
         case TICKET_CLOSING:
-                g_message("removing ticket %s", t->uuid);
+                g_message("removing ticket %s", t->log_id);
                 ticket_close(tr, t, call);
                 return;
         }
@@ -1729,7 +1748,7 @@ static int finalize_run(struct agent_job *job, void *data, GCancellable *cancel,
                 r = g_cancellable_is_cancelled(cancel) ? -ECANCELED : -ETIMEDOUT;
                 if (r == -ETIMEDOUT)
                         g_set_error(error, FY_ERROR, FY_ERR_GENERAL,
-                                    "requests on ticket %s did not end within %d s", t->uuid, DRAIN_WAIT_S);
+                                    "requests on ticket %s did not end within %d s", t->log_id, DRAIN_WAIT_S);
                 goto out;
         }
         agent_job_set_progress(job, 10);
@@ -1762,7 +1781,7 @@ static int finalize_run(struct agent_job *job, void *data, GCancellable *cancel,
         meta->generation = (t->generation + 1) % (FY_GEN_MAX + 1);
         r = agent_volume_meta_write(a, &t->ref, meta, error);
         if (r == 0)
-                g_message("ticket %s finalized: volume %s verified and LEGAL, generation %u", t->uuid, t->ref.vol,
+                g_message("ticket %s finalized: volume %s verified and LEGAL, generation %u", t->log_id, t->ref.vol,
                           meta->generation);
 out:
         ticket_release(t);
@@ -1801,7 +1820,7 @@ void agent_transfer_finalize_ticket(struct fy_rpc_call *call, json_t *params, vo
         fj = g_new0(struct finalize_job, 1);
         fj->tr = tr;
         fj->t = ticket_ref(t);
-        desc = g_strdup_printf("finalize upload %s/%s/%s (ticket %s)", t->ref.sd, t->ref.img, t->ref.vol, t->uuid);
+        desc = g_strdup_printf("finalize upload %s/%s/%s (ticket %s)", t->ref.sd, t->ref.img, t->ref.vol, t->log_id);
         /* Its downloads end now: a client that stopped reading must not hold the finalize. */
         ticket_kill_streams(t, "the ticket is being finalized");
         t->state = TICKET_FINALIZING;
@@ -1813,7 +1832,7 @@ void agent_transfer_finalize_ticket(struct fy_rpc_call *call, json_t *params, vo
         }
         g_free(t->finalize_job);
         t->finalize_job = g_strdup(job_id);
-        g_message("finalizing ticket %s as job %s", t->uuid, job_id);
+        g_message("finalizing ticket %s as job %s", t->log_id, job_id);
         fy_rpc_call_return(call, json_true());
 }
 
@@ -1872,6 +1891,9 @@ int agent_transfers_start(struct agent *a, GError **error)
         limits.idle_timeout_s = a->config.idle_timeout;
         limits.header_timeout_s = a->config.request_timeout;
         limits.body_timeout_s = a->config.request_timeout;
+        limits.write_timeout_s = a->config.write_timeout;
+        /* Uploads are long by nature: no deadline, a minimum rate. */
+        limits.body_min_rate = a->config.transfer_min_rate;
         limits.handshake_timeout_s = a->config.request_timeout;
         limits.per_address = a->config.max_connections_per_address;
         if (fy_http_server_new(tr->server, addr, cert, &limits, on_http_log, tr, &tr->httpd, error) < 0)

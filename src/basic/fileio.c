@@ -121,15 +121,35 @@ int fy_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
         return 0;
 }
 
+#define TEMP_INFIX ".tmp."
+#define TEMP_RANDOM_LEN 16
+
+bool fy_atomic_temp_name(const char *name, const char *target_suffix)
+{
+        size_t len = name ? strlen(name) : 0, infix = strlen(TEMP_INFIX), suffix = strlen(target_suffix);
+        const char *random;
+
+        if (len <= suffix + infix + TEMP_RANDOM_LEN)
+                return false;
+        random = name + len - TEMP_RANDOM_LEN;
+        if (memcmp(random - infix, TEMP_INFIX, infix) != 0 || memcmp(random - infix - suffix, target_suffix, suffix) != 0)
+                return false;
+        for (size_t i = 0; i < TEMP_RANDOM_LEN; i++)
+                if (!g_ascii_isxdigit(random[i]) || g_ascii_isupper(random[i]))
+                        return false;
+        return true;
+}
+
 static int write_temp_and_rename(int dirfd, const char *name, const void *data, size_t len)
 {
         g_autofree char *tmp = NULL;
         _cleanup_fd_ int fd = -EBADF;
         int r;
 
+        G_STATIC_ASSERT(TEMP_RANDOM_LEN == 16);        /* two %08x below */
         for (unsigned attempt = 0;; attempt++) {
                 g_free(tmp);
-                tmp = g_strdup_printf("%s.tmp.%08x%08x", name, g_random_int(), g_random_int());
+                tmp = g_strdup_printf("%s" TEMP_INFIX "%08x%08x", name, g_random_int(), g_random_int());
                 /* 0660 like VDSM's volume files; the umask still applies. */
                 fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0660);
                 if (fd >= 0)

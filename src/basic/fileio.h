@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #pragma once
+
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Reads a regular file relative to dirfd; fails with -EFBIG if larger than max. */
@@ -8,6 +10,12 @@ int fy_read_small_file_at(int dirfd, const char *name, size_t max, char **ret_te
 int fy_read_small_fd(int fd, size_t max, char **ret_text, size_t *ret_len);
 /* Atomically replaces dirfd/name: temp file + fsync + renameat + fsync(dirfd). */
 int fy_write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len);
+/*
+ * Whether name is a temporary file of fy_write_file_atomic_at for a file
+ * called target ("<target>.tmp.<16 hex>"): a write cut short (the process
+ * killed between the write and the rename) leaves one behind.
+ */
+bool fy_atomic_temp_name(const char *name, const char *target_suffix);
 /* Writes all of buf at off, retrying short writes and EINTR. Returns 0 or -errno. */
 #include <stdint.h>
 int fy_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);

@@ -46,12 +46,19 @@ static char *cli_current_step(const json_t *steps)
         return g_strdup_printf("%s (%s)", type, status);
 }
 
-/* ", ETA 1m05s" from the job's eta_seconds; "" when the engine does not know it yet. */
-static char *cli_eta_text(const json_t *job)
+/* ", ETA 1m05s" from the job's eta_seconds; ", stalled" while a running step is; "" when the engine does not know it yet. */
+static char *cli_eta_text(const json_t *job, const json_t *steps)
 {
         const json_t *v = json_object_get(job, "eta_seconds");
+        const json_t *st;
         json_int_t s;
+        size_t i;
 
+        json_array_foreach(steps, i, st) {
+                if (g_strcmp0(json_string_value(json_object_get(st, "status")), "started") == 0 &&
+                    g_strcmp0(json_string_value(json_object_get(st, "status_detail")), "stalled") == 0)
+                        return g_strdup(", stalled");
+        }
         if (!json_is_integer(v) || (s = json_integer_value(v)) < 0 || s > 100LL * 24 * 3600)
                 return g_strdup("");
         if (s >= 3600)
@@ -198,7 +205,7 @@ int cli_wait_job(struct cli_ctx *ctx, struct cli_engine *e, const char *job_id, 
                 }
                 if (!ctx->json) {
                         g_autofree char *label = cli_current_step(steps);
-                        g_autofree char *eta = cli_eta_text(job);
+                        g_autofree char *eta = cli_eta_text(job, steps);
                         double pct = cli_json_number(job, "progress", -1);
 
                         if (pct < 0)

@@ -15,15 +15,15 @@
 /* Options an operator may change at run time. */
 static const char *const known_options[] = { "DataOperationsByHSM", NULL };
 
-/* eta_seconds of a running step or job: null until its progress rate is known (eta.h). */
-static void add_eta(json_t *o, const char *prefix, json_t *row)
+/* eta_seconds of a running step or job: null until its progress rate is known (eta.h), and while it is stalled. */
+static void add_eta(json_t *o, const char *prefix, json_t *row, bool stalled)
 {
         g_autofree char *key = g_strconcat(prefix, js(row, "id"), NULL);
         gint64 eta;
 
         if (strcmp(js(row, "status"), "started") != 0)
                 return;
-        eta = engine_eta_seconds(engine_eta(), key, g_get_monotonic_time());
+        eta = stalled ? -1 : engine_eta_seconds(engine_eta(), key, g_get_monotonic_time());
         json_object_set_new(o, "eta_seconds", eta >= 0 ? json_integer(eta) : json_null());
 }
 
@@ -37,7 +37,9 @@ static json_t *job_json(struct engine *e, json_t *row)
                 json_object_set_new(o, "end_time", json_integer(ji(row, "end_time")));
         if (js(row, "correlation_id"))
                 json_object_set_new(o, "correlation_id", json_string(js(row, "correlation_id")));
-        add_eta(o, "job:", row);
+        /* A job with a stalled step has no end in sight: no estimate. */
+        if (strcmp(js(row, "status"), "started") == 0)
+                add_eta(o, "job:", row, engine_store_job_stalled(e->db, js(row, "id")));
         return o;
 }
 
@@ -63,7 +65,7 @@ static json_t *step_json(struct engine *e, json_t *row)
                 json_object_set_new(o, "checksum", json_pack("{s:s, s:s}", "algorithm", "blake2b", "value", js(row, "checksum")));
         if (js(row, "detail"))
                 json_object_set_new(o, "status_detail", json_string(js(row, "detail")));
-        add_eta(o, "step:", row);
+        add_eta(o, "step:", row, g_strcmp0(js(row, "detail"), "stalled") == 0);
         return o;
 }
 

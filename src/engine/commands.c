@@ -93,15 +93,25 @@ void engine_cmd_update(struct engine *e, const char *id, enum engine_phase phase
                 engine_not_recorded(&error, "the phase", id);
 }
 
-/* Feeds the ETA of a running step or job; forgets it once it is not running. */
-static void engine_eta_track(const char *prefix, const char *id, bool running, double progress)
+/* Feeds the ETA of a running step or job (done of total); forgets it once it is not running. */
+static void engine_eta_track(const char *prefix, const char *id, bool running, double done, double total)
 {
         g_autofree char *key = g_strconcat(prefix, id, NULL);
 
         if (running)
-                engine_eta_observe(engine_eta(), key, g_get_monotonic_time(), progress);
+                engine_eta_observe(engine_eta(), key, g_get_monotonic_time(), done, total);
         else
                 engine_eta_forget(engine_eta(), key);
+}
+
+/* The step row only (its ETA is fed by the callers). */
+static void step_update(struct engine *e, const char *step_id, const char *status, double progress,
+                        const char *host)
+{
+        g_autoptr(GError) error = NULL;
+
+        if (engine_store_step_update(e->db, step_id, status, progress, host, engine_now(), &error) < 0)
+                engine_not_recorded(&error, "the status", step_id);
 }
 
 void engine_step_update(struct engine *e, const char *step_id, const char *status, double progress,
@@ -109,11 +119,29 @@ void engine_step_update(struct engine *e, const char *step_id, const char *statu
 {
         if (!step_id)
                 return;
-        g_autoptr(GError) error = NULL;
+        step_update(e, step_id, status, progress, host);
+        engine_eta_track("step:", step_id, strcmp(status, "started") == 0, progress, 100);
+}
 
-        if (engine_store_step_update(e->db, step_id, status, progress, host, engine_now(), &error) < 0)
-                engine_not_recorded(&error, "the status", step_id);
-        engine_eta_track("step:", step_id, strcmp(status, "started") == 0, progress);
+/*
+ * A running host job's progress. Its ETA is fed in bytes (the agent's
+ * bytes_done) so its rate does not jump with qemu-img's 1 % steps; the
+ * bytes left are what it moved so far scaled by the share left (progress
+ * is exact to 1 %, so the estimate is within a percent or so once the copy
+ * is a few percent in). Agents without bytes_done: percent.
+ */
+void engine_step_progress(struct engine *e, const char *step_id, double progress, json_t *job)
+{
+        json_t *bytes = json_object_get(job, "bytes_done");
+        double done = (double) json_integer_value(bytes);
+
+        if (!step_id)
+                return;
+        step_update(e, step_id, "started", progress, NULL);
+        if (!json_is_integer(bytes))
+                engine_eta_track("step:", step_id, true, progress, 100);
+        else
+                engine_eta_track("step:", step_id, true, done, progress >= 1.0 ? done * 100.0 / progress : -1);
 }
 
 /* A step that cannot start yet says why (its detail, until it starts). */
@@ -139,7 +167,7 @@ void engine_job_progress_refresh(struct engine *e, const char *job_id)
             engine_store_job_set_progress(e->db, job_id, p, &error) < 0)
                 engine_not_recorded(&error, "the progress", job_id);
         else
-                engine_eta_track("job:", job_id, p < 100.0, p);
+                engine_eta_track("job:", job_id, p < 100.0, p, 100);
 }
 
 static GHashTable *job_events;

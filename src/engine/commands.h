@@ -54,6 +54,8 @@ char *engine_step_create(struct engine *e, const char *job_id, const char *type,
                          double weight);
 void engine_step_update(struct engine *e, const char *step_id, const char *status, double progress,
                         const char *host);
+/* A running host job's progress (job: its Host.getJobs entry; its bytes_done feeds the step's ETA). */
+void engine_step_progress(struct engine *e, const char *step_id, double progress, json_t *job);
 void engine_job_progress_refresh(struct engine *e, const char *job_id);
 
 enum engine_children {

@@ -57,6 +57,8 @@ struct engine_config {
         unsigned max_body;
         unsigned idle_timeout;         /* s a keep-alive REST connection may wait for a request */
         unsigned request_timeout;      /* s for a request's headers, and a body's longest pause */
+        unsigned body_deadline;        /* s a request body may take in all */
+        unsigned write_timeout;        /* s a response may wait for its client to read a byte */
         unsigned max_connections;      /* REST connections at once */
         unsigned max_connections_per_address;
         char *log_level;

@@ -4,17 +4,15 @@
 
 #include "eta.h"
 
-#define MAX_SAMPLES 64         /* per key */
-#define MIN_GAP_US (G_USEC_PER_SEC / 2)  /* closer samples replace the newest: 64 always span the window */
-
-struct sample {
-        gint64 t;
-        double p;
-};
-
 struct series {
-        struct sample s[MAX_SAMPLES];
-        unsigned first, n;     /* ring */
+        gint64 first_t;        /* first sample */
+        double first_done;
+        gint64 base_t;         /* last point the rate was updated at */
+        double base_done;
+        gint64 last_t;         /* newest sample */
+        double last_done, last_total;
+        gint64 grew_t;         /* when done last grew */
+        double rate;           /* smoothed, units per second; < 0: none yet */
 };
 
 struct engine_eta {
@@ -37,46 +35,42 @@ void engine_eta_free(struct engine_eta *t)
         g_free(t);
 }
 
-static struct sample *at(struct series *s, unsigned i)
-{
-        return &s->s[(s->first + i) % MAX_SAMPLES];
-}
-
-/* Drops samples older than the window, but keeps the newest of those: the window's start. */
-static void trim(struct series *s, gint64 now_us)
-{
-        while (s->n >= 2 && at(s, 1)->t <= now_us - ETA_WINDOW_S * G_USEC_PER_SEC) {
-                s->first = (s->first + 1) % MAX_SAMPLES;
-                s->n--;
-        }
-}
-
-void engine_eta_observe(struct engine_eta *t, const char *key, gint64 now_us, double progress)
+void engine_eta_observe(struct engine_eta *t, const char *key, gint64 now_us, double done, double total)
 {
         struct series *s = g_hash_table_lookup(t->keys, key);
+        double dt, inst;
 
-        if (isnan(progress))
+        if (!isfinite(done) || !isfinite(total) || done < 0)
                 return;
         if (!s) {
                 /* Bounded: ends that were never forgotten (crashes, lost events) cannot grow it forever. */
                 if (g_hash_table_size(t->keys) >= ETA_MAX_KEYS)
                         g_hash_table_remove_all(t->keys);
                 s = g_new0(struct series, 1);
+                *s = (struct series) { .first_t = now_us, .first_done = done, .base_t = now_us, .base_done = done, .last_t = now_us,
+                                       .last_done = done, .last_total = total, .grew_t = now_us, .rate = -1 };
                 g_hash_table_insert(t->keys, g_strdup(key), s);
-        }
-        if (s->n > 0 && now_us < at(s, s->n - 1)->t)
-                return;
-        if (s->n >= 2 && now_us - at(s, s->n - 2)->t < MIN_GAP_US) {
-                *at(s, s->n - 1) = (struct sample) { now_us, CLAMP(progress, 0.0, 100.0) };
                 return;
         }
-        if (s->n == MAX_SAMPLES) {
-                s->first = (s->first + 1) % MAX_SAMPLES;
-                s->n--;
-        }
-        *at(s, s->n) = (struct sample) { now_us, CLAMP(progress, 0.0, 100.0) };
-        s->n++;
-        trim(s, now_us);
+        if (now_us < s->last_t)
+                return;
+        if (done > s->last_done)
+                s->grew_t = now_us;
+        done = MAX(done, s->last_done);        /* progress never goes back */
+        s->last_t = now_us;
+        s->last_done = done;
+        s->last_total = total;
+        if (now_us - s->base_t < ETA_MIN_GAP_US)
+                return;        /* too close for a rate of its own: counted in the next one */
+        dt = (double) (now_us - s->base_t) / G_USEC_PER_SEC;
+        inst = (done - s->base_done) / dt;
+        if (now_us - s->first_t < (gint64) ETA_TAU_S * G_USEC_PER_SEC)
+                /* Young: the plain average so far, so the first interval (a burst, a pause) does not linger. */
+                s->rate = (done - s->first_done) / ((double) (now_us - s->first_t) / G_USEC_PER_SEC);
+        else
+                s->rate += (1.0 - exp(-dt / ETA_TAU_S)) * (inst - s->rate);
+        s->base_t = now_us;
+        s->base_done = done;
 }
 
 void engine_eta_forget(struct engine_eta *t, const char *key)
@@ -87,20 +81,16 @@ void engine_eta_forget(struct engine_eta *t, const char *key)
 gint64 engine_eta_seconds(struct engine_eta *t, const char *key, gint64 now_us)
 {
         struct series *s = g_hash_table_lookup(t->keys, key);
-        const struct sample *a, *b;
-        double rate, left;
+        const gint64 window = (gint64) ETA_WINDOW_S * G_USEC_PER_SEC;
+        double left;
 
-        if (!s)
+        if (!s || s->rate <= 0 || s->last_total <= 0)
                 return -1;
-        trim(s, now_us);
-        if (s->n < 2)
+        if (s->last_t - s->first_t < (gint64) ETA_MIN_SPAN_S * G_USEC_PER_SEC)
                 return -1;
-        a = at(s, 0);
-        b = at(s, s->n - 1);
-        if (b->t - a->t < ETA_MIN_SPAN_S * G_USEC_PER_SEC || b->p <= a->p)
-                return -1;
-        rate = (b->p - a->p) / ((double) (b->t - a->t) / G_USEC_PER_SEC);     /* % per second */
-        left = (100.0 - b->p) / rate - (double) (now_us - b->t) / G_USEC_PER_SEC;
+        if (now_us - s->grew_t > window || now_us - s->last_t > window)
+                return -1;     /* stalled, or nobody feeds it any more */
+        left = MAX(s->last_total - s->last_done, 0.0) / s->rate - (double) (now_us - s->last_t) / G_USEC_PER_SEC;
         return left > 0 ? (gint64) ceil(left) : 0;
 }
 

@@ -2,12 +2,18 @@
 #pragma once
 
 /*
- * Estimated time to completion of running steps and jobs, from their
- * progress over a recent window (ETA_WINDOW_S): the rate at which progress
- * grew there, and what is left. A step's progress is the share of the
- * volume's bytes its agent job has moved, so this is bytes left over the
- * recent byte rate, without the sizes. Unknown (-1) until the window spans
- * ETA_MIN_SPAN_S, and while progress does not grow in it (a stall).
+ * Estimated time to completion of running steps and jobs: what is left over
+ * a smoothed rate. Fed (done, total) samples in any one unit per key: bytes
+ * for a host job's copy step (the bytes its agent moved, so qemu-img's 1 %
+ * steps do not make the rate jump), percent for the rest.
+ *
+ * The rate is an exponentially weighted moving average over time (time
+ * constant ETA_TAU_S) of the rate between samples at least ETA_MIN_GAP_US
+ * apart: a burst or a pause moves it a little, a lasting change fully
+ * within a few ETA_TAU_S. For its first ETA_TAU_S it is the plain average
+ * since the first sample. Unknown (-1) until the samples span
+ * ETA_MIN_SPAN_S, while nothing grew for ETA_WINDOW_S (a stall), when no
+ * sample came for ETA_WINDOW_S (polls stopped), or when total is unknown.
  *
  * Kept in memory only (an engine that restarts learns the rate again) and
  * by key ("step:<id>", "job:<id>"); the table is bounded. Main thread.
@@ -15,8 +21,10 @@
 
 #include <glib.h>
 
+#define ETA_TAU_S 20
 #define ETA_WINDOW_S 30
 #define ETA_MIN_SPAN_S 2
+#define ETA_MIN_GAP_US (G_USEC_PER_SEC / 2)
 #define ETA_MAX_KEYS 10000
 
 struct engine_eta;
@@ -24,8 +32,8 @@ struct engine_eta;
 struct engine_eta *engine_eta_new(void);
 void engine_eta_free(struct engine_eta *t);
 
-/* progress 0..100 at now_us (monotonic µs, never going back for a key). */
-void engine_eta_observe(struct engine_eta *t, const char *key, gint64 now_us, double progress);
+/* done of total (total <= 0: unknown) at now_us (monotonic µs, never going back for a key). */
+void engine_eta_observe(struct engine_eta *t, const char *key, gint64 now_us, double done, double total);
 void engine_eta_forget(struct engine_eta *t, const char *key);
 /* Whole seconds left, or -1 when unknown. */
 gint64 engine_eta_seconds(struct engine_eta *t, const char *key, gint64 now_us);

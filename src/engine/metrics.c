@@ -2,6 +2,7 @@
 /* The engine's Prometheus metrics (metrics.h). */
 #include <string.h>
 
+#include "eta.h"
 #include "metrics.h"
 #include "prom.h"
 
@@ -182,9 +183,13 @@ static void write_hosts(struct engine *e, struct fy_prom *p)
         json_array_foreach(hosts, i, h)
                 fy_prom_sample(p, "ferry_engine_host_spm", (const char *[]) { "host", js(h, "name"), NULL },
                                g_hash_table_contains(spm, js(h, "id")));
+        /* The rest comes from a host's last stats: only while it is up, a dead host's would be stale. */
         fy_prom_family(p, "ferry_engine_host_jobs", FY_PROM_GAUGE,
-                       "The host's jobs by state (running, or pending for a free slot), from its last stats.");
+                       "The host's jobs by state (running, or pending for a free slot), from its last stats; "
+                       "hosts that are not up have none.");
         json_array_foreach(hosts, i, h) {
+                if (g_strcmp0(js(h, "status"), "up") != 0)
+                        continue;
                 fy_prom_sample(p, "ferry_engine_host_jobs", (const char *[]) { "host", js(h, "name"), "state", "running", NULL },
                                stat_of(e, js(h, "id"), "jobs_running"));
                 fy_prom_sample(p, "ferry_engine_host_jobs", (const char *[]) { "host", js(h, "name"), "state", "pending", NULL },
@@ -193,8 +198,9 @@ static void write_hosts(struct engine *e, struct fy_prom *p)
         for (size_t f = 0; f < G_N_ELEMENTS(per_host); f++) {
                 fy_prom_family(p, per_host[f].name, FY_PROM_GAUGE, per_host[f].help);
                 json_array_foreach(hosts, i, h)
-                        fy_prom_sample(p, per_host[f].name, (const char *[]) { "host", js(h, "name"), NULL },
-                                       stat_of(e, js(h, "id"), per_host[f].stat));
+                        if (g_strcmp0(js(h, "status"), "up") == 0)
+                                fy_prom_sample(p, per_host[f].name, (const char *[]) { "host", js(h, "name"), NULL },
+                                               stat_of(e, js(h, "id"), per_host[f].stat));
         }
 }
 
@@ -252,6 +258,39 @@ static void write_commands(struct engine *e, struct fy_prom *p)
         fy_prom_sample(p, "ferry_engine_stalls_total", NULL, (double) m.stalls);
 }
 
+static void eta_sample(struct fy_prom *p, const char *kind, gint64 longest)
+{
+        if (kind && longest >= 0)      /* -1: no job of the kind has a known rate yet */
+                fy_prom_sample(p, "ferry_engine_job_eta_seconds", (const char *[]) { "kind", kind, NULL },
+                               (double) longest);
+}
+
+/* Per kind, not per job: job ids would make a series for every job ever run. */
+static void write_eta(struct engine *e, struct fy_prom *p)
+{
+        g_autoptr(json_t) rows = engine_store_jobs_running(e->db, NULL);
+        gint64 now = g_get_monotonic_time(), longest = -1;
+        const char *kind = NULL;
+        size_t i;
+        json_t *row;
+
+        fy_prom_family(p, "ferry_engine_job_eta_seconds", FY_PROM_GAUGE,
+                       "Longest estimated time left of the running jobs of a kind whose progress rate is known.");
+        /* Rows come ordered by kind: a kind's maximum is complete when the next kind starts. */
+        json_array_foreach(rows, i, row) {
+                g_autofree char *key = g_strconcat("job:", js(row, "id"), NULL);
+
+                if (kind && strcmp(kind, js(row, "kind")) != 0) {
+                        eta_sample(p, kind, longest);
+                        longest = -1;
+                }
+                kind = js(row, "kind");
+                if (!ji(row, "stalled"))       /* a stalled job has no estimate (REST: null) */
+                        longest = MAX(longest, engine_eta_seconds(engine_eta(), key, now));
+        }
+        eta_sample(p, kind, longest);
+}
+
 static void write_requests(struct fy_prom *p)
 {
         GHashTableIter it;
@@ -282,6 +321,7 @@ static void metrics_get(struct engine *e, SoupServerMessage *msg, char **args)
         write_hosts(e, p);
         write_domains(e, p);
         write_commands(e, p);
+        write_eta(e, p);
         write_requests(p);
         fy_prom_family(p, "ferry_engine_main_loop_lag_seconds", FY_PROM_GAUGE,
                        "Worst lateness of a 250 ms timer of the engine's main loop since the last scrape.");

@@ -2,32 +2,11 @@
 /* See restparse.h. */
 #include <errno.h>
 #include <string.h>
+#include <arpa/inet.h>
 
 #include <gio/gio.h>
 
 #include "restparse.h"
-
-int engine_rest_path_split(const char *path, char ***ret_parts, char *seg[ENGINE_REST_SEGMENTS_MAX], guint *ret_n)
-{
-        g_auto(GStrv) parts = NULL;
-        guint n = 0;
-
-        if (!path || !g_str_has_prefix(path, "/api/") || strlen(path) > ENGINE_REST_PATH_MAX)
-                return -ENOENT;
-        parts = g_strsplit(path + 5, "/", ENGINE_REST_SEGMENTS_MAX * 2);
-        for (guint i = 0; parts[i]; i++) {
-                if (!*parts[i])
-                        continue;
-                if (n == ENGINE_REST_SEGMENTS_MAX)
-                        return -ENOENT;
-                seg[n++] = parts[i];
-        }
-        if (n == 0)
-                return -ENOENT;
-        *ret_parts = g_steal_pointer(&parts);
-        *ret_n = n;
-        return 0;
-}
 
 int engine_rest_body_parse(const char *data, gsize len, const char *content_type, gsize max, json_t **ret_body,
                            char **ret_detail)
@@ -79,20 +58,10 @@ static bool dns_name_valid(const char *s)
         return true;
 }
 
-/*
- * An internationalized name is converted to its ASCII (IDNA) form first and
- * must then be a valid DNS name, so control characters, spaces or "..."
- * never reach the database, a log line or a resolver.
- */
-char *engine_host_address_normalize(const char *address)
+/* Nothing a host name holds: IDNA would silently drop some (zero-width space), others hide or forge text. */
+static bool unicode_acceptable(const char *s)
 {
-        g_autoptr(GInetAddress) inet = NULL;
-        g_autofree char *ascii = NULL;
-
-        if (!address || strlen(address) > 253 || !g_utf8_validate(address, -1, NULL))
-                return NULL;
-        /* IDNA would silently drop some (zero-width space): refuse what no host name holds instead. */
-        for (const char *p = address; *p; p = g_utf8_next_char(p)) {
+        for (const char *p = s; *p; p = g_utf8_next_char(p)) {
                 switch (g_unichar_type(g_utf8_get_char(p))) {
                 case G_UNICODE_CONTROL:
                 case G_UNICODE_FORMAT:
@@ -102,16 +71,104 @@ char *engine_host_address_normalize(const char *address)
                 case G_UNICODE_SPACE_SEPARATOR:
                 case G_UNICODE_LINE_SEPARATOR:
                 case G_UNICODE_PARAGRAPH_SEPARATOR:
-                        return NULL;
+                        return false;
                 default:
                         break;
                 }
         }
+        return true;
+}
+
+/* One spelling per IP address: an IPv4-mapped IPv6 address is its IPv4 address. */
+static char *ip_canonical(GInetAddress *inet)
+{
+        if (g_inet_address_get_family(inet) == G_SOCKET_FAMILY_IPV6) {
+                const guint8 *b = g_inet_address_to_bytes(inet);
+                static const guint8 mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+                if (memcmp(b, mapped, sizeof(mapped)) == 0) {
+                        g_autoptr(GInetAddress) v4 = g_inet_address_new_from_bytes(b + 12, G_SOCKET_FAMILY_IPV4);
+
+                        return g_inet_address_to_string(v4);
+                }
+        }
+        return g_inet_address_to_string(inet);
+}
+
+static bool has_ace_label(const char *name)
+{
+        for (const char *l = name; l; l = strchr(l, '.'), l = l ? l + 1 : NULL)
+                if (g_ascii_strncasecmp(l, "xn--", 4) == 0)
+                        return true;
+        return false;
+}
+
+/*
+ * An internationalized name is converted to its ASCII (IDNA) form first and
+ * must then be a valid DNS name, so control characters, spaces or "..."
+ * never reach the database, a log line or a resolver. Labels given in ACE
+ * form ("xn--…") are decoded and held to the same rules as Unicode input,
+ * and must encode back to themselves (no invalid or non-canonical
+ * punycode). Every spelling of one IP address is stored as one string, so
+ * the duplicate check sees it: a name the resolver reads as IPv4 (inet_aton:
+ * 127.1, 2130706433, 0x7f.1) is stored as that address; any other name whose
+ * last label is all digits is refused (no such top-level domain, RFC 3696
+ * §2).
+ */
+char *engine_host_address_normalize(const char *address)
+{
+        g_autoptr(GInetAddress) inet = NULL;
+        g_autofree char *ascii = NULL;
+        g_autofree char *lower = NULL;
+        const char *last;
+        struct in_addr v4;
+
+        if (!address || strlen(address) > 253 || !g_utf8_validate(address, -1, NULL) ||
+            !unicode_acceptable(address))
+                return NULL;
         inet = g_inet_address_new_from_string(address);
         if (inet)
-                return g_inet_address_to_string(inet);
+                return ip_canonical(inet);
         ascii = g_hostname_to_ascii(address);
         if (!ascii || !dns_name_valid(ascii))
                 return NULL;
-        return g_ascii_strdown(ascii, -1);
+        lower = g_ascii_strdown(ascii, -1);
+        if (inet_aton(lower, &v4)) {
+                char text[INET_ADDRSTRLEN];
+
+                return g_strdup(inet_ntop(AF_INET, &v4, text, sizeof(text)));
+        }
+        last = strrchr(lower, '.');
+        last = last ? last + 1 : lower;
+        if (strspn(last, "0123456789") == strlen(last))
+                return NULL;
+        if (has_ace_label(lower)) {
+                g_autofree char *unicode = g_hostname_to_unicode(lower);
+                g_autofree char *back = NULL;
+
+                if (!unicode || !g_utf8_validate(unicode, -1, NULL) || !unicode_acceptable(unicode))
+                        return NULL;
+                back = g_hostname_to_ascii(unicode);
+                if (!back || g_ascii_strcasecmp(back, lower) != 0)
+                        return NULL;
+        }
+        return g_steal_pointer(&lower);
+}
+
+bool engine_rest_etag_matches(const char *if_none_match, const char *etag)
+{
+        g_auto(GStrv) tags = NULL;
+
+        if (!if_none_match || !etag || strlen(if_none_match) > 4096)
+                return false;
+        tags = g_strsplit(if_none_match, ",", 64);
+        for (char **t = tags; *t; t++) {
+                const char *s = g_strstrip(*t);
+
+                if (g_str_has_prefix(s, "W/"))
+                        s += 2;
+                if (strcmp(s, "*") == 0 || strcmp(s, etag) == 0)
+                        return true;
+        }
+        return false;
 }

@@ -3,23 +3,15 @@
 
 /*
  * What the REST API checks of a request before any handler runs, as pure
- * functions: the fuzzer fuzz/fuzz-rest.c drives them (with the framing
- * check of src/lib/httpserve.c) on arbitrary bytes.
+ * functions: the fuzzer fuzz/fuzz-rest.c drives them (with the route lookup
+ * of rest.c and the framing check of src/lib/httpserve.c) on arbitrary bytes.
  */
 #include <stdbool.h>
 #include <glib.h>
 #include <jansson.h>
 
+/* The longest request path the REST API looks up (rest.c); longer: 404. */
 #define ENGINE_REST_PATH_MAX 512
-#define ENGINE_REST_SEGMENTS_MAX 4
-
-/*
- * Splits "/api/a/b/c" into its non-empty segments (at most
- * ENGINE_REST_SEGMENTS_MAX, pointing into *ret_parts, which the caller frees
- * with g_strfreev). Returns 0, or -ENOENT for anything outside /api/, too
- * long, without a segment or with too many.
- */
-int engine_rest_path_split(const char *path, char ***ret_parts, char *seg[ENGINE_REST_SEGMENTS_MAX], guint *ret_n);
 
 /*
  * A request body as a JSON object: at most max bytes, content type absent or
@@ -35,3 +27,9 @@ int engine_rest_body_parse(const char *data, gsize len, const char *content_type
  * format or space characters, bad labels, over 253 characters).
  */
 char *engine_host_address_normalize(const char *address);
+
+/*
+ * An If-None-Match header (at most 4096 bytes, 64 entity tags) names etag
+ * (quoted, compared weakly as a GET does) or is "*".
+ */
+bool engine_rest_etag_matches(const char *if_none_match, const char *etag);

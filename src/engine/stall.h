@@ -1,19 +1,69 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #pragma once
 
-#include <stdbool.h>
+/*
+ * Stall judgement of a running host job (issue 13), a pure policy: fed one
+ * sample per poll of the job (its phase, the bytes it has moved, its
+ * progress, the time), it says whether the job moves.
+ *
+ * A job moves when the bytes it moved (the agent's "bytes_done": what its
+ * qemu-img wrote, or what Ferry's copy loop moved) or its progress grew
+ * since the last sample. qemu-img's own progress moves in 1 % steps, so a
+ * capped or very large copy that is still writing shows no progress for
+ * minutes: bytes decide. Only phases that move bytes are judged (copying; a
+ * sample without a phase, from an older agent, counts as copying); in any
+ * other phase (preparing, verifying_prefix, preallocating, finishing) the
+ * clock restarts, so a long resume verification or fallocate is no stall.
+ *
+ * Once the caller aborts a stalled job (engine_stall_aborting) the flag
+ * stays until the job ends, whatever it reports meanwhile; an abort that
+ * does not end the job within ENGINE_STALL_ABORT_FACTOR × stall_timeout
+ * (a copy hung in D state ignores SIGKILL) is overdue: the caller fences.
+ *
+ * The state is small and plain so the caller can keep it with the job (the
+ * engine keeps it in the command's data: a restart does not forget a stall
+ * in the making). Times are whole seconds of any clock that does not go back.
+ */
 
+#include <stdbool.h>
+#include <glib.h>
 #include <jansson.h>
 
-struct engine;
+#define ENGINE_STALL_ABORT_FACTOR 2
+
+struct engine_stall {
+        gint64 bytes;          /* bytes_done at the last sample */
+        double progress;       /* progress at the last sample */
+        gint64 moved_at;       /* when the job last moved (or its clock restarted) */
+        bool seen;             /* a sample came before */
+        gint64 abort_at;       /* when the caller first aborted it for stalling; 0: not aborting */
+        bool stalled;          /* flagged */
+};
+
+enum engine_stall_verdict {
+        ENGINE_STALL_MOVING,           /* moved, or not judged in this phase */
+        ENGINE_STALL_MOVES_AGAIN,      /* moved after it was flagged (the flag is cleared) */
+        ENGINE_STALL_STILL,            /* no move yet, for less than the timeout */
+        ENGINE_STALL_NEW,              /* no move for the timeout: flagged now */
+        ENGINE_STALL_STALLED,          /* flagged before and still flagged */
+};
+
+/* True for the phases that move bytes (NULL: an agent that reports none). */
+bool engine_stall_phase_judged(const char *phase);
 
 /*
- * Stall detection of a host job (copy, merge, sparsify) at each poll of its
- * status (status as the agent reports it, progress in percent). Flags a job
- * that runs without progress for stall_timeout; with stall_action = retry it
- * also marks the command's data "stall_abort": the runtime then aborts it and
- * retries its "aborted" end elsewhere (engine_stall_retry).
+ * One sample of a running job. ret_still (may be NULL): seconds without a
+ * move. A job not running has no sample: the caller forgets the state.
  */
-void engine_stall_check(struct engine *e, json_t *cmd, const char *status, double progress);
-/* The engine aborted this command's job for stalling and nobody cancelled it: its end is retried. */
-bool engine_stall_abort(json_t *cmd);
+enum engine_stall_verdict engine_stall_feed(struct engine_stall *s, const char *phase, gint64 bytes_done,
+                                            double progress, gint64 now, unsigned timeout, gint64 *ret_still);
+
+/* The caller aborts the flagged job (stall_action = retry): it stays flagged until it ends. */
+void engine_stall_aborting(struct engine_stall *s, gint64 now);
+
+/* Aborted for stalling at least ENGINE_STALL_ABORT_FACTOR × timeout ago and still not ended. */
+bool engine_stall_abort_overdue(const struct engine_stall *s, gint64 now, unsigned timeout);
+
+/* The state kept in JSON (unknown or bad members read as 0/false); the object is new. */
+void engine_stall_from_json(json_t *o, struct engine_stall *ret);
+json_t *engine_stall_to_json(const struct engine_stall *s);

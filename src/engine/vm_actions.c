@@ -829,18 +829,34 @@ int engine_disk_owner_check(struct engine *e, const char *disk_id, bool remove, 
         return -EBUSY;
 }
 
-/* The snapshot of the VM that a removal or restore may change now: both unlocked. */
-static json_t *snapshot_for_change(struct engine *e, const char *vm_id, const char *snap_id, json_t **ret_vm,
-                                   GError **error)
+/*
+ * The snapshot of the VM that a removal or restore may change now: both
+ * unlocked. A "broken" snapshot (a removal of it failed part-way: a base
+ * may be ILLEGAL or half-merged on storage) can only be removed again; no
+ * snapshot of its VM is restored meanwhile, since the chains below the
+ * later snapshots may read through that base.
+ */
+static json_t *snapshot_for_change(struct engine *e, const char *vm_id, const char *snap_id, bool removal,
+                                   json_t **ret_vm, GError **error)
 {
         g_autoptr(json_t) vm = engine_vm_get(e, vm_id, error);
         g_autoptr(json_t) snap = NULL;
+        g_autoptr(json_t) all = NULL;
+        size_t i;
+        json_t *s;
 
         if (!vm || !(snap = engine_vm_snapshot(e, vm_id, snap_id, error)))
                 return NULL;
         if (strcmp(js(vm, "status"), "ok") != 0)
                 return fail(error, 409, "VM %s is locked by a running operation (job %s)", js(vm, "name"), js(vm, "job_id"));
-        if (strcmp(js(snap, "status"), "ok") != 0)
+        if (!removal && (all = engine_store_snapshot_list(e->db, vm_id, NULL)))
+                json_array_foreach(all, i, s)
+                        if (g_strcmp0(js(s, "status"), "broken") == 0)
+                                return fail(error, 409, "snapshot %s of VM %s is broken: a removal of it failed part-way "
+                                            "and storage may hold a half-merged volume; retry the removal "
+                                            "(DELETE /api/vms/%s/snapshots/%s) before restoring any snapshot",
+                                            js(s, "id"), js(vm, "name"), vm_id, js(s, "id"));
+        if (strcmp(js(snap, "status"), "ok") != 0 && !(removal && strcmp(js(snap, "status"), "broken") == 0))
                 return fail(error, 409, "snapshot %s of VM %s is %s", snap_id, js(vm, "name"), js(snap, "status"));
         *ret_vm = g_steal_pointer(&vm);
         return g_steal_pointer(&snap);
@@ -852,7 +868,8 @@ static json_t *snapshot_for_change(struct engine *e, const char *vm_id, const ch
  * fails on a disk that cannot change now or whose chain lacks the volume.
  */
 static bool snapshot_disks(struct engine *e, json_t *vm, json_t *snap, json_t *disks_out,
-                           bool (*add)(json_t *out, json_t *disk, json_t *vols, size_t at, GError **error), GError **error)
+                           bool (*add)(json_t *out, json_t *ent, json_t *disk, json_t *vols, size_t at, GError **error),
+                           GError **error)
 {
         g_autoptr(json_t) entries = engine_jparse(snap, "disks");
         g_autoptr(json_t) owned = owned_disks(e, "vm_id", js(vm, "id"));
@@ -878,7 +895,7 @@ static bool snapshot_disks(struct engine *e, json_t *vm, json_t *snap, json_t *d
                                      js(disk, "name"), js(ent, "volume"), js(snap, "id"));
                                 return false;
                         }
-                        if (!add(disks_out, disk, vols, k, error))
+                        if (!add(disks_out, ent, disk, vols, k, error))
                                 return false;
                 }
                 (void) found;  /* a disk detached since the snapshot keeps its chain as it is */
@@ -886,10 +903,19 @@ static bool snapshot_disks(struct engine *e, json_t *vm, json_t *snap, json_t *d
         return true;
 }
 
-static bool add_merge(json_t *out, json_t *disk, json_t *vols, size_t at, GError **error)
+static bool add_merge(json_t *out, json_t *ent, json_t *disk, json_t *vols, size_t at, GError **error)
 {
         json_t *base = json_array_get(vols, at);
         json_t *top = json_array_get(vols, at + 1);
+
+        if (js(ent, "delete")) {
+                /* An earlier removal finalized this disk's merge (the inventory followed) but top was not deleted. */
+                json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:b}", "disk", js(disk, "id"),
+                                                     "sd", js(disk, "sd_id"), "img", js(disk, "id"), "top",
+                                                     js(ent, "delete"), "base", js(base, "id"), "bytes", 0,
+                                                     "finalized", true));
+                return true;
+        }
 
         if (!top || g_strcmp0(js(top, "parent"), js(base, "id")) != 0) {
                 fail(error, 409, "disk %s: snapshot volume %s has no child volume to merge", js(disk, "name"), js(base, "id"));
@@ -901,7 +927,7 @@ static bool add_merge(json_t *out, json_t *disk, json_t *vols, size_t at, GError
         return true;
 }
 
-static bool add_restore(json_t *out, json_t *disk, json_t *vols, size_t at, GError **error)
+static bool add_restore(json_t *out, json_t *ent, json_t *disk, json_t *vols, size_t at, GError **error)
 {
         json_t *base = json_array_get(vols, at);
         g_autoptr(json_t) discard = json_array();
@@ -938,7 +964,9 @@ static json_t *snapshot_job_start(struct engine *e, json_t *vm, json_t *snap, en
                 if (!disk || !lock_disk(e, disk, job, error))
                         goto rollback;
         }
-        if (engine_store_snapshot_set(e->db, js(snap, "id"), "locked", job, NULL, error) < 0)
+        /* "removing" from before the first step acts: a removal that fails leaves it "broken" (flows/snapshots.c). */
+        if (engine_store_snapshot_set(e->db, js(snap, "id"), kind == ENGINE_KIND_REMOVE_SNAPSHOT ? "removing" : "locked",
+                                      job, NULL, error) < 0)
                 goto rollback;
         if (!(cmd = engine_job_command_start(e, kind, job, params, error)))
                 goto rollback;
@@ -954,7 +982,7 @@ rollback:
 json_t *engine_snapshot_remove(struct engine *e, const char *vm_id, const char *snap_id, int *ret_status, GError **error)
 {
         g_autoptr(json_t) vm = NULL;
-        g_autoptr(json_t) snap = snapshot_for_change(e, vm_id, snap_id, &vm, error);
+        g_autoptr(json_t) snap = snapshot_for_change(e, vm_id, snap_id, true, &vm, error);
         g_autoptr(json_t) plan = json_array();
         g_autoptr(json_t) params = NULL;
         g_autofree char *desc = NULL;
@@ -978,7 +1006,7 @@ json_t *engine_snapshot_remove(struct engine *e, const char *vm_id, const char *
 json_t *engine_snapshot_restore(struct engine *e, const char *vm_id, const char *snap_id, GError **error)
 {
         g_autoptr(json_t) vm = NULL;
-        g_autoptr(json_t) snap = snapshot_for_change(e, vm_id, snap_id, &vm, error);
+        g_autoptr(json_t) snap = snapshot_for_change(e, vm_id, snap_id, false, &vm, error);
         g_autoptr(json_t) plan = json_array();
         g_autoptr(json_t) newer = json_array();
         g_autoptr(json_t) all = NULL;

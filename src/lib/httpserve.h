@@ -10,9 +10,14 @@
  *    (libsoup 3.2 leaves it in CLOSE_WAIT forever: the message it makes
  *    for the next request has no completion callback, so an EOF before any
  *    byte of it is never turned into a disconnect; fixed upstream in 3.3);
- *  - idle keep-alive, request-header, request-body and TLS handshake timeouts;
+ *  - idle keep-alive, request-header, request-body, response-write and TLS
+ *    handshake timeouts;
  *  - refusing a request before its body is read, with the connection
- *    closed (libsoup answers an early status only after the whole body).
+ *    closed (libsoup answers an early status only after the whole body);
+ *  - bounded memory for a pipelining client that never reads: at most
+ *    READ_AHEAD_MAX bytes are read ahead of libsoup, and libsoup reads the
+ *    next request only once the last response is written, so such a client's
+ *    sends stall in the kernel; its blocked response starts the write timer.
  *
  * How: each accepted connection (after our own TLS handshake) is given to
  * libsoup with soup_server_accept_iostream() through a stream whose input
@@ -20,7 +25,8 @@
  * requests, a watch of higher priority than libsoup's reads what arrives
  * and keeps it for libsoup; end of stream or an error there closes the
  * connection through soup_server_message_steal_connection() before libsoup
- * ever sees it.
+ * ever sees it. The output side is wrapped too: a write that would block
+ * starts the write timer, one that goes through stops it.
  */
 #include <stdbool.h>
 
@@ -34,6 +40,9 @@ struct fy_http_limits {
         unsigned idle_timeout_s;        /* keep-alive connection without a request */
         unsigned header_timeout_s;      /* from the first byte of a request to the end of its headers */
         unsigned body_timeout_s;        /* a request body without a byte for this long */
+        unsigned body_deadline_s;       /* a request body not complete this long after its headers; 0: none */
+        unsigned body_min_rate;         /* bytes/s a body must average once body_timeout_s has passed; 0: none */
+        unsigned write_timeout_s;       /* a response the client does not read: no byte taken for this long */
         unsigned handshake_timeout_s;   /* TLS */
         /*
          * The body of a refusal made here (408, 503, 400 for what libsoup

@@ -256,8 +256,9 @@ def test_config_set_sends_typed_value(fake):
     assert fake.requests[-1][2] == {"value": False}
 
 
-def _script_move(fake, final_status):
-    """A move whose job runs for a few polls, then ends with final_status."""
+def _script_move(fake, final_status, stalled_polls=()):
+    """A move whose job runs for a few polls, then ends with final_status; its copy
+    step is "stalled" at the polls in stalled_polls."""
     polls = {"n": 0}
     fake.routes[("GET", "/api/disks")] = (200, {"disks": [
         {"id": DISK, "name": "d1", "status": "ok", "storage_domains": [{"id": SD1}]}]})
@@ -282,6 +283,8 @@ def _script_move(fake, final_status):
                 "progress": min(100, n * 20), "execution_host": HOST3, "description": "Copying volume v1"}
         if final_status == "failed" and n >= 6:
             copy["error"] = {"reason": "CopyFailed", "detail": "disk full"}
+        if n in stalled_polls:
+            copy["status_detail"] = "stalled"
         return 200, {"steps": [{"id": "s1", "type": "create_volume", "status": "finished", "progress": 100,
                                 "execution_host": {"id": "x", "name": "host1"}, "description": "Creating"},
                                copy]}
@@ -305,6 +308,17 @@ def test_wait_move_finished(fake):
     assert "100%  finished" in lines
     assert "copy_data ran on host3 (finished): Copying volume v1" in lines
     assert lines[-1].startswith(f"job {JOB} finished in ")
+
+
+def test_wait_move_shows_stalled_instead_of_an_eta(fake):
+    _script_move(fake, "finished", stalled_polls=(4,))
+    r = ferry("--engine", fake.url, "disk", "move", "d1", "--sd", "sd2", "--wait")
+    assert r.returncode == 0, r
+    lines = r.stdout.splitlines()
+    assert " 60%  copy_data on host3, ETA 2m05s" in lines
+    # The job still carries an estimate at that poll: the stalled step wins.
+    assert " 80%  copy_data on host3, stalled" in lines, lines
+    assert not any("80%" in line and "ETA" in line for line in lines), lines
 
 
 def test_wait_move_failed(fake):

@@ -222,10 +222,13 @@ def test_spm_verbs_refused_on_non_spm_host(cluster, img):
 
 
 def test_job_limit_queues_and_pending_abort(cluster, img):
-    first, _, _ = start_slow_copy(cluster, img, data=128 * MiB)
+    # The small volumes exist before the slow copy starts: under a loaded
+    # machine (ASan, parallel workers) two Volume.create jobs took longer than
+    # the whole slow copy, which then read 'done' instead of 'running'.
     vol = new_uuid()
     cluster.create_volume(cluster.sd1, img, vol, 8 * MiB)
     cluster.create_volume(cluster.sd2, img, vol, 8 * MiB)
+    first, _, _ = start_slow_copy(cluster, img, data=256 * MiB)
     second = copy(cluster, cluster.b, endpoint(cluster.sd1, img, vol), endpoint(cluster.sd2, img, vol))
     third = copy(cluster, cluster.b, endpoint(cluster.sd1, img, vol), endpoint(cluster.sd2, img, vol))
     with cluster.b.client() as c:

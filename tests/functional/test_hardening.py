@@ -11,6 +11,7 @@ import json
 import os
 import re
 import resource
+import select
 import socket
 import ssl
 import subprocess
@@ -21,7 +22,7 @@ import uuid
 import pytest
 
 from enginetest import ENGINE_BIN, Engine, HttpError
-from ferrytest import Agent, Sanlock, session_pki, wait_for
+from ferrytest import Agent, Sanlock, free_port, session_pki, wait_for
 
 MiB = 1024 * 1024
 
@@ -38,14 +39,14 @@ def status_kib(pid, key):
     raise KeyError(key)
 
 
-def close_wait(port):
-    """Sockets of a local server port in CLOSE_WAIT (state 08 in /proc/net/tcp)."""
+def close_wait(port, state="08"):
+    """Sockets of a local server port in CLOSE_WAIT (state 08 in /proc/net/tcp; 01: ESTABLISHED)."""
     n = 0
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(path) as f:
             for line in f.readlines()[1:]:
                 fields = line.split()
-                if int(fields[1].split(":")[1], 16) == port and fields[3] == "08":
+                if int(fields[1].split(":")[1], 16) == port and fields[3] == state:
                     n += 1
     return n
 
@@ -114,7 +115,8 @@ def engine(workdir):
     d = os.path.join(workdir, f"hard-{uuid.uuid4().hex[:8]}")
     os.makedirs(d)
     # Plain HTTP: these tests speak raw HTTP/1.1 on sockets (test_tls_engine_* covers HTTPS).
-    e = Engine(d, "--idle-timeout=3", "--request-timeout=2", "--max-connections-per-address=60", insecure=True)
+    e = Engine(d, "--idle-timeout=3", "--request-timeout=2", "--write-timeout=2", "--body-deadline=4",
+               "--max-connections-per-address=60", insecure=True)
     TOKENS[e.port] = e.token
     yield e
     TOKENS.pop(e.port, None)
@@ -141,6 +143,8 @@ def test_closed_keepalive_clients_leave_no_socket(engine):
 
 def test_idle_keepalive_connection_times_out(engine):
     pid = engine.proc.pid
+    # The fixture's own clients (the CLI's login) may still be closing: count from when they are gone.
+    wait_for(lambda: close_wait(engine.port, "01") == 0 and close_wait(engine.port) == 0, 5, "earlier clients to go")
     base = fds(pid)
     s = socket.create_connection(("127.0.0.1", engine.port))
     s.sendall(authed(engine.port, b"GET /api/hosts HTTP/1.1\r\nHost: x\r\n\r\n"))
@@ -229,7 +233,8 @@ def lone_agent(workdir):
     d = os.path.join(workdir, "hard-agent")
     os.makedirs(os.path.join(d, "storage"))
     sl = Sanlock(d, "hardA")
-    a = Agent(d, "hardA", sl, os.path.join(d, "storage"), idle_timeout=30, insecure="true")
+    a = Agent(d, "hardA", sl, os.path.join(d, "storage"), idle_timeout=30, request_timeout=3, insecure="true",
+              metrics_port=free_port())
     yield a
     assert a.stop() == 0
     sl.stop()
@@ -255,9 +260,38 @@ def test_closed_transfer_clients_do_not_lock_the_endpoint(lone_agent):
     wait_for(lambda: fds(pid) <= base and close_wait(port) == 0, 2, "the closed transfer connections to go")
 
 
-def test_stomp_listener_backlog_and_transfer_backlog(lone_agent):
+def test_agent_metrics_listener_frees_closed_clients_and_cuts_slow_ones(lone_agent):
+    port = lone_agent.options["metrics_port"]
+    pid = lone_agent.proc.pid
+    wait_for(lambda: f"metrics served on http://127.0.0.1:{port}/" in lone_agent.log_tail(100000), 10,
+             "the metrics endpoint")
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/metrics")
+    c.getresponse().read()
+    c.close()
+    base = fds(pid)
+    # More than its 64 connections, each a keep-alive scraper that closes: none is left behind.
+    for _ in range(80):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        assert b"ferry_" in r.read() and r.status == 200, r.status
+        c.close()
+    wait_for(lambda: fds(pid) <= base and close_wait(port) == 0, 2, "the closed metrics connections to go")
+    # A slow client (headers never end) and a silent one are cut by the request timeout (3 s).
+    t0 = time.monotonic()
+    answer = raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n", wait=10)
+    assert status_of(answer) == 408, answer[:300]
+    answer = raw(port, b"", wait=10)
+    assert not answer.endswith(b"<timeout>") and time.monotonic() - t0 < 12
+    # A scrape with a body is refused from its headers, before the body is read.
+    assert status_of(raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n")) == 413
+    wait_for(lambda: fds(pid) <= base, 5, "the refused connections to go")
+
+
+def test_stomp_transfer_and_metrics_listeners_backlog(lone_agent):
     somaxconn = int(open("/proc/sys/net/core/somaxconn").read())
-    for port in (lone_agent.port, transfer_port(lone_agent)):
+    for port in (lone_agent.port, transfer_port(lone_agent), lone_agent.options["metrics_port"]):
         out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
         assert int(out.split()[2]) == min(somaxconn, socket.SOMAXCONN), out
 
@@ -325,6 +359,14 @@ def test_oversized_bodies_are_refused_before_they_are_read(engine):
     # (ARCHITECTURE.md, HTTP connections), which fails the ASan pass.
     (b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "not both"),
     (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "chunked"),
+    # RFC 9112 §5.1: no whitespace between a field name and its colon (a proxy may read the length).
+    (b"Content-Length : 5\r\n", "header name"),
+    (b"Content-Length\t: 5\r\n", "header name"),
+    (b"Transfer-Encoding : chunked\r\n", "header name"),
+    (b" Content-Length: 5\r\n", "starts with whitespace"),
+    (b"X-Ok: 1\r\n Content-Length: 5\r\n", "starts with whitespace"),
+    (b"Content-Length\r\n", "no ':'"),
+    (b"Content Length: 5\r\n", "header name"),
 ])
 def test_smuggling_framing_is_refused(engine, headers, detail):
     answer = raw(engine.port, b"POST /api/hosts HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n{}   0\r\n\r\n")
@@ -387,6 +429,77 @@ def test_slow_clients_are_cut_after_the_timeout(engine):
     t0 = time.monotonic()
     answer = raw(engine.port, b"", wait=10)
     assert not answer.endswith(b"<timeout>") and time.monotonic() - t0 < 6
+
+
+def test_trickling_body_is_cut_by_the_body_deadline(engine):
+    # A byte a second never pauses for the request timeout (2 s); the whole body gets 4 s (--body-deadline).
+    s = socket.create_connection(("127.0.0.1", engine.port))
+    try:
+        s.sendall(authed(engine.port, b"POST /api/hosts HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\n{"))
+        t0 = time.monotonic()
+        answer = b""
+        s.settimeout(1)
+        while time.monotonic() - t0 < 20 and not answer:
+            try:
+                s.send(b" ")
+                answer = s.recv(65536)
+            except socket.timeout:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        elapsed = time.monotonic() - t0
+    finally:
+        s.close()
+    assert status_of(answer) == 408, answer[:300]
+    assert "in all" in json_fault(answer)["detail"]
+    assert 3 < elapsed < 10, elapsed
+
+
+def pipeline_without_reading(port, token, limit):
+    """Pipelines GETs on one connection, never reading a byte, until the server stops taking them
+    (stuck for a second) or limit bytes went. Returns (socket, bytes sent, local port)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.connect(("127.0.0.1", port))
+    s.setblocking(False)
+    req = (f"GET /api/datacenters HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode() * 256)
+    sent, stuck_since = 0, None
+    while sent < limit:
+        try:
+            sent += s.send(req)
+            stuck_since = None
+        except BlockingIOError:
+            stuck_since = stuck_since or time.monotonic()
+            if time.monotonic() - stuck_since > 1:
+                break
+            select.select([], [s], [], 0.1)
+    return s, sent, s.getsockname()[1]
+
+
+def test_client_that_never_reads_its_responses_is_bounded_and_cut(engine):
+    pid = engine.proc.pid
+    engine.get("/api/hosts")
+    rss0 = status_kib(pid, "VmRSS")
+    # Up to 50 MiB of pipelined requests, nothing read: the engine reads ahead a bounded amount and stops
+    # reading while its responses are not taken (back-pressure), so the client's sends stall.
+    s, sent, lport = pipeline_without_reading(engine.port, engine.token, 50 * MiB)
+    try:
+        assert sent < 50 * MiB, "the engine took 50 MiB of requests from a client that reads nothing"
+        grown = status_kib(pid, "VmRSS") - rss0
+        assert grown < 16 * 1024, f"engine RSS grew by {grown} KiB for {sent} bytes of unanswered requests"
+        # The write timeout (2 s) closes it, and only it: the log names this connection and that timeout.
+        mark = f"127.0.0.1:{lport}".encode()
+        wait_for(lambda: any(mark in line and b"write timeout" in line
+                             for line in open(engine.log_path, "rb")), 15, "the write timeout to close it")
+        s.setblocking(True)
+        s.settimeout(10)
+        try:
+            while s.recv(1 << 20):
+                pass
+        except ConnectionResetError:
+            pass
+    finally:
+        s.close()
+    assert engine.get("/api/hosts") == {"hosts": []}     # still serving
 
 
 def test_per_address_connection_cap(engine):
@@ -488,6 +601,15 @@ def test_idn_address_is_stored_in_ascii_and_host_removal(engine):
     assert host["address"] == "xn--bcher-kva.example"
     status, ip = call(engine, "POST", "/api/hosts", {"name": "ip6", "address": "::1", "port": 54321})
     assert status == 201 and ip["address"] == "::1"
+    # Another spelling of a registered address is that address: refused as the same host again.
+    for same in ("0:0:0:0:0:0:0:1", "XN--BCHER-KVA.example"):
+        status, body = call(engine, "POST", "/api/hosts", {"name": "again", "address": same, "port": 54321})
+        assert status == 409, (same, status, body)
+    status, v4 = call(engine, "POST", "/api/hosts", {"name": "v4", "address": "0x7f.1", "port": 54321})
+    assert status == 201 and v4["address"] == "127.0.0.1", v4
+    assert call(engine, "POST", "/api/hosts", {"name": "v4b", "address": "::ffff:127.0.0.1", "port": 54321})[0] == 409
+    assert call(engine, "POST", f"/api/hosts/{v4['id']}/deactivate")[0] == 200
+    assert call(engine, "DELETE", f"/api/hosts/{v4['id']}")[0] == 204
     # Removal: only in maintenance.
     status, body = call(engine, "DELETE", f"/api/hosts/{host['id']}")
     assert status == 409 and "maintenance" in body["fault"]["detail"], body

@@ -22,12 +22,12 @@ import pytest
 
 from conftest import make_workdir
 from enginetest import EngineCluster, HttpError
-from ferrytest import (BUILD, REPO, MiB, free_port, new_uuid, qemu_img_compare, wait_for, wait_job,
-                       write_random_extents)
+from ferrytest import BUILD, REPO, MiB, free_port, new_uuid, qemu_img_compare, wait_for, wait_job
 from test_copy import copy, endpoint, start_slow_copy
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
+BINDFS = shutil.which("bindfs")
 
 
 def sample(text, name, /, **labels):
@@ -68,6 +68,37 @@ def test_promtool_accepts_agent_metrics(cluster, img):
     b = cluster.b.scrape()
     assert sample(b, "ferry_agent_copy_rate_limit_bytes_per_second") == 64 * MiB
     assert sample(b, "ferry_agent_jobs_limit") == 1
+    for sd in (cluster.sd1, cluster.sd2):
+        assert sample(text, "ferry_agent_storage_domain_stat_stale", sd=sd) == 0
+        assert sample(text, "ferry_agent_storage_domain_stat_success_timestamp_seconds", sd=sd) > time.time() - 60
+
+    # A hung mount (a FUSE file system whose server is stopped: statvfs blocks in the kernel)
+    # makes only its own domain's series stale; the scrape answers, the rest is fresh.
+    assert BINDFS, "bindfs is missing: scripts/install-deps installs it"
+    sd_dir = os.path.join(cluster.storage, cluster.sd2)
+    size_before = sample(text, "ferry_agent_storage_domain_size_bytes", sd=cluster.sd2)
+    fuse = subprocess.Popen([BINDFS, "-f", sd_dir, sd_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.ismount(sd_dir), 10, "the bindfs mount", interval=0.02)
+        os.kill(fuse.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        hung = cluster.a.scrape()
+        assert time.monotonic() - started < 5
+        assert sample(hung, "ferry_agent_storage_domain_stat_stale", sd=cluster.sd2) == 1
+        assert sample(hung, "ferry_agent_storage_domain_size_bytes", sd=cluster.sd2) == size_before  # the last read
+        assert sample(hung, "ferry_agent_storage_domain_stat_stale", sd=cluster.sd1) == 0
+        assert sample(hung, "ferry_agent_storage_domain_size_bytes", sd=cluster.sd1) > 0
+        assert sample(hung, "ferry_agent_spm") == 1 and sample(hung, "ferry_agent_info", host="A") == 1
+        # Still hung: the next scrape does not start a second reader, and answers as fast.
+        assert sample(cluster.a.scrape(), "ferry_agent_storage_domain_stat_stale", sd=cluster.sd2) == 1
+    finally:
+        os.kill(fuse.pid, signal.SIGCONT)
+        # Lazy: the agent may hold files it opened through the mount; then the server goes.
+        subprocess.run(["fusermount", "-u", "-z", sd_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        fuse.terminate()
+        fuse.wait(10)
+    wait_for(lambda: sample(cluster.a.scrape(), "ferry_agent_storage_domain_stat_stale", sd=cluster.sd2) == 0,
+             10, "the domain's space to be read again", interval=0.1)
 
 
 def test_metrics_endpoint_refuses_other_paths_and_methods(cluster):
@@ -84,6 +115,28 @@ def test_metrics_endpoint_refuses_other_paths_and_methods(cluster):
         # HTTPS only: a plain HTTP request gets no metrics.
         with pytest.raises(OSError):
             urllib.request.urlopen(cluster.a.metrics_url.replace("https:", "http:"), timeout=10)
+
+
+def dashboard_exprs(side, title=None):
+    """The queries of contrib/grafana/ferry.json over the agents' metrics (side "agent":
+    scrape job $job) or the engine's ("engine": $engine_job), of every panel or the one
+    titled title. Every query belongs to exactly one side, by its variable and its names."""
+    with open(os.path.join(REPO, "contrib", "grafana", "ferry.json")) as f:
+        dashboard = json.load(f)
+    assert {v["name"] for v in dashboard["templating"]["list"]} == {"datasource", "job", "engine_job"}
+    exprs = []
+    for p in dashboard["panels"]:
+        if p["type"] == "row":
+            assert not p.get("targets") and not p["panels"], p
+            continue
+        for t in p["targets"]:
+            e = t["expr"]
+            engine = "$engine_job" in e
+            assert engine != bool(re.search(r"\$job\b", e)), e
+            assert not re.search(r"\bferry_agent_" if engine else r"\bferry_engine_", e), e
+            if engine == (side == "engine") and title in (None, p["title"]):
+                exprs.append(e)
+    return exprs
 
 
 class Prometheus:
@@ -133,17 +186,28 @@ class Prometheus:
         with open(os.path.join(self.dir, "prometheus.log"), "rb") as f:
             return f.read().decode(errors="replace")[-4000:]
 
-    def query(self, promql):
-        """The instant vector of a PromQL query: [(labels, value)]."""
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=10) as r:
-            body = json.load(r)
-        assert body["status"] == "success", body
-        return [(s["metric"], float(s["value"][1])) for s in body["data"]["result"]]
+    def query(self, promql, at=None):
+        """The instant vector of a PromQL query, now or at unix time at: [(labels, value)].
+        A query Prometheus cannot parse or run fails here (HTTP 400/422)."""
+        return [(m, v) for m, _, v in self.query_timed(promql, at)]
 
-    def values(self, promql):
+    def query_timed(self, promql, at=None):
+        """query() with the time each value was evaluated at: [(labels, time, value)]."""
+        params = {"query": promql}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                body = json.load(r)
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"{promql}: HTTP {e.code}: {e.read().decode(errors='replace')}") from None
+        assert body["status"] == "success", body
+        return [(s["metric"], float(s["value"][0]), float(s["value"][1])) for s in body["data"]["result"]]
+
+    def values(self, promql, at=None):
         """Only the values of query()."""
-        return [v for _, v in self.query(promql)]
+        return [v for _, v in self.query(promql, at)]
 
     def stop(self):
         self.proc.terminate()
@@ -174,7 +238,16 @@ def test_prometheus_scrapes_the_copying_host(cluster, img, prometheus):
     data = 192 * MiB
     job_id, _, _ = start_slow_copy(cluster, img, data=data)      # ~3 s at B's 64 MiB/s cap
     with cluster.b.client() as c:
+        # What the engine judges stalls on: the phase, and the bytes moved (holes excluded), which
+        # grow while the copy runs and end at the data it moved.
+        info = c.call("Host.getJobs", {"job_ids": [job_id]})[job_id]
+        assert info["status"] != "running" or (info["phase"] == "copying" and 0 < info["bytes_done"] <= data), info
+        grown = wait_for(lambda: (lambda i: i["status"] != "running" or i["bytes_done"] > info["bytes_done"])(
+            c.call("Host.getJobs", {"job_ids": [job_id]})[job_id]), 30, "bytes_done to grow")
+        assert grown
         assert wait_job(c, job_id)["status"] == "done"
+        info = c.call("Host.getJobs", {"job_ids": [job_id]})[job_id]
+        assert info["bytes_done"] == data and info["phase"] == "finishing", info
     after = sample(cluster.b.scrape(), "ferry_agent_copy_bytes_total")
     assert after - before == data
 
@@ -196,18 +269,16 @@ def test_prometheus_scrapes_the_copying_host(cluster, img, prometheus):
     durations = prometheus.query(f'ferry_agent_job_duration_seconds_count{{{b},method="SDM.copy_data",status="done"}}')
     assert durations and durations[0][1] >= 1, durations
 
-    # Every query of the Grafana dashboard is valid PromQL over these metrics, and only
+    # Every agent query of the Grafana dashboard is valid PromQL over these metrics, and only
     # names the agents export: each ferry_* name appears in a scrape.
-    with open(os.path.join(REPO, "contrib", "grafana", "ferry.json")) as f:
-        dashboard = json.load(f)
     exported = cluster.a.scrape() + cluster.b.scrape()
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs = dashboard_exprs("agent")
     assert exprs
     for expr in exprs:
         for name in re.findall(r"\b(ferry_[a-z_]+)", expr):
             assert re.search(rf"^{name}(_bucket)?[{{ ]", exported, re.M), (name, expr)
         prometheus.query(expr.replace("$job", "ferry-agent"))
-    throughput = prometheus.query(exprs[2].replace("$job", "ferry-agent"))
+    throughput = prometheus.query(dashboard_exprs("agent", "Cluster copy throughput")[0].replace("$job", "ferry-agent"))
     assert throughput and throughput[0][1] > 0, throughput
 
 
@@ -381,16 +452,6 @@ def engine_raw(ec, method, path, headers=None, body=None, token=None, auth=True)
         return e.code, e.headers, e.read()
 
 
-def engine_disk(ec, name, data):
-    r = ec.engine.post("/api/disks", {"name": name, "provisioned_size": data, "format": "raw", "sparse": True,
-                                      "storage_domain": {"id": ec.sds[0]["id"]}})
-    assert ec.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
-    disk = ec.engine.get(f"/api/disks/{r['disk']['id']}")
-    write_random_extents(os.path.join(ec.storage, ec.sds[0]["id"], "images", disk["id"], disk["volumes"][0]["id"]),
-                         [(0, data)], seed=13)
-    return disk
-
-
 def viewer_token(ec):
     """A token of the weakest role: /metrics is readable with any."""
     ec.engine.post("/api/users", {"name": "metrics-viewer", "password": "viewer-password-1", "role": "viewer"})
@@ -436,9 +497,24 @@ def test_engine_metrics_scraped_by_prometheus_during_a_move(eng):
                             token=token)
     try:
         wait_for(lambda: prometheus.query('up{job="ferry-engine"} == 1'), 30, "prometheus to scrape the engine")
-        disk = engine_disk(ec, "metrics", 256 * MiB)        # ~4 s at 64 MiB/s
+        disk = ec.data_disk("metrics", 512 * MiB)        # ~8 s at 64 MiB/s
         job_id = ec.engine.post(f"/api/disks/{disk['id']}/move", {"storage_domain": {"id": ec.sds[1]["id"]}})["job"]["id"]
+
+        # While the move copies: the ETA gauge of its kind is the job's eta_seconds in REST
+        # (the same estimate, read a moment apart), and Prometheus sees it.
+        def eta_known():
+            text = engine_raw(ec, "GET", "/metrics", token=token)[2].decode()
+            gauge = sample(text, "ferry_engine_job_eta_seconds", kind="move_disk")
+            rest = ec.engine.get(f"/api/jobs/{job_id}").get("eta_seconds")
+            return gauge is not None and rest is not None and (text, gauge, rest)
+        during, gauge, rest = wait_for(eta_known, 60, "the move's ETA in /metrics and REST", interval=0.2)
+        assert gauge >= 0 and abs(gauge - rest) <= 2, (gauge, rest)
+        seen = wait_for(lambda: prometheus.query_timed('ferry_engine_job_eta_seconds{kind="move_disk"}'), 30,
+                        "prometheus to see the move's ETA", interval=0.2)
+        eta_at = seen[0][1]
         assert ec.engine.wait_job(job_id)["status"] == "finished"
+        # An ended job has no ETA: the gauge's kind has no sample left.
+        assert sample(engine_raw(ec, "GET", "/metrics", token=token)[2].decode(), "ferry_engine_job_eta_seconds") is None
         copier = next(s["execution_host"]["name"] for s in ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"]
                       if s["type"] == "copy_data")
         other = "host1" if copier == "host2" else "host2"
@@ -459,13 +535,35 @@ def test_engine_metrics_scraped_by_prometheus_during_a_move(eng):
         assert moves and max(moves) == 1, moves
         assert prometheus.values('sum(ferry_engine_http_request_duration_seconds_count'
                                  '{method="POST",route="/api/disks/{id}/move"})') == [1]
+
+        # Every engine query of the Grafana dashboard, evaluated while the move ran: it names
+        # only families the engine exports, Prometheus runs it, and it returns series whenever
+        # its families had samples then (retries_total has none until a retry).
+        exprs = dashboard_exprs("engine")
+        assert exprs
+        for expr in exprs:
+            names = re.findall(r"\b(ferry_engine_[a-z_]+)", expr)
+            assert names, expr
+            for name in names:
+                family = re.sub(r"_(bucket|count|sum)$", "", name) if name.startswith(
+                    "ferry_engine_http_request_duration_seconds_") else name
+                assert re.search(rf"^# TYPE {family} ", during, re.M), (name, expr)
+            got = prometheus.query(expr.replace("$engine_job", "ferry-engine"), at=eta_at)
+            if all(re.search(rf"^{name}[{{ ]", during, re.M) for name in names):
+                assert got, (expr, during)
+        eta = prometheus.values(dashboard_exprs("engine", "Longest job ETA")[0].replace("$engine_job", "ferry-engine"),
+                                at=eta_at)
+        assert len(eta) == 1 and eta[0] >= 0, eta
+        load = prometheus.query(dashboard_exprs("engine", "Copy rate per host against its cap (engine's view)")[1]
+                                .replace("$engine_job", "ferry-engine"), at=eta_at)
+        assert sorted((m["host"], v) for m, v in load) == [("host1", 64 * MiB), ("host2", 64 * MiB)], load
     finally:
         prometheus.stop()
 
 
 def test_correlation_id_follows_a_move(eng):
     ec = eng
-    disk = engine_disk(ec, "corr", 64 * MiB)
+    disk = ec.data_disk("corr", 64 * MiB)
     corr = f"move-{new_uuid()}"
     status, headers, body = engine_raw(ec, "POST", f"/api/disks/{disk['id']}/move",
                                        {"Correlation-Id": corr}, {"storage_domain": {"id": ec.sds[1]["id"]}})
@@ -534,12 +632,13 @@ def proc_state(pid):
 def test_stalled_copy_is_flagged_and_retried_elsewhere():
     """A qcow2 copy whose qemu-img is held still (SIGSTOP) is flagged stalled within
     stall_timeout plus one poll, and with stall_action=retry aborted and copied on
-    another host. Copies are not rate-capped here, so the agent's own governor never
-    stops or continues qemu-img: only the test does."""
+    another host; one whose abort cannot end it is fenced once the abort is overdue; a
+    host that goes down loses its stats gauges. Copies are not rate-capped here, so the
+    agent's own governor never stops or continues qemu-img: only the test does."""
     d = make_workdir()
     ec = EngineCluster(d, hosts=3, agent_options={"copy_rate_limit": "0"},
                        engine_args=[f"--stall-timeout={STALL_TIMEOUT}", "--stall-action=retry"])
-    stopped = None
+    stopped = held = None
     try:
         r = ec.engine.post("/api/disks", {"name": "stall", "provisioned_size": 2048 * MiB, "format": "cow",
                                           "sparse": True, "storage_domain": {"id": ec.sds[0]["id"]}})
@@ -570,11 +669,25 @@ def test_stalled_copy_is_flagged_and_retried_elsewhere():
         assert STALL_TIMEOUT - 1 <= took <= STALL_TIMEOUT + 2, took
         stalled_host, stalled_host_id = step["execution_host"]["name"], step["execution_host"]["id"]
         assert step["status"] == "started" and step["progress"] < 100, step
+        # No estimate while stalled, for the step and its job (when the step is still stalled after
+        # the job was read: the retry may have moved it to another host meanwhile).
+        assert step["eta_seconds"] is None, step
+        job_now = ec.engine.get(f"/api/jobs/{job_id}")
+        after = stalled_step()
+        if after and after["execution_host"]["id"] == stalled_host_id:
+            assert job_now["status"] != "started" or job_now["eta_seconds"] is None, job_now
         text = engine_raw(ec, "GET", "/metrics")[2].decode()
         assert sample(text, "ferry_engine_stalls_total") == 1
         assert sample(text, "ferry_engine_stalled_steps") in (0, 1)  # 0 once the retry started
 
         # stall_action=retry: aborted (the agent kills the stopped qemu-img) and copied elsewhere.
+        # Until the copy leaves the stalled host, the step stays flagged (also while it is aborted).
+        def left_stalled_host():
+            s = next(s for s in ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"] if s["type"] == "copy_data")
+            on_it = s["status"] == "started" and (s["execution_host"] or {}).get("id") == stalled_host_id
+            assert not on_it or (s.get("status_detail") == "stalled" and s["eta_seconds"] is None), s
+            return not on_it
+        wait_for(left_stalled_host, 60, "the copy to leave the stalled host", interval=0.05)
         job = ec.engine.wait_job(job_id, 120)
         assert job["status"] == "finished", job
         stopped = None if not os.path.exists(f"/proc/{pid}") else pid
@@ -590,10 +703,51 @@ def test_stalled_copy_is_flagged_and_retried_elsewhere():
         text = engine_raw(ec, "GET", "/metrics")[2].decode()
         assert sample(text, "ferry_engine_stalled_steps") == 0
         assert sample(text, "ferry_engine_retries_total", kind="copy_data") == 1
+
+        # A stalled copy whose abort does not end it (its host's sanlock daemon held still: the job
+        # cannot let go of its lease, as a copy hung in the kernel cannot) is fenced as a lost copy
+        # once the abort is overdue (2 x stall_timeout), and tried again elsewhere.
+        r = ec.engine.post(f"/api/disks/{disk['id']}/copy", {"name": "hung-copy",
+                                                              "storage_domain": {"id": ec.sds[1]["id"]}})
+        job2, new2 = r["job"]["id"], r["disk"]["id"]
+        pid2 = wait_for(lambda: (qemu_img_converts(new2) or [None])[0], 60, "the copy's qemu-img", interval=0.005)
+        with open(f"/proc/{pid2}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[2])
+        hung = next(i for i, a in enumerate(ec.agents) if a.proc.pid == ppid)
+        os.kill(pid2, signal.SIGSTOP)
+        os.kill(ec.sanlocks[hung].proc.pid, signal.SIGSTOP)
+        stopped, held = pid2, ec.sanlocks[hung].proc.pid
+        msgs = lambda: [e["message"] for e in ec.engine.get("/api/events")["events"]]
+        wait_for(lambda: any("did not end within 6 s of its abort" in m for m in msgs()), 60,
+                 "the overdue abort to be escalated", interval=0.1)
+        os.kill(held, signal.SIGCONT)
+        held = None
+        job = ec.engine.wait_job(job2, 180)
+        assert job["status"] == "finished", job
+        assert any("fencing copy_data job" in m for m in msgs()), msgs()
+        copy = next(s for s in ec.engine.get(f"/api/jobs/{job2}/steps")["steps"] if s["type"] == "copy_data")
+        assert copy["execution_host"]["name"] != ec.agents[hung].name, copy
+        new = ec.engine.get(f"/api/disks/{new2}")
+        assert qemu_img_compare(src, os.path.join(ec.storage, ec.sds[1]["id"], "images", new2,
+                                                  new["volumes"][0]["id"])).returncode == 0
+        text = engine_raw(ec, "GET", "/metrics")[2].decode()
+
+        # A host that goes down is exported as down, without the gauges of its last stats.
+        assert sample(text, "ferry_engine_host_jobs", host=stalled_host, state="running") is not None
+        ec.agent(stalled_host).stop()
+        wait_for(lambda: ec.engine.get(f"/api/hosts/{stalled_host_id}")["status"] != "up", 60, "the host to be down")
+        text = engine_raw(ec, "GET", "/metrics")[2].decode()
+        assert sample(text, "ferry_engine_host_up", host=stalled_host) == 0
+        for name in ("ferry_engine_host_jobs", "ferry_engine_host_jobs_limit", "ferry_engine_host_copy_rate_bytes_per_second",
+                     "ferry_engine_host_copy_rate_limit_bytes_per_second"):
+            assert sample(text, name, host=stalled_host) is None, name
     finally:
+        if held:
+            os.kill(held, signal.SIGCONT)
         if stopped and os.path.exists(f"/proc/{stopped}"):
             os.kill(stopped, signal.SIGCONT)
         codes = ec.stop()
         if not os.environ.get("FERRY_KEEP_TMP"):
             shutil.rmtree(d, ignore_errors=True)
     assert all(code == 0 for code in codes.values()), codes
+

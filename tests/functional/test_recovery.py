@@ -175,7 +175,9 @@ def test_a_network_cut_restored_before_copy_ends(rc, scratch):
 
 
 def test_b_network_cut_restored_after_copy_ended(rc, scratch):
-    disk = big_disk(rc, "cut-b", data=160 * MiB, seed=12)
+    # 8 s at RATE: under ASan with parallel workers a 5 s copy ended before
+    # the test had seen it running.
+    disk = big_disk(rc, "cut-b", data=256 * MiB, seed=12)
     before = disk_digest(rc, disk["id"], scratch)
     job_id, _ = start(rc, disk)
     host = copying_step(rc, job_id)["execution_host"]["name"]

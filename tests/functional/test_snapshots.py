@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import uuid
 
@@ -13,7 +14,7 @@ import pytest
 
 from conftest import make_workdir
 from enginetest import EngineCluster, HttpError
-from ferrytest import BUILD, MiB, qemu_io_write, wait_for, write_random_extents
+from ferrytest import BUILD, MiB, new_uuid, qemu_io_write, wait_for, wait_job, write_random_extents
 
 FERRY = os.path.join(BUILD, "src", "cli", "ferry")
 RATE = "32M"     # every host's copy_rate_limit, which merges share: a merge of 64 MiB takes ~2 s
@@ -204,23 +205,29 @@ def test_three_disks_merge_on_three_hosts(ec, tmp_path):
         assert len(d["volumes"]) == 1 and guest_digest(ec, d, tmp_path) == want
 
 
-def test_merging_host_killed_is_fenced_and_retried_elsewhere(ec, tmp_path):
-    spm = ec.spm_name()
-    d = create_disk(ec, "killed", 256 * MiB)
-    write_random_extents(vol_path(ec, d), [(0, 16 * MiB)], seed=30)
-    vm = new_vm(ec, "vm-killed", [d])
+def slow_merge_running(ec, tmp, name, size, seed, pattern, written):
+    """A one-snapshot VM whose removal merges `written` bytes (32 MiB/s: written / 32 MiB seconds); returns
+    (disk, base, guest digest, job, host) once the merge makes progress on host, which is not the SPM."""
+    d = create_disk(ec, name, size)
+    write_random_extents(vol_path(ec, d), [(0, 16 * MiB)], seed=seed)
+    vm = new_vm(ec, "vm-" + name, [d])
     sid = snapshot(ec, vm, "before")
     d = disk(ec, d["id"])
-    base = d["volumes"][0]["id"]
-    qemu_io_write(vol_path(ec, d), "qcow2", "0x71", 8 * MiB, 192 * MiB)     # 6 s at 32 MiB/s
-    before = guest_digest(ec, d, tmp_path)
+    qemu_io_write(vol_path(ec, d), "qcow2", pattern, 8 * MiB, written)
+    before = guest_digest(ec, d, tmp)
     job = remove_snapshot(ec, vm, sid)
 
     def merging():
         s = next((s for s in steps_of(ec, job) if s["type"] == "merge"), None)
         return s if s and s["status"] == "started" and s["progress"] > 0 and s["execution_host"] else None
     host = wait_for(merging, 60, "the merge to run", interval=0.1)["execution_host"]["name"]
-    assert host != spm
+    assert host != ec.spm_name()
+    return d, d["volumes"][0]["id"], before, job, host
+
+
+def test_merging_host_killed_is_fenced_and_retried_elsewhere(ec, tmp_path):
+    spm = ec.spm_name()
+    d, base, before, job, host = slow_merge_running(ec, tmp_path, "killed", 256 * MiB, 30, "0x71", 192 * MiB)
     agent = ec.agent(host)
     agent.kill()      # SIGKILL: its sanlock daemon frees the base's lease at once
     assert read_meta(vol_path(ec, d, base))["LEGALITY"] == "ILLEGAL"
@@ -238,6 +245,84 @@ def test_merging_host_killed_is_fenced_and_retried_elsewhere(ec, tmp_path):
     assert [v["id"] for v in d["volumes"]] == [base]
     # Recorded G=0; fenced to 3; the retry left 4.
     assert d["volumes"][0]["generation"] == 4 and read_meta(vol_path(ec, d, base))["GEN"] == "4"
+    assert guest_digest(ec, d, tmp_path) == before
+
+
+def test_failed_top_delete_leaves_snapshot_broken_and_removal_again_completes(ec, tmp_path):
+    """Finalize done, Volume.delete of top refused by storage (its file is a mount point: unlink gives EBUSY):
+    the inventory already has top out of the chain, the snapshot is broken (no restore, 409 saying to retry the
+    removal), and removing it again only deletes top."""
+    d = create_disk(ec, "undeletable", 16 * MiB)
+    write_random_extents(vol_path(ec, d), [(0, 4 * MiB)], seed=45)
+    vm = new_vm(ec, "vm-undeletable", [d])
+    s1 = snapshot(ec, vm, "s1")
+    d = disk(ec, d["id"])
+    base, top = [v["id"] for v in d["volumes"]]
+    qemu_io_write(vol_path(ec, d), "qcow2", "0x5a", MiB, 2 * MiB)
+    before = guest_digest(ec, d, tmp_path)
+    top_path = vol_path(ec, d, top)
+    subprocess.run(["mount", "--bind", top_path, top_path], check=True)
+    try:
+        job = ec.engine.wait_job(remove_snapshot(ec, vm, s1), 120)
+        assert job["status"] == "failed", job
+        steps = steps_of(ec, job["id"])
+        assert [s["status"] for s in steps if s["type"] == "finalize_merge"] == ["finished"], steps
+        assert [s["status"] for s in steps if s["type"] == "remove_volume"] == ["failed"] * 3, steps
+        # The inventory followed finalize: top is out of the chain; base holds the data, LEGAL.
+        d = disk(ec, d["id"])
+        assert [v["id"] for v in d["volumes"]] == [base] and d["status"] == "ok", d
+        assert read_meta(vol_path(ec, d, base))["LEGALITY"] == "LEGAL"
+        assert guest_digest(ec, d, tmp_path) == before
+        snap = ec.engine.get(f"/api/vms/{vm['id']}/snapshots/{s1}")
+        assert snap["snapshot_status"] == "broken", snap
+        with pytest.raises(HttpError) as e:
+            ec.engine.request("POST", f"/api/vms/{vm['id']}/snapshots/{s1}/restore", {})
+        assert e.value.status == 409 and "retry the removal" in e.value.body["fault"]["detail"], e.value.body
+    finally:
+        subprocess.run(["umount", top_path], check=True)
+    assert os.path.exists(top_path)
+    job = remove_snapshot(ec, vm, s1)
+    wait_ok(ec, job)
+    assert [s["type"] for s in steps_of(ec, job)] == ["remove_volume"]
+    assert not os.path.exists(top_path)
+    d = assert_chain_legal(ec, d)
+    assert [v["id"] for v in d["volumes"]] == [base] and d["format"] == "raw"
+    assert snapshots(ec, vm) == {}
+    assert guest_digest(ec, d, tmp_path) == before
+
+
+def agent_children(agent, word):
+    """Pids of the agent's child processes whose command line contains word."""
+    pids = []
+    for task in os.listdir(f"/proc/{agent.proc.pid}/task"):
+        with open(f"/proc/{agent.proc.pid}/task/{task}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    found = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if word.encode() in f.read():
+                    found.append(pid)
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def test_merge_killed_on_its_host_is_retried_on_another(ec, tmp_path):
+    """qemu-img commit killed on the merging host (as the OOM killer would): a failure of that host, not of
+    the images, so the merge is retried on another host and the removal completes with the data intact."""
+    spm = ec.spm_name()
+    d, base, before, job, host = slow_merge_running(ec, tmp_path, "oom", 128 * MiB, 35, "0x4b", 96 * MiB)
+    pids = wait_for(lambda: agent_children(ec.agent(host), "commit"), 30, "qemu-img commit on " + host, interval=0.05)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    wait_ok(ec, job)
+    merge = next(s for s in steps_of(ec, job) if s["type"] == "merge")
+    assert merge["execution_host"]["name"] not in (host, spm), merge
+    events = " ".join(e["message"] for e in ec.engine.get("/api/events")["events"])
+    assert "killed by a signal" in events and "on another host" in events, events
+    d = assert_chain_legal(ec, d)
+    assert [v["id"] for v in d["volumes"]] == [base]
     assert guest_digest(ec, d, tmp_path) == before
 
 
@@ -272,6 +357,51 @@ def test_restore_gives_back_the_snapshot(ec, tmp_path):
     wait_ok(ec, remove_snapshot(ec, vm, s1))
     d = assert_chain_legal(ec, d)
     assert len(d["volumes"]) == 1 and guest_digest(ec, d, tmp_path) == now
+
+
+def update_volume(ec, d, vol, **attr):
+    with ec.agent(ec.spm_name()).client() as c:
+        job_id = new_uuid()
+        c.call("SDM.update_volume", {"job_id": job_id, "vol_info": {"sd_id": d["storage_domains"][0]["id"],
+                                                                    "img_id": d["id"], "vol_id": vol},
+                                     "vol_attr": attr})
+        assert wait_job(c, job_id)["status"] == "done"
+
+
+def test_restore_checks_the_chain_on_storage_first(ec, tmp_path):
+    """A snapshot volume ILLEGAL on storage, or at another generation than the inventory's: the restore fails at
+    its first step (verify_chain) with nothing removed, and the disk stays usable."""
+    d = create_disk(ec, "verify", 16 * MiB)
+    write_random_extents(vol_path(ec, d), [(0, 2 * MiB)], seed=41)
+    vm = new_vm(ec, "vm-verify", [d])
+    s1 = snapshot(ec, vm, "s1")
+    d = disk(ec, d["id"])
+    qemu_io_write(vol_path(ec, d), "qcow2", "0x3c", 0, MiB)
+    base, leaf = [v["id"] for v in d["volumes"]]
+    now = guest_digest(ec, d, tmp_path)
+    gen = d["volumes"][0]["generation"]
+
+    def restore_fails(words):
+        r = ec.engine.post(f"/api/vms/{vm['id']}/snapshots/{s1}/restore", {})
+        job = ec.engine.wait_job(r["job"]["id"], 60)
+        assert job["status"] == "failed", job
+        steps = steps_of(ec, r["job"]["id"])
+        assert [(s["type"], s["status"]) for s in steps] == [("verify_chain", "failed")], steps
+        events = " ".join(e["message"] for e in ec.engine.get("/api/events")["events"])
+        assert all(w in events for w in words), events
+        got = disk(ec, d["id"])
+        assert got["status"] == "ok" and [v["id"] for v in got["volumes"]] == [base, leaf], got
+        assert os.path.exists(vol_path(ec, d, leaf)) and guest_digest(ec, d, tmp_path) == now
+
+    update_volume(ec, d, base, legality="ILLEGAL")
+    restore_fails([f"volume {base} of disk {d['id']} is ILLEGAL on storage", "retry the removal"])
+    update_volume(ec, d, base, legality="LEGAL", generation=gen + 1)
+    restore_fails([f"volume {base} of disk {d['id']} has generation {gen + 1} on storage"])
+    update_volume(ec, d, base, generation=gen)
+    r = ec.engine.post(f"/api/vms/{vm['id']}/snapshots/{s1}/restore", {})
+    wait_ok(ec, r["job"]["id"])
+    d = assert_chain_legal(ec, d)
+    assert d["volumes"][0]["id"] == base and len(d["volumes"]) == 2
 
 
 def test_sparsify_gives_back_zeroed_space(ec, tmp_path):

@@ -6,6 +6,7 @@ the volume becomes LEGAL."""
 
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -173,6 +174,10 @@ def test_qcow2_upload_download_and_move(ec, scratch):
     assert moved["storage_domains"][0]["id"] == ec.sds[1]["id"]
     cmp = qemu_img_compare(src, vol_path(ec, moved))
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+    # Agents name a ticket by its first 8 characters: the whole uuid is the ticket's secret.
+    logs = "".join(a.log_tail(1 << 22) for a in ec.agents)
+    assert re.search(r"ticket [0-9a-f]{8} added", logs), "no ticket logged"
+    assert not re.search(r"ticket [0-9a-f]{8}-[0-9a-f]{4}-", logs), "a whole ticket uuid in an agent's log"
 
 
 def test_raw_upload_download_keeps_holes(ec, scratch):

@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -228,6 +229,20 @@ def test_aborted_merge_leaves_base_illegal_and_runs_again(cluster, img, tmp_path
     assert guest_view(path(base), tmp_path, "after") == before
 
 
+def test_merge_of_a_corrupt_top_is_refused_everywhere(cluster, img):
+    """qemu-img commit blames the image (top marked corrupt in its qcow2 header): 252, which the engine does not
+    retry on another host, unlike a failure of the host (100: killed, I/O error; test_snapshots)."""
+    base, top = make_chain(cluster, img, 2, size=16 * MiB)
+    qemu_io_write(cluster.path(cluster.sd1, img, top), "qcow2", "0x21", 0, MiB)
+    with open(cluster.path(cluster.sd1, img, top), "r+b") as f:      # incompatible_features bit 1: corrupt
+        f.seek(72)
+        f.write((2).to_bytes(8, "big"))
+    gen = cluster.volume_info(cluster.sd1, img, base)["generation"]
+    job = run_merge(cluster.b, subchain(cluster, img, top, base, gen))
+    assert job["status"] == "failed" and job["error"]["code"] == 252, job
+    assert "corrupt" in job["error"]["message"], job
+
+
 def run_sparsify(agent, vol_info):
     job_id = new_uuid()
     with agent.client() as c:
@@ -260,6 +275,65 @@ def test_sparsify_raw_gives_back_zeroed_space(cluster, img):
     assert allocated(p) <= used - 19 * MiB, (used, allocated(p))
     info = cluster.volume_info(cluster.sd1, img, vol)
     assert info["legality"] == "LEGAL" and info["generation"] == gen + 1
+
+
+def test_sparsify_failure_leaves_volume_legal(cluster, img):
+    """A sparsify that storage refuses (the volume file bind-mounted read-only: EROFS) changes no data, so the
+    volume is LEGAL again at its generation, and the same request runs once the storage allows it."""
+    vol = new_uuid()
+    cluster.create_volume(cluster.sd1, img, vol, 16 * MiB)
+    p = cluster.path(cluster.sd1, img, vol)
+    write_random_extents(p, [(0, 2 * MiB)], seed=32)
+    with open(p, "r+b") as f:
+        f.seek(4 * MiB)
+        f.write(bytes(8 * MiB))
+        os.fsync(f.fileno())
+    digest, used = file_digest(p), allocated(p)
+    gen = cluster.volume_info(cluster.sd1, img, vol)["generation"]
+    vol_info = {"sd_id": cluster.sd1, "img_id": img, "vol_id": vol, "generation": gen}
+    subprocess.run(["mount", "--bind", p, p], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", p], check=True)
+        job = run_sparsify(cluster.b, vol_info)
+        assert job["status"] == "failed" and "Read-only file system" in job["error"]["message"], job
+    finally:
+        subprocess.run(["umount", p], check=True)
+    info = cluster.volume_info(cluster.sd1, img, vol)
+    assert info["legality"] == "LEGAL" and info["generation"] == gen and info["lease"]["owners"] == [], info
+    assert file_digest(p) == digest and allocated(p) == used
+    job = run_sparsify(cluster.b, vol_info)
+    assert job["status"] == "done", job
+    assert file_digest(p) == digest and allocated(p) <= used - 7 * MiB
+    assert cluster.volume_info(cluster.sd1, img, vol)["generation"] == gen + 1
+
+
+def test_stale_metadata_temp_files_removed_when_pool_connected(cluster, img):
+    """An agent killed between a .meta temp write and its rename leaves <vol>.meta.tmp.<random>; the next
+    agent to connect the pool removes those older than its start (logged), and nothing else."""
+    vol = new_uuid()
+    cluster.create_volume(cluster.sd1, img, vol, 8 * MiB)
+    meta = cluster.path(cluster.sd1, img, vol) + ".meta"
+    stale, newer, other = meta + ".tmp.0123456789abcdef", meta + ".tmp.fedcba9876543210", meta + ".tmp.notatemp"
+    for p in (stale, newer, other):
+        with open(p, "w") as f:
+            f.write("half a metadata write")
+    now = time.time()
+    os.utime(stale, (now - 60, now - 60))
+    os.utime(other, (now - 60, now - 60))
+    os.utime(newer, (now + 3600, now + 3600))       # changed after the agent starts: a write in progress elsewhere
+    try:
+        cluster.b.stop()
+        cluster.b.start()
+        cluster.connect(cluster.b)
+        assert not os.path.exists(stale)
+        assert os.path.exists(newer) and os.path.exists(other)
+        with open(cluster.b.log_path, errors="replace") as f:
+            assert f"removed stale metadata temp file {stale}" in f.read()
+        assert cluster.volume_info(cluster.sd1, img, vol)["legality"] == "LEGAL"
+    finally:
+        for p in (stale, newer, other):
+            if os.path.exists(p):
+                os.unlink(p)
 
 
 def test_sparsify_qcow2_discards_zero_clusters(cluster, img, tmp_path):

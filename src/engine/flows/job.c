@@ -41,7 +41,6 @@
 #include "inventory.h"
 #include "metrics.h"
 #include "scheduler.h"
-#include "stall.h"
 #include "error.h"
 #include "uuid.h"
 
@@ -310,6 +309,8 @@ static void leaf_watch(struct engine *e, json_t *cmd)
                 }
                 bool stall_abort = json_is_true(json_object_get(data, "stall_abort"));
 
+                if (stall_abort && leaf_stall_fence(e, cmd, data))
+                        return;
                 if ((ji(cmd, "cancel") || stall_abort) && engine_now() - ji(data, "abort_sent") >= 30 &&
                     leaf_host_is_up(e, js(cmd, "host"))) {
                         /* Cancelled: the job ends "aborted" and the command with it; stalled (stall_action
@@ -678,22 +679,22 @@ void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                         return;
                 }
                 /* A copy that lost its generation race or was aborted is not retried blindly,
-                 * unless the engine aborted it for stalling (stall.c) and nobody cancelled it. */
+                 * unless the engine aborted it for stalling (jobstall.c) and nobody cancelled it. */
                 /* Out of space stays out of space on any host. */
                 if (kind == ENGINE_KIND_CHECKSUM_VOLUME && code != FY_ERR_GENERATION_MISMATCH && code != FY_ERR_COPY)
                         leaf_retry_or_fail(e, cmd, 3, why, true);        /* another host reads it */
                 else if (leaf_host_job(kind) && !leaf_refused_everywhere(code) &&
-                         (strcmp(status, "aborted") != 0 || engine_stall_abort(cmd)))
+                         (strcmp(status, "aborted") != 0 || leaf_stall_retry(cmd)))
                         leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
                 else
                         leaf_finish(e, cmd, false, why);
         } else {
                 double progress = json_number_value(json_object_get(job, "progress"));
 
-                engine_step_update(e, js(cmd, "step_id"), "started", progress, NULL);
+                engine_step_progress(e, js(cmd, "step_id"), progress, job);
                 engine_job_progress_refresh(e, js(cmd, "job_id"));
-                if (leaf_host_job(kind))
-                        engine_stall_check(e, cmd, status, progress);
+                if (leaf_host_job(kind) && (strcmp(status, "running") == 0 || strcmp(status, "aborting") == 0))
+                        leaf_stall_check(e, cmd, job, progress, strcmp(status, "running") == 0);
         }
 }
 

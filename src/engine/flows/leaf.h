@@ -61,6 +61,14 @@ void leaf_job_missing(struct engine *e, json_t *cmd);
 /* create_volume_container answered "exists": finished before, or half-made (removed and made again)? */
 void leaf_verify_volume_created(struct engine *e, json_t *cmd, const char *host);
 
+/* ---- flows/jobstall.c (the policy: stall.c) ---- */
+/* A running or aborting host job's poll: judged, flagged, aborted for a retry (stall_action = retry). */
+void leaf_stall_check(struct engine *e, json_t *cmd, json_t *job, double progress, bool running);
+/* The engine aborted this command's job for stalling and nobody cancelled it: its end is retried. */
+bool leaf_stall_retry(json_t *cmd);
+/* Its stall abort is overdue (or was): fenced as a lost job; true when that path has it. */
+bool leaf_stall_fence(struct engine *e, json_t *cmd, json_t *data);
+
 /* ---- flows/verify.c ---- */
 /* A copy's job ended done: with verify_copies, records both checksums to take (true) instead of ending now. */
 bool leaf_verify_begin(struct engine *e, json_t *cmd);

@@ -2,23 +2,26 @@
 /*
  * Snapshot removal (a cold merge per disk), snapshot restore and disk
  * sparsify (DESIGN §7–§8). The actions (vm_actions.c, actions.c) lock the
- * VM and its disks and start the top-level command; the leaves are the
- * ones of flows/job.c (a job on a host), so a lost merging or sparsifying host is
- * handled as a lost copy is: decided from the volume, fenced, retried on
- * another host.
+ * VM and its disks and start the top-level command; the leaves, but the
+ * read-only verify_chain, are the ones of flows/job.c (a job on a host), so
+ * a lost merging or sparsifying host is handled as a lost copy is: decided
+ * from the volume, fenced, retried on another host.
  *
- * remove_snapshot                      (job; VM, its disks, the snapshot locked)
+ * remove_snapshot                      (job; VM, its disks locked; the snapshot "removing")
  *   main ──► merge_disk_snapshot per disk, all at once (MAX_PARALLEL_DISKS)
- *   end  ──► per disk that merged: inventory (top gone, its child on base,
- *            snapshots that named top name base); the snapshot row deleted
- *            when every disk merged, else it keeps the disks left (remove again)
+ *   end  ──► the snapshot row deleted when every disk merged, else it is
+ *            "broken" (no restore of the VM) with the disks left, {disk,
+ *            volume} or, finalized but top not deleted, {disk, volume, delete}
  *
- * merge_disk_snapshot {disk, sd, img, top, base, bytes}: children one after another
+ * merge_disk_snapshot {vm, disk, sd, img, top, base, bytes, finalized?}: children one after another
  *
  *   prepare_merge ──► merge ─────────────► finalize_merge ──► remove_volume(top)
- *   SPM: base          scheduler-picked      SPM, base_generation  SPM
- *   ILLEGAL, GEN G     host: base LEGAL      G+1 (read from the
- *                      at G+1                merge's record)
+ *   SPM: base          scheduler-picked      SPM, base_generation  SPM, tried DELETE_TRIES
+ *   ILLEGAL, GEN G     host: base LEGAL      G+1 (read from the    times; only this step
+ *                      at G+1                merge's record); then  when p.finalized
+ *                                            the inventory: top gone,
+ *                                            its child on base, snapshots
+ *                                            that named top name base
  *                        │ host lost / forgot the job
  *                        ▼
  *                      base read through another host:
@@ -33,7 +36,8 @@
  *            snapshot's volume; the snapshots newer than this one deleted
  *
  * restore_disk_snapshot {disk, sd, img, base, vol, capacity, discard[]}:
- *   remove_volume discard[0] (the leaf) ──► … discard[n-1] ──► create_volume_container
+ *   verify_chain (base and below LEGAL at their recorded generations, read through the SPM)
+ *   ──► remove_volume discard[0] (the leaf) ──► … discard[n-1] ──► create_volume_container
  *   vol (qcow2, parent base), all on the SPM: a linear chain at every step
  *
  * sparsify_disk {disk, sd, img, volumes[]} (job; the disk locked)
@@ -45,6 +49,7 @@
 #include "clock.h"
 #include "commands.h"
 #include "events.h"
+#include "hosts.h"
 #include "inventory.h"
 #include "snapshots.h"
 #include "store/store.h"
@@ -55,6 +60,8 @@
 
 #define MAX_PARALLEL_DISKS 8
 #define MERGE_STEPS 4
+#define STEP_DELETE 3                  /* the last merge step: Volume.delete of top */
+#define DELETE_TRIES 3
 
 /* The step weights of one disk's merge (percent of the disk's share). */
 static const double merge_weights[MERGE_STEPS] = { 4, 88, 4, 4 };
@@ -77,8 +84,8 @@ static char *make_step_leaf(struct engine *e, json_t *cmd, enum engine_kind kind
         return engine_cmd_create(e, kind, js(cmd, "id"), js(cmd, "job_id"), step, cp);
 }
 
-/* The generation the inventory records for a volume (the merge leaf wrote the one it left), or -1. */
-static gint64 volume_generation(struct engine *e, const char *disk, const char *sd, const char *vol)
+/* The inventory's row of volume vol of the disk's chain, or NULL. */
+static json_t *volume_find(struct engine *e, const char *disk, const char *sd, const char *vol)
 {
         g_autoptr(json_t) vols = engine_store_volume_list(e->db, disk, sd, NULL);
         size_t i;
@@ -86,8 +93,16 @@ static gint64 volume_generation(struct engine *e, const char *disk, const char *
 
         json_array_foreach(vols, i, v)
                 if (g_strcmp0(js(v, "id"), vol) == 0)
-                        return ji(v, "generation");
-        return -1;
+                        return json_incref(v);
+        return NULL;
+}
+
+/* The generation the inventory records for a volume (the merge leaf wrote the one it left), or -1. */
+static gint64 volume_generation(struct engine *e, const char *disk, const char *sd, const char *vol)
+{
+        g_autoptr(json_t) v = volume_find(e, disk, sd, vol);
+
+        return v ? ji(v, "generation") : -1;
 }
 
 /* ---- merge_disk_snapshot ---- */
@@ -139,20 +154,189 @@ static void run_sequence(struct engine *e, json_t *cmd, size_t count, engine_chi
                 engine_cmd_finish(e, cmd, st == ENGINE_CHILDREN_SUCCEEDED, error);
 }
 
+/* A disk whose merge was finalized by an earlier removal: only top's deletion is left (p.finalized). */
+static char *make_delete_step(struct engine *e, json_t *cmd, json_t *p, size_t i)
+{
+        return make_merge_step(e, cmd, p, STEP_DELETE);
+}
+
+/*
+ * Once finalize succeeded, top is out of the chain on storage: the inventory
+ * follows at once (in this round's transaction), so a delete of top that
+ * fails leaves an inventory that is true and a removal that can be run again
+ * (it then only deletes top). The delete is idempotent (gone = done) and
+ * tried DELETE_TRIES times before the disk's merge fails.
+ */
 static void merge_disk_advance(struct engine *e, json_t *cmd)
 {
-        run_sequence(e, cmd, MERGE_STEPS, make_merge_step);
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        g_autofree char *error = NULL;
+        bool finalized = json_is_true(json_object_get(p, "finalized"));
+        engine_child_factory make = finalized ? make_delete_step : make_merge_step;
+        size_t count = finalized ? 1 : MERGE_STEPS;
+        size_t delete_index = finalized ? 0 : STEP_DELETE;
+        enum engine_children st = engine_run_children(e, cmd, data, count, make, &error);
+
+        if ((size_t) ji(data, "index") >= delete_index && !json_is_true(json_object_get(data, "applied"))) {
+                /* Idempotent: a write that failed is tried again next round (the child just made is kept). */
+                if (engine_store_merge_apply(e->db, js(p, "vm"), js(p, "disk"), js(p, "sd"), js(p, "top"), js(p, "base"),
+                                             NULL) < 0)
+                        g_warning("disk %s: the inventory could not follow the merge of %s yet", js(p, "disk"),
+                                  js(p, "top"));
+                else
+                        json_object_set_new(data, "applied", json_true());
+        }
+        if (st == ENGINE_CHILDREN_FAILED && (size_t) ji(data, "index") == delete_index && json_object_get(data, "child") &&
+            ji(data, "delete_tries") + 1 < DELETE_TRIES) {
+                json_object_set_new(data, "delete_tries", json_integer(ji(data, "delete_tries") + 1));
+                json_object_del(data, "child");
+                engine_event(e, "warning", js(cmd, "id"), "deleting merged volume %s (disk %s) failed (%s); trying again",
+                             js(p, "top"), js(p, "disk"), error ? error : "unknown error");
+                g_clear_pointer(&error, g_free);
+                st = engine_run_children(e, cmd, data, count, make, &error);
+        }
+        engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_MAIN, data);
+        if (st != ENGINE_CHILDREN_ACTIVE)
+                engine_cmd_finish(e, cmd, st == ENGINE_CHILDREN_SUCCEEDED, error);
+}
+
+/* ---- verify_chain {sd, img, volumes: [{id, generation}]}: read-only, through the SPM ---- */
+
+#define VERIFY_ERRORS_MAX 3            /* unanswered reads before the check fails */
+
+static GHashTable *verifying;          /* command ids with a Volume.getInfo out (a restart asks again) */
+
+struct verify_call {
+        struct engine *e;
+        char *cmd_id;
+};
+
+/* One volume's answer: LEGAL at the generation the inventory records, else the restore must not act. */
+static void verify_answer(struct engine *e, json_t *cmd, json_t *result, const GError *error)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        size_t i = (size_t) ji(data, "index");
+        json_t *v = json_array_get(json_object_get(p, "volumes"), i);
+        g_autofree char *why = NULL;
+
+        if (error || !json_is_object(result)) {
+                gint64 errors = ji(data, "errors") + 1;
+
+                if (errors >= VERIFY_ERRORS_MAX) {
+                        why = g_strdup_printf("cannot read volume %s of disk %s on storage: %s", js(v, "id"), js(p, "img"),
+                                              error ? error->message : "no answer");
+                        engine_cmd_finish(e, cmd, false, why);
+                        return;
+                }
+                json_object_set_new(data, "errors", json_integer(errors));
+                json_object_set_new(data, "next_try", json_integer(engine_now() + 2));
+                engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_NEW, data);
+                return;
+        }
+        if (g_strcmp0(js(result, "legality"), "LEGAL") != 0)
+                why = g_strdup_printf("volume %s of disk %s is %s on storage (a snapshot removal that failed part-way "
+                                      "leaves its base so): nothing was changed; retry the removal of that snapshot",
+                                      js(v, "id"), js(p, "img"), js(result, "legality") ? js(result, "legality") : "unknown");
+        else if (json_is_integer(json_object_get(v, "generation")) &&
+                 ji(result, "generation") != ji(v, "generation"))
+                why = g_strdup_printf("volume %s of disk %s has generation %" G_GINT64_FORMAT " on storage, the inventory "
+                                      "records %" G_GINT64_FORMAT " (changed behind the engine's back?): nothing was "
+                                      "changed", js(v, "id"), js(p, "img"), ji(result, "generation"), ji(v, "generation"));
+        if (why) {
+                engine_cmd_finish(e, cmd, false, why);
+                return;
+        }
+        if (i + 1 >= json_array_size(json_object_get(p, "volumes"))) {
+                engine_cmd_finish(e, cmd, true, NULL);
+                return;
+        }
+        json_object_set_new(data, "index", json_integer((json_int_t) i + 1));
+        json_object_del(data, "errors");
+        engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_NEW, data);
+}
+
+static void on_volume_info(json_t *result, const GError *error, void *userdata)
+{
+        struct verify_call *c = userdata;
+        g_autoptr(json_t) cmd = engine_store_cmd_get(c->e->db, c->cmd_id, NULL);
+
+        g_hash_table_remove(verifying, c->cmd_id);
+        if (cmd && g_strcmp0(js(cmd, "state"), "active") == 0)
+                verify_answer(c->e, cmd, result, error);
+        engine_kick(c->e);
+        g_free(c->cmd_id);
+        g_free(c);
+}
+
+static void verify_chain_advance(struct engine *e, json_t *cmd)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        g_autoptr(json_t) dc = NULL;
+        g_autofree char *spm = NULL;
+        json_t *v = json_array_get(json_object_get(p, "volumes"), (size_t) ji(data, "index"));
+        struct verify_call *c;
+
+        if (g_hash_table_contains(verifying, js(cmd, "id")) || ji(data, "next_try") > engine_now())
+                return;
+        if (!v) {
+                engine_cmd_finish(e, cmd, true, NULL);        /* nothing to read */
+                return;
+        }
+        spm = engine_spm_host(e);
+        dc = engine_store_dc_spm(e->db, e->dc_id, NULL);
+        if (!spm || !dc)
+                return;        /* after the election */
+        engine_step_update(e, js(cmd, "step_id"), "started", 0, spm);
+        c = g_new0(struct verify_call, 1);
+        c->e = e;
+        c->cmd_id = g_strdup(js(cmd, "id"));
+        g_hash_table_add(verifying, g_strdup(c->cmd_id));
+        engine_host_call(e, spm, "Volume.getInfo",
+                         json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID",
+                                   js(p, "sd"), "imageID", js(p, "img"), "volumeID", js(v, "id")),
+                         e->config.host_timeout, on_volume_info, c);
 }
 
 /* ---- restore_disk_snapshot ---- */
 
+/* The snapshot's volume and every one below it, with the generations the inventory records. */
+static json_t *chain_to(struct engine *e, json_t *p)
+{
+        g_autoptr(json_t) vols = engine_store_volume_list(e->db, js(p, "disk"), js(p, "sd"), NULL);
+        g_autoptr(json_t) base = volume_find(e, js(p, "disk"), js(p, "sd"), js(p, "base"));
+        json_t *out = json_array();
+        size_t i;
+        json_t *v;
+
+        json_array_foreach(vols, i, v)
+                if (base && ji(v, "position") <= ji(base, "position"))
+                        json_array_append_new(out, json_pack("{s:s, s:I}", "id", js(v, "id"), "generation",
+                                                             ji(v, "generation")));
+        return out;
+}
+
+/*
+ * Step 0 reads the chain the restore keeps (verify_chain): every volume
+ * LEGAL at its recorded generation, or nothing is removed. Then the
+ * discarded volumes, then the new leaf.
+ */
 static char *make_restore_step(struct engine *e, json_t *cmd, json_t *p, size_t i)
 {
         json_t *discard = json_object_get(p, "discard");
-        double w = json_number_value(json_object_get(p, "share")) / (double) (json_array_size(discard) + 1);
+        double w = json_number_value(json_object_get(p, "share")) / (double) (json_array_size(discard) + 2);
         g_autoptr(json_t) cp = NULL;
         g_autofree char *desc = NULL;
 
+        if (i == 0) {
+                cp = json_pack("{s:s, s:s, s:o}", "sd", js(p, "sd"), "img", js(p, "img"), "volumes", chain_to(e, p));
+                desc = g_strdup_printf("Checking on storage the chain up to snapshot volume %s (disk %s)", js(p, "base"),
+                                       js(p, "img"));
+                return make_step_leaf(e, cmd, ENGINE_KIND_VERIFY_CHAIN, cp, desc, w);
+        }
+        i--;
         if (i < json_array_size(discard)) {
                 const char *vol = json_string_value(json_array_get(discard, i));
 
@@ -172,7 +356,7 @@ static void restore_disk_advance(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
 
-        run_sequence(e, cmd, json_array_size(json_object_get(p, "discard")) + 1, make_restore_step);
+        run_sequence(e, cmd, json_array_size(json_object_get(p, "discard")) + 2, make_restore_step);
 }
 
 /* ---- the top-level flows ---- */
@@ -184,6 +368,7 @@ static char *make_disk_composite(struct engine *e, json_t *cmd, json_t *p, size_
                                                                                   : ENGINE_KIND_RESTORE_DISK_SNAPSHOT;
 
         json_object_set_new(cp, "share", json_real(disk_share(p)));
+        json_object_set_new(cp, "vm", json_string(js(p, "vm")));
         return engine_cmd_create(e, kind, js(cmd, "id"), js(cmd, "job_id"), NULL, cp);
 }
 
@@ -219,6 +404,21 @@ static bool disks_running(struct engine *e, json_t *cmd, json_t *p, json_t *data
         return true;
 }
 
+/*
+ * What a removal again has to do for a disk whose merge did not succeed: the
+ * whole merge, or, when finalize went through (top no longer in the
+ * inventory's chain), only deleting top.
+ */
+static json_t *disk_left(struct engine *e, json_t *d)
+{
+        g_autoptr(json_t) top = volume_find(e, js(d, "disk"), js(d, "sd"), js(d, "top"));
+        json_t *ent = json_pack("{s:s, s:s}", "disk", js(d, "disk"), "volume", js(d, "base"));
+
+        if (!top)
+                json_object_set_new(ent, "delete", json_string(js(d, "top")));
+        return ent;
+}
+
 static void remove_snapshot_flow(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
@@ -235,9 +435,10 @@ static void remove_snapshot_flow(struct engine *e, json_t *cmd)
                 json_t *d = flow_disk(p, i);
 
                 if (g_strcmp0(state, "succeeded") != 0) {
-                        json_array_append_new(left, json_pack("{s:s, s:s}", "disk", js(d, "disk"), "volume", js(d, "base")));
+                        json_array_append_new(left, disk_left(e, d));
                         continue;
                 }
+                /* Applied when finalize succeeded (merge_disk_advance); idempotent. */
                 if (engine_store_merge_apply(e->db, js(p, "vm"), js(d, "disk"), js(d, "sd"), js(d, "top"), js(d, "base"),
                                              NULL) < 0)
                         return;        /* the transaction rolls back; the next round tries again */
@@ -251,13 +452,29 @@ static void remove_snapshot_flow(struct engine *e, json_t *cmd)
                              js(p, "snapshot"), js(p, "vm"), n);
                 return;
         }
-        /* What merged stays merged; the snapshot keeps the disks left, for another removal. */
-        if (engine_store_snapshot_set(e->db, js(p, "snapshot"), "ok", NULL, left, NULL) < 0)
+        /*
+         * What merged stays merged; the snapshot keeps the disks left. A base
+         * may be ILLEGAL or half-merged on storage: the snapshot is "broken",
+         * which no restore accepts; the only way on is to remove it again.
+         */
+        if (engine_store_snapshot_set(e->db, js(p, "snapshot"), "broken", NULL, left, NULL) < 0)
                 return;
         flow_end(e, cmd, js(p, "vm"), false, error);
-        engine_event(e, "warning", js(cmd, "id"), "snapshot %s of VM %s: %u of %zu disk(s) merged (%s); a base whose merge "
-                     "did not complete may stay ILLEGAL on storage until the snapshot is removed again",
-                     js(p, "snapshot"), js(p, "vm"), merged, n, error ? error : "unknown error");
+        engine_event(e, "warning", js(cmd, "id"), "snapshot %s of VM %s: %u of %zu disk(s) merged (%s); the snapshot is "
+                     "broken (a base may be ILLEGAL or half-merged on storage, a merged volume not deleted) and cannot be "
+                     "restored: remove it again", js(p, "snapshot"), js(p, "vm"), merged, n,
+                     error ? error : "unknown error");
+}
+
+/* Whether disk i's restore got past its chain check (verify_chain): only then may it have removed volumes. */
+static bool restore_acted(struct engine *e, json_t *data, size_t i)
+{
+        g_autofree char *k = g_strdup_printf("%zu", i);
+        const char *id = json_string_value(json_object_get(json_object_get(data, "children"), k));
+        g_autoptr(json_t) child = id ? engine_store_cmd_get(e->db, id, NULL) : NULL;
+        g_autoptr(json_t) cdata = child ? jparse(child, "data") : NULL;
+
+        return !cdata || ji(cdata, "index") > 0;
 }
 
 static void restore_snapshot_flow(struct engine *e, json_t *cmd)
@@ -301,8 +518,9 @@ static void restore_snapshot_flow(struct engine *e, json_t *cmd)
         for (i = 0; i < n; i++) {
                 g_autofree char *state = engine_children_state(e, data, i, NULL);
 
-                /* Some of its discarded volumes may be gone: the chain is not what the inventory says. */
-                if (g_strcmp0(state, "succeeded") != 0 &&
+                /* Some of its discarded volumes may be gone: the chain is not what the inventory says
+                 * (unless it stopped at the check, which changes nothing). */
+                if (g_strcmp0(state, "succeeded") != 0 && restore_acted(e, data, i) &&
                     engine_store_disk_set_status(e->db, js(flow_disk(p, i), "disk"), "illegal", NULL) < 0)
                         g_warning("disk %s: could not be marked illegal", js(flow_disk(p, i), "disk"));
         }
@@ -332,6 +550,8 @@ static void sparsify_flow(struct engine *e, json_t *cmd)
 
 void engine_snapshot_flows_init(void)
 {
+        verifying = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        engine_flow_register(ENGINE_KIND_VERIFY_CHAIN, verify_chain_advance, false);
         engine_flow_register(ENGINE_KIND_MERGE_DISK_SNAPSHOT, merge_disk_advance, true);
         engine_flow_register(ENGINE_KIND_RESTORE_DISK_SNAPSHOT, restore_disk_advance, true);
         engine_flow_register(ENGINE_KIND_REMOVE_SNAPSHOT, remove_snapshot_flow, true);

@@ -64,7 +64,10 @@ bool leaf_verify_begin(struct engine *e, json_t *cmd)
         g_autofree char *dst_host = NULL;
         const char *copier = js(cmd, "host");
 
-        if (!e->config.verify_copies || json_is_false(json_object_get(p, "verify")))
+        /* Only a copy has a source to compare with: a merge or sparsify changes its volume in place
+         * (its params have no "src"; a checksum of nothing failed every merge). */
+        if (!e->config.verify_copies || engine_cmd_kind(cmd) != ENGINE_KIND_COPY_DATA ||
+            json_is_false(json_object_get(p, "verify")))
                 return false;
         dst_host = leaf_other_usable_host(e, copier);
         if (!dst_host)

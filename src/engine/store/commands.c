@@ -102,6 +102,16 @@ json_t *engine_store_command_counts(struct engine_store *st, GError **error)
                                       "GROUP BY type, phase ORDER BY type, phase", "");
 }
 
+json_t *engine_store_jobs_running(struct engine_store *st, GError **error)
+{
+        /* Image transfers start jobs without a command: "other". */
+        return store_query(st, error, "SELECT j.id AS id, COALESCE(c.type, 'other') AS kind, "
+                                      "EXISTS (SELECT 1 FROM steps s WHERE s.job_id = j.id AND s.status = 'started' "
+                                      "AND s.detail = 'stalled') AS stalled FROM jobs j "
+                                      "LEFT JOIN commands c ON c.id = j.command_id WHERE j.status = 'started' "
+                                      "ORDER BY kind", "");
+}
+
 char *engine_store_job_correlation_id(struct engine_store *st, const char *job)
 {
         g_autoptr(json_t) row = job ? store_query_one(st, NULL, "SELECT correlation_id FROM jobs WHERE id = ?", "s", job)
@@ -116,6 +126,14 @@ gint64 engine_store_steps_stalled(struct engine_store *st)
                                                           "AND detail = 'stalled'", "");
 
         return row ? json_integer_value(json_object_get(row, "n")) : 0;
+}
+
+bool engine_store_job_stalled(struct engine_store *st, const char *job)
+{
+        g_autoptr(json_t) row = store_query_one(st, NULL, "SELECT id FROM steps WHERE job_id = ? AND status = 'started' "
+                                                          "AND detail = 'stalled' LIMIT 1", "s", job);
+
+        return row != NULL;
 }
 
 char *engine_store_command_user(struct engine_store *st, const char *id)

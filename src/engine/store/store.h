@@ -23,6 +23,10 @@
 
 struct engine_store;
 
+/* Told the table (as named in the SQL) each time a write changed rows of it; never does SQL itself. */
+typedef void (*engine_store_change_fn)(void *data, const char *table);
+void engine_store_set_change_fn(struct engine_store *st, engine_store_change_fn fn, void *data);
+
 int engine_store_open(const char *location, struct engine_store **ret, GError **error) STORE_MUST;
 void engine_store_close(struct engine_store *st);
 const char *engine_store_backend_name(struct engine_store *st);
@@ -100,8 +104,12 @@ json_t *engine_store_event_list(struct engine_store *st, const char *correlation
 char *engine_store_job_correlation_id(struct engine_store *st, const char *job);
 /* Running steps marked stalled (0 on an error). */
 gint64 engine_store_steps_stalled(struct engine_store *st);
+/* A running step of the job is stalled (false on a read error: the ETA is then shown). */
+bool engine_store_job_stalled(struct engine_store *st, const char *job);
 /* {type, phase, n}: the active commands counted by kind and phase. */
 json_t *engine_store_command_counts(struct engine_store *st, GError **error) STORE_MUST;
+/* {id, kind, stalled (0/1: a running step is)}: the running jobs, by the kind of the command that runs each ("other" for none), ordered by kind. */
+json_t *engine_store_jobs_running(struct engine_store *st, GError **error) STORE_MUST;
 
 /* ---- users and tokens (users.c): hashes only ---- */
 /* {name, hash, role, created}, or NULL. */

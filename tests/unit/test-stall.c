@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Stall judgement (stall.c): bytes decide, not qemu-img's 1 % steps; phases; the flag while aborting. */
+#include <glib.h>
+
+#include "stall.h"
+
+#define TIMEOUT 3
+
+/* A capped copy: bytes grow every second, progress stays at 0 % for a minute: never stalled. */
+static void test_bytes_decide(void)
+{
+        struct engine_stall s = { 0 };
+
+        for (gint64 t = 100; t <= 160; t++)
+                g_assert_cmpint(engine_stall_feed(&s, "copying", (t - 100) * 1024 * 1024, 0.0, t, TIMEOUT, NULL),
+                                ==, ENGINE_STALL_MOVING);
+        g_assert_false(s.stalled);
+}
+
+/* Nothing moves (SIGSTOPped qemu-img): flagged once at the timeout, then stays flagged until it moves. */
+static void test_still_then_moves(void)
+{
+        struct engine_stall s = { 0 };
+        gint64 still = -1;
+
+        g_assert_cmpint(engine_stall_feed(&s, "copying", 5000, 12, 10, TIMEOUT, &still), ==, ENGINE_STALL_MOVING);
+        g_assert_cmpint(engine_stall_feed(&s, "copying", 5000, 12, 12, TIMEOUT, &still), ==, ENGINE_STALL_STILL);
+        g_assert_cmpint(still, ==, 2);
+        g_assert_cmpint(engine_stall_feed(&s, "copying", 5000, 12, 13, TIMEOUT, &still), ==, ENGINE_STALL_NEW);
+        g_assert_cmpint(still, ==, 3);
+        g_assert_cmpint(engine_stall_feed(&s, "copying", 5000, 12, 20, TIMEOUT, NULL), ==, ENGINE_STALL_STALLED);
+        g_assert_cmpint(engine_stall_feed(&s, "copying", 5001, 12, 21, TIMEOUT, NULL), ==, ENGINE_STALL_MOVES_AGAIN);
+        g_assert_false(s.stalled);
+        g_assert_cmpint(engine_stall_feed(&s, "copying", 5001, 12, 22, TIMEOUT, NULL), ==, ENGINE_STALL_STILL);
+        /* Progress alone (an agent without bytes_done, or the copy loop over holes) is movement too. */
+        g_assert_cmpint(engine_stall_feed(&s, NULL, 0, 13, 30, TIMEOUT, NULL), ==, ENGINE_STALL_MOVING);
+}
+
+/* Phases that move no bytes are not judged, and their time does not count once copying starts. */
+static void test_phases(void)
+{
+        struct engine_stall s = { 0 };
+
+        g_assert_false(engine_stall_phase_judged("verifying_prefix"));
+        g_assert_false(engine_stall_phase_judged("preallocating"));
+        g_assert_true(engine_stall_phase_judged("copying"));
+        g_assert_true(engine_stall_phase_judged(NULL));
+        for (gint64 t = 0; t <= 60; t++)
+                g_assert_cmpint(engine_stall_feed(&s, "verifying_prefix", 0, 0, t, TIMEOUT, NULL), ==, ENGINE_STALL_MOVING);
+        g_assert_cmpint(engine_stall_feed(&s, "copying", 0, 0, 62, TIMEOUT, NULL), ==, ENGINE_STALL_STILL);
+        g_assert_cmpint(engine_stall_feed(&s, "copying", 0, 0, 63, TIMEOUT, NULL), ==, ENGINE_STALL_NEW);
+        for (gint64 t = 64; t <= 200; t++)
+                g_assert_cmpint(engine_stall_feed(&s, "preallocating", 1000, 100, t, TIMEOUT, NULL), !=, ENGINE_STALL_NEW);
+        g_assert_false(s.stalled);
+}
+
+/* Once aborted for stalling it stays flagged, whatever it reports, and the abort falls overdue. */
+static void test_aborting(void)
+{
+        struct engine_stall s = { 0 }, back;
+        json_t *o;
+
+        engine_stall_feed(&s, "copying", 10, 1, 0, TIMEOUT, NULL);
+        g_assert_cmpint(engine_stall_feed(&s, "copying", 10, 1, 3, TIMEOUT, NULL), ==, ENGINE_STALL_NEW);
+        engine_stall_aborting(&s, 3);
+        g_assert_cmpint(engine_stall_feed(&s, "copying", 20, 2, 4, TIMEOUT, NULL), ==, ENGINE_STALL_STALLED);
+        g_assert_true(s.stalled);
+        g_assert_false(engine_stall_abort_overdue(&s, 3 + 2 * TIMEOUT - 1, TIMEOUT));
+        g_assert_true(engine_stall_abort_overdue(&s, 3 + 2 * TIMEOUT, TIMEOUT));
+        /* The state survives its JSON form (the command's data, across an engine restart). */
+        o = engine_stall_to_json(&s);
+        engine_stall_from_json(o, &back);
+        g_assert_cmpint(back.bytes, ==, 20);
+        g_assert_cmpint(back.moved_at, ==, 4);
+        g_assert_cmpint(back.abort_at, ==, 3);
+        g_assert_true(back.stalled);
+        json_decref(o);
+        g_assert_true(back.seen);
+        engine_stall_from_json(NULL, &back);
+        g_assert_false(back.seen);
+        g_assert_false(engine_stall_abort_overdue(&back, 1000, TIMEOUT));
+}
+
+int main(int argc, char **argv)
+{
+        g_test_init(&argc, &argv, NULL);
+        g_test_add_func("/stall/bytes-decide", test_bytes_decide);
+        g_test_add_func("/stall/still-then-moves", test_still_then_moves);
+        g_test_add_func("/stall/phases", test_phases);
+        g_test_add_func("/stall/aborting", test_aborting);
+        return g_test_run();
+}
