@@ -988,9 +988,12 @@ static bool add_merge(json_t *out, json_t *ent, json_t *disk, json_t *vols, size
                 fail(error, 409, "disk %s: snapshot volume %s has no child volume to merge", js(disk, "name"), js(base, "id"));
                 return false;
         }
-        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "disk", js(disk, "id"),
+        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:b}", "disk", js(disk, "id"),
                                              "sd", js(disk, "sd_id"), "img", js(disk, "id"), "top", js(top, "id"),
-                                             "base", js(base, "id"), "bytes", ji(top, "capacity")));
+                                             "base", js(base, "id"), "bytes", ji(top, "capacity"),
+                                             /* An earlier removal's merge committed, its finalize did not:
+                                              * finalize again (it checks base on storage first). */
+                                             "finalize_only", g_strcmp0(js(ent, "finalize"), js(top, "id")) == 0));
         return true;
 }
 

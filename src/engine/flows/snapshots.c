@@ -60,6 +60,7 @@
 
 #define MAX_PARALLEL_DISKS 8
 #define MERGE_STEPS 4
+#define STEP_FINALIZE 2                /* StoragePool.finalizeMerge on the SPM */
 #define STEP_DELETE 3                  /* the last merge step: Volume.delete of top */
 #define DELETE_TRIES 3
 
@@ -161,6 +162,18 @@ static char *make_delete_step(struct engine *e, json_t *cmd, json_t *p, size_t i
 }
 
 /*
+ * A disk whose merge committed (base LEGAL at G+1) but whose finalize did not
+ * go through (p.finalize_only): finalize and delete are left. Prepare would
+ * refuse a top that finalize already marked ILLEGAL, and is not needed: the
+ * finalize verb checks base LEGAL at the generation the merge left, under
+ * the leases, before it writes anything, and runs again from any point.
+ */
+static char *make_finalize_step(struct engine *e, json_t *cmd, json_t *p, size_t i)
+{
+        return make_merge_step(e, cmd, p, STEP_FINALIZE + i);
+}
+
+/*
  * Once finalize succeeded, top is out of the chain on storage: the inventory
  * follows at once (in this round's transaction), so a delete of top that
  * fails leaves an inventory that is true and a removal that can be run again
@@ -173,9 +186,11 @@ static void merge_disk_advance(struct engine *e, json_t *cmd)
         g_autoptr(json_t) data = jparse(cmd, "data");
         g_autofree char *error = NULL;
         bool finalized = json_is_true(json_object_get(p, "finalized"));
-        engine_child_factory make = finalized ? make_delete_step : make_merge_step;
-        size_t count = finalized ? 1 : MERGE_STEPS;
-        size_t delete_index = finalized ? 0 : STEP_DELETE;
+        bool finalize_only = json_is_true(json_object_get(p, "finalize_only"));
+        engine_child_factory make = finalized ? make_delete_step : finalize_only ? make_finalize_step : make_merge_step;
+        size_t first = finalized ? STEP_DELETE : finalize_only ? STEP_FINALIZE : 0;
+        size_t count = MERGE_STEPS - first;
+        size_t delete_index = STEP_DELETE - first;
         enum engine_children st = engine_run_children(e, cmd, data, count, make, &error);
 
         if ((size_t) ji(data, "index") >= delete_index && !json_is_true(json_object_get(data, "applied"))) {
@@ -404,18 +419,36 @@ static bool disks_running(struct engine *e, json_t *cmd, json_t *p, json_t *data
         return true;
 }
 
+/* The data of child i of a flow (engine_run_children*), or NULL when it was never started. */
+static json_t *child_data(struct engine *e, json_t *data, size_t i)
+{
+        g_autofree char *k = g_strdup_printf("%zu", i);
+        const char *id = json_string_value(json_object_get(json_object_get(data, "children"), k));
+        g_autoptr(json_t) child = id ? engine_store_command_get(e->db, id, NULL) : NULL;
+
+        return child ? jparse(child, "data") : NULL;
+}
+
 /*
  * What a removal again has to do for a disk whose merge did not succeed: the
- * whole merge, or, when finalize went through (top no longer in the
- * inventory's chain), only deleting top.
+ * whole merge; when finalize went through (top no longer in the inventory's
+ * chain), only deleting top; when the merge committed (its step succeeded,
+ * so the inventory holds the generation it left) but finalize did not, only
+ * finalize and delete (a finalize cut short may have marked top ILLEGAL,
+ * which prepare would refuse for good).
  */
-static json_t *disk_left(struct engine *e, json_t *d)
+static json_t *disk_left(struct engine *e, json_t *data, size_t i, json_t *d)
 {
         g_autoptr(json_t) top = volume_find(e, js(d, "disk"), js(d, "sd"), js(d, "top"));
+        g_autoptr(json_t) cdata = child_data(e, data, i);
         json_t *ent = json_pack("{s:s, s:s}", "disk", js(d, "disk"), "volume", js(d, "base"));
+        bool finalize_only = json_is_true(json_object_get(d, "finalize_only"));
 
         if (!top)
                 json_object_set_new(ent, "delete", json_string(js(d, "top")));
+        else if (finalize_only || (cdata && !json_is_true(json_object_get(d, "finalized")) &&
+                                   ji(cdata, "index") >= STEP_FINALIZE))
+                json_object_set_new(ent, "finalize", json_string(js(d, "top")));
         return ent;
 }
 
@@ -435,7 +468,7 @@ static void remove_snapshot_flow(struct engine *e, json_t *cmd)
                 json_t *d = flow_disk(p, i);
 
                 if (g_strcmp0(state, "succeeded") != 0) {
-                        json_array_append_new(left, disk_left(e, d));
+                        json_array_append_new(left, disk_left(e, data, i, d));
                         continue;
                 }
                 /* Applied when finalize succeeded (merge_disk_advance); idempotent. */
