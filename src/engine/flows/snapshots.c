@@ -31,13 +31,16 @@
  *                          → merge again on another host with G+3 → G+4
  *
  * restore_snapshot                      (job; VM and its disks locked)
- *   main ──► restore_disk_snapshot per disk, all at once
- *   end  ──► inventory: the discarded volumes gone, the new leaf on the
- *            snapshot's volume; the snapshots newer than this one deleted
+ *   checks ──► verify_chain per disk, all at once (base and below LEGAL at their
+ *              recorded generations, read through the SPM); one fails → the job
+ *              fails with nothing changed on any disk (a barrier: no disk
+ *              removes anything before every disk's chain is checked)
+ *   main   ──► restore_disk_snapshot per disk, all at once
+ *   end    ──► inventory: the discarded volumes gone, the new leaf on the
+ *              snapshot's volume; the snapshots newer than this one deleted
  *
  * restore_disk_snapshot {disk, sd, img, base, vol, capacity, discard[]}:
- *   verify_chain (base and below LEGAL at their recorded generations, read through the SPM)
- *   ──► remove_volume discard[0] (the leaf) ──► … discard[n-1] ──► create_volume_container
+ *   remove_volume discard[0] (the leaf) ──► … discard[n-1] ──► create_volume_container
  *   vol (qcow2, parent base), all on the SPM: a linear chain at every step
  *
  * sparsify_disk {disk, sd, img, volumes[]} (job; the disk locked)
@@ -334,9 +337,9 @@ static json_t *chain_to(struct engine *e, json_t *p)
 }
 
 /*
- * Step 0 reads the chain the restore keeps (verify_chain): every volume
- * LEGAL at its recorded generation, or nothing is removed. Then the
- * discarded volumes, then the new leaf.
+ * The restore_snapshot flow has checked every disk's chain (verify_chain)
+ * before any disk's composite starts: the discarded volumes, then the new
+ * leaf.
  */
 static char *make_restore_step(struct engine *e, json_t *cmd, json_t *p, size_t i)
 {
@@ -345,13 +348,6 @@ static char *make_restore_step(struct engine *e, json_t *cmd, json_t *p, size_t 
         g_autoptr(json_t) cp = NULL;
         g_autofree char *desc = NULL;
 
-        if (i == 0) {
-                cp = json_pack("{s:s, s:s, s:o}", "sd", js(p, "sd"), "img", js(p, "img"), "volumes", chain_to(e, p));
-                desc = g_strdup_printf("Checking on storage the chain up to snapshot volume %s (disk %s)", js(p, "base"),
-                                       js(p, "img"));
-                return make_step_leaf(e, cmd, ENGINE_KIND_VERIFY_CHAIN, cp, desc, w);
-        }
-        i--;
         if (i < json_array_size(discard)) {
                 const char *vol = json_string_value(json_array_get(discard, i));
 
@@ -371,7 +367,20 @@ static void restore_disk_advance(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
 
-        run_sequence(e, cmd, json_array_size(json_object_get(p, "discard")) + 2, make_restore_step);
+        run_sequence(e, cmd, json_array_size(json_object_get(p, "discard")) + 1, make_restore_step);
+}
+
+/* Disk i's chain check, a child of the restore_snapshot flow itself (its weight: one step of the disk's share). */
+static char *make_restore_check(struct engine *e, json_t *cmd, json_t *p, size_t i)
+{
+        json_t *d = flow_disk(p, i);
+        double w = disk_share(p) / (double) (json_array_size(json_object_get(d, "discard")) + 2);
+        g_autoptr(json_t) cp = json_pack("{s:s, s:s, s:o}", "sd", js(d, "sd"), "img", js(d, "img"), "volumes",
+                                         chain_to(e, d));
+        g_autofree char *desc = g_strdup_printf("Checking on storage the chain up to snapshot volume %s (disk %s)",
+                                                js(d, "base"), js(d, "img"));
+
+        return make_step_leaf(e, cmd, ENGINE_KIND_VERIFY_CHAIN, cp, desc, w);
 }
 
 /* ---- the top-level flows ---- */
@@ -499,15 +508,16 @@ static void remove_snapshot_flow(struct engine *e, json_t *cmd)
                      error ? error : "unknown error");
 }
 
-/* Whether disk i's restore got past its chain check (verify_chain): only then may it have removed volumes. */
+/*
+ * Whether disk i's restore started a removal: only then may its chain differ
+ * from the inventory's. A disk whose composite never started (more disks
+ * than MAX_PARALLEL_DISKS, another failed) or never made a child did not.
+ */
 static bool restore_acted(struct engine *e, json_t *data, size_t i)
 {
-        g_autofree char *k = g_strdup_printf("%zu", i);
-        const char *id = json_string_value(json_object_get(json_object_get(data, "children"), k));
-        g_autoptr(json_t) child = id ? engine_store_command_get(e->db, id, NULL) : NULL;
-        g_autoptr(json_t) cdata = child ? jparse(child, "data") : NULL;
+        g_autoptr(json_t) cdata = child_data(e, data, i);
 
-        return !cdata || ji(cdata, "index") > 0;
+        return cdata && (ji(cdata, "index") > 0 || json_object_get(cdata, "child"));
 }
 
 static void restore_snapshot_flow(struct engine *e, json_t *cmd)
@@ -520,6 +530,32 @@ static void restore_snapshot_flow(struct engine *e, json_t *cmd)
         json_t *s;
         unsigned done = 0;
 
+        /*
+         * Every disk's chain is checked before any disk removes anything: a
+         * check that fails on one disk leaves every disk as it was (the
+         * checks' bookkeeping under data.checks, the disks' under data).
+         */
+        if (!json_is_true(json_object_get(data, "checked"))) {
+                json_t *checks = json_object_get(data, "checks");
+                enum engine_children st;
+
+                if (!json_is_object(checks))
+                        json_object_set_new(data, "checks", checks = json_object());
+                st = engine_run_children_parallel(e, cmd, checks, n, MAX_PARALLEL_DISKS, make_restore_check, &error);
+                if (st == ENGINE_CHILDREN_ACTIVE) {
+                        engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_MAIN, data);
+                        return;
+                }
+                if (st == ENGINE_CHILDREN_FAILED) {
+                        if (engine_store_snapshot_set(e->db, js(p, "snapshot"), "ok", NULL, NULL, NULL) < 0)
+                                return;
+                        flow_end(e, cmd, js(p, "vm"), false, error);
+                        engine_event(e, "warning", js(cmd, "id"), "restoring VM %s to snapshot %s: nothing was changed "
+                                     "(%s)", js(p, "vm"), js(p, "snapshot"), error ? error : "unknown error");
+                        return;
+                }
+                json_object_set_new(data, "checked", json_true());
+        }
         if (disks_running(e, cmd, p, data, make_disk_composite, n, &error))
                 return;
         for (i = 0; i < n; i++) {
