@@ -524,3 +524,61 @@ def test_restore_removes_nothing_on_any_disk_when_one_check_fails(ec, tmp_path):
         ec.engine.request("DELETE", f"/api/vms/{vm['id']}/snapshots/{s2}")
     except HttpError as e:
         pytest.fail(f"snapshot s2 cannot be removed: {e.status} {e.body}")
+
+
+def snapshot_status(ec, vm, sid):
+    return ec.engine.get(f"/api/vms/{vm['id']}/snapshots/{sid}")["snapshot_status"]
+
+
+def test_removal_refused_before_any_change_leaves_the_snapshot_ok(ec, tmp_path):
+    """prepare refuses an ILLEGAL top (252): nothing changed on storage, so the snapshot stays "ok" (not broken) and
+    the VM's snapshots can still be restored; the removal goes through once top is LEGAL again."""
+    d = create_disk(ec, "pok", 16 * MiB)
+    write_random_extents(vol_path(ec, d), [(0, 2 * MiB)], seed=17)
+    vm = new_vm(ec, "vm-pok", [d])
+    s1 = snapshot(ec, vm, "s1")
+    d = disk(ec, d["id"])
+    top = d["volumes"][1]["id"]
+    before = guest_digest(ec, d, tmp_path)
+    update_volume(ec, d, top, legality="ILLEGAL")
+    try:
+        job = ec.engine.wait_job(remove_snapshot(ec, vm, s1), 120)
+        assert job["status"] == "failed", job
+        assert [(s["type"], s["status"]) for s in steps_of(ec, job["id"])] == [("prepare_merge", "failed")]
+        assert snapshot_status(ec, vm, s1) == "ok"
+        assert read_meta(vol_path(ec, d, d["volumes"][0]["id"]))["LEGALITY"] == "LEGAL"
+    finally:
+        update_volume(ec, d, top, legality="LEGAL")
+    wait_ok(ec, remove_snapshot(ec, vm, s1))
+    assert snapshots(ec, vm) == {}
+    assert guest_digest(ec, disk(ec, d["id"]), tmp_path) == before
+
+
+def test_older_snapshot_restores_past_a_broken_one(ec, tmp_path):
+    """A broken snapshot blocks the restore of itself and of newer snapshots, not of an older one: that restore
+    discards the half-finalized volumes (after verify_chain read the kept chain LEGAL) and the broken snapshot."""
+    d = create_disk(ec, "pold", 16 * MiB)
+    write_random_extents(vol_path(ec, d), [(0, 2 * MiB)], seed=23)
+    vm = new_vm(ec, "vm-pold", [d])
+    s0 = snapshot(ec, vm, "s0")
+    d = disk(ec, d["id"])
+    at_s0 = guest_digest(ec, d, tmp_path)
+    qemu_io_write(vol_path(ec, d), "qcow2", "0x5a", 0, MiB)
+    s1 = snapshot(ec, vm, "s1")
+    s2 = snapshot(ec, vm, "s2")
+    d = disk(ec, d["id"])
+    child = vol_path(ec, d, d["volumes"][3]["id"])
+    subprocess.run(["chattr", "+i", child], check=True)   # s1's finalize cannot re-point top's child
+    try:
+        assert ec.engine.wait_job(remove_snapshot(ec, vm, s1), 120)["status"] == "failed"
+    finally:
+        subprocess.run(["chattr", "-i", child], check=True)
+    assert snapshot_status(ec, vm, s1) == "broken"
+    with pytest.raises(HttpError) as e:
+        ec.engine.request("POST", f"/api/vms/{vm['id']}/snapshots/{s2}/restore", {})
+    assert e.value.status == 409 and s1 in e.value.body["fault"]["detail"], e.value.body
+    r = ec.engine.post(f"/api/vms/{vm['id']}/snapshots/{s0}/restore", {})
+    wait_ok(ec, r["job"]["id"])
+    assert list(snapshots(ec, vm)) == [s0]
+    d = assert_chain_legal(ec, d)
+    assert len(d["volumes"]) == 2 and guest_digest(ec, d, tmp_path) == at_s0

@@ -9,9 +9,11 @@
  *
  * remove_snapshot                      (job; VM, its disks locked; the snapshot "removing")
  *   main ──► merge_disk_snapshot per disk, all at once (MAX_PARALLEL_DISKS)
- *   end  ──► the snapshot row deleted when every disk merged, else it is
- *            "broken" (no restore of the VM) with the disks left, {disk,
- *            volume} or, finalized but top not deleted, {disk, volume, delete}
+ *   end  ──► the snapshot row deleted when every disk merged; "ok" again when
+ *            every disk stopped before storage changed (prepare refused);
+ *            else "broken" (no restore of it or a newer one) with the disks
+ *            left, {disk, volume}, {disk, volume, finalize} (merged, not
+ *            finalized) or {disk, volume, delete} (finalized, top not deleted)
  *
  * merge_disk_snapshot {vm, disk, sd, img, top, base, bytes, finalized?}: children one after another
  *
@@ -461,6 +463,20 @@ static json_t *disk_left(struct engine *e, json_t *data, size_t i, json_t *d)
         return ent;
 }
 
+/*
+ * Whether disk i's merge may have changed storage: prepare succeeded (base
+ * marked ILLEGAL), or an earlier removal already did (finalize or delete
+ * left). A merge refused at prepare changed nothing.
+ */
+static bool disk_changed(struct engine *e, json_t *data, size_t i, json_t *d)
+{
+        g_autoptr(json_t) cdata = child_data(e, data, i);
+
+        if (json_is_true(json_object_get(d, "finalized")) || json_is_true(json_object_get(d, "finalize_only")))
+                return true;
+        return cdata && ji(cdata, "index") > 0;
+}
+
 static void remove_snapshot_flow(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
@@ -469,6 +485,7 @@ static void remove_snapshot_flow(struct engine *e, json_t *cmd)
         g_autofree char *error = NULL;
         size_t n = json_array_size(json_object_get(p, "disks"));
         unsigned merged = 0;
+        bool changed = false;
 
         if (disks_running(e, cmd, p, data, make_disk_composite, n, &error))
                 return;
@@ -478,12 +495,13 @@ static void remove_snapshot_flow(struct engine *e, json_t *cmd)
 
                 if (g_strcmp0(state, "succeeded") != 0) {
                         json_array_append_new(left, disk_left(e, data, i, d));
+                        changed = changed || disk_changed(e, data, i, d);
                         continue;
                 }
                 /* Applied when finalize succeeded (merge_disk_advance); idempotent. */
                 if (engine_store_merge_apply(e->db, js(p, "vm"), js(d, "disk"), js(d, "sd"), js(d, "top"), js(d, "base"),
                                              NULL) < 0)
-                        return;        /* the transaction rolls back; the next round tries again */
+                        return;        /* all or nothing (a savepoint); the next round tries again */
                 merged++;
         }
         if (merged == n) {
@@ -494,10 +512,20 @@ static void remove_snapshot_flow(struct engine *e, json_t *cmd)
                              js(p, "snapshot"), js(p, "vm"), n);
                 return;
         }
+        if (merged == 0 && !changed && !json_is_true(json_object_get(p, "was_broken"))) {
+                /* Every disk stopped before storage changed (prepare refused): the snapshot is as it was. */
+                if (engine_store_snapshot_set(e->db, js(p, "snapshot"), "ok", NULL, NULL, NULL) < 0)
+                        return;
+                flow_end(e, cmd, js(p, "vm"), false, error);
+                engine_event(e, "warning", js(cmd, "id"), "snapshot %s of VM %s was not removed and nothing was changed "
+                             "(%s)", js(p, "snapshot"), js(p, "vm"), error ? error : "unknown error");
+                return;
+        }
         /*
          * What merged stays merged; the snapshot keeps the disks left. A base
          * may be ILLEGAL or half-merged on storage: the snapshot is "broken",
-         * which no restore accepts; the only way on is to remove it again.
+         * which no restore of it or of an older snapshot accepts; the only
+         * way on is to remove it again.
          */
         if (engine_store_snapshot_set(e->db, js(p, "snapshot"), "broken", NULL, left, NULL) < 0)
                 return;
