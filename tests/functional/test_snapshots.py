@@ -418,7 +418,8 @@ def test_sparsify_gives_back_zeroed_space(ec, tmp_path):
     r = ec.engine.post(f"/api/disks/{d['id']}/sparsify", {})
     job = wait_ok(ec, r["job"]["id"])
     steps = steps_of(ec, r["job"]["id"])
-    assert [s["type"] for s in steps] == ["sparsify_volume"] and steps[0]["execution_host"]["name"] != ec.spm_name()
+    assert [s["type"] for s in steps] == ["verify_chain", "sparsify_volume"], steps
+    assert steps[1]["execution_host"]["name"] != ec.spm_name()
     assert job["progress"] == 100
     after_blocks = os.stat(path).st_blocks * 512
     assert after_blocks <= before_blocks - 20 * MiB, (before_blocks, after_blocks)
@@ -426,6 +427,23 @@ def test_sparsify_gives_back_zeroed_space(ec, tmp_path):
     d = assert_chain_legal(ec, d)
     assert d["volumes"][0]["generation"] == 1
     wait_for(lambda: disk(ec, d["id"])["actual_size"] <= after_blocks + MiB, 30, "actual_size read again")
+
+
+def test_sparsify_of_a_volume_illegal_on_storage_sends_nothing(ec, tmp_path):
+    """The inventory says LEGAL, storage says ILLEGAL (a copy cut short behind the engine's back): the chain check
+    fails, no volume is sparsified, the volume stays ILLEGAL and the disk usable."""
+    d = create_disk(ec, "sparse-ill", 16 * MiB)
+    write_random_extents(vol_path(ec, d), [(0, 2 * MiB)], seed=51)
+    vol = d["volumes"][0]["id"]
+    update_volume(ec, d, vol, legality="ILLEGAL")
+    try:
+        r = ec.engine.post(f"/api/disks/{d['id']}/sparsify", {})
+        assert ec.engine.wait_job(r["job"]["id"], 60)["status"] == "failed"
+        assert [(s["type"], s["status"]) for s in steps_of(ec, r["job"]["id"])] == [("verify_chain", "failed")]
+        assert read_meta(vol_path(ec, d, vol))["LEGALITY"] == "ILLEGAL"
+        assert disk(ec, d["id"])["status"] == "ok"
+    finally:
+        update_volume(ec, d, vol, legality="LEGAL")
 
 
 def fault(ec, method, path, body=None):

@@ -307,6 +307,23 @@ def test_sparsify_failure_leaves_volume_legal(cluster, img):
     assert cluster.volume_info(cluster.sd1, img, vol)["generation"] == gen + 1
 
 
+def test_sparsify_and_amend_refuse_an_illegal_volume(cluster, img):
+    """An ILLEGAL volume (a copy or merge into it cut short) is refused by sparsify and amend with 227 and nothing
+    changed: neither may end by marking it LEGAL over data that may be incomplete."""
+    base, top = make_chain(cluster, img, 2, size=16 * MiB)
+    gen = cluster.volume_info(cluster.sd1, img, top)["generation"]
+    with cluster.a.client() as c:
+        job_id = new_uuid()
+        c.call("SDM.update_volume", {"job_id": job_id, "vol_info": {"sd_id": cluster.sd1, "img_id": img, "vol_id": top},
+                                     "vol_attr": {"legality": "ILLEGAL"}})
+        assert wait_job(c, job_id)["status"] == "done"
+    vol_info = {"sd_id": cluster.sd1, "img_id": img, "vol_id": top, "generation": gen}
+    for job in (run_sparsify(cluster.b, vol_info), run_amend(cluster.b, vol_info)):
+        assert job["status"] == "failed" and job["error"]["code"] == 227 and "ILLEGAL" in job["error"]["message"], job
+    info = cluster.volume_info(cluster.sd1, img, top)
+    assert info["legality"] == "ILLEGAL" and info["generation"] == gen and info["lease"]["owners"] == [], info
+
+
 def test_stale_metadata_temp_files_removed_when_pool_connected(cluster, img):
     """An agent killed between a .meta temp write and its rename leaves <vol>.meta.tmp.<random>; the next
     agent to connect the pool removes those older than its start (logged), and nothing else."""

@@ -46,6 +46,7 @@
  *   vol (qcow2, parent base), all on the SPM: a linear chain at every step
  *
  * sparsify_disk {disk, sd, img, volumes[]} (job; the disk locked)
+ *   checks ──► verify_chain of the whole chain (LEGAL at the recorded generations)
  *   main ──► sparsify_volume per SPARSE volume of the chain, all at once
  *   end  ──► unlock, actual size read again
  */
@@ -626,13 +627,45 @@ static void restore_snapshot_flow(struct engine *e, json_t *cmd)
                      error ? error : "unknown error");
 }
 
+/* The disk's whole chain, LEGAL on storage at the generations the inventory records, before any sparsify. */
+static char *make_sparsify_check(struct engine *e, json_t *cmd, json_t *p, size_t i)
+{
+        g_autoptr(json_t) vols = engine_store_volume_list(e->db, js(p, "disk"), js(p, "sd"), NULL);
+        g_autoptr(json_t) cp = json_pack("{s:s, s:s, s:[]}", "sd", js(p, "sd"), "img", js(p, "disk"), "volumes");
+        g_autofree char *desc = g_strdup_printf("Checking on storage the chain of disk %s", js(p, "disk"));
+        size_t k;
+        json_t *v;
+
+        json_array_foreach(vols, k, v)
+                json_array_append_new(json_object_get(cp, "volumes"),
+                                      json_pack("{s:s, s:I}", "id", js(v, "id"), "generation", ji(v, "generation")));
+        return make_step_leaf(e, cmd, ENGINE_KIND_VERIFY_CHAIN, cp, desc, 0);
+}
+
 static void sparsify_flow(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
         g_autoptr(json_t) data = jparse(cmd, "data");
         g_autofree char *error = NULL;
         size_t n = json_array_size(json_object_get(p, "volumes"));
-        enum engine_children st = engine_run_children_parallel(e, cmd, data, n, n, make_sparsify, &error);
+        enum engine_children st;
+
+        /* An ILLEGAL volume's data may be incomplete: the agent refuses it too (227); nothing is sent then. */
+        if (!json_is_true(json_object_get(data, "checked"))) {
+                json_t *checks = json_object_get(data, "checks");
+
+                if (!json_is_object(checks))
+                        json_object_set_new(data, "checks", checks = json_object());
+                st = engine_run_children_parallel(e, cmd, checks, 1, 1, make_sparsify_check, &error);
+                if (st == ENGINE_CHILDREN_SUCCEEDED)
+                        json_object_set_new(data, "checked", json_true());
+                else if (st == ENGINE_CHILDREN_ACTIVE)
+                        engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_MAIN, data);
+                if (st != ENGINE_CHILDREN_SUCCEEDED)
+                        goto checked;
+        }
+        st = engine_run_children_parallel(e, cmd, data, n, n, make_sparsify, &error);
+checked:
 
         if (st == ENGINE_CHILDREN_ACTIVE) {
                 engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_MAIN, data);
