@@ -525,8 +525,8 @@ static void remove_snapshot_flow(struct engine *e, json_t *cmd)
         /*
          * What merged stays merged; the snapshot keeps the disks left. A base
          * may be ILLEGAL or half-merged on storage: the snapshot is "broken",
-         * which no restore of it or of an older snapshot accepts; the only
-         * way on is to remove it again.
+         * which no restore of it or of a newer snapshot accepts; the only
+         * way on is to remove it again (or to restore an older snapshot).
          */
         if (engine_store_snapshot_set(e->db, js(p, "snapshot"), "broken", NULL, left, NULL) < 0)
                 return;
@@ -549,12 +549,36 @@ static bool restore_acted(struct engine *e, json_t *data, size_t i)
         return cdata && (ji(cdata, "index") > 0 || json_object_get(cdata, "child"));
 }
 
+/*
+ * The checks a flow runs before it acts (data.checks), every one ended
+ * before anything else starts: ACTIVE (recorded), FAILED, or SUCCEEDED
+ * (data.checked set, so they are not run again).
+ */
+static enum engine_children checks_run(struct engine *e, json_t *cmd, json_t *data, size_t n, engine_child_factory make,
+                                       char **ret_error)
+{
+        json_t *checks = json_object_get(data, "checks");
+        enum engine_children st;
+
+        if (json_is_true(json_object_get(data, "checked")))
+                return ENGINE_CHILDREN_SUCCEEDED;
+        if (!json_is_object(checks))
+                json_object_set_new(data, "checks", checks = json_object());
+        st = engine_run_children_parallel(e, cmd, checks, n, MAX_PARALLEL_DISKS, make, ret_error);
+        if (st == ENGINE_CHILDREN_ACTIVE)
+                engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_MAIN, data);
+        else if (st == ENGINE_CHILDREN_SUCCEEDED)
+                json_object_set_new(data, "checked", json_true());
+        return st;
+}
+
 static void restore_snapshot_flow(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
         g_autoptr(json_t) data = jparse(cmd, "data");
         g_autofree char *error = NULL;
         size_t n = json_array_size(json_object_get(p, "disks"));
+        enum engine_children st;
         size_t i;
         json_t *s;
         unsigned done = 0;
@@ -564,26 +588,16 @@ static void restore_snapshot_flow(struct engine *e, json_t *cmd)
          * check that fails on one disk leaves every disk as it was (the
          * checks' bookkeeping under data.checks, the disks' under data).
          */
-        if (!json_is_true(json_object_get(data, "checked"))) {
-                json_t *checks = json_object_get(data, "checks");
-                enum engine_children st;
-
-                if (!json_is_object(checks))
-                        json_object_set_new(data, "checks", checks = json_object());
-                st = engine_run_children_parallel(e, cmd, checks, n, MAX_PARALLEL_DISKS, make_restore_check, &error);
-                if (st == ENGINE_CHILDREN_ACTIVE) {
-                        engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_MAIN, data);
+        st = checks_run(e, cmd, data, n, make_restore_check, &error);
+        if (st == ENGINE_CHILDREN_ACTIVE)
+                return;
+        if (st == ENGINE_CHILDREN_FAILED) {
+                if (engine_store_snapshot_set(e->db, js(p, "snapshot"), "ok", NULL, NULL, NULL) < 0)
                         return;
-                }
-                if (st == ENGINE_CHILDREN_FAILED) {
-                        if (engine_store_snapshot_set(e->db, js(p, "snapshot"), "ok", NULL, NULL, NULL) < 0)
-                                return;
-                        flow_end(e, cmd, js(p, "vm"), false, error);
-                        engine_event(e, "warning", js(cmd, "id"), "restoring VM %s to snapshot %s: nothing was changed "
-                                     "(%s)", js(p, "vm"), js(p, "snapshot"), error ? error : "unknown error");
-                        return;
-                }
-                json_object_set_new(data, "checked", json_true());
+                flow_end(e, cmd, js(p, "vm"), false, error);
+                engine_event(e, "warning", js(cmd, "id"), "restoring VM %s to snapshot %s: nothing was changed (%s)",
+                             js(p, "vm"), js(p, "snapshot"), error ? error : "unknown error");
+                return;
         }
         if (disks_running(e, cmd, p, data, make_disk_composite, n, &error))
                 return;
@@ -651,22 +665,9 @@ static void sparsify_flow(struct engine *e, json_t *cmd)
         enum engine_children st;
 
         /* An ILLEGAL volume's data may be incomplete: the agent refuses it too (227); nothing is sent then. */
-        if (!json_is_true(json_object_get(data, "checked"))) {
-                json_t *checks = json_object_get(data, "checks");
-
-                if (!json_is_object(checks))
-                        json_object_set_new(data, "checks", checks = json_object());
-                st = engine_run_children_parallel(e, cmd, checks, 1, 1, make_sparsify_check, &error);
-                if (st == ENGINE_CHILDREN_SUCCEEDED)
-                        json_object_set_new(data, "checked", json_true());
-                else if (st == ENGINE_CHILDREN_ACTIVE)
-                        engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_MAIN, data);
-                if (st != ENGINE_CHILDREN_SUCCEEDED)
-                        goto checked;
-        }
-        st = engine_run_children_parallel(e, cmd, data, n, n, make_sparsify, &error);
-checked:
-
+        st = checks_run(e, cmd, data, 1, make_sparsify_check, &error);
+        if (st == ENGINE_CHILDREN_SUCCEEDED)
+                st = engine_run_children_parallel(e, cmd, data, n, n, make_sparsify, &error);
         if (st == ENGINE_CHILDREN_ACTIVE) {
                 engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_MAIN, data);
                 return;
