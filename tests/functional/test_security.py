@@ -167,7 +167,8 @@ def test_refusals_are_json_faults_with_security_headers(ec):
         assert fault["reason"] == "Bad request" and ".." in fault["detail"], fault
         assert headers["Content-Type"] == "application/json"
     for method, path, expected in (("GET", "/api/hosts", 200), ("GET", "/api/nothing", 404),
-                                   ("POST", "/api/disks/..%2F..%2Fetc/move", 400), ("GET", "/", 404)):
+                                   ("POST", "/api/disks/..%2F..%2Fetc/move", 400), ("GET", "/", 200),
+                                   ("GET", "/nothing", 404)):
         status, headers, _ = raw_https(ec, method, path)
         assert status == expected, (path, status)
         assert headers["X-Content-Type-Options"] == "nosniff"
@@ -211,6 +212,7 @@ def test_insecure_mode_is_plain_and_warned():
             log = f.read()
         assert "insecure=true: the REST API is served over plain HTTP" in log
         assert "agent_insecure=true" in log
+        assert "insecure=true: the engine's connection and image transfers are plain TCP" in c.agents[0].log_tail()
         assert "(plain TCP, insecure)" in c.agents[0].log_tail() and "image transfers served on http://" in c.agents[0].log_tail()
         status, _ = c.engine.request("GET", "/api/datacenters")
         assert status == 200
