@@ -561,6 +561,24 @@ def handshake_cut(port):
     assert not answer.endswith(b"<timeout>") and 4.5 < time.monotonic() - t0 < 15
 
 
+def idle_tls_connections_are_cheap(e, n=100, bound_kib=40 * 1024):
+    """n handshaken idle TLS connections raise the engine's RSS by less than bound_kib in all (review18b:
+    each used to cost 3.7 MiB, the system CA store copied into every connection's credentials)."""
+    pid = e.proc.pid
+    base = status_kib(pid, "VmRSS")
+    held = []
+    try:
+        for _ in range(n):
+            held.append(e.ssl.wrap_socket(socket.create_connection(("127.0.0.1", e.port)),
+                                          server_hostname="127.0.0.1"))
+        # Every handshake is done on our side, so the engine has its state for all of them.
+        grown = status_kib(pid, "VmRSS") - base
+        assert grown < bound_kib, f"{n} idle TLS connections: +{grown} KiB ({grown // n} KiB each)"
+    finally:
+        for s in held:
+            s.close()
+
+
 def test_tls_engine_closed_clients_and_handshake_timeout(workdir):
     d = os.path.join(workdir, "hard-tls-engine")
     os.makedirs(d)
@@ -568,6 +586,7 @@ def test_tls_engine_closed_clients_and_handshake_timeout(workdir):
     try:
         closed_tls_clients_leave_nothing(e.proc.pid, e.port, e.ssl, "/api/hosts", 200, bearer(e))
         handshake_cut(e.port)
+        idle_tls_connections_are_cheap(e)
     finally:
         assert e.stop() == 0
 
