@@ -396,7 +396,63 @@ struct fy_http_server {
         GSocket *dummy, *dummy_peer;
         gulong sig_started, sig_finished, sig_aborted;
         guint trim;                     /* a malloc_trim() due once quiet */
+        GHashTable *refusals;           /* reason key (GUINT_TO_POINTER) → struct refusal_log * */
 };
+
+/* Refusals are logged at most once per reason per REFUSAL_LOG_US, with how many were not. */
+#define REFUSAL_LOG_US (10 * G_USEC_PER_SEC)
+
+struct refusal_log {
+        gint64 last;                    /* monotonic µs of the last line logged */
+        unsigned suppressed;            /* refused since, not logged */
+};
+
+/* Reasons that share a status: the connection caps before any request. */
+enum { REFUSED_CAP = 1000, REFUSED_HANDSHAKE };
+
+static char *sock_peer(GSocket *sock)
+{
+        g_autoptr(GSocketAddress) addr = sock ? g_socket_get_remote_address(sock, NULL) : NULL;
+        g_autofree char *ip = NULL;
+
+        if (!addr || !G_IS_INET_SOCKET_ADDRESS(addr))
+                return g_strdup("a client");
+        ip = g_inet_address_to_string(g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(addr)));
+        return g_strdup_printf("%s:%u", ip, g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(addr)));
+}
+
+/*
+ * One log line for a refusal (key: its reason, a status or REFUSED_*), unless
+ * one for that reason went out less than 10 s ago: a hostile client must not
+ * be able to flood the log, nor refusals go unseen.
+ */
+static void log_refusal(struct fy_http_server *s, guint key, GSocket *sock, const char *what, const char *detail)
+{
+        struct refusal_log *r;
+        gint64 now = g_get_monotonic_time();
+        g_autofree char *peer = NULL;
+        g_autofree char *more = NULL;
+        g_autofree char *message = NULL;
+
+        if (!s->log)
+                return;
+        r = g_hash_table_lookup(s->refusals, GUINT_TO_POINTER(key));
+        if (!r) {
+                r = g_new0(struct refusal_log, 1);
+                g_hash_table_insert(s->refusals, GUINT_TO_POINTER(key), r);
+        } else if (now - r->last < REFUSAL_LOG_US) {
+                r->suppressed++;
+                return;
+        }
+        peer = sock_peer(sock);
+        if (r->suppressed)
+                more = g_strdup_printf(" (and %u more for this reason since the last such line, not logged)",
+                                       r->suppressed);
+        message = g_strdup_printf("refused %s: %s: %s%s", peer, what, detail, more ? more : "");
+        s->log(s->log_data, key == REFUSED_CAP ? G_LOG_LEVEL_WARNING : G_LOG_LEVEL_MESSAGE, message);
+        r->last = now;
+        r->suppressed = 0;
+}
 
 static GIOStream *conn_stream(struct conn *c)
 {
@@ -548,7 +604,10 @@ static void conn_refuse_fault(struct conn *c, guint status, const char *detail)
 {
         const char *type;
         g_autofree char *body = fault_body(c->s, status, detail, &type);
+        g_autofree char *what = g_strdup_printf("%u %s", status, soup_status_get_phrase(status));
 
+        /* Refused below the handlers (they log their own): timeouts, unparsable or oversized heads. */
+        log_refusal(c->s, status, c->sock, what, detail);
         conn_refuse(c, status, NULL, type, body);
 }
 
@@ -928,6 +987,11 @@ static void on_handshake(GObject *source, GAsyncResult *res, gpointer data)
                 return;
         }
         if (!ok) {
+                g_autofree char *why = g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED) ?
+                        g_strdup_printf("not done within %u s", c->s->limits.handshake_timeout_s) :
+                        g_strdup(error->message);
+
+                log_refusal(c->s, REFUSED_HANDSHAKE, c->sock, "TLS handshake", why);
                 conn_free(c, false);    /* a failed or timed-out handshake; the client sees the close */
                 return;
         }
@@ -978,6 +1042,7 @@ static void on_refused(void *data, GSocket *sock, const char *reason)
         g_autofree char *body = NULL;
         g_autofree char *answer = NULL;
 
+        log_refusal(s, REFUSED_CAP, sock, "503 Service Unavailable", reason);
         if (s->cert)
                 return;         /* nothing can be said before a handshake */
         body = fault_body(s, SOUP_STATUS_SERVICE_UNAVAILABLE, reason, &type);
@@ -1015,6 +1080,7 @@ int fy_http_server_new(SoupServer *soup, GSocketAddress *addr, GTlsCertificate *
         s->log_data = log_data;
         s->conns = g_hash_table_new(g_direct_hash, g_direct_equal);
         s->all = g_hash_table_new(g_direct_hash, g_direct_equal);
+        s->refusals = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
         /*
          * libsoup keeps a connection alive only while the server has a listener
          * (soup-server.c request_finished); ours is not libsoup's, so it gets one
@@ -1082,6 +1148,7 @@ void fy_http_server_free(struct fy_http_server *s)
         g_clear_object(&s->soup);
         g_hash_table_unref(s->conns);
         g_hash_table_unref(s->all);
+        g_hash_table_unref(s->refusals);
         g_free(s);
 }
 
