@@ -17,6 +17,15 @@
  */
 #include <stddef.h>
 
+/*
+ * A head larger than this, or with more header fields, is refused with 431
+ * as soon as the limit is crossed, before libsoup buffers it (libsoup resets
+ * such a connection without an answer). 100 fields and 64 KiB are far above
+ * what Ferry's CLI, agents or a browser send.
+ */
+#define FY_HTTP_HEAD_MAX_BYTES (64 * 1024)
+#define FY_HTTP_HEAD_MAX_FIELDS 100
+
 enum fy_http_head_state {
         FY_HTTP_HEAD_START,             /* before the request line (empty lines skipped) */
         FY_HTTP_HEAD_REQUEST_LINE,
@@ -32,6 +41,9 @@ struct fy_http_head {
         enum fy_http_head_state state;
         enum fy_http_head_state after_cr;       /* where an LF after a CR leads */
         const char *bad;                        /* why, once FY_HTTP_HEAD_BAD (a static string) */
+        unsigned status;                        /* once BAD: 400, or 431 (a limit above) */
+        size_t bytes;                           /* of the head so far */
+        unsigned fields;                        /* header field lines so far */
 };
 
 void fy_http_head_reset(struct fy_http_head *h);

@@ -853,7 +853,7 @@ static gboolean on_bad_head(gpointer data)
         struct conn *c = data;
 
         c->timer = 0;
-        conn_refuse_fault(c, SOUP_STATUS_BAD_REQUEST, c->in->head.bad);
+        conn_refuse_fault(c, c->in->head.status, c->in->head.bad);
         return G_SOURCE_REMOVE;
 }
 

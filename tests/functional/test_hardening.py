@@ -376,6 +376,19 @@ def test_smuggling_framing_is_refused(engine, headers, detail):
     assert len(re.findall(rb"(?:^|\r\n)HTTP/1\.1 \d{3} ", answer)) == 1   # the rest was never read as a request
 
 
+@pytest.mark.parametrize("what, head, chunk, total, detail", [
+    ("a 2 MB header line", b"GET /api/hosts HTTP/1.1\r\nHost: x\r\nX-Big: ", b"a" * 65536, 2 * MiB, "64 KiB"),
+    ("20,000 headers", b"GET /api/hosts HTTP/1.1\r\nHost: x\r\n", b"X-H: 1\r\n" * 1000, 20000 * 8,
+     "100 header fields"),
+])
+def test_oversized_heads_get_431(engine, what, head, chunk, total, detail):
+    """Answered 431 with a JSON fault before libsoup buffers them (it used to reset the connection)."""
+    answer, _ = send_until_closed(engine.port, authed(engine.port, head), chunk, total)
+    assert status_of(answer) == 431, (what, answer[:300])
+    assert detail in json_fault(answer)["detail"]
+    assert engine.get("/api/hosts") == {"hosts": []}
+
+
 def test_transfer_endpoint_refuses_smuggling(lone_agent):
     port = transfer_port(lone_agent)
     answer = raw(port, b"PUT /images/%s HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nabcde"
