@@ -4,7 +4,8 @@
  * (src/engine/restparse.c) and the framing check of src/lib/httpserve.c.
  * The first byte picks: 'P' the route lookup of src/engine/rest.c, 'B' the JSON body parser
  * (the next byte picks the content type), 'A' the host address
- * normalizer, anything else the framing check on "Name: value" lines.
+ * normalizer, 'E' the If-None-Match matcher (header, a newline, the tag),
+ * anything else the framing check on "Name: value" lines.
  * Whatever the input, each answers consistently and never reads or
  * writes out of bounds.
  */
@@ -104,6 +105,20 @@ static void fuzz_address(const char *text)
         g_free(a);
 }
 
+static void fuzz_etag(const char *text)
+{
+        const char *nl = strchr(text, '\n');
+        char *inm = nl ? g_strndup(text, (gsize) (nl - text)) : g_strdup(text);
+        const char *tag = nl ? nl + 1 : "\"x\"";
+
+        /* "*" matches whatever the tag; a header over the limit never does. */
+        if (strcmp(inm, "*") == 0 && !engine_rest_etag_matches(inm, tag))
+                abort();
+        if (strlen(inm) > 4096 && engine_rest_etag_matches(inm, tag))
+                abort();
+        g_free(inm);
+}
+
 static bool token(const char *s)
 {
         if (!*s)
@@ -162,6 +177,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 break;
         case 'A':
                 fuzz_address(text);
+                break;
+        case 'E':
+                fuzz_etag(text);
                 break;
         default:
                 fuzz_framing(text);

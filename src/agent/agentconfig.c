@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "agentconfig.h"
+#include "transfercors.h"
 #include "config.h"     /* generated: FERRY_VERSION */
 #include "error.h"
 #include "log.h"
@@ -37,6 +38,7 @@ static const struct fy_option options[] = {
         { "write_timeout", FY_OPT_UINT, "30", 1, 3600, O(write_timeout), "seconds an image transfer client may leave its download unread before its connection is closed" },
         { "transfer_port", FY_OPT_UINT, "54323", 0, 65535, O(transfer_port), "TCP port of the image transfer endpoint (HTTPS, or HTTP with insecure; ovirt-imageio's 54323; 0 picks a free one, reported by Host.getStats)" },
         { "transfer_max_request", FY_OPT_UINT, "8388608", 65536, 64 * 1024 * 1024, O(transfer_max_request), "largest image transfer PUT body, bytes (held in memory while written)" },
+        { "cors_origin", FY_OPT_STRING, "", 0, 255, O(cors_origin), "the one web origin (https://HOST:PORT of the engine's web UI) whose pages may use the image transfer endpoint from a browser (CORS); empty: none" },
         { "transfer_max_tickets", FY_OPT_UINT, "64", 1, 1024, O(transfer_max_tickets), "image transfer tickets this host serves at once" },
         { "metrics_port", FY_OPT_UINT, "0", 0, 65535, O(metrics_port), "TCP port serving Prometheus metrics at /metrics on listen_address (HTTPS with tls_cert unless insecure; no client certificate asked); 0 = off" },
         { "log_level", FY_OPT_STRING, "info", 1, 16, O(log_level), "debug, info, warning or error", true },
@@ -73,6 +75,12 @@ static int agent_config_validate(void *config, GError **error)
         if (!fy_log_level_valid(c->log_level)) {
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
                             "log_level must be debug, info, warning or error, got '%s'", c->log_level);
+                return -EINVAL;
+        }
+        if (!agent_xfer_cors_origin_valid(c->cors_origin)) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                            "cors_origin must be an origin like https://engine.example:8443 (no path), got '%s'",
+                            c->cors_origin);
                 return -EINVAL;
         }
         if (!*c->host_name) {

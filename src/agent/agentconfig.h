@@ -33,6 +33,7 @@ struct agent_config {
         unsigned metrics_port;         /* 0 = no /metrics */
         unsigned transfer_max_request;
         unsigned transfer_max_tickets;
+        char *cors_origin;             /* "" or the web UI's origin (transfercors.h) */
         char *log_level;
         struct fy_options_sources *sources;     /* what a SIGHUP reload reads again */
 };

@@ -44,6 +44,7 @@
 #include "locks.h"
 #include "storage.h"
 #include "transfer.h"
+#include "transfercors.h"
 #include "transferparse.h"
 #include "uuid.h"
 
@@ -516,9 +517,16 @@ static void admit(struct ticket *t, SoupServerMessage *msg, bool write)
  */
 static void refuse_unread(struct agent_transfers *tr, SoupServerMessage *msg, guint status, const char *retry_after, const char *text)
 {
-        g_autofree char *headers = retry_after ? g_strdup_printf("Retry-After: %s\r\n", retry_after) : NULL;
+        const char *origin = soup_message_headers_get_one(soup_server_message_get_response_headers(msg),
+                                                          "Access-Control-Allow-Origin");
+        g_autoptr(GString) headers = g_string_new(NULL);
 
-        fy_http_server_refuse(tr->httpd, msg, status, headers, "text/plain", text);
+        if (retry_after)
+                g_string_append_printf(headers, "Retry-After: %s\r\n", retry_after);
+        /* Written raw, past libsoup: the CORS answer goes along, so a browser can read why. */
+        if (origin)
+                g_string_append_printf(headers, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", origin);
+        fy_http_server_refuse(tr->httpd, msg, status, headers->len ? headers->str : NULL, "text/plain", text);
 }
 
 /*
@@ -567,6 +575,9 @@ static void on_early(SoupServer *server, SoupServerMessage *msg, const char *pat
         struct ticket *t;
         g_autofree char *framing = NULL;
 
+        /* A browser's preflight from the engine's origin (the web UI's upload) is answered here. */
+        if (agent_xfer_cors(tr->agent->config.cors_origin, msg))
+                return;
         if (fy_http_check_framing(h, &framing) != 0) {
                 early_reply(tr, msg, true, SOUP_STATUS_BAD_REQUEST, NULL, "%s\n", framing);
                 return;

@@ -1032,7 +1032,8 @@ int cli_cluster_up(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         g_autofree char *agent_bin = NULL, *engine_bin = NULL, *logs = NULL, *storage = NULL;
         g_autofree char *rate_opt = NULL, *rate_arg = NULL, *jobs_arg = NULL;
         gint hosts = 3, domains = 2, max_jobs = 0;
-        const char *agent_opts[3] = { NULL };
+        const char *agent_opts[4] = { NULL };
+        g_autofree char *cors_arg = NULL;
         size_t n_agent_opts = 0;
         uint64_t rate = 0;
         const GOptionEntry entries[] = {
@@ -1136,14 +1137,17 @@ int cli_cluster_up(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         }
         printf("starting %d hosts in %s\n", hosts, dir);
         fflush(stdout);
-        for (guint i = 0; i < c->hosts->len; i++)
-                if (cli_start_host(c, c->hosts->pdata[i], agent_bin, agent_opts, error) < 0 ||
-                    cli_check_interrupt(error) < 0)
-                        goto fail;
+        /* The engine first: the agents answer CORS for its origin, the web UI's (cors_origin). */
         printf("starting the engine\n");
         fflush(stdout);
         if (cli_start_engine(c, engine_bin, error) < 0 || cli_check_interrupt(error) < 0)
                 goto fail;
+        cors_arg = g_strdup_printf("--cors-origin=%s", c->engine_url);
+        agent_opts[n_agent_opts++] = cors_arg;
+        for (guint i = 0; i < c->hosts->len; i++)
+                if (cli_start_host(c, c->hosts->pdata[i], agent_bin, agent_opts, error) < 0 ||
+                    cli_check_interrupt(error) < 0)
+                        goto fail;
         e = cli_engine_new(c->engine_url, c->ca_file, error);
         if (!e || cli_cluster_login(c, e, error) < 0)
                 goto fail;

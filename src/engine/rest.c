@@ -14,6 +14,8 @@
 #include "api_disks.h"
 #include "api_hosts.h"
 #include "api_jobs.h"
+#include "api_stream.h"
+#include "api_ui.h"
 #include "api_users.h"
 #include "api_vms.h"
 #include "auth.h"
@@ -40,6 +42,8 @@ static const route_table_fn tables[] = {
         engine_api_transfers_routes,
         engine_metrics_routes,
         engine_api_users_routes,
+        engine_api_stream_routes,
+        engine_api_ui_routes,
 };
 
 const struct engine_route *engine_rest_route_at(size_t i)
@@ -142,6 +146,12 @@ static void serve(struct engine *e, SoupServerMessage *msg, const char *path, bo
                 engine_auth_sso(e, msg, path);
                 return;
         }
+        /* The web UI's files: public, the page then logs in like any client (api_ui.c). */
+        if (!g_str_has_prefix(path, "/api/") && strcmp(path, "/api") != 0 && strcmp(path, "/metrics") != 0) {
+                engine_metrics_request_start(msg, method, "/ (web UI)");
+                engine_ui_serve(e, msg, path);
+                return;
+        }
         if ((g_str_has_prefix(path, "/api/") || strcmp(path, "/metrics") == 0) && strlen(path) <= MAX_PATH)
                 r = engine_rest_route_find(method, path, args, &known, buf, sizeof(buf));
         if (resumed) {
@@ -161,10 +171,7 @@ static void serve(struct engine *e, SoupServerMessage *msg, const char *path, bo
                 soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Correlation-Id", corr);
         }
         if (!r) {
-                if (!g_str_has_prefix(path, "/api/") && strcmp(path, "/metrics") != 0)
-                        engine_rest_reply_fault(msg, 404, "the API lives under /api/ (metrics at /metrics)");
-                else
-                        engine_rest_reply_fault(msg, known ? 405 : 404, known ? "this resource does not take that method"
+                engine_rest_reply_fault(msg, known ? 405 : 404, known ? "this resource does not take that method"
                                                                               : "no such resource or action");
                 return;
         }
@@ -274,6 +281,7 @@ int engine_rest_start(struct engine *e, GError **error)
                 g_set_error(error, ENGINE_ERROR, 400, "listen_address '%s' is not an IP address", e->config.listen_address);
                 return -EINVAL;
         }
+        engine_stream_start(e);        /* listens to the store before any request can write */
         e->http = engine_rest_server_new(e, error);
         if (!e->http)
                 return -EINVAL;
@@ -295,6 +303,7 @@ int engine_rest_start(struct engine *e, GError **error)
 
 void engine_rest_stop(struct engine *e)
 {
+        engine_stream_stop(e);
         fy_http_server_free(e->httpd);
         e->httpd = NULL;
         g_clear_object(&e->http);

@@ -154,3 +154,21 @@ char *engine_host_address_normalize(const char *address)
         }
         return g_steal_pointer(&lower);
 }
+
+bool engine_rest_etag_matches(const char *if_none_match, const char *etag)
+{
+        g_auto(GStrv) tags = NULL;
+
+        if (!if_none_match || !etag || strlen(if_none_match) > 4096)
+                return false;
+        tags = g_strsplit(if_none_match, ",", 64);
+        for (char **t = tags; *t; t++) {
+                const char *s = g_strstrip(*t);
+
+                if (g_str_has_prefix(s, "W/"))
+                        s += 2;
+                if (strcmp(s, "*") == 0 || strcmp(s, etag) == 0)
+                        return true;
+        }
+        return false;
+}

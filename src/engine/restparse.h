@@ -27,3 +27,9 @@ int engine_rest_body_parse(const char *data, gsize len, const char *content_type
  * format or space characters, bad labels, over 253 characters).
  */
 char *engine_host_address_normalize(const char *address);
+
+/*
+ * An If-None-Match header (at most 4096 bytes, 64 entity tags) names etag
+ * (quoted, compared weakly as a GET does) or is "*".
+ */
+bool engine_rest_etag_matches(const char *if_none_match, const char *etag);

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from ferrytest import BUILD, FERRY, Agent, Pki, Sanlock, tls_client_env, wait_for
+from ferrytest import BUILD, FERRY, Agent, Pki, Sanlock, tls_client_env, wait_for, write_random_extents
 
 ENGINE_BIN = os.path.join(BUILD, "src", "engine", "ferry-engine")
 
@@ -33,8 +33,9 @@ class Engine:
 
     ADMIN = "admin"
 
-    def __init__(self, workdir, *extra, pki=None, insecure=False):
+    def __init__(self, workdir, *extra, pki=None, insecure=False, port=0):
         self.workdir = workdir
+        self.listen_port = port        # 0: a free one, new at every start
         self.db = os.path.join(workdir, "engine.db")
         self.log_path = os.path.join(workdir, "engine.log")
         self.extra = extra
@@ -60,7 +61,7 @@ class Engine:
         offset = self.log.tell()
         security = ["--insecure=true", "--agent-insecure=true"] if self.insecure else self.pki.engine_args()
         self.proc = subprocess.Popen(
-            [ENGINE_BIN, "--port=0", f"--db={self.db}", *security, "--poll-interval=200",
+            [ENGINE_BIN, f"--port={self.listen_port}", f"--db={self.db}", *security, "--poll-interval=200",
              "--host-timeout=3000", "--log-level=debug", f"--create-admin={self.ADMIN}",
              f"--admin-password-file={self.admin_password_file}", *self.extra],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -162,14 +163,15 @@ class EngineCluster:
     """N hosts (sanlock daemon + agent each) and an engine that manages them."""
 
     def __init__(self, workdir, hosts=3, domains=2, engine_args=(), agent_options=None, net=None, storage=None,
-                 insecure=False):
+                 insecure=False, engine_port=0):
         """engine_args: extra engine options; agent_options: agent options for
         every host (copy_rate_limit defaults to 128M); net: a netns.Network
         with a namespace per host, the agents then run inside them and are
         added by their namespace address; storage: the shared storage root
         (default: <workdir>/storage). Every host gets a certificate from
         workdir/pki for its name and address; insecure=True: none, plain
-        text everywhere (the insecure-mode test only)."""
+        text everywhere (the insecure-mode test only). engine_port: the engine's
+        port, fixed across restarts (the web UI's origin); 0: a free one."""
         self.workdir = workdir
         self.storage = storage or os.path.join(workdir, "storage")
         os.makedirs(self.storage, exist_ok=True)
@@ -189,7 +191,7 @@ class EngineCluster:
                                          netns=net.hosts[i] if net else None, **dict(tls, **opts)))
                 if not insecure:
                     self.agents[-1].client_tls = self.pki.client_tls()
-            self.engine = Engine(workdir, *engine_args, pki=self.pki, insecure=insecure)
+            self.engine = Engine(workdir, *engine_args, pki=self.pki, insecure=insecure, port=engine_port)
             self.hosts = {}
             for a in self.agents:
                 h = self.engine.post("/api/hosts", {"name": a.name, "address": a.address, "port": a.port})
@@ -218,6 +220,17 @@ class EngineCluster:
                     if line.startswith("s ") and not line.rstrip().endswith("ADD")}
             return all(sd["id"] in have for sd in self.sds)
         wait_for(lambda: all(joined(s) for s in self.sanlocks), timeout, "every host in every lockspace", interval=0.2)
+
+    def data_disk(self, name, size, sd=0, seed=13):
+        """A raw sparse disk on domain sds[sd], made through the API and then
+        filled with size bytes of random data (so copies of it take time)."""
+        r = self.engine.post("/api/disks", {"name": name, "provisioned_size": size, "format": "raw", "sparse": True,
+                                            "storage_domain": {"id": self.sds[sd]["id"]}})
+        assert self.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
+        disk = self.engine.get(f"/api/disks/{r['disk']['id']}")
+        write_random_extents(os.path.join(self.storage, self.sds[sd]["id"], "images", disk["id"],
+                                          disk["volumes"][0]["id"]), [(0, size)], seed=seed)
+        return disk
 
     def spm_name(self):
         return self.engine.get("/api/datacenters")["datacenters"][0]["spm"]["name"]

@@ -20,7 +20,9 @@ import stat
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 import uuid
 
 import pytest
@@ -62,7 +64,18 @@ def password_file(workdir, name, password):
     return path
 
 
+# Answered with 200 and then open for as long as the client stays: only its status is read.
+STREAMS = ("/api/events/stream",)
+
+
 def status_of(engine, method, path, **kw):
+    if method == "GET" and path in STREAMS:
+        req = urllib.request.Request(engine.url + path, headers={"Authorization": f"Bearer {kw.get('token')}"})
+        try:
+            with urllib.request.urlopen(req, timeout=30, context=engine.ssl) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
     try:
         return engine.request(method, path, body={} if method != "GET" else None, **kw)[0]
     except HttpError as e:

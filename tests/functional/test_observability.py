@@ -22,8 +22,7 @@ import pytest
 
 from conftest import make_workdir
 from enginetest import EngineCluster, HttpError
-from ferrytest import (BUILD, REPO, MiB, free_port, new_uuid, qemu_img_compare, wait_for, wait_job,
-                       write_random_extents)
+from ferrytest import BUILD, REPO, MiB, free_port, new_uuid, qemu_img_compare, wait_for, wait_job
 from test_copy import copy, endpoint, start_slow_copy
 
 PROMETHEUS = shutil.which("prometheus")
@@ -453,16 +452,6 @@ def engine_raw(ec, method, path, headers=None, body=None, token=None, auth=True)
         return e.code, e.headers, e.read()
 
 
-def engine_disk(ec, name, data):
-    r = ec.engine.post("/api/disks", {"name": name, "provisioned_size": data, "format": "raw", "sparse": True,
-                                      "storage_domain": {"id": ec.sds[0]["id"]}})
-    assert ec.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
-    disk = ec.engine.get(f"/api/disks/{r['disk']['id']}")
-    write_random_extents(os.path.join(ec.storage, ec.sds[0]["id"], "images", disk["id"], disk["volumes"][0]["id"]),
-                         [(0, data)], seed=13)
-    return disk
-
-
 def viewer_token(ec):
     """A token of the weakest role: /metrics is readable with any."""
     ec.engine.post("/api/users", {"name": "metrics-viewer", "password": "viewer-password-1", "role": "viewer"})
@@ -508,7 +497,7 @@ def test_engine_metrics_scraped_by_prometheus_during_a_move(eng):
                             token=token)
     try:
         wait_for(lambda: prometheus.query('up{job="ferry-engine"} == 1'), 30, "prometheus to scrape the engine")
-        disk = engine_disk(ec, "metrics", 512 * MiB)        # ~8 s at 64 MiB/s
+        disk = ec.data_disk("metrics", 512 * MiB)        # ~8 s at 64 MiB/s
         job_id = ec.engine.post(f"/api/disks/{disk['id']}/move", {"storage_domain": {"id": ec.sds[1]["id"]}})["job"]["id"]
 
         # While the move copies: the ETA gauge of its kind is the job's eta_seconds in REST
@@ -574,7 +563,7 @@ def test_engine_metrics_scraped_by_prometheus_during_a_move(eng):
 
 def test_correlation_id_follows_a_move(eng):
     ec = eng
-    disk = engine_disk(ec, "corr", 64 * MiB)
+    disk = ec.data_disk("corr", 64 * MiB)
     corr = f"move-{new_uuid()}"
     status, headers, body = engine_raw(ec, "POST", f"/api/disks/{disk['id']}/move",
                                        {"Correlation-Id": corr}, {"storage_domain": {"id": ec.sds[1]["id"]}})
@@ -643,12 +632,13 @@ def proc_state(pid):
 def test_stalled_copy_is_flagged_and_retried_elsewhere():
     """A qcow2 copy whose qemu-img is held still (SIGSTOP) is flagged stalled within
     stall_timeout plus one poll, and with stall_action=retry aborted and copied on
-    another host. Copies are not rate-capped here, so the agent's own governor never
-    stops or continues qemu-img: only the test does."""
+    another host; one whose abort cannot end it is fenced once the abort is overdue; a
+    host that goes down loses its stats gauges. Copies are not rate-capped here, so the
+    agent's own governor never stops or continues qemu-img: only the test does."""
     d = make_workdir()
     ec = EngineCluster(d, hosts=3, agent_options={"copy_rate_limit": "0"},
                        engine_args=[f"--stall-timeout={STALL_TIMEOUT}", "--stall-action=retry"])
-    stopped = None
+    stopped = held = None
     try:
         r = ec.engine.post("/api/disks", {"name": "stall", "provisioned_size": 2048 * MiB, "format": "cow",
                                           "sparse": True, "storage_domain": {"id": ec.sds[0]["id"]}})
@@ -714,6 +704,34 @@ def test_stalled_copy_is_flagged_and_retried_elsewhere():
         assert sample(text, "ferry_engine_stalled_steps") == 0
         assert sample(text, "ferry_engine_retries_total", kind="copy_data") == 1
 
+        # A stalled copy whose abort does not end it (its host's sanlock daemon held still: the job
+        # cannot let go of its lease, as a copy hung in the kernel cannot) is fenced as a lost copy
+        # once the abort is overdue (2 x stall_timeout), and tried again elsewhere.
+        r = ec.engine.post(f"/api/disks/{disk['id']}/copy", {"name": "hung-copy",
+                                                              "storage_domain": {"id": ec.sds[1]["id"]}})
+        job2, new2 = r["job"]["id"], r["disk"]["id"]
+        pid2 = wait_for(lambda: (qemu_img_converts(new2) or [None])[0], 60, "the copy's qemu-img", interval=0.005)
+        with open(f"/proc/{pid2}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[2])
+        hung = next(i for i, a in enumerate(ec.agents) if a.proc.pid == ppid)
+        os.kill(pid2, signal.SIGSTOP)
+        os.kill(ec.sanlocks[hung].proc.pid, signal.SIGSTOP)
+        stopped, held = pid2, ec.sanlocks[hung].proc.pid
+        msgs = lambda: [e["message"] for e in ec.engine.get("/api/events")["events"]]
+        wait_for(lambda: any("did not end within 6 s of its abort" in m for m in msgs()), 60,
+                 "the overdue abort to be escalated", interval=0.1)
+        os.kill(held, signal.SIGCONT)
+        held = None
+        job = ec.engine.wait_job(job2, 180)
+        assert job["status"] == "finished", job
+        assert any("fencing copy_data job" in m for m in msgs()), msgs()
+        copy = next(s for s in ec.engine.get(f"/api/jobs/{job2}/steps")["steps"] if s["type"] == "copy_data")
+        assert copy["execution_host"]["name"] != ec.agents[hung].name, copy
+        new = ec.engine.get(f"/api/disks/{new2}")
+        assert qemu_img_compare(src, os.path.join(ec.storage, ec.sds[1]["id"], "images", new2,
+                                                  new["volumes"][0]["id"])).returncode == 0
+        text = engine_raw(ec, "GET", "/metrics")[2].decode()
+
         # A host that goes down is exported as down, without the gauges of its last stats.
         assert sample(text, "ferry_engine_host_jobs", host=stalled_host, state="running") is not None
         ec.agent(stalled_host).stop()
@@ -724,6 +742,8 @@ def test_stalled_copy_is_flagged_and_retried_elsewhere():
                      "ferry_engine_host_copy_rate_limit_bytes_per_second"):
             assert sample(text, name, host=stalled_host) is None, name
     finally:
+        if held:
+            os.kill(held, signal.SIGCONT)
         if stopped and os.path.exists(f"/proc/{stopped}"):
             os.kill(stopped, signal.SIGCONT)
         codes = ec.stop()

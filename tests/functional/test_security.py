@@ -167,7 +167,8 @@ def test_refusals_are_json_faults_with_security_headers(ec):
         assert fault["reason"] == "Bad request" and ".." in fault["detail"], fault
         assert headers["Content-Type"] == "application/json"
     for method, path, expected in (("GET", "/api/hosts", 200), ("GET", "/api/nothing", 404),
-                                   ("POST", "/api/disks/..%2F..%2Fetc/move", 400), ("GET", "/", 404)):
+                                   ("POST", "/api/disks/..%2F..%2Fetc/move", 400), ("GET", "/", 200),
+                                   ("GET", "/nothing", 404)):
         status, headers, _ = raw_https(ec, method, path)
         assert status == expected, (path, status)
         assert headers["X-Content-Type-Options"] == "nosniff"

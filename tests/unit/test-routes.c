@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "rest.h"
+#include "restparse.h"
 
 static const char *const methods[] = { "GET", "POST", "PUT", "DELETE", NULL };
 
@@ -100,6 +101,9 @@ static void test_dispatch(void)
         check("PATCH", "/api/disks", NULL, NULL, NULL, true);
         check("PUT", "/api/disks/d1/move", NULL, NULL, NULL, true);
         check("GET", "/api/nothing", NULL, NULL, NULL, false);
+        check("GET", "/api/events", "/api/events", NULL, NULL, true);
+        check("GET", "/api/events/stream", "/api/events/stream", NULL, NULL, true);
+        check("GET", "/api/session", "/api/session", NULL, NULL, true);
         check("GET", "/metrics", "/metrics", NULL, NULL, true);
         check("POST", "/metrics", NULL, NULL, NULL, true);
         check("GET", "/api/disks/../../etc/passwd", NULL, NULL, NULL, false);
@@ -110,6 +114,22 @@ static void test_dispatch(void)
         check("GET", longp, NULL, NULL, NULL, false);
 }
 
+/* The web UI's index.html is revalidated: If-None-Match decides 304 or 200. */
+static void test_etag(void)
+{
+        g_autofree char *huge = g_strnfill(5000, ' ');
+
+        g_assert_true(engine_rest_etag_matches("\"abc\"", "\"abc\""));
+        g_assert_true(engine_rest_etag_matches("\"x\", W/\"abc\"", "\"abc\""));
+        g_assert_true(engine_rest_etag_matches("*", "\"abc\""));
+        g_assert_false(engine_rest_etag_matches("\"abcd\"", "\"abc\""));
+        g_assert_false(engine_rest_etag_matches("abc", "\"abc\""));
+        g_assert_false(engine_rest_etag_matches("", "\"abc\""));
+        g_assert_false(engine_rest_etag_matches(NULL, "\"abc\""));
+        memcpy(huge + 4990, "\"abc\"", 5);
+        g_assert_false(engine_rest_etag_matches(huge, "\"abc\""));
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -117,5 +137,6 @@ int main(int argc, char **argv)
         g_test_add_func("/routes/unique", test_no_two_rows_answer_one_request);
         g_test_add_func("/routes/roles", test_roles);
         g_test_add_func("/routes/dispatch", test_dispatch);
+        g_test_add_func("/routes/etag", test_etag);
         return g_test_run();
 }

@@ -12,6 +12,7 @@
 
 #include "error.h"
 #include "jsonrpc.h"
+#include "transfercors.h"
 #include "transferparse.h"
 
 #define MAX63 "9223372036854775807"    /* 2^63 - 1: the largest accepted number */
@@ -900,6 +901,27 @@ static void test_qcow2_header_of_qemu_img(void)
         g_assert_cmpint(rmdir(dir), ==, 0);
 }
 
+/* The agent's cors_origin: an origin as a browser sends it, or empty. */
+static void test_cors_origin(void)
+{
+        g_autofree char *host = g_strnfill(260, 'a');
+        g_autofree char *longer = g_strconcat("https://", host, NULL);
+
+        g_assert_true(agent_xfer_cors_origin_valid(""));
+        g_assert_true(agent_xfer_cors_origin_valid("https://127.0.0.1:8443"));
+        g_assert_true(agent_xfer_cors_origin_valid("http://engine.example"));
+        g_assert_true(agent_xfer_cors_origin_valid("https://[::1]:8443"));
+        g_assert_false(agent_xfer_cors_origin_valid("https://engine.example/"));
+        g_assert_false(agent_xfer_cors_origin_valid("https://engine.example/ui"));
+        g_assert_false(agent_xfer_cors_origin_valid("https://user@engine.example"));
+        g_assert_false(agent_xfer_cors_origin_valid("*"));
+        g_assert_false(agent_xfer_cors_origin_valid("null"));
+        g_assert_false(agent_xfer_cors_origin_valid("ftp://engine.example"));
+        g_assert_false(agent_xfer_cors_origin_valid("https://"));
+        g_assert_false(agent_xfer_cors_origin_valid("https://a b"));
+        g_assert_false(agent_xfer_cors_origin_valid(longer));
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -920,5 +942,6 @@ int main(int argc, char **argv)
         g_test_add_func("/transfer/ticket-volume-of", test_ticket_volume_of);
         g_test_add_func("/transfer/qcow2-header", test_qcow2_header);
         g_test_add_func("/transfer/qcow2-header-of-qemu-img", test_qcow2_header_of_qemu_img);
+        g_test_add_func("/transfer/cors-origin", test_cors_origin);
         return g_test_run();
 }

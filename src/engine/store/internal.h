@@ -8,6 +8,8 @@
 struct engine_store {
         const struct engine_store_backend *be;
         void *handle;
+        engine_store_change_fn on_change;      /* told the table a write changed (the UI's live updates) */
+        void *on_change_data;
 };
 
 int store_exec(struct engine_store *st, GError **error, const char *sql, const char *types, ...);

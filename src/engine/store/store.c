@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The store's front: picks the backend for a location, runs statements through it. */
 #include <errno.h>
+#include <string.h>
 
 #include "error.h"
 #include "internal.h"
@@ -60,6 +61,46 @@ void engine_store_rollback(struct engine_store *st)
         st->be->rollback(st->handle);
 }
 
+void engine_store_set_change_fn(struct engine_store *st, engine_store_change_fn fn, void *data)
+{
+        st->on_change = fn;
+        st->on_change_data = data;
+}
+
+/*
+ * The table an INSERT, UPDATE or DELETE (any dialect: "INSERT OR REPLACE
+ * INTO t", "DELETE FROM t") wrote, told to the listener when it changed rows.
+ * Portable across backends: the statement's text, not a database hook.
+ */
+static void store_changed(struct engine_store *st, const char *sql)
+{
+        static const char *const skip[] = { "INSERT", "UPDATE", "DELETE", "OR", "REPLACE", "IGNORE", "INTO", "FROM" };
+        char table[64];
+        const char *p = sql;
+
+        if (!st->on_change || st->be->changes(st->handle) <= 0)
+                return;
+        for (;;) {
+                size_t n = 0;
+                bool skipped = false;
+
+                while (g_ascii_isspace(*p))
+                        p++;
+                while ((g_ascii_isalnum(p[n]) || p[n] == '_') && n < sizeof(table) - 1)
+                        n++;
+                if (n == 0)
+                        return;
+                memcpy(table, p, n);
+                table[n] = '\0';
+                p += n;
+                for (size_t i = 0; i < G_N_ELEMENTS(skip); i++)
+                        skipped |= g_ascii_strcasecmp(table, skip[i]) == 0;
+                if (!skipped)
+                        break;
+        }
+        st->on_change(st->on_change_data, table);
+}
+
 int store_exec(struct engine_store *st, GError **error, const char *sql, const char *types, ...)
 {
         va_list ap;
@@ -68,6 +109,8 @@ int store_exec(struct engine_store *st, GError **error, const char *sql, const c
         va_start(ap, types);
         r = st->be->exec(st->handle, error, sql, types, ap);
         va_end(ap);
+        if (r >= 0)
+                store_changed(st, sql);
         return r;
 }
 
@@ -112,6 +155,8 @@ int engine_db_exec(struct engine_store *st, GError **error, const char *sql, con
         va_start(ap, types);
         r = st->be->exec(st->handle, error, sql, types, ap);
         va_end(ap);
+        if (r >= 0)
+                store_changed(st, sql);
         return r;
 }
 
