@@ -90,6 +90,12 @@ static enum fy_http_head_state step(struct fy_http_head *h, unsigned char ch)
                 if (ch != '\n')
                         return bad(h, "a CR not followed by LF in the request head");
                 return line_end(h, h->after_cr);
+        case FY_HTTP_HEAD_REQUEST_LINE:
+        case FY_HTTP_HEAD_VALUE:
+                /* RFC 9110 §5.5: a field value has no control character but HTAB (a forged log line...). */
+                if ((ch < 0x20 && ch != '\t' && ch != '\r' && ch != '\n') || ch == 0x7f)
+                        return bad(h, "a control character in the request head");
+                break;
         default:
                 break;
         }
@@ -97,8 +103,12 @@ static enum fy_http_head_state step(struct fy_http_head *h, unsigned char ch)
                 h->after_cr = h->state;
                 return FY_HTTP_HEAD_CR;
         }
-        if (ch == '\n')
+        if (ch == '\n') {
+                /* Leading empty lines may be bare LFs (RFC 9112 §2.2); the head's lines end with CRLF. */
+                if (h->state != FY_HTTP_HEAD_START)
+                        return bad(h, "a line of the request head ends with a bare LF, not CRLF");
                 return line_end(h, h->state);
+        }
         return h->state;
 }
 

@@ -12,8 +12,9 @@
  * between a field name and its colon with 400; §5.2 lets it reject folding.
  * The scan refuses: a field name that is not a token or not followed by ':'
  * at once, a line that starts with whitespace, a field line without a
- * colon, a bare CR. Leading empty lines before the request line are skipped
- * (§2.2).
+ * colon, a bare CR, a bare LF, a control character other than HTAB in the
+ * request line or a field value. Leading empty lines before the request
+ * line are skipped (§2.2).
  */
 #include <stddef.h>
 

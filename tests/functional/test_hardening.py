@@ -367,6 +367,11 @@ def test_oversized_bodies_are_refused_before_they_are_read(engine):
     (b"X-Ok: 1\r\n Content-Length: 5\r\n", "starts with whitespace"),
     (b"Content-Length\r\n", "no ':'"),
     (b"Content Length: 5\r\n", "header name"),
+    # Control characters other than HTAB in a value, and bare LF line ends (review18b: both were served).
+    (b"X-A: a\x01b\r\n", "control character"),
+    (b"X-A: a\x7fb\r\n", "control character"),
+    (b"X-A: a\x1b[2Jb\r\n", "control character"),
+    (b"X-A: 1\nContent-Length: 5\r\n", "bare LF"),
 ])
 def test_smuggling_framing_is_refused(engine, headers, detail):
     answer = raw(engine.port, b"POST /api/hosts HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n{}   0\r\n\r\n")
