@@ -651,17 +651,11 @@ static gboolean on_write_timer(gpointer data)
 
         c->write_timer = 0;
         if (c->s->log) {
-                g_autofree char *peer = NULL;
+                g_autofree char *peer = sock_peer(c->sock);
                 g_autofree char *message = NULL;
 
-                if (G_IS_INET_SOCKET_ADDRESS(c->remote)) {
-                        GInetSocketAddress *isa = G_INET_SOCKET_ADDRESS(c->remote);
-                        g_autofree char *ip = g_inet_address_to_string(g_inet_socket_address_get_address(isa));
-
-                        peer = g_strdup_printf("%s:%u", ip, g_inet_socket_address_get_port(isa));
-                }
                 message = g_strdup_printf("closed the connection of %s: its client read nothing of its "
-                                          "response for the write timeout (%u s)", peer ? peer : "a client",
+                                          "response for the write timeout (%u s)", peer,
                                           c->s->limits.write_timeout_s);
                 c->s->log(c->s->log_data, G_LOG_LEVEL_INFO, message);
         }
