@@ -32,6 +32,12 @@ typedef void (*engine_auth_resume)(struct engine *e, SoupServerMessage *msg);
 int engine_auth_request(struct engine *e, SoupServerMessage *msg, enum engine_role role, engine_auth_resume resume,
                         char **ret_user);
 /* Ends the hashing pool, the token sweep and the login throttle. */
+/*
+ * The engine stops (its loop has returned): waits for the password threads
+ * and drops every check still pending, unanswered. Before the REST server
+ * and the store close; engine_auth_free calls it too.
+ */
+void engine_auth_stop(struct engine *e);
 void engine_auth_free(struct engine *e);
 /* A role from its name; -EINVAL for an unknown one. */
 int engine_role_from_name(const char *name, enum engine_role *ret);
