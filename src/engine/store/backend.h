@@ -7,12 +7,12 @@
  * (store/<object>.c) write portable SQL with '?' placeholders and run it
  * through these operations; a backend owns its connection, its dialect
  * details and its schema migrations (append-only: an existing database
- * upgrades in place). SQLite (sqlite.c) is the first; a PostgreSQL backend
- * implements the same table.
+ * upgrades in place). SQLite (sqlite.c) is the embedded default; PostgreSQL
+ * (postgresql.c) implements the same table.
  *
  * Bind types, one letter per '?':
  *   s  const char * (NULL binds NULL)     i  gint64
- *   d  double                             b  gboolean (as 0/1)
+ *   d  double                             b  gboolean (as 0/1: the schema's booleans are integers)
  *   j  json_t * (stored as JSON text; NULL binds NULL)
  * Rows come back as JSON objects (column -> value).
  */
@@ -42,3 +42,4 @@ struct engine_store_backend {
 };
 
 extern const struct engine_store_backend engine_store_sqlite;
+extern const struct engine_store_backend engine_store_postgresql;    /* when built with libpq */

@@ -7,20 +7,28 @@
 int engine_store_copy_load(struct engine_store *st, const char *host, gint64 *ret_copies, double *ret_bytes,
                            GError **error)
 {
-        /* params.bytes: the copy's estimated size (json_extract: SQLite's; a backend maps it to its JSON operator). */
-        g_autoptr(json_t) row = store_query_one(st, error,
-                "SELECT COUNT(*) AS n, "
-                "       COALESCE(SUM(COALESCE(json_extract(c.params, '$.bytes'), 0) * "
-                "                    (1.0 - MIN(COALESCE(s.progress, 0), 100) / 100.0)), 0) AS b "
+        /* params.bytes (the copy's estimated size) is read here, not in SQL: JSON functions differ per backend.
+         * A host runs a handful of copies at a time, so the rows are few. */
+        g_autoptr(json_t) rows = store_query(st, error,
+                "SELECT c.params AS params, COALESCE(s.progress, 0) AS progress "
                 "FROM commands c LEFT JOIN steps s ON s.id = c.step_id "
                 "WHERE c.type IN ('copy_data', 'merge', 'sparsify_volume') AND c.state = 'active' AND c.phase = 'sent' AND c.host = ?", "s", host);
+        double bytes = 0;
+        size_t i;
+        json_t *row;
 
         *ret_copies = 0;
         *ret_bytes = 0;
-        if (!row)
+        if (!rows)
                 return -EIO;
-        *ret_copies = json_integer_value(json_object_get(row, "n"));
-        *ret_bytes = json_number_value(json_object_get(row, "b"));
+        json_array_foreach(rows, i, row) {
+                g_autoptr(json_t) params = json_loads(json_string_value(json_object_get(row, "params")), 0, NULL);
+                double progress = MIN(json_number_value(json_object_get(row, "progress")), 100);
+
+                bytes += json_number_value(json_object_get(params, "bytes")) * (1.0 - progress / 100.0);
+        }
+        *ret_copies = (gint64) json_array_size(rows);
+        *ret_bytes = bytes;
         return 0;
 }
 
@@ -85,13 +93,22 @@ int engine_store_cmd_cancel_job(struct engine_store *st, const char *job, gint64
 
 int engine_store_cmd_removal_pending(struct engine_store *st, const char *sd, const char *img, bool *ret, GError **error)
 {
-        g_autoptr(json_t) row = store_query_one(st, error,
-                "SELECT COUNT(*) AS n FROM commands WHERE type = 'remove_image' AND state = 'active' "
-                "AND json_extract(params, '$.sd') = ? AND json_extract(params, '$.img') = ?", "ss", sd, img);
+        /* The image is matched here, not in SQL: JSON functions differ per backend. Removals pending are few. */
+        g_autoptr(json_t) rows = store_query(st, error, "SELECT params FROM commands WHERE type = 'remove_image' "
+                                                         "AND state = 'active'", "");
+        size_t i;
+        json_t *row;
 
         *ret = true;
-        if (!row)
+        if (!rows)
                 return -EIO;
-        *ret = json_integer_value(json_object_get(row, "n")) > 0;
+        *ret = false;
+        json_array_foreach(rows, i, row) {
+                g_autoptr(json_t) params = json_loads(json_string_value(json_object_get(row, "params")), 0, NULL);
+
+                if (g_strcmp0(json_string_value(json_object_get(params, "sd")), sd) == 0 &&
+                    g_strcmp0(json_string_value(json_object_get(params, "img")), img) == 0)
+                        *ret = true;
+        }
         return 0;
 }

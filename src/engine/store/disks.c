@@ -13,12 +13,14 @@ json_t *engine_store_volume_list(struct engine_store *st, const char *disk, cons
 int engine_store_image_in_use(struct engine_store *st, const char *sd, const char *img, const char *except_command,
                               bool *ret, GError **error)
 {
-        g_autofree char *pattern = g_strdup_printf("%%%s%%", img);
+        /* LOWER(): SQLite's LIKE ignores ASCII case, PostgreSQL's does not. */
+        g_autofree char *lower = g_ascii_strdown(img, -1);
+        g_autofree char *pattern = g_strdup_printf("%%%s%%", lower);
         g_autoptr(json_t) row = store_query_one(st, error,
                 "SELECT (SELECT COUNT(*) FROM disks WHERE id = ?1 AND sd_id = ?2) + "
                 "       (SELECT COUNT(*) FROM volumes WHERE disk_id = ?1 AND sd_id = ?2) + "
-                "       (SELECT COUNT(*) FROM commands WHERE state = 'active' AND id IS NOT ?4 "
-                "                                      AND (params LIKE ?3 OR data LIKE ?3)) AS n",
+                "       (SELECT COUNT(*) FROM commands WHERE state = 'active' AND id IS DISTINCT FROM ?4 "
+                "                                      AND (LOWER(params) LIKE ?3 OR LOWER(data) LIKE ?3)) AS n",
                 "ssss", img, sd, pattern, except_command);
 
         *ret = true;

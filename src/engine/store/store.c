@@ -2,8 +2,31 @@
 /* The store's front: picks the backend for a location, runs statements through it. */
 #include <errno.h>
 
+#include "config.h"
 #include "error.h"
 #include "internal.h"
+
+/*
+ * A PostgreSQL location: a URI (postgresql://, postgres://) or a libpq
+ * keyword/value connection string ("host=... dbname=..."): its first word
+ * is a keyword and '='. Anything else is a SQLite file path.
+ */
+static bool is_postgresql(const char *location)
+{
+        const char *p = location;
+
+        if (g_str_has_prefix(location, "postgresql://") || g_str_has_prefix(location, "postgres://"))
+                return true;
+        while (g_ascii_isspace(*p))
+                p++;
+        if (!g_ascii_isalpha(*p))
+                return false;
+        while (g_ascii_isalnum(*p) || *p == '_')
+                p++;
+        while (g_ascii_isspace(*p))
+                p++;
+        return *p == '=';
+}
 
 int engine_store_open(const char *location, struct engine_store **ret, GError **error)
 {
@@ -12,10 +35,15 @@ int engine_store_open(const char *location, struct engine_store **ret, GError **
         void *handle = NULL;
         int r;
 
-        if (g_str_has_prefix(location, "postgresql:") || g_str_has_prefix(location, "postgres:")) {
+        if (is_postgresql(location)) {
+#ifdef FERRY_HAVE_POSTGRESQL
+                be = &engine_store_postgresql;
+#else
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
-                            "database %s: this engine has no PostgreSQL backend yet; give a SQLite file path", location);
+                            "database: this ferry-engine was built without PostgreSQL (meson -Dpostgresql=disabled); "
+                            "give a SQLite file path or use a build with PostgreSQL");
                 return -EPROTONOSUPPORT;
+#endif
         }
         if ((r = be->open(location, &handle, error)) < 0)
                 return r;
