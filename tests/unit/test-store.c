@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <glib/gstdio.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "store/store.h"
@@ -76,7 +77,9 @@ static char *pg_new_database(char **ret_name)
 static void pg_cluster(const char *cmd)
 {
         g_autofree char *script = cluster_script();
-        const char *argv[] = { script, cmd, pg_dir, NULL };
+        g_autofree char *pid = g_strdup_printf("%d", (int) getpid());
+        /* start: with our pid, so the cluster goes away with this process even when an assertion aborts it */
+        const char *argv[] = { script, cmd, pg_dir, g_str_equal(cmd, "start") ? pid : NULL, NULL };
         g_autofree char *out = NULL;
         g_autofree char *err = NULL;
         g_autoptr(GError) error = NULL;

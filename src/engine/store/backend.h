@@ -26,6 +26,8 @@ struct engine_store_backend {
         /* Opens (creating if needed) and migrates the database at location. */
         int (*open)(const char *location, void **ret_handle, GError **error);
         void (*close)(void *handle);
+        /* What the database is, for messages: a path, or database@host:port (never a password). */
+        const char *(*describe)(void *handle);
         /* Schema version after migrations, -1 if unknown. */
         int (*schema_version)(void *handle);
         /* Transactions nest: only the outermost is real; an inner rollback, or a write that failed

@@ -551,6 +551,13 @@ static void pg_close(void *handle)
         g_free(db);
 }
 
+static const char *pg_describe(void *handle)
+{
+        struct pg_store *db = handle;
+
+        return db->name;
+}
+
 static int pg_schema_version(void *handle)
 {
         struct pg_store *db = handle;
@@ -712,6 +719,7 @@ const struct engine_store_backend engine_store_postgresql = {
         .name = "postgresql",
         .open = pg_open,
         .close = pg_close,
+        .describe = pg_describe,
         .schema_version = pg_schema_version,
         .begin = pg_begin,
         .commit = pg_commit,

@@ -180,6 +180,13 @@ static void sqlite_close(void *handle)
         g_free(db);
 }
 
+static const char *sqlite_describe(void *handle)
+{
+        struct sqlite_store *db = handle;
+
+        return db->path;
+}
+
 static int sqlite_schema_version(void *handle)
 {
         struct sqlite_store *db = handle;
@@ -388,6 +395,7 @@ const struct engine_store_backend engine_store_sqlite = {
         .name = "sqlite",
         .open = sqlite_open,
         .close = sqlite_close,
+        .describe = sqlite_describe,
         .schema_version = sqlite_schema_version,
         .begin = sqlite_begin,
         .commit = sqlite_commit,

@@ -67,6 +67,11 @@ const char *engine_store_backend_name(struct engine_store *st)
         return st->be->name;
 }
 
+const char *engine_store_describe(struct engine_store *st)
+{
+        return st->be->describe(st->handle);
+}
+
 int engine_store_schema_version(struct engine_store *st)
 {
         return st->be->schema_version(st->handle);

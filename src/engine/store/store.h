@@ -26,6 +26,8 @@ struct engine_store;
 int engine_store_open(const char *location, struct engine_store **ret, GError **error) STORE_MUST;
 void engine_store_close(struct engine_store *st);
 const char *engine_store_backend_name(struct engine_store *st);
+/* For messages: the file, or "postgresql dbname@host:port" (never a password). */
+const char *engine_store_describe(struct engine_store *st);
 int engine_store_schema_version(struct engine_store *st);
 
 /* Transactions nest; only the outermost commits. A write that failed inside a transaction makes its
