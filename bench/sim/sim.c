@@ -4,7 +4,9 @@
  * placed by the engine's real host selection policy (src/engine/hostsched.c,
  * linked, not copied). Hosts share their copy bandwidth equally among the
  * copies they run (processor sharing, as the agent splits copy_rate_limit);
- * copies no host can take wait in one FIFO queue. See bench/README.md.
+ * copies no host can take wait in one queue, offered again oldest first
+ * whenever a slot frees; a copy that chooses to wait for a busy host
+ * (engine_sched_place_copy) lets the ones behind it go. See bench/README.md.
  */
 #include <errno.h>
 #include <math.h>
@@ -49,6 +51,7 @@ struct sim_job {
         double estimate;      /* the size as the engine knows it (--size-error) */
         double remaining;     /* bytes still to copy */
         double start, finish;
+        double deferred;      /* the last time it chose to wait although a slot was free, NAN if never */
         int host;
 };
 
@@ -68,6 +71,7 @@ struct sim_host {
 
 enum sim_mode {
         SIM_LEAST_LOADED,       /* the engine's default, knowing bandwidths, copy sizes and bytes pending */
+        SIM_LEAST_LOADED_NOWAIT, /* the same, never waiting for a busy host (before issue 14) */
         SIM_LEAST_LOADED_SHARE, /* the same without copy sizes: bandwidth share */
         SIM_LEAST_LOADED_BLIND, /* without copy_rate_limit either: fewest running first */
         SIM_RANDOM,             /* oVirt's choice */
@@ -76,6 +80,7 @@ enum sim_mode {
 
 static const char *const mode_names[] = {
         [SIM_LEAST_LOADED] = "least_loaded",
+        [SIM_LEAST_LOADED_NOWAIT] = "least_loaded, never waits",
         [SIM_LEAST_LOADED_SHARE] = "least_loaded, size unknown",
         [SIM_LEAST_LOADED_BLIND] = "least_loaded, bandwidth unknown",
         [SIM_RANDOM] = "random",
@@ -86,6 +91,8 @@ struct sim {
         struct sim_host *hosts;
         struct engine_sched_host *view;   /* what the engine knows, updated as jobs come and go */
         struct sim_job *jobs;
+        int *queue;           /* jobs arrived and not started, oldest first */
+        int queued;
         int n_hosts, n_jobs;
         enum sim_mode mode;
         GRand *rand;
@@ -94,6 +101,8 @@ struct sim {
 
 struct result {
         double makespan, mean, p95, mean_wait;
+        long deferred;        /* copies that chose to wait for a busy host at least once */
+        double longest_defer; /* the longest any copy had waited when it last chose to wait */
         double busy;          /* fraction of the hosts copying, averaged over the arrival period */
         long spm_copies;
 };
@@ -143,54 +152,87 @@ static void host_schedule(struct sim_host *h, struct sim_job *jobs)
         h->next_done = h->n > 0 ? h->last + fmax(least, 0) * (double) h->n / h->bandwidth : INFINITY;
 }
 
-static int choose(struct sim *s, const struct sim_job *j, double t)
+static bool sized(enum sim_mode mode)
+{
+        return mode == SIM_LEAST_LOADED || mode == SIM_LEAST_LOADED_NOWAIT;
+}
+
+/* The engine's record for host i: each assigned copy's size as it knows it, times the fraction left. */
+static void view_pending(struct sim *s, int i, double t)
+{
+        struct sim_host *h = &s->hosts[i];
+        double pending = 0;
+
+        for (long k = 0; k < h->n; k++) {
+                const struct sim_job *o = &s->jobs[h->run[k]];
+                double left = o->remaining - (t - h->last) * h->bandwidth / (double) h->n;
+
+                pending += o->estimate * fmax(left, 0) / o->size;
+        }
+        s->view[i].bytes_pending = pending;
+}
+
+/* A host index, -1 when none can take the copy, ENGINE_SCHED_WAIT when it chooses to wait. */
+static int choose(struct sim *s, const struct sim_job *j, double t, long ahead)
 {
         if (s->mode == SIM_SPM_ONLY)
                 return s->hosts[SPM].n < s->hosts[SPM].slots ? SPM : -1;
-        if (s->mode != SIM_LEAST_LOADED)
-                return engine_sched_pick(s->view, (size_t) s->n_hosts,
-                                         s->mode == SIM_RANDOM ? ENGINE_SCHED_RANDOM : ENGINE_SCHED_LEAST_LOADED, s->rand);
-        /* The engine's record: each assigned copy's size as it knows it, times the fraction left. */
-        for (int i = 0; i < s->n_hosts; i++) {
-                struct sim_host *h = &s->hosts[i];
-                double pending = 0;
-
-                for (long k = 0; k < h->n; k++) {
-                        const struct sim_job *o = &s->jobs[h->run[k]];
-                        double left = o->remaining - (t - h->last) * h->bandwidth / (double) h->n;
-
-                        pending += o->estimate * fmax(left, 0) / o->size;
-                }
-                s->view[i].bytes_pending = pending;
-        }
-        return engine_sched_pick_copy(s->view, (size_t) s->n_hosts, ENGINE_SCHED_LEAST_LOADED, j->estimate, s->rand);
+        if (s->mode == SIM_LEAST_LOADED_NOWAIT)
+                return engine_sched_pick_copy(s->view, (size_t) s->n_hosts, ENGINE_SCHED_LEAST_LOADED, j->estimate, s->rand);
+        if (s->mode == SIM_LEAST_LOADED)
+                return engine_sched_place_copy(s->view, (size_t) s->n_hosts, ENGINE_SCHED_LEAST_LOADED,
+                                               &(struct engine_sched_copy) { .bytes = j->estimate, .waited = t - j->arrival,
+                                                                             .ahead = ahead }, s->rand);
+        return engine_sched_pick(s->view, (size_t) s->n_hosts,
+                                 s->mode == SIM_RANDOM ? ENGINE_SCHED_RANDOM : ENGINE_SCHED_LEAST_LOADED, s->rand);
 }
 
-/* Places waiting jobs, oldest first, while some host takes them. */
-static void dispatch(struct sim *s, int *queue_head, int arrived, double t)
+/*
+ * Offers the queued jobs a host, oldest first. One that chooses to wait stays
+ * queued and the next is offered; when no host can take a job, none behind it
+ * is offered either (no slot is free).
+ */
+static void dispatch(struct sim *s, double t)
 {
-        while (*queue_head < arrived) {
-                struct sim_job *j = &s->jobs[*queue_head];
-                int i = choose(s, j, t);
+        int kept = 0, k;
+
+        if (s->queued == 0)
+                return;
+        if (sized(s->mode))
+                for (int i = 0; i < s->n_hosts; i++)
+                        view_pending(s, i, t);
+        for (k = 0; k < s->queued; k++) {
+                int jk = s->queue[k];
+                struct sim_job *j = &s->jobs[jk];
+                int i = choose(s, j, t, kept);
                 struct sim_host *h;
 
+                if (i == ENGINE_SCHED_WAIT) {
+                        j->deferred = t;
+                        s->queue[kept++] = jk;
+                        continue;
+                }
                 if (i < 0)
-                        return;
+                        break;
                 h = &s->hosts[i];
                 if (h->n >= h->slots) {
                         fail(s, "host over its job limit", (double) h->n, (double) h->slots);
-                        return;
+                        break;
                 }
                 host_advance(h, s->jobs, t, s->jobs[s->n_jobs - 1].arrival);
                 j->start = t;
                 j->host = i;
-                h->run[h->n++] = *queue_head;
+                h->run[h->n++] = jk;
                 h->moved += j->size;
                 h->copies++;
                 host_schedule(h, s->jobs);
                 view_update(s, i);
-                (*queue_head)++;
+                if (sized(s->mode))
+                        view_pending(s, i, t);
         }
+        for (; k < s->queued; k++)
+                s->queue[kept++] = s->queue[k];
+        s->queued = kept;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -204,10 +246,11 @@ static struct result run(struct sim *s, enum sim_mode mode, guint32 seed)
 {
         struct result res = { 0 };
         g_autofree double *completion = g_new(double, s->n_jobs);
-        int arrived = 0, queue_head = 0, done = 0;
-        double t = 0;
+        int arrived = 0, done = 0;
+        double t = 0, fifo = -INFINITY;
 
         s->mode = mode;
+        s->queued = 0;
         s->rand = g_rand_new_with_seed(seed);
         for (int i = 0; i < s->n_hosts; i++) {
                 struct sim_host *h = &s->hosts[i];
@@ -222,7 +265,7 @@ static struct result run(struct sim *s, enum sim_mode mode, guint32 seed)
         for (int k = 0; k < s->n_jobs; k++) {
                 s->jobs[k].remaining = s->jobs[k].size;
                 s->jobs[k].host = -1;
-                s->jobs[k].start = s->jobs[k].finish = NAN;
+                s->jobs[k].start = s->jobs[k].finish = s->jobs[k].deferred = NAN;
         }
 
         while (done < s->n_jobs) {
@@ -241,7 +284,7 @@ static struct result run(struct sim *s, enum sim_mode mode, guint32 seed)
                 }
                 if (next_arrival <= next_done) {
                         t = next_arrival;
-                        arrived++;
+                        s->queue[s->queued++] = arrived++;
                 } else {
                         struct sim_host *h = &s->hosts[first];
                         long kept = 0;
@@ -268,7 +311,7 @@ static struct result run(struct sim *s, enum sim_mode mode, guint32 seed)
                         host_schedule(h, s->jobs);
                         view_update(s, first);
                 }
-                dispatch(s, &queue_head, arrived, t);
+                dispatch(s, t);
         }
 
         for (int k = 0; k < s->n_jobs; k++) {
@@ -278,8 +321,18 @@ static struct result run(struct sim *s, enum sim_mode mode, guint32 seed)
                 completion[k] = j->finish - j->arrival;
                 res.mean += completion[k] / s->n_jobs;
                 res.mean_wait += (j->start - j->arrival) / s->n_jobs;
-                if (k > 0 && !(j->start >= s->jobs[k - 1].start))
-                        fail(s, "the queue is not first in, first out", s->jobs[k - 1].start, j->start);
+                /* Only a copy that chose to wait may start after one that arrived later. */
+                if (isnan(j->deferred)) {
+                        if (!(j->start >= fifo))
+                                fail(s, "the queue is not first in, first out", fifo, j->start);
+                        fifo = j->start;
+                } else {
+                        res.deferred++;
+                        res.longest_defer = fmax(res.longest_defer, j->deferred - j->arrival);
+                        if (j->deferred - j->arrival > ENGINE_SCHED_MAX_WAIT)
+                                fail(s, "a copy waited by choice beyond the bound", j->deferred - j->arrival,
+                                     ENGINE_SCHED_MAX_WAIT);
+                }
                 if (!(j->start >= j->arrival && j->finish >= j->start))
                         fail(s, "job times out of order", j->start, j->finish);
                 else if (j->finish - j->start < j->size / s->hosts[j->host].bandwidth * (1 - 1e-9))
@@ -379,9 +432,10 @@ int main(int argc, char **argv)
         double total_bandwidth = 0, fastest = 0, total_bytes = 0, largest = 0, arrival_bound = 0, bound;
         double mean_bound = 0, rate;
         long per_tier[N_TIERS] = { 0 };
-        struct result res[5];
-        double random_mean;
-        const enum sim_mode modes[] = { SIM_LEAST_LOADED, SIM_LEAST_LOADED_SHARE, SIM_LEAST_LOADED_BLIND, SIM_RANDOM, SIM_SPM_ONLY };
+        const enum sim_mode modes[] = { SIM_LEAST_LOADED, SIM_LEAST_LOADED_NOWAIT, SIM_LEAST_LOADED_SHARE,
+                                        SIM_LEAST_LOADED_BLIND, SIM_RANDOM, SIM_SPM_ONLY };
+        struct result res[G_N_ELEMENTS(modes)];
+        double random_mean = 0;
 
         g_option_context_add_main_entries(ctx, entries, NULL);
         if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
@@ -401,6 +455,7 @@ int main(int argc, char **argv)
         s.hosts = g_new0(struct sim_host, hosts);
         s.view = g_new0(struct engine_sched_host, hosts);
         s.jobs = g_new0(struct sim_job, n_jobs);
+        s.queue = g_new(int, n_jobs);
         r = g_rand_new_with_seed((guint32) seed);
         make_cluster(&s, r);
         for (int i = 0; i < hosts; i++) {
@@ -438,13 +493,15 @@ int main(int argc, char **argv)
         for (size_t m = 0; m < G_N_ELEMENTS(modes); m++)
                 res[m] = run(&s, modes[m], (guint32) seed);
 
-        random_mean = res[3].mean;
-        printf("%-32s %11s %8s %14s %10s %9s %10s %6s %5s\n", "policy", "makespan s", "/ bound", "mean compl. s",
-               "random / it", "p95 s", "mean wait", "busy", "SPM");
+        for (size_t m = 0; m < G_N_ELEMENTS(modes); m++)
+                if (modes[m] == SIM_RANDOM)
+                        random_mean = res[m].mean;
+        printf("%-32s %11s %8s %14s %10s %9s %10s %6s %5s %8s\n", "policy", "makespan s", "/ bound", "mean compl. s",
+               "random / it", "p95 s", "mean wait", "busy", "SPM", "waited");
         for (size_t m = 0; m < G_N_ELEMENTS(modes); m++) {
-                printf("%-32s %11.1f %8.3f %14.1f %10.3gx %9.1f %10.1f %5.0f%% %5ld\n", mode_names[modes[m]],
+                printf("%-32s %11.1f %8.3f %14.1f %10.3gx %9.1f %10.1f %5.0f%% %5ld %8ld\n", mode_names[modes[m]],
                        res[m].makespan, res[m].makespan / bound, res[m].mean, random_mean / res[m].mean, res[m].p95,
-                       res[m].mean_wait, 100 * res[m].busy, res[m].spm_copies);
+                       res[m].mean_wait, 100 * res[m].busy, res[m].spm_copies, res[m].deferred);
                 if (res[m].makespan < bound * (1 - 1e-9))
                         fail(&s, "makespan under the lower bound", res[m].makespan, bound);
                 if (modes[m] != SIM_SPM_ONLY && res[m].spm_copies)
@@ -460,6 +517,7 @@ int main(int argc, char **argv)
         g_free(s.hosts);
         g_free(s.view);
         g_free(s.jobs);
+        g_free(s.queue);
         if (s.failures) {
                 fprintf(stderr, "ferry-sim: %d invariant(s) broken\n", s.failures);
                 return 1;

@@ -24,6 +24,9 @@ struct agent_config {
         unsigned job_autodelete;
         unsigned max_frame;
         unsigned max_connections;
+        unsigned max_connections_per_address;
+        unsigned idle_timeout;          /* s, image transfer keep-alive */
+        unsigned request_timeout;       /* s, image transfer headers, body pauses, TLS handshake */
         unsigned transfer_port;
         unsigned metrics_port;         /* 0 = no /metrics */
         unsigned transfer_max_request;

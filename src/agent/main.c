@@ -8,6 +8,7 @@
 
 #include <glib-unix.h>
 
+#include "listener.h"
 #include "agent.h"
 #include "api.h"
 #include "config.h"
@@ -115,6 +116,13 @@ int main(int argc, char **argv)
                 return 2;
         }
         fy_log_setup(agent.config.log_level, "ferry-agent", agent.config.host_name);
+        {
+                g_autofree char *nofile = NULL;
+
+                int nr = fy_nofile_raise(&nofile);
+
+                g_log(G_LOG_DOMAIN, nr < 0 ? G_LOG_LEVEL_WARNING : G_LOG_LEVEL_MESSAGE, "%s", nofile);
+        }
 
         g_mutex_init(&agent.pool_lock);
         agent.host_id = agent.config.host_id;

@@ -5,6 +5,7 @@
 
 #include "agent.h"
 #include "jsonrpc.h"
+#include "listener.h"
 #include "server.h"
 #include "stomp.h"
 
@@ -24,7 +25,7 @@
 struct agent_server {
         struct agent *agent;
         struct fy_rpc_dispatcher *dispatcher;
-        GSocketService *service;
+        struct fy_listener *listener;
         GTlsCertificate *cert;
         GTlsDatabase *ca;
         guint16 port;
@@ -38,6 +39,7 @@ struct conn {
         struct agent_server *server;
         guint64 id;
         char *peer;
+        GSocket *sock;                 /* its listener slot */
         GIOStream *stream;
         GCancellable *cancel;
         struct fy_stomp_parser *parser;
@@ -73,6 +75,7 @@ static void conn_unref(struct conn *c)
         fy_stomp_parser_free(c->parser);
         g_hash_table_unref(c->subs);
         g_clear_object(&c->stream);
+        g_clear_object(&c->sock);
         g_clear_object(&c->cancel);
         g_free(c->buf);
         g_free(c->peer);
@@ -100,6 +103,7 @@ static void conn_close(struct conn *c, const char *why)
                 g_source_remove(c->drain_timeout);
         c->drain_timeout = 0;
         g_io_stream_close_async(c->stream, G_PRIORITY_DEFAULT, NULL, NULL, NULL);
+        fy_listener_release(c->server->listener, c->sock);
         c->server->conns = g_list_remove(c->server->conns, c);
         c->server->n_conns--;
         conn_unref(c);         /* the server's reference */
@@ -511,10 +515,10 @@ static gboolean on_accept_certificate(GTlsConnection *tls, GTlsCertificate *cert
         return FALSE;
 }
 
-static gboolean on_incoming(GSocketService *service, GSocketConnection *connection,
-                            GObject *source_object, gpointer data)
+static void on_accepted(void *data, GSocket *sock)
 {
         struct agent_server *s = data;
+        g_autoptr(GSocketConnection) connection = g_socket_connection_factory_create_connection(sock);
         g_autoptr(GSocketAddress) addr = g_socket_connection_get_remote_address(connection, NULL);
         g_autofree char *peer = NULL;
         struct fy_stomp_limits limits = {
@@ -531,17 +535,13 @@ static gboolean on_incoming(GSocketService *service, GSocketConnection *connecti
         } else {
                 peer = g_strdup("unknown");
         }
-        if (s->n_conns >= s->agent->config.max_connections) {
-                g_warning("refusing connection from %s: %u connections already (max_connections)", peer, s->n_conns);
-                g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
-                return TRUE;
-        }
 
         c = g_new0(struct conn, 1);
         c->ref = 1;            /* the server's reference, dropped by conn_close */
         c->server = s;
         c->id = ++s->next_conn_id;
         c->peer = g_steal_pointer(&peer);
+        c->sock = g_object_ref(sock);
         c->cancel = g_cancellable_new();
         c->parser = fy_stomp_parser_new(&limits);
         c->buf = g_malloc(READ_CHUNK);
@@ -559,9 +559,9 @@ static gboolean on_incoming(GSocketService *service, GSocketConnection *connecti
                 GIOStream *tls = g_tls_server_connection_new(G_IO_STREAM(connection), s->cert, &error);
 
                 if (!tls) {
-                        c->stream = g_object_ref(G_IO_STREAM(connection));
+                        c->stream = G_IO_STREAM(g_steal_pointer(&connection));
                         conn_close(c, error->message);
-                        return TRUE;
+                        return;
                 }
                 g_object_set(tls, "authentication-mode", G_TLS_AUTHENTICATION_REQUIRED, NULL);
                 g_tls_connection_set_database(G_TLS_CONNECTION(tls), s->ca);
@@ -574,14 +574,38 @@ static gboolean on_incoming(GSocketService *service, GSocketConnection *connecti
                 c->stream = g_object_ref(G_IO_STREAM(connection));
                 conn_read(c);
         }
-        return TRUE;
 }
+
+static void on_refused(void *data, GSocket *sock, const char *reason)
+{
+        struct agent_server *s = data;
+        g_autofree char *ip = NULL;
+        g_autoptr(GSocketAddress) addr = g_socket_get_remote_address(sock, NULL);
+
+        if (addr && G_IS_INET_SOCKET_ADDRESS(addr))
+                ip = g_inet_address_to_string(g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(addr)));
+        g_warning("refusing a connection from %s: %s (%u open; max_connections, max_connections_per_address)",
+                  ip ? ip : "unknown", reason, s->n_conns);
+}
+
+static void on_listener_log(void *data, GLogLevelFlags level, const char *message)
+{
+        g_log(G_LOG_DOMAIN, level, "JSON-RPC listener: %s", message);
+}
+
+static const struct fy_listener_ops listener_ops = {
+        .accepted = on_accepted,
+        .refused = on_refused,
+        .log = on_listener_log,
+};
+
+
 
 struct agent_server *agent_server_new(struct agent *agent, struct fy_rpc_dispatcher *dispatcher, GError **error)
 {
         g_autoptr(GInetAddress) inet = NULL;
         g_autoptr(GSocketAddress) addr = NULL;
-        g_autoptr(GSocketAddress) effective = NULL;
+        struct fy_listener_limits limits = { 0 };
         struct agent_server *s;
 
         inet = g_inet_address_new_from_string(agent->config.listen_address);
@@ -608,14 +632,12 @@ struct agent_server *agent_server_new(struct agent *agent, struct fy_rpc_dispatc
                         goto fail;
         }
 
-        s->service = g_socket_service_new();
         addr = g_inet_socket_address_new(inet, agent->config.port);
-        if (!g_socket_listener_add_address(G_SOCKET_LISTENER(s->service), addr, G_SOCKET_TYPE_STREAM,
-                                           G_SOCKET_PROTOCOL_TCP, NULL, &effective, error))
+        limits.max_connections = agent->config.max_connections;
+        limits.per_address = agent->config.max_connections_per_address;
+        if (fy_listener_new(addr, &limits, &listener_ops, s, &s->listener, error) < 0)
                 goto fail;
-        s->port = g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(effective));
-        g_signal_connect(s->service, "incoming", G_CALLBACK(on_incoming), s);
-        g_socket_service_start(s->service);
+        s->port = fy_listener_port(s->listener);
         return s;
 fail:
         agent_server_free(s);
@@ -628,11 +650,7 @@ void agent_server_free(struct agent_server *s)
                 return;
         while (s->conns)
                 conn_close(s->conns->data, "agent shutting down");
-        if (s->service) {
-                g_socket_service_stop(s->service);
-                g_socket_listener_close(G_SOCKET_LISTENER(s->service));
-                g_object_unref(s->service);
-        }
+        fy_listener_free(s->listener);
         g_clear_object(&s->cert);
         g_clear_object(&s->ca);
         g_free(s);

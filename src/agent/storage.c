@@ -263,6 +263,10 @@ json_t *agent_sd_stats(struct agent *a, const char *sd, GError **error)
 {
         g_autofree char *path = NULL;
         struct statvfs st;
+        g_autofree char *ids = NULL;
+        guint64 max_file = 0;
+        json_t *stats;
+        int fd;
 
         if (agent_sd_check(a, sd, error) < 0)
                 return NULL;
@@ -271,10 +275,18 @@ json_t *agent_sd_stats(struct agent *a, const char *sd, GError **error)
                 fail_errno(error, FY_ERR_GENERAL, errno, "cannot stat %s", path);
                 return NULL;
         }
-        return json_pack("{s:I, s:I, s:I}",
-                         "disktotal", (json_int_t) ((guint64) st.f_blocks * st.f_frsize),
-                         "diskfree", (json_int_t) ((guint64) st.f_bavail * st.f_frsize),
-                         "diskused", (json_int_t) ((guint64) (st.f_blocks - st.f_bfree) * st.f_frsize));
+        stats = json_pack("{s:I, s:I, s:I}",
+                          "disktotal", (json_int_t) ((guint64) st.f_blocks * st.f_frsize),
+                          "diskfree", (json_int_t) ((guint64) st.f_bavail * st.f_frsize),
+                          "diskused", (json_int_t) ((guint64) (st.f_blocks - st.f_bfree) * st.f_frsize));
+        /* The largest volume file the domain's filesystem holds, so the engine refuses larger disks at the request. */
+        ids = agent_sd_ids_path(a, sd);
+        fd = open(ids, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0 && fy_fd_max_file_size(fd, &max_file) == 0)
+                json_object_set_new(stats, "max_file_size", json_integer((json_int_t) MIN(max_file, (guint64) INT64_MAX)));
+        if (fd >= 0)
+                close(fd);
+        return stats;
 }
 
 static json_t *image_volumes(const char *dir)

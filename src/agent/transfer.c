@@ -38,6 +38,7 @@
 #include "config.h"
 #include "error.h"
 #include "fileio.h"
+#include "httpserve.h"
 #include "jobs.h"
 #include "lease.h"
 #include "locks.h"
@@ -57,7 +58,7 @@
 #define MAX_READERS 8                   /* GET requests per ticket at once (advertised by OPTIONS) */
 #define MAX_WRITERS 8                   /* PUT/PATCH requests per ticket at once (advertised by OPTIONS) */
 #define MAX_WRITERS_TOTAL 32            /* PUT/PATCH bodies in memory on the host at once */
-#define MAX_CONNECTIONS 128             /* client connections served at once */
+#define MAX_CONNECTIONS 128             /* client connections open at once (live ones) */
 #define IO_THREADS 4                    /* threads of the endpoint's I/O pool */
 #define STALL_S 10                      /* a GET whose client reads nothing for this long is cut */
 #define RETRY_AFTER "1"
@@ -118,13 +119,13 @@ struct ticket {
 struct agent_transfers {
         struct agent *agent;
         SoupServer *server;
+        struct fy_http_server *httpd;  /* its connections: caps, timeouts, closed clients freed */
         guint16 port;
         bool tls;
         GHashTable *tickets;           /* uuid → struct ticket * */
         guint timer;
         gint io_running;               /* I/O requests queued or running in the pool (atomic) */
         GThreadPool *pool;             /* the endpoint's I/O threads */
-        GHashTable *conns;             /* GSocket * of the client connections seen (weak refs) */
         unsigned writers;              /* PUT/PATCH admitted on all tickets */
 };
 
@@ -501,108 +502,16 @@ static void admit(struct ticket *t, SoupServerMessage *msg, bool write)
         g_signal_connect_data(msg, "finished", G_CALLBACK(on_admit_finished), ad, admit_free, 0);
 }
 
-static void on_conn_gone(gpointer data, GObject *gone)
-{
-        struct agent_transfers *tr = data;
-
-        g_hash_table_remove(tr->conns, gone);
-}
-
-/* Whether msg's connection may be served: at most MAX_CONNECTIONS, each counted until its socket goes. */
-static bool admit_connection(struct agent_transfers *tr, SoupServerMessage *msg)
-{
-        GSocket *sock = soup_server_message_get_socket(msg);
-
-        if (!sock || g_hash_table_contains(tr->conns, sock))
-                return true;
-        if (g_hash_table_size(tr->conns) >= MAX_CONNECTIONS)
-                return false;
-        g_hash_table_add(tr->conns, sock);
-        g_object_weak_ref(G_OBJECT(sock), on_conn_gone, tr);
-        return true;
-}
-
-/* After an early refusal: what the client still sends is read and dropped, briefly, then the connection closes. */
-struct drain {
-        GIOStream *stream;
-        GSocket *sock;
-        gsize left;
-        gint64 deadline;               /* monotonic µs: a slow client does not keep it longer */
-};
-
-static gboolean drain_ready(GSocket *sock, GIOCondition cond, gpointer data)
-{
-        struct drain *d = data;
-        char buf[16384];
-        g_autoptr(GError) error = NULL;
-        gssize n = g_socket_receive_with_blocking(sock, buf, sizeof(buf), FALSE, NULL, &error);
-
-        if (n < 0 && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
-                return G_SOURCE_CONTINUE;
-        if (n <= 0 || (gsize) n >= d->left || now_us() > d->deadline)
-                return G_SOURCE_REMOVE;        /* end, error, time out (the socket's timeout) or enough */
-        d->left -= (gsize) n;
-        return G_SOURCE_CONTINUE;
-}
-
-static void drain_free(gpointer data)
-{
-        struct drain *d = data;
-
-        (void) g_socket_close(d->sock, NULL);
-        g_object_unref(d->sock);
-        g_object_unref(d->stream);
-        g_free(d);
-}
-
 /*
  * Answers a request that announced a body, before the body is read, and
- * closes the connection. libsoup (3.2) answers an early status only after
- * reading the whole body (unless the client sent Expect: 100-continue), so
- * the connection is taken from it: the answer is written here, the write
- * side shut, and whatever the client still sends is read and dropped
- * (never kept) for at most DRAIN_S without data, DRAIN_TOTAL_S in all and
- * DRAIN_MAX bytes, so a
- * client that sends its whole body before reading (most do, without
- * Expect: 100-continue) gets the answer instead of a reset.
+ * closes the connection (libsoup 3.2 would answer only after reading the
+ * whole body): see fy_http_server_refuse().
  */
-#define DRAIN_S 5
-#define DRAIN_MAX (16 * 1024 * 1024)
-#define DRAIN_TOTAL_S 30
-static void refuse_unread(SoupServerMessage *msg, guint status, const char *retry_after, const char *text)
+static void refuse_unread(struct agent_transfers *tr, SoupServerMessage *msg, guint status, const char *retry_after, const char *text)
 {
-        GSocket *sock = soup_server_message_get_socket(msg);
-        g_autoptr(GIOStream) stream = NULL;
-        g_autofree char *answer = NULL;
-        struct drain *d;
-        GSource *src;
+        g_autofree char *headers = retry_after ? g_strdup_printf("Retry-After: %s\r\n", retry_after) : NULL;
 
-        if (!sock)
-                return;
-        g_object_ref(sock);
-        stream = soup_server_message_steal_connection(msg);
-        if (!stream) {
-                g_object_unref(sock);
-                return;
-        }
-        answer = g_strdup_printf("HTTP/1.1 %u %s\r\nServer: ferry-agent\r\nConnection: close\r\n%s%s%s"
-                                 "Content-Type: text/plain\r\nContent-Length: %zu\r\n\r\n%s",
-                                 status, soup_status_get_phrase(status), retry_after ? "Retry-After: " : "",
-                                 retry_after ? retry_after : "", retry_after ? "\r\n" : "", strlen(text), text);
-        /* Bounded: a client that reads nothing makes these fail after DRAIN_S. */
-        g_socket_set_timeout(sock, DRAIN_S);
-        (void) g_output_stream_write_all(g_io_stream_get_output_stream(stream), answer, strlen(answer), NULL, NULL, NULL);
-        (void) g_output_stream_flush(g_io_stream_get_output_stream(stream), NULL, NULL);
-        (void) g_socket_shutdown(sock, FALSE, TRUE, NULL);
-        d = g_new0(struct drain, 1);
-        d->stream = g_steal_pointer(&stream);
-        d->sock = sock;
-        d->left = DRAIN_MAX;
-        d->deadline = now_us() + DRAIN_TOTAL_S * G_USEC_PER_SEC;
-        src = g_socket_create_source(sock, G_IO_IN | G_IO_HUP | G_IO_ERR, NULL);
-        g_source_set_callback(src, (GSourceFunc) (void (*)(void)) drain_ready, d, drain_free);
-        g_source_attach(src, g_main_context_get_thread_default());
-        g_source_unref(src);
+        fy_http_server_refuse(tr->httpd, msg, status, headers, "text/plain", text);
 }
 
 /*
@@ -610,9 +519,9 @@ static void refuse_unread(SoupServerMessage *msg, guint status, const char *retr
  * and its connection closed (refuse_unread); one without a body is
  * answered the ordinary way and its connection may stay.
  */
-static void early_reply(SoupServerMessage *msg, bool body, guint status, const char *retry_after, const char *fmt, ...)
-        G_GNUC_PRINTF(5, 6);
-static void early_reply(SoupServerMessage *msg, bool body, guint status, const char *retry_after, const char *fmt, ...)
+static void early_reply(struct agent_transfers *tr, SoupServerMessage *msg, bool body, guint status, const char *retry_after, const char *fmt, ...)
+        G_GNUC_PRINTF(6, 7);
+static void early_reply(struct agent_transfers *tr, SoupServerMessage *msg, bool body, guint status, const char *retry_after, const char *fmt, ...)
 {
         g_autofree char *text = NULL;
         va_list ap;
@@ -621,7 +530,7 @@ static void early_reply(SoupServerMessage *msg, bool body, guint status, const c
         text = g_strdup_vprintf(fmt, ap);
         va_end(ap);
         if (body) {
-                refuse_unread(msg, status, retry_after, text);
+                refuse_unread(tr, msg, status, retry_after, text);
                 return;
         }
         if (retry_after)
@@ -649,31 +558,30 @@ static void on_early(SoupServer *server, SoupServerMessage *msg, const char *pat
         char uuid[FY_UUID_STR_LEN + 1];
         bool extents = false;
         struct ticket *t;
+        g_autofree char *framing = NULL;
 
-        if (!admit_connection(tr, msg)) {
-                early_reply(msg, true, SOUP_STATUS_SERVICE_UNAVAILABLE, RETRY_AFTER,
-                            "this host serves too many transfer connections (at most %u); retry shortly\n",
-                            MAX_CONNECTIONS);
+        if (fy_http_check_framing(h, &framing) != 0) {
+                early_reply(tr, msg, true, SOUP_STATUS_BAD_REQUEST, NULL, "%s\n", framing);
                 return;
         }
         if (enc != SOUP_ENCODING_NONE && enc != SOUP_ENCODING_CONTENT_LENGTH) {
-                early_reply(msg, true, SOUP_STATUS_LENGTH_REQUIRED, NULL,
+                early_reply(tr, msg, true, SOUP_STATUS_LENGTH_REQUIRED, NULL,
                             "send a Content-Length; chunked request bodies are not accepted\n");
                 return;
         }
         if (body && !write) {
-                early_reply(msg, true, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, NULL, "a %s request takes no body\n",
+                early_reply(tr, msg, true, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, NULL, "a %s request takes no body\n",
                             soup_server_message_get_method(msg));
                 return;
         }
         if (write && (len < 0 || (guint64) len > limit)) {
-                early_reply(msg, true, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, NULL,
+                early_reply(tr, msg, true, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, NULL,
                             "request body of %" G_GOFFSET_FORMAT " bytes exceeds the limit of %" G_GUINT64_FORMAT
                             " bytes; send the data in smaller requests\n", len, limit);
                 return;
         }
         if (agent_xfer_parse_path(path, uuid, &extents) < 0) {
-                early_reply(msg, body, SOUP_STATUS_NOT_FOUND, NULL,
+                early_reply(tr, msg, body, SOUP_STATUS_NOT_FOUND, NULL,
                             "no such resource: use /images/<ticket-uuid>[/extents]\n");
                 return;
         }
@@ -683,19 +591,19 @@ static void on_early(SoupServer *server, SoupServerMessage *msg, const char *pat
                 ticket_close(tr, t, NULL);
         }
         if (!t || t->state != TICKET_READY) {
-                early_reply(msg, body, SOUP_STATUS_FORBIDDEN, NULL, "no such ticket, or it expired or was removed\n");
+                early_reply(tr, msg, body, SOUP_STATUS_FORBIDDEN, NULL, "no such ticket, or it expired or was removed\n");
                 return;
         }
         if (write) {
                 if (extents) {
-                        early_reply(msg, body, SOUP_STATUS_METHOD_NOT_ALLOWED, NULL, "extents are only read\n");
+                        early_reply(tr, msg, body, SOUP_STATUS_METHOD_NOT_ALLOWED, NULL, "extents are only read\n");
                 } else if (!t->can_write) {
-                        early_reply(msg, body, SOUP_STATUS_FORBIDDEN, NULL, "this ticket does not allow writing\n");
+                        early_reply(tr, msg, body, SOUP_STATUS_FORBIDDEN, NULL, "this ticket does not allow writing\n");
                 } else if (t->writers >= MAX_WRITERS) {
-                        early_reply(msg, body, SOUP_STATUS_SERVICE_UNAVAILABLE, RETRY_AFTER,
+                        early_reply(tr, msg, body, SOUP_STATUS_SERVICE_UNAVAILABLE, RETRY_AFTER,
                                     "too many writes on this ticket (at most %u at once); retry shortly\n", MAX_WRITERS);
                 } else if (writers_total >= MAX_WRITERS_TOTAL) {
-                        early_reply(msg, body, SOUP_STATUS_SERVICE_UNAVAILABLE, RETRY_AFTER,
+                        early_reply(tr, msg, body, SOUP_STATUS_SERVICE_UNAVAILABLE, RETRY_AFTER,
                                     "too many writes on this host (at most %u at once); retry shortly\n",
                                     MAX_WRITERS_TOTAL);
                 } else {
@@ -703,7 +611,7 @@ static void on_early(SoupServer *server, SoupServerMessage *msg, const char *pat
                 }
         } else if (method_is(msg, "GET")) {
                 if (t->readers >= MAX_READERS)
-                        early_reply(msg, false, SOUP_STATUS_SERVICE_UNAVAILABLE, RETRY_AFTER,
+                        early_reply(tr, msg, false, SOUP_STATUS_SERVICE_UNAVAILABLE, RETRY_AFTER,
                                     "too many reads on this ticket (at most %u at once); retry shortly\n", MAX_READERS);
                 else
                         admit(t, msg, false);
@@ -1044,7 +952,7 @@ static void stream_abort(struct get_stream *st, const char *why)
  */
 static void stream_kill(struct get_stream *st, const char *why)
 {
-        GSocket *sock = soup_server_message_get_socket(st->msg);
+        GSocket *sock = st->tr->httpd ? fy_http_server_get_socket(st->tr->httpd, st->msg) : NULL;
 
         if (st->killed || st->finished)
                 return;
@@ -1925,18 +1833,22 @@ void agent_transfers_describe(struct agent *a, json_t *obj)
                 json_object_set_new(obj, "storage_root", json_string(a->config.storage_root));
 }
 
+static void on_http_log(void *data, GLogLevelFlags level, const char *message)
+{
+        g_log(G_LOG_DOMAIN, level, "image transfer endpoint: %s", message);
+}
+
 int agent_transfers_start(struct agent *a, GError **error)
 {
         struct agent_transfers *tr = g_new0(struct agent_transfers, 1);
         g_autoptr(GInetAddress) inet = g_inet_address_new_from_string(a->config.listen_address);
         g_autoptr(GSocketAddress) addr = NULL;
         g_autoptr(GTlsCertificate) cert = NULL;
-        GSList *uris;
+        struct fy_http_limits limits = { .max_connections = MAX_CONNECTIONS };
 
         tr->agent = a;
         tr->tls = !a->config.insecure;
         tr->tickets = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) ticket_unref);
-        tr->conns = g_hash_table_new(g_direct_hash, g_direct_equal);
         tr->pool = g_thread_pool_new(io_pool_func, tr, IO_THREADS, FALSE, NULL);
         a->transfers = tr;
         if (!inet) {
@@ -1948,10 +1860,8 @@ int agent_transfers_start(struct agent *a, GError **error)
                 cert = g_tls_certificate_new_from_files(a->config.tls_cert, a->config.tls_key, error);
                 if (!cert)
                         return -EINVAL;
-                tr->server = soup_server_new("server-header", "ferry-agent", "tls-certificate", cert, NULL);
-        } else {
-                tr->server = soup_server_new("server-header", "ferry-agent", NULL);
         }
+        tr->server = soup_server_new("server-header", "ferry-agent", NULL);
         /*
          * One entry for every path, early and normal: libsoup picks one handler entry per path,
          * so a second entry (say "/images") would leave the other paths without the early check.
@@ -1959,11 +1869,14 @@ int agent_transfers_start(struct agent *a, GError **error)
         soup_server_add_early_handler(tr->server, NULL, on_early, tr, NULL);
         soup_server_add_handler(tr->server, NULL, on_request, tr, NULL);
         addr = g_inet_socket_address_new(inet, (guint16) a->config.transfer_port);
-        if (!soup_server_listen(tr->server, addr, tr->tls ? SOUP_SERVER_LISTEN_HTTPS : 0, error))
+        limits.idle_timeout_s = a->config.idle_timeout;
+        limits.header_timeout_s = a->config.request_timeout;
+        limits.body_timeout_s = a->config.request_timeout;
+        limits.handshake_timeout_s = a->config.request_timeout;
+        limits.per_address = a->config.max_connections_per_address;
+        if (fy_http_server_new(tr->server, addr, cert, &limits, on_http_log, tr, &tr->httpd, error) < 0)
                 return -EADDRINUSE;
-        uris = soup_server_get_uris(tr->server);
-        tr->port = uris ? (guint16) g_uri_get_port(uris->data) : 0;
-        g_slist_free_full(uris, (GDestroyNotify) g_uri_unref);
+        tr->port = fy_http_server_port(tr->httpd);
         tr->timer = g_timeout_add_seconds(1, expiry_tick, tr);
         g_message("image transfers served on %s://%s:%u/images/", tr->tls ? "https" : "http",
                   a->config.listen_address, tr->port);
@@ -1980,8 +1893,9 @@ void agent_transfers_stop(struct agent *a)
         if (tr->timer)
                 g_source_remove(tr->timer);
         tr->timer = 0;
-        if (tr->server)
-                soup_server_disconnect(tr->server);
+        /* Closes the listener and every connection (a GET stream's message finishes). */
+        fy_http_server_free(tr->httpd);
+        tr->httpd = NULL;
         /* I/O in the pool ends (a write must end before its lease goes); its completions run here. */
         while (g_atomic_int_get(&tr->io_running) > 0 && now_us() < deadline) {
                 if (!g_main_context_iteration(a->main_context, FALSE))
@@ -2015,10 +1929,6 @@ void agent_transfers_free(struct agent *a)
         }
         g_thread_pool_free(tr->pool, TRUE, TRUE);
         g_clear_object(&tr->server);
-        g_hash_table_iter_init(&it, tr->conns);
-        while (g_hash_table_iter_next(&it, &value, NULL))
-                g_object_weak_unref(value, on_conn_gone, tr);
-        g_hash_table_unref(tr->conns);
         g_hash_table_unref(tr->tickets);
         a->transfers = NULL;
         g_free(tr);

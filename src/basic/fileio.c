@@ -36,21 +36,29 @@ static int stat_verify_regular(const struct stat *st)
 int fy_read_small_file_at(int dirfd, const char *name, size_t max, char **ret_text, size_t *ret_len)
 {
         _cleanup_fd_ int fd = -EBADF;
+
+        if (!name || !ret_text)
+                return -EINVAL;
+        fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        return fy_read_small_fd(fd, max, ret_text, ret_len);
+}
+
+int fy_read_small_fd(int fd, size_t max, char **ret_text, size_t *ret_len)
+{
         g_autofree char *buf = NULL;
         size_t size, cap;
         struct stat st;
         int r;
 
-        if (!name || !ret_text)
+        if (fd < 0 || !ret_text)
                 return -EINVAL;
 
         /* Keep max + 1 (the NUL, and the probe byte that detects growth) representable. */
         if (max > SSIZE_MAX - 1)
                 max = SSIZE_MAX - 1;
 
-        fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-        if (fd < 0)
-                return -errno;
         if (fstat(fd, &st) < 0)
                 return -errno;
         r = stat_verify_regular(&st);
@@ -190,5 +198,28 @@ int fy_fsync_dir(int dirfd)
         }
         if (fsync(dirfd) < 0)
                 return -errno;
+        return 0;
+}
+
+int fy_fd_max_file_size(int fd, uint64_t *ret_max)
+{
+        off_t lo = 0, hi = INT64_MAX;
+        off_t saved = lseek(fd, 0, SEEK_CUR);
+
+        if (saved < 0)
+                return -errno;
+        while (lo < hi) {
+                off_t mid = lo + (hi - lo) / 2 + 1;
+
+                if (lseek(fd, mid, SEEK_SET) >= 0)
+                        lo = mid;
+                else if (errno == EINVAL)
+                        hi = mid - 1;
+                else
+                        return -errno;
+        }
+        if (lseek(fd, saved, SEEK_SET) < 0)
+                return -errno;
+        *ret_max = (uint64_t) lo;
         return 0;
 }

@@ -41,6 +41,7 @@ struct cli_ctx {
         char *ca_file;          /* the CA in use, set by cli_ctx_engine(); NULL: the system's CAs */
         gboolean json;          /* --json */
         const char *command;    /* "disk move", for hints */
+        bool no_auto_login;     /* login, logout: never log in as a cluster's admin by themselves */
 };
 
 /* ---- engine.c: the REST client ---- */
@@ -68,6 +69,12 @@ unsigned cli_engine_last_status(const struct cli_engine *e);
 int cli_engine_request(struct cli_engine *e, const char *method, const char *path, json_t *body,
                        json_t **ret_json, GError **error);
 int cli_engine_get(struct cli_engine *e, const char *path, json_t **ret_json, GError **error);
+/* Same with a body already encoded (content_type, text; both NULL: none). */
+int cli_engine_send(struct cli_engine *e, const char *method, const char *path, const char *content_type,
+                    const char *text, json_t **ret_json, GError **error);
+/* Sends "Authorization: Bearer token" from now on (NULL: nothing). */
+void cli_engine_set_token(struct cli_engine *e, const char *token);
+bool cli_engine_has_token(const struct cli_engine *e);
 /* GET path and return its member `key`, which must be an array. */
 int cli_engine_get_list(struct cli_engine *e, const char *path, const char *key, json_t **ret_array,
                         GError **error);
@@ -78,6 +85,28 @@ int cli_engine_get_list(struct cli_engine *e, const char *path, const char *key,
  * cluster.json's ca_file when the URL is that cluster's.
  */
 int cli_ctx_engine(struct cli_ctx *ctx, struct cli_engine **ret_engine, GError **error);
+
+/* ---- login.c: tokens of the REST API ---- */
+
+/*
+ * POST /sso/oauth/token with user and password; on success the engine
+ * sends the token from now on and *ret_token (may be NULL) holds it.
+ */
+int cli_login_password(struct cli_engine *e, const char *user, const char *password, char **ret_token,
+                       GError **error);
+/* The token stored for url ($XDG_CONFIG_HOME/ferry/tokens.json), or NULL. */
+char *cli_token_load(const char *url);
+/* Stores (token NULL: forgets) url's token, in a file only the user reads (0600). */
+int cli_token_store(const char *url, const char *token, GError **error);
+/* A password file's one line, within the engine's limits. */
+int cli_read_password_file(const char *path, char **ret, GError **error);
+int cli_login(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_logout(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_user_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_user_add(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_user_remove(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_user_passwd(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_user_role(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 
 /* ---- util.c ---- */
 
@@ -117,6 +146,7 @@ int cli_expect_args(int argc, int n, const char *what, GError **error);
 
 int cli_host_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_host_add(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_host_remove(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_sd_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_show(struct cli_ctx *ctx, int argc, char **argv, GError **error);

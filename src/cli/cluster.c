@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -56,6 +57,8 @@ struct cli_cluster {
         char *dir;
         char *engine_url;
         char *ca_file;                 /* DIR/pki/ca.pem */
+        char *admin_user;              /* the first admin, made by the engine at its first start */
+        char *admin_password_file;     /* DIR/admin.password, 0600 */
         GPid engine_pid;
         char *engine_log;
         GPtrArray *hosts;
@@ -98,6 +101,8 @@ static void cli_cluster_free(struct cli_cluster *c)
         g_free(c->dir);
         g_free(c->engine_url);
         g_free(c->ca_file);
+        g_free(c->admin_user);
+        g_free(c->admin_password_file);
         g_free(c->engine_log);
         g_ptr_array_unref(c->hosts);
         g_ptr_array_unref(c->sds);
@@ -342,8 +347,9 @@ static json_t *cli_cluster_to_json(const struct cli_cluster *c)
                 json_array_append_new(sds, json_pack("{s:s, s:s, s:s}", "name", sd->name, "id", sd->id,
                                                      "path", sd->path));
         }
-        return json_pack("{s:s?, s:s?, s:I, s:s?, s:s, s:o, s:o}", "engine_url", c->engine_url,
-                         "ca_file", c->ca_file, "engine_pid", (json_int_t) c->engine_pid, "engine_log", c->engine_log, "dir", c->dir,
+        return json_pack("{s:s?, s:s?, s:s?, s:s?, s:I, s:s?, s:s, s:o, s:o}", "engine_url", c->engine_url,
+                         "ca_file", c->ca_file, "admin_user", c->admin_user, "admin_password_file", c->admin_password_file,
+                         "engine_pid", (json_int_t) c->engine_pid, "engine_log", c->engine_log, "dir", c->dir,
                          "hosts", hosts, "storage_domains", sds);
 }
 
@@ -381,15 +387,15 @@ static int cli_cluster_load(const char *dir, struct cli_cluster **ret_cluster, G
         g_autofree char *path = cli_cluster_file(dir);
         g_autoptr(cli_cluster) c = cli_cluster_new(dir);
         json_t *json = NULL, *hosts = NULL, *sds = NULL, *item;
-        const char *url = NULL, *engine_log = NULL, *jdir = NULL, *ca = NULL;
+        const char *url = NULL, *engine_log = NULL, *jdir = NULL, *ca = NULL, *admin = NULL, *admin_pw = NULL;
         json_int_t engine_pid = 0;
         json_error_t jerr;
         size_t i;
 
         if (cli_read_json_file(path, CLI_CLUSTER_JSON_MAX, &json, error) < 0)
                 return -1;
-        if (json_unpack_ex(json, &jerr, 0, "{s?s, s?s, s:I, s?s, s:s, s:o, s:o}", "engine_url", &url, "ca_file", &ca,
-                           "engine_pid",
+        if (json_unpack_ex(json, &jerr, 0, "{s?s, s?s, s?s, s?s, s:I, s?s, s:s, s:o, s:o}", "engine_url", &url,
+                           "ca_file", &ca, "admin_user", &admin, "admin_password_file", &admin_pw, "engine_pid",
                            &engine_pid, "engine_log", &engine_log, "dir", &jdir, "hosts", &hosts,
                            "storage_domains", &sds) < 0 || !cli_pid_ok(engine_pid) ||
             !json_is_array(hosts) || json_array_size(hosts) > CLI_MAX_HOSTS || !json_is_array(sds)) {
@@ -403,6 +409,8 @@ static int cli_cluster_load(const char *dir, struct cli_cluster **ret_cluster, G
         c->dir = g_strdup(jdir);
         c->engine_url = g_strdup(url);
         c->ca_file = g_strdup(ca);
+        c->admin_user = g_strdup(admin);
+        c->admin_password_file = g_strdup(admin_pw);
         c->engine_pid = (GPid) engine_pid;
         c->engine_log = g_strdup(engine_log);
         json_array_foreach(hosts, i, item) {
@@ -731,14 +739,62 @@ static int cli_start_host(struct cli_cluster *c, struct cli_host *h, const char 
         return cli_cluster_save(c, error);
 }
 
+/* A random password for the cluster's admin in DIR/admin.password (0600), unless there is one. */
+static int cli_admin_password(struct cli_cluster *c, GError **error)
+{
+        guint8 raw[18];
+        g_autofree char *text = NULL;
+        g_autoptr(GError) local = NULL;
+
+        c->admin_user = g_strdup("admin");
+        c->admin_password_file = g_build_filename(c->dir, "admin.password", NULL);
+        if (g_file_test(c->admin_password_file, G_FILE_TEST_EXISTS))
+                return 0;
+        /* getrandom: the kernel's cryptographic generator (GLib's g_random is not one). */
+        if (getrandom(raw, sizeof(raw), 0) != (ssize_t) sizeof(raw)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "cannot make a password: %s", g_strerror(errno));
+                return -1;
+        }
+        text = g_base64_encode(raw, sizeof(raw));
+        memset(raw, 0, sizeof(raw));
+        g_strdelimit(text, "+/", '-');
+        if (!g_file_set_contents_full(c->admin_password_file, text, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600, &local)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "cannot write the admin's password: %s", local->message);
+                return -1;
+        }
+        memset(text, 0, strlen(text));
+        return 0;
+}
+
+/* Logs the CLI in as the cluster's admin, for the commands that follow (and cluster up's own requests). */
+static int cli_cluster_login(struct cli_cluster *c, struct cli_engine *e, GError **error)
+{
+        g_autofree char *password = NULL, *token = NULL;
+        int r;
+
+        if (cli_read_password_file(c->admin_password_file, &password, error) < 0)
+                return -1;
+        r = cli_login_password(e, c->admin_user, password, &token, error);
+        memset(password, 0, strlen(password));
+        if (r < 0)
+                return -1;
+        return cli_token_store(cli_engine_url(e), token, error);
+}
+
 static int cli_start_engine(struct cli_cluster *c, const char *engine_bin, GError **error)
 {
         g_autofree char *db = g_strdup_printf("--db=%s/engine.db", c->dir);
         g_autofree char *cert = g_strdup_printf("--tls-cert=%s/pki/engine.pem", c->dir);
         g_autofree char *key = g_strdup_printf("--tls-key=%s/pki/engine.key", c->dir);
         g_autofree char *ca = g_strdup_printf("--tls-ca=%s", c->ca_file);
-        char *argv[] = { (char *) engine_bin, "--port=0", db, cert, key, ca, NULL };
+        g_autofree char *admin = NULL, *admin_pw = NULL;
         goffset off = 0;
+
+        if (cli_admin_password(c, error) < 0)
+                return -1;
+        admin = g_strdup_printf("--create-admin=%s", c->admin_user);
+        admin_pw = g_strdup_printf("--admin-password-file=%s", c->admin_password_file);
+        char *argv[] = { (char *) engine_bin, "--port=0", db, cert, key, ca, admin, admin_pw, NULL };
 
         c->engine_log = g_build_filename(c->dir, "logs", "engine.log", NULL);
         if (cli_spawn(argv, NULL, c->engine_log, &c->engine_pid, &off, error) < 0)
@@ -941,6 +997,8 @@ static void cli_print_summary(const struct cli_cluster *c, struct cli_engine *e)
                 printf("%s  %s  %s\n", sd->name, sd->id, sd->path);
         }
         printf("\nexport FERRY_ENGINE_URL=%s FERRY_CA_FILE=%s\n", c->engine_url, c->ca_file);
+        printf("logged in as %s (password in %s; ferry login --user %s --password-file %s)\n", c->admin_user,
+               c->admin_password_file, c->admin_user, c->admin_password_file);
         printf("stop it with: ferry cluster down --dir %s\n", c->dir);
         json_decref(hosts);
 }
@@ -1087,7 +1145,7 @@ int cli_cluster_up(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         if (cli_start_engine(c, engine_bin, error) < 0 || cli_check_interrupt(error) < 0)
                 goto fail;
         e = cli_engine_new(c->engine_url, c->ca_file, error);
-        if (!e)
+        if (!e || cli_cluster_login(c, e, error) < 0)
                 goto fail;
 
         deadline = g_get_monotonic_time() + CLI_CLUSTER_READY_S * G_USEC_PER_SEC;
@@ -1183,6 +1241,8 @@ int cli_cluster_status(struct cli_ctx *ctx, int argc, char **argv, GError **erro
         healthy = engine_alive;
         if (c->engine_url) {
                 e = cli_engine_new(c->engine_url, c->ca_file, &local);
+                if (e && c->admin_password_file && cli_cluster_login(c, e, &local) < 0)
+                        g_clear_pointer(&e, cli_engine_free);
                 if (e && cli_engine_get_list(e, "/api/hosts", "hosts", &hosts, &local) == 0 &&
                     cli_engine_get_list(e, "/api/datacenters", "datacenters", &dcs, &local) == 0) {
                         printf(", %s answers\n", c->engine_url);

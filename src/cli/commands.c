@@ -2,6 +2,7 @@
 /* Inventory listings and disk actions over the REST API. */
 #include <string.h>
 
+#include "log.h"
 #include "cli.h"
 #include "uuid.h"
 
@@ -302,6 +303,29 @@ int cli_host_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         return 0;
 }
 
+int cli_host_remove(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autoptr(cli_engine) e = NULL;
+        g_autofree char *path = NULL;
+        json_t *host = NULL, *answer = NULL;
+        const char *id;
+
+        if (cli_setup(ctx, &argc, &argv, NULL, "HOST", 1, "HOST (an id or a name)", &e, error) < 0 ||
+            cli_resolve(e, "/api/hosts", "hosts", "host", argv[1], &host, error) < 0)
+                return -1;
+        id = json_string_value(json_object_get(host, "id"));
+        path = g_strdup_printf("/api/hosts/%s", id);
+        if (cli_engine_request(e, "DELETE", path, NULL, &answer, error) < 0) {
+                json_decref(host);
+                return -1;
+        }
+        if (!ctx->json)
+                printf("removed host %s (%s)\n", json_string_value(json_object_get(host, "name")), id);
+        json_decref(answer);
+        json_decref(host);
+        return 0;
+}
+
 int cli_sd_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 {
         g_autoptr(cli_engine) e = NULL;
@@ -498,6 +522,8 @@ int cli_job_show(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         cli_print_field("description:", cli_json_text(job, "description"));
         cli_print_field("status:", cli_json_text(job, "status"));
         cli_print_field("progress:", cli_progress_text(job));
+        if (json_object_get(job, "correlation_id"))
+                cli_print_field("correlation id:", cli_json_text(job, "correlation_id"));
         t = cli_table_new("TYPE", "STATUS", "PROGRESS", "HOST", "DESCRIPTION", NULL);
         json_array_foreach(steps, i, s) {
                 cli_table_add_take(t, cli_json_text(s, "type"), cli_json_text(s, "status"), cli_progress_text(s),
@@ -513,14 +539,27 @@ int cli_job_show(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 /* The audit log, oldest first so the latest decisions end up at the bottom of the terminal. */
 int cli_event_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 {
+        g_autofree char *corr = NULL, *path = NULL;
+        const GOptionEntry entries[] = {
+                { "correlation-id", 0, 0, G_OPTION_ARG_STRING, &corr,
+                  "Only the events of one REST request (its Correlation-Id, shown by 'ferry job show')", "ID" },
+                G_OPTION_ENTRY_NULL
+        };
         g_autoptr(cli_engine) e = NULL;
         g_autoptr(cli_table) t = NULL;
         json_t *list = NULL, *ev;
         size_t n;
 
-        if (cli_setup(ctx, &argc, &argv, NULL, NULL, 0, NULL, &e, error) < 0)
+        if (cli_setup(ctx, &argc, &argv, entries, NULL, 0, NULL, &e, error) < 0)
                 return -1;
-        if (cli_engine_get_list(e, "/api/events", "events", &list, error) < 0)
+        if (corr && !fy_log_correlation_id_valid(corr)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE,
+                            "--correlation-id takes 1-128 of the characters A-Z a-z 0-9 . _ : -");
+                return -1;
+        }
+        /* Valid ids need no escaping in a query. */
+        path = corr ? g_strconcat("/api/events?correlation_id=", corr, NULL) : g_strdup("/api/events");
+        if (cli_engine_get_list(e, path, "events", &list, error) < 0)
                 return -1;
         if (ctx->json) {
                 cli_print_json(list);

@@ -13,6 +13,7 @@ struct cli_engine {
         SoupSession *session;
         char *url;
         char *ca_file;
+        char *authorization;           /* "Bearer TOKEN", sent with every request */
         unsigned last_status;
 };
 
@@ -79,6 +80,9 @@ void cli_engine_free(struct cli_engine *e)
         g_clear_object(&e->session);
         g_free(e->url);
         g_free(e->ca_file);
+        if (e->authorization)
+                memset(e->authorization, 0, strlen(e->authorization));
+        g_free(e->authorization);
         g_free(e);
 }
 
@@ -129,8 +133,39 @@ static char *cli_fault_message(const json_t *json, unsigned status, const char *
         return g_strdup_printf("HTTP %u %s", status, phrase ? phrase : "");
 }
 
+void cli_engine_set_token(struct cli_engine *e, const char *token)
+{
+        if (e->authorization)
+                memset(e->authorization, 0, strlen(e->authorization));
+        g_free(e->authorization);
+        e->authorization = token ? g_strconcat("Bearer ", token, NULL) : NULL;
+}
+
+bool cli_engine_has_token(const struct cli_engine *e)
+{
+        return e->authorization != NULL;
+}
+
 int cli_engine_request(struct cli_engine *e, const char *method, const char *path, json_t *body,
                        json_t **ret_json, GError **error)
+{
+        g_autofree char *text = NULL;
+
+        if (body) {
+                char *t = json_dumps(body, JSON_COMPACT);
+
+                if (!t) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "out of memory");
+                        return -1;
+                }
+                text = g_strdup(t);
+                free(t);
+        }
+        return cli_engine_send(e, method, path, text ? "application/json" : NULL, text, ret_json, error);
+}
+
+int cli_engine_send(struct cli_engine *e, const char *method, const char *path, const char *content_type,
+                    const char *text, json_t **ret_json, GError **error)
 {
         g_autofree char *uri = g_strconcat(e->url, path, NULL);
         g_autoptr(SoupMessage) msg = NULL;
@@ -148,17 +183,12 @@ int cli_engine_request(struct cli_engine *e, const char *method, const char *pat
                 return -1;
         }
         soup_message_headers_append(soup_message_get_request_headers(msg), "Accept", "application/json");
-        if (body) {
-                char *text = json_dumps(body, JSON_COMPACT);
-                g_autoptr(GBytes) bytes = NULL;
+        if (e->authorization)
+                soup_message_headers_append(soup_message_get_request_headers(msg), "Authorization", e->authorization);
+        if (text) {
+                g_autoptr(GBytes) bytes = g_bytes_new(text, strlen(text));
 
-                if (!text) {
-                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "out of memory");
-                        return -1;
-                }
-                bytes = g_bytes_new(text, strlen(text));
-                free(text);
-                soup_message_set_request_body_from_bytes(msg, "application/json", bytes);
+                soup_message_set_request_body_from_bytes(msg, content_type, bytes);
         }
 
         in = soup_session_send(e->session, msg, NULL, &local);
@@ -190,7 +220,11 @@ int cli_engine_request(struct cli_engine *e, const char *method, const char *pat
         if (status >= 400) {
                 g_autofree char *message = cli_fault_message(json, status, soup_message_get_reason_phrase(msg));
 
-                g_set_error(error, CLI_ERROR, CLI_ERROR_FAULT, "%s", message);
+                if (status == 401)
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAULT,
+                                    "%s\nlog in first: ferry login --user USER (the engine %s)", message, e->url);
+                else
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAULT, "%s", message);
                 json_decref(json);
                 return -1;
         }

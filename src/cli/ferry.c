@@ -21,6 +21,7 @@ struct cli_command {
 static const struct cli_command cli_commands[] = {
         { "host", "list", cli_host_list, "host list" },
         { "host", "add", cli_host_add, "host add --address ADDR [--port P] [--name N] [--wait]" },
+        { "host", "remove", cli_host_remove, "host remove HOST (in maintenance, not the SPM, nothing running)" },
         { "sd", "list", cli_sd_list, "sd list" },
         { "disk", "list", cli_disk_list, "disk list" },
         { "disk", "show", cli_disk_show, "disk show DISK" },
@@ -50,6 +51,13 @@ static const struct cli_command cli_commands[] = {
         { "event", "list", cli_event_list, "event list" },
         { "config", "get", cli_config_get, "config get NAME" },
         { "config", "set", cli_config_set, "config set NAME VALUE" },
+        { "login", NULL, cli_login, "login [--user U] [--password-file F]" },
+        { "logout", NULL, cli_logout, "logout" },
+        { "user", "list", cli_user_list, "user list" },
+        { "user", "add", cli_user_add, "user add NAME [--role admin|operator|viewer] [--password-file F]" },
+        { "user", "remove", cli_user_remove, "user remove NAME" },
+        { "user", "passwd", cli_user_passwd, "user passwd NAME [--password-file F]" },
+        { "user", "role", cli_user_role, "user role NAME admin|operator|viewer" },
         { "pki", "init", cli_pki_init, "pki init --dir DIR [--name NAME] [--address ADDR...] [--days N]" },
         { "pki", "issue", cli_pki_issue, "pki issue --dir DIR --host NAME --address ADDR [--days N] [--engine]" },
         { "cluster", "up", cli_cluster_up, "cluster up [--dir DIR] [--hosts N] [--domains M]" },
@@ -145,8 +153,24 @@ int cli_expect_args(int argc, int n, const char *what, GError **error)
         return 0;
 }
 
-/* engine_url and ca_file of ./ferry-cluster/cluster.json, when there is one. */
-static void cli_read_cluster_file(char **ret_url, char **ret_ca)
+typedef struct cli_cluster_file {
+        char *url;
+        char *ca;
+        char *admin_user;
+        char *admin_password_file;
+} CliClusterFile;
+
+static void cli_cluster_file_clear(struct cli_cluster_file *f)
+{
+        g_free(f->url);
+        g_free(f->ca);
+        g_free(f->admin_user);
+        g_free(f->admin_password_file);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(CliClusterFile, cli_cluster_file_clear)
+
+/* engine_url, ca_file and the admin's credentials of ./ferry-cluster/cluster.json, when there is one. */
+static void cli_read_cluster_file(struct cli_cluster_file *f)
 {
         g_autofree char *path = g_build_filename(CLI_DEFAULT_CLUSTER_DIR, "cluster.json", NULL);
         g_autoptr(GError) error = NULL;
@@ -162,9 +186,13 @@ static void cli_read_cluster_file(char **ret_url, char **ret_ca)
                 return;
         }
         if (json_unpack(json, "{s:s}", "engine_url", &url) == 0)
-                *ret_url = g_strdup(url);
+                f->url = g_strdup(url);
         if (json_unpack(json, "{s:s}", "ca_file", &ca) == 0)
-                *ret_ca = g_strdup(ca);
+                f->ca = g_strdup(ca);
+        if (json_unpack(json, "{s:s, s:s}", "admin_user", &url, "admin_password_file", &ca) == 0) {
+                f->admin_user = g_strdup(url);
+                f->admin_password_file = g_strdup(ca);
+        }
         json_decref(json);
 }
 
@@ -182,10 +210,14 @@ static bool cli_same_url(const char *a, const char *b)
 
 int cli_ctx_engine(struct cli_ctx *ctx, struct cli_engine **ret_engine, GError **error)
 {
-        g_autofree char *url = NULL, *cluster_url = NULL, *cluster_ca = NULL;
+        g_auto(CliClusterFile) cf = { 0 };
+        g_autofree char *url = NULL, *token = NULL;
+        const char *cluster_url, *cluster_ca;
         const char *env;
 
-        cli_read_cluster_file(&cluster_url, &cluster_ca);
+        cli_read_cluster_file(&cf);
+        cluster_url = cf.url;
+        cluster_ca = cf.ca;
         if (ctx->engine_opt)
                 url = g_strdup(ctx->engine_opt);
         else if ((env = g_getenv("FERRY_ENGINE_URL")) && *env)
@@ -205,7 +237,24 @@ int cli_ctx_engine(struct cli_ctx *ctx, struct cli_engine **ret_engine, GError *
                 ctx->ca_file = g_strdup(cluster_ca);
 
         *ret_engine = cli_engine_new(url, ctx->ca_file, error);
-        return *ret_engine ? 0 : -1;
+        if (!*ret_engine)
+                return -1;
+        token = cli_token_load(cli_engine_url(*ret_engine));
+        if (token) {
+                cli_engine_set_token(*ret_engine, token);
+        } else if (!ctx->no_auto_login && cf.admin_user && cluster_url && cli_same_url(url, cluster_url)) {
+                /* Inside a local cluster's folder: log in as its admin, as 'ferry login' would. */
+                g_autofree char *password = NULL;
+                g_autoptr(GError) local = NULL;
+
+                if (cli_read_password_file(cf.admin_password_file, &password, &local) < 0 ||
+                    cli_login_password(*ret_engine, cf.admin_user, password, &token, &local) < 0 ||
+                    cli_token_store(cli_engine_url(*ret_engine), token, &local) < 0)
+                        fprintf(stderr, "ferry: cannot log in as the cluster's admin: %s\n", local->message);
+                if (password)
+                        memset(password, 0, strlen(password));
+        }
+        return 0;
 }
 
 static const struct cli_command *cli_find_command(const char *group, const char *verb, bool *ret_group_known)
@@ -215,7 +264,8 @@ static const struct cli_command *cli_find_command(const char *group, const char 
                 if (strcmp(cli_commands[i].group, group) != 0)
                         continue;
                 *ret_group_known = true;
-                if (verb && strcmp(cli_commands[i].verb, verb) == 0)
+                /* A command of one word ("login") takes no verb. */
+                if (!cli_commands[i].verb || (verb && strcmp(cli_commands[i].verb, verb) == 0))
                         return &cli_commands[i];
         }
         return NULL;
@@ -298,10 +348,19 @@ int main(int argc, char **argv)
         }
 
         /* argv[0] of the command is "ferry GROUP VERB"; options follow. */
-        command = g_strdup_printf("%s %s", cmd->group, cmd->verb);
+        if (cmd->verb) {
+                command = g_strdup_printf("%s %s", cmd->group, cmd->verb);
+                argv[2] = argv[0];
+                argv += 2;
+                argc -= 2;
+        } else {
+                command = g_strdup(cmd->group);
+                argv[1] = argv[0];
+                argv += 1;
+                argc -= 1;
+        }
         ctx.command = command;
-        argv[2] = argv[0];
-        r = cmd->run(&ctx, argc - 2, argv + 2, &error);
+        r = cmd->run(&ctx, argc, argv, &error);
         g_free(ctx.engine_opt);
         g_free(ctx.ca_file_opt);
         g_free(ctx.ca_file);

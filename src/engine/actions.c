@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "log.h"
 #include "actions.h"
 #include "clock.h"
 #include "commands.h"
@@ -66,6 +67,19 @@ static int check_space(struct engine *e, json_t *sd, gint64 needed, GError **err
                 return -ENOSPC;
         }
         return 0;
+}
+
+/* A volume file of capacity bytes must fit the domain's filesystem (ext4: 16 TiB), or it fails on the host later. */
+static int check_file_size(struct engine *e, json_t *sd, gint64 capacity, GError **error)
+{
+        const gint64 *max = g_hash_table_lookup(e->sd_max_file, js(sd, "id"));
+
+        if (!max || capacity <= *max)
+                return 0;      /* not measured yet: the host refuses if it comes to that */
+        g_set_error(error, ENGINE_ERROR, 400,
+                    "a disk of %" G_GINT64_FORMAT " bytes does not fit storage domain %s: its filesystem holds files "
+                    "of at most %" G_GINT64_FORMAT " bytes", capacity, js(sd, "name"), *max);
+        return -EFBIG;
 }
 
 /* An active removal of this image on that domain (a cleanup still retrying): a move there would reuse its ids. */
@@ -127,7 +141,7 @@ json_t *engine_disk_create(struct engine *e, json_t *body, GError **error)
         sd = body_sd(e, body, "storage_domain", error);
         if (!sd)
                 return NULL;
-        if (check_space(e, sd, sparse ? 0 : capacity * nvol, error) < 0)
+        if (check_file_size(e, sd, capacity, error) < 0 || check_space(e, sd, sparse ? 0 : capacity * nvol, error) < 0)
                 return NULL;
 
         for (gint64 i = 0; i < nvol; i++) {
@@ -210,6 +224,8 @@ json_t *engine_disk_move(struct engine *e, const char *disk_id, json_t *body, bo
                 return fail(error, 409, "disk %s has no volumes", js(disk, "name"));
         json_array_foreach(src_vols, i, v) {
                 total_cap += json_integer_value(json_object_get(v, "capacity"));
+                if (check_file_size(e, sd, json_integer_value(json_object_get(v, "capacity")), error) < 0)
+                        return NULL;
         }
         needed = json_integer_value(json_object_get(disk, "sparse")) ? json_integer_value(json_object_get(disk, "actual_size"))
                                                                       : total_cap;

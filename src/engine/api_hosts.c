@@ -28,11 +28,14 @@ static json_t *sd_json(struct engine *e, json_t *row)
         json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:b}", "id", js(row, "id"), "name", js(row, "name"),
                               "status", js(row, "status"), "data_center", ref(js(row, "dc_id")),
                               "master", dc && g_strcmp0(js(dc, "master_sd"), js(row, "id")) == 0);
+        const gint64 *max_file = g_hash_table_lookup(e->sd_max_file, js(row, "id"));
 
         if (json_is_integer(json_object_get(row, "free"))) {
                 json_object_set_new(o, "available", json_integer(ji(row, "free")));
                 json_object_set_new(o, "used", json_integer(ji(row, "total") - ji(row, "free")));
         }
+        if (max_file)
+                json_object_set_new(o, "max_file_size", json_integer(*max_file));
         return o;
 }
 
@@ -139,6 +142,19 @@ static void host_activate(struct engine *e, SoupServerMessage *msg, char **args)
         host_maintenance(e, msg, args[0], false);
 }
 
+static void host_remove(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+
+        if (!fy_uuid_is_valid(args[0]) || engine_host_remove(e, args[0], &error) < 0) {
+                if (!error)
+                        error = g_error_new(ENGINE_ERROR, 404, "no host %.64s", args[0]);
+                engine_rest_reply_error(msg, error);
+                return;
+        }
+        soup_server_message_set_status(msg, 204, NULL);
+}
+
 /* ---- storage domains ---- */
 
 static void sd_list(struct engine *e, SoupServerMessage *msg, char **args)
@@ -201,6 +217,7 @@ static const struct engine_route routes[] = {
         { "GET", "/api/hosts", host_list, ENGINE_ROLE_VIEWER },
         { "POST", "/api/hosts", host_add, ENGINE_ROLE_ADMIN },
         { "GET", "/api/hosts/{id}", host_get, ENGINE_ROLE_VIEWER },
+        { "DELETE", "/api/hosts/{id}", host_remove, ENGINE_ROLE_ADMIN },
         { "POST", "/api/hosts/{id}/deactivate", host_deactivate, ENGINE_ROLE_ADMIN },
         { "POST", "/api/hosts/{id}/activate", host_activate, ENGINE_ROLE_ADMIN },
         { "GET", "/api/storagedomains", sd_list, ENGINE_ROLE_VIEWER },

@@ -7,6 +7,7 @@
 #include "engoptions.h"
 #include "eta.h"
 #include "events.h"
+#include "log.h"
 
 #define js engine_js
 #define ji engine_ji
@@ -34,6 +35,8 @@ static json_t *job_json(struct engine *e, json_t *row)
 
         if (json_is_integer(json_object_get(row, "end_time")))
                 json_object_set_new(o, "end_time", json_integer(ji(row, "end_time")));
+        if (js(row, "correlation_id"))
+                json_object_set_new(o, "correlation_id", json_string(js(row, "correlation_id")));
         add_eta(o, "job:", row);
         return o;
 }
@@ -107,9 +110,18 @@ static void job_cancel(struct engine *e, SoupServerMessage *msg, char **args)
 static void event_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = engine_store_event_list(e->db, 1000, &error);
-        g_autoptr(json_t) out = rows ? json_pack("{s:O}", "events", rows) : NULL;
+        const char *q = g_uri_get_query(soup_server_message_get_uri(msg));
+        g_autoptr(GHashTable) form = q ? soup_form_decode(q) : NULL;
+        const char *corr = form ? g_hash_table_lookup(form, "correlation_id") : NULL;
+        g_autoptr(json_t) rows = NULL;
+        g_autoptr(json_t) out = NULL;
 
+        if (corr && !fy_log_correlation_id_valid(corr)) {
+                engine_rest_reply_fault(msg, 400, "correlation_id takes 1-128 of the characters A-Z a-z 0-9 . _ : -");
+                return;
+        }
+        rows = engine_store_event_list(e->db, corr, 1000, &error);
+        out = rows ? json_pack("{s:O}", "events", rows) : NULL;
         engine_rest_reply_result(msg, 200, out, error);
 }
 

@@ -22,6 +22,8 @@
 #include "scheduler.h"
 #include "error.h"
 #include "eta.h"
+#include "log.h"
+#include "metrics.h"
 #include "uuid.h"
 
 #define JOB_EVENTS_MAX 10000           /* progress cache entries (running jobs of every host) */
@@ -75,7 +77,8 @@ char *engine_cmd_create(struct engine *e, enum engine_kind kind, const char *par
         char *id = fy_uuid_new();
 
         /* Not recorded: its parent finds no such child and fails (in the parent's transaction, rolled back). */
-        if (engine_store_cmd_insert(e->db, id, type, parent, job_id, step_id, params, engine_now(), &error) < 0)
+        if (engine_store_cmd_insert(e->db, id, type, parent, job_id, step_id, params, e->acting_user, engine_now(),
+                                    &error) < 0)
                 engine_not_recorded(&error, type, id);
         g_debug("command %s (%s) created under %s", id, type, parent ? parent : "-");
         engine_kick(e);
@@ -166,7 +169,7 @@ char *engine_job_insert(struct engine *e, const char *description, GError **erro
 {
         char *id = fy_uuid_new();
 
-        if (engine_store_job_insert(e->db, id, description, engine_now(), error) < 0)
+        if (engine_store_job_insert(e->db, id, description, fy_log_correlation_id(), engine_now(), error) < 0)
                 g_clear_pointer(&id, g_free);
         return id;
 }
@@ -222,14 +225,31 @@ struct call_ctx {
         GDestroyNotify extra_free;
 };
 
+/*
+ * Work for a command runs under its job's log context: every log line, every
+ * event and every agent call (rpcclient sends the correlation id as VDSM's
+ * flow_id) made meanwhile carries the job id and the REST request's correlation id.
+ */
+static void cmd_context_enter(struct engine *e, json_t *cmd, struct fy_log_context *ret_saved)
+{
+        g_autofree char *corr = engine_store_job_correlation_id(e->db, js(cmd, "job_id"));
+
+        fy_log_context_set(js(cmd, "job_id"), corr, ret_saved);
+}
+
 static void on_cmd_reply(json_t *result, const GError *error, void *userdata)
 {
         struct call_ctx *c = userdata;
         g_autoptr(json_t) cmd = engine_store_cmd_get(c->e->db, c->cmd_id, NULL);
 
         busy_set(c->e, c->cmd_id, false);
-        if (cmd && strcmp(js(cmd, "state"), "active") == 0)
+        if (cmd && strcmp(js(cmd, "state"), "active") == 0) {
+                struct fy_log_context saved;
+
+                cmd_context_enter(c->e, cmd, &saved);
                 c->done(c->e, cmd, result, error, c->extra);
+                fy_log_context_restore(&saved);
+        }
         /* Sent (now counted from its row) or not sent at all: no longer a pending pick. */
         g_hash_table_remove(c->e->picking, c->cmd_id);
         if (c->extra_free)
@@ -471,8 +491,13 @@ void engine_commands_tick(struct engine *e)
                 if (busy(e, js(row, "id")))
                         continue;
                 cur = engine_store_cmd_get(e->db, js(row, "id"), NULL);
-                if (cur && strcmp(js(cur, "state"), "active") == 0)
+                if (cur && strcmp(js(cur, "state"), "active") == 0) {
+                        struct fy_log_context saved;
+
+                        cmd_context_enter(e, cur, &saved);
                         cmd_advance(e, cur);
+                        fy_log_context_restore(&saved);
+                }
         }
 }
 

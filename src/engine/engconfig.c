@@ -15,7 +15,7 @@
 static const struct fy_option options[] = {
         { "listen_address", FY_OPT_STRING, "127.0.0.1", 1, 255, O(listen_address), "address of the REST API" },
         { "port", FY_OPT_UINT, "8443", 0, 65535, O(port), "TCP port of the REST API (0 picks a free one)" },
-        { "db", FY_OPT_STRING, "/var/lib/ferry/engine.db", 1, 4096, O(db), "the inventory: a SQLite file, or PostgreSQL (postgresql:// URI or libpq key=value string)" },
+        { "db", FY_OPT_STRING, "/var/lib/ferry/engine/engine.db", 1, 4096, O(db), "the inventory: a SQLite file, or PostgreSQL (postgresql:// URI or libpq key=value string)" },
         { "insecure", FY_OPT_BOOL, "false", 0, 0, O(insecure), "serve the REST API over plain HTTP, for development only (anyone on the path reads and forges requests)" },
         { "tls_cert", FY_OPT_STRING, "", 0, 4096, O(tls_cert), "PEM certificate of the engine (HTTPS, and the client certificate to agents); 'ferry pki init' makes engine.pem" },
         { "tls_key", FY_OPT_STRING, "", 0, 4096, O(tls_key), "PEM private key of tls_cert" },
@@ -32,9 +32,19 @@ static const struct fy_option options[] = {
         { "copy_attempts", FY_OPT_UINT, "3", 1, 20, O(copy_attempts), "times one volume copy is tried before the operation fails", true },
         { "host_lost_timeout", FY_OPT_UINT, "60", 5, 86400, O(host_lost_timeout), "seconds a copy's unreachable host is waited for before its job is fenced", true },
         { "fence_timeout", FY_OPT_UINT, "900", 30, 86400, O(fence_timeout), "seconds fencing a lost copy is retried before the copy is given up as failed", true },
+        { "stall_timeout", FY_OPT_UINT, "120", 2, 86400, O(stall_timeout), "seconds a running copy may make no progress before it is flagged stalled", true },
+        { "stall_action", FY_OPT_STRING, "none", 1, 16, O(stall_action), "what a stalled copy gets besides the flag: none, or retry (aborted and tried on another host)", true },
         { "sweep_interval", FY_OPT_UINT, "300", 0, 86400, O(sweep_interval), "seconds between sweeps for orphan images on storage (0: never)" },
         { "max_parallel_copies", FY_OPT_UINT, "4", 1, 64, O(max_parallel_copies), "volumes of one disk copied at the same time", true },
         { "max_body", FY_OPT_UINT, "65536", 1024, 16 * 1024 * 1024, O(max_body), "largest REST request body, bytes" },
+        { "create_admin", FY_OPT_STRING, "", 0, 64, O(create_admin), "user made admin at start unless it exists (with admin_password_file)" },
+        { "admin_password_file", FY_OPT_STRING, "", 0, 4096, O(admin_password_file), "file whose one line is create_admin's password" },
+        { "token_idle_timeout", FY_OPT_UINT, "28800", 1, 31536000, O(token_idle_timeout), "seconds a REST token stays valid unused", true },
+        { "token_lifetime", FY_OPT_UINT, "86400", 1, 31536000, O(token_lifetime), "seconds a REST token stays valid at most", true },
+        { "idle_timeout", FY_OPT_UINT, "60", 1, 86400, O(idle_timeout), "seconds a keep-alive REST connection may wait for its next request" },
+        { "request_timeout", FY_OPT_UINT, "30", 1, 3600, O(request_timeout), "seconds a client has to send a request's headers, and the longest pause within its body" },
+        { "max_connections", FY_OPT_UINT, "4096", 1, 1000000, O(max_connections), "REST connections open at once (more are answered 503)" },
+        { "max_connections_per_address", FY_OPT_UINT, "1024", 1, 1000000, O(max_connections_per_address), "REST connections open at once from one client address" },
         { "log_level", FY_OPT_STRING, "info", 1, 16, O(log_level), "debug, info, warning or error", true },
 };
 
@@ -67,6 +77,11 @@ static int validate(void *config, GError **error)
         if (strcmp(c->host_selection_policy, "least_loaded") && strcmp(c->host_selection_policy, "random")) {
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
                             "host_selection_policy must be least_loaded or random, got '%s'", c->host_selection_policy);
+                return -EINVAL;
+        }
+        if (strcmp(c->stall_action, "none") && strcmp(c->stall_action, "retry")) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                            "stall_action must be none or retry, got '%s'", c->stall_action);
                 return -EINVAL;
         }
         if (!fy_log_level_valid(c->log_level)) {

@@ -50,9 +50,19 @@ struct engine_config {
         unsigned max_parallel_copies;  /* copy_data children of one disk running at once */
         unsigned host_lost_timeout;    /* s an unreachable copy host is waited for before fencing */
         unsigned fence_timeout;        /* s fencing is retried before the copy is given up */
+        unsigned stall_timeout;        /* s a running copy may make no progress before it is flagged stalled */
+        char *stall_action;            /* none | retry: a stalled copy is aborted and tried on another host */
         unsigned sweep_interval;       /* s between orphan image sweeps, 0 = never */
         unsigned max_body;
+        unsigned idle_timeout;         /* s a keep-alive REST connection may wait for a request */
+        unsigned request_timeout;      /* s for a request's headers, and a body's longest pause */
+        unsigned max_connections;      /* REST connections at once */
+        unsigned max_connections_per_address;
         char *log_level;
+        char *create_admin;            /* first admin made at start when no user of that name exists */
+        char *admin_password_file;     /* its password, one line */
+        unsigned token_idle_timeout;   /* s a token lives unused */
+        unsigned token_lifetime;       /* s a token lives at most */
         struct fy_options_sources *sources;     /* what a SIGHUP reload reads again */
 };
 
@@ -74,9 +84,11 @@ struct engine {
         struct engine_store *db;
         GMainLoop *loop;
         SoupServer *http;
+        struct fy_http_server *httpd;  /* its connections (src/lib/httpserve.c) */
         guint16 port;
         char *dc_id;
         GHashTable *hosts;             /* host uuid → struct engine_host* */
+        GHashTable *sd_max_file;       /* domain uuid → gint64 *: largest file its filesystem holds */
         GHashTable *busy;              /* command ids with a call in flight */
         GHashTable *picking;           /* copy_data command id → struct engine_pick, until the copy is sent */
         bool spm_busy;                 /* an SPM election call is in flight */
@@ -86,6 +98,8 @@ struct engine {
         guint tick_source;
         guint kick_source;             /* an extra coordinator round is queued */
         GArray *host_listeners;        /* struct engine_host_listener: who hears host events and state changes */
+        const char *acting_user;       /* who sent the REST request being handled; NULL: the engine itself */
+        GHashTable *login_failures;    /* "u:NAME" / "a:ADDRESS" → failed logins (auth.c) */
 };
 
 /* Sets an ENGINE_ERROR with that HTTP status; returns NULL, for `return engine_fail(...)` in functions answering JSON. */

@@ -6,6 +6,7 @@
 #include "clock.h"
 #include "events.h"
 #include "hosts.h"
+#include "restparse.h"
 #include "error.h"
 #include "uuid.h"
 
@@ -91,6 +92,7 @@ int engine_hosts_init(struct engine *e, GError **error)
         json_t *row;
 
         e->hosts = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify) host_free);
+        e->sd_max_file = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         rows = engine_store_host_list(e->db, error);
         if (!rows)
                 return -EIO;
@@ -115,6 +117,7 @@ void engine_hosts_free(struct engine *e)
                 g_clear_pointer(&h->rpc, fy_rpc_client_free);
         }
         g_clear_pointer(&e->hosts, g_hash_table_unref);
+        g_clear_pointer(&e->sd_max_file, g_hash_table_unref);
 }
 
 static bool name_valid(const char *s, size_t max)
@@ -129,9 +132,9 @@ static bool name_valid(const char *s, size_t max)
         return true;
 }
 
-json_t *engine_host_add(struct engine *e, const char *name, const char *address, unsigned port, GError **error)
+json_t *engine_host_add(struct engine *e, const char *name, const char *address_in, unsigned port, GError **error)
 {
-        g_autoptr(GInetAddress) inet = NULL;
+        g_autofree char *address = engine_host_address_normalize(address_in);
         g_autoptr(json_t) used = NULL;
         g_autofree char *id = NULL;
         gint64 host_id = 0;
@@ -142,9 +145,9 @@ json_t *engine_host_add(struct engine *e, const char *name, const char *address,
                 g_set_error(error, ENGINE_ERROR, 400, "host name must be 1-64 letters, digits or _-. characters");
                 return NULL;
         }
-        inet = g_inet_address_new_from_string(address);
-        if (!inet && !g_hostname_is_non_ascii(address) && !name_valid(address, 253)) {
-                g_set_error(error, ENGINE_ERROR, 400, "address must be an IP address or a host name");
+        if (!address) {
+                g_set_error(error, ENGINE_ERROR, 400, "address must be an IP address or a host name "
+                            "(labels of letters, digits and hyphens, at most 253 characters)");
                 return NULL;
         }
         if (port < 1 || port > 65535) {
@@ -198,6 +201,48 @@ int engine_host_set_maintenance(struct engine *e, const char *host_id, bool main
                 g_set_error(error, ENGINE_ERROR, 404, "no host %s", host_id);
         }
         return r;
+}
+
+/* A host leaves the inventory: in maintenance, not the SPM, nothing of it running. */
+int engine_host_remove(struct engine *e, const char *host_id, GError **error)
+{
+        g_autoptr(json_t) row = engine_store_host_get(e->db, host_id, error);
+        g_autofree char *busy = NULL;
+        g_autofree char *spm = engine_spm_host(e);
+        g_autofree char *name = NULL;
+        struct engine_host *h;
+
+        if (!row) {
+                if (!*error)
+                        g_set_error(error, ENGINE_ERROR, 404, "no host %s", host_id);
+                return -ENOENT;
+        }
+        name = g_strdup(json_string_value(json_object_get(row, "name")));
+        if (!json_integer_value(json_object_get(row, "maintenance"))) {
+                g_set_error(error, ENGINE_ERROR, 409, "host %s is not in maintenance; deactivate it first "
+                            "(POST /api/hosts/%s/deactivate)", name, host_id);
+                return -EBUSY;
+        }
+        if (spm && strcmp(spm, host_id) == 0) {
+                g_set_error(error, ENGINE_ERROR, 409, "host %s is the SPM", name);
+                return -EBUSY;
+        }
+        if (engine_store_host_running(e->db, host_id, &busy, error) < 0)
+                return -EIO;
+        if (busy) {
+                g_set_error(error, ENGINE_ERROR, 409, "host %s still has a %s running; wait for it or cancel it",
+                            name, busy);
+                return -EBUSY;
+        }
+        if (engine_store_host_delete(e->db, host_id, error) < 0)
+                return -EIO;
+        /* Its client goes too: pending calls complete with CANCELLED (finding the host still), as at shutdown. */
+        h = host_lookup(e, host_id);
+        if (h)
+                g_clear_pointer(&h->rpc, fy_rpc_client_free);
+        g_hash_table_remove(e->hosts, host_id);
+        engine_event(e, "normal", NULL, "host %s (%s) removed", name, host_id);
+        return 0;
 }
 
 struct failed_call {
@@ -467,10 +512,17 @@ static void on_sd_stats(json_t *result, const GError *error, void *userdata)
 {
         struct host_ctx *c = userdata;   /* host_id holds the domain id here */
 
-        if (result)
+        if (result) {
+                json_t *max_file = json_object_get(result, "max_file_size");
+
                 if (engine_store_sd_set_space(c->e->db, c->host_id, json_integer_value(json_object_get(result, "disktotal")),
                                               json_integer_value(json_object_get(result, "diskfree")), NULL) < 0)
                         g_message("storage domain %s: its space is not recorded", c->host_id);
+                /* Kept in memory: known again within one stats round after a restart. */
+                if (json_is_integer(max_file) && json_integer_value(max_file) > 0)
+                        g_hash_table_insert(c->e->sd_max_file, g_strdup(c->host_id),
+                                            g_memdup2(&(gint64) { json_integer_value(max_file) }, sizeof(gint64)));
+        }
         host_ctx_free(c);
 }
 

@@ -14,6 +14,8 @@ void engine_hosts_free(struct engine *e);
 void engine_hosts_tick(struct engine *e);
 json_t *engine_host_add(struct engine *e, const char *name, const char *address, unsigned port, GError **error);
 int engine_host_set_maintenance(struct engine *e, const char *host_id, bool maintenance, GError **error);
+/* Removes a host in maintenance that is not the SPM and runs nothing; 409 otherwise. */
+int engine_host_remove(struct engine *e, const char *host_id, GError **error);
 /* The SPM host's id if it is up, else NULL (free with g_free). */
 char *engine_spm_host(struct engine *e);
 /* Calls method on a host; fails at once (in the callback) if the host is unknown. */

@@ -4,6 +4,8 @@
 #include "hostsched.h"
 
 #define SHARE_TOLERANCE 0.01  /* shares or costs within 1 % are a tie: stats are not that exact */
+/* Seconds of cost per second a copy adds to the longest drain (bench/sim: 3-30 alike, 1 too little). */
+#define MAKESPAN_WEIGHT 10.0
 
 /* Numbers come from agents: anything negative or not finite means "not known". */
 static double known(double v)
@@ -28,30 +30,62 @@ static double share(const struct engine_sched_host *h)
 }
 
 /*
- * What placing a copy of `bytes` here adds to the sum of all copies' completion
- * times, in seconds, if nothing else arrives (processor sharing): the new copy
- * ends after (bytes + sum of min(r_i, bytes)) / bandwidth, and delays each copy
- * already there by min(r_i, bytes) / bandwidth, where r_i are their remaining
- * bytes. The sum of min(r_i, bytes) is estimated as min(bytes_pending,
- * running * bytes), exact when the others are all larger or all smaller.
+ * The sum over the copies already on h of min(r_i, bytes), their remaining
+ * bytes r_i capped at the new copy's size: what the new copy waits for there
+ * and delays by sharing the bandwidth. Estimated as min(bytes_pending, running
+ * * bytes), exact when the others are all larger or all smaller.
  */
-static double copy_cost(const struct engine_sched_host *h, double bytes)
+static double overlap(const struct engine_sched_host *h, double bytes)
 {
         double k = (double) jobs(h), pending = known(h->bytes_pending);
 
         if (pending == 0 && k > 0)
                 pending = k * bytes;        /* copies running but no record of their bytes: assume the worst */
-        return (bytes + 2 * fmin(pending, k * bytes)) / known(h->bandwidth);
+        return fmin(pending, k * bytes);
+}
+
+/*
+ * What placing a copy of `bytes` here adds to the sum of all copies' completion
+ * times, in seconds, if nothing else arrives (processor sharing): the new copy
+ * ends after (bytes + overlap) / bandwidth, and delays each copy already there
+ * by min(r_i, bytes) / bandwidth.
+ */
+static double copy_cost(const struct engine_sched_host *h, double bytes)
+{
+        return (bytes + 2 * overlap(h, bytes)) / known(h->bandwidth);
+}
+
+/* Seconds until a copy of `bytes` placed on h now ends there, if nothing else arrives. */
+static double copy_time(const struct engine_sched_host *h, double bytes)
+{
+        return (bytes + overlap(h, bytes)) / known(h->bandwidth);
 }
 
 /* <0 when a is the better choice, 0 for a tie. */
-static int compare(const struct engine_sched_host *a, const struct engine_sched_host *b, double bytes)
+/*
+ * Seconds until h has moved every byte it holds plus `bytes` more: when its last
+ * copy ends, whatever the order (a host sharing its bandwidth never idles).
+ */
+static double drain(const struct engine_sched_host *h, double bytes)
+{
+        return (known(h->bytes_pending) + bytes) / known(h->bandwidth);
+}
+
+/*
+ * <0 when a is the better choice, 0 for a tie. drain_max: the longest drain()
+ * of any usable host with a known bandwidth now.
+ */
+static int compare(const struct engine_sched_host *a, const struct engine_sched_host *b, double bytes, double drain_max)
 {
         double ra = known(a->rate), rb = known(b->rate);
         double la = known(a->load), lb = known(b->load);
 
         if (bytes > 0 && known(a->bandwidth) > 0 && known(b->bandwidth) > 0) {
-                double ca = copy_cost(a, bytes), cb = copy_cost(b, bytes);
+                /* The cost counts a delay to any copy alike; a delay to the copy that ends last on
+                 * the busiest host is also one to the makespan, so pushing a host's drain beyond
+                 * every other's costs extra (small copies keep off a host running a big one). */
+                double ca = copy_cost(a, bytes) + MAKESPAN_WEIGHT * fmax(0, drain(a, bytes) - drain_max);
+                double cb = copy_cost(b, bytes) + MAKESPAN_WEIGHT * fmax(0, drain(b, bytes) - drain_max);
 
                 if (fabs(ca - cb) > SHARE_TOLERANCE * fmax(ca, cb))
                         return ca < cb ? -1 : 1;
@@ -79,14 +113,18 @@ int engine_sched_pick_copy(const struct engine_sched_host *hosts, size_t n, enum
                            double bytes, GRand *rand)
 {
         bool other_usable = false;
+        double drain_max = 0;
 
         if (n > G_MAXINT32)
                 n = G_MAXINT32;        /* the index is returned as an int */
         /* The SPM is a last resort for when it is the only host, not for when the others are busy:
          * then the copy waits for a slot, and the SPM stays free for metadata. */
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
                 if (hosts[i].usable && !hosts[i].is_spm)
                         other_usable = true;
+                if (hosts[i].usable && known(hosts[i].bandwidth) > 0)
+                        drain_max = fmax(drain_max, drain(&hosts[i], 0));
+        }
 
         for (int pass = 0; pass < (other_usable ? 1 : 2); pass++) {
                 int best = -1;
@@ -105,7 +143,7 @@ int engine_sched_pick_copy(const struct engine_sched_host *hosts, size_t n, enum
                                         best = (int) i;
                                 continue;
                         }
-                        c = best < 0 ? -1 : compare(h, &hosts[best], known(bytes));
+                        c = best < 0 ? -1 : compare(h, &hosts[best], known(bytes), drain_max);
                         if (c < 0) {
                                 best = (int) i;
                                 seen = 1;
@@ -117,4 +155,32 @@ int engine_sched_pick_copy(const struct engine_sched_host *hosts, size_t n, enum
                         return best;
         }
         return -1;
+}
+
+int engine_sched_place_copy(const struct engine_sched_host *hosts, size_t n, enum engine_sched_policy policy,
+                            const struct engine_sched_copy *copy, GRand *rand)
+{
+        double bytes = known(copy->bytes), on_best;
+        int best = engine_sched_pick_copy(hosts, n, policy, bytes, rand);
+        long beat = 0;
+
+        if (best < 0 || policy != ENGINE_SCHED_LEAST_LOADED || bytes == 0 || known(hosts[best].bandwidth) == 0)
+                return best;
+        on_best = copy_time(&hosts[best], bytes);
+        /* The starvation bound. NaN or a negative age (a clock stepped back) counts as no wait yet. */
+        if (isfinite(copy->waited) && copy->waited >= fmin(on_best, ENGINE_SCHED_MAX_WAIT))
+                return best;
+        if (n > G_MAXINT32)
+                n = G_MAXINT32;
+        for (size_t i = 0; i < n; i++) {
+                const struct engine_sched_host *h = &hosts[i];
+
+                /* Only full hosts: one with a free slot was weighed by the pick. Not the SPM (kept for
+                 * metadata), not a host whose bandwidth or bytes in flight are not known. */
+                if (!h->usable || h->is_spm || passes(h) || known(h->bandwidth) == 0 || known(h->bytes_pending) == 0)
+                        continue;
+                if (drain(h, bytes) < ENGINE_SCHED_WAIT_GAIN * on_best)
+                        beat++;
+        }
+        return beat > MAX(copy->ahead, 0) ? ENGINE_SCHED_WAIT : best;
 }

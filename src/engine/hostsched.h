@@ -70,5 +70,55 @@ struct engine_sched_host {
 int engine_sched_pick_copy(const struct engine_sched_host *hosts, size_t n, enum engine_sched_policy policy,
                            double bytes, GRand *rand);
 
+/* engine_sched_place_copy() returns this when the copy should wait for a busy host rather than take a free one. */
+#define ENGINE_SCHED_WAIT (-2)
+
+/*
+ * The longest a copy waits by choice, in seconds: after that it takes the
+ * best free slot whatever the estimates say. The bound against starvation
+ * when the engine's view is wrong (stale progress, sizes off, other copies
+ * taking the slot it waits for).
+ */
+#define ENGINE_SCHED_MAX_WAIT 600.0
+
+/*
+ * Fraction of its time on the best free host that a copy must save before
+ * it waits for a busy one: the estimate of the busy host is optimistic (it
+ * ignores the copies that will join it), so a small gain is not worth it.
+ */
+#define ENGINE_SCHED_WAIT_GAIN 0.5
+
+/* A copy looking for a host. */
+struct engine_sched_copy {
+        double bytes;         /* its size as the engine knows it, 0 = unknown */
+        double waited;        /* seconds it has waited for a host so far */
+        long ahead;           /* older copies waiting for a host too: they are offered the slots first */
+};
+
+/*
+ * The decision for a copy: engine_sched_pick_copy()'s host, -1 when no host
+ * can take it, or ENGINE_SCHED_WAIT when it should stay queued although a slot
+ * is free, because slots, not bandwidth, are short: a big copy would run on a
+ * slow host while fast ones, full now, end it far sooner once a slot frees.
+ *
+ * With least_loaded, a known size and the picked host's bandwidth known, a
+ * usable non-SPM host at its job limit, with a known bandwidth and bytes
+ * pending, "beats" the picked host when it would end the copy,
+ * (bytes_pending + bytes) / bandwidth from now - all its bytes moved, the
+ * copy's last: an upper bound when nothing else joins -, in under
+ * ENGINE_SCHED_WAIT_GAIN of the time the copy needs on the picked host,
+ * (bytes + min(bytes_pending, running * bytes)) / bandwidth there. The copy
+ * waits when more hosts beat the picked one than `ahead` copies wait before
+ * it (each of those takes a slot first). Never once `waited` reaches its time
+ * on the picked host (it would have ended there by now: the estimates were
+ * wrong) or ENGINE_SCHED_MAX_WAIT.
+ *
+ * A copy that waits is meant to be offered again, oldest first, whenever a
+ * slot frees (the engine's next round): it must not hold up the copies
+ * behind it, which go on being placed.
+ */
+int engine_sched_place_copy(const struct engine_sched_host *hosts, size_t n, enum engine_sched_policy policy,
+                            const struct engine_sched_copy *copy, GRand *rand);
+
 /* engine_sched_pick_copy() for a copy of unknown size. */
 int engine_sched_pick(const struct engine_sched_host *hosts, size_t n, enum engine_sched_policy policy, GRand *rand);

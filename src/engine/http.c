@@ -4,6 +4,7 @@
 
 #include "http.h"
 #include "uuid.h"
+#include "restparse.h"
 
 static const char *reason_for(int status)
 {
@@ -13,6 +14,7 @@ static const char *reason_for(int status)
         case 403: return "Forbidden";
         case 404: return "Not found";
         case 405: return "Method not allowed";
+        case 408: return "Request timeout";
         case 409: return "Conflict";
         case 411: return "Length required";
         case 413: return "Request too large";
@@ -33,9 +35,14 @@ void engine_rest_reply_json(SoupServerMessage *msg, int status, json_t *body)
         soup_server_message_set_response(msg, "application/json", SOUP_MEMORY_COPY, text, strlen(text));
 }
 
+json_t *engine_rest_fault(int status, const char *detail)
+{
+        return json_pack("{s:{s:s, s:s}}", "fault", "reason", reason_for(status), "detail", detail);
+}
+
 void engine_rest_reply_fault(SoupServerMessage *msg, int status, const char *detail)
 {
-        g_autoptr(json_t) body = json_pack("{s:{s:s, s:s}}", "fault", "reason", reason_for(status), "detail", detail);
+        g_autoptr(json_t) body = engine_rest_fault(status, detail);
 
         engine_rest_reply_json(msg, status, body);
 }
@@ -55,26 +62,14 @@ json_t *engine_rest_body(struct engine *e, SoupServerMessage *msg)
         SoupMessageBody *req = soup_server_message_get_request_body(msg);
         g_autoptr(GBytes) bytes = soup_message_body_flatten(req);
         const char *ctype = soup_message_headers_get_content_type(soup_server_message_get_request_headers(msg), NULL);
-        json_error_t jerr;
-        json_t *body;
+        g_autofree char *detail = NULL;
+        json_t *body = NULL;
         gsize len;
         const char *data = g_bytes_get_data(bytes, &len);
+        int status = engine_rest_body_parse(data, len, ctype, e->config.max_body, &body, &detail);
 
-        if (len > e->config.max_body) {
-                engine_rest_reply_fault(msg, 413, "request body too large");
-                return NULL;
-        }
-        if (ctype && g_ascii_strcasecmp(ctype, "application/json") != 0) {
-                engine_rest_reply_fault(msg, 415, "send the body as application/json");
-                return NULL;
-        }
-        body = json_loadb(data ? data : "", len, JSON_REJECT_DUPLICATES, &jerr);
-        if (!body || !json_is_object(body)) {
-                g_autofree char *detail = body ? g_strdup("the body must be a JSON object")
-                                               : g_strdup_printf("malformed JSON: %s (line %d, column %d)",
-                                                                 jerr.text, jerr.line, jerr.column);
-                json_decref(body);
-                engine_rest_reply_fault(msg, 400, detail);
+        if (status) {
+                engine_rest_reply_fault(msg, status, detail);
                 return NULL;
         }
         return body;

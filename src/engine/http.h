@@ -5,6 +5,8 @@
 #include "engine.h"
 
 void engine_rest_reply_json(SoupServerMessage *msg, int status, json_t *body);
+/* {"fault": {"reason", "detail"}}. */
+json_t *engine_rest_fault(int status, const char *detail);
 /* {"fault": {"reason", "detail"}} with the HTTP status. */
 void engine_rest_reply_fault(SoupServerMessage *msg, int status, const char *detail);
 /* An ENGINE_ERROR's code is the HTTP status; any other error is a 500. */

@@ -7,10 +7,12 @@
 #include <glib-unix.h>
 
 #include "config.h"
+#include "auth.h"
 #include "commands.h"
 #include "flows/disk.h"
 #include "flows/job.h"
 #include "hosts.h"
+#include "metrics.h"
 #include "rest.h"
 #include "service.h"
 #include "sweeper.h"
@@ -18,6 +20,7 @@
 #include "vms.h"
 #include "flows/snapshots.h"
 #include "error.h"
+#include "listener.h"
 #include "log.h"
 #include "uuid.h"
 
@@ -94,10 +97,18 @@ int main(int argc, char **argv)
                 return 2;
         }
         fy_log_setup(e->config.log_level, "ferry-engine", g_get_host_name());
+        {
+                g_autofree char *nofile = NULL;
+
+                int nr = fy_nofile_raise(&nofile);
+
+                g_log(G_LOG_DOMAIN, nr < 0 ? G_LOG_LEVEL_WARNING : G_LOG_LEVEL_MESSAGE, "%s", nofile);
+        }
         e->loop = g_main_loop_new(NULL, FALSE);
 
         if (engine_store_open(e->config.db, &e->db, &error) < 0 || ensure_datacenter(e, &error) < 0 ||
-            engine_hosts_init(e, &error) < 0 || engine_commands_init(e, &error) < 0) {
+            engine_auth_init(e, &error) < 0 || engine_hosts_init(e, &error) < 0 ||
+            engine_commands_init(e, &error) < 0) {
                 g_critical("%s", error->message);
                 return EXIT_FAILURE;
         }
@@ -123,19 +134,21 @@ int main(int argc, char **argv)
         g_unix_signal_add(SIGINT, on_signal, e);
         g_unix_signal_add(SIGHUP, on_reload, e);
         e->tick_source = g_timeout_add(e->config.poll_interval, on_tick, e);
+        engine_metrics_init(e);
         on_tick(e);
         fy_service_ready("serving");
         g_main_loop_run(e->loop);
 
         g_source_remove(e->tick_source);
+        engine_metrics_free(e);
         if (e->kick_source)
                 g_source_remove(e->kick_source);
-        soup_server_disconnect(e->http);
-        g_object_unref(e->http);
+        engine_rest_stop(e);
         engine_hosts_free(e);
         g_hash_table_unref(e->busy);
         if (e->host_listeners)
                 g_array_unref(e->host_listeners);
+        g_clear_pointer(&e->login_failures, g_hash_table_unref);
         engine_store_close(e->db);
         g_free(e->dc_id);
         g_main_loop_unref(e->loop);

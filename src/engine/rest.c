@@ -14,11 +14,17 @@
 #include "api_disks.h"
 #include "api_hosts.h"
 #include "api_jobs.h"
+#include "api_users.h"
 #include "api_vms.h"
+#include "auth.h"
 #include "http.h"
+#include "log.h"
+#include "metrics.h"
 #include "rest.h"
+#include "httpserve.h"
 #include "resttls.h"
 #include "transfers.h"
+#include "uuid.h"
 
 #define MAX_PATH 512
 #define MAX_SEGMENTS 8
@@ -31,6 +37,8 @@ static const route_table_fn tables[] = {
         engine_api_jobs_routes,
         engine_api_vms_routes,
         engine_api_transfers_routes,
+        engine_metrics_routes,
+        engine_api_users_routes,
 };
 
 const struct engine_route *engine_rest_route_at(size_t i)
@@ -111,45 +119,132 @@ static void on_request(SoupServer *server, SoupServerMessage *msg, const char *p
         struct engine *e = data;
         char buf[MAX_PATH + 1];
         char *args[ENGINE_ROUTE_MAX_ARGS] = { NULL };
-        const struct engine_route *r;
-        bool known;
+        const char *method = soup_server_message_get_method(msg);
+        const char *corr = soup_message_headers_get_one(soup_server_message_get_request_headers(msg), "Correlation-Id");
+        g_autofree char *made = NULL;
+        g_autofree char *user = NULL;
+        const struct engine_route *r = NULL;
+        struct fy_log_context saved;
+        bool known = false;
 
-        if (!g_str_has_prefix(path, "/api/") || strlen(path) > MAX_PATH) {
-                engine_rest_reply_fault(msg, 404, "the API lives under /api/");
+        if (g_str_has_prefix(path, "/sso/")) {
+                engine_auth_sso(e, msg, path);
                 return;
         }
-        r = engine_rest_route_find(soup_server_message_get_method(msg), path, args, &known, buf, sizeof(buf));
+        if ((g_str_has_prefix(path, "/api/") || strcmp(path, "/metrics") == 0) && strlen(path) <= MAX_PATH)
+                r = engine_rest_route_find(method, path, args, &known, buf, sizeof(buf));
+        /* Timed under the route's pattern, never the raw path: the metric's labels stay bounded. */
+        engine_metrics_request_start(msg, method, r ? r->pattern : NULL);
+        if (corr && !fy_log_correlation_id_valid(corr)) {
+                engine_rest_reply_fault(msg, 400, "Correlation-Id takes 1-128 of the characters A-Z a-z 0-9 . _ : -");
+                return;
+        }
+        if (!corr)
+                corr = made = fy_uuid_new();
+        /* Returned, so a caller that sent none can still find the request's job, log lines and events. */
+        soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Correlation-Id", corr);
         if (!r) {
-                engine_rest_reply_fault(msg, known ? 405 : 404, known ? "this resource does not take that method"
-                                                                      : "no such resource or action");
+                if (!g_str_has_prefix(path, "/api/") && strcmp(path, "/metrics") != 0)
+                        engine_rest_reply_fault(msg, 404, "the API lives under /api/ (metrics at /metrics)");
+                else
+                        engine_rest_reply_fault(msg, known ? 405 : 404, known ? "this resource does not take that method"
+                                                                              : "no such resource or action");
                 return;
         }
+        /* Who asks, and may they: before the handler reads anything. */
+        if (engine_auth_request(e, msg, r->role, &user) < 0)
+                return;
+        /* The request's log context: a job it starts keeps the correlation id (jobs.correlation_id). */
+        fy_log_context_set(NULL, corr, &saved);
+        e->acting_user = user;
         r->handler(e, msg, args);
+        e->acting_user = NULL;
+        fy_log_context_restore(&saved);
 }
 
-/* Before the body is read: refuse what is too large, so it is never buffered. */
+/* Answers msg at once with a fault and closes its connection, whatever of its body was not read yet. */
+static void refuse(struct engine *e, SoupServerMessage *msg, int status, const char *detail)
+{
+        g_autoptr(json_t) body = engine_rest_fault(status, detail);
+        g_autofree char *text = json_dumps(body, JSON_INDENT(2) | JSON_SORT_KEYS);
+
+        fy_http_server_refuse(e->httpd, msg, (guint) status, NULL, "application/json", text);
+}
+
+#define BODY_BYTES_KEY "ferry-body-bytes"
+
+/* A chunked body is counted as it arrives and cut the moment it passes the limit. */
+static void on_body_chunk(SoupServerMessage *msg, GBytes *chunk, gpointer data)
+{
+        struct engine *e = data;
+        gsize n = GPOINTER_TO_SIZE(g_object_get_data(G_OBJECT(msg), BODY_BYTES_KEY)) + g_bytes_get_size(chunk);
+
+        g_object_set_data(G_OBJECT(msg), BODY_BYTES_KEY, GSIZE_TO_POINTER(n));
+        if (n > e->config.max_body) {
+                g_autofree char *detail = g_strdup_printf("request body exceeds the limit of %u bytes", e->config.max_body);
+
+                g_signal_handlers_disconnect_by_func(msg, on_body_chunk, data);
+                refuse(e, msg, 413, detail);
+        }
+}
+
+/*
+ * Every request, before its body is read: framing that a proxy could read
+ * differently (two Content-Lengths, "+5", Content-Length with chunked) is
+ * refused, and so is a body over the limit, so it is never buffered.
+ */
 static void on_early(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query, gpointer data)
 {
         struct engine *e = data;
         SoupMessageHeaders *h = soup_server_message_get_request_headers(msg);
-        goffset len = soup_message_headers_get_content_length(h);
+        g_autofree char *detail = NULL;
+        goffset len;
 
-        if (soup_message_headers_get_encoding(h) == SOUP_ENCODING_CHUNKED) {
-                engine_rest_reply_fault(msg, 411, "send a Content-Length; chunked request bodies are not accepted");
+        if (fy_http_check_framing(h, &detail) != 0) {
+                refuse(e, msg, 400, detail);
                 return;
         }
-        if (len > (goffset) e->config.max_body) {
-                g_autofree char *detail = g_strdup_printf("request body of %" G_GOFFSET_FORMAT " bytes exceeds the limit of %u",
-                                                          len, e->config.max_body);
-                engine_rest_reply_fault(msg, 413, detail);
+        if (soup_message_headers_get_encoding(h) == SOUP_ENCODING_CHUNKED) {
+                g_signal_connect(msg, "got-chunk", G_CALLBACK(on_body_chunk), e);
+                return;
         }
+        len = soup_message_headers_get_content_length(h);
+        if (len > (goffset) e->config.max_body) {
+                detail = g_strdup_printf("request body of %" G_GOFFSET_FORMAT " bytes exceeds the limit of %u",
+                                         len, e->config.max_body);
+                refuse(e, msg, 413, detail);
+        }
+}
+
+static void on_http_log(void *data, GLogLevelFlags level, const char *message)
+{
+        g_log(G_LOG_DOMAIN, level, "REST API: %s", message);
+}
+
+/* Refusals made below the handlers (timeouts, caps, unparsable requests) are faults like any other. */
+static char *rest_fault_text(guint status, const char *detail, const char **ret_type)
+{
+        g_autoptr(json_t) body = engine_rest_fault((int) status, detail);
+
+        *ret_type = "application/json";
+        return json_dumps(body, JSON_INDENT(2) | JSON_SORT_KEYS);
 }
 
 int engine_rest_start(struct engine *e, GError **error)
 {
         g_autoptr(GInetAddress) inet = g_inet_address_new_from_string(e->config.listen_address);
         g_autoptr(GSocketAddress) addr = NULL;
-        GSList *uris;
+        struct fy_http_limits limits = {
+                .max_connections = e->config.max_connections,
+                .per_address = e->config.max_connections_per_address,
+                .idle_timeout_s = e->config.idle_timeout,
+                .header_timeout_s = e->config.request_timeout,
+                .body_timeout_s = e->config.request_timeout,
+                .handshake_timeout_s = e->config.request_timeout,
+                .fault = rest_fault_text,
+        };
+        g_autoptr(GTlsCertificate) cert = NULL;
+        int r;
 
         if (!inet) {
                 g_set_error(error, ENGINE_ERROR, 400, "listen_address '%s' is not an IP address", e->config.listen_address);
@@ -158,17 +253,25 @@ int engine_rest_start(struct engine *e, GError **error)
         e->http = engine_rest_server_new(e, error);
         if (!e->http)
                 return -EINVAL;
-        /* Same path for both: libsoup picks one handler entry per path, early and normal. */
+        /* libsoup picks one handler entry per path, early and normal: every path gets both. */
         soup_server_add_early_handler(e->http, "/api", on_early, e, NULL);
+        soup_server_add_early_handler(e->http, NULL, on_early, e, NULL);
         soup_server_add_handler(e->http, "/api", on_request, e, NULL);
+        soup_server_add_handler(e->http, "/sso", on_request, e, NULL);
         soup_server_add_handler(e->http, NULL, on_request, e, NULL);
         addr = g_inet_socket_address_new(inet, (guint16) e->config.port);
-        if (!soup_server_listen(e->http, addr, e->config.insecure ? 0 : SOUP_SERVER_LISTEN_HTTPS, error))
-                return -EADDRINUSE;
-        uris = soup_server_get_uris(e->http);
-        if (uris) {
-                e->port = (guint16) g_uri_get_port(uris->data);
-                g_slist_free_full(uris, (GDestroyNotify) g_uri_unref);
-        }
+        /* Connections are Ferry's (src/lib/httpserve.c), TLS too: the certificate goes there. */
+        g_object_get(e->http, "tls-certificate", &cert, NULL);
+        r = fy_http_server_new(e->http, addr, cert, &limits, on_http_log, e, &e->httpd, error);
+        if (r < 0)
+                return r;
+        e->port = fy_http_server_port(e->httpd);
         return 0;
+}
+
+void engine_rest_stop(struct engine *e)
+{
+        fy_http_server_free(e->httpd);
+        e->httpd = NULL;
+        g_clear_object(&e->http);
 }

@@ -5,6 +5,8 @@
 
 /* Serves the REST API (docs/rest-api.md) on listen_address:port. */
 int engine_rest_start(struct engine *e, GError **error);
+/* Closes the listener and every REST connection. */
+void engine_rest_stop(struct engine *e);
 
 /* Row i of the route table (every resource's rows in turn), NULL past the end: for tests and docs. */
 const struct engine_route *engine_rest_route_at(size_t i);

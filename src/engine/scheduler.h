@@ -14,5 +14,7 @@ void engine_pick_free(struct engine_pick *p);
 /* Picks the host for a data copy, never one listed in exclude (JSON array of host ids, may be NULL);
  * NULL when none is usable now. */
 char *engine_pick_copy_host(struct engine *e, json_t *exclude);
-/* The same for a copy of about `bytes` (0 = unknown): least_loaded then weighs where it finishes soonest. */
-char *engine_pick_copy_host_sized(struct engine *e, json_t *exclude, double bytes);
+/* The same for a copy of about `bytes` (0 = unknown): least_loaded then weighs where it finishes soonest.
+ * `created` (engine_now() seconds, 0 = none) is when the copy began to look for a host: with it, NULL
+ * also when the copy should wait for a busy fast host rather than take a free slow one (hostsched.h). */
+char *engine_pick_copy_host_sized(struct engine *e, json_t *exclude, double bytes, gint64 created);

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "log.h"
 #include "clock.h"
 #include "commands.h"
 #include "error.h"
@@ -68,7 +69,13 @@ static json_t *transfer_row(struct engine *e, const char *id)
         return engine_store_transfer_get(e->db, id, NULL);
 }
 
-static json_t *transfer_json(struct engine *e, json_t *row)
+/*
+ * The ticket in transfer_url is all a client needs to read or write the
+ * disk, so only the answer that creates the transfer carries it (with_url);
+ * listings and later GETs leave it out. Once users exist, their creator may
+ * see it again (DESIGN §11).
+ */
+static json_t *transfer_json(struct engine *e, json_t *row, bool with_url)
 {
         g_autoptr(json_t) host = js(row, "host") ?
                 engine_store_host_get(e->db, js(row, "host"), NULL) : NULL;
@@ -80,8 +87,9 @@ static json_t *transfer_json(struct engine *e, json_t *row)
 
         json_object_set_new(o, "host", host ? json_pack("{s:s, s:s}", "id", js(host, "id"), "name", js(host, "name"))
                                             : json_null());
-        json_object_set_new(o, "transfer_url", js(row, "transfer_url") && !is_final(js(row, "phase")) ?
-                                               json_string(js(row, "transfer_url")) : json_null());
+        if (with_url)
+                json_object_set_new(o, "transfer_url", js(row, "transfer_url") && !is_final(js(row, "phase")) ?
+                                                       json_string(js(row, "transfer_url")) : json_null());
         if (!is_final(js(row, "phase")))
                 json_object_set_new(o, "expires", json_integer(ji(row, "last_activity") + ji(row, "timeout")));
         if (js(row, "job_id"))
@@ -251,7 +259,7 @@ static void on_ticket_added(struct engine *e, json_t *row, json_t *result, const
         now = transfer_row(e, js(row, "id"));
         engine_event(e, "normal", NULL, "image %s of disk %s started on host %s", js(row, "direction"),
                      js(row, "disk_id"), js(row, "host"));
-        out = transfer_json(e, now ? now : row);
+        out = transfer_json(e, now ? now : row, true);
         reply_pending(p, 201, out, NULL);
 }
 
@@ -367,7 +375,7 @@ static json_t *transfer_start(struct engine *e, json_t *body, SoupServerMessage 
                         .size = size, .timeout = timeout,
                 };
 
-                if (engine_store_job_insert(e->db, job, desc, engine_now(), error) < 0 ||
+                if (engine_store_job_insert(e->db, job, desc, fy_log_correlation_id(), engine_now(), error) < 0 ||
                     engine_store_disk_lock(e->db, disk_id, job, js(disk, "status"), error) < 0 ||
                     (upload && engine_store_volume_set_illegal(e->db, js(vol, "id"), js(disk, "sd_id"), error) < 0) ||
                     engine_store_transfer_insert(e->db, &t, engine_now(), error) < 0) {
@@ -428,7 +436,7 @@ static json_t *transfer_finalize(struct engine *e, const char *id, GError **erro
         }
         json_decref(row);
         row = transfer_row(e, id);
-        return transfer_json(e, row);
+        return transfer_json(e, row, false);
 }
 
 static json_t *transfer_cancel(struct engine *e, const char *id, GError **error)
@@ -442,7 +450,7 @@ static json_t *transfer_cancel(struct engine *e, const char *id, GError **error)
         transfer_fail(e, row, "user", "cancelled by the user");
         json_decref(row);
         row = transfer_row(e, id);
-        return transfer_json(e, row);
+        return transfer_json(e, row, false);
 }
 
 /* ---- the tick ---- */
@@ -698,7 +706,7 @@ static void ensure_tables(struct engine *e)
 
 static json_t *transfer_fmt(struct engine *e, json_t *row)
 {
-        return transfer_json(e, row);
+        return transfer_json(e, row, false);
 }
 
 static void api_list(struct engine *e, SoupServerMessage *msg, char **args)

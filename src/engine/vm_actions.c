@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "log.h"
 #include "clock.h"
 #include "commands.h"
 #include "events.h"

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include <fcntl.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "fileio.h"
@@ -98,6 +99,24 @@ int fy_options_set(const struct fy_options_spec *spec, void *config, const char 
         return option_set(o, config, value, origin, error);
 }
 
+/*
+ * Config files are the admin's: configuration management often installs them
+ * as symlinks, so symlinks are followed (unlike fy_read_small_file_at, which
+ * guards daemon-owned state). O_NONBLOCK keeps a FIFO named *.conf from
+ * blocking start-up or a SIGHUP reload in open(); fstat then refuses it.
+ */
+static int read_config_file(const char *path, char **ret_text, size_t *ret_len)
+{
+        int fd, r;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0)
+                return -errno;
+        r = fy_read_small_fd(fd, FY_OPTIONS_MAX_FILE, ret_text, ret_len);
+        close(fd);
+        return r;
+}
+
 /* One INI file: only the spec's section, only known keys. */
 static int load_file(const struct fy_options_spec *spec, void *config, const char *path, GError **error)
 {
@@ -109,10 +128,13 @@ static int load_file(const struct fy_options_spec *spec, void *config, const cha
         size_t len;
         int r;
 
-        r = fy_read_small_file_at(AT_FDCWD, path, FY_OPTIONS_MAX_FILE, &text, &len);
+        r = read_config_file(path, &text, &len);
         if (r < 0) {
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "cannot read config file %s: %s", path,
-                            r == -EFBIG ? "larger than 1 MiB" : g_strerror(-r));
+                            r == -EFBIG     ? "larger than 1 MiB"
+                            : r == -EBADFD ? "not a regular file"
+                            : r == -EISDIR ? "is a directory"
+                                           : g_strerror(-r));
                 return -EINVAL;
         }
         if (!g_key_file_load_from_data(kf, text, len, G_KEY_FILE_NONE, &e)) {
@@ -129,9 +151,17 @@ static int load_file(const struct fy_options_spec *spec, void *config, const cha
                 }
         keys = g_key_file_get_keys(kf, spec->section, NULL, NULL);
         for (size_t i = 0; keys && keys[i]; i++) {
-                g_autofree char *value = g_key_file_get_string(kf, spec->section, keys[i], NULL);
+                g_autofree char *value = NULL;
+                g_autoptr(GError) ve = NULL;
 
-                if (fy_options_set(spec, config, keys[i], value ? value : "", path, error) < 0)
+                /* NULL here is a value GKeyFile cannot return (invalid UTF-8): never "". */
+                value = g_key_file_get_string(kf, spec->section, keys[i], &ve);
+                if (!value) {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "%s: %s: %s", path, keys[i],
+                                    ve ? ve->message : "unreadable value");
+                        return -EINVAL;
+                }
+                if (fy_options_set(spec, config, keys[i], value, path, error) < 0)
                         return -EINVAL;
         }
         return 0;

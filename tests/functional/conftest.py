@@ -13,6 +13,8 @@ from ferrytest import AGENT_BIN, Agent, Sanlock, free_port, new_uuid, run_job, M
 def pytest_sessionstart(session):
     if not os.access(AGENT_BIN, os.X_OK):
         raise pytest.UsageError(f"{AGENT_BIN} is missing: build first (meson setup build && ninja -C build)")
+    # The CLI keeps its tokens under $XDG_CONFIG_HOME: the tests' own, never the tester's.
+    os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="ferry-test-config-", dir=os.environ.get("FERRY_TEST_TMP"))
 
 
 class Cluster:

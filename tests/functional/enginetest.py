@@ -13,15 +13,17 @@ import itertools
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import ssl
 import subprocess
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 
-from ferrytest import BUILD, Agent, Pki, Sanlock, tls_client_env, wait_for
+from ferrytest import BUILD, FERRY, Agent, Pki, Sanlock, tls_client_env, wait_for
 
 ENGINE_BIN = os.path.join(BUILD, "src", "engine", "ferry-engine")
 PG_CLUSTER = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "pg-test-cluster")
@@ -85,6 +87,8 @@ class Engine:
     agents (default: one made in workdir/pki). insecure=True: plain HTTP and
     plain TCP to agents, for the test about insecure mode only."""
 
+    ADMIN = "admin"
+
     def __init__(self, workdir, *extra, pki=None, insecure=False):
         self.workdir = workdir
         # The engine's --db: a SQLite file in workdir, or a PostgreSQL database of its own (FERRY_TEST_DB).
@@ -96,6 +100,16 @@ class Engine:
         self.ca_file = None if insecure else self.pki.ca
         self.ssl = None if insecure else ssl.create_default_context(cafile=self.ca_file)
         self.proc = None
+        # The first admin, made by the engine at its first start; every request logs in as it.
+        self.admin_password_file = os.path.join(workdir, "admin.password")
+        if not os.path.exists(self.admin_password_file):
+            fd = os.open(self.admin_password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(18) + "\n")
+        with open(self.admin_password_file) as f:
+            self.admin_password = f.read().strip()
+        self.token = None
+        self.cli_logged_in = False
         self.start()
 
     def start(self):
@@ -104,7 +118,8 @@ class Engine:
         security = ["--insecure=true", "--agent-insecure=true"] if self.insecure else self.pki.engine_args()
         self.proc = subprocess.Popen(
             [ENGINE_BIN, "--port=0", f"--db={self.db}", *security, "--poll-interval=200",
-             "--host-timeout=3000", "--log-level=debug", *self.extra],
+             "--host-timeout=3000", "--log-level=debug", f"--create-admin={self.ADMIN}",
+             f"--admin-password-file={self.admin_password_file}", *self.extra],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
             env=None if self.insecure else tls_client_env())
 
@@ -117,6 +132,19 @@ class Engine:
             return (m.group(1).decode(), int(m.group(2))) if m else None
         scheme, self.port = wait_for(listening, 10, "the engine to listen")
         self.url = f"{scheme}://127.0.0.1:{self.port}"
+        # The port changes with every start: the CLI keeps its token per URL.
+        self.cli_logged_in = False
+        if self.token is None:
+            self.token = self.login(self.ADMIN, self.admin_password)
+
+    def login(self, user, password, timeout=60):
+        """A token from POST /sso/oauth/token (oVirt's form)."""
+        form = urllib.parse.urlencode({"grant_type": "password", "username": user, "password": password,
+                                       "scope": "ovirt-app-api"}).encode()
+        status, body = self.request("POST", "/sso/oauth/token", raw=form, auth=False, timeout=timeout,
+                                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert body["token_type"] == "bearer" and body["expires_in"] > 0
+        return body["access_token"]
 
     def cli_env(self, env=None):
         """Environment for the `ferry` CLI to reach this engine and trust its CA."""
@@ -126,6 +154,13 @@ class Engine:
             env["FERRY_CA_FILE"] = self.ca_file
         else:
             env.pop("FERRY_CA_FILE", None)
+        # The CLI's token lives here: logged in once with `ferry login`, as a user would.
+        env["XDG_CONFIG_HOME"] = os.path.join(self.workdir, "cli-config")
+        if not self.cli_logged_in:
+            r = subprocess.run([FERRY, "login", "--user", self.ADMIN, "--password-file", self.admin_password_file],
+                               env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            assert r.returncode == 0, r.stderr
+            self.cli_logged_in = True
         return env
 
     def stop(self, sig=signal.SIGTERM):
@@ -144,11 +179,14 @@ class Engine:
         self.stop()
         self.start()
 
-    def request(self, method, path, body=None, raw=None, headers=None, timeout=30):
+    def request(self, method, path, body=None, raw=None, headers=None, timeout=30, auth=True, token=None):
+        """auth=False: no Authorization header; token: that token instead of the admin's."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(self.url + path, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
+        if auth and (token or self.token):
+            req.add_header("Authorization", f"Bearer {token or self.token}")
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:

@@ -459,6 +459,18 @@ def test_cluster_up_move(tmpdir_ferry):
             assert "(TLS)" in log and "image transfers served on https://" in log, log[-2000:]
         r = ferry("host", "list", cwd=tmpdir_ferry)
         assert r.returncode == 0 and r.stdout.count(" up ") == 3, r.stdout + r.stderr
+        # The first admin: its password 0600, named in cluster.json; a CLI with no token of its own,
+        # run in the cluster's parent folder, logs in as it; elsewhere it is told how to log in.
+        assert info["admin_user"] == "admin"
+        assert os.stat(info["admin_password_file"]).st_mode & 0o777 == 0o600
+        fresh = os.path.join(tmpdir_ferry, "fresh-config")
+        r = ferry("user", "list", cwd=tmpdir_ferry, env={"XDG_CONFIG_HOME": fresh})
+        assert r.returncode == 0 and "admin" in r.stdout, r.stdout + r.stderr
+        r = ferry("host", "list", env=dict(env, XDG_CONFIG_HOME=os.path.join(tmpdir_ferry, "other-config")))
+        assert r.returncode == 1 and "ferry login" in r.stderr, r.stderr
+        r = ferry("login", "--user", "admin", "--password-file", info["admin_password_file"],
+                  env=dict(env, XDG_CONFIG_HOME=os.path.join(tmpdir_ferry, "other-config")))
+        assert r.returncode == 0, r.stderr
         r = ferry("host", "list", env={"FERRY_ENGINE_URL": info["engine_url"]})
         assert r.returncode == 1 and "does not verify" in r.stderr, r.stderr
 

@@ -280,7 +280,8 @@ def test_rest_bad_input(ec):
     # Space is checked before anything is created.
     wait_for(lambda: all("available" in s for s in ec.engine.get("/api/storagedomains")["storagedomains"]),
              30, "domain space to be measured")
-    assert fault(ec, "POST", "/api/disks", {"name": "huge", "provisioned_size": 60 << 40, "sparse": False,
+    # Within the largest file of the domain's filesystem (16 TiB on ext4), beyond its free space.
+    assert fault(ec, "POST", "/api/disks", {"name": "huge", "provisioned_size": 10 << 40, "sparse": False,
                                             "storage_domain": {"id": sd1}}) == 507
     assert not [d for d in ec.engine.get("/api/disks")["disks"] if d["name"] == "huge"]
     # A locked disk cannot be moved again; after its move it is ok again.
@@ -431,8 +432,12 @@ def test_sweeper_removes_orphan_images_only(ec):
     img_dir = os.path.join(ec.storage, sd, "images", orphan_img)
     assert os.path.isdir(img_dir)
     wait_for(lambda: not os.path.exists(img_dir), 60, "the sweeper to remove the orphan image", interval=0.5)
-    events = [e["message"] for e in ec.engine.get("/api/events")["events"]]
+    rows = ec.engine.get("/api/events")["events"]
+    events = [e["message"] for e in rows]
     assert any("sweeper" in m and orphan_img in m for m in events), events[:10]
+    # Events name who caused them: the sweeper is the engine's own; a disk's flow, the user who asked.
+    assert all(e["user_name"] is None for e in rows if "sweeper" in e["message"])
+    assert any(e["user_name"] == "admin" for e in rows if e["command_id"]), rows[:10]
     d = ec.engine.get(f"/api/disks/{keep['id']}")
     assert d["status"] == "ok"
     assert os.path.exists(vol_path(ec, ec.sds[0]["id"], keep["id"], keep["volumes"][0]["id"]))

@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Observability of the agent: its Prometheus metrics (checked by promtool and
-scraped by a real Prometheus server during a copy), job events in VDSM's
-shape, and VDSM's flow id in the agent's log."""
+"""Observability of the agent and the engine: their Prometheus metrics
+(checked by promtool and scraped by a real Prometheus server during a copy
+and a move), job events in VDSM's shape, VDSM's flow id in the agent's log,
+and a REST request's correlation id in the engine's and the agent's logs
+and events."""
 
 import json
 import os
@@ -12,19 +14,23 @@ import ssl
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
 import pytest
 
-from ferrytest import REPO, MiB, free_port, new_uuid, wait_for, wait_job
+from conftest import make_workdir
+from enginetest import EngineCluster, HttpError
+from ferrytest import (BUILD, REPO, MiB, free_port, new_uuid, qemu_img_compare, wait_for, wait_job,
+                       write_random_extents)
 from test_copy import copy, endpoint, start_slow_copy
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 
 
-def sample(text, name, **labels):
+def sample(text, name, /, **labels):
     """The value of one sample in exposition text; None when absent."""
     for line in text.splitlines():
         if line.startswith("#"):
@@ -84,12 +90,12 @@ class Prometheus:
     """Debian's Prometheus server in a temp folder on a free port, scraping
     the given targets every second."""
 
-    def __init__(self, workdir, targets, ca_file=None):
+    def __init__(self, workdir, targets, ca_file=None, job_name="ferry-agent", token=None):
         self.dir = tempfile.mkdtemp(prefix="prometheus-", dir=workdir)
         self.port = free_port()
         config = os.path.join(self.dir, "prometheus.yml")
         scrape_configs = [{
-            "job_name": "ferry-agent",
+            "job_name": job_name,
             "scrape_interval": "1s",
             "scrape_timeout": "1s",
             "static_configs": [{"targets": targets}],
@@ -97,6 +103,12 @@ class Prometheus:
         if ca_file:
             # The agents serve HTTPS with certificates of the cluster's CA.
             scrape_configs[0].update({"scheme": "https", "tls_config": {"ca_file": ca_file}})
+        if token:
+            # The engine's /metrics wants a token of any role: Prometheus reads it from a 0600 file.
+            token_file = os.path.join(self.dir, "token")
+            with open(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                f.write(token)
+            scrape_configs[0]["authorization"] = {"type": "Bearer", "credentials_file": token_file}
         with open(config, "w") as f:
             # JSON is YAML.
             json.dump({"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -128,6 +140,10 @@ class Prometheus:
             body = json.load(r)
         assert body["status"] == "success", body
         return [(s["metric"], float(s["value"][1])) for s in body["data"]["result"]]
+
+    def values(self, promql):
+        """Only the values of query()."""
+        return [v for _, v in self.query(promql)]
 
     def stop(self):
         self.proc.terminate()
@@ -333,3 +349,251 @@ def test_journald_fields_under_systemd(workdir):
         stderr.close()
         receiver.close()
         sanlock.stop()
+
+
+# ---- the engine ----
+
+@pytest.fixture(scope="module")
+def eng():
+    """Two hosts (the SPM and one that copies), two domains, copies at 64 MiB/s."""
+    d = make_workdir()
+    c = EngineCluster(d, hosts=2, agent_options={"copy_rate_limit": "64M"})
+    yield c
+    codes = c.stop()
+    if not os.environ.get("FERRY_KEEP_TMP"):
+        shutil.rmtree(d, ignore_errors=True)
+    assert all(code == 0 for code in codes.values()), codes
+
+
+def engine_raw(ec, method, path, headers=None, body=None, token=None, auth=True):
+    """(status, response headers, body bytes) of one REST request, with the admin's
+    token unless another is given or auth is False."""
+    req = urllib.request.Request(ec.engine.url + path, method=method, headers=headers or {},
+                                 data=json.dumps(body).encode() if body is not None else None)
+    if auth:
+        req.add_header("Authorization", f"Bearer {token or ec.engine.token}")
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30, context=ec.engine.ssl) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def engine_disk(ec, name, data):
+    r = ec.engine.post("/api/disks", {"name": name, "provisioned_size": data, "format": "raw", "sparse": True,
+                                      "storage_domain": {"id": ec.sds[0]["id"]}})
+    assert ec.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
+    disk = ec.engine.get(f"/api/disks/{r['disk']['id']}")
+    write_random_extents(os.path.join(ec.storage, ec.sds[0]["id"], "images", disk["id"], disk["volumes"][0]["id"]),
+                         [(0, data)], seed=13)
+    return disk
+
+
+def viewer_token(ec):
+    """A token of the weakest role: /metrics is readable with any."""
+    ec.engine.post("/api/users", {"name": "metrics-viewer", "password": "viewer-password-1", "role": "viewer"})
+    form = urllib.parse.urlencode({"grant_type": "password", "username": "metrics-viewer",
+                                   "password": "viewer-password-1", "scope": "ovirt-app-api"}).encode()
+    req = urllib.request.Request(ec.engine.url + "/sso/oauth/token", data=form, method="POST",
+                                 headers={"Accept": "application/json",
+                                          "Content-Type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(req, timeout=30, context=ec.engine.ssl) as r:
+        return json.load(r)["access_token"]
+
+
+def test_engine_metrics_scraped_by_prometheus_during_a_move(eng):
+    ec = eng
+    assert engine_raw(ec, "GET", "/metrics", auth=False)[0] == 401
+    token = viewer_token(ec)
+    status, headers, text = engine_raw(ec, "GET", "/metrics", token=token)
+    assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    r = subprocess.run([PROMTOOL, "check", "metrics"], input=text.decode(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), (r.stdout, r.stderr, text)
+    text = text.decode()
+    spm = ec.spm_name()
+    for name in ("host1", "host2"):
+        assert sample(text, "ferry_engine_host_up", host=name) == 1
+        assert sample(text, "ferry_engine_host_spm", host=name) == (1 if name == spm else 0)
+        assert sample(text, "ferry_engine_host_jobs_limit", host=name) >= 1
+        assert sample(text, "ferry_engine_host_copy_rate_limit_bytes_per_second", host=name) == 64 * MiB
+    for sd in ec.sds:
+        assert sample(text, "ferry_engine_storage_domain_size_bytes", sd=sd["id"], name=sd["name"]) > 0
+    assert sample(text, "ferry_engine_main_loop_lag_seconds") >= 0
+    assert sample(text, "ferry_engine_fences_total") == 0
+    # Requests are counted under their route pattern, never the raw path (bounded labels).
+    assert sample(text, "ferry_engine_http_request_duration_seconds_count", method="POST", route="/api/hosts",
+                  status="201") == 2
+    assert engine_raw(ec, "GET", "/api/nothing/" + new_uuid())[0] == 404
+    assert engine_raw(ec, "POST", "/metrics")[0] == 405
+    text = engine_raw(ec, "GET", "/metrics")[2].decode()
+    assert sample(text, "ferry_engine_http_request_duration_seconds_count", method="GET", route="unmatched",
+                  status="404") >= 1
+    assert "/api/nothing" not in text
+
+    prometheus = Prometheus(ec.workdir, [f"127.0.0.1:{ec.engine.port}"], ec.engine.ca_file, job_name="ferry-engine",
+                            token=token)
+    try:
+        wait_for(lambda: prometheus.query('up{job="ferry-engine"} == 1'), 30, "prometheus to scrape the engine")
+        disk = engine_disk(ec, "metrics", 256 * MiB)        # ~4 s at 64 MiB/s
+        job_id = ec.engine.post(f"/api/disks/{disk['id']}/move", {"storage_domain": {"id": ec.sds[1]["id"]}})["job"]["id"]
+        assert ec.engine.wait_job(job_id)["status"] == "finished"
+        copier = next(s["execution_host"]["name"] for s in ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"]
+                      if s["type"] == "copy_data")
+        other = "host1" if copier == "host2" else "host2"
+
+        # What PromQL says: the copying host ran one job meanwhile; the engine ran a
+        # copy_data command; the move request was answered.
+        def seen(q):
+            return prometheus.query(q) or None
+        wait_for(lambda: seen(f'ferry_engine_host_jobs{{host="{copier}",state="running"}} == 0'), 30,
+                 "prometheus to scrape after the move")
+        assert prometheus.values(f'max_over_time(ferry_engine_host_jobs{{host="{copier}",state="running"}}[5m])') == [1]
+        # The other host (the SPM: it made the destination volume) copied nothing.
+        assert prometheus.values(f'max_over_time(ferry_engine_host_copy_rate_bytes_per_second{{host="{other}"}}[5m])') == [0]
+        rate = prometheus.values(f'max_over_time(ferry_engine_host_copy_rate_bytes_per_second{{host="{copier}"}}[5m])')
+        assert len(rate) == 1 and 0 < rate[0] <= 64 * MiB * 1.1, rate
+        assert prometheus.values('max_over_time(ferry_engine_commands{kind="copy_data",phase="sent"}[5m])') == [1]
+        moves = prometheus.values('max_over_time(ferry_engine_commands{kind="move_disk"}[5m])')
+        assert moves and max(moves) == 1, moves
+        assert prometheus.values('sum(ferry_engine_http_request_duration_seconds_count'
+                                 '{method="POST",route="/api/disks/{id}/move"})') == [1]
+    finally:
+        prometheus.stop()
+
+
+def test_correlation_id_follows_a_move(eng):
+    ec = eng
+    disk = engine_disk(ec, "corr", 64 * MiB)
+    corr = f"move-{new_uuid()}"
+    status, headers, body = engine_raw(ec, "POST", f"/api/disks/{disk['id']}/move",
+                                       {"Correlation-Id": corr}, {"storage_domain": {"id": ec.sds[1]["id"]}})
+    assert status in (200, 201, 202), body
+    assert headers["Correlation-Id"] == corr
+    job_id = json.loads(body)["job"]["id"]
+    job = ec.engine.wait_job(job_id)
+    assert job["status"] == "finished" and job["correlation_id"] == corr, job
+    steps = ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"]
+    copier = ec.agent(next(s["execution_host"]["name"] for s in steps if s["type"] == "copy_data"))
+
+    # The engine's log: the request, the job's commands, their calls to hosts.
+    with open(ec.engine.log_path, encoding="utf-8", errors="replace") as f:
+        engine_lines = [line for line in f if f"flow_id={corr}" in line]
+    assert any("copying volume" in line for line in engine_lines), engine_lines
+    assert any(f"job_id={job_id}" in line for line in engine_lines), engine_lines
+    # The copying agent got it as VDSM's flow id: its copy job's lines carry it.
+    agent_lines = [line for line in copier.log_tail(2000000).splitlines() if f"flow_id={corr}" in line]
+    assert any("SDM.copy_data" in line for line in agent_lines), agent_lines
+
+    # Events: filtered by it, through REST and the CLI.
+    events = ec.engine.get(f"/api/events?correlation_id={corr}")["events"]
+    assert events and all(e["correlation_id"] == corr for e in events), events
+    assert any("copying volume" in e["message"] for e in events), events
+    assert len(events) < len(ec.engine.get("/api/events")["events"])
+    cli = subprocess.run([os.path.join(BUILD, "src", "cli", "ferry"), "event", "list", "--correlation-id", corr],
+                         capture_output=True, text=True, env=ec.engine.cli_env(), timeout=60)
+    assert cli.returncode == 0 and "copying volume" in cli.stdout and "host host1" not in cli.stdout, cli
+
+    # No header: one is made and returned; a bad one is refused before anything runs.
+    status, headers, _ = engine_raw(ec, "GET", "/api/hosts")
+    assert status == 200 and re.fullmatch(r"[0-9a-f-]{36}", headers["Correlation-Id"])
+    status, _, body = engine_raw(ec, "GET", "/api/hosts", {"Correlation-Id": "bad id"})
+    assert status == 400 and b"Correlation-Id" in body
+    with pytest.raises(HttpError) as e:
+        ec.engine.get("/api/events?correlation_id=" + urllib.parse.quote("a b"))
+    assert e.value.status == 400
+
+
+# ---- stall detection ----
+
+STALL_TIMEOUT = 3
+
+
+def qemu_img_converts(img):
+    """Pids of running `qemu-img convert` processes writing into image img."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"qemu-img") and b"convert" in argv and any(img.encode() in a for a in argv):
+            pids.append(int(pid))
+    return pids
+
+
+def proc_state(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_stalled_copy_is_flagged_and_retried_elsewhere():
+    """A qcow2 copy whose qemu-img is held still (SIGSTOP) is flagged stalled within
+    stall_timeout plus one poll, and with stall_action=retry aborted and copied on
+    another host. Copies are not rate-capped here, so the agent's own governor never
+    stops or continues qemu-img: only the test does."""
+    d = make_workdir()
+    ec = EngineCluster(d, hosts=3, agent_options={"copy_rate_limit": "0"},
+                       engine_args=[f"--stall-timeout={STALL_TIMEOUT}", "--stall-action=retry"])
+    stopped = None
+    try:
+        r = ec.engine.post("/api/disks", {"name": "stall", "provisioned_size": 2048 * MiB, "format": "cow",
+                                          "sparse": True, "storage_domain": {"id": ec.sds[0]["id"]}})
+        assert ec.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
+        disk = ec.engine.get(f"/api/disks/{r['disk']['id']}")
+        src = os.path.join(ec.storage, ec.sds[0]["id"], "images", disk["id"], disk["volumes"][0]["id"])
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a 0 {1536 * MiB}", src], check=True,
+                       stdout=subprocess.DEVNULL)
+        r = ec.engine.post(f"/api/disks/{disk['id']}/copy", {"name": "stall-copy",
+                                                              "storage_domain": {"id": ec.sds[1]["id"]}})
+        job_id, new_id = r["job"]["id"], r["disk"]["id"]
+        # Hold the copy's qemu-img still as soon as it runs.
+        pid = wait_for(lambda: (qemu_img_converts(new_id) or [None])[0], 60, "the copy's qemu-img", interval=0.005)
+        os.kill(pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        stopped = pid
+        assert wait_for(lambda: proc_state(pid) == "T", 5, "qemu-img to stop")
+
+        def stalled_step():
+            for s in ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"]:
+                if s["type"] == "copy_data" and s.get("status_detail") == "stalled":
+                    return s
+            return None
+        step = wait_for(stalled_step, STALL_TIMEOUT + 30, "the copy to be reported stalled", interval=0.05)
+        took = time.monotonic() - stopped_at
+        # Not before stall_timeout (less the poll that may have seen the last progress before the
+        # stop), and within it plus one poll (200 ms) and the latency of a loaded 2-core machine.
+        assert STALL_TIMEOUT - 1 <= took <= STALL_TIMEOUT + 2, took
+        stalled_host, stalled_host_id = step["execution_host"]["name"], step["execution_host"]["id"]
+        assert step["status"] == "started" and step["progress"] < 100, step
+        text = engine_raw(ec, "GET", "/metrics")[2].decode()
+        assert sample(text, "ferry_engine_stalls_total") == 1
+        assert sample(text, "ferry_engine_stalled_steps") in (0, 1)  # 0 once the retry started
+
+        # stall_action=retry: aborted (the agent kills the stopped qemu-img) and copied elsewhere.
+        job = ec.engine.wait_job(job_id, 120)
+        assert job["status"] == "finished", job
+        stopped = None if not os.path.exists(f"/proc/{pid}") else pid
+        copy = next(s for s in ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"] if s["type"] == "copy_data")
+        assert copy["execution_host"]["name"] != stalled_host, copy
+        assert "status_detail" not in copy, copy
+        msgs = [e["message"] for e in ec.engine.get("/api/events")["events"]]
+        assert any("stalled; aborting it to try on another host" in m and stalled_host_id in m for m in msgs), msgs
+        assert any("retrying" in m and "on another host" in m for m in msgs), msgs
+        new = ec.engine.get(f"/api/disks/{new_id}")
+        dst = os.path.join(ec.storage, ec.sds[1]["id"], "images", new_id, new["volumes"][0]["id"])
+        assert qemu_img_compare(src, dst).returncode == 0
+        text = engine_raw(ec, "GET", "/metrics")[2].decode()
+        assert sample(text, "ferry_engine_stalled_steps") == 0
+        assert sample(text, "ferry_engine_retries_total", kind="copy_data") == 1
+    finally:
+        if stopped and os.path.exists(f"/proc/{stopped}"):
+            os.kill(stopped, signal.SIGCONT)
+        codes = ec.stop()
+        if not os.environ.get("FERRY_KEEP_TMP"):
+            shutil.rmtree(d, ignore_errors=True)
+    assert all(code == 0 for code in codes.values()), codes

@@ -110,14 +110,15 @@ def test_clients_refuse_engine_of_another_ca(ec):
     url = ec.engine.url
     assert url.startswith("https://127.0.0.1:")
     # Python: our CA verifies it; another CA or the system's do not.
-    with urllib.request.urlopen(url + "/api/hosts", context=ssl.create_default_context(cafile=ec.engine.ca_file)) as r:
+    with urllib.request.urlopen(authed(ec.engine, url + "/api/hosts"),
+                                context=ssl.create_default_context(cafile=ec.engine.ca_file)) as r:
         assert r.status == 200
     for ctx in (ssl.create_default_context(cafile=ec.rogue.ca), ssl.create_default_context()):
         with pytest.raises(urllib.error.URLError) as e:
             urllib.request.urlopen(url + "/api/hosts", context=ctx, timeout=10)
         assert isinstance(e.value.reason, ssl.SSLCertVerificationError), e.value
     # The CLI: the CA from --ca-file or $FERRY_CA_FILE; another CA is refused with a hint.
-    env = {k: v for k, v in os.environ.items() if k not in ("FERRY_ENGINE_URL", "FERRY_CA_FILE")}
+    env = {k: v for k, v in ec.engine.cli_env().items() if k not in ("FERRY_ENGINE_URL", "FERRY_CA_FILE")}
     r = ferry("--engine", url, "--ca-file", ec.engine.ca_file, "host", "list", env=env)
     assert r.returncode == 0 and "host1" in r.stdout, r.stderr
     r = ferry("--engine", url, "host", "list", env=dict(env, FERRY_CA_FILE=ec.engine.ca_file))
@@ -141,11 +142,16 @@ def test_rogue_engine_refused_by_cli(ec):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def authed(engine, url):
+    return urllib.request.Request(url, headers={"Authorization": f"Bearer {engine.token}"})
+
+
 def raw_https(ec, method, path):
     u = urllib.parse.urlsplit(ec.engine.url)
     conn = http.client.HTTPSConnection(u.hostname, u.port, timeout=30, context=ec.engine.ssl)
     try:
-        conn.request(method, path, body=b"{}", headers={"Content-Type": "application/json"})
+        conn.request(method, path, body=b"{}", headers={"Content-Type": "application/json",
+                                                        "Authorization": f"Bearer {ec.engine.token}"})
         r = conn.getresponse()
         return r.status, r.headers, r.read()
     finally:
@@ -211,7 +217,7 @@ def test_insecure_mode_is_plain_and_warned():
         with pytest.raises(HttpError) as e:
             c.engine.request("POST", "/api/disks/..%2F..%2Fetc/move", {})
         assert e.value.status == 400 and e.value.body["fault"]["reason"] == "Bad request"
-        with urllib.request.urlopen(c.engine.url + "/api/hosts") as r:
+        with urllib.request.urlopen(authed(c.engine, c.engine.url + "/api/hosts")) as r:
             assert "Strict-Transport-Security" not in r.headers and r.headers["X-Content-Type-Options"] == "nosniff"
     finally:
         codes = c.stop()

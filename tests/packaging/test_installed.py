@@ -8,6 +8,7 @@ the installed `ferry` CLI adds the hosts and moves a disk end to end. TLS
 everywhere, with certificates from the installed `ferry pki`. Also: sd_notify
 readiness and watchdog pings, and SIGHUP reloads of drop-ins."""
 
+import base64
 import json
 import os
 import re
@@ -144,7 +145,11 @@ def installed(tmp_path):
         write(conf + ".d/50-test.conf",
               f"[engine]\nport = 0\ndb = {workdir}/engine.db\ntls_cert = {ca}/engine.pem\n"
               f"tls_key = {ca}/engine.key\ntls_ca = {ca}/ca.pem\n"
-              "poll_interval = 200\nhost_timeout = 3000\nlog_level = info\n")
+              "poll_interval = 200\nhost_timeout = 3000\nlog_level = info\n"
+              f"create_admin = admin\nadmin_password_file = {workdir}/admin.password\n")
+        # The first admin, from the configuration at the first start (as an installation does it).
+        write(os.path.join(workdir, "admin.password"), "installed-admin-pw\n")
+        os.chmod(os.path.join(workdir, "admin.password"), 0o600)
         write(conf + ".d/10-overridden.conf", "[engine]\nport = 1\nlog_level = debug\n")
         engine = Daemon(workdir, "engine", [os.path.join(BIN, "ferry-engine"), "--config", conf],
                         env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"})
@@ -177,8 +182,17 @@ def installed(tmp_path):
 
 
 def ferry(installed, *args, timeout=180):
-    r = subprocess.run([os.path.join(BIN, "ferry"), "--engine", installed["url"], "--ca-file", installed["ca"], *args],
-                       capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    env = dict(os.environ, XDG_CONFIG_HOME=os.path.join(installed["workdir"], "cli-config"))
+    base = [os.path.join(BIN, "ferry"), "--engine", installed["url"], "--ca-file", installed["ca"]]
+    tokens = os.path.join(env["XDG_CONFIG_HOME"], "ferry", "tokens.json")
+    # The CLI keeps a token per engine URL: a second engine (the restored one) needs its own login.
+    if not os.path.exists(tokens) or installed["url"] not in open(tokens).read():
+        r = subprocess.run([*base, "login", "--user", "admin", "--password-file",
+                            os.path.join(installed["workdir"], "admin.password")],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=env)
+        assert r.returncode == 0, r.stderr
+    r = subprocess.run([*base, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                       env=env)
     assert r.returncode == 0, f"ferry {' '.join(args)}: {r.returncode}\n{r.stdout}\n{r.stderr}"
     return r.stdout
 
@@ -206,7 +220,9 @@ def test_installed_move_disk(installed):
     for sd in ("sd1", "sd2"):
         # No CLI verb creates a domain: the REST API does.
         req = urllib.request.Request(f"{url}/api/storagedomains", data=json.dumps({"name": sd}).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": "Basic " + base64.b64encode(
+                                                  b"admin:installed-admin-pw").decode()}, method="POST")
         tls = ssl.create_default_context(cafile=installed["ca"])
         with urllib.request.urlopen(req, timeout=30, context=tls) as answer:
             assert answer.status == 201

@@ -6,6 +6,9 @@
  * in a temporary folder.
  */
 #include <errno.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -199,6 +202,73 @@ static void test_bad_input(void)
         teardown();
 }
 
+/* Configuration management installs files as symlinks: followed, for the file and drop-ins. */
+static void test_symlinks_followed(void)
+{
+        struct cfg c;
+        GError *error = NULL;
+        g_autofree char *target = NULL, *dtarget = NULL, *link = NULL;
+
+        setup();
+        write_file("real/main.conf", "[test]\na = 7\n");
+        write_file("real/dropin.conf", "[test]\nb = 8\n");
+        target = g_build_filename(tmpdir, "real/main.conf", NULL);
+        dtarget = g_build_filename(tmpdir, "real/dropin.conf", NULL);
+        g_assert_cmpint(symlink(target, conf_path), ==, 0);
+        write_file("test.conf.d/.keep", "");
+        link = g_build_filename(tmpdir, "test.conf.d/10-link.conf", NULL);
+        g_assert_cmpint(symlink(dtarget, link), ==, 0);
+        g_assert_cmpint(load(&c, &error, NULL), ==, 0);
+        g_assert_no_error(error);
+        g_assert_cmpuint(c.a, ==, 7);
+        g_assert_cmpuint(c.b, ==, 8);
+        cfg_clear(&c);
+        teardown();
+}
+
+static void on_alarm(int sig)
+{
+        (void) sig;
+        g_error("loading a FIFO config blocked");
+}
+
+/* A FIFO named *.conf is refused at once (O_NONBLOCK + fstat), not waited on forever. */
+static void test_fifo_refused(void)
+{
+        struct cfg c;
+        GError *error = NULL;
+        g_autofree char *fifo = NULL;
+
+        setup();
+        write_file("test.conf.d/.keep", "");
+        fifo = g_build_filename(tmpdir, "test.conf.d/10-fifo.conf", NULL);
+        g_assert_cmpint(mkfifo(fifo, 0600), ==, 0);
+        signal(SIGALRM, on_alarm);
+        alarm(10);
+        g_assert_cmpint(load(&c, &error, NULL), ==, -EINVAL);
+        alarm(0);
+        g_assert_nonnull(error);
+        g_assert_nonnull(strstr(error->message, "10-fifo.conf"));
+        g_assert_nonnull(strstr(error->message, "not a regular file"));
+        g_clear_error(&error);
+        teardown();
+}
+
+/* A value GKeyFile cannot return (invalid UTF-8) is an error naming file and key, never "". */
+static void test_invalid_utf8_value(void)
+{
+        struct cfg c;
+        GError *error = NULL;
+
+        setup();
+        write_file("test.conf", "[test]\nname = ab\xff\xfe\n");
+        g_assert_cmpint(load(&c, &error, NULL), ==, -EINVAL);
+        g_assert_nonnull(error);
+        g_assert_nonnull(strstr(error->message, "test.conf: name: "));
+        g_clear_error(&error);
+        teardown();
+}
+
 static void test_reload(void)
 {
         struct cfg c;
@@ -269,5 +339,8 @@ int main(int argc, char **argv)
         g_test_add_func("/options/precedence", test_precedence);
         g_test_add_func("/options/bad-input", test_bad_input);
         g_test_add_func("/options/reload", test_reload);
+        g_test_add_func("/options/symlinks-followed", test_symlinks_followed);
+        g_test_add_func("/options/fifo-refused", test_fifo_refused);
+        g_test_add_func("/options/invalid-utf8-value", test_invalid_utf8_value);
         return g_test_run();
 }

@@ -20,7 +20,8 @@ static void test_rows_are_complete(void)
         for (i = 0; (r = engine_rest_route_at(i)); i++) {
                 g_test_message("%-6s %-45s %s", r->method, r->pattern, engine_role_name(r->role));
                 g_assert_true(g_strv_contains(methods, r->method));
-                g_assert_true(g_str_has_prefix(r->pattern, "/api/"));
+                /* /metrics is where Prometheus looks, beside the API (metrics.c). */
+                g_assert_true(g_str_has_prefix(r->pattern, "/api/") || strcmp(r->pattern, "/metrics") == 0);
                 g_assert_nonnull(r->handler);
                 g_assert_nonnull(engine_role_name(r->role));
         }
@@ -37,13 +38,15 @@ static void test_no_two_rows_answer_one_request(void)
                                 g_error("%s %s is routed twice", a->method, a->pattern);
 }
 
-/* Reads are for viewers; every change needs an operator or an admin. */
+/* Reads are for viewers (but the users are the admin's); every change needs an operator or an admin. */
 static void test_roles(void)
 {
         const struct engine_route *r;
 
         for (size_t i = 0; (r = engine_rest_route_at(i)); i++) {
-                if (strcmp(r->method, "GET") == 0)
+                if (g_str_has_prefix(r->pattern, "/api/users"))
+                        g_assert_cmpint(r->role, ==, ENGINE_ROLE_ADMIN);
+                else if (strcmp(r->method, "GET") == 0)
                         g_assert_cmpint(r->role, ==, ENGINE_ROLE_VIEWER);
                 else
                         g_assert_cmpint(r->role, >=, ENGINE_ROLE_OPERATOR);
@@ -97,6 +100,8 @@ static void test_dispatch(void)
         check("PATCH", "/api/disks", NULL, NULL, NULL, true);
         check("PUT", "/api/disks/d1/move", NULL, NULL, NULL, true);
         check("GET", "/api/nothing", NULL, NULL, NULL, false);
+        check("GET", "/metrics", "/metrics", NULL, NULL, true);
+        check("POST", "/metrics", NULL, NULL, NULL, true);
         check("GET", "/api/disks/../../etc/passwd", NULL, NULL, NULL, false);
         check("POST", "/api/disks/d1/explode", NULL, NULL, NULL, false);
         deep = g_strdup("/api/a/b/c/d/e/f/g/h/i/j/k");

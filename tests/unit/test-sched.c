@@ -324,6 +324,107 @@ static void test_copy_cost_ties(void)
                 g_assert_true(about(count[i], 1.0 / 3));
 }
 
+#define PLACE(t, bytes, waited, ahead) \
+        engine_sched_place_copy(t, G_N_ELEMENTS(t), ENGINE_SCHED_LEAST_LOADED, \
+                                &(struct engine_sched_copy) { (bytes), (waited), (ahead) }, r)
+
+static void test_wait_for_fast_host(void)
+{
+        g_autoptr(GRand) r = rnd();
+        /* A 1 GB/s host, full, 20 GB pending; a free idle 100 MB/s host. A 100 GB copy ends after
+         * 120 s if it waits for the fast host, 1000 s on the slow one: it waits. A 1 GB copy
+         * (21 s against 10 s) takes the slow host. */
+        struct engine_sched_host a[] = { P(1, 1, 1000 * MB, 20 * GB), P(0, 1, 100 * MB, 0) };
+        /* The same 100 GB copy, but the fast host holds 400 GB (500 s): not under half of 1000 s. */
+        struct engine_sched_host b[] = { P(1, 1, 1000 * MB, 400 * GB), P(0, 1, 100 * MB, 0) };
+
+        for (int i = 0; i < 50; i++) {
+                g_assert_cmpint(PLACE(a, 100 * GB, 0, 0), ==, ENGINE_SCHED_WAIT);
+                g_assert_cmpint(PLACE(a, 1 * GB, 0, 0), ==, 1);
+                g_assert_cmpint(PLACE(b, 100 * GB, 0, 0), ==, 1);
+                /* engine_sched_pick_copy never waits: it is the choice among free hosts. */
+                g_assert_cmpint(PICK(a, 100 * GB), ==, 1);
+        }
+}
+
+static void test_wait_queue(void)
+{
+        g_autoptr(GRand) r = rnd();
+        /* Two full fast hosts beat the free slow one for a 100 GB copy: the first two copies in the
+         * queue wait for them, the third would get no slot there before the two ahead: it goes now. */
+        struct engine_sched_host t[] = { P(1, 1, 1000 * MB, 20 * GB), P(2, 2, 2500 * MB, 50 * GB),
+                                         P(0, 2, 100 * MB, 0) };
+
+        g_assert_cmpint(PLACE(t, 100 * GB, 0, 0), ==, ENGINE_SCHED_WAIT);
+        g_assert_cmpint(PLACE(t, 100 * GB, 0, 1), ==, ENGINE_SCHED_WAIT);
+        g_assert_cmpint(PLACE(t, 100 * GB, 0, 2), ==, 2);
+        /* A negative count is read as none ahead. */
+        g_assert_cmpint(PLACE(t, 100 * GB, 0, -7), ==, ENGINE_SCHED_WAIT);
+}
+
+static void test_wait_starvation_bound(void)
+{
+        g_autoptr(GRand) r = rnd();
+        /* 100 GB: 120 s waiting for the fast host, 1000 s on the slow one. */
+        struct engine_sched_host a[] = { P(1, 1, 1000 * MB, 20 * GB), P(0, 1, 100 * MB, 0) };
+        /* 50 GB: 70 s waiting, 500 s on the slow one (under ENGINE_SCHED_MAX_WAIT). */
+        struct engine_sched_host b[] = { P(1, 1, 1000 * MB, 20 * GB), P(0, 1, 100 * MB, 0) };
+
+        /* Whatever the estimates say, no copy waits by choice ENGINE_SCHED_MAX_WAIT or longer... */
+        g_assert_cmpint(PLACE(a, 100 * GB, ENGINE_SCHED_MAX_WAIT - 1, 0), ==, ENGINE_SCHED_WAIT);
+        g_assert_cmpint(PLACE(a, 100 * GB, ENGINE_SCHED_MAX_WAIT, 0), ==, 1);
+        g_assert_cmpint(PLACE(a, 100 * GB, 1e9, 0), ==, 1);
+        /* ...nor longer than it would have taken on the free host: its estimates were wrong. */
+        g_assert_cmpint(PLACE(b, 50 * GB, 499, 0), ==, ENGINE_SCHED_WAIT);
+        g_assert_cmpint(PLACE(b, 50 * GB, 500, 0), ==, 1);
+        /* A waited time that is not a number, or negative (a clock stepped back), is no wait yet. */
+        g_assert_cmpint(PLACE(b, 50 * GB, NAN, 0), ==, ENGINE_SCHED_WAIT);
+        g_assert_cmpint(PLACE(b, 50 * GB, -100, 0), ==, ENGINE_SCHED_WAIT);
+}
+
+static void test_wait_only_when_known(void)
+{
+        g_autoptr(GRand) r = rnd();
+        /* The full fast host's bytes pending are unknown: nothing to base a wait on. */
+        struct engine_sched_host a[] = { P(1, 1, 1000 * MB, 0), P(0, 1, 100 * MB, 0) };
+        /* The full fast host is the SPM, or down: not waited for. */
+        struct engine_sched_host b[] = { P(1, 1, 1000 * MB, 20 * GB), P(0, 1, 100 * MB, 0) };
+        /* The free host's bandwidth is unknown: no time to compare with. */
+        struct engine_sched_host c[] = { P(1, 1, 1000 * MB, 20 * GB), P(0, 1, 0, 0) };
+        /* Nothing free at all: -1, not a choice to wait. */
+        struct engine_sched_host d[] = { P(1, 1, 1000 * MB, 20 * GB), P(1, 1, 100 * MB, 1 * GB) };
+        const double garbage[] = { 0, NAN, -1 * GB, INFINITY };
+
+        g_assert_cmpint(PLACE(a, 100 * GB, 0, 0), ==, 1);
+        b[0].is_spm = true;
+        g_assert_cmpint(PLACE(b, 100 * GB, 0, 0), ==, 1);
+        b[0].is_spm = false;
+        b[0].usable = false;
+        g_assert_cmpint(PLACE(b, 100 * GB, 0, 0), ==, 1);
+        g_assert_cmpint(PLACE(c, 100 * GB, 0, 0), ==, 1);
+        g_assert_cmpint(PLACE(d, 100 * GB, 0, 0), ==, -1);
+        /* A size not known: the share key picks, and nothing waits. */
+        b[0].usable = true;
+        for (size_t g = 0; g < G_N_ELEMENTS(garbage); g++)
+                g_assert_cmpint(PLACE(b, garbage[g], 0, 0), ==, 1);
+        /* random never waits. */
+        g_assert_cmpint(engine_sched_place_copy(b, 2, ENGINE_SCHED_RANDOM,
+                                                &(struct engine_sched_copy) { 100 * GB, 0, 0 }, r), ==, 1);
+}
+
+static void test_makespan_guard(void)
+{
+        g_autoptr(GRand) r = rnd();
+        /* Two 2.5 GB/s hosts: one runs a copy with 400 GB left (160 s to drain), the other three with
+         * 30 GB left (12 s). By completion times alone a 5 GB copy is cheaper on the first (6 s: it delays
+         * one copy by 2 s) than on the second (14 s: three copies), but on the first it pushes back
+         * the copy that ends last in the cluster: it goes to the second. */
+        struct engine_sched_host a[] = { P(1, 8, 2500 * MB, 400 * GB), P(3, 8, 2500 * MB, 30 * GB) };
+
+        for (int i = 0; i < 50; i++)
+                g_assert_cmpint(PICK(a, 5 * GB), ==, 1);
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -342,5 +443,10 @@ int main(int argc, char **argv)
         g_test_add_func("/sched/copy-cost", test_copy_cost);
         g_test_add_func("/sched/copy-cost-fallbacks", test_copy_cost_fallbacks);
         g_test_add_func("/sched/copy-cost-ties", test_copy_cost_ties);
+        g_test_add_func("/sched/wait-for-fast-host", test_wait_for_fast_host);
+        g_test_add_func("/sched/wait-queue", test_wait_queue);
+        g_test_add_func("/sched/wait-starvation-bound", test_wait_starvation_bound);
+        g_test_add_func("/sched/wait-only-when-known", test_wait_only_when_known);
+        g_test_add_func("/sched/makespan-guard", test_makespan_guard);
         return g_test_run();
 }

@@ -110,7 +110,7 @@ static void setup(struct fixture *f, gconstpointer data)
         g_assert_no_error(error);
         g_assert_cmpint(engine_store_dc_insert(f->st, "dc", "Default", "pool", &error), ==, 0);
         g_assert_cmpint(engine_store_sd_insert(f->st, "sd1", "one", "dc", 1, &error), ==, 0);
-        g_assert_cmpint(engine_store_job_insert(f->st, "job1", "a job", 1, &error), ==, 0);
+        g_assert_cmpint(engine_store_job_insert(f->st, "job1", "a job", NULL, 1, &error), ==, 0);
 }
 
 static void teardown(struct fixture *f, gconstpointer data)
@@ -220,21 +220,26 @@ static void test_commands(struct fixture *f, gconstpointer data)
         g_autoptr(json_t) active = NULL;
         g_autoptr(json_t) child = NULL;
         g_autoptr(json_t) cmd_data = json_object();
+        g_autoptr(json_t) loads = NULL;
+        g_autofree char *user = NULL;
         bool pending = false;
-        gint64 copies = 0;
-        double bytes = 0;
 
-        g_assert_cmpint(engine_store_cmd_insert(f->st, "c1", "move_disk", NULL, "job1", NULL, params, 1, &error), ==, 0);
+        g_assert_cmpint(engine_store_cmd_insert(f->st, "c1", "move_disk", NULL, "job1", NULL, params, "alice", 1, &error), ==, 0);
         g_assert_cmpint(engine_store_cmd_cancel_job(f->st, "job1", 2, &error), ==, 0);
         /* A child inherits its parent's cancel request. */
-        g_assert_cmpint(engine_store_cmd_insert(f->st, "c2", "copy_data", "c1", "job1", NULL, params, 3, &error), ==, 0);
+        g_assert_cmpint(engine_store_cmd_insert(f->st, "c2", "copy_data", "c1", "job1", NULL, params, NULL, 3, &error), ==, 0);
         child = engine_store_cmd_get(f->st, "c2", &error);
         g_assert_cmpint(json_integer_value(json_object_get(child, "cancel")), ==, 1);
+        /* And its user, when none is given. */
+        user = engine_store_command_user(f->st, "c2");
+        g_assert_cmpstr(user, ==, "alice");
         g_assert_cmpint(engine_store_cmd_mark_sent(f->st, "c2", "h1", "job-a", 4, cmd_data, 4, &error), ==, 0);
-        g_assert_cmpint(engine_store_copy_load(f->st, "h1", &copies, &bytes, &error), ==, 0);
-        g_assert_cmpint(copies, ==, 1);
-        g_assert_cmpfloat(bytes, ==, 1000);
-        g_assert_cmpint(engine_store_cmd_insert(f->st, "c3", "remove_image", NULL, NULL, NULL, params, 5, &error), ==, 0);
+        g_assert_cmpint(engine_store_copy_loads(f->st, &loads, &error), ==, 0);
+        g_assert_cmpuint(json_array_size(loads), ==, 1);
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(loads, 0), "host")), ==, "h1");
+        g_assert_cmpint(json_integer_value(json_object_get(json_array_get(loads, 0), "n")), ==, 1);
+        g_assert_cmpfloat(json_number_value(json_object_get(json_array_get(loads, 0), "b")), ==, 1000);
+        g_assert_cmpint(engine_store_cmd_insert(f->st, "c3", "remove_image", NULL, NULL, NULL, params, NULL, 5, &error), ==, 0);
         g_assert_cmpint(engine_store_cmd_removal_pending(f->st, "sd1", "i1", &pending, &error), ==, 0);
         g_assert_true(pending);
         g_assert_cmpint(engine_store_cmd_finish(f->st, "c3", true, NULL, 6, &error), ==, 0);
@@ -329,14 +334,20 @@ static void test_pg_upgrade_in_place(struct fixture *f, gconstpointer data)
 {
         g_autoptr(GError) error = NULL;
         g_autoptr(json_t) sd = NULL;
+        int latest = engine_store_schema_version(f->st);
 
-        g_assert_cmpint(engine_store_schema_version(f->st), ==, 5);
+        g_assert_cmpint(latest, >=, 8);
         engine_store_close(f->st);
         f->st = NULL;
-        pg_exec_in(f->path, "DROP TABLE vms, templates, disk_attachments, snapshots; UPDATE ferry_schema SET version = 4");
+        /* Back to schema 4: what migrations 5-8 made, gone. */
+        pg_exec_in(f->path, "DROP TABLE vms, templates, disk_attachments, snapshots, users, tokens;"
+                            "ALTER TABLE jobs DROP COLUMN correlation_id;"
+                            "ALTER TABLE events DROP COLUMN correlation_id, DROP COLUMN user_name;"
+                            "ALTER TABLE commands DROP COLUMN user_name;"
+                            "UPDATE ferry_schema SET version = 4");
         g_assert_cmpint(engine_store_open(f->path, &f->st, &error), ==, 0);
         g_assert_no_error(error);
-        g_assert_cmpint(engine_store_schema_version(f->st), ==, 5);
+        g_assert_cmpint(engine_store_schema_version(f->st), ==, latest);
         sd = engine_store_sd_get(f->st, "sd1", &error);
         g_assert_cmpstr(json_string_value(json_object_get(sd, "name")), ==, "one");
         g_assert_cmpint(engine_store_vm_insert(f->st, "vm", "vm", "", "ok", NULL, NULL, 1, &error), ==, 0);
@@ -385,10 +396,10 @@ static void test_pg_types(struct fixture *f, gconstpointer data)
         deps = engine_store_template_dependents(f->st, "t1", 10, &error);
         g_assert_no_error(error);
         g_assert_cmpuint(json_array_size(deps), ==, 0);
-        g_assert_cmpint(engine_store_event_add(f->st, 1, "normal", "one", NULL, &error), ==, 0);
-        g_assert_cmpint(engine_store_event_add(f->st, 2, "normal", "two", NULL, &error), ==, 0);
+        g_assert_cmpint(engine_store_event_add(f->st, 1, "normal", "one", NULL, NULL, NULL, &error), ==, 0);
+        g_assert_cmpint(engine_store_event_add(f->st, 2, "normal", "two", NULL, NULL, NULL, &error), ==, 0);
         {
-                g_autoptr(json_t) ev = engine_store_event_list(f->st, 1, &error);
+                g_autoptr(json_t) ev = engine_store_event_list(f->st, NULL, 1, &error);
                 g_assert_cmpuint(json_array_size(ev), ==, 1);
                 g_assert_cmpstr(json_string_value(json_object_get(json_array_get(ev, 0), "message")), ==, "two");
                 g_assert_true(json_is_integer(json_object_get(json_array_get(ev, 0), "id")));

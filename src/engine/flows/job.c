@@ -29,7 +29,9 @@
 #include "generation.h"
 #include "hosts.h"
 #include "inventory.h"
+#include "metrics.h"
 #include "scheduler.h"
+#include "stall.h"
 #include "error.h"
 #include "uuid.h"
 
@@ -106,6 +108,7 @@ static void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attem
         if (exclude_host && js(cmd, "host"))
                 json_array_append_new(exclude, json_string(js(cmd, "host")));
         json_object_set_new(data, "exclude", exclude);
+        engine_metrics_count_retry(js(cmd, "type"));
         engine_event(e, "warning", js(cmd, "id"), "%s: %s; retrying (attempt %" G_GINT64_FORMAT " of %u)%s",
                      js(cmd, "type"), why, ji(cmd, "attempts") + 1, max_attempts,
                      exclude_host ? " on another host" : "");
@@ -258,13 +261,18 @@ static void leaf_watch(struct engine *e, json_t *cmd)
                         fence_watch(e, cmd, data);
                         return;
                 }
-                if (ji(cmd, "cancel") && engine_now() - ji(data, "abort_sent") >= 30 && host_is_up(e, js(cmd, "host"))) {
-                        /* Cancelled: the job ends "aborted" and the command with it. Sent again every
-                         * 30 s while it runs: an abort lost on the way must not let the copy go on. */
+                bool stall_abort = json_is_true(json_object_get(data, "stall_abort"));
+
+                if ((ji(cmd, "cancel") || stall_abort) && engine_now() - ji(data, "abort_sent") >= 30 &&
+                    host_is_up(e, js(cmd, "host"))) {
+                        /* Cancelled: the job ends "aborted" and the command with it; stalled (stall_action
+                         * retry): it ends "aborted" and is tried elsewhere. Sent again every 30 s while it
+                         * runs: an abort lost on the way must not let the copy go on. */
                         json_object_set_new(data, "abort_sent", json_integer(engine_now()));
                         leaf_save(e, cmd, data);
-                        engine_event(e, "normal", js(cmd, "id"), "aborting %s job %s on host %s (cancelled)",
-                                     job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"));
+                        engine_event(e, "normal", js(cmd, "id"), "aborting %s job %s on host %s (%s)",
+                                     job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"),
+                                     ji(cmd, "cancel") ? "cancelled" : "stalled");
                         engine_cmd_call(e, cmd, js(cmd, "host"), "Job.abort", json_pack("{s:s}", "job_id", js(cmd, "agent_job_id")),
                                  e->config.host_timeout, on_abort_sent, NULL, NULL);
                         return;
@@ -488,6 +496,7 @@ static void on_fence_jobs(struct engine *e, json_t *cmd, json_t *result, const G
         json_object_del(data, "fence_job");
         json_object_del(data, "fence_host");
         if (job && strcmp(status, "done") == 0) {
+                engine_metrics_count_fence();
                 engine_event(e, "normal", js(cmd, "id"), "fenced %s job %s of host %s", job_noun(cmd),
                              js(cmd, "agent_job_id"), js(cmd, "host"));
                 leaf_save(e, cmd, data);
@@ -717,12 +726,13 @@ static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
                 return;
         /* Hosts that failed this copy before come last: another one if any can take it. */
         bytes = json_number_value(json_object_get(p, "bytes"));
-        host = engine_pick_copy_host_sized(e, json_object_get(data, "exclude"), bytes);
+        host = engine_pick_copy_host_sized(e, json_object_get(data, "exclude"), bytes, ji(cmd, "created"));
         if (!host && json_array_size(json_object_get(data, "exclude")) > 0)
-                host = engine_pick_copy_host_sized(e, NULL, bytes);
+                host = engine_pick_copy_host_sized(e, NULL, bytes, ji(cmd, "created"));
 
         if (!host) {
-                /* Every usable host is at its job limit (or none is up): queued until one frees. */
+                /* Every usable host is at its job limit (or none is up), or the copy waits for a busy
+                 * fast host (hostsched.h): offered again each round until one takes it. */
                 engine_step_wait(e, js(cmd, "step_id"), "waiting for a host");
                 return;
         }
@@ -807,9 +817,11 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                         finalize_verify(e, cmd, why);
                         return;
                 }
-                /* A copy that lost its generation race or was aborted is not retried blindly. */
+                /* A copy that lost its generation race or was aborted is not retried blindly,
+                 * unless the engine aborted it for stalling (stall.c) and nobody cancelled it. */
                 /* Out of space stays out of space on any host. */
-                if (host_job(kind) && !refused_everywhere(code) && strcmp(status, "aborted") != 0)
+                if (host_job(kind) && !refused_everywhere(code) &&
+                    (strcmp(status, "aborted") != 0 || engine_stall_abort(cmd)))
                         leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
                 else
                         engine_cmd_finish(e, cmd, false, why);
@@ -818,6 +830,8 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
 
                 engine_step_update(e, js(cmd, "step_id"), "started", progress, NULL);
                 engine_job_progress_refresh(e, js(cmd, "job_id"));
+                if (host_job(kind))
+                        engine_stall_check(e, cmd, status, progress);
         }
 }
 

@@ -4,41 +4,52 @@
 
 #include "internal.h"
 
-int engine_store_copy_load(struct engine_store *st, const char *host, gint64 *ret_copies, double *ret_bytes,
-                           GError **error)
+int engine_store_copy_loads(struct engine_store *st, json_t **ret_rows, GError **error)
 {
-        /* params.bytes (the copy's estimated size) is read here, not in SQL: JSON functions differ per backend.
-         * A host runs a handful of copies at a time, so the rows are few. */
+        /* One query for all hosts: one per host made a pick cost hosts x active copies (bench/scale). params.bytes
+         * (the copy's estimated size) is read here, not in SQL: JSON functions differ per backend. */
         g_autoptr(json_t) rows = store_query(st, error,
-                "SELECT c.params AS params, COALESCE(s.progress, 0) AS progress "
+                "SELECT c.host AS host, c.params AS params, COALESCE(s.progress, 0) AS progress "
                 "FROM commands c LEFT JOIN steps s ON s.id = c.step_id "
-                "WHERE c.type IN ('copy_data', 'merge', 'sparsify_volume') AND c.state = 'active' AND c.phase = 'sent' AND c.host = ?", "s", host);
-        double bytes = 0;
+                "WHERE c.type IN ('copy_data', 'merge', 'sparsify_volume') AND c.state = 'active' AND c.phase = 'sent'", "");
+        g_autoptr(GHashTable) per_host = g_hash_table_new(g_str_hash, g_str_equal);   /* host -> its row in out */
+        json_t *out, *row;
         size_t i;
-        json_t *row;
 
-        *ret_copies = 0;
-        *ret_bytes = 0;
         if (!rows)
                 return -EIO;
+        out = json_array();
         json_array_foreach(rows, i, row) {
+                const char *host = json_string_value(json_object_get(row, "host"));
                 g_autoptr(json_t) params = json_loads(json_string_value(json_object_get(row, "params")), 0, NULL);
                 double progress = MIN(json_number_value(json_object_get(row, "progress")), 100);
+                json_t *load = g_hash_table_lookup(per_host, host ? host : "");
 
-                bytes += json_number_value(json_object_get(params, "bytes")) * (1.0 - progress / 100.0);
+                if (!load) {
+                        load = json_pack("{s:o, s:I, s:f}", "host", host ? json_string(host) : json_null(), "n",
+                                         (json_int_t) 0, "b", 0.0);
+                        json_array_append_new(out, load);
+                        g_hash_table_insert(per_host, (char *) (host ? host : ""), load);
+                }
+                json_object_set_new(load, "n", json_integer(json_integer_value(json_object_get(load, "n")) + 1));
+                json_object_set_new(load, "b", json_real(json_real_value(json_object_get(load, "b")) +
+                                                          json_number_value(json_object_get(params, "bytes")) *
+                                                          (1.0 - progress / 100.0)));
         }
-        *ret_copies = (gint64) json_array_size(rows);
-        *ret_bytes = bytes;
+        *ret_rows = out;
         return 0;
 }
 
 int engine_store_cmd_insert(struct engine_store *st, const char *id, const char *type, const char *parent,
-                            const char *job, const char *step, json_t *params, gint64 now, GError **error)
+                            const char *job, const char *step, json_t *params, const char *user, gint64 now,
+                            GError **error)
 {
         return store_exec(st, error,
-                          "INSERT INTO commands (id, type, parent_id, job_id, step_id, state, params, created, updated, cancel) "
-                          "VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, COALESCE((SELECT cancel FROM commands WHERE id = ?), 0))",
-                          "sssssjiis", id, type, parent, job, step, params, now, now, parent);
+                          "INSERT INTO commands (id, type, parent_id, job_id, step_id, state, params, created, updated, cancel, "
+                          "user_name) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, "
+                          "COALESCE((SELECT cancel FROM commands WHERE id = ?), 0), "
+                          "COALESCE(?, (SELECT user_name FROM commands WHERE id = ?)))",
+                          "sssssjiisss", id, type, parent, job, step, params, now, now, parent, user, parent);
 }
 
 json_t *engine_store_cmd_get(struct engine_store *st, const char *id, GError **error)
@@ -112,3 +123,46 @@ int engine_store_cmd_removal_pending(struct engine_store *st, const char *sd, co
         }
         return 0;
 }
+
+json_t *engine_store_command_counts(struct engine_store *st, GError **error)
+{
+        return store_query(st, error, "SELECT type, phase, COUNT(*) AS n FROM commands WHERE state = 'active' "
+                                      "GROUP BY type, phase ORDER BY type, phase", "");
+}
+
+char *engine_store_job_correlation_id(struct engine_store *st, const char *job)
+{
+        g_autoptr(json_t) row = job ? store_query_one(st, NULL, "SELECT correlation_id FROM jobs WHERE id = ?", "s", job)
+                                    : NULL;
+
+        return row ? g_strdup(json_string_value(json_object_get(row, "correlation_id"))) : NULL;
+}
+
+gint64 engine_store_steps_stalled(struct engine_store *st)
+{
+        g_autoptr(json_t) row = store_query_one(st, NULL, "SELECT COUNT(*) AS n FROM steps WHERE status = 'started' "
+                                                          "AND detail = 'stalled'", "");
+
+        return row ? json_integer_value(json_object_get(row, "n")) : 0;
+}
+
+char *engine_store_command_user(struct engine_store *st, const char *id)
+{
+        g_autoptr(json_t) row = store_query_one(st, NULL, "SELECT user_name FROM commands WHERE id = ?", "s", id);
+        const char *user = row ? json_string_value(json_object_get(row, "user_name")) : NULL;
+
+        return user ? g_strdup(user) : NULL;
+}
+
+int engine_store_copies_waiting_before(struct engine_store *st, gint64 created, gint64 *ret_n, GError **error)
+{
+        g_autoptr(json_t) row = store_query_one(st, error,
+                "SELECT COUNT(*) AS n FROM commands WHERE type = 'copy_data' AND state = 'active' "
+                "AND phase <> 'sent' AND created < ?", "i", created);
+
+        if (!row)
+                return -EIO;
+        *ret_n = json_integer_value(json_object_get(row, "n"));
+        return 0;
+}
+

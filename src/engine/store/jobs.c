@@ -4,10 +4,11 @@
 
 #include "internal.h"
 
-int engine_store_job_insert(struct engine_store *st, const char *id, const char *description, gint64 start, GError **error)
+int engine_store_job_insert(struct engine_store *st, const char *id, const char *description, const char *correlation_id,
+                            gint64 start, GError **error)
 {
-        return store_exec(st, error, "INSERT INTO jobs (id, description, status, start_time) VALUES (?, ?, 'started', ?)",
-                          "ssi", id, description, start);
+        return store_exec(st, error, "INSERT INTO jobs (id, description, status, start_time, correlation_id) "
+                                     "VALUES (?, ?, 'started', ?, ?)", "ssis", id, description, start, correlation_id);
 }
 
 json_t *engine_store_job_get(struct engine_store *st, const char *id, GError **error)
@@ -75,6 +76,11 @@ int engine_store_step_update(struct engine_store *st, const char *id, const char
                           "execution_host = COALESCE(?, execution_host), "
                           "end_time = CASE WHEN ? IN ('finished', 'failed') THEN ? ELSE end_time END WHERE id = ?",
                           "sddssis", status, progress, progress, host, status, now, id);
+}
+
+int engine_store_step_set_detail(struct engine_store *st, const char *id, const char *detail, GError **error)
+{
+        return store_exec(st, error, "UPDATE steps SET detail = ? WHERE id = ?", "ss", detail, id);
 }
 
 int engine_store_step_wait(struct engine_store *st, const char *id, const char *why, bool only_pending, GError **error)

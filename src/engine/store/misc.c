@@ -29,14 +29,19 @@ int engine_store_option_set(struct engine_store *st, const char *name, const cha
 }
 
 int engine_store_event_add(struct engine_store *st, gint64 time, const char *severity, const char *message,
-                           const char *command_id, GError **error)
+                           const char *command_id, const char *correlation_id, const char *user, GError **error)
 {
-        return store_exec(st, error, "INSERT INTO events (time, severity, message, command_id) VALUES (?, ?, ?, ?)",
-                          "isss", time, severity, message, command_id);
+        return store_exec(st, error,
+                          "INSERT INTO events (time, severity, message, command_id, correlation_id, user_name) "
+                          "VALUES (?, ?, ?, ?, ?, ?)", "isssss", time, severity, message, command_id, correlation_id, user);
 }
 
-json_t *engine_store_event_list(struct engine_store *st, gint64 limit, GError **error)
+json_t *engine_store_event_list(struct engine_store *st, const char *correlation_id, gint64 limit, GError **error)
 {
-        return store_query(st, error, "SELECT id, time, severity, message, command_id FROM events ORDER BY id DESC LIMIT ?",
-                           "i", limit);
+        if (correlation_id)
+                return store_query(st, error, "SELECT id, time, severity, message, command_id, correlation_id, user_name "
+                                              "FROM events WHERE correlation_id = ? ORDER BY id DESC LIMIT ?", "si",
+                                   correlation_id, limit);
+        return store_query(st, error, "SELECT id, time, severity, message, command_id, correlation_id, user_name "
+                                      "FROM events ORDER BY id DESC LIMIT ?", "i", limit);
 }

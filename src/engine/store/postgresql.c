@@ -149,6 +149,19 @@ static const char *const migrations[] = {
         "  id " T " PRIMARY KEY, vm_id " T " NOT NULL, description " T " NOT NULL DEFAULT '', status " T " NOT NULL,"
         "  disks " T " NOT NULL DEFAULT '[]', job_id " T ", created " I " NOT NULL, " ROWID ");"
         "CREATE INDEX snapshots_vm ON snapshots(vm_id);",
+        /* 6: the REST request's correlation id, kept with the job it started and on its events */
+        "ALTER TABLE jobs ADD COLUMN correlation_id " T ";"
+        "ALTER TABLE events ADD COLUMN correlation_id " T ";"
+        "CREATE INDEX events_correlation ON events(correlation_id);",
+        /* 7: users of the REST API (password hashes, roles), their tokens (hashes only), who caused an event */
+        "CREATE TABLE users ("
+        "  name " T " PRIMARY KEY, hash " T " NOT NULL, role " T " NOT NULL, created " I " NOT NULL, " ROWID ");"
+        "CREATE TABLE tokens ("
+        "  hash " T " PRIMARY KEY, user_name " T " NOT NULL, created " I " NOT NULL, last_used " I " NOT NULL, " ROWID ");"
+        "CREATE INDEX tokens_user ON tokens(user_name);"
+        "ALTER TABLE events ADD COLUMN user_name " T ";",
+        /* 8: who started a command (children inherit it): the events of its flow name them */
+        "ALTER TABLE commands ADD COLUMN user_name " T ";",
 };
 #undef T
 #undef I

@@ -96,6 +96,19 @@ static const char *const migrations[] = {
         "  id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, description TEXT NOT NULL DEFAULT '', status TEXT NOT NULL,"
         "  disks TEXT NOT NULL DEFAULT '[]', job_id TEXT, created INTEGER NOT NULL);"
         "CREATE INDEX snapshots_vm ON snapshots(vm_id);",
+        /* 6: the REST request's correlation id, kept with the job it started and on its events */
+        "ALTER TABLE jobs ADD COLUMN correlation_id TEXT;"
+        "ALTER TABLE events ADD COLUMN correlation_id TEXT;"
+        "CREATE INDEX events_correlation ON events(correlation_id);",
+        /* 7: users of the REST API (password hashes, roles), their tokens (hashes only), who caused an event */
+        "CREATE TABLE users ("
+        "  name TEXT PRIMARY KEY, hash TEXT NOT NULL, role TEXT NOT NULL, created INTEGER NOT NULL);"
+        "CREATE TABLE tokens ("
+        "  hash TEXT PRIMARY KEY, user_name TEXT NOT NULL, created INTEGER NOT NULL, last_used INTEGER NOT NULL);"
+        "CREATE INDEX tokens_user ON tokens(user_name);"
+        "ALTER TABLE events ADD COLUMN user_name TEXT;",
+        /* 8: who started a command (children inherit it): the events of its flow name them */
+        "ALTER TABLE commands ADD COLUMN user_name TEXT;",
 };
 
 static void sqlite_close(void *handle);

@@ -63,6 +63,9 @@ json_t *engine_store_host_ids(struct engine_store *st, const char *dc, GError **
 int engine_store_hosts_reset(struct engine_store *st, GError **error) STORE_MUST;
 /* -ENOENT when there is no such host. */
 int engine_store_host_set_maintenance(struct engine_store *st, const char *id, bool maintenance, GError **error) STORE_MUST;
+/* What of the host's still runs: "command", "transfer", or NULL for nothing (free with g_free). */
+int engine_store_host_running(struct engine_store *st, const char *id, char **ret_what, GError **error) STORE_MUST;
+int engine_store_host_delete(struct engine_store *st, const char *id, GError **error) STORE_MUST;
 int engine_store_host_set_stats(struct engine_store *st, const char *id, json_t *stats, gint64 now, GError **error) STORE_MUST;
 /* A status; "non_responsive" also drops the pool connection. */
 int engine_store_host_set_status(struct engine_store *st, const char *id, const char *status, GError **error) STORE_MUST;
@@ -88,10 +91,45 @@ int engine_store_sd_set_space(struct engine_store *st, const char *id, gint64 to
 /* The stored value, or NULL (-ENOENT) when never set. */
 int engine_store_option_get(struct engine_store *st, const char *name, char **ret, GError **error) STORE_MUST;
 int engine_store_option_set(struct engine_store *st, const char *name, const char *value, GError **error) STORE_MUST;
+/* command_id, correlation_id: what the event is about (each may be NULL); user: who caused it (NULL: the engine itself). */
 int engine_store_event_add(struct engine_store *st, gint64 time, const char *severity, const char *message,
-                           const char *command_id, GError **error) STORE_MUST;
-/* The newest events first, at most limit. */
-json_t *engine_store_event_list(struct engine_store *st, gint64 limit, GError **error) STORE_MUST;
+                           const char *command_id, const char *correlation_id, const char *user,
+                           GError **error) STORE_MUST;
+/* The newest events first, at most limit; only those of correlation_id unless it is NULL. */
+json_t *engine_store_event_list(struct engine_store *st, const char *correlation_id, gint64 limit,
+                                GError **error) STORE_MUST;
+/* The correlation id of a job (NULL when it has none or is unknown; free with g_free). */
+char *engine_store_job_correlation_id(struct engine_store *st, const char *job);
+/* Running steps marked stalled (0 on an error). */
+gint64 engine_store_steps_stalled(struct engine_store *st);
+/* {type, phase, n}: the active commands counted by kind and phase. */
+json_t *engine_store_command_counts(struct engine_store *st, GError **error) STORE_MUST;
+
+/* ---- users and tokens (users.c): hashes only ---- */
+/* {name, hash, role, created}, or NULL. */
+json_t *engine_store_user_get(struct engine_store *st, const char *name, GError **error) STORE_MUST;
+/* {name, role, created} rows by name (no hashes). */
+json_t *engine_store_user_list(struct engine_store *st, GError **error) STORE_MUST;
+/* -EEXIST when the name is taken. */
+int engine_store_user_insert(struct engine_store *st, const char *name, const char *hash, const char *role,
+                             gint64 created, GError **error) STORE_MUST;
+/* -ENOENT when there is no such user. */
+int engine_store_user_set_hash(struct engine_store *st, const char *name, const char *hash, GError **error) STORE_MUST;
+int engine_store_user_set_role(struct engine_store *st, const char *name, const char *role, GError **error) STORE_MUST;
+/* The user and every token of theirs; -ENOENT when there is no such user. */
+int engine_store_user_delete(struct engine_store *st, const char *name, GError **error) STORE_MUST;
+/* Users in the store, or -EIO. */
+gint64 engine_store_user_count(struct engine_store *st, GError **error) STORE_MUST;
+int engine_store_token_insert(struct engine_store *st, const char *hash, const char *user, gint64 now,
+                              GError **error) STORE_MUST;
+/* {user_name, created, last_used, role} of the token with that hash, or NULL. */
+json_t *engine_store_token_get(struct engine_store *st, const char *hash, GError **error) STORE_MUST;
+int engine_store_token_touch(struct engine_store *st, const char *hash, gint64 now, GError **error) STORE_MUST;
+/* -ENOENT when there is no such token. */
+int engine_store_token_delete(struct engine_store *st, const char *hash, GError **error) STORE_MUST;
+/* Drops the tokens idle since before idle_before or created before created_before. */
+int engine_store_tokens_expire(struct engine_store *st, gint64 idle_before, gint64 created_before,
+                               GError **error) STORE_MUST;
 
 /* ---- disks and volumes (disks.c) ---- */
 /* The volume rows of a disk on a domain, base first. */
@@ -119,9 +157,16 @@ int engine_store_disk_set_status(struct engine_store *st, const char *disk, cons
 int engine_store_job_unlock(struct engine_store *st, const char *job, const char *vm, GError **error) STORE_MUST;
 
 /* ---- what the scheduler counts (commands.c) ---- */
-/* Copies, merges and sparsifies (host jobs) recorded as sent to host, and the bytes they still have to move by their steps' progress. */
-int engine_store_copy_load(struct engine_store *st, const char *host, gint64 *ret_copies, double *ret_bytes,
-                           GError **error) STORE_MUST;
+/* Who started the command (a user name), or NULL: the engine itself, or no such command. */
+char *engine_store_command_user(struct engine_store *st, const char *id);
+/* Copies, merges and sparsifies (host jobs) recorded as sent, per host: rows {host, n: how many, b: the bytes they
+ * still have to move by their steps' progress}. */
+int engine_store_copy_loads(struct engine_store *st, json_t **ret_rows, GError **error) STORE_MUST;
+/* Copies created before `created` (engine clock seconds) that are still without a host. */
+int engine_store_copies_waiting_before(struct engine_store *st, gint64 created, gint64 *ret_n,
+                                       GError **error) STORE_MUST;
+
+/* ---- disks and volumes: rows, locks, legality (disks.c) ---- */
 json_t *engine_store_disk_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
 json_t *engine_store_disk_list(struct engine_store *st, GError **error) STORE_MUST;
 /* A new disk, locked by job (progress 0). */
@@ -153,8 +198,9 @@ int engine_store_volume_set_legal(struct engine_store *st, const char *id, const
 int engine_store_volume_set_illegal(struct engine_store *st, const char *id, const char *sd, GError **error) STORE_MUST;
 
 /* ---- jobs and steps (jobs.c) ---- */
-int engine_store_job_insert(struct engine_store *st, const char *id, const char *description, gint64 start,
-                            GError **error) STORE_MUST;
+/* correlation_id: the REST request's that started it (NULL: none). */
+int engine_store_job_insert(struct engine_store *st, const char *id, const char *description, const char *correlation_id,
+                            gint64 start, GError **error) STORE_MUST;
 json_t *engine_store_job_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
 /* The newest first, at most limit. */
 json_t *engine_store_job_list(struct engine_store *st, gint64 limit, GError **error) STORE_MUST;
@@ -171,14 +217,17 @@ json_t *engine_store_step_list(struct engine_store *st, const char *job, GError 
 /* The status; the progress only grows; a host is kept once known; finished/failed set the end time. */
 int engine_store_step_update(struct engine_store *st, const char *id, const char *status, double progress,
                              const char *host, gint64 now, GError **error) STORE_MUST;
+/* What a started step is doing besides its progress ("stalled"), or NULL; its status stays. */
+int engine_store_step_set_detail(struct engine_store *st, const char *id, const char *detail, GError **error) STORE_MUST;
 /* A step that cannot start says why ("waiting for a host"); only_pending: not one that started before. */
 int engine_store_step_wait(struct engine_store *st, const char *id, const char *why, bool only_pending,
                            GError **error) STORE_MUST;
 
 /* ---- commands (commands.c) ---- */
-/* A new active command; it inherits its parent's cancel request. */
+/* A new active command; it inherits its parent's cancel request, and its user (NULL: the engine's own) when user is NULL. */
 int engine_store_cmd_insert(struct engine_store *st, const char *id, const char *type, const char *parent,
-                            const char *job, const char *step, json_t *params, gint64 now, GError **error) STORE_MUST;
+                            const char *job, const char *step, json_t *params, const char *user, gint64 now,
+                            GError **error) STORE_MUST;
 json_t *engine_store_cmd_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
 /* Active commands, oldest first. */
 json_t *engine_store_cmd_active(struct engine_store *st, GError **error) STORE_MUST;

@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Users of the REST API and their tokens in the store: only hashes are kept, never a password or a token. */
+#include <errno.h>
+
+#include "internal.h"
+
+json_t *engine_store_user_get(struct engine_store *st, const char *name, GError **error)
+{
+        return store_query_one(st, error, "SELECT name, hash, role, created FROM users WHERE name = ?", "s", name);
+}
+
+json_t *engine_store_user_list(struct engine_store *st, GError **error)
+{
+        return store_query(st, error, "SELECT name, role, created FROM users ORDER BY name", "");
+}
+
+int engine_store_user_insert(struct engine_store *st, const char *name, const char *hash, const char *role,
+                             gint64 created, GError **error)
+{
+        return store_exec(st, error, "INSERT INTO users (name, hash, role, created) VALUES (?, ?, ?, ?)", "sssi",
+                          name, hash, role, created);
+}
+
+/* Changes one column of an existing user; -ENOENT when there is none. */
+static int user_set(struct engine_store *st, const char *sql, const char *name, const char *value, GError **error)
+{
+        if (store_exec(st, error, sql, "ss", value, name) < 0)
+                return -EIO;
+        return store_changes(st) > 0 ? 0 : -ENOENT;
+}
+
+int engine_store_user_set_hash(struct engine_store *st, const char *name, const char *hash, GError **error)
+{
+        return user_set(st, "UPDATE users SET hash = ? WHERE name = ?", name, hash, error);
+}
+
+int engine_store_user_set_role(struct engine_store *st, const char *name, const char *role, GError **error)
+{
+        return user_set(st, "UPDATE users SET role = ? WHERE name = ?", name, role, error);
+}
+
+int engine_store_user_delete(struct engine_store *st, const char *name, GError **error)
+{
+        int r;
+
+        if (engine_store_begin(st, error) < 0)
+                return -EIO;
+        if (store_exec(st, error, "DELETE FROM tokens WHERE user_name = ?", "s", name) < 0 ||
+            store_exec(st, error, "DELETE FROM users WHERE name = ?", "s", name) < 0) {
+                engine_store_rollback(st);
+                return -EIO;
+        }
+        r = store_changes(st) > 0 ? 0 : -ENOENT;
+        if (engine_store_commit(st, error) < 0)
+                return -EIO;
+        return r;
+}
+
+gint64 engine_store_user_count(struct engine_store *st, GError **error)
+{
+        g_autoptr(json_t) row = store_query_one(st, error, "SELECT COUNT(*) AS n FROM users", "");
+
+        return row ? json_integer_value(json_object_get(row, "n")) : -EIO;
+}
+
+int engine_store_token_insert(struct engine_store *st, const char *hash, const char *user, gint64 now, GError **error)
+{
+        return store_exec(st, error, "INSERT INTO tokens (hash, user_name, created, last_used) VALUES (?, ?, ?, ?)",
+                          "ssii", hash, user, now, now);
+}
+
+json_t *engine_store_token_get(struct engine_store *st, const char *hash, GError **error)
+{
+        return store_query_one(st, error,
+                               "SELECT t.user_name AS user_name, t.created AS created, t.last_used AS last_used, "
+                               "u.role AS role FROM tokens t JOIN users u ON u.name = t.user_name WHERE t.hash = ?",
+                               "s", hash);
+}
+
+int engine_store_token_touch(struct engine_store *st, const char *hash, gint64 now, GError **error)
+{
+        return store_exec(st, error, "UPDATE tokens SET last_used = ? WHERE hash = ?", "is", now, hash);
+}
+
+int engine_store_token_delete(struct engine_store *st, const char *hash, GError **error)
+{
+        if (store_exec(st, error, "DELETE FROM tokens WHERE hash = ?", "s", hash) < 0)
+                return -EIO;
+        return store_changes(st) > 0 ? 0 : -ENOENT;
+}
+
+int engine_store_tokens_expire(struct engine_store *st, gint64 idle_before, gint64 created_before, GError **error)
+{
+        return store_exec(st, error, "DELETE FROM tokens WHERE last_used < ? OR created < ?", "ii", idle_before,
+                          created_before);
+}
