@@ -191,6 +191,35 @@ static void test_all_or_nothing(struct fixture *f, gconstpointer data)
         g_assert_cmpint(engine_store_disk_insert(f->st, "d2", "two", "sd1", "raw", false, 512, "job1", 2, &error), ==, 0);
 }
 
+/* Keyset pages of disks: by id, after a token, of one name; the same on every backend. */
+static void test_disk_page(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) all = NULL;
+        g_autoptr(json_t) named = NULL;
+        g_autoptr(json_t) rest = NULL;
+        static const char *const ids[] = { "d5", "d1", "d4", "d2", "d3" };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(ids); i++)
+                g_assert_cmpint(engine_store_disk_insert(f->st, ids[i], i % 2 ? "odd" : "even", "sd1", "raw", false, 1,
+                                                         "job1", 1, &error), ==, 0);
+        all = engine_store_disk_page(f->st, NULL, NULL, 2, &error);
+        g_assert_cmpuint(json_array_size(all), ==, 2);
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(all, 0), "id")), ==, "d1");
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(all, 1), "id")), ==, "d2");
+        rest = engine_store_disk_page(f->st, "d2", NULL, 10, &error);
+        g_assert_cmpuint(json_array_size(rest), ==, 3);
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(rest, 0), "id")), ==, "d3");
+        named = engine_store_disk_page(f->st, NULL, "even", 10, &error);
+        g_assert_cmpuint(json_array_size(named), ==, 3);          /* d5, d4, d3 */
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(named, 0), "id")), ==, "d3");
+        json_decref(named);
+        named = engine_store_disk_page(f->st, "d3", "even", 1, &error);
+        g_assert_cmpuint(json_array_size(named), ==, 1);
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(named, 0), "id")), ==, "d4");
+        g_assert_no_error(error);
+}
+
 static void test_conditional_locks(struct fixture *f, gconstpointer data)
 {
         g_autoptr(GError) error = NULL;
@@ -336,11 +365,11 @@ static void test_pg_upgrade_in_place(struct fixture *f, gconstpointer data)
         g_autoptr(json_t) sd = NULL;
         int latest = engine_store_schema_version(f->st);
 
-        g_assert_cmpint(latest, >=, 8);
+        g_assert_cmpint(latest, >=, 9);
         engine_store_close(f->st);
         f->st = NULL;
-        /* Back to schema 4: what migrations 5-8 made, gone. */
-        pg_exec_in(f->path, "DROP TABLE vms, templates, disk_attachments, snapshots, users, tokens;"
+        /* Back to schema 4: what migrations 5-9 made, gone. */
+        pg_exec_in(f->path, "DROP INDEX disks_name; DROP TABLE vms, templates, disk_attachments, snapshots, users, tokens;"
                             "ALTER TABLE jobs DROP COLUMN correlation_id;"
                             "ALTER TABLE events DROP COLUMN correlation_id, DROP COLUMN user_name;"
                             "ALTER TABLE commands DROP COLUMN user_name;"
@@ -456,6 +485,7 @@ int main(int argc, char **argv)
         g_test_add("/store/round-trip", struct fixture, NULL, setup, test_round_trip, teardown);
         g_test_add("/store/all-or-nothing", struct fixture, NULL, setup, test_all_or_nothing, teardown);
         g_test_add("/store/conditional-locks", struct fixture, NULL, setup, test_conditional_locks, teardown);
+        g_test_add("/store/disk-page", struct fixture, NULL, setup, test_disk_page, teardown);
         g_test_add("/store/commands", struct fixture, NULL, setup, test_commands, teardown);
         g_test_add_func("/store/upgrade-in-place", test_upgrade_in_place);
 #ifdef FERRY_HAVE_POSTGRESQL
@@ -470,6 +500,7 @@ int main(int argc, char **argv)
         g_test_add("/store/postgresql/round-trip", struct fixture, "pg", setup, test_round_trip, teardown);
         g_test_add("/store/postgresql/all-or-nothing", struct fixture, "pg", setup, test_all_or_nothing, teardown);
         g_test_add("/store/postgresql/conditional-locks", struct fixture, "pg", setup, test_conditional_locks, teardown);
+        g_test_add("/store/postgresql/disk-page", struct fixture, "pg", setup, test_disk_page, teardown);
         g_test_add("/store/postgresql/commands", struct fixture, "pg", setup, test_commands, teardown);
         g_test_add("/store/postgresql/types", struct fixture, "pg", setup, test_pg_types, teardown);
         g_test_add("/store/postgresql/upgrade-in-place", struct fixture, "pg", setup, test_pg_upgrade_in_place, teardown);

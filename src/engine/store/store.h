@@ -169,6 +169,10 @@ int engine_store_copies_waiting_before(struct engine_store *st, gint64 created, 
 /* ---- disks and volumes: rows, locks, legality (disks.c) ---- */
 json_t *engine_store_disk_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
 json_t *engine_store_disk_list(struct engine_store *st, GError **error) STORE_MUST;
+/* A page of disks by id (keyset paging: no OFFSET, so a page costs the same at any depth): ids after `after`
+ * (NULL: from the first), only those named `name` (NULL: any), at most limit. */
+json_t *engine_store_disk_page(struct engine_store *st, const char *after, const char *name, gint64 limit,
+                               GError **error) STORE_MUST;
 /* A new disk, locked by job (progress 0). */
 int engine_store_disk_insert(struct engine_store *st, const char *id, const char *name, const char *sd, const char *format,
                              bool sparse, gint64 size, const char *job, gint64 created, GError **error) STORE_MUST;
