@@ -193,15 +193,19 @@ def test_hsm_off_copies_on_spm(ec):
     assert ec.engine.get("/api/options/DataOperationsByHSM")["value"] is True
 
 
-def test_engine_restart_mid_move(ec, scratch):
-    disk = create_disk(ec, "restart", 768 * MiB)
+def interrupted_move(ec, scratch, name, seed, interrupt, resume=None):
+    """A move whose copy is under way when interrupt() runs; then it must finish with the data intact.
+    resume: waits until the engine answers again (default: nothing to wait for)."""
+    disk = create_disk(ec, name, 768 * MiB)
     src = vol_path(ec, ec.sds[0]["id"], disk["id"], disk["volumes"][0]["id"])
-    write_random_extents(src, [(0, 384 * MiB)], seed=9)     # ~3 s at the hosts' 128 MiB/s
+    write_random_extents(src, [(0, 384 * MiB)], seed=seed)     # ~3 s at the hosts' 128 MiB/s
     before = flat_digest(src, "raw", scratch)
     job_id = move(ec, disk, 1)["job"]["id"]
     wait_for(lambda: any(s["type"] == "copy_data" and s["status"] == "started" and s["progress"] > 0
                          for s in steps_of(ec, job_id)), 30, "the copy to start")
-    ec.engine.restart()
+    interrupt()
+    if resume:
+        resume(job_id)
     job = ec.engine.wait_job(job_id, 120)
     assert job["status"] == "finished", job
     d = ec.engine.get(f"/api/disks/{disk['id']}")
@@ -211,34 +215,24 @@ def test_engine_restart_mid_move(ec, scratch):
     assert not os.path.exists(src)
 
 
+def test_engine_restart_mid_move(ec, scratch):
+    interrupted_move(ec, scratch, "restart", 9, ec.engine.restart)
+
+
 if TEST_DB == "postgresql":
     # Only in the PostgreSQL pass (scripts/test): a database restart means nothing for a SQLite file.
     def test_postgresql_restart_mid_move(ec, scratch):
         """PostgreSQL restarts while a move copies: the engine reconnects and finishes it, data intact."""
-        disk = create_disk(ec, "pgrestart", 768 * MiB)
-        src = vol_path(ec, ec.sds[0]["id"], disk["id"], disk["volumes"][0]["id"])
-        write_random_extents(src, [(0, 384 * MiB)], seed=10)     # ~3 s at the hosts' 128 MiB/s
-        before = flat_digest(src, "raw", scratch)
-        job_id = move(ec, disk, 1)["job"]["id"]
-        wait_for(lambda: any(s["type"] == "copy_data" and s["status"] == "started" and s["progress"] > 0
-                             for s in steps_of(ec, job_id)), 30, "the copy to start")
-        postgres().restart()
-
-        def answering():
-            # While it reconnects (backoff up to 5 s) the engine answers 500 naming the database: expected.
-            try:
-                return ec.engine.get(f"/api/jobs/{job_id}")
-            except HttpError as e:
-                assert e.status == 500 and "database" in json.dumps(e.body), e
-                return None
-        wait_for(answering, 30, "the engine to reach PostgreSQL again")
-        job = ec.engine.wait_job(job_id, 120)
-        assert job["status"] == "finished", job
-        d = ec.engine.get(f"/api/disks/{disk['id']}")
-        assert d["status"] == "ok" and d["storage_domains"] == [{"id": ec.sds[1]["id"]}]
-        dst = vol_path(ec, ec.sds[1]["id"], disk["id"], disk["volumes"][0]["id"])
-        assert flat_digest(dst, "raw", scratch) == before
-        assert not os.path.exists(src)
+        def answering(job_id):
+            def up():
+                # While it reconnects (backoff up to 5 s) the engine answers 500 naming the database: expected.
+                try:
+                    return ec.engine.get(f"/api/jobs/{job_id}")
+                except HttpError as e:
+                    assert e.status == 500 and "database" in json.dumps(e.body), e
+                    return None
+            wait_for(up, 30, "the engine to reach PostgreSQL again")
+        interrupted_move(ec, scratch, "pgrestart", 10, postgres().restart, answering)
         with open(ec.engine.log_path, errors="replace") as f:
             assert "reconnect" in f.read()
 
