@@ -30,8 +30,9 @@ struct engine_store_backend {
         const char *(*describe)(void *handle);
         /* Schema version after migrations, -1 if unknown. */
         int (*schema_version)(void *handle);
-        /* Transactions nest: only the outermost is real; an inner rollback, or a write that failed
-         * inside, makes the outermost commit roll back and fail. */
+        /* The outermost transaction only: store.c counts the nesting and rolls back a transaction an inner
+         * level or a failed write spoiled. A backend whose transaction a failed statement aborts
+         * (PostgreSQL) keeps SQLite's behaviour: later statements run, the commit fails. */
         int (*begin)(void *handle, GError **error);
         int (*commit)(void *handle, GError **error);
         void (*rollback)(void *handle);

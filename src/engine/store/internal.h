@@ -8,6 +8,8 @@
 struct engine_store {
         const struct engine_store_backend *be;
         void *handle;
+        unsigned depth;         /* nested begin calls; only the outermost reaches the backend */
+        bool failed;            /* an inner level rolled back or a write failed: the outermost commit rolls back */
 };
 
 int store_exec(struct engine_store *st, GError **error, const char *sql, const char *types, ...);

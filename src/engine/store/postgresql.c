@@ -58,8 +58,8 @@ struct pg_store {
         PGconn *conn;
         char *name;                    /* for messages: database@host:port, never the password */
         GHashTable *sql;               /* store SQL -> its $N form (struct pg_sql) */
-        unsigned depth;                /* nested begin calls; only the outermost is real */
-        bool failed;                   /* an inner level rolled back or a write failed: the outermost commit rolls back */
+        bool in_tx;                    /* inside the (outermost: store.c counts the nesting) transaction */
+        bool broken;                   /* a statement failed in it: PostgreSQL aborted it, its commit must fail */
         gint64 changes;
         gint64 next_connect;           /* monotonic time of the next reconnect attempt */
         gint64 backoff;
@@ -226,8 +226,8 @@ static int ensure_connected(struct pg_store *db, GError **error)
 
         if (PQstatus(db->conn) == CONNECTION_OK)
                 return 0;
-        if (db->depth > 0) {
-                db->failed = true;
+        if (db->in_tx) {
+                db->broken = true;
                 g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: connection lost inside a transaction",
                             db->name);
                 return -EIO;
@@ -260,7 +260,7 @@ static void check_idle(struct pg_store *db)
 {
         struct pollfd p = { .fd = PQsocket(db->conn), .events = POLLIN };
 
-        if (db->depth > 0 || p.fd < 0 || PQstatus(db->conn) != CONNECTION_OK)
+        if (db->in_tx || p.fd < 0 || PQstatus(db->conn) != CONNECTION_OK)
                 return;
         /* A few rounds: the goodbye message, then the end of the stream. */
         for (int i = 0; i < 4 && poll(&p, 1, 0) == 1; i++)
@@ -426,7 +426,7 @@ static PGresult *run(struct pg_store *db, GError **error, bool read_only, const 
                         *ret_errno = 0;
                         break;
                 }
-                if (PQstatus(db->conn) == CONNECTION_BAD && attempt == 0 && db->depth == 0 &&
+                if (PQstatus(db->conn) == CONNECTION_BAD && attempt == 0 && !db->in_tx &&
                     (read_only || sqlstate_is(res, "57P"))) {
                         g_message("database %s: connection lost (%s), reconnecting", db->name,
                                   g_strdelimit(g_strchomp(PQresultErrorMessage(res)), "\n\t", ' '));
@@ -449,13 +449,13 @@ static PGresult *run(struct pg_store *db, GError **error, bool read_only, const 
                 break;
         }
         pg_args_clear(&a);
-        if (!res && db->depth > 0) {
+        if (!res && db->in_tx) {
                 /*
                  * A failed statement aborts a PostgreSQL transaction; SQLite's carries on, its commit to fail. Keep
                  * SQLite's behaviour: start the transaction over, so the caller's later statements run, and mark
-                 * it failed, so its commit rolls back and fails all the same.
+                 * it broken, so its commit rolls back and fails all the same.
                  */
-                db->failed = true;
+                db->broken = true;
                 if (PQstatus(db->conn) == CONNECTION_OK && PQtransactionStatus(db->conn) == PQTRANS_INERROR) {
                         PQclear(PQexec(db->conn, "ROLLBACK"));
                         PQclear(PQexec(db->conn, "BEGIN"));
@@ -673,20 +673,15 @@ static gint64 pg_changes(void *handle)
         return db->changes;
 }
 
+/* The outermost transaction only: store.c counts the nesting. */
 static int pg_begin(void *handle, GError **error)
 {
         struct pg_store *db = handle;
 
-        if (db->depth > 0) {
-                db->depth++;
-                return 0;
-        }
-        if (ensure_connected(db, error) < 0)
+        if (ensure_connected(db, error) < 0 || exec_plain(db, "BEGIN", error) < 0)
                 return -EIO;
-        db->failed = false;
-        if (exec_plain(db, "BEGIN", error) < 0)
-                return -EIO;
-        db->depth = 1;
+        db->in_tx = true;
+        db->broken = false;
         return 0;
 }
 
@@ -694,16 +689,13 @@ static int pg_commit(void *handle, GError **error)
 {
         struct pg_store *db = handle;
 
-        if (db->depth == 0)
-                return 0;
-        if (--db->depth > 0)
-                return 0;
+        db->in_tx = false;
         if (PQstatus(db->conn) != CONNECTION_OK) {
                 g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: connection lost, transaction rolled back",
                             db->name);
                 return -EIO;
         }
-        if (db->failed) {
+        if (db->broken) {
                 exec_plain(db, "ROLLBACK", NULL);
                 g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: transaction rolled back", db->name);
                 return -EIO;
@@ -720,12 +712,7 @@ static void pg_rollback(void *handle)
 {
         struct pg_store *db = handle;
 
-        if (db->depth == 0)
-                return;
-        if (--db->depth > 0) {
-                db->failed = true;
-                return;
-        }
+        db->in_tx = false;
         if (PQstatus(db->conn) == CONNECTION_OK)
                 exec_plain(db, "ROLLBACK", NULL);
 }

@@ -77,18 +77,48 @@ int engine_store_schema_version(struct engine_store *st)
         return st->be->schema_version(st->handle);
 }
 
+/*
+ * Transactions nest here, once for every backend: only the outermost
+ * begin/commit/rollback reaches the backend. A transaction is all or
+ * nothing: a write that failed inside it, or an inner level that rolled
+ * back, makes the outermost commit roll back and fail.
+ */
 int engine_store_begin(struct engine_store *st, GError **error)
 {
-        return st->be->begin(st->handle, error);
+        if (st->depth > 0) {
+                st->depth++;
+                return 0;
+        }
+        if (st->be->begin(st->handle, error) < 0)
+                return -EIO;
+        st->depth = 1;
+        st->failed = false;
+        return 0;
 }
 
 int engine_store_commit(struct engine_store *st, GError **error)
 {
+        if (st->depth == 0)
+                return 0;
+        if (--st->depth > 0)
+                return 0;
+        if (st->failed) {
+                st->be->rollback(st->handle);
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: transaction rolled back",
+                            engine_store_describe(st));
+                return -EIO;
+        }
         return st->be->commit(st->handle, error);
 }
 
 void engine_store_rollback(struct engine_store *st)
 {
+        if (st->depth == 0)
+                return;
+        if (--st->depth > 0) {
+                st->failed = true;
+                return;
+        }
         st->be->rollback(st->handle);
 }
 
@@ -100,6 +130,7 @@ int store_exec(struct engine_store *st, GError **error, const char *sql, const c
         va_start(ap, types);
         r = st->be->exec(st->handle, error, sql, types, ap);
         va_end(ap);
+        st->failed |= r < 0 && st->depth > 0;
         return r;
 }
 
