@@ -49,6 +49,25 @@ static int agent_config_validate(void *config, GError **error)
                             "TLS needs tls_cert, tls_key and tls_ca; set them, or pass --insecure=true for development");
                 return -EINVAL;
         }
+        /*
+         * The files are read at start and again later (each image-transfer
+         * listener, a reload), from a working directory that a service
+         * manager chooses: a relative path would name different files.
+         */
+        if (!c->insecure) {
+                const struct { const char *name, *value; } paths[] = {
+                        { "tls_cert", c->tls_cert }, { "tls_key", c->tls_key }, { "tls_ca", c->tls_ca },
+                };
+
+                for (size_t i = 0; i < G_N_ELEMENTS(paths); i++)
+                        if (!g_path_is_absolute(paths[i].value)) {
+                                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                                            "%s '%s' is a relative path; give an absolute one (the agent does not "
+                                            "resolve it against its working directory or its configuration file)",
+                                            paths[i].name, paths[i].value);
+                                return -EINVAL;
+                        }
+        }
         if (!fy_log_level_valid(c->log_level)) {
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
                             "log_level must be debug, info, warning or error, got '%s'", c->log_level);

@@ -6,6 +6,7 @@
 #include "agent.h"
 #include "jsonrpc.h"
 #include "listener.h"
+#include "pki.h"
 #include "server.h"
 #include "stomp.h"
 
@@ -469,6 +470,29 @@ static gboolean on_handshake_timeout(gpointer data)
         return G_SOURCE_REMOVE;
 }
 
+/*
+ * The CA signs the hosts' certificates too: a chain that verifies is not
+ * enough, the client must present the engine's (clientAuth, OU=engine), so
+ * one host's key cannot drive another host.
+ */
+static int engine_client_check(struct conn *c, GTlsConnection *tls)
+{
+        GTlsCertificate *peer = g_tls_connection_get_peer_certificate(tls);
+        g_autofree char *pem = NULL;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *why = NULL;
+
+        if (peer)
+                g_object_get(peer, "certificate-pem", &pem, NULL);
+        if (pem && fy_pki_check_engine_client(pem, &error) == 0)
+                return 0;
+        why = g_strdup_printf("client certificate refused: %s",
+                              error ? error->message : "no client certificate");
+        g_warning("connection %" G_GUINT64_FORMAT " from %s: %s", c->id, c->peer, why);
+        conn_close(c, why);
+        return -EPERM;
+}
+
 static void on_handshake(GObject *source, GAsyncResult *res, gpointer data)
 {
         struct conn *c = data;
@@ -490,6 +514,10 @@ static void on_handshake(GObject *source, GAsyncResult *res, gpointer data)
         if (c->handshake_timeout)
                 g_source_remove(c->handshake_timeout);
         c->handshake_timeout = 0;
+        if (!c->closed && engine_client_check(c, G_TLS_CONNECTION(source)) < 0) {
+                conn_unref(c);
+                return;
+        }
         if (!c->closed)
                 conn_read(c);
         conn_unref(c);

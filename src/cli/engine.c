@@ -182,6 +182,8 @@ int cli_engine_send(struct cli_engine *e, const char *method, const char *path, 
                 g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "invalid engine URL '%s'", uri);
                 return -1;
         }
+        /* A redirect would carry the token (or a login's password) wherever the answer points: none is followed. */
+        soup_message_add_flags(msg, SOUP_MESSAGE_NO_REDIRECT);
         soup_message_headers_append(soup_message_get_request_headers(msg), "Accept", "application/json");
         if (e->authorization)
                 soup_message_headers_append(soup_message_get_request_headers(msg), "Authorization", e->authorization);
@@ -208,6 +210,15 @@ int cli_engine_send(struct cli_engine *e, const char *method, const char *path, 
         }
         status = soup_message_get_status(msg);
         e->last_status = status;
+        if (SOUP_STATUS_IS_REDIRECTION(status)) {
+                const char *to = soup_message_headers_get_one(soup_message_get_response_headers(msg), "Location");
+
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
+                            "the engine at %s answered %s %s with a redirect (%u) to %.200s; not followed, so the "
+                            "token or password does not travel elsewhere: give the engine's own URL",
+                            e->url, method, path, status, to ? to : "(no Location)");
+                return -1;
+        }
 
         if (data->len > 0) {
                 json = json_loadb((const char *) data->data, data->len, JSON_REJECT_DUPLICATES, &jerr);

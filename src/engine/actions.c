@@ -301,6 +301,55 @@ rollback:
         return NULL;
 }
 
+json_t *engine_disk_checksum(struct engine *e, const char *disk_id, GError **error)
+{
+        g_autoptr(json_t) disk = NULL;
+        g_autoptr(json_t) vols = NULL;
+        g_autoptr(json_t) job = NULL;
+        g_autoptr(json_t) params = NULL;
+        g_autofree char *desc = NULL;
+        g_autofree char *step = NULL;
+        g_autofree char *cmd = NULL;
+        json_t *leaf;
+
+        if (!fy_uuid_is_valid(disk_id))
+                return fail(error, 404, "no disk %.64s", disk_id);
+        disk = engine_store_disk_get(e->db, disk_id, error);
+        if (!disk)
+                return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
+        /* Not locked: a checksum writes nothing. The volume's generation is sent with it, so a
+         * write that starts meanwhile (a move, an upload) fails the checksum instead of mixing. */
+        if (strcmp(js(disk, "status"), "ok") != 0)
+                return fail(error, 409, "disk %s is %s; wait until its current operation ends", js(disk, "name"),
+                            js(disk, "status"));
+        vols = engine_store_volume_list(e->db, disk_id, js(disk, "sd_id"), error);
+        if (!vols)
+                return NULL;
+        leaf = json_array_get(vols, json_array_size(vols) - 1);
+        if (!leaf)
+                return fail(error, 409, "disk %s has no volumes", js(disk, "name"));
+        desc = g_strdup_printf("Checksum of disk %s", js(disk, "name"));
+        params = json_pack("{s:s, s:s, s:s, s:I}", "sd", js(disk, "sd_id"), "img", disk_id, "vol", js(leaf, "id"),
+                           "generation", (json_int_t) json_integer_value(json_object_get(leaf, "generation")));
+        if (engine_store_begin(e->db, error) < 0)
+                return NULL;
+        job = job_start(e, desc, error);
+        if (!job)
+                goto rollback;
+        step = engine_step_create(e, json_string_value(job), "checksum_volume",
+                                  "Checksum of the active volume (blake2b of the guest view)", 100);
+        cmd = engine_cmd_create(e, ENGINE_KIND_CHECKSUM_VOLUME, NULL, json_string_value(job), step, params);
+        if (engine_store_job_set_command(e->db, json_string_value(job), cmd, error) < 0)
+                goto rollback;
+        if (engine_store_commit(e->db, error) < 0)
+                return NULL;
+        engine_event(e, "normal", cmd, "%s", desc);
+        return json_pack("{s:{s:O}}", "job", "id", job);
+rollback:
+        engine_store_rollback(e->db);
+        return NULL;
+}
+
 json_t *engine_disk_remove(struct engine *e, const char *disk_id, GError **error)
 {
         g_autoptr(json_t) disk = NULL;

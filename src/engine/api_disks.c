@@ -157,6 +157,14 @@ static void disk_move_or_copy(struct engine *e, SoupServerMessage *msg, const ch
         engine_rest_reply_result(msg, 202, out, error);
 }
 
+static void disk_checksum(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) out = engine_disk_checksum(e, args[0], &error);
+
+        engine_rest_reply_result(msg, 202, out, error);
+}
+
 static void disk_move(struct engine *e, SoupServerMessage *msg, char **args)
 {
         disk_move_or_copy(e, msg, args[0], false);
@@ -183,6 +191,8 @@ static const struct engine_route routes[] = {
         { "POST", "/api/disks/{id}/move", disk_move, ENGINE_ROLE_OPERATOR },
         { "POST", "/api/disks/{id}/copy", disk_copy, ENGINE_ROLE_OPERATOR },
         { "POST", "/api/disks/{id}/sparsify", disk_sparsify, ENGINE_ROLE_OPERATOR },
+        /* Reads only, but starts a job on a host: an operator's. */
+        { "POST", "/api/disks/{id}/checksum", disk_checksum, ENGINE_ROLE_OPERATOR },
 };
 
 const struct engine_route *engine_api_disks_routes(size_t *ret_n)

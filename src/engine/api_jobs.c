@@ -57,6 +57,10 @@ static json_t *step_json(struct engine *e, json_t *row)
         }
         if (json_is_integer(json_object_get(row, "end_time")))
                 json_object_set_new(o, "end_time", json_integer(ji(row, "end_time")));
+        if (ji(row, "verified"))
+                json_object_set_new(o, "verified", json_true());
+        if (js(row, "checksum"))
+                json_object_set_new(o, "checksum", json_pack("{s:s, s:s}", "algorithm", "blake2b", "value", js(row, "checksum")));
         if (js(row, "detail"))
                 json_object_set_new(o, "status_detail", json_string(js(row, "detail")));
         add_eta(o, "step:", row);

@@ -57,14 +57,68 @@ static bool user_fields(SoupServerMessage *msg, json_t *body, bool required, con
         return true;
 }
 
+/* A user change waiting for its password's hash (auth.c's pool), off the main loop. */
+struct user_change {
+        char *name;
+        char *role;                    /* NULL: unchanged */
+        char *actor;                   /* who asked: the events name them */
+        bool password;                 /* a new password comes as the hash */
+};
+
+static struct user_change *change_new(struct engine *e, const char *name, const char *role, bool password)
+{
+        struct user_change *u = g_new0(struct user_change, 1);
+
+        u->name = g_strdup(name);
+        u->role = g_strdup(role);
+        u->actor = g_strdup(e->acting_user);
+        u->password = password;
+        return u;
+}
+
+static void change_free(struct user_change *u)
+{
+        g_free(u->name);
+        g_free(u->role);
+        g_free(u->actor);
+        g_free(u);
+}
+typedef struct user_change user_change;
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(user_change, change_free)
+
+static void on_add_hashed(struct engine *e, SoupServerMessage *msg, const char *hash, void *data)
+{
+        g_autoptr(user_change) u = data;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) row = NULL;
+        int r;
+
+        if (!msg)
+                return;
+        if (!hash) {
+                engine_rest_reply_fault(msg, 500, "cannot hash the password");
+                return;
+        }
+        r = engine_store_user_insert(e->db, u->name, hash, u->role, engine_now(), &error);
+        if (r == -EEXIST) {
+                engine_rest_reply_fault(msg, 409, "a user of that name exists");
+                return;
+        }
+        if (r < 0) {
+                engine_rest_reply_error(msg, error);
+                return;
+        }
+        e->acting_user = u->actor;
+        engine_event(e, "normal", NULL, "user %s added with the role %s", u->name, u->role);
+        e->acting_user = NULL;
+        row = engine_store_user_get(e->db, u->name, &error);
+        engine_rest_reply_row(e, msg, "user", u->name, row, error, user_json);
+}
+
 static void user_add(struct engine *e, SoupServerMessage *msg, char **args)
 {
-        g_autoptr(GError) error = NULL;
         g_autoptr(json_t) body = engine_rest_body(e, msg);
-        g_autoptr(json_t) row = NULL;
-        g_autofree char *hash = NULL;
         const char *name, *role, *password;
-        int r;
 
         if (!body)
                 return;
@@ -76,17 +130,57 @@ static void user_add(struct engine *e, SoupServerMessage *msg, char **args)
         }
         if (!user_fields(msg, body, true, &role, &password))
                 return;
-        hash = engine_auth_hash(password, &error);
-        if (!hash || (r = engine_store_user_insert(e->db, name, hash, role, engine_now(), &error)) < 0) {
-                if (hash && r == -EEXIST)
-                        engine_rest_reply_fault(msg, 409, "a user of that name exists");
-                else
-                        engine_rest_reply_error(msg, error);
+        engine_auth_hash_async(e, msg, password, on_add_hashed, change_new(e, name, role, true));
+}
+
+/* Applies a change (hash: the new password's, or NULL) after checking it again: the user may have gone meanwhile. */
+static void update_apply(struct engine *e, SoupServerMessage *msg, struct user_change *u, const char *hash)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) row = engine_store_user_get(e->db, u->name, &error);
+        int r = 0;
+
+        if (!row) {
+                engine_rest_reply_row(e, msg, "user", u->name, NULL, error, user_json);
                 return;
         }
-        engine_event(e, "normal", NULL, "user %s added with the role %s", name, role);
-        row = engine_store_user_get(e->db, name, &error);
-        engine_rest_reply_row(e, msg, "user", name, row, error, user_json);
+        if (u->role && strcmp(u->role, "admin") != 0 && !other_admin(e, u->name)) {
+                engine_rest_reply_fault(msg, 409, "this is the last admin; make another user admin first");
+                return;
+        }
+        if (hash)
+                r = engine_store_user_set_hash(e->db, u->name, hash, &error);
+        if (r == 0 && u->role)
+                r = engine_store_user_set_role(e->db, u->name, u->role, &error);
+        if (r < 0) {
+                if (error)
+                        engine_rest_reply_error(msg, error);
+                else
+                        engine_rest_reply_fault(msg, 404, "no such user");
+                return;
+        }
+        e->acting_user = u->actor;
+        if (hash)
+                engine_event(e, "normal", NULL, "password of user %s changed, and their tokens revoked", u->name);
+        if (u->role)
+                engine_event(e, "normal", NULL, "user %s now has the role %s, and their tokens revoked", u->name,
+                             u->role);
+        e->acting_user = NULL;
+        g_clear_pointer(&row, json_decref);
+        row = engine_store_user_get(e->db, u->name, &error);
+        engine_rest_reply_row(e, msg, "user", u->name, row, error, user_json);
+}
+
+static void on_update_hashed(struct engine *e, SoupServerMessage *msg, const char *hash, void *data)
+{
+        g_autoptr(user_change) u = data;
+
+        if (!msg)
+                return;
+        if (!hash)
+                engine_rest_reply_fault(msg, 500, "cannot hash the password");
+        else
+                update_apply(e, msg, u, hash);
 }
 
 static void user_update(struct engine *e, SoupServerMessage *msg, char **args)
@@ -94,7 +188,7 @@ static void user_update(struct engine *e, SoupServerMessage *msg, char **args)
         g_autoptr(GError) error = NULL;
         g_autoptr(json_t) body = NULL;
         g_autoptr(json_t) row = NULL;
-        g_autofree char *hash = NULL;
+        g_autoptr(user_change) u = NULL;
         const char *role, *password;
 
         if (!engine_user_name_valid(args[0])) {
@@ -108,26 +202,11 @@ static void user_update(struct engine *e, SoupServerMessage *msg, char **args)
                 engine_rest_reply_row(e, msg, "user", args[0], NULL, error, user_json);
                 return;
         }
-        if (role && strcmp(role, "admin") != 0 && !other_admin(e, args[0])) {
-                engine_rest_reply_fault(msg, 409, "this is the last admin; make another user admin first");
-                return;
-        }
-        if (password && (!(hash = engine_auth_hash(password, &error)) ||
-                         engine_store_user_set_hash(e->db, args[0], hash, &error) < 0)) {
-                engine_rest_reply_error(msg, error);
-                return;
-        }
-        if (role && engine_store_user_set_role(e->db, args[0], role, &error) < 0) {
-                engine_rest_reply_error(msg, error);
-                return;
-        }
+        u = change_new(e, args[0], role, password != NULL);
         if (password)
-                engine_event(e, "normal", NULL, "password of user %s changed", args[0]);
-        if (role)
-                engine_event(e, "normal", NULL, "user %s now has the role %s", args[0], role);
-        g_clear_pointer(&row, json_decref);
-        row = engine_store_user_get(e->db, args[0], &error);
-        engine_rest_reply_row(e, msg, "user", args[0], row, error, user_json);
+                engine_auth_hash_async(e, msg, password, on_update_hashed, g_steal_pointer(&u));
+        else
+                update_apply(e, msg, u, NULL);
 }
 
 static void user_remove(struct engine *e, SoupServerMessage *msg, char **args)

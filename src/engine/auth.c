@@ -11,20 +11,19 @@
 #include <crypt.h>
 #include <errno.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <gnutls/crypto.h>
 
 #include "auth.h"
+#include "throttle.h"
 #include "clock.h"
 #include "events.h"
 #include "error.h"
 
 #define TOKEN_BYTES 32                 /* 256 random bits */
 #define MAX_TOKEN_TEXT 128
-#define FAILURES_FREE 5                /* failed logins before attempts are slowed down */
-#define FAILURE_DELAY_MAX_S 30
-#define FAILURE_FORGET_S 900           /* a key with no failure for this long starts over */
-#define MAX_FAILURE_KEYS 10000         /* bounds the table an attacker can grow */
 
 static const char *const role_names[] = { "viewer", "operator", "admin" };
 
@@ -120,63 +119,176 @@ static char *token_new(GError **error)
         return g_strdup(b64);
 }
 
-/* ---- failed logins ---- */
+/* ---- password checks, off the main loop ---- */
 
-struct failures {
-        unsigned count;
-        gint64 last;                   /* engine_now() of the last failure */
+#define HASH_THREADS 2                 /* yescrypt is CPU-bound: more threads than cores only queue */
+#define HASH_NICE 10                   /* the hashing threads' nice value */
+#define HASH_QUEUE_MAX 32              /* checks waiting for a thread; beyond, 503 at once */
+#define THROTTLE_KEYS 10000            /* bounds the table an attacker can grow (LRU beyond) */
+#define TOKEN_SWEEP_S 300              /* expired tokens leave the store at least this often */
+#define AUTH_DATA "ferry-auth"         /* on a resumed message: its checked Basic user */
+
+struct engine_auth {
+        struct throttle *throttle;
+        GThreadPool *pool;
+        char *dummy_hash;              /* an unknown user costs a hash too */
+        unsigned queued;               /* checks pushed to the pool and not back yet */
+        guint sweep_source;
 };
 
-static GHashTable *failure_table(struct engine *e)
+struct authed {
+        char *user;
+        enum engine_role role;
+};
+
+static void authed_free(gpointer p)
 {
-        if (!e->login_failures)
-                e->login_failures = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-        return e->login_failures;
+        struct authed *a = p;
+
+        g_free(a->user);
+        g_free(a);
 }
 
-static struct failures *failures_of(struct engine *e, const char *kind, const char *key)
+/* One login attempt: a token request or a request with Basic credentials. */
+struct check {
+        struct engine *e;
+        SoupServerMessage *msg;
+        struct throttle_attempt *attempt;
+        char *user;                    /* NULL when not a valid name */
+        char *address;
+        char *password;
+        char *hash;                    /* the user's, or the dummy */
+        json_t *row;                   /* the user's row, NULL when unknown */
+        engine_auth_resume resume;     /* NULL: the token endpoint; else where a Basic request continues */
+        engine_auth_hashed hashed;     /* not NULL: make a hash of password for a user change, check nothing */
+        void *hashed_data;
+        bool ok;
+};
+
+static void check_free(struct check *c)
 {
-        g_autofree char *k = g_strconcat(kind, ":", key, NULL);
-        struct failures *f = g_hash_table_lookup(failure_table(e), k);
-
-        if (f && engine_now() - f->last > FAILURE_FORGET_S)
-                f->count = 0;
-        return f;
-}
-
-/* Seconds the next attempt for user (may be NULL) from address waits: 0 below 5 failures, then 1, 2, 4 ... 30. */
-static unsigned login_delay(struct engine *e, const char *user, const char *address)
-{
-        struct failures *fu = user ? failures_of(e, "u", user) : NULL;
-        struct failures *fa = failures_of(e, "a", address);
-        unsigned n = MAX(fu ? fu->count : 0, fa ? fa->count : 0);
-
-        if (n < FAILURES_FREE)
-                return 0;
-        return n - FAILURES_FREE >= 5 ? FAILURE_DELAY_MAX_S : MIN(1u << (n - FAILURES_FREE), FAILURE_DELAY_MAX_S);
-}
-
-static void failure_count(struct engine *e, const char *kind, const char *key)
-{
-        GHashTable *t = failure_table(e);
-        g_autofree char *k = g_strconcat(kind, ":", key, NULL);
-        struct failures *f = failures_of(e, kind, key);
-
-        if (!f) {
-                if (g_hash_table_size(t) >= MAX_FAILURE_KEYS)
-                        g_hash_table_remove_all(t);
-                f = g_new0(struct failures, 1);
-                g_hash_table_insert(t, g_steal_pointer(&k), f);
+        g_object_unref(c->msg);
+        g_free(c->user);
+        g_free(c->address);
+        if (c->password) {
+                memset(c->password, 0, strlen(c->password));
+                g_free(c->password);
         }
-        f->count++;
-        f->last = engine_now();
+        g_free(c->hash);
+        json_decref(c->row);
+        g_free(c);
 }
 
-static void failure_clear(struct engine *e, const char *kind, const char *key)
+static void reply_refused(SoupServerMessage *msg, int status, unsigned retry_after, const char *detail)
 {
-        g_autofree char *k = g_strconcat(kind, ":", key, NULL);
+        g_autofree char *retry = g_strdup_printf("%u", MAX(retry_after, 1));
 
-        g_hash_table_remove(failure_table(e), k);
+        soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Retry-After", retry);
+        engine_rest_reply_fault(msg, status, detail);
+}
+
+static void reply_oauth_error(SoupServerMessage *msg, int status, const char *code, const char *detail);
+static void reply_401(SoupServerMessage *msg, const char *detail);
+static void token_grant(struct engine *e, SoupServerMessage *msg, const char *user, const char *address);
+
+/* Main loop: the check is over; count it, record it, answer or resume the request. */
+static void check_finish(struct check *c, int result)
+{
+        struct engine *e = c->e;
+        const char *shown = c->user ? c->user : "(an invalid name)";
+        struct throttle_outcome out;
+        enum engine_role role;
+
+        throttle_end(e->auth->throttle, c->attempt, result, engine_now(), &out);
+        if (result == THROTTLE_FAILURE && out.event) {
+                if (out.suppressed)
+                        engine_event(e, "warning", NULL, "failed login for user %s from %s (and %u more since the "
+                                     "last such event)", shown, c->address, out.suppressed);
+                else
+                        engine_event(e, "warning", NULL, "failed login for user %s from %s", shown, c->address);
+        }
+        if (result == THROTTLE_FAILURE && out.first_delay)
+                g_warning("repeated failed logins for user %s or from %s: the next attempt waits %u s",
+                          shown, c->address, out.next_delay_s);
+        /* Unpaused first: a handler that pauses the message again keeps it paused. */
+        soup_server_message_unpause(c->msg);
+        if (result == THROTTLE_ABORTED) {
+                reply_refused(c->msg, 503, 1, "too many password checks are waiting; retry in a moment");
+        } else if (!c->resume) {
+                if (c->ok)
+                        token_grant(e, c->msg, c->user, c->address);
+                else
+                        reply_oauth_error(c->msg, 401, "invalid_grant", "wrong user name or password");
+        } else if (!c->ok) {
+                reply_401(c->msg, "wrong user name or password");
+        } else if (engine_role_from_name(engine_js(c->row, "role"), &role) < 0) {
+                engine_rest_reply_fault(c->msg, 500, "the user's role is unknown");
+        } else {
+                struct authed *a = g_new0(struct authed, 1);
+
+                a->user = g_strdup(c->user);
+                a->role = role;
+                g_object_set_data_full(G_OBJECT(c->msg), AUTH_DATA, a, authed_free);
+                c->resume(e, c->msg);
+        }
+        check_free(c);
+}
+
+static gboolean on_checked(gpointer data)
+{
+        struct check *c = data;
+
+        c->e->auth->queued--;
+        if (c->hashed) {
+                soup_server_message_unpause(c->msg);
+                c->hashed(c->e, c->msg, c->hash, c->hashed_data);
+                check_free(c);
+        } else {
+                check_finish(c, c->ok ? THROTTLE_SUCCESS : THROTTLE_FAILURE);
+        }
+        return G_SOURCE_REMOVE;
+}
+
+/* A pool thread: the yescrypt itself, then back to the main loop. */
+static void check_run(gpointer data, gpointer pool_data)
+{
+        static __thread bool niced;
+        struct check *c = data;
+
+        /*
+         * Below the main loop's priority: a flood of logins competes with
+         * itself for the CPU, not with the API (on Linux, nice is per thread).
+         */
+        if (!niced) {
+                niced = true;
+                if (setpriority(PRIO_PROCESS, (id_t) gettid(), HASH_NICE) < 0)
+                        g_debug("cannot lower the priority of a password thread: %s", g_strerror(errno));
+        }
+
+        if (c->hashed)
+                c->hash = engine_auth_hash(c->password, NULL);
+        else
+                c->ok = password_matches(c->hash, c->password) && c->row;
+        memset(c->password, 0, strlen(c->password));
+        g_main_context_invoke(NULL, on_checked, c);
+}
+
+static void check_push(struct check *c)
+{
+        struct engine_auth *a = c->e->auth;
+
+        if (a->queued >= HASH_QUEUE_MAX + HASH_THREADS) {
+                check_finish(c, THROTTLE_ABORTED);
+                return;
+        }
+        a->queued++;
+        g_thread_pool_push(a->pool, c, NULL);
+}
+
+static gboolean on_delay_over(gpointer data)
+{
+        check_push(data);
+        return G_SOURCE_REMOVE;
 }
 
 static char *remote_address(SoupServerMessage *msg)
@@ -187,45 +299,103 @@ static char *remote_address(SoupServerMessage *msg)
 }
 
 /*
- * Checks user and password; records the outcome (an event, the failure
- * counters). Returns the user's row, or NULL with the HTTP status to answer.
+ * Starts checking user and password for msg (paused until the answer):
+ * throttled per pair, address and user (throttle.h), hashed in the pool.
+ * resume NULL: the token endpoint, answered here; else called with the
+ * user attached once the password is right. Answers 429, 503 or 500 itself.
  */
-static json_t *login(struct engine *e, const char *user, const char *password, const char *address, int *ret_status)
+static void check_start(struct engine *e, SoupServerMessage *msg, const char *user, const char *password,
+                        engine_auth_resume resume)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) row = NULL;
+        g_autofree char *address = remote_address(msg);
         bool valid = engine_user_name_valid(user);
-        const char *shown = valid ? user : "(an invalid name)";
+        struct throttle_attempt *attempt;
+        struct check *c;
+        unsigned delay;
 
-        *ret_status = 401;
+        if (e->auth->queued >= HASH_QUEUE_MAX + HASH_THREADS) {
+                reply_refused(msg, 503, 1, "too many password checks are waiting; retry in a moment");
+                return;
+        }
+        if (throttle_begin(e->auth->throttle, valid ? user : NULL, address, engine_now(), &attempt, &delay) < 0) {
+                reply_refused(msg, 429, delay, "too many login attempts in flight for this user or address; "
+                                               "retry later");
+                return;
+        }
+        c = g_new0(struct check, 1);
+        c->e = e;
+        c->msg = g_object_ref(msg);
+        c->attempt = attempt;
+        c->user = valid ? g_strdup(user) : NULL;
+        c->address = g_steal_pointer(&address);
+        c->password = g_strdup(password);
+        c->resume = resume;
         if (valid)
-                row = engine_store_user_get(e->db, user, &error);
+                c->row = engine_store_user_get(e->db, user, &error);
         if (error) {
-                g_warning("login of %s: %s", shown, error->message);
-                *ret_status = 500;
-                return NULL;
+                g_warning("login of %s: %s", user, error->message);
+                throttle_end(e->auth->throttle, c->attempt, THROTTLE_ABORTED, engine_now(), NULL);
+                engine_rest_reply_fault(msg, 500, "cannot check the password");
+                c->attempt = NULL;
+                check_free(c);
+                return;
         }
-        if (!row || !password || !password_matches(engine_js(row, "hash"), password)) {
-                static char *dummy;
-                unsigned delay;
+        c->hash = g_strdup(c->row ? engine_js(c->row, "hash") : e->auth->dummy_hash);
+        soup_server_message_pause(msg);
+        if (delay)
+                g_timeout_add(delay * 1000, on_delay_over, c);   /* exact: _seconds may fire early */
+        else
+                check_push(c);
+}
 
-                /* An unknown user costs a hash too: the time does not tell which names exist. */
-                if (!row && password && (dummy || (dummy = engine_auth_hash("not a password", NULL))))
-                        password_matches(dummy, password);
+void engine_auth_hash_async(struct engine *e, SoupServerMessage *msg, const char *password, engine_auth_hashed done,
+                            void *data)
+{
+        struct check *c;
 
-                if (valid)
-                        failure_count(e, "u", user);
-                failure_count(e, "a", address);
-                engine_event(e, "warning", NULL, "failed login for user %s from %s", shown, address);
-                delay = login_delay(e, valid ? user : NULL, address);
-                if (delay)
-                        g_warning("repeated failed logins for user %s or from %s: the next attempt waits %u s",
-                                  shown, address, delay);
-                return NULL;
+        if (e->auth->queued >= HASH_QUEUE_MAX + HASH_THREADS) {
+                reply_refused(msg, 503, 1, "too many password hashes are waiting; retry in a moment");
+                done(e, NULL, NULL, data);
+                return;
         }
-        failure_clear(e, "u", user);
-        failure_clear(e, "a", address);
-        return g_steal_pointer(&row);
+        c = g_new0(struct check, 1);
+        c->e = e;
+        c->msg = g_object_ref(msg);
+        c->password = g_strdup(password);
+        c->hashed = done;
+        c->hashed_data = data;
+        soup_server_message_pause(msg);
+        e->auth->queued++;
+        g_thread_pool_push(e->auth->pool, c, NULL);
+}
+
+static gboolean on_token_sweep(gpointer data)
+{
+        struct engine *e = data;
+        g_autoptr(GError) error = NULL;
+        gint64 now = engine_now();
+
+        if (engine_store_tokens_expire(e->db, now - (gint64) e->config.token_idle_timeout,
+                                       now - (gint64) e->config.token_lifetime, &error) < 0)
+                g_warning("cannot drop the expired tokens: %s", error->message);
+        return G_SOURCE_CONTINUE;
+}
+
+void engine_auth_free(struct engine *e)
+{
+        struct engine_auth *a = e->auth;
+
+        if (!a)
+                return;
+        /* Checks still queued are dropped; their messages go with the server. */
+        g_thread_pool_free(a->pool, TRUE, FALSE);
+        if (a->sweep_source)
+                g_source_remove(a->sweep_source);
+        throttle_free(a->throttle);
+        g_free(a->dummy_hash);
+        g_free(a);
+        e->auth = NULL;
 }
 
 /* ---- token endpoint ---- */
@@ -260,29 +430,14 @@ static GHashTable *form_body(struct engine *e, SoupServerMessage *msg)
         return soup_form_decode(text);
 }
 
-struct pending_login {
-        struct engine *e;
-        SoupServerMessage *msg;
-        GHashTable *form;
-        char *address;
-};
-
-static void token_grant(struct engine *e, SoupServerMessage *msg, GHashTable *form, const char *address)
+/* The password was right: a new token for user. */
+static void token_grant(struct engine *e, SoupServerMessage *msg, const char *user, const char *address)
 {
-        const char *user = g_hash_table_lookup(form, "username");
-        const char *password = g_hash_table_lookup(form, "password");
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) row = NULL;
         g_autoptr(json_t) out = NULL;
         g_autofree char *token = NULL;
         g_autofree char *hash = NULL;
-        int status;
 
-        row = login(e, user, password, address, &status);
-        if (!row) {
-                reply_oauth_error(msg, status, "invalid_grant", "wrong user name or password");
-                return;
-        }
         token = token_new(&error);
         hash = token ? token_hash(token) : NULL;
         if (!token || engine_store_token_insert(e->db, hash, user, engine_now(), &error) < 0) {
@@ -299,41 +454,23 @@ static void token_grant(struct engine *e, SoupServerMessage *msg, GHashTable *fo
         memset(token, 0, strlen(token));
 }
 
-static void pending_free(struct pending_login *p)
-{
-        g_object_unref(p->msg);
-        g_hash_table_unref(p->form);
-        g_free(p->address);
-        g_free(p);
-}
-
-static gboolean on_delayed_login(gpointer data)
-{
-        struct pending_login *p = data;
-
-        token_grant(p->e, p->msg, p->form, p->address);
-        soup_server_message_unpause(p->msg);
-        pending_free(p);
-        return G_SOURCE_REMOVE;
-}
-
 static void token_request(struct engine *e, SoupServerMessage *msg)
 {
         g_autoptr(GHashTable) form = form_body(e, msg);
-        g_autofree char *address = remote_address(msg);
         const char *grant, *user, *scope;
-        unsigned delay;
+        char *password;
 
         if (!form)
                 return;
         grant = g_hash_table_lookup(form, "grant_type");
         user = g_hash_table_lookup(form, "username");
+        password = g_hash_table_lookup(form, "password");
         scope = g_hash_table_lookup(form, "scope");
         if (g_strcmp0(grant, "password") != 0) {
                 reply_oauth_error(msg, 400, "unsupported_grant_type", "grant_type must be password");
                 return;
         }
-        if (!user || !g_hash_table_lookup(form, "password")) {
+        if (!user || !password) {
                 reply_oauth_error(msg, 400, "invalid_request", "give username and password");
                 return;
         }
@@ -341,20 +478,8 @@ static void token_request(struct engine *e, SoupServerMessage *msg)
                 reply_oauth_error(msg, 400, "invalid_scope", "scope must be ovirt-app-api");
                 return;
         }
-        delay = login_delay(e, engine_user_name_valid(user) ? user : NULL, address);
-        if (delay) {
-                struct pending_login *p = g_new0(struct pending_login, 1);
-
-                /* Slowed down, not refused: the answer comes after the delay, whatever it is. */
-                p->e = e;
-                p->msg = g_object_ref(msg);
-                p->form = g_steal_pointer(&form);
-                p->address = g_steal_pointer(&address);
-                soup_server_message_pause(p->msg);
-                g_timeout_add(delay * 1000, on_delayed_login, p);   /* exact: _seconds may fire early */
-                return;
-        }
-        token_grant(e, msg, form, address);
+        check_start(e, msg, user, password, NULL);
+        memset(password, 0, strlen(password));
 }
 
 static void revoke_request(struct engine *e, SoupServerMessage *msg)
@@ -461,70 +586,55 @@ static char *bearer_user(struct engine *e, SoupServerMessage *msg, const char *t
         return g_strdup(engine_js(row, "user_name"));
 }
 
-/* The user of HTTP Basic credentials, or NULL after answering 401 or 429. */
-static char *basic_user(struct engine *e, SoupServerMessage *msg, const char *b64, enum engine_role *ret_role)
+/*
+ * HTTP Basic: the password is checked in the pool like a token request's,
+ * the request paused meanwhile; resume runs it again once it is right.
+ */
+static void basic_start(struct engine *e, SoupServerMessage *msg, const char *b64, engine_auth_resume resume)
 {
-        g_autofree char *address = remote_address(msg);
         g_autofree guchar *raw = NULL;
         g_autofree char *text = NULL;
-        g_autoptr(json_t) row = NULL;
         gsize len = 0;
         char *colon;
-        unsigned delay;
-        int status;
 
         if (strlen(b64) <= 4 * (ENGINE_USER_NAME_MAX + ENGINE_PASSWORD_MAX + 1) / 3 + 4)
                 raw = g_base64_decode(b64, &len);
         if (!raw || memchr(raw, '\0', len) || !(text = g_strndup((const char *) raw, len)) ||
             !(colon = strchr(text, ':'))) {
                 reply_401(msg, "malformed Basic credentials");
-                return NULL;
-        }
-        *colon = '\0';
-        delay = login_delay(e, engine_user_name_valid(text) ? text : NULL, address);
-        if (delay) {
-                g_autofree char *retry = g_strdup_printf("%u", delay);
-
-                /* Basic runs inside the request: refuse for the delay rather than hold the request. */
-                soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Retry-After", retry);
-                engine_rest_reply_fault(msg, 429, "too many failed logins for this user or address; retry later");
+        } else {
+                *colon = '\0';
+                check_start(e, msg, text, colon + 1, resume);
                 memset(colon + 1, 0, strlen(colon + 1));
-                return NULL;
         }
-        row = login(e, text, colon + 1, address, &status);
-        memset(colon + 1, 0, strlen(colon + 1));
-        if (!row) {
-                if (status == 401)
-                        reply_401(msg, "wrong user name or password");
-                else
-                        engine_rest_reply_fault(msg, status, "cannot check the password");
-                return NULL;
-        }
-        if (engine_role_from_name(engine_js(row, "role"), ret_role) < 0) {
-                engine_rest_reply_fault(msg, 500, "the user's role is unknown");
-                return NULL;
-        }
-        return g_strdup(text);
+        if (raw)
+                memset(raw, 0, len);
 }
 
-int engine_auth_request(struct engine *e, SoupServerMessage *msg, enum engine_role role, char **ret_user)
+int engine_auth_request(struct engine *e, SoupServerMessage *msg, enum engine_role role, engine_auth_resume resume,
+                        char **ret_user)
 {
         const char *h = soup_message_headers_get_one(soup_server_message_get_request_headers(msg), "Authorization");
+        struct authed *checked = g_object_get_data(G_OBJECT(msg), AUTH_DATA);
         enum engine_role have = ENGINE_ROLE_VIEWER;
         g_autofree char *user = NULL;
 
         *ret_user = NULL;
-        if (!h) {
+        if (checked) {
+                user = g_strdup(checked->user);
+                have = checked->role;
+        } else if (!h) {
                 reply_401(msg, "log in first: 'ferry login', or send Authorization: Bearer TOKEN from "
                                "POST /sso/oauth/token, or HTTP Basic");
                 return -EACCES;
-        }
-        if (g_ascii_strncasecmp(h, "Bearer ", 7) == 0)
+        } else if (g_ascii_strncasecmp(h, "Bearer ", 7) == 0) {
                 user = bearer_user(e, msg, h + 7, &have);
-        else if (g_ascii_strncasecmp(h, "Basic ", 6) == 0)
-                user = basic_user(e, msg, h + 6, &have);
-        else
+        } else if (g_ascii_strncasecmp(h, "Basic ", 6) == 0) {
+                basic_start(e, msg, h + 6, resume);
+                return -EINPROGRESS;
+        } else {
                 reply_401(msg, "unsupported Authorization scheme; use Bearer or Basic");
+        }
         if (!user)
                 return -EACCES;
         if (have < role) {
@@ -549,6 +659,21 @@ int engine_auth_init(struct engine *e, GError **error)
         const char *name = e->config.create_admin;
         gsize len;
 
+        if (!e->auth) {
+                e->auth = g_new0(struct engine_auth, 1);
+                e->auth->throttle = throttle_new(THROTTLE_KEYS);
+                /* Exclusive: its threads run at a lower priority and must not serve other pools. */
+                e->auth->pool = g_thread_pool_new(check_run, NULL, HASH_THREADS, TRUE, error);
+                if (!e->auth->pool)
+                        return -EIO;
+                e->auth->dummy_hash = engine_auth_hash("not a password", error);
+                if (!e->auth->dummy_hash)
+                        return -EIO;
+                /* Every 5 minutes, or the idle timeout when shorter (tests set it to seconds). */
+                e->auth->sweep_source = g_timeout_add_seconds(CLAMP(e->config.token_idle_timeout, 1, TOKEN_SWEEP_S),
+                                                              on_token_sweep, e);
+                on_token_sweep(e);
+        }
         if (!*name)
                 return 0;
         if (!engine_user_name_valid(name) || !*e->config.admin_password_file) {

@@ -13,20 +13,39 @@
 #define ENGINE_PASSWORD_MIN 8
 #define ENGINE_PASSWORD_MAX 1024
 
-/* Creates the configured first admin (create_admin, admin_password_file) unless that user exists. */
+/*
+ * Starts the password-hashing pool and the expired-token sweep; creates the
+ * configured first admin (create_admin, admin_password_file) unless that user exists.
+ */
 int engine_auth_init(struct engine *e, GError **error);
 /* Serves POST /sso/oauth/token and /sso/oauth/revoke. */
 void engine_auth_sso(struct engine *e, SoupServerMessage *msg, const char *path);
+/* Where a request paused for a Basic password check continues: runs it again from the start. */
+typedef void (*engine_auth_resume)(struct engine *e, SoupServerMessage *msg);
 /*
  * Who sends msg (Authorization: Bearer or Basic), allowed role or more:
- * 0 and the user's name in *ret_user; otherwise -EACCES after answering
- * 401, 403 or 429 itself.
+ * 0 and the user's name in *ret_user; -EACCES after answering 401, 403,
+ * 429 or 503 itself; -EINPROGRESS: msg is paused while a Basic password is
+ * checked off the main loop, and resume(e, msg) runs once it is right
+ * (this call then answers 0 for it) — or it is answered, when it is not.
  */
-int engine_auth_request(struct engine *e, SoupServerMessage *msg, enum engine_role role, char **ret_user);
+int engine_auth_request(struct engine *e, SoupServerMessage *msg, enum engine_role role, engine_auth_resume resume,
+                        char **ret_user);
+/* Ends the hashing pool, the token sweep and the login throttle. */
+void engine_auth_free(struct engine *e);
 /* A role from its name; -EINVAL for an unknown one. */
 int engine_role_from_name(const char *name, enum engine_role *ret);
 bool engine_user_name_valid(const char *name);
 /* yescrypt hash of password, or NULL with *error set. */
 char *engine_auth_hash(const char *password, GError **error);
+/*
+ * Hashes password off the main loop for a user change, msg paused meanwhile:
+ * done(e, msg, hash, data) on the main loop, hash NULL when hashing failed;
+ * when the pool is full, answers msg 503 and calls done(e, NULL, NULL, data)
+ * at once (only to free data).
+ */
+typedef void (*engine_auth_hashed)(struct engine *e, SoupServerMessage *msg, const char *hash, void *data);
+void engine_auth_hash_async(struct engine *e, SoupServerMessage *msg, const char *password, engine_auth_hashed done,
+                            void *data);
 /* A password's length within the limits; else an error naming them. */
 int engine_auth_password_valid(const char *password, GError **error);

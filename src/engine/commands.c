@@ -143,14 +143,17 @@ void engine_job_progress_refresh(struct engine *e, const char *job_id)
 }
 
 static GHashTable *job_events;
+static GHashTable *job_ended;          /* agent job ids whose end an event reported, until their command ends */
 
 void engine_cmd_finish(struct engine *e, json_t *cmd, bool ok, const char *error)
 {
         const char *id = js(cmd, "id");
         g_autoptr(GError) store_error = NULL;
 
-        if (js(cmd, "agent_job_id"))
+        if (js(cmd, "agent_job_id")) {
                 g_hash_table_remove(job_events, js(cmd, "agent_job_id"));
+                g_hash_table_remove(job_ended, js(cmd, "agent_job_id"));
+        }
 
         if (engine_store_cmd_finish(e->db, id, ok, error, engine_now(), &store_error) < 0)
                 engine_not_recorded(&store_error, "the end", id);
@@ -284,6 +287,11 @@ json_t *engine_job_event(const char *agent_job_id)
         return agent_job_id ? g_hash_table_lookup(job_events, agent_job_id) : NULL;
 }
 
+bool engine_job_ended(const char *agent_job_id)
+{
+        return agent_job_id && g_hash_table_contains(job_ended, agent_job_id);
+}
+
 static void on_host_event(struct engine *e, const char *host_id, const char *method, json_t *params, void *userdata)
 {
         /* VDSM's shape: "|jobs|status|<id>" with the job's info itself (and notify_time) as params. */
@@ -297,8 +305,12 @@ static void on_host_event(struct engine *e, const char *host_id, const char *met
         status = js(params, "status");
         if (status && (strcmp(status, "done") == 0 || strcmp(status, "failed") == 0 ||
                        strcmp(status, "aborted") == 0)) {
-                /* Only running jobs' progress is read from here; the end comes from Host.getJobs. */
+                /* Only running jobs' progress is read from here; the end comes from Host.getJobs,
+                 * asked now (not at the job's next poll): the event says it is worth a call. */
                 g_hash_table_remove(job_events, key);
+                if (g_hash_table_size(job_ended) >= JOB_EVENTS_MAX)
+                        g_hash_table_remove_all(job_ended);    /* only makes those jobs wait for their poll */
+                g_hash_table_add(job_ended, g_strdup(key));
                 engine_kick(e);        /* learn the outcome now, not at the next round */
                 return;
         }
@@ -514,5 +526,6 @@ int engine_commands_init(struct engine *e, GError **error)
         e->busy = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         e->picking = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) engine_pick_free);
         job_events = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) json_decref);
+        job_ended = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         return 0;
 }

@@ -40,6 +40,8 @@ void engine_cmd_call(struct engine *e, json_t *cmd, const char *host, const char
 bool engine_is_transport_error(const GError *error);
 /* The last progress a host's events reported for a running agent job (borrowed), or NULL. */
 json_t *engine_job_event(const char *agent_job_id);
+/* A host's event reported that agent job's end (done, failed, aborted) and its command has not ended yet. */
+bool engine_job_ended(const char *agent_job_id);
 
 /* Creates an active command (returns its id) and queues a round. */
 char *engine_cmd_create(struct engine *e, enum engine_kind kind, const char *parent, const char *job_id,

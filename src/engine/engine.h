@@ -47,6 +47,7 @@ struct engine_config {
         bool data_operations_by_hsm;   /* initial value of the DataOperationsByHSM option */
         char *host_selection_policy;   /* least_loaded | random */
         unsigned copy_attempts;        /* tries of one copy_data before it fails */
+        bool verify_copies;            /* a copy is done once source and destination hash the same */
         unsigned max_parallel_copies;  /* copy_data children of one disk running at once */
         unsigned host_lost_timeout;    /* s an unreachable copy host is waited for before fencing */
         unsigned fence_timeout;        /* s fencing is retried before the copy is given up */
@@ -99,7 +100,7 @@ struct engine {
         guint kick_source;             /* an extra coordinator round is queued */
         GArray *host_listeners;        /* struct engine_host_listener: who hears host events and state changes */
         const char *acting_user;       /* who sent the REST request being handled; NULL: the engine itself */
-        GHashTable *login_failures;    /* "u:NAME" / "a:ADDRESS" → failed logins (auth.c) */
+        struct engine_auth *auth;      /* login throttle, password-hashing pool, token sweep (auth.c) */
 };
 
 /* Sets an ENGINE_ERROR with that HTTP status; returns NULL, for `return engine_fail(...)` in functions answering JSON. */

@@ -21,6 +21,7 @@ static const char *reason_for(int status)
         case 414: return "URI too long";
         case 415: return "Unsupported media type";
         case 417: return "Expectation failed";
+        case 429: return "Too many requests";
         case 503: return "Service unavailable";
         case 507: return "Insufficient storage";
         default: return "Internal error";

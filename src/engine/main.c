@@ -148,7 +148,7 @@ int main(int argc, char **argv)
         g_hash_table_unref(e->busy);
         if (e->host_listeners)
                 g_array_unref(e->host_listeners);
-        g_clear_pointer(&e->login_failures, g_hash_table_unref);
+        engine_auth_free(e);
         engine_store_close(e->db);
         g_free(e->dc_id);
         g_main_loop_unref(e->loop);

@@ -114,9 +114,19 @@ const struct engine_route *engine_rest_route_find(const char *method, const char
         return NULL;
 }
 
-static void on_request(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query, gpointer data)
+/* Authenticates and runs the request's route; answers every failure itself. resumed: after a Basic check. */
+static void serve(struct engine *e, SoupServerMessage *msg, const char *path, bool resumed);
+
+/* A request paused for its Basic password check, the password right: from the start again, with its user. */
+static void on_resume(struct engine *e, SoupServerMessage *msg)
 {
-        struct engine *e = data;
+        g_autofree char *path = g_strdup(g_uri_get_path(soup_server_message_get_uri(msg)));
+
+        serve(e, msg, path, true);
+}
+
+static void serve(struct engine *e, SoupServerMessage *msg, const char *path, bool resumed)
+{
         char buf[MAX_PATH + 1];
         char *args[ENGINE_ROUTE_MAX_ARGS] = { NULL };
         const char *method = soup_server_message_get_method(msg);
@@ -133,16 +143,22 @@ static void on_request(SoupServer *server, SoupServerMessage *msg, const char *p
         }
         if ((g_str_has_prefix(path, "/api/") || strcmp(path, "/metrics") == 0) && strlen(path) <= MAX_PATH)
                 r = engine_rest_route_find(method, path, args, &known, buf, sizeof(buf));
-        /* Timed under the route's pattern, never the raw path: the metric's labels stay bounded. */
-        engine_metrics_request_start(msg, method, r ? r->pattern : NULL);
-        if (corr && !fy_log_correlation_id_valid(corr)) {
-                engine_rest_reply_fault(msg, 400, "Correlation-Id takes 1-128 of the characters A-Z a-z 0-9 . _ : -");
-                return;
+        if (resumed) {
+                /* Timed and checked the first time through; the Correlation-Id is in the answer already. */
+                corr = soup_message_headers_get_one(soup_server_message_get_response_headers(msg), "Correlation-Id");
+        } else {
+                /* Timed under the route's pattern, never the raw path: the metric's labels stay bounded. */
+                engine_metrics_request_start(msg, method, r ? r->pattern : NULL);
+                if (corr && !fy_log_correlation_id_valid(corr)) {
+                        engine_rest_reply_fault(msg, 400,
+                                                "Correlation-Id takes 1-128 of the characters A-Z a-z 0-9 . _ : -");
+                        return;
+                }
+                if (!corr)
+                        corr = made = fy_uuid_new();
+                /* Returned, so a caller that sent none can still find the request's job, log lines and events. */
+                soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Correlation-Id", corr);
         }
-        if (!corr)
-                corr = made = fy_uuid_new();
-        /* Returned, so a caller that sent none can still find the request's job, log lines and events. */
-        soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Correlation-Id", corr);
         if (!r) {
                 if (!g_str_has_prefix(path, "/api/") && strcmp(path, "/metrics") != 0)
                         engine_rest_reply_fault(msg, 404, "the API lives under /api/ (metrics at /metrics)");
@@ -152,7 +168,7 @@ static void on_request(SoupServer *server, SoupServerMessage *msg, const char *p
                 return;
         }
         /* Who asks, and may they: before the handler reads anything. */
-        if (engine_auth_request(e, msg, r->role, &user) < 0)
+        if (engine_auth_request(e, msg, r->role, on_resume, &user) < 0)
                 return;
         /* The request's log context: a job it starts keeps the correlation id (jobs.correlation_id). */
         fy_log_context_set(NULL, corr, &saved);
@@ -160,6 +176,11 @@ static void on_request(SoupServer *server, SoupServerMessage *msg, const char *p
         r->handler(e, msg, args);
         e->acting_user = NULL;
         fy_log_context_restore(&saved);
+}
+
+static void on_request(SoupServer *server, SoupServerMessage *msg, const char *path, GHashTable *query, gpointer data)
+{
+        serve(data, msg, path, false);
 }
 
 /* Answers msg at once with a fault and closes its connection, whatever of its body was not read yet. */

@@ -179,7 +179,13 @@ static int add_san(gnutls_x509_crt_t crt, const char *name, GError **error)
  * A certificate for key named cn. CA: self-signed with keyCertSign. Leaf:
  * signed by ca_crt/ca_key, subjectAltName = sans.
  */
-static int make_cert(gnutls_x509_privkey_t key, const char *cn, bool is_ca, const char *const *sans, unsigned days,
+enum pki_role { PKI_ROLE_CA, PKI_ROLE_ENGINE, PKI_ROLE_HOST };
+
+/* The organizational unit naming a leaf's role: an agent accepts only FY_PKI_ENGINE_UNIT as a client. */
+static const char *const role_units[] = { [PKI_ROLE_ENGINE] = FY_PKI_ENGINE_UNIT, [PKI_ROLE_HOST] = "host" };
+
+static int make_cert(gnutls_x509_privkey_t key, const char *cn, enum pki_role role, const char *const *sans,
+                     unsigned days,
                      gnutls_x509_crt_t ca_crt, gnutls_x509_privkey_t ca_key, gnutls_x509_crt_t *ret,
                      GError **error)
 {
@@ -188,6 +194,7 @@ static int make_cert(gnutls_x509_privkey_t key, const char *cn, bool is_ca, cons
         unsigned char serial[PKI_SERIAL_BYTES], kid[64];
         size_t kid_len = sizeof(kid);
         time_t now = time(NULL);
+        bool is_ca = role == PKI_ROLE_CA;
         int gr;
 
         if ((gr = gnutls_x509_crt_init(&crt)) < 0 || (gr = gnutls_x509_crt_set_version(crt, 3)) < 0)
@@ -203,6 +210,9 @@ static int make_cert(gnutls_x509_privkey_t key, const char *cn, bool is_ca, cons
             (gr = gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, cn, (unsigned) strlen(cn))) < 0 ||
             (gr = gnutls_x509_crt_set_key(crt, key)) < 0)
                 return crypto_fail(error, gr, "filling the certificate");
+        if (!is_ca && (gr = gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_ORGANIZATIONAL_UNIT_NAME, 0,
+                                                          role_units[role], (unsigned) strlen(role_units[role]))) < 0)
+                return crypto_fail(error, gr, "naming the certificate's role");
         if (is_ca) {
                 gr = gnutls_x509_crt_set_basic_constraints(crt, 1, 0);
                 if (gr == 0)
@@ -215,7 +225,8 @@ static int make_cert(gnutls_x509_privkey_t key, const char *cn, bool is_ca, cons
                         gr = gnutls_x509_crt_set_key_usage(crt, GNUTLS_KEY_DIGITAL_SIGNATURE);
                 if (gr == 0)
                         gr = gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_SERVER, 0);
-                if (gr == 0)
+                /* Only the engine is a client (of the agents): a host's key cannot act as one toward another host. */
+                if (gr == 0 && role == PKI_ROLE_ENGINE)
                         gr = gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_CLIENT, 0);
         }
         if (gr < 0)
@@ -343,7 +354,7 @@ int fy_pki_init(const char *dir, const char *engine_name, const char *const *add
         if ((r = make_dir(dir, error)) < 0)
                 return r;
         if ((r = new_key(&key, error)) < 0 ||
-            (r = make_cert(key, "Ferry CA", true, NULL, ca_days, NULL, NULL, &crt, error)) < 0 ||
+            (r = make_cert(key, "Ferry CA", PKI_ROLE_CA, NULL, ca_days, NULL, NULL, &crt, error)) < 0 ||
             (r = save_pair(crt, key, ca_cert, ca_keyp, error)) < 0)
                 return r;
         return fy_pki_issue(dir, engine_name, addresses, days, true, NULL, NULL, error);
@@ -406,7 +417,7 @@ int fy_pki_issue(const char *dir, const char *name, const char *const *addresses
                 key_path = fy_pki_host_key_path(dir, name);
         }
         if ((r = new_key(&key, error)) < 0 ||
-            (r = make_cert(key, name, false, (const char *const *) sans->pdata, days, ca_crt, ca_key, &crt,
+            (r = make_cert(key, name, engine ? PKI_ROLE_ENGINE : PKI_ROLE_HOST, (const char *const *) sans->pdata, days, ca_crt, ca_key, &crt,
                            error)) < 0 ||
             (r = save_pair(crt, key, cert_path, key_path, error)) < 0)
                 return r;
@@ -479,6 +490,36 @@ int fy_pki_verify(const char *ca_file, const char *cert_file, const char *identi
 
                 g_set_error(error, FY_PKI_ERROR, FY_PKI_ERROR_UNTRUSTED, "%s does not verify against %s%s%s: %s",
                             cert_file, ca_file, identity ? " for " : "", identity ? identity : "", why);
+                return -EPERM;
+        }
+        return 0;
+}
+
+int fy_pki_check_engine_client(const char *pem, GError **error)
+{
+        g_auto(gnutls_x509_crt_t) crt = NULL;
+        gnutls_datum_t d = { (unsigned char *) pem, pem ? (unsigned) strlen(pem) : 0 };
+        char unit[FY_PKI_NAME_MAX + 1], oid[128];
+        size_t len = sizeof(unit);
+        bool client = false;
+        int gr;
+
+        if ((gr = gnutls_x509_crt_init(&crt)) < 0 || (gr = gnutls_x509_crt_import(crt, &d, GNUTLS_X509_FMT_PEM)) < 0)
+                return crypto_fail(error, gr, "reading the client certificate");
+        for (unsigned i = 0;; i++) {
+                size_t olen = sizeof(oid);
+
+                gr = gnutls_x509_crt_get_key_purpose_oid(crt, i, oid, &olen, NULL);
+                if (gr < 0)
+                        break;
+                client |= strcmp(oid, GNUTLS_KP_TLS_WWW_CLIENT) == 0;
+        }
+        gr = gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_ORGANIZATIONAL_UNIT_NAME, 0, 0, unit, &len);
+        if (!client || gr < 0 || strcmp(unit, FY_PKI_ENGINE_UNIT) != 0) {
+                g_set_error(error, FY_PKI_ERROR, FY_PKI_ERROR_UNTRUSTED,
+                            "the client certificate is not the engine's (it needs clientAuth and OU=%s: a host's "
+                            "certificate is for serving only; an engine certificate issued before this check: "
+                            "reissue it with 'ferry pki issue --engine')", FY_PKI_ENGINE_UNIT);
                 return -EPERM;
         }
         return 0;

@@ -7,12 +7,14 @@
  * A PKI folder holds:
  *   ca.pem, ca.key (0600)            the CA: signs every other certificate
  *   engine.pem, engine.key (0600)    the engine: HTTPS server, and TLS client of the agents
- *   hosts/NAME.pem, NAME.key (0600)  one per agent: STOMP and image-transfer server,
- *                                    and a client certificate too
+ *                                    (serverAuth + clientAuth, OU=engine)
+ *   hosts/NAME.pem, NAME.key (0600)  one per agent: STOMP and image-transfer server
+ *                                    (serverAuth only, OU=host)
  * Keys are ECDSA P-256, certificates are signed with SHA-256, serials are 128
- * random bits. Leaf certificates carry digitalSignature and both serverAuth and
- * clientAuth; their subjectAltName holds the name (DNS) and every address (IP
- * or DNS), which is what the engine checks an agent against.
+ * random bits. Leaf certificates carry digitalSignature; their subjectAltName
+ * holds the name (DNS) and every address (IP or DNS), which is what the engine
+ * checks an agent against. Only the engine's is a client certificate: agents
+ * accept no other client (fy_pki_check_engine_client).
  */
 
 #include <stdbool.h>
@@ -66,6 +68,16 @@ char *fy_pki_host_key_path(const char *dir, const char *name);
  * (DNS name or IP address). 0, or -EPERM with FY_PKI_ERROR_UNTRUSTED and why.
  */
 int fy_pki_verify(const char *ca_file, const char *cert_file, const char *identity, GError **error);
+
+/* The organizational unit of the engine's certificate. */
+#define FY_PKI_ENGINE_UNIT "engine"
+
+/*
+ * A client certificate (PEM) is the engine's: clientAuth and OU=engine.
+ * 0, or -EPERM with FY_PKI_ERROR_UNTRUSTED saying what to do. The chain is
+ * checked elsewhere (the TLS handshake, against tls_ca).
+ */
+int fy_pki_check_engine_client(const char *pem, GError **error);
 
 bool fy_pki_name_valid(const char *name);
 bool fy_pki_address_valid(const char *address);

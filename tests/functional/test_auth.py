@@ -6,12 +6,19 @@ HTTP Basic works; failed logins are slowed down; `ferry login`, `ferry user`
 and `ferry logout` over TLS; no password or token reaches a log or an event."""
 
 import base64
+import contextlib
 import glob
+import hashlib
+import http.client
+import http.server
+import json
 import os
 import re
 import shutil
+import sqlite3
 import stat
 import subprocess
+import threading
 import time
 import urllib.parse
 import uuid
@@ -144,7 +151,8 @@ def test_users_and_events_name_who(eng):
     assert "hash" not in str(eng.get("/api/users"))
     eng.request("PUT", "/api/users/someone", {"role": "viewer"})
     ev = eng.get("/api/events")["events"]
-    assert any(e["message"] == "user someone now has the role viewer" and e["user_name"] == "admin" for e in ev)
+    assert any(e["message"] == "user someone now has the role viewer, and their tokens revoked"
+               and e["user_name"] == "admin" for e in ev)
     # The last admin can be neither removed nor demoted.
     for method, body in (("DELETE", None), ("PUT", {"role": "viewer"})):
         with pytest.raises(HttpError) as e:
@@ -154,6 +162,31 @@ def test_users_and_events_name_who(eng):
     with pytest.raises(HttpError) as e:
         eng.post("/api/users", {"name": "../x", "password": "long-enough", "role": "viewer"})
     assert e.value.status == 400
+
+
+def test_password_role_change_and_removal_end_the_users_tokens(eng):
+    password, t1 = add_user(eng, "changer", "operator")
+    t2 = eng.login("changer", password)
+    SECRETS.append(t2)
+    new = f"pw-{uuid.uuid4()}"
+    SECRETS.append(new)
+    eng.request("PUT", "/api/users/changer", {"password": new})
+    for t in (t1, t2):
+        assert status_of(eng, "GET", "/api/hosts", token=t) == 401
+    with pytest.raises(HttpError):
+        eng.login("changer", password)
+    t3 = eng.login("changer", new)
+    SECRETS.append(t3)
+    assert eng.request("GET", "/api/hosts", token=t3)[0] == 200
+    eng.request("PUT", "/api/users/changer", {"role": "viewer"})
+    assert status_of(eng, "GET", "/api/hosts", token=t3) == 401
+    t4 = eng.login("changer", new)
+    SECRETS.append(t4)
+    assert eng.request("GET", "/api/hosts", token=t4)[0] == 200
+    # Another user's tokens are untouched; the admin's own token too.
+    assert eng.request("GET", "/api/users")[0] == 200
+    eng.request("DELETE", "/api/users/changer")
+    assert status_of(eng, "GET", "/api/hosts", token=t4) == 401
 
 
 def test_revocation_and_restart(eng):
@@ -247,6 +280,10 @@ def test_token_expiry():
         t2 = e.login("admin", e.admin_password)
         assert e.request("GET", "/api/hosts", token=t2)[0] == 200
         time.sleep(3.2)
+        # Swept from the inventory on a timer, not only when used again.
+        digest = hashlib.sha256(t2.encode()).hexdigest()
+        with contextlib.closing(sqlite3.connect(f"file:{e.db}?mode=ro", uri=True)) as db:
+            assert db.execute("SELECT COUNT(*) FROM tokens WHERE hash = ?", (digest,)).fetchone()[0] == 0
         assert status_of(e, "GET", "/api/hosts", token=t2) == 401
     finally:
         assert e.stop() == 0
@@ -283,3 +320,163 @@ def test_failed_logins_are_slowed_down():
     finally:
         assert e.stop() == 0
         shutil.rmtree(d, ignore_errors=True)
+
+
+def raw(e, method, path, headers=None, body=None, source="127.0.0.1", timeout=30):
+    """One request from a chosen loopback source address: (status, headers, body, seconds)."""
+    c = http.client.HTTPSConnection("127.0.0.1", e.port, context=e.ssl, timeout=timeout, source_address=(source, 0))
+    try:
+        c.connect()
+        t0 = time.monotonic()
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        data = r.read()
+        return r.status, dict(r.getheaders()), json.loads(data) if data else None, time.monotonic() - t0
+    finally:
+        c.close()
+
+
+def basic(user, password):
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def bad_login(user):
+    return form({"grant_type": "password", "username": user, "password": "guess-guess"})
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def test_login_throttle_per_source_parallel_and_off_the_main_loop():
+    d = make_workdir()
+    e = Engine(d)
+    try:
+        # Failures from another address do not lock the real user out of Basic.
+        for _ in range(6):
+            status, _, _, _ = raw(e, "GET", "/api/hosts", basic("admin", "guess-guess"), source="127.0.0.2")
+            assert status == 401
+        status, _, body, took = raw(e, "GET", "/api/hosts", basic("admin", e.admin_password))
+        assert status == 200 and took < 1, (status, body, took)
+        # The attacker's own next attempt still waits.
+        status, _, _, took = raw(e, "GET", "/api/hosts", basic("admin", "guess-guess"), source="127.0.0.2")
+        assert status == 401 and took >= 1.5, took
+        # 7 failures, one event (the next one, a minute later at the earliest, counts those not shown).
+        events = [ev["message"] for ev in e.get("/api/events")["events"] if "127.0.0.2" in ev["message"]]
+        assert events == ["failed login for user admin from 127.0.0.2"], events
+
+        # Parallel guesses from one address: a few are checked, the rest refused at once with Retry-After.
+        n = 12
+        ready = threading.Barrier(n)
+        results = []
+
+        def guess():
+            c = http.client.HTTPSConnection("127.0.0.1", e.port, context=e.ssl, timeout=60,
+                                            source_address=("127.0.0.3", 0))
+            c.connect()
+            ready.wait()
+            c.request("POST", "/sso/oauth/token", body=bad_login("admin"), headers=FORM)
+            r = c.getresponse()
+            results.append((r.status, r.getheader("Retry-After"), json.loads(r.read())["fault"]["reason"]))
+            c.close()
+        threads = [threading.Thread(target=guess) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        statuses = [s for s, _, _ in results]
+        assert statuses.count(429) >= n - 8 and statuses.count(401) <= 8, statuses
+        assert all(int(ra) >= 1 for s, ra, _ in results if s == 429), results
+        assert all(reason == "Too many requests" for s, _, reason in results if s == 429), results
+
+        # A flood of failed logins (each from its own address: no throttle holds it back) is hashed off the
+        # main loop: a request with a token stays fast meanwhile.
+        flood_done = threading.Event()
+        flood_status = []
+
+        def flood(k):
+            for i in range(k * 8, k * 8 + 8):
+                try:
+                    st, hd, bd, _ = raw(e, "POST", "/sso/oauth/token", FORM, bad_login(f"nobody{i}"),
+                                        source=f"127.1.{i // 200}.{i % 200 + 1}", timeout=10)
+                    flood_status.append(st)
+                    if st in (429, 503):
+                        assert "Retry-After" in hd and bd["fault"]["reason"] != "Internal error", (st, bd)
+                except OSError:
+                    flood_status.append(0)
+        floods = [threading.Thread(target=flood, args=(k,)) for k in range(16)]
+        for t in floods:
+            t.start()
+        times = []
+        conn = http.client.HTTPSConnection("127.0.0.1", e.port, context=e.ssl, timeout=30)
+        try:
+            while any(t.is_alive() for t in floods) or len(times) < 20:
+                t0 = time.monotonic()
+                conn.request("GET", "/api/hosts", headers={"Authorization": f"Bearer {e.token}"})
+                r = conn.getresponse()
+                r.read()
+                assert r.status == 200
+                times.append(time.monotonic() - t0)
+                time.sleep(0.02)
+        finally:
+            conn.close()
+        for t in floods:
+            t.join()
+        assert len(flood_status) == 128 and flood_status.count(401) >= 64, flood_status
+        times.sort()
+        p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+        assert p99 < 0.5, (p99, times[-5:], len(times))
+    finally:
+        assert e.stop() == 0
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_cli_follows_no_redirect(tmp_path):
+    """An engine URL that redirects elsewhere: the CLI stops, and neither its token nor a password travels."""
+    seen = []
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(dict(self.headers))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"hosts": []}')
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Elsewhere)
+
+    class Redirector(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.2:{other.server_port}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    first = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirector)
+    for srv in (other, first):
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{first.server_port}"
+        config = tmp_path / "config"
+        (config / "ferry").mkdir(parents=True)
+        fd = os.open(config / "ferry" / "tokens.json", os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({url: "a-token-that-must-stay-home"}, f)
+        env = dict(tls_client_env(), FERRY_ENGINE_URL=url, XDG_CONFIG_HOME=str(config))
+        r = ferry(env, "host", "list")
+        assert r.returncode != 0 and "redirect (307)" in r.stderr, r.stderr
+        pw = password_file(str(tmp_path), "x", "a-password-that-must-stay-home")
+        r = ferry(env, "login", "--user", "admin", "--password-file", pw)
+        assert r.returncode != 0 and "redirect (307)" in r.stderr, r.stderr
+        assert seen == [], seen
+    finally:
+        for srv in (other, first):
+            srv.shutdown()
+            srv.server_close()

@@ -227,6 +227,10 @@ def test_tls(cluster, workdir):
         # A client certificate from another CA is refused by the agent.
         r = ferry_rpc(agent.port, "Host", "ping2", extra=tls("rogue"), timeout=5)
         assert r.returncode == 2 and r.stderr.startswith("ferry-rpc: "), r.stderr
+        # A host's certificate, from the right CA, is no client: one host cannot drive another.
+        r = ferry_rpc(agent.port, "Host", "ping2", extra=tls("server"), timeout=5)
+        assert r.returncode == 2 and r.stderr.startswith("ferry-rpc: "), r.stderr
+        assert "client certificate refused: the client certificate is not the engine's" in agent.log_tail(50000)
         # Plain text on the TLS port gets nowhere either.
         r = ferry_rpc(agent.port, "Host", "ping2", timeout=3, extra=())
         assert r.returncode == 2 and r.stdout == "", r

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import make_workdir
 from enginetest import ENGINE_BIN, Engine, EngineCluster, HttpError
-from ferrytest import FERRY, Agent, Pki, tls_client_env, wait_for
+from ferrytest import AGENT_BIN, FERRY, Agent, Pki, tls_client_env, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +223,14 @@ def test_insecure_mode_is_plain_and_warned():
         codes = c.stop()
         shutil.rmtree(d, ignore_errors=True)
     assert all(code == 0 for code in codes.values()), codes
+
+
+def test_agent_refuses_relative_tls_paths(ec, tmp_path):
+    """Relative TLS files would be read against whatever directory the agent runs in: refused at start."""
+    os.symlink(ec.pki.ca, tmp_path / "ca.pem")
+    cert, key = ec.pki.issue("relhost", "127.0.0.1")
+    conf = tmp_path / "agent.conf"
+    conf.write_text(f"[agent]\nport = 0\ntls_cert = {cert}\ntls_key = {key}\ntls_ca = ca.pem\n")
+    r = subprocess.run([AGENT_BIN, "-c", str(conf), "--show-config"], capture_output=True, text=True, timeout=10,
+                       cwd=tmp_path)
+    assert r.returncode == 2 and "tls_ca 'ca.pem' is a relative path; give an absolute one" in r.stderr, r.stderr

@@ -252,6 +252,8 @@ static void test_commands(struct fixture *f, gconstpointer data)
         g_autoptr(json_t) loads = NULL;
         g_autofree char *user = NULL;
         bool pending = false;
+        json_t *load;
+        gint64 waiting = -1;
 
         g_assert_cmpint(engine_store_cmd_insert(f->st, "c1", "move_disk", NULL, "job1", NULL, params, "alice", 1, &error), ==, 0);
         g_assert_cmpint(engine_store_cmd_cancel_job(f->st, "job1", 2, &error), ==, 0);
@@ -265,9 +267,13 @@ static void test_commands(struct fixture *f, gconstpointer data)
         g_assert_cmpint(engine_store_cmd_mark_sent(f->st, "c2", "h1", "job-a", 4, cmd_data, 4, &error), ==, 0);
         g_assert_cmpint(engine_store_copy_loads(f->st, &loads, &error), ==, 0);
         g_assert_cmpuint(json_array_size(loads), ==, 1);
-        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(loads, 0), "host")), ==, "h1");
-        g_assert_cmpint(json_integer_value(json_object_get(json_array_get(loads, 0), "n")), ==, 1);
-        g_assert_cmpfloat(json_number_value(json_object_get(json_array_get(loads, 0), "b")), ==, 1000);
+        load = json_array_get(loads, 0);
+        g_assert_cmpstr(json_string_value(json_object_get(load, "host")), ==, "h1");
+        g_assert_cmpint(json_integer_value(json_object_get(load, "n")), ==, 1);
+        g_assert_cmpfloat(json_number_value(json_object_get(load, "b")), ==, 1000);
+        /* Sent: no longer waiting for a host. */
+        g_assert_cmpint(engine_store_copies_waiting_before(f->st, 100, &waiting, &error), ==, 0);
+        g_assert_cmpint(waiting, ==, 0);
         g_assert_cmpint(engine_store_cmd_insert(f->st, "c3", "remove_image", NULL, NULL, NULL, params, NULL, 5, &error), ==, 0);
         g_assert_cmpint(engine_store_cmd_removal_pending(f->st, "sd1", "i1", &pending, &error), ==, 0);
         g_assert_true(pending);
@@ -365,14 +371,15 @@ static void test_pg_upgrade_in_place(struct fixture *f, gconstpointer data)
         g_autoptr(json_t) sd = NULL;
         int latest = engine_store_schema_version(f->st);
 
-        g_assert_cmpint(latest, >=, 9);
+        g_assert_cmpint(latest, >=, 10);
         engine_store_close(f->st);
         f->st = NULL;
-        /* Back to schema 4: what migrations 5-9 made, gone. */
+        /* Back to schema 4: what migrations 5-10 made, gone. */
         pg_exec_in(f->path, "DROP INDEX disks_name; DROP TABLE vms, templates, disk_attachments, snapshots, users, tokens;"
                             "ALTER TABLE jobs DROP COLUMN correlation_id;"
                             "ALTER TABLE events DROP COLUMN correlation_id, DROP COLUMN user_name;"
                             "ALTER TABLE commands DROP COLUMN user_name;"
+                            "ALTER TABLE steps DROP COLUMN verified, DROP COLUMN checksum;"
                             "UPDATE ferry_schema SET version = 4");
         g_assert_cmpint(engine_store_open(f->path, &f->st, &error), ==, 0);
         g_assert_no_error(error);

@@ -57,6 +57,13 @@ static char *make_copy_data(struct engine *e, json_t *cmd, json_t *p, size_t i)
                                "dst", "sd", js(p, "sd"), "img", js(p, "img"), "vol", js(dst, "id"),
                                /* what the scheduler weighs: the estimate if the flow made one, else the capacity */
                                "bytes", json_object_get(dst, "bytes") ? ji(dst, "bytes") : ji(dst, "capacity"));
+        json_t *below = json_array();
+
+        /* A layer is verified by its guest view (its chain), so only once the layers below it are
+         * verified: their ids on the destination (ARCHITECTURE.md, verified copies). */
+        for (size_t j = 0; j < i; j++)
+                json_array_append_new(below, json_string(js(json_array_get(json_object_get(p, "volumes"), j), "id")));
+        json_object_set_new(cp, "below", below);
         g_autofree char *desc = g_strdup_printf("Copying volume %s to storage domain %s", js(src, "id"), js(p, "sd"));
         g_autofree char *step = engine_step_create(e, js(cmd, "job_id"), "copy_data", desc, json_number_value(json_object_get(dst, "data_weight")));
         char *id = engine_cmd_create(e, ENGINE_KIND_COPY_DATA, js(cmd, "id"), js(cmd, "job_id"), step, cp);

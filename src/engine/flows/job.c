@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * A job on a host: the leaf commands create_volume_container, remove_image,
- * remove_volume, prepare_merge and finalize_merge (on the SPM), and copy_data,
- * merge and sparsify_volume (on a host the scheduler picks; one volume,
- * params.dst, changed in place: the three share the recovery drawn below).
+ * A job on a host: the leaf commands create_volume_container,
+ * remove_image, remove_volume, prepare_merge and finalize_merge (on the SPM)
+ * and copy_data, merge and sparsify_volume (on a host the scheduler picks;
+ * "copy" below stands for any of these three: they share the recovery),
+ * and checksum_volume (any up host).
  *
  *     ""  ── pick host (SPM / scheduler), read the destination generation (copy) ──┐
  *      ▲          record host, agent job, generation ("sent") BEFORE the call   │
@@ -14,6 +15,12 @@
  *      │                                                                      ▼
  *      └──────────────── fenced (+3), or generation moved ◀── probe the destination through another host
  *                                                              (LEGAL at +1: done; lease held: wait, then fence)
+ *
+ * A copy done with verify_copies on goes through data.verify first (see
+ * "verification of a finished copy" below): done → checksums of source and
+ * destination → equal: LEGAL (+1), step verified | differ: ILLEGAL, retry.
+ * checksum_volume (POST /api/disks/{id}/checksum) is the same leaf with
+ * Volume.checksum on any up host.
  *
  * Cancel: a sent copy gets Job.abort (again every 30 s); one not sent yet
  * ends "cancelled". Metadata jobs whose SPM changed are decided from
@@ -42,7 +49,6 @@
 #define ji engine_ji
 #define jparse engine_jparse
 
-
 /*
  * Jobs that change one volume's data in place on a host the scheduler
  * picks, under that volume's lease and generation (params.dst): a copy into
@@ -69,6 +75,22 @@ static bool refused_everywhere(gint64 code)
                 if (codes[i] == code)
                         return true;
         return false;
+}
+
+/*
+ * The end of a leaf. A leaf that is a job's top command (checksum_volume,
+ * started by POST /api/disks/{id}/checksum) ends its job too: no flow above
+ * it would.
+ */
+static void leaf_finish(struct engine *e, json_t *cmd, bool ok, const char *why)
+{
+        g_autoptr(GError) store_error = NULL;
+
+        engine_cmd_finish(e, cmd, ok, why);
+        if (engine_cmd_kind(cmd) == ENGINE_KIND_CHECKSUM_VOLUME && !js(cmd, "parent_id") && js(cmd, "job_id") &&
+            engine_store_job_end(e->db, js(cmd, "job_id"), ok ? "finished" : ji(cmd, "cancel") ? "aborted" : "failed",
+                                 engine_now(), &store_error) < 0)
+                engine_not_recorded(&store_error, "the job's end", js(cmd, "id"));
 }
 
 static bool persistent(json_t *cmd)
@@ -101,7 +123,7 @@ static void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attem
                 return;
         }
         if (ji(cmd, "attempts") >= (gint64) max_attempts) {
-                engine_cmd_finish(e, cmd, false, why);
+                leaf_finish(e, cmd, false, why);
                 return;
         }
         exclude = json_is_array(exclude) ? json_copy(exclude) : json_array();
@@ -115,6 +137,21 @@ static void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attem
         if (engine_store_cmd_restart(e->db, js(cmd, "id"), data, engine_now(), &store_error) < 0)
                 engine_not_recorded(&store_error, "the retry", js(cmd, "id"));
         engine_kick(e);
+}
+
+static GHashTable *last_poll;          /* command id → monotonic µs of its last Host.getJobs (in memory) */
+
+/* From now on the job is asked about no sooner than poll_interval, unless an event reports its end. */
+static void poll_start(const char *cmd_id)
+{
+        gint64 *now = g_new(gint64, 1);
+
+        if (!last_poll)
+                last_poll = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        if (g_hash_table_size(last_poll) >= 100000)
+                g_hash_table_remove_all(last_poll);    /* forgotten ones are only asked sooner */
+        *now = g_get_monotonic_time();
+        g_hash_table_replace(last_poll, g_strdup(cmd_id), now);
 }
 
 /* What an event calls a leaf's agent job: "copy_data", "merge", "sparsify_volume" … */
@@ -140,6 +177,7 @@ static char *leaf_mark_sent(struct engine *e, json_t *cmd, const char *host, gin
                 g_free(job_id);
                 return NULL;   /* not recorded: do not call, try again next round */
         }
+        poll_start(js(cmd, "id"));
         return job_id;
 }
 
@@ -198,10 +236,24 @@ static void on_leaf_sent(struct engine *e, json_t *cmd, json_t *result, const GE
 }
 
 static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job);
+
+/* The job was asked about at least poll_interval ago (or never since it was sent): true, and counts a poll now. */
+static bool poll_due(struct engine *e, const char *cmd_id)
+{
+        gint64 now = g_get_monotonic_time();
+        gpointer last = g_hash_table_lookup(last_poll, cmd_id);
+
+        if (last && now - *(gint64 *) last < (gint64) e->config.poll_interval * 1000)
+                return false;
+        poll_start(cmd_id);
+        return true;
+}
 static void leaf_job_missing(struct engine *e, json_t *cmd);
 static void copy_lost(struct engine *e, json_t *cmd, json_t *data, const char *why);
 static void copy_probe(struct engine *e, json_t *cmd, json_t *data);
 static void fence_watch(struct engine *e, json_t *cmd, json_t *data);
+static void verify_watch(struct engine *e, json_t *cmd, json_t *data);
+static bool verify_begin(struct engine *e, json_t *cmd);
 
 static bool host_status_is(struct engine *e, const char *host, const char *status)
 {
@@ -261,6 +313,10 @@ static void leaf_watch(struct engine *e, json_t *cmd)
                         fence_watch(e, cmd, data);
                         return;
                 }
+                if (json_object_get(data, "verify")) {
+                        verify_watch(e, cmd, data);
+                        return;
+                }
                 bool stall_abort = json_is_true(json_object_get(data, "stall_abort"));
 
                 if ((ji(cmd, "cancel") || stall_abort) && engine_now() - ji(data, "abort_sent") >= 30 &&
@@ -283,6 +339,13 @@ static void leaf_watch(struct engine *e, json_t *cmd)
                         copy_lost(e, cmd, data, "the host is not responding");
                         return;
                 }
+        } else if (engine_cmd_kind(cmd) == ENGINE_KIND_CHECKSUM_VOLUME) {
+                if (host_status_is(e, js(cmd, "host"), "connecting"))
+                        return;
+                if (!host_is_up(e, js(cmd, "host"))) {
+                        leaf_retry_or_fail(e, cmd, 3, "the host is not up", true);
+                        return;
+                }
         } else {
                 g_autofree char *spm = engine_spm_host(e);
 
@@ -299,6 +362,10 @@ static void leaf_watch(struct engine *e, json_t *cmd)
         cached = engine_job_event(js(cmd, "agent_job_id"));
         if (cached && g_strcmp0(js(cached, "status"), "running") == 0)
                 leaf_job_finished(e, cmd, cached);
+        /* Asked when an event reported the job's end, else once per poll_interval: every other
+         * command's progress queues rounds, and a call per round per job was most of a move's calls. */
+        if (!engine_job_ended(js(cmd, "agent_job_id")) && !poll_due(e, js(cmd, "id")))
+                return;
         engine_cmd_call(e, cmd, js(cmd, "host"), "Host.getJobs",
                  json_pack("{s:[s]}", "job_ids", js(cmd, "agent_job_id")),
                  e->config.host_timeout, on_leaf_jobs, NULL, NULL);
@@ -367,7 +434,7 @@ static bool fence_expired(struct engine *e, json_t *cmd, json_t *data)
         why = g_strdup_printf("the copy on host %s could not be fenced within %u s (its lease is still held); "
                               "the destination stays ILLEGAL and is removed once the lease is free",
                               js(cmd, "host"), e->config.fence_timeout);
-        engine_cmd_finish(e, cmd, false, why);
+        leaf_finish(e, cmd, false, why);
         return true;
 }
 
@@ -420,7 +487,7 @@ static void on_copy_probe(struct engine *e, json_t *cmd, json_t *result, const G
         bool lost_long, missing = json_is_true(json_object_get(data, "missing"));
 
         if (error && (error->code == FY_ERR_VOLUME_DOES_NOT_EXIST || error->code == FY_ERR_IMAGE_DOES_NOT_EXIST)) {
-                engine_cmd_finish(e, cmd, false, "the destination volume is gone; the copy cannot complete");
+                leaf_finish(e, cmd, false, "the destination volume is gone; the copy cannot complete");
                 return;
         }
         if (fence_expired(e, cmd, data))
@@ -592,7 +659,7 @@ static void remove_image_start(struct engine *e, json_t *cmd, json_t *p)
                  * reuses the ids). Removing it now would destroy that disk. */
                 engine_event(e, "normal", js(cmd, "id"), "image %s on storage domain %s is in use again; "
                              "not removing it", js(p, "img"), js(p, "sd"));
-                engine_cmd_finish(e, cmd, true, NULL);
+                leaf_finish(e, cmd, true, NULL);
                 return;
         }
         job_id = spm_mark_sent(e, cmd, spm, &dc);
@@ -697,7 +764,7 @@ static void on_copy_generation(struct engine *e, json_t *cmd, json_t *result, co
         if (error) {
                 if (engine_is_transport_error(error))
                         return;        /* try again next round, maybe on another host */
-                engine_cmd_finish(e, cmd, false, error->message);
+                leaf_finish(e, cmd, false, error->message);
                 return;
         }
         gen = json_integer_value(json_object_get(result, "generation"));
@@ -719,7 +786,7 @@ static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
         double bytes;
 
         if (ji(cmd, "cancel")) {
-                engine_cmd_finish(e, cmd, false, "cancelled");
+                leaf_finish(e, cmd, false, "cancelled");
                 return;
         }
         if (ji(data, "next_try") > engine_now())
@@ -792,13 +859,32 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                         g_autoptr(json_t) p = jparse(cmd, "params");
                         json_t *dst = json_object_get(p, "dst");
 
+                        if (verify_begin(e, cmd))
+                                return;        /* declared done once both sides hash the same */
                         if (engine_store_volume_set_legal(e->db, js(dst, "vol"), js(dst, "sd"),
                                                           engine_generation_done(ji(cmd, "generation")), &store_error) < 0) {
                                 engine_not_recorded(&store_error, "the volume's legality", js(cmd, "id"));
                                 return;        /* decided again from the job next round */
                         }
                 }
-                engine_cmd_finish(e, cmd, true, NULL);
+                if (kind == ENGINE_KIND_CHECKSUM_VOLUME) {
+                        json_t *res = json_object_get(job, "result");
+                        g_autoptr(json_t) p = jparse(cmd, "params");
+
+                        if (!js(res, "checksum") || strlen(js(res, "checksum")) > 256) {
+                                leaf_finish(e, cmd, false, "the host's checksum job has no usable result");
+                                return;
+                        }
+                        if (engine_store_step_set_checksum(e->db, js(cmd, "step_id"), js(res, "checksum"), false,
+                                                           &store_error) < 0) {
+                                engine_not_recorded(&store_error, "the checksum", js(cmd, "id"));
+                                return;
+                        }
+                        engine_event(e, "normal", js(cmd, "id"), "volume %s: blake2b %s (%" G_GINT64_FORMAT " bytes, generation %"
+                                     G_GINT64_FORMAT ")", js(p, "vol"), js(res, "checksum"),
+                                     ji(res, "size"), ji(res, "generation"));
+                }
+                leaf_finish(e, cmd, true, NULL);
         } else if (strcmp(status, "failed") == 0 || strcmp(status, "aborted") == 0) {
                 json_t *err = json_object_get(job, "error");
                 gint64 code = ji(err, "code");
@@ -820,11 +906,13 @@ static void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                 /* A copy that lost its generation race or was aborted is not retried blindly,
                  * unless the engine aborted it for stalling (stall.c) and nobody cancelled it. */
                 /* Out of space stays out of space on any host. */
-                if (host_job(kind) && !refused_everywhere(code) &&
-                    (strcmp(status, "aborted") != 0 || engine_stall_abort(cmd)))
+                if (kind == ENGINE_KIND_CHECKSUM_VOLUME && code != FY_ERR_GENERATION_MISMATCH && code != FY_ERR_COPY)
+                        leaf_retry_or_fail(e, cmd, 3, why, true);        /* another host reads it */
+                else if (host_job(kind) && !refused_everywhere(code) &&
+                         (strcmp(status, "aborted") != 0 || engine_stall_abort(cmd)))
                         leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
                 else
-                        engine_cmd_finish(e, cmd, false, why);
+                        leaf_finish(e, cmd, false, why);
         } else {
                 double progress = json_number_value(json_object_get(job, "progress"));
 
@@ -905,7 +993,7 @@ static void on_removed_verify(struct engine *e, json_t *cmd, json_t *result, con
         if (engine_is_transport_error(error))
                 return;
         if (error && error->code == FY_ERR_IMAGE_DOES_NOT_EXIST)
-                engine_cmd_finish(e, cmd, true, NULL);        /* gone is success */
+                leaf_finish(e, cmd, true, NULL);        /* gone is success */
         else
                 leaf_retry_or_fail(e, cmd, 5, "image removal did not finish", false);
 }
@@ -938,6 +1026,11 @@ static void leaf_job_missing(struct engine *e, json_t *cmd)
                 copy_probe(e, cmd, data);
                 return;
         }
+        if (kind == ENGINE_KIND_CHECKSUM_VOLUME) {
+                /* Nothing was written: hash it again, on another host if one is up. */
+                leaf_retry_or_fail(e, cmd, 3, "the host no longer knows the checksum job", true);
+                return;
+        }
         spm = engine_spm_host(e);
         if (!spm)
                 return;        /* after the election */
@@ -954,6 +1047,301 @@ static void leaf_job_missing(struct engine *e, json_t *cmd)
                 return;
         }
         verify_volume_created(e, cmd, spm);
+}
+
+/*
+ * ---- verification of a finished copy (issue 16) ----
+ *
+ * A copy whose job ended done is not declared done yet: the source and the
+ * destination are hashed (Volume.checksum, the guest-visible content), the
+ * destination on another host than the copier where one is up, so the check
+ * is an independent read. data.verify records both sides (host, agent job,
+ * generation, digest once known) before any checksum is sent; a restart
+ * finds it and the next round asks the hosts about those jobs (a job the
+ * host does not know is sent, again with the same id: JOB_EXISTS means it
+ * arrived). Equal digests: done, the step records verified and the digest.
+ * Different: the destination is marked ILLEGAL and the copy is tried again
+ * (copy_attempts). A checksum job that fails or whose host is lost is tried
+ * again on another host, VERIFY_TRIES times per side.
+ */
+#define VERIFY_TRIES 3
+
+static const char *const verify_sides[] = { "src", "dst" };
+
+static json_t *checksum_params(json_t *ep, const char *job_id, gint64 generation)
+{
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "job_id", job_id, "sd_id", js(ep, "sd"),
+                              "img_id", js(ep, "img"), "vol_id", js(ep, "vol"), "algorithm", "blake2b");
+
+        if (generation >= 0)
+                json_object_set_new(o, "generation", json_integer(generation));
+        return o;
+}
+
+static json_t *verify_side_new(const char *host, gint64 generation)
+{
+        g_autofree char *job = fy_uuid_new();
+        json_t *s = json_pack("{s:s, s:s, s:i}", "host", host, "job", job, "tries", 1);
+
+        if (generation >= 0)
+                json_object_set_new(s, "generation", json_integer(generation));
+        return s;
+}
+
+/* Starts verification of a copy whose job is done; false when it is off for this copy. */
+static bool verify_begin(struct engine *e, json_t *cmd)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        g_autofree char *dst_host = NULL;
+        const char *copier = js(cmd, "host");
+
+        if (!e->config.verify_copies || json_is_false(json_object_get(p, "verify")))
+                return false;
+        dst_host = other_usable_host(e, copier);
+        if (!dst_host)
+                dst_host = g_strdup(copier);   /* the only host up: still catches a bad write, not a bad read */
+        json_object_set_new(data, "verify", json_pack("{s:o, s:o}",
+                                                      "src", verify_side_new(host_is_up(e, copier) ? copier : dst_host, -1),
+                                                      "dst", verify_side_new(dst_host, engine_generation_done(ji(cmd, "generation")))));
+        engine_event(e, "normal", js(cmd, "id"), "copy of volume %s done on host %s; verifying: source on host %s, "
+                     "destination on host %s", js(json_object_get(p, "src"), "vol"), copier,
+                     js(json_object_get(json_object_get(data, "verify"), "src"), "host"), dst_host);
+        leaf_save(e, cmd, data);       /* recorded before any checksum is sent; the next round sends them */
+        engine_kick(e);
+        return true;
+}
+
+/* The side's checksum failed or its host is gone: another host, a bounded number of times. */
+static void verify_side_retry(struct engine *e, json_t *cmd, json_t *data, const char *side, const char *why)
+{
+        json_t *v = json_object_get(data, "verify");
+        json_t *s = json_object_get(v, side);
+        g_autofree char *host = other_usable_host(e, js(s, "host"));
+        g_autofree char *job = fy_uuid_new();
+
+        if (ji(s, "tries") >= VERIFY_TRIES) {
+                g_autofree char *msg = g_strdup_printf("the copy could not be verified: checksum of the %s failed %d times (%s)",
+                                                       strcmp(side, "src") == 0 ? "source" : "destination", VERIFY_TRIES, why);
+
+                leaf_finish(e, cmd, false, msg);
+                return;
+        }
+        if (!host)
+                host = g_strdup(js(s, "host"));
+        engine_event(e, "warning", js(cmd, "id"), "checksum of the %s on host %s: %s; trying again on host %s",
+                     side, js(s, "host"), why, host);
+        json_object_set_new(s, "host", json_string(host));
+        json_object_set_new(s, "job", json_string(job));
+        json_object_set_new(s, "tries", json_integer(ji(s, "tries") + 1));
+        leaf_later(e, cmd, data, 1);
+}
+
+static void on_marked_illegal(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        json_t *v = json_object_get(data, "verify");
+        g_autofree char *why = g_strdup_printf("checksum mismatch: source %s, destination %s",
+                                               js(json_object_get(v, "src"), "checksum"),
+                                               js(json_object_get(v, "dst"), "checksum"));
+
+        if (engine_is_transport_error(error))
+                return;        /* sent again next round (still recorded as a mismatch) */
+        if (error)
+                g_message("marking the destination of %s ILLEGAL: %s", js(cmd, "id"), error->message);
+        /* The retry rewrites the destination from scratch at the generation it finds. */
+        leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
+}
+
+static void verify_mismatch(struct engine *e, json_t *cmd, json_t *data)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        json_t *dst = json_object_get(p, "dst");
+        json_t *d = json_object_get(json_object_get(data, "verify"), "dst");
+        g_autofree char *job = fy_uuid_new();
+
+        if (!json_is_true(json_object_get(data, "mismatch"))) {
+                json_object_set_new(data, "mismatch", json_true());
+                leaf_save(e, cmd, data);
+                engine_event(e, "warning", js(cmd, "id"), "copy of volume %s: the destination's checksum %s differs from the "
+                             "source's %s; marking it ILLEGAL and copying again", js(json_object_get(p, "src"), "vol"),
+                             js(d, "checksum"), js(json_object_get(json_object_get(data, "verify"), "src"), "checksum"));
+        }
+        /* ILLEGAL on storage too, so nothing uses it (and its checksum is refused) until a copy is done. */
+        engine_cmd_call(e, cmd, js(d, "host"), "SDM.update_volume",
+                 json_pack("{s:s, s:{s:s, s:s, s:s, s:I}, s:{s:s}}", "job_id", job,
+                           "vol_info", "sd_id", js(dst, "sd"), "img_id", js(dst, "img"), "vol_id", js(dst, "vol"),
+                           "generation", (json_int_t) ji(d, "generation"),
+                           "vol_attr", "legality", "ILLEGAL"),
+                 e->config.host_timeout, on_marked_illegal, NULL, NULL);
+}
+
+static void verify_decide(struct engine *e, json_t *cmd, json_t *data)
+{
+        json_t *v = json_object_get(data, "verify");
+        const char *src_sum = js(json_object_get(v, "src"), "checksum");
+        const char *dst_sum = js(json_object_get(v, "dst"), "checksum");
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        json_t *dst = json_object_get(p, "dst");
+        g_autoptr(GError) store_error = NULL;
+
+        if (strcmp(src_sum, dst_sum) != 0) {
+                verify_mismatch(e, cmd, data);
+                return;
+        }
+        if (engine_store_volume_set_legal(e->db, js(dst, "vol"), js(dst, "sd"),
+                                          engine_generation_done(ji(cmd, "generation")), &store_error) < 0 ||
+            engine_store_step_set_checksum(e->db, js(cmd, "step_id"), dst_sum, true, &store_error) < 0) {
+                engine_not_recorded(&store_error, "the verified copy", js(cmd, "id"));
+                return;        /* decided again next round */
+        }
+        engine_event(e, "normal", js(cmd, "id"), "copy of volume %s verified: blake2b %s", js(json_object_get(p, "src"), "vol"),
+                     dst_sum);
+        leaf_finish(e, cmd, true, NULL);
+}
+
+static void on_checksum_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        const char *side = extra;
+        g_autoptr(json_t) data = jparse(cmd, "data");
+
+        if (!error || engine_is_transport_error(error) || error->code == FY_ERR_JOB_EXISTS) {
+                engine_kick(e);
+                return;        /* watched (or asked about) next round */
+        }
+        if (json_object_get(data, "verify"))
+                verify_side_retry(e, cmd, data, side, error->message);
+}
+
+static void on_verify_jobs(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        const char *side = extra;
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        g_autoptr(json_t) p = NULL;
+        json_t *v = json_object_get(data, "verify");
+        json_t *s = json_object_get(v, side);
+        json_t *job;
+
+        if (!s || json_is_true(json_object_get(data, "mismatch")) || js(s, "checksum"))
+                return;        /* this round's answer came late */
+        if (error) {
+                if (!host_is_up(e, js(s, "host")))
+                        verify_side_retry(e, cmd, data, side, error->message);
+                return;        /* asked again next round */
+        }
+        job = json_object_get(result, js(s, "job"));
+        if (!job) {
+                /* Not sent yet (recorded first), or sent before a restart and lost with an agent restart. */
+                p = jparse(cmd, "params");
+                engine_cmd_call(e, cmd, js(s, "host"), "Volume.checksum",
+                         checksum_params(json_object_get(p, side), js(s, "job"),
+                                         json_is_integer(json_object_get(s, "generation")) ? ji(s, "generation") : -1),
+                         e->config.host_timeout, on_checksum_sent, (void *) side, NULL);
+                return;
+        }
+        if (g_strcmp0(js(job, "status"), "done") == 0) {
+                json_t *res = json_object_get(job, "result");
+
+                if (!js(res, "checksum") || strlen(js(res, "checksum")) > 256) {
+                        verify_side_retry(e, cmd, data, side, "the host's checksum job has no usable result");
+                        return;
+                }
+                json_object_set_new(s, "checksum", json_string(js(res, "checksum")));
+                leaf_save(e, cmd, data);
+                if (js(json_object_get(v, "src"), "checksum") && js(json_object_get(v, "dst"), "checksum"))
+                        verify_decide(e, cmd, data);
+        } else if (g_strcmp0(js(job, "status"), "failed") == 0 || g_strcmp0(js(job, "status"), "aborted") == 0) {
+                json_t *err = json_object_get(job, "error");
+                g_autofree char *why = g_strdup_printf("%s (code %" G_GINT64_FORMAT ")",
+                                                       js(err, "message") ? js(err, "message") : "no message", ji(err, "code"));
+
+                if (strcmp(side, "dst") == 0 && ji(err, "code") == FY_ERR_GENERATION_MISMATCH) {
+                        /* Someone wrote the destination after this copy: what was copied is not there any more. */
+                        leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, false);
+                        return;
+                }
+                verify_side_retry(e, cmd, data, side, why);
+        }
+}
+
+/*
+ * A layer of a chain copied layer by layer: its checksum reads the chain
+ * below it, so it is compared once the layers below are verified (LEGAL in
+ * the inventory) — bottom up, each layer's guest view against the source's.
+ */
+static bool verify_below_ready(struct engine *e, json_t *cmd)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        json_t *below = json_object_get(p, "below");
+        const char *sd = js(json_object_get(p, "dst"), "sd");
+
+        for (size_t i = 0; i < json_array_size(below); i++) {
+                g_autofree char *legality = engine_store_volume_legality(e->db, json_string_value(json_array_get(below, i)),
+                                                                         sd, NULL);
+
+                if (g_strcmp0(legality, "LEGAL") != 0) {
+                        engine_step_wait(e, js(cmd, "step_id"), "copied; verifying after the layers below it");
+                        return false;
+                }
+        }
+        return true;
+}
+
+static void verify_watch(struct engine *e, json_t *cmd, json_t *data)
+{
+        json_t *v = json_object_get(data, "verify");
+
+        if (ji(cmd, "cancel")) {
+                leaf_finish(e, cmd, false, "cancelled");
+                return;
+        }
+        if (json_is_true(json_object_get(data, "mismatch"))) {
+                verify_mismatch(e, cmd, data);
+                return;
+        }
+        if (!verify_below_ready(e, cmd))
+                return;
+        for (size_t i = 0; i < G_N_ELEMENTS(verify_sides); i++) {
+                json_t *s = json_object_get(v, verify_sides[i]);
+
+                if (js(s, "checksum"))
+                        continue;
+                if (!host_is_up(e, js(s, "host")) && !host_status_is(e, js(s, "host"), "connecting")) {
+                        verify_side_retry(e, cmd, data, verify_sides[i], "the host is not up");
+                        return;
+                }
+                /* Like a copy's job: asked when an event reports its end, else once per poll_interval. */
+                g_autofree char *key = g_strdup_printf("%s/%s", js(cmd, "id"), verify_sides[i]);
+
+                if (!engine_job_ended(js(s, "job")) && !poll_due(e, key))
+                        continue;
+                engine_cmd_call(e, cmd, js(s, "host"), "Host.getJobs", json_pack("{s:[s]}", "job_ids", js(s, "job")),
+                         e->config.host_timeout, on_verify_jobs, (void *) verify_sides[i], NULL);
+        }
+}
+
+/* checksum_volume (ferry disk checksum): Volume.checksum of the disk's active volume on any host up. */
+static void checksum_volume_start(struct engine *e, json_t *cmd, json_t *p)
+{
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        g_autofree char *host = NULL;
+        g_autofree char *job_id = NULL;
+
+        if (ji(data, "next_try") > engine_now())
+                return;
+        host = engine_pick_copy_host(e, json_object_get(data, "exclude"));
+        if (!host && json_array_size(json_object_get(data, "exclude")) > 0)
+                host = engine_pick_copy_host(e, NULL);
+        if (!host) {
+                engine_step_wait(e, js(cmd, "step_id"), "waiting for a host");
+                return;
+        }
+        job_id = leaf_mark_sent(e, cmd, host, ji(p, "generation"));
+        if (!job_id)
+                return;
+        engine_step_update(e, js(cmd, "step_id"), "started", 0, host);
+        engine_cmd_call(e, cmd, host, "Volume.checksum", checksum_params(p, job_id, ji(p, "generation")),
+                 e->config.host_timeout, on_leaf_sent, NULL, NULL);
 }
 
 static void leaf_advance(struct engine *e, json_t *cmd)
@@ -976,6 +1364,9 @@ static void leaf_advance(struct engine *e, json_t *cmd)
         case ENGINE_KIND_SPARSIFY_VOLUME:
                 copy_data_start(e, cmd, p);
                 break;
+        case ENGINE_KIND_CHECKSUM_VOLUME:
+                checksum_volume_start(e, cmd, p);
+                break;
         case ENGINE_KIND_PREPARE_MERGE:
         case ENGINE_KIND_FINALIZE_MERGE:
         case ENGINE_KIND_REMOVE_VOLUME:
@@ -996,4 +1387,5 @@ void engine_flow_job_init(void)
         engine_flow_register(ENGINE_KIND_PREPARE_MERGE, leaf_advance, false);
         engine_flow_register(ENGINE_KIND_FINALIZE_MERGE, leaf_advance, false);
         engine_flow_register(ENGINE_KIND_REMOVE_VOLUME, leaf_advance, false);
+        engine_flow_register(ENGINE_KIND_CHECKSUM_VOLUME, leaf_advance, false);
 }

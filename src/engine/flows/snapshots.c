@@ -3,7 +3,7 @@
  * Snapshot removal (a cold merge per disk), snapshot restore and disk
  * sparsify (DESIGN §7–§8). The actions (vm_actions.c, actions.c) lock the
  * VM and its disks and start the top-level command; the leaves are the
- * coordinator's (commands.c), so a lost merging or sparsifying host is
+ * ones of flows/job.c (a job on a host), so a lost merging or sparsifying host is
  * handled as a lost copy is: decided from the volume, fenced, retried on
  * another host.
  *

@@ -133,6 +133,15 @@ int engine_store_volume_delete(struct engine_store *st, const char *id, const ch
         return store_exec(st, error, "DELETE FROM volumes WHERE id = ? AND sd_id = ?", "ss", id, sd);
 }
 
+char *engine_store_volume_legality(struct engine_store *st, const char *id, const char *sd, GError **error)
+{
+        g_autoptr(json_t) row = store_query_one(st, error, "SELECT legality FROM volumes WHERE id = ? AND sd_id = ?",
+                                                "ss", id, sd);
+
+        return row && json_string_value(json_object_get(row, "legality")) ?
+               g_strdup(json_string_value(json_object_get(row, "legality"))) : NULL;
+}
+
 int engine_store_volume_set_legal(struct engine_store *st, const char *id, const char *sd, gint64 generation,
                                   GError **error)
 {

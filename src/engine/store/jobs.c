@@ -83,6 +83,13 @@ int engine_store_step_set_detail(struct engine_store *st, const char *id, const 
         return store_exec(st, error, "UPDATE steps SET detail = ? WHERE id = ?", "ss", detail, id);
 }
 
+int engine_store_step_set_checksum(struct engine_store *st, const char *id, const char *checksum, bool verified,
+                                   GError **error)
+{
+        return store_exec(st, error, "UPDATE steps SET verified = ?, checksum = ? WHERE id = ?", "iss", (gint64) verified,
+                          checksum, id);
+}
+
 int engine_store_step_wait(struct engine_store *st, const char *id, const char *why, bool only_pending, GError **error)
 {
         if (only_pending)

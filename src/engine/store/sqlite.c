@@ -107,7 +107,10 @@ static const char *const migrations[] = {
         "ALTER TABLE events ADD COLUMN user_name TEXT;",
         /* 8: who started a command (children inherit it): the events of its flow name them */
         "ALTER TABLE commands ADD COLUMN user_name TEXT;",
-        /* 9: GET /api/disks?search=name=...: the disks of a name, in id order for keyset paging */
+        /* 9: a copy step verified by checksum (issue 16) and its digest */
+        "ALTER TABLE steps ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE steps ADD COLUMN checksum TEXT;",
+        /* 10: GET /api/disks?search=name=...: the disks of a name, in id order for keyset paging */
         "CREATE INDEX disks_name ON disks(name, id);",
 };
 

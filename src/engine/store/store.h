@@ -113,7 +113,7 @@ json_t *engine_store_user_list(struct engine_store *st, GError **error) STORE_MU
 /* -EEXIST when the name is taken. */
 int engine_store_user_insert(struct engine_store *st, const char *name, const char *hash, const char *role,
                              gint64 created, GError **error) STORE_MUST;
-/* -ENOENT when there is no such user. */
+/* Both end every token of the user; -ENOENT when there is no such user. */
 int engine_store_user_set_hash(struct engine_store *st, const char *name, const char *hash, GError **error) STORE_MUST;
 int engine_store_user_set_role(struct engine_store *st, const char *name, const char *role, GError **error) STORE_MUST;
 /* The user and every token of theirs; -ENOENT when there is no such user. */
@@ -199,6 +199,8 @@ int engine_store_volume_delete(struct engine_store *st, const char *id, const ch
 /* LEGAL; with generation >= 0 also that generation. */
 int engine_store_volume_set_legal(struct engine_store *st, const char *id, const char *sd, gint64 generation,
                                   GError **error) STORE_MUST;
+/* The volume row's legality ("LEGAL", "ILLEGAL"), NULL if there is no such row. */
+char *engine_store_volume_legality(struct engine_store *st, const char *id, const char *sd, GError **error) STORE_MUST;
 int engine_store_volume_set_illegal(struct engine_store *st, const char *id, const char *sd, GError **error) STORE_MUST;
 
 /* ---- jobs and steps (jobs.c) ---- */
@@ -223,6 +225,9 @@ int engine_store_step_update(struct engine_store *st, const char *id, const char
                              const char *host, gint64 now, GError **error) STORE_MUST;
 /* What a started step is doing besides its progress ("stalled"), or NULL; its status stays. */
 int engine_store_step_set_detail(struct engine_store *st, const char *id, const char *detail, GError **error) STORE_MUST;
+/* A step's digest (a checksum job's, or a copy's whose source and destination hashed the same: verified). */
+int engine_store_step_set_checksum(struct engine_store *st, const char *id, const char *checksum, bool verified,
+                                   GError **error) STORE_MUST;
 /* A step that cannot start says why ("waiting for a host"); only_pending: not one that started before. */
 int engine_store_step_wait(struct engine_store *st, const char *id, const char *why, bool only_pending,
                            GError **error) STORE_MUST;

@@ -21,12 +21,29 @@ int engine_store_user_insert(struct engine_store *st, const char *name, const ch
                           name, hash, role, created);
 }
 
-/* Changes one column of an existing user; -ENOENT when there is none. */
+/*
+ * Changes one column of an existing user and ends every token of theirs in
+ * the same transaction: a token must not outlive the password or the role
+ * it was issued under. -ENOENT when there is no such user.
+ */
 static int user_set(struct engine_store *st, const char *sql, const char *name, const char *value, GError **error)
 {
-        if (store_exec(st, error, sql, "ss", value, name) < 0)
+        int r;
+
+        if (engine_store_begin(st, error) < 0)
                 return -EIO;
-        return store_changes(st) > 0 ? 0 : -ENOENT;
+        if (store_exec(st, error, sql, "ss", value, name) < 0) {
+                engine_store_rollback(st);
+                return -EIO;
+        }
+        r = store_changes(st) > 0 ? 0 : -ENOENT;
+        if (store_exec(st, error, "DELETE FROM tokens WHERE user_name = ?", "s", name) < 0) {
+                engine_store_rollback(st);
+                return -EIO;
+        }
+        if (engine_store_commit(st, error) < 0)
+                return -EIO;
+        return r;
 }
 
 int engine_store_user_set_hash(struct engine_store *st, const char *name, const char *hash, GError **error)
