@@ -101,6 +101,25 @@ static json_t *volume_spec(const char *id, const char *parent, gint64 capacity, 
                          "structure_weight", structure_weight, "data_weight", data_weight);
 }
 
+/* The disk a request names, or NULL with 404 (or the store's error); with idle, 409 unless it is ok. */
+static json_t *disk_by_id(struct engine *e, const char *disk_id, bool idle, GError **error)
+{
+        json_t *disk;
+
+        if (!fy_uuid_is_valid(disk_id))
+                return fail(error, 404, "no disk %.64s", disk_id);
+        disk = engine_store_disk_get(e->db, disk_id, error);
+        if (!disk)
+                return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
+        if (idle && strcmp(js(disk, "status"), "ok") != 0) {
+                fail(error, 409, "disk %s is %s; wait until its current operation ends", js(disk, "name"),
+                     js(disk, "status"));
+                json_decref(disk);
+                return NULL;
+        }
+        return disk;
+}
+
 json_t *engine_disk_create(struct engine *e, json_t *body, GError **error)
 {
         g_autoptr(json_t) sd = NULL;
@@ -201,9 +220,9 @@ json_t *engine_disk_move(struct engine *e, const char *disk_id, json_t *body, bo
                 return fail(error, 404, "no disk %.64s", disk_id);
         if (!keep_source && engine_disk_owner_check(e, disk_id, false, error) < 0)
                 return NULL;
-        disk = engine_store_disk_get(e->db, disk_id, error);
+        disk = disk_by_id(e, disk_id, false, error);
         if (!disk)
-                return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
+                return NULL;
         sd = body_sd(e, body, "storage_domain", error);
         if (!sd)
                 return NULL;
@@ -312,16 +331,11 @@ json_t *engine_disk_checksum(struct engine *e, const char *disk_id, GError **err
         g_autofree char *cmd = NULL;
         json_t *leaf;
 
-        if (!fy_uuid_is_valid(disk_id))
-                return fail(error, 404, "no disk %.64s", disk_id);
-        disk = engine_store_disk_get(e->db, disk_id, error);
-        if (!disk)
-                return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
         /* Not locked: a checksum writes nothing. The volume's generation is sent with it, so a
          * write that starts meanwhile (a move, an upload) fails the checksum instead of mixing. */
-        if (strcmp(js(disk, "status"), "ok") != 0)
-                return fail(error, 409, "disk %s is %s; wait until its current operation ends", js(disk, "name"),
-                            js(disk, "status"));
+        disk = disk_by_id(e, disk_id, true, error);
+        if (!disk)
+                return NULL;
         vols = engine_store_volume_list(e->db, disk_id, js(disk, "sd_id"), error);
         if (!vols)
                 return NULL;
@@ -362,9 +376,9 @@ json_t *engine_disk_remove(struct engine *e, const char *disk_id, GError **error
                 return fail(error, 404, "no disk %.64s", disk_id);
         if (engine_disk_owner_check(e, disk_id, true, error) < 0)
                 return NULL;
-        disk = engine_store_disk_get(e->db, disk_id, error);
+        disk = disk_by_id(e, disk_id, false, error);
         if (!disk)
-                return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
+                return NULL;
         if (strcmp(js(disk, "status"), "locked") == 0)
                 return fail(error, 409, "disk %s is locked by a running operation", js(disk, "name"));
         desc = g_strdup_printf("Removing disk %s", js(disk, "name"));
@@ -401,14 +415,9 @@ json_t *engine_disk_sparsify(struct engine *e, const char *disk_id, GError **err
         size_t i;
         json_t *v;
 
-        if (!fy_uuid_is_valid(disk_id))
-                return fail(error, 404, "no disk %.64s", disk_id);
-        disk = engine_store_disk_get(e->db, disk_id, error);
+        disk = disk_by_id(e, disk_id, true, error);
         if (!disk)
-                return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
-        if (strcmp(js(disk, "status"), "ok") != 0)
-                return fail(error, 409, "disk %s is %s; wait until its current operation ends", js(disk, "name"),
-                            js(disk, "status"));
+                return NULL;
         vols = engine_disk_volumes(e, disk);
         json_array_foreach(vols, i, v) {
                 if (strcmp(js(v, "legality"), "LEGAL") != 0)
