@@ -23,7 +23,7 @@ static const struct cli_command cli_commands[] = {
         { "host", "add", cli_host_add, "host add --address ADDR [--port P] [--name N] [--wait]" },
         { "host", "remove", cli_host_remove, "host remove HOST (in maintenance, not the SPM, nothing running)" },
         { "sd", "list", cli_sd_list, "sd list" },
-        { "disk", "list", cli_disk_list, "disk list" },
+        { "disk", "list", cli_disk_list, "disk list [--max N] [--search name=NAME] [--page TOKEN]" },
         { "disk", "show", cli_disk_show, "disk show DISK" },
         { "disk", "create", cli_disk_create,
           "disk create --name N --size SIZE --sd SD [--format raw|cow] [--sparse|--preallocated] [--volumes N] [--wait]" },

@@ -15,7 +15,7 @@
 static const struct fy_option options[] = {
         { "listen_address", FY_OPT_STRING, "127.0.0.1", 1, 255, O(listen_address), "address of the REST API" },
         { "port", FY_OPT_UINT, "8443", 0, 65535, O(port), "TCP port of the REST API (0 picks a free one)" },
-        { "db", FY_OPT_STRING, "/var/lib/ferry/engine/engine.db", 1, 4096, O(db), "SQLite database file of the inventory" },
+        { "db", FY_OPT_STRING, "/var/lib/ferry/engine/engine.db", 1, 4096, O(db), "the inventory: a SQLite file, or PostgreSQL (postgresql:// URI or libpq key=value string)" },
         { "insecure", FY_OPT_BOOL, "false", 0, 0, O(insecure), "serve the REST API over plain HTTP, for development only (anyone on the path reads and forges requests)" },
         { "tls_cert", FY_OPT_STRING, "", 0, 4096, O(tls_cert), "PEM certificate of the engine (HTTPS, and the client certificate to agents); 'ferry pki init' makes engine.pem" },
         { "tls_key", FY_OPT_STRING, "", 0, 4096, O(tls_key), "PEM private key of tls_cert" },

@@ -127,8 +127,8 @@ int main(int argc, char **argv)
                 g_warning("agent_insecure=true: agents are reached over plain TCP without certificates. "
                           "For development only");
         g_message("ferry-engine %s listening on %s://%s:%u, database %s (schema %d), %u host(s)",
-                  FERRY_VERSION, e->config.insecure ? "http" : "https", e->config.listen_address, e->port, e->config.db,
-                  engine_store_schema_version(e->db), g_hash_table_size(e->hosts));
+                  FERRY_VERSION, e->config.insecure ? "http" : "https", e->config.listen_address, e->port,
+                  engine_store_describe(e->db), engine_store_schema_version(e->db), g_hash_table_size(e->hosts));
 
         g_unix_signal_add(SIGTERM, on_signal, e);
         g_unix_signal_add(SIGINT, on_signal, e);

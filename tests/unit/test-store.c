@@ -1,21 +1,98 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * The engine's store on its SQLite backend, in process: typed functions
+ * The engine's store on each backend, in process: typed functions
  * round-trip, a transaction is all or nothing (a write that failed inside
  * makes the commit fail and roll back), conditional locks refuse what
- * moved on, and a database of an older schema upgrades in place.
+ * moved on, and a database of an older schema upgrades in place. The
+ * PostgreSQL cases run against a real PostgreSQL 15 cluster the test
+ * starts in a temp folder (scripts/pg-test-cluster), one database per test.
  */
 #include <errno.h>
 #include <glib/gstdio.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
+#include "config.h"
 #include "store/store.h"
+
+#ifdef FERRY_HAVE_POSTGRESQL
+#include <libpq-fe.h>
+
+static char *pg_dir;          /* the cluster's folder */
+static char *pg_admin;        /* connection string of its database "postgres" */
+#endif
 
 struct fixture {
         char *dir;
-        char *path;
+        char *path;           /* SQLite: the file; PostgreSQL: the connection string */
+        char *pg_name;        /* PostgreSQL: the test's database */
         struct engine_store *st;
 };
+
+#ifdef FERRY_HAVE_POSTGRESQL
+static char *cluster_script(void)
+{
+        return g_test_build_filename(G_TEST_DIST, "..", "..", "scripts", "pg-test-cluster", NULL);
+}
+
+static void pg_admin_exec(const char *sql)
+{
+        PGconn *c = PQconnectdb(pg_admin);
+        PGresult *res;
+
+        g_assert_cmpint(PQstatus(c), ==, CONNECTION_OK);
+        res = PQexec(c, sql);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+                g_error("%s: %s", sql, PQresultErrorMessage(res));
+        PQclear(res);
+        PQfinish(c);
+}
+
+static void pg_exec_in(const char *conninfo, const char *sql)
+{
+        PGconn *c = PQconnectdb(conninfo);
+        PGresult *res;
+
+        g_assert_cmpint(PQstatus(c), ==, CONNECTION_OK);
+        res = PQexec(c, sql);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+                g_error("%s: %s", sql, PQresultErrorMessage(res));
+        PQclear(res);
+        PQfinish(c);
+}
+
+/* A fresh database in the cluster; its connection string. */
+static char *pg_new_database(char **ret_name)
+{
+        static unsigned n;
+        g_autofree char *name = g_strdup_printf("store_%u", ++n);
+        g_autofree char *create = g_strdup_printf("CREATE DATABASE %s", name);
+        g_autofree char *base = g_strndup(pg_admin, strlen(pg_admin) - strlen("postgres"));
+
+        pg_admin_exec(create);
+        *ret_name = g_steal_pointer(&name);
+        return g_strconcat(base, *ret_name, NULL);
+}
+
+static void pg_cluster(const char *cmd)
+{
+        g_autofree char *script = cluster_script();
+        g_autofree char *pid = g_strdup_printf("%d", (int) getpid());
+        /* start: with our pid, so the cluster goes away with this process even when an assertion aborts it */
+        const char *argv[] = { script, cmd, pg_dir, g_str_equal(cmd, "start") ? pid : NULL, NULL };
+        g_autofree char *out = NULL;
+        g_autofree char *err = NULL;
+        g_autoptr(GError) error = NULL;
+        int status = 0;
+
+        g_spawn_sync(NULL, (char **) argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err, &status, &error);
+        g_assert_no_error(error);
+        if (!g_spawn_check_wait_status(status, NULL))
+                g_error("pg-test-cluster %s: %s", cmd, err);
+        if (g_str_equal(cmd, "start") && !pg_admin)
+                pg_admin = g_strdup(g_strstrip(out));
+}
+#endif
 
 static void setup(struct fixture *f, gconstpointer data)
 {
@@ -23,7 +100,12 @@ static void setup(struct fixture *f, gconstpointer data)
 
         f->dir = g_dir_make_tmp("ferry-store-XXXXXX", &error);
         g_assert_no_error(error);
-        f->path = g_build_filename(f->dir, "engine.db", NULL);
+#ifdef FERRY_HAVE_POSTGRESQL
+        if (data)
+                f->path = pg_new_database(&f->pg_name);
+        else
+#endif
+                f->path = g_build_filename(f->dir, "engine.db", NULL);
         g_assert_cmpint(engine_store_open(f->path, &f->st, &error), ==, 0);
         g_assert_no_error(error);
         g_assert_cmpint(engine_store_dc_insert(f->st, "dc", "Default", "pool", &error), ==, 0);
@@ -34,6 +116,13 @@ static void setup(struct fixture *f, gconstpointer data)
 static void teardown(struct fixture *f, gconstpointer data)
 {
         engine_store_close(f->st);
+#ifdef FERRY_HAVE_POSTGRESQL
+        if (f->pg_name) {
+                g_autofree char *drop = g_strdup_printf("DROP DATABASE %s", f->pg_name);
+                pg_admin_exec(drop);
+                g_free(f->pg_name);
+        }
+#endif
         g_unlink(f->path);
         g_autofree char *wal = g_strconcat(f->path, "-wal", NULL);
         g_autofree char *shm = g_strconcat(f->path, "-shm", NULL);
@@ -100,6 +189,35 @@ static void test_all_or_nothing(struct fixture *f, gconstpointer data)
         g_assert_no_error(error);
         /* The connection is usable again. */
         g_assert_cmpint(engine_store_disk_insert(f->st, "d2", "two", "sd1", "raw", false, 512, "job1", 2, &error), ==, 0);
+}
+
+/* Keyset pages of disks: by id, after a token, of one name; the same on every backend. */
+static void test_disk_page(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) all = NULL;
+        g_autoptr(json_t) named = NULL;
+        g_autoptr(json_t) rest = NULL;
+        static const char *const ids[] = { "d5", "d1", "d4", "d2", "d3" };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(ids); i++)
+                g_assert_cmpint(engine_store_disk_insert(f->st, ids[i], i % 2 ? "odd" : "even", "sd1", "raw", false, 1,
+                                                         "job1", 1, &error), ==, 0);
+        all = engine_store_disk_page(f->st, NULL, NULL, 2, &error);
+        g_assert_cmpuint(json_array_size(all), ==, 2);
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(all, 0), "id")), ==, "d1");
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(all, 1), "id")), ==, "d2");
+        rest = engine_store_disk_page(f->st, "d2", NULL, 10, &error);
+        g_assert_cmpuint(json_array_size(rest), ==, 3);
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(rest, 0), "id")), ==, "d3");
+        named = engine_store_disk_page(f->st, NULL, "even", 10, &error);
+        g_assert_cmpuint(json_array_size(named), ==, 3);          /* d5, d4, d3 */
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(named, 0), "id")), ==, "d3");
+        json_decref(named);
+        named = engine_store_disk_page(f->st, "d3", "even", 1, &error);
+        g_assert_cmpuint(json_array_size(named), ==, 1);
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(named, 0), "id")), ==, "d4");
+        g_assert_no_error(error);
 }
 
 static void test_conditional_locks(struct fixture *f, gconstpointer data)
@@ -229,9 +347,11 @@ static void test_upgrade_in_place(void)
         g_assert_nonnull(error);
         g_test_message("%s", error->message);
         g_clear_error(&error);
+#ifndef FERRY_HAVE_POSTGRESQL
         /* Not a backend this engine has. */
         g_assert_cmpint(engine_store_open("postgresql://db/ferry", &st, &error), ==, -EPROTONOSUPPORT);
         g_clear_error(&error);
+#endif
         {
                 g_autofree char *wal = g_strconcat(path, "-wal", NULL);
                 g_autofree char *shm = g_strconcat(path, "-shm", NULL);
@@ -243,13 +363,164 @@ static void test_upgrade_in_place(void)
         }
 }
 
+#ifdef FERRY_HAVE_POSTGRESQL
+/* A PostgreSQL database of schema 4 (before VMs) is upgraded in place, its rows kept; a newer one is refused. */
+static void test_pg_upgrade_in_place(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) sd = NULL;
+        int latest = engine_store_schema_version(f->st);
+
+        g_assert_cmpint(latest, >=, 10);
+        engine_store_close(f->st);
+        f->st = NULL;
+        /* Back to schema 4: what migrations 5-10 made, gone. */
+        pg_exec_in(f->path, "DROP INDEX disks_name; DROP TABLE vms, templates, disk_attachments, snapshots, users, tokens;"
+                            "ALTER TABLE jobs DROP COLUMN correlation_id;"
+                            "ALTER TABLE events DROP COLUMN correlation_id, DROP COLUMN user_name;"
+                            "ALTER TABLE commands DROP COLUMN user_name;"
+                            "ALTER TABLE steps DROP COLUMN verified, DROP COLUMN checksum;"
+                            "UPDATE ferry_schema SET version = 4");
+        g_assert_cmpint(engine_store_open(f->path, &f->st, &error), ==, 0);
+        g_assert_no_error(error);
+        g_assert_cmpint(engine_store_schema_version(f->st), ==, latest);
+        sd = engine_store_sd_get(f->st, "sd1", &error);
+        g_assert_cmpstr(json_string_value(json_object_get(sd, "name")), ==, "one");
+        g_assert_cmpint(engine_store_vm_insert(f->st, "vm", "vm", "", "ok", NULL, NULL, 1, &error), ==, 0);
+        engine_store_close(f->st);
+        f->st = NULL;
+        pg_exec_in(f->path, "UPDATE ferry_schema SET version = 999");
+        g_assert_cmpint(engine_store_open(f->path, &f->st, &error), ==, -EPROTO);
+        g_test_message("%s", error->message);
+}
+
+/* Rows come back typed as from SQLite; insertion order holds; '?N' placeholders bind. */
+static void test_pg_types(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) disk = NULL;
+        g_autoptr(json_t) steps = NULL;
+        g_autoptr(json_t) deps = NULL;
+        double p = 0;
+
+        g_assert_cmpint(engine_store_disk_insert(f->st, "d1", "disk", "sd1", "cow", true, G_GINT64_CONSTANT(1) << 40, "job1", 2,
+                                                 &error), ==, 0);
+        disk = engine_store_disk_get(f->st, "d1", &error);
+        g_assert_true(json_is_integer(json_object_get(disk, "provisioned_size")));
+        g_assert_cmpint(json_integer_value(json_object_get(disk, "provisioned_size")), ==, G_GINT64_CONSTANT(1) << 40);
+        g_assert_cmpint(json_integer_value(json_object_get(disk, "sparse")), ==, 1);
+        g_assert_true(json_is_real(json_object_get(disk, "progress")));
+        g_assert_null(json_object_get(disk, "rowid"));
+        g_assert_cmpstr(json_string_value(json_object_get(disk, "description")), ==, "");
+        /* Steps keep insertion order for equal start times (SQLite's rowid, a hidden column here). */
+        g_assert_cmpint(engine_store_step_insert(f->st, "s-b", "job1", "b", "t", 50, 7, &error), ==, 0);
+        g_assert_cmpint(engine_store_step_insert(f->st, "s-a", "job1", "a", "t", 50, 7, &error), ==, 0);
+        g_assert_cmpint(engine_store_step_update(f->st, "s-b", "running", 40, "h1", 8, &error), ==, 0);
+        /* Progress never goes back. */
+        g_assert_cmpint(engine_store_step_update(f->st, "s-b", "running", 10, NULL, 9, &error), ==, 0);
+        g_assert_cmpint(engine_store_step_update(f->st, "s-a", "finished", 100, NULL, 9, &error), ==, 0);
+        steps = engine_store_step_list(f->st, "job1", &error);
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(steps, 0), "id")), ==, "s-b");
+        g_assert_cmpfloat(json_number_value(json_object_get(json_array_get(steps, 0), "progress")), ==, 40);
+        g_assert_cmpint(json_integer_value(json_object_get(json_array_get(steps, 1), "end_time")), ==, 9);
+        g_assert_cmpint(engine_store_job_step_progress(f->st, "job1", &p, &error), ==, 0);
+        g_assert_cmpfloat(p, ==, 70);
+        g_assert_cmpint(engine_store_step_wait(f->st, "s-b", "waiting for a host", false, &error), ==, 0);
+        g_assert_cmpint(engine_store_step_wait(f->st, "s-b", "waiting for a host", false, &error), ==, 0);
+        /* Numbered placeholders, used twice. */
+        g_assert_cmpint(engine_store_template_insert(f->st, "t1", "tpl", "", NULL, NULL, 1, &error), ==, 0);
+        deps = engine_store_template_dependents(f->st, "t1", 10, &error);
+        g_assert_no_error(error);
+        g_assert_cmpuint(json_array_size(deps), ==, 0);
+        g_assert_cmpint(engine_store_event_add(f->st, 1, "normal", "one", NULL, NULL, NULL, &error), ==, 0);
+        g_assert_cmpint(engine_store_event_add(f->st, 2, "normal", "two", NULL, NULL, NULL, &error), ==, 0);
+        {
+                g_autoptr(json_t) ev = engine_store_event_list(f->st, NULL, 1, &error);
+                g_assert_cmpuint(json_array_size(ev), ==, 1);
+                g_assert_cmpstr(json_string_value(json_object_get(json_array_get(ev, 0), "message")), ==, "two");
+                g_assert_true(json_is_integer(json_object_get(json_array_get(ev, 0), "id")));
+        }
+}
+
+/* A PostgreSQL restart under an open store: the store reconnects by itself; nothing is lost. */
+static void test_pg_restart(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) disk = NULL;
+
+        g_assert_cmpint(engine_store_disk_insert(f->st, "d1", "disk", "sd1", "cow", true, 512, "job1", 2, &error), ==, 0);
+        pg_cluster("restart");
+        /* The server cut the idle connection off: a read is retried on a new one. */
+        disk = engine_store_disk_get(f->st, "d1", &error);
+        g_assert_no_error(error);
+        g_assert_cmpstr(json_string_value(json_object_get(disk, "name")), ==, "disk");
+        pg_cluster("restart");
+        /* A write too: the server refused it as it shut down (57P01), so it never ran and is retried. */
+        g_assert_cmpint(engine_store_disk_set_actual_size(f->st, "d1", 77, &error), ==, 0);
+        g_assert_no_error(error);
+        /* A transaction open across a restart fails as a whole; the next one works. */
+        g_assert_cmpint(engine_store_begin(f->st, &error), ==, 0);
+        g_assert_cmpint(engine_store_disk_set_actual_size(f->st, "d1", 88, &error), ==, 0);
+        pg_cluster("restart");
+        g_assert_cmpint(engine_store_disk_set_actual_size(f->st, "d1", 99, &error), <, 0);
+        g_clear_error(&error);
+        g_assert_cmpint(engine_store_commit(f->st, &error), <, 0);
+        g_clear_error(&error);
+        json_decref(disk);
+        disk = engine_store_disk_get(f->st, "d1", &error);
+        g_assert_no_error(error);
+        g_assert_cmpint(json_integer_value(json_object_get(disk, "actual_size")), ==, 77);
+        /* Unreachable: statements fail (no hang, no crash) until the server is back. */
+        pg_cluster("stop");
+        json_decref(disk);
+        disk = engine_store_disk_get(f->st, "d1", &error);
+        g_assert_null(disk);
+        g_assert_nonnull(error);
+        g_test_message("%s", error->message);
+        g_clear_error(&error);
+        g_assert_cmpint(engine_store_disk_set_actual_size(f->st, "d1", 5, &error), <, 0);
+        g_clear_error(&error);
+        pg_cluster("start");
+}
+#endif
+
 int main(int argc, char **argv)
 {
+        int r;
+
         g_test_init(&argc, &argv, NULL);
         g_test_add("/store/round-trip", struct fixture, NULL, setup, test_round_trip, teardown);
         g_test_add("/store/all-or-nothing", struct fixture, NULL, setup, test_all_or_nothing, teardown);
         g_test_add("/store/conditional-locks", struct fixture, NULL, setup, test_conditional_locks, teardown);
+        g_test_add("/store/disk-page", struct fixture, NULL, setup, test_disk_page, teardown);
         g_test_add("/store/commands", struct fixture, NULL, setup, test_commands, teardown);
         g_test_add_func("/store/upgrade-in-place", test_upgrade_in_place);
-        return g_test_run();
+#ifdef FERRY_HAVE_POSTGRESQL
+        /* Built with PostgreSQL: its cases run, against a real server (install-deps installs postgresql-15). */
+        {
+                g_autoptr(GError) error = NULL;
+
+                pg_dir = g_dir_make_tmp("ferry-store-pg-XXXXXX", &error);
+                g_assert_no_error(error);
+                pg_cluster("start");
+        }
+        g_test_add("/store/postgresql/round-trip", struct fixture, "pg", setup, test_round_trip, teardown);
+        g_test_add("/store/postgresql/all-or-nothing", struct fixture, "pg", setup, test_all_or_nothing, teardown);
+        g_test_add("/store/postgresql/conditional-locks", struct fixture, "pg", setup, test_conditional_locks, teardown);
+        g_test_add("/store/postgresql/disk-page", struct fixture, "pg", setup, test_disk_page, teardown);
+        g_test_add("/store/postgresql/commands", struct fixture, "pg", setup, test_commands, teardown);
+        g_test_add("/store/postgresql/types", struct fixture, "pg", setup, test_pg_types, teardown);
+        g_test_add("/store/postgresql/upgrade-in-place", struct fixture, "pg", setup, test_pg_upgrade_in_place, teardown);
+        g_test_add("/store/postgresql/restart", struct fixture, "pg", setup, test_pg_restart, teardown);
+#endif
+        r = g_test_run();
+#ifdef FERRY_HAVE_POSTGRESQL
+        {
+                const char *argv_rm[] = { "rm", "-rf", pg_dir, NULL };
+
+                pg_cluster("stop");
+                g_spawn_sync(NULL, (char **) argv_rm, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL, NULL, NULL);
+        }
+#endif
+        return r;
 }

@@ -6,18 +6,37 @@
 
 int engine_store_copy_loads(struct engine_store *st, json_t **ret_rows, GError **error)
 {
-        /* One query for all hosts: one per host made a pick cost hosts x active copies (bench/scale). */
-        json_t *rows = store_query(st, error,
-                "SELECT c.host AS host, COUNT(*) AS n, "
-                "       COALESCE(SUM(COALESCE(json_extract(c.params, '$.bytes'), 0) * "
-                "                    (1.0 - MIN(COALESCE(s.progress, 0), 100) / 100.0)), 0) AS b "
+        /* One query for all hosts: one per host made a pick cost hosts x active copies (bench/scale). params.bytes
+         * (the copy's estimated size) is read here, not in SQL: JSON functions differ per backend. */
+        g_autoptr(json_t) rows = store_query(st, error,
+                "SELECT c.host AS host, c.params AS params, COALESCE(s.progress, 0) AS progress "
                 "FROM commands c LEFT JOIN steps s ON s.id = c.step_id "
-                "WHERE c.type IN ('copy_data', 'merge', 'sparsify_volume') AND c.state = 'active' AND c.phase = 'sent' "
-                "GROUP BY c.host", "");
+                "WHERE c.type IN ('copy_data', 'merge', 'sparsify_volume') AND c.state = 'active' AND c.phase = 'sent'", "");
+        g_autoptr(GHashTable) per_host = g_hash_table_new(g_str_hash, g_str_equal);   /* host -> its row in out */
+        json_t *out, *row;
+        size_t i;
 
         if (!rows)
                 return -EIO;
-        *ret_rows = rows;
+        out = json_array();
+        json_array_foreach(rows, i, row) {
+                const char *host = json_string_value(json_object_get(row, "host"));
+                g_autoptr(json_t) params = json_loads(json_string_value(json_object_get(row, "params")), 0, NULL);
+                double progress = MIN(json_number_value(json_object_get(row, "progress")), 100);
+                json_t *load = g_hash_table_lookup(per_host, host ? host : "");
+
+                if (!load) {
+                        load = json_pack("{s:o, s:I, s:f}", "host", host ? json_string(host) : json_null(), "n",
+                                         (json_int_t) 0, "b", 0.0);
+                        json_array_append_new(out, load);
+                        g_hash_table_insert(per_host, (char *) (host ? host : ""), load);
+                }
+                json_object_set_new(load, "n", json_integer(json_integer_value(json_object_get(load, "n")) + 1));
+                json_object_set_new(load, "b", json_real(json_real_value(json_object_get(load, "b")) +
+                                                          json_number_value(json_object_get(params, "bytes")) *
+                                                          (1.0 - progress / 100.0)));
+        }
+        *ret_rows = out;
         return 0;
 }
 
@@ -85,14 +104,23 @@ int engine_store_cmd_cancel_job(struct engine_store *st, const char *job, gint64
 
 int engine_store_cmd_removal_pending(struct engine_store *st, const char *sd, const char *img, bool *ret, GError **error)
 {
-        g_autoptr(json_t) row = store_query_one(st, error,
-                "SELECT COUNT(*) AS n FROM commands WHERE type = 'remove_image' AND state = 'active' "
-                "AND json_extract(params, '$.sd') = ? AND json_extract(params, '$.img') = ?", "ss", sd, img);
+        /* The image is matched here, not in SQL: JSON functions differ per backend. Removals pending are few. */
+        g_autoptr(json_t) rows = store_query(st, error, "SELECT params FROM commands WHERE type = 'remove_image' "
+                                                         "AND state = 'active'", "");
+        size_t i;
+        json_t *row;
 
         *ret = true;
-        if (!row)
+        if (!rows)
                 return -EIO;
-        *ret = json_integer_value(json_object_get(row, "n")) > 0;
+        *ret = false;
+        json_array_foreach(rows, i, row) {
+                g_autoptr(json_t) params = json_loads(json_string_value(json_object_get(row, "params")), 0, NULL);
+
+                if (g_strcmp0(json_string_value(json_object_get(params, "sd")), sd) == 0 &&
+                    g_strcmp0(json_string_value(json_object_get(params, "img")), img) == 0)
+                        *ret = true;
+        }
         return 0;
 }
 

@@ -13,12 +13,14 @@ json_t *engine_store_volume_list(struct engine_store *st, const char *disk, cons
 int engine_store_image_in_use(struct engine_store *st, const char *sd, const char *img, const char *except_command,
                               bool *ret, GError **error)
 {
-        g_autofree char *pattern = g_strdup_printf("%%%s%%", img);
+        /* LOWER(): SQLite's LIKE ignores ASCII case, PostgreSQL's does not. */
+        g_autofree char *lower = g_ascii_strdown(img, -1);
+        g_autofree char *pattern = g_strdup_printf("%%%s%%", lower);
         g_autoptr(json_t) row = store_query_one(st, error,
                 "SELECT (SELECT COUNT(*) FROM disks WHERE id = ?1 AND sd_id = ?2) + "
                 "       (SELECT COUNT(*) FROM volumes WHERE disk_id = ?1 AND sd_id = ?2) + "
-                "       (SELECT COUNT(*) FROM commands WHERE state = 'active' AND id IS NOT ?4 "
-                "                                      AND (params LIKE ?3 OR data LIKE ?3)) AS n",
+                "       (SELECT COUNT(*) FROM commands WHERE state = 'active' AND id IS DISTINCT FROM ?4 "
+                "                                      AND (LOWER(params) LIKE ?3 OR LOWER(data) LIKE ?3)) AS n",
                 "ssss", img, sd, pattern, except_command);
 
         *ret = true;
@@ -36,6 +38,20 @@ json_t *engine_store_disk_get(struct engine_store *st, const char *id, GError **
 json_t *engine_store_disk_list(struct engine_store *st, GError **error)
 {
         return store_query(st, error, "SELECT * FROM disks ORDER BY created, name", "");
+}
+
+json_t *engine_store_disk_page(struct engine_store *st, const char *after, const char *name, gint64 limit,
+                               GError **error)
+{
+        /* One statement per case rather than "? IS NULL OR ...": each then uses its index (id, or name then id). */
+        if (after && name)
+                return store_query(st, error, "SELECT * FROM disks WHERE name = ? AND id > ? ORDER BY id LIMIT ?", "ssi",
+                                   name, after, limit);
+        if (name)
+                return store_query(st, error, "SELECT * FROM disks WHERE name = ? ORDER BY id LIMIT ?", "si", name, limit);
+        if (after)
+                return store_query(st, error, "SELECT * FROM disks WHERE id > ? ORDER BY id LIMIT ?", "si", after, limit);
+        return store_query(st, error, "SELECT * FROM disks ORDER BY id LIMIT ?", "i", limit);
 }
 
 int engine_store_disk_insert(struct engine_store *st, const char *id, const char *name, const char *sd, const char *format,

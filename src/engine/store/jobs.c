@@ -72,10 +72,10 @@ int engine_store_step_update(struct engine_store *st, const char *id, const char
                              const char *host, gint64 now, GError **error)
 {
         return store_exec(st, error,
-                          "UPDATE steps SET status = ?, progress = MAX(progress, ?), detail = NULL, "
+                          "UPDATE steps SET status = ?, progress = CASE WHEN progress > ? THEN progress ELSE ? END, detail = NULL, "
                           "execution_host = COALESCE(?, execution_host), "
                           "end_time = CASE WHEN ? IN ('finished', 'failed') THEN ? ELSE end_time END WHERE id = ?",
-                          "sdssis", status, progress, host, status, now, id);
+                          "sddssis", status, progress, progress, host, status, now, id);
 }
 
 int engine_store_step_set_detail(struct engine_store *st, const char *id, const char *detail, GError **error)
@@ -95,6 +95,6 @@ int engine_store_step_wait(struct engine_store *st, const char *id, const char *
         if (only_pending)
                 return store_exec(st, error, "UPDATE steps SET status = 'waiting', detail = ? WHERE id = ? AND status = 'pending'",
                                   "ss", why, id);
-        return store_exec(st, error, "UPDATE steps SET status = 'waiting', detail = ? WHERE id = ? AND detail IS NOT ?",
+        return store_exec(st, error, "UPDATE steps SET status = 'waiting', detail = ? WHERE id = ? AND detail IS DISTINCT FROM ?",
                           "sss", why, id, why);
 }

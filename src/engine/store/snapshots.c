@@ -55,7 +55,8 @@ static int merge_apply_steps(struct engine_store *st, const char *vm, const char
         if (store_exec(st, error, "UPDATE volumes SET parent = ? WHERE disk_id = ? AND sd_id = ? AND parent = ?", "ssss",
                        base, disk, sd, top) < 0 ||
             /* prepareMerge grew a base smaller than top; the merge left it LEGAL at the generation recorded */
-            store_exec(st, error, "UPDATE volumes SET capacity = MAX(capacity, ?) WHERE id = ? AND sd_id = ?", "iss",
+            store_exec(st, error, "UPDATE volumes SET capacity = CASE WHEN capacity > ? THEN capacity ELSE ? END "
+                                  "WHERE id = ? AND sd_id = ?", "iiss", json_integer_value(json_object_get(t, "capacity")),
                        json_integer_value(json_object_get(t, "capacity")), base, sd) < 0 ||
             store_exec(st, error, "DELETE FROM volumes WHERE id = ? AND sd_id = ?", "ss", top, sd) < 0 ||
             store_exec(st, error, "UPDATE volumes SET position = position - 1 WHERE disk_id = ? AND sd_id = ? AND position > ?",

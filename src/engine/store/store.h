@@ -30,6 +30,8 @@ void engine_store_set_change_fn(struct engine_store *st, engine_store_change_fn 
 int engine_store_open(const char *location, struct engine_store **ret, GError **error) STORE_MUST;
 void engine_store_close(struct engine_store *st);
 const char *engine_store_backend_name(struct engine_store *st);
+/* For messages: the file, or "postgresql dbname@host:port" (never a password). */
+const char *engine_store_describe(struct engine_store *st);
 int engine_store_schema_version(struct engine_store *st);
 
 /* Transactions nest; only the outermost commits. A write that failed inside a transaction makes its
@@ -176,6 +178,10 @@ int engine_store_copies_waiting_before(struct engine_store *st, gint64 created, 
 /* ---- disks and volumes: rows, locks, legality (disks.c) ---- */
 json_t *engine_store_disk_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
 json_t *engine_store_disk_list(struct engine_store *st, GError **error) STORE_MUST;
+/* A page of disks by id (keyset paging: no OFFSET, so a page costs the same at any depth): ids after `after`
+ * (NULL: from the first), only those named `name` (NULL: any), at most limit. */
+json_t *engine_store_disk_page(struct engine_store *st, const char *after, const char *name, gint64 limit,
+                               GError **error) STORE_MUST;
 /* A new disk, locked by job (progress 0). */
 int engine_store_disk_insert(struct engine_store *st, const char *id, const char *name, const char *sd, const char *format,
                              bool sparse, gint64 size, const char *job, gint64 created, GError **error) STORE_MUST;
