@@ -751,3 +751,47 @@ def test_stalled_copy_is_flagged_and_retried_elsewhere():
             shutil.rmtree(d, ignore_errors=True)
     assert all(code == 0 for code in codes.values()), codes
 
+
+
+def test_capped_sparse_copy_is_not_stalled():
+    """qemu-img's -r charges a sparse image's holes against the cap, an L2 table's reach
+    (512 MiB) at a time, and sleeps through each writing nothing: a capped sparse copy shows
+    no bytes and no progress for longer than stall_timeout. The agent reports that wait
+    (phase rate_wait), so the copy is not flagged, not aborted, and finishes (review 13b)."""
+    d = make_workdir()
+    ec = EngineCluster(d, hosts=2, agent_options={"copy_rate_limit": "64M"},
+                       engine_args=[f"--stall-timeout={STALL_TIMEOUT}", "--stall-action=retry"])
+    try:
+        r = ec.engine.post("/api/disks", {"name": "holes", "provisioned_size": 1024 * MiB, "format": "cow",
+                                          "sparse": True, "storage_domain": {"id": ec.sds[0]["id"]}})
+        assert ec.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
+        disk = ec.engine.get(f"/api/disks/{r['disk']['id']}")
+        src = os.path.join(ec.storage, ec.sds[0]["id"], "images", disk["id"], disk["volumes"][0]["id"])
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a 0 {16 * MiB}", src], check=True,
+                       stdout=subprocess.DEVNULL)
+        r = ec.engine.post(f"/api/disks/{disk['id']}/copy", {"name": "holes-copy",
+                                                              "storage_domain": {"id": ec.sds[1]["id"]}})
+        job_id = r["job"]["id"]
+        flagged, etas, last, flat_since, longest_flat = [], [], None, time.monotonic(), 0.0
+        while True:
+            job = ec.engine.get(f"/api/jobs/{job_id}")
+            for s in ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"]:
+                if s["type"] == "copy_data" and s["status"] == "started":
+                    if s.get("status_detail") == "stalled":
+                        flagged.append(s)
+                    etas.append(s["eta_seconds"])
+                    if s["progress"] != last:
+                        last, flat_since = s["progress"], time.monotonic()
+                    longest_flat = max(longest_flat, time.monotonic() - flat_since)
+            if job["status"] != "started":
+                break
+            time.sleep(0.2)
+        assert longest_flat > 2 * STALL_TIMEOUT, longest_flat     # the case is exercised
+        assert not flagged, flagged[0]
+        assert job["status"] == "finished", job
+        # A running copy never estimates 0 s left (null when it cannot tell).
+        assert 0 not in etas, etas
+        assert sample(engine_raw(ec, "GET", "/metrics")[2].decode(), "ferry_engine_stalls_total") == 0
+    finally:
+        ec.stop()
+        shutil.rmtree(d, ignore_errors=True)
