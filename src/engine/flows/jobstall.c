@@ -86,12 +86,12 @@ void leaf_stall_check(struct engine *e, json_t *cmd, json_t *job, double progres
                 return;
         }
         before = s;
-        switch (engine_stall_feed(&s, js(job, "phase"), ji(job, "bytes_done"), progress, engine_now(),
+        switch (engine_stall_feed(&s, js(job, "phase"), ji(job, "bytes_done"), progress, engine_mono_now(),
                                   e->config.stall_timeout, &still)) {
         case ENGINE_STALL_MOVING:
                 /* Not a database write per poll of every moving copy: the stored state may lag. */
                 state_put(cmd, &s);
-                if (before.seen && s.moved_at - ji(json_object_get(data, "stall"), "moved_at") < STALL_SAVE_S)
+                if (before.seen && s.moved_at - engine_stall_json_moved_at(json_object_get(data, "stall")) < STALL_SAVE_S)
                         return;
                 break;
         case ENGINE_STALL_STILL:
@@ -107,7 +107,7 @@ void leaf_stall_check(struct engine *e, json_t *cmd, json_t *job, double progres
         case ENGINE_STALL_NEW:
                 retry = strcmp(e->config.stall_action, "retry") == 0 && !ji(cmd, "cancel");
                 if (retry) {
-                        engine_stall_aborting(&s, engine_now());
+                        engine_stall_aborting(&s, engine_mono_now());
                         json_object_set_new(data, "stall_abort", json_true());
                 }
                 mark_step(e, cmd);
@@ -140,7 +140,7 @@ bool leaf_stall_fence(struct engine *e, json_t *cmd, json_t *data)
                 return true;
         }
         engine_stall_from_json(json_object_get(data, "stall"), &s);
-        if (!engine_stall_abort_overdue(&s, engine_now(), e->config.stall_timeout))
+        if (!engine_stall_abort_overdue(&s, engine_mono_now(), e->config.stall_timeout))
                 return false;
         engine_event(e, "warning", js(cmd, "id"), "%s job %s on host %s did not end within %u s of its abort "
                      "(stalled, maybe hung in the kernel): fencing it as a lost job", leaf_job_noun(cmd),
