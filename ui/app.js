@@ -8,7 +8,7 @@ const TOKEN_KEY = "ferry.token";
 const CHUNK = 8 * 1024 * 1024;          // the agent's transfer_max_request
 const MiB = 1024 * 1024, GiB = 1024 * MiB;
 
-const S = { token: sessionStorage.getItem(TOKEN_KEY), user: null, role: null, stream: null, view: null,
+const S = { token: sessionStorage.getItem(TOKEN_KEY), user: null, role: null, view: null,
             refreshing: false, again: false, lists: {} };
 
 // ---- DOM helpers: text goes in as text, never as markup ----
@@ -118,8 +118,7 @@ async function logout(why) {
   S.token = null;
   S.view = null;
   sessionStorage.removeItem(TOKEN_KEY);
-  if (S.stream) S.stream.abort();
-  S.stream = null;
+  liveStop();
   if (token && !why)
     fetch("/sso/oauth/revoke", { method: "POST", body: new URLSearchParams({ token }),
                                  headers: { "Content-Type": "application/x-www-form-urlencoded" } }).catch(() => {});
@@ -142,14 +141,64 @@ async function start() {
   document.body.dataset.role = S.role;
   if (!location.hash || location.hash === "#/") location.hash = "#/disks";
   else route();
-  streamLoop();
+  liveStart();
 }
 
 // ---- live updates: the engine's Server-Sent Events, read with fetch so the token goes in a header ----
-async function streamLoop() {
-  if (S.stream) S.stream.abort();
+// A browser opens at most 6 HTTP/1.1 connections per origin, and a stream holds one for good: so
+// the tabs of this origin share ONE stream. The tab holding the Web Lock "ferry-events" reads it and
+// passes every event on a BroadcastChannel; the others queue on the lock and take over when the
+// leader closes, hides or logs out. A hidden tab holds no stream and reads everything again on return.
+const LIVE = { ctrl: null, leader: false, up: false,
+               bc: typeof BroadcastChannel === "function" ? new BroadcastChannel("ferry-events") : null };
+const shareable = () => LIVE.bc && navigator.locks;
+
+function setLive(up) {
+  LIVE.up = up;
+  $("#live").className = up ? "on" : "";
+  $("#live").setAttribute("aria-label", up ? "live updates: connected" : "live updates: reconnecting");
+  $("#live").title = $("#live").getAttribute("aria-label");
+}
+
+function liveStart() {
+  if (LIVE.ctrl || !S.token || document.visibilityState === "hidden") return;
   const ctrl = new AbortController();
-  S.stream = ctrl;
+  LIVE.ctrl = ctrl;
+  if (!shareable()) { streamLoop(ctrl); return; }       // no Web Locks (plain http): a stream per tab
+  navigator.locks.request("ferry-events", { signal: ctrl.signal }, async () => {
+    LIVE.leader = true;
+    try { await streamLoop(ctrl); } finally { LIVE.leader = false; }
+  }).catch(() => {});
+  LIVE.bc.postMessage({ type: "who" });                 // the leader, if any, answers whether it is connected
+}
+
+function liveStop() {
+  if (LIVE.ctrl) LIVE.ctrl.abort();
+  LIVE.ctrl = null;
+  setLive(false);
+}
+
+function liveEvent(ev) {
+  if (LIVE.leader) LIVE.bc.postMessage({ type: "event", ev });
+  onStreamEvent(ev);
+}
+
+if (LIVE.bc) LIVE.bc.onmessage = (m) => {
+  const msg = m.data || {};
+  if (msg.type === "who" && LIVE.leader) LIVE.bc.postMessage({ type: "state", up: LIVE.up });
+  else if (LIVE.leader || !LIVE.ctrl) return;          // a hidden or logged-out tab ignores the news
+  else if (msg.type === "state") setLive(!!msg.up);
+  else if (msg.type === "event" && msg.ev) onStreamEvent(msg.ev);
+};
+
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "hidden") { liveStop(); return; }
+  if (!S.token) return;
+  liveStart();
+  refresh();                                            // what changed while hidden
+});
+
+async function streamLoop(ctrl) {
   let retry = 2000;
   while (S.token && !ctrl.signal.aborted) {
     try {
@@ -176,23 +225,25 @@ async function streamLoop() {
             else if (m[1] === "retry") retry = Math.min(30000, Math.max(500, parseInt(m[2], 10) || 2000));
             else ev[m[1]] = m[2];
           }
-          onStreamEvent(ev);
+          liveEvent(ev);
         }
       }
     } catch (e) {
       if (ctrl.signal.aborted) return;
     }
-    $("#live").className = "";
-    $("#live").title = "live updates: reconnecting";
-    await new Promise((res) => setTimeout(res, retry));
+    setLive(false);
+    if (LIVE.leader) LIVE.bc.postMessage({ type: "state", up: false });
+    await new Promise((res) => {
+      const t = setTimeout(res, retry);
+      ctrl.signal.addEventListener("abort", () => { clearTimeout(t); res(); }, { once: true });
+    });
   }
 }
 
 function onStreamEvent(ev) {
   if (ev.event === "hello") {
     // A new stream (first, or after an engine restart): whatever happened meanwhile, read it all again.
-    $("#live").className = "on";
-    $("#live").title = "live updates: connected";
+    setLive(true);
     refresh();
   } else if (ev.event === "change") {
     let tables = [];

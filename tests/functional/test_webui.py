@@ -52,11 +52,11 @@ def shot(b, name):
     b.screenshot(os.path.join(ARTIFACTS, f"{name}.png"))
 
 
-def login(c, user, password):
-    b = c.browser
+def login(c, user, password, b=None):
+    b = b or c.browser
     b.goto(c.origin + "/")
     b.wait("document.querySelector('#username') || !document.querySelector('#who').hidden", 10, "the page")
-    logout(c)
+    logout(c, b)
     b.fill("#username", user)
     b.fill("#password", password)
     b.click("#login-submit")
@@ -66,15 +66,15 @@ def login(c, user, password):
         "document.querySelector('#login-error').textContent + ' / ' + document.querySelector('#status').textContent")
 
 
-def logout(c):
-    b = c.browser
+def logout(c, b=None):
+    b = b or c.browser
     if b.eval("!!document.querySelector('#who') && !document.querySelector('#who').hidden"):
         b.click("#logout")
     b.wait("document.querySelector('#username')", 10, "the login form")
 
 
-def page(c, name):
-    b = c.browser
+def page(c, name, b=None):
+    b = b or c.browser
     b.eval(f"location.hash = '#/{name}'")
     b.wait(f"document.querySelector('#data[data-view={name}][aria-busy=false]')", 15, f"the {name} page")
 
@@ -128,6 +128,51 @@ def test_admin_sees_every_page_labelled(ui):
         shot(b, "disks-phone")
     finally:
         b.call("Emulation.clearDeviceMetricsOverride")
+
+
+def api_answers(tab):
+    """The user's name from /api/session in that tab, or 'timeout' if the browser holds the request back."""
+    return tab.eval("Promise.race([get('/api/session').then(s => s.user),"
+                    " new Promise(r => setTimeout(() => r('timeout'), 10000))])")
+
+
+def test_seven_tabs_share_one_event_stream(ui):
+    """Chromium opens 6 connections per origin: a stream per tab would freeze the 7th tab and every API call."""
+    b = ui.browser
+    login(ui, ui.engine.ADMIN, ui.engine.admin_password)
+    page(ui, "disks")
+    tabs = []
+    try:
+        for _ in range(6):
+            t = b.new_tab()
+            tabs.append(t)
+            login(ui, ui.engine.ADMIN, ui.engine.admin_password, t)
+            page(ui, "disks", t)
+        every = [b] + tabs
+        for t in every:
+            t.wait("document.querySelector('#live').className === 'on'", 15, "live updates in every tab")
+            assert api_answers(t) == ui.engine.ADMIN
+        assert sum(1 for t in every if t.eval("LIVE.leader")) == 1
+        # Every tab hears of a change through the one stream.
+        r = ui.engine.post("/api/disks", {"name": "seven-tabs", "provisioned_size": MiB, "format": "raw",
+                                          "sparse": True, "storage_domain": {"id": ui.sds[0]["id"]}})
+        for t in every:
+            t.wait(f"document.querySelector('[data-disk-status=\"{r['disk']['id']}\"]')", 30, "the disk in every tab")
+        # The leader's tab closes: another takes the stream over.
+        leader = next(t for t in every if t.eval("LIVE.leader"))
+        if leader is b:
+            logout(ui)
+        else:
+            b.close_tab(leader)
+            tabs.remove(leader)
+        rest = [t for t in [b] + tabs if t is not leader]
+        wait_for(lambda: sum(1 for t in rest if t.eval("LIVE.leader")) == 1, 15, "a new leader")
+        for t in rest:
+            assert api_answers(t) == ui.engine.ADMIN
+        assert ui.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
+    finally:
+        for t in tabs:
+            b.close_tab(t)
 
 
 def test_create_disk_in_the_browser(ui):
