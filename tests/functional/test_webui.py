@@ -8,7 +8,9 @@ import http.client
 import json
 import os
 import shutil
+import ssl
 import subprocess
+import urllib.parse
 
 import pytest
 
@@ -364,28 +366,83 @@ def test_viewer_sees_no_actions(ui):
     logout(ui)
 
 
-def open_stream(c):
+def open_stream(c, token=None):
     conn = http.client.HTTPSConnection("127.0.0.1", c.engine.port, context=c.engine.ssl, timeout=10)
-    conn.request("GET", "/api/events/stream", headers={"Authorization": f"Bearer {c.engine.token}"})
+    conn.request("GET", "/api/events/stream", headers={"Authorization": f"Bearer {token or c.engine.token}"})
     return conn, conn.getresponse()
 
 
-def test_event_stream_is_bounded(ui):
-    """At most 64 streams (the page's own included); the slots come back once their clients left."""
-    conns = []
+def revoke(c, token):
+    form = urllib.parse.urlencode({"token": token}).encode()
+    status, _ = c.engine.request("POST", "/sso/oauth/revoke", raw=form, auth=False,
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200
+
+
+def test_revoked_token_ends_the_stream_and_the_page_logs_out(ui):
+    """The stream does not outlive its token: the page's stream ends, its reconnect gets 401, the login form shows.
+    A raw stream with a revoked token is closed as well."""
+    b = ui.browser
+    login(ui, ui.engine.ADMIN, ui.engine.admin_password)
+    page(ui, "disks")
+    b.wait("document.querySelector('#live').className === 'on'", 15, "the event stream")
+    token = ui.engine.login(ui.engine.ADMIN, ui.engine.admin_password)
+    conn, r = open_stream(ui, token)
     try:
-        refused = None
-        for _ in range(70):
-            conn, r = open_stream(ui)
-            if r.status == 503:
-                refused = r
-                conn.close()
-                break
-            assert r.status == 200 and r.getheader("Content-Type") == "text/event-stream"
-            assert r.fp.readline().strip() and b"retry: 2000" in r.fp.readline()
-            conns.append(conn)
-        assert refused is not None and refused.getheader("Retry-After") == "5"
-        assert 1 <= len(conns) <= 64
+        assert r.status == 200 and b"event: hello" in b"".join(r.fp.readline() for _ in range(4))
+        revoke(ui, b.eval("sessionStorage.getItem('ferry.token')"))
+        b.wait("document.querySelector('#username')", 20, "the login form")
+        assert "session ended" in b.eval("document.querySelector('#status').textContent")
+        revoke(ui, token)
+
+        def ended():
+            try:
+                line = r.fp.readline()
+            except (ConnectionError, ssl.SSLError, http.client.IncompleteRead):
+                return True                     # the engine shut the socket: that ends it too
+            return not line                     # the chunked body's end, or the socket's
+        wait_for(ended, 20, "the revoked stream to end", interval=0)
+    finally:
+        conn.close()
+
+
+def test_event_stream_is_bounded(ui):
+    """At most 8 streams per user, 64 in all, each refusal a 503 with Retry-After; slots come back once clients left.
+    Exact counts: fresh users, and the page's own stream gone (its token revoked)."""
+    b = ui.browser
+    login(ui, ui.engine.ADMIN, ui.engine.admin_password)
+    revoke(ui, b.eval("sessionStorage.getItem('ferry.token')"))
+    b.wait("document.querySelector('#username')", 20, "the page logged out")
+    tokens = []
+    for i in range(9):
+        name = f"streamer{i}"
+        try:
+            ui.engine.post("/api/users", {"name": name, "password": "streamer-password-1", "role": "viewer"})
+        except Exception:  # noqa: BLE001 - made by an earlier run of this test in the module
+            pass
+        tokens.append(ui.engine.login(name, "streamer-password-1"))
+    conns = []
+
+    def opened(token):
+        conn, r = open_stream(ui, token)
+        if r.status != 200:
+            r.detail = json.loads(r.read())["fault"]["detail"]
+            conn.close()
+            return r
+        assert r.getheader("Content-Type") == "text/event-stream"
+        assert r.fp.readline().strip() and b"retry: 2000" in r.fp.readline()
+        conns.append(conn)
+        return None
+    try:
+        for token in tokens[:8]:
+            assert [opened(token) for _ in range(8)] == [None] * 8
+        assert len(conns) == 64
+        per_user = opened(tokens[0])
+        assert per_user.status == 503 and per_user.getheader("Retry-After") == "5"
+        assert "streamer0 has 8 event streams open" in per_user.detail
+        total = opened(tokens[8])
+        assert total.status == 503 and total.getheader("Retry-After") == "5"
+        assert "too many event streams" in total.detail
     finally:
         for conn in conns:
             conn.close()
@@ -393,7 +450,7 @@ def test_event_stream_is_bounded(ui):
     # The engine notices a client left at its next write to it: a login writes an event.
     def reopened():
         ui.engine.login(ui.engine.ADMIN, ui.engine.admin_password)
-        conn, r = open_stream(ui)
+        conn, r = open_stream(ui, tokens[8])
         conn.close()
         return r.status == 200
     wait_for(reopened, 30, "a stream slot to come back", interval=0.3)
