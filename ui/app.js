@@ -67,8 +67,9 @@ const get = (p) => api("GET", p);
 async function act(what, fn) {
   say(`${what}…`);
   try {
-    await fn();
-    say(`${what}: done`);
+    const r = await fn();
+    // An answer naming a job means accepted, not finished: the jobs page and the live view show the rest.
+    say(`${what}: ${r && r.job ? "started" : "done"}`);
   } catch (e) {
     say(`${what} failed: ${e.message}`, true);
   }
@@ -549,23 +550,42 @@ async function uploadImage(f) {
     const created = await api("POST", "/api/disks", { name: f.name.value, provisioned_size: vsize || file.size,
       format: vsize ? "cow" : "raw", sparse: true, storage_domain: { id: f.domain.value } });
     const id = created.disk.id;
-    await pollUntil(async () => (await get(`/api/disks/${id}`)).status === "ok", "the new disk");
-    const t = await api("POST", "/api/imagetransfers", { disk: { id }, direction: "upload", size: file.size,
-                                                         virtual_size: vsize || file.size });
-    for (let off = 0; off < file.size; off += CHUNK) {
-      const end = Math.min(file.size, off + CHUNK);
-      say(`Uploading ${file.name}: ${Math.round((100 * off) / file.size)} %`);
-      let r;
-      try {
-        r = await fetch(t.transfer_url, { method: "PUT", body: file.slice(off, end),
-          headers: { "Content-Range": `bytes ${off}-${end - 1}/*` } });
-      } catch (e) {
-        throw new Error(`the host's transfer endpoint ${new URL(t.transfer_url).host} did not answer: ${e.message}`);
+    let t = null;
+    try {
+      await pollUntil(async () => (await get(`/api/disks/${id}`)).status === "ok", "the new disk");
+      t = await api("POST", "/api/imagetransfers", { disk: { id }, direction: "upload", size: file.size,
+                                                     virtual_size: vsize || file.size });
+      for (let off = 0; off < file.size; off += CHUNK) {
+        const end = Math.min(file.size, off + CHUNK);
+        say(`Uploading ${file.name}: ${Math.round((100 * off) / file.size)} %`);
+        let r;
+        try {
+          r = await fetch(t.transfer_url, { method: "PUT", body: file.slice(off, end),
+            headers: { "Content-Range": `bytes ${off}-${end - 1}/*` } });
+        } catch (e) {
+          throw new Error(`the host's transfer endpoint ${new URL(t.transfer_url).host} did not answer: ${e.message}`);
+        }
+        if (!r.ok) throw new Error(`the host answered ${r.status}: ${(await r.text()).slice(0, 200)}`);
       }
-      if (!r.ok) throw new Error(`the host answered ${r.status}: ${(await r.text()).slice(0, 200)}`);
+      await finishTransfer(t);
+    } catch (e) {
+      // Leave nothing half made behind: the transfer cancelled (the host drops its ticket), then the new disk removed.
+      say(`Uploading ${file.name} failed (${e.message}); cleaning up…`, true);
+      await uploadCleanup(t, id);
+      throw e;
     }
-    await finishTransfer(t);
   });
+}
+
+async function uploadCleanup(t, id) {
+  try {
+    if (t) await api("POST", `/api/imagetransfers/${t.id}/cancel`).catch(() => {});
+    await pollUntil(async () => (await get(`/api/disks/${id}`)).status !== "locked", "the disk to unlock", 60000);
+    await api("DELETE", `/api/disks/${id}`);
+  } catch (e) {
+    // The error the user sees is the upload's; this one only in the console.
+    console.warn(`cleaning up after a failed upload: ${e.message}`);
+  }
 }
 
 async function downloadImage(d) {

@@ -253,8 +253,10 @@ def test_upload_and_download_from_the_browser(ui):
     b = ui.browser
     src = os.path.join(ui.workdir, "upload.qcow2")
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", src, "16M"], check=True)
-    qemu_io_write(src, "qcow2", 0x5a, 0, 3 * MiB)
-    qemu_io_write(src, "qcow2", 0xa5, 9 * MiB, 1 * MiB)
+    # More than the page's 8 MiB chunk: the chunk loop and its Content-Range offsets are exercised.
+    qemu_io_write(src, "qcow2", 0x5a, 0, 9 * MiB)
+    qemu_io_write(src, "qcow2", 0xa5, 12 * MiB, 1 * MiB)
+    assert os.path.getsize(src) > 8 * MiB
     login(ui, ui.engine.ADMIN, ui.engine.admin_password)
     page(ui, "disks")
     b.set_files("#upload-file", [src])
@@ -274,11 +276,35 @@ def test_upload_and_download_from_the_browser(ui):
     assert {t["phase"] for t in transfers if t["disk"]["id"] == disk["id"]} == {"finished_success"}
 
 
+def test_failed_upload_leaves_nothing_behind(ui):
+    """The network to the host fails mid-upload: the page says so, cancels the transfer and removes the new disk."""
+    b = ui.browser
+    src = os.path.join(ui.workdir, "fails.raw")
+    with open(src, "wb") as f:
+        f.truncate(MiB)
+    login(ui, ui.engine.ADMIN, ui.engine.admin_password)
+    page(ui, "disks")
+    b.eval("""(() => { const real = window.fetch;
+        window.fetch = (url, opts) => opts && opts.method === 'PUT' ? Promise.reject(new TypeError('test: no route')) :
+                                                                     real(url, opts); })()""")
+    b.set_files("#upload-file", [src])
+    b.fill("#upload-name", "ui-upload-fails")
+    b.click("#upload-submit")
+    text = b.wait("(t => t.startsWith('Uploading fails.raw failed:') && t)(document.querySelector('#status').textContent)",
+                  120, "the upload to fail")
+    assert "did not answer: test: no route" in text and b.eval("document.querySelector('#status').className") == "error"
+    disk = next(t["disk"]["id"] for t in ui.engine.get("/api/imagetransfers")["imagetransfers"]
+                if t["direction"] == "upload" and t["size"] == MiB)
+    wait_for(lambda: disk_by_name(ui, "ui-upload-fails") is None, 60, "the new disk removed")
+    assert {t["phase"] for t in ui.engine.get("/api/imagetransfers")["imagetransfers"]
+            if t["disk"]["id"] == disk} == {"cancelled"}
+
+
 def test_agent_answers_cors_for_the_engine_origin_only(ui):
     """What the upload relies on, and its limit: another origin's page gets no CORS answer."""
     b = ui.browser
     login(ui, ui.engine.ADMIN, ui.engine.admin_password)
-    disk = disk_by_name(ui, "ui-upload") or pytest.fail("run after the upload test")
+    disk = disk_by_name(ui, "ui-cors") or ui.data_disk("ui-cors", 4 * MiB)
     t = ui.engine.post("/api/imagetransfers", {"disk": {"id": disk["id"]}, "direction": "download"})
     try:
         ok = b.eval(f"fetch({json.dumps(t['transfer_url'])}, {{method: 'GET', headers: {{Range: 'bytes=0-3'}}}})"
@@ -293,10 +319,11 @@ def test_agent_answers_cors_for_the_engine_origin_only(ui):
         ui.engine.post(f"/api/imagetransfers/{t['id']}/cancel", {})
 
 
-def status_done(b, what, timeout=30):
-    text = b.wait(f"(t => (t.startsWith({json.dumps(what + ': done')}) || t.includes('failed')) && t)"
+def status_done(b, what, word="done", timeout=30):
+    """The status line after an action: 'done' when it finished, 'started' when the engine answered with a job."""
+    text = b.wait(f"(t => (t.startsWith({json.dumps(what + ': ')}) && !t.endsWith('…') || t.includes('failed')) && t)"
                   "(document.querySelector('#status').textContent)", timeout, what)
-    assert text == f"{what}: done", text
+    assert text == f"{what}: {word}", text
 
 
 def by_name(c, kind, name):
@@ -320,14 +347,14 @@ def test_vm_snapshot_template_and_thin_vm_from_the_browser(ui):
     b.click(f"#snapshot-{vm['id']}")
     b.fill("#snapshot-description", "before-template")
     b.click("#dialog-submit")
-    status_done(b, "Snapshot of ui-vm")
+    status_done(b, "Snapshot of ui-vm", "started")
     b.wait("document.querySelector('#data').innerText.includes('before-template') && "
            "document.querySelector('#data').innerText.includes('(ok)')", 60, "the snapshot ok in the page")
     wait_for(lambda: ui.engine.get(f"/api/vms/{vm['id']}")["status"] == "ok", 60, "the VM unlocked")
     b.click(f"#template-{vm['id']}")
     b.fill("#template-name", "ui-template")
     b.click("#dialog-submit")
-    status_done(b, "Template from ui-vm")
+    status_done(b, "Template from ui-vm", "started")
     tpl = wait_for(lambda: (lambda t: t if t and t["status"] == "ok" else None)(by_name(ui, "templates", "ui-template")),
                    60, "the template ok")
     page(ui, "templates")
@@ -337,7 +364,7 @@ def test_vm_snapshot_template_and_thin_vm_from_the_browser(ui):
     b.eval(f"document.querySelector('#vm-template').value = {json.dumps(tpl['id'])}")
     b.eval("document.querySelector('#vm-mode').value = 'thin'")
     b.click("#vm-create")
-    status_done(b, "Creating VM ui-vm-thin")
+    status_done(b, "Creating VM ui-vm-thin", "started")
     thin = wait_for(lambda: (lambda v: v if v and v["status"] == "ok" else None)(by_name(ui, "vms", "ui-vm-thin")),
                     60, "the thin VM ok")
     assert thin["template"] == {"id": tpl["id"]} and len(thin["disk_attachments"]) == 1
