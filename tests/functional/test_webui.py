@@ -272,6 +272,9 @@ def test_upload_and_download_from_the_browser(ui):
     out = os.path.join(b.downloads, "ui-upload.qcow2")
     wait_file(out, 60)
     assert file_digest(out) == file_digest(src)
+    # The browser saved the host's answer itself (the URL's last part is the ticket; the name came from
+    # Content-Disposition); the page finalizes once the host counted every byte sent.
+    status_done(b, "Downloading ui-upload", timeout=60)
     transfers = ui.engine.get("/api/imagetransfers")["imagetransfers"]
     assert {t["phase"] for t in transfers if t["disk"]["id"] == disk["id"]} == {"finished_success"}
 
@@ -321,7 +324,8 @@ def test_agent_answers_cors_for_the_engine_origin_only(ui):
 
 def status_done(b, what, word="done", timeout=30):
     """The status line after an action: 'done' when it finished, 'started' when the engine answered with a job."""
-    text = b.wait(f"(t => (t.startsWith({json.dumps(what + ': ')}) && !t.endsWith('…') || t.includes('failed')) && t)"
+    text = b.wait(f"(t => ([{json.dumps(what + ': done')}, {json.dumps(what + ': started')}].includes(t) || "
+                  "t.includes('failed')) && t)"
                   "(document.querySelector('#status').textContent)", timeout, what)
     assert text == f"{what}: {word}", text
 
