@@ -8,7 +8,7 @@ const TOKEN_KEY = "ferry.token";
 const CHUNK = 8 * 1024 * 1024;          // the agent's transfer_max_request
 const MiB = 1024 * 1024, GiB = 1024 * MiB;
 
-const S = { token: sessionStorage.getItem(TOKEN_KEY), user: null, role: null, view: null,
+const S = { token: sessionStorage.getItem(TOKEN_KEY), user: null, role: null, view: null, changed: null,
             refreshing: false, again: false, lists: {} };
 
 // ---- DOM helpers: text goes in as text, never as markup ----
@@ -249,7 +249,7 @@ function onStreamEvent(ev) {
   } else if (ev.event === "change") {
     let tables = [];
     try { tables = JSON.parse(ev.data).tables || []; } catch (e) { return; }
-    if (S.view && tables.some((t) => S.view.tables.includes(t))) refresh();
+    if (S.view && tables.some((t) => S.view.tables.includes(t))) refreshSoon(tables);
   }
 }
 
@@ -366,16 +366,13 @@ const VIEWS = {
         h("button", { type: "submit", id: "upload-submit" }, "Upload"));
       return [create, upload];
     },
-    async data() {
+    async data(changed) {
       const { disks } = await get("/api/disks");
-      const steps = {};
-      await Promise.all(disks.filter((d) => d.job).map(async (d) => {
-        try { steps[d.id] = (await get(`/api/jobs/${d.job.id}/steps`)).steps; } catch (e) { steps[d.id] = []; }
-      }));
+      const steps = await jobSteps(this, disks.filter((d) => d.job).map((d) => d.job.id), changed);
       return table("Disks", ["Name", "Status", "Format", "Size", "Storage domain", "Actions"],
         disks.map((d) => [
           d.name,
-          diskStatus(d, steps[d.id]),
+          diskStatus(d, d.job && steps[d.job.id]),
           `${d.format}${d.sparse ? ", sparse" : ""}`,
           `${size(d.provisioned_size)} (${size(d.actual_size)} used)`,
           (d.storage_domains || []).map((s) => domainName(s.id)).join(", "),
@@ -402,12 +399,16 @@ const VIEWS = {
         field("Disks", select("mode", [["thin", "thin (on the template)"], ["clone", "clone (independent copy)"]], { id: "vm-mode" })),
         h("button", { type: "submit", id: "vm-create" }, "Create"))];
     },
-    async data() {
+    async data(changed) {
       const [{ vms }, { disks }] = await Promise.all([get("/api/vms"), get("/api/disks")]);
+      // Each VM's snapshots are read again only when the snapshots table changed, or the VM is new here.
+      const old = changed("snapshots") ? {} : (this.snaps || {});
       const snaps = {};
       await Promise.all(vms.map(async (v) => {
+        if (old[v.id]) { snaps[v.id] = old[v.id]; return; }
         try { snaps[v.id] = (await get(`/api/vms/${v.id}/snapshots`)).snapshots; } catch (e) { snaps[v.id] = []; }
       }));
+      this.snaps = snaps;
       const dname = (id) => (disks.find((d) => d.id === id) || { name: id }).name;
       const free = disks.filter((d) => d.status === "ok" && !vms.some((v) => (v.disk_attachments || []).some((a) => a.disk.id === d.id)));
       return table("VMs", ["Name", "Status", "Disks", "Snapshots", "Actions"],
@@ -453,12 +454,9 @@ const VIEWS = {
   },
   jobs: {
     title: "Jobs", tables: ["jobs", "steps"],
-    async data() {
+    async data(changed) {
       const jobs = (await get("/api/jobs")).jobs.slice(0, 50);
-      const steps = {};
-      await Promise.all(jobs.slice(0, 20).map(async (j) => {
-        try { steps[j.id] = (await get(`/api/jobs/${j.id}/steps`)).steps; } catch (e) { steps[j.id] = []; }
-      }));
+      const steps = await jobSteps(this, jobs.slice(0, 20).map((j) => j.id), changed);
       return table("Jobs", ["Job", "Status", "Progress", "Duration", "Steps", "Actions"],
         jobs.map((j) => [
           j.description,
@@ -494,6 +492,18 @@ const VIEWS = {
     },
   },
 };
+
+// The steps of those jobs: read again only when the steps table changed, or for a job not seen before.
+async function jobSteps(view, ids, changed) {
+  const old = changed("steps") ? {} : (view.steps || {});
+  const steps = {};
+  await Promise.all(ids.map(async (id) => {
+    if (old[id]) { steps[id] = old[id]; return; }
+    try { steps[id] = (await get(`/api/jobs/${id}/steps`)).steps; } catch (e) { steps[id] = []; }
+  }));
+  view.steps = steps;
+  return steps;
+}
 
 function diskStatus(d, steps) {
   if (d.status !== "locked") return h("span", { class: d.status === "ok" ? "ok" : "error", "data-disk-status": d.id }, d.status);
@@ -651,18 +661,33 @@ async function route() {
   refresh();
 }
 
+// Live changes redraw at most once a second: a copy writes its progress many times a second, and each
+// redraw costs requests. changed: the tables the stream named since the last redraw, so a page rereads
+// only what they touch (null: everything, as on a page load or a new stream).
+const REFRESH_MS = 1000;
+function refreshSoon(tables) {
+  if (S.changed !== null) for (const t of tables) S.changed.add(t);
+  if (S.refreshTimer) return;
+  const wait = Math.max(0, (S.lastRefresh || 0) + REFRESH_MS - Date.now());
+  S.refreshTimer = setTimeout(() => { S.refreshTimer = null; refresh(S.changed); }, wait);
+}
+
 // One redraw at a time; changes during one ask for another after it.
-async function refresh() {
+async function refresh(changed) {
   if (!S.view || !S.token) return;
+  if (changed === undefined) S.changed = null;        // a full reread asked for
   if (S.refreshing) { S.again = true; return; }
   S.refreshing = true;
   try {
     do {
       S.again = false;
       const view = S.view;
+      const need = S.changed;
+      S.changed = new Set();
+      S.lastRefresh = Date.now();
       let node;
       try {
-        node = await view.data();
+        node = await view.data(need ? (t) => need.has(t) : () => true);
       } catch (e) {
         node = h("p", { class: "error" }, `Cannot read ${view.title.toLowerCase()}: ${e.message}`);
       }

@@ -21,7 +21,7 @@ from conftest import make_workdir
 
 ARTIFACTS = os.environ.get("FERRY_TEST_ARTIFACTS") or os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                                     "artifacts", "webui")
-RATE = "24M"                  # 96 MiB copies take 4 s: the progress bar moves through several values
+RATE = "16M"                  # 96 MiB copies take 6 s: the page (one redraw a second) sees several values
 DISK = 96 * MiB
 VIEWER = ("ui-viewer", "viewer-password-1")
 
@@ -175,6 +175,30 @@ def test_seven_tabs_share_one_event_stream(ui):
     finally:
         for t in tabs:
             b.close_tab(t)
+
+
+def test_live_redraws_reread_only_what_changed_at_most_once_a_second(ui):
+    """A change to disks does not make the VMs page read every VM's snapshots again, and redraws are coalesced."""
+    b = ui.browser
+    ui.engine.post("/api/vms", {"name": "ui-redraws"})
+    login(ui, ui.engine.ADMIN, ui.engine.admin_password)
+    page(ui, "vms")
+    b.wait("document.querySelector('#live').className === 'on'", 15, "the event stream")
+    b.wait(f"document.querySelector('#data').innerText.includes('ui-redraws')", 15, "the VM")
+    b.eval("performance.clearResourceTimings(); performance.setResourceTimingBufferSize(10000)")
+    r = ui.engine.post("/api/disks", {"name": "ui-redraws-disk", "provisioned_size": MiB, "format": "raw",
+                                      "sparse": True, "storage_domain": {"id": ui.sds[0]["id"]}})
+    assert ui.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
+    fetched = """performance.getEntriesByType('resource').map(e => [new URL(e.name).pathname, e.startTime])"""
+    b.wait(f"({fetched}).some(([p]) => p === '/api/disks')", 15, "a redraw after the change")
+    # The last change event comes 250 ms after the last write; its redraw up to a second later.
+    wait_for(lambda: b.eval(f"(() => {{ const l = ({fetched}).filter(([p]) => p === '/api/vms').pop();"
+                            " return l && performance.now() - l[1] > 1500; })()"), 15, "the redraws to settle")
+    seen = b.eval(fetched)
+    assert not [p for p, _ in seen if p.endswith("/snapshots")], seen
+    starts = [t for p, t in seen if p == "/api/vms"]
+    assert starts and all(b2 - a >= 950 for a, b2 in zip(starts, starts[1:])), starts
+    ui.engine.request("DELETE", f"/api/vms/{by_name(ui, 'vms', 'ui-redraws')['id']}")
 
 
 def test_create_disk_in_the_browser(ui):
