@@ -148,6 +148,10 @@ int main(int argc, char **argv)
                   FERRY_VERSION, agent.config.listen_address, agent_server_port(agent.server),
                   agent.config.insecure ? "plain TCP, insecure" : "TLS", agent.config.storage_root,
                   agent.config.sanlock_run_dir, agent.config.max_jobs);
+        if (agent.config.insecure)
+                g_warning("insecure=true: the engine's connection and image transfers are plain TCP without "
+                          "certificates; anyone on the network path can read and forge them. For development only: "
+                          "give tls_cert, tls_key and tls_ca instead");
 
         if (agent_transfers_start(&agent, &error) < 0) {
                 g_critical("cannot serve image transfers on %s:%u: %s", agent.config.listen_address,

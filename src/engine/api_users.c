@@ -138,7 +138,7 @@ static void update_apply(struct engine *e, SoupServerMessage *msg, struct user_c
 {
         g_autoptr(GError) error = NULL;
         g_autoptr(json_t) row = engine_store_user_get(e->db, u->name, &error);
-        int r = 0;
+        int r;
 
         if (!row) {
                 engine_rest_reply_row(e, msg, "user", u->name, NULL, error, user_json);
@@ -148,10 +148,8 @@ static void update_apply(struct engine *e, SoupServerMessage *msg, struct user_c
                 engine_rest_reply_fault(msg, 409, "this is the last admin; make another user admin first");
                 return;
         }
-        if (hash)
-                r = engine_store_user_set_hash(e->db, u->name, hash, &error);
-        if (r == 0 && u->role)
-                r = engine_store_user_set_role(e->db, u->name, u->role, &error);
+        /* Nothing to change: the user's tokens stay. */
+        r = hash || u->role ? engine_store_user_update(e->db, u->name, hash, u->role, &error) : 0;
         if (r < 0) {
                 if (error)
                         engine_rest_reply_error(msg, error);

@@ -134,6 +134,9 @@ struct engine_auth {
         char *dummy_hash;              /* an unknown user costs a hash too */
         unsigned queued;               /* checks pushed to the pool and not back yet */
         guint sweep_source;
+        gint stopping;                 /* atomic: the engine is stopping; results are dropped */
+        GMutex lock;                   /* guards outside (pool threads add to it) */
+        GHashTable *outside;           /* checks waiting on a main-loop source: a delay or a result */
 };
 
 struct authed {
@@ -162,6 +165,7 @@ struct check {
         engine_auth_resume resume;     /* NULL: the token endpoint; else where a Basic request continues */
         engine_auth_hashed hashed;     /* not NULL: make a hash of password for a user change, check nothing */
         void *hashed_data;
+        GSource *source;               /* while in outside: the delay or the result's idle source */
         bool ok;
 };
 
@@ -195,9 +199,29 @@ static void token_grant(struct engine *e, SoupServerMessage *msg, const char *us
 static void check_finish(struct check *c, int result)
 {
         struct engine *e = c->e;
-        const char *shown = c->user ? c->user : "(an invalid name)";
+        /* A name no user has may be a password typed in the wrong field: never recorded. */
+        const char *shown = c->row ? c->user : "(an unknown user)";
+        g_autoptr(json_t) now_row = NULL;
+        g_autoptr(GError) error = NULL;
         struct throttle_outcome out;
         enum engine_role role;
+
+        /*
+         * The check may have waited up to 30 s: the user may have gone, or
+         * changed password or role meanwhile. Only the row as it is now counts.
+         */
+        if (result == THROTTLE_SUCCESS) {
+                now_row = engine_store_user_get(e->db, c->user, &error);
+                if (error)
+                        g_warning("login of %s: %s", c->user, error->message);
+                if (!now_row || g_strcmp0(engine_js(now_row, "hash"), c->hash) != 0) {
+                        c->ok = false;
+                        result = THROTTLE_FAILURE;
+                } else {
+                        json_decref(c->row);
+                        c->row = json_incref(now_row);
+                }
+        }
 
         throttle_end(e->auth->throttle, c->attempt, result, engine_now(), &out);
         if (result == THROTTLE_FAILURE && out.event) {
@@ -234,12 +258,45 @@ static void check_finish(struct check *c, int result)
         check_free(c);
 }
 
+/* The check is no longer waiting on c->source (main loop or stop). */
+static void outside_remove(struct engine_auth *a, struct check *c)
+{
+        g_mutex_lock(&a->lock);
+        g_hash_table_remove(a->outside, c);
+        g_mutex_unlock(&a->lock);
+        g_clear_pointer(&c->source, g_source_unref);
+}
+
+/* c waits for source on the main context: the stop can find and drop it. */
+static void outside_attach(struct engine_auth *a, struct check *c, GSource *source, GSourceFunc fn)
+{
+        g_source_set_callback(source, fn, c, NULL);
+        g_mutex_lock(&a->lock);
+        c->source = source;
+        g_hash_table_add(a->outside, c);
+        g_source_attach(source, NULL);
+        g_mutex_unlock(&a->lock);
+}
+
+/* The engine stops: the check ends unanswered (its message goes with the server). */
+static void check_drop(struct engine *e, struct check *c)
+{
+        if (c->hashed)
+                c->hashed(e, NULL, NULL, c->hashed_data);
+        else if (c->attempt)
+                throttle_end(e->auth->throttle, c->attempt, THROTTLE_ABORTED, engine_now(), NULL);
+        check_free(c);
+}
+
 static gboolean on_checked(gpointer data)
 {
         struct check *c = data;
 
+        outside_remove(c->e->auth, c);
         c->e->auth->queued--;
-        if (c->hashed) {
+        if (g_atomic_int_get(&c->e->auth->stopping)) {
+                check_drop(c->e, c);
+        } else if (c->hashed) {
                 soup_server_message_unpause(c->msg);
                 c->hashed(c->e, c->msg, c->hash, c->hashed_data);
                 check_free(c);
@@ -265,18 +322,30 @@ static void check_run(gpointer data, gpointer pool_data)
                         g_debug("cannot lower the priority of a password thread: %s", g_strerror(errno));
         }
 
-        if (c->hashed)
+        /* Stopping: the queue drains without hashing (the stop waits for it). */
+        if (g_atomic_int_get(&c->e->auth->stopping))
+                ;
+        else if (c->hashed)
                 c->hash = engine_auth_hash(c->password, NULL);
         else
                 c->ok = password_matches(c->hash, c->password) && c->row;
         memset(c->password, 0, strlen(c->password));
-        g_main_context_invoke(NULL, on_checked, c);
+        /*
+         * Always through an idle source of the main context, never inline:
+         * g_main_context_invoke runs on_checked in this thread when the loop
+         * has stopped, racing the engine's shutdown.
+         */
+        outside_attach(c->e->auth, c, g_idle_source_new(), on_checked);
 }
 
 static void check_push(struct check *c)
 {
         struct engine_auth *a = c->e->auth;
 
+        if (g_atomic_int_get(&a->stopping)) {
+                check_drop(c->e, c);
+                return;
+        }
         if (a->queued >= HASH_QUEUE_MAX + HASH_THREADS) {
                 check_finish(c, THROTTLE_ABORTED);
                 return;
@@ -287,7 +356,10 @@ static void check_push(struct check *c)
 
 static gboolean on_delay_over(gpointer data)
 {
-        check_push(data);
+        struct check *c = data;
+
+        outside_remove(c->e->auth, c);
+        check_push(c);
         return G_SOURCE_REMOVE;
 }
 
@@ -343,8 +415,8 @@ static void check_start(struct engine *e, SoupServerMessage *msg, const char *us
         }
         c->hash = g_strdup(c->row ? engine_js(c->row, "hash") : e->auth->dummy_hash);
         soup_server_message_pause(msg);
-        if (delay)
-                g_timeout_add(delay * 1000, on_delay_over, c);   /* exact: _seconds may fire early */
+        if (delay)      /* exact: _seconds may fire early */
+                outside_attach(e->auth, c, g_timeout_source_new(delay * 1000), on_delay_over);
         else
                 check_push(c);
 }
@@ -382,14 +454,44 @@ static gboolean on_token_sweep(gpointer data)
         return G_SOURCE_CONTINUE;
 }
 
+void engine_auth_stop(struct engine *e)
+{
+        struct engine_auth *a = e->auth;
+        g_autoptr(GPtrArray) left = g_ptr_array_new();
+        GHashTableIter it;
+        gpointer c;
+
+        if (!a || g_atomic_int_get(&a->stopping))
+                return;
+        g_atomic_int_set(&a->stopping, 1);
+        /* Waits for the threads: none touches the engine after this. Queued checks drain without hashing. */
+        if (a->pool)
+                g_thread_pool_free(g_steal_pointer(&a->pool), FALSE, TRUE);
+        /* The loop has stopped: checks waiting on a delay or with a result are dropped, not answered. */
+        g_mutex_lock(&a->lock);
+        g_hash_table_iter_init(&it, a->outside);
+        while (g_hash_table_iter_next(&it, &c, NULL))
+                g_ptr_array_add(left, c);
+        g_hash_table_remove_all(a->outside);
+        g_mutex_unlock(&a->lock);
+        for (guint i = 0; i < left->len; i++) {
+                struct check *k = left->pdata[i];
+
+                g_source_destroy(k->source);
+                g_clear_pointer(&k->source, g_source_unref);
+                check_drop(e, k);
+        }
+}
+
 void engine_auth_free(struct engine *e)
 {
         struct engine_auth *a = e->auth;
 
         if (!a)
                 return;
-        /* Checks still queued are dropped; their messages go with the server. */
-        g_thread_pool_free(a->pool, TRUE, FALSE);
+        engine_auth_stop(e);
+        g_hash_table_unref(a->outside);
+        g_mutex_clear(&a->lock);
         if (a->sweep_source)
                 g_source_remove(a->sweep_source);
         throttle_free(a->throttle);
@@ -454,6 +556,14 @@ static void token_grant(struct engine *e, SoupServerMessage *msg, const char *us
         memset(token, 0, strlen(token));
 }
 
+/* OAuth's scope is a space-separated list: want must be one of its entries, exactly. */
+static bool scope_has(const char *scope, const char *want)
+{
+        g_auto(GStrv) parts = g_strsplit(scope, " ", -1);
+
+        return g_strv_contains((const char *const *) parts, want);
+}
+
 static void token_request(struct engine *e, SoupServerMessage *msg)
 {
         g_autoptr(GHashTable) form = form_body(e, msg);
@@ -474,7 +584,7 @@ static void token_request(struct engine *e, SoupServerMessage *msg)
                 reply_oauth_error(msg, 400, "invalid_request", "give username and password");
                 return;
         }
-        if (scope && !strstr(scope, "ovirt-app-api")) {
+        if (scope && !scope_has(scope, "ovirt-app-api")) {
                 reply_oauth_error(msg, 400, "invalid_scope", "scope must be ovirt-app-api");
                 return;
         }
@@ -689,6 +799,8 @@ int engine_auth_init(struct engine *e, GError **error)
         if (!e->auth) {
                 e->auth = g_new0(struct engine_auth, 1);
                 e->auth->throttle = throttle_new(THROTTLE_KEYS);
+                g_mutex_init(&e->auth->lock);
+                e->auth->outside = g_hash_table_new(NULL, NULL);
                 /* Exclusive: its threads run at a lower priority and must not serve other pools. */
                 e->auth->pool = g_thread_pool_new(check_run, NULL, HASH_THREADS, TRUE, error);
                 if (!e->auth->pool)

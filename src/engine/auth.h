@@ -43,6 +43,12 @@ char *engine_auth_credential(SoupServerMessage *msg);
  */
 bool engine_auth_still_valid(struct engine *e, const char *credential, const char *user);
 /* Ends the hashing pool, the token sweep and the login throttle. */
+/*
+ * The engine stops (its loop has returned): waits for the password threads
+ * and drops every check still pending, unanswered. Before the REST server
+ * and the store close; engine_auth_free calls it too.
+ */
+void engine_auth_stop(struct engine *e);
 void engine_auth_free(struct engine *e);
 /* A role from its name; -EINVAL for an unknown one. */
 int engine_role_from_name(const char *name, enum engine_role *ret);

@@ -135,6 +135,8 @@ int main(int argc, char **argv)
         fy_service_ready("serving");
         g_main_loop_run(e->loop);
 
+        /* First: no password check may finish (and write a token) while the rest closes. */
+        engine_auth_stop(e);
         g_source_remove(e->tick_source);
         engine_metrics_free(e);
         if (e->kick_source)

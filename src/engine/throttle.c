@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Failed-login throttling: see throttle.h for the policy. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <string.h>
 
 #include "throttle.h"
 
@@ -9,6 +11,7 @@ struct entry {
         unsigned failures;
         unsigned inflight;
         gint64 last;                   /* last failure or attempt begun */
+        gint64 good;                   /* last right password of this pair (pairs only) */
         gint64 event_last;             /* last failed-login event of this key (pairs only) */
         unsigned event_suppressed;     /* failures since event_last not shown */
         GList link;                    /* in t->lru, oldest first */
@@ -112,6 +115,28 @@ static struct entry *touch(struct throttle *t, char *key, gint64 now)
         return e;
 }
 
+/* An IPv6 source counts by its /64 (one host usually holds the whole /64); IPv4 and others as given. */
+static char *address_key(const char *address)
+{
+        struct in6_addr a6;
+        char text[INET6_ADDRSTRLEN];
+
+        if (!strchr(address, ':') || inet_pton(AF_INET6, address, &a6) != 1)
+                return g_strdup(address);
+        if (IN6_IS_ADDR_V4MAPPED(&a6))
+                return g_strdup(address);
+        memset(&a6.s6_addr[8], 0, 8);
+        if (!inet_ntop(AF_INET6, &a6, text, sizeof(text)))
+                return g_strdup(address);
+        return g_strconcat(text, "/64", NULL);
+}
+
+/* The pair logged in with the right password lately: the user-wide count does not hold it back. */
+static bool trusted(struct entry *pair, gint64 now)
+{
+        return pair->good && now - pair->good < THROTTLE_TRUST_S;
+}
+
 static unsigned delay_for(unsigned n, unsigned free)
 {
         if (n < free)
@@ -120,14 +145,14 @@ static unsigned delay_for(unsigned n, unsigned free)
 }
 
 /* The wait of an attempt now: attempts in flight count as the failures they may turn out to be. */
-static unsigned delay_of(struct throttle_attempt *a)
+static unsigned delay_of(struct throttle_attempt *a, gint64 now)
 {
         static const unsigned free[N_KEYS] = { [PAIR] = THROTTLE_FREE, [ADDRESS] = THROTTLE_FREE,
                                                [USER] = THROTTLE_USER_FREE };
         unsigned d = 0;
 
         for (int k = 0; k < N_KEYS; k++)
-                if (a->e[k])
+                if (a->e[k] && !(k == USER && trusted(a->e[PAIR], now)))
                         d = MAX(d, delay_for(a->e[k]->failures + a->e[k]->inflight, free[k]));
         return d;
 }
@@ -136,15 +161,17 @@ int throttle_begin(struct throttle *t, const char *user, const char *address, gi
                    struct throttle_attempt **ret, unsigned *ret_delay_s)
 {
         struct throttle_attempt a = { { NULL } };
+        g_autofree char *where = address_key(address);
 
         *ret = NULL;
         /* An invalid name is one pair per address: guesses of names are still counted. */
-        a.e[PAIR] = touch(t, g_strconcat("p:", user ? user : "", "\n", address, NULL), now);
-        a.e[ADDRESS] = touch(t, g_strconcat("a:", address, NULL), now);
+        a.e[PAIR] = touch(t, g_strconcat("p:", user ? user : "", "\n", where, NULL), now);
+        a.e[ADDRESS] = touch(t, g_strconcat("a:", where, NULL), now);
         if (user)
                 a.e[USER] = touch(t, g_strconcat("u:", user, NULL), now);
-        *ret_delay_s = delay_of(&a);
-        if (a.e[PAIR]->inflight >= THROTTLE_INFLIGHT_PAIR || a.e[ADDRESS]->inflight >= THROTTLE_INFLIGHT_ADDRESS) {
+        *ret_delay_s = delay_of(&a, now);
+        if (a.e[PAIR]->inflight >= THROTTLE_INFLIGHT_PAIR || a.e[ADDRESS]->inflight >= THROTTLE_INFLIGHT_ADDRESS ||
+            (a.e[USER] && a.e[USER]->inflight >= THROTTLE_INFLIGHT_USER && !trusted(a.e[PAIR], now))) {
                 *ret_delay_s = MAX(*ret_delay_s, 1);
                 return -EBUSY;
         }
@@ -189,9 +216,10 @@ void throttle_end(struct throttle *t, struct throttle_attempt *a, int result, gi
                         a->e[k]->inflight--;
         if (result == THROTTLE_SUCCESS) {
                 a->e[PAIR]->failures = 0;
+                a->e[PAIR]->good = now;
                 a->e[ADDRESS]->failures = 0;
         } else if (result == THROTTLE_FAILURE) {
-                unsigned before = delay_of(a);
+                unsigned before = delay_of(a, now);
 
                 for (int k = 0; k < N_KEYS; k++)
                         if (a->e[k]) {
@@ -199,7 +227,7 @@ void throttle_end(struct throttle *t, struct throttle_attempt *a, int result, gi
                                 a->e[k]->last = now;
                         }
                 event_due(t, a->e[PAIR], now, &out);
-                out.next_delay_s = delay_of(a);
+                out.next_delay_s = delay_of(a, now);
                 out.first_delay = before == 0 && out.next_delay_s > 0;
         }
         for (int k = 0; k < N_KEYS; k++)

@@ -6,24 +6,30 @@
  * policy, the time given by the caller, so the unit test drives it.
  *
  * Three counters per attempt: the pair (user, source address), the address,
- * and the user alone. The pair and the address slow down from their 5th
- * failure; the user alone only from its 100th, so someone elsewhere cannot
- * slow the real user much, and never refuses them. Attempts in flight count
- * as failures until they end, so parallel guesses wait like sequential
- * ones; past a few in flight per pair or address the attempt is refused at
- * once (429). The table is bounded: past its size the least recently used
- * key is dropped, never the whole table.
+ * and the user alone; each slows down from its 5th failure (issue 11: "5
+ * failed logins for one user or one address"). An IPv6 source counts by
+ * its /64. A pair that gave the right password in the last
+ * THROTTLE_TRUST_S is not held back by the user-wide count (neither its
+ * delay nor its cap in flight): guesses from elsewhere cannot slow the real
+ * user from their usual address; a right password clears the pair's and the
+ * address's failures. Attempts in flight count as failures until they end,
+ * so parallel guesses wait like sequential ones; past a few in flight per
+ * pair, address or user the attempt is refused at once (429). The table is
+ * bounded: past its size the least recently used key is dropped, never the
+ * whole table.
  */
 #include <stdbool.h>
 
 #include <glib.h>
 
 #define THROTTLE_FREE 5                /* failures of a pair or an address before the delay starts */
-#define THROTTLE_USER_FREE 100         /* failures of a user from anywhere before the delay starts */
+#define THROTTLE_USER_FREE 5           /* failures of a user from anywhere before the delay starts */
+#define THROTTLE_TRUST_S (7 * 86400)   /* a pair's right password exempts it from the user count this long */
 #define THROTTLE_DELAY_MAX_S 30
 #define THROTTLE_FORGET_S 900          /* a key with nothing for this long starts over */
 #define THROTTLE_INFLIGHT_PAIR 4       /* attempts in flight per (user, address) before 429 */
 #define THROTTLE_INFLIGHT_ADDRESS 8    /* attempts in flight per address before 429 */
+#define THROTTLE_INFLIGHT_USER 8       /* attempts in flight per user (untrusted pairs) before 429 */
 #define THROTTLE_EVENT_INTERVAL_S 60   /* one failed-login event per pair per minute, with a count */
 #define THROTTLE_EVENTS_PER_MINUTE 100 /* and at most this many from all pairs */
 
@@ -34,14 +40,14 @@ struct throttle *throttle_new(unsigned max_keys);
 void throttle_free(struct throttle *t);
 /* Keys held now (for the tests). */
 unsigned throttle_size(struct throttle *t);
-/* Failures counted for a key ("p:USER\nADDR", "a:ADDR", "u:USER"); 0 when absent or forgotten. */
+/* Failures counted for a key ("p:USER\nADDR", "a:ADDR", "u:USER"; ADDR of IPv6 "PREFIX::/64"); 0 when absent or forgotten. */
 unsigned throttle_failures(struct throttle *t, const char *key, gint64 now);
 
 /*
  * A login attempt of user (NULL: not a valid name) from address begins at
  * now (seconds). 0: *ret holds the attempt, which waits *ret_delay_s before
- * its password is checked. -EBUSY: too many attempts of this pair or address
- * are in flight; refuse with 429 and Retry-After *ret_delay_s.
+ * its password is checked. -EBUSY: too many attempts of this pair, address
+ * or user are in flight; refuse with 429 and Retry-After *ret_delay_s.
  */
 int throttle_begin(struct throttle *t, const char *user, const char *address, gint64 now,
                    struct throttle_attempt **ret, unsigned *ret_delay_s);
@@ -54,7 +60,7 @@ struct throttle_outcome {
 };
 
 /*
- * The attempt ended: success clears the pair and the address; a failure
+ * The attempt ended: success clears the pair and the address and trusts the pair; a failure
  * counts on all three keys. aborted: neither (the check never ran). Frees
  * the attempt; *ret_out (may be NULL) says what to record.
  */

@@ -280,7 +280,7 @@ static json_t *transfer_start(struct engine *e, json_t *body, SoupServerMessage 
         g_autoptr(json_t) vols = NULL;
         g_autoptr(json_t) row = NULL;
         g_autofree char *id = fy_uuid_new();
-        g_autofree char *ticket = fy_uuid_new();
+        g_autofree char *ticket = fy_uuid_new_secret();   /* the bearer secret of the transfer */
         g_autofree char *job = fy_uuid_new();
         g_autofree char *host = NULL;
         g_autofree char *base = NULL;

@@ -212,6 +212,7 @@ def test_insecure_mode_is_plain_and_warned():
             log = f.read()
         assert "insecure=true: the REST API is served over plain HTTP" in log
         assert "agent_insecure=true" in log
+        assert "insecure=true: the engine's connection and image transfers are plain TCP" in c.agents[0].log_tail()
         assert "(plain TCP, insecure)" in c.agents[0].log_tail() and "image transfers served on http://" in c.agents[0].log_tail()
         status, _ = c.engine.request("GET", "/api/datacenters")
         assert status == 200

@@ -66,21 +66,82 @@ static void test_parallel(void)
         throttle_free(t);
 }
 
-/* Another address's failures do not slow the real user until the per-user cap. */
+static void succeed(struct throttle *t, const char *user, const char *address, gint64 now)
+{
+        struct throttle_attempt *a;
+        unsigned delay;
+
+        g_assert_cmpint(throttle_begin(t, user, address, now, &a, &delay), ==, 0);
+        throttle_end(t, a, THROTTLE_SUCCESS, now, NULL);
+}
+
+/*
+ * 5 failures of a user from anywhere slow its next attempts (issue 11), except from a pair that gave
+ * the right password lately: others cannot slow the real user from their usual address.
+ */
 static void test_pair(void)
 {
         struct throttle *t = throttle_new(1000);
+        struct throttle_attempt *a[THROTTLE_INFLIGHT_USER], *refused;
+        unsigned delay;
 
+        succeed(t, "admin", "10.0.0.1", 50);
         for (int i = 0; i < 50; i++)
                 fail(t, "admin", "10.6.6.6", 100);
-        g_assert_cmpuint(delay_now(t, "admin", "10.0.0.1", 100), ==, 0);
         g_assert_cmpuint(delay_now(t, "admin", "10.6.6.6", 100), ==, THROTTLE_DELAY_MAX_S);
-        for (int i = 0; i < THROTTLE_USER_FREE; i++) {
+        for (int i = 0; i < 100; i++) {
                 g_autofree char *addr = g_strdup_printf("10.7.%d.%d", i / 256, i % 256);
 
                 fail(t, "admin", addr, 100);
         }
-        g_assert_cmpuint(delay_now(t, "admin", "10.0.0.1", 100), >, 0);
+        /* The usual address is not held back; a new one is. */
+        g_assert_cmpuint(delay_now(t, "admin", "10.0.0.1", 100), ==, 0);
+        g_assert_cmpuint(delay_now(t, "admin", "10.0.0.9", 100), ==, THROTTLE_DELAY_MAX_S);
+        /* The trust ends. */
+        for (int i = 0; i < THROTTLE_USER_FREE; i++)
+                fail(t, "admin", "10.6.6.7", 50 + THROTTLE_TRUST_S);
+        g_assert_cmpuint(delay_now(t, "admin", "10.0.0.1", 50 + THROTTLE_TRUST_S), >, 0);
+        throttle_free(t);
+
+        /* A fresh user: the 6th failure from 6 addresses waits; attempts in flight per user are capped. */
+        t = throttle_new(1000);
+        for (int i = 0; i < THROTTLE_USER_FREE; i++) {
+                g_autofree char *addr = g_strdup_printf("10.8.0.%d", i + 1);
+
+                g_assert_cmpuint(delay_now(t, "bob", addr, 100), ==, 0);
+                fail(t, "bob", addr, 100);
+        }
+        g_assert_cmpuint(delay_now(t, "bob", "10.8.1.1", 100), ==, 1);
+        succeed(t, "bob", "10.9.0.1", 100);
+        for (int i = 0; i < THROTTLE_INFLIGHT_USER; i++) {
+                g_autofree char *addr = g_strdup_printf("10.8.2.%d", i + 1);
+
+                g_assert_cmpint(throttle_begin(t, "bob", addr, 100, &a[i], &delay), ==, 0);
+        }
+        g_assert_cmpint(throttle_begin(t, "bob", "10.8.3.1", 100, &refused, &delay), ==, -EBUSY);
+        /* The trusted pair still gets in, at once. */
+        g_assert_cmpint(throttle_begin(t, "bob", "10.9.0.1", 100, &refused, &delay), ==, 0);
+        g_assert_cmpuint(delay, ==, 0);
+        throttle_end(t, refused, THROTTLE_SUCCESS, 100, NULL);
+        for (int i = 0; i < THROTTLE_INFLIGHT_USER; i++)
+                throttle_end(t, a[i], THROTTLE_FAILURE, 100, NULL);
+        throttle_free(t);
+}
+
+/* IPv6 sources count by their /64: another address of the same /64 is the same source. */
+static void test_ipv6(void)
+{
+        struct throttle *t = throttle_new(100);
+
+        for (int i = 0; i < THROTTLE_FREE; i++) {
+                g_autofree char *addr = g_strdup_printf("2001:db8:1:2::%x", i + 1);
+
+                fail(t, NULL, addr, 100);
+        }
+        g_assert_cmpuint(throttle_failures(t, "a:2001:db8:1:2::/64", 100), ==, THROTTLE_FREE);
+        g_assert_cmpuint(delay_now(t, NULL, "2001:db8:1:2:ffff:1:2:3", 100), ==, 1);
+        g_assert_cmpuint(delay_now(t, NULL, "2001:db8:1:3::1", 100), ==, 0);
+        g_assert_cmpuint(delay_now(t, NULL, "10.0.0.1", 100), ==, 0);
         throttle_free(t);
 }
 
@@ -131,6 +192,7 @@ int main(int argc, char **argv)
         g_test_add_func("/throttle/sequential", test_sequential);
         g_test_add_func("/throttle/parallel", test_parallel);
         g_test_add_func("/throttle/pair", test_pair);
+        g_test_add_func("/throttle/ipv6", test_ipv6);
         g_test_add_func("/throttle/bounded", test_bounded);
         g_test_add_func("/throttle/events", test_events);
         return g_test_run();

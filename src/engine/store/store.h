@@ -113,13 +113,14 @@ json_t *engine_store_user_list(struct engine_store *st, GError **error) STORE_MU
 /* -EEXIST when the name is taken. */
 int engine_store_user_insert(struct engine_store *st, const char *name, const char *hash, const char *role,
                              gint64 created, GError **error) STORE_MUST;
-/* Both end every token of the user; -ENOENT when there is no such user. */
-int engine_store_user_set_hash(struct engine_store *st, const char *name, const char *hash, GError **error) STORE_MUST;
-int engine_store_user_set_role(struct engine_store *st, const char *name, const char *role, GError **error) STORE_MUST;
+/* New hash and/or role (NULL: unchanged) in one transaction that ends every token of the user; -ENOENT: no such user. */
+int engine_store_user_update(struct engine_store *st, const char *name, const char *hash, const char *role,
+                             GError **error) STORE_MUST;
 /* The user and every token of theirs; -ENOENT when there is no such user. */
 int engine_store_user_delete(struct engine_store *st, const char *name, GError **error) STORE_MUST;
 /* Users in the store, or -EIO. */
 gint64 engine_store_user_count(struct engine_store *st, GError **error) STORE_MUST;
+#define ENGINE_STORE_TOKENS_PER_USER 100 /* beyond, a new token ends the user's oldest */
 int engine_store_token_insert(struct engine_store *st, const char *hash, const char *user, gint64 now,
                               GError **error) STORE_MUST;
 /* {user_name, created, last_used, role} of the token with that hash, or NULL. */

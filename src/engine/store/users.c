@@ -22,38 +22,36 @@ int engine_store_user_insert(struct engine_store *st, const char *name, const ch
 }
 
 /*
- * Changes one column of an existing user and ends every token of theirs in
- * the same transaction: a token must not outlive the password or the role
- * it was issued under. -ENOENT when there is no such user.
+ * Changes the password hash and/or the role (NULL: unchanged) of an existing
+ * user and ends every token of theirs, all in one transaction: a token must
+ * not outlive the password or the role it was issued under, and a change of
+ * both is never half done. -ENOENT when there is no such user.
  */
-static int user_set(struct engine_store *st, const char *sql, const char *name, const char *value, GError **error)
+int engine_store_user_update(struct engine_store *st, const char *name, const char *hash, const char *role,
+                             GError **error)
 {
-        int r;
+        int r = -ENOENT;
 
         if (engine_store_begin(st, error) < 0)
                 return -EIO;
-        if (store_exec(st, error, sql, "ss", value, name) < 0) {
-                engine_store_rollback(st);
-                return -EIO;
+        if (hash) {
+                if (store_exec(st, error, "UPDATE users SET hash = ? WHERE name = ?", "ss", hash, name) < 0)
+                        goto fail;
+                r = store_changes(st) > 0 ? 0 : -ENOENT;
         }
-        r = store_changes(st) > 0 ? 0 : -ENOENT;
-        if (store_exec(st, error, "DELETE FROM tokens WHERE user_name = ?", "s", name) < 0) {
-                engine_store_rollback(st);
-                return -EIO;
+        if (role) {
+                if (store_exec(st, error, "UPDATE users SET role = ? WHERE name = ?", "ss", role, name) < 0)
+                        goto fail;
+                r = store_changes(st) > 0 ? 0 : -ENOENT;
         }
+        if (store_exec(st, error, "DELETE FROM tokens WHERE user_name = ?", "s", name) < 0)
+                goto fail;
         if (engine_store_commit(st, error) < 0)
                 return -EIO;
         return r;
-}
-
-int engine_store_user_set_hash(struct engine_store *st, const char *name, const char *hash, GError **error)
-{
-        return user_set(st, "UPDATE users SET hash = ? WHERE name = ?", name, hash, error);
-}
-
-int engine_store_user_set_role(struct engine_store *st, const char *name, const char *role, GError **error)
-{
-        return user_set(st, "UPDATE users SET role = ? WHERE name = ?", name, role, error);
+fail:
+        engine_store_rollback(st);
+        return -EIO;
 }
 
 int engine_store_user_delete(struct engine_store *st, const char *name, GError **error)
@@ -82,8 +80,18 @@ gint64 engine_store_user_count(struct engine_store *st, GError **error)
 
 int engine_store_token_insert(struct engine_store *st, const char *hash, const char *user, gint64 now, GError **error)
 {
-        return store_exec(st, error, "INSERT INTO tokens (hash, user_name, created, last_used) VALUES (?, ?, ?, ?)",
-                          "ssii", hash, user, now, now);
+        if (engine_store_begin(st, error) < 0)
+                return -EIO;
+        /* At most ENGINE_STORE_TOKENS_PER_USER each: a script logging in without end ends its oldest tokens. */
+        if (store_exec(st, error, "INSERT INTO tokens (hash, user_name, created, last_used) VALUES (?, ?, ?, ?)",
+                       "ssii", hash, user, now, now) < 0 ||
+            store_exec(st, error, "DELETE FROM tokens WHERE user_name = ? AND hash NOT IN (SELECT hash FROM tokens "
+                       "WHERE user_name = ? ORDER BY created DESC, rowid DESC LIMIT ?)", "ssi", user, user,
+                       (gint64) ENGINE_STORE_TOKENS_PER_USER) < 0) {
+                engine_store_rollback(st);
+                return -EIO;
+        }
+        return engine_store_commit(st, error) < 0 ? -EIO : 0;
 }
 
 json_t *engine_store_token_get(struct engine_store *st, const char *hash, GError **error)
