@@ -290,13 +290,20 @@ function openDialog(title, controls, submitLabel, onsubmit) {
     h("strong", {}, title), controls,
     h("button", { type: "submit", id: "dialog-submit" }, submitLabel),
     button("Cancel", closeDialog));
+  // Where focus goes back when the dialog closes: the control that opened it (by id: a redraw replaces it).
+  S.opener = document.activeElement && document.activeElement.id;
   dlg.replaceChildren(form);
   dlg.hidden = false;
   (form.querySelector("input, select") || form.querySelector("button")).focus();
 }
 function closeDialog() {
   const dlg = $("#dialog");
-  if (dlg) { dlg.replaceChildren(); dlg.hidden = true; }
+  if (dlg && !dlg.hidden) {
+    dlg.replaceChildren();
+    dlg.hidden = true;
+    const back = S.opener && document.getElementById(S.opener);
+    (back || $("#main")).focus();
+  }
 }
 
 async function pollUntil(fn, what, ms) {
@@ -658,6 +665,8 @@ async function route() {
     h("div", { id: "dialog", hidden: true }),
     h("section", { id: "data", "data-view": name, "aria-labelledby": "page-title", "aria-busy": "true" }));
   S.view.name = name;
+  if (S.navigated) $("#main").focus();             // a keyboard or screen reader user lands on the new page
+  S.navigated = true;
   refresh();
 }
 

@@ -113,6 +113,7 @@ def test_admin_sees_every_page_labelled(ui):
         assert b.eval(unlabelled) == [], name
         shot(b, f"{name}-1280x720")
     page(ui, "hosts")
+    assert b.eval("document.activeElement.id") == "main"       # navigation moves focus to the new page
     assert b.eval("document.querySelectorAll('#data tbody tr').length") == 2
     assert "SPM" in b.eval("document.querySelector('#data').innerText")
     # Keyboard: from the skip link, Tab walks the page links, then the page's controls.
