@@ -768,6 +768,55 @@ static int cli_disk_move_or_copy(struct cli_ctx *ctx, int argc, char **argv, boo
         return r;
 }
 
+/* Waits for the disk's checksum job and prints its digest (the step's checksum). */
+int cli_disk_checksum(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autoptr(cli_engine) e = NULL;
+        g_autofree char *path = NULL, *steps_path = NULL, *disk_name = NULL;
+        json_t *disk = NULL, *answer = NULL, *steps = NULL, *step;
+        const char *disk_id, *job_id, *digest = NULL;
+        int r = -1;
+        size_t i;
+
+        if (cli_setup(ctx, &argc, &argv, NULL, "DISK", 1, "DISK (an id or a name)", &e, error) < 0)
+                return -1;
+        if (cli_resolve_disk(e, argv[1], &disk, error) < 0)
+                return -1;
+        disk_id = json_string_value(json_object_get(disk, "id"));
+        if (!disk_id || !fy_uuid_is_valid(disk_id)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine sent a disk without an id");
+                goto out;
+        }
+        disk_name = cli_json_text(disk, "name");
+        path = g_strdup_printf("/api/disks/%s/checksum", disk_id);
+        if (cli_engine_request(e, "POST", path, NULL, &answer, error) < 0 || cli_action_job(answer, &job_id, error) < 0)
+                goto out;
+        /* Progress while it runs (--json: the job with its steps, the digest in the step's checksum). */
+        if (cli_wait_job(ctx, e, job_id, NULL, false, error) < 0)
+                goto out;
+        steps_path = g_strdup_printf("/api/jobs/%s/steps", job_id);
+        if (cli_engine_request(e, "GET", steps_path, NULL, &steps, error) < 0)
+                goto out;
+        json_array_foreach(json_object_get(steps, "steps"), i, step) {
+                json_t *ck = json_object_get(step, "checksum");
+
+                if (json_is_string(json_object_get(ck, "value")))
+                        digest = json_string_value(json_object_get(ck, "value"));
+        }
+        if (!digest || strlen(digest) > 256 || strspn(digest, "0123456789abcdef") != strlen(digest)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "job %s finished without a usable checksum", job_id);
+                goto out;
+        }
+        if (!ctx->json)
+                printf("blake2b:%s  %s\n", digest, disk_name);        /* the last line: the digest */
+        r = 0;
+out:
+        json_decref(steps);
+        json_decref(answer);
+        json_decref(disk);
+        return r;
+}
+
 int cli_disk_move(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 {
         return cli_disk_move_or_copy(ctx, argc, argv, false, error);

@@ -28,6 +28,7 @@ static const struct cli_command cli_commands[] = {
         { "disk", "create", cli_disk_create,
           "disk create --name N --size SIZE --sd SD [--format raw|cow] [--sparse|--preallocated] [--volumes N] [--wait]" },
         { "disk", "move", cli_disk_move, "disk move DISK --sd SD [--wait]" },
+        { "disk", "checksum", cli_disk_checksum, "disk checksum DISK" },
         { "disk", "copy", cli_disk_copy, "disk copy DISK --sd SD [--name N] [--wait]" },
         { "disk", "sparsify", cli_disk_sparsify, "disk sparsify DISK [--wait]" },
         { "disk", "upload", cli_disk_upload, "disk upload FILE (--sd SD [--name N] | --disk DISK) [--format raw|cow]" },

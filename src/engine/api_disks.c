@@ -23,10 +23,20 @@ static json_t *disk_json(struct engine *e, json_t *row, bool with_volumes)
                         json_object_set_new(o, "job", engine_rest_ref(js(row, "job_id")));
         }
         if (with_volumes) {
-                g_autoptr(json_t) vols = engine_db_query(e->db, NULL,
-                        "SELECT id, parent, format, legality, generation, capacity FROM volumes "
-                        "WHERE disk_id = ? AND sd_id = ? ORDER BY position", "ss", js(row, "id"), js(row, "sd_id"));
-                json_object_set(o, "volumes", vols ? vols : json_array());
+                static const char *const shown[] = { "id", "parent", "format", "legality", "generation", "capacity" };
+                g_autoptr(json_t) vols = engine_store_volume_list(e->db, js(row, "id"), js(row, "sd_id"), NULL);
+                json_t *list = json_array();
+                size_t i;
+                json_t *v;
+
+                json_array_foreach(vols, i, v) {
+                        json_t *item = json_object();
+
+                        for (size_t k = 0; k < G_N_ELEMENTS(shown); k++)
+                                json_object_set(item, shown[k], json_object_get(v, shown[k]));
+                        json_array_append_new(list, item);
+                }
+                json_object_set_new(o, "volumes", list);
         }
         return o;
 }
@@ -44,7 +54,7 @@ static json_t *disk_full(struct engine *e, json_t *row)
 static void disk_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = engine_db_query(e->db, &error, "SELECT * FROM disks ORDER BY created, name", "");
+        g_autoptr(json_t) rows = engine_store_disk_list(e->db, &error);
 
         engine_rest_reply_rows(e, msg, "disks", rows, error, disk_brief);
 }
@@ -56,7 +66,7 @@ static void disk_get(struct engine *e, SoupServerMessage *msg, char **args)
 
         if (!engine_rest_id_valid(msg, "disk", args[0]))
                 return;
-        row = engine_db_query_one(e->db, &error, "SELECT * FROM disks WHERE id = ?", "s", args[0]);
+        row = engine_store_disk_get(e->db, args[0], &error);
         engine_rest_reply_row(e, msg, "disk", args[0], row, error, disk_full);
 }
 
@@ -92,6 +102,14 @@ static void disk_move_or_copy(struct engine *e, SoupServerMessage *msg, const ch
         engine_rest_reply_result(msg, 202, out, error);
 }
 
+static void disk_checksum(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) out = engine_disk_checksum(e, args[0], &error);
+
+        engine_rest_reply_result(msg, 202, out, error);
+}
+
 static void disk_move(struct engine *e, SoupServerMessage *msg, char **args)
 {
         disk_move_or_copy(e, msg, args[0], false);
@@ -118,6 +136,8 @@ static const struct engine_route routes[] = {
         { "POST", "/api/disks/{id}/move", disk_move, ENGINE_ROLE_OPERATOR },
         { "POST", "/api/disks/{id}/copy", disk_copy, ENGINE_ROLE_OPERATOR },
         { "POST", "/api/disks/{id}/sparsify", disk_sparsify, ENGINE_ROLE_OPERATOR },
+        /* Reads only, but starts a job on a host: an operator's. */
+        { "POST", "/api/disks/{id}/checksum", disk_checksum, ENGINE_ROLE_OPERATOR },
 };
 
 const struct engine_route *engine_api_disks_routes(size_t *ret_n)

@@ -30,6 +30,7 @@ static const struct fy_option options[] = {
         { "data_operations_by_hsm", FY_OPT_BOOL, "true", 0, 0, O(data_operations_by_hsm), "initial DataOperationsByHSM: copies run on any host (false: on the SPM)" },
         { "host_selection_policy", FY_OPT_STRING, "least_loaded", 1, 32, O(host_selection_policy), "least_loaded or random", true },
         { "copy_attempts", FY_OPT_UINT, "3", 1, 20, O(copy_attempts), "times one volume copy is tried before the operation fails", true },
+        { "verify_copies", FY_OPT_BOOL, "true", 0, 0, O(verify_copies), "checksum source and destination after every copy (the destination on another host); a mismatch fails that try", true },
         { "host_lost_timeout", FY_OPT_UINT, "60", 5, 86400, O(host_lost_timeout), "seconds a copy's unreachable host is waited for before its job is fenced", true },
         { "fence_timeout", FY_OPT_UINT, "900", 30, 86400, O(fence_timeout), "seconds fencing a lost copy is retried before the copy is given up as failed", true },
         { "stall_timeout", FY_OPT_UINT, "120", 2, 86400, O(stall_timeout), "seconds a running copy may move no bytes before it is flagged stalled", true },

@@ -9,6 +9,8 @@
 #include "config.h"
 #include "auth.h"
 #include "commands.h"
+#include "flows/disk.h"
+#include "flows/job.h"
 #include "hosts.h"
 #include "metrics.h"
 #include "rest.h"
@@ -110,6 +112,8 @@ int main(int argc, char **argv)
                 g_critical("%s", error->message);
                 return EXIT_FAILURE;
         }
+        engine_flow_job_init();
+        engine_flow_disk_init();
         engine_vms_init();     /* flow types of vms.c, before the first coordinator round */
         engine_snapshot_flows_init();
         if (engine_rest_start(e, &error) < 0) {

@@ -3,9 +3,9 @@
  * Snapshot removal (a cold merge per disk), snapshot restore and disk
  * sparsify (DESIGN §7–§8). The actions (vm_actions.c, actions.c) lock the
  * VM and its disks and start the top-level command; the leaves, but the
- * read-only verify_chain, are the coordinator's (commands.c), so a lost
- * merging or sparsifying host is handled as a lost copy is: decided from
- * the volume, fenced, retried on another host.
+ * read-only verify_chain, are the ones of flows/job.c (a job on a host), so
+ * a lost merging or sparsifying host is handled as a lost copy is: decided
+ * from the volume, fenced, retried on another host.
  *
  * remove_snapshot                      (job; VM, its disks locked; the snapshot "removing")
  *   main ──► merge_disk_snapshot per disk, all at once (MAX_PARALLEL_DISKS)
@@ -260,7 +260,7 @@ static void verify_answer(struct engine *e, json_t *cmd, json_t *result, const G
 static void on_volume_info(json_t *result, const GError *error, void *userdata)
 {
         struct verify_call *c = userdata;
-        g_autoptr(json_t) cmd = engine_store_command_get(c->e->db, c->cmd_id, NULL);
+        g_autoptr(json_t) cmd = engine_store_cmd_get(c->e->db, c->cmd_id, NULL);
 
         g_hash_table_remove(verifying, c->cmd_id);
         if (cmd && g_strcmp0(js(cmd, "state"), "active") == 0)
@@ -471,7 +471,7 @@ static bool restore_acted(struct engine *e, json_t *data, size_t i)
 {
         g_autofree char *k = g_strdup_printf("%zu", i);
         const char *id = json_string_value(json_object_get(json_object_get(data, "children"), k));
-        g_autoptr(json_t) child = id ? engine_store_command_get(e->db, id, NULL) : NULL;
+        g_autoptr(json_t) child = id ? engine_store_cmd_get(e->db, id, NULL) : NULL;
         g_autoptr(json_t) cdata = child ? jparse(child, "data") : NULL;
 
         return !cdata || ji(cdata, "index") > 0;

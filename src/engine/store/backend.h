@@ -28,7 +28,8 @@ struct engine_store_backend {
         void (*close)(void *handle);
         /* Schema version after migrations, -1 if unknown. */
         int (*schema_version)(void *handle);
-        /* Transactions nest: only the outermost is real; an inner rollback makes the outer commit fail. */
+        /* Transactions nest: only the outermost is real; an inner rollback, or a write that failed
+         * inside, makes the outermost commit roll back and fail. */
         int (*begin)(void *handle, GError **error);
         int (*commit)(void *handle, GError **error);
         void (*rollback)(void *handle);

@@ -21,6 +21,81 @@ int engine_store_copy_loads(struct engine_store *st, json_t **ret_rows, GError *
         return 0;
 }
 
+int engine_store_cmd_insert(struct engine_store *st, const char *id, const char *type, const char *parent,
+                            const char *job, const char *step, json_t *params, const char *user, gint64 now,
+                            GError **error)
+{
+        return store_exec(st, error,
+                          "INSERT INTO commands (id, type, parent_id, job_id, step_id, state, params, created, updated, cancel, "
+                          "user_name) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, "
+                          "COALESCE((SELECT cancel FROM commands WHERE id = ?), 0), "
+                          "COALESCE(?, (SELECT user_name FROM commands WHERE id = ?)))",
+                          "sssssjiisss", id, type, parent, job, step, params, now, now, parent, user, parent);
+}
+
+json_t *engine_store_cmd_get(struct engine_store *st, const char *id, GError **error)
+{
+        return store_query_one(st, error, "SELECT * FROM commands WHERE id = ?", "s", id);
+}
+
+json_t *engine_store_cmd_active(struct engine_store *st, GError **error)
+{
+        return store_query(st, error, "SELECT * FROM commands WHERE state = 'active' ORDER BY created, rowid", "");
+}
+
+json_t *engine_store_cmd_of_job(struct engine_store *st, const char *job, GError **error)
+{
+        return store_query_one(st, error, "SELECT * FROM commands WHERE job_id = ? AND parent_id IS NULL", "s", job);
+}
+
+int engine_store_cmd_set_phase(struct engine_store *st, const char *id, const char *phase, json_t *data, gint64 now,
+                               GError **error)
+{
+        return store_exec(st, error, "UPDATE commands SET phase = ?, data = ?, updated = ? WHERE id = ?", "sjis", phase, data,
+                          now, id);
+}
+
+int engine_store_cmd_restart(struct engine_store *st, const char *id, json_t *data, gint64 now, GError **error)
+{
+        return store_exec(st, error, "UPDATE commands SET phase = '', host = NULL, agent_job_id = NULL, data = ?, "
+                                     "updated = ? WHERE id = ?", "jis", data, now, id);
+}
+
+int engine_store_cmd_mark_sent(struct engine_store *st, const char *id, const char *host, const char *agent_job,
+                               gint64 generation, json_t *data, gint64 now, GError **error)
+{
+        return store_exec(st, error,
+                          "UPDATE commands SET phase = 'sent', host = ?, agent_job_id = ?, generation = ?, data = ?, "
+                          "attempts = attempts + 1, updated = ? WHERE id = ?",
+                          "ssijis", host, agent_job, generation, data, now, id);
+}
+
+int engine_store_cmd_finish(struct engine_store *st, const char *id, bool ok, const char *message, gint64 now,
+                            GError **error)
+{
+        return store_exec(st, error, "UPDATE commands SET state = ?, error = ?, updated = ? WHERE id = ?", "ssis",
+                          ok ? "succeeded" : "failed", message, now, id);
+}
+
+int engine_store_cmd_cancel_job(struct engine_store *st, const char *job, gint64 now, GError **error)
+{
+        return store_exec(st, error, "UPDATE commands SET cancel = 1, updated = ? WHERE job_id = ? AND state = 'active'",
+                          "is", now, job);
+}
+
+int engine_store_cmd_removal_pending(struct engine_store *st, const char *sd, const char *img, bool *ret, GError **error)
+{
+        g_autoptr(json_t) row = store_query_one(st, error,
+                "SELECT COUNT(*) AS n FROM commands WHERE type = 'remove_image' AND state = 'active' "
+                "AND json_extract(params, '$.sd') = ? AND json_extract(params, '$.img') = ?", "ss", sd, img);
+
+        *ret = true;
+        if (!row)
+                return -EIO;
+        *ret = json_integer_value(json_object_get(row, "n")) > 0;
+        return 0;
+}
+
 json_t *engine_store_command_counts(struct engine_store *st, GError **error)
 {
         return store_query(st, error, "SELECT type, phase, COUNT(*) AS n FROM commands WHERE state = 'active' "
@@ -53,9 +128,12 @@ gint64 engine_store_steps_stalled(struct engine_store *st)
         return row ? json_integer_value(json_object_get(row, "n")) : 0;
 }
 
-json_t *engine_store_command_get(struct engine_store *st, const char *id, GError **error)
+bool engine_store_job_stalled(struct engine_store *st, const char *job)
 {
-        return store_query_one(st, error, "SELECT * FROM commands WHERE id = ?", "s", id);
+        g_autoptr(json_t) row = store_query_one(st, NULL, "SELECT id FROM steps WHERE job_id = ? AND status = 'started' "
+                                                          "AND detail = 'stalled' LIMIT 1", "s", job);
+
+        return row != NULL;
 }
 
 char *engine_store_command_user(struct engine_store *st, const char *id)

@@ -10,21 +10,11 @@
 
 #include "internal.h"
 
-json_t *engine_store_snapshot_list(struct engine_store *st, const char *vm, GError **error)
-{
-        return store_query(st, error, "SELECT * FROM snapshots WHERE vm_id = ? ORDER BY created, rowid", "s", vm);
-}
-
 int engine_store_snapshot_set(struct engine_store *st, const char *id, const char *status, const char *job,
                               json_t *disks, GError **error)
 {
         return store_exec(st, error, "UPDATE snapshots SET status = ?, job_id = ?, disks = COALESCE(?, disks) WHERE id = ?",
                           "ssjs", status, job, disks, id);
-}
-
-int engine_store_snapshot_delete(struct engine_store *st, const char *id, GError **error)
-{
-        return store_exec(st, error, "DELETE FROM snapshots WHERE id = ?", "s", id);
 }
 
 /* Every snapshot of the VM that names volume `from` of the disk names `to` instead. */
@@ -116,8 +106,3 @@ int engine_store_job_unlock(struct engine_store *st, const char *job, const char
                                vm, job) : 0;
 }
 
-int engine_store_job_end(struct engine_store *st, const char *job, const char *status, gint64 now, GError **error)
-{
-        return store_exec(st, error, "UPDATE jobs SET status = ?, end_time = ?, progress = CASE WHEN ? = 'finished' "
-                                     "THEN 100 ELSE progress END WHERE id = ?", "siss", status, now, status, job);
-}

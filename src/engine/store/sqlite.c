@@ -19,7 +19,7 @@ struct sqlite_store {
         sqlite3 *sql;
         char *path;
         unsigned depth;                /* nested begin calls; only the outermost is real */
-        bool failed;                   /* an inner level rolled back: the outermost commit rolls back */
+        bool failed;                   /* an inner level rolled back or a write failed: the outermost commit rolls back */
 };
 
 /*
@@ -109,6 +109,9 @@ static const char *const migrations[] = {
         "ALTER TABLE events ADD COLUMN user_name TEXT;",
         /* 8: who started a command (children inherit it): the events of its flow name them */
         "ALTER TABLE commands ADD COLUMN user_name TEXT;",
+        /* 9: a copy step verified by checksum (issue 16) and its digest */
+        "ALTER TABLE steps ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE steps ADD COLUMN checksum TEXT;",
 };
 
 static void sqlite_close(void *handle);
@@ -276,12 +279,16 @@ static int sqlite_exec(void *handle, GError **error, const char *sql, const char
         int rc;
 
         st = prepare(db, error, sql, types, ap);
-        if (!st)
+        if (!st) {
+                db->failed |= db->depth > 0;
                 return -EIO;
+        }
         while ((rc = sqlite3_step(st)) == SQLITE_ROW)
                 ;
         sqlite3_finalize(st);
         if (rc != SQLITE_DONE) {
+                /* A transaction is all or nothing: a write that failed in it makes its commit roll back. */
+                db->failed |= db->depth > 0;
                 if ((rc & 0xff) == SQLITE_CONSTRAINT) {
                         g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "conflicts with existing data: %s",
                                     sqlite3_errmsg(db->sql));

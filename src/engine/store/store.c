@@ -5,7 +5,6 @@
 
 #include "error.h"
 #include "internal.h"
-#include "legacy.h"
 
 int engine_store_open(const char *location, struct engine_store **ret, GError **error)
 {
@@ -143,65 +142,4 @@ json_t *store_query_one(struct engine_store *st, GError **error, const char *sql
 gint64 store_changes(struct engine_store *st)
 {
         return st->be->changes(st->handle);
-}
-
-/* ---- the untyped interface the engine used before the typed one: goes away file by file ---- */
-
-int engine_db_exec(struct engine_store *st, GError **error, const char *sql, const char *types, ...)
-{
-        va_list ap;
-        int r;
-
-        va_start(ap, types);
-        r = st->be->exec(st->handle, error, sql, types, ap);
-        va_end(ap);
-        if (r >= 0)
-                store_changed(st, sql);
-        return r;
-}
-
-json_t *engine_db_query(struct engine_store *st, GError **error, const char *sql, const char *types, ...)
-{
-        va_list ap;
-        json_t *rows;
-
-        va_start(ap, types);
-        rows = st->be->query(st->handle, error, false, sql, types, ap);
-        va_end(ap);
-        return rows;
-}
-
-json_t *engine_db_query_one(struct engine_store *st, GError **error, const char *sql, const char *types, ...)
-{
-        va_list ap;
-        json_t *rows, *row;
-
-        va_start(ap, types);
-        rows = st->be->query(st->handle, error, true, sql, types, ap);
-        va_end(ap);
-        if (!rows)
-                return NULL;
-        row = json_incref(json_array_get(rows, 0));
-        json_decref(rows);
-        return row;
-}
-
-gint64 engine_db_changes(struct engine_store *st)
-{
-        return st->be->changes(st->handle);
-}
-
-int engine_db_begin(struct engine_store *st, GError **error)
-{
-        return engine_store_begin(st, error);
-}
-
-int engine_db_commit(struct engine_store *st, GError **error)
-{
-        return engine_store_commit(st, error);
-}
-
-void engine_db_rollback(struct engine_store *st)
-{
-        engine_store_rollback(st);
 }
