@@ -47,7 +47,7 @@ static const struct fy_option options[] = {
         { "body_deadline", FY_OPT_UINT, "60", 1, 3600, O(body_deadline), "seconds a REST request body may take in all, however steadily it trickles" },
         { "write_timeout", FY_OPT_UINT, "30", 1, 3600, O(write_timeout), "seconds a REST client may leave its response unread before its connection is closed" },
         { "max_connections", FY_OPT_UINT, "4096", 1, 1000000, O(max_connections), "REST connections open at once (more are answered 503)" },
-        { "max_connections_per_address", FY_OPT_UINT, "1024", 1, 1000000, O(max_connections_per_address), "REST connections open at once from one client address" },
+        { "max_connections_per_address", FY_OPT_UINT, "256", 1, 1000000, O(max_connections_per_address), "REST connections open at once from one client address (IPv6: its /64)" },
         { "log_level", FY_OPT_STRING, "info", 1, 16, O(log_level), "debug, info, warning or error", true },
 };
 

@@ -832,16 +832,44 @@ int engine_disk_owner_check(struct engine *e, const char *disk_id, bool remove, 
 /*
  * The snapshot of the VM that a removal or restore may change now: both
  * unlocked. A "broken" snapshot (a removal of it failed part-way: a base
- * may be ILLEGAL or half-merged on storage) can only be removed again; no
- * snapshot of its VM is restored meanwhile, since the chains below the
- * later snapshots may read through that base.
+ * may be ILLEGAL or half-merged on storage) can only be removed again; it
+ * and the snapshots taken after it are not restored meanwhile, since their
+ * chains read through that base; an older snapshot is (broken_discarded).
  */
+/*
+ * Whether restoring snapshot `snap` discards everything broken snapshot `b`
+ * (taken after it) left: each disk b left is one of snap's, so the restore
+ * removes that disk's volumes above snap's (the half-merged base among
+ * them) after verify_chain read the kept ones LEGAL; none is a finalized
+ * top already out of the inventory's chain (nothing would delete it).
+ */
+static bool broken_discarded(json_t *b, json_t *snap)
+{
+        g_autoptr(json_t) left = engine_jparse(b, "disks");
+        g_autoptr(json_t) kept = engine_jparse(snap, "disks");
+        size_t i, j;
+        json_t *l, *k;
+
+        json_array_foreach(left, i, l) {
+                bool found = false;
+
+                if (js(l, "delete"))
+                        return false;
+                json_array_foreach(kept, j, k)
+                        found = found || g_strcmp0(js(k, "disk"), js(l, "disk")) == 0;
+                if (!found)
+                        return false;
+        }
+        return true;
+}
+
 static json_t *snapshot_for_change(struct engine *e, const char *vm_id, const char *snap_id, bool removal,
                                    json_t **ret_vm, GError **error)
 {
         g_autoptr(json_t) vm = engine_vm_get(e, vm_id, error);
         g_autoptr(json_t) snap = NULL;
         g_autoptr(json_t) all = NULL;
+        bool newer = false;
         size_t i;
         json_t *s;
 
@@ -850,12 +878,15 @@ static json_t *snapshot_for_change(struct engine *e, const char *vm_id, const ch
         if (strcmp(js(vm, "status"), "ok") != 0)
                 return fail(error, 409, "VM %s is locked by a running operation (job %s)", js(vm, "name"), js(vm, "job_id"));
         if (!removal && (all = engine_store_snapshot_list(e->db, vm_id, NULL)))
-                json_array_foreach(all, i, s)
-                        if (g_strcmp0(js(s, "status"), "broken") == 0)
+                json_array_foreach(all, i, s) {
+                        if (g_strcmp0(js(s, "id"), snap_id) == 0)
+                                newer = true;
+                        if (g_strcmp0(js(s, "status"), "broken") == 0 && !(newer && broken_discarded(s, snap)))
                                 return fail(error, 409, "snapshot %s of VM %s is broken: a removal of it failed part-way "
                                             "and storage may hold a half-merged volume; retry the removal "
-                                            "(DELETE /api/vms/%s/snapshots/%s) before restoring any snapshot",
+                                            "(DELETE /api/vms/%s/snapshots/%s) before restoring this snapshot",
                                             js(s, "id"), js(vm, "name"), vm_id, js(s, "id"));
+                }
         if (strcmp(js(snap, "status"), "ok") != 0 && !(removal && strcmp(js(snap, "status"), "broken") == 0))
                 return fail(error, 409, "snapshot %s of VM %s is %s", snap_id, js(vm, "name"), js(snap, "status"));
         *ret_vm = g_steal_pointer(&vm);
@@ -921,9 +952,12 @@ static bool add_merge(json_t *out, json_t *ent, json_t *disk, json_t *vols, size
                 fail(error, 409, "disk %s: snapshot volume %s has no child volume to merge", js(disk, "name"), js(base, "id"));
                 return false;
         }
-        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "disk", js(disk, "id"),
+        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:b}", "disk", js(disk, "id"),
                                              "sd", js(disk, "sd_id"), "img", js(disk, "id"), "top", js(top, "id"),
-                                             "base", js(base, "id"), "bytes", ji(top, "capacity")));
+                                             "base", js(base, "id"), "bytes", ji(top, "capacity"),
+                                             /* An earlier removal's merge committed, its finalize did not:
+                                              * finalize again (it checks base on storage first). */
+                                             "finalize_only", g_strcmp0(js(ent, "finalize"), js(top, "id")) == 0));
         return true;
 }
 
@@ -998,7 +1032,9 @@ json_t *engine_snapshot_remove(struct engine *e, const char *vm_id, const char *
         }
         desc = g_strdup_printf("Removing snapshot %s of VM %s (merging %zu disk(s))", snap_id, js(vm, "name"),
                                json_array_size(plan));
-        params = json_pack("{s:s, s:s, s:O}", "vm", vm_id, "snapshot", snap_id, "disks", plan);
+        /* A removal that changes nothing leaves the snapshot "ok" again, unless it was "broken" before. */
+        params = json_pack("{s:s, s:s, s:O, s:b}", "vm", vm_id, "snapshot", snap_id, "disks", plan, "was_broken",
+                           strcmp(js(snap, "status"), "broken") == 0);
         *ret_status = 202;
         return snapshot_job_start(e, vm, snap, ENGINE_KIND_REMOVE_SNAPSHOT, desc, params, error);
 }

@@ -44,7 +44,7 @@ static int snapshots_repoint(struct engine_store *st, const char *vm, const char
         return 0;
 }
 
-int engine_store_merge_apply(struct engine_store *st, const char *vm, const char *disk, const char *sd, const char *top,
+static int merge_apply_steps(struct engine_store *st, const char *vm, const char *disk, const char *sd, const char *top,
                              const char *base, GError **error)
 {
         g_autoptr(json_t) t = store_query_one(st, error, "SELECT * FROM volumes WHERE id = ? AND sd_id = ?", "ss", top, sd);
@@ -68,6 +68,29 @@ int engine_store_merge_apply(struct engine_store *st, const char *vm, const char
                                json_string_value(json_object_get(leaf, "format")), disk) < 0)
                 return -EIO;
         return snapshots_repoint(st, vm, disk, top, base, error);
+}
+
+/*
+ * All or nothing: the caller's round commits whatever it wrote even when this
+ * fails (the flow tries again next round), so a failure part-way must not
+ * leave top's child on base with top's row still there (a savepoint, nested
+ * in the round's transaction).
+ */
+int engine_store_merge_apply(struct engine_store *st, const char *vm, const char *disk, const char *sd, const char *top,
+                             const char *base, GError **error)
+{
+        int r;
+
+        if (store_exec(st, error, "SAVEPOINT merge_apply", "") < 0)
+                return -EIO;
+        r = merge_apply_steps(st, vm, disk, sd, top, base, error);
+        if (r < 0) {
+                if (store_exec(st, NULL, "ROLLBACK TO SAVEPOINT merge_apply", "") < 0)
+                        g_warning("merge of %s: the savepoint could not be rolled back", top);
+        }
+        if (store_exec(st, r < 0 ? NULL : error, "RELEASE SAVEPOINT merge_apply", "") < 0 && r == 0)
+                r = -EIO;
+        return r;
 }
 
 int engine_store_restore_apply(struct engine_store *st, const char *disk, const char *sd, const char *base,
