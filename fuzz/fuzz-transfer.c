@@ -187,6 +187,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 r = agent_xfer_parse_flush(s, true, &b, &error);
                 if (r < 0)
                         check_error(r, error);
+                g_clear_error(&error);
+                r = agent_xfer_parse_filename(s, &error);
+                if (r < 0)
+                        check_error(r, error);
                 break;
         case SEL_PATCH:
                 fuzz_patch(data, size);

@@ -8,7 +8,7 @@ const TOKEN_KEY = "ferry.token";
 const CHUNK = 8 * 1024 * 1024;          // the agent's transfer_max_request
 const MiB = 1024 * 1024, GiB = 1024 * MiB;
 
-const S = { token: sessionStorage.getItem(TOKEN_KEY), user: null, role: null, stream: null, view: null,
+const S = { token: sessionStorage.getItem(TOKEN_KEY), user: null, role: null, view: null, changed: null,
             refreshing: false, again: false, lists: {} };
 
 // ---- DOM helpers: text goes in as text, never as markup ----
@@ -67,8 +67,9 @@ const get = (p) => api("GET", p);
 async function act(what, fn) {
   say(`${what}…`);
   try {
-    await fn();
-    say(`${what}: done`);
+    const r = await fn();
+    // An answer naming a job means accepted, not finished: the jobs page and the live view show the rest.
+    say(`${what}: ${r && r.job ? "started" : "done"}`);
   } catch (e) {
     say(`${what} failed: ${e.message}`, true);
   }
@@ -118,8 +119,7 @@ async function logout(why) {
   S.token = null;
   S.view = null;
   sessionStorage.removeItem(TOKEN_KEY);
-  if (S.stream) S.stream.abort();
-  S.stream = null;
+  liveStop();
   if (token && !why)
     fetch("/sso/oauth/revoke", { method: "POST", body: new URLSearchParams({ token }),
                                  headers: { "Content-Type": "application/x-www-form-urlencoded" } }).catch(() => {});
@@ -142,14 +142,64 @@ async function start() {
   document.body.dataset.role = S.role;
   if (!location.hash || location.hash === "#/") location.hash = "#/disks";
   else route();
-  streamLoop();
+  liveStart();
 }
 
 // ---- live updates: the engine's Server-Sent Events, read with fetch so the token goes in a header ----
-async function streamLoop() {
-  if (S.stream) S.stream.abort();
+// A browser opens at most 6 HTTP/1.1 connections per origin, and a stream holds one for good: so
+// the tabs of this origin share ONE stream. The tab holding the Web Lock "ferry-events" reads it and
+// passes every event on a BroadcastChannel; the others queue on the lock and take over when the
+// leader closes, hides or logs out. A hidden tab holds no stream and reads everything again on return.
+const LIVE = { ctrl: null, leader: false, up: false,
+               bc: typeof BroadcastChannel === "function" ? new BroadcastChannel("ferry-events") : null };
+const shareable = () => LIVE.bc && navigator.locks;
+
+function setLive(up) {
+  LIVE.up = up;
+  $("#live").className = up ? "on" : "";
+  $("#live").setAttribute("aria-label", up ? "live updates: connected" : "live updates: reconnecting");
+  $("#live").title = $("#live").getAttribute("aria-label");
+}
+
+function liveStart() {
+  if (LIVE.ctrl || !S.token || document.visibilityState === "hidden") return;
   const ctrl = new AbortController();
-  S.stream = ctrl;
+  LIVE.ctrl = ctrl;
+  if (!shareable()) { streamLoop(ctrl); return; }       // no Web Locks (plain http): a stream per tab
+  navigator.locks.request("ferry-events", { signal: ctrl.signal }, async () => {
+    LIVE.leader = true;
+    try { await streamLoop(ctrl); } finally { LIVE.leader = false; }
+  }).catch(() => {});
+  LIVE.bc.postMessage({ type: "who" });                 // the leader, if any, answers whether it is connected
+}
+
+function liveStop() {
+  if (LIVE.ctrl) LIVE.ctrl.abort();
+  LIVE.ctrl = null;
+  setLive(false);
+}
+
+function liveEvent(ev) {
+  if (LIVE.leader) LIVE.bc.postMessage({ type: "event", ev });
+  onStreamEvent(ev);
+}
+
+if (LIVE.bc) LIVE.bc.onmessage = (m) => {
+  const msg = m.data || {};
+  if (msg.type === "who" && LIVE.leader) LIVE.bc.postMessage({ type: "state", up: LIVE.up });
+  else if (LIVE.leader || !LIVE.ctrl) return;          // a hidden or logged-out tab ignores the news
+  else if (msg.type === "state") setLive(!!msg.up);
+  else if (msg.type === "event" && msg.ev) onStreamEvent(msg.ev);
+};
+
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "hidden") { liveStop(); return; }
+  if (!S.token) return;
+  liveStart();
+  refresh();                                            // what changed while hidden
+});
+
+async function streamLoop(ctrl) {
   let retry = 2000;
   while (S.token && !ctrl.signal.aborted) {
     try {
@@ -176,28 +226,30 @@ async function streamLoop() {
             else if (m[1] === "retry") retry = Math.min(30000, Math.max(500, parseInt(m[2], 10) || 2000));
             else ev[m[1]] = m[2];
           }
-          onStreamEvent(ev);
+          liveEvent(ev);
         }
       }
     } catch (e) {
       if (ctrl.signal.aborted) return;
     }
-    $("#live").className = "";
-    $("#live").title = "live updates: reconnecting";
-    await new Promise((res) => setTimeout(res, retry));
+    setLive(false);
+    if (LIVE.leader) LIVE.bc.postMessage({ type: "state", up: false });
+    await new Promise((res) => {
+      const t = setTimeout(res, retry);
+      ctrl.signal.addEventListener("abort", () => { clearTimeout(t); res(); }, { once: true });
+    });
   }
 }
 
 function onStreamEvent(ev) {
   if (ev.event === "hello") {
     // A new stream (first, or after an engine restart): whatever happened meanwhile, read it all again.
-    $("#live").className = "on";
-    $("#live").title = "live updates: connected";
+    setLive(true);
     refresh();
   } else if (ev.event === "change") {
     let tables = [];
     try { tables = JSON.parse(ev.data).tables || []; } catch (e) { return; }
-    if (S.view && tables.some((t) => S.view.tables.includes(t))) refresh();
+    if (S.view && tables.some((t) => S.view.tables.includes(t))) refreshSoon(tables);
   }
 }
 
@@ -238,13 +290,20 @@ function openDialog(title, controls, submitLabel, onsubmit) {
     h("strong", {}, title), controls,
     h("button", { type: "submit", id: "dialog-submit" }, submitLabel),
     button("Cancel", closeDialog));
+  // Where focus goes back when the dialog closes: the control that opened it (by id: a redraw replaces it).
+  S.opener = document.activeElement && document.activeElement.id;
   dlg.replaceChildren(form);
   dlg.hidden = false;
   (form.querySelector("input, select") || form.querySelector("button")).focus();
 }
 function closeDialog() {
   const dlg = $("#dialog");
-  if (dlg) { dlg.replaceChildren(); dlg.hidden = true; }
+  if (dlg && !dlg.hidden) {
+    dlg.replaceChildren();
+    dlg.hidden = true;
+    const back = S.opener && document.getElementById(S.opener);
+    (back || $("#main")).focus();
+  }
 }
 
 async function pollUntil(fn, what, ms) {
@@ -314,16 +373,13 @@ const VIEWS = {
         h("button", { type: "submit", id: "upload-submit" }, "Upload"));
       return [create, upload];
     },
-    async data() {
+    async data(changed) {
       const { disks } = await get("/api/disks");
-      const steps = {};
-      await Promise.all(disks.filter((d) => d.job).map(async (d) => {
-        try { steps[d.id] = (await get(`/api/jobs/${d.job.id}/steps`)).steps; } catch (e) { steps[d.id] = []; }
-      }));
+      const steps = await jobSteps(this, disks.filter((d) => d.job).map((d) => d.job.id), changed);
       return table("Disks", ["Name", "Status", "Format", "Size", "Storage domain", "Actions"],
         disks.map((d) => [
           d.name,
-          diskStatus(d, steps[d.id]),
+          diskStatus(d, d.job && steps[d.job.id]),
           `${d.format}${d.sparse ? ", sparse" : ""}`,
           `${size(d.provisioned_size)} (${size(d.actual_size)} used)`,
           (d.storage_domains || []).map((s) => domainName(s.id)).join(", "),
@@ -350,12 +406,16 @@ const VIEWS = {
         field("Disks", select("mode", [["thin", "thin (on the template)"], ["clone", "clone (independent copy)"]], { id: "vm-mode" })),
         h("button", { type: "submit", id: "vm-create" }, "Create"))];
     },
-    async data() {
+    async data(changed) {
       const [{ vms }, { disks }] = await Promise.all([get("/api/vms"), get("/api/disks")]);
+      // Each VM's snapshots are read again only when the snapshots table changed, or the VM is new here.
+      const old = changed("snapshots") ? {} : (this.snaps || {});
       const snaps = {};
       await Promise.all(vms.map(async (v) => {
+        if (old[v.id]) { snaps[v.id] = old[v.id]; return; }
         try { snaps[v.id] = (await get(`/api/vms/${v.id}/snapshots`)).snapshots; } catch (e) { snaps[v.id] = []; }
       }));
+      this.snaps = snaps;
       const dname = (id) => (disks.find((d) => d.id === id) || { name: id }).name;
       const free = disks.filter((d) => d.status === "ok" && !vms.some((v) => (v.disk_attachments || []).some((a) => a.disk.id === d.id)));
       return table("VMs", ["Name", "Status", "Disks", "Snapshots", "Actions"],
@@ -401,12 +461,9 @@ const VIEWS = {
   },
   jobs: {
     title: "Jobs", tables: ["jobs", "steps"],
-    async data() {
+    async data(changed) {
       const jobs = (await get("/api/jobs")).jobs.slice(0, 50);
-      const steps = {};
-      await Promise.all(jobs.slice(0, 20).map(async (j) => {
-        try { steps[j.id] = (await get(`/api/jobs/${j.id}/steps`)).steps; } catch (e) { steps[j.id] = []; }
-      }));
+      const steps = await jobSteps(this, jobs.slice(0, 20).map((j) => j.id), changed);
       return table("Jobs", ["Job", "Status", "Progress", "Duration", "Steps", "Actions"],
         jobs.map((j) => [
           j.description,
@@ -448,6 +505,18 @@ function etaText(s) {
   if (s.status_detail === "stalled") return ", stalled";
   const e = s.eta_seconds;
   return e == null ? "" : e >= 60 ? `, ${Math.floor(e / 60)} min ${e % 60} s left` : `, ${e} s left`;
+}
+
+// The steps of those jobs: read again only when the steps table changed, or for a job not seen before.
+async function jobSteps(view, ids, changed) {
+  const old = changed("steps") ? {} : (view.steps || {});
+  const steps = {};
+  await Promise.all(ids.map(async (id) => {
+    if (old[id]) { steps[id] = old[id]; return; }
+    try { steps[id] = (await get(`/api/jobs/${id}/steps`)).steps; } catch (e) { steps[id] = []; }
+  }));
+  view.steps = steps;
+  return steps;
 }
 
 function diskStatus(d, steps) {
@@ -505,41 +574,78 @@ async function uploadImage(f) {
     const created = await api("POST", "/api/disks", { name: f.name.value, provisioned_size: vsize || file.size,
       format: vsize ? "cow" : "raw", sparse: true, storage_domain: { id: f.domain.value } });
     const id = created.disk.id;
-    await pollUntil(async () => (await get(`/api/disks/${id}`)).status === "ok", "the new disk");
-    const t = await api("POST", "/api/imagetransfers", { disk: { id }, direction: "upload", size: file.size,
-                                                         virtual_size: vsize || file.size });
-    for (let off = 0; off < file.size; off += CHUNK) {
-      const end = Math.min(file.size, off + CHUNK);
-      say(`Uploading ${file.name}: ${Math.round((100 * off) / file.size)} %`);
-      let r;
-      try {
-        r = await fetch(t.transfer_url, { method: "PUT", body: file.slice(off, end),
-          headers: { "Content-Range": `bytes ${off}-${end - 1}/*` } });
-      } catch (e) {
-        throw new Error(`the host's transfer endpoint ${new URL(t.transfer_url).host} did not answer: ${e.message}`);
+    let t = null;
+    try {
+      await pollUntil(async () => (await get(`/api/disks/${id}`)).status === "ok", "the new disk");
+      t = await api("POST", "/api/imagetransfers", { disk: { id }, direction: "upload", size: file.size,
+                                                     virtual_size: vsize || file.size });
+      for (let off = 0; off < file.size; off += CHUNK) {
+        const end = Math.min(file.size, off + CHUNK);
+        say(`Uploading ${file.name}: ${Math.round((100 * off) / file.size)} %`);
+        let r;
+        try {
+          r = await fetch(t.transfer_url, { method: "PUT", body: file.slice(off, end),
+            headers: { "Content-Range": `bytes ${off}-${end - 1}/*` } });
+        } catch (e) {
+          throw new Error(`the host's transfer endpoint ${new URL(t.transfer_url).host} did not answer: ${e.message}`);
+        }
+        if (!r.ok) throw new Error(`the host answered ${r.status}: ${(await r.text()).slice(0, 200)}`);
       }
-      if (!r.ok) throw new Error(`the host answered ${r.status}: ${(await r.text()).slice(0, 200)}`);
+      await finishTransfer(t);
+    } catch (e) {
+      // Leave nothing half made behind: the transfer cancelled (the host drops its ticket), then the new disk removed.
+      say(`Uploading ${file.name} failed (${e.message}); cleaning up…`, true);
+      await uploadCleanup(t, id);
+      throw e;
     }
-    await finishTransfer(t);
   });
 }
 
+async function uploadCleanup(t, id) {
+  try {
+    if (t) await api("POST", `/api/imagetransfers/${t.id}/cancel`).catch(() => {});
+    await pollUntil(async () => (await get(`/api/disks/${id}`)).status !== "locked", "the disk to unlock", 60000);
+    await api("DELETE", `/api/disks/${id}`);
+  } catch (e) {
+    // The error the user sees is the upload's; this one only in the console.
+    console.warn(`cleaning up after a failed upload: ${e.message}`);
+  }
+}
+
+// The browser saves the host's answer straight to a file (filename= makes the agent answer
+// Content-Disposition: attachment), so no image passes through the page's memory. The page cannot see the
+// download end: it finalizes once the engine reports every byte read (the host's count, polled every 2 s).
+// Known limit: the host counts bytes read, not delivered; its last chunks (<= 2 MiB) may still be in flight.
 async function downloadImage(d) {
   act(`Downloading ${d.name}`, async () => {
     const t = await api("POST", "/api/imagetransfers", { disk: { id: d.id }, direction: "download" });
-    let blob;
+    const url = new URL(t.transfer_url);
+    url.searchParams.set("filename", `${d.name.replace(/[^A-Za-z0-9._-]/g, "_").replace(/^\./, "_").slice(0, 240)}.` +
+                                     (d.format === "cow" ? "qcow2" : "raw"));
+    // The image's size, for knowing when every byte went (a download's transfer has none): one byte's Content-Range.
+    let total;
     try {
-      const r = await fetch(t.transfer_url);
-      if (!r.ok) throw new Error(`the host answered ${r.status}`);
-      blob = await r.blob();
-    } finally {
-      await finishTransfer(t);
+      const probe = await fetch(url.href, { headers: { Range: "bytes=0-0" } });
+      await probe.arrayBuffer();
+      total = Number(((probe.headers.get("Content-Range") || "").match(/\/(\d+)$/) || [])[1]);
+      if (!probe.ok || !(total >= 0)) throw new Error(`the host answered ${probe.status}`);
+    } catch (e) {
+      await api("POST", `/api/imagetransfers/${t.id}/cancel`).catch(() => {});
+      throw new Error(`the host's transfer endpoint ${url.host} did not answer: ${e.message}`);
     }
-    const a = h("a", { href: URL.createObjectURL(blob), download: `${d.name}.${d.format === "cow" ? "qcow2" : "raw"}` });
+    const a = h("a", { href: url.href, download: "" });
     document.body.append(a);
     a.click();
     a.remove();
-    setTimeout(() => URL.revokeObjectURL(a.href), 60000);
+    for (;;) {
+      const x = await get(`/api/imagetransfers/${t.id}`);
+      if (x.phase !== "transferring" && x.phase !== "initializing")
+        throw new Error(`the transfer ended ${x.phase}${x.error ? ": " + x.error : ""}`);
+      if (x.transferred >= total + 1) break;            // the image and the probe's byte
+      say(`Downloading ${d.name}: ${total ? Math.min(100, Math.round((100 * x.transferred) / total)) : 0} %`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    await finishTransfer(t);
   });
 }
 
@@ -566,21 +672,38 @@ async function route() {
     h("div", { id: "dialog", hidden: true }),
     h("section", { id: "data", "data-view": name, "aria-labelledby": "page-title", "aria-busy": "true" }));
   S.view.name = name;
+  if (S.navigated) $("#main").focus();             // a keyboard or screen reader user lands on the new page
+  S.navigated = true;
   refresh();
 }
 
+// Live changes redraw at most once a second: a copy writes its progress many times a second, and each
+// redraw costs requests. changed: the tables the stream named since the last redraw, so a page rereads
+// only what they touch (null: everything, as on a page load or a new stream).
+const REFRESH_MS = 1000;
+function refreshSoon(tables) {
+  if (S.changed !== null) for (const t of tables) S.changed.add(t);
+  if (S.refreshTimer) return;
+  const wait = Math.max(0, (S.lastRefresh || 0) + REFRESH_MS - Date.now());
+  S.refreshTimer = setTimeout(() => { S.refreshTimer = null; refresh(S.changed); }, wait);
+}
+
 // One redraw at a time; changes during one ask for another after it.
-async function refresh() {
+async function refresh(changed) {
   if (!S.view || !S.token) return;
+  if (changed === undefined) S.changed = null;        // a full reread asked for
   if (S.refreshing) { S.again = true; return; }
   S.refreshing = true;
   try {
     do {
       S.again = false;
       const view = S.view;
+      const need = S.changed;
+      S.changed = new Set();
+      S.lastRefresh = Date.now();
       let node;
       try {
-        node = await view.data();
+        node = await view.data(need ? (t) => need.has(t) : () => true);
       } catch (e) {
         node = h("p", { class: "error" }, `Cannot read ${view.title.toLowerCase()}: ${e.message}`);
       }

@@ -1080,17 +1080,23 @@ static void on_stream_finished(SoupServerMessage *msg, gpointer data)
         stream_unref(st);
 }
 
-static void handle_get(struct agent_transfers *tr, struct ticket *t, SoupServerMessage *msg)
+static void handle_get(struct agent_transfers *tr, struct ticket *t, SoupServerMessage *msg, GHashTable *query)
 {
         SoupMessageHeaders *req = soup_server_message_get_request_headers(msg);
         SoupMessageHeaders *resp = soup_server_message_get_response_headers(msg);
         /* Every Range header joined with ", ": a repeated header is several ranges, refused, not one picked. */
         const char *range = soup_message_headers_get_list(req, "Range");
+        const char *filename = query ? g_hash_table_lookup(query, "filename") : NULL;
         g_autoptr(GError) error = NULL;
         guint64 start = 0, len = t->size;
         struct get_stream *st;
         int r;
 
+        /* filename=NAME: a browser saves the bytes straight to a file (the web UI's download, no copy in the page). */
+        if (filename && (r = agent_xfer_parse_filename(filename, &error)) < 0) {
+                reply_text(msg, agent_xfer_http_status(r), "%s\n", error->message);
+                return;
+        }
         if (range && (r = agent_xfer_parse_range(range, t->size, &start, &len, &error)) < 0) {
                 if (agent_xfer_http_status(r) == SOUP_STATUS_REQUESTED_RANGE_NOT_SATISFIABLE)
                         set_unsatisfied_range(msg, t->size);
@@ -1099,6 +1105,11 @@ static void handle_get(struct agent_transfers *tr, struct ticket *t, SoupServerM
         }
         soup_server_message_set_status(msg, range ? SOUP_STATUS_PARTIAL_CONTENT : SOUP_STATUS_OK, NULL);
         soup_message_headers_set_content_type(resp, "application/octet-stream", NULL);
+        if (filename) {
+                g_autofree char *disposition = g_strdup_printf("attachment; filename=\"%s\"", filename);
+
+                soup_message_headers_replace(resp, "Content-Disposition", disposition);
+        }
         soup_message_headers_set_encoding(resp, SOUP_ENCODING_CONTENT_LENGTH);
         soup_message_headers_set_content_length(resp, (goffset) len);
         if (range)
@@ -1233,7 +1244,7 @@ static void on_request(SoupServer *server, SoupServerMessage *msg, const char *p
                         else
                                 io_start(tr, io_new(t, msg, IO_EXTENTS));
                 } else {
-                        handle_get(tr, t, msg);
+                        handle_get(tr, t, msg, query);
                 }
         } else if ((method_is(msg, "PUT") || method_is(msg, "PATCH")) && !extents) {
                 if (!t->can_write)

@@ -218,6 +218,23 @@ int agent_xfer_parse_content_range(const char *value, guint64 length, guint64 *r
         return 0;
 }
 
+int agent_xfer_parse_filename(const char *value, GError **error)
+{
+        size_t n = strnlen(value, AGENT_XFER_FILENAME_MAX + 1);
+        g_autofree char *what = NULL;
+
+        if (n == 0 || n > AGENT_XFER_FILENAME_MAX || value[0] == '.')
+                goto bad;
+        for (size_t i = 0; i < n; i++)
+                if (!g_ascii_isalnum(value[i]) && !strchr("._-", value[i]))
+                        goto bad;
+        return 0;
+bad:
+        what = shown(value, MIN(n, 64));
+        return fail(error, -EINVAL, "filename=\"%s\": use 1-%d letters, digits, '.', '_' or '-', not starting with '.'",
+                    what, AGENT_XFER_FILENAME_MAX);
+}
+
 int agent_xfer_parse_flush(const char *value, bool dflt, bool *ret, GError **error)
 {
         static const char *const yes[] = { "y", "yes", "true", "1" };

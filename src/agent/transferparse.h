@@ -82,6 +82,14 @@ int agent_xfer_parse_range(const char *value, guint64 size, guint64 *ret_start, 
  */
 int agent_xfer_parse_content_range(const char *value, guint64 length, guint64 *ret_start, GError **error);
 
+/*
+ * The "filename" query parameter of a GET: the browser saves the response as
+ * that file (Content-Disposition: attachment). 1-255 of [A-Za-z0-9._-], not
+ * starting with a dot, so it needs no quoting in the header; else -EINVAL.
+ */
+#define AGENT_XFER_FILENAME_MAX 255
+int agent_xfer_parse_filename(const char *value, GError **error);
+
 /* The "flush" query parameter: absent → dflt; y/yes/true/1 or n/no/false/0, else -EINVAL. */
 int agent_xfer_parse_flush(const char *value, bool dflt, bool *ret, GError **error);
 

@@ -13,7 +13,14 @@
  * REST API, so nothing it missed is lost and Last-Event-ID needs no
  * replay buffer here.
  *
- * Bounds: at most STREAMS_MAX streams; a client that does not read (more
+ * A stream does not outlive its credentials: when the tokens or users
+ * change (a logout, the expiry sweep, a user removed) and at every
+ * keepalive (an idle token expiring), each stream's token is checked
+ * again and the stream ends if it is gone; the client's reconnect then
+ * gets 401 and the page goes back to its login form.
+ *
+ * Bounds: at most STREAMS_MAX streams, STREAMS_PER_USER of one user (the
+ * web UI needs one per browser; one user must not starve the others); a client that does not read (more
  * than QUEUE_MAX events waiting for its socket) is dropped, its connection
  * shut, instead of growing the engine's memory. A comment line every
  * KEEPALIVE_S keeps proxies from cutting an idle stream and finds clients
@@ -25,12 +32,14 @@
 #include <string.h>
 
 #include "api_stream.h"
+#include "auth.h"
 #include "clock.h"
 #include "httpserve.h"
 #include "store/store.h"
 #include "uuid.h"
 
 #define STREAMS_MAX 64
+#define STREAMS_PER_USER 8
 #define QUEUE_MAX 32
 #define COALESCE_MS 250
 #define KEEPALIVE_S 15
@@ -45,6 +54,8 @@ static const char *const topics[] = {
 struct stream {
         struct engine *e;
         SoupServerMessage *msg;
+        char *user;
+        char *credential;              /* engine_auth_credential(): rechecked while the stream lasts */
         unsigned queued;               /* events appended, not yet written to the socket */
         bool closed;
 };
@@ -53,6 +64,7 @@ static struct {
         GPtrArray *streams;            /* struct stream * */
         guint dirty;                   /* bit i: topics[i] changed since the last event */
         guint flush_source;
+        bool recheck;                  /* tokens or users changed since the last flush */
         guint keepalive_source;
         guint64 seq;
         char *run;                     /* this engine run's id: a client seeing another one resyncs */
@@ -61,6 +73,8 @@ static struct {
 static void stream_free(struct stream *st)
 {
         g_object_unref(st->msg);
+        g_free(st->user);
+        g_free(st->credential);
         g_free(st);
 }
 
@@ -111,6 +125,21 @@ static void broadcast(const char *text)
                 stream_send(live->pdata[i], text);
 }
 
+/* Ends the streams whose token was revoked or expired, or whose user was removed. */
+static void recheck_credentials(void)
+{
+        g_autoptr(GPtrArray) live = g_ptr_array_new();
+
+        for (guint i = 0; S.streams && i < S.streams->len; i++)
+                g_ptr_array_add(live, S.streams->pdata[i]);
+        for (guint i = 0; i < live->len; i++) {
+                struct stream *st = live->pdata[i];
+
+                if (!engine_auth_still_valid(st->e, st->credential, st->user))
+                        stream_drop(st, "its token or user is gone");
+        }
+}
+
 static gboolean on_flush(gpointer data)
 {
         g_autoptr(json_t) tables = json_array();
@@ -118,6 +147,12 @@ static gboolean on_flush(gpointer data)
         g_autofree char *json = NULL, *text = NULL;
 
         S.flush_source = 0;
+        if (S.recheck) {
+                S.recheck = false;
+                recheck_credentials();
+        }
+        if (!S.dirty)
+                return G_SOURCE_REMOVE;
         for (size_t i = 0; i < G_N_ELEMENTS(topics); i++)
                 if (S.dirty & (1u << i))
                         json_array_append_new(tables, json_string(topics[i]));
@@ -132,6 +167,12 @@ static gboolean on_flush(gpointer data)
 
 static void on_store_change(void *data, const char *table)
 {
+        if (strcmp(table, "tokens") == 0 || strcmp(table, "users") == 0) {
+                S.recheck = true;
+                if (!S.flush_source && S.streams && S.streams->len > 0)
+                        S.flush_source = g_timeout_add(COALESCE_MS, on_flush, NULL);
+                return;
+        }
         for (size_t i = 0; i < G_N_ELEMENTS(topics); i++) {
                 if (strcmp(table, topics[i]) != 0)
                         continue;
@@ -145,6 +186,7 @@ static void on_store_change(void *data, const char *table)
 
 static gboolean on_keepalive(gpointer data)
 {
+        recheck_credentials();
         broadcast(": keepalive\n\n");
         return G_SOURCE_CONTINUE;
 }
@@ -174,9 +216,21 @@ static void stream_open(struct engine *e, SoupServerMessage *msg, char **args)
         SoupMessageHeaders *h = soup_server_message_get_response_headers(msg);
         g_autofree char *hello = NULL;
         struct stream *st;
+        unsigned mine = 0;
 
         if (!S.streams) {
                 engine_rest_reply_fault(msg, 503, "the event stream is not running");
+                return;
+        }
+        for (guint i = 0; i < S.streams->len; i++)
+                mine += g_strcmp0(((struct stream *) S.streams->pdata[i])->user, e->acting_user) == 0;
+        if (mine >= STREAMS_PER_USER) {
+                g_autofree char *detail = g_strdup_printf("user %s has %u event streams open, the most one user may; "
+                                                          "close one (a browser needs only one for all its tabs)",
+                                                          e->acting_user, STREAMS_PER_USER);
+
+                soup_message_headers_replace(h, "Retry-After", "5");
+                engine_rest_reply_fault(msg, 503, detail);
                 return;
         }
         if (S.streams->len >= STREAMS_MAX) {
@@ -191,6 +245,8 @@ static void stream_open(struct engine *e, SoupServerMessage *msg, char **args)
         st = g_new0(struct stream, 1);
         st->e = e;
         st->msg = g_object_ref(msg);
+        st->user = g_strdup(e->acting_user);
+        st->credential = engine_auth_credential(msg);
         g_ptr_array_add(S.streams, st);
         g_signal_connect(msg, "wrote-chunk", G_CALLBACK(on_wrote_chunk), st);
         g_signal_connect(msg, "finished", G_CALLBACK(on_finished), st);

@@ -18,7 +18,7 @@
  * origin: the browser sends image bytes straight to an agent, which
  * answers CORS for this origin only).
  */
-#define CSP_BASE "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " \
+#define CSP_BASE "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " \
                  "form-action 'self'; base-uri 'none'; frame-ancestors 'none'; connect-src 'self' https:"
 
 static const struct engine_ui_asset *find(const char *path)

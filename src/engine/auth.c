@@ -758,6 +758,33 @@ int engine_auth_request(struct engine *e, SoupServerMessage *msg, enum engine_ro
         return 0;
 }
 
+char *engine_auth_credential(SoupServerMessage *msg)
+{
+        const char *h = soup_message_headers_get_one(soup_server_message_get_request_headers(msg), "Authorization");
+
+        if (!h || g_ascii_strncasecmp(h, "Bearer ", 7) != 0 || strlen(h + 7) > MAX_TOKEN_TEXT)
+                return NULL;
+        return token_hash(h + 7);
+}
+
+bool engine_auth_still_valid(struct engine *e, const char *credential, const char *user)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) row = NULL;
+        gint64 now = engine_now();
+
+        if (!credential) {
+                row = engine_store_user_get(e->db, user, &error);
+                /* A database error is no proof the user went: keep the stream. */
+                return row || error;
+        }
+        row = engine_store_token_get(e->db, credential, &error);
+        if (!row)
+                return error != NULL;
+        return now - engine_ji(row, "last_used") < (gint64) e->config.token_idle_timeout &&
+               now - engine_ji(row, "created") < (gint64) e->config.token_lifetime;
+}
+
 /* ---- the first admin ---- */
 
 int engine_auth_init(struct engine *e, GError **error)

@@ -31,6 +31,17 @@ typedef void (*engine_auth_resume)(struct engine *e, SoupServerMessage *msg);
  */
 int engine_auth_request(struct engine *e, SoupServerMessage *msg, enum engine_role role, engine_auth_resume resume,
                         char **ret_user);
+/*
+ * For a request that lasts (the event stream): what to recheck later, from
+ * msg's Authorization header — the bearer token's hash, or NULL for Basic.
+ */
+char *engine_auth_credential(SoupServerMessage *msg);
+/*
+ * Whether credential (from engine_auth_credential) of user is still good:
+ * the token neither revoked nor expired, the user not removed. Does not
+ * count as a use of the token (a stream is no activity of its user).
+ */
+bool engine_auth_still_valid(struct engine *e, const char *credential, const char *user);
 /* Ends the hashing pool, the token sweep and the login throttle. */
 /*
  * The engine stops (its loop has returned): waits for the password threads

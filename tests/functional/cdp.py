@@ -27,49 +27,15 @@ class CdpError(Exception):
     pass
 
 
-class Browser:
-    def __init__(self, workdir, ca_file, width=1280, height=720):
-        self.workdir = workdir
-        home = os.path.join(workdir, "chromium-home")
-        nssdb = os.path.join(home, ".pki", "nssdb")
-        os.makedirs(nssdb, exist_ok=True)
-        subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True,
-                       capture_output=True, timeout=30)
-        subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "ferry-test-ca", "-i", ca_file],
-                       check=True, capture_output=True, timeout=30)
-        self.downloads = os.path.join(workdir, "downloads")
-        os.makedirs(self.downloads, exist_ok=True)
-        self.log_path = os.path.join(workdir, "chromium.log")
-        args = [CHROMIUM, "--headless=new", f"--user-data-dir={os.path.join(workdir, 'chromium-profile')}",
-                "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1", "--no-first-run",
-                "--no-default-browser-check", "--disable-gpu", "--disable-extensions", "--disable-sync",
-                "--disable-background-networking", "--disable-component-update", "--password-store=basic",
-                f"--window-size={width},{height}", "about:blank"]
-        if os.geteuid() == 0:
-            args.insert(1, "--no-sandbox")
-        env = dict(os.environ, HOME=home)
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        self.ws = None
-        try:
-            def listening():
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"chromium exited with {self.proc.returncode}; see {self.log_path}")
-                with open(self.log_path, "rb") as f:
-                    m = re.search(rb"DevTools listening on ws://127\.0\.0\.1:(\d+)/", f.read())
-                return int(m.group(1)) if m else None
-            port = wait_for(listening, 30, "chromium's DevTools endpoint")
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
-                page = next(t for t in json.load(r) if t["type"] == "page")
-            self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30, suppress_origin=True)
-            self.next_id = 0
-            self.events = []
-            self.call("Page.enable")
-            self.call("Runtime.enable")
-            self.call("Page.setDownloadBehavior", behavior="allow", downloadPath=self.downloads)
-        except BaseException:
-            self.close()
-            raise
+class Tab:
+    """One page target (a tab) and its DevTools connection."""
+
+    def __init__(self, ws_url):
+        self.ws = websocket.create_connection(ws_url, timeout=30, suppress_origin=True)
+        self.next_id = 0
+        self.events = []
+        self.call("Page.enable")
+        self.call("Runtime.enable")
 
     def call(self, method, **params):
         self.next_id += 1
@@ -128,6 +94,64 @@ class Browser:
     def key(self, key, code, keycode):
         for kind in ("rawKeyDown", "keyUp"):
             self.call("Input.dispatchKeyEvent", type=kind, key=key, code=code, windowsVirtualKeyCode=keycode)
+
+
+class Browser(Tab):
+    def __init__(self, workdir, ca_file, width=1280, height=720):
+        self.workdir = workdir
+        home = os.path.join(workdir, "chromium-home")
+        nssdb = os.path.join(home, ".pki", "nssdb")
+        os.makedirs(nssdb, exist_ok=True)
+        subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True,
+                       capture_output=True, timeout=30)
+        subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "ferry-test-ca", "-i", ca_file],
+                       check=True, capture_output=True, timeout=30)
+        self.downloads = os.path.join(workdir, "downloads")
+        os.makedirs(self.downloads, exist_ok=True)
+        self.log_path = os.path.join(workdir, "chromium.log")
+        args = [CHROMIUM, "--headless=new", f"--user-data-dir={os.path.join(workdir, 'chromium-profile')}",
+                "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1", "--no-first-run",
+                "--no-default-browser-check", "--disable-gpu", "--disable-extensions", "--disable-sync",
+                "--disable-background-networking", "--disable-component-update", "--password-store=basic",
+                f"--window-size={width},{height}", "about:blank"]
+        if os.geteuid() == 0:
+            args.insert(1, "--no-sandbox")
+        env = dict(os.environ, HOME=home)
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.ws = None
+        try:
+            def listening():
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"chromium exited with {self.proc.returncode}; see {self.log_path}")
+                with open(self.log_path, "rb") as f:
+                    m = re.search(rb"DevTools listening on ws://127\.0\.0\.1:(\d+)/", f.read())
+                return int(m.group(1)) if m else None
+            port = wait_for(listening, 30, "chromium's DevTools endpoint")
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+                page = next(t for t in json.load(r) if t["type"] == "page")
+            self.port = port
+            Tab.__init__(self, page["webSocketDebuggerUrl"])
+            self.call("Page.setDownloadBehavior", behavior="allow", downloadPath=self.downloads)
+        except BaseException:
+            self.close()
+            raise
+
+    def new_tab(self, url="about:blank"):
+        """Another tab, in a window of its own so that it is visible (a background tab would be hidden)."""
+        target = self.call("Target.createTarget", url=url, newWindow=True)["targetId"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=10) as r:
+            ws_url = next(t["webSocketDebuggerUrl"] for t in json.load(r) if t["id"] == target)
+        tab = Tab(ws_url)
+        tab.target = target
+        return tab
+
+    def close_tab(self, tab):
+        try:
+            tab.ws.close()
+        except OSError:
+            pass
+        self.call("Target.closeTarget", targetId=tab.target)
 
     def close(self):
         if self.ws:

@@ -318,6 +318,27 @@ static void test_content_range_length_limit(void)
 
 /* ---- flush ---- */
 
+static void test_filename(void)
+{
+        static const char *const good[] = { "a", "disk.qcow2", "my_disk-1.raw", "A.b.C" };
+        static const char *const bad[] = { "", ".hidden", "a b", "a/b", "a\"b", "a;b", "..", "\xc3\xa9", "a\r\nX: y" };
+        char big[AGENT_XFER_FILENAME_MAX + 2];
+
+        for (size_t i = 0; i < G_N_ELEMENTS(good); i++)
+                g_assert_cmpint(agent_xfer_parse_filename(good[i], NULL), ==, 0);
+        for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+                g_autoptr(GError) error = NULL;
+
+                g_assert_cmpint(agent_xfer_parse_filename(bad[i], &error), ==, -EINVAL);
+                g_assert_nonnull(strstr(error->message, "filename="));
+        }
+        memset(big, 'x', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        g_assert_cmpint(agent_xfer_parse_filename(big, NULL), ==, -EINVAL);
+        big[sizeof(big) - 2] = '\0';
+        g_assert_cmpint(agent_xfer_parse_filename(big, NULL), ==, 0);
+}
+
 static void test_flush(void)
 {
         static const char *const yes[] = { "y", "yes", "true", "1" };
@@ -932,6 +953,7 @@ int main(int argc, char **argv)
         g_test_add_func("/transfer/content-range", test_content_range);
         g_test_add_func("/transfer/content-range-length-limit", test_content_range_length_limit);
         g_test_add_func("/transfer/flush", test_flush);
+        g_test_add_func("/transfer/filename", test_filename);
         g_test_add_func("/transfer/patch", test_patch);
         g_test_add_func("/transfer/patch-limits", test_patch_limits);
         g_test_add_func("/transfer/range-fits", test_range_fits);
