@@ -391,7 +391,7 @@ static void check_start(struct engine *e, SoupServerMessage *msg, const char *us
                 return;
         }
         if (throttle_begin(e->auth->throttle, valid ? user : NULL, address, engine_now(), &attempt, &delay) < 0) {
-                reply_refused(msg, 429, delay, "too many login attempts in flight for this user or address; "
+                reply_refused(msg, 429, delay, "too many login attempts in flight from this address; "
                                                "retry later");
                 return;
         }
