@@ -224,6 +224,10 @@ def test_tokens_per_user_are_capped(eng):
     assert status_of(eng, "GET", "/api/hosts", token=first) == 401
     for t in (second, last):
         assert status_of(eng, "GET", "/api/hosts", token=t) == 200
+    # Each login that ended tokens says so, with the count.
+    ended = [ev["message"] for ev in eng.get("/api/events")["events"] if "tokens" in ev["message"]
+             and "looper" in ev["message"]]
+    assert ended == ["1 oldest token(s) of user looper ended: more than 100 tokens"], ended
 
 
 def test_revocation_and_restart(eng):
