@@ -443,6 +443,13 @@ const VIEWS = {
   },
 };
 
+// A running step's estimate after its progress: nothing when unknown (null), "stalled" when flagged.
+function etaText(s) {
+  if (s.status_detail === "stalled") return ", stalled";
+  const e = s.eta_seconds;
+  return e == null ? "" : e >= 60 ? `, ${Math.floor(e / 60)} min ${e % 60} s left` : `, ${e} s left`;
+}
+
 function diskStatus(d, steps) {
   if (d.status !== "locked") return h("span", { class: d.status === "ok" ? "ok" : "error", "data-disk-status": d.id }, d.status);
   const running = (steps || []).filter((s) => s.status === "started" || s.status === "waiting");
@@ -450,7 +457,7 @@ function diskStatus(d, steps) {
     h("span", { "data-disk-status": d.id }, `locked, ${Math.round(d.progress || 0)} %`), " ",
     h("progress", { max: 100, value: d.progress || 0, "data-disk": d.id, "aria-label": `Progress of disk ${d.name}` }),
     h("ul", { class: "steps", "data-disk-steps": d.id }, running.map((s) => h("li", {},
-      `${s.description}: ${Math.round(s.progress || 0)} %`,
+      `${s.description}: ${Math.round(s.progress || 0)} %${etaText(s)}`,
       s.execution_host ? h("span", { "data-host": s.execution_host.name }, ` on host ${s.execution_host.name}`) :
         (s.status_detail ? ` (${s.status_detail})` : "")))));
 }

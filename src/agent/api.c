@@ -142,6 +142,8 @@ static void host_get_stats(struct fy_rpc_call *call, json_t *params, void *userd
                                            "spm", agent_is_spm(a));
 
         agent_transfers_describe(a, stats);
+        /* Calls per method since the agent started: what an engine flow costs in round trips (bench/calls). */
+        json_object_set_new(stats, "rpc_calls", fy_rpc_call_counts(call));
         fy_rpc_call_return(call, stats);
 }
 

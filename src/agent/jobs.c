@@ -123,6 +123,17 @@ static guint64 job_bytes_done(struct agent_job *job)
         return n;
 }
 
+/* Its copy waits in a rate limiter (main thread). */
+static bool job_rate_waiting(struct agent_job *job)
+{
+        bool waiting;
+
+        g_mutex_lock(&job->jobs->flow_lock);
+        waiting = job->flow && agent_rate_flow_waiting(job->flow);
+        g_mutex_unlock(&job->jobs->flow_lock);
+        return waiting;
+}
+
 static json_t *job_info(struct agent_job *job)
 {
         const char *phase = g_atomic_pointer_get(&job->phase);
@@ -136,6 +147,9 @@ static json_t *job_info(struct agent_job *job)
                                  "start_time", (json_int_t) job->start_time);
         /* Ferry's additions (VDSM clients ignore unknown keys): what the engine judges stalls on. */
         json_object_set_new(info, "bytes_done", json_integer((json_int_t) job_bytes_done(job)));
+        /* A copy asleep in a rate limiter reports so: the engine judges only "copying" for stalls. */
+        if ((!phase || strcmp(phase, "copying") == 0) && job_rate_waiting(job))
+                phase = "rate_wait";
         if (phase)
                 json_object_set_new(info, "phase", json_string(phase));
         if (job->end_time)

@@ -63,6 +63,7 @@ struct qimg_run {
         bool paused;                    /* SIGSTOPped while its flow is in debt */
         bool no_proc_io;                /* /proc/PID/io unreadable: charge progress instead */
         uint64_t charged;               /* bytes charged so far (read bytes, or progress) */
+        uint64_t last_activity;         /* bytes at the previous rate tick */
 };
 
 static void child_setup(gpointer data)
@@ -191,6 +192,56 @@ static int child_written_bytes(GSubprocess *proc, uint64_t *ret_bytes)
         return 0;
 }
 
+#define QIMG_MAX_THREADS 1024   /* threads of a child looked at; qemu-img runs a few dozen at most */
+
+/* One thread's state letter from /proc/PID/task/TID/stat ('?' if unreadable). */
+static char thread_state(const char *id, const char *tid)
+{
+        char path[96], buf[512];
+        const char *p;
+        ssize_t n;
+        int fd;
+
+        g_snprintf(path, sizeof(path), "/proc/%s/task/%s/stat", id, tid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return '?';
+        n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+                return '?';
+        buf[n] = '\0';
+        p = strrchr(buf, ')');         /* the name may hold anything, so the state follows its last ')' */
+        return p && p[1] == ' ' && p[2] ? p[2] : '?';
+}
+
+/*
+ * True when every thread of the child sleeps interruptibly (S): a capped
+ * qemu-img that waits out its own limiter over a sparse image's holes. A
+ * copy stuck on its storage has a thread in D (uninterruptible I/O) and a
+ * frozen one is stopped (T): neither is a rate wait, so both stay judged.
+ */
+static bool child_sleeping(GSubprocess *proc)
+{
+        const char *id = g_subprocess_get_identifier(proc);
+        g_autoptr(GDir) dir = NULL;
+        char path[64];
+        const char *tid;
+        unsigned n = 0;
+
+        if (!id)
+                return false;
+        g_snprintf(path, sizeof(path), "/proc/%s/task", id);
+        dir = g_dir_open(path, 0, NULL);
+        if (!dir)
+                return false;
+        while ((tid = g_dir_read_name(dir))) {
+                if (++n > QIMG_MAX_THREADS || thread_state(id, tid) != 'S')
+                        return false;
+        }
+        return n > 0;
+}
+
 /*
  * qemu-img's -r is fixed for its life, so a convert is given the whole host
  * cap and held to its fair share from outside: what it wrote is charged to
@@ -218,6 +269,9 @@ static int rate_tick(struct qimg_run *run, GSubprocess *proc)
         }
         if (cap == 0)
                 return QIMG_RATE_TICK_MS;      /* unlimited: counted, never paused */
+        /* Held by us (paused) or asleep in its own limiter without moving: a wait, not a stall. */
+        agent_rate_flow_set_waiting(run->flow, run->paused || (bytes == run->last_activity && child_sleeping(proc)));
+        run->last_activity = bytes;
         debt = agent_rate_flow_debt_bytes(run->flow);
         if (!run->paused && debt > lead + share / 1000 * QIMG_PAUSE_MS) {
                 g_subprocess_send_signal(proc, SIGSTOP);
@@ -323,6 +377,8 @@ static int qimg_run(const char *const *argv, struct qimg_run *run, GError **erro
                 }
         }
 
+        if (run->flow)
+                agent_rate_flow_set_waiting(run->flow, false);
         if (run->stdout_line) {
                 /* The last line may lack its newline. */
                 if (r == 0 && run->line_result == 0 && run->stdout_line->len > 0)

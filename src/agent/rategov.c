@@ -28,6 +28,7 @@ struct agent_rate_flow {
         double credit;          /* bytes; negative = debt */
         double vseen;           /* vclock when credit was last brought up to date */
         uint64_t moved;         /* bytes this flow took or was charged (under gov->lock) */
+        gint waiting;           /* its copy sleeps in a rate limiter (atomic) */
 };
 
 struct agent_rate_gov *agent_rate_gov_new(uint64_t cap)
@@ -198,6 +199,16 @@ uint64_t agent_rate_flow_moved(struct agent_rate_flow *flow)
         n = flow->moved;
         g_mutex_unlock(&flow->gov->lock);
         return n;
+}
+
+void agent_rate_flow_set_waiting(struct agent_rate_flow *flow, bool waiting)
+{
+        g_atomic_int_set(&flow->waiting, waiting);
+}
+
+bool agent_rate_flow_waiting(struct agent_rate_flow *flow)
+{
+        return g_atomic_int_get(&flow->waiting) != 0;
 }
 
 uint64_t agent_rate_flow_share(struct agent_rate_flow *flow)

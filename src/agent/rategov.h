@@ -25,6 +25,7 @@
  * belongs to one thread at a time. Never logs.
  */
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <gio/gio.h>
 
@@ -54,6 +55,15 @@ uint64_t agent_rate_flow_cap(const struct agent_rate_flow *flow);
 uint64_t agent_rate_flow_share(struct agent_rate_flow *flow);
 /* Bytes this flow took or was charged since it joined: what its copy moved (from any thread). */
 uint64_t agent_rate_flow_moved(struct agent_rate_flow *flow);
+/*
+ * Whether the flow's copy is waiting in a rate limiter rather than moving
+ * bytes (qemu-img's -r charges the holes of a sparse image against the cap
+ * in chunks of up to an L2 table's reach, 512 MiB for 64 KiB clusters, and
+ * sleeps through them writing nothing): the engine's stall judgement does not
+ * count such a wait as a stall. Any thread sets, any thread reads.
+ */
+void agent_rate_flow_set_waiting(struct agent_rate_flow *flow, bool waiting);
+bool agent_rate_flow_waiting(struct agent_rate_flow *flow);
 
 /*
  * Waits until the flow may move `bytes` more and charges them. Returns 0, or

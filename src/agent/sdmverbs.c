@@ -207,6 +207,11 @@ static int subchain_check(struct agent *a, const struct agent_subchain *sc, enum
                 return -EPERM;
         }
         n = children_of(st->vols, sc->base.vol, NULL);
+        /* A finalize that completed (top ILLEGAL, its child re-pointed at base) whose answer was lost: run again, it
+         * finds nothing left to do; Volume.delete of top then leaves base one child again. */
+        if (step == STEP_FINALIZE && n == 2 && st->top->legality == FY_LEGALITY_ILLEGAL &&
+            children_of(st->vols, sc->top.vol, NULL) == 0)
+                n = 1;
         if (n != 1) {
                 g_set_error(error, FY_ERROR, FY_ERR_MERGE,
                             "base volume %s has %u child volumes; it can be merged with its only child", sc->base.vol, n);
@@ -275,6 +280,8 @@ struct in_place_ops {
         int (*recheck)(struct verb_job *vj, GError **error);
         /* The work never changes what a guest reads, even cut short: a failure leaves the volume LEGAL. */
         bool keeps_data;
+        /* Only a LEGAL volume (a merge's base is ILLEGAL by design: prepare marked it). */
+        bool needs_legal;
 };
 
 struct verb_job {
@@ -340,6 +347,14 @@ static int in_place_run(struct agent_job *job, void *data, GCancellable *cancel,
                 g_set_error(error, FY_ERROR, FY_ERR_SHARED_VOLUME,
                             "volume %s is a template's volume (SHARED) and is never written", vj->target.ref.vol);
                 r = -EPERM;
+                goto out;
+        }
+        if (vj->ops->needs_legal && meta->legality != FY_LEGALITY_LEGAL) {
+                /* Its data may be incomplete (a copy or merge cut short): marking it LEGAL at the end would hide that. */
+                g_set_error(error, FY_ERROR, FY_ERR_ILLEGAL_VOLUME,
+                            "volume %s is ILLEGAL (a copy or merge into it did not complete); nothing was changed",
+                            vj->target.ref.vol);
+                r = -EINVAL;
                 goto out;
         }
         r = vj->ops->check(vj, meta, error);
@@ -790,7 +805,7 @@ out:
 }
 
 /* Only all-zero blocks become holes, which read as zeros: cut short anywhere, the guest reads the same. */
-static const struct in_place_ops sparsify_ops = { "sparsify_volume", sparsify_check, sparsify_work, NULL, true };
+static const struct in_place_ops sparsify_ops = { "sparsify_volume", sparsify_check, sparsify_work, NULL, true, true };
 
 int agent_sdm_sparsify_volume(struct agent *a, json_t *params, GError **error)
 {
@@ -825,7 +840,7 @@ static int amend_work(struct verb_job *vj, struct fy_volume_meta *meta, GCancell
         return agent_qemu_img_amend_compat(path, vj->compat, cancel, job_progress, vj, error);
 }
 
-static const struct in_place_ops amend_ops = { "amend_volume", amend_check, amend_work, NULL };
+static const struct in_place_ops amend_ops = { "amend_volume", amend_check, amend_work, NULL, false, true };
 
 int agent_sdm_amend_volume(struct agent *a, json_t *params, GError **error)
 {

@@ -151,6 +151,7 @@ int cli_sd_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_list(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_show(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_create(struct cli_ctx *ctx, int argc, char **argv, GError **error);
+int cli_disk_checksum(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_move(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_copy(struct cli_ctx *ctx, int argc, char **argv, GError **error);
 int cli_disk_sparsify(struct cli_ctx *ctx, int argc, char **argv, GError **error);

@@ -361,25 +361,49 @@ int cli_sd_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 
 int cli_disk_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 {
+        g_autofree char *search = NULL, *page = NULL;
+        gint max = 0;
+        const GOptionEntry entries[] = {
+                { "max", 0, 0, G_OPTION_ARG_INT, &max, "At most N disks (1-1000), in id order; the next page's token "
+                  "is printed when more follow", "N" },
+                { "search", 0, 0, G_OPTION_ARG_STRING, &search, "Only the disks of that exact name (oVirt's search)",
+                  "name=NAME" },
+                { "page", 0, 0, G_OPTION_ARG_STRING, &page, "The page after the one that printed TOKEN", "TOKEN" },
+                G_OPTION_ENTRY_NULL
+        };
         g_autoptr(cli_engine) e = NULL;
         g_autoptr(cli_table) t = NULL;
         g_autoptr(GHashTable) names = NULL;
-        json_t *list = NULL, *d;
+        g_autoptr(GString) path = g_string_new("/api/disks");
+        json_t *json = NULL, *list, *d;
+        const char *next;
         size_t i;
 
-        if (cli_setup(ctx, &argc, &argv, NULL, NULL, 0, NULL, &e, error) < 0)
+        if (cli_setup(ctx, &argc, &argv, entries, NULL, 0, NULL, &e, error) < 0)
+                return -1;
+        if (max < 0 || max > 1000) {
+                g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "--max takes 1 to 1000");
+                return -1;
+        }
+        /* The engine checks the values; here they are only escaped into the query. */
+        if (max)
+                g_string_append_printf(path, "%cmax=%d", path->len > 10 ? '&' : '?', max);
+        if (search) {
+                g_autofree char *q = g_uri_escape_string(search, NULL, FALSE);
+                g_string_append_printf(path, "%csearch=%s", path->len > 10 ? '&' : '?', q);
+        }
+        if (page) {
+                g_autofree char *q = g_uri_escape_string(page, NULL, FALSE);
+                g_string_append_printf(path, "%cpage=%s", path->len > 10 ? '&' : '?', q);
+        }
+        if (cli_engine_get(e, path->str, &json, error) < 0)
                 return -1;
         if (ctx->json) {
-                json_t *json = NULL;
-
-                if (cli_engine_get(e, "/api/disks", &json, error) < 0)
-                        return -1;
                 cli_print_json(json);
                 json_decref(json);
                 return 0;
         }
-        if (cli_engine_get_list(e, "/api/disks", "disks", &list, error) < 0)
-                return -1;
+        list = json_object_get(json, "disks");
         names = cli_sd_names(e);
         t = cli_table_new("NAME", "ID", "STATUS", "PROGRESS", "FORMAT", "SPARSE", "SIZE", "ACTUAL",
                           "DOMAINS", NULL);
@@ -390,8 +414,11 @@ int cli_disk_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
                                    cli_format_bytes(d, "provisioned_size"), cli_format_bytes(d, "actual_size"),
                                    cli_disk_domains(d, names));
         }
-        json_decref(list);
         cli_table_print(t, stdout);
+        next = json_string_value(json_object_get(json, "next"));
+        if (next)
+                fprintf(stderr, "more disks follow: --page %s\n", next);
+        json_decref(json);
         return 0;
 }
 
@@ -763,6 +790,55 @@ static int cli_disk_move_or_copy(struct cli_ctx *ctx, int argc, char **argv, boo
                 what = g_strdup_printf("moving disk %s to %s", disk_name, sd_name);
         }
         r = cli_action_done(ctx, e, answer, what, result_id, wait, true, error);
+        json_decref(answer);
+        json_decref(disk);
+        return r;
+}
+
+/* Waits for the disk's checksum job and prints its digest (the step's checksum). */
+int cli_disk_checksum(struct cli_ctx *ctx, int argc, char **argv, GError **error)
+{
+        g_autoptr(cli_engine) e = NULL;
+        g_autofree char *path = NULL, *steps_path = NULL, *disk_name = NULL;
+        json_t *disk = NULL, *answer = NULL, *steps = NULL, *step;
+        const char *disk_id, *job_id, *digest = NULL;
+        int r = -1;
+        size_t i;
+
+        if (cli_setup(ctx, &argc, &argv, NULL, "DISK", 1, "DISK (an id or a name)", &e, error) < 0)
+                return -1;
+        if (cli_resolve_disk(e, argv[1], &disk, error) < 0)
+                return -1;
+        disk_id = json_string_value(json_object_get(disk, "id"));
+        if (!disk_id || !fy_uuid_is_valid(disk_id)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine sent a disk without an id");
+                goto out;
+        }
+        disk_name = cli_json_text(disk, "name");
+        path = g_strdup_printf("/api/disks/%s/checksum", disk_id);
+        if (cli_engine_request(e, "POST", path, NULL, &answer, error) < 0 || cli_action_job(answer, &job_id, error) < 0)
+                goto out;
+        /* Progress while it runs (--json: the job with its steps, the digest in the step's checksum). */
+        if (cli_wait_job(ctx, e, job_id, NULL, false, error) < 0)
+                goto out;
+        steps_path = g_strdup_printf("/api/jobs/%s/steps", job_id);
+        if (cli_engine_request(e, "GET", steps_path, NULL, &steps, error) < 0)
+                goto out;
+        json_array_foreach(json_object_get(steps, "steps"), i, step) {
+                json_t *ck = json_object_get(step, "checksum");
+
+                if (json_is_string(json_object_get(ck, "value")))
+                        digest = json_string_value(json_object_get(ck, "value"));
+        }
+        if (!digest || strlen(digest) > 256 || strspn(digest, "0123456789abcdef") != strlen(digest)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "job %s finished without a usable checksum", job_id);
+                goto out;
+        }
+        if (!ctx->json)
+                printf("blake2b:%s  %s\n", digest, disk_name);        /* the last line: the digest */
+        r = 0;
+out:
+        json_decref(steps);
         json_decref(answer);
         json_decref(disk);
         return r;

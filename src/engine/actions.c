@@ -26,28 +26,7 @@
 
 #define js engine_js
 
-static json_t *fail(GError **error, int status, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-static json_t *fail(GError **error, int status, const char *fmt, ...)
-{
-        va_list ap;
-
-        va_start(ap, fmt);
-        g_propagate_error(error, g_error_new_valist(ENGINE_ERROR, status, fmt, ap));
-        va_end(ap);
-        return NULL;
-}
-
-static bool name_valid(const char *s)
-{
-        size_t len = s ? strlen(s) : 0;
-
-        if (len == 0 || len > 64)
-                return false;
-        for (const char *p = s; *p; p++)
-                if (!g_ascii_isalnum(*p) && !strchr("_-. ", *p))
-                        return false;
-        return true;
-}
+#define fail engine_fail
 
 /* {"id": …} in body[key] naming a known storage domain; returns its row. */
 static json_t *body_sd(struct engine *e, json_t *body, const char *key, GError **error)
@@ -61,8 +40,7 @@ static json_t *body_sd(struct engine *e, json_t *body, const char *key, GError *
                 return fail(error, 400, "missing %s: {\"id\": \"<uuid>\"} or {\"name\": \"...\"}", key);
         if (id && !fy_uuid_is_valid(id))
                 return fail(error, 400, "%s.id must be a UUID", key);
-        row = id ? engine_db_query_one(e->db, error, "SELECT * FROM storage_domains WHERE id = ?", "s", id)
-                 : engine_db_query_one(e->db, error, "SELECT * FROM storage_domains WHERE name = ?", "s", name);
+        row = id ? engine_store_sd_get(e->db, id, error) : engine_store_sd_get_by_name(e->db, name, error);
         if (!row && (!error || !*error))
                 return fail(error, 404, "no storage domain %s", id ? id : name);
         return row;
@@ -70,13 +48,9 @@ static json_t *body_sd(struct engine *e, json_t *body, const char *key, GError *
 
 static json_t *job_start(struct engine *e, const char *description, GError **error)
 {
-        g_autofree char *id = fy_uuid_new();
+        g_autofree char *id = engine_job_insert(e, description, error);
 
-        if (engine_db_exec(e->db, error, "INSERT INTO jobs (id, description, status, start_time, correlation_id) "
-                           "VALUES (?, ?, 'started', ?, ?)",
-                           "ssis", id, description, engine_now(), fy_log_correlation_id()) < 0)
-                return NULL;
-        return json_string(id);
+        return id ? json_string(id) : NULL;
 }
 
 /* Space the copy needs on the destination: capacity when preallocated, else what the source uses. */
@@ -111,19 +85,12 @@ static int check_file_size(struct engine *e, json_t *sd, gint64 capacity, GError
 /* An active removal of this image on that domain (a cleanup still retrying): a move there would reuse its ids. */
 static bool pending_removal(struct engine *e, const char *sd, const char *img)
 {
-        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL,
-                "SELECT COUNT(*) AS n FROM commands WHERE type = 'remove_image' AND state = 'active' "
-                "AND json_extract(params, '$.sd') = ? AND json_extract(params, '$.img') = ?", "ss", sd, img);
+        bool pending = false;
 
-        return row && json_integer_value(json_object_get(row, "n")) > 0;
-}
-
-static char *command_start(struct engine *e, enum engine_kind kind, const char *job_id, json_t *params)
-{
-        char *id = engine_cmd_create(e, kind, NULL, job_id, NULL, params);   /* queues a round: starts now */
-
-        engine_db_exec(e->db, NULL, "UPDATE jobs SET command_id = ? WHERE id = ?", "ss", id, job_id);
-        return id;
+        /* Cannot tell: not pending (the removal refuses an image in use anyway). */
+        if (engine_store_cmd_removal_pending(e->db, sd, img, &pending, NULL) < 0)
+                return false;
+        return pending;
 }
 
 static json_t *volume_spec(const char *id, const char *parent, gint64 capacity, const char *format, bool sparse,
@@ -132,6 +99,25 @@ static json_t *volume_spec(const char *id, const char *parent, gint64 capacity, 
         return json_pack("{s:s, s:s?, s:I, s:s, s:b, s:f, s:f}", "id", id, "parent", parent, "capacity",
                          (json_int_t) capacity, "format", format, "sparse", sparse,
                          "structure_weight", structure_weight, "data_weight", data_weight);
+}
+
+/* The disk a request names, or NULL with 404 (or the store's error); with idle, 409 unless it is ok. */
+static json_t *disk_by_id(struct engine *e, const char *disk_id, bool idle, GError **error)
+{
+        json_t *disk;
+
+        if (!fy_uuid_is_valid(disk_id))
+                return fail(error, 404, "no disk %.64s", disk_id);
+        disk = engine_store_disk_get(e->db, disk_id, error);
+        if (!disk)
+                return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
+        if (idle && strcmp(js(disk, "status"), "ok") != 0) {
+                fail(error, 409, "disk %s is %s; wait until its current operation ends", js(disk, "name"),
+                     js(disk, "status"));
+                json_decref(disk);
+                return NULL;
+        }
+        return disk;
 }
 
 json_t *engine_disk_create(struct engine *e, json_t *body, GError **error)
@@ -152,7 +138,7 @@ json_t *engine_disk_create(struct engine *e, json_t *body, GError **error)
         bool sparse = true;
         const char *parent = NULL;
 
-        if (!name_valid(name))
+        if (!engine_name_valid(name))
                 return fail(error, 400, "name must be 1-64 letters, digits, spaces or _-. characters");
         if (!json_is_integer(size) || json_integer_value(size) <= 0 || (guint64) json_integer_value(size) > MAX_DISK_SIZE ||
             json_integer_value(size) % 512 != 0)
@@ -185,31 +171,30 @@ json_t *engine_disk_create(struct engine *e, json_t *body, GError **error)
                 parent = js(json_array_get(vols, (size_t) i), "id");
         }
         desc = g_strdup_printf("Creating disk %s on storage domain %s", name, js(sd, "name"));
-        if (engine_db_begin(e->db, error) < 0)
+        if (engine_store_begin(e->db, error) < 0)
                 return NULL;
         job = job_start(e, desc, error);
         if (!job)
                 goto rollback;
-        if (engine_db_exec(e->db, error,
-                           "INSERT INTO disks (id, name, sd_id, status, format, sparse, provisioned_size, progress, job_id, created) "
-                           "VALUES (?, ?, ?, 'locked', ?, ?, ?, 0, ?, ?)", "ssssbisi", disk, name, js(sd, "id"), format,
-                           sparse, capacity, json_string_value(job), engine_now()) < 0)
+        if (engine_store_disk_insert(e->db, disk, name, js(sd, "id"), format, sparse, capacity, json_string_value(job),
+                                     engine_now(), error) < 0)
                 goto rollback;
         for (size_t i = 0; i < json_array_size(vols); i++) {
                 json_t *v = json_array_get(vols, i);
-                engine_db_exec(e->db, NULL,
-                               "INSERT INTO volumes (id, disk_id, sd_id, parent, position, format, sparse, capacity, legality) "
-                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ILLEGAL')", "ssssisbi", js(v, "id"), disk, js(sd, "id"),
-                               js(v, "parent"), (gint64) i, format, json_is_true(json_object_get(v, "sparse")), capacity);
+
+                if (engine_store_volume_insert(e->db, js(v, "id"), disk, js(sd, "id"), js(v, "parent"), (gint64) i, format,
+                                               json_is_true(json_object_get(v, "sparse")), capacity, error) < 0)
+                        goto rollback;
         }
         params = json_pack("{s:s, s:s, s:s, s:O}", "disk", disk, "sd", js(sd, "id"), "img", disk, "volumes", vols);
-        cmd = command_start(e, ENGINE_KIND_CREATE_DISK, json_string_value(job), params);
-        if (engine_db_commit(e->db, error) < 0)
+        if (!(cmd = engine_job_command_start(e, ENGINE_KIND_CREATE_DISK, json_string_value(job), params, error)))
                 goto rollback;
+        if (engine_store_commit(e->db, error) < 0)
+                return NULL;
         engine_event(e, "normal", cmd, "creating disk %s (%s) on %s", name, disk, js(sd, "name"));
         return json_pack("{s:{s:s, s:s}, s:{s:O}}", "disk", "id", disk, "name", name, "job", "id", job);
 rollback:
-        engine_db_rollback(e->db);
+        engine_store_rollback(e->db);
         return NULL;
 }
 
@@ -235,9 +220,9 @@ json_t *engine_disk_move(struct engine *e, const char *disk_id, json_t *body, bo
                 return fail(error, 404, "no disk %.64s", disk_id);
         if (!keep_source && engine_disk_owner_check(e, disk_id, false, error) < 0)
                 return NULL;
-        disk = engine_db_query_one(e->db, error, "SELECT * FROM disks WHERE id = ?", "s", disk_id);
+        disk = disk_by_id(e, disk_id, false, error);
         if (!disk)
-                return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
+                return NULL;
         sd = body_sd(e, body, "storage_domain", error);
         if (!sd)
                 return NULL;
@@ -246,13 +231,12 @@ json_t *engine_disk_move(struct engine *e, const char *disk_id, json_t *body, bo
                             js(disk, "status"));
         if (!keep_source && strcmp(js(disk, "sd_id"), js(sd, "id")) == 0)
                 return fail(error, 409, "disk %s is already on storage domain %s", js(disk, "name"), js(sd, "name"));
-        if (new_name && !name_valid(new_name))
+        if (new_name && !engine_name_valid(new_name))
                 return fail(error, 400, "name must be 1-64 letters, digits, spaces or _-. characters");
         if (!keep_source && pending_removal(e, js(sd, "id"), disk_id))
                 return fail(error, 409, "an earlier copy of disk %s on storage domain %s is still being removed; "
                             "try again when that removal has finished (see the events)", js(disk, "name"), js(sd, "name"));
-        src_vols = engine_db_query(e->db, error, "SELECT * FROM volumes WHERE disk_id = ? AND sd_id = ? ORDER BY position",
-                                   "ss", disk_id, js(disk, "sd_id"));
+        src_vols = engine_store_volume_list(e->db, disk_id, js(disk, "sd_id"), error);
         if (!src_vols)
                 return NULL;
         if (json_array_size(src_vols) == 0)
@@ -290,46 +274,93 @@ json_t *engine_disk_move(struct engine *e, const char *disk_id, json_t *body, bo
 
         desc = g_strdup_printf("%s disk %s to storage domain %s", keep_source ? "Copying" : "Moving",
                                js(disk, "name"), js(sd, "name"));
-        if (engine_db_begin(e->db, error) < 0)
+        if (engine_store_begin(e->db, error) < 0)
                 return NULL;
         job = job_start(e, desc, error);
         if (!job)
                 goto rollback;
-        /* The source is locked for both: its data must not change while it is read. */
-        engine_db_exec(e->db, NULL, "UPDATE disks SET status = 'locked', progress = 0, job_id = ? WHERE id = ?", "ss",
-                       json_string_value(job), disk_id);
+        /* The source is locked for both: its data must not change while it is read. The status it was
+         * read in is the one it must still have: another operation may have locked it meanwhile. */
+        if (engine_store_disk_lock(e->db, disk_id, json_string_value(job), "ok", error) < 0) {
+                if (!error || !*error)
+                        fail(error, 409, "disk %s changed meanwhile; try again", js(disk, "name"));
+                goto rollback;
+        }
         if (keep_source) {
                 g_autofree char *name = g_strdup(new_name ? new_name : js(disk, "name"));
-                if (engine_db_exec(e->db, error,
-                                   "INSERT INTO disks (id, name, sd_id, status, format, sparse, provisioned_size, progress, "
-                                   "job_id, created) VALUES (?, ?, ?, 'locked', ?, ?, ?, 0, ?, ?)",
-                                   "ssssbisi", new_disk, name, js(sd, "id"), js(disk, "format"),
-                                   json_integer_value(json_object_get(disk, "sparse")) != 0,
-                                   (gint64) json_integer_value(json_object_get(disk, "provisioned_size")),
-                                   json_string_value(job), engine_now()) < 0)
+
+                if (engine_store_disk_insert(e->db, new_disk, name, js(sd, "id"), js(disk, "format"),
+                                             json_integer_value(json_object_get(disk, "sparse")) != 0,
+                                             (gint64) json_integer_value(json_object_get(disk, "provisioned_size")),
+                                             json_string_value(job), engine_now(), error) < 0)
                         goto rollback;
         }
         json_array_foreach(dst_vols, i, v)
-                engine_db_exec(e->db, NULL,
-                               "INSERT INTO volumes (id, disk_id, sd_id, parent, position, format, sparse, capacity, legality) "
-                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ILLEGAL')", "ssssisbi", js(v, "id"),
-                               keep_source ? new_disk : disk_id, js(sd, "id"), js(v, "parent"), (gint64) i,
-                               js(v, "format"), json_is_true(json_object_get(v, "sparse")),
-                               (gint64) json_integer_value(json_object_get(v, "capacity")));
+                if (engine_store_volume_insert(e->db, js(v, "id"), keep_source ? new_disk : disk_id, js(sd, "id"),
+                                               js(v, "parent"), (gint64) i, js(v, "format"),
+                                               json_is_true(json_object_get(v, "sparse")),
+                                               (gint64) json_integer_value(json_object_get(v, "capacity")), error) < 0)
+                        goto rollback;
         params = json_pack("{s:s, s:s?, s:s, s:s, s:s, s:s, s:O, s:O}",
                            "disk", disk_id, "new_disk", new_disk,
                            "src_sd", js(disk, "sd_id"), "src_img", disk_id,
                            "sd", js(sd, "id"), "img", keep_source ? new_disk : disk_id,
                            "src_volumes", src_list, "volumes", dst_vols);
-        cmd = command_start(e, keep_source ? ENGINE_KIND_COPY_DISK : ENGINE_KIND_MOVE_DISK, json_string_value(job), params);
-        if (engine_db_commit(e->db, error) < 0)
+        if (!(cmd = engine_job_command_start(e, keep_source ? ENGINE_KIND_COPY_DISK : ENGINE_KIND_MOVE_DISK, json_string_value(job),
+                                  params, error)))
                 goto rollback;
+        if (engine_store_commit(e->db, error) < 0)
+                return NULL;
         engine_event(e, "normal", cmd, "%s", desc);
         if (keep_source)
                 return json_pack("{s:{s:O}, s:{s:s}}", "job", "id", job, "disk", "id", new_disk);
         return json_pack("{s:{s:O}}", "job", "id", job);
 rollback:
-        engine_db_rollback(e->db);
+        engine_store_rollback(e->db);
+        return NULL;
+}
+
+json_t *engine_disk_checksum(struct engine *e, const char *disk_id, GError **error)
+{
+        g_autoptr(json_t) disk = NULL;
+        g_autoptr(json_t) vols = NULL;
+        g_autoptr(json_t) job = NULL;
+        g_autoptr(json_t) params = NULL;
+        g_autofree char *desc = NULL;
+        g_autofree char *step = NULL;
+        g_autofree char *cmd = NULL;
+        json_t *leaf;
+
+        /* Not locked: a checksum writes nothing. The volume's generation is sent with it, so a
+         * write that starts meanwhile (a move, an upload) fails the checksum instead of mixing. */
+        disk = disk_by_id(e, disk_id, true, error);
+        if (!disk)
+                return NULL;
+        vols = engine_store_volume_list(e->db, disk_id, js(disk, "sd_id"), error);
+        if (!vols)
+                return NULL;
+        leaf = json_array_get(vols, json_array_size(vols) - 1);
+        if (!leaf)
+                return fail(error, 409, "disk %s has no volumes", js(disk, "name"));
+        desc = g_strdup_printf("Checksum of disk %s", js(disk, "name"));
+        params = json_pack("{s:s, s:s, s:s, s:I}", "sd", js(disk, "sd_id"), "img", disk_id, "vol", js(leaf, "id"),
+                           "generation", (json_int_t) json_integer_value(json_object_get(leaf, "generation")));
+        if (engine_store_begin(e->db, error) < 0)
+                return NULL;
+        job = job_start(e, desc, error);
+        if (!job)
+                goto rollback;
+        step = engine_step_create(e, json_string_value(job), "checksum_volume",
+                                  "Checksum of the active volume (blake2b of the guest view)", 100);
+        cmd = engine_cmd_create(e, ENGINE_KIND_CHECKSUM_VOLUME, NULL, json_string_value(job), step, params);
+        if (engine_store_job_set_command(e->db, json_string_value(job), cmd, error) < 0)
+                goto rollback;
+        if (engine_store_commit(e->db, error) < 0)
+                return NULL;
+        engine_event(e, "normal", cmd, "%s", desc);
+        return json_pack("{s:{s:O}}", "job", "id", job);
+rollback:
+        engine_store_rollback(e->db);
         return NULL;
 }
 
@@ -345,26 +376,30 @@ json_t *engine_disk_remove(struct engine *e, const char *disk_id, GError **error
                 return fail(error, 404, "no disk %.64s", disk_id);
         if (engine_disk_owner_check(e, disk_id, true, error) < 0)
                 return NULL;
-        disk = engine_db_query_one(e->db, error, "SELECT * FROM disks WHERE id = ?", "s", disk_id);
+        disk = disk_by_id(e, disk_id, false, error);
         if (!disk)
-                return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
+                return NULL;
         if (strcmp(js(disk, "status"), "locked") == 0)
                 return fail(error, 409, "disk %s is locked by a running operation", js(disk, "name"));
         desc = g_strdup_printf("Removing disk %s", js(disk, "name"));
-        if (engine_db_begin(e->db, error) < 0)
+        if (engine_store_begin(e->db, error) < 0)
                 return NULL;
         job = job_start(e, desc, error);
         if (!job)
                 goto rollback;
-        engine_db_exec(e->db, NULL, "UPDATE disks SET status = 'locked', job_id = ? WHERE id = ?", "ss",
-                       json_string_value(job), disk_id);
-        params = json_pack("{s:s, s:s, s:s}", "disk", disk_id, "sd", js(disk, "sd_id"), "img", disk_id);
-        cmd = command_start(e, ENGINE_KIND_REMOVE_DISK, json_string_value(job), params);
-        if (engine_db_commit(e->db, error) < 0)
+        if (engine_store_disk_lock(e->db, disk_id, json_string_value(job), js(disk, "status"), error) < 0) {
+                if (!error || !*error)
+                        fail(error, 409, "disk %s changed meanwhile; try again", js(disk, "name"));
                 goto rollback;
+        }
+        params = json_pack("{s:s, s:s, s:s}", "disk", disk_id, "sd", js(disk, "sd_id"), "img", disk_id);
+        if (!(cmd = engine_job_command_start(e, ENGINE_KIND_REMOVE_DISK, json_string_value(job), params, error)))
+                goto rollback;
+        if (engine_store_commit(e->db, error) < 0)
+                return NULL;
         return json_pack("{s:{s:O}}", "job", "id", job);
 rollback:
-        engine_db_rollback(e->db);
+        engine_store_rollback(e->db);
         return NULL;
 }
 
@@ -380,14 +415,9 @@ json_t *engine_disk_sparsify(struct engine *e, const char *disk_id, GError **err
         size_t i;
         json_t *v;
 
-        if (!fy_uuid_is_valid(disk_id))
-                return fail(error, 404, "no disk %.64s", disk_id);
-        disk = engine_db_query_one(e->db, error, "SELECT * FROM disks WHERE id = ?", "s", disk_id);
+        disk = disk_by_id(e, disk_id, true, error);
         if (!disk)
-                return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
-        if (strcmp(js(disk, "status"), "ok") != 0)
-                return fail(error, 409, "disk %s is %s; wait until its current operation ends", js(disk, "name"),
-                            js(disk, "status"));
+                return NULL;
         vols = engine_disk_volumes(e, disk);
         json_array_foreach(vols, i, v) {
                 if (strcmp(js(v, "legality"), "LEGAL") != 0)
@@ -402,23 +432,23 @@ json_t *engine_disk_sparsify(struct engine *e, const char *disk_id, GError **err
                 return fail(error, 409, "disk %s is preallocated: it has no sparse volume to give space back from",
                             js(disk, "name"));
         desc = g_strdup_printf("Sparsifying disk %s (%zu volume(s))", js(disk, "name"), json_array_size(sparse));
-        if (engine_db_begin(e->db, error) < 0)
+        if (engine_store_begin(e->db, error) < 0)
                 return NULL;
         job = job_start(e, desc, error);
         if (!job)
                 goto rollback;
-        engine_db_exec(e->db, NULL, "UPDATE disks SET status = 'locked', progress = 0, job_id = ? WHERE id = ? AND status = 'ok'",
-                       "ss", json_string_value(job), disk_id);
-        if (engine_db_changes(e->db) != 1) {
-                fail(error, 409, "disk %s changed meanwhile; try again", js(disk, "name"));
+        if (engine_store_disk_lock(e->db, disk_id, json_string_value(job), "ok", error) < 0) {
+                if (!error || !*error)
+                        fail(error, 409, "disk %s changed meanwhile; try again", js(disk, "name"));
                 goto rollback;
         }
         params = json_pack("{s:s, s:s, s:O}", "disk", disk_id, "sd", js(disk, "sd_id"), "volumes", sparse);
-        cmd = command_start(e, ENGINE_KIND_SPARSIFY_DISK, json_string_value(job), params);
-        if (engine_db_commit(e->db, error) < 0)
+        if (!(cmd = engine_job_command_start(e, ENGINE_KIND_SPARSIFY_DISK, json_string_value(job), params, error)))
                 goto rollback;
+        if (engine_store_commit(e->db, error) < 0)
+                return NULL;
         return json_pack("{s:{s:O}}", "job", "id", job);
 rollback:
-        engine_db_rollback(e->db);
+        engine_store_rollback(e->db);
         return NULL;
 }

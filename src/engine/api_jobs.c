@@ -37,14 +37,9 @@ static json_t *job_json(struct engine *e, json_t *row)
                 json_object_set_new(o, "end_time", json_integer(ji(row, "end_time")));
         if (js(row, "correlation_id"))
                 json_object_set_new(o, "correlation_id", json_string(js(row, "correlation_id")));
-        if (strcmp(js(row, "status"), "started") == 0) {
-                /* A job with a stalled step has no end in sight: no estimate. */
-                g_autoptr(json_t) st = engine_db_query_one(e->db, NULL, "SELECT id FROM steps WHERE job_id = ? AND "
-                                                           "status = 'started' AND detail = 'stalled' LIMIT 1", "s",
-                                                           js(row, "id"));
-
-                add_eta(o, "job:", row, st != NULL);
-        }
+        /* A job with a stalled step has no end in sight: no estimate. */
+        if (strcmp(js(row, "status"), "started") == 0)
+                add_eta(o, "job:", row, engine_store_job_stalled(e->db, js(row, "id")));
         return o;
 }
 
@@ -57,13 +52,17 @@ static json_t *step_json(struct engine *e, json_t *row)
         const char *host = js(row, "execution_host");
 
         if (host) {
-                g_autoptr(json_t) h = engine_db_query_one(e->db, NULL, "SELECT name FROM hosts WHERE id = ?", "s", host);
+                g_autoptr(json_t) h = engine_store_host_get(e->db, host, NULL);
                 json_object_set_new(o, "execution_host", json_pack("{s:s, s:s?}", "id", host, "name", h ? js(h, "name") : NULL));
         } else {
                 json_object_set_new(o, "execution_host", json_null());
         }
         if (json_is_integer(json_object_get(row, "end_time")))
                 json_object_set_new(o, "end_time", json_integer(ji(row, "end_time")));
+        if (ji(row, "verified"))
+                json_object_set_new(o, "verified", json_true());
+        if (js(row, "checksum"))
+                json_object_set_new(o, "checksum", json_pack("{s:s, s:s}", "algorithm", "blake2b", "value", js(row, "checksum")));
         if (js(row, "detail"))
                 json_object_set_new(o, "status_detail", json_string(js(row, "detail")));
         add_eta(o, "step:", row, g_strcmp0(js(row, "detail"), "stalled") == 0);
@@ -73,8 +72,7 @@ static json_t *step_json(struct engine *e, json_t *row)
 static void job_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = engine_db_query(e->db, &error, "SELECT * FROM jobs ORDER BY start_time DESC, rowid DESC "
-                                                                "LIMIT 1000", "");
+        g_autoptr(json_t) rows = engine_store_job_list(e->db, 1000, &error);
 
         engine_rest_reply_rows(e, msg, "jobs", rows, error, job_json);
 }
@@ -86,7 +84,7 @@ static void job_get(struct engine *e, SoupServerMessage *msg, char **args)
 
         if (!engine_rest_id_valid(msg, "job", args[0]))
                 return;
-        row = engine_db_query_one(e->db, &error, "SELECT * FROM jobs WHERE id = ?", "s", args[0]);
+        row = engine_store_job_get(e->db, args[0], &error);
         engine_rest_reply_row(e, msg, "job", args[0], row, error, job_json);
 }
 
@@ -98,12 +96,12 @@ static void job_steps(struct engine *e, SoupServerMessage *msg, char **args)
 
         if (!engine_rest_id_valid(msg, "job", args[0]))
                 return;
-        job = engine_db_query_one(e->db, &error, "SELECT id FROM jobs WHERE id = ?", "s", args[0]);
+        job = engine_store_job_get(e->db, args[0], &error);
         if (!job) {
                 engine_rest_reply_row(e, msg, "job", args[0], NULL, error, job_json);
                 return;
         }
-        rows = engine_db_query(e->db, &error, "SELECT * FROM steps WHERE job_id = ? ORDER BY start_time, rowid", "s", args[0]);
+        rows = engine_store_step_list(e->db, args[0], &error);
         engine_rest_reply_rows(e, msg, "steps", rows, error, step_json);
 }
 

@@ -24,10 +24,9 @@ static json_t *attachment_json(json_t *row)
         return o;
 }
 
-static json_t *attachments_json(struct engine *e, const char *owner_col, const char *owner)
+static json_t *attachments_json(struct engine *e, bool vm, const char *owner)
 {
-        g_autofree char *sql = g_strdup_printf("SELECT * FROM disk_attachments WHERE %s = ? ORDER BY created, rowid", owner_col);
-        g_autoptr(json_t) rows = engine_db_query(e->db, NULL, sql, "s", owner);
+        g_autoptr(json_t) rows = engine_store_attachment_list(e->db, vm, owner, NULL);
         json_t *out = json_array();
         size_t i;
         json_t *row;
@@ -42,7 +41,7 @@ static json_t *vm_json(struct engine *e, json_t *row)
         json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:o}", "id", js(row, "id"), "name", js(row, "name"),
                               "description", js(row, "description"), "status", js(row, "status"),
                               "template", ref(js(row, "template_id")), "creation_time", ji(row, "created"),
-                              "disk_attachments", attachments_json(e, "vm_id", js(row, "id")));
+                              "disk_attachments", attachments_json(e, true, js(row, "id")));
 
         if (js(row, "job_id"))
                 json_object_set_new(o, "job", ref(js(row, "job_id")));
@@ -54,7 +53,7 @@ static json_t *template_json(struct engine *e, json_t *row)
         json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:o}", "id", js(row, "id"), "name", js(row, "name"),
                               "description", js(row, "description"), "status", js(row, "status"),
                               "vm", ref(js(row, "vm_id")), "creation_time", ji(row, "created"),
-                              "disk_attachments", attachments_json(e, "template_id", js(row, "id")));
+                              "disk_attachments", attachments_json(e, false, js(row, "id")));
 
         if (js(row, "job_id"))
                 json_object_set_new(o, "job", ref(js(row, "job_id")));
@@ -105,7 +104,7 @@ static void reply_found(struct engine *e, SoupServerMessage *msg, int status, js
 static void vm_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = engine_db_query(e->db, &error, "SELECT * FROM vms ORDER BY created, name", "");
+        g_autoptr(json_t) rows = engine_store_vm_list(e->db, &error);
 
         engine_rest_reply_rows(e, msg, "vms", rows, error, vm_json);
 }
@@ -169,7 +168,7 @@ static void vm_attachments(struct engine *e, SoupServerMessage *msg, char **args
 {
         g_autoptr(GError) error = NULL;
         g_autoptr(json_t) vm = engine_vm_get(e, args[0], &error);
-        g_autoptr(json_t) out = vm ? json_pack("{s:o}", "disk_attachments", attachments_json(e, "vm_id", args[0])) : NULL;
+        g_autoptr(json_t) out = vm ? json_pack("{s:o}", "disk_attachments", attachments_json(e, true, args[0])) : NULL;
 
         engine_rest_reply_result(msg, 200, out, error);
 }
@@ -206,8 +205,7 @@ static void vm_snapshots(struct engine *e, SoupServerMessage *msg, char **args)
 {
         g_autoptr(GError) error = NULL;
         g_autoptr(json_t) vm = engine_vm_get(e, args[0], &error);
-        g_autoptr(json_t) rows = vm ? engine_db_query(e->db, &error, "SELECT * FROM snapshots WHERE vm_id = ? "
-                                                                     "ORDER BY created, rowid", "s", args[0]) : NULL;
+        g_autoptr(json_t) rows = vm ? engine_store_snapshot_list(e->db, args[0], &error) : NULL;
 
         engine_rest_reply_rows(e, msg, "snapshots", rows, error, snapshot_fmt);
 }
@@ -252,7 +250,7 @@ static void vm_snapshot_restore(struct engine *e, SoupServerMessage *msg, char *
 static void template_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = engine_db_query(e->db, &error, "SELECT * FROM templates ORDER BY created, name", "");
+        g_autoptr(json_t) rows = engine_store_template_list(e->db, &error);
 
         engine_rest_reply_rows(e, msg, "templates", rows, error, template_json);
 }
@@ -290,7 +288,7 @@ static void template_attachments(struct engine *e, SoupServerMessage *msg, char 
 {
         g_autoptr(GError) error = NULL;
         g_autoptr(json_t) t = engine_template_get(e, args[0], &error);
-        g_autoptr(json_t) out = t ? json_pack("{s:o}", "disk_attachments", attachments_json(e, "template_id", args[0]))
+        g_autoptr(json_t) out = t ? json_pack("{s:o}", "disk_attachments", attachments_json(e, false, args[0]))
                                   : NULL;
 
         engine_rest_reply_result(msg, 200, out, error);

@@ -20,6 +20,29 @@ void engine_kick(struct engine *e);
  * with the kind (kinds.c). */
 json_t *engine_job_cancel(struct engine *e, const char *job_id, GError **error);
 
+/* A new job ("started"): its id, or NULL with *error. */
+char *engine_job_insert(struct engine *e, const char *description, GError **error);
+/* The job's top-level command: created, recorded as the job's, a round queued; NULL with *error. */
+char *engine_job_command_start(struct engine *e, enum engine_kind kind, const char *job_id, json_t *params,
+                               GError **error);
+
+/* A write the runtime could not do: said in the log (the error is cleared); the command goes on from what is recorded. */
+void engine_not_recorded(GError **error, const char *what, const char *id);
+/* A step that cannot start yet says why (its detail, until it starts). */
+void engine_step_wait(struct engine *e, const char *step_id, const char *why);
+
+/* A call to a host tied to a command: the command is busy (skipped by rounds) until the reply, which
+ * runs done with the command's current row, if it is still active. */
+typedef void (*engine_cmd_reply_fn)(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra);
+void engine_cmd_call(struct engine *e, json_t *cmd, const char *host, const char *method, json_t *params,
+                     unsigned timeout_ms, engine_cmd_reply_fn done, void *extra, GDestroyNotify extra_free);
+/* No answer at all (timeout, connection): unknown whether the host got the call. */
+bool engine_is_transport_error(const GError *error);
+/* The last progress a host's events reported for a running agent job (borrowed), or NULL. */
+json_t *engine_job_event(const char *agent_job_id);
+/* A host's event reported that agent job's end (done, failed, aborted) and its command has not ended yet. */
+bool engine_job_ended(const char *agent_job_id);
+
 /* Creates an active command (returns its id) and queues a round. */
 char *engine_cmd_create(struct engine *e, enum engine_kind kind, const char *parent, const char *job_id,
                         const char *step_id, json_t *params);
@@ -31,6 +54,8 @@ char *engine_step_create(struct engine *e, const char *job_id, const char *type,
                          double weight);
 void engine_step_update(struct engine *e, const char *step_id, const char *status, double progress,
                         const char *host);
+/* A running host job's progress (job: its Host.getJobs entry; its bytes_done feeds the step's ETA). */
+void engine_step_progress(struct engine *e, const char *step_id, double progress, json_t *job);
 void engine_job_progress_refresh(struct engine *e, const char *job_id);
 
 enum engine_children {
@@ -57,8 +82,6 @@ enum engine_children engine_run_children_parallel(struct engine *e, json_t *cmd,
 
 /* Child i's state after engine_run_children_parallel ("active", "succeeded", "failed"), or NULL. */
 char *engine_children_state(struct engine *e, json_t *data, size_t i, char **ret_error);
-/* Sums the allocated bytes of a disk's volumes into disks.actual_size (asynchronous, best effort). */
-void engine_disk_size_refresh(struct engine *e, const char *disk_id);
 
 /*
  * Existing command types a flow can use as children (params as in commands.c):

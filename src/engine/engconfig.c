@@ -15,7 +15,7 @@
 static const struct fy_option options[] = {
         { "listen_address", FY_OPT_STRING, "127.0.0.1", 1, 255, O(listen_address), "address of the REST API" },
         { "port", FY_OPT_UINT, "8443", 0, 65535, O(port), "TCP port of the REST API (0 picks a free one)" },
-        { "db", FY_OPT_STRING, "/var/lib/ferry/engine/engine.db", 1, 4096, O(db), "SQLite database file of the inventory" },
+        { "db", FY_OPT_STRING, "/var/lib/ferry/engine/engine.db", 1, 4096, O(db), "the inventory: a SQLite file, or PostgreSQL (postgresql:// URI or libpq key=value string)" },
         { "insecure", FY_OPT_BOOL, "false", 0, 0, O(insecure), "serve the REST API over plain HTTP, for development only (anyone on the path reads and forges requests)" },
         { "tls_cert", FY_OPT_STRING, "", 0, 4096, O(tls_cert), "PEM certificate of the engine (HTTPS, and the client certificate to agents); 'ferry pki init' makes engine.pem" },
         { "tls_key", FY_OPT_STRING, "", 0, 4096, O(tls_key), "PEM private key of tls_cert" },
@@ -30,6 +30,7 @@ static const struct fy_option options[] = {
         { "data_operations_by_hsm", FY_OPT_BOOL, "true", 0, 0, O(data_operations_by_hsm), "initial DataOperationsByHSM: copies run on any host (false: on the SPM)" },
         { "host_selection_policy", FY_OPT_STRING, "least_loaded", 1, 32, O(host_selection_policy), "least_loaded or random", true },
         { "copy_attempts", FY_OPT_UINT, "3", 1, 20, O(copy_attempts), "times one volume copy is tried before the operation fails", true },
+        { "verify_copies", FY_OPT_BOOL, "true", 0, 0, O(verify_copies), "checksum source and destination after every copy (the destination on another host); a mismatch fails that try", true },
         { "host_lost_timeout", FY_OPT_UINT, "60", 5, 86400, O(host_lost_timeout), "seconds a copy's unreachable host is waited for before its job is fenced", true },
         { "fence_timeout", FY_OPT_UINT, "900", 30, 86400, O(fence_timeout), "seconds fencing a lost copy is retried before the copy is given up as failed", true },
         { "stall_timeout", FY_OPT_UINT, "120", 2, 86400, O(stall_timeout), "seconds a running copy may move no bytes before it is flagged stalled", true },
@@ -46,7 +47,7 @@ static const struct fy_option options[] = {
         { "body_deadline", FY_OPT_UINT, "60", 1, 3600, O(body_deadline), "seconds a REST request body may take in all, however steadily it trickles" },
         { "write_timeout", FY_OPT_UINT, "30", 1, 3600, O(write_timeout), "seconds a REST client may leave its response unread before its connection is closed" },
         { "max_connections", FY_OPT_UINT, "4096", 1, 1000000, O(max_connections), "REST connections open at once (more are answered 503)" },
-        { "max_connections_per_address", FY_OPT_UINT, "1024", 1, 1000000, O(max_connections_per_address), "REST connections open at once from one client address" },
+        { "max_connections_per_address", FY_OPT_UINT, "256", 1, 1000000, O(max_connections_per_address), "REST connections open at once from one client address (IPv6: its /64)" },
         { "log_level", FY_OPT_STRING, "info", 1, 16, O(log_level), "debug, info, warning or error", true },
 };
 

@@ -20,7 +20,6 @@
 #include <libsoup/soup.h>
 
 #include "store/store.h"
-#include "store/legacy.h"   /* until every module uses the typed store */
 #include "jsonrpc.h"      /* json_t autoptr */
 #include "rpcclient.h"
 
@@ -48,6 +47,7 @@ struct engine_config {
         bool data_operations_by_hsm;   /* initial value of the DataOperationsByHSM option */
         char *host_selection_policy;   /* least_loaded | random */
         unsigned copy_attempts;        /* tries of one copy_data before it fails */
+        bool verify_copies;            /* a copy is done once source and destination hash the same */
         unsigned max_parallel_copies;  /* copy_data children of one disk running at once */
         unsigned host_lost_timeout;    /* s an unreachable copy host is waited for before fencing */
         unsigned fence_timeout;        /* s fencing is retried before the copy is given up */
@@ -104,6 +104,11 @@ struct engine {
         const char *acting_user;       /* who sent the REST request being handled; NULL: the engine itself */
         struct engine_auth *auth;      /* login throttle, password-hashing pool, token sweep (auth.c) */
 };
+
+/* Sets an ENGINE_ERROR with that HTTP status; returns NULL, for `return engine_fail(...)` in functions answering JSON. */
+json_t *engine_fail(GError **error, int status, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+/* A name of a disk, VM or template: 1-64 letters, digits, spaces or _-. characters. */
+bool engine_name_valid(const char *s);
 
 int engine_config_load(int *argc, char ***argv, struct engine_config *ret, GError **error);
 void engine_config_clear(struct engine_config *c);

@@ -42,6 +42,12 @@ void engine_eta_observe(struct engine_eta *t, const char *key, gint64 now_us, do
 
         if (!isfinite(done) || !isfinite(total) || done < 0)
                 return;
+        if (s && done < s->last_done) {
+                /* Gone back: a new job for the key (a retry sends the step again from 0), whose
+                 * rate and start have nothing to do with the old one's. */
+                g_hash_table_remove(t->keys, key);
+                s = NULL;
+        }
         if (!s) {
                 /* Bounded: ends that were never forgotten (crashes, lost events) cannot grow it forever. */
                 if (g_hash_table_size(t->keys) >= ETA_MAX_KEYS)
@@ -56,7 +62,6 @@ void engine_eta_observe(struct engine_eta *t, const char *key, gint64 now_us, do
                 return;
         if (done > s->last_done)
                 s->grew_t = now_us;
-        done = MAX(done, s->last_done);        /* progress never goes back */
         s->last_t = now_us;
         s->last_done = done;
         s->last_total = total;
@@ -91,7 +96,10 @@ gint64 engine_eta_seconds(struct engine_eta *t, const char *key, gint64 now_us)
         if (now_us - s->grew_t > window || now_us - s->last_t > window)
                 return -1;     /* stalled, or nobody feeds it any more */
         left = MAX(s->last_total - s->last_done, 0.0) / s->rate - (double) (now_us - s->last_t) / G_USEC_PER_SEC;
-        return left > 0 ? (gint64) ceil(left) : 0;
+        /* Nothing left of a total that a running job has not finished is a wrong total (qemu-img's
+         * percent counts allocated data only, so a sparse copy reads 100 % while it walks holes):
+         * unknown, never 0. */
+        return left > 0 ? (gint64) ceil(left) : -1;
 }
 
 struct engine_eta *engine_eta(void)

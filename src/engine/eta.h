@@ -13,7 +13,11 @@
  * within a few ETA_TAU_S. For its first ETA_TAU_S it is the plain average
  * since the first sample. Unknown (-1) until the samples span
  * ETA_MIN_SPAN_S, while nothing grew for ETA_WINDOW_S (a stall), when no
- * sample came for ETA_WINDOW_S (polls stopped), or when total is unknown.
+ * sample came for ETA_WINDOW_S (polls stopped), when total is unknown, or
+ * when nothing is left of it (the caller asks only about running keys, so
+ * that total is wrong: never 0). A sample whose done is below the last one
+ * starts a new series: the key's work began again (a step retried as a new
+ * host job).
  *
  * Kept in memory only (an engine that restarts learns the rate again) and
  * by key ("step:<id>", "job:<id>"); the table is bounded. Main thread.

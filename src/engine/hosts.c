@@ -206,9 +206,8 @@ int engine_host_set_maintenance(struct engine *e, const char *host_id, bool main
 /* A host leaves the inventory: in maintenance, not the SPM, nothing of it running. */
 int engine_host_remove(struct engine *e, const char *host_id, GError **error)
 {
-        g_autoptr(json_t) row = engine_db_query_one(e->db, error, "SELECT name, maintenance FROM hosts WHERE id = ?",
-                                                    "s", host_id);
-        g_autoptr(json_t) busy = NULL;
+        g_autoptr(json_t) row = engine_store_host_get(e->db, host_id, error);
+        g_autofree char *busy = NULL;
         g_autofree char *spm = engine_spm_host(e);
         g_autofree char *name = NULL;
         struct engine_host *h;
@@ -228,17 +227,14 @@ int engine_host_remove(struct engine *e, const char *host_id, GError **error)
                 g_set_error(error, ENGINE_ERROR, 409, "host %s is the SPM", name);
                 return -EBUSY;
         }
-        busy = engine_db_query_one(e->db, error,
-                "SELECT 'command' AS what FROM commands WHERE host = ? AND state = 'active' UNION ALL "
-                "SELECT 'transfer' FROM image_transfers WHERE host = ? AND phase NOT IN "
-                "('finished_success', 'finished_failure', 'cancelled') LIMIT 1", "ss", host_id, host_id);
-        if (busy || *error) {
-                if (!*error)
-                        g_set_error(error, ENGINE_ERROR, 409, "host %s still has a %s running; wait for it or cancel it",
-                                    name, json_string_value(json_object_get(busy, "what")));
+        if (engine_store_host_running(e->db, host_id, &busy, error) < 0)
+                return -EIO;
+        if (busy) {
+                g_set_error(error, ENGINE_ERROR, 409, "host %s still has a %s running; wait for it or cancel it",
+                            name, busy);
                 return -EBUSY;
         }
-        if (engine_db_exec(e->db, error, "DELETE FROM hosts WHERE id = ?", "s", host_id) < 0)
+        if (engine_store_host_delete(e->db, host_id, error) < 0)
                 return -EIO;
         /* Its client goes too: pending calls complete with CANCELLED (finding the host still), as at shutdown. */
         h = host_lookup(e, host_id);

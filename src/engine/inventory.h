@@ -9,3 +9,6 @@ bool engine_image_in_use(struct engine *e, const char *sd, const char *img, cons
 
 /* The volume rows of a disk (a disks row) on its current domain, base first; an empty array when none or unreadable. */
 json_t *engine_disk_volumes(struct engine *e, json_t *disk);
+/* Sums the allocated size of the disk's volumes into its actual_size, through a usable host (asynchronous,
+ * best effort). */
+void engine_disk_size_refresh(struct engine *e, const char *disk_id);

@@ -35,6 +35,7 @@ static const struct {
         [ENGINE_KIND_REMOVE_SNAPSHOT] = { "remove_snapshot" },
         [ENGINE_KIND_RESTORE_SNAPSHOT] = { "restore_snapshot" },
         [ENGINE_KIND_SPARSIFY_DISK] = { "sparsify_disk" },
+        [ENGINE_KIND_CHECKSUM_VOLUME] = { "checksum_volume" },
 };
 
 static const char *const phases[ENGINE_PHASE__COUNT] = {

@@ -9,6 +9,8 @@
 #include "config.h"
 #include "auth.h"
 #include "commands.h"
+#include "flows/disk.h"
+#include "flows/job.h"
 #include "hosts.h"
 #include "metrics.h"
 #include "rest.h"
@@ -110,6 +112,8 @@ int main(int argc, char **argv)
                 g_critical("%s", error->message);
                 return EXIT_FAILURE;
         }
+        engine_flow_job_init();
+        engine_flow_disk_init();
         engine_vms_init();     /* flow types of vms.c, before the first coordinator round */
         engine_snapshot_flows_init();
         if (engine_rest_start(e, &error) < 0) {
@@ -123,8 +127,8 @@ int main(int argc, char **argv)
                 g_warning("agent_insecure=true: agents are reached over plain TCP without certificates. "
                           "For development only");
         g_message("ferry-engine %s listening on %s://%s:%u, database %s (schema %d), %u host(s)",
-                  FERRY_VERSION, e->config.insecure ? "http" : "https", e->config.listen_address, e->port, e->config.db,
-                  engine_store_schema_version(e->db), g_hash_table_size(e->hosts));
+                  FERRY_VERSION, e->config.insecure ? "http" : "https", e->config.listen_address, e->port,
+                  engine_store_describe(e->db), engine_store_schema_version(e->db), g_hash_table_size(e->hosts));
 
         g_unix_signal_add(SIGTERM, on_signal, e);
         g_unix_signal_add(SIGINT, on_signal, e);

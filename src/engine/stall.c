@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <string.h>
 
+#include "clock.h"
 #include "stall.h"
 
 bool engine_stall_phase_judged(const char *phase)
@@ -51,21 +52,37 @@ bool engine_stall_abort_overdue(const struct engine_stall *s, gint64 now, unsign
         return s->abort_at > 0 && now - s->abort_at >= (gint64) ENGINE_STALL_ABORT_FACTOR * timeout;
 }
 
+/* Stored times are wall-clock (another boot's monotonic clock means nothing); 0 stays 0. */
+static gint64 to_wall(gint64 mono)
+{
+        return mono ? engine_now() - (engine_mono_now() - mono) : 0;
+}
+
+static gint64 to_mono(gint64 wall)
+{
+        return wall ? MAX(engine_mono_now() - (engine_now() - wall), 1) : 0;
+}
+
 void engine_stall_from_json(json_t *o, struct engine_stall *ret)
 {
         *ret = (struct engine_stall) {
                 .bytes = json_integer_value(json_object_get(o, "bytes")),
                 .progress = json_number_value(json_object_get(o, "progress")),
-                .moved_at = json_integer_value(json_object_get(o, "moved_at")),
-                .abort_at = json_integer_value(json_object_get(o, "abort_at")),
+                .moved_at = to_mono(json_integer_value(json_object_get(o, "moved_at"))),
+                .abort_at = to_mono(json_integer_value(json_object_get(o, "abort_at"))),
                 .stalled = json_is_true(json_object_get(o, "stalled")),
                 .seen = json_is_true(json_object_get(o, "seen")),
         };
 }
 
+gint64 engine_stall_json_moved_at(json_t *o)
+{
+        return to_mono(json_integer_value(json_object_get(o, "moved_at")));
+}
+
 json_t *engine_stall_to_json(const struct engine_stall *s)
 {
         return json_pack("{s:b, s:I, s:f, s:I, s:I, s:b}", "seen", s->seen, "bytes", (json_int_t) s->bytes, "progress", s->progress,
-                         "moved_at", (json_int_t) s->moved_at, "abort_at", (json_int_t) s->abort_at,
+                         "moved_at", (json_int_t) to_wall(s->moved_at), "abort_at", (json_int_t) to_wall(s->abort_at),
                          "stalled", s->stalled);
 }

@@ -22,7 +22,10 @@
  *
  * The state is small and plain so the caller can keep it with the job (the
  * engine keeps it in the command's data: a restart does not forget a stall
- * in the making). Times are whole seconds of any clock that does not go back.
+ * in the making). Times are whole seconds of the monotonic clock
+ * (engine_mono_now): a wall-clock step neither fakes nor hides a stall. The
+ * JSON form stores them as wall-clock seconds (another boot's monotonic
+ * clock means nothing) and reads them back as monotonic ones.
  */
 
 #include <stdbool.h>
@@ -67,3 +70,5 @@ bool engine_stall_abort_overdue(const struct engine_stall *s, gint64 now, unsign
 /* The state kept in JSON (unknown or bad members read as 0/false); the object is new. */
 void engine_stall_from_json(json_t *o, struct engine_stall *ret);
 json_t *engine_stall_to_json(const struct engine_stall *s);
+/* The stored state's moved_at, monotonic (0: none). */
+gint64 engine_stall_json_moved_at(json_t *o);

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Failed-login throttling: see throttle.h for the policy. */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <string.h>
 
+#include "listener.h"
 #include "throttle.h"
 
 struct entry {
@@ -139,20 +139,12 @@ static struct entry *touch(struct table *t, char *key, gint64 now)
         return e;
 }
 
-/* An IPv6 source counts by its /64 (one host usually holds the whole /64); IPv4 and others as given. */
+/* Counted as the connection caps count a client (fy_peer_key: an IPv6 source by its /64); else as given. */
 static char *address_key(const char *address)
 {
-        struct in6_addr a6;
-        char text[INET6_ADDRSTRLEN];
+        g_autoptr(GInetAddress) inet = g_inet_address_new_from_string(address);
 
-        if (!strchr(address, ':') || inet_pton(AF_INET6, address, &a6) != 1)
-                return g_strdup(address);
-        if (IN6_IS_ADDR_V4MAPPED(&a6))
-                return g_strdup(address);
-        memset(&a6.s6_addr[8], 0, 8);
-        if (!inet_ntop(AF_INET6, &a6, text, sizeof(text)))
-                return g_strdup(address);
-        return g_strconcat(text, "/64", NULL);
+        return inet ? fy_peer_key(inet) : g_strdup(address);
 }
 
 /* The pair (its key) logged in with the right password lately: the user-wide count does not hold it back. */

@@ -27,6 +27,7 @@
 #include "generation.h"
 #include "hosts.h"
 #include "http.h"
+#include "inventory.h"
 #include "scheduler.h"
 #include "transfers.h"
 #include "uuid.h"
@@ -50,16 +51,7 @@ static GHashTable *busy;                /* transfer ids with a call in flight */
 static GHashTable *next_poll;           /* transfer id → monotonic µs of its next poll */
 static GHashTable *lost_since;          /* transfer id → engine_now() its lost finalize was first seen holding the lease */
 
-static json_t *fail(GError **error, int status, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-static json_t *fail(GError **error, int status, const char *fmt, ...)
-{
-        va_list ap;
-
-        va_start(ap, fmt);
-        g_propagate_error(error, g_error_new_valist(ENGINE_ERROR, status, fmt, ap));
-        va_end(ap);
-        return NULL;
-}
+#define fail engine_fail
 
 static bool is_final(const char *phase)
 {
@@ -74,7 +66,7 @@ static bool is_transport_error(const GError *error)
 
 static json_t *transfer_row(struct engine *e, const char *id)
 {
-        return engine_db_query_one(e->db, NULL, "SELECT * FROM image_transfers WHERE id = ?", "s", id);
+        return engine_store_transfer_get(e->db, id, NULL);
 }
 
 /*
@@ -86,7 +78,7 @@ static json_t *transfer_row(struct engine *e, const char *id)
 static json_t *transfer_json(struct engine *e, json_t *row, bool with_url)
 {
         g_autoptr(json_t) host = js(row, "host") ?
-                engine_db_query_one(e->db, NULL, "SELECT id, name FROM hosts WHERE id = ?", "s", js(row, "host")) : NULL;
+                engine_store_host_get(e->db, js(row, "host"), NULL) : NULL;
         json_t *o = json_pack("{s:s, s:s, s:s, s:{s:s}, s:I, s:I, s:I, s:I, s:I}",
                               "id", js(row, "id"), "phase", js(row, "phase"), "direction", js(row, "direction"),
                               "disk", "id", js(row, "disk_id"), "size", ji(row, "size"),
@@ -107,10 +99,16 @@ static json_t *transfer_json(struct engine *e, json_t *row, bool with_url)
         return o;
 }
 
-static void set_phase(struct engine *e, const char *id, const char *phase, const char *error)
+/* A write the store refused: logged; the transfer goes on from what is recorded (the tick retries). */
+static void not_recorded(GError **error, const char *what, const char *id)
 {
-        engine_db_exec(e->db, NULL, "UPDATE image_transfers SET phase = ?, error = COALESCE(?, error), updated = ? "
-                                    "WHERE id = ?", "ssis", phase, error, engine_now(), id);
+        g_warning("image transfer %s: %s is not recorded: %s", id, what, *error ? (*error)->message : "store error");
+        g_clear_error(error);
+}
+
+static int set_phase(struct engine *e, const char *id, const char *phase, const char *message, GError **error)
+{
+        return engine_store_transfer_set_phase(e->db, id, phase, message, engine_now(), error);
 }
 
 /* Ends a transfer: the disk, its volume, the job and the row, in one transaction. */
@@ -119,23 +117,22 @@ static void transfer_end(struct engine *e, json_t *row, const char *phase, const
         bool upload = strcmp(js(row, "direction"), "upload") == 0;
         bool ok = strcmp(phase, "finished_success") == 0;
         const char *disk_status = ok ? "ok" : upload ? "illegal" : js(row, "prior_status");
+        g_autoptr(GError) store_error = NULL;
 
-        if (engine_db_begin(e->db, NULL) < 0)
-                return;
-        set_phase(e, js(row, "id"), phase, error);
+        if (engine_store_begin(e->db, &store_error) < 0)
+                goto failed;
         /* Only while this transfer's job holds the disk: never unlock another operation's disk. */
-        engine_db_exec(e->db, NULL, "UPDATE disks SET status = ?, progress = NULL, job_id = NULL WHERE id = ? AND job_id = ?",
-                       "sss", disk_status, js(row, "disk_id"), js(row, "job_id"));
-        if (upload && ok)
-                engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'LEGAL', generation = ? WHERE id = ? AND sd_id = ?",
-                               "iss", engine_generation_done(ji(row, "generation")), js(row, "vol_id"), js(row, "sd_id"));
-        else if (upload)
-                engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'ILLEGAL' WHERE id = ? AND sd_id = ?",
-                               "ss", js(row, "vol_id"), js(row, "sd_id"));
-        engine_db_exec(e->db, NULL, "UPDATE jobs SET status = ?, end_time = ?, progress = CASE WHEN ? THEN 100 ELSE progress END "
-                                    "WHERE id = ?", "sibs", ok ? "finished" : "failed", engine_now(), ok, js(row, "job_id"));
-        if (engine_db_commit(e->db, NULL) < 0)
-                return;
+        if (set_phase(e, js(row, "id"), phase, error, &store_error) < 0 ||
+            engine_store_disk_unlock(e->db, js(row, "disk_id"), js(row, "job_id"), disk_status, &store_error) < 0 ||
+            (upload && ok && engine_store_volume_set_legal(e->db, js(row, "vol_id"), js(row, "sd_id"),
+                                                           engine_generation_done(ji(row, "generation")), &store_error) < 0) ||
+            (upload && !ok && engine_store_volume_set_illegal(e->db, js(row, "vol_id"), js(row, "sd_id"), &store_error) < 0) ||
+            engine_store_job_end(e->db, js(row, "job_id"), ok ? "finished" : "failed", engine_now(), &store_error) < 0) {
+                engine_store_rollback(e->db);
+                goto failed;
+        }
+        if (engine_store_commit(e->db, &store_error) < 0)
+                goto failed;
         g_hash_table_remove(next_poll, js(row, "id"));
         g_hash_table_remove(lost_since, js(row, "id"));
         {
@@ -146,14 +143,18 @@ static void transfer_end(struct engine *e, json_t *row, const char *phase, const
         engine_event(e, ok ? "normal" : "warning", NULL, "image %s of disk %s %s%s%s", js(row, "direction"),
                      js(row, "disk_id"), ok ? "finished" : strcmp(phase, "cancelled") == 0 ? "cancelled" : "failed",
                      error ? ": " : "", error ? error : "");
+        return;
+failed:
+        not_recorded(&store_error, "its end", js(row, "id"));     /* not ended: the tick ends it again */
 }
 
 /* Starts the removal of the ticket; the tick finishes the transfer once the host confirms. */
 static void transfer_fail(struct engine *e, json_t *row, const char *cancel, const char *error)
 {
-        engine_db_exec(e->db, NULL, "UPDATE image_transfers SET phase = 'finalizing_failure', cancel = COALESCE(?, cancel), "
-                                    "error = COALESCE(?, error), updated = ? WHERE id = ?",
-                       "ssis", cancel, error, engine_now(), js(row, "id"));
+        g_autoptr(GError) store_error = NULL;
+
+        if (engine_store_transfer_fail(e->db, js(row, "id"), cancel, error, engine_now(), &store_error) < 0)
+                not_recorded(&store_error, "its failure", js(row, "id"));
         g_hash_table_remove(next_poll, js(row, "id"));
         engine_kick(e);
 }
@@ -215,6 +216,7 @@ static void reply_pending(struct pending *p, int status, json_t *body, const cha
 static void on_ticket_added(struct engine *e, json_t *row, json_t *result, const GError *error, void *extra)
 {
         struct pending *p = extra;
+        g_autoptr(GError) store_error = NULL;
         g_autoptr(json_t) now = NULL;
         g_autoptr(json_t) out = NULL;
         g_autofree char *why = NULL;
@@ -231,22 +233,29 @@ static void on_ticket_added(struct engine *e, json_t *row, json_t *result, const
                         return;
                 }
                 /* Refused: nothing was left on the host (the agent releases what it took). */
-                engine_db_exec(e->db, NULL, "UPDATE disks SET status = ?, progress = NULL, job_id = NULL "
-                                            "WHERE id = ? AND job_id = ?", "sss", js(row, "prior_status"),
-                               js(row, "disk_id"), js(row, "job_id"));
-                if (strcmp(js(row, "direction"), "upload") == 0 && strcmp(js(row, "prior_status"), "ok") == 0)
-                        engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'LEGAL' WHERE id = ? AND sd_id = ?",
-                                       "ss", js(row, "vol_id"), js(row, "sd_id"));
-                engine_db_exec(e->db, NULL, "UPDATE jobs SET status = 'failed', end_time = ? WHERE id = ?", "is",
-                               engine_now(), js(row, "job_id"));
-                set_phase(e, js(row, "id"), "finished_failure", why);
+                if (engine_store_begin(e->db, &store_error) < 0 ||
+                    engine_store_disk_unlock(e->db, js(row, "disk_id"), js(row, "job_id"), js(row, "prior_status"),
+                                             &store_error) < 0 ||
+                    (strcmp(js(row, "direction"), "upload") == 0 && strcmp(js(row, "prior_status"), "ok") == 0 &&
+                     engine_store_volume_set_legal(e->db, js(row, "vol_id"), js(row, "sd_id"), -1, &store_error) < 0) ||
+                    engine_store_job_end(e->db, js(row, "job_id"), "failed", engine_now(), &store_error) < 0 ||
+                    set_phase(e, js(row, "id"), "finished_failure", why, &store_error) < 0) {
+                        engine_store_rollback(e->db);
+                        /* Still "initializing" on record: the tick fails it (and removes any ticket). */
+                        not_recorded(&store_error, "its refusal", js(row, "id"));
+                } else if (engine_store_commit(e->db, &store_error) < 0) {
+                        not_recorded(&store_error, "its refusal", js(row, "id"));
+                }
                 engine_event(e, "warning", NULL, "%s", why);
                 reply_pending(p, status, NULL, why);
                 return;
         }
-        engine_db_exec(e->db, NULL, "UPDATE image_transfers SET phase = 'transferring', generation = ?, "
-                                    "last_activity = ?, updated = ? WHERE id = ? AND phase = 'initializing'",
-                       "iiis", ji(result, "generation"), engine_now(), engine_now(), js(row, "id"));
+        if (engine_store_transfer_started(e->db, js(row, "id"), ji(result, "generation"), engine_now(), &store_error) < 0) {
+                /* Not recorded as started: the tick takes it for an interrupted start and fails it. */
+                not_recorded(&store_error, "its start", js(row, "id"));
+                reply_pending(p, 500, NULL, "the transfer could not be recorded as started; it is being ended");
+                return;
+        }
         now = transfer_row(e, js(row, "id"));
         engine_event(e, "normal", NULL, "image %s of disk %s started on host %s", js(row, "direction"),
                      js(row, "disk_id"), js(row, "host"));
@@ -258,7 +267,7 @@ static void on_ticket_added(struct engine *e, json_t *row, json_t *result, const
 static char *host_transfer_base(struct engine *e, const char *host_id, char **ret_root)
 {
         struct engine_host *h = g_hash_table_lookup(e->hosts, host_id);
-        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL, "SELECT address FROM hosts WHERE id = ?", "s", host_id);
+        g_autoptr(json_t) row = engine_store_host_get(e->db, host_id, NULL);
         json_int_t port;
         const char *scheme, *root;
 
@@ -317,7 +326,7 @@ static json_t *transfer_start(struct engine *e, json_t *body, SoupServerMessage 
         if (size_v && !upload)
                 return fail(error, 400, "size is the number of bytes an upload writes; a download gets the whole volume");
 
-        disk = engine_db_query_one(e->db, error, "SELECT * FROM disks WHERE id = ?", "s", disk_id);
+        disk = engine_store_disk_get(e->db, disk_id, error);
         if (!disk)
                 return (error && *error) ? NULL : fail(error, 404, "no disk %s", disk_id);
         if (strcmp(js(disk, "status"), "locked") == 0)
@@ -325,8 +334,7 @@ static json_t *transfer_start(struct engine *e, json_t *body, SoupServerMessage 
         if (!upload && strcmp(js(disk, "status"), "ok") != 0)
                 return fail(error, 409, "disk %s is %s: its data is not complete, there is nothing to download",
                             js(disk, "name"), js(disk, "status"));
-        vols = engine_db_query(e->db, error, "SELECT * FROM volumes WHERE disk_id = ? AND sd_id = ? ORDER BY position",
-                               "ss", disk_id, js(disk, "sd_id"));
+        vols = engine_store_volume_list(e->db, disk_id, js(disk, "sd_id"), error);
         if (!vols)
                 return NULL;
         if (json_array_size(vols) != 1)
@@ -358,26 +366,27 @@ static json_t *transfer_start(struct engine *e, json_t *body, SoupServerMessage 
         desc = g_strdup_printf("%s disk %s", upload ? "Uploading" : "Downloading", js(disk, "name"));
 
         /* Recorded before the host is asked: a restart finds the ticket to remove. */
-        if (engine_db_begin(e->db, error) < 0)
+        if (engine_store_begin(e->db, error) < 0)
                 return NULL;
-        engine_db_exec(e->db, NULL, "INSERT INTO jobs (id, description, status, start_time, correlation_id) "
-                           "VALUES (?, ?, 'started', ?, ?)",
-                       "ssis", job, desc, engine_now(), fy_log_correlation_id());
-        engine_db_exec(e->db, NULL, "UPDATE disks SET status = 'locked', progress = 0, job_id = ? WHERE id = ?", "ss",
-                       job, disk_id);
-        if (upload)
-                engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'ILLEGAL' WHERE id = ? AND sd_id = ?", "ss",
-                               js(vol, "id"), js(disk, "sd_id"));
-        if (engine_db_exec(e->db, error,
-                           "INSERT INTO image_transfers (id, disk_id, sd_id, vol_id, direction, phase, host, ticket, "
-                           "transfer_url, job_id, size, timeout, last_activity, prior_status, created, updated) "
-                           "VALUES (?, ?, ?, ?, ?, 'initializing', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           "sssssssssiiisii", id, disk_id, js(disk, "sd_id"), js(vol, "id"), direction, host, ticket,
-                           url, job, size, timeout, engine_now(), js(disk, "status"), engine_now(), engine_now()) < 0 ||
-            engine_db_commit(e->db, error) < 0) {
-                engine_db_rollback(e->db);
-                return NULL;
+        {
+                const struct engine_store_transfer t = {
+                        .id = id, .disk = disk_id, .sd = js(disk, "sd_id"), .vol = js(vol, "id"), .direction = direction,
+                        .host = host, .ticket = ticket, .url = url, .job = job, .prior_status = js(disk, "status"),
+                        .size = size, .timeout = timeout,
+                };
+
+                if (engine_store_job_insert(e->db, job, desc, fy_log_correlation_id(), engine_now(), error) < 0 ||
+                    engine_store_disk_lock(e->db, disk_id, job, js(disk, "status"), error) < 0 ||
+                    (upload && engine_store_volume_set_illegal(e->db, js(vol, "id"), js(disk, "sd_id"), error) < 0) ||
+                    engine_store_transfer_insert(e->db, &t, engine_now(), error) < 0) {
+                        engine_store_rollback(e->db);
+                        if (error && !*error)
+                                fail(error, 409, "disk %s changed meanwhile; try again", js(disk, "name"));
+                        return NULL;
+                }
         }
+        if (engine_store_commit(e->db, error) < 0)
+                return NULL;
         row = transfer_row(e, id);
         p = g_new0(struct pending, 1);
         p->e = e;
@@ -413,15 +422,16 @@ static json_t *transfer_finalize(struct engine *e, const char *id, GError **erro
                 return fail(error, 409, "image transfer %s is %s; only a transferring one can be finalized", id,
                             js(row, "phase"));
         if (strcmp(js(row, "direction"), "upload") == 0) {
-                engine_db_exec(e->db, NULL, "UPDATE image_transfers SET phase = 'finalizing_success', agent_job_id = ?, "
-                                            "updated = ? WHERE id = ?", "sis", job, engine_now(), id);
+                if (engine_store_transfer_finalizing(e->db, id, job, engine_now(), error) < 0)
+                        return NULL;
                 json_decref(row);
                 row = transfer_row(e, id);
                 transfer_call(e, row, js(row, "host"), "Host.finalize_image_ticket",
                               json_pack("{s:s, s:s}", "uuid", js(row, "ticket"), "job_id", job),
                               e->config.host_timeout, on_finalize_sent, NULL);
         } else {
-                set_phase(e, id, "finalizing_success", NULL);
+                if (set_phase(e, id, "finalizing_success", NULL, error) < 0)
+                        return NULL;
                 engine_kick(e);
         }
         json_decref(row);
@@ -448,6 +458,7 @@ static json_t *transfer_cancel(struct engine *e, const char *id, GError **error)
 static void on_ticket_status(struct engine *e, json_t *row, json_t *result, const GError *error, void *extra)
 {
         gint64 idle, transferred, size = ji(row, "size");
+        g_autoptr(GError) store_error = NULL;
         g_autofree char *why = NULL;
 
         if (error) {
@@ -464,17 +475,13 @@ static void on_ticket_status(struct engine *e, json_t *row, json_t *result, cons
         }
         idle = ji(result, "idle_time");
         transferred = ji(result, "transferred");
-        engine_db_exec(e->db, NULL, "UPDATE image_transfers SET transferred = ?, last_activity = ?, updated = ? "
-                                    "WHERE id = ? AND phase = 'transferring'",
-                       "iiis", transferred, engine_now() - idle, engine_now(), js(row, "id"));
-        if (size > 0) {
-                double pct = MIN(100.0, 100.0 * (double) transferred / (double) size);
-
-                engine_db_exec(e->db, NULL, "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'started'", "ds",
-                               pct, js(row, "job_id"));
-                engine_db_exec(e->db, NULL, "UPDATE disks SET progress = ? WHERE job_id = ? AND status = 'locked'", "ds",
-                               pct, js(row, "job_id"));
-        }
+        if (engine_store_transfer_activity(e->db, js(row, "id"), transferred, engine_now() - idle, engine_now(),
+                                           &store_error) < 0)
+                not_recorded(&store_error, "its progress", js(row, "id"));
+        if (size > 0 && engine_store_job_set_progress(e->db, js(row, "job_id"),
+                                                      MIN(100.0, 100.0 * (double) transferred / (double) size),
+                                                      &store_error) < 0)
+                not_recorded(&store_error, "its progress", js(row, "id"));
         if (idle >= ji(row, "timeout")) {
                 why = g_strdup_printf("no data for %" G_GINT64_FORMAT " s (inactivity timeout %" G_GINT64_FORMAT " s)",
                                       idle, ji(row, "timeout"));
@@ -499,38 +506,10 @@ static void on_ticket_removed(struct engine *e, json_t *row, json_t *result, con
                                                                                              : "finished_failure", NULL);
 }
 
-static void on_volume_size(json_t *result, const GError *error, void *userdata)
-{
-        struct engine *e = ((void **) userdata)[0];
-        char *disk = ((void **) userdata)[1];
-
-        if (result)
-                engine_db_exec(e->db, NULL, "UPDATE disks SET actual_size = ? WHERE id = ?", "is",
-                               ji(result, "truesize"), disk);
-        g_free(disk);
-        g_free(userdata);
-}
-
-static void refresh_size(struct engine *e, json_t *row)
-{
-        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
-        void **ctx;
-
-        if (!dc)
-                return;
-        ctx = g_new0(void *, 2);
-        ctx[0] = e;
-        ctx[1] = g_strdup(js(row, "disk_id"));
-        engine_host_call(e, js(row, "host"), "Volume.getInfo",
-                         json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID",
-                                   js(row, "sd_id"), "imageID", js(row, "disk_id"), "volumeID", js(row, "vol_id")),
-                         e->config.host_timeout, on_volume_size, ctx);
-}
-
 static void upload_done(struct engine *e, json_t *row)
 {
         transfer_end(e, row, "finished_success", NULL);
-        refresh_size(e, row);
+        engine_disk_size_refresh(e, js(row, "disk_id"));
 }
 
 static bool due(const char *id, unsigned seconds)
@@ -574,7 +553,7 @@ static void on_fence_sent(struct engine *e, json_t *row, json_t *result, const G
  */
 static void lost_finalize(struct engine *e, json_t *row)
 {
-        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        g_autoptr(json_t) dc = engine_store_dc_get(e->db, e->dc_id, NULL);
         g_autoptr(GPtrArray) hosts = engine_usable_hosts(e);
         g_autofree char *job = fy_uuid_new();
         g_autofree char *fence_key = g_strconcat("fence:", js(row, "id"), NULL);
@@ -639,7 +618,7 @@ static void on_volume_probe(struct engine *e, json_t *row, json_t *result, const
 
 static void volume_probe(struct engine *e, json_t *row)
 {
-        g_autoptr(json_t) dc = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        g_autoptr(json_t) dc = engine_store_dc_get(e->db, e->dc_id, NULL);
         g_autoptr(GPtrArray) hosts = engine_usable_hosts(e);
         const char *via = other_host(e, row, hosts);
 
@@ -710,8 +689,7 @@ void engine_transfers_tick(struct engine *e)
                 next_poll = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
                 lost_since = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         }
-        rows = engine_db_query(e->db, NULL, "SELECT * FROM image_transfers WHERE phase NOT IN "
-                                            "('finished_success', 'finished_failure', 'cancelled') ORDER BY created", "");
+        rows = engine_store_transfer_open(e->db, NULL);
         json_array_foreach(rows, i, row) {
                 if (!g_hash_table_contains(busy, js(row, "id")))
                         transfer_advance(e, row);
@@ -734,8 +712,7 @@ static json_t *transfer_fmt(struct engine *e, json_t *row)
 static void api_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = engine_db_query(e->db, &error, "SELECT * FROM image_transfers "
-                                                                "ORDER BY created DESC, rowid DESC LIMIT 1000", "");
+        g_autoptr(json_t) rows = engine_store_transfer_list(e->db, 1000, &error);
 
         engine_rest_reply_rows(e, msg, "imagetransfers", rows, error, transfer_fmt);
 }

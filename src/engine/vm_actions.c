@@ -32,28 +32,7 @@
 
 /* ---- small helpers ---- */
 
-static json_t *fail(GError **error, int status, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-static json_t *fail(GError **error, int status, const char *fmt, ...)
-{
-        va_list ap;
-
-        va_start(ap, fmt);
-        g_propagate_error(error, g_error_new_valist(ENGINE_ERROR, status, fmt, ap));
-        va_end(ap);
-        return NULL;
-}
-
-static bool name_valid(const char *s)
-{
-        size_t len = s ? strlen(s) : 0;
-
-        if (len == 0 || len > 64)
-                return false;
-        for (const char *p = s; *p; p++)
-                if (!g_ascii_isalnum(*p) && !strchr("_-. ", *p))
-                        return false;
-        return true;
-}
+#define fail engine_fail
 
 /* An optional description: UTF-8, no control characters, at most MAX_DESCRIPTION bytes. */
 static bool description_get(json_t *body, const char **ret, GError **error)
@@ -95,13 +74,15 @@ static const char *ref_id(json_t *body, const char *key, GError **error)
         return id;
 }
 
-static json_t *row_by_id(struct engine *e, const char *table_sql, const char *what, const char *id, GError **error)
+typedef json_t *(*lookup_fn)(struct engine_store *st, const char *id, GError **error);
+
+static json_t *row_by_id(struct engine *e, lookup_fn lookup, const char *what, const char *id, GError **error)
 {
         json_t *row;
 
         if (!id || !fy_uuid_is_valid(id))
                 return fail(error, 404, "no %s %.64s (ids are UUIDs)", what, id ? id : "");
-        row = engine_db_query_one(e->db, error, table_sql, "s", id);
+        row = lookup(e->db, id, error);
         if (!row && (!error || !*error))
                 return fail(error, 404, "no %s %s", what, id);
         return row;
@@ -109,21 +90,18 @@ static json_t *row_by_id(struct engine *e, const char *table_sql, const char *wh
 
 json_t *engine_vm_get(struct engine *e, const char *id, GError **error)
 {
-        return row_by_id(e, "SELECT * FROM vms WHERE id = ?", "VM", id, error);
+        return row_by_id(e, engine_store_vm_get, "VM", id, error);
 }
 
 json_t *engine_template_get(struct engine *e, const char *id, GError **error)
 {
-        return row_by_id(e, "SELECT * FROM templates WHERE id = ?", "template", id, error);
+        return row_by_id(e, engine_store_template_get, "template", id, error);
 }
 
-/* The disks attached to a VM (owner "vm_id") or a template ("template_id"), in attachment order. */
-static json_t *owned_disks(struct engine *e, const char *owner_col, const char *owner)
+/* The disks attached to a VM (vm true) or a template, in attachment order. */
+static json_t *owned_disks(struct engine *e, bool vm, const char *owner)
 {
-        g_autofree char *sql = g_strdup_printf(
-                "SELECT d.* FROM disks d JOIN disk_attachments a ON a.disk_id = d.id WHERE a.%s = ? "
-                "ORDER BY a.created, a.rowid", owner_col);
-        json_t *rows = engine_db_query(e->db, NULL, sql, "s", owner);
+        json_t *rows = engine_store_owner_disks(e->db, vm, owner, NULL);
 
         return rows ? rows : json_array();
 }
@@ -154,27 +132,6 @@ static bool disk_usable(struct engine *e, json_t *disk, GError **error)
         return true;
 }
 
-static char *job_insert(struct engine *e, const char *description, GError **error)
-{
-        char *id = fy_uuid_new();
-
-        if (engine_db_exec(e->db, error, "INSERT INTO jobs (id, description, status, start_time, correlation_id) "
-                           "VALUES (?, ?, 'started', ?, ?)",
-                           "ssis", id, description, engine_now(), fy_log_correlation_id()) < 0) {
-                g_free(id);
-                return NULL;
-        }
-        return id;
-}
-
-static char *top_command_start(struct engine *e, enum engine_kind type, const char *job_id, json_t *params)
-{
-        char *id = engine_cmd_create(e, type, NULL, job_id, NULL, params);
-
-        engine_db_exec(e->db, NULL, "UPDATE jobs SET command_id = ? WHERE id = ?", "ss", id, job_id);
-        return id;
-}
-
 /* Sums what each domain must still hold (sd id → bytes) and refuses when a measured domain is short. */
 static bool space_check(struct engine *e, GHashTable *needed, GError **error)
 {
@@ -183,8 +140,7 @@ static bool space_check(struct engine *e, GHashTable *needed, GError **error)
 
         g_hash_table_iter_init(&it, needed);
         while (g_hash_table_iter_next(&it, &key, &value)) {
-                g_autoptr(json_t) sd = engine_db_query_one(e->db, NULL, "SELECT name, free FROM storage_domains WHERE id = ?",
-                                                           "s", (const char *) key);
+                g_autoptr(json_t) sd = engine_store_sd_get(e->db, (const char *) key, NULL);
                 gint64 need = *(gint64 *) value;
                 json_t *free_ = json_object_get(sd, "free");
 
@@ -284,7 +240,7 @@ static GHashTable *disk_choices(struct engine *e, json_t *body, json_t *disks, c
                                 g_prefix_error(error, "disks[%zu]: ", i);
                                 return NULL;
                         }
-                        srow = engine_db_query_one(e->db, NULL, "SELECT id FROM storage_domains WHERE id = ?", "s", sd);
+                        srow = engine_store_sd_get(e->db, sd, NULL);
                         if (!srow) {
                                 fail(error, 404, "disks[%zu]: no storage domain %s", i, sd);
                                 return NULL;
@@ -299,10 +255,11 @@ static GHashTable *disk_choices(struct engine *e, json_t *body, json_t *disks, c
 
 #define MAX_CHAIN 64   /* volumes per disk; the agent reads chains up to 128 deep */
 
-static bool name_free(struct engine *e, const char *table, const char *name, const char *what, GError **error)
+static bool name_free(struct engine *e, bool vm, const char *name, GError **error)
 {
-        g_autofree char *sql = g_strdup_printf("SELECT id FROM %s WHERE name = ?", table);
-        g_autoptr(json_t) row = engine_db_query_one(e->db, NULL, sql, "s", name);
+        const char *what = vm ? "VM" : "template";
+        g_autoptr(json_t) row = vm ? engine_store_vm_get_by_name(e->db, name, NULL)
+                                   : engine_store_template_get_by_name(e->db, name, NULL);
 
         if (row) {
                 fail(error, 409, "a %s named \"%s\" exists already (%s)", what, name, js(row, "id"));
@@ -314,42 +271,34 @@ static bool name_free(struct engine *e, const char *table, const char *name, con
 /* Locks a row of this transaction's job only if it is free now: false after a 409 (a race lost). */
 static bool lock_disk(struct engine *e, json_t *disk, const char *job, GError **error)
 {
-        engine_db_exec(e->db, NULL, "UPDATE disks SET status = 'locked', progress = 0, job_id = ? WHERE id = ? AND status = ?",
-                       "sss", job, js(disk, "id"), js(disk, "status"));
-        if (engine_db_changes(e->db) != 1) {
+        int r = engine_store_disk_lock(e->db, js(disk, "id"), job, js(disk, "status"), error);
+
+        if (r == -EBUSY)
                 fail(error, 409, "disk %s changed meanwhile; try again", js(disk, "name"));
-                return false;
-        }
-        return true;
+        return r == 0;
 }
 
 static bool lock_vm(struct engine *e, json_t *vm, const char *job, GError **error)
 {
-        engine_db_exec(e->db, NULL, "UPDATE vms SET status = 'locked', job_id = ? WHERE id = ? AND status = 'ok'", "ss",
-                       job, js(vm, "id"));
-        if (engine_db_changes(e->db) != 1) {
+        int r = engine_store_vm_lock(e->db, js(vm, "id"), job, error);
+
+        if (r == -EBUSY)
                 fail(error, 409, "VM %s changed meanwhile; try again", js(vm, "name"));
-                return false;
-        }
-        return true;
+        return r == 0;
 }
 
-static void insert_disk(struct engine *e, json_t *d, const char *name, const char *job, const char *parent)
+/* The new disk of a plan entry d, its one volume (on parent) and its attachment to vm or tmpl. */
+static int insert_disk(struct engine *e, json_t *d, const char *job, const char *parent, const char *vm, const char *tmpl,
+                       bool bootable, GError **error)
 {
-        engine_db_exec(e->db, NULL,
-                       "INSERT INTO disks (id, name, sd_id, status, format, sparse, provisioned_size, progress, job_id, created) "
-                       "VALUES (?, ?, ?, 'locked', ?, ?, ?, 0, ?, ?)", "ssssbisi", js(d, "img"), name, js(d, "sd"),
-                       js(d, "format"), json_is_true(json_object_get(d, "sparse")), ji(d, "capacity"), job, engine_now());
-        engine_db_exec(e->db, NULL,
-                       "INSERT INTO volumes (id, disk_id, sd_id, parent, position, format, sparse, capacity, legality) "
-                       "VALUES (?, ?, ?, ?, 0, ?, ?, ?, 'ILLEGAL')", "sssssbi", js(d, "vol"), js(d, "img"), js(d, "sd"),
-                       parent, js(d, "format"), json_is_true(json_object_get(d, "sparse")), ji(d, "capacity"));
-}
+        bool sparse = json_is_true(json_object_get(d, "sparse"));
 
-static void attach(struct engine *e, const char *disk, const char *vm, const char *tmpl, bool bootable, const char *iface)
-{
-        engine_db_exec(e->db, NULL, "INSERT INTO disk_attachments (disk_id, vm_id, template_id, bootable, interface, created) "
-                                    "VALUES (?, ?, ?, ?, ?, ?)", "sssbsi", disk, vm, tmpl, bootable, iface, engine_now());
+        if (engine_store_disk_insert(e->db, js(d, "img"), js(d, "name"), js(d, "sd"), js(d, "format"), sparse,
+                                     ji(d, "capacity"), job, engine_now(), error) < 0 ||
+            engine_store_volume_insert(e->db, js(d, "vol"), js(d, "img"), js(d, "sd"), parent, 0, js(d, "format"), sparse,
+                                       ji(d, "capacity"), error) < 0)
+                return -EIO;
+        return engine_store_attachment_insert(e->db, js(d, "img"), vm, tmpl, bootable, "virtio_scsi", engine_now(), error);
 }
 
 /* The chain's leaf and its capacity (the largest of the chain). */
@@ -379,15 +328,15 @@ json_t *engine_template_create(struct engine *e, json_t *body, GError **error)
         size_t i;
         json_t *disk, *d;
 
-        if (!name_valid(name))
+        if (!engine_name_valid(name))
                 return fail(error, 400, "name must be 1-64 letters, digits, spaces or _-. characters");
         if (!description_get(body, &desc, error) || !(vm_id = ref_id(body, "vm", error)))
                 return NULL;
-        if (!(vm = engine_vm_get(e, vm_id, error)) || !name_free(e, "templates", name, "template", error))
+        if (!(vm = engine_vm_get(e, vm_id, error)) || !name_free(e, false, name, error))
                 return NULL;
         if (strcmp(js(vm, "status"), "ok") != 0)
                 return fail(error, 409, "VM %s is locked by a running operation (job %s)", js(vm, "name"), js(vm, "job_id"));
-        disks = owned_disks(e, "vm_id", vm_id);
+        disks = owned_disks(e, true, vm_id);
         json_array_foreach(disks, i, disk)
                 if (!disk_usable(e, disk, error))
                         return NULL;
@@ -422,13 +371,11 @@ json_t *engine_template_create(struct engine *e, json_t *body, GError **error)
         }
 
         jdesc = g_strdup_printf("Creating template %s from VM %s", name, js(vm, "name"));
-        if (engine_db_begin(e->db, error) < 0)
+        if (engine_store_begin(e->db, error) < 0)
                 return NULL;
-        if (!(job = job_insert(e, jdesc, error)))
+        if (!(job = engine_job_insert(e, jdesc, error)))
                 goto rollback;
-        if (engine_db_exec(e->db, error, "INSERT INTO templates (id, name, description, status, vm_id, job_id, created) "
-                                         "VALUES (?, ?, ?, 'locked', ?, ?, ?)", "sssssi", tmpl, name, desc, vm_id, job,
-                           engine_now()) < 0) {
+        if (engine_store_template_insert(e->db, tmpl, name, desc, vm_id, job, engine_now(), error) < 0) {
                 g_clear_error(error);
                 fail(error, 409, "a template named \"%s\" exists already", name);
                 goto rollback;
@@ -439,18 +386,18 @@ json_t *engine_template_create(struct engine *e, json_t *body, GError **error)
         json_array_foreach(disks, i, disk)
                 if (!lock_disk(e, disk, job, error))
                         goto rollback;
-        json_array_foreach(plan, i, d) {
-                insert_disk(e, d, js(d, "name"), job, NULL);
-                attach(e, js(d, "img"), NULL, tmpl, i == 0, "virtio_scsi");
-        }
+        json_array_foreach(plan, i, d)
+                if (insert_disk(e, d, job, NULL, NULL, tmpl, i == 0, error) < 0)
+                        goto rollback;
         params = json_pack("{s:s, s:s, s:s, s:O}", "template", tmpl, "name", name, "vm", vm_id, "disks", plan);
-        cmd = top_command_start(e, ENGINE_KIND_CREATE_TEMPLATE_FROM_VM, job, params);
-        if (engine_db_commit(e->db, error) < 0)
+        if (!(cmd = engine_job_command_start(e, ENGINE_KIND_CREATE_TEMPLATE_FROM_VM, job, params, error)))
+                goto rollback;
+        if (engine_store_commit(e->db, error) < 0)
                 return NULL;
         engine_event(e, "normal", cmd, "%s", jdesc);
         return json_pack("{s:{s:s, s:s}, s:{s:s}}", "template", "id", tmpl, "name", name, "job", "id", job);
 rollback:
-        engine_db_rollback(e->db);
+        engine_store_rollback(e->db);
         return NULL;
 }
 
@@ -475,7 +422,7 @@ json_t *engine_vm_create(struct engine *e, json_t *body, int *ret_status, GError
         size_t i;
         json_t *disk, *d;
 
-        if (!name_valid(name))
+        if (!engine_name_valid(name))
                 return fail(error, 400, "name must be 1-64 letters, digits, spaces or _-. characters");
         if (!description_get(body, &desc, error))
                 return NULL;
@@ -485,24 +432,23 @@ json_t *engine_vm_create(struct engine *e, json_t *body, int *ret_status, GError
         if (!json_object_get(body, "template")) {
                 if (clone_v || json_object_get(body, "disks"))
                         return fail(error, 400, "\"clone\" and \"disks\" need a \"template\": {\"id\"}");
-                if (!name_free(e, "vms", name, "VM", error))
+                if (!name_free(e, true, name, error))
                         return NULL;
-                if (engine_db_exec(e->db, NULL, "INSERT INTO vms (id, name, description, status, created) "
-                                                "VALUES (?, ?, ?, 'ok', ?)", "sssi", vm, name, desc, engine_now()) < 0)
+                if (engine_store_vm_insert(e->db, vm, name, desc, "ok", NULL, NULL, engine_now(), NULL) < 0)
                         return fail(error, 409, "a VM named \"%s\" exists already", name);
                 *ret_status = 201;
                 {
-                        g_autoptr(json_t) row = engine_db_query_one(e->db, error, "SELECT * FROM vms WHERE id = ?", "s", vm);
+                        g_autoptr(json_t) row = engine_store_vm_get(e->db, vm, error);
                         return g_steal_pointer(&row);     /* the new VM itself: the caller shows it */
                 }
         }
         if (!(tmpl_id = ref_id(body, "template", error)) || !(tmpl = engine_template_get(e, tmpl_id, error)) ||
-            !name_free(e, "vms", name, "VM", error))
+            !name_free(e, true, name, error))
                 return NULL;
         if (strcmp(js(tmpl, "status"), "ok") != 0)
                 return fail(error, 409, "template %s is %s; a VM can be made from it once it is ok", js(tmpl, "name"),
                             js(tmpl, "status"));
-        disks = owned_disks(e, "template_id", tmpl_id);
+        disks = owned_disks(e, false, tmpl_id);
         json_array_foreach(disks, i, disk)
                 if (!disk_usable(e, disk, error))
                         return NULL;
@@ -543,31 +489,29 @@ json_t *engine_vm_create(struct engine *e, json_t *body, int *ret_status, GError
         }
 
         jdesc = g_strdup_printf("Creating VM %s from template %s (%s)", name, js(tmpl, "name"), clone ? "clone" : "thin");
-        if (engine_db_begin(e->db, error) < 0)
+        if (engine_store_begin(e->db, error) < 0)
                 return NULL;
-        if (!(job = job_insert(e, jdesc, error)))
+        if (!(job = engine_job_insert(e, jdesc, error)))
                 goto rollback;
-        if (engine_db_exec(e->db, error, "INSERT INTO vms (id, name, description, status, template_id, job_id, created) "
-                                         "VALUES (?, ?, ?, 'locked', ?, ?, ?)", "sssssi", vm, name, desc, tmpl_id, job,
-                           engine_now()) < 0) {
+        if (engine_store_vm_insert(e->db, vm, name, desc, "locked", tmpl_id, job, engine_now(), error) < 0) {
                 g_clear_error(error);
                 fail(error, 409, "a VM named \"%s\" exists already", name);
                 goto rollback;
         }
-        json_array_foreach(plan, i, d) {
-                insert_disk(e, d, js(d, "name"), job, clone ? NULL : js(d, "src_vol"));
-                attach(e, js(d, "img"), vm, NULL, i == 0, "virtio_scsi");
-        }
+        json_array_foreach(plan, i, d)
+                if (insert_disk(e, d, job, clone ? NULL : js(d, "src_vol"), vm, NULL, i == 0, error) < 0)
+                        goto rollback;
         params = json_pack("{s:s, s:s, s:s, s:b, s:O}", "vm", vm, "name", name, "template", tmpl_id, "clone", clone,
                            "disks", plan);
-        cmd = top_command_start(e, ENGINE_KIND_CREATE_VM_FROM_TEMPLATE, job, params);
-        if (engine_db_commit(e->db, error) < 0)
+        if (!(cmd = engine_job_command_start(e, ENGINE_KIND_CREATE_VM_FROM_TEMPLATE, job, params, error)))
+                goto rollback;
+        if (engine_store_commit(e->db, error) < 0)
                 return NULL;
         engine_event(e, "normal", cmd, "%s", jdesc);
         *ret_status = 202;
         return json_pack("{s:{s:s, s:s}, s:{s:s}}", "vm", "id", vm, "name", name, "job", "id", job);
 rollback:
-        engine_db_rollback(e->db);
+        engine_store_rollback(e->db);
         return NULL;
 }
 
@@ -590,7 +534,7 @@ json_t *engine_snapshot_create(struct engine *e, const char *vm_id, json_t *body
                 return NULL;
         if (strcmp(js(vm, "status"), "ok") != 0)
                 return fail(error, 409, "VM %s is locked by a running operation (job %s)", js(vm, "name"), js(vm, "job_id"));
-        disks = owned_disks(e, "vm_id", vm_id);
+        disks = owned_disks(e, true, vm_id);
         if (json_array_size(disks) == 0)
                 return fail(error, 409, "VM %s has no disks to snapshot", js(vm, "name"));
         json_array_foreach(disks, i, disk) {
@@ -614,29 +558,28 @@ json_t *engine_snapshot_create(struct engine *e, const char *vm_id, json_t *body
         }
 
         jdesc = g_strdup_printf("Creating snapshot of VM %s", js(vm, "name"));
-        if (engine_db_begin(e->db, error) < 0)
+        if (engine_store_begin(e->db, error) < 0)
                 return NULL;
-        if (!(job = job_insert(e, jdesc, error)) || !lock_vm(e, vm, job, error))
+        if (!(job = engine_job_insert(e, jdesc, error)) || !lock_vm(e, vm, job, error))
                 goto rollback;
         json_array_foreach(disks, i, disk)
                 if (!lock_disk(e, disk, job, error))
                         goto rollback;
         json_array_foreach(plan, i, d)
-                engine_db_exec(e->db, NULL,
-                               "INSERT INTO volumes (id, disk_id, sd_id, parent, position, format, sparse, capacity, legality) "
-                               "VALUES (?, ?, ?, ?, ?, 'cow', 1, ?, 'ILLEGAL')", "ssssii", js(d, "vol"), js(d, "img"),
-                               js(d, "sd"), js(d, "parent"), ji(d, "position"), ji(d, "capacity"));
-        engine_db_exec(e->db, NULL, "INSERT INTO snapshots (id, vm_id, description, status, disks, job_id, created) "
-                                    "VALUES (?, ?, ?, 'locked', ?, ?, ?)", "sssjsi", snap, vm_id, desc, snapdisks, job,
-                       engine_now());
+                if (engine_store_volume_insert(e->db, js(d, "vol"), js(d, "img"), js(d, "sd"), js(d, "parent"),
+                                               ji(d, "position"), "cow", true, ji(d, "capacity"), error) < 0)
+                        goto rollback;
+        if (engine_store_snapshot_insert(e->db, snap, vm_id, desc, snapdisks, job, engine_now(), error) < 0)
+                goto rollback;
         params = json_pack("{s:s, s:s, s:O}", "vm", vm_id, "snapshot", snap, "disks", plan);
-        cmd = top_command_start(e, ENGINE_KIND_CREATE_SNAPSHOT, job, params);
-        if (engine_db_commit(e->db, error) < 0)
+        if (!(cmd = engine_job_command_start(e, ENGINE_KIND_CREATE_SNAPSHOT, job, params, error)))
+                goto rollback;
+        if (engine_store_commit(e->db, error) < 0)
                 return NULL;
         engine_event(e, "normal", cmd, "%s", jdesc);
         return json_pack("{s:{s:s}, s:{s:s}}", "snapshot", "id", snap, "job", "id", job);
 rollback:
-        engine_db_rollback(e->db);
+        engine_store_rollback(e->db);
         return NULL;
 }
 
@@ -658,33 +601,35 @@ static json_t *owner_remove(struct engine *e, json_t *owner, bool vm, json_t *di
                                     js(disk, "id"), js(disk, "job_id"));
                 json_array_append_new(plan, json_pack("{s:s, s:s}", "img", js(disk, "id"), "sd", js(disk, "sd_id")));
         }
-        if (engine_db_begin(e->db, error) < 0)
+        if (engine_store_begin(e->db, error) < 0)
                 return NULL;
-        if (!(job = job_insert(e, jdesc, error)))
+        if (!(job = engine_job_insert(e, jdesc, error)))
                 goto rollback;
         if (vm) {
                 if (!lock_vm(e, owner, job, error))
                         goto rollback;
         } else {
-                engine_db_exec(e->db, NULL, "UPDATE templates SET status = 'locked', job_id = ? WHERE id = ? AND status != 'locked'",
-                               "ss", job, js(owner, "id"));
-                if (engine_db_changes(e->db) != 1) {
+                int r = engine_store_template_lock(e->db, js(owner, "id"), job, error);
+
+                if (r == -EBUSY)
                         fail(error, 409, "template %s changed meanwhile; try again", js(owner, "name"));
+                if (r < 0)
                         goto rollback;
-                }
         }
         json_array_foreach(disks, i, disk)
                 if (!lock_disk(e, disk, job, error))
                         goto rollback;
         params = json_pack("{s:s, s:s, s:O}", vm ? "vm" : "template", js(owner, "id"), "name", js(owner, "name"),
                            "disks", plan);
-        cmd = top_command_start(e, vm ? ENGINE_KIND_REMOVE_VM : ENGINE_KIND_REMOVE_TEMPLATE, job, params);
-        if (engine_db_commit(e->db, error) < 0)
+        if (!(cmd = engine_job_command_start(e, vm ? ENGINE_KIND_REMOVE_VM : ENGINE_KIND_REMOVE_TEMPLATE, job, params,
+                                             error)))
+                goto rollback;
+        if (engine_store_commit(e->db, error) < 0)
                 return NULL;
         engine_event(e, "normal", cmd, "%s", jdesc);
         return json_pack("{s:{s:s}}", "job", "id", job);
 rollback:
-        engine_db_rollback(e->db);
+        engine_store_rollback(e->db);
         return NULL;
 }
 
@@ -697,18 +642,19 @@ json_t *engine_vm_remove(struct engine *e, const char *vm_id, bool detach_only, 
                 return NULL;
         if (strcmp(js(vm, "status"), "ok") != 0)
                 return fail(error, 409, "VM %s is locked by a running operation (job %s)", js(vm, "name"), js(vm, "job_id"));
-        disks = owned_disks(e, "vm_id", vm_id);
+        disks = owned_disks(e, true, vm_id);
         if (!detach_only && json_array_size(disks) > 0) {
                 *ret_status = 202;
                 return owner_remove(e, vm, true, disks, error);
         }
         /* Nothing on storage changes: the disks stay, unattached. */
-        if (engine_db_begin(e->db, error) < 0)
+        if (engine_store_begin(e->db, error) < 0)
                 return NULL;
-        engine_db_exec(e->db, NULL, "DELETE FROM disk_attachments WHERE vm_id = ?", "s", vm_id);
-        engine_db_exec(e->db, NULL, "DELETE FROM snapshots WHERE vm_id = ?", "s", vm_id);
-        engine_db_exec(e->db, NULL, "DELETE FROM vms WHERE id = ? AND status = 'ok'", "s", vm_id);
-        if (engine_db_commit(e->db, error) < 0)
+        if (engine_store_vm_delete(e->db, vm_id, true, error) < 0) {
+                engine_store_rollback(e->db);
+                return NULL;
+        }
+        if (engine_store_commit(e->db, error) < 0)
                 return NULL;
         engine_event(e, "normal", NULL, "VM %s removed; its %zu disk(s) stay, detached", js(vm, "name"), json_array_size(disks));
         *ret_status = 200;
@@ -718,14 +664,7 @@ json_t *engine_vm_remove(struct engine *e, const char *vm_id, bool detach_only, 
 /* Names of what is layered on the template's volumes (thin VMs, or their disks once detached), up to 10. */
 static char *template_dependents(struct engine *e, const char *tmpl)
 {
-        g_autoptr(json_t) rows = engine_db_query(e->db, NULL,
-                "SELECT DISTINCT COALESCE('VM ' || vm.name, 'disk ' || d.name || ' (' || d.id || ')') AS who "
-                "FROM volumes v JOIN disks d ON d.id = v.disk_id "
-                "LEFT JOIN disk_attachments a ON a.disk_id = d.id LEFT JOIN vms vm ON vm.id = a.vm_id "
-                "WHERE v.parent IN (SELECT tv.id FROM volumes tv JOIN disk_attachments ta ON ta.disk_id = tv.disk_id "
-                "                   WHERE ta.template_id = ?1) "
-                "UNION SELECT 'VM ' || name || ' (being created)' FROM vms WHERE template_id = ?1 AND status = 'locked' "
-                "ORDER BY 1 LIMIT 11", "s", tmpl);
+        g_autoptr(json_t) rows = engine_store_template_dependents(e->db, tmpl, 11, NULL);
         g_autoptr(GString) s = g_string_new(NULL);
         size_t i;
         json_t *row;
@@ -757,9 +696,10 @@ json_t *engine_template_remove(struct engine *e, const char *tmpl_id, int *ret_s
         if (users)
                 return fail(error, 409, "template %s cannot be removed: thin VMs read its volumes: %s; remove them "
                             "(or move/copy their disks, which makes them independent) first", js(tmpl, "name"), users);
-        disks = owned_disks(e, "template_id", tmpl_id);
+        disks = owned_disks(e, false, tmpl_id);
         if (json_array_size(disks) == 0) {
-                engine_db_exec(e->db, NULL, "DELETE FROM templates WHERE id = ?", "s", tmpl_id);
+                if (engine_store_template_delete(e->db, tmpl_id, error) < 0)
+                        return NULL;
                 *ret_status = 200;
                 return json_pack("{s:{s:s}}", "template", "id", tmpl_id);
         }
@@ -774,7 +714,7 @@ json_t *engine_vm_disk_attach(struct engine *e, const char *vm_id, json_t *body,
         g_autoptr(json_t) vm = engine_vm_get(e, vm_id, error);
         g_autoptr(json_t) disk = NULL;
         g_autoptr(json_t) att = NULL;
-        g_autoptr(json_t) count = NULL;
+        gint64 count;
         json_t *bootable = json_object_get(body, "bootable");
         json_t *iface_v = json_object_get(body, "interface");
         const char *iface = iface_v ? json_string_value(iface_v) : "virtio_scsi";
@@ -786,13 +726,11 @@ json_t *engine_vm_disk_attach(struct engine *e, const char *vm_id, json_t *body,
                 return fail(error, 400, "bootable must be true or false");
         if (!iface || !g_strv_contains(interfaces, iface))
                 return fail(error, 400, "interface must be one of virtio, virtio_scsi, ide, sata, spapr_vscsi");
-        if (!(disk = row_by_id(e, "SELECT * FROM disks WHERE id = ?", "disk", disk_id, error)))
+        if (!(disk = row_by_id(e, engine_store_disk_get, "disk", disk_id, error)))
                 return NULL;
         if (strcmp(js(vm, "status"), "ok") != 0)
                 return fail(error, 409, "VM %s is locked by a running operation (job %s)", js(vm, "name"), js(vm, "job_id"));
-        att = engine_db_query_one(e->db, NULL, "SELECT a.*, v.name AS vm_name, t.name AS template_name FROM disk_attachments a "
-                                              "LEFT JOIN vms v ON v.id = a.vm_id LEFT JOIN templates t ON t.id = a.template_id "
-                                              "WHERE a.disk_id = ?", "s", disk_id);
+        att = engine_store_attachment_get(e->db, disk_id, NULL, NULL);
         if (att && js(att, "template_id"))
                 return fail(error, 409, "disk %s belongs to template %s and cannot be attached to a VM; "
                             "create a VM from the template instead", js(disk, "name"), js(att, "template_name"));
@@ -802,14 +740,14 @@ json_t *engine_vm_disk_attach(struct engine *e, const char *vm_id, json_t *body,
         if (strcmp(js(disk, "status"), "ok") != 0)
                 return fail(error, 409, "disk %s is %s; only a disk that is ok can be attached", js(disk, "name"),
                             js(disk, "status"));
-        count = engine_db_query_one(e->db, NULL, "SELECT COUNT(*) AS n FROM disk_attachments WHERE vm_id = ?", "s", vm_id);
-        if (ji(count, "n") >= MAX_VM_DISKS)
+        if (engine_store_attachment_count(e->db, vm_id, &count, error) < 0)
+                return NULL;
+        if (count >= MAX_VM_DISKS)
                 return fail(error, 409, "VM %s has %d disks, the most it may have", js(vm, "name"), MAX_VM_DISKS);
-        if (engine_db_exec(e->db, NULL, "INSERT INTO disk_attachments (disk_id, vm_id, bootable, interface, created) "
-                                        "VALUES (?, ?, ?, ?, ?)", "ssbsi", disk_id, vm_id, json_is_true(bootable), iface,
-                           engine_now()) < 0)
+        if (engine_store_attachment_insert(e->db, disk_id, vm_id, NULL, json_is_true(bootable), iface, engine_now(),
+                                           NULL) < 0)
                 return fail(error, 409, "disk %s was attached elsewhere meanwhile", js(disk, "name"));
-        att = engine_db_query_one(e->db, error, "SELECT * FROM disk_attachments WHERE disk_id = ?", "s", disk_id);
+        att = engine_store_attachment_get(e->db, disk_id, vm_id, error);
         return g_steal_pointer(&att);
 }
 
@@ -821,16 +759,16 @@ json_t *engine_vm_disk_detach(struct engine *e, const char *vm_id, const char *d
 
         if (!vm)
                 return NULL;
-        att = fy_uuid_is_valid(disk_id) ? engine_db_query_one(e->db, NULL, "SELECT * FROM disk_attachments WHERE disk_id = ? "
-                                                                           "AND vm_id = ?", "ss", disk_id, vm_id) : NULL;
+        att = fy_uuid_is_valid(disk_id) ? engine_store_attachment_get(e->db, disk_id, vm_id, NULL) : NULL;
         if (!att)
                 return fail(error, 404, "disk %.64s is not attached to VM %s", disk_id, js(vm, "name"));
-        disk = engine_db_query_one(e->db, NULL, "SELECT * FROM disks WHERE id = ?", "s", disk_id);
+        disk = engine_store_disk_get(e->db, disk_id, NULL);
         if (strcmp(js(vm, "status"), "ok") != 0)
                 return fail(error, 409, "VM %s is locked by a running operation (job %s)", js(vm, "name"), js(vm, "job_id"));
         if (disk && strcmp(js(disk, "status"), "locked") == 0)
                 return fail(error, 409, "disk %s is locked by a running operation (job %s)", js(disk, "name"), js(disk, "job_id"));
-        engine_db_exec(e->db, NULL, "DELETE FROM disk_attachments WHERE disk_id = ? AND vm_id = ?", "ss", disk_id, vm_id);
+        if (engine_store_attachment_delete(e->db, disk_id, vm_id, error) < 0)
+                return NULL;
         return g_steal_pointer(&att);
 }
 
@@ -841,9 +779,7 @@ json_t *engine_vm_attachment(struct engine *e, const char *vm_id, const char *di
 
         if (!vm)
                 return NULL;
-        att = fy_uuid_is_valid(disk_id) ? engine_db_query_one(e->db, NULL, "SELECT * FROM disk_attachments "
-                                                                           "WHERE disk_id = ? AND vm_id = ?", "ss", disk_id, vm_id)
-                                        : NULL;
+        att = fy_uuid_is_valid(disk_id) ? engine_store_attachment_get(e->db, disk_id, vm_id, NULL) : NULL;
         if (!att)
                 return fail(error, 404, "disk %.64s is not attached to VM %s", disk_id, js(vm, "name"));
         return att;
@@ -856,8 +792,7 @@ json_t *engine_vm_snapshot(struct engine *e, const char *vm_id, const char *snap
 
         if (!vm)
                 return NULL;
-        snap = fy_uuid_is_valid(snap_id) ? engine_db_query_one(e->db, NULL, "SELECT * FROM snapshots WHERE id = ? AND vm_id = ?",
-                                                               "ss", snap_id, vm_id) : NULL;
+        snap = fy_uuid_is_valid(snap_id) ? engine_store_snapshot_get(e->db, snap_id, vm_id, NULL) : NULL;
         if (!snap)
                 return fail(error, 404, "VM %s has no snapshot %.64s", js(vm, "name"), snap_id);
         return snap;
@@ -875,9 +810,7 @@ int engine_disk_owner_check(struct engine *e, const char *disk_id, bool remove, 
 
         if (!fy_uuid_is_valid(disk_id))
                 return 0;
-        att = engine_db_query_one(e->db, NULL, "SELECT a.*, v.name AS vm_name, t.name AS template_name FROM disk_attachments a "
-                                              "LEFT JOIN vms v ON v.id = a.vm_id LEFT JOIN templates t ON t.id = a.template_id "
-                                              "WHERE a.disk_id = ?", "s", disk_id);
+        att = engine_store_attachment_get(e->db, disk_id, NULL, NULL);
         if (!att)
                 return 0;
         if (js(att, "template_id") && remove)
@@ -899,16 +832,44 @@ int engine_disk_owner_check(struct engine *e, const char *disk_id, bool remove, 
 /*
  * The snapshot of the VM that a removal or restore may change now: both
  * unlocked. A "broken" snapshot (a removal of it failed part-way: a base
- * may be ILLEGAL or half-merged on storage) can only be removed again; no
- * snapshot of its VM is restored meanwhile, since the chains below the
- * later snapshots may read through that base.
+ * may be ILLEGAL or half-merged on storage) can only be removed again; it
+ * and the snapshots taken after it are not restored meanwhile, since their
+ * chains read through that base; an older snapshot is (broken_discarded).
  */
+/*
+ * Whether restoring snapshot `snap` discards everything broken snapshot `b`
+ * (taken after it) left: each disk b left is one of snap's, so the restore
+ * removes that disk's volumes above snap's (the half-merged base among
+ * them) after verify_chain read the kept ones LEGAL; none is a finalized
+ * top already out of the inventory's chain (nothing would delete it).
+ */
+static bool broken_discarded(json_t *b, json_t *snap)
+{
+        g_autoptr(json_t) left = engine_jparse(b, "disks");
+        g_autoptr(json_t) kept = engine_jparse(snap, "disks");
+        size_t i, j;
+        json_t *l, *k;
+
+        json_array_foreach(left, i, l) {
+                bool found = false;
+
+                if (js(l, "delete"))
+                        return false;
+                json_array_foreach(kept, j, k)
+                        found = found || g_strcmp0(js(k, "disk"), js(l, "disk")) == 0;
+                if (!found)
+                        return false;
+        }
+        return true;
+}
+
 static json_t *snapshot_for_change(struct engine *e, const char *vm_id, const char *snap_id, bool removal,
                                    json_t **ret_vm, GError **error)
 {
         g_autoptr(json_t) vm = engine_vm_get(e, vm_id, error);
         g_autoptr(json_t) snap = NULL;
         g_autoptr(json_t) all = NULL;
+        bool newer = false;
         size_t i;
         json_t *s;
 
@@ -917,12 +878,15 @@ static json_t *snapshot_for_change(struct engine *e, const char *vm_id, const ch
         if (strcmp(js(vm, "status"), "ok") != 0)
                 return fail(error, 409, "VM %s is locked by a running operation (job %s)", js(vm, "name"), js(vm, "job_id"));
         if (!removal && (all = engine_store_snapshot_list(e->db, vm_id, NULL)))
-                json_array_foreach(all, i, s)
-                        if (g_strcmp0(js(s, "status"), "broken") == 0)
+                json_array_foreach(all, i, s) {
+                        if (g_strcmp0(js(s, "id"), snap_id) == 0)
+                                newer = true;
+                        if (g_strcmp0(js(s, "status"), "broken") == 0 && !(newer && broken_discarded(s, snap)))
                                 return fail(error, 409, "snapshot %s of VM %s is broken: a removal of it failed part-way "
                                             "and storage may hold a half-merged volume; retry the removal "
-                                            "(DELETE /api/vms/%s/snapshots/%s) before restoring any snapshot",
+                                            "(DELETE /api/vms/%s/snapshots/%s) before restoring this snapshot",
                                             js(s, "id"), js(vm, "name"), vm_id, js(s, "id"));
+                }
         if (strcmp(js(snap, "status"), "ok") != 0 && !(removal && strcmp(js(snap, "status"), "broken") == 0))
                 return fail(error, 409, "snapshot %s of VM %s is %s", snap_id, js(vm, "name"), js(snap, "status"));
         *ret_vm = g_steal_pointer(&vm);
@@ -988,9 +952,12 @@ static bool add_merge(json_t *out, json_t *ent, json_t *disk, json_t *vols, size
                 fail(error, 409, "disk %s: snapshot volume %s has no child volume to merge", js(disk, "name"), js(base, "id"));
                 return false;
         }
-        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "disk", js(disk, "id"),
+        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:b}", "disk", js(disk, "id"),
                                              "sd", js(disk, "sd_id"), "img", js(disk, "id"), "top", js(top, "id"),
-                                             "base", js(base, "id"), "bytes", ji(top, "capacity")));
+                                             "base", js(base, "id"), "bytes", ji(top, "capacity"),
+                                             /* An earlier removal's merge committed, its finalize did not:
+                                              * finalize again (it checks base on storage first). */
+                                             "finalize_only", g_strcmp0(js(ent, "finalize"), js(top, "id")) == 0));
         return true;
 }
 
@@ -1021,13 +988,12 @@ static json_t *snapshot_job_start(struct engine *e, json_t *vm, json_t *snap, en
         size_t i;
         json_t *d;
 
-        if (engine_db_begin(e->db, error) < 0)
+        if (engine_store_begin(e->db, error) < 0)
                 return NULL;
-        if (!(job = job_insert(e, desc, error)) || !lock_vm(e, vm, job, error))
+        if (!(job = engine_job_insert(e, desc, error)) || !lock_vm(e, vm, job, error))
                 goto rollback;
         json_array_foreach(json_object_get(params, "disks"), i, d) {
-                g_autoptr(json_t) disk = engine_db_query_one(e->db, NULL, "SELECT * FROM disks WHERE id = ?", "s",
-                                                             js(d, "disk"));
+                g_autoptr(json_t) disk = engine_store_disk_get(e->db, js(d, "disk"), error);
 
                 if (!disk || !lock_disk(e, disk, job, error))
                         goto rollback;
@@ -1036,13 +1002,14 @@ static json_t *snapshot_job_start(struct engine *e, json_t *vm, json_t *snap, en
         if (engine_store_snapshot_set(e->db, js(snap, "id"), kind == ENGINE_KIND_REMOVE_SNAPSHOT ? "removing" : "locked",
                                       job, NULL, error) < 0)
                 goto rollback;
-        cmd = top_command_start(e, kind, job, params);
-        if (engine_db_commit(e->db, error) < 0)
+        if (!(cmd = engine_job_command_start(e, kind, job, params, error)))
+                goto rollback;
+        if (engine_store_commit(e->db, error) < 0)
                 return NULL;
         engine_event(e, "normal", cmd, "%s", desc);
         return json_pack("{s:{s:s}}", "job", "id", job);
 rollback:
-        engine_db_rollback(e->db);
+        engine_store_rollback(e->db);
         return NULL;
 }
 
@@ -1065,7 +1032,9 @@ json_t *engine_snapshot_remove(struct engine *e, const char *vm_id, const char *
         }
         desc = g_strdup_printf("Removing snapshot %s of VM %s (merging %zu disk(s))", snap_id, js(vm, "name"),
                                json_array_size(plan));
-        params = json_pack("{s:s, s:s, s:O}", "vm", vm_id, "snapshot", snap_id, "disks", plan);
+        /* A removal that changes nothing leaves the snapshot "ok" again, unless it was "broken" before. */
+        params = json_pack("{s:s, s:s, s:O, s:b}", "vm", vm_id, "snapshot", snap_id, "disks", plan, "was_broken",
+                           strcmp(js(snap, "status"), "broken") == 0);
         *ret_status = 202;
         return snapshot_job_start(e, vm, snap, ENGINE_KIND_REMOVE_SNAPSHOT, desc, params, error);
 }

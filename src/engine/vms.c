@@ -36,75 +36,32 @@
 #define ji engine_ji
 #define jparse engine_jparse
 
-#define MAX_VM_DISKS 64
-#define MAX_DESCRIPTION 256
-#define STRUCTURE_WEIGHT 10.0
-#define DATA_WEIGHT 90.0
 #define MAX_PARALLEL_DISKS 8
 #define LEAF_ATTEMPTS 5
 #define SPM_CALL_TIMEOUT_MS 30000
 
+/*
+ * A write of a flow the store refused: said in the log. The flow runs in
+ * the round's transaction, which the failed write makes roll back, so the
+ * next round redoes the whole step from what is recorded.
+ */
+static void not_recorded(GError **error, const char *what, const char *id)
+{
+        g_warning("%s of %s is not recorded: %s", what, id ? id : "-", *error ? (*error)->message : "store error");
+        g_clear_error(error);
+}
+
 static const char *pool_id(struct engine *e, json_t **holder)
 {
-        *holder = engine_db_query_one(e->db, NULL, "SELECT pool_id FROM datacenters WHERE id = ?", "s", e->dc_id);
+        *holder = engine_store_dc_get(e->db, e->dc_id, NULL);
         return js(*holder, "pool_id");
 }
 
 static bool host_up(struct engine *e, const char *host)
 {
-        g_autoptr(json_t) row = host ? engine_db_query_one(e->db, NULL, "SELECT status FROM hosts WHERE id = ?", "s", host)
-                                     : NULL;
+        g_autoptr(json_t) row = host ? engine_store_host_get(e->db, host, NULL) : NULL;
 
         return row && g_strcmp0(js(row, "status"), "up") == 0;
-}
-
-/* Sums the allocated bytes of each disk's volumes into disks.actual_size (best effort, asynchronous). */
-struct size_ctx {
-        struct engine *e;
-        char *disk;
-        unsigned pending;
-        gint64 total;
-        bool failed;
-};
-
-static void on_volume_size(json_t *result, const GError *error, void *userdata)
-{
-        struct size_ctx *c = userdata;
-
-        if (result)
-                c->total += json_integer_value(json_object_get(result, "truesize"));
-        else
-                c->failed = true;
-        if (--c->pending > 0)
-                return;
-        if (!c->failed)
-                engine_db_exec(c->e->db, NULL, "UPDATE disks SET actual_size = ? WHERE id = ?", "is", c->total, c->disk);
-        g_free(c->disk);
-        g_free(c);
-}
-
-static void disk_size_refresh(struct engine *e, const char *disk_id)
-{
-        g_autoptr(json_t) disk = engine_db_query_one(e->db, NULL, "SELECT * FROM disks WHERE id = ?", "s", disk_id);
-        g_autoptr(json_t) vols = disk ? engine_disk_volumes(e, disk) : NULL;
-        g_autoptr(json_t) dc = NULL;
-        g_autoptr(GPtrArray) hosts = engine_usable_hosts(e);
-        const char *pool = pool_id(e, &dc);
-        struct size_ctx *c;
-        size_t i;
-        json_t *v;
-
-        if (!vols || !pool || hosts->len == 0 || json_array_size(vols) == 0)
-                return;
-        c = g_new0(struct size_ctx, 1);
-        c->e = e;
-        c->disk = g_strdup(disk_id);
-        c->pending = (unsigned) json_array_size(vols);
-        json_array_foreach(vols, i, v)
-                engine_host_call(e, hosts->pdata[0], "Volume.getInfo",
-                                 json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", pool, "storagedomainID", js(v, "sd_id"),
-                                           "imageID", js(v, "disk_id"), "volumeID", js(v, "id")),
-                                 e->config.host_timeout, on_volume_size, c);
 }
 
 /* ---- leaves kept here: one agent job each ---- */
@@ -135,7 +92,7 @@ struct leaf_call {
 static void on_leaf_reply(json_t *result, const GError *error, void *userdata)
 {
         struct leaf_call *c = userdata;
-        g_autoptr(json_t) cmd = engine_db_query_one(c->e->db, NULL, "SELECT * FROM commands WHERE id = ?", "s", c->cmd_id);
+        g_autoptr(json_t) cmd = engine_store_cmd_get(c->e->db, c->cmd_id, NULL);
 
         g_hash_table_remove(inflight, c->cmd_id);
         if (cmd && strcmp(js(cmd, "state"), "active") == 0)
@@ -168,9 +125,12 @@ static void leaf_finish(struct engine *e, json_t *cmd, bool ok, const char *erro
 {
         if (ok && engine_cmd_kind(cmd) == thin_kind.type) {
                 g_autoptr(json_t) p = jparse(cmd, "params");
+                g_autoptr(GError) store_error = NULL;
 
-                engine_db_exec(e->db, NULL, "UPDATE volumes SET legality = 'LEGAL' WHERE id = ? AND sd_id = ?", "ss",
-                               js(p, "vol"), js(p, "sd"));
+                if (engine_store_volume_set_legal(e->db, js(p, "vol"), js(p, "sd"), -1, &store_error) < 0) {
+                        not_recorded(&store_error, "the volume's legality", js(cmd, "id"));
+                        return;        /* asked again next round */
+                }
         }
         engine_cmd_finish(e, cmd, ok, error);
 }
@@ -308,8 +268,11 @@ static void leaf_send(struct engine *e, json_t *cmd, const struct leaf_kind *k, 
         json_t *params;
 
         if (!host) {
-                engine_db_exec(e->db, NULL, "UPDATE steps SET status = 'waiting', detail = ? WHERE id = ? AND status = 'pending'",
-                               "ss", k->spm ? "waiting for the SPM" : "waiting for a host", js(cmd, "step_id"));
+                g_autoptr(GError) error = NULL;
+
+                if (engine_store_step_wait(e->db, js(cmd, "step_id"), k->spm ? "waiting for the SPM" : "waiting for a host",
+                                           true, &error) < 0)
+                        not_recorded(&error, "why it waits", js(cmd, "step_id"));
                 return;
         }
         job_id = fy_uuid_new();
@@ -475,8 +438,7 @@ static char *child_state(struct engine *e, json_t *data, size_t i, char **ret_er
 {
         g_autofree char *k = g_strdup_printf("%zu", i);
         const char *id = json_string_value(json_object_get(json_object_get(data, "children"), k));
-        g_autoptr(json_t) row = id ? engine_db_query_one(e->db, NULL, "SELECT state, error FROM commands WHERE id = ?", "s", id)
-                                   : NULL;
+        g_autoptr(json_t) row = id ? engine_store_cmd_get(e->db, id, NULL) : NULL;
 
         if (!row)
                 return NULL;
@@ -488,30 +450,44 @@ static char *child_state(struct engine *e, json_t *data, size_t i, char **ret_er
 /* Ends a top-level flow's job and command in the caller's transaction. */
 static void job_end(struct engine *e, json_t *cmd, bool ok, const char *error)
 {
-        engine_db_exec(e->db, NULL, "UPDATE jobs SET status = ?, end_time = ?, progress = CASE WHEN ? THEN 100 ELSE progress END "
-                                    "WHERE id = ?", "sibs", ok ? "finished" : ji(cmd, "cancel") ? "aborted" : "failed",
-                       engine_now(), ok, js(cmd, "job_id"));
+        g_autoptr(GError) store_error = NULL;
+
+        if (engine_store_job_end(e->db, js(cmd, "job_id"), ok ? "finished" : ji(cmd, "cancel") ? "aborted" : "failed",
+                                 engine_now(), &store_error) < 0)
+                not_recorded(&store_error, "the end", js(cmd, "job_id"));
         engine_cmd_finish(e, cmd, ok, error);
 }
 
 /* Unlocks what this job holds (never another operation's lock). */
 static void unlock_disks(struct engine *e, json_t *cmd, const char *status)
 {
-        engine_db_exec(e->db, NULL, "UPDATE disks SET status = ?, progress = NULL, job_id = NULL WHERE job_id = ?", "ss",
-                       status, js(cmd, "job_id"));
+        g_autoptr(GError) error = NULL;
+
+        if (engine_store_disks_unlock_job(e->db, js(cmd, "job_id"), status, &error) < 0)
+                not_recorded(&error, "the disks' unlock", js(cmd, "job_id"));
 }
 
 static void unlock_vm(struct engine *e, json_t *cmd, const char *vm)
 {
-        engine_db_exec(e->db, NULL, "UPDATE vms SET status = 'ok', job_id = NULL WHERE id = ? AND job_id = ?", "ss", vm,
-                       js(cmd, "job_id"));
+        g_autoptr(GError) error = NULL;
+
+        if (engine_store_vm_unlock(e->db, vm, js(cmd, "job_id"), &error) < 0)
+                not_recorded(&error, "the unlock", vm);
 }
 
 static void delete_disk_rows(struct engine *e, const char *disk)
 {
-        engine_db_exec(e->db, NULL, "DELETE FROM volumes WHERE disk_id = ?", "s", disk);
-        engine_db_exec(e->db, NULL, "DELETE FROM disk_attachments WHERE disk_id = ?", "s", disk);
-        engine_db_exec(e->db, NULL, "DELETE FROM disks WHERE id = ?", "s", disk);
+        g_autoptr(GError) error = NULL;
+
+        if (engine_store_disk_delete(e->db, disk, &error) < 0)
+                not_recorded(&error, "the removal", disk);
+}
+
+/* What a flow's last step writes about its VM, template or snapshot; a refused write is logged (see not_recorded). */
+static void store_check(int r, GError **error, const char *what, const char *id)
+{
+        if (r < 0)
+                not_recorded(error, what, id);
 }
 
 /*
@@ -560,6 +536,7 @@ static bool cleanup_images(struct engine *e, json_t *cmd, json_t *p, json_t *dat
 
 static void template_flow(struct engine *e, json_t *cmd)
 {
+        g_autoptr(GError) store_error = NULL;
         g_autoptr(json_t) p = jparse(cmd, "params");
         g_autoptr(json_t) data = jparse(cmd, "data");
         g_autofree char *error = NULL;
@@ -595,12 +572,12 @@ static void template_flow(struct engine *e, json_t *cmd)
                         go_cleanup(e, cmd, data, error);
                         return;
                 }
-                engine_db_exec(e->db, NULL, "UPDATE templates SET status = 'ok', job_id = NULL WHERE id = ?", "s", tmpl);
+                store_check(engine_store_template_set_status(e->db, tmpl, "ok", &store_error), &store_error, "the status", tmpl);
                 unlock_disks(e, cmd, "ok");
                 unlock_vm(e, cmd, js(p, "vm"));
                 job_end(e, cmd, true, NULL);
                 for (size_t i = 0; i < n; i++)
-                        disk_size_refresh(e, js(flow_disk(p, i), "img"));
+                        engine_disk_size_refresh(e, js(flow_disk(p, i), "img"));
                 engine_event(e, "normal", js(cmd, "id"), "template %s created from VM %s", js(p, "name"), js(p, "vm"));
                 return;
         }
@@ -609,7 +586,7 @@ static void template_flow(struct engine *e, json_t *cmd)
                 return;
         for (size_t i = 0; i < n; i++)
                 delete_disk_rows(e, js(flow_disk(p, i), "img"));
-        engine_db_exec(e->db, NULL, "DELETE FROM templates WHERE id = ?", "s", tmpl);
+        store_check(engine_store_template_delete(e->db, tmpl, &store_error), &store_error, "the removal", tmpl);
         unlock_disks(e, cmd, "ok");            /* the VM's disks, read only */
         unlock_vm(e, cmd, js(p, "vm"));
         {
@@ -624,6 +601,7 @@ static void template_flow(struct engine *e, json_t *cmd)
 
 static void vm_from_template_flow(struct engine *e, json_t *cmd)
 {
+        g_autoptr(GError) store_error = NULL;
         g_autoptr(json_t) p = jparse(cmd, "params");
         g_autoptr(json_t) data = jparse(cmd, "data");
         g_autofree char *error = NULL;
@@ -649,7 +627,7 @@ static void vm_from_template_flow(struct engine *e, json_t *cmd)
                         unlock_vm(e, cmd, vm);
                         job_end(e, cmd, true, NULL);
                         for (size_t i = 0; i < n; i++)
-                                disk_size_refresh(e, js(flow_disk(p, i), "img"));
+                                engine_disk_size_refresh(e, js(flow_disk(p, i), "img"));
                         engine_event(e, "normal", js(cmd, "id"), "VM %s created from template %s (%s)", js(p, "name"),
                                      js(p, "template"), clone ? "cloned" : "thin");
                 }
@@ -659,7 +637,7 @@ static void vm_from_template_flow(struct engine *e, json_t *cmd)
                 return;
         for (size_t i = 0; i < n; i++)
                 delete_disk_rows(e, js(flow_disk(p, i), "img"));
-        engine_db_exec(e->db, NULL, "DELETE FROM vms WHERE id = ?", "s", vm);
+        store_check(engine_store_vm_delete(e->db, vm, false, &store_error), &store_error, "the removal", vm);
         {
                 g_autofree char *why = g_strdup(js(data, "error"));
 
@@ -672,6 +650,7 @@ static void vm_from_template_flow(struct engine *e, json_t *cmd)
 
 static void snapshot_flow(struct engine *e, json_t *cmd)
 {
+        g_autoptr(GError) store_error = NULL;
         g_autoptr(json_t) p = jparse(cmd, "params");
         g_autoptr(json_t) data = jparse(cmd, "data");
         g_autofree char *error = NULL;
@@ -689,18 +668,19 @@ static void snapshot_flow(struct engine *e, json_t *cmd)
 
                 if (g_strcmp0(state, "succeeded") == 0) {
                         /* The new leaf is the disk's active layer: qcow2 from now on. */
-                        engine_db_exec(e->db, NULL, "UPDATE disks SET format = 'cow' WHERE id = ?", "s", js(d, "img"));
+                        store_check(engine_store_disk_set_format(e->db, js(d, "img"), "cow", &store_error), &store_error,
+                                    "the format", js(d, "img"));
                         made++;
                 } else {
-                        engine_db_exec(e->db, NULL, "DELETE FROM volumes WHERE id = ? AND sd_id = ?", "ss", js(d, "vol"),
-                                       js(d, "sd"));
+                        store_check(engine_store_volume_delete(e->db, js(d, "vol"), js(d, "sd"), &store_error),
+                                    &store_error, "the removal", js(d, "vol"));
                 }
         }
         unlock_disks(e, cmd, "ok");
         unlock_vm(e, cmd, js(p, "vm"));
         if (st == ENGINE_CHILDREN_SUCCEEDED) {
-                engine_db_exec(e->db, NULL, "UPDATE snapshots SET status = 'ok', job_id = NULL WHERE id = ?", "s",
-                               js(p, "snapshot"));
+                store_check(engine_store_snapshot_set_ok(e->db, js(p, "snapshot"), &store_error), &store_error,
+                            "the status", js(p, "snapshot"));
                 job_end(e, cmd, true, NULL);
                 engine_event(e, "normal", js(cmd, "id"), "snapshot %s of VM %s created", js(p, "snapshot"), js(p, "vm"));
                 return;
@@ -710,7 +690,8 @@ static void snapshot_flow(struct engine *e, json_t *cmd)
          * overlays, so the guest sees the same data; removing single volumes
          * is not an operation of this engine yet.
          */
-        engine_db_exec(e->db, NULL, "DELETE FROM snapshots WHERE id = ?", "s", js(p, "snapshot"));
+        store_check(engine_store_snapshot_delete(e->db, js(p, "snapshot"), &store_error), &store_error, "the removal",
+                    js(p, "snapshot"));
         job_end(e, cmd, false, error);
         engine_event(e, "warning", js(cmd, "id"), "snapshot of VM %s failed: %s; %u of %zu disks got an empty new leaf "
                      "volume, which stays their active layer", js(p, "vm"), error ? error : "unknown error", made, n);
@@ -720,6 +701,7 @@ static void snapshot_flow(struct engine *e, json_t *cmd)
 
 static void remove_flow(struct engine *e, json_t *cmd)
 {
+        g_autoptr(GError) store_error = NULL;
         g_autoptr(json_t) p = jparse(cmd, "params");
         g_autoptr(json_t) data = jparse(cmd, "data");
         size_t n = json_array_size(json_object_get(p, "disks"));
@@ -743,18 +725,19 @@ static void remove_flow(struct engine *e, json_t *cmd)
                         continue;
                 }
                 /* Volumes may be gone or ILLEGAL now: the disk says so and stays attached. */
-                engine_db_exec(e->db, NULL, "UPDATE disks SET status = 'illegal', progress = NULL, job_id = NULL "
-                                            "WHERE id = ? AND job_id = ?", "ss", disk, js(cmd, "job_id"));
+                store_check(engine_store_disk_unlock(e->db, disk, js(cmd, "job_id"), "illegal", &store_error), &store_error,
+                            "the status", disk);
                 if (!first_error)
                         first_error = g_strdup_printf("disk %s: %s", disk, error ? error : "not removed");
                 failed++;
         }
         if (failed == 0) {
                 if (vm) {
-                        engine_db_exec(e->db, NULL, "DELETE FROM snapshots WHERE vm_id = ?", "s", owner);
-                        engine_db_exec(e->db, NULL, "DELETE FROM vms WHERE id = ?", "s", owner);
+                        store_check(engine_store_vm_delete(e->db, owner, false, &store_error), &store_error, "the removal",
+                                    owner);
                 } else {
-                        engine_db_exec(e->db, NULL, "DELETE FROM templates WHERE id = ?", "s", owner);
+                        store_check(engine_store_template_delete(e->db, owner, &store_error), &store_error, "the removal",
+                                    owner);
                 }
                 job_end(e, cmd, true, NULL);
                 engine_event(e, "normal", js(cmd, "id"), "%s %s removed with its %zu disk(s)", vm ? "VM" : "template",
@@ -764,7 +747,8 @@ static void remove_flow(struct engine *e, json_t *cmd)
         if (vm)
                 unlock_vm(e, cmd, owner);
         else
-                engine_db_exec(e->db, NULL, "UPDATE templates SET status = 'illegal', job_id = NULL WHERE id = ?", "s", owner);
+                store_check(engine_store_template_set_status(e->db, owner, "illegal", &store_error), &store_error,
+                            "the status", owner);
         job_end(e, cmd, false, first_error);
         engine_event(e, "warning", js(cmd, "id"), "%s %s: %u of %zu disk(s) not removed (%s); delete it again to retry",
                      vm ? "VM" : "template", js(p, "name"), failed, n, first_error);

@@ -34,6 +34,7 @@ const char *fy_error_code_name(int code)
         case FY_ERR_ABORTED: return "ActionStopped";
         case FY_ERR_NO_SPACE: return "NoSpaceLeftOnDevice";
         case FY_ERR_MERGE: return "MergeSnapshotsError";
+        case FY_ERR_ILLEGAL_VOLUME: return "prepareIllegalVolumeError";
         case FY_ERR_SHARED_VOLUME: return "SharedVolumeNonWritable";
         case FY_ERR_NOT_IN_CHAIN: return "VolumeIsNotInChain";
         case FY_ERR_WRONG_PARENT: return "WrongParentVolume";

@@ -41,6 +41,7 @@ enum fy_error_code {
         FY_ERR_ABORTED = 87,                /* ActionStopped */
         FY_ERR_NO_SPACE = 352,              /* StorageDomainFS space */
         FY_ERR_MERGE = 252,                 /* MergeSnapshotsError */
+        FY_ERR_ILLEGAL_VOLUME = 227,        /* prepareIllegalVolumeError */
         FY_ERR_SHARED_VOLUME = 219,         /* SharedVolumeNonWritable: a template's volume */
         FY_ERR_NOT_IN_CHAIN = 920,          /* VolumeIsNotInChain */
         FY_ERR_WRONG_PARENT = 921,          /* WrongParentVolume */

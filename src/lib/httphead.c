@@ -22,11 +22,22 @@ void fy_http_head_reset(struct fy_http_head *h)
         h->state = FY_HTTP_HEAD_START;
         h->after_cr = FY_HTTP_HEAD_START;
         h->bad = NULL;
+        h->status = 0;
+        h->bytes = 0;
+        h->fields = 0;
 }
 
 static enum fy_http_head_state bad(struct fy_http_head *h, const char *why)
 {
         h->bad = why;
+        h->status = 400;
+        return FY_HTTP_HEAD_BAD;
+}
+
+static enum fy_http_head_state too_large(struct fy_http_head *h, const char *why)
+{
+        h->bad = why;
+        h->status = 431;
         return FY_HTTP_HEAD_BAD;
 }
 
@@ -62,6 +73,8 @@ static enum fy_http_head_state step(struct fy_http_head *h, unsigned char ch)
                 if (ch != '\r' && ch != '\n') {
                         if (!is_tchar(ch))
                                 return bad(h, "a header name has a character a token cannot have");
+                        if (++h->fields > FY_HTTP_HEAD_MAX_FIELDS)
+                                return too_large(h, "the request has more than 100 header fields");
                         return FY_HTTP_HEAD_NAME;
                 }
                 break;
@@ -77,6 +90,12 @@ static enum fy_http_head_state step(struct fy_http_head *h, unsigned char ch)
                 if (ch != '\n')
                         return bad(h, "a CR not followed by LF in the request head");
                 return line_end(h, h->after_cr);
+        case FY_HTTP_HEAD_REQUEST_LINE:
+        case FY_HTTP_HEAD_VALUE:
+                /* RFC 9110 §5.5: a field value has no control character but HTAB (a forged log line...). */
+                if ((ch < 0x20 && ch != '\t' && ch != '\r' && ch != '\n') || ch == 0x7f)
+                        return bad(h, "a control character in the request head");
+                break;
         default:
                 break;
         }
@@ -84,8 +103,12 @@ static enum fy_http_head_state step(struct fy_http_head *h, unsigned char ch)
                 h->after_cr = h->state;
                 return FY_HTTP_HEAD_CR;
         }
-        if (ch == '\n')
+        if (ch == '\n') {
+                /* Leading empty lines may be bare LFs (RFC 9112 §2.2); the head's lines end with CRLF. */
+                if (h->state != FY_HTTP_HEAD_START)
+                        return bad(h, "a line of the request head ends with a bare LF, not CRLF");
                 return line_end(h, h->state);
+        }
         return h->state;
 }
 
@@ -97,6 +120,10 @@ size_t fy_http_head_scan(struct fy_http_head *h, const void *data, size_t len)
         for (i = 0; i < len; i++) {
                 if (h->state == FY_HTTP_HEAD_END || h->state == FY_HTTP_HEAD_BAD)
                         break;
+                if (++h->bytes > FY_HTTP_HEAD_MAX_BYTES) {
+                        h->state = too_large(h, "the request head is larger than 64 KiB");
+                        break;
+                }
                 h->state = step(h, p[i]);
                 if (h->state == FY_HTTP_HEAD_BAD)
                         break;

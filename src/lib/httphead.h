@@ -12,10 +12,20 @@
  * between a field name and its colon with 400; §5.2 lets it reject folding.
  * The scan refuses: a field name that is not a token or not followed by ':'
  * at once, a line that starts with whitespace, a field line without a
- * colon, a bare CR. Leading empty lines before the request line are skipped
- * (§2.2).
+ * colon, a bare CR, a bare LF, a control character other than HTAB in the
+ * request line or a field value. Leading empty lines before the request
+ * line are skipped (§2.2).
  */
 #include <stddef.h>
+
+/*
+ * A head larger than this, or with more header fields, is refused with 431
+ * as soon as the limit is crossed, before libsoup buffers it (libsoup resets
+ * such a connection without an answer). 100 fields and 64 KiB are far above
+ * what Ferry's CLI, agents or a browser send.
+ */
+#define FY_HTTP_HEAD_MAX_BYTES (64 * 1024)
+#define FY_HTTP_HEAD_MAX_FIELDS 100
 
 enum fy_http_head_state {
         FY_HTTP_HEAD_START,             /* before the request line (empty lines skipped) */
@@ -32,6 +42,9 @@ struct fy_http_head {
         enum fy_http_head_state state;
         enum fy_http_head_state after_cr;       /* where an LF after a CR leads */
         const char *bad;                        /* why, once FY_HTTP_HEAD_BAD (a static string) */
+        unsigned status;                        /* once BAD: 400, or 431 (a limit above) */
+        size_t bytes;                           /* of the head so far */
+        unsigned fields;                        /* header field lines so far */
 };
 
 void fy_http_head_reset(struct fy_http_head *h);

@@ -396,7 +396,63 @@ struct fy_http_server {
         GSocket *dummy, *dummy_peer;
         gulong sig_started, sig_finished, sig_aborted;
         guint trim;                     /* a malloc_trim() due once quiet */
+        GHashTable *refusals;           /* reason key (GUINT_TO_POINTER) → struct refusal_log * */
 };
+
+/* Refusals are logged at most once per reason per REFUSAL_LOG_US, with how many were not. */
+#define REFUSAL_LOG_US (10 * G_USEC_PER_SEC)
+
+struct refusal_log {
+        gint64 last;                    /* monotonic µs of the last line logged */
+        unsigned suppressed;            /* refused since, not logged */
+};
+
+/* Reasons that share a status: the connection caps before any request. */
+enum { REFUSED_CAP = 1000, REFUSED_HANDSHAKE };
+
+static char *sock_peer(GSocket *sock)
+{
+        g_autoptr(GSocketAddress) addr = sock ? g_socket_get_remote_address(sock, NULL) : NULL;
+        g_autofree char *ip = NULL;
+
+        if (!addr || !G_IS_INET_SOCKET_ADDRESS(addr))
+                return g_strdup("a client");
+        ip = g_inet_address_to_string(g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(addr)));
+        return g_strdup_printf("%s:%u", ip, g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(addr)));
+}
+
+/*
+ * One log line for a refusal (key: its reason, a status or REFUSED_*), unless
+ * one for that reason went out less than 10 s ago: a hostile client must not
+ * be able to flood the log, nor refusals go unseen.
+ */
+static void log_refusal(struct fy_http_server *s, guint key, GSocket *sock, const char *what, const char *detail)
+{
+        struct refusal_log *r;
+        gint64 now = g_get_monotonic_time();
+        g_autofree char *peer = NULL;
+        g_autofree char *more = NULL;
+        g_autofree char *message = NULL;
+
+        if (!s->log)
+                return;
+        r = g_hash_table_lookup(s->refusals, GUINT_TO_POINTER(key));
+        if (!r) {
+                r = g_new0(struct refusal_log, 1);
+                g_hash_table_insert(s->refusals, GUINT_TO_POINTER(key), r);
+        } else if (now - r->last < REFUSAL_LOG_US) {
+                r->suppressed++;
+                return;
+        }
+        peer = sock_peer(sock);
+        if (r->suppressed)
+                more = g_strdup_printf(" (and %u more for this reason since the last such line, not logged)",
+                                       r->suppressed);
+        message = g_strdup_printf("refused %s: %s: %s%s", peer, what, detail, more ? more : "");
+        s->log(s->log_data, key == REFUSED_CAP ? G_LOG_LEVEL_WARNING : G_LOG_LEVEL_MESSAGE, message);
+        r->last = now;
+        r->suppressed = 0;
+}
 
 static GIOStream *conn_stream(struct conn *c)
 {
@@ -548,7 +604,10 @@ static void conn_refuse_fault(struct conn *c, guint status, const char *detail)
 {
         const char *type;
         g_autofree char *body = fault_body(c->s, status, detail, &type);
+        g_autofree char *what = g_strdup_printf("%u %s", status, soup_status_get_phrase(status));
 
+        /* Refused below the handlers (they log their own): timeouts, unparsable or oversized heads. */
+        log_refusal(c->s, status, c->sock, what, detail);
         conn_refuse(c, status, NULL, type, body);
 }
 
@@ -592,17 +651,11 @@ static gboolean on_write_timer(gpointer data)
 
         c->write_timer = 0;
         if (c->s->log) {
-                g_autofree char *peer = NULL;
+                g_autofree char *peer = sock_peer(c->sock);
                 g_autofree char *message = NULL;
 
-                if (G_IS_INET_SOCKET_ADDRESS(c->remote)) {
-                        GInetSocketAddress *isa = G_INET_SOCKET_ADDRESS(c->remote);
-                        g_autofree char *ip = g_inet_address_to_string(g_inet_socket_address_get_address(isa));
-
-                        peer = g_strdup_printf("%s:%u", ip, g_inet_socket_address_get_port(isa));
-                }
                 message = g_strdup_printf("closed the connection of %s: its client read nothing of its "
-                                          "response for the write timeout (%u s)", peer ? peer : "a client",
+                                          "response for the write timeout (%u s)", peer,
                                           c->s->limits.write_timeout_s);
                 c->s->log(c->s->log_data, G_LOG_LEVEL_INFO, message);
         }
@@ -794,7 +847,7 @@ static gboolean on_bad_head(gpointer data)
         struct conn *c = data;
 
         c->timer = 0;
-        conn_refuse_fault(c, SOUP_STATUS_BAD_REQUEST, c->in->head.bad);
+        conn_refuse_fault(c, c->in->head.status, c->in->head.bad);
         return G_SOURCE_REMOVE;
 }
 
@@ -928,6 +981,11 @@ static void on_handshake(GObject *source, GAsyncResult *res, gpointer data)
                 return;
         }
         if (!ok) {
+                g_autofree char *why = g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED) ?
+                        g_strdup_printf("not done within %u s", c->s->limits.handshake_timeout_s) :
+                        g_strdup(error->message);
+
+                log_refusal(c->s, REFUSED_HANDSHAKE, c->sock, "TLS handshake", why);
                 conn_free(c, false);    /* a failed or timed-out handshake; the client sees the close */
                 return;
         }
@@ -950,7 +1008,15 @@ static void on_accepted(void *data, GSocket *sock)
                 hand_to_soup(c);
                 return;
         }
-        c->tls = g_tls_server_connection_new(c->base, s->cert, &error);
+        /*
+         * No trust database: these endpoints ask for no client certificate (they authenticate by token or
+         * ticket; the agent's mutual-TLS STOMP server is src/agent/server.c). With the default one, the
+         * GnuTLS backend loads the system trust store into every connection's credentials at construction:
+         * 3.7 MiB and ~40 ms of CPU per accepted connection (41 KiB without). Hence NULL from the start,
+         * not set afterwards (that frees the memory but the loading is already paid).
+         */
+        c->tls = g_initable_new(g_tls_backend_get_server_connection_type(g_tls_backend_get_default()), NULL, &error,
+                                "base-io-stream", c->base, "certificate", s->cert, "database", NULL, NULL);
         if (!c->tls) {
                 conn_free(c, false);
                 return;
@@ -970,6 +1036,7 @@ static void on_refused(void *data, GSocket *sock, const char *reason)
         g_autofree char *body = NULL;
         g_autofree char *answer = NULL;
 
+        log_refusal(s, REFUSED_CAP, sock, "503 Service Unavailable", reason);
         if (s->cert)
                 return;         /* nothing can be said before a handshake */
         body = fault_body(s, SOUP_STATUS_SERVICE_UNAVAILABLE, reason, &type);
@@ -1007,6 +1074,7 @@ int fy_http_server_new(SoupServer *soup, GSocketAddress *addr, GTlsCertificate *
         s->log_data = log_data;
         s->conns = g_hash_table_new(g_direct_hash, g_direct_equal);
         s->all = g_hash_table_new(g_direct_hash, g_direct_equal);
+        s->refusals = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
         /*
          * libsoup keeps a connection alive only while the server has a listener
          * (soup-server.c request_finished); ours is not libsoup's, so it gets one
@@ -1074,6 +1142,7 @@ void fy_http_server_free(struct fy_http_server *s)
         g_clear_object(&s->soup);
         g_hash_table_unref(s->conns);
         g_hash_table_unref(s->all);
+        g_hash_table_unref(s->refusals);
         g_free(s);
 }
 

@@ -164,6 +164,20 @@ void fy_rpc_call_gerror(struct fy_rpc_call *call, const GError *error)
         call_complete(call, make_error(call->id, code, error->message));
 }
 
+static void add_count(const char *method, guint64 calls, guint64 errors, void *userdata)
+{
+        if (calls > 0)
+                json_object_set_new(userdata, method, json_integer((json_int_t) calls));
+}
+
+json_t *fy_rpc_call_counts(const struct fy_rpc_call *call)
+{
+        json_t *o = json_object();
+
+        fy_rpc_dispatcher_foreach_stat(call->d, add_count, o);
+        return o;
+}
+
 const char *fy_rpc_call_method(const struct fy_rpc_call *call)
 {
         return call->method;

@@ -59,6 +59,9 @@ void fy_rpc_dispatcher_foreach_stat(struct fy_rpc_dispatcher *d, fy_rpc_stat_fn 
 void fy_rpc_call_return(struct fy_rpc_call *call, json_t *result);
 void fy_rpc_call_error(struct fy_rpc_call *call, int code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 void fy_rpc_call_gerror(struct fy_rpc_call *call, const GError *error);
+/* {method: calls} of every method the call's dispatcher has run so far (this call included), from
+ * the same counters as fy_rpc_dispatcher_foreach_stat. */
+json_t *fy_rpc_call_counts(const struct fy_rpc_call *call);
 const char *fy_rpc_call_method(const struct fy_rpc_call *call);
 /* The request's flow id, NULL if none. */
 const char *fy_rpc_call_flow_id(const struct fy_rpc_call *call);

@@ -23,7 +23,7 @@ struct fy_listener {
         unsigned backoff_ms;
         gint64 paused_since;            /* monotonic µs, 0: not paused */
         unsigned count;
-        GHashTable *per_peer;           /* IP string → count (GUINT_TO_POINTER) */
+        GHashTable *per_peer;           /* fy_peer_key → count (GUINT_TO_POINTER) */
 };
 
 static GQuark peer_quark(void)
@@ -45,13 +45,33 @@ static void log_msg(struct fy_listener *l, GLogLevelFlags level, const char *fmt
         l->ops->log(l->data, level, text);
 }
 
+char *fy_peer_key(GInetAddress *addr)
+{
+        const guint8 *b;
+        guint8 net[16] = { 0 };
+        g_autoptr(GInetAddress) prefix = NULL;
+        g_autofree char *text = NULL;
+
+        if (g_inet_address_get_family(addr) != G_SOCKET_FAMILY_IPV6)
+                return g_inet_address_to_string(addr);
+        b = g_inet_address_to_bytes(addr);
+        /* ::ffff:a.b.c.d is the IPv4 client a.b.c.d on a dual-stack socket. */
+        if (memcmp(b, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0)
+                return g_strdup_printf("%u.%u.%u.%u", b[12], b[13], b[14], b[15]);
+        /* One IPv6 client usually holds a whole /64 and can pick any address in it. */
+        memcpy(net, b, 8);
+        prefix = g_inet_address_new_from_bytes(net, G_SOCKET_FAMILY_IPV6);
+        text = g_inet_address_to_string(prefix);
+        return g_strconcat(text, "/64", NULL);
+}
+
 static char *peer_ip(GSocket *sock)
 {
         g_autoptr(GSocketAddress) addr = g_socket_get_remote_address(sock, NULL);
 
         if (!addr || !G_IS_INET_SOCKET_ADDRESS(addr))
                 return g_strdup("unknown");
-        return g_inet_address_to_string(g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(addr)));
+        return fy_peer_key(g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(addr)));
 }
 
 static unsigned linger_count;

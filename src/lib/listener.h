@@ -20,7 +20,7 @@ struct fy_listener;
 
 struct fy_listener_limits {
         unsigned max_connections;       /* live connections, 0: no cap */
-        unsigned per_address;           /* live connections from one IP address, 0: no cap */
+        unsigned per_address;           /* live connections from one client (fy_peer_key), 0: no cap */
 };
 
 struct fy_listener_ops {
@@ -41,6 +41,12 @@ int fy_listener_new(GSocketAddress *addr, const struct fy_listener_limits *limit
                     const struct fy_listener_ops *ops, void *data, struct fy_listener **ret, GError **error);
 void fy_listener_free(struct fy_listener *l);
 guint16 fy_listener_port(struct fy_listener *l);
+/*
+ * The client a per-address cap counts: an IPv4 address as text; an IPv6
+ * address by its /64 ("2001:db8::/64"), since one client holds a whole /64;
+ * an IPv4-mapped IPv6 address as its IPv4 address. Caller frees.
+ */
+char *fy_peer_key(GInetAddress *addr);
 /* Connections accepted and not yet released. */
 unsigned fy_listener_count(struct fy_listener *l);
 /* The connection sock (as passed to accepted) has closed: frees its slot. */

@@ -1,15 +1,24 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """A real engine with real agents and sanlock daemons, for the engine tests.
 Everything speaks TLS with certificates from `ferry pki`, as an installation
-does: the REST API is HTTPS, the engine talks mutual TLS to the agents."""
+does: the REST API is HTTPS, the engine talks mutual TLS to the agents.
 
+FERRY_TEST_DB=postgresql: every engine keeps its inventory in PostgreSQL
+instead of a SQLite file, in a database of its own on one PostgreSQL 15
+cluster per test process (pytest-xdist worker), started on first use by
+scripts/pg-test-cluster in a temp folder and stopped when the process exits."""
+
+import atexit
+import itertools
 import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import ssl
 import subprocess
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,6 +26,53 @@ import urllib.request
 from ferrytest import BUILD, FERRY, Agent, Pki, Sanlock, tls_client_env, wait_for, write_random_extents
 
 ENGINE_BIN = os.path.join(BUILD, "src", "engine", "ferry-engine")
+PG_CLUSTER = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "pg-test-cluster")
+TEST_DB = os.environ.get("FERRY_TEST_DB", "sqlite")
+if TEST_DB not in ("sqlite", "postgresql"):
+    raise RuntimeError(f"FERRY_TEST_DB={TEST_DB}: give sqlite or postgresql")
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster (unix socket in its own temp folder, so
+    nothing is shared with other tests or workers)."""
+
+    def __init__(self):
+        # Directly under the temp dir: as root the server runs as another user, who must reach the folder.
+        self.dir = tempfile.mkdtemp(prefix="ferry-pg-")
+        self.names = itertools.count(1)
+        # With our pid: the cluster goes when this process goes, even killed (atexit does not run then).
+        self.admin = self._run("start", str(os.getpid())).strip()
+        atexit.register(self.stop)
+
+    def _run(self, *args):
+        r = subprocess.run([PG_CLUSTER, args[0], self.dir, *args[1:]], capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"pg-test-cluster {' '.join(args)}: {r.stderr.strip()}")
+        return r.stdout
+
+    def new_database(self):
+        """The libpq connection string of a new, empty database."""
+        return self._run("createdb", f"engine_{os.getpid()}_{next(self.names)}").strip()
+
+    def restart(self):
+        self._run("restart")
+
+    def stop(self):
+        if self.dir:
+            subprocess.run([PG_CLUSTER, "stop", self.dir], capture_output=True, timeout=60)
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+
+_postgres = None
+
+
+def postgres():
+    """This process's PostgreSQL cluster, started on first use."""
+    global _postgres
+    if _postgres is None:
+        _postgres = PostgresCluster()
+    return _postgres
 
 
 class HttpError(Exception):
@@ -36,7 +92,8 @@ class Engine:
     def __init__(self, workdir, *extra, pki=None, insecure=False, port=0):
         self.workdir = workdir
         self.listen_port = port        # 0: a free one, new at every start
-        self.db = os.path.join(workdir, "engine.db")
+        # The engine's --db: a SQLite file in workdir, or a PostgreSQL database of its own (FERRY_TEST_DB).
+        self.db = postgres().new_database() if TEST_DB == "postgresql" else os.path.join(workdir, "engine.db")
         self.log_path = os.path.join(workdir, "engine.log")
         self.extra = extra
         self.insecure = insecure

@@ -329,6 +329,15 @@ def file_digest(path):
     return h.hexdigest()
 
 
+def blkhash(path, block_size=4 * MiB):
+    """ovirt-imageio's checksum, written out: blake2b-256 over the blake2b-256 of each block."""
+    outer = hashlib.blake2b(digest_size=32)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(block_size), b""):
+            outer.update(hashlib.blake2b(block, digest_size=32).digest())
+    return outer.hexdigest()
+
+
 def write_random_extents(path, extents, seed=1):
     """Writes pseudo-random data at (offset, length) pairs, leaving holes between."""
     import random

@@ -4,26 +4,16 @@ resumable raw copies: a copy_data into a destination an earlier, killed copy
 left unfinished continues from its checkpoint once the prefix's checksums
 agree, and copies everything when they do not."""
 
-import hashlib
 import json
 import os
 import subprocess
 
-from ferrytest import (MiB, RpcError, endpoint, file_digest, new_uuid, wait_for, wait_job,
+from ferrytest import (MiB, RpcError, blkhash, endpoint, file_digest, new_uuid, wait_for, wait_job,
                        write_random_extents)
 
 import pytest
 
 BLOCK = 4 * MiB
-
-
-def blkhash(path, block_size=BLOCK):
-    """ovirt-imageio's checksum, written out: blake2b-256 over the blake2b-256 of each block."""
-    outer = hashlib.blake2b(digest_size=32)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(block_size), b""):
-            outer.update(hashlib.blake2b(block, digest_size=32).digest())
-    return outer.hexdigest()
 
 
 def checksum_job(agent, sd, img, vol, **extra):

@@ -629,6 +629,21 @@ def proc_state(pid):
         return f.read().rsplit(")", 1)[1].split()[0]
 
 
+def copy_of_written_qcow2(ec, name, size, written):
+    """A sparse qcow2 disk of size on the first domain with its first `written` bytes written,
+    copied to the second: (disk, its volume's path, the copy's job id, the new disk's id)."""
+    r = ec.engine.post("/api/disks", {"name": name, "provisioned_size": size, "format": "cow",
+                                      "sparse": True, "storage_domain": {"id": ec.sds[0]["id"]}})
+    assert ec.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
+    disk = ec.engine.get(f"/api/disks/{r['disk']['id']}")
+    src = os.path.join(ec.storage, ec.sds[0]["id"], "images", disk["id"], disk["volumes"][0]["id"])
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a 0 {written}", src], check=True,
+                   stdout=subprocess.DEVNULL)
+    r = ec.engine.post(f"/api/disks/{disk['id']}/copy", {"name": f"{name}-copy",
+                                                          "storage_domain": {"id": ec.sds[1]["id"]}})
+    return disk, src, r["job"]["id"], r["disk"]["id"]
+
+
 def test_stalled_copy_is_flagged_and_retried_elsewhere():
     """A qcow2 copy whose qemu-img is held still (SIGSTOP) is flagged stalled within
     stall_timeout plus one poll, and with stall_action=retry aborted and copied on
@@ -640,16 +655,7 @@ def test_stalled_copy_is_flagged_and_retried_elsewhere():
                        engine_args=[f"--stall-timeout={STALL_TIMEOUT}", "--stall-action=retry"])
     stopped = held = None
     try:
-        r = ec.engine.post("/api/disks", {"name": "stall", "provisioned_size": 2048 * MiB, "format": "cow",
-                                          "sparse": True, "storage_domain": {"id": ec.sds[0]["id"]}})
-        assert ec.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
-        disk = ec.engine.get(f"/api/disks/{r['disk']['id']}")
-        src = os.path.join(ec.storage, ec.sds[0]["id"], "images", disk["id"], disk["volumes"][0]["id"])
-        subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a 0 {1536 * MiB}", src], check=True,
-                       stdout=subprocess.DEVNULL)
-        r = ec.engine.post(f"/api/disks/{disk['id']}/copy", {"name": "stall-copy",
-                                                              "storage_domain": {"id": ec.sds[1]["id"]}})
-        job_id, new_id = r["job"]["id"], r["disk"]["id"]
+        disk, src, job_id, new_id = copy_of_written_qcow2(ec, "stall", 2048 * MiB, 1536 * MiB)
         # Hold the copy's qemu-img still as soon as it runs.
         pid = wait_for(lambda: (qemu_img_converts(new_id) or [None])[0], 60, "the copy's qemu-img", interval=0.005)
         os.kill(pid, signal.SIGSTOP)
@@ -751,3 +757,38 @@ def test_stalled_copy_is_flagged_and_retried_elsewhere():
             shutil.rmtree(d, ignore_errors=True)
     assert all(code == 0 for code in codes.values()), codes
 
+
+
+def test_capped_sparse_copy_is_not_stalled():
+    """qemu-img's -r charges a sparse image's holes against the cap, an L2 table's reach
+    (512 MiB) at a time, and sleeps through each writing nothing: a capped sparse copy shows
+    no bytes and no progress for longer than stall_timeout. The agent reports that wait
+    (phase rate_wait), so the copy is not flagged, not aborted, and finishes (review 13b)."""
+    d = make_workdir()
+    ec = EngineCluster(d, hosts=2, agent_options={"copy_rate_limit": "64M"},
+                       engine_args=[f"--stall-timeout={STALL_TIMEOUT}", "--stall-action=retry"])
+    try:
+        job_id = copy_of_written_qcow2(ec, "holes", 1024 * MiB, 16 * MiB)[2]
+        flagged, etas, last, flat_since, longest_flat = [], [], None, time.monotonic(), 0.0
+        while True:
+            job = ec.engine.get(f"/api/jobs/{job_id}")
+            for s in ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"]:
+                if s["type"] == "copy_data" and s["status"] == "started":
+                    if s.get("status_detail") == "stalled":
+                        flagged.append(s)
+                    etas.append(s["eta_seconds"])
+                    if s["progress"] != last:
+                        last, flat_since = s["progress"], time.monotonic()
+                    longest_flat = max(longest_flat, time.monotonic() - flat_since)
+            if job["status"] != "started":
+                break
+            time.sleep(0.2)
+        assert longest_flat > 2 * STALL_TIMEOUT, longest_flat     # the case is exercised
+        assert not flagged, flagged[0]
+        assert job["status"] == "finished", job
+        # A running copy never estimates 0 s left (null when it cannot tell).
+        assert 0 not in etas, etas
+        assert sample(engine_raw(ec, "GET", "/metrics")[2].decode(), "ferry_engine_stalls_total") == 0
+    finally:
+        ec.stop()
+        shutil.rmtree(d, ignore_errors=True)

@@ -418,7 +418,8 @@ def test_sparsify_gives_back_zeroed_space(ec, tmp_path):
     r = ec.engine.post(f"/api/disks/{d['id']}/sparsify", {})
     job = wait_ok(ec, r["job"]["id"])
     steps = steps_of(ec, r["job"]["id"])
-    assert [s["type"] for s in steps] == ["sparsify_volume"] and steps[0]["execution_host"]["name"] != ec.spm_name()
+    assert [s["type"] for s in steps] == ["verify_chain", "sparsify_volume"], steps
+    assert steps[1]["execution_host"]["name"] != ec.spm_name()
     assert job["progress"] == 100
     after_blocks = os.stat(path).st_blocks * 512
     assert after_blocks <= before_blocks - 20 * MiB, (before_blocks, after_blocks)
@@ -426,6 +427,23 @@ def test_sparsify_gives_back_zeroed_space(ec, tmp_path):
     d = assert_chain_legal(ec, d)
     assert d["volumes"][0]["generation"] == 1
     wait_for(lambda: disk(ec, d["id"])["actual_size"] <= after_blocks + MiB, 30, "actual_size read again")
+
+
+def test_sparsify_of_a_volume_illegal_on_storage_sends_nothing(ec, tmp_path):
+    """The inventory says LEGAL, storage says ILLEGAL (a copy cut short behind the engine's back): the chain check
+    fails, no volume is sparsified, the volume stays ILLEGAL and the disk usable."""
+    d = create_disk(ec, "sparse-ill", 16 * MiB)
+    write_random_extents(vol_path(ec, d), [(0, 2 * MiB)], seed=51)
+    vol = d["volumes"][0]["id"]
+    update_volume(ec, d, vol, legality="ILLEGAL")
+    try:
+        r = ec.engine.post(f"/api/disks/{d['id']}/sparsify", {})
+        assert ec.engine.wait_job(r["job"]["id"], 60)["status"] == "failed"
+        assert [(s["type"], s["status"]) for s in steps_of(ec, r["job"]["id"])] == [("verify_chain", "failed")]
+        assert read_meta(vol_path(ec, d, vol))["LEGALITY"] == "ILLEGAL"
+        assert disk(ec, d["id"])["status"] == "ok"
+    finally:
+        update_volume(ec, d, vol, legality="LEGAL")
 
 
 def fault(ec, method, path, body=None):
@@ -483,3 +501,102 @@ def test_cli_snapshot_delete_restore_and_sparsify(ec, tmp_path):
     assert json.loads(cli_ok(ec, "--json", "vm", "show", "cli-snap-vm"))["snapshots"] == []
     cli_ok(ec, "disk", "sparsify", "cli-snap", "--wait")
     assert_chain_legal(ec, d)
+
+
+def test_removal_again_after_a_finalize_cut_short(ec, tmp_path):
+    d = create_disk(ec, "pfin", 16 * MiB)
+    write_random_extents(vol_path(ec, d), [(0, 4 * MiB)], seed=7)
+    vm = new_vm(ec, "vm-pfin", [d])
+    s1 = snapshot(ec, vm, "s1")
+    snapshot(ec, vm, "s2")
+    d = disk(ec, d["id"])
+    v1, v2 = d["volumes"][1]["id"], d["volumes"][2]["id"]
+    before = guest_digest(ec, d, tmp_path)
+    child = vol_path(ec, d, v2)
+    subprocess.run(["chattr", "+i", child], check=True)   # finalize's qemu-img rebase -u of top's child fails
+    try:
+        job = ec.engine.wait_job(remove_snapshot(ec, vm, s1), 120)
+        assert job["status"] == "failed", job
+        assert [(s["type"], s["status"]) for s in steps_of(ec, job["id"])][-1] == ("finalize_merge", "failed")
+        assert read_meta(vol_path(ec, d, v1))["LEGALITY"] == "ILLEGAL"
+    finally:
+        subprocess.run(["chattr", "-i", child], check=True)
+    job = ec.engine.wait_job(remove_snapshot(ec, vm, s1), 120)
+    assert job["status"] == "finished", steps_of(ec, job["id"])
+    assert guest_digest(ec, disk(ec, d["id"]), tmp_path) == before
+
+
+def test_restore_removes_nothing_on_any_disk_when_one_check_fails(ec, tmp_path):
+    a = create_disk(ec, "pra", 16 * MiB)
+    b = create_disk(ec, "prb", 16 * MiB)
+    vm = new_vm(ec, "vm-pr", [a, b])
+    s1 = snapshot(ec, vm, "s1")
+    s2 = snapshot(ec, vm, "s2")
+    a, b = disk(ec, a["id"]), disk(ec, b["id"])
+    update_volume(ec, a, a["volumes"][0]["id"], legality="ILLEGAL")   # disk a's verify_chain fails
+    r = ec.engine.post(f"/api/vms/{vm['id']}/snapshots/{s1}/restore", {})
+    assert ec.engine.wait_job(r["job"]["id"], 120)["status"] == "failed"
+    update_volume(ec, a, a["volumes"][0]["id"], legality="LEGAL")
+    assert [v["id"] for v in disk(ec, b["id"])["volumes"]] == [v["id"] for v in b["volumes"]]
+    try:
+        ec.engine.request("DELETE", f"/api/vms/{vm['id']}/snapshots/{s2}")
+    except HttpError as e:
+        pytest.fail(f"snapshot s2 cannot be removed: {e.status} {e.body}")
+
+
+def snapshot_status(ec, vm, sid):
+    return ec.engine.get(f"/api/vms/{vm['id']}/snapshots/{sid}")["snapshot_status"]
+
+
+def test_removal_refused_before_any_change_leaves_the_snapshot_ok(ec, tmp_path):
+    """prepare refuses an ILLEGAL top (252): nothing changed on storage, so the snapshot stays "ok" (not broken) and
+    the VM's snapshots can still be restored; the removal goes through once top is LEGAL again."""
+    d = create_disk(ec, "pok", 16 * MiB)
+    write_random_extents(vol_path(ec, d), [(0, 2 * MiB)], seed=17)
+    vm = new_vm(ec, "vm-pok", [d])
+    s1 = snapshot(ec, vm, "s1")
+    d = disk(ec, d["id"])
+    top = d["volumes"][1]["id"]
+    before = guest_digest(ec, d, tmp_path)
+    update_volume(ec, d, top, legality="ILLEGAL")
+    try:
+        job = ec.engine.wait_job(remove_snapshot(ec, vm, s1), 120)
+        assert job["status"] == "failed", job
+        assert [(s["type"], s["status"]) for s in steps_of(ec, job["id"])] == [("prepare_merge", "failed")]
+        assert snapshot_status(ec, vm, s1) == "ok"
+        assert read_meta(vol_path(ec, d, d["volumes"][0]["id"]))["LEGALITY"] == "LEGAL"
+    finally:
+        update_volume(ec, d, top, legality="LEGAL")
+    wait_ok(ec, remove_snapshot(ec, vm, s1))
+    assert snapshots(ec, vm) == {}
+    assert guest_digest(ec, disk(ec, d["id"]), tmp_path) == before
+
+
+def test_older_snapshot_restores_past_a_broken_one(ec, tmp_path):
+    """A broken snapshot blocks the restore of itself and of newer snapshots, not of an older one: that restore
+    discards the half-finalized volumes (after verify_chain read the kept chain LEGAL) and the broken snapshot."""
+    d = create_disk(ec, "pold", 16 * MiB)
+    write_random_extents(vol_path(ec, d), [(0, 2 * MiB)], seed=23)
+    vm = new_vm(ec, "vm-pold", [d])
+    s0 = snapshot(ec, vm, "s0")
+    d = disk(ec, d["id"])
+    at_s0 = guest_digest(ec, d, tmp_path)
+    qemu_io_write(vol_path(ec, d), "qcow2", "0x5a", 0, MiB)
+    s1 = snapshot(ec, vm, "s1")
+    s2 = snapshot(ec, vm, "s2")
+    d = disk(ec, d["id"])
+    child = vol_path(ec, d, d["volumes"][3]["id"])
+    subprocess.run(["chattr", "+i", child], check=True)   # s1's finalize cannot re-point top's child
+    try:
+        assert ec.engine.wait_job(remove_snapshot(ec, vm, s1), 120)["status"] == "failed"
+    finally:
+        subprocess.run(["chattr", "-i", child], check=True)
+    assert snapshot_status(ec, vm, s1) == "broken"
+    with pytest.raises(HttpError) as e:
+        ec.engine.request("POST", f"/api/vms/{vm['id']}/snapshots/{s2}/restore", {})
+    assert e.value.status == 409 and s1 in e.value.body["fault"]["detail"], e.value.body
+    r = ec.engine.post(f"/api/vms/{vm['id']}/snapshots/{s0}/restore", {})
+    wait_ok(ec, r["job"]["id"])
+    assert list(snapshots(ec, vm)) == [s0]
+    d = assert_chain_legal(ec, d)
+    assert len(d["volumes"]) == 2 and guest_digest(ec, d, tmp_path) == at_s0

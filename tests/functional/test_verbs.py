@@ -72,6 +72,9 @@ def remove_snapshot(cluster, img, top, base):
     job = spm_step(cluster, "StoragePool.finalizeMerge", subchain(cluster, img, top, base, gen + 1))
     assert job["status"] == "done", job
     assert cluster.volume_info(cluster.sd1, img, top)["legality"] == "ILLEGAL"
+    # Re-runnable: a finalize whose answer was lost is sent again and finds nothing left to do.
+    job = spm_step(cluster, "StoragePool.finalizeMerge", subchain(cluster, img, top, base, gen + 1))
+    assert job["status"] == "done", job
     delete_volume(cluster, img, top)
 
 
@@ -307,31 +310,50 @@ def test_sparsify_failure_leaves_volume_legal(cluster, img):
     assert cluster.volume_info(cluster.sd1, img, vol)["generation"] == gen + 1
 
 
+def test_sparsify_and_amend_refuse_an_illegal_volume(cluster, img):
+    """An ILLEGAL volume (a copy or merge into it cut short) is refused by sparsify and amend with 227 and nothing
+    changed: neither may end by marking it LEGAL over data that may be incomplete."""
+    base, top = make_chain(cluster, img, 2, size=16 * MiB)
+    gen = cluster.volume_info(cluster.sd1, img, top)["generation"]
+    with cluster.a.client() as c:
+        job_id = new_uuid()
+        c.call("SDM.update_volume", {"job_id": job_id, "vol_info": {"sd_id": cluster.sd1, "img_id": img, "vol_id": top},
+                                     "vol_attr": {"legality": "ILLEGAL"}})
+        assert wait_job(c, job_id)["status"] == "done"
+    vol_info = {"sd_id": cluster.sd1, "img_id": img, "vol_id": top, "generation": gen}
+    for job in (run_sparsify(cluster.b, vol_info), run_amend(cluster.b, vol_info)):
+        assert job["status"] == "failed" and job["error"]["code"] == 227 and "ILLEGAL" in job["error"]["message"], job
+    info = cluster.volume_info(cluster.sd1, img, top)
+    assert info["legality"] == "ILLEGAL" and info["generation"] == gen and info["lease"]["owners"] == [], info
+
+
 def test_stale_metadata_temp_files_removed_when_pool_connected(cluster, img):
     """An agent killed between a .meta temp write and its rename leaves <vol>.meta.tmp.<random>; the next
-    agent to connect the pool removes those older than its start (logged), and nothing else."""
+    agent to connect the pool removes those older than its start and 10 minutes (logged), and nothing else."""
     vol = new_uuid()
     cluster.create_volume(cluster.sd1, img, vol, 8 * MiB)
     meta = cluster.path(cluster.sd1, img, vol) + ".meta"
     stale, newer, other = meta + ".tmp.0123456789abcdef", meta + ".tmp.fedcba9876543210", meta + ".tmp.notatemp"
-    for p in (stale, newer, other):
+    skewed = meta + ".tmp.00112233445566ff"
+    for p in (stale, newer, other, skewed):
         with open(p, "w") as f:
             f.write("half a metadata write")
     now = time.time()
-    os.utime(stale, (now - 60, now - 60))
-    os.utime(other, (now - 60, now - 60))
+    os.utime(stale, (now - 700, now - 700))
+    os.utime(other, (now - 700, now - 700))
     os.utime(newer, (now + 3600, now + 3600))       # changed after the agent starts: a write in progress elsewhere
+    os.utime(skewed, (now - 120, now - 120))        # older than the start, but by a clock 2 min behind: in progress
     try:
         cluster.b.stop()
         cluster.b.start()
         cluster.connect(cluster.b)
         assert not os.path.exists(stale)
-        assert os.path.exists(newer) and os.path.exists(other)
+        assert os.path.exists(newer) and os.path.exists(other) and os.path.exists(skewed)
         with open(cluster.b.log_path, errors="replace") as f:
             assert f"removed stale metadata temp file {stale}" in f.read()
         assert cluster.volume_info(cluster.sd1, img, vol)["legality"] == "LEGAL"
     finally:
-        for p in (stale, newer, other):
+        for p in (stale, newer, other, skewed):
             if os.path.exists(p):
                 os.unlink(p)
 

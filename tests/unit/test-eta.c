@@ -104,6 +104,38 @@ static void test_unknown(void)
         engine_eta_free(t);
 }
 
+/* Review 13b: a step retried as a new host job (sent again from 0) gets a fresh series. */
+static void test_retry(void)
+{
+        struct engine_eta *t = engine_eta_new();
+
+        engine_eta_observe(t, "step:x", S(0), 0, 100);         /* first send: percent */
+        for (int i = 1; i <= 60; i++)                           /* 10 MiB/s, 60 % */
+                engine_eta_observe(t, "step:x", S(i), i * 10 * MiB, 1000 * MiB);
+        g_assert_cmpint(engine_eta_seconds(t, "step:x", S(60)), ==, 40);
+        engine_eta_observe(t, "step:x", S(61), 0, 100);        /* retry: sent again at 0 */
+        g_assert_cmpint(engine_eta_seconds(t, "step:x", S(61)), ==, -1);     /* not 0 */
+        for (int i = 1; i <= 40; i++)                           /* the new job, 10 MiB/s from 0 */
+                engine_eta_observe(t, "step:x", S(61 + i), i * 10 * MiB, 1000 * MiB);
+        g_assert_cmpint(engine_eta_seconds(t, "step:x", S(81)), ==, 80);
+        g_assert_cmpint(engine_eta_seconds(t, "step:x", S(101)), ==, 60);
+        engine_eta_free(t);
+}
+
+/* A running sparse copy whose percent (allocated data only) says 100: unknown, never 0. */
+static void test_nothing_left_of_a_running_job(void)
+{
+        struct engine_eta *t = engine_eta_new();
+
+        for (int i = 0; i <= 10; i++)
+                engine_eta_observe(t, "step:s", S(i), MIN(i, 4) * 4 * MiB, MIN(i, 4) * 4 * MiB);
+        g_assert_cmpint(engine_eta_seconds(t, "step:s", S(10)), ==, -1);
+        for (int i = 11; i <= 20; i++)
+                engine_eta_observe(t, "step:s", S(i), 16 * MiB, 16 * MiB);
+        g_assert_cmpint(engine_eta_seconds(t, "step:s", S(20)), ==, -1);
+        engine_eta_free(t);
+}
+
 static void test_bounded(void)
 {
         struct engine_eta *t = engine_eta_new();
@@ -131,5 +163,7 @@ int main(int argc, char **argv)
         g_test_add_func("/eta/big-bursty-copy", test_big_bursty_copy);
         g_test_add_func("/eta/unknown", test_unknown);
         g_test_add_func("/eta/bounded", test_bounded);
+        g_test_add_func("/eta/retry", test_retry);
+        g_test_add_func("/eta/nothing-left-of-a-running-job", test_nothing_left_of_a_running_job);
         return g_test_run();
 }

@@ -13,6 +13,7 @@
 #include <gio/gio.h>
 
 #include "httpserve.h"
+#include "listener.h"
 
 struct client {
         guint16 port;
@@ -123,9 +124,32 @@ static void test_body_sent_at_once_is_served(void)
         g_assert_true(g_str_has_prefix(cl.answer, "HTTP/1.1 200 "));
 }
 
+static void check_key(const char *ip, const char *want)
+{
+        g_autoptr(GInetAddress) addr = g_inet_address_new_from_string(ip);
+        g_autofree char *key = NULL;
+
+        g_assert_nonnull(addr);
+        key = fy_peer_key(addr);
+        g_assert_cmpstr(key, ==, want);
+}
+
+/* The per-address cap counts an IPv6 client by its /64, an IPv4-mapped one by its IPv4 address. */
+static void test_peer_key(void)
+{
+        check_key("192.0.2.7", "192.0.2.7");
+        check_key("::ffff:192.0.2.7", "192.0.2.7");
+        check_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64");
+        check_key("2001:db8:1:2::1", "2001:db8:1:2::/64");
+        check_key("2001:db8:1:3::1", "2001:db8:1:3::/64");
+        check_key("::1", "::/64");
+        check_key("fe80::1", "fe80::/64");
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
+        g_test_add_func("/listener/peer-key", test_peer_key);
         g_test_add_func("/httpserve/min-rate/trickle", test_trickled_body_is_cut);
         g_test_add_func("/httpserve/min-rate/at-once", test_body_sent_at_once_is_served);
         return g_test_run();

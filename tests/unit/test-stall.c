@@ -2,6 +2,7 @@
 /* Stall judgement (stall.c): bytes decide, not qemu-img's 1 % steps; phases; the flag while aborting. */
 #include <glib.h>
 
+#include "clock.h"
 #include "stall.h"
 
 #define TIMEOUT 3
@@ -81,6 +82,38 @@ static void test_aborting(void)
         g_assert_false(engine_stall_abort_overdue(&back, 1000, TIMEOUT));
 }
 
+/* Judged on the monotonic clock; stored on the wall clock, through which a step does not leak. */
+static void test_wall_clock_step(void)
+{
+        struct engine_stall s = { 0 }, back;
+        gint64 t0 = engine_mono_now(), still = 0;
+        json_t *saved, *saved2;
+
+        g_assert_cmpint(engine_stall_feed(&s, "copying", 100, 1, t0 - 2, 3, NULL), ==, ENGINE_STALL_MOVING);
+        /* The wall clock jumps an hour ahead (and back): the stored moved_at follows the wall
+         * clock, and read back it is the same monotonic time, so the quiet time stays 2 s. */
+        saved = engine_stall_to_json(&s);
+        engine_clock_step_for_test(3600);
+        saved2 = engine_stall_to_json(&s);
+        g_assert_cmpint(json_integer_value(json_object_get(saved2, "moved_at")) -
+                        json_integer_value(json_object_get(saved, "moved_at")), >=, 3599);
+        engine_stall_from_json(saved2, &back);
+        g_assert_cmpint(back.moved_at, >=, t0 - 3);
+        g_assert_cmpint(back.moved_at, <=, t0 - 1);
+        g_assert_cmpint(engine_stall_json_moved_at(saved2), ==, back.moved_at);
+        g_assert_cmpint(engine_stall_feed(&back, "copying", 100, 1, engine_mono_now(), 3, &still), ==, ENGINE_STALL_STILL);
+        g_assert_cmpint(still, <=, 3);
+        engine_clock_step_for_test(-3600);
+        /* Not aborting stays 0 through the conversion. */
+        json_decref(saved);
+        saved = engine_stall_to_json(&back);
+        g_assert_cmpint(json_integer_value(json_object_get(saved, "abort_at")), ==, 0);
+        engine_stall_from_json(saved, &back);
+        g_assert_cmpint(back.abort_at, ==, 0);
+        json_decref(saved);
+        json_decref(saved2);
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -88,5 +121,6 @@ int main(int argc, char **argv)
         g_test_add_func("/stall/still-then-moves", test_still_then_moves);
         g_test_add_func("/stall/phases", test_phases);
         g_test_add_func("/stall/aborting", test_aborting);
+        g_test_add_func("/stall/wall-clock-step", test_wall_clock_step);
         return g_test_run();
 }

@@ -3,15 +3,17 @@
  * Snapshot removal (a cold merge per disk), snapshot restore and disk
  * sparsify (DESIGN §7–§8). The actions (vm_actions.c, actions.c) lock the
  * VM and its disks and start the top-level command; the leaves, but the
- * read-only verify_chain, are the coordinator's (commands.c), so a lost
- * merging or sparsifying host is handled as a lost copy is: decided from
- * the volume, fenced, retried on another host.
+ * read-only verify_chain, are the ones of flows/job.c (a job on a host), so
+ * a lost merging or sparsifying host is handled as a lost copy is: decided
+ * from the volume, fenced, retried on another host.
  *
  * remove_snapshot                      (job; VM, its disks locked; the snapshot "removing")
  *   main ──► merge_disk_snapshot per disk, all at once (MAX_PARALLEL_DISKS)
- *   end  ──► the snapshot row deleted when every disk merged, else it is
- *            "broken" (no restore of the VM) with the disks left, {disk,
- *            volume} or, finalized but top not deleted, {disk, volume, delete}
+ *   end  ──► the snapshot row deleted when every disk merged; "ok" again when
+ *            every disk stopped before storage changed (prepare refused);
+ *            else "broken" (no restore of it or a newer one) with the disks
+ *            left, {disk, volume}, {disk, volume, finalize} (merged, not
+ *            finalized) or {disk, volume, delete} (finalized, top not deleted)
  *
  * merge_disk_snapshot {vm, disk, sd, img, top, base, bytes, finalized?}: children one after another
  *
@@ -31,16 +33,20 @@
  *                          → merge again on another host with G+3 → G+4
  *
  * restore_snapshot                      (job; VM and its disks locked)
- *   main ──► restore_disk_snapshot per disk, all at once
- *   end  ──► inventory: the discarded volumes gone, the new leaf on the
- *            snapshot's volume; the snapshots newer than this one deleted
+ *   checks ──► verify_chain per disk, all at once (base and below LEGAL at their
+ *              recorded generations, read through the SPM); one fails → the job
+ *              fails with nothing changed on any disk (a barrier: no disk
+ *              removes anything before every disk's chain is checked)
+ *   main   ──► restore_disk_snapshot per disk, all at once
+ *   end    ──► inventory: the discarded volumes gone, the new leaf on the
+ *              snapshot's volume; the snapshots newer than this one deleted
  *
  * restore_disk_snapshot {disk, sd, img, base, vol, capacity, discard[]}:
- *   verify_chain (base and below LEGAL at their recorded generations, read through the SPM)
- *   ──► remove_volume discard[0] (the leaf) ──► … discard[n-1] ──► create_volume_container
+ *   remove_volume discard[0] (the leaf) ──► … discard[n-1] ──► create_volume_container
  *   vol (qcow2, parent base), all on the SPM: a linear chain at every step
  *
  * sparsify_disk {disk, sd, img, volumes[]} (job; the disk locked)
+ *   checks ──► verify_chain of the whole chain (LEGAL at the recorded generations)
  *   main ──► sparsify_volume per SPARSE volume of the chain, all at once
  *   end  ──► unlock, actual size read again
  */
@@ -60,6 +66,7 @@
 
 #define MAX_PARALLEL_DISKS 8
 #define MERGE_STEPS 4
+#define STEP_FINALIZE 2                /* StoragePool.finalizeMerge on the SPM */
 #define STEP_DELETE 3                  /* the last merge step: Volume.delete of top */
 #define DELETE_TRIES 3
 
@@ -161,6 +168,18 @@ static char *make_delete_step(struct engine *e, json_t *cmd, json_t *p, size_t i
 }
 
 /*
+ * A disk whose merge committed (base LEGAL at G+1) but whose finalize did not
+ * go through (p.finalize_only): finalize and delete are left. Prepare would
+ * refuse a top that finalize already marked ILLEGAL, and is not needed: the
+ * finalize verb checks base LEGAL at the generation the merge left, under
+ * the leases, before it writes anything, and runs again from any point.
+ */
+static char *make_finalize_step(struct engine *e, json_t *cmd, json_t *p, size_t i)
+{
+        return make_merge_step(e, cmd, p, STEP_FINALIZE + i);
+}
+
+/*
  * Once finalize succeeded, top is out of the chain on storage: the inventory
  * follows at once (in this round's transaction), so a delete of top that
  * fails leaves an inventory that is true and a removal that can be run again
@@ -173,9 +192,11 @@ static void merge_disk_advance(struct engine *e, json_t *cmd)
         g_autoptr(json_t) data = jparse(cmd, "data");
         g_autofree char *error = NULL;
         bool finalized = json_is_true(json_object_get(p, "finalized"));
-        engine_child_factory make = finalized ? make_delete_step : make_merge_step;
-        size_t count = finalized ? 1 : MERGE_STEPS;
-        size_t delete_index = finalized ? 0 : STEP_DELETE;
+        bool finalize_only = json_is_true(json_object_get(p, "finalize_only"));
+        engine_child_factory make = finalized ? make_delete_step : finalize_only ? make_finalize_step : make_merge_step;
+        size_t first = finalized ? STEP_DELETE : finalize_only ? STEP_FINALIZE : 0;
+        size_t count = MERGE_STEPS - first;
+        size_t delete_index = STEP_DELETE - first;
         enum engine_children st = engine_run_children(e, cmd, data, count, make, &error);
 
         if ((size_t) ji(data, "index") >= delete_index && !json_is_true(json_object_get(data, "applied"))) {
@@ -260,7 +281,7 @@ static void verify_answer(struct engine *e, json_t *cmd, json_t *result, const G
 static void on_volume_info(json_t *result, const GError *error, void *userdata)
 {
         struct verify_call *c = userdata;
-        g_autoptr(json_t) cmd = engine_store_command_get(c->e->db, c->cmd_id, NULL);
+        g_autoptr(json_t) cmd = engine_store_cmd_get(c->e->db, c->cmd_id, NULL);
 
         g_hash_table_remove(verifying, c->cmd_id);
         if (cmd && g_strcmp0(js(cmd, "state"), "active") == 0)
@@ -319,9 +340,9 @@ static json_t *chain_to(struct engine *e, json_t *p)
 }
 
 /*
- * Step 0 reads the chain the restore keeps (verify_chain): every volume
- * LEGAL at its recorded generation, or nothing is removed. Then the
- * discarded volumes, then the new leaf.
+ * The restore_snapshot flow has checked every disk's chain (verify_chain)
+ * before any disk's composite starts: the discarded volumes, then the new
+ * leaf.
  */
 static char *make_restore_step(struct engine *e, json_t *cmd, json_t *p, size_t i)
 {
@@ -330,13 +351,6 @@ static char *make_restore_step(struct engine *e, json_t *cmd, json_t *p, size_t 
         g_autoptr(json_t) cp = NULL;
         g_autofree char *desc = NULL;
 
-        if (i == 0) {
-                cp = json_pack("{s:s, s:s, s:o}", "sd", js(p, "sd"), "img", js(p, "img"), "volumes", chain_to(e, p));
-                desc = g_strdup_printf("Checking on storage the chain up to snapshot volume %s (disk %s)", js(p, "base"),
-                                       js(p, "img"));
-                return make_step_leaf(e, cmd, ENGINE_KIND_VERIFY_CHAIN, cp, desc, w);
-        }
-        i--;
         if (i < json_array_size(discard)) {
                 const char *vol = json_string_value(json_array_get(discard, i));
 
@@ -356,7 +370,20 @@ static void restore_disk_advance(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
 
-        run_sequence(e, cmd, json_array_size(json_object_get(p, "discard")) + 2, make_restore_step);
+        run_sequence(e, cmd, json_array_size(json_object_get(p, "discard")) + 1, make_restore_step);
+}
+
+/* Disk i's chain check, a child of the restore_snapshot flow itself (its weight: one step of the disk's share). */
+static char *make_restore_check(struct engine *e, json_t *cmd, json_t *p, size_t i)
+{
+        json_t *d = flow_disk(p, i);
+        double w = disk_share(p) / (double) (json_array_size(json_object_get(d, "discard")) + 2);
+        g_autoptr(json_t) cp = json_pack("{s:s, s:s, s:o}", "sd", js(d, "sd"), "img", js(d, "img"), "volumes",
+                                         chain_to(e, d));
+        g_autofree char *desc = g_strdup_printf("Checking on storage the chain up to snapshot volume %s (disk %s)",
+                                                js(d, "base"), js(d, "img"));
+
+        return make_step_leaf(e, cmd, ENGINE_KIND_VERIFY_CHAIN, cp, desc, w);
 }
 
 /* ---- the top-level flows ---- */
@@ -404,19 +431,51 @@ static bool disks_running(struct engine *e, json_t *cmd, json_t *p, json_t *data
         return true;
 }
 
+/* The data of child i of a flow (engine_run_children*), or NULL when it was never started. */
+static json_t *child_data(struct engine *e, json_t *data, size_t i)
+{
+        g_autofree char *k = g_strdup_printf("%zu", i);
+        const char *id = json_string_value(json_object_get(json_object_get(data, "children"), k));
+        g_autoptr(json_t) child = id ? engine_store_cmd_get(e->db, id, NULL) : NULL;
+
+        return child ? jparse(child, "data") : NULL;
+}
+
 /*
  * What a removal again has to do for a disk whose merge did not succeed: the
- * whole merge, or, when finalize went through (top no longer in the
- * inventory's chain), only deleting top.
+ * whole merge; when finalize went through (top no longer in the inventory's
+ * chain), only deleting top; when the merge committed (its step succeeded,
+ * so the inventory holds the generation it left) but finalize did not, only
+ * finalize and delete (a finalize cut short may have marked top ILLEGAL,
+ * which prepare would refuse for good).
  */
-static json_t *disk_left(struct engine *e, json_t *d)
+static json_t *disk_left(struct engine *e, json_t *data, size_t i, json_t *d)
 {
         g_autoptr(json_t) top = volume_find(e, js(d, "disk"), js(d, "sd"), js(d, "top"));
+        g_autoptr(json_t) cdata = child_data(e, data, i);
         json_t *ent = json_pack("{s:s, s:s}", "disk", js(d, "disk"), "volume", js(d, "base"));
+        bool finalize_only = json_is_true(json_object_get(d, "finalize_only"));
 
         if (!top)
                 json_object_set_new(ent, "delete", json_string(js(d, "top")));
+        else if (finalize_only || (cdata && !json_is_true(json_object_get(d, "finalized")) &&
+                                   ji(cdata, "index") >= STEP_FINALIZE))
+                json_object_set_new(ent, "finalize", json_string(js(d, "top")));
         return ent;
+}
+
+/*
+ * Whether disk i's merge may have changed storage: prepare succeeded (base
+ * marked ILLEGAL), or an earlier removal already did (finalize or delete
+ * left). A merge refused at prepare changed nothing.
+ */
+static bool disk_changed(struct engine *e, json_t *data, size_t i, json_t *d)
+{
+        g_autoptr(json_t) cdata = child_data(e, data, i);
+
+        if (json_is_true(json_object_get(d, "finalized")) || json_is_true(json_object_get(d, "finalize_only")))
+                return true;
+        return cdata && ji(cdata, "index") > 0;
 }
 
 static void remove_snapshot_flow(struct engine *e, json_t *cmd)
@@ -427,6 +486,7 @@ static void remove_snapshot_flow(struct engine *e, json_t *cmd)
         g_autofree char *error = NULL;
         size_t n = json_array_size(json_object_get(p, "disks"));
         unsigned merged = 0;
+        bool changed = false;
 
         if (disks_running(e, cmd, p, data, make_disk_composite, n, &error))
                 return;
@@ -435,13 +495,14 @@ static void remove_snapshot_flow(struct engine *e, json_t *cmd)
                 json_t *d = flow_disk(p, i);
 
                 if (g_strcmp0(state, "succeeded") != 0) {
-                        json_array_append_new(left, disk_left(e, d));
+                        json_array_append_new(left, disk_left(e, data, i, d));
+                        changed = changed || disk_changed(e, data, i, d);
                         continue;
                 }
                 /* Applied when finalize succeeded (merge_disk_advance); idempotent. */
                 if (engine_store_merge_apply(e->db, js(p, "vm"), js(d, "disk"), js(d, "sd"), js(d, "top"), js(d, "base"),
                                              NULL) < 0)
-                        return;        /* the transaction rolls back; the next round tries again */
+                        return;        /* all or nothing (a savepoint); the next round tries again */
                 merged++;
         }
         if (merged == n) {
@@ -452,10 +513,20 @@ static void remove_snapshot_flow(struct engine *e, json_t *cmd)
                              js(p, "snapshot"), js(p, "vm"), n);
                 return;
         }
+        if (merged == 0 && !changed && !json_is_true(json_object_get(p, "was_broken"))) {
+                /* Every disk stopped before storage changed (prepare refused): the snapshot is as it was. */
+                if (engine_store_snapshot_set(e->db, js(p, "snapshot"), "ok", NULL, NULL, NULL) < 0)
+                        return;
+                flow_end(e, cmd, js(p, "vm"), false, error);
+                engine_event(e, "warning", js(cmd, "id"), "snapshot %s of VM %s was not removed and nothing was changed "
+                             "(%s)", js(p, "snapshot"), js(p, "vm"), error ? error : "unknown error");
+                return;
+        }
         /*
          * What merged stays merged; the snapshot keeps the disks left. A base
          * may be ILLEGAL or half-merged on storage: the snapshot is "broken",
-         * which no restore accepts; the only way on is to remove it again.
+         * which no restore of it or of a newer snapshot accepts; the only
+         * way on is to remove it again (or to restore an older snapshot).
          */
         if (engine_store_snapshot_set(e->db, js(p, "snapshot"), "broken", NULL, left, NULL) < 0)
                 return;
@@ -466,15 +537,39 @@ static void remove_snapshot_flow(struct engine *e, json_t *cmd)
                      error ? error : "unknown error");
 }
 
-/* Whether disk i's restore got past its chain check (verify_chain): only then may it have removed volumes. */
+/*
+ * Whether disk i's restore started a removal: only then may its chain differ
+ * from the inventory's. A disk whose composite never started (more disks
+ * than MAX_PARALLEL_DISKS, another failed) or never made a child did not.
+ */
 static bool restore_acted(struct engine *e, json_t *data, size_t i)
 {
-        g_autofree char *k = g_strdup_printf("%zu", i);
-        const char *id = json_string_value(json_object_get(json_object_get(data, "children"), k));
-        g_autoptr(json_t) child = id ? engine_store_command_get(e->db, id, NULL) : NULL;
-        g_autoptr(json_t) cdata = child ? jparse(child, "data") : NULL;
+        g_autoptr(json_t) cdata = child_data(e, data, i);
 
-        return !cdata || ji(cdata, "index") > 0;
+        return cdata && (ji(cdata, "index") > 0 || json_object_get(cdata, "child"));
+}
+
+/*
+ * The checks a flow runs before it acts (data.checks), every one ended
+ * before anything else starts: ACTIVE (recorded), FAILED, or SUCCEEDED
+ * (data.checked set, so they are not run again).
+ */
+static enum engine_children checks_run(struct engine *e, json_t *cmd, json_t *data, size_t n, engine_child_factory make,
+                                       char **ret_error)
+{
+        json_t *checks = json_object_get(data, "checks");
+        enum engine_children st;
+
+        if (json_is_true(json_object_get(data, "checked")))
+                return ENGINE_CHILDREN_SUCCEEDED;
+        if (!json_is_object(checks))
+                json_object_set_new(data, "checks", checks = json_object());
+        st = engine_run_children_parallel(e, cmd, checks, n, MAX_PARALLEL_DISKS, make, ret_error);
+        if (st == ENGINE_CHILDREN_ACTIVE)
+                engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_MAIN, data);
+        else if (st == ENGINE_CHILDREN_SUCCEEDED)
+                json_object_set_new(data, "checked", json_true());
+        return st;
 }
 
 static void restore_snapshot_flow(struct engine *e, json_t *cmd)
@@ -483,10 +578,27 @@ static void restore_snapshot_flow(struct engine *e, json_t *cmd)
         g_autoptr(json_t) data = jparse(cmd, "data");
         g_autofree char *error = NULL;
         size_t n = json_array_size(json_object_get(p, "disks"));
+        enum engine_children st;
         size_t i;
         json_t *s;
         unsigned done = 0;
 
+        /*
+         * Every disk's chain is checked before any disk removes anything: a
+         * check that fails on one disk leaves every disk as it was (the
+         * checks' bookkeeping under data.checks, the disks' under data).
+         */
+        st = checks_run(e, cmd, data, n, make_restore_check, &error);
+        if (st == ENGINE_CHILDREN_ACTIVE)
+                return;
+        if (st == ENGINE_CHILDREN_FAILED) {
+                if (engine_store_snapshot_set(e->db, js(p, "snapshot"), "ok", NULL, NULL, NULL) < 0)
+                        return;
+                flow_end(e, cmd, js(p, "vm"), false, error);
+                engine_event(e, "warning", js(cmd, "id"), "restoring VM %s to snapshot %s: nothing was changed (%s)",
+                             js(p, "vm"), js(p, "snapshot"), error ? error : "unknown error");
+                return;
+        }
         if (disks_running(e, cmd, p, data, make_disk_composite, n, &error))
                 return;
         for (i = 0; i < n; i++) {
@@ -529,14 +641,33 @@ static void restore_snapshot_flow(struct engine *e, json_t *cmd)
                      error ? error : "unknown error");
 }
 
+/* The disk's whole chain, LEGAL on storage at the generations the inventory records, before any sparsify. */
+static char *make_sparsify_check(struct engine *e, json_t *cmd, json_t *p, size_t i)
+{
+        g_autoptr(json_t) vols = engine_store_volume_list(e->db, js(p, "disk"), js(p, "sd"), NULL);
+        g_autoptr(json_t) cp = json_pack("{s:s, s:s, s:[]}", "sd", js(p, "sd"), "img", js(p, "disk"), "volumes");
+        g_autofree char *desc = g_strdup_printf("Checking on storage the chain of disk %s", js(p, "disk"));
+        size_t k;
+        json_t *v;
+
+        json_array_foreach(vols, k, v)
+                json_array_append_new(json_object_get(cp, "volumes"),
+                                      json_pack("{s:s, s:I}", "id", js(v, "id"), "generation", ji(v, "generation")));
+        return make_step_leaf(e, cmd, ENGINE_KIND_VERIFY_CHAIN, cp, desc, 0);
+}
+
 static void sparsify_flow(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
         g_autoptr(json_t) data = jparse(cmd, "data");
         g_autofree char *error = NULL;
         size_t n = json_array_size(json_object_get(p, "volumes"));
-        enum engine_children st = engine_run_children_parallel(e, cmd, data, n, n, make_sparsify, &error);
+        enum engine_children st;
 
+        /* An ILLEGAL volume's data may be incomplete: the agent refuses it too (227); nothing is sent then. */
+        st = checks_run(e, cmd, data, 1, make_sparsify_check, &error);
+        if (st == ENGINE_CHILDREN_SUCCEEDED)
+                st = engine_run_children_parallel(e, cmd, data, n, n, make_sparsify, &error);
         if (st == ENGINE_CHILDREN_ACTIVE) {
                 engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_MAIN, data);
                 return;

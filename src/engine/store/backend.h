@@ -7,12 +7,12 @@
  * (store/<object>.c) write portable SQL with '?' placeholders and run it
  * through these operations; a backend owns its connection, its dialect
  * details and its schema migrations (append-only: an existing database
- * upgrades in place). SQLite (sqlite.c) is the first; a PostgreSQL backend
- * implements the same table.
+ * upgrades in place). SQLite (sqlite.c) is the embedded default; PostgreSQL
+ * (postgresql.c) implements the same table.
  *
  * Bind types, one letter per '?':
  *   s  const char * (NULL binds NULL)     i  gint64
- *   d  double                             b  gboolean (as 0/1)
+ *   d  double                             b  gboolean (as 0/1: the schema's booleans are integers)
  *   j  json_t * (stored as JSON text; NULL binds NULL)
  * Rows come back as JSON objects (column -> value).
  */
@@ -26,9 +26,13 @@ struct engine_store_backend {
         /* Opens (creating if needed) and migrates the database at location. */
         int (*open)(const char *location, void **ret_handle, GError **error);
         void (*close)(void *handle);
+        /* What the database is, for messages: a path, or database@host:port (never a password). */
+        const char *(*describe)(void *handle);
         /* Schema version after migrations, -1 if unknown. */
         int (*schema_version)(void *handle);
-        /* Transactions nest: only the outermost is real; an inner rollback makes the outer commit fail. */
+        /* The outermost transaction only: store.c counts the nesting and rolls back a transaction an inner
+         * level or a failed write spoiled. A backend whose transaction a failed statement aborts
+         * (PostgreSQL) keeps SQLite's behaviour: later statements run, the commit fails. */
         int (*begin)(void *handle, GError **error);
         int (*commit)(void *handle, GError **error);
         void (*rollback)(void *handle);
@@ -41,3 +45,4 @@ struct engine_store_backend {
 };
 
 extern const struct engine_store_backend engine_store_sqlite;
+extern const struct engine_store_backend engine_store_postgresql;    /* when built with libpq */

@@ -94,6 +94,26 @@ int engine_store_host_set_maintenance(struct engine_store *st, const char *id, b
         return 0;
 }
 
+int engine_store_host_running(struct engine_store *st, const char *id, char **ret_what, GError **error)
+{
+        g_autoptr(json_t) row = store_query_one(st, error,
+                "SELECT 'command' AS what FROM commands WHERE host = ? AND state = 'active' UNION ALL "
+                "SELECT 'transfer' FROM image_transfers WHERE host = ? AND phase NOT IN "
+                "('finished_success', 'finished_failure', 'cancelled') LIMIT 1", "ss", id, id);
+
+        *ret_what = NULL;
+        if (!row && error && *error)
+                return -EIO;
+        if (row)
+                *ret_what = g_strdup(json_string_value(json_object_get(row, "what")));
+        return 0;
+}
+
+int engine_store_host_delete(struct engine_store *st, const char *id, GError **error)
+{
+        return store_exec(st, error, "DELETE FROM hosts WHERE id = ?", "s", id) < 0 ? -EIO : 0;
+}
+
 int engine_store_host_set_stats(struct engine_store *st, const char *id, json_t *stats, gint64 now, GError **error)
 {
         return store_exec(st, error, "UPDATE hosts SET stats = ?, last_seen = ? WHERE id = ?", "jis", stats, now, id);

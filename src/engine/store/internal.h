@@ -10,6 +10,8 @@ struct engine_store {
         void *handle;
         engine_store_change_fn on_change;      /* told the table a write changed (the UI's live updates) */
         void *on_change_data;
+        unsigned depth;         /* nested begin calls; only the outermost reaches the backend */
+        bool failed;            /* an inner level rolled back or a write failed: the outermost commit rolls back */
 };
 
 int store_exec(struct engine_store *st, GError **error, const char *sql, const char *types, ...);

@@ -10,21 +10,11 @@
 
 #include "internal.h"
 
-json_t *engine_store_snapshot_list(struct engine_store *st, const char *vm, GError **error)
-{
-        return store_query(st, error, "SELECT * FROM snapshots WHERE vm_id = ? ORDER BY created, rowid", "s", vm);
-}
-
 int engine_store_snapshot_set(struct engine_store *st, const char *id, const char *status, const char *job,
                               json_t *disks, GError **error)
 {
         return store_exec(st, error, "UPDATE snapshots SET status = ?, job_id = ?, disks = COALESCE(?, disks) WHERE id = ?",
                           "ssjs", status, job, disks, id);
-}
-
-int engine_store_snapshot_delete(struct engine_store *st, const char *id, GError **error)
-{
-        return store_exec(st, error, "DELETE FROM snapshots WHERE id = ?", "s", id);
 }
 
 /* Every snapshot of the VM that names volume `from` of the disk names `to` instead. */
@@ -54,7 +44,7 @@ static int snapshots_repoint(struct engine_store *st, const char *vm, const char
         return 0;
 }
 
-int engine_store_merge_apply(struct engine_store *st, const char *vm, const char *disk, const char *sd, const char *top,
+static int merge_apply_steps(struct engine_store *st, const char *vm, const char *disk, const char *sd, const char *top,
                              const char *base, GError **error)
 {
         g_autoptr(json_t) t = store_query_one(st, error, "SELECT * FROM volumes WHERE id = ? AND sd_id = ?", "ss", top, sd);
@@ -65,7 +55,8 @@ int engine_store_merge_apply(struct engine_store *st, const char *vm, const char
         if (store_exec(st, error, "UPDATE volumes SET parent = ? WHERE disk_id = ? AND sd_id = ? AND parent = ?", "ssss",
                        base, disk, sd, top) < 0 ||
             /* prepareMerge grew a base smaller than top; the merge left it LEGAL at the generation recorded */
-            store_exec(st, error, "UPDATE volumes SET capacity = MAX(capacity, ?) WHERE id = ? AND sd_id = ?", "iss",
+            store_exec(st, error, "UPDATE volumes SET capacity = CASE WHEN capacity > ? THEN capacity ELSE ? END "
+                                  "WHERE id = ? AND sd_id = ?", "iiss", json_integer_value(json_object_get(t, "capacity")),
                        json_integer_value(json_object_get(t, "capacity")), base, sd) < 0 ||
             store_exec(st, error, "DELETE FROM volumes WHERE id = ? AND sd_id = ?", "ss", top, sd) < 0 ||
             store_exec(st, error, "UPDATE volumes SET position = position - 1 WHERE disk_id = ? AND sd_id = ? AND position > ?",
@@ -78,6 +69,29 @@ int engine_store_merge_apply(struct engine_store *st, const char *vm, const char
                                json_string_value(json_object_get(leaf, "format")), disk) < 0)
                 return -EIO;
         return snapshots_repoint(st, vm, disk, top, base, error);
+}
+
+/*
+ * All or nothing: the caller's round commits whatever it wrote even when this
+ * fails (the flow tries again next round), so a failure part-way must not
+ * leave top's child on base with top's row still there (a savepoint, nested
+ * in the round's transaction).
+ */
+int engine_store_merge_apply(struct engine_store *st, const char *vm, const char *disk, const char *sd, const char *top,
+                             const char *base, GError **error)
+{
+        int r;
+
+        if (store_exec(st, error, "SAVEPOINT merge_apply", "") < 0)
+                return -EIO;
+        r = merge_apply_steps(st, vm, disk, sd, top, base, error);
+        if (r < 0) {
+                if (store_exec(st, NULL, "ROLLBACK TO SAVEPOINT merge_apply", "") < 0)
+                        g_warning("merge of %s: the savepoint could not be rolled back", top);
+        }
+        if (store_exec(st, r < 0 ? NULL : error, "RELEASE SAVEPOINT merge_apply", "") < 0 && r == 0)
+                r = -EIO;
+        return r;
 }
 
 int engine_store_restore_apply(struct engine_store *st, const char *disk, const char *sd, const char *base,
@@ -116,8 +130,3 @@ int engine_store_job_unlock(struct engine_store *st, const char *job, const char
                                vm, job) : 0;
 }
 
-int engine_store_job_end(struct engine_store *st, const char *job, const char *status, gint64 now, GError **error)
-{
-        return store_exec(st, error, "UPDATE jobs SET status = ?, end_time = ?, progress = CASE WHEN ? = 'finished' "
-                                     "THEN 100 ELSE progress END WHERE id = ?", "siss", status, now, status, job);
-}

@@ -18,8 +18,6 @@
 struct sqlite_store {
         sqlite3 *sql;
         char *path;
-        unsigned depth;                /* nested begin calls; only the outermost is real */
-        bool failed;                   /* an inner level rolled back: the outermost commit rolls back */
 };
 
 /*
@@ -109,6 +107,11 @@ static const char *const migrations[] = {
         "ALTER TABLE events ADD COLUMN user_name TEXT;",
         /* 8: who started a command (children inherit it): the events of its flow name them */
         "ALTER TABLE commands ADD COLUMN user_name TEXT;",
+        /* 9: a copy step verified by checksum (issue 16) and its digest */
+        "ALTER TABLE steps ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE steps ADD COLUMN checksum TEXT;",
+        /* 10: GET /api/disks?search=name=...: the disks of a name, in id order for keyset paging */
+        "CREATE INDEX disks_name ON disks(name, id);",
 };
 
 static void sqlite_close(void *handle);
@@ -191,6 +194,13 @@ static void sqlite_close(void *handle)
         sqlite3_close(db->sql);
         g_free(db->path);
         g_free(db);
+}
+
+static const char *sqlite_describe(void *handle)
+{
+        struct sqlite_store *db = handle;
+
+        return db->path;
 }
 
 static int sqlite_schema_version(void *handle)
@@ -345,33 +355,16 @@ static gint64 sqlite_changes(void *handle)
         return sqlite3_changes64(db->sql);
 }
 
+/* The outermost transaction only: store.c counts the nesting. */
 static int sqlite_begin(void *handle, GError **error)
 {
-        struct sqlite_store *db = handle;
-
-        if (db->depth++ > 0)
-                return 0;
-        db->failed = false;
-        if (exec_plain(db, "BEGIN IMMEDIATE;", error) < 0) {
-                db->depth = 0;
-                return -EIO;
-        }
-        return 0;
+        return exec_plain(handle, "BEGIN IMMEDIATE;", error);
 }
 
 static int sqlite_commit(void *handle, GError **error)
 {
         struct sqlite_store *db = handle;
 
-        if (db->depth == 0)
-                return 0;
-        if (--db->depth > 0)
-                return 0;
-        if (db->failed) {
-                exec_plain(db, "ROLLBACK;", NULL);
-                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: transaction rolled back", db->path);
-                return -EIO;
-        }
         if (exec_plain(db, "COMMIT;", error) < 0) {
                 /* Never leave the connection inside a half-done transaction. */
                 exec_plain(db, "ROLLBACK;", NULL);
@@ -382,21 +375,14 @@ static int sqlite_commit(void *handle, GError **error)
 
 static void sqlite_rollback(void *handle)
 {
-        struct sqlite_store *db = handle;
-
-        if (db->depth == 0)
-                return;
-        if (--db->depth > 0) {
-                db->failed = true;
-                return;
-        }
-        exec_plain(db, "ROLLBACK;", NULL);
+        exec_plain(handle, "ROLLBACK;", NULL);
 }
 
 const struct engine_store_backend engine_store_sqlite = {
         .name = "sqlite",
         .open = sqlite_open,
         .close = sqlite_close,
+        .describe = sqlite_describe,
         .schema_version = sqlite_schema_version,
         .begin = sqlite_begin,
         .commit = sqlite_commit,

@@ -3,9 +3,31 @@
 #include <errno.h>
 #include <string.h>
 
+#include "config.h"
 #include "error.h"
 #include "internal.h"
-#include "legacy.h"
+
+/*
+ * A PostgreSQL location: a URI (postgresql://, postgres://) or a libpq
+ * keyword/value connection string ("host=... dbname=..."): its first word
+ * is a keyword and '='. Anything else is a SQLite file path.
+ */
+static bool is_postgresql(const char *location)
+{
+        const char *p = location;
+
+        if (g_str_has_prefix(location, "postgresql://") || g_str_has_prefix(location, "postgres://"))
+                return true;
+        while (g_ascii_isspace(*p))
+                p++;
+        if (!g_ascii_isalpha(*p))
+                return false;
+        while (g_ascii_isalnum(*p) || *p == '_')
+                p++;
+        while (g_ascii_isspace(*p))
+                p++;
+        return *p == '=';
+}
 
 int engine_store_open(const char *location, struct engine_store **ret, GError **error)
 {
@@ -14,10 +36,15 @@ int engine_store_open(const char *location, struct engine_store **ret, GError **
         void *handle = NULL;
         int r;
 
-        if (g_str_has_prefix(location, "postgresql:") || g_str_has_prefix(location, "postgres:")) {
+        if (is_postgresql(location)) {
+#ifdef FERRY_HAVE_POSTGRESQL
+                be = &engine_store_postgresql;
+#else
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
-                            "database %s: this engine has no PostgreSQL backend yet; give a SQLite file path", location);
+                            "database: this ferry-engine was built without PostgreSQL (meson -Dpostgresql=disabled); "
+                            "give a SQLite file path or use a build with PostgreSQL");
                 return -EPROTONOSUPPORT;
+#endif
         }
         if ((r = be->open(location, &handle, error)) < 0)
                 return r;
@@ -41,23 +68,58 @@ const char *engine_store_backend_name(struct engine_store *st)
         return st->be->name;
 }
 
+const char *engine_store_describe(struct engine_store *st)
+{
+        return st->be->describe(st->handle);
+}
+
 int engine_store_schema_version(struct engine_store *st)
 {
         return st->be->schema_version(st->handle);
 }
 
+/*
+ * Transactions nest here, once for every backend: only the outermost
+ * begin/commit/rollback reaches the backend. A transaction is all or
+ * nothing: a write that failed inside it, or an inner level that rolled
+ * back, makes the outermost commit roll back and fail.
+ */
 int engine_store_begin(struct engine_store *st, GError **error)
 {
-        return st->be->begin(st->handle, error);
+        if (st->depth > 0) {
+                st->depth++;
+                return 0;
+        }
+        if (st->be->begin(st->handle, error) < 0)
+                return -EIO;
+        st->depth = 1;
+        st->failed = false;
+        return 0;
 }
 
 int engine_store_commit(struct engine_store *st, GError **error)
 {
+        if (st->depth == 0)
+                return 0;
+        if (--st->depth > 0)
+                return 0;
+        if (st->failed) {
+                st->be->rollback(st->handle);
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: transaction rolled back",
+                            engine_store_describe(st));
+                return -EIO;
+        }
         return st->be->commit(st->handle, error);
 }
 
 void engine_store_rollback(struct engine_store *st)
 {
+        if (st->depth == 0)
+                return;
+        if (--st->depth > 0) {
+                st->failed = true;
+                return;
+        }
         st->be->rollback(st->handle);
 }
 
@@ -111,6 +173,7 @@ int store_exec(struct engine_store *st, GError **error, const char *sql, const c
         va_end(ap);
         if (r >= 0)
                 store_changed(st, sql);
+        st->failed |= r < 0 && st->depth > 0;
         return r;
 }
 
@@ -143,65 +206,4 @@ json_t *store_query_one(struct engine_store *st, GError **error, const char *sql
 gint64 store_changes(struct engine_store *st)
 {
         return st->be->changes(st->handle);
-}
-
-/* ---- the untyped interface the engine used before the typed one: goes away file by file ---- */
-
-int engine_db_exec(struct engine_store *st, GError **error, const char *sql, const char *types, ...)
-{
-        va_list ap;
-        int r;
-
-        va_start(ap, types);
-        r = st->be->exec(st->handle, error, sql, types, ap);
-        va_end(ap);
-        if (r >= 0)
-                store_changed(st, sql);
-        return r;
-}
-
-json_t *engine_db_query(struct engine_store *st, GError **error, const char *sql, const char *types, ...)
-{
-        va_list ap;
-        json_t *rows;
-
-        va_start(ap, types);
-        rows = st->be->query(st->handle, error, false, sql, types, ap);
-        va_end(ap);
-        return rows;
-}
-
-json_t *engine_db_query_one(struct engine_store *st, GError **error, const char *sql, const char *types, ...)
-{
-        va_list ap;
-        json_t *rows, *row;
-
-        va_start(ap, types);
-        rows = st->be->query(st->handle, error, true, sql, types, ap);
-        va_end(ap);
-        if (!rows)
-                return NULL;
-        row = json_incref(json_array_get(rows, 0));
-        json_decref(rows);
-        return row;
-}
-
-gint64 engine_db_changes(struct engine_store *st)
-{
-        return st->be->changes(st->handle);
-}
-
-int engine_db_begin(struct engine_store *st, GError **error)
-{
-        return engine_store_begin(st, error);
-}
-
-int engine_db_commit(struct engine_store *st, GError **error)
-{
-        return engine_store_commit(st, error);
-}
-
-void engine_db_rollback(struct engine_store *st)
-{
-        engine_store_rollback(st);
 }

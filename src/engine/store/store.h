@@ -30,9 +30,12 @@ void engine_store_set_change_fn(struct engine_store *st, engine_store_change_fn 
 int engine_store_open(const char *location, struct engine_store **ret, GError **error) STORE_MUST;
 void engine_store_close(struct engine_store *st);
 const char *engine_store_backend_name(struct engine_store *st);
+/* For messages: the file, or "postgresql dbname@host:port" (never a password). */
+const char *engine_store_describe(struct engine_store *st);
 int engine_store_schema_version(struct engine_store *st);
 
-/* Transactions nest; only the outermost commits. A failed commit rolls back. */
+/* Transactions nest; only the outermost commits. A write that failed inside a transaction makes its
+ * commit roll back and fail: all or nothing. */
 int engine_store_begin(struct engine_store *st, GError **error) STORE_MUST;
 int engine_store_commit(struct engine_store *st, GError **error) STORE_MUST;
 void engine_store_rollback(struct engine_store *st);
@@ -64,6 +67,9 @@ json_t *engine_store_host_ids(struct engine_store *st, const char *dc, GError **
 int engine_store_hosts_reset(struct engine_store *st, GError **error) STORE_MUST;
 /* -ENOENT when there is no such host. */
 int engine_store_host_set_maintenance(struct engine_store *st, const char *id, bool maintenance, GError **error) STORE_MUST;
+/* What of the host's still runs: "command", "transfer", or NULL for nothing (free with g_free). */
+int engine_store_host_running(struct engine_store *st, const char *id, char **ret_what, GError **error) STORE_MUST;
+int engine_store_host_delete(struct engine_store *st, const char *id, GError **error) STORE_MUST;
 int engine_store_host_set_stats(struct engine_store *st, const char *id, json_t *stats, gint64 now, GError **error) STORE_MUST;
 /* A status; "non_responsive" also drops the pool connection. */
 int engine_store_host_set_status(struct engine_store *st, const char *id, const char *status, GError **error) STORE_MUST;
@@ -100,6 +106,8 @@ json_t *engine_store_event_list(struct engine_store *st, const char *correlation
 char *engine_store_job_correlation_id(struct engine_store *st, const char *job);
 /* Running steps marked stalled (0 on an error). */
 gint64 engine_store_steps_stalled(struct engine_store *st);
+/* A running step of the job is stalled (false on a read error: the ETA is then shown). */
+bool engine_store_job_stalled(struct engine_store *st, const char *job);
 /* {type, phase, n}: the active commands counted by kind and phase. */
 json_t *engine_store_command_counts(struct engine_store *st, GError **error) STORE_MUST;
 /* {id, kind, stalled (0/1: a running step is)}: the running jobs, by the kind of the command that runs each ("other" for none), ordered by kind. */
@@ -142,12 +150,9 @@ int engine_store_image_in_use(struct engine_store *st, const char *sd, const cha
                               bool *ret, GError **error) STORE_MUST;
 
 /* ---- snapshots: removal (merge), restore; the locks of a flow's job (snapshots.c) ---- */
-/* The VM's snapshot rows, oldest first. */
-json_t *engine_store_snapshot_list(struct engine_store *st, const char *vm, GError **error) STORE_MUST;
 /* Sets status and job (NULL clears it), and the disks list unless disks is NULL. */
 int engine_store_snapshot_set(struct engine_store *st, const char *id, const char *status, const char *job,
                               json_t *disks, GError **error) STORE_MUST;
-int engine_store_snapshot_delete(struct engine_store *st, const char *id, GError **error) STORE_MUST;
 /* After a disk's cold merge: top's row gone, its child on base, positions closed up, base as large as top
  * was, the disk's format the leaf's, the VM's snapshots that named top name base. Idempotent. */
 int engine_store_merge_apply(struct engine_store *st, const char *vm, const char *disk, const char *sd, const char *top,
@@ -160,18 +165,183 @@ int engine_store_disk_set_status(struct engine_store *st, const char *disk, cons
                                  GError **error) STORE_MUST;
 /* The disks the job locked back to ok; the VM too (vm may be NULL). */
 int engine_store_job_unlock(struct engine_store *st, const char *job, const char *vm, GError **error) STORE_MUST;
-/* status: finished, failed or aborted. */
-int engine_store_job_end(struct engine_store *st, const char *job, const char *status, gint64 now,
-                         GError **error) STORE_MUST;
 
 /* ---- what the scheduler counts (commands.c) ---- */
-/* The command's row, or NULL (no such command). */
-json_t *engine_store_command_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
 /* Who started the command (a user name), or NULL: the engine itself, or no such command. */
 char *engine_store_command_user(struct engine_store *st, const char *id);
-/* Copies, merges and sparsifies (host jobs) recorded as sent to host, and the bytes they still have to move by their steps' progress. */
-/* Rows {host, n: copies, b: bytes left}, one per host. */
+/* Copies, merges and sparsifies (host jobs) recorded as sent, per host: rows {host, n: how many, b: the bytes they
+ * still have to move by their steps' progress}. */
 int engine_store_copy_loads(struct engine_store *st, json_t **ret_rows, GError **error) STORE_MUST;
 /* Copies created before `created` (engine clock seconds) that are still without a host. */
 int engine_store_copies_waiting_before(struct engine_store *st, gint64 created, gint64 *ret_n,
                                        GError **error) STORE_MUST;
+
+/* ---- disks and volumes: rows, locks, legality (disks.c) ---- */
+json_t *engine_store_disk_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
+json_t *engine_store_disk_list(struct engine_store *st, GError **error) STORE_MUST;
+/* A page of disks by id (keyset paging: no OFFSET, so a page costs the same at any depth): ids after `after`
+ * (NULL: from the first), only those named `name` (NULL: any), at most limit. */
+json_t *engine_store_disk_page(struct engine_store *st, const char *after, const char *name, gint64 limit,
+                               GError **error) STORE_MUST;
+/* A new disk, locked by job (progress 0). */
+int engine_store_disk_insert(struct engine_store *st, const char *id, const char *name, const char *sd, const char *format,
+                             bool sparse, gint64 size, const char *job, gint64 created, GError **error) STORE_MUST;
+/* Locks the disk for job; with expect_status, only a disk in that status (-EBUSY otherwise). */
+int engine_store_disk_lock(struct engine_store *st, const char *id, const char *job, const char *expect_status,
+                           GError **error) STORE_MUST;
+/* Sets the status and drops the lock; with job, only while that job holds it. */
+int engine_store_disk_unlock(struct engine_store *st, const char *id, const char *job, const char *status,
+                             GError **error) STORE_MUST;
+/* Every disk job holds: status, lock dropped. */
+int engine_store_disks_unlock_job(struct engine_store *st, const char *job, const char *status, GError **error) STORE_MUST;
+int engine_store_disk_set_domain(struct engine_store *st, const char *id, const char *sd, GError **error) STORE_MUST;
+int engine_store_disk_set_format(struct engine_store *st, const char *id, const char *format, GError **error) STORE_MUST;
+int engine_store_disk_set_actual_size(struct engine_store *st, const char *id, gint64 size, GError **error) STORE_MUST;
+/* The disk, its volumes (on every domain) and its attachment. */
+int engine_store_disk_delete(struct engine_store *st, const char *id, GError **error) STORE_MUST;
+/* A new volume, ILLEGAL until its data is there. */
+int engine_store_volume_insert(struct engine_store *st, const char *id, const char *disk, const char *sd,
+                               const char *parent, gint64 position, const char *format, bool sparse, gint64 capacity,
+                               GError **error) STORE_MUST;
+/* The volumes of a disk on a domain. */
+int engine_store_volumes_delete(struct engine_store *st, const char *disk, const char *sd, GError **error) STORE_MUST;
+int engine_store_volume_delete(struct engine_store *st, const char *id, const char *sd, GError **error) STORE_MUST;
+/* LEGAL; with generation >= 0 also that generation. */
+int engine_store_volume_set_legal(struct engine_store *st, const char *id, const char *sd, gint64 generation,
+                                  GError **error) STORE_MUST;
+/* The volume row's legality ("LEGAL", "ILLEGAL"), NULL if there is no such row. */
+char *engine_store_volume_legality(struct engine_store *st, const char *id, const char *sd, GError **error) STORE_MUST;
+int engine_store_volume_set_illegal(struct engine_store *st, const char *id, const char *sd, GError **error) STORE_MUST;
+
+/* ---- jobs and steps (jobs.c) ---- */
+/* correlation_id: the REST request's that started it (NULL: none). */
+int engine_store_job_insert(struct engine_store *st, const char *id, const char *description, const char *correlation_id,
+                            gint64 start, GError **error) STORE_MUST;
+json_t *engine_store_job_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
+/* The newest first, at most limit. */
+json_t *engine_store_job_list(struct engine_store *st, gint64 limit, GError **error) STORE_MUST;
+int engine_store_job_set_command(struct engine_store *st, const char *job, const char *command, GError **error) STORE_MUST;
+/* status finished | failed | aborted; a finished job shows 100 %. */
+int engine_store_job_end(struct engine_store *st, const char *job, const char *status, gint64 end, GError **error) STORE_MUST;
+/* The job's progress (of a started job) and of the disks it locks. */
+int engine_store_job_set_progress(struct engine_store *st, const char *job, double progress, GError **error) STORE_MUST;
+/* The weighted sum of the job's steps (percent, at most 100). */
+int engine_store_job_step_progress(struct engine_store *st, const char *job, double *ret, GError **error) STORE_MUST;
+int engine_store_step_insert(struct engine_store *st, const char *id, const char *job, const char *description,
+                             const char *type, double weight, gint64 start, GError **error) STORE_MUST;
+json_t *engine_store_step_list(struct engine_store *st, const char *job, GError **error) STORE_MUST;
+/* The status; the progress only grows; a host is kept once known; finished/failed set the end time. */
+int engine_store_step_update(struct engine_store *st, const char *id, const char *status, double progress,
+                             const char *host, gint64 now, GError **error) STORE_MUST;
+/* What a started step is doing besides its progress ("stalled"), or NULL; its status stays. */
+int engine_store_step_set_detail(struct engine_store *st, const char *id, const char *detail, GError **error) STORE_MUST;
+/* A step's digest (a checksum job's, or a copy's whose source and destination hashed the same: verified). */
+int engine_store_step_set_checksum(struct engine_store *st, const char *id, const char *checksum, bool verified,
+                                   GError **error) STORE_MUST;
+/* A step that cannot start says why ("waiting for a host"); only_pending: not one that started before. */
+int engine_store_step_wait(struct engine_store *st, const char *id, const char *why, bool only_pending,
+                           GError **error) STORE_MUST;
+
+/* ---- commands (commands.c) ---- */
+/* A new active command; it inherits its parent's cancel request, and its user (NULL: the engine's own) when user is NULL. */
+int engine_store_cmd_insert(struct engine_store *st, const char *id, const char *type, const char *parent,
+                            const char *job, const char *step, json_t *params, const char *user, gint64 now,
+                            GError **error) STORE_MUST;
+json_t *engine_store_cmd_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
+/* Active commands, oldest first. */
+json_t *engine_store_cmd_active(struct engine_store *st, GError **error) STORE_MUST;
+/* The top-level command of a job. */
+json_t *engine_store_cmd_of_job(struct engine_store *st, const char *job, GError **error) STORE_MUST;
+int engine_store_cmd_set_phase(struct engine_store *st, const char *id, const char *phase, json_t *data, gint64 now,
+                               GError **error) STORE_MUST;
+/* Back to phase "" without host and agent job, with data. */
+int engine_store_cmd_restart(struct engine_store *st, const char *id, json_t *data, gint64 now, GError **error) STORE_MUST;
+/* Phase "sent" with host, agent job and the recorded generation; one more attempt. */
+int engine_store_cmd_mark_sent(struct engine_store *st, const char *id, const char *host, const char *agent_job,
+                               gint64 generation, json_t *data, gint64 now, GError **error) STORE_MUST;
+int engine_store_cmd_finish(struct engine_store *st, const char *id, bool ok, const char *message, gint64 now,
+                            GError **error) STORE_MUST;
+/* Every active command of the job is asked to cancel. */
+int engine_store_cmd_cancel_job(struct engine_store *st, const char *job, gint64 now, GError **error) STORE_MUST;
+/* An active remove_image of that image on that domain exists. */
+int engine_store_cmd_removal_pending(struct engine_store *st, const char *sd, const char *img, bool *ret,
+                                     GError **error) STORE_MUST;
+
+/* ---- VMs, templates, disk attachments, snapshots (vms.c) ---- */
+json_t *engine_store_vm_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
+json_t *engine_store_vm_get_by_name(struct engine_store *st, const char *name, GError **error) STORE_MUST;
+json_t *engine_store_vm_list(struct engine_store *st, GError **error) STORE_MUST;
+/* status ok (an empty VM, job NULL) or locked (made by job from template_id). */
+int engine_store_vm_insert(struct engine_store *st, const char *id, const char *name, const char *description,
+                           const char *status, const char *template_id, const char *job, gint64 created,
+                           GError **error) STORE_MUST;
+/* Locks an ok VM for job; -EBUSY when it is not ok any more. */
+int engine_store_vm_lock(struct engine_store *st, const char *id, const char *job, GError **error) STORE_MUST;
+/* ok again, while job holds it. */
+int engine_store_vm_unlock(struct engine_store *st, const char *id, const char *job, GError **error) STORE_MUST;
+/* The VM with its attachments and snapshots (its disks stay); only_unlocked: not while an operation holds it. */
+int engine_store_vm_delete(struct engine_store *st, const char *id, bool only_unlocked, GError **error) STORE_MUST;
+
+json_t *engine_store_template_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
+json_t *engine_store_template_get_by_name(struct engine_store *st, const char *name, GError **error) STORE_MUST;
+json_t *engine_store_template_list(struct engine_store *st, GError **error) STORE_MUST;
+/* A template being made by job from vm (locked). */
+int engine_store_template_insert(struct engine_store *st, const char *id, const char *name, const char *description,
+                                 const char *vm, const char *job, gint64 created, GError **error) STORE_MUST;
+/* Locks a template no operation holds for job; -EBUSY otherwise. */
+int engine_store_template_lock(struct engine_store *st, const char *id, const char *job, GError **error) STORE_MUST;
+/* ok or illegal; the lock is dropped. */
+int engine_store_template_set_status(struct engine_store *st, const char *id, const char *status, GError **error) STORE_MUST;
+int engine_store_template_delete(struct engine_store *st, const char *id, GError **error) STORE_MUST;
+/* {who} rows naming what is layered on the template's volumes (thin VMs, their disks), at most limit. */
+json_t *engine_store_template_dependents(struct engine_store *st, const char *id, gint64 limit, GError **error) STORE_MUST;
+
+/* The disks attached to a VM (vm true) or a template, in attachment order. */
+json_t *engine_store_owner_disks(struct engine_store *st, bool vm, const char *owner, GError **error) STORE_MUST;
+/* The attachments of a VM (vm true) or a template, in attachment order. */
+json_t *engine_store_attachment_list(struct engine_store *st, bool vm, const char *owner, GError **error) STORE_MUST;
+/* A disk's attachment with vm_name and template_name; with vm, only to that VM. */
+json_t *engine_store_attachment_get(struct engine_store *st, const char *disk, const char *vm, GError **error) STORE_MUST;
+int engine_store_attachment_count(struct engine_store *st, const char *vm, gint64 *ret, GError **error) STORE_MUST;
+/* To a VM or (vm NULL) a template; a disk already attached fails with -EEXIST. */
+int engine_store_attachment_insert(struct engine_store *st, const char *disk, const char *vm, const char *template_id,
+                                   bool bootable, const char *interface, gint64 created, GError **error) STORE_MUST;
+int engine_store_attachment_delete(struct engine_store *st, const char *disk, const char *vm, GError **error) STORE_MUST;
+
+json_t *engine_store_snapshot_get(struct engine_store *st, const char *id, const char *vm, GError **error) STORE_MUST;
+json_t *engine_store_snapshot_list(struct engine_store *st, const char *vm, GError **error) STORE_MUST;
+/* A snapshot being made by job (locked); disks: [{disk, volume, leaf}]. */
+int engine_store_snapshot_insert(struct engine_store *st, const char *id, const char *vm, const char *description,
+                                 json_t *disks, const char *job, gint64 created, GError **error) STORE_MUST;
+int engine_store_snapshot_set_ok(struct engine_store *st, const char *id, GError **error) STORE_MUST;
+int engine_store_snapshot_delete(struct engine_store *st, const char *id, GError **error) STORE_MUST;
+
+/* ---- image transfers (transfers.c) ---- */
+struct engine_store_transfer {
+        const char *id, *disk, *sd, *vol, *direction, *host, *ticket, *url, *job, *prior_status;
+        gint64 size, timeout;
+};
+
+/* A new transfer in phase "initializing". */
+int engine_store_transfer_insert(struct engine_store *st, const struct engine_store_transfer *t, gint64 now,
+                                 GError **error) STORE_MUST;
+json_t *engine_store_transfer_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
+/* The newest first, at most limit. */
+json_t *engine_store_transfer_list(struct engine_store *st, gint64 limit, GError **error) STORE_MUST;
+/* The transfers not finished yet, oldest first. */
+json_t *engine_store_transfer_open(struct engine_store *st, GError **error) STORE_MUST;
+/* A phase; message (if not NULL) becomes its error. */
+int engine_store_transfer_set_phase(struct engine_store *st, const char *id, const char *phase, const char *message,
+                                    gint64 now, GError **error) STORE_MUST;
+/* "finalizing_failure": the ticket is removed next; cancel says who ended it ("user", "system"). */
+int engine_store_transfer_fail(struct engine_store *st, const char *id, const char *cancel, const char *message,
+                               gint64 now, GError **error) STORE_MUST;
+/* "initializing" → "transferring" with the generation the ticket recorded. */
+int engine_store_transfer_started(struct engine_store *st, const char *id, gint64 generation, gint64 now,
+                                  GError **error) STORE_MUST;
+/* "finalizing_success", watched through the agent job. */
+int engine_store_transfer_finalizing(struct engine_store *st, const char *id, const char *agent_job, gint64 now,
+                                     GError **error) STORE_MUST;
+/* While "transferring": bytes moved and the time of the last request. */
+int engine_store_transfer_activity(struct engine_store *st, const char *id, gint64 transferred, gint64 last_activity,
+                                   gint64 now, GError **error) STORE_MUST;

@@ -1,0 +1,745 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * A job on a host: the leaf commands create_volume_container,
+ * remove_image, remove_volume, prepare_merge and finalize_merge (on the SPM)
+ * and copy_data, merge and sparsify_volume (on a host the scheduler picks;
+ * "copy" below stands for any of these three: they share the recovery),
+ * and checksum_volume (any up host).
+ *
+ *     ""  ── pick host (SPM / scheduler), read the destination generation (copy) ──┐
+ *      ▲          record host, agent job, generation ("sent") BEFORE the call   │
+ *      │                                                                         ▼
+ *      │ retry elsewhere                                                    "sent" ── Host.getJobs / job events ──▶ done → LEGAL (+1)
+ *      │ (refused, failed,                                                    │                                     failed → retry | fail
+ *      │  fenced: data.exclude)                                               │ host lost / job forgotten
+ *      │                                                                      ▼
+ *      └──────────────── fenced (+3), or generation moved ◀── probe the destination through another host
+ *                                                              (LEGAL at +1: done; lease held: wait, then fence)
+ *
+ * A copy done with verify_copies on goes through data.verify first
+ * (flows/verify.c): done → checksums of source and destination → equal:
+ * LEGAL (+1), step verified | differ: ILLEGAL, retry. The probe, the fence
+ * and the decisions from storage after a lost host or SPM are in
+ * flows/recover.c; what the three files share is declared in flows/leaf.h.
+ * checksum_volume (POST /api/disks/{id}/checksum) is the same leaf with
+ * Volume.checksum on any up host.
+ *
+ * Cancel: a sent copy gets Job.abort (again every 30 s); one not sent yet
+ * ends "cancelled". Metadata jobs whose SPM changed are decided from
+ * storage through the new SPM (the volume as asked for, or the image gone).
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "clock.h"
+#include "commands.h"
+#include "events.h"
+#include "flows/job.h"
+#include "flows/leaf.h"
+#include "generation.h"
+#include "hosts.h"
+#include "inventory.h"
+#include "metrics.h"
+#include "scheduler.h"
+#include "error.h"
+#include "uuid.h"
+
+#define js engine_js
+#define ji engine_ji
+#define jparse engine_jparse
+
+/*
+ * Jobs that change one volume's data in place on a host the scheduler
+ * picks, under that volume's lease and generation (params.dst): a copy into
+ * it, a merge into it (its base), a sparsify of it. They share the
+ * recovery: a lost host is decided from the volume (LEGAL at recorded+1 is
+ * done), fenced (recorded+3) and retried elsewhere.
+ */
+bool leaf_host_job(enum engine_kind k)
+{
+        return k == ENGINE_KIND_COPY_DATA || k == ENGINE_KIND_MERGE || k == ENGINE_KIND_SPARSIFY_VOLUME;
+}
+
+/*
+ * What another host would refuse too: the generation moved (someone else's
+ * change), no space, and a merge or sparsify the volumes do not allow
+ * (252, 2009, 920, 921, 219 a template's volume).
+ */
+bool leaf_refused_everywhere(gint64 code)
+{
+        static const gint64 codes[] = { FY_ERR_GENERATION_MISMATCH, FY_ERR_NO_SPACE, FY_ERR_MERGE, FY_ERR_UNSUPPORTED,
+                                        FY_ERR_NOT_IN_CHAIN, FY_ERR_WRONG_PARENT, FY_ERR_SHARED_VOLUME };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(codes); i++)
+                if (codes[i] == code)
+                        return true;
+        return false;
+}
+
+/*
+ * The end of a leaf. A leaf that is a job's top command (checksum_volume,
+ * started by POST /api/disks/{id}/checksum) ends its job too: no flow above
+ * it would.
+ */
+void leaf_finish(struct engine *e, json_t *cmd, bool ok, const char *why)
+{
+        g_autoptr(GError) store_error = NULL;
+
+        engine_cmd_finish(e, cmd, ok, why);
+        if (engine_cmd_kind(cmd) == ENGINE_KIND_CHECKSUM_VOLUME && !js(cmd, "parent_id") && js(cmd, "job_id") &&
+            engine_store_job_end(e->db, js(cmd, "job_id"), ok ? "finished" : ji(cmd, "cancel") ? "aborted" : "failed",
+                                 engine_now(), &store_error) < 0)
+                engine_not_recorded(&store_error, "the job's end", js(cmd, "id"));
+}
+
+static bool persistent(json_t *cmd)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+
+        return json_is_true(json_object_get(p, "persistent"));
+}
+
+/*
+ * Another try from scratch (phase ''), or the end. A host that failed the
+ * command is remembered in data.exclude so the next try goes elsewhere.
+ */
+void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attempts, const char *why, bool exclude_host)
+{
+        g_autoptr(json_t) old = jparse(cmd, "data");
+        g_autoptr(json_t) data = json_object();
+        g_autoptr(GError) store_error = NULL;
+        json_t *exclude = json_object_get(old, "exclude");
+
+        if (persistent(cmd)) {
+                /* A cleanup: retried until done, ever less often (the sweeper is the backstop). */
+                g_autoptr(json_t) later = json_pack("{s:I}", "next_try",
+                                                    (json_int_t) (engine_now() + MIN(30 << MIN(ji(cmd, "attempts"), 5), 600)));
+
+                engine_event(e, "warning", js(cmd, "id"), "%s: %s; trying again later (attempt %" G_GINT64_FORMAT ")",
+                             js(cmd, "type"), why, ji(cmd, "attempts"));
+                if (engine_store_cmd_restart(e->db, js(cmd, "id"), later, engine_now(), &store_error) < 0)
+                        engine_not_recorded(&store_error, "the retry", js(cmd, "id"));
+                return;
+        }
+        if (ji(cmd, "attempts") >= (gint64) max_attempts) {
+                leaf_finish(e, cmd, false, why);
+                return;
+        }
+        exclude = json_is_array(exclude) ? json_copy(exclude) : json_array();
+        if (exclude_host && js(cmd, "host"))
+                json_array_append_new(exclude, json_string(js(cmd, "host")));
+        json_object_set_new(data, "exclude", exclude);
+        engine_metrics_count_retry(js(cmd, "type"));
+        engine_event(e, "warning", js(cmd, "id"), "%s: %s; retrying (attempt %" G_GINT64_FORMAT " of %u)%s",
+                     js(cmd, "type"), why, ji(cmd, "attempts") + 1, max_attempts,
+                     exclude_host ? " on another host" : "");
+        if (engine_store_cmd_restart(e->db, js(cmd, "id"), data, engine_now(), &store_error) < 0)
+                engine_not_recorded(&store_error, "the retry", js(cmd, "id"));
+        engine_kick(e);
+}
+
+static GHashTable *last_poll;          /* command id → monotonic µs of its last Host.getJobs (in memory) */
+
+/* From now on the job is asked about no sooner than poll_interval, unless an event reports its end. */
+static void poll_start(const char *cmd_id)
+{
+        gint64 *now = g_new(gint64, 1);
+
+        if (!last_poll)
+                last_poll = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        if (g_hash_table_size(last_poll) >= 100000)
+                g_hash_table_remove_all(last_poll);    /* forgotten ones are only asked sooner */
+        *now = g_get_monotonic_time();
+        g_hash_table_replace(last_poll, g_strdup(cmd_id), now);
+}
+
+/* What an event calls a leaf's agent job: "copy_data", "merge", "sparsify_volume" … */
+const char *leaf_job_noun(json_t *cmd)
+{
+        return engine_kind_name(engine_cmd_kind(cmd));
+}
+
+/* Marks the command sent before the call: a restart finds host and agent job recorded. */
+char *leaf_mark_sent(struct engine *e, json_t *cmd, const char *host, gint64 generation)
+{
+        char *job_id = fy_uuid_new();
+        g_autoptr(json_t) old = jparse(cmd, "data");
+        g_autoptr(json_t) data = json_object();
+
+        /* Whatever the last try learned is stale now; only the hosts to avoid carry over. */
+        if (json_object_get(old, "exclude"))
+                json_object_set(data, "exclude", json_object_get(old, "exclude"));
+        g_autoptr(GError) error = NULL;
+
+        if (engine_store_cmd_mark_sent(e->db, js(cmd, "id"), host, job_id, generation, data, engine_now(), &error) < 0) {
+                engine_not_recorded(&error, "the call", js(cmd, "id"));
+                g_free(job_id);
+                return NULL;   /* not recorded: do not call, try again next round */
+        }
+        poll_start(js(cmd, "id"));
+        return job_id;
+}
+
+void leaf_save(struct engine *e, json_t *cmd, json_t *data)
+{
+        engine_cmd_update(e, js(cmd, "id"), engine_cmd_phase(cmd), data);
+}
+
+/* Nothing to do for this command before `seconds` from now (a backoff that survives restarts). */
+void leaf_later(struct engine *e, json_t *cmd, json_t *data, gint64 seconds)
+{
+        json_object_set_new(data, "next_try", json_integer(engine_now() + seconds));
+        leaf_save(e, cmd, data);
+}
+
+gint64 leaf_backoff(gint64 attempt)
+{
+        return MIN(5 << MIN(attempt, 3), 30);  /* 5, 10, 20, 30, 30 … s */
+}
+
+void leaf_on_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        enum engine_kind kind = engine_cmd_kind(cmd);
+
+        if (!error) {
+                engine_kick(e);        /* accepted: watch the job from now on */
+                return;
+        }
+        if (engine_is_transport_error(error))
+                return;        /* unknown whether it arrived: the next round asks the host */
+        if (error->code == FY_ERR_JOB_EXISTS)
+                return;        /* it did arrive before (a resend after a restart): watch it */
+        if (kind == ENGINE_KIND_CREATE_VOLUME_CONTAINER && error->code == FY_ERR_VOLUME_ALREADY_EXISTS) {
+                /* A try before an SPM change or a restart got that far: finished, or half-made? */
+                leaf_verify_volume_created(e, cmd, js(cmd, "host"));
+                return;
+        }
+        if (kind == ENGINE_KIND_REMOVE_VOLUME && error->code == FY_ERR_VOLUME_DOES_NOT_EXIST) {
+                engine_cmd_finish(e, cmd, true, NULL);        /* gone already (a resend): done */
+                return;
+        }
+        if (leaf_host_job(kind) && kind != ENGINE_KIND_COPY_DATA && leaf_refused_everywhere(error->code)) {
+                /* A merge or sparsify the volumes do not allow (copies keep their behaviour). */
+                engine_cmd_finish(e, cmd, false, error->message);
+                return;
+        }
+        if (leaf_host_job(kind)) {
+                /* The host refused the copy (full, not connected, broken): another host may take it. */
+                leaf_retry_or_fail(e, cmd, e->config.copy_attempts, error->message, true);
+                return;
+        }
+        /* An SPM verb refused; "not the SPM (any more)" passes with the next election. */
+        leaf_retry_or_fail(e, cmd, error->code == FY_ERR_SPM_REQUIRED ? 3 : 1, error->message, false);
+}
+
+/* The job was asked about at least poll_interval ago (or never since it was sent): true, and counts a poll now. */
+bool leaf_poll_due(struct engine *e, const char *cmd_id)
+{
+        gint64 now = g_get_monotonic_time();
+        /* No table yet: nothing was sent since the engine started (a restart resumes sent jobs). */
+        gpointer last = last_poll ? g_hash_table_lookup(last_poll, cmd_id) : NULL;
+
+        if (last && now - *(gint64 *) last < (gint64) e->config.poll_interval * 1000)
+                return false;
+        poll_start(cmd_id);
+        return true;
+}
+
+bool leaf_host_status_is(struct engine *e, const char *host, const char *status)
+{
+        g_autoptr(json_t) row = host ? engine_store_host_get(e->db, host, NULL) : NULL;
+
+        return row ? g_strcmp0(js(row, "status"), status) == 0 : strcmp(status, "gone") == 0;
+}
+
+bool leaf_host_is_up(struct engine *e, const char *host)
+{
+        return leaf_host_status_is(e, host, "up");
+}
+
+static void on_leaf_jobs(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        json_t *job;
+
+        if (error) {
+                if (leaf_host_job(engine_cmd_kind(cmd)))
+                        leaf_copy_lost(e, cmd, data, error->message);
+                return;        /* an SPM verb: leaf_watch re-checks against the (new) SPM */
+        }
+        job = json_object_get(result, js(cmd, "agent_job_id"));
+        if (json_object_get(data, "lost_since")) {
+                engine_event(e, "normal", js(cmd, "id"), "%s: host %s answers again; the job is %s", js(cmd, "type"),
+                             js(cmd, "host"), job ? "still known there" : "no longer known there");
+                json_object_del(data, "lost_since");
+                json_object_del(data, "next_try");
+                json_object_del(data, "fence_started");      /* a later episode gets its own fence window */
+                json_object_del(data, "fence_attempts");
+                leaf_save(e, cmd, data);
+        }
+        if (!job) {
+                leaf_job_missing(e, cmd);
+                return;
+        }
+        leaf_job_finished(e, cmd, job);
+}
+
+static void on_abort_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        if (error)
+                g_message("abort of %s on %s: %s", js(cmd, "agent_job_id"), js(cmd, "host"), error->message);
+        engine_kick(e);
+}
+
+static void leaf_watch(struct engine *e, json_t *cmd)
+{
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        json_t *cached;
+
+        if (ji(data, "next_try") > engine_now())
+                return;
+        if (leaf_host_job(engine_cmd_kind(cmd))) {
+                if (js(data, "fence_job")) {
+                        leaf_fence_watch(e, cmd, data);
+                        return;
+                }
+                if (json_object_get(data, "verify")) {
+                        leaf_verify_watch(e, cmd, data);
+                        return;
+                }
+                bool stall_abort = json_is_true(json_object_get(data, "stall_abort"));
+
+                if (stall_abort && leaf_stall_fence(e, cmd, data))
+                        return;
+                if ((ji(cmd, "cancel") || stall_abort) && engine_now() - ji(data, "abort_sent") >= 30 &&
+                    leaf_host_is_up(e, js(cmd, "host"))) {
+                        /* Cancelled: the job ends "aborted" and the command with it; stalled (stall_action
+                         * retry): it ends "aborted" and is tried elsewhere. Sent again every 30 s while it
+                         * runs: an abort lost on the way must not let the copy go on. */
+                        json_object_set_new(data, "abort_sent", json_integer(engine_now()));
+                        leaf_save(e, cmd, data);
+                        engine_event(e, "normal", js(cmd, "id"), "aborting %s job %s on host %s (%s)",
+                                     leaf_job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"),
+                                     ji(cmd, "cancel") ? "cancelled" : "stalled");
+                        engine_cmd_call(e, cmd, js(cmd, "host"), "Job.abort", json_pack("{s:s}", "job_id", js(cmd, "agent_job_id")),
+                                 e->config.host_timeout, on_abort_sent, NULL, NULL);
+                        return;
+                }
+                if (leaf_host_status_is(e, js(cmd, "host"), "connecting"))
+                        return;        /* just (re)connected, e.g. after an engine restart: the monitor decides soon */
+                if (leaf_host_status_is(e, js(cmd, "host"), "non_responsive") || leaf_host_status_is(e, js(cmd, "host"), "gone")) {
+                        leaf_copy_lost(e, cmd, data, "the host is not responding");
+                        return;
+                }
+        } else if (engine_cmd_kind(cmd) == ENGINE_KIND_CHECKSUM_VOLUME) {
+                if (leaf_host_status_is(e, js(cmd, "host"), "connecting"))
+                        return;
+                if (!leaf_host_is_up(e, js(cmd, "host"))) {
+                        leaf_retry_or_fail(e, cmd, 3, "the host is not up", true);
+                        return;
+                }
+        } else {
+                g_autofree char *spm = engine_spm_host(e);
+
+                if (spm && strcmp(spm, js(cmd, "host")) != 0) {
+                        /* The SPM changed under this command: learn from storage through the new one. */
+                        leaf_job_missing(e, cmd);
+                        return;
+                }
+                if (!spm)
+                        return;        /* wait for the election */
+        }
+        /* Events only bring progress early; the state always comes from Host.getJobs,
+         * so a lost final event (reconnect, crash) cannot leave a command waiting. */
+        cached = engine_job_event(js(cmd, "agent_job_id"));
+        if (cached && g_strcmp0(js(cached, "status"), "running") == 0)
+                leaf_job_finished(e, cmd, cached);
+        /* Asked when an event reported the job's end, else once per poll_interval: every other
+         * command's progress queues rounds, and a call per round per job was most of a move's calls. */
+        if (!engine_job_ended(js(cmd, "agent_job_id")) && !leaf_poll_due(e, js(cmd, "id")))
+                return;
+        engine_cmd_call(e, cmd, js(cmd, "host"), "Host.getJobs",
+                 json_pack("{s:[s]}", "job_ids", js(cmd, "agent_job_id")),
+                 e->config.host_timeout, on_leaf_jobs, NULL, NULL);
+}
+
+/* create_volume_container */
+
+static void volume_container_start(struct engine *e, json_t *cmd, json_t *p)
+{
+        g_autofree char *spm = engine_spm_host(e);
+        g_autofree char *job_id = NULL;
+        g_autofree char *size = NULL;
+        g_autoptr(json_t) dc = NULL;
+
+        if (!spm) {
+                engine_step_wait(e, js(cmd, "step_id"), "waiting for the SPM");
+                return;        /* no SPM now: wait for the election */
+        }
+        dc = engine_store_dc_get(e->db, e->dc_id, NULL);
+        job_id = leaf_mark_sent(e, cmd, spm, -1);
+        if (!job_id)
+                return;
+        engine_step_update(e, js(cmd, "step_id"), "started", 0, spm);
+        size = g_strdup_printf("%" G_GINT64_FORMAT, ji(p, "size"));
+        engine_cmd_call(e, cmd, spm, "Volume.create",
+                 json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}",
+                           "job_id", job_id,
+                           "storagepoolID", js(dc, "pool_id"),
+                           "storagedomainID", js(p, "sd"),
+                           "imageID", js(p, "img"),
+                           "volumeID", js(p, "vol"),
+                           "size", size,
+                           "volFormat", strcmp(js(p, "format"), "cow") == 0 ? "COW" : "RAW",
+                           "preallocate", json_is_true(json_object_get(p, "sparse")) ? "SPARSE" : "PREALLOCATED",
+                           "diskType", "DATA",
+                           "desc", "",
+                           "srcImgUUID", js(p, "img"),
+                           "srcVolUUID", js(p, "parent") ? js(p, "parent") : FY_ZERO_UUID),
+                 SPM_CALL_TIMEOUT_MS, leaf_on_sent, NULL, NULL);
+}
+
+/*
+ * An SPM leaf about to call: waits for an election (NULL), else records the
+ * SPM and a new agent job id before the call (returned), with the pool row.
+ */
+static char *spm_mark_sent(struct engine *e, json_t *cmd, const char *spm, json_t **ret_dc)
+{
+        char *job_id;
+
+        if (!spm) {
+                engine_step_wait(e, js(cmd, "step_id"), "waiting for the SPM");
+                return NULL;
+        }
+        *ret_dc = engine_store_dc_get(e->db, e->dc_id, NULL);
+        job_id = leaf_mark_sent(e, cmd, spm, -1);
+        if (job_id)
+                engine_step_update(e, js(cmd, "step_id"), "started", 0, spm);
+        return job_id;
+}
+
+/* remove_image */
+
+static void remove_image_start(struct engine *e, json_t *cmd, json_t *p)
+{
+        g_autofree char *spm = engine_spm_host(e);
+        g_autofree char *job_id = NULL;
+        g_autoptr(json_t) dc = NULL;
+        g_autoptr(json_t) data = jparse(cmd, "data");
+
+        if (ji(data, "next_try") > engine_now())
+                return;
+        if (persistent(cmd) && engine_image_in_use(e, js(p, "sd"), js(p, "img"), js(cmd, "id"))) {
+                /* A background removal runs late: the image may be a disk again (a retried move
+                 * reuses the ids). Removing it now would destroy that disk. */
+                engine_event(e, "normal", js(cmd, "id"), "image %s on storage domain %s is in use again; "
+                             "not removing it", js(p, "img"), js(p, "sd"));
+                leaf_finish(e, cmd, true, NULL);
+                return;
+        }
+        job_id = spm_mark_sent(e, cmd, spm, &dc);
+        if (!job_id)
+                return;
+        engine_cmd_call(e, cmd, spm, "Image.delete",
+                 json_pack("{s:s, s:s, s:s, s:s}", "job_id", job_id, "storagepoolID", js(dc, "pool_id"),
+                           "storagedomainID", js(p, "sd"), "imageID", js(p, "img")),
+                 SPM_CALL_TIMEOUT_MS, leaf_on_sent, NULL, NULL);
+}
+
+/*
+ * prepare_merge / finalize_merge {sd, img, top, base, generation?} and
+ * remove_volume {sd, img, vol}: SPM jobs on one subchain or volume.
+ */
+static void spm_volume_job_start(struct engine *e, json_t *cmd, json_t *p)
+{
+        g_autofree char *spm = engine_spm_host(e);
+        g_autofree char *job_id = NULL;
+        g_autoptr(json_t) dc = NULL;
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        enum engine_kind kind = engine_cmd_kind(cmd);
+        json_t *params;
+
+        if (ji(data, "next_try") > engine_now())
+                return;
+        job_id = spm_mark_sent(e, cmd, spm, &dc);
+        if (!job_id)
+                return;
+        if (kind == ENGINE_KIND_REMOVE_VOLUME) {
+                params = json_pack("{s:s, s:s, s:s, s:s, s:s}", "job_id", job_id, "storagepoolID", js(dc, "pool_id"),
+                                   "storagedomainID", js(p, "sd"), "imageID", js(p, "img"), "volumeID", js(p, "vol"));
+                engine_cmd_call(e, cmd, spm, "Volume.delete", params, SPM_CALL_TIMEOUT_MS, leaf_on_sent, NULL, NULL);
+                return;
+        }
+        params = json_pack("{s:s, s:s, s:{s:s, s:s, s:s, s:s}}", "job_id", job_id, "storagepoolID", js(dc, "pool_id"),
+                           "subchainInfo", "sd_id", js(p, "sd"), "img_id", js(p, "img"), "top_id", js(p, "top"),
+                           "base_id", js(p, "base"));
+        if (json_object_get(p, "generation"))
+                json_object_set(json_object_get(params, "subchainInfo"), "base_generation", json_object_get(p, "generation"));
+        engine_cmd_call(e, cmd, spm, kind == ENGINE_KIND_PREPARE_MERGE ? "StoragePool.prepareMerge"
+                                                                       : "StoragePool.finalizeMerge",
+                        params, SPM_CALL_TIMEOUT_MS, leaf_on_sent, NULL, NULL);
+}
+
+/* copy_data: pick a host, record the destination's generation, then start the copy. */
+
+static json_t *endpoint(json_t *ep, gint64 generation)
+{
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "endpoint_type", "div", "sd_id", js(ep, "sd"),
+                              "img_id", js(ep, "img"), "vol_id", js(ep, "vol"));
+
+        if (generation >= 0)
+                json_object_set_new(o, "generation", json_integer(generation));
+        return o;
+}
+
+/* What a host job sends, with the generation read just before. */
+static const char *host_job_method(struct engine *e, json_t *cmd, json_t *p, const char *host, gint64 gen)
+{
+        json_t *dst = json_object_get(p, "dst");
+
+        switch (engine_cmd_kind(cmd)) {
+        case ENGINE_KIND_MERGE:
+                engine_event(e, "normal", js(cmd, "id"), "merging volume %s into its parent %s on host %s "
+                             "(base generation %" G_GINT64_FORMAT ")", js(p, "top"), js(dst, "vol"), host, gen);
+                return "SDM.merge";
+        case ENGINE_KIND_SPARSIFY_VOLUME:
+                engine_event(e, "normal", js(cmd, "id"), "sparsifying volume %s on host %s (generation %" G_GINT64_FORMAT ")",
+                             js(dst, "vol"), host, gen);
+                return "SDM.sparsify_volume";
+        default:
+                engine_event(e, "normal", js(cmd, "id"), "copying volume %s to %s on host %s (destination generation %"
+                             G_GINT64_FORMAT ")", js(json_object_get(p, "src"), "vol"), js(dst, "sd"), host, gen);
+                return "SDM.copy_data";
+        }
+}
+
+static json_t *host_job_params(json_t *p, enum engine_kind kind, const char *job_id, gint64 gen)
+{
+        json_t *dst = json_object_get(p, "dst");
+
+        if (kind == ENGINE_KIND_MERGE)
+                return json_pack("{s:s, s:{s:s, s:s, s:s, s:s, s:I}}", "job_id", job_id, "subchain_info",
+                                 "sd_id", js(dst, "sd"), "img_id", js(dst, "img"), "top_id", js(p, "top"),
+                                 "base_id", js(dst, "vol"), "base_generation", (json_int_t) gen);
+        if (kind == ENGINE_KIND_SPARSIFY_VOLUME)
+                return json_pack("{s:s, s:{s:s, s:s, s:s, s:I}}", "job_id", job_id, "vol_info",
+                                 "sd_id", js(dst, "sd"), "img_id", js(dst, "img"), "vol_id", js(dst, "vol"),
+                                 "generation", (json_int_t) gen);
+        return json_pack("{s:s, s:o, s:o}", "job_id", job_id, "source", endpoint(json_object_get(p, "src"), -1),
+                         "destination", endpoint(dst, gen));
+}
+
+static void on_copy_generation(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        const char *host = extra;
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        g_autofree char *job_id = NULL;
+        gint64 gen;
+
+        if (error) {
+                if (engine_is_transport_error(error))
+                        return;        /* try again next round, maybe on another host */
+                leaf_finish(e, cmd, false, error->message);
+                return;
+        }
+        gen = json_integer_value(json_object_get(result, "generation"));
+        job_id = leaf_mark_sent(e, cmd, host, gen);
+        if (!job_id)
+                return;
+        engine_step_update(e, js(cmd, "step_id"), "started", 0, host);
+        engine_cmd_call(e, cmd, host, host_job_method(e, cmd, p, host, gen),
+                        host_job_params(p, engine_cmd_kind(cmd), job_id, gen), COPY_CALL_TIMEOUT_MS, leaf_on_sent, NULL,
+                        NULL);
+}
+
+static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
+{
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        g_autofree char *host = NULL;
+        g_autoptr(json_t) dc = NULL;
+        json_t *dst = json_object_get(p, "dst");
+        double bytes;
+
+        if (ji(cmd, "cancel")) {
+                leaf_finish(e, cmd, false, "cancelled");
+                return;
+        }
+        if (ji(data, "next_try") > engine_now())
+                return;
+        /* Hosts that failed this copy before come last: another one if any can take it. */
+        bytes = json_number_value(json_object_get(p, "bytes"));
+        host = engine_pick_copy_host_sized(e, json_object_get(data, "exclude"), bytes, ji(cmd, "created"));
+        if (!host && json_array_size(json_object_get(data, "exclude")) > 0)
+                host = engine_pick_copy_host_sized(e, NULL, bytes, ji(cmd, "created"));
+
+        if (!host) {
+                /* Every usable host is at its job limit (or none is up), or the copy waits for a busy
+                 * fast host (hostsched.h): offered again each round until one takes it. */
+                engine_step_wait(e, js(cmd, "step_id"), "waiting for a host");
+                return;
+        }
+        /* Counted against the host from now on, so this round's next pick sees it. */
+        g_hash_table_replace(e->picking, g_strdup(js(cmd, "id")), engine_pick_new(host, bytes));
+        dc = engine_store_dc_get(e->db, e->dc_id, NULL);
+        engine_cmd_call(e, cmd, host, "Volume.getInfo",
+                 json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID", js(dst, "sd"),
+                           "imageID", js(dst, "img"), "volumeID", js(dst, "vol")),
+                 e->config.host_timeout, on_copy_generation, g_strdup(host), g_free);
+}
+
+static void on_finalize_verify(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        if (engine_is_transport_error(error))
+                return;        /* the next round asks again */
+        if (result && g_strcmp0(js(result, "legality"), "ILLEGAL") == 0) {
+                engine_event(e, "normal", js(cmd, "id"), "finalize_merge: top volume already left the chain "
+                             "(an earlier try finished)");
+                engine_cmd_finish(e, cmd, true, NULL);
+                return;
+        }
+        engine_cmd_finish(e, cmd, false, extra);
+}
+
+/* Top ILLEGAL after a finalize that answered 252 on a resend: the finalize had completed. */
+static void finalize_verify(struct engine *e, json_t *cmd, const char *why)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        g_autoptr(json_t) dc = engine_store_dc_get(e->db, e->dc_id, NULL);
+
+        engine_cmd_call(e, cmd, js(cmd, "host"), "Volume.getInfo",
+                 json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID", js(p, "sd"),
+                           "imageID", js(p, "img"), "volumeID", js(p, "top")),
+                 e->config.host_timeout, on_finalize_verify, g_strdup(why), g_free);
+}
+
+/* The job is known to the host: running → progress, done/failed → finish. */
+void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
+{
+        const char *status = js(job, "status") ? js(job, "status") : "unknown";
+        enum engine_kind kind = engine_cmd_kind(cmd);
+        g_autoptr(GError) store_error = NULL;
+
+        if (strcmp(status, "done") == 0) {
+                if (kind == ENGINE_KIND_CREATE_VOLUME_CONTAINER) {
+                        g_autoptr(json_t) p = jparse(cmd, "params");
+
+                        /* A copy's destination stays ILLEGAL in the inventory until its data is there. */
+                        if (json_is_true(json_object_get(p, "legal_when_created")) &&
+                            engine_store_volume_set_legal(e->db, js(p, "vol"), js(p, "sd"), -1, &store_error) < 0) {
+                                engine_not_recorded(&store_error, "the volume's legality", js(cmd, "id"));
+                                return;        /* decided again from the job next round */
+                        }
+                }
+                if (leaf_host_job(kind)) {
+                        g_autoptr(json_t) p = jparse(cmd, "params");
+                        json_t *dst = json_object_get(p, "dst");
+
+                        if (leaf_verify_begin(e, cmd))
+                                return;        /* declared done once both sides hash the same */
+                        if (engine_store_volume_set_legal(e->db, js(dst, "vol"), js(dst, "sd"),
+                                                          engine_generation_done(ji(cmd, "generation")), &store_error) < 0) {
+                                engine_not_recorded(&store_error, "the volume's legality", js(cmd, "id"));
+                                return;        /* decided again from the job next round */
+                        }
+                }
+                if (kind == ENGINE_KIND_CHECKSUM_VOLUME) {
+                        json_t *res = json_object_get(job, "result");
+                        g_autoptr(json_t) p = jparse(cmd, "params");
+
+                        if (!js(res, "checksum") || strlen(js(res, "checksum")) > 256) {
+                                leaf_finish(e, cmd, false, "the host's checksum job has no usable result");
+                                return;
+                        }
+                        if (engine_store_step_set_checksum(e->db, js(cmd, "step_id"), js(res, "checksum"), false,
+                                                           &store_error) < 0) {
+                                engine_not_recorded(&store_error, "the checksum", js(cmd, "id"));
+                                return;
+                        }
+                        engine_event(e, "normal", js(cmd, "id"), "volume %s: blake2b %s (%" G_GINT64_FORMAT " bytes, generation %"
+                                     G_GINT64_FORMAT ")", js(p, "vol"), js(res, "checksum"),
+                                     ji(res, "size"), ji(res, "generation"));
+                }
+                leaf_finish(e, cmd, true, NULL);
+        } else if (strcmp(status, "failed") == 0 || strcmp(status, "aborted") == 0) {
+                json_t *err = json_object_get(job, "error");
+                gint64 code = ji(err, "code");
+                g_autofree char *why = g_strdup_printf("%s on host %s: %s (code %" G_GINT64_FORMAT ")",
+                                                       status, js(cmd, "host"),
+                                                       js(err, "message") ? js(err, "message") : "no message", code);
+
+                if ((kind == ENGINE_KIND_REMOVE_IMAGE && code == FY_ERR_IMAGE_DOES_NOT_EXIST) ||
+                    (kind == ENGINE_KIND_REMOVE_VOLUME && code == FY_ERR_VOLUME_DOES_NOT_EXIST)) {
+                        engine_cmd_finish(e, cmd, true, NULL);        /* already gone */
+                        return;
+                }
+                if (kind == ENGINE_KIND_FINALIZE_MERGE && code == FY_ERR_MERGE && ji(cmd, "attempts") > 1) {
+                        /* A resend after an SPM change: the first one may have finished (base then has
+                         * two children, top and the re-pointed one): storage decides. */
+                        finalize_verify(e, cmd, why);
+                        return;
+                }
+                /* A copy that lost its generation race or was aborted is not retried blindly,
+                 * unless the engine aborted it for stalling (jobstall.c) and nobody cancelled it. */
+                /* Out of space stays out of space on any host. */
+                if (kind == ENGINE_KIND_CHECKSUM_VOLUME && code != FY_ERR_GENERATION_MISMATCH && code != FY_ERR_COPY)
+                        leaf_retry_or_fail(e, cmd, 3, why, true);        /* another host reads it */
+                else if (leaf_host_job(kind) && !leaf_refused_everywhere(code) &&
+                         (strcmp(status, "aborted") != 0 || leaf_stall_retry(cmd)))
+                        leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
+                else
+                        leaf_finish(e, cmd, false, why);
+        } else {
+                double progress = json_number_value(json_object_get(job, "progress"));
+
+                engine_step_progress(e, js(cmd, "step_id"), progress, job);
+                engine_job_progress_refresh(e, js(cmd, "job_id"));
+                if (leaf_host_job(kind) && (strcmp(status, "running") == 0 || strcmp(status, "aborting") == 0))
+                        leaf_stall_check(e, cmd, job, progress, strcmp(status, "running") == 0);
+        }
+}
+
+static void leaf_advance(struct engine *e, json_t *cmd)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+
+        if (engine_cmd_phase(cmd) == ENGINE_PHASE_SENT) {
+                leaf_watch(e, cmd);
+                return;
+        }
+        switch (engine_cmd_kind(cmd)) {
+        case ENGINE_KIND_CREATE_VOLUME_CONTAINER:
+                volume_container_start(e, cmd, p);
+                break;
+        case ENGINE_KIND_REMOVE_IMAGE:
+                remove_image_start(e, cmd, p);
+                break;
+        case ENGINE_KIND_COPY_DATA:
+        case ENGINE_KIND_MERGE:
+        case ENGINE_KIND_SPARSIFY_VOLUME:
+                copy_data_start(e, cmd, p);
+                break;
+        case ENGINE_KIND_CHECKSUM_VOLUME:
+                leaf_checksum_start(e, cmd, p);
+                break;
+        case ENGINE_KIND_PREPARE_MERGE:
+        case ENGINE_KIND_FINALIZE_MERGE:
+        case ENGINE_KIND_REMOVE_VOLUME:
+                spm_volume_job_start(e, cmd, p);
+                break;
+        default:
+                g_assert_not_reached();        /* registered for the kinds above only */
+        }
+}
+
+void engine_flow_job_init(void)
+{
+        engine_flow_register(ENGINE_KIND_CREATE_VOLUME_CONTAINER, leaf_advance, false);
+        engine_flow_register(ENGINE_KIND_REMOVE_IMAGE, leaf_advance, false);
+        engine_flow_register(ENGINE_KIND_COPY_DATA, leaf_advance, false);
+        engine_flow_register(ENGINE_KIND_MERGE, leaf_advance, false);
+        engine_flow_register(ENGINE_KIND_SPARSIFY_VOLUME, leaf_advance, false);
+        engine_flow_register(ENGINE_KIND_PREPARE_MERGE, leaf_advance, false);
+        engine_flow_register(ENGINE_KIND_FINALIZE_MERGE, leaf_advance, false);
+        engine_flow_register(ENGINE_KIND_REMOVE_VOLUME, leaf_advance, false);
+        engine_flow_register(ENGINE_KIND_CHECKSUM_VOLUME, leaf_advance, false);
+}

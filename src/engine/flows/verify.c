@@ -1,0 +1,317 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The verification of a finished copy (issue 16), part of the leaf
+ * "a job on a host" (flows/job.c).
+ *
+ * A copy whose job ended done is not declared done yet: the source and the
+ * destination are hashed (Volume.checksum, the guest-visible content), the
+ * destination on another host than the copier where one is up, so the check
+ * is an independent read. data.verify records both sides (host, agent job,
+ * generation, digest once known) before any checksum is sent; a restart
+ * finds it and the next round asks the hosts about those jobs (a job the
+ * host does not know is sent, again with the same id: JOB_EXISTS means it
+ * arrived). Equal digests: done, the step records verified and the digest.
+ * Different: the destination is marked ILLEGAL and the copy is tried again
+ * (copy_attempts). A checksum job that fails or whose host is lost is tried
+ * again on another host, VERIFY_TRIES times per side.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "clock.h"
+#include "commands.h"
+#include "events.h"
+#include "flows/leaf.h"
+#include "generation.h"
+#include "hosts.h"
+#include "scheduler.h"
+#include "error.h"
+#include "uuid.h"
+
+#define js engine_js
+#define ji engine_ji
+#define jparse engine_jparse
+
+#define VERIFY_TRIES 3
+
+static const char *const verify_sides[] = { "src", "dst" };
+
+static json_t *checksum_params(json_t *ep, const char *job_id, gint64 generation)
+{
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "job_id", job_id, "sd_id", js(ep, "sd"),
+                              "img_id", js(ep, "img"), "vol_id", js(ep, "vol"), "algorithm", "blake2b");
+
+        if (generation >= 0)
+                json_object_set_new(o, "generation", json_integer(generation));
+        return o;
+}
+
+static json_t *verify_side_new(const char *host, gint64 generation)
+{
+        g_autofree char *job = fy_uuid_new();
+        json_t *s = json_pack("{s:s, s:s, s:i}", "host", host, "job", job, "tries", 1);
+
+        if (generation >= 0)
+                json_object_set_new(s, "generation", json_integer(generation));
+        return s;
+}
+
+/* Starts verification of a copy whose job is done; false when it is off for this copy. */
+bool leaf_verify_begin(struct engine *e, json_t *cmd)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        g_autofree char *dst_host = NULL;
+        const char *copier = js(cmd, "host");
+
+        /* Only a copy has a source to compare with: a merge or sparsify changes its volume in place
+         * (its params have no "src"; a checksum of nothing failed every merge). */
+        if (!e->config.verify_copies || engine_cmd_kind(cmd) != ENGINE_KIND_COPY_DATA ||
+            json_is_false(json_object_get(p, "verify")))
+                return false;
+        dst_host = leaf_other_usable_host(e, copier);
+        if (!dst_host)
+                dst_host = g_strdup(copier);   /* the only host up: still catches a bad write, not a bad read */
+        json_object_set_new(data, "verify", json_pack("{s:o, s:o}",
+                                                      "src", verify_side_new(leaf_host_is_up(e, copier) ? copier : dst_host, -1),
+                                                      "dst", verify_side_new(dst_host, engine_generation_done(ji(cmd, "generation")))));
+        engine_event(e, "normal", js(cmd, "id"), "copy of volume %s done on host %s; verifying: source on host %s, "
+                     "destination on host %s", js(json_object_get(p, "src"), "vol"), copier,
+                     js(json_object_get(json_object_get(data, "verify"), "src"), "host"), dst_host);
+        leaf_save(e, cmd, data);       /* recorded before any checksum is sent; the next round sends them */
+        engine_kick(e);
+        return true;
+}
+
+/* The side's checksum failed or its host is gone: another host, a bounded number of times. */
+static void verify_side_retry(struct engine *e, json_t *cmd, json_t *data, const char *side, const char *why)
+{
+        json_t *v = json_object_get(data, "verify");
+        json_t *s = json_object_get(v, side);
+        g_autofree char *host = leaf_other_usable_host(e, js(s, "host"));
+        g_autofree char *job = fy_uuid_new();
+
+        if (ji(s, "tries") >= VERIFY_TRIES) {
+                g_autofree char *msg = g_strdup_printf("the copy could not be verified: checksum of the %s failed %d times (%s)",
+                                                       strcmp(side, "src") == 0 ? "source" : "destination", VERIFY_TRIES, why);
+
+                leaf_finish(e, cmd, false, msg);
+                return;
+        }
+        if (!host)
+                host = g_strdup(js(s, "host"));
+        engine_event(e, "warning", js(cmd, "id"), "checksum of the %s on host %s: %s; trying again on host %s",
+                     side, js(s, "host"), why, host);
+        json_object_set_new(s, "host", json_string(host));
+        json_object_set_new(s, "job", json_string(job));
+        json_object_set_new(s, "tries", json_integer(ji(s, "tries") + 1));
+        leaf_later(e, cmd, data, 1);
+}
+
+static void on_marked_illegal(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        json_t *v = json_object_get(data, "verify");
+        g_autofree char *why = g_strdup_printf("checksum mismatch: source %s, destination %s",
+                                               js(json_object_get(v, "src"), "checksum"),
+                                               js(json_object_get(v, "dst"), "checksum"));
+
+        if (engine_is_transport_error(error))
+                return;        /* sent again next round (still recorded as a mismatch) */
+        if (error)
+                g_message("marking the destination of %s ILLEGAL: %s", js(cmd, "id"), error->message);
+        /* The retry rewrites the destination from scratch at the generation it finds. */
+        leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
+}
+
+static void verify_mismatch(struct engine *e, json_t *cmd, json_t *data)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        json_t *dst = json_object_get(p, "dst");
+        json_t *d = json_object_get(json_object_get(data, "verify"), "dst");
+        g_autofree char *job = fy_uuid_new();
+
+        if (!json_is_true(json_object_get(data, "mismatch"))) {
+                json_object_set_new(data, "mismatch", json_true());
+                leaf_save(e, cmd, data);
+                engine_event(e, "warning", js(cmd, "id"), "copy of volume %s: the destination's checksum %s differs from the "
+                             "source's %s; marking it ILLEGAL and copying again", js(json_object_get(p, "src"), "vol"),
+                             js(d, "checksum"), js(json_object_get(json_object_get(data, "verify"), "src"), "checksum"));
+        }
+        /* ILLEGAL on storage too, so nothing uses it (and its checksum is refused) until a copy is done. */
+        engine_cmd_call(e, cmd, js(d, "host"), "SDM.update_volume",
+                 json_pack("{s:s, s:{s:s, s:s, s:s, s:I}, s:{s:s}}", "job_id", job,
+                           "vol_info", "sd_id", js(dst, "sd"), "img_id", js(dst, "img"), "vol_id", js(dst, "vol"),
+                           "generation", (json_int_t) ji(d, "generation"),
+                           "vol_attr", "legality", "ILLEGAL"),
+                 e->config.host_timeout, on_marked_illegal, NULL, NULL);
+}
+
+static void verify_decide(struct engine *e, json_t *cmd, json_t *data)
+{
+        json_t *v = json_object_get(data, "verify");
+        const char *src_sum = js(json_object_get(v, "src"), "checksum");
+        const char *dst_sum = js(json_object_get(v, "dst"), "checksum");
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        json_t *dst = json_object_get(p, "dst");
+        g_autoptr(GError) store_error = NULL;
+
+        if (strcmp(src_sum, dst_sum) != 0) {
+                verify_mismatch(e, cmd, data);
+                return;
+        }
+        if (engine_store_volume_set_legal(e->db, js(dst, "vol"), js(dst, "sd"),
+                                          engine_generation_done(ji(cmd, "generation")), &store_error) < 0 ||
+            engine_store_step_set_checksum(e->db, js(cmd, "step_id"), dst_sum, true, &store_error) < 0) {
+                engine_not_recorded(&store_error, "the verified copy", js(cmd, "id"));
+                return;        /* decided again next round */
+        }
+        engine_event(e, "normal", js(cmd, "id"), "copy of volume %s verified: blake2b %s", js(json_object_get(p, "src"), "vol"),
+                     dst_sum);
+        leaf_finish(e, cmd, true, NULL);
+}
+
+static void on_checksum_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        const char *side = extra;
+        g_autoptr(json_t) data = jparse(cmd, "data");
+
+        if (!error || engine_is_transport_error(error) || error->code == FY_ERR_JOB_EXISTS) {
+                engine_kick(e);
+                return;        /* watched (or asked about) next round */
+        }
+        if (json_object_get(data, "verify"))
+                verify_side_retry(e, cmd, data, side, error->message);
+}
+
+static void on_verify_jobs(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        const char *side = extra;
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        g_autoptr(json_t) p = NULL;
+        json_t *v = json_object_get(data, "verify");
+        json_t *s = json_object_get(v, side);
+        json_t *job;
+
+        if (!s || json_is_true(json_object_get(data, "mismatch")) || js(s, "checksum"))
+                return;        /* this round's answer came late */
+        if (error) {
+                if (!leaf_host_is_up(e, js(s, "host")))
+                        verify_side_retry(e, cmd, data, side, error->message);
+                return;        /* asked again next round */
+        }
+        job = json_object_get(result, js(s, "job"));
+        if (!job) {
+                /* Not sent yet (recorded first), or sent before a restart and lost with an agent restart. */
+                p = jparse(cmd, "params");
+                engine_cmd_call(e, cmd, js(s, "host"), "Volume.checksum",
+                         checksum_params(json_object_get(p, side), js(s, "job"),
+                                         json_is_integer(json_object_get(s, "generation")) ? ji(s, "generation") : -1),
+                         e->config.host_timeout, on_checksum_sent, (void *) side, NULL);
+                return;
+        }
+        if (g_strcmp0(js(job, "status"), "done") == 0) {
+                json_t *res = json_object_get(job, "result");
+
+                if (!js(res, "checksum") || strlen(js(res, "checksum")) > 256) {
+                        verify_side_retry(e, cmd, data, side, "the host's checksum job has no usable result");
+                        return;
+                }
+                json_object_set_new(s, "checksum", json_string(js(res, "checksum")));
+                leaf_save(e, cmd, data);
+                if (js(json_object_get(v, "src"), "checksum") && js(json_object_get(v, "dst"), "checksum"))
+                        verify_decide(e, cmd, data);
+        } else if (g_strcmp0(js(job, "status"), "failed") == 0 || g_strcmp0(js(job, "status"), "aborted") == 0) {
+                json_t *err = json_object_get(job, "error");
+                g_autofree char *why = g_strdup_printf("%s (code %" G_GINT64_FORMAT ")",
+                                                       js(err, "message") ? js(err, "message") : "no message", ji(err, "code"));
+
+                if (strcmp(side, "dst") == 0 && ji(err, "code") == FY_ERR_GENERATION_MISMATCH) {
+                        /* Someone wrote the destination after this copy: what was copied is not there any more. */
+                        leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, false);
+                        return;
+                }
+                verify_side_retry(e, cmd, data, side, why);
+        }
+}
+
+/*
+ * A layer of a chain copied layer by layer: its checksum reads the chain
+ * below it, so it is compared once the layers below are verified (LEGAL in
+ * the inventory) — bottom up, each layer's guest view against the source's.
+ */
+static bool verify_below_ready(struct engine *e, json_t *cmd)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        json_t *below = json_object_get(p, "below");
+        const char *sd = js(json_object_get(p, "dst"), "sd");
+
+        for (size_t i = 0; i < json_array_size(below); i++) {
+                g_autofree char *legality = engine_store_volume_legality(e->db, json_string_value(json_array_get(below, i)),
+                                                                         sd, NULL);
+
+                if (g_strcmp0(legality, "LEGAL") != 0) {
+                        engine_step_wait(e, js(cmd, "step_id"), "copied; verifying after the layers below it");
+                        return false;
+                }
+        }
+        return true;
+}
+
+void leaf_verify_watch(struct engine *e, json_t *cmd, json_t *data)
+{
+        json_t *v = json_object_get(data, "verify");
+
+        if (ji(cmd, "cancel")) {
+                leaf_finish(e, cmd, false, "cancelled");
+                return;
+        }
+        if (json_is_true(json_object_get(data, "mismatch"))) {
+                verify_mismatch(e, cmd, data);
+                return;
+        }
+        if (!verify_below_ready(e, cmd))
+                return;
+        for (size_t i = 0; i < G_N_ELEMENTS(verify_sides); i++) {
+                json_t *s = json_object_get(v, verify_sides[i]);
+
+                if (js(s, "checksum"))
+                        continue;
+                if (!leaf_host_is_up(e, js(s, "host")) && !leaf_host_status_is(e, js(s, "host"), "connecting")) {
+                        verify_side_retry(e, cmd, data, verify_sides[i], "the host is not up");
+                        return;
+                }
+                /* Like a copy's job: asked when an event reports its end, else once per poll_interval. */
+                g_autofree char *key = g_strdup_printf("%s/%s", js(cmd, "id"), verify_sides[i]);
+
+                if (!engine_job_ended(js(s, "job")) && !leaf_poll_due(e, key))
+                        continue;
+                engine_cmd_call(e, cmd, js(s, "host"), "Host.getJobs", json_pack("{s:[s]}", "job_ids", js(s, "job")),
+                         e->config.host_timeout, on_verify_jobs, (void *) verify_sides[i], NULL);
+        }
+}
+
+/* checksum_volume (ferry disk checksum): Volume.checksum of the disk's active volume on any host up. */
+void leaf_checksum_start(struct engine *e, json_t *cmd, json_t *p)
+{
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        g_autofree char *host = NULL;
+        g_autofree char *job_id = NULL;
+
+        if (ji(data, "next_try") > engine_now())
+                return;
+        host = engine_pick_copy_host(e, json_object_get(data, "exclude"));
+        if (!host && json_array_size(json_object_get(data, "exclude")) > 0)
+                host = engine_pick_copy_host(e, NULL);
+        if (!host) {
+                engine_step_wait(e, js(cmd, "step_id"), "waiting for a host");
+                return;
+        }
+        job_id = leaf_mark_sent(e, cmd, host, ji(p, "generation"));
+        if (!job_id)
+                return;
+        engine_step_update(e, js(cmd, "step_id"), "started", 0, host);
+        engine_cmd_call(e, cmd, host, "Volume.checksum", checksum_params(p, job_id, ji(p, "generation")),
+                 e->config.host_timeout, leaf_on_sent, NULL, NULL);
+}
+
