@@ -391,7 +391,7 @@ static void check_start(struct engine *e, SoupServerMessage *msg, const char *us
                 return;
         }
         if (throttle_begin(e->auth->throttle, valid ? user : NULL, address, engine_now(), &attempt, &delay) < 0) {
-                reply_refused(msg, 429, delay, "too many login attempts in flight for this user or address; "
+                reply_refused(msg, 429, delay, "too many login attempts in flight from this address; "
                                                "retry later");
                 return;
         }
@@ -539,15 +539,20 @@ static void token_grant(struct engine *e, SoupServerMessage *msg, const char *us
         g_autoptr(json_t) out = NULL;
         g_autofree char *token = NULL;
         g_autofree char *hash = NULL;
+        unsigned ended;
 
         token = token_new(&error);
         hash = token ? token_hash(token) : NULL;
-        if (!token || engine_store_token_insert(e->db, hash, user, engine_now(), &error) < 0) {
+        if (!token || engine_store_token_insert(e->db, hash, user, engine_now(), &ended, &error) < 0) {
                 engine_rest_reply_error(msg, error);
                 return;
         }
         e->acting_user = user;
         engine_event(e, "normal", NULL, "user %s logged in from %s", user, address);
+        /* Said, not silent: a session whose token ended this way would otherwise not know why. */
+        if (ended)
+                engine_event(e, "normal", NULL, "%u oldest token(s) of user %s ended: more than %d tokens",
+                             ended, user, ENGINE_STORE_TOKENS_PER_USER);
         e->acting_user = NULL;
         out = json_pack("{s:s, s:s, s:I, s:s}", "access_token", token, "token_type", "bearer", "expires_in",
                         (json_int_t) MIN(e->config.token_idle_timeout, e->config.token_lifetime),

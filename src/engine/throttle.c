@@ -10,8 +10,7 @@ struct entry {
         char *key;
         unsigned failures;
         unsigned inflight;
-        gint64 last;                   /* last failure or attempt begun */
-        gint64 good;                   /* last right password of this pair (pairs only) */
+        gint64 last;                   /* last failure or attempt begun; in the trust table, last right password */
         gint64 event_last;             /* last failed-login event of this key (pairs only) */
         unsigned event_suppressed;     /* failures since event_last not shown */
         GList link;                    /* in t->lru, oldest first */
@@ -19,10 +18,20 @@ struct entry {
         unsigned refs;                 /* the table's one plus one per attempt in flight */
 };
 
-struct throttle {
+/* A bounded map of keys: past max, the least recently used key is dropped. */
+struct table {
         GHashTable *keys;              /* key → struct entry */
         GQueue lru;
-        unsigned max_keys;
+        unsigned max;
+};
+
+struct throttle {
+        struct table live;             /* pairs, addresses and users with failures or attempts */
+        /*
+         * Pairs that gave the right password: apart from live so that a flood
+         * of failures (which only live receives) cannot push them out.
+         */
+        struct table trust;
         gint64 event_window;           /* minute of the global event cap */
         unsigned event_count;
 };
@@ -31,6 +40,7 @@ enum { PAIR, ADDRESS, USER, N_KEYS };
 
 struct throttle_attempt {
         struct entry *e[N_KEYS];       /* USER is NULL for an invalid name */
+        bool trusted;                  /* the pair gave the right password lately: the user count spares it */
 };
 
 static void entry_unref(struct entry *e)
@@ -41,7 +51,7 @@ static void entry_unref(struct entry *e)
         }
 }
 
-static void drop(struct throttle *t, struct entry *e)
+static void drop(struct table *t, struct entry *e)
 {
         g_queue_unlink(&t->lru, &e->link);
         e->in_table = false;
@@ -52,26 +62,40 @@ static void drop(struct throttle *t, struct entry *e)
 struct throttle *throttle_new(unsigned max_keys)
 {
         struct throttle *t = g_new0(struct throttle, 1);
+        struct table *tables[] = { &t->live, &t->trust };
 
-        t->keys = g_hash_table_new(g_str_hash, g_str_equal);
-        t->max_keys = MAX(max_keys, N_KEYS);
-        g_queue_init(&t->lru);
+        for (size_t i = 0; i < G_N_ELEMENTS(tables); i++) {
+                tables[i]->keys = g_hash_table_new(g_str_hash, g_str_equal);
+                tables[i]->max = MAX(max_keys, N_KEYS);
+                g_queue_init(&tables[i]->lru);
+        }
         return t;
+}
+
+static void table_clear(struct table *t)
+{
+        while (t->lru.head)
+                drop(t, t->lru.head->data);
+        g_hash_table_unref(t->keys);
 }
 
 void throttle_free(struct throttle *t)
 {
         if (!t)
                 return;
-        while (t->lru.head)
-                drop(t, t->lru.head->data);
-        g_hash_table_unref(t->keys);
+        table_clear(&t->live);
+        table_clear(&t->trust);
         g_free(t);
 }
 
 unsigned throttle_size(struct throttle *t)
 {
-        return g_hash_table_size(t->keys);
+        return g_hash_table_size(t->live.keys);
+}
+
+unsigned throttle_trusted_size(struct throttle *t)
+{
+        return g_hash_table_size(t->trust.keys);
 }
 
 static void forget_if_old(struct entry *e, gint64 now)
@@ -82,7 +106,7 @@ static void forget_if_old(struct entry *e, gint64 now)
 
 unsigned throttle_failures(struct throttle *t, const char *key, gint64 now)
 {
-        struct entry *e = g_hash_table_lookup(t->keys, key);
+        struct entry *e = g_hash_table_lookup(t->live.keys, key);
 
         if (!e)
                 return 0;
@@ -91,7 +115,7 @@ unsigned throttle_failures(struct throttle *t, const char *key, gint64 now)
 }
 
 /* The entry of key, made (evicting the least recently used) if new, moved to the young end. */
-static struct entry *touch(struct throttle *t, char *key, gint64 now)
+static struct entry *touch(struct table *t, char *key, gint64 now)
 {
         struct entry *e = g_hash_table_lookup(t->keys, key);
 
@@ -101,7 +125,7 @@ static struct entry *touch(struct throttle *t, char *key, gint64 now)
                 forget_if_old(e, now);
         } else {
                 /* Dropped keys still in flight stay alive through their attempts' references. */
-                while (g_hash_table_size(t->keys) >= t->max_keys && t->lru.head)
+                while (g_hash_table_size(t->keys) >= t->max && t->lru.head)
                         drop(t, t->lru.head->data);
                 e = g_new0(struct entry, 1);
                 e->key = key;
@@ -123,10 +147,22 @@ static char *address_key(const char *address)
         return inet ? fy_peer_key(inet) : g_strdup(address);
 }
 
-/* The pair logged in with the right password lately: the user-wide count does not hold it back. */
-static bool trusted(struct entry *pair, gint64 now)
+/* The pair (its key) logged in with the right password lately: the user-wide count does not hold it back. */
+static bool trusted(struct throttle *t, const char *pair_key, gint64 now)
 {
-        return pair->good && now - pair->good < THROTTLE_TRUST_S;
+        struct entry *e = g_hash_table_lookup(t->trust.keys, pair_key);
+
+        return e && now - e->last < THROTTLE_TRUST_S;
+}
+
+/* An entry of the live table without making it: NULL when absent. */
+static struct entry *peek(struct throttle *t, const char *key, gint64 now)
+{
+        struct entry *e = g_hash_table_lookup(t->live.keys, key);
+
+        if (e)
+                forget_if_old(e, now);
+        return e;
 }
 
 static unsigned delay_for(unsigned n, unsigned free)
@@ -144,7 +180,7 @@ static unsigned delay_of(struct throttle_attempt *a, gint64 now)
         unsigned d = 0;
 
         for (int k = 0; k < N_KEYS; k++)
-                if (a->e[k] && !(k == USER && trusted(a->e[PAIR], now)))
+                if (a->e[k] && !(k == USER && a->trusted))
                         d = MAX(d, delay_for(a->e[k]->failures + a->e[k]->inflight, free[k]));
         return d;
 }
@@ -154,19 +190,33 @@ int throttle_begin(struct throttle *t, const char *user, const char *address, gi
 {
         struct throttle_attempt a = { { NULL } };
         g_autofree char *where = address_key(address);
+        /* An invalid name is one pair per address: guesses of names are still counted. */
+        g_autofree char *pair = g_strconcat("p:", user ? user : "", "\n", where, NULL);
+        g_autofree char *addr = g_strconcat("a:", where, NULL);
+        g_autofree char *who = user ? g_strconcat("u:", user, NULL) : NULL;
 
         *ret = NULL;
-        /* An invalid name is one pair per address: guesses of names are still counted. */
-        a.e[PAIR] = touch(t, g_strconcat("p:", user ? user : "", "\n", where, NULL), now);
-        a.e[ADDRESS] = touch(t, g_strconcat("a:", where, NULL), now);
-        if (user)
-                a.e[USER] = touch(t, g_strconcat("u:", user, NULL), now);
-        *ret_delay_s = delay_of(&a, now);
-        if (a.e[PAIR]->inflight >= THROTTLE_INFLIGHT_PAIR || a.e[ADDRESS]->inflight >= THROTTLE_INFLIGHT_ADDRESS ||
-            (a.e[USER] && a.e[USER]->inflight >= THROTTLE_INFLIGHT_USER && !trusted(a.e[PAIR], now))) {
-                *ret_delay_s = MAX(*ret_delay_s, 1);
+        a.trusted = user && trusted(t, pair, now);
+        /*
+         * Refused before anything is added: a refusal costs the table
+         * nothing. Only the pair's and the address's attempts in flight are
+         * capped (they are the sender's own); a user's never are, or anyone
+         * could lock the user out by keeping guesses in flight: past its
+         * count, the user's attempts wait (in flight counts as failed).
+         */
+        a.e[PAIR] = peek(t, pair, now);
+        a.e[ADDRESS] = peek(t, addr, now);
+        a.e[USER] = who ? peek(t, who, now) : NULL;
+        if ((a.e[PAIR] && a.e[PAIR]->inflight >= THROTTLE_INFLIGHT_PAIR) ||
+            (a.e[ADDRESS] && a.e[ADDRESS]->inflight >= THROTTLE_INFLIGHT_ADDRESS)) {
+                *ret_delay_s = MAX(delay_of(&a, now), 1);
                 return -EBUSY;
         }
+        a.e[PAIR] = touch(&t->live, g_steal_pointer(&pair), now);
+        a.e[ADDRESS] = touch(&t->live, g_steal_pointer(&addr), now);
+        if (who)
+                a.e[USER] = touch(&t->live, g_steal_pointer(&who), now);
+        *ret_delay_s = delay_of(&a, now);
         for (int k = 0; k < N_KEYS; k++)
                 if (a.e[k]) {
                         a.e[k]->inflight++;
@@ -208,8 +258,10 @@ void throttle_end(struct throttle *t, struct throttle_attempt *a, int result, gi
                         a->e[k]->inflight--;
         if (result == THROTTLE_SUCCESS) {
                 a->e[PAIR]->failures = 0;
-                a->e[PAIR]->good = now;
                 a->e[ADDRESS]->failures = 0;
+                /* Only a right password enters the trust table: failures cannot evict it. */
+                if (a->e[USER])
+                        touch(&t->trust, g_strdup(a->e[PAIR]->key), now);
         } else if (result == THROTTLE_FAILURE) {
                 unsigned before = delay_of(a, now);
 

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -223,6 +224,10 @@ def test_tokens_per_user_are_capped(eng):
     assert status_of(eng, "GET", "/api/hosts", token=first) == 401
     for t in (second, last):
         assert status_of(eng, "GET", "/api/hosts", token=t) == 200
+    # Each login that ended tokens says so, with the count.
+    ended = [ev["message"] for ev in eng.get("/api/events")["events"] if "tokens" in ev["message"]
+             and "looper" in ev["message"]]
+    assert ended == ["1 oldest token(s) of user looper ended: more than 100 tokens"], ended
 
 
 def test_revocation_and_restart(eng):
@@ -564,3 +569,53 @@ def test_sigterm_during_a_login_flood_exits_cleanly():
                 t.join()
             e.stop()
             shutil.rmtree(d, ignore_errors=True)
+
+
+def test_guesses_from_elsewhere_never_lock_the_user_out(eng):
+    """Guesses kept in flight from 2 addresses: the real user from a third logs in, perhaps delayed, never 429."""
+    password, _ = add_user(eng, "victim", "viewer")
+    stop = threading.Event()
+    conns, answers, lock = [], [], threading.Lock()
+
+    def attack(source):
+        while not stop.is_set():
+            c = http.client.HTTPSConnection("127.0.0.1", eng.port, context=eng.ssl, timeout=60,
+                                            source_address=(source, 0))
+            try:
+                c.connect()
+                with lock:
+                    if stop.is_set():
+                        return
+                    conns.append(c)
+                c.request("POST", "/sso/oauth/token", body=bad_login("victim"), headers=FORM)
+                status = c.getresponse().status
+                with lock:
+                    answers.append(status)
+            except (OSError, http.client.HTTPException):
+                pass
+            finally:
+                c.close()
+    # 4 per address: each one's cap per (user, address), 8 for the user in all.
+    threads = [threading.Thread(target=attack, args=(f"127.0.11.{2 + i % 2}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        # The first 5 failures are free and answered at once; from then on all 8 wait in flight.
+        deadline = time.monotonic() + 20
+        while len(answers) < 5:
+            assert time.monotonic() < deadline, answers
+            time.sleep(0.05)
+        status, hd, body, took = raw(eng, "GET", "/api/hosts", basic("victim", password), source="127.0.11.4",
+                                     timeout=60)
+        assert status == 200 and took <= 40, (status, hd.get("Retry-After"), body, took)
+        assert set(answers) <= {401, 429}, answers
+    finally:
+        stop.set()
+        with lock:
+            for c in conns:
+                try:
+                    c.sock and c.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        for t in threads:
+            t.join()

@@ -82,9 +82,6 @@ static void succeed(struct throttle *t, const char *user, const char *address, g
 static void test_pair(void)
 {
         struct throttle *t = throttle_new(1000);
-        struct throttle_attempt *a[THROTTLE_INFLIGHT_USER], *refused;
-        unsigned delay;
-
         succeed(t, "admin", "10.0.0.1", 50);
         for (int i = 0; i < 50; i++)
                 fail(t, "admin", "10.6.6.6", 100);
@@ -103,7 +100,7 @@ static void test_pair(void)
         g_assert_cmpuint(delay_now(t, "admin", "10.0.0.1", 50 + THROTTLE_TRUST_S), >, 0);
         throttle_free(t);
 
-        /* A fresh user: the 6th failure from 6 addresses waits; attempts in flight per user are capped. */
+        /* A fresh user: the 6th failure from 6 addresses waits. */
         t = throttle_new(1000);
         for (int i = 0; i < THROTTLE_USER_FREE; i++) {
                 g_autofree char *addr = g_strdup_printf("10.8.0.%d", i + 1);
@@ -112,19 +109,83 @@ static void test_pair(void)
                 fail(t, "bob", addr, 100);
         }
         g_assert_cmpuint(delay_now(t, "bob", "10.8.1.1", 100), ==, 1);
-        succeed(t, "bob", "10.9.0.1", 100);
-        for (int i = 0; i < THROTTLE_INFLIGHT_USER; i++) {
-                g_autofree char *addr = g_strdup_printf("10.8.2.%d", i + 1);
+        throttle_free(t);
+}
 
-                g_assert_cmpint(throttle_begin(t, "bob", addr, 100, &a[i], &delay), ==, 0);
-        }
-        g_assert_cmpint(throttle_begin(t, "bob", "10.8.3.1", 100, &refused, &delay), ==, -EBUSY);
-        /* The trusted pair still gets in, at once. */
-        g_assert_cmpint(throttle_begin(t, "bob", "10.9.0.1", 100, &refused, &delay), ==, 0);
+/*
+ * Guesses held in flight from a few addresses never refuse the user (that would be a lockout anyone
+ * could cause): from a new address the real user waits at most THROTTLE_DELAY_MAX_S, from a trusted
+ * pair not at all.
+ */
+static void test_user_never_refused(void)
+{
+        struct throttle *t = throttle_new(1000);
+        struct throttle_attempt *a[2 * THROTTLE_INFLIGHT_PAIR], *b;
+        unsigned delay;
+
+        succeed(t, "bob", "10.9.0.1", 100);
+        for (int i = 0; i < 20; i++)
+                fail(t, "bob", i % 2 ? "10.6.6.6" : "10.6.6.7", 100);
+        for (int i = 0; i < 2 * THROTTLE_INFLIGHT_PAIR; i++)
+                g_assert_cmpint(throttle_begin(t, "bob", i % 2 ? "10.6.6.6" : "10.6.6.7", 100, &a[i], &delay), ==, 0);
+        /* The attackers themselves are capped. */
+        g_assert_cmpint(throttle_begin(t, "bob", "10.6.6.6", 100, &b, &delay), ==, -EBUSY);
+        /* A new address of the real user waits, never refused. */
+        g_assert_cmpint(throttle_begin(t, "bob", "10.8.3.1", 100, &b, &delay), ==, 0);
+        g_assert_cmpuint(delay, ==, THROTTLE_DELAY_MAX_S);
+        throttle_end(t, b, THROTTLE_SUCCESS, 100 + THROTTLE_DELAY_MAX_S, NULL);
+        /* The trusted pair gets in at once. */
+        g_assert_cmpint(throttle_begin(t, "bob", "10.9.0.1", 100, &b, &delay), ==, 0);
         g_assert_cmpuint(delay, ==, 0);
-        throttle_end(t, refused, THROTTLE_SUCCESS, 100, NULL);
-        for (int i = 0; i < THROTTLE_INFLIGHT_USER; i++)
+        throttle_end(t, b, THROTTLE_SUCCESS, 100, NULL);
+        for (int i = 0; i < 2 * THROTTLE_INFLIGHT_PAIR; i++)
                 throttle_end(t, a[i], THROTTLE_FAILURE, 100, NULL);
+        throttle_free(t);
+}
+
+/* A refused attempt adds no key: refusals cannot churn the table. */
+static void test_refusal_adds_nothing(void)
+{
+        struct throttle *t = throttle_new(1000);
+        struct throttle_attempt *a[THROTTLE_INFLIGHT_ADDRESS], *b;
+        unsigned delay, size;
+
+        for (int i = 0; i < THROTTLE_INFLIGHT_ADDRESS; i++) {
+                g_autofree char *user = g_strdup_printf("u%d", i);
+
+                g_assert_cmpint(throttle_begin(t, user, "10.6.6.6", 100, &a[i], &delay), ==, 0);
+        }
+        size = throttle_size(t);
+        for (int i = 0; i < 500; i++) {
+                g_autofree char *user = g_strdup_printf("fresh%d", i);
+
+                g_assert_cmpint(throttle_begin(t, user, "10.6.6.6", 100, &b, &delay), ==, -EBUSY);
+                g_assert_cmpuint(delay, >=, 1);
+        }
+        g_assert_cmpuint(throttle_size(t), ==, size);
+        for (int i = 0; i < THROTTLE_INFLIGHT_ADDRESS; i++)
+                throttle_end(t, a[i], THROTTLE_FAILURE, 100, NULL);
+        throttle_free(t);
+}
+
+/* Trusted pairs live apart: a flood of failures with fresh names and addresses cannot evict them. */
+static void test_trust_not_evicted(void)
+{
+        struct throttle *t = throttle_new(300);
+
+        succeed(t, "admin", "10.0.0.1", 100);
+        for (int i = 0; i < 5000; i++) {
+                g_autofree char *user = g_strdup_printf("fresh%d", i);
+                g_autofree char *addr = g_strdup_printf("10.9.%d.%d", i / 256, i % 256);
+
+                fail(t, user, addr, 101);
+        }
+        for (int i = 0; i < 20; i++)
+                fail(t, "admin", "10.6.6.6", 101);
+        g_assert_cmpuint(throttle_size(t), <=, 300);
+        g_assert_cmpuint(throttle_trusted_size(t), ==, 1);
+        g_assert_cmpuint(delay_now(t, "admin", "10.0.0.1", 102), ==, 0);
+        g_assert_cmpuint(delay_now(t, "admin", "10.0.0.2", 102), ==, THROTTLE_DELAY_MAX_S);
         throttle_free(t);
 }
 
@@ -192,6 +253,9 @@ int main(int argc, char **argv)
         g_test_add_func("/throttle/sequential", test_sequential);
         g_test_add_func("/throttle/parallel", test_parallel);
         g_test_add_func("/throttle/pair", test_pair);
+        g_test_add_func("/throttle/user-never-refused", test_user_never_refused);
+        g_test_add_func("/throttle/refusal-adds-nothing", test_refusal_adds_nothing);
+        g_test_add_func("/throttle/trust-not-evicted", test_trust_not_evicted);
         g_test_add_func("/throttle/ipv6", test_ipv6);
         g_test_add_func("/throttle/bounded", test_bounded);
         g_test_add_func("/throttle/events", test_events);

@@ -129,8 +129,9 @@ int engine_store_user_delete(struct engine_store *st, const char *name, GError *
 /* Users in the store, or -EIO. */
 gint64 engine_store_user_count(struct engine_store *st, GError **error) STORE_MUST;
 #define ENGINE_STORE_TOKENS_PER_USER 100 /* beyond, a new token ends the user's oldest */
+/* *ret_ended: how many of the user's oldest tokens the cap ended. */
 int engine_store_token_insert(struct engine_store *st, const char *hash, const char *user, gint64 now,
-                              GError **error) STORE_MUST;
+                              unsigned *ret_ended, GError **error) STORE_MUST;
 /* {user_name, created, last_used, role} of the token with that hash, or NULL. */
 json_t *engine_store_token_get(struct engine_store *st, const char *hash, GError **error) STORE_MUST;
 int engine_store_token_touch(struct engine_store *st, const char *hash, gint64 now, GError **error) STORE_MUST;

@@ -78,8 +78,12 @@ gint64 engine_store_user_count(struct engine_store *st, GError **error)
         return row ? json_integer_value(json_object_get(row, "n")) : -EIO;
 }
 
-int engine_store_token_insert(struct engine_store *st, const char *hash, const char *user, gint64 now, GError **error)
+int engine_store_token_insert(struct engine_store *st, const char *hash, const char *user, gint64 now,
+                              unsigned *ret_ended, GError **error)
 {
+        unsigned ended;
+
+        *ret_ended = 0;
         if (engine_store_begin(st, error) < 0)
                 return -EIO;
         /* At most ENGINE_STORE_TOKENS_PER_USER each: a script logging in without end ends its oldest tokens. */
@@ -91,7 +95,11 @@ int engine_store_token_insert(struct engine_store *st, const char *hash, const c
                 engine_store_rollback(st);
                 return -EIO;
         }
-        return engine_store_commit(st, error) < 0 ? -EIO : 0;
+        ended = store_changes(st);      /* the DELETE's, read before the commit */
+        if (engine_store_commit(st, error) < 0)
+                return -EIO;
+        *ret_ended = ended;
+        return 0;
 }
 
 json_t *engine_store_token_get(struct engine_store *st, const char *hash, GError **error)
