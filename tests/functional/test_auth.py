@@ -30,7 +30,7 @@ import pytest
 
 from conftest import make_workdir
 from enginetest import Engine, HttpError
-from ferrytest import FERRY, tls_client_env, wait_for
+from ferrytest import FERRY, SANITIZED, tls_client_env, wait_for
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "..", "src", "engine")
 ROLES = {"ENGINE_ROLE_VIEWER": 0, "ENGINE_ROLE_OPERATOR": 1, "ENGINE_ROLE_ADMIN": 2}
@@ -477,7 +477,9 @@ def test_login_throttle_per_source_parallel_and_off_the_main_loop():
         assert len(flood_status) == 128 and flood_status.count(401) >= 64, flood_status
         times.sort()
         p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
-        assert p99 < 0.5, (p99, times[-5:], len(times))
+        # With the hashing on the main loop this was 2.9 s (6 s for 300 logins). Under ASan, with other
+        # test workers on the same 2 cores, one plain request alone can take a second: a wider bound.
+        assert p99 < (5 if SANITIZED else 0.5), (p99, times[-5:], len(times))
     finally:
         assert e.stop() == 0
         shutil.rmtree(d, ignore_errors=True)

@@ -22,7 +22,7 @@ import uuid
 import pytest
 
 from enginetest import ENGINE_BIN, Engine, HttpError
-from ferrytest import Agent, Sanlock, free_port, session_pki, wait_for
+from ferrytest import SANITIZED, Agent, Sanlock, free_port, session_pki, wait_for
 
 MiB = 1024 * 1024
 
@@ -503,7 +503,10 @@ def test_client_that_never_reads_its_responses_is_bounded_and_cut(engine):
     try:
         assert sent < 50 * MiB, "the engine took 50 MiB of requests from a client that reads nothing"
         grown = status_kib(pid, "VmRSS") - rss0
-        assert grown < 16 * 1024, f"engine RSS grew by {grown} KiB for {sent} bytes of unanswered requests"
+        # Under ASan freed blocks sit in its quarantine and count in RSS: a wider bound there, still
+        # well under the 50 MiB an unbounded read-ahead takes (it took 153 MB for 150 MiB before).
+        bound = 48 if SANITIZED else 16
+        assert grown < bound * 1024, f"engine RSS grew by {grown} KiB for {sent} bytes of unanswered requests"
         # The write timeout (2 s) closes it, and only it: the log names this connection and that timeout.
         mark = f"127.0.0.1:{lport}".encode()
         wait_for(lambda: any(mark in line and b"write timeout" in line
