@@ -124,6 +124,7 @@ static char *token_new(GError **error)
 #define HASH_THREADS 2                 /* yescrypt is CPU-bound: more threads than cores only queue */
 #define HASH_NICE 10                   /* the hashing threads' nice value */
 #define HASH_QUEUE_MAX 32              /* checks waiting for a thread; beyond, 503 at once */
+#define HASH_QUEUE_TRUSTED 8           /* of those, kept for trusted pairs: a flood from new addresses cannot starve them */
 #define THROTTLE_KEYS 10000            /* bounds the table an attacker can grow (LRU beyond) */
 #define TOKEN_SWEEP_S 300              /* expired tokens leave the store at least this often */
 #define AUTH_DATA "ferry-auth"         /* on a resumed message: its checked Basic user */
@@ -166,6 +167,7 @@ struct check {
         engine_auth_hashed hashed;     /* not NULL: make a hash of password for a user change, check nothing */
         void *hashed_data;
         GSource *source;               /* while in outside: the delay or the result's idle source */
+        bool trusted;                  /* may use the queue's places kept for trusted pairs */
         bool ok;
 };
 
@@ -338,6 +340,12 @@ static void check_run(gpointer data, gpointer pool_data)
         outside_attach(c->e->auth, c, g_idle_source_new(), on_checked);
 }
 
+/* Room in the pool's queue for a check: the last HASH_QUEUE_TRUSTED places only for trusted pairs. */
+static bool queue_full(struct engine_auth *a, bool trusted)
+{
+        return a->queued >= HASH_QUEUE_MAX + HASH_THREADS - (trusted ? 0 : HASH_QUEUE_TRUSTED);
+}
+
 static void check_push(struct check *c)
 {
         struct engine_auth *a = c->e->auth;
@@ -346,7 +354,7 @@ static void check_push(struct check *c)
                 check_drop(c->e, c);
                 return;
         }
-        if (a->queued >= HASH_QUEUE_MAX + HASH_THREADS) {
+        if (queue_full(a, c->trusted)) {
                 check_finish(c, THROTTLE_ABORTED);
                 return;
         }
@@ -385,8 +393,9 @@ static void check_start(struct engine *e, SoupServerMessage *msg, const char *us
         struct throttle_attempt *attempt;
         struct check *c;
         unsigned delay;
+        bool trusted = valid && throttle_trusted(e->auth->throttle, user, address, engine_now());
 
-        if (e->auth->queued >= HASH_QUEUE_MAX + HASH_THREADS) {
+        if (queue_full(e->auth, trusted)) {
                 reply_refused(msg, 503, 1, "too many password checks are waiting; retry in a moment");
                 return;
         }
@@ -399,6 +408,7 @@ static void check_start(struct engine *e, SoupServerMessage *msg, const char *us
         c->e = e;
         c->msg = g_object_ref(msg);
         c->attempt = attempt;
+        c->trusted = trusted;
         c->user = valid ? g_strdup(user) : NULL;
         c->address = g_steal_pointer(&address);
         c->password = g_strdup(password);
@@ -426,7 +436,8 @@ void engine_auth_hash_async(struct engine *e, SoupServerMessage *msg, const char
 {
         struct check *c;
 
-        if (e->auth->queued >= HASH_QUEUE_MAX + HASH_THREADS) {
+        /* An admin's change, already authenticated: it may use every place. */
+        if (queue_full(e->auth, true)) {
                 reply_refused(msg, 503, 1, "too many password hashes are waiting; retry in a moment");
                 done(e, NULL, NULL, data);
                 return;

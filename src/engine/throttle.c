@@ -226,6 +226,14 @@ int throttle_begin(struct throttle *t, const char *user, const char *address, gi
         return 0;
 }
 
+bool throttle_trusted(struct throttle *t, const char *user, const char *address, gint64 now)
+{
+        g_autofree char *where = address_key(address);
+        g_autofree char *pair = g_strconcat("p:", user, "\n", where, NULL);
+
+        return trusted(t, pair, now);
+}
+
 /* The failed-login event of a pair: the first at once, then one a minute with the count between. */
 static void event_due(struct throttle *t, struct entry *pair, gint64 now, struct throttle_outcome *out)
 {

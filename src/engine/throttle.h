@@ -58,6 +58,9 @@ unsigned throttle_failures(struct throttle *t, const char *key, gint64 now);
 int throttle_begin(struct throttle *t, const char *user, const char *address, gint64 now,
                    struct throttle_attempt **ret, unsigned *ret_delay_s);
 
+/* user (a valid name) gave the right password from address in the last THROTTLE_TRUST_S; adds nothing. */
+bool throttle_trusted(struct throttle *t, const char *user, const char *address, gint64 now);
+
 struct throttle_outcome {
         bool event;                    /* record a failed-login event now */
         unsigned suppressed;           /* failures of the pair not shown since its last event */

@@ -184,6 +184,11 @@ static void test_trust_not_evicted(void)
                 fail(t, "admin", "10.6.6.6", 101);
         g_assert_cmpuint(throttle_size(t), <=, 300);
         g_assert_cmpuint(throttle_trusted_size(t), ==, 1);
+        /* What the engine asks to give trusted pairs their places in the hashing queue. */
+        g_assert_true(throttle_trusted(t, "admin", "10.0.0.1", 102));
+        g_assert_false(throttle_trusted(t, "admin", "10.6.6.6", 102));
+        g_assert_false(throttle_trusted(t, "fresh1", "10.9.0.1", 102));
+        g_assert_false(throttle_trusted(t, "admin", "10.0.0.1", 100 + THROTTLE_TRUST_S));
         g_assert_cmpuint(delay_now(t, "admin", "10.0.0.1", 102), ==, 0);
         g_assert_cmpuint(delay_now(t, "admin", "10.0.0.2", 102), ==, THROTTLE_DELAY_MAX_S);
         throttle_free(t);
