@@ -120,6 +120,9 @@ void engine_step_update(struct engine *e, const char *step_id, const char *statu
         if (!step_id)
                 return;
         step_update(e, step_id, status, progress, host);
+        /* Started at 0: a host job sent (again, on a retry): its rate starts anew. */
+        if (strcmp(status, "started") == 0 && progress == 0)
+                engine_eta_track("step:", step_id, false, 0, 0);
         engine_eta_track("step:", step_id, strcmp(status, "started") == 0, progress, 100);
 }
 

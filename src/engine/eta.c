@@ -42,12 +42,11 @@ void engine_eta_observe(struct engine_eta *t, const char *key, gint64 now_us, do
 
         if (!isfinite(done) || !isfinite(total) || done < 0)
                 return;
-        if (s && done < s->last_done) {
-                /* Gone back: a new job for the key (a retry sends the step again from 0), whose
-                 * rate and start have nothing to do with the old one's. */
-                g_hash_table_remove(t->keys, key);
-                s = NULL;
-        }
+        if (s && done < s->last_done)
+                /* Older than what we know: a poll reply or an event that crossed a newer one (both
+                 * report the same job). A new job for the key (a retry) starts its own series
+                 * through engine_eta_forget when it is sent, not by going back here. */
+                return;
         if (!s) {
                 /* Bounded: ends that were never forgotten (crashes, lost events) cannot grow it forever. */
                 if (g_hash_table_size(t->keys) >= ETA_MAX_KEYS)

@@ -16,8 +16,9 @@
  * sample came for ETA_WINDOW_S (polls stopped), when total is unknown, or
  * when nothing is left of it (the caller asks only about running keys, so
  * that total is wrong: never 0). A sample whose done is below the last one
- * starts a new series: the key's work began again (a step retried as a new
- * host job).
+ * is stale (a poll reply and an event about the same job cross) and is
+ * ignored; work that begins again (a step retried as a new host job) is
+ * forgotten by the caller when it is sent, and starts a new series.
  *
  * Kept in memory only (an engine that restarts learns the rate again) and
  * by key ("step:<id>", "job:<id>"); the table is bounded. Main thread.

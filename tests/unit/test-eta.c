@@ -113,12 +113,26 @@ static void test_retry(void)
         for (int i = 1; i <= 60; i++)                           /* 10 MiB/s, 60 % */
                 engine_eta_observe(t, "step:x", S(i), i * 10 * MiB, 1000 * MiB);
         g_assert_cmpint(engine_eta_seconds(t, "step:x", S(60)), ==, 40);
-        engine_eta_observe(t, "step:x", S(61), 0, 100);        /* retry: sent again at 0 */
+        engine_eta_forget(t, "step:x");                        /* retry: sent again (engine_step_update at 0) */
+        engine_eta_observe(t, "step:x", S(61), 0, 100);
         g_assert_cmpint(engine_eta_seconds(t, "step:x", S(61)), ==, -1);     /* not 0 */
         for (int i = 1; i <= 40; i++)                           /* the new job, 10 MiB/s from 0 */
                 engine_eta_observe(t, "step:x", S(61 + i), i * 10 * MiB, 1000 * MiB);
         g_assert_cmpint(engine_eta_seconds(t, "step:x", S(81)), ==, 80);
         g_assert_cmpint(engine_eta_seconds(t, "step:x", S(101)), ==, 60);
+        engine_eta_free(t);
+}
+
+/* A stale sample (a poll reply crossing a newer event about the same job) changes nothing. */
+static void test_stale_sample_ignored(void)
+{
+        struct engine_eta *t = engine_eta_new();
+
+        for (int i = 0; i <= 10; i++) {
+                engine_eta_observe(t, "step:y", S(i), i * 10 * MiB, 1000 * MiB);
+                engine_eta_observe(t, "step:y", S(i), 0, 1000 * MiB);           /* stale */
+        }
+        g_assert_cmpint(engine_eta_seconds(t, "step:y", S(10)), ==, 90);
         engine_eta_free(t);
 }
 
@@ -164,6 +178,7 @@ int main(int argc, char **argv)
         g_test_add_func("/eta/unknown", test_unknown);
         g_test_add_func("/eta/bounded", test_bounded);
         g_test_add_func("/eta/retry", test_retry);
+        g_test_add_func("/eta/stale-sample-ignored", test_stale_sample_ignored);
         g_test_add_func("/eta/nothing-left-of-a-running-job", test_nothing_left_of_a_running_job);
         return g_test_run();
 }
