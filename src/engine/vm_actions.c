@@ -877,11 +877,22 @@ static json_t *snapshot_for_change(struct engine *e, const char *vm_id, const ch
                 return NULL;
         if (strcmp(js(vm, "status"), "ok") != 0)
                 return fail(error, 409, "VM %s is locked by a running operation (job %s)", js(vm, "name"), js(vm, "job_id"));
-        if (!removal && (all = engine_store_snapshot_list(e->db, vm_id, NULL)))
+        if ((all = engine_store_snapshot_list(e->db, vm_id, NULL)))
                 json_array_foreach(all, i, s) {
-                        if (g_strcmp0(js(s, "id"), snap_id) == 0)
-                                newer = true;
-                        if (g_strcmp0(js(s, "status"), "broken") == 0 && !(newer && broken_discarded(s, snap)))
+                        bool self = g_strcmp0(js(s, "id"), snap_id) == 0;
+
+                        newer = newer || self;
+                        if (g_strcmp0(js(s, "status"), "broken") != 0 || (removal && self))
+                                continue;
+                        /* A broken snapshot's half-finalized volumes are still in the chain (its top ILLEGAL, maybe
+                         * still a parent): merging next to them would make one LEGAL again and a later finalize
+                         * of the broken one would drop the guest data merged into it. */
+                        if (removal)
+                                return fail(error, 409, "snapshot %s of VM %s is broken: a removal of it failed part-way "
+                                            "and storage may hold a half-merged volume; retry its removal first "
+                                            "(DELETE /api/vms/%s/snapshots/%s), then remove this snapshot",
+                                            js(s, "id"), js(vm, "name"), vm_id, js(s, "id"));
+                        if (!(newer && broken_discarded(s, snap)))
                                 return fail(error, 409, "snapshot %s of VM %s is broken: a removal of it failed part-way "
                                             "and storage may hold a half-merged volume; retry the removal "
                                             "(DELETE /api/vms/%s/snapshots/%s) before restoring this snapshot",

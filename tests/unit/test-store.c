@@ -191,6 +191,33 @@ static void test_all_or_nothing(struct fixture *f, gconstpointer data)
         g_assert_cmpint(engine_store_disk_insert(f->st, "d2", "two", "sd1", "raw", false, 512, "job1", 2, &error), ==, 0);
 }
 
+/* A merge applied inside a round: top's child on base, top's row gone; applied again, nothing to do. */
+static void test_merge_apply(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) vols = NULL;
+
+        g_assert_cmpint(engine_store_disk_insert(f->st, "dm", "merged", "sd1", "cow", true, 1 << 20, "job1", 1, &error),
+                        ==, 0);
+        g_assert_cmpint(engine_store_volume_insert(f->st, "m0", "dm", "sd1", NULL, 0, "cow", true, 1 << 20, &error), ==, 0);
+        g_assert_cmpint(engine_store_volume_insert(f->st, "m1", "dm", "sd1", "m0", 1, "cow", true, 2 << 20, &error), ==, 0);
+        g_assert_cmpint(engine_store_volume_insert(f->st, "m2", "dm", "sd1", "m1", 2, "cow", true, 2 << 20, &error), ==, 0);
+        for (int round = 0; round < 2; round++) {
+                g_assert_cmpint(engine_store_begin(f->st, &error), ==, 0);
+                g_assert_cmpint(engine_store_merge_apply(f->st, "vm-none", "dm", "sd1", "m1", "m0", &error), ==, 0);
+                g_assert_cmpint(engine_store_commit(f->st, &error), ==, 0);
+                g_assert_no_error(error);
+        }
+        vols = engine_store_volume_list(f->st, "dm", "sd1", &error);
+        g_assert_no_error(error);
+        g_assert_cmpuint(json_array_size(vols), ==, 2);
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(vols, 0), "id")), ==, "m0");
+        g_assert_cmpint(json_integer_value(json_object_get(json_array_get(vols, 0), "capacity")), ==, 2 << 20);
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(vols, 1), "id")), ==, "m2");
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(vols, 1), "parent")), ==, "m0");
+        g_assert_cmpint(json_integer_value(json_object_get(json_array_get(vols, 1), "position")), ==, 1);
+}
+
 /* Keyset pages of disks: by id, after a token, of one name; the same on every backend. */
 static void test_disk_page(struct fixture *f, gconstpointer data)
 {
@@ -493,6 +520,7 @@ int main(int argc, char **argv)
         g_test_add("/store/all-or-nothing", struct fixture, NULL, setup, test_all_or_nothing, teardown);
         g_test_add("/store/conditional-locks", struct fixture, NULL, setup, test_conditional_locks, teardown);
         g_test_add("/store/disk-page", struct fixture, NULL, setup, test_disk_page, teardown);
+        g_test_add("/store/merge-apply", struct fixture, NULL, setup, test_merge_apply, teardown);
         g_test_add("/store/commands", struct fixture, NULL, setup, test_commands, teardown);
         g_test_add_func("/store/upgrade-in-place", test_upgrade_in_place);
 #ifdef FERRY_HAVE_POSTGRESQL
@@ -508,6 +536,7 @@ int main(int argc, char **argv)
         g_test_add("/store/postgresql/all-or-nothing", struct fixture, "pg", setup, test_all_or_nothing, teardown);
         g_test_add("/store/postgresql/conditional-locks", struct fixture, "pg", setup, test_conditional_locks, teardown);
         g_test_add("/store/postgresql/disk-page", struct fixture, "pg", setup, test_disk_page, teardown);
+        g_test_add("/store/postgresql/merge-apply", struct fixture, "pg", setup, test_merge_apply, teardown);
         g_test_add("/store/postgresql/commands", struct fixture, "pg", setup, test_commands, teardown);
         g_test_add("/store/postgresql/types", struct fixture, "pg", setup, test_pg_types, teardown);
         g_test_add("/store/postgresql/upgrade-in-place", struct fixture, "pg", setup, test_pg_upgrade_in_place, teardown);

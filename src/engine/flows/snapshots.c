@@ -200,7 +200,7 @@ static void merge_disk_advance(struct engine *e, json_t *cmd)
         enum engine_children st = engine_run_children(e, cmd, data, count, make, &error);
 
         if ((size_t) ji(data, "index") >= delete_index && !json_is_true(json_object_get(data, "applied"))) {
-                /* Idempotent: a write that failed is tried again next round (the child just made is kept). */
+                /* Idempotent: a write that failed rolls this round back, and the next round tries it again. */
                 if (engine_store_merge_apply(e->db, js(p, "vm"), js(p, "disk"), js(p, "sd"), js(p, "top"), js(p, "base"),
                                              NULL) < 0)
                         g_warning("disk %s: the inventory could not follow the merge of %s yet", js(p, "disk"),
@@ -502,7 +502,7 @@ static void remove_snapshot_flow(struct engine *e, json_t *cmd)
                 /* Applied when finalize succeeded (merge_disk_advance); idempotent. */
                 if (engine_store_merge_apply(e->db, js(p, "vm"), js(d, "disk"), js(d, "sd"), js(d, "top"), js(d, "base"),
                                              NULL) < 0)
-                        return;        /* all or nothing (a savepoint); the next round tries again */
+                        return;        /* the round rolls back (all or nothing); the next round tries again */
                 merged++;
         }
         if (merged == n) {

@@ -72,26 +72,16 @@ static int merge_apply_steps(struct engine_store *st, const char *vm, const char
 }
 
 /*
- * All or nothing: the caller's round commits whatever it wrote even when this
- * fails (the flow tries again next round), so a failure part-way must not
- * leave top's child on base with top's row still there (a savepoint, nested
- * in the round's transaction).
+ * All or nothing without a savepoint of its own: a write that fails inside
+ * the caller's round marks the round failed and the whole round rolls back
+ * (store.c), so top's child is never left on base with top's row still
+ * there. (A savepoint would not survive PostgreSQL's recovery from an error,
+ * which rolls the transaction back and begins a new one.)
  */
 int engine_store_merge_apply(struct engine_store *st, const char *vm, const char *disk, const char *sd, const char *top,
                              const char *base, GError **error)
 {
-        int r;
-
-        if (store_exec(st, error, "SAVEPOINT merge_apply", "") < 0)
-                return -EIO;
-        r = merge_apply_steps(st, vm, disk, sd, top, base, error);
-        if (r < 0) {
-                if (store_exec(st, NULL, "ROLLBACK TO SAVEPOINT merge_apply", "") < 0)
-                        g_warning("merge of %s: the savepoint could not be rolled back", top);
-        }
-        if (store_exec(st, r < 0 ? NULL : error, "RELEASE SAVEPOINT merge_apply", "") < 0 && r == 0)
-                r = -EIO;
-        return r;
+        return merge_apply_steps(st, vm, disk, sd, top, base, error);
 }
 
 int engine_store_restore_apply(struct engine_store *st, const char *disk, const char *sd, const char *base,
