@@ -515,6 +515,9 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                 goto out;
         }
         off = done = opts->start_offset;
+        /* A resumed copy's progress starts at the kept prefix at once, as its job's bytes_done does. */
+        if (done > 0 && progress)
+                progress(done, ctx.src_size, userdata);
         cp = (struct checkpointer) { .opts = opts, .n_jobs = n_workers, .last_prefix = off, .last_us = g_get_monotonic_time(),
                                      .interval_us = opts->checkpoint_interval_us > 0 ? opts->checkpoint_interval_us
                                                                                      : COPY_CHECKPOINT_US };

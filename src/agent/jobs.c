@@ -28,6 +28,7 @@ struct agent_job {
         const char *phase;             /* static string or NULL, g_atomic_pointer (job thread writes) */
         struct agent_rate_flow *flow;  /* whose bytes are the job's bytes_done; under jobs->flow_lock */
         guint64 bytes_done;            /* last read from flow; under jobs->flow_lock */
+        guint64 bytes_base;            /* a resumed copy's kept prefix, counted as done; under jobs->flow_lock */
         GError *error;                 /* set when failed */
         GCancellable *cancel;
         GThread *thread;
@@ -110,17 +111,15 @@ static void job_free(struct agent_job *job)
         g_free(job);
 }
 
-/* Bytes the job moved so far; only grows (main thread). */
-static guint64 job_bytes_done(struct agent_job *job)
+/* Bytes the job moved so far (only grows) and the prefix it kept (main thread). */
+static void job_bytes(struct agent_job *job, guint64 *ret_moved, guint64 *ret_base)
 {
-        guint64 n;
-
         g_mutex_lock(&job->jobs->flow_lock);
         if (job->flow)
                 job->bytes_done = MAX(job->bytes_done, agent_rate_flow_moved(job->flow));
-        n = job->bytes_done;
+        *ret_moved = job->bytes_done;
+        *ret_base = job->bytes_base;
         g_mutex_unlock(&job->jobs->flow_lock);
-        return n;
 }
 
 /* Its copy waits in a rate limiter (main thread). */
@@ -137,6 +136,7 @@ static bool job_rate_waiting(struct agent_job *job)
 static json_t *job_info(struct agent_job *job)
 {
         const char *phase = g_atomic_pointer_get(&job->phase);
+        guint64 moved, base;
 
         json_t *info = json_pack("{s:s, s:s, s:s, s:s, s:f, s:I}",
                                  "id", job->id,
@@ -145,8 +145,15 @@ static json_t *job_info(struct agent_job *job)
                                  "job_type", job->job_type,
                                  "progress", g_atomic_int_get(&job->progress_bp) / 100.0,
                                  "start_time", (json_int_t) job->start_time);
-        /* Ferry's additions (VDSM clients ignore unknown keys): what the engine judges stalls on. */
-        json_object_set_new(info, "bytes_done", json_integer((json_int_t) job_bytes_done(job)));
+        /*
+         * Ferry's additions (VDSM clients ignore unknown keys): what the engine
+         * judges stalls and estimates the ETA on. bytes_done counts a resumed
+         * copy's kept prefix, as its progress does, so the two agree;
+         * bytes_moved is only what this job moved.
+         */
+        job_bytes(job, &moved, &base);
+        json_object_set_new(info, "bytes_done", json_integer((json_int_t) (base + moved)));
+        json_object_set_new(info, "bytes_moved", json_integer((json_int_t) moved));
         /* A copy asleep in a rate limiter reports so: the engine judges only "copying" for stalls. */
         if ((!phase || strcmp(phase, "copying") == 0) && job_rate_waiting(job))
                 phase = "rate_wait";
@@ -545,6 +552,13 @@ void agent_job_count_flow(struct agent_job *job, struct agent_rate_flow *flow)
         if (job->flow)
                 job->bytes_done = MAX(job->bytes_done, agent_rate_flow_moved(job->flow));
         job->flow = flow;
+        g_mutex_unlock(&job->jobs->flow_lock);
+}
+
+void agent_job_set_bytes_base(struct agent_job *job, guint64 base)
+{
+        g_mutex_lock(&job->jobs->flow_lock);
+        job->bytes_base = base;
         g_mutex_unlock(&job->jobs->flow_lock);
 }
 

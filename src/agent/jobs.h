@@ -70,6 +70,12 @@ void agent_job_set_phase(struct agent_job *job, const char *phase);
  */
 struct agent_rate_flow;
 void agent_job_count_flow(struct agent_job *job, struct agent_rate_flow *flow);
+/*
+ * From the job thread: a resumed copy's kept prefix, counted in its
+ * "bytes_done" (so bytes_done and progress agree: the engine's ETA scales
+ * one by the other) but not in "bytes_moved" (what this job moved).
+ */
+void agent_job_set_bytes_base(struct agent_job *job, guint64 base);
 struct agent *agent_job_agent(struct agent_job *job);
 const char *agent_job_id(struct agent_job *job);
 

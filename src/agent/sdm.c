@@ -196,6 +196,7 @@ static int copy_volume_with(struct copy_job *cj, const struct fy_volume_meta *sr
                         if (g_cancellable_is_cancelled(cancel))
                                 return -ECANCELED;
                         o.start_offset = cj->resumed_from;
+                        agent_job_set_bytes_base(cj->job, cj->resumed_from);
                         o.checkpoint = copy_checkpoint;
                         o.checkpoint_data = cj;
                 }

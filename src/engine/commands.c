@@ -132,15 +132,25 @@ void engine_step_update(struct engine *e, const char *step_id, const char *statu
  * bytes left are what it moved so far scaled by the share left (progress
  * is exact to 1 %, so the estimate is within a percent or so once the copy
  * is a few percent in). Agents without bytes_done: percent.
+ *
+ * A resumed copy's bytes_done starts at its kept prefix, as its progress
+ * does. Samples from before it copies (preparing, hashing the prefix) are
+ * not fed: from their 0 the jump to the prefix would read as a burst of
+ * speed and make the ETA far too low.
  */
 void engine_step_progress(struct engine *e, const char *step_id, double progress, json_t *job)
 {
+        static const char *const not_copying[] = { "preparing", "verifying_prefix" };
         json_t *bytes = json_object_get(job, "bytes_done");
+        const char *phase = json_string_value(json_object_get(job, "phase"));
         double done = (double) json_integer_value(bytes);
 
         if (!step_id)
                 return;
         step_update(e, step_id, "started", progress, NULL);
+        for (size_t i = 0; phase && i < G_N_ELEMENTS(not_copying); i++)
+                if (strcmp(phase, not_copying[i]) == 0)
+                        return;
         if (!json_is_integer(bytes))
                 engine_eta_track("step:", step_id, true, progress, 100);
         else

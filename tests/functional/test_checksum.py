@@ -107,6 +107,24 @@ def copy_on(agent, src, dst):
         return wait_job(c, job_id)
 
 
+# The raw copier's data in flight, uncapped: COPY_WORKERS buffers of COPY_DEFAULT_BUFFER (src/agent/copy.c).
+COPY_IN_FLIGHT = 4 * 8 * MiB
+
+
+def copy_sampled(agent, src, dst):
+    """copy_on, keeping the job's Host.getJobs entries seen while it copied."""
+    job_id, samples = new_uuid(), []
+    with agent.client() as c:
+        assert c.call("SDM.copy_data", {"job_id": job_id, "source": src, "destination": dst}) is True
+
+        def finished():
+            job = c.call("Host.getJobs", {"job_ids": [job_id]})[job_id]
+            if job["status"] == "running" and job.get("phase") == "copying":
+                samples.append(job)
+            return job if job["status"] in ("done", "failed", "aborted") else None
+        return wait_for(finished, 120, f"job {job_id} to end", interval=0.01), samples
+
+
 def read_ckpt(path):
     try:
         with open(path) as f:
@@ -144,15 +162,24 @@ def test_copy_resumes_after_killed_host(cluster, img):
         new_gen = fence(cluster, cluster.a, cluster.sd2, img, vol, gen)
 
         before = bytes_copied(cluster.a)
-        job = copy_on(cluster.a, src, endpoint(cluster.sd2, img, vol, new_gen))
+        job, samples = copy_sampled(cluster.a, src, endpoint(cluster.sd2, img, vol, new_gen))
         moved = bytes_copied(cluster.a) - before
         assert job["status"] == "done", job
         resumed = job["result"]["resumed_from"]
         print(f"\nkilled with checkpoint at {c_['offset'] / MiB:.0f} MiB; the retry resumed at "
-              f"{resumed / MiB:.0f} MiB and copied {moved / MiB:.0f} MiB of {data / MiB:.0f} MiB")
+              f"{resumed / MiB:.0f} MiB and copied {moved / MiB:.0f} MiB of {data / MiB:.0f} MiB "
+              f"({len(samples)} samples while copying)")
         assert resumed >= c_["offset"]
         assert moved == data - resumed
         assert moved <= data // 2
+        # The job's bytes_done counts the kept prefix as its progress does (the engine's ETA scales
+        # one by the other); bytes_moved is what it moved, as the host's counter says.
+        assert job["bytes_done"] == data and job["bytes_moved"] == moved
+        for s in samples:
+            assert s["bytes_done"] >= resumed, s
+            # The copier counts a chunk before it moves it and reports progress after it landed: they
+            # differ by at most the chunks in flight (plus progress's 0.01 % rounding).
+            assert abs(s["progress"] * data / 100 - s["bytes_done"]) <= COPY_IN_FLIGHT + data / 10000, s
         assert file_digest(src_path) == file_digest(dst_path)
         info = cluster.volume_info(cluster.sd2, img, vol)
         assert info["legality"] == "LEGAL" and info["generation"] == (new_gen + 1) % 1000

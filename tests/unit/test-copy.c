@@ -101,7 +101,7 @@ static uint64_t file_size(const char *path)
 }
 
 struct progress_rec {
-        uint64_t calls, last_done, last_total;
+        uint64_t calls, first_done, last_done, last_total;
         gboolean monotonic;
         GCancellable *cancel_after_first;
 };
@@ -112,6 +112,8 @@ static void record_progress(uint64_t done, uint64_t total, void *userdata)
 
         if (p->calls > 0 && done < p->last_done)
                 p->monotonic = FALSE;
+        if (p->calls == 0)
+                p->first_done = done;
         p->calls++;
         p->last_done = done;
         p->last_total = total;
@@ -418,6 +420,28 @@ static void test_progress_total(void)
         g_assert_cmpuint(prog.last_done, ==, 10 * MiB + 4096 + 7);
         g_assert_cmpuint(prog.last_total, ==, 10 * MiB + 4096 + 7);
         g_assert_true(prog.monotonic);
+        cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
+}
+
+/* A resume reports the kept prefix as done before it moves anything, and moves only the rest. */
+static void test_resume_progress(void)
+{
+        g_autofree char *src = tmp_path("src.raw"), *dst = tmp_path("dst.raw");
+        struct agent_rate_gov *gov = agent_rate_gov_new(0);
+        struct agent_copy_options opts = { .buffer_size = 1 * MiB, .start_offset = 4 * MiB,
+                                           .rate_flow = agent_rate_flow_join(gov) };
+        struct progress_rec prog = { .monotonic = TRUE };
+
+        make_file(src, 10 * MiB);
+        write_at(src, 0, 10 * MiB, -1, 9);
+        make_file(dst, 10 * MiB);
+        g_assert_cmpint(agent_copy_raw(src, dst, &opts, NULL, record_progress, &prog), ==, 0);
+        g_assert_cmpuint(prog.first_done, ==, 4 * MiB);
+        g_assert_cmpuint(prog.last_done, ==, 10 * MiB);
+        g_assert_true(prog.monotonic);
+        g_assert_cmpuint(agent_rate_flow_moved(opts.rate_flow), ==, 6 * MiB);
+        agent_rate_flow_leave(opts.rate_flow);
+        agent_rate_gov_free(gov);
         cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
 }
 
@@ -989,6 +1013,7 @@ int main(int argc, char **argv)
         g_test_add_func("/copy/raw/missing-files", test_missing_files);
         g_test_add_func("/copy/raw/cancel", test_cancel);
         g_test_add_func("/copy/raw/progress-total", test_progress_total);
+        g_test_add_func("/copy/raw/resume-progress", test_resume_progress);
         g_test_add_func("/copy/raw/bandwidth-limit", test_bandwidth_limit);
         g_test_add_func("/copy/governor/fair-shares", test_gov_fair_shares);
         g_test_add_func("/copy/governor/no-saving", test_gov_no_saving);
