@@ -39,7 +39,6 @@ char *agent_image_path(struct agent *a, const char *sd, const char *img)
         return g_build_filename(a->config.storage_root, sd, "images", img, NULL);
 }
 
-#define STALE_TEMP_AGE_S 600          /* a temp file younger than this is never swept */
 #define SWEEP_IMAGES_MAX 100000         /* image directories of one domain looked at for stale temp files */
 
 /* Whether the file was last changed before `before` (microseconds since the epoch). */
@@ -50,14 +49,6 @@ static bool changed_before(const struct stat *st, gint64 before)
 
 unsigned agent_sd_remove_stale_temps(struct agent *a, const char *sd, gint64 before)
 {
-        /*
-         * mtimes come from other hosts' clocks: one running behind by more
-         * than the time since this agent started would make a write in
-         * progress there look older than the start. A file also older than
-         * STALE_TEMP_AGE by this clock is no write in progress under any
-         * sane skew (a write takes milliseconds).
-         */
-        before = MIN(before, g_get_real_time() - STALE_TEMP_AGE_S * G_USEC_PER_SEC);
         g_autofree char *root = agent_sd_path(a, sd);
         g_autofree char *images = g_build_filename(root, "images", NULL);
         g_autoptr(GDir) dir = g_dir_open(images, 0, NULL);
@@ -84,7 +75,7 @@ unsigned agent_sd_remove_stale_temps(struct agent *a, const char *sd, gint64 bef
                                 continue;
                         }
                         g_message("storage domain %s: removed stale metadata temp file %s (a metadata write cut short "
-                                  "before this agent started, over 10 minutes ago)", sd, file);
+                                  "before this agent started)", sd, file);
                         removed++;
                 }
         }

@@ -41,9 +41,8 @@ int agent_sd_create(struct agent *a, const char *sd, const char *name, GError **
  * Removes the volume metadata temp files ("<vol>.meta.tmp.<random>") of the
  * domain last changed before `before` (g_get_real_time()), logging each: an
  * agent killed between a metadata write and its rename leaves one. Called
- * when the pool is connected after the agent started, and over 10 minutes
- * old by this host's clock (another host's clock may lag); a write on
- * another host takes milliseconds, so one that old is no write in progress.
+ * when the pool is connected after the agent started; a write on another
+ * host takes milliseconds, so one that old is no write in progress.
  * Returns how many were removed.
  */
 unsigned agent_sd_remove_stale_temps(struct agent *a, const char *sd, gint64 before);
