@@ -505,8 +505,11 @@ def test_client_that_never_reads_its_responses_is_bounded_and_cut(engine):
         grown = status_kib(pid, "VmRSS") - rss0
         # Under ASan freed blocks sit in its quarantine and count in RSS: a wider bound there, still
         # well under the 50 MiB an unbounded read-ahead takes (it took 153 MB for 150 MiB before).
-        bound = 48 if SANITIZED else 16
-        assert grown < bound * 1024, f"engine RSS grew by {grown} KiB for {sent} bytes of unanswered requests"
+        # Under ASan, RSS is mostly its allocator's quarantine of freed blocks (up to 256 MiB), not our
+        # buffers: 30 to 167 MiB were seen there. The bound is checked on the normal build only; the
+        # ASan pass still checks that the client's sends stall (sent < 50 MiB, above).
+        if not SANITIZED:
+            assert grown < 16 * 1024, f"engine RSS grew by {grown} KiB for {sent} bytes of unanswered requests"
         # The write timeout (2 s) closes it, and only it: the log names this connection and that timeout.
         mark = f"127.0.0.1:{lport}".encode()
         wait_for(lambda: any(mark in line and b"write timeout" in line
@@ -615,7 +618,10 @@ def idle_tls_connections_are_cheap(e, n=100, bound_kib=40 * 1024):
                                           server_hostname="127.0.0.1"))
         # Every handshake is done on our side, so the engine has its state for all of them.
         grown = status_kib(pid, "VmRSS") - base
-        assert grown < bound_kib, f"{n} idle TLS connections: +{grown} KiB ({grown // n} KiB each)"
+        # Checked on the normal build only: under ASan every allocation carries redzones and freed ones
+        # sit in its quarantine (452 KiB per connection there against ~39 KiB without it).
+        if not SANITIZED:
+            assert grown < bound_kib, f"{n} idle TLS connections: +{grown} KiB ({grown // n} KiB each)"
     finally:
         for s in held:
             s.close()
