@@ -669,8 +669,14 @@ static int cli_start_postgresql(struct cli_cluster *c, GError **error)
 {
         g_autofree char *link = g_build_filename(c->dir, "postgresql", NULL);
         g_autofree char *data = NULL, *log = NULL, *server_opts = NULL;
+        struct stat st;
         unsigned port;
 
+        if (lstat(link, &st) == 0) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
+                            "%s holds an earlier cluster's PostgreSQL; remove it or choose another --dir", link);
+                return -1;
+        }
         if (getuid() == 0) {
                 struct passwd *pw = getpwnam("postgres");
 
@@ -717,13 +723,28 @@ static int cli_start_postgresql(struct cli_cluster *c, GError **error)
         return cli_cluster_save(c, error);
 }
 
+/* The server's temp folder (as root), and the link to it: the next `up` starts afresh. */
+static void cli_remove_postgresql(const struct cli_cluster *c)
+{
+        g_autofree char *link = g_build_filename(c->dir, "postgresql", NULL);
+        const char *argv[] = { "rm", "-rf", "--", c->pg_dir, NULL };
+
+        if (!c->pg_owner || !c->pg_dir || !g_str_has_prefix(c->pg_dir, g_get_tmp_dir()))
+                return;
+        g_spawn_sync("/", (char **) argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL |
+                     G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+        unlink(link);
+}
+
 static void cli_stop_postgresql(const struct cli_cluster *c, bool verbose)
 {
         g_autofree char *data = NULL;
         g_autoptr(GError) local = NULL;
 
-        if (!cli_postgresql_running(c))
+        if (!cli_postgresql_running(c)) {
+                cli_remove_postgresql(c);
                 return;
+        }
         data = g_build_filename(c->pg_dir, "data", NULL);
         {
                 const char *stop[] = { "stop", "-w", "-D", data, "-m", "fast", "-s", NULL };
@@ -733,6 +754,8 @@ static void cli_stop_postgresql(const struct cli_cluster *c, bool verbose)
                 else if (verbose)
                         printf("postgresql (%s): stopped\n", c->pg_dir);
         }
+        if (!cli_postgresql_running(c))
+                cli_remove_postgresql(c);
 }
 
 /*

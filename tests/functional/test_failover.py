@@ -12,6 +12,8 @@ import http.client
 import os
 import shutil
 import signal
+import socket
+import subprocess
 import tempfile
 import time
 import urllib.parse
@@ -146,6 +148,33 @@ def test_a_standby_reads_and_redirects_writes(fc):
     status, headers = raw_request(standby, "POST", "/api/storagedomains?x=1", b'{"name": "nope"}')
     assert status == 307 and headers["Location"] == active.url + "/api/storagedomains?x=1", (status, headers)
     assert "nope" not in [s["name"] for s in active.get("/api/storagedomains")["storagedomains"]]
+
+
+def test_a_cli_follows_307_to_a_known_engine_and_skips_a_dead_one(fc):
+    active = fc.active()
+    standby = fc.other(active)
+    env = standby.cli_env()     # logged in on the standby (a login is served there)
+
+    def ferry(engines, *args):
+        return subprocess.run([FERRY, *args], env=dict(env, FERRY_ENGINE_URL=",".join(engines)), capture_output=True,
+                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+    sd = fc.cluster.sds[0]["name"]
+    # A write sent to the standby: followed to the active engine, which is in the list.
+    r = ferry([standby.url, active.url], "disk", "create", "--name", "via-standby", "--size", "1M", "--sd", sd, "--wait")
+    assert r.returncode == 0 and "is ok" in r.stdout, r.stdout + r.stderr
+    # Not in the list: refused, nothing sent there.
+    r = ferry([standby.url], "disk", "create", "--name", "not-sent", "--size", "1M", "--sd", sd)
+    assert r.returncode != 0 and "redirect (307)" in r.stderr, r.stderr
+    assert "not-sent" not in [d["name"] for d in active.get("/api/disks")["disks"]]
+    # The first engine listed cannot be reached: the next one takes the request (and the login).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"https://127.0.0.1:{s.getsockname()[1]}"        # bound, not listening: refused
+        engines = [dead, standby.url, active.url]
+        r = ferry(engines, "login", "--user", standby.ADMIN, "--password-file", standby.admin_password_file)
+        assert r.returncode == 0, r.stderr
+        r = ferry(engines, "disk", "list")
+    assert r.returncode == 0 and "via-standby" in r.stdout, r.stdout + r.stderr
 
 
 def test_b_active_killed_mid_move(fc, scratch):
