@@ -930,7 +930,8 @@ int agent_qemu_img_info_untrusted(const char *path, const char *format, GCancell
 int agent_qemu_img_check_untrusted(const char *path, const char *format, GCancellable *cancel, GError **error)
 {
         const char *argv[] = { FERRY_QEMU_IMG, "check", "-f", format, path, NULL };
-        struct qimg_run run = { .cancel = cancel, .untrusted = true };
+        g_autoptr(GString) out = g_string_new(NULL);
+        struct qimg_run run = { .cancel = cancel, .untrusted = true, .capture_stdout = TRUE, .out = out };
         int r;
 
         if (!path || !valid_format(format)) {
@@ -946,7 +947,13 @@ int agent_qemu_img_check_untrusted(const char *path, const char *format, GCancel
                 return r;
         /* 3: leaked clusters only, which waste space but lose nothing. */
         if (run.exit_status != 0 && run.exit_status != 3) {
-                set_child_error(error, FY_ERR_GENERAL, "check", &run);
+                /* Its verdict ("N errors were found on the image.") is on stdout, each error on stderr. */
+                g_strstrip(out->str);
+                if (run.exit_status >= 0 && out->str[0])
+                        g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "qemu-img check failed (exit status %d): %.512s",
+                                    run.exit_status, out->str);
+                else
+                        set_child_error(error, FY_ERR_GENERAL, "check", &run);
                 return -EUCLEAN;
         }
         return 0;
