@@ -427,6 +427,16 @@ static int qimg_run(const char *const *argv, struct qimg_run *run, GError **erro
         return 0;
 }
 
+/* qimg_run(), with a cancel reported as FY_ERR_ABORTED. */
+static int qimg_run_abortable(const char *what, const char *const *argv, struct qimg_run *run, GError **error)
+{
+        int r = qimg_run(argv, run, error);
+
+        if (r == -ECANCELED)
+                g_set_error(error, FY_ERROR, FY_ERR_ABORTED, "qemu-img %s was aborted", what);
+        return r;
+}
+
 static void set_child_error(GError **error, int code, const char *what, const struct qimg_run *run)
 {
         g_autofree char *tail = g_strstrip(g_strdup(run->err_tail));
@@ -858,11 +868,7 @@ static int run_json(const char *what, const char *const *argv, bool untrusted, G
         json_t *root;
         int r;
 
-        r = qimg_run(argv, &run, error);
-        if (r == -ECANCELED) {
-                g_set_error(error, FY_ERROR, FY_ERR_ABORTED, "qemu-img %s was aborted", what);
-                return r;
-        }
+        r = qimg_run_abortable(what, argv, &run, error);
         if (r < 0)
                 return r;
         if (run.exit_status != 0) {
@@ -938,11 +944,7 @@ int agent_qemu_img_check_untrusted(const char *path, const char *format, GCancel
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "Invalid qemu-img check parameters");
                 return -EINVAL;
         }
-        r = qimg_run(argv, &run, error);
-        if (r == -ECANCELED) {
-                g_set_error(error, FY_ERROR, FY_ERR_ABORTED, "qemu-img check was aborted");
-                return r;
-        }
+        r = qimg_run_abortable("check", argv, &run, error);
         if (r < 0)
                 return r;
         /* 3: leaked clusters only, which waste space but lose nothing. */

@@ -33,17 +33,6 @@ static void finalize_job_free(void *data)
         g_free(fj);
 }
 
-static int verify_fail(GError **error, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-static int verify_fail(GError **error, const char *fmt, ...)
-{
-        va_list ap;
-
-        va_start(ap, fmt);
-        g_propagate_error(error, g_error_new_valist(FY_ERROR, FY_ERR_COPY, fmt, ap));
-        va_end(ap);
-        return -EINVAL;
-}
-
 /*
  * The uploaded bytes must be what the volume's metadata says: a raw volume
  * no larger than its capacity; a qcow2 volume whose header passes
@@ -69,8 +58,8 @@ static int verify_upload(struct ticket *t, GCancellable *cancel, GError **error)
                 return -errno;
         if (t->format == FY_FORMAT_RAW) {
                 if ((guint64) st.st_size > t->capacity)
-                        return verify_fail(error, "the volume file has %" G_GOFFSET_FORMAT " bytes, more than its capacity %"
-                                           G_GUINT64_FORMAT, (goffset) st.st_size, t->capacity);
+                        return agent_upload_refuse(error, "the volume file has %" G_GOFFSET_FORMAT " bytes, more than "
+                                                   "its capacity %" G_GUINT64_FORMAT, (goffset) st.st_size, t->capacity);
                 return 0;
         }
         /* Before qemu-img opens it: nothing in the header may make it follow another file. */
@@ -82,31 +71,32 @@ static int verify_upload(struct ticket *t, GCancellable *cancel, GError **error)
         if (r < 0)
                 return r;
         if (hvsize == 0 || hvsize > t->capacity)
-                return verify_fail(error, "the uploaded qcow2 image has a virtual size of %" G_GUINT64_FORMAT
-                                   " bytes; the disk holds %" G_GUINT64_FORMAT, hvsize, t->capacity);
+                return agent_upload_refuse(error, "the uploaded qcow2 image has a virtual size of %" G_GUINT64_FORMAT
+                                           " bytes; the disk holds %" G_GUINT64_FORMAT, hvsize, t->capacity);
         r = agent_qemu_img_info_untrusted(t->path, "qcow2", cancel, &info, &e);
         /* It ran and failed, or answered what is not JSON: the data's fault, not this host's. */
         if (r == -EIO || r == -EBADMSG || r == -EFBIG)
-                return verify_fail(error, "the uploaded data is not a qcow2 image: %s", e->message);
+                return agent_upload_refuse(error, "the uploaded data is not a qcow2 image: %s", e->message);
         if (r < 0) {
                 g_propagate_error(error, g_steal_pointer(&e));
                 return r;
         }
         if (g_strcmp0(json_string_value(json_object_get(info, "format")), "qcow2") != 0)
-                return verify_fail(error, "the uploaded data is not a qcow2 image: qemu-img info answered nonsense");
+                return agent_upload_refuse(error, "the uploaded data is not a qcow2 image: qemu-img info answered nonsense");
         if (json_object_get(info, "backing-filename"))
-                return verify_fail(error, "the uploaded qcow2 image has a backing file (%s); upload a self-contained image",
-                                   json_string_value(json_object_get(info, "backing-filename")));
+                return agent_upload_refuse(error, "the uploaded qcow2 image has a backing file (%s); upload a "
+                                           "self-contained image",
+                                           json_string_value(json_object_get(info, "backing-filename")));
         data = json_object_get(json_object_get(info, "format-specific"), "data");
         if (json_object_get(data, "data-file"))
-                return verify_fail(error, "the uploaded qcow2 image has an external data file; that is refused");
+                return agent_upload_refuse(error, "the uploaded qcow2 image has an external data file; that is refused");
         vsize = json_integer_value(json_object_get(info, "virtual-size"));
         if (vsize <= 0 || (guint64) vsize > t->capacity)
-                return verify_fail(error, "the uploaded qcow2 image has a virtual size of %" JSON_INTEGER_FORMAT
-                                   " bytes; the disk holds %" G_GUINT64_FORMAT, vsize, t->capacity);
+                return agent_upload_refuse(error, "the uploaded qcow2 image has a virtual size of %" JSON_INTEGER_FORMAT
+                                           " bytes; the disk holds %" G_GUINT64_FORMAT, vsize, t->capacity);
         r = agent_qemu_img_check_untrusted(t->path, "qcow2", cancel, &e);
         if (r == -EUCLEAN)
-                return verify_fail(error, "qemu-img check found the uploaded qcow2 image damaged: %s", e->message);
+                return agent_upload_refuse(error, "qemu-img check found the uploaded qcow2 image damaged: %s", e->message);
         if (r < 0) {
                 g_propagate_error(error, g_steal_pointer(&e));
                 return r;
