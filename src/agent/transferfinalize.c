@@ -8,7 +8,6 @@
  * copy's.
  */
 #include <errno.h>
-#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 

@@ -6,8 +6,6 @@
  * ticket shuts down the connections of its GET streams, and a stream whose
  * client reads nothing for STALL_S is cut.
  */
-#include <string.h>
-
 #include "httpserve.h"
 #include "transfer-internal.h"
 #include "transferparse.h"

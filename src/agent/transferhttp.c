@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <string.h>
 
-#include "error.h"
 #include "httpserve.h"
 #include "transfer-internal.h"
 #include "transfercors.h"
