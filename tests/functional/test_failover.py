@@ -25,7 +25,7 @@ from enginetest import Engine, EngineCluster, PostgresCluster
 from ferrytest import FERRY, MiB, wait_for
 from invariant import create_disk, disk_digest, fill_disk, wait_job_end
 
-RATE = 64 * MiB                 # --copy-rate-limit: a 256 MiB copy lasts 4 s
+RATE = 32 * MiB                 # --copy-rate-limit: the 128 MiB copies below last 4 s
 TAKEOVER_S = 10                 # the issue's bound after the active engine's death
 
 
@@ -94,8 +94,8 @@ def raw_request(engine, method, path, body=b"{}"):
 def start_move(fc, name, seed):
     """A move whose copy is running, with the source's digest."""
     c = fc.cluster
-    disk = create_disk(c, name, 512 * MiB)
-    fill_disk(c, disk, 256 * MiB, seed)
+    disk = create_disk(c, name, 256 * MiB)
+    fill_disk(c, disk, 128 * MiB, seed)
     digest = disk_digest(c, disk["id"], tempfile.mkdtemp(prefix="scratch-", dir=c.workdir))
     job_id = c.engine.post(f"/api/disks/{disk['id']}/move", {"storage_domain": {"id": c.sds[1]["id"]}})["job"]["id"]
 
