@@ -10,6 +10,8 @@
 /* A leader that has not renewed for this long (stopped, hung, cut off) loses its sessions to a standby.
  * Death needs no lease: its lock session ends with it and the lock is free at once. */
 #define LEADER_LEASE_S 5
+/* A leader whose lock session ended tries to take the lock back this long before it steps down. */
+#define LEADER_RETAKE_US (30 * G_USEC_PER_SEC)
 
 struct engine_leader {
         struct engine_store *lock;     /* the lock session: a connection of its own */
@@ -17,6 +19,7 @@ struct engine_leader {
         char *url;
         char *leader_url;              /* the active engine's, as last read */
         gint64 epoch;                  /* > 0: we lead */
+        gint64 lost_at;                /* monotonic µs the lock session was lost (the coordinator paused); 0: not */
         bool deposed;
         guint source;
         struct engine_leader_hooks hooks;
@@ -78,6 +81,37 @@ static int standby_round(struct engine *e, GError **ret_error)
         return 0;
 }
 
+/*
+ * The lock session failed (a PostgreSQL restart ends every session): the
+ * coordinator pauses at once, and the engine takes the lock back if no other
+ * engine led meanwhile (the epoch is still ours: nothing changed behind our
+ * back, the state in memory holds) — else, or after LEADER_RETAKE_US, it
+ * steps down. Writes of the paused term stay fenced by the epoch either way.
+ */
+static void retake_round(struct engine *e)
+{
+        struct engine_leader *l = e->leader;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) row = NULL;
+        gint64 epoch = 0;
+        int r = engine_store_leader_retake(l->lock, l->client, l->url, l->epoch, &epoch, &error);
+
+        if (r == 1) {
+                g_message("leadership: lock taken back, epoch %" G_GINT64_FORMAT " (was %" G_GINT64_FORMAT
+                          "); resuming the coordinator", epoch, l->epoch);
+                l->epoch = epoch;
+                l->lost_at = 0;
+                engine_store_set_fence(e->db, epoch, on_fenced, e);
+                l->hooks.resumed(e);
+        } else if (r == -ESTALE) {
+                step_down(e, error->message);
+        } else if (r == 0 && (row = engine_store_leader_get(l->lock, NULL)) && engine_ji(row, "epoch") != l->epoch) {
+                step_down(e, "another engine took over");
+        } else if (g_get_monotonic_time() - l->lost_at > LEADER_RETAKE_US) {
+                step_down(e, error ? error->message : "another engine holds the lock");
+        }
+}
+
 void engine_leader_round(struct engine *e)
 {
         struct engine_leader *l = e->leader;
@@ -89,9 +123,18 @@ void engine_leader_round(struct engine *e)
                 (void) standby_round(e, NULL);
                 return;
         }
+        if (l->lost_at) {
+                retake_round(e);
+                return;
+        }
         /* Any failure counts: an error on the lock session may mean it ended, and the lock with it. */
-        if (engine_store_leader_renew(l->lock, l->epoch, &error) < 0)
-                step_down(e, error->message);
+        if (engine_store_leader_renew(l->lock, l->epoch, &error) < 0) {
+                g_warning("leadership: epoch %" G_GINT64_FORMAT " not renewed (%s): coordinator paused",
+                          l->epoch, error->message);
+                l->lost_at = g_get_monotonic_time();
+                l->hooks.paused(e);
+                retake_round(e);
+        }
 }
 
 static gboolean on_round(gpointer data)

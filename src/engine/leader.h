@@ -19,6 +19,9 @@ struct engine;
 struct engine_leader_hooks {
         int (*elected)(struct engine *e, GError **error);
         void (*deposed)(struct engine *e);
+        /* The lock session was lost: stop acting now; resumed: the lock is ours again, same state. */
+        void (*paused)(struct engine *e);
+        void (*resumed)(struct engine *e);
 };
 
 /* Decides this engine's role: tries for leadership once (client: the name its database sessions carry,

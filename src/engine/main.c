@@ -70,6 +70,7 @@ static int ensure_datacenter(struct engine *e, GError **error)
         g_autofree char *pool = NULL;
 
         if (dc) {
+                g_free(e->dc_id);      /* a standby read it already */
                 e->dc_id = g_strdup(json_string_value(json_object_get(dc, "id")));
                 return 0;
         }
@@ -137,6 +138,20 @@ static void on_deposed(struct engine *e)
         g_idle_add_full(G_PRIORITY_HIGH, restart_as_standby, e, NULL);
 }
 
+static void on_paused(struct engine *e)
+{
+        if (e->tick_source) {
+                g_source_remove(e->tick_source);
+                e->tick_source = 0;
+        }
+}
+
+static void on_resumed(struct engine *e)
+{
+        if (!e->tick_source)
+                e->tick_source = g_timeout_add(e->config.poll_interval, on_tick, e);
+}
+
 /* A standby serves reads: the data center must exist (the first leader makes it). */
 static int standby_wait(struct engine *e, GError **error)
 {
@@ -158,7 +173,7 @@ static int standby_wait(struct engine *e, GError **error)
 
 int main(int argc, char **argv)
 {
-        static const struct engine_leader_hooks hooks = { on_elected, on_deposed };
+        static const struct engine_leader_hooks hooks = { on_elected, on_deposed, on_paused, on_resumed };
         struct engine engine = { 0 };
         struct engine *e = &engine;
         g_autoptr(GError) error = NULL;

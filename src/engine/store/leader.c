@@ -69,27 +69,30 @@ static int end_stale_leader(struct engine_store *lock, gint64 lease_s, GError **
         return 0;
 }
 
-int engine_store_leader_try(struct engine_store *lock, const char *engine_id, const char *url, gint64 lease_s,
-                            gint64 *ret_epoch, GError **error)
+/* The lock is ours: a new epoch, in one transaction with the row (only from epoch `from` when it is not 0).
+ * Its UPDATE waits for the writes of the old epoch in flight (they hold the row FOR SHARE), bounded in case
+ * one belongs to a stopped process whose sessions a standby then ends. */
+static int take(struct engine_store *lock, const char *engine_id, const char *url, gint64 from, gint64 *ret_epoch,
+                GError **error)
 {
-        g_autoptr(json_t) got = store_query_one(lock, error, "SELECT pg_try_advisory_lock(" LEADER_LOCK ") AS got", "");
         g_autoptr(json_t) row = NULL;
+        int r = -EIO;
 
-        if (!got)
-                return -EIO;
-        if (!json_is_true(json_object_get(got, "got")))
-                return end_stale_leader(lock, lease_s, error);
-        /* The lock is ours: a new epoch, in one transaction with the row. Its UPDATE waits for the writes of
-         * the old epoch in flight (they hold the row FOR SHARE), bounded in case one belongs to a stopped
-         * process whose sessions are ended below. */
         if (engine_store_begin(lock, error) < 0)
                 goto unlock;
         if (store_exec(lock, error, "SET LOCAL lock_timeout = 2000", "") < 0 ||
             store_exec(lock, error,
                        "UPDATE engine_leader SET epoch = epoch + 1, holder = ?, url = ?, lock_pid = pg_backend_pid(),"
-                       " heartbeat = clock_timestamp() WHERE id = 1", "ss", engine_id, url) < 0 ||
+                       " heartbeat = clock_timestamp() WHERE id = 1 AND (? = 0 OR epoch = ?)", "ssii", engine_id, url,
+                       from, from) < 0 ||
             !(row = store_query_one(lock, error, "SELECT epoch FROM engine_leader WHERE id = 1", ""))) {
                 engine_store_rollback(lock);
+                goto unlock;
+        }
+        if (json_integer_value(json_object_get(row, "epoch")) != from + 1 && from != 0) {
+                engine_store_rollback(lock);
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "another engine led since epoch %" G_GINT64_FORMAT, from);
+                r = -ESTALE;
                 goto unlock;
         }
         if (engine_store_commit(lock, error) < 0)
@@ -102,7 +105,31 @@ unlock:
 
                 (void) released;
         }
-        return -EIO;
+        return r;
+}
+
+int engine_store_leader_try(struct engine_store *lock, const char *engine_id, const char *url, gint64 lease_s,
+                            gint64 *ret_epoch, GError **error)
+{
+        g_autoptr(json_t) got = store_query_one(lock, error, "SELECT pg_try_advisory_lock(" LEADER_LOCK ") AS got", "");
+
+        if (!got)
+                return -EIO;
+        if (!json_is_true(json_object_get(got, "got")))
+                return end_stale_leader(lock, lease_s, error);
+        return take(lock, engine_id, url, 0, ret_epoch, error);
+}
+
+int engine_store_leader_retake(struct engine_store *lock, const char *engine_id, const char *url, gint64 epoch,
+                               gint64 *ret_epoch, GError **error)
+{
+        g_autoptr(json_t) got = store_query_one(lock, error, "SELECT pg_try_advisory_lock(" LEADER_LOCK ") AS got", "");
+
+        if (!got)
+                return -EIO;
+        if (!json_is_true(json_object_get(got, "got")))
+                return 0;
+        return take(lock, engine_id, url, epoch, ret_epoch, error);
 }
 
 int engine_store_leader_renew(struct engine_store *lock, gint64 epoch, GError **error)

@@ -58,6 +58,10 @@ int engine_store_leader_prepare(struct engine_store *lock, GError **error) STORE
  * lease_s seconds (stopped, or cut off) has its sessions ended, so the next try can win. */
 int engine_store_leader_try(struct engine_store *lock, const char *engine_id, const char *url, gint64 lease_s,
                             gint64 *ret_epoch, GError **error) STORE_MUST;
+/* A leader whose lock session ended (a PostgreSQL restart) takes the lock again: 1 and *ret_epoch (epoch + 1)
+ * when no other engine led meanwhile, -ESTALE when one did, 0 while another session holds the lock. */
+int engine_store_leader_retake(struct engine_store *lock, const char *engine_id, const char *url, gint64 epoch,
+                               gint64 *ret_epoch, GError **error) STORE_MUST;
 /* The leader's heartbeat: 0, or -ESTALE when this session lost the lock or another engine took over. */
 int engine_store_leader_renew(struct engine_store *lock, gint64 epoch, GError **error) STORE_MUST;
 /* {epoch, holder, url, age (s since the heartbeat)}, or NULL (with *error on failure). */
