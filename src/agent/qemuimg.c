@@ -250,8 +250,11 @@ static bool child_sleeping(GSubprocess *proc)
  * cap and held to its fair share from outside: what it wrote is charged to
  * its flow; once it is more than QIMG_PAUSE_MS of its share beyond the lead
  * its own limiter allows, the child is stopped (SIGSTOP) until it is back
- * within the lead (SIGCONT). SIGKILL (cancel, PDEATHSIG) ends a stopped
- * child as well. Returns the poll timeout in ms.
+ * within the lead (SIGCONT), or at once when the cap is lifted (a reload
+ * to 0). SIGKILL (cancel, PDEATHSIG) ends a stopped child as well. It
+ * also tells whether the child waits (the job's rate_wait): while stopped
+ * by us, or asleep in its own limiter for no longer than
+ * agent_rate_wait_bound_us explains. Returns the poll timeout in ms.
  */
 static int rate_tick(struct qimg_run *run, GSubprocess *proc)
 {
@@ -287,8 +290,8 @@ static int rate_tick(struct qimg_run *run, GSubprocess *proc)
         }
         asleep = bytes == run->last_activity && child_sleeping(proc);
         run->last_activity = bytes;
-        if (!asleep || run->last_done != run->asleep_done) {
-                /* Awake, or its progress moved: any sleep from here on is a new one. */
+        if (!asleep || !run->asleep_since || run->last_done != run->asleep_done) {
+                /* Awake, just fallen asleep, or its progress moved: a new sleep starts (or none). */
                 run->asleep_since = asleep ? now : 0;
                 run->asleep_done = run->last_done;
                 run->overrun = false;

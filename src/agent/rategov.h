@@ -60,7 +60,8 @@ uint64_t agent_rate_flow_moved(struct agent_rate_flow *flow);
  * bytes (qemu-img's -r charges the holes of a sparse image against the cap
  * in chunks of up to an L2 table's reach, 512 MiB for 64 KiB clusters, and
  * sleeps through them writing nothing): the engine's stall judgement does not
- * count such a wait as a stall. Any thread sets, any thread reads.
+ * count such a wait as a stall, so the setter bounds a wait it cannot prove
+ * (agent_rate_wait_bound_us below). Any thread sets, any thread reads.
  */
 void agent_rate_flow_set_waiting(struct agent_rate_flow *flow, bool waiting);
 bool agent_rate_flow_waiting(struct agent_rate_flow *flow);

@@ -759,14 +759,38 @@ def test_stalled_copy_is_flagged_and_retried_elsewhere():
 
 
 
-def test_capped_sparse_copy_is_not_stalled():
-    """qemu-img's -r charges a sparse image's holes against the cap, an L2 table's reach
-    (512 MiB) at a time, and sleeps through each writing nothing: a capped sparse copy shows
-    no bytes and no progress for longer than stall_timeout. The agent reports that wait
-    (phase rate_wait), so the copy is not flagged, not aborted, and finishes (review 13b)."""
+def agent_of(ec, pid):
+    """The agent (of ec.agents) whose child process pid is."""
+    with open(f"/proc/{pid}/stat") as f:
+        ppid = int(f.read().rsplit(")", 1)[1].split()[2])
+    return next(a for a in ec.agents if a.proc.pid == ppid)
+
+
+def test_capped_copies_stall_judgement():
+    """Under a copy_rate_limit (set in a config file, so SIGHUP changes it):
+    - qemu-img's -r charges a sparse image's holes against the cap, an L2 table's reach
+      (512 MiB) at a time, and sleeps through each writing nothing: a capped sparse copy shows
+      no bytes and no progress for longer than stall_timeout. The agent reports that wait
+      (phase rate_wait), so the copy is not flagged, not aborted, and finishes (review 13b);
+    - a copy whose qemu-img is held still (SIGSTOP) is flagged within stall_timeout plus a poll;
+    - a reload that lifts the cap while the governor has qemu-img stopped lets it go on;
+    - a copy hung asleep (its source on a FUSE server that stopped answering: every qemu-img
+      thread in S, as in a limiter's wait) is flagged once the wait outlasts what the cap
+      explains (agent_rate_wait_bound_us, 4 s at 1 GiB/s) plus stall_timeout (review 13c)."""
     d = make_workdir()
-    ec = EngineCluster(d, hosts=2, agent_options={"copy_rate_limit": "64M"},
+    conf = os.path.join(d, "agent-cap.conf")
+
+    def set_cap(cap, agents):
+        with open(conf + ".tmp", "w") as f:
+            f.write(f"[agent]\ncopy_rate_limit = {cap}\n")
+        os.replace(conf + ".tmp", conf)
+        for a in agents:
+            os.kill(a.proc.pid, signal.SIGHUP)
+
+    set_cap("64M", [])
+    ec = EngineCluster(d, hosts=2, agent_options={"copy_rate_limit": None, "config": conf},
                        engine_args=[f"--stall-timeout={STALL_TIMEOUT}", "--stall-action=retry"])
+    stopped = fuse = None
     try:
         job_id = copy_of_written_qcow2(ec, "holes", 1024 * MiB, 16 * MiB)[2]
         flagged, etas, last, flat_since, longest_flat = [], [], None, time.monotonic(), 0.0
@@ -789,6 +813,88 @@ def test_capped_sparse_copy_is_not_stalled():
         # A running copy never estimates 0 s left (null when it cannot tell).
         assert 0 not in etas, etas
         assert sample(engine_raw(ec, "GET", "/metrics")[2].decode(), "ferry_engine_stalls_total") == 0
+
+        def stall_events():
+            return [e["message"] for e in ec.engine.get("/api/events")["events"] if "moved no bytes for" in e["message"]]
+
+        def new_stall(before):
+            """The stall event after the `before` ones (the flag itself may last only until the
+            retry's abort ends the job, tens of ms), or None."""
+            now = stall_events()
+            return now[0] if len(now) > len(before) else None
+
+        # Held still under the cap: not a rate wait (the process is stopped, T, by someone else).
+        disk, src, job_id, new_id = copy_of_written_qcow2(ec, "frozen", 256 * MiB, 128 * MiB)
+        pid = wait_for(lambda: (qemu_img_converts(new_id) or [None])[0], 60, "the copy's qemu-img", interval=0.005)
+        before, agent = stall_events(), agent_of(ec, pid)
+        os.kill(pid, signal.SIGSTOP)
+        stopped_at, stopped = time.monotonic(), pid
+        msg = wait_for(lambda: new_stall(before), STALL_TIMEOUT + 30, "the copy to be reported stalled", interval=0.05)
+        took = time.monotonic() - stopped_at
+        assert STALL_TIMEOUT - 1 <= took <= STALL_TIMEOUT + 2, took
+        assert ec.hosts[agent.name]["id"] in msg, msg
+        job = ec.engine.wait_job(job_id, 120)     # aborted, and copied on the other host
+        assert job["status"] == "finished", job
+        stopped = None
+        assert sample(engine_raw(ec, "GET", "/metrics")[2].decode(), "ferry_engine_stalls_total") == 1
+
+        # The cap lifted by a reload while the governor holds qemu-img stopped: it goes on.
+        disk, src, job_id, new_id = copy_of_written_qcow2(ec, "uncap", 256 * MiB, 192 * MiB)
+        pid = wait_for(lambda: (qemu_img_converts(new_id) or [None])[0], 60, "the copy's qemu-img", interval=0.005)
+        agent = agent_of(ec, pid)
+        set_cap("1M", [agent])      # qemu-img's own -r stays 64M: the governor stops it, for seconds at a time
+        wait_for(lambda: proc_state(pid) == "T" and time.sleep(0.05) is None and proc_state(pid) == "T", 30,
+                 "the governor to stop qemu-img", interval=0.01)
+        set_cap("0", [agent])
+        job = ec.engine.wait_job(job_id, 30)
+        assert job["status"] == "finished", job
+        assert len(stall_events()) == 1, stall_events()
+        new = ec.engine.get(f"/api/disks/{new_id}")
+        assert qemu_img_compare(src, os.path.join(ec.storage, ec.sds[1]["id"], "images", new_id,
+                                                  new["volumes"][0]["id"])).returncode == 0
+
+        # Hung asleep under a 1 GiB/s cap (bound 4 s): rate_wait at first, then judged.
+        set_cap("1G", ec.agents)
+        wait_for(lambda: all(sample(engine_raw(ec, "GET", "/metrics")[2].decode(),
+                                    "ferry_engine_host_copy_rate_limit_bytes_per_second", host=a.name) == 1024 * MiB
+                             for a in ec.agents), 30, "the new cap", interval=0.2)
+        r = ec.engine.post("/api/disks", {"name": "hung", "provisioned_size": 256 * MiB, "format": "cow",
+                                          "sparse": True, "storage_domain": {"id": ec.sds[0]["id"]}})
+        assert ec.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
+        disk = ec.engine.get(f"/api/disks/{r['disk']['id']}")
+        img_dir = os.path.join(ec.storage, ec.sds[0]["id"], "images", disk["id"])
+        src = os.path.join(img_dir, disk["volumes"][0]["id"])
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a 0 {128 * MiB}", src], check=True,
+                       stdout=subprocess.DEVNULL)
+        assert BINDFS, "bindfs is missing: scripts/install-deps installs it"
+        fuse = subprocess.Popen([BINDFS, "-f", img_dir, img_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: os.path.ismount(img_dir), 10, "the bindfs mount", interval=0.02)
+        r = ec.engine.post(f"/api/disks/{disk['id']}/copy", {"name": "hung-copy",
+                                                              "storage_domain": {"id": ec.sds[1]["id"]}})
+        job_id, new_id = r["job"]["id"], r["disk"]["id"]
+        pid = wait_for(lambda: (qemu_img_converts(new_id) or [None])[0], 60, "the copy's qemu-img", interval=0.005)
+        before, agent = stall_events(), agent_of(ec, pid)
+        os.kill(fuse.pid, signal.SIGSTOP)
+        hung_at = time.monotonic()
+        msg = wait_for(lambda: new_stall(before), 60, "the hung copy to be reported stalled", interval=0.05)
+        took = time.monotonic() - hung_at
+        # Not before its wait outlasted the bound (it was a rate wait until then), and soon after.
+        assert 4 + STALL_TIMEOUT - 1 <= took <= 4 + STALL_TIMEOUT + 4, took
+        assert ec.hosts[agent.name]["id"] in msg, msg
+        assert "longer than its rate limiter explains" in agent.log_tail(20000)
+        os.kill(fuse.pid, signal.SIGCONT)
+        job = ec.engine.wait_job(job_id, 120)
+        assert job["status"] == "finished", job
     finally:
-        ec.stop()
-        shutil.rmtree(d, ignore_errors=True)
+        if stopped and os.path.exists(f"/proc/{stopped}"):
+            os.kill(stopped, signal.SIGCONT)
+        if fuse:
+            os.kill(fuse.pid, signal.SIGCONT)
+        codes = ec.stop()
+        if fuse:
+            subprocess.run(["fusermount", "-u", "-z", img_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            fuse.terminate()
+            fuse.wait(10)
+        if not os.environ.get("FERRY_KEEP_TMP"):
+            shutil.rmtree(d, ignore_errors=True)
+    assert all(code == 0 for code in codes.values()), codes
