@@ -72,7 +72,7 @@ unsigned agent_rate_gov_waiting(struct agent_rate_gov *gov);
  * How long a capped qemu-img may sleep, every thread in S, without writing a
  * byte or moving its progress, before the wait is no longer explained by its
  * limiter (a copy hung in an interruptible sleep: a network file system, a
- * FUSE server that stopped answering) and is reported as copying again, so
+ * pipe or socket no one answers) and is reported as copying again, so
  * the engine's stall judgement runs. qemu's limiter charges a request before
  * it sleeps it off; one request reaches at most AGENT_RATE_WAIT_REACH (the
  * block layer's BDRV_REQUEST_MAX_BYTES, just under 2 GiB; a qcow2 hole

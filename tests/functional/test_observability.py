@@ -773,10 +773,10 @@ def test_capped_copies_stall_judgement():
       no bytes and no progress for longer than stall_timeout. The agent reports that wait
       (phase rate_wait), so the copy is not flagged, not aborted, and finishes (review 13b);
     - a copy whose qemu-img is held still (SIGSTOP) is flagged within stall_timeout plus a poll;
-    - a reload that lifts the cap while the governor has qemu-img stopped lets it go on;
-    - a copy hung asleep (its source on a FUSE server that stopped answering: every qemu-img
-      thread in S, as in a limiter's wait) is flagged once the wait outlasts what the cap
-      explains (agent_rate_wait_bound_us, 4 s at 1 GiB/s) plus stall_timeout (review 13c)."""
+    - a reload that lifts the cap while the governor has qemu-img stopped lets it go on (review 13c).
+    A copy hung asleep (S) is reported waiting only for what the cap explains: unit test
+    /copy/qemu-img/hung-asleep (a FUSE server that stops is no such hang here: its callers
+    wait in D, already judged)."""
     d = make_workdir()
     conf = os.path.join(d, "agent-cap.conf")
 
@@ -790,7 +790,7 @@ def test_capped_copies_stall_judgement():
     set_cap("64M", [])
     ec = EngineCluster(d, hosts=2, agent_options={"copy_rate_limit": None, "config": conf},
                        engine_args=[f"--stall-timeout={STALL_TIMEOUT}", "--stall-action=retry"])
-    stopped = fuse = None
+    stopped = None
     try:
         job_id = copy_of_written_qcow2(ec, "holes", 1024 * MiB, 16 * MiB)[2]
         flagged, etas, last, flat_since, longest_flat = [], [], None, time.monotonic(), 0.0
@@ -853,48 +853,10 @@ def test_capped_copies_stall_judgement():
         assert qemu_img_compare(src, os.path.join(ec.storage, ec.sds[1]["id"], "images", new_id,
                                                   new["volumes"][0]["id"])).returncode == 0
 
-        # Hung asleep under a 1 GiB/s cap (bound 4 s): rate_wait at first, then judged.
-        set_cap("1G", ec.agents)
-        wait_for(lambda: all(sample(engine_raw(ec, "GET", "/metrics")[2].decode(),
-                                    "ferry_engine_host_copy_rate_limit_bytes_per_second", host=a.name) == 1024 * MiB
-                             for a in ec.agents), 30, "the new cap", interval=0.2)
-        r = ec.engine.post("/api/disks", {"name": "hung", "provisioned_size": 256 * MiB, "format": "cow",
-                                          "sparse": True, "storage_domain": {"id": ec.sds[0]["id"]}})
-        assert ec.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
-        disk = ec.engine.get(f"/api/disks/{r['disk']['id']}")
-        img_dir = os.path.join(ec.storage, ec.sds[0]["id"], "images", disk["id"])
-        src = os.path.join(img_dir, disk["volumes"][0]["id"])
-        subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a 0 {128 * MiB}", src], check=True,
-                       stdout=subprocess.DEVNULL)
-        assert BINDFS, "bindfs is missing: scripts/install-deps installs it"
-        fuse = subprocess.Popen([BINDFS, "-f", img_dir, img_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: os.path.ismount(img_dir), 10, "the bindfs mount", interval=0.02)
-        r = ec.engine.post(f"/api/disks/{disk['id']}/copy", {"name": "hung-copy",
-                                                              "storage_domain": {"id": ec.sds[1]["id"]}})
-        job_id, new_id = r["job"]["id"], r["disk"]["id"]
-        pid = wait_for(lambda: (qemu_img_converts(new_id) or [None])[0], 60, "the copy's qemu-img", interval=0.005)
-        before, agent = stall_events(), agent_of(ec, pid)
-        os.kill(fuse.pid, signal.SIGSTOP)
-        hung_at = time.monotonic()
-        msg = wait_for(lambda: new_stall(before), 60, "the hung copy to be reported stalled", interval=0.05)
-        took = time.monotonic() - hung_at
-        # Not before its wait outlasted the bound (it was a rate wait until then), and soon after.
-        assert 4 + STALL_TIMEOUT - 1 <= took <= 4 + STALL_TIMEOUT + 4, took
-        assert ec.hosts[agent.name]["id"] in msg, msg
-        assert "longer than its rate limiter explains" in agent.log_tail(20000)
-        os.kill(fuse.pid, signal.SIGCONT)
-        job = ec.engine.wait_job(job_id, 120)
-        assert job["status"] == "finished", job
     finally:
         if stopped and os.path.exists(f"/proc/{stopped}"):
             os.kill(stopped, signal.SIGCONT)
-        if fuse:
-            os.kill(fuse.pid, signal.SIGCONT)
         codes = ec.stop()
-        if fuse:
-            subprocess.run(["fusermount", "-u", "-z", img_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            fuse.terminate()
-            fuse.wait(10)
         if not os.environ.get("FERRY_KEEP_TMP"):
             shutil.rmtree(d, ignore_errors=True)
     assert all(code == 0 for code in codes.values()), codes

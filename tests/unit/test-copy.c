@@ -1046,6 +1046,71 @@ static void test_qemu_uncapped_while_paused(void)
         cleanup_files((const char *[]) { "uncap.raw", "uncap.qcow2", NULL });
 }
 
+/* Watches a convert's flow: when it first waits, when it stops waiting; then cancels the convert. */
+struct hang_watch {
+        struct agent_rate_flow *flow;
+        GCancellable *cancel;
+        gint64 start, waiting_at, judged_at;
+};
+
+static gpointer watch_hang(gpointer data)
+{
+        struct hang_watch *w = data;
+        gint64 deadline = w->start + 10 * SEC;
+
+        while (!agent_rate_flow_waiting(w->flow) && g_get_monotonic_time() < deadline)
+                g_usleep(10 * 1000);
+        w->waiting_at = g_get_monotonic_time();
+        while (agent_rate_flow_waiting(w->flow) && g_get_monotonic_time() < deadline)
+                g_usleep(10 * 1000);
+        w->judged_at = g_get_monotonic_time();
+        g_cancellable_cancel(w->cancel);
+        return NULL;
+}
+
+/*
+ * A capped qemu-img hung in an interruptible sleep (its source a FIFO that
+ * no one writes: open() sleeps in S, as a read from a network file system
+ * that stopped answering does) looks like a wait in its limiter. It is
+ * reported waiting only for agent_rate_wait_bound_us (2 s here: the floor,
+ * at a huge cap), then counted as an overrun and no longer waiting, so the
+ * engine judges it; a cancel still kills it.
+ */
+static void test_qemu_hung_asleep(void)
+{
+        g_autofree char *src = tmp_path("hang.fifo"), *dst = tmp_path("hang.qcow2");
+        g_autoptr(GCancellable) cancel = g_cancellable_new();
+        g_autoptr(GError) error = NULL;
+        struct agent_rate_gov *gov = agent_rate_gov_new(1024 * 1024 * MiB);
+        struct hang_watch w = { .flow = agent_rate_flow_join(gov), .cancel = cancel };
+        GThread *t;
+
+        if (!have_qemu_img()) {
+                agent_rate_flow_leave(w.flow);
+                agent_rate_gov_free(gov);
+                return;
+        }
+        (void) unlink(src);
+        g_assert_cmpint(mkfifo(src, 0600), ==, 0);
+        g_assert_cmpint(agent_qemu_img_create_qcow2(dst, 16 * MiB, FALSE, NULL, NULL, &error), ==, 0);
+        g_test_expect_message(NULL, G_LOG_LEVEL_WARNING, "*longer than its rate limiter explains*");
+        w.start = g_get_monotonic_time();
+        t = g_thread_new("watch", watch_hang, &w);
+        g_assert_cmpint(agent_qemu_img_convert_shared(src, "raw", dst, "qcow2", NULL, NULL, w.flow, cancel,
+                                                      NULL, NULL, &error), ==, -ECANCELED);
+        g_thread_join(t);
+        g_test_assert_expected_messages();
+        /* Waiting within a few ticks of its start; no longer once the 2 s bound passed (with a loaded machine's slack). */
+        g_assert_cmpint(w.waiting_at - w.start, <, 1 * SEC);
+        g_assert_cmpint(w.judged_at - w.waiting_at, >=, AGENT_RATE_WAIT_MIN_US - SEC / 10);
+        g_assert_cmpint(w.judged_at - w.waiting_at, <, AGENT_RATE_WAIT_MIN_US + 2 * SEC);
+        g_assert_cmpuint(agent_rate_gov_wait_overruns(gov), ==, 1);
+        g_assert_cmpuint(agent_rate_gov_waiting(gov), ==, 0);
+        agent_rate_flow_leave(w.flow);
+        agent_rate_gov_free(gov);
+        cleanup_files((const char *[]) { "hang.fifo", "hang.qcow2", NULL });
+}
+
 /*
  * qemu-img under the governor: another flow holds half the cap, so the
  * child (-r at the whole cap) is paused to its half; and a cancel while it
@@ -1136,6 +1201,7 @@ int main(int argc, char **argv)
         g_test_add_func("/copy/qemu-img/cancel", test_qemu_cancel);
         g_test_add_func("/copy/qemu-img/shared", test_qemu_shared);
         g_test_add_func("/copy/qemu-img/uncapped-while-paused", test_qemu_uncapped_while_paused);
+        g_test_add_func("/copy/qemu-img/hung-asleep", test_qemu_hung_asleep);
 
         r = g_test_run();
         (void) g_rmdir(tmpdir);
