@@ -379,21 +379,23 @@ static void on_polls_reply(json_t *result, const GError *error, void *userdata)
 
 static void polls_flush(struct engine *e)
 {
+        /* Taken whole first: nothing a call does can touch the tables being sent. */
+        g_autoptr(GHashTable) batches = g_steal_pointer(&poll_batches);
+        g_autoptr(GHashTable) ids = g_steal_pointer(&poll_ids);
         GHashTableIter it;
         gpointer host, polls;
 
-        g_hash_table_iter_init(&it, poll_batches);
+        poll_batches = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_ptr_array_unref);
+        poll_ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) json_decref);
+        g_hash_table_iter_init(&it, batches);
         while (g_hash_table_iter_next(&it, &host, &polls)) {
-                json_t *ids = g_hash_table_lookup(poll_ids, host);
                 struct poll_call *pc = g_new0(struct poll_call, 1);
 
                 pc->e = e;
                 pc->polls = g_ptr_array_ref(polls);
-                engine_host_call(e, host, "Host.getJobs", json_pack("{s:O}", "job_ids", ids), e->config.host_timeout,
-                                 on_polls_reply, pc);
+                engine_host_call(e, host, "Host.getJobs", json_pack("{s:O}", "job_ids", g_hash_table_lookup(ids, host)),
+                                 e->config.host_timeout, on_polls_reply, pc);
         }
-        g_hash_table_remove_all(poll_batches);
-        g_hash_table_remove_all(poll_ids);
 }
 
 void engine_cmd_poll_job(struct engine *e, json_t *cmd, const char *host, const char *agent_job_id,
