@@ -362,7 +362,7 @@ static void leaf_watch(struct engine *e, json_t *cmd)
                         return;        /* wait for the election */
         }
         /* The host's end event is its final answer: decided in this round, without a call. */
-        ended = json_incref(engine_job_end(js(cmd, "agent_job_id"), js(cmd, "host")));   /* freed when the command ends */
+        ended = json_incref(engine_job_end(js(cmd, "agent_job_id"), js(cmd, "host")));   /* ours: the entry goes when the command ends */
         if (ended) {
                 leaf_job_answer(e, cmd, ended);
                 return;
