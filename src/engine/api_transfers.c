@@ -236,26 +236,25 @@ static void api_get(struct engine *e, SoupServerMessage *msg, char **args)
         engine_rest_reply_row(e, msg, "image transfer", args[0], row, NULL, transfer_fmt);
 }
 
-static void api_finalize(struct engine *e, SoupServerMessage *msg, char **args)
+/* POST finalize / cancel: the flow changes the transfer, the answer shows it. */
+static void api_act(SoupServerMessage *msg, struct engine *e, const char *id,
+                    json_t *(*act)(struct engine *e, const char *id, GError **error))
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) row = NULL;
-        g_autoptr(json_t) out = NULL;
+        g_autoptr(json_t) row = act(e, id, &error);
+        g_autoptr(json_t) out = row ? transfer_json(e, row, false) : NULL;
 
-        row = engine_transfer_finalize(e, args[0], &error);
-        out = row ? transfer_json(e, row, false) : NULL;
         engine_rest_reply_result(msg, 202, out, error);
+}
+
+static void api_finalize(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        api_act(msg, e, args[0], engine_transfer_finalize);
 }
 
 static void api_cancel(struct engine *e, SoupServerMessage *msg, char **args)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) row = NULL;
-        g_autoptr(json_t) out = NULL;
-
-        row = engine_transfer_cancel(e, args[0], &error);
-        out = row ? transfer_json(e, row, false) : NULL;
-        engine_rest_reply_result(msg, 202, out, error);
+        api_act(msg, e, args[0], engine_transfer_cancel);
 }
 
 static const struct engine_route routes[] = {

@@ -328,14 +328,23 @@ static void transferring_advance(struct engine *e, json_t *row)
 
 /* ---- finalizing: an upload's finalize leaf, or the ticket's removal ---- */
 
-/* The finalize leaf of an upload (the only command of its job), created in the same transaction as the phase. */
-static int finalize_leaf_create(struct engine *e, json_t *row)
+/*
+ * The finalize leaf of an upload (the only command of its job), created in
+ * the caller's transaction with the phase. agent_job: a finalize an older
+ * engine sent itself (image_transfers.agent_job_id), adopted as already
+ * sent, so the runtime follows that job instead of sending another.
+ */
+static int finalize_leaf_create(struct engine *e, json_t *row, const char *agent_job, GError **error)
 {
         g_autoptr(json_t) p = json_pack("{s:s, s:{s:s, s:s, s:s}}", "transfer", js(row, "id"), "dst",
                                         "sd", js(row, "sd_id"), "img", js(row, "disk_id"), "vol", js(row, "vol_id"));
         g_autofree char *id = engine_cmd_create(e, ENGINE_KIND_FINALIZE_UPLOAD, NULL, js(row, "job_id"), NULL, p);
+        g_autoptr(json_t) data = json_object();
 
-        return id ? 0 : -EIO;
+        if (!agent_job)
+                return 0;
+        return engine_store_cmd_mark_sent(e->db, id, js(row, "host"), agent_job, ji(row, "generation"), data,
+                                          engine_now(), error);
 }
 
 static void upload_finalizing_advance(struct engine *e, json_t *row)
@@ -348,9 +357,15 @@ static void upload_finalizing_advance(struct engine *e, json_t *row)
                 return;
         }
         if (!cmd) {
-                /* Finalizing on record without its leaf (a transfer begun by an older engine): made now. */
-                if (finalize_leaf_create(e, row) < 0)
-                        g_warning("image transfer %s: its finalize could not be recorded", js(row, "id"));
+                /* Finalizing on record without its leaf: an older engine followed the finalize itself. */
+                if (engine_store_begin(e->db, &store_error) < 0)
+                        goto failed;
+                if (finalize_leaf_create(e, row, js(row, "agent_job_id"), &store_error) < 0) {
+                        engine_store_rollback(e->db);
+                        goto failed;
+                }
+                if (engine_store_commit(e->db, &store_error) < 0)
+                        goto failed;
                 return;
         }
         if (strcmp(js(cmd, "state"), "succeeded") == 0)
@@ -358,6 +373,9 @@ static void upload_finalizing_advance(struct engine *e, json_t *row)
         else if (strcmp(js(cmd, "state"), "failed") == 0)
                 /* The ticket is removed first (gone already after a failed verification: removal is then a no-op). */
                 transfer_fail(e, row, NULL, js(cmd, "error") ? js(cmd, "error") : "the finalize failed");
+        return;
+failed:
+        not_recorded(&store_error, "its finalize", js(row, "id"));
 }
 
 static void on_ticket_removed(struct engine *e, json_t *row, json_t *result, const GError *error, void *extra)
@@ -461,7 +479,7 @@ json_t *engine_transfer_finalize(struct engine *e, const char *id, GError **erro
         if (engine_store_begin(e->db, error) < 0)
                 return NULL;
         if (engine_store_transfer_finalizing(e->db, id, NULL, engine_now(), error) < 0 ||
-            (is_upload(row) && finalize_leaf_create(e, row) < 0)) {
+            (is_upload(row) && finalize_leaf_create(e, row, NULL, error) < 0)) {
                 engine_store_rollback(e->db);
                 return (error && *error) ? NULL : fail(error, 500, "the finalize of %s could not be recorded", id);
         }
