@@ -376,3 +376,77 @@ int cli_engine_get_list(struct cli_engine *e, const char *path, const char *key,
         json_decref(json);
         return 0;
 }
+
+void cli_page_clear(struct cli_page *p)
+{
+        g_clear_pointer(&p->search, g_free);
+        g_clear_pointer(&p->page, g_free);
+        g_clear_pointer(&p->max_help, g_free);
+        g_clear_pointer(&p->search_help, g_free);
+}
+
+void cli_page_entries(struct cli_page *p, const char *what, bool named, GOptionEntry ret_entries[4])
+{
+        size_t n = 0;
+
+        g_free(p->max_help);
+        p->max_help = g_strdup_printf("At most N %s (1-1000); the next page's token is printed when more follow", what);
+        ret_entries[n++] = (GOptionEntry) { "max", 0, 0, G_OPTION_ARG_INT, &p->max, p->max_help, "N" };
+        if (named) {
+                g_free(p->search_help);
+                p->search_help = g_strdup_printf("Only the %s of that exact name (oVirt's search)", what);
+                ret_entries[n++] = (GOptionEntry) { "search", 0, 0, G_OPTION_ARG_STRING, &p->search, p->search_help,
+                                                    "name=NAME" };
+        }
+        ret_entries[n++] = (GOptionEntry) { "page", 0, 0, G_OPTION_ARG_STRING, &p->page,
+                                            "The page after the one that printed TOKEN", "TOKEN" };
+        ret_entries[n] = (GOptionEntry) G_OPTION_ENTRY_NULL;
+}
+
+int cli_engine_get_page(struct cli_engine *e, const struct cli_page *p, const char *base, const char *key,
+                        json_t **ret_json, GError **error)
+{
+        g_autoptr(GString) path = g_string_new(base);
+        json_t *json = NULL;
+        char sep = strchr(base, '?') ? '&' : '?';
+
+        if (p->max < 0 || p->max > 1000) {
+                g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "--max takes 1 to 1000");
+                return -1;
+        }
+        /* The engine checks the values; here they are only escaped into the query. */
+        if (p->max) {
+                g_string_append_printf(path, "%cmax=%d", sep, p->max);
+                sep = '&';
+        }
+        if (p->search) {
+                g_autofree char *q = g_uri_escape_string(p->search, NULL, FALSE);
+
+                g_string_append_printf(path, "%csearch=%s", sep, q);
+                sep = '&';
+        }
+        if (p->page) {
+                g_autofree char *q = g_uri_escape_string(p->page, NULL, FALSE);
+
+                g_string_append_printf(path, "%cpage=%s", sep, q);
+        }
+        if (cli_engine_get(e, path->str, &json, error) < 0)
+                return -1;
+        if (!json_is_array(json_object_get(json, key))) {
+                json_decref(json);
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine's answer to GET %s has no '%s' list",
+                            base, key);
+                return -1;
+        }
+        *ret_json = json;
+        return 0;
+}
+
+void cli_page_tell_next(json_t *answer, const char *what)
+{
+        const char *next = json_string_value(json_object_get(answer, "next"));
+
+        /* The engine's token is an id: printed as it came only when it is plain text. */
+        if (next && strspn(next, "0123456789abcdefABCDEF-") == strlen(next))
+                fprintf(stderr, "more %s follow: --page %s\n", what, next);
+}

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "api_hosts.h"
+#include "api_page.h"
 #include "hosts.h"
 #include "leader.h"
 #include "uuid.h"
@@ -78,8 +79,11 @@ static void dc_get(struct engine *e, SoupServerMessage *msg, char **args)
 static void host_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = engine_store_host_list(e->db, &error);
+        g_autoptr(json_t) rows = NULL;
 
+        if (engine_rest_page(e, msg, ENGINE_STORE_PAGE_HOSTS, "hosts", host_json))
+                return;
+        rows = engine_store_host_list(e->db, &error);
         engine_rest_reply_rows(e, msg, "hosts", rows, error, host_json);
 }
 

@@ -203,13 +203,27 @@ int engine_store_copy_loads(struct engine_store *st, json_t **ret_rows, GError *
 int engine_store_copies_waiting_before(struct engine_store *st, gint64 created, gint64 *ret_n,
                                        GError **error) STORE_MUST;
 
+/* ---- pages of a collection (page.c) ---- */
+enum engine_store_page_kind {
+        ENGINE_STORE_PAGE_DISKS,
+        ENGINE_STORE_PAGE_HOSTS,
+        ENGINE_STORE_PAGE_VMS,
+        ENGINE_STORE_PAGE_TEMPLATES,
+        ENGINE_STORE_PAGE_JOBS,         /* newest first; no name */
+        ENGINE_STORE_PAGE_EVENTS,       /* newest first, integer ids; no name */
+};
+/* A page of a collection (keyset paging: no OFFSET, so a page costs the same at any depth): the rows after the
+ * one whose id is `after` (NULL: from the first; events: a decimal id), only those named `name` (NULL: any;
+ * -EINVAL for jobs and events, which have no name), at most limit. Disks, hosts, VMs and templates come in id
+ * order, jobs and events newest first. */
+json_t *engine_store_page(struct engine_store *st, enum engine_store_page_kind kind, const char *after,
+                          const char *name, gint64 limit, GError **error) STORE_MUST;
+/* Whether that collection's rows have a name to search (engine_store_page's name). */
+bool engine_store_page_has_name(enum engine_store_page_kind kind);
+
 /* ---- disks and volumes: rows, locks, legality (disks.c) ---- */
 json_t *engine_store_disk_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
 json_t *engine_store_disk_list(struct engine_store *st, GError **error) STORE_MUST;
-/* A page of disks by id (keyset paging: no OFFSET, so a page costs the same at any depth): ids after `after`
- * (NULL: from the first), only those named `name` (NULL: any), at most limit. */
-json_t *engine_store_disk_page(struct engine_store *st, const char *after, const char *name, gint64 limit,
-                               GError **error) STORE_MUST;
 /* A new disk, locked by job (progress 0). */
 int engine_store_disk_insert(struct engine_store *st, const char *id, const char *name, const char *sd, const char *format,
                              bool sparse, gint64 size, const char *job, gint64 created, GError **error) STORE_MUST;
