@@ -5,8 +5,9 @@
  *   raw-threads   agent_copy_raw with AGENT_COPY_IO_THREADS (the synchronous thread pipeline)
  *   raw-buffered  agent_copy_raw with no_direct
  *   raw-nooffload agent_copy_raw with no_offload (never a reflink)
- *   qcow2         agent_qemu_img_convert(SRC qcow2 → DST qcow2)
- *   raw-qcow2     agent_qemu_img_convert(SRC raw → DST qcow2)
+ *   qcow2         SRC qcow2 → DST qcow2 the way the agent runs it: agent_qemu_img_convert_shared
+ *                 with a progress callback (a qemu-img info first) and a flow of an unlimited governor
+ *   raw-qcow2     the same, SRC raw → DST qcow2
  *   checksum      agent_checksum_image(SRC, format DST: raw or qcow2); prints the digest too
  * Prints the wall-clock seconds of the copy on stdout.
  */
@@ -42,6 +43,27 @@ static const struct raw_mode *raw_mode(const char *name)
         return NULL;
 }
 
+static void no_progress(uint64_t done, uint64_t total, void *userdata)
+{
+        (void) done;
+        (void) total;
+        (void) userdata;
+}
+
+/* A qcow2 path as the agent's copy job runs it (sdm.c): the host's governor, progress parsed. */
+static int agent_convert(const char *src, const char *src_fmt, const char *dst, GError **error)
+{
+        struct agent_rate_gov *gov = agent_rate_gov_new(0);
+        struct agent_rate_flow *flow = agent_rate_flow_join(gov);
+        int r;
+
+        r = agent_qemu_img_convert_shared(src, src_fmt, dst, "qcow2", NULL, NULL, flow, NULL,
+                                          no_progress, NULL, error);
+        agent_rate_flow_leave(flow);
+        agent_rate_gov_free(gov);
+        return r;
+}
+
 int main(int argc, char **argv)
 {
         struct agent_copy_options opts = { 0 };
@@ -69,11 +91,9 @@ int main(int argc, char **argv)
                 opts.no_offload = raw_mode(mode)->no_offload;
                 r = agent_copy_raw(argv[2], argv[3], &opts, NULL, NULL, NULL);
         } else if (strcmp(mode, "qcow2") == 0) {
-                r = agent_qemu_img_convert(argv[2], "qcow2", argv[3], "qcow2", NULL, NULL, 0,
-                                           NULL, NULL, NULL, &error);
+                r = agent_convert(argv[2], "qcow2", argv[3], &error);
         } else if (strcmp(mode, "raw-qcow2") == 0) {
-                r = agent_qemu_img_convert(argv[2], "raw", argv[3], "qcow2", NULL, NULL, 0,
-                                           NULL, NULL, NULL, &error);
+                r = agent_convert(argv[2], "raw", argv[3], &error);
         } else if (strcmp(mode, "checksum") == 0) {
                 struct agent_checksum_result res;
 
