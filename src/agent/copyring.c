@@ -229,8 +229,8 @@ static void op_complete(struct copy_ring *r, struct ring_op *op, int res)
                 if (res == 0)
                         res = (int) op->len;
         }
-        if (res == 0 && !op->write)
-                res = -EIO;     /* source shrank under us */
+        if (res == 0)
+                res = -EIO;     /* no progress: the source shrank under us, or the device wrote nothing */
         if (res == -EINTR || res == -EAGAIN || (res > 0 && (size_t) res < op->len)) {
                 res = MAX(res, 0);
                 op->buf += res;
