@@ -6,7 +6,7 @@
  *   raw-buffered  agent_copy_raw with no_direct
  *   raw-nooffload agent_copy_raw with no_offload (never a reflink)
  *   qcow2         SRC qcow2 → DST qcow2 the way the agent runs it: agent_qemu_img_convert_shared
- *                 with a progress callback (a qemu-img info first) and a flow of an unlimited governor
+ *                 with a progress scale, a progress callback and a flow of an unlimited governor
  *   raw-qcow2     the same, SRC raw → DST qcow2
  *   checksum      agent_checksum_image(SRC, format DST: raw or qcow2); prints the digest too
  * Prints the wall-clock seconds of the copy on stdout.
@@ -57,7 +57,8 @@ static int agent_convert(const char *src, const char *src_fmt, const char *dst, 
         struct agent_rate_flow *flow = agent_rate_flow_join(gov);
         int r;
 
-        r = agent_qemu_img_convert_shared(src, src_fmt, dst, "qcow2", NULL, NULL, flow, NULL,
+        /* The agent passes the volume's capacity from its metadata (no qemu-img info); any scale times the same. */
+        r = agent_qemu_img_convert_shared(src, src_fmt, dst, "qcow2", NULL, NULL, 1, flow, NULL,
                                           no_progress, NULL, error);
         agent_rate_flow_leave(flow);
         agent_rate_gov_free(gov);

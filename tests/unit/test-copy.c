@@ -991,7 +991,7 @@ static void test_qemu_shared(void)
         /* 48 MiB at 16 MiB/s, less the lead qemu's own limiter may run ahead
          * (150 ms of the cap + 2 MiB = 6.8 MiB): ~2.6 s. Alone at -r 32M it would take 1.5 s. */
         start = g_get_monotonic_time();
-        g_assert_cmpint(agent_qemu_img_convert_shared(src, "raw", dst, "qcow2", NULL, NULL, mine, NULL,
+        g_assert_cmpint(agent_qemu_img_convert_shared(src, "raw", dst, "qcow2", NULL, NULL, 0, mine, NULL,
                                                       NULL, NULL, &error), ==, 0);
         secs = (double) (g_get_monotonic_time() - start) / SEC;
         g_assert_cmpfloat(secs, >, 2.1);
@@ -1001,7 +1001,7 @@ static void test_qemu_shared(void)
         /* Cancelled after 1.5 s, by then paused more than once: ends promptly. */
         start = g_get_monotonic_time();
         t = g_thread_new("cancel", do_later, &l);
-        g_assert_cmpint(agent_qemu_img_convert_shared(src, "raw", dst, "qcow2", NULL, NULL, mine, cancel,
+        g_assert_cmpint(agent_qemu_img_convert_shared(src, "raw", dst, "qcow2", NULL, NULL, 0, mine, cancel,
                                                       NULL, NULL, &error), ==, -ECANCELED);
         g_thread_join(t);
         g_assert_cmpfloat((double) (g_get_monotonic_time() - start) / SEC, <, 2.0);
@@ -1009,6 +1009,42 @@ static void test_qemu_shared(void)
         agent_rate_flow_leave(other);
         agent_rate_gov_free(gov);
         cleanup_files((const char *[]) { "shared.raw", "shared.qcow2", NULL });
+}
+
+/* The caller's progress scale (the volume's capacity) is used as given; without one, qemu-img info's. */
+static void test_qemu_progress_scale(void)
+{
+        g_autofree char *raw = tmp_path("scale.raw"), *src = tmp_path("scale.qcow2"), *dst = tmp_path("scale-dst.qcow2");
+        g_autoptr(GError) error = NULL;
+        struct progress_rec given = { .monotonic = TRUE }, found = { .monotonic = TRUE };
+        struct agent_rate_gov *gov = agent_rate_gov_new(0);
+        struct agent_rate_flow *flow = agent_rate_flow_join(gov);
+
+        if (!have_qemu_img()) {
+                agent_rate_flow_leave(flow);
+                agent_rate_gov_free(gov);
+                return;
+        }
+        make_file(raw, 4 * MiB);
+        write_at(raw, 0, 1 * MiB, -1, 40);
+        g_assert_cmpint(agent_qemu_img_create_qcow2(src, 4 * MiB, FALSE, NULL, NULL, &error), ==, 0);
+        g_assert_cmpint(agent_qemu_img_convert(raw, "raw", src, "qcow2", NULL, NULL, 0, NULL, NULL, NULL, &error), ==, 0);
+        g_assert_cmpint(agent_qemu_img_create_qcow2(dst, 4 * MiB, FALSE, NULL, NULL, &error), ==, 0);
+        g_assert_no_error(error);
+
+        g_assert_cmpint(agent_qemu_img_convert_shared(src, "qcow2", dst, "qcow2", NULL, NULL, 8 * MiB, flow, NULL,
+                                                      record_progress, &given, &error), ==, 0);
+        g_assert_no_error(error);
+        g_assert_cmpuint(given.last_total, ==, 8 * MiB);
+        g_assert_cmpuint(given.last_done, ==, 8 * MiB);
+        g_assert_cmpint(agent_qemu_img_convert_shared(src, "qcow2", dst, "qcow2", NULL, NULL, 0, flow, NULL,
+                                                      record_progress, &found, &error), ==, 0);
+        g_assert_no_error(error);
+        g_assert_cmpuint(found.last_total, ==, 4 * MiB);
+        assert_images_equal(raw, "raw", dst, "qcow2");
+        agent_rate_flow_leave(flow);
+        agent_rate_gov_free(gov);
+        cleanup_files((const char *[]) { "scale.raw", "scale.qcow2", "scale-dst.qcow2", NULL });
 }
 
 /*
@@ -1123,6 +1159,7 @@ int main(int argc, char **argv)
         g_test_add_func("/copy/qemu-img/raw-never-probed", test_qemu_raw_never_probed);
         g_test_add_func("/copy/qemu-img/cancel", test_qemu_cancel);
         g_test_add_func("/copy/qemu-img/shared", test_qemu_shared);
+        g_test_add_func("/copy/qemu-img/progress-scale", test_qemu_progress_scale);
 
         r = g_test_run();
         (void) g_rmdir(tmpdir);
