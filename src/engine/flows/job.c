@@ -4,7 +4,9 @@
  * remove_image, remove_volume, prepare_merge and finalize_merge (on the SPM)
  * and copy_data, merge and sparsify_volume (on a host the scheduler picks;
  * "copy" below stands for any of these three: they share the recovery),
- * and checksum_volume (any up host).
+ * checksum_volume (any up host), and finalize_upload (an image upload's
+ * Host.finalize_image_ticket, on the host that holds the ticket; it
+ * recovers like a copy but is never retried: the ticket lives there only).
  *
  *     ""  ── pick host (SPM / scheduler), read the destination generation (copy) ──┐
  *      ▲          record host, agent job, generation ("sent") BEFORE the call   │
@@ -57,7 +59,8 @@
  */
 bool leaf_host_job(enum engine_kind k)
 {
-        return k == ENGINE_KIND_COPY_DATA || k == ENGINE_KIND_MERGE || k == ENGINE_KIND_SPARSIFY_VOLUME;
+        return k == ENGINE_KIND_COPY_DATA || k == ENGINE_KIND_MERGE || k == ENGINE_KIND_SPARSIFY_VOLUME ||
+               k == ENGINE_KIND_FINALIZE_UPLOAD;
 }
 
 /*
@@ -110,6 +113,8 @@ void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attempts, co
         g_autoptr(GError) store_error = NULL;
         json_t *exclude = json_object_get(old, "exclude");
 
+        if (engine_cmd_kind(cmd) == ENGINE_KIND_FINALIZE_UPLOAD)
+                max_attempts = 1;      /* its ticket (and the uploaded state) is on one host only: no try elsewhere */
         if (persistent(cmd)) {
                 /* A cleanup: retried until done, ever less often (the sweeper is the backstop). */
                 g_autoptr(json_t) later = json_pack("{s:I}", "next_try",
@@ -632,6 +637,31 @@ static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
                  e->config.host_timeout, on_copy_generation, g_strdup(host), g_free);
 }
 
+/*
+ * finalize_upload {transfer, dst} (made by flows/transfer.c): sent to the
+ * ticket's host with the generation the ticket recorded; the ticket (a
+ * bearer secret) is read from the transfer, never kept in the command's
+ * params.
+ */
+static void finalize_upload_start(struct engine *e, json_t *cmd, json_t *p)
+{
+        g_autoptr(json_t) row = engine_store_transfer_get(e->db, js(p, "transfer"), NULL);
+        g_autofree char *job_id = NULL;
+
+        if (!row || strcmp(js(row, "phase"), "finalizing_success") != 0) {
+                leaf_finish(e, cmd, false, "its image transfer is no longer being finalized");
+                return;
+        }
+        job_id = leaf_mark_sent(e, cmd, js(row, "host"), ji(row, "generation"));
+        if (!job_id)
+                return;
+        engine_event(e, "normal", js(cmd, "id"), "verifying the upload into volume %s on host %s (generation %"
+                     G_GINT64_FORMAT ")", js(row, "vol_id"), js(row, "host"), ji(row, "generation"));
+        engine_cmd_call(e, cmd, js(row, "host"), "Host.finalize_image_ticket",
+                        json_pack("{s:s, s:s}", "uuid", js(row, "ticket"), "job_id", job_id),
+                        e->config.host_timeout, leaf_on_sent, NULL, NULL);
+}
+
 static void on_finalize_verify(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
 {
         if (engine_is_transport_error(error))
@@ -760,6 +790,8 @@ void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
         } else {
                 double progress = json_number_value(json_object_get(job, "progress"));
 
+                if (!js(cmd, "step_id"))
+                        return;        /* a finalize: its job shows the transfer's progress, not the check's */
                 engine_step_progress(e, js(cmd, "step_id"), progress, job);
                 engine_job_progress_refresh(e, js(cmd, "job_id"));
                 if (leaf_host_job(kind) && (strcmp(status, "running") == 0 || strcmp(status, "aborting") == 0))
@@ -790,6 +822,9 @@ static void leaf_advance(struct engine *e, json_t *cmd)
         case ENGINE_KIND_CHECKSUM_VOLUME:
                 leaf_checksum_start(e, cmd, p);
                 break;
+        case ENGINE_KIND_FINALIZE_UPLOAD:
+                finalize_upload_start(e, cmd, p);
+                break;
         case ENGINE_KIND_PREPARE_MERGE:
         case ENGINE_KIND_FINALIZE_MERGE:
         case ENGINE_KIND_REMOVE_VOLUME:
@@ -811,4 +846,5 @@ void engine_flow_job_init(void)
         engine_flow_register(ENGINE_KIND_FINALIZE_MERGE, leaf_advance, false);
         engine_flow_register(ENGINE_KIND_REMOVE_VOLUME, leaf_advance, false);
         engine_flow_register(ENGINE_KIND_CHECKSUM_VOLUME, leaf_advance, false);
+        engine_flow_register(ENGINE_KIND_FINALIZE_UPLOAD, leaf_advance, false);
 }
