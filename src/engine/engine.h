@@ -103,6 +103,7 @@ struct engine {
         GArray *host_listeners;        /* struct engine_host_listener: who hears host events and state changes */
         const char *acting_user;       /* who sent the REST request being handled; NULL: the engine itself */
         struct engine_auth *auth;      /* login throttle, password-hashing pool, token sweep (auth.c) */
+        const struct engine_host_transport *transport;  /* NULL: agents over STOMP; unit tests: a double (hosts.h) */
 };
 
 /* Sets an ENGINE_ERROR with that HTTP status; returns NULL, for `return engine_fail(...)` in functions answering JSON. */

@@ -109,7 +109,11 @@ int engine_store_commit(struct engine_store *st, GError **error)
                             engine_store_describe(st));
                 return -EIO;
         }
-        return st->be->commit(st->handle, error);
+        if (st->be->commit(st->handle, error) < 0)
+                return -EIO;
+        if (st->on_commit)
+                st->on_commit(st->on_commit_data);
+        return 0;
 }
 
 void engine_store_rollback(struct engine_store *st)
@@ -127,6 +131,12 @@ void engine_store_set_change_fn(struct engine_store *st, engine_store_change_fn 
 {
         st->on_change = fn;
         st->on_change_data = data;
+}
+
+void engine_store_set_commit_fn(struct engine_store *st, engine_store_commit_fn fn, void *data)
+{
+        st->on_commit = fn;
+        st->on_commit_data = data;
 }
 
 /*
@@ -174,6 +184,8 @@ int store_exec(struct engine_store *st, GError **error, const char *sql, const c
         if (r >= 0)
                 store_changed(st, sql);
         st->failed |= r < 0 && st->depth > 0;
+        if (r >= 0 && st->depth == 0 && st->on_commit)
+                st->on_commit(st->on_commit_data);
         return r;
 }
 
