@@ -392,7 +392,7 @@ static char *id_of(struct life *l, const char *table, const char *name)
 static void ok(json_t *answer, GError **error)
 {
         if (!answer)
-                g_error("the action failed: %s", *error ? (*error)->message : "?");
+                g_error("the action failed: %s", error && *error ? (*error)->message : "?");
         json_decref(answer);
 }
 
@@ -637,6 +637,11 @@ static void fault_copy_once(struct hd *d)
         hd_fault(d, "SDM.copy_data", NULL, "fail", 100, 1);
 }
 
+static void fault_copy_refused_once(struct hd *d)
+{
+        hd_fault(d, "SDM.copy_data", NULL, "refuse", 309, 1);      /* the host is not connected to the pool */
+}
+
 static void fault_copy_always(struct hd *d)
 {
         hd_fault(d, "SDM.copy_data", NULL, "fail", 100, 1000);
@@ -684,6 +689,7 @@ static const struct flow_case cases[] = {
         { "disk-remove", prep_disk, NULL, start_disk_remove, "finished", NULL },
         { "disk-move", prep_disk, NULL, start_disk_move, "finished", NULL },
         { "disk-move-copy-fails-once", prep_disk, fault_copy_once, start_disk_move, "finished", check_retried },
+        { "disk-move-copy-refused-once", prep_disk, fault_copy_refused_once, start_disk_move, "finished", check_retried },
         { "disk-move-copy-fails", prep_disk, fault_copy_always, start_disk_move, "failed", check_copy_gave_up },
         { "disk-copy", prep_disk, NULL, start_disk_copy, "finished", NULL },
         { "disk-sparsify", prep_disk, NULL, start_sparsify, "finished", NULL },
@@ -919,6 +925,44 @@ static void quiet_handler(const char *domain, GLogLevelFlags level, const char *
                 g_printerr("%s: %s\n", domain ? domain : "", message);
 }
 
+static void ignore_reply(json_t *result, const GError *error, void *userdata)
+{
+}
+
+static void unrecorded_life(const char *dir)
+{
+        struct life l = { 0 };
+        g_autofree char *host = NULL;
+        g_autofree char *job = fy_uuid_new();
+
+        life_open(&l, dir, "base");
+        ok(engine_host_add(&l.e, "h1", "127.0.0.1", 54321, NULL), NULL);
+        host = id_of(&l, "hosts", "h1");
+        /* A job no command recorded: what a flow calling before its write commits would send. */
+        engine_host_call(&l.e, host, "SDM.sparsify_volume",
+                         json_pack("{s:s, s:{s:s, s:s, s:s, s:i}}", "job_id", job, "vol_info", "sd_id", job,
+                                   "img_id", job, "vol_id", job, "generation", 0),
+                         1000, ignore_reply, NULL);
+        while (g_main_context_iteration(NULL, FALSE))
+                ;
+        life_report(&l, "double.json");
+}
+
+/* The write-before-act check is not one that cannot fail. */
+static void test_unrecorded_call(void)
+{
+        g_autofree char *dir = tmp_dir();
+        g_autoptr(json_t) out = NULL;
+        json_t *v;
+
+        IN_CHILD("double", unrecorded_life(dir));
+        out = out_read(dir, "double.json");
+        v = json_object_get(out, "violations");
+        g_assert_cmpint(json_array_size(v), ==, 1);
+        g_assert_nonnull(strstr(json_string_value(json_array_get(v, 0)), "SDM.sparsify_volume job"));
+        rm_rf(dir);
+}
+
 static GLogWriterOutput quiet_writer(GLogLevelFlags level, const GLogField *fields, gsize n, gpointer data)
 {
         if ((level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL)) || g_getenv("FLOWS_VERBOSE"))
@@ -934,9 +978,15 @@ int main(int argc, char **argv)
         g_log_set_writer_func(quiet_writer, NULL, NULL);
         g_log_set_default_handler(quiet_handler, NULL);
         for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
-                g_autofree char *path = g_strdup_printf("/flows/%s", cases[i].name);
+                /* Grouped as meson runs them (tests/unit/meson.build): disks, moves and copies, VMs and templates, snapshots. */
+                const char *group = g_str_has_prefix(cases[i].name, "disk-move") ||
+                                    g_str_has_prefix(cases[i].name, "disk-copy") ? "move" :
+                                    g_str_has_prefix(cases[i].name, "disk-") ? "disk" :
+                                    g_str_has_prefix(cases[i].name, "snapshot-") ? "snapshot" : "vm";
+                g_autofree char *path = g_strdup_printf("/flows/%s/%s", group, cases[i].name);
 
                 g_test_add_data_func(path, &cases[i], run_case);
         }
+        g_test_add_func("/double/unrecorded-call", test_unrecorded_call);
         return g_test_run();
 }
