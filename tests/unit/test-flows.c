@@ -31,6 +31,7 @@
  * n-th crash point only (default 1: all of them).
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -757,7 +758,7 @@ static bool sds_ready(struct life *l)
 
 static void setup_life(const struct flow_case *c, const char *dir)
 {
-        struct life l = { 0 };
+        static struct life l;      /* reachable at exit: LeakSanitizer reports only what a life lost */
         g_autofree char *model = g_build_filename(dir, "base.json", NULL);
 
         life_open(&l, dir, "base");
@@ -787,7 +788,7 @@ static bool flow_started(struct life *l)
 
 static void flow_life(const struct flow_case *c, const char *dir, const char *name, bool reference)
 {
-        struct life l = { 0 };
+        static struct life l;      /* reachable at exit: LeakSanitizer reports only what a life lost */
         g_autofree char *out = g_strconcat(name, ".out.json", NULL);
 
         life_open(&l, dir, name);
@@ -823,7 +824,7 @@ static void copy_file(const char *dir, const char *from, const char *to)
                 g_assert_cmpint(pid_, >=, 0);                                                  \
                 if (pid_ == 0) {                                                               \
                         __VA_ARGS__;                                                           \
-                        _exit(0);                                                              \
+                        exit(0);       /* with LeakSanitizer's check, in an ASan build */      \
                 }                                                                              \
                 g_assert_cmpint(waitpid(pid_, &status_, 0), ==, pid_);                         \
                 if (!WIFEXITED(status_) || WEXITSTATUS(status_) != 0)                          \
@@ -931,7 +932,7 @@ static void ignore_reply(json_t *result, const GError *error, void *userdata)
 
 static void unrecorded_life(const char *dir)
 {
-        struct life l = { 0 };
+        static struct life l;      /* reachable at exit: LeakSanitizer reports only what a life lost */
         g_autofree char *host = NULL;
         g_autofree char *job = fy_uuid_new();
 
