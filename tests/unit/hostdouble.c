@@ -91,6 +91,24 @@ static void answer(struct hd *d, fy_rpc_client_reply_fn cb, void *cb_data, json_
         g_idle_add(deliver, r);
 }
 
+/* No answer from a dead host: what the RPC client says when the call times out. */
+static void answer_lost(struct hd *d, fy_rpc_client_reply_fn cb, void *cb_data)
+{
+        struct reply *r = g_new0(struct reply, 1);
+
+        r->d = d;
+        r->cb = cb;
+        r->cb_data = cb_data;
+        r->error = g_error_new_literal(G_IO_ERROR, G_IO_ERROR_TIMED_OUT, "the host does not answer");
+        d->pending++;
+        g_idle_add(deliver, r);
+}
+
+static bool host_down(struct hd *d, const char *host)
+{
+        return json_is_true(json_object_get(section(d, "down", false), host));
+}
+
 void hd_fault(struct hd *d, const char *verb, const char *host, const char *mode, int code, int count)
 {
         json_array_append_new(section(d, "faults", true),
@@ -381,7 +399,7 @@ void hd_tick(struct hd *d)
         json_t *job;
 
         json_object_foreach(section(d, "jobs", false), id, job)
-                if (strcmp(js(job, "status"), "running") == 0) {
+                if (strcmp(js(job, "status"), "running") == 0 && !host_down(d, js(job, "host"))) {
                         job_run(d, job);
                         g_ptr_array_add(ended, job);
                 }
@@ -481,7 +499,20 @@ static void hd_call(void *userdata, const char *host, const char *method, json_t
         json_t *v;
 
         json_object_set_new(calls, method, json_integer(ji(calls, method) + 1));
+        if (host_down(d, host)) {
+                answer_lost(d, cb, cb_data);
+                return;
+        }
         fault = take_fault(d, method, host, &code);
+        if (fault && strcmp(fault, "down") == 0) {
+                /* The host takes the call and dies: its job never ends, it answers nothing more. */
+                json_object_set_new(section(d, "down", false), host, json_true());
+                for (size_t i = 0; i < G_N_ELEMENTS(job_verbs); i++)
+                        if (strcmp(job_verbs[i].verb, method) == 0)
+                                (void) job_start(d, host, method, p, NULL, 0);
+                answer_lost(d, cb, cb_data);
+                return;
+        }
         if (fault && strcmp(fault, "refuse") == 0) {
                 answer(d, cb, cb_data, NULL, code, "scripted refusal");
                 return;
@@ -498,7 +529,7 @@ static void hd_call(void *userdata, const char *host, const char *method, json_t
         } else if (strcmp(method, "StoragePool.connect") == 0) {
                 answer(d, cb, cb_data, json_true(), 0, NULL);
         } else if (strcmp(method, "StoragePool.spmStart") == 0) {
-                if (js(d->m, "spm") && !is_spm(d, host)) {
+                if (js(d->m, "spm") && !is_spm(d, host) && !host_down(d, js(d->m, "spm"))) {
                         answer(d, cb, cb_data, NULL, FY_ERR_SPM_ACQUIRE, "the SPM lease is held");
                         return;
                 }

@@ -52,8 +52,10 @@ unsigned hd_pending(struct hd *d);
 
 /*
  * A fault, taken by the next `count` matching calls: a verb (host NULL: on
- * any host) answered with error `code` ("refuse"), or its job ending failed
- * with `code` ("fail").
+ * any host) answered with error `code` ("refuse"), its job ending failed
+ * with `code` ("fail"), or the host taking the call and dying ("down": no
+ * answer from it any more, its jobs never end, its SPM lease expires; its
+ * volume leases are free, as sanlock frees a dead process's).
  */
 void hd_fault(struct hd *d, const char *verb, const char *host, const char *mode, int code, int count);
 /* Calls of verb so far, on every host (and every life that shared the model). */

@@ -64,6 +64,7 @@ struct life {
         guint64 images_taken;          /* crash images: commits that left a state not seen before */
         GHashTable *seen;              /* digests of the states imaged */
         bool dirty;                    /* this transaction changed more than statistics */
+        char *last_state;              /* state_digest after the last round: time passes when it stays */
         bool images;                   /* a crash image at each such commit */
 };
 
@@ -133,6 +134,7 @@ static void on_change(void *data, const char *table)
         /* Statistics come every round: their commits are no crash points. */
         if (strcmp(table, "hosts") != 0 && strcmp(table, "storage_domains") != 0)
                 l->dirty = true;
+
 }
 
 /*
@@ -245,10 +247,10 @@ static void life_open(struct life *l, const char *dir, const char *name)
         engine_store_set_commit_fn(l->e.db, on_commit, l);
 }
 
-/* One coordinator round, as main.c's tick and the kicks run them; true if it recorded something. */
+/* One coordinator round, as main.c's tick and the kicks run them; true if it recorded a decision. */
 static bool life_round(struct life *l, unsigned round)
 {
-        guint64 before = l->commits;
+        g_autofree char *state = NULL;
 
         hd_tick(l->d);
         if (round % 4 == 0)
@@ -257,7 +259,13 @@ static bool life_round(struct life *l, unsigned round)
         /* Bounded: a command that asks its host again at each answer would keep the loop busy for ever. */
         for (int i = 0; i < 64 && g_main_context_iteration(NULL, FALSE); i++)
                 ;
-        return l->commits != before || hd_pending(l->d) > 0;
+        /* Composites write their row back every round: what counts is whether a decision changed. */
+        state = state_digest(l);
+        if (g_strcmp0(state, l->last_state) == 0)
+                return false;
+        g_free(l->last_state);
+        l->last_state = g_steal_pointer(&state);
+        return true;
 }
 
 /* Rounds until done; when nothing moves, time passes (backoffs, next_try) in 5 s steps. */
@@ -282,8 +290,11 @@ static void life_run(struct life *l, bool (*done)(struct life *), const char *wh
 
 static bool hosts_ready(struct life *l)
 {
+        /* Every host the double has not killed. */
+        gint64 alive = 3 - (gint64) json_object_size(json_object_get(hd_model(l->d), "down"));
+
         return q_int(l, "SELECT count(*) FROM hosts WHERE status = 'up' AND (pool_connected = 1 OR "
-                        "(SELECT count(*) FROM storage_domains) = 0)", NULL) == 3 &&
+                        "(SELECT count(*) FROM storage_domains) = 0)", NULL) == alive &&
                q_int(l, "SELECT count(*) FROM datacenters WHERE spm_host IS NOT NULL", NULL) == 1;
 }
 
@@ -643,6 +654,16 @@ static void fault_copy_refused_once(struct hd *d)
         hd_fault(d, "SDM.copy_data", NULL, "refuse", 309, 1);      /* the host is not connected to the pool */
 }
 
+static void fault_copy_host_dies(struct hd *d)
+{
+        hd_fault(d, "SDM.copy_data", NULL, "down", 0, 1);
+}
+
+static G_GNUC_UNUSED void fault_spm_dies(struct hd *d)
+{
+        hd_fault(d, "Volume.create", NULL, "down", 0, 1);
+}
+
 static void fault_copy_always(struct hd *d)
 {
         hd_fault(d, "SDM.copy_data", NULL, "fail", 100, 1000);
@@ -674,6 +695,13 @@ static void check_retried(struct life *l)
         g_assert_cmpint(hd_calls(l->d, "SDM.copy_data"), ==, 4);
 }
 
+static void check_fenced(struct life *l)
+{
+        /* Each copy the dead host took (one or two: the scheduler's pick) was fenced and sent elsewhere. */
+        g_assert_cmpint(hd_calls(l->d, "SDM.copy_data"), >=, 4);
+        g_assert_cmpint(hd_calls(l->d, "SDM.update_volume"), >=, 1);
+}
+
 static void check_copy_gave_up(struct life *l)
 {
         g_assert_cmpint(hd_calls(l->d, "SDM.copy_data"), >=, 3);
@@ -691,6 +719,15 @@ static const struct flow_case cases[] = {
         { "disk-move", prep_disk, NULL, start_disk_move, "finished", NULL },
         { "disk-move-copy-fails-once", prep_disk, fault_copy_once, start_disk_move, "finished", check_retried },
         { "disk-move-copy-refused-once", prep_disk, fault_copy_refused_once, start_disk_move, "finished", check_retried },
+        { "disk-move-copy-host-dies", prep_disk, fault_copy_host_dies, start_disk_move, "finished", check_fenced },
+        /*
+         * Disabled: a known bug, kept to show it. The SPM dies while it creates a volume of the
+         * destination; the new SPM finds the volume ILLEGAL, flows/recover.c sends Volume.delete and
+         * at its *acceptance* already retries Volume.create, which races the delete job (205, found
+         * ILLEGAL again, deleted again ...) until the 5 attempts are spent and the move fails. The
+         * retry must wait for the delete job's end. Enable it with that fix.
+         */
+        /* { "disk-move-spm-dies", prep_disk, fault_spm_dies, start_disk_move, "finished", NULL }, */
         { "disk-move-copy-fails", prep_disk, fault_copy_always, start_disk_move, "failed", check_copy_gave_up },
         { "disk-copy", prep_disk, NULL, start_disk_copy, "finished", NULL },
         { "disk-sparsify", prep_disk, NULL, start_sparsify, "finished", NULL },
@@ -979,8 +1016,10 @@ int main(int argc, char **argv)
         g_log_set_writer_func(quiet_writer, NULL, NULL);
         g_log_set_default_handler(quiet_handler, NULL);
         for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
-                /* Grouped as meson runs them (tests/unit/meson.build): disks, moves and copies, VMs and templates, snapshots. */
-                const char *group = g_str_has_prefix(cases[i].name, "disk-move") ||
+                /* Grouped as meson runs them (tests/unit/meson.build): disks, moves and copies, moves with faults, VMs and
+                 * templates, snapshots. */
+                const char *group = g_str_has_prefix(cases[i].name, "disk-move-") ? "move-faults" :
+                                    g_str_has_prefix(cases[i].name, "disk-move") ||
                                     g_str_has_prefix(cases[i].name, "disk-copy") ? "move" :
                                     g_str_has_prefix(cases[i].name, "disk-") ? "disk" :
                                     g_str_has_prefix(cases[i].name, "snapshot-") ? "snapshot" : "vm";
