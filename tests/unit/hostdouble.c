@@ -76,8 +76,8 @@ static gboolean deliver(gpointer data)
         return G_SOURCE_REMOVE;
 }
 
-/* Answers later, from the main loop, as the RPC client does. */
-static void answer(struct hd *d, fy_rpc_client_reply_fn cb, void *cb_data, json_t *result, int code, const char *msg)
+/* Replies later, from the main loop, as the RPC client does (result or error, owned). */
+static void reply_later(struct hd *d, fy_rpc_client_reply_fn cb, void *cb_data, json_t *result, GError *error)
 {
         struct reply *r = g_new0(struct reply, 1);
 
@@ -85,23 +85,21 @@ static void answer(struct hd *d, fy_rpc_client_reply_fn cb, void *cb_data, json_
         r->cb = cb;
         r->cb_data = cb_data;
         r->result = result;
-        if (!result)
-                r->error = g_error_new_literal(FY_ERROR, code, msg);
+        r->error = error;
         d->pending++;
         g_idle_add(deliver, r);
+}
+
+/* The agent's answer: result, or (NULL) its error code. */
+static void answer(struct hd *d, fy_rpc_client_reply_fn cb, void *cb_data, json_t *result, int code, const char *msg)
+{
+        reply_later(d, cb, cb_data, result, result ? NULL : g_error_new_literal(FY_ERROR, code, msg));
 }
 
 /* No answer from a dead host: what the RPC client says when the call times out. */
 static void answer_lost(struct hd *d, fy_rpc_client_reply_fn cb, void *cb_data)
 {
-        struct reply *r = g_new0(struct reply, 1);
-
-        r->d = d;
-        r->cb = cb;
-        r->cb_data = cb_data;
-        r->error = g_error_new_literal(G_IO_ERROR, G_IO_ERROR_TIMED_OUT, "the host does not answer");
-        d->pending++;
-        g_idle_add(deliver, r);
+        reply_later(d, cb, cb_data, NULL, g_error_new_literal(G_IO_ERROR, G_IO_ERROR_TIMED_OUT, "the host does not answer"));
 }
 
 static bool host_down(struct hd *d, const char *host)
