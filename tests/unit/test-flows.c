@@ -480,10 +480,18 @@ static char *snapshot_id(struct life *l, const char *description)
 
 /* ---- the flows ---- */
 
+/* A fault of the double (hd_fault), on any host. */
+struct fault {
+        const char *verb;
+        const char *mode;
+        int code;
+        int count;
+};
+
 struct flow_case {
         const char *name;
         void (*prepare)(struct life *l);       /* in the setup life */
-        void (*script)(struct hd *d);          /* faults, before the flow starts */
+        const struct fault *fault;             /* scripted before the flow starts */
         void (*start)(struct life *l);         /* the action (again, after a crash before it committed) */
         const char *end;                       /* the flow's job ends so */
         void (*check)(struct life *l);         /* more, at the end of the reference life */
@@ -646,50 +654,23 @@ static void start_snapshot_restore(struct life *l)
 
 /* Failure paths. */
 
-static void fault_copy_once(struct hd *d)
-{
-        hd_fault(d, "SDM.copy_data", NULL, "fail", 100, 1);
-}
+static const struct fault fault_copy_once = { "SDM.copy_data", "fail", 100, 1 };
 
-static void fault_copy_refused_once(struct hd *d)
-{
-        hd_fault(d, "SDM.copy_data", NULL, "refuse", 309, 1);      /* the host is not connected to the pool */
-}
+static const struct fault fault_copy_refused_once = { "SDM.copy_data", "refuse", 309, 1 };      /* the host is not connected to the pool */
 
-static void fault_copy_host_dies(struct hd *d)
-{
-        hd_fault(d, "SDM.copy_data", NULL, "down", 0, 1);
-}
+static const struct fault fault_copy_host_dies = { "SDM.copy_data", "down", 0, 1 };
 
-static void fault_spm_dies(struct hd *d)
-{
-        hd_fault(d, "Volume.create", NULL, "down", 0, 1);
-}
+static const struct fault fault_spm_dies = { "Volume.create", "down", 0, 1 };
 
-static void fault_copy_always(struct hd *d)
-{
-        hd_fault(d, "SDM.copy_data", NULL, "fail", 100, 1000);
-}
+static const struct fault fault_copy_always = { "SDM.copy_data", "fail", 100, 1000 };
 
-static void fault_create_refused(struct hd *d)
-{
-        hd_fault(d, "Volume.create", NULL, "refuse", 352, 1000);
-}
+static const struct fault fault_create_refused = { "Volume.create", "refuse", 352, 1000 };
 
-static void fault_merge_once(struct hd *d)
-{
-        hd_fault(d, "SDM.merge", NULL, "fail", 100, 1);
-}
+static const struct fault fault_merge_once = { "SDM.merge", "fail", 100, 1 };
 
-static void fault_prepare_refused(struct hd *d)
-{
-        hd_fault(d, "StoragePool.prepareMerge", NULL, "fail", 252, 1000);
-}
+static const struct fault fault_prepare_refused = { "StoragePool.prepareMerge", "fail", 252, 1000 };
 
-static void fault_checksum_once(struct hd *d)
-{
-        hd_fault(d, "Volume.checksum", NULL, "fail", 100, 1);
-}
+static const struct fault fault_checksum_once = { "Volume.checksum", "fail", 100, 1 };
 
 static void check_retried(struct life *l)
 {
@@ -716,24 +697,24 @@ static void check_merge_retried(struct life *l)
 
 static const struct flow_case cases[] = {
         { "disk-create", NULL, NULL, start_disk_create, "finished", NULL },
-        { "disk-create-refused", NULL, fault_create_refused, start_disk_create, "failed", NULL },
+        { "disk-create-refused", NULL, &fault_create_refused, start_disk_create, "failed", NULL },
         { "disk-remove", prep_disk, NULL, start_disk_remove, "finished", NULL },
         { "disk-move", prep_disk, NULL, start_disk_move, "finished", NULL },
-        { "disk-move-copy-fails-once", prep_disk, fault_copy_once, start_disk_move, "finished", check_retried },
-        { "disk-move-copy-refused-once", prep_disk, fault_copy_refused_once, start_disk_move, "finished", check_retried },
-        { "disk-move-copy-host-dies", prep_disk, fault_copy_host_dies, start_disk_move, "finished", check_fenced,
+        { "disk-move-copy-fails-once", prep_disk, &fault_copy_once, start_disk_move, "finished", check_retried },
+        { "disk-move-copy-refused-once", prep_disk, &fault_copy_refused_once, start_disk_move, "finished", check_retried },
+        { "disk-move-copy-host-dies", prep_disk, &fault_copy_host_dies, start_disk_move, "finished", check_fenced,
           "known bug: after a restart the dead host is 'connecting' and a verification spends its 3 tries on it "
           "at once; the copy fails, and a layer above it, copied, waits in verification for the failed layer "
           "below it to become LEGAL for ever, so the move never ends (some crash points)" },
-        { "disk-move-spm-dies", prep_disk, fault_spm_dies, start_disk_move, "finished", NULL,
+        { "disk-move-spm-dies", prep_disk, &fault_spm_dies, start_disk_move, "finished", NULL,
           "known bug: after the SPM died mid Volume.create, flows/recover.c retries the create as soon as the "
           "delete of the half-made volume is accepted, racing the delete job until the attempts run out, and "
           "the move fails" },
-        { "disk-move-copy-fails", prep_disk, fault_copy_always, start_disk_move, "failed", check_copy_gave_up },
+        { "disk-move-copy-fails", prep_disk, &fault_copy_always, start_disk_move, "failed", check_copy_gave_up },
         { "disk-copy", prep_disk, NULL, start_disk_copy, "finished", NULL },
         { "disk-sparsify", prep_disk, NULL, start_sparsify, "finished", NULL },
         { "disk-checksum", prep_disk, NULL, start_checksum, "finished", NULL },
-        { "disk-checksum-fails-once", prep_disk, fault_checksum_once, start_checksum, "finished", NULL },
+        { "disk-checksum-fails-once", prep_disk, &fault_checksum_once, start_checksum, "finished", NULL },
         { "template-create", prep_vm, NULL, start_template_create, "finished", NULL },
         { "vm-clone", prep_template, NULL, start_vm_clone, "finished", NULL },
         { "vm-thin", prep_template, NULL, start_vm_thin, "finished", NULL },
@@ -741,9 +722,9 @@ static const struct flow_case cases[] = {
         { "template-remove", prep_template, NULL, start_template_remove, "finished", NULL },
         { "snapshot-create", prep_vm, NULL, start_snapshot_create, "finished", NULL },
         { "snapshot-remove", prep_vm_snapshots, NULL, start_snapshot_remove, "finished", NULL },
-        { "snapshot-remove-merge-fails-once", prep_vm_snapshots, fault_merge_once, start_snapshot_remove, "finished",
+        { "snapshot-remove-merge-fails-once", prep_vm_snapshots, &fault_merge_once, start_snapshot_remove, "finished",
           check_merge_retried },
-        { "snapshot-remove-refused", prep_vm_snapshots, fault_prepare_refused, start_snapshot_remove, "failed", NULL },
+        { "snapshot-remove-refused", prep_vm_snapshots, &fault_prepare_refused, start_snapshot_remove, "failed", NULL },
         { "snapshot-restore", prep_vm_snapshots, NULL, start_snapshot_restore, "finished", NULL },
 };
 
@@ -830,8 +811,8 @@ static void flow_life(const struct flow_case *c, const char *dir, const char *na
         g_autofree char *out = g_strconcat(name, ".out.json", NULL);
 
         life_open(&l, dir, name);
-        if (reference && c->script)
-                c->script(l.d);
+        if (reference && c->fault)
+                hd_fault(l.d, c->fault->verb, NULL, c->fault->mode, c->fault->code, c->fault->count);
         l.images = reference;
         l.seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         if (!flow_started(&l))
