@@ -57,6 +57,9 @@ struct cli_engine *cli_engine_new(const char *url, const char *ca_file, GError *
 void cli_engine_free(struct cli_engine *e);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(cli_engine, cli_engine_free)
 const char *cli_engine_url(const struct cli_engine *e);
+/* Another engine of the same installation (one active, the others standbys): tried when the first cannot be
+ * connected to, and the only place a 307 is followed to. */
+int cli_engine_add_peer(struct cli_engine *e, const char *url, GError **error);
 /* HTTP status of the last request that got an answer, else 0. */
 unsigned cli_engine_last_status(const struct cli_engine *e);
 

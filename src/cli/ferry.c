@@ -159,6 +159,7 @@ typedef struct cli_cluster_file {
         char *ca;
         char *admin_user;
         char *admin_password_file;
+        GStrv engines;                 /* every engine's URL (engines: [{url, pid}]) */
 } CliClusterFile;
 
 static void cli_cluster_file_clear(struct cli_cluster_file *f)
@@ -167,6 +168,7 @@ static void cli_cluster_file_clear(struct cli_cluster_file *f)
         g_free(f->ca);
         g_free(f->admin_user);
         g_free(f->admin_password_file);
+        g_strfreev(f->engines);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(CliClusterFile, cli_cluster_file_clear)
 
@@ -190,6 +192,16 @@ static void cli_read_cluster_file(struct cli_cluster_file *f)
                 f->url = g_strdup(url);
         if (json_unpack(json, "{s:s}", "ca_file", &ca) == 0)
                 f->ca = g_strdup(ca);
+        {
+                json_t *engines = json_object_get(json, "engines"), *one;
+                g_autoptr(GStrvBuilder) b = g_strv_builder_new();
+                size_t i;
+
+                json_array_foreach(engines, i, one)
+                        if (json_is_string(json_object_get(one, "url")))
+                                g_strv_builder_add(b, json_string_value(json_object_get(one, "url")));
+                f->engines = g_strv_builder_end(b);
+        }
         if (json_unpack(json, "{s:s, s:s}", "admin_user", &url, "admin_password_file", &ca) == 0) {
                 f->admin_user = g_strdup(url);
                 f->admin_password_file = g_strdup(ca);
@@ -237,9 +249,21 @@ int cli_ctx_engine(struct cli_ctx *ctx, struct cli_engine **ret_engine, GError *
                 /* The local cluster's own CA, for its own engine only. */
                 ctx->ca_file = g_strdup(cluster_ca);
 
-        *ret_engine = cli_engine_new(url, ctx->ca_file, error);
-        if (!*ret_engine)
-                return -1;
+        /* Several engines (one active): URL,URL... The first is the one tokens are kept for. */
+        {
+                g_auto(GStrv) urls = g_strsplit(url, ",", 17);
+
+                *ret_engine = cli_engine_new(urls[0], ctx->ca_file, error);
+                if (!*ret_engine)
+                        return -1;
+                for (size_t i = 1; urls[i]; i++)
+                        if (*urls[i] && cli_engine_add_peer(*ret_engine, urls[i], error) < 0)
+                                goto fail;
+                /* The local cluster's engines: its own CA verifies each. */
+                for (size_t i = 0; cf.engines && cluster_url && cli_same_url(urls[0], cluster_url) && cf.engines[i]; i++)
+                        if (cli_engine_add_peer(*ret_engine, cf.engines[i], error) < 0)
+                                goto fail;
+        }
         token = cli_token_load(cli_engine_url(*ret_engine));
         if (token) {
                 cli_engine_set_token(*ret_engine, token);
@@ -256,6 +280,9 @@ int cli_ctx_engine(struct cli_ctx *ctx, struct cli_engine **ret_engine, GError *
                         memset(password, 0, strlen(password));
         }
         return 0;
+fail:
+        g_clear_pointer(ret_engine, cli_engine_free);
+        return -1;
 }
 
 static const struct cli_command *cli_find_command(const char *group, const char *verb, bool *ret_group_known)

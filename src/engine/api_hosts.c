@@ -4,6 +4,7 @@
 
 #include "api_hosts.h"
 #include "hosts.h"
+#include "leader.h"
 #include "uuid.h"
 
 #define js engine_js
@@ -211,7 +212,19 @@ static void sd_add(struct engine *e, SoupServerMessage *msg, char **args)
         engine_sd_add(e, js(body, "name"), on_sd_added, p);
 }
 
+/* GET /api/engine: this engine's role among several on one PostgreSQL database (leader.c). */
+static void engine_get(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        const char *active = engine_leader_url(e);
+        g_autoptr(json_t) body = json_pack("{s:s, s:I, s:o}", "role", engine_leader_active(e) ? "active" : "standby",
+                                           "epoch", (json_int_t) engine_leader_epoch(e),
+                                           "active_url", active ? json_string(active) : json_null());
+
+        engine_rest_reply_json(msg, 200, body);
+}
+
 static const struct engine_route routes[] = {
+        { "GET", "/api/engine", engine_get, ENGINE_ROLE_VIEWER },
         { "GET", "/api/datacenters", dc_list, ENGINE_ROLE_VIEWER },
         { "GET", "/api/datacenters/{id}", dc_get, ENGINE_ROLE_VIEWER },
         { "GET", "/api/hosts", host_list, ENGINE_ROLE_VIEWER },

@@ -89,11 +89,12 @@ class Engine:
 
     ADMIN = "admin"
 
-    def __init__(self, workdir, *extra, pki=None, insecure=False, port=0):
+    def __init__(self, workdir, *extra, pki=None, insecure=False, port=0, db=None):
         self.workdir = workdir
         self.listen_port = port        # 0: a free one, new at every start
-        # The engine's --db: a SQLite file in workdir, or a PostgreSQL database of its own (FERRY_TEST_DB).
-        self.db = postgres().new_database() if TEST_DB == "postgresql" else os.path.join(workdir, "engine.db")
+        # The engine's --db: a SQLite file in workdir, or a PostgreSQL database of its own (FERRY_TEST_DB);
+        # db: that one (engines sharing a database, test_failover.py).
+        self.db = db or (postgres().new_database() if TEST_DB == "postgresql" else os.path.join(workdir, "engine.db"))
         self.log_path = os.path.join(workdir, "engine.log")
         self.extra = extra
         self.insecure = insecure
@@ -220,7 +221,7 @@ class EngineCluster:
     """N hosts (sanlock daemon + agent each) and an engine that manages them."""
 
     def __init__(self, workdir, hosts=3, domains=2, engine_args=(), agent_options=None, net=None, storage=None,
-                 insecure=False, engine_port=0):
+                 insecure=False, engine_port=0, engine_db=None):
         """engine_args: extra engine options; agent_options: agent options for
         every host (copy_rate_limit defaults to 128M; None: not on the command line); net: a netns.Network
         with a namespace per host, the agents then run inside them and are
@@ -249,7 +250,7 @@ class EngineCluster:
                                          netns=net.hosts[i] if net else None, **dict(tls, **opts)))
                 if not insecure:
                     self.agents[-1].client_tls = self.pki.client_tls()
-            self.engine = Engine(workdir, *engine_args, pki=self.pki, insecure=insecure, port=engine_port)
+            self.engine = Engine(workdir, *engine_args, pki=self.pki, insecure=insecure, port=engine_port, db=engine_db)
             self.hosts = {}
             for a in self.agents:
                 h = self.engine.post("/api/hosts", {"name": a.name, "address": a.address, "port": a.port})

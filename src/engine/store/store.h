@@ -32,6 +32,9 @@ typedef void (*engine_store_commit_fn)(void *data);
 void engine_store_set_commit_fn(struct engine_store *st, engine_store_commit_fn fn, void *data);
 
 int engine_store_open(const char *location, struct engine_store **ret, GError **error) STORE_MUST;
+/* client: the name the connection gives the server (PostgreSQL's application_name; NULL: the default). */
+int engine_store_open_as(const char *location, const char *client, struct engine_store **ret,
+                         GError **error) STORE_MUST;
 void engine_store_close(struct engine_store *st);
 const char *engine_store_backend_name(struct engine_store *st);
 /* For messages: the file, or "postgresql dbname@host:port" (never a password). */
@@ -43,6 +46,30 @@ int engine_store_schema_version(struct engine_store *st);
 int engine_store_begin(struct engine_store *st, GError **error) STORE_MUST;
 int engine_store_commit(struct engine_store *st, GError **error) STORE_MUST;
 void engine_store_rollback(struct engine_store *st);
+
+/* ---- leadership of several engines on one PostgreSQL database (leader.c) ---- */
+/* Told (once per refused write) that a write found a newer leadership epoch: this engine was deposed. */
+typedef void (*engine_store_deposed_fn)(void *data);
+/* From now on every write but users' and tokens' must come from the leader of epoch (0: none passes):
+ * a write of a deposed leader fails with -ESTALE and tells fn. */
+void engine_store_set_fence(struct engine_store *st, gint64 epoch, engine_store_deposed_fn fn, void *data);
+/* Several engines can share this database (PostgreSQL); false: one engine only (SQLite). */
+bool engine_store_shared(struct engine_store *st);
+/* On the leadership session (a store of its own): creates the leader row's table if needed. */
+int engine_store_leader_prepare(struct engine_store *lock, GError **error) STORE_MUST;
+/* Tries to become the leader: 1 and *ret_epoch (the new epoch) when this session took the lock and
+ * incremented the epoch, 0 when another engine leads. A leader whose heartbeat is older than
+ * lease_s seconds (stopped, or cut off) has its sessions ended, so the next try can win. */
+int engine_store_leader_try(struct engine_store *lock, const char *engine_id, const char *url, gint64 lease_s,
+                            gint64 *ret_epoch, GError **error) STORE_MUST;
+/* A leader whose lock session ended (a PostgreSQL restart) takes the lock again: 1 and *ret_epoch (epoch + 1)
+ * when no other engine led meanwhile, -ESTALE when one did, 0 while another session holds the lock. */
+int engine_store_leader_retake(struct engine_store *lock, const char *engine_id, const char *url, gint64 epoch,
+                               gint64 *ret_epoch, GError **error) STORE_MUST;
+/* The leader's heartbeat: 0, or -ESTALE when this session lost the lock or another engine took over. */
+int engine_store_leader_renew(struct engine_store *lock, gint64 epoch, GError **error) STORE_MUST;
+/* {epoch, holder, url, age (s since the heartbeat)}, or NULL (with *error on failure). */
+json_t *engine_store_leader_get(struct engine_store *st, GError **error) STORE_MUST;
 
 /* ---- data centers (hosts.c) ---- */
 json_t *engine_store_dc_first(struct engine_store *st, GError **error) STORE_MUST;
