@@ -106,6 +106,7 @@ struct engine {
         struct engine_auth *auth;      /* login throttle, password-hashing pool, token sweep (auth.c) */
         bool active;                   /* runs the coordinator; false: a standby (leader.c) */
         struct engine_leader *leader;  /* several engines on PostgreSQL; NULL on SQLite */
+        const struct engine_host_transport *transport;  /* NULL: agents over STOMP; unit tests: a double (hosts.h) */
 };
 
 /* Sets an ENGINE_ERROR with that HTTP status; returns NULL, for `return engine_fail(...)` in functions answering JSON. */

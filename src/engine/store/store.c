@@ -115,7 +115,11 @@ int engine_store_commit(struct engine_store *st, GError **error)
                             engine_store_describe(st));
                 return -EIO;
         }
-        return st->be->commit(st->handle, error);
+        if (st->be->commit(st->handle, error) < 0)
+                return -EIO;
+        if (st->on_commit)
+                st->on_commit(st->on_commit_data);
+        return 0;
 }
 
 void engine_store_rollback(struct engine_store *st)
@@ -133,6 +137,12 @@ void engine_store_set_change_fn(struct engine_store *st, engine_store_change_fn 
 {
         st->on_change = fn;
         st->on_change_data = data;
+}
+
+void engine_store_set_commit_fn(struct engine_store *st, engine_store_commit_fn fn, void *data)
+{
+        st->on_commit = fn;
+        st->on_commit_data = data;
 }
 
 /*
@@ -245,6 +255,8 @@ static int exec_va(struct engine_store *st, GError **error, const char *sql, con
         if (r >= 0)
                 store_changed(st, sql);
         st->failed |= r < 0 && st->depth > 0;
+        if (r >= 0 && st->depth == 0 && st->on_commit)
+                st->on_commit(st->on_commit_data);     /* a write outside a transaction is a commit */
         return r;
 }
 

@@ -26,6 +26,10 @@ struct engine_store;
 /* Told the table (as named in the SQL) each time a write changed rows of it; never does SQL itself. */
 typedef void (*engine_store_change_fn)(void *data, const char *table);
 void engine_store_set_change_fn(struct engine_store *st, engine_store_change_fn fn, void *data);
+/* Told each time changes became durable: a write outside a transaction, an outermost commit. The
+ * unit tests of flows (tests/unit/test-flows.c) take their crash points there. */
+typedef void (*engine_store_commit_fn)(void *data);
+void engine_store_set_commit_fn(struct engine_store *st, engine_store_commit_fn fn, void *data);
 
 int engine_store_open(const char *location, struct engine_store **ret, GError **error) STORE_MUST;
 /* client: the name the connection gives the server (PostgreSQL's application_name; NULL: the default). */
