@@ -574,6 +574,7 @@ static void test_pg_fencing(struct fixture *f, gconstpointer data)
         engine_store_close(data_a);
         engine_store_close(lock_a);
         engine_store_close(lock_b);
+        g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_CRITICAL);
 }
 
 static void test_pg_restart(struct fixture *f, gconstpointer data)
