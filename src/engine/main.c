@@ -16,7 +16,7 @@
 #include "rest.h"
 #include "service.h"
 #include "sweeper.h"
-#include "transfers.h"
+#include "flows/transfer.h"
 #include "vms.h"
 #include "flows/snapshots.h"
 #include "error.h"

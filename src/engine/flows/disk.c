@@ -52,11 +52,13 @@ static char *make_copy_data(struct engine *e, json_t *cmd, json_t *p, size_t i)
 {
         json_t *src = json_array_get(json_object_get(p, "src_volumes"), i);
         json_t *dst = json_array_get(json_object_get(p, "volumes"), i);
-        json_t *cp = json_pack("{s:{s:s, s:s, s:s}, s:{s:s, s:s, s:s}, s:I}",
+        json_t *cp = json_pack("{s:{s:s, s:s, s:s}, s:{s:s, s:s, s:s}, s:I, s:b}",
                                "src", "sd", js(p, "src_sd"), "img", js(p, "src_img"), "vol", js(src, "id"),
                                "dst", "sd", js(p, "sd"), "img", js(p, "img"), "vol", js(dst, "id"),
                                /* what the scheduler weighs: the estimate if the flow made one, else the capacity */
-                               "bytes", json_object_get(dst, "bytes") ? ji(dst, "bytes") : ji(dst, "capacity"));
+                               "bytes", json_object_get(dst, "bytes") ? ji(dst, "bytes") : ji(dst, "capacity"),
+                               /* made by this flow's structure step, its generation recorded: no read before the copy */
+                               "dst_created", true);
         json_t *below = json_array();
 
         /* A layer is verified by its guest view (its chain), so only once the layers below it are
@@ -145,7 +147,9 @@ static void flow_end(struct engine *e, json_t *cmd, json_t *p, bool ok, const ch
         engine_cmd_finish(e, cmd, ok, error);
         if (engine_store_commit(e->db, &store_error) < 0)
                 goto failed;
-        if (ok && kind != ENGINE_KIND_REMOVE_DISK)
+        if (ok && copies)
+                engine_disk_size_record(e, new_disk ? new_disk : disk, js(cmd, "job_id"));
+        else if (ok && kind != ENGINE_KIND_REMOVE_DISK)
                 engine_disk_size_refresh(e, new_disk ? new_disk : disk);
         engine_event(e, ok ? "normal" : "warning", js(cmd, "id"), "%s of disk %s %s%s%s", type, disk,
                      ok ? "finished" : "failed", error ? ": " : "", error ? error : "");
