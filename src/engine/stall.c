@@ -49,13 +49,18 @@ enum engine_stall_verdict engine_stall_feed(struct engine_stall *s, const char *
                                             double progress, gint64 now, unsigned timeout, gint64 *ret_still)
 {
         int idx = phase_index(phase);
-        /* Entering another phase is a step forward: preparing's time does not count once it copies. */
-        bool moved = !s->seen || bytes_done > s->bytes || progress > s->progress || idx != s->phase ||
-                     !index_judged(idx);
+        /*
+         * Entering another phase is a step forward: preparing's time does not
+         * count once it copies. A sample without a phase (an older agent, or a
+         * job event that carries none between polls that do) changes nothing.
+         */
+        bool moved = !s->seen || bytes_done > s->bytes || progress > s->progress ||
+                     (idx != 0 && idx != s->phase) || !index_judged(idx);
         gint64 still;
 
         s->seen = true;
-        s->phase = idx;
+        if (idx != 0)
+                s->phase = idx;
         s->bytes = MAX(s->bytes, bytes_done);
         s->progress = MAX(s->progress, progress);
         if (moved)

@@ -89,6 +89,9 @@ static void test_preparing(void)
         json_decref(j);
         g_assert_cmpint(engine_stall_feed(&s, "preparing", 0, 0, 100 + TIMEOUT, TIMEOUT, &still), ==, ENGINE_STALL_NEW);
         g_assert_true(s.stalled);
+        /* A sample without a phase (an event between polls) is no change of phase. */
+        g_assert_cmpint(engine_stall_feed(&s, NULL, 0, 0, 101 + TIMEOUT, TIMEOUT, NULL), ==, ENGINE_STALL_STALLED);
+        g_assert_cmpint(engine_stall_feed(&s, "preparing", 0, 0, 102 + TIMEOUT, TIMEOUT, NULL), ==, ENGINE_STALL_STALLED);
         /* It goes on to copy: it moves again. */
         g_assert_cmpint(engine_stall_feed(&s, "copying", 0, 0, 200, TIMEOUT, NULL), ==, ENGINE_STALL_MOVES_AGAIN);
 }
