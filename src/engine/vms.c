@@ -757,8 +757,9 @@ static void remove_flow(struct engine *e, json_t *cmd)
 void engine_vms_init(void)
 {
         inflight = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-        engine_flow_register(thin_kind.type, thin_advance, true);
-        engine_flow_register(seal_kind.type, seal_advance, true);
+        /* Leaves call hosts: outside a transaction, so the job is committed before its call leaves. */
+        engine_flow_register(thin_kind.type, thin_advance, false);
+        engine_flow_register(seal_kind.type, seal_advance, false);
         engine_flow_register(ENGINE_KIND_CREATE_TEMPLATE_FROM_VM, template_flow, true);
         engine_flow_register(ENGINE_KIND_CREATE_VM_FROM_TEMPLATE, vm_from_template_flow, true);
         engine_flow_register(ENGINE_KIND_CREATE_SNAPSHOT, snapshot_flow, true);

@@ -218,7 +218,8 @@ static void test_merge_apply(struct fixture *f, gconstpointer data)
         g_assert_cmpint(json_integer_value(json_object_get(json_array_get(vols, 1), "position")), ==, 1);
 }
 
-/* Keyset pages of disks: by id, after a token, of one name; the same on every backend. */
+/* Keyset pages of disks: by id, after a token, of one name; the same on every backend. Then jobs and events,
+ * newest first (jobs by start time, ties in insertion order), which have no name. */
 static void test_disk_page(struct fixture *f, gconstpointer data)
 {
         g_autoptr(GError) error = NULL;
@@ -230,20 +231,57 @@ static void test_disk_page(struct fixture *f, gconstpointer data)
         for (size_t i = 0; i < G_N_ELEMENTS(ids); i++)
                 g_assert_cmpint(engine_store_disk_insert(f->st, ids[i], i % 2 ? "odd" : "even", "sd1", "raw", false, 1,
                                                          "job1", 1, &error), ==, 0);
-        all = engine_store_disk_page(f->st, NULL, NULL, 2, &error);
+        all = engine_store_page(f->st, ENGINE_STORE_PAGE_DISKS, NULL, NULL, 2, &error);
         g_assert_cmpuint(json_array_size(all), ==, 2);
         g_assert_cmpstr(json_string_value(json_object_get(json_array_get(all, 0), "id")), ==, "d1");
         g_assert_cmpstr(json_string_value(json_object_get(json_array_get(all, 1), "id")), ==, "d2");
-        rest = engine_store_disk_page(f->st, "d2", NULL, 10, &error);
+        rest = engine_store_page(f->st, ENGINE_STORE_PAGE_DISKS, "d2", NULL, 10, &error);
         g_assert_cmpuint(json_array_size(rest), ==, 3);
         g_assert_cmpstr(json_string_value(json_object_get(json_array_get(rest, 0), "id")), ==, "d3");
-        named = engine_store_disk_page(f->st, NULL, "even", 10, &error);
+        named = engine_store_page(f->st, ENGINE_STORE_PAGE_DISKS, NULL, "even", 10, &error);
         g_assert_cmpuint(json_array_size(named), ==, 3);          /* d5, d4, d3 */
         g_assert_cmpstr(json_string_value(json_object_get(json_array_get(named, 0), "id")), ==, "d3");
         json_decref(named);
-        named = engine_store_disk_page(f->st, "d3", "even", 1, &error);
+        named = engine_store_page(f->st, ENGINE_STORE_PAGE_DISKS, "d3", "even", 1, &error);
         g_assert_cmpuint(json_array_size(named), ==, 1);
         g_assert_cmpstr(json_string_value(json_object_get(json_array_get(named, 0), "id")), ==, "d4");
+        g_assert_no_error(error);
+
+        /* Jobs j1..j4 after the fixture's job1; j2 and j3 start in the same second. */
+        g_assert_cmpint(engine_store_job_insert(f->st, "j1", "one", NULL, 10, &error), ==, 0);
+        g_assert_cmpint(engine_store_job_insert(f->st, "j2", "two", NULL, 20, &error), ==, 0);
+        g_assert_cmpint(engine_store_job_insert(f->st, "j3", "three", NULL, 20, &error), ==, 0);
+        g_assert_cmpint(engine_store_job_insert(f->st, "j4", "four", NULL, 30, &error), ==, 0);
+        json_decref(all);
+        all = engine_store_page(f->st, ENGINE_STORE_PAGE_JOBS, NULL, NULL, 2, &error);
+        g_assert_cmpuint(json_array_size(all), ==, 2);
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(all, 1), "id")), ==, "j3");
+        json_decref(rest);
+        rest = engine_store_page(f->st, ENGINE_STORE_PAGE_JOBS, "j3", NULL, 10, &error);
+        g_assert_cmpuint(json_array_size(rest), ==, 3);
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(rest, 0), "id")), ==, "j2");
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(rest, 1), "id")), ==, "j1");
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(rest, 2), "id")), ==, "job1");
+        g_assert_no_error(error);
+        g_assert_null(engine_store_page(f->st, ENGINE_STORE_PAGE_JOBS, NULL, "one", 10, &error));
+        g_assert_nonnull(error);
+        g_clear_error(&error);
+
+        for (int i = 0; i < 5; i++)
+                g_assert_cmpint(engine_store_event_add(f->st, i, "normal", "e", NULL, NULL, NULL, &error), ==, 0);
+        json_decref(all);
+        all = engine_store_page(f->st, ENGINE_STORE_PAGE_EVENTS, NULL, NULL, 2, &error);
+        g_assert_cmpuint(json_array_size(all), ==, 2);
+        {
+                json_int_t second = json_integer_value(json_object_get(json_array_get(all, 1), "id"));
+                g_autofree char *token = g_strdup_printf("%" JSON_INTEGER_FORMAT, second);
+
+                g_assert_cmpint(json_integer_value(json_object_get(json_array_get(all, 0), "id")), >, second);
+                json_decref(rest);
+                rest = engine_store_page(f->st, ENGINE_STORE_PAGE_EVENTS, token, NULL, 10, &error);
+                g_assert_cmpuint(json_array_size(rest), ==, 3);
+                g_assert_cmpint(json_integer_value(json_object_get(json_array_get(rest, 0), "id")), <, second);
+        }
         g_assert_no_error(error);
 }
 
