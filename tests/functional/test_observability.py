@@ -671,6 +671,7 @@ def test_stalled_copy_is_flagged_and_retried_elsewhere():
         disk, src, job_id, new_id = copy_of_written_qcow2(ec, "stall", 2048 * MiB, 1536 * MiB)
         # Hold the copy's qemu-img still as soon as it runs.
         pid = wait_for(lambda: (qemu_img_converts(new_id) or [None])[0], 60, "the copy's qemu-img", interval=0.005)
+        stalled_host = agent_of(ec, pid).name     # before the retry's abort ends the process
         os.kill(pid, signal.SIGSTOP)
         stopped_at = time.monotonic()
         stopped = pid
@@ -684,7 +685,6 @@ def test_stalled_copy_is_flagged_and_retried_elsewhere():
         assert STALL_TIMEOUT - 1 <= took <= STALL_TIMEOUT + 2, took
         # The metric counts it in the same poll, before the event is written.
         assert sample(engine_raw(ec, "GET", "/metrics")[2].decode(), "ferry_engine_stalls_total") == 1
-        stalled_host = agent_of(ec, pid).name
         stalled_host_id = ec.hosts[stalled_host]["id"]
         assert stalled_host_id in msg and "stalled; aborting it to try on another host" in msg, msg
         # While the copy is still on the stalled host it is flagged and has no estimate, for the
