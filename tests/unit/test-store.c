@@ -508,6 +508,75 @@ static void test_pg_types(struct fixture *f, gconstpointer data)
 }
 
 /* A PostgreSQL restart under an open store: the store reconnects by itself; nothing is lost. */
+
+/* Review repro (rv14b): the epoch fence refuses a deposed leader's late writes, in and outside a transaction. */
+static void on_deposed_flag(void *data)
+{
+        *(bool *) data = true;
+}
+
+static void test_pg_fencing(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) disk = NULL;
+        struct engine_store *data_a = NULL, *lock_a = NULL, *lock_b = NULL;
+        gint64 ep_a = 0, ep_b = 0;
+        bool deposed = false;
+
+        g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL);   /* the takeover warns */
+        g_assert_cmpint(engine_store_disk_insert(f->st, "d1", "disk", "sd1", "cow", true, 512, "job1", 2, &error), ==, 0);
+        g_assert_cmpint(engine_store_open_as(f->path, "ferry-engine A", &data_a, &error), ==, 0);
+        g_assert_cmpint(engine_store_open_as(f->path, "ferry-engine A", &lock_a, &error), ==, 0);
+        g_assert_cmpint(engine_store_open_as(f->path, "ferry-engine B", &lock_b, &error), ==, 0);
+        g_assert_cmpint(engine_store_leader_prepare(lock_a, &error), ==, 0);
+        engine_store_set_fence(data_a, 0, on_deposed_flag, &deposed);
+        /* A standby (epoch 0) writes nothing. */
+        g_assert_cmpint(engine_store_disk_set_actual_size(data_a, "d1", 1, &error), ==, -ESTALE);
+        g_clear_error(&error);
+        g_assert_false(deposed);
+        g_assert_cmpint(engine_store_leader_try(lock_a, "ferry-engine A", "urlA", 5, &ep_a, &error), ==, 1);
+        engine_store_set_fence(data_a, ep_a, on_deposed_flag, &deposed);
+        g_assert_cmpint(engine_store_disk_set_actual_size(data_a, "d1", 2, &error), ==, 0);
+        /* B cannot take while A holds the lock and renews. */
+        g_assert_cmpint(engine_store_leader_try(lock_b, "ferry-engine B", "urlB", 5, &ep_b, &error), ==, 0);
+        /* A's transaction checked the epoch: B's takeover waits for it (lock_timeout) and fails. */
+        g_assert_cmpint(engine_store_begin(data_a, &error), ==, 0);
+        g_assert_cmpint(engine_store_disk_set_actual_size(data_a, "d1", 3, &error), ==, 0);
+        /* A stale lease (0 s): B ends every session of A, the open transaction's too. */
+        g_usleep(20 * G_TIME_SPAN_MILLISECOND);
+        g_assert_cmpint(engine_store_leader_try(lock_b, "ferry-engine B", "urlB", 0, &ep_b, &error), ==, 0);
+        g_assert_no_error(error);
+        for (int i = 0; i < 50 && ep_b == 0; i++) {
+                g_usleep(100 * G_TIME_SPAN_MILLISECOND);
+                g_clear_error(&error);
+                (void) engine_store_leader_try(lock_b, "ferry-engine B", "urlB", 0, &ep_b, &error);
+        }
+        g_assert_cmpint(ep_b, ==, ep_a + 1);
+        g_clear_error(&error);
+        g_assert_cmpint(engine_store_commit(data_a, &error), <, 0);
+        g_clear_error(&error);
+        /* A's late writes after the takeover: refused, in and outside a transaction; A learns it. */
+        for (int i = 0; i < 20 && engine_store_disk_set_actual_size(data_a, "d1", 4, &error) == -EIO; i++) {
+                g_clear_error(&error);
+                g_usleep(200 * G_TIME_SPAN_MILLISECOND);   /* the reconnect backoff */
+        }
+        g_assert_true(deposed);
+        g_clear_error(&error);
+        g_assert_cmpint(engine_store_begin(data_a, &error), ==, 0);
+        g_assert_cmpint(engine_store_disk_set_actual_size(data_a, "d1", 5, &error), ==, -ESTALE);
+        g_clear_error(&error);
+        g_assert_cmpint(engine_store_commit(data_a, &error), <, 0);
+        g_clear_error(&error);
+        g_assert_cmpint(engine_store_leader_renew(lock_a, ep_a, &error), <, 0);
+        g_clear_error(&error);
+        disk = engine_store_disk_get(f->st, "d1", &error);
+        g_assert_cmpint(json_integer_value(json_object_get(disk, "actual_size")), ==, 2);
+        engine_store_close(data_a);
+        engine_store_close(lock_a);
+        engine_store_close(lock_b);
+        g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_CRITICAL);
+}
+
 static void test_pg_restart(struct fixture *f, gconstpointer data)
 {
         g_autoptr(GError) error = NULL;
@@ -578,6 +647,7 @@ int main(int argc, char **argv)
         g_test_add("/store/postgresql/commands", struct fixture, "pg", setup, test_commands, teardown);
         g_test_add("/store/postgresql/types", struct fixture, "pg", setup, test_pg_types, teardown);
         g_test_add("/store/postgresql/upgrade-in-place", struct fixture, "pg", setup, test_pg_upgrade_in_place, teardown);
+        g_test_add("/store/postgresql/fencing", struct fixture, "pg", setup, test_pg_fencing, teardown);
         g_test_add("/store/postgresql/restart", struct fixture, "pg", setup, test_pg_restart, teardown);
 #endif
         r = g_test_run();
