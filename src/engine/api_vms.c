@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "api_vms.h"
+#include "snapshot_actions.h"
 #include "vm_actions.h"
 
 #define js engine_js

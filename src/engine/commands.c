@@ -476,10 +476,9 @@ json_t *engine_job_cancel(struct engine *e, const char *job_id, GError **error)
                             "template creations can", job_id, top ? js(top, "type") : "no command");
                 return NULL;
         }
-        if (engine_cmd_phase(top) == ENGINE_PHASE_CLEANUP || engine_cmd_phase(top) == ENGINE_PHASE_REMOVE_SOURCE) {
-                g_set_error(error, ENGINE_ERROR, 409, "job %s is already %s", job_id,
-                            engine_cmd_phase(top) == ENGINE_PHASE_CLEANUP ? "cleaning up"
-                                                                          : "removing the source of a finished move");
+        if (!engine_kind_cancellable_in(engine_cmd_kind(top), engine_cmd_phase(top))) {
+                g_set_error(error, ENGINE_ERROR, 409, "job %s is %s; it can no longer be cancelled", job_id,
+                            engine_phase_doing(engine_cmd_phase(top)));
                 return NULL;
         }
         if (engine_store_cmd_cancel_job(e->db, job_id, engine_now(), error) < 0)

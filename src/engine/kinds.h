@@ -70,8 +70,11 @@ enum engine_kind engine_kind_from_name(const char *name);
 enum engine_phase engine_phase_from_name(const char *name);
 
 /* A job of this top-level kind can be cancelled (flows that copy data; stopping a create,
- * removal or snapshot half-way helps nobody). */
+ * removal or snapshot half-way helps nobody): in some of its phases, declared with the kind. */
 bool engine_kind_cancellable(enum engine_kind k);
+bool engine_kind_cancellable_in(enum engine_kind k, enum engine_phase p);
+/* What a command in phase p does ("already cleaning up" …), for messages. */
+const char *engine_phase_doing(enum engine_phase p);
 
 /* The kind and phase of a commands row. */
 enum engine_kind engine_cmd_kind(json_t *cmd);

@@ -17,8 +17,11 @@
 #include "service.h"
 #include "sweeper.h"
 #include "transfers.h"
-#include "vms.h"
+#include "flows/snapshot_create.h"
 #include "flows/snapshots.h"
+#include "flows/template.h"
+#include "flows/vm_create.h"
+#include "flows/vm_remove.h"
 #include "error.h"
 #include "listener.h"
 #include "log.h"
@@ -114,7 +117,10 @@ int main(int argc, char **argv)
         }
         engine_flow_job_init();
         engine_flow_disk_init();
-        engine_vms_init();     /* flow types of vms.c, before the first coordinator round */
+        engine_flow_template_init();
+        engine_flow_vm_create_init();
+        engine_flow_vm_remove_init();
+        engine_flow_snapshot_create_init();
         engine_snapshot_flows_init();
         if (engine_rest_start(e, &error) < 0) {
                 g_critical("cannot serve the REST API on %s:%u: %s", e->config.listen_address, e->config.port, error->message);
