@@ -4,7 +4,7 @@
  * parent, state (active | succeeded | failed), phase, immutable params,
  * mutable data, and for leaf commands the host and agent job it started and
  * the destination generation it recorded. Each round advances every active
- * command through the function its kind registered (flows/, vms.c); a
+ * command through the function its kind registered (flows/); a
  * decision is written to the store before the call to a host that acts on
  * it, so after an engine restart every command resumes exactly where it
  * was. A command with a call in flight is "busy" (in memory only) and
@@ -488,7 +488,7 @@ json_t *engine_job_cancel(struct engine *e, const char *job_id, GError **error)
         return json_pack("{s:{s:s, s:s}}", "job", "id", job_id, "status", "cancelling");
 }
 
-/* How each kind advances: registered by flows/job.c, flows/disk.c and vms.c at start-up. */
+/* How each kind advances: registered by the files of flows/ at start-up. */
 static struct {
         engine_flow_fn advance;
         bool in_transaction;

@@ -24,7 +24,7 @@ enum engine_kind {
         ENGINE_KIND_FINALIZE_MERGE,
         ENGINE_KIND_REMOVE_VOLUME,
         ENGINE_KIND_SPARSIFY_VOLUME,
-        ENGINE_KIND_VERIFY_CHAIN,      /* read-only: Volume.getInfo of each volume (flows/snapshots.c) */
+        ENGINE_KIND_VERIFY_CHAIN,      /* read-only: Volume.getInfo of each volume (flows/verify_chain.c) */
         /* composites under a flow */
         ENGINE_KIND_CLONE_STRUCTURE,
         ENGINE_KIND_COPY_VOLUMES_DATA,

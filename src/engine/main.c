@@ -9,19 +9,13 @@
 #include "config.h"
 #include "auth.h"
 #include "commands.h"
-#include "flows/disk.h"
-#include "flows/job.h"
+#include "flows/flows.h"
 #include "hosts.h"
 #include "metrics.h"
 #include "rest.h"
 #include "service.h"
 #include "sweeper.h"
 #include "transfers.h"
-#include "flows/snapshot_create.h"
-#include "flows/snapshots.h"
-#include "flows/template.h"
-#include "flows/vm_create.h"
-#include "flows/vm_remove.h"
 #include "error.h"
 #include "listener.h"
 #include "log.h"
@@ -115,13 +109,7 @@ int main(int argc, char **argv)
                 g_critical("%s", error->message);
                 return EXIT_FAILURE;
         }
-        engine_flow_job_init();
-        engine_flow_disk_init();
-        engine_flow_template_init();
-        engine_flow_vm_create_init();
-        engine_flow_vm_remove_init();
-        engine_flow_snapshot_create_init();
-        engine_snapshot_flows_init();
+        engine_flows_init();
         if (engine_rest_start(e, &error) < 0) {
                 g_critical("cannot serve the REST API on %s:%u: %s", e->config.listen_address, e->config.port, error->message);
                 return EXIT_FAILURE;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * What the snapshot actions start (the flows: flows/snapshot_create.c,
- * flows/snapshots.c): create, remove (a cold merge per disk) and restore.
+ * flows/snapshot_remove.c, flows/snapshot_restore.c): create, remove (a
+ * cold merge per disk) and restore.
  * Like the VM actions (vm_actions.c, whose checks and locks they share),
  * each validates first, then in one transaction locks the VM and its disks
  * and records the job, the new rows and the top-level command. Nothing is
@@ -286,7 +287,7 @@ static json_t *snapshot_job_start(struct engine *e, json_t *vm, json_t *snap, en
                 if (!disk || !engine_disk_lock(e, disk, job, error))
                         goto rollback;
         }
-        /* "removing" from before the first step acts: a removal that fails leaves it "broken" (flows/snapshots.c). */
+        /* "removing" from before the first step acts: a removal that fails leaves it "broken" (flows/snapshot_remove.c). */
         if (engine_store_snapshot_set(e->db, js(snap, "id"), kind == ENGINE_KIND_REMOVE_SNAPSHOT ? "removing" : "locked",
                                       job, NULL, error) < 0)
                 goto rollback;

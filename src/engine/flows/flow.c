@@ -8,10 +8,51 @@
 #include "clock.h"
 #include "events.h"
 #include "flows/flow.h"
+#include "inventory.h"
 #include "store/store.h"
 
 #define js engine_js
 #define ji engine_ji
+#define jparse engine_jparse
+
+void engine_flow_steps_run(struct engine *e, json_t *cmd, const struct engine_flow_step *steps, size_t n)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        enum engine_phase phase = engine_cmd_phase(cmd) == ENGINE_PHASE_NEW ? ENGINE_PHASE_MAIN : engine_cmd_phase(cmd);
+        g_autofree char *why = NULL;
+
+        for (size_t i = 0; i < n; i++)
+                if (steps[i].phase == phase) {
+                        steps[i].run(e, cmd, p, data);
+                        return;
+                }
+        why = g_strdup_printf("phase \"%s\" is not one of %s", js(cmd, "phase"), js(cmd, "type"));
+        for (size_t i = 0; i < n; i++)
+                if (steps[i].phase == ENGINE_PHASE_CLEANUP) {
+                        json_object_clear(data);
+                        json_object_set_new(data, "error", json_string(why));
+                        engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_CLEANUP, data);
+                        steps[i].run(e, cmd, p, data);
+                        return;
+                }
+        engine_flow_job_end(e, cmd, false, why);
+}
+
+void engine_flow_disk_single(struct engine *e, json_t *cmd, engine_child_factory make, engine_flow_end_fn end,
+                             bool refresh)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        g_autofree char *error = NULL;
+        enum engine_children st = engine_run_children(e, cmd, data, 1, make, &error);
+
+        if (st == ENGINE_CHILDREN_ACTIVE) {
+                engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_MAIN, data);
+                return;
+        }
+        engine_flow_disk_end(e, cmd, p, st == ENGINE_CHILDREN_SUCCEEDED, error, end, refresh ? js(p, "disk") : NULL);
+}
 
 json_t *engine_flow_disk(json_t *p, size_t i)
 {
@@ -24,6 +65,11 @@ char *engine_flow_leaf_create(struct engine *e, json_t *cmd, enum engine_kind ki
         g_autofree char *step = engine_step_create(e, js(cmd, "job_id"), engine_kind_name(kind), desc, weight);
 
         return engine_cmd_create(e, kind, js(cmd, "id"), js(cmd, "job_id"), step, params);
+}
+
+char *engine_flow_child(struct engine *e, json_t *cmd, enum engine_kind kind, json_t *params)
+{
+        return engine_cmd_create(e, kind, js(cmd, "id"), js(cmd, "job_id"), NULL, params);
 }
 
 char *engine_flow_remove_image(struct engine *e, json_t *cmd, const char *sd, const char *img)
@@ -81,7 +127,7 @@ void engine_flow_go_cleanup(struct engine *e, json_t *cmd, json_t *data, const c
         engine_kick(e);
 }
 
-bool engine_flow_cleanup_images(struct engine *e, json_t *cmd, json_t *p, json_t *data)
+bool engine_flow_cleanup_disks(struct engine *e, json_t *cmd, json_t *p, json_t *data)
 {
         size_t n = json_array_size(json_object_get(p, "disks"));
         enum engine_children st = engine_flow_run_disks(e, cmd, p, data, engine_flow_disk_remove, n, NULL);
@@ -97,6 +143,12 @@ bool engine_flow_cleanup_images(struct engine *e, json_t *cmd, json_t *p, json_t
                 if (g_strcmp0(state, "succeeded") != 0)
                         engine_flow_removal_detach(e, js(engine_flow_disk(p, i), "sd"), js(engine_flow_disk(p, i), "img"),
                                                    error);
+        }
+        for (size_t i = 0; i < n; i++) {
+                g_autoptr(GError) store_error = NULL;
+                const char *disk = js(engine_flow_disk(p, i), "img");
+
+                engine_flow_checked(engine_store_disk_delete(e->db, disk, &store_error), &store_error, "the removal", disk);
         }
         return true;
 }
@@ -127,8 +179,106 @@ void engine_flow_unlock_vm(struct engine *e, json_t *cmd, const char *vm)
                 engine_not_recorded(&error, "the unlock", vm);
 }
 
+void engine_flow_disk_end(struct engine *e, json_t *cmd, json_t *p, bool ok, const char *error, engine_flow_end_fn end,
+                          const char *refresh)
+{
+        g_autoptr(GError) store_error = NULL;
+        const char *job_status = ok ? "finished" : ji(cmd, "cancel") ? "aborted" : "failed";
+
+        if (engine_store_begin(e->db, &store_error) < 0)
+                goto failed;
+        if (end(e, cmd, p, ok, &store_error) < 0 ||
+            engine_store_job_end(e->db, js(cmd, "job_id"), job_status, engine_now(), &store_error) < 0)
+                goto rollback;
+        engine_cmd_finish(e, cmd, ok, error);
+        if (engine_store_commit(e->db, &store_error) < 0)
+                goto failed;
+        if (ok && refresh)
+                engine_disk_size_refresh(e, refresh);
+        engine_event(e, ok ? "normal" : "warning", js(cmd, "id"), "%s of disk %s %s%s%s", js(cmd, "type"), js(p, "disk"),
+                     ok ? "finished" : "failed", error ? ": " : "", error ? error : "");
+        return;
+rollback:
+        engine_store_rollback(e->db);
+failed:
+        engine_not_recorded(&store_error, "the end", js(cmd, "id"));
+        engine_kick(e);
+}
+
 void engine_flow_checked(int r, GError **error, const char *what, const char *id)
 {
         if (r < 0)
                 engine_not_recorded(error, what, id);
+}
+
+double engine_flow_disk_share(json_t *p)
+{
+        return 100.0 / (double) MAX(json_array_size(json_object_get(p, "disks")), 1);
+}
+
+/* The inventory's row of volume vol of the disk's chain, or NULL. */
+json_t *engine_flow_volume_find(struct engine *e, const char *disk, const char *sd, const char *vol)
+{
+        g_autoptr(json_t) vols = engine_store_volume_list(e->db, disk, sd, NULL);
+        size_t i;
+        json_t *v;
+
+        json_array_foreach(vols, i, v)
+                if (g_strcmp0(js(v, "id"), vol) == 0)
+                        return json_incref(v);
+        return NULL;
+}
+
+/* The data of child i of a flow (engine_run_children*), or NULL when it was never started. */
+json_t *engine_flow_child_data(struct engine *e, json_t *data, size_t i)
+{
+        g_autofree char *k = g_strdup_printf("%zu", i);
+        const char *id = json_string_value(json_object_get(json_object_get(data, "children"), k));
+        g_autoptr(json_t) child = id ? engine_store_cmd_get(e->db, id, NULL) : NULL;
+
+        return child ? jparse(child, "data") : NULL;
+}
+
+/* Children in flight: true (the data recorded); otherwise the caller ends the flow. */
+bool engine_flow_disks_running(struct engine *e, json_t *cmd, json_t *p, json_t *data, engine_child_factory make, size_t n,
+                          char **ret_error)
+{
+        enum engine_children st = engine_run_children_parallel(e, cmd, data, n, ENGINE_FLOW_MAX_PARALLEL_DISKS, make, ret_error);
+
+        if (st != ENGINE_CHILDREN_ACTIVE)
+                return false;
+        engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_MAIN, data);
+        return true;
+}
+
+/*
+ * The checks a flow runs before it acts (data.checks), every one ended
+ * before anything else starts: ACTIVE (recorded), FAILED, or SUCCEEDED
+ * (data.checked set, so they are not run again).
+ */
+enum engine_children engine_flow_checks_run(struct engine *e, json_t *cmd, json_t *data, size_t n, engine_child_factory make,
+                                       char **ret_error)
+{
+        json_t *checks = json_object_get(data, "checks");
+        enum engine_children st;
+
+        if (json_is_true(json_object_get(data, "checked")))
+                return ENGINE_CHILDREN_SUCCEEDED;
+        if (!json_is_object(checks))
+                json_object_set_new(data, "checks", checks = json_object());
+        st = engine_run_children_parallel(e, cmd, checks, n, ENGINE_FLOW_MAX_PARALLEL_DISKS, make, ret_error);
+        if (st == ENGINE_CHILDREN_ACTIVE)
+                engine_cmd_update(e, js(cmd, "id"), ENGINE_PHASE_MAIN, data);
+        else if (st == ENGINE_CHILDREN_SUCCEEDED)
+                json_object_set_new(data, "checked", json_true());
+        return st;
+}
+
+/* Ends a top-level flow: locks back, job and command ended (in the round's transaction). */
+void engine_flow_vm_job_end(struct engine *e, json_t *cmd, const char *vm, bool ok, const char *error)
+{
+        if (engine_store_job_unlock(e->db, js(cmd, "job_id"), vm, NULL) < 0 ||
+            engine_store_job_end(e->db, js(cmd, "job_id"), ok ? "finished" : "failed", engine_now(), NULL) < 0)
+                g_warning("job %s: the inventory could not be updated at its end", js(cmd, "job_id"));
+        engine_cmd_finish(e, cmd, ok, error);
 }

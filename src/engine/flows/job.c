@@ -474,60 +474,6 @@ static void remove_image_start(struct engine *e, json_t *cmd, json_t *p)
 }
 
 /*
- * seal_template_volume {sd, img, vol}: SDM.update_volume type SHARED under
- * the volume's lease, on any usable host but the SPM (the SPM only when
- * alone), hosts that failed it before last.
- */
-static char *seal_host(struct engine *e, json_t *exclude)
-{
-        g_autofree char *spm = engine_spm_host(e);
-        g_autoptr(GPtrArray) hosts = engine_usable_hosts(e);
-        const char *best = NULL;
-        int best_rank = 4;
-
-        for (guint i = 0; i < hosts->len; i++) {
-                const char *h = hosts->pdata[i];
-                bool excluded = false;
-                size_t j;
-                json_t *x;
-                int rank;
-
-                json_array_foreach(exclude, j, x)
-                        excluded = excluded || g_strcmp0(json_string_value(x), h) == 0;
-                rank = (excluded ? 2 : 0) + (g_strcmp0(h, spm) == 0 ? 1 : 0);
-                if (rank < best_rank) {
-                        best = h;
-                        best_rank = rank;
-                }
-        }
-        return g_strdup(best);
-}
-
-static void seal_start(struct engine *e, json_t *cmd, json_t *p)
-{
-        g_autoptr(json_t) data = jparse(cmd, "data");
-        g_autofree char *host = NULL;
-        g_autofree char *job_id = NULL;
-
-        if (ji(data, "next_try") > engine_now())
-                return;
-        host = seal_host(e, json_object_get(data, "exclude"));
-        if (!host) {
-                engine_step_wait(e, js(cmd, "step_id"), "waiting for a host");
-                return;
-        }
-        job_id = leaf_mark_sent(e, cmd, host, -1);
-        if (!job_id)
-                return;
-        engine_step_update(e, js(cmd, "step_id"), "started", 0, host);
-        engine_cmd_call(e, cmd, host, "SDM.update_volume",
-                        json_pack("{s:s, s:{s:s, s:s, s:s}, s:{s:s}}", "job_id", job_id,
-                                  "vol_info", "sd_id", js(p, "sd"), "img_id", js(p, "img"), "vol_id", js(p, "vol"),
-                                  "vol_attr", "type", "SHARED"),
-                        SPM_CALL_TIMEOUT_MS, leaf_on_sent, NULL, NULL);
-}
-
-/*
  * prepare_merge / finalize_merge {sd, img, top, base, generation?} and
  * remove_volume {sd, img, vol}: SPM jobs on one subchain or volume.
  */
@@ -796,7 +742,7 @@ static void leaf_advance(struct engine *e, json_t *cmd)
                 volume_container_start(e, cmd, p);
                 break;
         case ENGINE_KIND_SEAL_TEMPLATE_VOLUME:
-                seal_start(e, cmd, p);
+                leaf_seal_start(e, cmd, p);
                 break;
         case ENGINE_KIND_REMOVE_IMAGE:
                 remove_image_start(e, cmd, p);

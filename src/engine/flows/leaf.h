@@ -79,3 +79,9 @@ bool leaf_verify_begin(struct engine *e, json_t *cmd);
 void leaf_verify_watch(struct engine *e, json_t *cmd, json_t *data);
 /* checksum_volume: Volume.checksum on any up host. */
 void leaf_checksum_start(struct engine *e, json_t *cmd, json_t *p);
+
+/* ---- flows/seal.c ---- */
+/* seal_template_volume: SDM.update_volume type SHARED on any usable host but the SPM. */
+void leaf_seal_start(struct engine *e, json_t *cmd, json_t *p);
+/* Its host lost or the job forgotten: the volume's type (read through any usable host) decides. */
+void leaf_sealed_verify(struct engine *e, json_t *cmd);

@@ -317,48 +317,6 @@ static void on_removed_verify(struct engine *e, json_t *cmd, json_t *result, con
                 leaf_retry_or_fail(e, cmd, 5, "image removal did not finish", false);
 }
 
-static void on_sealed_verify(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
-{
-        const char *host = extra;
-
-        if (engine_is_transport_error(error))
-                return;        /* the next round asks again */
-        if (error) {
-                leaf_finish(e, cmd, false, error->message);    /* the volume is gone or unreadable */
-                return;
-        }
-        if (g_strcmp0(js(result, "voltype"), "SHARED") == 0) {
-                g_autoptr(json_t) done = json_pack("{s:s}", "status", "done");
-
-                leaf_job_finished(e, cmd, done);
-                return;
-        }
-        /* Marking it SHARED again is harmless: a job still running elsewhere writes the same. */
-        leaf_retry_or_fail(e, cmd, SEAL_ATTEMPTS, "the volume is not SHARED yet; marking it again",
-                           g_strcmp0(host, js(cmd, "host")) != 0);
-}
-
-/* seal_template_volume whose host is lost or forgot the job: the volume's type, read through any usable host, decides. */
-static void sealed_verify(struct engine *e, json_t *cmd)
-{
-        g_autoptr(json_t) p = jparse(cmd, "params");
-        g_autoptr(json_t) dc = NULL;
-        g_autofree char *host = leaf_host_is_up(e, js(cmd, "host")) ? g_strdup(js(cmd, "host"))
-                                                                      : leaf_other_usable_host(e, NULL);
-
-        if (!host) {
-                g_autoptr(json_t) data = jparse(cmd, "data");
-
-                leaf_later(e, cmd, data, 5);   /* nobody to read storage through yet */
-                return;
-        }
-        dc = engine_store_dc_get(e->db, e->dc_id, NULL);
-        engine_cmd_call(e, cmd, host, "Volume.getInfo",
-                 json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID", js(p, "sd"),
-                           "imageID", js(p, "img"), "volumeID", js(p, "vol")),
-                 e->config.host_timeout, on_sealed_verify, g_steal_pointer(&host), g_free);
-}
-
 static bool spm_job_repeatable(enum engine_kind k)
 {
         return k == ENGINE_KIND_PREPARE_MERGE || k == ENGINE_KIND_FINALIZE_MERGE || k == ENGINE_KIND_REMOVE_VOLUME;
@@ -393,7 +351,7 @@ void leaf_job_missing(struct engine *e, json_t *cmd)
                 return;
         }
         if (kind == ENGINE_KIND_SEAL_TEMPLATE_VOLUME) {
-                sealed_verify(e, cmd);
+                leaf_sealed_verify(e, cmd);
                 return;
         }
         spm = engine_spm_host(e);

@@ -12,7 +12,7 @@
  *                        the snapshot row gone
  *
  * Cancel (kinds.c): not accepted; the leaves are metadata only.
- * Removal and restore of a snapshot: flows/snapshots.c.
+ * Removal and restore of a snapshot: flows/snapshot_remove.c, flows/snapshot_restore.c.
  */
 #include "events.h"
 #include "flows/flow.h"

@@ -89,15 +89,9 @@ static void cleanup_step(struct engine *e, json_t *cmd, json_t *p, json_t *data)
         g_autoptr(GError) store_error = NULL;
         g_autofree char *why = g_strdup(js(data, "error"));
         const char *tmpl = js(p, "template");
-        size_t n = json_array_size(json_object_get(p, "disks"));
 
-        if (!engine_flow_cleanup_images(e, cmd, p, data))
+        if (!engine_flow_cleanup_disks(e, cmd, p, data))
                 return;
-        for (size_t i = 0; i < n; i++) {
-                const char *disk = js(engine_flow_disk(p, i), "img");
-
-                engine_flow_checked(engine_store_disk_delete(e->db, disk, &store_error), &store_error, "the removal", disk);
-        }
         engine_flow_checked(engine_store_template_delete(e->db, tmpl, &store_error), &store_error, "the removal", tmpl);
         engine_flow_unlock_disks(e, cmd, "ok");        /* the VM's disks, read only */
         engine_flow_unlock_vm(e, cmd, js(p, "vm"));
@@ -105,23 +99,15 @@ static void cleanup_step(struct engine *e, json_t *cmd, json_t *p, json_t *data)
         engine_event(e, "warning", js(cmd, "id"), "template %s was not created: %s", js(p, "name"), why);
 }
 
+static const struct engine_flow_step template_steps[] = {
+        { ENGINE_PHASE_MAIN, copy_step },
+        { ENGINE_PHASE_SEAL, seal_step },
+        { ENGINE_PHASE_CLEANUP, cleanup_step },
+};
+
 static void template_advance(struct engine *e, json_t *cmd)
 {
-        g_autoptr(json_t) p = jparse(cmd, "params");
-        g_autoptr(json_t) data = jparse(cmd, "data");
-
-        switch (engine_cmd_phase(cmd)) {
-        case ENGINE_PHASE_NEW:
-        case ENGINE_PHASE_MAIN:
-                copy_step(e, cmd, p, data);
-                break;
-        case ENGINE_PHASE_SEAL:
-                seal_step(e, cmd, p, data);
-                break;
-        default:
-                cleanup_step(e, cmd, p, data);
-                break;
-        }
+        engine_flow_steps_run(e, cmd, template_steps, G_N_ELEMENTS(template_steps));
 }
 
 void engine_flow_template_init(void)

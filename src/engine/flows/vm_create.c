@@ -73,34 +73,22 @@ static void cleanup_step(struct engine *e, json_t *cmd, json_t *p, json_t *data)
         g_autoptr(GError) store_error = NULL;
         g_autofree char *why = g_strdup(js(data, "error"));
         const char *vm = js(p, "vm");
-        size_t n = json_array_size(json_object_get(p, "disks"));
 
-        if (!engine_flow_cleanup_images(e, cmd, p, data))
+        if (!engine_flow_cleanup_disks(e, cmd, p, data))
                 return;
-        for (size_t i = 0; i < n; i++) {
-                const char *disk = js(engine_flow_disk(p, i), "img");
-
-                engine_flow_checked(engine_store_disk_delete(e->db, disk, &store_error), &store_error, "the removal", disk);
-        }
         engine_flow_checked(engine_store_vm_delete(e->db, vm, false, &store_error), &store_error, "the removal", vm);
         engine_flow_job_end(e, cmd, false, why);
         engine_event(e, "warning", js(cmd, "id"), "VM %s was not created: %s", js(p, "name"), why);
 }
 
+static const struct engine_flow_step vm_create_steps[] = {
+        { ENGINE_PHASE_MAIN, create_step },
+        { ENGINE_PHASE_CLEANUP, cleanup_step },
+};
+
 static void vm_create_advance(struct engine *e, json_t *cmd)
 {
-        g_autoptr(json_t) p = jparse(cmd, "params");
-        g_autoptr(json_t) data = jparse(cmd, "data");
-
-        switch (engine_cmd_phase(cmd)) {
-        case ENGINE_PHASE_NEW:
-        case ENGINE_PHASE_MAIN:
-                create_step(e, cmd, p, data);
-                break;
-        default:
-                cleanup_step(e, cmd, p, data);
-                break;
-        }
+        engine_flow_steps_run(e, cmd, vm_create_steps, G_N_ELEMENTS(vm_create_steps));
 }
 
 void engine_flow_vm_create_init(void)
