@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <gio/gio.h>
@@ -27,6 +28,8 @@
 #define QIMG_STDERR_TAIL        1024            /* bytes of stderr kept for errors */
 #define QIMG_STDOUT_MAX         (1024 * 1024)   /* cap on captured stdout (info JSON) */
 #define QIMG_LINE_MAX           4096            /* one line of streamed stdout (a map extent) */
+#define QIMG_UNTRUSTED_AS_MAX   (G_GUINT64_CONSTANT(1) << 30)   /* address space of a child on a client's image */
+#define QIMG_UNTRUSTED_CPU_S    60                              /* CPU seconds of one such child */
 /*
  * A governed convert: how often its bytes are charged; how far it may run
  * ahead of its share without being paused (qemu's own -r lets it write one
@@ -48,6 +51,7 @@ struct qimg_run {
         struct agent_rate_flow *flow;   /* host bandwidth share (convert only), or NULL */
         agent_qemu_img_line_fn line_fn; /* stdout line by line (qemu-img map), instead of progress */
         void *line_data;
+        bool untrusted;                 /* reads an image a client supplied: memory and CPU bounded */
         /* out */
         GString *out;                   /* captured stdout, if capture_stdout */
         char err_tail[QIMG_STDERR_TAIL + 1];
@@ -66,15 +70,28 @@ struct qimg_run {
         uint64_t last_activity;         /* bytes at the previous rate tick */
 };
 
+struct child_args {
+        pid_t parent;
+        bool untrusted;
+};
+
 static void child_setup(gpointer data)
 {
-        pid_t parent = (pid_t) GPOINTER_TO_INT(data);
+        const struct child_args *c = data;      /* the forking thread's stack, copied by fork */
 
         /* Dies with the thread that forked it; that thread always reaps it
          * before returning, so this covers the agent dying. */
         (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
+        if (getppid() != c->parent)
                 _exit(127);     /* agent died before prctl took effect */
+        if (c->untrusted) {
+                /* A crafted image must not make it take the host's memory or a CPU for long. */
+                struct rlimit as = { QIMG_UNTRUSTED_AS_MAX, QIMG_UNTRUSTED_AS_MAX };
+                struct rlimit cpu = { QIMG_UNTRUSTED_CPU_S, QIMG_UNTRUSTED_CPU_S };
+
+                (void) setrlimit(RLIMIT_AS, &as);
+                (void) setrlimit(RLIMIT_CPU, &cpu);
+        }
 }
 
 static void err_tail_append(struct qimg_run *run, const char *buf, size_t n)
@@ -295,6 +312,7 @@ static int qimg_run(const char *const *argv, struct qimg_run *run, GError **erro
         g_autoptr(GSubprocessLauncher) launcher = NULL;
         g_autoptr(GSubprocess) proc = NULL;
         g_autoptr(GError) e = NULL;
+        struct child_args child = { getpid(), run->untrusted };
         GPollFD cancel_pfd = { .fd = -1 };
         bool have_cancel_fd = false;
         int fds[2];
@@ -304,8 +322,7 @@ static int qimg_run(const char *const *argv, struct qimg_run *run, GError **erro
         launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE |
                                              G_SUBPROCESS_FLAGS_STDERR_PIPE);
         g_subprocess_launcher_setenv(launcher, "LC_ALL", "C", TRUE);
-        g_subprocess_launcher_set_child_setup(launcher, child_setup,
-                                              GINT_TO_POINTER((int) getpid()), NULL);
+        g_subprocess_launcher_set_child_setup(launcher, child_setup, &child, NULL);
         proc = g_subprocess_launcher_spawnv(launcher, argv, &e);
         if (!proc) {
                 r = errno_from_gerror(e);
@@ -408,6 +425,16 @@ static int qimg_run(const char *const *argv, struct qimg_run *run, GError **erro
         }
         run->exit_status = g_subprocess_get_if_exited(proc) ? g_subprocess_get_exit_status(proc) : -1;
         return 0;
+}
+
+/* qimg_run(), with a cancel reported as FY_ERR_ABORTED. */
+static int qimg_run_abortable(const char *what, const char *const *argv, struct qimg_run *run, GError **error)
+{
+        int r = qimg_run(argv, run, error);
+
+        if (r == -ECANCELED)
+                g_set_error(error, FY_ERROR, FY_ERR_ABORTED, "qemu-img %s was aborted", what);
+        return r;
 }
 
 static void set_child_error(GError **error, int code, const char *what, const struct qimg_run *run)
@@ -832,15 +859,16 @@ int agent_qemu_img_amend_compat(const char *path, const char *compat, GCancellab
 }
 
 /* Runs argv capturing its JSON output; *ret_root is an object. */
-static int run_json(const char *what, const char *const *argv, json_t **ret_root, GError **error)
+static int run_json(const char *what, const char *const *argv, bool untrusted, GCancellable *cancel,
+                    json_t **ret_root, GError **error)
 {
         g_autoptr(GString) out = g_string_new(NULL);
-        struct qimg_run run = { .capture_stdout = TRUE, .out = out };
+        struct qimg_run run = { .capture_stdout = TRUE, .out = out, .untrusted = untrusted, .cancel = cancel };
         json_error_t jerr;
         json_t *root;
         int r;
 
-        r = qimg_run(argv, &run, error);
+        r = qimg_run_abortable(what, argv, &run, error);
         if (r < 0)
                 return r;
         if (run.exit_status != 0) {
@@ -876,7 +904,7 @@ int agent_qemu_img_measure(const char *image_json, const char *out_fmt, uint64_t
                 return -EINVAL;
         }
         argv[7] = spec = g_strconcat("json:", image_json, NULL);
-        r = run_json("measure", argv, &root, error);
+        r = run_json("measure", argv, false, NULL, &root, error);
         if (r < 0)
                 return r;
         if (json_get_u64(root, "required", true, &required) < 0 ||
@@ -893,6 +921,45 @@ int agent_qemu_img_measure(const char *image_json, const char *out_fmt, uint64_t
         return 0;
 }
 
+int agent_qemu_img_info_untrusted(const char *path, const char *format, GCancellable *cancel, json_t **ret_info,
+                                  GError **error)
+{
+        const char *argv[] = { FERRY_QEMU_IMG, "info", "-U", "-f", format, "--output", "json", path, NULL };
+
+        if (!path || !valid_format(format)) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "qemu-img info needs an image path and its format (raw or qcow2)");
+                return -EINVAL;
+        }
+        return run_json("info", argv, true, cancel, ret_info, error);
+}
+
+int agent_qemu_img_check_untrusted(const char *path, const char *format, GCancellable *cancel, GError **error)
+{
+        const char *argv[] = { FERRY_QEMU_IMG, "check", "-f", format, path, NULL };
+        g_autoptr(GString) out = g_string_new(NULL);
+        struct qimg_run run = { .cancel = cancel, .untrusted = true, .capture_stdout = TRUE, .out = out };
+        int r;
+
+        if (!path || !valid_format(format)) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "Invalid qemu-img check parameters");
+                return -EINVAL;
+        }
+        r = qimg_run_abortable("check", argv, &run, error);
+        if (r < 0)
+                return r;
+        /* 3: leaked clusters only, which waste space but lose nothing. */
+        if (run.exit_status != 0 && run.exit_status != 3) {
+                /* Its verdict ("N errors were found on the image.") is on stdout, each error on stderr. */
+                g_strstrip(out->str);
+                if (run.exit_status >= 0 && out->str[0])
+                        g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "qemu-img check failed (exit status %d): %.512s",
+                                    run.exit_status, out->str);
+                else
+                        set_child_error(error, FY_ERR_GENERAL, "check", &run);
+                return -EUCLEAN;
+        }
+        return 0;
+}
 
 int agent_qemu_img_map_parse_line(const char *line, struct agent_qemu_img_extent *ret)
 {

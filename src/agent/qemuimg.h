@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <gio/gio.h>
+#include <jansson.h>
 #include "copy.h"
 
 /*
@@ -75,6 +76,17 @@ int agent_qemu_img_amend_compat(const char *path, const char *compat, GCancellab
  */
 int agent_qemu_img_measure(const char *image_json, const char *out_fmt, uint64_t *ret_required,
                            uint64_t *ret_fully_allocated, GError **error);
+
+/*
+ * For an image a client supplied (an upload), the child bounded in memory
+ * and CPU seconds besides dying with the agent and on cancel.
+ * info: qemu-img info -U -f FORMAT --output json PATH, its whole answer
+ * (an object) in *ret_info. check: qemu-img check -f FORMAT PATH; 0 when
+ * it finds no corruption (leaked clusters are fine), -EUCLEAN when it does.
+ */
+int agent_qemu_img_info_untrusted(const char *path, const char *format, GCancellable *cancel, json_t **ret_info,
+                                  GError **error);
+int agent_qemu_img_check_untrusted(const char *path, const char *format, GCancellable *cancel, GError **error);
 
 /* One extent of qemu-img map --output json. */
 struct agent_qemu_img_extent {

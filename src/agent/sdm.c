@@ -561,30 +561,18 @@ static int checksum_run(struct agent_job *job, void *data, GCancellable *cancel,
 {
         struct checksum_job *ck = data;
         struct agent *a = ck->agent;
-        struct agent_lockset locks = { 0 };
+        struct agent_volume_guard guard = { .no_lease = true };        /* a reader */
         g_autoptr(fy_volume_meta) meta = NULL;
         g_autoptr(fy_volume_meta) after = NULL;
         g_autofree char *path = NULL;
         struct agent_checksum_result res = { 0 };
-        bool locked = false;
         int r;
 
         /* Shared with other readers, exclusive of this host's copies into the image. */
-        agent_lockset_add_image(&locks, &ck->vol.ref, false);
-        r = agent_locks_acquire(a->locks, locks.reqs, locks.n, cancel);
+        agent_lockset_add_image(&guard.locks, &ck->vol.ref, false);
+        r = agent_guard_acquire(a, &guard, &ck->vol, cancel, &meta, error);
         if (r < 0)
                 goto out;
-        locked = true;
-        r = agent_volume_meta_read(a, &ck->vol.ref, &meta, error);
-        if (r < 0)
-                goto out;
-        if (ck->vol.has_generation && ck->vol.generation != meta->generation) {
-                g_set_error(error, FY_ERROR, FY_ERR_GENERATION_MISMATCH,
-                            "volume %s has generation %u, the request expected %u",
-                            ck->vol.ref.vol, meta->generation, ck->vol.generation);
-                r = -ESTALE;
-                goto out;
-        }
         if (meta->legality != FY_LEGALITY_LEGAL) {
                 g_set_error(error, FY_ERROR, FY_ERR_COPY,
                             "volume %s is ILLEGAL (a copy into it did not finish): its content means nothing", ck->vol.ref.vol);
@@ -615,9 +603,7 @@ static int checksum_run(struct agent_job *job, void *data, GCancellable *cancel,
                                             "size", (json_int_t) res.size,
                                             "generation", (int) meta->generation));
 out:
-        if (locked)
-                agent_locks_release(a->locks, locks.reqs, locks.n);
-        agent_lockset_clear(&locks);
+        agent_guard_release(a, &guard, job);
         return r;
 }
 

@@ -437,8 +437,7 @@ int agent_ticket_params_parse(json_t *tk, struct agent_ticket_params *ret, GErro
 #define QCOW2_EXT_DATA_FILE 0x44415441u
 #define QCOW2_EXT_CRYPTO 0x0537be77u
 
-static int qfail(GError **error, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-static int qfail(GError **error, const char *fmt, ...)
+int agent_upload_refuse(GError **error, const char *fmt, ...)
 {
         va_list ap;
 
@@ -466,41 +465,43 @@ int agent_qcow2_header_check(const void *buf, size_t len, guint64 *ret_virtual_s
         size_t off, end;
 
         if (len < QCOW2_V2_HEADER_LEN || be32_at(p, 0) != QCOW2_MAGIC)
-                return qfail(error, "the uploaded data is not a qcow2 image (no qcow2 header)");
+                return agent_upload_refuse(error, "the uploaded data is not a qcow2 image (no qcow2 header)");
         version = be32_at(p, 4);
         if (version != 2 && version != 3)
-                return qfail(error, "the uploaded qcow2 image has version %u; only versions 2 and 3 are accepted", version);
+                return agent_upload_refuse(error, "the uploaded qcow2 image has version %u; only versions 2 and 3 are "
+                                           "accepted", version);
         if (be64_at(p, 8) != 0)
-                return qfail(error, "the uploaded qcow2 image has a backing file; upload a self-contained image");
+                return agent_upload_refuse(error, "the uploaded qcow2 image has a backing file; upload a self-contained image");
         cluster_bits = be32_at(p, 20);
         if (cluster_bits < AGENT_QCOW2_MIN_CLUSTER_BITS || cluster_bits > AGENT_QCOW2_MAX_CLUSTER_BITS)
-                return qfail(error, "the uploaded qcow2 image has cluster_bits %u (%u-%u are valid)", cluster_bits,
-                             AGENT_QCOW2_MIN_CLUSTER_BITS, AGENT_QCOW2_MAX_CLUSTER_BITS);
+                return agent_upload_refuse(error, "the uploaded qcow2 image has cluster_bits %u (%u-%u are valid)",
+                                           cluster_bits, AGENT_QCOW2_MIN_CLUSTER_BITS, AGENT_QCOW2_MAX_CLUSTER_BITS);
         cluster = G_GUINT64_CONSTANT(1) << cluster_bits;
         vsize = be64_at(p, 24);
         if (be32_at(p, 32) != 0)
-                return qfail(error, "the uploaded qcow2 image is encrypted (method %u); upload an unencrypted image",
-                             be32_at(p, 32));
+                return agent_upload_refuse(error, "the uploaded qcow2 image is encrypted (method %u); upload an "
+                                           "unencrypted image", be32_at(p, 32));
         if (version == 2) {
                 header_len = QCOW2_V2_HEADER_LEN;
         } else {
                 if (len < QCOW2_V3_HEADER_LEN)
-                        return qfail(error, "the uploaded qcow2 image's header is cut short");
+                        return agent_upload_refuse(error, "the uploaded qcow2 image's header is cut short");
                 incompat = be64_at(p, 72);
                 header_len = be32_at(p, 100);
                 if (header_len < QCOW2_V3_HEADER_LEN || header_len % 8 != 0 || header_len > cluster)
-                        return qfail(error, "the uploaded qcow2 image has a header length of %u bytes "
-                                     "(at least %u, a multiple of 8, within the first cluster)", header_len,
-                                     QCOW2_V3_HEADER_LEN);
+                        return agent_upload_refuse(error, "the uploaded qcow2 image has a header length of %u bytes "
+                                                   "(at least %u, a multiple of 8, within the first cluster)", header_len,
+                                                   QCOW2_V3_HEADER_LEN);
         }
         if (incompat & QCOW2_INCOMPAT_DATA_FILE)
-                return qfail(error, "the uploaded qcow2 image has an external data file; that is refused");
+                return agent_upload_refuse(error, "the uploaded qcow2 image has an external data file; that is refused");
         if (incompat & QCOW2_INCOMPAT_CORRUPT)
-                return qfail(error, "the uploaded qcow2 image is marked corrupt; repair it (qemu-img check -r all) first");
+                return agent_upload_refuse(error, "the uploaded qcow2 image is marked corrupt; repair it "
+                                           "(qemu-img check -r all) first");
         if (incompat & ~(guint64) (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_COMPRESSION | QCOW2_INCOMPAT_EXTL2))
-                return qfail(error, "the uploaded qcow2 image needs unknown features (incompatible bits 0x%" G_GINT64_MODIFIER
-                             "x)", incompat & ~(guint64) (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_COMPRESSION |
-                                                          QCOW2_INCOMPAT_EXTL2));
+                return agent_upload_refuse(error, "the uploaded qcow2 image needs unknown features (incompatible "
+                                           "bits 0x%" G_GINT64_MODIFIER "x)", incompat & ~(guint64)
+                                           (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_COMPRESSION | QCOW2_INCOMPAT_EXTL2));
 
         /* Header extensions: from the end of the header to the end of the first cluster, each 8-aligned. */
         end = (size_t) MIN((guint64) len, cluster);
@@ -509,22 +510,25 @@ int agent_qcow2_header_check(const void *buf, size_t len, guint64 *ret_virtual_s
                 guint32 type, elen;
 
                 if (n >= AGENT_QCOW2_MAX_EXTENSIONS)
-                        return qfail(error, "the uploaded qcow2 image has more than %u header extensions",
-                                     AGENT_QCOW2_MAX_EXTENSIONS);
+                        return agent_upload_refuse(error, "the uploaded qcow2 image has more than %u header extensions",
+                                                   AGENT_QCOW2_MAX_EXTENSIONS);
                 if (off > end || end - off < 8)
-                        return qfail(error, "the uploaded qcow2 image's header extensions run past its first cluster");
+                        return agent_upload_refuse(error, "the uploaded qcow2 image's header extensions run past its "
+                                                   "first cluster");
                 type = be32_at(p, off);
                 elen = be32_at(p, off + 4);
                 if (type == QCOW2_EXT_END)
                         break;
                 if (type == QCOW2_EXT_DATA_FILE)
-                        return qfail(error, "the uploaded qcow2 image names an external data file; that is refused");
+                        return agent_upload_refuse(error, "the uploaded qcow2 image names an external data file; "
+                                                   "that is refused");
                 if (type == QCOW2_EXT_CRYPTO)
-                        return qfail(error, "the uploaded qcow2 image carries an encryption header; that is refused");
+                        return agent_upload_refuse(error, "the uploaded qcow2 image carries an encryption header; "
+                                                   "that is refused");
                 off += 8;
                 if (elen > end - off || ((guint64) elen + 7) / 8 * 8 > end - off)
-                        return qfail(error, "the uploaded qcow2 image's header extension 0x%08x runs past its first "
-                                     "cluster", type);
+                        return agent_upload_refuse(error, "the uploaded qcow2 image's header extension 0x%08x runs "
+                                                   "past its first cluster", type);
                 off += ((size_t) elen + 7) / 8 * 8;
         }
         *ret_virtual_size = vsize;

@@ -141,3 +141,5 @@ int agent_ticket_volume_of(const char *real, const char *root, struct agent_volr
  * saying why.
  */
 int agent_qcow2_header_check(const void *buf, size_t len, guint64 *ret_virtual_size, GError **error);
+/* Refuses an upload's content: *error FY_ERR_COPY (the data's fault, not the host's) with the sentence; -EINVAL. */
+int agent_upload_refuse(GError **error, const char *fmt, ...) G_GNUC_PRINTF(2, 3);

@@ -73,6 +73,8 @@ int agent_guard_acquire(struct agent *a, struct agent_volume_guard *g, const str
         if (r < 0)
                 return r;
         g->locked = true;
+        if (g->no_lease)
+                return agent_volume_meta_read_expect(a, target, ret_meta, error);
         /* A missing volume is a clearer error than sanlock failing on its lease file. */
         r = agent_volume_meta_read(a, &target->ref, &meta, error);
         if (r < 0)
@@ -85,14 +87,22 @@ int agent_guard_acquire(struct agent *a, struct agent_volume_guard *g, const str
         g->leased = true;
 
         /* Re-read under the lease: only now is the metadata ours. */
-        g_clear_pointer(&meta, fy_volume_meta_free);
-        r = agent_volume_meta_read(a, &target->ref, &meta, error);
+        return agent_volume_meta_read_expect(a, target, ret_meta, error);
+}
+
+int agent_volume_meta_read_expect(struct agent *a, const struct agent_endpoint *ep, struct fy_volume_meta **ret_meta,
+                                  GError **error)
+{
+        g_autoptr(fy_volume_meta) meta = NULL;
+        int r;
+
+        r = agent_volume_meta_read(a, &ep->ref, &meta, error);
         if (r < 0)
                 return r;
-        if (target->has_generation && target->generation != meta->generation) {
+        if (ep->has_generation && ep->generation != meta->generation) {
                 g_set_error(error, FY_ERROR, FY_ERR_GENERATION_MISMATCH,
                             "volume %s has generation %u, the request expected %u; nothing was changed",
-                            target->ref.vol, meta->generation, target->generation);
+                            ep->ref.vol, meta->generation, ep->generation);
                 return -ESTALE;
         }
         *ret_meta = g_steal_pointer(&meta);

@@ -47,6 +47,7 @@ void agent_lockset_add_image(struct agent_lockset *ls, const struct agent_volref
 /* What a job holds while it changes a volume: host-local locks, then the volume's lease. */
 struct agent_volume_guard {
         struct agent_lockset locks;          /* filled by the caller before agent_guard_acquire() */
+        bool no_lease;                       /* set by the caller: a reader, locks and metadata only */
         char *lease_path;
         struct agent_lease lease;
         bool locked;
@@ -57,10 +58,16 @@ struct agent_volume_guard {
  * Takes the locks, then the lease of target (never waiting for another
  * host: 651), then reads target's metadata under the lease and checks the
  * generation the request expects (911). *ret_meta is set only on success;
- * on failure the caller still calls agent_guard_release().
+ * on failure the caller still calls agent_guard_release(), and g->locked
+ * tells whether the locks were had. With no_lease: the locks, then the
+ * metadata and its generation check. The lease points into target, which
+ * must outlive the guard.
  */
 int agent_guard_acquire(struct agent *a, struct agent_volume_guard *g, const struct agent_endpoint *target,
                         GCancellable *cancel, struct fy_volume_meta **ret_meta, GError **error);
+/* Reads ep's metadata and checks the generation it expects (911); *ret_meta is set only on success. */
+int agent_volume_meta_read_expect(struct agent *a, const struct agent_endpoint *ep, struct fy_volume_meta **ret_meta,
+                                  GError **error);
 /* job (may be NULL) names the job in a warning when the lease cannot be released. */
 void agent_guard_release(struct agent *a, struct agent_volume_guard *g, struct agent_job *job);
 

@@ -306,6 +306,25 @@ def test_corrupt_qcow2_fails_finalize(ec, scratch):
     with pytest.raises(HttpError) as e:
         ec.engine.post(f"/api/disks/{disk['id']}/move", {"storage_domain": {"id": ec.sds[1]["id"]}})
     assert e.value.status == 409
+    # A qcow2 whose header is sound but whose refcounts are gone: qemu-img check (bounded, qemuimg.c) refuses it.
+    damaged = os.path.join(scratch, "damaged.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", damaged, str(16 * MiB)], check=True)
+    qemu_io_write(damaged, "qcow2", "0x42", MiB, MiB)
+    with open(damaged, "r+b") as f:
+        f.seek(48)
+        (rc_table,) = struct.unpack(">Q", f.read(8))
+        f.seek(rc_table)
+        (rc_block,) = struct.unpack(">Q", f.read(8))
+        f.seek(rc_block)
+        f.write(bytes(512))
+    data = open(damaged, "rb").read()
+    t = start_transfer(ec, disk, "upload", size=len(data))
+    assert http("PUT", t["transfer_url"], data, {"Content-Range": f"bytes 0-{len(data) - 1}/*"})[0] == 200
+    assert ec.engine.request("POST", f"/api/imagetransfers/{t['id']}/finalize", {})[0] == 202
+    ended = wait_transfer(ec, t)
+    assert ended["phase"] == "finished_failure" and "damaged" in ended["error"], ended
+    assert "errors were found" in ended["error"], ended
+    assert ec.engine.get(f"/api/disks/{disk['id']}")["volumes"][0]["legality"] == "ILLEGAL"
     # It can be uploaded again, with a good image this time.
     good = os.path.join(scratch, "good.qcow2")
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", good, str(16 * MiB)], check=True)

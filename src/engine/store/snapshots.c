@@ -47,9 +47,21 @@ static int snapshots_repoint(struct engine_store *st, const char *vm, const char
 static int merge_apply_steps(struct engine_store *st, const char *vm, const char *disk, const char *sd, const char *top,
                              const char *base, GError **error)
 {
-        g_autoptr(json_t) t = store_query_one(st, error, "SELECT * FROM volumes WHERE id = ? AND sd_id = ?", "ss", top, sd);
+        g_autoptr(GError) read_error = NULL;
+        g_autoptr(json_t) t = store_query_one(st, &read_error, "SELECT * FROM volumes WHERE id = ? AND sd_id = ?", "ss",
+                                              top, sd);
         g_autoptr(json_t) leaf = NULL;
 
+        if (read_error) {
+                /*
+                 * Not "applied before": a read that failed says nothing about
+                 * top's row. The round must roll back and be redone, or the
+                 * merge would end without its chain being rewritten.
+                 */
+                st->failed |= st->depth > 0;
+                g_propagate_error(error, g_steal_pointer(&read_error));
+                return -EIO;
+        }
         if (!t)
                 return 0;      /* applied before (a replayed round) */
         if (store_exec(st, error, "UPDATE volumes SET parent = ? WHERE disk_id = ? AND sd_id = ? AND parent = ?", "ssss",
