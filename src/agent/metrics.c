@@ -123,6 +123,13 @@ static void write_main_thread(struct agent_metrics *m, fy_prom *p)
         fy_prom_sample(p, "ferry_agent_copy_rate_limit_bytes_per_second", NULL, (double) agent_rate_gov_cap(a->copy_gov));
         fy_prom_family(p, "ferry_agent_copy_flows", FY_PROM_GAUGE, "Copies sharing the bandwidth cap now.");
         fy_prom_sample(p, "ferry_agent_copy_flows", NULL, agent_rate_gov_active(a->copy_gov));
+        fy_prom_family(p, "ferry_agent_copy_rate_waiting", FY_PROM_GAUGE,
+                       "Copies waiting in a rate limiter now (job phase rate_wait: not judged for stalls).");
+        fy_prom_sample(p, "ferry_agent_copy_rate_waiting", NULL, agent_rate_gov_waiting(a->copy_gov));
+        fy_prom_family(p, "ferry_agent_copy_rate_wait_overruns_total", FY_PROM_COUNTER,
+                       "Rate waits of capped copies that outlasted what their cap explains (hung asleep): "
+                       "reported as copying again, so the engine judges them for stalls.");
+        fy_prom_sample(p, "ferry_agent_copy_rate_wait_overruns_total", NULL, agent_rate_gov_wait_overruns(a->copy_gov));
 
         agent_lease_counts(&ok, &busy, &failed);
         fy_prom_family(p, "ferry_agent_lease_acquisitions_total", FY_PROM_COUNTER, "sanlock leases this agent acquired.");

@@ -68,6 +68,9 @@ struct qimg_run {
         bool no_proc_io;                /* /proc/PID/io unreadable: charge progress instead */
         uint64_t charged;               /* bytes charged so far (read bytes, or progress) */
         uint64_t last_activity;         /* bytes at the previous rate tick */
+        gint64 asleep_since;            /* µs (monotonic) since it sleeps without moving; 0: not asleep */
+        uint64_t asleep_done;           /* its progress then */
+        bool overrun;                   /* that sleep outlasted agent_rate_wait_bound_us: a hang, not a wait */
 };
 
 struct child_args {
@@ -264,14 +267,19 @@ static bool child_sleeping(GSubprocess *proc)
  * cap and held to its fair share from outside: what it wrote is charged to
  * its flow; once it is more than QIMG_PAUSE_MS of its share beyond the lead
  * its own limiter allows, the child is stopped (SIGSTOP) until it is back
- * within the lead (SIGCONT). SIGKILL (cancel, PDEATHSIG) ends a stopped
- * child as well. Returns the poll timeout in ms.
+ * within the lead (SIGCONT), or at once when the cap is lifted (a reload
+ * to 0). SIGKILL (cancel, PDEATHSIG) ends a stopped child as well. It
+ * also tells whether the child waits (the job's rate_wait): while stopped
+ * by us, or asleep in its own limiter for no longer than
+ * agent_rate_wait_bound_us explains. Returns the poll timeout in ms.
  */
 static int rate_tick(struct qimg_run *run, GSubprocess *proc)
 {
         uint64_t bytes = 0, debt, cap = agent_rate_flow_cap(run->flow);
         uint64_t share = MAX(agent_rate_flow_share(run->flow), 1);
         uint64_t lead = cap / 1000 * QIMG_LEAD_MS + QIMG_LEAD_EXTRA;
+        gint64 now = g_get_monotonic_time();
+        bool asleep;
 
         if (!run->no_proc_io && child_written_bytes(proc, &bytes) < 0) {
                 if (g_subprocess_get_identifier(proc))
@@ -284,11 +292,37 @@ static int rate_tick(struct qimg_run *run, GSubprocess *proc)
                 agent_rate_flow_charge(run->flow, bytes - run->charged);
                 run->charged = bytes;
         }
-        if (cap == 0)
-                return QIMG_RATE_TICK_MS;      /* unlimited: counted, never paused */
-        /* Held by us (paused) or asleep in its own limiter without moving: a wait, not a stall. */
-        agent_rate_flow_set_waiting(run->flow, run->paused || (bytes == run->last_activity && child_sleeping(proc)));
+        if (cap == 0) {
+                /*
+                 * Unlimited (from the start, or since a reload): never paused,
+                 * so a child stopped under the old cap goes on now, or never.
+                 */
+                if (run->paused) {
+                        g_subprocess_send_signal(proc, SIGCONT);
+                        run->paused = false;
+                }
+                agent_rate_flow_set_waiting(run->flow, false);
+                run->asleep_since = 0;
+                return QIMG_RATE_TICK_MS;
+        }
+        asleep = bytes == run->last_activity && child_sleeping(proc);
         run->last_activity = bytes;
+        if (!asleep || !run->asleep_since || run->last_done != run->asleep_done) {
+                /* Awake, just fallen asleep, or its progress moved: a new sleep starts (or none). */
+                run->asleep_since = asleep ? now : 0;
+                run->asleep_done = run->last_done;
+                run->overrun = false;
+        } else if (!run->overrun && now - run->asleep_since > agent_rate_wait_bound_us(cap, run->total)) {
+                /* Longer than its limiter explains: hung in an interruptible sleep; judged from now on. */
+                run->overrun = true;
+                agent_rate_flow_count_overrun(run->flow);
+                g_warning("qemu-img convert wrote nothing and moved no progress for %" G_GINT64_FORMAT
+                          " s at a cap of %" PRIu64 " bytes/s, longer than its rate limiter explains: "
+                          "reported as copying again (judged for stalls)", (now - run->asleep_since) / G_USEC_PER_SEC,
+                          cap);
+        }
+        /* Held by us (paused, for a time our own debt bounds) or asleep in its own limiter: a wait, not a stall. */
+        agent_rate_flow_set_waiting(run->flow, run->paused || (asleep && !run->overrun));
         debt = agent_rate_flow_debt_bytes(run->flow);
         if (!run->paused && debt > lead + share / 1000 * QIMG_PAUSE_MS) {
                 g_subprocess_send_signal(proc, SIGSTOP);

@@ -21,6 +21,8 @@ struct agent_rate_gov {
         double vclock;          /* bytes one flow was entitled to since the start */
         gint64 vclock_at;       /* µs when vclock was last advanced */
         uint64_t moved;         /* bytes taken or charged by all flows, ever (also when unlimited) */
+        gint waiting;           /* flows whose copy waits in a rate limiter now (atomic) */
+        gint overruns;          /* rate waits that outlasted their bound, ever (atomic) */
 };
 
 struct agent_rate_flow {
@@ -172,6 +174,7 @@ void agent_rate_flow_leave_at(struct agent_rate_flow *flow, gint64 now)
         if (!flow)
                 return;
         gov = flow->gov;
+        agent_rate_flow_set_waiting(flow, false);      /* no longer counted as waiting */
         g_mutex_lock(&gov->lock);
         advance_locked(gov, now);
         g_assert(gov->active > 0);
@@ -203,7 +206,37 @@ uint64_t agent_rate_flow_moved(struct agent_rate_flow *flow)
 
 void agent_rate_flow_set_waiting(struct agent_rate_flow *flow, bool waiting)
 {
-        g_atomic_int_set(&flow->waiting, waiting);
+        /* Only a transition moves the host's count, so setting the same state again is harmless. */
+        if (waiting && g_atomic_int_compare_and_exchange(&flow->waiting, 0, 1))
+                g_atomic_int_inc(&flow->gov->waiting);
+        else if (!waiting && g_atomic_int_compare_and_exchange(&flow->waiting, 1, 0))
+                (void) g_atomic_int_dec_and_test(&flow->gov->waiting);
+}
+
+unsigned agent_rate_gov_waiting(struct agent_rate_gov *gov)
+{
+        return (unsigned) MAX(g_atomic_int_get(&gov->waiting), 0);
+}
+
+void agent_rate_flow_count_overrun(struct agent_rate_flow *flow)
+{
+        g_atomic_int_inc(&flow->gov->overruns);
+}
+
+unsigned agent_rate_gov_wait_overruns(struct agent_rate_gov *gov)
+{
+        return (unsigned) g_atomic_int_get(&gov->overruns);
+}
+
+gint64 agent_rate_wait_bound_us(uint64_t cap, uint64_t total)
+{
+        uint64_t reach = MAX(AGENT_RATE_WAIT_REACH, total / 100);
+        double us;
+
+        if (cap == 0)
+                return G_MAXINT64;     /* unlimited: a limiter never waits, so no wait is explained */
+        us = (double) AGENT_RATE_WAIT_SLACK * (double) reach / (double) cap * G_USEC_PER_SEC;
+        return (gint64) MIN(MAX(us, (double) AGENT_RATE_WAIT_MIN_US), (double) (G_MAXINT64 / 2));
 }
 
 bool agent_rate_flow_waiting(struct agent_rate_flow *flow)

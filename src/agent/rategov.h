@@ -60,10 +60,39 @@ uint64_t agent_rate_flow_moved(struct agent_rate_flow *flow);
  * bytes (qemu-img's -r charges the holes of a sparse image against the cap
  * in chunks of up to an L2 table's reach, 512 MiB for 64 KiB clusters, and
  * sleeps through them writing nothing): the engine's stall judgement does not
- * count such a wait as a stall. Any thread sets, any thread reads.
+ * count such a wait as a stall, so the setter bounds a wait it cannot prove
+ * (agent_rate_wait_bound_us below). Any thread sets, any thread reads.
  */
 void agent_rate_flow_set_waiting(struct agent_rate_flow *flow, bool waiting);
 bool agent_rate_flow_waiting(struct agent_rate_flow *flow);
+/* Flows of the host waiting so now (the metric ferry_agent_copy_rate_waiting). */
+unsigned agent_rate_gov_waiting(struct agent_rate_gov *gov);
+
+/*
+ * How long a capped qemu-img may sleep, every thread in S, without writing a
+ * byte or moving its progress, before the wait is no longer explained by its
+ * limiter (a copy hung in an interruptible sleep: a network file system, a
+ * pipe or socket no one answers) and is reported as copying again, so
+ * the engine's stall judgement runs. qemu's limiter charges a request before
+ * it sleeps it off; one request reaches at most AGENT_RATE_WAIT_REACH (the
+ * block layer's BDRV_REQUEST_MAX_BYTES, just under 2 GiB; a qcow2 hole
+ * request stops earlier, at an L2 table's reach, 512 MiB with 64 KiB
+ * clusters), and its progress line moves every 1 % of the image. So between
+ * two visible moves the limiter explains at most max(that, total / 100)
+ * bytes at the whole cap (qemu-img's -r is the whole host cap). Twice that
+ * covers coroutines charging ahead of each other and a loaded machine;
+ * never under AGENT_RATE_WAIT_MIN_US. Not a multiple of stall_timeout: the
+ * agent does not know the engine's, and the limiter's wait depends on the
+ * cap alone. cap 0: unbounded (G_MAXINT64; an uncapped copy never waits).
+ * A hang is thus flagged after this bound plus stall_timeout.
+ */
+#define AGENT_RATE_WAIT_REACH   (2ull * 1024 * 1024 * 1024)
+#define AGENT_RATE_WAIT_SLACK   2
+#define AGENT_RATE_WAIT_MIN_US  (2 * G_USEC_PER_SEC)
+gint64 agent_rate_wait_bound_us(uint64_t cap, uint64_t total);
+/* A flow's rate wait outlasted that bound: counted for the host (ferry_agent_copy_rate_wait_overruns_total). */
+void agent_rate_flow_count_overrun(struct agent_rate_flow *flow);
+unsigned agent_rate_gov_wait_overruns(struct agent_rate_gov *gov);
 
 /*
  * Waits until the flow may move `bytes` more and charges them. Returns 0, or

@@ -222,7 +222,7 @@ class EngineCluster:
     def __init__(self, workdir, hosts=3, domains=2, engine_args=(), agent_options=None, net=None, storage=None,
                  insecure=False, engine_port=0):
         """engine_args: extra engine options; agent_options: agent options for
-        every host (copy_rate_limit defaults to 128M); net: a netns.Network
+        every host (copy_rate_limit defaults to 128M; None: not on the command line); net: a netns.Network
         with a namespace per host, the agents then run inside them and are
         added by their namespace address; storage: the shared storage root
         (default: <workdir>/storage). Every host gets a certificate from
@@ -233,7 +233,8 @@ class EngineCluster:
         self.storage = storage or os.path.join(workdir, "storage")
         os.makedirs(self.storage, exist_ok=True)
         self.net = net
-        opts = dict({"copy_rate_limit": "128M"}, **(agent_options or {}))
+        # An option given as None is left off the command line (so a config file can set it, and a reload change it).
+        opts = {k: v for k, v in dict({"copy_rate_limit": "128M"}, **(agent_options or {})).items() if v is not None}
         self.sanlocks = []
         self.agents = []
         self.engine = None

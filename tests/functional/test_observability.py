@@ -759,14 +759,38 @@ def test_stalled_copy_is_flagged_and_retried_elsewhere():
 
 
 
-def test_capped_sparse_copy_is_not_stalled():
-    """qemu-img's -r charges a sparse image's holes against the cap, an L2 table's reach
-    (512 MiB) at a time, and sleeps through each writing nothing: a capped sparse copy shows
-    no bytes and no progress for longer than stall_timeout. The agent reports that wait
-    (phase rate_wait), so the copy is not flagged, not aborted, and finishes (review 13b)."""
+def agent_of(ec, pid):
+    """The agent (of ec.agents) whose child process pid is."""
+    with open(f"/proc/{pid}/stat") as f:
+        ppid = int(f.read().rsplit(")", 1)[1].split()[2])
+    return next(a for a in ec.agents if a.proc.pid == ppid)
+
+
+def test_capped_copies_stall_judgement():
+    """Under a copy_rate_limit (set in a config file, so SIGHUP changes it):
+    - qemu-img's -r charges a sparse image's holes against the cap, an L2 table's reach
+      (512 MiB) at a time, and sleeps through each writing nothing: a capped sparse copy shows
+      no bytes and no progress for longer than stall_timeout. The agent reports that wait
+      (phase rate_wait), so the copy is not flagged, not aborted, and finishes (review 13b);
+    - a copy whose qemu-img is held still (SIGSTOP) is flagged within stall_timeout plus a poll;
+    - a reload that lifts the cap while the governor has qemu-img stopped lets it go on (review 13c).
+    A copy hung asleep (S) is reported waiting only for what the cap explains: unit test
+    /copy/qemu-img/hung-asleep (a FUSE server that stops is no such hang here: its callers
+    wait in D, already judged)."""
     d = make_workdir()
-    ec = EngineCluster(d, hosts=2, agent_options={"copy_rate_limit": "64M"},
+    conf = os.path.join(d, "agent-cap.conf")
+
+    def set_cap(cap, agents):
+        with open(conf + ".tmp", "w") as f:
+            f.write(f"[agent]\ncopy_rate_limit = {cap}\n")
+        os.replace(conf + ".tmp", conf)
+        for a in agents:
+            os.kill(a.proc.pid, signal.SIGHUP)
+
+    set_cap("64M", [])
+    ec = EngineCluster(d, hosts=2, agent_options={"copy_rate_limit": None, "config": conf},
                        engine_args=[f"--stall-timeout={STALL_TIMEOUT}", "--stall-action=retry"])
+    stopped = None
     try:
         job_id = copy_of_written_qcow2(ec, "holes", 1024 * MiB, 16 * MiB)[2]
         flagged, etas, last, flat_since, longest_flat = [], [], None, time.monotonic(), 0.0
@@ -789,6 +813,50 @@ def test_capped_sparse_copy_is_not_stalled():
         # A running copy never estimates 0 s left (null when it cannot tell).
         assert 0 not in etas, etas
         assert sample(engine_raw(ec, "GET", "/metrics")[2].decode(), "ferry_engine_stalls_total") == 0
+
+        def stall_events():
+            return [e["message"] for e in ec.engine.get("/api/events")["events"] if "moved no bytes for" in e["message"]]
+
+        def new_stall(before):
+            """The stall event after the `before` ones (the flag itself may last only until the
+            retry's abort ends the job, tens of ms), or None."""
+            now = stall_events()
+            return now[0] if len(now) > len(before) else None
+
+        # Held still under the cap: not a rate wait (the process is stopped, T, by someone else).
+        disk, src, job_id, new_id = copy_of_written_qcow2(ec, "frozen", 256 * MiB, 128 * MiB)
+        pid = wait_for(lambda: (qemu_img_converts(new_id) or [None])[0], 60, "the copy's qemu-img", interval=0.005)
+        before, agent = stall_events(), agent_of(ec, pid)
+        os.kill(pid, signal.SIGSTOP)
+        stopped_at, stopped = time.monotonic(), pid
+        msg = wait_for(lambda: new_stall(before), STALL_TIMEOUT + 30, "the copy to be reported stalled", interval=0.05)
+        took = time.monotonic() - stopped_at
+        assert STALL_TIMEOUT - 1 <= took <= STALL_TIMEOUT + 2, took
+        assert ec.hosts[agent.name]["id"] in msg, msg
+        job = ec.engine.wait_job(job_id, 120)     # aborted, and copied on the other host
+        assert job["status"] == "finished", job
+        stopped = None
+        assert sample(engine_raw(ec, "GET", "/metrics")[2].decode(), "ferry_engine_stalls_total") == 1
+
+        # The cap lifted by a reload while the governor holds qemu-img stopped: it goes on.
+        disk, src, job_id, new_id = copy_of_written_qcow2(ec, "uncap", 256 * MiB, 192 * MiB)
+        pid = wait_for(lambda: (qemu_img_converts(new_id) or [None])[0], 60, "the copy's qemu-img", interval=0.005)
+        agent = agent_of(ec, pid)
+        set_cap("1M", [agent])      # qemu-img's own -r stays 64M: the governor stops it, for seconds at a time
+        wait_for(lambda: proc_state(pid) == "T" and time.sleep(0.05) is None and proc_state(pid) == "T", 30,
+                 "the governor to stop qemu-img", interval=0.01)
+        set_cap("0", [agent])
+        job = ec.engine.wait_job(job_id, 30)
+        assert job["status"] == "finished", job
+        assert len(stall_events()) == 1, stall_events()
+        new = ec.engine.get(f"/api/disks/{new_id}")
+        assert qemu_img_compare(src, os.path.join(ec.storage, ec.sds[1]["id"], "images", new_id,
+                                                  new["volumes"][0]["id"])).returncode == 0
+
     finally:
-        ec.stop()
-        shutil.rmtree(d, ignore_errors=True)
+        if stopped and os.path.exists(f"/proc/{stopped}"):
+            os.kill(stopped, signal.SIGCONT)
+        codes = ec.stop()
+        if not os.environ.get("FERRY_KEEP_TMP"):
+            shutil.rmtree(d, ignore_errors=True)
+    assert all(code == 0 for code in codes.values()), codes

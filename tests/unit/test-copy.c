@@ -604,6 +604,46 @@ static void test_gov_set_cap(void)
         agent_rate_gov_free(gov);
 }
 
+/* The rate-wait bound: what the cap needs for the larger of a request's reach and 1 % of the image, twice. */
+static void test_gov_wait_bound(void)
+{
+        const uint64_t GiB = 1024 * MiB;
+
+        assert_near((double) agent_rate_wait_bound_us(64 * MiB, 10 * GiB), 2.0 * 2 * GiB / (64 * MiB) * SEC, 10);
+        /* A large image: its progress moves every 1 %, which bounds the wait instead. */
+        assert_near((double) agent_rate_wait_bound_us(64 * MiB, 1000 * GiB), 2.0 * 10 * GiB / (64 * MiB) * SEC, 10);
+        /* A high cap: never under the floor, whatever the image. */
+        g_assert_cmpint(agent_rate_wait_bound_us(1024 * GiB, GiB), ==, AGENT_RATE_WAIT_MIN_US);
+        assert_near((double) agent_rate_wait_bound_us(GiB, GiB), 4.0 * SEC, 10);
+        /* Uncapped: a limiter never waits, nothing to bound; a tiny cap: long, but no overflow. */
+        g_assert_cmpint(agent_rate_wait_bound_us(0, GiB), ==, G_MAXINT64);
+        g_assert_cmpint(agent_rate_wait_bound_us(1, UINT64_MAX), >, 0);
+}
+
+/* The host's count of waiting flows moves on transitions only, and a flow that leaves waiting is uncounted. */
+static void test_gov_waiting_count(void)
+{
+        struct agent_rate_gov *gov = agent_rate_gov_new(MiB);
+        struct agent_rate_flow *f = agent_rate_flow_join(gov), *g = agent_rate_flow_join(gov);
+
+        g_assert_cmpuint(agent_rate_gov_waiting(gov), ==, 0);
+        agent_rate_flow_set_waiting(f, true);
+        agent_rate_flow_set_waiting(f, true);
+        agent_rate_flow_set_waiting(g, true);
+        g_assert_cmpuint(agent_rate_gov_waiting(gov), ==, 2);
+        agent_rate_flow_set_waiting(g, false);
+        agent_rate_flow_set_waiting(g, false);
+        g_assert_cmpuint(agent_rate_gov_waiting(gov), ==, 1);
+        g_assert_true(agent_rate_flow_waiting(f));
+        agent_rate_flow_leave(f);
+        g_assert_cmpuint(agent_rate_gov_waiting(gov), ==, 0);
+        g_assert_cmpuint(agent_rate_gov_wait_overruns(gov), ==, 0);
+        agent_rate_flow_count_overrun(g);
+        g_assert_cmpuint(agent_rate_gov_wait_overruns(gov), ==, 1);
+        agent_rate_flow_leave(g);
+        agent_rate_gov_free(gov);
+}
+
 static gpointer set_cap_later(gpointer data)
 {
         g_usleep(100 * 1000);
@@ -942,6 +982,135 @@ static void test_qemu_cancel(void)
         cleanup_files((const char *[]) { "big.raw", "big.qcow2", NULL });
 }
 
+/* Stops the convert under a debt of 10 s, then lifts the cap (a reload to 0); cancels it if it does not end. */
+struct uncap {
+        struct agent_rate_gov *gov;
+        struct agent_rate_flow *flow;
+        GCancellable *cancel;
+        gint done;
+        bool was_paused;
+};
+
+static gpointer uncap_later(gpointer data)
+{
+        struct uncap *u = data;
+        gint64 deadline = g_get_monotonic_time() + 10 * SEC;
+
+        while (agent_rate_flow_moved(u->flow) < 4 * MiB && g_get_monotonic_time() < deadline)
+                g_usleep(5 * 1000);
+        agent_rate_flow_charge(u->flow, 320 * MiB);    /* 10 s of the 32 MiB/s cap */
+        while (!agent_rate_flow_waiting(u->flow) && g_get_monotonic_time() < deadline)
+                g_usleep(5 * 1000);
+        g_usleep(200 * 1000);          /* several ticks: stopped for good, not between two */
+        u->was_paused = agent_rate_flow_waiting(u->flow);
+        agent_rate_gov_set_cap(u->gov, 0);
+        deadline = g_get_monotonic_time() + 10 * SEC;
+        while (!g_atomic_int_get(&u->done) && g_get_monotonic_time() < deadline)
+                g_usleep(10 * 1000);
+        if (!g_atomic_int_get(&u->done))
+                g_cancellable_cancel(u->cancel);       /* still stopped: fail the test, not hang it */
+        return NULL;
+}
+
+/* A child the governor stopped goes on when the cap is lifted while it is stopped (SIGHUP to 0). */
+static void test_qemu_uncapped_while_paused(void)
+{
+        g_autofree char *src = tmp_path("uncap.raw"), *dst = tmp_path("uncap.qcow2");
+        g_autoptr(GCancellable) cancel = g_cancellable_new();
+        g_autoptr(GError) error = NULL;
+        struct agent_rate_gov *gov = agent_rate_gov_new(32 * MiB);
+        struct uncap u = { .gov = gov, .flow = agent_rate_flow_join(gov), .cancel = cancel };
+        GThread *t;
+        int r;
+
+        if (!have_qemu_img()) {
+                agent_rate_flow_leave(u.flow);
+                agent_rate_gov_free(gov);
+                return;
+        }
+        make_file(src, 48 * MiB);
+        for (int i = 0; i < 12; i++)
+                write_at(src, (uint64_t) i * 4 * MiB, 4 * MiB, -1, 50 + i);
+        g_assert_cmpint(agent_qemu_img_create_qcow2(dst, 48 * MiB, FALSE, NULL, NULL, &error), ==, 0);
+        t = g_thread_new("uncap", uncap_later, &u);
+        r = agent_qemu_img_convert_shared(src, "raw", dst, "qcow2", NULL, NULL, u.flow, cancel, NULL, NULL, &error);
+        g_atomic_int_set(&u.done, 1);
+        g_thread_join(t);
+        g_assert_true(u.was_paused);
+        g_assert_no_error(error);
+        g_assert_cmpint(r, ==, 0);
+        g_assert_false(agent_rate_flow_waiting(u.flow));
+        assert_images_equal(src, "raw", dst, "qcow2");
+        agent_rate_flow_leave(u.flow);
+        agent_rate_gov_free(gov);
+        cleanup_files((const char *[]) { "uncap.raw", "uncap.qcow2", NULL });
+}
+
+/* Watches a convert's flow: when it first waits, when it stops waiting; then cancels the convert. */
+struct hang_watch {
+        struct agent_rate_flow *flow;
+        GCancellable *cancel;
+        gint64 start, waiting_at, judged_at;
+};
+
+static gpointer watch_hang(gpointer data)
+{
+        struct hang_watch *w = data;
+        gint64 deadline = w->start + 10 * SEC;
+
+        while (!agent_rate_flow_waiting(w->flow) && g_get_monotonic_time() < deadline)
+                g_usleep(10 * 1000);
+        w->waiting_at = g_get_monotonic_time();
+        while (agent_rate_flow_waiting(w->flow) && g_get_monotonic_time() < deadline)
+                g_usleep(10 * 1000);
+        w->judged_at = g_get_monotonic_time();
+        g_cancellable_cancel(w->cancel);
+        return NULL;
+}
+
+/*
+ * A capped qemu-img hung in an interruptible sleep (its source a FIFO that
+ * no one writes: open() sleeps in S, as a read from a network file system
+ * that stopped answering does) looks like a wait in its limiter. It is
+ * reported waiting only for agent_rate_wait_bound_us (2 s here: the floor,
+ * at a huge cap), then counted as an overrun and no longer waiting, so the
+ * engine judges it; a cancel still kills it.
+ */
+static void test_qemu_hung_asleep(void)
+{
+        g_autofree char *src = tmp_path("hang.fifo"), *dst = tmp_path("hang.qcow2");
+        g_autoptr(GCancellable) cancel = g_cancellable_new();
+        g_autoptr(GError) error = NULL;
+        struct agent_rate_gov *gov = agent_rate_gov_new(1024 * 1024 * MiB);
+        struct hang_watch w = { .flow = agent_rate_flow_join(gov), .cancel = cancel };
+        GThread *t;
+
+        if (!have_qemu_img()) {
+                agent_rate_flow_leave(w.flow);
+                agent_rate_gov_free(gov);
+                return;
+        }
+        (void) unlink(src);
+        g_assert_cmpint(mkfifo(src, 0600), ==, 0);
+        g_assert_cmpint(agent_qemu_img_create_qcow2(dst, 16 * MiB, FALSE, NULL, NULL, &error), ==, 0);
+        g_test_expect_message(NULL, G_LOG_LEVEL_WARNING, "*longer than its rate limiter explains*");
+        w.start = g_get_monotonic_time();
+        t = g_thread_new("watch", watch_hang, &w);
+        g_assert_cmpint(agent_qemu_img_convert_shared(src, "raw", dst, "qcow2", NULL, NULL, w.flow, cancel,
+                                                      NULL, NULL, &error), ==, -ECANCELED);
+        g_thread_join(t);
+        g_test_assert_expected_messages();
+        /* Waiting within a few ticks of its start; no longer once the 2 s bound passed (with a loaded machine's slack). */
+        g_assert_cmpint(w.waiting_at - w.start, <, 1 * SEC);
+        g_assert_cmpint(w.judged_at - w.waiting_at, >=, AGENT_RATE_WAIT_MIN_US - SEC / 10);
+        g_assert_cmpint(w.judged_at - w.waiting_at, <, AGENT_RATE_WAIT_MIN_US + 2 * SEC);
+        g_assert_cmpuint(agent_rate_gov_wait_overruns(gov), ==, 1);
+        g_assert_cmpuint(agent_rate_gov_waiting(gov), ==, 0);
+        agent_rate_flow_leave(w.flow);
+        agent_rate_gov_free(gov);
+        cleanup_files((const char *[]) { "hang.fifo", "hang.qcow2", NULL });
+}
+
 /*
  * qemu-img under the governor: another flow holds half the cap, so the
  * child (-r at the whole cap) is paused to its half; and a cancel while it
@@ -1021,6 +1190,8 @@ int main(int argc, char **argv)
         g_test_add_func("/copy/governor/unlimited", test_gov_unlimited);
         g_test_add_func("/copy/governor/set-cap", test_gov_set_cap);
         g_test_add_func("/copy/governor/set-cap-wakes", test_gov_set_cap_wakes);
+        g_test_add_func("/copy/governor/wait-bound", test_gov_wait_bound);
+        g_test_add_func("/copy/governor/waiting-count", test_gov_waiting_count);
         g_test_add_func("/copy/governor/cancel-prompt", test_gov_cancel_prompt);
         g_test_add_func("/copy/governor/wake-on-leave", test_gov_wake_on_leave);
         g_test_add_func("/copy/governor/two-copies", test_gov_two_copies);
@@ -1029,6 +1200,8 @@ int main(int argc, char **argv)
         g_test_add_func("/copy/qemu-img/raw-never-probed", test_qemu_raw_never_probed);
         g_test_add_func("/copy/qemu-img/cancel", test_qemu_cancel);
         g_test_add_func("/copy/qemu-img/shared", test_qemu_shared);
+        g_test_add_func("/copy/qemu-img/uncapped-while-paused", test_qemu_uncapped_while_paused);
+        g_test_add_func("/copy/qemu-img/hung-asleep", test_qemu_hung_asleep);
 
         r = g_test_run();
         (void) g_rmdir(tmpdir);

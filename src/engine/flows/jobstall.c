@@ -145,9 +145,15 @@ bool leaf_stall_fence(struct engine *e, json_t *cmd, json_t *data)
         engine_event(e, "warning", js(cmd, "id"), "%s job %s on host %s did not end within %u s of its abort "
                      "(stalled, maybe hung in the kernel): fencing it as a lost job", leaf_job_noun(cmd),
                      js(cmd, "agent_job_id"), js(cmd, "host"), ENGINE_STALL_ABORT_FACTOR * e->config.stall_timeout);
+        /*
+         * stall_fence makes copy_probe treat it as lost for host_lost_timeout
+         * already (it fences at once instead of waiting for the host), so no
+         * backdated time is compared: a wall-clock step cannot delay it.
+         * lost_since (wall clock, as the command's data keeps times across
+         * restarts) only records when.
+         */
         json_object_set_new(data, "stall_fence", json_true());
-        /* Lost for host_lost_timeout already: the probe fences at once instead of waiting for the host. */
-        json_object_set_new(data, "lost_since", json_integer(engine_now() - e->config.host_lost_timeout));
+        json_object_set_new(data, "lost_since", json_integer(engine_now()));
         leaf_save(e, cmd, data);
         leaf_copy_probe(e, cmd, data);
         return true;

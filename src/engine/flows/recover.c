@@ -170,7 +170,9 @@ static void on_copy_probe(struct engine *e, json_t *cmd, json_t *result, const G
                 leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
                 return;
         }
-        lost_long = engine_now() - ji(data, "lost_since") >= (gint64) e->config.host_lost_timeout;
+        /* A stall escalated to a fence (jobstall.c) is lost already, whatever any clock says. */
+        lost_long = json_is_true(json_object_get(data, "stall_fence")) ||
+                    engine_now() - ji(data, "lost_since") >= (gint64) e->config.host_lost_timeout;
         if (!missing && !lost_long) {
                 leaf_later(e, cmd, data, 5);     /* the host may come back: keep waiting */
                 return;
