@@ -372,8 +372,17 @@ static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel
                 goto out;
         }
         r = agent_volume_end_write(a, &cj->dst.ref, dst_meta, old_gen, error);
-        if (r == 0)
-                agent_job_set_result(job, json_pack("{s:I}", "resumed_from", (json_int_t) cj->resumed_from));
+        if (r == 0) {
+                /* What the destination allocates now (Volume.getInfo's truesize): the engine records the
+                 * disk's size from it instead of reading every volume after the move. */
+                g_autofree char *path = agent_volume_path(a, &cj->dst.ref);
+                struct stat st;
+                json_t *result = json_pack("{s:I}", "resumed_from", (json_int_t) cj->resumed_from);
+
+                if (stat(path, &st) == 0)
+                        json_object_set_new(result, "truesize", json_integer((json_int_t) st.st_blocks * 512));
+                agent_job_set_result(job, result);
+        }
 out:
         agent_guard_release(a, &guard, job);
         return r;

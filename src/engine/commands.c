@@ -46,10 +46,15 @@ static bool busy(struct engine *e, const char *id)
         return g_hash_table_contains(e->busy, id);
 }
 
+/* Counted: a command may have several calls in flight (a verification's two checksum polls). */
 static void busy_set(struct engine *e, const char *id, bool on)
 {
+        guint n = GPOINTER_TO_UINT(g_hash_table_lookup(e->busy, id));
+
         if (on)
-                g_hash_table_add(e->busy, g_strdup(id));
+                g_hash_table_replace(e->busy, g_strdup(id), GUINT_TO_POINTER(n + 1));
+        else if (n > 1)
+                g_hash_table_replace(e->busy, g_strdup(id), GUINT_TO_POINTER(n - 1));
         else
                 g_hash_table_remove(e->busy, id);
 }
@@ -184,7 +189,7 @@ void engine_job_progress_refresh(struct engine *e, const char *job_id)
 }
 
 static GHashTable *job_events;
-static GHashTable *job_ended;          /* agent job ids whose end an event reported, until their command ends */
+static GHashTable *job_ended;          /* agent job id → {host, job}: the end an event reported, until its command ends */
 
 void engine_cmd_finish(struct engine *e, json_t *cmd, bool ok, const char *error)
 {
@@ -321,6 +326,104 @@ bool engine_is_transport_error(const GError *error)
         return error && error->domain != FY_ERROR;
 }
 
+/*
+ * Job polls: every command that asks a host about its agent job in a round
+ * is answered by one Host.getJobs per host, sent when the round ends (a
+ * call per job per round was most of a move's calls).
+ */
+#define POLL_IDS_MAX 500               /* job ids per Host.getJobs (the agent takes 1000) */
+
+struct job_poll {
+        char *cmd_id;
+        engine_cmd_reply_fn done;
+        void *extra;
+};
+
+struct poll_call {
+        struct engine *e;
+        GPtrArray *polls;              /* struct job_poll */
+};
+
+static GHashTable *poll_batches;       /* host id → GPtrArray of struct job_poll, this round's */
+static GHashTable *poll_ids;           /* host id → json array of the job ids asked */
+static bool in_round;
+
+static void job_poll_free(struct job_poll *jp)
+{
+        g_free(jp->cmd_id);
+        g_free(jp);
+}
+
+static void on_polls_reply(json_t *result, const GError *error, void *userdata)
+{
+        struct poll_call *pc = userdata;
+        struct engine *e = pc->e;
+
+        for (guint i = 0; i < pc->polls->len; i++) {
+                struct job_poll *jp = pc->polls->pdata[i];
+                g_autoptr(json_t) cmd = NULL;
+
+                busy_set(e, jp->cmd_id, false);
+                cmd = engine_store_cmd_get(e->db, jp->cmd_id, NULL);
+                if (cmd && strcmp(js(cmd, "state"), "active") == 0) {
+                        struct fy_log_context saved;
+
+                        cmd_context_enter(e, cmd, &saved);
+                        jp->done(e, cmd, result, error, jp->extra);
+                        fy_log_context_restore(&saved);
+                }
+        }
+        g_ptr_array_unref(pc->polls);
+        g_free(pc);
+}
+
+static void polls_flush(struct engine *e)
+{
+        /* Taken whole first: nothing a call does can touch the tables being sent. */
+        g_autoptr(GHashTable) batches = g_steal_pointer(&poll_batches);
+        g_autoptr(GHashTable) ids = g_steal_pointer(&poll_ids);
+        GHashTableIter it;
+        gpointer host, polls;
+
+        poll_batches = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_ptr_array_unref);
+        poll_ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) json_decref);
+        g_hash_table_iter_init(&it, batches);
+        while (g_hash_table_iter_next(&it, &host, &polls)) {
+                struct poll_call *pc = g_new0(struct poll_call, 1);
+
+                pc->e = e;
+                pc->polls = g_ptr_array_ref(polls);
+                engine_host_call(e, host, "Host.getJobs", json_pack("{s:O}", "job_ids", g_hash_table_lookup(ids, host)),
+                                 e->config.host_timeout, on_polls_reply, pc);
+        }
+}
+
+void engine_cmd_poll_job(struct engine *e, json_t *cmd, const char *host, const char *agent_job_id,
+                         engine_cmd_reply_fn done, void *extra)
+{
+        GPtrArray *polls = g_hash_table_lookup(poll_batches, host);
+        json_t *ids = g_hash_table_lookup(poll_ids, host);
+        struct job_poll *jp = g_new0(struct job_poll, 1);
+
+        if (polls && json_array_size(ids) >= POLL_IDS_MAX)
+                polls_flush(e);        /* a full batch goes now; this one starts the next */
+        polls = g_hash_table_lookup(poll_batches, host);
+        if (!polls) {
+                polls = g_ptr_array_new_with_free_func((GDestroyNotify) job_poll_free);
+                ids = json_array();
+                g_hash_table_insert(poll_batches, g_strdup(host), polls);
+                g_hash_table_insert(poll_ids, g_strdup(host), ids);
+        }
+        jp->cmd_id = g_strdup(js(cmd, "id"));
+        jp->done = done;
+        jp->extra = extra;
+        g_ptr_array_add(polls, jp);
+        json_array_append_new(ids, json_string(agent_job_id));
+        busy_set(e, jp->cmd_id, true);
+        if (!in_round)
+                polls_flush(e);        /* asked outside a round: nothing to share the call with */
+}
+
 /* Latest job status pushed by a host's events, by agent job id (declared above cmd_finish). */
 
 json_t *engine_job_event(const char *agent_job_id)
@@ -328,9 +431,20 @@ json_t *engine_job_event(const char *agent_job_id)
         return agent_job_id ? g_hash_table_lookup(job_events, agent_job_id) : NULL;
 }
 
-bool engine_job_ended(const char *agent_job_id)
+json_t *engine_job_end(const char *agent_job_id, const char *host)
 {
-        return agent_job_id && g_hash_table_contains(job_ended, agent_job_id);
+        json_t *end = agent_job_id ? g_hash_table_lookup(job_ended, agent_job_id) : NULL;
+
+        /* Only the host the job was sent to speaks for it. */
+        if (!end || !host || g_strcmp0(json_string_value(json_object_get(end, "host")), host) != 0)
+                return NULL;
+        return json_object_get(end, "job");
+}
+
+void engine_job_end_forget(const char *agent_job_id)
+{
+        if (agent_job_id)
+                g_hash_table_remove(job_ended, agent_job_id);
 }
 
 static void on_host_event(struct engine *e, const char *host_id, const char *method, json_t *params, void *userdata)
@@ -346,13 +460,14 @@ static void on_host_event(struct engine *e, const char *host_id, const char *met
         status = js(params, "status");
         if (status && (strcmp(status, "done") == 0 || strcmp(status, "failed") == 0 ||
                        strcmp(status, "aborted") == 0)) {
-                /* Only running jobs' progress is read from here; the end comes from Host.getJobs,
-                 * asked now (not at the job's next poll): the event says it is worth a call. */
+                /* The event is the job's final info (what Host.getJobs would answer, from the same
+                 * agent): the command decides from it in the round this kick queues, without a call.
+                 * A lost end event only makes the job wait for its poll (engine_cmd_poll_job). */
                 g_hash_table_remove(job_events, key);
                 if (g_hash_table_size(job_ended) >= JOB_EVENTS_MAX)
                         g_hash_table_remove_all(job_ended);    /* only makes those jobs wait for their poll */
-                g_hash_table_add(job_ended, g_strdup(key));
-                engine_kick(e);        /* learn the outcome now, not at the next round */
+                g_hash_table_replace(job_ended, g_strdup(key), json_pack("{s:s, s:O}", "host", host_id, "job", params));
+                engine_kick(e);        /* decide now, not at the next round */
                 return;
         }
         if (g_hash_table_size(job_events) >= JOB_EVENTS_MAX)
@@ -536,6 +651,7 @@ void engine_commands_tick(struct engine *e)
 
         if (!rows)
                 return;
+        in_round = true;
         json_array_foreach(rows, i, row) {
                 /* Re-read: an earlier command of this round may have changed it. */
                 g_autoptr(json_t) cur = NULL;
@@ -551,6 +667,8 @@ void engine_commands_tick(struct engine *e)
                         fy_log_context_restore(&saved);
                 }
         }
+        in_round = false;
+        polls_flush(e);        /* the round's job polls: one call per host */
 }
 
 static void on_host_state(struct engine *e, const char *host_id, const char *status, void *userdata)
@@ -566,6 +684,8 @@ int engine_commands_init(struct engine *e, GError **error)
         e->busy = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         e->picking = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) engine_pick_free);
         job_events = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) json_decref);
-        job_ended = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        job_ended = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) json_decref);
+        poll_batches = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_ptr_array_unref);
+        poll_ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) json_decref);
         return 0;
 }

@@ -40,8 +40,16 @@ void engine_cmd_call(struct engine *e, json_t *cmd, const char *host, const char
 bool engine_is_transport_error(const GError *error);
 /* The last progress a host's events reported for a running agent job (borrowed), or NULL. */
 json_t *engine_job_event(const char *agent_job_id);
-/* A host's event reported that agent job's end (done, failed, aborted) and its command has not ended yet. */
-bool engine_job_ended(const char *agent_job_id);
+/* The job's final info ({status, error, result …}, borrowed) if an event from host reported its end (done,
+ * failed, aborted) and its command has not ended yet; else NULL. */
+json_t *engine_job_end(const char *agent_job_id, const char *host);
+/* That end is used up (a verification side decided from it). */
+void engine_job_end_forget(const char *agent_job_id);
+/* Asks host about an agent job in the round's one Host.getJobs to that host (sent when the round ends);
+ * the command is busy until the reply, which runs done with the whole answer (job id → info) and extra,
+ * if the command is still active. */
+void engine_cmd_poll_job(struct engine *e, json_t *cmd, const char *host, const char *agent_job_id,
+                         engine_cmd_reply_fn done, void *extra);
 
 /* Creates an active command (returns its id) and queues a round. */
 char *engine_cmd_create(struct engine *e, enum engine_kind kind, const char *parent, const char *job_id,

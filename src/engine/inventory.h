@@ -12,3 +12,6 @@ json_t *engine_disk_volumes(struct engine *e, json_t *disk);
 /* Sums the allocated size of the disk's volumes into its actual_size, through a usable host (asynchronous,
  * best effort). */
 void engine_disk_size_refresh(struct engine *e, const char *disk_id);
+/* The same after a job that copied the disk: from the truesize each of its copies reported (no call), else
+ * as engine_disk_size_refresh. */
+void engine_disk_size_record(struct engine *e, const char *disk_id, const char *job_id);

@@ -22,6 +22,7 @@ static const struct {
         [ENGINE_KIND_REMOVE_VOLUME] = { "remove_volume" },
         [ENGINE_KIND_SPARSIFY_VOLUME] = { "sparsify_volume" },
         [ENGINE_KIND_VERIFY_CHAIN] = { "verify_chain" },
+        [ENGINE_KIND_FINALIZE_UPLOAD] = { "finalize_upload" },
         [ENGINE_KIND_CLONE_STRUCTURE] = { "clone_image_group_volumes_structure" },
         [ENGINE_KIND_COPY_VOLUMES_DATA] = { "copy_image_group_volumes_data" },
         [ENGINE_KIND_COPY_WITH_DATA] = { "copy_image_group_with_data" },

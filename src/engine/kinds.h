@@ -25,6 +25,7 @@ enum engine_kind {
         ENGINE_KIND_REMOVE_VOLUME,
         ENGINE_KIND_SPARSIFY_VOLUME,
         ENGINE_KIND_VERIFY_CHAIN,      /* read-only: Volume.getInfo of each volume (flows/verify_chain.c) */
+        ENGINE_KIND_FINALIZE_UPLOAD,   /* an upload's Host.finalize_image_ticket on the ticket's host (flows/transfer.c) */
         /* composites under a flow */
         ENGINE_KIND_CLONE_STRUCTURE,
         ENGINE_KIND_COPY_VOLUMES_DATA,

@@ -15,7 +15,7 @@
 #include "rest.h"
 #include "service.h"
 #include "sweeper.h"
-#include "transfers.h"
+#include "flows/transfer.h"
 #include "error.h"
 #include "listener.h"
 #include "log.h"

@@ -26,7 +26,7 @@
 #include "httpserve.h"
 #include "restparse.h"
 #include "resttls.h"
-#include "transfers.h"
+#include "api_transfers.h"
 #include "uuid.h"
 
 #define MAX_PATH ENGINE_REST_PATH_MAX

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import struct
@@ -24,6 +25,7 @@ import pytest
 
 from conftest import make_workdir
 from enginetest import EngineCluster, HttpError
+from invariant import read_meta
 from ferrytest import BUILD, MiB, Pki, new_uuid, qemu_img_compare, qemu_io_write, wait_for, write_random_extents
 
 FERRY = os.path.join(BUILD, "src", "cli", "ferry")
@@ -357,6 +359,48 @@ def test_transfer_survives_engine_restart(ec, scratch):
     with open(vol_path(ec, after), "rb") as f:
         data = f.read()
     assert data[:MiB] == first and data[4 * MiB:5 * MiB] == second and data[MiB:4 * MiB] == bytes(3 * MiB)
+
+
+def test_finalize_whose_host_is_lost_across_engine_restart(ec, scratch):
+    """The upload's finalize is a leaf on the engine's job runtime: host,
+    agent job and generation are recorded before Host.finalize_image_ticket.
+    Its host freezes with the call unread, the engine restarts, the host dies
+    and comes back without the job: the restarted engine decides from the
+    volume (still at the recorded generation, no lease holder), fences it
+    (+3) so the lost finalize can never mark it LEGAL, and fails the transfer.
+    The disk stays illegal until an upload succeeds."""
+    disk = create_disk(ec, "lost-finalize", 4 * MiB)
+    t = start_transfer(ec, disk, "upload")
+    assert http("PUT", t["transfer_url"], os.urandom(MiB), {"Content-Range": f"bytes 0-{MiB - 1}/*"})[0] == 200
+    recorded = ec.engine.get(f"/api/disks/{disk['id']}")["volumes"][0]["generation"]
+    agent = ec.agent(t["host"]["name"])
+    mark = max([e["id"] for e in ec.engine.get("/api/events")["events"]], default=0)
+    os.kill(agent.proc.pid, signal.SIGSTOP)
+    try:
+        assert ec.engine.request("POST", f"/api/imagetransfers/{t['id']}/finalize", {})[0] == 202
+        # Recorded and sent (the event comes between the two): the frozen agent never reads it.
+        wait_for(lambda: any(e["id"] > mark and "verifying the upload" in e["message"]
+                             for e in ec.engine.get("/api/events")["events"]), 30, "the finalize to be sent")
+        ec.engine.restart()
+    finally:
+        agent.kill()        # SIGKILL reaches a stopped process: the queued finalize dies unread
+    agent.start_same_port()
+    ended = wait_transfer(ec, t, timeout=120)
+    assert ended["phase"] == "finished_failure" and "fenced" in ended["error"], ended
+    after = ec.engine.get(f"/api/disks/{disk['id']}")
+    assert after["status"] == "illegal" and after["volumes"][0]["legality"] == "ILLEGAL", after
+    meta = read_meta(vol_path(ec, after) + ".meta")
+    assert meta["LEGALITY"] == "ILLEGAL" and int(meta["GEN"]) == (recorded + 3) % 1000, (recorded, meta)
+    ec.wait_ready()
+    ec.wait_lockspaces()
+    # Usable again: a new upload succeeds (from the fenced generation).
+    good = os.path.join(scratch, "good.raw")
+    with open(good, "wb") as f:
+        f.write(os.urandom(4 * MiB))
+    ferry(ec, "disk", "upload", good, "--disk", disk["id"])
+    after = ec.engine.get(f"/api/disks/{disk['id']}")
+    assert after["status"] == "ok" and after["volumes"][0]["legality"] == "LEGAL", after
+    assert open(vol_path(ec, after), "rb").read() == open(good, "rb").read()
 
 
 # ---- the endpoint's parsers, failures mid-request, concurrency (plain HTTP) ----

@@ -193,8 +193,9 @@ void engine_flow_disk_end(struct engine *e, json_t *cmd, json_t *p, bool ok, con
         engine_cmd_finish(e, cmd, ok, error);
         if (engine_store_commit(e->db, &store_error) < 0)
                 goto failed;
+        /* A copy's size from what its copies reported (no call), else read from the hosts. */
         if (ok && refresh)
-                engine_disk_size_refresh(e, refresh);
+                engine_disk_size_record(e, refresh, js(cmd, "job_id"));
         engine_event(e, ok ? "normal" : "warning", js(cmd, "id"), "%s of disk %s %s%s%s", js(cmd, "type"), js(p, "disk"),
                      ok ? "finished" : "failed", error ? ": " : "", error ? error : "");
         return;

@@ -45,11 +45,13 @@ static char *make_copy_data(struct engine *e, json_t *cmd, json_t *p, size_t i)
 {
         json_t *src = json_array_get(json_object_get(p, "src_volumes"), i);
         json_t *dst = json_array_get(json_object_get(p, "volumes"), i);
-        g_autoptr(json_t) cp = json_pack("{s:{s:s, s:s, s:s}, s:{s:s, s:s, s:s}, s:I}",
+        g_autoptr(json_t) cp = json_pack("{s:{s:s, s:s, s:s}, s:{s:s, s:s, s:s}, s:I, s:b}",
                                          "src", "sd", js(p, "src_sd"), "img", js(p, "src_img"), "vol", js(src, "id"),
                                          "dst", "sd", js(p, "sd"), "img", js(p, "img"), "vol", js(dst, "id"),
                                          /* what the scheduler weighs: the estimate if the flow made one, else the capacity */
-                                         "bytes", json_object_get(dst, "bytes") ? ji(dst, "bytes") : ji(dst, "capacity"));
+                                         "bytes", json_object_get(dst, "bytes") ? ji(dst, "bytes") : ji(dst, "capacity"),
+                                         /* made by this flow's structure step, its generation recorded: no read before the copy */
+                                         "dst_created", true);
         json_t *below = json_array();
 
         /* A layer is verified by its guest view (its chain), so only once the layers below it are

@@ -4,8 +4,10 @@
  * create_thin_volume, remove_image, remove_volume, prepare_merge and
  * finalize_merge (on the SPM), copy_data, merge and sparsify_volume (on a
  * host the scheduler picks; "copy" below stands for any of these three: they
- * share the recovery), seal_template_volume (any usable host but the SPM)
- * and checksum_volume (any up host).
+ * share the recovery), seal_template_volume (any usable host but the SPM),
+ * checksum_volume (any up host), and finalize_upload (an image upload's
+ * Host.finalize_image_ticket, on the host that holds the ticket; it
+ * recovers like a copy but is never retried: the ticket lives there only).
  *
  *     ""  ── pick host (SPM / scheduler), read the destination generation (copy) ──┐
  *      ▲          record host, agent job, generation ("sent") BEFORE the call   │
@@ -62,7 +64,8 @@
  */
 bool leaf_host_job(enum engine_kind k)
 {
-        return k == ENGINE_KIND_COPY_DATA || k == ENGINE_KIND_MERGE || k == ENGINE_KIND_SPARSIFY_VOLUME;
+        return k == ENGINE_KIND_COPY_DATA || k == ENGINE_KIND_MERGE || k == ENGINE_KIND_SPARSIFY_VOLUME ||
+               k == ENGINE_KIND_FINALIZE_UPLOAD;
 }
 
 /*
@@ -115,6 +118,8 @@ void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attempts, co
         g_autoptr(GError) store_error = NULL;
         json_t *exclude = json_object_get(old, "exclude");
 
+        if (engine_cmd_kind(cmd) == ENGINE_KIND_FINALIZE_UPLOAD)
+                max_attempts = 1;      /* its ticket (and the uploaded state) is on one host only: no try elsewhere */
         if (persistent(cmd)) {
                 /* A cleanup: retried until done, ever less often (the sweeper is the backstop). */
                 g_autoptr(json_t) later = json_pack("{s:I}", "next_try",
@@ -146,7 +151,7 @@ void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attempts, co
 static GHashTable *last_poll;          /* command id → monotonic µs of its last Host.getJobs (in memory) */
 
 /* From now on the job is asked about no sooner than poll_interval, unless an event reports its end. */
-static void poll_start(const char *cmd_id)
+void leaf_poll_start(const char *cmd_id)
 {
         gint64 *now = g_new(gint64, 1);
 
@@ -164,12 +169,12 @@ const char *leaf_job_noun(json_t *cmd)
         return engine_kind_name(engine_cmd_kind(cmd));
 }
 
-/* Marks the command sent before the call: a restart finds host and agent job recorded. */
-char *leaf_mark_sent(struct engine *e, json_t *cmd, const char *host, gint64 generation)
+/* Marks the command sent before the call (with what `with` adds to its data): a restart finds host and agent job recorded. */
+static char *mark_sent_with(struct engine *e, json_t *cmd, const char *host, gint64 generation, json_t *with)
 {
         char *job_id = fy_uuid_new();
         g_autoptr(json_t) old = jparse(cmd, "data");
-        g_autoptr(json_t) data = json_object();
+        g_autoptr(json_t) data = with ? json_deep_copy(with) : json_object();
 
         /* Whatever the last try learned is stale now; only the hosts to avoid carry over. */
         if (json_object_get(old, "exclude"))
@@ -181,8 +186,13 @@ char *leaf_mark_sent(struct engine *e, json_t *cmd, const char *host, gint64 gen
                 g_free(job_id);
                 return NULL;   /* not recorded: do not call, try again next round */
         }
-        poll_start(js(cmd, "id"));
+        leaf_poll_start(js(cmd, "id"));
         return job_id;
+}
+
+char *leaf_mark_sent(struct engine *e, json_t *cmd, const char *host, gint64 generation)
+{
+        return mark_sent_with(e, cmd, host, generation, NULL);
 }
 
 void leaf_save(struct engine *e, json_t *cmd, json_t *data)
@@ -252,7 +262,7 @@ bool leaf_poll_due(struct engine *e, const char *cmd_id)
 
         if (last && now - *(gint64 *) last < (gint64) e->config.poll_interval * 1000)
                 return false;
-        poll_start(cmd_id);
+        leaf_poll_start(cmd_id);
         return true;
 }
 
@@ -268,17 +278,11 @@ bool leaf_host_is_up(struct engine *e, const char *host)
         return leaf_host_status_is(e, host, "up");
 }
 
-static void on_leaf_jobs(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+/* What the host says of the job (its Host.getJobs entry or its end event; NULL: it does not know it). */
+static void leaf_job_answer(struct engine *e, json_t *cmd, json_t *job)
 {
         g_autoptr(json_t) data = jparse(cmd, "data");
-        json_t *job;
 
-        if (error) {
-                if (leaf_host_job(engine_cmd_kind(cmd)))
-                        leaf_copy_lost(e, cmd, data, error->message);
-                return;        /* an SPM verb: leaf_watch re-checks against the (new) SPM */
-        }
-        job = json_object_get(result, js(cmd, "agent_job_id"));
         if (json_object_get(data, "lost_since")) {
                 engine_event(e, "normal", js(cmd, "id"), "%s: host %s answers again; the job is %s", js(cmd, "type"),
                              js(cmd, "host"), job ? "still known there" : "no longer known there");
@@ -295,6 +299,18 @@ static void on_leaf_jobs(struct engine *e, json_t *cmd, json_t *result, const GE
         leaf_job_finished(e, cmd, job);
 }
 
+static void on_leaf_jobs(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        if (error) {
+                g_autoptr(json_t) data = jparse(cmd, "data");
+
+                if (leaf_host_job(engine_cmd_kind(cmd)))
+                        leaf_copy_lost(e, cmd, data, error->message);
+                return;        /* an SPM verb: leaf_watch re-checks against the (new) SPM */
+        }
+        leaf_job_answer(e, cmd, json_object_get(result, js(cmd, "agent_job_id")));
+}
+
 static void on_abort_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
 {
         if (error)
@@ -305,6 +321,7 @@ static void on_abort_sent(struct engine *e, json_t *cmd, json_t *result, const G
 static void leaf_watch(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) data = jparse(cmd, "data");
+        g_autoptr(json_t) ended = NULL;
         json_t *cached;
 
         if (ji(data, "next_try") > engine_now())
@@ -367,18 +384,20 @@ static void leaf_watch(struct engine *e, json_t *cmd)
                 if (!spm)
                         return;        /* wait for the election */
         }
-        /* Events only bring progress early; the state always comes from Host.getJobs,
-         * so a lost final event (reconnect, crash) cannot leave a command waiting. */
+        /* The host's end event is its final answer: decided in this round, without a call. */
+        ended = json_incref(engine_job_end(js(cmd, "agent_job_id"), js(cmd, "host")));   /* ours: the entry goes when the command ends */
+        if (ended) {
+                leaf_job_answer(e, cmd, ended);
+                return;
+        }
         cached = engine_job_event(js(cmd, "agent_job_id"));
         if (cached && g_strcmp0(js(cached, "status"), "running") == 0)
                 leaf_job_finished(e, cmd, cached);
-        /* Asked when an event reported the job's end, else once per poll_interval: every other
-         * command's progress queues rounds, and a call per round per job was most of a move's calls. */
-        if (!engine_job_ended(js(cmd, "agent_job_id")) && !leaf_poll_due(e, js(cmd, "id")))
+        /* No end event: asked once per poll_interval, in the round's one Host.getJobs to its host,
+         * so a lost end event (reconnect, crash, engine restart) cannot leave a command waiting. */
+        if (!leaf_poll_due(e, js(cmd, "id")))
                 return;
-        engine_cmd_call(e, cmd, js(cmd, "host"), "Host.getJobs",
-                 json_pack("{s:[s]}", "job_ids", js(cmd, "agent_job_id")),
-                 e->config.host_timeout, on_leaf_jobs, NULL, NULL);
+        engine_cmd_poll_job(e, cmd, js(cmd, "host"), js(cmd, "agent_job_id"), on_leaf_jobs, NULL);
 }
 
 /*
@@ -556,21 +575,13 @@ static json_t *host_job_params(json_t *p, enum engine_kind kind, const char *job
                          "destination", endpoint(dst, gen));
 }
 
-static void on_copy_generation(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+/* Records host, job and the destination's generation (assumed: known without a read), then starts the job. */
+static void host_job_send(struct engine *e, json_t *cmd, const char *host, gint64 gen, bool assumed)
 {
-        const char *host = extra;
         g_autoptr(json_t) p = jparse(cmd, "params");
-        g_autofree char *job_id = NULL;
-        gint64 gen;
+        g_autoptr(json_t) with = assumed ? json_pack("{s:b}", "generation_assumed", true) : NULL;
+        g_autofree char *job_id = mark_sent_with(e, cmd, host, gen, with);
 
-        if (error) {
-                if (engine_is_transport_error(error))
-                        return;        /* try again next round, maybe on another host */
-                leaf_finish(e, cmd, false, error->message);
-                return;
-        }
-        gen = json_integer_value(json_object_get(result, "generation"));
-        job_id = leaf_mark_sent(e, cmd, host, gen);
         if (!job_id)
                 return;
         engine_step_update(e, js(cmd, "step_id"), "started", 0, host);
@@ -579,12 +590,46 @@ static void on_copy_generation(struct engine *e, json_t *cmd, json_t *result, co
                         NULL);
 }
 
+static void on_copy_generation(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        const char *host = extra;
+
+        if (error) {
+                if (engine_is_transport_error(error))
+                        return;        /* try again next round, maybe on another host */
+                leaf_finish(e, cmd, false, error->message);
+                return;
+        }
+        host_job_send(e, cmd, host, json_integer_value(json_object_get(result, "generation")), false);
+}
+
+/*
+ * The generation of a copy's destination without a read: on its first try,
+ * into a volume this flow created (params.dst_created), whose generation
+ * the create recorded in its row (0 when made, what storage said when it
+ * existed already). Any retry reads it: a fence (+3), a failed or aborted
+ * try, a verification that marked it ILLEGAL may have moved it.
+ */
+static gint64 copy_known_generation(struct engine *e, json_t *cmd, json_t *p)
+{
+        json_t *dst = json_object_get(p, "dst");
+        gint64 gen = -1;
+
+        if (engine_cmd_kind(cmd) != ENGINE_KIND_COPY_DATA || ji(cmd, "attempts") > 0 ||
+            !json_is_true(json_object_get(p, "dst_created")))
+                return -1;
+        if (engine_store_volume_generation(e->db, js(dst, "vol"), js(dst, "sd"), &gen, NULL) < 0)
+                return -1;
+        return gen;
+}
+
 static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
 {
         g_autoptr(json_t) data = jparse(cmd, "data");
         g_autofree char *host = NULL;
         g_autoptr(json_t) dc = NULL;
         json_t *dst = json_object_get(p, "dst");
+        gint64 known;
         double bytes;
 
         if (ji(cmd, "cancel")) {
@@ -605,6 +650,11 @@ static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
                 engine_step_wait(e, js(cmd, "step_id"), "waiting for a host");
                 return;
         }
+        known = copy_known_generation(e, cmd, p);
+        if (known >= 0) {
+                host_job_send(e, cmd, host, known, true);    /* recorded as its host's job: the next pick sees it */
+                return;
+        }
         /* Counted against the host from now on, so this round's next pick sees it. */
         g_hash_table_replace(e->picking, g_strdup(js(cmd, "id")), engine_pick_new(host, bytes));
         dc = engine_store_dc_get(e->db, e->dc_id, NULL);
@@ -612,6 +662,31 @@ static void copy_data_start(struct engine *e, json_t *cmd, json_t *p)
                  json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID", js(dst, "sd"),
                            "imageID", js(dst, "img"), "volumeID", js(dst, "vol")),
                  e->config.host_timeout, on_copy_generation, g_strdup(host), g_free);
+}
+
+/*
+ * finalize_upload {transfer, dst} (made by flows/transfer.c): sent to the
+ * ticket's host with the generation the ticket recorded; the ticket (a
+ * bearer secret) is read from the transfer, never kept in the command's
+ * params.
+ */
+static void finalize_upload_start(struct engine *e, json_t *cmd, json_t *p)
+{
+        g_autoptr(json_t) row = engine_store_transfer_get(e->db, js(p, "transfer"), NULL);
+        g_autofree char *job_id = NULL;
+
+        if (!row || strcmp(js(row, "phase"), "finalizing_success") != 0) {
+                leaf_finish(e, cmd, false, "its image transfer is no longer being finalized");
+                return;
+        }
+        job_id = leaf_mark_sent(e, cmd, js(row, "host"), ji(row, "generation"));
+        if (!job_id)
+                return;
+        engine_event(e, "normal", js(cmd, "id"), "verifying the upload into volume %s on host %s (generation %"
+                     G_GINT64_FORMAT ")", js(row, "vol_id"), js(row, "host"), ji(row, "generation"));
+        engine_cmd_call(e, cmd, js(row, "host"), "Host.finalize_image_ticket",
+                        json_pack("{s:s, s:s}", "uuid", js(row, "ticket"), "job_id", job_id),
+                        e->config.host_timeout, leaf_on_sent, NULL, NULL);
 }
 
 static void on_finalize_verify(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
@@ -639,6 +714,13 @@ static void finalize_verify(struct engine *e, json_t *cmd, const char *why)
                  e->config.host_timeout, on_finalize_verify, g_strdup(why), g_free);
 }
 
+static bool generation_assumed(json_t *cmd)
+{
+        g_autoptr(json_t) data = jparse(cmd, "data");
+
+        return json_is_true(json_object_get(data, "generation_assumed"));
+}
+
 /* The job is known to the host: running → progress, done/failed → finish. */
 void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
 {
@@ -649,21 +731,32 @@ void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
         if (strcmp(status, "done") == 0) {
                 if (leaf_creates_volume(kind)) {
                         g_autoptr(json_t) p = jparse(cmd, "params");
+                        /* Made by this job: generation 0; found made before: what storage said. A first
+                         * copy into it needs no read of it then (copy_known_generation). */
+                        gint64 gen = json_is_integer(json_object_get(job, "generation")) ? ji(job, "generation") : 0;
 
                         /* A copy's destination stays ILLEGAL in the inventory until its data is there. */
-                        if ((json_is_true(json_object_get(p, "legal_when_created")) ||
-                             kind == ENGINE_KIND_CREATE_THIN_VOLUME) &&
-                            engine_store_volume_set_legal(e->db, js(p, "vol"), js(p, "sd"), -1, &store_error) < 0) {
+                        if (((json_is_true(json_object_get(p, "legal_when_created")) ||
+                              kind == ENGINE_KIND_CREATE_THIN_VOLUME) &&
+                             engine_store_volume_set_legal(e->db, js(p, "vol"), js(p, "sd"), -1, &store_error) < 0) ||
+                            engine_store_volume_set_generation(e->db, js(p, "vol"), js(p, "sd"), gen, &store_error) < 0) {
                                 engine_not_recorded(&store_error, "the volume's legality", js(cmd, "id"));
                                 return;        /* decided again from the job next round */
                         }
                 }
                 if (leaf_host_job(kind)) {
                         g_autoptr(json_t) p = jparse(cmd, "params");
+                        g_autoptr(json_t) data = jparse(cmd, "data");
                         json_t *dst = json_object_get(p, "dst");
+                        json_t *size = json_object_get(json_object_get(job, "result"), "truesize");
 
-                        if (leaf_verify_begin(e, cmd))
+                        /* Kept with the command: the flow's end records the disk's size from it (inventory.c). */
+                        if (kind == ENGINE_KIND_COPY_DATA && json_is_integer(size) && json_integer_value(size) >= 0)
+                                json_object_set(data, "truesize", size);
+                        if (leaf_verify_begin(e, cmd, data))
                                 return;        /* declared done once both sides hash the same */
+                        if (json_object_get(data, "truesize"))
+                                leaf_save(e, cmd, data);
                         if (engine_store_volume_set_legal(e->db, js(dst, "vol"), js(dst, "sd"),
                                                           engine_generation_done(ji(cmd, "generation")), &store_error) < 0) {
                                 engine_not_recorded(&store_error, "the volume's legality", js(cmd, "id"));
@@ -700,6 +793,12 @@ void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                         engine_cmd_finish(e, cmd, true, NULL);        /* already gone */
                         return;
                 }
+                if (kind == ENGINE_KIND_COPY_DATA && code == FY_ERR_GENERATION_MISMATCH && generation_assumed(cmd)) {
+                        /* The generation was not read (copy_known_generation) and is not what the inventory
+                         * said: read it and copy again rather than fail the copy on the engine's mistake. */
+                        leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, false);
+                        return;
+                }
                 if (kind == ENGINE_KIND_FINALIZE_MERGE && code == FY_ERR_MERGE && ji(cmd, "attempts") > 1) {
                         /* A resend after an SPM change: the first one may have finished (base then has
                          * two children, top and the re-pointed one): storage decides. */
@@ -721,6 +820,8 @@ void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
         } else {
                 double progress = json_number_value(json_object_get(job, "progress"));
 
+                if (!js(cmd, "step_id"))
+                        return;        /* a finalize: its job shows the transfer's progress, not the check's */
                 engine_step_progress(e, js(cmd, "step_id"), progress, job);
                 engine_job_progress_refresh(e, js(cmd, "job_id"));
                 if (leaf_host_job(kind) && (strcmp(status, "running") == 0 || strcmp(status, "aborting") == 0))
@@ -755,6 +856,9 @@ static void leaf_advance(struct engine *e, json_t *cmd)
         case ENGINE_KIND_CHECKSUM_VOLUME:
                 leaf_checksum_start(e, cmd, p);
                 break;
+        case ENGINE_KIND_FINALIZE_UPLOAD:
+                finalize_upload_start(e, cmd, p);
+                break;
         case ENGINE_KIND_PREPARE_MERGE:
         case ENGINE_KIND_FINALIZE_MERGE:
         case ENGINE_KIND_REMOVE_VOLUME:
@@ -778,4 +882,5 @@ void engine_flow_job_init(void)
         engine_flow_register(ENGINE_KIND_CHECKSUM_VOLUME, leaf_advance, false);
         engine_flow_register(ENGINE_KIND_CREATE_THIN_VOLUME, leaf_advance, false);
         engine_flow_register(ENGINE_KIND_SEAL_TEMPLATE_VOLUME, leaf_advance, false);
+        engine_flow_register(ENGINE_KIND_FINALIZE_UPLOAD, leaf_advance, false);
 }

@@ -42,6 +42,9 @@ void leaf_later(struct engine *e, json_t *cmd, json_t *data, gint64 seconds);
 gint64 leaf_backoff(gint64 attempt);
 /* The reply to the call that starts an agent job. */
 void leaf_on_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra);
+/* key (a command, or a command's side) is asked about no sooner than poll_interval from now, unless an event
+ * reports its job's end. */
+void leaf_poll_start(const char *key);
 /* key was asked about at least poll_interval ago (or never): true, and counts a poll now. */
 bool leaf_poll_due(struct engine *e, const char *key);
 /* The host's recorded status is status (a host not in the inventory is "gone"). */
@@ -73,8 +76,9 @@ bool leaf_stall_retry(json_t *cmd);
 bool leaf_stall_fence(struct engine *e, json_t *cmd, json_t *data);
 
 /* ---- flows/verify.c ---- */
-/* A copy's job ended done: with verify_copies, records both checksums to take (true) instead of ending now. */
-bool leaf_verify_begin(struct engine *e, json_t *cmd);
+/* A copy's job ended done: with verify_copies, records both checksums to take in data (saved; true) and
+ * sends them, instead of ending now. */
+bool leaf_verify_begin(struct engine *e, json_t *cmd, json_t *data);
 /* A round of a copy being verified (data.verify). */
 void leaf_verify_watch(struct engine *e, json_t *cmd, json_t *data);
 /* checksum_volume: Volume.checksum on any up host. */

@@ -276,7 +276,9 @@ static void on_created_verify(struct engine *e, json_t *cmd, json_t *result, con
                 return;
         p = jparse(cmd, "params");
         if (result && g_strcmp0(js(result, "legality"), "LEGAL") == 0 && volume_matches(result, p)) {
-                g_autoptr(json_t) done = json_pack("{s:s}", "status", "done");
+                /* Its generation as found: a copy into it starts from that, not from 0. */
+                g_autoptr(json_t) done = json_pack("{s:s, s:I}", "status", "done", "generation",
+                                                   (json_int_t) ji(result, "generation"));
 
                 leaf_job_finished(e, cmd, done);
                 return;

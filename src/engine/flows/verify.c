@@ -36,6 +36,10 @@
 
 static const char *const verify_sides[] = { "src", "dst" };
 
+static void verify_send(struct engine *e, json_t *cmd, json_t *data);
+static bool verify_below_ready(struct engine *e, json_t *cmd);
+static void on_checksum_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra);
+
 static json_t *checksum_params(json_t *ep, const char *job_id, gint64 generation)
 {
         json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "job_id", job_id, "sd_id", js(ep, "sd"),
@@ -56,11 +60,11 @@ static json_t *verify_side_new(const char *host, gint64 generation)
         return s;
 }
 
-/* Starts verification of a copy whose job is done; false when it is off for this copy. */
-bool leaf_verify_begin(struct engine *e, json_t *cmd)
+/* Starts verification of a copy whose job is done (data: the command's, as it is to be saved); false when
+ * it is off for this copy. */
+bool leaf_verify_begin(struct engine *e, json_t *cmd, json_t *data)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
-        g_autoptr(json_t) data = jparse(cmd, "data");
         g_autofree char *dst_host = NULL;
         const char *copier = js(cmd, "host");
 
@@ -78,8 +82,7 @@ bool leaf_verify_begin(struct engine *e, json_t *cmd)
         engine_event(e, "normal", js(cmd, "id"), "copy of volume %s done on host %s; verifying: source on host %s, "
                      "destination on host %s", js(json_object_get(p, "src"), "vol"), copier,
                      js(json_object_get(json_object_get(data, "verify"), "src"), "host"), dst_host);
-        leaf_save(e, cmd, data);       /* recorded before any checksum is sent; the next round sends them */
-        engine_kick(e);
+        verify_send(e, cmd, data);     /* recorded before any checksum is sent */
         return true;
 }
 
@@ -105,6 +108,7 @@ static void verify_side_retry(struct engine *e, json_t *cmd, json_t *data, const
         json_object_set_new(s, "host", json_string(host));
         json_object_set_new(s, "job", json_string(job));
         json_object_set_new(s, "tries", json_integer(ji(s, "tries") + 1));
+        json_object_del(s, "sent");
         leaf_later(e, cmd, data, 1);
 }
 
@@ -184,43 +188,44 @@ static void on_checksum_sent(struct engine *e, json_t *cmd, json_t *result, cons
                 verify_side_retry(e, cmd, data, side, error->message);
 }
 
-static void on_verify_jobs(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+static void checksum_send(struct engine *e, json_t *cmd, json_t *p, json_t *s, const char *side)
 {
-        const char *side = extra;
-        g_autoptr(json_t) data = jparse(cmd, "data");
-        g_autoptr(json_t) p = NULL;
+        engine_cmd_call(e, cmd, js(s, "host"), "Volume.checksum",
+                 checksum_params(json_object_get(p, side), js(s, "job"),
+                                 json_is_integer(json_object_get(s, "generation")) ? ji(s, "generation") : -1),
+                 e->config.host_timeout, on_checksum_sent, (void *) side, NULL);
+}
+
+/*
+ * A side's checksum job as its host reports it (its Host.getJobs entry or
+ * its end event; NULL: the host does not know it). true when the command
+ * went on (decided, retried, ended): nothing more of it this round.
+ */
+static bool verify_side_answer(struct engine *e, json_t *cmd, json_t *data, const char *side, json_t *job)
+{
         json_t *v = json_object_get(data, "verify");
         json_t *s = json_object_get(v, side);
-        json_t *job;
 
-        if (!s || json_is_true(json_object_get(data, "mismatch")) || js(s, "checksum"))
-                return;        /* this round's answer came late */
-        if (error) {
-                if (!leaf_host_is_up(e, js(s, "host")))
-                        verify_side_retry(e, cmd, data, side, error->message);
-                return;        /* asked again next round */
-        }
-        job = json_object_get(result, js(s, "job"));
         if (!job) {
-                /* Not sent yet (recorded first), or sent before a restart and lost with an agent restart. */
-                p = jparse(cmd, "params");
-                engine_cmd_call(e, cmd, js(s, "host"), "Volume.checksum",
-                         checksum_params(json_object_get(p, side), js(s, "job"),
-                                         json_is_integer(json_object_get(s, "generation")) ? ji(s, "generation") : -1),
-                         e->config.host_timeout, on_checksum_sent, (void *) side, NULL);
-                return;
+                /* Sent before a restart and lost with an agent restart (or never arrived): again. */
+                g_autoptr(json_t) p = jparse(cmd, "params");
+
+                checksum_send(e, cmd, p, s, side);
+                return false;
         }
         if (g_strcmp0(js(job, "status"), "done") == 0) {
                 json_t *res = json_object_get(job, "result");
 
                 if (!js(res, "checksum") || strlen(js(res, "checksum")) > 256) {
                         verify_side_retry(e, cmd, data, side, "the host's checksum job has no usable result");
-                        return;
+                        return true;
                 }
                 json_object_set_new(s, "checksum", json_string(js(res, "checksum")));
                 leaf_save(e, cmd, data);
-                if (js(json_object_get(v, "src"), "checksum") && js(json_object_get(v, "dst"), "checksum"))
+                if (js(json_object_get(v, "src"), "checksum") && js(json_object_get(v, "dst"), "checksum")) {
                         verify_decide(e, cmd, data);
+                        return true;
+                }
         } else if (g_strcmp0(js(job, "status"), "failed") == 0 || g_strcmp0(js(job, "status"), "aborted") == 0) {
                 json_t *err = json_object_get(job, "error");
                 g_autofree char *why = g_strdup_printf("%s (code %" G_GINT64_FORMAT ")",
@@ -229,9 +234,65 @@ static void on_verify_jobs(struct engine *e, json_t *cmd, json_t *result, const 
                 if (strcmp(side, "dst") == 0 && ji(err, "code") == FY_ERR_GENERATION_MISMATCH) {
                         /* Someone wrote the destination after this copy: what was copied is not there any more. */
                         leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, false);
-                        return;
+                        return true;
                 }
                 verify_side_retry(e, cmd, data, side, why);
+                return true;
+        }
+        return false;
+}
+
+static void on_verify_jobs(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        const char *side = extra;
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        json_t *s = json_object_get(json_object_get(data, "verify"), side);
+
+        if (!s || json_is_true(json_object_get(data, "mismatch")) || js(s, "checksum"))
+                return;        /* this round's answer came late */
+        if (error) {
+                if (!leaf_host_is_up(e, js(s, "host")))
+                        verify_side_retry(e, cmd, data, side, error->message);
+                return;        /* asked again next round */
+        }
+        verify_side_answer(e, cmd, data, side, json_object_get(result, js(s, "job")));
+}
+
+/*
+ * Sends the checksums not sent yet, once the layers below are verified:
+ * "sent" is recorded first, so a side recorded as sent is asked about
+ * (Host.getJobs) after a restart, and one that is not is simply sent.
+ */
+static void verify_send(struct engine *e, json_t *cmd, json_t *data)
+{
+        json_t *v = json_object_get(data, "verify");
+        g_autoptr(json_t) p = NULL;
+        bool send[G_N_ELEMENTS(verify_sides)] = { false };
+        bool any = false;
+
+        if (!verify_below_ready(e, cmd)) {
+                leaf_save(e, cmd, data);       /* the record (a new verification); sent when they are */
+                return;
+        }
+        for (size_t i = 0; i < G_N_ELEMENTS(verify_sides); i++) {
+                json_t *s = json_object_get(v, verify_sides[i]);
+
+                if (!js(s, "checksum") && !json_is_true(json_object_get(s, "sent"))) {
+                        json_object_set_new(s, "sent", json_true());
+                        send[i] = any = true;
+                }
+        }
+        if (!any)
+                return;
+        leaf_save(e, cmd, data);
+        p = jparse(cmd, "params");
+        for (size_t i = 0; i < G_N_ELEMENTS(verify_sides); i++) {
+                g_autofree char *key = g_strdup_printf("%s/%s", js(cmd, "id"), verify_sides[i]);
+
+                if (!send[i])
+                        continue;
+                leaf_poll_start(key);  /* asked about at its end event, or after poll_interval */
+                checksum_send(e, cmd, p, json_object_get(v, verify_sides[i]), verify_sides[i]);
         }
 }
 
@@ -281,13 +342,26 @@ void leaf_verify_watch(struct engine *e, json_t *cmd, json_t *data)
                         verify_side_retry(e, cmd, data, verify_sides[i], "the host is not up");
                         return;
                 }
-                /* Like a copy's job: asked when an event reports its end, else once per poll_interval. */
+        }
+        verify_send(e, cmd, data);     /* what is not sent yet (a retried side, upper layers now ready) */
+        for (size_t i = 0; i < G_N_ELEMENTS(verify_sides); i++) {
+                json_t *s = json_object_get(v, verify_sides[i]);
                 g_autofree char *key = g_strdup_printf("%s/%s", js(cmd, "id"), verify_sides[i]);
+                g_autoptr(json_t) ended = NULL;
 
-                if (!engine_job_ended(js(s, "job")) && !leaf_poll_due(e, key))
+                if (js(s, "checksum"))
                         continue;
-                engine_cmd_call(e, cmd, js(s, "host"), "Host.getJobs", json_pack("{s:[s]}", "job_ids", js(s, "job")),
-                         e->config.host_timeout, on_verify_jobs, (void *) verify_sides[i], NULL);
+                /* Like a copy's job: decided from its end event, else asked once per poll_interval. */
+                ended = json_incref(engine_job_end(js(s, "job"), js(s, "host")));
+                if (ended) {
+                        engine_job_end_forget(js(s, "job"));
+                        if (verify_side_answer(e, cmd, data, verify_sides[i], ended))
+                                return;
+                        continue;
+                }
+                if (!leaf_poll_due(e, key))
+                        continue;
+                engine_cmd_poll_job(e, cmd, js(s, "host"), js(s, "job"), on_verify_jobs, (void *) verify_sides[i]);
         }
 }
 

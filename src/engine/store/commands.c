@@ -67,6 +67,12 @@ json_t *engine_store_cmd_of_job(struct engine_store *st, const char *job, GError
         return store_query_one(st, error, "SELECT * FROM commands WHERE job_id = ? AND parent_id IS NULL", "s", job);
 }
 
+json_t *engine_store_cmd_list_of_job(struct engine_store *st, const char *job, const char *type, GError **error)
+{
+        return store_query(st, error, "SELECT * FROM commands WHERE job_id = ? AND type = ? ORDER BY created, rowid",
+                           "ss", job, type);
+}
+
 int engine_store_cmd_set_phase(struct engine_store *st, const char *id, const char *phase, json_t *data, gint64 now,
                                GError **error)
 {

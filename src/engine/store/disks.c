@@ -155,3 +155,26 @@ int engine_store_volume_set_illegal(struct engine_store *st, const char *id, con
 {
         return store_exec(st, error, "UPDATE volumes SET legality = 'ILLEGAL' WHERE id = ? AND sd_id = ?", "ss", id, sd);
 }
+
+int engine_store_volume_generation(struct engine_store *st, const char *id, const char *sd, gint64 *ret, GError **error)
+{
+        g_autoptr(GError) local = NULL;
+        g_autoptr(json_t) row = store_query_one(st, &local, "SELECT generation FROM volumes WHERE id = ? AND sd_id = ?",
+                                                "ss", id, sd);
+
+        if (local) {
+                g_propagate_error(error, g_steal_pointer(&local));
+                return -EIO;
+        }
+        if (!row || !json_is_integer(json_object_get(row, "generation")))
+                return -ENOENT;
+        *ret = json_integer_value(json_object_get(row, "generation"));
+        return 0;
+}
+
+int engine_store_volume_set_generation(struct engine_store *st, const char *id, const char *sd, gint64 generation,
+                                       GError **error)
+{
+        return store_exec(st, error, "UPDATE volumes SET generation = ? WHERE id = ? AND sd_id = ?", "iss",
+                          generation, id, sd);
+}

@@ -212,6 +212,12 @@ int engine_store_volume_set_legal(struct engine_store *st, const char *id, const
 /* The volume row's legality ("LEGAL", "ILLEGAL"), NULL if there is no such row. */
 char *engine_store_volume_legality(struct engine_store *st, const char *id, const char *sd, GError **error) STORE_MUST;
 int engine_store_volume_set_illegal(struct engine_store *st, const char *id, const char *sd, GError **error) STORE_MUST;
+/* The generation the inventory records for a volume (*ret untouched when there is no such row: -ENOENT). */
+int engine_store_volume_generation(struct engine_store *st, const char *id, const char *sd, gint64 *ret,
+                                   GError **error) STORE_MUST;
+/* Records a volume's generation as storage has it (its legality unchanged). */
+int engine_store_volume_set_generation(struct engine_store *st, const char *id, const char *sd, gint64 generation,
+                                       GError **error) STORE_MUST;
 
 /* ---- jobs and steps (jobs.c) ---- */
 /* correlation_id: the REST request's that started it (NULL: none). */
@@ -252,6 +258,8 @@ json_t *engine_store_cmd_get(struct engine_store *st, const char *id, GError **e
 json_t *engine_store_cmd_active(struct engine_store *st, GError **error) STORE_MUST;
 /* The top-level command of a job. */
 json_t *engine_store_cmd_of_job(struct engine_store *st, const char *job, GError **error) STORE_MUST;
+/* The job's commands of one type (a kind's stored name), oldest first. */
+json_t *engine_store_cmd_list_of_job(struct engine_store *st, const char *job, const char *type, GError **error) STORE_MUST;
 int engine_store_cmd_set_phase(struct engine_store *st, const char *id, const char *phase, json_t *data, gint64 now,
                                GError **error) STORE_MUST;
 /* Back to phase "" without host and agent job, with data. */
