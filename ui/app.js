@@ -9,7 +9,7 @@ const CHUNK = 8 * 1024 * 1024;          // the agent's transfer_max_request
 const MiB = 1024 * 1024, GiB = 1024 * MiB;
 
 const S = { token: sessionStorage.getItem(TOKEN_KEY), user: null, role: null, view: null, changed: null,
-            refreshing: false, again: false, lists: {} };
+            refreshing: false, again: false, lists: {}, pages: {} };
 
 // ---- DOM helpers: text goes in as text, never as markup ----
 function h(tag, attrs, ...kids) {
@@ -316,12 +316,33 @@ async function pollUntil(fn, what, ms) {
   }
 }
 
+// The long lists come a page at a time (GET ...?max=N&page=TOKEN, keyset pages): a view shows
+// S.pages[key] pages (one at first) and a "More" button under the table reads one more. A redraw
+// reads the pages shown again, so live changes reach every row on screen.
+const PAGE_ROWS = 100;
+async function getPaged(path, key, rows) {
+  const per = rows || PAGE_ROWS;
+  let all = [], token = null;
+  for (let i = 0; i < (S.pages[key] || 1); i++) {
+    const r = await get(`${path}?max=${per}${token ? "&page=" + encodeURIComponent(token) : ""}`);
+    all = all.concat(r[key]);
+    token = r.next;
+    if (!token) break;
+  }
+  return { rows: all, more: !!token };
+}
+function withMore(key, node, more) {
+  if (!more) return node;
+  return h("div", {}, node, button("More", () => { S.pages[key] = (S.pages[key] || 1) + 1; refresh(); },
+    { id: `more-${key}`, "aria-label": `Show more ${key}` }));
+}
+
 const VIEWS = {
   hosts: {
     title: "Hosts", tables: ["hosts"],
     async data() {
-      const { hosts } = await get("/api/hosts");
-      return table("Hosts", ["Name", "Address", "Status", "SPM", "Jobs (running / limit)", "Copy rate / cap", "Actions"],
+      const { rows: hosts, more } = await getPaged("/api/hosts", "hosts");
+      return withMore("hosts", table("Hosts", ["Name", "Address", "Status", "SPM", "Jobs (running / limit)", "Copy rate / cap", "Actions"],
         hosts.map((x) => {
           const st = x.stats || {};
           return [x.name, `${x.address}:${x.port}`, x.status, x.spm ? "SPM" : "",
@@ -333,7 +354,7 @@ const VIEWS = {
                        { id: `activate-${x.id}`, "aria-label": `Activate host ${x.name}` }) :
                 button("Maintenance", () => act(`Maintenance of ${x.name}`, () => api("POST", `/api/hosts/${x.id}/deactivate`)),
                        { id: `deactivate-${x.id}`, "aria-label": `Put host ${x.name} in maintenance` })) : ""];
-        }), "No hosts.");
+        }), "No hosts."), more);
     },
   },
   storage: {
@@ -374,9 +395,9 @@ const VIEWS = {
       return [create, upload];
     },
     async data(changed) {
-      const { disks } = await get("/api/disks");
+      const { rows: disks, more } = await getPaged("/api/disks", "disks");
       const steps = await jobSteps(this, disks.filter((d) => d.job).map((d) => d.job.id), changed);
-      return table("Disks", ["Name", "Status", "Format", "Size", "Storage domain", "Actions"],
+      return withMore("disks", table("Disks", ["Name", "Status", "Format", "Size", "Storage domain", "Actions"],
         disks.map((d) => [
           d.name,
           diskStatus(d, d.job && steps[d.job.id]),
@@ -384,7 +405,7 @@ const VIEWS = {
           `${size(d.provisioned_size)} (${size(d.actual_size)} used)`,
           (d.storage_domains || []).map((s) => domainName(s.id)).join(", "),
           can("operator") ? diskActions(d) : "",
-        ]), "No disks yet.");
+        ]), "No disks yet."), more);
     },
   },
   vms: {
@@ -407,7 +428,7 @@ const VIEWS = {
         h("button", { type: "submit", id: "vm-create" }, "Create"))];
     },
     async data(changed) {
-      const [{ vms }, { disks }] = await Promise.all([get("/api/vms"), get("/api/disks")]);
+      const [{ rows: vms, more }, { disks }] = await Promise.all([getPaged("/api/vms", "vms"), get("/api/disks")]);
       // Each VM's snapshots are read again only when the snapshots table changed, or the VM is new here.
       const old = changed("snapshots") ? {} : (this.snaps || {});
       const snaps = {};
@@ -418,7 +439,7 @@ const VIEWS = {
       this.snaps = snaps;
       const dname = (id) => (disks.find((d) => d.id === id) || { name: id }).name;
       const free = disks.filter((d) => d.status === "ok" && !vms.some((v) => (v.disk_attachments || []).some((a) => a.disk.id === d.id)));
-      return table("VMs", ["Name", "Status", "Disks", "Snapshots", "Actions"],
+      return withMore("vms", table("VMs", ["Name", "Status", "Disks", "Snapshots", "Actions"],
         vms.map((v) => [
           v.name,
           v.status,
@@ -443,28 +464,28 @@ const VIEWS = {
             button("Delete", () => openDialog(`Delete VM ${v.name} and its disks?`, [], "Delete",
               () => act(`Deleting ${v.name}`, () => api("DELETE", `/api/vms/${v.id}`))),
               { id: `delete-vm-${v.id}`, class: "danger", "aria-label": `Delete VM ${v.name}` })) : "",
-        ]), "No VMs yet.");
+        ]), "No VMs yet."), more);
     },
   },
   templates: {
     title: "Templates", tables: ["templates", "disk_attachments"],
     async data() {
-      const { templates } = await get("/api/templates");
-      return table("Templates", ["Name", "Status", "Made from VM", "Disks", "Created", "Actions"],
+      const { rows: templates, more } = await getPaged("/api/templates", "templates");
+      return withMore("templates", table("Templates", ["Name", "Status", "Made from VM", "Disks", "Created", "Actions"],
         templates.map((t) => [t.name, t.status, t.vm ? t.vm.id : "", String((t.disk_attachments || []).length),
           time(t.creation_time),
           can("operator") ? button("Delete", () => openDialog(`Delete template ${t.name}?`, [], "Delete",
             () => act(`Deleting ${t.name}`, () => api("DELETE", `/api/templates/${t.id}`))),
             { id: `delete-template-${t.id}`, class: "danger", "aria-label": `Delete template ${t.name}` }) : ""]),
-        "No templates yet.");
+        "No templates yet."), more);
     },
   },
   jobs: {
     title: "Jobs", tables: ["jobs", "steps"],
     async data(changed) {
-      const jobs = (await get("/api/jobs")).jobs.slice(0, 50);
+      const { rows: jobs, more } = await getPaged("/api/jobs", "jobs", 50);
       const steps = await jobSteps(this, jobs.slice(0, 20).map((j) => j.id), changed);
-      return table("Jobs", ["Job", "Status", "Progress", "Duration", "Steps", "Actions"],
+      return withMore("jobs", table("Jobs", ["Job", "Status", "Progress", "Duration", "Steps", "Actions"],
         jobs.map((j) => [
           j.description,
           j.status,
@@ -476,7 +497,7 @@ const VIEWS = {
           can("operator") && j.status === "started" ?
             button("Cancel", () => act(`Cancelling ${j.description}`, () => api("POST", `/api/jobs/${j.id}/cancel`)),
                    { id: `cancel-${j.id}`, class: "danger", "aria-label": `Cancel job ${j.description}` }) : "",
-        ]), "No jobs yet.");
+        ]), "No jobs yet."), more);
     },
   },
   events: {
@@ -488,14 +509,14 @@ const VIEWS = {
         field("Severity", select("severity", [["", "any"], ["normal", "normal"], ["warning", "warning"]], { id: "event-severity" })))];
     },
     async data() {
-      const { events } = await get("/api/events");
+      const { rows: events, more } = await getPaged("/api/events", "events");
       const f = $("#event-filter");
       const text = f ? f.text.value.toLowerCase() : "";
       const sev = f ? f.severity.value : "";
       const shown = events.filter((e) => (!sev || e.severity === sev) && (!text || e.message.toLowerCase().includes(text)));
-      return table("Events", ["Time", "Severity", "Message", "User"],
+      return withMore("events", table("Events", ["Time", "Severity", "Message", "User"],
         shown.map((e) => [time(e.time), h("span", { class: e.severity === "warning" ? "error" : "" }, e.severity),
-                          e.message, e.user_name || ""]), "No events match.");
+                          e.message, e.user_name || ""]), "No events match."), more);
     },
   },
 };

@@ -4,11 +4,12 @@
  *
  * The calling thread walks the source's extents (SEEK_DATA/SEEK_HOLE), clears
  * destination ranges that are holes in the source, and hands data chunks of
- * one buffer each to a small pool of I/O workers. Each worker owns one
- * aligned buffer and does read → zero scan → write/punch for its chunk, so
- * with several workers reads and writes of different chunks overlap and the
- * device sees a queue depth > 1 (which is what makes O_DIRECT fast). Chunks
- * complete out of order; that is fine because they never overlap.
+ * one aligned buffer each to an I/O pipeline that does read → zero scan →
+ * write/punch for each: io_uring (copyring.c) where the kernel allows it,
+ * else a small pool of threads, one buffer each. Either way reads and writes
+ * of different chunks overlap and the device sees a queue depth > 1 (which
+ * is what makes O_DIRECT fast). Chunks complete out of order; that is fine
+ * because they never overlap.
  *
  * Progress, cancellation and bandwidth throttling all happen in the calling
  * thread, between dispatches, so the callback runs in the caller's thread
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <linux/falloc.h>
@@ -32,9 +34,9 @@
 #include <glib.h>
 
 #include "copy.h"
+#include "copyint.h"
 #include "fileio.h"
 
-#define COPY_ALIGN              4096u
 #define COPY_DEFAULT_BUFFER     (8u * 1024 * 1024)
 #define COPY_MAX_BUFFER         (256u * 1024 * 1024)
 #define COPY_WORKERS            4
@@ -47,44 +49,6 @@
 #define COPY_MIN_CAPPED_BUFFER  (1024u * 1024)
 /* How often a resumable copy makes its progress durable (one fdatasync each). */
 #define COPY_CHECKPOINT_US      (1000 * 1000)
-
-#define ALIGN_DOWN(x, a)        ((x) / (a) * (a))
-#define ALIGN_UP(x, a)          ALIGN_DOWN((x) + (a) - 1, (a))
-
-struct copy_ctx {
-        int src_fd;             /* O_DIRECT when possible */
-        int dst_fd;
-        int src_buf_fd;         /* buffered: unaligned tail, EINVAL fallback */
-        int dst_buf_fd;
-        uint64_t src_size;
-        size_t buffer_size;
-        gint src_direct_broken; /* set when an O_DIRECT op failed with EINVAL */
-        gint dst_direct_broken;
-        gint punch_unsupported;
-        gint zero_range_unsupported;
-        gint reflink;           /* 1 while FICLONERANGE works between src and dst */
-        /*
-         * What the destination held before we wrote it: no data in
-         * [dst_scan_from, dst_next_data). Asking the filesystem (SEEK_DATA)
-         * waits for the inode lock our own O_DIRECT writes hold while they
-         * allocate, which stalled every hole behind the writes in flight.
-         */
-        GMutex dst_map_lock;
-        uint64_t dst_scan_from;
-        uint64_t dst_next_data;
-        bool keep_allocation;   /* preallocated destination: zero in place, never punch */
-        GCancellable *cancel;
-};
-
-struct copy_job {
-        struct copy_ctx *ctx;
-        void *buf;
-        uint64_t offset;
-        size_t length;
-        int result;             /* 0 or -errno, set by the worker */
-        bool busy;              /* handed to a worker, not reaped yet (dispatcher's view) */
-        bool quit;
-};
 
 bool agent_buf_is_zero(const void *p, size_t len)
 {
@@ -117,9 +81,8 @@ int agent_pread_full(int fd, void *buf, size_t len, uint64_t off)
 }
 
 
-/* Direct I/O of an aligned range, switching to the buffered fd for good if the
- * filesystem accepted O_DIRECT at open time but refuses it for I/O. */
-static int copy_read(struct copy_ctx *ctx, void *buf, size_t len, uint64_t off)
+/* The filesystem may accept O_DIRECT at open time but refuse it for I/O. */
+int copy_read(struct copy_ctx *ctx, void *buf, size_t len, uint64_t off)
 {
         int r;
 
@@ -132,8 +95,9 @@ static int copy_read(struct copy_ctx *ctx, void *buf, size_t len, uint64_t off)
         return agent_pread_full(ctx->src_buf_fd, buf, len, off);
 }
 
-static int copy_write(struct copy_ctx *ctx, const void *buf, size_t len, uint64_t off)
+int copy_write(struct copy_ctx *ctx, const char *buf, size_t len, uint64_t off, void *data)
 {
+        (void) data;
         int r;
 
         if (!g_atomic_int_get(&ctx->dst_direct_broken)) {
@@ -226,9 +190,8 @@ static int dst_clear(struct copy_ctx *ctx, uint64_t off, uint64_t len)
         return write_zeros(ctx, off, len);
 }
 
-/* Writes buf (the source bytes at off) to the destination, turning zero
- * blocks into holes. len is a multiple of COPY_ALIGN except for the file tail. */
-static int copy_store(struct copy_ctx *ctx, const char *buf, uint64_t off, size_t len)
+/* len is a multiple of COPY_ALIGN except for the file tail. */
+int copy_store(struct copy_ctx *ctx, const char *buf, uint64_t off, size_t len, copy_write_fn write, void *data)
 {
         size_t pos = 0;
 
@@ -248,12 +211,12 @@ static int copy_store(struct copy_ctx *ctx, const char *buf, uint64_t off, size_
                 if (zero)
                         r = dst_clear(ctx, off + pos, run);
                 else if ((run % COPY_ALIGN) == 0)
-                        r = copy_write(ctx, buf + pos, run, off + pos);
+                        r = write(ctx, buf + pos, run, off + pos, data);
                 else {
                         /* Run ends at the unaligned EOF: direct I/O for the
                          * aligned part, the page cache for the rest. */
                         size_t a = ALIGN_DOWN(run, COPY_ALIGN);
-                        r = a > 0 ? copy_write(ctx, buf + pos, a, off + pos) : 0;
+                        r = a > 0 ? write(ctx, buf + pos, a, off + pos, data) : 0;
                         if (r >= 0)
                                 r = fy_pwrite_full(ctx->dst_buf_fd, buf + pos + a, run - a,
                                                 off + pos + a);
@@ -272,7 +235,7 @@ static int copy_store(struct copy_ctx *ctx, const char *buf, uint64_t off, size_
  * filesystem cannot (then never asked again: the caller copies), -errno
  * on a real failure.
  */
-static int copy_clone(struct copy_ctx *ctx, uint64_t off, size_t len)
+int copy_clone(struct copy_ctx *ctx, uint64_t off, size_t len)
 {
         struct file_clone_range fcr = { .src_fd = ctx->src_buf_fd, .src_offset = off,
                                         .src_length = len, .dest_offset = off };
@@ -307,21 +270,86 @@ static int copy_chunk(struct copy_ctx *ctx, void *buf, uint64_t off, size_t len)
                 r = agent_pread_full(ctx->src_buf_fd, (char *) buf + a, len - a, off + a);
         if (r < 0)
                 return r;
-        return copy_store(ctx, buf, off, len);
+        return copy_store(ctx, buf, off, len, copy_write, NULL);
 }
+
+/*
+ * A copy's I/O pipeline: io_uring when the kernel lets us (copyring.c),
+ * else a pool of threads doing synchronous I/O, one buffer each. Both take
+ * jobs and give them back done, in any order.
+ */
+struct copy_pipe {
+        struct copy_ring *ring;
+        GAsyncQueue *todo, *done;       /* threads */
+        GThread *threads[COPY_WORKERS_MAX];
+        unsigned n_threads;
+};
 
 static gpointer copy_worker(gpointer data)
 {
-        GAsyncQueue **queues = data;    /* [0] = jobs, [1] = completions */
+        struct copy_pipe *p = data;
 
         for (;;) {
-                struct copy_job *job = g_async_queue_pop(queues[0]);
+                struct copy_job *job = g_async_queue_pop(p->todo);
 
                 if (job->quit)
                         return NULL;
                 job->result = copy_chunk(job->ctx, job->buf, job->offset, job->length);
-                g_async_queue_push(queues[1], job);
+                g_async_queue_push(p->done, job);
         }
+}
+
+static int pipe_start(struct copy_pipe *p, struct copy_ctx *ctx, struct copy_job *jobs, unsigned n_jobs,
+                      enum agent_copy_io io)
+{
+        if (io != AGENT_COPY_IO_THREADS) {
+                int r = copy_ring_new(ctx, jobs, n_jobs, &p->ring);
+
+                /* No io_uring here (old kernel, a seccomp filter, io_uring_disabled): threads do the same. */
+                if (r == 0 || io == AGENT_COPY_IO_URING)
+                        return r;
+        }
+        p->todo = g_async_queue_new();
+        p->done = g_async_queue_new();
+        for (unsigned i = 0; i < n_jobs; i++) {
+                p->threads[i] = g_thread_try_new("ferry-copy", copy_worker, p, NULL);
+                if (!p->threads[i])
+                        return -EAGAIN;
+                p->n_threads++;
+        }
+        return 0;
+}
+
+static void pipe_submit(struct copy_pipe *p, struct copy_job *job)
+{
+        if (p->ring)
+                copy_ring_submit(p->ring, job);
+        else
+                g_async_queue_push(p->todo, job);
+}
+
+/* A finished job (NULL if none and !wait); -errno if the ring failed with jobs in flight. */
+static int pipe_reap(struct copy_pipe *p, bool wait, struct copy_job **ret_job)
+{
+        if (p->ring)
+                return copy_ring_reap(p->ring, wait, ret_job);
+        *ret_job = wait ? g_async_queue_pop(p->done) : g_async_queue_try_pop(p->done);
+        return 0;
+}
+
+static void pipe_stop(struct copy_pipe *p)
+{
+        struct copy_job quit = { .quit = true };
+
+        for (unsigned i = 0; i < p->n_threads; i++)
+                g_async_queue_push(p->todo, &quit);
+        for (unsigned i = 0; i < p->n_threads; i++)
+                g_thread_join(p->threads[i]);
+        if (p->todo)
+                g_async_queue_unref(p->todo);
+        if (p->done)
+                g_async_queue_unref(p->done);
+        copy_ring_free(p->ring);
 }
 
 static int open_pair(const char *path, int flags, bool try_direct, int *ret_direct, int *ret_buffered)
@@ -454,12 +482,11 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
         struct copy_ctx ctx = { .src_fd = -1, .dst_fd = -1, .src_buf_fd = -1, .dst_buf_fd = -1,
                                 .cancel = cancel };
         struct copy_job jobs[COPY_WORKERS_MAX] = { 0 };
-        struct copy_job quit = { .quit = true };
-        GThread *threads[COPY_WORKERS_MAX] = { 0 };
-        GAsyncQueue *queues[2] = { NULL, NULL };
+        struct copy_pipe pipe = { 0 };
         struct copy_job *free_jobs[COPY_WORKERS_MAX];
         unsigned n_workers = opts && opts->workers ? opts->workers : COPY_WORKERS;
-        unsigned n_free = 0, n_threads = 0;
+        unsigned n_free = 0;
+        bool lost = false;      /* the ring failed with I/O in flight: its buffers cannot be freed */
         uint64_t dst_size = 0, off = 0, done = 0, cap;
         struct agent_rate_gov *own_gov = NULL;  /* bandwidth_limit without a host governor */
         struct agent_rate_flow *flow;
@@ -524,27 +551,21 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
         if (ctx.src_fd == ctx.src_buf_fd)
                 (void) posix_fadvise(ctx.src_buf_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
-        queues[0] = g_async_queue_new();
-        queues[1] = g_async_queue_new();
         for (unsigned i = 0; i < n_workers; i++) {
                 jobs[i].ctx = &ctx;
-                if (posix_memalign(&jobs[i].buf, COPY_ALIGN, ctx.buffer_size) != 0) {
+                jobs[i].index = i;
+                /* A mapping of its own: copyring.c may pin it and keep it out of forks. */
+                jobs[i].buf = mmap(NULL, ctx.buffer_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                if (jobs[i].buf == MAP_FAILED) {
                         jobs[i].buf = NULL;
                         r = -ENOMEM;
                         goto out;
                 }
                 free_jobs[n_free++] = &jobs[i];
         }
-        for (unsigned i = 0; i < n_workers; i++) {
-                GError *e = NULL;
-                threads[i] = g_thread_try_new("ferry-copy", copy_worker, queues, &e);
-                if (!threads[i]) {
-                        g_clear_error(&e);
-                        r = -EAGAIN;
-                        goto out;
-                }
-                n_threads++;
-        }
+        r = pipe_start(&pipe, &ctx, jobs, n_workers, opts->io);
+        if (r < 0)
+                goto out;
 
         while (off < ctx.src_size && err == 0) {
                 uint64_t end = 0;
@@ -581,8 +602,14 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                         size_t len = (size_t) MIN(end - off, (uint64_t) ctx.buffer_size);
 
                         /* Reap completions: block only when every buffer is in flight. */
-                        while ((job = n_free == 0 ? g_async_queue_pop(queues[1])
-                                                  : g_async_queue_try_pop(queues[1]))) {
+                        for (;;) {
+                                r = pipe_reap(&pipe, n_free == 0, &job);
+                                if (r < 0) {
+                                        lost = true;
+                                        err = err ? err : r;
+                                }
+                                if (!job)
+                                        break;
                                 if (job->result < 0 && err == 0)
                                         err = job->result;
                                 done += job->length;
@@ -609,14 +636,21 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                         job->length = len;
                         job->result = 0;
                         job->busy = true;
-                        g_async_queue_push(queues[0], job);
+                        pipe_submit(&pipe, job);
                         off += len;
                 }
         }
 
         /* Drain whatever is still in flight, even on error or cancel. */
-        while (n_free < n_workers) {
-                struct copy_job *job = g_async_queue_pop(queues[1]);
+        while (n_free < n_workers && !lost) {
+                struct copy_job *job = NULL;
+
+                r = pipe_reap(&pipe, true, &job);
+                if (r < 0 || !job) {
+                        lost = true;
+                        err = err ? err : (r < 0 ? r : -EIO);
+                        break;
+                }
                 if (job->result < 0 && err == 0)
                         err = job->result;
                 done += job->length;
@@ -633,16 +667,11 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                 r = -errno;
 
 out:
-        for (unsigned i = 0; i < n_threads; i++)
-                g_async_queue_push(queues[0], &quit);
-        for (unsigned i = 0; i < n_threads; i++)
-                g_thread_join(threads[i]);
-        for (unsigned i = 0; i < COPY_WORKERS_MAX; i++)
-                free(jobs[i].buf);
-        if (queues[0])
-                g_async_queue_unref(queues[0]);
-        if (queues[1])
-                g_async_queue_unref(queues[1]);
+        pipe_stop(&pipe);
+        /* After a ring failure the kernel may still be reading into them (never seen; kept safe). */
+        for (unsigned i = 0; i < COPY_WORKERS_MAX && !lost; i++)
+                if (jobs[i].buf)
+                        munmap(jobs[i].buf, ctx.buffer_size);
         close_pair(ctx.src_fd, ctx.src_buf_fd);
         close_pair(ctx.dst_fd, ctx.dst_buf_fd);
         g_mutex_clear(&ctx.dst_map_lock);

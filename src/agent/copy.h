@@ -19,6 +19,13 @@ typedef void (*agent_copy_progress_fn)(uint64_t done, uint64_t total, void *user
 /* Called from the copying thread once [0, prefix) of the destination is durable (fdatasync'ed). */
 typedef void (*agent_copy_checkpoint_fn)(uint64_t prefix, void *userdata);
 
+/* How a raw copy does its I/O. */
+enum agent_copy_io {
+        AGENT_COPY_IO_AUTO,     /* io_uring where the kernel allows it, else threads */
+        AGENT_COPY_IO_THREADS,  /* synchronous I/O on `workers` threads */
+        AGENT_COPY_IO_URING,    /* io_uring or fail with its -errno (tests, benchmarks) */
+};
+
 struct agent_copy_options {
         /*
          * The host's fair share of its copy cap (sdm.c): asked before every
@@ -28,7 +35,8 @@ struct agent_copy_options {
         struct agent_rate_flow *rate_flow;
         uint64_t bandwidth_limit;
         size_t buffer_size;         /* 0 = default (8 MiB; smaller under a low cap) */
-        unsigned workers;           /* I/O threads, 0 = default (4), at most 16 */
+        unsigned workers;           /* buffers in flight (I/O threads without io_uring), 0 = default (4), at most 16 */
+        enum agent_copy_io io;
         gboolean no_direct;         /* force buffered I/O */
         gboolean keep_allocation;   /* preallocated destination: write zeros, never punch holes; no reflink */
         gboolean no_offload;        /* never FICLONERANGE (the default tries it once and keeps it while it works) */
@@ -57,6 +65,9 @@ struct agent_copy_options {
 int agent_copy_raw(const char *src_path, const char *dst_path,
                    const struct agent_copy_options *opts, GCancellable *cancel,
                    agent_copy_progress_fn progress, void *userdata);
+
+/* 0 if this process can set up an io_uring (AGENT_COPY_IO_URING would work), else its -errno. */
+int agent_copy_uring_probe(void);
 
 /* True if len bytes at p are all zero. */
 bool agent_buf_is_zero(const void *p, size_t len);

@@ -28,12 +28,14 @@ int agent_qemu_img_convert(const char *src_path, const char *src_fmt,
  * The same under the host's rate governor: -r is the host cap (fixed for
  * the child's life), and while other copies share the cap the child is held
  * to its fair share by charging what it wrote (/proc/PID/io) to flow and
- * pausing it (SIGSTOP/SIGCONT) while the flow is in debt.
+ * pausing it (SIGSTOP/SIGCONT) while the flow is in debt. total scales
+ * progress: the source's virtual size in bytes if the caller knows it (its
+ * volume's capacity), 0 to have it found (qemu-img info; a raw file's size).
  */
 int agent_qemu_img_convert_shared(const char *src_path, const char *src_fmt,
                                   const char *dst_path, const char *dst_fmt,
                                   const char *backing, const char *backing_fmt,
-                                  struct agent_rate_flow *flow,
+                                  uint64_t total, struct agent_rate_flow *flow,
                                   GCancellable *cancel,
                                   agent_copy_progress_fn progress, void *userdata,
                                   GError **error);

@@ -230,7 +230,7 @@ static int copy_volume_with(struct copy_job *cj, const struct fy_volume_meta *sr
         r = agent_qemu_img_convert_shared(src_path, qemu_format(src_meta->format),
                                           dst_path, qemu_format(dst_meta->format),
                                           backing, parent ? qemu_format(parent->format) : NULL,
-                                          opts->rate_flow, cancel, copy_progress, cj, error);
+                                          src_meta->capacity, opts->rate_flow, cancel, copy_progress, cj, error);
         if (r == 0 && opts->keep_allocation && dst_meta->format == FY_FORMAT_RAW) {
                 agent_job_set_phase(cj->job, AGENT_JOB_PHASE_PREALLOCATING);
                 r = reallocate(dst_path, dst_meta->capacity, error);

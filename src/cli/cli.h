@@ -57,6 +57,9 @@ struct cli_engine *cli_engine_new(const char *url, const char *ca_file, GError *
 void cli_engine_free(struct cli_engine *e);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(cli_engine, cli_engine_free)
 const char *cli_engine_url(const struct cli_engine *e);
+/* Another engine of the same installation (one active, the others standbys): tried when the first cannot be
+ * connected to, and the only place a 307 is followed to. */
+int cli_engine_add_peer(struct cli_engine *e, const char *url, GError **error);
 /* HTTP status of the last request that got an answer, else 0. */
 unsigned cli_engine_last_status(const struct cli_engine *e);
 
@@ -78,6 +81,29 @@ bool cli_engine_has_token(const struct cli_engine *e);
 /* GET path and return its member `key`, which must be an array. */
 int cli_engine_get_list(struct cli_engine *e, const char *path, const char *key, json_t **ret_array,
                         GError **error);
+
+/*
+ * The paging options of a list command (GET ...?max=N&search=name=NAME&page=TOKEN,
+ * docs/rest-api.md): --max N, --search name=NAME (named collections only) and
+ * --page TOKEN, filled in by cli_parse_options from cli_page_entries().
+ */
+struct cli_page {
+        gint max;
+        char *search;
+        char *page;
+        char *max_help;
+        char *search_help;
+};
+typedef struct cli_page cli_page;
+void cli_page_clear(struct cli_page *p);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(cli_page, cli_page_clear)
+/* The options' entries (what: "disks"; named: whether --search applies), terminated; valid while p is. */
+void cli_page_entries(struct cli_page *p, const char *what, bool named, GOptionEntry ret_entries[4]);
+/* GET base with p's options: the whole answer, whose member `key` is an array. */
+int cli_engine_get_page(struct cli_engine *e, const struct cli_page *p, const char *base, const char *key,
+                        json_t **ret_json, GError **error);
+/* After the list: "more WHAT follow: --page TOKEN" on stderr when the answer has a next page. */
+void cli_page_tell_next(json_t *answer, const char *what);
 
 /*
  * The engine URL: --engine, $FERRY_ENGINE_URL, ./ferry-cluster/cluster.json,

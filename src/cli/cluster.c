@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/random.h>
@@ -34,6 +35,8 @@
 #define CLI_TERM_WAIT_S 15
 #define CLI_KILL_WAIT_S 5
 #define CLI_POLL_MS 50
+#define CLI_MAX_ENGINES 8
+#define CLI_PG_BINDIR "/usr/lib/postgresql/15/bin"   /* Debian's postgresql-15; $FERRY_PG_BINDIR overrides */
 
 struct cli_host {
         char *name;
@@ -53,8 +56,19 @@ struct cli_sd {
         char *path;
 };
 
+/* A standby engine (--engines N): the first engine is cli_cluster's engine_*. */
+struct cli_standby {
+        char *url;
+        GPid pid;
+        char *log;
+};
+
 struct cli_cluster {
         char *dir;
+        char *db;                      /* the engines' --db on PostgreSQL; NULL: DIR/engine.db (SQLite) */
+        char *pg_dir;                  /* --postgresql: the server's folder (socket, data/, server.log) */
+        char *pg_owner;                /* the user the server runs as when we are root (it refuses root) */
+        GPtrArray *standbys;           /* struct cli_standby */
         char *engine_url;
         char *ca_file;                 /* DIR/pki/ca.pem */
         char *admin_user;              /* the first admin, made by the engine at its first start */
@@ -76,6 +90,13 @@ static void cli_host_free(struct cli_host *h)
         g_free(h);
 }
 
+static void cli_standby_free(struct cli_standby *s)
+{
+        g_free(s->url);
+        g_free(s->log);
+        g_free(s);
+}
+
 static void cli_sd_free(struct cli_sd *sd)
 {
         g_free(sd->name);
@@ -91,6 +112,7 @@ static struct cli_cluster *cli_cluster_new(const char *dir)
         c->dir = g_strdup(dir);
         c->hosts = g_ptr_array_new_with_free_func((GDestroyNotify) cli_host_free);
         c->sds = g_ptr_array_new_with_free_func((GDestroyNotify) cli_sd_free);
+        c->standbys = g_ptr_array_new_with_free_func((GDestroyNotify) cli_standby_free);
         return c;
 }
 
@@ -99,6 +121,10 @@ static void cli_cluster_free(struct cli_cluster *c)
         if (!c)
                 return;
         g_free(c->dir);
+        g_free(c->db);
+        g_free(c->pg_dir);
+        g_free(c->pg_owner);
+        g_ptr_array_unref(c->standbys);
         g_free(c->engine_url);
         g_free(c->ca_file);
         g_free(c->admin_user);
@@ -329,7 +355,7 @@ static int cli_find_binary(const char *env_name, const char *sub, const char *na
 
 static json_t *cli_cluster_to_json(const struct cli_cluster *c)
 {
-        json_t *hosts = json_array(), *sds = json_array();
+        json_t *hosts = json_array(), *sds = json_array(), *engines;
 
         for (guint i = 0; i < c->hosts->len; i++) {
                 const struct cli_host *h = c->hosts->pdata[i];
@@ -347,10 +373,23 @@ static json_t *cli_cluster_to_json(const struct cli_cluster *c)
                 json_array_append_new(sds, json_pack("{s:s, s:s, s:s}", "name", sd->name, "id", sd->id,
                                                      "path", sd->path));
         }
-        return json_pack("{s:s?, s:s?, s:s?, s:s?, s:I, s:s?, s:s, s:o, s:o}", "engine_url", c->engine_url,
-                         "ca_file", c->ca_file, "admin_user", c->admin_user, "admin_password_file", c->admin_password_file,
-                         "engine_pid", (json_int_t) c->engine_pid, "engine_log", c->engine_log, "dir", c->dir,
-                         "hosts", hosts, "storage_domains", sds);
+        /* Every engine, the first (active at start) included: the CLI tries them in turn and follows a
+         * standby's 307 only to one of them. */
+        engines = json_array();
+        if (c->engine_url)
+                json_array_append_new(engines, json_pack("{s:s, s:I, s:s?}", "url", c->engine_url, "pid",
+                                                         (json_int_t) c->engine_pid, "log", c->engine_log));
+        for (guint i = 0; i < c->standbys->len; i++) {
+                const struct cli_standby *sb = c->standbys->pdata[i];
+
+                json_array_append_new(engines, json_pack("{s:s?, s:I, s:s?}", "url", sb->url, "pid",
+                                                         (json_int_t) sb->pid, "log", sb->log));
+        }
+        return json_pack("{s:s?, s:s?, s:s?, s:s?, s:I, s:s?, s:s, s:o, s:o, s:o, s:s?, s:s?, s:s?}", "engine_url",
+                         c->engine_url, "ca_file", c->ca_file, "admin_user", c->admin_user, "admin_password_file",
+                         c->admin_password_file, "engine_pid", (json_int_t) c->engine_pid, "engine_log", c->engine_log,
+                         "dir", c->dir, "hosts", hosts, "storage_domains", sds, "engines", engines,
+                         "engine_db", c->db, "postgresql_dir", c->pg_dir, "postgresql_owner", c->pg_owner);
 }
 
 /* Written after every process started, so `down` finds them even if `up` dies midway. */
@@ -386,8 +425,9 @@ static int cli_cluster_load(const char *dir, struct cli_cluster **ret_cluster, G
 {
         g_autofree char *path = cli_cluster_file(dir);
         g_autoptr(cli_cluster) c = cli_cluster_new(dir);
-        json_t *json = NULL, *hosts = NULL, *sds = NULL, *item;
+        json_t *json = NULL, *hosts = NULL, *sds = NULL, *item, *engines;
         const char *url = NULL, *engine_log = NULL, *jdir = NULL, *ca = NULL, *admin = NULL, *admin_pw = NULL;
+        const char *db = NULL, *pg_dir = NULL, *pg_owner = NULL;
         json_int_t engine_pid = 0;
         json_error_t jerr;
         size_t i;
@@ -413,6 +453,29 @@ static int cli_cluster_load(const char *dir, struct cli_cluster **ret_cluster, G
         c->admin_password_file = g_strdup(admin_pw);
         c->engine_pid = (GPid) engine_pid;
         c->engine_log = g_strdup(engine_log);
+        if (json_unpack(json, "{s?s, s?s, s?s}", "engine_db", &db, "postgresql_dir", &pg_dir, "postgresql_owner",
+                        &pg_owner) == 0) {
+                c->db = g_strdup(db);
+                c->pg_dir = g_strdup(pg_dir);
+                c->pg_owner = g_strdup(pg_owner);
+        }
+        engines = json_object_get(json, "engines");
+        json_array_foreach(engines, i, item) {
+                const char *surl = NULL, *slog = NULL;
+                json_int_t pid = 0;
+                struct cli_standby *sb;
+
+                if (i >= CLI_MAX_ENGINES)
+                        break;
+                if (json_unpack(item, "{s?s, s:I, s?s}", "url", &surl, "pid", &pid, "log", &slog) < 0 ||
+                    !cli_pid_ok(pid) || (GPid) pid == c->engine_pid)
+                        continue;
+                sb = g_new0(struct cli_standby, 1);
+                sb->url = g_strdup(surl);
+                sb->pid = (GPid) pid;
+                sb->log = g_strdup(slog);
+                g_ptr_array_add(c->standbys, sb);
+        }
         json_array_foreach(hosts, i, item) {
                 const char *name = NULL, *id = NULL, *run_dir = NULL, *log = NULL, *slog = NULL, *murl = NULL;
                 json_int_t pid = 0, spid = 0;
@@ -460,7 +523,22 @@ static int cli_cluster_load(const char *dir, struct cli_cluster **ret_cluster, G
 /* What identifies each process in /proc: a path under the cluster dir. */
 static char *cli_engine_needle(const struct cli_cluster *c)
 {
-        return g_strdup_printf("--db=%s/engine.db", c->dir);
+        return c->db ? g_strdup_printf("--db=%s", c->db) : g_strdup_printf("--db=%s/engine.db", c->dir);
+}
+
+static bool cli_standby_ours(const struct cli_cluster *c, const struct cli_standby *sb)
+{
+        g_autofree char *needle = cli_engine_needle(c);
+
+        return cli_proc_ours(sb->pid, "cmdline", needle);
+}
+
+/* The PostgreSQL server of --postgresql runs (its pid file is there). */
+static bool cli_postgresql_running(const struct cli_cluster *c)
+{
+        g_autofree char *pidfile = c->pg_dir ? g_build_filename(c->pg_dir, "data", "postmaster.pid", NULL) : NULL;
+
+        return pidfile && g_file_test(pidfile, G_FILE_TEST_EXISTS);
 }
 
 static bool cli_engine_ours(const struct cli_cluster *c)
@@ -486,8 +564,11 @@ static bool cli_sanlock_ours(const struct cli_host *h)
 
 static bool cli_cluster_any_alive(const struct cli_cluster *c)
 {
-        if (cli_engine_ours(c))
+        if (cli_engine_ours(c) || cli_postgresql_running(c))
                 return true;
+        for (guint i = 0; i < c->standbys->len; i++)
+                if (cli_standby_ours(c, c->standbys->pdata[i]))
+                        return true;
         for (guint i = 0; i < c->hosts->len; i++) {
                 const struct cli_host *h = c->hosts->pdata[i];
 
@@ -544,23 +625,166 @@ static void cli_stop_victims(struct cli_victim *v, guint n, bool verbose)
                 v[i].stopped = v[i].pid > 0 && !cli_proc_alive(v[i].pid);
 }
 
+static unsigned cli_free_port(GError **error);
+
+/* Runs a PostgreSQL program as the server's owner (the server refuses to run as root). */
+static int cli_pg_run(const struct cli_cluster *c, const char *tool, const char *const *args, GError **error)
+{
+        const char *bindir = g_getenv("FERRY_PG_BINDIR");
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+        g_autofree char *out = NULL, *err = NULL;
+        g_autoptr(GError) local = NULL;
+        int status = 0;
+
+        if (c->pg_owner) {
+                g_ptr_array_add(argv, g_strdup("runuser"));
+                g_ptr_array_add(argv, g_strdup("-u"));
+                g_ptr_array_add(argv, g_strdup(c->pg_owner));
+                g_ptr_array_add(argv, g_strdup("--"));
+        }
+        g_ptr_array_add(argv, g_build_filename(bindir && *bindir ? bindir : CLI_PG_BINDIR, tool, NULL));
+        for (; *args; args++)
+                g_ptr_array_add(argv, g_strdup(*args));
+        g_ptr_array_add(argv, NULL);
+        /* From /: the owner may not enter our working folder. */
+        if (!g_spawn_sync("/", (char **) argv->pdata, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status,
+                          &local) || !g_spawn_check_wait_status(status, &local)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
+                            "%s failed: %s%s%s (PostgreSQL 15 is the package postgresql-15; $FERRY_PG_BINDIR names "
+                            "another folder of its programs)", tool, local->message, err && *err ? ": " : "",
+                            err ? g_strchomp(err) : "");
+                return -1;
+        }
+        return 0;
+}
+
+/*
+ * --postgresql: the engines' database, a server of the cluster's own
+ * (initdb, pg_ctl) listening on a unix socket only. As root the server runs
+ * as "postgres" (Debian's package user) or "nobody", in a folder under the
+ * temp dir that user can reach, linked from DIR/postgresql; otherwise it is
+ * DIR/postgresql itself. A development cluster: fsync is off.
+ */
+static int cli_start_postgresql(struct cli_cluster *c, GError **error)
+{
+        g_autofree char *link = g_build_filename(c->dir, "postgresql", NULL);
+        g_autofree char *data = NULL, *log = NULL, *server_opts = NULL;
+        struct stat st;
+        unsigned port;
+
+        if (lstat(link, &st) == 0) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
+                            "%s holds an earlier cluster's PostgreSQL; remove it or choose another --dir", link);
+                return -1;
+        }
+        if (getuid() == 0) {
+                struct passwd *pw = getpwnam("postgres");
+
+                if (!pw)
+                        pw = getpwnam("nobody");
+                if (!pw) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
+                                    "--postgresql as root needs a user 'postgres' or 'nobody' to run the server");
+                        return -1;
+                }
+                c->pg_owner = g_strdup(pw->pw_name);
+                c->pg_dir = g_dir_make_tmp("ferry-pg-XXXXXX", NULL);
+                if (!c->pg_dir || chown(c->pg_dir, pw->pw_uid, pw->pw_gid) < 0 ||
+                    (unlink(link) < 0 && errno != ENOENT) || symlink(c->pg_dir, link) < 0) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "cannot prepare the PostgreSQL folder: %s",
+                                    g_strerror(errno));
+                        return -1;
+                }
+        } else {
+                c->pg_dir = g_steal_pointer(&link);
+                if (g_mkdir_with_parents(c->pg_dir, 0700) < 0) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "cannot create %s: %s", c->pg_dir,
+                                    g_strerror(errno));
+                        return -1;
+                }
+        }
+        if (!(port = cli_free_port(error)))
+                return -1;
+        data = g_build_filename(c->pg_dir, "data", NULL);
+        log = g_build_filename(c->pg_dir, "server.log", NULL);
+        /* The port only names the socket: nothing listens on TCP. */
+        server_opts = g_strdup_printf("-k %s -p %u -c listen_addresses= -c fsync=off -c max_connections=100",
+                                      c->pg_dir, port);
+        {
+                const char *initdb[] = { "-D", data, "-U", "ferry", "-A", "trust", "-E", "UTF8", "--locale=C",
+                                         "--no-sync", NULL };
+                const char *start[] = { "start", "-w", "-t", "60", "-D", data, "-l", log, "-s", "-o", server_opts,
+                                        NULL };
+
+                if (cli_pg_run(c, "initdb", initdb, error) < 0 || cli_pg_run(c, "pg_ctl", start, error) < 0)
+                        return -1;
+        }
+        c->db = g_strdup_printf("host=%s port=%u user=ferry dbname=postgres", c->pg_dir, port);
+        return cli_cluster_save(c, error);
+}
+
+/* The server's temp folder (as root), and the link to it: the next `up` starts afresh. */
+static void cli_remove_postgresql(const struct cli_cluster *c)
+{
+        g_autofree char *link = g_build_filename(c->dir, "postgresql", NULL);
+        const char *argv[] = { "rm", "-rf", "--", c->pg_dir, NULL };
+
+        if (!c->pg_owner || !c->pg_dir || !g_str_has_prefix(c->pg_dir, g_get_tmp_dir()))
+                return;
+        g_spawn_sync("/", (char **) argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL |
+                     G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+        unlink(link);
+}
+
+static void cli_stop_postgresql(const struct cli_cluster *c, bool verbose)
+{
+        g_autofree char *data = NULL;
+        g_autoptr(GError) local = NULL;
+
+        if (!cli_postgresql_running(c)) {
+                cli_remove_postgresql(c);
+                return;
+        }
+        data = g_build_filename(c->pg_dir, "data", NULL);
+        {
+                const char *stop[] = { "stop", "-w", "-D", data, "-m", "fast", "-s", NULL };
+
+                if (cli_pg_run(c, "pg_ctl", stop, &local) < 0)
+                        fprintf(stderr, "ferry: PostgreSQL in %s: %s\n", c->pg_dir, local->message);
+                else if (verbose)
+                        printf("postgresql (%s): stopped\n", c->pg_dir);
+        }
+        if (!cli_postgresql_running(c))
+                cli_remove_postgresql(c);
+}
+
 /*
  * Stops the engine and the agents, then each sanlock daemon (shutdown -f 1,
  * then SIGKILL if it lingers). Only processes that are still ours.
  */
 static void cli_cluster_stop(const struct cli_cluster *c, bool verbose)
 {
-        guint n = c->hosts->len;
-        g_autofree struct cli_victim *v = g_new0(struct cli_victim, n + 1);
+        guint n = c->hosts->len, ne = 1 + c->standbys->len;
+        g_autofree struct cli_victim *v = g_new0(struct cli_victim, n + ne);
         g_autofree struct cli_victim *s = g_new0(struct cli_victim, MAX(n, 1));
+        g_auto(GStrv) names = g_new0(char *, ne + 1);
 
-        v[0] = (struct cli_victim) { "engine", "", cli_engine_ours(c) ? c->engine_pid : 0, false };
+        names[0] = g_strdup("");
+        v[0] = (struct cli_victim) { "engine", names[0], cli_engine_ours(c) ? c->engine_pid : 0, false };
+        for (guint i = 1; i < ne; i++) {
+                const struct cli_standby *sb = c->standbys->pdata[i - 1];
+
+                names[i] = g_strdup_printf("%u", i + 1);
+                v[i] = (struct cli_victim) { "engine", names[i], cli_standby_ours(c, sb) ? sb->pid : 0, false };
+        }
         for (guint i = 0; i < n; i++) {
                 const struct cli_host *h = c->hosts->pdata[i];
 
-                v[i + 1] = (struct cli_victim) { "agent", h->name, cli_agent_ours(h) ? h->pid : 0, false };
+                v[i + ne] = (struct cli_victim) { "agent", h->name, cli_agent_ours(h) ? h->pid : 0, false };
         }
-        cli_stop_victims(v, n + 1, verbose);
+        cli_stop_victims(v, n + ne, verbose);
+        /* The database last but for sanlock: the engines are gone. */
+        cli_stop_postgresql(c, verbose);
 
         /* sanlock after the agents: their leases and registrations go first. */
         for (guint i = 0; i < n; i++) {
@@ -586,7 +810,7 @@ static void cli_cluster_stop(const struct cli_cluster *c, bool verbose)
 
         if (!verbose)
                 return;
-        for (guint i = 0; i < n + 1; i++) {
+        for (guint i = 0; i < n + ne; i++) {
                 const char *sep = *v[i].name ? " " : "";
 
                 if (v[i].pid <= 0)
@@ -781,9 +1005,10 @@ static int cli_cluster_login(struct cli_cluster *c, struct cli_engine *e, GError
         return cli_token_store(cli_engine_url(e), token, error);
 }
 
-static int cli_start_engine(struct cli_cluster *c, const char *engine_bin, GError **error)
+/* index 0: the first engine (active at start); more are standbys on the same PostgreSQL database. */
+static int cli_start_engine(struct cli_cluster *c, const char *engine_bin, guint index, GError **error)
 {
-        g_autofree char *db = g_strdup_printf("--db=%s/engine.db", c->dir);
+        g_autofree char *db = cli_engine_needle(c);
         g_autofree char *cert = g_strdup_printf("--tls-cert=%s/pki/engine.pem", c->dir);
         g_autofree char *key = g_strdup_printf("--tls-key=%s/pki/engine.key", c->dir);
         g_autofree char *ca = g_strdup_printf("--tls-ca=%s", c->ca_file);
@@ -796,6 +1021,18 @@ static int cli_start_engine(struct cli_cluster *c, const char *engine_bin, GErro
         admin_pw = g_strdup_printf("--admin-password-file=%s", c->admin_password_file);
         char *argv[] = { (char *) engine_bin, "--port=0", db, cert, key, ca, admin, admin_pw, NULL };
 
+        if (index > 0) {
+                struct cli_standby *sb = g_new0(struct cli_standby, 1);
+                g_autofree char *name = g_strdup_printf("engine%u.log", index + 1);
+
+                sb->log = g_build_filename(c->dir, "logs", name, NULL);
+                g_ptr_array_add(c->standbys, sb);
+                if (cli_spawn(argv, NULL, sb->log, &sb->pid, &off, error) < 0 || cli_cluster_save(c, error) < 0)
+                        return -1;
+                sb->url = cli_wait_log(sb->pid, "a standby engine", sb->log, off,
+                                       "listening on (https://127\\.0\\.0\\.1:[0-9]{1,5})", CLI_LISTEN_S, error);
+                return sb->url ? cli_cluster_save(c, error) : -1;
+        }
         c->engine_log = g_build_filename(c->dir, "logs", "engine.log", NULL);
         if (cli_spawn(argv, NULL, c->engine_log, &c->engine_pid, &off, error) < 0)
                 return -1;
@@ -972,7 +1209,15 @@ static void cli_print_summary(const struct cli_cluster *c, struct cli_engine *e)
         if (cli_engine_get_list(e, "/api/hosts", "hosts", &hosts, NULL) < 0)
                 hosts = json_array();
         printf("cluster up in %s\n", c->dir);
-        printf("engine %s (pid %d), log %s\n\n", c->engine_url, (int) c->engine_pid, c->engine_log);
+        printf("engine %s (pid %d), log %s\n", c->engine_url, (int) c->engine_pid, c->engine_log);
+        for (guint i = 0; i < c->standbys->len; i++) {
+                const struct cli_standby *sb = c->standbys->pdata[i];
+
+                printf("standby engine %s (pid %d), log %s\n", sb->url, (int) sb->pid, sb->log);
+        }
+        if (c->pg_dir)
+                printf("PostgreSQL in %s (%s)\n", c->pg_dir, c->db);
+        printf("\n");
         for (guint i = 0; i < c->hosts->len; i++) {
                 const struct cli_host *h = c->hosts->pdata[i];
                 const json_t *match = NULL, *item;
@@ -1031,7 +1276,8 @@ int cli_cluster_up(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         g_autofree char *dir_opt = NULL, *dir = NULL, *file = NULL, *db = NULL;
         g_autofree char *agent_bin = NULL, *engine_bin = NULL, *logs = NULL, *storage = NULL;
         g_autofree char *rate_opt = NULL, *rate_arg = NULL, *jobs_arg = NULL;
-        gint hosts = 3, domains = 2, max_jobs = 0;
+        gint hosts = 3, domains = 2, max_jobs = 0, engines = 1;
+        gboolean postgresql = FALSE;
         const char *agent_opts[4] = { NULL };
         g_autofree char *cors_arg = NULL;
         size_t n_agent_opts = 0;
@@ -1046,6 +1292,11 @@ int cli_cluster_up(struct cli_ctx *ctx, int argc, char **argv, GError **error)
                   "(default: the agent's, unlimited)", "SIZE" },
                 { "max-jobs", 0, 0, G_OPTION_ARG_INT, &max_jobs,
                   "Jobs each host runs at once, 1 to 64; more wait as pending (default: the agent's, 2)", "N" },
+                { "engines", 0, 0, G_OPTION_ARG_INT, &engines,
+                  "Engines, one active and the others standbys (default 1; more need --postgresql)", "N" },
+                { "postgresql", 0, 0, G_OPTION_ARG_NONE, &postgresql,
+                  "Keep the inventory in a PostgreSQL server of the cluster's own (DIR/postgresql) instead of SQLite",
+                  NULL },
                 G_OPTION_ENTRY_NULL
         };
         g_autoptr(cli_cluster) c = NULL;
@@ -1059,6 +1310,12 @@ int cli_cluster_up(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         if (hosts < 1 || hosts > CLI_MAX_HOSTS || domains < 1 || domains > CLI_MAX_DOMAINS) {
                 g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "--hosts must be 1 to %d and --domains 1 to %d",
                             CLI_MAX_HOSTS, CLI_MAX_DOMAINS);
+                return -1;
+        }
+        if (engines < 1 || engines > CLI_MAX_ENGINES || (engines > 1 && !postgresql)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE,
+                            "--engines must be 1 to %d, and more than 1 share a PostgreSQL database: add --postgresql",
+                            CLI_MAX_ENGINES);
                 return -1;
         }
         if (rate_opt) {
@@ -1138,10 +1395,18 @@ int cli_cluster_up(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         printf("starting %d hosts in %s\n", hosts, dir);
         fflush(stdout);
         /* The engine first: the agents answer CORS for its origin, the web UI's (cors_origin). */
-        printf("starting the engine\n");
+        if (postgresql) {
+                printf("starting PostgreSQL\n");
+                fflush(stdout);
+                if (cli_start_postgresql(c, error) < 0 || cli_check_interrupt(error) < 0)
+                        goto fail;
+        }
+        printf(engines > 1 ? "starting %d engines\n" : "starting the engine\n", engines);
         fflush(stdout);
-        if (cli_start_engine(c, engine_bin, error) < 0 || cli_check_interrupt(error) < 0)
-                goto fail;
+        /* The first one first: it becomes the active engine and makes the data center and the admin. */
+        for (guint i = 0; i < (guint) engines; i++)
+                if (cli_start_engine(c, engine_bin, i, error) < 0 || cli_check_interrupt(error) < 0)
+                        goto fail;
         cors_arg = g_strdup_printf("--cors-origin=%s", c->engine_url);
         agent_opts[n_agent_opts++] = cors_arg;
         for (guint i = 0; i < c->hosts->len; i++)
@@ -1149,7 +1414,12 @@ int cli_cluster_up(struct cli_ctx *ctx, int argc, char **argv, GError **error)
                     cli_check_interrupt(error) < 0)
                         goto fail;
         e = cli_engine_new(c->engine_url, c->ca_file, error);
-        if (!e || cli_cluster_login(c, e, error) < 0)
+        if (!e)
+                goto fail;
+        for (guint i = 0; i < c->standbys->len; i++)
+                if (cli_engine_add_peer(e, ((struct cli_standby *) c->standbys->pdata[i])->url, error) < 0)
+                        goto fail;
+        if (cli_cluster_login(c, e, error) < 0)
                 goto fail;
 
         deadline = g_get_monotonic_time() + CLI_CLUSTER_READY_S * G_USEC_PER_SEC;

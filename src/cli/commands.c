@@ -252,24 +252,23 @@ int cli_host_add(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 
 int cli_host_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 {
+        g_auto(cli_page) page = { 0 };
+        GOptionEntry entries[4];
         g_autoptr(cli_engine) e = NULL;
         g_autoptr(cli_table) t = NULL;
-        json_t *list = NULL, *h;
+        json_t *json = NULL, *list, *h;
         size_t i;
 
-        if (cli_setup(ctx, &argc, &argv, NULL, NULL, 0, NULL, &e, error) < 0)
+        cli_page_entries(&page, "hosts", true, entries);
+        if (cli_setup(ctx, &argc, &argv, entries, NULL, 0, NULL, &e, error) < 0 ||
+            cli_engine_get_page(e, &page, "/api/hosts", "hosts", &json, error) < 0)
                 return -1;
         if (ctx->json) {
-                json_t *json = NULL;
-
-                if (cli_engine_get(e, "/api/hosts", &json, error) < 0)
-                        return -1;
                 cli_print_json(json);
                 json_decref(json);
                 return 0;
         }
-        if (cli_engine_get_list(e, "/api/hosts", "hosts", &list, error) < 0)
-                return -1;
+        list = json_object_get(json, "hosts");
         t = cli_table_new("NAME", "ID", "STATUS", "SPM", "POOL", "ADDRESS", "JOBS", "COPY RATE", NULL);
         json_array_foreach(list, i, h) {
                 const json_t *stats = json_object_get(h, "stats");
@@ -298,8 +297,9 @@ int cli_host_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
                                             "connected" : "-"),
                                    g_strdup_printf("%s:%s", addr, port), jobs, rate);
         }
-        json_decref(list);
         cli_table_print(t, stdout);
+        cli_page_tell_next(json, "hosts");
+        json_decref(json);
         return 0;
 }
 
@@ -361,42 +361,17 @@ int cli_sd_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 
 int cli_disk_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 {
-        g_autofree char *search = NULL, *page = NULL;
-        gint max = 0;
-        const GOptionEntry entries[] = {
-                { "max", 0, 0, G_OPTION_ARG_INT, &max, "At most N disks (1-1000), in id order; the next page's token "
-                  "is printed when more follow", "N" },
-                { "search", 0, 0, G_OPTION_ARG_STRING, &search, "Only the disks of that exact name (oVirt's search)",
-                  "name=NAME" },
-                { "page", 0, 0, G_OPTION_ARG_STRING, &page, "The page after the one that printed TOKEN", "TOKEN" },
-                G_OPTION_ENTRY_NULL
-        };
+        g_auto(cli_page) page = { 0 };
+        GOptionEntry entries[4];
         g_autoptr(cli_engine) e = NULL;
         g_autoptr(cli_table) t = NULL;
         g_autoptr(GHashTable) names = NULL;
-        g_autoptr(GString) path = g_string_new("/api/disks");
         json_t *json = NULL, *list, *d;
-        const char *next;
         size_t i;
 
-        if (cli_setup(ctx, &argc, &argv, entries, NULL, 0, NULL, &e, error) < 0)
-                return -1;
-        if (max < 0 || max > 1000) {
-                g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "--max takes 1 to 1000");
-                return -1;
-        }
-        /* The engine checks the values; here they are only escaped into the query. */
-        if (max)
-                g_string_append_printf(path, "%cmax=%d", path->len > 10 ? '&' : '?', max);
-        if (search) {
-                g_autofree char *q = g_uri_escape_string(search, NULL, FALSE);
-                g_string_append_printf(path, "%csearch=%s", path->len > 10 ? '&' : '?', q);
-        }
-        if (page) {
-                g_autofree char *q = g_uri_escape_string(page, NULL, FALSE);
-                g_string_append_printf(path, "%cpage=%s", path->len > 10 ? '&' : '?', q);
-        }
-        if (cli_engine_get(e, path->str, &json, error) < 0)
+        cli_page_entries(&page, "disks", true, entries);
+        if (cli_setup(ctx, &argc, &argv, entries, NULL, 0, NULL, &e, error) < 0 ||
+            cli_engine_get_page(e, &page, "/api/disks", "disks", &json, error) < 0)
                 return -1;
         if (ctx->json) {
                 cli_print_json(json);
@@ -415,9 +390,7 @@ int cli_disk_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
                                    cli_disk_domains(d, names));
         }
         cli_table_print(t, stdout);
-        next = json_string_value(json_object_get(json, "next"));
-        if (next)
-                fprintf(stderr, "more disks follow: --page %s\n", next);
+        cli_page_tell_next(json, "disks");
         json_decref(json);
         return 0;
 }
@@ -477,24 +450,23 @@ int cli_disk_show(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 
 int cli_job_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 {
+        g_auto(cli_page) page = { 0 };
+        GOptionEntry entries[4];
         g_autoptr(cli_engine) e = NULL;
         g_autoptr(cli_table) t = NULL;
-        json_t *list = NULL, *j;
+        json_t *json = NULL, *list, *j;
         size_t i;
 
-        if (cli_setup(ctx, &argc, &argv, NULL, NULL, 0, NULL, &e, error) < 0)
+        cli_page_entries(&page, "jobs", false, entries);
+        if (cli_setup(ctx, &argc, &argv, entries, NULL, 0, NULL, &e, error) < 0 ||
+            cli_engine_get_page(e, &page, "/api/jobs", "jobs", &json, error) < 0)
                 return -1;
         if (ctx->json) {
-                json_t *json = NULL;
-
-                if (cli_engine_get(e, "/api/jobs", &json, error) < 0)
-                        return -1;
                 cli_print_json(json);
                 json_decref(json);
                 return 0;
         }
-        if (cli_engine_get_list(e, "/api/jobs", "jobs", &list, error) < 0)
-                return -1;
+        list = json_object_get(json, "jobs");
         t = cli_table_new("ID", "STATUS", "PROGRESS", "STARTED", "DESCRIPTION", NULL);
         json_array_foreach(list, i, j) {
                 double start = cli_json_number(j, "start_time", -1);
@@ -508,8 +480,9 @@ int cli_job_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
                 cli_table_add_take(t, cli_json_text(j, "id"), cli_json_text(j, "status"), cli_progress_text(j),
                                    started, cli_json_text(j, "description"));
         }
-        json_decref(list);
         cli_table_print(t, stdout);
+        cli_page_tell_next(json, "jobs");
+        json_decref(json);
         return 0;
 }
 
@@ -567,16 +540,17 @@ int cli_job_show(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 int cli_event_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 {
         g_autofree char *corr = NULL, *path = NULL;
-        const GOptionEntry entries[] = {
+        g_auto(cli_page) page = { 0 };
+        GOptionEntry entries[5] = {
                 { "correlation-id", 0, 0, G_OPTION_ARG_STRING, &corr,
                   "Only the events of one REST request (its Correlation-Id, shown by 'ferry job show')", "ID" },
-                G_OPTION_ENTRY_NULL
         };
         g_autoptr(cli_engine) e = NULL;
         g_autoptr(cli_table) t = NULL;
-        json_t *list = NULL, *ev;
+        json_t *json = NULL, *list, *ev;
         size_t n;
 
+        cli_page_entries(&page, "events", false, entries + 1);
         if (cli_setup(ctx, &argc, &argv, entries, NULL, 0, NULL, &e, error) < 0)
                 return -1;
         if (corr && !fy_log_correlation_id_valid(corr)) {
@@ -586,11 +560,13 @@ int cli_event_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         }
         /* Valid ids need no escaping in a query. */
         path = corr ? g_strconcat("/api/events?correlation_id=", corr, NULL) : g_strdup("/api/events");
-        if (cli_engine_get_list(e, path, "events", &list, error) < 0)
+        if (cli_engine_get_page(e, &page, path, "events", &json, error) < 0)
                 return -1;
+        list = json_object_get(json, "events");
         if (ctx->json) {
                 cli_print_json(list);
-                json_decref(list);
+                cli_page_tell_next(json, "events");
+                json_decref(json);
                 return 0;
         }
         t = cli_table_new("TIME", "SEVERITY", "MESSAGE", NULL);
@@ -603,7 +579,8 @@ int cli_event_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
                                    cli_json_text(ev, "severity"), cli_json_text(ev, "message"));
         }
         cli_table_print(t, stdout);
-        json_decref(list);
+        cli_page_tell_next(json, "events");
+        json_decref(json);
         return 0;
 }
 

@@ -15,7 +15,11 @@ struct cli_engine {
         char *ca_file;
         char *authorization;           /* "Bearer TOKEN", sent with every request */
         unsigned last_status;
+        GPtrArray *peers;              /* other engines of the same installation (same CA): see cli_engine_send */
 };
+
+/* At most this many engines are known: a list from a file or the environment is bounded. */
+#define CLI_MAX_PEERS 16
 
 static bool cli_host_is_loopback(const char *host)
 {
@@ -50,6 +54,7 @@ struct cli_engine *cli_engine_new(const char *url, const char *ca_file, GError *
         }
 
         e = g_new0(struct cli_engine, 1);
+        e->peers = g_ptr_array_new_with_free_func(g_free);
         e->url = g_strdup(url);
         len = strlen(e->url);
         while (len > 0 && e->url[len - 1] == '/')
@@ -78,12 +83,35 @@ void cli_engine_free(struct cli_engine *e)
         if (!e)
                 return;
         g_clear_object(&e->session);
+        g_clear_pointer(&e->peers, g_ptr_array_unref);
         g_free(e->url);
         g_free(e->ca_file);
         if (e->authorization)
                 memset(e->authorization, 0, strlen(e->authorization));
         g_free(e->authorization);
         g_free(e);
+}
+
+int cli_engine_add_peer(struct cli_engine *e, const char *url, GError **error)
+{
+        g_autoptr(cli_engine) check = NULL;
+        char *u;
+
+        /* The same rules as the first engine's URL. */
+        if (!(check = cli_engine_new(url, NULL, error)))
+                return -1;
+        if (strcmp(check->url, e->url) == 0)
+                return 0;
+        for (guint i = 0; i < e->peers->len; i++)
+                if (strcmp(e->peers->pdata[i], check->url) == 0)
+                        return 0;
+        if (e->peers->len >= CLI_MAX_PEERS) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "more than %d engines given", CLI_MAX_PEERS);
+                return -1;
+        }
+        u = g_steal_pointer(&check->url);
+        g_ptr_array_add(e->peers, u);
+        return 0;
 }
 
 const char *cli_engine_url(const struct cli_engine *e)
@@ -164,25 +192,31 @@ int cli_engine_request(struct cli_engine *e, const char *method, const char *pat
         return cli_engine_send(e, method, path, text ? "application/json" : NULL, text, ret_json, error);
 }
 
-int cli_engine_send(struct cli_engine *e, const char *method, const char *path, const char *content_type,
-                    const char *text, json_t **ret_json, GError **error)
+/* The request connected nowhere, so it cannot have reached an engine: another may take it. */
+static bool cli_error_unreached(const GError *error)
 {
-        g_autofree char *uri = g_strconcat(e->url, path, NULL);
+        return g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CONNECTION_REFUSED) ||
+               g_error_matches(error, G_IO_ERROR, G_IO_ERROR_HOST_UNREACHABLE) ||
+               g_error_matches(error, G_IO_ERROR, G_IO_ERROR_NETWORK_UNREACHABLE);
+}
+
+/* One try at base + path; the message and its body on success. */
+static int cli_send_once(struct cli_engine *e, const char *base, const char *method, const char *path,
+                         const char *content_type, const char *text, SoupMessage **ret_msg, GByteArray *data,
+                         GError **error)
+{
+        g_autofree char *uri = g_strconcat(base, path, NULL);
         g_autoptr(SoupMessage) msg = NULL;
         g_autoptr(GInputStream) in = NULL;
-        g_autoptr(GByteArray) data = g_byte_array_new();
-        g_autoptr(GError) local = NULL;
-        json_t *json = NULL;
-        json_error_t jerr;
-        unsigned status;
 
-        e->last_status = 0;
+        g_byte_array_set_size(data, 0);
         msg = soup_message_new(method, uri);
         if (!msg) {
                 g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "invalid engine URL '%s'", uri);
                 return -1;
         }
-        /* A redirect would carry the token (or a login's password) wherever the answer points: none is followed. */
+        /* A redirect would carry the token (or a login's password) wherever the answer points: libsoup follows
+         * none; cli_engine_send follows a 307 to a known engine only. */
         soup_message_add_flags(msg, SOUP_MESSAGE_NO_REDIRECT);
         soup_message_headers_append(soup_message_get_request_headers(msg), "Accept", "application/json");
         if (e->authorization)
@@ -192,9 +226,70 @@ int cli_engine_send(struct cli_engine *e, const char *method, const char *path, 
 
                 soup_message_set_request_body_from_bytes(msg, content_type, bytes);
         }
+        in = soup_session_send(e->session, msg, NULL, error);
+        if (!in || cli_read_body(in, data, error) < 0)
+                return -1;
+        *ret_msg = g_steal_pointer(&msg);
+        return 0;
+}
 
-        in = soup_session_send(e->session, msg, NULL, &local);
-        if (!in || cli_read_body(in, data, &local) < 0) {
+/* The known engine a standby's 307 points to (the same request there), or NULL. */
+static const char *cli_redirect_target(struct cli_engine *e, const char *location, const char *path)
+{
+        for (guint i = 0; location && i <= e->peers->len; i++) {
+                const char *peer = i < e->peers->len ? e->peers->pdata[i] : e->url;
+
+                if (g_str_has_prefix(location, peer) && strcmp(location + strlen(peer), path) == 0)
+                        return peer;
+        }
+        return NULL;
+}
+
+/*
+ * Several engines (one active, standbys that send writes to it with a 307):
+ * an engine that cannot be connected to is skipped for the next one known,
+ * and a 307 is followed once, only to a known engine (the same CA verifies
+ * it), with the same request. Any other redirect is an error.
+ */
+int cli_engine_send(struct cli_engine *e, const char *method, const char *path, const char *content_type,
+                    const char *text, json_t **ret_json, GError **error)
+{
+        g_autoptr(SoupMessage) msg = NULL;
+        g_autoptr(GByteArray) data = g_byte_array_new();
+        g_autoptr(GError) local = NULL;
+        const char *base = e->url;
+        bool followed = false;
+        guint next_peer = 0;
+        json_t *json = NULL;
+        json_error_t jerr;
+        unsigned status;
+
+        e->last_status = 0;
+        for (;;) {
+                g_clear_error(&local);
+                g_clear_object(&msg);
+                if (cli_send_once(e, base, method, path, content_type, text, &msg, data, &local) < 0) {
+                        if (cli_error_unreached(local) && !followed && next_peer < e->peers->len) {
+                                base = e->peers->pdata[next_peer++];
+                                continue;
+                        }
+                        break;
+                }
+                status = soup_message_get_status(msg);
+                if (status == SOUP_STATUS_TEMPORARY_REDIRECT && !followed) {
+                        const char *to = soup_message_headers_get_one(soup_message_get_response_headers(msg),
+                                                                      "Location");
+                        const char *target = cli_redirect_target(e, to, path);
+
+                        if (target && strcmp(target, base) != 0) {
+                                base = target;
+                                followed = true;
+                                continue;
+                        }
+                }
+                break;
+        }
+        if (local) {
                 if (local->domain == CLI_ERROR)
                         g_propagate_error(error, g_steal_pointer(&local));
                 else if (local->domain == G_TLS_ERROR && local->code == G_TLS_ERROR_BAD_CERTIFICATE)
@@ -202,10 +297,10 @@ int cli_engine_send(struct cli_engine *e, const char *method, const char *path, 
                         g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
                                     "the engine at %s presented a certificate that does not verify against %s: %s; "
                                     "give the installation's CA (ca.pem) with --ca-file or $FERRY_CA_FILE",
-                                    e->url, e->ca_file ? e->ca_file : "the system's CAs", local->message);
+                                    base, e->ca_file ? e->ca_file : "the system's CAs", local->message);
                 else
                         g_set_error(error, CLI_ERROR, CLI_ERROR_UNREACHABLE,
-                                    "cannot reach the engine at %s: %s", e->url, local->message);
+                                    "cannot reach the engine at %s: %s", base, local->message);
                 return -1;
         }
         status = soup_message_get_status(msg);
@@ -215,8 +310,9 @@ int cli_engine_send(struct cli_engine *e, const char *method, const char *path, 
 
                 g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
                             "the engine at %s answered %s %s with a redirect (%u) to %.200s; not followed, so the "
-                            "token or password does not travel elsewhere: give the engine's own URL",
-                            e->url, method, path, status, to ? to : "(no Location)");
+                            "token or password does not travel elsewhere: give the engine's own URL, or list every "
+                            "engine of the installation (--engine URL,URL...)",
+                            base, method, path, status, to ? to : "(no Location)");
                 return -1;
         }
 
@@ -279,4 +375,78 @@ int cli_engine_get_list(struct cli_engine *e, const char *path, const char *key,
         *ret_array = json_incref(array);
         json_decref(json);
         return 0;
+}
+
+void cli_page_clear(struct cli_page *p)
+{
+        g_clear_pointer(&p->search, g_free);
+        g_clear_pointer(&p->page, g_free);
+        g_clear_pointer(&p->max_help, g_free);
+        g_clear_pointer(&p->search_help, g_free);
+}
+
+void cli_page_entries(struct cli_page *p, const char *what, bool named, GOptionEntry ret_entries[4])
+{
+        size_t n = 0;
+
+        g_free(p->max_help);
+        p->max_help = g_strdup_printf("At most N %s (1-1000); the next page's token is printed when more follow", what);
+        ret_entries[n++] = (GOptionEntry) { "max", 0, 0, G_OPTION_ARG_INT, &p->max, p->max_help, "N" };
+        if (named) {
+                g_free(p->search_help);
+                p->search_help = g_strdup_printf("Only the %s of that exact name (oVirt's search)", what);
+                ret_entries[n++] = (GOptionEntry) { "search", 0, 0, G_OPTION_ARG_STRING, &p->search, p->search_help,
+                                                    "name=NAME" };
+        }
+        ret_entries[n++] = (GOptionEntry) { "page", 0, 0, G_OPTION_ARG_STRING, &p->page,
+                                            "The page after the one that printed TOKEN", "TOKEN" };
+        ret_entries[n] = (GOptionEntry) G_OPTION_ENTRY_NULL;
+}
+
+int cli_engine_get_page(struct cli_engine *e, const struct cli_page *p, const char *base, const char *key,
+                        json_t **ret_json, GError **error)
+{
+        g_autoptr(GString) path = g_string_new(base);
+        json_t *json = NULL;
+        char sep = strchr(base, '?') ? '&' : '?';
+
+        if (p->max < 0 || p->max > 1000) {
+                g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "--max takes 1 to 1000");
+                return -1;
+        }
+        /* The engine checks the values; here they are only escaped into the query. */
+        if (p->max) {
+                g_string_append_printf(path, "%cmax=%d", sep, p->max);
+                sep = '&';
+        }
+        if (p->search) {
+                g_autofree char *q = g_uri_escape_string(p->search, NULL, FALSE);
+
+                g_string_append_printf(path, "%csearch=%s", sep, q);
+                sep = '&';
+        }
+        if (p->page) {
+                g_autofree char *q = g_uri_escape_string(p->page, NULL, FALSE);
+
+                g_string_append_printf(path, "%cpage=%s", sep, q);
+        }
+        if (cli_engine_get(e, path->str, &json, error) < 0)
+                return -1;
+        if (!json_is_array(json_object_get(json, key))) {
+                json_decref(json);
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine's answer to GET %s has no '%s' list",
+                            base, key);
+                return -1;
+        }
+        *ret_json = json;
+        return 0;
+}
+
+void cli_page_tell_next(json_t *answer, const char *what)
+{
+        const char *next = json_string_value(json_object_get(answer, "next"));
+
+        /* The engine's token is an id: printed as it came only when it is plain text. */
+        if (next && strspn(next, "0123456789abcdefABCDEF-") == strlen(next))
+                fprintf(stderr, "more %s follow: --page %s\n", what, next);
 }

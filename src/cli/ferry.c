@@ -19,7 +19,7 @@ struct cli_command {
 };
 
 static const struct cli_command cli_commands[] = {
-        { "host", "list", cli_host_list, "host list" },
+        { "host", "list", cli_host_list, "host list [--max N] [--search name=NAME] [--page TOKEN]" },
         { "host", "add", cli_host_add, "host add --address ADDR [--port P] [--name N] [--wait]" },
         { "host", "remove", cli_host_remove, "host remove HOST (in maintenance, not the SPM, nothing running)" },
         { "sd", "list", cli_sd_list, "sd list" },
@@ -33,7 +33,7 @@ static const struct cli_command cli_commands[] = {
         { "disk", "sparsify", cli_disk_sparsify, "disk sparsify DISK [--wait]" },
         { "disk", "upload", cli_disk_upload, "disk upload FILE (--sd SD [--name N] | --disk DISK) [--format raw|cow]" },
         { "disk", "download", cli_disk_download, "disk download DISK FILE" },
-        { "vm", "list", cli_vm_list, "vm list" },
+        { "vm", "list", cli_vm_list, "vm list [--max N] [--search name=NAME] [--page TOKEN]" },
         { "vm", "show", cli_vm_show, "vm show VM" },
         { "vm", "create", cli_vm_create,
           "vm create --name N [--template T [--clone [--sd SD] [--format raw|cow] [--preallocated]]] [--wait]" },
@@ -42,14 +42,14 @@ static const struct cli_command cli_commands[] = {
         { "vm", "detach", cli_vm_detach, "vm detach VM DISK" },
         { "vm", "snapshot", cli_vm_snapshot,
           "vm snapshot VM [--description TEXT] [--wait] | vm snapshot delete|restore VM SNAPSHOT [--wait]" },
-        { "template", "list", cli_template_list, "template list" },
+        { "template", "list", cli_template_list, "template list [--max N] [--search name=NAME] [--page TOKEN]" },
         { "template", "create", cli_template_create,
           "template create --name N --vm VM [--sd SD] [--format raw|cow] [--preallocated] [--wait]" },
         { "template", "delete", cli_template_delete, "template delete TEMPLATE [--wait]" },
-        { "job", "list", cli_job_list, "job list" },
+        { "job", "list", cli_job_list, "job list [--max N] [--page TOKEN]" },
         { "job", "show", cli_job_show, "job show JOB" },
         { "job", "cancel", cli_job_cancel, "job cancel JOB" },
-        { "event", "list", cli_event_list, "event list" },
+        { "event", "list", cli_event_list, "event list [--correlation-id ID] [--max N] [--page TOKEN]" },
         { "config", "get", cli_config_get, "config get NAME" },
         { "config", "set", cli_config_set, "config set NAME VALUE" },
         { "login", NULL, cli_login, "login [--user U] [--password-file F]" },
@@ -159,6 +159,7 @@ typedef struct cli_cluster_file {
         char *ca;
         char *admin_user;
         char *admin_password_file;
+        GStrv engines;                 /* every engine's URL (engines: [{url, pid}]) */
 } CliClusterFile;
 
 static void cli_cluster_file_clear(struct cli_cluster_file *f)
@@ -167,6 +168,7 @@ static void cli_cluster_file_clear(struct cli_cluster_file *f)
         g_free(f->ca);
         g_free(f->admin_user);
         g_free(f->admin_password_file);
+        g_strfreev(f->engines);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(CliClusterFile, cli_cluster_file_clear)
 
@@ -190,6 +192,16 @@ static void cli_read_cluster_file(struct cli_cluster_file *f)
                 f->url = g_strdup(url);
         if (json_unpack(json, "{s:s}", "ca_file", &ca) == 0)
                 f->ca = g_strdup(ca);
+        {
+                json_t *engines = json_object_get(json, "engines"), *one;
+                g_autoptr(GStrvBuilder) b = g_strv_builder_new();
+                size_t i;
+
+                json_array_foreach(engines, i, one)
+                        if (json_is_string(json_object_get(one, "url")))
+                                g_strv_builder_add(b, json_string_value(json_object_get(one, "url")));
+                f->engines = g_strv_builder_end(b);
+        }
         if (json_unpack(json, "{s:s, s:s}", "admin_user", &url, "admin_password_file", &ca) == 0) {
                 f->admin_user = g_strdup(url);
                 f->admin_password_file = g_strdup(ca);
@@ -237,9 +249,21 @@ int cli_ctx_engine(struct cli_ctx *ctx, struct cli_engine **ret_engine, GError *
                 /* The local cluster's own CA, for its own engine only. */
                 ctx->ca_file = g_strdup(cluster_ca);
 
-        *ret_engine = cli_engine_new(url, ctx->ca_file, error);
-        if (!*ret_engine)
-                return -1;
+        /* Several engines (one active): URL,URL... The first is the one tokens are kept for. */
+        {
+                g_auto(GStrv) urls = g_strsplit(url, ",", 17);
+
+                *ret_engine = cli_engine_new(urls[0], ctx->ca_file, error);
+                if (!*ret_engine)
+                        return -1;
+                for (size_t i = 1; urls[i]; i++)
+                        if (*urls[i] && cli_engine_add_peer(*ret_engine, urls[i], error) < 0)
+                                goto fail;
+                /* The local cluster's engines: its own CA verifies each. */
+                for (size_t i = 0; cf.engines && cluster_url && cli_same_url(urls[0], cluster_url) && cf.engines[i]; i++)
+                        if (cli_engine_add_peer(*ret_engine, cf.engines[i], error) < 0)
+                                goto fail;
+        }
         token = cli_token_load(cli_engine_url(*ret_engine));
         if (token) {
                 cli_engine_set_token(*ret_engine, token);
@@ -256,6 +280,9 @@ int cli_ctx_engine(struct cli_ctx *ctx, struct cli_engine **ret_engine, GError *
                         memset(password, 0, strlen(password));
         }
         return 0;
+fail:
+        g_clear_pointer(ret_engine, cli_engine_free);
+        return -1;
 }
 
 static const struct cli_command *cli_find_command(const char *group, const char *verb, bool *ret_group_known)

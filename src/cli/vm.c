@@ -82,47 +82,44 @@ static int job_started(struct cli_ctx *ctx, struct cli_engine *e, json_t *answer
         return wait ? cli_wait_job(ctx, e, job_id, NULL, true, error) : 0;
 }
 
-static int print_list(struct cli_ctx *ctx, struct cli_engine *e, const char *path, const char *key, GError **error)
+/* vm list / template list: key "vms" or "templates", with the paging options. */
+static int print_list(struct cli_ctx *ctx, int argc, char **argv, const char *path, const char *key, GError **error)
 {
+        g_auto(cli_page) page = { 0 };
+        GOptionEntry entries[4];
+        g_autoptr(cli_engine) e = NULL;
         g_autoptr(cli_table) t = NULL;
-        json_t *list = NULL, *json = NULL, *item;
+        json_t *json = NULL, *item;
         size_t i;
 
+        cli_page_entries(&page, key, true, entries);
+        if (setup(ctx, &argc, &argv, entries, NULL, 0, NULL, &e, error) < 0 ||
+            cli_engine_get_page(e, &page, path, key, &json, error) < 0)
+                return -1;
         if (ctx->json) {
-                if (cli_engine_get(e, path, &json, error) < 0)
-                        return -1;
                 cli_print_json(json);
                 json_decref(json);
                 return 0;
         }
-        if (cli_engine_get_list(e, path, key, &list, error) < 0)
-                return -1;
         t = cli_table_new("NAME", "ID", "STATUS", "DISKS", strcmp(key, "vms") == 0 ? "TEMPLATE" : "FROM VM", NULL);
-        json_array_foreach(list, i, item)
+        json_array_foreach(json_object_get(json, key), i, item)
                 cli_table_add_take(t, cli_json_text(item, "name"), cli_json_text(item, "id"), cli_json_text(item, "status"),
                                    g_strdup_printf("%zu", json_array_size(json_object_get(item, "disk_attachments"))),
                                    cli_json_text2(item, strcmp(key, "vms") == 0 ? "template" : "vm", "id"));
-        json_decref(list);
         cli_table_print(t, stdout);
+        cli_page_tell_next(json, key);
+        json_decref(json);
         return 0;
 }
 
 int cli_vm_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 {
-        g_autoptr(cli_engine) e = NULL;
-
-        if (setup(ctx, &argc, &argv, NULL, NULL, 0, NULL, &e, error) < 0)
-                return -1;
-        return print_list(ctx, e, "/api/vms", "vms", error);
+        return print_list(ctx, argc, argv, "/api/vms", "vms", error);
 }
 
 int cli_template_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 {
-        g_autoptr(cli_engine) e = NULL;
-
-        if (setup(ctx, &argc, &argv, NULL, NULL, 0, NULL, &e, error) < 0)
-                return -1;
-        return print_list(ctx, e, "/api/templates", "templates", error);
+        return print_list(ctx, argc, argv, "/api/templates", "templates", error);
 }
 
 static void print_disks(struct cli_engine *e, json_t *atts)

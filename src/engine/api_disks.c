@@ -4,6 +4,7 @@
 
 #include "actions.h"
 #include "api_disks.h"
+#include "api_page.h"
 #include "uuid.h"
 
 #define js engine_js
@@ -52,66 +53,19 @@ static json_t *disk_full(struct engine *e, json_t *row)
         return disk_json(e, row, true);
 }
 
-#define DISK_PAGE_MAX 1000
-#define DISK_SEARCH_NAME_MAX 255
-
 /*
- * GET /api/disks: every disk (by creation), or, with any of ?max=N (1-1000),
- * ?search=name=NAME (oVirt's simple search: one exact name) or ?page=TOKEN
- * (the "next" of the page before, same search), one page in id order with
- * "next" when more follow. The token is the last id shown: keyset paging,
- * so a page costs the same at any depth and a disk added or removed
- * meanwhile never shifts the pages.
+ * GET /api/disks: every disk (by creation), or one page in id order with any
+ * of max, search=name=, page (api_page.h).
  */
 static void disk_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
         g_autoptr(GError) error = NULL;
-        const char *q = g_uri_get_query(soup_server_message_get_uri(msg));
-        g_autoptr(GHashTable) form = q ? soup_form_decode(q) : NULL;
-        const char *max = form ? g_hash_table_lookup(form, "max") : NULL;
-        const char *search = form ? g_hash_table_lookup(form, "search") : NULL;
-        const char *page = form ? g_hash_table_lookup(form, "page") : NULL;
-        g_autofree char *name = NULL;
         g_autoptr(json_t) rows = NULL;
-        g_autoptr(json_t) out = NULL;
-        guint64 limit = DISK_PAGE_MAX;
 
-        if (!max && !search && !page) {
-                rows = engine_store_disk_list(e->db, &error);
-                engine_rest_reply_rows(e, msg, "disks", rows, error, disk_brief);
+        if (engine_rest_page(e, msg, ENGINE_STORE_PAGE_DISKS, "disks", disk_brief))
                 return;
-        }
-        if (max && !g_ascii_string_to_unsigned(max, 10, 1, DISK_PAGE_MAX, &limit, NULL)) {
-                engine_rest_reply_fault(msg, 400, "max takes a number of disks from 1 to 1000");
-                return;
-        }
-        if (search) {
-                g_auto(GStrv) kv = g_strsplit(search, "=", 2);
-
-                if (!kv[0] || !kv[1] || strcmp(g_strstrip(kv[0]), "name") != 0 || !*g_strstrip(kv[1]) ||
-                    strlen(kv[1]) > DISK_SEARCH_NAME_MAX) {
-                        engine_rest_reply_fault(msg, 400, "search takes name=NAME (1-255 characters): "
-                                                          "the disks of that exact name");
-                        return;
-                }
-                name = g_strdup(kv[1]);
-        }
-        if (page && !fy_uuid_is_valid(page)) {
-                engine_rest_reply_fault(msg, 400, "page takes the \"next\" token of the page before");
-                return;
-        }
-        /* One more than asked: whether a next page exists, without a COUNT. */
-        rows = engine_store_disk_page(e->db, page, name, (gint64) limit + 1, &error);
-        if (!rows) {
-                engine_rest_reply_error(msg, error);
-                return;
-        }
-        out = json_pack("{s:[]}", "disks");
-        for (size_t i = 0; i < json_array_size(rows) && i < limit; i++)
-                json_array_append_new(json_object_get(out, "disks"), disk_brief(e, json_array_get(rows, i)));
-        if (json_array_size(rows) > limit)
-                json_object_set_new(out, "next", json_string(js(json_array_get(rows, limit - 1), "id")));
-        engine_rest_reply_json(msg, 200, out);
+        rows = engine_store_disk_list(e->db, &error);
+        engine_rest_reply_rows(e, msg, "disks", rows, error, disk_brief);
 }
 
 static void disk_get(struct engine *e, SoupServerMessage *msg, char **args)

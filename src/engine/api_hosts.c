@@ -3,7 +3,9 @@
 #include <string.h>
 
 #include "api_hosts.h"
+#include "api_page.h"
 #include "hosts.h"
+#include "leader.h"
 #include "uuid.h"
 
 #define js engine_js
@@ -77,8 +79,11 @@ static void dc_get(struct engine *e, SoupServerMessage *msg, char **args)
 static void host_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = engine_store_host_list(e->db, &error);
+        g_autoptr(json_t) rows = NULL;
 
+        if (engine_rest_page(e, msg, ENGINE_STORE_PAGE_HOSTS, "hosts", host_json))
+                return;
+        rows = engine_store_host_list(e->db, &error);
         engine_rest_reply_rows(e, msg, "hosts", rows, error, host_json);
 }
 
@@ -211,7 +216,19 @@ static void sd_add(struct engine *e, SoupServerMessage *msg, char **args)
         engine_sd_add(e, js(body, "name"), on_sd_added, p);
 }
 
+/* GET /api/engine: this engine's role among several on one PostgreSQL database (leader.c). */
+static void engine_get(struct engine *e, SoupServerMessage *msg, char **args)
+{
+        const char *active = engine_leader_url(e);
+        g_autoptr(json_t) body = json_pack("{s:s, s:I, s:o}", "role", engine_leader_active(e) ? "active" : "standby",
+                                           "epoch", (json_int_t) engine_leader_epoch(e),
+                                           "active_url", active ? json_string(active) : json_null());
+
+        engine_rest_reply_json(msg, 200, body);
+}
+
 static const struct engine_route routes[] = {
+        { "GET", "/api/engine", engine_get, ENGINE_ROLE_VIEWER },
         { "GET", "/api/datacenters", dc_list, ENGINE_ROLE_VIEWER },
         { "GET", "/api/datacenters/{id}", dc_get, ENGINE_ROLE_VIEWER },
         { "GET", "/api/hosts", host_list, ENGINE_ROLE_VIEWER },

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "api_jobs.h"
+#include "api_page.h"
 #include "commands.h"
 #include "engoptions.h"
 #include "eta.h"
@@ -72,8 +73,11 @@ static json_t *step_json(struct engine *e, json_t *row)
 static void job_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = engine_store_job_list(e->db, 1000, &error);
+        g_autoptr(json_t) rows = NULL;
 
+        if (engine_rest_page(e, msg, ENGINE_STORE_PAGE_JOBS, "jobs", job_json))
+                return;
+        rows = engine_store_job_list(e->db, 1000, &error);
         engine_rest_reply_rows(e, msg, "jobs", rows, error, job_json);
 }
 
@@ -122,6 +126,13 @@ static void event_list(struct engine *e, SoupServerMessage *msg, char **args)
         g_autoptr(json_t) rows = NULL;
         g_autoptr(json_t) out = NULL;
 
+        if (corr && (g_hash_table_contains(form, "max") || g_hash_table_contains(form, "page") ||
+                     g_hash_table_contains(form, "search"))) {
+                engine_rest_reply_fault(msg, 400, "correlation_id lists one request's events: not with max, page or search");
+                return;
+        }
+        if (!corr && engine_rest_page(e, msg, ENGINE_STORE_PAGE_EVENTS, "events", NULL))
+                return;
         if (corr && !fy_log_correlation_id_valid(corr)) {
                 engine_rest_reply_fault(msg, 400, "correlation_id takes 1-128 of the characters A-Z a-z 0-9 . _ : -");
                 return;

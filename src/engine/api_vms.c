@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "api_vms.h"
+#include "api_page.h"
 #include "snapshot_actions.h"
 #include "vm_actions.h"
 
@@ -105,8 +106,11 @@ static void reply_found(struct engine *e, SoupServerMessage *msg, int status, js
 static void vm_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = engine_store_vm_list(e->db, &error);
+        g_autoptr(json_t) rows = NULL;
 
+        if (engine_rest_page(e, msg, ENGINE_STORE_PAGE_VMS, "vms", vm_json))
+                return;
+        rows = engine_store_vm_list(e->db, &error);
         engine_rest_reply_rows(e, msg, "vms", rows, error, vm_json);
 }
 
@@ -251,8 +255,11 @@ static void vm_snapshot_restore(struct engine *e, SoupServerMessage *msg, char *
 static void template_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
         g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = engine_store_template_list(e->db, &error);
+        g_autoptr(json_t) rows = NULL;
 
+        if (engine_rest_page(e, msg, ENGINE_STORE_PAGE_TEMPLATES, "templates", template_json))
+                return;
+        rows = engine_store_template_list(e->db, &error);
         engine_rest_reply_rows(e, msg, "templates", rows, error, template_json);
 }
 

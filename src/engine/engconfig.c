@@ -15,6 +15,7 @@
 static const struct fy_option options[] = {
         { "listen_address", FY_OPT_STRING, "127.0.0.1", 1, 255, O(listen_address), "address of the REST API" },
         { "port", FY_OPT_UINT, "8443", 0, 65535, O(port), "TCP port of the REST API (0 picks a free one)" },
+        { "public_url", FY_OPT_STRING, "", 0, 1024, O(public_url), "URL clients reach this engine at, for standbys' redirects to it (default: http(s)://listen_address:port)" },
         { "db", FY_OPT_STRING, "/var/lib/ferry/engine/engine.db", 1, 4096, O(db), "the inventory: a SQLite file, or PostgreSQL (postgresql:// URI or libpq key=value string)" },
         { "insecure", FY_OPT_BOOL, "false", 0, 0, O(insecure), "serve the REST API over plain HTTP, for development only (anyone on the path reads and forges requests)" },
         { "tls_cert", FY_OPT_STRING, "", 0, 4096, O(tls_cert), "PEM certificate of the engine (HTTPS, and the client certificate to agents); 'ferry pki init' makes engine.pem" },
@@ -86,6 +87,20 @@ static int validate(void *config, GError **error)
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
                             "stall_action must be none or retry, got '%s'", c->stall_action);
                 return -EINVAL;
+        }
+        /* Sent as a redirect's Location: an absolute http(s) URL without a path, query or credentials. */
+        if (*c->public_url) {
+                g_autoptr(GUri) uri = g_uri_parse(c->public_url, G_URI_FLAGS_NONE, NULL);
+                const char *scheme = uri ? g_uri_get_scheme(uri) : NULL;
+
+                if (!uri || (g_strcmp0(scheme, "http") && g_strcmp0(scheme, "https")) || !g_uri_get_host(uri) ||
+                    g_uri_get_userinfo(uri) || g_uri_get_query(uri) || g_uri_get_fragment(uri) ||
+                    (*g_uri_get_path(uri) && strcmp(g_uri_get_path(uri), "/"))) {
+                        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                                    "public_url must be http(s)://HOST[:PORT] (no path, query or user), got '%s'",
+                                    c->public_url);
+                        return -EINVAL;
+                }
         }
         if (!fy_log_level_valid(c->log_level)) {
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,

@@ -32,6 +32,7 @@ GQuark engine_error_quark(void);
 struct engine_config {
         char *listen_address;
         unsigned port;
+        char *public_url;              /* where clients reach this engine (a standby's 307 points to the leader's) */
         char *db;
         bool insecure;                 /* REST over plain HTTP: development only */
         char *tls_cert;                /* HTTPS certificate and key; also presented to agents */
@@ -103,6 +104,9 @@ struct engine {
         GArray *host_listeners;        /* struct engine_host_listener: who hears host events and state changes */
         const char *acting_user;       /* who sent the REST request being handled; NULL: the engine itself */
         struct engine_auth *auth;      /* login throttle, password-hashing pool, token sweep (auth.c) */
+        bool active;                   /* runs the coordinator; false: a standby (leader.c) */
+        struct engine_leader *leader;  /* several engines on PostgreSQL; NULL on SQLite */
+        const struct engine_host_transport *transport;  /* NULL: agents over STOMP; unit tests: a double (hosts.h) */
 };
 
 /* Sets an ENGINE_ERROR with that HTTP status; returns NULL, for `return engine_fail(...)` in functions answering JSON. */

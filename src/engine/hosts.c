@@ -35,17 +35,21 @@ void engine_hosts_subscribe(struct engine *e, const struct engine_host_listener 
         g_array_append_val(e->host_listeners, *l);
 }
 
-static void on_host_event(const char *method, json_t *params, void *userdata)
+void engine_host_event(struct engine *e, const char *host_id, const char *method, json_t *params)
 {
-        struct engine_host *h = userdata;
-        struct engine *e = h->engine;
-
         for (guint i = 0; e->host_listeners && i < e->host_listeners->len; i++) {
                 struct engine_host_listener *l = &g_array_index(e->host_listeners, struct engine_host_listener, i);
 
                 if (l->on_event)
-                        l->on_event(e, h->id, method, params, l->userdata);
+                        l->on_event(e, host_id, method, params, l->userdata);
         }
+}
+
+static void on_host_event(const char *method, json_t *params, void *userdata)
+{
+        struct engine_host *h = userdata;
+
+        engine_host_event(h->engine, h->id, method, params);
 }
 
 static void publish_state(struct engine *e, const char *host_id, const char *status)
@@ -80,7 +84,8 @@ static struct engine_host *host_attach(struct engine *e, const char *id, const c
         }
         h->engine = e;
         h->id = g_strdup(id);
-        h->rpc = fy_rpc_client_new(&o, on_host_event, h);
+        if (!e->transport)     /* a test's host double answers instead (hosts.h) */
+                h->rpc = fy_rpc_client_new(&o, on_host_event, h);
         g_hash_table_insert(e->hosts, h->id, h);
         return h;
 }
@@ -275,6 +280,10 @@ void engine_host_call(struct engine *e, const char *host_id, const char *method,
                 f->userdata = userdata;
                 f->host_id = g_strdup(host_id ? host_id : "(none)");
                 g_idle_add(fail_later, f);
+                return;
+        }
+        if (e->transport) {
+                e->transport->call(e->transport->userdata, host_id, method, params, cb, userdata);
                 return;
         }
         fy_rpc_client_call(h->rpc, method, params, timeout_ms, cb, userdata);

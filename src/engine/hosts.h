@@ -21,6 +21,21 @@ char *engine_spm_host(struct engine *e);
 /* Calls method on a host; fails at once (in the callback) if the host is unknown. */
 void engine_host_call(struct engine *e, const char *host_id, const char *method, json_t *params,
                       unsigned timeout_ms, fy_rpc_client_reply_fn cb, void *userdata);
+/*
+ * The transport of every call to a host. NULL (the daemon): each host's agent over
+ * JSON-RPC/STOMP (src/lib/rpcclient.c). Set before engine_hosts_init, the engine makes
+ * no connection and hands each call to `call` instead, which must answer it later
+ * (never from inside the call), once, like the RPC client; the only user is the unit
+ * tests' host double (tests/unit/hostdouble.c), which also pushes agent events
+ * through engine_host_event.
+ */
+struct engine_host_transport {
+        void (*call)(void *userdata, const char *host_id, const char *method, json_t *params,
+                     fy_rpc_client_reply_fn cb, void *cb_data);        /* params: owned by call */
+        void *userdata;
+};
+/* An event the agent of host_id pushed, told to every listener (engine_hosts_subscribe). */
+void engine_host_event(struct engine *e, const char *host_id, const char *method, json_t *params);
 /* Host ids that are up, pool-connected and not in maintenance. */
 GPtrArray *engine_usable_hosts(struct engine *e);
 typedef void (*engine_done_fn)(json_t *result, const GError *error, void *userdata);

@@ -55,7 +55,10 @@ struct engine_sched_host {
  *      - the size is not known: the largest share of the bandwidth a new copy
  *        would get, bandwidth / (running + 1), so a fast host with a copy
  *        running beats a slow idle one;
- *      values within 1 % of each other count as equal.
+ *      values within 1 % of each other count as equal; with a known size,
+ *      between hosts of different classes (one at least twice as fast),
+ *      costs within 15 % are equal and the slower host goes first (best fit:
+ *      the fastest hosts keep short queues for big copies, bench/sim).
  *      Otherwise (some bandwidth unknown): fewest running copies;
  *   2. lowest rate (bytes/s in flight now), differences under 1 byte/s equal;
  *   3. lowest CPU load, differences under 0.05 equal;

@@ -3,6 +3,7 @@
 #include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <glib-unix.h>
 
@@ -11,6 +12,7 @@
 #include "commands.h"
 #include "flows/flows.h"
 #include "hosts.h"
+#include "leader.h"
 #include "metrics.h"
 #include "rest.h"
 #include "service.h"
@@ -65,6 +67,7 @@ static int ensure_datacenter(struct engine *e, GError **error)
         g_autofree char *pool = NULL;
 
         if (dc) {
+                g_free(e->dc_id);      /* a standby read it already */
                 e->dc_id = g_strdup(json_string_value(json_object_get(dc, "id")));
                 return 0;
         }
@@ -78,14 +81,106 @@ static int ensure_datacenter(struct engine *e, GError **error)
         return 0;
 }
 
+/* The command line as started: a deposed leader executes it again (see on_deposed). */
+static char **start_argv;
+
+/*
+ * Elected (or alone, on SQLite): the same path as a start. The hosts are
+ * attached and reset, and the coordinator's first round resumes every
+ * command from the table, as after a restart.
+ */
+static int on_elected(struct engine *e, GError **error)
+{
+        if (ensure_datacenter(e, error) < 0 || engine_auth_init(e, error) < 0)
+                return -EIO;
+        if (e->hosts)
+                engine_hosts_free(e);
+        if (engine_hosts_init(e, error) < 0)
+                return -EIO;
+        e->tick_source = g_timeout_add(e->config.poll_interval, on_tick, e);
+        on_tick(e);
+        return 0;
+}
+
+/*
+ * Deposed: nothing of the old term may act again, and host calls, picks and
+ * timers of the coordinator are in flight everywhere. Rather than unwind each,
+ * the process becomes a fresh standby: it closes its sessions (the lock goes
+ * at once) and executes itself again, on the same port.
+ */
+static gboolean restart_as_standby(gpointer data)
+{
+        struct engine *e = data;
+        g_autoptr(GPtrArray) args = g_ptr_array_new_with_free_func(g_free);
+
+        for (char **a = start_argv; *a; a++)
+                g_ptr_array_add(args, g_strdup(*a));
+        g_ptr_array_add(args, g_strdup_printf("--port=%u", e->port));
+        g_ptr_array_add(args, NULL);
+        engine_leader_free(e);
+        engine_store_close(e->db);
+        fflush(NULL);
+        g_setenv("FERRY_ENGINE_REEXEC", "1", TRUE);
+        execv("/proc/self/exe", (char **) args->pdata);
+        g_critical("cannot restart as a standby (%s): exiting", g_strerror(errno));
+        _exit(EXIT_FAILURE);
+}
+
+static void on_deposed(struct engine *e)
+{
+        if (e->tick_source) {
+                g_source_remove(e->tick_source);
+                e->tick_source = 0;
+        }
+        g_idle_add_full(G_PRIORITY_HIGH, restart_as_standby, e, NULL);
+}
+
+static void on_paused(struct engine *e)
+{
+        if (e->tick_source) {
+                g_source_remove(e->tick_source);
+                e->tick_source = 0;
+        }
+}
+
+static void on_resumed(struct engine *e)
+{
+        if (!e->tick_source)
+                e->tick_source = g_timeout_add(e->config.poll_interval, on_tick, e);
+}
+
+/* A standby serves reads: the data center must exist (the first leader makes it). */
+static int standby_wait(struct engine *e, GError **error)
+{
+        for (;;) {
+                g_autoptr(json_t) dc = engine_store_dc_first(e->db, error);
+
+                if (dc) {
+                        e->dc_id = g_strdup(engine_js(dc, "id"));
+                        return 0;
+                }
+                if (error && *error)
+                        return -EIO;
+                g_usleep(200 * G_TIME_SPAN_MILLISECOND);
+                engine_leader_round(e);
+                if (e->active)
+                        return 0;
+        }
+}
+
 int main(int argc, char **argv)
 {
+        static const struct engine_leader_hooks hooks = { on_elected, on_deposed, on_paused, on_resumed };
         struct engine engine = { 0 };
         struct engine *e = &engine;
         g_autoptr(GError) error = NULL;
+        g_autofree char *engine_id = NULL;
+        g_autofree char *client = NULL;
+        g_autofree char *url = NULL;
         int r;
 
         setlocale(LC_ALL, "");
+        start_argv = g_strdupv(argv);
         r = engine_config_load(&argc, &argv, &e->config, &error);
         if (r > 0)
                 return EXIT_SUCCESS;
@@ -102,10 +197,20 @@ int main(int argc, char **argv)
                 g_log(G_LOG_DOMAIN, nr < 0 ? G_LOG_LEVEL_WARNING : G_LOG_LEVEL_MESSAGE, "%s", nofile);
         }
         e->loop = g_main_loop_new(NULL, FALSE);
+        /* Its database sessions carry its name: a standby ends those of a stopped leader (leader.c). */
+        engine_id = fy_uuid_new();
+        client = g_strdup_printf("ferry-engine %s", engine_id);
 
-        if (engine_store_open(e->config.db, &e->db, &error) < 0 || ensure_datacenter(e, &error) < 0 ||
-            engine_auth_init(e, &error) < 0 || engine_hosts_init(e, &error) < 0 ||
-            engine_commands_init(e, &error) < 0) {
+        /* A deposed leader executed again (restart_as_standby): the server may be restarting, which is why it
+         * was deposed; wait for it as long as a standby's takeover would. */
+        for (int tries = g_getenv("FERRY_ENGINE_REEXEC") ? 60 : 1;; tries--) {
+                if (engine_store_open_as(e->config.db, client, &e->db, &error) >= 0 || tries <= 1)
+                        break;
+                g_message("%s; retrying", error->message);
+                g_clear_error(&error);
+                g_usleep(500 * G_TIME_SPAN_MILLISECOND);
+        }
+        if (!e->db || engine_commands_init(e, &error) < 0) {
                 g_critical("%s", error->message);
                 return EXIT_FAILURE;
         }
@@ -114,32 +219,57 @@ int main(int argc, char **argv)
                 g_critical("cannot serve the REST API on %s:%u: %s", e->config.listen_address, e->config.port, error->message);
                 return EXIT_FAILURE;
         }
+        url = *e->config.public_url ? g_strdup(e->config.public_url)
+                                    : g_strdup_printf("%s://%s:%u", e->config.insecure ? "http" : "https",
+                                                      e->config.listen_address, e->port);
+        engine_metrics_init(e);
+        if (engine_leader_init(e, client, url, &hooks, &error) < 0) {
+                g_critical("%s", error->message);
+                return EXIT_FAILURE;
+        }
+        if (!e->active) {
+                /* A standby: hosts are neither polled nor reset, and only the active engine makes the first admin. */
+                g_autofree char *admin = g_steal_pointer(&e->config.create_admin);
+
+                e->config.create_admin = g_strdup("");
+                e->hosts = g_hash_table_new(g_str_hash, g_str_equal);
+                e->sd_max_file = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+                r = standby_wait(e, &error);
+                if (r >= 0 && !e->active)
+                        r = engine_auth_init(e, &error);
+                g_free(e->config.create_admin);
+                e->config.create_admin = g_steal_pointer(&admin);
+                if (r < 0) {
+                        g_critical("%s", error->message);
+                        return EXIT_FAILURE;
+                }
+        }
         if (e->config.insecure)
                 g_warning("insecure=true: the REST API is served over plain HTTP; anyone on the network path "
                           "can read and forge requests. For development only: give tls_cert and tls_key instead");
         if (e->config.agent_insecure)
                 g_warning("agent_insecure=true: agents are reached over plain TCP without certificates. "
                           "For development only");
-        g_message("ferry-engine %s listening on %s://%s:%u, database %s (schema %d), %u host(s)",
+        g_message("ferry-engine %s listening on %s://%s:%u, database %s (schema %d), %u host(s), %s",
                   FERRY_VERSION, e->config.insecure ? "http" : "https", e->config.listen_address, e->port,
-                  engine_store_describe(e->db), engine_store_schema_version(e->db), g_hash_table_size(e->hosts));
+                  engine_store_describe(e->db), engine_store_schema_version(e->db), g_hash_table_size(e->hosts),
+                  e->active ? "active" : "standby");
 
         g_unix_signal_add(SIGTERM, on_signal, e);
         g_unix_signal_add(SIGINT, on_signal, e);
         g_unix_signal_add(SIGHUP, on_reload, e);
-        e->tick_source = g_timeout_add(e->config.poll_interval, on_tick, e);
-        engine_metrics_init(e);
-        on_tick(e);
         fy_service_ready("serving");
         g_main_loop_run(e->loop);
 
         /* First: no password check may finish (and write a token) while the rest closes. */
         engine_auth_stop(e);
-        g_source_remove(e->tick_source);
+        if (e->tick_source)
+                g_source_remove(e->tick_source);
         engine_metrics_free(e);
         if (e->kick_source)
                 g_source_remove(e->kick_source);
         engine_rest_stop(e);
+        engine_leader_free(e);
         engine_hosts_free(e);
         g_hash_table_unref(e->busy);
         if (e->host_listeners)
@@ -149,6 +279,7 @@ int main(int argc, char **argv)
         g_free(e->dc_id);
         g_main_loop_unref(e->loop);
         engine_config_clear(&e->config);
+        g_strfreev(start_argv);
         g_message("ferry-engine stopped");
         return EXIT_SUCCESS;
 }

@@ -22,6 +22,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "leader.h"
 #include "rest.h"
 #include "httpserve.h"
 #include "restparse.h"
@@ -130,6 +131,28 @@ static void on_resume(struct engine *e, SoupServerMessage *msg)
         serve(e, msg, path, true);
 }
 
+/*
+ * A write sent to a standby: 307 to the same path and query on the active
+ * engine, which the client repeats with its method and body (a redirect the
+ * CLI follows only to an engine it knows, ferry(1)). 503 while no engine leads.
+ */
+static void redirect_to_leader(struct engine *e, SoupServerMessage *msg)
+{
+        const char *leader = engine_leader_url(e);
+        GUri *uri = soup_server_message_get_uri(msg);
+        g_autofree char *location = NULL;
+        const char *query = g_uri_get_query(uri);
+
+        if (!leader) {
+                soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Retry-After", "2");
+                engine_rest_reply_fault(msg, 503, "this engine is a standby and no engine is active yet; retry shortly");
+                return;
+        }
+        location = g_strconcat(leader, g_uri_get_path(uri), query ? "?" : "", query ? query : "", NULL);
+        soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Location", location);
+        engine_rest_reply_fault(msg, 307, "this engine is a standby: send writes to the active engine");
+}
+
 static void serve(struct engine *e, SoupServerMessage *msg, const char *path, bool resumed)
 {
         char buf[MAX_PATH + 1];
@@ -173,6 +196,11 @@ static void serve(struct engine *e, SoupServerMessage *msg, const char *path, bo
         if (!r) {
                 engine_rest_reply_fault(msg, known ? 405 : 404, known ? "this resource does not take that method"
                                                                               : "no such resource or action");
+                return;
+        }
+        /* A standby changes nothing: the active engine does (ARCHITECTURE.md, "Several engines"). */
+        if (!engine_leader_active(e) && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+                redirect_to_leader(e, msg);
                 return;
         }
         /* Who asks, and may they: before the handler reads anything. */

@@ -9,6 +9,7 @@ cluster per test process (pytest-xdist worker), started on first use by
 scripts/pg-test-cluster in a temp folder and stopped when the process exits."""
 
 import atexit
+import contextlib
 import itertools
 import json
 import os
@@ -16,6 +17,7 @@ import re
 import secrets
 import shutil
 import signal
+import sqlite3
 import ssl
 import subprocess
 import tempfile
@@ -27,6 +29,7 @@ from ferrytest import BUILD, FERRY, Agent, Pki, Sanlock, tls_client_env, wait_fo
 
 ENGINE_BIN = os.path.join(BUILD, "src", "engine", "ferry-engine")
 PG_CLUSTER = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "pg-test-cluster")
+PSQL = os.path.join(os.environ.get("FERRY_PG_BINDIR", "/usr/lib/postgresql/15/bin"), "psql")
 TEST_DB = os.environ.get("FERRY_TEST_DB", "sqlite")
 if TEST_DB not in ("sqlite", "postgresql"):
     raise RuntimeError(f"FERRY_TEST_DB={TEST_DB}: give sqlite or postgresql")
@@ -89,11 +92,12 @@ class Engine:
 
     ADMIN = "admin"
 
-    def __init__(self, workdir, *extra, pki=None, insecure=False, port=0):
+    def __init__(self, workdir, *extra, pki=None, insecure=False, port=0, db=None):
         self.workdir = workdir
         self.listen_port = port        # 0: a free one, new at every start
-        # The engine's --db: a SQLite file in workdir, or a PostgreSQL database of its own (FERRY_TEST_DB).
-        self.db = postgres().new_database() if TEST_DB == "postgresql" else os.path.join(workdir, "engine.db")
+        # The engine's --db: a SQLite file in workdir, or a PostgreSQL database of its own (FERRY_TEST_DB);
+        # db: that one (engines sharing a database, test_failover.py).
+        self.db = db or (postgres().new_database() if TEST_DB == "postgresql" else os.path.join(workdir, "engine.db"))
         self.log_path = os.path.join(workdir, "engine.log")
         self.extra = extra
         self.insecure = insecure
@@ -204,6 +208,27 @@ class Engine:
     def get(self, path):
         return self.request("GET", path)[1]
 
+    def sql(self, statement, params=()):
+        """Runs one SQL statement on the engine's inventory, whichever the
+        backend, for the tests that must reach under the REST API (rows a
+        newer engine could have written, what a sweep left). `?` marks a
+        parameter (str or int). Returns the rows as tuples of strings (NULL:
+        None) on both backends, so a test reads them the same way."""
+        if TEST_DB == "sqlite":
+            with contextlib.closing(sqlite3.connect(self.db, timeout=30)) as c, c:
+                return [tuple(None if v is None else str(v) for v in row)
+                        for row in c.execute(statement, params).fetchall()]
+        parts = statement.split("?")
+        assert len(parts) == len(params) + 1, "one parameter per ?"
+        literals = [str(p) if isinstance(p, int) else "'" + p.replace("'", "''") + "'" for p in params]
+        text = parts[0] + "".join(lit + part for lit, part in zip(literals, parts[1:]))
+        # Unit separator between fields and a marker for NULL: neither is in any value a test compares.
+        r = subprocess.run([PSQL, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-F", "\x1f", "-P", "null=\x1e",
+                            "-d", self.db, "-c", text], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"psql: {r.stderr.strip()}")
+        return [tuple(None if v == "\x1e" else v for v in line.split("\x1f")) for line in r.stdout.splitlines()]
+
     def post(self, path, body):
         return self.request("POST", path, body)[1]
 
@@ -220,7 +245,7 @@ class EngineCluster:
     """N hosts (sanlock daemon + agent each) and an engine that manages them."""
 
     def __init__(self, workdir, hosts=3, domains=2, engine_args=(), agent_options=None, net=None, storage=None,
-                 insecure=False, engine_port=0):
+                 insecure=False, engine_port=0, engine_db=None):
         """engine_args: extra engine options; agent_options: agent options for
         every host (copy_rate_limit defaults to 128M; None: not on the command line); net: a netns.Network
         with a namespace per host, the agents then run inside them and are
@@ -249,7 +274,7 @@ class EngineCluster:
                                          netns=net.hosts[i] if net else None, **dict(tls, **opts)))
                 if not insecure:
                     self.agents[-1].client_tls = self.pki.client_tls()
-            self.engine = Engine(workdir, *engine_args, pki=self.pki, insecure=insecure, port=engine_port)
+            self.engine = Engine(workdir, *engine_args, pki=self.pki, insecure=insecure, port=engine_port, db=engine_db)
             self.hosts = {}
             for a in self.agents:
                 h = self.engine.post("/api/hosts", {"name": a.name, "address": a.address, "port": a.port})

@@ -6,7 +6,6 @@ HTTP Basic works; failed logins are slowed down; `ferry login`, `ferry user`
 and `ferry logout` over TLS; no password or token reaches a log or an event."""
 
 import base64
-import contextlib
 import glob
 import hashlib
 import http.client
@@ -16,7 +15,6 @@ import os
 import re
 import shutil
 import socket
-import sqlite3
 import stat
 import subprocess
 import threading
@@ -327,8 +325,7 @@ def test_token_expiry():
         digest = hashlib.sha256(t2.encode()).hexdigest()
 
         def swept():
-            with contextlib.closing(sqlite3.connect(f"file:{e.db}?mode=ro", uri=True)) as db:
-                return db.execute("SELECT COUNT(*) FROM tokens WHERE hash = ?", (digest,)).fetchone()[0] == 0
+            return e.sql("SELECT COUNT(*) FROM tokens WHERE hash = ?", (digest,)) == [("0",)]
         wait_for(swept, 12, "the idle token to be swept from the inventory")
         assert status_of(e, "GET", "/api/hosts", token=t2) == 401
     finally:

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -382,6 +383,60 @@ def _cluster_pids(info):
     for h in info["hosts"]:
         pids += [h["pid"], h["sanlock_pid"]]
     return [p for p in pids if p]
+
+
+def test_cluster_up_two_engines_on_postgresql(tmpdir_ferry):
+    """cluster up --engines 2 --postgresql: its own PostgreSQL, two engines (one active) in cluster.json's
+    engines list; the CLI in the folder works through either; down stops all of it."""
+    d = os.path.join(tmpdir_ferry, "ferry-cluster")
+    cluster_json = os.path.join(d, "cluster.json")
+    info = None
+    try:
+        r = ferry("cluster", "up", "--dir", d, "--hosts", "1", "--domains", "1", "--engines", "2", "--postgresql",
+                  timeout=240)
+        assert r.returncode == 0, r.stdout + r.stderr
+        with open(cluster_json) as f:
+            info = json.load(f)
+        engines = info["engines"]
+        assert len(engines) == 2 and engines[0]["url"] == info["engine_url"], engines
+        assert all(e["url"].startswith("https://127.0.0.1:") and _alive(e["pid"]) for e in engines), engines
+        assert info["engine_db"].startswith("host=") and os.path.exists(os.path.join(d, "postgresql"))
+        ctx = ssl.create_default_context(cafile=info["ca_file"])
+        roles = []
+        for e in engines:
+            with open(info["admin_password_file"]) as f:
+                form = urllib.parse.urlencode({"grant_type": "password", "username": "admin",
+                                               "password": f.read().strip(), "scope": "ovirt-app-api"}).encode()
+            with urllib.request.urlopen(e["url"] + "/sso/oauth/token", form, timeout=30, context=ctx) as resp:
+                token = json.load(resp)["access_token"]
+            req = urllib.request.Request(e["url"] + "/api/engine", headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(req, timeout=30, context=ctx) as resp:
+                roles.append(json.load(resp)["role"])
+        assert roles == ["active", "standby"], roles
+        # From the folder, through the standby first: its 307 is followed to the active engine.
+        env = {"FERRY_ENGINE_URL": f"{engines[1]['url']},{engines[0]['url']}", "FERRY_CA_FILE": info["ca_file"],
+               "XDG_CONFIG_HOME": os.path.join(tmpdir_ferry, "config")}
+        r = ferry("login", "--user", "admin", "--password-file", info["admin_password_file"], env=env)
+        assert r.returncode == 0, r.stderr
+        r = ferry("disk", "create", "--name", "pg-disk", "--size", "1M", "--sd", "sd1", "--wait", env=env)
+        assert r.returncode == 0 and "is ok" in r.stdout, r.stdout + r.stderr
+
+        r = ferry("cluster", "down", "--dir", d, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "postgresql" in r.stdout and "engine 2" in r.stdout, r.stdout
+        pids = _cluster_pids(info) + [e["pid"] for e in engines]
+        wait_for(lambda: not any(_alive(p) for p in pids), 10, "cluster processes to exit")
+        assert not _procs_mentioning(info["postgresql_dir"])
+    finally:
+        if os.path.exists(cluster_json):
+            ferry("cluster", "down", "--dir", d, timeout=120)
+        if info:
+            for pid in _cluster_pids(info) + [e["pid"] for e in info.get("engines", [])]:
+                if _alive(pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
 
 
 def _procs_mentioning(text):

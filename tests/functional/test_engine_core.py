@@ -3,7 +3,6 @@
 
 import os
 import shutil
-import sqlite3
 import time
 import uuid
 
@@ -25,29 +24,27 @@ def engine():
     assert code == 0
 
 
-def insert_command(db, type_, phase=""):
+def insert_command(engine, type_, phase=""):
     cid = str(uuid.uuid4())
     now = int(time.time())
-    with sqlite3.connect(db) as c:
-        c.execute("INSERT INTO commands (id, type, state, phase, params, created, updated) "
-                  "VALUES (?, ?, 'active', ?, '{}', ?, ?)", (cid, type_, phase, now, now))
+    engine.sql("INSERT INTO commands (id, type, state, phase, params, created, updated) "
+               "VALUES (?, ?, 'active', ?, '{}', ?, ?)", (cid, type_, phase, now, now))
     return cid
 
 
-def command_row(db, cid):
-    with sqlite3.connect(db) as c:
-        return c.execute("SELECT state, error FROM commands WHERE id = ?", (cid,)).fetchone()
+def command_row(engine, cid):
+    return engine.sql("SELECT state, error FROM commands WHERE id = ?", (cid,))[0]
 
 
 def test_unknown_stored_kind_or_phase_fails_with_an_event(engine):
     """A row written by a newer engine (or damaged) fails; it never runs as a move or anything else."""
     engine.stop()
-    unknown = insert_command(engine.db, "frobnicate_disk")
-    bad_phase = insert_command(engine.db, "move_disk", "teleport")
+    unknown = insert_command(engine, "frobnicate_disk")
+    bad_phase = insert_command(engine, "move_disk", "teleport")
     engine.start()
     for cid in (unknown, bad_phase):
-        wait_for(lambda: command_row(engine.db, cid)[0] != "active", 10, "the command to end")
-        state, error = command_row(engine.db, cid)
+        wait_for(lambda: command_row(engine, cid)[0] != "active", 10, "the command to end")
+        state, error = command_row(engine, cid)
         assert state == "failed", (cid, state)
         assert "does not know how to run" in error
     events = engine.get("/api/events")["events"]

@@ -205,6 +205,23 @@ def test_live_redraws_reread_only_what_changed_at_most_once_a_second(ui):
     ui.engine.request("DELETE", f"/api/vms/{by_name(ui, 'vms', 'ui-redraws')['id']}")
 
 
+def test_long_lists_come_a_page_at_a_time(ui):
+    """The VMs page shows 100 VMs and a "More" button that reads the next page (GET /api/vms?max=100&page=)."""
+    b = ui.browser
+    made = [ui.engine.request("POST", "/api/vms", {"name": f"ui-page-{i:03}"})[1]["id"] for i in range(101)]
+    try:
+        login(ui, ui.engine.ADMIN, ui.engine.admin_password)
+        page(ui, "vms")
+        rows = "document.querySelectorAll('#data tbody tr').length"
+        assert b.eval(rows) == 100 and b.eval("!!document.querySelector('#more-vms')")
+        b.click("#more-vms")
+        b.wait(f"{rows} === {len(ui.engine.get('/api/vms')['vms'])}", 15, "the second page of VMs")
+        assert b.eval("!document.querySelector('#more-vms')")
+    finally:
+        for v in made:
+            ui.engine.request("DELETE", f"/api/vms/{v}")
+
+
 def test_create_disk_in_the_browser(ui):
     b = ui.browser
     login(ui, ui.engine.ADMIN, ui.engine.admin_password)

@@ -3,8 +3,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/stat.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
@@ -22,6 +27,19 @@
 #define MiB (1024ull * 1024)
 
 static char *tmpdir;
+/* The I/O pipeline the raw tests ask for (run_io_case); AUTO is what the agent uses. */
+static enum agent_copy_io test_io = AGENT_COPY_IO_AUTO;
+
+static int copy_raw(const char *src, const char *dst, const struct agent_copy_options *opts,
+                    GCancellable *cancel, agent_copy_progress_fn progress, void *userdata)
+{
+        struct agent_copy_options o = { 0 };
+
+        if (opts)
+                o = *opts;
+        o.io = test_io;
+        return agent_copy_raw(src, dst, &o, cancel, progress, userdata);
+}
 
 static char *tmp_path(const char *name)
 {
@@ -146,7 +164,7 @@ static void check_sparse_copy(gboolean no_direct, size_t buffer_size)
 
         make_sparse_source(src);
         make_file(dst, 64 * MiB);
-        g_assert_cmpint(agent_copy_raw(src, dst, &opts, NULL, record_progress, &prog), ==, 0);
+        g_assert_cmpint(copy_raw(src, dst, &opts, NULL, record_progress, &prog), ==, 0);
 
         assert_same(src, dst, 64 * MiB);
         g_assert_cmpuint(file_size(dst), ==, 64 * MiB);
@@ -188,14 +206,14 @@ static void test_unaligned_tail(void)
         make_file(src, size);
         write_at(src, 0, size, -1, 4);
         make_file(dst, size);
-        g_assert_cmpint(agent_copy_raw(src, dst, NULL, NULL, NULL, NULL), ==, 0);
+        g_assert_cmpint(copy_raw(src, dst, NULL, NULL, NULL, NULL), ==, 0);
         assert_same(src, dst, size);
         g_assert_cmpuint(file_size(dst), ==, size);
 
         /* A larger destination keeps its size; stale bytes past the source are cleared. */
         make_file(dst2, 2 * MiB);
         write_at(dst2, 0, 2 * MiB, 0xAA, 0);
-        g_assert_cmpint(agent_copy_raw(src, dst2, NULL, NULL, NULL, NULL), ==, 0);
+        g_assert_cmpint(copy_raw(src, dst2, NULL, NULL, NULL, NULL), ==, 0);
         assert_same(src, dst2, size);
         g_assert_cmpuint(file_size(dst2), ==, 2 * MiB);
         g_assert_true(g_file_get_contents(dst2, &tail, &tail_len, NULL));
@@ -208,7 +226,7 @@ static void test_unaligned_tail(void)
         write_at(src, 0, 4096, -1, 5);
         write_at(src, 1 * MiB, 123, 0, 0);
         write_at(dst, 0, size, 0x55, 0);
-        g_assert_cmpint(agent_copy_raw(src, dst, NULL, NULL, NULL, NULL), ==, 0);
+        g_assert_cmpint(copy_raw(src, dst, NULL, NULL, NULL, NULL), ==, 0);
         assert_same(src, dst, size);
         cleanup_files((const char *[]) { "src.raw", "dst.raw", "dst2.raw", NULL });
 }
@@ -224,7 +242,7 @@ static void test_zero_blocks_become_holes(void)
         g_assert_false(is_hole(src, 2 * MiB, 1 * MiB));
         make_file(dst, 8 * MiB);
 
-        g_assert_cmpint(agent_copy_raw(src, dst, NULL, NULL, NULL, NULL), ==, 0);
+        g_assert_cmpint(copy_raw(src, dst, NULL, NULL, NULL, NULL), ==, 0);
         assert_same(src, dst, 8 * MiB);
         g_assert_true(is_hole(dst, 2 * MiB, 1 * MiB));
         g_assert_true(is_hole(dst, 5 * MiB + 4096, 4096));
@@ -242,7 +260,7 @@ static void test_stale_destination(void)
         make_file(dst, 64 * MiB);
         write_at(dst, 0, 64 * MiB, 0xFF, 0);                    /* a failed earlier copy */
 
-        g_assert_cmpint(agent_copy_raw(src, dst, NULL, NULL, NULL, NULL), ==, 0);
+        g_assert_cmpint(copy_raw(src, dst, NULL, NULL, NULL, NULL), ==, 0);
         assert_same(src, dst, 64 * MiB);
         g_assert_true(is_hole(dst, 0, 1 * MiB));
         g_assert_true(is_hole(dst, 1 * MiB + 512 * KiB, 256 * KiB));
@@ -308,7 +326,7 @@ static void test_reflink(void)
         write_at(src, 30 * MiB, 12 * MiB, -1, 4);
         make_file(dst, 64 * MiB);
         t0 = g_get_monotonic_time();
-        g_assert_cmpint(agent_copy_raw(src, dst, &opts, NULL, record_progress, &prog), ==, 0);
+        g_assert_cmpint(copy_raw(src, dst, &opts, NULL, record_progress, &prog), ==, 0);
         /* 16 MiB of data at 16 MiB/s: the cap holds for cloned bytes too (less the last chunk and a burst). */
         g_assert_cmpint(g_get_monotonic_time() - t0, >=, 800 * 1000);
         assert_same(src, dst, 64 * MiB);
@@ -322,7 +340,7 @@ static void test_reflink(void)
         /* no_offload copies the bytes. */
         make_file(dst, 64 * MiB);
         opts = (struct agent_copy_options) { .no_offload = TRUE };
-        g_assert_cmpint(agent_copy_raw(src, dst, &opts, NULL, NULL, NULL), ==, 0);
+        g_assert_cmpint(copy_raw(src, dst, &opts, NULL, NULL, NULL), ==, 0);
         assert_same(src, dst, 64 * MiB);
         g_assert_false(extent_shared(dst, 1 * MiB));
 
@@ -351,7 +369,7 @@ static void test_keep_allocation(void)
         close(fd);
         write_at(dst, 0, 72 * MiB, 0xFF, 0);                    /* stale data everywhere */
 
-        g_assert_cmpint(agent_copy_raw(src, dst, &opts, NULL, NULL, NULL), ==, 0);
+        g_assert_cmpint(copy_raw(src, dst, &opts, NULL, NULL, NULL), ==, 0);
         assert_same(src, dst, 64 * MiB);
         g_assert_true(g_file_get_contents(dst, &contents, &len, NULL));
         g_assert_cmpuint(len, ==, 72 * MiB);
@@ -369,7 +387,7 @@ static void test_destination_too_small(void)
 
         make_file(src, 4 * MiB);
         make_file(dst, 4 * MiB - 4096);
-        g_assert_cmpint(agent_copy_raw(src, dst, NULL, NULL, NULL, NULL), ==, -EFBIG);
+        g_assert_cmpint(copy_raw(src, dst, NULL, NULL, NULL, NULL), ==, -EFBIG);
         g_assert_cmpuint(file_size(dst), ==, 4 * MiB - 4096);
         cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
 }
@@ -379,8 +397,8 @@ static void test_missing_files(void)
         g_autofree char *src = tmp_path("nope.raw"), *dst = tmp_path("dst.raw");
 
         make_file(dst, 4096);
-        g_assert_cmpint(agent_copy_raw(src, dst, NULL, NULL, NULL, NULL), ==, -ENOENT);
-        g_assert_cmpint(agent_copy_raw(dst, src, NULL, NULL, NULL, NULL), ==, -ENOENT);
+        g_assert_cmpint(copy_raw(src, dst, NULL, NULL, NULL, NULL), ==, -ENOENT);
+        g_assert_cmpint(copy_raw(dst, src, NULL, NULL, NULL, NULL), ==, -ENOENT);
         cleanup_files((const char *[]) { "dst.raw", NULL });
 }
 
@@ -397,10 +415,10 @@ static void test_cancel(void)
         make_file(dst, 16 * MiB);
 
         g_cancellable_cancel(pre);
-        g_assert_cmpint(agent_copy_raw(src, dst, NULL, pre, NULL, NULL), ==, -ECANCELED);
+        g_assert_cmpint(copy_raw(src, dst, NULL, pre, NULL, NULL), ==, -ECANCELED);
 
         /* Cancelled after the first buffer: stops within a few buffers. */
-        g_assert_cmpint(agent_copy_raw(src, dst, &opts, mid, record_progress, &prog), ==, -ECANCELED);
+        g_assert_cmpint(copy_raw(src, dst, &opts, mid, record_progress, &prog), ==, -ECANCELED);
         g_assert_cmpuint(prog.last_done, <, 16 * MiB);
         g_assert_cmpuint(prog.last_done, <=, 8 * 64 * KiB);
         cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
@@ -415,7 +433,7 @@ static void test_progress_total(void)
         make_file(src, 10 * MiB + 4096 + 7);
         write_at(src, 0, 6 * MiB, -1, 8);
         make_file(dst, 11 * MiB);
-        g_assert_cmpint(agent_copy_raw(src, dst, &opts, NULL, record_progress, &prog), ==, 0);
+        g_assert_cmpint(copy_raw(src, dst, &opts, NULL, record_progress, &prog), ==, 0);
         g_assert_cmpuint(prog.calls, >=, 6);
         g_assert_cmpuint(prog.last_done, ==, 10 * MiB + 4096 + 7);
         g_assert_cmpuint(prog.last_total, ==, 10 * MiB + 4096 + 7);
@@ -435,7 +453,7 @@ static void test_resume_progress(void)
         make_file(src, 10 * MiB);
         write_at(src, 0, 10 * MiB, -1, 9);
         make_file(dst, 10 * MiB);
-        g_assert_cmpint(agent_copy_raw(src, dst, &opts, NULL, record_progress, &prog), ==, 0);
+        g_assert_cmpint(copy_raw(src, dst, &opts, NULL, record_progress, &prog), ==, 0);
         g_assert_cmpuint(prog.first_done, ==, 4 * MiB);
         g_assert_cmpuint(prog.last_done, ==, 10 * MiB);
         g_assert_true(prog.monotonic);
@@ -456,7 +474,7 @@ static void test_bandwidth_limit(void)
         write_at(src, 0, 4 * MiB, -1, 9);       /* only data counts against the limit */
         make_file(dst, 64 * MiB);
         start = g_get_monotonic_time();
-        g_assert_cmpint(agent_copy_raw(src, dst, &opts, NULL, NULL, NULL), ==, 0);
+        g_assert_cmpint(copy_raw(src, dst, &opts, NULL, NULL, NULL), ==, 0);
         secs = (double) (g_get_monotonic_time() - start) / G_USEC_PER_SEC;
         g_assert_cmpfloat(secs, >=, 0.2);       /* 4 MiB at 16 MiB/s is 0.25 s */
         g_assert_cmpfloat(secs, <, 5.0);
@@ -759,7 +777,7 @@ static gpointer shared_copy_run(gpointer data)
         struct shared_copy *c = data;
         struct agent_copy_options opts = { .rate_flow = c->flow };
 
-        c->r = agent_copy_raw(c->src, c->dst, &opts, NULL, NULL, NULL);
+        c->r = copy_raw(c->src, c->dst, &opts, NULL, NULL, NULL);
         c->end = g_get_monotonic_time();
         return NULL;
 }
@@ -1033,7 +1051,7 @@ static void test_qemu_uncapped_while_paused(void)
                 write_at(src, (uint64_t) i * 4 * MiB, 4 * MiB, -1, 50 + i);
         g_assert_cmpint(agent_qemu_img_create_qcow2(dst, 48 * MiB, FALSE, NULL, NULL, &error), ==, 0);
         t = g_thread_new("uncap", uncap_later, &u);
-        r = agent_qemu_img_convert_shared(src, "raw", dst, "qcow2", NULL, NULL, u.flow, cancel, NULL, NULL, &error);
+        r = agent_qemu_img_convert_shared(src, "raw", dst, "qcow2", NULL, NULL, 0, u.flow, cancel, NULL, NULL, &error);
         g_atomic_int_set(&u.done, 1);
         g_thread_join(t);
         g_assert_true(u.was_paused);
@@ -1096,7 +1114,7 @@ static void test_qemu_hung_asleep(void)
         g_test_expect_message(NULL, G_LOG_LEVEL_WARNING, "*longer than its rate limiter explains*");
         w.start = g_get_monotonic_time();
         t = g_thread_new("watch", watch_hang, &w);
-        g_assert_cmpint(agent_qemu_img_convert_shared(src, "raw", dst, "qcow2", NULL, NULL, w.flow, cancel,
+        g_assert_cmpint(agent_qemu_img_convert_shared(src, "raw", dst, "qcow2", NULL, NULL, 0, w.flow, cancel,
                                                       NULL, NULL, &error), ==, -ECANCELED);
         g_thread_join(t);
         g_test_assert_expected_messages();
@@ -1142,7 +1160,7 @@ static void test_qemu_shared(void)
         /* 48 MiB at 16 MiB/s, less the lead qemu's own limiter may run ahead
          * (150 ms of the cap + 2 MiB = 6.8 MiB): ~2.6 s. Alone at -r 32M it would take 1.5 s. */
         start = g_get_monotonic_time();
-        g_assert_cmpint(agent_qemu_img_convert_shared(src, "raw", dst, "qcow2", NULL, NULL, mine, NULL,
+        g_assert_cmpint(agent_qemu_img_convert_shared(src, "raw", dst, "qcow2", NULL, NULL, 0, mine, NULL,
                                                       NULL, NULL, &error), ==, 0);
         secs = (double) (g_get_monotonic_time() - start) / SEC;
         g_assert_cmpfloat(secs, >, 2.1);
@@ -1152,7 +1170,7 @@ static void test_qemu_shared(void)
         /* Cancelled after 1.5 s, by then paused more than once: ends promptly. */
         start = g_get_monotonic_time();
         t = g_thread_new("cancel", do_later, &l);
-        g_assert_cmpint(agent_qemu_img_convert_shared(src, "raw", dst, "qcow2", NULL, NULL, mine, cancel,
+        g_assert_cmpint(agent_qemu_img_convert_shared(src, "raw", dst, "qcow2", NULL, NULL, 0, mine, cancel,
                                                       NULL, NULL, &error), ==, -ECANCELED);
         g_thread_join(t);
         g_assert_cmpfloat((double) (g_get_monotonic_time() - start) / SEC, <, 2.0);
@@ -1160,6 +1178,115 @@ static void test_qemu_shared(void)
         agent_rate_flow_leave(other);
         agent_rate_gov_free(gov);
         cleanup_files((const char *[]) { "shared.raw", "shared.qcow2", NULL });
+}
+
+/* The caller's progress scale (the volume's capacity) is used as given; without one, qemu-img info's. */
+static void test_qemu_progress_scale(void)
+{
+        g_autofree char *raw = tmp_path("scale.raw"), *src = tmp_path("scale.qcow2"), *dst = tmp_path("scale-dst.qcow2");
+        g_autoptr(GError) error = NULL;
+        struct progress_rec given = { .monotonic = TRUE }, found = { .monotonic = TRUE };
+        struct agent_rate_gov *gov = agent_rate_gov_new(0);
+        struct agent_rate_flow *flow = agent_rate_flow_join(gov);
+
+        if (!have_qemu_img()) {
+                agent_rate_flow_leave(flow);
+                agent_rate_gov_free(gov);
+                return;
+        }
+        make_file(raw, 4 * MiB);
+        write_at(raw, 0, 1 * MiB, -1, 40);
+        g_assert_cmpint(agent_qemu_img_create_qcow2(src, 4 * MiB, FALSE, NULL, NULL, &error), ==, 0);
+        g_assert_cmpint(agent_qemu_img_convert(raw, "raw", src, "qcow2", NULL, NULL, 0, NULL, NULL, NULL, &error), ==, 0);
+        g_assert_cmpint(agent_qemu_img_create_qcow2(dst, 4 * MiB, FALSE, NULL, NULL, &error), ==, 0);
+        g_assert_no_error(error);
+
+        g_assert_cmpint(agent_qemu_img_convert_shared(src, "qcow2", dst, "qcow2", NULL, NULL, 8 * MiB, flow, NULL,
+                                                      record_progress, &given, &error), ==, 0);
+        g_assert_no_error(error);
+        g_assert_cmpuint(given.last_total, ==, 8 * MiB);
+        g_assert_cmpuint(given.last_done, ==, 8 * MiB);
+        g_assert_cmpint(agent_qemu_img_convert_shared(src, "qcow2", dst, "qcow2", NULL, NULL, 0, flow, NULL,
+                                                      record_progress, &found, &error), ==, 0);
+        g_assert_no_error(error);
+        g_assert_cmpuint(found.last_total, ==, 4 * MiB);
+        assert_images_equal(raw, "raw", dst, "qcow2");
+        agent_rate_flow_leave(flow);
+        agent_rate_gov_free(gov);
+        cleanup_files((const char *[]) { "scale.raw", "scale.qcow2", "scale-dst.qcow2", NULL });
+}
+
+/*
+ * Where the kernel refuses io_uring (here: a seccomp filter, as a
+ * container's may be), the copy runs on threads; forcing io_uring fails
+ * with the kernel's error instead.
+ */
+static void test_uring_refused(void)
+{
+        g_autofree char *src = tmp_path("src.raw"), *dst = tmp_path("dst.raw");
+        struct sock_filter filter[] = {
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog prog = { .len = G_N_ELEMENTS(filter), .filter = filter };
+        struct agent_copy_options opts = { .io = AGENT_COPY_IO_URING };
+
+        if (!g_test_subprocess()) {
+                /* The filter lasts for the process: only a child may have it. */
+                g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+                g_test_trap_assert_passed();
+                return;
+        }
+        g_assert_cmpint(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), ==, 0);
+        g_assert_cmpint(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), ==, 0);
+        g_assert_cmpint(agent_copy_uring_probe(), ==, -ENOSYS);
+
+        make_sparse_source(src);
+        make_file(dst, 64 * MiB);
+        g_assert_cmpint(agent_copy_raw(src, dst, NULL, NULL, NULL, NULL), ==, 0);
+        assert_same(src, dst, 64 * MiB);
+        g_assert_cmpint(agent_copy_raw(src, dst, &opts, NULL, NULL, NULL), ==, -ENOSYS);
+        cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
+}
+
+/*
+ * Raw tests again with each pipeline forced: io_uring (skipped, visibly,
+ * where the kernel refuses it) and threads. The tests above run AUTO.
+ */
+struct io_case {
+        const char *path;
+        void (*fn)(void);
+        enum agent_copy_io io;
+};
+
+static const struct io_case io_cases[] = {
+        { "/copy/raw/uring/small-buffers-direct",     test_small_buffers_direct,     AGENT_COPY_IO_URING },
+        { "/copy/raw/uring/unaligned-tail",           test_unaligned_tail,           AGENT_COPY_IO_URING },
+        { "/copy/raw/uring/zero-blocks-become-holes", test_zero_blocks_become_holes, AGENT_COPY_IO_URING },
+        { "/copy/raw/uring/cancel",                   test_cancel,                   AGENT_COPY_IO_URING },
+        { "/copy/raw/threads/small-buffers-direct",   test_small_buffers_direct,     AGENT_COPY_IO_THREADS },
+        { "/copy/raw/threads/unaligned-tail",         test_unaligned_tail,           AGENT_COPY_IO_THREADS },
+        { "/copy/raw/threads/zero-blocks-become-holes", test_zero_blocks_become_holes, AGENT_COPY_IO_THREADS },
+        { "/copy/raw/threads/cancel",                 test_cancel,                   AGENT_COPY_IO_THREADS },
+        { "/copy/raw/threads/resume-progress",        test_resume_progress,          AGENT_COPY_IO_THREADS },
+        { "/copy/raw/threads/bandwidth-limit",        test_bandwidth_limit,          AGENT_COPY_IO_THREADS },
+};
+
+static void run_io_case(gconstpointer data)
+{
+        const struct io_case *c = data;
+        int r;
+
+        if (c->io == AGENT_COPY_IO_URING && (r = agent_copy_uring_probe()) < 0) {
+                g_autofree char *why = g_strdup_printf("io_uring refused here: %s", g_strerror(-r));
+                g_test_skip(why);
+                return;
+        }
+        test_io = c->io;
+        c->fn();
+        test_io = AGENT_COPY_IO_AUTO;
 }
 
 int main(int argc, char **argv)
@@ -1184,6 +1311,9 @@ int main(int argc, char **argv)
         g_test_add_func("/copy/raw/progress-total", test_progress_total);
         g_test_add_func("/copy/raw/resume-progress", test_resume_progress);
         g_test_add_func("/copy/raw/bandwidth-limit", test_bandwidth_limit);
+        g_test_add_func("/copy/raw/uring-refused", test_uring_refused);
+        for (size_t i = 0; i < G_N_ELEMENTS(io_cases); i++)
+                g_test_add_data_func(io_cases[i].path, &io_cases[i], run_io_case);
         g_test_add_func("/copy/governor/fair-shares", test_gov_fair_shares);
         g_test_add_func("/copy/governor/no-saving", test_gov_no_saving);
         g_test_add_func("/copy/governor/charge-debt", test_gov_charge_debt);
@@ -1200,6 +1330,7 @@ int main(int argc, char **argv)
         g_test_add_func("/copy/qemu-img/raw-never-probed", test_qemu_raw_never_probed);
         g_test_add_func("/copy/qemu-img/cancel", test_qemu_cancel);
         g_test_add_func("/copy/qemu-img/shared", test_qemu_shared);
+        g_test_add_func("/copy/qemu-img/progress-scale", test_qemu_progress_scale);
         g_test_add_func("/copy/qemu-img/uncapped-while-paused", test_qemu_uncapped_while_paused);
         g_test_add_func("/copy/qemu-img/hung-asleep", test_qemu_hung_asleep);
 

@@ -324,6 +324,26 @@ static void test_copy_cost_ties(void)
                 g_assert_true(about(count[i], 1.0 / 3));
 }
 
+static void test_best_fit(void)
+{
+        g_autoptr(GRand) r = rnd();
+        /* Host 2 is full with a long drain (so the makespan term does not count). A 10 GB copy costs
+         * 8.8 s on the 2.5 GB/s host with 6 GB pending and 10 s on the idle 1 GB/s one: within 15 %,
+         * and the hosts are of different classes, so the slower one takes it and the fast one stays
+         * free for a big copy. With 2 GB pending there (5.6 s) the fast host is clearly better. */
+        struct engine_sched_host a[] = { P(1, 8, 2500 * MB, 6 * GB), P(0, 4, 1000 * MB, 0), P(8, 8, 2500 * MB, 500 * GB) };
+        struct engine_sched_host b[] = { P(1, 8, 2500 * MB, 2 * GB), P(0, 4, 1000 * MB, 0), P(8, 8, 2500 * MB, 500 * GB) };
+        /* Same class (2 GB/s with 4.5 GB pending, 9.5 s, against 8.8 s): the cheaper host, as before. */
+        struct engine_sched_host c[] = { P(1, 8, 2500 * MB, 6 * GB), P(1, 8, 2000 * MB, 4.5 * GB),
+                                         P(8, 8, 2500 * MB, 500 * GB) };
+
+        for (int i = 0; i < 50; i++) {
+                g_assert_cmpint(PICK(a, 10 * GB), ==, 1);
+                g_assert_cmpint(PICK(b, 10 * GB), ==, 0);
+                g_assert_cmpint(PICK(c, 10 * GB), ==, 0);
+        }
+}
+
 #define PLACE(t, bytes, waited, ahead) \
         engine_sched_place_copy(t, G_N_ELEMENTS(t), ENGINE_SCHED_LEAST_LOADED, \
                                 &(struct engine_sched_copy) { (bytes), (waited), (ahead) }, r)
@@ -443,6 +463,7 @@ int main(int argc, char **argv)
         g_test_add_func("/sched/copy-cost", test_copy_cost);
         g_test_add_func("/sched/copy-cost-fallbacks", test_copy_cost_fallbacks);
         g_test_add_func("/sched/copy-cost-ties", test_copy_cost_ties);
+        g_test_add_func("/sched/best-fit", test_best_fit);
         g_test_add_func("/sched/wait-for-fast-host", test_wait_for_fast_host);
         g_test_add_func("/sched/wait-queue", test_wait_queue);
         g_test_add_func("/sched/wait-starvation-bound", test_wait_starvation_bound);

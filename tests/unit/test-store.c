@@ -218,7 +218,8 @@ static void test_merge_apply(struct fixture *f, gconstpointer data)
         g_assert_cmpint(json_integer_value(json_object_get(json_array_get(vols, 1), "position")), ==, 1);
 }
 
-/* Keyset pages of disks: by id, after a token, of one name; the same on every backend. */
+/* Keyset pages of disks: by id, after a token, of one name; the same on every backend. Then jobs and events,
+ * newest first (jobs by start time, ties in insertion order), which have no name. */
 static void test_disk_page(struct fixture *f, gconstpointer data)
 {
         g_autoptr(GError) error = NULL;
@@ -230,20 +231,57 @@ static void test_disk_page(struct fixture *f, gconstpointer data)
         for (size_t i = 0; i < G_N_ELEMENTS(ids); i++)
                 g_assert_cmpint(engine_store_disk_insert(f->st, ids[i], i % 2 ? "odd" : "even", "sd1", "raw", false, 1,
                                                          "job1", 1, &error), ==, 0);
-        all = engine_store_disk_page(f->st, NULL, NULL, 2, &error);
+        all = engine_store_page(f->st, ENGINE_STORE_PAGE_DISKS, NULL, NULL, 2, &error);
         g_assert_cmpuint(json_array_size(all), ==, 2);
         g_assert_cmpstr(json_string_value(json_object_get(json_array_get(all, 0), "id")), ==, "d1");
         g_assert_cmpstr(json_string_value(json_object_get(json_array_get(all, 1), "id")), ==, "d2");
-        rest = engine_store_disk_page(f->st, "d2", NULL, 10, &error);
+        rest = engine_store_page(f->st, ENGINE_STORE_PAGE_DISKS, "d2", NULL, 10, &error);
         g_assert_cmpuint(json_array_size(rest), ==, 3);
         g_assert_cmpstr(json_string_value(json_object_get(json_array_get(rest, 0), "id")), ==, "d3");
-        named = engine_store_disk_page(f->st, NULL, "even", 10, &error);
+        named = engine_store_page(f->st, ENGINE_STORE_PAGE_DISKS, NULL, "even", 10, &error);
         g_assert_cmpuint(json_array_size(named), ==, 3);          /* d5, d4, d3 */
         g_assert_cmpstr(json_string_value(json_object_get(json_array_get(named, 0), "id")), ==, "d3");
         json_decref(named);
-        named = engine_store_disk_page(f->st, "d3", "even", 1, &error);
+        named = engine_store_page(f->st, ENGINE_STORE_PAGE_DISKS, "d3", "even", 1, &error);
         g_assert_cmpuint(json_array_size(named), ==, 1);
         g_assert_cmpstr(json_string_value(json_object_get(json_array_get(named, 0), "id")), ==, "d4");
+        g_assert_no_error(error);
+
+        /* Jobs j1..j4 after the fixture's job1; j2 and j3 start in the same second. */
+        g_assert_cmpint(engine_store_job_insert(f->st, "j1", "one", NULL, 10, &error), ==, 0);
+        g_assert_cmpint(engine_store_job_insert(f->st, "j2", "two", NULL, 20, &error), ==, 0);
+        g_assert_cmpint(engine_store_job_insert(f->st, "j3", "three", NULL, 20, &error), ==, 0);
+        g_assert_cmpint(engine_store_job_insert(f->st, "j4", "four", NULL, 30, &error), ==, 0);
+        json_decref(all);
+        all = engine_store_page(f->st, ENGINE_STORE_PAGE_JOBS, NULL, NULL, 2, &error);
+        g_assert_cmpuint(json_array_size(all), ==, 2);
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(all, 1), "id")), ==, "j3");
+        json_decref(rest);
+        rest = engine_store_page(f->st, ENGINE_STORE_PAGE_JOBS, "j3", NULL, 10, &error);
+        g_assert_cmpuint(json_array_size(rest), ==, 3);
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(rest, 0), "id")), ==, "j2");
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(rest, 1), "id")), ==, "j1");
+        g_assert_cmpstr(json_string_value(json_object_get(json_array_get(rest, 2), "id")), ==, "job1");
+        g_assert_no_error(error);
+        g_assert_null(engine_store_page(f->st, ENGINE_STORE_PAGE_JOBS, NULL, "one", 10, &error));
+        g_assert_nonnull(error);
+        g_clear_error(&error);
+
+        for (int i = 0; i < 5; i++)
+                g_assert_cmpint(engine_store_event_add(f->st, i, "normal", "e", NULL, NULL, NULL, &error), ==, 0);
+        json_decref(all);
+        all = engine_store_page(f->st, ENGINE_STORE_PAGE_EVENTS, NULL, NULL, 2, &error);
+        g_assert_cmpuint(json_array_size(all), ==, 2);
+        {
+                json_int_t second = json_integer_value(json_object_get(json_array_get(all, 1), "id"));
+                g_autofree char *token = g_strdup_printf("%" JSON_INTEGER_FORMAT, second);
+
+                g_assert_cmpint(json_integer_value(json_object_get(json_array_get(all, 0), "id")), >, second);
+                json_decref(rest);
+                rest = engine_store_page(f->st, ENGINE_STORE_PAGE_EVENTS, token, NULL, 10, &error);
+                g_assert_cmpuint(json_array_size(rest), ==, 3);
+                g_assert_cmpint(json_integer_value(json_object_get(json_array_get(rest, 0), "id")), <, second);
+        }
         g_assert_no_error(error);
 }
 
@@ -470,6 +508,75 @@ static void test_pg_types(struct fixture *f, gconstpointer data)
 }
 
 /* A PostgreSQL restart under an open store: the store reconnects by itself; nothing is lost. */
+
+/* Review repro (rv14b): the epoch fence refuses a deposed leader's late writes, in and outside a transaction. */
+static void on_deposed_flag(void *data)
+{
+        *(bool *) data = true;
+}
+
+static void test_pg_fencing(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) disk = NULL;
+        struct engine_store *data_a = NULL, *lock_a = NULL, *lock_b = NULL;
+        gint64 ep_a = 0, ep_b = 0;
+        bool deposed = false;
+
+        g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL);   /* the takeover warns */
+        g_assert_cmpint(engine_store_disk_insert(f->st, "d1", "disk", "sd1", "cow", true, 512, "job1", 2, &error), ==, 0);
+        g_assert_cmpint(engine_store_open_as(f->path, "ferry-engine A", &data_a, &error), ==, 0);
+        g_assert_cmpint(engine_store_open_as(f->path, "ferry-engine A", &lock_a, &error), ==, 0);
+        g_assert_cmpint(engine_store_open_as(f->path, "ferry-engine B", &lock_b, &error), ==, 0);
+        g_assert_cmpint(engine_store_leader_prepare(lock_a, &error), ==, 0);
+        engine_store_set_fence(data_a, 0, on_deposed_flag, &deposed);
+        /* A standby (epoch 0) writes nothing. */
+        g_assert_cmpint(engine_store_disk_set_actual_size(data_a, "d1", 1, &error), ==, -ESTALE);
+        g_clear_error(&error);
+        g_assert_false(deposed);
+        g_assert_cmpint(engine_store_leader_try(lock_a, "ferry-engine A", "urlA", 5, &ep_a, &error), ==, 1);
+        engine_store_set_fence(data_a, ep_a, on_deposed_flag, &deposed);
+        g_assert_cmpint(engine_store_disk_set_actual_size(data_a, "d1", 2, &error), ==, 0);
+        /* B cannot take while A holds the lock and renews. */
+        g_assert_cmpint(engine_store_leader_try(lock_b, "ferry-engine B", "urlB", 5, &ep_b, &error), ==, 0);
+        /* A's transaction checked the epoch: B's takeover waits for it (lock_timeout) and fails. */
+        g_assert_cmpint(engine_store_begin(data_a, &error), ==, 0);
+        g_assert_cmpint(engine_store_disk_set_actual_size(data_a, "d1", 3, &error), ==, 0);
+        /* A stale lease (0 s): B ends every session of A, the open transaction's too. */
+        g_usleep(20 * G_TIME_SPAN_MILLISECOND);
+        g_assert_cmpint(engine_store_leader_try(lock_b, "ferry-engine B", "urlB", 0, &ep_b, &error), ==, 0);
+        g_assert_no_error(error);
+        for (int i = 0; i < 50 && ep_b == 0; i++) {
+                g_usleep(100 * G_TIME_SPAN_MILLISECOND);
+                g_clear_error(&error);
+                (void) engine_store_leader_try(lock_b, "ferry-engine B", "urlB", 0, &ep_b, &error);
+        }
+        g_assert_cmpint(ep_b, ==, ep_a + 1);
+        g_clear_error(&error);
+        g_assert_cmpint(engine_store_commit(data_a, &error), <, 0);
+        g_clear_error(&error);
+        /* A's late writes after the takeover: refused, in and outside a transaction; A learns it. */
+        for (int i = 0; i < 20 && engine_store_disk_set_actual_size(data_a, "d1", 4, &error) == -EIO; i++) {
+                g_clear_error(&error);
+                g_usleep(200 * G_TIME_SPAN_MILLISECOND);   /* the reconnect backoff */
+        }
+        g_assert_true(deposed);
+        g_clear_error(&error);
+        g_assert_cmpint(engine_store_begin(data_a, &error), ==, 0);
+        g_assert_cmpint(engine_store_disk_set_actual_size(data_a, "d1", 5, &error), ==, -ESTALE);
+        g_clear_error(&error);
+        g_assert_cmpint(engine_store_commit(data_a, &error), <, 0);
+        g_clear_error(&error);
+        g_assert_cmpint(engine_store_leader_renew(lock_a, ep_a, &error), <, 0);
+        g_clear_error(&error);
+        disk = engine_store_disk_get(f->st, "d1", &error);
+        g_assert_cmpint(json_integer_value(json_object_get(disk, "actual_size")), ==, 2);
+        engine_store_close(data_a);
+        engine_store_close(lock_a);
+        engine_store_close(lock_b);
+        g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_CRITICAL);
+}
+
 static void test_pg_restart(struct fixture *f, gconstpointer data)
 {
         g_autoptr(GError) error = NULL;
@@ -540,6 +647,7 @@ int main(int argc, char **argv)
         g_test_add("/store/postgresql/commands", struct fixture, "pg", setup, test_commands, teardown);
         g_test_add("/store/postgresql/types", struct fixture, "pg", setup, test_pg_types, teardown);
         g_test_add("/store/postgresql/upgrade-in-place", struct fixture, "pg", setup, test_pg_upgrade_in_place, teardown);
+        g_test_add("/store/postgresql/fencing", struct fixture, "pg", setup, test_pg_fencing, teardown);
         g_test_add("/store/postgresql/restart", struct fixture, "pg", setup, test_pg_restart, teardown);
 #endif
         r = g_test_run();

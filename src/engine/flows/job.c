@@ -92,12 +92,27 @@ bool leaf_refused_everywhere(gint64 code)
 void leaf_finish(struct engine *e, json_t *cmd, bool ok, const char *why)
 {
         g_autoptr(GError) store_error = NULL;
+        bool top = engine_cmd_kind(cmd) == ENGINE_KIND_CHECKSUM_VOLUME && !js(cmd, "parent_id") && js(cmd, "job_id");
 
+        if (!top) {
+                engine_cmd_finish(e, cmd, ok, why);
+                return;
+        }
+        /* The command's end and its job's in one transaction: a restart between the two would find the
+         * command ended and nothing left to end the job (test-flows, disk-checksum crash points). */
+        if (engine_store_begin(e->db, &store_error) < 0) {
+                engine_not_recorded(&store_error, "the end", js(cmd, "id"));
+                return;        /* decided again next round */
+        }
         engine_cmd_finish(e, cmd, ok, why);
-        if (engine_cmd_kind(cmd) == ENGINE_KIND_CHECKSUM_VOLUME && !js(cmd, "parent_id") && js(cmd, "job_id") &&
-            engine_store_job_end(e->db, js(cmd, "job_id"), ok ? "finished" : ji(cmd, "cancel") ? "aborted" : "failed",
-                                 engine_now(), &store_error) < 0)
+        if (engine_store_job_end(e->db, js(cmd, "job_id"), ok ? "finished" : ji(cmd, "cancel") ? "aborted" : "failed",
+                                 engine_now(), &store_error) < 0) {
+                engine_store_rollback(e->db);
                 engine_not_recorded(&store_error, "the job's end", js(cmd, "id"));
+                return;
+        }
+        if (engine_store_commit(e->db, &store_error) < 0)
+                engine_not_recorded(&store_error, "the end", js(cmd, "id"));
 }
 
 static bool persistent(json_t *cmd)

@@ -112,8 +112,10 @@ void leaf_sealed_verify(struct engine *e, json_t *cmd)
                 return;
         }
         dc = engine_store_dc_get(e->db, e->dc_id, NULL);
+        /* The reply's copy of the host name is its own: C leaves the order of a call's arguments
+         * open, so a g_steal_pointer(&host) beside `host` may empty it before the call reads it. */
         engine_cmd_call(e, cmd, host, "Volume.getInfo",
                  json_pack("{s:s, s:s, s:s, s:s}", "storagepoolID", js(dc, "pool_id"), "storagedomainID", js(p, "sd"),
                            "imageID", js(p, "img"), "volumeID", js(p, "vol")),
-                 e->config.host_timeout, on_sealed_verify, g_steal_pointer(&host), g_free);
+                 e->config.host_timeout, on_sealed_verify, g_strdup(host), g_free);
 }

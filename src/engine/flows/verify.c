@@ -333,6 +333,11 @@ void leaf_verify_watch(struct engine *e, json_t *cmd, json_t *data)
         }
         if (!verify_below_ready(e, cmd))
                 return;
+        if (js(json_object_get(v, "src"), "checksum") && js(json_object_get(v, "dst"), "checksum")) {
+                /* Both digests were recorded, the decision was not (a restart in between): decide now. */
+                verify_decide(e, cmd, data);
+                return;
+        }
         for (size_t i = 0; i < G_N_ELEMENTS(verify_sides); i++) {
                 json_t *s = json_object_get(v, verify_sides[i]);
 

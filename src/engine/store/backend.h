@@ -23,8 +23,10 @@
 
 struct engine_store_backend {
         const char *name;
-        /* Opens (creating if needed) and migrates the database at location. */
-        int (*open)(const char *location, void **ret_handle, GError **error);
+        /* Opens (creating if needed) and migrates the database at location. client: how the connection
+         * names itself to the server (PostgreSQL's application_name; NULL: "ferry-engine"), so another
+         * engine can find, and end, the sessions of a stopped leader (leader.c). */
+        int (*open)(const char *location, const char *client, void **ret_handle, GError **error);
         void (*close)(void *handle);
         /* What the database is, for messages: a path, or database@host:port (never a password). */
         const char *(*describe)(void *handle);

@@ -40,20 +40,6 @@ json_t *engine_store_disk_list(struct engine_store *st, GError **error)
         return store_query(st, error, "SELECT * FROM disks ORDER BY created, name", "");
 }
 
-json_t *engine_store_disk_page(struct engine_store *st, const char *after, const char *name, gint64 limit,
-                               GError **error)
-{
-        /* One statement per case rather than "? IS NULL OR ...": each then uses its index (id, or name then id). */
-        if (after && name)
-                return store_query(st, error, "SELECT * FROM disks WHERE name = ? AND id > ? ORDER BY id LIMIT ?", "ssi",
-                                   name, after, limit);
-        if (name)
-                return store_query(st, error, "SELECT * FROM disks WHERE name = ? ORDER BY id LIMIT ?", "si", name, limit);
-        if (after)
-                return store_query(st, error, "SELECT * FROM disks WHERE id > ? ORDER BY id LIMIT ?", "si", after, limit);
-        return store_query(st, error, "SELECT * FROM disks ORDER BY id LIMIT ?", "i", limit);
-}
-
 int engine_store_disk_insert(struct engine_store *st, const char *id, const char *name, const char *sd, const char *format,
                              bool sparse, gint64 size, const char *job, gint64 created, GError **error)
 {

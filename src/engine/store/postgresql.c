@@ -530,11 +530,12 @@ fail:
         return -EIO;
 }
 
-static int pg_open(const char *location, void **ret, GError **error)
+static int pg_open(const char *location, const char *client, void **ret, GError **error)
 {
-        /* Our defaults first: the location's own keywords override them (expand_dbname). */
-        const char *const keys[] = { "connect_timeout", "application_name", "dbname", NULL };
-        const char *const values[] = { "10", "ferry-engine", location, NULL };
+        /* Our defaults first: the location's own keywords override them (expand_dbname); a client
+         * name given overrides the location's, since leadership finds an engine's sessions by it. */
+        const char *const keys[] = { "connect_timeout", "application_name", "dbname", client ? "application_name" : NULL, NULL };
+        const char *const values[] = { "10", "ferry-engine", location, client, NULL };
         struct pg_store *db = g_new0(struct pg_store, 1);
         int r;
 

@@ -161,7 +161,7 @@ static int migrate(struct sqlite_store *db, GError **error)
         return 0;
 }
 
-static int sqlite_open(const char *path, void **ret, GError **error)
+static int sqlite_open(const char *path, const char *client, void **ret, GError **error)
 {
         struct sqlite_store *db = g_new0(struct sqlite_store, 1);
         int r;

@@ -31,6 +31,11 @@ static bool is_postgresql(const char *location)
 
 int engine_store_open(const char *location, struct engine_store **ret, GError **error)
 {
+        return engine_store_open_as(location, NULL, ret, error);
+}
+
+int engine_store_open_as(const char *location, const char *client, struct engine_store **ret, GError **error)
+{
         const struct engine_store_backend *be = &engine_store_sqlite;
         struct engine_store *st;
         void *handle = NULL;
@@ -46,7 +51,7 @@ int engine_store_open(const char *location, struct engine_store **ret, GError **
                 return -EPROTONOSUPPORT;
 #endif
         }
-        if ((r = be->open(location, &handle, error)) < 0)
+        if ((r = be->open(location, client, &handle, error)) < 0)
                 return r;
         st = g_new0(struct engine_store, 1);
         st->be = be;
@@ -94,6 +99,7 @@ int engine_store_begin(struct engine_store *st, GError **error)
                 return -EIO;
         st->depth = 1;
         st->failed = false;
+        st->epoch_checked = false;
         return 0;
 }
 
@@ -109,7 +115,11 @@ int engine_store_commit(struct engine_store *st, GError **error)
                             engine_store_describe(st));
                 return -EIO;
         }
-        return st->be->commit(st->handle, error);
+        if (st->be->commit(st->handle, error) < 0)
+                return -EIO;
+        if (st->on_commit)
+                st->on_commit(st->on_commit_data);
+        return 0;
 }
 
 void engine_store_rollback(struct engine_store *st)
@@ -129,38 +139,125 @@ void engine_store_set_change_fn(struct engine_store *st, engine_store_change_fn 
         st->on_change_data = data;
 }
 
+void engine_store_set_commit_fn(struct engine_store *st, engine_store_commit_fn fn, void *data)
+{
+        st->on_commit = fn;
+        st->on_commit_data = data;
+}
+
 /*
  * The table an INSERT, UPDATE or DELETE (any dialect: "INSERT OR REPLACE
- * INTO t", "DELETE FROM t") wrote, told to the listener when it changed rows.
- * Portable across backends: the statement's text, not a database hook.
+ * INTO t", "DELETE FROM t") writes: the first word after those.
  */
-static void store_changed(struct engine_store *st, const char *sql)
+static bool sql_table(const char *sql, char *table, size_t size)
 {
         static const char *const skip[] = { "INSERT", "UPDATE", "DELETE", "OR", "REPLACE", "IGNORE", "INTO", "FROM" };
-        char table[64];
         const char *p = sql;
 
-        if (!st->on_change || st->be->changes(st->handle) <= 0)
-                return;
         for (;;) {
                 size_t n = 0;
                 bool skipped = false;
 
                 while (g_ascii_isspace(*p))
                         p++;
-                while ((g_ascii_isalnum(p[n]) || p[n] == '_') && n < sizeof(table) - 1)
+                while ((g_ascii_isalnum(p[n]) || p[n] == '_') && n < size - 1)
                         n++;
                 if (n == 0)
-                        return;
+                        return false;
                 memcpy(table, p, n);
                 table[n] = '\0';
                 p += n;
                 for (size_t i = 0; i < G_N_ELEMENTS(skip); i++)
                         skipped |= g_ascii_strcasecmp(table, skip[i]) == 0;
                 if (!skipped)
-                        break;
+                        return true;
         }
+}
+
+/*
+ * Fencing (leadership on PostgreSQL, src/engine/leader.c): once the store has
+ * a fence, every write must come from the leader of the current epoch. The
+ * first write of a transaction reads the leader row FOR SHARE and compares
+ * its epoch with ours: a takeover increments the epoch with an UPDATE of that
+ * row, which waits for every transaction that checked the old epoch, and any
+ * transaction after it sees the new one. So no write of a deposed leader
+ * commits after a takeover, however late it comes. A write outside a
+ * transaction gets one of its own for the check.
+ *
+ * Users, tokens and events are the exception: any engine, standby included,
+ * checks a token, records its use and logs a login (a standby serves reads
+ * and logins), and none of them is state of the command runtime.
+ */
+static bool write_fenced(struct engine_store *st, const char *sql)
+{
+        static const char *const unfenced[] = { "events", "tokens", "users" };
+        char table[64];
+
+        while (g_ascii_isspace(*sql))
+                sql++;
+        if (!st->fenced || !(g_ascii_strncasecmp(sql, "INSERT", 6) == 0 || g_ascii_strncasecmp(sql, "UPDATE", 6) == 0 ||
+                             g_ascii_strncasecmp(sql, "DELETE", 6) == 0) || !sql_table(sql, table, sizeof(table)))
+                return false;
+        for (size_t i = 0; i < G_N_ELEMENTS(unfenced); i++)
+                if (g_ascii_strcasecmp(table, unfenced[i]) == 0)
+                        return false;
+        return true;
+}
+
+static int fence_check(struct engine_store *st, GError **error)
+{
+        g_autoptr(json_t) row = NULL;
+        GError *local = NULL;
+        gint64 current;
+
+        if (st->epoch_checked)
+                return 0;
+        row = store_query_one(st, &local, "SELECT epoch FROM engine_leader WHERE id = 1 FOR SHARE", "");
+        if (local) {
+                g_propagate_error(error, local);
+                return -EIO;
+        }
+        current = row ? json_integer_value(json_object_get(row, "epoch")) : 0;
+        if (st->epoch == 0 || current != st->epoch) {
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL,
+                            "database %s: write refused: this engine is not the leader (its epoch %" G_GINT64_FORMAT
+                            ", the current %" G_GINT64_FORMAT ")", engine_store_describe(st), st->epoch, current);
+                if (st->epoch != 0 && st->on_deposed)
+                        st->on_deposed(st->on_deposed_data);
+                return -ESTALE;
+        }
+        st->epoch_checked = true;
+        return 0;
+}
+
+void engine_store_set_fence(struct engine_store *st, gint64 epoch, engine_store_deposed_fn fn, void *data)
+{
+        st->fenced = true;
+        st->epoch = epoch;
+        st->on_deposed = fn;
+        st->on_deposed_data = data;
+}
+
+/* Tells the listener the table a write changed. Portable across backends: the statement's text, not a database hook. */
+static void store_changed(struct engine_store *st, const char *sql)
+{
+        char table[64];
+
+        if (!st->on_change || st->be->changes(st->handle) <= 0 || !sql_table(sql, table, sizeof(table)))
+                return;
         st->on_change(st->on_change_data, table);
+}
+
+static int exec_va(struct engine_store *st, GError **error, const char *sql, const char *types, va_list ap)
+{
+        int r = st->be->exec(st->handle, error, sql, types, ap);
+
+        if (r >= 0)
+                store_changed(st, sql);
+        st->failed |= r < 0 && st->depth > 0;
+        if (r >= 0 && st->depth == 0 && st->on_commit)
+                st->on_commit(st->on_commit_data);     /* a write outside a transaction is a commit */
+        return r;
 }
 
 int store_exec(struct engine_store *st, GError **error, const char *sql, const char *types, ...)
@@ -169,11 +266,23 @@ int store_exec(struct engine_store *st, GError **error, const char *sql, const c
         int r;
 
         va_start(ap, types);
-        r = st->be->exec(st->handle, error, sql, types, ap);
+        if (!write_fenced(st, sql)) {
+                r = exec_va(st, error, sql, types, ap);
+        } else if (st->depth > 0) {
+                r = fence_check(st, error);
+                if (r < 0)
+                        st->failed = true;
+                else
+                        r = exec_va(st, error, sql, types, ap);
+        } else {
+                /* A transaction of its own, for the check's row lock to last until the write commits. */
+                r = engine_store_begin(st, error);
+                if (r >= 0 && (r = fence_check(st, error)) >= 0 && (r = exec_va(st, error, sql, types, ap)) >= 0)
+                        r = engine_store_commit(st, error);
+                else if (st->depth > 0)
+                        engine_store_rollback(st);
+        }
         va_end(ap);
-        if (r >= 0)
-                store_changed(st, sql);
-        st->failed |= r < 0 && st->depth > 0;
         return r;
 }
 

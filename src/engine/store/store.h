@@ -26,8 +26,15 @@ struct engine_store;
 /* Told the table (as named in the SQL) each time a write changed rows of it; never does SQL itself. */
 typedef void (*engine_store_change_fn)(void *data, const char *table);
 void engine_store_set_change_fn(struct engine_store *st, engine_store_change_fn fn, void *data);
+/* Told each time changes became durable: a write outside a transaction, an outermost commit. The
+ * unit tests of flows (tests/unit/test-flows.c) take their crash points there. */
+typedef void (*engine_store_commit_fn)(void *data);
+void engine_store_set_commit_fn(struct engine_store *st, engine_store_commit_fn fn, void *data);
 
 int engine_store_open(const char *location, struct engine_store **ret, GError **error) STORE_MUST;
+/* client: the name the connection gives the server (PostgreSQL's application_name; NULL: the default). */
+int engine_store_open_as(const char *location, const char *client, struct engine_store **ret,
+                         GError **error) STORE_MUST;
 void engine_store_close(struct engine_store *st);
 const char *engine_store_backend_name(struct engine_store *st);
 /* For messages: the file, or "postgresql dbname@host:port" (never a password). */
@@ -39,6 +46,30 @@ int engine_store_schema_version(struct engine_store *st);
 int engine_store_begin(struct engine_store *st, GError **error) STORE_MUST;
 int engine_store_commit(struct engine_store *st, GError **error) STORE_MUST;
 void engine_store_rollback(struct engine_store *st);
+
+/* ---- leadership of several engines on one PostgreSQL database (leader.c) ---- */
+/* Told (once per refused write) that a write found a newer leadership epoch: this engine was deposed. */
+typedef void (*engine_store_deposed_fn)(void *data);
+/* From now on every write but users' and tokens' must come from the leader of epoch (0: none passes):
+ * a write of a deposed leader fails with -ESTALE and tells fn. */
+void engine_store_set_fence(struct engine_store *st, gint64 epoch, engine_store_deposed_fn fn, void *data);
+/* Several engines can share this database (PostgreSQL); false: one engine only (SQLite). */
+bool engine_store_shared(struct engine_store *st);
+/* On the leadership session (a store of its own): creates the leader row's table if needed. */
+int engine_store_leader_prepare(struct engine_store *lock, GError **error) STORE_MUST;
+/* Tries to become the leader: 1 and *ret_epoch (the new epoch) when this session took the lock and
+ * incremented the epoch, 0 when another engine leads. A leader whose heartbeat is older than
+ * lease_s seconds (stopped, or cut off) has its sessions ended, so the next try can win. */
+int engine_store_leader_try(struct engine_store *lock, const char *engine_id, const char *url, gint64 lease_s,
+                            gint64 *ret_epoch, GError **error) STORE_MUST;
+/* A leader whose lock session ended (a PostgreSQL restart) takes the lock again: 1 and *ret_epoch (epoch + 1)
+ * when no other engine led meanwhile, -ESTALE when one did, 0 while another session holds the lock. */
+int engine_store_leader_retake(struct engine_store *lock, const char *engine_id, const char *url, gint64 epoch,
+                               gint64 *ret_epoch, GError **error) STORE_MUST;
+/* The leader's heartbeat: 0, or -ESTALE when this session lost the lock or another engine took over. */
+int engine_store_leader_renew(struct engine_store *lock, gint64 epoch, GError **error) STORE_MUST;
+/* {epoch, holder, url, age (s since the heartbeat)}, or NULL (with *error on failure). */
+json_t *engine_store_leader_get(struct engine_store *st, GError **error) STORE_MUST;
 
 /* ---- data centers (hosts.c) ---- */
 json_t *engine_store_dc_first(struct engine_store *st, GError **error) STORE_MUST;
@@ -176,13 +207,27 @@ int engine_store_copy_loads(struct engine_store *st, json_t **ret_rows, GError *
 int engine_store_copies_waiting_before(struct engine_store *st, gint64 created, gint64 *ret_n,
                                        GError **error) STORE_MUST;
 
+/* ---- pages of a collection (page.c) ---- */
+enum engine_store_page_kind {
+        ENGINE_STORE_PAGE_DISKS,
+        ENGINE_STORE_PAGE_HOSTS,
+        ENGINE_STORE_PAGE_VMS,
+        ENGINE_STORE_PAGE_TEMPLATES,
+        ENGINE_STORE_PAGE_JOBS,         /* newest first; no name */
+        ENGINE_STORE_PAGE_EVENTS,       /* newest first, integer ids; no name */
+};
+/* A page of a collection (keyset paging: no OFFSET, so a page costs the same at any depth): the rows after the
+ * one whose id is `after` (NULL: from the first; events: a decimal id), only those named `name` (NULL: any;
+ * -EINVAL for jobs and events, which have no name), at most limit. Disks, hosts, VMs and templates come in id
+ * order, jobs and events newest first. */
+json_t *engine_store_page(struct engine_store *st, enum engine_store_page_kind kind, const char *after,
+                          const char *name, gint64 limit, GError **error) STORE_MUST;
+/* Whether that collection's rows have a name to search (engine_store_page's name). */
+bool engine_store_page_has_name(enum engine_store_page_kind kind);
+
 /* ---- disks and volumes: rows, locks, legality (disks.c) ---- */
 json_t *engine_store_disk_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
 json_t *engine_store_disk_list(struct engine_store *st, GError **error) STORE_MUST;
-/* A page of disks by id (keyset paging: no OFFSET, so a page costs the same at any depth): ids after `after`
- * (NULL: from the first), only those named `name` (NULL: any), at most limit. */
-json_t *engine_store_disk_page(struct engine_store *st, const char *after, const char *name, gint64 limit,
-                               GError **error) STORE_MUST;
 /* A new disk, locked by job (progress 0). */
 int engine_store_disk_insert(struct engine_store *st, const char *id, const char *name, const char *sd, const char *format,
                              bool sparse, gint64 size, const char *job, gint64 created, GError **error) STORE_MUST;

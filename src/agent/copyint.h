@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/*
+ * Inside the raw copier: what copy.c (the dispatcher and its thread
+ * pipeline) shares with copyring.c (the io_uring pipeline). Not for other
+ * callers; they use copy.h.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stddef.h>
+
+#include <glib.h>
+#include <gio/gio.h>
+
+#define COPY_ALIGN              4096u
+
+#define ALIGN_DOWN(x, a)        ((x) / (a) * (a))
+#define ALIGN_UP(x, a)          ALIGN_DOWN((x) + (a) - 1, (a))
+
+struct copy_ctx {
+        int src_fd;             /* O_DIRECT when possible */
+        int dst_fd;
+        int src_buf_fd;         /* buffered: unaligned tail, EINVAL fallback */
+        int dst_buf_fd;
+        uint64_t src_size;
+        size_t buffer_size;
+        gint src_direct_broken; /* set when an O_DIRECT op failed with EINVAL */
+        gint dst_direct_broken;
+        gint punch_unsupported;
+        gint zero_range_unsupported;
+        gint reflink;           /* 1 while FICLONERANGE works between src and dst */
+        /*
+         * What the destination held before we wrote it: no data in
+         * [dst_scan_from, dst_next_data). Asking the filesystem (SEEK_DATA)
+         * waits for the inode lock our own O_DIRECT writes hold while they
+         * allocate, which stalled every hole behind the writes in flight.
+         */
+        GMutex dst_map_lock;
+        uint64_t dst_scan_from;
+        uint64_t dst_next_data;
+        bool keep_allocation;   /* preallocated destination: zero in place, never punch */
+        GCancellable *cancel;
+};
+
+/* One chunk of source data: read it, then write it (or clone it); owns one aligned buffer. */
+struct copy_job {
+        struct copy_ctx *ctx;
+        void *buf;
+        unsigned index;         /* of buf among the copy's buffers (a registered buffer's index) */
+        uint64_t offset;
+        size_t length;
+        int result;             /* 0 or -errno, set by the pipeline */
+        bool busy;              /* handed to the pipeline, not reaped yet (dispatcher's view) */
+        bool quit;
+        unsigned ring_ops;      /* io_uring: reads or writes of this job in flight */
+};
+
+/* Writes len bytes of buf (COPY_ALIGN multiple) at off of the destination; 0 or -errno. */
+typedef int (*copy_write_fn)(struct copy_ctx *ctx, const char *buf, size_t len, uint64_t off, void *data);
+
+/* Storage offload of one chunk: 1 when cloned, 0 when it must be copied, -errno. */
+int copy_clone(struct copy_ctx *ctx, uint64_t off, size_t len);
+/*
+ * Stores buf (the source bytes at off) in the destination: zero blocks
+ * become holes (or allocated zeros), the aligned data runs go to write(),
+ * an unaligned tail is written at once through the page cache.
+ */
+int copy_store(struct copy_ctx *ctx, const char *buf, uint64_t off, size_t len, copy_write_fn write, void *data);
+/* Direct I/O of an aligned range, switching to the buffered fd for good on EINVAL. */
+int copy_read(struct copy_ctx *ctx, void *buf, size_t len, uint64_t off);
+int copy_write(struct copy_ctx *ctx, const char *buf, size_t len, uint64_t off, void *data);
+
+/*
+ * The io_uring pipeline: reads and writes of up to n_jobs chunks in
+ * flight at once from the calling thread, with no thread of ours per
+ * request. Jobs come back through copy_ring_reap() in any order.
+ */
+struct copy_ring;
+
+/* -errno when io_uring cannot be used here (old kernel, seccomp, no memory): use the threads. */
+int copy_ring_new(struct copy_ctx *ctx, struct copy_job *jobs, unsigned n_jobs, struct copy_ring **ret_ring);
+/* Starts job (offset, length set); its outcome is in job->result once reaped. */
+void copy_ring_submit(struct copy_ring *ring, struct copy_job *job);
+/*
+ * A finished job, or NULL when none is finished and !wait (or nothing is
+ * in flight). -errno when the ring itself failed: what is in flight is
+ * unknown then, and the buffers must not be reused.
+ */
+int copy_ring_reap(struct copy_ring *ring, bool wait, struct copy_job **ret_job);
+void copy_ring_free(struct copy_ring *ring);

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/*
+ * Several engines on one PostgreSQL database, one active (ARCHITECTURE.md,
+ * "Several engines"). The active engine holds an advisory lock on a session
+ * of its own and renews a heartbeat every second; every write it makes
+ * carries its epoch (store.c's fence). A standby tries for the lock every
+ * second, serves reads and sends writes to the active engine (307). On
+ * SQLite the engine is always active and none of this runs.
+ */
+#include <stdbool.h>
+#include <glib.h>
+
+struct engine;
+
+/* What the engine does when it becomes active, and when it must stop being so (it lost the lock or a
+ * write found a newer epoch): the caller makes it a standby at once. */
+struct engine_leader_hooks {
+        int (*elected)(struct engine *e, GError **error);
+        void (*deposed)(struct engine *e);
+        /* The lock session was lost: stop acting now; resumed: the lock is ours again, same state. */
+        void (*paused)(struct engine *e);
+        void (*resumed)(struct engine *e);
+};
+
+/* Decides this engine's role: tries for leadership once (client: the name its database sessions carry,
+ * url: where its REST API is reached), then keeps trying, or renewing, every second. */
+int engine_leader_init(struct engine *e, const char *client, const char *url, const struct engine_leader_hooks *hooks,
+                       GError **error);
+/* One round now: a standby tries for the lock, the leader renews it. */
+void engine_leader_round(struct engine *e);
+void engine_leader_free(struct engine *e);
+/* This engine runs the coordinator (always true on SQLite). */
+bool engine_leader_active(struct engine *e);
+/* The active engine's REST URL as the leader row names it, NULL when unknown; on the active engine, its own. */
+const char *engine_leader_url(struct engine *e);
+/* The epoch this engine leads (0: a standby, or SQLite). */
+gint64 engine_leader_epoch(struct engine *e);
