@@ -43,13 +43,11 @@
 #include "actions.h"
 #include "clock.h"
 #include "commands.h"
-#include "flows/disk.h"
-#include "flows/job.h"
-#include "flows/snapshots.h"
+#include "flows/flows.h"
 #include "hostdouble.h"
 #include "hosts.h"
+#include "snapshot_actions.h"
 #include "vm_actions.h"
-#include "vms.h"
 #include "uuid.h"
 
 #define MAX_ROUNDS 20000
@@ -240,10 +238,7 @@ static void life_open(struct life *l, const char *dir, const char *name)
         sqlite3_busy_timeout(l->ro, 5000);
         g_assert_cmpint(engine_hosts_init(&l->e, &error), ==, 0);
         g_assert_cmpint(engine_commands_init(&l->e, &error), ==, 0);
-        engine_flow_job_init();
-        engine_flow_disk_init();
-        engine_vms_init();
-        engine_snapshot_flows_init();
+        engine_flows_init();
         engine_store_set_change_fn(l->e.db, on_change, l);
         engine_store_set_commit_fn(l->e.db, on_commit, l);
 }

@@ -271,7 +271,7 @@ static bool volume_matches(json_t *info, json_t *p)
 
         return ji(info, "capacity") == ji(p, "size") && g_strcmp0(parent, want_parent) == 0 &&
                g_ascii_strcasecmp(js(info, "format") ? js(info, "format") : "",
-                                  strcmp(js(p, "format"), "cow") == 0 ? "COW" : "RAW") == 0;
+                                  g_strcmp0(js(p, "format"), "raw") == 0 ? "RAW" : "COW") == 0;
 }
 
 static void on_created_verify(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
@@ -442,6 +442,10 @@ void leaf_job_missing(struct engine *e, json_t *cmd)
         if (kind == ENGINE_KIND_CHECKSUM_VOLUME) {
                 /* Nothing was written: hash it again, on another host if one is up. */
                 leaf_retry_or_fail(e, cmd, 3, "the host no longer knows the checksum job", true);
+                return;
+        }
+        if (kind == ENGINE_KIND_SEAL_TEMPLATE_VOLUME) {
+                leaf_sealed_verify(e, cmd);
                 return;
         }
         spm = engine_spm_host(e);
