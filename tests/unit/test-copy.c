@@ -1292,6 +1292,34 @@ static void test_uring_refused(void)
         cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
 }
 
+/* Review repro (rv16b): the ring failing (io_uring_enter refused) must fail the copy, not hang or crash. */
+static void test_uring_enter_fails(void)
+{
+        g_autofree char *src = tmp_path("src.raw"), *dst = tmp_path("dst.raw");
+        struct sock_filter filter[] = {
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_enter, 0, 1),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog prog = { .len = G_N_ELEMENTS(filter), .filter = filter };
+        struct agent_copy_options opts = { .io = AGENT_COPY_IO_URING, .buffer_size = 1 * MiB };
+        int r;
+
+        if (!g_test_subprocess()) {
+                g_test_trap_subprocess(NULL, 20 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+                g_test_trap_assert_passed();
+                return;
+        }
+        make_file(src, 16 * MiB);
+        write_at(src, 0, 16 * MiB, -1, 5);
+        make_file(dst, 16 * MiB);
+        g_assert_cmpint(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), ==, 0);
+        g_assert_cmpint(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), ==, 0);
+        r = agent_copy_raw(src, dst, &opts, NULL, NULL, NULL);
+        g_assert_cmpint(r, <, 0);
+}
+
 /*
  * Raw tests again with each pipeline forced: io_uring (skipped, visibly,
  * where the kernel refuses it) and threads. The tests above run AUTO.
@@ -1355,6 +1383,7 @@ int main(int argc, char **argv)
         g_test_add_func("/copy/raw/resume-progress", test_resume_progress);
         g_test_add_func("/copy/raw/bandwidth-limit", test_bandwidth_limit);
         g_test_add_func("/copy/raw/uring-refused", test_uring_refused);
+        g_test_add_func("/copy/raw/uring-enter-fails", test_uring_enter_fails);
         for (size_t i = 0; i < G_N_ELEMENTS(io_cases); i++)
                 g_test_add_data_func(io_cases[i].path, &io_cases[i], run_io_case);
         g_test_add_func("/copy/governor/fair-shares", test_gov_fair_shares);
