@@ -246,8 +246,15 @@ static void op_complete(struct copy_ring *r, struct ring_op *op, int res)
         job_maybe_done(r, job);
 }
 
+/* Consecutive EAGAIN/EBUSY answers with nothing to reap before the ring counts as failed. */
+#define RING_BUSY_TRIES 64u
+
 int copy_ring_reap(struct copy_ring *r, bool wait, struct copy_job **ret_job)
 {
+        unsigned busy = 0;
+
+        /* Set on every path: the caller loops until it sees NULL. */
+        *ret_job = NULL;
         while (g_queue_is_empty(&r->done) && r->in_flight > 0) {
                 struct io_uring_cqe *cqe;
                 int e;
@@ -258,6 +265,14 @@ int copy_ring_reap(struct copy_ring *r, bool wait, struct copy_job **ret_job)
                 /* EBUSY: the completion queue is full; reaping it below is the cure. */
                 if (e < 0 && e != -EAGAIN && e != -EBUSY)
                         return e;
+                if (e < 0 && io_uring_cq_ready(&r->ring) == 0) {
+                        /* Nothing to reap would cure it: a ring that keeps refusing has failed, not a hang. */
+                        if (++busy >= RING_BUSY_TRIES)
+                                return e;
+                        g_usleep(1000);
+                        continue;
+                }
+                busy = 0;
                 if (!wait && io_uring_cq_ready(&r->ring) == 0)
                         break;
                 while (io_uring_peek_cqe(&r->ring, &cqe) == 0) {
