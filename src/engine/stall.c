@@ -4,19 +4,63 @@
 #include "clock.h"
 #include "stall.h"
 
+/*
+ * The phases an agent reports (src/agent/jobs.h's AGENT_JOB_PHASE_*, and
+ * "rate_wait"): judged ones are those where a healthy job moves bytes
+ * (copying) or ends soon (preparing: leases, metadata, checks; a source
+ * open or a lease acquisition that hangs is a stall too, issue 13). Index 0
+ * is a sample without a phase (an older agent: copying); an unknown name is
+ * ENGINE_STALL_PHASE_OTHER, not judged.
+ */
+static const struct {
+        const char *name;
+        bool judged;
+} phases[] = {
+        [1] = { "copying", true },
+        [2] = { "preparing", true },
+        [3] = { "verifying_prefix", false },
+        [4] = { "preallocating", false },
+        [5] = { "finishing", false },
+        [6] = { "rate_wait", false },
+};
+G_STATIC_ASSERT(G_N_ELEMENTS(phases) == ENGINE_STALL_PHASE_OTHER);
+
+static int phase_index(const char *phase)
+{
+        if (!phase)
+                return 0;
+        for (size_t i = 1; i < G_N_ELEMENTS(phases); i++)
+                if (strcmp(phase, phases[i].name) == 0)
+                        return (int) i;
+        return ENGINE_STALL_PHASE_OTHER;
+}
+
+static bool index_judged(int i)
+{
+        return i == 0 || (i > 0 && i < ENGINE_STALL_PHASE_OTHER && phases[i].judged);
+}
+
 bool engine_stall_phase_judged(const char *phase)
 {
-        return !phase || strcmp(phase, "copying") == 0;
+        return index_judged(phase_index(phase));
 }
 
 enum engine_stall_verdict engine_stall_feed(struct engine_stall *s, const char *phase, gint64 bytes_done,
                                             double progress, gint64 now, unsigned timeout, gint64 *ret_still)
 {
+        int idx = phase_index(phase);
+        /*
+         * Entering another phase is a step forward: preparing's time does not
+         * count once it copies. A sample without a phase (an older agent, or a
+         * job event that carries none between polls that do) changes nothing.
+         */
         bool moved = !s->seen || bytes_done > s->bytes || progress > s->progress ||
-                     !engine_stall_phase_judged(phase);
+                     (idx != 0 && idx != s->phase) || !index_judged(idx);
         gint64 still;
 
         s->seen = true;
+        if (idx != 0)
+                s->phase = idx;
         s->bytes = MAX(s->bytes, bytes_done);
         s->progress = MAX(s->progress, progress);
         if (moved)
@@ -72,6 +116,7 @@ void engine_stall_from_json(json_t *o, struct engine_stall *ret)
                 .abort_at = to_mono(json_integer_value(json_object_get(o, "abort_at"))),
                 .stalled = json_is_true(json_object_get(o, "stalled")),
                 .seen = json_is_true(json_object_get(o, "seen")),
+                .phase = phase_index(json_string_value(json_object_get(o, "phase"))),
         };
 }
 
@@ -82,7 +127,10 @@ gint64 engine_stall_json_moved_at(json_t *o)
 
 json_t *engine_stall_to_json(const struct engine_stall *s)
 {
-        return json_pack("{s:b, s:I, s:f, s:I, s:I, s:b}", "seen", s->seen, "bytes", (json_int_t) s->bytes, "progress", s->progress,
-                         "moved_at", (json_int_t) to_wall(s->moved_at), "abort_at", (json_int_t) to_wall(s->abort_at),
-                         "stalled", s->stalled);
+        /* An unknown phase is kept as one no agent reports: still a change from any known one. */
+        const char *phase = s->phase <= 0 ? NULL : s->phase < ENGINE_STALL_PHASE_OTHER ? phases[s->phase].name : "other";
+
+        return json_pack("{s:b, s:I, s:f, s:I, s:I, s:b, s:s?}", "seen", s->seen, "bytes", (json_int_t) s->bytes,
+                         "progress", s->progress, "moved_at", (json_int_t) to_wall(s->moved_at),
+                         "abort_at", (json_int_t) to_wall(s->abort_at), "stalled", s->stalled, "phase", phase);
 }

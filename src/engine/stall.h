@@ -10,10 +10,14 @@
  * qemu-img wrote, or what Ferry's copy loop moved) or its progress grew
  * since the last sample. qemu-img's own progress moves in 1 % steps, so a
  * capped or very large copy that is still writing shows no progress for
- * minutes: bytes decide. Only phases that move bytes are judged (copying; a
- * sample without a phase, from an older agent, counts as copying); in any
- * other phase (preparing, verifying_prefix, preallocating, finishing) the
- * clock restarts, so a long resume verification or fallocate is no stall.
+ * minutes: bytes decide. Judged are the phases that move bytes (copying; a
+ * sample without a phase, from an older agent, counts as copying) and
+ * preparing, which moves none but ends soon unless it hangs (a blocked
+ * source open, a lease acquisition that never returns). Entering another
+ * phase counts as a move, so preparing's time does not count against
+ * copying. In any other phase (verifying_prefix, preallocating, finishing,
+ * rate_wait) the clock restarts, so a long resume verification, fallocate or
+ * wait in a rate limiter is no stall.
  *
  * Once the caller aborts a stalled job (engine_stall_aborting) the flag
  * stays until the job ends, whatever it reports meanwhile; an abort that
@@ -41,7 +45,10 @@ struct engine_stall {
         bool seen;             /* a sample came before */
         gint64 abort_at;       /* when the caller first aborted it for stalling; 0: not aborting */
         bool stalled;          /* flagged */
+        int phase;             /* the phase of the last sample (stall.c's table; 0: none reported) */
 };
+
+#define ENGINE_STALL_PHASE_OTHER 7   /* a phase stall.c does not know: not judged */
 
 enum engine_stall_verdict {
         ENGINE_STALL_MOVING,           /* moved, or not judged in this phase */
@@ -51,7 +58,7 @@ enum engine_stall_verdict {
         ENGINE_STALL_STALLED,          /* flagged before and still flagged */
 };
 
-/* True for the phases that move bytes (NULL: an agent that reports none). */
+/* True for the judged phases: copying, preparing (NULL: an agent that reports none, copying). */
 bool engine_stall_phase_judged(const char *phase);
 
 /*

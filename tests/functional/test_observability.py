@@ -608,6 +608,19 @@ def test_correlation_id_follows_a_move(eng):
 STALL_TIMEOUT = 3
 
 
+def stall_events(ec):
+    """The engine's stall events (newest first)."""
+    return [e["message"] for e in ec.engine.get("/api/events")["events"] if "moved no bytes for" in e["message"]]
+
+
+def new_stall(ec, before):
+    """The stall event after the `before` ones, or None. Tests wait for it rather than for the
+    step's status_detail: with stall_action = retry the flag may last only until the abort
+    ends the job (tens of ms), while the event, written in the poll that flags, stays."""
+    now = stall_events(ec)
+    return now[0] if len(now) > len(before) else None
+
+
 def qemu_img_converts(img):
     """Pids of running `qemu-img convert` processes writing into image img."""
     pids = []
@@ -658,33 +671,33 @@ def test_stalled_copy_is_flagged_and_retried_elsewhere():
         disk, src, job_id, new_id = copy_of_written_qcow2(ec, "stall", 2048 * MiB, 1536 * MiB)
         # Hold the copy's qemu-img still as soon as it runs.
         pid = wait_for(lambda: (qemu_img_converts(new_id) or [None])[0], 60, "the copy's qemu-img", interval=0.005)
+        stalled_host = agent_of(ec, pid).name     # before the retry's abort ends the process
         os.kill(pid, signal.SIGSTOP)
         stopped_at = time.monotonic()
         stopped = pid
         assert wait_for(lambda: proc_state(pid) == "T", 5, "qemu-img to stop")
 
-        def stalled_step():
-            for s in ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"]:
-                if s["type"] == "copy_data" and s.get("status_detail") == "stalled":
-                    return s
-            return None
-        step = wait_for(stalled_step, STALL_TIMEOUT + 30, "the copy to be reported stalled", interval=0.05)
+        msg = wait_for(lambda: new_stall(ec, []), STALL_TIMEOUT + 30, "the copy to be reported stalled",
+                       interval=0.05)
         took = time.monotonic() - stopped_at
         # Not before stall_timeout (less the poll that may have seen the last progress before the
         # stop), and within it plus one poll (200 ms) and the latency of a loaded 2-core machine.
         assert STALL_TIMEOUT - 1 <= took <= STALL_TIMEOUT + 2, took
-        stalled_host, stalled_host_id = step["execution_host"]["name"], step["execution_host"]["id"]
-        assert step["status"] == "started" and step["progress"] < 100, step
-        # No estimate while stalled, for the step and its job (when the step is still stalled after
-        # the job was read: the retry may have moved it to another host meanwhile).
-        assert step["eta_seconds"] is None, step
+        # The metric counts it in the same poll, before the event is written.
+        assert sample(engine_raw(ec, "GET", "/metrics")[2].decode(), "ferry_engine_stalls_total") == 1
+        stalled_host_id = ec.hosts[stalled_host]["id"]
+        assert stalled_host_id in msg and "stalled; aborting it to try on another host" in msg, msg
+        # While the copy is still on the stalled host it is flagged and has no estimate, for the
+        # step and its job (the retry may move it to another host between two reads).
+        step = next(s for s in ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"] if s["type"] == "copy_data")
         job_now = ec.engine.get(f"/api/jobs/{job_id}")
-        after = stalled_step()
-        if after and after["execution_host"]["id"] == stalled_host_id:
-            assert job_now["status"] != "started" or job_now["eta_seconds"] is None, job_now
-        text = engine_raw(ec, "GET", "/metrics")[2].decode()
-        assert sample(text, "ferry_engine_stalls_total") == 1
-        assert sample(text, "ferry_engine_stalled_steps") in (0, 1)  # 0 once the retry started
+        if step["status"] == "started" and (step["execution_host"] or {}).get("id") == stalled_host_id:
+            assert step.get("status_detail") == "stalled" and step["eta_seconds"] is None, step
+            assert step["progress"] < 100, step
+            after = next(s for s in ec.engine.get(f"/api/jobs/{job_id}/steps")["steps"] if s["type"] == "copy_data")
+            if (after["execution_host"] or {}).get("id") == stalled_host_id and after["status"] == "started":
+                assert job_now["status"] != "started" or job_now["eta_seconds"] is None, job_now
+        assert sample(engine_raw(ec, "GET", "/metrics")[2].decode(), "ferry_engine_stalled_steps") in (0, 1)
 
         # stall_action=retry: aborted (the agent kills the stopped qemu-img) and copied elsewhere.
         # Until the copy leaves the stalled host, the step stays flagged (also while it is aborted).
@@ -814,22 +827,13 @@ def test_capped_copies_stall_judgement():
         assert 0 not in etas, etas
         assert sample(engine_raw(ec, "GET", "/metrics")[2].decode(), "ferry_engine_stalls_total") == 0
 
-        def stall_events():
-            return [e["message"] for e in ec.engine.get("/api/events")["events"] if "moved no bytes for" in e["message"]]
-
-        def new_stall(before):
-            """The stall event after the `before` ones (the flag itself may last only until the
-            retry's abort ends the job, tens of ms), or None."""
-            now = stall_events()
-            return now[0] if len(now) > len(before) else None
-
         # Held still under the cap: not a rate wait (the process is stopped, T, by someone else).
         disk, src, job_id, new_id = copy_of_written_qcow2(ec, "frozen", 256 * MiB, 128 * MiB)
         pid = wait_for(lambda: (qemu_img_converts(new_id) or [None])[0], 60, "the copy's qemu-img", interval=0.005)
-        before, agent = stall_events(), agent_of(ec, pid)
+        before, agent = stall_events(ec), agent_of(ec, pid)
         os.kill(pid, signal.SIGSTOP)
         stopped_at, stopped = time.monotonic(), pid
-        msg = wait_for(lambda: new_stall(before), STALL_TIMEOUT + 30, "the copy to be reported stalled", interval=0.05)
+        msg = wait_for(lambda: new_stall(ec, before), STALL_TIMEOUT + 30, "the copy to be reported stalled", interval=0.05)
         took = time.monotonic() - stopped_at
         assert STALL_TIMEOUT - 1 <= took <= STALL_TIMEOUT + 2, took
         assert ec.hosts[agent.name]["id"] in msg, msg
@@ -848,7 +852,7 @@ def test_capped_copies_stall_judgement():
         set_cap("0", [agent])
         job = ec.engine.wait_job(job_id, 30)
         assert job["status"] == "finished", job
-        assert len(stall_events()) == 1, stall_events()
+        assert len(stall_events(ec)) == 1, stall_events(ec)
         new = ec.engine.get(f"/api/disks/{new_id}")
         assert qemu_img_compare(src, os.path.join(ec.storage, ec.sds[1]["id"], "images", new_id,
                                                   new["volumes"][0]["id"])).returncode == 0

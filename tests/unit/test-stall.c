@@ -48,11 +48,52 @@ static void test_phases(void)
         g_assert_true(engine_stall_phase_judged(NULL));
         for (gint64 t = 0; t <= 60; t++)
                 g_assert_cmpint(engine_stall_feed(&s, "verifying_prefix", 0, 0, t, TIMEOUT, NULL), ==, ENGINE_STALL_MOVING);
-        g_assert_cmpint(engine_stall_feed(&s, "copying", 0, 0, 62, TIMEOUT, NULL), ==, ENGINE_STALL_STILL);
-        g_assert_cmpint(engine_stall_feed(&s, "copying", 0, 0, 63, TIMEOUT, NULL), ==, ENGINE_STALL_NEW);
-        for (gint64 t = 64; t <= 200; t++)
+        /* Entering copying is a move: the clock starts there. */
+        g_assert_cmpint(engine_stall_feed(&s, "copying", 0, 0, 62, TIMEOUT, NULL), ==, ENGINE_STALL_MOVING);
+        g_assert_cmpint(engine_stall_feed(&s, "copying", 0, 0, 64, TIMEOUT, NULL), ==, ENGINE_STALL_STILL);
+        g_assert_cmpint(engine_stall_feed(&s, "copying", 0, 0, 65, TIMEOUT, NULL), ==, ENGINE_STALL_NEW);
+        for (gint64 t = 66; t <= 200; t++)
                 g_assert_cmpint(engine_stall_feed(&s, "preallocating", 1000, 100, t, TIMEOUT, NULL), !=, ENGINE_STALL_NEW);
         g_assert_false(s.stalled);
+}
+
+/*
+ * Preparing moves no bytes but is judged: a source open or a lease
+ * acquisition that hangs is flagged at the timeout. Leaving it is a move, so
+ * a copy that prepared for almost the timeout gets the whole timeout to copy.
+ */
+static void test_preparing(void)
+{
+        struct engine_stall s = { 0 };
+        json_t *j;
+        gint64 still = -1;
+
+        g_assert_true(engine_stall_phase_judged("preparing"));
+        g_assert_false(engine_stall_phase_judged("rate_wait"));
+        g_assert_false(engine_stall_phase_judged("some_future_phase"));
+        g_assert_cmpint(engine_stall_feed(&s, "preparing", 0, 0, 10, TIMEOUT, NULL), ==, ENGINE_STALL_MOVING);
+        g_assert_cmpint(engine_stall_feed(&s, "preparing", 0, 0, 12, TIMEOUT, NULL), ==, ENGINE_STALL_STILL);
+        /* Into copying one second before the timeout: the clock restarts. */
+        g_assert_cmpint(engine_stall_feed(&s, "copying", 0, 0, 12, TIMEOUT, NULL), ==, ENGINE_STALL_MOVING);
+        g_assert_cmpint(engine_stall_feed(&s, "copying", 0, 0, 14, TIMEOUT, NULL), ==, ENGINE_STALL_STILL);
+        g_assert_cmpint(engine_stall_feed(&s, "copying", 0, 0, 15, TIMEOUT, &still), ==, ENGINE_STALL_NEW);
+        g_assert_cmpint(still, ==, 3);
+
+        /* A preparing phase that never ends (the agent reports it, 0 bytes, every poll). */
+        s = (struct engine_stall) { 0 };
+        for (gint64 t = 100; t < 100 + TIMEOUT; t++)
+                g_assert_cmpint(engine_stall_feed(&s, "preparing", 0, 0, t, TIMEOUT, NULL), !=, ENGINE_STALL_NEW);
+        /* The phase survives the command's data (an engine restart): it is no change then. */
+        j = engine_stall_to_json(&s);
+        engine_stall_from_json(j, &s);
+        json_decref(j);
+        g_assert_cmpint(engine_stall_feed(&s, "preparing", 0, 0, 100 + TIMEOUT, TIMEOUT, &still), ==, ENGINE_STALL_NEW);
+        g_assert_true(s.stalled);
+        /* A sample without a phase (an event between polls) is no change of phase. */
+        g_assert_cmpint(engine_stall_feed(&s, NULL, 0, 0, 101 + TIMEOUT, TIMEOUT, NULL), ==, ENGINE_STALL_STALLED);
+        g_assert_cmpint(engine_stall_feed(&s, "preparing", 0, 0, 102 + TIMEOUT, TIMEOUT, NULL), ==, ENGINE_STALL_STALLED);
+        /* It goes on to copy: it moves again. */
+        g_assert_cmpint(engine_stall_feed(&s, "copying", 0, 0, 200, TIMEOUT, NULL), ==, ENGINE_STALL_MOVES_AGAIN);
 }
 
 /* Once aborted for stalling it stays flagged, whatever it reports, and the abort falls overdue. */
@@ -120,6 +161,7 @@ int main(int argc, char **argv)
         g_test_add_func("/stall/bytes-decide", test_bytes_decide);
         g_test_add_func("/stall/still-then-moves", test_still_then_moves);
         g_test_add_func("/stall/phases", test_phases);
+        g_test_add_func("/stall/preparing", test_preparing);
         g_test_add_func("/stall/aborting", test_aborting);
         g_test_add_func("/stall/wall-clock-step", test_wall_clock_step);
         return g_test_run();

@@ -120,13 +120,20 @@ static bool persistent(json_t *cmd)
 /*
  * Another try from scratch (phase ''), or the end. A host that failed the
  * command is remembered in data.exclude so the next try goes elsewhere.
+ * Tries whose host was lost under them (data.hosts_lost, at most
+ * LEAF_HOSTS_LOST) are not counted against max_attempts: the job did not
+ * fail, its host did.
  */
-void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attempts, const char *why, bool exclude_host)
+#define LEAF_HOSTS_LOST 3
+
+static void retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attempts, const char *why, bool exclude_host,
+                          bool host_lost)
 {
         g_autoptr(json_t) old = jparse(cmd, "data");
         g_autoptr(json_t) data = json_object();
         g_autoptr(GError) store_error = NULL;
         json_t *exclude = json_object_get(old, "exclude");
+        gint64 lost = ji(old, "hosts_lost");
 
         if (engine_cmd_kind(cmd) == ENGINE_KIND_FINALIZE_UPLOAD)
                 max_attempts = 1;      /* its ticket (and the uploaded state) is on one host only: no try elsewhere */
@@ -141,17 +148,21 @@ void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attempts, co
                         engine_not_recorded(&store_error, "the retry", js(cmd, "id"));
                 return;
         }
-        if (ji(cmd, "attempts") >= (gint64) max_attempts) {
+        if (host_lost && lost < LEAF_HOSTS_LOST)
+                lost++;
+        else if (ji(cmd, "attempts") >= (gint64) max_attempts + lost) {
                 leaf_finish(e, cmd, false, why);
                 return;
         }
+        if (lost > 0)
+                json_object_set_new(data, "hosts_lost", json_integer(lost));
         exclude = json_is_array(exclude) ? json_copy(exclude) : json_array();
         if (exclude_host && js(cmd, "host"))
                 json_array_append_new(exclude, json_string(js(cmd, "host")));
         json_object_set_new(data, "exclude", exclude);
         engine_metrics_count_retry(js(cmd, "type"));
         engine_event(e, "warning", js(cmd, "id"), "%s: %s; retrying (attempt %" G_GINT64_FORMAT " of %u)%s",
-                     js(cmd, "type"), why, ji(cmd, "attempts") + 1, max_attempts,
+                     js(cmd, "type"), why, ji(cmd, "attempts") + 1 - lost, max_attempts,
                      exclude_host ? " on another host" : "");
         if (engine_store_cmd_restart(e->db, js(cmd, "id"), data, engine_now(), &store_error) < 0)
                 engine_not_recorded(&store_error, "the retry", js(cmd, "id"));
@@ -277,6 +288,11 @@ bool leaf_host_status_is(struct engine *e, const char *host, const char *status)
         return row ? g_strcmp0(js(row, "status"), status) == 0 : strcmp(status, "gone") == 0;
 }
 
+void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attempts, const char *why, bool exclude_host)
+{
+        retry_or_fail(e, cmd, max_attempts, why, exclude_host, false);
+}
+
 bool leaf_host_is_up(struct engine *e, const char *host)
 {
         return leaf_host_status_is(e, host, "up");
@@ -367,12 +383,18 @@ static void leaf_watch(struct engine *e, json_t *cmd)
                 if (leaf_host_status_is(e, js(cmd, "host"), "connecting"))
                         return;
                 if (!leaf_host_is_up(e, js(cmd, "host"))) {
-                        leaf_retry_or_fail(e, cmd, 3, "the host is not up", true);
+                        /* Lost, not failed: elsewhere, without spending one of its 3 tries (the pick takes
+                         * only hosts that are up). */
+                        retry_or_fail(e, cmd, 3, "the host is not up", true, true);
                         return;
                 }
         } else {
                 g_autofree char *spm = engine_spm_host(e);
 
+                if (js(data, "delete_job")) {
+                        leaf_delete_watch(e, cmd, data);       /* a half-made volume being removed (recover.c) */
+                        return;
+                }
                 if (spm && strcmp(spm, js(cmd, "host")) != 0) {
                         /* The SPM changed under this command: learn from storage through the new one. */
                         leaf_job_missing(e, cmd);

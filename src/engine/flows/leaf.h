@@ -63,6 +63,8 @@ void leaf_fence_watch(struct engine *e, json_t *cmd, json_t *data);
 void leaf_job_missing(struct engine *e, json_t *cmd);
 /* create_volume_container answered "exists": finished before, or half-made (removed and made again)? */
 void leaf_verify_volume_created(struct engine *e, json_t *cmd, const char *host);
+/* Follows the removal of a half-made volume recorded in data; once it ended, reads the volume again. */
+void leaf_delete_watch(struct engine *e, json_t *cmd, json_t *data);
 
 /* ---- flows/jobstall.c (the policy: stall.c) ---- */
 /* A running or aborting host job's poll: judged, flagged, aborted for a retry (stall_action = retry). */
