@@ -486,7 +486,7 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
         struct copy_job *free_jobs[COPY_WORKERS_MAX];
         unsigned n_workers = opts && opts->workers ? opts->workers : COPY_WORKERS;
         unsigned n_free = 0;
-        bool lost = false;      /* the ring failed with I/O in flight: its buffers cannot be freed */
+        bool lost = false;      /* the ring failed: its jobs never come back, do not wait for them */
         uint64_t dst_size = 0, off = 0, done = 0, cap;
         struct agent_rate_gov *own_gov = NULL;  /* bandwidth_limit without a host governor */
         struct agent_rate_flow *flow;
@@ -605,8 +605,10 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                         for (;;) {
                                 r = pipe_reap(&pipe, n_free == 0, &job);
                                 if (r < 0) {
+                                        /* The ring failed: its jobs never come back; the copy fails. */
                                         lost = true;
                                         err = err ? err : r;
+                                        break;
                                 }
                                 if (!job)
                                         break;
@@ -667,9 +669,9 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                 r = -errno;
 
 out:
+        /* After a ring failure pipe_stop's io_uring_queue_exit cancels and waits out the ring's requests: unmapping is safe. */
         pipe_stop(&pipe);
-        /* After a ring failure the kernel may still be reading into them (never seen; kept safe). */
-        for (unsigned i = 0; i < COPY_WORKERS_MAX && !lost; i++)
+        for (unsigned i = 0; i < COPY_WORKERS_MAX; i++)
                 if (jobs[i].buf)
                         munmap(jobs[i].buf, ctx.buffer_size);
         close_pair(ctx.src_fd, ctx.src_buf_fd);

@@ -216,6 +216,28 @@ static bool op_is_direct(const struct copy_ctx *ctx, const struct ring_op *op)
         return op->fd != (op->write ? ctx->dst_buf_fd : ctx->src_buf_fd);
 }
 
+/*
+ * A direct op came back short at an unaligned point (a device or
+ * filesystem may stop at any byte, e.g. a write hitting ENOSPC). Queued
+ * again, the remainder would start at an unaligned offset and buffer: the
+ * direct fd would refuse it with EINVAL, which op_complete takes for "this
+ * filesystem refuses O_DIRECT" and would switch the whole copy to buffered
+ * I/O. The remainder is finished here on the buffered fd and the direct
+ * fd stays in use. Returns op's full length, or -errno. (No unit test:
+ * neither tmpfs nor ext4 returns a short aligned direct transfer on
+ * demand; an aligned short remainder is still queued again, direct.)
+ */
+static int op_finish_buffered(struct copy_ctx *ctx, struct ring_op *op, size_t done)
+{
+        char *buf = op->buf + done;
+        uint64_t off = op->off + done;
+        size_t len = op->len - done;
+        int e;
+
+        e = op->write ? fy_pwrite_full(ctx->dst_buf_fd, buf, len, off) : agent_pread_full(ctx->src_buf_fd, buf, len, off);
+        return e < 0 ? e : (int) op->len;
+}
+
 /* One completion: a short transfer is continued, EINVAL on a direct fd is redone buffered, a read is stored. */
 static void op_complete(struct copy_ring *r, struct ring_op *op, int res)
 {
@@ -229,6 +251,8 @@ static void op_complete(struct copy_ring *r, struct ring_op *op, int res)
                 if (res == 0)
                         res = (int) op->len;
         }
+        if (res > 0 && (size_t) res < op->len && res % COPY_ALIGN != 0 && op_is_direct(r->ctx, op))
+                res = op_finish_buffered(r->ctx, op, (size_t) res);
         if (res == 0)
                 res = -EIO;     /* no progress: the source shrank under us, or the device wrote nothing */
         if (res == -EINTR || res == -EAGAIN || (res > 0 && (size_t) res < op->len)) {
@@ -246,8 +270,15 @@ static void op_complete(struct copy_ring *r, struct ring_op *op, int res)
         job_maybe_done(r, job);
 }
 
+/* Consecutive EAGAIN/EBUSY answers with nothing to reap before the ring counts as failed. */
+#define RING_BUSY_TRIES 64u
+
 int copy_ring_reap(struct copy_ring *r, bool wait, struct copy_job **ret_job)
 {
+        unsigned busy = 0;
+
+        /* Set on every path: the caller loops until it sees NULL. */
+        *ret_job = NULL;
         while (g_queue_is_empty(&r->done) && r->in_flight > 0) {
                 struct io_uring_cqe *cqe;
                 int e;
@@ -258,6 +289,14 @@ int copy_ring_reap(struct copy_ring *r, bool wait, struct copy_job **ret_job)
                 /* EBUSY: the completion queue is full; reaping it below is the cure. */
                 if (e < 0 && e != -EAGAIN && e != -EBUSY)
                         return e;
+                if (e < 0 && io_uring_cq_ready(&r->ring) == 0) {
+                        /* Nothing to reap would cure it: a ring that keeps refusing has failed, not a hang. */
+                        if (++busy >= RING_BUSY_TRIES)
+                                return e;
+                        g_usleep(1000);
+                        continue;
+                }
+                busy = 0;
                 if (!wait && io_uring_cq_ready(&r->ring) == 0)
                         break;
                 while (io_uring_peek_cqe(&r->ring, &cqe) == 0) {

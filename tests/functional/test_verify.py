@@ -3,6 +3,7 @@
 the destination hashed (Volume.checksum, the destination on another host than
 the copier) and a mismatch fails that try and copies again."""
 
+import json
 import os
 import shutil
 import signal
@@ -209,3 +210,66 @@ def test_engine_restart_resumes_a_pending_verification(ec):
     [step] = copy_steps(ec, job_id)
     assert step["verified"] is True and step["checksum"]["value"] == expected, step
     ec.wait_ready()
+
+
+def bytes_copied(agent):
+    with agent.client() as c:
+        return c.call("Host.getStats", {})["bytes_copied"]
+
+
+def read_offset(ckpt):
+    try:
+        with open(ckpt) as f:
+            return json.load(f).get("offset", 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def test_engine_retry_resumes_a_killed_hosts_copy(ec):
+    """Issue 16, resumable copies end to end: the ENGINE moves a 320 MiB raw disk (10 s at
+    the copy rate limit; the issue's 2 GiB would take a minute, ARCHITECTURE.md); the
+    copying host's agent is killed (SIGKILL: its sanlock lease frees when it exits) once
+    its checkpoint passed 55 % and comes back; the engine's retry on another host continues
+    from the checkpoint, moves at most half the bytes, and the copy is identical."""
+    size = 320 * MiB
+    disk = create_disk(ec, "resumed", size)
+    vol = disk["volumes"][0]["id"]
+    src = vol_path(ec, 0, disk["id"], vol)
+    write_random_extents(src, [(0, size)], seed=16)
+    expected = blkhash(src)
+    ckpt = vol_path(ec, 1, disk["id"], vol) + ".ckpt"
+    seen = len(events(ec))
+
+    job_id = move(ec, disk, 1)
+    wait_for(lambda: read_offset(ckpt) >= 0.55 * size, 30, "the copy's checkpoint to pass 55 %", interval=0.02)
+    [step] = copy_steps(ec, job_id)
+    killed = ec.agent(step["execution_host"]["name"])
+    others = [a for a in ec.agents if a is not killed]
+    before = {a.name: bytes_copied(a) for a in others}
+    at_kill = read_offset(ckpt)
+    killed.kill()
+    # Back at once, as a rebooted host: the engine finds the copy gone from it (rather than waiting
+    # out the fixture's 20 failed polls for non_responsive), fences and retries elsewhere.
+    killed.start_same_port()
+    try:
+        job = ec.engine.wait_job(job_id, 120)
+        assert job["status"] == "finished", job
+        ev = events(ec)
+        resumed = [m for m in ev[:len(ev) - seen] if "resumed_from" in m]
+        assert len(resumed) == 1, resumed
+        hosts = {h["id"]: h["name"] for h in ec.engine.get("/api/hosts")["hosts"]}
+        host = resumed[0].split(" on host ")[1].split()[0]
+        host = hosts.get(host, host)
+        offset = int(resumed[0].split("resumed_from ")[1].split()[0])
+        moved = sum(bytes_copied(a) - before[a.name] for a in others)
+        print(f"\nkilled with checkpoint at {at_kill / MiB:.0f} MiB; the engine's retry on {host} resumed at "
+              f"{offset / MiB:.0f} MiB and moved {moved / MiB:.0f} MiB of {size / MiB:.0f} MiB")
+        assert host in [a.name for a in others], (host, hosts)
+        assert offset >= at_kill > 0
+        assert moved <= size // 2
+        [step] = copy_steps(ec, job_id)
+        assert step["verified"] is True and step["checksum"]["value"] == expected, step
+        assert blkhash(vol_path(ec, 1, disk["id"], vol)) == expected
+        assert not os.path.exists(ckpt), "a finished copy leaves no checkpoint"
+    finally:
+        wait_for(lambda: all(h["status"] == "up" for h in ec.engine.get("/api/hosts")["hosts"]), 60, "hosts up again")

@@ -482,6 +482,47 @@ static void test_bandwidth_limit(void)
         cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
 }
 
+/* Review repro (rv16b): every checkpoint names a prefix the destination already holds, monotonic. */
+struct ckpt_rec {
+        const char *src, *dst;
+        uint64_t last, calls;
+        gboolean bad;
+};
+
+static void check_ckpt(uint64_t prefix, void *userdata)
+{
+        struct ckpt_rec *c = userdata;
+        g_autofree char *a = g_malloc(prefix + 1), *b = g_malloc(prefix + 1);
+        int fa = open(c->src, O_RDONLY | O_CLOEXEC), fb = open(c->dst, O_RDONLY | O_CLOEXEC);
+
+        if (prefix <= c->last || pread(fa, a, prefix, 0) != (ssize_t) prefix ||
+            pread(fb, b, prefix, 0) != (ssize_t) prefix || memcmp(a, b, prefix) != 0)
+                c->bad = TRUE;
+        c->last = prefix;
+        c->calls++;
+        close(fa);
+        close(fb);
+}
+
+static void test_checkpoint_prefix(void)
+{
+        g_autofree char *src = tmp_path("src.raw"), *dst = tmp_path("dst.raw");
+        struct ckpt_rec c = { src, dst, 0, 0, FALSE };
+        struct agent_copy_options opts = { .buffer_size = 256 * KiB, .checkpoint = check_ckpt,
+                                           .checkpoint_data = &c, .checkpoint_interval_us = 1 };
+
+        make_file(src, 24 * MiB);
+        write_at(src, 0, 8 * MiB, -1, 21);
+        write_at(src, 12 * MiB, 12 * MiB, -1, 22);
+        make_file(dst, 24 * MiB);
+        write_at(dst, 0, 24 * MiB, 0x5a, 0);     /* stale bytes: a prefix not yet written shows */
+        g_assert_cmpint(copy_raw(src, dst, &opts, NULL, NULL, NULL), ==, 0);
+        g_assert_cmpuint(c.calls, >, 2);
+        g_assert_false(c.bad);
+        assert_same(src, dst, 24 * MiB);
+        cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
+}
+
 /* ---- rate governor (rategov.c) ---- */
 
 #define SEC G_USEC_PER_SEC
@@ -1269,6 +1310,34 @@ static void test_uring_refused(void)
         cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
 }
 
+/* Review repro (rv16b): the ring failing (io_uring_enter refused) must fail the copy, not hang or crash. */
+static void test_uring_enter_fails(void)
+{
+        g_autofree char *src = tmp_path("src.raw"), *dst = tmp_path("dst.raw");
+        struct sock_filter filter[] = {
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_enter, 0, 1),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog prog = { .len = G_N_ELEMENTS(filter), .filter = filter };
+        struct agent_copy_options opts = { .io = AGENT_COPY_IO_URING, .buffer_size = 1 * MiB };
+        int r;
+
+        if (!g_test_subprocess()) {
+                g_test_trap_subprocess(NULL, 20 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+                g_test_trap_assert_passed();
+                return;
+        }
+        make_file(src, 16 * MiB);
+        write_at(src, 0, 16 * MiB, -1, 5);
+        make_file(dst, 16 * MiB);
+        g_assert_cmpint(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), ==, 0);
+        g_assert_cmpint(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), ==, 0);
+        r = agent_copy_raw(src, dst, &opts, NULL, NULL, NULL);
+        g_assert_cmpint(r, <, 0);
+}
+
 /*
  * Raw tests again with each pipeline forced: io_uring (skipped, visibly,
  * where the kernel refuses it) and threads. The tests above run AUTO.
@@ -1290,6 +1359,8 @@ static const struct io_case io_cases[] = {
         { "/copy/raw/threads/cancel",                 test_cancel,                   AGENT_COPY_IO_THREADS },
         { "/copy/raw/threads/resume-progress",        test_resume_progress,          AGENT_COPY_IO_THREADS },
         { "/copy/raw/threads/bandwidth-limit",        test_bandwidth_limit,          AGENT_COPY_IO_THREADS },
+        { "/copy/raw/uring/checkpoint-prefix",        test_checkpoint_prefix,        AGENT_COPY_IO_URING },
+        { "/copy/raw/threads/checkpoint-prefix",      test_checkpoint_prefix,        AGENT_COPY_IO_THREADS },
 };
 
 static void run_io_case(gconstpointer data)
@@ -1330,6 +1401,7 @@ int main(int argc, char **argv)
         g_test_add_func("/copy/raw/resume-progress", test_resume_progress);
         g_test_add_func("/copy/raw/bandwidth-limit", test_bandwidth_limit);
         g_test_add_func("/copy/raw/uring-refused", test_uring_refused);
+        g_test_add_func("/copy/raw/uring-enter-fails", test_uring_enter_fails);
         for (size_t i = 0; i < G_N_ELEMENTS(io_cases); i++)
                 g_test_add_data_func(io_cases[i].path, &io_cases[i], run_io_case);
         g_test_add_func("/copy/governor/fair-shares", test_gov_fair_shares);

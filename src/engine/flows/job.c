@@ -788,8 +788,16 @@ void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                         json_t *size = json_object_get(json_object_get(job, "result"), "truesize");
 
                         /* Kept with the command: the flow's end records the disk's size from it (inventory.c). */
+                        json_t *resumed = json_object_get(json_object_get(job, "result"), "resumed_from");
+
                         if (kind == ENGINE_KIND_COPY_DATA && json_is_integer(size) && json_integer_value(size) >= 0)
                                 json_object_set(data, "truesize", size);
+                        /* A retry that continued from the interrupted try's durable checkpoint says so (issue 16). */
+                        if (kind == ENGINE_KIND_COPY_DATA && json_is_integer(resumed) && json_integer_value(resumed) > 0)
+                                engine_event(e, "normal", js(cmd, "id"), "copy of volume %s on host %s resumed_from %"
+                                             G_GINT64_FORMAT " bytes, moved %" G_GINT64_FORMAT " bytes",
+                                             js(dst, "vol"), js(cmd, "host"), (gint64) json_integer_value(resumed),
+                                             ji(job, "bytes_moved"));
                         if (leaf_verify_begin(e, cmd, data))
                                 return;        /* declared done once both sides hash the same */
                         if (json_object_get(data, "truesize"))
