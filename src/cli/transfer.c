@@ -403,7 +403,8 @@ static int cli_upload_zero(struct cli_xfer *x, guint64 off, guint64 len, GError 
 {
         g_autofree char *zero = g_strdup_printf("{\"op\": \"zero\", \"offset\": %" G_GUINT64_FORMAT
                                                 ", \"size\": %" G_GUINT64_FORMAT "}", off, len);
-        g_autoptr(GBytes) b = g_bytes_new_take(g_steal_pointer(&zero), strlen(zero));
+        size_t n = strlen(zero);       /* before the steal: C leaves the order of a call's arguments open */
+        g_autoptr(GBytes) b = g_bytes_new_take(g_steal_pointer(&zero), n);
 
         return cli_xfer_request(x, "PATCH", NULL, NULL, "application/json", b, 4096, NULL, error);
 }

@@ -4,6 +4,7 @@
 
 #include "api_vms.h"
 #include "api_page.h"
+#include "snapshot_actions.h"
 #include "vm_actions.h"
 
 #define js engine_js

@@ -4,7 +4,7 @@
  * parent, state (active | succeeded | failed), phase, immutable params,
  * mutable data, and for leaf commands the host and agent job it started and
  * the destination generation it recorded. Each round advances every active
- * command through the function its kind registered (flows/, vms.c); a
+ * command through the function its kind registered (flows/); a
  * decision is written to the store before the call to a host that acts on
  * it, so after an engine restart every command resumes exactly where it
  * was. A command with a call in flight is "busy" (in memory only) and
@@ -595,10 +595,9 @@ json_t *engine_job_cancel(struct engine *e, const char *job_id, GError **error)
                             "template creations can", job_id, top ? js(top, "type") : "no command");
                 return NULL;
         }
-        if (engine_cmd_phase(top) == ENGINE_PHASE_CLEANUP || engine_cmd_phase(top) == ENGINE_PHASE_REMOVE_SOURCE) {
-                g_set_error(error, ENGINE_ERROR, 409, "job %s is already %s", job_id,
-                            engine_cmd_phase(top) == ENGINE_PHASE_CLEANUP ? "cleaning up"
-                                                                          : "removing the source of a finished move");
+        if (!engine_kind_cancellable_in(engine_cmd_kind(top), engine_cmd_phase(top))) {
+                g_set_error(error, ENGINE_ERROR, 409, "job %s is %s; it can no longer be cancelled", job_id,
+                            engine_phase_doing(engine_cmd_phase(top)));
                 return NULL;
         }
         if (engine_store_cmd_cancel_job(e->db, job_id, engine_now(), error) < 0)
@@ -608,7 +607,7 @@ json_t *engine_job_cancel(struct engine *e, const char *job_id, GError **error)
         return json_pack("{s:{s:s, s:s}}", "job", "id", job_id, "status", "cancelling");
 }
 
-/* How each kind advances: registered by flows/job.c, flows/disk.c and vms.c at start-up. */
+/* How each kind advances: registered by the files of flows/ at start-up. */
 static struct {
         engine_flow_fn advance;
         bool in_transaction;

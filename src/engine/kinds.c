@@ -3,9 +3,13 @@
 
 #include "kinds.h"
 
+#define CANCEL_IN(p) (1u << (p))
+/* The flows that copy data accept a cancel until they clean up or, a move, remove its source. */
+#define CANCEL_WHILE_COPYING (CANCEL_IN(ENGINE_PHASE_NEW) | CANCEL_IN(ENGINE_PHASE_MAIN))
+
 static const struct {
         const char *name;
-        bool cancellable;
+        unsigned cancel_phases;        /* the phases of a top-level command in which a cancel is accepted */
 } kinds[ENGINE_KIND__COUNT] = {
         [ENGINE_KIND_CREATE_VOLUME_CONTAINER] = { "create_volume_container" },
         [ENGINE_KIND_REMOVE_IMAGE] = { "remove_image" },
@@ -25,11 +29,11 @@ static const struct {
         [ENGINE_KIND_MERGE_DISK_SNAPSHOT] = { "merge_disk_snapshot" },
         [ENGINE_KIND_RESTORE_DISK_SNAPSHOT] = { "restore_disk_snapshot" },
         [ENGINE_KIND_CREATE_DISK] = { "create_disk" },
-        [ENGINE_KIND_MOVE_DISK] = { "move_disk", true },
-        [ENGINE_KIND_COPY_DISK] = { "copy_disk", true },
+        [ENGINE_KIND_MOVE_DISK] = { "move_disk", CANCEL_WHILE_COPYING },
+        [ENGINE_KIND_COPY_DISK] = { "copy_disk", CANCEL_WHILE_COPYING },
         [ENGINE_KIND_REMOVE_DISK] = { "remove_disk" },
-        [ENGINE_KIND_CREATE_TEMPLATE_FROM_VM] = { "create_template_from_vm", true },
-        [ENGINE_KIND_CREATE_VM_FROM_TEMPLATE] = { "create_vm_from_template", true },
+        [ENGINE_KIND_CREATE_TEMPLATE_FROM_VM] = { "create_template_from_vm", CANCEL_WHILE_COPYING },
+        [ENGINE_KIND_CREATE_VM_FROM_TEMPLATE] = { "create_vm_from_template", CANCEL_WHILE_COPYING },
         [ENGINE_KIND_CREATE_SNAPSHOT] = { "create_snapshot" },
         [ENGINE_KIND_REMOVE_VM] = { "remove_vm" },
         [ENGINE_KIND_REMOVE_TEMPLATE] = { "remove_template" },
@@ -39,16 +43,19 @@ static const struct {
         [ENGINE_KIND_CHECKSUM_VOLUME] = { "checksum_volume" },
 };
 
-static const char *const phases[ENGINE_PHASE__COUNT] = {
-        [ENGINE_PHASE_NEW] = "",
-        [ENGINE_PHASE_SENT] = "sent",
-        [ENGINE_PHASE_VERIFY] = "verify",
-        [ENGINE_PHASE_STRUCTURE] = "structure",
-        [ENGINE_PHASE_DATA] = "data",
-        [ENGINE_PHASE_MAIN] = "main",
-        [ENGINE_PHASE_SEAL] = "seal",
-        [ENGINE_PHASE_REMOVE_SOURCE] = "remove_source",
-        [ENGINE_PHASE_CLEANUP] = "cleanup",
+static const struct {
+        const char *name;
+        const char *doing;             /* what a command in this phase does, for messages */
+} phases[ENGINE_PHASE__COUNT] = {
+        [ENGINE_PHASE_NEW] = { "", "starting" },
+        [ENGINE_PHASE_SENT] = { "sent", "running a job on a host" },
+        [ENGINE_PHASE_VERIFY] = { "verify", "reading the outcome from storage" },
+        [ENGINE_PHASE_STRUCTURE] = { "structure", "creating volumes" },
+        [ENGINE_PHASE_DATA] = { "data", "copying data" },
+        [ENGINE_PHASE_MAIN] = { "main", "running" },
+        [ENGINE_PHASE_SEAL] = { "seal", "marking the template's volumes shared" },
+        [ENGINE_PHASE_REMOVE_SOURCE] = { "remove_source", "removing the source of a finished move" },
+        [ENGINE_PHASE_CLEANUP] = { "cleanup", "already cleaning up" },
 };
 
 const char *engine_kind_name(enum engine_kind k)
@@ -58,7 +65,12 @@ const char *engine_kind_name(enum engine_kind k)
 
 const char *engine_phase_name(enum engine_phase p)
 {
-        return p >= 0 && p < ENGINE_PHASE__COUNT ? phases[p] : NULL;
+        return p >= 0 && p < ENGINE_PHASE__COUNT ? phases[p].name : NULL;
+}
+
+const char *engine_phase_doing(enum engine_phase p)
+{
+        return p >= 0 && p < ENGINE_PHASE__COUNT ? phases[p].doing : "in an unknown phase";
 }
 
 enum engine_kind engine_kind_from_name(const char *name)
@@ -72,14 +84,19 @@ enum engine_kind engine_kind_from_name(const char *name)
 enum engine_phase engine_phase_from_name(const char *name)
 {
         for (int p = 0; name && p < ENGINE_PHASE__COUNT; p++)
-                if (strcmp(phases[p], name) == 0)
+                if (strcmp(phases[p].name, name) == 0)
                         return (enum engine_phase) p;
         return ENGINE_PHASE_UNKNOWN;
 }
 
 bool engine_kind_cancellable(enum engine_kind k)
 {
-        return k >= 0 && k < ENGINE_KIND__COUNT && kinds[k].cancellable;
+        return k >= 0 && k < ENGINE_KIND__COUNT && kinds[k].cancel_phases != 0;
+}
+
+bool engine_kind_cancellable_in(enum engine_kind k, enum engine_phase p)
+{
+        return engine_kind_cancellable(k) && p >= 0 && p < ENGINE_PHASE__COUNT && (kinds[k].cancel_phases & CANCEL_IN(p));
 }
 
 enum engine_kind engine_cmd_kind(json_t *cmd)

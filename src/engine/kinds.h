@@ -24,7 +24,7 @@ enum engine_kind {
         ENGINE_KIND_FINALIZE_MERGE,
         ENGINE_KIND_REMOVE_VOLUME,
         ENGINE_KIND_SPARSIFY_VOLUME,
-        ENGINE_KIND_VERIFY_CHAIN,      /* read-only: Volume.getInfo of each volume (flows/snapshots.c) */
+        ENGINE_KIND_VERIFY_CHAIN,      /* read-only: Volume.getInfo of each volume (flows/verify_chain.c) */
         ENGINE_KIND_FINALIZE_UPLOAD,   /* an upload's Host.finalize_image_ticket on the ticket's host (flows/transfer.c) */
         /* composites under a flow */
         ENGINE_KIND_CLONE_STRUCTURE,
@@ -71,8 +71,11 @@ enum engine_kind engine_kind_from_name(const char *name);
 enum engine_phase engine_phase_from_name(const char *name);
 
 /* A job of this top-level kind can be cancelled (flows that copy data; stopping a create,
- * removal or snapshot half-way helps nobody). */
+ * removal or snapshot half-way helps nobody): in some of its phases, declared with the kind. */
 bool engine_kind_cancellable(enum engine_kind k);
+bool engine_kind_cancellable_in(enum engine_kind k, enum engine_phase p);
+/* What a command in phase p does ("already cleaning up" …), for messages. */
+const char *engine_phase_doing(enum engine_phase p);
 
 /* The kind and phase of a commands row. */
 enum engine_kind engine_cmd_kind(json_t *cmd);

@@ -10,8 +10,7 @@
 #include "config.h"
 #include "auth.h"
 #include "commands.h"
-#include "flows/disk.h"
-#include "flows/job.h"
+#include "flows/flows.h"
 #include "hosts.h"
 #include "leader.h"
 #include "metrics.h"
@@ -19,8 +18,6 @@
 #include "service.h"
 #include "sweeper.h"
 #include "flows/transfer.h"
-#include "vms.h"
-#include "flows/snapshots.h"
 #include "error.h"
 #include "listener.h"
 #include "log.h"
@@ -217,10 +214,7 @@ int main(int argc, char **argv)
                 g_critical("%s", error->message);
                 return EXIT_FAILURE;
         }
-        engine_flow_job_init();
-        engine_flow_disk_init();
-        engine_vms_init();     /* flow types of vms.c, before the first coordinator round */
-        engine_snapshot_flows_init();
+        engine_flows_init();
         if (engine_rest_start(e, &error) < 0) {
                 g_critical("cannot serve the REST API on %s:%u: %s", e->config.listen_address, e->config.port, error->message);
                 return EXIT_FAILURE;

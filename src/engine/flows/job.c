@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * A job on a host: the leaf commands create_volume_container,
- * remove_image, remove_volume, prepare_merge and finalize_merge (on the SPM)
- * and copy_data, merge and sparsify_volume (on a host the scheduler picks;
- * "copy" below stands for any of these three: they share the recovery),
+ * create_thin_volume, remove_image, remove_volume, prepare_merge and
+ * finalize_merge (on the SPM), copy_data, merge and sparsify_volume (on a
+ * host the scheduler picks; "copy" below stands for any of these three: they
+ * share the recovery), seal_template_volume (any usable host but the SPM),
  * checksum_volume (any up host), and finalize_upload (an image upload's
  * Host.finalize_image_ticket, on the host that holds the ticket; it
  * recovers like a copy but is never retried: the ticket lives there only).
@@ -24,7 +25,11 @@
  * and the decisions from storage after a lost host or SPM are in
  * flows/recover.c; what the three files share is declared in flows/leaf.h.
  * checksum_volume (POST /api/disks/{id}/checksum) is the same leaf with
- * Volume.checksum on any up host.
+ * Volume.checksum on any up host. create_thin_volume is a
+ * create_volume_container whose parent is a template's volume in another
+ * image; seal_template_volume marks a template's volume SHARED
+ * (SDM.update_volume, under its lease) and, when its host is lost or forgot
+ * the job, is decided from the volume's type (SHARED: done; else sent again).
  *
  * Cancel: a sent copy gets Job.abort (again every 30 s); one not sent yet
  * ends "cancelled". Metadata jobs whose SPM changed are decided from
@@ -120,13 +125,20 @@ static bool persistent(json_t *cmd)
 /*
  * Another try from scratch (phase ''), or the end. A host that failed the
  * command is remembered in data.exclude so the next try goes elsewhere.
+ * Tries whose host was lost under them (data.hosts_lost, at most
+ * LEAF_HOSTS_LOST) are not counted against max_attempts: the job did not
+ * fail, its host did.
  */
-void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attempts, const char *why, bool exclude_host)
+#define LEAF_HOSTS_LOST 3
+
+static void retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attempts, const char *why, bool exclude_host,
+                          bool host_lost)
 {
         g_autoptr(json_t) old = jparse(cmd, "data");
         g_autoptr(json_t) data = json_object();
         g_autoptr(GError) store_error = NULL;
         json_t *exclude = json_object_get(old, "exclude");
+        gint64 lost = ji(old, "hosts_lost");
 
         if (engine_cmd_kind(cmd) == ENGINE_KIND_FINALIZE_UPLOAD)
                 max_attempts = 1;      /* its ticket (and the uploaded state) is on one host only: no try elsewhere */
@@ -141,17 +153,21 @@ void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attempts, co
                         engine_not_recorded(&store_error, "the retry", js(cmd, "id"));
                 return;
         }
-        if (ji(cmd, "attempts") >= (gint64) max_attempts) {
+        if (host_lost && lost < LEAF_HOSTS_LOST)
+                lost++;
+        else if (ji(cmd, "attempts") >= (gint64) max_attempts + lost) {
                 leaf_finish(e, cmd, false, why);
                 return;
         }
+        if (lost > 0)
+                json_object_set_new(data, "hosts_lost", json_integer(lost));
         exclude = json_is_array(exclude) ? json_copy(exclude) : json_array();
         if (exclude_host && js(cmd, "host"))
                 json_array_append_new(exclude, json_string(js(cmd, "host")));
         json_object_set_new(data, "exclude", exclude);
         engine_metrics_count_retry(js(cmd, "type"));
         engine_event(e, "warning", js(cmd, "id"), "%s: %s; retrying (attempt %" G_GINT64_FORMAT " of %u)%s",
-                     js(cmd, "type"), why, ji(cmd, "attempts") + 1, max_attempts,
+                     js(cmd, "type"), why, ji(cmd, "attempts") + 1 - lost, max_attempts,
                      exclude_host ? " on another host" : "");
         if (engine_store_cmd_restart(e->db, js(cmd, "id"), data, engine_now(), &store_error) < 0)
                 engine_not_recorded(&store_error, "the retry", js(cmd, "id"));
@@ -234,7 +250,7 @@ void leaf_on_sent(struct engine *e, json_t *cmd, json_t *result, const GError *e
                 return;        /* unknown whether it arrived: the next round asks the host */
         if (error->code == FY_ERR_JOB_EXISTS)
                 return;        /* it did arrive before (a resend after a restart): watch it */
-        if (kind == ENGINE_KIND_CREATE_VOLUME_CONTAINER && error->code == FY_ERR_VOLUME_ALREADY_EXISTS) {
+        if (leaf_creates_volume(kind) && error->code == FY_ERR_VOLUME_ALREADY_EXISTS) {
                 /* A try before an SPM change or a restart got that far: finished, or half-made? */
                 leaf_verify_volume_created(e, cmd, js(cmd, "host"));
                 return;
@@ -246,6 +262,12 @@ void leaf_on_sent(struct engine *e, json_t *cmd, json_t *result, const GError *e
         if (leaf_host_job(kind) && kind != ENGINE_KIND_COPY_DATA && leaf_refused_everywhere(error->code)) {
                 /* A merge or sparsify the volumes do not allow (copies keep their behaviour). */
                 engine_cmd_finish(e, cmd, false, error->message);
+                return;
+        }
+        if (kind == ENGINE_KIND_SEAL_TEMPLATE_VOLUME &&
+            (error->code == FY_ERR_LEASE_ACQUIRE || error->code == FY_ERR_NOT_CONNECTED)) {
+                /* The lease is held a moment longer, or this host lost the pool: another host may take it. */
+                leaf_retry_or_fail(e, cmd, SEAL_ATTEMPTS, error->message, true);
                 return;
         }
         if (leaf_host_job(kind)) {
@@ -275,6 +297,11 @@ bool leaf_host_status_is(struct engine *e, const char *host, const char *status)
         g_autoptr(json_t) row = host ? engine_store_host_get(e->db, host, NULL) : NULL;
 
         return row ? g_strcmp0(js(row, "status"), status) == 0 : strcmp(status, "gone") == 0;
+}
+
+void leaf_retry_or_fail(struct engine *e, json_t *cmd, unsigned max_attempts, const char *why, bool exclude_host)
+{
+        retry_or_fail(e, cmd, max_attempts, why, exclude_host, false);
 }
 
 bool leaf_host_is_up(struct engine *e, const char *host)
@@ -363,16 +390,29 @@ static void leaf_watch(struct engine *e, json_t *cmd)
                         leaf_copy_lost(e, cmd, data, "the host is not responding");
                         return;
                 }
+        } else if (engine_cmd_kind(cmd) == ENGINE_KIND_SEAL_TEMPLATE_VOLUME) {
+                if (leaf_host_status_is(e, js(cmd, "host"), "connecting"))
+                        return;
+                if (!leaf_host_is_up(e, js(cmd, "host"))) {
+                        leaf_job_missing(e, cmd);      /* the volume's type decides */
+                        return;
+                }
         } else if (engine_cmd_kind(cmd) == ENGINE_KIND_CHECKSUM_VOLUME) {
                 if (leaf_host_status_is(e, js(cmd, "host"), "connecting"))
                         return;
                 if (!leaf_host_is_up(e, js(cmd, "host"))) {
-                        leaf_retry_or_fail(e, cmd, 3, "the host is not up", true);
+                        /* Lost, not failed: elsewhere, without spending one of its 3 tries (the pick takes
+                         * only hosts that are up). */
+                        retry_or_fail(e, cmd, 3, "the host is not up", true, true);
                         return;
                 }
         } else {
                 g_autofree char *spm = engine_spm_host(e);
 
+                if (js(data, "delete_job")) {
+                        leaf_delete_watch(e, cmd, data);       /* a half-made volume being removed (recover.c) */
+                        return;
+                }
                 if (spm && strcmp(spm, js(cmd, "host")) != 0) {
                         /* The SPM changed under this command: learn from storage through the new one. */
                         leaf_job_missing(e, cmd);
@@ -397,7 +437,15 @@ static void leaf_watch(struct engine *e, json_t *cmd)
         engine_cmd_poll_job(e, cmd, js(cmd, "host"), js(cmd, "agent_job_id"), on_leaf_jobs, NULL);
 }
 
-/* create_volume_container */
+/*
+ * create_volume_container {sd, img, vol, parent|null, size, format, sparse, legal_when_created}
+ * create_thin_volume {the same, parent_img}: its parent is a template's volume in image parent_img
+ * (the agent links it in); rows an older engine wrote lack format and sparse: a sparse qcow2.
+ */
+bool leaf_creates_volume(enum engine_kind k)
+{
+        return k == ENGINE_KIND_CREATE_VOLUME_CONTAINER || k == ENGINE_KIND_CREATE_THIN_VOLUME;
+}
 
 static void volume_container_start(struct engine *e, json_t *cmd, json_t *p)
 {
@@ -424,11 +472,12 @@ static void volume_container_start(struct engine *e, json_t *cmd, json_t *p)
                            "imageID", js(p, "img"),
                            "volumeID", js(p, "vol"),
                            "size", size,
-                           "volFormat", strcmp(js(p, "format"), "cow") == 0 ? "COW" : "RAW",
-                           "preallocate", json_is_true(json_object_get(p, "sparse")) ? "SPARSE" : "PREALLOCATED",
+                           "volFormat", g_strcmp0(js(p, "format"), "raw") == 0 ? "RAW" : "COW",
+                           "preallocate", json_is_true(json_object_get(p, "sparse")) || !json_object_get(p, "sparse")
+                                          ? "SPARSE" : "PREALLOCATED",
                            "diskType", "DATA",
                            "desc", "",
-                           "srcImgUUID", js(p, "img"),
+                           "srcImgUUID", js(p, "parent_img") ? js(p, "parent_img") : js(p, "img"),
                            "srcVolUUID", js(p, "parent") ? js(p, "parent") : FY_ZERO_UUID),
                  SPM_CALL_TIMEOUT_MS, leaf_on_sent, NULL, NULL);
 }
@@ -717,14 +766,15 @@ void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
         g_autoptr(GError) store_error = NULL;
 
         if (strcmp(status, "done") == 0) {
-                if (kind == ENGINE_KIND_CREATE_VOLUME_CONTAINER) {
+                if (leaf_creates_volume(kind)) {
                         g_autoptr(json_t) p = jparse(cmd, "params");
                         /* Made by this job: generation 0; found made before: what storage said. A first
                          * copy into it needs no read of it then (copy_known_generation). */
                         gint64 gen = json_is_integer(json_object_get(job, "generation")) ? ji(job, "generation") : 0;
 
                         /* A copy's destination stays ILLEGAL in the inventory until its data is there. */
-                        if ((json_is_true(json_object_get(p, "legal_when_created")) &&
+                        if (((json_is_true(json_object_get(p, "legal_when_created")) ||
+                              kind == ENGINE_KIND_CREATE_THIN_VOLUME) &&
                              engine_store_volume_set_legal(e->db, js(p, "vol"), js(p, "sd"), -1, &store_error) < 0) ||
                             engine_store_volume_set_generation(e->db, js(p, "vol"), js(p, "sd"), gen, &store_error) < 0) {
                                 engine_not_recorded(&store_error, "the volume's legality", js(cmd, "id"));
@@ -797,6 +847,8 @@ void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                 /* Out of space stays out of space on any host. */
                 if (kind == ENGINE_KIND_CHECKSUM_VOLUME && code != FY_ERR_GENERATION_MISMATCH && code != FY_ERR_COPY)
                         leaf_retry_or_fail(e, cmd, 3, why, true);        /* another host reads it */
+                else if (kind == ENGINE_KIND_SEAL_TEMPLATE_VOLUME && code == FY_ERR_LEASE_ACQUIRE)
+                        leaf_retry_or_fail(e, cmd, SEAL_ATTEMPTS, why, true);
                 else if (leaf_host_job(kind) && !leaf_refused_everywhere(code) &&
                          (strcmp(status, "aborted") != 0 || leaf_stall_retry(cmd)))
                         leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
@@ -824,7 +876,11 @@ static void leaf_advance(struct engine *e, json_t *cmd)
         }
         switch (engine_cmd_kind(cmd)) {
         case ENGINE_KIND_CREATE_VOLUME_CONTAINER:
+        case ENGINE_KIND_CREATE_THIN_VOLUME:
                 volume_container_start(e, cmd, p);
+                break;
+        case ENGINE_KIND_SEAL_TEMPLATE_VOLUME:
+                leaf_seal_start(e, cmd, p);
                 break;
         case ENGINE_KIND_REMOVE_IMAGE:
                 remove_image_start(e, cmd, p);
@@ -861,5 +917,7 @@ void engine_flow_job_init(void)
         engine_flow_register(ENGINE_KIND_FINALIZE_MERGE, leaf_advance, false);
         engine_flow_register(ENGINE_KIND_REMOVE_VOLUME, leaf_advance, false);
         engine_flow_register(ENGINE_KIND_CHECKSUM_VOLUME, leaf_advance, false);
+        engine_flow_register(ENGINE_KIND_CREATE_THIN_VOLUME, leaf_advance, false);
+        engine_flow_register(ENGINE_KIND_SEAL_TEMPLATE_VOLUME, leaf_advance, false);
         engine_flow_register(ENGINE_KIND_FINALIZE_UPLOAD, leaf_advance, false);
 }

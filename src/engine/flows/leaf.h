@@ -18,9 +18,12 @@ struct engine;
 
 #define SPM_CALL_TIMEOUT_MS 30000     /* an SPM verb: metadata only */
 #define COPY_CALL_TIMEOUT_MS 30000    /* starting a host job */
+#define SEAL_ATTEMPTS 5               /* seal_template_volume: a held lease or a host out of the pool passes */
 
 /* copy_data, merge, sparsify_volume: one volume (params.dst) changed in place, under its lease and generation. */
 bool leaf_host_job(enum engine_kind k);
+/* create_volume_container, create_thin_volume: Volume.create on the SPM (params.vol). */
+bool leaf_creates_volume(enum engine_kind k);
 /* An agent error another host would answer too (the generation moved, no space, a chain the job does not allow). */
 bool leaf_refused_everywhere(gint64 code);
 /* The end of a leaf (and of its job when it is a job's top command). */
@@ -63,6 +66,8 @@ void leaf_fence_watch(struct engine *e, json_t *cmd, json_t *data);
 void leaf_job_missing(struct engine *e, json_t *cmd);
 /* create_volume_container answered "exists": finished before, or half-made (removed and made again)? */
 void leaf_verify_volume_created(struct engine *e, json_t *cmd, const char *host);
+/* Follows the removal of a half-made volume recorded in data; once it ended, reads the volume again. */
+void leaf_delete_watch(struct engine *e, json_t *cmd, json_t *data);
 
 /* ---- flows/jobstall.c (the policy: stall.c) ---- */
 /* A running or aborting host job's poll: judged, flagged, aborted for a retry (stall_action = retry). */
@@ -80,3 +85,9 @@ bool leaf_verify_begin(struct engine *e, json_t *cmd, json_t *data);
 void leaf_verify_watch(struct engine *e, json_t *cmd, json_t *data);
 /* checksum_volume: Volume.checksum on any up host. */
 void leaf_checksum_start(struct engine *e, json_t *cmd, json_t *p);
+
+/* ---- flows/seal.c ---- */
+/* seal_template_volume: SDM.update_volume type SHARED on any usable host but the SPM. */
+void leaf_seal_start(struct engine *e, json_t *cmd, json_t *p);
+/* Its host lost or the job forgotten: the volume's type (read through any usable host) decides. */
+void leaf_sealed_verify(struct engine *e, json_t *cmd);

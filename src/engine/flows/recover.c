@@ -244,14 +244,23 @@ void leaf_fence_watch(struct engine *e, json_t *cmd, json_t *data)
                  e->config.host_timeout, on_fence_jobs, NULL, NULL);
 }
 
+#define DELETE_TRIES 5
+
 static void on_volume_deleted(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
 {
-        g_autoptr(json_t) data = jparse(cmd, "data");
+        g_autoptr(json_t) data = NULL;
 
-        /* Created again from scratch once the half-made one is gone (a retry sees 205 until then). */
-        if (error)
-                g_message("removing half-made volume of %s: %s", js(cmd, "id"), error->message);
-        leaf_retry_or_fail(e, cmd, 5, "the volume was half-made when the SPM changed; made again", false);
+        /* Accepted (or no answer): its job is followed (leaf_delete_watch) and the create waits for its end;
+         * sent again at once it raced the still-running delete until its attempts were used up. */
+        if (!error || engine_is_transport_error(error)) {
+                engine_kick(e);
+                return;
+        }
+        g_message("removing half-made volume of %s: %s", js(cmd, "id"), error->message);
+        data = jparse(cmd, "data");
+        json_object_del(data, "delete_job");   /* refused: decided again from storage, after a backoff */
+        json_object_del(data, "delete_host");
+        leaf_later(e, cmd, data, leaf_backoff(ji(data, "delete_tries")));
 }
 
 /* The volume on storage is the one this command creates: same capacity, format and parent. */
@@ -262,7 +271,7 @@ static bool volume_matches(json_t *info, json_t *p)
 
         return ji(info, "capacity") == ji(p, "size") && g_strcmp0(parent, want_parent) == 0 &&
                g_ascii_strcasecmp(js(info, "format") ? js(info, "format") : "",
-                                  strcmp(js(p, "format"), "cow") == 0 ? "COW" : "RAW") == 0;
+                                  g_strcmp0(js(p, "format"), "raw") == 0 ? "RAW" : "COW") == 0;
 }
 
 static void on_created_verify(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
@@ -289,15 +298,26 @@ static void on_created_verify(struct engine *e, json_t *cmd, json_t *result, con
                 return;
         }
         /* ILLEGAL (half-made by a job that is gone) or not the volume asked for (a leftover
-         * with the same ids): remove it, then create it again. */
+         * with the same ids): remove it, wait for the removal to end, then create it again. */
         dc = engine_store_dc_get(e->db, e->dc_id, NULL);
         job_id = fy_uuid_new();
         {
                 /* Recorded before the call, like every job (test-flows found this one sent unrecorded). */
                 g_autoptr(json_t) data = jparse(cmd, "data");
 
+                if (ji(data, "delete_tries") >= DELETE_TRIES) {
+                        leaf_finish(e, cmd, false, "the half-made volume left when the SPM changed could not be removed");
+                        return;
+                }
                 json_object_set_new(data, "delete_job", json_string(job_id));
+                json_object_set_new(data, "delete_host", json_string(spm));
+                json_object_set_new(data, "delete_tries", json_integer(ji(data, "delete_tries") + 1));
                 leaf_save(e, cmd, data);
+        }
+        {
+                g_autofree char *key = g_strdup_printf("%s/delete", js(cmd, "id"));
+
+                leaf_poll_start(key);  /* asked about at its end event, or after poll_interval */
         }
         engine_event(e, "warning", js(cmd, "id"), "volume %s was left half-made; removing it before creating it again",
                      js(p, "vol"));
@@ -305,6 +325,69 @@ static void on_created_verify(struct engine *e, json_t *cmd, json_t *result, con
                  json_pack("{s:s, s:s, s:s, s:s, s:s}", "job_id", job_id, "storagepoolID", js(dc, "pool_id"),
                            "storagedomainID", js(p, "sd"), "imageID", js(p, "img"), "volumeID", js(p, "vol")),
                  SPM_CALL_TIMEOUT_MS, on_volume_deleted, NULL, NULL);
+}
+
+/* The removal's job ended (or its host does not know it, or the SPM changed): decide again from storage. */
+static void delete_decided(struct engine *e, json_t *cmd, const char *how)
+{
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        g_autofree char *spm = engine_spm_host(e);
+
+        engine_event(e, "normal", js(cmd, "id"), "removal %s of the half-made volume %s; reading the volume again",
+                     js(data, "delete_job"), how);
+        engine_job_end_forget(js(data, "delete_job"));
+        json_object_del(data, "delete_job");
+        json_object_del(data, "delete_host");
+        leaf_save(e, cmd, data);        /* a restart from here reads storage again: same decision */
+        if (spm)
+                leaf_verify_volume_created(e, cmd, spm);
+}
+
+static void on_delete_jobs(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        json_t *job;
+        const char *status;
+
+        if (error || !js(data, "delete_job"))
+                return;        /* asked again next round (or a new SPM decides) */
+        job = json_object_get(result, js(data, "delete_job"));
+        status = js(job, "status");
+        if (job && (!status || strcmp(status, "running") == 0 || strcmp(status, "pending") == 0))
+                return;
+        delete_decided(e, cmd, job ? status : "is unknown to the SPM");
+}
+
+/*
+ * A create_volume_container removing a half-made volume (data.delete_job,
+ * recorded before the call): followed like any recorded job — its end
+ * event, else Host.getJobs once per poll_interval — and once it ended (done
+ * or failed, or its SPM forgot it or is no longer the SPM) the volume is
+ * read again: gone → created again, still there → removed again (at most
+ * DELETE_TRIES removals).
+ */
+void leaf_delete_watch(struct engine *e, json_t *cmd, json_t *data)
+{
+        g_autofree char *spm = engine_spm_host(e);
+        g_autofree char *key = g_strdup_printf("%s/delete", js(cmd, "id"));
+        json_t *ended;
+
+        if (!spm)
+                return;        /* wait for the election */
+        if (strcmp(spm, js(data, "delete_host") ? js(data, "delete_host") : "") != 0) {
+                delete_decided(e, cmd, "was sent to a host that is no longer the SPM");
+                return;
+        }
+        ended = engine_job_end(js(data, "delete_job"), js(data, "delete_host"));
+        if (ended) {
+                g_autofree char *how = g_strdup(js(ended, "status"));
+
+                delete_decided(e, cmd, how ? how : "ended");
+                return;
+        }
+        if (!leaf_poll_due(e, key))
+                return;
+        engine_cmd_poll_job(e, cmd, js(data, "delete_host"), js(data, "delete_job"), on_delete_jobs, NULL);
 }
 
 void leaf_verify_volume_created(struct engine *e, json_t *cmd, const char *host)
@@ -359,6 +442,10 @@ void leaf_job_missing(struct engine *e, json_t *cmd)
         if (kind == ENGINE_KIND_CHECKSUM_VOLUME) {
                 /* Nothing was written: hash it again, on another host if one is up. */
                 leaf_retry_or_fail(e, cmd, 3, "the host no longer knows the checksum job", true);
+                return;
+        }
+        if (kind == ENGINE_KIND_SEAL_TEMPLATE_VOLUME) {
+                leaf_sealed_verify(e, cmd);
                 return;
         }
         spm = engine_spm_host(e);

@@ -37,7 +37,8 @@
 static const char *const verify_sides[] = { "src", "dst" };
 
 static void verify_send(struct engine *e, json_t *cmd, json_t *data);
-static bool verify_below_ready(struct engine *e, json_t *cmd);
+enum below { BELOW_WAIT, BELOW_READY, BELOW_FAILED };
+static enum below verify_below_ready(struct engine *e, json_t *cmd);
 static void on_checksum_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra);
 
 static json_t *checksum_params(json_t *ep, const char *job_id, gint64 generation)
@@ -86,29 +87,51 @@ bool leaf_verify_begin(struct engine *e, json_t *cmd, json_t *data)
         return true;
 }
 
-/* The side's checksum failed or its host is gone: another host, a bounded number of times. */
+/*
+ * The side's checksum failed or its host is gone: another host that is up,
+ * a bounded number of times. Never a host that is not up (connecting after
+ * an engine restart, or lost): with none up but the side's own, that one
+ * again; with none up at all, the side waits without spending a try, at
+ * most host_lost_timeout (test-flows: a dead host shown "connecting" after a
+ * restart used up the three tries at once and failed a good copy).
+ */
 static void verify_side_retry(struct engine *e, json_t *cmd, json_t *data, const char *side, const char *why)
 {
         json_t *v = json_object_get(data, "verify");
         json_t *s = json_object_get(v, side);
         g_autofree char *host = leaf_other_usable_host(e, js(s, "host"));
         g_autofree char *job = fy_uuid_new();
+        const char *noun = strcmp(side, "src") == 0 ? "source" : "destination";
 
         if (ji(s, "tries") >= VERIFY_TRIES) {
                 g_autofree char *msg = g_strdup_printf("the copy could not be verified: checksum of the %s failed %d times (%s)",
-                                                       strcmp(side, "src") == 0 ? "source" : "destination", VERIFY_TRIES, why);
+                                                       noun, VERIFY_TRIES, why);
 
                 leaf_finish(e, cmd, false, msg);
                 return;
         }
-        if (!host)
+        if (!host && leaf_host_is_up(e, js(s, "host")))
                 host = g_strdup(js(s, "host"));
+        if (!host) {
+                if (!json_object_get(s, "wait_since"))
+                        json_object_set_new(s, "wait_since", json_integer(engine_now()));
+                if (engine_now() - ji(s, "wait_since") > (gint64) e->config.host_lost_timeout) {
+                        g_autofree char *msg = g_strdup_printf("the copy could not be verified: no host was up to read the "
+                                                               "%s for %u s (%s)", noun, e->config.host_lost_timeout, why);
+
+                        leaf_finish(e, cmd, false, msg);
+                        return;
+                }
+                leaf_later(e, cmd, data, 5);   /* no try spent: nobody could make one */
+                return;
+        }
         engine_event(e, "warning", js(cmd, "id"), "checksum of the %s on host %s: %s; trying again on host %s",
                      side, js(s, "host"), why, host);
         json_object_set_new(s, "host", json_string(host));
         json_object_set_new(s, "job", json_string(job));
         json_object_set_new(s, "tries", json_integer(ji(s, "tries") + 1));
         json_object_del(s, "sent");
+        json_object_del(s, "wait_since");
         leaf_later(e, cmd, data, 1);
 }
 
@@ -251,7 +274,8 @@ static void on_verify_jobs(struct engine *e, json_t *cmd, json_t *result, const 
         if (!s || json_is_true(json_object_get(data, "mismatch")) || js(s, "checksum"))
                 return;        /* this round's answer came late */
         if (error) {
-                if (!leaf_host_is_up(e, js(s, "host")))
+                /* A connecting host is decided by the monitor soon (leaf_verify_watch): not a failed try. */
+                if (!leaf_host_is_up(e, js(s, "host")) && !leaf_host_status_is(e, js(s, "host"), "connecting"))
                         verify_side_retry(e, cmd, data, side, error->message);
                 return;        /* asked again next round */
         }
@@ -270,9 +294,14 @@ static void verify_send(struct engine *e, json_t *cmd, json_t *data)
         bool send[G_N_ELEMENTS(verify_sides)] = { false };
         bool any = false;
 
-        if (!verify_below_ready(e, cmd)) {
+        switch (verify_below_ready(e, cmd)) {
+        case BELOW_FAILED:
+                return;
+        case BELOW_WAIT:
                 leaf_save(e, cmd, data);       /* the record (a new verification); sent when they are */
                 return;
+        case BELOW_READY:
+                break;
         }
         for (size_t i = 0; i < G_N_ELEMENTS(verify_sides); i++) {
                 json_t *s = json_object_get(v, verify_sides[i]);
@@ -296,27 +325,57 @@ static void verify_send(struct engine *e, json_t *cmd, json_t *data)
         }
 }
 
+/* The copy of destination volume vol in this command's job failed (it is retried inside its command, so
+ * a failed one is final). */
+static bool below_copy_failed(json_t *copies, const char *vol)
+{
+        size_t i;
+        json_t *row;
+
+        json_array_foreach(copies, i, row) {
+                g_autoptr(json_t) p = jparse(row, "params");
+
+                if (g_strcmp0(js(json_object_get(p, "dst"), "vol"), vol) == 0 && g_strcmp0(js(row, "state"), "failed") == 0)
+                        return true;
+        }
+        return false;
+}
+
 /*
  * A layer of a chain copied layer by layer: its checksum reads the chain
  * below it, so it is compared once the layers below are verified (LEGAL in
  * the inventory) — bottom up, each layer's guest view against the source's.
+ * A layer below whose copy failed never becomes LEGAL: this one ends failed
+ * too (BELOW_FAILED, the command finished), so the flow above ends and
+ * cleans up instead of waiting for ever.
  */
-static bool verify_below_ready(struct engine *e, json_t *cmd)
+static enum below verify_below_ready(struct engine *e, json_t *cmd)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
         json_t *below = json_object_get(p, "below");
         const char *sd = js(json_object_get(p, "dst"), "sd");
+        g_autoptr(json_t) copies = NULL;
 
         for (size_t i = 0; i < json_array_size(below); i++) {
-                g_autofree char *legality = engine_store_volume_legality(e->db, json_string_value(json_array_get(below, i)),
-                                                                         sd, NULL);
+                const char *vol = json_string_value(json_array_get(below, i));
+                g_autofree char *legality = engine_store_volume_legality(e->db, vol, sd, NULL);
 
-                if (g_strcmp0(legality, "LEGAL") != 0) {
-                        engine_step_wait(e, js(cmd, "step_id"), "copied; verifying after the layers below it");
-                        return false;
+                if (g_strcmp0(legality, "LEGAL") == 0)
+                        continue;
+                if (!copies && js(cmd, "job_id"))
+                        copies = engine_store_cmd_list_of_job(e->db, js(cmd, "job_id"),
+                                                              engine_kind_name(ENGINE_KIND_COPY_DATA), NULL);
+                if (below_copy_failed(copies, vol)) {
+                        g_autofree char *why = g_strdup_printf("the copy of volume %s below this layer failed; "
+                                                               "this layer cannot be verified", vol);
+
+                        leaf_finish(e, cmd, false, why);
+                        return BELOW_FAILED;
                 }
+                engine_step_wait(e, js(cmd, "step_id"), "copied; verifying after the layers below it");
+                return BELOW_WAIT;
         }
-        return true;
+        return BELOW_READY;
 }
 
 void leaf_verify_watch(struct engine *e, json_t *cmd, json_t *data)
@@ -331,7 +390,7 @@ void leaf_verify_watch(struct engine *e, json_t *cmd, json_t *data)
                 verify_mismatch(e, cmd, data);
                 return;
         }
-        if (!verify_below_ready(e, cmd))
+        if (verify_below_ready(e, cmd) != BELOW_READY)
                 return;
         if (js(json_object_get(v, "src"), "checksum") && js(json_object_get(v, "dst"), "checksum")) {
                 /* Both digests were recorded, the decision was not (a restart in between): decide now. */

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * What removing and restoring snapshots and sparsifying disks change in the
- * inventory (flows/snapshots.c): volume rows of a chain, the snapshot rows
- * that name them, the locks of the flow's job. Called inside the flow's
- * transaction.
+ * inventory (flows/snapshot_remove.c, flows/snapshot_restore.c,
+ * flows/sparsify.c): volume rows of a chain, the snapshot rows that name
+ * them, the locks of the flow's job. Called inside the flow's transaction.
  */
 #include <errno.h>
 #include <string.h>

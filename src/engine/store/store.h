@@ -320,7 +320,7 @@ int engine_store_cmd_cancel_job(struct engine_store *st, const char *job, gint64
 int engine_store_cmd_removal_pending(struct engine_store *st, const char *sd, const char *img, bool *ret,
                                      GError **error) STORE_MUST;
 
-/* ---- VMs, templates, disk attachments, snapshots (vms.c) ---- */
+/* ---- VMs, templates, disk attachments, snapshots (store/vms.c) ---- */
 json_t *engine_store_vm_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
 json_t *engine_store_vm_get_by_name(struct engine_store *st, const char *name, GError **error) STORE_MUST;
 json_t *engine_store_vm_list(struct engine_store *st, GError **error) STORE_MUST;
