@@ -221,16 +221,24 @@ char *leaf_mark_sent(struct engine *e, json_t *cmd, const char *host, gint64 gen
         return mark_sent_with(e, cmd, host, generation, NULL);
 }
 
-void leaf_save(struct engine *e, json_t *cmd, json_t *data)
+/* 0, or -errno (logged) when the store refused the write: the caller must not make the call it recorded. */
+int leaf_save(struct engine *e, json_t *cmd, json_t *data)
 {
-        engine_cmd_update(e, js(cmd, "id"), engine_cmd_phase(cmd), data);
+        g_autoptr(GError) error = NULL;
+        int r = engine_store_cmd_set_phase(e->db, js(cmd, "id"), engine_phase_name(engine_cmd_phase(cmd)), data,
+                                           engine_now(), &error);
+
+        if (r < 0)
+                engine_not_recorded(&error, "the decision", js(cmd, "id"));
+        return r;
 }
 
 /* Nothing to do for this command before `seconds` from now (a backoff that survives restarts). */
 void leaf_later(struct engine *e, json_t *cmd, json_t *data, gint64 seconds)
 {
         json_object_set_new(data, "next_try", json_integer(engine_now() + seconds));
-        leaf_save(e, cmd, data);
+        if (leaf_save(e, cmd, data) < 0)
+                return;         /* logged; without the record the command is simply due again next round */
 }
 
 gint64 leaf_backoff(gint64 attempt)
@@ -321,7 +329,8 @@ static void leaf_job_answer(struct engine *e, json_t *cmd, json_t *job)
                 json_object_del(data, "next_try");
                 json_object_del(data, "fence_started");      /* a later episode gets its own fence window */
                 json_object_del(data, "fence_attempts");
-                leaf_save(e, cmd, data);
+                if (leaf_save(e, cmd, data) < 0)
+                        return;        /* logged; decided again from the job next round */
         }
         if (!job) {
                 leaf_job_missing(e, cmd);
@@ -376,7 +385,8 @@ static void leaf_watch(struct engine *e, json_t *cmd)
                          * retry): it ends "aborted" and is tried elsewhere. Sent again every 30 s while it
                          * runs: an abort lost on the way must not let the copy go on. */
                         json_object_set_new(data, "abort_sent", json_integer(engine_now()));
-                        leaf_save(e, cmd, data);
+                        if (leaf_save(e, cmd, data) < 0)
+                                return;        /* not recorded: not sent either; next round */
                         engine_event(e, "normal", js(cmd, "id"), "aborting %s job %s on host %s (%s)",
                                      leaf_job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"),
                                      ji(cmd, "cancel") ? "cancelled" : "stalled");
@@ -800,8 +810,8 @@ void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
                                              ji(job, "bytes_moved"));
                         if (leaf_verify_begin(e, cmd, data))
                                 return;        /* declared done once both sides hash the same */
-                        if (json_object_get(data, "truesize"))
-                                leaf_save(e, cmd, data);
+                        if (json_object_get(data, "truesize") && leaf_save(e, cmd, data) < 0)
+                                return;        /* logged; decided again from the job next round */
                         if (engine_store_volume_set_legal(e->db, js(dst, "vol"), js(dst, "sd"),
                                                           engine_generation_done(ji(cmd, "generation")), &store_error) < 0) {
                                 engine_not_recorded(&store_error, "the volume's legality", js(cmd, "id"));

@@ -126,7 +126,8 @@ void leaf_stall_check(struct engine *e, json_t *cmd, json_t *job, double progres
         }
         state_put(cmd, &s);
         json_object_set_new(data, "stall", engine_stall_to_json(&s));
-        leaf_save(e, cmd, data);
+        if (leaf_save(e, cmd, data) < 0)
+                return;        /* logged; the stall is measured again next round */
 }
 
 /*
@@ -158,7 +159,8 @@ bool leaf_stall_fence(struct engine *e, json_t *cmd, json_t *data)
          */
         json_object_set_new(data, "stall_fence", json_true());
         json_object_set_new(data, "lost_since", json_integer(engine_now()));
-        leaf_save(e, cmd, data);
+        if (leaf_save(e, cmd, data) < 0)
+                return true;   /* not recorded: no fence yet; next round */
         leaf_copy_probe(e, cmd, data);
         return true;
 }

@@ -35,7 +35,7 @@ const char *leaf_job_noun(json_t *cmd);
 /* Records host, a new agent job id (returned) and the generation before the call; NULL: not recorded, do not call. */
 char *leaf_mark_sent(struct engine *e, json_t *cmd, const char *host, gint64 generation);
 /* The command's data, its phase unchanged. */
-void leaf_save(struct engine *e, json_t *cmd, json_t *data);
+int leaf_save(struct engine *e, json_t *cmd, json_t *data) G_GNUC_WARN_UNUSED_RESULT;
 /* Nothing to do for this command before `seconds` from now (a backoff that survives restarts). */
 void leaf_later(struct engine *e, json_t *cmd, json_t *data, gint64 seconds);
 /* 5, 10, 20, 30, 30 … s */

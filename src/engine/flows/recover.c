@@ -49,7 +49,8 @@ void leaf_copy_lost(struct engine *e, json_t *cmd, json_t *data, const char *why
 {
         if (!json_object_get(data, "lost_since")) {
                 json_object_set_new(data, "lost_since", json_integer(engine_now()));
-                leaf_save(e, cmd, data);
+                if (leaf_save(e, cmd, data) < 0)
+                        return;        /* not recorded: no probe (nor fence) yet; next round */
                 engine_event(e, "warning", js(cmd, "id"),
                              "%s job %s: host %s unreachable (%s); reading the destination through other hosts, "
                              "fencing after %u s", leaf_job_noun(cmd), js(cmd, "agent_job_id"), js(cmd, "host"), why,
@@ -111,7 +112,8 @@ static void copy_fence(struct engine *e, json_t *cmd, json_t *data, const char *
         json_object_set_new(data, "fence_job", json_string(job_id));
         json_object_set_new(data, "fence_host", json_string(probe_host));
         json_object_set_new(data, "fence_attempts", json_integer(ji(data, "fence_attempts") + 1));
-        leaf_save(e, cmd, data);        /* recorded before the call, like every decision */
+        if (leaf_save(e, cmd, data) < 0)
+                return;        /* recorded before the call, like every decision: not recorded, not sent */
         engine_cmd_call(e, cmd, probe_host, "SDM.update_volume",
                  json_pack("{s:s, s:{s:s, s:s, s:s, s:I}, s:{s:I}}", "job_id", job_id,
                            "vol_info", "sd_id", js(dst, "sd"), "img_id", js(dst, "img"), "vol_id", js(dst, "vol"),
@@ -222,12 +224,15 @@ static void on_fence_jobs(struct engine *e, json_t *cmd, json_t *result, const G
                 engine_metrics_count_fence();
                 engine_event(e, "normal", js(cmd, "id"), "fenced %s job %s of host %s", leaf_job_noun(cmd),
                              js(cmd, "agent_job_id"), js(cmd, "host"));
-                leaf_save(e, cmd, data);
+                if (leaf_save(e, cmd, data) < 0)
+                        return;        /* logged; the fence job is asked about again next round */
                 leaf_copy_probe(e, cmd, data);      /* reads recorded+3 and ends this try */
                 return;
         }
         if (job && code == FY_ERR_GENERATION_MISMATCH) {
-                leaf_save(e, cmd, data);       /* the generation moved: the job finished after all? read it */
+                /* The generation moved: the job finished after all? read it. */
+                if (leaf_save(e, cmd, data) < 0)
+                        return;
                 leaf_copy_probe(e, cmd, data);
                 return;
         }
@@ -312,7 +317,8 @@ static void on_created_verify(struct engine *e, json_t *cmd, json_t *result, con
                 json_object_set_new(data, "delete_job", json_string(job_id));
                 json_object_set_new(data, "delete_host", json_string(spm));
                 json_object_set_new(data, "delete_tries", json_integer(ji(data, "delete_tries") + 1));
-                leaf_save(e, cmd, data);
+                if (leaf_save(e, cmd, data) < 0)
+                        return;        /* not recorded: not sent; storage is read again next round */
         }
         {
                 g_autofree char *key = g_strdup_printf("%s/delete", js(cmd, "id"));
@@ -338,7 +344,9 @@ static void delete_decided(struct engine *e, json_t *cmd, const char *how)
         engine_job_end_forget(js(data, "delete_job"));
         json_object_del(data, "delete_job");
         json_object_del(data, "delete_host");
-        leaf_save(e, cmd, data);        /* a restart from here reads storage again: same decision */
+        if (leaf_save(e, cmd, data) < 0)
+                return;        /* logged; the removal's end is read again next round */
+        /* A restart from here reads storage again: same decision. */
         if (spm)
                 leaf_verify_volume_created(e, cmd, spm);
 }
@@ -431,7 +439,8 @@ void leaf_job_missing(struct engine *e, json_t *cmd)
                 data = jparse(cmd, "data");
                 if (!json_is_true(json_object_get(data, "missing"))) {
                         json_object_set_new(data, "missing", json_true());
-                        leaf_save(e, cmd, data);
+                        if (leaf_save(e, cmd, data) < 0)
+                                return;        /* logged; decided again next round */
                         engine_event(e, "warning", js(cmd, "id"), "host %s no longer knows %s job %s; "
                                      "deciding from the destination volume", js(cmd, "host"),
                                      leaf_job_noun(cmd), js(cmd, "agent_job_id"));

@@ -160,7 +160,8 @@ static void verify_mismatch(struct engine *e, json_t *cmd, json_t *data)
 
         if (!json_is_true(json_object_get(data, "mismatch"))) {
                 json_object_set_new(data, "mismatch", json_true());
-                leaf_save(e, cmd, data);
+                if (leaf_save(e, cmd, data) < 0)
+                        return;        /* not recorded: the ILLEGAL mark is not sent either; next round */
                 engine_event(e, "warning", js(cmd, "id"), "copy of volume %s: the destination's checksum %s differs from the "
                              "source's %s; marking it ILLEGAL and copying again", js(json_object_get(p, "src"), "vol"),
                              js(d, "checksum"), js(json_object_get(json_object_get(data, "verify"), "src"), "checksum"));
@@ -244,7 +245,8 @@ static bool verify_side_answer(struct engine *e, json_t *cmd, json_t *data, cons
                         return true;
                 }
                 json_object_set_new(s, "checksum", json_string(js(res, "checksum")));
-                leaf_save(e, cmd, data);
+                if (leaf_save(e, cmd, data) < 0)
+                        return true;   /* logged; read from the job again next round */
                 if (js(json_object_get(v, "src"), "checksum") && js(json_object_get(v, "dst"), "checksum")) {
                         verify_decide(e, cmd, data);
                         return true;
@@ -298,7 +300,9 @@ static void verify_send(struct engine *e, json_t *cmd, json_t *data)
         case BELOW_FAILED:
                 return;
         case BELOW_WAIT:
-                leaf_save(e, cmd, data);       /* the record (a new verification); sent when they are */
+                /* The record (a new verification); sent when they are. Refused: logged, written next round. */
+                if (leaf_save(e, cmd, data) < 0)
+                        return;
                 return;
         case BELOW_READY:
                 break;
@@ -313,7 +317,8 @@ static void verify_send(struct engine *e, json_t *cmd, json_t *data)
         }
         if (!any)
                 return;
-        leaf_save(e, cmd, data);
+        if (leaf_save(e, cmd, data) < 0)
+                return;        /* not recorded as sent: not sent; next round */
         p = jparse(cmd, "params");
         for (size_t i = 0; i < G_N_ELEMENTS(verify_sides); i++) {
                 g_autofree char *key = g_strdup_printf("%s/%s", js(cmd, "id"), verify_sides[i]);
