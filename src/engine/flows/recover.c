@@ -297,9 +297,20 @@ static void on_created_verify(struct engine *e, json_t *cmd, json_t *result, con
                 leaf_job_finished(e, cmd, done);
                 return;
         }
-        if (error) {
+        if (error && error->code == FY_ERR_VOLUME_DOES_NOT_EXIST) {
                 /* Not there at all: the request never got far; create it again. */
                 leaf_retry_or_fail(e, cmd, 5, error->message, false);
+                return;
+        }
+        if (error) {
+                /* Any other refusal (storage not reachable from there, pool not connected …) says nothing
+                 * about the volume: recreating over one that exists would fail or worse. Read it again
+                 * later; no try is spent, only the backoff grows. */
+                g_autoptr(json_t) data = jparse(cmd, "data");
+
+                g_message("reading the created volume of %s: %s", js(cmd, "id"), error->message);
+                json_object_set_new(data, "verify_errors", json_integer(ji(data, "verify_errors") + 1));
+                leaf_later(e, cmd, data, leaf_backoff(ji(data, "verify_errors")));
                 return;
         }
         /* ILLEGAL (half-made by a job that is gone) or not the volume asked for (a leftover
