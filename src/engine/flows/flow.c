@@ -153,11 +153,16 @@ bool engine_flow_cleanup_disks(struct engine *e, json_t *cmd, json_t *p, json_t 
         return true;
 }
 
+const char *engine_flow_job_status(bool ok, bool cancelled)
+{
+        return ok ? "finished" : cancelled ? "aborted" : "failed";
+}
+
 void engine_flow_job_end(struct engine *e, json_t *cmd, bool ok, const char *error)
 {
         g_autoptr(GError) store_error = NULL;
 
-        if (engine_store_job_end(e->db, js(cmd, "job_id"), ok ? "finished" : ji(cmd, "cancel") ? "aborted" : "failed",
+        if (engine_store_job_end(e->db, js(cmd, "job_id"), engine_flow_job_status(ok, ji(cmd, "cancel")),
                                  engine_now(), &store_error) < 0)
                 engine_not_recorded(&store_error, "the end", js(cmd, "job_id"));
         engine_cmd_finish(e, cmd, ok, error);
@@ -279,7 +284,8 @@ enum engine_children engine_flow_checks_run(struct engine *e, json_t *cmd, json_
 void engine_flow_vm_job_end(struct engine *e, json_t *cmd, const char *vm, bool ok, const char *error)
 {
         if (engine_store_job_unlock(e->db, js(cmd, "job_id"), vm, NULL) < 0 ||
-            engine_store_job_end(e->db, js(cmd, "job_id"), ok ? "finished" : "failed", engine_now(), NULL) < 0)
+            engine_store_job_end(e->db, js(cmd, "job_id"), engine_flow_job_status(ok, ji(cmd, "cancel")), engine_now(),
+                                 NULL) < 0)
                 g_warning("job %s: the inventory could not be updated at its end", js(cmd, "job_id"));
         engine_cmd_finish(e, cmd, ok, error);
 }

@@ -62,6 +62,8 @@ bool engine_flow_cleanup_disks(struct engine *e, json_t *cmd, json_t *p, json_t 
 
 /* Ends a top-level flow's job ("finished", "aborted" when cancelled, else "failed") and its command. */
 void engine_flow_job_end(struct engine *e, json_t *cmd, bool ok, const char *error);
+/* The status a job ends in: "finished" when ok, else "aborted" when the user cancelled it, else "failed". */
+const char *engine_flow_job_status(bool ok, bool cancelled);
 /* Unlocks what this flow's job holds (never another operation's lock): its disks (to status), the VM. */
 void engine_flow_unlock_disks(struct engine *e, json_t *cmd, const char *status);
 void engine_flow_unlock_vm(struct engine *e, json_t *cmd, const char *vm);

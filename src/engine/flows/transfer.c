@@ -36,6 +36,7 @@
 #include "commands.h"
 #include "error.h"
 #include "events.h"
+#include "flows/flow.h"
 #include "flows/transfer.h"
 #include "generation.h"
 #include "hosts.h"
@@ -98,6 +99,7 @@ static void transfer_end(struct engine *e, json_t *row, const char *phase, const
 {
         bool upload = is_upload(row);
         bool ok = strcmp(phase, "finished_success") == 0;
+        bool cancelled = strcmp(phase, "cancelled") == 0;
         const char *disk_status = ok ? "ok" : upload ? "illegal" : js(row, "prior_status");
         g_autoptr(GError) store_error = NULL;
 
@@ -109,7 +111,8 @@ static void transfer_end(struct engine *e, json_t *row, const char *phase, const
             (upload && ok && engine_store_volume_set_legal(e->db, js(row, "vol_id"), js(row, "sd_id"),
                                                            engine_generation_done(ji(row, "generation")), &store_error) < 0) ||
             (upload && !ok && engine_store_volume_set_illegal(e->db, js(row, "vol_id"), js(row, "sd_id"), &store_error) < 0) ||
-            engine_store_job_end(e->db, js(row, "job_id"), ok ? "finished" : "failed", engine_now(), &store_error) < 0) {
+            engine_store_job_end(e->db, js(row, "job_id"), engine_flow_job_status(ok, cancelled), engine_now(),
+                                 &store_error) < 0) {
                 engine_store_rollback(e->db);
                 goto failed;
         }
@@ -117,7 +120,7 @@ static void transfer_end(struct engine *e, json_t *row, const char *phase, const
                 goto failed;
         g_hash_table_remove(next_poll, js(row, "id"));
         engine_event(e, ok ? "normal" : "warning", NULL, "image %s of disk %s %s%s%s", js(row, "direction"),
-                     js(row, "disk_id"), ok ? "finished" : strcmp(phase, "cancelled") == 0 ? "cancelled" : "failed",
+                     js(row, "disk_id"), ok ? "finished" : cancelled ? "cancelled" : "failed",
                      error ? ": " : "", error ? error : "");
         if (upload && ok)
                 engine_disk_size_refresh(e, js(row, "disk_id"));
