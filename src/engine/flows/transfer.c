@@ -57,11 +57,6 @@
 static GHashTable *busy;                /* transfer ids with a ticket call in flight */
 static GHashTable *next_poll;           /* transfer id → monotonic µs of its next ticket call */
 
-static bool is_transport_error(const GError *error)
-{
-        return error && error->domain != FY_ERROR;
-}
-
 static json_t *transfer_row(struct engine *e, const char *id)
 {
         return engine_store_transfer_get(e->db, id, NULL);
@@ -70,13 +65,6 @@ static json_t *transfer_row(struct engine *e, const char *id)
 static bool is_upload(json_t *row)
 {
         return strcmp(js(row, "direction"), "upload") == 0;
-}
-
-/* A write the store refused: logged; the transfer goes on from what is recorded (the tick retries). */
-static void not_recorded(GError **error, const char *what, const char *id)
-{
-        g_warning("image transfer %s: %s is not recorded: %s", id, what, *error ? (*error)->message : "store error");
-        g_clear_error(error);
 }
 
 static int set_phase(struct engine *e, const char *id, const char *phase, const char *message, GError **error)
@@ -126,7 +114,7 @@ static void transfer_end(struct engine *e, json_t *row, const char *phase, const
                 engine_disk_size_refresh(e, js(row, "disk_id"));
         return;
 failed:
-        not_recorded(&store_error, "its end", js(row, "id"));     /* not ended: the tick ends it again */
+        engine_not_recorded(&store_error, "its end", js(row, "id"));     /* not ended: the tick ends it again */
 }
 
 /* Starts the removal of the ticket; the tick finishes the transfer once the host confirms. */
@@ -135,7 +123,7 @@ static void transfer_fail(struct engine *e, json_t *row, const char *cancel, con
         g_autoptr(GError) store_error = NULL;
 
         if (engine_store_transfer_fail(e->db, js(row, "id"), cancel, error, engine_now(), &store_error) < 0)
-                not_recorded(&store_error, "its failure", js(row, "id"));
+                engine_not_recorded(&store_error, "its failure", js(row, "id"));
         g_hash_table_remove(next_poll, js(row, "id"));
         engine_kick(e);
 }
@@ -208,7 +196,7 @@ static void on_ticket_added(struct engine *e, json_t *row, json_t *result, const
                              error->code == FY_ERR_GENERATION_MISMATCH ? 409 : 502;
 
                 why = g_strdup_printf("host %s could not add the transfer ticket: %s", js(row, "host"), error->message);
-                if (is_transport_error(error)) {
+                if (engine_is_transport_error(error)) {
                         /* Unknown whether it arrived: the tick removes it before the disk is released. */
                         transfer_fail(e, row, NULL, why);
                         s->done(e, 504, NULL, why, s->userdata);
@@ -224,9 +212,9 @@ static void on_ticket_added(struct engine *e, json_t *row, json_t *result, const
                     set_phase(e, js(row, "id"), "finished_failure", why, &store_error) < 0) {
                         engine_store_rollback(e->db);
                         /* Still "initializing" on record: the tick fails it (and removes any ticket). */
-                        not_recorded(&store_error, "its refusal", js(row, "id"));
+                        engine_not_recorded(&store_error, "its refusal", js(row, "id"));
                 } else if (engine_store_commit(e->db, &store_error) < 0) {
-                        not_recorded(&store_error, "its refusal", js(row, "id"));
+                        engine_not_recorded(&store_error, "its refusal", js(row, "id"));
                 }
                 engine_event(e, "warning", NULL, "%s", why);
                 s->done(e, status, NULL, why, s->userdata);
@@ -234,7 +222,7 @@ static void on_ticket_added(struct engine *e, json_t *row, json_t *result, const
         }
         if (engine_store_transfer_started(e->db, js(row, "id"), ji(result, "generation"), engine_now(), &store_error) < 0) {
                 /* Not recorded as started: the tick takes it for an interrupted start and fails it. */
-                not_recorded(&store_error, "its start", js(row, "id"));
+                engine_not_recorded(&store_error, "its start", js(row, "id"));
                 s->done(e, 500, NULL, "the transfer could not be recorded as started; it is being ended", s->userdata);
                 return;
         }
@@ -294,7 +282,7 @@ static void on_ticket_status(struct engine *e, json_t *row, json_t *result, cons
         g_autofree char *why = NULL;
 
         if (error) {
-                if (!is_transport_error(error) && error->code == AGENT_ERR_TICKET) {
+                if (!engine_is_transport_error(error) && error->code == AGENT_ERR_TICKET) {
                         why = g_strdup_printf("the ticket is gone from host %s (it expired, or the agent restarted)",
                                               js(row, "host"));
                         transfer_fail(e, row, "system", why);
@@ -309,11 +297,11 @@ static void on_ticket_status(struct engine *e, json_t *row, json_t *result, cons
         transferred = ji(result, "transferred");
         if (engine_store_transfer_activity(e->db, js(row, "id"), transferred, engine_now() - idle, engine_now(),
                                            &store_error) < 0)
-                not_recorded(&store_error, "its progress", js(row, "id"));
+                engine_not_recorded(&store_error, "its progress", js(row, "id"));
         if (size > 0 && engine_store_job_set_progress(e->db, js(row, "job_id"),
                                                       MIN(100.0, 100.0 * (double) transferred / (double) size),
                                                       &store_error) < 0)
-                not_recorded(&store_error, "its progress", js(row, "id"));
+                engine_not_recorded(&store_error, "its progress", js(row, "id"));
         if (idle >= ji(row, "timeout")) {
                 why = g_strdup_printf("no data for %" G_GINT64_FORMAT " s (inactivity timeout %" G_GINT64_FORMAT " s)",
                                       idle, ji(row, "timeout"));
@@ -356,7 +344,7 @@ static void upload_finalizing_advance(struct engine *e, json_t *row)
         g_autoptr(json_t) cmd = engine_store_cmd_of_job(e->db, js(row, "job_id"), &store_error);
 
         if (store_error) {
-                not_recorded(&store_error, "reading its finalize", js(row, "id"));
+                engine_not_recorded(&store_error, "reading its finalize", js(row, "id"));
                 return;
         }
         if (!cmd) {
@@ -378,14 +366,14 @@ static void upload_finalizing_advance(struct engine *e, json_t *row)
                 transfer_fail(e, row, NULL, js(cmd, "error") ? js(cmd, "error") : "the finalize failed");
         return;
 failed:
-        not_recorded(&store_error, "its finalize", js(row, "id"));
+        engine_not_recorded(&store_error, "its finalize", js(row, "id"));
 }
 
 static void on_ticket_removed(struct engine *e, json_t *row, json_t *result, const GError *error, void *extra)
 {
         bool lost;
 
-        if (error && !is_transport_error(error))
+        if (error && !engine_is_transport_error(error))
                 return;        /* "being added" or "being finalized": later */
         lost = error && engine_now() - ji(row, "last_activity") > ji(row, "timeout") + HOST_GRACE_S;
         if (error && !lost)
