@@ -30,10 +30,18 @@ static gboolean on_tick(gpointer data)
 {
         struct engine *e = data;
 
+        /* After a stop (SIGSTOP, a hung machine) longer than the lease this timer may fire before the leader
+         * round learns that another engine took over: no round until the lease is known to be ours. Each
+         * step checks again, since a write fenced inside one deposes the engine at once. */
+        if (!engine_leader_fresh(e))
+                return G_SOURCE_CONTINUE;
         engine_hosts_tick(e);
-        engine_sweep_maybe(e);
-        engine_commands_tick(e);
-        engine_transfers_tick(e);
+        if (e->active)
+                engine_sweep_maybe(e);
+        if (e->active)
+                engine_commands_tick(e);
+        if (e->active)
+                engine_transfers_tick(e);
         return G_SOURCE_CONTINUE;
 }
 
