@@ -214,6 +214,8 @@ static json_t *job_new(struct hd *d, const char *host, const char *verb, const c
 
         if (fault && strcmp(fault, "fail") == 0)
                 json_object_set_new(job, "fault", json_integer(code));
+        if (fault && strcmp(fault, "hang") == 0)
+                json_object_set_new(job, "hang", json_true());  /* runs until Job.abort */
         json_object_set_new(section(d, "jobs", false), id, job);
         return job;
 }
@@ -397,7 +399,8 @@ void hd_tick(struct hd *d)
         json_t *job;
 
         json_object_foreach(section(d, "jobs", false), id, job)
-                if (strcmp(js(job, "status"), "running") == 0 && !host_down(d, js(job, "host"))) {
+                if (strcmp(js(job, "status"), "running") == 0 && !host_down(d, js(job, "host")) &&
+                    !json_is_true(json_object_get(job, "hang"))) {
                         job_run(d, job);
                         g_ptr_array_add(ended, job);
                 }

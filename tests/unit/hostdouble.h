@@ -55,7 +55,8 @@ unsigned hd_pending(struct hd *d);
  * any host) answered with error `code` ("refuse"), its job ending failed
  * with `code` ("fail"), or the host taking the call and dying ("down": no
  * answer from it any more, its jobs never end, its SPM lease expires; its
- * volume leases are free, as sanlock frees a dead process's).
+ * volume leases are free, as sanlock frees a dead process's), or its job
+ * running until Job.abort ends it ("hang").
  */
 void hd_fault(struct hd *d, const char *verb, const char *host, const char *mode, int code, int count);
 /* Calls of verb so far, on every host (and every life that shared the model). */

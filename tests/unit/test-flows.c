@@ -491,6 +491,7 @@ struct flow_case {
         const char *end;                       /* the flow's job ends so */
         void (*check)(struct life *l);         /* more, at the end of the reference life */
         const char *known_bug;                 /* skipped (saying why) unless FLOWS_KNOWN_BUGS=1 */
+        bool cancel_copying;                   /* the user cancels the job once a copy runs */
 };
 
 static void prep_disk(struct life *l)
@@ -657,6 +658,7 @@ static const struct fault fault_copy_host_dies = { "SDM.copy_data", "down", 0, 1
 
 static const struct fault fault_spm_dies = { "Volume.create", "down", 0, 1 };
 
+static const struct fault fault_copy_hangs = { "SDM.copy_data", "hang", 0, 1000 };  /* until Job.abort */
 static const struct fault fault_copy_always = { "SDM.copy_data", "fail", 100, 1000 };
 
 static const struct fault fault_create_refused = { "Volume.create", "refuse", 352, 1000 };
@@ -697,6 +699,23 @@ static void check_copy_gave_up(struct life *l)
         g_assert_cmpint(hd_calls(l->d, "SDM.copy_data"), >=, 3);
 }
 
+/* Cancelled while copying: the destination holds nothing of the disk, the source all of it. */
+static void check_cancelled(struct life *l)
+{
+        g_autofree char *sd2 = id_of(l, "storage_domains", "sd2");
+        json_t *vols = json_object_get(hd_model(l->d), "vols");
+        const char *key;
+        json_t *v;
+        int src = 0;
+
+        json_object_foreach(vols, key, v) {
+                g_assert_cmpstr(json_string_value(json_object_get(v, "sd")), !=, sd2);
+                src++;
+        }
+        g_assert_cmpint(src, ==, 3);
+        g_assert_cmpint(hd_calls(l->d, "Job.abort"), >=, 1);
+}
+
 static void check_merge_retried(struct life *l)
 {
         g_assert_cmpint(hd_calls(l->d, "SDM.merge"), ==, 2);
@@ -713,6 +732,7 @@ static const struct flow_case cases[] = {
         { "disk-move-spm-dies", prep_disk, &fault_spm_dies, start_disk_move, "finished", NULL },
         { "disk-move-verify-fails", prep_disk, &fault_checksum_always, start_disk_move, "failed", check_verify_gave_up },
         { "disk-move-copy-fails", prep_disk, &fault_copy_always, start_disk_move, "failed", check_copy_gave_up },
+        { "disk-move-cancelled", prep_disk, &fault_copy_hangs, start_disk_move, "aborted", check_cancelled, NULL, true },
         { "disk-copy", prep_disk, NULL, start_disk_copy, "finished", NULL },
         { "disk-sparsify", prep_disk, NULL, start_sparsify, "finished", NULL },
         { "disk-checksum", prep_disk, NULL, start_checksum, "finished", NULL },
@@ -808,6 +828,13 @@ static bool flow_started(struct life *l)
         return q_int(l, "SELECT count(*) FROM jobs", NULL) > setup_jobs;
 }
 
+static bool copying_or_cancelled(struct life *l)
+{
+        return q_int(l, "SELECT count(*) FROM commands WHERE cancel = 1", NULL) > 0 ||
+               q_int(l, "SELECT count(*) FROM commands WHERE type = 'copy_data' AND agent_job_id IS NOT NULL "
+                        "AND state = 'active'", NULL) > 0;
+}
+
 static void flow_life(const struct flow_case *c, const char *dir, const char *name, bool reference)
 {
         static struct life l;      /* reachable at exit: LeakSanitizer reports only what a life lost */
@@ -820,6 +847,17 @@ static void flow_life(const struct flow_case *c, const char *dir, const char *na
         l.seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         if (!flow_started(&l))
                 c->start(&l);
+        if (c->cancel_copying) {
+                /* In every life (a crash may come before or after it): the cancel once a copy runs, unless made. */
+                life_run(&l, copying_or_cancelled, "a copy running");
+                if (q_int(&l, "SELECT count(*) FROM commands WHERE cancel = 1", NULL) == 0) {
+                        g_autoptr(GError) error = NULL;
+                        g_autofree char *job = q_str(&l, "SELECT id FROM jobs WHERE status = 'started' ORDER BY start_time "
+                                                         "DESC LIMIT 1", NULL);
+
+                        ok(engine_job_cancel(&l.e, job, &error), &error);
+                }
+        }
         wait_all(&l);
         l.images = false;
         if (reference && c->check)
