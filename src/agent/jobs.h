@@ -56,9 +56,11 @@ void agent_job_set_progress(struct agent_job *job, double progress);
 /*
  * Thread safe, from the job thread: what the job does now (a static string:
  * AGENT_JOB_PHASE_*), reported as "phase" in its info; the engine judges
- * stalls only while a job is in a phase that moves bytes (copying).
+ * stalls only in a phase where a healthy job moves bytes (copying) or ends
+ * soon (preparing); see src/engine/stall.c's table.
  */
 #define AGENT_JOB_PHASE_PREPARING "preparing"                /* leases, metadata, checks */
+#define AGENT_JOB_PHASE_WAITING_LOCK "waiting_lock"          /* host-local image locks another job holds */
 #define AGENT_JOB_PHASE_VERIFYING_PREFIX "verifying_prefix"  /* resume: checksums of the kept prefix */
 #define AGENT_JOB_PHASE_COPYING "copying"                    /* moves bytes */
 #define AGENT_JOB_PHASE_PREALLOCATING "preallocating"        /* fallocate of the destination */

@@ -366,10 +366,16 @@ int agent_rate_flow_acquire(struct agent_rate_flow *flow, uint64_t bytes, GCance
                 wait = take_locked(flow, bytes, now);
                 if (wait == 0)
                         break;
+                /*
+                 * Asleep for the cap, not stuck: the gauge counts it and the job
+                 * reports rate_wait, so the engine does not flag a capped copy.
+                 */
+                agent_rate_flow_set_waiting(flow, true);
                 /* Woken early by a join or leave (share changed) or cancel: recompute. */
                 g_cond_wait_until(&gov->changed, &gov->lock, now + wait);
         }
         g_mutex_unlock(&gov->lock);
+        agent_rate_flow_set_waiting(flow, false);
         if (handler)
                 g_cancellable_disconnect(cancel, handler);
         return r;

@@ -307,6 +307,7 @@ static int copy_data_run(struct agent_job *job, void *data, GCancellable *cancel
 
         cj->job = job;
         agent_job_set_phase(job, AGENT_JOB_PHASE_PREPARING);
+        guard.job = job;
         agent_lockset_add_image(&guard.locks, &cj->src.ref, false);
         agent_lockset_add_image(&guard.locks, &cj->dst.ref, true);
         r = agent_guard_acquire(a, &guard, &cj->dst, cancel, &dst_meta, error);

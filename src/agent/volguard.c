@@ -69,7 +69,11 @@ int agent_guard_acquire(struct agent *a, struct agent_volume_guard *g, const str
         g_autoptr(fy_volume_meta) meta = NULL;
         int r;
 
+        if (g->job)
+                agent_job_set_phase(g->job, AGENT_JOB_PHASE_WAITING_LOCK);
         r = agent_locks_acquire(a->locks, g->locks.reqs, g->locks.n, cancel);
+        if (g->job)
+                agent_job_set_phase(g->job, AGENT_JOB_PHASE_PREPARING);
         if (r < 0)
                 return r;
         g->locked = true;

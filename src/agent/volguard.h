@@ -48,6 +48,7 @@ void agent_lockset_add_image(struct agent_lockset *ls, const struct agent_volref
 struct agent_volume_guard {
         struct agent_lockset locks;          /* filled by the caller before agent_guard_acquire() */
         bool no_lease;                       /* set by the caller: a reader, locks and metadata only */
+        struct agent_job *job;               /* set by a caller in phase preparing: reports waiting_lock */
         char *lease_path;
         struct agent_lease lease;
         bool locked;
@@ -61,7 +62,9 @@ struct agent_volume_guard {
  * on failure the caller still calls agent_guard_release(), and g->locked
  * tells whether the locks were had. With no_lease: the locks, then the
  * metadata and its generation check. The lease points into target, which
- * must outlive the guard.
+ * must outlive the guard. With g->job, the job reports phase waiting_lock
+ * while it waits for the locks (another job of this host may hold them as
+ * long as it copies: no stall), then preparing again.
  */
 int agent_guard_acquire(struct agent *a, struct agent_volume_guard *g, const struct agent_endpoint *target,
                         GCancellable *cancel, struct fy_volume_meta **ret_meta, GError **error);

@@ -558,6 +558,12 @@ int cli_event_list(struct cli_ctx *ctx, int argc, char **argv, GError **error)
                             "--correlation-id takes 1-128 of the characters A-Z a-z 0-9 . _ : -");
                 return -1;
         }
+        /* The engine answers one request's events in one list (its newest 1000), never paged. */
+        if (corr && (page.max || page.page)) {
+                g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE,
+                            "--correlation-id lists one request's events at once: drop --max and --page");
+                return -1;
+        }
         /* Valid ids need no escaping in a query. */
         path = corr ? g_strconcat("/api/events?correlation_id=", corr, NULL) : g_strdup("/api/events");
         if (cli_engine_get_page(e, &page, path, "events", &json, error) < 0)

@@ -238,8 +238,12 @@ static const char *cli_redirect_target(struct cli_engine *e, const char *locatio
 {
         for (guint i = 0; location && i <= e->peers->len; i++) {
                 const char *peer = i < e->peers->len ? e->peers->pdata[i] : e->url;
+                size_t n = strlen(peer);
 
-                if (g_str_has_prefix(location, peer) && strcmp(location + strlen(peer), path) == 0)
+                /* "https://a:1/" as listed matches a Location of "https://a:1/api/...". */
+                while (n > 0 && peer[n - 1] == '/')
+                        n--;
+                if (strncmp(location, peer, n) == 0 && strcmp(location + n, path) == 0)
                         return peer;
         }
         return NULL;
@@ -276,6 +280,12 @@ int cli_engine_send(struct cli_engine *e, const char *method, const char *path, 
                         break;
                 }
                 status = soup_message_get_status(msg);
+                /* 503 from a standby while no engine leads (a failover under way): the next engine known may
+                 * be the new active one. */
+                if (status == SOUP_STATUS_SERVICE_UNAVAILABLE && !followed && next_peer < e->peers->len) {
+                        base = e->peers->pdata[next_peer++];
+                        continue;
+                }
                 if (status == SOUP_STATUS_TEMPORARY_REDIRECT && !followed) {
                         const char *to = soup_message_headers_get_one(soup_message_get_response_headers(msg),
                                                                       "Location");

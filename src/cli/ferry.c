@@ -49,7 +49,7 @@ static const struct cli_command cli_commands[] = {
         { "job", "list", cli_job_list, "job list [--max N] [--page TOKEN]" },
         { "job", "show", cli_job_show, "job show JOB" },
         { "job", "cancel", cli_job_cancel, "job cancel JOB" },
-        { "event", "list", cli_event_list, "event list [--correlation-id ID] [--max N] [--page TOKEN]" },
+        { "event", "list", cli_event_list, "event list [--correlation-id ID | [--max N] [--page TOKEN]]" },
         { "config", "get", cli_config_get, "config get NAME" },
         { "config", "set", cli_config_set, "config set NAME VALUE" },
         { "login", NULL, cli_login, "login [--user U] [--password-file F]" },

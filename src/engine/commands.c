@@ -450,10 +450,14 @@ void engine_job_end_forget(const char *agent_job_id)
 static void on_host_event(struct engine *e, const char *host_id, const char *method, json_t *params, void *userdata)
 {
         /* VDSM's shape: "|jobs|status|<id>" with the job's info itself (and notify_time) as params. */
-        const char *key = method + strlen("|jobs|status|");
+        const char *key;
         const char *status;
 
-        if (!g_str_has_prefix(method, "|jobs|status|") || !fy_uuid_is_valid(key) || !json_is_object(params))
+        /* The prefix first: a shorter method has no key past it to point at. */
+        if (!g_str_has_prefix(method, "|jobs|status|"))
+                return;
+        key = method + strlen("|jobs|status|");
+        if (!fy_uuid_is_valid(key) || !json_is_object(params))
                 return;
         if (!js(params, "id") || g_ascii_strcasecmp(js(params, "id"), key) != 0)
                 return;        /* not the job the method names: trust neither */

@@ -23,7 +23,70 @@ struct engine_leader {
         bool deposed;
         guint source;
         struct engine_leader_hooks hooks;
+        /*
+         * The renewal thread: the lease is renewed off the main loop, so a
+         * main loop busy for longer than the lease (a big unpaged list, a
+         * statement waiting on a row lock) does not let a standby end this
+         * engine's sessions. It alone uses the lock session while it renews;
+         * `mutex` serialises that session with the main loop's rounds.
+         */
+        struct engine *e;
+        GThread *renewer;
+        GMutex mutex;
+        GCond wake;
+        bool stop;                     /* under mutex */
+        gint64 renew_epoch;            /* atomic: the epoch the thread renews; 0: none (standby, lost) */
+        gint64 renewed_at;             /* atomic: monotonic µs of the last successful renewal */
+        gint renew_failed;             /* atomic: the thread's last renewal failed (the main loop reacts) */
+        char *renew_error;             /* under mutex: why */
 };
+
+/* A failed renewal is acted on at once, not at the next round: a standby may be taking over. */
+static gboolean on_renew_failed(gpointer data)
+{
+        struct engine_leader *l = data;
+
+        engine_leader_round(l->e);
+        return G_SOURCE_REMOVE;
+}
+
+/* The thread renews, and stops renewing, only as the main loop says (renew_epoch); the main loop reads
+ * what came of it (renewed_at, renew_failed) at its next round. */
+static gpointer renew_thread(gpointer data)
+{
+        struct engine_leader *l = data;
+
+        g_mutex_lock(&l->mutex);
+        while (!l->stop) {
+                gint64 epoch;
+
+                g_cond_wait_until(&l->wake, &l->mutex, g_get_monotonic_time() + LEADER_ROUND_MS * 1000);
+                epoch = g_atomic_int_get(&l->renew_failed) ? 0 : __atomic_load_n(&l->renew_epoch, __ATOMIC_SEQ_CST);
+                if (!l->stop && epoch > 0) {
+                        g_autoptr(GError) error = NULL;
+
+                        if (engine_store_leader_renew(l->lock, epoch, &error) == 0) {
+                                __atomic_store_n(&l->renewed_at, g_get_monotonic_time(), __ATOMIC_SEQ_CST);
+                        } else {
+                                g_free(l->renew_error);
+                                l->renew_error = g_strdup(error->message);
+                                g_atomic_int_set(&l->renew_failed, 1);
+                                g_idle_add(on_renew_failed, l);
+                        }
+                }
+        }
+        g_mutex_unlock(&l->mutex);
+        return NULL;
+}
+
+/* The thread renews `epoch` from now on (0: stops renewing); the lease was just taken or renewed. */
+static void renew_as(struct engine_leader *l, gint64 epoch)
+{
+        if (epoch > 0)
+                __atomic_store_n(&l->renewed_at, g_get_monotonic_time(), __ATOMIC_SEQ_CST);
+        g_atomic_int_set(&l->renew_failed, 0);
+        __atomic_store_n(&l->renew_epoch, epoch, __ATOMIC_SEQ_CST);
+}
 
 static void step_down(struct engine *e, const char *why)
 {
@@ -32,6 +95,7 @@ static void step_down(struct engine *e, const char *why)
         if (l->deposed)
                 return;
         l->deposed = true;
+        renew_as(l, 0);
         g_warning("leadership: epoch %" G_GINT64_FORMAT " lost (%s): stopping the coordinator, becoming a standby",
                   l->epoch, why);
         e->active = false;
@@ -53,18 +117,22 @@ static int standby_round(struct engine *e, GError **ret_error)
         gint64 epoch = 0;
         int r;
 
+        g_mutex_lock(&l->mutex);
         r = engine_store_leader_try(l->lock, l->client, l->url, LEADER_LEASE_S, &epoch, &error);
+        if (r == 0)
+                row = engine_store_leader_get(l->lock, NULL);
+        g_mutex_unlock(&l->mutex);
         if (r < 0) {
                 g_message("leadership: cannot try for it now: %s", error->message);
                 return 0;
         }
         if (r == 0) {
-                row = engine_store_leader_get(l->lock, NULL);
                 g_free(l->leader_url);
                 l->leader_url = g_strdup(row ? engine_js(row, "url") : NULL);
                 return 0;
         }
         l->epoch = epoch;
+        renew_as(l, epoch);
         g_free(l->leader_url);
         l->leader_url = g_strdup(l->url);
         engine_store_set_fence(e->db, epoch, on_fenced, e);
@@ -94,18 +162,24 @@ static void retake_round(struct engine *e)
         g_autoptr(GError) error = NULL;
         g_autoptr(json_t) row = NULL;
         gint64 epoch = 0;
-        int r = engine_store_leader_retake(l->lock, l->client, l->url, l->epoch, &epoch, &error);
+        int r;
 
+        g_mutex_lock(&l->mutex);
+        r = engine_store_leader_retake(l->lock, l->client, l->url, l->epoch, &epoch, &error);
+        if (r == 0)
+                row = engine_store_leader_get(l->lock, NULL);
+        g_mutex_unlock(&l->mutex);
         if (r == 1) {
                 g_message("leadership: lock taken back, epoch %" G_GINT64_FORMAT " (was %" G_GINT64_FORMAT
                           "); resuming the coordinator", epoch, l->epoch);
                 l->epoch = epoch;
                 l->lost_at = 0;
+                renew_as(l, epoch);
                 engine_store_set_fence(e->db, epoch, on_fenced, e);
                 l->hooks.resumed(e);
         } else if (r == -ESTALE) {
                 step_down(e, error->message);
-        } else if (r == 0 && (row = engine_store_leader_get(l->lock, NULL)) && engine_ji(row, "epoch") != l->epoch) {
+        } else if (r == 0 && row && engine_ji(row, "epoch") != l->epoch) {
                 step_down(e, "another engine took over");
         } else if (g_get_monotonic_time() - l->lost_at > LEADER_RETAKE_US) {
                 step_down(e, error ? error->message : "another engine holds the lock");
@@ -127,10 +201,17 @@ void engine_leader_round(struct engine *e)
                 retake_round(e);
                 return;
         }
-        /* Any failure counts: an error on the lock session may mean it ended, and the lock with it. */
-        if (engine_store_leader_renew(l->lock, l->epoch, &error) < 0) {
+        /* Any failure of the renewal thread counts: an error on the lock session may mean it ended, and the
+         * lock with it. */
+        if (g_atomic_int_get(&l->renew_failed)) {
+                g_autofree char *why = NULL;
+
+                g_mutex_lock(&l->mutex);
+                why = g_strdup(l->renew_error ? l->renew_error : "unknown");
+                g_mutex_unlock(&l->mutex);
+                renew_as(l, 0);
                 g_warning("leadership: epoch %" G_GINT64_FORMAT " not renewed (%s): coordinator paused",
-                          l->epoch, error->message);
+                          l->epoch, why);
                 l->lost_at = g_get_monotonic_time();
                 l->hooks.paused(e);
                 retake_round(e);
@@ -156,12 +237,16 @@ int engine_leader_init(struct engine *e, const char *client, const char *url, co
         l->client = g_strdup(client);
         l->url = g_strdup(url);
         l->hooks = *hooks;
+        l->e = e;
         e->leader = l;
         /* No write passes until this engine leads. */
         engine_store_set_fence(e->db, 0, on_fenced, e);
         if (engine_store_open_as(e->config.db, client, &l->lock, error) < 0 ||
             engine_store_leader_prepare(l->lock, error) < 0)
                 return -EIO;
+        g_mutex_init(&l->mutex);
+        g_cond_init(&l->wake);
+        l->renewer = g_thread_new("lease", renew_thread, l);
         if (standby_round(e, error) < 0)
                 return -EIO;
         if (!e->active)
@@ -178,11 +263,23 @@ void engine_leader_free(struct engine *e)
                 return;
         if (l->source)
                 g_source_remove(l->source);
+        if (l->renewer) {
+                g_mutex_lock(&l->mutex);
+                l->stop = true;
+                g_cond_signal(&l->wake);
+                g_mutex_unlock(&l->mutex);
+                g_thread_join(l->renewer);
+                while (g_source_remove_by_funcs_user_data(&g_idle_funcs, l))
+                        ;
+                g_mutex_clear(&l->mutex);
+                g_cond_clear(&l->wake);
+        }
         /* Closing the session releases the lock now, not when the server notices. */
         engine_store_close(l->lock);
         g_free(l->client);
         g_free(l->url);
         g_free(l->leader_url);
+        g_free(l->renew_error);
         g_free(l);
         e->leader = NULL;
 }
@@ -190,6 +287,20 @@ void engine_leader_free(struct engine *e)
 bool engine_leader_active(struct engine *e)
 {
         return e->active;
+}
+
+bool engine_leader_fresh(struct engine *e)
+{
+        struct engine_leader *l = e->leader;
+        gint64 at;
+
+        if (!e->active)
+                return false;
+        if (!l)
+                return true;
+        at = __atomic_load_n(&l->renewed_at, __ATOMIC_SEQ_CST);
+        return l->lost_at == 0 && !g_atomic_int_get(&l->renew_failed) &&
+               g_get_monotonic_time() - at < LEADER_LEASE_S * G_USEC_PER_SEC;
 }
 
 const char *engine_leader_url(struct engine *e)

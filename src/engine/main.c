@@ -3,6 +3,7 @@
 #include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <glib-unix.h>
@@ -27,10 +28,18 @@ static gboolean on_tick(gpointer data)
 {
         struct engine *e = data;
 
+        /* After a stop (SIGSTOP, a hung machine) longer than the lease this timer may fire before the leader
+         * round learns that another engine took over: no round until the lease is known to be ours. Each
+         * step checks again, since a write fenced inside one deposes the engine at once. */
+        if (!engine_leader_fresh(e))
+                return G_SOURCE_CONTINUE;
         engine_hosts_tick(e);
-        engine_sweep_maybe(e);
-        engine_commands_tick(e);
-        engine_transfers_tick(e);
+        if (e->active)
+                engine_sweep_maybe(e);
+        if (e->active)
+                engine_commands_tick(e);
+        if (e->active)
+                engine_transfers_tick(e);
         return G_SOURCE_CONTINUE;
 }
 
@@ -112,6 +121,7 @@ static gboolean restart_as_standby(gpointer data)
 {
         struct engine *e = data;
         g_autoptr(GPtrArray) args = g_ptr_array_new_with_free_func(g_free);
+        g_auto(GStrv) envp = NULL;
 
         for (char **a = start_argv; *a; a++)
                 g_ptr_array_add(args, g_strdup(*a));
@@ -120,8 +130,9 @@ static gboolean restart_as_standby(gpointer data)
         engine_leader_free(e);
         engine_store_close(e->db);
         fflush(NULL);
-        g_setenv("FERRY_ENGINE_REEXEC", "1", TRUE);
-        execv("/proc/self/exe", (char **) args->pdata);
+        /* In execve's environment, not setenv: other threads (GLib's, libsoup's) may read the environment. */
+        envp = g_environ_setenv(g_get_environ(), "FERRY_ENGINE_REEXEC", "1", TRUE);
+        execve("/proc/self/exe", (char **) args->pdata, envp);
         g_critical("cannot restart as a standby (%s): exiting", g_strerror(errno));
         _exit(EXIT_FAILURE);
 }
@@ -217,6 +228,15 @@ int main(int argc, char **argv)
         engine_flows_init();
         if (engine_rest_start(e, &error) < 0) {
                 g_critical("cannot serve the REST API on %s:%u: %s", e->config.listen_address, e->config.port, error->message);
+                return EXIT_FAILURE;
+        }
+        /* A wildcard address in the leader row would send a standby's 307 to the client's own machine. */
+        if (!*e->config.public_url && engine_store_shared(e->db) &&
+            (!*e->config.listen_address || strcmp(e->config.listen_address, "0.0.0.0") == 0 ||
+             strcmp(e->config.listen_address, "::") == 0)) {
+                g_critical("listen_address %s is a wildcard: with several engines on PostgreSQL set public_url "
+                           "to this engine's address as clients reach it (standbys redirect writes to it)",
+                           *e->config.listen_address ? e->config.listen_address : "(any)");
                 return EXIT_FAILURE;
         }
         url = *e->config.public_url ? g_strdup(e->config.public_url)

@@ -8,8 +8,10 @@
  * The phases an agent reports (src/agent/jobs.h's AGENT_JOB_PHASE_*, and
  * "rate_wait"): judged ones are those where a healthy job moves bytes
  * (copying) or ends soon (preparing: leases, metadata, checks; a source
- * open or a lease acquisition that hangs is a stall too, issue 13). Index 0
- * is a sample without a phase (an older agent: copying); an unknown name is
+ * open or a lease acquisition that hangs is a stall too, issue 13). Not
+ * waiting_lock: a healthy copy queued behind another job of its host on the
+ * same image waits as long as that job runs. Index 0 is a sample without a
+ * phase (an older agent: copying); an unknown name is
  * ENGINE_STALL_PHASE_OTHER, not judged.
  */
 static const struct {
@@ -22,6 +24,7 @@ static const struct {
         [4] = { "preallocating", false },
         [5] = { "finishing", false },
         [6] = { "rate_wait", false },
+        [7] = { "waiting_lock", false },
 };
 G_STATIC_ASSERT(G_N_ELEMENTS(phases) == ENGINE_STALL_PHASE_OTHER);
 

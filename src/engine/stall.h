@@ -48,7 +48,7 @@ struct engine_stall {
         int phase;             /* the phase of the last sample (stall.c's table; 0: none reported) */
 };
 
-#define ENGINE_STALL_PHASE_OTHER 7   /* a phase stall.c does not know: not judged */
+#define ENGINE_STALL_PHASE_OTHER 8   /* a phase stall.c does not know: not judged */
 
 enum engine_stall_verdict {
         ENGINE_STALL_MOVING,           /* moved, or not judged in this phase */

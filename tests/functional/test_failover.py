@@ -20,8 +20,10 @@ import urllib.parse
 
 import pytest
 
+import threading
+
 from conftest import make_workdir
-from enginetest import Engine, EngineCluster, PostgresCluster
+from enginetest import PSQL, Engine, EngineCluster, PostgresCluster
 from ferrytest import FERRY, MiB, wait_for
 from invariant import create_disk, disk_digest, fill_disk, wait_job_end
 
@@ -175,6 +177,45 @@ def test_a_cli_follows_307_to_a_known_engine_and_skips_a_dead_one(fc):
         assert r.returncode == 0, r.stderr
         r = ferry(engines, "disk", "list")
     assert r.returncode == 0 and "via-standby" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_slow_leader_keeps_leading(fc):
+    """The leader's main loop blocked for longer than the 5 s lease by a real request (a list whose
+    statement waits on a table lock another session holds): the lease is renewed off the main loop, so
+    the standby does not end the leader's sessions, and the leader stays active in the same epoch."""
+    leader = fc.active()
+    standby = fc.other(leader)
+    epoch = fc.role(leader)["epoch"]
+    with open(leader.log_path, "rb") as f:
+        mark = len(f.read())
+    hold_s = 7
+    locker = subprocess.Popen([PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", leader.db, "-c",
+                               f"BEGIN; LOCK TABLE disks IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep({hold_s}); COMMIT;"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def locked():
+            r = subprocess.run([PSQL, "-X", "-A", "-t", "-d", leader.db, "-c",
+                                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                                " WHERE c.relname = 'disks' AND l.mode = 'AccessExclusiveLock' AND l.granted"],
+                               capture_output=True, text=True, timeout=30)
+            return r.stdout.strip() == "1"
+        wait_for(locked, 10, "the table lock", interval=0.05)
+        t0 = time.monotonic()
+        listed = {}
+        t = threading.Thread(target=lambda: listed.update(r=raw_request(leader, "GET", "/api/disks")))
+        t.start()
+        t.join(hold_s + 30)
+        stalled = time.monotonic() - t0
+    finally:
+        assert locker.wait(30) == 0, locker.stderr.read()
+    assert listed["r"][0] == 200, listed
+    assert stalled > 5, f"the main loop was blocked only {stalled:.1f} s: the test proves nothing"
+    assert fc.role(leader) == {**fc.role(leader), "role": "active", "epoch": epoch}
+    assert fc.role(standby)["role"] == "standby"
+    with open(leader.log_path, "rb") as f:
+        f.seek(mark)
+        text = f.read().decode(errors="replace")
+    assert "not renewed" not in text and "lost" not in text, text
 
 
 def test_b_active_killed_mid_move(fc, scratch):

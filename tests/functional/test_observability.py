@@ -831,6 +831,8 @@ def test_capped_copies_stall_judgement():
         disk, src, job_id, new_id = copy_of_written_qcow2(ec, "frozen", 256 * MiB, 128 * MiB)
         pid = wait_for(lambda: (qemu_img_converts(new_id) or [None])[0], 60, "the copy's qemu-img", interval=0.005)
         before, agent = stall_events(ec), agent_of(ec, pid)
+        # Not while the governor holds it stopped: its SIGCONT would undo ours.
+        wait_for(lambda: proc_state(pid) != "T", 30, "the governor to let qemu-img run", interval=0.005)
         os.kill(pid, signal.SIGSTOP)
         stopped_at, stopped = time.monotonic(), pid
         msg = wait_for(lambda: new_stall(ec, before), STALL_TIMEOUT + 30, "the copy to be reported stalled", interval=0.05)

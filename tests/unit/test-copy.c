@@ -749,6 +749,10 @@ struct later {
         gint64 delay_us;
         GCancellable *cancel;
         struct agent_rate_flow *leave;
+        struct agent_rate_flow *watch;  /* whether it waits, seen just before the cancel */
+        struct agent_rate_gov *watch_gov;
+        bool saw_waiting;
+        unsigned saw_gov_waiting;
 };
 
 static gpointer do_later(gpointer data)
@@ -756,6 +760,10 @@ static gpointer do_later(gpointer data)
         struct later *l = data;
 
         g_usleep((gulong) l->delay_us);
+        if (l->watch) {
+                l->saw_waiting = agent_rate_flow_waiting(l->watch);
+                l->saw_gov_waiting = agent_rate_gov_waiting(l->watch_gov);
+        }
         if (l->cancel)
                 g_cancellable_cancel(l->cancel);
         if (l->leave)
@@ -763,13 +771,16 @@ static gpointer do_later(gpointer data)
         return NULL;
 }
 
-/* A copy waiting for a long debt stops as soon as it is cancelled. */
+/*
+ * A copy waiting for a long debt stops as soon as it is cancelled; while it
+ * waits it is counted as waiting (rate_wait, not a stall), and no longer after.
+ */
 static void test_gov_cancel_prompt(void)
 {
         g_autoptr(GCancellable) cancel = g_cancellable_new();
         struct agent_rate_gov *gov = agent_rate_gov_new(1 * MiB);
         struct agent_rate_flow *f = agent_rate_flow_join(gov);
-        struct later l = { .delay_us = 100 * 1000, .cancel = cancel };
+        struct later l = { .delay_us = 100 * 1000, .cancel = cancel, .watch = f, .watch_gov = gov };
         gint64 start = g_get_monotonic_time();
         GThread *t;
 
@@ -778,6 +789,10 @@ static void test_gov_cancel_prompt(void)
         g_assert_cmpint(agent_rate_flow_acquire(f, MiB, cancel), ==, -ECANCELED);
         g_thread_join(t);
         g_assert_cmpint(g_get_monotonic_time() - start, <, 1 * SEC);
+        g_assert_true(l.saw_waiting);
+        g_assert_cmpuint(l.saw_gov_waiting, ==, 1);
+        g_assert_false(agent_rate_flow_waiting(f));
+        g_assert_cmpuint(agent_rate_gov_waiting(gov), ==, 0);
         /* Already cancelled: refused at once. */
         g_assert_cmpint(agent_rate_flow_acquire(f, MiB, cancel), ==, -ECANCELED);
         agent_rate_flow_leave(f);

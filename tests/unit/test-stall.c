@@ -70,6 +70,7 @@ static void test_preparing(void)
 
         g_assert_true(engine_stall_phase_judged("preparing"));
         g_assert_false(engine_stall_phase_judged("rate_wait"));
+        g_assert_false(engine_stall_phase_judged("waiting_lock"));
         g_assert_false(engine_stall_phase_judged("some_future_phase"));
         g_assert_cmpint(engine_stall_feed(&s, "preparing", 0, 0, 10, TIMEOUT, NULL), ==, ENGINE_STALL_MOVING);
         g_assert_cmpint(engine_stall_feed(&s, "preparing", 0, 0, 12, TIMEOUT, NULL), ==, ENGINE_STALL_STILL);
@@ -94,6 +95,24 @@ static void test_preparing(void)
         g_assert_cmpint(engine_stall_feed(&s, "preparing", 0, 0, 102 + TIMEOUT, TIMEOUT, NULL), ==, ENGINE_STALL_STALLED);
         /* It goes on to copy: it moves again. */
         g_assert_cmpint(engine_stall_feed(&s, "copying", 0, 0, 200, TIMEOUT, NULL), ==, ENGINE_STALL_MOVES_AGAIN);
+}
+
+/*
+ * Waiting for the host's image locks is not judged, however long another
+ * job holds them; the preparing that follows gets the whole timeout.
+ */
+static void test_waiting_lock(void)
+{
+        struct engine_stall s = { 0 };
+
+        g_assert_cmpint(engine_stall_feed(&s, "preparing", 0, 0, 10, TIMEOUT, NULL), ==, ENGINE_STALL_MOVING);
+        for (gint64 t = 11; t < 11 + 10 * TIMEOUT; t++)
+                g_assert_cmpint(engine_stall_feed(&s, "waiting_lock", 0, 0, t, TIMEOUT, NULL), !=, ENGINE_STALL_NEW);
+        g_assert_false(s.stalled);
+        g_assert_cmpint(engine_stall_feed(&s, "preparing", 0, 0, 100, TIMEOUT, NULL), ==, ENGINE_STALL_MOVING);
+        g_assert_cmpint(engine_stall_feed(&s, "preparing", 0, 0, 100 + TIMEOUT - 1, TIMEOUT, NULL), ==,
+                        ENGINE_STALL_STILL);
+        g_assert_cmpint(engine_stall_feed(&s, "preparing", 0, 0, 100 + TIMEOUT, TIMEOUT, NULL), ==, ENGINE_STALL_NEW);
 }
 
 /* Once aborted for stalling it stays flagged, whatever it reports, and the abort falls overdue. */
@@ -162,6 +181,7 @@ int main(int argc, char **argv)
         g_test_add_func("/stall/still-then-moves", test_still_then_moves);
         g_test_add_func("/stall/phases", test_phases);
         g_test_add_func("/stall/preparing", test_preparing);
+        g_test_add_func("/stall/waiting-lock", test_waiting_lock);
         g_test_add_func("/stall/aborting", test_aborting);
         g_test_add_func("/stall/wall-clock-step", test_wall_clock_step);
         return g_test_run();

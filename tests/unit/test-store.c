@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "error.h"
+#include "store/internal.h"
 #include "store/store.h"
 
 #ifdef FERRY_HAVE_POSTGRESQL
@@ -534,6 +536,12 @@ static void test_pg_fencing(struct fixture *f, gconstpointer data)
         g_assert_cmpint(engine_store_disk_set_actual_size(data_a, "d1", 1, &error), ==, -ESTALE);
         g_clear_error(&error);
         g_assert_false(deposed);
+        /* But it logs the logins it serves. */
+        g_assert_cmpint(engine_store_event_add(data_a, 1, "normal", "standby login", NULL, NULL, NULL, &error), ==, 0);
+        /* A query writes nothing: the fence looks at store_exec's statements only. */
+        g_assert_null(store_query(data_a, &error, " UPDATE disks SET actual_size = 9", ""));
+        g_assert_error(error, FY_ERROR, FY_ERR_GENERAL);
+        g_clear_error(&error);
         g_assert_cmpint(engine_store_leader_try(lock_a, "ferry-engine A", "urlA", 5, &ep_a, &error), ==, 1);
         engine_store_set_fence(data_a, ep_a, on_deposed_flag, &deposed);
         g_assert_cmpint(engine_store_disk_set_actual_size(data_a, "d1", 2, &error), ==, 0);
@@ -567,6 +575,9 @@ static void test_pg_fencing(struct fixture *f, gconstpointer data)
         g_assert_cmpint(engine_store_disk_set_actual_size(data_a, "d1", 5, &error), ==, -ESTALE);
         g_clear_error(&error);
         g_assert_cmpint(engine_store_commit(data_a, &error), <, 0);
+        g_clear_error(&error);
+        /* Nor an event ("host down") of the deposed term: only a never-leading standby's pass. */
+        g_assert_cmpint(engine_store_event_add(data_a, 2, "error", "late", NULL, NULL, NULL, &error), ==, -ESTALE);
         g_clear_error(&error);
         g_assert_cmpint(engine_store_leader_renew(lock_a, ep_a, &error), <, 0);
         g_clear_error(&error);

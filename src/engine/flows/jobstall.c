@@ -14,7 +14,11 @@
  *
  * The judgement's exact state is kept in memory by agent job id; the
  * command's data holds a copy written at most every STALL_SAVE_S while the
- * job moves (after a restart a flag may come that much later).
+ * job moves. After a restart the stored copy may lag: a job that moved
+ * since it was written shows more bytes than it holds, which counts as a
+ * move at the first poll, so its flag may come later by up to the engine's
+ * downtime (its clock restarts then), never early: a stored moved_at is
+ * used only when the bytes are still those it was written with.
  */
 #include <string.h>
 

@@ -26,11 +26,20 @@ bool engine_store_shared(struct engine_store *st)
         return strcmp(st->be->name, "postgresql") == 0;
 }
 
+/* The lock session never waits long: a renewal stuck behind a lock or a slow server would let the lease
+ * expire unnoticed; failing fast makes the engine pause its coordinator and retake. Set again on a retake,
+ * since the session may be a new one then. */
+static int session_limits(struct engine_store *lock, GError **error)
+{
+        return store_exec(lock, error, "SET lock_timeout = 2000", "") < 0 ||
+               store_exec(lock, error, "SET statement_timeout = 4000", "") < 0 ? -EIO : 0;
+}
+
 int engine_store_leader_prepare(struct engine_store *lock, GError **error)
 {
         /* Outside the numbered migrations: the row only exists where several engines can. The transaction
          * lock orders engines that start together (CREATE ... IF NOT EXISTS races otherwise). */
-        if (engine_store_begin(lock, error) < 0)
+        if (session_limits(lock, error) < 0 || engine_store_begin(lock, error) < 0)
                 return -EIO;
         if (store_exec(lock, error, "SELECT pg_advisory_xact_lock(" LEADER_PREPARE_LOCK ")", "") < 0 ||
             store_exec(lock, error,
@@ -123,8 +132,11 @@ int engine_store_leader_try(struct engine_store *lock, const char *engine_id, co
 int engine_store_leader_retake(struct engine_store *lock, const char *engine_id, const char *url, gint64 epoch,
                                gint64 *ret_epoch, GError **error)
 {
-        g_autoptr(json_t) got = store_query_one(lock, error, "SELECT pg_try_advisory_lock(" LEADER_LOCK ") AS got", "");
+        g_autoptr(json_t) got = NULL;
 
+        if (session_limits(lock, error) < 0)
+                return -EIO;
+        got = store_query_one(lock, error, "SELECT pg_try_advisory_lock(" LEADER_LOCK ") AS got", "");
         if (!got)
                 return -EIO;
         if (!json_is_true(json_object_get(got, "got")))

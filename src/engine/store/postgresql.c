@@ -534,8 +534,13 @@ static int pg_open(const char *location, const char *client, void **ret, GError 
 {
         /* Our defaults first: the location's own keywords override them (expand_dbname); a client
          * name given overrides the location's, since leadership finds an engine's sessions by it. */
-        const char *const keys[] = { "connect_timeout", "application_name", "dbname", client ? "application_name" : NULL, NULL };
-        const char *const values[] = { "10", "ferry-engine", location, client, NULL };
+        /* Network timeouts: without them a server (or a link) that vanishes without a reset blocks the engine
+         * in a read for the kernel's 2 hours, the lock session's renewal included. ~10 s to notice; TCP only
+         * (libpq ignores them on a Unix socket). */
+        const char *const keys[] = { "connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+                                     "keepalives_count", "tcp_user_timeout", "application_name", "dbname",
+                                     client ? "application_name" : NULL, NULL };
+        const char *const values[] = { "10", "1", "5", "2", "3", "10000", "ferry-engine", location, client, NULL };
         struct pg_store *db = g_new0(struct pg_store, 1);
         int r;
 

@@ -184,13 +184,19 @@ static bool sql_table(const char *sql, char *table, size_t size)
  * commits after a takeover, however late it comes. A write outside a
  * transaction gets one of its own for the check.
  *
- * Users, tokens and events are the exception: any engine, standby included,
- * checks a token, records its use and logs a login (a standby serves reads
- * and logins), and none of them is state of the command runtime.
+ * Tokens are the exception: any engine, standby included, checks a token
+ * and records its use (a standby serves reads and logins). Users and events
+ * (a login's record) pass only while this engine has never led (epoch 0, a
+ * standby): a deposed leader keeps its epoch until it executes itself again,
+ * so its late "host down" event or user change is refused like any write,
+ * while a standby still logs the logins it serves.
+ *
+ * The test is the statement's first word: store_query runs SELECT only, so no
+ * write goes around it.
  */
 static bool write_fenced(struct engine_store *st, const char *sql)
 {
-        static const char *const unfenced[] = { "events", "tokens", "users" };
+        static const char *const standby_writes[] = { "events", "users" };
         char table[64];
 
         while (g_ascii_isspace(*sql))
@@ -198,8 +204,10 @@ static bool write_fenced(struct engine_store *st, const char *sql)
         if (!st->fenced || !(g_ascii_strncasecmp(sql, "INSERT", 6) == 0 || g_ascii_strncasecmp(sql, "UPDATE", 6) == 0 ||
                              g_ascii_strncasecmp(sql, "DELETE", 6) == 0) || !sql_table(sql, table, sizeof(table)))
                 return false;
-        for (size_t i = 0; i < G_N_ELEMENTS(unfenced); i++)
-                if (g_ascii_strcasecmp(table, unfenced[i]) == 0)
+        if (g_ascii_strcasecmp(table, "tokens") == 0)
+                return false;
+        for (size_t i = 0; i < G_N_ELEMENTS(standby_writes) && st->epoch == 0; i++)
+                if (g_ascii_strcasecmp(table, standby_writes[i]) == 0)
                         return false;
         return true;
 }
@@ -286,11 +294,25 @@ int store_exec(struct engine_store *st, GError **error, const char *sql, const c
         return r;
 }
 
+/* Queries read: a write through them would pass the fence (write_fenced looks at store_exec's statements). */
+static bool query_refused(const char *sql, GError **error)
+{
+        while (g_ascii_isspace(*sql))
+                sql++;
+        if (g_ascii_strncasecmp(sql, "SELECT", 6) == 0 && !g_ascii_isalnum(sql[6]) && sql[6] != '_')
+                return false;
+        g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "store: a query must be a SELECT (writes go through store_exec): %.40s",
+                    sql);
+        return true;
+}
+
 json_t *store_query(struct engine_store *st, GError **error, const char *sql, const char *types, ...)
 {
         va_list ap;
         json_t *rows;
 
+        if (query_refused(sql, error))
+                return NULL;
         va_start(ap, types);
         rows = st->be->query(st->handle, error, false, sql, types, ap);
         va_end(ap);
@@ -302,6 +324,8 @@ json_t *store_query_one(struct engine_store *st, GError **error, const char *sql
         va_list ap;
         json_t *rows, *row;
 
+        if (query_refused(sql, error))
+                return NULL;
         va_start(ap, types);
         rows = st->be->query(st->handle, error, true, sql, types, ap);
         va_end(ap);
