@@ -25,7 +25,7 @@ import threading
 from conftest import make_workdir
 from enginetest import PSQL, Engine, EngineCluster, PostgresCluster
 from ferrytest import FERRY, MiB, wait_for
-from invariant import create_disk, disk_digest, fill_disk, wait_job_end
+from invariant import TERMINAL, create_disk, disk_digest, fill_disk, wait_job_end
 
 RATE = 32 * MiB                 # --copy-rate-limit: the 128 MiB copies below last 4 s
 TAKEOVER_S = 10                 # the bound after the active engine's death
@@ -280,5 +280,21 @@ def test_d_postgresql_restart_mid_move(fc, scratch):
         except Exception:       # noqa: BLE001 - while they reconnect: no answer, a 500 naming the database, or no leader
             return None
     fc.cluster.engine = wait_for(leader, 30, "an engine to lead again", interval=0.2)
+
+    # Both engines lost their lock session with the restart; the first to
+    # answer "active" may still be deposed by the other's take-over and
+    # re-execute itself (a refused connection for a moment). A client then
+    # asks the next engine, as the CLI does: so does this wait.
+    def ended():
+        e = leader()
+        if e is None:
+            return None
+        try:
+            job = e.get(f"/api/jobs/{job_id}")
+        except Exception:       # noqa: BLE001 - as in leader(): refused, reset, or a 500 while it reconnects
+            return None
+        fc.cluster.engine = e
+        return job if job["status"] in TERMINAL else None
+    wait_for(ended, 120, f"job {job_id} to end", interval=0.2)
     moved_intact(fc, disk, digest, job_id, scratch)
     one_active(fc)

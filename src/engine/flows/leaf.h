@@ -3,7 +3,7 @@
 
 /*
  * Inside the leaf "a job on a host": what flows/job.c (record, send,
- * follow, decide), flows/recover.c (a lost job) and flows/verify.c (a
+ * decide), flows/jobwatch.c (follow), flows/recover.c (a lost job) and flows/verify.c (a
  * finished copy's checksums) share. Not for flows above the leaf: they
  * create leaves with engine_cmd_create and read their end.
  */
@@ -52,6 +52,14 @@ bool leaf_host_status_is(struct engine *e, const char *host, const char *status)
 bool leaf_host_is_up(struct engine *e, const char *host);
 /* The agent job as the host reports it ({status, progress, error}): progress, or the leaf's end. */
 void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job);
+
+/* Like leaf_retry_or_fail, but a lost host's try is not counted (the pick takes only hosts that are up). */
+void leaf_retry_lost(struct engine *e, json_t *cmd, unsigned max_attempts, const char *why, bool exclude_host);
+
+/* ---- flows/jobwatch.c ---- */
+/* A sent leaf's round: its end event, a cancel or stall abort, a lost host, else Host.getJobs once per
+ * poll_interval. */
+void leaf_watch(struct engine *e, json_t *cmd);
 
 /* ---- flows/recover.c ---- */
 /* Any usable host but `not` (which may be NULL); NULL if none. */
