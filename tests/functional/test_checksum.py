@@ -119,7 +119,7 @@ def copy_sampled(agent, src, dst):
 
         def finished():
             job = c.call("Host.getJobs", {"job_ids": [job_id]})[job_id]
-            if job["status"] == "running" and job.get("phase") == "copying":
+            if job["status"] == "running" and job.get("phase") in ("copying", "rate_wait"):
                 samples.append(job)
             return job if job["status"] in ("done", "failed", "aborted") else None
         return wait_for(finished, 120, f"job {job_id} to end", interval=0.01), samples
