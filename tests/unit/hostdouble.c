@@ -563,8 +563,21 @@ static void hd_call(void *userdata, const char *host, const char *method, json_t
                         answer(d, cb, cb_data, r, 0, NULL);
                 }
         } else if (strcmp(method, "Volume.getInfo") == 0) {
+                bool image = false;
+                const char *k;
+                json_t *o;
+
                 v = vol_get(d, js(p, "storagedomainID"), js(p, "volumeID"));
-                answer(d, cb, cb_data, v ? vol_info(d, v) : NULL, FY_ERR_VOLUME_DOES_NOT_EXIST, "no such volume");
+                /* As the agent: no image folder (no volume of the image there) is 268, not 201. */
+                json_object_foreach(section(d, "vols", false), k, o)
+                        image |= strcmp(js(o, "sd"), js(p, "storagedomainID")) == 0 &&
+                                 g_strcmp0(js(o, "img"), js(p, "imageID")) == 0;
+                if (v)
+                        answer(d, cb, cb_data, vol_info(d, v), 0, NULL);
+                else if (!image)
+                        answer(d, cb, cb_data, NULL, FY_ERR_IMAGE_DOES_NOT_EXIST, "no such image");
+                else
+                        answer(d, cb, cb_data, NULL, FY_ERR_VOLUME_DOES_NOT_EXIST, "no such volume");
         } else if (strcmp(method, "Host.getJobs") == 0) {
                 json_t *r = json_object();
                 size_t i;

@@ -250,6 +250,7 @@ void leaf_fence_watch(struct engine *e, json_t *cmd, json_t *data)
 }
 
 #define DELETE_TRIES 5
+#define VERIFY_READS 12      /* reads of a created volume that failed for a reason other than "not there" */
 
 static void on_volume_deleted(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
 {
@@ -297,20 +298,31 @@ static void on_created_verify(struct engine *e, json_t *cmd, json_t *result, con
                 leaf_job_finished(e, cmd, done);
                 return;
         }
-        if (error && error->code == FY_ERR_VOLUME_DOES_NOT_EXIST) {
-                /* Not there at all: the request never got far; create it again. */
+        if (error && (error->code == FY_ERR_VOLUME_DOES_NOT_EXIST || error->code == FY_ERR_IMAGE_DOES_NOT_EXIST)) {
+                /* Not there at all: the request never got far; create it again. (The first volume of a
+                 * new image: the agent makes the image's folder inside the create job, so a create lost
+                 * before its job ran leaves no image, and Volume.getInfo says so.) */
                 leaf_retry_or_fail(e, cmd, 5, error->message, false);
                 return;
         }
         if (error) {
                 /* Any other refusal (storage not reachable from there, pool not connected …) says nothing
                  * about the volume: recreating over one that exists would fail or worse. Read it again
-                 * later; no try is spent, only the backoff grows. */
+                 * later; no try is spent, only the backoff grows, up to VERIFY_READS reads (about 5
+                 * minutes): then the command fails with the reason instead of waiting for ever. */
                 g_autoptr(json_t) data = jparse(cmd, "data");
+                gint64 n = ji(data, "verify_errors") + 1;
 
+                if (n >= VERIFY_READS) {
+                        engine_event(e, "warning", js(cmd, "id"), "the created volume %s could not be read after %d "
+                                     "tries: %s", js(p, "volumeID") ? js(p, "volumeID") : "-", VERIFY_READS,
+                                     error->message);
+                        leaf_finish(e, cmd, false, error->message);
+                        return;
+                }
                 g_message("reading the created volume of %s: %s", js(cmd, "id"), error->message);
-                json_object_set_new(data, "verify_errors", json_integer(ji(data, "verify_errors") + 1));
-                leaf_later(e, cmd, data, leaf_backoff(ji(data, "verify_errors")));
+                json_object_set_new(data, "verify_errors", json_integer(n));
+                leaf_later(e, cmd, data, leaf_backoff(n));
                 return;
         }
         /* ILLEGAL (half-made by a job that is gone) or not the volume asked for (a leftover
