@@ -188,7 +188,7 @@ void engine_flow_disk_end(struct engine *e, json_t *cmd, json_t *p, bool ok, con
                           const char *refresh)
 {
         g_autoptr(GError) store_error = NULL;
-        const char *job_status = ok ? "finished" : ji(cmd, "cancel") ? "aborted" : "failed";
+        const char *job_status = engine_flow_job_status(ok, ji(cmd, "cancel"));
 
         if (engine_store_begin(e->db, &store_error) < 0)
                 goto failed;
@@ -202,7 +202,7 @@ void engine_flow_disk_end(struct engine *e, json_t *cmd, json_t *p, bool ok, con
         if (ok && refresh)
                 engine_disk_size_record(e, refresh, js(cmd, "job_id"));
         engine_event(e, ok ? "normal" : "warning", js(cmd, "id"), "%s of disk %s %s%s%s", js(cmd, "type"), js(p, "disk"),
-                     ok ? "finished" : "failed", error ? ": " : "", error ? error : "");
+                     ok ? "finished" : ji(cmd, "cancel") ? "cancelled" : "failed", error ? ": " : "", error ? error : "");
         return;
 rollback:
         engine_store_rollback(e->db);
