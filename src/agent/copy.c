@@ -276,14 +276,23 @@ static int copy_chunk(struct copy_ctx *ctx, void *buf, uint64_t off, size_t len)
 /*
  * A copy's I/O pipeline: io_uring when the kernel lets us (copyring.c),
  * else a pool of threads doing synchronous I/O, one buffer each. Both take
- * jobs and give them back done, in any order.
+ * jobs and give them back done, in any order. A ring that fails mid-copy
+ * (io_uring_enter refused, a lost completion) is settled and, unless
+ * io_uring was forced, its unfinished jobs go to the threads.
  */
 struct copy_pipe {
         struct copy_ring *ring;
         GAsyncQueue *todo, *done;       /* threads */
         GThread *threads[COPY_WORKERS_MAX];
         unsigned n_threads;
+        struct copy_job *jobs;
+        unsigned n_jobs;
+        enum agent_copy_io io;
+        bool stuck;                     /* the failed ring kept requests: its buffers stay mapped */
 };
+
+/* How long a failed ring may take to give its requests back (a slow device's writes). */
+#define COPY_RING_SETTLE_US     (60 * G_USEC_PER_SEC)
 
 static gpointer copy_worker(gpointer data)
 {
@@ -299,9 +308,25 @@ static gpointer copy_worker(gpointer data)
         }
 }
 
+static int threads_start(struct copy_pipe *p)
+{
+        p->todo = g_async_queue_new();
+        p->done = g_async_queue_new();
+        for (unsigned i = 0; i < p->n_jobs; i++) {
+                p->threads[i] = g_thread_try_new("ferry-copy", copy_worker, p, NULL);
+                if (!p->threads[i])
+                        return -EAGAIN;
+                p->n_threads++;
+        }
+        return 0;
+}
+
 static int pipe_start(struct copy_pipe *p, struct copy_ctx *ctx, struct copy_job *jobs, unsigned n_jobs,
                       enum agent_copy_io io)
 {
+        p->jobs = jobs;
+        p->n_jobs = n_jobs;
+        p->io = io;
         if (io != AGENT_COPY_IO_THREADS) {
                 int r = copy_ring_new(ctx, jobs, n_jobs, &p->ring);
 
@@ -309,15 +334,7 @@ static int pipe_start(struct copy_pipe *p, struct copy_ctx *ctx, struct copy_job
                 if (r == 0 || io == AGENT_COPY_IO_URING)
                         return r;
         }
-        p->todo = g_async_queue_new();
-        p->done = g_async_queue_new();
-        for (unsigned i = 0; i < n_jobs; i++) {
-                p->threads[i] = g_thread_try_new("ferry-copy", copy_worker, p, NULL);
-                if (!p->threads[i])
-                        return -EAGAIN;
-                p->n_threads++;
-        }
-        return 0;
+        return threads_start(p);
 }
 
 static void pipe_submit(struct copy_pipe *p, struct copy_job *job)
@@ -328,11 +345,57 @@ static void pipe_submit(struct copy_pipe *p, struct copy_job *job)
                 g_async_queue_push(p->todo, job);
 }
 
-/* A finished job (NULL if none and !wait); -errno if the ring failed with jobs in flight. */
+/*
+ * The ring failed (ring_err): once none of its requests is in flight, the
+ * jobs it finished are handed back as they are and the ones it lost are
+ * done again, whole, by threads. A lost job's range may be partly written
+ * already; writing it again writes the same source bytes, and nothing of
+ * the ring can land after them. The job stays busy throughout, so the
+ * checkpoint never passes it, and it is reaped (counted in progress) once.
+ * Its bandwidth was charged when it was first handed out.
+ */
+static int pipe_fall_back(struct copy_pipe *p, int ring_err)
+{
+        struct copy_job *job;
+        int r;
+
+        r = copy_ring_settle(p->ring, COPY_RING_SETTLE_US);
+        if (r < 0) {
+                p->stuck = true;
+                return ring_err;
+        }
+        if (p->io == AGENT_COPY_IO_URING)
+                return ring_err;
+        r = threads_start(p);
+        if (r < 0)
+                return ring_err;
+        while (copy_ring_reap(p->ring, false, &job) == 0 && job)
+                g_async_queue_push(p->done, job);
+        for (unsigned i = 0; i < p->n_jobs; i++) {
+                job = &p->jobs[i];
+                if (!job->busy || !job->lost)
+                        continue;
+                job->lost = false;
+                job->result = 0;
+                g_async_queue_push(p->todo, job);
+        }
+        copy_ring_free(p->ring);
+        p->ring = NULL;
+        return 0;
+}
+
+/* A finished job (NULL if none and !wait); -errno if the ring failed and its jobs cannot be finished. */
 static int pipe_reap(struct copy_pipe *p, bool wait, struct copy_job **ret_job)
 {
-        if (p->ring)
-                return copy_ring_reap(p->ring, wait, ret_job);
+        if (p->ring) {
+                int r = copy_ring_reap(p->ring, wait, ret_job);
+
+                if (r == 0)
+                        return 0;
+                r = pipe_fall_back(p, r);
+                if (r < 0)
+                        return r;
+        }
         *ret_job = wait ? g_async_queue_pop(p->done) : g_async_queue_try_pop(p->done);
         return 0;
 }
@@ -605,7 +668,7 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                         for (;;) {
                                 r = pipe_reap(&pipe, n_free == 0, &job);
                                 if (r < 0) {
-                                        /* The ring failed: its jobs never come back; the copy fails. */
+                                        /* The ring failed and was settled (or is stuck): its jobs never come back; the copy fails. */
                                         lost = true;
                                         err = err ? err : r;
                                         break;
@@ -669,9 +732,14 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                 r = -errno;
 
 out:
-        /* After a ring failure pipe_stop's io_uring_queue_exit cancels and waits out the ring's requests: unmapping is safe. */
         pipe_stop(&pipe);
-        for (unsigned i = 0; i < COPY_WORKERS_MAX; i++)
+        /*
+         * A failed ring was settled: no request of it can touch a buffer
+         * any more. One that could not be settled may still read into
+         * them; they are left mapped (leaked) rather than handed back to
+         * the allocator under the kernel's feet.
+         */
+        for (unsigned i = 0; i < COPY_WORKERS_MAX && !pipe.stuck; i++)
                 if (jobs[i].buf)
                         munmap(jobs[i].buf, ctx.buffer_size);
         close_pair(ctx.src_fd, ctx.src_buf_fd);

@@ -55,6 +55,7 @@ struct copy_job {
         bool busy;              /* handed to the pipeline, not reaped yet (dispatcher's view) */
         bool quit;
         unsigned ring_ops;      /* io_uring: reads or writes of this job in flight */
+        bool lost;              /* io_uring: an op of it was dropped when the ring failed; do it again */
 };
 
 /* Writes len bytes of buf (COPY_ALIGN multiple) at off of the destination; 0 or -errno. */
@@ -86,7 +87,18 @@ void copy_ring_submit(struct copy_ring *ring, struct copy_job *job);
 /*
  * A finished job, or NULL when none is finished and !wait (or nothing is
  * in flight). -errno when the ring itself failed: what is in flight is
- * unknown then, and the buffers must not be reused.
+ * unknown then, and the buffers must not be reused until copy_ring_settle().
  */
 int copy_ring_reap(struct copy_ring *ring, bool wait, struct copy_job **ret_job);
+/*
+ * After copy_ring_reap() failed: waits until the kernel holds none of the
+ * ring's requests (cancelling what it can, taking back what it never
+ * consumed, reading completions straight from the shared ring when
+ * io_uring_enter is refused), at most timeout_us. The jobs finished
+ * before stay for copy_ring_reap(); the others are marked lost: none of
+ * their I/O is in flight, some of it may have been done, and they must be
+ * done again from the start. 0, or -ETIMEDOUT when requests are still in
+ * flight: their buffers must then be neither reused nor unmapped.
+ */
+int copy_ring_settle(struct copy_ring *ring, gint64 timeout_us);
 void copy_ring_free(struct copy_ring *ring);

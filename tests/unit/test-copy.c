@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <linux/filter.h>
@@ -13,6 +14,7 @@
 #include <sys/stat.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
+#include <linux/io_uring.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -20,6 +22,7 @@
 
 #include "config.h"
 #include "copy.h"
+#include "copyint.h"
 #include "error.h"
 #include "qemuimg.h"
 
@@ -1325,19 +1328,41 @@ static void test_uring_refused(void)
         cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
 }
 
-/* Review repro (rv16b): the ring failing (io_uring_enter refused) must fail the copy, not hang or crash. */
-static void test_uring_enter_fails(void)
+/*
+ * Makes io_uring_enter fail with EPERM in the calling thread from now on:
+ * every call, or (waiting_only) the calls that wait for completions
+ * (IORING_ENTER_GETEVENTS), so submitting and cancelling still work.
+ */
+static void refuse_uring_enter(gboolean waiting_only)
 {
-        g_autofree char *src = tmp_path("src.raw"), *dst = tmp_path("dst.raw");
-        struct sock_filter filter[] = {
+        struct sock_filter all[] = {
                 BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
                 BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_enter, 0, 1),
                 BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
                 BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
         };
-        struct sock_fprog prog = { .len = G_N_ELEMENTS(filter), .filter = filter };
+        struct sock_filter waiting[] = {
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_enter, 0, 3),
+                /* flags, the 4th argument (its low word: x86-64 is little endian) */
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[3])),
+                BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, IORING_ENTER_GETEVENTS, 0, 1),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog prog = waiting_only ? (struct sock_fprog) { .len = G_N_ELEMENTS(waiting), .filter = waiting }
+                                              : (struct sock_fprog) { .len = G_N_ELEMENTS(all), .filter = all };
+
+        g_assert_cmpint(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), ==, 0);
+        g_assert_cmpint(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), ==, 0);
+}
+
+/* Review repro (rv16b): io_uring_enter refused from the start fails a forced-io_uring copy, not hang or crash; AUTO goes on on threads. */
+static void test_uring_enter_fails(void)
+{
+        g_autofree char *src = tmp_path("src.raw"), *dst = tmp_path("dst.raw");
         struct agent_copy_options opts = { .io = AGENT_COPY_IO_URING, .buffer_size = 1 * MiB };
-        int r;
+        struct progress_rec prog = { .monotonic = TRUE };
 
         if (!g_test_subprocess()) {
                 g_test_trap_subprocess(NULL, 20 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
@@ -1347,10 +1372,156 @@ static void test_uring_enter_fails(void)
         make_file(src, 16 * MiB);
         write_at(src, 0, 16 * MiB, -1, 5);
         make_file(dst, 16 * MiB);
-        g_assert_cmpint(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), ==, 0);
-        g_assert_cmpint(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), ==, 0);
-        r = agent_copy_raw(src, dst, &opts, NULL, NULL, NULL);
-        g_assert_cmpint(r, <, 0);
+        refuse_uring_enter(FALSE);
+        g_assert_cmpint(agent_copy_raw(src, dst, &opts, NULL, NULL, NULL), ==, -EPERM);
+        opts.io = AGENT_COPY_IO_AUTO;
+        g_assert_cmpint(agent_copy_raw(src, dst, &opts, NULL, record_progress, &prog), ==, 0);
+        assert_same(src, dst, 16 * MiB);
+        g_assert_true(prog.monotonic);
+        g_assert_cmpuint(prog.last_done, ==, 16 * MiB);
+}
+
+/*
+ * The ring fails in the middle of a copy, with reads and writes in
+ * flight: the progress callback (the copying thread) refuses
+ * io_uring_enter after a few chunks. Forced io_uring, the copy fails;
+ * AUTO, the ring's requests are settled and its unfinished chunks done
+ * again on threads: identical data, progress counted once and monotonic,
+ * every checkpoint a prefix the destination holds. ASan/LSan builds
+ * check that no request, buffer or registration is leaked.
+ */
+struct midcopy {
+        struct progress_rec prog;
+        struct ckpt_rec ckpt;
+        unsigned fail_at;
+        gboolean waiting_only;
+};
+
+static void midcopy_progress(uint64_t done, uint64_t total, void *userdata)
+{
+        struct midcopy *m = userdata;
+
+        record_progress(done, total, &m->prog);
+        if (m->prog.calls == m->fail_at)
+                refuse_uring_enter(m->waiting_only);
+}
+
+struct midcopy_case {
+        gboolean waiting_only;  /* only the waiting io_uring_enter fails: submitting and cancelling work */
+        gboolean forced;        /* AGENT_COPY_IO_URING: the copy fails instead of going on on threads */
+};
+
+static void test_uring_fails_midcopy(gconstpointer data)
+{
+        const struct midcopy_case *c = data;
+        g_autofree char *src = tmp_path("src.raw"), *dst = tmp_path("dst.raw");
+        struct midcopy m = { .prog = { .monotonic = TRUE }, .ckpt = { src, dst, 0, 0, FALSE }, .fail_at = 4,
+                             .waiting_only = c->waiting_only };
+        struct agent_copy_options opts = { .io = c->forced ? AGENT_COPY_IO_URING : AGENT_COPY_IO_AUTO,
+                                           .buffer_size = 512 * KiB, .workers = 8, .checkpoint = check_ckpt,
+                                           .checkpoint_data = &m.ckpt, .checkpoint_interval_us = 1 };
+
+        if (!g_test_subprocess()) {
+                /* In a child: the filter lasts for the process. */
+                if (agent_copy_uring_probe() < 0) {
+                        g_test_skip("io_uring refused here: no ring to fail");
+                        return;
+                }
+                g_test_trap_subprocess(NULL, 30 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+                g_test_trap_assert_passed();
+                return;
+        }
+        make_file(src, 16 * MiB);
+        write_at(src, 0, 8 * MiB, -1, 6);
+        write_at(src, 8 * MiB, 2 * MiB, 0, 0);          /* zeros inside data: holes punched */
+        write_at(src, 10 * MiB, 6 * MiB - 1000, -1, 7);
+        make_file(dst, 16 * MiB);
+        write_at(dst, 0, 16 * MiB, 0x5a, 0);     /* stale bytes: a range skipped shows */
+        if (c->forced) {
+                g_assert_cmpint(agent_copy_raw(src, dst, &opts, NULL, midcopy_progress, &m), ==, -EPERM);
+                g_assert_false(m.ckpt.bad);
+                return;
+        }
+        g_assert_cmpint(agent_copy_raw(src, dst, &opts, NULL, midcopy_progress, &m), ==, 0);
+        g_assert_cmpuint(m.prog.calls, >, m.fail_at);
+        assert_same(src, dst, 16 * MiB);
+        g_assert_true(m.prog.monotonic);
+        g_assert_cmpuint(m.prog.last_done, ==, 16 * MiB);
+        g_assert_cmpuint(m.ckpt.calls, >, 1);
+        g_assert_false(m.ckpt.bad);
+}
+
+static const struct midcopy_case midcopy_refused = { FALSE, FALSE }, midcopy_refused_forced = { FALSE, TRUE },
+                                 midcopy_wait_refused = { TRUE, FALSE }, midcopy_wait_refused_forced = { TRUE, TRUE };
+
+/*
+ * copy_ring_settle() itself: reads the kernel consumed before
+ * io_uring_enter was refused are waited out through the shared
+ * completion ring (their data arrives), the ones queued after are taken
+ * back unrun; every job comes out lost, none in flight.
+ */
+static void ring_settle(gboolean waiting_only)
+{
+        g_autofree char *src = tmp_path("src.raw");
+        g_autofree char *want = NULL;
+        struct copy_ctx ctx = { .buffer_size = 1 * MiB };
+        struct copy_job jobs[6] = { 0 };
+        struct copy_ring *ring = NULL;
+        struct copy_job *job;
+        gsize len;
+
+        if (!g_test_subprocess()) {
+                if (agent_copy_uring_probe() < 0) {
+                        g_test_skip("io_uring refused here: no ring to settle");
+                        return;
+                }
+                g_test_trap_subprocess(NULL, 20 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+                g_test_trap_assert_passed();
+                return;
+        }
+        make_file(src, 6 * MiB);
+        write_at(src, 0, 6 * MiB, -1, 8);
+        g_assert_true(g_file_get_contents(src, &want, &len, NULL));
+        ctx.src_fd = ctx.src_buf_fd = open(src, O_RDONLY | O_CLOEXEC);
+        g_assert_cmpint(ctx.src_fd, >=, 0);
+        ctx.dst_fd = ctx.dst_buf_fd = -1;       /* reads only: nothing is stored */
+        for (unsigned i = 0; i < G_N_ELEMENTS(jobs); i++) {
+                jobs[i] = (struct copy_job) { .ctx = &ctx, .index = i, .offset = i * MiB, .length = 1 * MiB, .busy = true };
+                jobs[i].buf = mmap(NULL, ctx.buffer_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                g_assert_true(jobs[i].buf != MAP_FAILED);
+        }
+        g_assert_cmpint(copy_ring_new(&ctx, jobs, G_N_ELEMENTS(jobs), &ring), ==, 0);
+        for (unsigned i = 0; i < 4; i++)
+                copy_ring_submit(ring, &jobs[i]);      /* submitted: the kernel has them */
+        refuse_uring_enter(waiting_only);
+        for (unsigned i = 4; i < G_N_ELEMENTS(jobs); i++)
+                copy_ring_submit(ring, &jobs[i]);      /* queued; submitted only when waiting_only */
+        g_assert_cmpint(copy_ring_reap(ring, TRUE, &job), ==, -EPERM);
+        g_assert_cmpint(copy_ring_settle(ring, 10 * G_USEC_PER_SEC), ==, 0);
+        g_assert_cmpint(copy_ring_reap(ring, FALSE, &job), ==, 0);
+        g_assert_null(job);
+        for (unsigned i = 0; i < G_N_ELEMENTS(jobs); i++) {
+                g_assert_true(jobs[i].lost);
+                g_assert_cmpuint(jobs[i].ring_ops, ==, 0);
+        }
+        /* The reads the kernel had did complete (the device cannot cancel them): their data is there. */
+        if (!waiting_only)
+                for (unsigned i = 0; i < 4; i++)
+                        g_assert_true(memcmp(jobs[i].buf, want + i * MiB, MiB) == 0);
+        copy_ring_free(ring);
+        for (unsigned i = 0; i < G_N_ELEMENTS(jobs); i++)
+                munmap(jobs[i].buf, ctx.buffer_size);
+        close(ctx.src_fd);
+}
+
+static void test_ring_settle(void)
+{
+        ring_settle(FALSE);
+}
+
+static void test_ring_settle_cancel(void)
+{
+        ring_settle(TRUE);
 }
 
 /*
@@ -1417,6 +1588,14 @@ int main(int argc, char **argv)
         g_test_add_func("/copy/raw/bandwidth-limit", test_bandwidth_limit);
         g_test_add_func("/copy/raw/uring-refused", test_uring_refused);
         g_test_add_func("/copy/raw/uring-enter-fails", test_uring_enter_fails);
+        g_test_add_data_func("/copy/raw/uring-fails-midcopy/fallback", &midcopy_refused, test_uring_fails_midcopy);
+        g_test_add_data_func("/copy/raw/uring-fails-midcopy/forced", &midcopy_refused_forced, test_uring_fails_midcopy);
+        g_test_add_data_func("/copy/raw/uring-wait-fails-midcopy/fallback", &midcopy_wait_refused,
+                             test_uring_fails_midcopy);
+        g_test_add_data_func("/copy/raw/uring-wait-fails-midcopy/forced", &midcopy_wait_refused_forced,
+                             test_uring_fails_midcopy);
+        g_test_add_func("/copy/ring/settle", test_ring_settle);
+        g_test_add_func("/copy/ring/settle-cancel", test_ring_settle_cancel);
         for (size_t i = 0; i < G_N_ELEMENTS(io_cases); i++)
                 g_test_add_data_func(io_cases[i].path, &io_cases[i], run_io_case);
         g_test_add_func("/copy/governor/fair-shares", test_gov_fair_shares);
