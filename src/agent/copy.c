@@ -231,17 +231,18 @@ int copy_store(struct copy_ctx *ctx, const char *buf, uint64_t off, size_t len, 
 /*
  * Storage offload: when source and destination share a filesystem with
  * shared extents (XFS reflink=1, btrfs), the chunk becomes a reference to
- * the source's blocks, moving no data. Returns 1 when cloned, 0 when the
- * filesystem cannot (then never asked again: the caller copies), -errno
- * on a real failure.
+ * the source's blocks, moving no data. len is block-aligned (the kernel
+ * clones a partial block only at both files' EOF; copy_chunk copies it).
+ * Returns 1 when cloned, 0 when the filesystem cannot (then never asked
+ * again: the caller copies), -errno on a real failure.
  */
 int copy_clone(struct copy_ctx *ctx, uint64_t off, size_t len)
 {
         struct file_clone_range fcr = { .src_fd = ctx->src_buf_fd, .src_offset = off,
                                         .src_length = len, .dest_offset = off };
 
-        /* Block-aligned ranges only; the unaligned tail of a file is copied. */
-        if (!g_atomic_int_get(&ctx->reflink) || len % COPY_ALIGN != 0)
+        /* A length of 0 would mean "to the source's end". */
+        if (!g_atomic_int_get(&ctx->reflink) || len == 0 || len % COPY_ALIGN != 0)
                 return 0;
         if (ioctl(ctx->dst_buf_fd, FICLONERANGE, &fcr) == 0)
                 return 1;
@@ -254,23 +255,23 @@ int copy_clone(struct copy_ctx *ctx, uint64_t off, size_t len)
         }
 }
 
-static int copy_chunk(struct copy_ctx *ctx, void *buf, uint64_t off, size_t len)
+int copy_chunk(struct copy_ctx *ctx, void *buf, uint64_t off, size_t len, copy_write_fn write, void *data)
 {
-        size_t a = ALIGN_DOWN(len, COPY_ALIGN);
+        size_t a = ALIGN_DOWN(len, COPY_ALIGN), from = 0;
         int r;
 
-        r = copy_clone(ctx, off, len);
-        if (r != 0)
-                return MIN(r, 0);
-        r = 0;
-
-        if (a > 0)
+        r = copy_clone(ctx, off, a);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                from = a;               /* cloned: only the unaligned tail (if any) is left to copy */
+        else if (a > 0)
                 r = copy_read(ctx, buf, a, off);
         if (r >= 0 && a < len)
                 r = agent_pread_full(ctx->src_buf_fd, (char *) buf + a, len - a, off + a);
         if (r < 0)
                 return r;
-        return copy_store(ctx, buf, off, len, copy_write, NULL);
+        return copy_store(ctx, (const char *) buf + from, off + from, len - from, write, data);
 }
 
 /*
@@ -303,7 +304,7 @@ static gpointer copy_worker(gpointer data)
 
                 if (job->quit)
                         return NULL;
-                job->result = copy_chunk(job->ctx, job->buf, job->offset, job->length);
+                job->result = copy_chunk(job->ctx, job->buf, job->offset, job->length, copy_write, NULL);
                 g_async_queue_push(p->done, job);
         }
 }

@@ -61,8 +61,14 @@ struct copy_job {
 /* Writes len bytes of buf (COPY_ALIGN multiple) at off of the destination; 0 or -errno. */
 typedef int (*copy_write_fn)(struct copy_ctx *ctx, const char *buf, size_t len, uint64_t off, void *data);
 
-/* Storage offload of one chunk: 1 when cloned, 0 when it must be copied, -errno. */
+/* Storage offload of a block-aligned range: 1 when cloned, 0 when it must be copied, -errno. */
 int copy_clone(struct copy_ctx *ctx, uint64_t off, size_t len);
+/*
+ * One chunk done synchronously: its block-aligned part cloned where the
+ * filesystem can, else read (direct); the unaligned tail of the file read
+ * through the page cache; what was not cloned stored through write.
+ */
+int copy_chunk(struct copy_ctx *ctx, void *buf, uint64_t off, size_t len, copy_write_fn write, void *data);
 /*
  * Stores buf (the source bytes at off) in the destination: zero blocks
  * become holes (or allocated zeros), the aligned data runs go to write(),

@@ -206,22 +206,13 @@ static void job_store(struct copy_ring *r, struct copy_job *job)
 
 void copy_ring_submit(struct copy_ring *r, struct copy_job *job)
 {
-        size_t a = ALIGN_DOWN(job->length, COPY_ALIGN);
-        int e;
-
         job->ring_ops = 0;
         job->lost = false;
-        e = copy_clone(r->ctx, job->offset, job->length);
-        if (e != 0 || a < job->length) {
-                /* Cloned, failed, or the file's unaligned tail (once per copy): no reads to overlap. */
-                if (e == 0)
-                        e = copy_read(r->ctx, job->buf, a, job->offset);
-                if (e == 0)
-                        e = agent_pread_full(r->ctx->src_buf_fd, (char *) job->buf + a, job->length - a,
-                                             job->offset + a);
-                if (e == 0)
-                        job_store(r, job);
-                job_fail(job, MIN(e, 0));
+        if (g_atomic_int_get(&r->ctx->reflink) || job->length % COPY_ALIGN != 0) {
+                /* A clone, or the file's unaligned tail (once per copy): no read to overlap; its writes are queued. */
+                struct store_target t = { r, job };
+
+                job_fail(job, copy_chunk(r->ctx, job->buf, job->offset, job->length, ring_write, &t));
         } else {
                 op_queue(r, op_new(r, &(struct ring_op) { .job = job, .buf = job->buf, .off = job->offset,
                                                           .len = job->length }));
