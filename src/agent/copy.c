@@ -81,18 +81,55 @@ int agent_pread_full(int fd, void *buf, size_t len, uint64_t off)
 }
 
 
+int copy_finish_buffered(struct copy_ctx *ctx, bool write, char *buf, size_t len, uint64_t off)
+{
+        return write ? fy_pwrite_full(ctx->dst_buf_fd, buf, len, off) : agent_pread_full(ctx->src_buf_fd, buf, len, off);
+}
+
+/*
+ * All of an aligned range on a direct fd. A transfer that stops short at
+ * an unaligned point (a device or filesystem may stop at any byte, e.g. a
+ * write hitting ENOSPC) is finished through the page cache: asked again
+ * on the direct fd, the remainder would be refused with EINVAL, which
+ * copy_read/copy_write take for "this filesystem refuses O_DIRECT",
+ * switching the whole copy to buffered I/O. An aligned short remainder
+ * stays direct.
+ */
+static int direct_full(struct copy_ctx *ctx, bool write, char *buf, size_t len, uint64_t off)
+{
+        int fd = write ? ctx->dst_fd : ctx->src_fd;
+        size_t done = 0;
+
+        while (done < len) {
+                ssize_t n = write ? pwrite(fd, buf + done, len - done, (off_t) (off + done))
+                                  : pread(fd, buf + done, len - done, (off_t) (off + done));
+
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        return -EIO;    /* the source shrank under us, or the device wrote nothing */
+                done += (size_t) n;
+                if (done < len && done % COPY_ALIGN != 0)
+                        return copy_finish_buffered(ctx, write, buf + done, len - done, off + done);
+        }
+        return 0;
+}
+
 /* The filesystem may accept O_DIRECT at open time but refuse it for I/O. */
 int copy_read(struct copy_ctx *ctx, void *buf, size_t len, uint64_t off)
 {
         int r;
 
         if (!g_atomic_int_get(&ctx->src_direct_broken)) {
-                r = agent_pread_full(ctx->src_fd, buf, len, off);
+                r = direct_full(ctx, false, buf, len, off);
                 if (r != -EINVAL)
                         return r;
                 g_atomic_int_set(&ctx->src_direct_broken, 1);
         }
-        return agent_pread_full(ctx->src_buf_fd, buf, len, off);
+        return copy_finish_buffered(ctx, false, buf, len, off);
 }
 
 int copy_write(struct copy_ctx *ctx, const char *buf, size_t len, uint64_t off, void *data)
@@ -101,12 +138,12 @@ int copy_write(struct copy_ctx *ctx, const char *buf, size_t len, uint64_t off, 
         int r;
 
         if (!g_atomic_int_get(&ctx->dst_direct_broken)) {
-                r = fy_pwrite_full(ctx->dst_fd, buf, len, off);
+                r = direct_full(ctx, true, (char *) buf, len, off);
                 if (r != -EINVAL)
                         return r;
                 g_atomic_int_set(&ctx->dst_direct_broken, 1);
         }
-        return fy_pwrite_full(ctx->dst_buf_fd, buf, len, off);
+        return copy_finish_buffered(ctx, true, (char *) buf, len, off);
 }
 
 /*

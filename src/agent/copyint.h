@@ -75,6 +75,12 @@ int copy_chunk(struct copy_ctx *ctx, void *buf, uint64_t off, size_t len, copy_w
  * an unaligned tail is written at once through the page cache.
  */
 int copy_store(struct copy_ctx *ctx, const char *buf, uint64_t off, size_t len, copy_write_fn write, void *data);
+/*
+ * The rest of a direct transfer that stopped short at an unaligned point,
+ * through the page cache (the buffered fds): both pipelines' way, so the
+ * direct fds stay in use. 0 or -errno.
+ */
+int copy_finish_buffered(struct copy_ctx *ctx, bool write, char *buf, size_t len, uint64_t off);
 /* Direct I/O of an aligned range, switching to the buffered fd for good on EINVAL. */
 int copy_read(struct copy_ctx *ctx, void *buf, size_t len, uint64_t off);
 int copy_write(struct copy_ctx *ctx, const char *buf, size_t len, uint64_t off, void *data);

@@ -228,24 +228,17 @@ static bool op_is_direct(const struct copy_ctx *ctx, const struct ring_op *op)
 }
 
 /*
- * A direct op came back short at an unaligned point (a device or
- * filesystem may stop at any byte, e.g. a write hitting ENOSPC). Queued
- * again, the remainder would start at an unaligned offset and buffer: the
- * direct fd would refuse it with EINVAL, which op_complete takes for "this
- * filesystem refuses O_DIRECT" and would switch the whole copy to buffered
- * I/O. The remainder is finished here on the buffered fd and the direct
- * fd stays in use. Returns op's full length, or -errno. (No unit test:
- * neither tmpfs nor ext4 returns a short aligned direct transfer on
- * demand; an aligned short remainder is still queued again, direct.)
+ * A direct op came back short at an unaligned point: queued again, the
+ * remainder would be refused with EINVAL and switch the whole copy to
+ * buffered I/O (see direct_full in copy.c, the thread pipeline's same
+ * case). It is finished here on the buffered fd and the direct fd stays
+ * in use. Returns op's full length, or -errno. (An aligned short
+ * remainder is still queued again, direct.)
  */
 static int op_finish_buffered(struct copy_ctx *ctx, struct ring_op *op, size_t done)
 {
-        char *buf = op->buf + done;
-        uint64_t off = op->off + done;
-        size_t len = op->len - done;
-        int e;
+        int e = copy_finish_buffered(ctx, op->write, op->buf + done, op->len - done, op->off + done);
 
-        e = op->write ? fy_pwrite_full(ctx->dst_buf_fd, buf, len, off) : agent_pread_full(ctx->src_buf_fd, buf, len, off);
         return e < 0 ? e : (int) op->len;
 }
 

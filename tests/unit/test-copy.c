@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Tests for the raw copier (agent_copy_raw) and the qemu-img wrappers. */
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
@@ -427,6 +428,91 @@ static void test_reflink_unaligned_tail(void)
                 g_assert_true(prog.monotonic);
         }
         xfs_umount(mnt);
+}
+
+/*
+ * Short direct transfers on demand. The copier's thread pipeline calls
+ * pread64/pwrite64 (the copy's code is linked into this binary, so these
+ * definitions are the ones it gets): while armed, a direct transfer of
+ * more than 8 KiB is done whole but reported 1000 bytes short, an
+ * unaligned point, as a device or filesystem may stop. Counts the direct
+ * transfers made after the last shortened one.
+ */
+static struct {
+        gint reads, writes;                     /* still to shorten */
+        gint reads_after, writes_after;         /* direct ones after all were shortened */
+} shorten;
+
+static gboolean fd_is_direct(int fd)
+{
+        int fl = fcntl(fd, F_GETFL);
+
+        return fl >= 0 && (fl & O_DIRECT);
+}
+
+static ssize_t maybe_shorten(int fd, ssize_t n, gint *left, gint *after)
+{
+        if (n <= 8192 || !fd_is_direct(fd))
+                return n;
+        if (g_atomic_int_get(left) > 0 && g_atomic_int_add(left, -1) > 0)
+                return n - 1000;
+        g_atomic_int_inc(after);
+        return n;
+}
+
+ssize_t pread64(int fd, void *buf, size_t n, off_t off)
+{
+        static ssize_t (*real)(int, void *, size_t, off_t);
+
+        if (!real)
+                real = (ssize_t (*)(int, void *, size_t, off_t)) dlsym(RTLD_NEXT, "pread64");
+        return maybe_shorten(fd, real(fd, buf, n, off), &shorten.reads, &shorten.reads_after);
+}
+
+ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
+{
+        static ssize_t (*real)(int, const void *, size_t, off_t);
+
+        if (!real)
+                real = (ssize_t (*)(int, const void *, size_t, off_t)) dlsym(RTLD_NEXT, "pwrite64");
+        return maybe_shorten(fd, real(fd, buf, n, off), &shorten.writes, &shorten.writes_after);
+}
+
+/*
+ * The thread pipeline given direct reads and writes that stop short at an
+ * unaligned point: the remainders are finished through the page cache
+ * (copy_finish_buffered, the ring pipeline's way too) and the copy keeps
+ * its direct fds: identical data, progress exact, and direct transfers
+ * still made after the short ones (a copy switched to buffered I/O for
+ * good makes none).
+ */
+static void test_short_direct(void)
+{
+        g_autofree char *src = tmp_path("src.raw"), *dst = tmp_path("dst.raw");
+        struct agent_copy_options opts = { .io = AGENT_COPY_IO_THREADS, .buffer_size = 1 * MiB };
+        struct progress_rec prog = { .monotonic = TRUE };
+
+        make_file(src, 24 * MiB + 3000);
+        write_at(src, 0, 24 * MiB + 3000, -1, 60);
+        make_file(dst, 24 * MiB + 3000);
+        write_at(dst, 0, 24 * MiB + 3000, 0x5a, 0);
+        shorten.reads = shorten.writes = 3;
+        shorten.reads_after = shorten.writes_after = 0;
+        g_assert_cmpint(agent_copy_raw(src, dst, &opts, NULL, record_progress, &prog), ==, 0);
+        if (g_atomic_int_get(&shorten.reads) == 3 && g_atomic_int_get(&shorten.writes) == 3) {
+                shorten.reads = shorten.writes = 0;
+                g_test_skip("no O_DIRECT in the test directory: no direct transfer to shorten");
+                return;
+        }
+        g_assert_cmpint(g_atomic_int_get(&shorten.reads), <=, 0);
+        g_assert_cmpint(g_atomic_int_get(&shorten.writes), <=, 0);
+        shorten.reads = shorten.writes = 0;
+        g_assert_cmpint(shorten.reads_after, >, 0);
+        g_assert_cmpint(shorten.writes_after, >, 0);
+        assert_same(src, dst, 24 * MiB + 3000);
+        g_assert_cmpuint(prog.last_done, ==, 24 * MiB + 3000);
+        g_assert_true(prog.monotonic);
+        cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
 }
 
 /* A preallocated destination stays allocated: source holes and zeros become allocated zeros. */
@@ -1663,6 +1749,7 @@ int main(int argc, char **argv)
         g_test_add_func("/copy/raw/progress-total", test_progress_total);
         g_test_add_func("/copy/raw/resume-progress", test_resume_progress);
         g_test_add_func("/copy/raw/bandwidth-limit", test_bandwidth_limit);
+        g_test_add_func("/copy/raw/threads/short-direct", test_short_direct);
         g_test_add_func("/copy/raw/uring-refused", test_uring_refused);
         g_test_add_func("/copy/raw/uring-enter-fails", test_uring_enter_fails);
         g_test_add_data_func("/copy/raw/uring-fails-midcopy/fallback", &midcopy_refused, test_uring_fails_midcopy);
