@@ -1518,6 +1518,24 @@ static void refuse_uring_enter(gboolean waiting_only)
         g_assert_cmpint(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), ==, 0);
 }
 
+/*
+ * A test that refuses io_uring_enter runs its body in a child (a seccomp
+ * filter lasts for the process): TRUE there; in the parent, runs the
+ * child and checks it passed, or skips where there is no io_uring to fail.
+ */
+static gboolean uring_child(void)
+{
+        if (g_test_subprocess())
+                return TRUE;
+        if (agent_copy_uring_probe() < 0) {
+                g_test_skip("io_uring refused here: no ring to fail");
+                return FALSE;
+        }
+        g_test_trap_subprocess(NULL, 30 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+        g_test_trap_assert_passed();
+        return FALSE;
+}
+
 /* Review repro (rv16b): io_uring_enter refused from the start fails a forced-io_uring copy, not hang or crash; AUTO goes on on threads. */
 static void test_uring_enter_fails(void)
 {
@@ -1525,11 +1543,8 @@ static void test_uring_enter_fails(void)
         struct agent_copy_options opts = { .io = AGENT_COPY_IO_URING, .buffer_size = 1 * MiB };
         struct progress_rec prog = { .monotonic = TRUE };
 
-        if (!g_test_subprocess()) {
-                g_test_trap_subprocess(NULL, 20 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
-                g_test_trap_assert_passed();
+        if (!uring_child())
                 return;
-        }
         make_file(src, 16 * MiB);
         write_at(src, 0, 16 * MiB, -1, 5);
         make_file(dst, 16 * MiB);
@@ -1582,16 +1597,8 @@ static void test_uring_fails_midcopy(gconstpointer data)
                                            .buffer_size = 512 * KiB, .workers = 8, .checkpoint = check_ckpt,
                                            .checkpoint_data = &m.ckpt, .checkpoint_interval_us = 1 };
 
-        if (!g_test_subprocess()) {
-                /* In a child: the filter lasts for the process. */
-                if (agent_copy_uring_probe() < 0) {
-                        g_test_skip("io_uring refused here: no ring to fail");
-                        return;
-                }
-                g_test_trap_subprocess(NULL, 30 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
-                g_test_trap_assert_passed();
+        if (!uring_child())
                 return;
-        }
         make_file(src, 16 * MiB);
         write_at(src, 0, 8 * MiB, -1, 6);
         write_at(src, 8 * MiB, 2 * MiB, 0, 0);          /* zeros inside data: holes punched */
@@ -1631,15 +1638,8 @@ static void ring_settle(gboolean waiting_only)
         struct copy_job *job;
         gsize len;
 
-        if (!g_test_subprocess()) {
-                if (agent_copy_uring_probe() < 0) {
-                        g_test_skip("io_uring refused here: no ring to settle");
-                        return;
-                }
-                g_test_trap_subprocess(NULL, 20 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
-                g_test_trap_assert_passed();
+        if (!uring_child())
                 return;
-        }
         make_file(src, 6 * MiB);
         write_at(src, 0, 6 * MiB, -1, 8);
         g_assert_true(g_file_get_contents(src, &want, &len, NULL));
