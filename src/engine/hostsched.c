@@ -14,13 +14,17 @@
 #define FIT_SLACK 0.15
 #define FIT_CLASS 2.0         /* hosts whose bandwidths differ by this factor are of different classes */
 /*
- * Share of the fastest class's hosts (the leanest ones: least bytes pending
- * over bandwidth) kept for copies longer than the backlog they would join
- * elsewhere. bench/sim --load 1.2, worst of seeds 1-10: 0.05 1.106, 0.1 1.091,
- * 0.2 1.052 x the bound (monotone, no sweet spot); 0.2 also lowers the default
- * workload's mean completion a little.
+ * The reserve: the leanest RESERVE_SHARE of the fastest class's hosts (least
+ * bytes pending over bandwidth) take a copy shorter than the backlog it would
+ * join elsewhere only while their own backlog stays under RESERVE_LEVEL of
+ * that backlog, so a big copy arriving late finds a fast host with a short
+ * queue, and the reserve still copies while others have a backlog. bench/sim
+ * --load 1.2, worst of seeds 1-10 (x the lower bound): share 0.1 1.095, 0.2
+ * 1.061 at level 0.5; level 0.25 1.052, 0.5 1.061, 0.75 1.076 at share 0.2:
+ * monotone, no sweet spot.
  */
 #define RESERVE_SHARE 0.2
+#define RESERVE_LEVEL 0.5
 /* Seconds of cost per second a copy adds to the longest drain (bench/sim: 3-30 alike, 1 too little). */
 #define MAKESPAN_WEIGHT 10.0
 
@@ -148,16 +152,17 @@ static int cmp_drain(gconstpointer a, gconstpointer b, gpointer data)
 }
 
 /*
- * Sets reserved[i] for the hosts a copy of `bytes` may not take: the
+ * Sets reserved[i] for the hosts a copy of `bytes` may not take: of the
  * RESERVE_SHARE leanest hosts of the fastest class (bandwidths within
- * FIT_CLASS of the fastest), unless the copy is longer alone there than the
- * backlog of the leanest other host of that class. Such a copy would end last
- * on that host (a makespan: a big copy arriving late), while a shorter copy
- * ends before that backlog drains and loses little by joining it. When slots,
- * not bandwidth, run short every host is busy and every fast host's backlog
- * grows alike; the reserve keeps a few fast hosts lean for the big copy that
- * would otherwise share one (bench/sim --load 1.2). Nothing is reserved when
- * no other host could take the copy.
+ * FIT_CLASS of the fastest), those whose backlog with the copy would exceed
+ * RESERVE_LEVEL of the backlog of the leanest other host of that class -
+ * unless the copy is longer alone there than that backlog. Such a copy would
+ * end last on that host (a makespan: a big copy arriving late), while a
+ * shorter one ends before that backlog drains and loses little by joining it.
+ * When slots, not bandwidth, run short, every fast host's backlog grows alike
+ * and the big copy that arrives late shares one as long as all the others; the
+ * reserve keeps a few fast hosts at a shorter one for it (bench/sim --load
+ * 1.2). Nothing is kept back from a copy no other host can take.
  */
 static void reserve(const struct engine_sched_host *hosts, size_t n, double bytes, bool *reserved)
 {
@@ -181,8 +186,11 @@ static void reserve(const struct engine_sched_host *hosts, size_t n, double byte
         lean = &hosts[g_array_index(fast, int, r)];
         if (bytes / known(lean->bandwidth) > drain(lean, 0))
                 return;
-        for (guint k = 0; k < r; k++)
-                reserved[g_array_index(fast, int, k)] = true;
+        for (guint k = 0; k < r; k++) {
+                int i = g_array_index(fast, int, k);
+
+                reserved[i] = drain(&hosts[i], bytes) > RESERVE_LEVEL * drain(lean, 0);
+        }
         for (size_t i = 0; i < n; i++)
                 if (!reserved[i] && !hosts[i].is_spm && passes(&hosts[i]))
                         other = true;
