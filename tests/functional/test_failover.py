@@ -4,11 +4,14 @@ standby; real PostgreSQL 15 (a cluster of this module's own, in a temp
 folder: xdist workers share nothing), real agents and sanlock daemons.
 
 The active engine is SIGKILLed, SIGSTOPped (and resumed after the takeover),
-and PostgreSQL is restarted, each while a move copies: the move finishes,
-its data intact, and exactly one engine is active afterwards. Without
+and PostgreSQL is restarted, each while a move copies, and the active engine
+is SIGKILLed while it fences the copy of a dead host (the last test: ~90 s,
+sanlock's lease expiry): the move finishes, its data intact, and exactly one
+engine is active afterwards. Without
 PostgreSQL installed the module fails (scripts/install-deps installs it)."""
 
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -25,10 +28,15 @@ import threading
 from conftest import make_workdir
 from enginetest import PSQL, Engine, EngineCluster, PostgresCluster
 from ferrytest import FERRY, MiB, wait_for
-from invariant import TERMINAL, create_disk, disk_digest, fill_disk, wait_job_end
+from invariant import (TERMINAL, assert_invariant, create_disk, disk_digest, fill_disk, read_meta, vol_path,
+                       wait_job_end)
 
 RATE = 32 * MiB                 # --copy-rate-limit: the 128 MiB copies below last 4 s
 TAKEOVER_S = 10                 # the issue's bound after the active engine's death
+HOST_LOST_S = 5                 # --host-lost-timeout (its minimum): fence a lost copy's host soon
+SANLOCK_EXPIRY = 8 * 2 + 60     # sanlock (io_timeout 2): a dead host's leases are free this long after its death
+# Both engines: the same options, whichever leads.
+ENGINE_ARGS = (f"--host-lost-timeout={HOST_LOST_S}",)
 
 
 class Pair:
@@ -37,6 +45,7 @@ class Pair:
     def __init__(self, cluster, engines):
         self.cluster = cluster
         self.engines = engines
+        self.dead = set()       # hosts killed for good (their agents' exit codes are not checked)
 
     def role(self, engine):
         return engine.get("/api/engine")
@@ -53,21 +62,24 @@ def fc():
     d = make_workdir()
     pg = PostgresCluster()
     db = pg.new_database()
-    c = EngineCluster(d, hosts=2, domains=2, engine_db=db, agent_options={"copy_rate_limit": f"{RATE // MiB}M"})
+    c = EngineCluster(d, hosts=2, domains=2, engine_db=db, engine_args=ENGINE_ARGS,
+                      agent_options={"copy_rate_limit": f"{RATE // MiB}M"})
     c.pg = pg
     engines = [c.engine]
     codes = {}
+    pair = None
     try:
         d2 = os.path.join(d, "engine2")
         os.makedirs(d2)
         # The same admin (made by the first engine), the same certificates.
         shutil.copy(c.engine.admin_password_file, os.path.join(d2, "admin.password"))
-        engines.append(Engine(d2, pki=c.pki, db=db))
-        yield Pair(c, engines)
+        engines.append(Engine(d2, *ENGINE_ARGS, pki=c.pki, db=db))
+        pair = Pair(c, engines)
+        yield pair
     finally:
         codes = {f"engine{i + 1}": e.stop() for i, e in enumerate(engines)}
         c.engine = None
-        codes.update(c.stop())
+        codes.update({k: v for k, v in c.stop().items() if k not in (pair.dead if pair else ())})
         pg.stop()
         if not os.environ.get("FERRY_KEEP_TMP"):
             shutil.rmtree(d, ignore_errors=True)
@@ -297,4 +309,76 @@ def test_d_postgresql_restart_mid_move(fc, scratch):
         return job if job["status"] in TERMINAL else None
     wait_for(ended, 120, f"job {job_id} to end", interval=0.2)
     moved_intact(fc, disk, digest, job_id, scratch)
+    one_active(fc)
+
+
+def events_since(engine, mark):
+    """Messages of the events after id `mark`, oldest first."""
+    return [e["message"] for e in reversed(engine.get("/api/events")["events"]) if e["id"] > mark]
+
+
+def last_event_id(engine):
+    events = engine.get("/api/events")["events"]
+    return events[0]["id"] if events else 0
+
+
+def test_e_active_killed_during_a_fence(fc, scratch):
+    """Runs last: a host dies for good. The copying host of a move dies (agent and sanlock daemon, so its
+    volume lease stays held on storage until sanlock's expiry); the active engine starts fencing the lost
+    copy (its fence job on the live host waits for that lease) and is SIGKILLed then. The standby takes
+    over, follows the fence to its end, copies again on the live host and finishes the move: the data intact,
+    the destination LEGAL at its recorded generation + 4 (fenced +3, the retry's copy +1)."""
+    c = fc.cluster
+    victim = fc.active()
+    standby = fc.other(victim)
+    c.engine = victim
+    mark = last_event_id(victim)
+    disk, digest, job_id = start_move(fc, "ha-fence", 24)
+    host = next(s["execution_host"]["name"] for s in victim.get(f"/api/jobs/{job_id}/steps")["steps"]
+                if s["type"] == "copy_data" and s["status"] == "started")
+    dest_meta = vol_path(c, c.sds[1]["id"], disk["id"], disk["volumes"][0]["id"]) + ".meta"
+    recorded = read_meta(dest_meta)
+    assert recorded["LEGALITY"] == "ILLEGAL", recorded
+    agent = c.agent(host)
+    # The lease manager first, so the agent's leases are not released on its death.
+    os.killpg(agent.sanlock.proc.pid, signal.SIGKILL)
+    agent.sanlock.proc.wait()
+    agent.kill()
+    fc.dead.add(host)
+    t0 = time.monotonic()
+
+    # In the fence: its event recorded and its job sent to the live host, where it waits for the dead
+    # host's lease (sanlock's acquire blocks until that host's lease expires).
+    def fencing():
+        r = subprocess.run([PSQL, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", victim.db, "-c",
+                            "SELECT data FROM commands WHERE type = 'copy_data' AND job_id = '%s'" % job_id],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return any(json.loads(row).get("fence_job") for row in r.stdout.splitlines() if row)
+    wait_for(fencing, 60, "the active engine to send the fence", interval=0.2)
+    text = "\n".join(events_since(victim, mark))
+    host_id = c.hosts[host]["id"]
+    assert "fencing copy_data job" in text and f"of host {host_id}" in text, text
+    assert victim.get(f"/api/jobs/{job_id}")["status"] == "started"
+    in_fence = time.monotonic() - t0
+    assert in_fence < SANLOCK_EXPIRY - TAKEOVER_S, f"the fence began {in_fence:.0f} s after the host died"
+    mark = last_event_id(victim)
+    victim.stop(signal.SIGKILL)
+    took = wait_active(fc, standby, TAKEOVER_S + 5)
+    assert took < TAKEOVER_S, took
+    moved_intact(fc, disk, digest, job_id, scratch)
+    done = time.monotonic() - t0
+    print(f"\nSIGKILL of the active engine while fencing ({in_fence:.0f} s after the host died): taken over in "
+          f"{took:.1f} s, the move finished {done:.0f} s after the host died")
+    # Fenced and retried by the new active engine (only it runs since `mark`).
+    text = "\n".join(events_since(standby, mark))
+    assert "fenced copy_data job" in text and f"of host {host_id}" in text, text
+    steps = standby.get(f"/api/jobs/{job_id}/steps")["steps"]
+    copies = [s for s in steps if s["type"] == "copy_data"]
+    assert copies[-1]["status"] == "finished" and copies[-1]["execution_host"]["name"] != host, copies
+    meta = read_meta(dest_meta)
+    assert meta["LEGALITY"] == "LEGAL" and int(meta["GEN"]) == (int(recorded["GEN"]) + 4) % 1000, (recorded, meta)
+    assert_invariant(c, scratch, {disk["id"]: digest}, settle=30)
+    # The killed engine comes back as a standby.
+    victim.start()
     one_active(fc)
