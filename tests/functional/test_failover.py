@@ -33,6 +33,7 @@ from invariant import (TERMINAL, assert_invariant, create_disk, disk_digest, fil
 
 RATE = 32 * MiB                 # --copy-rate-limit: the 128 MiB copies below last 4 s
 TAKEOVER_S = 10                 # the issue's bound after the active engine's death
+LEADER_LOCK = 1718774092         # the engines' advisory lock ("fryL", src/engine/store/leader.c)
 HOST_LOST_S = 5                 # --host-lost-timeout (its minimum): fence a lost copy's host soon
 SANLOCK_EXPIRY = 8 * 2 + 60     # sanlock (io_timeout 2): a dead host's leases are free this long after its death
 # Both engines: the same options, whichever leads.
@@ -191,6 +192,65 @@ def test_a_cli_follows_307_to_a_known_engine_and_skips_a_dead_one(fc):
     assert r.returncode == 0 and "via-standby" in r.stdout, r.stdout + r.stderr
 
 
+def set_leader_url(engine, url):
+    """The active engine's URL as the standbys read it from the leader row (NULL: no engine leads)."""
+    r = subprocess.run([PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", engine.db, "-c",
+                        "UPDATE engine_leader SET url = %s WHERE id = 1" % ("NULL" if url is None else f"'{url}'")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_cli_waits_while_no_engine_is_active(fc):
+    """What a standby says during a takeover, made to last by the leader row (the standby reads the
+    active engine's URL there every second): no URL, a 503; a URL nobody listens at, a 307 that cannot
+    be followed. Nobody takes over here: the CLI waits (saying so on stderr) for FERRY_ENGINE_WAIT
+    seconds (0: fails at once), then fails with the standby's answer. A wait that ends in a real
+    takeover: test_b_cli_waits_out_a_takeover."""
+    active = fc.active()
+    standby = fc.other(active)
+    env = standby.cli_env()
+    sd = fc.cluster.sds[0]["name"]
+
+    def standby_sees(url):
+        wait_for(lambda: fc.role(standby)["active_url"] == url, 10, f"the standby to read {url}", interval=0.1)
+
+    def ferry(engines, *args, wait=None):
+        e = dict(env, FERRY_ENGINE_URL=",".join(engines))
+        if wait is not None:
+            e["FERRY_ENGINE_WAIT"] = str(wait)
+        t0 = time.monotonic()
+        r = subprocess.run([FERRY, *args], env=e, capture_output=True, text=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        return r, time.monotonic() - t0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"https://127.0.0.1:{s.getsockname()[1]}"        # bound, not listening: refused
+        try:
+            set_leader_url(active, None)
+            standby_sees(None)
+            # Nobody takes over: the standby's own answer once the wait is over; a read never waits.
+            r, took = ferry([standby.url], "disk", "create", "--name", "never", "--size", "1M", "--sd", sd, wait=1)
+            assert r.returncode == 1 and "waiting up to 1 s" in r.stderr and "no engine is active yet" in \
+                r.stderr.splitlines()[-1] and 1 <= took < 10, (took, r.stderr)
+            r, took = ferry([standby.url], "disk", "create", "--name", "never", "--size", "1M", "--sd", sd, wait=0)
+            assert r.returncode == 1 and "waiting" not in r.stderr and took < 5, (took, r.stderr)
+            r, _ = ferry([standby.url], "disk", "list")
+            assert r.returncode == 0 and "waiting" not in r.stderr, r.stderr
+            # A standby names an engine that cannot be reached (the dead leader): waited for the same way.
+            set_leader_url(active, dead)
+            standby_sees(dead)
+            r, took = ferry([standby.url, dead], "disk", "create", "--name", "never", "--size", "1M", "--sd", sd,
+                            wait=1)
+            assert r.returncode == 2 and "the one named by a standby cannot be reached" in r.stderr and \
+                f"cannot reach the engine at {dead}" in r.stderr and 1 <= took < 10, (took, r.stderr)
+            r, _ = ferry([standby.url], "disk", "list", wait="x")
+            assert r.returncode == 2 and "FERRY_ENGINE_WAIT=x" in r.stderr, r.stderr
+        finally:
+            set_leader_url(active, active.url)
+    standby_sees(active.url)
+    assert "never" not in [d["name"] for d in active.get("/api/disks")["disks"]]
+
+
 def test_a_slow_leader_keeps_leading(fc):
     """The leader's main loop blocked for longer than the 5 s lease by a real request (a list whose
     statement waits on a table lock another session holds): the lease is renewed off the main loop, so
@@ -244,6 +304,56 @@ def test_b_active_killed_mid_move(fc, scratch):
     victim.start()
     one_active(fc)
     assert fc.role(victim)["role"] == "standby"
+
+
+def test_b_cli_waits_out_a_takeover(fc):
+    """A write sent while the active engine is dead and no standby leads yet (the leader lock held by a
+    session of the test's meanwhile, so the window lasts): the CLI waits, and the standby that then
+    takes over does the write."""
+    victim = fc.active()
+    standby = fc.other(victim)
+    env = dict(standby.cli_env(), FERRY_ENGINE_URL=f"{victim.url},{standby.url}")
+    # The CLI keeps its token for the first engine listed.
+    r = subprocess.run([FERRY, "login", "--user", standby.ADMIN, "--password-file", standby.admin_password_file],
+                       env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+
+    def psql(sql):
+        r = subprocess.run([PSQL, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", victim.db, "-c", sql],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+    waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %d AND NOT granted" % LEADER_LOCK
+    set_leader_url(victim, None)        # what a standby reads once the leader is gone: 503, not a 307
+    wait_for(lambda: fc.role(standby)["active_url"] is None, 10, "the standby to read no leader", interval=0.1)
+    # Its statements from a pipe: closed, psql ends the session at once (a pg_sleep would hold the lock on).
+    holder = subprocess.Popen([PSQL, "-X", "-q", "-d", victim.db], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    holder.stdin.write(f"SELECT pg_advisory_lock({LEADER_LOCK});\n")
+    holder.stdin.flush()
+    cli = None
+    try:
+        wait_for(lambda: psql(waiting) == "1", 10, "the test's session to queue for the leader lock", interval=0.1)
+        victim.stop(signal.SIGKILL)     # its lock goes to the queued session, not to the standby's next try
+        wait_for(lambda: psql(waiting) == "0", 10, "the test's session to hold the leader lock", interval=0.1)
+        assert fc.role(standby)["role"] == "standby"
+        cli = subprocess.Popen([FERRY, "disk", "create", "--name", "in-takeover", "--size", "1M",
+                                "--sd", fc.cluster.sds[0]["name"]], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        told = cli.stderr.readline()
+        assert "no engine is active yet (a standby answered 503); waiting up to 15 s" in told, told
+    finally:
+        holder.stdin.close()            # its session ends: the lock is free, the standby takes it
+        assert holder.wait(30) == 0
+    try:
+        out, err = cli.communicate(timeout=30)
+    finally:
+        cli.kill()
+    assert cli.returncode == 0 and "in-takeover" in out, told + out + err
+    wait_active(fc, standby, TAKEOVER_S)
+    assert "in-takeover" in [d["name"] for d in standby.get("/api/disks")["disks"]]
+    victim.start()
+    one_active(fc)
 
 
 def test_c_stopped_leader_cannot_write(fc, scratch):
