@@ -373,9 +373,18 @@ int cli_engine_send(struct cli_engine *e, const char *method, const char *path, 
                 if (!retry || left <= 0)
                         break;
                 if (!told) {
-                        fprintf(stderr, "ferry: no engine is active yet (%s); waiting up to %u s for one to take "
-                                "over\n", local ? "the one named by a standby cannot be reached" :
-                                "a standby answered 503", e->takeover_wait_s);
+                        g_autofree char *why = NULL;
+
+                        if (local) {
+                                why = g_strdup("a standby names an active engine that cannot be reached");
+                        } else {
+                                json_t *fault = json_loadb((const char *) data->data, data->len, 0, NULL);
+
+                                why = cli_fault_message(fault, SOUP_STATUS_SERVICE_UNAVAILABLE,
+                                                        soup_message_get_reason_phrase(msg));
+                                json_decref(fault);
+                        }
+                        fprintf(stderr, "ferry: %s; trying again for up to %u s\n", why, e->takeover_wait_s);
                         told = true;
                 }
                 g_usleep((gulong) MIN(delay_us, left));
