@@ -275,13 +275,14 @@ static unsigned cli_retry_after(SoupMessage *msg)
  * the next one, and a 307 is followed once, only to a known engine (the same
  * CA verifies it), with the same request; the next engine is also asked when
  * that one cannot be connected to. Any other redirect is an error.
- * *ret_not_now: some engine said "not now" without doing anything — a 503
- * with Retry-After (a standby while no engine leads), or a 307 to an engine
- * that cannot be connected to (a standby that still names the dead leader).
+ * *ret_not_now (NULL: none did): the last "not now" an engine said without
+ * doing anything, in words — a 503 with Retry-After (a standby while no
+ * engine leads), or a 307 to an engine that cannot be connected to (a standby
+ * that still names the dead leader).
  */
 static int cli_send_round(struct cli_engine *e, const char *method, const char *path, const char *content_type,
                           const char *text, SoupMessage **ret_msg, GByteArray *data, const char **ret_base,
-                          bool *ret_not_now, GError **error)
+                          char **ret_not_now, GError **error)
 {
         g_autoptr(SoupMessage) msg = NULL;
         g_autoptr(GError) local = NULL;
@@ -290,13 +291,16 @@ static int cli_send_round(struct cli_engine *e, const char *method, const char *
         guint next_peer = 0;
         unsigned status;
 
-        *ret_not_now = false;
+        *ret_not_now = NULL;
         for (;;) {
                 g_clear_error(&local);
                 g_clear_object(&msg);
                 if (cli_send_once(e, base, method, path, content_type, text, &msg, data, &local) < 0) {
-                        if (cli_error_unreached(local) && followed)
-                                *ret_not_now = true;
+                        if (cli_error_unreached(local) && followed) {
+                                g_free(*ret_not_now);
+                                *ret_not_now = g_strdup_printf("a standby names %s as the active engine, which "
+                                                               "cannot be reached", base);
+                        }
                         if (cli_error_unreached(local) && next_peer < e->peers->len) {
                                 base = e->peers->pdata[next_peer++];
                                 followed = false;
@@ -305,8 +309,13 @@ static int cli_send_round(struct cli_engine *e, const char *method, const char *
                         break;
                 }
                 status = soup_message_get_status(msg);
-                if (status == SOUP_STATUS_SERVICE_UNAVAILABLE && cli_retry_after(msg) > 0)
-                        *ret_not_now = true;
+                if (status == SOUP_STATUS_SERVICE_UNAVAILABLE && cli_retry_after(msg) > 0) {
+                        json_t *fault = json_loadb((const char *) data->data, data->len, 0, NULL);
+
+                        g_free(*ret_not_now);
+                        *ret_not_now = cli_fault_message(fault, status, soup_message_get_reason_phrase(msg));
+                        json_decref(fault);
+                }
                 /* 503 from a standby while no engine leads (a failover under way): the next engine known may
                  * be the new active one. */
                 if (status == SOUP_STATUS_SERVICE_UNAVAILABLE && !followed && next_peer < e->peers->len) {
@@ -360,8 +369,9 @@ int cli_engine_send(struct cli_engine *e, const char *method, const char *path, 
 
         e->last_status = 0;
         for (;;) {
-                bool not_now, retry;
+                g_autofree char *not_now = NULL;
                 gint64 left;
+                bool retry;
 
                 g_clear_error(&local);
                 g_clear_object(&msg);
@@ -373,18 +383,7 @@ int cli_engine_send(struct cli_engine *e, const char *method, const char *path, 
                 if (!retry || left <= 0)
                         break;
                 if (!told) {
-                        g_autofree char *why = NULL;
-
-                        if (local) {
-                                why = g_strdup("a standby names an active engine that cannot be reached");
-                        } else {
-                                json_t *fault = json_loadb((const char *) data->data, data->len, 0, NULL);
-
-                                why = cli_fault_message(fault, SOUP_STATUS_SERVICE_UNAVAILABLE,
-                                                        soup_message_get_reason_phrase(msg));
-                                json_decref(fault);
-                        }
-                        fprintf(stderr, "ferry: %s; trying again for up to %u s\n", why, e->takeover_wait_s);
+                        fprintf(stderr, "ferry: %s; trying again for up to %u s\n", not_now, e->takeover_wait_s);
                         told = true;
                 }
                 g_usleep((gulong) MIN(delay_us, left));
