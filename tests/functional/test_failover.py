@@ -106,11 +106,11 @@ def raw_request(engine, method, path, body=b"{}"):
         conn.close()
 
 
-def start_move(fc, name, seed):
-    """A move whose copy is running, with the source's digest."""
+def start_move(fc, name, seed, data=128 * MiB):
+    """A move whose copy (data / RATE seconds) is running, with the source's digest."""
     c = fc.cluster
     disk = create_disk(c, name, 256 * MiB)
-    fill_disk(c, disk, 128 * MiB, seed)
+    fill_disk(c, disk, data, seed)
     digest = disk_digest(c, disk["id"], tempfile.mkdtemp(prefix="scratch-", dir=c.workdir))
     job_id = c.engine.post(f"/api/disks/{disk['id']}/move", {"storage_domain": {"id": c.sds[1]["id"]}})["job"]["id"]
 
@@ -444,7 +444,8 @@ def test_e_active_killed_during_a_fence(fc, scratch):
     standby = fc.other(victim)
     c.engine = victim
     mark = last_event_id(victim)
-    disk, digest, job_id = start_move(fc, "ha-fence", 24)
+    # 8 s of copy: still running when the host is killed, even on a loaded machine.
+    disk, digest, job_id = start_move(fc, "ha-fence", 24, data=256 * MiB)
     host = next(s["execution_host"]["name"] for s in victim.get(f"/api/jobs/{job_id}/steps")["steps"]
                 if s["type"] == "copy_data" and s["status"] == "started")
     dest_meta = vol_path(c, c.sds[1]["id"], disk["id"], disk["volumes"][0]["id"]) + ".meta"
