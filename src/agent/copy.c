@@ -326,10 +326,9 @@ struct copy_pipe {
         struct copy_job *jobs;
         unsigned n_jobs;
         enum agent_copy_io io;
-        bool stuck;                     /* the failed ring kept requests: its buffers stay mapped */
 };
 
-/* How long a failed ring may take to give its requests back (a slow device's writes). */
+/* How often a failed ring still waiting for its requests (a slow or hung device) is logged. */
 #define COPY_RING_SETTLE_US     (60 * G_USEC_PER_SEC)
 
 static gpointer copy_worker(gpointer data)
@@ -397,10 +396,17 @@ static int pipe_fall_back(struct copy_pipe *p, int ring_err)
         struct copy_job *job;
         int r;
 
-        r = copy_ring_settle(p->ring, COPY_RING_SETTLE_US);
-        if (r < 0) {
-                p->stuck = true;
-                return ring_err;
+        /*
+         * Never given up on: a copy that returned with writes still held
+         * by the kernel would have its volume lease released by the
+         * caller, and a write landing later would overwrite what the next
+         * holder wrote. A thread blocked in pwrite() on hung storage holds
+         * the job (and the lease) the same way; stall detection reports it.
+         */
+        for (gint64 waited = 0; copy_ring_settle(p->ring, COPY_RING_SETTLE_US) < 0;) {
+                waited += COPY_RING_SETTLE_US / G_USEC_PER_SEC;
+                g_warning("a copy's failed io_uring still has requests in the kernel after %" G_GINT64_FORMAT
+                          " s; the copy and its volume lease wait for them (is the storage hung?)", waited);
         }
         if (p->io == AGENT_COPY_IO_URING)
                 return ring_err;
@@ -771,13 +777,8 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
 
 out:
         pipe_stop(&pipe);
-        /*
-         * A failed ring was settled: no request of it can touch a buffer
-         * any more. One that could not be settled may still read into
-         * them; they are left mapped (leaked) rather than handed back to
-         * the allocator under the kernel's feet.
-         */
-        for (unsigned i = 0; i < COPY_WORKERS_MAX && !pipe.stuck; i++)
+        /* A failed ring was settled: no request of it can touch a buffer any more. */
+        for (unsigned i = 0; i < COPY_WORKERS_MAX; i++)
                 if (jobs[i].buf)
                         munmap(jobs[i].buf, ctx.buffer_size);
         close_pair(ctx.src_fd, ctx.src_buf_fd);

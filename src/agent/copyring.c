@@ -336,10 +336,11 @@ static void ring_withdraw(struct copy_ring *r)
         unsigned head = io_uring_smp_load_acquire(sq->khead);
 
         for (unsigned i = head; i != sq->sqe_tail; i++) {
-                struct ring_op *op = (struct ring_op *) (uintptr_t) sq->sqes[i & sq->ring_mask].user_data;
+                __u64 data = sq->sqes[i & sq->ring_mask].user_data;
 
-                if (op)
-                        op_drop(r, op);
+                /* Not ours: the cancel (0) and, before Linux 5.11, liburing's own wait timeout. */
+                if (data && data != LIBURING_UDATA_TIMEOUT)
+                        op_drop(r, (struct ring_op *) (uintptr_t) data);
         }
         sq->sqe_head = sq->sqe_tail = head;
         io_uring_smp_store_release(sq->ktail, head);
