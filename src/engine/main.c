@@ -188,6 +188,7 @@ int main(int argc, char **argv)
         g_autofree char *engine_id = NULL;
         g_autofree char *client = NULL;
         g_autofree char *url = NULL;
+        int db_lock = -1;               /* the SQLite file's lock (engine_store_lock_sole), or -1 */
         int r;
 
         setlocale(LC_ALL, "");
@@ -212,6 +213,11 @@ int main(int argc, char **argv)
         engine_id = fy_uuid_new();
         client = g_strdup_printf("ferry-engine %s", engine_id);
 
+        /* Held until the process ends: a second engine on this SQLite file would be active too. */
+        if (engine_store_lock_sole(e->config.db, &db_lock, &error) < 0) {
+                g_critical("%s", error->message);
+                return EXIT_FAILURE;
+        }
         /* A deposed leader executed again (restart_as_standby): the server may be restarting, which is why it
          * was deposed; wait for it as long as a standby's takeover would. */
         for (int tries = g_getenv("FERRY_ENGINE_REEXEC") ? 60 : 1;; tries--) {
@@ -296,6 +302,9 @@ int main(int argc, char **argv)
                 g_array_unref(e->host_listeners);
         engine_auth_free(e);
         engine_store_close(e->db);
+        /* Only after the last write: the next engine on this file may start now. */
+        if (db_lock >= 0)
+                close(db_lock);
         g_free(e->dc_id);
         g_main_loop_unref(e->loop);
         engine_config_clear(&e->config);

@@ -3,13 +3,14 @@
 
 import os
 import shutil
+import subprocess
 import time
 import uuid
 
 import pytest
 
 from conftest import make_workdir
-from enginetest import Engine
+from enginetest import ENGINE_BIN, Engine
 from ferrytest import wait_for
 
 
@@ -50,3 +51,26 @@ def test_unknown_stored_kind_or_phase_fails_with_an_event(engine):
     events = engine.get("/api/events")["events"]
     assert any(ev["command_id"] == unknown and "frobnicate_disk" in ev["message"] for ev in events)
     assert any(ev["command_id"] == bad_phase and "teleport" in ev["message"] for ev in events)
+
+
+def test_second_engine_on_one_sqlite_file_refuses_to_start():
+    """Two engines on one SQLite file would both be active (double copies, double fences): the second exits
+    with an error naming the lock file; the first keeps serving, reads and writes."""
+    d = make_workdir()
+    db = os.path.join(d, "engine.db")
+    first = Engine(d, db=db)       # SQLite whatever FERRY_TEST_DB says: the lock is SQLite's
+    try:
+        r = subprocess.run([ENGINE_BIN, "--port=0", f"--db={db}", *first.pki.engine_args()],
+                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        assert r.returncode != 0, r.stderr
+        assert f"{db}.lock is locked" in r.stderr and "another ferry-engine uses" in r.stderr, r.stderr
+        assert "use PostgreSQL for several engines" in r.stderr, r.stderr
+        assert first.proc.poll() is None
+        assert first.get("/api/hosts") is not None
+        vm = first.post("/api/vms", {"name": "vm-after-refusal"})
+        assert vm["name"] == "vm-after-refusal"
+    finally:
+        code = first.stop()
+        if not os.environ.get("FERRY_KEEP_TMP"):
+            shutil.rmtree(d, ignore_errors=True)
+    assert code == 0

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The store's front: picks the backend for a location, runs statements through it. */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "error.h"
@@ -57,6 +60,41 @@ int engine_store_open_as(const char *location, const char *client, struct engine
         st->be = be;
         st->handle = handle;
         *ret = st;
+        return 0;
+}
+
+int engine_store_lock_sole(const char *location, int *ret_fd, GError **error)
+{
+        g_autofree char *path = NULL;
+        int fd, saved;
+
+        *ret_fd = -1;
+        if (is_postgresql(location) || !*location || strcmp(location, ":memory:") == 0)
+                return 0;
+        path = g_strconcat(location, ".lock", NULL);
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+        if (fd < 0) {
+                saved = errno;
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "database: cannot open the lock file %s: %s",
+                            path, g_strerror(saved));
+                return -saved;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                saved = errno;
+                close(fd);
+                if (saved == EWOULDBLOCK) {
+                        /* Two engines on one SQLite file would both be active: double copies, double fences. */
+                        g_set_error(error, FY_ERROR, FY_ERR_GENERAL,
+                                    "database: %s is locked: another ferry-engine uses the SQLite database %s "
+                                    "(one engine per SQLite file; use PostgreSQL for several engines)",
+                                    path, location);
+                        return -EBUSY;
+                }
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "database: cannot lock %s: %s", path,
+                            g_strerror(saved));
+                return -saved;
+        }
+        *ret_fd = fd;
         return 0;
 }
 

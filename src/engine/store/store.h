@@ -35,6 +35,13 @@ int engine_store_open(const char *location, struct engine_store **ret, GError **
 /* client: the name the connection gives the server (PostgreSQL's application_name; NULL: the default). */
 int engine_store_open_as(const char *location, const char *client, struct engine_store **ret,
                          GError **error) STORE_MUST;
+/*
+ * One engine per SQLite file: takes flock(LOCK_EX|LOCK_NB) on "<location>.lock"
+ * and keeps *ret_fd open (close-on-exec) for the process's life. -EBUSY, with
+ * an error naming the file, when another process holds it. A PostgreSQL
+ * location, ":memory:" or "" (private databases) need none: *ret_fd = -1.
+ */
+int engine_store_lock_sole(const char *location, int *ret_fd, GError **error) STORE_MUST;
 void engine_store_close(struct engine_store *st);
 const char *engine_store_backend_name(struct engine_store *st);
 /* For messages: the file, or "postgresql dbname@host:port" (never a password). */
