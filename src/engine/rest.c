@@ -134,7 +134,10 @@ static void on_resume(struct engine *e, SoupServerMessage *msg)
 /*
  * A write sent to a standby: 307 to the same path and query on the active
  * engine, which the client repeats with its method and body (a redirect the
- * CLI follows only to an engine it knows, ferry(1)). 503 while no engine leads.
+ * CLI follows only to an engine it knows, ferry(1)). 503 while no engine leads,
+ * and on a leader whose lease is not known to be its own (engine_leader_fresh):
+ * after a SIGCONT another engine may lead already, and the leader row still
+ * names this one.
  */
 static void redirect_to_leader(struct engine *e, SoupServerMessage *msg)
 {
@@ -143,6 +146,12 @@ static void redirect_to_leader(struct engine *e, SoupServerMessage *msg)
         g_autofree char *location = NULL;
         const char *query = g_uri_get_query(uri);
 
+        if (engine_leader_active(e)) {
+                soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Retry-After", "2");
+                engine_rest_reply_fault(msg, 503, "this engine's leadership is not confirmed (its lease was not "
+                                                  "renewed in time); retry shortly");
+                return;
+        }
         if (!leader) {
                 soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Retry-After", "2");
                 engine_rest_reply_fault(msg, 503, "this engine is a standby and no engine is active yet; retry shortly");
@@ -198,8 +207,9 @@ static void serve(struct engine *e, SoupServerMessage *msg, const char *path, bo
                                                                               : "no such resource or action");
                 return;
         }
-        /* A standby changes nothing: the active engine does (ARCHITECTURE.md, "Several engines"). */
-        if (!engine_leader_active(e) && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        /* A standby changes nothing: the active engine does (ARCHITECTURE.md, "Several engines"). Nor does a
+         * leader whose lease is stale: it may have been stopped while another engine took over. */
+        if (!engine_leader_fresh(e) && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
                 redirect_to_leader(e, msg);
                 return;
         }

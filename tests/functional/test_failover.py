@@ -26,7 +26,7 @@ import pytest
 import threading
 
 from conftest import make_workdir
-from enginetest import PSQL, Engine, EngineCluster, PostgresCluster
+from enginetest import PSQL, Engine, EngineCluster, HttpError, PostgresCluster
 from ferrytest import FERRY, MiB, wait_for
 from invariant import (TERMINAL, assert_invariant, create_disk, disk_digest, fill_disk, read_meta, vol_path,
                        wait_job_end)
@@ -367,11 +367,28 @@ def test_c_stopped_leader_cannot_write(fc, scratch):
     with open(old.log_path, "rb") as f:
         mark = len(f.read())
     os.kill(old.proc.pid, signal.SIGSTOP)
+    late = {}
+
+    def late_write():
+        # Sent while the old leader is stopped, read by it after SIGCONT: possibly before its leader round
+        # learns of the takeover. It must be turned away (503, or 307 once a standby), never executed.
+        try:
+            late["answer"] = old.request("POST", "/api/vms", {"name": "vm-of-a-stopped-leader"})
+        except HttpError as e:
+            late["answer"] = (e.status, e.body)
+        except OSError as e:   # it executed itself again meanwhile: the connection went with it
+            late["answer"] = (None, str(e))
+    # Started now: it connects while the old leader is stopped (the kernel queues it) and waits for SIGCONT.
+    writer = threading.Thread(target=late_write)
+    writer.start()
     try:
         took = wait_active(fc, new, 30)
     finally:
         os.kill(old.proc.pid, signal.SIGCONT)
-    print(f"\ntakeover from a stopped engine: {took:.1f} s")
+    writer.join(60)
+    print(f"\ntakeover from a stopped engine: {took:.1f} s; late write answered {late.get('answer')}")
+    assert late["answer"][0] in (503, 307, None), late
+    assert not [v for v in new.get("/api/vms")["vms"] if v["name"] == "vm-of-a-stopped-leader"]
     assert fc.role(new)["epoch"] > epoch
 
     def stepped_down():
