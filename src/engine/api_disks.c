@@ -60,18 +60,12 @@ static json_t *disk_full(struct engine *e, json_t *row)
 }
 
 /*
- * GET /api/disks: every disk (by creation), or one page in id order with any
+ * GET /api/disks: every disk (by creation) up to list_max, or one page in id order with any
  * of max, search=name=, page (api_page.h).
  */
 static void disk_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = NULL;
-
-        if (engine_rest_page(e, msg, ENGINE_STORE_PAGE_DISKS, "disks", disk_brief))
-                return;
-        rows = engine_store_disk_list(e->db, &error);
-        engine_rest_reply_rows(e, msg, "disks", rows, error, disk_brief);
+        engine_rest_page(e, msg, ENGINE_STORE_PAGE_DISKS, "disks", disk_brief);
 }
 
 static void disk_get(struct engine *e, SoupServerMessage *msg, char **args)
