@@ -49,11 +49,34 @@ function dur(a, b) {
 class ApiError extends Error {
   constructor(status, detail) { super(detail); this.status = status; }
 }
+// A request that gets no answer at all (fetch's TypeError "Failed to fetch") did not reach the engine or
+// lost its connection. Browsers drop their connections when the machine's network changes (an address or
+// interface added or removed anywhere on it: Chromium fails the requests then waiting for a connection with
+// ERR_NETWORK_CHANGED and does not resend them), so a GET, which changes nothing, is sent once more after
+// NET_RETRY_MS; a write is never resent (it may have been done), and neither is a GET that fails twice.
+const NET_RETRY_MS = 500;
+async function send(method, path, init) {
+  try {
+    return await fetch(path, { method, ...init });
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    if (method !== "GET")
+      throw new Error(`no answer from the engine (${e.message}); check whether it was done before trying again`);
+  }
+  await new Promise((res) => setTimeout(res, NET_RETRY_MS));
+  try {
+    return await fetch(path, { method, ...init });
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    throw new Error(`no answer from the engine, twice (${e.message}); check the network and reload the page`);
+  }
+}
+
 async function api(method, path, body) {
   const headers = { Accept: "application/json" };
   if (S.token) headers.Authorization = `Bearer ${S.token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const r = await send(method, path, { headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await r.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }

@@ -228,6 +228,12 @@ int agent_lease_acquire(const struct agent_lease *l, int error_code, uint64_t *r
         if (sanlock_sock < 0)
                 return lease_fail(error, error_code, -ENOTCONN, "lease %s: not registered with sanlock", l->name);
 
+        /*
+         * The call blocks as long as the daemon takes (a hung daemon: for
+         * ever) and no cancel reaches it: a job's log shows what it waits
+         * for. The shutdown test waits for this line too.
+         */
+        g_debug("acquiring lease %s in lockspace %s from the sanlock daemon", l->name, l->lockspace);
         g_mutex_lock(&sock_lock);
         rv = sanlock_acquire(sanlock_sock, -1, 0, 1, resv, NULL);
         g_mutex_unlock(&sock_lock);

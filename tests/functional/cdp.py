@@ -114,6 +114,10 @@ class Browser(Tab):
                 "--no-default-browser-check", "--disable-gpu", "--disable-extensions", "--disable-sync",
                 "--disable-background-networking", "--disable-component-update", "--password-store=basic",
                 f"--window-size={width},{height}", "about:blank"]
+        # FERRY_TEST_NETLOG=FILE: Chromium's net log (every socket and request, with its net error), to find
+        # why a request failed ("Failed to fetch" says nothing); large, hence never on by default.
+        if os.environ.get("FERRY_TEST_NETLOG"):
+            args[1:1] = [f"--log-net-log={os.environ['FERRY_TEST_NETLOG']}", "--net-log-capture-mode=Everything"]
         if os.geteuid() == 0:
             args.insert(1, "--no-sandbox")
         env = dict(os.environ, HOME=home)

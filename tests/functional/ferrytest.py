@@ -232,14 +232,19 @@ class Agent:
     def _listening(self):
         if self.proc.poll() is not None:
             raise RuntimeError(f"agent {self.name} exited with {self.proc.returncode}: {self.log_tail()}")
-        with open(self.log_path, "rb") as f:
-            f.seek(self._log_offset)
-            m = re.search(rb"listening on [0-9.]+:(\d+)", f.read())
+        m = re.search(r"listening on [0-9.]+:(\d+)", self.log_this_life())
         return int(m.group(1)) if m else None
 
     def log_tail(self, n=4000):
+        """The log's last n characters, whichever lives of the agent wrote them (the file is appended to)."""
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")[-n:]
+
+    def log_this_life(self):
+        """What the process last started wrote: a restarted agent's earlier lives are left out."""
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_offset)
+            return f.read().decode(errors="replace")
 
     def raw_socket(self, tls=True, timeout=10):
         """A connection to the STOMP port for frames written by hand; TLS as client() does unless tls=False."""

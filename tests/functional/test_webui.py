@@ -139,6 +139,50 @@ def api_answers(tab):
                     " new Promise(r => setTimeout(() => r('timeout'), 10000))])")
 
 
+def fail_hosts_reads(b, times):
+    """Opens the hosts page with its GETs of /api/hosts failing with a network error (no answer at all:
+    fetch's TypeError) the first `times` times, through DevTools' Fetch domain; the others go through.
+    How many failed."""
+    b.call("Fetch.enable", patterns=[{"urlPattern": "*/api/hosts?*"}])
+    failed = []
+    try:
+        b.events.clear()
+        b.eval("location.hash = '#/hosts'")
+
+        def shown():
+            for ev in [e for e in b.events if e.get("method") == "Fetch.requestPaused"]:
+                b.events.remove(ev)
+                rid = ev["params"]["requestId"]
+                if len(failed) < times:
+                    failed.append(rid)
+                    b.call("Fetch.failRequest", requestId=rid, errorReason="ConnectionReset")
+                else:
+                    b.call("Fetch.continueRequest", requestId=rid)
+            return b.eval("!!document.querySelector('#data[data-view=hosts][aria-busy=false]')")
+        wait_for(shown, 15, "the hosts page")
+    finally:
+        b.call("Fetch.disable")
+    return len(failed)
+
+
+def test_a_read_that_gets_no_answer_is_sent_once_more(ui):
+    # A browser drops its connections when the machine's network changes (Chromium: ERR_NETWORK_CHANGED,
+    # not resent); the page must not show an error for one such loss, and must say what happened for two.
+    b = ui.browser
+    login(ui, ui.engine.ADMIN, ui.engine.admin_password)
+    page(ui, "storage")
+    assert fail_hosts_reads(b, 1) == 1
+    assert b.eval("document.querySelector('#data p.error')") is None, b.eval("document.querySelector('#data').innerText")
+    assert b.eval("document.querySelectorAll('#data tbody tr').length") == 2
+    page(ui, "storage")
+    assert fail_hosts_reads(b, 2) == 2
+    err = b.eval("(document.querySelector('#data p.error') || {}).textContent")
+    assert err and err.startswith("Cannot read hosts: no answer from the engine, twice"), err
+    page(ui, "storage")
+    page(ui, "hosts")
+    assert b.eval("document.querySelector('#data p.error')") is None
+
+
 def test_seven_tabs_share_one_event_stream(ui):
     """Chromium opens 6 connections per origin: a stream per tab would freeze the 7th tab and every API call."""
     b = ui.browser

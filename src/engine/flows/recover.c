@@ -364,11 +364,13 @@ static void delete_decided(struct engine *e, json_t *cmd, const char *how)
 
         engine_event(e, "normal", js(cmd, "id"), "removal %s of the half-made volume %s; reading the volume again",
                      js(data, "delete_job"), how);
-        engine_job_end_forget(js(data, "delete_job"));
+        g_autofree char *delete_job = g_strdup(js(data, "delete_job"));
+
         json_object_del(data, "delete_job");
         json_object_del(data, "delete_host");
         if (leaf_save(e, cmd, data) < 0)
-                return;        /* logged; the removal's end is read again next round */
+                return;        /* logged; the removal's end event is kept and read again next round */
+        engine_job_end_forget(delete_job);
         /* A restart from here reads storage again: same decision. */
         if (spm)
                 leaf_verify_volume_created(e, cmd, spm);
