@@ -81,18 +81,55 @@ int agent_pread_full(int fd, void *buf, size_t len, uint64_t off)
 }
 
 
+int copy_finish_buffered(struct copy_ctx *ctx, bool write, char *buf, size_t len, uint64_t off)
+{
+        return write ? fy_pwrite_full(ctx->dst_buf_fd, buf, len, off) : agent_pread_full(ctx->src_buf_fd, buf, len, off);
+}
+
+/*
+ * All of an aligned range on a direct fd. A transfer that stops short at
+ * an unaligned point (a device or filesystem may stop at any byte, e.g. a
+ * write hitting ENOSPC) is finished through the page cache: asked again
+ * on the direct fd, the remainder would be refused with EINVAL, which
+ * copy_read/copy_write take for "this filesystem refuses O_DIRECT",
+ * switching the whole copy to buffered I/O. An aligned short remainder
+ * stays direct.
+ */
+static int direct_full(struct copy_ctx *ctx, bool write, char *buf, size_t len, uint64_t off)
+{
+        int fd = write ? ctx->dst_fd : ctx->src_fd;
+        size_t done = 0;
+
+        while (done < len) {
+                ssize_t n = write ? pwrite(fd, buf + done, len - done, (off_t) (off + done))
+                                  : pread(fd, buf + done, len - done, (off_t) (off + done));
+
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        return -EIO;    /* the source shrank under us, or the device wrote nothing */
+                done += (size_t) n;
+                if (done < len && done % COPY_ALIGN != 0)
+                        return copy_finish_buffered(ctx, write, buf + done, len - done, off + done);
+        }
+        return 0;
+}
+
 /* The filesystem may accept O_DIRECT at open time but refuse it for I/O. */
 int copy_read(struct copy_ctx *ctx, void *buf, size_t len, uint64_t off)
 {
         int r;
 
         if (!g_atomic_int_get(&ctx->src_direct_broken)) {
-                r = agent_pread_full(ctx->src_fd, buf, len, off);
+                r = direct_full(ctx, false, buf, len, off);
                 if (r != -EINVAL)
                         return r;
                 g_atomic_int_set(&ctx->src_direct_broken, 1);
         }
-        return agent_pread_full(ctx->src_buf_fd, buf, len, off);
+        return copy_finish_buffered(ctx, false, buf, len, off);
 }
 
 int copy_write(struct copy_ctx *ctx, const char *buf, size_t len, uint64_t off, void *data)
@@ -101,12 +138,12 @@ int copy_write(struct copy_ctx *ctx, const char *buf, size_t len, uint64_t off, 
         int r;
 
         if (!g_atomic_int_get(&ctx->dst_direct_broken)) {
-                r = fy_pwrite_full(ctx->dst_fd, buf, len, off);
+                r = direct_full(ctx, true, (char *) buf, len, off);
                 if (r != -EINVAL)
                         return r;
                 g_atomic_int_set(&ctx->dst_direct_broken, 1);
         }
-        return fy_pwrite_full(ctx->dst_buf_fd, buf, len, off);
+        return copy_finish_buffered(ctx, true, (char *) buf, len, off);
 }
 
 /*
@@ -231,17 +268,18 @@ int copy_store(struct copy_ctx *ctx, const char *buf, uint64_t off, size_t len, 
 /*
  * Storage offload: when source and destination share a filesystem with
  * shared extents (XFS reflink=1, btrfs), the chunk becomes a reference to
- * the source's blocks, moving no data. Returns 1 when cloned, 0 when the
- * filesystem cannot (then never asked again: the caller copies), -errno
- * on a real failure.
+ * the source's blocks, moving no data. len is block-aligned (the kernel
+ * clones a partial block only at both files' EOF; copy_chunk copies it).
+ * Returns 1 when cloned, 0 when the filesystem cannot (then never asked
+ * again: the caller copies), -errno on a real failure.
  */
 int copy_clone(struct copy_ctx *ctx, uint64_t off, size_t len)
 {
         struct file_clone_range fcr = { .src_fd = ctx->src_buf_fd, .src_offset = off,
                                         .src_length = len, .dest_offset = off };
 
-        /* Block-aligned ranges only; the unaligned tail of a file is copied. */
-        if (!g_atomic_int_get(&ctx->reflink) || len % COPY_ALIGN != 0)
+        /* A length of 0 would mean "to the source's end". */
+        if (!g_atomic_int_get(&ctx->reflink) || len == 0 || len % COPY_ALIGN != 0)
                 return 0;
         if (ioctl(ctx->dst_buf_fd, FICLONERANGE, &fcr) == 0)
                 return 1;
@@ -254,36 +292,44 @@ int copy_clone(struct copy_ctx *ctx, uint64_t off, size_t len)
         }
 }
 
-static int copy_chunk(struct copy_ctx *ctx, void *buf, uint64_t off, size_t len)
+int copy_chunk(struct copy_ctx *ctx, void *buf, uint64_t off, size_t len, copy_write_fn write, void *data)
 {
-        size_t a = ALIGN_DOWN(len, COPY_ALIGN);
+        size_t a = ALIGN_DOWN(len, COPY_ALIGN), from = 0;
         int r;
 
-        r = copy_clone(ctx, off, len);
-        if (r != 0)
-                return MIN(r, 0);
-        r = 0;
-
-        if (a > 0)
+        r = copy_clone(ctx, off, a);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                from = a;               /* cloned: only the unaligned tail (if any) is left to copy */
+        else if (a > 0)
                 r = copy_read(ctx, buf, a, off);
         if (r >= 0 && a < len)
                 r = agent_pread_full(ctx->src_buf_fd, (char *) buf + a, len - a, off + a);
         if (r < 0)
                 return r;
-        return copy_store(ctx, buf, off, len, copy_write, NULL);
+        return copy_store(ctx, (const char *) buf + from, off + from, len - from, write, data);
 }
 
 /*
  * A copy's I/O pipeline: io_uring when the kernel lets us (copyring.c),
  * else a pool of threads doing synchronous I/O, one buffer each. Both take
- * jobs and give them back done, in any order.
+ * jobs and give them back done, in any order. A ring that fails mid-copy
+ * (io_uring_enter refused, a lost completion) is settled and, unless
+ * io_uring was forced, its unfinished jobs go to the threads.
  */
 struct copy_pipe {
         struct copy_ring *ring;
         GAsyncQueue *todo, *done;       /* threads */
         GThread *threads[COPY_WORKERS_MAX];
         unsigned n_threads;
+        struct copy_job *jobs;
+        unsigned n_jobs;
+        enum agent_copy_io io;
 };
+
+/* How often a failed ring still waiting for its requests (a slow or hung device) is logged. */
+#define COPY_RING_SETTLE_US     (60 * G_USEC_PER_SEC)
 
 static gpointer copy_worker(gpointer data)
 {
@@ -294,14 +340,30 @@ static gpointer copy_worker(gpointer data)
 
                 if (job->quit)
                         return NULL;
-                job->result = copy_chunk(job->ctx, job->buf, job->offset, job->length);
+                job->result = copy_chunk(job->ctx, job->buf, job->offset, job->length, copy_write, NULL);
                 g_async_queue_push(p->done, job);
         }
+}
+
+static int threads_start(struct copy_pipe *p)
+{
+        p->todo = g_async_queue_new();
+        p->done = g_async_queue_new();
+        for (unsigned i = 0; i < p->n_jobs; i++) {
+                p->threads[i] = g_thread_try_new("ferry-copy", copy_worker, p, NULL);
+                if (!p->threads[i])
+                        return -EAGAIN;
+                p->n_threads++;
+        }
+        return 0;
 }
 
 static int pipe_start(struct copy_pipe *p, struct copy_ctx *ctx, struct copy_job *jobs, unsigned n_jobs,
                       enum agent_copy_io io)
 {
+        p->jobs = jobs;
+        p->n_jobs = n_jobs;
+        p->io = io;
         if (io != AGENT_COPY_IO_THREADS) {
                 int r = copy_ring_new(ctx, jobs, n_jobs, &p->ring);
 
@@ -309,15 +371,7 @@ static int pipe_start(struct copy_pipe *p, struct copy_ctx *ctx, struct copy_job
                 if (r == 0 || io == AGENT_COPY_IO_URING)
                         return r;
         }
-        p->todo = g_async_queue_new();
-        p->done = g_async_queue_new();
-        for (unsigned i = 0; i < n_jobs; i++) {
-                p->threads[i] = g_thread_try_new("ferry-copy", copy_worker, p, NULL);
-                if (!p->threads[i])
-                        return -EAGAIN;
-                p->n_threads++;
-        }
-        return 0;
+        return threads_start(p);
 }
 
 static void pipe_submit(struct copy_pipe *p, struct copy_job *job)
@@ -328,11 +382,64 @@ static void pipe_submit(struct copy_pipe *p, struct copy_job *job)
                 g_async_queue_push(p->todo, job);
 }
 
-/* A finished job (NULL if none and !wait); -errno if the ring failed with jobs in flight. */
+/*
+ * The ring failed (ring_err): once none of its requests is in flight, the
+ * jobs it finished are handed back as they are and the ones it lost are
+ * done again, whole, by threads. A lost job's range may be partly written
+ * already; writing it again writes the same source bytes, and nothing of
+ * the ring can land after them. The job stays busy throughout, so the
+ * checkpoint never passes it, and it is reaped (counted in progress) once.
+ * Its bandwidth was charged when it was first handed out.
+ */
+static int pipe_fall_back(struct copy_pipe *p, int ring_err)
+{
+        struct copy_job *job;
+        int r;
+
+        /*
+         * Never given up on: a copy that returned with writes still held
+         * by the kernel would have its volume lease released by the
+         * caller, and a write landing later would overwrite what the next
+         * holder wrote. A thread blocked in pwrite() on hung storage holds
+         * the job (and the lease) the same way; stall detection reports it.
+         */
+        for (gint64 waited = 0; copy_ring_settle(p->ring, COPY_RING_SETTLE_US) < 0;) {
+                waited += COPY_RING_SETTLE_US / G_USEC_PER_SEC;
+                g_warning("a copy's failed io_uring still has requests in the kernel after %" G_GINT64_FORMAT
+                          " s; the copy and its volume lease wait for them (is the storage hung?)", waited);
+        }
+        if (p->io == AGENT_COPY_IO_URING)
+                return ring_err;
+        r = threads_start(p);
+        if (r < 0)
+                return ring_err;
+        while (copy_ring_reap(p->ring, false, &job) == 0 && job)
+                g_async_queue_push(p->done, job);
+        for (unsigned i = 0; i < p->n_jobs; i++) {
+                job = &p->jobs[i];
+                if (!job->busy || !job->lost)
+                        continue;
+                job->lost = false;
+                job->result = 0;
+                g_async_queue_push(p->todo, job);
+        }
+        copy_ring_free(p->ring);
+        p->ring = NULL;
+        return 0;
+}
+
+/* A finished job (NULL if none and !wait); -errno if the ring failed and its jobs cannot be finished. */
 static int pipe_reap(struct copy_pipe *p, bool wait, struct copy_job **ret_job)
 {
-        if (p->ring)
-                return copy_ring_reap(p->ring, wait, ret_job);
+        if (p->ring) {
+                int r = copy_ring_reap(p->ring, wait, ret_job);
+
+                if (r == 0)
+                        return 0;
+                r = pipe_fall_back(p, r);
+                if (r < 0)
+                        return r;
+        }
         *ret_job = wait ? g_async_queue_pop(p->done) : g_async_queue_try_pop(p->done);
         return 0;
 }
@@ -605,7 +712,7 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                         for (;;) {
                                 r = pipe_reap(&pipe, n_free == 0, &job);
                                 if (r < 0) {
-                                        /* The ring failed: its jobs never come back; the copy fails. */
+                                        /* The ring failed and was settled (or is stuck): its jobs never come back; the copy fails. */
                                         lost = true;
                                         err = err ? err : r;
                                         break;
@@ -669,8 +776,8 @@ int agent_copy_raw(const char *src_path, const char *dst_path,
                 r = -errno;
 
 out:
-        /* After a ring failure pipe_stop's io_uring_queue_exit cancels and waits out the ring's requests: unmapping is safe. */
         pipe_stop(&pipe);
+        /* A failed ring was settled: no request of it can touch a buffer any more. */
         for (unsigned i = 0; i < COPY_WORKERS_MAX; i++)
                 if (jobs[i].buf)
                         munmap(jobs[i].buf, ctx.buffer_size);

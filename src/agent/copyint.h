@@ -55,19 +55,32 @@ struct copy_job {
         bool busy;              /* handed to the pipeline, not reaped yet (dispatcher's view) */
         bool quit;
         unsigned ring_ops;      /* io_uring: reads or writes of this job in flight */
+        bool lost;              /* io_uring: an op of it was dropped when the ring failed; do it again */
 };
 
 /* Writes len bytes of buf (COPY_ALIGN multiple) at off of the destination; 0 or -errno. */
 typedef int (*copy_write_fn)(struct copy_ctx *ctx, const char *buf, size_t len, uint64_t off, void *data);
 
-/* Storage offload of one chunk: 1 when cloned, 0 when it must be copied, -errno. */
+/* Storage offload of a block-aligned range: 1 when cloned, 0 when it must be copied, -errno. */
 int copy_clone(struct copy_ctx *ctx, uint64_t off, size_t len);
+/*
+ * One chunk done synchronously: its block-aligned part cloned where the
+ * filesystem can, else read (direct); the unaligned tail of the file read
+ * through the page cache; what was not cloned stored through write.
+ */
+int copy_chunk(struct copy_ctx *ctx, void *buf, uint64_t off, size_t len, copy_write_fn write, void *data);
 /*
  * Stores buf (the source bytes at off) in the destination: zero blocks
  * become holes (or allocated zeros), the aligned data runs go to write(),
  * an unaligned tail is written at once through the page cache.
  */
 int copy_store(struct copy_ctx *ctx, const char *buf, uint64_t off, size_t len, copy_write_fn write, void *data);
+/*
+ * The rest of a direct transfer that stopped short at an unaligned point,
+ * through the page cache (the buffered fds): both pipelines' way, so the
+ * direct fds stay in use. 0 or -errno.
+ */
+int copy_finish_buffered(struct copy_ctx *ctx, bool write, char *buf, size_t len, uint64_t off);
 /* Direct I/O of an aligned range, switching to the buffered fd for good on EINVAL. */
 int copy_read(struct copy_ctx *ctx, void *buf, size_t len, uint64_t off);
 int copy_write(struct copy_ctx *ctx, const char *buf, size_t len, uint64_t off, void *data);
@@ -86,7 +99,18 @@ void copy_ring_submit(struct copy_ring *ring, struct copy_job *job);
 /*
  * A finished job, or NULL when none is finished and !wait (or nothing is
  * in flight). -errno when the ring itself failed: what is in flight is
- * unknown then, and the buffers must not be reused.
+ * unknown then, and the buffers must not be reused until copy_ring_settle().
  */
 int copy_ring_reap(struct copy_ring *ring, bool wait, struct copy_job **ret_job);
+/*
+ * After copy_ring_reap() failed: waits until the kernel holds none of the
+ * ring's requests (cancelling what it can, taking back what it never
+ * consumed, reading completions straight from the shared ring when
+ * io_uring_enter is refused), at most timeout_us. The jobs finished
+ * before stay for copy_ring_reap(); the others are marked lost: none of
+ * their I/O is in flight, some of it may have been done, and they must be
+ * done again from the start. 0, or -ETIMEDOUT when requests are still in
+ * flight: their buffers must then be neither reused nor unmapped.
+ */
+int copy_ring_settle(struct copy_ring *ring, gint64 timeout_us);
 void copy_ring_free(struct copy_ring *ring);

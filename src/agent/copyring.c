@@ -31,6 +31,7 @@
 #define RING_ENTRIES    128u
 
 struct ring_op {
+        GList link;             /* in copy_ring.ops: what copy_ring_free frees whatever happened */
         struct copy_job *job;
         char *buf;
         uint64_t off;
@@ -45,7 +46,24 @@ struct copy_ring {
         bool fixed;             /* the jobs' buffers are registered: READ_FIXED/WRITE_FIXED */
         unsigned in_flight;     /* ring ops submitted or queued, not completed */
         GQueue done;            /* finished jobs, not reaped yet */
+        GQueue ops;             /* every ring_op allocated and not freed yet */
 };
+
+static struct ring_op *op_new(struct copy_ring *r, const struct ring_op *init)
+{
+        struct ring_op *op = g_new(struct ring_op, 1);
+
+        *op = *init;
+        op->link = (GList) { .data = op };
+        g_queue_push_tail_link(&r->ops, &op->link);
+        return op;
+}
+
+static void op_free(struct copy_ring *r, struct ring_op *op)
+{
+        g_queue_unlink(&r->ops, &op->link);
+        g_free(op);
+}
 
 int agent_copy_uring_probe(void)
 {
@@ -70,6 +88,7 @@ int copy_ring_new(struct copy_ctx *ctx, struct copy_job *jobs, unsigned n_jobs, 
         }
         r->ctx = ctx;
         g_queue_init(&r->done);
+        g_queue_init(&r->ops);
         /*
          * Registered buffers save pinning the pages on every request (half
          * the copy's system time in bench/copy); RLIMIT_MEMLOCK may refuse
@@ -92,6 +111,9 @@ void copy_ring_free(struct copy_ring *r)
                 return;
         io_uring_queue_exit(&r->ring);
         g_queue_clear(&r->done);
+        /* Left only after a ring that could not be settled: the kernel never dereferences them. */
+        while (!g_queue_is_empty(&r->ops))
+                op_free(r, g_queue_peek_head(&r->ops));
         g_free(r);
 }
 
@@ -141,7 +163,7 @@ static void op_queue(struct copy_ring *r, struct ring_op *op)
                 job_fail(op->job, e);
                 if (e == 0 && !op->write)
                         job_store(r, op->job);
-                g_free(op);
+                op_free(r, op);
                 return;
         }
         op->fd = fd;
@@ -167,11 +189,10 @@ struct store_target {
 static int ring_write(struct copy_ctx *ctx, const char *buf, size_t len, uint64_t off, void *data)
 {
         const struct store_target *t = data;
-        struct ring_op *op = g_new(struct ring_op, 1);
 
         (void) ctx;
-        *op = (struct ring_op) { .job = t->job, .buf = (char *) buf, .off = off, .len = len, .write = true };
-        op_queue(t->ring, op);
+        op_queue(t->ring, op_new(t->ring, &(struct ring_op) { .job = t->job, .buf = (char *) buf, .off = off,
+                                                              .len = len, .write = true }));
         return 0;
 }
 
@@ -185,26 +206,16 @@ static void job_store(struct copy_ring *r, struct copy_job *job)
 
 void copy_ring_submit(struct copy_ring *r, struct copy_job *job)
 {
-        size_t a = ALIGN_DOWN(job->length, COPY_ALIGN);
-        struct ring_op *op;
-        int e;
-
         job->ring_ops = 0;
-        e = copy_clone(r->ctx, job->offset, job->length);
-        if (e != 0 || a < job->length) {
-                /* Cloned, failed, or the file's unaligned tail (once per copy): no reads to overlap. */
-                if (e == 0)
-                        e = copy_read(r->ctx, job->buf, a, job->offset);
-                if (e == 0)
-                        e = agent_pread_full(r->ctx->src_buf_fd, (char *) job->buf + a, job->length - a,
-                                             job->offset + a);
-                if (e == 0)
-                        job_store(r, job);
-                job_fail(job, MIN(e, 0));
+        job->lost = false;
+        if (g_atomic_int_get(&r->ctx->reflink) || job->length % COPY_ALIGN != 0) {
+                /* A clone, or the file's unaligned tail (once per copy): no read to overlap; its writes are queued. */
+                struct store_target t = { r, job };
+
+                job_fail(job, copy_chunk(r->ctx, job->buf, job->offset, job->length, ring_write, &t));
         } else {
-                op = g_new(struct ring_op, 1);
-                *op = (struct ring_op) { .job = job, .buf = job->buf, .off = job->offset, .len = job->length };
-                op_queue(r, op);
+                op_queue(r, op_new(r, &(struct ring_op) { .job = job, .buf = job->buf, .off = job->offset,
+                                                          .len = job->length }));
         }
         /* Start it now: the device should see the request while the dispatcher waits for the cap. */
         (void) io_uring_submit(&r->ring);
@@ -217,24 +228,17 @@ static bool op_is_direct(const struct copy_ctx *ctx, const struct ring_op *op)
 }
 
 /*
- * A direct op came back short at an unaligned point (a device or
- * filesystem may stop at any byte, e.g. a write hitting ENOSPC). Queued
- * again, the remainder would start at an unaligned offset and buffer: the
- * direct fd would refuse it with EINVAL, which op_complete takes for "this
- * filesystem refuses O_DIRECT" and would switch the whole copy to buffered
- * I/O. The remainder is finished here on the buffered fd and the direct
- * fd stays in use. Returns op's full length, or -errno. (No unit test:
- * neither tmpfs nor ext4 returns a short aligned direct transfer on
- * demand; an aligned short remainder is still queued again, direct.)
+ * A direct op came back short at an unaligned point: queued again, the
+ * remainder would be refused with EINVAL and switch the whole copy to
+ * buffered I/O (see direct_full in copy.c, the thread pipeline's same
+ * case). It is finished here on the buffered fd and the direct fd stays
+ * in use. Returns op's full length, or -errno. (An aligned short
+ * remainder is still queued again, direct.)
  */
 static int op_finish_buffered(struct copy_ctx *ctx, struct ring_op *op, size_t done)
 {
-        char *buf = op->buf + done;
-        uint64_t off = op->off + done;
-        size_t len = op->len - done;
-        int e;
+        int e = copy_finish_buffered(ctx, op->write, op->buf + done, op->len - done, op->off + done);
 
-        e = op->write ? fy_pwrite_full(ctx->dst_buf_fd, buf, len, off) : agent_pread_full(ctx->src_buf_fd, buf, len, off);
         return e < 0 ? e : (int) op->len;
 }
 
@@ -265,7 +269,7 @@ static void op_complete(struct copy_ring *r, struct ring_op *op, int res)
                 job_fail(job, MIN(res, 0));
                 if (!op->write && job->result == 0)
                         job_store(r, job);
-                g_free(op);
+                op_free(r, op);
         }
         job_maybe_done(r, job);
 }
@@ -309,5 +313,84 @@ int copy_ring_reap(struct copy_ring *r, bool wait, struct copy_job **ret_job)
                 }
         }
         *ret_job = g_queue_pop_head(&r->done);
+        return 0;
+}
+
+/* An op given up on while settling: its job must be done again from the start. */
+static void op_drop(struct copy_ring *r, struct ring_op *op)
+{
+        op->job->ring_ops--;
+        op->job->lost = true;
+        r->in_flight--;
+        op_free(r, op);
+}
+
+/*
+ * io_uring_enter is refused for good: the entries the kernel has not
+ * consumed (from its head to our tail) will never run. They are taken
+ * back from the queue so that nothing counts on them any more.
+ */
+static void ring_withdraw(struct copy_ring *r)
+{
+        struct io_uring_sq *sq = &r->ring.sq;
+        unsigned head = io_uring_smp_load_acquire(sq->khead);
+
+        for (unsigned i = head; i != sq->sqe_tail; i++) {
+                __u64 data = sq->sqes[i & sq->ring_mask].user_data;
+
+                /* Not ours: the cancel (0) and, before Linux 5.11, liburing's own wait timeout. */
+                if (data && data != LIBURING_UDATA_TIMEOUT)
+                        op_drop(r, (struct ring_op *) (uintptr_t) data);
+        }
+        sq->sqe_head = sq->sqe_tail = head;
+        io_uring_smp_store_release(sq->ktail, head);
+}
+
+int copy_ring_settle(struct copy_ring *r, gint64 timeout_us)
+{
+        gint64 deadline = g_get_monotonic_time() + timeout_us;
+        struct io_uring_sqe *sqe;
+        bool enter_works = true;
+
+        /* What waits in the kernel's worker queue ends at once; a request the device holds ends by itself. */
+        if (r->in_flight > 0 && (sqe = io_uring_get_sqe(&r->ring))) {
+                io_uring_prep_cancel(sqe, NULL, IORING_ASYNC_CANCEL_ANY);
+                io_uring_sqe_set_data(sqe, NULL);
+        }
+        while (r->in_flight > 0) {
+                struct io_uring_cqe *cqe;
+                int e;
+
+                if (enter_works) {
+                        e = io_uring_submit(&r->ring);
+
+                        if (e < 0 && e != -EINTR && e != -EAGAIN && e != -EBUSY) {
+                                enter_works = false;
+                                ring_withdraw(r);
+                        }
+                }
+                /* Completions are read from the shared ring itself: no system call needed. */
+                while (io_uring_peek_cqe(&r->ring, &cqe) == 0) {
+                        struct ring_op *op = io_uring_cqe_get_data(cqe);
+
+                        io_uring_cqe_seen(&r->ring, cqe);
+                        if (op)
+                                op_drop(r, op);
+                }
+                if (r->in_flight == 0)
+                        break;
+                if (g_get_monotonic_time() >= deadline)
+                        return -ETIMEDOUT;
+                e = -EPERM;
+                if (enter_works) {
+                        struct __kernel_timespec ts = { .tv_nsec = 10 * 1000 * 1000 };
+
+                        /* A completion or the timeout: the loop reads it either way. */
+                        e = io_uring_wait_cqe_timeout(&r->ring, &cqe, &ts);
+                }
+                /* Cannot wait in the kernel: poll. Any return from it runs the task work that posts completions. */
+                if (e < 0 && e != -ETIME && e != -EINTR)
+                        g_usleep(1000);
+        }
         return 0;
 }

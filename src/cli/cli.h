@@ -62,6 +62,9 @@ const char *cli_engine_url(const struct cli_engine *e);
 int cli_engine_add_peer(struct cli_engine *e, const char *url, GError **error);
 /* HTTP status of the last request that got an answer, else 0. */
 unsigned cli_engine_last_status(const struct cli_engine *e);
+/* How long a request waits while no engine is active ($FERRY_ENGINE_WAIT; 0: fail at once), at most: */
+#define CLI_TAKEOVER_WAIT_MAX_S 300
+void cli_engine_set_takeover_wait(struct cli_engine *e, unsigned seconds);
 
 /*
  * One request. body may be NULL. Returns 0 and the parsed answer (NULL when

@@ -1485,15 +1485,55 @@ int cli_cluster_down(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         return 0;
 }
 
+/*
+ * One engine of the cluster as `cluster status` shows it: its process, and its
+ * role as it answers GET /api/engine. *ret_e: that engine, logged in, when it
+ * answered; NULL otherwise. Returns whether it runs and answers.
+ */
+static bool cli_status_engine(struct cli_cluster *c, struct cli_table *t, guint index, const char *url, GPid pid,
+                              bool alive, struct cli_engine **ret_e, bool *ret_active)
+{
+        g_autoptr(cli_engine) e = NULL;
+        g_autoptr(GError) local = NULL;
+        g_autofree char *state = NULL;
+        json_t *role = NULL;
+
+        *ret_e = NULL;
+        *ret_active = false;
+        if (url && (e = cli_engine_new(url, c->ca_file, &local))) {
+                cli_engine_set_takeover_wait(e, 0);     /* a status says what is, it does not wait for a leader */
+                if ((c->admin_password_file && cli_cluster_login(c, e, &local) < 0) ||
+                    cli_engine_get(e, "/api/engine", &role, &local) < 0)
+                        g_clear_pointer(&e, cli_engine_free);
+        }
+        if (e) {
+                const char *r = json_string_value(json_object_get(role, "role"));
+
+                *ret_active = g_strcmp0(r, "active") == 0;
+                state = *ret_active ? g_strdup_printf("active (epoch %" JSON_INTEGER_FORMAT ")",
+                                                      json_integer_value(json_object_get(role, "epoch"))) :
+                        cli_json_text(role, "role");
+        } else {
+                state = cli_printable(url ? (local ? local->message : "?") : "no URL recorded");
+        }
+        cli_table_add_take(t, g_strdup_printf("%u", index + 1), cli_printable(url ? url : "-"),
+                           g_strdup_printf("%d %s", (int) pid, alive ? "running" : "NOT RUNNING"),
+                           g_steal_pointer(&state));
+        json_decref(role);
+        *ret_e = g_steal_pointer(&e);
+        return alive && *ret_e;
+}
+
 int cli_cluster_status(struct cli_ctx *ctx, int argc, char **argv, GError **error)
 {
         g_autofree char *dir_opt = NULL, *dir = NULL, *file = NULL;
         g_autoptr(cli_cluster) c = NULL;
-        g_autoptr(cli_engine) e = NULL;
+        g_autoptr(cli_engine) reader = NULL;
         g_autoptr(cli_table) t = NULL;
         g_autoptr(GError) local = NULL;
         json_t *hosts = NULL, *dcs = NULL;
-        bool healthy = true, engine_alive;
+        bool healthy = true;
+        guint active = 0;
 
         if (cli_parse_options(ctx, &argc, &argv, cli_dir_entry(&dir_opt), NULL,
                               "Shows the processes and hosts of a local cluster.", error) < 0 ||
@@ -1509,25 +1549,35 @@ int cli_cluster_status(struct cli_ctx *ctx, int argc, char **argv, GError **erro
         if (cli_cluster_load(dir, &c, error) < 0)
                 return -1;
 
-        engine_alive = cli_engine_ours(c);
         printf("cluster in %s\n", c->dir);
-        printf("engine  pid %d %s", (int) c->engine_pid, engine_alive ? "running" : "NOT RUNNING");
-        healthy = engine_alive;
-        if (c->engine_url) {
-                e = cli_engine_new(c->engine_url, c->ca_file, &local);
-                if (e && c->admin_password_file && cli_cluster_login(c, e, &local) < 0)
-                        g_clear_pointer(&e, cli_engine_free);
-                if (e && cli_engine_get_list(e, "/api/hosts", "hosts", &hosts, &local) == 0 &&
-                    cli_engine_get_list(e, "/api/datacenters", "datacenters", &dcs, &local) == 0) {
-                        printf(", %s answers\n", c->engine_url);
-                } else {
-                        g_autofree char *msg = cli_printable(local ? local->message : "?");
+        /* Every engine (--engines N: one active, standbys): each asked itself, so a dead or stuck one shows. */
+        t = cli_table_new("ENGINE", "URL", "PROCESS", "ROLE", NULL);
+        for (guint i = 0; i <= c->standbys->len; i++) {
+                const struct cli_standby *sb = i > 0 ? c->standbys->pdata[i - 1] : NULL;
+                g_autoptr(cli_engine) e = NULL;
+                bool is_active;
 
-                        printf(", %s: %s\n", c->engine_url, msg);
+                if (!cli_status_engine(c, t, i, sb ? sb->url : c->engine_url, sb ? sb->pid : c->engine_pid,
+                                       sb ? cli_standby_ours(c, sb) : cli_engine_ours(c), &e, &is_active))
                         healthy = false;
+                active += is_active;
+                /* Hosts and data centers from the active engine, else from any that answers (reads). */
+                if (e && (!reader || is_active)) {
+                        g_clear_pointer(&reader, cli_engine_free);
+                        reader = g_steal_pointer(&e);
                 }
-        } else {
-                printf(", no URL recorded\n");
+        }
+        cli_table_print(t, stdout);
+        g_clear_pointer(&t, cli_table_free);
+        if (active != 1) {
+                printf("%u engines are active: one should be\n", active);
+                healthy = false;
+        }
+        if (reader && (cli_engine_get_list(reader, "/api/hosts", "hosts", &hosts, &local) < 0 ||
+                       cli_engine_get_list(reader, "/api/datacenters", "datacenters", &dcs, &local) < 0)) {
+                g_autofree char *msg = cli_printable(local->message);
+
+                printf("%s: %s\n", cli_engine_url(reader), msg);
                 healthy = false;
         }
         if (dcs) {

@@ -16,10 +16,13 @@ struct cli_engine {
         char *authorization;           /* "Bearer TOKEN", sent with every request */
         unsigned last_status;
         GPtrArray *peers;              /* other engines of the same installation (same CA): see cli_engine_send */
+        unsigned takeover_wait_s;      /* how long "no engine leads yet" is waited out: see cli_engine_send */
 };
 
 /* At most this many engines are known: a list from a file or the environment is bounded. */
 #define CLI_MAX_PEERS 16
+/* A takeover (the active engine died) takes a standby seconds (under 10, ARCHITECTURE.md): waited out this long. */
+#define CLI_TAKEOVER_WAIT_S 15
 
 static bool cli_host_is_loopback(const char *host)
 {
@@ -55,6 +58,7 @@ struct cli_engine *cli_engine_new(const char *url, const char *ca_file, GError *
 
         e = g_new0(struct cli_engine, 1);
         e->peers = g_ptr_array_new_with_free_func(g_free);
+        e->takeover_wait_s = CLI_TAKEOVER_WAIT_S;
         e->url = g_strdup(url);
         len = strlen(e->url);
         while (len > 0 && e->url[len - 1] == '/')
@@ -122,6 +126,11 @@ const char *cli_engine_url(const struct cli_engine *e)
 unsigned cli_engine_last_status(const struct cli_engine *e)
 {
         return e->last_status;
+}
+
+void cli_engine_set_takeover_wait(struct cli_engine *e, unsigned seconds)
+{
+        e->takeover_wait_s = MIN(seconds, CLI_TAKEOVER_WAIT_MAX_S);
 }
 
 static int cli_read_body(GInputStream *in, GByteArray *body, GError **error)
@@ -249,37 +258,64 @@ static const char *cli_redirect_target(struct cli_engine *e, const char *locatio
         return NULL;
 }
 
+/* Retry-After in whole seconds (1..CLI_TAKEOVER_WAIT_MAX_S), or 0 when absent or not a number of seconds. */
+static unsigned cli_retry_after(SoupMessage *msg)
+{
+        const char *v = soup_message_headers_get_one(soup_message_get_response_headers(msg), "Retry-After");
+        guint64 n;
+
+        if (!v || g_ascii_string_to_unsigned(v, 10, 1, CLI_TAKEOVER_WAIT_MAX_S, &n, NULL) == FALSE)
+                return 0;
+        return (unsigned) n;
+}
+
 /*
- * Several engines (one active, standbys that send writes to it with a 307):
- * an engine that cannot be connected to is skipped for the next one known,
- * and a 307 is followed once, only to a known engine (the same CA verifies
- * it), with the same request. Any other redirect is an error.
+ * One round over the engines known (one active, standbys that send writes
+ * to it with a 307): an engine that cannot be connected to is skipped for
+ * the next one, and a 307 is followed once, only to a known engine (the same
+ * CA verifies it), with the same request; the next engine is also asked when
+ * that one cannot be connected to. Any other redirect is an error.
+ * *ret_not_now (NULL: none did): the last "not now" an engine said without
+ * doing anything, in words — a 503 with Retry-After (a standby while no
+ * engine leads), or a 307 to an engine that cannot be connected to (a standby
+ * that still names the dead leader).
  */
-int cli_engine_send(struct cli_engine *e, const char *method, const char *path, const char *content_type,
-                    const char *text, json_t **ret_json, GError **error)
+static int cli_send_round(struct cli_engine *e, const char *method, const char *path, const char *content_type,
+                          const char *text, SoupMessage **ret_msg, GByteArray *data, const char **ret_base,
+                          char **ret_not_now, GError **error)
 {
         g_autoptr(SoupMessage) msg = NULL;
-        g_autoptr(GByteArray) data = g_byte_array_new();
         g_autoptr(GError) local = NULL;
         const char *base = e->url;
         bool followed = false;
         guint next_peer = 0;
-        json_t *json = NULL;
-        json_error_t jerr;
         unsigned status;
 
-        e->last_status = 0;
+        *ret_not_now = NULL;
         for (;;) {
                 g_clear_error(&local);
                 g_clear_object(&msg);
                 if (cli_send_once(e, base, method, path, content_type, text, &msg, data, &local) < 0) {
-                        if (cli_error_unreached(local) && !followed && next_peer < e->peers->len) {
+                        if (cli_error_unreached(local) && followed) {
+                                g_free(*ret_not_now);
+                                *ret_not_now = g_strdup_printf("a standby names %s as the active engine, which "
+                                                               "cannot be reached", base);
+                        }
+                        if (cli_error_unreached(local) && next_peer < e->peers->len) {
                                 base = e->peers->pdata[next_peer++];
+                                followed = false;
                                 continue;
                         }
                         break;
                 }
                 status = soup_message_get_status(msg);
+                if (status == SOUP_STATUS_SERVICE_UNAVAILABLE && cli_retry_after(msg) > 0) {
+                        json_t *fault = json_loadb((const char *) data->data, data->len, 0, NULL);
+
+                        g_free(*ret_not_now);
+                        *ret_not_now = cli_fault_message(fault, status, soup_message_get_reason_phrase(msg));
+                        json_decref(fault);
+                }
                 /* 503 from a standby while no engine leads (a failover under way): the next engine known may
                  * be the new active one. */
                 if (status == SOUP_STATUS_SERVICE_UNAVAILABLE && !followed && next_peer < e->peers->len) {
@@ -298,6 +334,60 @@ int cli_engine_send(struct cli_engine *e, const char *method, const char *path, 
                         }
                 }
                 break;
+        }
+        *ret_base = base;
+        if (local) {
+                g_propagate_error(error, g_steal_pointer(&local));
+                return -1;
+        }
+        *ret_msg = g_steal_pointer(&msg);
+        return 0;
+}
+
+/*
+ * A round (cli_send_round) that ends without an answer that counts — no
+ * engine reached, or a 503 with Retry-After — after some engine said "not
+ * now" is a takeover under way (the active engine died, a standby is about
+ * to lead: seconds, ARCHITECTURE.md): waited out with backoff for up to
+ * takeover_wait_s, then the round is tried again. Nothing was done by then
+ * (a 503 is answered before any work; a connection refused carried no
+ * request), so a write is safe to send again.
+ */
+int cli_engine_send(struct cli_engine *e, const char *method, const char *path, const char *content_type,
+                    const char *text, json_t **ret_json, GError **error)
+{
+        g_autoptr(SoupMessage) msg = NULL;
+        g_autoptr(GByteArray) data = g_byte_array_new();
+        g_autoptr(GError) local = NULL;
+        const char *base = e->url;
+        gint64 deadline = g_get_monotonic_time() + (gint64) e->takeover_wait_s * G_USEC_PER_SEC;
+        gint64 delay_us = 250 * 1000;
+        json_t *json = NULL;
+        json_error_t jerr;
+        unsigned status;
+        bool told = false;
+
+        e->last_status = 0;
+        for (;;) {
+                g_autofree char *not_now = NULL;
+                gint64 left;
+                bool retry;
+
+                g_clear_error(&local);
+                g_clear_object(&msg);
+                cli_send_round(e, method, path, content_type, text, &msg, data, &base, &not_now, &local);
+                retry = not_now && (local ? cli_error_unreached(local) :
+                                    soup_message_get_status(msg) == SOUP_STATUS_SERVICE_UNAVAILABLE &&
+                                    cli_retry_after(msg) > 0);
+                left = deadline - g_get_monotonic_time();
+                if (!retry || left <= 0)
+                        break;
+                if (!told) {
+                        fprintf(stderr, "ferry: %s; trying again for up to %u s\n", not_now, e->takeover_wait_s);
+                        told = true;
+                }
+                g_usleep((gulong) MIN(delay_us, left));
+                delay_us = MIN(delay_us * 2, 2 * G_USEC_PER_SEC);
         }
         if (local) {
                 if (local->domain == CLI_ERROR)

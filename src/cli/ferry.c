@@ -264,6 +264,16 @@ int cli_ctx_engine(struct cli_ctx *ctx, struct cli_engine **ret_engine, GError *
                         if (cli_engine_add_peer(*ret_engine, cf.engines[i], error) < 0)
                                 goto fail;
         }
+        if ((env = g_getenv("FERRY_ENGINE_WAIT")) && *env) {
+                guint64 n;
+
+                if (!g_ascii_string_to_unsigned(env, 10, 0, CLI_TAKEOVER_WAIT_MAX_S, &n, NULL)) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_USAGE, "FERRY_ENGINE_WAIT=%.40s: give the seconds "
+                                    "to wait for an active engine, 0 to %d", env, CLI_TAKEOVER_WAIT_MAX_S);
+                        goto fail;
+                }
+                cli_engine_set_takeover_wait(*ret_engine, (unsigned) n);
+        }
         token = cli_token_load(cli_engine_url(*ret_engine));
         if (token) {
                 cli_engine_set_token(*ret_engine, token);

@@ -44,6 +44,17 @@ struct engine_sched_host {
  * no other host is usable at all (when they are merely full, the copy waits
  * for a free slot, and the SPM stays free for metadata).
  *
+ * least_loaded with a known size first keeps back a reserve: the leanest fifth
+ * (RESERVE_SHARE, rounded down) of the hosts of the fastest class (bandwidths
+ * within a factor 2 of the fastest), by backlog (bytes_pending / bandwidth),
+ * take a copy that would end alone on the leanest other host of that class
+ * sooner than that host's backlog drains - a copy that would not be that
+ * host's last - only while their own backlog with it stays under half
+ * (RESERVE_LEVEL) of that host's; any copy when no other host has a free slot.
+ * Under a backlog (slots, not bandwidth, short) the big copy that arrives late
+ * then finds a fast host with a short queue instead of one as loaded as all
+ * the others.
+ *
  * least_loaded orders the hosts that pass by, in turn:
  *   1. when both hosts have a known bandwidth (hosts differ: 1, 10, 25 Gb/s
  *      links), and

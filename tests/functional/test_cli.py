@@ -421,6 +421,30 @@ def test_cluster_up_two_engines_on_postgresql(tmpdir_ferry):
         r = ferry("disk", "create", "--name", "pg-disk", "--size", "1M", "--sd", "sd1", "--wait", env=env)
         assert r.returncode == 0 and "is ok" in r.stdout, r.stdout + r.stderr
 
+        # status: every engine, each as it answers itself.
+        def engine_rows(out):
+            """{index: [url, pid, process, role]} of the ENGINE table."""
+            rows = (re.match(r"(\d+)\s+(https://\S+)\s+(\d+) (running|NOT RUNNING)\s+(.*)$", line)
+                    for line in out.splitlines())
+            return {m.group(1): list(m.groups()[1:]) for m in rows if m}
+        r = ferry("cluster", "status", "--dir", d)
+        assert r.returncode == 0, r.stdout + r.stderr
+        rows = engine_rows(r.stdout)
+        assert rows["1"][:3] == [engines[0]["url"], str(engines[0]["pid"]), "running"] and \
+            rows["1"][3].startswith("active (epoch "), r.stdout
+        assert len(rows) == 2, r.stdout
+        assert rows["2"] == [engines[1]["url"], str(engines[1]["pid"]), "running", "standby"], r.stdout
+        # The active one dies: shown dead, the standby that took over active; the cluster is not healthy.
+        os.kill(engines[0]["pid"], signal.SIGKILL)
+
+        def took_over():
+            r = ferry("cluster", "status", "--dir", d)
+            rows = engine_rows(r.stdout)
+            return r.returncode == 1 and rows["2"][3].startswith("active") and (r, rows)
+        r, rows = wait_for(took_over, 30, "the standby to show active", interval=0.5)
+        assert rows["1"][2] == "NOT RUNNING" and "cannot reach" in rows["1"][3], r.stdout
+        assert "the cluster is not healthy" in r.stderr and "host1" in r.stdout, r.stdout + r.stderr
+
         r = ferry("cluster", "down", "--dir", d, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "postgresql" in r.stdout and "engine 2" in r.stdout, r.stdout

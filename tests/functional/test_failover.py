@@ -4,11 +4,14 @@ standby; real PostgreSQL 15 (a cluster of this module's own, in a temp
 folder: xdist workers share nothing), real agents and sanlock daemons.
 
 The active engine is SIGKILLed, SIGSTOPped (and resumed after the takeover),
-and PostgreSQL is restarted, each while a move copies: the move finishes,
-its data intact, and exactly one engine is active afterwards. Without
+and PostgreSQL is restarted, each while a move copies, and the active engine
+is SIGKILLed while it fences the copy of a dead host (the last test: ~90 s,
+sanlock's lease expiry): the move finishes, its data intact, and exactly one
+engine is active afterwards. Without
 PostgreSQL installed the module fails (scripts/install-deps installs it)."""
 
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -25,10 +28,16 @@ import threading
 from conftest import make_workdir
 from enginetest import PSQL, Engine, EngineCluster, PostgresCluster
 from ferrytest import FERRY, MiB, wait_for
-from invariant import TERMINAL, create_disk, disk_digest, fill_disk, wait_job_end
+from invariant import (TERMINAL, assert_invariant, create_disk, disk_digest, fill_disk, read_meta, vol_path,
+                       wait_job_end)
 
 RATE = 32 * MiB                 # --copy-rate-limit: the 128 MiB copies below last 4 s
 TAKEOVER_S = 10                 # the issue's bound after the active engine's death
+LEADER_LOCK = 1718774092         # the engines' advisory lock ("fryL", src/engine/store/leader.c)
+HOST_LOST_S = 5                 # --host-lost-timeout (its minimum): fence a lost copy's host soon
+SANLOCK_EXPIRY = 8 * 2 + 60     # sanlock (io_timeout 2): a dead host's leases are free this long after its death
+# Both engines: the same options, whichever leads.
+ENGINE_ARGS = (f"--host-lost-timeout={HOST_LOST_S}",)
 
 
 class Pair:
@@ -37,6 +46,7 @@ class Pair:
     def __init__(self, cluster, engines):
         self.cluster = cluster
         self.engines = engines
+        self.dead = set()       # hosts killed for good (their agents' exit codes are not checked)
 
     def role(self, engine):
         return engine.get("/api/engine")
@@ -53,21 +63,24 @@ def fc():
     d = make_workdir()
     pg = PostgresCluster()
     db = pg.new_database()
-    c = EngineCluster(d, hosts=2, domains=2, engine_db=db, agent_options={"copy_rate_limit": f"{RATE // MiB}M"})
+    c = EngineCluster(d, hosts=2, domains=2, engine_db=db, engine_args=ENGINE_ARGS,
+                      agent_options={"copy_rate_limit": f"{RATE // MiB}M"})
     c.pg = pg
     engines = [c.engine]
     codes = {}
+    pair = None
     try:
         d2 = os.path.join(d, "engine2")
         os.makedirs(d2)
         # The same admin (made by the first engine), the same certificates.
         shutil.copy(c.engine.admin_password_file, os.path.join(d2, "admin.password"))
-        engines.append(Engine(d2, pki=c.pki, db=db))
-        yield Pair(c, engines)
+        engines.append(Engine(d2, *ENGINE_ARGS, pki=c.pki, db=db))
+        pair = Pair(c, engines)
+        yield pair
     finally:
         codes = {f"engine{i + 1}": e.stop() for i, e in enumerate(engines)}
         c.engine = None
-        codes.update(c.stop())
+        codes.update({k: v for k, v in c.stop().items() if k not in (pair.dead if pair else ())})
         pg.stop()
         if not os.environ.get("FERRY_KEEP_TMP"):
             shutil.rmtree(d, ignore_errors=True)
@@ -93,11 +106,11 @@ def raw_request(engine, method, path, body=b"{}"):
         conn.close()
 
 
-def start_move(fc, name, seed):
-    """A move whose copy is running, with the source's digest."""
+def start_move(fc, name, seed, data=128 * MiB):
+    """A move whose copy (data / RATE seconds) is running, with the source's digest."""
     c = fc.cluster
     disk = create_disk(c, name, 256 * MiB)
-    fill_disk(c, disk, 128 * MiB, seed)
+    fill_disk(c, disk, data, seed)
     digest = disk_digest(c, disk["id"], tempfile.mkdtemp(prefix="scratch-", dir=c.workdir))
     job_id = c.engine.post(f"/api/disks/{disk['id']}/move", {"storage_domain": {"id": c.sds[1]["id"]}})["job"]["id"]
 
@@ -179,6 +192,66 @@ def test_a_cli_follows_307_to_a_known_engine_and_skips_a_dead_one(fc):
     assert r.returncode == 0 and "via-standby" in r.stdout, r.stdout + r.stderr
 
 
+def set_leader_url(engine, url):
+    """The active engine's URL as the standbys read it from the leader row (NULL: no engine leads)."""
+    r = subprocess.run([PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", engine.db, "-c",
+                        "UPDATE engine_leader SET url = %s WHERE id = 1" % ("NULL" if url is None else f"'{url}'")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_cli_waits_while_no_engine_is_active(fc):
+    """What a standby says during a takeover, made to last by the leader row (the standby reads the
+    active engine's URL there every second): no URL, a 503; a URL nobody listens at, a 307 that cannot
+    be followed. Nobody takes over here: the CLI waits (saying so on stderr) for FERRY_ENGINE_WAIT
+    seconds (0: fails at once), then fails with the standby's answer. A wait that ends in a real
+    takeover: test_b_cli_waits_out_a_takeover."""
+    active = fc.active()
+    standby = fc.other(active)
+    env = standby.cli_env()
+    sd = fc.cluster.sds[0]["name"]
+
+    def standby_sees(url):
+        wait_for(lambda: fc.role(standby)["active_url"] == url, 10, f"the standby to read {url}", interval=0.1)
+
+    def ferry(engines, *args, wait=None):
+        e = dict(env, FERRY_ENGINE_URL=",".join(engines))
+        if wait is not None:
+            e["FERRY_ENGINE_WAIT"] = str(wait)
+        t0 = time.monotonic()
+        r = subprocess.run([FERRY, *args], env=e, capture_output=True, text=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        return r, time.monotonic() - t0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"https://127.0.0.1:{s.getsockname()[1]}"        # bound, not listening: refused
+        try:
+            set_leader_url(active, None)
+            standby_sees(None)
+            # Nobody takes over: the standby's own answer once the wait is over; a read never waits.
+            r, took = ferry([standby.url], "disk", "create", "--name", "never", "--size", "1M", "--sd", sd, wait=1)
+            assert r.returncode == 1 and "trying again for up to 1 s" in r.stderr and "no engine is active yet" in \
+                r.stderr.splitlines()[-1] and 1 <= took < 10, (took, r.stderr)
+            r, took = ferry([standby.url], "disk", "create", "--name", "never", "--size", "1M", "--sd", sd, wait=0)
+            assert r.returncode == 1 and "trying again" not in r.stderr and took < 5, (took, r.stderr)
+            r, _ = ferry([standby.url], "disk", "list")
+            assert r.returncode == 0 and "trying again" not in r.stderr, r.stderr
+            # A standby names an engine that cannot be reached (the dead leader): waited for the same way.
+            set_leader_url(active, dead)
+            standby_sees(dead)
+            r, took = ferry([standby.url, dead], "disk", "create", "--name", "never", "--size", "1M", "--sd", sd,
+                            wait=1)
+            assert r.returncode == 2 and 1 <= took < 10, (took, r.stderr)
+            assert f"a standby names {dead} as the active engine, which cannot be reached" in r.stderr, r.stderr
+            assert f"cannot reach the engine at {dead}" in r.stderr, r.stderr
+            r, _ = ferry([standby.url], "disk", "list", wait="x")
+            assert r.returncode == 2 and "FERRY_ENGINE_WAIT=x" in r.stderr, r.stderr
+        finally:
+            set_leader_url(active, active.url)
+    standby_sees(active.url)
+    assert "never" not in [d["name"] for d in active.get("/api/disks")["disks"]]
+
+
 def test_a_slow_leader_keeps_leading(fc):
     """The leader's main loop blocked for longer than the 5 s lease by a real request (a list whose
     statement waits on a table lock another session holds): the lease is renewed off the main loop, so
@@ -232,6 +305,56 @@ def test_b_active_killed_mid_move(fc, scratch):
     victim.start()
     one_active(fc)
     assert fc.role(victim)["role"] == "standby"
+
+
+def test_b_cli_waits_out_a_takeover(fc):
+    """A write sent while the active engine is dead and no standby leads yet (the leader lock held by a
+    session of the test's meanwhile, so the window lasts): the CLI waits, and the standby that then
+    takes over does the write."""
+    victim = fc.active()
+    standby = fc.other(victim)
+    env = dict(standby.cli_env(), FERRY_ENGINE_URL=f"{victim.url},{standby.url}")
+    # The CLI keeps its token for the first engine listed.
+    r = subprocess.run([FERRY, "login", "--user", standby.ADMIN, "--password-file", standby.admin_password_file],
+                       env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+
+    def psql(sql):
+        r = subprocess.run([PSQL, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", victim.db, "-c", sql],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+    waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %d AND NOT granted" % LEADER_LOCK
+    set_leader_url(victim, None)        # what a standby reads once the leader is gone: 503, not a 307
+    wait_for(lambda: fc.role(standby)["active_url"] is None, 10, "the standby to read no leader", interval=0.1)
+    # Its statements from a pipe: closed, psql ends the session at once (a pg_sleep would hold the lock on).
+    holder = subprocess.Popen([PSQL, "-X", "-q", "-d", victim.db], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    holder.stdin.write(f"SELECT pg_advisory_lock({LEADER_LOCK});\n")
+    holder.stdin.flush()
+    cli = None
+    try:
+        wait_for(lambda: psql(waiting) == "1", 10, "the test's session to queue for the leader lock", interval=0.1)
+        victim.stop(signal.SIGKILL)     # its lock goes to the queued session, not to the standby's next try
+        wait_for(lambda: psql(waiting) == "0", 10, "the test's session to hold the leader lock", interval=0.1)
+        assert fc.role(standby)["role"] == "standby"
+        cli = subprocess.Popen([FERRY, "disk", "create", "--name", "in-takeover", "--size", "1M",
+                                "--sd", fc.cluster.sds[0]["name"]], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        told = cli.stderr.readline()
+        assert "no engine is active yet" in told and "trying again for up to 15 s" in told, told
+    finally:
+        holder.stdin.close()            # its session ends: the lock is free, the standby takes it
+        assert holder.wait(30) == 0
+    try:
+        out, err = cli.communicate(timeout=30)
+    finally:
+        cli.kill()
+    assert cli.returncode == 0 and "in-takeover" in out, told + out + err
+    wait_active(fc, standby, TAKEOVER_S)
+    assert "in-takeover" in [d["name"] for d in standby.get("/api/disks")["disks"]]
+    victim.start()
+    one_active(fc)
 
 
 def test_c_stopped_leader_cannot_write(fc, scratch):
@@ -297,4 +420,77 @@ def test_d_postgresql_restart_mid_move(fc, scratch):
         return job if job["status"] in TERMINAL else None
     wait_for(ended, 120, f"job {job_id} to end", interval=0.2)
     moved_intact(fc, disk, digest, job_id, scratch)
+    one_active(fc)
+
+
+def events_since(engine, mark):
+    """Messages of the events after id `mark`, oldest first."""
+    return [e["message"] for e in reversed(engine.get("/api/events")["events"]) if e["id"] > mark]
+
+
+def last_event_id(engine):
+    events = engine.get("/api/events")["events"]
+    return events[0]["id"] if events else 0
+
+
+def test_e_active_killed_during_a_fence(fc, scratch):
+    """Runs last: a host dies for good. The copying host of a move dies (agent and sanlock daemon, so its
+    volume lease stays held on storage until sanlock's expiry); the active engine starts fencing the lost
+    copy (its fence job on the live host waits for that lease) and is SIGKILLed then. The standby takes
+    over, follows the fence to its end, copies again on the live host and finishes the move: the data intact,
+    the destination LEGAL at its recorded generation + 4 (fenced +3, the retry's copy +1)."""
+    c = fc.cluster
+    victim = fc.active()
+    standby = fc.other(victim)
+    c.engine = victim
+    mark = last_event_id(victim)
+    # 8 s of copy: still running when the host is killed, even on a loaded machine.
+    disk, digest, job_id = start_move(fc, "ha-fence", 24, data=256 * MiB)
+    host = next(s["execution_host"]["name"] for s in victim.get(f"/api/jobs/{job_id}/steps")["steps"]
+                if s["type"] == "copy_data" and s["status"] == "started")
+    dest_meta = vol_path(c, c.sds[1]["id"], disk["id"], disk["volumes"][0]["id"]) + ".meta"
+    recorded = read_meta(dest_meta)
+    assert recorded["LEGALITY"] == "ILLEGAL", recorded
+    agent = c.agent(host)
+    # The lease manager first, so the agent's leases are not released on its death.
+    os.killpg(agent.sanlock.proc.pid, signal.SIGKILL)
+    agent.sanlock.proc.wait()
+    agent.kill()
+    fc.dead.add(host)
+    t0 = time.monotonic()
+
+    # In the fence: its event recorded and its job sent to the live host, where it waits for the dead
+    # host's lease (sanlock's acquire blocks until that host's lease expires).
+    def fencing():
+        r = subprocess.run([PSQL, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", victim.db, "-c",
+                            "SELECT data FROM commands WHERE type = 'copy_data' AND job_id = '%s'" % job_id],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return any(json.loads(row).get("fence_job") for row in r.stdout.splitlines() if row)
+    wait_for(fencing, 60, "the active engine to send the fence", interval=0.2)
+    text = "\n".join(events_since(victim, mark))
+    host_id = c.hosts[host]["id"]
+    assert "fencing copy_data job" in text and f"of host {host_id}" in text, text
+    assert victim.get(f"/api/jobs/{job_id}")["status"] == "started"
+    in_fence = time.monotonic() - t0
+    assert in_fence < SANLOCK_EXPIRY - TAKEOVER_S, f"the fence began {in_fence:.0f} s after the host died"
+    mark = last_event_id(victim)
+    victim.stop(signal.SIGKILL)
+    took = wait_active(fc, standby, TAKEOVER_S + 5)
+    assert took < TAKEOVER_S, took
+    moved_intact(fc, disk, digest, job_id, scratch)
+    done = time.monotonic() - t0
+    print(f"\nSIGKILL of the active engine while fencing ({in_fence:.0f} s after the host died): taken over in "
+          f"{took:.1f} s, the move finished {done:.0f} s after the host died")
+    # Fenced and retried by the new active engine (only it runs since `mark`).
+    text = "\n".join(events_since(standby, mark))
+    assert "fenced copy_data job" in text and f"of host {host_id}" in text, text
+    steps = standby.get(f"/api/jobs/{job_id}/steps")["steps"]
+    copies = [s for s in steps if s["type"] == "copy_data"]
+    assert copies[-1]["status"] == "finished" and copies[-1]["execution_host"]["name"] != host, copies
+    meta = read_meta(dest_meta)
+    assert meta["LEGALITY"] == "LEGAL" and int(meta["GEN"]) == (int(recorded["GEN"]) + 4) % 1000, (recorded, meta)
+    assert_invariant(c, scratch, {disk["id"]: digest}, settle=30)
+    # The killed engine comes back as a standby.
+    victim.start()
     one_active(fc)

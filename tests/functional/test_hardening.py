@@ -475,11 +475,18 @@ def test_trickling_body_is_cut_by_the_body_deadline(engine):
 
 def pipeline_without_reading(port, token, limit):
     """Pipelines GETs on one connection, never reading a byte, until the server stops taking them
-    (stuck for a second) or limit bytes went. Returns (socket, bytes sent, local port)."""
+    (stuck for a second) or limit bytes went. Returns (socket, bytes sent, local port).
+    An API request alternates with one for the web UI's script (36 KB, no database): the write
+    only stalls once the answers fill the engine's send buffer (up to tcp_wmem's 4 MiB), and small
+    API answers alone took 42 s to fill it on the PostgreSQL backend on the loaded 2-core test
+    machine (about 250 answers a second, each a few database round trips), 1 s with the script."""
+    index = raw(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    script = re.search(rb'src="(/assets/app-[0-9a-f]+\.js)"', index).group(1)
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.connect(("127.0.0.1", port))
     s.setblocking(False)
-    req = (f"GET /api/datacenters HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode() * 256)
+    req = ((f"GET /api/datacenters HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+            + b"GET " + script + b" HTTP/1.1\r\nHost: x\r\n\r\n") * 128)
     sent, stuck_since = 0, None
     while sent < limit:
         try:

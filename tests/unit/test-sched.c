@@ -344,6 +344,50 @@ static void test_best_fit(void)
         }
 }
 
+static void test_reserve(void)
+{
+        g_autoptr(GRand) r = rnd();
+        /* Five 2.5 GB/s hosts: a fifth of them (host 0, the leanest: 48 GB, 19.2 s of backlog) is kept
+         * under half the 40 s backlog of the leanest other one for copies shorter than that backlog.
+         * A 5 GB copy would cost least on host 0 (6 s against 18 s) but would take it to 21.2 s: it
+         * joins a busy host. A 200 GB copy (80 s alone) takes host 0. */
+        struct engine_sched_host a[] = { P(1, 8, 2500 * MB, 48 * GB), P(4, 8, 2500 * MB, 100 * GB),
+                                         P(4, 8, 2500 * MB, 100 * GB), P(4, 8, 2500 * MB, 100 * GB),
+                                         P(4, 8, 2500 * MB, 100 * GB) };
+        /* Host 0 with 10 GB (4 s): the 5 GB copy keeps it under half (6 s), so the reserve copies too. */
+        struct engine_sched_host e[] = { P(1, 8, 2500 * MB, 10 * GB), P(4, 8, 2500 * MB, 100 * GB),
+                                         P(4, 8, 2500 * MB, 100 * GB), P(4, 8, 2500 * MB, 100 * GB),
+                                         P(4, 8, 2500 * MB, 100 * GB) };
+        /* The others full: the reserve is not kept from a copy no other host can take. */
+        struct engine_sched_host b[] = { P(1, 8, 2500 * MB, 48 * GB), P(8, 8, 2500 * MB, 100 * GB),
+                                         P(8, 8, 2500 * MB, 100 * GB), P(8, 8, 2500 * MB, 100 * GB),
+                                         P(8, 8, 2500 * MB, 100 * GB) };
+        /* Four fast hosts: too few to keep one back. */
+        struct engine_sched_host c[] = { P(1, 8, 2500 * MB, 48 * GB), P(4, 8, 2500 * MB, 100 * GB),
+                                         P(4, 8, 2500 * MB, 100 * GB), P(4, 8, 2500 * MB, 100 * GB) };
+        /* Every host idle: no backlog, nothing kept back. */
+        struct engine_sched_host d[] = { P(0, 8, 2500 * MB, 0), P(0, 8, 2500 * MB, 0), P(0, 8, 2500 * MB, 0),
+                                         P(0, 8, 2500 * MB, 0), P(0, 8, 2500 * MB, 0) };
+        unsigned count[5] = { 0 };
+
+        for (int i = 0; i < 50; i++) {
+                int pick = PICK(a, 5 * GB);
+
+                g_assert_cmpint(pick, >=, 1);
+                g_assert_cmpint(pick, <=, 4);
+                g_assert_cmpint(PICK(a, 200 * GB), ==, 0);
+                g_assert_cmpint(PICK(e, 5 * GB), ==, 0);
+                g_assert_cmpint(PICK(b, 5 * GB), ==, 0);
+                g_assert_cmpint(PICK(c, 5 * GB), ==, 0);
+                /* Without a size nothing is kept back: the share key picks host 0. */
+                g_assert_cmpint(PICK(a, 0), ==, 0);
+        }
+        for (int i = 0; i < DRAWS; i++)
+                count[PICK(d, 5 * GB)]++;
+        for (int i = 0; i < 5; i++)
+                g_assert_true(about(count[i], 1.0 / 5));
+}
+
 #define PLACE(t, bytes, waited, ahead) \
         engine_sched_place_copy(t, G_N_ELEMENTS(t), ENGINE_SCHED_LEAST_LOADED, \
                                 &(struct engine_sched_copy) { (bytes), (waited), (ahead) }, r)
@@ -464,6 +508,7 @@ int main(int argc, char **argv)
         g_test_add_func("/sched/copy-cost-fallbacks", test_copy_cost_fallbacks);
         g_test_add_func("/sched/copy-cost-ties", test_copy_cost_ties);
         g_test_add_func("/sched/best-fit", test_best_fit);
+        g_test_add_func("/sched/reserve", test_reserve);
         g_test_add_func("/sched/wait-for-fast-host", test_wait_for_fast_host);
         g_test_add_func("/sched/wait-queue", test_wait_queue);
         g_test_add_func("/sched/wait-starvation-bound", test_wait_starvation_bound);
