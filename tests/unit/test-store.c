@@ -589,6 +589,43 @@ static void test_pg_fencing(struct fixture *f, gconstpointer data)
         g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_CRITICAL);
 }
 
+/*
+ * Another engine's migration changes a table under a prepared SELECT *
+ * (0A000, "cached plan must not change result type"): outside a
+ * transaction it is prepared again at once; inside one the transaction
+ * fails, and the next transaction prepares it again.
+ */
+static void test_pg_stale_plan(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+        json_t *disk;
+
+        g_assert_cmpint(engine_store_disk_insert(f->st, "d1", "disk", "sd1", "cow", true, 512, "job1", 2, &error), ==, 0);
+        disk = engine_store_disk_get(f->st, "d1", &error);     /* prepared now */
+        g_assert_nonnull(disk);
+        json_decref(disk);
+        pg_exec_in(f->path, "ALTER TABLE disks ADD COLUMN extra1 integer");
+        disk = engine_store_disk_get(f->st, "d1", &error);
+        g_assert_no_error(error);
+        g_assert_nonnull(disk);
+        json_decref(disk);
+        pg_exec_in(f->path, "ALTER TABLE disks ADD COLUMN extra2 integer");
+        g_assert_cmpint(engine_store_begin(f->st, &error), ==, 0);
+        disk = engine_store_disk_get(f->st, "d1", &error);
+        g_assert_null(disk);
+        g_assert_nonnull(error);
+        g_clear_error(&error);
+        engine_store_rollback(f->st);
+        for (int i = 0; i < 2; i++) {                          /* every later transaction works */
+                g_assert_cmpint(engine_store_begin(f->st, &error), ==, 0);
+                disk = engine_store_disk_get(f->st, "d1", &error);
+                g_assert_no_error(error);
+                g_assert_nonnull(json_object_get(disk, "extra2"));
+                json_decref(disk);
+                g_assert_cmpint(engine_store_commit(f->st, &error), ==, 0);
+        }
+}
+
 static void test_pg_restart(struct fixture *f, gconstpointer data)
 {
         g_autoptr(GError) error = NULL;
@@ -661,6 +698,7 @@ int main(int argc, char **argv)
         g_test_add("/store/postgresql/upgrade-in-place", struct fixture, "pg", setup, test_pg_upgrade_in_place, teardown);
         g_test_add("/store/postgresql/fencing", struct fixture, "pg", setup, test_pg_fencing, teardown);
         g_test_add("/store/postgresql/restart", struct fixture, "pg", setup, test_pg_restart, teardown);
+        g_test_add("/store/postgresql/stale-plan", struct fixture, "pg", setup, test_pg_stale_plan, teardown);
 #endif
         r = g_test_run();
 #ifdef FERRY_HAVE_POSTGRESQL

@@ -81,6 +81,7 @@ struct pg_sql {
         int nparams;
         char name[24];                 /* of its prepared statement */
         guint64 prepared_on;           /* conn_serial it is prepared on; 0: none */
+        guint64 stale_on;              /* conn_serial holding a plan that went stale in a transaction */
 };
 
 /*
@@ -421,7 +422,19 @@ static bool sqlstate_is(const PGresult *res, const char *prefix)
  */
 static PGresult *exec_statement(struct pg_store *db, struct pg_sql *s, const struct pg_args *a)
 {
-        if (s->prepared_on != db->conn_serial && db->prepared < PG_PREPARED_MAX && !db->broken) {
+        if (s->stale_on && s->stale_on == db->conn_serial) {
+                /* Not in the failed transaction any more (it refuses everything): the name is freed first. */
+                g_autofree char *dealloc = g_strdup_printf("DEALLOCATE %s", s->name);
+                PGresult *d = PQexec(db->conn, dealloc);
+
+                if (PQresultStatus(d) == PGRES_COMMAND_OK) {
+                        s->stale_on = 0;
+                        db->prepared--;
+                }
+                PQclear(d);
+        }
+        if (s->prepared_on != db->conn_serial && s->stale_on != db->conn_serial &&
+            db->prepared < PG_PREPARED_MAX && !db->broken) {
                 PGresult *p = PQprepare(db->conn, s->name, s->text, s->nparams, NULL);
 
                 if (PQresultStatus(p) == PGRES_COMMAND_OK) {
@@ -476,6 +489,15 @@ static PGresult *run(struct pg_store *db, GError **error, bool read_only, const 
                         s->prepared_on = 0;
                         db->prepared--;
                         continue;
+                }
+                /*
+                 * The same inside a transaction, which the error ended: the
+                 * caller's retry of the transaction prepares it again (the
+                 * stale name is deallocated first, see exec_statement()).
+                 */
+                if (sqlstate_is(res, "0A000") && s->prepared_on == db->conn_serial && db->in_tx) {
+                        s->prepared_on = 0;
+                        s->stale_on = db->conn_serial;
                 }
                 if (PQstatus(db->conn) == CONNECTION_BAD && attempt == 0 && !db->in_tx &&
                     (read_only || sqlstate_is(res, "57P"))) {
