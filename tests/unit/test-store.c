@@ -550,6 +550,14 @@ static void test_pg_fencing(struct fixture *f, gconstpointer data)
         /* A's transaction checked the epoch: B's takeover waits for it (lock_timeout) and fails. */
         g_assert_cmpint(engine_store_begin(data_a, &error), ==, 0);
         g_assert_cmpint(engine_store_disk_set_actual_size(data_a, "d1", 3, &error), ==, 0);
+        /* ...but A's own lease renewal does not wait for it (lock_timeout 2 s would fail it). */
+        {
+                gint64 t0 = g_get_monotonic_time();
+
+                g_assert_cmpint(engine_store_leader_renew(lock_a, ep_a, &error), ==, 0);
+                g_assert_no_error(error);
+                g_assert_cmpint(g_get_monotonic_time() - t0, <, G_USEC_PER_SEC);
+        }
         /* A stale lease (0 s): B ends every session of A, the open transaction's too. */
         g_usleep(20 * G_TIME_SPAN_MILLISECOND);
         g_assert_cmpint(engine_store_leader_try(lock_b, "ferry-engine B", "urlB", 0, &ep_b, &error), ==, 0);
