@@ -21,6 +21,7 @@ import sqlite3
 import ssl
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -194,16 +195,24 @@ class Engine:
             req.add_header("Authorization", f"Bearer {token or self.token}")
         for k, v in (headers or {}).items():
             req.add_header(k, v)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout, context=self.ssl) as r:
-                return r.status, json.loads(r.read() or b"null")
-        except urllib.error.HTTPError as e:
-            payload = e.read()
+        # A PostgreSQL leader whose lease renewal is late (a loaded machine) answers writes 503 with
+        # Retry-After and runs nothing; like the CLI, the harness waits that out (bounded).
+        deadline = time.monotonic() + 20
+        while True:
             try:
-                payload = json.loads(payload)
-            except ValueError:
-                pass
-            raise HttpError(e.code, payload) from None
+                with urllib.request.urlopen(req, timeout=timeout, context=self.ssl) as r:
+                    return r.status, json.loads(r.read() or b"null")
+            except urllib.error.HTTPError as e:
+                payload = e.read()
+                try:
+                    payload = json.loads(payload)
+                except ValueError:
+                    pass
+                unconfirmed = (e.code == 503 and "leadership is not confirmed" in str(payload)
+                               and e.headers.get("Retry-After"))
+                if not unconfirmed or time.monotonic() > deadline:
+                    raise HttpError(e.code, payload) from None
+                time.sleep(1)
 
     def get(self, path):
         return self.request("GET", path)[1]
