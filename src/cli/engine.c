@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "cli.h"
+#include "uuid.h"
 
 /* A request that gets no answer in this time fails rather than hang the shell. */
 #define CLI_HTTP_TIMEOUT_S 60
@@ -475,6 +476,73 @@ int cli_engine_get_list(struct cli_engine *e, const char *path, const char *key,
         *ret_array = json_incref(array);
         json_decref(json);
         return 0;
+}
+
+/*
+ * Whether the engine's search=name= finds `name` exactly: it strips blanks
+ * around the name and takes at most 255 bytes, so such names are found in
+ * the whole list instead.
+ */
+static bool cli_name_searchable(const char *name)
+{
+        size_t len = strlen(name);
+
+        return len > 0 && len <= 255 && !g_ascii_isspace(name[0]) && !g_ascii_isspace(name[len - 1]);
+}
+
+/*
+ * Finds an element of `key` at `path` whose id or name is `arg`. With
+ * `searchable` (a paged collection) a name is looked up by one
+ * ?search=name=NAME, not by listing every element: at 100,000 disks that
+ * is one page of the matches instead of the whole inventory. An id, a
+ * collection without search and a name the search cannot express still
+ * read the whole list. The matches are checked here again either way.
+ */
+int cli_engine_resolve(struct cli_engine *e, const char *path, const char *key, bool searchable,
+                       const char *what, const char *arg, json_t **ret_item, GError **error)
+{
+        json_t *list = NULL, *item, *found = NULL;
+        unsigned named = 0;
+        size_t i;
+
+        if (!fy_uuid_is_valid(arg) && cli_check_name(what, arg, error) < 0)
+                return -1;
+        if (searchable && !fy_uuid_is_valid(arg) && cli_name_searchable(arg)) {
+                g_autofree char *q = g_uri_escape_string(arg, NULL, FALSE);
+                g_autofree char *query = g_strdup_printf("%s?search=name%%3D%s", path, q);
+
+                if (cli_engine_get_list(e, query, key, &list, error) < 0)
+                        return -1;
+        } else if (cli_engine_get_list(e, path, key, &list, error) < 0) {
+                return -1;
+        }
+        json_array_foreach(list, i, item) {
+                const char *id = json_string_value(json_object_get(item, "id"));
+                const char *name = json_string_value(json_object_get(item, "name"));
+
+                if (id && g_ascii_strcasecmp(id, arg) == 0) {
+                        found = item;
+                        named = 1;
+                        break;
+                }
+                if (name && strcmp(name, arg) == 0) {
+                        found = item;
+                        named++;
+                }
+        }
+        if (found && named == 1)
+                *ret_item = json_incref(found);
+        json_decref(list);
+        if (named == 1)
+                return 0;
+
+        g_autofree char *safe = cli_printable(arg);
+        if (named == 0)
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "no %s '%s'", what, safe);
+        else
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "%u %ss are named '%s': give the id", named,
+                            what, safe);
+        return -1;
 }
 
 void cli_page_clear(struct cli_page *p)
