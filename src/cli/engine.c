@@ -10,6 +10,17 @@
 /* A request that gets no answer in this time fails rather than hang the shell. */
 #define CLI_HTTP_TIMEOUT_S 60
 
+/* $FERRY_HTTP_TIMEOUT (1-3600 s) or CLI_HTTP_TIMEOUT_S: how long an engine may leave a request unanswered. */
+static guint cli_http_timeout_s(void)
+{
+        const char *env = g_getenv("FERRY_HTTP_TIMEOUT");
+        guint64 n;
+
+        if (env && g_ascii_string_to_unsigned(env, 10, 1, 3600, &n, NULL))
+                return (guint) n;
+        return CLI_HTTP_TIMEOUT_S;
+}
+
 struct cli_engine {
         SoupSession *session;
         char *url;
@@ -64,7 +75,7 @@ struct cli_engine *cli_engine_new(const char *url, const char *ca_file, GError *
         len = strlen(e->url);
         while (len > 0 && e->url[len - 1] == '/')
                 e->url[--len] = '\0';
-        e->session = soup_session_new_with_options("timeout", CLI_HTTP_TIMEOUT_S,
+        e->session = soup_session_new_with_options("timeout", cli_http_timeout_s(),
                                                    "user-agent", "ferry/" FERRY_VERSION, NULL);
         /* A local engine (cluster up) is never behind the proxy $http_proxy names. */
         if (cli_host_is_loopback(g_uri_get_host(uri)))
@@ -210,11 +221,38 @@ static bool cli_error_unreached(const GError *error)
                g_error_matches(error, G_IO_ERROR, G_IO_ERROR_NETWORK_UNREACHABLE);
 }
 
+static void cli_note_sent(SoupMessage *msg, gpointer sent)
+{
+        *(bool *) sent = true;
+}
+
+/*
+ * Whether a request that failed with `error` may go to another engine: one
+ * that connected nowhere, or that timed out (a hung engine: SIGSTOPped, or
+ * its machine gone) when it only reads, or when its headers were never all
+ * written, so no engine can have a whole request to act on. A write whose
+ * request went out and then timed out may have been done: its error says so
+ * instead, and it is not sent again.
+ */
+static bool cli_error_try_next(const char *method, bool sent, GError **error)
+{
+        if (cli_error_unreached(*error))
+                return true;
+        if (!g_error_matches(*error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT))
+                return false;
+        if (!sent || strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
+                return true;
+        g_prefix_error(error, "no answer to %s after it was sent (it may or may not have been done: look "
+                              "before sending it again): ", method);
+        return false;
+}
+
 /* One try at base + path; the message and its body on success. */
 static int cli_send_once(struct cli_engine *e, const char *base, const char *method, const char *path,
                          const char *content_type, const char *text, SoupMessage **ret_msg, GByteArray *data,
-                         GError **error)
+                         bool *ret_try_next, GError **error)
 {
+        bool sent = false;
         g_autofree char *uri = g_strconcat(base, path, NULL);
         g_autoptr(SoupMessage) msg = NULL;
         g_autoptr(GInputStream) in = NULL;
@@ -236,9 +274,13 @@ static int cli_send_once(struct cli_engine *e, const char *base, const char *met
 
                 soup_message_set_request_body_from_bytes(msg, content_type, bytes);
         }
+        g_signal_connect(msg, "wrote-headers", G_CALLBACK(cli_note_sent), &sent);
+        *ret_try_next = false;
         in = soup_session_send(e->session, msg, NULL, error);
-        if (!in || cli_read_body(in, data, error) < 0)
+        if (!in || cli_read_body(in, data, error) < 0) {
+                *ret_try_next = cli_error_try_next(method, sent, error);
                 return -1;
+        }
         *ret_msg = g_steal_pointer(&msg);
         return 0;
 }
@@ -288,7 +330,7 @@ static int cli_send_round(struct cli_engine *e, const char *method, const char *
         g_autoptr(SoupMessage) msg = NULL;
         g_autoptr(GError) local = NULL;
         const char *base = e->url;
-        bool followed = false;
+        bool followed = false, try_next = false;
         guint next_peer = 0;
         unsigned status;
 
@@ -296,13 +338,13 @@ static int cli_send_round(struct cli_engine *e, const char *method, const char *
         for (;;) {
                 g_clear_error(&local);
                 g_clear_object(&msg);
-                if (cli_send_once(e, base, method, path, content_type, text, &msg, data, &local) < 0) {
-                        if (cli_error_unreached(local) && followed) {
+                if (cli_send_once(e, base, method, path, content_type, text, &msg, data, &try_next, &local) < 0) {
+                        if (try_next && followed) {
                                 g_free(*ret_not_now);
                                 *ret_not_now = g_strdup_printf("a standby names %s as the active engine, which "
                                                                "cannot be reached", base);
                         }
-                        if (cli_error_unreached(local) && next_peer < e->peers->len) {
+                        if (try_next && next_peer < e->peers->len) {
                                 base = e->peers->pdata[next_peer++];
                                 followed = false;
                                 continue;

@@ -315,6 +315,29 @@ def test_name_is_resolved_by_search(fake):
     assert not [p for m, p, _ in fake.requests if p == "/api/disks"]
 
 
+def test_hung_engine_times_out_to_the_next(fake):
+    """An engine that takes the connection and never answers (a SIGSTOPped one: the kernel still
+    queues the request) costs one timeout: a read then goes to the next engine listed; a write,
+    already sent, is not sent again and says its outcome is unknown."""
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)
+    try:
+        engines = f"http://127.0.0.1:{hung.getsockname()[1]},{fake.url}"
+        env = {"FERRY_HTTP_TIMEOUT": "1", "FERRY_ENGINE_WAIT": "0"}
+        fake.routes[("GET", "/api/jobs")] = (200, {"jobs": []})
+        r = ferry("--engine", engines, "job", "list", env=env)
+        assert r.returncode == 0, r
+        assert [p for _, p, _ in fake.requests] == ["/api/jobs"]
+        fake.routes[("POST", f"/api/jobs/{JOB}/cancel")] = (200, {})
+        r = ferry("--engine", engines, "job", "cancel", JOB, env=env)
+        assert r.returncode != 0, r
+        assert "may or may not have been done" in r.stderr, r
+        assert [p for _, p, _ in fake.requests] == ["/api/jobs"]
+    finally:
+        hung.close()
+
+
 def test_wait_move_finished(fake):
     _script_move(fake, "finished")
     r = ferry("--engine", fake.url, "disk", "move", "d1", "--sd", "sd2", "--wait")
