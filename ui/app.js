@@ -364,6 +364,18 @@ function nameFilter(key) {
     onsubmit: (ev) => ev.preventDefault(), oninput: () => { S.pages[key] = 1; refresh(); } },
     field("Name (exact)", h("input", { name: "name", id: `search-${key}`, type: "search", maxlength: 255 })));
 }
+// Every row of a collection: a GET without max answers at most the engine's list_max rows (1000 by
+// default), the rest behind "next" (docs/rest-api.md), which this follows.
+async function getAll(path, key) {
+  const first = await get(path);
+  let all = first[key], token = first.next;
+  for (let i = 0; token && i < 1000; i++) {
+    const r = await get(`${path}?page=${encodeURIComponent(token)}`);
+    all = all.concat(r[key]);
+    token = r.next;
+  }
+  return { [key]: all };
+}
 function withMore(key, node, more) {
   if (!more) return node;
   return h("div", {}, node, button("More", () => { S.pages[key] = (S.pages[key] || 1) + 1; refresh(); },
@@ -461,7 +473,7 @@ const VIEWS = {
         h("button", { type: "submit", id: "vm-create" }, "Create"))];
     },
     async data(changed) {
-      const [{ rows: vms, more }, { disks }] = await Promise.all([getPaged("/api/vms", "vms"), get("/api/disks")]);
+      const [{ rows: vms, more }, { disks }] = await Promise.all([getPaged("/api/vms", "vms"), getAll("/api/disks", "disks")]);
       // Each VM's snapshots are read again only when the snapshots table changed, or the VM is new here.
       const old = changed("snapshots") ? {} : (this.snaps || {});
       const snaps = {};
@@ -715,7 +727,7 @@ async function route() {
   document.title = `${view.title} — Ferry`;
   try {
     S.lists.domains = (await get("/api/storagedomains")).storagedomains;
-    if (name === "vms") S.lists.templates = (await get("/api/templates")).templates;
+    if (name === "vms") S.lists.templates = (await getAll("/api/templates", "templates")).templates;
   } catch (e) {
     say(e.message, true);
   }

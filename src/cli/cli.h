@@ -81,7 +81,7 @@ int cli_engine_send(struct cli_engine *e, const char *method, const char *path, 
 /* Sends "Authorization: Bearer token" from now on (NULL: nothing). */
 void cli_engine_set_token(struct cli_engine *e, const char *token);
 bool cli_engine_has_token(const struct cli_engine *e);
-/* GET path and return its member `key`, which must be an array. */
+/* GET path and return its member `key`, which must be an array: the rows of every page ("next") followed. */
 int cli_engine_get_list(struct cli_engine *e, const char *path, const char *key, json_t **ret_array,
                         GError **error);
 /*
@@ -108,7 +108,8 @@ void cli_page_clear(struct cli_page *p);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(cli_page, cli_page_clear)
 /* The options' entries (what: "disks"; named: whether --search applies), terminated; valid while p is. */
 void cli_page_entries(struct cli_page *p, const char *what, bool named, GOptionEntry ret_entries[4]);
-/* GET base with p's options: the whole answer, whose member `key` is an array. */
+/* GET base with p's options: the whole answer, whose member `key` is an array; without max or page, every
+ * page followed (but jobs' and events' first, their newest list_max). */
 int cli_engine_get_page(struct cli_engine *e, const struct cli_page *p, const char *base, const char *key,
                         json_t **ret_json, GError **error);
 /* After the list: "more WHAT follow: --page TOKEN" on stderr when the answer has a next page. */

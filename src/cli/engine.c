@@ -501,21 +501,72 @@ int cli_engine_get(struct cli_engine *e, const char *path, json_t **ret_json, GE
         return 0;
 }
 
-int cli_engine_get_list(struct cli_engine *e, const char *path, const char *key, json_t **ret_array,
-                        GError **error)
+/* GET path; the answer must hold the array `key`. */
+static int get_rows(struct cli_engine *e, const char *path, const char *key, json_t **ret_json, GError **error)
 {
-        json_t *json = NULL, *array;
+        json_t *json = NULL;
 
         if (cli_engine_get(e, path, &json, error) < 0)
                 return -1;
-        array = json_object_get(json, key);
-        if (!json_is_array(array)) {
+        if (!json_is_array(json_object_get(json, key))) {
                 json_decref(json);
                 g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine's answer to GET %s has no '%s' list",
                             path, key);
                 return -1;
         }
-        *ret_array = json_incref(array);
+        *ret_json = json;
+        return 0;
+}
+
+/*
+ * GET path and every page after it: the engine answers a list without max
+ * in pages of list_max (1000 by default) past that many rows, the rest
+ * behind "next" (docs/rest-api.md). The rows of every page end up in the
+ * first answer's `key`, which then has no "next". At most CLI_LIST_PAGES
+ * pages, so an engine that never ends its list cannot exhaust the memory.
+ */
+#define CLI_LIST_PAGES 1000
+
+static int get_every_page(struct cli_engine *e, const char *path, const char *key, json_t **ret_json, GError **error)
+{
+        json_t *json = NULL, *next;
+
+        if (get_rows(e, path, key, &json, error) < 0)
+                return -1;
+        for (unsigned n = 1; json_is_string(next = json_object_get(json, "next")); n++) {
+                g_autofree char *q = g_uri_escape_string(json_string_value(next), NULL, FALSE);
+                g_autofree char *more_path = g_strdup_printf("%s%cpage=%s", path, strchr(path, '?') ? '&' : '?', q);
+                json_t *more = NULL;
+
+                if (n >= CLI_LIST_PAGES) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED,
+                                    "GET %s: more than %d pages; list them with --max and --page", path, CLI_LIST_PAGES);
+                        json_decref(json);
+                        return -1;
+                }
+                if (get_rows(e, more_path, key, &more, error) < 0) {
+                        json_decref(json);
+                        return -1;
+                }
+                json_array_extend(json_object_get(json, key), json_object_get(more, key));
+                if (json_object_get(more, "next"))
+                        json_object_set(json, "next", json_object_get(more, "next"));
+                else
+                        json_object_del(json, "next");
+                json_decref(more);
+        }
+        *ret_json = json;
+        return 0;
+}
+
+int cli_engine_get_list(struct cli_engine *e, const char *path, const char *key, json_t **ret_array,
+                        GError **error)
+{
+        json_t *json = NULL;
+
+        if (get_every_page(e, path, key, &json, error) < 0)
+                return -1;
+        *ret_array = json_incref(json_object_get(json, key));
         json_decref(json);
         return 0;
 }
@@ -640,14 +691,12 @@ int cli_engine_get_page(struct cli_engine *e, const struct cli_page *p, const ch
 
                 g_string_append_printf(path, "%cpage=%s", sep, q);
         }
-        if (cli_engine_get(e, path->str, &json, error) < 0)
+        /* Without --max or --page a list shows every row, as it did before the engine capped its answers;
+         * jobs and events, newest first, showed their newest 1000 and still do (the rest: --page). */
+        if (!p->max && !p->page && strcmp(key, "jobs") != 0 && strcmp(key, "events") != 0)
+                return get_every_page(e, path->str, key, ret_json, error);
+        if (get_rows(e, path->str, key, &json, error) < 0)
                 return -1;
-        if (!json_is_array(json_object_get(json, key))) {
-                json_decref(json);
-                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine's answer to GET %s has no '%s' list",
-                            base, key);
-                return -1;
-        }
         *ret_json = json;
         return 0;
 }

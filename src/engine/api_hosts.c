@@ -78,13 +78,7 @@ static void dc_get(struct engine *e, SoupServerMessage *msg, char **args)
 
 static void host_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = NULL;
-
-        if (engine_rest_page(e, msg, ENGINE_STORE_PAGE_HOSTS, "hosts", host_json))
-                return;
-        rows = engine_store_host_list(e->db, &error);
-        engine_rest_reply_rows(e, msg, "hosts", rows, error, host_json);
+        engine_rest_page(e, msg, ENGINE_STORE_PAGE_HOSTS, "hosts", host_json);
 }
 
 static void host_reply(struct engine *e, SoupServerMessage *msg, const char *id)

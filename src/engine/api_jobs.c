@@ -72,13 +72,7 @@ static json_t *step_json(struct engine *e, json_t *row)
 
 static void job_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = NULL;
-
-        if (engine_rest_page(e, msg, ENGINE_STORE_PAGE_JOBS, "jobs", job_json))
-                return;
-        rows = engine_store_job_list(e->db, 1000, &error);
-        engine_rest_reply_rows(e, msg, "jobs", rows, error, job_json);
+        engine_rest_page(e, msg, ENGINE_STORE_PAGE_JOBS, "jobs", job_json);
 }
 
 static void job_get(struct engine *e, SoupServerMessage *msg, char **args)
@@ -131,8 +125,10 @@ static void event_list(struct engine *e, SoupServerMessage *msg, char **args)
                 engine_rest_reply_fault(msg, 400, "correlation_id lists one request's events: not with max, page or search");
                 return;
         }
-        if (!corr && engine_rest_page(e, msg, ENGINE_STORE_PAGE_EVENTS, "events", NULL))
+        if (!corr) {
+                engine_rest_page(e, msg, ENGINE_STORE_PAGE_EVENTS, "events", NULL);
                 return;
+        }
         if (corr && !fy_log_correlation_id_valid(corr)) {
                 engine_rest_reply_fault(msg, 400, "correlation_id takes 1-128 of the characters A-Z a-z 0-9 . _ : -");
                 return;

@@ -15,62 +15,13 @@ static bool token_valid(enum engine_store_page_kind kind, const char *page)
         return fy_uuid_is_valid(page);
 }
 
-/*
- * The token is the last id shown: keyset paging, so a page costs the same
- * at any depth and a row added or removed meanwhile never shifts the pages.
- * One row more than asked is read to know whether a next page exists,
- * without a COUNT.
- */
-bool engine_rest_page(struct engine *e, SoupServerMessage *msg, enum engine_store_page_kind kind, const char *key,
-                      engine_row_fmt fmt)
+/* {key: [rows shown by fmt, at most limit]}, with "next" (the last id shown) when rows holds one more. */
+static void reply_page(struct engine *e, SoupServerMessage *msg, const char *key, json_t *rows, guint64 limit,
+                       engine_row_fmt fmt)
 {
-        g_autoptr(GError) error = NULL;
-        const char *q = g_uri_get_query(soup_server_message_get_uri(msg));
-        g_autoptr(GHashTable) form = q ? soup_form_decode(q) : NULL;
-        const char *max = form ? g_hash_table_lookup(form, "max") : NULL;
-        const char *search = form ? g_hash_table_lookup(form, "search") : NULL;
-        const char *page = form ? g_hash_table_lookup(form, "page") : NULL;
-        g_autofree char *name = NULL;
-        g_autofree char *detail = NULL;
-        g_autoptr(json_t) rows = NULL;
         g_autoptr(json_t) out = NULL;
-        json_t *list, *last;
-        guint64 limit = ENGINE_PAGE_MAX;
+        json_t *list = json_array(), *last;
 
-        if (!max && !search && !page)
-                return false;
-        if (max && !g_ascii_string_to_unsigned(max, 10, 1, ENGINE_PAGE_MAX, &limit, NULL)) {
-                detail = g_strdup_printf("max takes a number of %s from 1 to %d", key, ENGINE_PAGE_MAX);
-                engine_rest_reply_fault(msg, 400, detail);
-                return true;
-        }
-        if (search && !engine_store_page_has_name(kind)) {
-                detail = g_strdup_printf("%s have no name to search: list them with max and page only", key);
-                engine_rest_reply_fault(msg, 400, detail);
-                return true;
-        }
-        if (search) {
-                g_auto(GStrv) kv = g_strsplit(search, "=", 2);
-
-                if (!kv[0] || !kv[1] || strcmp(g_strstrip(kv[0]), "name") != 0 || !*g_strstrip(kv[1]) ||
-                    strlen(kv[1]) > ENGINE_PAGE_SEARCH_NAME_MAX) {
-                        detail = g_strdup_printf("search takes name=NAME (1-%d characters): the %s of that exact name",
-                                                 ENGINE_PAGE_SEARCH_NAME_MAX, key);
-                        engine_rest_reply_fault(msg, 400, detail);
-                        return true;
-                }
-                name = g_strdup(kv[1]);
-        }
-        if (page && !token_valid(kind, page)) {
-                engine_rest_reply_fault(msg, 400, "page takes the \"next\" token of the page before");
-                return true;
-        }
-        rows = engine_store_page(e->db, kind, page, name, (gint64) limit + 1, &error);
-        if (!rows) {
-                engine_rest_reply_error(msg, error);
-                return true;
-        }
-        list = json_array();
         out = json_pack("{s:o}", key, list);
         for (size_t i = 0; i < json_array_size(rows) && i < limit; i++) {
                 json_t *row = json_array_get(rows, i);
@@ -85,5 +36,90 @@ bool engine_rest_page(struct engine *e, SoupServerMessage *msg, enum engine_stor
                                     json_string(json_string_value(last)));
         }
         engine_rest_reply_json(msg, 200, out);
-        return true;
+}
+
+/*
+ * Without max, search or page: the collection as it was always listed (by
+ * creation for disks, VMs and templates), when it holds at most list_max
+ * rows; else its first page of list_max, in page order, with "next". One
+ * GET can then never build a whole large inventory into one answer (100,000
+ * disks were 32 MiB and 8-13 s, bench/README.md "bench/scale"), while
+ * every list that fits answers exactly as before.
+ */
+static void unpaged(struct engine *e, SoupServerMessage *msg, enum engine_store_page_kind kind, const char *key,
+                    engine_row_fmt fmt)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) rows = NULL;
+        guint64 cap = e->config.list_max;
+        bool page_order;
+
+        rows = engine_store_page_unpaged(e->db, kind, (gint64) cap + 1, &page_order, &error);
+        if (rows && json_array_size(rows) > cap && !page_order) {
+                json_decref(rows);
+                rows = engine_store_page(e->db, kind, NULL, NULL, (gint64) cap + 1, &error);
+        }
+        if (!rows) {
+                engine_rest_reply_error(msg, error);
+                return;
+        }
+        reply_page(e, msg, key, rows, cap, fmt);
+}
+
+/*
+ * The token is the last id shown: keyset paging, so a page costs the same
+ * at any depth and a row added or removed meanwhile never shifts the pages.
+ * One row more than asked is read to know whether a next page exists,
+ * without a COUNT.
+ */
+void engine_rest_page(struct engine *e, SoupServerMessage *msg, enum engine_store_page_kind kind, const char *key,
+                      engine_row_fmt fmt)
+{
+        g_autoptr(GError) error = NULL;
+        const char *q = g_uri_get_query(soup_server_message_get_uri(msg));
+        g_autoptr(GHashTable) form = q ? soup_form_decode(q) : NULL;
+        const char *max = form ? g_hash_table_lookup(form, "max") : NULL;
+        const char *search = form ? g_hash_table_lookup(form, "search") : NULL;
+        const char *page = form ? g_hash_table_lookup(form, "page") : NULL;
+        g_autofree char *name = NULL;
+        g_autofree char *detail = NULL;
+        g_autoptr(json_t) rows = NULL;
+        guint64 limit = e->config.list_max;
+
+        if (!max && !search && !page) {
+                unpaged(e, msg, kind, key, fmt);
+                return;
+        }
+        if (max && !g_ascii_string_to_unsigned(max, 10, 1, ENGINE_PAGE_MAX, &limit, NULL)) {
+                detail = g_strdup_printf("max takes a number of %s from 1 to %d", key, ENGINE_PAGE_MAX);
+                engine_rest_reply_fault(msg, 400, detail);
+                return;
+        }
+        if (search && !engine_store_page_has_name(kind)) {
+                detail = g_strdup_printf("%s have no name to search: list them with max and page only", key);
+                engine_rest_reply_fault(msg, 400, detail);
+                return;
+        }
+        if (search) {
+                g_auto(GStrv) kv = g_strsplit(search, "=", 2);
+
+                if (!kv[0] || !kv[1] || strcmp(g_strstrip(kv[0]), "name") != 0 || !*g_strstrip(kv[1]) ||
+                    strlen(kv[1]) > ENGINE_PAGE_SEARCH_NAME_MAX) {
+                        detail = g_strdup_printf("search takes name=NAME (1-%d characters): the %s of that exact name",
+                                                 ENGINE_PAGE_SEARCH_NAME_MAX, key);
+                        engine_rest_reply_fault(msg, 400, detail);
+                        return;
+                }
+                name = g_strdup(kv[1]);
+        }
+        if (page && !token_valid(kind, page)) {
+                engine_rest_reply_fault(msg, 400, "page takes the \"next\" token of the page before");
+                return;
+        }
+        rows = engine_store_page(e->db, kind, page, name, (gint64) limit + 1, &error);
+        if (!rows) {
+                engine_rest_reply_error(msg, error);
+                return;
+        }
+        reply_page(e, msg, key, rows, limit, fmt);
 }

@@ -105,13 +105,7 @@ static void reply_found(struct engine *e, SoupServerMessage *msg, int status, js
 
 static void vm_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = NULL;
-
-        if (engine_rest_page(e, msg, ENGINE_STORE_PAGE_VMS, "vms", vm_json))
-                return;
-        rows = engine_store_vm_list(e->db, &error);
-        engine_rest_reply_rows(e, msg, "vms", rows, error, vm_json);
+        engine_rest_page(e, msg, ENGINE_STORE_PAGE_VMS, "vms", vm_json);
 }
 
 static void vm_create(struct engine *e, SoupServerMessage *msg, char **args)
@@ -254,13 +248,7 @@ static void vm_snapshot_restore(struct engine *e, SoupServerMessage *msg, char *
 
 static void template_list(struct engine *e, SoupServerMessage *msg, char **args)
 {
-        g_autoptr(GError) error = NULL;
-        g_autoptr(json_t) rows = NULL;
-
-        if (engine_rest_page(e, msg, ENGINE_STORE_PAGE_TEMPLATES, "templates", template_json))
-                return;
-        rows = engine_store_template_list(e->db, &error);
-        engine_rest_reply_rows(e, msg, "templates", rows, error, template_json);
+        engine_rest_page(e, msg, ENGINE_STORE_PAGE_TEMPLATES, "templates", template_json);
 }
 
 static void template_create(struct engine *e, SoupServerMessage *msg, char **args)

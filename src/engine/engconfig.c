@@ -49,6 +49,7 @@ static const struct fy_option options[] = {
         { "write_timeout", FY_OPT_UINT, "30", 1, 3600, O(write_timeout), "seconds a REST client may leave its response unread before its connection is closed" },
         { "max_connections", FY_OPT_UINT, "4096", 1, 1000000, O(max_connections), "REST connections open at once (more are answered 503)" },
         { "max_connections_per_address", FY_OPT_UINT, "256", 1, 1000000, O(max_connections_per_address), "REST connections open at once from one client address (IPv6: its /64)" },
+        { "list_max", FY_OPT_UINT, "1000", 1, 1000, O(list_max), "rows a collection GET without max answers at most; a longer list answers its first page with \"next\"", true },
         { "log_level", FY_OPT_STRING, "info", 1, 16, O(log_level), "debug, info, warning or error", true },
 };
 

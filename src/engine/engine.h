@@ -67,6 +67,7 @@ struct engine_config {
         char *admin_password_file;     /* its password, one line */
         unsigned token_idle_timeout;   /* s a token lives unused */
         unsigned token_lifetime;       /* s a token lives at most */
+        unsigned list_max;             /* rows a collection GET answers without max (the rest: its "next" pages) */
         struct fy_options_sources *sources;     /* what a SIGHUP reload reads again */
 };
 

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from conftest import make_workdir
-from enginetest import TEST_DB, EngineCluster, HttpError, postgres
+from enginetest import TEST_DB, Engine, EngineCluster, HttpError, postgres
 from ferrytest import FERRY, MiB, qemu_img_compare, qemu_io_write, wait_for, write_random_extents
 
 
@@ -371,6 +371,39 @@ def test_paging_hosts_vms_templates_jobs_events(ec):
     for v in vms:
         ec.engine.request("DELETE", f"/api/vms/{v}")
 
+
+
+def test_list_cap():
+    """A collection GET without max answers at most list_max rows (here 3, instead of thousands of rows): the
+    whole list in its usual order while it fits, else its first page in id order with "next", pages of
+    list_max after it; max still goes past it; jobs and events newest first; the CLI still lists every row."""
+    e = Engine(make_workdir(), "--list-max=3")
+    try:
+        vms = [e.request("POST", "/api/vms", {"name": f"cap-vm-{i}"})[1]["id"] for i in range(3)]
+        whole = e.get("/api/vms")
+        assert [v["id"] for v in whole["vms"]] == vms and "next" not in whole     # by creation, as always
+        vms += [e.request("POST", "/api/vms", {"name": f"cap-vm-{i}"})[1]["id"] for i in range(3, 7)]
+        by_id = sorted(vms)
+        first = e.get("/api/vms")
+        assert [v["id"] for v in first["vms"]] == by_id[:3] and first["next"] == by_id[2]
+        second = e.get(f"/api/vms?page={first['next']}")
+        assert [v["id"] for v in second["vms"]] == by_id[3:6] and second["next"] == by_id[5]
+        third = e.get(f"/api/vms?page={second['next']}")
+        assert [v["id"] for v in third["vms"]] == by_id[6:] and "next" not in third
+        assert [v["id"] for v in e.get("/api/vms?max=7")["vms"]] == by_id
+        assert len(e.get("/api/vms?search=name%3Dcap-vm-1")["vms"]) == 1
+        every = [ev["id"] for ev in e.get("/api/events?max=1000")["events"]]
+        events = e.get("/api/events")
+        assert [ev["id"] for ev in events["events"]] == every[:3]
+        assert events.get("next") == (str(every[2]) if len(every) > 3 else None)
+        r = subprocess.run([FERRY, "vm", "list"], env=e.cli_env(), capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert all(f"cap-vm-{i}" in r.stdout for i in range(7)) and "follow" not in r.stderr, (r.stdout, r.stderr)
+        r = subprocess.run([FERRY, "--json", "vm", "list"], env=e.cli_env(), capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0 and sorted(v["id"] for v in json.loads(r.stdout)["vms"]) == by_id, r.stderr
+    finally:
+        e.stop()
 
 def fault(ec, method, path, body=None, raw=None, headers=None):
     with pytest.raises(HttpError) as e:

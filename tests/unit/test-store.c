@@ -550,6 +550,14 @@ static void test_pg_fencing(struct fixture *f, gconstpointer data)
         /* A's transaction checked the epoch: B's takeover waits for it (lock_timeout) and fails. */
         g_assert_cmpint(engine_store_begin(data_a, &error), ==, 0);
         g_assert_cmpint(engine_store_disk_set_actual_size(data_a, "d1", 3, &error), ==, 0);
+        /* ...but A's own lease renewal does not wait for it (lock_timeout 2 s would fail it). */
+        {
+                gint64 t0 = g_get_monotonic_time();
+
+                g_assert_cmpint(engine_store_leader_renew(lock_a, ep_a, &error), ==, 0);
+                g_assert_no_error(error);
+                g_assert_cmpint(g_get_monotonic_time() - t0, <, G_USEC_PER_SEC);
+        }
         /* A stale lease (0 s): B ends every session of A, the open transaction's too. */
         g_usleep(20 * G_TIME_SPAN_MILLISECOND);
         g_assert_cmpint(engine_store_leader_try(lock_b, "ferry-engine B", "urlB", 0, &ep_b, &error), ==, 0);
@@ -587,6 +595,43 @@ static void test_pg_fencing(struct fixture *f, gconstpointer data)
         engine_store_close(lock_a);
         engine_store_close(lock_b);
         g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_CRITICAL);
+}
+
+/*
+ * Another engine's migration changes a table under a prepared SELECT *
+ * (0A000, "cached plan must not change result type"): outside a
+ * transaction it is prepared again at once; inside one the transaction
+ * fails, and the next transaction prepares it again.
+ */
+static void test_pg_stale_plan(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+        json_t *disk;
+
+        g_assert_cmpint(engine_store_disk_insert(f->st, "d1", "disk", "sd1", "cow", true, 512, "job1", 2, &error), ==, 0);
+        disk = engine_store_disk_get(f->st, "d1", &error);     /* prepared now */
+        g_assert_nonnull(disk);
+        json_decref(disk);
+        pg_exec_in(f->path, "ALTER TABLE disks ADD COLUMN extra1 integer");
+        disk = engine_store_disk_get(f->st, "d1", &error);
+        g_assert_no_error(error);
+        g_assert_nonnull(disk);
+        json_decref(disk);
+        pg_exec_in(f->path, "ALTER TABLE disks ADD COLUMN extra2 integer");
+        g_assert_cmpint(engine_store_begin(f->st, &error), ==, 0);
+        disk = engine_store_disk_get(f->st, "d1", &error);
+        g_assert_null(disk);
+        g_assert_nonnull(error);
+        g_clear_error(&error);
+        engine_store_rollback(f->st);
+        for (int i = 0; i < 2; i++) {                          /* every later transaction works */
+                g_assert_cmpint(engine_store_begin(f->st, &error), ==, 0);
+                disk = engine_store_disk_get(f->st, "d1", &error);
+                g_assert_no_error(error);
+                g_assert_nonnull(json_object_get(disk, "extra2"));
+                json_decref(disk);
+                g_assert_cmpint(engine_store_commit(f->st, &error), ==, 0);
+        }
 }
 
 static void test_pg_restart(struct fixture *f, gconstpointer data)
@@ -661,6 +706,7 @@ int main(int argc, char **argv)
         g_test_add("/store/postgresql/upgrade-in-place", struct fixture, "pg", setup, test_pg_upgrade_in_place, teardown);
         g_test_add("/store/postgresql/fencing", struct fixture, "pg", setup, test_pg_fencing, teardown);
         g_test_add("/store/postgresql/restart", struct fixture, "pg", setup, test_pg_restart, teardown);
+        g_test_add("/store/postgresql/stale-plan", struct fixture, "pg", setup, test_pg_stale_plan, teardown);
 #endif
         r = g_test_run();
 #ifdef FERRY_HAVE_POSTGRESQL

@@ -46,6 +46,10 @@ int engine_store_leader_prepare(struct engine_store *lock, GError **error)
                        "CREATE TABLE IF NOT EXISTS engine_leader ("
                        "  id BIGINT PRIMARY KEY, epoch BIGINT NOT NULL, holder TEXT, url TEXT,"
                        "  lock_pid BIGINT, heartbeat TIMESTAMPTZ)", "") < 0 ||
+            /* The epoch a key (a unique index): a takeover's epoch bump then conflicts with the FOR KEY SHARE
+             * of the leader's open transactions (store.c fence_check) while the heartbeat update does not. */
+            store_exec(lock, error, "CREATE UNIQUE INDEX IF NOT EXISTS engine_leader_epoch ON engine_leader (epoch)",
+                       "") < 0 ||
             store_exec(lock, error, "INSERT INTO engine_leader (id, epoch) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
                        "") < 0) {
                 engine_store_rollback(lock);

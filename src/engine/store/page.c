@@ -14,28 +14,32 @@ static const struct page_sql {
         const char *after;              /* ?1 the id of the last row shown */
         const char *name;               /* NULL: no name to search */
         const char *name_after;
+        /* The first rows in the order the collection was always listed in without paging (the store's
+         * engine_store_*_list); NULL: that order is the pages' (jobs, events). */
+        const char *unpaged;
 } page_sql[] = {
-#define BY_ID(table) { \
+#define BY_ID(table, order) { \
         "SELECT * FROM " table " ORDER BY id LIMIT ?", \
         "SELECT * FROM " table " WHERE id > ? ORDER BY id LIMIT ?", \
         "SELECT * FROM " table " WHERE name = ? ORDER BY id LIMIT ?", \
-        "SELECT * FROM " table " WHERE name = ? AND id > ? ORDER BY id LIMIT ?" }
-        [ENGINE_STORE_PAGE_DISKS] = BY_ID("disks"),
-        [ENGINE_STORE_PAGE_HOSTS] = BY_ID("hosts"),
-        [ENGINE_STORE_PAGE_VMS] = BY_ID("vms"),
-        [ENGINE_STORE_PAGE_TEMPLATES] = BY_ID("templates"),
+        "SELECT * FROM " table " WHERE name = ? AND id > ? ORDER BY id LIMIT ?", \
+        "SELECT * FROM " table " ORDER BY " order " LIMIT ?" }
+        [ENGINE_STORE_PAGE_DISKS] = BY_ID("disks", "created, name"),
+        [ENGINE_STORE_PAGE_HOSTS] = BY_ID("hosts", "host_id"),
+        [ENGINE_STORE_PAGE_VMS] = BY_ID("vms", "created, name"),
+        [ENGINE_STORE_PAGE_TEMPLATES] = BY_ID("templates", "created, name"),
 #undef BY_ID
         [ENGINE_STORE_PAGE_JOBS] = {
                 "SELECT * FROM jobs ORDER BY start_time DESC, rowid DESC LIMIT ?",
                 "SELECT * FROM jobs WHERE (start_time, rowid) < (SELECT start_time, rowid FROM jobs WHERE id = ?) "
                 "ORDER BY start_time DESC, rowid DESC LIMIT ?",
-                NULL, NULL },
+                NULL, NULL, NULL },
         [ENGINE_STORE_PAGE_EVENTS] = {
                 "SELECT id, time, severity, message, command_id, correlation_id, user_name "
                 "FROM events ORDER BY id DESC LIMIT ?",
                 "SELECT id, time, severity, message, command_id, correlation_id, user_name "
                 "FROM events WHERE id < ? ORDER BY id DESC LIMIT ?",
-                NULL, NULL },
+                NULL, NULL, NULL },
 };
 
 bool engine_store_page_has_name(enum engine_store_page_kind kind)
@@ -66,4 +70,18 @@ json_t *engine_store_page(struct engine_store *st, enum engine_store_page_kind k
         if (after)
                 return store_query(st, error, q->after, "si", after, limit);
         return store_query(st, error, q->first, "i", limit);
+}
+
+json_t *engine_store_page_unpaged(struct engine_store *st, enum engine_store_page_kind kind, gint64 limit,
+                                  bool *ret_page_order, GError **error)
+{
+        const struct page_sql *q;
+
+        if ((size_t) kind >= G_N_ELEMENTS(page_sql)) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "no such collection");
+                return NULL;
+        }
+        q = &page_sql[kind];
+        *ret_page_order = !q->unpaged;
+        return store_query(st, error, q->unpaged ? q->unpaged : q->first, "i", limit);
 }

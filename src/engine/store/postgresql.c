@@ -51,6 +51,14 @@ enum {
 #define PG_MAX_PARAMS 64
 #define PG_BACKOFF_MIN_US (100 * G_TIME_SPAN_MILLISECOND)
 #define PG_BACKOFF_MAX_US (5 * G_TIME_SPAN_SECOND)
+/*
+ * Statements are prepared on the connection (named, parsed and planned once)
+ * the first time they run on it, as SQLite's are kept (sqlite.c): a REST page
+ * is then two round trips without a parse or a plan on the server. Past this
+ * many per connection they run unnamed, so SQL built at run time cannot grow
+ * the server's memory without end.
+ */
+#define PG_PREPARED_MAX 512
 /* A key for pg_advisory_xact_lock: engines starting together migrate one after another. */
 #define PG_MIGRATION_LOCK 0x66657272 /* "ferr" */
 
@@ -63,11 +71,17 @@ struct pg_store {
         gint64 changes;
         gint64 next_connect;           /* monotonic time of the next reconnect attempt */
         gint64 backoff;
+        guint64 conn_serial;           /* counts connections made: a statement prepared on an older one is not on this */
+        unsigned prepared;             /* statements prepared on this connection */
+        unsigned next_name;
 };
 
 struct pg_sql {
         char *text;
         int nparams;
+        char name[24];                 /* of its prepared statement */
+        guint64 prepared_on;           /* conn_serial it is prepared on; 0: none */
+        guint64 stale_on;              /* conn_serial holding a plan that went stale in a transaction */
 };
 
 /*
@@ -249,6 +263,8 @@ static int ensure_connected(struct pg_store *db, GError **error)
         }
         db->backoff = 0;
         db->next_connect = 0;
+        db->conn_serial++;
+        db->prepared = 0;
         g_message("database %s: reconnected", db->name);
         return 0;
 }
@@ -322,7 +338,7 @@ static void pg_sql_free(gpointer p)
         g_free(s);
 }
 
-static const struct pg_sql *lookup_sql(struct pg_store *db, const char *sql, GError **error)
+static struct pg_sql *lookup_sql(struct pg_store *db, const char *sql, GError **error)
 {
         struct pg_sql *s = g_hash_table_lookup(db->sql, sql);
 
@@ -330,6 +346,7 @@ static const struct pg_sql *lookup_sql(struct pg_store *db, const char *sql, GEr
                 return s;
         if (translate(sql, &s, error) < 0)
                 return NULL;
+        g_snprintf(s->name, sizeof(s->name), "ferry_%u", ++db->next_name);
         g_hash_table_insert(db->sql, g_strdup(sql), s);
         return s;
 }
@@ -399,6 +416,39 @@ static bool sqlstate_is(const PGresult *res, const char *prefix)
 }
 
 /*
+ * One run of s: prepared on this connection first if it is not yet (and the
+ * connection has room). A statement the server will not prepare runs
+ * unnamed, to fail there with the error the caller reports.
+ */
+static PGresult *exec_statement(struct pg_store *db, struct pg_sql *s, const struct pg_args *a)
+{
+        if (s->stale_on && s->stale_on == db->conn_serial) {
+                /* Not in the failed transaction any more (it refuses everything): the name is freed first. */
+                g_autofree char *dealloc = g_strdup_printf("DEALLOCATE %s", s->name);
+                PGresult *d = PQexec(db->conn, dealloc);
+
+                if (PQresultStatus(d) == PGRES_COMMAND_OK) {
+                        s->stale_on = 0;
+                        db->prepared--;
+                }
+                PQclear(d);
+        }
+        if (s->prepared_on != db->conn_serial && s->stale_on != db->conn_serial &&
+            db->prepared < PG_PREPARED_MAX && !db->broken) {
+                PGresult *p = PQprepare(db->conn, s->name, s->text, s->nparams, NULL);
+
+                if (PQresultStatus(p) == PGRES_COMMAND_OK) {
+                        s->prepared_on = db->conn_serial;
+                        db->prepared++;
+                }
+                PQclear(p);
+        }
+        if (s->prepared_on == db->conn_serial)
+                return PQexecPrepared(db->conn, s->name, a->n, (const char *const *) a->values, NULL, NULL, 0);
+        return PQexecParams(db->conn, s->text, a->n, NULL, (const char *const *) a->values, NULL, NULL, 0);
+}
+
+/*
  * Runs sql with its values; the result, or NULL with *error set. A lost
  * connection outside a transaction is retried once on a new one when the
  * statement cannot have taken effect (see the top of the file).
@@ -407,7 +457,7 @@ static PGresult *run(struct pg_store *db, GError **error, bool read_only, const 
                      va_list ap, int *ret_errno)
 {
         struct pg_args a = { 0 };
-        const struct pg_sql *s;
+        struct pg_sql *s;
         PGresult *res = NULL;
 
         *ret_errno = -EIO;
@@ -423,11 +473,31 @@ static PGresult *run(struct pg_store *db, GError **error, bool read_only, const 
                 check_idle(db);
                 if (ensure_connected(db, error) < 0)
                         break;
-                res = PQexecParams(db->conn, s->text, a.n, NULL, (const char *const *) a.values, NULL, NULL, 0);
+                res = exec_statement(db, s, &a);
                 status = PQresultStatus(res);
                 if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
                         *ret_errno = 0;
                         break;
+                }
+                /* A prepared SELECT * whose table another engine's migration changed: prepared again. */
+                if (sqlstate_is(res, "0A000") && s->prepared_on && attempt == 0 && !db->in_tx) {
+                        g_autofree char *dealloc = g_strdup_printf("DEALLOCATE %s", s->name);
+
+                        PQclear(res);
+                        res = NULL;
+                        PQclear(PQexec(db->conn, dealloc));
+                        s->prepared_on = 0;
+                        db->prepared--;
+                        continue;
+                }
+                /*
+                 * The same inside a transaction, which the error ended: the
+                 * caller's retry of the transaction prepares it again (the
+                 * stale name is deallocated first, see exec_statement()).
+                 */
+                if (sqlstate_is(res, "0A000") && s->prepared_on == db->conn_serial && db->in_tx) {
+                        s->prepared_on = 0;
+                        s->stale_on = db->conn_serial;
                 }
                 if (PQstatus(db->conn) == CONNECTION_BAD && attempt == 0 && !db->in_tx &&
                     (read_only || sqlstate_is(res, "57P"))) {
@@ -546,6 +616,7 @@ static int pg_open(const char *location, const char *client, void **ret, GError 
 
         db->name = describe(location);
         db->sql = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, pg_sql_free);
+        db->conn_serial = 1;
         db->conn = PQconnectdbParams(keys, values, 1);
         if (!db->conn || PQstatus(db->conn) != CONNECTION_OK) {
                 r = db->conn ? fail_conn(db, error, "cannot connect")

@@ -15,9 +15,20 @@
 #include "backend.h"
 #include "error.h"
 
+/*
+ * Prepared statements are kept by their SQL text and reused (reset after
+ * each run, so none holds a read transaction open): the store runs the same
+ * few hundred statements again and again, and parsing one cost about as much
+ * as running it (a REST page of 100 disks: bench/README.md "bench/scale").
+ * Statements past this many are prepared and finalized per run, so SQL built
+ * at run time cannot grow the cache without end.
+ */
+#define STMT_CACHE_MAX 512
+
 struct sqlite_store {
         sqlite3 *sql;
         char *path;
+        GHashTable *stmts;             /* SQL text -> sqlite3_stmt, kept prepared */
 };
 
 /*
@@ -117,6 +128,11 @@ static const char *const migrations[] = {
 static void sqlite_close(void *handle);
 static int sqlite_schema_version(void *handle);
 
+static void stmt_free(gpointer st)
+{
+        sqlite3_finalize(st);
+}
+
 static int fail(struct sqlite_store *db, GError **error, const char *what)
 {
         g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: %s: %s", db->path, what, sqlite3_errmsg(db->sql));
@@ -167,6 +183,7 @@ static int sqlite_open(const char *path, const char *client, void **ret, GError 
         int r;
 
         db->path = g_strdup(path);
+        db->stmts = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, stmt_free);
         if (sqlite3_open_v2(path, &db->sql, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
                 r = fail(db, error, "cannot open");
                 sqlite_close(db);
@@ -191,6 +208,8 @@ static void sqlite_close(void *handle)
 
         if (!db)
                 return;
+        /* Before the close, which refuses a connection with statements left. */
+        g_hash_table_destroy(db->stmts);
         sqlite3_close(db->sql);
         g_free(db->path);
         g_free(db);
@@ -264,16 +283,34 @@ static int bind_args(struct sqlite_store *db, sqlite3_stmt *st, const char *type
         return 0;
 }
 
+/* After a run of a statement from prepare(): reset for the next run if kept, else finalized. */
+static void release(struct sqlite_store *db, sqlite3_stmt *st)
+{
+        if (g_hash_table_lookup(db->stmts, sqlite3_sql(st)) == st) {
+                sqlite3_reset(st);
+                sqlite3_clear_bindings(st);
+        } else {
+                sqlite3_finalize(st);
+        }
+}
+
 static sqlite3_stmt *prepare(struct sqlite_store *db, GError **error, const char *sql, const char *types, va_list ap)
 {
-        sqlite3_stmt *st = NULL;
+        sqlite3_stmt *st = g_hash_table_lookup(db->stmts, sql);
 
-        if (sqlite3_prepare_v2(db->sql, sql, -1, &st, NULL) != SQLITE_OK) {
-                fail(db, error, sql);
-                return NULL;
+        if (!st) {
+                bool keep = g_hash_table_size(db->stmts) < STMT_CACHE_MAX;
+
+                if (sqlite3_prepare_v3(db->sql, sql, -1, keep ? SQLITE_PREPARE_PERSISTENT : 0, &st, NULL) != SQLITE_OK) {
+                        fail(db, error, sql);
+                        return NULL;
+                }
+                /* sqlite3_sql() is the text up to the first statement's end: keyed by it, release() finds it. */
+                if (keep && strcmp(sqlite3_sql(st), sql) == 0)
+                        g_hash_table_insert(db->stmts, g_strdup(sql), st);
         }
         if (bind_args(db, st, types, ap, error) < 0) {
-                sqlite3_finalize(st);
+                release(db, st);
                 return NULL;
         }
         return st;
@@ -290,15 +327,20 @@ static int sqlite_exec(void *handle, GError **error, const char *sql, const char
                 return -EIO;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW)
                 ;
-        sqlite3_finalize(st);
         if (rc != SQLITE_DONE) {
+                int r;
+
                 if ((rc & 0xff) == SQLITE_CONSTRAINT) {
                         g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER, "conflicts with existing data: %s",
                                     sqlite3_errmsg(db->sql));
-                        return -EEXIST;
+                        r = -EEXIST;
+                } else {
+                        r = fail(db, error, sql);
                 }
-                return fail(db, error, sql);
+                release(db, st);
+                return r;
         }
+        release(db, st);
         return 0;
 }
 
@@ -339,7 +381,7 @@ static json_t *query_va(struct sqlite_store *db, GError **error, bool one, const
                 json_decref(rows);
                 rows = NULL;
         }
-        sqlite3_finalize(st);
+        release(db, st);
         return rows;
 }
 

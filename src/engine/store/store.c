@@ -220,7 +220,14 @@ static int fence_check(struct engine_store *st, GError **error)
 
         if (st->epoch_checked)
                 return 0;
-        row = store_query_one(st, &local, "SELECT epoch FROM engine_leader WHERE id = 1 FOR SHARE", "");
+        /*
+         * FOR KEY SHARE: a takeover changes the epoch, a key column (unique
+         * index), so it waits for this transaction to end, and no write of
+         * an old term commits after a new term began. The leader's own
+         * heartbeat (a non-key update) does not wait: a long transaction
+         * of the leader must not make its lease renewal time out.
+         */
+        row = store_query_one(st, &local, "SELECT epoch FROM engine_leader WHERE id = 1 FOR KEY SHARE", "");
         if (local) {
                 g_propagate_error(error, local);
                 return -EIO;

@@ -224,6 +224,11 @@ json_t *engine_store_page(struct engine_store *st, enum engine_store_page_kind k
                           const char *name, gint64 limit, GError **error) STORE_MUST;
 /* Whether that collection's rows have a name to search (engine_store_page's name). */
 bool engine_store_page_has_name(enum engine_store_page_kind kind);
+/* The first rows (at most limit) in the order the collection is listed in without paging: by creation for
+ * disks, VMs and templates, host_id for hosts (*ret_page_order false), the pages' own order for jobs and
+ * events (*ret_page_order true). */
+json_t *engine_store_page_unpaged(struct engine_store *st, enum engine_store_page_kind kind, gint64 limit,
+                                  bool *ret_page_order, GError **error) STORE_MUST;
 
 /* ---- disks and volumes: rows, locks, legality (disks.c) ---- */
 json_t *engine_store_disk_get(struct engine_store *st, const char *id, GError **error) STORE_MUST;
