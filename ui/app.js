@@ -346,13 +346,23 @@ const PAGE_ROWS = 100;
 async function getPaged(path, key, rows) {
   const per = rows || PAGE_ROWS;
   let all = [], token = null;
+  // The view's name filter (nameFilter): oVirt's search=name=NAME, exact, on the engine.
+  const f = $(`#search-${key}`);
+  const name = f ? f.value.trim() : "";
+  const search = name ? "&search=" + encodeURIComponent("name=" + name) : "";
   for (let i = 0; i < (S.pages[key] || 1); i++) {
-    const r = await get(`${path}?max=${per}${token ? "&page=" + encodeURIComponent(token) : ""}`);
+    const r = await get(`${path}?max=${per}${search}${token ? "&page=" + encodeURIComponent(token) : ""}`);
     all = all.concat(r[key]);
     token = r.next;
     if (!token) break;
   }
   return { rows: all, more: !!token };
+}
+// A labelled search box above a list that the engine searches by name; typing reads page one again.
+function nameFilter(key) {
+  return h("form", { class: "inline", id: `filter-${key}`, role: "search", "aria-label": `Find ${key} by name`,
+    onsubmit: (ev) => ev.preventDefault(), oninput: () => { S.pages[key] = 1; refresh(); } },
+    field("Name (exact)", h("input", { name: "name", id: `search-${key}`, type: "search", maxlength: 255 })));
 }
 // Every row of a collection: a GET without max answers at most the engine's list_max rows (1000 by
 // default), the rest behind "next" (docs/rest-api.md), which this follows.
@@ -374,7 +384,7 @@ function withMore(key, node, more) {
 
 const VIEWS = {
   hosts: {
-    title: "Hosts", tables: ["hosts"],
+    title: "Hosts", tables: ["hosts"], search: "hosts",
     async data() {
       const { rows: hosts, more } = await getPaged("/api/hosts", "hosts");
       return withMore("hosts", table("Hosts", ["Name", "Address", "Status", "SPM", "Jobs (running / limit)", "Copy rate / cap", "Actions"],
@@ -402,7 +412,7 @@ const VIEWS = {
     },
   },
   disks: {
-    title: "Disks", tables: ["disks", "volumes", "jobs", "steps", "storage_domains"],
+    title: "Disks", tables: ["disks", "volumes", "jobs", "steps", "storage_domains"], search: "disks",
     forms() {
       if (!can("operator")) return [];
       const create = h("form", { class: "inline", id: "create-disk", "aria-label": "Create a disk",
@@ -444,7 +454,7 @@ const VIEWS = {
     },
   },
   vms: {
-    title: "VMs", tables: ["vms", "disks", "disk_attachments", "snapshots", "templates"],
+    title: "VMs", tables: ["vms", "disks", "disk_attachments", "snapshots", "templates"], search: "vms",
     forms() {
       if (!can("operator")) return [];
       const templates = S.lists.templates || [];
@@ -503,7 +513,7 @@ const VIEWS = {
     },
   },
   templates: {
-    title: "Templates", tables: ["templates", "disk_attachments"],
+    title: "Templates", tables: ["templates", "disk_attachments"], search: "templates",
     async data() {
       const { rows: templates, more } = await getPaged("/api/templates", "templates");
       return withMore("templates", table("Templates", ["Name", "Status", "Made from VM", "Disks", "Created", "Actions"],
@@ -724,7 +734,7 @@ async function route() {
   if (!S.token || S.view !== view) return;      // logged out, or another page asked for, meanwhile
   $("#main").replaceChildren(
     h("h2", { id: "page-title" }, view.title),
-    h("div", { id: "forms" }, view.forms ? view.forms() : []),
+    h("div", { id: "forms" }, (view.search ? [nameFilter(view.search)] : []).concat(view.forms ? view.forms() : [])),
     h("div", { id: "dialog", hidden: true }),
     h("section", { id: "data", "data-view": name, "aria-labelledby": "page-title", "aria-busy": "true" }));
   S.view.name = name;

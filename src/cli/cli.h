@@ -84,6 +84,12 @@ bool cli_engine_has_token(const struct cli_engine *e);
 /* GET path and return its member `key`, which must be an array: the rows of every page ("next") followed. */
 int cli_engine_get_list(struct cli_engine *e, const char *path, const char *key, json_t **ret_array,
                         GError **error);
+/*
+ * The element of `key` at `path` whose id or name is `arg` (a name must be
+ * unique), by ?search=name=NAME when `searchable` (a paged collection).
+ */
+int cli_engine_resolve(struct cli_engine *e, const char *path, const char *key, bool searchable, const char *what,
+                       const char *arg, json_t **ret_item, GError **error);
 
 /*
  * The paging options of a list command (GET ...?max=N&search=name=NAME&page=TOKEN,

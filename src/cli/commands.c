@@ -17,54 +17,13 @@ static int cli_setup(struct cli_ctx *ctx, int *argc, char ***argv, const GOption
         return cli_ctx_engine(ctx, ret_engine, error);
 }
 
-/* Finds an element of `key` at `path` whose id or name is `arg`. */
-static int cli_resolve(struct cli_engine *e, const char *path, const char *key, const char *what,
-                       const char *arg, json_t **ret_item, GError **error)
-{
-        json_t *list = NULL, *item, *found = NULL;
-        unsigned named = 0;
-        size_t i;
-
-        if (!fy_uuid_is_valid(arg) && cli_check_name(what, arg, error) < 0)
-                return -1;
-        if (cli_engine_get_list(e, path, key, &list, error) < 0)
-                return -1;
-        json_array_foreach(list, i, item) {
-                const char *id = json_string_value(json_object_get(item, "id"));
-                const char *name = json_string_value(json_object_get(item, "name"));
-
-                if (id && g_ascii_strcasecmp(id, arg) == 0) {
-                        found = item;
-                        named = 1;
-                        break;
-                }
-                if (name && strcmp(name, arg) == 0) {
-                        found = item;
-                        named++;
-                }
-        }
-        if (found && named == 1)
-                *ret_item = json_incref(found);
-        json_decref(list);
-        if (named == 1)
-                return 0;
-
-        g_autofree char *safe = cli_printable(arg);
-        if (named == 0)
-                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "no %s '%s'", what, safe);
-        else
-                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "%u %ss are named '%s': give the id", named,
-                            what, safe);
-        return -1;
-}
-
 static int cli_resolve_sd(struct cli_engine *e, const char *arg, char **ret_id, char **ret_name,
                           GError **error)
 {
         json_t *sd = NULL;
         const char *id = NULL;
 
-        if (cli_resolve(e, "/api/storagedomains", "storagedomains", "storage domain", arg, &sd, error) < 0)
+        if (cli_engine_resolve(e, "/api/storagedomains", "storagedomains", false, "storage domain", arg, &sd, error) < 0)
                 return -1;
         if (json_unpack(sd, "{s:s}", "id", &id) < 0 || !fy_uuid_is_valid(id)) {
                 json_decref(sd);
@@ -89,7 +48,7 @@ static int cli_resolve_disk(struct cli_engine *e, const char *arg, json_t **ret_
 
                 return cli_engine_get(e, path, ret_disk, error);
         }
-        if (cli_resolve(e, "/api/disks", "disks", "disk", arg, &disk, error) < 0)
+        if (cli_engine_resolve(e, "/api/disks", "disks", true, "disk", arg, &disk, error) < 0)
                 return -1;
         id = json_string_value(json_object_get(disk, "id"));
         if (!id || !fy_uuid_is_valid(id)) {
@@ -311,7 +270,7 @@ int cli_host_remove(struct cli_ctx *ctx, int argc, char **argv, GError **error)
         const char *id;
 
         if (cli_setup(ctx, &argc, &argv, NULL, "HOST", 1, "HOST (an id or a name)", &e, error) < 0 ||
-            cli_resolve(e, "/api/hosts", "hosts", "host", argv[1], &host, error) < 0)
+            cli_engine_resolve(e, "/api/hosts", "hosts", true, "host", argv[1], &host, error) < 0)
                 return -1;
         id = json_string_value(json_object_get(host, "id"));
         path = g_strdup_printf("/api/hosts/%s", id);

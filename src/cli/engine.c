@@ -5,9 +5,21 @@
 
 #include "config.h"
 #include "cli.h"
+#include "uuid.h"
 
 /* A request that gets no answer in this time fails rather than hang the shell. */
 #define CLI_HTTP_TIMEOUT_S 60
+
+/* $FERRY_HTTP_TIMEOUT (1-3600 s) or CLI_HTTP_TIMEOUT_S: how long an engine may leave a request unanswered. */
+static guint cli_http_timeout_s(void)
+{
+        const char *env = g_getenv("FERRY_HTTP_TIMEOUT");
+        guint64 n;
+
+        if (env && g_ascii_string_to_unsigned(env, 10, 1, 3600, &n, NULL))
+                return (guint) n;
+        return CLI_HTTP_TIMEOUT_S;
+}
 
 struct cli_engine {
         SoupSession *session;
@@ -63,7 +75,7 @@ struct cli_engine *cli_engine_new(const char *url, const char *ca_file, GError *
         len = strlen(e->url);
         while (len > 0 && e->url[len - 1] == '/')
                 e->url[--len] = '\0';
-        e->session = soup_session_new_with_options("timeout", CLI_HTTP_TIMEOUT_S,
+        e->session = soup_session_new_with_options("timeout", cli_http_timeout_s(),
                                                    "user-agent", "ferry/" FERRY_VERSION, NULL);
         /* A local engine (cluster up) is never behind the proxy $http_proxy names. */
         if (cli_host_is_loopback(g_uri_get_host(uri)))
@@ -209,11 +221,38 @@ static bool cli_error_unreached(const GError *error)
                g_error_matches(error, G_IO_ERROR, G_IO_ERROR_NETWORK_UNREACHABLE);
 }
 
+static void cli_note_sent(SoupMessage *msg, gpointer sent)
+{
+        *(bool *) sent = true;
+}
+
+/*
+ * Whether a request that failed with `error` may go to another engine: one
+ * that connected nowhere, or that timed out (a hung engine: SIGSTOPped, or
+ * its machine gone) when it only reads, or when its headers were never all
+ * written, so no engine can have a whole request to act on. A write whose
+ * request went out and then timed out may have been done: its error says so
+ * instead, and it is not sent again.
+ */
+static bool cli_error_try_next(const char *method, bool sent, GError **error)
+{
+        if (cli_error_unreached(*error))
+                return true;
+        if (!g_error_matches(*error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT))
+                return false;
+        if (!sent || strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
+                return true;
+        g_prefix_error(error, "no answer to %s after it was sent (it may or may not have been done: look "
+                              "before sending it again): ", method);
+        return false;
+}
+
 /* One try at base + path; the message and its body on success. */
 static int cli_send_once(struct cli_engine *e, const char *base, const char *method, const char *path,
                          const char *content_type, const char *text, SoupMessage **ret_msg, GByteArray *data,
-                         GError **error)
+                         bool *ret_try_next, GError **error)
 {
+        bool sent = false;
         g_autofree char *uri = g_strconcat(base, path, NULL);
         g_autoptr(SoupMessage) msg = NULL;
         g_autoptr(GInputStream) in = NULL;
@@ -235,9 +274,13 @@ static int cli_send_once(struct cli_engine *e, const char *base, const char *met
 
                 soup_message_set_request_body_from_bytes(msg, content_type, bytes);
         }
+        g_signal_connect(msg, "wrote-headers", G_CALLBACK(cli_note_sent), &sent);
+        *ret_try_next = false;
         in = soup_session_send(e->session, msg, NULL, error);
-        if (!in || cli_read_body(in, data, error) < 0)
+        if (!in || cli_read_body(in, data, error) < 0) {
+                *ret_try_next = cli_error_try_next(method, sent, error);
                 return -1;
+        }
         *ret_msg = g_steal_pointer(&msg);
         return 0;
 }
@@ -287,7 +330,7 @@ static int cli_send_round(struct cli_engine *e, const char *method, const char *
         g_autoptr(SoupMessage) msg = NULL;
         g_autoptr(GError) local = NULL;
         const char *base = e->url;
-        bool followed = false;
+        bool followed = false, try_next = false;
         guint next_peer = 0;
         unsigned status;
 
@@ -295,13 +338,13 @@ static int cli_send_round(struct cli_engine *e, const char *method, const char *
         for (;;) {
                 g_clear_error(&local);
                 g_clear_object(&msg);
-                if (cli_send_once(e, base, method, path, content_type, text, &msg, data, &local) < 0) {
-                        if (cli_error_unreached(local) && followed) {
+                if (cli_send_once(e, base, method, path, content_type, text, &msg, data, &try_next, &local) < 0) {
+                        if (try_next && followed) {
                                 g_free(*ret_not_now);
                                 *ret_not_now = g_strdup_printf("a standby names %s as the active engine, which "
                                                                "cannot be reached", base);
                         }
-                        if (cli_error_unreached(local) && next_peer < e->peers->len) {
+                        if (try_next && next_peer < e->peers->len) {
                                 base = e->peers->pdata[next_peer++];
                                 followed = false;
                                 continue;
@@ -526,6 +569,73 @@ int cli_engine_get_list(struct cli_engine *e, const char *path, const char *key,
         *ret_array = json_incref(json_object_get(json, key));
         json_decref(json);
         return 0;
+}
+
+/*
+ * Whether the engine's search=name= finds `name` exactly: it strips blanks
+ * around the name and takes at most 255 bytes, so such names are found in
+ * the whole list instead.
+ */
+static bool cli_name_searchable(const char *name)
+{
+        size_t len = strlen(name);
+
+        return len > 0 && len <= 255 && !g_ascii_isspace(name[0]) && !g_ascii_isspace(name[len - 1]);
+}
+
+/*
+ * Finds an element of `key` at `path` whose id or name is `arg`. With
+ * `searchable` (a paged collection) a name is looked up by one
+ * ?search=name=NAME, not by listing every element: at 100,000 disks that
+ * is one page of the matches instead of the whole inventory. An id, a
+ * collection without search and a name the search cannot express still
+ * read the whole list. The matches are checked here again either way.
+ */
+int cli_engine_resolve(struct cli_engine *e, const char *path, const char *key, bool searchable,
+                       const char *what, const char *arg, json_t **ret_item, GError **error)
+{
+        json_t *list = NULL, *item, *found = NULL;
+        unsigned named = 0;
+        size_t i;
+
+        if (!fy_uuid_is_valid(arg) && cli_check_name(what, arg, error) < 0)
+                return -1;
+        if (searchable && !fy_uuid_is_valid(arg) && cli_name_searchable(arg)) {
+                g_autofree char *q = g_uri_escape_string(arg, NULL, FALSE);
+                g_autofree char *query = g_strdup_printf("%s?search=name%%3D%s", path, q);
+
+                if (cli_engine_get_list(e, query, key, &list, error) < 0)
+                        return -1;
+        } else if (cli_engine_get_list(e, path, key, &list, error) < 0) {
+                return -1;
+        }
+        json_array_foreach(list, i, item) {
+                const char *id = json_string_value(json_object_get(item, "id"));
+                const char *name = json_string_value(json_object_get(item, "name"));
+
+                if (id && g_ascii_strcasecmp(id, arg) == 0) {
+                        found = item;
+                        named = 1;
+                        break;
+                }
+                if (name && strcmp(name, arg) == 0) {
+                        found = item;
+                        named++;
+                }
+        }
+        if (found && named == 1)
+                *ret_item = json_incref(found);
+        json_decref(list);
+        if (named == 1)
+                return 0;
+
+        g_autofree char *safe = cli_printable(arg);
+        if (named == 0)
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "no %s '%s'", what, safe);
+        else
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "%u %ss are named '%s': give the id", named,
+                            what, safe);
+        return -1;
 }
 
 void cli_page_clear(struct cli_page *p)

@@ -305,40 +305,20 @@ static int cli_transfer_start(struct cli_engine *e, const char *disk_id, const c
 /* A disk by id or unique name, with its volumes. */
 static int cli_find_disk(struct cli_engine *e, const char *arg, json_t **ret, GError **error)
 {
+        g_autoptr(json_t) disk = NULL;
         g_autofree char *path = NULL;
-        json_t *list = NULL, *d;
-        const char *found = NULL;
-        unsigned named = 0;
-        size_t i;
+        const char *id = arg;
 
         if (!fy_uuid_is_valid(arg)) {
-                if (cli_check_name("disk", arg, error) < 0 ||
-                    cli_engine_get_list(e, "/api/disks", "disks", &list, error) < 0)
+                if (cli_engine_resolve(e, "/api/disks", "disks", true, "disk", arg, &disk, error) < 0)
                         return -1;
-                json_array_foreach(list, i, d) {
-                        const char *name = json_string_value(json_object_get(d, "name"));
-
-                        if (name && strcmp(name, arg) == 0) {
-                                found = json_string_value(json_object_get(d, "id"));
-                                named++;
-                        }
-                }
-                if (named != 1 || !found || !fy_uuid_is_valid(found)) {
-                        g_autofree char *safe = cli_printable(arg);
-
-                        json_decref(list);
-                        if (named > 1)
-                                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "%u disks are named '%s': give the id",
-                                            named, safe);
-                        else
-                                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "no disk '%s'", safe);
+                id = json_string_value(json_object_get(disk, "id"));
+                if (!id || !fy_uuid_is_valid(id)) {
+                        g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine sent a disk without an id");
                         return -1;
                 }
-                path = g_strdup_printf("/api/disks/%s", found);
-                json_decref(list);
-        } else {
-                path = g_strdup_printf("/api/disks/%s", arg);
         }
+        path = g_strdup_printf("/api/disks/%s", id);
         return cli_engine_get(e, path, ret, error);
 }
 

@@ -15,54 +15,33 @@ static int setup(struct cli_ctx *ctx, int *argc, char ***argv, const GOptionEntr
 }
 
 /* The id of the element of `key` at `path` whose id or name is arg (a name must be unique). */
-static int resolve(struct cli_engine *e, const char *path, const char *key, const char *what, const char *arg,
-                   char **ret_id, GError **error)
+static int resolve(struct cli_engine *e, const char *path, const char *key, bool searchable, const char *what,
+                   const char *arg, char **ret_id, GError **error)
 {
-        json_t *list = NULL, *item;
-        const char *found = NULL;
-        unsigned named = 0;
-        size_t i;
+        json_t *item = NULL;
+        const char *id;
 
-        if (!fy_uuid_is_valid(arg) && cli_check_name(what, arg, error) < 0)
+        if (cli_engine_resolve(e, path, key, searchable, what, arg, &item, error) < 0)
                 return -1;
-        if (cli_engine_get_list(e, path, key, &list, error) < 0)
+        id = json_string_value(json_object_get(item, "id"));
+        if (!id || !fy_uuid_is_valid(id)) {
+                json_decref(item);
+                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "the engine sent a %s without an id", what);
                 return -1;
-        json_array_foreach(list, i, item) {
-                const char *id = json_string_value(json_object_get(item, "id"));
-                const char *name = json_string_value(json_object_get(item, "name"));
-
-                if (id && fy_uuid_is_valid(id) && g_ascii_strcasecmp(id, arg) == 0) {
-                        found = id;
-                        named = 1;
-                        break;
-                }
-                if (id && fy_uuid_is_valid(id) && name && strcmp(name, arg) == 0) {
-                        found = id;
-                        named++;
-                }
         }
-        if (named == 1)
-                *ret_id = g_strdup(found);
-        json_decref(list);
-        if (named == 1)
-                return 0;
-
-        g_autofree char *safe = cli_printable(arg);
-        if (named == 0)
-                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "no %s '%s'", what, safe);
-        else
-                g_set_error(error, CLI_ERROR, CLI_ERROR_FAILED, "%u %ss are named '%s': give the id", named, what, safe);
-        return -1;
+        *ret_id = g_strdup(id);
+        json_decref(item);
+        return 0;
 }
 
 static int resolve_vm(struct cli_engine *e, const char *arg, char **ret_id, GError **error)
 {
-        return resolve(e, "/api/vms", "vms", "VM", arg, ret_id, error);
+        return resolve(e, "/api/vms", "vms", true, "VM", arg, ret_id, error);
 }
 
 static int resolve_template(struct cli_engine *e, const char *arg, char **ret_id, GError **error)
 {
-        return resolve(e, "/api/templates", "templates", "template", arg, ret_id, error);
+        return resolve(e, "/api/templates", "templates", true, "template", arg, ret_id, error);
 }
 
 /* Prints the answer of an action that started a job; with wait, follows it to the end. */
@@ -284,7 +263,7 @@ int cli_vm_create(struct cli_ctx *ctx, int argc, char **argv, GError **error)
                 g_autofree char *tpath = NULL;
 
                 if (resolve_template(e, tmpl_arg, &tmpl_id, error) < 0 ||
-                    (sd_arg && resolve(e, "/api/storagedomains", "storagedomains", "storage domain", sd_arg, &sd_id, error) < 0)) {
+                    (sd_arg && resolve(e, "/api/storagedomains", "storagedomains", false, "storage domain", sd_arg, &sd_id, error) < 0)) {
                         json_decref(body);
                         return -1;
                 }
@@ -359,7 +338,7 @@ static int attach_or_detach(struct cli_ctx *ctx, int argc, char **argv, bool att
 
         if (setup(ctx, &argc, &argv, NULL, "VM DISK", 2, "VM and DISK (ids or names)", &e, error) < 0 ||
             resolve_vm(e, argv[1], &vm, error) < 0 ||
-            resolve(e, "/api/disks", "disks", "disk", argv[2], &disk, error) < 0)
+            resolve(e, "/api/disks", "disks", true, "disk", argv[2], &disk, error) < 0)
                 return -1;
         if (attach) {
                 path = g_strdup_printf("/api/vms/%s/diskattachments", vm);
@@ -488,7 +467,7 @@ int cli_template_create(struct cli_ctx *ctx, int argc, char **argv, GError **err
                 return -1;
         }
         if (cli_check_name("--name", name, error) < 0 || check_format(format, error) < 0 ||
-            resolve_vm(e, vm_arg, &vm_id, error) < 0 || (sd_arg && resolve(e, "/api/storagedomains", "storagedomains", "storage domain", sd_arg, &sd_id, error) < 0))
+            resolve_vm(e, vm_arg, &vm_id, error) < 0 || (sd_arg && resolve(e, "/api/storagedomains", "storagedomains", false, "storage domain", sd_arg, &sd_id, error) < 0))
                 return -1;
         vpath = g_strdup_printf("/api/vms/%s", vm_id);
         if ((sd_id || format || prealloc) && owner_disks(e, vpath, &atts, error) < 0)

@@ -261,7 +261,7 @@ def _script_move(fake, final_status, stalled_polls=()):
     """A move whose job runs for a few polls, then ends with final_status; its copy
     step is "stalled" at the polls in stalled_polls."""
     polls = {"n": 0}
-    fake.routes[("GET", "/api/disks")] = (200, {"disks": [
+    fake.routes[("GET", "/api/disks?search=name%3Dd1")] = (200, {"disks": [
         {"id": DISK, "name": "d1", "status": "ok", "storage_domains": [{"id": SD1}]}]})
     fake.routes[("GET", "/api/storagedomains")] = (200, {"storagedomains": [
         {"id": SD1, "name": "sd1"}, {"id": SD2, "name": "sd2"}]})
@@ -292,6 +292,50 @@ def _script_move(fake, final_status, stalled_polls=()):
 
     fake.routes[("GET", f"/api/jobs/{JOB}")] = job
     fake.routes[("GET", f"/api/jobs/{JOB}/steps")] = steps
+
+
+def test_name_is_resolved_by_search(fake):
+    """A name is looked up with one ?search=name=NAME (escaped), never by listing the whole
+    collection; no match and several matches keep their errors."""
+    other = "66666666-6666-4666-8666-666666666666"
+    fake.routes[("GET", "/api/disks?search=name%3Da%20b%3Dc%2B")] = (200, {"disks": [
+        {"id": DISK, "name": "a b=c+", "status": "ok"}]})
+    fake.routes[("GET", f"/api/disks/{DISK}")] = (200, {"id": DISK, "name": "a b=c+", "status": "ok",
+                                                       "volumes": []})
+    fake.routes[("GET", "/api/disks?search=name%3Dtwin")] = (200, {"disks": [
+        {"id": DISK, "name": "twin"}, {"id": other, "name": "twin"}]})
+    fake.routes[("GET", "/api/disks?search=name%3Dnone")] = (200, {"disks": []})
+    r = ferry("--engine", fake.url, "--json", "disk", "show", "a b=c+")
+    assert r.returncode == 0, r
+    assert json.loads(r.stdout)["id"] == DISK
+    r = ferry("--engine", fake.url, "disk", "show", "twin")
+    assert r.returncode == 1 and "2 disks are named 'twin': give the id" in r.stderr, r
+    r = ferry("--engine", fake.url, "disk", "show", "none")
+    assert r.returncode == 1 and "no disk 'none'" in r.stderr, r
+    assert not [p for m, p, _ in fake.requests if p == "/api/disks"]
+
+
+def test_hung_engine_times_out_to_the_next(fake):
+    """An engine that takes the connection and never answers (a SIGSTOPped one: the kernel still
+    queues the request) costs one timeout: a read then goes to the next engine listed; a write,
+    already sent, is not sent again and says its outcome is unknown."""
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)
+    try:
+        engines = f"http://127.0.0.1:{hung.getsockname()[1]},{fake.url}"
+        env = {"FERRY_HTTP_TIMEOUT": "1", "FERRY_ENGINE_WAIT": "0"}
+        fake.routes[("GET", "/api/jobs")] = (200, {"jobs": []})
+        r = ferry("--engine", engines, "job", "list", env=env)
+        assert r.returncode == 0, r
+        assert [p for _, p, _ in fake.requests] == ["/api/jobs"]
+        fake.routes[("POST", f"/api/jobs/{JOB}/cancel")] = (200, {})
+        r = ferry("--engine", engines, "job", "cancel", JOB, env=env)
+        assert r.returncode != 0, r
+        assert "may or may not have been done" in r.stderr, r
+        assert [p for _, p, _ in fake.requests] == ["/api/jobs"]
+    finally:
+        hung.close()
 
 
 def test_wait_move_finished(fake):

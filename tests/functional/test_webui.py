@@ -266,6 +266,24 @@ def test_long_lists_come_a_page_at_a_time(ui):
             ui.engine.request("DELETE", f"/api/vms/{v}")
 
 
+def test_disks_filtered_by_name(ui):
+    """The disks page's name filter asks the engine for ?search=name=NAME (escaped): exactly that
+    disk, not the one whose name it begins."""
+    b = ui.browser
+    for name in ("ui find 1", "ui find 1.2"):
+        status, _ = ui.engine.request("POST", "/api/disks", {
+            "name": name, "provisioned_size": MiB, "format": "raw", "sparse": True,
+            "storage_domain": {"id": ui.sds[1]["id"]}})
+        assert status == 202
+    login(ui, ui.engine.ADMIN, ui.engine.admin_password)
+    page(ui, "disks")
+    b.fill("#search-disks", "ui find 1")
+    names = "[...document.querySelectorAll('#data tbody tr td:first-child')].map(td => td.textContent)"
+    b.wait(f"JSON.stringify({names}) === JSON.stringify(['ui find 1'])", 15, "only the disk of that name")
+    b.fill("#search-disks", "no such disk")
+    b.wait("(p => p && p.textContent === 'No disks yet.')(document.querySelector('#data p.muted'))", 15, "no disk listed")
+
+
 def test_create_disk_in_the_browser(ui):
     b = ui.browser
     login(ui, ui.engine.ADMIN, ui.engine.admin_password)
