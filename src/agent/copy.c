@@ -308,6 +308,9 @@ int copy_chunk(struct copy_ctx *ctx, void *buf, uint64_t off, size_t len, copy_w
                 r = agent_pread_full(ctx->src_buf_fd, (char *) buf + a, len - a, off + a);
         if (r < 0)
                 return r;
+        /* Cancelled while it read: a cancel waits for at most this one transfer. */
+        if (g_cancellable_is_cancelled(ctx->cancel))
+                return -ECANCELED;
         return copy_store(ctx, (const char *) buf + from, off + from, len - from, write, data);
 }
 
@@ -319,6 +322,7 @@ int copy_chunk(struct copy_ctx *ctx, void *buf, uint64_t off, size_t len, copy_w
  * io_uring was forced, its unfinished jobs go to the threads.
  */
 struct copy_pipe {
+        struct copy_ctx *ctx;
         struct copy_ring *ring;
         GAsyncQueue *todo, *done;       /* threads */
         GThread *threads[COPY_WORKERS_MAX];
@@ -340,7 +344,10 @@ static gpointer copy_worker(gpointer data)
 
                 if (job->quit)
                         return NULL;
-                job->result = copy_chunk(job->ctx, job->buf, job->offset, job->length, copy_write, NULL);
+                /* Cancelled while it waited (a chunk of a failed ring, queued for doing again): not started. */
+                job->result = g_cancellable_is_cancelled(job->ctx->cancel)
+                                      ? -ECANCELED
+                                      : copy_chunk(job->ctx, job->buf, job->offset, job->length, copy_write, NULL);
                 g_async_queue_push(p->done, job);
         }
 }
@@ -361,6 +368,7 @@ static int threads_start(struct copy_pipe *p)
 static int pipe_start(struct copy_pipe *p, struct copy_ctx *ctx, struct copy_job *jobs, unsigned n_jobs,
                       enum agent_copy_io io)
 {
+        p->ctx = ctx;
         p->jobs = jobs;
         p->n_jobs = n_jobs;
         p->io = io;
@@ -389,7 +397,8 @@ static void pipe_submit(struct copy_pipe *p, struct copy_job *job)
  * already; writing it again writes the same source bytes, and nothing of
  * the ring can land after them. The job stays busy throughout, so the
  * checkpoint never passes it, and it is reaped (counted in progress) once.
- * Its bandwidth was charged when it was first handed out.
+ * Its bandwidth was charged when it was first handed out. A copy cancelled
+ * by then does nothing again: once the ring is settled it ends, cancelled.
  */
 static int pipe_fall_back(struct copy_pipe *p, int ring_err)
 {
@@ -408,6 +417,9 @@ static int pipe_fall_back(struct copy_pipe *p, int ring_err)
                 g_warning("a copy's failed io_uring still has requests in the kernel after %" G_GINT64_FORMAT
                           " s; the copy and its volume lease wait for them (is the storage hung?)", waited);
         }
+        /* No buffer is the kernel's any more: the copy may end. The jobs stay unreaped (the caller's `lost`). */
+        if (g_cancellable_is_cancelled(p->ctx->cancel))
+                return -ECANCELED;
         if (p->io == AGENT_COPY_IO_URING)
                 return ring_err;
         r = threads_start(p);

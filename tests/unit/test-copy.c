@@ -20,6 +20,7 @@
 
 #include <glib.h>
 #include <glib/gstdio.h>
+#include <liburing.h>
 
 #include "config.h"
 #include "copy.h"
@@ -442,12 +443,28 @@ static struct {
         gint reads, writes;                     /* still to shorten */
         gint reads_after, writes_after;         /* direct ones after all were shortened */
 } shorten;
+/*
+ * Data transfers (> 8 KiB) made by threads other than the process's
+ * first, the thread pipeline's; while cancel_offmain is set, such a read
+ * cancels it first (a cancel arriving while the threads work).
+ */
+static gint offmain_reads, offmain_writes;
+static GCancellable *cancel_offmain;
 
 static gboolean fd_is_direct(int fd)
 {
         int fl = fcntl(fd, F_GETFL);
 
         return fl >= 0 && (fl & O_DIRECT);
+}
+
+static void count_offmain(size_t n, gint *count)
+{
+        if (n <= 8192 || gettid() == getpid())
+                return;
+        g_atomic_int_inc(count);
+        if (count == &offmain_reads && cancel_offmain)
+                g_cancellable_cancel(cancel_offmain);
 }
 
 static ssize_t maybe_shorten(int fd, ssize_t n, gint *left, gint *after)
@@ -466,6 +483,7 @@ ssize_t pread64(int fd, void *buf, size_t n, off_t off)
 
         if (!real)
                 real = (ssize_t (*)(int, void *, size_t, off_t)) dlsym(RTLD_NEXT, "pread64");
+        count_offmain(n, &offmain_reads);
         return maybe_shorten(fd, real(fd, buf, n, off), &shorten.reads, &shorten.reads_after);
 }
 
@@ -475,6 +493,7 @@ ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
 
         if (!real)
                 real = (ssize_t (*)(int, const void *, size_t, off_t)) dlsym(RTLD_NEXT, "pwrite64");
+        count_offmain(n, &offmain_writes);
         return maybe_shorten(fd, real(fd, buf, n, off), &shorten.writes, &shorten.writes_after);
 }
 
@@ -511,6 +530,182 @@ static void test_short_direct(void)
         g_assert_cmpint(shorten.writes_after, >, 0);
         assert_same(src, dst, 24 * MiB + 3000);
         g_assert_cmpuint(prog.last_done, ==, 24 * MiB + 3000);
+        g_assert_true(prog.monotonic);
+        cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
+}
+
+/*
+ * The io_uring pipeline's completions on demand. copyring.c sets up its
+ * ring with io_uring_queue_init and submits through io_uring_submit and
+ * io_uring_submit_and_wait, liburing's, reached through these definitions
+ * in this binary. Each submitting call notes the direct reads and writes
+ * it submits; after it:
+ * - while armed, a completed direct read or write of more than 8 KiB is
+ *   reported 1000 bytes short (it was done whole), an unaligned point as
+ *   a device may stop at; counts the direct ones submitted after the last
+ *   shortened one. An armed ring defers the kernel's completion work to
+ *   the calls that wait (IORING_SETUP_DEFER_TASKRUN), so every completion
+ *   shows first right after one of these calls, where it can be
+ *   shortened, rather than at any system call;
+ * - a call that fails (the ring failing, see refuse_uring_enter) cancels
+ *   fail_cancel when set.
+ */
+static struct {
+        gboolean armed;
+        gboolean no_defer;                      /* the kernel refused DEFER_TASKRUN (before Linux 6.1) */
+        gint reads, writes;                     /* still to shorten */
+        gint reads_after, writes_after;         /* direct ones submitted after all were shortened */
+        GHashTable *direct;                     /* user_data → opcode of a direct read or write submitted */
+        GCancellable *fail_cancel;
+} ringhook;
+
+static gboolean op_is_write(guint8 opcode)
+{
+        return opcode == IORING_OP_WRITE || opcode == IORING_OP_WRITE_FIXED;
+}
+
+static void ringhook_note_sqes(struct io_uring *ring)
+{
+        struct io_uring_sq *sq = &ring->sq;
+
+        if (!ringhook.armed)
+                return;
+        for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
+                const struct io_uring_sqe *sqe = &sq->sqes[i & sq->ring_mask];
+
+                if (sqe->opcode != IORING_OP_READ && sqe->opcode != IORING_OP_READ_FIXED &&
+                    !op_is_write(sqe->opcode))
+                        continue;
+                if (!fd_is_direct(sqe->fd))
+                        continue;
+                g_hash_table_insert(ringhook.direct, GSIZE_TO_POINTER(sqe->user_data), GUINT_TO_POINTER(sqe->opcode));
+                if (op_is_write(sqe->opcode) ? ringhook.writes <= 0 : ringhook.reads <= 0)
+                        (void) (op_is_write(sqe->opcode) ? ringhook.writes_after++ : ringhook.reads_after++);
+        }
+}
+
+static void ringhook_shorten_cqes(struct io_uring *ring)
+{
+        struct io_uring_cq *cq = &ring->cq;
+        unsigned tail = io_uring_smp_load_acquire(cq->ktail);
+
+        if (!ringhook.armed)
+                return;
+        for (unsigned i = *cq->khead; i != tail; i++) {
+                struct io_uring_cqe *cqe = &cq->cqes[i & cq->ring_mask];
+                gpointer opcode;
+                gint *left;
+
+                /* Each completion once: its op leaves the table (a resubmitted op comes back in). */
+                if (!g_hash_table_steal_extended(ringhook.direct, GSIZE_TO_POINTER(cqe->user_data), NULL, &opcode))
+                        continue;
+                left = op_is_write((guint8) GPOINTER_TO_UINT(opcode)) ? &ringhook.writes : &ringhook.reads;
+                if (cqe->res > 8192 && cqe->res % 4096 == 0 && *left > 0) {
+                        cqe->res -= 1000;
+                        --*left;
+                }
+        }
+}
+
+static int ringhook_after(struct io_uring *ring, int r)
+{
+        if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY && ringhook.fail_cancel)
+                g_cancellable_cancel(ringhook.fail_cancel);
+        ringhook_shorten_cqes(ring);
+        return r;
+}
+
+int io_uring_queue_init(unsigned entries, struct io_uring *ring, unsigned flags)
+{
+        static int (*real)(unsigned, struct io_uring *, unsigned);
+        int r;
+
+        if (!real)
+                real = (int (*)(unsigned, struct io_uring *, unsigned)) dlsym(RTLD_NEXT, "io_uring_queue_init");
+        if (!ringhook.armed)
+                return real(entries, ring, flags);
+        r = real(entries, ring, flags | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
+        if (r == -EINVAL) {
+                ringhook.no_defer = TRUE;
+                r = real(entries, ring, flags);
+        }
+        return r;
+}
+
+int io_uring_submit(struct io_uring *ring)
+{
+        static int (*real)(struct io_uring *);
+
+        if (!real)
+                real = (int (*)(struct io_uring *)) dlsym(RTLD_NEXT, "io_uring_submit");
+        ringhook_note_sqes(ring);
+        return ringhook_after(ring, real(ring));
+}
+
+int io_uring_submit_and_wait(struct io_uring *ring, unsigned wait_nr)
+{
+        static int (*real)(struct io_uring *, unsigned);
+
+        if (!real)
+                real = (int (*)(struct io_uring *, unsigned)) dlsym(RTLD_NEXT, "io_uring_submit_and_wait");
+        ringhook_note_sqes(ring);
+        return ringhook_after(ring, real(ring, wait_nr));
+}
+
+/*
+ * The io_uring pipeline given direct reads and writes that complete short
+ * at an unaligned point, on a source whose size is not a multiple of the
+ * alignment either: the remainders are finished through the page cache
+ * (op_finish_buffered) and the copy keeps its direct fds (queued again,
+ * direct, they would be refused with EINVAL and switch it to buffered I/O
+ * for good): identical data, the destination's size kept, progress exact.
+ */
+static void test_ring_short_direct(void)
+{
+        g_autofree char *src = tmp_path("src.raw"), *dst = tmp_path("dst.raw");
+        const uint64_t size = 8 * MiB + 1000;
+        struct agent_copy_options opts = { .io = AGENT_COPY_IO_URING, .buffer_size = 1 * MiB };
+        struct progress_rec prog = { .monotonic = TRUE };
+        int fd, r;
+
+        if ((r = agent_copy_uring_probe()) < 0) {
+                g_autofree char *why = g_strdup_printf("io_uring refused here: %s", g_strerror(-r));
+                g_test_skip(why);
+                return;
+        }
+        make_file(src, size);
+        write_at(src, 0, size, -1, 61);
+        make_file(dst, size);
+        write_at(dst, 0, size, 0x5a, 0);
+        fd = open(src, O_RDONLY | O_CLOEXEC | O_DIRECT);
+        if (fd < 0) {
+                g_test_skip("no O_DIRECT in the test directory: no direct transfer to shorten");
+                return;
+        }
+        close(fd);
+        ringhook.direct = g_hash_table_new(g_direct_hash, g_direct_equal);
+        ringhook.reads = ringhook.writes = 3;
+        ringhook.reads_after = ringhook.writes_after = 0;
+        ringhook.no_defer = FALSE;
+        ringhook.armed = TRUE;
+        r = agent_copy_raw(src, dst, &opts, NULL, record_progress, &prog);
+        ringhook.armed = FALSE;
+        g_clear_pointer(&ringhook.direct, g_hash_table_unref);
+        if (ringhook.no_defer) {
+                /* Completions would show at any system call, most never seen by the hook. */
+                g_test_skip("the kernel refuses IORING_SETUP_DEFER_TASKRUN (Linux < 6.1): cannot shorten completions");
+                return;
+        }
+        g_assert_cmpint(r, ==, 0);
+        /* The ring's own completions were shortened (the threads' would not be): the ring did the copy. */
+        g_assert_cmpint(ringhook.reads, ==, 0);
+        g_assert_cmpint(ringhook.writes, ==, 0);
+        g_assert_cmpint(ringhook.reads_after, >, 0);
+        g_assert_cmpint(ringhook.writes_after, >, 0);
+        assert_same(src, dst, size);
+        g_assert_cmpuint(file_size(dst), ==, size);
+        g_assert_cmpuint(prog.last_done, ==, size);
+        g_assert_cmpuint(prog.last_total, ==, size);
         g_assert_true(prog.monotonic);
         cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
 }
@@ -1564,7 +1759,10 @@ static void test_uring_enter_fails(void)
  * AUTO, the ring's requests are settled and its unfinished chunks done
  * again on threads: identical data, progress counted once and monotonic,
  * every checkpoint a prefix the destination holds. ASan/LSan builds
- * check that no request, buffer or registration is leaked.
+ * check that no request, buffer or registration is leaked. A copy
+ * cancelled as the ring fails settles the ring and ends, cancelled,
+ * doing nothing again on threads; one cancelled while the threads redo
+ * its chunks writes none of them.
  */
 struct midcopy {
         struct progress_rec prog;
@@ -1582,15 +1780,23 @@ static void midcopy_progress(uint64_t done, uint64_t total, void *userdata)
                 refuse_uring_enter(m->waiting_only);
 }
 
+enum midcopy_cancel {
+        NO_CANCEL,
+        CANCEL_AT_FAILURE,      /* by the io_uring_enter that fails (ringhook), before the ring is settled */
+        CANCEL_DURING_REDO,     /* by the first read of a thread doing a lost chunk again */
+};
+
 struct midcopy_case {
         gboolean waiting_only;  /* only the waiting io_uring_enter fails: submitting and cancelling work */
         gboolean forced;        /* AGENT_COPY_IO_URING: the copy fails instead of going on on threads */
+        enum midcopy_cancel cancel;
 };
 
 static void test_uring_fails_midcopy(gconstpointer data)
 {
         const struct midcopy_case *c = data;
         g_autofree char *src = tmp_path("src.raw"), *dst = tmp_path("dst.raw");
+        g_autoptr(GCancellable) cancel = g_cancellable_new();
         struct midcopy m = { .prog = { .monotonic = TRUE }, .ckpt = { src, dst, 0, 0, FALSE }, .fail_at = 4,
                              .waiting_only = c->waiting_only };
         struct agent_copy_options opts = { .io = c->forced ? AGENT_COPY_IO_URING : AGENT_COPY_IO_AUTO,
@@ -1605,6 +1811,23 @@ static void test_uring_fails_midcopy(gconstpointer data)
         write_at(src, 10 * MiB, 6 * MiB - 1000, -1, 7);
         make_file(dst, 16 * MiB);
         write_at(dst, 0, 16 * MiB, 0x5a, 0);     /* stale bytes: a range skipped shows */
+        if (c->cancel != NO_CANCEL) {
+                ringhook.fail_cancel = c->cancel == CANCEL_AT_FAILURE ? cancel : NULL;
+                cancel_offmain = c->cancel == CANCEL_DURING_REDO ? cancel : NULL;
+                g_assert_cmpint(agent_copy_raw(src, dst, &opts, cancel, midcopy_progress, &m), ==, -ECANCELED);
+                ringhook.fail_cancel = cancel_offmain = NULL;
+                if (c->cancel == CANCEL_AT_FAILURE)
+                        /* Settled, then the cancel wins: no thread pipeline, no chunk read or written again. */
+                        g_assert_cmpint(g_atomic_int_get(&offmain_reads), ==, 0);
+                else
+                        /* A ring that fails always loses a chunk in flight: the threads did start on one. */
+                        g_assert_cmpint(g_atomic_int_get(&offmain_reads), >, 0);
+                g_assert_cmpint(g_atomic_int_get(&offmain_writes), ==, 0);
+                g_assert_cmpuint(m.prog.last_done, <, 16 * MiB);
+                g_assert_true(m.prog.monotonic);
+                g_assert_false(m.ckpt.bad);
+                return;
+        }
         if (c->forced) {
                 g_assert_cmpint(agent_copy_raw(src, dst, &opts, NULL, midcopy_progress, &m), ==, -EPERM);
                 g_assert_false(m.ckpt.bad);
@@ -1619,8 +1842,15 @@ static void test_uring_fails_midcopy(gconstpointer data)
         g_assert_false(m.ckpt.bad);
 }
 
-static const struct midcopy_case midcopy_refused = { FALSE, FALSE }, midcopy_refused_forced = { FALSE, TRUE },
-                                 midcopy_wait_refused = { TRUE, FALSE }, midcopy_wait_refused_forced = { TRUE, TRUE };
+static const struct midcopy_case midcopy_refused = { FALSE, FALSE, NO_CANCEL },
+                                 midcopy_refused_forced = { FALSE, TRUE, NO_CANCEL },
+                                 midcopy_wait_refused = { TRUE, FALSE, NO_CANCEL },
+                                 midcopy_wait_refused_forced = { TRUE, TRUE, NO_CANCEL },
+                                 midcopy_refused_cancelled = { FALSE, FALSE, CANCEL_AT_FAILURE },
+                                 midcopy_wait_refused_cancelled = { TRUE, FALSE, CANCEL_AT_FAILURE },
+                                 midcopy_refused_forced_cancelled = { FALSE, TRUE, CANCEL_AT_FAILURE },
+                                 midcopy_refused_cancel_redo = { FALSE, FALSE, CANCEL_DURING_REDO },
+                                 midcopy_wait_refused_cancel_redo = { TRUE, FALSE, CANCEL_DURING_REDO };
 
 /*
  * copy_ring_settle() itself: reads the kernel consumed before
@@ -1750,6 +1980,7 @@ int main(int argc, char **argv)
         g_test_add_func("/copy/raw/resume-progress", test_resume_progress);
         g_test_add_func("/copy/raw/bandwidth-limit", test_bandwidth_limit);
         g_test_add_func("/copy/raw/threads/short-direct", test_short_direct);
+        g_test_add_func("/copy/raw/uring/short-direct", test_ring_short_direct);
         g_test_add_func("/copy/raw/uring-refused", test_uring_refused);
         g_test_add_func("/copy/raw/uring-enter-fails", test_uring_enter_fails);
         g_test_add_data_func("/copy/raw/uring-fails-midcopy/fallback", &midcopy_refused, test_uring_fails_midcopy);
@@ -1758,6 +1989,16 @@ int main(int argc, char **argv)
                              test_uring_fails_midcopy);
         g_test_add_data_func("/copy/raw/uring-wait-fails-midcopy/forced", &midcopy_wait_refused_forced,
                              test_uring_fails_midcopy);
+        g_test_add_data_func("/copy/raw/uring-fails-midcopy/cancelled", &midcopy_refused_cancelled,
+                             test_uring_fails_midcopy);
+        g_test_add_data_func("/copy/raw/uring-wait-fails-midcopy/cancelled", &midcopy_wait_refused_cancelled,
+                             test_uring_fails_midcopy);
+        g_test_add_data_func("/copy/raw/uring-fails-midcopy/forced-cancelled", &midcopy_refused_forced_cancelled,
+                             test_uring_fails_midcopy);
+        g_test_add_data_func("/copy/raw/uring-fails-midcopy/cancel-during-redo", &midcopy_refused_cancel_redo,
+                             test_uring_fails_midcopy);
+        g_test_add_data_func("/copy/raw/uring-wait-fails-midcopy/cancel-during-redo",
+                             &midcopy_wait_refused_cancel_redo, test_uring_fails_midcopy);
         g_test_add_func("/copy/ring/settle", test_ring_settle);
         g_test_add_func("/copy/ring/settle-cancel", test_ring_settle_cancel);
         for (size_t i = 0; i < G_N_ELEMENTS(io_cases); i++)
