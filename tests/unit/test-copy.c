@@ -432,6 +432,82 @@ static void test_reflink_unaligned_tail(void)
 }
 
 /*
+ * The counters of an offloaded copy, on a reflink XFS. Cloned chunks
+ * count as moved like copied ones (a job's bytes_done and the host's
+ * copy rate come from the flow; the engine's ETA runs on bytes_done) and
+ * progress reaches the source's size. Resumed, progress starts at the
+ * kept prefix and only the rest is moved. Cancelled, it stops within a
+ * few chunks: nothing past them is cloned.
+ */
+static void test_reflink_counters(void)
+{
+        g_autofree char *mnt = NULL, *src = NULL, *dst = NULL;
+        g_autoptr(GCancellable) cancel = g_cancellable_new();
+        struct agent_rate_gov *gov = agent_rate_gov_new(0);
+        struct agent_copy_options opts = { .buffer_size = 1 * MiB };
+        struct progress_rec prog = { .monotonic = TRUE };
+        uint64_t offloaded, copied, resumed;
+
+        if (!xfs_mount(&mnt)) {
+                agent_rate_gov_free(gov);
+                return;
+        }
+        src = g_build_filename(mnt, "src.raw", NULL);
+        dst = g_build_filename(mnt, "dst.raw", NULL);
+        make_sparse_source(src);
+        write_at(src, 30 * MiB, 12 * MiB, -1, 4);     /* data: [1M,3M) [20M,+12K) [30M,42M) [63M,64M) */
+
+        /* Offloaded, then the same copied: the same bytes moved. */
+        make_file(dst, 64 * MiB);
+        opts.rate_flow = agent_rate_flow_join(gov);
+        g_assert_cmpint(copy_raw(src, dst, &opts, NULL, record_progress, &prog), ==, 0);
+        offloaded = agent_rate_flow_moved(opts.rate_flow);
+        agent_rate_flow_leave(opts.rate_flow);
+        g_assert_true(extent_shared(dst, 40 * MiB));
+        g_assert_cmpuint(prog.last_done, ==, 64 * MiB);
+        g_assert_cmpuint(prog.last_total, ==, 64 * MiB);
+        g_assert_true(prog.monotonic);
+        g_assert_cmpint(g_unlink(dst), ==, 0);
+        make_file(dst, 64 * MiB);
+        opts.no_offload = TRUE;
+        opts.rate_flow = agent_rate_flow_join(gov);
+        g_assert_cmpint(copy_raw(src, dst, &opts, NULL, NULL, NULL), ==, 0);
+        copied = agent_rate_flow_moved(opts.rate_flow);
+        agent_rate_flow_leave(opts.rate_flow);
+        g_assert_false(extent_shared(dst, 40 * MiB));
+        g_assert_cmpuint(offloaded, ==, copied);
+        g_assert_cmpuint(offloaded, >=, 15 * MiB + 12 * KiB);
+
+        /* Resumed at 32 MiB (the copy above left the prefix in place), offloaded: [32M,42M) and [63M,64M) move. */
+        opts = (struct agent_copy_options) { .buffer_size = 1 * MiB, .start_offset = 32 * MiB,
+                                             .rate_flow = agent_rate_flow_join(gov) };
+        prog = (struct progress_rec) { .monotonic = TRUE };
+        g_assert_cmpint(copy_raw(src, dst, &opts, NULL, record_progress, &prog), ==, 0);
+        resumed = agent_rate_flow_moved(opts.rate_flow);
+        agent_rate_flow_leave(opts.rate_flow);
+        g_assert_cmpuint(resumed, ==, 11 * MiB);
+        g_assert_true(extent_shared(dst, 40 * MiB));
+        g_assert_false(extent_shared(dst, 1 * MiB));
+        g_assert_cmpuint(prog.first_done, ==, 32 * MiB);
+        g_assert_cmpuint(prog.last_done, ==, 64 * MiB);
+        g_assert_true(prog.monotonic);
+        assert_same(src, dst, 64 * MiB);
+
+        /* Cancelled after the first chunk of a source that is all data: within a few chunks, the rest never cloned. */
+        write_at(src, 0, 64 * MiB, 0x33, 0);
+        g_assert_cmpint(g_unlink(dst), ==, 0);
+        make_file(dst, 64 * MiB);
+        opts = (struct agent_copy_options) { .buffer_size = 1 * MiB };
+        prog = (struct progress_rec) { .monotonic = TRUE, .cancel_after_first = cancel };
+        g_assert_cmpint(copy_raw(src, dst, &opts, cancel, record_progress, &prog), ==, -ECANCELED);
+        g_assert_true(extent_shared(dst, 0));
+        g_assert_cmpuint(prog.last_done, <=, 8 * MiB);
+        g_assert_true(is_hole(dst, 8 * MiB, 56 * MiB));
+        agent_rate_gov_free(gov);
+        xfs_umount(mnt);
+}
+
+/*
  * Short direct transfers on demand. The copier's thread pipeline calls
  * pread64/pwrite64 (the copy's code is linked into this binary, so these
  * definitions are the ones it gets): while armed, a direct transfer of
@@ -838,6 +914,42 @@ static void test_bandwidth_limit(void)
         g_assert_cmpfloat(secs, >=, 0.2);       /* 4 MiB at 16 MiB/s is 0.25 s */
         g_assert_cmpfloat(secs, <, 5.0);
         assert_same(src, dst, 64 * MiB);
+        cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
+}
+
+/*
+ * A capped resumed copy: the cap holds for the bytes it moves, and the
+ * kept prefix is neither charged to the flow (a job's bytes_moved) nor
+ * waited for; progress starts at the prefix and ends at the source's size.
+ */
+static void test_resume_capped(void)
+{
+        g_autofree char *src = tmp_path("src.raw"), *dst = tmp_path("dst.raw");
+        struct agent_rate_gov *gov = agent_rate_gov_new(8 * MiB);
+        struct agent_copy_options opts = { .buffer_size = 512 * KiB, .start_offset = 60 * MiB,
+                                           .rate_flow = agent_rate_flow_join(gov) };
+        struct progress_rec prog = { .monotonic = TRUE };
+        gint64 start;
+        double secs;
+
+        make_file(src, 64 * MiB);
+        write_at(src, 0, 60 * MiB, 0x11, 0);
+        write_at(src, 60 * MiB, 4 * MiB, -1, 10);
+        make_file(dst, 64 * MiB);
+        write_at(dst, 0, 60 * MiB, 0x11, 0);   /* the prefix a resume trusts */
+        start = g_get_monotonic_time();
+        g_assert_cmpint(copy_raw(src, dst, &opts, NULL, record_progress, &prog), ==, 0);
+        secs = (double) (g_get_monotonic_time() - start) / G_USEC_PER_SEC;
+        /* 4 MiB at 8 MiB/s is 0.5 s (less a 50 ms burst and the last chunk); the 60 MiB prefix charged would be 7.5 s more. */
+        g_assert_cmpfloat(secs, >=, 0.35);
+        g_assert_cmpfloat(secs, <, 4.0);
+        g_assert_cmpuint(agent_rate_flow_moved(opts.rate_flow), ==, 4 * MiB);
+        g_assert_cmpuint(prog.first_done, ==, 60 * MiB);
+        g_assert_cmpuint(prog.last_done, ==, 64 * MiB);
+        g_assert_true(prog.monotonic);
+        assert_same(src, dst, 64 * MiB);
+        agent_rate_flow_leave(opts.rate_flow);
+        agent_rate_gov_free(gov);
         cleanup_files((const char *[]) { "src.raw", "dst.raw", NULL });
 }
 
@@ -1940,6 +2052,12 @@ static const struct io_case io_cases[] = {
         { "/copy/raw/uring/reflink-unaligned-tail",   test_reflink_unaligned_tail,   AGENT_COPY_IO_URING },
         { "/copy/raw/threads/reflink-unaligned-tail", test_reflink_unaligned_tail,   AGENT_COPY_IO_THREADS },
         { "/copy/raw/threads/checkpoint-prefix",      test_checkpoint_prefix,        AGENT_COPY_IO_THREADS },
+        { "/copy/raw/uring/bandwidth-limit",          test_bandwidth_limit,          AGENT_COPY_IO_URING },
+        { "/copy/raw/uring/resume-progress",          test_resume_progress,          AGENT_COPY_IO_URING },
+        { "/copy/raw/uring/resume-capped",            test_resume_capped,            AGENT_COPY_IO_URING },
+        { "/copy/raw/threads/resume-capped",          test_resume_capped,            AGENT_COPY_IO_THREADS },
+        { "/copy/raw/uring/reflink-counters",         test_reflink_counters,         AGENT_COPY_IO_URING },
+        { "/copy/raw/threads/reflink-counters",       test_reflink_counters,         AGENT_COPY_IO_THREADS },
 };
 
 static void run_io_case(gconstpointer data)
