@@ -82,6 +82,14 @@ struct engine_host {
         json_t *stats;                 /* last Host.getStats result */
         gint64 stats_sent;             /* monotonic µs when the poll behind stats was sent */
         gint64 poll_sent;
+        /* Stats reach the store once a round, all hosts in one transaction (hosts_flush_stats): on
+         * PostgreSQL a commit per reply cost each host five round trips a second. */
+        bool stats_dirty;
+        gint64 seen;                   /* engine_now() of the reply behind stats */
+        /* The host row's status and maintenance as the last round read them ("": not read yet). A
+         * reply looks at the row again only when these say its status may change. */
+        char status[24];
+        bool maintenance;
 };
 
 struct engine {

@@ -332,6 +332,23 @@ static void host_ctx_free(struct host_ctx *c)
         g_free(c);
 }
 
+/* Whether this answer (result or failure) may change the host's status, judged on the status the last
+ * round read: when it says no, the row is not read again (a stale "no" waits one round at most). */
+static bool status_may_change(struct engine *e, struct engine_host *h, bool answered)
+{
+        if (!h->status[0])
+                return true;
+        if (answered)
+                return !h->maintenance && strcmp(h->status, "up") != 0;
+        return h->failures >= e->config.host_failures && strcmp(h->status, "non_responsive") != 0 &&
+               strcmp(h->status, "maintenance") != 0;
+}
+
+static void host_status_changed(struct engine_host *h, const char *status)
+{
+        g_strlcpy(h->status, status ? status : "", sizeof(h->status));
+}
+
 static void on_stats(json_t *result, const GError *error, void *userdata)
 {
         struct host_ctx *c = userdata;
@@ -344,31 +361,38 @@ static void on_stats(json_t *result, const GError *error, void *userdata)
         if (!h)
                 goto out;
         h->polling = false;
-        row = engine_store_host_get(e->db, h->id, NULL);
-        if (!row)
-                goto out;
-        status = json_string_value(json_object_get(row, "status"));
         if (result) {
                 h->failures = 0;
                 json_decref(h->stats);
                 h->stats = json_incref(result);
                 h->stats_sent = h->poll_sent;
-                if (engine_store_host_set_stats(e->db, h->id, result, engine_now(), &err) < 0) {
-                        g_warning("host %s: its stats are not kept: %s", h->id, err->message);
-                        g_clear_error(&err);
-                }
-                if (json_integer_value(json_object_get(row, "maintenance")) == 0 && strcmp(status, "up") != 0) {
+                h->stats_dirty = true;
+                h->seen = engine_now();
+        } else {
+                h->failures++;
+        }
+        if (!status_may_change(e, h, result != NULL))
+                goto out;
+        row = engine_store_host_get(e->db, h->id, NULL);
+        if (!row)
+                goto out;
+        status = json_string_value(json_object_get(row, "status"));
+        host_status_changed(h, status);
+        h->maintenance = json_integer_value(json_object_get(row, "maintenance")) != 0;
+        if (result) {
+                if (!h->maintenance && strcmp(status, "up") != 0) {
                         if (engine_store_host_set_status(e->db, h->id, "up", &err) < 0)
                                 goto store_failed;
+                        host_status_changed(h, "up");
                         engine_event(e, "normal", NULL, "host %s is up", json_string_value(json_object_get(row, "name")));
                         publish_state(e, h->id, "up");
                 }
         } else {
-                h->failures++;
                 if (h->failures >= e->config.host_failures && strcmp(status, "non_responsive") != 0 &&
                     strcmp(status, "maintenance") != 0) {
                         if (engine_store_host_set_status(e->db, h->id, "non_responsive", &err) < 0)
                                 goto store_failed;
+                        host_status_changed(h, "non_responsive");
                         engine_event(e, "warning", NULL, "host %s is not responding: %s",
                                      json_string_value(json_object_get(row, "name")), error->message);
                         publish_state(e, h->id, "non_responsive");
@@ -377,9 +401,47 @@ static void on_stats(json_t *result, const GError *error, void *userdata)
         goto out;
 store_failed:
         /* Nothing changed: the next answer (or the next failure) decides again. */
+        h->status[0] = '\0';
         g_warning("host %s: its state is not recorded: %s", c->host_id, err->message);
 out:
         host_ctx_free(c);
+}
+
+/* Every host's stats that came since the last round, in one transaction. A failure keeps them for the
+ * next round; the scheduler reads the copies in memory meanwhile. */
+static void hosts_flush_stats(struct engine *e, json_t *rows)
+{
+        g_autoptr(GError) err = NULL;
+        g_autoptr(GPtrArray) flushed = g_ptr_array_new();
+        size_t i;
+        json_t *row;
+        int r;
+
+        json_array_foreach(rows, i, row) {
+                struct engine_host *h = host_lookup(e, json_string_value(json_object_get(row, "id")));
+
+                if (h && h->stats_dirty)
+                        g_ptr_array_add(flushed, h);
+        }
+        if (flushed->len == 0)
+                return;
+        r = engine_store_begin(e->db, &err);
+        for (guint k = 0; r >= 0 && k < flushed->len; k++) {
+                struct engine_host *h = flushed->pdata[k];
+
+                r = engine_store_host_set_stats(e->db, h->id, h->stats, h->seen, &err);
+        }
+        if (r >= 0)
+                r = engine_store_commit(e->db, &err);
+        else
+                engine_store_rollback(e->db);
+        if (r < 0) {
+                g_warning("the stats of %u hosts are not kept (next round tries again): %s", flushed->len,
+                          err ? err->message : "unknown error");
+                return;
+        }
+        for (guint k = 0; k < flushed->len; k++)
+                ((struct engine_host *) flushed->pdata[k])->stats_dirty = false;
 }
 
 static json_t *pool_domain_dict(struct engine *e, char **ret_master)
@@ -564,11 +626,14 @@ void engine_hosts_tick(struct engine *e)
 
         if (!rows)
                 return;
+        hosts_flush_stats(e, rows);
         json_array_foreach(rows, i, row) {
                 struct engine_host *h = host_lookup(e, json_string_value(json_object_get(row, "id")));
 
                 if (!h)
                         continue;
+                host_status_changed(h, json_string_value(json_object_get(row, "status")));
+                h->maintenance = json_integer_value(json_object_get(row, "maintenance")) != 0;
                 if (!h->polling) {
                         h->polling = true;
                         h->poll_sent = g_get_monotonic_time();
