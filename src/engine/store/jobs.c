@@ -45,13 +45,22 @@ int engine_store_job_set_progress(struct engine_store *st, const char *job, doub
 
 int engine_store_job_step_progress(struct engine_store *st, const char *job, double *ret, GError **error)
 {
-        g_autoptr(json_t) row = store_query_one(st, error, "SELECT COALESCE(SUM(weight * progress) / 100.0, 0) AS p "
-                                                           "FROM steps WHERE job_id = ?", "s", job);
+        /* Summed here in a fixed order: a database's SUM adds rows in the order it meets them, which on
+         * PostgreSQL changes as updates move rows, and a float sum of the same values in another order may
+         * be smaller (a disk's progress was seen to go from 70 to 69). Each step's progress only grows, so
+         * a sum in one order only grows too. */
+        g_autoptr(json_t) rows = store_query(st, error, "SELECT weight, progress FROM steps WHERE job_id = ? ORDER BY id",
+                                             "s", job);
+        double sum = 0;
+        size_t i;
+        json_t *row;
 
         *ret = 0;
-        if (!row)
+        if (!rows)
                 return -EIO;
-        *ret = MIN(json_number_value(json_object_get(row, "p")), 100.0);
+        json_array_foreach(rows, i, row)
+                sum += json_number_value(json_object_get(row, "weight")) * json_number_value(json_object_get(row, "progress"));
+        *ret = MIN(sum / 100.0, 100.0);
         return 0;
 }
 

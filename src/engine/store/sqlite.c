@@ -123,6 +123,13 @@ static const char *const migrations[] = {
         "ALTER TABLE steps ADD COLUMN checksum TEXT;",
         /* 10: GET /api/disks?search=name=...: the disks of a name, in id order for keyset paging */
         "CREATE INDEX disks_name ON disks(name, id);",
+        /* 11: the lookups by disk, job and start time that read whole tables: a move's cost grew with the
+         * inventory (bench/scale), and a copy's progress update scanned every disk */
+        "CREATE INDEX volumes_disk ON volumes(disk_id, sd_id, position);"
+        "CREATE INDEX steps_job ON steps(job_id);"
+        "CREATE INDEX commands_job ON commands(job_id);"
+        "CREATE INDEX disks_job ON disks(job_id);"
+        "CREATE INDEX jobs_start ON jobs(start_time);",
 };
 
 static void sqlite_close(void *handle);
