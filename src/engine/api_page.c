@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "api_page.h"
+#include "error.h"
 #include "uuid.h"
 
 /* What a page token looks like: the last id shown, a UUID, or a decimal event id. */
@@ -117,6 +118,10 @@ void engine_rest_page(struct engine *e, SoupServerMessage *msg, enum engine_stor
                 return;
         }
         rows = engine_store_page(e->db, kind, page, name, (gint64) limit + 1, &error);
+        if (!rows && g_error_matches(error, FY_ERROR, FY_ERR_INVALID_PARAMETER)) {
+                engine_rest_reply_fault(msg, 400, error->message);     /* the page's token, not the store */
+                return;
+        }
         if (!rows) {
                 engine_rest_reply_error(msg, error);
                 return;

@@ -265,6 +265,14 @@ static void test_disk_page(struct fixture *f, gconstpointer data)
         g_assert_cmpstr(json_string_value(json_object_get(json_array_get(rest, 1), "id")), ==, "j1");
         g_assert_cmpstr(json_string_value(json_object_get(json_array_get(rest, 2), "id")), ==, "job1");
         g_assert_no_error(error);
+        /* After the last job: an empty page. After a job that is gone (swept): an error, not the end. */
+        json_decref(rest);
+        rest = engine_store_page(f->st, ENGINE_STORE_PAGE_JOBS, "job1", NULL, 10, &error);
+        g_assert_no_error(error);
+        g_assert_cmpuint(json_array_size(rest), ==, 0);
+        g_assert_null(engine_store_page(f->st, ENGINE_STORE_PAGE_JOBS, "swept", NULL, 10, &error));
+        g_assert_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER);
+        g_clear_error(&error);
         g_assert_null(engine_store_page(f->st, ENGINE_STORE_PAGE_JOBS, NULL, "one", 10, &error));
         g_assert_nonnull(error);
         g_clear_error(&error);

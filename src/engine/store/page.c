@@ -6,8 +6,8 @@
 /*
  * One statement per case rather than "? IS NULL OR ...": each then uses its
  * index (the primary key, or name then id). The key of a page is the last
- * row's id; jobs are ordered by start time (no index: the table is read as
- * the unpaged list reads it), so their "after" looks the job up again.
+ * row's id; jobs are ordered by start time (jobs_start), so their "after"
+ * looks the job up again.
  */
 static const struct page_sql {
         const char *first;
@@ -47,6 +47,30 @@ bool engine_store_page_has_name(enum engine_store_page_kind kind)
         return (size_t) kind < G_N_ELEMENTS(page_sql) && page_sql[kind].name;
 }
 
+/* Jobs continue from the job a page ended with: when that job was swept meanwhile, an empty page would
+ * read as the end of the list, so it is an error the client can act on. */
+static json_t *jobs_after(struct engine_store *st, const struct page_sql *q, const char *after, gint64 limit,
+                          GError **error)
+{
+        json_t *rows = store_query(st, error, q->after, "si", after, limit);
+        g_autoptr(json_t) known = NULL;
+        GError *local = NULL;
+
+        if (!rows || json_array_size(rows) > 0)
+                return rows;
+        known = store_query_one(st, &local, "SELECT id FROM jobs WHERE id = ?", "s", after);
+        if (known)
+                return rows;
+        json_decref(rows);
+        if (local) {
+                g_propagate_error(error, local);
+                return NULL;
+        }
+        g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMETER,
+                    "the job this page continues from is gone (ended jobs are swept): list again from the first page");
+        return NULL;
+}
+
 json_t *engine_store_page(struct engine_store *st, enum engine_store_page_kind kind, const char *after,
                           const char *name, gint64 limit, GError **error)
 {
@@ -67,6 +91,8 @@ json_t *engine_store_page(struct engine_store *st, enum engine_store_page_kind k
                 return store_query(st, error, q->name_after, "ssi", name, after, limit);
         if (name)
                 return store_query(st, error, q->name, "si", name, limit);
+        if (after && kind == ENGINE_STORE_PAGE_JOBS)
+                return jobs_after(st, q, after, limit, error);
         if (after)
                 return store_query(st, error, q->after, "si", after, limit);
         return store_query(st, error, q->first, "i", limit);
