@@ -267,8 +267,8 @@ static gboolean fail_later(gpointer data)
         return G_SOURCE_REMOVE;
 }
 
-void engine_host_call(struct engine *e, const char *host_id, const char *method, json_t *params,
-                      unsigned timeout_ms, fy_rpc_client_reply_fn cb, void *userdata)
+static void host_call(struct engine *e, const char *host_id, const char *method, json_t *params,
+                      unsigned timeout_ms, bool urgent, fy_rpc_client_reply_fn cb, void *userdata)
 {
         struct engine_host *h = host_lookup(e, host_id);
 
@@ -286,7 +286,16 @@ void engine_host_call(struct engine *e, const char *host_id, const char *method,
                 e->transport->call(e->transport->userdata, host_id, method, params, cb, userdata);
                 return;
         }
-        fy_rpc_client_call(h->rpc, method, params, timeout_ms, cb, userdata);
+        if (urgent)
+                fy_rpc_client_call_urgent(h->rpc, method, params, timeout_ms, cb, userdata);
+        else
+                fy_rpc_client_call(h->rpc, method, params, timeout_ms, cb, userdata);
+}
+
+void engine_host_call(struct engine *e, const char *host_id, const char *method, json_t *params,
+                      unsigned timeout_ms, fy_rpc_client_reply_fn cb, void *userdata)
+{
+        host_call(e, host_id, method, params, timeout_ms, false, cb, userdata);
 }
 
 GPtrArray *engine_usable_hosts(struct engine *e)
@@ -637,8 +646,14 @@ void engine_hosts_tick(struct engine *e)
                 if (!h->polling) {
                         h->polling = true;
                         h->poll_sent = g_get_monotonic_time();
-                        engine_host_call(e, h->id, "Host.getStats", NULL, e->config.host_timeout, on_stats,
-                                         host_ctx_new(e, h->id));
+                        /*
+                         * Ahead of the host's queued flow calls: a burst of
+                         * them (thousands of copies placed at once, most on
+                         * the SPM) must not delay the poll past its timeout
+                         * and have a busy host taken for a dead one.
+                         */
+                        host_call(e, h->id, "Host.getStats", NULL, e->config.host_timeout, true, on_stats,
+                                  host_ctx_new(e, h->id));
                 }
                 if (!h->connecting && g_get_monotonic_time() >= h->connect_after &&
                     strcmp(json_string_value(json_object_get(row, "status")), "up") == 0 &&

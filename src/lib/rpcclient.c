@@ -53,6 +53,7 @@ struct call {
         size_t body_len;
         char *flow_id;                 /* the caller's log correlation id when it called, or NULL */
         bool sent;
+        bool urgent;                   /* queued ahead of the ordinary calls */
         GList link;                    /* in client->waiting while not sent */
         GSource *timer;
         unsigned timeout_ms;
@@ -86,7 +87,8 @@ struct fy_rpc_client {
         unsigned rx_timeout_ms;
 
         GHashTable *calls;             /* id → struct call: every accepted, uncompleted call */
-        GQueue waiting;                /* calls not yet written, oldest first */
+        GQueue waiting;                /* calls not yet written: urgent ones, then the rest, each oldest first */
+        unsigned urgent_waiting;       /* urgent calls at the head of waiting */
         size_t queued_bytes;           /* body bytes of the waiting calls */
         unsigned inflight;             /* written, no reply yet (timed-out ones included) */
         GHashTable *orphans;           /* ids of timed-out calls whose reply may still come */
@@ -245,6 +247,8 @@ static void call_detach(struct fy_rpc_client *c, struct call *call)
         if (!call->sent) {
                 g_queue_unlink(&c->waiting, &call->link);
                 c->queued_bytes -= call->body_len;
+                if (call->urgent)
+                        c->urgent_waiting--;
         }
         g_hash_table_steal(c->calls, call->id);
 }
@@ -277,6 +281,8 @@ static void pump(struct fy_rpc_client *c)
                 };
 
                 c->queued_bytes -= call->body_len;
+                if (call->urgent)
+                        c->urgent_waiting--;
                 call->sent = true;
                 c->inflight++;
                 g_queue_push_tail(&c->conn->outq,
@@ -903,6 +909,7 @@ void fy_rpc_client_free(struct fy_rpc_client *c)
                 g_queue_push_tail(&c->completing, value);
         }
         g_queue_init(&c->waiting);
+        c->urgent_waiting = 0;
         c->queued_bytes = 0;
         while (!g_queue_is_empty(&c->rejected))
                 g_queue_push_tail(&c->completing, g_queue_pop_head(&c->rejected));
@@ -911,8 +918,8 @@ void fy_rpc_client_free(struct fy_rpc_client *c)
         client_unref(c);
 }
 
-void fy_rpc_client_call(struct fy_rpc_client *c, const char *method, json_t *params,
-                        unsigned timeout_ms, fy_rpc_client_reply_fn cb, void *userdata)
+static void client_call(struct fy_rpc_client *c, const char *method, json_t *params, unsigned timeout_ms,
+                        bool urgent, fy_rpc_client_reply_fn cb, void *userdata)
 {
         g_autoptr(json_t) owned_params = params;
         g_autoptr(json_t) request = NULL;
@@ -925,10 +932,11 @@ void fy_rpc_client_call(struct fy_rpc_client *c, const char *method, json_t *par
                             c->host, c->port);
                 return;
         }
-        if (g_hash_table_size(c->calls) >= FY_RPC_CLIENT_MAX_PENDING) {
+        if (g_hash_table_size(c->calls) >= FY_RPC_CLIENT_MAX_PENDING + (urgent ? FY_RPC_CLIENT_URGENT_RESERVE : 0)) {
                 call_reject(c, method, cb, userdata, G_IO_ERROR_BUSY,
                             "%s: too many calls pending on %s:%u (limit %u)",
-                            method, c->host, c->port, FY_RPC_CLIENT_MAX_PENDING);
+                            method, c->host, c->port,
+                            FY_RPC_CLIENT_MAX_PENDING + (urgent ? FY_RPC_CLIENT_URGENT_RESERVE : 0));
                 return;
         }
         call = g_new0(struct call, 1);
@@ -939,6 +947,7 @@ void fy_rpc_client_call(struct fy_rpc_client *c, const char *method, json_t *par
         call->cb = cb;
         call->userdata = userdata;
         call->link.data = call;
+        call->urgent = urgent;
         call->timeout_ms = timeout_ms ? timeout_ms : FY_RPC_CLIENT_DEFAULT_CALL_TIMEOUT_MS;
 
         request = json_pack("{s:s, s:s, s:s}", "jsonrpc", "2.0", "method", method, "id", call->id);
@@ -946,7 +955,9 @@ void fy_rpc_client_call(struct fy_rpc_client *c, const char *method, json_t *par
                 json_object_set(request, "params", owned_params);
         body = request ? json_dumps(request, JSON_COMPACT) : NULL;
         len = body ? strlen(body) : 0;
-        if (!body || len > FY_RPC_CLIENT_MAX_REQUEST || c->queued_bytes + len > FY_RPC_CLIENT_MAX_QUEUED_BYTES) {
+        /* An urgent call is let past the byte budget: the reserve above bounds how many there are. */
+        if (!body || len > FY_RPC_CLIENT_MAX_REQUEST ||
+            (!urgent && c->queued_bytes + len > FY_RPC_CLIENT_MAX_QUEUED_BYTES)) {
                 if (!body)
                         call_reject(c, method, cb, userdata, G_IO_ERROR_INVALID_ARGUMENT,
                                     "%s: cannot serialize the request (invalid method name or params)", method);
@@ -969,7 +980,10 @@ void fy_rpc_client_call(struct fy_rpc_client *c, const char *method, json_t *par
 
         call->timer = attach_timeout(c, call->timeout_ms, on_call_timeout, call);
         g_hash_table_insert(c->calls, call->id, call);
-        g_queue_push_tail_link(&c->waiting, &call->link);
+        if (urgent)
+                g_queue_push_nth_link(&c->waiting, c->urgent_waiting++, &call->link);
+        else
+                g_queue_push_tail_link(&c->waiting, &call->link);
         c->queued_bytes += len;
 
         /* GIO starts async operations in the thread-default context: make it the client's. */
@@ -979,6 +993,18 @@ void fy_rpc_client_call(struct fy_rpc_client *c, const char *method, json_t *par
         else
                 pump(c);
         g_main_context_pop_thread_default(c->context);
+}
+
+void fy_rpc_client_call(struct fy_rpc_client *c, const char *method, json_t *params,
+                        unsigned timeout_ms, fy_rpc_client_reply_fn cb, void *userdata)
+{
+        client_call(c, method, params, timeout_ms, false, cb, userdata);
+}
+
+void fy_rpc_client_call_urgent(struct fy_rpc_client *c, const char *method, json_t *params,
+                               unsigned timeout_ms, fy_rpc_client_reply_fn cb, void *userdata)
+{
+        client_call(c, method, params, timeout_ms, true, cb, userdata);
 }
 
 bool fy_rpc_client_is_connected(struct fy_rpc_client *c)

@@ -21,6 +21,8 @@
 
 /* Calls accepted and not yet completed (queued + awaiting a reply). */
 #define FY_RPC_CLIENT_MAX_PENDING 1024
+/* Urgent calls (fy_rpc_client_call_urgent) accepted beyond MAX_PENDING. */
+#define FY_RPC_CLIENT_URGENT_RESERVE 16
 /* Requests on the wire awaiting a reply: the agent's per-connection limit. */
 #define FY_RPC_CLIENT_MAX_INFLIGHT 64
 /* One serialized request; the agent's default max_frame is 4 MiB. */
@@ -106,6 +108,17 @@ void fy_rpc_client_set_disconnect_fn(struct fy_rpc_client *c, fy_rpc_client_disc
  */
 void fy_rpc_client_call(struct fy_rpc_client *c, const char *method, json_t *params,
                         unsigned timeout_ms, fy_rpc_client_reply_fn cb, void *userdata);
+
+/*
+ * As fy_rpc_client_call(), but the request is written before every
+ * ordinary call not yet written (urgent calls keep their order among
+ * themselves), and FY_RPC_CLIENT_URGENT_RESERVE of them are accepted beyond
+ * FY_RPC_CLIENT_MAX_PENDING and the queued-bytes limit. For monitoring
+ * (a host's poll) that must not wait behind a burst of work calls for a
+ * slot of the agent's in-flight window; it still waits for one slot.
+ */
+void fy_rpc_client_call_urgent(struct fy_rpc_client *c, const char *method, json_t *params,
+                               unsigned timeout_ms, fy_rpc_client_reply_fn cb, void *userdata);
 
 /* True once CONNECTED arrived and until the connection fails or closes. */
 bool fy_rpc_client_is_connected(struct fy_rpc_client *c);
