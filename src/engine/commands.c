@@ -647,22 +647,43 @@ static void cmd_advance(struct engine *e, json_t *cmd)
                 engine_not_recorded(&error, "a round", js(cmd, "id"));        /* rolled back: the next round redoes it */
 }
 
+/*
+ * One coordinator round advances every active command once. At scale (ten
+ * thousand commands on PostgreSQL, each a few round trips to the server) a
+ * round takes seconds: done in one go it would hold the main loop, leave
+ * hosts' poll replies unread past their timeout and have busy hosts taken
+ * for dead. So a round yields after round_budget_ms and goes on from where
+ * it stopped at the next kick or tick; a kick while a round is under way
+ * continues it rather than starting again, so kicks (one per command
+ * created) coalesce instead of each costing a whole round. Below the budget
+ * a round is one call, as before.
+ */
 void engine_commands_tick(struct engine *e)
 {
-        g_autoptr(json_t) rows = engine_store_cmd_active(e->db, NULL);
-        size_t i;
-        json_t *row;
+        gint64 deadline = e->round_budget_ms ? g_get_monotonic_time() + e->round_budget_ms * G_GINT64_CONSTANT(1000)
+                                             : 0;
 
-        if (!rows)
-                return;
+        if (!e->round_left) {
+                g_autoptr(json_t) rows = engine_store_cmd_active(e->db, NULL);
+                size_t i;
+                json_t *row;
+
+                if (!rows)
+                        return;
+                e->round_left = g_ptr_array_new_full(json_array_size(rows), g_free);
+                e->round_pos = 0;
+                json_array_foreach(rows, i, row)
+                        g_ptr_array_add(e->round_left, g_strdup(js(row, "id")));
+        }
         in_round = true;
-        json_array_foreach(rows, i, row) {
-                /* Re-read: an earlier command of this round may have changed it. */
+        for (unsigned n = 1; e->round_pos < e->round_left->len; n++) {
+                const char *id = e->round_left->pdata[e->round_pos++];
+                /* Re-read: an earlier command of this round, or the main loop between two slices, may have changed it. */
                 g_autoptr(json_t) cur = NULL;
 
-                if (busy(e, js(row, "id")))
+                if (busy(e, id))
                         continue;
-                cur = engine_store_cmd_get(e->db, js(row, "id"), NULL);
+                cur = engine_store_cmd_get(e->db, id, NULL);
                 if (cur && strcmp(js(cur, "state"), "active") == 0) {
                         struct fy_log_context saved;
 
@@ -670,9 +691,15 @@ void engine_commands_tick(struct engine *e)
                         cmd_advance(e, cur);
                         fy_log_context_restore(&saved);
                 }
+                if ((deadline && g_get_monotonic_time() >= deadline) || (e->round_slice_max && n >= e->round_slice_max))
+                        break;
         }
         in_round = false;
         polls_flush(e);        /* the round's job polls: one call per host */
+        if (e->round_pos >= e->round_left->len)
+                g_clear_pointer(&e->round_left, g_ptr_array_unref);
+        else
+                engine_kick(e);        /* the rest after what the main loop has waiting */
 }
 
 static void on_host_state(struct engine *e, const char *host_id, const char *status, void *userdata)

@@ -109,7 +109,11 @@ struct engine {
         bool sd_stats_busy;
         unsigned pool_generation;      /* bumped when a domain is added: older pool connects are stale */
         guint tick_source;
-        guint kick_source;             /* an extra coordinator round is queued */
+        guint kick_source;             /* an extra coordinator round (or the rest of one) is queued */
+        GPtrArray *round_left;         /* ids of the commands of the round under way, NULL between rounds */
+        guint round_pos;               /* the next of round_left to advance */
+        unsigned round_budget_ms;      /* a round yields to the main loop after this long; 0: never (unit tests) */
+        unsigned round_slice_max;      /* and after this many commands; 0: no limit (unit tests set 1) */
         GArray *host_listeners;        /* struct engine_host_listener: who hears host events and state changes */
         const char *acting_user;       /* who sent the REST request being handled; NULL: the engine itself */
         struct engine_auth *auth;      /* login throttle, password-hashing pool, token sweep (auth.c) */

@@ -193,6 +193,8 @@ int main(int argc, char **argv)
 
         setlocale(LC_ALL, "");
         start_argv = g_strdupv(argv);
+        /* Long enough for a round of a few hundred commands in one go, short beside a host's poll timeout. */
+        e->round_budget_ms = 50;
         r = engine_config_load(&argc, &argv, &e->config, &error);
         if (r > 0)
                 return EXIT_SUCCESS;
@@ -294,6 +296,7 @@ int main(int argc, char **argv)
         engine_metrics_free(e);
         if (e->kick_source)
                 g_source_remove(e->kick_source);
+        g_clear_pointer(&e->round_left, g_ptr_array_unref);
         engine_rest_stop(e);
         engine_leader_free(e);
         engine_hosts_free(e);
