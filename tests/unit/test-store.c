@@ -446,11 +446,12 @@ static void test_pg_upgrade_in_place(struct fixture *f, gconstpointer data)
         g_autoptr(json_t) sd = NULL;
         int latest = engine_store_schema_version(f->st);
 
-        g_assert_cmpint(latest, >=, 11);
+        g_assert_cmpint(latest, >=, 12);
         engine_store_close(f->st);
         f->st = NULL;
-        /* Back to schema 4: what migrations 5-11 made, gone. */
-        pg_exec_in(f->path, "DROP INDEX disks_name, volumes_disk, steps_job, commands_job, disks_job, jobs_start;"
+        /* Back to schema 4: what migrations 5-12 made, gone. */
+        pg_exec_in(f->path, "DROP INDEX disks_name, volumes_disk, steps_job, commands_job, disks_job, jobs_start, "
+                            "commands_type;"
                             "DROP TABLE vms, templates, disk_attachments, snapshots, users, tokens;"
                             "ALTER TABLE jobs DROP COLUMN correlation_id;"
                             "ALTER TABLE events DROP COLUMN correlation_id, DROP COLUMN user_name;"

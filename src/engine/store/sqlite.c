@@ -130,6 +130,9 @@ static const char *const migrations[] = {
         "CREATE INDEX commands_job ON commands(job_id);"
         "CREATE INDEX disks_job ON disks(job_id);"
         "CREATE INDEX jobs_start ON jobs(start_time);",
+        /* 12: a copy's placement counts the copies waiting before it and reads the running ones, each pick:
+         * with ten thousand moves queued both scanned every active command (bench/scale, PostgreSQL) */
+        "CREATE INDEX commands_type ON commands(type, state, created);",
 };
 
 static void sqlite_close(void *handle);
