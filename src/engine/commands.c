@@ -676,6 +676,8 @@ void engine_commands_tick(struct engine *e)
                         g_ptr_array_add(e->round_left, g_strdup(js(row, "id")));
         }
         in_round = true;
+        e->round_serial++;
+        e->round_running = true;
         for (unsigned n = 1; e->round_pos < e->round_left->len; n++) {
                 const char *id = e->round_left->pdata[e->round_pos++];
                 /* Re-read: an earlier command of this round, or the main loop between two slices, may have changed it. */
@@ -695,6 +697,7 @@ void engine_commands_tick(struct engine *e)
                         break;
         }
         in_round = false;
+        e->round_running = false;
         polls_flush(e);        /* the round's job polls: one call per host */
         if (e->round_pos >= e->round_left->len)
                 g_clear_pointer(&e->round_left, g_ptr_array_unref);

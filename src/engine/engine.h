@@ -114,6 +114,8 @@ struct engine {
         guint round_pos;               /* the next of round_left to advance */
         unsigned round_budget_ms;      /* a round yields to the main loop after this long; 0: never (unit tests) */
         unsigned round_slice_max;      /* and after this many commands; 0: no limit (unit tests set 1) */
+        guint64 round_serial;          /* bumped by every slice of a round (engine_commands_tick) */
+        bool round_running;            /* inside a slice: what a pick reads may be shared (scheduler.c) */
         GArray *host_listeners;        /* struct engine_host_listener: who hears host events and state changes */
         const char *acting_user;       /* who sent the REST request being handled; NULL: the engine itself */
         struct engine_auth *auth;      /* login throttle, password-hashing pool, token sweep (auth.c) */

@@ -328,7 +328,7 @@ static void test_commands(struct fixture *f, gconstpointer data)
         g_autofree char *user = NULL;
         bool pending = false;
         json_t *load;
-        gint64 waiting = -1;
+        g_autoptr(GArray) waiting = NULL;
 
         g_assert_cmpint(engine_store_cmd_insert(f->st, "c1", "move_disk", NULL, "job1", NULL, params, "alice", 1, &error), ==, 0);
         g_assert_cmpint(engine_store_cmd_cancel_job(f->st, "job1", 2, &error), ==, 0);
@@ -346,9 +346,18 @@ static void test_commands(struct fixture *f, gconstpointer data)
         g_assert_cmpstr(json_string_value(json_object_get(load, "host")), ==, "h1");
         g_assert_cmpint(json_integer_value(json_object_get(load, "n")), ==, 1);
         g_assert_cmpfloat(json_number_value(json_object_get(load, "b")), ==, 1000);
-        /* Sent: no longer waiting for a host. */
-        g_assert_cmpint(engine_store_copies_waiting_before(f->st, 100, &waiting, &error), ==, 0);
-        g_assert_cmpint(waiting, ==, 0);
+        /* Sent: no longer waiting for a host; two new ones wait, listed oldest first. */
+        g_assert_cmpint(engine_store_copies_waiting(f->st, &waiting, &error), ==, 0);
+        g_assert_cmpuint(waiting->len, ==, 0);
+        g_clear_pointer(&waiting, g_array_unref);
+        g_assert_cmpint(engine_store_cmd_insert(f->st, "c5", "copy_data", NULL, "job1", NULL, params, NULL, 9, &error), ==, 0);
+        g_assert_cmpint(engine_store_cmd_insert(f->st, "c4", "copy_data", NULL, "job1", NULL, params, NULL, 7, &error), ==, 0);
+        g_assert_cmpint(engine_store_copies_waiting(f->st, &waiting, &error), ==, 0);
+        g_assert_cmpuint(waiting->len, ==, 2);
+        g_assert_cmpint(g_array_index(waiting, gint64, 0), ==, 7);
+        g_assert_cmpint(g_array_index(waiting, gint64, 1), ==, 9);
+        g_assert_cmpint(engine_store_cmd_finish(f->st, "c4", false, NULL, 10, &error), ==, 0);
+        g_assert_cmpint(engine_store_cmd_finish(f->st, "c5", false, NULL, 10, &error), ==, 0);
         g_assert_cmpint(engine_store_cmd_insert(f->st, "c3", "remove_image", NULL, NULL, NULL, params, NULL, 5, &error), ==, 0);
         g_assert_cmpint(engine_store_cmd_removal_pending(f->st, "sd1", "i1", &pending, &error), ==, 0);
         g_assert_true(pending);

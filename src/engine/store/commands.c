@@ -178,15 +178,24 @@ char *engine_store_command_user(struct engine_store *st, const char *id)
         return user ? g_strdup(user) : NULL;
 }
 
-int engine_store_copies_waiting_before(struct engine_store *st, gint64 created, gint64 *ret_n, GError **error)
+int engine_store_copies_waiting(struct engine_store *st, GArray **ret_created, GError **error)
 {
-        g_autoptr(json_t) row = store_query_one(st, error,
-                "SELECT COUNT(*) AS n FROM commands WHERE type = 'copy_data' AND state = 'active' "
-                "AND phase <> 'sent' AND created < ?", "i", created);
+        g_autoptr(json_t) rows = store_query(st, error,
+                "SELECT created FROM commands WHERE type = 'copy_data' AND state = 'active' AND phase <> 'sent' "
+                "ORDER BY created", "");
+        GArray *out;
+        size_t i;
+        json_t *row;
 
-        if (!row)
+        if (!rows)
                 return -EIO;
-        *ret_n = json_integer_value(json_object_get(row, "n"));
+        out = g_array_sized_new(FALSE, FALSE, sizeof(gint64), json_array_size(rows));
+        json_array_foreach(rows, i, row) {
+                gint64 created = json_integer_value(json_object_get(row, "created"));
+
+                g_array_append_val(out, created);
+        }
+        *ret_created = out;
         return 0;
 }
 

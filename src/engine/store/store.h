@@ -210,9 +210,8 @@ char *engine_store_command_user(struct engine_store *st, const char *id);
 /* Copies, merges and sparsifies (host jobs) recorded as sent, per host: rows {host, n: how many, b: the bytes they
  * still have to move by their steps' progress}. */
 int engine_store_copy_loads(struct engine_store *st, json_t **ret_rows, GError **error) STORE_MUST;
-/* Copies created before `created` (engine clock seconds) that are still without a host. */
-int engine_store_copies_waiting_before(struct engine_store *st, gint64 created, gint64 *ret_n,
-                                       GError **error) STORE_MUST;
+/* The creation times of the copies still without a host, ascending (engine clock seconds). */
+int engine_store_copies_waiting(struct engine_store *st, GArray **ret_created, GError **error) STORE_MUST;
 
 /* ---- pages of a collection (page.c) ---- */
 enum engine_store_page_kind {
