@@ -470,7 +470,9 @@ def test_vm_snapshot_template_and_thin_vm_from_the_browser(ui):
     status_done(b, "Creating VM ui-vm")
     vm = by_name(ui, "vms", "ui-vm")
     b.click(f"#attach-{vm['id']}")
-    # The dialog finds disks by name on the engine (search=name=), never by listing them all.
+    # The dialog lists the first page of disks (the module has fewer than 100), and finds one by name on the
+    # engine (search=name=); never every disk.
+    b.wait(f"document.querySelector('#attach-disk option[value=\"{disk['id']}\"]')", 15, "the first page of disks")
     b.fill("#attach-find", "ui-made")
     b.wait(f"(s => s && s.options.length === 1 && s.value === {json.dumps(disk['id'])})"
            "(document.querySelector('#attach-disk'))", 15, "the disk of that name in the dialog")
