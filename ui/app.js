@@ -9,7 +9,7 @@ const CHUNK = 8 * 1024 * 1024;          // the agent's transfer_max_request
 const MiB = 1024 * 1024, GiB = 1024 * MiB;
 
 const S = { token: sessionStorage.getItem(TOKEN_KEY), user: null, role: null, view: null, changed: null,
-            refreshing: false, again: false, lists: {}, pages: {} };
+            refreshing: false, again: false, lists: {}, pages: {}, standby: false, activeUrl: null, run: null };
 
 // ---- DOM helpers: text goes in as text, never as markup ----
 function h(tag, attrs, ...kids) {
@@ -30,7 +30,9 @@ function say(msg, bad) {
   s.textContent = msg;
   s.className = bad ? "error" : "";
 }
-const can = (role) => ({ viewer: 0, operator: 1, admin: 2 })[S.role] >= ({ viewer: 0, operator: 1, admin: 2 })[role];
+const RANK = { viewer: 0, operator: 1, admin: 2 };
+// What the page offers: what the user's role may do, and on a standby engine only reads (checkEngine).
+const can = (role) => (role === "viewer" || !S.standby) && RANK[S.role] >= RANK[role];
 function size(n) {
   if (n === null || n === undefined) return "";
   const u = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -57,7 +59,10 @@ class ApiError extends Error {
 const NET_RETRY_MS = 500;
 async function send(method, path, init) {
   try {
-    return await fetch(path, { method, ...init });
+    // A write is never sent on by a redirect: a standby's 307 names the active engine, another origin,
+    // where the browser would preflight it and fail without an answer (the engine speaks no CORS).
+    // api() sees the redirect itself (an "opaqueredirect") and says what it means.
+    return await fetch(path, { method, ...init, redirect: method === "GET" ? "follow" : "manual" });
   } catch (e) {
     if (e.name === "AbortError") throw e;
     if (method !== "GET")
@@ -76,7 +81,20 @@ async function api(method, path, body) {
   const headers = { Accept: "application/json" };
   if (S.token) headers.Authorization = `Bearer ${S.token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const r = await send(method, path, { headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  let r;
+  try {
+    r = await send(method, path, { headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (e) {
+    if (method !== "GET") checkEngine();               // did this engine become a standby? The banner says so.
+    throw e;
+  }
+  if (r.type === "opaqueredirect") {
+    // Only a standby redirects (a write, before even checking the token): nothing was done.
+    await checkEngine();
+    throw new Error(`nothing was done: this engine is a standby, ${S.activeUrl ?
+      `changes are made on the active engine at ${S.activeUrl}` : "and no engine is active at the moment"}`);
+  }
+  if (r.status === 503 && method !== "GET") checkEngine();   // no engine active yet (a takeover), or a lease in doubt
   const text = await r.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
@@ -143,6 +161,7 @@ async function logout(why) {
   S.view = null;
   sessionStorage.removeItem(TOKEN_KEY);
   liveStop();
+  setStandby(false, null);
   if (token && !why)
     fetch("/sso/oauth/revoke", { method: "POST", body: new URLSearchParams({ token }),
                                  headers: { "Content-Type": "application/x-www-form-urlencoded" } }).catch(() => {});
@@ -163,9 +182,69 @@ async function start() {
   $("#who").hidden = false;
   $("#who-name").textContent = `${S.user} (${S.role})`;
   document.body.dataset.role = S.role;
+  await checkEngine();
+  if (!S.token) return;
   if (!location.hash || location.hash === "#/") location.hash = "#/disks";
   else route();
   liveStart();
+}
+
+// ---- which engine this is (ARCHITECTURE.md, "Several engines" and "Web UI") ----
+// On PostgreSQL several engines share the inventory and one is active. A standby serves every read but
+// answers a write with a 307 to the active engine: another origin, which the page cannot write to (no
+// CORS; a token is kept per origin). So the page asks GET /api/engine at login, on a new stream (an engine
+// that lost the lead comes back as a standby), when a write is redirected or refused with 503, and when
+// shown again; on a standby it says so on every page with a link to the active engine, offers no action,
+// and rereads its page every STANDBY_POLL_MS, since a standby's event stream hears only its own writes.
+const STANDBY_POLL_MS = 5000;
+
+async function checkEngine() {
+  let e;
+  try {
+    e = await get("/api/engine");
+  } catch (err) {
+    return;                                           // no answer: what the page knew stands
+  }
+  if (!S.token) return;
+  const was = S.standby;
+  setStandby(e.role !== "active", e.active_url || null);
+  if (was !== S.standby && S.view) route();          // the action controls come or go
+}
+
+function setStandby(standby, activeUrl) {
+  S.standby = standby;
+  S.activeUrl = activeUrl;
+  const b = $("#standby");
+  document.body.dataset.engine = standby ? "standby" : "active";
+  setLive(LIVE.up);
+  if (!standby) {
+    b.hidden = true;
+    b.replaceChildren();
+    clearTimeout(S.pollTimer);
+    S.pollTimer = null;
+    return;
+  }
+  // Only an http(s) URL becomes a link: the address comes from the shared database, not from this page.
+  let url = null;
+  try { url = activeUrl && new URL("/", activeUrl); } catch (err) { url = null; }
+  if (url && url.protocol !== "https:" && url.protocol !== "http:") url = null;
+  b.replaceChildren(...[h("strong", {}, "This engine is a standby"), ": it shows the inventory but changes nothing. ",
+    activeUrl ? ["Changes are made on the active engine at ",
+                 url ? h("a", { href: url.href, id: "active-engine" }, url.origin) : activeUrl, " (log in there). "] :
+      "No engine is active at the moment (a takeover takes seconds): no change can be made now. ",
+    `This page rereads itself every ${STANDBY_POLL_MS / 1000} s.`].flat());
+  b.hidden = false;
+  if (!S.pollTimer) S.pollTimer = setTimeout(standbyPoll, STANDBY_POLL_MS);
+}
+
+async function standbyPoll() {
+  S.pollTimer = null;
+  if (!S.token || !S.standby) return;
+  if (document.visibilityState !== "hidden") {
+    await checkEngine();
+    if (S.standby) refresh();
+  }
+  if (S.standby && S.token && !S.pollTimer) S.pollTimer = setTimeout(standbyPoll, STANDBY_POLL_MS);
 }
 
 // ---- live updates: the engine's Server-Sent Events, read with fetch so the token goes in a header ----
@@ -179,8 +258,10 @@ const shareable = () => LIVE.bc && navigator.locks;
 
 function setLive(up) {
   LIVE.up = up;
-  $("#live").className = up ? "on" : "";
-  $("#live").setAttribute("aria-label", up ? "live updates: connected" : "live updates: reconnecting");
+  // A standby's stream hears only the standby's own writes: the page rereads instead (checkEngine).
+  $("#live").className = up && !S.standby ? "on" : "";
+  $("#live").setAttribute("aria-label", S.standby ? "live updates: none from a standby engine" :
+                                        up ? "live updates: connected" : "live updates: reconnecting");
   $("#live").title = $("#live").getAttribute("aria-label");
 }
 
@@ -219,6 +300,7 @@ document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "hidden") { liveStop(); return; }
   if (!S.token) return;
   liveStart();
+  checkEngine();                                        // the engines may have changed roles meanwhile
   refresh();                                            // what changed while hidden
 });
 
@@ -267,6 +349,11 @@ async function streamLoop(ctrl) {
 function onStreamEvent(ev) {
   if (ev.event === "hello") {
     // A new stream (first, or after an engine restart): whatever happened meanwhile, read it all again.
+    // A new engine run may have another role (a deposed leader comes back as a standby).
+    let run = null;
+    try { run = JSON.parse(ev.data).run; } catch (e) { run = null; }
+    if (S.run && run !== S.run) checkEngine();
+    S.run = run;
     setLive(true);
     refresh();
   } else if (ev.event === "change") {
@@ -454,7 +541,9 @@ const VIEWS = {
     },
   },
   vms: {
-    title: "VMs", tables: ["vms", "disks", "disk_attachments", "snapshots", "templates"], search: "vms",
+    // Not "disks": the page shows only its disks' names, which never change, and the disks table changes
+    // throughout every copy.
+    title: "VMs", tables: ["vms", "disk_attachments", "snapshots", "templates"], search: "vms",
     forms() {
       if (!can("operator")) return [];
       const templates = S.lists.templates || [];
@@ -473,7 +562,7 @@ const VIEWS = {
         h("button", { type: "submit", id: "vm-create" }, "Create"))];
     },
     async data(changed) {
-      const [{ rows: vms, more }, { disks }] = await Promise.all([getPaged("/api/vms", "vms"), getAll("/api/disks", "disks")]);
+      const { rows: vms, more } = await getPaged("/api/vms", "vms");
       // Each VM's snapshots are read again only when the snapshots table changed, or the VM is new here.
       const old = changed("snapshots") ? {} : (this.snaps || {});
       const snaps = {};
@@ -482,8 +571,9 @@ const VIEWS = {
         try { snaps[v.id] = (await get(`/api/vms/${v.id}/snapshots`)).snapshots; } catch (e) { snaps[v.id] = []; }
       }));
       this.snaps = snaps;
-      const dname = (id) => (disks.find((d) => d.id === id) || { name: id }).name;
-      const free = disks.filter((d) => d.status === "ok" && !vms.some((v) => (v.disk_attachments || []).some((a) => a.disk.id === d.id)));
+      const attached = vms.flatMap((v) => (v.disk_attachments || []).map((a) => a.disk.id));
+      const names = await diskNames(this, attached);
+      const dname = (id) => names.get(id) || id;
       return withMore("vms", table("VMs", ["Name", "Status", "Disks", "Snapshots", "Actions"],
         vms.map((v) => [
           v.name,
@@ -494,9 +584,7 @@ const VIEWS = {
               { id: `detach-${v.id}-${a.disk.id}`, "aria-label": `Detach disk ${dname(a.disk.id)} from ${v.name}` }) : ""))),
           h("ul", { class: "steps" }, (snaps[v.id] || []).map((s) => h("li", {}, `${s.description || "snapshot"} — ${time(s.date)} (${s.snapshot_status})`))),
           can("operator") ? h("div", { class: "actions" },
-            button("Attach disk", () => openDialog(`Attach a disk to ${v.name}`,
-              field("Disk", select("disk", free.map((d) => [d.id, d.name]), { id: "attach-disk" })), "Attach",
-              (f) => act(`Attaching to ${v.name}`, () => api("POST", `/api/vms/${v.id}/diskattachments`, { disk: { id: f.disk.value } }))),
+            button("Attach disk", () => attachDialog(v, new Set(attached)),
               { id: `attach-${v.id}`, "aria-label": `Attach a disk to ${v.name}` }),
             button("Snapshot", () => openDialog(`Snapshot of ${v.name}`,
               field("Description", h("input", { name: "description", id: "snapshot-description", maxlength: 255 })), "Take snapshot",
@@ -614,6 +702,64 @@ function diskActions(d) {
     button("Delete", () => openDialog(`Delete disk ${d.name}?`, [], "Delete",
       () => act(`Deleting ${d.name}`, () => api("DELETE", `/api/disks/${d.id}`))),
       { id: `delete-${d.id}`, class: "danger", disabled: d.status === "locked", "aria-label": `Delete disk ${d.name}` }));
+}
+
+// The names of the disks attached to the VMs shown, each read once (GET /api/disks/{id}): a disk's name never
+// changes, so a redraw reads only disks it has not seen. The reads are bounded by the page's attachments,
+// whatever the size of the inventory; the cache by DISK_NAMES_MAX (past it, only the page's names are kept).
+const DISK_NAMES_MAX = 5000;
+async function diskNames(view, ids) {
+  const want = [...new Set(ids)];
+  let names = view.names || new Map();
+  if (names.size > DISK_NAMES_MAX) names = new Map(want.filter((id) => names.has(id)).map((id) => [id, names.get(id)]));
+  await Promise.all(want.filter((id) => !names.has(id)).map(async (id) => {
+    try { names.set(id, (await get(`/api/disks/${encodeURIComponent(id)}`)).name); } catch (e) { /* gone: its id shows */ }
+  }));
+  view.names = names;
+  return names;
+}
+
+// The disks a VM may take, found by the engine a page at a time (search=name= for an exact name), never all
+// of them: the ok ones not attached to a VM of this page. The engine refuses (409, saying why) a disk
+// attached to another VM or belonging to a template; the disk list does not show attachments.
+function attachDialog(v, attached) {
+  const find = h("input", { name: "find", id: "attach-find", type: "search", maxlength: 255,
+                            placeholder: "any name" });
+  const pick = select("disk", [], { id: "attach-disk", required: true });
+  const note = h("span", { class: "muted", id: "attach-note", role: "status" });
+  let token = null, seq = 0, timer = null;
+  const more = button("More disks", () => load(false), { id: "attach-more", hidden: true });
+  async function load(fresh) {
+    const mine = ++seq;
+    const name = find.value.trim();
+    note.textContent = "Reading disks…";
+    let r;
+    try {
+      r = await get(`/api/disks?max=${PAGE_ROWS}${name ? "&search=" + encodeURIComponent("name=" + name) : ""}` +
+                    `${!fresh && token ? "&page=" + encodeURIComponent(token) : ""}`);
+    } catch (e) {
+      if (mine === seq) note.textContent = `Cannot read disks: ${e.message}`;
+      return;
+    }
+    if (mine !== seq) return;                         // another search or page was asked for meanwhile
+    if (fresh) pick.replaceChildren();
+    for (const d of r.disks)
+      if (d.status === "ok" && !attached.has(d.id))
+        pick.append(h("option", { value: d.id }, `${d.name} (${size(d.provisioned_size)}, ` +
+                      `${(d.storage_domains || []).map((s) => domainName(s.id)).join(", ")})`));
+    token = r.next || null;
+    more.hidden = !token;
+    note.textContent = pick.options.length ? "" : name ? `No free disk is named ${name}.` :
+      token ? "None free among these: read more." : "No free disk.";
+  }
+  find.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(() => load(true), 300); });
+  find.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter") { ev.preventDefault(); clearTimeout(timer); load(true); }
+  });
+  openDialog(`Attach a disk to ${v.name}`,
+    [field("Find by name (exact)", find), field("Disk", pick), more, note], "Attach",
+    (f) => act(`Attaching to ${v.name}`, () => api("POST", `/api/vms/${v.id}/diskattachments`, { disk: { id: f.disk.value } })));
+  load(true);
 }
 
 // ---- image transfers: the bytes go between the browser and the host, never through the engine ----

@@ -10,12 +10,14 @@ import os
 import shutil
 import ssl
 import subprocess
+import time
+import types
 import urllib.parse
 
 import pytest
 
 from cdp import Browser, wait_file
-from enginetest import EngineCluster
+from enginetest import Engine, EngineCluster, postgres
 from ferrytest import MiB, file_digest, free_port, qemu_io_write, wait_for
 from conftest import make_workdir
 
@@ -223,9 +225,14 @@ def test_seven_tabs_share_one_event_stream(ui):
 
 
 def test_live_redraws_reread_only_what_changed_at_most_once_a_second(ui):
-    """A change to disks does not make the VMs page read every VM's snapshots again, and redraws are coalesced."""
+    """On the VMs page a change to disks (every copy makes many) reads nothing, a change to attachments does not
+    make the page read every VM's snapshots again nor list the disks, and redraws are coalesced."""
     b = ui.browser
-    ui.engine.post("/api/vms", {"name": "ui-redraws"})
+    vm = ui.engine.post("/api/vms", {"name": "ui-redraws"})
+    r = ui.engine.post("/api/disks", {"name": "ui-redraws-disk", "provisioned_size": MiB, "format": "raw",
+                                      "sparse": True, "storage_domain": {"id": ui.sds[0]["id"]}})
+    assert ui.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
+    disk = r["disk"]
     login(ui, ui.engine.ADMIN, ui.engine.admin_password)
     page(ui, "vms")
     b.wait("document.querySelector('#live').className === 'on'", 15, "the event stream")
@@ -234,19 +241,31 @@ def test_live_redraws_reread_only_what_changed_at_most_once_a_second(ui):
     wait_for(lambda: b.eval("(l => !l || performance.now() - l.responseEnd > 1500)"
                             "(performance.getEntriesByType('resource').pop())"), 15, "the page to settle")
     b.eval("performance.clearResourceTimings(); performance.setResourceTimingBufferSize(10000)")
-    r = ui.engine.post("/api/disks", {"name": "ui-redraws-disk", "provisioned_size": MiB, "format": "raw",
+    fetched = """performance.getEntriesByType('resource').map(e => [new URL(e.name).pathname, e.startTime])"""
+    # A disk made: the disks, jobs and steps tables change, none of which the VMs page shows.
+    r = ui.engine.post("/api/disks", {"name": "ui-redraws-other", "provisioned_size": MiB, "format": "raw",
                                       "sparse": True, "storage_domain": {"id": ui.sds[0]["id"]}})
     assert ui.engine.wait_job(r["job"]["id"], 60)["status"] == "finished"
-    fetched = """performance.getEntriesByType('resource').map(e => [new URL(e.name).pathname, e.startTime])"""
-    b.wait(f"({fetched}).some(([p]) => p === '/api/disks')", 15, "a redraw after the change")
+    time.sleep(1.5)     # the last change event (250 ms after the last write) and a redraw it would cause (1 s)
+    assert b.eval(fetched) == [], b.eval(fetched)
+    ui.engine.request("DELETE", f"/api/disks/{r['disk']['id']}")
+    # Attachments changed several times in a row: the page redraws, coalesced.
+    for _ in range(3):
+        ui.engine.post(f"/api/vms/{vm['id']}/diskattachments", {"disk": {"id": disk["id"]}})
+        ui.engine.request("DELETE", f"/api/vms/{vm['id']}/diskattachments/{disk['id']}")
+    ui.engine.post(f"/api/vms/{vm['id']}/diskattachments", {"disk": {"id": disk["id"]}})
+    b.wait(f"document.querySelector('#detach-{vm['id']}-{disk['id']}')", 15, "the attached disk in the page")
     # The last change event comes 250 ms after the last write; its redraw up to a second later.
     wait_for(lambda: b.eval(f"(() => {{ const l = ({fetched}).filter(([p]) => p === '/api/vms').pop();"
                             " return l && performance.now() - l[1] > 1500; })()"), 15, "the redraws to settle")
     seen = b.eval(fetched)
     assert not [p for p, _ in seen if p.endswith("/snapshots")], seen
+    # The attached disk's name: read once, by id; the disks are never listed.
+    assert [p for p, _ in seen if p.startswith("/api/disks")] == [f"/api/disks/{disk['id']}"], seen
     starts = [t for p, t in seen if p == "/api/vms"]
     assert starts and all(b2 - a >= 950 for a, b2 in zip(starts, starts[1:])), starts
-    ui.engine.request("DELETE", f"/api/vms/{by_name(ui, 'vms', 'ui-redraws')['id']}")
+    ui.engine.request("DELETE", f"/api/vms/{vm['id']}?detach_only=true")
+    ui.engine.request("DELETE", f"/api/disks/{disk['id']}")
 
 
 def test_long_lists_come_a_page_at_a_time(ui):
@@ -451,7 +470,12 @@ def test_vm_snapshot_template_and_thin_vm_from_the_browser(ui):
     status_done(b, "Creating VM ui-vm")
     vm = by_name(ui, "vms", "ui-vm")
     b.click(f"#attach-{vm['id']}")
-    b.eval(f"document.querySelector('#attach-disk').value = {json.dumps(disk['id'])}")
+    # The dialog lists the first page of disks (the module has fewer than 100), and finds one by name on the
+    # engine (search=name=); never every disk.
+    b.wait(f"document.querySelector('#attach-disk option[value=\"{disk['id']}\"]')", 15, "the first page of disks")
+    b.fill("#attach-find", "ui-made")
+    b.wait(f"(s => s && s.options.length === 1 && s.value === {json.dumps(disk['id'])})"
+           "(document.querySelector('#attach-disk'))", 15, "the disk of that name in the dialog")
     b.click("#dialog-submit")
     status_done(b, "Attaching to ui-vm")
     b.wait(f"document.querySelector('#detach-{vm['id']}-{disk['id']}')", 15, "the attached disk in the page")
@@ -504,6 +528,60 @@ def test_viewer_sees_no_actions(ui):
     page(ui, "disks")
     assert b.eval("document.querySelectorAll('#data tbody tr').length") >= 1
     logout(ui)
+
+
+def test_a_standby_engine_says_so_and_offers_no_change(ui):
+    """Two engines on one PostgreSQL database, no hosts (roles and reads need none; PostgreSQL must be
+    installed, as for test_failover.py). Logged in on the standby, every page says so with a link to the
+    active engine and offers no action; a write the page sends anyway is not followed to the other origin
+    (where its CORS preflight would fail with no answer) but explained; the page rereads itself, since the
+    standby's event stream hears nothing of the active engine's changes; and when the active engine stops
+    and the standby takes over, the page offers its actions again."""
+    b = ui.browser
+    d = os.path.join(ui.workdir, "standby-ui")
+    db = postgres().new_database()
+    engines = []
+    try:
+        for i in range(2):
+            w = os.path.join(d, f"engine{i + 1}")
+            os.makedirs(w)
+            if engines:           # the same admin, made by the first engine; the certificates the browser trusts
+                shutil.copy(engines[0].admin_password_file, os.path.join(w, "admin.password"))
+            engines.append(Engine(w, pki=ui.pki, db=db))
+            wait_for(lambda: engines[0].get("/api/engine")["role"] == "active", 15, "the first engine active")
+        active, standby = engines
+        assert standby.get("/api/engine") == {"role": "standby", "epoch": 0, "active_url": active.url}
+        at = types.SimpleNamespace(origin=standby.url, browser=b)
+        login(at, active.ADMIN, active.admin_password)
+        banner = "(el => !el.hidden && el.textContent)(document.querySelector('#standby'))"
+        for name in ("disks", "hosts", "vms"):        # the VMs page last: it is read below
+            page(at, name)
+            assert "This engine is a standby" in b.eval(banner), name
+            assert b.eval("document.querySelector('#active-engine').href") == active.url + "/"
+            assert b.eval("document.querySelectorAll('#main button, #main form:not([role=search])').length") == 0, name
+        assert b.eval("document.querySelector('#live').getAttribute('aria-label')") == \
+            "live updates: none from a standby engine"
+        shot(b, "standby")
+        # A write sent all the same (a page that has not noticed yet): said precisely, and nothing done anywhere.
+        msg = b.eval("api('POST', '/api/vms', { name: 'ui-standby-write' }).then(() => 'done', (e) => e.message)")
+        assert msg == f"nothing was done: this engine is a standby, changes are made on the active engine at {active.url}"
+        assert active.get("/api/vms?search=name%3Dui-standby-write")["vms"] == []
+        # The active engine's change reaches the standby's page by rereading (every 5 s).
+        active.post("/api/vms", {"name": "ui-standby-vm"})
+        b.wait("document.querySelector('#data').innerText.includes('ui-standby-vm')", 15, "the new VM on the standby")
+        # The active engine goes: the standby takes over (about a second), and the page notices at its next reread.
+        assert active.stop() == 0
+        b.wait("document.querySelector('#standby').hidden && document.querySelector('#vm-create')", 20,
+               "the page offering actions after the takeover")
+        b.wait("document.querySelector('#live').className === 'on'", 15, "live updates from the new active engine")
+        b.fill("#vm-name", "ui-after-takeover")
+        b.click("#vm-create")
+        status_done(b, "Creating VM ui-after-takeover")
+        assert standby.get("/api/vms?search=name%3Dui-after-takeover")["vms"]
+    finally:
+        logout(ui)
+        codes = [e.stop() for e in engines]
+    assert codes == [0, 0], codes
 
 
 def open_stream(c, token=None):
