@@ -171,6 +171,21 @@ static long copies_ahead(struct engine *e, struct pick_inputs *in, gint64 create
         return (long) MAX((gint64) lo - (gint64) g_hash_table_size(e->picking), 0);
 }
 
+void engine_pick_sent(struct engine *e, const char *host, double bytes)
+{
+        struct assigned *a;
+
+        if (!e->round_running || shared.e != e || shared.serial != e->round_serial || !host)
+                return;
+        a = g_hash_table_lookup(shared.sent, host);
+        if (!a) {
+                a = g_new0(struct assigned, 1);
+                g_hash_table_replace(shared.sent, g_strdup(host), a);
+        }
+        a->copies++;
+        a->bytes += bytes;
+}
+
 char *engine_pick_copy_host(struct engine *e, json_t *exclude)
 {
         return engine_pick_copy_host_sized(e, exclude, 0, 0);

@@ -11,6 +11,12 @@ struct engine_pick {
 };
 struct engine_pick *engine_pick_new(const char *host, double bytes);
 void engine_pick_free(struct engine_pick *p);
+/*
+ * A host job (copy, merge, sparsify) was recorded as sent to host: the picks
+ * that follow in the same slice of a round count it (they share what the
+ * slice read of the record before it). Outside a round, nothing to do.
+ */
+void engine_pick_sent(struct engine *e, const char *host, double bytes);
 /* Picks the host for a data copy, never one listed in exclude (JSON array of host ids, may be NULL);
  * NULL when none is usable now. */
 char *engine_pick_copy_host(struct engine *e, json_t *exclude);

@@ -206,6 +206,24 @@ static json_t *vol_info(struct hd *d, json_t *v)
 
 /* ---- jobs ---- */
 
+/* What every host's Host.getStats says it runs at most (hd_set_job_limit; 10 unless set). */
+static gint64 job_limit(struct hd *d)
+{
+        json_t *v = json_object_get(section(d, "settings", false), "job_limit");
+
+        return v ? json_integer_value(v) : 10;
+}
+
+void hd_set_job_limit(struct hd *d, int limit)
+{
+        json_object_set_new(section(d, "settings", false), "job_limit", json_integer(limit));
+}
+
+gint64 hd_copies_over_limit(struct hd *d)
+{
+        return ji(d->m, "over_limit");
+}
+
 static json_t *job_new(struct hd *d, const char *host, const char *verb, const char *id, json_t *params,
                        const char *fault, int code)
 {
@@ -217,6 +235,17 @@ static json_t *job_new(struct hd *d, const char *host, const char *verb, const c
         if (fault && strcmp(fault, "hang") == 0)
                 json_object_set_new(job, "hang", json_true());  /* runs until Job.abort */
         json_object_set_new(section(d, "jobs", false), id, job);
+        if (strcmp(verb, "SDM.copy_data") == 0) {
+                gint64 copies = 0;
+                const char *jid;
+                json_t *j;
+
+                json_object_foreach(section(d, "jobs", false), jid, j)
+                        copies += strcmp(js(j, "host"), host) == 0 && strcmp(js(j, "verb"), "SDM.copy_data") == 0 &&
+                                  strcmp(js(j, "status"), "running") == 0;
+                if (copies > job_limit(d))
+                        json_object_set_new(d->m, "over_limit", json_integer(ji(d->m, "over_limit") + 1));
+        }
         return job;
 }
 
@@ -486,7 +515,7 @@ static json_t *host_stats(struct hd *d, const char *host)
         json_object_foreach(section(d, "jobs", false), id, job)
                 running += strcmp(js(job, "host"), host) == 0 && strcmp(js(job, "status"), "running") == 0;
         return json_pack("{s:b, s:I, s:i, s:i, s:f, s:f, s:i}", "spm", is_spm(d, host), "jobs_running", (json_int_t) running,
-                         "jobs_pending", 0, "job_limit", 10, "cpuLoad", 0.0, "copy_rate", 0.0, "copy_rate_limit", 0);
+                         "jobs_pending", 0, "job_limit", (int) job_limit(d), "cpuLoad", 0.0, "copy_rate", 0.0, "copy_rate_limit", 0);
 }
 
 static void hd_call(void *userdata, const char *host, const char *method, json_t *params,

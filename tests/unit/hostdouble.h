@@ -61,5 +61,9 @@ unsigned hd_pending(struct hd *d);
 void hd_fault(struct hd *d, const char *verb, const char *host, const char *mode, int code, int count);
 /* Calls of verb so far, on every host (and every life that shared the model). */
 gint64 hd_calls(struct hd *d, const char *verb);
+/* Every host's job_limit in Host.getStats from now on (10 by default), kept in the model. */
+void hd_set_job_limit(struct hd *d, int limit);
+/* Copy jobs started on a host that already ran job_limit copies (should stay 0). */
+gint64 hd_copies_over_limit(struct hd *d);
 /* A guest write into the volume (its data changes). */
 void hd_write(struct hd *d, const char *sd, const char *vol, const char *token);

@@ -555,6 +555,13 @@ static void start_disk_move(struct life *l)
         ok(engine_disk_move(&l->e, id, body, false, &error), &error);
 }
 
+/* One copy slot a host: the chain's three copies go to the two data hosts, the third when one is free. */
+static void start_disk_move_one_slot(struct life *l)
+{
+        hd_set_job_limit(l->d, 1);
+        start_disk_move(l);
+}
+
 static void start_disk_copy(struct life *l)
 {
         g_autoptr(GError) error = NULL;
@@ -682,6 +689,12 @@ static void check_retried(struct life *l)
         g_assert_cmpint(hd_calls(l->d, "SDM.copy_data"), ==, 4);
 }
 
+static void check_within_limit(struct life *l)
+{
+        g_assert_cmpint(hd_calls(l->d, "SDM.copy_data"), ==, 3);
+        g_assert_cmpint(hd_copies_over_limit(l->d), ==, 0);
+}
+
 static void check_fenced(struct life *l)
 {
         /* Each copy the dead host took (one or two: the scheduler's pick) was fenced and sent elsewhere. */
@@ -729,6 +742,7 @@ static const struct flow_case cases[] = {
         { "disk-create-refused", NULL, &fault_create_refused, start_disk_create, "failed", NULL },
         { "disk-remove", prep_disk, NULL, start_disk_remove, "finished", NULL },
         { "disk-move", prep_disk, NULL, start_disk_move, "finished", NULL },
+        { "disk-move-one-slot", prep_disk, NULL, start_disk_move_one_slot, "finished", check_within_limit },
         { "disk-move-copy-fails-once", prep_disk, &fault_copy_once, start_disk_move, "finished", check_retried },
         { "disk-move-copy-refused-once", prep_disk, &fault_copy_refused_once, start_disk_move, "finished", check_retried },
         { "disk-move-copy-host-dies", prep_disk, &fault_copy_host_dies, start_disk_move, "finished", check_fenced },

@@ -479,6 +479,16 @@ static void host_job_send(struct engine *e, json_t *cmd, const char *host, gint6
 
         if (!job_id)
                 return;
+        switch (engine_cmd_kind(cmd)) {
+        case ENGINE_KIND_COPY_DATA:
+        case ENGINE_KIND_MERGE:
+        case ENGINE_KIND_SPARSIFY_VOLUME:
+                /* What engine_store_copy_loads counts: the next pick of this slice must see it too. */
+                engine_pick_sent(e, host, json_number_value(json_object_get(p, "bytes")));
+                break;
+        default:
+                break;
+        }
         engine_step_update(e, js(cmd, "step_id"), "started", 0, host);
         engine_cmd_call(e, cmd, host, host_job_method(e, cmd, p, host, gen),
                         host_job_params(p, engine_cmd_kind(cmd), job_id, gen), COPY_CALL_TIMEOUT_MS, leaf_on_sent, NULL,
