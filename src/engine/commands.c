@@ -153,6 +153,17 @@ void engine_step_progress(struct engine *e, const char *step_id, double progress
         if (!step_id)
                 return;
         step_update(e, step_id, "started", progress, NULL);
+        if (g_strcmp0(json_string_value(json_object_get(job, "phase")), "verifying_prefix") == 0) {
+                /* A resume hashing the prefix the try before kept: no copy progress yet, but its own. */
+                json_t *pp = json_object_get(job, "phase_progress");
+                g_autofree char *detail = json_is_number(pp) ?
+                        g_strdup_printf("verifying the copied prefix (%.0f %%)", json_number_value(pp)) :
+                        g_strdup("verifying the copied prefix");
+                g_autoptr(GError) error = NULL;
+
+                if (engine_store_step_set_detail(e->db, step_id, detail, &error) < 0)
+                        engine_not_recorded(&error, "the status", step_id);
+        }
         key = g_strconcat("step:", step_id, NULL);
         engine_eta_step_job(engine_eta(), key, g_get_monotonic_time(), json_string_value(json_object_get(job, "phase")),
                             progress, json_is_integer(bytes) ? json_integer_value(bytes) : -1);
