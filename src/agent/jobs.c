@@ -26,6 +26,8 @@ struct agent_job {
         gint progress_bp;              /* basis points 0..10000, g_atomic (job thread writes) */
         gint progress_sent;            /* last value announced in an event */
         const char *phase;             /* static string or NULL, g_atomic_pointer (job thread writes) */
+        gint phase_progress_bp;        /* the phase's own progress, basis points; -1: none (g_atomic) */
+        gint phase_progress_sent;      /* last value announced in an event */
         struct agent_rate_flow *flow;  /* whose bytes are the job's bytes_done; under jobs->flow_lock */
         guint64 bytes_done;            /* last read from flow; under jobs->flow_lock */
         guint64 bytes_base;            /* a resumed copy's kept prefix, counted as done; under jobs->flow_lock */
@@ -159,6 +161,10 @@ static json_t *job_info(struct agent_job *job)
                 phase = "rate_wait";
         if (phase)
                 json_object_set_new(info, "phase", json_string(phase));
+        /* A phase with a progress of its own (a resume's prefix verification): the engine shows it and
+         * judges stalls on it. Read after the phase: agent_job_set_phase clears it first. */
+        if (phase && g_atomic_int_get(&job->phase_progress_bp) >= 0)
+                json_object_set_new(info, "phase_progress", json_real(g_atomic_int_get(&job->phase_progress_bp) / 100.0));
         if (job->end_time)
                 json_object_set_new(info, "end_time", json_integer(job->end_time));
         if (job->result_value)
@@ -177,6 +183,7 @@ static void job_notify(struct agent_job *job)
         json_t *params = job_info(job);
 
         g_atomic_int_set(&job->progress_sent, g_atomic_int_get(&job->progress_bp));
+        g_atomic_int_set(&job->phase_progress_sent, g_atomic_int_get(&job->phase_progress_bp));
         json_object_set_new(params, "notify_time", json_integer(g_get_monotonic_time() / 1000));
         agent_emit_event(job->jobs->agent, method, params);
         json_decref(params);
@@ -315,7 +322,8 @@ static gboolean progress_tick(gpointer data)
                 struct agent_job *job = value;
 
                 if ((job->status == AGENT_JOB_RUNNING || job->status == AGENT_JOB_ABORTING) &&
-                    g_atomic_int_get(&job->progress_bp) != g_atomic_int_get(&job->progress_sent))
+                    (g_atomic_int_get(&job->progress_bp) != g_atomic_int_get(&job->progress_sent) ||
+                     g_atomic_int_get(&job->phase_progress_bp) != g_atomic_int_get(&job->phase_progress_sent)))
                         job_notify(job);
         }
         return G_SOURCE_CONTINUE;
@@ -409,6 +417,7 @@ int agent_jobs_add(struct agent_jobs *jobs, const char *job_id, const char *job_
         job->job_type = g_strdup(job_type ? job_type : "");
         job->description = g_strdup(description ? description : "");
         job->status = AGENT_JOB_PENDING;
+        job->phase_progress_bp = job->phase_progress_sent = -1;
         job->cancel = g_cancellable_new();
         job->run = run;
         job->data = data;
@@ -543,7 +552,13 @@ void agent_job_set_progress(struct agent_job *job, double progress)
 
 void agent_job_set_phase(struct agent_job *job, const char *phase)
 {
+        g_atomic_int_set(&job->phase_progress_bp, -1);     /* a new phase has no progress until it says */
         g_atomic_pointer_set(&job->phase, phase);
+}
+
+void agent_job_set_phase_progress(struct agent_job *job, double progress)
+{
+        g_atomic_int_set(&job->phase_progress_bp, (int) (CLAMP(progress, 0.0, 100.0) * 100.0));
 }
 
 void agent_job_count_flow(struct agent_job *job, struct agent_rate_flow *flow)

@@ -67,6 +67,13 @@ void agent_job_set_progress(struct agent_job *job, double progress);
 #define AGENT_JOB_PHASE_FINISHING "finishing"                /* checks and metadata after the data */
 void agent_job_set_phase(struct agent_job *job, const char *phase);
 /*
+ * Thread safe, from the job thread: the current phase's own progress, 0..100,
+ * reported as "phase_progress" until the phase changes (a resumed copy's
+ * prefix verification, whose hashing moves no bytes of the copy: the engine
+ * shows it and judges stalls on it).
+ */
+void agent_job_set_phase_progress(struct agent_job *job, double progress);
+/*
  * From the job thread: the job's "bytes_done" is what flow (one per job)
  * moved; NULL before the flow leaves (the count it reached stays).
  */

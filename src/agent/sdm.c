@@ -77,6 +77,23 @@ static void copy_checkpoint(uint64_t prefix, void *userdata)
         }
 }
 
+/* The prefix verification's progress: the source's hash is its first half, the destination's the second. */
+static void prefix_src_progress(uint64_t done, uint64_t total, void *userdata)
+{
+        struct copy_job *cj = userdata;
+
+        if (total > 0)
+                agent_job_set_phase_progress(cj->job, 50.0 * (double) done / (double) total);
+}
+
+static void prefix_dst_progress(uint64_t done, uint64_t total, void *userdata)
+{
+        struct copy_job *cj = userdata;
+
+        if (total > 0)
+                agent_job_set_phase_progress(cj->job, 50.0 + 50.0 * (double) done / (double) total);
+}
+
 /*
  * Where a raw copy into a destination an earlier copy left unfinished can
  * start. We hold the destination's lease, so the earlier writer is fenced;
@@ -106,8 +123,11 @@ static uint64_t resume_offset(struct copy_job *cj, const char *src_path, const c
         offset = c.offset / 4096 * 4096;
         if (offset == 0)
                 return 0;
-        if (agent_checksum_image(src_path, "raw", offset, 0, cancel, NULL, NULL, &s, &e) < 0 ||
-            agent_checksum_image(dst_path, "raw", offset, 0, cancel, NULL, NULL, &d, &e) < 0) {
+        /* Hashing a long prefix takes a while: it reports its progress (phase_progress), which is what
+         * the engine shows and judges stalls on in this phase. */
+        agent_job_set_phase_progress(cj->job, 0);
+        if (agent_checksum_image(src_path, "raw", offset, 0, cancel, prefix_src_progress, cj, &s, &e) < 0 ||
+            agent_checksum_image(dst_path, "raw", offset, 0, cancel, prefix_dst_progress, cj, &d, &e) < 0) {
                 g_message("job %s: cannot verify the copied prefix (%s); copying from the start",
                           agent_job_id(cj->job), e ? e->message : "aborted");
                 return 0;

@@ -125,10 +125,15 @@ void engine_step_update(struct engine *e, const char *step_id, const char *statu
         if (!step_id)
                 return;
         step_update(e, step_id, status, progress, host);
-        /* Started at 0: a host job sent (again, on a retry): its rate starts anew. */
-        if (strcmp(status, "started") == 0 && progress == 0)
-                engine_eta_track("step:", step_id, false, 0, 0);
-        engine_eta_track("step:", step_id, strcmp(status, "started") == 0, progress, 100);
+        /* Started at 0: a host job sent (again, on a retry, maybe resuming a copy on another host): its series
+         * starts at the job's first report, not at this 0 (eta.h). */
+        if (strcmp(status, "started") == 0 && progress == 0) {
+                g_autofree char *key = g_strconcat("step:", step_id, NULL);
+
+                engine_eta_step_sent(engine_eta(), key);
+        } else {
+                engine_eta_track("step:", step_id, strcmp(status, "started") == 0, progress, 100);
+        }
 }
 
 /*
@@ -136,30 +141,32 @@ void engine_step_update(struct engine *e, const char *step_id, const char *statu
  * bytes_done) so its rate does not jump with qemu-img's 1 % steps; the
  * bytes left are what it moved so far scaled by the share left (progress
  * is exact to 1 %, so the estimate is within a percent or so once the copy
- * is a few percent in). Agents without bytes_done: percent.
- *
- * A resumed copy's bytes_done starts at its kept prefix, as its progress
- * does. Samples from before it copies (preparing, hashing the prefix) are
- * not fed: from their 0 the jump to the prefix would read as a burst of
- * speed and make the ETA far too low.
+ * is a few percent in). Agents without bytes_done: percent. What is fed
+ * and when (not before it copies: a resumed copy's bytes_done starts at its
+ * kept prefix) is eta.c's engine_eta_step_job.
  */
 void engine_step_progress(struct engine *e, const char *step_id, double progress, json_t *job)
 {
-        static const char *const not_copying[] = { "preparing", "verifying_prefix" };
         json_t *bytes = json_object_get(job, "bytes_done");
-        const char *phase = json_string_value(json_object_get(job, "phase"));
-        double done = (double) json_integer_value(bytes);
+        g_autofree char *key = NULL;
 
         if (!step_id)
                 return;
         step_update(e, step_id, "started", progress, NULL);
-        for (size_t i = 0; phase && i < G_N_ELEMENTS(not_copying); i++)
-                if (strcmp(phase, not_copying[i]) == 0)
-                        return;
-        if (!json_is_integer(bytes))
-                engine_eta_track("step:", step_id, true, progress, 100);
-        else
-                engine_eta_track("step:", step_id, true, done, progress >= 1.0 ? done * 100.0 / progress : -1);
+        if (g_strcmp0(json_string_value(json_object_get(job, "phase")), "verifying_prefix") == 0) {
+                /* A resume hashing the prefix the try before kept: no copy progress yet, but its own. */
+                json_t *pp = json_object_get(job, "phase_progress");
+                g_autofree char *detail = json_is_number(pp) ?
+                        g_strdup_printf("verifying the copied prefix (%.0f %%)", json_number_value(pp)) :
+                        g_strdup("verifying the copied prefix");
+                g_autoptr(GError) error = NULL;
+
+                if (engine_store_step_set_detail(e->db, step_id, detail, &error) < 0)
+                        engine_not_recorded(&error, "the status", step_id);
+        }
+        key = g_strconcat("step:", step_id, NULL);
+        engine_eta_step_job(engine_eta(), key, g_get_monotonic_time(), json_string_value(json_object_get(job, "phase")),
+                            progress, json_is_integer(bytes) ? json_integer_value(bytes) : -1);
 }
 
 /* A step that cannot start yet says why (its detail, until it starts). */

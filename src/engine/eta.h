@@ -17,8 +17,9 @@
  * when nothing is left of it (the caller asks only about running keys, so
  * that total is wrong: never 0). A sample whose done is below the last one
  * is stale (a poll reply and an event about the same job cross) and is
- * ignored; work that begins again (a step retried as a new host job) is
- * forgotten by the caller when it is sent, and starts a new series.
+ * ignored; work that begins again (a step retried as a new host job, or
+ * resumed on another host) is restarted by the caller when it is sent
+ * (engine_eta_step_sent), and starts a new series at its first sample.
  *
  * Kept in memory only (an engine that restarts learns the rate again) and
  * by key ("step:<id>", "job:<id>"); the table is bounded. Main thread.
@@ -42,6 +43,26 @@ void engine_eta_observe(struct engine_eta *t, const char *key, gint64 now_us, do
 void engine_eta_forget(struct engine_eta *t, const char *key);
 /* Whole seconds left, or -1 when unknown. */
 gint64 engine_eta_seconds(struct engine_eta *t, const char *key, gint64 now_us);
+
+/*
+ * A step's host job was (re)sent: its series restarts, and starts at the
+ * first sample its job reports while it copies, not at 0: a copy resumed
+ * from a checkpoint (issue 16) starts at its kept prefix, and a 0 at the
+ * send (or the last value of the try before, on another host) would read
+ * the jump to the prefix as a burst of speed. Rates are measured from that
+ * first sample; what is left is total minus done as ever.
+ */
+void engine_eta_step_sent(struct engine_eta *t, const char *key);
+/*
+ * A running step job's report: its phase (NULL: an agent that reports
+ * none), progress (percent) and bytes_done (< 0: not reported). Fed in
+ * bytes when it has them (total: bytes scaled by the share done), else
+ * percent. Not fed before it copies (preparing, waiting_lock,
+ * verifying_prefix: a resumed copy's bytes_done jumps to its prefix only
+ * when it starts copying).
+ */
+void engine_eta_step_job(struct engine_eta *t, const char *key, gint64 now_us, const char *phase, double progress,
+                         gint64 bytes_done);
 
 /* The engine's table (created on first use) for steps and jobs. */
 struct engine_eta *engine_eta(void);

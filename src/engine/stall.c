@@ -12,15 +12,20 @@
  * waiting_lock: a healthy copy queued behind another job of its host on the
  * same image waits as long as that job runs. Index 0 is a sample without a
  * phase (an older agent: copying); an unknown name is
- * ENGINE_STALL_PHASE_OTHER, not judged.
+ * ENGINE_STALL_PHASE_OTHER, not judged. verifying_prefix (a resume hashing
+ * its kept prefix) is judged only when its sample carries the phase's own
+ * progress (phase_progress): that is its movement. An agent that reports
+ * the phase without it keeps the old rule: not judged.
  */
+#define PHASE_VERIFYING_PREFIX 3
+
 static const struct {
         const char *name;
         bool judged;
 } phases[] = {
         [1] = { "copying", true },
         [2] = { "preparing", true },
-        [3] = { "verifying_prefix", false },
+        [PHASE_VERIFYING_PREFIX] = { "verifying_prefix", false },    /* judged with phase_progress only */
         [4] = { "preallocating", false },
         [5] = { "finishing", false },
         [6] = { "rate_wait", false },
@@ -51,19 +56,34 @@ bool engine_stall_phase_judged(const char *phase)
 enum engine_stall_verdict engine_stall_feed(struct engine_stall *s, const char *phase, gint64 bytes_done,
                                             double progress, gint64 now, unsigned timeout, gint64 *ret_still)
 {
+        return engine_stall_feed_phase(s, phase, -1, bytes_done, progress, now, timeout, ret_still);
+}
+
+enum engine_stall_verdict engine_stall_feed_phase(struct engine_stall *s, const char *phase, double phase_progress,
+                                                  gint64 bytes_done, double progress, gint64 now, unsigned timeout,
+                                                  gint64 *ret_still)
+{
         int idx = phase_index(phase);
+        bool entered = idx != 0 && idx != s->phase;
+        bool judged = index_judged(idx) || (idx == PHASE_VERIFYING_PREFIX && phase_progress >= 0);
         /*
          * Entering another phase is a step forward: preparing's time does not
          * count once it copies. A sample without a phase (an older agent, or a
          * job event that carries none between polls that do) changes nothing.
+         * The phase's own progress growing is a move too (a prefix
+         * verification hashes without moving bytes of the copy).
          */
-        bool moved = !s->seen || bytes_done > s->bytes || progress > s->progress ||
-                     (idx != 0 && idx != s->phase) || !index_judged(idx);
+        bool moved = !s->seen || bytes_done > s->bytes || progress > s->progress || entered || !judged ||
+                     (phase_progress >= 0 && phase_progress > s->phase_progress);
         gint64 still;
 
         s->seen = true;
         if (idx != 0)
                 s->phase = idx;
+        if (entered)
+                s->phase_progress = phase_progress;     /* the new phase's own, from its start */
+        else if (phase_progress >= 0)
+                s->phase_progress = MAX(s->phase_progress, phase_progress);
         s->bytes = MAX(s->bytes, bytes_done);
         s->progress = MAX(s->progress, progress);
         if (moved)
@@ -120,6 +140,8 @@ void engine_stall_from_json(json_t *o, struct engine_stall *ret)
                 .stalled = json_is_true(json_object_get(o, "stalled")),
                 .seen = json_is_true(json_object_get(o, "seen")),
                 .phase = phase_index(json_string_value(json_object_get(o, "phase"))),
+                .phase_progress = json_is_number(json_object_get(o, "phase_progress")) ?
+                                          json_number_value(json_object_get(o, "phase_progress")) : -1,
         };
 }
 
@@ -133,7 +155,8 @@ json_t *engine_stall_to_json(const struct engine_stall *s)
         /* An unknown phase is kept as one no agent reports: still a change from any known one. */
         const char *phase = s->phase <= 0 ? NULL : s->phase < ENGINE_STALL_PHASE_OTHER ? phases[s->phase].name : "other";
 
-        return json_pack("{s:b, s:I, s:f, s:I, s:I, s:b, s:s?}", "seen", s->seen, "bytes", (json_int_t) s->bytes,
+        return json_pack("{s:b, s:I, s:f, s:I, s:I, s:b, s:s?, s:f}", "seen", s->seen, "bytes", (json_int_t) s->bytes,
                          "progress", s->progress, "moved_at", (json_int_t) to_wall(s->moved_at),
-                         "abort_at", (json_int_t) to_wall(s->abort_at), "stalled", s->stalled, "phase", phase);
+                         "abort_at", (json_int_t) to_wall(s->abort_at), "stalled", s->stalled, "phase", phase,
+                         "phase_progress", s->phase_progress);
 }

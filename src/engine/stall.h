@@ -15,9 +15,13 @@
  * preparing, which moves none but ends soon unless it hangs (a blocked
  * source open, a lease acquisition that never returns). Entering another
  * phase counts as a move, so preparing's time does not count against
- * copying. In any other phase (verifying_prefix, preallocating, finishing,
- * rate_wait) the clock restarts, so a long resume verification, fallocate or
- * wait in a rate limiter is no stall.
+ * copying. A resume's prefix verification (verifying_prefix) moves no bytes
+ * of the copy but reports its own progress (the sample's phase_progress):
+ * judged on that, so a long verification that hashes on is no stall and
+ * one that hangs is. In any other phase (verifying_prefix without a
+ * phase_progress, from an agent that does not report one; preallocating,
+ * finishing, rate_wait) the clock restarts, so a long fallocate or wait in
+ * a rate limiter is no stall.
  *
  * Once the caller aborts a stalled job (engine_stall_aborting) the flag
  * stays until the job ends, whatever it reports meanwhile; an abort that
@@ -46,6 +50,7 @@ struct engine_stall {
         gint64 abort_at;       /* when the caller first aborted it for stalling; 0: not aborting */
         bool stalled;          /* flagged */
         int phase;             /* the phase of the last sample (stall.c's table; 0: none reported) */
+        double phase_progress; /* that phase's own progress, the highest seen in it; < 0: none reported */
 };
 
 #define ENGINE_STALL_PHASE_OTHER 8   /* a phase stall.c does not know: not judged */
@@ -58,15 +63,21 @@ enum engine_stall_verdict {
         ENGINE_STALL_STALLED,          /* flagged before and still flagged */
 };
 
-/* True for the judged phases: copying, preparing (NULL: an agent that reports none, copying). */
+/* True for the phases judged on bytes and progress: copying, preparing (NULL: an agent that reports none,
+ * copying). verifying_prefix is judged only on its phase_progress (engine_stall_feed_phase). */
 bool engine_stall_phase_judged(const char *phase);
 
 /*
  * One sample of a running job. ret_still (may be NULL): seconds without a
  * move. A job not running has no sample: the caller forgets the state.
+ * The state starts zeroed ({ 0 }).
  */
 enum engine_stall_verdict engine_stall_feed(struct engine_stall *s, const char *phase, gint64 bytes_done,
                                             double progress, gint64 now, unsigned timeout, gint64 *ret_still);
+/* The same with the phase's own progress (the job's "phase_progress"; < 0: not reported). */
+enum engine_stall_verdict engine_stall_feed_phase(struct engine_stall *s, const char *phase, double phase_progress,
+                                                  gint64 bytes_done, double progress, gint64 now, unsigned timeout,
+                                                  gint64 *ret_still);
 
 /* The caller aborts the flagged job (stall_action = retry): it stays flagged until it ends. */
 void engine_stall_aborting(struct engine_stall *s, gint64 now);

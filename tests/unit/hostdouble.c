@@ -234,6 +234,8 @@ static json_t *job_new(struct hd *d, const char *host, const char *verb, const c
                 json_object_set_new(job, "fault", json_integer(code));
         if (fault && strcmp(fault, "hang") == 0)
                 json_object_set_new(job, "hang", json_true());  /* runs until Job.abort */
+        if (fault && strcmp(fault, "corrupt") == 0)
+                json_object_set_new(job, "corrupt", json_true());      /* a copy that writes other data */
         json_object_set_new(section(d, "jobs", false), id, job);
         if (strcmp(verb, "SDM.copy_data") == 0) {
                 gint64 copies = 0;
@@ -342,6 +344,13 @@ static void job_run(struct hd *d, json_t *job)
                         return;
                 /* A destination without parent takes the source's chain collapsed; a layer, the layer. */
                 view = strcmp(js(v, "parent"), FY_ZERO_UUID) == 0 ? vol_view(d, sv) : g_strdup(js(sv, "own"));
+                if (json_is_true(json_object_get(job, "corrupt"))) {
+                        /* Done and LEGAL, but what it wrote differs from the source: only a checksum tells. */
+                        char *bad = g_strconcat(view, "~corrupt", NULL);
+
+                        g_free(view);
+                        view = bad;
+                }
                 json_object_set_new(v, "own", json_string(view));
                 set_done(v, ji(dst, "generation"));
         } else if (strcmp(verb, "SDM.merge") == 0) {

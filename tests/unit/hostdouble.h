@@ -55,8 +55,10 @@ unsigned hd_pending(struct hd *d);
  * any host) answered with error `code` ("refuse"), its job ending failed
  * with `code` ("fail"), or the host taking the call and dying ("down": no
  * answer from it any more, its jobs never end, its SPM lease expires; its
- * volume leases are free, as sanlock frees a dead process's), or its job
- * running until Job.abort ends it ("hang").
+ * volume leases are free, as sanlock frees a dead process's), its job
+ * running until Job.abort ends it ("hang"), or a copy whose job ends done
+ * but whose destination holds other data than the source ("corrupt": its
+ * checksum differs). Faults add up: several can wait at once.
  */
 void hd_fault(struct hd *d, const char *verb, const char *host, const char *mode, int code, int count);
 /* Calls of verb so far, on every host (and every life that shared the model). */

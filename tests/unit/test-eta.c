@@ -123,6 +123,44 @@ static void test_retry(void)
         engine_eta_free(t);
 }
 
+/*
+ * Issue 16 review: a copy whose host died at 60 % is sent again to another
+ * host, which prepares, verifies the kept prefix by checksum (20 s without
+ * copy progress) and copies on from 600 MiB at 10 MiB/s. The series starts
+ * at the resumed job's first copying report: a 0 at the send (or the dead
+ * host's 60 %) made the jump to the prefix read as a burst of 20+ MiB/s.
+ */
+static void test_resumed_copy(void)
+{
+        struct engine_eta *t = engine_eta_new();
+
+        engine_eta_step_sent(t, "step:r");
+        for (int i = 0; i <= 60; i++)                           /* the first try: 10 MiB/s of 1000 MiB */
+                engine_eta_step_job(t, "step:r", S(i), "copying", i, (gint64) (i * 10 * MiB));
+        g_assert_cmpint(engine_eta_seconds(t, "step:r", S(60)), ==, 40);
+        /* Its host dies; the step is sent again at 100 s. */
+        engine_eta_step_sent(t, "step:r");
+        g_assert_cmpint(engine_eta_seconds(t, "step:r", S(100)), ==, -1);
+        engine_eta_step_job(t, "step:r", S(100), "preparing", 0, 0);
+        for (int i = 101; i <= 120; i++)
+                engine_eta_step_job(t, "step:r", S(i), "verifying_prefix", 0, 0);
+        g_assert_cmpint(engine_eta_seconds(t, "step:r", S(120)), ==, -1);    /* no rate yet, not a guess */
+        for (int i = 0; i <= 10; i++)                           /* resumed at 600 MiB, 10 MiB/s */
+                engine_eta_step_job(t, "step:r", S(121 + i), "copying", 60 + i, (gint64) ((600 + 10 * i) * MiB));
+        g_assert_cmpint(engine_eta_seconds(t, "step:r", S(131)), ==, 30);   /* 300 MiB left at 10 MiB/s */
+        /* Sent once more; this time the prefix does not verify and it copies from 0: a series of its own. */
+        engine_eta_step_sent(t, "step:r");
+        for (int i = 0; i <= 10; i++)
+                engine_eta_step_job(t, "step:r", S(200 + i), "copying", i, (gint64) (i * 10 * MiB));
+        g_assert_cmpint(engine_eta_seconds(t, "step:r", S(210)), ==, 90);
+        /* An agent without bytes_done or phase: percent, from its first report. */
+        engine_eta_step_sent(t, "step:p");
+        for (int i = 0; i <= 10; i++)
+                engine_eta_step_job(t, "step:p", S(i), NULL, 50 + i, -1);
+        g_assert_cmpint(engine_eta_seconds(t, "step:p", S(10)), ==, 40);
+        engine_eta_free(t);
+}
+
 /* A stale sample (a poll reply crossing a newer event about the same job) changes nothing. */
 static void test_stale_sample_ignored(void)
 {
@@ -178,6 +216,7 @@ int main(int argc, char **argv)
         g_test_add_func("/eta/unknown", test_unknown);
         g_test_add_func("/eta/bounded", test_bounded);
         g_test_add_func("/eta/retry", test_retry);
+        g_test_add_func("/eta/resumed-copy", test_resumed_copy);
         g_test_add_func("/eta/stale-sample-ignored", test_stale_sample_ignored);
         g_test_add_func("/eta/nothing-left-of-a-running-job", test_nothing_left_of_a_running_job);
         return g_test_run();

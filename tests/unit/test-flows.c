@@ -495,6 +495,7 @@ struct flow_case {
         void (*check)(struct life *l);         /* more, at the end of the reference life */
         const char *known_bug;                 /* skipped (saying why) unless FLOWS_KNOWN_BUGS=1 */
         bool cancel_copying;                   /* the user cancels the job once a copy runs */
+        const struct fault *fault2;            /* a second one, scripted with the first */
 };
 
 static void prep_disk(struct life *l)
@@ -683,6 +684,10 @@ static const struct fault fault_checksum_always = { "Volume.checksum", "fail", 1
 
 static const struct fault fault_checksum_host_dies = { "Volume.checksum", "down", 0, 1 };
 
+static const struct fault fault_copy_corrupt = { "SDM.copy_data", "corrupt", 0, 1 };
+
+static const struct fault fault_marker_dies = { "SDM.update_volume", "down", 0, 1 };
+
 static void check_retried(struct life *l)
 {
         /* 3 layers + the one that failed once and went to another host */
@@ -732,6 +737,18 @@ static void check_cancelled(struct life *l)
         g_assert_cmpint(hd_calls(l->d, "Job.abort"), >=, 1);
 }
 
+/*
+ * A copy's checksum differed; the host that was to mark its destination
+ * ILLEGAL died with the mark: the mark went through another host after
+ * host_lost_timeout, then the copy was made again and verified.
+ */
+static void check_marker_died(struct life *l)
+{
+        g_assert_cmpint(hd_calls(l->d, "SDM.copy_data"), >=, 4);
+        g_assert_cmpint(hd_calls(l->d, "SDM.update_volume"), >=, 2);
+        g_assert_cmpint(json_object_size(json_object_get(hd_model(l->d), "down")), ==, 1);
+}
+
 static void check_merge_retried(struct life *l)
 {
         g_assert_cmpint(hd_calls(l->d, "SDM.merge"), ==, 2);
@@ -750,6 +767,8 @@ static const struct flow_case cases[] = {
         { "disk-move-verify-fails", prep_disk, &fault_checksum_always, start_disk_move, "failed", check_verify_gave_up },
         { "disk-move-copy-fails", prep_disk, &fault_copy_always, start_disk_move, "failed", check_copy_gave_up },
         { "disk-move-cancelled", prep_disk, &fault_copy_hangs, start_disk_move, "aborted", check_cancelled, NULL, true },
+        { "disk-move-mismatch-marker-dies", prep_disk, &fault_copy_corrupt, start_disk_move, "finished", check_marker_died,
+          .fault2 = &fault_marker_dies },
         { "disk-copy", prep_disk, NULL, start_disk_copy, "finished", NULL },
         { "disk-sparsify", prep_disk, NULL, start_sparsify, "finished", NULL },
         { "disk-checksum", prep_disk, NULL, start_checksum, "finished", NULL },
@@ -860,6 +879,8 @@ static void flow_life(const struct flow_case *c, const char *dir, const char *na
         life_open(&l, dir, name);
         if (reference && c->fault)
                 hd_fault(l.d, c->fault->verb, NULL, c->fault->mode, c->fault->code, c->fault->count);
+        if (reference && c->fault2)
+                hd_fault(l.d, c->fault2->verb, NULL, c->fault2->mode, c->fault2->code, c->fault2->count);
         l.images = reference && !slicing;
         l.seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         if (!flow_started(&l))

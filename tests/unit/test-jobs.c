@@ -952,6 +952,47 @@ static void test_info_filter(void)
         ctl_clear(&c);
 }
 
+/*
+ * A resume's prefix verification reports its own progress (issue 16 review):
+ * "phase_progress" while the phase that set it lasts, gone with the next phase.
+ */
+static void test_phase_progress(void)
+{
+        struct agent_jobs *jobs;
+        struct ctl a;
+
+        setup();
+        ctl_init(&a);
+        jobs = agent_jobs_new(&agent, 1, 0);
+        add_ok(jobs, ID_A, "copy", &a);
+        ctl_wait_started(&a);
+        agent_job_set_phase(a.job, AGENT_JOB_PHASE_VERIFYING_PREFIX);
+        {
+                g_autoptr(json_t) info = job_info(jobs, ID_A);
+
+                g_assert_cmpstr(json_string_value(json_object_get(info, "phase")), ==, "verifying_prefix");
+                g_assert_null(json_object_get(info, "phase_progress"));
+        }
+        agent_job_set_phase_progress(a.job, 42.5);
+        {
+                g_autoptr(json_t) info = job_info(jobs, ID_A);
+
+                g_assert_cmpfloat(json_number_value(json_object_get(info, "phase_progress")), ==, 42.5);
+                g_assert_cmpfloat(json_number_value(json_object_get(info, "progress")), ==, 0);
+        }
+        agent_job_set_phase(a.job, AGENT_JOB_PHASE_COPYING);
+        {
+                g_autoptr(json_t) info = job_info(jobs, ID_A);
+
+                g_assert_cmpstr(json_string_value(json_object_get(info, "phase")), ==, "copying");
+                g_assert_null(json_object_get(info, "phase_progress"));
+        }
+        ctl_release(&a);
+        PUMP_UNTIL(has_status(jobs, ID_A, "done"));
+        agent_jobs_free(jobs);
+        ctl_clear(&a);
+}
+
 static void test_free_running(void)
 {
         struct agent_jobs *jobs;
@@ -1105,6 +1146,7 @@ int main(int argc, char **argv)
         g_test_add_func("/jobs/delete", test_delete);
         g_test_add_func("/jobs/autodelete", test_autodelete);
         g_test_add_func("/jobs/info-filter", test_info_filter);
+        g_test_add_func("/jobs/phase-progress", test_phase_progress);
         g_test_add_func("/jobs/free-running", test_free_running);
         g_test_add_func("/jobs/complete-while-main-busy", test_complete_while_main_busy);
         g_test_add_func("/jobs/flow-id", test_flow_id);

@@ -115,6 +115,63 @@ static void test_waiting_lock(void)
         g_assert_cmpint(engine_stall_feed(&s, "preparing", 0, 0, 100 + TIMEOUT, TIMEOUT, NULL), ==, ENGINE_STALL_NEW);
 }
 
+/*
+ * Issue 16 review: a resume hashes the kept prefix before it copies
+ * (verifying_prefix), moving no bytes of the copy. Its own progress
+ * (phase_progress) is its movement: a long verification that hashes on is
+ * never stalled, one that stops hashing is flagged at the timeout, and
+ * copying afterwards gets the whole timeout. An agent that reports the
+ * phase without its progress keeps the old rule (not judged), and one that
+ * reports no phase at all is judged as copying, as before.
+ */
+static void test_verifying_prefix(void)
+{
+        struct engine_stall s = { 0 };
+        gint64 still = -1;
+        json_t *j;
+
+        /* Ten minutes of hashing a big prefix, 0.1 % a second: never stalled. */
+        g_assert_cmpint(engine_stall_feed_phase(&s, "preparing", -1, 0, 0, 0, TIMEOUT, NULL), ==, ENGINE_STALL_MOVING);
+        for (gint64 t = 1; t <= 600; t++)
+                g_assert_cmpint(engine_stall_feed_phase(&s, "verifying_prefix", (t - 1) * 0.1, 0, 0, t, TIMEOUT, NULL),
+                                ==, ENGINE_STALL_MOVING);
+        /* The hashing stops (a hung read of the destination): flagged at the timeout. */
+        g_assert_cmpint(engine_stall_feed_phase(&s, "verifying_prefix", 59.9, 0, 0, 600 + TIMEOUT - 1, TIMEOUT, NULL), ==,
+                        ENGINE_STALL_STILL);
+        g_assert_cmpint(engine_stall_feed_phase(&s, "verifying_prefix", 59.9, 0, 0, 600 + TIMEOUT, TIMEOUT, NULL), ==,
+                        ENGINE_STALL_NEW);
+
+        /* After a restart, from the stored state. */
+        s = (struct engine_stall) { 0 };
+        g_assert_cmpint(engine_stall_feed_phase(&s, "verifying_prefix", 0, 0, 0, 10, TIMEOUT, NULL), ==, ENGINE_STALL_MOVING);
+        g_assert_cmpint(engine_stall_feed_phase(&s, "verifying_prefix", 40, 0, 0, 11, TIMEOUT, NULL), ==, ENGINE_STALL_MOVING);
+        g_assert_cmpint(engine_stall_feed_phase(&s, "verifying_prefix", 40, 0, 0, 13, TIMEOUT, &still), ==, ENGINE_STALL_STILL);
+        g_assert_cmpint(still, ==, 2);
+        /* The state (with the phase's progress) survives the command's data: 40 % again is no move. */
+        j = engine_stall_to_json(&s);
+        engine_stall_from_json(j, &s);
+        json_decref(j);
+        g_assert_cmpint(engine_stall_feed_phase(&s, "verifying_prefix", 40, 0, 0, 14, TIMEOUT, &still), ==, ENGINE_STALL_NEW);
+        g_assert_cmpint(still, ==, TIMEOUT);
+        g_assert_true(s.stalled);
+        /* It hashes on: moves again; then it copies from its prefix: the clock restarts there. */
+        g_assert_cmpint(engine_stall_feed_phase(&s, "verifying_prefix", 41, 0, 0, 20, TIMEOUT, NULL), ==,
+                        ENGINE_STALL_MOVES_AGAIN);
+        g_assert_cmpint(engine_stall_feed_phase(&s, "copying", -1, 600, 60, 21, TIMEOUT, NULL), ==, ENGINE_STALL_MOVING);
+        g_assert_cmpint(engine_stall_feed_phase(&s, "copying", -1, 600, 60, 23, TIMEOUT, NULL), ==, ENGINE_STALL_STILL);
+        g_assert_cmpint(engine_stall_feed_phase(&s, "copying", -1, 600, 60, 24, TIMEOUT, NULL), ==, ENGINE_STALL_NEW);
+
+        /* An agent that reports the phase but not its progress: not judged, however long. */
+        s = (struct engine_stall) { 0 };
+        for (gint64 t = 0; t <= 10 * TIMEOUT; t++)
+                g_assert_cmpint(engine_stall_feed_phase(&s, "verifying_prefix", -1, 0, 0, t, TIMEOUT, NULL), ==,
+                                ENGINE_STALL_MOVING);
+        /* One that reports no phase (before issue 13): judged as copying, unchanged. */
+        s = (struct engine_stall) { 0 };
+        g_assert_cmpint(engine_stall_feed_phase(&s, NULL, -1, 100, 1, 0, TIMEOUT, NULL), ==, ENGINE_STALL_MOVING);
+        g_assert_cmpint(engine_stall_feed_phase(&s, NULL, -1, 100, 1, TIMEOUT, TIMEOUT, NULL), ==, ENGINE_STALL_NEW);
+}
+
 /* Once aborted for stalling it stays flagged, whatever it reports, and the abort falls overdue. */
 static void test_aborting(void)
 {
@@ -182,6 +239,7 @@ int main(int argc, char **argv)
         g_test_add_func("/stall/phases", test_phases);
         g_test_add_func("/stall/preparing", test_preparing);
         g_test_add_func("/stall/waiting-lock", test_waiting_lock);
+        g_test_add_func("/stall/verifying-prefix", test_verifying_prefix);
         g_test_add_func("/stall/aborting", test_aborting);
         g_test_add_func("/stall/wall-clock-step", test_wall_clock_step);
         return g_test_run();

@@ -78,6 +78,7 @@ bool leaf_stall_retry(json_t *cmd)
 void leaf_stall_check(struct engine *e, json_t *cmd, json_t *job, double progress, bool running)
 {
         g_autoptr(json_t) data = jparse(cmd, "data");
+        json_t *pp = json_object_get(job, "phase_progress");
         struct engine_stall s, before;
         gint64 still;
         bool retry;
@@ -90,8 +91,9 @@ void leaf_stall_check(struct engine *e, json_t *cmd, json_t *job, double progres
                 return;
         }
         before = s;
-        switch (engine_stall_feed(&s, js(job, "phase"), ji(job, "bytes_done"), progress, engine_mono_now(),
-                                  e->config.stall_timeout, &still)) {
+        switch (engine_stall_feed_phase(&s, js(job, "phase"), json_is_number(pp) ? json_number_value(pp) : -1,
+                                        ji(job, "bytes_done"), progress, engine_mono_now(), e->config.stall_timeout,
+                                        &still)) {
         case ENGINE_STALL_MOVING:
                 /* Not a database write per poll of every moving copy: the stored state may lag. */
                 state_put(cmd, &s);
@@ -116,10 +118,12 @@ void leaf_stall_check(struct engine *e, json_t *cmd, json_t *job, double progres
                 }
                 mark_step(e, cmd);
                 engine_metrics_count_stall();
-                engine_event(e, "warning", js(cmd, "id"), "%s job %s on host %s moved no bytes for %" G_GINT64_FORMAT
+                engine_event(e, "warning", js(cmd, "id"), "%s job %s on host %s %s for %" G_GINT64_FORMAT
                              " s (at %.0f %%, %" G_GINT64_FORMAT " bytes): stalled%s", leaf_job_noun(cmd),
-                             js(cmd, "agent_job_id"), js(cmd, "host"), still, progress, ji(job, "bytes_done"),
-                             retry ? "; aborting it to try on another host" : "");
+                             js(cmd, "agent_job_id"), js(cmd, "host"),
+                             g_strcmp0(js(job, "phase"), "verifying_prefix") == 0 ?
+                                     "hashed no more of the copied prefix it verifies" : "moved no bytes",
+                             still, progress, ji(job, "bytes_done"), retry ? "; aborting it to try on another host" : "");
                 if (retry)
                         engine_kick(e);        /* the watch sends the abort */
                 break;

@@ -135,44 +135,190 @@ static void verify_side_retry(struct engine *e, json_t *cmd, json_t *data, const
         leaf_later(e, cmd, data, 1);
 }
 
-static void on_marked_illegal(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
-{
-        g_autoptr(json_t) data = jparse(cmd, "data");
-        json_t *v = json_object_get(data, "verify");
-        g_autofree char *why = g_strdup_printf("checksum mismatch: source %s, destination %s",
-                                               js(json_object_get(v, "src"), "checksum"),
-                                               js(json_object_get(v, "dst"), "checksum"));
+/*
+ * A mismatch: the destination is marked ILLEGAL on storage (nothing uses
+ * it, and its checksum is refused, until a copy is done) before the copy
+ * is tried again. The mark is an agent job (SDM.update_volume), sent
+ * through another usable host than the copier where one is up (the copier
+ * wrote what differs, and may be dying), like the destination's checksum.
+ * data.mark_job {host, job, tries} is recorded before it is sent: a
+ * restart asks that host about that job (Host.getJobs) and sends it again,
+ * with the same id, only when the host does not know it (JOB_EXISTS: it
+ * arrived). A marker host that is not up for host_lost_timeout is given up
+ * for another one (the mark is idempotent and guarded by the generation,
+ * so a late run of the first one does no harm). Its end, done or failed
+ * (the retry's copy marks the destination ILLEGAL itself before it
+ * writes), lets the copy be tried again.
+ *
+ *   mismatch ── record mark_job ──> SDM.update_volume ── ended ──> retry the copy
+ *                                      │ host not up for host_lost_timeout
+ *                                      └──> record a new mark_job on another host, send it
+ */
+#define MARK_TRIES 3
 
-        if (engine_is_transport_error(error))
-                return;        /* sent again next round (still recorded as a mismatch) */
-        if (error)
-                g_message("marking the destination of %s ILLEGAL: %s", js(cmd, "id"), error->message);
+static char *mismatch_why(json_t *data)
+{
+        json_t *v = json_object_get(data, "verify");
+
+        return g_strdup_printf("checksum mismatch: source %s, destination %s", js(json_object_get(v, "src"), "checksum"),
+                               js(json_object_get(v, "dst"), "checksum"));
+}
+
+/* The mark's host: a usable host that is neither the copier nor `not` where there is one, else the copier if up. */
+static char *mark_host_pick(struct engine *e, const char *copier, const char *not)
+{
+        g_autoptr(GPtrArray) hosts = engine_usable_hosts(e);
+
+        for (guint i = 0; i < hosts->len; i++)
+                if (g_strcmp0(hosts->pdata[i], copier) != 0 && g_strcmp0(hosts->pdata[i], not) != 0)
+                        return g_strdup(hosts->pdata[i]);
+        if (g_strcmp0(copier, not) != 0 && leaf_host_is_up(e, copier))
+                return g_strdup(copier);
+        return NULL;
+}
+
+/* The mark's outcome is known (its job ended, or its host refused it): the copy is tried again. */
+static void mark_ended(struct engine *e, json_t *cmd, json_t *data, const char *failure)
+{
+        g_autofree char *why = mismatch_why(data);
+
+        if (failure)
+                g_message("marking the destination of %s ILLEGAL: %s", js(cmd, "id"), failure);
         /* The retry rewrites the destination from scratch at the generation it finds. */
         leaf_retry_or_fail(e, cmd, e->config.copy_attempts, why, true);
+}
+
+static void on_mark_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        g_autoptr(json_t) data = NULL;
+
+        if (!error || engine_is_transport_error(error) || error->code == FY_ERR_JOB_EXISTS) {
+                engine_kick(e);
+                return;        /* watched (or asked about) next round */
+        }
+        data = jparse(cmd, "data");
+        if (!json_object_get(data, "mark_job"))
+                return;        /* this answer came late */
+        mark_ended(e, cmd, data, error->message);
+}
+
+static void mark_send(struct engine *e, json_t *cmd, json_t *m)
+{
+        g_autoptr(json_t) p = jparse(cmd, "params");
+        json_t *dst = json_object_get(p, "dst");
+        g_autofree char *key = g_strdup_printf("%s/mark", js(cmd, "id"));
+
+        leaf_poll_start(key);          /* asked about at its end event, or after poll_interval */
+        engine_cmd_call(e, cmd, js(m, "host"), "SDM.update_volume",
+                 json_pack("{s:s, s:{s:s, s:s, s:s, s:I}, s:{s:s}}", "job_id", js(m, "job"),
+                           "vol_info", "sd_id", js(dst, "sd"), "img_id", js(dst, "img"), "vol_id", js(dst, "vol"),
+                           "generation", (json_int_t) ji(m, "generation"),
+                           "vol_attr", "legality", "ILLEGAL"),
+                 e->config.host_timeout, on_mark_sent, NULL, NULL);
+}
+
+/* Records a new mark on host (before it is sent), then sends it. */
+static void mark_start(struct engine *e, json_t *cmd, json_t *data, const char *host, gint64 tries)
+{
+        json_t *d = json_object_get(json_object_get(data, "verify"), "dst");
+        g_autofree char *job = fy_uuid_new();
+        json_t *m = json_pack("{s:s, s:s, s:I, s:I}", "host", host, "job", job, "tries", (json_int_t) tries,
+                              "generation", (json_int_t) ji(d, "generation"));
+
+        json_object_set_new(data, "mark_job", m);
+        if (leaf_save(e, cmd, data) < 0)
+                return;        /* not recorded: not sent either; next round */
+        mark_send(e, cmd, m);
+}
+
+static void on_mark_jobs(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        g_autoptr(json_t) data = jparse(cmd, "data");
+        json_t *m = json_object_get(data, "mark_job");
+        json_t *job;
+
+        if (!m || error)
+                return;        /* a late answer; or no answer: its host is watched next round */
+        job = json_object_get(result, js(m, "job"));
+        if (!job) {
+                /* Recorded, then the engine restarted before (or while) sending it, or the agent restarted:
+                 * the same job again (JOB_EXISTS if it did arrive meanwhile). */
+                mark_send(e, cmd, m);
+                return;
+        }
+        if (g_strcmp0(js(job, "status"), "done") == 0)
+                mark_ended(e, cmd, data, NULL);
+        else if (g_strcmp0(js(job, "status"), "failed") == 0 || g_strcmp0(js(job, "status"), "aborted") == 0)
+                mark_ended(e, cmd, data, js(json_object_get(job, "error"), "message") ?
+                                                 js(json_object_get(job, "error"), "message") : "the job failed");
 }
 
 static void verify_mismatch(struct engine *e, json_t *cmd, json_t *data)
 {
         g_autoptr(json_t) p = jparse(cmd, "params");
-        json_t *dst = json_object_get(p, "dst");
-        json_t *d = json_object_get(json_object_get(data, "verify"), "dst");
-        g_autofree char *job = fy_uuid_new();
+        json_t *m = json_object_get(data, "mark_job");
+        g_autofree char *key = g_strdup_printf("%s/mark", js(cmd, "id"));
+        g_autoptr(json_t) ended = NULL;
 
         if (!json_is_true(json_object_get(data, "mismatch"))) {
+                json_t *v = json_object_get(data, "verify");
+
                 json_object_set_new(data, "mismatch", json_true());
                 if (leaf_save(e, cmd, data) < 0)
                         return;        /* not recorded: the ILLEGAL mark is not sent either; next round */
                 engine_event(e, "warning", js(cmd, "id"), "copy of volume %s: the destination's checksum %s differs from the "
                              "source's %s; marking it ILLEGAL and copying again", js(json_object_get(p, "src"), "vol"),
-                             js(d, "checksum"), js(json_object_get(json_object_get(data, "verify"), "src"), "checksum"));
+                             js(json_object_get(v, "dst"), "checksum"), js(json_object_get(v, "src"), "checksum"));
         }
-        /* ILLEGAL on storage too, so nothing uses it (and its checksum is refused) until a copy is done. */
-        engine_cmd_call(e, cmd, js(d, "host"), "SDM.update_volume",
-                 json_pack("{s:s, s:{s:s, s:s, s:s, s:I}, s:{s:s}}", "job_id", job,
-                           "vol_info", "sd_id", js(dst, "sd"), "img_id", js(dst, "img"), "vol_id", js(dst, "vol"),
-                           "generation", (json_int_t) ji(d, "generation"),
-                           "vol_attr", "legality", "ILLEGAL"),
-                 e->config.host_timeout, on_marked_illegal, NULL, NULL);
+        if (!m) {
+                g_autofree char *host = mark_host_pick(e, js(cmd, "host"), NULL);
+
+                if (!host)
+                        return;        /* no host up: the retry could not copy either; each round looks again */
+                mark_start(e, cmd, data, host, 1);
+                return;
+        }
+        ended = json_incref(engine_job_end(js(m, "job"), js(m, "host")));
+        if (ended) {
+                g_autoptr(json_t) answer = json_pack("{s:O}", js(m, "job"), ended);
+
+                engine_job_end_forget(js(m, "job"));
+                on_mark_jobs(e, cmd, answer, NULL, NULL);
+                return;
+        }
+        if (!leaf_host_is_up(e, js(m, "host"))) {
+                /* Connecting after a restart, or lost: given up for another host after host_lost_timeout. */
+                g_autofree char *host = NULL;
+
+                if (!json_object_get(m, "lost_since")) {
+                        json_object_set_new(m, "lost_since", json_integer(engine_now()));
+                        if (leaf_save(e, cmd, data) < 0)
+                                return;        /* logged; its clock starts next round */
+                        return;
+                }
+                if (engine_now() - ji(m, "lost_since") <= (gint64) e->config.host_lost_timeout)
+                        return;        /* it may come back with the mark done */
+                host = mark_host_pick(e, js(cmd, "host"), js(m, "host"));
+                if (!host)
+                        return;        /* nobody to mark it through yet */
+                if (ji(m, "tries") >= MARK_TRIES) {
+                        /* Hosts keep dying under it: the retry's copy marks the destination itself. */
+                        mark_ended(e, cmd, data, "its hosts were lost");
+                        return;
+                }
+                engine_event(e, "warning", js(cmd, "id"), "marking the destination ILLEGAL: host %s is not up for %u s; "
+                             "marking it through host %s", js(m, "host"), e->config.host_lost_timeout, host);
+                mark_start(e, cmd, data, host, ji(m, "tries") + 1);
+                return;
+        }
+        if (json_object_get(m, "lost_since")) {
+                json_object_del(m, "lost_since");      /* back: its clock starts again if it goes */
+                if (leaf_save(e, cmd, data) < 0)
+                        return;
+        }
+        if (!leaf_poll_due(e, key))
+                return;
+        engine_cmd_poll_job(e, cmd, js(m, "host"), js(m, "job"), on_mark_jobs, NULL);
 }
 
 static void verify_decide(struct engine *e, json_t *cmd, json_t *data)
