@@ -653,6 +653,34 @@ static void test_pg_stale_plan(struct fixture *f, gconstpointer data)
         }
 }
 
+/*
+ * A statement the server refuses to prepare reports the server's own error,
+ * in a transaction too: there the refused prepare aborted the transaction,
+ * and running the statement again reported only "current transaction is
+ * aborted".
+ */
+static void test_pg_prepare_error(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+
+        g_assert_null(store_query(f->st, &error, "SELECT no_such_column FROM disks", ""));
+        g_assert_nonnull(error);
+        g_assert_nonnull(strstr(error->message, "column \"no_such_column\" does not exist"));
+        g_clear_error(&error);
+        g_assert_cmpint(engine_store_begin(f->st, &error), ==, 0);
+        g_assert_cmpint(store_exec(f->st, &error, "UPDATE disks SET no_such_column = 1", ""), <, 0);
+        g_assert_nonnull(error);
+        g_test_message("%s", error->message);
+        g_assert_nonnull(strstr(error->message, "column \"no_such_column\" of relation \"disks\" does not exist"));
+        g_assert_null(strstr(error->message, "transaction is aborted"));
+        g_clear_error(&error);
+        g_assert_cmpint(engine_store_commit(f->st, &error), <, 0);
+        g_clear_error(&error);
+        /* The connection is fine afterwards. */
+        g_assert_cmpint(engine_store_disk_insert(f->st, "d1", "disk", "sd1", "cow", true, 512, "job1", 2, &error), ==, 0);
+        g_assert_no_error(error);
+}
+
 static void test_pg_restart(struct fixture *f, gconstpointer data)
 {
         g_autoptr(GError) error = NULL;
@@ -726,6 +754,7 @@ int main(int argc, char **argv)
         g_test_add("/store/postgresql/fencing", struct fixture, "pg", setup, test_pg_fencing, teardown);
         g_test_add("/store/postgresql/restart", struct fixture, "pg", setup, test_pg_restart, teardown);
         g_test_add("/store/postgresql/stale-plan", struct fixture, "pg", setup, test_pg_stale_plan, teardown);
+        g_test_add("/store/postgresql/prepare-error", struct fixture, "pg", setup, test_pg_prepare_error, teardown);
 #endif
         r = g_test_run();
 #ifdef FERRY_HAVE_POSTGRESQL

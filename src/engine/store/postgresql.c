@@ -418,6 +418,20 @@ static int collect_args(const char *sql, int nparams, const char *types, va_list
         return 0;
 }
 
+/* Why res failed, one line: the result's message, else the connection's (libpq returns no result at all
+ * when it cannot send a statement, and the connection holds the reason). */
+static char *result_error(struct pg_store *db, const PGresult *res)
+{
+        const char *m = res ? PQresultErrorMessage(res) : "";
+        char *msg = g_strdup(*m ? m : PQerrorMessage(db->conn));
+
+        if (!*msg) {
+                g_free(msg);
+                msg = g_strdup("unknown error");
+        }
+        return g_strdelimit(g_strchomp(msg), "\n\t", ' ');
+}
+
 static bool sqlstate_is(const PGresult *res, const char *prefix)
 {
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -427,8 +441,11 @@ static bool sqlstate_is(const PGresult *res, const char *prefix)
 
 /*
  * One run of s: prepared on this connection first if it is not yet (and the
- * connection has room). A statement the server will not prepare runs
- * unnamed, to fail there with the error the caller reports.
+ * connection has room). A statement the server refuses to prepare fails with
+ * the prepare's result, the server's own error: run again, inside a
+ * transaction (which the refused prepare aborted) it would only report
+ * "current transaction is aborted". Only a name already taken on the server
+ * (42P05: our count of the connection's statements is off) runs unnamed.
  */
 static PGresult *exec_statement(struct pg_store *db, struct pg_sql *s, const struct pg_args *a)
 {
@@ -450,6 +467,8 @@ static PGresult *exec_statement(struct pg_store *db, struct pg_sql *s, const str
                 if (PQresultStatus(p) == PGRES_COMMAND_OK) {
                         s->prepared_on = db->conn_serial;
                         db->prepared++;
+                } else if (!sqlstate_is(p, "42P05")) {
+                        return p;
                 }
                 PQclear(p);
         }
@@ -511,8 +530,9 @@ static PGresult *run(struct pg_store *db, GError **error, bool read_only, const 
                 }
                 if (PQstatus(db->conn) == CONNECTION_BAD && attempt == 0 && !db->in_tx &&
                     (read_only || sqlstate_is(res, "57P"))) {
-                        g_message("database %s: connection lost (%s), reconnecting", db->name,
-                                  g_strdelimit(g_strchomp(PQresultErrorMessage(res)), "\n\t", ' '));
+                        g_autofree char *msg = result_error(db, res);
+
+                        g_message("database %s: connection lost (%s), reconnecting", db->name, msg);
                         PQclear(res);
                         res = NULL;
                         continue;
@@ -523,9 +543,8 @@ static PGresult *run(struct pg_store *db, GError **error, bool read_only, const 
                                     msg ? msg : "constraint violation");
                         *ret_errno = -EEXIST;
                 } else {
-                        g_autofree char *msg = g_strdup(PQresultErrorMessage(res));
-                        g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: %s: %s", db->name, g_strchomp(msg),
-                                    sql);
+                        g_autofree char *msg = result_error(db, res);
+                        g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: %s: %s", db->name, msg, sql);
                 }
                 PQclear(res);
                 res = NULL;
@@ -555,8 +574,8 @@ static int exec_plain(struct pg_store *db, const char *sql, GError **error)
 
         res = PQexec(db->conn, sql);
         if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
-                g_autofree char *msg = g_strdup(PQresultErrorMessage(res));
-                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: %s", db->name, g_strchomp(msg));
+                g_autofree char *msg = result_error(db, res);
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: %s", db->name, msg);
                 r = -EIO;
         }
         PQclear(res);
