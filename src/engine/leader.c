@@ -96,6 +96,9 @@ static void step_down(struct engine *e, const char *why)
                 return;
         l->deposed = true;
         renew_as(l, 0);
+        /* Not ourselves any more, and the next leader is not known yet: a standby's write gets a 503 with
+         * Retry-After until a round reads it, not a 307 back to this engine (a redirect loop). */
+        g_clear_pointer(&l->leader_url, g_free);
         g_warning("leadership: epoch %" G_GINT64_FORMAT " lost (%s): stopping the coordinator, becoming a standby",
                   l->epoch, why);
         e->active = false;
@@ -127,8 +130,12 @@ static int standby_round(struct engine *e, GError **ret_error)
                 return 0;
         }
         if (r == 0) {
+                const char *url = row ? engine_js(row, "url") : NULL;
+
                 g_free(l->leader_url);
-                l->leader_url = g_strdup(row ? engine_js(row, "url") : NULL);
+                /* Our own URL in the row is a term of ours that ended (this engine executed itself again
+                 * after stepping down) while the new leader has not written its own yet. */
+                l->leader_url = g_strdup(g_strcmp0(url, l->url) != 0 ? url : NULL);
                 return 0;
         }
         l->epoch = epoch;

@@ -36,7 +36,8 @@ bool engine_leader_active(struct engine *e);
 /* Active, and its lease was renewed within the lease's length (a process stopped longer may have been
  * replaced: the coordinator skips its round until the leader's round has decided). Always true on SQLite. */
 bool engine_leader_fresh(struct engine *e);
-/* The active engine's REST URL as the leader row names it, NULL when unknown; on the active engine, its own. */
+/* The active engine's REST URL as the leader row names it, NULL when unknown (from a step-down until a
+ * standby round reads the next leader's); on the active engine, its own. */
 const char *engine_leader_url(struct engine *e);
 /* The epoch this engine leads (0: a standby, or SQLite). */
 gint64 engine_leader_epoch(struct engine *e);

@@ -14,6 +14,8 @@
 
 #include "config.h"
 #include "error.h"
+#include "engine.h"
+#include "leader.h"
 #include "store/internal.h"
 #include "store/store.h"
 
@@ -616,6 +618,54 @@ static void test_pg_fencing(struct fixture *f, gconstpointer data)
         g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_CRITICAL);
 }
 
+/* The leadership policy (leader.c) over a real session: hooks that only count. */
+static int leader_elected(struct engine *e, GError **error)
+{
+        return 0;
+}
+
+static unsigned leader_deposed_calls;
+
+static void leader_deposed(struct engine *e)
+{
+        leader_deposed_calls++;
+}
+
+static void leader_nop(struct engine *e)
+{
+}
+
+static const struct engine_leader_hooks leader_hooks = { leader_elected, leader_deposed, leader_nop, leader_nop };
+
+/* A leader that steps down no longer names itself the active engine: a write to it meanwhile is a 503
+ * (rest.c redirect_to_leader: no URL), not a 307 to itself. */
+static void test_pg_step_down_forgets_url(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+        struct engine engine = { 0 };
+        struct engine *e = &engine;
+
+        g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL);   /* the step-down warns */
+        g_assert_cmpint(engine_store_disk_insert(f->st, "d1", "disk", "sd1", "cow", true, 512, "job1", 2, &error), ==, 0);
+        e->config.db = f->path;
+        g_assert_cmpint(engine_store_open_as(f->path, "ferry-engine T", &e->db, &error), ==, 0);
+        leader_deposed_calls = 0;
+        g_assert_cmpint(engine_leader_init(e, "ferry-engine T", "https://t.example:1", &leader_hooks, &error), ==, 0);
+        g_assert_no_error(error);
+        g_assert_true(engine_leader_active(e));
+        g_assert_cmpstr(engine_leader_url(e), ==, "https://t.example:1");
+        /* Another engine's term (its epoch) begins: our next write is refused and deposes us. */
+        pg_exec_in(f->path, "UPDATE engine_leader SET epoch = epoch + 1, url = 'https://other.example:2'");
+        g_assert_cmpint(engine_store_disk_set_actual_size(e->db, "d1", 1, &error), ==, -ESTALE);
+        g_clear_error(&error);
+        g_assert_cmpuint(leader_deposed_calls, ==, 1);
+        g_assert_false(engine_leader_active(e));
+        g_assert_null(engine_leader_url(e));
+        engine_leader_free(e);
+        engine_store_close(e->db);
+        g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_CRITICAL);
+}
+
 /*
  * Another engine's migration changes a table under a prepared SELECT *
  * (0A000, "cached plan must not change result type"): outside a
@@ -754,6 +804,8 @@ int main(int argc, char **argv)
         g_test_add("/store/postgresql/fencing", struct fixture, "pg", setup, test_pg_fencing, teardown);
         g_test_add("/store/postgresql/restart", struct fixture, "pg", setup, test_pg_restart, teardown);
         g_test_add("/store/postgresql/stale-plan", struct fixture, "pg", setup, test_pg_stale_plan, teardown);
+        g_test_add("/store/postgresql/step-down-forgets-url", struct fixture, "pg", setup, test_pg_step_down_forgets_url,
+                   teardown);
         g_test_add("/store/postgresql/prepare-error", struct fixture, "pg", setup, test_pg_prepare_error, teardown);
 #endif
         r = g_test_run();
