@@ -7,9 +7,9 @@
 
 /* A standby tries, the leader renews, this often. */
 #define LEADER_ROUND_MS 1000
-/* A leader that has not renewed for this long (stopped, hung, cut off) loses its sessions to a standby.
- * Death needs no lease: its lock session ends with it and the lock is free at once. */
-#define LEADER_LEASE_S 5
+/* ENGINE_LEADER_LEASE_S (leader.h). Death needs no lease: its lock session ends with it and the lock is free
+ * at once. */
+#define LEADER_LEASE_S ENGINE_LEADER_LEASE_S
 /* A leader whose lock session ended tries to take the lock back this long before it steps down. */
 #define LEADER_RETAKE_US (30 * G_USEC_PER_SEC)
 

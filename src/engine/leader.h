@@ -14,6 +14,17 @@
 
 struct engine;
 
+/* A leader that has not renewed its lease for this long (stopped, hung, cut off) has its sessions ended by a
+ * standby, and with them the row locks its transactions held. */
+#define ENGINE_LEADER_LEASE_S 5
+/*
+ * The longest a statement of the engine's main session may wait for a lock, or run, in ms. A lock held by
+ * a stopped leader's transaction goes within the lease (its sessions are ended); 30 s more for the rest. A
+ * statement blocked longer is stuck for a reason no takeover ends: it fails, like any store error, and the
+ * main loop goes on (leader_stall_timeout deposes a leader whose main loop stays blocked).
+ */
+#define ENGINE_LEADER_STATEMENT_LIMIT_MS ((ENGINE_LEADER_LEASE_S + 30) * 1000)
+
 /* What the engine does when it becomes active, and when it must stop being so (it lost the lock or a
  * write found a newer epoch): the caller makes it a standby at once. */
 struct engine_leader_hooks {

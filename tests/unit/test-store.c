@@ -703,6 +703,55 @@ static void test_pg_stale_plan(struct fixture *f, gconstpointer data)
         }
 }
 
+/* The session's limits: {lock_timeout, statement_timeout, pid} as the server says. */
+static json_t *pg_session(struct engine_store *st)
+{
+        g_autoptr(GError) error = NULL;
+        json_t *row = store_query_one(st, &error,
+                                      "SELECT current_setting('lock_timeout') AS lock_timeout,"
+                                      " current_setting('statement_timeout') AS statement_timeout,"
+                                      " pg_backend_pid() AS pid", "");
+
+        g_assert_no_error(error);
+        g_assert_nonnull(row);
+        return row;
+}
+
+/*
+ * engine_store_set_limits: set on the session at once, and again on the
+ * session a reconnect makes (here the server ended the first one, as a
+ * restart does), where they still bound a statement.
+ */
+static void test_pg_limits(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) before = NULL;
+        g_autoptr(json_t) after = NULL;
+        g_autoptr(json_t) slept = NULL;
+        g_autofree char *end = NULL;
+
+        g_assert_cmpint(engine_store_set_limits(f->st, 35000, 36000, &error), ==, 0);
+        g_assert_no_error(error);
+        before = pg_session(f->st);
+        g_assert_cmpstr(json_string_value(json_object_get(before, "lock_timeout")), ==, "35s");
+        g_assert_cmpstr(json_string_value(json_object_get(before, "statement_timeout")), ==, "36s");
+        /* Waits (up to 5 s) until the session is gone. */
+        end = g_strdup_printf("SELECT pg_terminate_backend(%" G_GINT64_FORMAT ", 5000)",
+                              (gint64) json_integer_value(json_object_get(before, "pid")));
+        pg_exec_in(f->path, end);
+        after = pg_session(f->st);
+        g_assert_cmpint(json_integer_value(json_object_get(after, "pid")), !=,
+                        json_integer_value(json_object_get(before, "pid")));
+        g_assert_cmpstr(json_string_value(json_object_get(after, "lock_timeout")), ==, "35s");
+        g_assert_cmpstr(json_string_value(json_object_get(after, "statement_timeout")), ==, "36s");
+        /* And they act: a statement longer than its limit is cancelled. */
+        g_assert_cmpint(engine_store_set_limits(f->st, 100, 200, &error), ==, 0);
+        slept = store_query_one(f->st, &error, "SELECT pg_sleep(5)", "");
+        g_assert_null(slept);
+        g_assert_nonnull(error);
+        g_assert_nonnull(strstr(error->message, "statement timeout"));
+}
+
 /*
  * A statement the server refuses to prepare reports the server's own error,
  * in a transaction too: there the refused prepare aborted the transaction,
@@ -806,6 +855,7 @@ int main(int argc, char **argv)
         g_test_add("/store/postgresql/stale-plan", struct fixture, "pg", setup, test_pg_stale_plan, teardown);
         g_test_add("/store/postgresql/step-down-forgets-url", struct fixture, "pg", setup, test_pg_step_down_forgets_url,
                    teardown);
+        g_test_add("/store/postgresql/limits", struct fixture, "pg", setup, test_pg_limits, teardown);
         g_test_add("/store/postgresql/prepare-error", struct fixture, "pg", setup, test_pg_prepare_error, teardown);
 #endif
         r = g_test_run();

@@ -27,12 +27,11 @@ bool engine_store_shared(struct engine_store *st)
 }
 
 /* The lock session never waits long: a renewal stuck behind a lock or a slow server would let the lease
- * expire unnoticed; failing fast makes the engine pause its coordinator and retake. Set again on a retake,
- * since the session may be a new one then. */
+ * expire unnoticed; failing fast makes the engine pause its coordinator and retake. The backend sets them
+ * again on every new connection; a retake sets them once more, which also notices a lost session. */
 static int session_limits(struct engine_store *lock, GError **error)
 {
-        return store_exec(lock, error, "SET lock_timeout = 2000", "") < 0 ||
-               store_exec(lock, error, "SET statement_timeout = 4000", "") < 0 ? -EIO : 0;
+        return engine_store_set_limits(lock, 2000, 4000, error);
 }
 
 int engine_store_leader_prepare(struct engine_store *lock, GError **error)

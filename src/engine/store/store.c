@@ -121,6 +121,15 @@ int engine_store_schema_version(struct engine_store *st)
         return st->be->schema_version(st->handle);
 }
 
+int engine_store_set_limits(struct engine_store *st, unsigned lock_timeout_ms, unsigned statement_timeout_ms,
+                            GError **error)
+{
+        g_return_val_if_fail(st->depth == 0, -EINVAL);
+        if (!st->be->set_limits)
+                return 0;
+        return st->be->set_limits(st->handle, lock_timeout_ms, statement_timeout_ms, error);
+}
+
 /*
  * Transactions nest here, once for every backend: only the outermost
  * begin/commit/rollback reaches the backend. A transaction is all or

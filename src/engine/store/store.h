@@ -47,6 +47,13 @@ const char *engine_store_backend_name(struct engine_store *st);
 /* For messages: the file, or "postgresql dbname@host:port" (never a password). */
 const char *engine_store_describe(struct engine_store *st);
 int engine_store_schema_version(struct engine_store *st);
+/*
+ * PostgreSQL: every statement of this store may wait for a lock at most lock_timeout_ms and run at most
+ * statement_timeout_ms (0: no limit), from now on and on every connection a reconnect makes. Outside a
+ * transaction. SQLite: nothing to do (its one writer never waits on another engine), 0.
+ */
+int engine_store_set_limits(struct engine_store *st, unsigned lock_timeout_ms, unsigned statement_timeout_ms,
+                            GError **error) STORE_MUST;
 
 /* Transactions nest; only the outermost commits. A write that failed inside a transaction makes its
  * commit roll back and fail: all or nothing. */
