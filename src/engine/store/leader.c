@@ -82,7 +82,7 @@ static int end_stale_leader(struct engine_store *lock, gint64 lease_s, GError **
 }
 
 /* The lock is ours: a new epoch, in one transaction with the row (only from epoch `from` when it is not 0).
- * Its UPDATE waits for the writes of the old epoch in flight (they hold the row FOR SHARE), bounded in case
+ * Its UPDATE waits for the writes of the old epoch in flight (they hold the row FOR KEY SHARE), bounded in case
  * one belongs to a stopped process whose sessions a standby then ends. */
 static int take(struct engine_store *lock, const char *engine_id, const char *url, gint64 from, gint64 *ret_epoch,
                 GError **error)
@@ -159,6 +159,17 @@ int engine_store_leader_renew(struct engine_store *lock, gint64 epoch, GError **
                             "leadership lost: another engine took over, or this engine's lock session ended");
                 return -ESTALE;
         }
+        return 0;
+}
+
+int engine_store_leader_release(struct engine_store *lock, const char *engine_id, GError **error)
+{
+        /* Its other sessions first: a transaction of the stuck main loop holds the leader row FOR KEY SHARE
+         * (store.c fence_check), which a takeover's epoch update would wait for. */
+        if (store_exec(lock, error, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                    " WHERE application_name = ? AND pid <> pg_backend_pid()", "s", engine_id) < 0 ||
+            store_exec(lock, error, "SELECT pg_advisory_unlock_all()", "") < 0)
+                return -EIO;
         return 0;
 }
 

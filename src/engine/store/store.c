@@ -224,9 +224,10 @@ static bool sql_table(const char *sql, char *table, size_t size)
 /*
  * Fencing (leadership on PostgreSQL, src/engine/leader.c): once the store has
  * a fence, every write must come from the leader of the current epoch. The
- * first write of a transaction reads the leader row FOR SHARE and compares
- * its epoch with ours: a takeover increments the epoch with an UPDATE of that
- * row, which waits for every transaction that checked the old epoch, and any
+ * first write of a transaction reads the leader row FOR KEY SHARE and
+ * compares its epoch with ours: a takeover increments the epoch (a key
+ * column) with an UPDATE of that row, which waits for every transaction that
+ * checked the old epoch (fence_check says why KEY SHARE), and any
  * transaction after it sees the new one. So no write of a deposed leader
  * commits after a takeover, however late it comes. A write outside a
  * transaction gets one of its own for the check.
