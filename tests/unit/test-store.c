@@ -666,6 +666,51 @@ static void test_pg_step_down_forgets_url(struct fixture *f, gconstpointer data)
         g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_CRITICAL);
 }
 
+/* A leader whose main loop stalls (here: never runs) gives the lead up after leader_stall_timeout, though its
+ * renewal thread is well: its sessions end (a transaction holding the leader row FOR KEY SHARE too, which a
+ * takeover would wait for), the lock goes, a standby takes over, and the engine steps down once its loop runs. */
+static void test_pg_stalled_leader_gives_up(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+        struct engine engine = { 0 };
+        struct engine *e = &engine;
+        struct engine_store *lock_b = NULL;
+        gint64 ep_b = 0;
+
+        g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL);   /* the give-up warns */
+        g_assert_cmpint(engine_store_disk_insert(f->st, "d1", "disk", "sd1", "cow", true, 512, "job1", 2, &error), ==, 0);
+        e->config.db = f->path;
+        e->config.leader_stall_timeout = 1;
+        g_assert_cmpint(engine_store_open_as(f->path, "ferry-engine S", &e->db, &error), ==, 0);
+        g_assert_cmpint(engine_store_open_as(f->path, "ferry-engine B", &lock_b, &error), ==, 0);
+        leader_deposed_calls = 0;
+        g_assert_cmpint(engine_leader_init(e, "ferry-engine S", "https://s.example:1", &leader_hooks, &error), ==, 0);
+        g_assert_true(engine_leader_active(e));
+        /* The main loop's transaction checked the epoch (FOR KEY SHARE) and hangs there. */
+        g_assert_cmpint(engine_store_begin(e->db, &error), ==, 0);
+        g_assert_cmpint(engine_store_disk_set_actual_size(e->db, "d1", 1, &error), ==, 0);
+        for (int i = 0; i < 100 && ep_b == 0; i++) {
+                g_usleep(100 * G_TIME_SPAN_MILLISECOND);
+                g_clear_error(&error);
+                g_assert_cmpint(engine_store_leader_try(lock_b, "ferry-engine B", "urlB", 30, &ep_b, &error), >=, 0);
+        }
+        g_assert_cmpint(ep_b, ==, 2);
+        g_assert_false(engine_leader_fresh(e));
+        g_assert_cmpint(engine_store_commit(e->db, &error), <, 0);     /* its session was ended */
+        g_clear_error(&error);
+        /* The main loop runs again: it steps down. */
+        for (int i = 0; i < 100 && !leader_deposed_calls; i++)
+                if (!g_main_context_iteration(NULL, FALSE))
+                        g_usleep(10 * G_TIME_SPAN_MILLISECOND);
+        g_assert_cmpuint(leader_deposed_calls, ==, 1);
+        g_assert_false(engine_leader_active(e));
+        g_assert_null(engine_leader_url(e));
+        engine_leader_free(e);
+        engine_store_close(e->db);
+        engine_store_close(lock_b);
+        g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_CRITICAL);
+}
+
 /*
  * Another engine's migration changes a table under a prepared SELECT *
  * (0A000, "cached plan must not change result type"): outside a
@@ -855,6 +900,8 @@ int main(int argc, char **argv)
         g_test_add("/store/postgresql/stale-plan", struct fixture, "pg", setup, test_pg_stale_plan, teardown);
         g_test_add("/store/postgresql/step-down-forgets-url", struct fixture, "pg", setup, test_pg_step_down_forgets_url,
                    teardown);
+        g_test_add("/store/postgresql/stalled-leader-gives-up", struct fixture, "pg", setup,
+                   test_pg_stalled_leader_gives_up, teardown);
         g_test_add("/store/postgresql/limits", struct fixture, "pg", setup, test_pg_limits, teardown);
         g_test_add("/store/postgresql/prepare-error", struct fixture, "pg", setup, test_pg_prepare_error, teardown);
 #endif
