@@ -54,6 +54,7 @@ struct engine_config {
         unsigned fence_timeout;        /* s fencing is retried before the copy is given up */
         unsigned stall_timeout;        /* s a running copy may make no progress before it is flagged stalled */
         char *stall_action;            /* none | retry: a stalled copy is aborted and tried on another host */
+        unsigned leader_stall_timeout; /* s the active engine's main loop may stall before it gives up the lead */
         unsigned sweep_interval;       /* s between orphan image sweeps, 0 = never */
         unsigned max_body;
         unsigned idle_timeout;         /* s a keep-alive REST connection may wait for a request */

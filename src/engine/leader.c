@@ -7,9 +7,9 @@
 
 /* A standby tries, the leader renews, this often. */
 #define LEADER_ROUND_MS 1000
-/* A leader that has not renewed for this long (stopped, hung, cut off) loses its sessions to a standby.
- * Death needs no lease: its lock session ends with it and the lock is free at once. */
-#define LEADER_LEASE_S 5
+/* ENGINE_LEADER_LEASE_S (leader.h). Death needs no lease: its lock session ends with it and the lock is free
+ * at once. */
+#define LEADER_LEASE_S ENGINE_LEADER_LEASE_S
 /* A leader whose lock session ended tries to take the lock back this long before it steps down. */
 #define LEADER_RETAKE_US (30 * G_USEC_PER_SEC)
 
@@ -39,6 +39,15 @@ struct engine_leader {
         gint64 renewed_at;             /* atomic: monotonic µs of the last successful renewal */
         gint renew_failed;             /* atomic: the thread's last renewal failed (the main loop reacts) */
         char *renew_error;             /* under mutex: why */
+        /*
+         * The main loop's heartbeat: renewing alone would keep the lead for
+         * a main loop that is stuck (a statement waiting on a lock), and no
+         * standby would take over. The main loop stamps loop_at each round;
+         * past stall_us without a stamp the thread gives the lead up.
+         */
+        gint64 loop_at;                /* atomic: monotonic µs of the main loop's last leader round */
+        gint64 stall_us;               /* leader_stall_timeout; 0: never (unit tests) */
+        gint stalled;                  /* atomic: the thread gave the lead up (the main loop steps down) */
 };
 
 /* A failed renewal is acted on at once, not at the next round: a standby may be taking over. */
@@ -48,6 +57,39 @@ static gboolean on_renew_failed(gpointer data)
 
         engine_leader_round(l->e);
         return G_SOURCE_REMOVE;
+}
+
+static void step_down(struct engine *e, const char *why);
+
+/* The main loop runs again after the thread gave the lead up for it. */
+static gboolean on_stalled(gpointer data)
+{
+        struct engine_leader *l = data;
+
+        step_down(l->e, "the main loop stalled longer than leader_stall_timeout; the lead was given up");
+        return G_SOURCE_REMOVE;
+}
+
+/*
+ * The main loop has not run a round for longer than leader_stall_timeout:
+ * no more renewals; the engine's other sessions end (a statement stuck on a
+ * lock, and the leader row its transaction holds, go with them) and the lock
+ * is released, so a standby takes over at its next try. The epoch fences
+ * whatever the main loop still writes once it runs again; it steps down then.
+ */
+static void give_up_stalled(struct engine_leader *l, gint64 epoch, gint64 stalled_us)
+{
+        g_autoptr(GError) error = NULL;
+
+        __atomic_store_n(&l->renew_epoch, 0, __ATOMIC_SEQ_CST);
+        g_atomic_int_set(&l->stalled, 1);
+        g_warning("leadership: the main loop has not run for %.1f s (leader_stall_timeout %" G_GINT64_FORMAT
+                  " s): giving up epoch %" G_GINT64_FORMAT " to a standby", (double) stalled_us / G_USEC_PER_SEC,
+                  l->stall_us / G_USEC_PER_SEC, epoch);
+        if (engine_store_leader_release(l->lock, l->client, &error) < 0)
+                g_warning("leadership: cannot release the lock now (%s); it goes when the lock session ends",
+                          error->message);
+        g_idle_add_full(G_PRIORITY_HIGH, on_stalled, l, NULL);
 }
 
 /* The thread renews, and stops renewing, only as the main loop says (renew_epoch); the main loop reads
@@ -64,8 +106,11 @@ static gpointer renew_thread(gpointer data)
                 epoch = g_atomic_int_get(&l->renew_failed) ? 0 : __atomic_load_n(&l->renew_epoch, __ATOMIC_SEQ_CST);
                 if (!l->stop && epoch > 0) {
                         g_autoptr(GError) error = NULL;
+                        gint64 stalled_us = g_get_monotonic_time() - __atomic_load_n(&l->loop_at, __ATOMIC_SEQ_CST);
 
-                        if (engine_store_leader_renew(l->lock, epoch, &error) == 0) {
+                        if (l->stall_us > 0 && stalled_us > l->stall_us)
+                                give_up_stalled(l, epoch, stalled_us);
+                        else if (engine_store_leader_renew(l->lock, epoch, &error) == 0) {
                                 __atomic_store_n(&l->renewed_at, g_get_monotonic_time(), __ATOMIC_SEQ_CST);
                         } else {
                                 g_free(l->renew_error);
@@ -82,8 +127,10 @@ static gpointer renew_thread(gpointer data)
 /* The thread renews `epoch` from now on (0: stops renewing); the lease was just taken or renewed. */
 static void renew_as(struct engine_leader *l, gint64 epoch)
 {
-        if (epoch > 0)
+        if (epoch > 0) {
                 __atomic_store_n(&l->renewed_at, g_get_monotonic_time(), __ATOMIC_SEQ_CST);
+                __atomic_store_n(&l->loop_at, g_get_monotonic_time(), __ATOMIC_SEQ_CST);
+        }
         g_atomic_int_set(&l->renew_failed, 0);
         __atomic_store_n(&l->renew_epoch, epoch, __ATOMIC_SEQ_CST);
 }
@@ -96,6 +143,9 @@ static void step_down(struct engine *e, const char *why)
                 return;
         l->deposed = true;
         renew_as(l, 0);
+        /* Not ourselves any more, and the next leader is not known yet: a standby's write gets a 503 with
+         * Retry-After until a round reads it, not a 307 back to this engine (a redirect loop). */
+        g_clear_pointer(&l->leader_url, g_free);
         g_warning("leadership: epoch %" G_GINT64_FORMAT " lost (%s): stopping the coordinator, becoming a standby",
                   l->epoch, why);
         e->active = false;
@@ -127,8 +177,12 @@ static int standby_round(struct engine *e, GError **ret_error)
                 return 0;
         }
         if (r == 0) {
+                const char *url = row ? engine_js(row, "url") : NULL;
+
                 g_free(l->leader_url);
-                l->leader_url = g_strdup(row ? engine_js(row, "url") : NULL);
+                /* Our own URL in the row is a term of ours that ended (this engine executed itself again
+                 * after stepping down) while the new leader has not written its own yet. */
+                l->leader_url = g_strdup(g_strcmp0(url, l->url) != 0 ? url : NULL);
                 return 0;
         }
         l->epoch = epoch;
@@ -220,7 +274,11 @@ void engine_leader_round(struct engine *e)
 
 static gboolean on_round(gpointer data)
 {
-        engine_leader_round(data);
+        struct engine *e = data;
+
+        if (e->leader)
+                __atomic_store_n(&e->leader->loop_at, g_get_monotonic_time(), __ATOMIC_SEQ_CST);
+        engine_leader_round(e);
         return G_SOURCE_CONTINUE;
 }
 
@@ -238,6 +296,7 @@ int engine_leader_init(struct engine *e, const char *client, const char *url, co
         l->url = g_strdup(url);
         l->hooks = *hooks;
         l->e = e;
+        l->stall_us = (gint64) e->config.leader_stall_timeout * G_USEC_PER_SEC;
         e->leader = l;
         /* No write passes until this engine leads. */
         engine_store_set_fence(e->db, 0, on_fenced, e);
@@ -299,7 +358,7 @@ bool engine_leader_fresh(struct engine *e)
         if (!l)
                 return true;
         at = __atomic_load_n(&l->renewed_at, __ATOMIC_SEQ_CST);
-        return l->lost_at == 0 && !g_atomic_int_get(&l->renew_failed) &&
+        return l->lost_at == 0 && !g_atomic_int_get(&l->renew_failed) && !g_atomic_int_get(&l->stalled) &&
                g_get_monotonic_time() - at < LEADER_LEASE_S * G_USEC_PER_SEC;
 }
 

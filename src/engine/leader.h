@@ -14,6 +14,17 @@
 
 struct engine;
 
+/* A leader that has not renewed its lease for this long (stopped, hung, cut off) has its sessions ended by a
+ * standby, and with them the row locks its transactions held. */
+#define ENGINE_LEADER_LEASE_S 5
+/*
+ * The longest a statement of the engine's main session may wait for a lock, or run, in ms. A lock held by
+ * a stopped leader's transaction goes within the lease (its sessions are ended); 30 s more for the rest. A
+ * statement blocked longer is stuck for a reason no takeover ends: it fails, like any store error, and the
+ * main loop goes on (leader_stall_timeout deposes a leader whose main loop stays blocked).
+ */
+#define ENGINE_LEADER_STATEMENT_LIMIT_MS ((ENGINE_LEADER_LEASE_S + 30) * 1000)
+
 /* What the engine does when it becomes active, and when it must stop being so (it lost the lock or a
  * write found a newer epoch): the caller makes it a standby at once. */
 struct engine_leader_hooks {
@@ -36,7 +47,8 @@ bool engine_leader_active(struct engine *e);
 /* Active, and its lease was renewed within the lease's length (a process stopped longer may have been
  * replaced: the coordinator skips its round until the leader's round has decided). Always true on SQLite. */
 bool engine_leader_fresh(struct engine *e);
-/* The active engine's REST URL as the leader row names it, NULL when unknown; on the active engine, its own. */
+/* The active engine's REST URL as the leader row names it, NULL when unknown (from a step-down until a
+ * standby round reads the next leader's); on the active engine, its own. */
 const char *engine_leader_url(struct engine *e);
 /* The epoch this engine leads (0: a standby, or SQLite). */
 gint64 engine_leader_epoch(struct engine *e);

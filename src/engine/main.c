@@ -229,7 +229,9 @@ int main(int argc, char **argv)
                 g_clear_error(&error);
                 g_usleep(500 * G_TIME_SPAN_MILLISECOND);
         }
-        if (!e->db || engine_commands_init(e, &error) < 0) {
+        /* No statement blocks the main loop without end (a reconnect sets the limits again). */
+        if (!e->db || engine_store_set_limits(e->db, ENGINE_LEADER_STATEMENT_LIMIT_MS, ENGINE_LEADER_STATEMENT_LIMIT_MS,
+                                              &error) < 0 || engine_commands_init(e, &error) < 0) {
                 g_critical("%s", error->message);
                 return EXIT_FAILURE;
         }

@@ -35,9 +35,10 @@ RATE = 32 * MiB                 # --copy-rate-limit: the 128 MiB copies below la
 TAKEOVER_S = 10                 # the issue's bound after the active engine's death
 LEADER_LOCK = 1718774092         # the engines' advisory lock ("fryL", src/engine/store/leader.c)
 HOST_LOST_S = 5                 # --host-lost-timeout (its minimum): fence a lost copy's host soon
+STALL_S = 10                    # --leader-stall-timeout: above the slow-leader test's 7 s block, well below 30
 SANLOCK_EXPIRY = 8 * 2 + 60     # sanlock (io_timeout 2): a dead host's leases are free this long after its death
 # Both engines: the same options, whichever leads.
-ENGINE_ARGS = (f"--host-lost-timeout={HOST_LOST_S}",)
+ENGINE_ARGS = (f"--host-lost-timeout={HOST_LOST_S}", f"--leader-stall-timeout={STALL_S}")
 
 
 class Pair:
@@ -289,6 +290,79 @@ def test_a_slow_leader_keeps_leading(fc):
         f.seek(mark)
         text = f.read().decode(errors="replace")
     assert "not renewed" not in text and "lost" not in text, text
+
+
+def test_a_stuck_leader_loses_the_lead(fc):
+    """The leader's main loop stuck for real: a session of the test holds the hosts table, which the
+    leader writes every round (the hosts' stats), so its round's UPDATE waits, holding the leader row FOR
+    KEY SHARE. Its renewal thread is well, but past leader_stall_timeout it gives the lead up: it ends
+    the engine's other sessions and releases the lock; the standby takes over about a second later. A
+    write sent to the old leader while it is stuck is turned away once it runs again (503, or the
+    connection goes as it executes itself again), and the old leader comes back as a standby."""
+    old = fc.active()
+    new = fc.other(old)
+    epoch = fc.role(old)["epoch"]
+    with open(old.log_path, "rb") as f:
+        mark = len(f.read())
+
+    def psql(sql):
+        r = subprocess.run([PSQL, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", old.db, "-c", sql],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+    # Its statements from a pipe, the transaction left open: the lock is held until stdin closes.
+    holder = subprocess.Popen([PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", old.db], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    holder.stdin.write("BEGIN; LOCK TABLE hosts IN ACCESS EXCLUSIVE MODE;\n")
+    holder.stdin.flush()
+    late = {}
+
+    def late_write():
+        try:
+            late["answer"] = old.request("POST", "/api/vms", {"name": "vm-of-a-stuck-leader"}, timeout=STALL_S + 30)
+        except HttpError as e:
+            late["answer"] = (e.status, e.body)
+        except OSError as e:   # it executed itself again: the connection went with it
+            late["answer"] = (None, str(e))
+    writer = threading.Thread(target=late_write)
+    released = False
+    try:
+        t0 = time.monotonic()
+        # The old leader's main loop waits on the table lock (its session is the one waiting).
+        wait_for(lambda: psql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                              " AND application_name LIKE 'ferry-engine %'") != "0", 10,
+                 "the leader's round to wait on the table lock", interval=0.05)
+        writer.start()
+        # The standby leads (the leader row names it; its own first round then waits on the lock too).
+        wait_for(lambda: psql("SELECT url FROM engine_leader WHERE id = 1 AND epoch > %d" % epoch) == new.url,
+                 STALL_S + 10, "the standby to take the lead", interval=0.1)
+        took = time.monotonic() - t0
+    finally:
+        holder.stdin.close()
+        released = holder.wait(30) == 0
+    print(f"\ntakeover from a leader stuck on a lock: {took:.1f} s (leader_stall_timeout {STALL_S} s)")
+    assert released, holder.stderr.read()
+    assert STALL_S - 1 < took < STALL_S + 5, took
+    wait_active(fc, new, 10)
+    writer.join(STALL_S + 40)
+    assert late["answer"][0] in (503, None), late
+    assert "vm-of-a-stuck-leader" not in [v["name"] for v in new.get("/api/vms")["vms"]]
+
+    def stepped_down():
+        with open(old.log_path, "rb") as f:
+            f.seek(mark)
+            text = f.read().decode(errors="replace")
+        return "leader_stall_timeout" in text and f"epoch {epoch} lost" in text and text
+    wait_for(stepped_down, 15, "the old leader to step down")
+
+    def standby():
+        try:
+            return fc.role(old)["role"] == "standby"
+        except OSError:         # between its exec and its listening again
+            return False
+    wait_for(standby, 15, "the old leader to serve as a standby", interval=0.1)
+    one_active(fc)
+    assert fc.role(new)["epoch"] > epoch
 
 
 def test_b_active_killed_mid_move(fc, scratch):

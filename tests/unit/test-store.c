@@ -14,6 +14,8 @@
 
 #include "config.h"
 #include "error.h"
+#include "engine.h"
+#include "leader.h"
 #include "store/internal.h"
 #include "store/store.h"
 
@@ -616,6 +618,99 @@ static void test_pg_fencing(struct fixture *f, gconstpointer data)
         g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_CRITICAL);
 }
 
+/* The leadership policy (leader.c) over a real session: hooks that only count. */
+static int leader_elected(struct engine *e, GError **error)
+{
+        return 0;
+}
+
+static unsigned leader_deposed_calls;
+
+static void leader_deposed(struct engine *e)
+{
+        leader_deposed_calls++;
+}
+
+static void leader_nop(struct engine *e)
+{
+}
+
+static const struct engine_leader_hooks leader_hooks = { leader_elected, leader_deposed, leader_nop, leader_nop };
+
+/* A leader that steps down no longer names itself the active engine: a write to it meanwhile is a 503
+ * (rest.c redirect_to_leader: no URL), not a 307 to itself. */
+static void test_pg_step_down_forgets_url(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+        struct engine engine = { 0 };
+        struct engine *e = &engine;
+
+        g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL);   /* the step-down warns */
+        g_assert_cmpint(engine_store_disk_insert(f->st, "d1", "disk", "sd1", "cow", true, 512, "job1", 2, &error), ==, 0);
+        e->config.db = f->path;
+        g_assert_cmpint(engine_store_open_as(f->path, "ferry-engine T", &e->db, &error), ==, 0);
+        leader_deposed_calls = 0;
+        g_assert_cmpint(engine_leader_init(e, "ferry-engine T", "https://t.example:1", &leader_hooks, &error), ==, 0);
+        g_assert_no_error(error);
+        g_assert_true(engine_leader_active(e));
+        g_assert_cmpstr(engine_leader_url(e), ==, "https://t.example:1");
+        /* Another engine's term (its epoch) begins: our next write is refused and deposes us. */
+        pg_exec_in(f->path, "UPDATE engine_leader SET epoch = epoch + 1, url = 'https://other.example:2'");
+        g_assert_cmpint(engine_store_disk_set_actual_size(e->db, "d1", 1, &error), ==, -ESTALE);
+        g_clear_error(&error);
+        g_assert_cmpuint(leader_deposed_calls, ==, 1);
+        g_assert_false(engine_leader_active(e));
+        g_assert_null(engine_leader_url(e));
+        engine_leader_free(e);
+        engine_store_close(e->db);
+        g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_CRITICAL);
+}
+
+/* A leader whose main loop stalls (here: never runs) gives the lead up after leader_stall_timeout, though its
+ * renewal thread is well: its sessions end (a transaction holding the leader row FOR KEY SHARE too, which a
+ * takeover would wait for), the lock goes, a standby takes over, and the engine steps down once its loop runs. */
+static void test_pg_stalled_leader_gives_up(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+        struct engine engine = { 0 };
+        struct engine *e = &engine;
+        struct engine_store *lock_b = NULL;
+        gint64 ep_b = 0;
+
+        g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL);   /* the give-up warns */
+        g_assert_cmpint(engine_store_disk_insert(f->st, "d1", "disk", "sd1", "cow", true, 512, "job1", 2, &error), ==, 0);
+        e->config.db = f->path;
+        e->config.leader_stall_timeout = 1;
+        g_assert_cmpint(engine_store_open_as(f->path, "ferry-engine S", &e->db, &error), ==, 0);
+        g_assert_cmpint(engine_store_open_as(f->path, "ferry-engine B", &lock_b, &error), ==, 0);
+        leader_deposed_calls = 0;
+        g_assert_cmpint(engine_leader_init(e, "ferry-engine S", "https://s.example:1", &leader_hooks, &error), ==, 0);
+        g_assert_true(engine_leader_active(e));
+        /* The main loop's transaction checked the epoch (FOR KEY SHARE) and hangs there. */
+        g_assert_cmpint(engine_store_begin(e->db, &error), ==, 0);
+        g_assert_cmpint(engine_store_disk_set_actual_size(e->db, "d1", 1, &error), ==, 0);
+        for (int i = 0; i < 100 && ep_b == 0; i++) {
+                g_usleep(100 * G_TIME_SPAN_MILLISECOND);
+                g_clear_error(&error);
+                g_assert_cmpint(engine_store_leader_try(lock_b, "ferry-engine B", "urlB", 30, &ep_b, &error), >=, 0);
+        }
+        g_assert_cmpint(ep_b, ==, 2);
+        g_assert_false(engine_leader_fresh(e));
+        g_assert_cmpint(engine_store_commit(e->db, &error), <, 0);     /* its session was ended */
+        g_clear_error(&error);
+        /* The main loop runs again: it steps down. */
+        for (int i = 0; i < 100 && !leader_deposed_calls; i++)
+                if (!g_main_context_iteration(NULL, FALSE))
+                        g_usleep(10 * G_TIME_SPAN_MILLISECOND);
+        g_assert_cmpuint(leader_deposed_calls, ==, 1);
+        g_assert_false(engine_leader_active(e));
+        g_assert_null(engine_leader_url(e));
+        engine_leader_free(e);
+        engine_store_close(e->db);
+        engine_store_close(lock_b);
+        g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_CRITICAL);
+}
+
 /*
  * Another engine's migration changes a table under a prepared SELECT *
  * (0A000, "cached plan must not change result type"): outside a
@@ -651,6 +746,83 @@ static void test_pg_stale_plan(struct fixture *f, gconstpointer data)
                 json_decref(disk);
                 g_assert_cmpint(engine_store_commit(f->st, &error), ==, 0);
         }
+}
+
+/* The session's limits: {lock_timeout, statement_timeout, pid} as the server says. */
+static json_t *pg_session(struct engine_store *st)
+{
+        g_autoptr(GError) error = NULL;
+        json_t *row = store_query_one(st, &error,
+                                      "SELECT current_setting('lock_timeout') AS lock_timeout,"
+                                      " current_setting('statement_timeout') AS statement_timeout,"
+                                      " pg_backend_pid() AS pid", "");
+
+        g_assert_no_error(error);
+        g_assert_nonnull(row);
+        return row;
+}
+
+/*
+ * engine_store_set_limits: set on the session at once, and again on the
+ * session a reconnect makes (here the server ended the first one, as a
+ * restart does), where they still bound a statement.
+ */
+static void test_pg_limits(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) before = NULL;
+        g_autoptr(json_t) after = NULL;
+        g_autoptr(json_t) slept = NULL;
+        g_autofree char *end = NULL;
+
+        g_assert_cmpint(engine_store_set_limits(f->st, 35000, 36000, &error), ==, 0);
+        g_assert_no_error(error);
+        before = pg_session(f->st);
+        g_assert_cmpstr(json_string_value(json_object_get(before, "lock_timeout")), ==, "35s");
+        g_assert_cmpstr(json_string_value(json_object_get(before, "statement_timeout")), ==, "36s");
+        /* Waits (up to 5 s) until the session is gone. */
+        end = g_strdup_printf("SELECT pg_terminate_backend(%" G_GINT64_FORMAT ", 5000)",
+                              (gint64) json_integer_value(json_object_get(before, "pid")));
+        pg_exec_in(f->path, end);
+        after = pg_session(f->st);
+        g_assert_cmpint(json_integer_value(json_object_get(after, "pid")), !=,
+                        json_integer_value(json_object_get(before, "pid")));
+        g_assert_cmpstr(json_string_value(json_object_get(after, "lock_timeout")), ==, "35s");
+        g_assert_cmpstr(json_string_value(json_object_get(after, "statement_timeout")), ==, "36s");
+        /* And they act: a statement longer than its limit is cancelled. */
+        g_assert_cmpint(engine_store_set_limits(f->st, 100, 200, &error), ==, 0);
+        slept = store_query_one(f->st, &error, "SELECT pg_sleep(5)", "");
+        g_assert_null(slept);
+        g_assert_nonnull(error);
+        g_assert_nonnull(strstr(error->message, "statement timeout"));
+}
+
+/*
+ * A statement the server refuses to prepare reports the server's own error,
+ * in a transaction too: there the refused prepare aborted the transaction,
+ * and running the statement again reported only "current transaction is
+ * aborted".
+ */
+static void test_pg_prepare_error(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+
+        g_assert_null(store_query(f->st, &error, "SELECT no_such_column FROM disks", ""));
+        g_assert_nonnull(error);
+        g_assert_nonnull(strstr(error->message, "column \"no_such_column\" does not exist"));
+        g_clear_error(&error);
+        g_assert_cmpint(engine_store_begin(f->st, &error), ==, 0);
+        g_assert_cmpint(store_exec(f->st, &error, "UPDATE disks SET no_such_column = 1", ""), <, 0);
+        g_assert_nonnull(error);
+        g_test_message("%s", error->message);
+        g_assert_nonnull(strstr(error->message, "column \"no_such_column\" of relation \"disks\" does not exist"));
+        g_assert_null(strstr(error->message, "transaction is aborted"));
+        g_clear_error(&error);
+        g_assert_cmpint(engine_store_commit(f->st, &error), <, 0);
+        g_clear_error(&error);
+        /* The connection is fine afterwards. */
+        g_assert_cmpint(engine_store_disk_insert(f->st, "d1", "disk", "sd1", "cow", true, 512, "job1", 2, &error), ==, 0);
+        g_assert_no_error(error);
 }
 
 static void test_pg_restart(struct fixture *f, gconstpointer data)
@@ -726,6 +898,12 @@ int main(int argc, char **argv)
         g_test_add("/store/postgresql/fencing", struct fixture, "pg", setup, test_pg_fencing, teardown);
         g_test_add("/store/postgresql/restart", struct fixture, "pg", setup, test_pg_restart, teardown);
         g_test_add("/store/postgresql/stale-plan", struct fixture, "pg", setup, test_pg_stale_plan, teardown);
+        g_test_add("/store/postgresql/step-down-forgets-url", struct fixture, "pg", setup, test_pg_step_down_forgets_url,
+                   teardown);
+        g_test_add("/store/postgresql/stalled-leader-gives-up", struct fixture, "pg", setup,
+                   test_pg_stalled_leader_gives_up, teardown);
+        g_test_add("/store/postgresql/limits", struct fixture, "pg", setup, test_pg_limits, teardown);
+        g_test_add("/store/postgresql/prepare-error", struct fixture, "pg", setup, test_pg_prepare_error, teardown);
 #endif
         r = g_test_run();
 #ifdef FERRY_HAVE_POSTGRESQL

@@ -44,6 +44,9 @@ struct engine_store_backend {
         json_t *(*query)(void *handle, GError **error, bool one, const char *sql, const char *types, va_list ap);
         /* Rows the last statement changed. */
         gint64 (*changes)(void *handle);
+        /* Optional: the longest a statement may wait for a lock, and run, in ms (0: no limit), on this
+         * connection and every one that replaces it (a reconnect loses session settings). */
+        int (*set_limits)(void *handle, unsigned lock_timeout_ms, unsigned statement_timeout_ms, GError **error);
 };
 
 extern const struct engine_store_backend engine_store_sqlite;

@@ -15,7 +15,7 @@ struct engine_store {
         unsigned depth;         /* nested begin calls; only the outermost reaches the backend */
         bool failed;            /* an inner level rolled back or a write failed: the outermost commit rolls back */
         bool fenced;            /* writes must come from the leader of epoch (store.c, leader.c) */
-        bool epoch_checked;     /* this transaction holds the leader row FOR SHARE at our epoch */
+        bool epoch_checked;     /* this transaction holds the leader row FOR KEY SHARE at our epoch */
         gint64 epoch;           /* 0: not the leader, no fenced write passes */
         engine_store_deposed_fn on_deposed;    /* told when a write found a newer epoch */
         void *on_deposed_data;

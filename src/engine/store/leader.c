@@ -27,12 +27,11 @@ bool engine_store_shared(struct engine_store *st)
 }
 
 /* The lock session never waits long: a renewal stuck behind a lock or a slow server would let the lease
- * expire unnoticed; failing fast makes the engine pause its coordinator and retake. Set again on a retake,
- * since the session may be a new one then. */
+ * expire unnoticed; failing fast makes the engine pause its coordinator and retake. The backend sets them
+ * again on every new connection; a retake sets them once more, which also notices a lost session. */
 static int session_limits(struct engine_store *lock, GError **error)
 {
-        return store_exec(lock, error, "SET lock_timeout = 2000", "") < 0 ||
-               store_exec(lock, error, "SET statement_timeout = 4000", "") < 0 ? -EIO : 0;
+        return engine_store_set_limits(lock, 2000, 4000, error);
 }
 
 int engine_store_leader_prepare(struct engine_store *lock, GError **error)
@@ -83,7 +82,7 @@ static int end_stale_leader(struct engine_store *lock, gint64 lease_s, GError **
 }
 
 /* The lock is ours: a new epoch, in one transaction with the row (only from epoch `from` when it is not 0).
- * Its UPDATE waits for the writes of the old epoch in flight (they hold the row FOR SHARE), bounded in case
+ * Its UPDATE waits for the writes of the old epoch in flight (they hold the row FOR KEY SHARE), bounded in case
  * one belongs to a stopped process whose sessions a standby then ends. */
 static int take(struct engine_store *lock, const char *engine_id, const char *url, gint64 from, gint64 *ret_epoch,
                 GError **error)
@@ -160,6 +159,17 @@ int engine_store_leader_renew(struct engine_store *lock, gint64 epoch, GError **
                             "leadership lost: another engine took over, or this engine's lock session ended");
                 return -ESTALE;
         }
+        return 0;
+}
+
+int engine_store_leader_release(struct engine_store *lock, const char *engine_id, GError **error)
+{
+        /* Its other sessions first: a transaction of the stuck main loop holds the leader row FOR KEY SHARE
+         * (store.c fence_check), which a takeover's epoch update would wait for. */
+        if (store_exec(lock, error, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                    " WHERE application_name = ? AND pid <> pg_backend_pid()", "s", engine_id) < 0 ||
+            store_exec(lock, error, "SELECT pg_advisory_unlock_all()", "") < 0)
+                return -EIO;
         return 0;
 }
 

@@ -74,6 +74,10 @@ struct pg_store {
         guint64 conn_serial;           /* counts connections made: a statement prepared on an older one is not on this */
         unsigned prepared;             /* statements prepared on this connection */
         unsigned next_name;
+        guint64 setup_on;              /* conn_serial whose session settings are set (session_setup) */
+        bool limits;                   /* set_limits was called: the two below are set on every connection */
+        unsigned lock_timeout_ms;
+        unsigned statement_timeout_ms;
 };
 
 struct pg_sql {
@@ -242,8 +246,30 @@ static int fail_conn(struct pg_store *db, GError **error, const char *what)
         return -EIO;
 }
 
+static int exec_plain(struct pg_store *db, const char *sql, GError **error);
+
 /*
- * The connection, reconnected when lost and the backoff allows. Inside a
+ * What every connection of the store sets for its session, the first and
+ * each one a reconnect makes (a new session starts from the server's
+ * defaults): quiet NOTICEs ("relation already exists, skipping": the store
+ * logs what matters), and the limits of set_limits, if any.
+ */
+static int session_setup(struct pg_store *db, GError **error)
+{
+        g_autofree char *sql = NULL;
+
+        if (db->limits)
+                sql = g_strdup_printf("SET client_min_messages = warning; SET lock_timeout = %u;"
+                                      " SET statement_timeout = %u", db->lock_timeout_ms, db->statement_timeout_ms);
+        if (exec_plain(db, sql ? sql : "SET client_min_messages = warning", error) < 0)
+                return -EIO;
+        db->setup_on = db->conn_serial;
+        return 0;
+}
+
+/*
+ * The connection, reconnected when lost and the backoff allows, its session
+ * set up (a connection whose set-up failed is made again). Inside a
  * transaction a lost connection stays lost: the transaction is gone with it,
  * and its outermost commit or rollback ends it.
  */
@@ -251,7 +277,7 @@ static int ensure_connected(struct pg_store *db, GError **error)
 {
         gint64 now;
 
-        if (PQstatus(db->conn) == CONNECTION_OK)
+        if (PQstatus(db->conn) == CONNECTION_OK && db->setup_on == db->conn_serial)
                 return 0;
         if (db->in_tx) {
                 db->broken = true;
@@ -266,16 +292,22 @@ static int ensure_connected(struct pg_store *db, GError **error)
                 return -EIO;
         }
         PQreset(db->conn);
-        if (PQstatus(db->conn) != CONNECTION_OK) {
+        if (PQstatus(db->conn) == CONNECTION_OK) {
+                db->conn_serial++;
+                db->prepared = 0;
+        }
+        if (PQstatus(db->conn) != CONNECTION_OK || session_setup(db, error) < 0) {
                 db->backoff = db->backoff ? MIN(db->backoff * 2, PG_BACKOFF_MAX_US) : PG_BACKOFF_MIN_US;
                 db->next_connect = g_get_monotonic_time() + db->backoff;
+                if (PQstatus(db->conn) == CONNECTION_OK) {
+                        g_prefix_error(error, "setting up the new connection: ");
+                        return -EIO;
+                }
                 return fail_conn(db, error, "reconnect");
         }
         db->backoff = 0;
         db->next_connect = 0;
-        db->conn_serial++;
-        db->prepared = 0;
-        g_message("database %s: reconnected", db->name);
+        g_message("database %s: reconnected%s", db->name, db->limits ? ", limits set again" : "");
         return 0;
 }
 
@@ -418,6 +450,20 @@ static int collect_args(const char *sql, int nparams, const char *types, va_list
         return 0;
 }
 
+/* Why res failed, one line: the result's message, else the connection's (libpq returns no result at all
+ * when it cannot send a statement, and the connection holds the reason). */
+static char *result_error(struct pg_store *db, const PGresult *res)
+{
+        const char *m = res ? PQresultErrorMessage(res) : "";
+        char *msg = g_strdup(*m ? m : PQerrorMessage(db->conn));
+
+        if (!*msg) {
+                g_free(msg);
+                msg = g_strdup("unknown error");
+        }
+        return g_strdelimit(g_strchomp(msg), "\n\t", ' ');
+}
+
 static bool sqlstate_is(const PGresult *res, const char *prefix)
 {
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -427,8 +473,11 @@ static bool sqlstate_is(const PGresult *res, const char *prefix)
 
 /*
  * One run of s: prepared on this connection first if it is not yet (and the
- * connection has room). A statement the server will not prepare runs
- * unnamed, to fail there with the error the caller reports.
+ * connection has room). A statement the server refuses to prepare fails with
+ * the prepare's result, the server's own error: run again, inside a
+ * transaction (which the refused prepare aborted) it would only report
+ * "current transaction is aborted". Only a name already taken on the server
+ * (42P05: our count of the connection's statements is off) runs unnamed.
  */
 static PGresult *exec_statement(struct pg_store *db, struct pg_sql *s, const struct pg_args *a)
 {
@@ -450,6 +499,8 @@ static PGresult *exec_statement(struct pg_store *db, struct pg_sql *s, const str
                 if (PQresultStatus(p) == PGRES_COMMAND_OK) {
                         s->prepared_on = db->conn_serial;
                         db->prepared++;
+                } else if (!sqlstate_is(p, "42P05")) {
+                        return p;
                 }
                 PQclear(p);
         }
@@ -511,8 +562,9 @@ static PGresult *run(struct pg_store *db, GError **error, bool read_only, const 
                 }
                 if (PQstatus(db->conn) == CONNECTION_BAD && attempt == 0 && !db->in_tx &&
                     (read_only || sqlstate_is(res, "57P"))) {
-                        g_message("database %s: connection lost (%s), reconnecting", db->name,
-                                  g_strdelimit(g_strchomp(PQresultErrorMessage(res)), "\n\t", ' '));
+                        g_autofree char *msg = result_error(db, res);
+
+                        g_message("database %s: connection lost (%s), reconnecting", db->name, msg);
                         PQclear(res);
                         res = NULL;
                         continue;
@@ -523,9 +575,8 @@ static PGresult *run(struct pg_store *db, GError **error, bool read_only, const 
                                     msg ? msg : "constraint violation");
                         *ret_errno = -EEXIST;
                 } else {
-                        g_autofree char *msg = g_strdup(PQresultErrorMessage(res));
-                        g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: %s: %s", db->name, g_strchomp(msg),
-                                    sql);
+                        g_autofree char *msg = result_error(db, res);
+                        g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: %s: %s", db->name, msg, sql);
                 }
                 PQclear(res);
                 res = NULL;
@@ -555,8 +606,8 @@ static int exec_plain(struct pg_store *db, const char *sql, GError **error)
 
         res = PQexec(db->conn, sql);
         if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
-                g_autofree char *msg = g_strdup(PQresultErrorMessage(res));
-                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: %s", db->name, g_strchomp(msg));
+                g_autofree char *msg = result_error(db, res);
+                g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "database %s: %s", db->name, msg);
                 r = -EIO;
         }
         PQclear(res);
@@ -635,8 +686,7 @@ static int pg_open(const char *location, const char *client, void **ret, GError 
                 return r;
         }
         PQsetNoticeProcessor(db->conn, notice, db);
-        /* Quiet NOTICEs ("relation already exists, skipping"): the store logs what matters. */
-        if ((r = exec_plain(db, "SET client_min_messages = warning", error)) < 0 || (r = migrate(db, error)) < 0) {
+        if ((r = session_setup(db, error)) < 0 || (r = migrate(db, error)) < 0) {
                 pg_close(db);
                 return r;
         }
@@ -763,6 +813,20 @@ static gint64 pg_changes(void *handle)
         return db->changes;
 }
 
+static int pg_set_limits(void *handle, unsigned lock_timeout_ms, unsigned statement_timeout_ms, GError **error)
+{
+        struct pg_store *db = handle;
+
+        db->limits = true;
+        db->lock_timeout_ms = lock_timeout_ms;
+        db->statement_timeout_ms = statement_timeout_ms;
+        /* A reconnect here sets them already; setting them twice does no harm. */
+        check_idle(db);
+        if (ensure_connected(db, error) < 0)
+                return -EIO;
+        return session_setup(db, error);
+}
+
 /* The outermost transaction only: store.c counts the nesting. */
 static int pg_begin(void *handle, GError **error)
 {
@@ -819,4 +883,5 @@ const struct engine_store_backend engine_store_postgresql = {
         .exec = pg_exec,
         .query = pg_query,
         .changes = pg_changes,
+        .set_limits = pg_set_limits,
 };

@@ -121,6 +121,15 @@ int engine_store_schema_version(struct engine_store *st)
         return st->be->schema_version(st->handle);
 }
 
+int engine_store_set_limits(struct engine_store *st, unsigned lock_timeout_ms, unsigned statement_timeout_ms,
+                            GError **error)
+{
+        g_return_val_if_fail(st->depth == 0, -EINVAL);
+        if (!st->be->set_limits)
+                return 0;
+        return st->be->set_limits(st->handle, lock_timeout_ms, statement_timeout_ms, error);
+}
+
 /*
  * Transactions nest here, once for every backend: only the outermost
  * begin/commit/rollback reaches the backend. A transaction is all or
@@ -215,9 +224,10 @@ static bool sql_table(const char *sql, char *table, size_t size)
 /*
  * Fencing (leadership on PostgreSQL, src/engine/leader.c): once the store has
  * a fence, every write must come from the leader of the current epoch. The
- * first write of a transaction reads the leader row FOR SHARE and compares
- * its epoch with ours: a takeover increments the epoch with an UPDATE of that
- * row, which waits for every transaction that checked the old epoch, and any
+ * first write of a transaction reads the leader row FOR KEY SHARE and
+ * compares its epoch with ours: a takeover increments the epoch (a key
+ * column) with an UPDATE of that row, which waits for every transaction that
+ * checked the old epoch (fence_check says why KEY SHARE), and any
  * transaction after it sees the new one. So no write of a deposed leader
  * commits after a takeover, however late it comes. A write outside a
  * transaction gets one of its own for the check.

@@ -47,6 +47,13 @@ const char *engine_store_backend_name(struct engine_store *st);
 /* For messages: the file, or "postgresql dbname@host:port" (never a password). */
 const char *engine_store_describe(struct engine_store *st);
 int engine_store_schema_version(struct engine_store *st);
+/*
+ * PostgreSQL: every statement of this store may wait for a lock at most lock_timeout_ms and run at most
+ * statement_timeout_ms (0: no limit), from now on and on every connection a reconnect makes. Outside a
+ * transaction. SQLite: nothing to do (its one writer never waits on another engine), 0.
+ */
+int engine_store_set_limits(struct engine_store *st, unsigned lock_timeout_ms, unsigned statement_timeout_ms,
+                            GError **error) STORE_MUST;
 
 /* Transactions nest; only the outermost commits. A write that failed inside a transaction makes its
  * commit roll back and fail: all or nothing. */
@@ -75,6 +82,9 @@ int engine_store_leader_retake(struct engine_store *lock, const char *engine_id,
                                gint64 *ret_epoch, GError **error) STORE_MUST;
 /* The leader's heartbeat: 0, or -ESTALE when this session lost the lock or another engine took over. */
 int engine_store_leader_renew(struct engine_store *lock, gint64 epoch, GError **error) STORE_MUST;
+/* Gives up the lead at once, from the lock session: ends the engine's other sessions (engine_id, as in
+ * leader_try: a statement of theirs stuck on a lock ends with them) and releases the lock. */
+int engine_store_leader_release(struct engine_store *lock, const char *engine_id, GError **error) STORE_MUST;
 /* {epoch, holder, url, age (s since the heartbeat)}, or NULL (with *error on failure). */
 json_t *engine_store_leader_get(struct engine_store *st, GError **error) STORE_MUST;
 
