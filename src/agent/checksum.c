@@ -182,6 +182,46 @@ static int nbd_fail(GError **error, const char *what, const char *path)
         return e > 0 ? -e : -EIO;
 }
 
+/*
+ * The driver is named (guest data is never probed); read-only and
+ * force-share (inherited by the backing chain): it reads beside a running
+ * VM. qemu-nbd 7.2 has no -U, hence the options; cache.direct is inherited
+ * by the backing chain too.
+ */
+char *agent_checksum_nbd_opts(const char *path, bool direct)
+{
+        GString *opts = g_string_new("driver=qcow2,read-only=on,force-share=on,");
+
+        if (direct)
+                g_string_append(opts, "cache.direct=on,");
+        g_string_append(opts, "file.driver=file,file.filename=");
+        for (const char *p = path; *p; p++) {
+                if (*p == ',')
+                        g_string_append_c(opts, ',');   /* qemu's option syntax doubles commas */
+                g_string_append_c(opts, *p);
+        }
+        return g_string_free(opts, FALSE);
+}
+
+bool agent_checksum_direct_works(const char *path)
+{
+        void *buf = NULL;
+        bool works;
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+
+        if (fd < 0)
+                return false;
+        if (posix_memalign(&buf, CK_ALIGN, CK_ALIGN) != 0) {
+                close(fd);
+                return false;
+        }
+        /* As the copier finds out: some filesystems take the flag at open and refuse the I/O. */
+        works = pread(fd, buf, CK_ALIGN, 0) >= 0;
+        free(buf);
+        close(fd);
+        return works;
+}
+
 static int reader_open(struct ck_reader *r, const char *path, const char *format, GError **error)
 {
         *r = (struct ck_reader) { .fd = -1, .buf_fd = -1 };
@@ -204,27 +244,28 @@ static int reader_open(struct ck_reader *r, const char *path, const char *format
                 return 0;
         }
         if (strcmp(format, "qcow2") == 0) {
-                /*
-                 * The driver is named (guest data is never probed); read-only
-                 * and force-share (inherited by the backing chain): it reads
-                 * beside a running VM. qemu-nbd 7.2 has no -U, hence the options.
-                 */
-                g_autoptr(GString) opts = g_string_new("driver=qcow2,read-only=on,force-share=on,file.driver=file,file.filename=");
-                char *argv[] = { (char *) FERRY_QEMU_NBD, (char *) "-r", (char *) "--image-opts", NULL, NULL };
+                /* Reads storage, not this host's page cache (a copy just wrote it here), where the file allows. */
+                bool direct = agent_checksum_direct_works(path);
                 int64_t size;
 
-                for (const char *p = path; *p; p++) {
-                        if (*p == ',')
-                                g_string_append_c(opts, ',');   /* qemu's option syntax doubles commas */
-                        g_string_append_c(opts, *p);
+                for (;;) {
+                        g_autofree char *opts = agent_checksum_nbd_opts(path, direct);
+                        char *argv[] = { (char *) FERRY_QEMU_NBD, (char *) "-r", (char *) "--image-opts", opts, NULL };
+
+                        r->nbd = nbd_create();
+                        if (!r->nbd)
+                                return nbd_fail(error, "cannot read", path);
+                        if (nbd_add_meta_context(r->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0)
+                                return nbd_fail(error, "cannot open", path);
+                        if (nbd_connect_systemd_socket_activation(r->nbd, argv) == 0)
+                                break;
+                        if (!direct)
+                                return nbd_fail(error, "cannot open", path);
+                        /* Accepted by the probe, refused by qemu (a backing file elsewhere): buffered it is. */
+                        nbd_close(r->nbd);
+                        r->nbd = NULL;
+                        direct = false;
                 }
-                argv[3] = opts->str;
-                r->nbd = nbd_create();
-                if (!r->nbd)
-                        return nbd_fail(error, "cannot read", path);
-                if (nbd_add_meta_context(r->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
-                    nbd_connect_systemd_socket_activation(r->nbd, argv) < 0)
-                        return nbd_fail(error, "cannot open", path);
                 size = nbd_get_size(r->nbd);
                 if (size < 0)
                         return nbd_fail(error, "cannot read the size of", path);
@@ -316,6 +357,49 @@ static int reader_read(struct ck_reader *r, void *buf, size_t len, uint64_t off)
                         e = agent_pread_full(r->buf_fd, (char *) buf + a, len - a, off + a);
                 return e;
         }
+}
+
+/*
+ * Whether [from, end of image) reads as zeros, as cheaply as the hash
+ * finds zero blocks: zero extents (holes, qcow2 zero clusters) are not
+ * read; data extents are read, aligned, until the first non-zero byte.
+ */
+static int tail_is_zero(struct ck_reader *rd, uint64_t from, void *buf, size_t buf_len, GCancellable *cancel,
+                        bool *ret)
+{
+        uint64_t off = from;
+
+        while (off < rd->size) {
+                uint64_t ext_end = 0;
+                bool ext_zero = false;
+                int r = reader_extent(rd, off, &ext_end, &ext_zero);
+
+                if (r < 0)
+                        return r;
+                if (ext_end <= off)
+                        ext_end = rd->size;     /* defensive: never loop without progress */
+                if (ext_zero) {
+                        off = ext_end;
+                        continue;
+                }
+                while (off < ext_end) {
+                        uint64_t start = off / CK_ALIGN * CK_ALIGN;
+                        size_t len = (size_t) MIN(buf_len, ext_end - start);
+
+                        if (g_cancellable_is_cancelled(cancel))
+                                return -ECANCELED;
+                        r = reader_read(rd, buf, len, start);
+                        if (r < 0)
+                                return r;
+                        if (!agent_buf_is_zero((const char *) buf + (off - start), len - (size_t) (off - start))) {
+                                *ret = false;
+                                return 0;
+                        }
+                        off = start + len;
+                }
+        }
+        *ret = true;
+        return 0;
 }
 
 /* ---- the pipeline ---- */
@@ -449,8 +533,21 @@ int agent_checksum_image(const char *path, const char *format, uint64_t length, 
                 s->busy = true;
                 g_async_queue_push(q[0], s);
         }
+        /* Every slot is back: the first buffer reads the tail. */
+        ret->tail_zero = true;
+        if (total < rd.size) {
+                r = tail_is_zero(&rd, total, slots[0].buf, block_size, cancel, &ret->tail_zero);
+                if (r == -ECANCELED)
+                        goto fail;
+                if (r < 0) {
+                        g_set_error(error, FY_ERROR, FY_ERR_GENERAL, "cannot read %s past %" G_GUINT64_FORMAT ": %s",
+                                    path, total, g_strerror(-r));
+                        goto fail;
+                }
+        }
         agent_blkhash_final(h, ret->checksum);
         ret->size = total;
+        ret->virtual_size = rd.size;
         r = 0;
         goto out;
 fail:

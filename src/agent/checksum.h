@@ -25,7 +25,8 @@
 #define AGENT_CHECKSUM_HEX_LEN          (2 * AGENT_CHECKSUM_DIGEST_LEN)
 #define AGENT_CHECKSUM_BLOCK_DEFAULT    (4u * 1024 * 1024)
 #define AGENT_CHECKSUM_BLOCK_MIN        (4u * 1024)
-#define AGENT_CHECKSUM_BLOCK_MAX        (64u * 1024 * 1024)
+/* A block is one buffer per hashing slot (a few per job): 16 MiB bounds a job's memory. */
+#define AGENT_CHECKSUM_BLOCK_MAX        (16u * 1024 * 1024)
 
 /* The hash of blocks, for callers that walk the image themselves (and for unit tests). */
 struct agent_blkhash;
@@ -52,16 +53,27 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(agent_blkhash, agent_blkhash_free)
 struct agent_checksum_result {
         char checksum[AGENT_CHECKSUM_HEX_LEN + 1];
         uint64_t size;          /* bytes hashed */
+        uint64_t virtual_size;  /* the image's guest-visible size */
+        bool tail_zero;         /* [size, virtual_size) reads as zeros (true when empty) */
 };
 
 /*
- * Checksums the first `length` bytes (0 = all) of the image at path, read
+ * Checksums the first `length` bytes (0 = all; more than the image is
+ * clamped: ret->size says what was hashed) of the image at path, read
  * as format "raw" (the file, holes found with SEEK_DATA/SEEK_HOLE, O_DIRECT
  * when the filesystem allows it) or "qcow2" (its whole backing chain,
- * through a read-only, share-locking qemu-nbd child that libnbd starts;
- * zero ranges from NBD block status). The format is never probed.
+ * through a read-only, share-locking qemu-nbd child that libnbd starts,
+ * cache.direct=on where the file takes O_DIRECT; zero ranges from NBD block
+ * status). The format is never probed. With a prefix, the rest of the
+ * image is checked for zeros (ret->tail_zero): zero extents are not read,
+ * a data extent is read until its first non-zero byte.
  * Returns 0, -ECANCELED promptly after cancel, or -errno with *error set.
  */
 int agent_checksum_image(const char *path, const char *format, uint64_t length, size_t block_size,
                          GCancellable *cancel, agent_copy_progress_fn progress, void *userdata,
                          struct agent_checksum_result *ret, GError **error);
+
+/* The qemu-nbd --image-opts string that reads path as qcow2 (read-only, share-locking; direct: cache.direct=on). */
+char *agent_checksum_nbd_opts(const char *path, bool direct);
+/* Whether path takes O_DIRECT reads (tmpfs refuses them at open, some filesystems at the first read). */
+bool agent_checksum_direct_works(const char *path);

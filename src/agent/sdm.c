@@ -585,6 +585,7 @@ struct checksum_job {
         struct agent *agent;
         struct agent_endpoint vol;
         size_t block_size;
+        uint64_t length;        /* the prefix to hash; 0 = all */
 };
 
 static int checksum_run(struct agent_job *job, void *data, GCancellable *cancel, GError **error)
@@ -609,11 +610,26 @@ static int checksum_run(struct agent_job *job, void *data, GCancellable *cancel,
                 r = -EINVAL;
                 goto out;
         }
+        if (ck->length > meta->capacity) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                            "length %" G_GUINT64_FORMAT " is beyond volume %s's virtual size (%" G_GUINT64_FORMAT
+                            " bytes); ask for at most that", ck->length, ck->vol.ref.vol, meta->capacity);
+                r = -EINVAL;
+                goto out;
+        }
         path = agent_volume_path(a, &ck->vol.ref);
-        r = agent_checksum_image(path, qemu_format(meta->format), 0, ck->block_size, cancel, job_progress, job,
+        r = agent_checksum_image(path, qemu_format(meta->format), ck->length, ck->block_size, cancel, job_progress, job,
                                  &res, error);
         if (r < 0)
                 goto out;
+        if (ck->length > 0 && res.size != ck->length) {
+                /* The image is shorter than its metadata says: a digest of less than asked would mislead. */
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                            "length %" G_GUINT64_FORMAT " is beyond volume %s's image (%" G_GUINT64_FORMAT " bytes)",
+                            ck->length, ck->vol.ref.vol, res.virtual_size);
+                r = -EINVAL;
+                goto out;
+        }
         /* A copy into it from another host (it does not take our local locks) would show here. */
         r = agent_volume_meta_read(a, &ck->vol.ref, &after, error);
         if (r < 0)
@@ -626,11 +642,13 @@ static int checksum_run(struct agent_job *job, void *data, GCancellable *cancel,
                 r = -ESTALE;
                 goto out;
         }
-        agent_job_set_result(job, json_pack("{s:s, s:s, s:I, s:I, s:i}",
+        agent_job_set_result(job, json_pack("{s:s, s:s, s:I, s:I, s:I, s:b, s:i}",
                                             "algorithm", AGENT_CHECKSUM_ALGORITHM,
                                             "checksum", res.checksum,
                                             "block_size", (json_int_t) (ck->block_size ? ck->block_size : AGENT_CHECKSUM_BLOCK_DEFAULT),
                                             "size", (json_int_t) res.size,
+                                            "virtual_size", (json_int_t) res.virtual_size,
+                                            "tail_zero", (int) res.tail_zero,
                                             "generation", (int) meta->generation));
 out:
         agent_guard_release(a, &guard, job);
@@ -643,26 +661,36 @@ int agent_volume_checksum(struct agent *a, json_t *params, GError **error)
         g_autoptr(json_t) wrapped = NULL;
         g_autofree char *desc = NULL;
         const char *job_id = NULL, *algorithm = AGENT_CHECKSUM_ALGORITHM;
-        guint64 block_size = AGENT_CHECKSUM_BLOCK_DEFAULT;
+        guint64 block_size = AGENT_CHECKSUM_BLOCK_DEFAULT, length = 0;
         int r;
 
         ck->agent = a;
+        /* block_size's limit is checked below, with the sentence that says what is allowed. */
         if ((r = fy_rpc_param_uuid(params, "job_id", true, &job_id, error)) < 0 ||
             (r = fy_rpc_param_string(params, "algorithm", false, 16, &algorithm, error)) < 0 ||
-            (r = fy_rpc_param_uint(params, "block_size", false, AGENT_CHECKSUM_BLOCK_MAX, &block_size, error)) < 0)
+            (r = fy_rpc_param_uint(params, "block_size", false, G_MAXUINT32, &block_size, error)) < 0 ||
+            (r = fy_rpc_param_uint(params, "length", false, G_MAXINT64, &length, error)) < 0)
                 return r;
+        if (json_object_get(params, "length") && length == 0) {
+                g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
+                            "length must be a positive number of bytes (leave it out to hash the whole volume)");
+                return -EINVAL;
+        }
         if (strcmp(algorithm, AGENT_CHECKSUM_ALGORITHM) != 0) {
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
                             "algorithm must be \"" AGENT_CHECKSUM_ALGORITHM "\", got \"%.16s\"", algorithm);
                 return -EINVAL;
         }
-        if (block_size < AGENT_CHECKSUM_BLOCK_MIN || (block_size & (block_size - 1)) != 0) {
+        if (block_size < AGENT_CHECKSUM_BLOCK_MIN || block_size > AGENT_CHECKSUM_BLOCK_MAX ||
+            (block_size & (block_size - 1)) != 0) {
                 g_set_error(error, FY_ERROR, FY_ERR_INVALID_PARAMS,
-                            "block_size must be a power of two from %u to %u bytes",
-                            AGENT_CHECKSUM_BLOCK_MIN, AGENT_CHECKSUM_BLOCK_MAX);
+                            "block_size must be a power of two from %u to %u bytes (16 MiB: the job holds a few "
+                            "buffers of it), got %" G_GUINT64_FORMAT,
+                            AGENT_CHECKSUM_BLOCK_MIN, AGENT_CHECKSUM_BLOCK_MAX, block_size);
                 return -EINVAL;
         }
         ck->block_size = (size_t) block_size;
+        ck->length = length;
         /* The volume's identity (and optional generation) is a vol_info at the top level. */
         wrapped = json_pack("{s:{}}", "volume");
         {

@@ -48,7 +48,7 @@ def test_checksum_same_for_raw_and_qcow2(cluster, img):
     expected = blkhash(raw_path)
     r = checksum(cluster.b, cluster.sd1, img, raw)
     assert r == {"algorithm": "blake2b", "block_size": BLOCK, "checksum": expected, "size": size,
-                 "generation": r["generation"]}
+                 "virtual_size": size, "tail_zero": True, "generation": r["generation"]}
     q = checksum(cluster.b, cluster.sd2, img, cow)
     assert q["checksum"] == expected and q["size"] == size
     # Another block size is another digest, again the same for both formats.
@@ -68,17 +68,46 @@ def test_checksum_refuses_bad_requests(cluster, img):
     base = {"sd_id": cluster.sd1, "img_id": img, "vol_id": vol}
     with cluster.b.client() as c:
         for bad in ({"algorithm": "md5"}, {"block_size": 1000}, {"block_size": 128 * MiB},
-                    {"vol_id": "not-a-uuid"}, {"job_id": None}):
+                    {"vol_id": "not-a-uuid"}, {"job_id": None}, {"length": 0}, {"length": -1}):
             params = {"job_id": new_uuid(), **base, **bad}
             params = {k: v for k, v in params.items() if v is not None}
             with pytest.raises(RpcError):
                 c.call("Volume.checksum", params)
+        # A buffer per block: at most 16 MiB, and the error says so.
+        with pytest.raises(RpcError) as e:
+            c.call("Volume.checksum", {"job_id": new_uuid(), **base, "block_size": 32 * MiB})
+        assert "16777216" in str(e.value) and "33554432" in str(e.value), e.value
+    assert checksum(cluster.b, cluster.sd1, img, vol, block_size=16 * MiB)["block_size"] == 16 * MiB
+    # A prefix longer than the volume: refused with its virtual size.
+    job = checksum_job(cluster.b, cluster.sd1, img, vol, length=4 * MiB + 1)
+    assert job["status"] == "failed" and "virtual size" in job["error"]["message"], job
     gen = cluster.volume_info(cluster.sd1, img, vol)["generation"]
     job = checksum_job(cluster.b, cluster.sd1, img, vol, generation=(gen + 1) % 1000)
     assert job["status"] == "failed" and "generation" in job["error"]["message"]
     update(cluster.a, {"sd_id": cluster.sd1, "img_id": img, "vol_id": vol}, {"legality": "ILLEGAL"})
     job = checksum_job(cluster.b, cluster.sd1, img, vol)
     assert job["status"] == "failed" and "ILLEGAL" in job["error"]["message"]
+
+
+def test_checksum_of_a_prefix_reports_the_tail(cluster, img):
+    """length hashes a prefix (the digest of a volume of that size with that content); the
+    result says the volume's virtual size and whether the rest reads as zeros."""
+    small, big = new_uuid(), new_uuid()
+    cluster.create_volume(cluster.sd1, img, small, 6 * MiB + 512)
+    cluster.create_volume(cluster.sd2, img, big, 16 * MiB, fmt="COW")
+    small_path = cluster.path(cluster.sd1, img, small)
+    write_random_extents(small_path, [(0, 6 * MiB + 512)], seed=5)
+    subprocess.run(["qemu-img", "convert", "-n", "-f", "raw", "-O", "qcow2", small_path,
+                    cluster.path(cluster.sd2, img, big)], check=True)
+    s = checksum(cluster.a, cluster.sd1, img, small)
+    d = checksum(cluster.b, cluster.sd2, img, big, length=6 * MiB + 512)
+    assert d["checksum"] == s["checksum"] == blkhash(small_path)
+    assert (d["size"], d["virtual_size"], d["tail_zero"]) == (6 * MiB + 512, 16 * MiB, True)
+    assert checksum(cluster.b, cluster.sd2, img, big)["checksum"] != s["checksum"]
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 1 12M 4k", cluster.path(cluster.sd2, img, big)],
+                   check=True, capture_output=True)
+    d = checksum(cluster.b, cluster.sd2, img, big, length=6 * MiB + 512)
+    assert d["checksum"] == s["checksum"] and d["tail_zero"] is False
 
 
 def update(agent, vol_info, vol_attr):

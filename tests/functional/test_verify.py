@@ -119,6 +119,32 @@ def test_chain_move_verifies_each_layer_bottom_up(ec):
     assert guest_view(vol_path(ec, 1, disk["id"], vols[2]), "qcow2", scratch) == expected[2]
 
 
+def test_source_smaller_than_the_destination_verifies(ec):
+    """copy_data allows a destination bigger than its source: here the source's raw file is
+    shorter than its capacity, the destination is created at the capacity. As a whole the
+    destination hashes differently (its zero tail); the engine hashes it again over the
+    source's size and, the prefix matching and the rest reading as zeros, the copy is
+    verified rather than copied again."""
+    disk = create_disk(ec, "smaller", 48 * MiB)
+    vol = disk["volumes"][0]["id"]
+    src = vol_path(ec, 0, disk["id"], vol)
+    write_random_extents(src, [(0, 4 * MiB), (30 * MiB, 10 * MiB)], seed=19)
+    os.truncate(src, 40 * MiB + 4096)
+    expected = blkhash(src)
+    seen = len(events(ec))
+
+    job = ec.engine.wait_job(move(ec, disk, 1), 120)
+    assert job["status"] == "finished", job
+    [step] = copy_steps(ec, job["id"])
+    assert step["verified"] is True and step["checksum"]["value"] == expected, step
+    dst = vol_path(ec, 1, disk["id"], vol)
+    assert os.path.getsize(dst) == 48 * MiB
+    ev = events(ec)
+    new = ev[:len(ev) - seen]
+    assert any("is bigger than the source" in m for m in new), new
+    assert not any("differs from the source's" in m or "retrying (attempt" in m for m in new), new
+
+
 def test_tampered_destination_fails_the_try_and_the_retry_is_verified(ec):
     """The hosts that may verify are stopped (SIGSTOP) while the copy runs; once the
     engine has recorded who verifies, a byte of the destination is flipped and they

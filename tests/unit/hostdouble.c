@@ -236,6 +236,10 @@ static json_t *job_new(struct hd *d, const char *host, const char *verb, const c
                 json_object_set_new(job, "hang", json_true());  /* runs until Job.abort */
         if (fault && strcmp(fault, "corrupt") == 0)
                 json_object_set_new(job, "corrupt", json_true());      /* a copy that writes other data */
+        if (fault && strcmp(fault, "bigger") == 0)
+                json_object_set_new(job, "bigger", json_true());       /* a copy into a destination with a zero tail */
+        if (fault && strcmp(fault, "no_length") == 0)
+                json_object_set_new(job, "no_length", json_true());    /* a checksum of an agent without length */
         json_object_set_new(section(d, "jobs", false), id, job);
         if (strcmp(verb, "SDM.copy_data") == 0) {
                 gint64 copies = 0;
@@ -352,6 +356,8 @@ static void job_run(struct hd *d, json_t *job)
                         view = bad;
                 }
                 json_object_set_new(v, "own", json_string(view));
+                if (json_is_true(json_object_get(job, "bigger")))
+                        json_object_set_new(v, "tail", json_true());   /* 4096 zero bytes past the source's size */
                 set_done(v, ji(dst, "generation"));
         } else if (strcmp(verb, "SDM.merge") == 0) {
                 json_t *s = json_object_get(p, "subchain_info");
@@ -423,9 +429,39 @@ static void job_run(struct hd *d, json_t *job)
                         return;
                 }
                 view = vol_view(d, v);
-                sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, view, -1);
-                json_object_set_new(job, "result", json_pack("{s:s, s:I, s:I}", "checksum", sum,
-                                                             "size", ji(v, "capacity"), "generation", ji(v, "generation")));
+                /* A volume with a zero tail is bigger than its view by 4096 bytes; a prefix of the view's size
+                 * hashes as the view, and its tail reads as zeros. An agent without length hashes it all. */
+                {
+                        bool tail = json_is_true(json_object_get(v, "tail"));
+                        gint64 vsize = ji(v, "capacity") + (tail ? 4096 : 0);
+                        gint64 length = ji(p, "length");
+
+                        if (length > 0 && !json_is_true(json_object_get(job, "no_length"))) {
+                                g_autofree char *cut = length == ji(v, "capacity") ? g_strdup(view) :
+                                                       g_strdup_printf("%s@%" G_GINT64_FORMAT, view, length);
+
+                                if (length > vsize) {
+                                        job_fail(job, FY_ERR_INVALID_PARAMS, "length beyond the virtual size");
+                                        return;
+                                }
+                                sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, cut, -1);
+                                json_object_set_new(job, "result", json_pack("{s:s, s:I, s:I, s:b, s:I}", "checksum", sum,
+                                                                             "size", length, "virtual_size", vsize,
+                                                                             "tail_zero", 1, "generation",
+                                                                             ji(v, "generation")));
+                        } else if (tail) {
+                                g_autofree char *whole = g_strconcat(view, "+zeros", NULL);
+
+                                sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, whole, -1);
+                                json_object_set_new(job, "result", json_pack("{s:s, s:I, s:I}", "checksum", sum,
+                                                                             "size", vsize, "generation", ji(v, "generation")));
+                        } else {
+                                sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, view, -1);
+                                json_object_set_new(job, "result", json_pack("{s:s, s:I, s:I}", "checksum", sum,
+                                                                             "size", ji(v, "capacity"),
+                                                                             "generation", ji(v, "generation")));
+                        }
+                }
         }
         json_object_set_new(job, "status", json_string("done"));
 }

@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -108,12 +110,16 @@ static void test_split_and_zero_blocks(void)
 static void test_block_size_limits(void)
 {
         struct agent_blkhash *h = NULL;
-        static const size_t bad[] = { 0, 512, 4095, 5000, 3 * MiB, 128 * MiB };
+        static const size_t bad[] = { 0, 512, 4095, 5000, 3 * MiB, 32 * MiB, 64 * MiB, 128 * MiB };
 
         for (size_t i = 0; i < G_N_ELEMENTS(bad); i++)
                 g_assert_cmpint(agent_blkhash_new(bad[i], &h), ==, -EINVAL);
         g_assert_null(h);
         g_assert_cmpint(agent_blkhash_new(4 * KiB, &h), ==, 0);
+        agent_blkhash_free(h);
+        /* The limit: a few buffers of a block per job. */
+        g_assert_cmpuint(AGENT_CHECKSUM_BLOCK_MAX, ==, 16 * MiB);
+        g_assert_cmpint(agent_blkhash_new(16 * MiB, &h), ==, 0);
         agent_blkhash_free(h);
 }
 
@@ -262,6 +268,179 @@ static void test_prefix_and_change(void)
         g_unlink(b_path);
 }
 
+static void checksum_full(const char *path, const char *fmt, uint64_t length, struct agent_checksum_result *ret)
+{
+        g_autoptr(GError) e = NULL;
+
+        memset(ret, 0, sizeof(*ret));
+        g_assert_cmpint(agent_checksum_image(path, fmt, length, 64 * KiB, NULL, NULL, NULL, ret, &e), ==, 0);
+        g_assert_no_error(e);
+}
+
+/*
+ * A destination bigger than its source: hashed over the source's size it
+ * gives the source's digest, and tail_zero says whether the rest reads as
+ * zeros (holes, allocated zeros, qcow2 zero clusters: yes; one byte: no).
+ */
+static void test_length_and_tail(void)
+{
+        g_autofree char *src = g_build_filename(tmpdir, "lt-src.raw", NULL);
+        g_autofree char *dst = g_build_filename(tmpdir, "lt-dst.raw", NULL);
+        g_autofree char *q = g_build_filename(tmpdir, "lt-dst.qcow2", NULL);
+        g_autofree guint8 *p = NULL;
+        g_autofree guint8 *zeros = g_malloc0(MiB);
+        g_autofree char *cmd = NULL;
+        struct agent_checksum_result s, d;
+        const uint64_t src_size = 8 * MiB + 1000;      /* unaligned: the tail starts mid-page */
+        size_t len;
+
+        p = pattern(&len);
+        make_file(src, src_size);
+        make_file(dst, 12 * MiB);
+        for (uint64_t off = 0; off < 8 * MiB; off += MiB) {
+                write_at(src, off, p, len);
+                write_at(dst, off, p, len);
+        }
+        write_at(src, src_size - 1, "x", 1);           /* the prefix's last byte is not the tail's */
+        write_at(dst, src_size - 1, "x", 1);
+
+        checksum_full(src, "raw", 0, &s);
+        g_assert_cmpuint(s.size, ==, src_size);
+        g_assert_cmpuint(s.virtual_size, ==, src_size);
+        g_assert_true(s.tail_zero);
+        checksum_full(dst, "raw", 0, &d);
+        g_assert_cmpuint(d.size, ==, 12 * MiB);
+        g_assert_cmpstr(d.checksum, !=, s.checksum);   /* the review's finding: a whole bigger image differs */
+
+        checksum_full(dst, "raw", src_size, &d);
+        g_assert_cmpstr(d.checksum, ==, s.checksum);
+        g_assert_cmpuint(d.size, ==, src_size);
+        g_assert_cmpuint(d.virtual_size, ==, 12 * MiB);
+        g_assert_true(d.tail_zero);                    /* holes */
+
+        write_at(dst, 10 * MiB, zeros, MiB);           /* allocated zeros in the tail */
+        checksum_full(dst, "raw", src_size, &d);
+        g_assert_cmpstr(d.checksum, ==, s.checksum);
+        g_assert_true(d.tail_zero);
+
+        cmd = g_strdup_printf("%s convert -q -f raw -O qcow2 %s %s", FERRY_QEMU_IMG, dst, q);
+        run_ok(cmd);
+        checksum_full(q, "qcow2", src_size, &d);
+        g_assert_cmpstr(d.checksum, ==, s.checksum);
+        g_assert_cmpuint(d.virtual_size, ==, 12 * MiB);
+        g_assert_true(d.tail_zero);
+
+        /* One byte past the prefix, right after it and far in the tail. */
+        write_at(dst, src_size, "y", 1);
+        checksum_full(dst, "raw", src_size, &d);
+        g_assert_cmpstr(d.checksum, ==, s.checksum);
+        g_assert_false(d.tail_zero);
+        write_at(dst, src_size, zeros, 1);
+        write_at(dst, 12 * MiB - 1, "y", 1);
+        checksum_full(dst, "raw", src_size, &d);
+        g_assert_false(d.tail_zero);
+        g_unlink(q);
+        g_free(cmd);
+        cmd = g_strdup_printf("%s convert -q -f raw -O qcow2 %s %s", FERRY_QEMU_IMG, dst, q);
+        run_ok(cmd);
+        checksum_full(q, "qcow2", src_size, &d);
+        g_assert_cmpstr(d.checksum, ==, s.checksum);
+        g_assert_false(d.tail_zero);
+
+        /* No prefix, or all of it: no tail. */
+        checksum_full(dst, "raw", 12 * MiB, &d);
+        g_assert_true(d.tail_zero);
+        g_assert_cmpuint(d.size, ==, 12 * MiB);
+
+        g_unlink(src);
+        g_unlink(dst);
+        g_unlink(q);
+}
+
+/* Resident pages of path (mincore). */
+static size_t cached_pages(const char *path)
+{
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        size_t n = 0, pages;
+        void *map;
+        g_autofree unsigned char *vec = NULL;
+        long pg = sysconf(_SC_PAGESIZE);
+
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(fstat(fd, &st), ==, 0);
+        pages = ((size_t) st.st_size + (size_t) pg - 1) / (size_t) pg;
+        map = mmap(NULL, (size_t) st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        g_assert_true(map != MAP_FAILED);
+        vec = g_malloc0(pages);
+        g_assert_cmpint(mincore(map, (size_t) st.st_size, vec), ==, 0);
+        for (size_t i = 0; i < pages; i++)
+                n += vec[i] & 1;
+        munmap(map, (size_t) st.st_size);
+        close(fd);
+        return n;
+}
+
+static void drop_cache(const char *path)
+{
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(fdatasync(fd), ==, 0);
+        g_assert_cmpint(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), ==, 0);
+        close(fd);
+}
+
+/*
+ * qcow2 is read through qemu-nbd with cache.direct=on where the file takes
+ * O_DIRECT: the check reads storage, and leaves nothing in this host's page
+ * cache. On tmpfs (no O_DIRECT) it reads buffered, silently.
+ */
+static void test_qcow2_reads_direct(void)
+{
+        g_autofree char *q = g_build_filename(tmpdir, "direct.qcow2", NULL);
+        g_autofree char *cmd = NULL;
+        g_autofree char *opts = NULL;
+        struct agent_checksum_result r1, r2;
+
+        opts = agent_checksum_nbd_opts("/a,b/c.qcow2", true);
+        g_assert_cmpstr(opts, ==, "driver=qcow2,read-only=on,force-share=on,cache.direct=on,"
+                                  "file.driver=file,file.filename=/a,,b/c.qcow2");
+        g_free(opts);
+        opts = agent_checksum_nbd_opts("/x.qcow2", false);
+        g_assert_null(strstr(opts, "cache.direct"));
+
+        cmd = g_strdup_printf("%s create -q -f qcow2 %s 16M", FERRY_QEMU_IMG, q);
+        run_ok(cmd);
+        g_free(cmd);
+        cmd = g_strdup_printf("qemu-io -f qcow2 -c 'write -P 5 0 8M' %s", q);
+        run_ok(cmd);
+        if (!agent_checksum_direct_works(q)) {
+                g_test_skip("the test directory's filesystem refuses O_DIRECT");
+        } else {
+                drop_cache(q);
+                g_assert_cmpuint(cached_pages(q), <, 16);
+                checksum_full(q, "qcow2", 0, &r1);
+                /* Buffered, qemu-nbd would leave the 8 MiB it read (2048 pages) cached. */
+                g_assert_cmpuint(cached_pages(q), <, 64);
+        }
+
+        if (g_file_test("/dev/shm", G_FILE_TEST_IS_DIR)) {
+                g_autofree char *shm = g_strdup_printf("/dev/shm/ferry-test-checksum-%d.qcow2", (int) getpid());
+
+                g_free(cmd);
+                cmd = g_strdup_printf("cp %s %s", q, shm);
+                run_ok(cmd);
+                if (!agent_checksum_direct_works(shm)) {
+                        checksum_full(shm, "qcow2", 0, &r2);   /* tmpfs: buffered, no error */
+                        checksum_full(q, "qcow2", 0, &r1);
+                        g_assert_cmpstr(r1.checksum, ==, r2.checksum);
+                }
+                g_unlink(shm);
+        }
+        g_unlink(q);
+}
+
 static void test_errors_and_cancel(void)
 {
         g_autofree char *path = g_build_filename(tmpdir, "c.raw", NULL);
@@ -321,6 +500,8 @@ int main(int argc, char **argv)
         g_test_add_func("/checksum/blkhash/block-size-limits", test_block_size_limits);
         g_test_add_func("/checksum/image/formats-agree", test_image_formats_agree);
         g_test_add_func("/checksum/image/prefix-and-change", test_prefix_and_change);
+        g_test_add_func("/checksum/image/length-and-tail", test_length_and_tail);
+        g_test_add_func("/checksum/image/qcow2-reads-direct", test_qcow2_reads_direct);
         g_test_add_func("/checksum/image/errors-and-cancel", test_errors_and_cancel);
         g_test_add_func("/checksum/ckpt/roundtrip", test_ckpt_roundtrip);
         r = g_test_run();

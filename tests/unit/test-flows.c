@@ -688,6 +688,27 @@ static const struct fault fault_copy_corrupt = { "SDM.copy_data", "corrupt", 0, 
 
 static const struct fault fault_marker_dies = { "SDM.update_volume", "down", 0, 1 };
 
+static const struct fault fault_copy_bigger = { "SDM.copy_data", "bigger", 0, 1000 };
+
+static const struct fault fault_checksum_no_length = { "Volume.checksum", "no_length", 0, 1000 };
+
+/*
+ * Every copy's destination is bigger than its source (a zero tail): each is
+ * verified over the source's size, nothing is copied twice, and each layer's
+ * destination was hashed twice (whole, then the prefix).
+ */
+static void check_bigger_verified(struct life *l)
+{
+        g_assert_cmpint(hd_calls(l->d, "SDM.copy_data"), ==, 3);
+        g_assert_cmpint(hd_calls(l->d, "Volume.checksum"), >=, 9);
+}
+
+/* The same with agents that ignore length: never verified, the copies fail after their attempts. */
+static void check_bigger_never_verified(struct life *l)
+{
+        g_assert_cmpint(hd_calls(l->d, "SDM.copy_data"), >, 3);
+}
+
 static void check_retried(struct life *l)
 {
         /* 3 layers + the one that failed once and went to another host */
@@ -769,6 +790,10 @@ static const struct flow_case cases[] = {
         { "disk-move-cancelled", prep_disk, &fault_copy_hangs, start_disk_move, "aborted", check_cancelled, NULL, true },
         { "disk-move-mismatch-marker-dies", prep_disk, &fault_copy_corrupt, start_disk_move, "finished", check_marker_died,
           .fault2 = &fault_marker_dies },
+        { "disk-move-bigger-destination", prep_disk, &fault_copy_bigger, start_disk_move, "finished",
+          check_bigger_verified },
+        { "disk-move-bigger-destination-no-length", prep_disk, &fault_copy_bigger, start_disk_move, "failed",
+          check_bigger_never_verified, .fault2 = &fault_checksum_no_length },
         { "disk-copy", prep_disk, NULL, start_disk_copy, "finished", NULL },
         { "disk-sparsify", prep_disk, NULL, start_sparsify, "finished", NULL },
         { "disk-checksum", prep_disk, NULL, start_checksum, "finished", NULL },

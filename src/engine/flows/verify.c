@@ -41,13 +41,15 @@ enum below { BELOW_WAIT, BELOW_READY, BELOW_FAILED };
 static enum below verify_below_ready(struct engine *e, json_t *cmd);
 static void on_checksum_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra);
 
-static json_t *checksum_params(json_t *ep, const char *job_id, gint64 generation)
+static json_t *checksum_params(json_t *ep, const char *job_id, gint64 generation, gint64 length)
 {
         json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "job_id", job_id, "sd_id", js(ep, "sd"),
                               "img_id", js(ep, "img"), "vol_id", js(ep, "vol"), "algorithm", "blake2b");
 
         if (generation >= 0)
                 json_object_set_new(o, "generation", json_integer(generation));
+        if (length > 0)
+                json_object_set_new(o, "length", json_integer(length));
         return o;
 }
 
@@ -159,9 +161,15 @@ static void verify_side_retry(struct engine *e, json_t *cmd, json_t *data, const
 static char *mismatch_why(json_t *data)
 {
         json_t *v = json_object_get(data, "verify");
+        json_t *d = json_object_get(v, "dst");
 
+        if (g_strcmp0(js(json_object_get(v, "src"), "checksum"), js(d, "checksum")) == 0)
+                return g_strdup_printf("checksum mismatch: the destination's first %" G_GINT64_FORMAT " bytes match the "
+                                       "source (%s) but %s", ji(d, "length"), js(d, "checksum"),
+                                       ji(d, "size") != ji(d, "length") ? "its host hashed all of it (an agent without "
+                                       "Volume.checksum's length)" : "what follows them is not zeros");
         return g_strdup_printf("checksum mismatch: source %s, destination %s", js(json_object_get(v, "src"), "checksum"),
-                               js(json_object_get(v, "dst"), "checksum"));
+                               js(d, "checksum"));
 }
 
 /* The mark's host: a usable host that is neither the copier nor `not` where there is one, else the copier if up. */
@@ -321,16 +329,63 @@ static void verify_mismatch(struct engine *e, json_t *cmd, json_t *data)
         engine_cmd_poll_job(e, cmd, js(m, "host"), js(m, "job"), on_mark_jobs, NULL);
 }
 
+/*
+ * A destination bigger than its source (copy_data allows it) differs from
+ * it as a whole even when the copy is right: its extra tail. It is hashed
+ * again over the source's size (the source checksum's "size", recorded in
+ * data.verify, so a restart keeps it) and is verified only when that prefix
+ * matches and the agent says the rest reads as zeros. Redone once: a
+ * destination with "length" that still differs is a mismatch.
+ */
+static bool verify_dst_again_over_source_size(struct engine *e, json_t *cmd, json_t *data)
+{
+        json_t *v = json_object_get(data, "verify");
+        json_t *s = json_object_get(v, "src"), *d = json_object_get(v, "dst");
+        gint64 src_size = ji(s, "size");
+        gint64 dst_size = json_is_integer(json_object_get(d, "virtual_size")) ? ji(d, "virtual_size") : ji(d, "size");
+        g_autofree char *job = NULL;
+
+        if (json_object_get(d, "length") || src_size <= 0 || dst_size <= src_size)
+                return false;
+        job = fy_uuid_new();
+        engine_event(e, "normal", js(cmd, "id"), "the destination (%" G_GINT64_FORMAT " bytes) is bigger than the source "
+                     "(%" G_GINT64_FORMAT " bytes): hashing its first %" G_GINT64_FORMAT " bytes on host %s",
+                     dst_size, src_size, src_size, js(d, "host"));
+        json_object_set_new(d, "length", json_integer(src_size));
+        json_object_set_new(d, "job", json_string(job));
+        json_object_del(d, "checksum");
+        json_object_del(d, "sent");
+        json_object_del(d, "size");
+        json_object_del(d, "virtual_size");
+        json_object_del(d, "tail_zero");
+        verify_send(e, cmd, data);     /* recorded (length, new job) before it is sent */
+        return true;
+}
+
+/* The digests agree over the same bytes, and a destination hashed over a prefix is zeros beyond it. */
+static bool verify_dst_matches(json_t *v)
+{
+        json_t *d = json_object_get(v, "dst");
+
+        if (g_strcmp0(js(json_object_get(v, "src"), "checksum"), js(d, "checksum")) != 0)
+                return false;
+        if (!json_object_get(d, "length"))
+                return true;           /* whole against whole: equal digests are equal sizes and content */
+        /* An agent that ignored length hashed all of it (size tells); one without tail_zero proves nothing. */
+        return ji(d, "size") == ji(d, "length") && json_is_true(json_object_get(d, "tail_zero"));
+}
+
 static void verify_decide(struct engine *e, json_t *cmd, json_t *data)
 {
         json_t *v = json_object_get(data, "verify");
-        const char *src_sum = js(json_object_get(v, "src"), "checksum");
         const char *dst_sum = js(json_object_get(v, "dst"), "checksum");
         g_autoptr(json_t) p = jparse(cmd, "params");
         json_t *dst = json_object_get(p, "dst");
         g_autoptr(GError) store_error = NULL;
 
-        if (strcmp(src_sum, dst_sum) != 0) {
+        if (!verify_dst_matches(v)) {
+                if (verify_dst_again_over_source_size(e, cmd, data))
+                        return;
                 verify_mismatch(e, cmd, data);
                 return;
         }
@@ -362,7 +417,8 @@ static void checksum_send(struct engine *e, json_t *cmd, json_t *p, json_t *s, c
 {
         engine_cmd_call(e, cmd, js(s, "host"), "Volume.checksum",
                  checksum_params(json_object_get(p, side), js(s, "job"),
-                                 json_is_integer(json_object_get(s, "generation")) ? ji(s, "generation") : -1),
+                                 json_is_integer(json_object_get(s, "generation")) ? ji(s, "generation") : -1,
+                                 ji(s, "length")),
                  e->config.host_timeout, on_checksum_sent, (void *) side, NULL);
 }
 
@@ -391,6 +447,13 @@ static bool verify_side_answer(struct engine *e, json_t *cmd, json_t *data, cons
                         return true;
                 }
                 json_object_set_new(s, "checksum", json_string(js(res, "checksum")));
+                /* What was hashed and what follows it: verify_decide compares sizes and a tail. */
+                if (json_is_integer(json_object_get(res, "size")))
+                        json_object_set_new(s, "size", json_integer(ji(res, "size")));
+                if (json_is_integer(json_object_get(res, "virtual_size")))
+                        json_object_set_new(s, "virtual_size", json_integer(ji(res, "virtual_size")));
+                if (json_is_boolean(json_object_get(res, "tail_zero")))
+                        json_object_set(s, "tail_zero", json_object_get(res, "tail_zero"));
                 if (leaf_save(e, cmd, data) < 0)
                         return true;   /* logged; read from the job again next round */
                 if (js(json_object_get(v, "src"), "checksum") && js(json_object_get(v, "dst"), "checksum")) {
@@ -600,7 +663,7 @@ void leaf_checksum_start(struct engine *e, json_t *cmd, json_t *p)
         if (!job_id)
                 return;
         engine_step_update(e, js(cmd, "step_id"), "started", 0, host);
-        engine_cmd_call(e, cmd, host, "Volume.checksum", checksum_params(p, job_id, ji(p, "generation")),
+        engine_cmd_call(e, cmd, host, "Volume.checksum", checksum_params(p, job_id, ji(p, "generation"), 0),
                  e->config.host_timeout, leaf_on_sent, NULL, NULL);
 }
 
