@@ -6,6 +6,7 @@
 #include "clock.h"
 #include "events.h"
 #include "hosts.h"
+#include "leader.h"
 #include "restparse.h"
 #include "error.h"
 #include "uuid.h"
@@ -660,6 +661,9 @@ void engine_hosts_tick(struct engine *e)
                     json_integer_value(json_object_get(row, "pool_connected")) == 0)
                         host_connect_pool(e, h, row);
         }
+        /* A statement above stuck past leader_stall_timeout: the lead was given up meanwhile. */
+        if (!engine_leader_fresh(e))
+                return;
         spm_elect(e);
         sd_stats_refresh(e);
 }

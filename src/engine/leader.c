@@ -73,9 +73,10 @@ static gboolean on_stalled(gpointer data)
 /*
  * The main loop has not run a round for longer than leader_stall_timeout:
  * no more renewals; the engine's other sessions end (a statement stuck on a
- * lock, and the leader row its transaction holds, go with them) and the lock
- * is released, so a standby takes over at its next try. The epoch fences
- * whatever the main loop still writes once it runs again; it steps down then.
+ * lock, and the leader row its transaction holds, go with them), the term
+ * ends in the leader row (epoch + 1) and the lock is released, so a standby
+ * takes over at its next try. Whatever the main loop still writes once its
+ * call returns fails on the epoch and deposes it; it steps down then anyway.
  */
 static void give_up_stalled(struct engine_leader *l, gint64 epoch, gint64 stalled_us)
 {
@@ -86,8 +87,9 @@ static void give_up_stalled(struct engine_leader *l, gint64 epoch, gint64 stalle
         g_warning("leadership: the main loop has not run for %.1f s (leader_stall_timeout %" G_GINT64_FORMAT
                   " s): giving up epoch %" G_GINT64_FORMAT " to a standby", (double) stalled_us / G_USEC_PER_SEC,
                   l->stall_us / G_USEC_PER_SEC, epoch);
-        if (engine_store_leader_release(l->lock, l->client, &error) < 0)
-                g_warning("leadership: cannot release the lock now (%s); it goes when the lock session ends",
+        if (engine_store_leader_release(l->lock, l->client, epoch, &error) < 0)
+                g_warning("leadership: cannot release the lock now (%s); no more renewals: once the heartbeat is"
+                          " older than the lease a standby ends this engine's sessions, the lock's too, and takes over",
                           error->message);
         g_idle_add_full(G_PRIORITY_HIGH, on_stalled, l, NULL);
 }

@@ -30,15 +30,16 @@ static gboolean on_tick(gpointer data)
 
         /* After a stop (SIGSTOP, a hung machine) longer than the lease this timer may fire before the leader
          * round learns that another engine took over: no round until the lease is known to be ours. Each
-         * step checks again, since a write fenced inside one deposes the engine at once. */
+         * step checks again: a write fenced inside one deposes the engine at once, and a step stuck past
+         * leader_stall_timeout returns after the renewal thread gave the lead up. */
         if (!engine_leader_fresh(e))
                 return G_SOURCE_CONTINUE;
         engine_hosts_tick(e);
-        if (e->active)
+        if (engine_leader_fresh(e))
                 engine_sweep_maybe(e);
-        if (e->active)
+        if (engine_leader_fresh(e))
                 engine_commands_tick(e);
-        if (e->active)
+        if (engine_leader_fresh(e))
                 engine_transfers_tick(e);
         return G_SOURCE_CONTINUE;
 }

@@ -666,16 +666,49 @@ static void test_pg_step_down_forgets_url(struct fixture *f, gconstpointer data)
         g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_CRITICAL);
 }
 
+/* Advisory locks held on the server now (the leader's lock), as another session sees them. */
+static gint64 pg_advisory_locks(struct engine_store *st)
+{
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) row = store_query_one(st, &error, "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory'",
+                                                "");
+
+        g_assert_no_error(error);
+        return json_integer_value(json_object_get(row, "n"));
+}
+
+/* A standby's try: it may fail (-EIO: lock_timeout while an ended backend exits) before it wins. */
+static gint64 pg_take_over(struct engine_store *lock, const char *id, gint64 lease_s)
+{
+        g_autoptr(GError) error = NULL;
+        gint64 epoch = 0;
+
+        for (int i = 0; i < 20 && epoch == 0; i++) {
+                int r;
+
+                g_clear_error(&error);
+                r = engine_store_leader_try(lock, id, "urlB", lease_s, &epoch, &error);
+                if (r < 0)
+                        g_test_message("take-over try: %s", error ? error->message : "failed");
+                g_assert_cmpint(r, >=, -EIO);
+                if (epoch == 0)
+                        g_usleep(100 * G_TIME_SPAN_MILLISECOND);
+        }
+        return epoch;
+}
+
 /* A leader whose main loop stalls (here: never runs) gives the lead up after leader_stall_timeout, though its
  * renewal thread is well: its sessions end (a transaction holding the leader row FOR KEY SHARE too, which a
- * takeover would wait for), the lock goes, a standby takes over, and the engine steps down once its loop runs. */
+ * takeover would wait for), its term ends in the leader row (so its late writes are refused before any standby
+ * took over), the lock goes, a standby takes over, and the engine steps down once its loop runs. */
 static void test_pg_stalled_leader_gives_up(struct fixture *f, gconstpointer data)
 {
         g_autoptr(GError) error = NULL;
+        g_autoptr(json_t) row = NULL;
         struct engine engine = { 0 };
         struct engine *e = &engine;
         struct engine_store *lock_b = NULL;
-        gint64 ep_b = 0;
+        int r;
 
         g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL);   /* the give-up warns */
         g_assert_cmpint(engine_store_disk_insert(f->st, "d1", "disk", "sd1", "cow", true, 512, "job1", 2, &error), ==, 0);
@@ -686,25 +719,43 @@ static void test_pg_stalled_leader_gives_up(struct fixture *f, gconstpointer dat
         leader_deposed_calls = 0;
         g_assert_cmpint(engine_leader_init(e, "ferry-engine S", "https://s.example:1", &leader_hooks, &error), ==, 0);
         g_assert_true(engine_leader_active(e));
+        g_assert_cmpint(engine_leader_epoch(e), ==, 1);
         /* The main loop's transaction checked the epoch (FOR KEY SHARE) and hangs there. */
         g_assert_cmpint(engine_store_begin(e->db, &error), ==, 0);
         g_assert_cmpint(engine_store_disk_set_actual_size(e->db, "d1", 1, &error), ==, 0);
-        for (int i = 0; i < 100 && ep_b == 0; i++) {
+        /* The give-up is done when the lock is gone (its last step). */
+        for (int i = 0; i < 100 && pg_advisory_locks(f->st) > 0; i++)
                 g_usleep(100 * G_TIME_SPAN_MILLISECOND);
-                g_clear_error(&error);
-                g_assert_cmpint(engine_store_leader_try(lock_b, "ferry-engine B", "urlB", 30, &ep_b, &error), >=, 0);
-        }
-        g_assert_cmpint(ep_b, ==, 2);
+        g_assert_cmpint(pg_advisory_locks(f->st), ==, 0);
         g_assert_false(engine_leader_fresh(e));
         g_assert_cmpint(engine_store_commit(e->db, &error), <, 0);     /* its session was ended */
         g_clear_error(&error);
-        /* The main loop runs again: it steps down. */
-        for (int i = 0; i < 100 && !leader_deposed_calls; i++)
-                if (!g_main_context_iteration(NULL, FALSE))
-                        g_usleep(10 * G_TIME_SPAN_MILLISECOND);
+        /* The term ended in the row: before any standby tried, the stuck loop's next write is refused. */
+        row = engine_store_leader_get(f->st, &error);
+        g_assert_cmpint(json_integer_value(json_object_get(row, "epoch")), ==, 2);
+        g_assert_true(json_is_null(json_object_get(row, "holder")));
+        g_assert_true(json_is_null(json_object_get(row, "url")));
+        for (int i = 0; i < 20 && (r = engine_store_disk_set_actual_size(e->db, "d1", 2, &error)) == -EIO; i++) {
+                g_clear_error(&error);
+                g_usleep(200 * G_TIME_SPAN_MILLISECOND);   /* the reconnect backoff */
+        }
+        g_assert_cmpint(r, ==, -ESTALE);
+        g_clear_error(&error);
         g_assert_cmpuint(leader_deposed_calls, ==, 1);
         g_assert_false(engine_leader_active(e));
         g_assert_null(engine_leader_url(e));
+        /* A standby takes over. */
+        g_assert_cmpint(pg_take_over(lock_b, "ferry-engine B", 30), ==, 3);
+        /* The main loop runs again (the give-up's step-down): nothing more. */
+        for (int i = 0; i < 20; i++)
+                if (!g_main_context_iteration(NULL, FALSE))
+                        g_usleep(10 * G_TIME_SPAN_MILLISECOND);
+        g_assert_cmpuint(leader_deposed_calls, ==, 1);
+        {
+                g_autoptr(json_t) disk = engine_store_disk_get(f->st, "d1", &error);
+
+                g_assert_cmpint(json_integer_value(json_object_get(disk, "actual_size")), ==, 0);
+        }
         engine_leader_free(e);
         engine_store_close(e->db);
         engine_store_close(lock_b);

@@ -162,15 +162,38 @@ int engine_store_leader_renew(struct engine_store *lock, gint64 epoch, GError **
         return 0;
 }
 
-int engine_store_leader_release(struct engine_store *lock, const char *engine_id, GError **error)
+int engine_store_leader_release(struct engine_store *lock, const char *engine_id, gint64 epoch, GError **error)
 {
+        g_autoptr(GError) fence_error = NULL;
+        int r = 0;
+
         /* Its other sessions first: a transaction of the stuck main loop holds the leader row FOR KEY SHARE
-         * (store.c fence_check), which a takeover's epoch update would wait for. */
+         * (store.c fence_check), which the epoch bump below (and a takeover's) would wait for. */
         if (store_exec(lock, error, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                                    " WHERE application_name = ? AND pid <> pg_backend_pid()", "s", engine_id) < 0 ||
-            store_exec(lock, error, "SELECT pg_advisory_unlock_all()", "") < 0)
+                                    " WHERE application_name = ? AND pid <> pg_backend_pid()", "s", engine_id) < 0)
                 return -EIO;
-        return 0;
+        /*
+         * The term ends here, not at the standby's takeover: the stuck main
+         * loop carries on once its call returns, and its writes reconnect;
+         * with the epoch bumped they fail fence_check and depose it. Bounded:
+         * an ended backend that is slow to go keeps the row; the standby's
+         * takeover bumps the epoch then.
+         */
+        if (engine_store_begin(lock, &fence_error) < 0 ||
+            store_exec(lock, &fence_error, "SET LOCAL lock_timeout = 2000", "") < 0 ||
+            store_exec(lock, &fence_error,
+                       "UPDATE engine_leader SET epoch = epoch + 1, holder = NULL, url = NULL, lock_pid = NULL"
+                       " WHERE id = 1 AND epoch = ?", "i", epoch) < 0 ||
+            engine_store_commit(lock, &fence_error) < 0) {
+                engine_store_rollback(lock);
+                g_warning("leadership: epoch %" G_GINT64_FORMAT " not ended in the leader row (%s): its late writes"
+                          " pass until a standby takes over", epoch, fence_error ? fence_error->message : "unknown");
+        } else {
+                r = 1;
+        }
+        if (store_exec(lock, error, "SELECT pg_advisory_unlock_all()", "") < 0)
+                return -EIO;
+        return r;
 }
 
 json_t *engine_store_leader_get(struct engine_store *st, GError **error)

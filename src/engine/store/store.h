@@ -82,9 +82,12 @@ int engine_store_leader_retake(struct engine_store *lock, const char *engine_id,
                                gint64 *ret_epoch, GError **error) STORE_MUST;
 /* The leader's heartbeat: 0, or -ESTALE when this session lost the lock or another engine took over. */
 int engine_store_leader_renew(struct engine_store *lock, gint64 epoch, GError **error) STORE_MUST;
-/* Gives up the lead at once, from the lock session: ends the engine's other sessions (engine_id, as in
- * leader_try: a statement of theirs stuck on a lock ends with them) and releases the lock. */
-int engine_store_leader_release(struct engine_store *lock, const char *engine_id, GError **error) STORE_MUST;
+/* Gives up the lead of epoch at once, from the lock session: ends the engine's other sessions (engine_id, as in
+ * leader_try: a statement of theirs stuck on a lock ends with them), ends the term in the leader row (the
+ * epoch bumped, no holder: the engine's later writes fail with -ESTALE) and releases the lock. 1: all done;
+ * 0: the lock released but the row kept (busy beyond lock_timeout; warned); -EIO: the lock not released. */
+int engine_store_leader_release(struct engine_store *lock, const char *engine_id, gint64 epoch,
+                                GError **error) STORE_MUST;
 /* {epoch, holder, url, age (s since the heartbeat)}, or NULL (with *error on failure). */
 json_t *engine_store_leader_get(struct engine_store *st, GError **error) STORE_MUST;
 
