@@ -763,6 +763,42 @@ static void test_pg_stalled_leader_gives_up(struct fixture *f, gconstpointer dat
 }
 
 /*
+ * The old leader's lock session is gone (the lock is free) but a session of
+ * its stuck main loop still holds the leader row FOR KEY SHARE: a standby's
+ * epoch update times out. Once the heartbeat is older than the lease the
+ * standby ends that session too, and its next try wins.
+ */
+static void test_pg_takeover_past_stuck_row(struct fixture *f, gconstpointer data)
+{
+        g_autoptr(GError) error = NULL;
+        struct engine_store *data_a = NULL, *lock_a = NULL, *lock_b = NULL;
+        gint64 ep_a = 0, ep_b = 0;
+        bool deposed = false;
+
+        g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL);   /* the takeover warns */
+        g_assert_cmpint(engine_store_disk_insert(f->st, "d1", "disk", "sd1", "cow", true, 512, "job1", 2, &error), ==, 0);
+        g_assert_cmpint(engine_store_open_as(f->path, "ferry-engine A", &data_a, &error), ==, 0);
+        g_assert_cmpint(engine_store_open_as(f->path, "ferry-engine A", &lock_a, &error), ==, 0);
+        g_assert_cmpint(engine_store_open_as(f->path, "ferry-engine B", &lock_b, &error), ==, 0);
+        g_assert_cmpint(engine_store_leader_prepare(lock_a, &error), ==, 0);
+        g_assert_cmpint(engine_store_leader_try(lock_a, "ferry-engine A", "urlA", 5, &ep_a, &error), ==, 1);
+        engine_store_set_fence(data_a, ep_a, on_deposed_flag, &deposed);
+        g_assert_cmpint(engine_store_begin(data_a, &error), ==, 0);
+        g_assert_cmpint(engine_store_disk_set_actual_size(data_a, "d1", 3, &error), ==, 0);
+        engine_store_close(lock_a);                                    /* the lock goes with its session */
+        g_usleep(20 * G_TIME_SPAN_MILLISECOND);
+        /* The first try takes the lock, times out on the row, and ends A's sessions (lease 0: stale). */
+        g_assert_cmpint(engine_store_leader_try(lock_b, "ferry-engine B", "urlB", 0, &ep_b, &error), ==, -EIO);
+        g_clear_error(&error);
+        g_assert_cmpint(pg_take_over(lock_b, "ferry-engine B", 0), ==, ep_a + 1);
+        g_assert_cmpint(engine_store_commit(data_a, &error), <, 0);
+        g_clear_error(&error);
+        engine_store_close(data_a);
+        engine_store_close(lock_b);
+        g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_CRITICAL);
+}
+
+/*
  * Another engine's migration changes a table under a prepared SELECT *
  * (0A000, "cached plan must not change result type"): outside a
  * transaction it is prepared again at once; inside one the transaction
@@ -953,6 +989,8 @@ int main(int argc, char **argv)
                    teardown);
         g_test_add("/store/postgresql/stalled-leader-gives-up", struct fixture, "pg", setup,
                    test_pg_stalled_leader_gives_up, teardown);
+        g_test_add("/store/postgresql/takeover-past-stuck-row", struct fixture, "pg", setup,
+                   test_pg_takeover_past_stuck_row, teardown);
         g_test_add("/store/postgresql/limits", struct fixture, "pg", setup, test_pg_limits, teardown);
         g_test_add("/store/postgresql/prepare-error", struct fixture, "pg", setup, test_pg_prepare_error, teardown);
 #endif

@@ -124,12 +124,22 @@ int engine_store_leader_try(struct engine_store *lock, const char *engine_id, co
                             gint64 *ret_epoch, GError **error)
 {
         g_autoptr(json_t) got = store_query_one(lock, error, "SELECT pg_try_advisory_lock(" LEADER_LOCK ") AS got", "");
+        int r;
 
         if (!got)
                 return -EIO;
         if (!json_is_true(json_object_get(got, "got")))
                 return end_stale_leader(lock, lease_s, error);
-        return take(lock, engine_id, url, 0, ret_epoch, error);
+        r = take(lock, engine_id, url, 0, ret_epoch, error);
+        /*
+         * The lock was free but the epoch update timed out: a session of an
+         * old leader whose lock session is gone holds the row FOR KEY SHARE
+         * (a transaction stuck on a lock, its give-up's epoch bump failed).
+         * Stale, it is ended as a lock holder would be; the next try wins.
+         */
+        if (r == -EIO)
+                (void) end_stale_leader(lock, lease_s, NULL);
+        return r;
 }
 
 int engine_store_leader_retake(struct engine_store *lock, const char *engine_id, const char *url, gint64 epoch,
