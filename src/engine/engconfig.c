@@ -36,7 +36,7 @@ static const struct fy_option options[] = {
         { "fence_timeout", FY_OPT_UINT, "900", 30, 86400, O(fence_timeout), "seconds fencing a lost copy is retried before the copy is given up as failed", true },
         { "stall_timeout", FY_OPT_UINT, "120", 2, 86400, O(stall_timeout), "seconds a running copy may move no bytes before it is flagged stalled", true },
         { "stall_action", FY_OPT_STRING, "none", 1, 16, O(stall_action), "what a stalled copy gets besides the flag: none, or retry (aborted and tried on another host)", true },
-        { "leader_stall_timeout", FY_OPT_UINT, "30", 3, 3600, O(leader_stall_timeout), "seconds the active engine's main loop may stall (a statement stuck on a lock) before it gives up the lead to a standby (several engines on PostgreSQL)" },
+        { "leader_stall_timeout", FY_OPT_UINT, "30", 10, 3600, O(leader_stall_timeout), "seconds the active engine's main loop may stall (a statement stuck on a lock) before it gives up the lead to a standby (several engines on PostgreSQL)" },
         { "sweep_interval", FY_OPT_UINT, "300", 0, 86400, O(sweep_interval), "seconds between sweeps for orphan images on storage (0: never)" },
         { "max_parallel_copies", FY_OPT_UINT, "4", 1, 64, O(max_parallel_copies), "volumes of one disk copied at the same time", true },
         { "max_body", FY_OPT_UINT, "65536", 1024, 16 * 1024 * 1024, O(max_body), "largest REST request body, bytes" },

@@ -202,6 +202,8 @@ static int standby_round(struct engine *e, GError **ret_error)
                         g_propagate_error(ret_error, g_steal_pointer(&error));
                 return -EIO;
         }
+        /* The start (recovering every command) ran on the main loop: its time is not a stall of the term. */
+        __atomic_store_n(&l->loop_at, g_get_monotonic_time(), __ATOMIC_SEQ_CST);
         return 0;
 }
 
