@@ -35,7 +35,9 @@ RATE = 32 * MiB                 # --copy-rate-limit: the 128 MiB copies below la
 TAKEOVER_S = 10                 # the issue's bound after the active engine's death
 LEADER_LOCK = 1718774092         # the engines' advisory lock ("fryL", src/engine/store/leader.c)
 HOST_LOST_S = 5                 # --host-lost-timeout (its minimum): fence a lost copy's host soon
-STALL_S = 10                    # --leader-stall-timeout: above the slow-leader test's 7 s block, well below 30
+# --leader-stall-timeout: the slow-leader test's 7 s block plus the 1 s stamp and 1 s check of the
+# heartbeat is 9 s; 3 s more for a loaded machine. The stuck-leader test lasts about this plus 2 s.
+STALL_S = 12
 SANLOCK_EXPIRY = 8 * 2 + 60     # sanlock (io_timeout 2): a dead host's leases are free this long after its death
 # Both engines: the same options, whichever leads.
 ENGINE_ARGS = (f"--host-lost-timeout={HOST_LOST_S}", f"--leader-stall-timeout={STALL_S}")
@@ -262,7 +264,7 @@ def test_a_slow_leader_keeps_leading(fc):
     epoch = fc.role(leader)["epoch"]
     with open(leader.log_path, "rb") as f:
         mark = len(f.read())
-    hold_s = 7
+    hold_s = 7                  # longer than the 5 s lease; below STALL_S by the 2 s of the heartbeat and 3 s more
     locker = subprocess.Popen([PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", leader.db, "-c",
                                f"BEGIN; LOCK TABLE disks IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep({hold_s}); COMMIT;"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -296,7 +298,8 @@ def test_a_stuck_leader_loses_the_lead(fc):
     """The leader's main loop stuck for real: a session of the test holds the hosts table, which the
     leader writes every round (the hosts' stats), so its round's UPDATE waits, holding the leader row FOR
     KEY SHARE. Its renewal thread is well, but past leader_stall_timeout it gives the lead up: it ends
-    the engine's other sessions and releases the lock; the standby takes over about a second later. A
+    the engine's other sessions, ends its term in the leader row (epoch + 1, no holder) and releases the
+    lock; the standby takes over within a second. A
     write sent to the old leader while it is stuck is turned away once it runs again (503, or the
     connection goes as it executes itself again), and the old leader comes back as a standby."""
     old = fc.active()
