@@ -21,7 +21,10 @@ struct engine;
  * The longest a statement of the engine's main session may wait for a lock, or run, in ms. A lock held by
  * a stopped leader's transaction goes within the lease (its sessions are ended); 30 s more for the rest. A
  * statement blocked longer is stuck for a reason no takeover ends: it fails, like any store error, and the
- * main loop goes on (leader_stall_timeout deposes a leader whose main loop stays blocked).
+ * main loop goes on. That is so on a standby, and on a leader only with leader_stall_timeout above 35 s:
+ * with less (30 s by default) the leader gives the lead up first and the statement ends with its session.
+ * So anything holding a table the leader's round needs longer than leader_stall_timeout (a migration's
+ * ACCESS EXCLUSIVE lock) deposes the leader.
  */
 #define ENGINE_LEADER_STATEMENT_LIMIT_MS ((ENGINE_LEADER_LEASE_S + 30) * 1000)
 
