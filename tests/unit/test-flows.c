@@ -232,6 +232,7 @@ static void life_open(struct life *l, const char *dir, const char *name)
                 .stall_action = g_strdup("none"), .sweep_interval = 0,
         };
         g_assert_cmpint(engine_store_open(db, &l->e.db, &error), ==, 0);
+        l->e.active = true;    /* as engine_leader_init makes an engine on SQLite: the rounds stop when it is not */
         ensure_datacenter(&l->e);
         l->d = hd_new(model);
         l->e.transport = hd_transport(l->d);
