@@ -145,13 +145,13 @@ void engine_step_update(struct engine *e, const char *step_id, const char *statu
  * and when (not before it copies: a resumed copy's bytes_done starts at its
  * kept prefix) is eta.c's engine_eta_step_job.
  */
-void engine_step_progress(struct engine *e, const char *step_id, double progress, json_t *job)
+bool engine_step_progress(struct engine *e, const char *step_id, double progress, json_t *job)
 {
         json_t *bytes = json_object_get(job, "bytes_done");
         g_autofree char *key = NULL;
 
         if (!step_id)
-                return;
+                return false;
         step_update(e, step_id, "started", progress, NULL);
         if (g_strcmp0(json_string_value(json_object_get(job, "phase")), "verifying_prefix") == 0) {
                 /* A resume hashing the prefix the try before kept: no copy progress yet, but its own. */
@@ -165,8 +165,18 @@ void engine_step_progress(struct engine *e, const char *step_id, double progress
                         engine_not_recorded(&error, "the status", step_id);
         }
         key = g_strconcat("step:", step_id, NULL);
-        engine_eta_step_job(engine_eta(), key, g_get_monotonic_time(), json_string_value(json_object_get(job, "phase")),
-                            progress, json_is_integer(bytes) ? json_integer_value(bytes) : -1);
+        return engine_eta_step_job(engine_eta(), key, g_get_monotonic_time(), json_string_value(json_object_get(job, "phase")),
+                                   progress, json_is_integer(bytes) ? json_integer_value(bytes) : -1);
+}
+
+void engine_job_eta_restart(const char *job_id)
+{
+        g_autofree char *key = NULL;
+
+        if (!job_id)
+                return;
+        key = g_strconcat("job:", job_id, NULL);
+        engine_eta_forget(engine_eta(), key);
 }
 
 /* A step that cannot start yet says why (its detail, until it starts). */

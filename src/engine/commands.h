@@ -63,7 +63,10 @@ char *engine_step_create(struct engine *e, const char *job_id, const char *type,
 void engine_step_update(struct engine *e, const char *step_id, const char *status, double progress,
                         const char *host);
 /* A running host job's progress (job: its Host.getJobs entry; its bytes_done feeds the step's ETA). */
-void engine_step_progress(struct engine *e, const char *step_id, double progress, json_t *job);
+/* True when this report starts the step's ETA series (engine_eta_step_job): its job's is to start again. */
+bool engine_step_progress(struct engine *e, const char *step_id, double progress, json_t *job);
+/* Forgets a job's ETA series: its next progress starts a new one. */
+void engine_job_eta_restart(const char *job_id);
 void engine_job_progress_refresh(struct engine *e, const char *job_id);
 
 enum engine_children {

@@ -107,19 +107,21 @@ void engine_eta_step_sent(struct engine_eta *t, const char *key)
         engine_eta_forget(t, key);
 }
 
-void engine_eta_step_job(struct engine_eta *t, const char *key, gint64 now_us, const char *phase, double progress,
+bool engine_eta_step_job(struct engine_eta *t, const char *key, gint64 now_us, const char *phase, double progress,
                          gint64 bytes_done)
 {
         static const char *const not_copying[] = { "preparing", "waiting_lock", "verifying_prefix" };
+        bool had = g_hash_table_contains(t->keys, key);
 
         for (size_t i = 0; phase && i < G_N_ELEMENTS(not_copying); i++)
                 if (strcmp(phase, not_copying[i]) == 0)
-                        return;
+                        return false;
         if (bytes_done < 0)
                 engine_eta_observe(t, key, now_us, progress, 100);
         else
                 engine_eta_observe(t, key, now_us, (double) bytes_done,
                                    progress >= 1.0 ? (double) bytes_done * 100.0 / progress : -1);
+        return !had && g_hash_table_contains(t->keys, key);
 }
 
 struct engine_eta *engine_eta(void)

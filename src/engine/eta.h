@@ -25,6 +25,8 @@
  * by key ("step:<id>", "job:<id>"); the table is bounded. Main thread.
  */
 
+#include <stdbool.h>
+
 #include <glib.h>
 
 #define ETA_TAU_S 20
@@ -60,8 +62,11 @@ void engine_eta_step_sent(struct engine_eta *t, const char *key);
  * percent. Not fed before it copies (preparing, waiting_lock,
  * verifying_prefix: a resumed copy's bytes_done jumps to its prefix only
  * when it starts copying).
+ * True when this report started the step's series: the first copying
+ * report of a job (re)sent, so its job's series, a weighted sum that jumps
+ * with it on a resume, is to start again there too (engine_eta_forget).
  */
-void engine_eta_step_job(struct engine_eta *t, const char *key, gint64 now_us, const char *phase, double progress,
+bool engine_eta_step_job(struct engine_eta *t, const char *key, gint64 now_us, const char *phase, double progress,
                          gint64 bytes_done);
 
 /* The engine's table (created on first use) for steps and jobs. */

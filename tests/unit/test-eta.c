@@ -161,6 +161,46 @@ static void test_resumed_copy(void)
         engine_eta_free(t);
 }
 
+/*
+ * The job's series of a one-volume move whose copy resumes (issue 16 review):
+ * its weighted percent jumps from the dead try's last report to the resume
+ * point like the step's, so the caller (flows/job.c) starts it again at the
+ * report engine_eta_step_job says started the step's series, and only there.
+ */
+static void test_resumed_copy_job(void)
+{
+        struct engine_eta *t = engine_eta_new();
+
+        engine_eta_step_sent(t, "step:s");
+        for (int i = 0; i <= 40; i++) {                         /* 10 MiB/s of 1000 MiB, then its host dies */
+                bool first = engine_eta_step_job(t, "step:s", S(i), "copying", i, (gint64) (i * 10 * MiB));
+
+                g_assert_true(first == (i == 0));
+                if (first)
+                        engine_eta_forget(t, "job:j");
+                engine_eta_observe(t, "job:j", S(i), i, 100);
+        }
+        engine_eta_step_sent(t, "step:s");                     /* sent again at 100 s; it verifies until 120 s */
+        g_assert_false(engine_eta_step_job(t, "step:s", S(100), "preparing", 0, 0));
+        for (int i = 101; i <= 120; i++) {
+                g_assert_false(engine_eta_step_job(t, "step:s", S(i), "verifying_prefix", 0, 0));
+                engine_eta_observe(t, "job:j", S(i), 0, 100); /* the step at 0: older than the job knew, ignored */
+        }
+        for (int i = 0; i <= 10; i++) {                         /* resumed at 60 %, 10 MiB/s */
+                bool first = engine_eta_step_job(t, "step:s", S(121 + i), "copying", 60 + i, (gint64) ((600 + 10 * i) * MiB));
+
+                g_assert_true(first == (i == 0));
+                if (first)
+                        engine_eta_forget(t, "job:j");
+                engine_eta_observe(t, "job:j", S(121 + i), 60 + i, 100);
+        }
+        /* 30 % left at 1 % a second. Without the restart the job's series read 55 s here: its rate still
+         * held the 81 s from the dead try's 40 % to the resume's 60 %, verification and the wait included. */
+        g_assert_cmpint(engine_eta_seconds(t, "job:j", S(131)), ==, 30);
+        g_assert_cmpint(engine_eta_seconds(t, "step:s", S(131)), ==, 30);
+        engine_eta_free(t);
+}
+
 /* A stale sample (a poll reply crossing a newer event about the same job) changes nothing. */
 static void test_stale_sample_ignored(void)
 {
@@ -217,6 +257,7 @@ int main(int argc, char **argv)
         g_test_add_func("/eta/bounded", test_bounded);
         g_test_add_func("/eta/retry", test_retry);
         g_test_add_func("/eta/resumed-copy", test_resumed_copy);
+        g_test_add_func("/eta/resumed-copy-job", test_resumed_copy_job);
         g_test_add_func("/eta/stale-sample-ignored", test_stale_sample_ignored);
         g_test_add_func("/eta/nothing-left-of-a-running-job", test_nothing_left_of_a_running_job);
         return g_test_run();

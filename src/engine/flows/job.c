@@ -735,7 +735,10 @@ void leaf_job_finished(struct engine *e, json_t *cmd, json_t *job)
 
                 if (!js(cmd, "step_id"))
                         return;        /* a finalize: its job shows the transfer's progress, not the check's */
-                engine_step_progress(e, js(cmd, "step_id"), progress, job);
+                /* A step (re)sent starts its series at its first copying report; the job's, whose
+                 * weighted percent jumps with a resumed step, starts again there too. */
+                if (engine_step_progress(e, js(cmd, "step_id"), progress, job))
+                        engine_job_eta_restart(js(cmd, "job_id"));
                 engine_job_progress_refresh(e, js(cmd, "job_id"));
                 if (leaf_host_job(kind) && (strcmp(status, "running") == 0 || strcmp(status, "aborting") == 0))
                         leaf_stall_check(e, cmd, job, progress, strcmp(status, "running") == 0);
