@@ -110,7 +110,7 @@ int main(int argc, char **argv)
         } else if (strcmp(mode, "checksum") == 0) {
                 struct agent_checksum_result res;
 
-                r = agent_checksum_image(argv[2], argv[3], 0, 0, NULL, NULL, NULL, &res, &error);
+                r = agent_checksum_image(argv[2], argv[3], 0, 0, 0, NULL, NULL, NULL, &res, &error);
                 if (r == 0)
                         fprintf(stderr, "%s\n", res.checksum);
         } else {

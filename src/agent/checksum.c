@@ -365,7 +365,7 @@ static int reader_read(struct ck_reader *r, void *buf, size_t len, uint64_t off)
  * read; data extents are read, aligned, until the first non-zero byte.
  */
 static int tail_is_zero(struct ck_reader *rd, uint64_t from, void *buf, size_t buf_len, GCancellable *cancel,
-                        bool *ret)
+                        agent_copy_progress_fn progress, void *userdata, bool *ret)
 {
         uint64_t off = from;
 
@@ -380,6 +380,8 @@ static int tail_is_zero(struct ck_reader *rd, uint64_t from, void *buf, size_t b
                         ext_end = rd->size;     /* defensive: never loop without progress */
                 if (ext_zero) {
                         off = ext_end;
+                        if (progress)
+                                progress(MIN(off, rd->size), rd->size, userdata);
                         continue;
                 }
                 while (off < ext_end) {
@@ -396,6 +398,8 @@ static int tail_is_zero(struct ck_reader *rd, uint64_t from, void *buf, size_t b
                                 return 0;
                         }
                         off = start + len;
+                        if (progress)
+                                progress(MIN(off, rd->size), rd->size, userdata);
                 }
         }
         *ret = true;
@@ -427,7 +431,7 @@ static gpointer hasher(gpointer data)
         }
 }
 
-int agent_checksum_image(const char *path, const char *format, uint64_t length, size_t block_size,
+int agent_checksum_image(const char *path, const char *format, uint64_t length, size_t block_size, unsigned flags,
                          GCancellable *cancel, agent_copy_progress_fn progress, void *userdata,
                          struct agent_checksum_result *ret, GError **error)
 {
@@ -439,7 +443,8 @@ int agent_checksum_image(const char *path, const char *format, uint64_t length, 
         struct ck_slot quit = { .quit = true };
         GThread *threads[CK_HASHERS_MAX] = { 0 };
         GAsyncQueue *q[2] = { NULL, NULL };
-        uint64_t total, n_blocks, next_feed = 0, ext_end = 0;
+        uint64_t total, n_blocks, next_feed = 0, ext_end = 0, progress_total;
+        bool check_tail;
         bool ext_zero = false;
         unsigned started = 0;
         int r;
@@ -457,6 +462,9 @@ int agent_checksum_image(const char *path, const char *format, uint64_t length, 
                 goto out;
         total = length > 0 ? MIN(length, rd.size) : rd.size;
         n_blocks = (total + block_size - 1) / block_size;
+        /* The tail scan can read as much as the prefix: it counts in the progress, not silently after it. */
+        check_tail = (flags & AGENT_CHECKSUM_CHECK_TAIL) && total < rd.size;
+        progress_total = check_tail ? rd.size : total;
 
         q[0] = g_async_queue_new();
         q[1] = g_async_queue_new();
@@ -488,7 +496,7 @@ int agent_checksum_image(const char *path, const char *format, uint64_t length, 
                                 f->ready = f->busy = false;
                                 next_feed++;
                                 if (progress)
-                                        progress(MIN(next_feed * block_size, total), total, userdata);
+                                        progress(MIN(next_feed * block_size, total), progress_total, userdata);
                         }
                         if (next_feed == b || (b < n_blocks && b - next_feed < n_slots))
                                 break;
@@ -533,10 +541,11 @@ int agent_checksum_image(const char *path, const char *format, uint64_t length, 
                 s->busy = true;
                 g_async_queue_push(q[0], s);
         }
-        /* Every slot is back: the first buffer reads the tail. */
-        ret->tail_zero = true;
-        if (total < rd.size) {
-                r = tail_is_zero(&rd, total, slots[0].buf, block_size, cancel, &ret->tail_zero);
+        /* Nothing past the prefix is read unless asked: resume's prefix check must not scan the rest. */
+        ret->tail_checked = ret->tail_zero = total == rd.size;
+        if (check_tail) {
+                /* Every slot is back: the first buffer reads the tail. */
+                r = tail_is_zero(&rd, total, slots[0].buf, block_size, cancel, progress, userdata, &ret->tail_zero);
                 if (r == -ECANCELED)
                         goto fail;
                 if (r < 0) {
@@ -544,6 +553,9 @@ int agent_checksum_image(const char *path, const char *format, uint64_t length, 
                                     path, total, g_strerror(-r));
                         goto fail;
                 }
+                ret->tail_checked = true;
+                if (progress)
+                        progress(rd.size, rd.size, userdata);
         }
         agent_blkhash_final(h, ret->checksum);
         ret->size = total;

@@ -54,7 +54,13 @@ struct agent_checksum_result {
         char checksum[AGENT_CHECKSUM_HEX_LEN + 1];
         uint64_t size;          /* bytes hashed */
         uint64_t virtual_size;  /* the image's guest-visible size */
-        bool tail_zero;         /* [size, virtual_size) reads as zeros (true when empty) */
+        bool tail_checked;      /* tail_zero was computed: AGENT_CHECKSUM_CHECK_TAIL, or nothing past size */
+        bool tail_zero;         /* [size, virtual_size) reads as zeros (true when empty); false when not checked */
+};
+
+enum agent_checksum_flags {
+        /* With a prefix, also check that the rest of the image reads as zeros (ret->tail_zero). */
+        AGENT_CHECKSUM_CHECK_TAIL = 1u << 0,
 };
 
 /*
@@ -64,12 +70,15 @@ struct agent_checksum_result {
  * when the filesystem allows it) or "qcow2" (its whole backing chain,
  * through a read-only, share-locking qemu-nbd child that libnbd starts,
  * cache.direct=on where the file takes O_DIRECT; zero ranges from NBD block
- * status). The format is never probed. With a prefix, the rest of the
- * image is checked for zeros (ret->tail_zero): zero extents are not read,
- * a data extent is read until its first non-zero byte.
+ * status). The format is never probed. With a prefix and
+ * AGENT_CHECKSUM_CHECK_TAIL, the rest of the image is checked for zeros
+ * (ret->tail_zero): zero extents are not read, a data extent is read until
+ * its first non-zero byte, which can be the whole rest of the image; progress
+ * then counts to the image's virtual size. Without the flag nothing past the
+ * prefix is read (ret->tail_checked is false unless there is no tail).
  * Returns 0, -ECANCELED promptly after cancel, or -errno with *error set.
  */
-int agent_checksum_image(const char *path, const char *format, uint64_t length, size_t block_size,
+int agent_checksum_image(const char *path, const char *format, uint64_t length, size_t block_size, unsigned flags,
                          GCancellable *cancel, agent_copy_progress_fn progress, void *userdata,
                          struct agent_checksum_result *ret, GError **error);
 

@@ -126,8 +126,8 @@ static uint64_t resume_offset(struct copy_job *cj, const char *src_path, const c
         /* Hashing a long prefix takes a while: it reports its progress (phase_progress), which is what
          * the engine shows and judges stalls on in this phase. */
         agent_job_set_phase_progress(cj->job, 0);
-        if (agent_checksum_image(src_path, "raw", offset, 0, cancel, prefix_src_progress, cj, &s, &e) < 0 ||
-            agent_checksum_image(dst_path, "raw", offset, 0, cancel, prefix_dst_progress, cj, &d, &e) < 0) {
+        if (agent_checksum_image(src_path, "raw", offset, 0, 0, cancel, prefix_src_progress, cj, &s, &e) < 0 ||
+            agent_checksum_image(dst_path, "raw", offset, 0, 0, cancel, prefix_dst_progress, cj, &d, &e) < 0) {
                 g_message("job %s: cannot verify the copied prefix (%s); copying from the start",
                           agent_job_id(cj->job), e ? e->message : "aborted");
                 return 0;
@@ -597,6 +597,7 @@ static int checksum_run(struct agent_job *job, void *data, GCancellable *cancel,
         g_autoptr(fy_volume_meta) after = NULL;
         g_autofree char *path = NULL;
         struct agent_checksum_result res = { 0 };
+        json_t *result;
         int r;
 
         /* Shared with other readers, exclusive of this host's copies into the image. */
@@ -618,8 +619,9 @@ static int checksum_run(struct agent_job *job, void *data, GCancellable *cancel,
                 goto out;
         }
         path = agent_volume_path(a, &ck->vol.ref);
-        r = agent_checksum_image(path, qemu_format(meta->format), ck->length, ck->block_size, cancel, job_progress, job,
-                                 &res, error);
+        /* Only this verb checks the tail (the engine's verify needs tail_zero with a length); it counts in the progress. */
+        r = agent_checksum_image(path, qemu_format(meta->format), ck->length, ck->block_size,
+                                 ck->length > 0 ? AGENT_CHECKSUM_CHECK_TAIL : 0, cancel, job_progress, job, &res, error);
         if (r < 0)
                 goto out;
         if (ck->length > 0 && res.size != ck->length) {
@@ -642,14 +644,17 @@ static int checksum_run(struct agent_job *job, void *data, GCancellable *cancel,
                 r = -ESTALE;
                 goto out;
         }
-        agent_job_set_result(job, json_pack("{s:s, s:s, s:I, s:I, s:I, s:b, s:i}",
-                                            "algorithm", AGENT_CHECKSUM_ALGORITHM,
-                                            "checksum", res.checksum,
-                                            "block_size", (json_int_t) (ck->block_size ? ck->block_size : AGENT_CHECKSUM_BLOCK_DEFAULT),
-                                            "size", (json_int_t) res.size,
-                                            "virtual_size", (json_int_t) res.virtual_size,
-                                            "tail_zero", (int) res.tail_zero,
-                                            "generation", (int) meta->generation));
+        result = json_pack("{s:s, s:s, s:I, s:I, s:I, s:i}",
+                           "algorithm", AGENT_CHECKSUM_ALGORITHM,
+                           "checksum", res.checksum,
+                           "block_size", (json_int_t) (ck->block_size ? ck->block_size : AGENT_CHECKSUM_BLOCK_DEFAULT),
+                           "size", (json_int_t) res.size,
+                           "virtual_size", (json_int_t) res.virtual_size,
+                           "generation", (int) meta->generation);
+        /* Always computed here (with length: checked; without: nothing lies past size); never made up. */
+        if (res.tail_checked)
+                json_object_set_new(result, "tail_zero", json_boolean(res.tail_zero));
+        agent_job_set_result(job, result);
 out:
         agent_guard_release(a, &guard, job);
         return r;

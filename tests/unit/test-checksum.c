@@ -159,7 +159,7 @@ static void checksum(const char *path, const char *fmt, uint64_t length, size_t 
         struct agent_checksum_result res = { 0 };
         g_autoptr(GError) e = NULL;
 
-        g_assert_cmpint(agent_checksum_image(path, fmt, length, bs, NULL, NULL, NULL, &res, &e), ==, 0);
+        g_assert_cmpint(agent_checksum_image(path, fmt, length, bs, 0, NULL, NULL, NULL, &res, &e), ==, 0);
         g_assert_no_error(e);
         memcpy(ret, res.checksum, sizeof(res.checksum));
         if (ret_size)
@@ -273,7 +273,8 @@ static void checksum_full(const char *path, const char *fmt, uint64_t length, st
         g_autoptr(GError) e = NULL;
 
         memset(ret, 0, sizeof(*ret));
-        g_assert_cmpint(agent_checksum_image(path, fmt, length, 64 * KiB, NULL, NULL, NULL, ret, &e), ==, 0);
+        g_assert_cmpint(agent_checksum_image(path, fmt, length, 64 * KiB, AGENT_CHECKSUM_CHECK_TAIL, NULL, NULL, NULL, ret, &e),
+                        ==, 0);
         g_assert_no_error(e);
 }
 
@@ -391,6 +392,103 @@ static void drop_cache(const char *path)
         close(fd);
 }
 
+struct progress_log {
+        uint64_t last_done, last_total, max_done;
+        bool total_changed;
+        unsigned calls, past_prefix;    /* calls with done beyond the prefix: the tail scan's */
+        uint64_t prefix;
+};
+
+static void log_progress(uint64_t done, uint64_t total, void *userdata)
+{
+        struct progress_log *l = userdata;
+
+        if (l->calls > 0 && total != l->last_total)
+                l->total_changed = true;
+        l->calls++;
+        l->last_done = done;
+        l->last_total = total;
+        l->max_done = MAX(l->max_done, done);
+        if (done > l->prefix)
+                l->past_prefix++;
+}
+
+/*
+ * The tail check is opt-in: a resumed copy's prefix check hashes both
+ * sides with a length and must not scan the rest of the volumes (up to all
+ * of them where everything is data) while its progress stays flat. With
+ * the flag, tail_zero is right and the scan counts in the progress.
+ */
+static void test_tail_check_opt_in(void)
+{
+        g_autofree char *path = g_build_filename(tmpdir, "optin.raw", NULL);
+        g_autofree guint8 *p = NULL;
+        g_autofree guint8 *zeros = g_malloc0(MiB);
+        struct agent_checksum_result res;
+        struct progress_log l;
+        g_autoptr(GError) e = NULL;
+        const uint64_t prefix = 4 * MiB, size = 16 * MiB;
+        size_t len;
+
+        p = pattern(&len);
+        make_file(path, size);
+        write_at(path, 0, p, len);
+        for (uint64_t off = prefix; off < 14 * MiB; off += MiB)
+                write_at(path, off, zeros, MiB);        /* written zeros: data to SEEK_DATA, read by a scan */
+        write_at(path, 15 * MiB, "z", 1);               /* non-zero far away */
+
+        /* Without the flag: hashed to the prefix, progress over the prefix only, tail not computed. */
+        memset(&res, 0, sizeof(res));
+        l = (struct progress_log) { .prefix = prefix };
+        g_assert_cmpint(agent_checksum_image(path, "raw", prefix, 64 * KiB, 0, NULL, log_progress, &l, &res, &e), ==, 0);
+        g_assert_no_error(e);
+        g_assert_cmpuint(res.size, ==, prefix);
+        g_assert_cmpuint(res.virtual_size, ==, size);
+        g_assert_false(res.tail_checked);
+        g_assert_false(res.tail_zero);
+        g_assert_cmpuint(l.calls, >, 0);
+        g_assert_false(l.total_changed);
+        g_assert_cmpuint(l.last_total, ==, prefix);
+        g_assert_cmpuint(l.max_done, ==, prefix);
+        g_assert_cmpuint(l.past_prefix, ==, 0);
+
+        /* With it: the same digest, the tail found non-zero, the scan reported up to the virtual size. */
+        {
+                struct agent_checksum_result t = { 0 };
+
+                l = (struct progress_log) { .prefix = prefix };
+                g_assert_cmpint(agent_checksum_image(path, "raw", prefix, 64 * KiB, AGENT_CHECKSUM_CHECK_TAIL, NULL,
+                                                     log_progress, &l, &t, &e), ==, 0);
+                g_assert_no_error(e);
+                g_assert_cmpstr(t.checksum, ==, res.checksum);
+                g_assert_true(t.tail_checked);
+                g_assert_false(t.tail_zero);
+                g_assert_false(l.total_changed);
+                g_assert_cmpuint(l.last_total, ==, size);
+                g_assert_cmpuint(l.last_done, ==, size);
+                g_assert_cmpuint(l.past_prefix, >, 1);  /* the 10 MiB of written zeros, while scanned */
+        }
+
+        /* The non-zero byte gone: the tail reads as zeros, with the flag only. */
+        write_at(path, 15 * MiB, zeros, 1);
+        memset(&res, 0, sizeof(res));
+        g_assert_cmpint(agent_checksum_image(path, "raw", prefix, 64 * KiB, AGENT_CHECKSUM_CHECK_TAIL, NULL, NULL, NULL,
+                                             &res, &e), ==, 0);
+        g_assert_true(res.tail_checked);
+        g_assert_true(res.tail_zero);
+        memset(&res, 0, sizeof(res));
+        g_assert_cmpint(agent_checksum_image(path, "raw", prefix, 64 * KiB, 0, NULL, NULL, NULL, &res, &e), ==, 0);
+        g_assert_false(res.tail_checked);
+
+        /* No tail at all: computed either way, true. */
+        memset(&res, 0, sizeof(res));
+        g_assert_cmpint(agent_checksum_image(path, "raw", 0, 64 * KiB, 0, NULL, NULL, NULL, &res, &e), ==, 0);
+        g_assert_true(res.tail_checked);
+        g_assert_true(res.tail_zero);
+        g_unlink(path);
+}
+
+
 /*
  * qcow2 is read through qemu-nbd with cache.direct=on where the file takes
  * O_DIRECT: the check reads storage, and leaves nothing in this host's page
@@ -454,13 +552,13 @@ static void test_errors_and_cancel(void)
         for (uint64_t off = 0; off < 64 * MiB; off += 4 * MiB)
                 write_at(path, off, &one, 1);
         g_cancellable_cancel(cancel);
-        g_assert_cmpint(agent_checksum_image(path, "raw", 0, 0, cancel, NULL, NULL, &res, &e), ==, -ECANCELED);
+        g_assert_cmpint(agent_checksum_image(path, "raw", 0, 0, 0, cancel, NULL, NULL, &res, &e), ==, -ECANCELED);
         g_clear_error(&e);
-        g_assert_cmpint(agent_checksum_image(path, "vmdk", 0, 0, NULL, NULL, NULL, &res, &e), ==, -EINVAL);
+        g_assert_cmpint(agent_checksum_image(path, "vmdk", 0, 0, 0, NULL, NULL, NULL, &res, &e), ==, -EINVAL);
         g_clear_error(&e);
-        g_assert_cmpint(agent_checksum_image(path, "raw", 0, 1000, NULL, NULL, NULL, &res, &e), ==, -EINVAL);
+        g_assert_cmpint(agent_checksum_image(path, "raw", 0, 1000, 0, NULL, NULL, NULL, &res, &e), ==, -EINVAL);
         g_clear_error(&e);
-        g_assert_cmpint(agent_checksum_image(missing, "qcow2", 0, 0, NULL, NULL, NULL, &res, &e), <, 0);
+        g_assert_cmpint(agent_checksum_image(missing, "qcow2", 0, 0, 0, NULL, NULL, NULL, &res, &e), <, 0);
         g_assert_nonnull(e);
         g_clear_error(&e);
         g_unlink(path);
@@ -501,6 +599,7 @@ int main(int argc, char **argv)
         g_test_add_func("/checksum/image/formats-agree", test_image_formats_agree);
         g_test_add_func("/checksum/image/prefix-and-change", test_prefix_and_change);
         g_test_add_func("/checksum/image/length-and-tail", test_length_and_tail);
+        g_test_add_func("/checksum/image/tail-check-opt-in", test_tail_check_opt_in);
         g_test_add_func("/checksum/image/qcow2-reads-direct", test_qcow2_reads_direct);
         g_test_add_func("/checksum/image/errors-and-cancel", test_errors_and_cancel);
         g_test_add_func("/checksum/ckpt/roundtrip", test_ckpt_roundtrip);
