@@ -238,6 +238,8 @@ static json_t *job_new(struct hd *d, const char *host, const char *verb, const c
                 json_object_set_new(job, "corrupt", json_true());      /* a copy that writes other data */
         if (fault && strcmp(fault, "bigger") == 0)
                 json_object_set_new(job, "bigger", json_true());       /* a copy into a destination with a zero tail */
+        if (fault && strcmp(fault, "bigger_dirty") == 0)
+                json_object_set_new(job, "bigger_dirty", json_true()); /* a copy that leaves a tail that is not zeros */
         if (fault && strcmp(fault, "no_length") == 0)
                 json_object_set_new(job, "no_length", json_true());    /* a checksum of an agent without length */
         json_object_set_new(section(d, "jobs", false), id, job);
@@ -356,8 +358,13 @@ static void job_run(struct hd *d, json_t *job)
                         view = bad;
                 }
                 json_object_set_new(v, "own", json_string(view));
-                if (json_is_true(json_object_get(job, "bigger")))
-                        json_object_set_new(v, "tail", json_true());   /* 4096 zero bytes past the source's size */
+                /* A copy rewrites the destination: its tail is what this copy leaves. */
+                json_object_del(v, "tail");
+                json_object_del(v, "tail_dirty");
+                if (json_is_true(json_object_get(job, "bigger")) || json_is_true(json_object_get(job, "bigger_dirty")))
+                        json_object_set_new(v, "tail", json_true());   /* 4096 bytes past the source's size: zeros */
+                if (json_is_true(json_object_get(job, "bigger_dirty")))
+                        json_object_set_new(v, "tail_dirty", json_true());     /* … or not */
                 set_done(v, ji(dst, "generation"));
         } else if (strcmp(verb, "SDM.merge") == 0) {
                 json_t *s = json_object_get(p, "subchain_info");
@@ -433,6 +440,7 @@ static void job_run(struct hd *d, json_t *job)
                  * hashes as the view, and its tail reads as zeros. An agent without length hashes it all. */
                 {
                         bool tail = json_is_true(json_object_get(v, "tail"));
+                        bool dirty = json_is_true(json_object_get(v, "tail_dirty"));
                         gint64 vsize = ji(v, "capacity") + (tail ? 4096 : 0);
                         gint64 length = ji(p, "length");
 
@@ -447,10 +455,10 @@ static void job_run(struct hd *d, json_t *job)
                                 sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, cut, -1);
                                 json_object_set_new(job, "result", json_pack("{s:s, s:I, s:I, s:b, s:I}", "checksum", sum,
                                                                              "size", length, "virtual_size", vsize,
-                                                                             "tail_zero", 1, "generation",
+                                                                             "tail_zero", !dirty, "generation",
                                                                              ji(v, "generation")));
                         } else if (tail) {
-                                g_autofree char *whole = g_strconcat(view, "+zeros", NULL);
+                                g_autofree char *whole = g_strconcat(view, dirty ? "+dirt" : "+zeros", NULL);
 
                                 sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, whole, -1);
                                 json_object_set_new(job, "result", json_pack("{s:s, s:I, s:I}", "checksum", sum,

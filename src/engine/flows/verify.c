@@ -165,9 +165,7 @@ static char *mismatch_why(json_t *data)
 
         if (g_strcmp0(js(json_object_get(v, "src"), "checksum"), js(d, "checksum")) == 0)
                 return g_strdup_printf("checksum mismatch: the destination's first %" G_GINT64_FORMAT " bytes match the "
-                                       "source (%s) but %s", ji(d, "length"), js(d, "checksum"),
-                                       ji(d, "size") != ji(d, "length") ? "its host hashed all of it (an agent without "
-                                       "Volume.checksum's length)" : "what follows them is not zeros");
+                                       "source (%s) but what follows them is not zeros", ji(d, "length"), js(d, "checksum"));
         return g_strdup_printf("checksum mismatch: source %s, destination %s", js(json_object_get(v, "src"), "checksum"),
                                js(d, "checksum"));
 }
@@ -335,7 +333,9 @@ static void verify_mismatch(struct engine *e, json_t *cmd, json_t *data)
  * again over the source's size (the source checksum's "size", recorded in
  * data.verify, so a restart keeps it) and is verified only when that prefix
  * matches and the agent says the rest reads as zeros. Redone once: a
- * destination with "length" that still differs is a mismatch.
+ * destination with "length" whose prefix differs, or whose tail is not
+ * zeros, is a mismatch; one whose agent did not honour length is unchecked
+ * (verify_dst_verdict).
  */
 static bool verify_dst_again_over_source_size(struct engine *e, json_t *cmd, json_t *data)
 {
@@ -362,17 +362,52 @@ static bool verify_dst_again_over_source_size(struct engine *e, json_t *cmd, jso
         return true;
 }
 
-/* The digests agree over the same bytes, and a destination hashed over a prefix is zeros beyond it. */
-static bool verify_dst_matches(json_t *v)
+/*
+ * What the two digests say. A match: they agree over the same bytes, and a
+ * destination hashed over a prefix is zeros beyond it. A mismatch: they
+ * differ over the same bytes, or the agent says the tail is not zeros.
+ * Unchecked: the destination's host could not answer the question asked —
+ * an agent that ignored length hashed all of it (size tells), one without
+ * tail_zero says nothing of the tail. That is no evidence against the copy:
+ * another host is asked, and the copy is never made again for it.
+ */
+enum verdict { VERDICT_MATCH, VERDICT_MISMATCH, VERDICT_UNCHECKED };
+
+static enum verdict verify_dst_verdict(json_t *v)
 {
         json_t *d = json_object_get(v, "dst");
+        bool same = g_strcmp0(js(json_object_get(v, "src"), "checksum"), js(d, "checksum")) == 0;
 
-        if (g_strcmp0(js(json_object_get(v, "src"), "checksum"), js(d, "checksum")) != 0)
-                return false;
         if (!json_object_get(d, "length"))
-                return true;           /* whole against whole: equal digests are equal sizes and content */
-        /* An agent that ignored length hashed all of it (size tells); one without tail_zero proves nothing. */
-        return ji(d, "size") == ji(d, "length") && json_is_true(json_object_get(d, "tail_zero"));
+                return same ? VERDICT_MATCH : VERDICT_MISMATCH;       /* whole against whole */
+        if (ji(d, "size") != ji(d, "length"))
+                return VERDICT_UNCHECKED;
+        if (!same || json_is_false(json_object_get(d, "tail_zero")))
+                return VERDICT_MISMATCH;
+        return json_is_true(json_object_get(d, "tail_zero")) ? VERDICT_MATCH : VERDICT_UNCHECKED;
+}
+
+/* The destination's host cannot verify a prefix: another host, VERIFY_TRIES in all; then the copy step
+ * fails as unverified (not copied again: every copy would end the same way). */
+static void verify_dst_unchecked(struct engine *e, json_t *cmd, json_t *data)
+{
+        json_t *d = json_object_get(json_object_get(data, "verify"), "dst");
+        g_autofree char *why = g_strdup_printf("the agent on host %s does not support Volume.checksum length: %s",
+                                               js(d, "host"), ji(d, "size") != ji(d, "length") ?
+                                               "it hashed another size than asked" : "its answer has no tail_zero");
+
+        if (ji(d, "tries") >= VERIFY_TRIES) {
+                g_autofree char *msg = g_strdup_printf("the copy could not be verified (%s; tried on %d hosts)", why,
+                                                       VERIFY_TRIES);
+
+                leaf_finish(e, cmd, false, msg);
+                return;
+        }
+        json_object_del(d, "checksum");
+        json_object_del(d, "size");
+        json_object_del(d, "virtual_size");
+        json_object_del(d, "tail_zero");
+        verify_side_retry(e, cmd, data, "dst", why);   /* records the new side (no digest) before it is sent */
 }
 
 static void verify_decide(struct engine *e, json_t *cmd, json_t *data)
@@ -383,11 +418,17 @@ static void verify_decide(struct engine *e, json_t *cmd, json_t *data)
         json_t *dst = json_object_get(p, "dst");
         g_autoptr(GError) store_error = NULL;
 
-        if (!verify_dst_matches(v)) {
+        switch (verify_dst_verdict(v)) {
+        case VERDICT_MISMATCH:
                 if (verify_dst_again_over_source_size(e, cmd, data))
                         return;
                 verify_mismatch(e, cmd, data);
                 return;
+        case VERDICT_UNCHECKED:
+                verify_dst_unchecked(e, cmd, data);
+                return;
+        case VERDICT_MATCH:
+                break;
         }
         if (engine_store_volume_set_legal(e->db, js(dst, "vol"), js(dst, "sd"),
                                           engine_generation_done(ji(cmd, "generation")), &store_error) < 0 ||
