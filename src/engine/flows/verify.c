@@ -348,17 +348,21 @@ static bool verify_dst_again_over_source_size(struct engine *e, json_t *cmd, jso
         if (json_object_get(d, "length") || src_size <= 0 || dst_size <= src_size)
                 return false;
         job = fy_uuid_new();
-        engine_event(e, "normal", js(cmd, "id"), "the destination (%" G_GINT64_FORMAT " bytes) is bigger than the source "
-                     "(%" G_GINT64_FORMAT " bytes): hashing its first %" G_GINT64_FORMAT " bytes on host %s",
-                     dst_size, src_size, src_size, js(d, "host"));
         json_object_set_new(d, "length", json_integer(src_size));
         json_object_set_new(d, "job", json_string(job));
+        json_object_set_new(d, "tries", json_integer(1));     /* a new question: its own VERIFY_TRIES */
         json_object_del(d, "checksum");
         json_object_del(d, "sent");
         json_object_del(d, "size");
         json_object_del(d, "virtual_size");
         json_object_del(d, "tail_zero");
-        verify_send(e, cmd, data);     /* recorded (length, new job) before it is sent */
+        json_object_del(d, "wait_since");
+        if (leaf_save(e, cmd, data) < 0)
+                return true;   /* logged; decided again from the first hash next round */
+        engine_event(e, "normal", js(cmd, "id"), "the destination (%" G_GINT64_FORMAT " bytes) is bigger than the source "
+                     "(%" G_GINT64_FORMAT " bytes): hashing its first %" G_GINT64_FORMAT " bytes on host %s",
+                     dst_size, src_size, src_size, js(d, "host"));
+        verify_send(e, cmd, data);     /* recorded (sent) before it is sent */
         return true;
 }
 
