@@ -119,14 +119,25 @@ gint64 hd_calls(struct hd *d, const char *verb)
         return ji(section(d, "calls", false), verb);
 }
 
-/* The fault this call takes ("refuse" or "fail"), its code in *ret_code; NULL: none. */
-static const char *take_fault(struct hd *d, const char *verb, const char *host, int *ret_code)
+/* An SDM.update_volume that marks a volume ILLEGAL (not a fence, which moves the generation). */
+static bool is_illegal_mark(json_t *p)
+{
+        json_t *a = json_object_get(p, "vol_attr");
+
+        return g_strcmp0(js(a, "legality"), "ILLEGAL") == 0 && !json_object_get(a, "generation");
+}
+
+/* The fault this call takes ("refuse" or "fail"), its code in *ret_code; NULL: none. "hang_mark" takes only
+ * an ILLEGAL mark. */
+static const char *take_fault(struct hd *d, const char *verb, const char *host, json_t *p, int *ret_code)
 {
         size_t i;
         json_t *f;
 
         json_array_foreach(section(d, "faults", true), i, f) {
                 if (ji(f, "count") <= 0 || strcmp(js(f, "verb"), verb) != 0 || (js(f, "host") && strcmp(js(f, "host"), host) != 0))
+                        continue;
+                if (strcmp(js(f, "mode"), "hang_mark") == 0 && !is_illegal_mark(p))
                         continue;
                 json_object_set_new(f, "count", json_integer(ji(f, "count") - 1));
                 *ret_code = (int) ji(f, "code");
@@ -232,7 +243,7 @@ static json_t *job_new(struct hd *d, const char *host, const char *verb, const c
 
         if (fault && strcmp(fault, "fail") == 0)
                 json_object_set_new(job, "fault", json_integer(code));
-        if (fault && strcmp(fault, "hang") == 0)
+        if (fault && (strcmp(fault, "hang") == 0 || strcmp(fault, "hang_mark") == 0))
                 json_object_set_new(job, "hang", json_true());  /* runs until Job.abort */
         if (fault && strcmp(fault, "corrupt") == 0)
                 json_object_set_new(job, "corrupt", json_true());      /* a copy that writes other data */
@@ -586,7 +597,7 @@ static void hd_call(void *userdata, const char *host, const char *method, json_t
                 answer_lost(d, cb, cb_data);
                 return;
         }
-        fault = take_fault(d, method, host, &code);
+        fault = take_fault(d, method, host, p, &code);
         if (fault && strcmp(fault, "down") == 0) {
                 /* The host takes the call and dies: its job never ends, it answers nothing more. */
                 json_object_set_new(section(d, "down", false), host, json_true());

@@ -689,6 +689,8 @@ static const struct fault fault_copy_corrupt = { "SDM.copy_data", "corrupt", 0, 
 
 static const struct fault fault_marker_dies = { "SDM.update_volume", "down", 0, 1 };
 
+static const struct fault fault_marker_hangs = { "SDM.update_volume", "hang_mark", 0, 1 }; /* the ILLEGAL mark, until Job.abort */
+
 static const struct fault fault_copy_bigger = { "SDM.copy_data", "bigger", 0, 1000 };
 
 static const struct fault fault_checksum_no_length = { "Volume.checksum", "no_length", 0, 1000 };
@@ -794,6 +796,19 @@ static void check_marker_died(struct life *l)
         g_assert_cmpint(json_object_size(json_object_get(hd_model(l->d), "down")), ==, 1);
 }
 
+/*
+ * A copy's checksum differed; the mark's job hung on a host that stayed up:
+ * after host_lost_timeout it was aborted and the copy was made again (it
+ * marks the destination itself) and verified.
+ */
+static void check_marker_hung(struct life *l)
+{
+        g_assert_cmpint(hd_calls(l->d, "SDM.copy_data"), >=, 4);
+        g_assert_cmpint(hd_calls(l->d, "SDM.update_volume"), >=, 1);
+        g_assert_cmpint(hd_calls(l->d, "Job.abort"), >=, 1);
+        g_assert_cmpint(json_object_size(json_object_get(hd_model(l->d), "down")), ==, 0);
+}
+
 static void check_merge_retried(struct life *l)
 {
         g_assert_cmpint(hd_calls(l->d, "SDM.merge"), ==, 2);
@@ -814,6 +829,8 @@ static const struct flow_case cases[] = {
         { "disk-move-cancelled", prep_disk, &fault_copy_hangs, start_disk_move, "aborted", check_cancelled, NULL, true },
         { "disk-move-mismatch-marker-dies", prep_disk, &fault_copy_corrupt, start_disk_move, "finished", check_marker_died,
           .fault2 = &fault_marker_dies },
+        { "disk-move-mismatch-marker-hangs", prep_disk, &fault_copy_corrupt, start_disk_move, "finished", check_marker_hung,
+          .fault2 = &fault_marker_hangs },
         { "disk-move-bigger-destination", prep_disk, &fault_copy_bigger, start_disk_move, "finished",
           check_bigger_verified },
         { "disk-move-bigger-destination-no-length", prep_disk, &fault_copy_bigger, start_disk_move, "failed",

@@ -150,11 +150,17 @@ static void verify_side_retry(struct engine *e, json_t *cmd, json_t *data, const
  * for another one (the mark is idempotent and guarded by the generation,
  * so a late run of the first one does no harm). Its end, done or failed
  * (the retry's copy marks the destination ILLEGAL itself before it
- * writes), lets the copy be tried again.
+ * writes), lets the copy be tried again. So does a mark that has not ended
+ * host_lost_timeout after it was recorded (data.mark_job.sent_at, engine
+ * clock) while its host is up: a metadata job that long is stuck, and it
+ * must not hold the copy for ever; it gets Job.abort, and its aborted end
+ * (or, failing that, host_lost_timeout more) lets the copy be tried again.
  *
  *   mismatch ── record mark_job ──> SDM.update_volume ── ended ──> retry the copy
  *                                      │ host not up for host_lost_timeout
- *                                      └──> record a new mark_job on another host, send it
+ *                                      │   └──> record a new mark_job on another host, send it
+ *                                      │ up, not ended host_lost_timeout after sent_at
+ *                                      └──> record abort_since, Job.abort ── ended (or timeout) ──> retry the copy
  */
 #define MARK_TRIES 3
 
@@ -228,13 +234,66 @@ static void mark_start(struct engine *e, json_t *cmd, json_t *data, const char *
 {
         json_t *d = json_object_get(json_object_get(data, "verify"), "dst");
         g_autofree char *job = fy_uuid_new();
-        json_t *m = json_pack("{s:s, s:s, s:I, s:I}", "host", host, "job", job, "tries", (json_int_t) tries,
-                              "generation", (json_int_t) ji(d, "generation"));
+        json_t *m = json_pack("{s:s, s:s, s:I, s:I, s:I}", "host", host, "job", job, "tries", (json_int_t) tries,
+                              "generation", (json_int_t) ji(d, "generation"), "sent_at", (json_int_t) engine_now());
 
         json_object_set_new(data, "mark_job", m);
         if (leaf_save(e, cmd, data) < 0)
                 return;        /* not recorded: not sent either; next round */
         mark_send(e, cmd, m);
+}
+
+static void on_mark_abort_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        if (error)
+                g_message("abort of the ILLEGAL mark of %s: %s", js(cmd, "id"), error->message);
+}
+
+/*
+ * The mark's host is up but its job has not ended within host_lost_timeout
+ * of being sent: it gets Job.abort (recorded first as abort_since, sent
+ * again every 30 s: an abort lost with an engine restart must not leave it
+ * holding the volume), and its "aborted" end lets the copy be tried again
+ * (on_mark_jobs). A job that does not end host_lost_timeout after that is
+ * given up too: the retry's copy marks the destination itself. true when the
+ * command went on or a record was refused: nothing more of it this round.
+ */
+#define MARK_ABORT_RESEND 30
+
+static bool mark_overdue(struct engine *e, json_t *cmd, json_t *data, json_t *m)
+{
+        gint64 now = engine_now();
+        g_autofree char *why = NULL;
+
+        if (!json_is_integer(json_object_get(m, "sent_at"))) {
+                /* Recorded before marks had a deadline: its clock starts now. */
+                json_object_set_new(m, "sent_at", json_integer(now));
+                return leaf_save(e, cmd, data) < 0;
+        }
+        if (now - ji(m, "sent_at") <= (gint64) e->config.host_lost_timeout)
+                return false;
+        why = g_strdup_printf("job %s on host %s did not end within %u s", js(m, "job"), js(m, "host"),
+                              e->config.host_lost_timeout);
+        if (!json_is_integer(json_object_get(m, "abort_since"))) {
+                json_object_set_new(m, "abort_since", json_integer(now));
+                json_object_set_new(m, "abort_at", json_integer(now));
+                if (leaf_save(e, cmd, data) < 0)
+                        return true;   /* not recorded: not sent either; next round */
+                engine_event(e, "warning", js(cmd, "id"), "marking the destination ILLEGAL: %s; aborting it", why);
+        } else if (now - ji(m, "abort_since") > (gint64) e->config.host_lost_timeout) {
+                g_autofree char *gave_up = g_strdup_printf("%s, nor %u s after Job.abort", why, e->config.host_lost_timeout);
+
+                mark_ended(e, cmd, data, gave_up);
+                return true;
+        } else if (now - ji(m, "abort_at") >= MARK_ABORT_RESEND) {
+                json_object_set_new(m, "abort_at", json_integer(now));
+                if (leaf_save(e, cmd, data) < 0)
+                        return true;
+        } else
+                return false;  /* aborting: its end is polled for */
+        engine_cmd_call(e, cmd, js(m, "host"), "Job.abort", json_pack("{s:s}", "job_id", js(m, "job")),
+                        e->config.host_timeout, on_mark_abort_sent, NULL, NULL);
+        return false;
 }
 
 static void on_mark_jobs(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
@@ -322,6 +381,8 @@ static void verify_mismatch(struct engine *e, json_t *cmd, json_t *data)
                 if (leaf_save(e, cmd, data) < 0)
                         return;
         }
+        if (mark_overdue(e, cmd, data, m))
+                return;
         if (!leaf_poll_due(e, key))
                 return;
         engine_cmd_poll_job(e, cmd, js(m, "host"), js(m, "job"), on_mark_jobs, NULL);
