@@ -13,7 +13,10 @@
  * arrived). Equal digests: done, the step records verified and the digest.
  * Different: the destination is marked ILLEGAL and the copy is tried again
  * (copy_attempts). A checksum job that fails or whose host is lost is tried
- * again on another host, VERIFY_TRIES times per side.
+ * again on another host, VERIFY_TRIES times per side; so is a destination
+ * hash its host could not make as asked (an agent without Volume.checksum's
+ * length), which is no difference: after VERIFY_TRIES the step fails
+ * unverified and nothing is copied again.
  */
 #include <errno.h>
 #include <string.h>
