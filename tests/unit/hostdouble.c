@@ -119,14 +119,25 @@ gint64 hd_calls(struct hd *d, const char *verb)
         return ji(section(d, "calls", false), verb);
 }
 
-/* The fault this call takes ("refuse" or "fail"), its code in *ret_code; NULL: none. */
-static const char *take_fault(struct hd *d, const char *verb, const char *host, int *ret_code)
+/* An SDM.update_volume that marks a volume ILLEGAL (not a fence, which moves the generation). */
+static bool is_illegal_mark(json_t *p)
+{
+        json_t *a = json_object_get(p, "vol_attr");
+
+        return g_strcmp0(js(a, "legality"), "ILLEGAL") == 0 && !json_object_get(a, "generation");
+}
+
+/* The fault this call takes ("refuse" or "fail"), its code in *ret_code; NULL: none. "hang_mark" takes only
+ * an ILLEGAL mark. */
+static const char *take_fault(struct hd *d, const char *verb, const char *host, json_t *p, int *ret_code)
 {
         size_t i;
         json_t *f;
 
         json_array_foreach(section(d, "faults", true), i, f) {
                 if (ji(f, "count") <= 0 || strcmp(js(f, "verb"), verb) != 0 || (js(f, "host") && strcmp(js(f, "host"), host) != 0))
+                        continue;
+                if (strcmp(js(f, "mode"), "hang_mark") == 0 && !is_illegal_mark(p))
                         continue;
                 json_object_set_new(f, "count", json_integer(ji(f, "count") - 1));
                 *ret_code = (int) ji(f, "code");
@@ -232,12 +243,14 @@ static json_t *job_new(struct hd *d, const char *host, const char *verb, const c
 
         if (fault && strcmp(fault, "fail") == 0)
                 json_object_set_new(job, "fault", json_integer(code));
-        if (fault && strcmp(fault, "hang") == 0)
+        if (fault && (strcmp(fault, "hang") == 0 || strcmp(fault, "hang_mark") == 0))
                 json_object_set_new(job, "hang", json_true());  /* runs until Job.abort */
         if (fault && strcmp(fault, "corrupt") == 0)
                 json_object_set_new(job, "corrupt", json_true());      /* a copy that writes other data */
         if (fault && strcmp(fault, "bigger") == 0)
                 json_object_set_new(job, "bigger", json_true());       /* a copy into a destination with a zero tail */
+        if (fault && strcmp(fault, "bigger_dirty") == 0)
+                json_object_set_new(job, "bigger_dirty", json_true()); /* a copy that leaves a tail that is not zeros */
         if (fault && strcmp(fault, "no_length") == 0)
                 json_object_set_new(job, "no_length", json_true());    /* a checksum of an agent without length */
         json_object_set_new(section(d, "jobs", false), id, job);
@@ -356,8 +369,13 @@ static void job_run(struct hd *d, json_t *job)
                         view = bad;
                 }
                 json_object_set_new(v, "own", json_string(view));
-                if (json_is_true(json_object_get(job, "bigger")))
-                        json_object_set_new(v, "tail", json_true());   /* 4096 zero bytes past the source's size */
+                /* A copy rewrites the destination: its tail is what this copy leaves. */
+                json_object_del(v, "tail");
+                json_object_del(v, "tail_dirty");
+                if (json_is_true(json_object_get(job, "bigger")) || json_is_true(json_object_get(job, "bigger_dirty")))
+                        json_object_set_new(v, "tail", json_true());   /* 4096 bytes past the source's size: zeros */
+                if (json_is_true(json_object_get(job, "bigger_dirty")))
+                        json_object_set_new(v, "tail_dirty", json_true());     /* … or not */
                 set_done(v, ji(dst, "generation"));
         } else if (strcmp(verb, "SDM.merge") == 0) {
                 json_t *s = json_object_get(p, "subchain_info");
@@ -433,6 +451,7 @@ static void job_run(struct hd *d, json_t *job)
                  * hashes as the view, and its tail reads as zeros. An agent without length hashes it all. */
                 {
                         bool tail = json_is_true(json_object_get(v, "tail"));
+                        bool dirty = json_is_true(json_object_get(v, "tail_dirty"));
                         gint64 vsize = ji(v, "capacity") + (tail ? 4096 : 0);
                         gint64 length = ji(p, "length");
 
@@ -447,10 +466,10 @@ static void job_run(struct hd *d, json_t *job)
                                 sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, cut, -1);
                                 json_object_set_new(job, "result", json_pack("{s:s, s:I, s:I, s:b, s:I}", "checksum", sum,
                                                                              "size", length, "virtual_size", vsize,
-                                                                             "tail_zero", 1, "generation",
+                                                                             "tail_zero", !dirty, "generation",
                                                                              ji(v, "generation")));
                         } else if (tail) {
-                                g_autofree char *whole = g_strconcat(view, "+zeros", NULL);
+                                g_autofree char *whole = g_strconcat(view, dirty ? "+dirt" : "+zeros", NULL);
 
                                 sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, whole, -1);
                                 json_object_set_new(job, "result", json_pack("{s:s, s:I, s:I}", "checksum", sum,
@@ -578,7 +597,7 @@ static void hd_call(void *userdata, const char *host, const char *method, json_t
                 answer_lost(d, cb, cb_data);
                 return;
         }
-        fault = take_fault(d, method, host, &code);
+        fault = take_fault(d, method, host, p, &code);
         if (fault && strcmp(fault, "down") == 0) {
                 /* The host takes the call and dies: its job never ends, it answers nothing more. */
                 json_object_set_new(section(d, "down", false), host, json_true());

@@ -689,9 +689,13 @@ static const struct fault fault_copy_corrupt = { "SDM.copy_data", "corrupt", 0, 
 
 static const struct fault fault_marker_dies = { "SDM.update_volume", "down", 0, 1 };
 
+static const struct fault fault_marker_hangs = { "SDM.update_volume", "hang_mark", 0, 1 }; /* the ILLEGAL mark, until Job.abort */
+
 static const struct fault fault_copy_bigger = { "SDM.copy_data", "bigger", 0, 1000 };
 
 static const struct fault fault_checksum_no_length = { "Volume.checksum", "no_length", 0, 1000 };
+
+static const struct fault fault_copy_bigger_dirty = { "SDM.copy_data", "bigger_dirty", 0, 1 };
 
 /*
  * Every copy's destination is bigger than its source (a zero tail): each is
@@ -704,10 +708,31 @@ static void check_bigger_verified(struct life *l)
         g_assert_cmpint(hd_calls(l->d, "Volume.checksum"), >=, 9);
 }
 
-/* The same with agents that ignore length: never verified, the copies fail after their attempts. */
+/*
+ * The same with agents that ignore length: no host can verify the bottom
+ * layer's destination, so its step fails as unverified after a prefix hash
+ * on VERIFY_TRIES hosts, without copying anything again or marking it ILLEGAL
+ * (the layers above end with it).
+ */
 static void check_bigger_never_verified(struct life *l)
 {
-        g_assert_cmpint(hd_calls(l->d, "SDM.copy_data"), >, 3);
+        g_assert_cmpint(hd_calls(l->d, "SDM.copy_data"), ==, 3);
+        g_assert_cmpint(hd_calls(l->d, "SDM.update_volume"), ==, 0);
+        g_assert_cmpint(hd_calls(l->d, "Volume.checksum"), <=, 6);
+        g_assert_cmpint(q_int(l, "SELECT count(*) FROM commands WHERE state = 'failed' AND instr(error, "
+                              "'could not be verified (the agent on host') > 0 AND instr(error, "
+                              "'does not support Volume.checksum length') > 0", NULL), >=, 1);
+}
+
+/*
+ * The first copy's destination is bigger and its tail is not zeros: the
+ * prefix matches, tail_zero is false — a mismatch: marked ILLEGAL, copied
+ * again (cleanly) and verified.
+ */
+static void check_bigger_dirty_recopied(struct life *l)
+{
+        g_assert_cmpint(hd_calls(l->d, "SDM.copy_data"), ==, 4);
+        g_assert_cmpint(hd_calls(l->d, "SDM.update_volume"), >=, 1);
 }
 
 static void check_retried(struct life *l)
@@ -771,6 +796,19 @@ static void check_marker_died(struct life *l)
         g_assert_cmpint(json_object_size(json_object_get(hd_model(l->d), "down")), ==, 1);
 }
 
+/*
+ * A copy's checksum differed; the mark's job hung on a host that stayed up:
+ * after host_lost_timeout it was aborted and the copy was made again (it
+ * marks the destination itself) and verified.
+ */
+static void check_marker_hung(struct life *l)
+{
+        g_assert_cmpint(hd_calls(l->d, "SDM.copy_data"), >=, 4);
+        g_assert_cmpint(hd_calls(l->d, "SDM.update_volume"), >=, 1);
+        g_assert_cmpint(hd_calls(l->d, "Job.abort"), >=, 1);
+        g_assert_cmpint(json_object_size(json_object_get(hd_model(l->d), "down")), ==, 0);
+}
+
 static void check_merge_retried(struct life *l)
 {
         g_assert_cmpint(hd_calls(l->d, "SDM.merge"), ==, 2);
@@ -791,10 +829,14 @@ static const struct flow_case cases[] = {
         { "disk-move-cancelled", prep_disk, &fault_copy_hangs, start_disk_move, "aborted", check_cancelled, NULL, true },
         { "disk-move-mismatch-marker-dies", prep_disk, &fault_copy_corrupt, start_disk_move, "finished", check_marker_died,
           .fault2 = &fault_marker_dies },
+        { "disk-move-mismatch-marker-hangs", prep_disk, &fault_copy_corrupt, start_disk_move, "finished", check_marker_hung,
+          .fault2 = &fault_marker_hangs },
         { "disk-move-bigger-destination", prep_disk, &fault_copy_bigger, start_disk_move, "finished",
           check_bigger_verified },
         { "disk-move-bigger-destination-no-length", prep_disk, &fault_copy_bigger, start_disk_move, "failed",
           check_bigger_never_verified, .fault2 = &fault_checksum_no_length },
+        { "disk-move-bigger-destination-dirty-tail", prep_disk, &fault_copy_bigger_dirty, start_disk_move, "finished",
+          check_bigger_dirty_recopied },
         { "disk-copy", prep_disk, NULL, start_disk_copy, "finished", NULL },
         { "disk-sparsify", prep_disk, NULL, start_sparsify, "finished", NULL },
         { "disk-checksum", prep_disk, NULL, start_checksum, "finished", NULL },

@@ -13,7 +13,10 @@
  * arrived). Equal digests: done, the step records verified and the digest.
  * Different: the destination is marked ILLEGAL and the copy is tried again
  * (copy_attempts). A checksum job that fails or whose host is lost is tried
- * again on another host, VERIFY_TRIES times per side.
+ * again on another host, VERIFY_TRIES times per side; so is a destination
+ * hash its host could not make as asked (an agent without Volume.checksum's
+ * length), which is no difference: after VERIFY_TRIES the step fails
+ * unverified and nothing is copied again.
  */
 #include <errno.h>
 #include <string.h>
@@ -150,11 +153,17 @@ static void verify_side_retry(struct engine *e, json_t *cmd, json_t *data, const
  * for another one (the mark is idempotent and guarded by the generation,
  * so a late run of the first one does no harm). Its end, done or failed
  * (the retry's copy marks the destination ILLEGAL itself before it
- * writes), lets the copy be tried again.
+ * writes), lets the copy be tried again. So does a mark that has not ended
+ * host_lost_timeout after it was recorded (data.mark_job.sent_at, engine
+ * clock) while its host is up: a metadata job that long is stuck, and it
+ * must not hold the copy for ever; it gets Job.abort, and its aborted end
+ * (or, failing that, host_lost_timeout more) lets the copy be tried again.
  *
  *   mismatch ── record mark_job ──> SDM.update_volume ── ended ──> retry the copy
  *                                      │ host not up for host_lost_timeout
- *                                      └──> record a new mark_job on another host, send it
+ *                                      │   └──> record a new mark_job on another host, send it
+ *                                      │ up, not ended host_lost_timeout after sent_at
+ *                                      └──> record abort_since, Job.abort ── ended (or timeout) ──> retry the copy
  */
 #define MARK_TRIES 3
 
@@ -165,9 +174,7 @@ static char *mismatch_why(json_t *data)
 
         if (g_strcmp0(js(json_object_get(v, "src"), "checksum"), js(d, "checksum")) == 0)
                 return g_strdup_printf("checksum mismatch: the destination's first %" G_GINT64_FORMAT " bytes match the "
-                                       "source (%s) but %s", ji(d, "length"), js(d, "checksum"),
-                                       ji(d, "size") != ji(d, "length") ? "its host hashed all of it (an agent without "
-                                       "Volume.checksum's length)" : "what follows them is not zeros");
+                                       "source (%s) but what follows them is not zeros", ji(d, "length"), js(d, "checksum"));
         return g_strdup_printf("checksum mismatch: source %s, destination %s", js(json_object_get(v, "src"), "checksum"),
                                js(d, "checksum"));
 }
@@ -230,13 +237,66 @@ static void mark_start(struct engine *e, json_t *cmd, json_t *data, const char *
 {
         json_t *d = json_object_get(json_object_get(data, "verify"), "dst");
         g_autofree char *job = fy_uuid_new();
-        json_t *m = json_pack("{s:s, s:s, s:I, s:I}", "host", host, "job", job, "tries", (json_int_t) tries,
-                              "generation", (json_int_t) ji(d, "generation"));
+        json_t *m = json_pack("{s:s, s:s, s:I, s:I, s:I}", "host", host, "job", job, "tries", (json_int_t) tries,
+                              "generation", (json_int_t) ji(d, "generation"), "sent_at", (json_int_t) engine_now());
 
         json_object_set_new(data, "mark_job", m);
         if (leaf_save(e, cmd, data) < 0)
                 return;        /* not recorded: not sent either; next round */
         mark_send(e, cmd, m);
+}
+
+static void on_mark_abort_sent(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
+{
+        if (error)
+                g_message("abort of the ILLEGAL mark of %s: %s", js(cmd, "id"), error->message);
+}
+
+/*
+ * The mark's host is up but its job has not ended within host_lost_timeout
+ * of being sent: it gets Job.abort (recorded first as abort_since, sent
+ * again every 30 s: an abort lost with an engine restart must not leave it
+ * holding the volume), and its "aborted" end lets the copy be tried again
+ * (on_mark_jobs). A job that does not end host_lost_timeout after that is
+ * given up too: the retry's copy marks the destination itself. true when the
+ * command went on or a record was refused: nothing more of it this round.
+ */
+#define MARK_ABORT_RESEND 30
+
+static bool mark_overdue(struct engine *e, json_t *cmd, json_t *data, json_t *m)
+{
+        gint64 now = engine_now();
+        g_autofree char *why = NULL;
+
+        if (!json_is_integer(json_object_get(m, "sent_at"))) {
+                /* Recorded before marks had a deadline: its clock starts now. */
+                json_object_set_new(m, "sent_at", json_integer(now));
+                return leaf_save(e, cmd, data) < 0;
+        }
+        if (now - ji(m, "sent_at") <= (gint64) e->config.host_lost_timeout)
+                return false;
+        why = g_strdup_printf("job %s on host %s did not end within %u s", js(m, "job"), js(m, "host"),
+                              e->config.host_lost_timeout);
+        if (!json_is_integer(json_object_get(m, "abort_since"))) {
+                json_object_set_new(m, "abort_since", json_integer(now));
+                json_object_set_new(m, "abort_at", json_integer(now));
+                if (leaf_save(e, cmd, data) < 0)
+                        return true;   /* not recorded: not sent either; next round */
+                engine_event(e, "warning", js(cmd, "id"), "marking the destination ILLEGAL: %s; aborting it", why);
+        } else if (now - ji(m, "abort_since") > (gint64) e->config.host_lost_timeout) {
+                g_autofree char *gave_up = g_strdup_printf("%s, nor %u s after Job.abort", why, e->config.host_lost_timeout);
+
+                mark_ended(e, cmd, data, gave_up);
+                return true;
+        } else if (now - ji(m, "abort_at") >= MARK_ABORT_RESEND) {
+                json_object_set_new(m, "abort_at", json_integer(now));
+                if (leaf_save(e, cmd, data) < 0)
+                        return true;
+        } else
+                return false;  /* aborting: its end is polled for */
+        engine_cmd_call(e, cmd, js(m, "host"), "Job.abort", json_pack("{s:s}", "job_id", js(m, "job")),
+                        e->config.host_timeout, on_mark_abort_sent, NULL, NULL);
+        return false;
 }
 
 static void on_mark_jobs(struct engine *e, json_t *cmd, json_t *result, const GError *error, void *extra)
@@ -324,6 +384,8 @@ static void verify_mismatch(struct engine *e, json_t *cmd, json_t *data)
                 if (leaf_save(e, cmd, data) < 0)
                         return;
         }
+        if (mark_overdue(e, cmd, data, m))
+                return;
         if (!leaf_poll_due(e, key))
                 return;
         engine_cmd_poll_job(e, cmd, js(m, "host"), js(m, "job"), on_mark_jobs, NULL);
@@ -335,7 +397,9 @@ static void verify_mismatch(struct engine *e, json_t *cmd, json_t *data)
  * again over the source's size (the source checksum's "size", recorded in
  * data.verify, so a restart keeps it) and is verified only when that prefix
  * matches and the agent says the rest reads as zeros. Redone once: a
- * destination with "length" that still differs is a mismatch.
+ * destination with "length" whose prefix differs, or whose tail is not
+ * zeros, is a mismatch; one whose agent did not honour length is unchecked
+ * (verify_dst_verdict).
  */
 static bool verify_dst_again_over_source_size(struct engine *e, json_t *cmd, json_t *data)
 {
@@ -348,31 +412,70 @@ static bool verify_dst_again_over_source_size(struct engine *e, json_t *cmd, jso
         if (json_object_get(d, "length") || src_size <= 0 || dst_size <= src_size)
                 return false;
         job = fy_uuid_new();
-        engine_event(e, "normal", js(cmd, "id"), "the destination (%" G_GINT64_FORMAT " bytes) is bigger than the source "
-                     "(%" G_GINT64_FORMAT " bytes): hashing its first %" G_GINT64_FORMAT " bytes on host %s",
-                     dst_size, src_size, src_size, js(d, "host"));
         json_object_set_new(d, "length", json_integer(src_size));
         json_object_set_new(d, "job", json_string(job));
+        json_object_set_new(d, "tries", json_integer(1));     /* a new question: its own VERIFY_TRIES */
         json_object_del(d, "checksum");
         json_object_del(d, "sent");
         json_object_del(d, "size");
         json_object_del(d, "virtual_size");
         json_object_del(d, "tail_zero");
-        verify_send(e, cmd, data);     /* recorded (length, new job) before it is sent */
+        json_object_del(d, "wait_since");
+        if (leaf_save(e, cmd, data) < 0)
+                return true;   /* logged; decided again from the first hash next round */
+        engine_event(e, "normal", js(cmd, "id"), "the destination (%" G_GINT64_FORMAT " bytes) is bigger than the source "
+                     "(%" G_GINT64_FORMAT " bytes): hashing its first %" G_GINT64_FORMAT " bytes on host %s",
+                     dst_size, src_size, src_size, js(d, "host"));
+        verify_send(e, cmd, data);     /* recorded (sent) before it is sent */
         return true;
 }
 
-/* The digests agree over the same bytes, and a destination hashed over a prefix is zeros beyond it. */
-static bool verify_dst_matches(json_t *v)
+/*
+ * What the two digests say. A match: they agree over the same bytes, and a
+ * destination hashed over a prefix is zeros beyond it. A mismatch: they
+ * differ over the same bytes, or the agent says the tail is not zeros.
+ * Unchecked: the destination's host could not answer the question asked —
+ * an agent that ignored length hashed all of it (size tells), one without
+ * tail_zero says nothing of the tail. That is no evidence against the copy:
+ * another host is asked, and the copy is never made again for it.
+ */
+enum verdict { VERDICT_MATCH, VERDICT_MISMATCH, VERDICT_UNCHECKED };
+
+static enum verdict verify_dst_verdict(json_t *v)
 {
         json_t *d = json_object_get(v, "dst");
+        bool same = g_strcmp0(js(json_object_get(v, "src"), "checksum"), js(d, "checksum")) == 0;
 
-        if (g_strcmp0(js(json_object_get(v, "src"), "checksum"), js(d, "checksum")) != 0)
-                return false;
         if (!json_object_get(d, "length"))
-                return true;           /* whole against whole: equal digests are equal sizes and content */
-        /* An agent that ignored length hashed all of it (size tells); one without tail_zero proves nothing. */
-        return ji(d, "size") == ji(d, "length") && json_is_true(json_object_get(d, "tail_zero"));
+                return same ? VERDICT_MATCH : VERDICT_MISMATCH;       /* whole against whole */
+        if (ji(d, "size") != ji(d, "length"))
+                return VERDICT_UNCHECKED;
+        if (!same || json_is_false(json_object_get(d, "tail_zero")))
+                return VERDICT_MISMATCH;
+        return json_is_true(json_object_get(d, "tail_zero")) ? VERDICT_MATCH : VERDICT_UNCHECKED;
+}
+
+/* The destination's host cannot verify a prefix: another host, VERIFY_TRIES in all; then the copy step
+ * fails as unverified (not copied again: every copy would end the same way). */
+static void verify_dst_unchecked(struct engine *e, json_t *cmd, json_t *data)
+{
+        json_t *d = json_object_get(json_object_get(data, "verify"), "dst");
+        g_autofree char *why = g_strdup_printf("the agent on host %s does not support Volume.checksum length: %s",
+                                               js(d, "host"), ji(d, "size") != ji(d, "length") ?
+                                               "it hashed another size than asked" : "its answer has no tail_zero");
+
+        if (ji(d, "tries") >= VERIFY_TRIES) {
+                g_autofree char *msg = g_strdup_printf("the copy could not be verified (%s; tried on %d hosts)", why,
+                                                       VERIFY_TRIES);
+
+                leaf_finish(e, cmd, false, msg);
+                return;
+        }
+        json_object_del(d, "checksum");
+        json_object_del(d, "size");
+        json_object_del(d, "virtual_size");
+        json_object_del(d, "tail_zero");
+        verify_side_retry(e, cmd, data, "dst", why);   /* records the new side (no digest) before it is sent */
 }
 
 static void verify_decide(struct engine *e, json_t *cmd, json_t *data)
@@ -383,11 +486,17 @@ static void verify_decide(struct engine *e, json_t *cmd, json_t *data)
         json_t *dst = json_object_get(p, "dst");
         g_autoptr(GError) store_error = NULL;
 
-        if (!verify_dst_matches(v)) {
+        switch (verify_dst_verdict(v)) {
+        case VERDICT_MISMATCH:
                 if (verify_dst_again_over_source_size(e, cmd, data))
                         return;
                 verify_mismatch(e, cmd, data);
                 return;
+        case VERDICT_UNCHECKED:
+                verify_dst_unchecked(e, cmd, data);
+                return;
+        case VERDICT_MATCH:
+                break;
         }
         if (engine_store_volume_set_legal(e->db, js(dst, "vol"), js(dst, "sd"),
                                           engine_generation_done(ji(cmd, "generation")), &store_error) < 0 ||
