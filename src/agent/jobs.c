@@ -28,6 +28,7 @@ struct agent_job {
         const char *phase;             /* static string or NULL, g_atomic_pointer (job thread writes) */
         gint phase_progress_bp;        /* the phase's own progress, basis points; -1: none (g_atomic) */
         gint phase_progress_sent;      /* last value announced in an event */
+        const char *phase_sent;        /* the phase (as reported, rate_wait included) last announced; main thread */
         struct agent_rate_flow *flow;  /* whose bytes are the job's bytes_done; under jobs->flow_lock */
         guint64 bytes_done;            /* last read from flow; under jobs->flow_lock */
         guint64 bytes_base;            /* a resumed copy's kept prefix, counted as done; under jobs->flow_lock */
@@ -135,9 +136,20 @@ static bool job_rate_waiting(struct agent_job *job)
         return waiting;
 }
 
-static json_t *job_info(struct agent_job *job)
+/* The phase as reported: a copy asleep in a rate limiter reports rate_wait (the engine judges only
+ * "copying" for stalls). A static string or NULL. */
+static const char *job_phase(struct agent_job *job)
 {
         const char *phase = g_atomic_pointer_get(&job->phase);
+
+        if ((!phase || strcmp(phase, "copying") == 0) && job_rate_waiting(job))
+                return "rate_wait";
+        return phase;
+}
+
+static json_t *job_info(struct agent_job *job)
+{
+        const char *phase = job_phase(job);
         guint64 moved, base;
 
         json_t *info = json_pack("{s:s, s:s, s:s, s:s, s:f, s:I}",
@@ -156,9 +168,6 @@ static json_t *job_info(struct agent_job *job)
         job_bytes(job, &moved, &base);
         json_object_set_new(info, "bytes_done", json_integer((json_int_t) (base + moved)));
         json_object_set_new(info, "bytes_moved", json_integer((json_int_t) moved));
-        /* A copy asleep in a rate limiter reports so: the engine judges only "copying" for stalls. */
-        if ((!phase || strcmp(phase, "copying") == 0) && job_rate_waiting(job))
-                phase = "rate_wait";
         if (phase)
                 json_object_set_new(info, "phase", json_string(phase));
         /* A phase with a progress of its own (a resume's prefix verification): the engine shows it and
@@ -180,10 +189,13 @@ static json_t *job_info(struct agent_job *job)
 static void job_notify(struct agent_job *job)
 {
         g_autofree char *method = g_strdup_printf("|jobs|status|%s", job->id);
-        json_t *params = job_info(job);
+        json_t *params;
 
+        /* Before the info is read: what changes in between is announced again at the next tick. */
+        job->phase_sent = job_phase(job);
         g_atomic_int_set(&job->progress_sent, g_atomic_int_get(&job->progress_bp));
         g_atomic_int_set(&job->phase_progress_sent, g_atomic_int_get(&job->phase_progress_bp));
+        params = job_info(job);
         json_object_set_new(params, "notify_time", json_integer(g_get_monotonic_time() / 1000));
         agent_emit_event(job->jobs->agent, method, params);
         json_decref(params);
@@ -321,9 +333,16 @@ static gboolean progress_tick(gpointer data)
         while (g_hash_table_iter_next(&it, NULL, &value)) {
                 struct agent_job *job = value;
 
+                /*
+                 * A change of phase is announced too: the engine keeps the last event as the job's
+                 * state between its polls, and judges stalls on the phase. A copy whose progress
+                 * stops right as it enters copying (a frozen qemu-img) would otherwise leave
+                 * "preparing" there for good, against the polls' "copying".
+                 */
                 if ((job->status == AGENT_JOB_RUNNING || job->status == AGENT_JOB_ABORTING) &&
                     (g_atomic_int_get(&job->progress_bp) != g_atomic_int_get(&job->progress_sent) ||
-                     g_atomic_int_get(&job->phase_progress_bp) != g_atomic_int_get(&job->phase_progress_sent)))
+                     g_atomic_int_get(&job->phase_progress_bp) != g_atomic_int_get(&job->phase_progress_sent) ||
+                     g_strcmp0(job_phase(job), job->phase_sent) != 0))
                         job_notify(job);
         }
         return G_SOURCE_CONTINUE;

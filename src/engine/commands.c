@@ -371,11 +371,35 @@ static void job_poll_free(struct job_poll *jp)
         g_free(jp);
 }
 
+/*
+ * A poll's answer is newer than every event its connection brought before
+ * it: it replaces a running job's kept event, which otherwise stays as it
+ * was until the job's progress or phase changes. leaf_watch feeds the kept
+ * event to the stall judgement every round: one left behind at "preparing"
+ * while the polls say "copying" would count as a change of phase, a move,
+ * each time, and a frozen copy would never be flagged.
+ */
+static void refresh_job_events(json_t *result)
+{
+        const char *id;
+        json_t *job;
+
+        json_object_foreach(result, id, job) {
+                const char *status = json_is_object(job) ? js(job, "status") : NULL;
+
+                if (status && (strcmp(status, "running") == 0 || strcmp(status, "aborting") == 0) &&
+                    g_hash_table_contains(job_events, id))
+                        g_hash_table_replace(job_events, g_strdup(id), json_incref(job));
+        }
+}
+
 static void on_polls_reply(json_t *result, const GError *error, void *userdata)
 {
         struct poll_call *pc = userdata;
         struct engine *e = pc->e;
 
+        if (!error && json_is_object(result))
+                refresh_job_events(result);
         for (guint i = 0; i < pc->polls->len; i++) {
                 struct job_poll *jp = pc->polls->pdata[i];
                 g_autoptr(json_t) cmd = NULL;

@@ -275,6 +275,9 @@ static json_t *job_info(json_t *job)
                               "job_type", js(job, "verb"),
                               "progress", strcmp(js(job, "status"), "done") == 0 ? 100.0 : 0.0, "bytes_done", (json_int_t) 0);
 
+        /* The agent's phase of a copy once it runs (what the engine judges stalls on). */
+        if (strcmp(js(job, "status"), "running") == 0 && strcmp(js(job, "verb"), "SDM.copy_data") == 0)
+                json_object_set_new(o, "phase", json_string("copying"));
         if (json_object_get(job, "error"))
                 json_object_set(o, "error", json_object_get(job, "error"));
         if (json_object_get(job, "result"))

@@ -993,6 +993,53 @@ static void test_phase_progress(void)
         ctl_clear(&a);
 }
 
+/* The phase in the last event announced for job id ("" when it carried none). */
+static const char *last_event_phase(const char *id)
+{
+        const char *phase = json_string_value(json_object_get(last_event_info(id), "phase"));
+
+        return phase ? phase : "";
+}
+
+/*
+ * A change of phase alone is announced at the next tick: the engine keeps
+ * the last event as the job's state between its polls and judges stalls on
+ * the phase, so a copy whose progress stops as it enters copying (a frozen
+ * qemu-img) must not leave "preparing" there for good. A tick with nothing
+ * new announces nothing.
+ */
+static void test_phase_announced(void)
+{
+        struct agent_jobs *jobs;
+        struct ctl a;
+        guint n;
+
+        setup();
+        ctl_init(&a);
+        jobs = agent_jobs_new(&agent, 1, 0);
+        add_ok(jobs, ID_A, "copy", &a);
+        ctl_wait_started(&a);
+        PUMP_UNTIL(events->len > 0 && has_status(jobs, ID_A, "running"));
+        agent_job_set_phase(a.job, AGENT_JOB_PHASE_PREPARING);
+        PUMP_UNTIL(strcmp(last_event_phase(ID_A), "preparing") == 0);
+        agent_job_set_phase(a.job, AGENT_JOB_PHASE_COPYING);
+        PUMP_UNTIL(strcmp(last_event_phase(ID_A), "copying") == 0);
+        g_assert_cmpfloat(json_real_value(json_object_get(last_event_info(ID_A), "progress")), ==, 0);
+        n = events->len;
+        {
+                gint64 end = g_get_monotonic_time() + 2500 * 1000;     /* two ticks and a half */
+
+                while (g_get_monotonic_time() < end)
+                        if (!g_main_context_iteration(NULL, FALSE))
+                                g_usleep(1000);
+        }
+        g_assert_cmpuint(events->len, ==, n);
+        ctl_release(&a);
+        PUMP_UNTIL(has_status(jobs, ID_A, "done"));
+        agent_jobs_free(jobs);
+        ctl_clear(&a);
+}
+
 static void test_free_running(void)
 {
         struct agent_jobs *jobs;
@@ -1147,6 +1194,7 @@ int main(int argc, char **argv)
         g_test_add_func("/jobs/autodelete", test_autodelete);
         g_test_add_func("/jobs/info-filter", test_info_filter);
         g_test_add_func("/jobs/phase-progress", test_phase_progress);
+        g_test_add_func("/jobs/phase-announced", test_phase_announced);
         g_test_add_func("/jobs/free-running", test_free_running);
         g_test_add_func("/jobs/complete-while-main-busy", test_complete_while_main_busy);
         g_test_add_func("/jobs/flow-id", test_flow_id);
