@@ -333,12 +333,7 @@ static gboolean progress_tick(gpointer data)
         while (g_hash_table_iter_next(&it, NULL, &value)) {
                 struct agent_job *job = value;
 
-                /*
-                 * A change of phase is announced too: the engine keeps the last event as the job's
-                 * state between its polls, and judges stalls on the phase. A copy whose progress
-                 * stops right as it enters copying (a frozen qemu-img) would otherwise leave
-                 * "preparing" there for good, against the polls' "copying".
-                 */
+                /* A change of phase too: the engine judges stalls on the last event between polls. */
                 if ((job->status == AGENT_JOB_RUNNING || job->status == AGENT_JOB_ABORTING) &&
                     (g_atomic_int_get(&job->progress_bp) != g_atomic_int_get(&job->progress_sent) ||
                      g_atomic_int_get(&job->phase_progress_bp) != g_atomic_int_get(&job->phase_progress_sent) ||

@@ -359,6 +359,7 @@ struct job_poll {
 struct poll_call {
         struct engine *e;
         GPtrArray *polls;              /* struct job_poll */
+        json_t *ids;                   /* the agent job ids asked */
 };
 
 static GHashTable *poll_batches;       /* host id → GPtrArray of struct job_poll, this round's */
@@ -371,25 +372,24 @@ static void job_poll_free(struct job_poll *jp)
         g_free(jp);
 }
 
-/*
- * A poll's answer is newer than every event its connection brought before
- * it: it replaces a running job's kept event, which otherwise stays as it
- * was until the job's progress or phase changes. leaf_watch feeds the kept
- * event to the stall judgement every round: one left behind at "preparing"
- * while the polls say "copying" would count as a change of phase, a move,
- * each time, and a frozen copy would never be flagged.
- */
-static void refresh_job_events(json_t *result)
+/* A poll's answer is newer than the events before it on its connection: it replaces each asked
+ * job's kept event, or drops it when the job no longer runs (stall judgement reads it each round). */
+static void refresh_job_events(json_t *asked, json_t *result)
 {
-        const char *id;
-        json_t *job;
+        size_t i;
+        json_t *v;
 
-        json_object_foreach(result, id, job) {
+        json_array_foreach(asked, i, v) {
+                const char *id = json_string_value(v);
+                json_t *job = json_object_get(result, id);
                 const char *status = json_is_object(job) ? js(job, "status") : NULL;
 
-                if (status && (strcmp(status, "running") == 0 || strcmp(status, "aborting") == 0) &&
-                    g_hash_table_contains(job_events, id))
+                if (!g_hash_table_contains(job_events, id))
+                        continue;
+                if (status && (strcmp(status, "running") == 0 || strcmp(status, "aborting") == 0))
                         g_hash_table_replace(job_events, g_strdup(id), json_incref(job));
+                else
+                        g_hash_table_remove(job_events, id);
         }
 }
 
@@ -399,7 +399,7 @@ static void on_polls_reply(json_t *result, const GError *error, void *userdata)
         struct engine *e = pc->e;
 
         if (!error && json_is_object(result))
-                refresh_job_events(result);
+                refresh_job_events(pc->ids, result);
         for (guint i = 0; i < pc->polls->len; i++) {
                 struct job_poll *jp = pc->polls->pdata[i];
                 g_autoptr(json_t) cmd = NULL;
@@ -415,6 +415,7 @@ static void on_polls_reply(json_t *result, const GError *error, void *userdata)
                 }
         }
         g_ptr_array_unref(pc->polls);
+        json_decref(pc->ids);
         g_free(pc);
 }
 
@@ -434,7 +435,8 @@ static void polls_flush(struct engine *e)
 
                 pc->e = e;
                 pc->polls = g_ptr_array_ref(polls);
-                engine_host_call(e, host, "Host.getJobs", json_pack("{s:O}", "job_ids", g_hash_table_lookup(ids, host)),
+                pc->ids = json_incref(g_hash_table_lookup(ids, host));
+                engine_host_call(e, host, "Host.getJobs", json_pack("{s:O}", "job_ids", pc->ids),
                                  e->config.host_timeout, on_polls_reply, pc);
         }
 }
