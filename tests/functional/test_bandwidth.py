@@ -234,5 +234,12 @@ def test_qemu_img_held_to_its_share(cluster, capped, img):
     # Equal shares: the two equal copies end close together (unheld, qemu-img would end at ~2.3 s).
     assert abs(t_qcow2 - t_raw) <= 0.15 * max(t_qcow2, t_raw), (t_qcow2, t_raw)
     assert_within(max(t_qcow2, t_raw), 2 * size / CAP, "qcow2 + raw copy together (the aggregate)")
-    assert_within(t_qcow2, 2 * size / CAP, "qcow2 copy at half the cap")
+    # Held to its share, qemu-img may still run ahead of it by the governor's lead (150 ms of the cap
+    # and 2 MiB) plus its pause slack (100 ms of its share; src/agent/qemuimg.c), so it may end
+    # earlier than the raw copy by up to twice that over the cap: 3.54 s, not 4. Measured 3.66-3.68 s
+    # on a quiet machine and 3.58 s in one CI run, which the flat -10 % (3.60 s) refused.
+    ahead = CAP * 0.150 + 2 * MiB + CAP / 2 * 0.100
+    earliest = (2 * size - 2 * ahead) / CAP
+    print(f"qcow2 copy at half the cap: {t_qcow2:.2f} s (earliest {earliest:.2f} s, expected {2 * size / CAP:.2f} s)")
+    assert (1 - TOLERANCE / 2) * earliest <= t_qcow2 <= (1 + WALL_SLOWER) * 2 * size / CAP, t_qcow2
     assert qemu_img_compare(a, b).returncode == 0
