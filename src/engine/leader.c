@@ -247,7 +247,6 @@ static void retake_round(struct engine *e)
 void engine_leader_round(struct engine *e)
 {
         struct engine_leader *l = e->leader;
-        g_autoptr(GError) error = NULL;
 
         if (!l || l->deposed)
                 return;
