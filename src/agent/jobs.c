@@ -114,14 +114,21 @@ static void job_free(struct agent_job *job)
         g_free(job);
 }
 
-/* Bytes the job moved so far (only grows) and the prefix it kept (main thread). */
-static void job_bytes(struct agent_job *job, guint64 *ret_moved, guint64 *ret_base)
+/*
+ * Bytes the job moved so far (only grows), the prefix it kept and its
+ * progress, as one snapshot (main thread). agent_job_set_progress writes
+ * under the same lock, and a copier counts a chunk before it moves it and
+ * reports progress after it landed: the two differ by the data in flight,
+ * however long the caller took to get here.
+ */
+static void job_bytes(struct agent_job *job, guint64 *ret_moved, guint64 *ret_base, int *ret_progress_bp)
 {
         g_mutex_lock(&job->jobs->flow_lock);
         if (job->flow)
                 job->bytes_done = MAX(job->bytes_done, agent_rate_flow_moved(job->flow));
         *ret_moved = job->bytes_done;
         *ret_base = job->bytes_base;
+        *ret_progress_bp = g_atomic_int_get(&job->progress_bp);
         g_mutex_unlock(&job->jobs->flow_lock);
 }
 
@@ -151,21 +158,23 @@ static json_t *job_info(struct agent_job *job)
 {
         const char *phase = job_phase(job);
         guint64 moved, base;
+        int progress_bp;
+        json_t *info;
 
-        json_t *info = json_pack("{s:s, s:s, s:s, s:s, s:f, s:I}",
-                                 "id", job->id,
-                                 "status", agent_job_status_to_string(job->status),
-                                 "description", job->description,
-                                 "job_type", job->job_type,
-                                 "progress", g_atomic_int_get(&job->progress_bp) / 100.0,
-                                 "start_time", (json_int_t) job->start_time);
+        job_bytes(job, &moved, &base, &progress_bp);
+        info = json_pack("{s:s, s:s, s:s, s:s, s:f, s:I}",
+                         "id", job->id,
+                         "status", agent_job_status_to_string(job->status),
+                         "description", job->description,
+                         "job_type", job->job_type,
+                         "progress", progress_bp / 100.0,
+                         "start_time", (json_int_t) job->start_time);
         /*
          * Ferry's additions (VDSM clients ignore unknown keys): what the engine
          * judges stalls and estimates the ETA on. bytes_done counts a resumed
          * copy's kept prefix, as its progress does, so the two agree;
          * bytes_moved is only what this job moved.
          */
-        job_bytes(job, &moved, &base);
         json_object_set_new(info, "bytes_done", json_integer((json_int_t) (base + moved)));
         json_object_set_new(info, "bytes_moved", json_integer((json_int_t) moved));
         if (phase)
@@ -561,7 +570,10 @@ void agent_job_set_progress(struct agent_job *job, double progress)
 {
         int bp = (int) (CLAMP(progress, 0.0, 100.0) * 100.0);
 
+        /* Under flow_lock: job_bytes reads it and the bytes as one snapshot. */
+        g_mutex_lock(&job->jobs->flow_lock);
         g_atomic_int_set(&job->progress_bp, bp);
+        g_mutex_unlock(&job->jobs->flow_lock);
 }
 
 void agent_job_set_phase(struct agent_job *job, const char *phase)

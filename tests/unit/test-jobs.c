@@ -449,6 +449,79 @@ static void test_resumed_bytes(void)
         ctl_clear(&a);
 }
 
+/* A copier's order: it counts a chunk in its flow (before the chunk moves), then reports progress once
+ * the chunk landed. The writer below does the same with no I/O, as fast as it can, for ROUNDS jobs. */
+#define SNAP_CHUNK      ((guint64) 1 << 20)
+#define SNAP_CHUNKS     10000
+#define SNAP_ROUNDS     20
+
+struct snap_writer {
+        struct agent_job *job;
+        struct agent_rate_flow *flow;
+        gint done;
+};
+
+static gpointer snap_write(gpointer data)
+{
+        struct snap_writer *w = data;
+
+        for (unsigned i = 1; i <= SNAP_CHUNKS; i++) {
+                agent_rate_flow_charge(w->flow, SNAP_CHUNK);
+                agent_job_set_progress(w->job, 100.0 * (double) i / SNAP_CHUNKS);
+        }
+        g_atomic_int_set(&w->done, 1);
+        return NULL;
+}
+
+/*
+ * One info is one snapshot: its progress and its bytes_done differ by at most
+ * the data in flight (here one chunk) plus progress's rounding (one basis
+ * point, one chunk here), however long the reader takes between the two
+ * reads. Reading them apart let the copy run on in between: a CI run under
+ * ASan saw 40 MiB between them with 32 MiB in flight.
+ */
+static void test_info_snapshot(void)
+{
+        guint64 worst = 0;
+        unsigned reads = 0;
+
+        setup();
+        for (unsigned round = 0; round < SNAP_ROUNDS; round++) {
+                struct agent_rate_gov *gov = agent_rate_gov_new(0);
+                struct snap_writer w = { .flow = agent_rate_flow_join(gov) };
+                struct agent_jobs *jobs = agent_jobs_new(&agent, 1, 0);
+                GThread *t;
+                struct ctl a;
+
+                ctl_init(&a);
+                add_ok(jobs, ID_A, "copy", &a);
+                ctl_wait_started(&a);
+                w.job = a.job;
+                agent_job_count_flow(a.job, w.flow);
+                t = g_thread_new("snap-writer", snap_write, &w);
+                while (!g_atomic_int_get(&w.done)) {
+                        g_autoptr(json_t) info = job_info(jobs, ID_A);
+                        double p = json_real_value(json_object_get(info, "progress"));
+                        guint64 bytes = (guint64) json_integer_value(json_object_get(info, "bytes_done"));
+                        double have = p * SNAP_CHUNKS * (double) SNAP_CHUNK / 100.0;
+                        guint64 gap = (guint64) (have > (double) bytes ? have - (double) bytes : (double) bytes - have);
+
+                        worst = MAX(worst, gap);
+                        reads++;
+                }
+                g_thread_join(t);
+                agent_job_count_flow(a.job, NULL);
+                agent_rate_flow_leave(w.flow);
+                agent_rate_gov_free(gov);
+                ctl_release(&a);
+                PUMP_UNTIL(has_status(jobs, ID_A, "done"));
+                agent_jobs_free(jobs);
+                ctl_clear(&a);
+        }
+        g_test_message("%u reads, worst gap %" G_GUINT64_FORMAT " bytes", reads, worst);
+        g_assert_cmpuint(worst, <=, 2 * SNAP_CHUNK);
+}
+
 static void test_failed(void)
 {
         struct agent_jobs *jobs;
@@ -1181,6 +1254,7 @@ int main(int argc, char **argv)
         g_test_add_func("/jobs/lifecycle", test_lifecycle);
         g_test_add_func("/jobs/progress", test_progress);
         g_test_add_func("/jobs/resumed-bytes", test_resumed_bytes);
+        g_test_add_func("/jobs/info-snapshot", test_info_snapshot);
         g_test_add_func("/jobs/failed", test_failed);
         g_test_add_func("/jobs/queue", test_queue);
         g_test_add_func("/jobs/set-max-running", test_set_max_running);
