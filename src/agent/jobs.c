@@ -23,7 +23,7 @@ struct agent_job {
         const char *method;            /* the RPC method that created it (static), "internal" otherwise */
         gint64 run_start;              /* monotonic µs when it started running, 0 before */
         enum agent_job_status status;
-        gint progress_bp;              /* basis points 0..10000, g_atomic (job thread writes) */
+        gint progress_bp;              /* basis points 0..10000, g_atomic; written under jobs->flow_lock */
         gint progress_sent;            /* last value announced in an event */
         const char *phase;             /* static string or NULL, g_atomic_pointer (job thread writes) */
         gint phase_progress_bp;        /* the phase's own progress, basis points; -1: none (g_atomic) */
@@ -58,7 +58,7 @@ struct agent_jobs {
         guint progress_timer;
         bool shutting_down;
         GHashTable *durations;         /* "method\nstatus" → struct fy_prom_histogram* */
-        GMutex flow_lock;              /* jobs' flow and bytes_done: the job thread swaps, the main thread reads */
+        GMutex flow_lock;              /* jobs' flow, bytes and progress_bp: the job thread writes, the main thread reads */
 };
 
 static void histogram_free(gpointer data)
@@ -118,8 +118,9 @@ static void job_free(struct agent_job *job)
  * Bytes the job moved so far (only grows), the prefix it kept and its
  * progress, as one snapshot (main thread). agent_job_set_progress writes
  * under the same lock, and a copier counts a chunk before it moves it and
- * reports progress after it landed: the two differ by the data in flight,
- * however long the caller took to get here.
+ * reports progress after it landed: the bytes lead the progress by at most
+ * the data in flight, however long the caller took to get here (and trail
+ * it by the holes passed, which progress counts and bytes do not).
  */
 static void job_bytes(struct agent_job *job, guint64 *ret_moved, guint64 *ret_base, int *ret_progress_bp)
 {
@@ -156,12 +157,14 @@ static const char *job_phase(struct agent_job *job)
 
 static json_t *job_info(struct agent_job *job)
 {
-        const char *phase = job_phase(job);
         guint64 moved, base;
         int progress_bp;
+        const char *phase;
         json_t *info;
 
+        /* The bytes before the phase: a resumed copy gets its base (and progress) only once it is copying. */
         job_bytes(job, &moved, &base, &progress_bp);
+        phase = job_phase(job);
         info = json_pack("{s:s, s:s, s:s, s:s, s:f, s:I}",
                          "id", job->id,
                          "status", agent_job_status_to_string(job->status),
@@ -566,9 +569,14 @@ void agent_job_set_result(struct agent_job *job, json_t *result)
         job->thread_result = result;
 }
 
+static int progress_to_bp(double progress)
+{
+        return (int) (CLAMP(progress, 0.0, 100.0) * 100.0);
+}
+
 void agent_job_set_progress(struct agent_job *job, double progress)
 {
-        int bp = (int) (CLAMP(progress, 0.0, 100.0) * 100.0);
+        int bp = progress_to_bp(progress);
 
         /* Under flow_lock: job_bytes reads it and the bytes as one snapshot. */
         g_mutex_lock(&job->jobs->flow_lock);
@@ -596,10 +604,12 @@ void agent_job_count_flow(struct agent_job *job, struct agent_rate_flow *flow)
         g_mutex_unlock(&job->jobs->flow_lock);
 }
 
-void agent_job_set_bytes_base(struct agent_job *job, guint64 base)
+void agent_job_set_bytes_base(struct agent_job *job, guint64 base, guint64 total)
 {
         g_mutex_lock(&job->jobs->flow_lock);
         job->bytes_base = base;
+        if (total > 0)
+                g_atomic_int_set(&job->progress_bp, progress_to_bp(100.0 * (double) base / (double) total));
         g_mutex_unlock(&job->jobs->flow_lock);
 }
 

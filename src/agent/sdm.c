@@ -216,11 +216,13 @@ static int copy_volume_with(struct copy_job *cj, const struct fy_volume_meta *sr
                         if (g_cancellable_is_cancelled(cancel))
                                 return -ECANCELED;
                         o.start_offset = cj->resumed_from;
-                        agent_job_set_bytes_base(cj->job, cj->resumed_from);
                         o.checkpoint = copy_checkpoint;
                         o.checkpoint_data = cj;
                 }
                 agent_job_set_phase(cj->job, AGENT_JOB_PHASE_COPYING);
+                /* After the phase: a sample of the verification never shows the prefix as copied. */
+                if (cj->resumed_from > 0)
+                        agent_job_set_bytes_base(cj->job, cj->resumed_from, cj->src_size);
                 r = agent_copy_raw(src_path, dst_path, &o, cancel, copy_progress, cj);
                 if (r == -ECANCELED)
                         return r;

@@ -427,11 +427,13 @@ static void test_resumed_bytes(void)
 
         /* As sdm.c's copy: the flow counts, then the verified prefix is set before it copies. */
         agent_job_count_flow(a.job, flow);
-        agent_job_set_bytes_base(a.job, 176 << 20);
+        agent_job_set_bytes_base(a.job, 176 << 20, 320 << 20);
         agent_rate_flow_charge(flow, 8 << 20);
         for (int i = 0; i < 2; i++) {
                 g_autoptr(json_t) info = job_info(jobs, ID_A);
 
+                /* The base is the progress at once: 176 of 320 MiB. */
+                g_assert_cmpfloat(json_real_value(json_object_get(info, "progress")), ==, 55.0);
                 g_assert_cmpint(json_integer_value(json_object_get(info, "bytes_done")), ==, (176 + 8) << 20);
                 g_assert_cmpint(json_integer_value(json_object_get(info, "bytes_moved")), ==, 8 << 20);
                 /* The flow left: the counts it reached stay. */
@@ -458,6 +460,7 @@ static void test_resumed_bytes(void)
 struct snap_writer {
         struct agent_job *job;
         struct agent_rate_flow *flow;
+        gint go;        /* the reader is ready: the writer starts */
         gint done;
 };
 
@@ -465,6 +468,8 @@ static gpointer snap_write(gpointer data)
 {
         struct snap_writer *w = data;
 
+        while (!g_atomic_int_get(&w->go))
+                g_thread_yield();
         for (unsigned i = 1; i <= SNAP_CHUNKS; i++) {
                 agent_rate_flow_charge(w->flow, SNAP_CHUNK);
                 agent_job_set_progress(w->job, 100.0 * (double) i / SNAP_CHUNKS);
@@ -483,7 +488,7 @@ static gpointer snap_write(gpointer data)
 static void test_info_snapshot(void)
 {
         guint64 worst = 0;
-        unsigned reads = 0;
+        unsigned reads = 0, midway = 0;
 
         setup();
         for (unsigned round = 0; round < SNAP_ROUNDS; round++) {
@@ -499,6 +504,7 @@ static void test_info_snapshot(void)
                 w.job = a.job;
                 agent_job_count_flow(a.job, w.flow);
                 t = g_thread_new("snap-writer", snap_write, &w);
+                g_atomic_int_set(&w.go, 1);
                 while (!g_atomic_int_get(&w.done)) {
                         g_autoptr(json_t) info = job_info(jobs, ID_A);
                         double p = json_real_value(json_object_get(info, "progress"));
@@ -508,6 +514,7 @@ static void test_info_snapshot(void)
 
                         worst = MAX(worst, gap);
                         reads++;
+                        midway += p > 0 && p < 100;
                 }
                 g_thread_join(t);
                 agent_job_count_flow(a.job, NULL);
@@ -518,7 +525,9 @@ static void test_info_snapshot(void)
                 agent_jobs_free(jobs);
                 ctl_clear(&a);
         }
-        g_test_message("%u reads, worst gap %" G_GUINT64_FORMAT " bytes", reads, worst);
+        g_test_message("%u reads, %u while the writer ran, worst gap %" G_GUINT64_FORMAT " bytes", reads, midway, worst);
+        /* Reads that raced the writer, or the test tested nothing. */
+        g_assert_cmpuint(midway, >, 0);
         g_assert_cmpuint(worst, <=, 2 * SNAP_CHUNK);
 }
 
