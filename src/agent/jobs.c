@@ -23,11 +23,11 @@ struct agent_job {
         const char *method;            /* the RPC method that created it (static), "internal" otherwise */
         gint64 run_start;              /* monotonic µs when it started running, 0 before */
         enum agent_job_status status;
-        gint progress_bp;              /* basis points 0..10000, g_atomic; written under jobs->flow_lock */
-        gint progress_sent;            /* last value announced in an event */
-        const char *phase;             /* static string or NULL, g_atomic_pointer (job thread writes) */
-        gint phase_progress_bp;        /* the phase's own progress, basis points; -1: none (g_atomic) */
-        gint phase_progress_sent;      /* last value announced in an event */
+        gint progress_bp;              /* basis points 0..10000; the job thread writes under jobs->flow_lock */
+        gint progress_sent;            /* last value announced in an event; main thread */
+        const char *phase;             /* static string or NULL; the job thread writes under jobs->flow_lock */
+        gint phase_progress_bp;        /* the phase's own progress, basis points; -1: none; as phase */
+        gint phase_progress_sent;      /* last value announced in an event; main thread */
         const char *phase_sent;        /* the phase (as reported, rate_wait included) last announced; main thread */
         struct agent_rate_flow *flow;  /* whose bytes are the job's bytes_done; under jobs->flow_lock */
         guint64 bytes_done;            /* last read from flow; under jobs->flow_lock */
@@ -115,62 +115,52 @@ static void job_free(struct agent_job *job)
 }
 
 /*
- * Bytes the job moved so far (only grows), the prefix it kept and its
- * progress, as one snapshot (main thread). agent_job_set_progress writes
- * under the same lock, and a copier counts a chunk before it moves it and
- * reports progress after it landed: the bytes lead the progress by at most
- * the data in flight, however long the caller took to get here (and trail
- * it by the holes passed, which progress counts and bytes do not).
+ * What a job reports of its work, read as one snapshot (main thread): the
+ * job thread writes each part under the same lock. So a sample never mixes
+ * two moments: a resumed copy's phase, kept prefix and progress change in
+ * one step, and as the raw copier counts a chunk before it moves it and
+ * reports progress after it landed, its bytes lead its progress by at most
+ * the data in flight (and trail it by the holes passed, which progress
+ * counts and bytes do not), however long the caller took to get here.
  */
-static void job_bytes(struct agent_job *job, guint64 *ret_moved, guint64 *ret_base, int *ret_progress_bp)
+struct job_snapshot {
+        guint64 moved;          /* bytes this job moved (only grows) */
+        guint64 base;           /* a resumed copy's kept prefix */
+        int progress_bp;
+        const char *phase;      /* as reported: a copy asleep in a rate limiter says rate_wait */
+        int phase_progress_bp;  /* -1: none */
+};
+
+static void job_snapshot(struct agent_job *job, struct job_snapshot *ret)
 {
+        const char *phase;
+
         g_mutex_lock(&job->jobs->flow_lock);
         if (job->flow)
                 job->bytes_done = MAX(job->bytes_done, agent_rate_flow_moved(job->flow));
-        *ret_moved = job->bytes_done;
-        *ret_base = job->bytes_base;
-        *ret_progress_bp = g_atomic_int_get(&job->progress_bp);
+        ret->moved = job->bytes_done;
+        ret->base = job->bytes_base;
+        ret->progress_bp = g_atomic_int_get(&job->progress_bp);
+        ret->phase_progress_bp = g_atomic_int_get(&job->phase_progress_bp);
+        phase = g_atomic_pointer_get(&job->phase);
+        /* The engine judges only "copying" for stalls: not a copy the cap holds back. */
+        if ((!phase || strcmp(phase, AGENT_JOB_PHASE_COPYING) == 0) && job->flow && agent_rate_flow_waiting(job->flow))
+                phase = "rate_wait";
+        ret->phase = phase;
         g_mutex_unlock(&job->jobs->flow_lock);
 }
 
-/* Its copy waits in a rate limiter (main thread). */
-static bool job_rate_waiting(struct agent_job *job)
+/* The job's info as of snap, its snapshot. */
+static json_t *job_info_of(struct agent_job *job, const struct job_snapshot *snap)
 {
-        bool waiting;
-
-        g_mutex_lock(&job->jobs->flow_lock);
-        waiting = job->flow && agent_rate_flow_waiting(job->flow);
-        g_mutex_unlock(&job->jobs->flow_lock);
-        return waiting;
-}
-
-/* The phase as reported: a copy asleep in a rate limiter reports rate_wait (the engine judges only
- * "copying" for stalls). A static string or NULL. */
-static const char *job_phase(struct agent_job *job)
-{
-        const char *phase = g_atomic_pointer_get(&job->phase);
-
-        if ((!phase || strcmp(phase, "copying") == 0) && job_rate_waiting(job))
-                return "rate_wait";
-        return phase;
-}
-
-static json_t *job_info(struct agent_job *job)
-{
-        guint64 moved, base;
-        int progress_bp;
-        const char *phase;
         json_t *info;
 
-        /* The bytes before the phase: a resumed copy gets its base (and progress) only once it is copying. */
-        job_bytes(job, &moved, &base, &progress_bp);
-        phase = job_phase(job);
         info = json_pack("{s:s, s:s, s:s, s:s, s:f, s:I}",
                          "id", job->id,
                          "status", agent_job_status_to_string(job->status),
                          "description", job->description,
                          "job_type", job->job_type,
-                         "progress", progress_bp / 100.0,
+                         "progress", snap->progress_bp / 100.0,
                          "start_time", (json_int_t) job->start_time);
         /*
          * Ferry's additions (VDSM clients ignore unknown keys): what the engine
@@ -178,14 +168,14 @@ static json_t *job_info(struct agent_job *job)
          * copy's kept prefix, as its progress does, so the two agree;
          * bytes_moved is only what this job moved.
          */
-        json_object_set_new(info, "bytes_done", json_integer((json_int_t) (base + moved)));
-        json_object_set_new(info, "bytes_moved", json_integer((json_int_t) moved));
-        if (phase)
-                json_object_set_new(info, "phase", json_string(phase));
+        json_object_set_new(info, "bytes_done", json_integer((json_int_t) (snap->base + snap->moved)));
+        json_object_set_new(info, "bytes_moved", json_integer((json_int_t) snap->moved));
+        if (snap->phase)
+                json_object_set_new(info, "phase", json_string(snap->phase));
         /* A phase with a progress of its own (a resume's prefix verification): the engine shows it and
-         * judges stalls on it. Read after the phase: agent_job_set_phase clears it first. */
-        if (phase && g_atomic_int_get(&job->phase_progress_bp) >= 0)
-                json_object_set_new(info, "phase_progress", json_real(g_atomic_int_get(&job->phase_progress_bp) / 100.0));
+         * judges stalls on it. */
+        if (snap->phase && snap->phase_progress_bp >= 0)
+                json_object_set_new(info, "phase_progress", json_real(snap->phase_progress_bp / 100.0));
         if (job->end_time)
                 json_object_set_new(info, "end_time", json_integer(job->end_time));
         if (job->result_value)
@@ -197,17 +187,27 @@ static json_t *job_info(struct agent_job *job)
         return info;
 }
 
+static json_t *job_info(struct agent_job *job)
+{
+        struct job_snapshot snap;
+
+        job_snapshot(job, &snap);
+        return job_info_of(job, &snap);
+}
+
 /* VDSM's shape: notify('|jobs|status|<id>', params=job.info()), and its notifier adds notify_time (ms, monotonic). */
 static void job_notify(struct agent_job *job)
 {
         g_autofree char *method = g_strdup_printf("|jobs|status|%s", job->id);
+        struct job_snapshot snap;
         json_t *params;
 
-        /* Before the info is read: what changes in between is announced again at the next tick. */
-        job->phase_sent = job_phase(job);
-        g_atomic_int_set(&job->progress_sent, g_atomic_int_get(&job->progress_bp));
-        g_atomic_int_set(&job->phase_progress_sent, g_atomic_int_get(&job->phase_progress_bp));
-        params = job_info(job);
+        /* What changes after the snapshot is announced at the next tick. */
+        job_snapshot(job, &snap);
+        job->phase_sent = snap.phase;
+        job->progress_sent = snap.progress_bp;
+        job->phase_progress_sent = snap.phase_progress_bp;
+        params = job_info_of(job, &snap);
         json_object_set_new(params, "notify_time", json_integer(g_get_monotonic_time() / 1000));
         agent_emit_event(job->jobs->agent, method, params);
         json_decref(params);
@@ -344,12 +344,14 @@ static gboolean progress_tick(gpointer data)
         g_hash_table_iter_init(&it, jobs->table);
         while (g_hash_table_iter_next(&it, NULL, &value)) {
                 struct agent_job *job = value;
+                struct job_snapshot snap;
 
+                if (job->status != AGENT_JOB_RUNNING && job->status != AGENT_JOB_ABORTING)
+                        continue;
+                job_snapshot(job, &snap);
                 /* A change of phase too: the engine judges stalls on the last event between polls. */
-                if ((job->status == AGENT_JOB_RUNNING || job->status == AGENT_JOB_ABORTING) &&
-                    (g_atomic_int_get(&job->progress_bp) != g_atomic_int_get(&job->progress_sent) ||
-                     g_atomic_int_get(&job->phase_progress_bp) != g_atomic_int_get(&job->phase_progress_sent) ||
-                     g_strcmp0(job_phase(job), job->phase_sent) != 0))
+                if (snap.progress_bp != job->progress_sent || snap.phase_progress_bp != job->phase_progress_sent ||
+                    g_strcmp0(snap.phase, job->phase_sent) != 0)
                         job_notify(job);
         }
         return G_SOURCE_CONTINUE;
@@ -574,25 +576,38 @@ static int progress_to_bp(double progress)
         return (int) (CLAMP(progress, 0.0, 100.0) * 100.0);
 }
 
+/* The job thread's writes of what job_snapshot reads: under flow_lock, so a snapshot is of one moment. */
 void agent_job_set_progress(struct agent_job *job, double progress)
 {
         int bp = progress_to_bp(progress);
 
-        /* Under flow_lock: job_bytes reads it and the bytes as one snapshot. */
         g_mutex_lock(&job->jobs->flow_lock);
         g_atomic_int_set(&job->progress_bp, bp);
         g_mutex_unlock(&job->jobs->flow_lock);
 }
 
+void agent_job_begin_phase(struct agent_job *job, const char *phase, double phase_progress)
+{
+        int bp = phase_progress < 0 ? -1 : progress_to_bp(phase_progress);
+
+        g_mutex_lock(&job->jobs->flow_lock);
+        g_atomic_int_set(&job->phase_progress_bp, bp);
+        g_atomic_pointer_set(&job->phase, phase);
+        g_mutex_unlock(&job->jobs->flow_lock);
+}
+
 void agent_job_set_phase(struct agent_job *job, const char *phase)
 {
-        g_atomic_int_set(&job->phase_progress_bp, -1);     /* a new phase has no progress until it says */
-        g_atomic_pointer_set(&job->phase, phase);
+        agent_job_begin_phase(job, phase, -1);  /* a new phase has no progress until it says */
 }
 
 void agent_job_set_phase_progress(struct agent_job *job, double progress)
 {
-        g_atomic_int_set(&job->phase_progress_bp, (int) (CLAMP(progress, 0.0, 100.0) * 100.0));
+        int bp = progress_to_bp(progress);
+
+        g_mutex_lock(&job->jobs->flow_lock);
+        g_atomic_int_set(&job->phase_progress_bp, bp);
+        g_mutex_unlock(&job->jobs->flow_lock);
 }
 
 void agent_job_count_flow(struct agent_job *job, struct agent_rate_flow *flow)
@@ -604,12 +619,14 @@ void agent_job_count_flow(struct agent_job *job, struct agent_rate_flow *flow)
         g_mutex_unlock(&job->jobs->flow_lock);
 }
 
-void agent_job_set_bytes_base(struct agent_job *job, guint64 base, guint64 total)
+void agent_job_copy_from(struct agent_job *job, guint64 base, guint64 total)
 {
         g_mutex_lock(&job->jobs->flow_lock);
         job->bytes_base = base;
         if (total > 0)
                 g_atomic_int_set(&job->progress_bp, progress_to_bp(100.0 * (double) base / (double) total));
+        g_atomic_int_set(&job->phase_progress_bp, -1);
+        g_atomic_pointer_set(&job->phase, AGENT_JOB_PHASE_COPYING);
         g_mutex_unlock(&job->jobs->flow_lock);
 }
 

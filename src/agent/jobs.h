@@ -51,7 +51,10 @@ void agent_jobs_metrics(struct agent_jobs *jobs, struct fy_prom *p);
 
 /* From the job thread, before it returns: what a done job reports as "result" in its info (stolen). */
 void agent_job_set_result(struct agent_job *job, json_t *result);
-/* Thread safe, from the job thread: 0..100. It takes the jobs' flow lock: never call it with a rate governor's lock held. */
+/*
+ * Thread safe, from the job thread: 0..100. It and the setters below take
+ * the jobs' flow lock: never call them with a rate governor's lock held.
+ */
 void agent_job_set_progress(struct agent_job *job, double progress);
 /*
  * Thread safe, from the job thread: what the job does now (a static string:
@@ -66,6 +69,8 @@ void agent_job_set_progress(struct agent_job *job, double progress);
 #define AGENT_JOB_PHASE_PREALLOCATING "preallocating"        /* fallocate of the destination */
 #define AGENT_JOB_PHASE_FINISHING "finishing"                /* checks and metadata after the data */
 void agent_job_set_phase(struct agent_job *job, const char *phase);
+/* As agent_job_set_phase, with the phase's own progress (below) set in the same step: never a sample without it. */
+void agent_job_begin_phase(struct agent_job *job, const char *phase, double phase_progress);
 /*
  * Thread safe, from the job thread: the current phase's own progress, 0..100,
  * reported as "phase_progress" until the phase changes (a resumed copy's
@@ -80,12 +85,13 @@ void agent_job_set_phase_progress(struct agent_job *job, double progress);
 struct agent_rate_flow;
 void agent_job_count_flow(struct agent_job *job, struct agent_rate_flow *flow);
 /*
- * From the job thread, once it copies: a resumed copy's kept prefix of a
- * source of total bytes, counted in its "bytes_done" and set as its
- * progress in one step (so the two agree: the engine's ETA scales one by
- * the other) but not in "bytes_moved" (what this job moved).
+ * From the job thread: a resumed copy starts copying, with a kept prefix of
+ * base bytes of a source of total bytes. In one step its phase becomes
+ * copying and the prefix is counted in its "bytes_done" and its progress
+ * (so the two agree: the engine's ETA scales one by the other), not in
+ * "bytes_moved" (what this job moved).
  */
-void agent_job_set_bytes_base(struct agent_job *job, guint64 base, guint64 total);
+void agent_job_copy_from(struct agent_job *job, guint64 base, guint64 total);
 struct agent *agent_job_agent(struct agent_job *job);
 const char *agent_job_id(struct agent_job *job);
 

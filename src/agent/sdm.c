@@ -123,9 +123,8 @@ static uint64_t resume_offset(struct copy_job *cj, const char *src_path, const c
         offset = c.offset / 4096 * 4096;
         if (offset == 0)
                 return 0;
-        /* Hashing a long prefix takes a while: it reports its progress (phase_progress), which is what
-         * the engine shows and judges stalls on in this phase. */
-        agent_job_set_phase_progress(cj->job, 0);
+        /* Hashing a long prefix takes a while: it reports its progress (phase_progress, 0 since the
+         * phase began), which is what the engine shows and judges stalls on in this phase. */
         if (agent_checksum_image(src_path, "raw", offset, 0, 0, cancel, prefix_src_progress, cj, &s, &e) < 0 ||
             agent_checksum_image(dst_path, "raw", offset, 0, 0, cancel, prefix_dst_progress, cj, &d, &e) < 0) {
                 g_message("job %s: cannot verify the copied prefix (%s); copying from the start",
@@ -211,7 +210,7 @@ static int copy_volume_with(struct copy_job *cj, const struct fy_volume_meta *sr
 
                 if (stat(src_path, &st) == 0) {
                         cj->src_size = (uint64_t) st.st_size;
-                        agent_job_set_phase(cj->job, AGENT_JOB_PHASE_VERIFYING_PREFIX);
+                        agent_job_begin_phase(cj->job, AGENT_JOB_PHASE_VERIFYING_PREFIX, 0);
                         cj->resumed_from = resume_offset(cj, src_path, dst_path, cancel);
                         if (g_cancellable_is_cancelled(cancel))
                                 return -ECANCELED;
@@ -219,10 +218,7 @@ static int copy_volume_with(struct copy_job *cj, const struct fy_volume_meta *sr
                         o.checkpoint = copy_checkpoint;
                         o.checkpoint_data = cj;
                 }
-                agent_job_set_phase(cj->job, AGENT_JOB_PHASE_COPYING);
-                /* After the phase: a sample of the verification never shows the prefix as copied. */
-                if (cj->resumed_from > 0)
-                        agent_job_set_bytes_base(cj->job, cj->resumed_from, cj->src_size);
+                agent_job_copy_from(cj->job, cj->resumed_from, cj->src_size);
                 r = agent_copy_raw(src_path, dst_path, &o, cancel, copy_progress, cj);
                 if (r == -ECANCELED)
                         return r;

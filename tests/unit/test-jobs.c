@@ -7,6 +7,7 @@
  * the agent.
  */
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 #include <glib.h>
 #include <gio/gio.h>
@@ -425,15 +426,16 @@ static void test_resumed_bytes(void)
         add_ok(jobs, ID_A, "copy", &a);
         ctl_wait_started(&a);
 
-        /* As sdm.c's copy: the flow counts, then the verified prefix is set before it copies. */
+        /* As sdm.c's copy: the flow counts, then it copies from the verified prefix. */
         agent_job_count_flow(a.job, flow);
-        agent_job_set_bytes_base(a.job, 176 << 20, 320 << 20);
+        agent_job_copy_from(a.job, 176 << 20, 320 << 20);
         agent_rate_flow_charge(flow, 8 << 20);
         for (int i = 0; i < 2; i++) {
                 g_autoptr(json_t) info = job_info(jobs, ID_A);
 
                 /* The base is the progress at once: 176 of 320 MiB. */
                 g_assert_cmpfloat(json_real_value(json_object_get(info, "progress")), ==, 55.0);
+                g_assert_cmpstr(json_string_value(json_object_get(info, "phase")), ==, AGENT_JOB_PHASE_COPYING);
                 g_assert_cmpint(json_integer_value(json_object_get(info, "bytes_done")), ==, (176 + 8) << 20);
                 g_assert_cmpint(json_integer_value(json_object_get(info, "bytes_moved")), ==, 8 << 20);
                 /* The flow left: the counts it reached stay. */
@@ -451,10 +453,16 @@ static void test_resumed_bytes(void)
         ctl_clear(&a);
 }
 
-/* A copier's order: it counts a chunk in its flow (before the chunk moves), then reports progress once
- * the chunk landed. The writer below does the same with no I/O, as fast as it can, for ROUNDS jobs. */
+/*
+ * A resumed copy's order (sdm.c, copy.c): it verifies the kept prefix
+ * (phase_progress 0..100, from the phase's start), starts copying from the
+ * prefix, then counts each chunk in its flow before the chunk moves and
+ * reports progress once it landed. The writer below does the same with no
+ * I/O, as fast as it can, for SNAP_ROUNDS jobs.
+ */
 #define SNAP_CHUNK      ((guint64) 1 << 20)
 #define SNAP_CHUNKS     10000
+#define SNAP_KEPT       4000    /* chunks of the kept prefix */
 #define SNAP_ROUNDS     20
 
 struct snap_writer {
@@ -470,7 +478,11 @@ static gpointer snap_write(gpointer data)
 
         while (!g_atomic_int_get(&w->go))
                 g_thread_yield();
-        for (unsigned i = 1; i <= SNAP_CHUNKS; i++) {
+        agent_job_begin_phase(w->job, AGENT_JOB_PHASE_VERIFYING_PREFIX, 0);
+        for (unsigned i = 1; i <= 1000; i++)
+                agent_job_set_phase_progress(w->job, i / 10.0);
+        agent_job_copy_from(w->job, SNAP_KEPT * SNAP_CHUNK, SNAP_CHUNKS * SNAP_CHUNK);
+        for (unsigned i = SNAP_KEPT + 1; i <= SNAP_CHUNKS; i++) {
                 agent_rate_flow_charge(w->flow, SNAP_CHUNK);
                 agent_job_set_progress(w->job, 100.0 * (double) i / SNAP_CHUNKS);
         }
@@ -479,22 +491,25 @@ static gpointer snap_write(gpointer data)
 }
 
 /*
- * One info is one snapshot: its progress and its bytes_done differ by at most
- * the data in flight (here one chunk) plus progress's rounding (one basis
- * point, one chunk here), however long the reader takes between the two
- * reads. Reading them apart let the copy run on in between: a CI run under
- * ASan saw 40 MiB between them with 32 MiB in flight.
+ * One info is one snapshot, however long the reader takes between its
+ * parts. While the prefix is verified: progress 0, and a phase_progress
+ * that only grows. Once copying: bytes_done counts the prefix, and it and
+ * the progress differ by at most the data in flight (here one chunk) plus
+ * progress's rounding (one basis point, one chunk here). Reading the parts
+ * apart let the copy run on in between: a CI run under ASan saw 40 MiB
+ * between them with 32 MiB in flight.
  */
 static void test_info_snapshot(void)
 {
         guint64 worst = 0;
-        unsigned reads = 0, midway = 0;
+        unsigned reads = 0, verifying = 0, copying = 0;
 
         setup();
         for (unsigned round = 0; round < SNAP_ROUNDS; round++) {
                 struct agent_rate_gov *gov = agent_rate_gov_new(0);
                 struct snap_writer w = { .flow = agent_rate_flow_join(gov) };
                 struct agent_jobs *jobs = agent_jobs_new(&agent, 1, 0);
+                double last_pp = 0;
                 GThread *t;
                 struct ctl a;
 
@@ -507,14 +522,29 @@ static void test_info_snapshot(void)
                 g_atomic_int_set(&w.go, 1);
                 while (!g_atomic_int_get(&w.done)) {
                         g_autoptr(json_t) info = job_info(jobs, ID_A);
+                        const char *phase = json_string_value(json_object_get(info, "phase"));
                         double p = json_real_value(json_object_get(info, "progress"));
                         guint64 bytes = (guint64) json_integer_value(json_object_get(info, "bytes_done"));
+                        json_t *pp = json_object_get(info, "phase_progress");
                         double have = p * SNAP_CHUNKS * (double) SNAP_CHUNK / 100.0;
-                        guint64 gap = (guint64) (have > (double) bytes ? have - (double) bytes : (double) bytes - have);
 
-                        worst = MAX(worst, gap);
                         reads++;
-                        midway += p > 0 && p < 100;
+                        if (g_strcmp0(phase, AGENT_JOB_PHASE_VERIFYING_PREFIX) == 0) {
+                                g_assert_cmpfloat(p, ==, 0);
+                                g_assert_nonnull(pp);
+                                g_assert_cmpfloat(json_real_value(pp), >=, last_pp);
+                                last_pp = json_real_value(pp);
+                                verifying++;
+                        } else if (g_strcmp0(phase, AGENT_JOB_PHASE_COPYING) == 0) {
+                                g_assert_null(pp);
+                                g_assert_cmpuint(bytes, >=, SNAP_KEPT * SNAP_CHUNK);
+                                worst = MAX(worst, (guint64) fabs(have - (double) bytes));
+                                copying += p < 100;
+                        } else {
+                                g_assert_null(phase);
+                                g_assert_cmpfloat(p, ==, 0);
+                                g_assert_cmpuint(bytes, ==, 0);
+                        }
                 }
                 g_thread_join(t);
                 agent_job_count_flow(a.job, NULL);
@@ -525,9 +555,10 @@ static void test_info_snapshot(void)
                 agent_jobs_free(jobs);
                 ctl_clear(&a);
         }
-        g_test_message("%u reads, %u while the writer ran, worst gap %" G_GUINT64_FORMAT " bytes", reads, midway, worst);
-        /* Reads that raced the writer, or the test tested nothing. */
-        g_assert_cmpuint(midway, >, 0);
+        g_test_message("%u reads: %u while verifying, %u while copying; worst gap %" G_GUINT64_FORMAT " bytes",
+                       reads, verifying, copying, worst);
+        /* Reads that raced the copy, or the test tested nothing. */
+        g_assert_cmpuint(copying, >, 0);
         g_assert_cmpuint(worst, <=, 2 * SNAP_CHUNK);
 }
 
