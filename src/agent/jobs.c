@@ -58,7 +58,7 @@ struct agent_jobs {
         guint progress_timer;
         bool shutting_down;
         GHashTable *durations;         /* "method\nstatus" → struct fy_prom_histogram* */
-        GMutex flow_lock;              /* jobs' flow, bytes and progress_bp: the job thread writes, the main thread reads */
+        GMutex flow_lock;              /* a job's flow, bytes, kept prefix, progress and phase: job thread writes, main reads */
 };
 
 static void histogram_free(gpointer data)
@@ -116,8 +116,9 @@ static void job_free(struct agent_job *job)
 
 /*
  * What a job reports of its work, read as one snapshot (main thread): the
- * job thread writes each part under the same lock. So a sample never mixes
- * two moments: a resumed copy's phase, kept prefix and progress change in
+ * job thread writes its progress, phase and kept prefix under flow_lock,
+ * which this holds while it reads them and the flow's count once. So a
+ * sample never mixes two moments: a resumed copy's phase, kept prefix and progress change in
  * one step, and as the raw copier counts a chunk before it moves it and
  * reports progress after it landed, its bytes lead its progress by at most
  * the data in flight (and trail it by the holes passed, which progress
@@ -143,7 +144,7 @@ static void job_snapshot(struct agent_job *job, struct job_snapshot *ret)
         ret->progress_bp = g_atomic_int_get(&job->progress_bp);
         ret->phase_progress_bp = g_atomic_int_get(&job->phase_progress_bp);
         phase = g_atomic_pointer_get(&job->phase);
-        /* The engine judges only "copying" for stalls: not a copy the cap holds back. */
+        /* A copy the cap holds back: rate_wait is not judged for stalls, copying is. */
         if ((!phase || strcmp(phase, AGENT_JOB_PHASE_COPYING) == 0) && job->flow && agent_rate_flow_waiting(job->flow))
                 phase = "rate_wait";
         ret->phase = phase;

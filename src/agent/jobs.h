@@ -69,7 +69,7 @@ void agent_job_set_progress(struct agent_job *job, double progress);
 #define AGENT_JOB_PHASE_PREALLOCATING "preallocating"        /* fallocate of the destination */
 #define AGENT_JOB_PHASE_FINISHING "finishing"                /* checks and metadata after the data */
 void agent_job_set_phase(struct agent_job *job, const char *phase);
-/* As agent_job_set_phase, with the phase's own progress (below) set in the same step: never a sample without it. */
+/* As agent_job_set_phase, with the phase's own progress (below; negative: none) set in the same step. */
 void agent_job_begin_phase(struct agent_job *job, const char *phase, double phase_progress);
 /*
  * Thread safe, from the job thread: the current phase's own progress, 0..100,
@@ -85,11 +85,11 @@ void agent_job_set_phase_progress(struct agent_job *job, double progress);
 struct agent_rate_flow;
 void agent_job_count_flow(struct agent_job *job, struct agent_rate_flow *flow);
 /*
- * From the job thread: a resumed copy starts copying, with a kept prefix of
- * base bytes of a source of total bytes. In one step its phase becomes
- * copying and the prefix is counted in its "bytes_done" and its progress
- * (so the two agree: the engine's ETA scales one by the other), not in
- * "bytes_moved" (what this job moved).
+ * From the job thread: a raw copy starts copying, with a kept prefix of base
+ * bytes (0: not resumed) of a source of total bytes. In one step its phase
+ * becomes copying and the prefix is counted in its "bytes_done" and, if
+ * total is not 0, its progress (so the two agree: the engine's ETA scales
+ * one by the other), not in "bytes_moved" (what this job moved).
  */
 void agent_job_copy_from(struct agent_job *job, guint64 base, guint64 total);
 struct agent *agent_job_agent(struct agent_job *job);

@@ -123,8 +123,9 @@ static uint64_t resume_offset(struct copy_job *cj, const char *src_path, const c
         offset = c.offset / 4096 * 4096;
         if (offset == 0)
                 return 0;
-        /* Hashing a long prefix takes a while: it reports its progress (phase_progress, 0 since the
-         * phase began), which is what the engine shows and judges stalls on in this phase. */
+        /* Hashing a long prefix takes a while: its phase reports its progress (phase_progress, from 0
+         * as it begins), which is what the engine shows and judges stalls on in this phase. */
+        agent_job_begin_phase(cj->job, AGENT_JOB_PHASE_VERIFYING_PREFIX, 0);
         if (agent_checksum_image(src_path, "raw", offset, 0, 0, cancel, prefix_src_progress, cj, &s, &e) < 0 ||
             agent_checksum_image(dst_path, "raw", offset, 0, 0, cancel, prefix_dst_progress, cj, &d, &e) < 0) {
                 g_message("job %s: cannot verify the copied prefix (%s); copying from the start",
@@ -210,7 +211,6 @@ static int copy_volume_with(struct copy_job *cj, const struct fy_volume_meta *sr
 
                 if (stat(src_path, &st) == 0) {
                         cj->src_size = (uint64_t) st.st_size;
-                        agent_job_begin_phase(cj->job, AGENT_JOB_PHASE_VERIFYING_PREFIX, 0);
                         cj->resumed_from = resume_offset(cj, src_path, dst_path, cancel);
                         if (g_cancellable_is_cancelled(cancel))
                                 return -ECANCELED;
