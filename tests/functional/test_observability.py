@@ -644,6 +644,12 @@ def proc_state(pid):
         return f.read().rsplit(")", 1)[1].split()[0]
 
 
+def proc_wchar(pid):
+    """Bytes the process wrote (/proc/PID/io), which the agent counts as qemu-img's bytes moved."""
+    with open(f"/proc/{pid}/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("wchar:"))
+
+
 def copy_of_written_qcow2(ec, name, size, written):
     """A sparse qcow2 disk of size on the first domain with its first `written` bytes written,
     copied to the second: (disk, its volume's path, the copy's job id, the new disk's id)."""
@@ -836,23 +842,31 @@ def test_capped_copies_stall_judgement():
         # Not while the governor holds it stopped: its SIGCONT would undo ours.
         wait_for(lambda: proc_state(pid) != "T", 30, "the governor to let qemu-img run", interval=0.005)
         os.kill(pid, signal.SIGSTOP)
-        stopped_at, stopped = time.monotonic(), pid
+        # still_since: when it last moved (what the engine's clock may start from at the earliest);
+        # stopped_at: when it was last stopped (the latest).
+        still_since = stopped_at = time.monotonic()
+        stopped, wrote = pid, proc_wchar(pid)
 
         def held_still_and_flagged():
             # The governor may pause qemu-img (its own SIGSTOP) just after ours, a wait it reports as
-            # rate_wait, and end that pause with a SIGCONT that undoes ours: stop it again, and count
-            # from then (seen once under ASan in CI: the copy ran on and finished unflagged).
-            nonlocal stopped_at
+            # rate_wait, and end that pause with a SIGCONT that undoes ours: stop it again (seen once
+            # under ASan in CI: the copy ran on and finished unflagged). It moved only if it wrote
+            # (the agent counts its /proc/PID/io wchar): otherwise the engine may count from our
+            # first stop, and flag right after this one (seen in CI: 7 ms after it).
+            nonlocal still_since, stopped_at, wrote
             try:
                 if proc_state(pid) not in ("T", "t"):
                     os.kill(pid, signal.SIGSTOP)
                     stopped_at = time.monotonic()
+                    if proc_wchar(pid) != wrote:
+                        still_since, wrote = stopped_at, proc_wchar(pid)
             except (FileNotFoundError, ProcessLookupError):
                 pass        # flagged and aborted (stall_action = retry) before the event was read
             return new_stall(ec, before)
         msg = wait_for(held_still_and_flagged, STALL_TIMEOUT + 30, "the copy to be reported stalled", interval=0.05)
-        took = time.monotonic() - stopped_at
-        assert STALL_TIMEOUT - 1 <= took <= STALL_TIMEOUT + 2, took
+        now = time.monotonic()
+        assert now - still_since >= STALL_TIMEOUT - 1, (now - still_since, now - stopped_at)
+        assert now - stopped_at <= STALL_TIMEOUT + 2, (now - still_since, now - stopped_at)
         assert ec.hosts[agent.name]["id"] in msg, msg
         job = ec.engine.wait_job(job_id, 120)     # aborted, and copied on the other host
         assert job["status"] == "finished", job
