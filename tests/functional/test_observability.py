@@ -650,6 +650,37 @@ def proc_wchar(pid):
         return next(int(line.split()[1]) for line in f if line.startswith("wchar:"))
 
 
+def stop_and_read_wchar(pid):
+    """SIGSTOP pid and its wchar once every thread stopped (a write in flight lands first)."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def all_stopped():
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t", "Z", "X"):
+                        return False
+            except FileNotFoundError:
+                pass    # a thread that ended
+        return True
+    wait_for(all_stopped, 5, "qemu-img's threads to stop", interval=0.001)
+    return proc_wchar(pid)
+
+
+PF_EXITING = 0x4
+
+
+def proc_dying(pid):
+    """pid exits or was sent SIGKILL: a zombie, PF_EXITING in its flags, or SIGKILL pending."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X") or int(fields[6]) & PF_EXITING:
+        return True
+    with open(f"/proc/{pid}/status") as f:
+        pending = [int(line.split()[1], 16) for line in f if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(p & (1 << (signal.SIGKILL - 1)) for p in pending)
+
+
 def copy_of_written_qcow2(ec, name, size, written):
     """A sparse qcow2 disk of size on the first domain with its first `written` bytes written,
     copied to the second: (disk, its volume's path, the copy's job id, the new disk's id)."""
@@ -841,28 +872,35 @@ def test_capped_copies_stall_judgement():
         before, agent = stall_events(ec), agent_of(ec, pid)
         # Not while the governor holds it stopped: its SIGCONT would undo ours.
         wait_for(lambda: proc_state(pid) != "T", 30, "the governor to let qemu-img run", interval=0.005)
-        os.kill(pid, signal.SIGSTOP)
-        # still_since: when it last moved (what the engine's clock may start from at the earliest);
-        # stopped_at: when it was last stopped (the latest).
-        still_since = stopped_at = time.monotonic()
-        stopped, wrote = pid, proc_wchar(pid)
+        # still_since: since when it has not moved, at the earliest (the engine's clock may start
+        # there); stopped_at: when it was last stopped (its clock starts by then at the latest).
+        still_since = stopped_at = last_still = time.monotonic()
+        stopped, wrote = pid, stop_and_read_wchar(pid)
 
         def held_still_and_flagged():
             # The governor may pause qemu-img (its own SIGSTOP) just after ours, a wait it reports as
             # rate_wait, and end that pause with a SIGCONT that undoes ours: stop it again (seen once
             # under ASan in CI: the copy ran on and finished unflagged). It moved only if it wrote
-            # (the agent counts its /proc/PID/io wchar): otherwise the engine may count from our
-            # first stop, and flag right after this one (seen in CI: 7 ms after it).
-            nonlocal still_since, stopped_at, wrote
+            # (the agent counts its /proc/PID/io wchar); if it did not, the engine may still count
+            # from our first stop. A process the engine's abort killed is not stopped again: that
+            # reset the clock just before the flag was read (seen in CI: 7 ms after a "re-stop").
+            nonlocal still_since, stopped_at, last_still, wrote
+            msg = new_stall(ec, before)
+            if msg:
+                return msg
             try:
-                if proc_state(pid) not in ("T", "t"):
-                    os.kill(pid, signal.SIGSTOP)
-                    stopped_at = time.monotonic()
-                    if proc_wchar(pid) != wrote:
-                        still_since, wrote = stopped_at, proc_wchar(pid)
+                if proc_state(pid) in ("T", "t"):
+                    last_still = time.monotonic()
+                elif not proc_dying(pid):
+                    at = time.monotonic()
+                    w = stop_and_read_wchar(pid)
+                    stopped_at = at
+                    if w != wrote:
+                        still_since, wrote = last_still, w     # it moved after we last saw it stopped
+                    last_still = time.monotonic()
             except (FileNotFoundError, ProcessLookupError):
-                pass        # flagged and aborted (stall_action = retry) before the event was read
-            return new_stall(ec, before)
+                pass        # flagged and aborted (stall_action = retry): the event is read next time
+            return None
         msg = wait_for(held_still_and_flagged, STALL_TIMEOUT + 30, "the copy to be reported stalled", interval=0.05)
         now = time.monotonic()
         assert now - still_since >= STALL_TIMEOUT - 1, (now - still_since, now - stopped_at)
